@@ -1,0 +1,123 @@
+"""A small model registry: a string in a config (``arch["family"]``) picks a model builder.
+
+Each family module (``spaces.cnn``, ``spaces.nb201``, ``spaces.classic``) registers its builder
+with ``@register_model``. A builder takes the family's fields (the arch mapping without
+``family``), the input shape ``(C, H, W)`` and the number of classes, and returns an
+``nn.Module``. Weights come from PyTorch's default initialisers, so ``torch.manual_seed`` before
+``build_model`` makes the model deterministic.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import operator
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+from torch import nn
+
+ModelBuilder = Callable[[Mapping[str, Any], tuple[int, int, int], int], nn.Module]
+
+# Imported lazily by the registry so `import spaces.models` alone never pulls in every family
+# (and the family modules can import this one without a cycle).
+_BUILTIN_FAMILY_MODULES = ("spaces.cnn", "spaces.nb201", "spaces.classic")
+
+_REGISTRY: dict[str, ModelBuilder] = {}
+
+ConfigT = TypeVar("ConfigT")
+
+
+class InfeasibleArchitecture(ValueError):
+    """A sampled architecture that cannot work for this input (e.g. feature map shrinks to
+    nothing). The search counts it as infeasible, never a crash."""
+
+
+def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
+    """Decorator registering ``builder`` as the model family ``name``."""
+
+    def decorator(builder: ModelBuilder) -> ModelBuilder:
+        existing = _REGISTRY.get(name)
+        # Re-registering the same function (module re-import) is harmless; two different
+        # builders under one name would make a config ambiguous.
+        if existing is not None and existing.__qualname__ != builder.__qualname__:
+            raise ValueError(f"model family {name!r} is already registered")
+        _REGISTRY[name] = builder
+        return builder
+
+    return decorator
+
+
+def _load_builtin_families() -> None:
+    for module_name in _BUILTIN_FAMILY_MODULES:
+        importlib.import_module(module_name)
+
+
+def model_names() -> tuple[str, ...]:
+    """Names of all registered model families, sorted."""
+    _load_builtin_families()
+    return tuple(sorted(_REGISTRY))
+
+
+def build_model(
+    arch: Mapping[str, Any], input_shape: tuple[int, int, int], n_classes: int
+) -> nn.Module:
+    """Build the model that ``arch`` describes for inputs of ``input_shape`` (C, H, W)."""
+    _load_builtin_families()
+    if "family" not in arch:
+        raise ValueError(f"arch needs a 'family' key; allowed: {', '.join(sorted(_REGISTRY))}")
+    family = arch["family"]
+    if family not in _REGISTRY:
+        raise ValueError(
+            f"unknown model family {family!r}; allowed: {', '.join(sorted(_REGISTRY))}"
+        )
+    shape = _checked_input_shape(input_shape)
+    if isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 1:
+        raise ValueError(f"n_classes must be a positive int, got {n_classes!r}")
+    fields = {key: value for key, value in arch.items() if key != "family"}
+    return _REGISTRY[family](fields, shape, n_classes)
+
+
+def _checked_input_shape(input_shape: tuple[int, int, int]) -> tuple[int, int, int]:
+    if len(input_shape) != 3 or any(int(dim) < 1 for dim in input_shape):
+        raise ValueError(f"input_shape must be (C, H, W) with positive sizes, got {input_shape!r}")
+    channels, height, width = (int(dim) for dim in input_shape)
+    return channels, height, width
+
+
+def config_from_fields(
+    config_cls: type[ConfigT], fields: Mapping[str, Any], family: str
+) -> ConfigT:
+    """Build a family's config dataclass from arch fields, naming any unknown key."""
+    allowed = [field.name for field in dataclasses.fields(config_cls)]  # type: ignore[arg-type]
+    unknown = sorted(set(fields) - set(allowed))
+    if unknown:
+        raise ValueError(
+            f"unknown field(s) for model family {family!r}: {', '.join(unknown)}; "
+            f"allowed: {', '.join(allowed)}"
+        )
+    missing = [
+        field.name
+        for field in dataclasses.fields(config_cls)  # type: ignore[arg-type]
+        if field.name not in fields
+        and field.default is dataclasses.MISSING
+        and field.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise ValueError(f"model family {family!r} needs field(s): {', '.join(missing)}")
+    return config_cls(**fields)
+
+
+def require_int(name: str, value: Any, *, minimum: int = 1, allowed: tuple[int, ...] = ()) -> int:
+    """Validate an integer config field (numpy ints from a sampler are accepted)."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        number = operator.index(value)
+    except TypeError:
+        raise ValueError(f"{name} must be an int, got {value!r}") from None
+    if allowed and number not in allowed:
+        raise ValueError(f"{name} must be one of {allowed}, got {number}")
+    if not allowed and number < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {number}")
+    return number

@@ -1,0 +1,202 @@
+"""Family "nb201": the NAS-Bench-201 cell search space (Dong & Yang, ICLR 2020).
+
+A cell is a 4-node DAG; each of its 6 edges (node1<-0; node2<-0,1; node3<-0,1,2) carries one of
+5 ops, written as ``|op~0|+|op~0|op~1|+|op~0|op~1|op~2|``. The macro skeleton matches NB201's
+``TinyNetwork``: stem, 3 stages of ``n_cells`` cells, two residual reduction blocks, then
+BN-ReLU-pool-linear. With the NB201 defaults (C=16, N=5, CIFAR-10) parameter counts equal the
+benchmark's (0.073306 M to 1.531546 M).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from torch import Tensor, nn
+
+from spaces.models import (
+    InfeasibleArchitecture,
+    config_from_fields,
+    register_model,
+    require_int,
+)
+
+NB201_OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+N_NODES = 4
+N_EDGES = 6
+# (target node, source node) of each edge, in cell-string order.
+EDGES = tuple((target, source) for target in range(1, N_NODES) for source in range(target))
+
+
+def parse_cell(cell: str) -> tuple[str, ...]:
+    """The 6 ops of an NB201 cell string, in edge order (1<-0, 2<-0, 2<-1, 3<-0, 3<-1, 3<-2)."""
+    if not isinstance(cell, str):
+        raise ValueError(f"cell must be a string like {cell_string(['none'] * N_EDGES)!r}")
+    nodes = cell.strip().split("+")
+    if len(nodes) != N_NODES - 1:
+        raise ValueError(f"malformed cell {cell!r}: expected {N_NODES - 1} '+'-separated nodes")
+    ops: list[str] = []
+    for target, node in enumerate(nodes, start=1):
+        if len(node) < 2 or not (node.startswith("|") and node.endswith("|")):
+            raise ValueError(f"malformed cell {cell!r}: node {node!r} must be '|op~i|...|'")
+        tokens = node[1:-1].split("|")
+        if len(tokens) != target:
+            raise ValueError(f"malformed cell {cell!r}: node {target} needs {target} inputs")
+        for source, token in enumerate(tokens):
+            ops.append(_parse_edge(cell, token, source))
+    return tuple(ops)
+
+
+def _parse_edge(cell: str, token: str, source: int) -> str:
+    op, sep, index = token.partition("~")
+    if not sep or index != str(source):
+        raise ValueError(f"malformed cell {cell!r}: edge {token!r} should read 'op~{source}'")
+    if op not in NB201_OPS:
+        raise ValueError(f"unknown op {op!r} in cell {cell!r}; allowed: {', '.join(NB201_OPS)}")
+    return op
+
+
+def cell_string(ops: Sequence[str]) -> str:
+    """Inverse of parse_cell: the NB201 string for 6 ops in edge order."""
+    if len(ops) != N_EDGES:
+        raise ValueError(f"a cell has {N_EDGES} ops, got {len(ops)}")
+    unknown = [op for op in ops if op not in NB201_OPS]
+    if unknown:
+        raise ValueError(f"unknown op(s) {unknown}; allowed: {', '.join(NB201_OPS)}")
+    nodes: list[list[str]] = [[] for _ in range(N_NODES - 1)]
+    for (target, source), op in zip(EDGES, ops, strict=True):
+        nodes[target - 1].append(f"{op}~{source}")
+    return "+".join("|" + "|".join(node) + "|" for node in nodes)
+
+
+@dataclass(frozen=True)
+class NB201Config:
+    cell: str
+    channels: int = 16
+    n_cells: int = 5  # cells per stage (NB201's N)
+
+    def __post_init__(self) -> None:
+        parse_cell(self.cell)
+        object.__setattr__(self, "channels", require_int("channels", self.channels))
+        object.__setattr__(self, "n_cells", require_int("n_cells", self.n_cells))
+
+
+class Zero(nn.Module):
+    """The 'none' op: outputs zeros."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        # x * 0 rather than torch.zeros_like keeps the op in the autograd graph, which
+        # graph-tracing tools (e.g. channel pruning) follow.
+        return x.mul(0.0)
+
+
+class ReLUConvBN(nn.Sequential):
+    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int = 1) -> None:
+        super().__init__(
+            nn.ReLU(inplace=False),  # the input feeds other edges too, so never in place
+            nn.Conv2d(c_in, c_out, kernel, stride, kernel // 2, bias=False),
+            nn.BatchNorm2d(c_out),
+        )
+
+
+def make_op(name: str, channels: int) -> nn.Module:
+    if name == "none":
+        return Zero()
+    if name == "skip_connect":
+        return nn.Identity()
+    if name == "nor_conv_1x1":
+        return ReLUConvBN(channels, channels, 1)
+    if name == "nor_conv_3x3":
+        return ReLUConvBN(channels, channels, 3)
+    if name == "avg_pool_3x3":
+        return nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)
+    raise ValueError(f"unknown op {name!r}; allowed: {', '.join(NB201_OPS)}")
+
+
+class Cell(nn.Module):
+    """Node j = sum of its incoming edges; the output is node 3."""
+
+    def __init__(self, ops: Sequence[str], channels: int) -> None:
+        super().__init__()
+        self.edges = nn.ModuleList(make_op(op, channels) for op in ops)
+
+    def forward(self, x: Tensor) -> Tensor:
+        nodes = [x]
+        edge_index = 0
+        for target in range(1, N_NODES):
+            total = self.edges[edge_index](nodes[0])
+            for source in range(1, target):
+                total = total + self.edges[edge_index + source](nodes[source])
+            edge_index += target
+            nodes.append(total)
+        return nodes[-1]
+
+
+class ResNetReduction(nn.Module):
+    """NB201's reduction block: a stride-2 basic block with an avg-pool + 1x1 conv shortcut."""
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__()
+        self.conv_a = ReLUConvBN(c_in, c_out, 3, stride=2)
+        self.conv_b = ReLUConvBN(c_out, c_out, 3)
+        # ceil_mode lets odd maps (e.g. 7x7) match the conv's rounded-up size; for the even
+        # sizes NB201 used it changes nothing.
+        self.shortcut = nn.Sequential(
+            nn.AvgPool2d(2, stride=2, ceil_mode=True),
+            nn.Conv2d(c_in, c_out, 1, bias=False),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.shortcut(x) + self.conv_b(self.conv_a(x))
+
+
+class NB201Network(nn.Module):
+    def __init__(self, config: NB201Config, in_channels: int, n_classes: int) -> None:
+        super().__init__()
+        self.config = config
+        ops = parse_cell(config.cell)
+        channels = config.channels
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels)
+        )
+        layers: list[nn.Module] = []
+        for stage in range(3):
+            if stage > 0:
+                layers.append(ResNetReduction(channels, channels * 2))
+                channels *= 2
+            layers.extend(Cell(ops, channels) for _ in range(config.n_cells))
+        self.cells = nn.Sequential(*layers)
+        self.head = nn.Sequential(
+            nn.BatchNorm2d(channels),
+            nn.ReLU(inplace=True),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(channels, n_classes),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.cells(self.stem(x)))
+
+
+def _check_spatial(height: int, width: int) -> None:
+    """Each of the two reductions must halve a map of at least 2 pixels."""
+    for dim_name, size in (("height", height), ("width", width)):
+        trail = [size]
+        for _ in range(2):
+            if trail[-1] < 2:
+                raise InfeasibleArchitecture(
+                    f"nb201: input {dim_name} shrinks to {trail[-1]} "
+                    f"({' -> '.join(map(str, trail))}) before a reduction; needs >= 3 pixels"
+                )
+            trail.append((trail[-1] + 1) // 2)
+
+
+@register_model("nb201")
+def build_nb201(
+    fields: Mapping[str, Any], input_shape: tuple[int, int, int], n_classes: int
+) -> NB201Network:
+    config = config_from_fields(NB201Config, fields, "nb201")
+    in_channels, height, width = input_shape
+    _check_spatial(height, width)
+    return NB201Network(config, in_channels, n_classes)

@@ -1,0 +1,22 @@
+"""Shared test fixtures."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    """The real offline datasets: $NASCOMP_DATA_ROOT, else <repo>/../shared/data."""
+    root = Path(os.environ.get("NASCOMP_DATA_ROOT") or REPO_ROOT.parent / "shared" / "data")
+    if not root.is_dir():
+        pytest.skip(
+            f"dataset folder {root} not found: set NASCOMP_DATA_ROOT to the shared data folder "
+            "(MNIST/, FashionMNIST/, cifar10-jpeg.tar, nasbench201/)"
+        )
+    return root

@@ -1,0 +1,382 @@
+"""Datasets as in-memory tensors, loaded once per worker process and never downloaded.
+
+Every dataset comes back as ``DataSplits``: float32 NCHW inputs normalised per channel and
+int64 labels for train / val / test. Splits depend only on ``split_seed`` (never on a trial's
+seed), so every trial of a search sees the same validation set.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from sklearn.model_selection import train_test_split
+from torch import Tensor
+
+DATASETS = ("digits", "mnist", "fashion_mnist", "imagefolder")
+
+IDX_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+# torchvision looks for the IDX files in <root>/<class name>/raw.
+_IDX_FOLDERS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
+_IDX_TITLES = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST"}
+DIGITS_MAX_VALUE = 16.0  # load_digits pixels are counts 0..16 (4x4 blocks of a 32x32 bitmap)
+STATS_CHUNK = 8192  # images per chunk for mean/std, so float64 copies stay small
+TEST_FRACTION = 0.2  # for datasets without an official test set (digits, a flat image folder)
+_IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+class DataNotFoundError(FileNotFoundError):
+    """The dataset's files are not where the config says; the message says where to put them."""
+
+
+@dataclass(frozen=True)
+class DataSplits:
+    train_x: Tensor
+    train_y: Tensor
+    val_x: Tensor
+    val_y: Tensor
+    test_x: Tensor
+    test_y: Tensor
+    n_classes: int
+    input_shape: tuple[int, int, int]
+    name: str
+
+
+@dataclass(frozen=True)
+class _RawData:
+    """Decoded images (N, C, H, W) before any split; test is None without a fixed one.
+
+    Pixels stay in their stored type (uint8, 4x smaller than float32) until the split;
+    ``images / max_value`` lies in [0, 1].
+    """
+
+    images: Tensor
+    labels: Tensor
+    test_images: Tensor | None
+    test_labels: Tensor | None
+    n_classes: int
+    max_value: float = 255.0
+
+
+# One entry per distinct load_data call; worker processes keep theirs for all their trials.
+_SPLITS_CACHE: dict[tuple[object, ...], DataSplits] = {}
+_RAW_CACHE: dict[tuple[object, ...], _RawData] = {}
+
+
+# ---------------------------------------------------------------------------- root checks
+
+
+def check_data_root(name: str, root: str | None) -> None:
+    """Cheap existence check for config validation; loads nothing."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; allowed: {', '.join(DATASETS)}")
+    if name == "digits":
+        return  # bundled with scikit-learn
+    if name in _IDX_FOLDERS:
+        _check_idx_root(name, root)
+    else:
+        _image_folder_layout(root)
+
+
+def _check_idx_root(name: str, root: str | None) -> None:
+    folder = _IDX_FOLDERS[name]
+    hint = (
+        f"copy the four {_IDX_TITLES[name]} IDX files ({', '.join(IDX_FILES)}) into "
+        f"<root>/{folder}/raw/ (see ../shared/data); nothing is downloaded at run time"
+    )
+    if root is None:
+        raise DataNotFoundError(f"dataset {name!r} needs a data root: {hint}")
+    raw = Path(root) / folder / "raw"
+    missing = [file for file in IDX_FILES if not (raw / file).is_file()]
+    if missing:
+        raise DataNotFoundError(f"dataset {name!r}: expected {', '.join(missing)} in {raw}; {hint}")
+
+
+def _image_folder_layout(root: str | None) -> tuple[Path, Path | None]:
+    """(train folder, test folder or None) of an image-folder root, or DataNotFoundError."""
+    hint = (
+        "put one sub-folder of images per class in it, or train/ and test/ sub-folders that "
+        "each hold the class sub-folders"
+    )
+    if root is None:
+        raise DataNotFoundError(f"dataset 'imagefolder' needs a data root directory: {hint}")
+    path = Path(root)
+    if not path.is_dir():
+        raise DataNotFoundError(f"dataset 'imagefolder': expected a directory at {path}; {hint}")
+    train, test = path / "train", path / "test"
+    if train.is_dir() and test.is_dir():
+        for split in (train, test):
+            if not _class_folders(split):
+                raise DataNotFoundError(
+                    f"dataset 'imagefolder': expected class sub-folders in {split}; {hint}"
+                )
+        return train, test
+    if not _class_folders(path):
+        raise DataNotFoundError(
+            f"dataset 'imagefolder': expected class sub-folders in {path}; {hint}"
+        )
+    return path, None
+
+
+def _class_folders(path: Path) -> list[Path]:
+    return sorted(child for child in path.iterdir() if child.is_dir())
+
+
+# ---------------------------------------------------------------------------- loading
+
+
+def load_data(
+    name: str,
+    root: str | None = None,
+    *,
+    val_fraction: float = 0.1,
+    split_seed: int = 0,
+    max_train_samples: int | None = None,
+    image_size: int | None = None,
+) -> DataSplits:
+    """Load ``name`` once per process (cached by the arguments) and split it deterministically.
+
+    The test split is the official one (MNIST, Fashion-MNIST, an image folder with train/ and
+    test/), else a stratified 20% drawn with ``split_seed``. Validation is a stratified
+    ``val_fraction`` of the rest; ``max_train_samples`` then subsamples the training split.
+    """
+    check_data_root(name, root)
+    _check_split_args(val_fraction, max_train_samples, image_size)
+    root_key = None if name == "digits" else str(Path(root).resolve())  # type: ignore[arg-type]
+    key = (name, root_key, float(val_fraction), int(split_seed), max_train_samples, image_size)
+    if key not in _SPLITS_CACHE:
+        raw = _load_raw(name, root, image_size)
+        _SPLITS_CACHE[key] = _split(name, raw, val_fraction, split_seed, max_train_samples)
+    return _SPLITS_CACHE[key]
+
+
+def _check_split_args(
+    val_fraction: float, max_train_samples: int | None, image_size: int | None
+) -> None:
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
+    if max_train_samples is not None and max_train_samples < 1:
+        raise ValueError(f"max_train_samples must be >= 1 or None, got {max_train_samples!r}")
+    if image_size is not None and image_size < 1:
+        raise ValueError(f"image_size must be >= 1 or None, got {image_size!r}")
+
+
+def _load_raw(name: str, root: str | None, image_size: int | None) -> _RawData:
+    key = (name, None if root is None else str(Path(root).resolve()), image_size)
+    if key not in _RAW_CACHE:
+        if name == "digits":
+            raw = _load_digits()
+        elif name in _IDX_FOLDERS:
+            raw = _load_idx(name, root)  # type: ignore[arg-type]
+        else:
+            raw = _load_image_folder(root, image_size)  # type: ignore[arg-type]
+        if image_size is not None and name != "imagefolder":
+            raw = _resized(raw, image_size)
+        _RAW_CACHE[key] = raw
+    return _RAW_CACHE[key]
+
+
+def _load_digits() -> _RawData:
+    from sklearn.datasets import load_digits  # bundled with scikit-learn: works offline
+
+    digits = load_digits()
+    images = torch.from_numpy(digits.images.astype(np.uint8)).unsqueeze(1)  # exact: 0..16
+    labels = torch.from_numpy(digits.target.astype(np.int64))
+    n_classes = len(digits.target_names)
+    return _RawData(images, labels, None, None, n_classes, max_value=DIGITS_MAX_VALUE)
+
+
+def _load_idx(name: str, root: str) -> _RawData:
+    from torchvision import datasets
+
+    dataset_cls = datasets.MNIST if name == "mnist" else datasets.FashionMNIST
+    # .data / .targets are the whole IDX arrays: no per-sample PIL round trip.
+    train = dataset_cls(root, train=True, download=False)
+    test = dataset_cls(root, train=False, download=False)
+    return _RawData(
+        train.data.unsqueeze(1).contiguous(),
+        train.targets.long(),
+        test.data.unsqueeze(1).contiguous(),
+        test.targets.long(),
+        n_classes=len(train.classes),
+    )
+
+
+def _resized(raw: _RawData, image_size: int) -> _RawData:
+    def resize(images: Tensor | None) -> Tensor | None:
+        if images is None or images.shape[-2:] == (image_size, image_size):
+            return images
+        # Kept as float: rounding back to integers would coarsen 0..16 digits.
+        return torch.nn.functional.interpolate(
+            images.float(), size=(image_size, image_size), mode="bilinear", antialias=True
+        ).clamp_(0.0, raw.max_value)
+
+    return _RawData(
+        resize(raw.images),  # type: ignore[arg-type]
+        raw.labels,
+        resize(raw.test_images),
+        raw.test_labels,
+        raw.n_classes,
+        raw.max_value,
+    )
+
+
+# ---------------------------------------------------------------------------- image folders
+
+
+def _load_image_folder(root: str, image_size: int | None) -> _RawData:
+    from torchvision.datasets import ImageFolder
+
+    train_dir, test_dir = _image_folder_layout(root)
+    train = ImageFolder(str(train_dir), is_valid_file=_is_image)
+    test = ImageFolder(str(test_dir), is_valid_file=_is_image) if test_dir else None
+    if test is not None and test.classes != train.classes:
+        raise ValueError(
+            f"imagefolder: {train_dir} and {test_dir} must hold the same class folders, got "
+            f"{train.classes} and {test.classes}"
+        )
+    paths = [path for path, _ in train.samples]
+    test_paths = [path for path, _ in test.samples] if test else []
+    images = _decode_images(paths + test_paths, image_size)
+    labels = torch.tensor(train.targets, dtype=torch.int64)
+    if test is None:
+        return _RawData(images, labels, None, None, n_classes=len(train.classes))
+    test_labels = torch.tensor(test.targets, dtype=torch.int64)
+    n_train = len(paths)
+    return _RawData(
+        images[:n_train], labels, images[n_train:], test_labels, n_classes=len(train.classes)
+    )
+
+
+def _is_image(path: str) -> bool:
+    return path.lower().endswith(_IMAGE_EXTENSIONS)
+
+
+def _decode_images(paths: Sequence[str], image_size: int | None) -> Tensor:
+    """Decode every image once into one uint8 (N, C, H, W) tensor."""
+    # PIL releases the GIL while decoding, so threads give a real speed-up without the
+    # pickling cost of processes.
+    n_workers = min(16, os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=n_workers) as pool:
+        arrays = list(pool.map(lambda path: _decode_one(path, image_size), paths))
+    shapes = {array.shape[:2] for array in arrays}
+    if len(shapes) > 1:
+        raise ValueError(
+            f"imagefolder: images have different sizes {sorted(shapes)[:4]}; "
+            "set image_size to resize them to one size"
+        )
+    if any(array.shape[2] == 3 for array in arrays):
+        # Mixed grey and colour folders: grey images become 3 equal channels.
+        arrays = [np.repeat(a, 3, axis=2) if a.shape[2] == 1 else a for a in arrays]
+    stacked = np.stack(arrays) if arrays else np.zeros((0, 1, 1, 1), dtype=np.uint8)
+    return torch.from_numpy(stacked).permute(0, 3, 1, 2).contiguous()
+
+
+def _decode_one(path: str, image_size: int | None) -> np.ndarray:
+    with Image.open(path) as image:
+        grey = image.mode in ("1", "L", "I;16", "I")
+        converted = image.convert("L" if grey else "RGB")
+        if image_size is not None and converted.size != (image_size, image_size):
+            converted = converted.resize((image_size, image_size), Image.Resampling.BILINEAR)
+        array = np.asarray(converted, dtype=np.uint8)
+    return array[:, :, None] if array.ndim == 2 else array
+
+
+# ---------------------------------------------------------------------------- splitting
+
+
+def _split(
+    name: str,
+    raw: _RawData,
+    val_fraction: float,
+    split_seed: int,
+    max_train_samples: int | None,
+) -> DataSplits:
+    images, labels = raw.images, raw.labels
+    if raw.test_images is None or raw.test_labels is None:
+        dev_idx, test_idx = _stratified_split(labels, _n_held(TEST_FRACTION, labels), split_seed)
+        test_images, test_labels = images[test_idx], labels[test_idx]
+        images, labels = images[dev_idx], labels[dev_idx]
+    else:
+        test_images, test_labels = raw.test_images, raw.test_labels
+    # Statistics over train + val only (never test), so val_fraction and max_train_samples
+    # do not change what the inputs look like.
+    mean, std = _channel_stats(images, raw.max_value)
+    train_idx, val_idx = _stratified_split(labels, _n_held(val_fraction, labels), split_seed)
+    if max_train_samples is not None and max_train_samples < len(train_idx):
+        n_dropped = len(train_idx) - max_train_samples
+        keep, _ = _stratified_split(labels[train_idx], n_dropped, split_seed)
+        train_idx = train_idx[keep]
+
+    def normalised(part: Tensor) -> Tensor:
+        # Always a fresh copy: `part` may be the cached raw test tensor itself.
+        scaled = part.to(torch.float32, copy=True).div_(raw.max_value)
+        return scaled.sub_(mean.view(1, -1, 1, 1)).div_(std.view(1, -1, 1, 1))
+
+    return DataSplits(
+        train_x=normalised(images[train_idx]),
+        train_y=labels[train_idx].contiguous(),
+        val_x=normalised(images[val_idx]),
+        val_y=labels[val_idx].contiguous(),
+        test_x=normalised(test_images),
+        test_y=test_labels.contiguous(),
+        n_classes=raw.n_classes,
+        input_shape=tuple(images.shape[1:]),  # type: ignore[arg-type]
+        name=name,
+    )
+
+
+def _n_held(fraction: float, labels: Tensor) -> int:
+    return int(np.ceil(fraction * len(labels)))
+
+
+def _stratified_split(labels: Tensor, n_held: int, seed: int) -> tuple[Tensor, Tensor]:
+    """(kept, held-out) sorted index tensors with ``n_held`` held out, stratified if possible."""
+    indices = np.arange(len(labels))
+    if n_held <= 0:
+        return torch.from_numpy(indices), torch.from_numpy(indices[:0])
+    label_array = labels.numpy()
+    counts = np.bincount(label_array)
+    n_classes = int((counts > 0).sum())
+    # sklearn cannot stratify when a side gets fewer samples than classes, or a class has one.
+    can_stratify = min(n_held, len(labels) - n_held) >= n_classes and counts[counts > 0].min() > 1
+    kept, held = train_test_split(
+        indices,
+        test_size=n_held,
+        random_state=seed,
+        stratify=label_array if can_stratify else None,
+    )
+    return torch.from_numpy(np.sort(kept)), torch.from_numpy(np.sort(held))
+
+
+def _channel_stats(images: Tensor, max_value: float) -> tuple[Tensor, Tensor]:
+    """Per-channel mean and std on the [0, 1] scale, in float64 chunks (MNIST: 47M pixels)."""
+    n_channels = images.shape[1]
+    total = torch.zeros(n_channels, dtype=torch.float64)
+    total_sq = torch.zeros(n_channels, dtype=torch.float64)
+    for chunk in images.split(STATS_CHUNK):
+        pixels = chunk.double().div_(max_value)
+        total += pixels.sum(dim=(0, 2, 3))
+        total_sq += pixels.square_().sum(dim=(0, 2, 3))
+    count = images.numel() // n_channels
+    mean = total / count
+    variance = (total_sq / count - mean.square()).clamp_min(0.0)
+    # Population std; a constant channel must not divide by zero.
+    return mean.float(), variance.sqrt().clamp_min(1e-6).float()
+
+
+def clear_cache() -> None:
+    """Forget every loaded dataset (frees memory; tests use it to prove a fresh load)."""
+    _SPLITS_CACHE.clear()
+    _RAW_CACHE.clear()
