@@ -1,0 +1,361 @@
+"""``nascomp``: search, pareto, reproduce, ui."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from spaces.config import ConfigError, TrackingConfig, load_experiment
+
+EXIT_USAGE = 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    _quiet_libraries()
+    try:
+        return int(args.run(args) or 0)
+    except ConfigError as exc:
+        return _fail(str(exc))
+    except KeyboardInterrupt:
+        print("nascomp: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a known failure gets one line; anything else its traceback
+        from search.tracking import TrackingError
+
+        if isinstance(exc, TrackingError | ValueError):
+            return _fail(str(exc))
+        raise
+
+
+def _quiet_libraries() -> None:
+    # MLflow and Optuna announce table creation and every study at INFO; keep the terminal
+    # for nascomp's own progress lines.
+    import logging
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("optuna").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def _fail(message: str) -> int:
+    print(f"nascomp: error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nascomp", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    search = commands.add_parser("search", help="run a joint architecture + compression search")
+    search.add_argument(
+        "config", nargs="?", help="experiment YAML (default: the built-in quickstart)"
+    )
+    search.add_argument("--trials", type=int, help="number of trials (search.trials)")
+    search.add_argument("--concurrent", type=int, help="trials at once (search.concurrent)")
+    search.add_argument(
+        "--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)"
+    )
+    search.add_argument("--seed", type=int, help="search seed (search.seed)")
+    search.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any field, e.g. --set train.epochs=5",
+    )
+    _tracking_args(search)
+    search.set_defaults(run=cmd_search)
+
+    pareto = commands.add_parser("pareto", help="print the Pareto front of the latest search")
+    _tracking_args(pareto)
+    pareto.add_argument("--search-run", help="the search's parent run id (default: the latest)")
+    pareto.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    pareto.set_defaults(run=cmd_pareto)
+
+    reproduce = commands.add_parser(
+        "reproduce", help="re-run a trial from MLflow and export its model"
+    )
+    target = reproduce.add_mutually_exclusive_group(required=True)
+    target.add_argument("run_id", nargs="?", help="the trial's MLflow run id")
+    target.add_argument("--rank", type=int, help="take the K-th model of the latest search's front")
+    _tracking_args(reproduce)
+    reproduce.add_argument(
+        "--export",
+        type=Path,
+        metavar="DIR",
+        help="write state dict, TorchScript and MLflow model here",
+    )
+    reproduce.set_defaults(run=cmd_reproduce)
+
+    ui = commands.add_parser("ui", help="serve the MLflow UI on the tracking store")
+    ui.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db")
+    ui.add_argument("--experiment", default="nascomp", help="experiment whose runs page to print")
+    ui.add_argument("--port", type=int, default=5000)
+    ui.add_argument(
+        "--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)"
+    )
+    ui.set_defaults(run=cmd_ui)
+    return parser
+
+
+def _tracking_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--tracking-uri", help="default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db"
+    )
+    parser.add_argument("--experiment", help="MLflow experiment name (default: nascomp)")
+
+
+# --------------------------------------------------------------------------- search
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    flags = {
+        "search.trials": args.trials,
+        "search.concurrent": args.concurrent,
+        "search.seed": args.seed,
+        "tracking.uri": args.tracking_uri,
+        "tracking.experiment": args.experiment,
+    }
+    overrides = list(args.overrides) + [
+        f"{key}={json.dumps(v)}" for key, v in flags.items() if v is not None
+    ]
+    experiment = load_experiment(args.config, overrides)
+
+    from search.driver import run_search
+
+    source = args.config or "the built-in quickstart"
+    print(
+        f"nascomp search: {source}, {experiment.search.trials} trials, "
+        f"{experiment.search.concurrent} at once, "
+        f"objectives {_objectives_text(experiment.objectives)}"
+    )
+    summary = run_search(experiment, address=args.address)
+    from search.tracking import Tracker
+
+    tracker = Tracker(experiment.tracking.resolved_uri(), experiment.tracking.experiment)
+    print(
+        f"\n{len(summary.trials)} trials in {summary.wall_seconds:.0f} s "
+        f"({summary.count('ok')} ok, {summary.count('infeasible')} infeasible, "
+        f"{summary.count('failed')} failed)"
+    )
+    _print_front(summary.front, summary.objectives, summary.search_run_id)
+    print(f"\nMLflow: {_browse_hint(tracker)}")
+    return 0
+
+
+def _objectives_text(objectives: dict[str, str]) -> str:
+    return ", ".join(f"{mode} {name}" for name, mode in objectives.items())
+
+
+def _browse_hint(tracker: Any) -> str:
+    if tracker.uri.startswith("http"):
+        return tracker.runs_url()
+    uri_flag = (
+        "" if tracker.uri == TrackingConfig().resolved_uri() else f" --tracking-uri {tracker.uri}"
+    )
+    return f"run `nascomp ui{uri_flag}`, then open {tracker.runs_url()}"
+
+
+# --------------------------------------------------------------------------- pareto
+
+
+def _tracker(args: argparse.Namespace) -> Any:
+    from search.tracking import Tracker
+
+    config = TrackingConfig(uri=args.tracking_uri, experiment=args.experiment or "nascomp")
+    tracker = Tracker(config.resolved_uri(), config.experiment)
+    tracker.check_reachable()
+    return tracker
+
+
+def _front(tracker: Any, search_run: str | None = None) -> tuple[str, list, dict[str, str]]:
+    from search.driver import select_front
+
+    search_run = search_run or tracker.latest_search()
+    objectives = tracker.objectives(search_run)
+    return search_run, select_front(tracker.trials(search_run), objectives), objectives
+
+
+def cmd_pareto(args: argparse.Namespace) -> int:
+    tracker = _tracker(args)
+    search_run, front, objectives = _front(tracker, args.search_run)
+    if args.json:
+        rows = [
+            {
+                "rank": i + 1,
+                "run_id": r.run_id,
+                "objectives": {m: r.metrics.get(m) for m in objectives},
+                "params": r.params,
+            }
+            for i, r in enumerate(front)
+        ]
+        print(
+            json.dumps(
+                {"search_run_id": search_run, "objectives": objectives, "front": rows},
+                indent=2,
+                default=str,
+            )
+        )
+        return 0
+    _print_front(front, objectives, search_run)
+    return 0
+
+
+def _print_front(front: list, objectives: dict[str, str], search_run: str) -> None:
+    print(
+        f"Pareto front of search {search_run} ({len(front)} models; {_objectives_text(objectives)})"
+    )
+    if not front:
+        print("  (empty: no trial finished)")
+        return
+    names = list(objectives)
+    header = ["rank", "run_id", *names, "model"]
+    rows = [
+        [str(i + 1), r.run_id, *(_fmt(r.metrics.get(m)) for m in names), describe_trial(r.params)]
+        for i, r in enumerate(front)
+    ]
+    widths = [max(len(str(row[k])) for row in [header, *rows]) for k in range(len(header))]
+    for row in [header, *rows]:
+        cells = [
+            str(c).rjust(w) if k < len(header) - 1 else str(c)
+            for k, (c, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        print("  " + "  ".join(cells))
+
+
+def describe_trial(params: dict[str, Any]) -> str:
+    family = params.get("arch.family")
+    if family == "cnn":
+        arch = (
+            f"cnn {params.get('arch.block')} "
+            f"s{params.get('arch.n_stages')}x{params.get('arch.blocks_per_stage')} "
+            f"c{params.get('arch.base_channels')} k{params.get('arch.kernel_size')}"
+        )
+    elif family == "nb201":
+        arch = "nb201 " + "/".join(str(params.get(f"arch.edge{i}", "?")) for i in range(6))
+    else:
+        arch = str(family)
+    method = params.get("prune.method", "none")
+    prune = (
+        f"prune {method} {float(params.get('prune.ratio', 0)):.2f}"
+        if method != "none"
+        else "no prune"
+    )
+    bits = f"{params.get('quant.bits', 32)} bit"
+    distill = (
+        f"KD T={float(params['distill.temperature']):.1f}"
+        if params.get("distill.enabled")
+        else "no KD"
+    )
+    return f"{arch} | {prune} | {bits} | {distill}"
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if float(value).is_integer() and abs(value) >= 10:
+        return f"{int(value):,}"
+    return f"{value:.4f}"
+
+
+# --------------------------------------------------------------------------- reproduce
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from search.reproduce import reproduce
+
+    tracker = _tracker(args)
+    run_id = args.run_id
+    if run_id is None:
+        _, front, _ = _front(tracker)
+        if not 1 <= args.rank <= len(front):
+            raise ValueError(
+                f"--rank must be in 1..{len(front)} (the front's size); got {args.rank}"
+            )
+        run_id = front[args.rank - 1].run_id
+    print(f"reproducing {run_id}: {describe_trial(tracker.trial_record(run_id).params)}")
+    result = reproduce(tracker, run_id, args.export)
+    print(f"  {'metric':<18}{'logged':>14}{'reproduced':>14}")
+    mismatched = []
+    for name, logged, again in result.comparison():
+        same = logged is not None and again is not None and logged == again
+        if name.endswith("accuracy") and not same:
+            mismatched.append(name)
+        print(f"  {name:<18}{_fmt(logged):>14}{_fmt(again):>14}{'  =' if same else ''}")
+    print(f"model logged as {result.model_uri}")
+    for kind, path in result.exported.items():
+        print(f"exported {kind}: {path}")
+    if mismatched:
+        print(
+            f"warning: {', '.join(mismatched)} differ from the logged run "
+            "(another device or thread count?)"
+        )
+    return 0
+
+
+# --------------------------------------------------------------------------- ui
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    from search.tracking import Tracker, TrackingError
+
+    uri = TrackingConfig(uri=args.tracking_uri).resolved_uri()
+    if uri.startswith("http"):
+        print(f"the store is a tracking server already: {Tracker(uri, args.experiment).runs_url()}")
+        return 0
+    base = f"http://{args.host}:{args.port}"
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        uri,
+        "--host",
+        args.host,
+        "--port",
+        str(args.port),
+        "--workers",
+        "1",
+    ]
+    server = subprocess.Popen(command, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        if not _wait_healthy(base, server):
+            return _fail(f"the MLflow UI did not start on {base} (port taken?)")
+        try:
+            print(f"MLflow UI: {Tracker(uri, args.experiment).runs_url(base)}", flush=True)
+        except TrackingError:
+            print(f"MLflow UI: {base} (no experiment named {args.experiment!r} yet)", flush=True)
+        return server.wait()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        if server.poll() is None:
+            server.terminate()
+            server.wait(timeout=30)
+
+
+def _wait_healthy(base: str, server: subprocess.Popen, timeout_s: float = 90.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and server.poll() is None:
+        try:
+            with urllib.request.urlopen(f"{base}/health", timeout=2) as reply:
+                if reply.status == 200:
+                    return True
+        except OSError:
+            time.sleep(0.5)
+    return False
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,196 @@
+"""The search driver: Ray Tune + OptunaSearch over the joint space, trials into MLflow."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from search.optuna_space import DefineByRun, make_sampler
+from search.pareto import front_order
+from search.searcher import NascompOptunaSearch
+from search.tracking import Tracker, TrialRecord
+from spaces.config import Experiment
+from trainers.config import TrialConfig, trial_constants
+from trainers.teacher import load_or_train_teacher
+
+
+@dataclass
+class SearchSummary:
+    search_run_id: str
+    experiment_id: str
+    trials: list[TrialRecord]
+    front: list[TrialRecord]
+    objectives: dict[str, str]
+    wall_seconds: float
+    teacher: dict[str, float] = field(default_factory=dict)
+    searcher: Any = None  # the live NascompOptunaSearch (its Optuna study), for inspection
+
+    def count(self, status: str) -> int:
+        return sum(record.status == status for record in self.trials)
+
+
+def run_search(
+    experiment: Experiment,
+    *,
+    address: str | None = None,
+    echo: Any = print,
+) -> SearchSummary:
+    """Run the whole search; return what MLflow holds of it, front included."""
+    started = time.perf_counter()
+    tracker = Tracker(experiment.tracking.resolved_uri(), experiment.tracking.experiment)
+    tracker.check_reachable()
+    constants = trial_constants(experiment)
+    teacher_state, teacher_facts = _prepare_teacher(experiment, constants, echo)
+
+    import ray
+
+    _quiet_ray()
+    ray.init(
+        address=address or os.environ.get("RAY_ADDRESS"),
+        include_dashboard=False,
+        log_to_driver=False,
+        logging_level=logging.ERROR,
+    )
+    search_run_id = tracker.start_search(
+        run_name=f"search-{time.strftime('%Y%m%d-%H%M%S')}",
+        experiment_yaml=yaml.safe_dump(experiment.model_dump(mode="json"), sort_keys=False),
+        space=experiment.space.describe(),
+        objectives=experiment.objectives,
+        git_commit=_git_commit(),
+    )
+    if teacher_facts:
+        tracker.log_search_metrics(
+            search_run_id, {k: v for k, v in teacher_facts.items() if isinstance(v, float)}
+        )
+    status = "FAILED"
+    try:
+        searcher = _fit(experiment, constants, teacher_state, tracker, search_run_id, echo)
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        trials = tracker.trials(search_run_id)
+        front = select_front(trials, experiment.objectives)
+        tracker.finish_search(search_run_id, front, experiment.objectives, status)
+        ray.shutdown()
+    return SearchSummary(
+        search_run_id=search_run_id,
+        experiment_id=tracker.experiment_id(),
+        trials=trials,
+        front=front,
+        objectives=experiment.objectives,
+        wall_seconds=time.perf_counter() - started,
+        teacher=teacher_facts,
+        searcher=searcher,
+    )
+
+
+def _fit(
+    experiment: Experiment,
+    constants: dict[str, Any],
+    teacher_state: dict | None,
+    tracker: Tracker,
+    search_run_id: str,
+    echo: Any,
+) -> NascompOptunaSearch:
+    from ray import tune
+    from ray.tune.search import ConcurrencyLimiter
+
+    from search.progress import ProgressLine
+    from search.trainable import trial_fn
+
+    search = experiment.search
+    # The objectives go to the searcher only: a metric in TuneConfig would silently turn the
+    # search single-objective (NOTES.md).
+    searcher = NascompOptunaSearch(
+        space=DefineByRun(experiment.space.params(), constants),
+        metric=experiment.metric_names(),
+        mode=experiment.modes(),
+        sampler=make_sampler(search),
+    )
+    resources = {
+        "cpu": experiment.resources.cpus_per_trial,
+        "gpu": experiment.resources.gpus_per_trial,
+    }
+    trainable = tune.with_resources(
+        tune.with_parameters(trial_fn, teacher_state=teacher_state), resources
+    )
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=ConcurrencyLimiter(searcher, max_concurrent=search.concurrent),
+            num_samples=search.trials,
+            reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(
+            name=f"nascomp-{search_run_id[:12]}",
+            storage_path=str(Path(experiment.storage).resolve()),
+            callbacks=[
+                tracker.callback(search_run_id),
+                ProgressLine(search.trials, experiment.objectives, echo),
+            ],
+            verbose=0,
+        ),
+    )
+    tuner.fit()
+    return searcher
+
+
+def select_front(trials: list[TrialRecord], objectives: dict[str, str]) -> list[TrialRecord]:
+    """The Pareto front of the finished, feasible trials, best first by the first objective."""
+    import numpy as np
+
+    done = [t for t in trials if t.status == "ok" and all(m in t.metrics for m in objectives)]
+    if not done:
+        return []
+    values = np.array([[t.metrics[m] for m in objectives] for t in done])
+    return [done[i] for i in front_order(values, list(objectives.values()))]
+
+
+def _prepare_teacher(
+    experiment: Experiment, constants: dict[str, Any], echo: Any
+) -> tuple[dict | None, dict[str, float]]:
+    if not experiment.space.distillation_possible():
+        return None, {}
+    config = TrialConfig.from_flat({**constants, "arch.family": "cnn"})
+    state, facts = load_or_train_teacher(config)
+    how = (
+        "loaded from cache"
+        if facts.get("teacher_cached")
+        else f"trained in {facts['teacher_train_seconds']:.1f} s"
+    )
+    accuracy = facts.get("teacher_val_accuracy")
+    echo(f"teacher {how}" + (f", val_accuracy {accuracy:.4f}" if accuracy is not None else ""))
+    return state, facts
+
+
+def _quiet_ray() -> None:
+    # Intermediate reports carry the cheap metrics only (latency is measured once, at the end);
+    # Tune would otherwise insist that every report holds every objective.
+    os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "0")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit("use the `nascomp search` command")

@@ -1,0 +1,46 @@
+"""Re-run a logged trial from its MLflow params, compare, log and export."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from search.export import export_model
+from search.tracking import Tracker, TrialRecord
+from trainers.config import TrialConfig
+from trainers.data import load_data
+from trainers.teacher import _data_kwargs, load_or_train_teacher
+from trainers.trial import TrialOutcome, run_trial
+
+
+@dataclass
+class Reproduction:
+    source: TrialRecord
+    outcome: TrialOutcome
+    model_uri: str
+    exported: dict[str, Path]
+
+    def comparison(self) -> list[tuple[str, float | None, float | None]]:
+        names = [
+            m for m in self.outcome.metrics if m in self.source.metrics or m.endswith("accuracy")
+        ]
+        return [(m, self.source.metrics.get(m), self.outcome.metrics.get(m)) for m in names]
+
+
+def reproduce(tracker: Tracker, run_id: str, export_dir: Path | None = None) -> Reproduction:
+    source = tracker.trial_record(run_id)
+    if source.status != "ok":
+        raise ValueError(
+            f"run {run_id} is not a finished trial (status {source.status!r}); nothing to reproduce"
+        )
+    config = TrialConfig.from_flat(source.params)
+    teacher_state = load_or_train_teacher(config)[0] if config.distill.enabled else None
+    outcome = run_trial(config, teacher_state=teacher_state)
+    if outcome.model is None:
+        raise RuntimeError(
+            f"run {run_id} did not produce a model ({outcome.status}: {outcome.reason})"
+        )
+    example = load_data(**_data_kwargs(config)).test_x[:1].to(config.device)
+    model_uri = tracker.log_reproduction(source, outcome.metrics, outcome.model, example.cpu())
+    exported = export_model(outcome.model, example, source.params, export_dir) if export_dir else {}
+    return Reproduction(source=source, outcome=outcome, model_uri=model_uri, exported=exported)

@@ -1,0 +1,290 @@
+"""Everything nascomp says to MLflow, in one module.
+
+Layout: one parent run per search (tag ``nascomp.role=search``) holding the experiment file, the
+space, the git commit and the final Pareto front; one child run per trial, nested with the
+``mlflow.parentRunId`` tag, holding the trial's flat config as params, per-epoch metrics as
+steps and the final metrics. Only the driver writes (a Ray Tune callback), so a sqlite store
+sees a single writer.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.tracking import MlflowClient
+from ray.tune import Callback
+
+from trainers.config import decode_param
+
+ROLE_TAG = "nascomp.role"
+STATUS_TAG = "nascomp.status"
+TRIAL_TAG = "nascomp.trial_id"
+OBJECTIVES_TAG = "nascomp.objectives"
+PARENT_TAG = "mlflow.parentRunId"
+SOURCE_TAG = "nascomp.reproduced_from"
+_PARAM_LIMIT = 6000  # MLflow's limit on a param value
+
+
+class TrackingError(RuntimeError):
+    """The tracking store cannot be used (unreachable server, unknown experiment...)."""
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    run_id: str
+    trial_id: str
+    status: str
+    params: dict[str, Any]
+    metrics: dict[str, float]
+
+
+class Tracker:
+    def __init__(self, uri: str, experiment: str) -> None:
+        self.uri = uri
+        self.experiment = experiment
+        self.client = MlflowClient(tracking_uri=uri)
+
+    # ------------------------------------------------------------------ store and experiment
+    def check_reachable(self, timeout_s: float = 5.0) -> None:
+        """Fail early, before any trial starts, when an HTTP tracking server does not answer."""
+        if not self.uri.startswith(("http://", "https://")):
+            return
+        try:
+            with urllib.request.urlopen(
+                f"{self.uri.rstrip('/')}/health", timeout=timeout_s
+            ) as reply:
+                if reply.status == 200:
+                    return
+        except (urllib.error.URLError, OSError) as exc:
+            raise TrackingError(
+                f"tracking server {self.uri} is unreachable ({exc}); start it or fix --tracking-uri"
+            ) from None
+        raise TrackingError(f"tracking server {self.uri} answered /health with an error")
+
+    def experiment_id(self, create: bool = False) -> str:
+        found = self.client.get_experiment_by_name(self.experiment)
+        if found is not None:
+            return found.experiment_id
+        if not create:
+            raise TrackingError(f"no experiment named {self.experiment!r} in {self.uri}")
+        return self.client.create_experiment(
+            self.experiment, artifact_location=self._artifact_root()
+        )
+
+    def _artifact_root(self) -> str | None:
+        # With a sqlite file, keep artifacts next to it (not in whatever folder we run from),
+        # so `nascomp ui` started anywhere finds them. A server chooses its own root.
+        if self.uri.startswith("sqlite:///"):
+            db = Path(self.uri[len("sqlite:///") :])
+            return (db.parent / "mlartifacts" / self.experiment).resolve().as_uri()
+        return None
+
+    def runs_url(self, base_url: str | None = None) -> str:
+        base = base_url or (self.uri if self.uri.startswith("http") else "http://127.0.0.1:5000")
+        return f"{base.rstrip('/')}/#/experiments/{self.experiment_id()}/runs"
+
+    # ------------------------------------------------------------------ the search's parent run
+    def start_search(
+        self,
+        *,
+        run_name: str,
+        experiment_yaml: str,
+        space: list[dict],
+        objectives: dict[str, str],
+        git_commit: str | None,
+    ) -> str:
+        tags = {ROLE_TAG: "search", OBJECTIVES_TAG: json.dumps(objectives)}
+        if git_commit:
+            tags["mlflow.source.git.commit"] = git_commit
+        run = self.client.create_run(self.experiment_id(create=True), run_name=run_name, tags=tags)
+        run_id = run.info.run_id
+        self.client.log_text(run_id, experiment_yaml, "experiment.yaml")
+        self.client.log_dict(run_id, {"params": space}, "space.json")
+        return run_id
+
+    def log_search_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+        now = int(time.time() * 1000)
+        self.client.log_batch(
+            run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()]
+        )
+
+    def finish_search(
+        self, run_id: str, front: list[TrialRecord], objectives: dict[str, str], status: str
+    ) -> None:
+        if front:
+            rows = [
+                {
+                    "rank": i + 1,
+                    "run_id": r.run_id,
+                    **{m: r.metrics.get(m) for m in objectives},
+                    "params": r.params,
+                }
+                for i, r in enumerate(front)
+            ]
+            self.client.log_dict(
+                run_id, {"objectives": objectives, "front": rows}, "pareto_front.json"
+            )
+        self.client.set_terminated(run_id, status)
+
+    # ------------------------------------------------------------------ reading back
+    def latest_search(self) -> str:
+        runs = self.client.search_runs(
+            [self.experiment_id()],
+            filter_string=f"tags.`{ROLE_TAG}` = 'search'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        if not runs:
+            raise TrackingError(f"experiment {self.experiment!r} has no nascomp search yet")
+        return runs[0].info.run_id
+
+    def objectives(self, search_run_id: str) -> dict[str, str]:
+        return json.loads(self.client.get_run(search_run_id).data.tags[OBJECTIVES_TAG])
+
+    def trials(self, search_run_id: str) -> list[TrialRecord]:
+        runs = self.client.search_runs(
+            [self.experiment_id()],
+            filter_string=f"tags.`{PARENT_TAG}` = '{search_run_id}'",
+            order_by=["attributes.start_time ASC"],
+            max_results=50000,
+        )
+        return [_record(run) for run in runs]
+
+    def trial_record(self, run_id: str) -> TrialRecord:
+        return _record(self.client.get_run(run_id))
+
+    # ------------------------------------------------------------------ reproduce
+    def log_reproduction(
+        self, source: TrialRecord, metrics: dict[str, float], model: Any, example: Any
+    ) -> str:
+        import mlflow.pytorch
+
+        run = self.client.create_run(
+            self.experiment_id(),
+            run_name=f"reproduce-{source.run_id[:8]}",
+            tags={SOURCE_TAG: source.run_id, ROLE_TAG: "reproduce"},
+        )
+        run_id = run.info.run_id
+        self.client.log_batch(run_id, params=_params(source.params))
+        self.log_search_metrics(run_id, metrics)
+        mlflow.set_tracking_uri(self.uri)
+        with mlflow.start_run(run_id=run_id):
+            info = mlflow.pytorch.log_model(model, name="model", input_example=example.numpy())
+        self.client.set_terminated(run_id, "FINISHED")
+        return info.model_uri
+
+    def callback(self, search_run_id: str) -> MlflowTrialCallback:
+        return MlflowTrialCallback(self, search_run_id)
+
+
+class MlflowTrialCallback(Callback):
+    """Ray Tune callback: one nested MLflow run per trial, metrics per epoch as steps."""
+
+    def __init__(self, tracker: Tracker, search_run_id: str) -> None:
+        self.tracker = tracker
+        self.client = tracker.client
+        self.search_run_id = search_run_id
+        self.experiment_id = tracker.experiment_id()
+        self.run_ids: dict[str, str] = {}
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        tags = {PARENT_TAG: self.search_run_id, TRIAL_TAG: trial.trial_id, STATUS_TAG: "running"}
+        run = self.client.create_run(
+            self.experiment_id, run_name=f"trial-{trial.trial_id}", tags=tags
+        )
+        self.run_ids[trial.trial_id] = run.info.run_id
+        self.client.log_batch(run.info.run_id, params=_params(trial.config))
+
+    def on_trial_result(
+        self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
+    ) -> None:
+        self._log_metrics(trial, result)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        result = trial.last_result or {}
+        run_id = self.run_ids.pop(trial.trial_id)
+        status = result.get("nascomp_status", "ok")
+        tags = [RunTag(STATUS_TAG, status)]
+        if result.get("nascomp_reason"):
+            tags.append(RunTag("nascomp.reason", str(result["nascomp_reason"])[:5000]))
+        if result.get("nascomp_node_id"):
+            tags.append(RunTag("nascomp.node_id", str(result["nascomp_node_id"])))
+        self.client.log_batch(run_id, tags=tags)
+        self.client.set_terminated(run_id, "FINISHED")
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        run_id = self.run_ids.pop(trial.trial_id, None)
+        if run_id is None:
+            return
+        reason = _error_text(trial)
+        self.client.log_batch(
+            run_id, tags=[RunTag(STATUS_TAG, "failed"), RunTag("nascomp.reason", reason[:5000])]
+        )
+        self.client.set_terminated(run_id, "FAILED")
+
+    def _log_metrics(self, trial: Any, result: dict) -> None:
+        run_id = self.run_ids.get(trial.trial_id)
+        if run_id is None:
+            return
+        step = int(result.get("epoch", result.get("training_iteration", 0)))
+        now = int(time.time() * 1000)
+        metrics = [
+            Metric(key, float(value), now, step)
+            for key, value in result.items()
+            if key in _LOGGED and isinstance(value, int | float) and not isinstance(value, bool)
+        ]
+        if metrics:
+            self.client.log_batch(run_id, metrics=metrics)
+
+
+# Ray adds bookkeeping keys (time_this_iter_s, pid, ...) to each result; log ours only.
+_LOGGED = {
+    "val_accuracy",
+    "test_accuracy",
+    "params",
+    "nonzero_params",
+    "size_bytes",
+    "macs",
+    "latency_ms",
+    "latency_batch_ms",
+    "train_seconds",
+    "loss",
+    "train_accuracy",
+    "epochs",
+}
+
+
+def _params(config: dict[str, Any]) -> list[Param]:
+    return [Param(key, str(value)[:_PARAM_LIMIT]) for key, value in sorted(config.items())]
+
+
+def _record(run: Any) -> TrialRecord:
+    tags = run.data.tags
+    status = (
+        tags.get(STATUS_TAG, "ok")
+        if run.info.status == RunStatus.to_string(RunStatus.FINISHED)
+        else "failed"
+    )
+    return TrialRecord(
+        run_id=run.info.run_id,
+        trial_id=tags.get(TRIAL_TAG, ""),
+        status=status,
+        params={key: decode_param(value) for key, value in run.data.params.items()},
+        metrics=dict(run.data.metrics),
+    )
+
+
+def _error_text(trial: Any) -> str:
+    path = getattr(trial, "error_file", None)
+    if path and Path(path).is_file():
+        lines = [line for line in Path(path).read_text().splitlines() if line.strip()]
+        if lines:
+            return lines[-1]
+    return "trial failed"

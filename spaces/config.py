@@ -1,0 +1,316 @@
+"""The experiment file: one YAML document, validated completely before anything starts.
+
+Every section is a pydantic model with ``extra="forbid"``; :func:`load_experiment` turns the
+first problem into a one-line :class:`ConfigError` that names the field and what is allowed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from spaces.space import ARCH_SPACES, SpaceConfig, arch_keys
+from trainers.data import DATASETS, DataNotFoundError, check_data_root
+
+METRICS = (
+    "val_accuracy",
+    "test_accuracy",
+    "params",
+    "nonzero_params",
+    "size_bytes",
+    "macs",
+    "latency_ms",
+    "latency_batch_ms",
+    "train_seconds",
+)
+SAMPLERS = ("nsga2", "tpe", "random")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+QUICKSTART = Path(__file__).with_name("quickstart.yaml")
+
+
+class ConfigError(ValueError):
+    """A bad experiment file or override: one line, naming the field and what is allowed."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=False, validate_default=True)
+
+
+class DataConfig(_Section):
+    name: Literal["digits", "mnist", "fashion_mnist", "imagefolder"] = "digits"
+    root: str | None = None
+    val_fraction: float = Field(0.1, gt=0.0, lt=0.5)
+    split_seed: int = 0
+    max_train_samples: int | None = Field(None, ge=10)
+    image_size: int | None = Field(None, ge=4)
+
+    @model_validator(mode="after")
+    def _root_holds_dataset(self) -> DataConfig:
+        if self.name != "digits" and self.root is None:
+            raise ValueError(f"data.root is required for dataset {self.name!r}")
+        if self.root is not None:
+            self.root = str(Path(self.root).expanduser().resolve())
+        try:
+            check_data_root(self.name, self.root)
+        except DataNotFoundError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+
+class SearchConfig(_Section):
+    sampler: Literal["nsga2", "tpe", "random"] = "nsga2"
+    trials: int = Field(20, ge=1)
+    concurrent: int = Field(2, ge=1)
+    seed: int = 0
+    population_size: int | None = Field(
+        None, ge=2, description="NSGA-II population; default max(4, min(50, trials // 3))"
+    )
+
+
+class TrainConfig(_Section):
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(64, ge=1)
+    optimizer: Literal["sgd", "adam", "adamw"] = "adam"
+    lr: float = Field(3e-3, gt=0.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    prune_epochs: int = Field(3, ge=0, description="fine-tuning epochs over which pruning ramps up")
+    qat_epochs: int = Field(2, ge=0, description="quantization-aware fine-tuning epochs")
+    finetune_lr_scale: float = Field(
+        0.3, gt=0.0, le=1.0, description="fine-tuning learning rate = lr * this"
+    )
+
+
+class TeacherConfig(_Section):
+    arch: dict[str, Any] = Field(
+        default_factory=lambda: {
+            "family": "cnn",
+            "n_stages": 2,
+            "blocks_per_stage": 2,
+            "base_channels": 32,
+            "block": "residual",
+        }
+    )
+    epochs: int = Field(15, ge=1)
+    lr: float = Field(3e-3, gt=0.0)
+    optimizer: Literal["sgd", "adam", "adamw"] = "adam"
+    batch_size: int = Field(64, ge=1)
+    checkpoint: str | None = None
+
+    @field_validator("arch")
+    @classmethod
+    def _known_family(cls, arch: dict[str, Any]) -> dict[str, Any]:
+        from spaces.models import model_names
+
+        family = arch.get("family")
+        if family not in model_names():
+            raise ValueError(f"family must be one of {', '.join(model_names())}; got {family!r}")
+        return arch
+
+    @field_validator("checkpoint")
+    @classmethod
+    def _checkpoint_exists(cls, path: str | None) -> str | None:
+        if path is None:
+            return None
+        resolved = Path(path).expanduser().resolve()
+        if not resolved.is_file():
+            raise ValueError(f"teacher checkpoint {str(resolved)!r} does not exist")
+        return str(resolved)
+
+
+class MeasureConfig(_Section):
+    latency_batch_size: int = Field(64, ge=1)
+    n_warmup: int = Field(5, ge=0)
+    n_repeat: int = Field(20, ge=1)
+
+
+class ResourcesConfig(_Section):
+    cpus_per_trial: float = Field(1.0, gt=0.0)
+    gpus_per_trial: float = Field(0.0, ge=0.0)
+
+    @field_validator("gpus_per_trial")
+    @classmethod
+    def _gpu_share(cls, gpus: float) -> float:
+        # Ray places fractional GPUs only when several trials fit one device exactly.
+        if gpus > 1 and gpus != int(gpus):
+            raise ValueError(f"must be a fraction <= 1 or a whole number of GPUs; got {gpus}")
+        return gpus
+
+
+class TrackingConfig(_Section):
+    uri: str | None = Field(
+        None, description="default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db"
+    )
+    experiment: str = "nascomp"
+
+    def resolved_uri(self) -> str:
+        uri = self.uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+        if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+            # Make a relative sqlite path absolute, so Ray workers and the UI see the same file.
+            uri = "sqlite:///" + str(Path(uri[len("sqlite:///") :]).resolve())
+        return uri
+
+
+class Experiment(_Section):
+    """A whole search: what to search over, how to train, where to log."""
+
+    data: DataConfig = Field(default_factory=DataConfig)
+    space: SpaceConfig = Field(default_factory=SpaceConfig)
+    objectives: dict[str, Literal["min", "max"]] = Field(
+        default_factory=lambda: {"val_accuracy": "max", "size_bytes": "min"}
+    )
+    search: SearchConfig = Field(default_factory=SearchConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    measure: MeasureConfig = Field(default_factory=MeasureConfig)
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    storage: str = Field("nascomp-results", description="folder for Ray Tune's results")
+
+    @field_validator("objectives")
+    @classmethod
+    def _known_metrics(cls, objectives: dict[str, str]) -> dict[str, str]:
+        if not objectives:
+            raise ValueError(f"name at least one objective from {', '.join(METRICS)}")
+        for name in objectives:
+            if name not in METRICS:
+                hint = _did_you_mean(name, METRICS)
+                raise ValueError(f"unknown metric {name!r}{hint}; allowed: {', '.join(METRICS)}")
+        return objectives
+
+    @model_validator(mode="after")
+    def _teacher_needed(self) -> Experiment:
+        if self.space.distillation_possible() and self.teacher.arch.get("family") is None:
+            raise ValueError("teacher.arch.family is required when distillation is searched")
+        return self
+
+    def metric_names(self) -> list[str]:
+        return list(self.objectives)
+
+    def modes(self) -> list[str]:
+        return list(self.objectives.values())
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_experiment(
+    path: str | Path | None = None, overrides: list[str] | None = None
+) -> Experiment:
+    """Read, override and validate an experiment; raise ConfigError (one line) on any problem."""
+    raw = read_yaml(Path(path) if path else QUICKSTART)
+    for item in overrides or []:
+        apply_override(raw, item)
+    return validate_experiment(raw)
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"experiment file {str(path)!r} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{where}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    return raw
+
+
+def apply_override(raw: dict[str, Any], item: str) -> None:
+    """Apply ``key.path=value`` to the raw mapping; the value is parsed as YAML (safe_load)."""
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {item!r}: expected KEY.PATH=VALUE, e.g. search.trials=8")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        raise ConfigError(f"--set {key}: value {text!r} is not valid YAML") from None
+    node = raw
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {key}: {part!r} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def validate_experiment(raw: dict[str, Any]) -> Experiment:
+    try:
+        return Experiment.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_first_error(exc, raw)) from None
+
+
+def _first_error(exc: ValidationError, raw: dict[str, Any]) -> str:
+    errors = exc.errors(include_url=False)
+    error = errors[0]
+    loc, family = _clean_loc(error["loc"])
+    field = ".".join(loc) or "experiment"
+    more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+    if error["type"] == "extra_forbidden":
+        allowed = _allowed_keys(loc[:-1], family)
+        hint = _did_you_mean(loc[-1], allowed)
+        return f"{field}: unknown key{hint}; allowed: {', '.join(allowed)}{more}"
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "union_tag_invalid":
+        given = error["input"].get("family")
+        return f"{field}.family: must be one of {', '.join(ARCH_SPACES)}; got {given!r}{more}"
+    if error["type"] in ("value_error", "assertion_error", "missing"):
+        return f"{field}: {message}{more}"
+    return f"{field}: {message}; got {error.get('input')!r}{more}"
+
+
+def _clean_loc(raw_loc: tuple[Any, ...]) -> tuple[list[str], str | None]:
+    """Drop the discriminated union's tag from an error location, remembering which it was."""
+    loc: list[str] = []
+    family = None
+    for part in raw_loc:
+        if loc and loc[-1] == "arch" and part in ARCH_SPACES:
+            family = str(part)
+            continue
+        loc.append(str(part))
+    return loc, family
+
+
+def _allowed_keys(loc: list[str], family: str | None) -> list[str]:
+    if loc[-2:] == ["space", "arch"]:
+        return arch_keys(family)
+    model: Any = Experiment
+    for part in loc:
+        annotation = model.model_fields[part].annotation
+        model = annotation
+    return list(model.model_fields)
+
+
+def _did_you_mean(word: str, options: Any) -> str:
+    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+__all__ = [
+    "DATASETS",
+    "METRICS",
+    "OPTIMIZERS",
+    "QUICKSTART",
+    "SAMPLERS",
+    "ConfigError",
+    "DataConfig",
+    "Experiment",
+    "MeasureConfig",
+    "ResourcesConfig",
+    "SearchConfig",
+    "TeacherConfig",
+    "TrackingConfig",
+    "TrainConfig",
+    "load_experiment",
+]

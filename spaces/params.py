@@ -1,0 +1,181 @@
+"""Search-space parameter specs: the plain data a YAML leaf turns into.
+
+A leaf of the ``space:`` section is one of
+
+- a scalar (``kernel_size: 3``): fixed, not searched;
+- a non-empty list (``bits: [4, 8, 32]``): a categorical choice;
+- a range mapping (``ratio: {low: 0.1, high: 0.8}``, optional ``log: true``, ``step``): an
+  integer range when ``low`` and ``high`` are both integers, a float range otherwise.
+
+Nothing here knows Optuna; ``search.optuna_space`` is the one place that turns a
+:class:`Param` into a distribution.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+Scalar = int | float | str | bool
+
+
+@dataclass(frozen=True)
+class Param:
+    """One searchable (or fixed) parameter of the joint space.
+
+    ``condition`` is ``(other_param_name, allowed_values)``: the parameter is only sampled when
+    the other one took one of those values (e.g. the temperature only when distillation is on).
+    """
+
+    name: str
+    kind: str  # "fixed" | "choice" | "int" | "float"
+    choices: tuple[Scalar, ...] = ()
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    condition: tuple[str, tuple[Scalar, ...]] | None = None
+
+    @property
+    def value(self) -> Scalar:
+        """The value of a fixed parameter."""
+        assert self.kind == "fixed", self
+        return self.choices[0]
+
+    def is_active(self, sampled: dict[str, Any]) -> bool:
+        if self.condition is None:
+            return True
+        other, allowed = self.condition
+        return other in sampled and sampled[other] in allowed
+
+    def possible_values(self) -> tuple[Scalar, ...] | None:
+        """Every value a fixed or categorical param can take; None for ranges."""
+        return self.choices if self.kind in ("fixed", "choice") else None
+
+
+def parse_spec(
+    raw: Any,
+    *,
+    kind: type,
+    check: Callable[[Any], str | None] | None = None,
+) -> Any:
+    """Validate one YAML leaf as a spec of values of ``kind``; return it normalised.
+
+    ``check(value)`` returns an error text (what is allowed) or None. Ranges check both ends.
+    Raises ValueError with a message that says what is allowed; pydantic adds the field path.
+    """
+    if isinstance(raw, dict):
+        return _parse_range(raw, kind=kind, check=check)
+    if isinstance(raw, list):
+        if not raw:
+            raise ValueError("choice list is empty; give at least one value")
+        values = [_coerce(v, kind) for v in raw]
+        for value in values:
+            _run_check(value, check)
+        if len(set(map(repr, values))) != len(values):
+            raise ValueError(f"choice list {raw!r} repeats a value")
+        return values
+    value = _coerce(raw, kind)
+    _run_check(value, check)
+    return value
+
+
+def _parse_range(raw: dict, *, kind: type, check: Callable[[Any], str | None] | None) -> dict:
+    if kind in (str, bool):
+        raise ValueError(
+            "a range ({low, high}) is not allowed here; "
+            f"give a value or a list of {kind.__name__}"
+        )
+    unknown = set(raw) - {"low", "high", "log", "step"}
+    if unknown:
+        raise ValueError(f"unknown range key(s) {sorted(unknown)}; allowed: low, high, log, step")
+    if "low" not in raw or "high" not in raw:
+        raise ValueError("a range needs both 'low' and 'high'")
+    low, high = _coerce(raw["low"], kind), _coerce(raw["high"], kind)
+    if not low < high:
+        raise ValueError(f"range needs low < high; got low={low}, high={high}")
+    _run_check(low, check)
+    _run_check(high, check)
+    log = bool(raw.get("log", False))
+    if log and low <= 0:
+        raise ValueError(f"a log range needs low > 0; got low={low}")
+    step = raw.get("step")
+    if step is not None and (not isinstance(step, int | float) or step <= 0):
+        raise ValueError(f"range step must be a positive number; got {step!r}")
+    return {"low": low, "high": high, "log": log, "step": step}
+
+
+def _coerce(value: Any, kind: type) -> Any:
+    # bool is an int subclass in Python; never let `true` pass as an integer or vice versa.
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        raise ValueError(f"expected true or false; got {value!r}")
+    if isinstance(value, bool | dict | list):
+        raise ValueError(f"expected a {kind.__name__}; got {value!r}")
+    if kind is float and isinstance(value, int | float):
+        return float(value)
+    if kind is int and isinstance(value, int):
+        return value
+    if kind is str and isinstance(value, str):
+        return value
+    raise ValueError(f"expected a {kind.__name__}; got {value!r}")
+
+
+def _run_check(value: Any, check: Callable[[Any], str | None] | None) -> None:
+    if check is None:
+        return
+    problem = check(value)
+    if problem:
+        raise ValueError(f"{problem}; got {value!r}")
+
+
+def to_param(
+    name: str, spec: Any, condition: tuple[str, tuple[Scalar, ...]] | None = None
+) -> Param:
+    """Turn a validated spec into a :class:`Param`."""
+    if isinstance(spec, dict):
+        is_int = isinstance(spec["low"], int) and isinstance(spec["high"], int)
+        return Param(
+            name=name,
+            kind="int" if is_int else "float",
+            low=spec["low"],
+            high=spec["high"],
+            log=spec["log"],
+            step=spec["step"],
+            condition=condition,
+        )
+    if isinstance(spec, list):
+        if len(spec) == 1:
+            return Param(name=name, kind="fixed", choices=(spec[0],), condition=condition)
+        return Param(name=name, kind="choice", choices=tuple(spec), condition=condition)
+    return Param(name=name, kind="fixed", choices=(spec,), condition=condition)
+
+
+def in_choices(allowed: Sequence[Scalar]) -> Callable[[Any], str | None]:
+    text = ", ".join(map(str, allowed))
+    return lambda value: None if value in allowed else f"must be one of {text}"
+
+
+def in_interval(
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> Callable[[Any], str | None]:
+    left = "(" if low_open else "["
+    right = ")" if high_open else "]"
+    low_text = "-inf" if low is None else low
+    high_text = "inf" if high is None else high
+    text = f"must be in {left}{low_text}, {high_text}{right}"
+
+    def check(value: Any) -> str | None:
+        if low is not None and (value < low or (low_open and value == low)):
+            return text
+        if high is not None and (value > high or (high_open and value == high)):
+            return text
+        return None
+
+    return check

@@ -1,0 +1,106 @@
+"""The training loop over in-memory tensors: batches are slices, no DataLoader in the hot path."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from compressors.distillation import distillation_loss
+
+
+@dataclass(frozen=True)
+class Distillation:
+    """Teacher logits for the whole training split, aligned with its rows."""
+
+    logits: Tensor
+    temperature: float
+    alpha: float
+
+
+@dataclass(frozen=True)
+class EpochStats:
+    loss: float
+    train_accuracy: float
+
+
+def make_optimizer(
+    model: nn.Module, name: str, lr: float, weight_decay: float, momentum: float
+) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if name == "sgd":
+        return torch.optim.SGD(
+            params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=momentum > 0
+        )
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    raise ValueError(f"train.optimizer must be one of sgd, adam, adamw; got {name!r}")
+
+
+def train_epoch(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    optimizer: torch.optim.Optimizer,
+    batch_size: int,
+    generator: torch.Generator,
+    distill: Distillation | None = None,
+    after_step: Callable[[], None] | None = None,
+) -> EpochStats:
+    """One pass over (x, y) in a seeded random order; returns the mean loss and accuracy."""
+    model.train()
+    n = x.shape[0]
+    order = torch.randperm(n, generator=generator).to(x.device)
+    total_loss = torch.zeros((), device=x.device)
+    n_correct = torch.zeros((), device=x.device, dtype=torch.long)
+    n_seen = 0
+    for start in range(0, n, batch_size):
+        index = order[start : start + batch_size]
+        if index.numel() < 2:
+            break  # a batch of one breaks batch norm; drop it
+        inputs, labels = x[index], y[index]
+        logits = model(inputs)
+        if distill is None:
+            loss = F.cross_entropy(logits, labels)
+        else:
+            loss = distillation_loss(
+                logits,
+                distill.logits[index],
+                labels,
+                temperature=distill.temperature,
+                alpha=distill.alpha,
+            )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if after_step is not None:
+            after_step()
+        # Accumulate on the device: no host sync per batch.
+        total_loss += loss.detach() * index.numel()
+        n_correct += (logits.detach().argmax(dim=1) == labels).sum()
+        n_seen += index.numel()
+    mean_loss = (total_loss / max(n_seen, 1)).item()
+    if not math.isfinite(mean_loss):
+        raise FloatingPointError(f"training diverged: loss is {mean_loss}")
+    return EpochStats(loss=mean_loss, train_accuracy=n_correct.item() / max(n_seen, 1))
+
+
+@torch.inference_mode()
+def predict_logits(model: nn.Module, x: Tensor, batch_size: int = 1024) -> Tensor:
+    was_training = model.training
+    model.eval()
+    out = torch.cat([model(x[i : i + batch_size]) for i in range(0, x.shape[0], batch_size)])
+    model.train(was_training)
+    return out
+
+
+def accuracy(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 1024) -> float:
+    predictions = predict_logits(model, x, batch_size).argmax(dim=1)
+    return (predictions == y).float().mean().item()

@@ -1,0 +1,190 @@
+"""One trial as one plain function: config in, metrics (and the compressed model) out.
+
+No Ray and no MLflow here: the search, the tests and ``nascomp reproduce`` all call
+:func:`run_trial`, which is why a reproduced run matches the searched one exactly on CPU.
+
+Phases, each reporting once per epoch:
+1. ``train``: the student learns, with Hinton distillation from the teacher when it is on;
+2. ``prune``: pruning ramps up to the sampled ratio (cubic schedule), fine-tuning as it goes;
+3. ``quant``: quantization-aware fine-tuning at the sampled bit-width (32 skips it).
+Then accuracy on the validation split (the search objective) and on the test split (reported,
+never used to select), and the model's size, MACs and latency.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from compressors.measure import count_macs, count_nonzero_params, count_params, measure_latency_ms
+from compressors.pruning import PruneConfig, make_pruner
+from compressors.quantization import QuantConfig, prepare_qat
+from compressors.size import model_size_bytes
+from spaces.models import InfeasibleArchitecture, build_model
+from trainers.config import TrialConfig
+from trainers.data import DataSplits, load_data
+from trainers.loop import Distillation, accuracy, make_optimizer, train_epoch
+from trainers.seeding import seed_everything
+from trainers.teacher import _data_kwargs, teacher_logits
+
+Report = Callable[[dict[str, Any]], None]
+STATUS_OK = "ok"
+STATUS_INFEASIBLE = "infeasible"
+
+
+@dataclass
+class TrialOutcome:
+    status: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    model: nn.Module | None = None
+    reason: str = ""
+
+
+def run_trial(
+    config: Mapping[str, Any] | TrialConfig,
+    *,
+    teacher_state: dict[str, Tensor] | None = None,
+    report: Report | None = None,
+) -> TrialOutcome:
+    """Train, prune, quantize, evaluate and measure one student described by ``config``."""
+    cfg = config if isinstance(config, TrialConfig) else TrialConfig.from_flat(dict(config))
+    torch.set_num_threads(cfg.threads)
+    data = load_data(**_data_kwargs(cfg))
+    seed_everything(cfg.seed)
+    try:
+        model = build_model(cfg.arch, data.input_shape, data.n_classes).to(cfg.device)
+    except InfeasibleArchitecture as exc:
+        return TrialOutcome(status=STATUS_INFEASIBLE, reason=str(exc))
+    return _Trial(cfg, data, model, teacher_state, report or (lambda _: None)).run()
+
+
+class _Trial:
+    """The mutable state of one run_trial call, split into phases that fit on a screen."""
+
+    def __init__(
+        self,
+        cfg: TrialConfig,
+        data: DataSplits,
+        model: nn.Module,
+        teacher_state: dict[str, Tensor] | None,
+        report: Report,
+    ) -> None:
+        self.cfg, self.data, self.model, self.report = cfg, data, model, report
+        device = cfg.device
+        self.train_x, self.train_y = data.train_x.to(device), data.train_y.to(device)
+        self.val_x, self.val_y = data.val_x.to(device), data.val_y.to(device)
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.epoch = 0
+        self.distill = self._distillation(teacher_state)
+        self.pruner = None
+
+    def _distillation(self, teacher_state: dict[str, Tensor] | None) -> Distillation | None:
+        if not self.cfg.distill.enabled:
+            return None
+        if teacher_state is None:
+            raise ValueError("distill.enabled is true but no teacher weights were given")
+        logits = teacher_logits(self.cfg, self.data, teacher_state)
+        return Distillation(logits, self.cfg.distill.temperature, self.cfg.distill.alpha)
+
+    def run(self) -> TrialOutcome:
+        started = time.perf_counter()
+        train = self.cfg.train
+        self._phase("train", train.epochs, lr=train.lr)
+        if self.cfg.prune.method != "none" and self.cfg.prune.ratio > 0:
+            self._prune()
+        if self.cfg.quant.bits < 32:
+            prepare_qat(
+                self.model, QuantConfig(bits=self.cfg.quant.bits, act_bits=self.cfg.quant.act_bits)
+            )
+            self._phase("quant", train.qat_epochs, lr=train.lr * train.finetune_lr_scale)
+        metrics = {"train_seconds": time.perf_counter() - started}
+        metrics.update(self._evaluate())
+        metrics.update(self._measure())
+        self.model.eval()
+        return TrialOutcome(status="ok", metrics=metrics, model=self.model)
+
+    def _prune(self) -> None:
+        prune = self.cfg.prune
+        config = PruneConfig(
+            method=prune.method, ratio=prune.ratio, importance=prune.importance, scope=prune.scope
+        )
+        self.pruner = make_pruner(self.model, config, self.train_x[:2])
+        n_epochs = self.cfg.train.prune_epochs
+        if n_epochs == 0:
+            self.pruner.update(1.0)
+            return
+        lr = self.cfg.train.lr * self.cfg.train.finetune_lr_scale
+        optimizer = None
+        for epoch in range(n_epochs):
+            # Each step of the cubic ramp is followed by an epoch of fine-tuning at that sparsity.
+            changed = self.pruner.update((epoch + 1) / n_epochs)
+            if optimizer is None or changed:
+                optimizer = self._optimizer(lr)
+            self._epoch("prune", optimizer)
+
+    def _phase(self, phase: str, n_epochs: int, lr: float) -> None:
+        optimizer = self._optimizer(lr)
+        for _ in range(n_epochs):
+            self._epoch(phase, optimizer)
+
+    def _optimizer(self, lr: float) -> torch.optim.Optimizer:
+        train = self.cfg.train
+        return make_optimizer(self.model, train.optimizer, lr, train.weight_decay, train.momentum)
+
+    def _epoch(self, phase: str, optimizer: torch.optim.Optimizer) -> None:
+        stats = train_epoch(
+            self.model,
+            self.train_x,
+            self.train_y,
+            optimizer=optimizer,
+            batch_size=self.cfg.train.batch_size,
+            generator=self.generator,
+            distill=self.distill,
+            after_step=self.pruner.after_step if self.pruner is not None else None,
+        )
+        self.epoch += 1
+        self.report(
+            {
+                "phase": phase,
+                "epoch": self.epoch,
+                "loss": stats.loss,
+                "train_accuracy": stats.train_accuracy,
+                "val_accuracy": accuracy(self.model, self.val_x, self.val_y),
+                "params": count_params(self.model),
+                "nonzero_params": count_nonzero_params(self.model),
+                "size_bytes": model_size_bytes(self.model),
+            }
+        )
+
+    def _evaluate(self) -> dict[str, float]:
+        device = self.cfg.device
+        return {
+            "val_accuracy": accuracy(self.model, self.val_x, self.val_y),
+            "test_accuracy": accuracy(
+                self.model, self.data.test_x.to(device), self.data.test_y.to(device)
+            ),
+        }
+
+    def _measure(self) -> dict[str, float]:
+        model, shape, measure = self.model, self.data.input_shape, self.cfg.measure
+        timing = {
+            "n_warmup": measure.n_warmup,
+            "n_repeat": measure.n_repeat,
+            "device": self.cfg.device,
+        }
+        return {
+            "params": count_params(model),
+            "nonzero_params": count_nonzero_params(model),
+            "size_bytes": model_size_bytes(model),
+            "macs": count_macs(model, shape),
+            "latency_ms": measure_latency_ms(model, shape, batch_size=1, **timing),
+            "latency_batch_ms": measure_latency_ms(
+                model, shape, batch_size=measure.latency_batch_size, **timing
+            ),
+            "epochs": self.epoch,
+        }
