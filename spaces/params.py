@@ -59,13 +59,18 @@ def parse_spec(
     *,
     kind: type,
     check: Callable[[Any], str | None] | None = None,
+    discrete: bool = False,
 ) -> Any:
     """Validate one YAML leaf as a spec of values of ``kind``; return it normalised.
 
     ``check(value)`` returns an error text (what is allowed) or None. Ranges check both ends.
+    ``discrete`` fields (kernel sizes, bit-widths, names) take values or lists only: a range
+    between two allowed values may hold values that are not allowed.
     Raises ValueError with a message that says what is allowed; pydantic adds the field path.
     """
     if isinstance(raw, dict):
+        if discrete or kind in (str, bool):
+            raise ValueError("a range ({low, high}) is not allowed here; give a value or a list")
         return _parse_range(raw, kind=kind, check=check)
     if isinstance(raw, list):
         if not raw:
@@ -82,11 +87,6 @@ def parse_spec(
 
 
 def _parse_range(raw: dict, *, kind: type, check: Callable[[Any], str | None] | None) -> dict:
-    if kind in (str, bool):
-        raise ValueError(
-            "a range ({low, high}) is not allowed here; "
-            f"give a value or a list of {kind.__name__}"
-        )
     unknown = set(raw) - {"low", "high", "log", "step"}
     if unknown:
         raise ValueError(f"unknown range key(s) {sorted(unknown)}; allowed: low, high, log, step")
@@ -101,9 +101,14 @@ def _parse_range(raw: dict, *, kind: type, check: Callable[[Any], str | None] | 
     if log and low <= 0:
         raise ValueError(f"a log range needs low > 0; got low={low}")
     step = raw.get("step")
+    if log and step is not None:
+        raise ValueError("a range takes log or step, not both (Optuna samples either)")
     if step is not None and (not isinstance(step, int | float) or step <= 0):
         raise ValueError(f"range step must be a positive number; got {step!r}")
     return {"low": low, "high": high, "log": log, "step": step}
+
+
+_KIND_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
 
 
 def _coerce(value: Any, kind: type) -> Any:
@@ -113,14 +118,14 @@ def _coerce(value: Any, kind: type) -> Any:
             return value
         raise ValueError(f"expected true or false; got {value!r}")
     if isinstance(value, bool | dict | list):
-        raise ValueError(f"expected a {kind.__name__}; got {value!r}")
+        raise ValueError(f"expected {_KIND_NAMES[kind]}; got {value!r}")
     if kind is float and isinstance(value, int | float):
         return float(value)
     if kind is int and isinstance(value, int):
         return value
     if kind is str and isinstance(value, str):
         return value
-    raise ValueError(f"expected a {kind.__name__}; got {value!r}")
+    raise ValueError(f"expected {_KIND_NAMES[kind]}; got {value!r}")
 
 
 def _run_check(value: Any, check: Callable[[Any], str | None] | None) -> None:

@@ -63,7 +63,7 @@ class CnnArchSpace(_Section):
     @field_validator("kernel_size")
     @classmethod
     def _kernel(cls, v: Any) -> Any:
-        return parse_spec(v, kind=int, check=in_choices((1, 3, 5, 7)))
+        return parse_spec(v, kind=int, check=in_choices((1, 3, 5, 7)), discrete=True)
 
     @field_validator("block")
     @classmethod
@@ -157,12 +157,12 @@ class QuantSpace(_Section):
     @field_validator("bits")
     @classmethod
     def _bits(cls, v: Any) -> Any:
-        return parse_spec(v, kind=int, check=_bits_check)
+        return parse_spec(v, kind=int, check=_bits_check, discrete=True)
 
     @field_validator("act_bits")
     @classmethod
     def _act_bits(cls, v: Any) -> Any:
-        return parse_spec(v, kind=int, check=in_choices((2, 3, 4, 5, 6, 7, 8, 32)))
+        return parse_spec(v, kind=int, check=in_choices((2, 3, 4, 5, 6, 7, 8, 32)), discrete=True)
 
     def params(self) -> list[Param]:
         return [to_param("quant.bits", self.bits), to_param("quant.act_bits", self.act_bits)]

@@ -1,0 +1,159 @@
+"""Every validation error: one line, naming the field and what is allowed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from spaces.config import ConfigError, apply_override, load_experiment, validate_experiment
+
+
+def error_for(*overrides: str) -> str:
+    with pytest.raises(ConfigError) as caught:
+        load_experiment(None, list(overrides))
+    message = str(caught.value)
+    assert "\n" not in message
+    return message
+
+
+def test_quickstart_is_valid() -> None:
+    experiment = load_experiment()
+    assert experiment.data.name == "digits"
+    assert experiment.search.trials == 20
+    assert experiment.objectives == {
+        "val_accuracy": "max",
+        "size_bytes": "min",
+        "latency_ms": "min",
+    }
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        (
+            "search.trails=3",
+            "search.trails: unknown key (did you mean 'trials'?); allowed: sampler, trials",
+        ),
+        ("space.prune.ration=0.5", "space.prune.ration: unknown key (did you mean 'ratio'?)"),
+        ("space.arch.n_stagez=[1]", "space.arch.n_stagez: unknown key (did you mean 'n_stages'?)"),
+        ("traning.epochs=3", "traning: unknown key (did you mean 'train'?)"),
+        ("search.trials=abc", "search.trials: Input should be a valid integer"),
+        ("search.trials=0", "search.trials: Input should be greater than or equal to 1"),
+        ("search.sampler=cmaes", "search.sampler: Input should be 'nsga2', 'tpe' or 'random'"),
+        ("space.quant.bits=[4, 9]", "space.quant.bits: bit-width must be in 2..8, 16 or 32; got 9"),
+        ("space.quant.bits=1", "space.quant.bits: bit-width must be in 2..8, 16 or 32; got 1"),
+        ("space.quant.bits=[4, 8, 12]", "got 12"),
+        ("space.prune.ratio=1.0", "space.prune.ratio: must be in [0.0, 1.0); got 1.0"),
+        (
+            "space.prune.ratio={low: -0.1, high: 0.5}",
+            "space.prune.ratio: must be in [0.0, 1.0); got -0.1",
+        ),
+        (
+            "space.distill.temperature=0",
+            "space.distill.temperature: must be in (0.0, inf]; got 0.0",
+        ),
+        ("space.distill.temperature=-2", "space.distill.temperature: must be in (0.0, inf]"),
+        ("space.arch.block=[]", "space.arch.block: choice list is empty"),
+        (
+            "space.arch.block=[plain, wide]",
+            "space.arch.block: must be one of plain, residual, depthwise; got 'wide'",
+        ),
+        ("space.arch.family=vit", "space.arch.family: must be one of cnn, nb201; got 'vit'"),
+        ("space.arch.n_stages=[1, true]", "space.arch.n_stages: expected an integer; got True"),
+        ("space.prune.ratio={low: 0.5, high: 0.2}", "range needs low < high"),
+        (
+            "space.arch.kernel_size={low: 1, high: 5}",
+            "space.arch.kernel_size: a range ({low, high}) is not allowed",
+        ),
+        (
+            "space.quant.bits={low: 4, high: 16}",
+            "space.quant.bits: a range ({low, high}) is not allowed",
+        ),
+        ("space.arch.block={low: a, high: b}", "space.arch.block: a range"),
+        ("space.prune.ratio={low: 0.1, high: 0.5, log: true, step: 0.1}", "takes log or step, not both"),
+        ("space.prune.ratio={low: 0.1, hi: 0.5}", "unknown range key(s) ['hi']"),
+        (
+            "objectives={val_acc: max}",
+            "objectives: unknown metric 'val_acc' (did you mean 'val_accuracy'?)",
+        ),
+        (
+            "objectives={val_accuracy: up}",
+            "objectives.val_accuracy: Input should be 'min' or 'max'",
+        ),
+        ("resources.gpus_per_trial=1.5", "resources.gpus_per_trial: must be a fraction <= 1"),
+        (
+            "data.name=svhn",
+            "data.name: Input should be 'digits', 'mnist', 'fashion_mnist' or 'imagefolder'",
+        ),
+        ("data.name=mnist", "data: data.root is required for dataset 'mnist'"),
+    ],
+)
+def test_bad_value_names_the_field(override: str, expected: str) -> None:
+    assert expected in error_for(override)
+
+
+def test_data_root_without_the_dataset(tmp_path: Path) -> None:
+    message = error_for("data.name=mnist", f"data.root={tmp_path}")
+    assert message.startswith("data: ")
+    assert str(tmp_path / "MNIST" / "raw") in message
+
+
+def test_data_root_with_the_dataset(data_root: Path) -> None:
+    experiment = load_experiment(None, ["data.name=mnist", f"data.root={data_root}"])
+    assert experiment.data.root == str(data_root.resolve())
+
+
+def test_teacher_checkpoint_must_exist(tmp_path: Path) -> None:
+    missing = tmp_path / "teacher.pt"
+    assert f"teacher.checkpoint: teacher checkpoint '{missing}' does not exist" in error_for(
+        f"teacher.checkpoint={missing}"
+    )
+
+
+def test_several_problems_are_counted() -> None:
+    assert "(and 1 more problem(s))" in error_for("search.trials=0", "search.concurrent=0")
+
+
+def test_override_parses_yaml_values() -> None:
+    raw: dict = {}
+    apply_override(raw, "space.quant.bits=[4, 8]")
+    apply_override(raw, "search.trials=7")
+    apply_override(raw, "tracking.uri=sqlite:///x.db")
+    assert raw == {
+        "space": {"quant": {"bits": [4, 8]}},
+        "search": {"trials": 7},
+        "tracking": {"uri": "sqlite:///x.db"},
+    }
+    assert validate_experiment(raw).search.trials == 7
+
+
+@pytest.mark.parametrize("item", ["noequals", "=3", "search.trials=[1, 2"])
+def test_malformed_override(item: str) -> None:
+    with pytest.raises(ConfigError, match="--set"):
+        apply_override({}, item)
+
+
+def test_override_through_a_scalar_is_refused() -> None:
+    with pytest.raises(ConfigError, match="'trials' is not a section"):
+        apply_override({"search": {"trials": 3}}, "search.trials.x=1")
+
+
+def test_bad_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_experiment(tmp_path / "nope.yaml")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("search: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML at line"):
+        load_experiment(broken)
+    listed = tmp_path / "list.yaml"
+    listed.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_experiment(listed)
+
+
+def test_yaml_is_never_executed(tmp_path: Path) -> None:
+    hostile = tmp_path / "hostile.yaml"
+    hostile.write_text("search: !!python/object/apply:os.system ['echo pwned']\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_experiment(hostile)
