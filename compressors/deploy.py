@@ -1,0 +1,108 @@
+"""Real int8 models (torch.ao.quantization, FX graph mode, x86 backend).
+
+FX graph mode rather than eager: it fuses conv-bn-relu and turns residual ``+`` into quantized
+adds by tracing, so the search's models need no ``QuantStub`` / ``FloatFunctional`` edits.
+
+A QAT model's fake-quantized layers are first frozen into plain layers holding their quantized
+weights. The int8 weight observer is per-channel symmetric over [-127, 127], the same grid as
+8-bit QAT, so those weights convert without a second rounding; activations are calibrated
+afresh on ``calibration_batches`` (int8 quantizes layer outputs, QAT quantized layer inputs).
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.ao.quantization import (
+    HistogramObserver,
+    PerChannelMinMaxObserver,
+    QConfig,
+    QConfigMapping,
+)
+from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+from compressors.quantization import quant_layers
+
+BACKEND = "x86"
+
+
+def _int8_qconfig() -> QConfig:
+    # 7-bit activations (the x86 default's reduce_range) keep activation x weight products
+    # inside int16 on CPUs without VNNI.
+    activation = HistogramObserver.with_args(dtype=torch.quint8, quant_min=0, quant_max=127)
+    weight = PerChannelMinMaxObserver.with_args(
+        dtype=torch.qint8, qscheme=torch.per_channel_symmetric, quant_min=-127, quant_max=127
+    )
+    return QConfig(activation=activation, weight=weight)
+
+
+def _plain_twin(layer: nn.Module) -> nn.Module:
+    """A float Conv2d / Linear carrying ``layer``'s fake-quantized weight."""
+    if isinstance(layer, nn.Conv2d):
+        plain: nn.Module = nn.Conv2d(
+            layer.in_channels,
+            layer.out_channels,
+            layer.kernel_size,
+            layer.stride,
+            layer.padding,
+            layer.dilation,
+            layer.groups,
+            layer.bias is not None,
+            layer.padding_mode,
+        )
+    else:
+        plain = nn.Linear(layer.in_features, layer.out_features, layer.bias is not None)
+    with torch.no_grad():
+        plain.weight.copy_(layer.quantized_weight())
+        if layer.bias is not None:
+            plain.bias.copy_(layer.bias)
+    return plain
+
+
+def freeze_fake_quant(model: nn.Module) -> nn.Module:
+    """Replace (in place) every QAT layer by a plain layer holding its quantized weight."""
+    targets = {id(layer) for layer in quant_layers(model)}
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if id(child) in targets:
+                setattr(parent, name, _plain_twin(child).to(child.weight.device))
+    return model
+
+
+def _batch_inputs(batch: Any) -> Tensor:
+    # Accept a data loader of (inputs, labels) as well as bare input tensors.
+    return batch[0] if isinstance(batch, (tuple, list)) else batch
+
+
+def to_int8_deployable(
+    model: nn.Module, example_inputs: Tensor, calibration_batches: Iterable[Any]
+) -> nn.Module:
+    """An int8 copy of ``model`` (8-bit QAT or float) for CPU inference; ``model`` is untouched.
+
+    ``calibration_batches`` yields input tensors (or ``(inputs, labels)``); a few hundred
+    samples set the activation ranges. Sets torch's quantized engine to x86 (process-wide).
+    """
+    if BACKEND not in torch.backends.quantized.supported_engines:
+        raise RuntimeError(f"quantized engine {BACKEND!r} is not available in this torch build")
+    torch.backends.quantized.engine = BACKEND
+    float_model = freeze_fake_quant(copy.deepcopy(model)).cpu().eval()
+    mapping = QConfigMapping().set_global(_int8_qconfig())
+    with warnings.catch_warnings():
+        # torch.ao.quantization is deprecated in favour of torchao, which has no int8 conv.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*")
+        prepared = prepare_fx(float_model, mapping, (example_inputs.cpu(),))
+        n_batches = 0
+        # no_grad, not inference_mode: observers keep their buffers for convert_fx to read.
+        with torch.no_grad():
+            for batch in calibration_batches:
+                prepared(_batch_inputs(batch).cpu())
+                n_batches += 1
+        if n_batches == 0:
+            raise ValueError("calibration_batches must yield at least one batch")
+        return convert_fx(prepared)

@@ -1,0 +1,253 @@
+"""Quantization-aware training by fake quantization of Conv2d / Linear layers.
+
+Weights: symmetric, per output channel (dim 0), ``scale_c = max|w_c| / (2**(bits-1) - 1)``,
+so a channel takes at most ``2**bits - 1`` levels and zero stays exactly zero (pruning masks
+survive quantization). Gradients pass through the rounding unchanged (straight-through
+estimator). Input activations: asymmetric unsigned per-tensor quantization with an EMA min/max
+observer that learns in training mode and is frozen in eval mode.
+
+``prepare_qat`` swaps each Conv2d / Linear for a ``QuantConv2d`` / ``QuantLinear`` that holds
+the SAME ``nn.Parameter`` objects, so an optimizer built earlier and the pruner's masks (keyed
+by Parameter) keep working.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+VALID_BITS = (2, 3, 4, 5, 6, 7, 8, 16, 32)
+VALID_ACT_BITS = (2, 3, 4, 5, 6, 7, 8, 32)
+# Weight of the newest batch in the activation range EMA (torch's MovingAverageMinMaxObserver
+# uses the same default).
+ACT_EMA_MOMENTUM = 0.01
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    """``bits``: weight bit-width (32 = off, 16 = fp16 weights); ``act_bits``: input activation
+    bit-width (32 = off). Activations are only quantized when ``bits < 16``."""
+
+    bits: int = 32
+    act_bits: int = 8
+
+    def __post_init__(self) -> None:
+        if isinstance(self.bits, bool) or self.bits not in VALID_BITS:
+            raise ValueError(f"bits must be one of {VALID_BITS}, got {self.bits!r}")
+        if isinstance(self.act_bits, bool) or self.act_bits not in VALID_ACT_BITS:
+            raise ValueError(f"act_bits must be one of {VALID_ACT_BITS}, got {self.act_bits!r}")
+
+
+def weight_qmax(bits: int) -> int:
+    """Largest integer level of a symmetric ``bits``-bit weight code (levels -qmax..qmax)."""
+    return 2 ** (bits - 1) - 1
+
+
+def channel_absmax(weight: Tensor) -> Tensor:
+    """max|w| per output channel, shaped to broadcast against ``weight``."""
+    flat = weight.detach().abs().reshape(weight.shape[0], -1)
+    return flat.amax(dim=1).reshape(-1, *([1] * (weight.dim() - 1)))
+
+
+def channel_scale(absmax: Tensor, bits: int) -> Tensor:
+    """Scale from a channel's max|w|; an all-zero channel gets scale 1 (its codes are all 0)."""
+    scale = absmax / weight_qmax(bits)
+    return torch.where(scale > 0, scale, torch.ones_like(scale))
+
+
+def quantize_weight_codes(weight: Tensor, bits: int) -> tuple[Tensor, Tensor]:
+    """Integer codes in [-qmax, qmax] and the per-channel scale, for ``bits`` < 16."""
+    qmax = weight_qmax(bits)
+    scale = channel_scale(channel_absmax(weight), bits)
+    codes = torch.clamp(torch.round(weight.detach() / scale), -qmax, qmax)
+    return codes, scale
+
+
+def fake_quantize_weight(weight: Tensor, bits: int) -> Tensor:
+    """Quantize-dequantize ``weight`` at ``bits`` with a straight-through gradient."""
+    if bits not in VALID_BITS:
+        raise ValueError(f"bits must be one of {VALID_BITS}, got {bits!r}")
+    if bits == 32:
+        return weight
+    return _StraightThroughQuant.apply(weight, bits)
+
+
+def _quantize_dequantize(weight: Tensor, bits: int) -> Tensor:
+    if bits == 16:
+        return weight.half().to(weight.dtype)
+    codes, scale = quantize_weight_codes(weight, bits)
+    return codes * scale
+
+
+class _StraightThroughQuant(torch.autograd.Function):
+    """Forward: exact quantized values (``w + (q - w).detach()`` would be off by rounding
+    errors and break the level count); backward: identity."""
+
+    @staticmethod
+    def forward(ctx, weight: Tensor, bits: int) -> Tensor:  # type: ignore[override]
+        return _quantize_dequantize(weight, bits)
+
+    @staticmethod
+    def backward(ctx, grad_output: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+        return grad_output, None
+
+
+class ActivationFakeQuant(nn.Module):
+    """Asymmetric unsigned per-tensor fake quantization with an EMA min/max observer.
+
+    The range is +inf/-inf until the first training batch; before that (an untrained model in
+    eval mode) the input passes unchanged rather than being quantized with a made-up range.
+    """
+
+    def __init__(self, bits: int) -> None:
+        super().__init__()
+        self.bits = bits
+        self.register_buffer("range_min", torch.tensor(float("inf")))
+        self.register_buffer("range_max", torch.tensor(float("-inf")))
+        # A Python flag, not a tensor comparison: forward must hold no data-dependent branch,
+        # or torch.export (MLflow's pt2 format) and TorchScript tracing cannot capture it.
+        self.observed = False
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self.sync_observed()
+
+    def sync_observed(self) -> None:
+        """Re-read the flag from the range buffers after they were written from outside."""
+        self.observed = bool(self.range_min <= self.range_max)
+
+    @torch.no_grad()
+    def _observe(self, x: Tensor) -> None:
+        batch_min, batch_max = x.detach().aminmax()
+        if not self.observed:
+            self.range_min.copy_(batch_min)
+            self.range_max.copy_(batch_max)
+            self.observed = True
+            return
+        self.range_min.lerp_(batch_min, ACT_EMA_MOMENTUM)
+        self.range_max.lerp_(batch_max, ACT_EMA_MOMENTUM)
+
+    def scale_and_zero_point(self) -> tuple[Tensor, Tensor]:
+        # The range must contain 0 so that zero (ReLU outputs, padding) is exact.
+        low = torch.clamp(self.range_min, max=0.0)
+        high = torch.clamp(self.range_max, min=0.0)
+        n_levels = 2**self.bits - 1
+        scale = torch.clamp((high - low) / n_levels, min=torch.finfo(torch.float32).eps)
+        zero_point = torch.clamp(torch.round(-low / scale), 0, n_levels).to(torch.int32)
+        return scale.reshape(1), zero_point.reshape(1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.training:
+            self._observe(x)
+        if not self.observed:
+            return x
+        scale, zero_point = self.scale_and_zero_point()
+        return torch.fake_quantize_per_tensor_affine(x, scale, zero_point, 0, 2**self.bits - 1)
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}"
+
+
+class _QuantMixin:
+    """Shared state of the quantized layers: weight bits and the input quantizer."""
+
+    weight_bits: int
+    input_quant: nn.Module
+
+    def _setup_quant(self, config: QuantConfig) -> None:
+        self.weight_bits = config.bits
+        # fp16 weights mimic a half-precision deployment, which keeps activations in float.
+        if config.bits < 16 and config.act_bits < 32:
+            self.input_quant = ActivationFakeQuant(config.act_bits)
+        else:
+            self.input_quant = nn.Identity()
+
+    def quantized_weight(self) -> Tensor:
+        return fake_quantize_weight(self.weight, self.weight_bits)  # type: ignore[attr-defined]
+
+
+class QuantConv2d(_QuantMixin, nn.Conv2d):
+    """Conv2d that fake-quantizes its weight and its input."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._conv_forward(self.input_quant(x), self.quantized_weight(), self.bias)
+
+
+class QuantLinear(_QuantMixin, nn.Linear):
+    """Linear that fake-quantizes its weight and its input."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(self.input_quant(x), self.quantized_weight(), self.bias)
+
+
+def _quant_twin(module: nn.Module, config: QuantConfig) -> nn.Module:
+    """A Quant* layer with the same hyper-parameters that adopts ``module``'s Parameters."""
+    if isinstance(module, nn.Conv2d):
+        twin: nn.Module = QuantConv2d(
+            module.in_channels,
+            module.out_channels,
+            module.kernel_size,
+            module.stride,
+            module.padding,
+            module.dilation,
+            module.groups,
+            module.bias is not None,
+            module.padding_mode,
+            device="meta",
+        )
+    else:
+        assert isinstance(module, nn.Linear)
+        twin = QuantLinear(
+            module.in_features, module.out_features, module.bias is not None, device="meta"
+        )
+    # Built on "meta" so nothing is allocated; then the original Parameters move in unchanged.
+    twin.weight = module.weight
+    twin.bias = module.bias
+    twin._setup_quant(config)  # type: ignore[operator]
+    twin.input_quant.to(module.weight.device)
+    twin.train(module.training)
+    return twin
+
+
+def _is_plain_float_layer(module: nn.Module) -> bool:
+    return isinstance(module, (nn.Conv2d, nn.Linear)) and not isinstance(module, _QuantMixin)
+
+
+def prepare_qat(model: nn.Module, config: QuantConfig) -> nn.Module:
+    """Make every Conv2d / Linear of ``model`` fake-quantize (in place); returns ``model``."""
+    if not isinstance(config, QuantConfig):
+        raise ValueError(f"config must be a QuantConfig, got {type(config).__name__}")
+    if any(isinstance(m, _QuantMixin) for m in model.modules()):
+        raise ValueError("model is already prepared for QAT; prepare_qat applies once")
+    if config.bits == 32:
+        return model
+    if _is_plain_float_layer(model):
+        raise ValueError("prepare_qat swaps children; pass a model that contains the layer")
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if _is_plain_float_layer(child):
+                setattr(parent, name, _quant_twin(child, config))
+    return model
+
+
+def quant_layers(model: nn.Module) -> list[nn.Module]:
+    """The fake-quantized layers of ``model`` in module order."""
+    return [m for m in model.modules() if isinstance(m, _QuantMixin)]
+
+
+def quantized_bits(model: nn.Module) -> int:
+    """The weight bit-width ``prepare_qat`` applied to ``model`` (32 when none)."""
+    bits = {m.weight_bits for m in quant_layers(model)}  # type: ignore[attr-defined]
+    assert len(bits) <= 1, f"mixed weight bit-widths {sorted(bits)}"
+    return bits.pop() if bits else 32
+
+
+def activation_bits(model: nn.Module) -> int:
+    """The input activation bit-width of the prepared layers (32 when none)."""
+    for layer in quant_layers(model):
+        if isinstance(layer.input_quant, ActivationFakeQuant):
+            return layer.input_quant.bits
+    return 32

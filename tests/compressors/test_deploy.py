@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import pytest
+import torch
+import torch.nn.functional as F
+from sklearn.datasets import load_digits
+from torch import Tensor, nn
+from torch.ao.nn import quantized as nnq
+
+from compressors.deploy import to_int8_deployable
+from compressors.quantization import QuantConfig, QuantConv2d, prepare_qat
+
+
+@dataclass
+class Digits:
+    train_x: Tensor
+    train_y: Tensor
+    test_x: Tensor
+    test_y: Tensor
+
+
+@dataclass
+class Trained:
+    float_model: nn.Module
+    qat_model: nn.Module
+    data: Digits
+
+
+def _digits() -> Digits:
+    features, labels = load_digits(return_X_y=True)
+    x = torch.tensor(features, dtype=torch.float32).reshape(-1, 1, 8, 8) / 16.0
+    y = torch.tensor(labels)
+    # The last 360 images (other writers than the first 1437) are the test set.
+    return Digits(x[:1437], y[:1437], x[1437:], y[1437:])
+
+
+def _train(model: nn.Module, data: Digits, n_epochs: int, optimizer: torch.optim.Optimizer) -> None:
+    model.train()
+    for _ in range(n_epochs):
+        order = torch.randperm(len(data.train_x))
+        for start in range(0, len(order), 64):
+            batch = order[start : start + 64]
+            optimizer.zero_grad()
+            F.cross_entropy(model(data.train_x[batch]), data.train_y[batch]).backward()
+            optimizer.step()
+
+
+@pytest.fixture(scope="module")
+def trained(make_residual_cnn: type[nn.Module]) -> Trained:
+    torch.manual_seed(0)
+    data = _digits()
+    model = make_residual_cnn()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    _train(model, data, 6, optimizer)
+    float_model = copy.deepcopy(model).eval()
+    # Same optimizer after prepare_qat: the Parameters are the same objects.
+    prepare_qat(model, QuantConfig(bits=8, act_bits=8))
+    _train(model, data, 2, optimizer)
+    return Trained(float_model, model.eval(), data)
+
+
+def _predict(model: nn.Module, x: Tensor) -> Tensor:
+    with torch.no_grad():
+        return model(x).argmax(dim=1)
+
+
+def _calibration(data: Digits) -> list[tuple[Tensor, Tensor]]:
+    return [(data.train_x[i : i + 128], data.train_y[i : i + 128]) for i in range(0, 512, 128)]
+
+
+def test_int8_agrees_with_fake_quantized_model(trained: Trained) -> None:
+    data = trained.data
+    int8_model = to_int8_deployable(trained.qat_model, data.train_x[:1], _calibration(data))
+    qat_predictions = _predict(trained.qat_model, data.test_x)
+    int8_predictions = _predict(int8_model, data.test_x)
+    assert (qat_predictions == data.test_y).float().mean() > 0.9  # a real classifier
+    assert (int8_predictions == qat_predictions).float().mean() >= 0.99
+    # Real int8 kernels: quantized conv/linear modules, no float conv left.
+    module_types = {type(m) for m in int8_model.modules()}
+    assert nnq.Linear in module_types
+    assert any(issubclass(t, nnq.Conv2d) for t in module_types)
+    assert not any(t in (nn.Conv2d, nn.Linear, QuantConv2d) for t in module_types)
+
+
+def test_source_model_untouched(trained: Trained) -> None:
+    state = {k: v.clone() for k, v in trained.qat_model.state_dict().items()}
+    to_int8_deployable(trained.qat_model, trained.data.train_x[:1], [trained.data.train_x[:64]])
+    assert isinstance(trained.qat_model.stem[0], QuantConv2d)
+    after = trained.qat_model.state_dict()
+    assert all(torch.equal(value, after[key]) for key, value in state.items())
+
+
+def test_float_model_converts(trained: Trained) -> None:
+    data = trained.data
+    int8_model = to_int8_deployable(trained.float_model, data.train_x[:1], _calibration(data))
+    agreement = _predict(int8_model, data.test_x) == _predict(trained.float_model, data.test_x)
+    assert agreement.float().mean() >= 0.98
+
+
+def test_needs_calibration_data(trained: Trained) -> None:
+    with pytest.raises(ValueError, match="calibration_batches"):
+        to_int8_deployable(trained.float_model, trained.data.train_x[:1], [])

@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from compressors.distillation import distillation_loss
+
+STUDENT = [[1.0, 2.0, 3.0], [1.0, 0.0, -1.0]]
+TEACHER = [[3.0, 2.0, 1.0], [0.0, 0.0, 0.0]]
+LABELS = [2, 0]
+
+
+def _softmax(logits: list[float], temperature: float) -> list[float]:
+    exps = [math.exp(v / temperature) for v in logits]
+    return [e / sum(exps) for e in exps]
+
+
+def _kl_batchmean(temperature: float) -> float:
+    total = 0.0
+    for student, teacher in zip(STUDENT, TEACHER, strict=True):
+        p_t, p_s = _softmax(teacher, temperature), _softmax(student, temperature)
+        total += sum(t * math.log(t / s) for t, s in zip(p_t, p_s, strict=True))
+    return total / len(STUDENT)
+
+
+def _cross_entropy() -> float:
+    pairs = zip(STUDENT, LABELS, strict=True)
+    return -sum(math.log(_softmax(logits, 1.0)[label]) for logits, label in pairs) / len(STUDENT)
+
+
+def _loss(temperature: float, alpha: float) -> torch.Tensor:
+    return distillation_loss(
+        torch.tensor(STUDENT),
+        torch.tensor(TEACHER),
+        torch.tensor(LABELS),
+        temperature=temperature,
+        alpha=alpha,
+    )
+
+
+def test_matches_hand_computed_value() -> None:
+    # KL at T=2 is 0.2009070249, CE is 0.4076059644: 0.5 * 4 * KL + 0.5 * CE.
+    expected = 0.5 * 4.0 * _kl_batchmean(2.0) + 0.5 * _cross_entropy()
+    assert expected == pytest.approx(0.6056170320256213, abs=1e-12)
+    assert _loss(2.0, 0.5).item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_alpha_zero_is_plain_cross_entropy() -> None:
+    plain = F.cross_entropy(torch.tensor(STUDENT), torch.tensor(LABELS))
+    assert _loss(4.0, 0.0).item() == pytest.approx(plain.item(), abs=1e-7)
+    assert _loss(4.0, 0.0).item() == pytest.approx(_cross_entropy(), abs=1e-6)
+
+
+def test_temperature_one_alpha_one_is_kl() -> None:
+    assert _loss(1.0, 1.0).item() == pytest.approx(_kl_batchmean(1.0), abs=1e-6)
+
+
+def test_identical_logits_give_zero_kl() -> None:
+    logits = torch.tensor(STUDENT)
+    loss = distillation_loss(logits, logits, torch.tensor(LABELS), temperature=3.0, alpha=1.0)
+    assert loss.item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_gradient_reaches_student_not_teacher() -> None:
+    student = torch.tensor(STUDENT, requires_grad=True)
+    teacher = torch.tensor(TEACHER, requires_grad=True)
+    loss = distillation_loss(student, teacher, torch.tensor(LABELS), temperature=2.0, alpha=0.7)
+    loss.backward()
+    assert teacher.grad is None
+    assert student.grad is not None and student.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize(
+    ("temperature", "alpha", "field"),
+    [
+        (0.0, 0.5, "temperature"),
+        (-1.0, 0.5, "temperature"),
+        (2.0, 1.5, "alpha"),
+        (2.0, -0.1, "alpha"),
+    ],
+)
+def test_bad_arguments_name_the_field(temperature: float, alpha: float, field: str) -> None:
+    with pytest.raises(ValueError, match=field):
+        _loss(temperature, alpha)

@@ -1,0 +1,128 @@
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from compressors.export import load_compressed, pack_uints, save_compressed, unpack_uints
+from compressors.pruning import PruneConfig, make_pruner
+from compressors.quantization import QuantConfig, prepare_qat
+from compressors.size import index_bits_per_entry, model_size_bytes, stored_tensors, uses_bitmask
+
+HEADER_BYTES = 11  # magic 4, version 1, weight bits 1, activation bits 1, crc32 4
+
+
+def _trained_like(model_cls: type[nn.Module], bits: int, sparsity: float) -> nn.Module:
+    """A QAT ResidualCNN with pruned weights and observed activation ranges, in eval mode."""
+    torch.manual_seed(0)
+    model = model_cls(width=32)
+    if sparsity:
+        make_pruner(model, PruneConfig("unstructured", sparsity), torch.zeros(1, 1, 8, 8)).update(1)
+    prepare_qat(model, QuantConfig(bits=bits, act_bits=8))
+    model.train()
+    model(torch.randn(32, 1, 8, 8))  # sets activation ranges and BN statistics
+    return model.eval()
+
+
+def _expected_header(model: nn.Module) -> int:
+    """Header plus one encoding byte per weight, plus nnz (4 bytes) for index lists."""
+    total = HEADER_BYTES
+    for entry in stored_tensors(model):
+        if entry.is_weight:
+            numel, nnz = entry.tensor.numel(), int(entry.tensor.count_nonzero())
+            total += 1 + (4 if nnz < numel and not uses_bitmask(numel, nnz) else 0)
+    return total
+
+
+def test_pack_known_answer() -> None:
+    # LSB first: 1 -> bits 1,0; 2 -> 0,1; 3 -> 1,1; stream 100111 -> 0b00111001 = 57.
+    assert pack_uints(np.array([1, 2, 3]), 2) == bytes([57])
+    values = np.array([0, 5, 127, 64, 1, 99, 126])
+    assert np.array_equal(unpack_uints(pack_uints(values, 7), 7, 7), values)
+    assert index_bits_per_entry(72) == 7 and index_bits_per_entry(64) == 6
+
+
+@pytest.mark.parametrize(("bits", "sparsity"), [(2, 0.0), (4, 0.5), (8, 0.0), (8, 0.97), (32, 0.6)])
+def test_round_trip_is_exact_and_size_matches(
+    make_residual_cnn: type[nn.Module], tmp_path: Path, bits: int, sparsity: float
+) -> None:
+    model = _trained_like(make_residual_cnn, bits, sparsity)
+    x = torch.randn(16, 1, 8, 8)
+    with torch.no_grad():
+        expected = model(x)
+    path = tmp_path / "model.nasc"
+    n_bytes = save_compressed(model, path)
+    assert n_bytes == path.stat().st_size
+    # The file is the size formula plus a small, exactly known header.
+    predicted = model_size_bytes(model)
+    assert n_bytes == predicted + _expected_header(model)
+    assert abs(n_bytes - predicted) <= 0.05 * predicted
+    torch.manual_seed(123)  # a skeleton with different weights: loading must overwrite all
+    restored = load_compressed(path, make_residual_cnn(width=32)).eval()
+    with torch.no_grad():
+        assert torch.equal(restored(x), expected)
+
+
+def test_sixteen_bits_round_trip_to_fp16_precision(
+    make_residual_cnn: type[nn.Module], tmp_path: Path
+) -> None:
+    model = _trained_like(make_residual_cnn, 16, 0.5)
+    x = torch.randn(8, 1, 8, 8)
+    save_compressed(model, tmp_path / "m16")
+    restored = load_compressed(tmp_path / "m16", make_residual_cnn(width=32)).eval()
+    # Weights are fp16 in both; biases and BN are fp16 in the file only (size formula).
+    assert torch.equal(restored.head.quantized_weight(), model.head.quantized_weight())
+    with torch.no_grad():
+        assert torch.allclose(restored(x), model(x), atol=1e-3, rtol=1e-3)
+
+
+def test_float_model_saved_at_low_bits(make_residual_cnn: type[nn.Module], tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = make_residual_cnn(width=32).eval()
+    save_compressed(model, tmp_path / "ptq", 4)
+    restored = load_compressed(tmp_path / "ptq", make_residual_cnn(width=32)).eval()
+    reference = prepare_qat(copy.deepcopy(model), QuantConfig(bits=4, act_bits=32)).eval()
+    x = torch.randn(4, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(restored(x), reference(x))
+
+
+def test_structurally_pruned_model_needs_pruned_skeleton(
+    make_residual_cnn: type[nn.Module], tmp_path: Path
+) -> None:
+    def pruned(seed: int) -> nn.Module:
+        torch.manual_seed(seed)
+        model = make_residual_cnn(width=32)
+        config = PruneConfig("structured", 0.5, scope="layer")
+        make_pruner(model, config, torch.zeros(1, 1, 8, 8)).update(1.0)
+        return model
+
+    model = prepare_qat(pruned(0), QuantConfig(bits=4)).eval()
+    save_compressed(model, tmp_path / "p")
+    with pytest.raises(ValueError, match="do not match"):
+        load_compressed(tmp_path / "p", make_residual_cnn(width=32))
+    restored = load_compressed(tmp_path / "p", pruned(1)).eval()
+    x = torch.randn(4, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(restored(x), model(x))
+
+
+def test_bad_inputs(make_residual_cnn: type[nn.Module], tmp_path: Path) -> None:
+    model = _trained_like(make_residual_cnn, 4, 0.0)
+    with pytest.raises(ValueError, match="weight_bits"):
+        save_compressed(model, tmp_path / "x", 8)
+    save_compressed(model, tmp_path / "x")
+    with pytest.raises(ValueError, match="prepared at 8 bits"):
+        load_compressed(
+            tmp_path / "x", prepare_qat(make_residual_cnn(width=32), QuantConfig(bits=8))
+        )
+    (tmp_path / "y").write_bytes((tmp_path / "x").read_bytes()[:-3])
+    with pytest.raises(ValueError, match="truncated"):
+        load_compressed(tmp_path / "y", make_residual_cnn(width=32))
+    (tmp_path / "z").write_bytes(b"not a model at all")
+    with pytest.raises(ValueError, match="not a nascomp"):
+        load_compressed(tmp_path / "z", make_residual_cnn(width=32))

@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from compressors.measure import count_macs, count_nonzero_params, count_params, measure_latency_ms
+from compressors.quantization import QuantConfig, prepare_qat
+
+
+def _known_model() -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1),  # 8x8 out: 4 * 64 * (1 * 9) = 2304 MACs
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Conv2d(4, 4, 3, stride=2, padding=1, groups=4),  # 4x4 out: 4 * 16 * (1 * 9) = 576
+        nn.Conv2d(4, 8, 1),  # 8 * 16 * 4 = 512
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 10),  # 10 * 8 = 80
+    )
+
+
+def test_count_params_and_nonzero() -> None:
+    model = _known_model()
+    # conv 36+4, bn 4+4, depthwise 36+4, pointwise 32+8, linear 80+10.
+    assert count_params(model) == 40 + 8 + 40 + 40 + 90 == 218
+    with torch.no_grad():
+        model[0].weight[0].zero_()  # 9 zeros
+        model[7].bias.zero_()  # 10 zeros
+        model[1].bias.zero_()  # BN bias starts at zero: 4 zeros
+    assert count_nonzero_params(model) == 218 - 9 - 10 - 4
+
+
+def test_macs_of_known_model() -> None:
+    assert count_macs(_known_model(), (1, 8, 8)) == 2304 + 576 + 512 + 80 == 3472
+
+
+def test_macs_dense_count_and_after_qat() -> None:
+    model = _known_model()
+    with torch.no_grad():
+        model[0].weight.zero_()  # zeros are still multiplied in a dense kernel
+    prepare_qat(model, QuantConfig(bits=4))
+    assert count_macs(model, (1, 8, 8)) == 3472
+
+
+def test_macs_leave_model_state_alone() -> None:
+    model = _known_model().train()
+    running_mean = model[1].running_mean.clone()
+    count_macs(model, (1, 8, 8))
+    assert model.training
+    assert torch.equal(model[1].running_mean, running_mean)
+    with pytest.raises(ValueError, match="input_shape"):
+        count_macs(model, (0, 8, 8))
+
+
+class _Sleep(nn.Module):
+    """Forward takes at least 3 ms: the known floor of its latency."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        time.sleep(0.003)
+        return x
+
+
+def test_latency_has_known_floor_and_restores_mode() -> None:
+    model = _Sleep().train()
+    latency = measure_latency_ms(model, (4,), n_warmup=1, n_repeat=5)
+    assert 3.0 <= latency < 100.0
+    assert model.training
+    model.eval()
+    measure_latency_ms(model, (4,), n_warmup=0, n_repeat=1)
+    assert not model.training
+
+
+def test_latency_runs_in_eval_under_inference_mode() -> None:
+    seen: list[tuple[bool, bool]] = []
+
+    class Probe(nn.Module):
+        def forward(self, x: Tensor) -> Tensor:
+            seen.append((self.training, torch.is_inference_mode_enabled()))
+            return x
+
+    measure_latency_ms(Probe().train(), (2, 3), batch_size=4, n_warmup=2, n_repeat=3)
+    assert seen == [(False, True)] * 5
+    with pytest.raises(ValueError, match="batch_size"):
+        measure_latency_ms(Probe(), (2,), batch_size=0)

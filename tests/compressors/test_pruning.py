@@ -1,0 +1,190 @@
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from compressors.measure import count_params
+from compressors.pruning import PruneConfig, Pruner, make_pruner, scheduled_ratio
+from compressors.quantization import QuantConfig, prepare_qat
+
+EXAMPLE_1x8x8 = torch.zeros(1, 1, 8, 8)
+EXAMPLE_3x8x8 = torch.zeros(1, 3, 8, 8)
+
+
+def _mlp() -> nn.Sequential:
+    torch.manual_seed(0)
+    # 60 + 50 + 10 = 120 prunable weights in three layers of different sizes.
+    return nn.Sequential(nn.Linear(6, 10), nn.ReLU(), nn.Linear(10, 5), nn.ReLU(), nn.Linear(5, 2))
+
+
+def _zero_counts(model: nn.Module) -> list[int]:
+    return [int((m.weight == 0).sum()) for m in model if isinstance(m, nn.Linear)]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"method": "magnitude"}, "method"),
+        ({"ratio": 1.0}, "ratio"),
+        ({"ratio": -0.1}, "ratio"),
+        ({"importance": "taylor"}, "importance"),
+        ({"scope": "model"}, "scope"),
+    ],
+)
+def test_config_validation_names_field(kwargs: dict, field: str) -> None:
+    with pytest.raises(ValueError, match=field):
+        PruneConfig(**kwargs)
+
+
+def test_cubic_schedule() -> None:
+    assert scheduled_ratio(0.8, 0.0) == 0.0
+    assert scheduled_ratio(0.8, 0.5) == pytest.approx(0.8 * 0.875)
+    assert scheduled_ratio(0.8, 1.0) == pytest.approx(0.8)
+    with pytest.raises(ValueError, match="progress"):
+        scheduled_ratio(0.8, 1.5)
+
+
+def test_none_is_a_noop() -> None:
+    model = _mlp()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    pruner = make_pruner(model, PruneConfig(), torch.zeros(1, 6))
+    assert type(pruner) is Pruner
+    assert pruner.update(1.0) is False
+    pruner.after_step()
+    assert pruner.sparsity == 0.0
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
+
+
+def test_unstructured_global_exact_count_along_schedule() -> None:
+    model = _mlp()
+    pruner = make_pruner(model, PruneConfig("unstructured", 0.4, "l1", "global"), torch.zeros(1, 6))
+    assert pruner.update(0.5) is False  # masks only: the structure stays
+    assert sum(_zero_counts(model)) == round(0.4 * 0.875 * 120) == 42
+    assert pruner.sparsity == pytest.approx(42 / 120)
+    masks_half = {id(w): m.clone() for w, m in pruner.masks.items()}
+    pruner.update(1.0)
+    assert sum(_zero_counts(model)) == round(0.4 * 120) == 48
+    assert pruner.sparsity == pytest.approx(48 / 120)
+    # Masks only grow: everything pruned at half progress stays pruned.
+    for weight, mask in pruner.masks.items():
+        assert not torch.any(mask & ~masks_half[id(weight)])
+
+
+def test_unstructured_global_ranks_across_layers() -> None:
+    model = _mlp()
+    with torch.no_grad():
+        model[0].weight.fill_(1.0)
+        model[2].weight.fill_(0.01)  # the whole middle layer is the least important
+        model[4].weight.fill_(2.0)
+        model[4].weight[0, 0] = 0.001
+    make_pruner(model, PruneConfig("unstructured", 0.45, "l2"), torch.zeros(1, 6)).update(1.0)
+    # round(0.45 * 120) = 54: the 1 tiny weight of layer 3, then 50 of layer 2, then 3 ties
+    # of layer 1 broken by position (the first three).
+    assert _zero_counts(model) == [3, 50, 1]
+    assert torch.equal((model[0].weight == 0).flatten().nonzero().flatten(), torch.arange(3))
+
+
+def test_unstructured_layer_scope_exact_per_layer() -> None:
+    model = _mlp()
+    make_pruner(model, PruneConfig("unstructured", 0.3, scope="layer"), torch.zeros(1, 6)).update(1)
+    # round(0.3 * 60) = 18, round(0.3 * 50) = 15, round(0.3 * 10) = 3; a global ranking of
+    # this model would not give the same split.
+    assert _zero_counts(model) == [18, 15, 3]
+
+
+def test_unstructured_layer_scope_keeps_largest() -> None:
+    model = nn.Sequential(nn.Linear(4, 1, bias=False))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([[0.3, -0.1, -0.4, 0.2]]))
+    make_pruner(model, PruneConfig("unstructured", 0.5, scope="layer"), torch.zeros(1, 4)).update(1)
+    assert model[0].weight[0].tolist() == pytest.approx([0.3, 0.0, -0.4, 0.0])
+
+
+def test_sparsity_kept_through_sgd_with_after_step() -> None:
+    model = _mlp()
+    pruner = make_pruner(model, PruneConfig("unstructured", 0.6), torch.zeros(1, 6))
+    pruner.update(1.0)
+    zeros_before = [m.weight == 0 for m in model if isinstance(m, nn.Linear)]
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9, weight_decay=1e-3)
+    for _ in range(5):
+        optimizer.zero_grad()
+        model(torch.randn(8, 6)).square().mean().backward()
+        optimizer.step()
+        pruner.after_step()
+    zeros_after = [m.weight == 0 for m in model if isinstance(m, nn.Linear)]
+    assert all(torch.equal(a, b) for a, b in zip(zeros_before, zeros_after, strict=True))
+    assert sum(int(z.sum()) for z in zeros_after) == round(0.6 * 120)
+
+
+def test_unstructured_masks_survive_prepare_qat(residual_cnn: nn.Module) -> None:
+    pruner = make_pruner(residual_cnn, PruneConfig("unstructured", 0.5), EXAMPLE_1x8x8)
+    pruner.update(1.0)
+    prepare_qat(residual_cnn, QuantConfig(bits=4))
+    optimizer = torch.optim.SGD(residual_cnn.parameters(), lr=0.1, momentum=0.9)
+    for _ in range(3):
+        optimizer.zero_grad()
+        residual_cnn(torch.randn(4, 1, 8, 8)).square().mean().backward()
+        optimizer.step()
+        pruner.after_step()
+    weights = [m.weight for m in residual_cnn.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    n_total = sum(w.numel() for w in weights)
+    assert sum(int((w == 0).sum()) for w in weights) == round(0.5 * n_total)
+    assert pruner.sparsity == pytest.approx(round(0.5 * n_total) / n_total)
+
+
+def test_structured_plain_model_exact_parameter_count(plain_model: nn.Module) -> None:
+    assert count_params(plain_model) == 1610
+    pruner = make_pruner(plain_model, PruneConfig("structured", 0.5, scope="layer"), EXAMPLE_3x8x8)
+    # Half progress: target 0.4375; kept channels int(8 * 0.5625) = 4, int(16 * 0.5625) = 9.
+    assert pruner.update(0.5) is True
+    assert (plain_model[0].out_channels, plain_model[3].out_channels) == (4, 9)
+    # Full progress: 4 and 8 channels. conv1 4*27+4, bn 8, conv2 8*36+8, bn 16, fc 10*8+10.
+    assert pruner.update(1.0) is True
+    assert count_params(plain_model) == 112 + 8 + 296 + 16 + 90 == 522
+    assert pruner.sparsity == pytest.approx(1 - (108 + 288 + 80) / (216 + 1152 + 160))
+    assert pruner.update(1.0) is False  # already at target: nothing to rebuild
+    assert plain_model(torch.randn(2, 3, 8, 8)).shape == (2, 10)
+
+
+def test_structured_keeps_channels_of_largest_norm(plain_model: nn.Module) -> None:
+    with torch.no_grad():
+        for channel in range(8):  # channel c has |w| = (c + 1) / 10 everywhere
+            plain_model[0].weight[channel].fill_((channel + 1) / 10)
+        plain_model[0].bias.zero_()
+        plain_model[3].weight.fill_(0.1)  # the next layer sees every channel alike
+    make_pruner(plain_model, PruneConfig("structured", 0.5, "l1", "layer"), EXAMPLE_3x8x8).update(1)
+    kept = plain_model[0].weight[:, 0, 0, 0].tolist()
+    assert kept == pytest.approx([0.5, 0.6, 0.7, 0.8])
+
+
+@pytest.mark.parametrize("scope", ["layer", "global"])
+def test_structured_residual_cnn(residual_cnn: nn.Module, scope: str) -> None:
+    n_before = count_params(residual_cnn)
+    pruner = make_pruner(residual_cnn, PruneConfig("structured", 0.5, "l2", scope), EXAMPLE_1x8x8)
+    assert pruner.update(1.0) is True
+    x = torch.randn(3, 1, 8, 8)
+    assert residual_cnn(x).shape == (3, 10)
+    assert residual_cnn.head.out_features == 10  # the classifier's outputs are never pruned
+    depthwise = residual_cnn.separable.depthwise
+    assert depthwise.groups == depthwise.in_channels == depthwise.out_channels
+    # The identity adds force the stem and both blocks' conv2 to keep equal widths.
+    width = residual_cnn.stem[0].out_channels
+    assert all(block.conv2.out_channels == width for block in residual_cnn.blocks)
+    assert count_params(residual_cnn) < n_before
+    if scope == "layer":
+        # Every layer keeps half: width 16 -> 8, separable 32 -> 16. Stem 72 + bn 16; per block
+        # 2 * (576 + 16); depthwise 72 + 16; pointwise 128 + 32; head 16 * 10 + 10.
+        assert count_params(residual_cnn) == 88 + 2 * 1184 + 88 + 160 + 170 == 2874
+
+
+def test_structured_then_optimizer_rebuild_trains(residual_cnn: nn.Module) -> None:
+    pruner = make_pruner(residual_cnn, PruneConfig("structured", 0.3), EXAMPLE_1x8x8)
+    for progress in (0.25, 0.5, 1.0):
+        if pruner.update(progress):
+            optimizer = torch.optim.SGD(residual_cnn.parameters(), lr=0.05)
+        optimizer.zero_grad()
+        residual_cnn(torch.randn(4, 1, 8, 8)).logsumexp(dim=1).mean().backward()
+        optimizer.step()
+        pruner.after_step()
+    assert 0.0 < pruner.sparsity < 1.0
