@@ -38,12 +38,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def _quiet_libraries() -> None:
     # MLflow and Optuna announce table creation and every study at INFO; keep the terminal
-    # for nascomp's own progress lines.
+    # for nascomp's own lines. MLflow resets its logger on import, so it reads an env var.
     import logging
 
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     logging.getLogger("optuna").setLevel(logging.WARNING)
-    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def _fail(message: str) -> int:
@@ -170,10 +169,16 @@ def _browse_hint(tracker: Any) -> str:
 
 
 def _tracker(args: argparse.Namespace) -> Any:
-    from search.tracking import Tracker
+    from search.tracking import Tracker, TrackingError
 
     config = TrackingConfig(uri=args.tracking_uri, experiment=args.experiment or "nascomp")
-    tracker = Tracker(config.resolved_uri(), config.experiment)
+    uri = config.resolved_uri()
+    # Reading must not create an empty store as a side effect of a mistyped path.
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).is_file():
+        raise TrackingError(
+            f"no MLflow store at {uri[len('sqlite:///') :]} (run `nascomp search` first)"
+        )
+    tracker = Tracker(uri, config.experiment)
     tracker.check_reachable()
     return tracker
 

@@ -176,7 +176,10 @@ class Tracker:
         self.log_search_metrics(run_id, metrics)
         mlflow.set_tracking_uri(self.uri)
         with mlflow.start_run(run_id=run_id):
-            info = mlflow.pytorch.log_model(model, name="model", input_example=example.numpy())
+            # pickle, not MLflow's default pt2: torch.export fixes the batch size to the example's.
+            info = mlflow.pytorch.log_model(
+                model, name="model", input_example=example.numpy(), serialization_format="pickle"
+            )
         self.client.set_terminated(run_id, "FINISHED")
         return info.model_uri
 

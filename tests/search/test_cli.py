@@ -1,0 +1,80 @@
+"""The `nascomp` command as a user meets it: bad input is one line, exit 2, nothing written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.search.conftest import nascomp
+
+
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [
+        (["--set", "search.trails=3"], "search.trails: unknown key (did you mean 'trials'?)"),
+        (["--trials", "0"], "search.trials"),
+        (["--set", "space.quant.bits=[4, 9]"], "space.quant.bits"),
+        (["--set", "space.prune.ratio=1.0"], "space.prune.ratio"),
+        (["--set", "space.distill.temperature=0"], "space.distill.temperature"),
+        (["--set", "space.arch.block=[]"], "space.arch.block"),
+        (
+            ["--set", "data.name=mnist", "--set", "data.root=/nonexistent/data"],
+            "/nonexistent/data/MNIST/raw",
+        ),
+        (["missing.yaml"], "experiment file"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(
+    tmp_path: Path, args: list[str], field: str
+) -> None:
+    result = nascomp("search", *args, cwd=tmp_path, timeout=120, env={"MLFLOW_TRACKING_URI": ""})
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("nascomp: error: ")
+    assert field in lines[0]
+    assert "Traceback" not in result.stderr + result.stdout
+    # Nothing launched, no MLflow store or run created, no result folder.
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unreachable_tracking_server_fails_before_any_trial(tmp_path: Path) -> None:
+    result = nascomp("search", "--tracking-uri", "http://127.0.0.1:9", cwd=tmp_path, timeout=120)
+    assert result.returncode == 2
+    assert "tracking server http://127.0.0.1:9 is unreachable" in result.stderr
+    assert "teacher" not in result.stdout  # failed before the teacher or any trial
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_pareto_without_a_store_creates_none(tmp_path: Path) -> None:
+    result = nascomp(
+        "pareto", "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}", cwd=tmp_path, timeout=120
+    )
+    assert result.returncode == 2
+    assert (
+        result.stderr.strip()
+        == f"nascomp: error: no MLflow store at {tmp_path / 'm.db'} (run `nascomp search` first)"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_pareto_without_a_search(tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    MlflowClient(f"sqlite:///{tmp_path / 'm.db'}").search_experiments()  # an empty store
+    result = nascomp(
+        "pareto", "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}", cwd=tmp_path, timeout=120
+    )
+    assert result.returncode == 2
+    assert (
+        result.stderr.strip()
+        == f"nascomp: error: no experiment named 'nascomp' in sqlite:///{tmp_path / 'm.db'}"
+    )
+
+
+def test_help_lists_the_commands(tmp_path: Path) -> None:
+    result = nascomp("--help", cwd=tmp_path, timeout=120)
+    assert result.returncode == 0
+    for command in ("search", "pareto", "reproduce", "ui"):
+        assert command in result.stdout

@@ -1,0 +1,55 @@
+"""run_search in-process, to look inside the live Optuna study it drove."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.study import StudyDirection
+from optuna.trial import TrialState
+
+from search.driver import run_search
+from spaces.config import load_experiment
+from tests.search.conftest import TINY
+
+pytestmark = pytest.mark.e2e
+
+
+def test_search_stays_multi_objective_and_counts_infeasible(workdir: Path) -> None:
+    # 4 and 5 stages cannot fit an 8x8 digit (8 -> 4 -> 2 -> 1 is the end): infeasible points.
+    experiment = load_experiment(
+        None,
+        [
+            *TINY,
+            "search.trials=6",
+            "space.arch.n_stages=[1, 4, 5]",
+            "space.distill.enabled=false",
+            f"tracking.uri=sqlite:///{workdir / 'mlflow.db'}",
+            f"storage={workdir / 'results'}",
+        ],
+    )
+    summary = run_search(experiment, echo=lambda line: None)
+
+    study: optuna.Study = summary.searcher.study
+    # Three objectives reached Optuna: a `metric=` in TuneConfig would have made this one.
+    assert study.directions == [
+        StudyDirection.MAXIMIZE,
+        StudyDirection.MINIMIZE,
+        StudyDirection.MINIMIZE,
+    ]
+    complete = study.get_trials(states=[TrialState.COMPLETE])
+    failed = study.get_trials(states=[TrialState.FAIL])
+    assert len(complete) + len(failed) == 6
+    assert all(len(t.values) == 3 for t in complete)
+    assert all(t.user_attrs["nascomp_status"] == "infeasible" for t in failed)
+    assert all(t.params["arch.n_stages"] in (4, 5) for t in failed)
+    assert all(t.params["arch.n_stages"] == 1 for t in complete)
+
+    # MLflow agrees: every trial is a finished run; infeasible ones say so and why.
+    assert len(summary.trials) == 6
+    assert summary.count("infeasible") == len(failed) >= 1
+    assert summary.count("ok") == len(complete) >= 1
+    assert summary.count("failed") == 0
+    infeasible_ids = {t.run_id for t in summary.trials if t.status == "infeasible"}
+    assert summary.front and not infeasible_ids & {t.run_id for t in summary.front}

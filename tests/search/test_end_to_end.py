@@ -1,0 +1,178 @@
+"""A real search through the `nascomp` command, then `pareto` and `reproduce` on what it logged.
+
+Real Ray (local), real Optuna, MLflow on a sqlite file, real training on the digits data.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import mlflow.pytorch
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from tests.search.conftest import nascomp, tiny_args
+
+pytestmark = pytest.mark.e2e
+
+METRICS = [
+    "val_accuracy",
+    "test_accuracy",
+    "params",
+    "nonzero_params",
+    "size_bytes",
+    "macs",
+    "latency_ms",
+    "latency_batch_ms",
+    "train_seconds",
+]
+
+
+class Searched:
+    def __init__(self, folder: Path, env: dict[str, str], stdout: str) -> None:
+        self.folder = folder
+        self.env = env
+        self.stdout = stdout
+        self.uri = f"sqlite:///{folder / 'mlflow.db'}"
+        self.client = MlflowClient(self.uri)
+        self.experiment = self.client.get_experiment_by_name("nascomp")
+
+    def runs(self, where: str) -> list:
+        return self.client.search_runs([self.experiment.experiment_id], filter_string=where)
+
+    def cli(self, *args: str):
+        return nascomp(*args, "--tracking-uri", self.uri, cwd=self.folder, env=self.env)
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory: pytest.TempPathFactory, teacher_cache: Path) -> Iterator[Searched]:
+    folder = tmp_path_factory.mktemp("e2e")
+    ray_tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")
+    env = {"NASCOMP_CACHE": str(teacher_cache), "RAY_TMPDIR": ray_tmp, "MLFLOW_TRACKING_URI": ""}
+    result = nascomp("search", *tiny_args(folder), cwd=folder, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    yield Searched(folder, env, result.stdout)
+    shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def test_search_prints_progress_front_and_ui_url(searched: Searched) -> None:
+    out = searched.stdout
+    assert "[  4/4]" in out  # one progress line per trial
+    assert "Pareto front of search" in out
+    assert f"/#/experiments/{searched.experiment.experiment_id}/runs" in out
+
+
+def test_mlflow_holds_one_parent_and_nested_children(searched: Searched) -> None:
+    parents = searched.runs("tags.`nascomp.role` = 'search'")
+    assert len(parents) == 1
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    children = searched.runs(f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    assert len(children) == 4
+    for child in children:
+        assert child.info.status == "FINISHED"
+        assert child.data.tags["nascomp.status"] in ("ok", "infeasible")
+        # The trial's flat config is the params: what reproduce reads back.
+        assert {"arch.family", "quant.bits", "prune.method", "data.name", "seed"} <= set(
+            child.data.params
+        )
+    finished = [c for c in children if c.data.tags["nascomp.status"] == "ok"]
+    assert finished, "every trial was infeasible"
+    for child in finished:
+        assert set(METRICS) <= set(child.data.metrics)
+        assert 0.0 <= child.data.metrics["val_accuracy"] <= 1.0
+        assert child.data.metrics["nonzero_params"] <= child.data.metrics["params"]
+        # Accuracy and loss per epoch, as steps.
+        history = searched.client.get_metric_history(child.info.run_id, "loss")
+        assert len({m.step for m in history}) >= 3
+
+
+def test_parent_run_holds_experiment_space_and_front(searched: Searched) -> None:
+    parent = searched.runs("tags.`nascomp.role` = 'search'")[0]
+    names = {a.path for a in searched.client.list_artifacts(parent.info.run_id)}
+    assert {"experiment.yaml", "space.json", "pareto_front.json"} <= names
+    front = _front_artifact(searched, parent.info.run_id)
+    assert front["objectives"] == {"val_accuracy": "max", "size_bytes": "min", "latency_ms": "min"}
+    assert [row["rank"] for row in front["front"]] == list(range(1, len(front["front"]) + 1))
+
+
+def test_pareto_reads_the_front_back_from_mlflow(searched: Searched) -> None:
+    result = searched.cli("pareto", "--json")
+    assert result.returncode == 0, result.stderr
+    shown = json.loads(result.stdout)
+    parent = searched.runs("tags.`nascomp.role` = 'search'")[0]
+    assert shown["search_run_id"] == parent.info.run_id
+    logged = _front_artifact(searched, parent.info.run_id)
+    assert [row["run_id"] for row in shown["front"]] == [row["run_id"] for row in logged["front"]]
+    # No member of the front is dominated by another finished trial.
+    trials = [
+        c
+        for c in searched.runs(f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+        if c.data.tags["nascomp.status"] == "ok"
+    ]
+    for row in shown["front"]:
+        mine = row["objectives"]
+        for other in trials:
+            m = other.data.metrics
+            no_worse = (
+                m["val_accuracy"] >= mine["val_accuracy"]
+                and m["size_bytes"] <= mine["size_bytes"]
+                and m["latency_ms"] <= mine["latency_ms"]
+            )
+            better = (
+                m["val_accuracy"] > mine["val_accuracy"]
+                or m["size_bytes"] < mine["size_bytes"]
+                or m["latency_ms"] < mine["latency_ms"]
+            )
+            assert not (no_worse and better), f"{row['run_id']} is dominated by {other.info.run_id}"
+    table = searched.cli("pareto")
+    assert (
+        table.returncode == 0
+        and "rank" in table.stdout
+        and shown["front"][0]["run_id"] in table.stdout
+    )
+
+
+def test_reproduce_matches_and_exports(searched: Searched) -> None:
+    export = searched.folder / "export"
+    result = searched.cli("reproduce", "--rank", "1", "--export", str(export))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "warning" not in result.stdout
+    source_id = json.loads(searched.cli("pareto", "--json").stdout)["front"][0]["run_id"]
+    source = searched.client.get_run(source_id)
+    again = searched.runs(f"tags.`nascomp.reproduced_from` = '{source_id}'")
+    assert len(again) == 1
+    # On CPU with the same seed and thread count the accuracies match exactly.
+    for name in ("val_accuracy", "test_accuracy", "params", "nonzero_params", "size_bytes", "macs"):
+        assert again[0].data.metrics[name] == source.data.metrics[name], name
+    assert {p.name for p in export.iterdir()} >= {
+        "state_dict.pt",
+        "model.torchscript.pt",
+        "trial_config.json",
+    }
+    # The MLflow model and the TorchScript file predict the same as each other on real inputs.
+    from trainers.config import TrialConfig
+    from trainers.data import load_data
+    from trainers.teacher import _data_kwargs
+
+    config = TrialConfig.from_flat(json.loads((export / "trial_config.json").read_text()))
+    inputs = load_data(**_data_kwargs(config)).test_x[:64]
+    mlflow.set_tracking_uri(searched.uri)
+    from_mlflow = mlflow.pytorch.load_model(f"runs:/{again[0].info.run_id}/model")
+    scripted = torch.jit.load(str(export / "model.torchscript.pt"))
+    with torch.no_grad():
+        expected = from_mlflow.eval()(inputs)
+        assert torch.equal(scripted(inputs), expected)
+    state = torch.load(export / "state_dict.pt", weights_only=True)
+    assert state.keys() == from_mlflow.state_dict().keys()
+
+
+def _front_artifact(searched: Searched, run_id: str) -> dict:
+    return json.loads(
+        Path(searched.client.download_artifacts(run_id, "pareto_front.json")).read_text()
+    )
