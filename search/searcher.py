@@ -5,7 +5,8 @@ from __future__ import annotations
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
-STATUS_KEY = "nascomp_status"
+STATUS_KEY = "nascomp_status"  # result key: ok | infeasible
+INFO_PREFIX = "nascomp_info."  # result keys of word-valued trial facts, logged as tags
 
 
 class NascompOptunaSearch(OptunaSearch):

@@ -21,6 +21,7 @@ from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
+from search.searcher import INFO_PREFIX
 from trainers.config import decode_param
 
 ROLE_TAG = "nascomp.role"
@@ -219,6 +220,11 @@ class MlflowTrialCallback(Callback):
             tags.append(RunTag("nascomp.reason", str(result["nascomp_reason"])[:5000]))
         if result.get("nascomp_node_id"):
             tags.append(RunTag("nascomp.node_id", str(result["nascomp_node_id"])))
+        tags += [
+            RunTag(f"nascomp.{key[len(INFO_PREFIX) :]}", str(value))
+            for key, value in result.items()
+            if key.startswith(INFO_PREFIX)
+        ]
         self.client.log_batch(run_id, tags=tags)
         self.client.set_terminated(run_id, "FINISHED")
 

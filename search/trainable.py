@@ -7,7 +7,7 @@ from typing import Any
 import ray
 from ray import tune
 
-from search.searcher import STATUS_KEY
+from search.searcher import INFO_PREFIX, STATUS_KEY
 from trainers.trial import run_trial
 
 
@@ -16,5 +16,6 @@ def trial_fn(config: dict[str, Any], teacher_state: dict | None = None) -> None:
     final: dict[str, Any] = {**outcome.metrics, STATUS_KEY: outcome.status}
     if outcome.reason:
         final["nascomp_reason"] = outcome.reason
+    final.update({f"{INFO_PREFIX}{key}": value for key, value in outcome.info.items()})
     final["nascomp_node_id"] = ray.get_runtime_context().get_node_id()
     tune.report(final)

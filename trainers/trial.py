@@ -43,6 +43,8 @@ class TrialOutcome:
     metrics: dict[str, float] = field(default_factory=dict)
     model: nn.Module | None = None
     reason: str = ""
+    # Facts that are words, not numbers (e.g. which form of the model was timed); MLflow tags.
+    info: dict[str, str] = field(default_factory=dict)
 
 
 def run_trial(
