@@ -1,0 +1,114 @@
+"""The joint space as plain data, and how Optuna samples it (conditions included)."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from search.optuna_space import suggest
+from spaces.config import load_experiment
+from spaces.nb201 import NB201_OPS
+from spaces.params import Param
+from spaces.space import SpaceConfig, arch_from_flat
+
+
+def params_by_name(space: SpaceConfig) -> dict[str, Param]:
+    return {p.name: p for p in space.params()}
+
+
+def test_quickstart_space_kinds_and_conditions() -> None:
+    params = params_by_name(load_experiment().space)
+    assert params["arch.n_stages"].kind == "choice" and params["arch.n_stages"].choices == (1, 2, 3)
+    assert params["arch.width_mult"].kind == "fixed" and params["arch.width_mult"].value == 1.0
+    assert params["prune.ratio"].kind == "float" and (
+        params["prune.ratio"].low,
+        params["prune.ratio"].high,
+    ) == (0.2, 0.8)
+    assert params["prune.ratio"].condition == ("prune.method", ("unstructured", "structured"))
+    assert params["distill.temperature"].log is True
+    assert params["distill.temperature"].condition == ("distill.enabled", (True,))
+    assert params["quant.bits"].choices == (4, 8, 32)
+
+
+def test_integer_range_is_an_int_param() -> None:
+    space = SpaceConfig.model_validate(
+        {"arch": {"family": "cnn", "base_channels": {"low": 8, "high": 64, "step": 8}}}
+    )
+    param = params_by_name(space)["arch.base_channels"]
+    assert (param.kind, param.low, param.high, param.step) == ("int", 8, 64, 8)
+
+
+def test_nb201_space_has_six_edges_and_builds_a_cell() -> None:
+    space = SpaceConfig.model_validate({"arch": {"family": "nb201", "n_cells": 1}})
+    params = params_by_name(space)
+    assert [params[f"arch.edge{i}"].choices for i in range(6)] == [NB201_OPS] * 6
+    flat = {"arch.family": "nb201", "arch.channels": 16, "arch.n_cells": 1}
+    flat |= {
+        f"arch.edge{i}": op
+        for i, op in enumerate(
+            ["nor_conv_3x3", "none", "skip_connect", "avg_pool_3x3", "nor_conv_1x1", "none"]
+        )
+    }
+    assert arch_from_flat(flat) == {
+        "family": "nb201",
+        "channels": 16,
+        "n_cells": 1,
+        "cell": "|nor_conv_3x3~0|+|none~0|skip_connect~1|+|avg_pool_3x3~0|nor_conv_1x1~1|none~2|",
+    }
+
+
+def sample(space: SpaceConfig, n: int, seed: int = 0) -> list[tuple[dict, dict]]:
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    out = []
+    for _ in range(n):
+        trial = study.ask()
+        constants = suggest(trial, space.params())
+        out.append((dict(trial.params), constants))
+        study.tell(trial, 0.0)
+    return out
+
+
+def test_conditional_params_only_when_their_condition_holds() -> None:
+    space = load_experiment().space
+    draws = sample(space, 60)
+    for params, _ in draws:
+        assert ("distill.temperature" in params) == params["distill.enabled"]
+        assert ("distill.alpha" in params) == params["distill.enabled"]
+        assert ("prune.ratio" in params) == (params["prune.method"] != "none")
+        if "prune.ratio" in params:
+            assert 0.2 <= params["prune.ratio"] <= 0.8
+    # Both branches of every condition were visited.
+    assert {p["distill.enabled"] for p, _ in draws} == {True, False}
+    assert {p["prune.method"] for p, _ in draws} == {"none", "unstructured", "structured"}
+
+
+def test_fixed_values_are_constants_not_optuna_params() -> None:
+    _, constants = sample(load_experiment().space, 1)[0]
+    assert constants["arch.family"] == "cnn"
+    assert constants["arch.width_mult"] == 1.0
+    assert constants["quant.act_bits"] == 8
+
+
+def test_a_fixed_condition_source_still_gates() -> None:
+    space = SpaceConfig.model_validate({"prune": {"method": "none"}, "distill": {"enabled": False}})
+    params, constants = sample(space, 1)[0]
+    assert "prune.ratio" not in params and "prune.ratio" not in constants
+    assert "distill.temperature" not in params and constants["distill.enabled"] is False
+
+
+def test_describe_is_json_ready() -> None:
+    import json
+
+    records = load_experiment().space.describe()
+    assert json.loads(json.dumps(records)) == records
+    ratio = next(r for r in records if r["name"] == "prune.ratio")
+    assert ratio["when"] == {"prune.method": ["unstructured", "structured"]}
+
+
+@pytest.mark.parametrize("log", [True, False])
+def test_float_ranges_are_sampled_within_bounds(log: bool) -> None:
+    space = SpaceConfig.model_validate(
+        {"distill": {"enabled": True, "temperature": {"low": 0.5, "high": 20.0, "log": log}}}
+    )
+    temperatures = [p["distill.temperature"] for p, _ in sample(space, 40)]
+    assert all(0.5 <= t <= 20.0 for t in temperatures)

@@ -1,0 +1,171 @@
+"""run_trial on real digits data: phases, metrics, determinism, infeasible points, teacher cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from spaces.config import load_experiment
+from trainers.config import TrialConfig, decode_param, flatten, trial_constants, unflatten
+from trainers.teacher import load_or_train_teacher
+from trainers.trial import STATUS_INFEASIBLE, run_trial
+
+FAST = [
+    "train.epochs=2",
+    "train.prune_epochs=2",
+    "train.qat_epochs=1",
+    "teacher.epochs=2",
+    "teacher.arch.base_channels=16",
+    "measure.n_warmup=1",
+    "measure.n_repeat=3",
+    "measure.latency_batch_size=8",
+]
+METRICS = {
+    "val_accuracy",
+    "test_accuracy",
+    "params",
+    "nonzero_params",
+    "size_bytes",
+    "macs",
+    "latency_ms",
+    "latency_batch_ms",
+    "train_seconds",
+}
+
+
+def trial_config(**sampled: Any) -> dict[str, Any]:
+    base = {
+        "arch.family": "cnn",
+        "arch.n_stages": 2,
+        "arch.blocks_per_stage": 1,
+        "arch.base_channels": 8,
+        "arch.width_mult": 1.0,
+        "arch.kernel_size": 3,
+        "arch.block": "residual",
+        "prune.method": "none",
+        "quant.bits": 32,
+        "quant.act_bits": 8,
+        "distill.enabled": False,
+    }
+    return {**trial_constants(load_experiment(None, FAST)), **base, **sampled}
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("NASCOMP_CACHE", str(tmp_path))
+    return tmp_path
+
+
+def test_phases_report_every_epoch_and_final_metrics() -> None:
+    reports: list[dict] = []
+    config = trial_config(
+        **{
+            "prune.method": "unstructured",
+            "prune.ratio": 0.5,
+            "prune.importance": "l1",
+            "prune.scope": "global",
+            "quant.bits": 4,
+        }
+    )
+    outcome = run_trial(config, report=reports.append)
+    assert outcome.status == "ok"
+    assert [r["phase"] for r in reports] == ["train", "train", "prune", "prune", "quant"]
+    assert [r["epoch"] for r in reports] == [1, 2, 3, 4, 5]
+    assert set(outcome.metrics) >= METRICS
+    metrics = outcome.metrics
+    assert 0.5 < metrics["val_accuracy"] <= 1.0  # 2 epochs on digits learn something
+    # Half of the conv/linear weights are zero; the rest (BN, biases) stay.
+    assert metrics["nonzero_params"] < 0.6 * metrics["params"]
+    assert metrics["size_bytes"] < metrics["params"]  # under a byte a parameter (fp32: 4)
+
+
+def test_structured_pruning_shrinks_the_model() -> None:
+    dense = run_trial(trial_config()).metrics
+    pruned = run_trial(
+        trial_config(
+            **{
+                "prune.method": "structured",
+                "prune.ratio": 0.5,
+                "prune.importance": "l1",
+                "prune.scope": "layer",
+            }
+        )
+    ).metrics
+    assert pruned["params"] < 0.5 * dense["params"]
+    assert pruned["macs"] < 0.5 * dense["macs"]
+
+
+def test_same_config_same_result_on_cpu() -> None:
+    config = trial_config(
+        **{
+            "prune.method": "structured",
+            "prune.ratio": 0.3,
+            "prune.importance": "l2",
+            "prune.scope": "global",
+            "quant.bits": 8,
+        }
+    )
+    first, second = run_trial(config).metrics, run_trial(config).metrics
+    for name in ("val_accuracy", "test_accuracy", "params", "nonzero_params", "size_bytes", "macs"):
+        assert first[name] == second[name], name
+    losses = {seed: [] for seed in (0, 1)}
+    for seed, sink in losses.items():
+        run_trial({**config, "seed": seed}, report=lambda r, sink=sink: sink.append(r["loss"]))
+    assert losses[0] != losses[1]  # the seed matters (init and batch order)
+
+
+def test_infeasible_architecture_is_an_outcome_not_an_exception() -> None:
+    outcome = run_trial(trial_config(**{"arch.n_stages": 5}))
+    assert outcome.status == STATUS_INFEASIBLE
+    assert "shrinks" in outcome.reason
+    assert outcome.model is None and outcome.metrics == {}
+
+
+def test_distillation_needs_the_teacher() -> None:
+    config = trial_config(
+        **{"distill.enabled": True, "distill.temperature": 4.0, "distill.alpha": 0.5}
+    )
+    with pytest.raises(ValueError, match="no teacher weights"):
+        run_trial(config)
+
+
+def test_teacher_is_trained_once_then_cached(cache: Path) -> None:
+    config = TrialConfig.from_flat(trial_config(**{"distill.enabled": True}))
+    state, facts = load_or_train_teacher(config)
+    assert facts["teacher_cached"] == 0.0 and facts["teacher_train_seconds"] > 0
+    again, facts_again = load_or_train_teacher(config)
+    assert facts_again["teacher_cached"] == 1.0 and facts_again["teacher_train_seconds"] == 0.0
+    assert all((state[k] == again[k]).all() for k in state)
+    assert len(list((cache / "teachers").glob("*.pt"))) == 1
+    # A different teacher config is a different cache entry.
+    other = TrialConfig.from_flat({**trial_config(), "teacher.epochs": 3})
+    assert load_or_train_teacher(other)[1]["teacher_cached"] == 0.0
+    outcome = run_trial(
+        {
+            **trial_config(),
+            "distill.enabled": True,
+            "distill.temperature": 3.0,
+            "distill.alpha": 0.7,
+        },
+        teacher_state=state,
+    )
+    assert outcome.status == "ok"
+
+
+def test_flat_config_survives_mlflow_strings() -> None:
+    config = trial_config(
+        **{"prune.method": "unstructured", "prune.ratio": 1e-05, "data.root": None}
+    )
+    as_logged = {key: str(value) for key, value in config.items()}  # MLflow keeps params as str
+    decoded = {key: decode_param(value) for key, value in as_logged.items()}
+    assert TrialConfig.from_flat(decoded) == TrialConfig.from_flat(config)
+    assert decoded["prune.ratio"] == 1e-05 and decoded["data.root"] is None
+    assert decoded["distill.enabled"] is False and decoded["arch.block"] == "residual"
+
+
+def test_flatten_round_trip() -> None:
+    nested = {"a": {"b": 1, "c": {"d": "x"}}, "e": None}
+    assert flatten(nested) == {"a.b": 1, "a.c.d": "x", "e": None}
+    assert unflatten(flatten(nested)) == nested
