@@ -42,7 +42,10 @@ def _quiet_libraries() -> None:
     import logging
 
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-    logging.getLogger("optuna").setLevel(logging.WARNING)
+    # Optuna configures its logger lazily on first use, so only its own setter sticks.
+    import optuna
+
+    optuna.logging.set_verbosity(logging.WARNING)
 
 
 def _fail(message: str) -> int:
