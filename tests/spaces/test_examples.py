@@ -1,0 +1,43 @@
+"""Every shipped experiment file validates against the real data it names."""
+
+from __future__ import annotations
+
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from spaces.config import load_experiment
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+@pytest.mark.parametrize("name", ["mnist.yaml", "fashion_mnist.yaml"])
+def test_example_validates(name: str, data_root: Path) -> None:
+    experiment = load_experiment(EXAMPLES / name, [f"data.root={data_root}"])
+    assert experiment.search.trials > 1
+    assert len(experiment.objectives) >= 2
+
+
+def test_imagefolder_example_validates_on_extracted_images(data_root: Path, tmp_path: Path) -> None:
+    # The example's instructions extract the tar; a few members in the same layout will do.
+    with tarfile.open(data_root / "cifar10-jpeg.tar") as archive:
+        members = []
+        for split in ("train", "test"):
+            prefix = f"CIFAR-10-images/{split}/airplane/"
+            members += [m for m in archive.getmembers()[:2000] if m.name.startswith(prefix)][:2]
+        assert members, "the tar layout changed"
+        archive.extractall(tmp_path, members=members, filter="data")
+    root = tmp_path / "CIFAR-10-images"
+    experiment = load_experiment(EXAMPLES / "cifar10_imagefolder.yaml", [f"data.root={root}"])
+    assert experiment.data.name == "imagefolder"
+
+
+def test_imagefolder_example_names_the_missing_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from spaces.config import ConfigError
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="CIFAR-10-images"):
+        load_experiment(EXAMPLES / "cifar10_imagefolder.yaml")
