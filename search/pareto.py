@@ -56,3 +56,63 @@ def front_order(values: np.ndarray, modes: Sequence[str]) -> list[int]:
     front = np.flatnonzero(non_dominated_mask(minimised))
     keys = tuple(minimised[front, k] for k in reversed(range(minimised.shape[1])))
     return [int(i) for i in front[np.lexsort(keys)]]
+
+
+def crowding_distance(values: np.ndarray) -> np.ndarray:
+    """NSGA-II's crowding distance of each point within its set (values already minimised).
+
+    Per objective, the points are sorted and each gets the normalised gap between its two
+    neighbours; the extremes get infinity so the ends of a front are always kept. Summed over
+    objectives. Sets of one or two points are all extremes.
+    """
+    values = np.asarray(values, dtype=float)
+    n_points, n_objectives = values.shape
+    distance = np.zeros(n_points)
+    if n_points <= 2:
+        return np.full(n_points, np.inf)
+    for k in range(n_objectives):
+        order = np.argsort(values[:, k], kind="stable")
+        column = values[order, k]
+        span = column[-1] - column[0]
+        distance[order[0]] = distance[order[-1]] = np.inf
+        if span > 0:
+            distance[order[1:-1]] += (column[2:] - column[:-2]) / span
+    return distance
+
+
+def rank_order(values: np.ndarray) -> np.ndarray:
+    """Indices of all points, best first: by front (non-dominated sort), then within a front
+    by crowding distance, largest first (the NSGA-II survival order). Ties keep input order."""
+    values = np.asarray(values, dtype=float)
+    fronts = non_dominated_sort(values)
+    crowding = np.zeros(values.shape[0])
+    for front in np.unique(fronts):
+        members = np.flatnonzero(fronts == front)
+        crowding[members] = crowding_distance(values[members])
+    return np.lexsort((np.arange(values.shape[0]), -crowding, fronts))
+
+
+def knee_index(front: np.ndarray) -> int:
+    """The knee of a front (values already minimised): the point farthest from the hyperplane
+    through the front's extremes, on the side of the ideal point, after normalising each
+    objective to [0, 1] over the front.
+
+    The extremes are the best point of each objective; in 2-D the hyperplane is the line
+    joining the two ends, the textbook knee. When the extremes do not span a hyperplane (fewer
+    distinct extremes than objectives, e.g. two points in 3-D) or several points are equally
+    far, the point nearest the ideal point (Euclidean, normalised) decides.
+    """
+    front = np.asarray(front, dtype=float)
+    if front.shape[0] == 0:
+        raise ValueError("the front is empty: nothing to pick")
+    low, high = front.min(axis=0), front.max(axis=0)
+    span = np.where(high > low, high - low, 1.0)
+    unit = (front - low) / span
+    to_ideal = np.linalg.norm(unit, axis=1)
+    extremes = unit[np.argmin(unit, axis=0)]
+    if np.linalg.matrix_rank(extremes) < front.shape[1]:
+        return int(np.argmin(to_ideal))
+    normal = np.linalg.solve(extremes, np.ones(front.shape[1]))
+    gap = (1.0 - unit @ normal) / np.linalg.norm(normal)
+    best = np.flatnonzero(np.isclose(gap, gap.max(), rtol=0, atol=1e-12))
+    return int(best[np.argmin(to_ideal[best])])

@@ -1,0 +1,122 @@
+"""Pareto fronts, non-dominated sorting, crowding distance and the knee: known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import optuna
+import pytest
+
+from search.pareto import (
+    crowding_distance,
+    front_order,
+    knee_index,
+    non_dominated_mask,
+    non_dominated_sort,
+    rank_order,
+    to_minimise,
+)
+
+
+def test_to_minimise_flips_max_objectives() -> None:
+    values = np.array([[0.9, 100.0]])
+    np.testing.assert_array_equal(to_minimise(values, ["max", "min"]), [[-0.9, 100.0]])
+    with pytest.raises(ValueError, match="must be"):
+        to_minimise(values, ["max"])
+
+
+def test_front_two_objectives_with_ties_and_duplicates() -> None:
+    values = np.array(
+        [
+            [1.0, 5.0],  # front
+            [2.0, 3.0],  # front
+            [2.0, 3.0],  # duplicate of a front point: also front
+            [2.0, 4.0],  # tie in the first objective, worse second: dominated
+            [4.0, 1.0],  # front
+            [4.0, 4.0],  # dominated
+        ]
+    )
+    np.testing.assert_array_equal(non_dominated_mask(values), [1, 1, 1, 0, 1, 0])
+    np.testing.assert_array_equal(non_dominated_sort(values), [0, 0, 0, 1, 0, 2])
+
+
+def test_front_one_objective_is_the_minimum_and_its_ties() -> None:
+    values = np.array([[3.0], [1.0], [2.0], [1.0]])
+    np.testing.assert_array_equal(non_dominated_mask(values), [0, 1, 0, 1])
+    np.testing.assert_array_equal(non_dominated_sort(values), [2, 0, 1, 0])
+
+
+def test_front_three_objectives() -> None:
+    values = np.array(
+        [
+            [1.0, 1.0, 9.0],
+            [1.0, 9.0, 1.0],
+            [9.0, 1.0, 1.0],
+            [2.0, 2.0, 9.0],  # dominated by the first only
+            [5.0, 5.0, 5.0],  # better than none in all three: front
+        ]
+    )
+    np.testing.assert_array_equal(non_dominated_mask(values), [1, 1, 1, 0, 1])
+
+
+def test_front_order_respects_modes_and_sorts_by_first_objective() -> None:
+    values = np.array([[0.9, 300.0], [0.95, 900.0], [0.8, 100.0], [0.85, 400.0]])
+    assert front_order(values, ["max", "min"]) == [1, 0, 2]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_front_agrees_with_optuna(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    values = np.round(rng.random((80, 3)), 1)
+    study = optuna.create_study(directions=["minimize"] * 3)
+    for row in values:
+        study.add_trial(optuna.trial.create_trial(values=list(row), params={}, distributions={}))
+    expected = sorted(t.number for t in study.best_trials)
+    assert sorted(np.flatnonzero(non_dominated_mask(values))) == expected
+
+
+def test_crowding_distance_known_answer() -> None:
+    front = np.array([[0.0, 4.0], [1.0, 3.5], [3.0, 1.0], [4.0, 0.0]])
+    # Gaps between neighbours over each range of 4: the second point (3-0)/4 + (4-1)/4 = 1.5,
+    # the third (4-1)/4 + (3.5-0)/4 = 1.625; the ends are infinite.
+    np.testing.assert_allclose(crowding_distance(front), [np.inf, 1.5, 1.625, np.inf])
+    assert np.all(np.isinf(crowding_distance(front[:2])))
+
+
+def test_rank_order_front_first_then_least_crowded() -> None:
+    values = np.array(
+        [
+            [5.0, 5.0],  # second front
+            [1.0, 3.5],  # front, middle, crowding 1.5
+            [0.0, 4.0],  # front, end
+            [3.0, 1.0],  # front, middle, crowding 1.625
+            [4.0, 0.0],  # front, end
+        ]
+    )
+    assert list(rank_order(values)) == [2, 4, 3, 1, 0]
+
+
+def test_knee_of_a_convex_front() -> None:
+    # The line through (0, 10) and (10, 0); (2, 2) bulges farthest towards the ideal point.
+    front = np.array([[0.0, 10.0], [2.0, 2.0], [5.0, 1.0], [10.0, 0.0]])
+    assert knee_index(front) == 1
+
+
+def test_knee_is_scale_free() -> None:
+    front = np.array([[0.0, 10.0], [2.0, 2.0], [5.0, 1.0], [10.0, 0.0]])
+    assert knee_index(front * [1.0, 1e6]) == 1
+
+
+def test_knee_three_objectives() -> None:
+    front = np.array([[0.0, 1.0, 1.0], [1.0, 0.0, 1.0], [1.0, 1.0, 0.0], [0.2, 0.2, 0.2]])
+    assert knee_index(front) == 3
+
+
+def test_knee_of_degenerate_fronts_is_nearest_the_ideal() -> None:
+    assert knee_index(np.array([[3.0, 4.0]])) == 0
+    # Two points: both lie on the line through the extremes; the tie goes to the one nearer
+    # the ideal after normalisation (both at distance 1), so input order decides.
+    assert knee_index(np.array([[0.0, 1.0], [1.0, 0.0]])) == 0
+    # Two points in 3-D cannot span a plane: normalised they are (0, 0, 1) and (1, 1, 0).
+    assert knee_index(np.array([[0.0, 0.0, 1.0], [0.5, 0.5, 0.0]])) == 0
+    with pytest.raises(ValueError, match="empty"):
+        knee_index(np.empty((0, 2)))
