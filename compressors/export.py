@@ -1,4 +1,4 @@
-"""A real compressed artifact whose size is ``size.model_size_bytes`` plus a small header.
+"""A real compressed artifact of exactly ``size.model_size_bytes`` bytes.
 
 File layout (little-endian), no pickle::
 
@@ -6,9 +6,11 @@ File layout (little-endian), no pickle::
              crc32 u32 of the stored tensors' names and shapes (checks the skeleton)
     per stored tensor, in ``size.stored_tensors`` order:
       other tensor   fp32 (fp16 when weight_bits == 16) raw values
-      weight         encoding u8 (0 dense, 1 bitmask, 2 index list; + nnz u32 for a list),
-                     [per-channel max|w| fp32 when bits < 16], [positions], values packed at
-                     `bits` bits (offset codes ``q + qmax`` when bits < 16, else fp16/fp32)
+      weight         encoding u8 (0 dense, 1 bitmask, 2 index list, 3 Rice gaps),
+                     positions (bitmask | nnz u32 + indices | nnz u32 + r u8 + unary
+                     quotients + r-bit remainders), [per-channel max|w| fp32 when bits < 16],
+                     values packed at `bits` bits (offset codes ``q + qmax`` when bits < 16,
+                     else fp16/fp32)
 
 Shapes are not stored: the skeleton given to ``load_compressed`` supplies them, so a
 structurally pruned model needs a skeleton with the pruned shapes (e.g. the pruned model
@@ -39,12 +41,24 @@ from compressors.quantization import (
     quantized_bits,
     weight_qmax,
 )
-from compressors.size import StoredTensor, index_bits_per_entry, stored_tensors, uses_bitmask
+from compressors.size import (
+    BITMASK,
+    DENSE,
+    HEADER_BYTES,
+    INDEX_LIST,
+    RICE,
+    StoredTensor,
+    index_bits_per_entry,
+    position_code,
+    rice_gaps,
+    stored_mask,
+    stored_tensors,
+)
 
 MAGIC = b"NASC"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: Rice-coded gaps added as a position encoding
 _HEADER = struct.Struct("<4sBBBI")
-_DENSE, _BITMASK, _INDEX_LIST = 0, 1, 2
+assert _HEADER.size == HEADER_BYTES
 
 
 # ---------------------------------------------------------------- bit packing
@@ -84,18 +98,33 @@ def _float_bytes(tensor: Tensor, bits: int) -> bytes:
 
 
 def _encode_positions(mask: np.ndarray) -> bytes:
-    numel, nnz = mask.size, int(mask.sum())
-    if nnz == numel:
-        return bytes([_DENSE])
-    if uses_bitmask(numel, nnz):
-        return bytes([_BITMASK]) + np.packbits(mask, bitorder="little").tobytes()
-    width = index_bits_per_entry(numel)
-    return bytes([_INDEX_LIST]) + struct.pack("<I", nnz) + pack_uints(np.flatnonzero(mask), width)
+    code = position_code(mask)
+    if code.kind == DENSE:
+        return bytes([DENSE])
+    if code.kind == BITMASK:
+        return bytes([BITMASK]) + np.packbits(mask, bitorder="little").tobytes()
+    positions = np.flatnonzero(mask)
+    count = struct.pack("<I", positions.size)
+    if code.kind == INDEX_LIST:
+        width = index_bits_per_entry(mask.size)
+        return bytes([INDEX_LIST]) + count + pack_uints(positions, width)
+    gaps = rice_gaps(positions)
+    return bytes([RICE]) + count + bytes([code.rice_bits]) + _rice_bytes(gaps, code.rice_bits)
+
+
+def _rice_bytes(gaps: np.ndarray, rice_bits: int) -> bytes:
+    """Quotients in unary (q ones then a zero each), then the remainders at ``rice_bits``."""
+    quotients = gaps >> rice_bits
+    n_unary = int(quotients.sum()) + gaps.size
+    unary = np.ones(n_unary, dtype=np.uint8)
+    unary[np.cumsum(quotients + 1) - 1] = 0  # each code's terminating zero
+    remainders = gaps & ((1 << rice_bits) - 1)
+    return np.packbits(unary, bitorder="little").tobytes() + pack_uints(remainders, rice_bits)
 
 
 def _encode_weight(weight: Tensor, bits: int) -> bytes:
     weight = weight.detach().cpu().float()
-    mask = (weight != 0).numpy().reshape(-1)
+    mask = stored_mask(weight, bits)
     out = _encode_positions(mask)
     if bits >= 16:
         return out + _float_bytes(weight.reshape(-1)[torch.from_numpy(mask)], bits)
@@ -153,18 +182,40 @@ class _Reader:
 
 def _decode_positions(reader: _Reader, numel: int) -> np.ndarray:
     encoding = reader.take(1)[0]
-    if encoding == _DENSE:
+    if encoding == DENSE:
         return np.ones(numel, dtype=bool)
-    if encoding == _BITMASK:
+    if encoding == BITMASK:
         packed = np.frombuffer(reader.take(_packed_length(numel, 1)), np.uint8)
         return np.unpackbits(packed, count=numel, bitorder="little").astype(bool)
-    if encoding != _INDEX_LIST:
+    if encoding not in (INDEX_LIST, RICE):
         raise ValueError(f"unknown weight encoding {encoding} in compressed file")
     (nnz,) = struct.unpack("<I", reader.take(4))
-    width = index_bits_per_entry(numel)
+    if encoding == INDEX_LIST:
+        width = index_bits_per_entry(numel)
+        positions = unpack_uints(reader.take(_packed_length(nnz, width)), nnz, width)
+    else:
+        positions = _read_rice_positions(reader, nnz)
+    if positions.size and (positions.max() >= numel or np.any(np.diff(positions) <= 0)):
+        raise ValueError("compressed file holds positions outside the weight")
     mask = np.zeros(numel, dtype=bool)
-    mask[unpack_uints(reader.take(_packed_length(nnz, width)), nnz, width)] = True
+    mask[positions] = True
     return mask
+
+
+def _read_rice_positions(reader: _Reader, nnz: int) -> np.ndarray:
+    rice_bits = reader.take(1)[0]
+    # The unary stream's length is only known once its nnz zeros are found: peek at the rest.
+    rest = np.frombuffer(reader.data, np.uint8, offset=reader.offset)
+    rest = np.unpackbits(rest, bitorder="little")
+    ends = np.flatnonzero(rest == 0)[:nnz]
+    if ends.size < nnz:
+        raise ValueError("compressed file is truncated")
+    n_unary = int(ends[-1]) + 1 if nnz else 0
+    reader.take(_packed_length(n_unary, 1))
+    quotients = np.diff(ends, prepend=-1) - 1
+    remainders = unpack_uints(reader.take(_packed_length(nnz, rice_bits)), nnz, rice_bits)
+    gaps = (quotients.astype(np.int64) << rice_bits) + remainders
+    return np.cumsum(gaps + 1) - 1
 
 
 def _dequantize(codes: Tensor, absmax: Tensor, bits: int) -> Tensor:

@@ -8,12 +8,25 @@ import pytest
 import torch
 from torch import nn
 
-from compressors.export import load_compressed, pack_uints, save_compressed, unpack_uints
+from compressors.export import (
+    _decode_positions,
+    _encode_positions,
+    _Reader,
+    load_compressed,
+    pack_uints,
+    save_compressed,
+    unpack_uints,
+)
 from compressors.pruning import PruneConfig, make_pruner
 from compressors.quantization import QuantConfig, prepare_qat
-from compressors.size import index_bits_per_entry, model_size_bytes, stored_tensors, uses_bitmask
-
-HEADER_BYTES = 11  # magic 4, version 1, weight bits 1, activation bits 1, crc32 4
+from compressors.size import (
+    BITMASK,
+    INDEX_LIST,
+    RICE,
+    index_bits_per_entry,
+    model_size_bytes,
+    position_code,
+)
 
 
 def _trained_like(model_cls: type[nn.Module], bits: int, sparsity: float) -> nn.Module:
@@ -26,16 +39,6 @@ def _trained_like(model_cls: type[nn.Module], bits: int, sparsity: float) -> nn.
     model.train()
     model(torch.randn(32, 1, 8, 8))  # sets activation ranges and BN statistics
     return model.eval()
-
-
-def _expected_header(model: nn.Module) -> int:
-    """Header plus one encoding byte per weight, plus nnz (4 bytes) for index lists."""
-    total = HEADER_BYTES
-    for entry in stored_tensors(model):
-        if entry.is_weight:
-            numel, nnz = entry.tensor.numel(), int(entry.tensor.count_nonzero())
-            total += 1 + (4 if nnz < numel and not uses_bitmask(numel, nnz) else 0)
-    return total
 
 
 def test_pack_known_answer() -> None:
@@ -57,14 +60,29 @@ def test_round_trip_is_exact_and_size_matches(
     path = tmp_path / "model.nasc"
     n_bytes = save_compressed(model, path)
     assert n_bytes == path.stat().st_size
-    # The file is the size formula plus a small, exactly known header.
-    predicted = model_size_bytes(model)
-    assert n_bytes == predicted + _expected_header(model)
-    assert abs(n_bytes - predicted) <= 0.05 * predicted
+    # The size formula is the file's size, header included.
+    assert n_bytes == model_size_bytes(model)
     torch.manual_seed(123)  # a skeleton with different weights: loading must overwrite all
     restored = load_compressed(path, make_residual_cnn(width=32)).eval()
     with torch.no_grad():
         assert torch.equal(restored(x), expected)
+
+
+@pytest.mark.parametrize(("density", "kind"), [(0.0, INDEX_LIST), (0.05, RICE), (0.5, BITMASK)])
+def test_positions_round_trip_in_every_encoding(density: float, kind: int) -> None:
+    rng = np.random.default_rng(0)
+    for numel in (1, 7, 5000):
+        mask = rng.random(numel) < density
+        mask[0] = mask[-1] = True  # first and last positions are the edge cases of gaps
+        data = _encode_positions(mask)
+        assert len(data) == position_code(mask).n_bytes
+        reader = _Reader(data + b"tail")
+        assert np.array_equal(_decode_positions(reader, numel), mask)
+        assert reader.offset == len(data)
+        if numel == 5000:
+            assert data[0] == kind
+    empty = np.zeros(9, dtype=bool)
+    assert np.array_equal(_decode_positions(_Reader(_encode_positions(empty)), 9), empty)
 
 
 def test_sixteen_bits_round_trip_to_fp16_precision(

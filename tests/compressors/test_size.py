@@ -1,75 +1,118 @@
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from compressors.quantization import QuantConfig, prepare_qat
-from compressors.size import model_size_bytes
+from compressors.size import (
+    BITMASK,
+    DENSE,
+    HEADER_BYTES,
+    INDEX_LIST,
+    RICE,
+    PositionCode,
+    model_size_bytes,
+    position_code,
+)
 
 # Shared by every case below: conv bias 4, BN weight/bias/mean/var 16, linear bias 3 = 23 floats
 # (BN's num_batches_tracked is not deployed).
 N_OTHER = 23
+# Header plus one encoding byte per weight (two weights).
+FIXED = HEADER_BYTES + 2
 
 
 def _model() -> nn.Sequential:
     torch.manual_seed(0)
-    return nn.Sequential(
+    model = nn.Sequential(
         nn.Conv2d(2, 4, 3),  # weight 72 elements, 4 output channels
         nn.BatchNorm2d(4),
         nn.AdaptiveAvgPool2d(1),
         nn.Flatten(),
         nn.Linear(4, 3),  # weight 12 elements, 3 output channels
     )
-
-
-def _keep_first(model: nn.Module, n_nonzero: int) -> None:
     with torch.no_grad():
-        model[0].weight.view(-1)[n_nonzero:] = 0.0
+        # Magnitudes in [0.6, 1]: no weight rounds to code 0 even at 2 bits.
+        for layer in (model[0], model[4]):
+            magnitude = 0.6 + 0.4 * torch.rand_like(layer.weight)
+            layer.weight.copy_(magnitude * torch.sign(torch.randn_like(layer.weight)))
+    return model
+
+
+def _keep(model: nn.Module, positions: list[int]) -> None:
+    with torch.no_grad():
+        keep = torch.zeros(72, dtype=torch.bool)
+        keep[positions] = True
+        model[0].weight.view(-1)[~keep] = 0.0
 
 
 def test_dense_32_bits() -> None:
-    assert model_size_bytes(_model()) == 4 * (72 + 12) + 4 * N_OTHER == 428
+    assert model_size_bytes(_model()) == 4 * (72 + 12) + 4 * N_OTHER + FIXED == 441
 
 
 def test_dense_16_bits() -> None:
-    assert model_size_bytes(_model(), 16) == 2 * (72 + 12) + 2 * N_OTHER == 214
+    assert model_size_bytes(_model(), 16) == 2 * (72 + 12) + 2 * N_OTHER + FIXED == 227
 
 
 def test_dense_8_bits() -> None:
     # 1 byte per weight + one fp32 scale per output channel (4 + 3).
-    assert model_size_bytes(_model(), 8) == (72 + 12) + 4 * 7 + 4 * N_OTHER == 204
+    assert model_size_bytes(_model(), 8) == (72 + 12) + 4 * 7 + 4 * N_OTHER + FIXED == 217
 
 
 def test_default_bits_come_from_prepare_qat() -> None:
     model = prepare_qat(_model(), QuantConfig(bits=8, act_bits=8))
     # As above plus each layer's activation range (min and max, fp32): 2 layers * 8 bytes.
-    assert model_size_bytes(model) == 204 + 16
+    assert model_size_bytes(model) == 217 + 16
 
 
 def test_sparse_bitmask() -> None:
     model = _model()
-    _keep_first(model, 36)
-    # conv at 4 bits: values ceil(4 * 36 / 8) = 18; index list 36 * ceil(log2 72) = 252 bits >
-    # bitmask 72 bits = 9 bytes; scales 16. Linear dense: 6 + 12. Others 92.
-    assert model_size_bytes(model, 4) == (18 + 9 + 16) + (6 + 12) + 92 == 153
+    _keep(model, list(range(36)))
+    # conv at 4 bits: values ceil(4 * 36 / 8) = 18; bitmask 9 bytes beats an index list
+    # (4 + 32) and Rice gaps (4 + 1 + 5); scales 16. Linear dense: 6 + 12. Others 92.
+    assert model_size_bytes(model, 4) == (18 + 9 + 16) + (6 + 12) + 92 + FIXED == 166
 
 
 def test_sparse_index_list() -> None:
     model = _model()
-    _keep_first(model, 5)
-    # conv at 2 bits: values ceil(2 * 5 / 8) = 2; index list 5 * 7 = 35 bits < 72 -> 5 bytes;
-    # scales 16. Linear: ceil(2 * 12 / 8) = 3 + 12. Others 92.
-    assert model_size_bytes(model, 2) == (2 + 5 + 16) + (3 + 12) + 92 == 130
+    _keep(model, [40])
+    # One weight at 2 bits: value 1 byte; index list nnz 4 + 7 bits = 5 bytes (bitmask 9, Rice
+    # 4 + 1 + 1 unary + 1 remainder = 7); scales 16. Linear: ceil(2 * 12 / 8) = 3 + 12.
+    assert model_size_bytes(model, 2) == (1 + 5 + 16) + (3 + 12) + 92 + FIXED == 142
 
 
-def test_sparse_at_16_and_32_bits_has_no_scales() -> None:
+def test_sparse_rice_at_16_and_32_bits_has_no_scales() -> None:
     model = _model()
-    _keep_first(model, 5)
-    # 16 bits: 10 value bytes + 5 index bytes; linear 24; others 46.
-    assert model_size_bytes(model, 16) == (10 + 5) + 24 + 46 == 85
-    # 32 bits: 20 + 5; linear 48; others 92.
-    assert model_size_bytes(model, 32) == (20 + 5) + 48 + 92 == 165
+    _keep(model, list(range(5)))
+    # Five leading weights: Rice gaps are all 0 -> nnz 4 + r 1 + 5 unary bits (1 byte) = 6.
+    # 16 bits: 10 value bytes + 6; linear 24; others 46.
+    assert model_size_bytes(model, 16) == (10 + 6) + 24 + 46 + FIXED == 99
+    # 32 bits: 20 + 6; linear 48; others 92.
+    assert model_size_bytes(model, 32) == (20 + 6) + 48 + 92 + FIXED == 179
+
+
+def test_weights_that_round_to_zero_are_not_stored() -> None:
+    model = _model()
+    with torch.no_grad():
+        # Output channel 0 (weights 0..17): all but its first weight round to code 0 at 4 bits.
+        model[0].weight[0].view(-1)[1:] *= 1e-3
+    # conv: 55 stored weights -> bitmask 9 (+1 encoding) + values ceil(4 * 55 / 8) = 28 +
+    # scales 16; linear dense 1 + 6 + 12; others 92; header 11.
+    assert model_size_bytes(model, 4) == (10 + 28 + 16) + 19 + 92 + HEADER_BYTES == 176
+
+
+def test_position_code_known_answers() -> None:
+    assert position_code(np.ones(10, dtype=bool)) == PositionCode(DENSE, 1)
+    assert position_code(np.zeros(100, dtype=bool)) == PositionCode(INDEX_LIST, 5)
+    half = np.arange(16) % 2 == 0
+    assert position_code(half) == PositionCode(BITMASK, 3)
+    # Every 20th of 1000 (gaps of 19): bitmask 126, index list 1 + 4 + ceil(50 * 10 / 8) = 68,
+    # Rice r=3: quotient 2 -> 150 unary bits (19 bytes) + 150 remainder bits (19) + 6 = 44,
+    # tied with r=4 (13 + 25 + 6); the smaller r is kept.
+    sparse = np.arange(1000) % 20 == 19
+    assert position_code(sparse) == PositionCode(RICE, 44, 3)
 
 
 def test_bad_bits() -> None:
