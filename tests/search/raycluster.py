@@ -1,0 +1,169 @@
+"""A real multi-node Ray cluster on this machine, started with the `ray start` CLI.
+
+Each node gets its own short temporary folder and its own session (``setsid``), so teardown can
+find exactly the processes this cluster started, and never touches another Ray running here: a
+bare ``ray stop`` would kill every Ray on the machine, other people's included.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# Ray 2.60 enables token authentication; without the same mode in every `ray start` and in the
+# driver, the second node fails with InvalidAuthToken (NOTES.md).
+RAY_ENV = {"RAY_AUTH_MODE": "token"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass(frozen=True)
+class ProcInfo:
+    pid: int
+    ppid: int
+    session: int
+    zombie: bool
+    cmdline: str
+
+
+def _proc(pid: int) -> ProcInfo | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:  # gone between listing and reading
+        return None
+    # The command name in field 2 may hold spaces and parentheses: split after the last ')'.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return ProcInfo(
+        pid=pid,
+        ppid=int(fields[1]),
+        session=int(fields[3]),
+        zombie=fields[0] in ("Z", "X"),
+        cmdline=raw.replace(b"\0", b" ").decode(errors="replace"),
+    )
+
+
+def all_processes() -> list[ProcInfo]:
+    found = (_proc(int(name)) for name in os.listdir("/proc") if name.isdigit())
+    return [p for p in found if p is not None]
+
+
+@dataclass
+class LocalRayCluster:
+    """Ray nodes on this machine; the head listens on a free port."""
+
+    port: int = field(default_factory=free_port)
+    temp_dirs: list[Path] = field(default_factory=list)
+    sessions: set[int] = field(default_factory=set)
+    log: list[str] = field(default_factory=list)
+
+    @property
+    def address(self) -> str:
+        # The head advertises the machine's own IP, but its GCS listens on every interface, so
+        # loopback works for the second `ray start` and the driver, and survives IP changes.
+        return f"127.0.0.1:{self.port}"
+
+    def start_head(self, num_cpus: int = 1) -> None:
+        self._ray_start(
+            "--head",
+            f"--port={self.port}",
+            "--include-dashboard=false",
+            num_cpus=num_cpus,
+        )
+
+    def add_node(self, num_cpus: int = 1) -> None:
+        self._ray_start(f"--address={self.address}", num_cpus=num_cpus)
+
+    def _ray_start(self, *args: str, num_cpus: int) -> None:
+        # Ray's unix socket paths live under the temp dir and must stay under ~100 characters,
+        # hence /tmp rather than pytest's long tmp_path. A node of its own per folder also puts
+        # that folder in every command line of the node's daemons.
+        temp_dir = Path(tempfile.mkdtemp(prefix="rc", dir="/tmp"))
+        self.temp_dirs.append(temp_dir)
+        ray = Path(sys.executable).with_name("ray")
+        command = [
+            str(ray),
+            "start",
+            *args,
+            f"--num-cpus={num_cpus}",
+            f"--temp-dir={temp_dir}",
+            "--disable-usage-stats",
+        ]
+        # A new session per node: its daemons and their worker processes (which call setpgid
+        # but not setsid) keep this session id even when orphaned, so teardown finds them all.
+        started = subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            env={**os.environ, **RAY_ENV},
+            start_new_session=True,
+        )
+        self.sessions.add(started.pid)
+        output, _ = started.communicate(timeout=120)
+        self.log.append(output)
+        if started.returncode != 0:
+            raise RuntimeError(f"{' '.join(command)} failed:\n{output}")
+
+    def processes(self) -> list[ProcInfo]:
+        """Live processes of this cluster: by session, by temp dir in the command line, and
+        every descendant of those."""
+        everything = [p for p in all_processes() if not p.zombie and p.pid != os.getpid()]
+        markers = [str(d) for d in self.temp_dirs]
+        ours = {
+            p.pid
+            for p in everything
+            if p.session in self.sessions or any(m in p.cmdline for m in markers)
+        }
+        children: dict[int, list[int]] = {}
+        for p in everything:
+            children.setdefault(p.ppid, []).append(p.pid)
+        stack = list(ours)
+        while stack:
+            for child in children.get(stack.pop(), []):
+                if child not in ours:
+                    ours.add(child)
+                    stack.append(child)
+        return [p for p in everything if p.pid in ours]
+
+    def by_gcs_port(self) -> list[ProcInfo]:
+        """Live processes that name this cluster's GCS port: a check independent of the temp
+        dirs and sessions that `processes` goes by (workers renamed ray::... do not show it)."""
+        pattern = re.compile(rf"--gcs[-_](address=\S+:|server_port=){self.port}\b")
+        return [p for p in all_processes() if not p.zombie and pattern.search(p.cmdline)]
+
+    def stop(self, grace_s: float = 8.0, kill_wait_s: float = 5.0) -> list[ProcInfo]:
+        """SIGTERM this cluster's processes, SIGKILL what is left; return any survivors."""
+        for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, kill_wait_s)):
+            targets = self.processes()
+            for proc in targets:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, sig)
+            deadline = time.monotonic() + wait_s
+            while self.processes() and time.monotonic() < deadline:
+                time.sleep(0.2)
+        survivors = self.processes()
+        if not survivors:
+            for temp_dir in self.temp_dirs:
+                shutil.rmtree(temp_dir, ignore_errors=True)
+        return survivors
+
+
+def processes_in_sessions(sessions: set[int]) -> list[ProcInfo]:
+    """Live (not zombie) processes whose session id is one of ``sessions``."""
+    return [p for p in all_processes() if p.session in sessions and not p.zombie]
