@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -336,6 +337,9 @@ def cmd_ui(args: argparse.Namespace) -> int:
         "--workers",
         "1",
     ]
+    # SIGTERM (kill, service managers) must stop the server like Ctrl-C does: Python's default
+    # action exits without running `finally`, which would orphan `mlflow server` on the port.
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     server = subprocess.Popen(command, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
         if not _wait_healthy(base, server):
@@ -351,6 +355,11 @@ def cmd_ui(args: argparse.Namespace) -> int:
         if server.poll() is None:
             server.terminate()
             server.wait(timeout=30)
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def _wait_healthy(base: str, server: subprocess.Popen, timeout_s: float = 90.0) -> bool:
