@@ -169,3 +169,18 @@ def test_flatten_round_trip() -> None:
     nested = {"a": {"b": 1, "c": {"d": "x"}}, "e": None}
     assert flatten(nested) == {"a.b": 1, "a.c.d": "x", "e": None}
     assert unflatten(flatten(nested)) == nested
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_teacher_from_a_named_checkpoint_is_not_trained(cache: Path, nested: bool) -> None:
+    import torch
+
+    trained, _ = load_or_train_teacher(
+        TrialConfig.from_flat(trial_config(**{"distill.enabled": True}))
+    )
+    checkpoint = cache / "teacher.pt"
+    torch.save({"state_dict": trained} if nested else trained, checkpoint)
+    config = TrialConfig.from_flat({**trial_config(), "teacher.checkpoint": str(checkpoint)})
+    loaded, facts = load_or_train_teacher(config)
+    assert facts["teacher_train_seconds"] == 0.0
+    assert all(torch.equal(loaded[k], trained[k]) for k in trained)
