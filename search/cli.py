@@ -83,6 +83,14 @@ def _parser() -> argparse.ArgumentParser:
     _tracking_args(pareto)
     pareto.add_argument("--search-run", help="the search's parent run id (default: the latest)")
     pareto.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    pareto.add_argument(
+        "--plot", type=Path, metavar="FILE", help="write the Pareto plot (PNG) to FILE"
+    )
+    pareto.add_argument(
+        "--pick",
+        metavar="RULE",
+        help="print one run: 'knee', or e.g. 'max val_accuracy where latency_ms <= 2'",
+    )
     pareto.set_defaults(run=cmd_pareto)
 
     reproduce = commands.add_parser(
@@ -91,6 +99,9 @@ def _parser() -> argparse.ArgumentParser:
     target = reproduce.add_mutually_exclusive_group(required=True)
     target.add_argument("run_id", nargs="?", help="the trial's MLflow run id")
     target.add_argument("--rank", type=int, help="take the K-th model of the latest search's front")
+    target.add_argument(
+        "--pick", metavar="RULE", help="take the latest search's model chosen by RULE (see pareto)"
+    )
     _tracking_args(reproduce)
     reproduce.add_argument(
         "--export",
@@ -149,7 +160,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     print(
         f"\n{len(summary.trials)} trials in {summary.wall_seconds:.0f} s "
         f"({summary.count('ok')} ok, {summary.count('infeasible')} infeasible, "
-        f"{summary.count('failed')} failed)"
+        f"{summary.count('pruned')} stopped early, {summary.count('failed')} failed)"
     )
     _print_front(summary.front, summary.objectives, summary.search_run_id)
     print(f"\nMLflow: {_browse_hint(tracker)}")
@@ -192,12 +203,35 @@ def _front(tracker: Any, search_run: str | None = None) -> tuple[str, list, dict
 
     search_run = search_run or tracker.latest_search()
     objectives = tracker.objectives(search_run)
-    return search_run, select_front(tracker.trials(search_run), objectives), objectives
+    constraints = tracker.constraints(search_run)
+    return search_run, select_front(tracker.trials(search_run), objectives, constraints), objectives
+
+
+def _pick(tracker: Any, rule: str, search_run: str | None = None) -> Any:
+    from search.driver import pick_trial
+
+    search_run = search_run or tracker.latest_search()
+    return pick_trial(
+        tracker.trials(search_run),
+        tracker.objectives(search_run),
+        rule,
+        tracker.constraints(search_run),
+    )
 
 
 def cmd_pareto(args: argparse.Namespace) -> int:
     tracker = _tracker(args)
     search_run, front, objectives = _front(tracker, args.search_run)
+    if args.plot:
+        _write_plot(tracker, search_run, front, objectives, args.plot)
+    if args.pick:
+        chosen = _pick(tracker, args.pick, search_run)
+        if args.json:
+            print(json.dumps({"run_id": chosen.run_id, "metrics": chosen.metrics}, default=str))
+        else:
+            shown = "  ".join(f"{m}={_fmt(chosen.metrics.get(m))}" for m in objectives)
+            print(f"{chosen.run_id}  {shown}  {describe_trial(chosen.params)}")
+        return 0
     if args.json:
         rows = [
             {
@@ -218,6 +252,21 @@ def cmd_pareto(args: argparse.Namespace) -> int:
         return 0
     _print_front(front, objectives, search_run)
     return 0
+
+
+def _write_plot(
+    tracker: Any, search_run: str, front: list, objectives: dict[str, str], path: Path
+) -> None:
+    from search.driver import feasible_trials
+    from search.tracking import write_plot
+
+    trials = feasible_trials(
+        tracker.trials(search_run), objectives, tracker.constraints(search_run)
+    )
+    if not trials:
+        raise ValueError("nothing to plot: no feasible trial finished in this search")
+    write_plot(trials, front, objectives, path, search_run)
+    print(f"plot written to {path}", file=sys.stderr)
 
 
 def _print_front(front: list, objectives: dict[str, str], search_run: str) -> None:
@@ -252,6 +301,8 @@ def describe_trial(params: dict[str, Any]) -> str:
         )
     elif family == "nb201":
         arch = "nb201 " + "/".join(str(params.get(f"arch.edge{i}", "?")) for i in range(6))
+        if params.get("trial") == "nb201_lookup":
+            return f"{arch} | NAS-Bench-201 {params.get('nb201.dataset')} lookup"
     else:
         arch = str(family)
     method = params.get("prune.method", "none")
@@ -285,6 +336,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
     tracker = _tracker(args)
     run_id = args.run_id
+    if args.pick:
+        run_id = _pick(tracker, args.pick).run_id
     if run_id is None:
         _, front, _ = _front(tracker)
         if not 1 <= args.rank <= len(front):
@@ -292,7 +345,10 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
                 f"--rank must be in 1..{len(front)} (the front's size); got {args.rank}"
             )
         run_id = front[args.rank - 1].run_id
-    print(f"reproducing {run_id}: {describe_trial(tracker.trial_record(run_id).params)}")
+    record = tracker.trial_record(run_id)
+    print(f"reproducing {run_id}: {describe_trial(record.params)}")
+    if record.params.get("trial") == "nb201_lookup":
+        return _reproduce_lookup(record)
     result = reproduce(tracker, run_id, args.export)
     print(f"  {'metric':<18}{'logged':>14}{'reproduced':>14}")
     mismatched = []
@@ -309,6 +365,20 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
             f"warning: {', '.join(mismatched)} differ from the logged run "
             "(another device or thread count?)"
         )
+    return 0
+
+
+def _reproduce_lookup(record: Any) -> int:
+    """A lookup trial has no weights to export: look the cell up again and compare."""
+    from trainers.nb201_lookup import run_lookup_trial
+
+    again = run_lookup_trial(record.params).metrics
+    print(f"  {'metric':<18}{'logged':>14}{'reproduced':>14}")
+    for name, value in again.items():
+        logged = record.metrics.get(name)
+        same = "  =" if logged == value else ""
+        print(f"  {name:<18}{_fmt(logged):>14}{_fmt(value):>14}{same}")
+    print("a NAS-Bench-201 lookup has no trained weights to export")
     return 0
 
 

@@ -7,19 +7,22 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from search.constraints import is_feasible, parse_constraints, parse_pick
 from search.optuna_space import DefineByRun, make_sampler
-from search.pareto import front_order
-from search.searcher import NascompOptunaSearch
+from search.pareto import front_order, knee_index, to_minimise
+from search.searcher import ConstraintsFromAttr, NascompOptunaSearch
 from search.tracking import Tracker, TrialRecord
-from spaces.config import Experiment
+from spaces.config import METRICS, Experiment
 from trainers.config import TrialConfig, trial_constants
 from trainers.teacher import load_or_train_teacher
+from trainers.trial import TrialOutcome
 
 
 @dataclass
@@ -47,7 +50,7 @@ def run_search(
     started = time.perf_counter()
     tracker = Tracker(experiment.tracking.resolved_uri(), experiment.tracking.experiment)
     tracker.check_reachable()
-    constants = trial_constants(experiment)
+    constants = trial_base(experiment)
     teacher_state, teacher_facts = _prepare_teacher(experiment, constants, echo)
 
     import ray
@@ -65,12 +68,14 @@ def run_search(
         space=experiment.space.describe(),
         objectives=experiment.objectives,
         git_commit=_git_commit(),
+        constraints=experiment.constraints,
     )
     if teacher_facts:
         tracker.log_search_metrics(
             search_run_id, {k: v for k, v in teacher_facts.items() if isinstance(v, float)}
         )
     status = "FAILED"
+    searcher = None
     try:
         searcher = _fit(experiment, constants, teacher_state, tracker, search_run_id, echo)
         status = "FINISHED"
@@ -79,8 +84,14 @@ def run_search(
         raise
     finally:
         trials = tracker.trials(search_run_id)
-        front = select_front(trials, experiment.objectives)
-        tracker.finish_search(search_run_id, front, experiment.objectives, status)
+        front = select_front(trials, experiment.objectives, experiment.constraints)
+        tracker.finish_search(
+            search_run_id,
+            front,
+            experiment.objectives,
+            status,
+            trials=feasible_trials(trials, experiment.objectives, experiment.constraints),
+        )
         ray.shutdown()
     return SearchSummary(
         search_run_id=search_run_id,
@@ -109,25 +120,33 @@ def _fit(
     from search.trainable import trial_fn
 
     search = experiment.search
+    constraints = parse_constraints(experiment.constraints, METRICS)
+    constraints_func = ConstraintsFromAttr(len(constraints)) if constraints else None
     # The objectives go to the searcher only: a metric in TuneConfig would silently turn the
     # search single-objective (NOTES.md).
     searcher = NascompOptunaSearch(
         space=DefineByRun(experiment.space.params(), constants),
         metric=experiment.metric_names(),
         mode=experiment.modes(),
-        sampler=make_sampler(search),
+        sampler=make_sampler(search, constraints_func),
+        constraints=constraints,
     )
     resources = {
         "cpu": experiment.resources.cpus_per_trial,
         "gpu": experiment.resources.gpus_per_trial,
     }
-    trainable = tune.with_resources(
-        tune.with_parameters(trial_fn, teacher_state=teacher_state), resources
-    )
+    if experiment.trial == "nb201_lookup":
+        trainable = tune.with_resources(lookup_trial_fn, resources)
+    else:
+        trainable = tune.with_resources(
+            tune.with_parameters(trial_fn, teacher_state=teacher_state), resources
+        )
+    scheduler = _scheduler(experiment, echo)
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
             search_alg=ConcurrencyLimiter(searcher, max_concurrent=search.concurrent),
+            scheduler=scheduler,
             num_samples=search.trials,
             reuse_actors=True,
         ),
@@ -135,7 +154,7 @@ def _fit(
             name=f"nascomp-{search_run_id[:12]}",
             storage_path=str(Path(experiment.storage).resolve()),
             callbacks=[
-                tracker.callback(search_run_id),
+                tracker.callback(search_run_id, experiment.objectives, experiment.constraints),
                 ProgressLine(search.trials, experiment.objectives, echo),
             ],
             verbose=0,
@@ -145,21 +164,116 @@ def _fit(
     return searcher
 
 
-def select_front(trials: list[TrialRecord], objectives: dict[str, str]) -> list[TrialRecord]:
+def _scheduler(experiment: Experiment, echo: Any) -> Any:
+    if experiment.search.scheduler == "none":
+        return None
+    if experiment.trial != "train":
+        raise ValueError("search.scheduler mo_asha needs trial: train (a lookup has no epochs)")
+    from search.scheduler import MultiObjectiveAsha
+
+    rungs = experiment.search.rungs
+    scheduler = MultiObjectiveAsha(
+        experiment.objectives,
+        max_epochs=experiment.train.epochs,
+        grace_period=rungs.grace_period,
+        reduction_factor=rungs.reduction_factor,
+    )
+    per_epoch = {"val_accuracy", "train_accuracy", "params", "nonzero_params", "size_bytes"}
+    ranked = [m for m in experiment.objectives if m in per_epoch]
+    echo(
+        f"mo_asha: rungs at epochs {scheduler.rungs or 'none (train.epochs too small)'}, "
+        f"ranking by {', '.join(ranked) or 'nothing reported per epoch'}"
+    )
+    return scheduler
+
+
+def trial_base(experiment: Experiment) -> dict[str, Any]:
+    """The fixed part of every trial's flat config: what MLflow logs besides the sampled keys."""
+    constants = trial_constants(experiment)
+    if experiment.trial == "nb201_lookup":
+        # A lookup neither trains nor measures: its config is the cell and where to look it up.
+        return {
+            "trial": "nb201_lookup",
+            "nb201.dataset": experiment.nb201.dataset,
+            "nb201.table": experiment.nb201.table,
+            "seed": constants["seed"],
+        }
+    return constants
+
+
+def lookup_trial_fn(config: dict[str, Any]) -> None:
+    """Ray Tune trainable of ``trial: nb201_lookup``: one report, the final one."""
+    from ray import tune
+
+    from search.searcher import INFO_PREFIX, STATUS_KEY
+    from trainers.nb201_lookup import run_lookup_trial
+
+    outcome: TrialOutcome = run_lookup_trial(config)
+    final: dict[str, Any] = {**outcome.metrics, STATUS_KEY: outcome.status}
+    final.update({f"{INFO_PREFIX}{key}": value for key, value in outcome.info.items()})
+    tune.report(final)
+
+
+def feasible_trials(
+    trials: list[TrialRecord], objectives: dict[str, str], constraints: Sequence[str] = ()
+) -> list[TrialRecord]:
+    """Trials that finished (not infeasible, pruned or failed), report every objective and meet
+    every constraint."""
+    parsed = parse_constraints(constraints, METRICS)
+    return [
+        t
+        for t in trials
+        if t.status == "ok"
+        and all(m in t.metrics for m in objectives)
+        and is_feasible(parsed, t.metrics)
+    ]
+
+
+def select_front(
+    trials: list[TrialRecord], objectives: dict[str, str], constraints: Sequence[str] = ()
+) -> list[TrialRecord]:
     """The Pareto front of the finished, feasible trials, best first by the first objective."""
     import numpy as np
 
-    done = [t for t in trials if t.status == "ok" and all(m in t.metrics for m in objectives)]
+    done = feasible_trials(trials, objectives, constraints)
     if not done:
         return []
     values = np.array([[t.metrics[m] for m in objectives] for t in done])
     return [done[i] for i in front_order(values, list(objectives.values()))]
 
 
+def pick_trial(
+    trials: list[TrialRecord],
+    objectives: dict[str, str],
+    how: str,
+    constraints: Sequence[str] = (),
+) -> TrialRecord:
+    """One model: ``knee`` of the front (pareto.knee_index), or ``max|min <metric> [where
+    ...]`` among all finished feasible trials (the best such trial is on the front whenever
+    the metric and the conditions are objectives). Ties go to the earlier front rank."""
+    import numpy as np
+
+    pick = parse_pick(how, METRICS)
+    front = select_front(trials, objectives, constraints)
+    if pick.kind == "knee":
+        if not front:
+            raise ValueError("--pick knee: the front is empty (no feasible trial finished)")
+        values = np.array([[t.metrics[m] for m in objectives] for t in front])
+        return front[knee_index(to_minimise(values, list(objectives.values())))]
+    # Front members first, so a tie goes to the better-ranked model.
+    pool = front + [t for t in feasible_trials(trials, objectives, constraints) if t not in front]
+    pool = [t for t in pool if pick.metric in t.metrics and is_feasible(pick.where, t.metrics)]
+    if not pool:
+        where = " and ".join(map(str, pick.where)) or "any condition"
+        raise ValueError(f"--pick: no finished feasible trial reports {pick.metric} with {where}")
+    sign = 1.0 if pick.kind == "max" else -1.0
+    return max(pool, key=lambda t: sign * t.metrics[pick.metric])
+
+
 def _prepare_teacher(
     experiment: Experiment, constants: dict[str, Any], echo: Any
 ) -> tuple[dict | None, dict[str, float]]:
-    if not experiment.space.distillation_possible():
+    if experiment.trial != "train" or not experiment.space.distillation_possible():
         return None, {}
     config = TrialConfig.from_flat({**constants, "arch.family": "cnn"})
     state, facts = load_or_train_teacher(config)

@@ -8,6 +8,7 @@ from typing import Any
 
 import optuna
 
+from search.local_sampler import Constraints, ParetoLocalSampler
 from spaces.config import SearchConfig
 from spaces.params import Param
 
@@ -54,18 +55,46 @@ class DefineByRun:
     def __call__(self, trial: optuna.Trial) -> dict[str, Any]:
         return {**suggest(trial, self.params), **self.constants}
 
+    def config(self, trial: optuna.Trial) -> dict[str, Any]:
+        """The trial's whole flat config, as Ray's OptunaSearch assembles it: the sampled
+        values (Optuna's record of them) plus what :meth:`__call__` returns."""
+        constants = self(trial)
+        return {**trial.params, **constants}
 
-def make_sampler(search: SearchConfig) -> optuna.samplers.BaseSampler:
+
+def make_sampler(
+    search: SearchConfig, constraints_func: Constraints | None = None
+) -> optuna.samplers.BaseSampler:
+    """The sampler ``search.sampler`` names; ``constraints_func`` reaches those that use one."""
     seed = search.seed
     if search.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         if search.sampler == "tpe":
-            # constant_liar keeps concurrent workers from sampling the same point.
-            return optuna.samplers.TPESampler(
-                seed=seed, multivariate=True, group=True, constant_liar=True
+            return _tpe(seed, constraints_func)
+        if search.sampler == "tpe_local":
+            # TPE finds the good regions in the first 30% of the budget, then local search
+            # refines the front (bench/search_efficiency.py chose the split).
+            return ParetoLocalSampler(
+                seed=seed,
+                n_warmup_trials=max(10, round(0.3 * search.trials)),
+                warmup=_tpe(seed, constraints_func),
+                constraints_func=constraints_func,
             )
         # The default population of 50 would make a 20-trial search pure random sampling.
         population = search.population_size or max(4, min(50, search.trials // 3))
-        return optuna.samplers.NSGAIISampler(seed=seed, population_size=population)
+        return optuna.samplers.NSGAIISampler(
+            seed=seed, population_size=population, constraints_func=constraints_func
+        )
+
+
+def _tpe(seed: int, constraints_func: Constraints | None) -> optuna.samplers.TPESampler:
+    # constant_liar keeps concurrent workers from sampling the same point.
+    return optuna.samplers.TPESampler(
+        seed=seed,
+        multivariate=True,
+        group=True,
+        constant_liar=True,
+        constraints_func=constraints_func,
+    )

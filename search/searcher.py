@@ -1,31 +1,69 @@
-"""Ray Tune's OptunaSearch, told about trials that are infeasible rather than finished."""
+"""Ray Tune's OptunaSearch, told about trials that are infeasible, stopped early, or violate the
+experiment's constraints, rather than finished."""
 
 from __future__ import annotations
 
-from optuna.trial import TrialState
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from optuna.trial import FrozenTrial, TrialState
 from ray.tune.search.optuna import OptunaSearch
 
-STATUS_KEY = "nascomp_status"  # result key: ok | infeasible
+from search.constraints import Constraint, violations
+
+STATUS_KEY = "nascomp_status"  # result key: ok | infeasible | pruned
 INFO_PREFIX = "nascomp_info."  # result keys of word-valued trial facts, logged as tags
+CONSTRAINTS_ATTR = "nascomp_constraints"  # Optuna user attr: one violation per constraint
+
+
+@dataclass(frozen=True)
+class ConstraintsFromAttr:
+    """The samplers' ``constraints_func``: reads what the searcher stored on the trial.
+
+    A class, not a closure: Tune pickles the searcher, and with it the sampler and this.
+    A trial without the attribute (none finish without it) counts as violating everything.
+    """
+
+    n_constraints: int
+
+    def __call__(self, trial: FrozenTrial) -> Sequence[float]:
+        stored = trial.user_attrs.get(CONSTRAINTS_ATTR)
+        return tuple(stored) if stored is not None else (float("inf"),) * self.n_constraints
 
 
 class NascompOptunaSearch(OptunaSearch):
-    """OptunaSearch that records infeasible architectures as failed Optuna trials.
+    """OptunaSearch that records infeasible architectures as failed Optuna trials, trials the
+    scheduler stopped as pruned ones, and each finished trial's constraint violations.
 
-    Stock OptunaSearch would tell Optuna "complete" with missing objective values (or crash on
-    them); an infeasible point must instead never guide the sampler and never reach the front.
+    Stock OptunaSearch would tell Optuna "complete" with missing or truncated objective values
+    (NOTES.md); an infeasible or stopped point must never reach the front as if it had finished.
     """
+
+    def __init__(self, *args: Any, constraints: Sequence[Constraint] = (), **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.constraints = list(constraints)
 
     def on_trial_complete(
         self, trial_id: str, result: dict | None = None, error: bool = False
     ) -> None:
         status = (result or {}).get(STATUS_KEY, "ok")
-        if status == "ok" or trial_id in self._completed_trials:
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             super().on_trial_complete(trial_id, result=result, error=error)
             return
         ot_trial = self._ot_trials[trial_id]
+        if status == "ok" and not error:
+            if self.constraints:
+                # Set before the tell: the sampler's constraints_func reads it during the tell.
+                ot_trial.set_user_attr(CONSTRAINTS_ATTR, violations(self.constraints, result))
+            super().on_trial_complete(trial_id, result=result, error=error)
+            return
+        if error:
+            super().on_trial_complete(trial_id, result=result, error=error)
+            return
         ot_trial.set_user_attr(STATUS_KEY, status)
-        self._ot_study.tell(ot_trial, state=TrialState.FAIL)
+        state = TrialState.PRUNED if status == "pruned" else TrialState.FAIL
+        self._ot_study.tell(ot_trial, state=state)
         self._completed_trials.add(trial_id)
 
     @property

@@ -28,6 +28,9 @@ ROLE_TAG = "nascomp.role"
 STATUS_TAG = "nascomp.status"
 TRIAL_TAG = "nascomp.trial_id"
 OBJECTIVES_TAG = "nascomp.objectives"
+CONSTRAINTS_TAG = "nascomp.constraints"
+FEASIBLE_TAG = "nascomp.feasible"
+HYPERVOLUME = "hypervolume"  # the parent run's metric, one step per ended trial
 PARENT_TAG = "mlflow.parentRunId"
 SOURCE_TAG = "nascomp.reproduced_from"
 _PARAM_LIMIT = 6000  # MLflow's limit on a param value
@@ -100,8 +103,13 @@ class Tracker:
         space: list[dict],
         objectives: dict[str, str],
         git_commit: str | None,
+        constraints: list[str] | None = None,
     ) -> str:
-        tags = {ROLE_TAG: "search", OBJECTIVES_TAG: json.dumps(objectives)}
+        tags = {
+            ROLE_TAG: "search",
+            OBJECTIVES_TAG: json.dumps(objectives),
+            CONSTRAINTS_TAG: json.dumps(list(constraints or [])),
+        }
         if git_commit:
             tags["mlflow.source.git.commit"] = git_commit
         run = self.client.create_run(self.experiment_id(create=True), run_name=run_name, tags=tags)
@@ -117,8 +125,14 @@ class Tracker:
         )
 
     def finish_search(
-        self, run_id: str, front: list[TrialRecord], objectives: dict[str, str], status: str
+        self,
+        run_id: str,
+        front: list[TrialRecord],
+        objectives: dict[str, str],
+        status: str,
+        trials: list[TrialRecord] | None = None,
     ) -> None:
+        """Log the front (JSON) and, given the feasible finished ``trials``, the Pareto plot."""
         if front:
             rows = [
                 {
@@ -132,7 +146,22 @@ class Tracker:
             self.client.log_dict(
                 run_id, {"objectives": objectives, "front": rows}, "pareto_front.json"
             )
+        if trials:
+            self._log_plot(run_id, trials, front, objectives)
         self.client.set_terminated(run_id, status)
+
+    def _log_plot(
+        self,
+        run_id: str,
+        trials: list[TrialRecord],
+        front: list[TrialRecord],
+        objectives: dict[str, str],
+    ) -> None:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as folder:
+            path = write_plot(trials, front, objectives, Path(folder) / "pareto.png", run_id)
+            self.client.log_artifact(run_id, str(path))
 
     # ------------------------------------------------------------------ reading back
     def latest_search(self) -> str:
@@ -148,6 +177,11 @@ class Tracker:
 
     def objectives(self, search_run_id: str) -> dict[str, str]:
         return json.loads(self.client.get_run(search_run_id).data.tags[OBJECTIVES_TAG])
+
+    def constraints(self, search_run_id: str) -> list[str]:
+        # Searches logged before constraints existed have no tag: no constraints.
+        tag = self.client.get_run(search_run_id).data.tags.get(CONSTRAINTS_TAG)
+        return json.loads(tag) if tag else []
 
     def trials(self, search_run_id: str) -> list[TrialRecord]:
         runs = self.client.search_runs(
@@ -184,19 +218,57 @@ class Tracker:
         self.client.set_terminated(run_id, "FINISHED")
         return info.model_uri
 
-    def callback(self, search_run_id: str) -> MlflowTrialCallback:
-        return MlflowTrialCallback(self, search_run_id)
+    def callback(
+        self,
+        search_run_id: str,
+        objectives: dict[str, str] | None = None,
+        constraints: list[str] | None = None,
+    ) -> MlflowTrialCallback:
+        return MlflowTrialCallback(self, search_run_id, objectives or {}, constraints or [])
+
+
+def write_plot(
+    trials: list[TrialRecord],
+    front: list[TrialRecord],
+    objectives: dict[str, str],
+    path: Path,
+    search_run_id: str = "",
+) -> Path:
+    """The Pareto plot of ``trials`` (finished, feasible) with ``front`` ranked, as a PNG."""
+    import numpy as np
+
+    from search.plot import plot_front
+
+    names = list(objectives)
+    values = np.array([[t.metrics[m] for m in names] for t in trials])
+    index = {t.run_id: i for i, t in enumerate(trials)}
+    ranked = [index[t.run_id] for t in front if t.run_id in index]
+    title = f"search {search_run_id[:12]}: {len(trials)} feasible trials, front of {len(ranked)}"
+    return plot_front(values, names, list(objectives.values()), ranked, path, title=title)
 
 
 class MlflowTrialCallback(Callback):
-    """Ray Tune callback: one nested MLflow run per trial, metrics per epoch as steps."""
+    """Ray Tune callback: one nested MLflow run per trial, metrics per epoch as steps; on the
+    parent run, the hypervolume of the feasible front after every ended trial."""
 
-    def __init__(self, tracker: Tracker, search_run_id: str) -> None:
+    def __init__(
+        self,
+        tracker: Tracker,
+        search_run_id: str,
+        objectives: dict[str, str],
+        constraints: list[str],
+    ) -> None:
+        from search.constraints import parse_constraints
+        from spaces.config import METRICS
+
         self.tracker = tracker
         self.client = tracker.client
         self.search_run_id = search_run_id
         self.experiment_id = tracker.experiment_id()
         self.run_ids: dict[str, str] = {}
+        self.objectives = dict(objectives)
+        self.constraints = parse_constraints(constraints, METRICS)
+        self.progress = HypervolumeHistory(self.objectives)
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         tags = {PARENT_TAG: self.search_run_id, TRIAL_TAG: trial.trial_id, STATUS_TAG: "running"}
@@ -225,13 +297,28 @@ class MlflowTrialCallback(Callback):
             for key, value in result.items()
             if key.startswith(INFO_PREFIX)
         ]
+        if status == "ok" and self.constraints:
+            from search.constraints import is_feasible
+
+            feasible = is_feasible(self.constraints, result)
+            tags.append(RunTag(FEASIBLE_TAG, str(feasible).lower()))
+        else:
+            feasible = status == "ok"
         self.client.log_batch(run_id, tags=tags)
         self.client.set_terminated(run_id, "FINISHED")
+        self._log_hypervolume(result if feasible else None)
+
+    def _log_hypervolume(self, result: dict | None) -> None:
+        value = self.progress.add(result)
+        self.tracker.log_search_metrics(
+            self.search_run_id, {HYPERVOLUME: value}, step=self.progress.n_ended
+        )
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         run_id = self.run_ids.pop(trial.trial_id, None)
         if run_id is None:
             return
+        self._log_hypervolume(None)
         reason = _error_text(trial)
         self.client.log_batch(
             run_id, tags=[RunTag(STATUS_TAG, "failed"), RunTag("nascomp.reason", reason[:5000])]
@@ -251,6 +338,44 @@ class MlflowTrialCallback(Callback):
         ]
         if metrics:
             self.client.log_batch(run_id, metrics=metrics)
+
+
+class HypervolumeHistory:
+    """The running hypervolume of the feasible finished trials, one value per ended trial.
+
+    Reference rule (search/hypervolume.py): objectives minimised, divided by a fixed per-search
+    scale (1 for accuracies, else the first feasible trial's value), reference = worst value
+    seen + 10% of the range seen; so the curve never falls.
+    """
+
+    def __init__(self, objectives: dict[str, str]) -> None:
+        self.names = list(objectives)
+        self.modes = list(objectives.values())
+        self.points: list[list[float]] = []
+        self.scale: Any = None
+        self.n_ended = 0
+
+    def add(self, result: dict | None) -> float:
+        """Count one ended trial (``result`` None when it is not a feasible finished one)."""
+        import numpy as np
+
+        from search.hypervolume import hypervolume, search_reference, search_scale
+        from search.pareto import to_minimise
+
+        self.n_ended += 1
+        if result is not None and all(_is_number(result.get(m)) for m in self.names):
+            self.points.append([float(result[m]) for m in self.names])
+        if not self.points:
+            return 0.0
+        minimised = to_minimise(np.array(self.points), self.modes)
+        if self.scale is None:
+            self.scale = search_scale(minimised[0], self.names)
+        scaled = minimised / self.scale
+        return hypervolume(scaled, search_reference(scaled))
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 # Ray adds bookkeeping keys (time_this_iter_s, pid, ...) to each result; log ours only.

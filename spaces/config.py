@@ -28,7 +28,7 @@ METRICS = (
     "latency_batch_ms",
     "train_seconds",
 )
-SAMPLERS = ("nsga2", "tpe", "random")
+SAMPLERS = ("tpe_local", "nsga2", "tpe", "random")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 QUICKSTART = Path(__file__).with_name("quickstart.yaml")
 
@@ -62,14 +62,26 @@ class DataConfig(_Section):
         return self
 
 
+class RungsConfig(_Section):
+    """Rungs of the multi-objective successive-halving scheduler (``search.scheduler``)."""
+
+    grace_period: int = Field(1, ge=1, description="epochs before the first rung")
+    reduction_factor: float = Field(2.0, gt=1.0, description="keep 1/this of a rung's trials")
+
+
 class SearchConfig(_Section):
-    sampler: Literal["nsga2", "tpe", "random"] = "nsga2"
+    # tpe_local: best on the exact NAS-Bench-201 front (docs/benchmarks.md, issue 4).
+    sampler: Literal["tpe_local", "nsga2", "tpe", "random"] = "tpe_local"
     trials: int = Field(20, ge=1)
     concurrent: int = Field(2, ge=1)
     seed: int = 0
     population_size: int | None = Field(
         None, ge=2, description="NSGA-II population; default max(4, min(50, trials // 3))"
     )
+    scheduler: Literal["none", "mo_asha"] = Field(
+        "none", description="mo_asha: stop trials early by non-dominated sorting at each rung"
+    )
+    rungs: RungsConfig = Field(default_factory=RungsConfig)
 
 
 class TrainConfig(_Section):
@@ -156,6 +168,25 @@ class TrackingConfig(_Section):
         return uri
 
 
+class Nb201LookupConfig(_Section):
+    """Settings of ``trial: nb201_lookup`` (accuracies looked up in the NAS-Bench-201 table)."""
+
+    dataset: Literal["cifar10", "cifar100", "ImageNet16-120"] = "cifar10"
+    table: str | None = Field(
+        None, description="default: ../shared/data/nasbench201/nb201_accuracy.csv"
+    )
+
+    @field_validator("table")
+    @classmethod
+    def _table_exists(cls, path: str | None) -> str:
+        from trainers.nb201_lookup import DEFAULT_TABLE
+
+        resolved = Path(path).expanduser().resolve() if path else DEFAULT_TABLE
+        if not resolved.is_file():
+            raise ValueError(f"NAS-Bench-201 table {str(resolved)!r} does not exist")
+        return str(resolved)
+
+
 class Experiment(_Section):
     """A whole search: what to search over, how to train, where to log."""
 
@@ -171,6 +202,27 @@ class Experiment(_Section):
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     storage: str = Field("nascomp-results", description="folder for Ray Tune's results")
+    constraints: list[str] = Field(
+        default_factory=list, description="e.g. 'latency_ms <= 2.0'; all must hold"
+    )
+    trial: Literal["train", "nb201_lookup"] = Field(
+        "train", description="train: run_trial; nb201_lookup: NAS-Bench-201 table lookup"
+    )
+    nb201: Nb201LookupConfig = Field(default_factory=Nb201LookupConfig)
+
+    @field_validator("constraints")
+    @classmethod
+    def _constraints_parse(cls, constraints: list[str]) -> list[str]:
+        from search.constraints import parse_constraints
+
+        parse_constraints(constraints, METRICS)
+        return constraints
+
+    @model_validator(mode="after")
+    def _lookup_needs_plain_nb201(self) -> Experiment:
+        if self.trial == "nb201_lookup":
+            _check_lookup(self)
+        return self
 
     @field_validator("objectives")
     @classmethod
@@ -194,6 +246,38 @@ class Experiment(_Section):
 
     def modes(self) -> list[str]:
         return list(self.objectives.values())
+
+
+def _check_lookup(experiment: Experiment) -> None:
+    """A table lookup knows only plain NB201 cells (C=16, N=5), uncompressed, untaught."""
+    from trainers.nb201_lookup import CHANNELS, N_CELLS
+    from trainers.nb201_lookup import METRICS as LOOKUP_METRICS
+
+    space = experiment.space
+    fixed = {
+        "space.arch.family": (space.arch.family, "nb201"),
+        "space.arch.channels": (getattr(space.arch, "channels", None), CHANNELS),
+        "space.arch.n_cells": (getattr(space.arch, "n_cells", None), N_CELLS),
+        "space.prune.method": (space.prune.method, "none"),
+        "space.quant.bits": (space.quant.bits, 32),
+        "space.distill.enabled": (space.distill.enabled, False),
+    }
+    for field, (value, needed) in fixed.items():
+        if value != needed and value != [needed]:
+            raise ValueError(
+                f"trial nb201_lookup needs {field} = {needed!r} (the table's setting); "
+                f"got {value!r}"
+            )
+    from search.constraints import parse_constraints
+
+    parsed = parse_constraints(experiment.constraints, METRICS)
+    named = [*experiment.objectives, *(constraint.metric for constraint in parsed)]
+    for name in named:
+        if name not in LOOKUP_METRICS:
+            raise ValueError(
+                f"trial nb201_lookup does not report {name!r}; "
+                f"objectives and constraints may use {', '.join(LOOKUP_METRICS)}"
+            )
 
 
 # --------------------------------------------------------------------------- loading

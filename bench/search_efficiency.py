@@ -1,0 +1,206 @@
+"""How close does each search strategy get to the exact NAS-Bench-201 Pareto front, how fast?
+
+    python bench/search_efficiency.py                      # 10 seeds, val_accuracy vs params
+    python bench/search_efficiency.py --cost macs --seeds 20
+
+The exact front is computed over all 15,625 cells (validation accuracy against params or MACs
+of the real network ``spaces`` builds). Every strategy then searches the same space for 200
+trials per seed, and the table gives the hypervolume it has reached after 50, 100 and 200
+trials as a fraction of the exact front's (mean and standard deviation over the seeds), and the
+number of trials after which its mean curve first matches random search's 200-trial mean.
+
+What it measures is what ``nascomp search examples/nb201.yaml`` does: the same experiment file,
+the same space (``spaces`` + ``search.optuna_space.DefineByRun``), the same samplers
+(``search.optuna_space.make_sampler``) and the same trial function
+(``trainers.nb201_lookup.run_lookup_trial``). Only Ray is left out: trials run one after another
+in this process, so 10+ seeds x 200 trials x several strategies take minutes, not hours. (With
+``search.concurrent`` > 1, Ray asks the sampler before earlier trials finish, which can only
+make a model-based strategy slightly less informed per trial.)
+
+Hypervolume rule here: objectives minimised, normalised so the exact front's ideal point is 0
+and its nadir 1, reference point 1.1 per objective (search/hypervolume.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import logging
+import os
+import platform
+import sys
+import time
+import warnings
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import optuna
+
+from search.driver import trial_base
+from search.hypervolume import NORMALISED_REF, hypervolume, normalise
+from search.optuna_space import DefineByRun, make_sampler
+from search.pareto import non_dominated_mask, to_minimise
+from spaces.config import Experiment, load_experiment
+from spaces.nb201 import N_EDGES, NB201_OPS, cell_string
+from trainers.nb201_lookup import lookup_accuracy, network_costs, run_lookup_trial
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "nb201.yaml"
+CHECKPOINTS = (50, 100, 200)
+STRATEGIES = ("random", "nsga2", "nsga2-pop10", "tpe", "tpe_local")
+
+
+@dataclass(frozen=True)
+class Truth:
+    ideal: np.ndarray
+    nadir: np.ndarray
+    hypervolume: float
+    front_size: int
+
+
+def experiment_for(cost: str, strategy: str, seed: int, n_trials: int) -> Experiment:
+    """The example experiment with this bench's objectives, strategy, seed and budget."""
+    overrides = [
+        f"objectives={{val_accuracy: max, {cost}: min}}",
+        f"search.seed={seed}",
+        f"search.trials={n_trials}",
+        *STRATEGY_OVERRIDES[strategy],
+    ]
+    return load_experiment(EXAMPLE, overrides)
+
+
+# Each strategy is a setting of the experiment file, so the winner is one line of YAML away.
+STRATEGY_OVERRIDES: dict[str, list[str]] = {
+    "random": ["search.sampler=random"],
+    "tpe": ["search.sampler=tpe"],
+    # The former default: population max(4, min(50, trials // 3)), 50 at 200 trials.
+    "nsga2": ["search.sampler=nsga2"],
+    "nsga2-pop10": ["search.sampler=nsga2", "search.population_size=10"],
+    "tpe_local": ["search.sampler=tpe_local"],
+}
+
+
+def exact_truth(cost: str, dataset: str, table: str) -> Truth:
+    """The exact Pareto front over every cell of the space, and its normalised hypervolume."""
+    rows = []
+    for ops in itertools.product(NB201_OPS, repeat=N_EDGES):
+        cell = cell_string(ops)
+        accuracy = lookup_accuracy(cell, dataset, table)["val_accuracy"]
+        rows.append((accuracy, network_costs(cell, dataset)[cost]))
+    values = to_minimise(np.array(rows), ["max", "min"])
+    front = values[non_dominated_mask(values)]
+    ideal, nadir = front.min(axis=0), front.max(axis=0)
+    unit = normalise(front, ideal, nadir)
+    ref = np.full(2, NORMALISED_REF)
+    return Truth(ideal, nadir, hypervolume(unit, ref), len(np.unique(front, axis=0)))
+
+
+def search_values(cost: str, strategy: str, seed: int, n_trials: int) -> np.ndarray:
+    """(n_trials, 2) minimised objective values, in the order the strategy found them."""
+    experiment = experiment_for(cost, strategy, seed, n_trials)
+    space = DefineByRun(experiment.space.params(), trial_base(experiment))
+    study = optuna.create_study(
+        directions=["maximize", "minimize"], sampler=make_sampler(experiment.search)
+    )
+
+    def objective(trial: optuna.Trial) -> tuple[float, float]:
+        metrics = run_lookup_trial(space.config(trial)).metrics
+        return metrics["val_accuracy"], metrics[cost]
+
+    study.optimize(objective, n_trials=n_trials)
+    values = np.array([t.values for t in study.trials])
+    return to_minimise(values, ["max", "min"])
+
+
+def hv_curve(values: np.ndarray, truth: Truth) -> np.ndarray:
+    """Fraction of the exact hypervolume reached after 1, 2, ..., n trials."""
+    unit = normalise(values, truth.ideal, truth.nadir)
+    ref = np.full(2, NORMALISED_REF)
+    return np.array(
+        [hypervolume(unit[:n], ref) / truth.hypervolume for n in range(1, len(unit) + 1)]
+    )
+
+
+def _one_run(args: tuple[str, str, int, int, Truth]) -> tuple[str, np.ndarray, float]:
+    cost, strategy, seed, n_trials, truth = args
+    _quiet()
+    started = time.perf_counter()
+    values = search_values(cost, strategy, seed, n_trials)
+    return strategy, hv_curve(values, truth), time.perf_counter() - started
+
+
+def _quiet() -> None:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    logging.getLogger("optuna").setLevel(logging.WARNING)
+    warnings.simplefilter("ignore")
+    import torch
+
+    torch.set_num_threads(1)  # building 210 small networks: threads only add overhead
+
+
+def trials_to_match(curve: np.ndarray, target: float) -> int | None:
+    reached = np.flatnonzero(curve >= target - 1e-12)
+    return int(reached[0]) + 1 if reached.size else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cost", choices=("params", "macs"), default="params")
+    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--trials", type=int, default=max(CHECKPOINTS))
+    parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES))
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    args = parser.parse_args(argv)
+    _quiet()
+
+    started = time.perf_counter()
+    base = load_experiment(EXAMPLE)
+    truth = exact_truth(args.cost, base.nb201.dataset, base.nb201.table)
+    print(
+        f"exact front ({base.nb201.dataset}, val_accuracy vs {args.cost}): "
+        f"{truth.front_size} points, normalised hypervolume {truth.hypervolume:.4f} "
+        f"({time.perf_counter() - started:.0f} s)"
+    )
+    jobs = [
+        (args.cost, strategy, seed, args.trials, truth)
+        for strategy in args.strategies
+        for seed in range(args.seeds)
+    ]
+    curves: dict[str, list[np.ndarray]] = {s: [] for s in args.strategies}
+    seconds: dict[str, float] = dict.fromkeys(args.strategies, 0.0)
+    with ProcessPoolExecutor(max_workers=args.workers) as pool:
+        for strategy, curve, spent in pool.map(_one_run, jobs):
+            curves[strategy].append(curve)
+            seconds[strategy] += spent
+    _print_table(curves, seconds, args)
+    print(f"\ntotal {time.perf_counter() - started:.0f} s on {platform.processor() or 'cpu'}")
+    return 0
+
+
+def _print_table(
+    curves: dict[str, list[np.ndarray]], seconds: dict[str, float], args: argparse.Namespace
+) -> None:
+    means = {s: np.mean(c, axis=0) for s, c in curves.items()}
+    target = means["random"][-1] if "random" in means else None
+    checkpoints = [n for n in CHECKPOINTS if n <= args.trials]
+    header = ["strategy", *(f"HV@{n}" for n in checkpoints), "trials to random@200", "s/run"]
+    print("\n| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for strategy, runs in curves.items():
+        stacked = np.array(runs)
+        cells = [
+            f"{stacked[:, n - 1].mean():.4f} ± {stacked[:, n - 1].std():.4f}" for n in checkpoints
+        ]
+        match = trials_to_match(means[strategy], target) if target is not None else None
+        cells.append(str(match) if match else f"> {args.trials}")
+        cells.append(f"{seconds[strategy] / len(runs):.1f}")
+        print(f"| {strategy} | " + " | ".join(cells) + " |")
+    print(f"\n{args.seeds} seeds; mean ± standard deviation of HV / exact HV.")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

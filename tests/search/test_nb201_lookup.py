@@ -1,0 +1,128 @@
+"""The NAS-Bench-201 lookup trial and the tpe_local sampler, and a real lookup search."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+
+from search.driver import trial_base
+from search.optuna_space import DefineByRun, make_sampler
+from spaces.config import ConfigError, load_experiment
+from spaces.nb201 import cell_string
+from tests.search.conftest import nascomp
+from trainers.nb201_lookup import network_costs, run_lookup_trial
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "nb201.yaml"
+ALL_CONV3 = cell_string(["nor_conv_3x3"] * 6)
+
+
+def test_lookup_reads_the_table_and_builds_the_network() -> None:
+    outcome = run_lookup_trial({"arch.cell": ALL_CONV3, "nb201.dataset": "cifar10"})
+    # Row 3 of the table? Whatever the row, accuracies are fractions and params the paper's.
+    assert outcome.status == "ok"
+    assert 0 < outcome.metrics["val_accuracy"] < 1 and 0 < outcome.metrics["test_accuracy"] < 1
+    assert outcome.metrics["params"] == 1_531_546  # NAS-Bench-201's largest CIFAR-10 network
+    cifar100 = run_lookup_trial({"arch.cell": ALL_CONV3, "nb201.dataset": "cifar100"})
+    assert cifar100.metrics["params"] == 1_537_396
+    assert cifar100.metrics["val_accuracy"] != outcome.metrics["val_accuracy"]
+
+
+def test_costs_depend_on_the_ops_not_their_edges() -> None:
+    # network_costs caches by the multiset of ops; building both orders proves that is exact.
+    from compressors.measure import count_macs, count_params
+    from spaces.models import build_model
+
+    ops = ["nor_conv_1x1", "none", "nor_conv_3x3", "skip_connect", "avg_pool_3x3", "none"]
+    for order in (ops, ops[::-1]):
+        model = build_model({"family": "nb201", "cell": cell_string(order)}, (3, 16, 16), 120)
+        costs = network_costs(cell_string(order), "ImageNet16-120")
+        assert costs["params"] == count_params(model)
+        assert costs["macs"] == count_macs(model, (3, 16, 16))
+
+
+def test_lookup_refuses_settings_the_table_does_not_know() -> None:
+    with pytest.raises(ConfigError, match=r"needs space\.quant\.bits = 32"):
+        load_experiment(EXAMPLE, ["space.quant.bits=[8, 32]"])
+    with pytest.raises(ConfigError, match="does not report 'latency_ms'"):
+        load_experiment(EXAMPLE, ["objectives={val_accuracy: max, latency_ms: min}"])
+
+
+def test_tpe_local_never_repeats_a_point() -> None:
+    experiment = load_experiment(EXAMPLE, ["search.trials=60"])
+    assert experiment.search.sampler == "tpe_local"  # the default
+    space = DefineByRun(experiment.space.params(), trial_base(experiment))
+    study = optuna.create_study(
+        directions=["maximize", "minimize"], sampler=make_sampler(experiment.search)
+    )
+    study.optimize(
+        lambda t: tuple(
+            run_lookup_trial(space.config(t)).metrics[m] for m in ("val_accuracy", "params")
+        ),
+        n_trials=60,
+    )
+    after_warmup = [tuple(sorted(t.params.items())) for t in study.trials[18:]]
+    assert len(set(after_warmup)) == len(after_warmup)
+
+
+@pytest.mark.e2e
+def test_lookup_search_pick_plot_and_reproduce(workdir: Path) -> None:
+    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    common = ["--tracking-uri", uri, "--experiment", "nb"]
+    result = nascomp(
+        "search",
+        str(EXAMPLE),
+        "--trials",
+        "16",
+        "--set",
+        f"storage={workdir / 'results'}",
+        "--set",
+        'constraints=["params <= 800000"]',
+        *common,
+        cwd=workdir,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("nb")
+    parent = client.search_runs(
+        [experiment.experiment_id], filter_string="tags.`nascomp.role` = 'search'"
+    )[0]
+    # The parent run draws the search's progress: one hypervolume step per ended trial.
+    history = client.get_metric_history(parent.info.run_id, "hypervolume")
+    assert sorted(m.step for m in history) == list(range(1, 17))
+    values = [m.value for m in sorted(history, key=lambda m: m.step)]
+    assert all(b >= a for a, b in itertools.pairwise(values)) and values[-1] > 0
+    names = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"pareto_front.json", "pareto.png"} <= names
+    # Every child says whether it met the constraint; the front holds feasible ones only.
+    children = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
+    )
+    for child in children:
+        feasible = child.data.metrics["params"] <= 800_000
+        assert child.data.tags["nascomp.feasible"] == str(feasible).lower()
+    front = json.loads(nascomp("pareto", "--json", *common, cwd=workdir).stdout)["front"]
+    assert front and all(row["objectives"]["params"] <= 800_000 for row in front)
+
+    plot = workdir / "front.png"
+    shown = nascomp("pareto", "--plot", str(plot), *common, cwd=workdir)
+    assert shown.returncode == 0 and plot.stat().st_size > 5000
+
+    best = nascomp("pareto", "--pick", "max val_accuracy", *common, cwd=workdir)
+    assert best.returncode == 0, best.stderr
+    best_id = best.stdout.split()[0]
+    top = max(front, key=lambda row: row["objectives"]["val_accuracy"])
+    assert best_id == top["run_id"]
+    knee = nascomp("pareto", "--pick", "knee", *common, cwd=workdir)
+    assert knee.returncode == 0 and knee.stdout.split()[0] in {row["run_id"] for row in front}
+    again = nascomp("reproduce", "--pick", "max val_accuracy", *common, cwd=workdir)
+    assert again.returncode == 0, again.stderr
+    assert f"reproducing {best_id}" in again.stdout
+    assert "val_accuracy" in again.stdout and "=" in again.stdout
+    bad = nascomp("pareto", "--pick", "max speed", *common, cwd=workdir)
+    assert bad.returncode == 2 and "unknown metric 'speed'" in bad.stderr

@@ -1,0 +1,147 @@
+"""Scheduler promotions, --pick and the plot on hand-made results: no Ray run needed."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ray.tune.schedulers import TrialScheduler
+
+from search.driver import pick_trial, select_front
+from search.scheduler import MultiObjectiveAsha, promotes, rung_epochs
+from search.tracking import HypervolumeHistory, TrialRecord, write_plot
+
+CONTINUE, STOP = TrialScheduler.CONTINUE, TrialScheduler.STOP
+OBJECTIVES = {"val_accuracy": "max", "latency_ms": "min"}
+
+
+def test_rungs() -> None:
+    assert rung_epochs(1, 2, 10) == [1, 2, 4, 8]
+    assert rung_epochs(1, 3, 10) == [1, 3, 9]
+    assert rung_epochs(2, 2, 8) == [2, 4]
+    assert rung_epochs(1, 1.5, 4) == [1, 2, 3]  # 1, 1.5 -> 2, 2.25 -> 2 (dropped), 3.4 -> 3
+    assert rung_epochs(3, 2, 3) == []
+
+
+def test_promotions_by_pareto_rank_and_crowding() -> None:
+    asha = MultiObjectiveAsha({"val_accuracy": "max", "size_bytes": "min"}, max_epochs=8)
+    assert asha.rungs == [1, 2, 4]
+    # Arrivals at rung 1 (accuracy, size); keep the best max(1, n // 2) so far.
+    arrivals = [
+        ("a", (0.50, 100.0), CONTINUE),  # first at the rung: always goes on
+        ("b", (0.40, 200.0), STOP),  # dominated by a; keep 1 of 2
+        # Front {a, c}, both ends (infinite crowding), 3 // 2 = 1 kept: the tie goes to the
+        # earlier arrival.
+        ("c", (0.90, 900.0), STOP),
+        ("d", (0.30, 50.0), CONTINUE),  # front {a, c, d}; keep 2: the ends c and d
+        ("e", (0.45, 150.0), STOP),  # dominated by a
+        # Front {a, c, d, f}; keep 3: the ends c and d, then f (crowding 0.67 + 0.94) over
+        # a (0.5 + 0.08).
+        ("f", (0.60, 120.0), CONTINUE),
+    ]
+    for trial_id, (accuracy, size), expected in arrivals:
+        got = asha.decide(trial_id, 1, {"val_accuracy": accuracy, "size_bytes": size})
+        assert got == expected, trial_id
+
+
+def test_promotes_known_answer() -> None:
+    # Minimised values; front {0, 1, 2} with 0 and 2 the ends; 3 dominated.
+    values = np.array([[0.0, 3.0], [1.0, 1.0], [3.0, 0.0], [2.0, 2.0]])
+    assert promotes(values, 0, 2) and promotes(values, 2, 2)
+    assert not promotes(values, 1, 2) and not promotes(values, 3, 2)
+    assert promotes(values, 1, 4 / 3)  # keep 3
+
+
+def test_rung_ranks_only_objectives_reported_per_epoch() -> None:
+    asha = MultiObjectiveAsha(
+        {"val_accuracy": "max", "latency_ms": "min", "size_bytes": "min"}, max_epochs=4
+    )
+    result = {"epoch": 1, "val_accuracy": 0.5, "size_bytes": 10.0}
+    assert asha.ranked_objectives(result) == ["val_accuracy", "size_bytes"]
+
+
+def test_stopped_trials_are_marked_pruned_for_searcher_and_tracker() -> None:
+    asha = MultiObjectiveAsha({"val_accuracy": "max"}, max_epochs=4)
+
+    class FakeTrial:
+        def __init__(self, trial_id: str, result: dict) -> None:
+            self.trial_id, self.last_result = trial_id, result
+
+    good = FakeTrial("good", {"epoch": 1, "val_accuracy": 0.9})
+    bad = FakeTrial("bad", {"epoch": 1, "val_accuracy": 0.1})
+    assert asha.on_trial_result(None, good, dict(good.last_result)) == CONTINUE
+    assert asha.on_trial_result(None, bad, dict(bad.last_result)) == STOP
+    asha.on_trial_complete(None, bad, dict(bad.last_result))
+    asha.on_trial_complete(None, good, dict(good.last_result))
+    assert bad.last_result["nascomp_status"] == "pruned"
+    assert "nascomp_status" not in good.last_result
+    # A final result (it carries the status) is never ranked.
+    final = {"epoch": 2, "val_accuracy": 0.0, "nascomp_status": "ok"}
+    assert asha.on_trial_result(None, FakeTrial("x", final), final) == CONTINUE
+
+
+def _record(run_id: str, status: str = "ok", **metrics: float) -> TrialRecord:
+    return TrialRecord(run_id, run_id, status, {}, dict(metrics))
+
+
+# A hand-made search: front = a, b, c, d (accuracy up, latency up); e dominated; f pruned with
+# a tempting truncated value; g infeasible.
+TRIALS = [
+    _record("a", val_accuracy=0.70, latency_ms=1.0, size_bytes=10_000),
+    _record("b", val_accuracy=0.85, latency_ms=1.5, size_bytes=40_000),
+    _record("c", val_accuracy=0.88, latency_ms=3.0, size_bytes=60_000),
+    _record("d", val_accuracy=0.90, latency_ms=6.0, size_bytes=90_000),
+    _record("e", val_accuracy=0.80, latency_ms=2.0, size_bytes=20_000),
+    _record("f", "pruned", val_accuracy=0.99, latency_ms=0.5),
+    _record("g", "infeasible"),
+]
+
+
+def test_front_excludes_pruned_infeasible_and_constraint_violators() -> None:
+    assert [t.run_id for t in select_front(TRIALS, OBJECTIVES)] == ["d", "c", "b", "a"]
+    constrained = select_front(TRIALS, OBJECTIVES, ["size_bytes <= 50000"])
+    # c and d violate the constraint; e stays dominated by b.
+    assert [t.run_id for t in constrained] == ["b", "a"]
+
+
+@pytest.mark.parametrize(
+    ("rule", "constraints", "expected"),
+    [
+        ("knee", [], "b"),
+        ("max val_accuracy", [], "d"),
+        ("max val_accuracy where latency_ms <= 2", [], "b"),
+        ("max val_accuracy where latency_ms <= 2 and val_accuracy < 0.85", [], "e"),
+        ("min latency_ms", [], "a"),
+        ("max val_accuracy", ["size_bytes <= 50000"], "b"),
+    ],
+)
+def test_pick(rule: str, constraints: list[str], expected: str) -> None:
+    assert pick_trial(TRIALS, OBJECTIVES, rule, constraints).run_id == expected
+
+
+def test_pick_without_a_candidate_says_why() -> None:
+    with pytest.raises(ValueError, match="no finished feasible trial reports val_accuracy"):
+        pick_trial(TRIALS, OBJECTIVES, "max val_accuracy where latency_ms < 0.1")
+
+
+def test_plot_file_is_a_png(tmp_path: Path) -> None:
+    feasible = [t for t in TRIALS if t.status == "ok"]
+    front = select_front(TRIALS, OBJECTIVES)
+    three = {**OBJECTIVES, "size_bytes": "min"}
+    for objectives, name in ((OBJECTIVES, "two.png"), (three, "three.png")):
+        path = write_plot(feasible, front, objectives, tmp_path / name, "run123")
+        data = path.read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+    single = write_plot(feasible, front[:1], {"val_accuracy": "max"}, tmp_path / "one.png")
+    assert single.stat().st_size > 5000
+
+
+def test_hypervolume_history_counts_every_ended_trial() -> None:
+    history = HypervolumeHistory(OBJECTIVES)
+    steps = [history.add(t.metrics if t.status == "ok" else None) for t in TRIALS]
+    assert history.n_ended == len(TRIALS)
+    assert steps[0] == 0.0  # one point has no volume under the search's reference rule
+    assert all(b >= a for a, b in itertools.pairwise(steps))
+    assert steps[-1] == steps[4] > 0  # the pruned and the infeasible trial add nothing

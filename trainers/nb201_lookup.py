@@ -1,0 +1,106 @@
+"""Trial type ``nb201_lookup``: a NAS-Bench-201 cell's accuracy looked up, not trained.
+
+Accuracies come from the NAS-Bench-201 table (``../shared/data/nasbench201/nb201_accuracy.csv``,
+percentages, converted to fractions): the validation accuracy is the search objective, the test
+accuracy is reported and never selects. Costs (params, size, MACs) come from the real PyTorch
+network that ``spaces`` builds from the cell for the dataset's input shape and class count, so a
+whole search costs milliseconds per trial and every architecture's truth is known.
+
+Like :func:`trainers.trial.run_trial` it is a plain function of the trial's flat config: no Ray,
+no MLflow. Keys it reads: ``arch.edge0..5`` (or ``arch.cell``), ``nb201.dataset``,
+``nb201.table``.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Mapping
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from compressors.measure import count_macs, count_params
+from compressors.size import model_size_bytes
+from spaces.models import build_model
+from spaces.nb201 import N_EDGES, cell_string, parse_cell
+from trainers.trial import STATUS_OK, TrialOutcome
+
+# dataset -> (CSV column prefix, input shape, number of classes) as NAS-Bench-201 trained them.
+DATASETS: dict[str, tuple[str, tuple[int, int, int], int]] = {
+    "cifar10": ("cifar10", (3, 32, 32), 10),
+    "cifar100": ("cifar100", (3, 32, 32), 100),
+    "ImageNet16-120": ("imagenet", (3, 16, 16), 120),
+}
+# What a lookup trial reports; objectives and constraints must come from these.
+METRICS = ("val_accuracy", "test_accuracy", "params", "nonzero_params", "size_bytes", "macs")
+DEFAULT_TABLE = (
+    Path(__file__).resolve().parents[1].parent / "shared/data/nasbench201/nb201_accuracy.csv"
+)
+# The table was measured for NB201's own skeleton: C=16 channels, N=5 cells per stage.
+CHANNELS, N_CELLS = 16, 5
+
+
+@lru_cache(maxsize=4)
+def load_table(path: str) -> dict[str, dict[str, float]]:
+    """cell string -> {column: accuracy in %}, read once per process and path."""
+    with Path(path).open(newline="") as handle:
+        return {
+            row["cellstr"]: {k: float(v) for k, v in row.items() if k not in ("arch", "cellstr")}
+            for row in csv.DictReader(handle)
+        }
+
+
+def lookup_accuracy(cell: str, dataset: str, table: str | Path) -> dict[str, float]:
+    """Validation and test accuracy (fractions) of ``cell`` on ``dataset``."""
+    prefix = _dataset(dataset)[0]
+    row = load_table(str(table)).get(cell_string(parse_cell(cell)))
+    if row is None:
+        raise KeyError(f"cell {cell!r} is not in the NAS-Bench-201 table {table}")
+    return {
+        "val_accuracy": row[f"{prefix}-val"] / 100.0,
+        "test_accuracy": row[f"{prefix}-test"] / 100.0,
+    }
+
+
+def network_costs(cell: str, dataset: str) -> dict[str, float]:
+    """Params, size and MACs of the real NB201 network for ``cell`` on ``dataset``."""
+    # Every edge of a cell sees the same channels and resolution, so the costs depend only on
+    # the multiset of ops: 210 networks cover all 15,625 cells (tests check permutations).
+    return dict(_costs(tuple(sorted(parse_cell(cell))), dataset))
+
+
+@lru_cache(maxsize=1024)
+def _costs(ops: tuple[str, ...], dataset: str) -> tuple[tuple[str, float], ...]:
+    _, shape, n_classes = _dataset(dataset)
+    arch = {"family": "nb201", "cell": cell_string(ops), "channels": CHANNELS, "n_cells": N_CELLS}
+    model = build_model(arch, shape, n_classes)
+    n_params = float(count_params(model))
+    return (
+        ("params", n_params),
+        # The benchmark's trained networks are dense; counting the non-zeros of this untrained
+        # copy would call its zero-initialised BatchNorm biases "pruned".
+        ("nonzero_params", n_params),
+        ("size_bytes", float(model_size_bytes(model, weight_bits=32))),
+        ("macs", float(count_macs(model, shape))),
+    )
+
+
+def cell_from_flat(flat: Mapping[str, Any]) -> str:
+    if "arch.cell" in flat:
+        return str(flat["arch.cell"])
+    return cell_string([flat[f"arch.edge{i}"] for i in range(N_EDGES)])
+
+
+def run_lookup_trial(config: Mapping[str, Any]) -> TrialOutcome:
+    """One trial of the lookup type: the cell's table accuracies plus its network's costs."""
+    cell = cell_from_flat(config)
+    dataset = str(config.get("nb201.dataset", "cifar10"))
+    table = config.get("nb201.table") or DEFAULT_TABLE
+    metrics = {**lookup_accuracy(cell, dataset, table), **network_costs(cell, dataset)}
+    return TrialOutcome(status=STATUS_OK, metrics=metrics, info={"cell": cell})
+
+
+def _dataset(name: str) -> tuple[str, tuple[int, int, int], int]:
+    if name not in DATASETS:
+        raise ValueError(f"unknown NAS-Bench-201 dataset {name!r}; allowed: {', '.join(DATASETS)}")
+    return DATASETS[name]
