@@ -72,6 +72,9 @@ class _RawData:
 # One entry per distinct load_data call; worker processes keep theirs for all their trials.
 _SPLITS_CACHE: dict[tuple[object, ...], DataSplits] = {}
 _RAW_CACHE: dict[tuple[object, ...], _RawData] = {}
+# Splits already moved to a device, keyed by (id(splits), device). The value keeps the source
+# splits alive, so their id cannot be reused by another object while the entry exists.
+_DEVICE_CACHE: dict[tuple[int, str], tuple[DataSplits, DataSplits]] = {}
 
 
 # ---------------------------------------------------------------------------- root checks
@@ -376,7 +379,38 @@ def _channel_stats(images: Tensor, max_value: float) -> tuple[Tensor, Tensor]:
     return mean.float(), variance.sqrt().clamp_min(1e-6).float()
 
 
+def to_device(splits: DataSplits, device: str | torch.device) -> DataSplits:
+    """``splits`` with every tensor on ``device``, copied once per process and device.
+
+    The trials a worker process runs one after another then share one device-resident copy:
+    on a GPU no trial pays the host-to-device copy of the dataset again (CIFAR-10's training
+    split is 600 MB of float32). On the CPU the splits come back as they are, with no copy.
+    """
+    target = torch.device(device)
+    if target.type == "cuda" and target.index is None:
+        # "cuda" and "cuda:0" (the current device) must share one entry, not hold two copies.
+        target = torch.device("cuda", torch.cuda.current_device())
+    if splits.train_x.device == target:
+        return splits
+    key = (id(splits), str(target))
+    if key not in _DEVICE_CACHE:
+        moved = DataSplits(
+            train_x=splits.train_x.to(target),
+            train_y=splits.train_y.to(target),
+            val_x=splits.val_x.to(target),
+            val_y=splits.val_y.to(target),
+            test_x=splits.test_x.to(target),
+            test_y=splits.test_y.to(target),
+            n_classes=splits.n_classes,
+            input_shape=splits.input_shape,
+            name=splits.name,
+        )
+        _DEVICE_CACHE[key] = (splits, moved)
+    return _DEVICE_CACHE[key][1]
+
+
 def clear_cache() -> None:
     """Forget every loaded dataset (frees memory; tests use it to prove a fresh load)."""
     _SPLITS_CACHE.clear()
     _RAW_CACHE.clear()
+    _DEVICE_CACHE.clear()
