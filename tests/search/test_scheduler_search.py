@@ -1,0 +1,61 @@
+"""mo_asha on a real (tiny) search: the front holds only fully trained trials, stopped trials
+reach Optuna as PRUNED and MLflow as pruned, and the search spends fewer epochs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+from search.driver import run_search
+from spaces.config import load_experiment
+from tests.search.conftest import TINY
+
+pytestmark = pytest.mark.e2e
+EPOCHS = 4
+
+
+def test_mo_asha_prunes_and_front_is_fully_trained(workdir: Path) -> None:
+    experiment = load_experiment(
+        None,
+        [
+            *TINY,
+            "search.trials=8",
+            f"train.epochs={EPOCHS}",
+            # Training only, so every trial's full length is EPOCHS and rungs (1, 2) compare
+            # trials in the same phase.
+            "space.prune.method=none",
+            "space.quant.bits=32",
+            "space.distill.enabled=false",
+            "objectives={val_accuracy: max, size_bytes: min}",
+            "search.scheduler=mo_asha",
+            f"tracking.uri=sqlite:///{workdir / 'mlflow.db'}",
+            f"storage={workdir / 'results'}",
+        ],
+    )
+    summary = run_search(experiment, echo=lambda line: None)
+
+    pruned = [t for t in summary.trials if t.status == "pruned"]
+    finished = [t for t in summary.trials if t.status == "ok"]
+    assert pruned and finished and len(pruned) + len(finished) == 8
+    # Optuna heard "pruned", never "complete with truncated values".
+    study = summary.searcher.study
+    assert len(study.get_trials(states=[TrialState.PRUNED])) == len(pruned)
+    assert len(study.get_trials(states=[TrialState.COMPLETE])) == len(finished)
+    # The front holds fully trained trials only.
+    assert summary.front
+    assert all(t.status == "ok" and t.metrics["epochs"] == EPOCHS for t in summary.front)
+    # Fewer epochs than the same trials run to the end (what FIFO would spend on them).
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    epochs = {t.run_id: _epochs_run(client, t.run_id) for t in summary.trials}
+    assert sum(epochs.values()) < EPOCHS * len(summary.trials)
+    assert all(epochs[t.run_id] < EPOCHS for t in pruned)
+    assert all(epochs[t.run_id] == EPOCHS for t in finished)
+    assert all(client.get_run(t.run_id).data.tags["nascomp.status"] == "pruned" for t in pruned)
+
+
+def _epochs_run(client: MlflowClient, run_id: str) -> int:
+    # The training loss is reported once per epoch, at step = epoch.
+    return max(m.step for m in client.get_metric_history(run_id, "loss"))
