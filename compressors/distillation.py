@@ -1,9 +1,10 @@
-"""Knowledge distillation loss (Hinton, Vinyals and Dean, 2015)."""
+"""Knowledge distillation: Hinton's loss on logits (Hinton, Vinyals and Dean, 2015) and a
+FitNets hint loss on an intermediate feature (Romero et al., 2015)."""
 
 from __future__ import annotations
 
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 
 def distillation_loss(
@@ -35,3 +36,66 @@ def distillation_loss(
     kl = F.kl_div(student_log_probs, teacher_log_probs, reduction="batchmean", log_target=True)
     ce = F.cross_entropy(student_logits, labels)
     return alpha * temperature**2 * kl + (1.0 - alpha) * ce
+
+
+# ---------------------------------------------------------------- feature hints (FitNets)
+
+
+def hint_module(model: nn.Module) -> nn.Module:
+    """The module whose input is the hinted feature: the last global pooling (the final feature
+    map, before it is averaged away), else the classifier (the last Linear: the penultimate
+    features of an MLP or LeNet)."""
+    # Global pooling only: a cell's 3x3 average pooling is not the end of the features.
+    pools = [m for m in model.modules() if isinstance(m, nn.AdaptiveAvgPool2d)]
+    if pools:
+        return pools[-1]
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ValueError("feature distillation needs a model with a pooling or Linear layer")
+    return linears[-1]
+
+
+class FeatureTap:
+    """Keeps the input of ``hint_module(model)`` from the latest forward pass."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.feature: Tensor | None = None
+        self._handle = hint_module(model).register_forward_pre_hook(self._keep)
+
+    def _keep(self, module: nn.Module, inputs: tuple[Tensor, ...]) -> None:
+        self.feature = inputs[0]
+
+    def remove(self) -> None:
+        """Detach the hook (before export: a traced model must not carry it)."""
+        self._handle.remove()
+        self.feature = None
+
+
+def _as_comparable(student: Tensor, teacher: Tensor) -> tuple[Tensor, Tensor]:
+    """Feature maps stay maps (pooled to the smaller grid); anything else becomes a vector."""
+    if student.dim() == 4 and teacher.dim() == 4:
+        size = (min(student.shape[2], teacher.shape[2]), min(student.shape[3], teacher.shape[3]))
+        return F.adaptive_avg_pool2d(student, size), F.adaptive_avg_pool2d(teacher, size)
+    return _vector(student), _vector(teacher)
+
+
+def _vector(feature: Tensor) -> Tensor:
+    return feature.mean(dim=(2, 3)) if feature.dim() == 4 else feature.flatten(1)
+
+
+def make_projector(student_feature: Tensor, teacher_feature: Tensor) -> nn.Module:
+    """FitNets' regressor from the student's feature width to the teacher's: a 1x1 conv
+    between feature maps, a Linear between vectors; trained with the student."""
+    student, teacher = _as_comparable(student_feature, teacher_feature)
+    if student.dim() == 4:
+        return nn.Conv2d(student.shape[1], teacher.shape[1], kernel_size=1)
+    return nn.Linear(student.shape[1], teacher.shape[1])
+
+
+def feature_distillation_loss(
+    student_feature: Tensor, teacher_feature: Tensor, projector: nn.Module
+) -> Tensor:
+    """Mean squared error between the projected student feature and the teacher's (FitNets'
+    hint loss, Romero et al. 2015); no gradient reaches the teacher."""
+    student, teacher = _as_comparable(student_feature, teacher_feature.detach())
+    return F.mse_loss(projector(student), teacher)

@@ -157,6 +157,86 @@ def save_compressed(model: nn.Module, path: str | Path, weight_bits: int | None 
     return len(data)
 
 
+def round_to_storage(model: nn.Module) -> nn.Module:
+    """Round (in place) what the artifact stores at lower precision than the model holds, so
+    that the evaluated model is the stored one: at 16 bits, every non-weight tensor to fp16
+    (weights are already fp16 through fake quantization). A no-op at other widths."""
+    if quantized_bits(model) != 16:
+        return model
+    with torch.no_grad():
+        for entry in stored_tensors(model):
+            if not entry.is_weight and entry.tensor.is_floating_point():
+                entry.tensor.copy_(entry.tensor.half().to(entry.tensor.dtype))
+    return model
+
+
+# ---------------------------------------------------------------- skeletons
+
+# The attributes structured pruning changes, per layer type (Conv2d and Linear include the
+# Quant* subclasses).
+_SHAPE_FIELDS: tuple[tuple[type[nn.Module], tuple[str, ...]], ...] = (
+    (nn.Conv2d, ("in_channels", "out_channels", "groups")),
+    (nn.Linear, ("in_features", "out_features")),
+    (nn.modules.batchnorm._BatchNorm, ("num_features",)),
+)
+
+
+def _shape_fields(module: nn.Module) -> tuple[str, ...]:
+    for layer_type, fields in _SHAPE_FIELDS:
+        if isinstance(module, layer_type):
+            return fields
+    return ()
+
+
+def layer_shapes(model: nn.Module) -> dict[str, dict[str, int]]:
+    """Channel counts of every Conv2d / Linear / BatchNorm, by module name: with the
+    architecture, what rebuilds a structurally pruned skeleton (JSON-able)."""
+    return {
+        name: {field: int(getattr(module, field)) for field in fields}
+        for name, module in model.named_modules()
+        if (fields := _shape_fields(module))
+    }
+
+
+def _resized(module: nn.Module, counts: dict[str, int]) -> nn.Module:
+    if isinstance(module, nn.Conv2d):
+        return nn.Conv2d(
+            counts["in_channels"],
+            counts["out_channels"],
+            module.kernel_size,
+            module.stride,
+            module.padding,
+            module.dilation,
+            counts["groups"],
+            module.bias is not None,
+            module.padding_mode,
+        )
+    if isinstance(module, nn.Linear):
+        return nn.Linear(counts["in_features"], counts["out_features"], module.bias is not None)
+    return type(module)(
+        counts["num_features"],
+        module.eps,
+        module.momentum,
+        module.affine,
+        module.track_running_stats,
+    )
+
+
+def reshape_layers(model: nn.Module, shapes: dict[str, dict[str, int]]) -> nn.Module:
+    """Give a freshly built (unpruned, float) model the channel counts of ``layer_shapes``, in
+    place, so it can serve as ``load_compressed``'s skeleton; returns ``model``."""
+    modules = dict(model.named_modules())
+    for name, counts in shapes.items():
+        module = modules.get(name)
+        if module is None or set(_shape_fields(module)) != set(counts):
+            raise ValueError(f"layer {name!r} of the recorded shapes is not in the model")
+        if all(getattr(module, field) == value for field, value in counts.items()):
+            continue
+        parent_name, _, child_name = name.rpartition(".")
+        setattr(model.get_submodule(parent_name), child_name, _resized(module, counts))
+    return model
+
+
 # ---------------------------------------------------------------- decoding
 
 

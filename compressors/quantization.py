@@ -72,6 +72,10 @@ def fake_quantize_weight(weight: Tensor, bits: int) -> Tensor:
         raise ValueError(f"bits must be one of {VALID_BITS}, got {bits!r}")
     if bits == 32:
         return weight
+    if not (torch.is_grad_enabled() and weight.requires_grad):
+        # No gradient to pass: plain tensor ops give the same values, and a TorchScript trace
+        # of them can be saved (a Python autograd Function cannot).
+        return _quantize_dequantize(weight, bits)
     return _StraightThroughQuant.apply(weight, bits)
 
 

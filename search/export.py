@@ -1,4 +1,16 @@
-"""Write a reproduced model to a folder: state dict, TorchScript, the trial's config."""
+"""Write a reproduced model to a folder, and load it back from that folder alone.
+
+Files:
+
+- ``model.nascomp``: the compressed artifact (``compressors.export.save_compressed``), whose
+  size is the trial's ``size_bytes``;
+- ``skeleton.json``: what rebuilds the (possibly structurally pruned) architecture the artifact
+  fills: the ``arch`` mapping, input shape, number of classes and every layer's channel counts;
+- ``state_dict.pt`` and ``model.torchscript.pt``: the same model for plain PyTorch users;
+- ``trial_config.json``: the trial's flat config (its MLflow params).
+
+``load_exported(folder)`` returns a model that predicts exactly what the trial evaluated.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +22,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from compressors.export import layer_shapes, load_compressed, reshape_layers, save_compressed
+from spaces.models import build_model
+from spaces.space import arch_from_flat
+
+ARTIFACT = "model.nascomp"
+SKELETON = "skeleton.json"
+
 
 def export_model(
     model: nn.Module, example: torch.Tensor, config: dict[str, Any], out_dir: Path
@@ -18,10 +37,22 @@ def export_model(
     out_dir.mkdir(parents=True, exist_ok=True)
     model.eval()
     files = {
+        "artifact": out_dir / ARTIFACT,
+        "skeleton": out_dir / SKELETON,
         "state_dict": out_dir / "state_dict.pt",
         "torchscript": out_dir / "model.torchscript.pt",
         "config": out_dir / "trial_config.json",
     }
+    save_compressed(model, files["artifact"])
+    with torch.no_grad():
+        n_classes = int(model(example).shape[-1])
+    skeleton = {
+        "arch": arch_from_flat(config),
+        "input_shape": list(example.shape[1:]),
+        "n_classes": n_classes,
+        "layers": layer_shapes(model),
+    }
+    files["skeleton"].write_text(json.dumps(skeleton, indent=2, default=str))
     torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, files["state_dict"])
     with warnings.catch_warnings(), torch.no_grad():
         # TorchScript is deprecated in favour of torch.export, but it is still what most mobile
@@ -31,3 +62,13 @@ def export_model(
     traced.save(str(files["torchscript"]))
     files["config"].write_text(json.dumps(config, indent=2, sort_keys=True, default=str))
     return files
+
+
+def load_exported(folder: str | Path) -> nn.Module:
+    """The model of an export folder, rebuilt from ``skeleton.json`` and filled from
+    ``model.nascomp``, in eval mode on the CPU."""
+    folder = Path(folder)
+    skeleton = json.loads((folder / SKELETON).read_text())
+    model = build_model(skeleton["arch"], tuple(skeleton["input_shape"]), skeleton["n_classes"])
+    reshape_layers(model, skeleton["layers"])
+    return load_compressed(folder / ARTIFACT, model).eval()

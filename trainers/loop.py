@@ -10,16 +10,49 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from compressors.distillation import distillation_loss
+from compressors.distillation import FeatureTap, distillation_loss, feature_distillation_loss
+
+
+@dataclass(frozen=True)
+class FeatureHint:
+    """A FitNets hint: taps on the student's and the teacher's feature, the projector between
+    them (trained with the student) and the hint loss's weight. The teacher (in eval mode) runs
+    once per batch under no_grad: its feature maps for a whole split would not fit in memory."""
+
+    teacher: nn.Module
+    student_tap: FeatureTap
+    teacher_tap: FeatureTap
+    projector: nn.Module
+    weight: float
+
+    @torch.no_grad()
+    def teacher_feature(self, inputs: Tensor) -> Tensor:
+        self.teacher(inputs)
+        assert self.teacher_tap.feature is not None
+        return self.teacher_tap.feature
+
+    def loss(self, inputs: Tensor) -> Tensor:
+        """The weighted hint loss of the student's latest forward pass on ``inputs``."""
+        assert self.student_tap.feature is not None, "run the student forward first"
+        teacher = self.teacher_feature(inputs)
+        return self.weight * feature_distillation_loss(
+            self.student_tap.feature, teacher, self.projector
+        )
+
+    def remove(self) -> None:
+        self.student_tap.remove()
+        self.teacher_tap.remove()
 
 
 @dataclass(frozen=True)
 class Distillation:
-    """Teacher logits for the whole training split, aligned with its rows."""
+    """Teacher logits for the whole training split, aligned with its rows, and optionally a
+    feature hint."""
 
     logits: Tensor
     temperature: float
     alpha: float
+    hint: FeatureHint | None = None
 
 
 @dataclass(frozen=True)
@@ -77,6 +110,8 @@ def train_epoch(
                 temperature=distill.temperature,
                 alpha=distill.alpha,
             )
+            if distill.hint is not None:
+                loss = loss + distill.hint.loss(inputs)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

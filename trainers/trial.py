@@ -4,23 +4,36 @@ No Ray and no MLflow here: the search, the tests and ``nascomp reproduce`` all c
 :func:`run_trial`, which is why a reproduced run matches the searched one exactly on CPU.
 
 Phases, each reporting once per epoch:
-1. ``train``: the student learns, with Hinton distillation from the teacher when it is on;
+1. ``train``: the student learns, with Hinton distillation from the teacher when it is on
+   (plus a FitNets feature hint when ``distill.features`` is);
 2. ``prune``: pruning ramps up to the sampled ratio (cubic schedule), fine-tuning as it goes;
 3. ``quant``: quantization-aware fine-tuning at the sampled bit-width (32 skips it).
 Then accuracy on the validation split (the search objective) and on the test split (reported,
 never used to select), and the model's size, MACs and latency.
+
+What is measured is what would be shipped. ``size_bytes`` is the exact size of the artifact
+``compressors.export.save_compressed`` writes for the evaluated model (which loads back to the
+same predictions). Latency is timed on the model's deployable form
+(``compressors.deploy.deployable_form``): a real int8 x86 model for 8-bit weights and
+activations, the float model with its quantized weights folded in for widths no CPU backend
+runs, the model itself at 32 bits; ``info["latency_form"]`` names the one timed. Accuracy stays
+the evaluated (fake-quantized) model's; ``info["deploy_agreement"]`` is the int8 form's top-1
+agreement with it on the validation split.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from compressors.deploy import FORM_INT8, deployable_form
+from compressors.distillation import FeatureTap, make_projector
+from compressors.export import round_to_storage
 from compressors.measure import count_macs, count_nonzero_params, count_params, measure_latency_ms
 from compressors.pruning import PruneConfig, make_pruner
 from compressors.quantization import QuantConfig, prepare_qat
@@ -28,13 +41,24 @@ from compressors.size import model_size_bytes
 from spaces.models import InfeasibleArchitecture, build_model
 from trainers.config import TrialConfig
 from trainers.data import DataSplits, load_data
-from trainers.loop import Distillation, accuracy, make_optimizer, train_epoch
+from trainers.loop import (
+    Distillation,
+    FeatureHint,
+    accuracy,
+    make_optimizer,
+    predict_logits,
+    train_epoch,
+)
 from trainers.seeding import seed_everything
-from trainers.teacher import _data_kwargs, teacher_logits
+from trainers.teacher import _data_kwargs, build_teacher, teacher_logits
 
 Report = Callable[[dict[str, Any]], None]
 STATUS_OK = "ok"
 STATUS_INFEASIBLE = "infeasible"
+# Activation ranges of the int8 form: 4 batches of 64 training images, enough for the
+# histogram observers and a small fraction of a second to convert.
+CALIBRATION_BATCHES = 4
+CALIBRATION_BATCH_SIZE = 64
 
 
 @dataclass
@@ -91,12 +115,29 @@ class _Trial:
         if teacher_state is None:
             raise ValueError("distill.enabled is true but no teacher weights were given")
         logits = teacher_logits(self.cfg, self.data, teacher_state)
-        return Distillation(logits, self.cfg.distill.temperature, self.cfg.distill.alpha)
+        distill = self.cfg.distill
+        hint = self._feature_hint(teacher_state) if distill.features else None
+        return Distillation(logits, distill.temperature, distill.alpha, hint)
+
+    def _feature_hint(self, teacher_state: dict[str, Tensor]) -> FeatureHint:
+        teacher = build_teacher(self.cfg, self.data, teacher_state).to(self.cfg.device).eval()
+        student_tap, teacher_tap = FeatureTap(self.model), FeatureTap(teacher)
+        probe = self.train_x[:2]
+        # Eval-mode probes: the shapes are all that is wanted, not BatchNorm updates.
+        self.model.eval()
+        with torch.no_grad():
+            self.model(probe)
+            teacher(probe)
+        self.model.train()
+        projector = make_projector(student_tap.feature, teacher_tap.feature).to(self.cfg.device)
+        weight = self.cfg.distill.feature_weight
+        return FeatureHint(teacher, student_tap, teacher_tap, projector, weight)
 
     def run(self) -> TrialOutcome:
         started = time.perf_counter()
         train = self.cfg.train
         self._phase("train", train.epochs, lr=train.lr)
+        self._end_feature_hint()
         if self.cfg.prune.method != "none" and self.cfg.prune.ratio > 0:
             self._prune()
         if self.cfg.quant.bits < 32:
@@ -104,11 +145,14 @@ class _Trial:
                 self.model, QuantConfig(bits=self.cfg.quant.bits, act_bits=self.cfg.quant.act_bits)
             )
             self._phase("quant", train.qat_epochs, lr=train.lr * train.finetune_lr_scale)
+        # Evaluate exactly what the artifact will hold (matters at 16 bits only).
+        round_to_storage(self.model)
         metrics = {"train_seconds": time.perf_counter() - started}
         metrics.update(self._evaluate())
-        metrics.update(self._measure())
+        info: dict[str, str] = {}
+        metrics.update(self._measure(info))
         self.model.eval()
-        return TrialOutcome(status="ok", metrics=metrics, model=self.model)
+        return TrialOutcome(status="ok", metrics=metrics, model=self.model, info=info)
 
     def _prune(self) -> None:
         prune = self.cfg.prune
@@ -129,6 +173,14 @@ class _Trial:
                 optimizer = self._optimizer(lr)
             self._epoch("prune", optimizer)
 
+    def _end_feature_hint(self) -> None:
+        """Hints shape the representation while it is learned (FitNets' first stage); pruning
+        and QAT fine-tune with Hinton's loss alone. Structured pruning changes the student's
+        feature width, which a trained projector could not follow."""
+        if self.distill is not None and self.distill.hint is not None:
+            self.distill.hint.remove()
+            self.distill = replace(self.distill, hint=None)
+
     def _phase(self, phase: str, n_epochs: int, lr: float) -> None:
         optimizer = self._optimizer(lr)
         for _ in range(n_epochs):
@@ -136,7 +188,10 @@ class _Trial:
 
     def _optimizer(self, lr: float) -> torch.optim.Optimizer:
         train = self.cfg.train
-        return make_optimizer(self.model, train.optimizer, lr, train.weight_decay, train.momentum)
+        trained: nn.Module = self.model
+        if self.distill is not None and self.distill.hint is not None:
+            trained = nn.ModuleList([self.model, self.distill.hint.projector])
+        return make_optimizer(trained, train.optimizer, lr, train.weight_decay, train.momentum)
 
     def _epoch(self, phase: str, optimizer: torch.optim.Optimizer) -> None:
         stats = train_epoch(
@@ -172,21 +227,48 @@ class _Trial:
             ),
         }
 
-    def _measure(self) -> dict[str, float]:
+    def _measure(self, info: dict[str, str]) -> dict[str, float]:
         model, shape, measure = self.model, self.data.input_shape, self.cfg.measure
         timing = {
             "n_warmup": measure.n_warmup,
             "n_repeat": measure.n_repeat,
             "device": self.cfg.device,
         }
+        timed, info["latency_form"] = self._deployable()
+        if info["latency_form"] == FORM_INT8:
+            info["deploy_agreement"] = f"{self._agreement(timed):.4f}"
+        if self.cfg.prune.method == "unstructured" and self.cfg.prune.ratio > 0:
+            # No CPU kernel skips zeros at these sparsities: the timing includes them.
+            info["sparse_execution"] = "dense kernels (unstructured zeros are not skipped)"
         return {
             "params": count_params(model),
             "nonzero_params": count_nonzero_params(model),
             "size_bytes": model_size_bytes(model),
             "macs": count_macs(model, shape),
-            "latency_ms": measure_latency_ms(model, shape, batch_size=1, **timing),
+            "latency_ms": measure_latency_ms(timed, shape, batch_size=1, **timing),
             "latency_batch_ms": measure_latency_ms(
-                model, shape, batch_size=measure.latency_batch_size, **timing
+                timed, shape, batch_size=measure.latency_batch_size, **timing
             ),
             "epochs": self.epoch,
         }
+
+    def _deployable(self) -> tuple[nn.Module, str]:
+        size = CALIBRATION_BATCH_SIZE
+        calibration = [
+            self.train_x[start : start + size]
+            for start in range(0, min(len(self.train_x), CALIBRATION_BATCHES * size), size)
+        ]
+        return deployable_form(
+            self.model,
+            bits=self.cfg.quant.bits,
+            act_bits=self.cfg.quant.act_bits,
+            example_inputs=self.train_x[:1],
+            calibration_batches=calibration,
+        )
+
+    def _agreement(self, deployed: nn.Module) -> float:
+        """Top-1 agreement of the deployed form with the evaluated model (validation split):
+        the evidence that its latency belongs to the accuracy reported next to it."""
+        expected = predict_logits(self.model, self.val_x).argmax(dim=1).cpu()
+        predicted = predict_logits(deployed, self.val_x.cpu()).argmax(dim=1)
+        return (predicted == expected).float().mean().item()

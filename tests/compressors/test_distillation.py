@@ -5,8 +5,15 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from compressors.distillation import distillation_loss
+from compressors.distillation import (
+    FeatureTap,
+    distillation_loss,
+    feature_distillation_loss,
+    hint_module,
+    make_projector,
+)
 
 STUDENT = [[1.0, 2.0, 3.0], [1.0, 0.0, -1.0]]
 TEACHER = [[3.0, 2.0, 1.0], [0.0, 0.0, 0.0]]
@@ -85,3 +92,55 @@ def test_gradient_reaches_student_not_teacher() -> None:
 def test_bad_arguments_name_the_field(temperature: float, alpha: float, field: str) -> None:
     with pytest.raises(ValueError, match=field):
         _loss(temperature, alpha)
+
+
+# ---------------------------------------------------------------- feature hints
+
+
+def test_hint_module_is_global_pool_else_classifier(make_residual_cnn: type[nn.Module]) -> None:
+    cnn = make_residual_cnn()
+    assert hint_module(cnn) is cnn.pool
+    mlp = nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    assert hint_module(mlp) is mlp[3]
+    with pytest.raises(ValueError, match="pooling or Linear"):
+        hint_module(nn.Sequential(nn.ReLU()))
+
+
+def test_tap_keeps_the_feature_until_removed(make_residual_cnn: type[nn.Module]) -> None:
+    cnn = make_residual_cnn(width=4)
+    tap = FeatureTap(cnn)
+    cnn(torch.randn(2, 1, 6, 6))
+    assert tap.feature.shape == (2, 8, 6, 6)  # the separable block's 2 * width channels
+    tap.remove()
+    assert tap.feature is None and not cnn.pool._forward_pre_hooks
+
+
+def test_projector_shapes() -> None:
+    maps = make_projector(torch.zeros(2, 8, 4, 4), torch.zeros(2, 16, 2, 2))
+    assert isinstance(maps, nn.Conv2d) and maps.kernel_size == (1, 1)
+    assert (maps.in_channels, maps.out_channels) == (8, 16)
+    vectors = make_projector(torch.zeros(2, 8, 4, 4), torch.zeros(2, 5))
+    assert isinstance(vectors, nn.Linear) and (vectors.in_features, vectors.out_features) == (8, 5)
+
+
+def test_feature_loss_known_answer() -> None:
+    # Student map 1 channel 2x2 -> pooled to the teacher's 1x1 grid: mean 2.5; identity
+    # projector; teacher 1.5 -> squared error 1.
+    student = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]])
+    teacher = torch.tensor([[[[1.5]]]])
+    projector = nn.Conv2d(1, 1, 1)
+    with torch.no_grad():
+        projector.weight.fill_(1.0)
+        projector.bias.zero_()
+    assert feature_distillation_loss(student, teacher, projector).item() == pytest.approx(1.0)
+    same = feature_distillation_loss(student, F.adaptive_avg_pool2d(student, 1), projector)
+    assert same.item() == 0.0
+
+
+def test_feature_loss_trains_student_and_projector_not_teacher() -> None:
+    student = torch.randn(3, 4, 2, 2, requires_grad=True)
+    teacher = torch.randn(3, 6, 2, 2, requires_grad=True)
+    projector = make_projector(student, teacher)
+    feature_distillation_loss(student, teacher, projector).backward()
+    assert student.grad is not None and projector.weight.grad is not None
+    assert teacher.grad is None

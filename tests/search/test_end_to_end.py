@@ -170,6 +170,13 @@ def test_reproduce_matches_and_exports(searched: Searched) -> None:
         assert torch.equal(scripted(inputs), expected)
     state = torch.load(export / "state_dict.pt", weights_only=True)
     assert state.keys() == from_mlflow.state_dict().keys()
+    # The compressed artifact is the logged size, and the folder alone restores the model.
+    from search.export import load_exported
+
+    assert {"model.nascomp", "skeleton.json"} <= {p.name for p in export.iterdir()}
+    assert (export / "model.nascomp").stat().st_size == again[0].data.metrics["size_bytes"]
+    with torch.no_grad():
+        assert torch.equal(load_exported(export)(inputs), expected)
 
 
 def _front_artifact(searched: Searched, run_id: str) -> dict:

@@ -1,0 +1,38 @@
+"""An export folder alone restores the model a trial evaluated (no search, no MLflow)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from search.export import export_model, load_exported
+from tests.trainers.test_trial_measure import pruned
+from trainers.config import TrialConfig
+from trainers.data import load_data
+from trainers.loop import predict_logits
+from trainers.teacher import _data_kwargs
+from trainers.trial import run_trial
+
+
+@pytest.mark.parametrize(
+    ("method", "bits"), [("structured", 4), ("unstructured", 8), ("structured", 32)]
+)
+def test_load_exported_predicts_what_the_trial_evaluated(
+    tmp_path: Path, method: str, bits: int
+) -> None:
+    flat = pruned(method, 0.5, **{"quant.bits": bits, "train.epochs": 1})
+    outcome = run_trial(flat)
+    data = load_data(**_data_kwargs(TrialConfig.from_flat(flat)))
+    files = export_model(outcome.model, data.test_x[:1], flat, tmp_path)
+    assert files["artifact"].stat().st_size == outcome.metrics["size_bytes"]
+    skeleton = json.loads(files["skeleton"].read_text())
+    assert skeleton["input_shape"] == [1, 8, 8] and skeleton["n_classes"] == 10
+    restored = load_exported(tmp_path)
+    expected = predict_logits(outcome.model, data.test_x)
+    assert torch.equal(predict_logits(restored, data.test_x), expected)
+    # Accuracy recomputed from the restored model is the trial's, exactly.
+    accuracy = (predict_logits(restored, data.test_x).argmax(dim=1) == data.test_y).float()
+    assert accuracy.mean().item() == outcome.metrics["test_accuracy"]

@@ -1,0 +1,149 @@
+"""What run_trial measures is the model that would ship: the timed form, the artifact's size."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+from compressors.deploy import deployable_form
+from compressors.export import layer_shapes, load_compressed, reshape_layers, save_compressed
+from compressors.quantization import ActivationFakeQuant, quant_layers
+from spaces.config import load_experiment
+from spaces.models import build_model
+from trainers.config import TrialConfig, trial_constants
+from trainers.data import load_data
+from trainers.loop import predict_logits
+from trainers.teacher import _data_kwargs
+from trainers.trial import TrialOutcome, run_trial
+
+FAST = [
+    "train.epochs=3",
+    "train.prune_epochs=1",
+    "train.qat_epochs=1",
+    "measure.n_warmup=1",
+    "measure.n_repeat=2",
+    "measure.latency_batch_size=8",
+    "space.distill.enabled=false",
+]
+
+
+def config(**sampled: Any) -> dict[str, Any]:
+    base = {
+        "arch.family": "cnn",
+        "arch.n_stages": 2,
+        "arch.blocks_per_stage": 1,
+        "arch.base_channels": 8,
+        "arch.block": "residual",
+        "prune.method": "none",
+        "quant.bits": 32,
+        "quant.act_bits": 8,
+    }
+    return {**trial_constants(load_experiment(None, FAST)), **base, **sampled}
+
+
+def pruned(method: str, ratio: float, **sampled: Any) -> dict[str, Any]:
+    return config(
+        **{"prune.method": method, "prune.ratio": ratio, "prune.importance": "l1"},
+        **{"prune.scope": "global"},
+        **sampled,
+    )
+
+
+@pytest.fixture(scope="module")
+def int8_trial() -> tuple[dict[str, Any], TrialOutcome]:
+    flat = pruned("structured", 0.5, **{"quant.bits": 8})
+    return flat, run_trial(flat)
+
+
+@pytest.fixture(scope="module")
+def four_bit_trial() -> tuple[dict[str, Any], TrialOutcome]:
+    flat = pruned("unstructured", 0.6, **{"quant.bits": 4})
+    return flat, run_trial(flat)
+
+
+def skeleton_of(flat: dict[str, Any], model: nn.Module) -> nn.Module:
+    """A fresh model of the trial's architecture with the trained model's channel counts."""
+    cfg = TrialConfig.from_flat(flat)
+    data = load_data(**_data_kwargs(cfg))
+    skeleton = build_model(cfg.arch, data.input_shape, data.n_classes)
+    return reshape_layers(skeleton, layer_shapes(model))
+
+
+def test_eight_bits_are_timed_as_real_int8(int8_trial: tuple[dict, TrialOutcome]) -> None:
+    flat, outcome = int8_trial
+    assert outcome.info["latency_form"] == "int8-x86"
+    assert float(outcome.info["deploy_agreement"]) >= 0.99
+    assert "sparse_execution" not in outcome.info  # structured pruning shrank the layers
+    # The issue's bar: >= 99% top-1 agreement on the test split, for this trained model.
+    data = load_data(**_data_kwargs(TrialConfig.from_flat(flat)))
+    calibration = [data.train_x[i : i + 64] for i in range(0, 256, 64)]
+    int8, form = deployable_form(
+        outcome.model,
+        bits=8,
+        act_bits=8,
+        example_inputs=data.train_x[:1],
+        calibration_batches=calibration,
+    )
+    assert form == "int8-x86"
+    expected = predict_logits(outcome.model, data.test_x).argmax(dim=1)
+    agreement = (predict_logits(int8, data.test_x).argmax(dim=1) == expected).float().mean()
+    assert agreement >= 0.99
+    assert (expected == data.test_y).float().mean() > 0.85  # a real classifier
+
+
+def test_other_widths_are_timed_with_folded_weights(
+    four_bit_trial: tuple[dict, TrialOutcome],
+) -> None:
+    _, outcome = four_bit_trial
+    assert outcome.info["latency_form"] == "fp32-folded-4bit"
+    assert "dense" in outcome.info["sparse_execution"]
+    assert "deploy_agreement" not in outcome.info
+    folded, _ = deployable_form(
+        outcome.model,
+        bits=4,
+        act_bits=8,
+        example_inputs=torch.zeros(1, 1, 8, 8),
+        calibration_batches=[],
+    )
+    # No quantize-dequantize work left to time, and the weights are the 4-bit ones.
+    assert not quant_layers(folded)
+    assert not any(isinstance(m, ActivationFakeQuant) for m in folded.modules())
+    for row in folded.head[2].weight.detach():
+        assert len(row.unique()) <= 2**4
+
+
+def test_thirty_two_bits_time_the_model_itself() -> None:
+    outcome = run_trial(config(**{"train.epochs": 1}))
+    assert outcome.info == {"latency_form": "fp32"}
+
+
+@pytest.mark.parametrize("which", ["int8", "four_bit"])
+def test_size_is_the_artifact_and_it_predicts_what_was_evaluated(
+    request: pytest.FixtureRequest, tmp_path: Path, which: str
+) -> None:
+    flat, outcome = request.getfixturevalue(f"{which}_trial")
+    path = tmp_path / "model.nascomp"
+    assert save_compressed(outcome.model, path) == path.stat().st_size
+    assert outcome.metrics["size_bytes"] == path.stat().st_size
+    restored = load_compressed(path, skeleton_of(flat, outcome.model)).eval()
+    data = load_data(**_data_kwargs(TrialConfig.from_flat(flat)))
+    expected = predict_logits(outcome.model, data.test_x)
+    assert torch.equal(predict_logits(restored, data.test_x), expected)
+
+
+def test_sixteen_bits_evaluate_what_the_artifact_stores(tmp_path: Path) -> None:
+    flat = config(**{"quant.bits": 16, "train.epochs": 1})
+    outcome = run_trial(flat)
+    assert outcome.info["latency_form"] == "fp32-folded-16bit"
+    save_compressed(outcome.model, tmp_path / "m")
+    # fp16 biases and BatchNorm in the file: the trial evaluated them rounded the same way.
+    restored = load_compressed(tmp_path / "m", skeleton_of(flat, outcome.model))
+    data = load_data(**_data_kwargs(TrialConfig.from_flat(flat)))
+    expected = predict_logits(outcome.model, data.val_x)
+    assert torch.equal(predict_logits(restored.eval(), data.val_x), expected)
+    accuracy = (expected.argmax(dim=1) == data.val_y).float().mean().item()
+    assert outcome.metrics["val_accuracy"] == accuracy
