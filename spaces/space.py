@@ -169,9 +169,15 @@ class QuantSpace(_Section):
 
 
 class DistillSpace(_Section):
+    """Hinton's loss (``temperature``, ``alpha``) and, when ``features`` is on, a FitNets hint
+    between intermediate features weighted by ``feature_weight``. Features are off by default:
+    they cost a teacher forward pass per batch; ``features: [false, true]`` searches them."""
+
     enabled: Any = [True, False]
     temperature: Any = {"low": 1.0, "high": 8.0, "log": True}
     alpha: Any = {"low": 0.2, "high": 0.9}
+    features: Any = False
+    feature_weight: Any = {"low": 0.1, "high": 10.0, "log": True}
 
     @field_validator("enabled")
     @classmethod
@@ -188,12 +194,25 @@ class DistillSpace(_Section):
     def _alpha(cls, v: Any) -> Any:
         return parse_spec(v, kind=float, check=in_interval(0.0, 1.0))
 
+    @field_validator("features")
+    @classmethod
+    def _features(cls, v: Any) -> Any:
+        return parse_spec(v, kind=bool)
+
+    @field_validator("feature_weight")
+    @classmethod
+    def _feature_weight(cls, v: Any) -> Any:
+        return parse_spec(v, kind=float, check=in_interval(0.0, None, low_open=True))
+
     def params(self) -> list[Param]:
         when = ("distill.enabled", (True,))
         return [
             to_param("distill.enabled", self.enabled),
             to_param("distill.temperature", self.temperature, when),
             to_param("distill.alpha", self.alpha, when),
+            to_param("distill.features", self.features, when),
+            # Sampled after ``features`` (conditions only look back), and only when it is on.
+            to_param("distill.feature_weight", self.feature_weight, ("distill.features", (True,))),
         ]
 
 

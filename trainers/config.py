@@ -38,6 +38,9 @@ class DistillSettings(_Section):
     enabled: bool = False
     temperature: float = 4.0
     alpha: float = 0.5
+    # FitNets hint on the feature before global pooling (or the classifier's input).
+    features: bool = False
+    feature_weight: float = Field(1.0, gt=0.0)
 
 
 class TrialConfig(_Section):
