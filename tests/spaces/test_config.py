@@ -71,7 +71,10 @@ def test_quickstart_is_valid() -> None:
             "space.quant.bits: a range ({low, high}) is not allowed",
         ),
         ("space.arch.block={low: a, high: b}", "space.arch.block: a range"),
-        ("space.prune.ratio={low: 0.1, high: 0.5, log: true, step: 0.1}", "takes log or step, not both"),
+        (
+            "space.prune.ratio={low: 0.1, high: 0.5, log: true, step: 0.1}",
+            "takes log or step, not both",
+        ),
         ("space.prune.ratio={low: 0.1, hi: 0.5}", "unknown range key(s) ['hi']"),
         (
             "objectives={val_acc: max}",
