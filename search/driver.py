@@ -14,12 +14,12 @@ from typing import Any
 
 import yaml
 
-from search.constraints import is_feasible, parse_constraints, parse_pick
 from search.optuna_space import DefineByRun, make_sampler
 from search.pareto import front_order, knee_index, to_minimise
 from search.searcher import ConstraintsFromAttr, NascompOptunaSearch
 from search.tracking import Tracker, TrialRecord
 from spaces.config import METRICS, Experiment
+from spaces.constraints import is_feasible, parse_constraints, parse_pick
 from trainers.config import TrialConfig, trial_constants
 from trainers.teacher import load_or_train_teacher
 from trainers.trial import TrialOutcome

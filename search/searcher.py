@@ -10,7 +10,7 @@ from typing import Any
 from optuna.trial import FrozenTrial, TrialState
 from ray.tune.search.optuna import OptunaSearch
 
-from search.constraints import Constraint, violations
+from spaces.constraints import Constraint, violations
 
 STATUS_KEY = "nascomp_status"  # result key: ok | infeasible | pruned
 INFO_PREFIX = "nascomp_info."  # result keys of word-valued trial facts, logged as tags

@@ -258,8 +258,8 @@ class MlflowTrialCallback(Callback):
         objectives: dict[str, str],
         constraints: list[str],
     ) -> None:
-        from search.constraints import parse_constraints
         from spaces.config import METRICS
+        from spaces.constraints import parse_constraints
 
         self.tracker = tracker
         self.client = tracker.client
@@ -298,7 +298,7 @@ class MlflowTrialCallback(Callback):
             if key.startswith(INFO_PREFIX)
         ]
         if status == "ok" and self.constraints:
-            from search.constraints import is_feasible
+            from spaces.constraints import is_feasible
 
             feasible = is_feasible(self.constraints, result)
             tags.append(RunTag(FEASIBLE_TAG, str(feasible).lower()))

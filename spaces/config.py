@@ -14,6 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from spaces.constraints import parse_constraints
 from spaces.space import ARCH_SPACES, SpaceConfig, arch_keys
 from trainers.data import DATASETS, DataNotFoundError, check_data_root
 
@@ -176,15 +177,10 @@ class Nb201LookupConfig(_Section):
         None, description="default: ../shared/data/nasbench201/nb201_accuracy.csv"
     )
 
-    @field_validator("table")
-    @classmethod
-    def _table_exists(cls, path: str | None) -> str:
+    def resolved_table(self) -> Path:
         from trainers.nb201_lookup import DEFAULT_TABLE
 
-        resolved = Path(path).expanduser().resolve() if path else DEFAULT_TABLE
-        if not resolved.is_file():
-            raise ValueError(f"NAS-Bench-201 table {str(resolved)!r} does not exist")
-        return str(resolved)
+        return Path(self.table).expanduser().resolve() if self.table else DEFAULT_TABLE
 
 
 class Experiment(_Section):
@@ -213,8 +209,6 @@ class Experiment(_Section):
     @field_validator("constraints")
     @classmethod
     def _constraints_parse(cls, constraints: list[str]) -> list[str]:
-        from search.constraints import parse_constraints
-
         parse_constraints(constraints, METRICS)
         return constraints
 
@@ -262,14 +256,17 @@ def _check_lookup(experiment: Experiment) -> None:
         "space.quant.bits": (space.quant.bits, 32),
         "space.distill.enabled": (space.distill.enabled, False),
     }
+    # Checked here, not on the field: experiments that never look anything up need no table.
+    table = experiment.nb201.resolved_table()
+    if not table.is_file():
+        raise ValueError(f"nb201.table: NAS-Bench-201 table {str(table)!r} does not exist")
+    experiment.nb201.table = str(table)
     for field, (value, needed) in fixed.items():
         if value != needed and value != [needed]:
             raise ValueError(
                 f"trial nb201_lookup needs {field} = {needed!r} (the table's setting); "
                 f"got {value!r}"
             )
-    from search.constraints import parse_constraints
-
     parsed = parse_constraints(experiment.constraints, METRICS)
     named = [*experiment.objectives, *(constraint.metric for constraint in parsed)]
     for name in named:

@@ -40,7 +40,10 @@ def test_quickstart_is_valid() -> None:
         ("traning.epochs=3", "traning: unknown key (did you mean 'train'?)"),
         ("search.trials=abc", "search.trials: Input should be a valid integer"),
         ("search.trials=0", "search.trials: Input should be greater than or equal to 1"),
-        ("search.sampler=cmaes", "search.sampler: Input should be 'nsga2', 'tpe' or 'random'"),
+        (
+            "search.sampler=cmaes",
+            "search.sampler: Input should be 'tpe_local', 'nsga2', 'tpe' or 'random'",
+        ),
         ("space.quant.bits=[4, 9]", "space.quant.bits: bit-width must be in 2..8, 16 or 32; got 9"),
         ("space.quant.bits=1", "space.quant.bits: bit-width must be in 2..8, 16 or 32; got 1"),
         ("space.quant.bits=[4, 8, 12]", "got 12"),
@@ -160,3 +163,18 @@ def test_yaml_is_never_executed(tmp_path: Path) -> None:
     hostile.write_text("search: !!python/object/apply:os.system ['echo pwned']\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_experiment(hostile)
+
+
+def test_nb201_table_is_only_needed_by_lookup_searches(tmp_path: Path) -> None:
+    missing = tmp_path / "nb201.csv"
+    assert load_experiment(None, [f"nb201.table={missing}"]).trial == "train"
+    message = error_for(
+        "trial=nb201_lookup",
+        f"nb201.table={missing}",
+        "space.arch={family: nb201}",
+        "space.prune.method=none",
+        "space.quant.bits=32",
+        "space.distill.enabled=false",
+        "objectives={val_accuracy: max, params: min}",
+    )
+    assert f"nb201.table: NAS-Bench-201 table '{missing}' does not exist" in message

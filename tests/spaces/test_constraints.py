@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from search.constraints import (
+from spaces.config import METRICS, ConfigError, load_experiment
+from spaces.constraints import (
     Constraint,
     is_feasible,
     parse_constraint,
@@ -14,7 +15,6 @@ from search.constraints import (
     parse_pick,
     violations,
 )
-from spaces.config import METRICS, ConfigError, load_experiment
 
 
 @pytest.mark.parametrize(
