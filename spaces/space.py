@@ -9,9 +9,11 @@ and weight only when distillation is on.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from compressors.pruning import IMPORTANCES, PRUNE_METHODS
 from compressors.quantization import VALID_BITS
@@ -26,12 +28,40 @@ def _bits_check(value: Any) -> str | None:
     return None if value in VALID_BITS else f"bit-width must be {_BITS_TEXT}"
 
 
+@dataclass(frozen=True)
+class Rule:
+    """How one field's spec is validated: its value type, what is allowed, whether discrete."""
+
+    kind: type
+    check: Callable[[Any], str | None] | None = None
+    discrete: bool = False
+
+
 class _Section(BaseModel):
-    # Specs are validated by hand (parse_spec) so that lists mean choices and dicts mean ranges.
+    """A space section: each field in ``_rules`` is a spec checked by :func:`parse_spec`, so
+    that lists mean choices and mappings mean ranges."""
+
     model_config = ConfigDict(extra="forbid", validate_default=True)
+    _rules: ClassVar[dict[str, Rule]] = {}
+
+    @field_validator("*")
+    @classmethod
+    def _spec(cls, value: Any, info: ValidationInfo) -> Any:
+        rule = cls._rules.get(info.field_name)
+        if rule is None:
+            return value
+        return parse_spec(value, kind=rule.kind, check=rule.check, discrete=rule.discrete)
 
 
 class CnnArchSpace(_Section):
+    _rules: ClassVar[dict[str, Rule]] = {
+        "n_stages": Rule(int, in_interval(1, 6)),
+        "blocks_per_stage": Rule(int, in_interval(1, 8)),
+        "base_channels": Rule(int, in_interval(1, 1024)),
+        "width_mult": Rule(float, in_interval(0.0, 8.0, low_open=True)),
+        "kernel_size": Rule(int, in_choices((1, 3, 5, 7)), discrete=True),
+        "block": Rule(str, in_choices(BLOCK_TYPES)),
+    }
     family: Literal["cnn"] = "cnn"
     n_stages: Any = [1, 2, 3]
     blocks_per_stage: Any = [1, 2]
@@ -40,36 +70,6 @@ class CnnArchSpace(_Section):
     kernel_size: Any = [3, 5]
     block: Any = list(BLOCK_TYPES)
 
-    @field_validator("n_stages")
-    @classmethod
-    def _n_stages(cls, v: Any) -> Any:
-        return parse_spec(v, kind=int, check=in_interval(1, 6))
-
-    @field_validator("blocks_per_stage")
-    @classmethod
-    def _blocks(cls, v: Any) -> Any:
-        return parse_spec(v, kind=int, check=in_interval(1, 8))
-
-    @field_validator("base_channels")
-    @classmethod
-    def _channels(cls, v: Any) -> Any:
-        return parse_spec(v, kind=int, check=in_interval(1, 1024))
-
-    @field_validator("width_mult")
-    @classmethod
-    def _width(cls, v: Any) -> Any:
-        return parse_spec(v, kind=float, check=in_interval(0.0, 8.0, low_open=True))
-
-    @field_validator("kernel_size")
-    @classmethod
-    def _kernel(cls, v: Any) -> Any:
-        return parse_spec(v, kind=int, check=in_choices((1, 3, 5, 7)), discrete=True)
-
-    @field_validator("block")
-    @classmethod
-    def _block(cls, v: Any) -> Any:
-        return parse_spec(v, kind=str, check=in_choices(BLOCK_TYPES))
-
     def params(self) -> list[Param]:
         return [to_param(f"arch.{name}", getattr(self, name)) for name in type(self).model_fields]
 
@@ -77,25 +77,15 @@ class CnnArchSpace(_Section):
 class Nb201ArchSpace(_Section):
     """NAS-Bench-201 cells: each of the 6 edges picks one op from ``ops``."""
 
+    _rules: ClassVar[dict[str, Rule]] = {
+        "ops": Rule(str, in_choices(NB201_OPS)),
+        "channels": Rule(int, in_interval(1, 1024)),
+        "n_cells": Rule(int, in_interval(1, 16)),
+    }
     family: Literal["nb201"] = "nb201"
     ops: list[str] = list(NB201_OPS)
     channels: Any = 16
     n_cells: Any = 5
-
-    @field_validator("ops")
-    @classmethod
-    def _ops(cls, ops: list[str]) -> list[str]:
-        return parse_spec(ops, kind=str, check=in_choices(NB201_OPS))
-
-    @field_validator("channels")
-    @classmethod
-    def _channels(cls, v: Any) -> Any:
-        return parse_spec(v, kind=int, check=in_interval(1, 1024))
-
-    @field_validator("n_cells")
-    @classmethod
-    def _cells(cls, v: Any) -> Any:
-        return parse_spec(v, kind=int, check=in_interval(1, 16))
 
     def params(self) -> list[Param]:
         edges = [to_param(f"arch.edge{i}", list(self.ops)) for i in range(N_EDGES)]
@@ -112,30 +102,16 @@ ArchSpace = Annotated[CnnArchSpace | Nb201ArchSpace, Field(discriminator="family
 
 
 class PruneSpace(_Section):
+    _rules: ClassVar[dict[str, Rule]] = {
+        "method": Rule(str, in_choices(PRUNE_METHODS)),
+        "ratio": Rule(float, in_interval(0.0, 1.0, high_open=True)),
+        "importance": Rule(str, in_choices(IMPORTANCES)),
+        "scope": Rule(str, in_choices(("global", "layer"))),
+    }
     method: Any = list(PRUNE_METHODS)
     ratio: Any = {"low": 0.1, "high": 0.8}
     importance: Any = "l1"
     scope: Any = "global"
-
-    @field_validator("method")
-    @classmethod
-    def _method(cls, v: Any) -> Any:
-        return parse_spec(v, kind=str, check=in_choices(PRUNE_METHODS))
-
-    @field_validator("ratio")
-    @classmethod
-    def _ratio(cls, v: Any) -> Any:
-        return parse_spec(v, kind=float, check=in_interval(0.0, 1.0, high_open=True))
-
-    @field_validator("importance")
-    @classmethod
-    def _importance(cls, v: Any) -> Any:
-        return parse_spec(v, kind=str, check=in_choices(IMPORTANCES))
-
-    @field_validator("scope")
-    @classmethod
-    def _scope(cls, v: Any) -> Any:
-        return parse_spec(v, kind=str, check=in_choices(("global", "layer")))
 
     def params(self) -> list[Param]:
         method = to_param("prune.method", self.method)
@@ -151,18 +127,12 @@ class PruneSpace(_Section):
 
 
 class QuantSpace(_Section):
+    _rules: ClassVar[dict[str, Rule]] = {
+        "bits": Rule(int, _bits_check, discrete=True),
+        "act_bits": Rule(int, in_choices((2, 3, 4, 5, 6, 7, 8, 32)), discrete=True),
+    }
     bits: Any = [4, 8, 32]
     act_bits: Any = 8
-
-    @field_validator("bits")
-    @classmethod
-    def _bits(cls, v: Any) -> Any:
-        return parse_spec(v, kind=int, check=_bits_check, discrete=True)
-
-    @field_validator("act_bits")
-    @classmethod
-    def _act_bits(cls, v: Any) -> Any:
-        return parse_spec(v, kind=int, check=in_choices((2, 3, 4, 5, 6, 7, 8, 32)), discrete=True)
 
     def params(self) -> list[Param]:
         return [to_param("quant.bits", self.bits), to_param("quant.act_bits", self.act_bits)]
@@ -173,36 +143,18 @@ class DistillSpace(_Section):
     between intermediate features weighted by ``feature_weight``. Features are off by default:
     they cost a teacher forward pass per batch; ``features: [false, true]`` searches them."""
 
+    _rules: ClassVar[dict[str, Rule]] = {
+        "enabled": Rule(bool),
+        "temperature": Rule(float, in_interval(0.0, None, low_open=True)),
+        "alpha": Rule(float, in_interval(0.0, 1.0)),
+        "features": Rule(bool),
+        "feature_weight": Rule(float, in_interval(0.0, None, low_open=True)),
+    }
     enabled: Any = [True, False]
     temperature: Any = {"low": 1.0, "high": 8.0, "log": True}
     alpha: Any = {"low": 0.2, "high": 0.9}
     features: Any = False
     feature_weight: Any = {"low": 0.1, "high": 10.0, "log": True}
-
-    @field_validator("enabled")
-    @classmethod
-    def _enabled(cls, v: Any) -> Any:
-        return parse_spec(v, kind=bool)
-
-    @field_validator("temperature")
-    @classmethod
-    def _temperature(cls, v: Any) -> Any:
-        return parse_spec(v, kind=float, check=in_interval(0.0, None, low_open=True))
-
-    @field_validator("alpha")
-    @classmethod
-    def _alpha(cls, v: Any) -> Any:
-        return parse_spec(v, kind=float, check=in_interval(0.0, 1.0))
-
-    @field_validator("features")
-    @classmethod
-    def _features(cls, v: Any) -> Any:
-        return parse_spec(v, kind=bool)
-
-    @field_validator("feature_weight")
-    @classmethod
-    def _feature_weight(cls, v: Any) -> Any:
-        return parse_spec(v, kind=float, check=in_interval(0.0, None, low_open=True))
 
     def params(self) -> list[Param]:
         when = ("distill.enabled", (True,))
