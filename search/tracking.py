@@ -22,6 +22,7 @@ from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
 from search.searcher import INFO_PREFIX
+from spaces.config import METRICS
 from trainers.config import decode_param
 
 ROLE_TAG = "nascomp.role"
@@ -379,20 +380,7 @@ def _is_number(value: Any) -> bool:
 
 
 # Ray adds bookkeeping keys (time_this_iter_s, pid, ...) to each result; log ours only.
-_LOGGED = {
-    "val_accuracy",
-    "test_accuracy",
-    "params",
-    "nonzero_params",
-    "size_bytes",
-    "macs",
-    "latency_ms",
-    "latency_batch_ms",
-    "train_seconds",
-    "loss",
-    "train_accuracy",
-    "epochs",
-}
+_LOGGED = {*METRICS, "loss", "train_accuracy", "epochs"}
 
 
 def _params(config: dict[str, Any]) -> list[Param]:
