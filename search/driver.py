@@ -22,7 +22,6 @@ from spaces.config import METRICS, Experiment
 from spaces.constraints import is_feasible, parse_constraints, parse_pick
 from trainers.config import TrialConfig, trial_constants
 from trainers.teacher import load_or_train_teacher
-from trainers.trial import TrialOutcome
 
 
 @dataclass
@@ -117,7 +116,7 @@ def _fit(
     from ray.tune.search import ConcurrencyLimiter
 
     from search.progress import ProgressLine
-    from search.trainable import trial_fn
+    from search.trainable import lookup_trial_fn, trial_fn
 
     search = experiment.search
     constraints = parse_constraints(experiment.constraints, METRICS)
@@ -199,19 +198,6 @@ def trial_base(experiment: Experiment) -> dict[str, Any]:
             "seed": constants["seed"],
         }
     return constants
-
-
-def lookup_trial_fn(config: dict[str, Any]) -> None:
-    """Ray Tune trainable of ``trial: nb201_lookup``: one report, the final one."""
-    from ray import tune
-
-    from search.searcher import INFO_PREFIX, STATUS_KEY
-    from trainers.nb201_lookup import run_lookup_trial
-
-    outcome: TrialOutcome = run_lookup_trial(config)
-    final: dict[str, Any] = {**outcome.metrics, STATUS_KEY: outcome.status}
-    final.update({f"{INFO_PREFIX}{key}": value for key, value in outcome.info.items()})
-    tune.report(final)
 
 
 def feasible_trials(
