@@ -40,7 +40,7 @@ from compressors.quantization import QuantConfig, prepare_qat
 from compressors.size import model_size_bytes
 from spaces.models import InfeasibleArchitecture, build_model
 from trainers.config import TrialConfig
-from trainers.data import DataSplits, load_data
+from trainers.data import DataSplits, load_data, to_device
 from trainers.loop import (
     Distillation,
     FeatureHint,
@@ -80,7 +80,8 @@ def run_trial(
     """Train, prune, quantize, evaluate and measure one student described by ``config``."""
     cfg = config if isinstance(config, TrialConfig) else TrialConfig.from_flat(dict(config))
     torch.set_num_threads(cfg.threads)
-    data = load_data(**_data_kwargs(cfg))
+    # One device-resident copy per worker process, shared by the trials it runs.
+    data = to_device(load_data(**_data_kwargs(cfg)), cfg.device)
     seed_everything(cfg.seed)
     try:
         model = build_model(cfg.arch, data.input_shape, data.n_classes).to(cfg.device)
@@ -101,9 +102,8 @@ class _Trial:
         report: Report,
     ) -> None:
         self.cfg, self.data, self.model, self.report = cfg, data, model, report
-        device = cfg.device
-        self.train_x, self.train_y = data.train_x.to(device), data.train_y.to(device)
-        self.val_x, self.val_y = data.val_x.to(device), data.val_y.to(device)
+        self.train_x, self.train_y = data.train_x, data.train_y
+        self.val_x, self.val_y = data.val_x, data.val_y
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.epoch = 0
         self.distill = self._distillation(teacher_state)
@@ -219,12 +219,9 @@ class _Trial:
         )
 
     def _evaluate(self) -> dict[str, float]:
-        device = self.cfg.device
         return {
             "val_accuracy": accuracy(self.model, self.val_x, self.val_y),
-            "test_accuracy": accuracy(
-                self.model, self.data.test_x.to(device), self.data.test_y.to(device)
-            ),
+            "test_accuracy": accuracy(self.model, self.data.test_x, self.data.test_y),
         }
 
     def _measure(self, info: dict[str, str]) -> dict[str, float]:
