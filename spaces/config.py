@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from spaces.constraints import parse_constraints
 from spaces.space import ARCH_SPACES, SpaceConfig, arch_keys
+from trainers.augment import AugmentConfig
 from trainers.data import DATASETS, DataNotFoundError, check_data_root
 
 METRICS = (
@@ -85,6 +86,16 @@ class SearchConfig(_Section):
     rungs: RungsConfig = Field(default_factory=RungsConfig)
 
 
+class AugmentSettings(_Section):
+    """Batched on-device augmentation of training batches (trainers/augment.py); off by default."""
+
+    padding: int = Field(0, ge=0, description="zero padding before a random crop; 0: no crop")
+    flip: bool = Field(False, description="random left-right flip (wrong for digits)")
+
+    def enabled(self) -> bool:
+        return self.padding > 0 or self.flip
+
+
 class TrainConfig(_Section):
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(64, ge=1)
@@ -97,6 +108,11 @@ class TrainConfig(_Section):
     finetune_lr_scale: float = Field(
         0.3, gt=0.0, le=1.0, description="fine-tuning learning rate = lr * this"
     )
+    augment: AugmentSettings = Field(default_factory=AugmentSettings)
+
+    def augmentation(self) -> AugmentConfig | None:
+        augment = self.augment
+        return AugmentConfig(augment.padding, augment.flip) if augment.enabled() else None
 
 
 class TeacherConfig(_Section):

@@ -87,6 +87,7 @@ def teacher_key(config: TrialConfig) -> str:
     payload = {
         "teacher": teacher,
         "data": config.data.model_dump(),
+        "augment": config.train.augment.model_dump(),
         "seed": config.seed,
         "threads": config.threads,
         "device": config.device,

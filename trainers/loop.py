@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from compressors.distillation import FeatureTap, distillation_loss, feature_distillation_loss
+from trainers.augment import AugmentConfig, augment_batch
 
 
 @dataclass(frozen=True)
@@ -46,13 +47,23 @@ class FeatureHint:
 
 @dataclass(frozen=True)
 class Distillation:
-    """Teacher logits for the whole training split, aligned with its rows, and optionally a
+    """What a batch is distilled from: the teacher's logits for the whole training split,
+    aligned with its rows (computed once), or, when batches are augmented and so differ from
+    every stored row, the teacher itself, run once per batch under no_grad. Optionally a
     feature hint."""
 
-    logits: Tensor
+    logits: Tensor | None
     temperature: float
     alpha: float
     hint: FeatureHint | None = None
+    teacher: nn.Module | None = None
+
+    def teacher_logits(self, index: Tensor, inputs: Tensor) -> Tensor:
+        if self.logits is not None:
+            return self.logits[index]
+        assert self.teacher is not None, "Distillation needs logits or a teacher"
+        with torch.no_grad():
+            return self.teacher(inputs)
 
 
 @dataclass(frozen=True)
@@ -86,6 +97,7 @@ def train_epoch(
     generator: torch.Generator,
     distill: Distillation | None = None,
     after_step: Callable[[], None] | None = None,
+    augment: AugmentConfig | None = None,
 ) -> EpochStats:
     """One pass over (x, y) in a seeded random order; returns the mean loss and accuracy."""
     model.train()
@@ -99,13 +111,15 @@ def train_epoch(
         if index.numel() < 2:
             break  # a batch of one breaks batch norm; drop it
         inputs, labels = x[index], y[index]
+        if augment is not None:
+            inputs = augment_batch(inputs, augment, generator)
         logits = model(inputs)
         if distill is None:
             loss = F.cross_entropy(logits, labels)
         else:
             loss = distillation_loss(
                 logits,
-                distill.logits[index],
+                distill.teacher_logits(index, inputs),
                 labels,
                 temperature=distill.temperature,
                 alpha=distill.alpha,

@@ -61,7 +61,13 @@ def train_teacher(config: TrialConfig) -> tuple[StateDict, dict[str, float]]:
     started = time.perf_counter()
     for _ in range(teacher.epochs):
         train_epoch(
-            model, x, y, optimizer=optimizer, batch_size=teacher.batch_size, generator=generator
+            model,
+            x,
+            y,
+            optimizer=optimizer,
+            batch_size=teacher.batch_size,
+            generator=generator,
+            augment=config.train.augmentation(),  # the teacher sees what the students see
         )
     seconds = time.perf_counter() - started
     val = accuracy(model, data.val_x.to(config.device), data.val_y.to(config.device))

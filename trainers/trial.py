@@ -114,9 +114,13 @@ class _Trial:
             return None
         if teacher_state is None:
             raise ValueError("distill.enabled is true but no teacher weights were given")
-        logits = teacher_logits(self.cfg, self.data, teacher_state)
         distill = self.cfg.distill
         hint = self._feature_hint(teacher_state) if distill.features else None
+        if self.cfg.train.augment.enabled():
+            # Augmented batches differ from every stored row: the teacher runs per batch.
+            teacher = build_teacher(self.cfg, self.data, teacher_state).to(self.cfg.device).eval()
+            return Distillation(None, distill.temperature, distill.alpha, hint, teacher=teacher)
+        logits = teacher_logits(self.cfg, self.data, teacher_state)
         return Distillation(logits, distill.temperature, distill.alpha, hint)
 
     def _feature_hint(self, teacher_state: dict[str, Tensor]) -> FeatureHint:
@@ -203,6 +207,7 @@ class _Trial:
             generator=self.generator,
             distill=self.distill,
             after_step=self.pruner.after_step if self.pruner is not None else None,
+            augment=self.cfg.train.augmentation(),
         )
         self.epoch += 1
         self.report(

@@ -184,3 +184,28 @@ def test_teacher_from_a_named_checkpoint_is_not_trained(cache: Path, nested: boo
     loaded, facts = load_or_train_teacher(config)
     assert facts["teacher_train_seconds"] == 0.0
     assert all(torch.equal(loaded[k], trained[k]) for k in trained)
+
+
+def test_augmented_training_is_seeded_and_distils_per_batch(cache: Path) -> None:
+    augmented = {"train.augment.padding": 1, "train.augment.flip": False}
+    config = trial_config(**augmented)
+    first, second = run_trial(config).metrics, run_trial(config).metrics
+    assert first["val_accuracy"] == second["val_accuracy"]  # crops come from the trial's seed
+    losses: dict[str, list[float]] = {"plain": [], "augmented": []}
+    run_trial(trial_config(), report=lambda r: losses["plain"].append(r["loss"]))
+    run_trial(config, report=lambda r: losses["augmented"].append(r["loss"]))
+    assert losses["plain"] != losses["augmented"]  # the batches really were augmented
+    # The teacher learns on augmented batches too, so augmentation is part of its cache key.
+    plain_teacher = TrialConfig.from_flat(trial_config(**{"distill.enabled": True}))
+    augmented_teacher = TrialConfig.from_flat({**config, "distill.enabled": True})
+    from trainers.config import teacher_key
+
+    assert teacher_key(plain_teacher) != teacher_key(augmented_teacher)
+    state, _ = load_or_train_teacher(augmented_teacher)
+    distilled = {
+        **config,
+        "distill.enabled": True,
+        "distill.temperature": 2.0,
+        "distill.alpha": 0.5,
+    }
+    assert run_trial(distilled, teacher_state=state).status == "ok"
