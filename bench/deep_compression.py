@@ -61,8 +61,9 @@ RECIPES = {
     "lenet300100": Recipe(
         epochs=20, prune_epochs=8, finetune_epochs=4, qat_epochs=3, ratio=0.94, bits=4
     ),
+    # Picked on validation error among (0.94, 4), (0.93, 4), (0.94, 5): docs/benchmarks.md.
     "lenet5": Recipe(
-        epochs=15, prune_epochs=6, finetune_epochs=4, qat_epochs=3, ratio=0.94, bits=4
+        epochs=15, prune_epochs=6, finetune_epochs=4, qat_epochs=3, ratio=0.93, bits=4
     ),
 }
 FINETUNE_LR_SCALE = 0.3  # pruning fine-tunes a trained network: a smaller step
