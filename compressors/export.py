@@ -274,7 +274,7 @@ def _decode_positions(reader: _Reader, numel: int) -> np.ndarray:
         width = index_bits_per_entry(numel)
         positions = unpack_uints(reader.take(_packed_length(nnz, width)), nnz, width)
     else:
-        positions = _read_rice_positions(reader, nnz)
+        positions = _read_rice_positions(reader, nnz, numel)
     if positions.size and (positions.max() >= numel or np.any(np.diff(positions) <= 0)):
         raise ValueError("compressed file holds positions outside the weight")
     mask = np.zeros(numel, dtype=bool)
@@ -282,11 +282,13 @@ def _decode_positions(reader: _Reader, numel: int) -> np.ndarray:
     return mask
 
 
-def _read_rice_positions(reader: _Reader, nnz: int) -> np.ndarray:
+def _read_rice_positions(reader: _Reader, nnz: int, numel: int) -> np.ndarray:
     rice_bits = reader.take(1)[0]
-    # The unary stream's length is only known once its nnz zeros are found: peek at the rest.
-    rest = np.frombuffer(reader.data, np.uint8, offset=reader.offset)
-    rest = np.unpackbits(rest, bitorder="little")
+    # The unary stream's length is only known once its nnz zeros are found: peek ahead, at
+    # most as far as the longest stream possible (the gaps sum to at most numel - nnz).
+    longest = _packed_length(((numel - nnz) >> rice_bits) + nnz, 1)
+    rest = reader.data[reader.offset : reader.offset + longest]
+    rest = np.unpackbits(np.frombuffer(rest, np.uint8), bitorder="little")
     ends = np.flatnonzero(rest == 0)[:nnz]
     if ends.size < nnz:
         raise ValueError("compressed file is truncated")

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -49,7 +50,15 @@ def _train(model: nn.Module, data: Digits, n_epochs: int, optimizer: torch.optim
 
 
 @pytest.fixture(scope="module")
-def trained(make_residual_cnn: type[nn.Module]) -> Trained:
+def trained(make_residual_cnn: type[nn.Module]) -> Iterator[Trained]:
+    # One thread: on a busy 2-core machine two OpenMP threads made this training 8x slower.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield _trained(make_residual_cnn)
+    torch.set_num_threads(threads)
+
+
+def _trained(make_residual_cnn: type[nn.Module]) -> Trained:
     torch.manual_seed(0)
     data = _digits()
     model = make_residual_cnn()
