@@ -51,7 +51,7 @@ from trainers.nb201_lookup import lookup_accuracy, network_costs, run_lookup_tri
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "nb201.yaml"
 CHECKPOINTS = (50, 100, 200)
-STRATEGIES = ("random", "nsga2", "nsga2-pop10", "tpe", "tpe_local")
+STRATEGIES = ("random", "nsga2", "nsga2-pop10", "tpe", "tpe_local", "pls")
 
 
 @dataclass(frozen=True)
@@ -81,6 +81,7 @@ STRATEGY_OVERRIDES: dict[str, list[str]] = {
     "nsga2": ["search.sampler=nsga2"],
     "nsga2-pop10": ["search.sampler=nsga2", "search.population_size=10"],
     "tpe_local": ["search.sampler=tpe_local"],
+    "pls": ["search.sampler=pls"],
 }
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import optuna
 
 from search.local_sampler import Constraints, ParetoLocalSampler
+from search.pareto_local_sampler import ParetoLocalSearchSampler
 from spaces.config import SearchConfig
 from spaces.params import Param
 
@@ -73,6 +74,12 @@ def make_sampler(
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         if search.sampler == "tpe":
             return _tpe(seed, constraints_func)
+        if search.sampler == "pls":
+            # 10 random trials seed the model; then model-guided Pareto local search
+            # (bench/search_efficiency.py chose both).
+            return ParetoLocalSearchSampler(
+                seed=seed, n_startup_trials=10, constraints_func=constraints_func
+            )
         if search.sampler == "tpe_local":
             # TPE finds the good regions in the first 30% of the budget, then local search
             # refines the front (bench/search_efficiency.py chose the split).

@@ -30,7 +30,7 @@ METRICS = (
     "latency_batch_ms",
     "train_seconds",
 )
-SAMPLERS = ("tpe_local", "nsga2", "tpe", "random")
+SAMPLERS = ("pls", "tpe_local", "nsga2", "tpe", "random")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 QUICKSTART = Path(__file__).with_name("quickstart.yaml")
 
@@ -72,8 +72,8 @@ class RungsConfig(_Section):
 
 
 class SearchConfig(_Section):
-    # tpe_local: best on the exact NAS-Bench-201 front (docs/benchmarks.md, issue 4).
-    sampler: Literal["tpe_local", "nsga2", "tpe", "random"] = "tpe_local"
+    # pls: best on the exact NAS-Bench-201 front (docs/benchmarks.md, issue 4).
+    sampler: Literal["pls", "tpe_local", "nsga2", "tpe", "random"] = "pls"
     trials: int = Field(20, ge=1)
     concurrent: int = Field(2, ge=1)
     seed: int = 0

@@ -53,8 +53,7 @@ def test_lookup_refuses_settings_the_table_does_not_know() -> None:
 
 
 def test_tpe_local_never_repeats_a_point() -> None:
-    experiment = load_experiment(EXAMPLE, ["search.trials=60"])
-    assert experiment.search.sampler == "tpe_local"  # the default
+    experiment = load_experiment(EXAMPLE, ["search.trials=60", "search.sampler=tpe_local"])
     space = DefineByRun(experiment.space.params(), trial_base(experiment))
     study = optuna.create_study(
         directions=["maximize", "minimize"], sampler=make_sampler(experiment.search)

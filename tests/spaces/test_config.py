@@ -42,7 +42,7 @@ def test_quickstart_is_valid() -> None:
         ("search.trials=0", "search.trials: Input should be greater than or equal to 1"),
         (
             "search.sampler=cmaes",
-            "search.sampler: Input should be 'tpe_local', 'nsga2', 'tpe' or 'random'",
+            "search.sampler: Input should be 'pls', 'tpe_local', 'nsga2', 'tpe' or 'random'",
         ),
         ("space.quant.bits=[4, 9]", "space.quant.bits: bit-width must be in 2..8, 16 or 32; got 9"),
         ("space.quant.bits=1", "space.quant.bits: bit-width must be in 2..8, 16 or 32; got 1"),
