@@ -30,9 +30,10 @@ def main(argv: list[str] | None = None) -> int:
         print("nascomp: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # a known failure gets one line; anything else its traceback
+        from search.driver import SearchError
         from search.tracking import TrackingError
 
-        if isinstance(exc, TrackingError | ValueError):
+        if isinstance(exc, TrackingError | SearchError | ValueError):
             return _fail(str(exc))
         raise
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -49,6 +50,8 @@ def run_search(
     started = time.perf_counter()
     tracker = Tracker(experiment.tracking.resolved_uri(), experiment.tracking.experiment)
     tracker.check_reachable()
+    address = address or os.environ.get("RAY_ADDRESS")
+    check_ray_address(address)
     constants = trial_base(experiment)
     teacher_state, teacher_facts = _prepare_teacher(experiment, constants, echo)
 
@@ -56,7 +59,7 @@ def run_search(
 
     _quiet_ray()
     ray.init(
-        address=address or os.environ.get("RAY_ADDRESS"),
+        address=address,
         include_dashboard=False,
         log_to_driver=False,
         logging_level=logging.ERROR,
@@ -271,6 +274,27 @@ def _prepare_teacher(
     accuracy = facts.get("teacher_val_accuracy")
     echo(f"teacher {how}" + (f", val_accuracy {accuracy:.4f}" if accuracy is not None else ""))
     return state, facts
+
+
+class SearchError(RuntimeError):
+    """The search cannot start (e.g. no Ray cluster at the given address)."""
+
+
+def check_ray_address(address: str | None, timeout_s: float = 5.0) -> None:
+    """Fail in seconds with one line when a HOST:PORT cluster does not answer.
+
+    ray.init would otherwise retry the GCS for minutes. "auto" and "ray://" addresses are
+    left to Ray, which fails fast for them.
+    """
+    if not address or address == "auto" or "://" in address:
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise SearchError(f"--address {address!r}: expected HOST:PORT, auto, or ray://HOST:PORT")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise SearchError(f"no Ray cluster answers at {address} ({exc.strerror or exc})") from None
 
 
 def _quiet_ray() -> None:

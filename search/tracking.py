@@ -9,6 +9,7 @@ sees a single writer.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 import urllib.error
@@ -54,7 +55,12 @@ class Tracker:
     def __init__(self, uri: str, experiment: str) -> None:
         self.uri = uri
         self.experiment = experiment
-        self.client = MlflowClient(tracking_uri=uri)
+
+    @functools.cached_property
+    def client(self) -> MlflowClient:
+        # Lazy: a sqlite store is created on first use, and a search that fails its checks
+        # (tracking server, Ray address) must leave nothing behind.
+        return MlflowClient(tracking_uri=self.uri)
 
     # ------------------------------------------------------------------ store and experiment
     def check_reachable(self, timeout_s: float = 5.0) -> None:

@@ -78,3 +78,10 @@ def test_help_lists_the_commands(tmp_path: Path) -> None:
     assert result.returncode == 0
     for command in ("search", "pareto", "reproduce", "ui"):
         assert command in result.stdout
+
+
+def test_no_ray_cluster_at_the_address(tmp_path: Path) -> None:
+    result = nascomp("search", "--address", "127.0.0.1:9", cwd=tmp_path, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("nascomp: error: no Ray cluster answers at 127.0.0.1:9")
+    assert list(tmp_path.iterdir()) == []  # no MLflow store, no teacher, no results
