@@ -24,6 +24,7 @@ from ray.tune import Callback
 
 from search.searcher import INFO_PREFIX
 from spaces.config import METRICS
+from spaces.constraints import is_feasible, parse_constraints
 from trainers.config import decode_param
 
 ROLE_TAG = "nascomp.role"
@@ -265,8 +266,6 @@ class MlflowTrialCallback(Callback):
         objectives: dict[str, str],
         constraints: list[str],
     ) -> None:
-        from spaces.config import METRICS
-        from spaces.constraints import parse_constraints
 
         self.tracker = tracker
         self.client = tracker.client
@@ -305,8 +304,6 @@ class MlflowTrialCallback(Callback):
             if key.startswith(INFO_PREFIX)
         ]
         if status == "ok" and self.constraints:
-            from spaces.constraints import is_feasible
-
             feasible = is_feasible(self.constraints, result)
             tags.append(RunTag(FEASIBLE_TAG, str(feasible).lower()))
         else:
