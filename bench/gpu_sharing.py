@@ -57,13 +57,12 @@ def _worker(
     import torch
 
     from trainers.config import TrialConfig
-    from trainers.data import load_data, to_device
-    from trainers.teacher import _data_kwargs
+    from trainers.data import to_device
     from trainers.trial import run_trial
 
     cfg = TrialConfig.from_flat(config)
     torch.set_num_threads(cfg.threads)
-    to_device(load_data(**_data_kwargs(cfg)), cfg.device)  # once per worker, before timing
+    to_device(cfg.data.load(), cfg.device)  # once per worker, before timing
     warm = run_trial({**config, "train.epochs": 1})  # kernels, cuDNN choices, allocator
     if warm.status != "ok":
         raise RuntimeError(f"warm-up trial {warm.status}: {warm.reason}")

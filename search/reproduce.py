@@ -8,8 +8,7 @@ from pathlib import Path
 from search.export import export_model
 from search.tracking import Tracker, TrialRecord
 from trainers.config import TrialConfig
-from trainers.data import load_data
-from trainers.teacher import _data_kwargs, load_or_train_teacher
+from trainers.teacher import load_or_train_teacher
 from trainers.trial import TrialOutcome, run_trial
 
 
@@ -40,7 +39,7 @@ def reproduce(tracker: Tracker, run_id: str, export_dir: Path | None = None) -> 
         raise RuntimeError(
             f"run {run_id} did not produce a model ({outcome.status}: {outcome.reason})"
         )
-    example = load_data(**_data_kwargs(config)).test_x[:1].to(config.device)
+    example = config.data.load().test_x[:1].to(config.device)
     model_uri = tracker.log_reproduction(source, outcome.metrics, outcome.model, example.cpu())
     exported = export_model(outcome.model, example, source.params, export_dir) if export_dir else {}
     return Reproduction(source=source, outcome=outcome, model_uri=model_uri, exported=exported)

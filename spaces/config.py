@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from spaces.constraints import parse_constraints
 from spaces.space import ARCH_SPACES, SpaceConfig, arch_keys
 from trainers.augment import AugmentConfig
-from trainers.data import DATASETS, DataNotFoundError, check_data_root
+from trainers.data import DATASETS, DataNotFoundError, DataSplits, check_data_root, load_data
 
 METRICS = (
     "val_accuracy",
@@ -50,6 +50,11 @@ class DataConfig(_Section):
     split_seed: int = 0
     max_train_samples: int | None = Field(None, ge=10)
     image_size: int | None = Field(None, ge=4)
+
+    def load(self) -> DataSplits:
+        """The dataset's splits as in-memory tensors (cached per process by these fields)."""
+        # The fields are exactly load_data's keyword arguments.
+        return load_data(**self.model_dump())
 
     @model_validator(mode="after")
     def _root_holds_dataset(self) -> DataConfig:

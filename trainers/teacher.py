@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from spaces.models import build_model
 from trainers.config import TrialConfig, teacher_key
-from trainers.data import DataSplits, load_data
+from trainers.data import DataSplits
 from trainers.loop import accuracy, make_optimizer, predict_logits, train_epoch
 from trainers.seeding import seed_everything
 
@@ -51,7 +51,7 @@ def load_or_train_teacher(config: TrialConfig) -> tuple[StateDict, dict[str, flo
 
 def train_teacher(config: TrialConfig) -> tuple[StateDict, dict[str, float]]:
     torch.set_num_threads(config.threads)
-    data = load_data(**_data_kwargs(config))
+    data = config.data.load()
     seed_everything(config.seed)
     model = build_teacher(config, data).to(config.device)
     teacher = config.teacher
@@ -91,15 +91,3 @@ def teacher_logits(config: TrialConfig, data: DataSplits, state: StateDict) -> T
         teacher = build_teacher(config, data, state).to(config.device)
         _LOGITS[key] = predict_logits(teacher, data.train_x.to(config.device))
     return _LOGITS[key]
-
-
-def _data_kwargs(config: TrialConfig) -> dict:
-    data = config.data
-    return {
-        "name": data.name,
-        "root": data.root,
-        "val_fraction": data.val_fraction,
-        "split_seed": data.split_seed,
-        "max_train_samples": data.max_train_samples,
-        "image_size": data.image_size,
-    }

@@ -40,7 +40,7 @@ from compressors.quantization import QuantConfig, prepare_qat
 from compressors.size import model_size_bytes
 from spaces.models import InfeasibleArchitecture, build_model
 from trainers.config import TrialConfig
-from trainers.data import DataSplits, load_data, to_device
+from trainers.data import DataSplits, to_device
 from trainers.loop import (
     Distillation,
     FeatureHint,
@@ -50,7 +50,7 @@ from trainers.loop import (
     train_epoch,
 )
 from trainers.seeding import seed_everything
-from trainers.teacher import _data_kwargs, build_teacher, teacher_logits
+from trainers.teacher import build_teacher, teacher_logits
 
 Report = Callable[[dict[str, Any]], None]
 STATUS_OK = "ok"
@@ -81,7 +81,7 @@ def run_trial(
     cfg = config if isinstance(config, TrialConfig) else TrialConfig.from_flat(dict(config))
     torch.set_num_threads(cfg.threads)
     # One device-resident copy per worker process, shared by the trials it runs.
-    data = to_device(load_data(**_data_kwargs(cfg)), cfg.device)
+    data = to_device(cfg.data.load(), cfg.device)
     seed_everything(cfg.seed)
     try:
         model = build_model(cfg.arch, data.input_shape, data.n_classes).to(cfg.device)

@@ -157,11 +157,9 @@ def test_reproduce_matches_and_exports(searched: Searched) -> None:
     }
     # The MLflow model and the TorchScript file predict the same as each other on real inputs.
     from trainers.config import TrialConfig
-    from trainers.data import load_data
-    from trainers.teacher import _data_kwargs
 
     config = TrialConfig.from_flat(json.loads((export / "trial_config.json").read_text()))
-    inputs = load_data(**_data_kwargs(config)).test_x[:64]
+    inputs = config.data.load().test_x[:64]
     mlflow.set_tracking_uri(searched.uri)
     from_mlflow = mlflow.pytorch.load_model(f"runs:/{again[0].info.run_id}/model")
     scripted = torch.jit.load(str(export / "model.torchscript.pt"))

@@ -11,9 +11,7 @@ import torch
 from search.export import export_model, load_exported
 from tests.trainers.test_trial_measure import pruned
 from trainers.config import TrialConfig
-from trainers.data import load_data
 from trainers.loop import predict_logits
-from trainers.teacher import _data_kwargs
 from trainers.trial import run_trial
 
 
@@ -25,7 +23,7 @@ def test_load_exported_predicts_what_the_trial_evaluated(
 ) -> None:
     flat = pruned(method, 0.5, **{"quant.bits": bits, "train.epochs": 1})
     outcome = run_trial(flat)
-    data = load_data(**_data_kwargs(TrialConfig.from_flat(flat)))
+    data = TrialConfig.from_flat(flat).data.load()
     files = export_model(outcome.model, data.test_x[:1], flat, tmp_path)
     assert files["artifact"].stat().st_size == outcome.metrics["size_bytes"]
     skeleton = json.loads(files["skeleton"].read_text())

@@ -10,8 +10,6 @@ import torch
 from spaces.models import build_model
 from tests.trainers.test_trial_measure import config
 from trainers.config import TrialConfig
-from trainers.data import load_data
-from trainers.teacher import _data_kwargs
 from trainers.trial import run_trial
 
 # A small teacher (one plain stage): what matters is that its feature map differs in width and
@@ -28,7 +26,7 @@ TEACHER = {
 def teacher_state() -> dict[str, torch.Tensor]:
     """An untrained teacher is enough to see the mechanism (and keeps the test fast)."""
     cfg = TrialConfig.from_flat(config(**TEACHER))
-    data = load_data(**_data_kwargs(cfg))
+    data = cfg.data.load()
     torch.manual_seed(0)
     return build_model(cfg.teacher.arch, data.input_shape, data.n_classes).state_dict()
 

@@ -15,9 +15,7 @@ from compressors.quantization import ActivationFakeQuant, quant_layers
 from spaces.config import load_experiment
 from spaces.models import build_model
 from trainers.config import TrialConfig, trial_constants
-from trainers.data import load_data
 from trainers.loop import predict_logits
-from trainers.teacher import _data_kwargs
 from trainers.trial import TrialOutcome, run_trial
 
 FAST = [
@@ -68,7 +66,7 @@ def four_bit_trial() -> tuple[dict[str, Any], TrialOutcome]:
 def skeleton_of(flat: dict[str, Any], model: nn.Module) -> nn.Module:
     """A fresh model of the trial's architecture with the trained model's channel counts."""
     cfg = TrialConfig.from_flat(flat)
-    data = load_data(**_data_kwargs(cfg))
+    data = cfg.data.load()
     skeleton = build_model(cfg.arch, data.input_shape, data.n_classes)
     return reshape_layers(skeleton, layer_shapes(model))
 
@@ -79,7 +77,7 @@ def test_eight_bits_are_timed_as_real_int8(int8_trial: tuple[dict, TrialOutcome]
     assert float(outcome.info["deploy_agreement"]) >= 0.99
     assert "sparse_execution" not in outcome.info  # structured pruning shrank the layers
     # The issue's bar: >= 99% top-1 agreement on the test split, for this trained model.
-    data = load_data(**_data_kwargs(TrialConfig.from_flat(flat)))
+    data = TrialConfig.from_flat(flat).data.load()
     calibration = [data.train_x[i : i + 64] for i in range(0, 256, 64)]
     int8, form = deployable_form(
         outcome.model,
@@ -130,7 +128,7 @@ def test_size_is_the_artifact_and_it_predicts_what_was_evaluated(
     assert save_compressed(outcome.model, path) == path.stat().st_size
     assert outcome.metrics["size_bytes"] == path.stat().st_size
     restored = load_compressed(path, skeleton_of(flat, outcome.model)).eval()
-    data = load_data(**_data_kwargs(TrialConfig.from_flat(flat)))
+    data = TrialConfig.from_flat(flat).data.load()
     expected = predict_logits(outcome.model, data.test_x)
     assert torch.equal(predict_logits(restored, data.test_x), expected)
 
@@ -142,7 +140,7 @@ def test_sixteen_bits_evaluate_what_the_artifact_stores(tmp_path: Path) -> None:
     save_compressed(outcome.model, tmp_path / "m")
     # fp16 biases and BatchNorm in the file: the trial evaluated them rounded the same way.
     restored = load_compressed(tmp_path / "m", skeleton_of(flat, outcome.model))
-    data = load_data(**_data_kwargs(TrialConfig.from_flat(flat)))
+    data = TrialConfig.from_flat(flat).data.load()
     expected = predict_logits(outcome.model, data.val_x)
     assert torch.equal(predict_logits(restored.eval(), data.val_x), expected)
     accuracy = (expected.argmax(dim=1) == data.val_y).float().mean().item()
