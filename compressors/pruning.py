@@ -19,6 +19,7 @@ since a layer loses both output and input channels, its parameters fall roughly 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -81,6 +82,15 @@ class Pruner:
         """Fraction of prunable weights removed or zeroed so far."""
         return 0.0
 
+    def state_dict(self) -> dict[str, Any]:
+        """The schedule's progress as tensors and plain values (``torch.load(weights_only=True)``
+        reads it back); ``load_state_dict`` continues from it."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from ``state_dict()`` on a pruner made for a model of the same structure
+        (for structured pruning: a model already reshaped to the pruned channel counts)."""
+
 
 class UnstructuredPruner(Pruner):
     """Element-wise magnitude masks, kept per Parameter object so that layer swaps (QAT) that
@@ -139,6 +149,20 @@ class UnstructuredPruner(Pruner):
         n_pruned = sum(int((~mask).sum()) for mask in self.masks.values())
         return n_pruned / n_total if n_total else 0.0
 
+    def state_dict(self) -> dict[str, Any]:
+        # A list in prunable-layer order: the Parameters themselves do not survive a restart.
+        return {"masks": [self.masks[weight].clone() for weight in self.weights]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        masks = state["masks"]
+        shapes = [tuple(w.shape) for w in self.weights]
+        if [tuple(mask.shape) for mask in masks] != shapes:
+            raise ValueError("pruner state's masks do not match the model's prunable layers")
+        self.masks = {
+            weight: mask.to(device=weight.device, dtype=torch.bool)
+            for weight, mask in zip(self.weights, masks, strict=True)
+        }
+
 
 def classifier_layer(model: nn.Module) -> nn.Module | None:
     """The final classifier: the last Linear in module order (its outputs are the classes)."""
@@ -191,8 +215,42 @@ class StructuredPruner(Pruner):
             return 0.0
         return 1.0 - prunable_weight_count(self.model) / self.n_initial_weights
 
+    def state_dict(self) -> dict[str, Any]:
+        # torch-pruning measures every target against the channel counts it saw first; a
+        # pruner rebuilt on the pruned model would see smaller ones, so they are carried over.
+        names = {module: name for name, module in self.model.named_modules()}
+        tp_pruner = self._pruner
+        return {
+            "applied_ratio": self._applied_ratio,
+            "n_initial_weights": self.n_initial_weights,
+            "scope_initial_channels": dict(tp_pruner._scope_initial_channels),
+            "init_out_channels": _by_name(tp_pruner.layer_init_out_ch, names),
+            "init_in_channels": _by_name(tp_pruner.layer_init_in_ch, names),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        modules = dict(self.model.named_modules())
+        tp_pruner = self._pruner
+        self._applied_ratio = float(state["applied_ratio"])
+        self.n_initial_weights = int(state["n_initial_weights"])
+        tp_pruner._scope_initial_channels = dict(state["scope_initial_channels"])
+        for counts, saved in (
+            (tp_pruner.layer_init_out_ch, state["init_out_channels"]),
+            (tp_pruner.layer_init_in_ch, state["init_in_channels"]),
+        ):
+            for name, count in saved.items():
+                if name not in modules:
+                    raise ValueError(f"pruner state names layer {name!r}, not in the model")
+                counts[modules[name]] = count
+
 
 _NORM_DEGREE = {"l1": 1, "l2": 2}
+
+
+def _by_name(counts: dict[Any, Any], names: dict[nn.Module, str]) -> dict[str, Any]:
+    """torch-pruning's per-module counts keyed by module name (its graph also holds operator
+    nodes, which are not modules of the model and are rebuilt identically)."""
+    return {names[module]: count for module, count in counts.items() if module in names}
 
 
 def _parameter_shapes(model: nn.Module) -> list[tuple[int, ...]]:

@@ -249,6 +249,20 @@ def quantized_bits(model: nn.Module) -> int:
     return bits.pop() if bits else 32
 
 
+def observer_flags(model: nn.Module) -> list[bool]:
+    """The ``observed`` flag of every ActivationFakeQuant of ``model``, in module order."""
+    return [m.observed for m in model.modules() if isinstance(m, ActivationFakeQuant)]
+
+
+def restore_observer_flags(model: nn.Module, flags: list[bool]) -> None:
+    """Set the flags ``observer_flags`` returned (a Python attribute: not in the state_dict)."""
+    observers = [m for m in model.modules() if isinstance(m, ActivationFakeQuant)]
+    if len(observers) != len(flags):
+        raise ValueError(f"{len(flags)} observer flags for {len(observers)} activation quantizers")
+    for observer, flag in zip(observers, flags, strict=True):
+        observer.observed = bool(flag)
+
+
 def activation_bits(model: nn.Module) -> int:
     """The input activation bit-width of the prepared layers (32 when none)."""
     for layer in quant_layers(model):

@@ -11,6 +11,10 @@ Phases, each reporting once per epoch:
 Then accuracy on the validation split (the search objective) and on the test split (reported,
 never used to select), and the model's size, MACs and latency.
 
+Restarts: given a ``checkpoint`` callable, each epoch hands it the metrics together with the
+trial's whole state (``trainers.checkpoint``); ``resume`` with such a state continues with the
+next epoch, and on CPU ends exactly as the uninterrupted run would.
+
 What is measured is what would be shipped. ``size_bytes`` is the exact size of the artifact
 ``compressors.export.save_compressed`` writes for the evaluated model (which loads back to the
 same predictions). Latency is timed on the model's deployable form
@@ -33,12 +37,25 @@ from torch import Tensor, nn
 
 from compressors.deploy import FORM_INT8, deployable_form
 from compressors.distillation import FeatureTap, make_projector
-from compressors.export import round_to_storage
+from compressors.export import layer_shapes, reshape_layers, round_to_storage
 from compressors.measure import count_macs, count_nonzero_params, count_params, measure_latency_ms
-from compressors.pruning import PruneConfig, make_pruner
-from compressors.quantization import QuantConfig, prepare_qat
+from compressors.pruning import PruneConfig, Pruner, make_pruner
+from compressors.quantization import (
+    QuantConfig,
+    observer_flags,
+    prepare_qat,
+    restore_observer_flags,
+)
 from compressors.size import model_size_bytes
 from spaces.models import InfeasibleArchitecture, build_model
+from trainers.checkpoint import (
+    STATE_FORMAT,
+    check_resumable,
+    config_fingerprint,
+    detached_copy,
+    restore_rng_state,
+    rng_state,
+)
 from trainers.config import TrialConfig
 from trainers.data import DataSplits, to_device
 from trainers.loop import (
@@ -53,6 +70,8 @@ from trainers.seeding import seed_everything
 from trainers.teacher import build_teacher, teacher_logits
 
 Report = Callable[[dict[str, Any]], None]
+# Called after each epoch with the epoch's metrics and the state to resume from.
+Checkpoint = Callable[[dict[str, Any], dict[str, Any]], None]
 STATUS_OK = "ok"
 STATUS_INFEASIBLE = "infeasible"
 # Activation ranges of the int8 form: 4 batches of 64 training images, enough for the
@@ -76,8 +95,15 @@ def run_trial(
     *,
     teacher_state: dict[str, Tensor] | None = None,
     report: Report | None = None,
+    checkpoint: Checkpoint | None = None,
+    resume: dict[str, Any] | None = None,
 ) -> TrialOutcome:
-    """Train, prune, quantize, evaluate and measure one student described by ``config``."""
+    """Train, prune, quantize, evaluate and measure one student described by ``config``.
+
+    ``report(metrics)`` is called once per epoch; with ``checkpoint``, ``checkpoint(metrics,
+    state)`` is called instead. ``resume``: a state from such a call (of the same config), to
+    continue from the epoch after it.
+    """
     cfg = config if isinstance(config, TrialConfig) else TrialConfig.from_flat(dict(config))
     torch.set_num_threads(cfg.threads)
     # One device-resident copy per worker process, shared by the trials it runs.
@@ -87,7 +113,37 @@ def run_trial(
         model = build_model(cfg.arch, data.input_shape, data.n_classes).to(cfg.device)
     except InfeasibleArchitecture as exc:
         return TrialOutcome(status=STATUS_INFEASIBLE, reason=str(exc))
-    return _Trial(cfg, data, model, teacher_state, report or (lambda _: None)).run()
+    if resume is not None:
+        check_resumable(resume, cfg)
+    trial = _Trial(cfg, data, model, teacher_state, report or (lambda _: None), checkpoint)
+    if resume is not None:
+        trial.restore(resume)
+    return trial.run()
+
+
+def _prunes(cfg: TrialConfig) -> bool:
+    return cfg.prune.method != "none" and cfg.prune.ratio > 0
+
+
+@dataclass(frozen=True)
+class _Schedule:
+    """Where each phase's epochs fall in the trial's count (phases that are off have none)."""
+
+    n_train: int
+    n_prune: int
+    n_quant: int
+
+    @classmethod
+    def of(cls, cfg: TrialConfig) -> _Schedule:
+        train = cfg.train
+        n_prune = train.prune_epochs if _prunes(cfg) else 0
+        return cls(train.epochs, n_prune, train.qat_epochs if cfg.quant.bits < 32 else 0)
+
+    def n_done(self, phase: str, epoch: int) -> int:
+        """Epochs of ``phase`` finished once the trial has finished ``epoch`` epochs."""
+        first = {"train": 0, "prune": self.n_train, "quant": self.n_train + self.n_prune}[phase]
+        n_epochs = {"train": self.n_train, "prune": self.n_prune, "quant": self.n_quant}[phase]
+        return min(max(epoch - first, 0), n_epochs)
 
 
 class _Trial:
@@ -100,14 +156,22 @@ class _Trial:
         model: nn.Module,
         teacher_state: dict[str, Tensor] | None,
         report: Report,
+        checkpoint: Checkpoint | None = None,
     ) -> None:
         self.cfg, self.data, self.model, self.report = cfg, data, model, report
+        self.checkpoint = checkpoint
         self.train_x, self.train_y = data.train_x, data.train_y
         self.val_x, self.val_y = data.val_x, data.val_y
         self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.schedule = _Schedule.of(cfg)
         self.epoch = 0
         self.distill = self._distillation(teacher_state)
-        self.pruner = None
+        self.pruner: Pruner | None = None
+        self.quantized = False
+        # Set by restore: the optimizer state of the phase the resumed checkpoint was taken in.
+        self.resumed_optimizer: dict[str, Any] | None = None
+        self.seconds_before = 0.0  # training time spent before the resumed checkpoint
+        self.started = time.perf_counter()
 
     def _distillation(self, teacher_state: dict[str, Tensor] | None) -> Distillation | None:
         if not self.cfg.distill.enabled:
@@ -138,39 +202,44 @@ class _Trial:
         return FeatureHint(teacher, student_tap, teacher_tap, projector, weight)
 
     def run(self) -> TrialOutcome:
-        started = time.perf_counter()
+        self.started = time.perf_counter()
         train = self.cfg.train
         self._phase("train", train.epochs, lr=train.lr)
         self._end_feature_hint()
-        if self.cfg.prune.method != "none" and self.cfg.prune.ratio > 0:
+        if _prunes(self.cfg):
             self._prune()
         if self.cfg.quant.bits < 32:
-            prepare_qat(
-                self.model, QuantConfig(bits=self.cfg.quant.bits, act_bits=self.cfg.quant.act_bits)
-            )
+            self._prepare_qat()
             self._phase("quant", train.qat_epochs, lr=train.lr * train.finetune_lr_scale)
         # Evaluate exactly what the artifact will hold (matters at 16 bits only).
         round_to_storage(self.model)
-        metrics = {"train_seconds": time.perf_counter() - started}
+        metrics = {"train_seconds": self._train_seconds()}
         metrics.update(self._evaluate())
         info: dict[str, str] = {}
         metrics.update(self._measure(info))
         self.model.eval()
         return TrialOutcome(status="ok", metrics=metrics, model=self.model, info=info)
 
-    def _prune(self) -> None:
+    def _make_pruner(self) -> Pruner:
         prune = self.cfg.prune
         config = PruneConfig(
             method=prune.method, ratio=prune.ratio, importance=prune.importance, scope=prune.scope
         )
-        self.pruner = make_pruner(self.model, config, self.train_x[:2])
+        return make_pruner(self.model, config, self.train_x[:2])
+
+    def _prune(self) -> None:
         n_epochs = self.cfg.train.prune_epochs
-        if n_epochs == 0:
-            self.pruner.update(1.0)
-            return
+        if self.pruner is None:  # else restored from a checkpoint taken after it was made
+            self.pruner = self._make_pruner()
+            if n_epochs == 0:
+                self.pruner.update(1.0)
+                return
         lr = self.cfg.train.lr * self.cfg.train.finetune_lr_scale
         optimizer = None
-        for epoch in range(n_epochs):
+        n_done = self.schedule.n_done("prune", self.epoch)
+        if 0 < n_done < n_epochs:
+            optimizer = self._resumed_optimizer(lr)
+        for epoch in range(n_done, n_epochs):
             # Each step of the cubic ramp is followed by an epoch of fine-tuning at that sparsity.
             changed = self.pruner.update((epoch + 1) / n_epochs)
             if optimizer is None or changed:
@@ -185,9 +254,18 @@ class _Trial:
             self.distill.hint.remove()
             self.distill = replace(self.distill, hint=None)
 
+    def _prepare_qat(self) -> None:
+        if not self.quantized:
+            quant = self.cfg.quant
+            prepare_qat(self.model, QuantConfig(bits=quant.bits, act_bits=quant.act_bits))
+            self.quantized = True
+
     def _phase(self, phase: str, n_epochs: int, lr: float) -> None:
-        optimizer = self._optimizer(lr)
-        for _ in range(n_epochs):
+        n_done = self.schedule.n_done(phase, self.epoch)
+        if n_done == n_epochs:
+            return
+        optimizer = self._resumed_optimizer(lr) if n_done > 0 else self._optimizer(lr)
+        for _ in range(n_epochs - n_done):
             self._epoch(phase, optimizer)
 
     def _optimizer(self, lr: float) -> torch.optim.Optimizer:
@@ -196,6 +274,14 @@ class _Trial:
         if self.distill is not None and self.distill.hint is not None:
             trained = nn.ModuleList([self.model, self.distill.hint.projector])
         return make_optimizer(trained, train.optimizer, lr, train.weight_decay, train.momentum)
+
+    def _resumed_optimizer(self, lr: float) -> torch.optim.Optimizer:
+        """The optimizer of a phase resumed in its middle, with its state (moments, steps)."""
+        assert self.resumed_optimizer is not None, "resumed mid-phase without optimizer state"
+        optimizer = self._optimizer(lr)
+        optimizer.load_state_dict(self.resumed_optimizer)
+        self.resumed_optimizer = None
+        return optimizer
 
     def _epoch(self, phase: str, optimizer: torch.optim.Optimizer) -> None:
         stats = train_epoch(
@@ -210,18 +296,69 @@ class _Trial:
             augment=self.cfg.train.augmentation(),
         )
         self.epoch += 1
-        self.report(
-            {
-                "phase": phase,
-                "epoch": self.epoch,
-                "loss": stats.loss,
-                "train_accuracy": stats.train_accuracy,
-                "val_accuracy": accuracy(self.model, self.val_x, self.val_y),
-                "params": count_params(self.model),
-                "nonzero_params": count_nonzero_params(self.model),
-                "size_bytes": model_size_bytes(self.model),
-            }
-        )
+        metrics = {
+            "phase": phase,
+            "epoch": self.epoch,
+            "loss": stats.loss,
+            "train_accuracy": stats.train_accuracy,
+            "val_accuracy": accuracy(self.model, self.val_x, self.val_y),
+            "params": count_params(self.model),
+            "nonzero_params": count_nonzero_params(self.model),
+            "size_bytes": model_size_bytes(self.model),
+        }
+        if self.checkpoint is None:
+            self.report(metrics)
+        else:
+            self.checkpoint(metrics, self._state(phase, optimizer))
+
+    def _train_seconds(self) -> float:
+        return self.seconds_before + time.perf_counter() - self.started
+
+    def _state(self, phase: str, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+        """Everything the epochs after this one depend on (see ``restore``)."""
+        hint = self.distill.hint if self.distill is not None else None
+        state = {
+            "format": STATE_FORMAT,
+            "fingerprint": config_fingerprint(self.cfg),
+            "epoch": self.epoch,
+            "phase": phase,
+            "train_seconds": self._train_seconds(),
+            "layer_shapes": layer_shapes(self.model),
+            "quantized": self.quantized,
+            "model": self.model.state_dict(),
+            "observed": observer_flags(self.model),
+            "optimizer": optimizer.state_dict(),
+            "pruner": self.pruner.state_dict() if self.pruner is not None else None,
+            "projector": hint.projector.state_dict() if hint is not None else None,
+            "generator": self.generator.get_state(),
+            "rng": rng_state(self.cfg.device),
+        }
+        return detached_copy(state)
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from ``_state``'s snapshot: first redo what changed the model's structure
+        before it was taken (feature hint ended, channels removed, QAT layers swapped in), then
+        load every value. The caller checked that the state belongs to this config."""
+        self.epoch = int(state["epoch"])
+        if self.epoch >= self.schedule.n_train:
+            self._end_feature_hint()
+        # Structured pruning removed channels: the fresh model takes the pruned shapes first.
+        reshape_layers(self.model, state["layer_shapes"]).to(self.cfg.device)
+        if state["pruner"] is not None:
+            self.pruner = self._make_pruner()  # made on the float model, as in the first run
+            self.pruner.load_state_dict(state["pruner"])
+        if state["quantized"]:
+            self._prepare_qat()
+        self.model.load_state_dict(state["model"])
+        self.model.train()  # as after every epoch (tracing for the pruner left it in eval)
+        restore_observer_flags(self.model, state["observed"])
+        if self.distill is not None and self.distill.hint is not None:
+            self.distill.hint.projector.load_state_dict(state["projector"])
+        self.resumed_optimizer = state["optimizer"]
+        self.seconds_before = float(state["train_seconds"])
+        self.generator.set_state(state["generator"])
+        # Last: building the pieces above drew from the global RNG.
+        restore_rng_state(state["rng"], self.cfg.device)
 
     def _evaluate(self) -> dict[str, float]:
         return {

@@ -1,0 +1,98 @@
+"""A trial's resumable state: what ``run_trial`` hands to its ``checkpoint`` callable after each
+epoch and accepts back as ``resume``.
+
+The state is a plain dict of tensors, numbers, strings, bools, None and lists/dicts of those,
+so ``torch.load(..., weights_only=True)`` reads it (no pickled code runs on load). Tensors are
+copied to the CPU when the state is taken: it stays valid while training goes on, and it loads
+on a machine without the trial's device.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from trainers.config import TrialConfig, flatten
+
+# Bumped whenever the state's layout changes: an older state is refused, not misread.
+STATE_FORMAT = 1
+_REQUIRED_KEYS = ("format", "fingerprint", "epoch")
+
+
+def config_fingerprint(config: TrialConfig) -> str:
+    """A digest of the trial's whole flat config: a state resumes only the config it came from."""
+    flat = flatten(config.model_dump(mode="json"))
+    return hashlib.sha256(json.dumps(flat, sort_keys=True).encode()).hexdigest()
+
+
+def check_resumable(state: dict[str, Any], config: TrialConfig) -> None:
+    """Raise ValueError unless ``state`` is a checkpoint of a run of ``config``."""
+    if not isinstance(state, dict) or any(key not in state for key in _REQUIRED_KEYS):
+        raise ValueError("resume must be a state that run_trial passed to its checkpoint")
+    if state["format"] != STATE_FORMAT:
+        raise ValueError(
+            f"resume state has format {state['format']!r}; this version reads {STATE_FORMAT}"
+        )
+    if state["fingerprint"] != config_fingerprint(config):
+        raise ValueError(
+            "resume state was saved by a trial with a different config; "
+            "a trial resumes only from its own checkpoints"
+        )
+
+
+def detached_copy(value: Any) -> Any:
+    """``value`` with every tensor copied to the CPU (dicts, lists and tuples walked)."""
+    if isinstance(value, Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {key: detached_copy(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(detached_copy(item) for item in value)
+    return value
+
+
+def rng_state(device: str) -> dict[str, Tensor | None]:
+    """The global torch RNG states a trial can draw from (its own generator aside). Python's
+    and numpy's are not used while training, so they are not kept."""
+    target = torch.device(device)
+    cuda = torch.cuda.get_rng_state(target) if target.type == "cuda" else None
+    return {"cpu": torch.get_rng_state(), "cuda": cuda}
+
+
+def restore_rng_state(state: dict[str, Tensor | None], device: str) -> None:
+    torch.set_rng_state(state["cpu"])
+    target = torch.device(device)
+    if state["cuda"] is not None and target.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], target)
+
+
+def save_state(path: str | Path, state: dict[str, Any]) -> None:
+    """Write ``state`` to ``path`` atomically: a reader (or a restart after a kill mid-write)
+    sees the previous file or the new one, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            torch.save(state, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(partial, path)
+    except BaseException:
+        Path(partial).unlink(missing_ok=True)
+        raise
+
+
+def load_state(path: str | Path) -> dict[str, Any]:
+    """Read a ``save_state`` file onto the CPU, without unpickling any code."""
+    state = torch.load(Path(path), map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or "format" not in state:
+        raise ValueError(f"{path} does not hold a trial state")
+    return state
