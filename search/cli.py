@@ -16,6 +16,8 @@ from typing import Any
 from spaces.config import ConfigError, TrackingConfig, load_experiment
 
 EXIT_USAGE = 2
+EXIT_UNLOGGED = 3  # the search ran, but its last results are only in its result folder
+EXIT_INTERRUPTED = 130
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,11 +30,17 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(str(exc))
     except KeyboardInterrupt:
         print("nascomp: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except Exception as exc:  # a known failure gets one line; anything else its traceback
-        from search.driver import SearchError
+        from search.driver import SearchError, SearchInterrupted, TrackingOutage
         from search.tracking import TrackingError
 
+        if isinstance(exc, SearchInterrupted):
+            print(f"nascomp: {exc}", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        if isinstance(exc, TrackingOutage):
+            print(f"nascomp: error: {exc}", file=sys.stderr)
+            return EXIT_UNLOGGED
         if isinstance(exc, TrackingError | SearchError | ValueError):
             return _fail(str(exc))
         raise
@@ -77,8 +85,26 @@ def _parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override any field, e.g. --set train.epochs=5",
     )
+    search.add_argument(
+        "--resume",
+        nargs="?",
+        const="latest",
+        metavar="FOLDER",
+        help="continue an interrupted search: the latest unfinished one of this experiment, "
+        "or the given result folder",
+    )
     _tracking_args(search)
     search.set_defaults(run=cmd_search)
+
+    replay = commands.add_parser(
+        "replay",
+        help="write into MLflow what a search buffered while its tracking server was away",
+    )
+    replay.add_argument("folder", type=Path, help="the search's result folder (nascomp-...)")
+    replay.add_argument(
+        "--tracking-uri", help="default: the URI the search used (its nascomp.json)"
+    )
+    replay.set_defaults(run=cmd_replay)
 
     pareto = commands.add_parser("pareto", help="print the Pareto front of the latest search")
     _tracking_args(pareto)
@@ -154,7 +180,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         f"{experiment.search.concurrent} at once, "
         f"objectives {_objectives_text(experiment.objectives)}"
     )
-    summary = run_search(experiment, address=args.address)
+    summary = run_search(experiment, address=args.address, resume=args.resume)
     from search.tracking import Tracker
 
     tracker = Tracker(experiment.tracking.resolved_uri(), experiment.tracking.experiment)
@@ -179,6 +205,14 @@ def _browse_hint(tracker: Any) -> str:
         "" if tracker.uri == TrackingConfig().resolved_uri() else f" --tracking-uri {tracker.uri}"
     )
     return f"run `nascomp ui{uri_flag}`, then open {tracker.runs_url()}"
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from search.replay import replay
+
+    written, uri = replay(args.folder, args.tracking_uri)
+    print(f"nascomp replay: {written} buffered writes applied to {uri}")
+    return 0
 
 
 # --------------------------------------------------------------------------- pareto

@@ -17,6 +17,8 @@ import yaml
 
 from search.optuna_space import DefineByRun, make_sampler
 from search.pareto import front_order, knee_index, to_minimise
+from search.resume import find_resumable, folder_name, set_state, write_manifest
+from search.runlog import JOURNAL
 from search.searcher import ConstraintsFromAttr, NascompOptunaSearch
 from search.tracking import Tracker, TrialRecord
 from spaces.config import METRICS, Experiment
@@ -35,9 +37,19 @@ class SearchSummary:
     wall_seconds: float
     teacher: dict[str, float] = field(default_factory=dict)
     searcher: Any = None  # the live NascompOptunaSearch (its Optuna study), for inspection
+    folder: Path | None = None  # Ray Tune's result folder of this search
+    resumed: bool = False
 
     def count(self, status: str) -> int:
         return sum(record.status == status for record in self.trials)
+
+
+class SearchInterrupted(RuntimeError):
+    """The search stopped before all its trials ended (Ctrl-C); ``--resume`` continues it."""
+
+
+class TrackingOutage(RuntimeError):
+    """The search ended but the tracking server never came back for its last writes."""
 
 
 def run_search(
@@ -45,13 +57,16 @@ def run_search(
     *,
     address: str | None = None,
     echo: Any = print,
+    resume: str | None = None,
 ) -> SearchSummary:
-    """Run the whole search; return what MLflow holds of it, front included."""
+    """Run the whole search (or continue one: ``resume`` is a result folder or ``latest``);
+    return what MLflow holds of it, front included."""
     started = time.perf_counter()
     tracker = Tracker(experiment.tracking.resolved_uri(), experiment.tracking.experiment)
     tracker.check_reachable()
     address = address or os.environ.get("RAY_ADDRESS")
     check_ray_address(address)
+    previous = find_resumable(experiment, resume) if resume else None
     constants = trial_base(experiment)
     teacher_state, teacher_facts = _prepare_teacher(experiment, constants, echo)
 
@@ -64,106 +79,191 @@ def run_search(
         log_to_driver=False,
         logging_level=logging.ERROR,
     )
-    search_run_id = tracker.start_search(
-        run_name=f"search-{time.strftime('%Y%m%d-%H%M%S')}",
-        experiment_yaml=yaml.safe_dump(experiment.model_dump(mode="json"), sort_keys=False),
-        space=experiment.space.describe(),
-        objectives=experiment.objectives,
-        git_commit=_git_commit(),
-        constraints=experiment.constraints,
-    )
-    if teacher_facts:
-        tracker.log_search_metrics(
-            search_run_id, {k: v for k, v in teacher_facts.items() if isinstance(v, float)}
+    storage = Path(experiment.storage).expanduser().resolve()
+    if previous is not None:
+        search_run_id, folder = previous.search_run_id, previous.path
+        tracker.reopen_search(search_run_id)
+        echo(f"resuming search {search_run_id} from {folder}")
+    else:
+        search_run_id = tracker.start_search(
+            run_name=f"search-{time.strftime('%Y%m%d-%H%M%S')}",
+            experiment_yaml=yaml.safe_dump(experiment.model_dump(mode="json"), sort_keys=False),
+            space=experiment.space.describe(),
+            objectives=experiment.objectives,
+            git_commit=_git_commit(),
+            constraints=experiment.constraints,
         )
-    status = "FAILED"
-    searcher = None
+        folder = storage / folder_name(search_run_id)
+        write_manifest(folder, experiment, search_run_id)
+        if teacher_facts:
+            facts = {k: v for k, v in teacher_facts.items() if isinstance(v, float)}
+            tracker.log_search_metrics(search_run_id, facts)
     try:
-        searcher = _fit(experiment, constants, teacher_state, tracker, search_run_id, echo)
-        status = "FINISHED"
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
+        run = _SearchRun(experiment, tracker, search_run_id, folder, echo)
+        searcher = run.fit(constants, teacher_state, restore=previous is not None)
     finally:
-        trials = tracker.trials(search_run_id)
-        front = select_front(trials, experiment.objectives, experiment.constraints)
-        tracker.finish_search(
-            search_run_id,
-            front,
-            experiment.objectives,
-            status,
-            trials=feasible_trials(trials, experiment.objectives, experiment.constraints),
-        )
         ray.shutdown()
+    trials = tracker.trials(search_run_id)
     return SearchSummary(
         search_run_id=search_run_id,
         experiment_id=tracker.experiment_id(),
         trials=trials,
-        front=front,
+        front=select_front(trials, experiment.objectives, experiment.constraints),
         objectives=experiment.objectives,
         wall_seconds=time.perf_counter() - started,
         teacher=teacher_facts,
         searcher=searcher,
+        folder=folder,
+        resumed=previous is not None,
     )
 
 
-def _fit(
-    experiment: Experiment,
-    constants: dict[str, Any],
-    teacher_state: dict | None,
-    tracker: Tracker,
-    search_run_id: str,
-    echo: Any,
-) -> NascompOptunaSearch:
-    from ray import tune
-    from ray.tune.search import ConcurrencyLimiter
+class _SearchRun:
+    """One driver's part of a search: the Tuner (new or restored), its callbacks, and the
+    end: front, plot and status on the parent run, through the same buffered writes."""
 
-    from search.progress import ProgressLine
-    from search.trainable import lookup_trial_fn, trial_fn
+    def __init__(
+        self,
+        experiment: Experiment,
+        tracker: Tracker,
+        search_run_id: str,
+        folder: Path,
+        echo: Any,
+    ) -> None:
+        self.experiment, self.tracker, self.echo = experiment, tracker, echo
+        self.search_run_id, self.folder = search_run_id, folder
+        self.callback = tracker.callback(
+            search_run_id,
+            experiment.objectives,
+            experiment.constraints,
+            journal=folder / JOURNAL,
+            finisher=self.finish_parent,
+            echo=echo,
+        )
+        self.callback.log.retry_s = experiment.tracking.retry_s
 
-    search = experiment.search
+    def fit(
+        self, constants: dict[str, Any], teacher_state: dict | None, *, restore: bool
+    ) -> NascompOptunaSearch:
+        from ray import tune
+
+        from search.progress import ProgressLine
+
+        trainable = _trainable(self.experiment, teacher_state)
+        callbacks = [
+            self.callback,
+            ProgressLine(self.experiment.search.trials, self.experiment.objectives, self.echo),
+        ]
+        if restore:
+            tuner = tune.Tuner.restore(
+                str(self.folder), trainable=trainable, resume_unfinished=True
+            )
+            # Tune restores the callbacks pickled at the start; ours must be this driver's.
+            tuner._local_tuner.get_run_config().callbacks = callbacks
+            searcher = tuner._local_tuner._tune_config.search_alg.searcher
+        else:
+            searcher = _searcher(self.experiment, constants)
+            tuner = self._new_tuner(trainable, searcher, callbacks)
+        status = "FAILED"
+        try:
+            grid = tuner.fit()
+            ended = grid.num_terminated + grid.num_errors
+            status = "FINISHED" if ended >= self.experiment.search.trials else "KILLED"
+        except KeyboardInterrupt:
+            status = "KILLED"
+            raise
+        finally:
+            self.end(status)
+        return searcher
+
+    def _new_tuner(self, trainable: Any, searcher: NascompOptunaSearch, callbacks: list) -> Any:
+        from ray import tune
+        from ray.tune.search import ConcurrencyLimiter
+
+        search = self.experiment.search
+        return tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                search_alg=ConcurrencyLimiter(searcher, max_concurrent=search.concurrent),
+                scheduler=_scheduler(self.experiment, self.echo),
+                num_samples=search.trials,
+                reuse_actors=True,
+            ),
+            run_config=tune.RunConfig(
+                name=self.folder.name,
+                storage_path=str(self.folder.parent),
+                callbacks=callbacks,
+                # A trial whose worker dies restarts from its last epoch's checkpoint; only
+                # the last one is kept (docs/scaling.md: checkpoint storage).
+                failure_config=tune.FailureConfig(max_failures=search.max_failures),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                verbose=0,
+            ),
+        )
+
+    def end(self, status: str) -> None:
+        """Close the open runs, then the parent run; wait a while for an absent server."""
+        if status != "FINISHED":
+            self.callback.interrupted()
+        log = self.callback.log
+        log.submit({"op": "finish", "status": status})
+        if not log.drain(self.experiment.tracking.flush_timeout_s):
+            set_state(self.folder, "interrupted" if status == "KILLED" else "unlogged")
+            raise TrackingOutage(
+                f"tracking server {self.tracker.uri} has not answered since "
+                f"{time.strftime('%H:%M:%S', time.localtime(log.offline_since))} "
+                f"({log.last_error}); {len(log.pending)} writes are kept in "
+                f"{self.folder / JOURNAL}; when it is back, run: nascomp replay {self.folder}"
+            )
+        set_state(self.folder, "finished" if status == "FINISHED" else "interrupted")
+        if status == "KILLED":
+            raise SearchInterrupted(
+                f"search interrupted; its state is saved in {self.folder}; continue it with "
+                "the same command and --resume"
+            )
+
+    def finish_parent(self, status: str) -> None:
+        finish_search(self.tracker, self.search_run_id, status)
+
+
+def finish_search(tracker: Tracker, search_run_id: str, status: str) -> None:
+    """The parent run's end: the feasible front, the Pareto plot and the status."""
+    objectives = tracker.objectives(search_run_id)
+    constraints = tracker.constraints(search_run_id)
+    trials = tracker.trials(search_run_id)
+    front = select_front(trials, objectives, constraints)
+    done = feasible_trials(trials, objectives, constraints)
+    tracker.finish_search(search_run_id, front, objectives, status, trials=done)
+
+
+def _searcher(experiment: Experiment, constants: dict[str, Any]) -> NascompOptunaSearch:
     constraints = parse_constraints(experiment.constraints, METRICS)
     constraints_func = ConstraintsFromAttr(len(constraints)) if constraints else None
     # The objectives go to the searcher only: a metric in TuneConfig would silently turn the
     # search single-objective (NOTES.md).
-    searcher = NascompOptunaSearch(
+    return NascompOptunaSearch(
         space=DefineByRun(experiment.space.params(), constants),
         metric=experiment.metric_names(),
         mode=experiment.modes(),
-        sampler=make_sampler(search, constraints_func),
+        sampler=make_sampler(experiment.search, constraints_func),
         constraints=constraints,
     )
+
+
+def _trainable(experiment: Experiment, teacher_state: dict | None) -> Any:
+    from ray import tune
+
+    from search.trainable import lookup_trial_fn, trial_fn
+
     resources = {
         "cpu": experiment.resources.cpus_per_trial,
         "gpu": experiment.resources.gpus_per_trial,
     }
     if experiment.trial == "nb201_lookup":
-        trainable = tune.with_resources(lookup_trial_fn, resources)
-    else:
-        trainable = tune.with_resources(
-            tune.with_parameters(trial_fn, teacher_state=teacher_state), resources
-        )
-    scheduler = _scheduler(experiment, echo)
-    tuner = tune.Tuner(
-        trainable,
-        tune_config=tune.TuneConfig(
-            search_alg=ConcurrencyLimiter(searcher, max_concurrent=search.concurrent),
-            scheduler=scheduler,
-            num_samples=search.trials,
-            reuse_actors=True,
-        ),
-        run_config=tune.RunConfig(
-            name=f"nascomp-{search_run_id[:12]}",
-            storage_path=str(Path(experiment.storage).resolve()),
-            callbacks=[
-                tracker.callback(search_run_id, experiment.objectives, experiment.constraints),
-                ProgressLine(search.trials, experiment.objectives, echo),
-            ],
-            verbose=0,
-        ),
+        return tune.with_resources(lookup_trial_fn, resources)
+    return tune.with_resources(
+        tune.with_parameters(trial_fn, teacher_state=teacher_state), resources
     )
-    tuner.fit()
-    return searcher
 
 
 def _scheduler(experiment: Experiment, echo: Any) -> Any:
@@ -304,6 +404,9 @@ def _quiet_ray() -> None:
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "0")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    # Snapshot the experiment (trials, Optuna study) every second rather than every 10 s or
+    # more: a driver killed between snapshots loses the trials it started since the last one.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
 
 
 def _git_commit() -> str | None:

@@ -30,19 +30,14 @@ ARTIFACT = "model.nascomp"
 SKELETON = "skeleton.json"
 
 
-def export_model(
+def write_artifact(
     model: nn.Module, example: torch.Tensor, config: dict[str, Any], out_dir: Path
 ) -> dict[str, Path]:
-    """Export ``model`` (in eval mode) next to its flat trial config; return the files written."""
+    """``model.nascomp`` and ``skeleton.json``: all ``load_exported`` needs (and what a trial
+    run holds as artifacts in MLflow)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     model.eval()
-    files = {
-        "artifact": out_dir / ARTIFACT,
-        "skeleton": out_dir / SKELETON,
-        "state_dict": out_dir / "state_dict.pt",
-        "torchscript": out_dir / "model.torchscript.pt",
-        "config": out_dir / "trial_config.json",
-    }
+    files = {"artifact": out_dir / ARTIFACT, "skeleton": out_dir / SKELETON}
     save_compressed(model, files["artifact"])
     with torch.no_grad():
         n_classes = int(model(example).shape[-1])
@@ -53,6 +48,17 @@ def export_model(
         "layers": layer_shapes(model),
     }
     files["skeleton"].write_text(json.dumps(skeleton, indent=2, default=str))
+    return files
+
+
+def export_model(
+    model: nn.Module, example: torch.Tensor, config: dict[str, Any], out_dir: Path
+) -> dict[str, Path]:
+    """Export ``model`` (in eval mode) next to its flat trial config; return the files written."""
+    files = write_artifact(model, example, config, out_dir)
+    files["state_dict"] = out_dir / "state_dict.pt"
+    files["torchscript"] = out_dir / "model.torchscript.pt"
+    files["config"] = out_dir / "trial_config.json"
     torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, files["state_dict"])
     with warnings.catch_warnings(), torch.no_grad():
         # TorchScript is deprecated in favour of torch.export, but it is still what most mobile

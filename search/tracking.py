@@ -14,14 +14,16 @@ import json
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.entities import Metric, Param, RunStatus
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
+from search.runlog import PARENT_TAG, TRIAL_TAG, RunLog
 from search.searcher import INFO_PREFIX
 from spaces.config import METRICS
 from spaces.constraints import is_feasible, parse_constraints
@@ -29,13 +31,12 @@ from trainers.config import decode_param
 
 ROLE_TAG = "nascomp.role"
 STATUS_TAG = "nascomp.status"
-TRIAL_TAG = "nascomp.trial_id"
 OBJECTIVES_TAG = "nascomp.objectives"
 CONSTRAINTS_TAG = "nascomp.constraints"
 FEASIBLE_TAG = "nascomp.feasible"
 HYPERVOLUME = "hypervolume"  # the parent run's metric, one step per ended trial
-PARENT_TAG = "mlflow.parentRunId"
 SOURCE_TAG = "nascomp.reproduced_from"
+TRIAL_ARTIFACTS = ("model.nascomp", "skeleton.json")  # logged from the final checkpoint
 _PARAM_LIMIT = 6000  # MLflow's limit on a param value
 
 
@@ -50,6 +51,7 @@ class TrialRecord:
     status: str
     params: dict[str, Any]
     metrics: dict[str, float]
+    tags: dict[str, str] = field(default_factory=dict)
 
 
 class Tracker:
@@ -231,8 +233,15 @@ class Tracker:
         search_run_id: str,
         objectives: dict[str, str] | None = None,
         constraints: list[str] | None = None,
+        **options: Any,
     ) -> MlflowTrialCallback:
-        return MlflowTrialCallback(self, search_run_id, objectives or {}, constraints or [])
+        return MlflowTrialCallback(
+            self, search_run_id, objectives or {}, constraints or [], **options
+        )
+
+    def reopen_search(self, run_id: str) -> None:
+        """A resumed search continues its parent run rather than opening another."""
+        self.client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
 
 
 def write_plot(
@@ -257,7 +266,11 @@ def write_plot(
 
 class MlflowTrialCallback(Callback):
     """Ray Tune callback: one nested MLflow run per trial, metrics per epoch as steps; on the
-    parent run, the hypervolume of the feasible front after every ended trial."""
+    parent run, the hypervolume of the feasible front after every ended trial.
+
+    Writes go through a :class:`search.runlog.RunLog`: a retried or resumed trial continues
+    its run, and writes wait in a journal while the tracking server is away.
+    """
 
     def __init__(
         self,
@@ -265,83 +278,190 @@ class MlflowTrialCallback(Callback):
         search_run_id: str,
         objectives: dict[str, str],
         constraints: list[str],
+        *,
+        journal: Path | None = None,
+        finisher: Callable[[str], None] | None = None,
+        echo: Any = print,
     ) -> None:
-
         self.tracker = tracker
-        self.client = tracker.client
         self.search_run_id = search_run_id
-        self.experiment_id = tracker.experiment_id()
-        self.run_ids: dict[str, str] = {}
         self.objectives = dict(objectives)
         self.constraints = parse_constraints(constraints, METRICS)
         self.progress = HypervolumeHistory(self.objectives)
+        self.log = RunLog(
+            tracker.client,
+            tracker.experiment_id(),
+            search_run_id,
+            journal=journal,
+            finisher=finisher,
+            echo=echo,
+        )
+        self.open: set[str] = set()  # trials started and not yet ended
+        self._earlier: list | None = None  # runs found at setup, until the first step
+
+    def setup(self, **info: Any) -> None:
+        # A resumed search: its runs so far, and any journal a previous driver left.
+        self._earlier = self.log.load()
+        self.log.flush(force=True)
+
+    def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+        if self._earlier is None:
+            return
+        earlier, self._earlier = self._earlier, None
+        # Runs of trials that Tune's restored snapshot does not know: a killed driver started
+        # them after its last snapshot, and Tune runs new trials in their place. Their runs
+        # are deleted (MLflow keeps them as deleted) so that each trial has exactly one.
+        known = {trial.trial_id for trial in trials}
+        for run in earlier:
+            trial_id = run.data.tags.get(TRIAL_TAG)
+            if trial_id and trial_id not in known:
+                self.log.forget(trial_id)
+                self.log.submit({"op": "delete", "trial": trial_id})
+            elif trial_id in self.log.ended:
+                record = _record(run)
+                self.progress.add(record.metrics if self._feasible(record) else None)
+
+    def _feasible(self, record: TrialRecord) -> bool:
+        if record.status != "ok":
+            return False
+        return record.tags.get(FEASIBLE_TAG, "true") == "true"
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        tags = {PARENT_TAG: self.search_run_id, TRIAL_TAG: trial.trial_id, STATUS_TAG: "running"}
-        run = self.client.create_run(
-            self.experiment_id, run_name=f"trial-{trial.trial_id}", tags=tags
+        if trial.trial_id in self.log.ended:
+            return  # its result is in MLflow already: Tune is only replaying it
+        self.open.add(trial.trial_id)
+        self.log.submit(
+            {
+                "op": "start",
+                "trial": trial.trial_id,
+                "name": f"trial-{trial.trial_id}",
+                "params": {k: str(v)[:_PARAM_LIMIT] for k, v in trial.config.items()},
+                "tags": {STATUS_TAG: "running"},
+            }
         )
-        self.run_ids[trial.trial_id] = run.info.run_id
-        self.client.log_batch(run.info.run_id, params=_params(trial.config))
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        failures = getattr(trial, "num_failures", 0)
+        self.log.submit(
+            {
+                "op": "tags",
+                "trial": trial.trial_id,
+                "tags": {
+                    "nascomp.attempts": failures + 1,
+                    "nascomp.last_failure": _error_text(trial),
+                },
+            }
+        )
 
     def on_trial_result(
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
     ) -> None:
-        self._log_metrics(trial, result)
+        if trial.trial_id in self.log.ended:
+            return
+        step = _step(result)
+        values = {
+            key: float(value)
+            for key, value in result.items()
+            if key in _LOGGED and isinstance(value, int | float) and not isinstance(value, bool)
+        }
+        if values:
+            self.log.submit(
+                {
+                    "op": "metrics",
+                    "trial": trial.trial_id,
+                    "step": step,
+                    "ts": int(time.time() * 1000),
+                    "values": values,
+                }
+            )
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if trial.trial_id in self.log.ended:
+            return
+        self.open.discard(trial.trial_id)
         result = trial.last_result or {}
-        run_id = self.run_ids.pop(trial.trial_id)
         status = result.get("nascomp_status", "ok")
-        tags = [RunTag(STATUS_TAG, status)]
+        tags: dict[str, Any] = {STATUS_TAG: status}
         if result.get("nascomp_reason"):
-            tags.append(RunTag("nascomp.reason", str(result["nascomp_reason"])[:5000]))
+            tags["nascomp.reason"] = str(result["nascomp_reason"])
         if result.get("nascomp_node_id"):
-            tags.append(RunTag("nascomp.node_id", str(result["nascomp_node_id"])))
-        tags += [
-            RunTag(f"nascomp.{key[len(INFO_PREFIX) :]}", str(value))
-            for key, value in result.items()
-            if key.startswith(INFO_PREFIX)
-        ]
+            tags["nascomp.node_id"] = str(result["nascomp_node_id"])
+        tags.update(
+            {
+                f"nascomp.{key[len(INFO_PREFIX) :]}": str(value)
+                for key, value in result.items()
+                if key.startswith(INFO_PREFIX)
+            }
+        )
         if status == "ok" and self.constraints:
             feasible = is_feasible(self.constraints, result)
-            tags.append(RunTag(FEASIBLE_TAG, str(feasible).lower()))
+            tags[FEASIBLE_TAG] = str(feasible).lower()
         else:
             feasible = status == "ok"
-        self.client.log_batch(run_id, tags=tags)
-        self.client.set_terminated(run_id, "FINISHED")
+        self.log.submit(
+            {
+                "op": "end",
+                "trial": trial.trial_id,
+                "status": "FAILED" if status == "failed" else "FINISHED",
+                "tags": tags,
+                "artifacts": _artifacts(trial),
+            }
+        )
         self._log_hypervolume(result if feasible else None)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if trial.trial_id in self.log.ended or trial.trial_id not in self.open:
+            return
+        self.open.discard(trial.trial_id)
+        tags = {STATUS_TAG: "failed", "nascomp.reason": _error_text(trial)}
+        self.log.submit({"op": "end", "trial": trial.trial_id, "status": "FAILED", "tags": tags})
+        self._log_hypervolume(None)
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        self.log.flush()  # retries buffered writes, at most every retry_s
+
+    def interrupted(self) -> None:
+        """The search stops before these trials end: their runs wait, KILLED, for --resume."""
+        for trial_id in sorted(self.open):
+            tags = {STATUS_TAG: "interrupted"}
+            self.log.submit({"op": "end", "trial": trial_id, "status": "KILLED", "tags": tags})
+        self.open.clear()
 
     def _log_hypervolume(self, result: dict | None) -> None:
         value = self.progress.add(result)
-        self.tracker.log_search_metrics(
-            self.search_run_id, {HYPERVOLUME: value}, step=self.progress.n_ended
+        self.log.submit(
+            {
+                "op": "metrics",
+                "trial": None,
+                "step": self.progress.n_ended,
+                "ts": int(time.time() * 1000),
+                "values": {HYPERVOLUME: value},
+            }
         )
 
-    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        run_id = self.run_ids.pop(trial.trial_id, None)
-        if run_id is None:
-            return
-        self._log_hypervolume(None)
-        reason = _error_text(trial)
-        self.client.log_batch(
-            run_id, tags=[RunTag(STATUS_TAG, "failed"), RunTag("nascomp.reason", reason[:5000])]
-        )
-        self.client.set_terminated(run_id, "FAILED")
 
-    def _log_metrics(self, trial: Any, result: dict) -> None:
-        run_id = self.run_ids.get(trial.trial_id)
-        if run_id is None:
-            return
-        step = int(result.get("epoch", result.get("training_iteration", 0)))
-        now = int(time.time() * 1000)
-        metrics = [
-            Metric(key, float(value), now, step)
-            for key, value in result.items()
-            if key in _LOGGED and isinstance(value, int | float) and not isinstance(value, bool)
-        ]
-        if metrics:
-            self.client.log_batch(run_id, metrics=metrics)
+def _step(result: dict) -> int:
+    """An epoch's report is its epoch; the final one (which counts ``epochs``) the step after
+    the last epoch. Not Tune's training_iteration: after a restore it restarts from the
+    snapshot's count, and a resumed trial's steps would collide."""
+    if "epoch" in result:
+        return int(result["epoch"])
+    if "epochs" in result:
+        return int(result["epochs"]) + 1
+    return int(result.get("training_iteration", 0))
+
+
+def _artifacts(trial: Any) -> list[str]:
+    """The trial's compressed model, from its final checkpoint (search.trainable)."""
+    checkpoint = getattr(trial, "checkpoint", None)
+    folder = getattr(checkpoint, "path", None)
+    if not folder:
+        return []
+    return [
+        str(path)
+        for path in sorted(Path(folder).glob("model.nascomp*"))
+        + sorted(Path(folder).glob("skeleton.json"))
+    ]
 
 
 class HypervolumeHistory:
@@ -403,6 +523,7 @@ def _record(run: Any) -> TrialRecord:
         status=status,
         params={key: decode_param(value) for key, value in run.data.params.items()},
         metrics=dict(run.data.metrics),
+        tags=dict(tags),
     )
 
 

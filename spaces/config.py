@@ -89,6 +89,11 @@ class SearchConfig(_Section):
         "none", description="mo_asha: stop trials early by non-dominated sorting at each rung"
     )
     rungs: RungsConfig = Field(default_factory=RungsConfig)
+    max_failures: int = Field(
+        2,
+        ge=0,
+        description="times a trial whose worker died is restarted from its last checkpoint",
+    )
 
 
 class AugmentSettings(_Section):
@@ -181,6 +186,14 @@ class TrackingConfig(_Section):
         None, description="default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db"
     )
     experiment: str = "nascomp"
+    retry_s: float = Field(
+        5.0, gt=0.0, description="while the tracking server is away, retry buffered writes"
+    )
+    flush_timeout_s: float = Field(
+        120.0,
+        ge=0.0,
+        description="at the end, how long to wait for an absent tracking server to come back",
+    )
 
     def resolved_uri(self) -> str:
         uri = self.uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"

@@ -1,0 +1,43 @@
+"""``nascomp replay FOLDER``: apply what a search buffered while its tracking server was away.
+
+The search's result folder holds ``nascomp.json`` (which parent run, which store) and
+``mlflow-pending.jsonl`` (the writes not yet applied, in order). Replaying applies them with the
+same code the search uses (``search.runlog``), so a trial's run is found by its tag rather than
+opened twice, and the parent run gets its front, plot and status last.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from search.driver import SearchError, finish_search
+from search.resume import MANIFEST, SearchFolder, set_state
+from search.runlog import JOURNAL, RunLog, read_journal
+from search.tracking import Tracker
+
+
+def replay(folder: Path, tracking_uri: str | None = None) -> tuple[int, str]:
+    """Apply ``folder``'s journal; return (writes applied, tracking URI)."""
+    folder = folder.expanduser().resolve()
+    if not (folder / MANIFEST).is_file():
+        raise SearchError(f"{folder}: no {MANIFEST} (not a nascomp search folder)")
+    search = SearchFolder.read(folder)
+    journal = folder / JOURNAL
+    if not journal.is_file():
+        raise SearchError(f"{folder}: nothing to replay (no {JOURNAL}; every write was applied)")
+    tracker = Tracker(tracking_uri or search.tracking_uri, search.experiment_name)
+    tracker.check_reachable()
+    ops = read_journal(journal)
+    log = RunLog(
+        tracker.client,
+        tracker.experiment_id(),
+        search.search_run_id,
+        journal=journal,
+        finisher=lambda status: finish_search(tracker, search.search_run_id, status),
+    )
+    log.load()
+    if not log.flush(force=True):
+        raise SearchError(f"replay stopped: {log.last_error}; run it again when the store answers")
+    if search.state == "unlogged":
+        set_state(folder, "finished")
+    return len(ops), tracker.uri

@@ -1,0 +1,134 @@
+"""Which search ``nascomp search --resume`` continues, and ``nascomp replay``'s inputs.
+
+Each search writes ``nascomp.json`` into its Ray Tune result folder
+(``<storage>/nascomp-<parent run id>``): the MLflow parent run, the tracking URI and the
+experiment, so a restarted driver finds the Tune state, the Optuna study (saved by Tune with
+the searcher) and the MLflow runs that belong together. The file's ``state`` is ``running``
+until the search ends (``finished``) or stops early (``interrupted``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from spaces.config import Experiment
+
+MANIFEST = "nascomp.json"
+# Fields a resumed search may change: where it logs, not what it searches.
+_MAY_DIFFER = ("tracking",)
+
+
+@dataclass(frozen=True)
+class SearchFolder:
+    path: Path
+    search_run_id: str
+    tracking_uri: str
+    experiment_name: str
+    experiment: dict[str, Any]
+    state: str
+
+    @classmethod
+    def read(cls, path: Path) -> SearchFolder:
+        data = json.loads((path / MANIFEST).read_text())
+        return cls(
+            path=path,
+            search_run_id=data["search_run_id"],
+            tracking_uri=data["tracking_uri"],
+            experiment_name=data["experiment_name"],
+            experiment=data["experiment"],
+            state=data.get("state", "running"),
+        )
+
+
+def folder_name(search_run_id: str) -> str:
+    return f"nascomp-{search_run_id[:12]}"
+
+
+def write_manifest(
+    folder: Path, experiment: Experiment, search_run_id: str, state: str = "running"
+) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    data = {
+        "search_run_id": search_run_id,
+        "tracking_uri": experiment.tracking.resolved_uri(),
+        "experiment_name": experiment.tracking.experiment,
+        "experiment": experiment.model_dump(mode="json"),
+        "state": state,
+    }
+    partial = folder / f"{MANIFEST}.partial"
+    partial.write_text(json.dumps(data, indent=2))
+    os.replace(partial, folder / MANIFEST)
+
+
+def set_state(folder: Path, state: str) -> None:
+    path = folder / MANIFEST
+    data = json.loads(path.read_text())
+    data["state"] = state
+    partial = folder / f"{MANIFEST}.partial"
+    partial.write_text(json.dumps(data, indent=2))
+    os.replace(partial, path)
+
+
+def differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two experiment dumps."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        name = f"{prefix}{key}"
+        if not prefix and key in _MAY_DIFFER:
+            continue
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += differences(a, b, f"{name}.")
+        elif a != b:
+            out.append(f"{name} ({a!r} -> {b!r})")
+    return out
+
+
+def find_resumable(experiment: Experiment, which: str) -> SearchFolder:
+    """The search to continue: ``which`` is a result folder, or ``latest`` for the newest
+    unfinished search of this experiment under ``storage``. Raises SearchError (one line)."""
+    from search.driver import SearchError
+
+    if which != "latest":
+        path = Path(which).expanduser().resolve()
+        if not (path / MANIFEST).is_file():
+            raise SearchError(
+                f"--resume {which}: no {MANIFEST} there (not a nascomp result folder)"
+            )
+        found = SearchFolder.read(path)
+    else:
+        storage = Path(experiment.storage).expanduser().resolve()
+        candidates = [
+            SearchFolder.read(manifest.parent)
+            for manifest in sorted(storage.glob(f"nascomp-*/{MANIFEST}"))
+        ]
+        unfinished = [c for c in candidates if c.state != "finished"]
+        same = [c for c in unfinished if not differences(c.experiment, _dump(experiment))]
+        if not same:
+            detail = (
+                f"{len(unfinished)} unfinished ones differ from this experiment"
+                if unfinished
+                else "none is unfinished"
+            )
+            raise SearchError(
+                f"--resume: no unfinished search of this experiment in {storage} ({detail}); "
+                "pass its result folder to --resume, or start a new search without --resume"
+            )
+        found = max(same, key=lambda c: (c.path / MANIFEST).stat().st_mtime)
+    if found.state == "finished":
+        raise SearchError(f"--resume {found.path}: that search already finished")
+    changed = differences(found.experiment, _dump(experiment))
+    if changed:
+        raise SearchError(
+            f"--resume {found.path}: the experiment differs at {', '.join(changed[:3])}; "
+            "a resumed search must be the same experiment"
+        )
+    return found
+
+
+def _dump(experiment: Experiment) -> dict[str, Any]:
+    return experiment.model_dump(mode="json")

@@ -1,0 +1,266 @@
+"""Durable, buffered MLflow writes of one search's runs.
+
+Ray Tune's MLflow callback keeps its trial-to-run map in memory (a resumed search opens new
+runs) and blocks or fails when the server does not answer. Here:
+
+- a trial's run is found by its ``nascomp.trial_id`` tag under the search's parent run, so a
+  retried attempt, or a driver restarted with ``--resume``, continues the same run;
+- every write is an operation (a small JSON-able dict) in a queue applied in order. When the
+  tracking server does not answer, the queue is kept, in memory and in a journal file inside
+  Ray's result folder, and retried every few seconds: trials keep training and nothing is lost;
+- ``nascomp replay FOLDER`` applies the journal of a search whose server never came back.
+
+Operations: ``start`` (find or create the trial's run, log its params), ``metrics`` (one step;
+``trial`` None means the parent run), ``tags``, ``end`` (final tags, artifacts, terminal
+status), ``delete`` (a run no trial will continue) and ``finish`` (the parent run's front,
+plot and status, done by ``finisher``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Metric, Param, RunStatus, RunTag
+
+PARENT_TAG = "mlflow.parentRunId"
+TRIAL_TAG = "nascomp.trial_id"
+JOURNAL = "mlflow-pending.jsonl"
+_MAX_ATTEMPTS = 3  # an op the (reachable) store keeps refusing is dropped after this many
+Op = dict[str, Any]
+
+
+class RunLog:
+    """The queue of MLflow writes of one search (see the module docstring)."""
+
+    def __init__(
+        self,
+        client: Any,
+        experiment_id: str,
+        parent_run_id: str,
+        *,
+        journal: Path | None = None,
+        retry_s: float = 5.0,
+        finisher: Callable[[str], None] | None = None,
+        echo: Callable[[str], Any] = print,
+    ) -> None:
+        self.client = client
+        self.experiment_id = experiment_id
+        self.parent_run_id = parent_run_id
+        self.journal = journal
+        self.retry_s = retry_s
+        self.finisher = finisher
+        self.echo = echo
+        self.pending: list[Op] = []
+        self.run_ids: dict[str, str] = {}
+        self.ended: set[str] = set()  # trials whose run holds its final result
+        self.offline_since: float | None = None
+        self.last_error = ""
+        self.dropped = 0
+        self._retry_at = 0.0
+        self._attempts = 0
+
+    # ------------------------------------------------------------------ state from the store
+    def load(self) -> list[Any]:
+        """Read the trial runs already under the parent (a resumed search) and any journal a
+        previous driver left; return those runs, oldest end first."""
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`{PARENT_TAG}` = '{self.parent_run_id}'",
+            max_results=50000,
+        )
+        for run in runs:
+            trial = run.data.tags.get(TRIAL_TAG)
+            if not trial:
+                continue
+            self.run_ids[trial] = run.info.run_id
+            if run.info.status in ("FINISHED", "FAILED") and run.data.tags.get(
+                "nascomp.status"
+            ) not in (None, "running", "interrupted"):
+                self.ended.add(trial)
+        if self.journal is not None and self.journal.is_file():
+            left = read_journal(self.journal)
+            self.ended.update(op["trial"] for op in left if _is_final(op))
+            self.pending = left + self.pending
+        return sorted(runs, key=lambda run: run.info.end_time or 0)
+
+    def forget(self, trial: str) -> None:
+        """``trial`` is no longer part of the search (its run is about to be deleted)."""
+        self.ended.discard(trial)
+
+    # ------------------------------------------------------------------ writing
+    def submit(self, op: Op) -> bool:
+        """Queue ``op`` and try to apply the queue; False while the store does not answer."""
+        self.pending.append(op)
+        if _is_final(op):
+            self.ended.add(op["trial"])
+        if self.offline_since is not None and self.journal is not None:
+            _append(self.journal, op)
+        return self.flush()
+
+    def flush(self, *, force: bool = False) -> bool:
+        """Apply queued ops in order; stop at the first the store refuses and retry after
+        ``retry_s`` (at once when ``force``). True when nothing is left."""
+        if not self.pending:
+            return True
+        now = time.monotonic()
+        if not force and now < self._retry_at:
+            return False
+        while self.pending:
+            try:
+                self._apply(self.pending[0])
+            except Exception as exc:  # any refusal is retried, then reported
+                if self._give_up_on_head(exc):
+                    continue
+                self._went_offline(exc, now)
+                return False
+            self.pending.pop(0)
+            self._attempts = 0
+        if self.offline_since is not None:
+            away = time.time() - self.offline_since
+            self.echo(f"tracking: the store answers again after {away:.0f} s; all writes flushed")
+            self.offline_since = None
+        if self.journal is not None:
+            self.journal.unlink(missing_ok=True)
+        return True
+
+    def drain(self, timeout_s: float) -> bool:
+        """Keep retrying for up to ``timeout_s``; True when everything was written."""
+        deadline = time.monotonic() + timeout_s
+        while not self.flush(force=True):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(min(self.retry_s, max(0.0, deadline - time.monotonic())))
+        return True
+
+    def _went_offline(self, exc: Exception, now: float) -> None:
+        self.last_error = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+        self._retry_at = now + self.retry_s
+        if self.offline_since is None:
+            self.offline_since = time.time()
+            self.echo(
+                f"tracking: the store does not answer ({self.last_error}); "
+                f"trials go on, their results are buffered and retried every {self.retry_s:g} s"
+            )
+        if self.journal is not None:
+            write_journal(self.journal, self.pending)
+
+    def _give_up_on_head(self, exc: Exception) -> bool:
+        """A store that answers but refuses the same op again and again: drop that op rather
+        than block every later write behind it."""
+        self._attempts += 1
+        if self._attempts < _MAX_ATTEMPTS or not self._store_answers():
+            return False
+        op = self.pending.pop(0)
+        self._attempts = 0
+        self.dropped += 1
+        self.echo(f"tracking: dropped a {op['op']} write the store refuses: {exc}"[:300])
+        return True
+
+    def _store_answers(self) -> bool:
+        uri = str(getattr(self.client, "tracking_uri", "") or "")
+        if not uri.startswith(("http://", "https://")):
+            return True
+        try:
+            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=2) as reply:
+                return reply.status == 200
+        except OSError:
+            return False
+
+    # ------------------------------------------------------------------ applying one op
+    def _apply(self, op: Op) -> None:
+        kind = op["op"]
+        if kind == "finish":
+            if self.finisher is not None:
+                self.finisher(op["status"])
+            return
+        if kind == "start":
+            self._start(op)
+            return
+        run_id = self.parent_run_id if op.get("trial") is None else self._run_id(op["trial"])
+        if kind == "metrics":
+            metrics = [Metric(k, float(v), op["ts"], op["step"]) for k, v in op["values"].items()]
+            self.client.log_batch(run_id, metrics=metrics)
+        elif kind == "delete":
+            self.client.delete_run(run_id)
+            self.run_ids.pop(op["trial"], None)
+        elif kind == "tags":
+            self.client.log_batch(run_id, tags=_tags(op["tags"]))
+        elif kind == "end":
+            self.client.log_batch(run_id, tags=_tags(op.get("tags", {})))
+            for path in op.get("artifacts", []):
+                if Path(path).is_file():
+                    self.client.log_artifact(run_id, path)
+            self.client.set_terminated(run_id, op["status"])
+        else:
+            raise ValueError(f"unknown tracking op {kind!r}")
+
+    def _start(self, op: Op) -> None:
+        trial = op["trial"]
+        run_id = self.run_ids.get(trial) or self._find(trial)
+        if run_id is None:
+            tags = {PARENT_TAG: self.parent_run_id, TRIAL_TAG: trial, **op.get("tags", {})}
+            run = self.client.create_run(self.experiment_id, run_name=op["name"], tags=tags)
+            run_id = run.info.run_id
+            params = [Param(k, v) for k, v in sorted(op.get("params", {}).items())]
+            self.client.log_batch(run_id, params=params)
+        else:
+            # Another attempt of the same trial (a retry, or a resumed search): same run.
+            self.client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+            self.client.log_batch(run_id, tags=_tags(op.get("tags", {})))
+        self.run_ids[trial] = run_id
+
+    def _run_id(self, trial: str) -> str:
+        run_id = self.run_ids.get(trial) or self._find(trial)
+        if run_id is None:
+            raise KeyError(f"no MLflow run for trial {trial}")
+        self.run_ids[trial] = run_id
+        return run_id
+
+    def _find(self, trial: str) -> str | None:
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=(
+                f"tags.`{PARENT_TAG}` = '{self.parent_run_id}' and tags.`{TRIAL_TAG}` = '{trial}'"
+            ),
+            max_results=1,
+        )
+        return runs[0].info.run_id if runs else None
+
+
+def _tags(tags: dict[str, Any]) -> list[RunTag]:
+    return [RunTag(k, str(v)[:5000]) for k, v in tags.items()]
+
+
+def write_journal(path: Path, ops: list[Op]) -> None:
+    """Atomically replace ``path`` with ``ops``, one JSON object per line."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    partial.write_text("".join(json.dumps(op) + "\n" for op in ops))
+    os.replace(partial, path)
+
+
+def _append(path: Path, op: Op) -> None:
+    with path.open("a") as handle:
+        handle.write(json.dumps(op) + "\n")
+
+
+def read_journal(path: Path) -> list[Op]:
+    """The ops of a journal; a last line cut short by a killed driver is skipped."""
+    ops = []
+    for line in path.read_text().splitlines():
+        try:
+            ops.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return ops
+
+
+def _is_final(op: Op) -> bool:
+    """An ``end`` that closes the trial for good (not the pause of an interrupted search)."""
+    return op["op"] == "end" and op["status"] != "KILLED"

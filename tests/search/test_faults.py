@@ -1,0 +1,236 @@
+"""Faults, for real: signals to real processes (a trial's worker, the driver), a tracking server
+that goes away, a trial that diverges. Each test is bounded in time and checks what MLflow and
+Ray's result folder hold afterwards: every trial once, nothing lost, nothing duplicated."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from tests.search.conftest import nascomp, tiny_args
+from tests.search.faults import (
+    MlflowServer,
+    background_search,
+    ended,
+    kill_session,
+    metric_steps,
+    output,
+    search_runs,
+    trial_reports,
+    wait_for,
+)
+
+pytestmark = pytest.mark.e2e
+
+
+def _sqlite(workdir: Path) -> str:
+    return f"sqlite:///{workdir / 'mlflow.db'}"
+
+
+def _check_one_finished_run_per_trial(uri: str, n_trials: int) -> tuple[object, list]:
+    parents, children = search_runs(uri)
+    assert len(parents) == 1, [p.info.run_id for p in parents]
+    assert parents[0].info.status == "FINISHED"
+    assert len(children) == n_trials
+    assert len({c.data.tags["nascomp.trial_id"] for c in children}) == n_trials
+    assert all(c.info.status == "FINISHED" for c in children), [
+        (c.data.tags.get("nascomp.trial_id"), c.info.status) for c in children
+    ]
+    for child in children:
+        # Each epoch's metrics once: a retried or resumed attempt continued, it did not redo.
+        steps = metric_steps(uri, child.info.run_id, "val_accuracy")
+        repeated = sorted({step for step in steps if steps.count(step) > 1})
+        assert not repeated, (child.data.tags["nascomp.trial_id"], repeated, steps[-3:])
+    hypervolume = metric_steps(uri, parents[0].info.run_id, "hypervolume")
+    assert hypervolume == list(range(1, n_trials + 1))
+    return parents[0], children
+
+
+def test_worker_killed_mid_training_resumes_in_the_same_run(workdir: Path) -> None:
+    args = tiny_args(workdir, "--set", "search.trials=3", "--set", "train.epochs=40")
+    search = background_search(args, workdir)
+    results = workdir / "results"
+
+    def training() -> tuple[str, int, int] | None:
+        for trial, rows in trial_reports(results).items():
+            if "nascomp_status" not in rows[-1] and rows[-1].get("epoch", 0) >= 3:
+                return trial, rows[-1]["pid"], rows[-1]["epoch"]
+        return None
+
+    try:
+        victim, pid, epoch = wait_for("a trial in its 3rd epoch", training, 300, every_s=0.05)
+        os.kill(pid, signal.SIGKILL)
+        assert search.wait(timeout=400) == 0, output(search)[-3000:]
+    finally:
+        kill_session(search)
+
+    _, children = _check_one_finished_run_per_trial(_sqlite(workdir), 3)
+    run = next(c for c in children if c.data.tags["nascomp.trial_id"] == victim)
+    assert run.data.tags["nascomp.attempts"] == "2"
+    assert run.data.tags["nascomp.status"] in ("ok", "infeasible")
+    # The second attempt ran in another process and began after the killed one's last epoch.
+    rows = trial_reports(results)[victim]
+    later = [r for r in rows if r["pid"] != pid]
+    assert later, "no report after the kill"
+    assert min(r["epoch"] for r in later if "epoch" in r) > 1
+    assert min(r["epoch"] for r in later if "epoch" in r) >= epoch - 1
+    steps = metric_steps(_sqlite(workdir), run.info.run_id, "val_accuracy")
+    assert set(range(1, int(run.data.metrics["epochs"]) + 1)) <= set(steps)
+
+
+@pytest.mark.parametrize("how", ["sigkill", "ctrl-c"])
+def test_driver_stopped_then_resumed(workdir: Path, how: str) -> None:
+    args = tiny_args(workdir, "--set", "search.trials=5", "--set", "train.epochs=30", "--seed", "3")
+    search = background_search(args, workdir)
+    results = workdir / "results"
+
+    def two_ended_one_training() -> bool:
+        training = [
+            t
+            for t, rows in trial_reports(results).items()
+            if "nascomp_status" not in rows[-1] and rows[-1].get("epoch", 0) >= 2
+        ]
+        if not training or not (workdir / "mlflow.db").is_file():
+            return False
+        _, children = search_runs(_sqlite(workdir))
+        return sum(c.info.status == "FINISHED" for c in children) >= 2
+
+    try:
+        wait_for("2 trials ended and 1 training", two_ended_one_training, 400, every_s=0.05)
+        if how == "sigkill":
+            kill_session(search, signal.SIGKILL)  # the driver and its local Ray, at once
+        else:
+            os.killpg(search.pid, signal.SIGINT)  # what Ctrl-C in its terminal sends
+            assert search.wait(timeout=180) == 130, output(search)[-3000:]
+            assert "--resume" in output(search)
+    finally:
+        kill_session(search)
+
+    uri = _sqlite(workdir)
+    parents, before = search_runs(uri)
+    assert len(parents) == 1
+    done_before = {
+        c.data.tags["nascomp.trial_id"]: c.info.end_time
+        for c in before
+        if c.data.tags.get("nascomp.status") in ("ok", "infeasible")
+    }
+    assert len(done_before) >= 2
+    epochs_before = {
+        t: sum("epoch" in r for r in rows) for t, rows in trial_reports(results).items()
+    }
+
+    resumed = nascomp("search", *args, "--resume", cwd=workdir, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert f"resuming search {parents[0].info.run_id}" in resumed.stdout
+
+    parent, children = _check_one_finished_run_per_trial(uri, 5)
+    assert parent.info.run_id == parents[0].info.run_id  # continued, not a second parent
+    by_trial = {c.data.tags["nascomp.trial_id"]: c for c in children}
+    reports = trial_reports(results)
+    for trial, end_time in done_before.items():
+        assert by_trial[trial].info.end_time == end_time  # finished trials were not rerun
+        assert sum("epoch" in r for r in reports[trial]) == epochs_before[trial]
+
+
+def test_tracking_server_blip_buffers_and_flushes(workdir: Path) -> None:
+    server = MlflowServer(workdir / "server")
+    server.start()
+    args = tiny_args(
+        workdir,
+        "--set",
+        "search.trials=4",
+        "--set",
+        "train.epochs=15",
+        "--tracking-uri",
+        server.uri,
+        "--set",
+        "tracking.retry_s=1",
+    )
+    search = background_search(args, workdir)
+    results = workdir / "results"
+    try:
+        wait_for("a first trial to end", lambda: ended(trial_reports(results)), 300, 0.1)
+        server.stop()
+        # Trials go on training while the server is away.
+        at_stop = len(ended(trial_reports(results)))
+        wait_for(
+            "another trial to end", lambda: len(ended(trial_reports(results))) > at_stop, 300, 0.2
+        )
+        server.start()
+        assert search.wait(timeout=400) == 0, output(search)[-3000:]
+    finally:
+        kill_session(search)
+        server.stop()
+    text = output(search)
+    assert "does not answer" in text and "answers again" in text
+    server.start()
+    try:
+        _check_one_finished_run_per_trial(server.uri, 4)
+    finally:
+        server.stop()
+    assert not list(results.glob("nascomp-*/mlflow-pending.jsonl"))
+
+
+def test_tracking_server_gone_for_good_then_replay(workdir: Path) -> None:
+    server = MlflowServer(workdir / "server")
+    server.start()
+    args = tiny_args(
+        workdir,
+        "--set",
+        "search.trials=3",
+        "--set",
+        "train.epochs=10",
+        "--tracking-uri",
+        server.uri,
+        "--set",
+        "tracking.retry_s=1",
+        "--set",
+        "tracking.flush_timeout_s=3",
+    )
+    search = background_search(args, workdir)
+    results = workdir / "results"
+    try:
+        wait_for("a first trial to end", lambda: ended(trial_reports(results)), 300, 0.1)
+        server.stop()
+        assert search.wait(timeout=400) == 3, output(search)[-3000:]
+    finally:
+        kill_session(search)
+    text = output(search)
+    assert "nascomp replay" in text, text[-2000:]
+    (folder,) = results.glob("nascomp-*")
+    assert (folder / "mlflow-pending.jsonl").is_file()
+
+    server.start()
+    try:
+        replayed = nascomp("replay", str(folder), cwd=workdir, timeout=300)
+        assert replayed.returncode == 0, replayed.stdout + replayed.stderr
+        _check_one_finished_run_per_trial(server.uri, 3)
+        again = nascomp("replay", str(folder), cwd=workdir, timeout=300)
+        assert again.returncode == 2 and "nothing to replay" in again.stderr
+    finally:
+        server.stop()
+
+
+def test_diverging_trial_fails_with_its_reason_and_the_search_goes_on(workdir: Path) -> None:
+    # An absurd learning rate makes every loss overflow: each trial ends failed, with why.
+    args = tiny_args(
+        workdir,
+        "--set",
+        "search.trials=2",
+        "--set",
+        "train.optimizer=sgd",
+        "--set",
+        "train.lr=1e12",
+    )
+    done = nascomp("search", *args, cwd=workdir, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "2 failed" in done.stdout
+    _, children = search_runs(_sqlite(workdir))
+    assert len(children) == 2
+    for child in children:
+        assert child.info.status == "FAILED"
+        assert child.data.tags["nascomp.status"] == "failed"
+        assert "FloatingPointError" in child.data.tags["nascomp.reason"]
