@@ -62,6 +62,7 @@ def run_search(
     """Run the whole search (or continue one: ``resume`` is a result folder or ``latest``);
     return what MLflow holds of it, front included."""
     started = time.perf_counter()
+    _fail_fast_http()
     tracker = Tracker(experiment.tracking.resolved_uri(), experiment.tracking.experiment)
     tracker.check_reachable()
     address = address or os.environ.get("RAY_ADDRESS")
@@ -395,6 +396,14 @@ def check_ray_address(address: str | None, timeout_s: float = 5.0) -> None:
         socket.create_connection((host, int(port)), timeout=timeout_s).close()
     except OSError as exc:
         raise SearchError(f"no Ray cluster answers at {address} ({exc.strerror or exc})") from None
+
+
+def _fail_fast_http() -> None:
+    # MLflow's client retries a silent server for minutes (7 retries, exponential backoff),
+    # and the Tune loop that calls it would stall with it: trials could not even end. The
+    # runlog buffers and retries instead, without blocking.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 
 
 def _quiet_ray() -> None:

@@ -64,6 +64,7 @@ class RunLog:
         self.dropped = 0
         self._retry_at = 0.0
         self._attempts = 0
+        self._loaded = False  # after load(), run_ids holds every run of the search
 
     # ------------------------------------------------------------------ state from the store
     def load(self) -> list[Any]:
@@ -83,6 +84,7 @@ class RunLog:
                 "nascomp.status"
             ) not in (None, "running", "interrupted"):
                 self.ended.add(trial)
+        self._loaded = True
         if self.journal is not None and self.journal.is_file():
             left = read_journal(self.journal)
             self.ended.update(op["trial"] for op in left if _is_final(op))
@@ -202,7 +204,9 @@ class RunLog:
 
     def _start(self, op: Op) -> None:
         trial = op["trial"]
-        run_id = self.run_ids.get(trial) or self._find(trial)
+        run_id = self.run_ids.get(trial)
+        if run_id is None and not self._loaded:
+            run_id = self._find(trial)
         if run_id is None:
             tags = {PARENT_TAG: self.parent_run_id, TRIAL_TAG: trial, **op.get("tags", {})}
             run = self.client.create_run(self.experiment_id, run_name=op["name"], tags=tags)
