@@ -189,9 +189,21 @@ def cmd_search(args: argparse.Namespace) -> int:
         f"({summary.count('ok')} ok, {summary.count('infeasible')} infeasible, "
         f"{summary.count('pruned')} stopped early, {summary.count('failed')} failed)"
     )
+    _print_failures(summary.trials)
     _print_front(summary.front, summary.objectives, summary.search_run_id)
     print(f"\nMLflow: {_browse_hint(tracker)}")
     return 0
+
+
+def _print_failures(trials: list, shown: int = 5) -> None:
+    """Why trials failed, most common reason first: a worker without the data, a NaN loss..."""
+    from collections import Counter
+
+    reasons = Counter(
+        t.tags.get("nascomp.reason", "no reason recorded") for t in trials if t.status == "failed"
+    )
+    for reason, n in reasons.most_common(shown):
+        print(f"  {n} failed: {reason}")
 
 
 def _objectives_text(objectives: dict[str, str]) -> str:

@@ -530,7 +530,10 @@ def _record(run: Any) -> TrialRecord:
 def _error_text(trial: Any) -> str:
     path = getattr(trial, "error_file", None)
     if path and Path(path).is_file():
+        # The exception's own line: the last one not indented (a traceback's frames are, and
+        # so are the details some exceptions print after their message).
         lines = [line for line in Path(path).read_text().splitlines() if line.strip()]
-        if lines:
-            return lines[-1]
+        flush_left = [line for line in lines if not line[0].isspace()]
+        if flush_left or lines:
+            return (flush_left or lines)[-1]
     return "trial failed"

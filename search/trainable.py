@@ -24,7 +24,7 @@ from search.export import write_artifact
 from search.searcher import INFO_PREFIX, STATUS_KEY
 from trainers.checkpoint import load_state, save_state
 from trainers.config import TrialConfig
-from trainers.data import DataNotFoundError
+from trainers.data import DataNotFoundError, check_data_root
 from trainers.nb201_lookup import run_lookup_trial
 from trainers.trial import TrialOutcome, run_trial
 
@@ -46,6 +46,8 @@ def trial_fn(config: dict[str, Any], teacher_state: dict | None = None) -> None:
         tune.report(final, checkpoint=tune.get_checkpoint())
         return
     try:
+        # The driver checked the data root on its own node; this may be another one.
+        check_data_root(config["data.name"], config.get("data.root"))
         outcome = run_trial(
             config, teacher_state=teacher_state, checkpoint=_report_epoch, resume=resume
         )

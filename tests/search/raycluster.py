@@ -69,6 +69,7 @@ class LocalRayCluster:
     port: int = field(default_factory=free_port)
     temp_dirs: list[Path] = field(default_factory=list)
     sessions: set[int] = field(default_factory=set)
+    node_sessions: list[int] = field(default_factory=list)
     log: list[str] = field(default_factory=list)
 
     @property
@@ -85,10 +86,30 @@ class LocalRayCluster:
             num_cpus=num_cpus,
         )
 
-    def add_node(self, num_cpus: int = 1) -> None:
-        self._ray_start(f"--address={self.address}", num_cpus=num_cpus)
+    def add_node(self, num_cpus: int = 1, prefix: tuple[str, ...] = ()) -> None:
+        """A worker node; ``prefix`` runs `ray start` under another command (e.g. ``unshare``
+        to give the node a file system view of its own)."""
+        self._ray_start(f"--address={self.address}", num_cpus=num_cpus, prefix=prefix)
 
-    def _ray_start(self, *args: str, num_cpus: int) -> None:
+    def node_processes(self, index: int) -> list[ProcInfo]:
+        """Live processes of the ``index``-th node started (0: the head)."""
+        everything = self.processes()
+        marker, session = str(self.temp_dirs[index]), self.node_sessions[index]
+        own = {p.pid for p in everything if p.session == session or marker in p.cmdline}
+        changed = True
+        while changed:
+            more = {p.pid for p in everything if p.ppid in own} - own
+            own |= more
+            changed = bool(more)
+        return [p for p in everything if p.pid in own]
+
+    def kill_node(self, index: int) -> None:
+        """SIGKILL every process of one node, as when a machine is lost."""
+        for proc in self.node_processes(index):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGKILL)
+
+    def _ray_start(self, *args: str, num_cpus: int, prefix: tuple[str, ...] = ()) -> None:
         # Ray's unix socket paths live under the temp dir and must stay under ~100 characters,
         # hence /tmp rather than pytest's long tmp_path. A node of its own per folder also puts
         # that folder in every command line of the node's daemons.
@@ -96,6 +117,7 @@ class LocalRayCluster:
         self.temp_dirs.append(temp_dir)
         ray = Path(sys.executable).with_name("ray")
         command = [
+            *prefix,
             str(ray),
             "start",
             *args,
@@ -115,6 +137,7 @@ class LocalRayCluster:
             start_new_session=True,
         )
         self.sessions.add(started.pid)
+        self.node_sessions.append(started.pid)
         output, _ = started.communicate(timeout=120)
         self.log.append(output)
         if started.returncode != 0:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import re
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,15 @@ import pytest
 import yaml
 
 from tests.search.conftest import nascomp, tiny_args
+from tests.search.faults import (
+    MlflowServer,
+    background_search,
+    kill_session,
+    output,
+    search_runs,
+    trial_reports,
+    wait_for,
+)
 from tests.search.raycluster import RAY_ENV, LocalRayCluster
 
 CLUSTER_YAML = Path(__file__).resolve().parents[2] / "cluster.yaml"
@@ -100,8 +110,15 @@ def _raylet_node_ids(cluster: LocalRayCluster) -> dict[str, str]:
 
 
 @pytest.mark.e2e
-def test_search_spans_two_ray_nodes(workdir: Path, two_node_cluster: LocalRayCluster) -> None:
+def test_search_spans_two_ray_nodes(
+    workdir: Path, two_node_cluster: LocalRayCluster, tmp_path: Path
+) -> None:
+    """Cluster mode: trials on both nodes log over HTTP to a real `mlflow server` whose
+    artifacts are served; every trial is there, nested, with its model retrievable."""
+    import torch
     from mlflow.tracking import MlflowClient
+
+    from search.export import load_exported
 
     cluster = two_node_cluster
     node_ids = _raylet_node_ids(cluster)
@@ -110,35 +127,145 @@ def test_search_spans_two_ray_nodes(workdir: Path, two_node_cluster: LocalRayClu
     found = {p.pid for p in cluster.processes()}
     assert {p.pid for p in cluster.by_gcs_port()} <= found
 
+    server = MlflowServer(tmp_path / "server")
+    server.start()
     try:
-        done = nascomp(
-            "search",
-            *tiny_args(workdir, "--address", cluster.address, "--set", "search.trials=4"),
-            cwd=workdir,
-            timeout=300,
-            env=RAY_ENV,
-        )
-        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    finally:
-        survivors = cluster.stop()
-    assert not survivors, [f"{p.pid} {p.cmdline[:200]}" for p in survivors]
-    assert cluster.by_gcs_port() == []
+        try:
+            args = ["--address", cluster.address, "--tracking-uri", server.uri]
+            done = nascomp(
+                "search",
+                *tiny_args(workdir, *args, "--set", "search.trials=4"),
+                cwd=workdir,
+                timeout=300,
+                env=RAY_ENV,
+            )
+            assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        finally:
+            survivors = cluster.stop()
+        assert not survivors, [f"{p.pid} {p.cmdline[:200]}" for p in survivors]
+        assert cluster.by_gcs_port() == []
 
-    client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("nascomp")
-    assert experiment is not None
-    parents = client.search_runs(
-        [experiment.experiment_id], filter_string="tags.`nascomp.role` = 'search'"
+        parents, children = search_runs(server.uri)
+        assert len(parents) == 1
+        assert len(children) == 4
+        assert all(run.info.status == "FINISHED" for run in children)
+        assert all(
+            run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for run in children
+        )
+        assert all(run.data.tags.get("nascomp.status") in ("ok", "infeasible") for run in children)
+        # Each trial names the node it ran on: both of this cluster's nodes, and no other
+        # (a local Ray started by mistake would have a third id).
+        used = {run.data.tags.get("nascomp.node_id") for run in children}
+        assert used == set(node_ids.values()), (used, node_ids)
+
+        # The artifacts went through the server (no local file path in their URI) and come
+        # back through it: a trial's compressed model loads and predicts.
+        client = MlflowClient(tracking_uri=server.uri)
+        ok = [run for run in children if run.data.tags["nascomp.status"] == "ok"]
+        assert ok
+        for run in ok:
+            assert run.info.artifact_uri.startswith("mlflow-artifacts:"), run.info.artifact_uri
+            folder = Path(
+                client.download_artifacts(run.info.run_id, "", str(tmp_path / run.info.run_id))
+            )
+            model = load_exported(folder)
+            assert (folder / "model.nascomp").stat().st_size == run.data.metrics["size_bytes"]
+            with torch.no_grad():
+                assert model(torch.zeros(1, 1, 8, 8)).shape == (1, 10)
+        parent_files = {f.path for f in client.list_artifacts(parents[0].info.run_id)}
+        assert {"pareto_front.json", "pareto.png", "experiment.yaml"} <= parent_files
+    finally:
+        server.stop()
+
+
+@pytest.mark.e2e
+def test_worker_node_lost_mid_search(workdir: Path, two_node_cluster: LocalRayCluster) -> None:
+    """A whole worker node is killed while one of its trials trains: the trial is rescheduled
+    on the head, resumes from its checkpoint in the same run, and the search completes."""
+    cluster = two_node_cluster
+    head_id = _raylet_node_ids(cluster)[str(cluster.temp_dirs[0])]
+    args = tiny_args(
+        workdir,
+        "--address",
+        cluster.address,
+        "--set",
+        "search.trials=3",
+        "--set",
+        "train.epochs=40",
     )
-    assert len(parents) == 1
-    children = client.search_runs(
-        [experiment.experiment_id],
-        filter_string=f"tags.`mlflow.parentRunId` = '{parents[0].info.run_id}'",
-    )
-    assert len(children) == 4
+    search = background_search(args, workdir, env=RAY_ENV)
+    results = workdir / "results"
+
+    def on_worker_node() -> str | None:
+        pids = {p.pid for p in cluster.node_processes(1)}
+        for trial, rows in trial_reports(results).items():
+            last = rows[-1]
+            if "nascomp_status" not in last and last.get("epoch", 0) >= 3 and last["pid"] in pids:
+                return trial
+        return None
+
+    try:
+        victim = wait_for("a trial training on the worker node", on_worker_node, 300, 0.05)
+        cluster.kill_node(1)
+        assert search.wait(timeout=500) == 0, output(search)[-3000:]
+    finally:
+        kill_session(search)
+        cluster.stop()
+    parents, children = search_runs(f"sqlite:///{workdir / 'mlflow.db'}")
+    assert len(parents) == 1 and len(children) == 3
     assert all(run.info.status == "FINISHED" for run in children)
-    assert all(run.data.tags.get("nascomp.status") in ("ok", "infeasible") for run in children)
-    # Each trial names the node it ran on: both of this cluster's nodes, and no other
-    # (a local Ray started by mistake would have a third id).
-    used = {run.data.tags.get("nascomp.node_id") for run in children}
-    assert used == set(node_ids.values()), (used, node_ids)
+    run = next(c for c in children if c.data.tags["nascomp.trial_id"] == victim)
+    assert run.data.tags["nascomp.attempts"] == "2"
+    assert run.data.tags["nascomp.node_id"] == head_id
+
+
+@pytest.mark.e2e
+def test_worker_without_the_data_fails_naming_node_and_path(workdir: Path, data_root: Path) -> None:
+    """The data root is missing on a worker node (an empty file system is mounted over it in
+    that node's own mount namespace): its trials fail, saying which node and which path."""
+    root = data_root
+    hidden = root / "FashionMNIST"
+    probe = subprocess.run(
+        ["unshare", "-m", "--propagation", "private", "true"], capture_output=True, check=False
+    )
+    if probe.returncode != 0:
+        pytest.skip(f"no mount namespaces here: {probe.stderr.decode()[:200]}")
+    cluster = LocalRayCluster()
+    try:
+        cluster.start_head(num_cpus=0)  # every trial runs on the worker node
+        mount = f'mount -t tmpfs none {hidden} && exec "$0" "$@"'
+        cluster.add_node(
+            num_cpus=1, prefix=("unshare", "-m", "--propagation", "private", "sh", "-c", mount)
+        )
+        args = tiny_args(
+            workdir,
+            "--address",
+            cluster.address,
+            "--set",
+            "search.trials=2",
+            "--set",
+            "search.concurrent=1",
+            "--set",
+            "search.max_failures=0",
+            "--set",
+            "data.name=fashion_mnist",
+            "--set",
+            f"data.root={root}",
+            "--set",
+            "data.max_train_samples=500",
+            "--set",
+            "space.distill.enabled=[false]",
+        )
+        done = nascomp("search", *args, cwd=workdir, timeout=400, env=RAY_ENV)
+    finally:
+        cluster.stop()
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "2 failed" in done.stdout
+    assert f"{hidden / 'raw'}" in done.stdout  # the search reports it, with the path
+    assert "on node " in done.stdout
+    _, children = search_runs(f"sqlite:///{workdir / 'mlflow.db'}")
+    assert len(children) == 2
+    for run in children:
+        assert run.info.status == "FAILED"
+        reason = run.data.tags["nascomp.reason"]
+        assert "on node " in reason and str(hidden / "raw") in reason, reason
