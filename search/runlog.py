@@ -155,6 +155,8 @@ class RunLog:
     def _give_up_on_head(self, exc: Exception) -> bool:
         """A store that answers but refuses the same op again and again: drop that op rather
         than block every later write behind it."""
+        if _is_connectivity(exc):
+            return False  # the store is away: wait for it, however long
         self._attempts += 1
         if self._attempts < _MAX_ATTEMPTS or not self._store_answers():
             return False
@@ -235,6 +237,23 @@ class RunLog:
             max_results=1,
         )
         return runs[0].info.run_id if runs else None
+
+
+_AWAY = (
+    "Max retries exceeded",
+    "Connection refused",
+    "Connection aborted",
+    "timed out",
+    "Failed to establish",
+    "Temporary failure in name resolution",
+)
+
+
+def _is_connectivity(exc: Exception) -> bool:
+    """The store did not answer (as opposed to answering with an error)."""
+    if isinstance(exc, ConnectionError | TimeoutError):
+        return True
+    return any(sign in str(exc) for sign in _AWAY)
 
 
 def _tags(tags: dict[str, Any]) -> list[RunTag]:

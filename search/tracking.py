@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import time
 import urllib.error
 import urllib.request
@@ -527,13 +528,16 @@ def _record(run: Any) -> TrialRecord:
     )
 
 
+_EXCEPTION_LINE = re.compile(r"[A-Za-z_][\w.]*(Error|Exception|Interrupt)(\([\w.]*\))?: ")
+
+
 def _error_text(trial: Any) -> str:
     path = getattr(trial, "error_file", None)
     if path and Path(path).is_file():
-        # The exception's own line: the last one not indented (a traceback's frames are, and
-        # so are the details some exceptions print after their message).
+        # The exception's own line ("SomeError: message"): not the last line, since some
+        # exceptions print details after their message.
         lines = [line for line in Path(path).read_text().splitlines() if line.strip()]
-        flush_left = [line for line in lines if not line[0].isspace()]
-        if flush_left or lines:
-            return (flush_left or lines)[-1]
+        raised = [line for line in lines if _EXCEPTION_LINE.match(line)]
+        if raised or lines:
+            return (raised or lines)[-1]
     return "trial failed"

@@ -23,6 +23,8 @@ from tests.search.conftest import nascomp
             "/nonexistent/data/MNIST/raw",
         ),
         (["missing.yaml"], "experiment file"),
+        (["--resume"], "--resume: no unfinished search of this experiment"),
+        (["--resume", "elsewhere"], "--resume elsewhere: no nascomp.json there"),
     ],
 )
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(
@@ -85,3 +87,13 @@ def test_no_ray_cluster_at_the_address(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.strip().startswith("nascomp: error: no Ray cluster answers at 127.0.0.1:9")
     assert list(tmp_path.iterdir()) == []  # no MLflow store, no teacher, no results
+
+
+def test_replay_of_a_folder_that_is_not_a_search_exits_2(tmp_path: Path) -> None:
+    result = nascomp("replay", str(tmp_path), cwd=tmp_path, timeout=120)
+    assert result.returncode == 2
+    assert (
+        result.stderr.strip()
+        == f"nascomp: error: {tmp_path}: no nascomp.json (not a nascomp search folder)"
+    )
+    assert list(tmp_path.iterdir()) == []

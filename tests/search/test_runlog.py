@@ -1,0 +1,202 @@
+"""The buffered MLflow writes (search/runlog.py) on a real sqlite store; an outage is a client
+whose calls fail for a while, as an unreachable server's do."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from search.resume import differences
+from search.runlog import JOURNAL, RunLog, read_journal
+from search.tracking import _error_text, _step
+
+
+class Outage:
+    """An MlflowClient whose calls raise while ``down`` (as with a server that is away)."""
+
+    def __init__(self, client: MlflowClient) -> None:
+        self.client = client
+        self.down = False
+        self.refuse: str | None = None  # a method the store answers with an error
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.client, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if self.down:
+                raise ConnectionError(f"{name}: connection refused")
+            if name == self.refuse:
+                raise RuntimeError(f"{name}: INVALID_PARAMETER_VALUE")
+            return method(*args, **kwargs)
+
+        return call
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> tuple[MlflowClient, str, str]:
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment_id = client.create_experiment("runlog")
+    parent = client.create_run(experiment_id, tags={"nascomp.role": "search"}).info.run_id
+    return client, experiment_id, parent
+
+
+def _start(trial: str) -> dict:
+    return {"op": "start", "trial": trial, "name": f"trial-{trial}", "params": {"lr": "0.1"}}
+
+
+def _metrics(trial: str | None, step: int, value: float) -> dict:
+    return {"op": "metrics", "trial": trial, "step": step, "ts": 1, "values": {"loss": value}}
+
+
+def _end(trial: str, status: str = "FINISHED") -> dict:
+    return {"op": "end", "trial": trial, "status": status, "tags": {"nascomp.status": "ok"}}
+
+
+def _children(client: MlflowClient, experiment_id: str, parent: str) -> list:
+    return client.search_runs(
+        [experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'"
+    )
+
+
+def test_ops_make_one_nested_run_per_trial(store: tuple, tmp_path: Path) -> None:
+    client, experiment_id, parent = store
+    log = RunLog(client, experiment_id, parent, journal=tmp_path / JOURNAL, echo=lambda _: None)
+    log.load()
+    for op in (_start("t1"), _metrics("t1", 1, 0.5), _metrics(None, 1, 0.25), _end("t1")):
+        assert log.submit(op)
+    # A second attempt of the same trial continues its run.
+    assert log.submit(_start("t1"))
+    assert log.submit(_metrics("t1", 2, 0.4))
+    assert log.submit(_end("t1"))
+    (run,) = _children(client, experiment_id, parent)
+    assert run.data.tags["nascomp.trial_id"] == "t1"
+    assert run.data.params == {"lr": "0.1"}
+    assert run.info.status == "FINISHED"
+    history = client.get_metric_history(run.info.run_id, "loss")
+    assert [(m.step, m.value) for m in history] == [(1, 0.5), (2, 0.4)]
+    assert [m.value for m in client.get_metric_history(parent, "loss")] == [0.25]
+    assert not (tmp_path / JOURNAL).exists()
+
+
+def test_an_outage_buffers_to_the_journal_and_flushes_in_order(
+    store: tuple, tmp_path: Path
+) -> None:
+    client, experiment_id, parent = store
+    flaky = Outage(client)
+    lines: list[str] = []
+    journal = tmp_path / JOURNAL
+    log = RunLog(flaky, experiment_id, parent, journal=journal, retry_s=0.0, echo=lines.append)
+    log.load()
+    assert log.submit(_start("t1"))
+    flaky.down = True
+    assert not log.submit(_metrics("t1", 1, 0.9))
+    assert not log.submit(_metrics("t1", 2, 0.8))
+    assert not log.submit(_end("t1"))
+    assert [op["op"] for op in read_journal(journal)] == ["metrics", "metrics", "end"]
+    assert log.offline_since is not None and "connection refused" in log.last_error
+    assert "does not answer" in lines[0]
+    assert not log.drain(timeout_s=0.2)  # still away: nothing lost, nothing written
+    flaky.down = False
+    assert log.flush()
+    assert "answers again" in lines[-1]
+    assert not journal.exists()
+    (run,) = _children(client, experiment_id, parent)
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [1, 2]
+    assert run.info.status == "FINISHED"
+
+
+def test_a_new_driver_finds_the_runs_and_the_journal_of_the_old_one(
+    store: tuple, tmp_path: Path
+) -> None:
+    client, experiment_id, parent = store
+    journal = tmp_path / JOURNAL
+    first = RunLog(client, experiment_id, parent, journal=journal, echo=lambda _: None)
+    first.load()
+    first.submit(_start("done"))
+    first.submit(_end("done"))
+    first.submit(_start("half"))
+    # The old driver died while the server was away: two writes only in its journal.
+    journal.write_text(json.dumps(_metrics("half", 1, 0.7)) + "\n" + json.dumps(_end("gone")))
+    journal.write_text(journal.read_text() + '\n{"op": "metr')  # cut short by the kill
+
+    second = RunLog(client, experiment_id, parent, journal=journal, echo=lambda _: None)
+    runs = second.load()
+    assert {r.data.tags["nascomp.trial_id"] for r in runs} == {"done", "half"}
+    assert second.ended == {"done", "gone"}  # "gone" ends in the journal
+    assert [op["op"] for op in second.pending] == ["metrics", "end"]
+    second.pending.pop()  # "gone" has no run here; keep the test to "half"
+    assert second.flush(force=True)
+    half = second.run_ids["half"]
+    assert [m.value for m in client.get_metric_history(half, "loss")] == [0.7]
+    second.submit(_start("half"))  # its next attempt: the same run, RUNNING again
+    assert second.run_ids["half"] == half
+    assert client.get_run(half).info.status == "RUNNING"
+    assert len(_children(client, experiment_id, parent)) == 2
+
+
+def test_a_write_the_store_keeps_refusing_is_dropped_not_blocking(
+    store: tuple, tmp_path: Path
+) -> None:
+    client, experiment_id, parent = store
+    refusing = Outage(client)
+    lines: list[str] = []
+    log = RunLog(refusing, experiment_id, parent, retry_s=0.0, echo=lines.append)
+    log.load()
+    log.submit(_start("t1"))
+    refusing.refuse = "set_terminated"
+    assert not log.submit(_end("t1"))
+    assert not log.flush()
+    refusing.refuse = None
+    log.pending.append(_metrics("t1", 1, 0.3))
+    refusing.refuse = "set_terminated"
+    assert log.flush()  # third refusal: dropped; the metrics behind it are written
+    assert log.dropped == 1 and any("dropped a end write" in line for line in lines)
+    run_id = log.run_ids["t1"]
+    assert [m.value for m in client.get_metric_history(run_id, "loss")] == [0.3]
+
+
+def test_delete_removes_a_run_no_trial_continues(store: tuple) -> None:
+    client, experiment_id, parent = store
+    log = RunLog(client, experiment_id, parent, echo=lambda _: None)
+    log.load()
+    log.submit(_start("orphan"))
+    log.forget("orphan")
+    assert log.submit({"op": "delete", "trial": "orphan"})
+    assert _children(client, experiment_id, parent) == []
+    with pytest.raises(ValueError, match="unknown tracking op"):
+        log._apply({"op": "rename", "trial": None})
+
+
+def test_steps_are_epochs_and_the_final_report_the_step_after() -> None:
+    assert _step({"epoch": 3, "training_iteration": 9}) == 3
+    assert _step({"epochs": 12, "training_iteration": 5}) == 13
+    assert _step({"training_iteration": 1}) == 1
+
+
+def test_error_text_is_the_exceptions_own_line(tmp_path: Path) -> None:
+    error = tmp_path / "error.txt"
+    error.write_text(
+        'Traceback (most recent call last):\n  File "x.py", line 1\n    boom()\n'
+        "pydantic_core.ValidationError: 1 validation error for TrialConfig\ndata\n"
+        "  Value error, dataset 'mnist': expected files\n    For further information visit\n"
+    )
+
+    class Trial:
+        error_file = str(error)
+
+    assert _error_text(Trial()) == (
+        "pydantic_core.ValidationError: 1 validation error for TrialConfig"
+    )
+    error.write_text("Traceback:\n  frame\nFloatingPointError: loss is nan at step 3\n")
+    assert _error_text(Trial()) == "FloatingPointError: loss is nan at step 3"
+
+
+def test_differences_name_the_changed_fields_and_ignore_tracking() -> None:
+    old = {"search": {"trials": 20, "seed": 0}, "tracking": {"uri": "a"}, "trial": "train"}
+    new = {"search": {"trials": 30, "seed": 0}, "tracking": {"uri": "b"}, "trial": "train"}
+    assert differences(old, new) == ["search.trials (20 -> 30)"]
+    assert differences(old, old) == []
