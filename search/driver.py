@@ -142,6 +142,7 @@ class _SearchRun:
             echo=echo,
         )
         self.callback.log.retry_s = experiment.tracking.retry_s
+        self.callback.log.batch_s = experiment.tracking.batch_s
 
     def fit(
         self, constants: dict[str, Any], teacher_state: dict | None, *, restore: bool

@@ -31,6 +31,8 @@ from mlflow.entities import Metric, Param, RunStatus, RunTag
 PARENT_TAG = "mlflow.parentRunId"
 TRIAL_TAG = "nascomp.trial_id"
 JOURNAL = "mlflow-pending.jsonl"
+_BATCH_METRICS, _BATCH_TAGS = 1000, 100  # MLflow's limits per log_batch
+_BATCHABLE = ("metrics", "tags")
 _MAX_ATTEMPTS = 3  # an op the (reachable) store keeps refusing is dropped after this many
 Op = dict[str, Any]
 
@@ -46,6 +48,7 @@ class RunLog:
         *,
         journal: Path | None = None,
         retry_s: float = 5.0,
+        batch_s: float = 0.0,
         finisher: Callable[[str], None] | None = None,
         echo: Callable[[str], Any] = print,
     ) -> None:
@@ -54,6 +57,8 @@ class RunLog:
         self.parent_run_id = parent_run_id
         self.journal = journal
         self.retry_s = retry_s
+        self.batch_s = batch_s
+        self._last_flush = time.monotonic()
         self.finisher = finisher
         self.echo = echo
         self.pending: list[Op] = []
@@ -97,31 +102,41 @@ class RunLog:
 
     # ------------------------------------------------------------------ writing
     def submit(self, op: Op) -> bool:
-        """Queue ``op`` and try to apply the queue; False while the store does not answer."""
+        """Queue ``op``; apply the queue when ``batch_s`` has passed since the last time.
+        Returns False while the store does not answer."""
         self.pending.append(op)
         if _is_final(op):
             self.ended.add(op["trial"])
-        if self.offline_since is not None and self.journal is not None:
-            _append(self.journal, op)
-        return self.flush()
+        if self.journal is not None and (self.offline_since is not None or self.batch_s > 0):
+            _append(self.journal, op)  # a killed driver loses nothing it was holding
+        self.flush()
+        return self.offline_since is None
 
     def flush(self, *, force: bool = False) -> bool:
-        """Apply queued ops in order; stop at the first the store refuses and retry after
-        ``retry_s`` (at once when ``force``). True when nothing is left."""
+        """Apply queued ops in order, consecutive metrics and tags as one ``log_batch`` per
+        run; stop at the first the store refuses and retry after ``retry_s``. Without
+        ``force``, waits for ``batch_s`` since the last flush. True when nothing is left."""
         if not self.pending:
             return True
         now = time.monotonic()
-        if not force and now < self._retry_at:
+        if not force and (now < self._retry_at or now < self._last_flush + self.batch_s):
             return False
+        self._last_flush = now
         while self.pending:
+            n = _batchable(self.pending) if self._attempts == 0 else 0
             try:
-                self._apply(self.pending[0])
+                if n > 1:
+                    self._apply_batch(self.pending[:n])
+                else:
+                    n = 1
+                    self._apply(self.pending[0])
             except Exception as exc:  # any refusal is retried, then reported
-                if self._give_up_on_head(exc):
+                if n == 1 and self._give_up_on_head(exc):
                     continue
+                self._attempts = max(self._attempts, 1)  # retry one op at a time
                 self._went_offline(exc, now)
                 return False
-            self.pending.pop(0)
+            del self.pending[:n]
             self._attempts = 0
         if self.offline_since is not None:
             away = time.time() - self.offline_since
@@ -130,6 +145,28 @@ class RunLog:
         if self.journal is not None:
             self.journal.unlink(missing_ok=True)
         return True
+
+    def _apply_batch(self, ops: list[Op]) -> None:
+        """Metrics and tags ops, grouped by run: one log_batch call per run (and per 1,000
+        values, MLflow's limit), in the order they were queued."""
+        grouped: dict[str, tuple[list[Metric], list[RunTag]]] = {}
+        for op in ops:
+            run_id = self.parent_run_id if op.get("trial") is None else self._run_id(op["trial"])
+            metrics, tags = grouped.setdefault(run_id, ([], []))
+            if op["op"] == "metrics":
+                metrics += [
+                    Metric(k, float(v), op["ts"], op["step"]) for k, v in op["values"].items()
+                ]
+            else:
+                tags += _tags(op["tags"])
+        for run_id, (metrics, tags) in grouped.items():
+            calls = max(-(-len(metrics) // _BATCH_METRICS), -(-len(tags) // _BATCH_TAGS), 1)
+            for i in range(calls):
+                self.client.log_batch(
+                    run_id,
+                    metrics=metrics[i * _BATCH_METRICS : (i + 1) * _BATCH_METRICS],
+                    tags=tags[i * _BATCH_TAGS : (i + 1) * _BATCH_TAGS],
+                )
 
     def drain(self, timeout_s: float) -> bool:
         """Keep retrying for up to ``timeout_s``; True when everything was written."""
@@ -282,6 +319,16 @@ def read_journal(path: Path) -> list[Op]:
         except json.JSONDecodeError:
             continue
     return ops
+
+
+def _batchable(ops: list[Op]) -> int:
+    """How many ops at the head of ``ops`` are metrics or tags (at most 500)."""
+    n = 0
+    for op in ops[:500]:
+        if op["op"] not in _BATCHABLE:
+            break
+        n += 1
+    return n
 
 
 def _is_final(op: Op) -> bool:

@@ -189,6 +189,11 @@ class TrackingConfig(_Section):
     retry_s: float = Field(
         5.0, gt=0.0, description="while the tracking server is away, retry buffered writes"
     )
+    batch_s: float = Field(
+        2.0,
+        ge=0.0,
+        description="gather the writes of this many seconds into one log_batch per run; 0: none",
+    )
     flush_timeout_s: float = Field(
         120.0,
         ge=0.0,

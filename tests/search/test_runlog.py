@@ -22,11 +22,13 @@ class Outage:
         self.client = client
         self.down = False
         self.refuse: str | None = None  # a method the store answers with an error
+        self.calls: list[str] = []
 
     def __getattr__(self, name: str) -> Any:
         method = getattr(self.client, name)
 
         def call(*args: Any, **kwargs: Any) -> Any:
+            self.calls.append(name)
             if self.down:
                 raise ConnectionError(f"{name}: connection refused")
             if name == self.refuse:
@@ -200,3 +202,34 @@ def test_differences_name_the_changed_fields_and_ignore_tracking() -> None:
     new = {"search": {"trials": 30, "seed": 0}, "tracking": {"uri": "b"}, "trial": "train"}
     assert differences(old, new) == ["search.trials (20 -> 30)"]
     assert differences(old, old) == []
+
+
+def test_writes_within_batch_s_go_out_as_one_log_batch_per_run(
+    store: tuple, tmp_path: Path
+) -> None:
+    client, experiment_id, parent = store
+    counting = Outage(client)
+    journal = tmp_path / JOURNAL
+    log = RunLog(counting, experiment_id, parent, journal=journal, batch_s=3600, echo=print)
+    log.load()
+    counting.calls.clear()
+    for op in (_start("a"), _start("b")):
+        log.submit(op)
+    assert counting.calls == [] and len(read_journal(journal)) == 2  # held, and on disk
+    for epoch in (1, 2, 3):
+        log.submit(_metrics("a", epoch, 1.0 / epoch))
+        log.submit(_metrics("b", epoch, 2.0 / epoch))
+        log.submit(_metrics(None, epoch, 0.1 * epoch))
+    log.submit({"op": "tags", "trial": "a", "tags": {"nascomp.attempts": 2}})
+    assert log.flush(force=True)
+    # 2 runs created (create_run + params each), then 3 log_batch calls for 9 metrics ops
+    # and a tags op: one per run (a, b and the parent).
+    assert counting.calls.count("create_run") == 2
+    assert counting.calls.count("log_batch") == 2 + 3
+    assert not journal.exists()
+    a = log.run_ids["a"]
+    assert [m.step for m in client.get_metric_history(a, "loss")] == [1, 2, 3]
+    assert client.get_run(a).data.tags["nascomp.attempts"] == "2"
+    assert [m.value for m in client.get_metric_history(parent, "loss")] == pytest.approx(
+        [0.1, 0.2, 0.3]
+    )
