@@ -152,9 +152,14 @@ class _SearchRun:
         from search.progress import ProgressLine
 
         trainable = _trainable(self.experiment, teacher_state)
+        search = self.experiment.search
+        done = 0
+        if restore:
+            ended = ("running", "interrupted")
+            done = sum(t.status not in ended for t in self.tracker.trials(self.search_run_id))
         callbacks = [
             self.callback,
-            ProgressLine(self.experiment.search.trials, self.experiment.objectives, self.echo),
+            ProgressLine(search.trials, self.experiment.objectives, self.echo, n_done=done),
         ]
         if restore:
             tuner = tune.Tuner.restore(

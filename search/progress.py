@@ -11,12 +11,16 @@ from ray.tune import Callback
 
 class ProgressLine(Callback):
     def __init__(
-        self, n_trials: int, objectives: dict[str, str], echo: Callable[[str], Any] = print
+        self,
+        n_trials: int,
+        objectives: dict[str, str],
+        echo: Callable[[str], Any] = print,
+        n_done: int = 0,
     ) -> None:
         self.n_trials = n_trials
         self.objectives = list(objectives)
         self.echo = echo
-        self.n_done = 0
+        self.n_done = n_done  # trials a resumed search had already ended
         self.started = time.perf_counter()
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:

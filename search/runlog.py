@@ -70,6 +70,7 @@ class RunLog:
         self._retry_at = 0.0
         self._attempts = 0
         self._loaded = False  # after load(), run_ids holds every run of the search
+        self._closed_in_store: set[str] = set()  # trials whose run had ended at load()
 
     # ------------------------------------------------------------------ state from the store
     def load(self) -> list[Any]:
@@ -90,8 +91,12 @@ class RunLog:
             ) not in (None, "running", "interrupted"):
                 self.ended.add(trial)
         self._loaded = True
+        self._closed_in_store = set(self.ended)
         if self.journal is not None and self.journal.is_file():
-            left = read_journal(self.journal)
+            # A driver killed mid-flush leaves ops it had applied: replaying those must not
+            # reopen or re-close a run (metrics repeat with their own time stamp and step,
+            # which the store keeps once).
+            left = [{**op, "replayed": True} for op in read_journal(self.journal)]
             self.ended.update(op["trial"] for op in left if _is_final(op))
             self.pending = left + self.pending
         return sorted(runs, key=lambda run: run.info.end_time or 0)
@@ -216,6 +221,9 @@ class RunLog:
     # ------------------------------------------------------------------ applying one op
     def _apply(self, op: Op) -> None:
         kind = op["op"]
+        replayed_close = kind in ("start", "end") and op.get("replayed")
+        if replayed_close and op["trial"] in self._closed_in_store:
+            return
         if kind == "finish":
             if self.finisher is not None:
                 self.finisher(op["status"])

@@ -513,11 +513,12 @@ def _params(config: dict[str, Any]) -> list[Param]:
 
 def _record(run: Any) -> TrialRecord:
     tags = run.data.tags
-    status = (
-        tags.get(STATUS_TAG, "ok")
-        if run.info.status == RunStatus.to_string(RunStatus.FINISHED)
-        else "failed"
-    )
+    if run.info.status == RunStatus.to_string(RunStatus.FINISHED):
+        status = tags.get(STATUS_TAG, "ok")
+    elif run.info.status == RunStatus.to_string(RunStatus.FAILED):
+        status = "failed"
+    else:  # RUNNING, or KILLED by an interrupted search that --resume continues
+        status = tags.get(STATUS_TAG, run.info.status.lower())
     return TrialRecord(
         run_id=run.info.run_id,
         trial_id=tags.get(TRIAL_TAG, ""),

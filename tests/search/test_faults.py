@@ -5,6 +5,7 @@ Ray's result folder hold afterwards: every trial once, nothing lost, nothing dup
 from __future__ import annotations
 
 import os
+import pickle
 import signal
 from pathlib import Path
 
@@ -133,6 +134,12 @@ def test_driver_stopped_then_resumed(workdir: Path, how: str) -> None:
     for trial, end_time in done_before.items():
         assert by_trial[trial].info.end_time == end_time  # finished trials were not rerun
         assert sum("epoch" in r for r in reports[trial]) == epochs_before[trial]
+    # The Optuna study came back with the search: it holds every trial, before and after.
+    (folder,) = results.glob("nascomp-*")
+    state = max(folder.glob("searcher-state-*.pkl"), key=lambda path: path.stat().st_mtime)
+    study = pickle.loads(state.read_bytes())["_ot_study"]
+    assert len(study.trials) == 5
+    assert all(t.state.is_finished() for t in study.trials)
 
 
 def test_tracking_server_blip_buffers_and_flushes(workdir: Path) -> None:

@@ -134,6 +134,14 @@ def test_a_new_driver_finds_the_runs_and_the_journal_of_the_old_one(
     assert second.flush(force=True)
     half = second.run_ids["half"]
     assert [m.value for m in client.get_metric_history(half, "loss")] == [0.7]
+    # The old driver had applied these before it died, but not yet cleared its journal:
+    # replayed, they neither reopen nor re-close the finished run.
+    done = second.run_ids["done"]
+    end_time = client.get_run(done).info.end_time
+    second.pending = [{**_start("done"), "replayed": True}, {**_end("done"), "replayed": True}]
+    assert second.flush(force=True)
+    assert client.get_run(done).info.status == "FINISHED"
+    assert client.get_run(done).info.end_time == end_time
     second.submit(_start("half"))  # its next attempt: the same run, RUNNING again
     assert second.run_ids["half"] == half
     assert client.get_run(half).info.status == "RUNNING"
