@@ -24,30 +24,59 @@ def dominates(a: np.ndarray, b: np.ndarray) -> bool:
     return bool(np.all(a <= b) and np.any(a < b))
 
 
+def _dominated_by_any(front: np.ndarray, point: np.ndarray) -> bool:
+    return bool(np.any(np.all(front <= point, axis=1) & np.any(front < point, axis=1)))
+
+
 def non_dominated_mask(values: np.ndarray) -> np.ndarray:
-    """True for points no other point dominates (values already minimised)."""
+    """True for points no other point dominates (values already minimised).
+
+    In lexicographic order a point can only be dominated by an earlier one, and (dominance
+    being transitive) then by an earlier point of the front: one pass, each point checked
+    against the front so far, O(n * front size) instead of all n^2 pairs.
+    """
     values = np.asarray(values, dtype=float)
-    n = values.shape[0]
-    if n == 0:
-        return np.zeros(0, dtype=bool)
-    no_worse = np.all(values[:, None, :] <= values[None, :, :], axis=2)  # [i, j]: i <= j everywhere
-    better = np.any(values[:, None, :] < values[None, :, :], axis=2)
-    dominated_by = no_worse & better  # [i, j]: i dominates j
-    return ~dominated_by.any(axis=0)
+    mask = np.zeros(values.shape[0], dtype=bool)
+    front: list[int] = []
+    for i in _lexicographic(values):
+        if not front or not _dominated_by_any(values[front], values[i]):
+            front.append(int(i))
+    mask[front] = True
+    return mask
 
 
 def non_dominated_sort(values: np.ndarray) -> np.ndarray:
-    """Front index (0 = Pareto front) of every point, by peeling fronts off in turn."""
+    """Front index (0 = Pareto front) of every point.
+
+    Efficient non-dominated sort with binary search (Zhang et al., 2015): points in
+    lexicographic order each go to the first front with no member dominating them; if a front
+    dominates a point, so does every earlier front, hence the binary search. The fronts are
+    the ones peeling would give, in O(n log(fronts)) front checks rather than one n^2 pass per
+    front (120 s for 10,000 points and 84 fronts; docs/scaling.md).
+    """
     values = np.asarray(values, dtype=float)
     ranks = np.full(values.shape[0], -1, dtype=int)
-    remaining = np.arange(values.shape[0])
-    rank = 0
-    while remaining.size:
-        mask = non_dominated_mask(values[remaining])
-        ranks[remaining[mask]] = rank
-        remaining = remaining[~mask]
-        rank += 1
+    fronts: list[list[int]] = []
+    for i in _lexicographic(values):
+        low, high = 0, len(fronts)
+        while low < high:
+            middle = (low + high) // 2
+            if _dominated_by_any(values[fronts[middle]], values[i]):
+                low = middle + 1
+            else:
+                high = middle
+        if low == len(fronts):
+            fronts.append([])
+        fronts[low].append(int(i))
+        ranks[i] = low
     return ranks
+
+
+def _lexicographic(values: np.ndarray) -> np.ndarray:
+    """Indices sorted by the first objective, ties by the next ones."""
+    if values.shape[0] == 0:
+        return np.zeros(0, dtype=int)
+    return np.lexsort(values.T[::-1])
 
 
 def front_order(values: np.ndarray, modes: Sequence[str]) -> list[int]:

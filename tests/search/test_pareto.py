@@ -120,3 +120,39 @@ def test_knee_of_degenerate_fronts_is_nearest_the_ideal() -> None:
     assert knee_index(np.array([[0.0, 0.0, 1.0], [0.5, 0.5, 0.0]])) == 0
     with pytest.raises(ValueError, match="empty"):
         knee_index(np.empty((0, 2)))
+
+
+def _brute_force_ranks(values: np.ndarray) -> np.ndarray:
+    """Fronts by definition: peel the points no remaining point dominates, all pairs."""
+    ranks = np.full(len(values), -1)
+    remaining = list(range(len(values)))
+    rank = 0
+    while remaining:
+        front = [
+            i
+            for i in remaining
+            if not any(
+                np.all(values[j] <= values[i]) and np.any(values[j] < values[i]) for j in remaining
+            )
+        ]
+        ranks[front] = rank
+        remaining = [i for i in remaining if i not in front]
+        rank += 1
+    return ranks
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_sort_and_mask_agree_with_the_definition_on_random_sets(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n, d = int(rng.integers(1, 80)), int(rng.integers(1, 4))
+    # Few distinct levels: many ties and duplicates, the cases that go wrong.
+    values = rng.integers(0, 6, size=(n, d)).astype(float)
+    expected = _brute_force_ranks(values)
+    assert np.array_equal(non_dominated_sort(values), expected)
+    assert np.array_equal(non_dominated_mask(values), expected == 0)
+
+
+def test_sort_of_nothing_and_of_one_point() -> None:
+    assert non_dominated_sort(np.zeros((0, 3))).shape == (0,)
+    assert non_dominated_mask(np.zeros((0, 2))).shape == (0,)
+    assert non_dominated_sort(np.array([[1.0, 2.0]])).tolist() == [0]
