@@ -1,9 +1,11 @@
 """How many metrics per second, and trials per hour, does one MLflow server take?
 
-    python bench/mlflow_throughput.py                    # 5 rounds, 40 trial lifecycles
-    python bench/mlflow_throughput.py --quick            # 2 rounds, 10 trial lifecycles
+    python bench/mlflow_throughput.py                    # rates (5 rounds) and lifecycles
+    python bench/mlflow_throughput.py --lifecycle-only   # lifecycles only (3 rounds)
+    python bench/mlflow_throughput.py --quick            # 2 rounds of each, 8-trial blocks
     python bench/mlflow_throughput.py --postgres         # and a PostgreSQL-backed server
     python bench/mlflow_throughput.py --checkpoint       # checkpoint sizes only, no server
+    python bench/mlflow_throughput.py --count-slots 8,400  # calls per trial only, no server
 
 Starts a real ``mlflow server --backend-store-uri sqlite:///TMP/mlflow.db --host 127.0.0.1
 --port <free port> --workers 1`` (artifacts served, stored under TMP), waits for ``/health``,
@@ -17,11 +19,26 @@ same time, and the two take turns in every measurement:
   the machine is shared): one metric per call (``MlflowClient.log_metric``), 8 metrics per call
   (``log_batch``, about what ``search/tracking.py`` logs per epoch of a trial) and 1,000 metrics
   per call (``log_batch`` of a large batch); the batched / one-per-call ratio per round;
-* one trial's whole lifecycle through the real driver-side callback
-  (``search.tracking.MlflowTrialCallback``, fed stand-ins for Ray Tune's trial objects):
-  create the nested run with tags, log the ~50 params of a quickstart trial's flat config in one
-  batch, one batch of metrics per epoch, the final result, the final tags, ``set_terminated``,
-  and the parent run's hypervolume; ms per trial and the trials per hour that makes.
+* trial lifecycles through the real driver-side callback (``search.tracking.MlflowTrialCallback``
+  writing through ``search.runlog.RunLog``, fed stand-ins for Ray Tune's trial objects), in
+  blocks: each block is a small search (its own parent run and journal file, as
+  ``search/driver.py`` sets them up) of ``--trials`` trials run ``--slots`` at a time, whose
+  events come in the order a Tune driver receives them (``tune_schedule``: trials of different
+  epoch times drift apart, a finished trial's slot starts the next one). Per trial: start
+  (nested run, tags, the ~45 params of a quickstart trial's flat config), ``--epochs`` epoch
+  results, the final result, the end (tags, ``set_terminated``) and the parent run's
+  hypervolume; ``on_step_end`` after every event as Tune's loop calls it, and ``log.drain`` at
+  the end as the driver does. Two settings on the same schedule: ``tracking.batch_s=0`` (each
+  write sent at once) and ``--batch-s`` (default 10: writes gathered into one ``log_batch`` per
+  run). Stores and settings take turns in every round, each round another first. Reported:
+  HTTP requests per trial (MLflow's ``rest_utils.http_request`` counted) and client method
+  calls per trial (a thin counting wrapper over the client), ms per trial (the block's time /
+  its trials) and the trials/h that makes, and the batched / unbatched time per round.
+  Artifacts (a trial's compressed model) are not logged: the stand-in trials have none.
+
+``--count-slots 1,8,64,400``: the calls per trial only, through the same callback and
+schedule with a stub client instead of a server (nothing timed), at each number of trials
+running at a time: how far batching reduces them as concurrency grows.
 
 ``--checkpoint``: bytes of one trial checkpoint (``torch.save`` of model + optimizer state)
 over all 108 architectures of the quickstart space, and the storage of 10,000 trials when each
@@ -35,8 +52,10 @@ Every server is started in its own process group and killed at the end, whatever
 from __future__ import annotations
 
 import argparse
+import heapq
 import itertools
 import os
+import random
 import shutil
 import signal
 import socket
@@ -48,8 +67,10 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -59,11 +80,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 HOST = "127.0.0.1"
 BATCH_SIZES = (1, 8, 1000)
 TRIALS_PER_HOUR_100_GPUS = 100 * 4 * 60  # 100 GPUs x 4 trials each x 1-minute trials
-# The result keys search/tracking.py logs as metrics (spaces.config.METRICS + 3 of its own).
-LOGGED_KEYS = {
-    *("val_accuracy", "test_accuracy", "params", "nonzero_params", "size_bytes", "macs"),
-    *("latency_ms", "latency_batch_ms", "train_seconds", "loss", "train_accuracy", "epochs"),
-}
 
 
 # ---------------------------------------------------------------- the server
@@ -255,49 +271,190 @@ def final_result(n_epochs: int, trial_index: int) -> dict[str, Any]:
     }
 
 
-def callback_lifecycle(callback: Any, config: dict[str, Any], index: int, n_epochs: int) -> float:
-    """ms of everything the driver-side callback sends to MLflow for one trial."""
-    trial = SimpleNamespace(trial_id=uuid.uuid4().hex[:8], config=config, last_result=None)
-    started = time.perf_counter()
-    callback.on_trial_start(iteration=0, trials=[], trial=trial)
-    for epoch in range(1, n_epochs + 1):
-        callback.on_trial_result(0, [], trial, epoch_result(epoch))
-    trial.last_result = final_result(n_epochs, index)
-    callback.on_trial_result(0, [], trial, trial.last_result)
-    callback.on_trial_complete(0, [], trial)
-    return (time.perf_counter() - started) * 1e3
+class Counting:
+    """A thin wrapper over an ``MlflowClient`` that counts its method calls by name."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.calls: Counter[str] = Counter()
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.client, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self.calls[name] += 1
+            return attr(*args, **kwargs)
+
+        return call
 
 
-def buffered_lifecycle(
-    client: Any, experiment_id: str, search_run_id: str, config: dict[str, Any], n_epochs: int
-) -> float:
-    """ms of the same records sent in 4 calls: the run with its tags at the start; at the end
-    one ``log_batch`` of params, every epoch's metrics, the final metrics and tags;
-    ``set_terminated``; the parent's hypervolume. A variant to compare, not what nascomp does."""
-    from mlflow.entities import Metric, Param, RunTag
+@contextmanager
+def counting_http(counter: Counter[str]) -> Iterator[None]:
+    """Count the HTTP requests MLflow's REST client sends (``rest_utils.http_request``)."""
+    import mlflow.utils.rest_utils as rest
 
-    started = time.perf_counter()
-    tags = {
-        "mlflow.parentRunId": search_run_id,
-        "nascomp.trial_id": uuid.uuid4().hex[:8],
-        "nascomp.status": "running",
-    }
-    run_id = client.create_run(experiment_id, run_name="buffered", tags=tags).info.run_id
-    now = int(time.time() * 1000)
-    results = [epoch_result(epoch) for epoch in range(1, n_epochs + 1)]
-    results.append(final_result(n_epochs, 0))
-    metrics = [
-        Metric(key, float(value), now, int(result["epoch"]))
-        for result in results
-        for key, value in result.items()
-        if key in LOGGED_KEYS
-    ]
-    params = [Param(key, str(value)) for key, value in sorted(config.items())]
-    end_tags = [RunTag("nascomp.status", "ok"), RunTag("nascomp.node_id", "node-0")]
-    client.log_batch(run_id, metrics=metrics, params=params, tags=end_tags)
-    client.set_terminated(run_id, "FINISHED")
-    client.log_batch(search_run_id, metrics=[Metric("hypervolume", 0.5, now, 0)])
-    return (time.perf_counter() - started) * 1e3
+    original = rest.http_request
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        counter["http"] += 1
+        return original(*args, **kwargs)
+
+    rest.http_request = counted
+    try:
+        yield
+    finally:
+        rest.http_request = original
+
+
+Event = tuple[str, int, int]  # (kind, trial index, epoch)
+
+
+def tune_schedule(n_trials: int, n_epochs: int, slots: int, seed: int = 0) -> list[Event]:
+    """The callback events of ``n_trials`` trials run ``slots`` at a time, in the order a Tune
+    driver receives them: the first ``slots`` start together; each trial's epochs take its own
+    time (0.5 to 1.5 units, drawn per trial), so the trials drift apart; a trial reports
+    ``n_epochs`` results, then its final result and completes, and its slot starts the next
+    trial. Kinds: ``start``, ``result`` (an epoch), ``final`` (final result + complete)."""
+    rng = random.Random(seed)
+    events: list[Event] = []
+    running: list[tuple[float, int, int, float]] = []  # (time of next report, trial, epoch, dt)
+    started = 0
+
+    def start(now: float) -> None:
+        nonlocal started
+        events.append(("start", started, 0))
+        epoch_s = rng.uniform(0.5, 1.5)
+        heapq.heappush(running, (now + epoch_s, started, 1, epoch_s))
+        started += 1
+
+    for _ in range(min(slots, n_trials)):
+        start(0.0)
+    while running:
+        now, trial, epoch, epoch_s = heapq.heappop(running)
+        if epoch <= n_epochs:
+            events.append(("result", trial, epoch))
+            heapq.heappush(running, (now + epoch_s, trial, epoch + 1, epoch_s))
+        else:
+            events.append(("final", trial, 0))
+            if started < n_trials:
+                start(now)
+    return events
+
+
+@dataclass
+class Block:
+    """One small search's trials through the callback: time and calls."""
+
+    ms: float
+    trials: int
+    calls: Counter[str]
+
+
+def lifecycle_block(
+    tracker: Any,
+    folder: Path,
+    config: dict[str, Any],
+    schedule: list[Event],
+    n_epochs: int,
+    batch_s: float,
+) -> Block:
+    """Run ``schedule`` through a fresh ``MlflowTrialCallback`` set up as the driver sets it up
+    (own parent run, journal in the result folder, ``log.batch_s``), calling ``on_step_end``
+    after every event as Tune's loop does, and ``log.drain`` at the end as the driver does
+    when the search ends. Times everything from the first trial's start to the drain; the
+    parent run's creation and ``setup`` are not timed."""
+    from search.runlog import JOURNAL
+
+    objectives = {"val_accuracy": "max", "size_bytes": "min", "latency_ms": "min"}
+    search_run_id = tracker.start_search(
+        run_name=f"bench-search-batch-{batch_s:g}",
+        experiment_yaml="bench: true\n",
+        space=[],
+        objectives=objectives,
+        git_commit=None,
+    )
+    folder.mkdir(parents=True)
+    callback = tracker.callback(search_run_id, objectives, journal=folder / JOURNAL, echo=print)
+    callback.log.batch_s = batch_s  # as search/driver.py sets it from tracking.batch_s
+    counting = Counting(callback.log.client)
+    callback.log.client = counting
+    callback.setup()  # as Tune does before the first trial
+    counting.calls.clear()
+    trials: dict[int, SimpleNamespace] = {}
+    with counting_http(counting.calls):
+        started = time.perf_counter()
+        for kind, index, epoch in schedule:
+            if kind == "start":
+                trial = SimpleNamespace(
+                    trial_id=uuid.uuid4().hex[:8], config=config, last_result=None
+                )
+                trials[index] = trial
+                callback.on_trial_start(iteration=0, trials=[], trial=trial)
+            elif kind == "result":
+                callback.on_trial_result(0, [], trials[index], epoch_result(epoch))
+            else:
+                trial = trials[index]
+                trial.last_result = final_result(n_epochs, index)
+                callback.on_trial_result(0, [], trial, trial.last_result)
+                callback.on_trial_complete(0, [], trial)
+            callback.on_step_end(0, [])
+        if not callback.log.drain(60.0):
+            raise RuntimeError(f"writes left after 60 s: {callback.log.last_error}")
+        ms = (time.perf_counter() - started) * 1e3
+    tracker.client.set_terminated(search_run_id, "FINISHED")
+    return Block(ms=ms, trials=len(trials), calls=counting.calls)
+
+
+class StubClient:
+    """Stands in for ``MlflowClient`` where only the calls are counted: runs get fresh ids,
+    the search has no earlier runs, every other method answers None."""
+
+    tracking_uri = "stub"
+
+    def get_experiment_by_name(self, name: str) -> Any:
+        return SimpleNamespace(experiment_id="0")
+
+    def create_run(self, *args: Any, **kwargs: Any) -> Any:
+        return SimpleNamespace(info=SimpleNamespace(run_id=uuid.uuid4().hex))
+
+    def search_runs(self, *args: Any, **kwargs: Any) -> list:
+        return []
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args, **kwargs: None
+
+
+def count_calls(slot_counts: list[int], folder: Path, args: argparse.Namespace) -> None:
+    """Client calls per trial through the real callback and run log with no server (a stub
+    client), at several numbers of trials running at a time: ``5 x slots`` trials each (at
+    least 24), batch_s 0 and a batch_s no flush reaches before the final drain (as when the
+    window holds many trials' writes)."""
+    from search.tracking import Tracker
+
+    config = quickstart_config()
+    print(
+        f"\nclient calls per trial, no server (stub client), {args.epochs} epoch results + final "
+        f"per trial, everything held until the final drain when batched:"
+    )
+    for slots in slot_counts:
+        n_trials = max(24, 5 * slots)
+        schedule = tune_schedule(n_trials, args.epochs, slots)
+        counts = []
+        for batch_s in (0.0, 1e9):
+            tracker = Tracker("stub", "bench-lifecycle")
+            tracker.__dict__["client"] = StubClient()  # Tracker.client is a cached_property
+            where = folder / f"count-{slots}-{batch_s:g}"
+            block = lifecycle_block(tracker, where, config, schedule, args.epochs, batch_s)
+            counts.append(block.calls)
+        per_trial = [sum(c.values()) / n_trials for c in counts]
+        batched = ", ".join(f"{m} {c / n_trials:.2f}" for m, c in sorted(counts[1].items()))
+        print(
+            f"  {slots:4} at a time, {n_trials:5} trials: {per_trial[0]:.2f} calls per trial "
+            f"unbatched, {per_trial[1]:.2f} batched ({batched}); ratio "
+            f"{per_trial[1] / per_trial[0]:.2f}"
+        )
 
 
 # ---------------------------------------------------------------- checkpoint storage
@@ -363,10 +520,14 @@ def _spread(values: list[float], fmt: str = "{:,.0f}") -> str:
     )
 
 
-def run(urls: dict[str, str], args: argparse.Namespace) -> None:
-    from mlflow.tracking import MlflowClient
+def run(urls: dict[str, str], folder: Path, args: argparse.Namespace) -> None:
+    if not args.lifecycle_only:
+        rates(urls, args)
+    lifecycles(urls, folder, args)
 
-    from search.tracking import Tracker
+
+def rates(urls: dict[str, str], args: argparse.Namespace) -> None:
+    from mlflow.tracking import MlflowClient
 
     clients = {name: MlflowClient(tracking_uri=url) for name, url in urls.items()}
     experiments = {name: c.create_experiment("bench-throughput") for name, c in clients.items()}
@@ -393,56 +554,64 @@ def run(urls: dict[str, str], args: argparse.Namespace) -> None:
             ratios = [b / a for a, b in zip(rates[names[0]][size], rates[name][size], strict=True)]
             print(f"  {name} / {names[0]}, {size:,} per call: {_spread(ratios, '{:.2f}')}")
 
-    objectives = {"val_accuracy": "max", "size_bytes": "min", "latency_ms": "min"}
+
+def lifecycles(urls: dict[str, str], folder: Path, args: argparse.Namespace) -> None:
+    """Blocks of ``args.trials`` trials, ``args.slots`` at a time, through the real callback
+    with ``batch_s`` 0 and ``args.batch_s``; stores and settings take turns in every round,
+    each round another first, on the same schedule of events."""
+    from search.tracking import Tracker
+
     config = quickstart_config()
-    setups = {}
-    for name, url in urls.items():
-        tracker = Tracker(url, "bench-lifecycle")
-        search_run_id = tracker.start_search(
-            run_name="bench-search",
-            experiment_yaml="bench: true\n",
-            space=[],
-            objectives=objectives,
-            git_commit=None,
-        )
-        callback = tracker.callback(search_run_id, objectives)
-        callback.setup()  # as Tune does before the first trial
-        setups[name] = (callback, tracker, search_run_id)
-    spent: dict[str, list[float]] = {name: [] for name in names}
-    buffered: dict[str, list[float]] = {name: [] for name in names}
-    for index in range(args.trials):  # stores and variants take turns: drift hits all alike
+    names, settings = list(urls), [0.0, args.batch_s]
+    blocks: dict[tuple[str, float], list[Block]] = {
+        (name, batch_s): [] for name in names for batch_s in settings
+    }
+    loads = [os.getloadavg()[0]]
+    for index in range(args.lifecycle_rounds):
+        schedule = tune_schedule(args.trials, args.epochs, args.slots, seed=index)
         for name in _rotated(names, index):
-            callback, tracker, search_run_id = setups[name]
-            spent[name].append(callback_lifecycle(callback, config, index, args.epochs))
-            buffered[name].append(
-                buffered_lifecycle(
-                    clients[name], tracker.experiment_id(), search_run_id, config, args.epochs
-                )
-            )
+            for batch_s in _rotated(settings, index + names.index(name)):
+                where = folder / f"results-{name}-{batch_s:g}-{index}"
+                tracker = Tracker(urls[name], "bench-lifecycle")
+                block = lifecycle_block(tracker, where, config, schedule, args.epochs, batch_s)
+                blocks[(name, batch_s)].append(block)
+        loads.append(os.getloadavg()[0])
     print(
-        f"\none trial's lifecycle through search.tracking.MlflowTrialCallback ({len(config)} "
-        f"params, {args.epochs} epoch batches + the final result, tags, set_terminated, "
-        f"parent hypervolume), load average {_load()}:"
+        f"\ntrial lifecycles through search.tracking.MlflowTrialCallback: {args.lifecycle_rounds} "
+        f"rounds of {args.trials} trials, {args.slots} at a time, interleaved as Tune delivers "
+        f"them; {len(config)} params, {args.epochs} epoch results + the final result, end "
+        f"tags, set_terminated, parent hypervolume per trial; on_step_end after every event, "
+        f"log.drain at the end; load average {min(loads):.2f} to {max(loads):.2f}:"
     )
     for name in names:
-        mean_ms = statistics.fmean(spent[name])
-        per_hour = 3.6e6 / mean_ms
+        per_trial: dict[float, list[float]] = {}
+        for batch_s in settings:
+            done = blocks[(name, batch_s)]
+            n = sum(block.trials for block in done)
+            per_trial[batch_s] = [block.ms / block.trials for block in done]
+            calls: Counter[str] = sum((block.calls for block in done), Counter())
+            mean_ms = sum(block.ms for block in done) / n
+            per_hour = 3.6e6 / mean_ms
+            methods = ", ".join(
+                f"{method} {count / n:.2f}"
+                for method, count in sorted(calls.items())
+                if method != "http"
+            )
+            print(
+                f"  {name:8} batch_s={batch_s:<4g} {n} trials: {calls['http'] / n:.2f} HTTP "
+                f"requests per trial ({methods}); ms per trial, per block "
+                f"{_spread(per_trial[batch_s], '{:.0f}')}, mean {mean_ms:.0f}: {per_hour:,.0f} "
+                f"trials/h, {per_hour / TRIALS_PER_HOUR_100_GPUS:.2f} of "
+                f"{TRIALS_PER_HOUR_100_GPUS:,}/h"
+            )
+        ratios = [b / a for a, b in zip(per_trial[0.0], per_trial[args.batch_s], strict=True)]
         print(
-            f"  {name:8} ms per trial {_spread(spent[name], '{:.0f}')}, mean {mean_ms:.0f}: "
-            f"{per_hour:,.0f} trials/h from one driver in sequence; 100 GPUs x 4 trials x "
-            f"1-minute trials need {TRIALS_PER_HOUR_100_GPUS:,}/h = "
-            f"{TRIALS_PER_HOUR_100_GPUS / per_hour:.2f} x that"
-        )
-        ratios = [a / b for a, b in zip(spent[name], buffered[name], strict=True)]
-        print(
-            f"  {name:8} variant, same records in 4 calls: ms per trial "
-            f"{_spread(buffered[name], '{:.0f}')}, "
-            f"{3.6e6 / statistics.fmean(buffered[name]):,.0f} trials/h; callback / variant "
-            f"time {_spread(ratios, '{:.1f}')}"
+            f"  {name:8} batch_s={args.batch_s:g} / batch_s=0, ms per trial, per round: "
+            f"{_spread(ratios, '{:.2f}')}"
         )
 
 
-def _rotated(items: list[str], index: int) -> list[str]:
+def _rotated(items: list[Any], index: int) -> list[Any]:
     shift = index % len(items)
     return items[shift:] + items[:shift]
 
@@ -455,9 +624,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--metrics", type=int, default=400, help="metrics per rate and round")
-    parser.add_argument("--trials", type=int, default=40, help="trial lifecycles timed")
-    parser.add_argument("--epochs", type=int, default=10, help="per-epoch batches per trial")
-    parser.add_argument("--quick", action="store_true", help="2 rounds, 10 trials")
+    parser.add_argument("--lifecycle-only", action="store_true", help="no metrics-per-second")
+    parser.add_argument("--lifecycle-rounds", type=int, default=3, help="blocks per setting")
+    parser.add_argument("--trials", type=int, default=24, help="trials per lifecycle block")
+    parser.add_argument("--slots", type=int, default=8, help="trials running at a time")
+    parser.add_argument("--epochs", type=int, default=10, help="epoch results per trial")
+    parser.add_argument(
+        "--batch-s", type=float, default=10.0, help="tracking.batch_s of the batched setting"
+    )
+    parser.add_argument("--quick", action="store_true", help="2 rounds of each, 8 trials")
+    parser.add_argument(
+        "--count-slots", help="e.g. 1,8,64,400: calls per trial at these concurrencies, no server"
+    )
     parser.add_argument("--postgres", action="store_true", help="also a PostgreSQL-backed server")
     parser.add_argument("--server-pythonpath", help="prepended to the servers' PYTHONPATH")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
@@ -468,9 +646,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if args.quick:
-        args.rounds, args.trials = 2, 10
+        args.rounds, args.lifecycle_rounds, args.trials = 2, 2, 8
     if args.checkpoint:
         checkpoint_storage(args.storage_trials, args.checkpoint_epochs)
+        return 0
+    if args.count_slots:
+        with tempfile.TemporaryDirectory(prefix="nascomp-mlflow-count-") as folder:
+            count_calls([int(n) for n in args.count_slots.split(",")], Path(folder), args)
         return 0
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     # A TERM (timeout, kill) must still run the finally blocks that stop the servers.
@@ -492,7 +674,7 @@ def main(argv: list[str] | None = None) -> int:
                 urls["postgres"] = stack.enter_context(
                     mlflow_server(folder, "postgres", pg_uri, args.server_pythonpath)
                 )
-            _timed(lambda: run(urls, args))
+            _timed(lambda: run(urls, folder, args))
         db = folder / "mlflow.db"
         print(f"sqlite store after the run: {db.stat().st_size / 1e6:.1f} MB")
     finally:
