@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import itertools
+
+import numpy as np
 import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
+from search.hypervolume import hypervolume
 from search.pareto import non_dominated_mask
-from search.pareto_local_sampler import PARENT_ORDERS, ParetoLocalSearchSampler, neighbours
+from search.pareto_local_sampler import (
+    PARENT_ORDERS,
+    ParetoLocalSearchSampler,
+    RidgeModel,
+    _features,
+    _gains,
+    neighbours,
+)
 
 CHOICES = (0, 1, 2)
 NAMES = ("a", "b", "c")
@@ -110,3 +121,118 @@ def test_seeded_runs_are_identical(order: str) -> None:
         study.optimize(lambda t: _values(_suggest(t)), n_trials=15)
         runs.append([t.params for t in study.trials])
     assert runs[0] == runs[1]
+
+
+def _primal_ridge(x: np.ndarray, y: np.ndarray, alpha: float) -> np.ndarray:
+    """Ridge in the primal, intercept not shrunk: the reference the dual model must match."""
+    x = np.c_[x, np.ones(len(x))]
+    penalty = alpha * np.eye(x.shape[1])
+    penalty[-1, -1] = 0.0
+    return x @ np.linalg.solve(x.T @ x + penalty, x.T @ y)
+
+
+MIXED = {
+    "a": CategoricalDistribution(["x", "y", "z"]),
+    "b": CategoricalDistribution([1, 2, 3, 4]),
+    "n": IntDistribution(0, 10),
+    "r": FloatDistribution(1e-3, 1.0, log=True),
+}
+
+
+def _mixed_points(n: int, seed: int = 0) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    return [
+        {
+            "a": ["x", "y", "z"][int(rng.integers(3))],
+            "b": int(rng.integers(1, 5)),
+            "n": int(rng.integers(0, 11)),
+            "r": float(np.exp(rng.uniform(np.log(1e-3), 0.0))),
+        }
+        for _ in range(n)
+    ]
+
+
+def _pair_features(p: dict) -> list[float]:
+    """Main features plus the products of every two different parameters' features."""
+    blocks = [_features(p, {name: MIXED[name]}) for name in sorted(MIXED)]
+    pairs = [u * v for a, b in itertools.combinations(blocks, 2) for u in a for v in b]
+    return [*itertools.chain(*blocks), *pairs]
+
+
+def test_ridge_model_matches_the_primal_solution() -> None:
+    """Additive: the dual fit is ridge on one-hot + scaled numbers. Pairwise: it is ridge on
+    those plus all cross-parameter products, each group with its own penalty (built
+    explicitly here by scaling the features, so one penalty of 1 applies)."""
+    points = _mixed_points(40)
+    y = np.random.default_rng(1).normal(size=(40, 2))
+    additive = RidgeModel(MIXED, alpha=0.1).fit(points, y).predict(points)
+    x = np.array([_features(p, MIXED) for p in points])
+    assert np.allclose(additive, _primal_ridge(x, y, 0.1), atol=1e-9)
+
+    width = x.shape[1]
+    full = np.array([_pair_features(p) for p in points])
+    scaled = np.c_[full[:, :width] / np.sqrt(0.1), full[:, width:] / np.sqrt(3.0)]
+    pairwise = RidgeModel(MIXED, alpha=0.1, pair_alpha=3.0).fit(points, y).predict(points)
+    assert np.allclose(pairwise, _primal_ridge(scaled, y, 1.0), atol=1e-8)
+    assert not np.allclose(pairwise, additive, atol=1e-3)
+
+
+def test_pairwise_model_learns_an_interaction_the_additive_one_cannot() -> None:
+    """y = [u == v] on a 3 x 3 grid: no additive function fits it (its best fit predicts 1/3
+    everywhere); with interactions and a small penalty the fit is near exact."""
+    space = {"u": CategoricalDistribution([0, 1, 2]), "v": CategoricalDistribution([0, 1, 2])}
+    grid = [{"u": u, "v": v} for u in range(3) for v in range(3)]
+    y = np.array([[float(p["u"] == p["v"])] for p in grid])
+    additive = RidgeModel(space, alpha=1e-6).fit(grid, y).predict(grid)
+    assert np.allclose(additive, 1 / 3, atol=1e-4)
+    pairwise = RidgeModel(space, alpha=1e-6, pair_alpha=1e-6).fit(grid, y).predict(grid)
+    assert np.allclose(pairwise, y, atol=1e-4)
+
+
+def test_posterior_std_is_the_gaussian_process_one() -> None:
+    """Against universal kriging written out (GP with kernel K, noise 1 and a flat prior on
+    the intercept; scale ``y' M y / n``): the std is smaller at an often-seen point than at a
+    rarely seen one, and largest at a choice never seen."""
+    space = {"u": CategoricalDistribution([0, 1, 2])}
+    train = [{"u": 0}] * 6 + [{"u": 1}]
+    y = np.array([0.0, 0.2, 0.1, 0.0, 0.3, 0.2, 1.0])
+    model = RidgeModel(space, alpha=1.0).fit(train, y[:, None])
+    mean, std = model.predict_std([{"u": 0}, {"u": 1}, {"u": 2}])
+    one_hot = np.eye(3)
+    x, x_new = one_hot[[0] * 6 + [1]], one_hot
+    sigma_inv = np.linalg.inv(x @ x.T + np.eye(7))
+    ones = np.ones(7)
+    precision = ones @ sigma_inv @ ones
+    intercept = ones @ sigma_inv @ y / precision
+    cross = x_new @ x.T
+    expected_mean = cross @ sigma_inv @ (y - intercept) + intercept
+    variance = (
+        np.sum(x_new * x_new, axis=1)
+        - np.sum((cross @ sigma_inv) * cross, axis=1)
+        + (1 - cross @ sigma_inv @ ones) ** 2 / precision
+    )
+    m = sigma_inv - np.outer(sigma_inv @ ones, ones @ sigma_inv) / precision
+    scale = y @ m @ y / 7
+    assert np.allclose(mean[:, 0], expected_mean)
+    assert np.allclose(std[:, 0], np.sqrt(scale * variance))
+    assert std[0, 0] < std[1, 0] < std[2, 0]
+
+
+def test_gains_are_exact_hypervolume_gains_or_the_miss_distance() -> None:
+    front = np.array([[0.0, 1.0], [0.5, 0.5], [1.0, 0.0]])
+    points = np.array([[0.25, 0.25], [0.5, 0.5], [0.6, 0.6], [-0.1, 1.2]])
+    # (0.25, 0.25) adds the boxes [0.25, 0.5) x [0.25, 1.0) and [0.5, 1.0) x [0.25, 0.5); the
+    # others add nothing: a front member itself (0), a point 0.1 behind (0.5, 0.5) in both
+    # objectives (-0.1), one beyond the reference 1.1 (0.2 behind (0, 1): -0.2)
+    expected = [0.25 * 0.75 + 0.5 * 0.25, 0.0, -0.1, -0.2]
+    assert np.allclose(_gains(front, points), expected)
+    rng = np.random.default_rng(3)
+    for n_objectives in (2, 3):
+        for _ in range(20):
+            front = rng.uniform(0.0, 1.2, size=(int(rng.integers(1, 7)), n_objectives))
+            points = rng.uniform(-0.2, 1.3, size=(15, n_objectives))
+            ref = np.full(n_objectives, 1.1)
+            base = hypervolume(front, ref)
+            added = np.array([hypervolume(np.vstack([front, p]), ref) - base for p in points])
+            miss = -np.min(np.max(points[:, None] - front[None], axis=2), axis=1)
+            assert np.allclose(_gains(front, points), np.where(added > 0, added, miss))
