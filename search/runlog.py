@@ -69,6 +69,7 @@ class RunLog:
         self.dropped = 0
         self._retry_at = 0.0
         self._attempts = 0
+        self._failing: Op | None = None  # the op the store refused last
         self._loaded = False  # after load(), run_ids holds every run of the search
         self._closed_in_store: set[str] = set()  # trials whose run had ended at load()
 
@@ -118,9 +119,15 @@ class RunLog:
         return self.offline_since is None
 
     def flush(self, *, force: bool = False) -> bool:
-        """Apply queued ops in order, consecutive metrics and tags as one ``log_batch`` per
-        run; stop at the first the store refuses and retry after ``retry_s``. Without
-        ``force``, waits for ``batch_s`` since the last flush. True when nothing is left."""
+        """Apply the queued ops; stop when the store refuses one and retry after ``retry_s``.
+        Without ``force``, waits for ``batch_s`` since the last flush. True when nothing is
+        left.
+
+        Each trial's ops keep their order, but trials do not wait for one another: one
+        trial's metrics and tags since the last flush go out as one ``log_batch`` (with its
+        end's tags when it ended), however the other trials' starts and ends fall between.
+        A ``finish`` waits for everything queued before it.
+        """
         if not self.pending:
             return True
         now = time.monotonic()
@@ -128,21 +135,17 @@ class RunLog:
             return False
         self._last_flush = now
         while self.pending:
-            n = _batchable(self.pending) if self._attempts == 0 else 0
+            done: set[int] = set()
             try:
-                if n > 1:
-                    self._apply_batch(self.pending[:n])
-                else:
-                    n = 1
-                    self._apply(self.pending[0])
-            except Exception as exc:  # any refusal is retried, then reported
-                if n == 1 and self._give_up_on_head(exc):
+                self._apply_pending(done)
+            except _Refused as refused:
+                self.pending = [op for i, op in enumerate(self.pending) if i not in done]
+                if self._give_up_on(refused):
                     continue
-                self._attempts = max(self._attempts, 1)  # retry one op at a time
-                self._went_offline(exc, now)
+                self._went_offline(refused.cause, now)
                 return False
-            del self.pending[:n]
-            self._attempts = 0
+            self.pending = [op for i, op in enumerate(self.pending) if i not in done]
+        self._attempts = 0
         if self.offline_since is not None:
             away = time.time() - self.offline_since
             self.echo(f"tracking: the store answers again after {away:.0f} s; all writes flushed")
@@ -151,27 +154,79 @@ class RunLog:
             self.journal.unlink(missing_ok=True)
         return True
 
-    def _apply_batch(self, ops: list[Op]) -> None:
-        """Metrics and tags ops, grouped by run: one log_batch call per run (and per 1,000
-        values, MLflow's limit), in the order they were queued."""
-        grouped: dict[str, tuple[list[Metric], list[RunTag]]] = {}
-        for op in ops:
-            run_id = self.parent_run_id if op.get("trial") is None else self._run_id(op["trial"])
-            metrics, tags = grouped.setdefault(run_id, ([], []))
-            if op["op"] == "metrics":
-                metrics += [
-                    Metric(k, float(v), op["ts"], op["step"]) for k, v in op["values"].items()
-                ]
-            else:
-                tags += _tags(op["tags"])
-        for run_id, (metrics, tags) in grouped.items():
-            calls = max(-(-len(metrics) // _BATCH_METRICS), -(-len(tags) // _BATCH_TAGS), 1)
-            for i in range(calls):
-                self.client.log_batch(
-                    run_id,
-                    metrics=metrics[i * _BATCH_METRICS : (i + 1) * _BATCH_METRICS],
-                    tags=tags[i * _BATCH_TAGS : (i + 1) * _BATCH_TAGS],
-                )
+    def _apply_pending(self, done: set[int]) -> None:
+        """Apply the ops up to the first ``finish`` (included), trial by trial."""
+        stop = next((i for i, op in enumerate(self.pending) if op["op"] == "finish"), None)
+        lanes: dict[str | None, list[int]] = {}
+        for i in range(len(self.pending) if stop is None else stop):
+            lanes.setdefault(self.pending[i].get("trial"), []).append(i)
+        for indices in lanes.values():
+            self._apply_lane(indices, done)
+        if stop is not None:
+            self._guard(stop, self._apply, self.pending[stop])
+            done.add(stop)
+
+    def _apply_lane(self, indices: list[int], done: set[int]) -> None:
+        """One trial's (or the parent's) ops, in order; metrics and tags held for one call."""
+        held: list[int] = []
+        for i in indices:
+            op = self.pending[i]
+            if op["op"] in _BATCHABLE:
+                held.append(i)
+                continue
+            if op["op"] == "end":
+                self._guard(held[0] if held else i, self._end, op, [self.pending[j] for j in held])
+                done.update((*held, i))
+                held = []
+                continue
+            self._send(held, done)
+            held = []
+            self._guard(i, self._apply, op)
+            done.add(i)
+        self._send(held, done)
+
+    def _send(self, held: list[int], done: set[int]) -> None:
+        if held:
+            ops = [self.pending[i] for i in held]
+            self._guard(held[0], self._log_batch, ops[0].get("trial"), ops, {})
+            done.update(held)
+
+    def _guard(self, index: int, apply: Callable[..., None], *args: Any) -> None:
+        try:
+            apply(*args)
+        except Exception as exc:  # any refusal is retried, then reported
+            raise _Refused(self.pending[index], exc) from exc
+
+    def _log_batch(self, trial: str | None, ops: list[Op], more_tags: dict[str, Any]) -> None:
+        """Metrics and tags of ``ops`` (and ``more_tags``) for one run, in as few calls as
+        MLflow's limits per ``log_batch`` allow."""
+        run_id = self.parent_run_id if trial is None else self._run_id(trial)
+        metrics = [
+            Metric(k, float(v), op["ts"], op["step"])
+            for op in ops
+            if op["op"] == "metrics"
+            for k, v in op["values"].items()
+        ]
+        tags = [t for op in ops if op["op"] == "tags" for t in _tags(op["tags"])]
+        tags += _tags(more_tags)
+        calls = max(-(-len(metrics) // _BATCH_METRICS), -(-len(tags) // _BATCH_TAGS), 1)
+        for i in range(calls):
+            self.client.log_batch(
+                run_id,
+                metrics=metrics[i * _BATCH_METRICS : (i + 1) * _BATCH_METRICS],
+                tags=tags[i * _BATCH_TAGS : (i + 1) * _BATCH_TAGS],
+            )
+
+    def _end(self, op: Op, held: list[Op]) -> None:
+        if op.get("replayed") and op["trial"] in self._closed_in_store:
+            self._log_batch(op["trial"], held, {})
+            return
+        self._log_batch(op["trial"], held, op.get("tags", {}))
+        run_id = self._run_id(op["trial"])
+        for path in op.get("artifacts", []):
+            if Path(path).is_file():
+                self.client.log_artifact(run_id, path)
+        self.client.set_terminated(run_id, op["status"])
 
     def drain(self, timeout_s: float) -> bool:
         """Keep retrying for up to ``timeout_s``; True when everything was written."""
@@ -194,18 +249,23 @@ class RunLog:
         if self.journal is not None:
             write_journal(self.journal, self.pending)
 
-    def _give_up_on_head(self, exc: Exception) -> bool:
+    def _give_up_on(self, refused: _Refused) -> bool:
         """A store that answers but refuses the same op again and again: drop that op rather
         than block every later write behind it."""
-        if _is_connectivity(exc):
+        if _is_connectivity(refused.cause):
             return False  # the store is away: wait for it, however long
-        self._attempts += 1
+        if refused.op is self._failing:
+            self._attempts += 1
+        else:
+            self._failing, self._attempts = refused.op, 1
         if self._attempts < _MAX_ATTEMPTS or not self._store_answers():
             return False
-        op = self.pending.pop(0)
-        self._attempts = 0
+        self.pending = [op for op in self.pending if op is not refused.op]
+        self._failing, self._attempts = None, 0
         self.dropped += 1
-        self.echo(f"tracking: dropped a {op['op']} write the store refuses: {exc}"[:300])
+        self.echo(
+            f"tracking: dropped a {refused.op['op']} write the store refuses: {refused.cause}"[:300]
+        )
         return True
 
     def _store_answers(self) -> bool:
@@ -221,8 +281,7 @@ class RunLog:
     # ------------------------------------------------------------------ applying one op
     def _apply(self, op: Op) -> None:
         kind = op["op"]
-        replayed_close = kind in ("start", "end") and op.get("replayed")
-        if replayed_close and op["trial"] in self._closed_in_store:
+        if kind == "start" and op.get("replayed") and op["trial"] in self._closed_in_store:
             return
         if kind == "finish":
             if self.finisher is not None:
@@ -231,21 +290,13 @@ class RunLog:
         if kind == "start":
             self._start(op)
             return
-        run_id = self.parent_run_id if op.get("trial") is None else self._run_id(op["trial"])
-        if kind == "metrics":
-            metrics = [Metric(k, float(v), op["ts"], op["step"]) for k, v in op["values"].items()]
-            self.client.log_batch(run_id, metrics=metrics)
-        elif kind == "delete":
-            self.client.delete_run(run_id)
-            self.run_ids.pop(op["trial"], None)
-        elif kind == "tags":
-            self.client.log_batch(run_id, tags=_tags(op["tags"]))
+        if kind in _BATCHABLE:
+            self._log_batch(op.get("trial"), [op], {})
         elif kind == "end":
-            self.client.log_batch(run_id, tags=_tags(op.get("tags", {})))
-            for path in op.get("artifacts", []):
-                if Path(path).is_file():
-                    self.client.log_artifact(run_id, path)
-            self.client.set_terminated(run_id, op["status"])
+            self._end(op, [])
+        elif kind == "delete":
+            self.client.delete_run(self._run_id(op["trial"]))
+            self.run_ids.pop(op["trial"], None)
         else:
             raise ValueError(f"unknown tracking op {kind!r}")
 
@@ -301,6 +352,14 @@ def _is_connectivity(exc: Exception) -> bool:
     return any(sign in str(exc) for sign in _AWAY)
 
 
+class _Refused(Exception):
+    """The store did not take ``op`` (``cause`` says why)."""
+
+    def __init__(self, op: Op, cause: Exception) -> None:
+        super().__init__(str(cause))
+        self.op, self.cause = op, cause
+
+
 def _tags(tags: dict[str, Any]) -> list[RunTag]:
     return [RunTag(k, str(v)[:5000]) for k, v in tags.items()]
 
@@ -327,16 +386,6 @@ def read_journal(path: Path) -> list[Op]:
         except json.JSONDecodeError:
             continue
     return ops
-
-
-def _batchable(ops: list[Op]) -> int:
-    """How many ops at the head of ``ops`` are metrics or tags (at most 500)."""
-    n = 0
-    for op in ops[:500]:
-        if op["op"] not in _BATCHABLE:
-            break
-        n += 1
-    return n
 
 
 def _is_final(op: Op) -> bool:

@@ -241,3 +241,32 @@ def test_writes_within_batch_s_go_out_as_one_log_batch_per_run(
     assert [m.value for m in client.get_metric_history(parent, "loss")] == pytest.approx(
         [0.1, 0.2, 0.3]
     )
+
+
+def test_a_trials_writes_batch_past_other_trials_starts_and_ends(store: tuple) -> None:
+    client, experiment_id, parent = store
+    counting = Outage(client)
+    log = RunLog(counting, experiment_id, parent, batch_s=3600, echo=print)
+    log.load()
+    counting.calls.clear()
+    ops = [
+        _start("a"),
+        _metrics("a", 1, 0.9),
+        _start("b"),
+        _metrics("a", 2, 0.8),
+        _metrics("b", 1, 0.7),
+        _end("b"),
+        _metrics("a", 3, 0.6),
+        _end("a"),
+    ]
+    for op in ops:
+        log.submit(op)
+    assert log.flush(force=True)
+    # Per trial: create_run, its params, ONE log_batch of all its metrics and end tags, and
+    # set_terminated: 4 calls, whatever the other trial did in between.
+    assert counting.calls.count("create_run") == 2
+    assert counting.calls.count("log_batch") == 2 * 2
+    assert counting.calls.count("set_terminated") == 2
+    a = client.get_run(log.run_ids["a"])
+    assert a.info.status == "FINISHED" and a.data.tags["nascomp.status"] == "ok"
+    assert [m.step for m in client.get_metric_history(a.info.run_id, "loss")] == [1, 2, 3]
