@@ -24,6 +24,17 @@ def dominates(a: np.ndarray, b: np.ndarray) -> bool:
     return bool(np.all(a <= b) and np.any(a < b))
 
 
+# Up to this many points, comparing all pairs at once is faster than a Python-level pass (the
+# hypervolume recursion asks for thousands of fronts of a few points each).
+_SMALL = 128
+
+
+def _pairwise_non_dominated(values: np.ndarray) -> np.ndarray:
+    no_worse = np.all(values[:, None, :] <= values[None, :, :], axis=2)  # [i, j]: i <= j everywhere
+    better = np.any(values[:, None, :] < values[None, :, :], axis=2)
+    return ~(no_worse & better).any(axis=0)  # [i, j] of the product: i dominates j
+
+
 def _dominated_by_any(front: np.ndarray, point: np.ndarray) -> bool:
     return bool(np.any(np.all(front <= point, axis=1) & np.any(front < point, axis=1)))
 
@@ -36,6 +47,8 @@ def non_dominated_mask(values: np.ndarray) -> np.ndarray:
     against the front so far, O(n * front size) instead of all n^2 pairs.
     """
     values = np.asarray(values, dtype=float)
+    if values.shape[0] <= _SMALL:
+        return _pairwise_non_dominated(values)
     mask = np.zeros(values.shape[0], dtype=bool)
     front: list[int] = []
     for i in _lexicographic(values):

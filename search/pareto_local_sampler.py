@@ -64,6 +64,9 @@ from search.pareto import crowding_distance, non_dominated_mask, non_dominated_s
 
 _NUMERIC_STEPS = (-0.25, -0.1, 0.1, 0.25)  # neighbour moves, as fractions of a numeric range
 Params = dict[str, Any]
+# Trials the ranks and the model look at besides the front (the most recent ones): bounds the
+# time per suggestion of a long search (docs/scaling.md).
+MAX_HISTORY = 1000
 _RIDGE_ALPHA = 0.1  # bench/search_efficiency.py: 1e-2 and 1.0 did worse
 _PAIR_ALPHA = 3.0  # penalty of the pairwise interaction features (1.0 and 10.0 did worse)
 _OPTIMISM = 1.0  # posterior sds of optimism when no neighbour is predicted to gain
@@ -80,6 +83,7 @@ class ParetoLocalSearchSampler(BaseSampler):
         parent_order: str = "model",
         pair_alpha: float | None = _PAIR_ALPHA,
         optimism: float = _OPTIMISM,
+        max_history: int | None = MAX_HISTORY,
         constraints_func: Constraints | None = None,
     ) -> None:
         if parent_order not in PARENT_ORDERS:
@@ -91,6 +95,9 @@ class ParetoLocalSearchSampler(BaseSampler):
         self._parent_order = parent_order
         self._pair_alpha = pair_alpha
         self._optimism = optimism
+        if max_history is not None and max_history < 1:
+            raise ValueError(f"max_history must be at least 1 or None, not {max_history!r}")
+        self._max_history = max_history
         self._constraints_func = constraints_func
         self._search_space = IntersectionSearchSpace(include_pruned=True)
         # trial id -> the parent's params once sample_relative chose a neighbour for the trial
@@ -188,8 +195,19 @@ class ParetoLocalSearchSampler(BaseSampler):
             return []
         violation = np.array([_violation(t) for t in done])
         pool = [t for t, v in zip(done, violation, strict=True) if v <= max(0.0, violation.min())]
+        pool = self._window(pool, study.directions)
         fronts = non_dominated_sort(_minimised(pool, study.directions))
         return [[pool[i] for i in np.flatnonzero(fronts == r)] for r in range(fronts.max() + 1)]
+
+    def _window(self, pool: list[FrozenTrial], directions: list) -> list[FrozenTrial]:
+        """At most ``max_history`` trials besides the front: the front of all of them and the
+        most recent others. The ranks and the model then cost the same at 10,000 trials as at
+        ``max_history`` (docs/scaling.md), while every front member stays a parent."""
+        if self._max_history is None or len(pool) <= self._max_history:
+            return pool
+        front = non_dominated_mask(_minimised(pool, directions))
+        recent = set(range(len(pool) - self._max_history, len(pool)))
+        return [t for i, t in enumerate(pool) if front[i] or i in recent]
 
     def _by_priority(self, study: Study, rank: list[FrozenTrial]) -> list[FrozenTrial]:
         """The rank's members, most promising first (random tie-break): sparsest (crowding),

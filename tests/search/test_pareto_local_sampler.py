@@ -236,3 +236,19 @@ def test_gains_are_exact_hypervolume_gains_or_the_miss_distance() -> None:
             added = np.array([hypervolume(np.vstack([front, p]), ref) - base for p in points])
             miss = -np.min(np.max(points[:, None] - front[None], axis=2), axis=1)
             assert np.allclose(_gains(front, points), np.where(added > 0, added, miss))
+
+
+def test_window_keeps_the_whole_front_and_the_most_recent_others() -> None:
+    # 12 trials; the front (minimising both) is trials 0, 1 and 2; max_history 4 keeps them
+    # and the 4 most recent, whatever their rank.
+    values = [(0.0, 9.0), (1.0, 5.0), (9.0, 0.0)] + [(5.0 + i, 6.0 + i) for i in range(9)]
+    trials = [
+        optuna.trial.create_trial(values=list(v), params={}, distributions={}) for v in values
+    ]
+    sampler = ParetoLocalSearchSampler(seed=0, max_history=4)
+    directions = [optuna.study.StudyDirection.MINIMIZE] * 2
+    kept = sampler._window(trials, directions)
+    assert [trials.index(t) for t in kept] == [0, 1, 2, 8, 9, 10, 11]
+    assert ParetoLocalSearchSampler(seed=0, max_history=None)._window(trials, directions) == trials
+    with pytest.raises(ValueError, match="max_history"):
+        ParetoLocalSearchSampler(max_history=0)
