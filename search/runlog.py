@@ -5,7 +5,8 @@ runs) and blocks or fails when the server does not answer. Here:
 
 - a trial's run is found by its ``nascomp.trial_id`` tag under the search's parent run, so a
   retried attempt, or a driver restarted with ``--resume``, continues the same run;
-- every write is an operation (a small JSON-able dict) in a queue applied in order. When the
+- every write is an operation (a small JSON-able dict) in a queue, sent every ``batch_s``
+  seconds as one ``log_batch`` per run (each run's ops in the order they came). When the
   tracking server does not answer, the queue is kept, in memory and in a journal file inside
   Ray's result folder, and retried every few seconds: trials keep training and nothing is lost;
 - ``nascomp replay FOLDER`` applies the journal of a search whose server never came back.
