@@ -45,18 +45,27 @@ def trial_fn(config: dict[str, Any], teacher_state: dict | None = None) -> None:
     if final is not None:
         tune.report(final, checkpoint=tune.get_checkpoint())
         return
+    outcome = guarded(
+        lambda: run_trial(
+            config, teacher_state=teacher_state, checkpoint=_report_epoch, resume=resume
+        ),
+        config,
+    )
+    _report_final(config, outcome)
+
+
+def guarded(run: Callable[[], TrialOutcome], config: dict[str, Any]) -> TrialOutcome:
+    """``run()``, with the trial's own failures (NaN loss, out of memory) as a failed outcome
+    with the reason, and a data root missing on this node as an error naming the node."""
     try:
         # The driver checked the data root on its own node; this may be another one.
         check_data_root(config["data.name"], config.get("data.root"))
-        outcome = run_trial(
-            config, teacher_state=teacher_state, checkpoint=_report_epoch, resume=resume
-        )
+        return run()
     except DataNotFoundError as exc:
         # Fails the attempt, so Tune may retry it on another node; the message says where.
         raise DataNotFoundError(f"on node {node_name()}: {exc}") from None
     except TRIAL_FAILURES as exc:
-        outcome = TrialOutcome(status=STATUS_FAILED, reason=f"{type(exc).__name__}: {exc}")
-    _report_final(config, outcome)
+        return TrialOutcome(status=STATUS_FAILED, reason=f"{type(exc).__name__}: {exc}")
 
 
 def lookup_trial_fn(config: dict[str, Any]) -> None:
