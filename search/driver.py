@@ -18,6 +18,7 @@ import yaml
 from search.optuna_space import DefineByRun, make_sampler
 from search.pareto import front_order, knee_index, to_minimise
 from search.resume import find_resumable, folder_name, set_state, write_manifest
+from search.retention import CheckpointRetention
 from search.runlog import JOURNAL
 from search.searcher import ConstraintsFromAttr, NascompOptunaSearch
 from search.tracking import Tracker, TrialRecord
@@ -160,6 +161,7 @@ class _SearchRun:
         callbacks = [
             self.callback,
             ProgressLine(search.trials, self.experiment.objectives, self.echo, n_done=done),
+            CheckpointRetention(),
         ]
         if restore:
             tuner = tune.Tuner.restore(
@@ -200,10 +202,10 @@ class _SearchRun:
                 name=self.folder.name,
                 storage_path=str(self.folder.parent),
                 callbacks=callbacks,
-                # A trial whose worker dies restarts from its last epoch's checkpoint; only
-                # the last one is kept (docs/scaling.md: checkpoint storage).
+                # A trial whose worker dies restarts from its last epoch's checkpoint. Tune
+                # keeps them all; CheckpointRetention deletes the ones no snapshot can name
+                # any more (search/retention.py; docs/scaling.md: checkpoint storage).
                 failure_config=tune.FailureConfig(max_failures=search.max_failures),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                 verbose=0,
             ),
         )
