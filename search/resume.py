@@ -59,18 +59,18 @@ def write_manifest(
         "experiment": experiment.model_dump(mode="json"),
         "state": state,
     }
-    partial = folder / f"{MANIFEST}.partial"
-    partial.write_text(json.dumps(data, indent=2))
-    os.replace(partial, folder / MANIFEST)
+    _write(folder, data)
 
 
 def set_state(folder: Path, state: str) -> None:
-    path = folder / MANIFEST
-    data = json.loads(path.read_text())
-    data["state"] = state
+    _write(folder, {**json.loads((folder / MANIFEST).read_text()), "state": state})
+
+
+def _write(folder: Path, data: dict[str, Any]) -> None:
+    """Replace the manifest atomically: a killed driver leaves the old one or the new one."""
     partial = folder / f"{MANIFEST}.partial"
     partial.write_text(json.dumps(data, indent=2))
-    os.replace(partial, path)
+    os.replace(partial, folder / MANIFEST)
 
 
 def differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:

@@ -291,11 +291,7 @@ class RunLog:
         if kind == "start":
             self._start(op)
             return
-        if kind in _BATCHABLE:
-            self._log_batch(op.get("trial"), [op], {})
-        elif kind == "end":
-            self._end(op, [])
-        elif kind == "delete":
+        if kind == "delete":
             self.client.delete_run(self._run_id(op["trial"]))
             self.run_ids.pop(op["trial"], None)
         else:

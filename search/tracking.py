@@ -24,6 +24,7 @@ from mlflow.entities import Metric, Param, RunStatus
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
+from search.export import ARTIFACT, SKELETON
 from search.runlog import PARENT_TAG, TRIAL_TAG, RunLog
 from search.searcher import INFO_PREFIX
 from spaces.config import METRICS
@@ -37,7 +38,7 @@ CONSTRAINTS_TAG = "nascomp.constraints"
 FEASIBLE_TAG = "nascomp.feasible"
 HYPERVOLUME = "hypervolume"  # the parent run's metric, one step per ended trial
 SOURCE_TAG = "nascomp.reproduced_from"
-TRIAL_ARTIFACTS = ("model.nascomp", "skeleton.json")  # logged from the final checkpoint
+TRIAL_ARTIFACTS = (ARTIFACT, SKELETON)  # logged from the final checkpoint
 _PARAM_LIMIT = 6000  # MLflow's limit on a param value
 
 
