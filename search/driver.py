@@ -189,6 +189,8 @@ class _SearchRun:
         from ray import tune
         from ray.tune.search import ConcurrencyLimiter
 
+        from search.trainable import trial_dirname
+
         search = self.experiment.search
         return tune.Tuner(
             trainable,
@@ -197,6 +199,8 @@ class _SearchRun:
                 scheduler=_scheduler(self.experiment, self.echo),
                 num_samples=search.trials,
                 reuse_actors=True,
+                # trial_<id>: a restarted trial finds its checkpoints from its id alone.
+                trial_dirname_creator=trial_dirname,
             ),
             run_config=tune.RunConfig(
                 name=self.folder.name,

@@ -10,7 +10,9 @@ training twice.
 from __future__ import annotations
 
 import json
+import pickle
 import socket
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -76,25 +78,68 @@ def lookup_trial_fn(config: dict[str, Any]) -> None:
 def _restored() -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """(epoch state to resume from, final result already reached) of a restarted trial.
 
-    Tune hands back the checkpoint its last experiment snapshot knew; a driver killed between
-    snapshots may have missed newer ones. Those are in the trial's folder too, so the newest
-    is taken: a trial that had ended reports its result again, one that was training goes on
-    from its last epoch.
+    Tune hands back the checkpoint its last experiment snapshot knew, and a driver killed
+    between snapshots may have missed newer ones; a trial the snapshot held as pending or just
+    started gets none at all (and a new folder), though it may have trained and logged epochs.
+    So the trial's checkpoints are looked up in every folder of the trial in the storage, and
+    the newest is taken: a trial that had ended reports its result again, one that was
+    training goes on from its last epoch.
     """
     checkpoint = tune.get_checkpoint()
-    if checkpoint is None:
-        return None, None
-    folders = [Path(checkpoint.path)]
-    if Path(checkpoint.path).is_dir():  # storage on this node's file system
-        folders += sorted(Path(checkpoint.path).parent.glob("checkpoint_*"))
-    finals = [folder / FINAL_FILE for folder in folders if (folder / FINAL_FILE).is_file()]
-    if finals:
-        return None, json.loads(finals[0].read_text())
-    states = [folder / STATE_FILE for folder in folders if (folder / STATE_FILE).is_file()]
-    if not states:
+    folders = _stored_checkpoints(tune.get_context())
+    if checkpoint is not None and Path(checkpoint.path).is_dir():
+        folders.append(Path(checkpoint.path))
+    resume, final = newest(folders)
+    if resume is None and final is None and checkpoint is not None:
         with checkpoint.as_directory() as folder:  # remote storage: the snapshot's one
-            return load_state(Path(folder) / STATE_FILE), None
-    return max((load_state(path) for path in states), key=lambda state: state["epoch"]), None
+            resume, final = newest([Path(folder)])
+    return resume, final
+
+
+def newest(folders: list[Path]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """(newest epoch state, final result) among checkpoint ``folders``; a final one wins.
+
+    A file that does not read back whole is passed over: Tune copies a checkpoint into the
+    storage file by file, and a kill can stop it half-way."""
+    states = []
+    for folder in folders:
+        try:
+            if (folder / FINAL_FILE).is_file():
+                return None, json.loads((folder / FINAL_FILE).read_text())
+            if (folder / STATE_FILE).is_file():
+                states.append(load_state(folder / STATE_FILE))
+        except (OSError, EOFError, RuntimeError, ValueError, pickle.UnpicklingError) as exc:
+            print(f"nascomp: passing over checkpoint {folder}: {exc}", file=sys.stderr)
+    if not states:
+        return None, None
+    return max(states, key=lambda state: state["epoch"]), None
+
+
+def trial_dirname(trial: Any) -> str:
+    """A trial's folder (Tune's ``trial_dirname_creator``): found again from its id alone."""
+    return f"trial_{trial.trial_id}"
+
+
+def trial_checkpoints(experiment: Path, trial_id: str) -> list[Path]:
+    """Every checkpoint folder of trial ``trial_id`` under the experiment folder: in
+    ``trial_<id>``, in ``trial_<id>_<suffix>`` (Tune's name when a restored trial's folder
+    exists already), and in ``trial_fn_<id>_...`` (Tune's default names, older searches)."""
+    if not experiment.is_dir():
+        return []
+    mine = (f"trial_{trial_id}_", f"trial_fn_{trial_id}_")
+    trials = [
+        path
+        for path in experiment.iterdir()
+        if path.is_dir() and (path.name == f"trial_{trial_id}" or path.name.startswith(mine))
+    ]
+    return sorted(c for path in trials for c in path.glob("checkpoint_*") if c.is_dir())
+
+
+def _stored_checkpoints(context: Any) -> list[Path]:
+    storage = context.get_storage()
+    if storage.storage_filesystem.type_name != "local":
+        return []  # remote storage: Tune's own checkpoint only
+    return trial_checkpoints(Path(storage.experiment_fs_path), context.get_trial_id())
 
 
 def _report_epoch(metrics: dict[str, Any], state: dict[str, Any]) -> None:

@@ -1,13 +1,24 @@
 """How a trial's own failures become outcomes (search/trainable.py), without Ray: the trial
 that diverges or runs out of memory ends failed with its reason; other errors propagate, so
-Tune retries them (a worker that died, a bug)."""
+Tune retries them (a worker that died, a bug). And which checkpoint a restarted trial takes."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import pytest
 import torch
 
-from search.trainable import STATUS_FAILED, guarded
+from search.trainable import (
+    FINAL_FILE,
+    STATE_FILE,
+    STATUS_FAILED,
+    guarded,
+    newest,
+    trial_checkpoints,
+)
+from trainers.checkpoint import save_state
 from trainers.trial import TrialOutcome
 
 DIGITS = {"data.name": "digits", "data.root": None}
@@ -42,3 +53,44 @@ def test_other_errors_propagate_and_a_good_run_passes_through() -> None:
         guarded(_raising(ValueError("a bug")), DIGITS)
     ok = TrialOutcome(status="ok", metrics={"val_accuracy": 0.9})
     assert guarded(lambda: ok, DIGITS) is ok
+
+
+def _checkpoint(folder: Path, epoch: int | None = None, final: dict | None = None) -> Path:
+    folder.mkdir(parents=True)
+    if epoch is not None:
+        save_state(folder / STATE_FILE, {"format": 1, "epoch": epoch})
+    if final is not None:
+        (folder / FINAL_FILE).write_text(json.dumps(final))
+    return folder
+
+
+def test_a_restarted_trial_finds_its_checkpoints_in_every_folder_of_its_id(tmp_path: Path) -> None:
+    # A driver killed between snapshots: the trial restarts in a new folder, suffixed by Tune
+    # since trial_<id> exists; the epochs it trained before are in the first one.
+    first = _checkpoint(tmp_path / "trial_0042" / "checkpoint_000001", epoch=2)
+    _checkpoint(tmp_path / "trial_0042" / "checkpoint_000000", epoch=1)
+    again = _checkpoint(tmp_path / "trial_0042_ab12" / "checkpoint_000000", epoch=1)
+    legacy = _checkpoint(tmp_path / "trial_fn_0042_3_arch=cnn_2026-11-24" / "checkpoint_000000", 1)
+    for other in ("trial_00421", "trial_fn_00421_1_x", "trial_1_lr=0.0042_x", "trial_7"):
+        _checkpoint(tmp_path / other / "checkpoint_000009", epoch=9)
+    (tmp_path / "trial_0042" / "result.json").write_text("")
+
+    found = trial_checkpoints(tmp_path, "0042")
+    assert set(found) == {first, first.parent / "checkpoint_000000", again, legacy}
+    assert newest(found) == ({"format": 1, "epoch": 2}, None)
+    assert trial_checkpoints(tmp_path / "absent", "0042") == []
+
+
+def test_the_final_checkpoint_wins_and_a_half_copied_one_is_passed_over(tmp_path: Path) -> None:
+    epoch = _checkpoint(tmp_path / "a", epoch=5)
+    final = _checkpoint(tmp_path / "b", final={"val_accuracy": 0.9})
+    assert newest([epoch, final]) == (None, {"val_accuracy": 0.9})
+    assert newest([]) == (None, None)
+
+    cut = _checkpoint(tmp_path / "c", epoch=7)
+    data = (cut / STATE_FILE).read_bytes()
+    (cut / STATE_FILE).write_bytes(data[: len(data) // 2])  # killed while Tune copied it
+    half_final = tmp_path / "d"
+    half_final.mkdir()
+    (half_final / FINAL_FILE).write_text('{"val_acc')
+    assert newest([epoch, cut, half_final]) == ({"format": 1, "epoch": 5}, None)
