@@ -2,6 +2,8 @@
 
     python bench/search_efficiency.py                      # 10 seeds, val_accuracy vs params
     python bench/search_efficiency.py --cost macs --seeds 20
+    python bench/search_efficiency.py --seeds 30 --strategies random pls   # seeds 0 to 29
+    python bench/search_efficiency.py --first-seed 10 --seeds 20            # seeds 10 to 29
 
 The exact front is computed over all 15,625 cells (validation accuracy against params or MACs
 of the real network ``spaces`` builds). Every strategy then searches the same space for 200
@@ -151,7 +153,8 @@ def trials_to_match(curve: np.ndarray, target: float) -> int | None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cost", choices=("params", "macs"), default="params")
-    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--seeds", type=int, default=10, help="how many seeds")
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds run from this one")
     parser.add_argument("--trials", type=int, default=max(CHECKPOINTS))
     parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES))
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
@@ -169,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     jobs = [
         (args.cost, strategy, seed, args.trials, truth)
         for strategy in args.strategies
-        for seed in range(args.seeds)
+        for seed in range(args.first_seed, args.first_seed + args.seeds)
     ]
     curves: dict[str, list[np.ndarray]] = {s: [] for s in args.strategies}
     seconds: dict[str, float] = dict.fromkeys(args.strategies, 0.0)
@@ -200,7 +203,11 @@ def _print_table(
         cells.append(str(match) if match else f"> {args.trials}")
         cells.append(f"{seconds[strategy] / len(runs):.1f}")
         print(f"| {strategy} | " + " | ".join(cells) + " |")
-    print(f"\n{args.seeds} seeds; mean ± standard deviation of HV / exact HV.")
+    last = args.first_seed + args.seeds - 1
+    print(
+        f"\n{args.seeds} seeds ({args.first_seed} to {last}); "
+        "mean ± standard deviation of HV / exact HV."
+    )
 
 
 if __name__ == "__main__":
