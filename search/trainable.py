@@ -88,7 +88,7 @@ def _restored() -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     checkpoint = tune.get_checkpoint()
     folders = _stored_checkpoints(tune.get_context())
     if checkpoint is not None and Path(checkpoint.path).is_dir():
-        folders.append(Path(checkpoint.path))
+        folders = list(dict.fromkeys([*folders, Path(checkpoint.path)]))
     resume, final = newest(folders)
     if resume is None and final is None and checkpoint is not None:
         with checkpoint.as_directory() as folder:  # remote storage: the snapshot's one
