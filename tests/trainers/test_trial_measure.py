@@ -14,6 +14,7 @@ from compressors.export import layer_shapes, load_compressed, reshape_layers, sa
 from compressors.quantization import ActivationFakeQuant, quant_layers
 from spaces.config import load_experiment
 from spaces.models import build_model
+from tests.trainers.configs import SMALL_CNN
 from trainers.config import TrialConfig, trial_constants
 from trainers.loop import predict_logits
 from trainers.trial import TrialOutcome, run_trial
@@ -30,17 +31,7 @@ FAST = [
 
 
 def config(**sampled: Any) -> dict[str, Any]:
-    base = {
-        "arch.family": "cnn",
-        "arch.n_stages": 2,
-        "arch.blocks_per_stage": 1,
-        "arch.base_channels": 8,
-        "arch.block": "residual",
-        "prune.method": "none",
-        "quant.bits": 32,
-        "quant.act_bits": 8,
-    }
-    return {**trial_constants(load_experiment(None, FAST)), **base, **sampled}
+    return {**trial_constants(load_experiment(None, FAST)), **SMALL_CNN, **sampled}
 
 
 def pruned(method: str, ratio: float, **sampled: Any) -> dict[str, Any]:

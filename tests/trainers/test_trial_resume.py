@@ -13,6 +13,7 @@ import torch
 
 from spaces.config import load_experiment
 from spaces.models import build_model
+from tests.trainers.configs import SMALL_CNN
 from trainers.checkpoint import load_state, save_state
 from trainers.config import TrialConfig, trial_constants
 from trainers.trial import TrialOutcome, run_trial
@@ -36,14 +37,7 @@ FINAL = ("val_accuracy", "test_accuracy", "params", "nonzero_params", "size_byte
 
 def config(**sampled: Any) -> dict[str, Any]:
     base = {
-        "arch.family": "cnn",
-        "arch.n_stages": 2,
-        "arch.blocks_per_stage": 1,
-        "arch.base_channels": 8,
-        "arch.block": "residual",
-        "prune.method": "none",
-        "quant.bits": 32,
-        "quant.act_bits": 8,
+        **SMALL_CNN,
         "train.epochs": 2,
         "train.prune_epochs": 2,
         "train.qat_epochs": 2,
