@@ -145,9 +145,9 @@ class Timings:
 def fast_forwarded(name: str, trials: Sequence[FrozenTrial]) -> tuple[Setup, optuna.Study]:
     """A fresh study with the sampler ``name`` that has ``trials`` finished already."""
     current = setup(name)
-    study = optuna.create_study(
-        directions=current.directions, sampler=make_sampler(current.experiment.search)
-    )
+    experiment = current.experiment
+    sampler = make_sampler(experiment.search, features=experiment.space.features())
+    study = optuna.create_study(directions=current.directions, sampler=sampler)
     study.add_trials(trials)
     return current, study
 

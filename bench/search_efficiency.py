@@ -13,11 +13,11 @@ number of trials after which its mean curve first matches random search's 200-tr
 
 What it measures is what ``nascomp search examples/nb201.yaml`` does: the same experiment file,
 the same space (``spaces`` + ``search.optuna_space.DefineByRun``), the same samplers
-(``search.optuna_space.make_sampler``) and the same trial function
-(``trainers.nb201_lookup.run_lookup_trial``). Only Ray is left out: trials run one after another
-in this process, so 10+ seeds x 200 trials x several strategies take minutes, not hours. (With
-``search.concurrent`` > 1, Ray asks the sampler before earlier trials finish, which can only
-make a model-based strategy slightly less informed per trial.)
+(``search.optuna_space.make_sampler``, given the space's features as the driver does) and the
+same trial function (``trainers.nb201_lookup.run_lookup_trial``). Only Ray is left out: trials
+run one after another in this process, so 10+ seeds x 200 trials x several strategies take
+minutes, not hours. (With ``search.concurrent`` > 1, Ray asks the sampler before earlier trials
+finish, which can only make a model-based strategy slightly less informed per trial.)
 
 Hypervolume rule here: objectives minimised, normalised so the exact front's ideal point is 0
 and its nadir 1, reference point 1.1 per objective (search/hypervolume.py).
@@ -106,9 +106,8 @@ def search_values(cost: str, strategy: str, seed: int, n_trials: int) -> np.ndar
     """(n_trials, 2) minimised objective values, in the order the strategy found them."""
     experiment = experiment_for(cost, strategy, seed, n_trials)
     space = DefineByRun(experiment.space.params(), trial_base(experiment))
-    study = optuna.create_study(
-        directions=["maximize", "minimize"], sampler=make_sampler(experiment.search)
-    )
+    sampler = make_sampler(experiment.search, features=experiment.space.features())
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
 
     def objective(trial: optuna.Trial) -> tuple[float, float]:
         metrics = run_lookup_trial(space.config(trial)).metrics

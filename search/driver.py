@@ -258,7 +258,7 @@ def _searcher(experiment: Experiment, constants: dict[str, Any]) -> NascompOptun
         space=DefineByRun(experiment.space.params(), constants),
         metric=experiment.metric_names(),
         mode=experiment.modes(),
-        sampler=make_sampler(experiment.search, constraints_func),
+        sampler=make_sampler(experiment.search, constraints_func, experiment.space.features()),
         constraints=constraints,
     )
 

@@ -9,7 +9,7 @@ from typing import Any
 import optuna
 
 from search.local_sampler import Constraints, ParetoLocalSampler
-from search.pareto_local_sampler import ParetoLocalSearchSampler
+from search.pareto_local_sampler import Features, ParetoLocalSearchSampler
 from spaces.config import SearchConfig
 from spaces.params import Param
 
@@ -64,9 +64,12 @@ class DefineByRun:
 
 
 def make_sampler(
-    search: SearchConfig, constraints_func: Constraints | None = None
+    search: SearchConfig,
+    constraints_func: Constraints | None = None,
+    features: Features | None = None,
 ) -> optuna.samplers.BaseSampler:
-    """The sampler ``search.sampler`` names; ``constraints_func`` reaches those that use one."""
+    """The sampler ``search.sampler`` names; ``constraints_func`` reaches those that use one,
+    ``features`` (``SpaceConfig.features()``) the one whose model takes them (``pls``)."""
     seed = search.seed
     if search.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
@@ -78,7 +81,10 @@ def make_sampler(
             # 10 random trials seed the model; then model-guided Pareto local search
             # (bench/search_efficiency.py chose both).
             return ParetoLocalSearchSampler(
-                seed=seed, n_startup_trials=10, constraints_func=constraints_func
+                seed=seed,
+                n_startup_trials=10,
+                constraints_func=constraints_func,
+                features=features,
             )
         if search.sampler == "tpe_local":
             # TPE finds the good regions in the first 30% of the budget, then local search

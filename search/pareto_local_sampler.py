@@ -11,18 +11,24 @@ next non-dominated rank (the second front, then the third, ...), whose neighbour
 
 That describes ``parent_order="crowding"``. The default, ``parent_order="model"``, scores every
 untried neighbour of the rank's members at once with a kernel ridge model of each objective
-(:class:`RidgeModel`: one-hot main effects plus pairwise interactions of parameters) and takes
-the one predicted to add the most hypervolume to the front. When none is predicted to add any,
-it takes the one whose optimistic prediction (posterior mean minus ``optimism`` posterior
-standard deviations) adds the most, or misses the front by least: a neighbour the model already
-knows well (one that only changes a parameter that has looked irrelevant) then ranks below one
-it is unsure of.
+(:class:`RidgeModel`: one-hot main effects plus pairwise interactions of parameters, and of the
+blocks a space adds through ``features``, such as an NB201 cell's paths) and takes the one
+predicted to add the most hypervolume to the front. Exchanges (two parameters with the same
+choices swapping values: on a cell, the same ops rearranged) are scored with them but taken only
+when no single-parameter neighbour is predicted to add any. When no candidate is, it takes the
+one whose optimistic prediction (posterior mean minus ``optimism`` posterior standard
+deviations) adds the most, or misses the front by least: a neighbour the model already knows
+well (one that only changes a parameter that has looked irrelevant) then ranks below one it is
+unsure of.
 
 Why: on NAS-Bench-201 the exact front's cells are mostly one edge away from other good cells,
 so walking the front's neighbourhood systematically (and never twice) finds them in far fewer
 trials than copying a random front member and mutating it (``tpe_local``), which re-draws
-parents already explored and leaves sparse parts of the front unvisited. Measured in
-docs/benchmarks.md ("Search efficiency (issue 4)").
+parents already explored and leaves sparse parts of the front unvisited. Where single moves
+stall (a front built around a residual through two skips, say, where the exact front has one
+direct skip), an exchange moves the cell's ops to where they work better at the same cost, and
+the path features let the model tell which arrangement will. Measured in docs/benchmarks.md
+("Search efficiency (issue 4)").
 
 Neighbours of a parent: each categorical parameter changed to each other choice; each numeric
 one moved by +-10% and +-25% of its range (in log space for log parameters, rounded to its step,
@@ -34,8 +40,8 @@ with probability 1 / its number of parameters, as in ``tpe_local``) or drawn at 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 from optuna.distributions import (
@@ -73,6 +79,19 @@ _OPTIMISM = 1.0  # posterior sds of optimism when no neighbour is predicted to g
 PARENT_ORDERS = ("crowding", "hv", "random", "model")
 
 
+class Features(Protocol):
+    """Extra feature blocks a space gives the model (e.g. ``spaces.nb201.PathEncoding``).
+
+    ``params`` names the parameters it reads; it is used only when all of them are in the
+    search space. Calling it on n points returns blocks of shape (n, width), each treated like a
+    parameter's one-hot block: a main effect, and pairwise interactions with every other block.
+    """
+
+    params: tuple[str, ...]
+
+    def __call__(self, trials: Sequence[Params]) -> list[np.ndarray]: ...
+
+
 class ParetoLocalSearchSampler(BaseSampler):
     def __init__(
         self,
@@ -85,6 +104,8 @@ class ParetoLocalSearchSampler(BaseSampler):
         optimism: float = _OPTIMISM,
         max_history: int | None = MAX_HISTORY,
         constraints_func: Constraints | None = None,
+        features: Features | None = None,
+        exchanges: bool = True,
     ) -> None:
         if parent_order not in PARENT_ORDERS:
             raise ValueError(f"parent_order must be one of {PARENT_ORDERS}, not {parent_order!r}")
@@ -99,6 +120,8 @@ class ParetoLocalSearchSampler(BaseSampler):
             raise ValueError(f"max_history must be at least 1 or None, not {max_history!r}")
         self._max_history = max_history
         self._constraints_func = constraints_func
+        self._features = features
+        self._exchanges = exchanges
         self._search_space = IntersectionSearchSpace(include_pruned=True)
         # trial id -> the parent's params once sample_relative chose a neighbour for the trial
         self._parents: dict[int, Params] = {}
@@ -232,30 +255,41 @@ class ParetoLocalSearchSampler(BaseSampler):
         tried: set[tuple],
     ) -> Params:
         """Among the untried neighbours of the first rank that has any, the one a ridge model of
-        each objective predicts to add the most hypervolume to the front; when none is
-        predicted to add any, the one whose optimistic prediction (mean minus ``optimism``
-        posterior standard deviations, objectives minimised) adds the most or misses least."""
+        each objective predicts to add the most hypervolume to the front. Exchanges (two
+        parameters with the same choices swapping their values) are candidates too, but taken
+        only when no single-parameter neighbour is predicted to add any. When no candidate is,
+        the one whose optimistic prediction (mean minus ``optimism`` posterior standard
+        deviations, objectives minimised) adds the most or misses least."""
         done = [t for rank in ranks for t in rank]
         if not done:
             return {}
         values = _minimised(done, study.directions)
         low, high = values.min(axis=0), values.max(axis=0)
-        model = RidgeModel(space, pair_alpha=self._pair_alpha).fit(
+        features = self._features
+        if features is not None and not set(features.params) <= set(space):
+            features = None
+        model = RidgeModel(space, pair_alpha=self._pair_alpha, features=features).fit(
             [t.params for t in done], normalise(values, low, high)
         )
         front = normalise(_minimised(ranks[0], study.directions), low, high)
+        moves = (neighbours, exchanges) if self._exchanges else (neighbours,)
         for rank in ranks:
-            pairs = [
-                (parent, child)
-                for parent in rank
-                for child in neighbours(parent.params, space)
-                if _key(child, space) not in tried
-            ]
+            pairs: list[tuple[FrozenTrial, Params]] = []
+            single: list[bool] = []
+            for move in moves:
+                for parent in rank:
+                    for child in move(parent.params, space):
+                        if _key(child, space) not in tried:
+                            pairs.append((parent, child))
+                            single.append(move is neighbours)
             if not pairs:
                 continue
             mean, std = model.predict_std([child for _, child in pairs])
             score = _gains(front, mean)
-            if self._optimism > 0 and not np.any(score > 0):
+            is_single = np.array(single)
+            if np.any(score[is_single] > 0):
+                score = np.where(is_single, score, -np.inf)
+            elif self._optimism > 0 and not np.any(score > 0):
                 score = _gains(front, mean - self._optimism * std)
             best = np.lexsort((self._rng.random(len(pairs)), -score))[0]
             parent, child = pairs[best]
@@ -268,12 +302,13 @@ class ParetoLocalSearchSampler(BaseSampler):
 class RidgeModel:
     """Kernel ridge regression of every objective on the parameters, intercept not shrunk.
 
-    Features: one-hot categoricals and numbers scaled to [0, 1] (``_features``), penalty
-    ``alpha``; with ``pair_alpha``, also the products of the features of every two different
-    parameters (for categoricals: one indicator per pair of choices), penalty ``pair_alpha``.
+    Features: one-hot categoricals and numbers scaled to [0, 1] (``_features``), plus the blocks
+    ``features`` adds (:class:`Features`), penalty ``alpha``; with ``pair_alpha``, also the
+    products of the features of every two different blocks (for categoricals: one indicator per
+    pair of choices), penalty ``pair_alpha``.
     Solved in the dual (n trials x n trials), so the pairwise features are never built: the
     kernel of two points is ``sum_p a_p / alpha + sum_{p<q} a_p a_q / pair_alpha`` where
-    ``a_p`` is the inner product of parameter ``p``'s features.
+    ``a_p`` is the inner product of block ``p``'s features.
 
     The same fit is the posterior mean of a Gaussian process with that kernel (times a scale
     ``s2``), noise variance ``s2`` and a flat prior on the intercept; :meth:`predict` can
@@ -287,10 +322,12 @@ class RidgeModel:
         *,
         alpha: float = _RIDGE_ALPHA,
         pair_alpha: float | None = None,
+        features: Callable[[Sequence[Params]], list[np.ndarray]] | None = None,
     ) -> None:
         self._space = space
         self._alpha = alpha
         self._pair_alpha = pair_alpha
+        self._features = features
         self._train: list[np.ndarray] = []
         self._dual = np.zeros((0, 0))
         self._intercept = np.zeros(0)
@@ -299,7 +336,7 @@ class RidgeModel:
 
     def fit(self, params: list[Params], y: np.ndarray) -> RidgeModel:
         y = np.asarray(y, dtype=float).reshape(len(params), -1)
-        self._train = _blocks(params, self._space)
+        self._train = self._blocks(params)
         n = len(params)
         system = np.zeros((n + 1, n + 1))
         system[:n, :n] = self._kernel(self._train, self._train) + np.eye(n)
@@ -312,19 +349,21 @@ class RidgeModel:
 
     def predict(self, params: list[Params]) -> np.ndarray:
         """Predicted objectives, (len(params), n objectives)."""
-        return (
-            self._kernel(_blocks(params, self._space), self._train) @ self._dual + self._intercept
-        )
+        return self._kernel(self._blocks(params), self._train) @ self._dual + self._intercept
 
     def predict_std(self, params: list[Params]) -> tuple[np.ndarray, np.ndarray]:
         """Predicted objectives and the posterior standard deviation of each, both
         (len(params), n objectives)."""
-        blocks = _blocks(params, self._space)
+        blocks = self._blocks(params)
         cross = np.c_[self._kernel(blocks, self._train), np.ones(len(params))]
         mean = cross[:, :-1] @ self._dual + self._intercept
         prior = self._combine([np.sum(b * b, axis=1) for b in blocks])
         variance = np.maximum(prior - np.sum((cross @ self._inverse) * cross, axis=1), 0.0)
         return mean, np.sqrt(variance)[:, None] * self._scale
+
+    def _blocks(self, params: list[Params]) -> list[np.ndarray]:
+        extra = self._features(params) if self._features is not None else []
+        return [*_blocks(params, self._space), *extra]
 
     def _kernel(self, left: list[np.ndarray], right: list[np.ndarray]) -> np.ndarray:
         return self._combine([a @ b.T for a, b in zip(left, right, strict=True)])
@@ -398,6 +437,27 @@ def neighbours(params: Params, space: dict[str, BaseDistribution]) -> list[Param
     for name in sorted(space):
         for value in _moves(params[name], space[name]):
             out.append({**{n: params[n] for n in space}, name: value})
+    return out
+
+
+def exchanges(params: Params, space: dict[str, BaseDistribution]) -> list[Params]:
+    """Every point where two categorical parameters of ``space`` with the same choices swap
+    their (different) values, in a fixed order. On a cell of ops (NB201's 6 edges), an exchange
+    keeps the ops and so the cost and rearranges where they sit, which a single-parameter move
+    cannot do without passing through a worse cell."""
+    names = sorted(space)
+    out = []
+    for i, first in enumerate(names):
+        for second in names[i + 1 :]:
+            dist = space[first]
+            if (
+                isinstance(dist, CategoricalDistribution)
+                and dist == space[second]
+                and params[first] != params[second]
+            ):
+                out.append(
+                    {**{n: params[n] for n in space}, first: params[second], second: params[first]}
+                )
     return out
 
 

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from torch import Tensor, nn
 
 from spaces.models import (
@@ -27,6 +28,52 @@ N_NODES = 4
 N_EDGES = 6
 # (target node, source node) of each edge, in cell-string order.
 EDGES = tuple((target, source) for target in range(1, N_NODES) for source in range(target))
+
+
+def _paths_to(node: int) -> tuple[tuple[int, ...], ...]:
+    """Every path from the input (node 0) to ``node``, as the indices of its edges in order."""
+    if node == 0:
+        return ((),)
+    return tuple(
+        (*path, index)
+        for index, (target, source) in enumerate(EDGES)
+        if target == node
+        for path in _paths_to(source)
+    )
+
+
+# The cell's input-to-output paths: (3,) is 3<-0; (0, 4) is 1<-0 then 3<-1; and so on.
+PATHS = _paths_to(N_NODES - 1)
+
+
+@dataclass(frozen=True)
+class PathEncoding:
+    """Path encoding of NB201 cells (White et al., BANANAS, AAAI 2021) for a search's model.
+
+    For each input-to-output path of the cell, a one-hot of the sequence of ops along it, or all
+    zeros when one of them is ``none`` (the path carries nothing). Edge one-hots alone make a
+    model guess how the 6 edges combine; paths say it: a ``none`` cuts every path through its
+    edge, and a cell's depth is the longest live path. ``params`` are the Optuna names of the
+    6 edges (``arch.edge0`` ...). Used by the ``pls`` sampler (``search.pareto_local_sampler``);
+    bench/search_efficiency.py measured what it gains.
+    """
+
+    params: tuple[str, ...]
+    ops: tuple[str, ...] = NB201_OPS
+
+    def __call__(self, trials: Sequence[Mapping[str, Any]]) -> list[np.ndarray]:
+        """Per path, an array of (len(trials), live ops ** path length)."""
+        live = [op for op in self.ops if op != "none"]
+        digit = {op: i for i, op in enumerate(live)}
+        blocks = []
+        for path in PATHS:
+            block = np.zeros((len(trials), len(live) ** len(path)))
+            for row, trial in enumerate(trials):
+                ops = [trial[self.params[edge]] for edge in path]
+                if "none" not in ops:
+                    block[row, sum(digit[op] * len(live) ** i for i, op in enumerate(ops))] = 1.0
+            blocks.append(block)
+        return blocks
 
 
 def parse_cell(cell: str) -> tuple[str, ...]:

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from compressors.pruning import IMPORTANCES, PRUNE_METHODS
 from compressors.quantization import VALID_BITS
 from spaces.cnn import BLOCK_TYPES
-from spaces.nb201 import N_EDGES, NB201_OPS, cell_string
+from spaces.nb201 import N_EDGES, NB201_OPS, PathEncoding, cell_string
 from spaces.params import Param, in_choices, in_interval, parse_spec, to_param
 
 _BITS_TEXT = "in 2..8, 16 or 32"
@@ -73,6 +73,10 @@ class CnnArchSpace(_Section):
     def params(self) -> list[Param]:
         return [to_param(f"arch.{name}", getattr(self, name)) for name in type(self).model_fields]
 
+    def features(self) -> None:
+        """No features beyond the parameters' own (see ``Nb201ArchSpace.features``)."""
+        return None
+
 
 class Nb201ArchSpace(_Section):
     """NAS-Bench-201 cells: each of the 6 edges picks one op from ``ops``."""
@@ -95,6 +99,10 @@ class Nb201ArchSpace(_Section):
             to_param("arch.channels", self.channels),
             to_param("arch.n_cells", self.n_cells),
         ]
+
+    def features(self) -> PathEncoding:
+        """The cell's path encoding, for the ``pls`` sampler's model."""
+        return PathEncoding(tuple(f"arch.edge{i}" for i in range(N_EDGES)), tuple(self.ops))
 
 
 ARCH_SPACES: dict[str, type[_Section]] = {"cnn": CnnArchSpace, "nb201": Nb201ArchSpace}
@@ -182,6 +190,11 @@ class SpaceConfig(_Section):
             *self.quant.params(),
             *self.distill.params(),
         ]
+
+    def features(self) -> PathEncoding | None:
+        """What the space adds to the ``pls`` sampler's model besides the parameters' one-hots
+        (``search.pareto_local_sampler.Features``): an nb201 cell's paths, else nothing."""
+        return self.arch.features()
 
     def distillation_possible(self) -> bool:
         enabled = to_param("distill.enabled", self.distill.enabled)

@@ -18,6 +18,7 @@ from search.pareto_local_sampler import (
     RidgeModel,
     _features,
     _gains,
+    exchanges,
     neighbours,
 )
 
@@ -68,6 +69,79 @@ def test_neighbours_are_exact_and_complete() -> None:
     assert len(neighbours(dict.fromkeys(NAMES, 0), grid)) == len(NAMES) * (len(CHOICES) - 1)
 
 
+def test_exchanges_swap_two_parameters_with_the_same_choices() -> None:
+    space = {
+        "a": CategoricalDistribution(["x", "y", "z"]),
+        "b": CategoricalDistribution(["x", "y", "z"]),
+        "c": CategoricalDistribution(["x", "y", "z"]),
+        "d": CategoricalDistribution(["x", "y"]),  # other choices: never exchanged
+        "n": IntDistribution(0, 10),
+    }
+    point = {"a": "x", "b": "y", "c": "x", "d": "y", "n": 3}
+    # a and c hold the same value: exchanging them changes nothing, so it is no move
+    assert exchanges(point, space) == [
+        {"a": "y", "b": "x", "c": "x", "d": "y", "n": 3},
+        {"a": "x", "b": "x", "c": "y", "d": "y", "n": 3},
+    ]
+    assert exchanges({"a": "x", "b": "x", "c": "x", "d": "x", "n": 0}, space) == []
+
+
+def test_front_with_every_single_move_tried_moves_on_by_an_exchange() -> None:
+    """17 points of a 27-point space: the front (0, 0, 0), (2, 0, 0), (2, 1, 0), (2, 1, 2)
+    and all their single-parameter neighbours. The front's only untried moves are exchanges,
+    so the next point is one of them; without exchanges the search widens to the second rank
+    instead."""
+    names = ("a", "b", "c")
+
+    def values(p: dict[str, int]) -> tuple[float, float]:
+        accuracy = 3.0 * (p["a"] == 2) + 1.0 * (p["b"] == 1) + 0.5 * (p["c"] == 2)
+        return accuracy, float(sum(v > 0 for v in p.values()))
+
+    front = [(0, 0, 0), (2, 0, 0), (2, 1, 0), (2, 1, 2)]
+    grid = {name: CategoricalDistribution(CHOICES) for name in names}
+    tried = set(front)
+    for member in front:
+        tried |= {
+            tuple(c.values()) for c in neighbours(dict(zip(names, member, strict=True)), grid)
+        }
+    assert len(tried) == 17
+    exchanged = {(1, 2, 2), (2, 2, 1), (1, 2, 0)}
+    assert (
+        exchanged
+        == {
+            tuple(c.values())
+            for m in front
+            for c in exchanges(dict(zip(names, m, strict=True)), grid)
+        }
+        - tried
+    )
+
+    def next_move(use_exchanges: bool) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """The next point and the parent it was derived from."""
+        sampler = ParetoLocalSearchSampler(seed=0, n_startup_trials=0, exchanges=use_exchanges)
+        study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
+        for point in sorted(tried):
+            study.enqueue_trial(dict(zip(names, point, strict=True)))
+        study.optimize(
+            lambda t: values({n: t.suggest_categorical(n, CHOICES) for n in names}),
+            n_trials=len(tried),
+        )
+        trial = study.ask()
+        child = tuple(trial.suggest_categorical(n, CHOICES) for n in names)
+        parent = sampler._parents[trial._trial_id]
+        return tuple(parent[n] for n in names), child
+
+    parent, child = next_move(True)
+    assert parent in front and child in exchanged
+    assert (
+        sorted(parent) == sorted(child)
+        and sum(p != c for p, c in zip(parent, child, strict=True)) == 2
+    )
+    parent, child = next_move(False)
+    assert parent in tried - set(front) and child not in tried
+    assert sum(p != c for p, c in zip(parent, child, strict=True)) == 1
+
+
 @pytest.mark.parametrize("order", PARENT_ORDERS)
 def test_no_point_repeats_and_parents_come_from_the_feasible_front(order: str) -> None:
     study, sampler = _study(order)
@@ -85,9 +159,14 @@ def test_no_point_repeats_and_parents_come_from_the_feasible_front(order: str) -
 
 
 def _check_parent(study: optuna.Study, parent: dict, child: dict) -> None:
-    """One parameter changed; the parent feasible, and on the feasible front unless every
-    front member's neighbours have been tried already."""
-    assert sum(parent[n] != child[n] for n in NAMES) == 1
+    """One parameter changed, or two exchanged; the parent feasible, and on the feasible front
+    unless every front member's neighbours have been tried already."""
+    changed = [n for n in NAMES if parent[n] != child[n]]
+    assert len(changed) == 1 or (
+        len(changed) == 2
+        and parent[changed[0]] == child[changed[1]]
+        and parent[changed[1]] == child[changed[0]]
+    )
     assert not _infeasible(parent)
     done = [t for t in study.trials if t.state == TrialState.COMPLETE]
     feasible = [t for t in done if not _infeasible(t.params)]
@@ -175,6 +254,22 @@ def test_ridge_model_matches_the_primal_solution() -> None:
     pairwise = RidgeModel(MIXED, alpha=0.1, pair_alpha=3.0).fit(points, y).predict(points)
     assert np.allclose(pairwise, _primal_ridge(scaled, y, 1.0), atol=1e-8)
     assert not np.allclose(pairwise, additive, atol=1e-3)
+
+
+def test_features_are_extra_blocks_of_the_model() -> None:
+    """A ``features`` block enters the fit like a parameter's one-hot: the additive dual fit is
+    primal ridge on the parameters' features plus the block's columns."""
+
+    def both_low(trials: list[dict]) -> list[np.ndarray]:
+        return [np.array([[float(t["a"] == "x" and t["b"] == 1), t["n"] / 10] for t in trials])]
+
+    points = _mixed_points(40)
+    y = np.random.default_rng(2).normal(size=(40, 2))
+    model = RidgeModel(MIXED, alpha=0.1, features=both_low).fit(points, y)
+    x = np.c_[np.array([_features(p, MIXED) for p in points]), both_low(points)[0]]
+    assert np.allclose(model.predict(points), _primal_ridge(x, y, 0.1), atol=1e-9)
+    plain = RidgeModel(MIXED, alpha=0.1).fit(points, y).predict(points)
+    assert not np.allclose(model.predict(points), plain, atol=1e-3)
 
 
 def test_pairwise_model_learns_an_interaction_the_additive_one_cannot() -> None:

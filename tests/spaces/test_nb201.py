@@ -5,12 +5,13 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from spaces.models import InfeasibleArchitecture, build_model
-from spaces.nb201 import N_EDGES, NB201_OPS, Cell, cell_string, parse_cell
+from spaces.nb201 import N_EDGES, NB201_OPS, PATHS, Cell, PathEncoding, cell_string, parse_cell
 
 ALL_CONV3 = (
     "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|"
@@ -134,3 +135,33 @@ def test_channels_and_n_cells_fields() -> None:
         build_model({**arch, "n_cells": 0}, (3, 32, 32), 10)
     with pytest.raises(ValueError, match="needs field"):
         build_model({"family": "nb201"}, (3, 32, 32), 10)
+
+
+def test_paths_are_the_four_input_to_output_paths() -> None:
+    # edges in cell order: 0 is 1<-0; 1, 2 are 2<-0, 2<-1; 3, 4, 5 are 3<-0, 3<-1, 3<-2
+    assert PATHS == ((3,), (0, 4), (1, 5), (0, 2, 5))
+
+
+def test_path_encoding_marks_each_live_path_by_its_ops() -> None:
+    names = tuple(f"arch.edge{i}" for i in range(N_EDGES))
+    encode = PathEncoding(names)
+    # live ops in order: skip 0, conv1x1 1, conv3x3 2, pool 3; a path's index reads its ops
+    # as base-4 digits, the first edge lowest
+    ops = ["skip_connect", "none", "nor_conv_3x3", "nor_conv_1x1", "skip_connect", "avg_pool_3x3"]
+    cell = dict(zip(names, ops, strict=True))
+    blocks = encode([cell, dict.fromkeys(names, "none")])
+    assert [b.shape for b in blocks] == [(2, 4), (2, 16), (2, 16), (2, 64)]
+    direct, via_1, via_2, via_1_2 = (b[0] for b in blocks)
+    assert np.flatnonzero(direct).tolist() == [1]  # 3<-0: conv1x1
+    assert np.flatnonzero(via_1).tolist() == [0]  # skip, skip
+    assert not via_2.any()  # 2<-0 is none: the path is cut
+    assert np.flatnonzero(via_1_2).tolist() == [0 + 2 * 4 + 3 * 16]  # skip, conv3x3, pool
+    assert not any(b[1].any() for b in blocks)  # every edge none: no live path
+
+
+def test_path_encoding_follows_the_space_ops() -> None:
+    names = tuple(f"arch.edge{i}" for i in range(N_EDGES))
+    encode = PathEncoding(names, ("none", "nor_conv_3x3", "skip_connect"))
+    blocks = encode([dict.fromkeys(names, "skip_connect")])
+    assert [b.shape[1] for b in blocks] == [2, 4, 4, 8]
+    assert [np.flatnonzero(b[0]).tolist() for b in blocks] == [[1], [3], [3], [7]]

@@ -38,6 +38,17 @@ def test_integer_range_is_an_int_param() -> None:
     assert (param.kind, param.low, param.high, param.step) == ("int", 8, 64, 8)
 
 
+def test_only_an_nb201_space_gives_the_sampler_path_features() -> None:
+    nb201 = SpaceConfig.model_validate(
+        {"arch": {"family": "nb201", "ops": ["none", "skip_connect"]}}
+    )
+    features = nb201.features()
+    assert features is not None
+    assert features.params == tuple(f"arch.edge{i}" for i in range(6))
+    assert features.ops == ("none", "skip_connect")
+    assert SpaceConfig.model_validate({}).features() is None
+
+
 def test_nb201_space_has_six_edges_and_builds_a_cell() -> None:
     space = SpaceConfig.model_validate({"arch": {"family": "nb201", "n_cells": 1}})
     params = params_by_name(space)
