@@ -78,7 +78,7 @@ def make_sampler(
         if search.sampler == "tpe":
             return _tpe(seed, constraints_func)
         if search.sampler == "pls":
-            # 10 random trials seed the model; then model-guided Pareto local search
+            # 10 balanced random start trials seed the model; then model-guided Pareto local search
             # (bench/search_efficiency.py chose both).
             return ParetoLocalSearchSampler(
                 seed=seed,

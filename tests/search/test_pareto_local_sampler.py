@@ -8,6 +8,7 @@ import numpy as np
 import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.samplers import RandomSampler
 from optuna.trial import TrialState
 
 from search.hypervolume import hypervolume
@@ -67,6 +68,37 @@ def test_neighbours_are_exact_and_complete() -> None:
     ]
     grid = {name: CategoricalDistribution(CHOICES) for name in NAMES}
     assert len(neighbours(dict.fromkeys(NAMES, 0), grid)) == len(NAMES) * (len(CHOICES) - 1)
+
+
+def test_start_trials_take_every_choice_equally_often() -> None:
+    """Balanced start: over 10 start trials a 5-choice parameter takes each choice twice, a
+    3-choice one each 3 or 4 times, in an order of its own; a number is drawn at random. A
+    start sampler given explicitly is used as it is."""
+    sampler = ParetoLocalSearchSampler(seed=3, n_startup_trials=10)
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
+    five = [f"op{i}" for i in range(5)]
+
+    def objective(trial: optuna.Trial) -> tuple[float, float]:
+        trial.suggest_categorical("edge0", five)
+        trial.suggest_categorical("edge1", five)
+        trial.suggest_categorical("bits", [4, 8, 32])
+        return trial.suggest_float("lr", 0.0, 1.0), 0.0
+
+    study.optimize(objective, n_trials=10)
+    column = {name: [t.params[name] for t in study.trials] for name in ("edge0", "edge1", "bits")}
+    assert sorted(column["edge0"]) == sorted(column["edge1"]) == sorted(five * 2)
+    assert column["edge0"] != column["edge1"]
+    assert sorted(column["bits"].count(b) for b in (4, 8, 32)) == [3, 3, 4]
+    assert len({t.params["lr"] for t in study.trials}) == 10
+
+    given = ParetoLocalSearchSampler(seed=3, n_startup_trials=10, startup=RandomSampler(seed=0))
+    plain = optuna.create_study(directions=["maximize", "minimize"], sampler=given)
+    plain.optimize(objective, n_trials=10)
+    reference = optuna.create_study(
+        directions=["maximize", "minimize"], sampler=RandomSampler(seed=0)
+    )
+    reference.optimize(objective, n_trials=10)
+    assert [t.params for t in plain.trials] == [t.params for t in reference.trials]
 
 
 def test_exchanges_swap_two_parameters_with_the_same_choices() -> None:
