@@ -139,6 +139,15 @@ class ParetoLocalSearchSampler(BaseSampler):
         # the trial has written its params to storage
         self._pending: dict[int, tuple] = {}
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # A sampler pickled by an older nascomp (Tune's experiment state, for a search resumed
+        # after an upgrade) lacks the newer settings: give it those that keep its behaviour.
+        state.setdefault("_features", None)
+        state.setdefault("_exchanges", False)
+        state.setdefault("_balanced_start", False)
+        state.setdefault("_design", {})
+        self.__dict__.update(state)
+
     def reseed_rng(self) -> None:
         self._rng = np.random.default_rng()
         self._random.reseed_rng()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import pickle
 
 import numpy as np
 import optuna
@@ -99,6 +100,22 @@ def test_start_trials_take_every_choice_equally_often() -> None:
     )
     reference.optimize(objective, n_trials=10)
     assert [t.params for t in plain.trials] == [t.params for t in reference.trials]
+
+
+def test_a_sampler_pickled_before_these_settings_resumes_as_it_was() -> None:
+    """A resumed search unpickles the sampler Tune saved; one saved by an older nascomp has no
+    features, exchanges or balanced start, and carries on without them."""
+    study, sampler = _study("model")
+    study.optimize(lambda t: _values(_suggest(t)), n_trials=5)
+    state = pickle.loads(pickle.dumps(sampler)).__dict__
+    for name in ("_features", "_exchanges", "_balanced_start", "_design"):
+        del state[name]
+    old = ParetoLocalSearchSampler.__new__(ParetoLocalSearchSampler)
+    old.__setstate__(state)
+    assert (old._features, old._exchanges, old._balanced_start) == (None, False, False)
+    study.sampler = old
+    study.optimize(lambda t: _values(_suggest(t)), n_trials=3)
+    assert len({tuple(t.params.values()) for t in study.trials}) == 8
 
 
 def test_exchanges_swap_two_parameters_with_the_same_choices() -> None:
