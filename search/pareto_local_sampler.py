@@ -13,13 +13,15 @@ That describes ``parent_order="crowding"``. The default, ``parent_order="model"`
 untried neighbour of the rank's members at once with a kernel ridge model of each objective
 (:class:`RidgeModel`: one-hot main effects plus pairwise interactions of parameters, and of the
 blocks a space adds through ``features``, such as an NB201 cell's paths) and takes the one
-predicted to add the most hypervolume to the front. Exchanges (two parameters with the same
-choices swapping values: on a cell, the same ops rearranged) are scored with them but taken only
-when no single-parameter neighbour is predicted to add any. When no candidate is, it takes the
-one whose optimistic prediction (posterior mean minus ``optimism`` posterior standard
-deviations) adds the most, or misses the front by least: a neighbour the model already knows
-well (one that only changes a parameter that has looked irrelevant) then ranks below one it is
-unsure of.
+predicted to add the most hypervolume to the front (objectives scaled so the trials span [0, 1];
+reference point 1.1, or 10% beyond the worst candidate where that is further out, so a candidate
+predicted to extend the front past the most expensive trial counts too). Exchanges (two
+parameters with the same choices swapping values: on a cell, the same ops rearranged) are scored
+with them but taken only when no single-parameter neighbour is predicted to add any. When no
+candidate is, it takes the one whose optimistic prediction (posterior mean minus ``optimism``
+posterior standard deviations) adds the most, or misses the front by least: a neighbour the
+model already knows well (one that only changes a parameter that has looked irrelevant) then
+ranks below one it is unsure of.
 
 The default start is a balanced random design rather than plain random sampling: over the
 start trials, each categorical parameter takes every choice equally often (shuffled rounds of
@@ -322,12 +324,13 @@ class ParetoLocalSearchSampler(BaseSampler):
             if not pairs:
                 continue
             mean, std = model.predict_std([child for _, child in pairs])
-            score = _gains(front, mean)
+            ref = _reference(mean)
+            score = _gains(front, mean, ref)
             is_single = np.array(single)
             if np.any(score[is_single] > 0):
                 score = np.where(is_single, score, -np.inf)
             elif self._optimism > 0 and not np.any(score > 0):
-                score = _gains(front, mean - self._optimism * std)
+                score = _gains(front, mean - self._optimism * std, ref)
             best = np.lexsort((self._rng.random(len(pairs)), -score))[0]
             parent, child = pairs[best]
             self._parents[trial._trial_id] = parent.params
@@ -438,11 +441,22 @@ def _features(params: Params, space: dict[str, BaseDistribution]) -> list[float]
     return out
 
 
-def _gains(front: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Per row of ``points``, the hypervolume it alone would add to ``front`` (reference 1.1);
-    when it adds none, minus how far it is from doing so (the additive epsilon), so near misses
-    rank first."""
-    ref = np.full(front.shape[1], NORMALISED_REF)
+def _reference(points: np.ndarray) -> np.ndarray:
+    """The reference point of the gains, in the space where the trials span [0, 1]: 1.1 (10%
+    beyond the worst trial, as the bench's rule), moved out to 10% beyond any candidate that is
+    worse than that.
+
+    With a fixed 1.1, a candidate more accurate than every trial but more expensive than all of
+    them by more than 10% of their range would add nothing, however accurate it is predicted to
+    be; the front's accurate end could then grow only through cells cheaper than the most
+    expensive trial so far (on NAS-Bench-201, the search would stay among small cells)."""
+    return np.maximum(NORMALISED_REF, points.max(axis=0) + (NORMALISED_REF - 1.0))
+
+
+def _gains(front: np.ndarray, points: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """Per row of ``points``, the hypervolume it alone would add to ``front`` (reference
+    ``ref``); when it adds none, minus how far it is from doing so (the additive epsilon), so
+    near misses rank first."""
     if front.shape[1] == 2:
         gain = _gains_2d(front, points, ref)
     else:

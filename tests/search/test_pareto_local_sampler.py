@@ -20,6 +20,7 @@ from search.pareto_local_sampler import (
     RidgeModel,
     _features,
     _gains,
+    _reference,
     exchanges,
     neighbours,
 )
@@ -369,17 +370,46 @@ def test_gains_are_exact_hypervolume_gains_or_the_miss_distance() -> None:
     # others add nothing: a front member itself (0), a point 0.1 behind (0.5, 0.5) in both
     # objectives (-0.1), one beyond the reference 1.1 (0.2 behind (0, 1): -0.2)
     expected = [0.25 * 0.75 + 0.5 * 0.25, 0.0, -0.1, -0.2]
-    assert np.allclose(_gains(front, points), expected)
+    assert np.allclose(_gains(front, points, np.full(2, 1.1)), expected)
+    # The sampler's reference moves out to 10% beyond the worst candidate, (1.1, 1.3) here, so
+    # (-0.1, 1.2), non-dominated, adds [-0.1, 0) x [1.2, 1.3); the others' gains are unchanged.
+    assert np.allclose(_reference(points), [1.1, 1.3])
+    expected[3] = 0.1 * 0.1
+    assert np.allclose(_gains(front, points, _reference(points)), expected)
     rng = np.random.default_rng(3)
     for n_objectives in (2, 3):
         for _ in range(20):
             front = rng.uniform(0.0, 1.2, size=(int(rng.integers(1, 7)), n_objectives))
             points = rng.uniform(-0.2, 1.3, size=(15, n_objectives))
-            ref = np.full(n_objectives, 1.1)
+            ref = rng.uniform(1.0, 1.5, size=n_objectives)
             base = hypervolume(front, ref)
             added = np.array([hypervolume(np.vstack([front, p]), ref) - base for p in points])
             miss = -np.min(np.max(points[:, None] - front[None], axis=2), axis=1)
-            assert np.allclose(_gains(front, points), np.where(added > 0, added, miss))
+            assert np.allclose(_gains(front, points, ref), np.where(added > 0, added, miss))
+            # With the sampler's reference, every point that no member of a front (non-dominated,
+            # within [0, 1] where the trials span it) weakly dominates adds.
+            front = front.clip(0.0, 1.0)
+            front = front[non_dominated_mask(front)]
+            gains = _gains(front, points, _reference(points))
+            dominated = np.any(np.all(points[:, None] >= front[None], axis=2), axis=1)
+            assert np.all(gains[~dominated] > 0) and np.all(gains[dominated] <= 0)
+
+
+def test_the_front_grows_past_the_most_expensive_trial() -> None:
+    """Accuracy x - y/2 and cost x, x in 0..4 and y in {0, 1}; tried: x = 0, 1, 2 at y = 0
+    (the front) and x = 0, 2 at y = 1. The untried neighbours of the front are (3, 0), which
+    extends it but costs 50% beyond the trials' range, and (1, 1), which misses it. With a
+    fixed reference 1.1, (3, 0) would add nothing and (1, 1), the nearer miss, would come next."""
+    space = {"x": IntDistribution(0, 4), "y": CategoricalDistribution((0, 1))}
+    sampler = ParetoLocalSearchSampler(seed=0, n_startup_trials=0)
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
+    for x, y in [(0, 0), (1, 0), (2, 0), (0, 1), (2, 1)]:
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={"x": x, "y": y}, distributions=space, values=[x - y / 2, x]
+            )
+        )
+    assert study.ask(space).params == {"x": 3, "y": 0}
 
 
 def test_window_keeps_the_whole_front_and_the_most_recent_others() -> None:
