@@ -61,6 +61,22 @@ class PathEncoding:
     params: tuple[str, ...]
     ops: tuple[str, ...] = NB201_OPS
 
+    def canonical(self, trial: Mapping[str, Any]) -> dict[str, Any]:
+        """The same network with ``none`` on every edge that lies on no live path (one that
+        gets nothing from the input or gives nothing to the output): it computes the same
+        function as ``trial`` and costs no more. Two cells compute the same function when their
+        canonical forms agree, which is when their path encodings do."""
+        live = {
+            edge
+            for path in PATHS
+            if "none" not in [trial[self.params[e]] for e in path]
+            for edge in path
+        }
+        return {
+            **trial,
+            **{name: "none" for edge, name in enumerate(self.params) if edge not in live},
+        }
+
     def __call__(self, trials: Sequence[Mapping[str, Any]]) -> list[np.ndarray]:
         """Per path, an array of (len(trials), live ops ** path length)."""
         live = [op for op in self.ops if op != "none"]

@@ -363,6 +363,69 @@ def test_posterior_std_is_the_gaussian_process_one() -> None:
     assert std[0, 0] < std[1, 0] < std[2, 0]
 
 
+class _DeadWhenAIsZero:
+    """Features of a space where ``c`` has no effect when ``a`` is 0 (like an edge after a
+    ``none``): no extra blocks, and the canonical form sets ``c`` to 0 there."""
+
+    params = ("a", "c")
+
+    def __call__(self, trials: list[dict]) -> list[np.ndarray]:
+        return []
+
+    def canonical(self, params: dict) -> dict:
+        return {**params, "c": 0} if params["a"] == 0 else dict(params)
+
+
+def test_a_function_already_tried_is_not_tried_again() -> None:
+    """With a = 0, c does nothing: (0, b, 0), (0, b, 1), (0, b, 2) are one function. No point
+    the local search proposes repeats the function of an earlier trial, unless it is the
+    cheaper form of one tried only in a dearer form; and every function gets tried."""
+    features = _DeadWhenAIsZero()
+    for seed in range(5):
+        sampler = ParetoLocalSearchSampler(seed=seed, n_startup_trials=3, features=features)
+        study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
+        proposed: list[int] = []
+
+        def objective(trial: optuna.Trial) -> tuple[float, float]:
+            params = _suggest(trial)
+            if trial._trial_id in sampler._parents:
+                proposed.append(trial.number)
+            return _values(features.canonical(params))
+
+        study.optimize(objective, n_trials=N_POINTS)
+        seen: set[tuple] = set()
+        for trial in study.trials:
+            point = tuple(trial.params[n] for n in NAMES)
+            function = tuple(features.canonical(trial.params)[n] for n in NAMES)
+            if trial.number in proposed and function in seen:
+                assert point == function and point not in {
+                    tuple(t.params[n] for n in NAMES) for t in study.trials[: trial.number]
+                }
+            seen.add(function)
+        assert len(proposed) >= 15
+        assert len(seen) == 21  # 27 points, 21 functions (3 x 3 with a > 0, 3 with a = 0)
+
+
+def test_a_front_member_with_dead_ops_gets_its_cheaper_form_tried() -> None:
+    """Every point but (0, 1, 0) and (0, 1, 1) tried; (0, 1, 2) computes the same function as
+    both, is on the front and costs more. Its untried neighbours are those two, a known
+    function, so only the rule for a member's cheaper form proposes (0, 1, 0)."""
+    features = _DeadWhenAIsZero()
+    sampler = ParetoLocalSearchSampler(seed=0, n_startup_trials=0, features=features)
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
+    twin = {"a": 0, "b": 1, "c": 0}
+    for point in itertools.product(CHOICES, repeat=3):
+        params = dict(zip(NAMES, point, strict=True))
+        if params["a"] != 0 or params["b"] != 1 or params["c"] == 2:
+            accuracy = 0.0 if params["a"] == 0 and params["b"] == 1 else -1.0 - sum(point)
+            study.enqueue_trial(params)
+            study.optimize(lambda t, a=accuracy: (a, float(sum(_suggest(t).values()))), n_trials=1)
+    assert {"a": 0, "b": 1, "c": 2} in [t.params for t in study.best_trials]
+    trial = study.ask()
+    assert _suggest(trial) == twin
+    assert sampler._parents[trial._trial_id] == {"a": 0, "b": 1, "c": 2}
+
+
 def test_gains_are_exact_hypervolume_gains_or_the_miss_distance() -> None:
     front = np.array([[0.0, 1.0], [0.5, 0.5], [1.0, 0.0]])
     points = np.array([[0.25, 0.25], [0.5, 0.5], [0.6, 0.6], [-0.1, 1.2]])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -165,3 +166,50 @@ def test_path_encoding_follows_the_space_ops() -> None:
     blocks = encode([dict.fromkeys(names, "skip_connect")])
     assert [b.shape[1] for b in blocks] == [2, 4, 4, 8]
     assert [np.flatnonzero(b[0]).tolist() for b in blocks] == [[1], [3], [3], [7]]
+
+
+def test_canonical_cell_drops_the_ops_that_cannot_reach_the_output() -> None:
+    names = tuple(f"arch.edge{i}" for i in range(N_EDGES))
+    encode = PathEncoding(names)
+
+    def canonical(ops: list[str]) -> list[str]:
+        form = encode.canonical({**dict(zip(names, ops, strict=True)), "other": 1})
+        assert form["other"] == 1  # parameters other than the edges are kept
+        return [form[name] for name in names]
+
+    # 1<-0 is none: node 1 gets nothing, so 2<-1 and 3<-1 are dead; 2<-0, 3<-0, 3<-2 live
+    cell = ["none", "skip_connect", "nor_conv_3x3", "skip_connect", "nor_conv_1x1", "skip_connect"]
+    assert canonical(cell) == [
+        "none", "skip_connect", "none", "skip_connect", "none", "skip_connect"
+    ]  # fmt: skip
+    # 3<-2 and 3<-1 are none: nodes 1 and 2 reach nothing; only 3<-0 is live
+    cell = ["nor_conv_3x3", "avg_pool_3x3", "nor_conv_3x3", "skip_connect", "none", "none"]
+    assert canonical(cell) == ["none"] * 3 + ["skip_connect", "none", "none"]
+    # every path live: unchanged
+    cell = ["nor_conv_3x3", "avg_pool_3x3", "nor_conv_1x1", "skip_connect"] + ["nor_conv_1x1"] * 2
+    assert canonical(cell) == cell
+    # without none among the ops no path is ever cut
+    restricted = PathEncoding(names, ("nor_conv_3x3", "skip_connect"))
+    cell = dict.fromkeys(names, "skip_connect")
+    assert restricted.canonical(cell) == cell
+
+
+def test_same_canonical_form_is_same_path_encoding_and_costs_no_more() -> None:
+    """Over all 15,625 cells: two cells have the same canonical form exactly when they have the
+    same path encoding (the same live paths with the same ops), and the canonical form is a
+    fixed point with no more conv ops (the only ops with parameters or MACs)."""
+    names = tuple(f"arch.edge{i}" for i in range(N_EDGES))
+    encode = PathEncoding(names)
+    cells = [dict(zip(names, ops, strict=True)) for ops in itertools.product(NB201_OPS, repeat=6)]
+    forms = [encode.canonical(cell) for cell in cells]
+    codes = np.hstack(encode(cells))
+    by_form: dict[tuple, bytes] = {}
+    by_code: dict[bytes, tuple] = {}
+    for cell, form, code in zip(cells, forms, codes, strict=True):
+        key = tuple(form[name] for name in names)
+        assert by_form.setdefault(key, code.tobytes()) == code.tobytes()
+        assert by_code.setdefault(code.tobytes(), key) == key
+        assert encode.canonical(form) == form
+        convs = [sum("conv" in p[name] for name in names) for p in (form, cell)]
+        assert convs[0] <= convs[1]
+    assert len(by_form) == len(by_code) == 9445
