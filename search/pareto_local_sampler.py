@@ -28,8 +28,11 @@ NB201 cell, an op on an edge that gets nothing from the input or gives nothing t
 does nothing), a candidate that computes a function already tried is skipped: such a trial could
 only repeat a known accuracy, at best at the cost of the function's canonical form (the cell
 without its dead ops). That form is the one exception: a front member's canonical form, when
-untried, is a candidate, scored like a single move. Without this, about 30% of a 200-trial NB201 search went to cells that differed from a tried
-one only on dead edges.
+untried, is a candidate, scored like a single move. Without this, about 30% of a 200-trial NB201
+search went to cells that differed from a tried one only on dead edges. And since a move that
+changes nothing is never tried, revivals (:func:`revivals`) are candidates too, scored like
+single moves: two moves whose first changes nothing, so ops reach both ``none`` edges of a cut
+path at once, which single moves could otherwise only do by way of a wasted trial.
 
 The default start is a balanced random design rather than plain random sampling: over the
 start trials, each categorical parameter takes every choice equally often (shuffled rounds of
@@ -313,8 +316,8 @@ class ParetoLocalSearchSampler(BaseSampler):
         only when no single-parameter neighbour is predicted to add any. When no candidate is,
         the one whose optimistic prediction (mean minus ``optimism`` posterior standard
         deviations, objectives minimised) adds the most or misses least. With
-        ``features.canonical``, candidates that compute a tried function are left out, and each
-        member's canonical form, if untried, is scored as a single move."""
+        ``features.canonical``, candidates that compute a tried function are left out, and
+        revivals and each member's canonical form, if untried, are scored as single moves."""
         done = [t for rank in ranks for t in rank]
         if not done:
             return {}
@@ -327,26 +330,10 @@ class ParetoLocalSearchSampler(BaseSampler):
             [t.params for t in done], normalise(values, low, high)
         )
         front = normalise(_minimised(ranks[0], study.directions), low, high)
-        moves = (neighbours, exchanges) if self._exchanges else (neighbours,)
         canonical = features.canonical if features is not None else None
         known = _functions(study, space, canonical)
         for rank in ranks:
-            pairs: list[tuple[FrozenTrial, Params]] = []
-            single: list[bool] = []
-            for move in moves:
-                for parent in rank:
-                    for child in move(parent.params, space):
-                        if _key(child, space) not in tried and (
-                            canonical is None or _key(canonical(child), space) not in known
-                        ):
-                            pairs.append((parent, child))
-                            single.append(move is neighbours)
-            if canonical is not None:  # a member's cheaper form, scored as a single move
-                for parent in rank:
-                    twin = canonical({name: parent.params[name] for name in space})
-                    if _key(twin, space) not in tried:
-                        pairs.append((parent, twin))
-                        single.append(True)
+            pairs, single = self._candidates(rank, space, tried, canonical, known)
             if not pairs:
                 continue
             mean, std = model.predict_std([child for _, child in pairs])
@@ -363,6 +350,49 @@ class ParetoLocalSearchSampler(BaseSampler):
             self._pending[trial._trial_id] = _key(child, space)
             return child
         return {}
+
+    def _candidates(
+        self,
+        rank: list[FrozenTrial],
+        space: dict[str, BaseDistribution],
+        tried: set[tuple],
+        canonical: Callable[[Params], Params] | None,
+        known: set[tuple],
+    ) -> tuple[list[tuple[FrozenTrial, Params]], list[bool]]:
+        """The untried points the rank's members lead to, each once, as (parent, point), and
+        whether each is scored as a single move: single-parameter neighbours, exchanges (not
+        single), and with ``canonical`` revivals and each member's canonical form. A point that
+        computes a known function is left out, except a member's canonical form."""
+        pairs: list[tuple[FrozenTrial, Params]] = []
+        single: list[bool] = []
+        seen = set(tried)
+
+        def add(parent: FrozenTrial, child: Params, is_single: bool, any_function: bool) -> None:
+            key = _key(child, space)
+            if key in seen:
+                return
+            if not any_function and canonical and _key(canonical(child), space) in known:
+                return
+            seen.add(key)
+            pairs.append((parent, child))
+            single.append(is_single)
+
+        points = [{name: parent.params[name] for name in space} for parent in rank]
+        moves: list[tuple[Callable[[Params], list[Params]], bool]] = [
+            (lambda p: neighbours(p, space), True)
+        ]
+        if self._exchanges:
+            moves.append((lambda p: exchanges(p, space), False))
+        if canonical is not None:
+            moves.append((lambda p: revivals(p, space, canonical), True))
+        for move, is_single in moves:
+            for parent, point in zip(rank, points, strict=True):
+                for child in move(point):
+                    add(parent, child, is_single, any_function=False)
+        if canonical is not None:  # a member's cheaper form, scored as a single move
+            for parent, point in zip(rank, points, strict=True):
+                add(parent, canonical(point), True, any_function=True)
+        return pairs, single
 
 
 def _functions(
@@ -549,6 +579,24 @@ def exchanges(params: Params, space: dict[str, BaseDistribution]) -> list[Params
                     {**{n: params[n] for n in space}, first: params[second], second: params[first]}
                 )
     return out
+
+
+def revivals(
+    params: Params, space: dict[str, BaseDistribution], canonical: Callable[[Params], Params]
+) -> list[Params]:
+    """Every point two single-parameter moves from ``params`` whose first move alone changes
+    nothing (the same canonical form: on a cell, an op put on a dead edge) and whose function
+    no single move reaches. On a cell: a path cut by two ``none`` edges, made live with ops on
+    both. Since a move that changes nothing is never tried, no single move can get there."""
+    base = _key(canonical(params), space)
+    near = {base} | {_key(canonical(n), space) for n in neighbours(params, space)}
+    out: dict[tuple, Params] = {}
+    for first in neighbours(params, space):
+        if _key(canonical(first), space) == base:
+            for second in neighbours(first, space):
+                if _key(canonical(second), space) not in near:
+                    out.setdefault(_key(second, space), second)
+    return list(out.values())
 
 
 def _moves(value: Any, dist: BaseDistribution) -> list[Any]:

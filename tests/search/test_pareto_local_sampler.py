@@ -23,7 +23,9 @@ from search.pareto_local_sampler import (
     _reference,
     exchanges,
     neighbours,
+    revivals,
 )
+from spaces.nb201 import N_EDGES, NB201_OPS, PathEncoding
 
 CHOICES = (0, 1, 2)
 NAMES = ("a", "b", "c")
@@ -376,23 +378,29 @@ class _DeadWhenAIsZero:
         return {**params, "c": 0} if params["a"] == 0 else dict(params)
 
 
+def _search_with_dead_c(seed: int, features: _DeadWhenAIsZero) -> tuple[optuna.Study, list[int]]:
+    """A whole search of the 27 points; the numbers of the trials the local search proposed."""
+    sampler = ParetoLocalSearchSampler(seed=seed, n_startup_trials=3, features=features)
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
+    proposed: list[int] = []
+
+    def objective(trial: optuna.Trial) -> tuple[float, float]:
+        params = _suggest(trial)
+        if trial._trial_id in sampler._parents:
+            proposed.append(trial.number)
+        return _values(features.canonical(params))
+
+    study.optimize(objective, n_trials=N_POINTS)
+    return study, proposed
+
+
 def test_a_function_already_tried_is_not_tried_again() -> None:
     """With a = 0, c does nothing: (0, b, 0), (0, b, 1), (0, b, 2) are one function. No point
     the local search proposes repeats the function of an earlier trial, unless it is the
     cheaper form of one tried only in a dearer form; and every function gets tried."""
     features = _DeadWhenAIsZero()
     for seed in range(5):
-        sampler = ParetoLocalSearchSampler(seed=seed, n_startup_trials=3, features=features)
-        study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
-        proposed: list[int] = []
-
-        def objective(trial: optuna.Trial) -> tuple[float, float]:
-            params = _suggest(trial)
-            if trial._trial_id in sampler._parents:
-                proposed.append(trial.number)
-            return _values(features.canonical(params))
-
-        study.optimize(objective, n_trials=N_POINTS)
+        study, proposed = _search_with_dead_c(seed, features)
         seen: set[tuple] = set()
         for trial in study.trials:
             point = tuple(trial.params[n] for n in NAMES)
@@ -424,6 +432,27 @@ def test_a_front_member_with_dead_ops_gets_its_cheaper_form_tried() -> None:
     trial = study.ask()
     assert _suggest(trial) == twin
     assert sampler._parents[trial._trial_id] == {"a": 0, "b": 1, "c": 2}
+
+
+def test_revivals_make_a_path_cut_twice_live() -> None:
+    """From the cell whose only live edge is the direct skip 3<-0, single moves on any other
+    edge change nothing, and the paths 0-1-3 and 0-2-3 each need ops on two edges: the
+    revivals are exactly those, 4 x 4 live ops each (0-1-2-3 needs three)."""
+    names = tuple(f"arch.edge{i}" for i in range(N_EDGES))
+    space = {name: CategoricalDistribution(NB201_OPS) for name in names}
+    cell = dict(zip(names, ["none"] * 3 + ["skip_connect", "none", "none"], strict=True))
+    found = revivals(cell, space, PathEncoding(names).canonical)
+    live = [op for op in NB201_OPS if op != "none"]
+    expected = [
+        {**cell, names[first]: a, names[second]: b}
+        for first, second in ((0, 4), (1, 5))
+        for a in live
+        for b in live
+    ]
+    assert sorted(map(str, found)) == sorted(map(str, expected))
+    # a cell with every path live has no dead edge to start from
+    full = dict.fromkeys(names, "nor_conv_3x3")
+    assert revivals(full, space, PathEncoding(names).canonical) == []
 
 
 def test_gains_are_exact_hypervolume_gains_or_the_miss_distance() -> None:
