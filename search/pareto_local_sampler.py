@@ -589,10 +589,11 @@ def revivals(
     no single move reaches. On a cell: a path cut by two ``none`` edges, made live with ops on
     both. Since a move that changes nothing is never tried, no single move can get there."""
     base = _key(canonical(params), space)
-    near = {base} | {_key(canonical(n), space) for n in neighbours(params, space)}
+    firsts = [(first, _key(canonical(first), space)) for first in neighbours(params, space)]
+    near = {base} | {function for _, function in firsts}
     out: dict[tuple, Params] = {}
-    for first in neighbours(params, space):
-        if _key(canonical(first), space) == base:
+    for first, function in firsts:
+        if function == base:
             for second in neighbours(first, space):
                 if _key(canonical(second), space) not in near:
                     out.setdefault(_key(second, space), second)
