@@ -69,9 +69,9 @@ def fixed_trial_config(overrides: dict[str, Any]) -> dict[str, Any]:
     """
     import optuna
 
-    from search.driver import trial_base
-    from search.optuna_space import DefineByRun
-    from spaces.config import load_experiment
+    from nascomp.search.driver import trial_base
+    from nascomp.search.experiment import load_experiment
+    from nascomp.search.samplers.space import DefineByRun
 
     experiment = load_experiment(None, as_sets(overrides))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -88,8 +88,7 @@ def pinned_trial_config(overrides: dict[str, Any]) -> dict[str, Any]:
     For machines that only have the trial's own dependencies (the GPU machine): the fixed
     parameters of an all-fixed space are taken as ``search.optuna_space.suggest`` takes them.
     """
-    from spaces.config import load_experiment
-    from trainers.config import trial_constants
+    from nascomp.search.experiment import load_experiment, trial_constants
 
     experiment = load_experiment(None, as_sets(overrides))
     chosen: dict[str, Any] = {}

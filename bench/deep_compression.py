@@ -28,13 +28,13 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from compressors.export import load_compressed, save_compressed
-from compressors.pruning import PruneConfig, make_pruner
-from compressors.quantization import QuantConfig, prepare_qat
-from compressors.size import model_size_bytes
-from spaces.models import build_model
-from trainers.data import DataSplits, load_data
-from trainers.loop import make_optimizer, predict_logits, train_epoch
+from nascomp.compressors.export import load_compressed, save_compressed
+from nascomp.compressors.pruning import PruneConfig, make_pruner
+from nascomp.compressors.quantization import QuantConfig, prepare_qat
+from nascomp.compressors.size import model_size_bytes
+from nascomp.spaces.models import build_model
+from nascomp.trainers.data import DataSplits, load_data
+from nascomp.trainers.loop import make_optimizer, predict_logits, train_epoch
 
 # Han et al. 2016, Table 2 and 3: (baseline error %, compressed error %, KB before, KB after).
 PAPER = {

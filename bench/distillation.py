@@ -24,10 +24,16 @@ import time
 import torch
 from torch import Tensor, nn
 
-from compressors.distillation import FeatureTap, make_projector
-from spaces.models import build_model
-from trainers.data import DataSplits, load_data
-from trainers.loop import Distillation, FeatureHint, make_optimizer, predict_logits, train_epoch
+from nascomp.compressors.distillation import FeatureTap, make_projector
+from nascomp.spaces.models import build_model
+from nascomp.trainers.data import DataSplits, load_data
+from nascomp.trainers.loop import (
+    Distillation,
+    FeatureHint,
+    make_optimizer,
+    predict_logits,
+    train_epoch,
+)
 
 TEACHER = {"family": "lenet5"}
 STUDENT = {"family": "mlp", "hidden": [100, 100]}

@@ -56,9 +56,9 @@ def _worker(
 ) -> None:
     import torch
 
-    from trainers.config import TrialConfig
-    from trainers.data import to_device
-    from trainers.trial import run_trial
+    from nascomp.trainers.config import TrialConfig
+    from nascomp.trainers.data import to_device
+    from nascomp.trainers.trial import run_trial
 
     cfg = TrialConfig.from_flat(config)
     torch.set_num_threads(cfg.threads)

@@ -18,12 +18,12 @@ import statistics
 import torch
 from torch import nn
 
-from compressors.deploy import deployable_form
-from compressors.measure import count_macs, count_params, measure_latency_ms
-from compressors.pruning import PruneConfig, make_pruner
-from compressors.quantization import QuantConfig, prepare_qat
-from spaces.models import build_model
-from trainers.data import load_data
+from nascomp.compressors.deploy import deployable_form
+from nascomp.compressors.measure import count_macs, count_params, measure_latency_ms
+from nascomp.compressors.pruning import PruneConfig, make_pruner
+from nascomp.compressors.quantization import QuantConfig, prepare_qat
+from nascomp.spaces.models import build_model
+from nascomp.trainers.data import load_data
 
 ARCH = {
     "family": "cnn",

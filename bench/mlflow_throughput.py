@@ -228,9 +228,9 @@ def quickstart_config() -> dict[str, Any]:
     """A quickstart trial's flat config (what the callback logs as params), sampled at random."""
     import optuna
 
-    from search.driver import trial_base
-    from search.optuna_space import DefineByRun
-    from spaces.config import load_experiment
+    from nascomp.search.driver import trial_base
+    from nascomp.search.experiment import load_experiment
+    from nascomp.search.samplers.space import DefineByRun
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     experiment = load_experiment(None)
@@ -365,7 +365,8 @@ def lifecycle_block(
     after every event as Tune's loop does, and ``log.drain`` at the end as the driver does
     when the search ends. Times everything from the first trial's start to the drain; the
     parent run's creation and ``setup`` are not timed."""
-    from search.runlog import JOURNAL
+    from nascomp.search.tracking.runlog import JOURNAL
+    from nascomp.search.tune.callbacks import MlflowTrialCallback
 
     objectives = {"val_accuracy": "max", "size_bytes": "min", "latency_ms": "min"}
     search_run_id = tracker.start_search(
@@ -376,7 +377,9 @@ def lifecycle_block(
         git_commit=None,
     )
     folder.mkdir(parents=True)
-    callback = tracker.callback(search_run_id, objectives, journal=folder / JOURNAL, echo=print)
+    callback = MlflowTrialCallback(
+        tracker, search_run_id, objectives, [], journal=folder / JOURNAL, echo=print
+    )
     callback.log.batch_s = batch_s  # as search/driver.py sets it from tracking.batch_s
     counting = Counting(callback.log.client)
     callback.log.client = counting
@@ -431,7 +434,7 @@ def count_calls(slot_counts: list[int], folder: Path, args: argparse.Namespace) 
     client), at several numbers of trials running at a time: ``5 x slots`` trials each (at
     least 24), batch_s 0 and a batch_s no flush reaches before the final drain (as when the
     window holds many trials' writes)."""
-    from search.tracking import Tracker
+    from nascomp.search.tracking.store import Tracker
 
     config = quickstart_config()
     print(
@@ -461,7 +464,7 @@ def count_calls(slot_counts: list[int], folder: Path, args: argparse.Namespace) 
 def quickstart_archs() -> list[dict[str, Any]]:
     """Every architecture of the quickstart space (spaces/quickstart.yaml), as build_model
     takes it: 3 x 2 x 3 x 2 x 3 = 108."""
-    from spaces.config import load_experiment
+    from nascomp.search.experiment import load_experiment
 
     space = load_experiment(None).space.arch
     keys = ("n_stages", "blocks_per_stage", "base_channels", "kernel_size", "block")
@@ -480,7 +483,7 @@ def checkpoint_bytes(arch: dict[str, Any], optimizer: str) -> int:
 
     import torch
 
-    from spaces.models import build_model
+    from nascomp.spaces.models import build_model
 
     model = build_model(arch, (1, 8, 8), 10)
     if optimizer == "adam":
@@ -559,7 +562,7 @@ def lifecycles(urls: dict[str, str], folder: Path, args: argparse.Namespace) -> 
     """Blocks of ``args.trials`` trials, ``args.slots`` at a time, through the real callback
     with ``batch_s`` 0 and ``args.batch_s``; stores and settings take turns in every round,
     each round another first, on the same schedule of events."""
-    from search.tracking import Tracker
+    from nascomp.search.tracking.store import Tracker
 
     config = quickstart_config()
     names, settings = list(urls), [0.0, args.batch_s]

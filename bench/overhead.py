@@ -130,7 +130,7 @@ def run_baseline(config: dict[str, Any], n_trials: int, concurrent: int, tmp: Pa
 
 
 def _worker(config: dict[str, Any], n_trials: int) -> None:
-    from trainers.trial import run_trial
+    from nascomp.trainers.trial import run_trial
 
     for _ in range(n_trials):
         outcome = run_trial(config)

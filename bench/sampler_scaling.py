@@ -54,11 +54,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from search.driver import trial_base
-from search.hypervolume import NORMALISED_REF, hypervolume, normalise
-from search.optuna_space import DefineByRun, make_sampler
-from search.pareto import non_dominated_sort, to_minimise
-from spaces.config import Experiment, load_experiment
+from nascomp.search.driver import trial_base
+from nascomp.search.experiment import Experiment, load_experiment
+from nascomp.search.front.hypervolume import NORMALISED_REF, hypervolume, normalise
+from nascomp.search.front.pareto import non_dominated_sort, to_minimise
+from nascomp.search.samplers import make_sampler
+from nascomp.search.samplers.space import DefineByRun
 
 SIZES = (100, 1_000, 10_000)
 SAMPLERS = ("pls", "tpe", "random")
@@ -177,7 +178,7 @@ def component_ms(
     finished trial by ``search.pareto.non_dominated_sort`` (which ``pls`` runs on each ask),
     the same ranks by Optuna's own routine (what NSGA-II and TPE use), and one exact
     hypervolume of the front (``pls`` computes two per candidate neighbour)."""
-    from optuna.study._multi_objective import _fast_non_domination_rank
+    from nascomp.search.compat.optuna import fast_non_domination_rank
 
     modes = ["max" if d == "maximize" else "min" for d in directions]
     values = to_minimise(np.array([t.values for t in trials]), modes)
@@ -186,7 +187,7 @@ def component_ms(
     ours = non_dominated_sort(values)
     out["nascomp_sort"] = (time.perf_counter() - started) * 1e3
     started = time.perf_counter()
-    theirs = _fast_non_domination_rank(values)
+    theirs = fast_non_domination_rank(values)
     out["optuna_sort"] = (time.perf_counter() - started) * 1e3
     assert np.array_equal(ours, theirs), "the two rankings disagree"
     front = values[ours == 0]

@@ -44,13 +44,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import optuna
 
-from search.driver import trial_base
-from search.hypervolume import NORMALISED_REF, hypervolume, normalise
-from search.optuna_space import DefineByRun, make_sampler
-from search.pareto import non_dominated_mask, to_minimise
-from spaces.config import Experiment, load_experiment
-from spaces.nb201 import N_EDGES, NB201_OPS, cell_string
-from trainers.nb201_lookup import lookup_accuracy, network_costs, run_lookup_trial
+from nascomp.search.driver import trial_base
+from nascomp.search.experiment import Experiment, load_experiment
+from nascomp.search.front.hypervolume import NORMALISED_REF, hypervolume, normalise
+from nascomp.search.front.pareto import non_dominated_mask, to_minimise
+from nascomp.search.samplers import make_sampler
+from nascomp.search.samplers.space import DefineByRun
+from nascomp.spaces.nb201 import N_EDGES, NB201_OPS, cell_string
+from nascomp.trainers.nb201_lookup import lookup_accuracy, network_costs, run_lookup_trial
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "nb201.yaml"
 CHECKPOINTS = (50, 100, 200)

@@ -51,12 +51,12 @@ from _common import (
 )
 from torch import Tensor, nn
 
-from spaces.models import build_model
-from trainers.augment import AugmentConfig, augment_batch
-from trainers.config import TrialConfig
-from trainers.data import DataSplits, load_data, to_device
-from trainers.loop import make_optimizer, train_epoch
-from trainers.trial import run_trial
+from nascomp.spaces.models import build_model
+from nascomp.trainers.augment import AugmentConfig, augment_batch
+from nascomp.trainers.config import TrialConfig
+from nascomp.trainers.data import DataSplits, load_data, to_device
+from nascomp.trainers.loop import make_optimizer, train_epoch
+from nascomp.trainers.trial import run_trial
 
 
 def bare_epoch(

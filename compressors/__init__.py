@@ -7,18 +7,23 @@ quantization, which only the final deployable step needs.
 
 from __future__ import annotations
 
-from compressors.distillation import distillation_loss
-from compressors.export import load_compressed, save_compressed
-from compressors.measure import count_macs, count_nonzero_params, count_params, measure_latency_ms
-from compressors.pruning import IMPORTANCES, PRUNE_METHODS, PruneConfig, Pruner, make_pruner
-from compressors.quantization import (
+from nascomp.compressors.distillation import distillation_loss
+from nascomp.compressors.export import load_compressed, save_compressed
+from nascomp.compressors.measure import (
+    count_macs,
+    count_nonzero_params,
+    count_params,
+    measure_latency_ms,
+)
+from nascomp.compressors.pruning import IMPORTANCES, PRUNE_METHODS, PruneConfig, Pruner, make_pruner
+from nascomp.compressors.quantization import (
     VALID_BITS,
     QuantConfig,
     fake_quantize_weight,
     prepare_qat,
     quantized_bits,
 )
-from compressors.size import model_size_bytes
+from nascomp.compressors.size import model_size_bytes
 
 __all__ = [
     "IMPORTANCES",

@@ -29,7 +29,7 @@ from torch.ao.quantization import (
 )
 from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
-from compressors.quantization import quant_layers
+from nascomp.compressors.quantization import quant_layers
 
 BACKEND = "x86"
 

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from compressors.quantization import (
+from nascomp.compressors.quantization import (
     VALID_BITS,
     ActivationFakeQuant,
     QuantConfig,
@@ -41,7 +41,7 @@ from compressors.quantization import (
     quantized_bits,
     weight_qmax,
 )
-from compressors.size import (
+from nascomp.compressors.size import (
     BITMASK,
     DENSE,
     HEADER_BYTES,

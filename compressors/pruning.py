@@ -19,10 +19,12 @@ since a layer loses both output and input channels, its parameters fall roughly 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
+
+from nascomp.compressors.compat import torch_pruning as tp_compat
 
 PRUNE_METHODS = ("none", "unstructured", "structured")
 IMPORTANCES = ("l1", "l2")
@@ -33,6 +35,9 @@ SCOPES = ("global", "layer")
 class PruneConfig:
     """What to prune (``method``), how much at the end of the schedule (``ratio``), by which
     magnitude (``importance``) and ranked over which set of layers (``scope``)."""
+
+    # Read by pydantic where a trial config holds this one: an unknown key is an error.
+    __pydantic_config__: ClassVar[dict[str, Any]] = {"extra": "forbid"}
 
     method: str = "none"
     ratio: float = 0.0
@@ -203,9 +208,7 @@ class StructuredPruner(Pruner):
         # torch-pruning fixes its per-step ratios at construction; our schedule is driven by
         # the caller's progress instead, so each update is one step to the new target. The
         # pruner measures targets against the channel counts it saw first, so they compose.
-        self._pruner.per_step_pruning_ratio = [0.0, target]
-        self._pruner.current_step = 0
-        self._pruner.step()
+        tp_compat.step_to(self._pruner, target)
         self._applied_ratio = target
         return _parameter_shapes(self.model) != shapes_before
 
@@ -219,38 +222,20 @@ class StructuredPruner(Pruner):
         # torch-pruning measures every target against the channel counts it saw first; a
         # pruner rebuilt on the pruned model would see smaller ones, so they are carried over.
         names = {module: name for name, module in self.model.named_modules()}
-        tp_pruner = self._pruner
         return {
             "applied_ratio": self._applied_ratio,
             "n_initial_weights": self.n_initial_weights,
-            "scope_initial_channels": dict(tp_pruner._scope_initial_channels),
-            "init_out_channels": _by_name(tp_pruner.layer_init_out_ch, names),
-            "init_in_channels": _by_name(tp_pruner.layer_init_in_ch, names),
+            **tp_compat.initial_channels(self._pruner, names),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        modules = dict(self.model.named_modules())
-        tp_pruner = self._pruner
         self._applied_ratio = float(state["applied_ratio"])
         self.n_initial_weights = int(state["n_initial_weights"])
-        tp_pruner._scope_initial_channels = dict(state["scope_initial_channels"])
-        for counts, saved in (
-            (tp_pruner.layer_init_out_ch, state["init_out_channels"]),
-            (tp_pruner.layer_init_in_ch, state["init_in_channels"]),
-        ):
-            for name, count in saved.items():
-                if name not in modules:
-                    raise ValueError(f"pruner state names layer {name!r}, not in the model")
-                counts[modules[name]] = count
+        modules = dict(self.model.named_modules())
+        tp_compat.restore_initial_channels(self._pruner, state, modules)
 
 
 _NORM_DEGREE = {"l1": 1, "l2": 2}
-
-
-def _by_name(counts: dict[Any, Any], names: dict[nn.Module, str]) -> dict[str, Any]:
-    """torch-pruning's per-module counts keyed by module name (its graph also holds operator
-    nodes, which are not modules of the model and are rebuilt identically)."""
-    return {names[module]: count for module, count in counts.items() if module in names}
 
 
 def _parameter_shapes(model: nn.Module) -> list[tuple[int, ...]]:

@@ -14,6 +14,7 @@ by Parameter) keep working.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +31,9 @@ ACT_EMA_MOMENTUM = 0.01
 class QuantConfig:
     """``bits``: weight bit-width (32 = off, 16 = fp16 weights); ``act_bits``: input activation
     bit-width (32 = off). Activations are only quantized when ``bits < 16``."""
+
+    # Read by pydantic where a trial config holds this one: an unknown key is an error.
+    __pydantic_config__: ClassVar[dict[str, Any]] = {"extra": "forbid"}
 
     bits: int = 32
     act_bits: int = 8

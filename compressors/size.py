@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from compressors.quantization import VALID_BITS, quantize_weight_codes, quantized_bits
+from nascomp.compressors.quantization import VALID_BITS, quantize_weight_codes, quantized_bits
 
 # BatchNorm's step counter only matters for training with momentum=None; inference ignores it.
 _NOT_DEPLOYED_SUFFIX = "num_batches_tracked"

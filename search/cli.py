@@ -13,7 +13,16 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from spaces.config import ConfigError, TrackingConfig, load_experiment
+from nascomp.search.errors import (
+    ConfigError,
+    SearchError,
+    SearchInterrupted,
+    TrackingError,
+    TrackingOutage,
+)
+from nascomp.search.experiment import TrackingConfig, load_experiment
+from nascomp.spaces.models import describe_arch
+from nascomp.spaces.space import arch_from_flat
 
 EXIT_USAGE = 2
 EXIT_UNLOGGED = 3  # the search ran, but its last results are only in its result folder
@@ -32,9 +41,6 @@ def main(argv: list[str] | None = None) -> int:
         print("nascomp: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as exc:  # a known failure gets one line; anything else its traceback
-        from search.driver import SearchError, SearchInterrupted, TrackingOutage
-        from search.tracking import TrackingError
-
         if isinstance(exc, SearchInterrupted):
             print(f"nascomp: {exc}", file=sys.stderr)
             return EXIT_INTERRUPTED
@@ -172,7 +178,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     ]
     experiment = load_experiment(args.config, overrides)
 
-    from search.driver import run_search
+    from nascomp.search.driver import run_search
 
     source = args.config or "the built-in quickstart"
     print(
@@ -181,7 +187,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         f"objectives {_objectives_text(experiment.objectives)}"
     )
     summary = run_search(experiment, address=args.address, resume=args.resume)
-    from search.tracking import Tracker
+    from nascomp.search.tracking.store import Tracker
 
     tracker = Tracker(experiment.tracking.resolved_uri(), experiment.tracking.experiment)
     print(
@@ -220,7 +226,7 @@ def _browse_hint(tracker: Any) -> str:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from search.replay import replay
+    from nascomp.search.replay import replay
 
     written, uri = replay(args.folder, args.tracking_uri)
     print(f"nascomp replay: {written} buffered writes applied to {uri}")
@@ -231,7 +237,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def _tracker(args: argparse.Namespace) -> Any:
-    from search.tracking import Tracker, TrackingError
+    from nascomp.search.tracking.store import Tracker
 
     config = TrackingConfig(uri=args.tracking_uri, experiment=args.experiment or "nascomp")
     uri = config.resolved_uri()
@@ -246,7 +252,7 @@ def _tracker(args: argparse.Namespace) -> Any:
 
 
 def _front(tracker: Any, search_run: str | None = None) -> tuple[str, list, dict[str, str]]:
-    from search.driver import select_front
+    from nascomp.search.driver import select_front
 
     search_run = search_run or tracker.latest_search()
     objectives = tracker.objectives(search_run)
@@ -255,7 +261,7 @@ def _front(tracker: Any, search_run: str | None = None) -> tuple[str, list, dict
 
 
 def _pick(tracker: Any, rule: str, search_run: str | None = None) -> Any:
-    from search.driver import pick_trial
+    from nascomp.search.front.selection import pick_trial
 
     search_run = search_run or tracker.latest_search()
     return pick_trial(
@@ -304,8 +310,8 @@ def cmd_pareto(args: argparse.Namespace) -> int:
 def _write_plot(
     tracker: Any, search_run: str, front: list, objectives: dict[str, str], path: Path
 ) -> None:
-    from search.driver import feasible_trials
-    from search.tracking import write_plot
+    from nascomp.search.driver import feasible_trials
+    from nascomp.search.front.plot import write_plot
 
     trials = feasible_trials(
         tracker.trials(search_run), objectives, tracker.constraints(search_run)
@@ -339,19 +345,10 @@ def _print_front(front: list, objectives: dict[str, str], search_run: str) -> No
 
 
 def describe_trial(params: dict[str, Any]) -> str:
-    family = params.get("arch.family")
-    if family == "cnn":
-        arch = (
-            f"cnn {params.get('arch.block')} "
-            f"s{params.get('arch.n_stages')}x{params.get('arch.blocks_per_stage')} "
-            f"c{params.get('arch.base_channels')} k{params.get('arch.kernel_size')}"
-        )
-    elif family == "nb201":
-        arch = "nb201 " + "/".join(str(params.get(f"arch.edge{i}", "?")) for i in range(6))
-        if params.get("trial") == "nb201_lookup":
-            return f"{arch} | NAS-Bench-201 {params.get('nb201.dataset')} lookup"
-    else:
-        arch = str(family)
+    """One line naming a trial's model: its family's own description, then the compression."""
+    arch = describe_arch(arch_from_flat(params))
+    if params.get("trial") == "nb201_lookup":
+        return f"{arch} | NAS-Bench-201 {params.get('nb201.dataset')} lookup"
     method = params.get("prune.method", "none")
     prune = (
         f"prune {method} {float(params.get('prune.ratio', 0)):.2f}"
@@ -379,7 +376,7 @@ def _fmt(value: Any) -> str:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from search.reproduce import reproduce
+    from nascomp.search.reproduce import reproduce
 
     tracker = _tracker(args)
     run_id = args.run_id
@@ -417,7 +414,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 def _reproduce_lookup(record: Any) -> int:
     """A lookup trial has no weights to export: look the cell up again and compare."""
-    from trainers.nb201_lookup import run_lookup_trial
+    from nascomp.trainers.nb201_lookup import run_lookup_trial
 
     again = run_lookup_trial(record.params).metrics
     print(f"  {'metric':<18}{'logged':>14}{'reproduced':>14}")
@@ -433,7 +430,7 @@ def _reproduce_lookup(record: Any) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    from search.tracking import Tracker, TrackingError
+    from nascomp.search.tracking.store import Tracker
 
     uri = TrackingConfig(uri=args.tracking_uri).resolved_uri()
     if uri.startswith("http"):

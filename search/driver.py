@@ -7,25 +7,30 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from search.optuna_space import DefineByRun, make_sampler
-from search.pareto import front_order, knee_index, to_minimise
-from search.resume import find_resumable, folder_name, set_state, write_manifest
-from search.retention import CheckpointRetention
-from search.runlog import JOURNAL
-from search.searcher import ConstraintsFromAttr, NascompOptunaSearch
-from search.tracking import Tracker, TrialRecord
-from spaces.config import METRICS, Experiment
-from spaces.constraints import is_feasible, parse_constraints, parse_pick
-from trainers.config import TrialConfig, trial_constants
-from trainers.teacher import load_or_train_teacher
+from nascomp.search.compat import ray as ray_compat
+from nascomp.search.errors import SearchError, SearchInterrupted, TrackingOutage
+from nascomp.search.experiment import Experiment, teacher_job, trial_constants
+from nascomp.search.front.plot import write_plot
+from nascomp.search.front.selection import feasible_trials, select_front
+from nascomp.search.resume import find_resumable, folder_name, set_state, write_manifest
+from nascomp.search.samplers import make_sampler
+from nascomp.search.samplers.space import DefineByRun
+from nascomp.search.tracking.runlog import JOURNAL
+from nascomp.search.tracking.store import Tracker, TrialRecord
+from nascomp.search.tune.callbacks import MlflowTrialCallback
+from nascomp.search.tune.retention import CheckpointRetention
+from nascomp.search.tune.searcher import ConstraintsFromAttr, NascompOptunaSearch
+from nascomp.spaces.constraints import parse_constraints
+from nascomp.trainers.settings import METRICS
+from nascomp.trainers.teacher import load_or_train_teacher
 
 
 @dataclass
@@ -45,14 +50,6 @@ class SearchSummary:
         return sum(record.status == status for record in self.trials)
 
 
-class SearchInterrupted(RuntimeError):
-    """The search stopped before all its trials ended (Ctrl-C); ``--resume`` continues it."""
-
-
-class TrackingOutage(RuntimeError):
-    """The search ended but the tracking server never came back for its last writes."""
-
-
 def run_search(
     experiment: Experiment,
     *,
@@ -70,7 +67,7 @@ def run_search(
     check_ray_address(address)
     previous = find_resumable(experiment, resume) if resume else None
     constants = trial_base(experiment)
-    teacher_state, teacher_facts = _prepare_teacher(experiment, constants, echo)
+    teacher_state, teacher_facts = _prepare_teacher(experiment, echo)
 
     import ray
 
@@ -134,7 +131,8 @@ class _SearchRun:
     ) -> None:
         self.experiment, self.tracker, self.echo = experiment, tracker, echo
         self.search_run_id, self.folder = search_run_id, folder
-        self.callback = tracker.callback(
+        self.callback = MlflowTrialCallback(
+            tracker,
             search_run_id,
             experiment.objectives,
             experiment.constraints,
@@ -150,7 +148,7 @@ class _SearchRun:
     ) -> NascompOptunaSearch:
         from ray import tune
 
-        from search.progress import ProgressLine
+        from nascomp.search.tune.progress import ProgressLine
 
         trainable = _trainable(self.experiment, teacher_state)
         search = self.experiment.search
@@ -168,8 +166,7 @@ class _SearchRun:
                 str(self.folder), trainable=trainable, resume_unfinished=True
             )
             # Tune restores the callbacks pickled at the start; ours must be this driver's.
-            tuner._local_tuner.get_run_config().callbacks = callbacks
-            searcher = tuner._local_tuner._tune_config.search_alg.searcher
+            searcher = ray_compat.adopt_restored(tuner, callbacks)
         else:
             searcher = _searcher(self.experiment, constants)
             tuner = self._new_tuner(trainable, searcher, callbacks)
@@ -189,7 +186,7 @@ class _SearchRun:
         from ray import tune
         from ray.tune.search import ConcurrencyLimiter
 
-        from search.trainable import trial_dirname
+        from nascomp.search.tune.trainable import trial_dirname
 
         search = self.experiment.search
         return tune.Tuner(
@@ -246,7 +243,12 @@ def finish_search(tracker: Tracker, search_run_id: str, status: str) -> None:
     trials = tracker.trials(search_run_id)
     front = select_front(trials, objectives, constraints)
     done = feasible_trials(trials, objectives, constraints)
-    tracker.finish_search(search_run_id, front, objectives, status, trials=done)
+    if not done:
+        tracker.finish_search(search_run_id, front, objectives, status)
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        plot = write_plot(done, front, objectives, Path(folder) / "pareto.png", search_run_id)
+        tracker.finish_search(search_run_id, front, objectives, status, plot=plot)
 
 
 def _searcher(experiment: Experiment, constants: dict[str, Any]) -> NascompOptunaSearch:
@@ -266,7 +268,7 @@ def _searcher(experiment: Experiment, constants: dict[str, Any]) -> NascompOptun
 def _trainable(experiment: Experiment, teacher_state: dict | None) -> Any:
     from ray import tune
 
-    from search.trainable import lookup_trial_fn, trial_fn
+    from nascomp.search.tune.trainable import lookup_trial_fn, trial_fn
 
     resources = {
         "cpu": experiment.resources.cpus_per_trial,
@@ -284,7 +286,7 @@ def _scheduler(experiment: Experiment, echo: Any) -> Any:
         return None
     if experiment.trial != "train":
         raise ValueError("search.scheduler mo_asha needs trial: train (a lookup has no epochs)")
-    from search.scheduler import MultiObjectiveAsha
+    from nascomp.search.tune.scheduler import MultiObjectiveAsha
 
     rungs = experiment.search.rungs
     scheduler = MultiObjectiveAsha(
@@ -316,69 +318,10 @@ def trial_base(experiment: Experiment) -> dict[str, Any]:
     return constants
 
 
-def feasible_trials(
-    trials: list[TrialRecord], objectives: dict[str, str], constraints: Sequence[str] = ()
-) -> list[TrialRecord]:
-    """Trials that finished (not infeasible, pruned or failed), report every objective and meet
-    every constraint."""
-    parsed = parse_constraints(constraints, METRICS)
-    return [
-        t
-        for t in trials
-        if t.status == "ok"
-        and all(m in t.metrics for m in objectives)
-        and is_feasible(parsed, t.metrics)
-    ]
-
-
-def select_front(
-    trials: list[TrialRecord], objectives: dict[str, str], constraints: Sequence[str] = ()
-) -> list[TrialRecord]:
-    """The Pareto front of the finished, feasible trials, best first by the first objective."""
-    import numpy as np
-
-    done = feasible_trials(trials, objectives, constraints)
-    if not done:
-        return []
-    values = np.array([[t.metrics[m] for m in objectives] for t in done])
-    return [done[i] for i in front_order(values, list(objectives.values()))]
-
-
-def pick_trial(
-    trials: list[TrialRecord],
-    objectives: dict[str, str],
-    how: str,
-    constraints: Sequence[str] = (),
-) -> TrialRecord:
-    """One model: ``knee`` of the front (pareto.knee_index), or ``max|min <metric> [where
-    ...]`` among all finished feasible trials (the best such trial is on the front whenever
-    the metric and the conditions are objectives). Ties go to the earlier front rank."""
-    import numpy as np
-
-    pick = parse_pick(how, METRICS)
-    front = select_front(trials, objectives, constraints)
-    if pick.kind == "knee":
-        if not front:
-            raise ValueError("--pick knee: the front is empty (no feasible trial finished)")
-        values = np.array([[t.metrics[m] for m in objectives] for t in front])
-        return front[knee_index(to_minimise(values, list(objectives.values())))]
-    # Front members first, so a tie goes to the better-ranked model.
-    pool = front + [t for t in feasible_trials(trials, objectives, constraints) if t not in front]
-    pool = [t for t in pool if pick.metric in t.metrics and is_feasible(pick.where, t.metrics)]
-    if not pool:
-        where = " and ".join(map(str, pick.where)) or "any condition"
-        raise ValueError(f"--pick: no finished feasible trial reports {pick.metric} with {where}")
-    sign = 1.0 if pick.kind == "max" else -1.0
-    return max(pool, key=lambda t: sign * t.metrics[pick.metric])
-
-
-def _prepare_teacher(
-    experiment: Experiment, constants: dict[str, Any], echo: Any
-) -> tuple[dict | None, dict[str, float]]:
+def _prepare_teacher(experiment: Experiment, echo: Any) -> tuple[dict | None, dict[str, float]]:
     if experiment.trial != "train" or not experiment.space.distillation_possible():
         return None, {}
-    config = TrialConfig.from_flat({**constants, "arch.family": "cnn"})
-    state, facts = load_or_train_teacher(config)
+    state, facts = load_or_train_teacher(teacher_job(experiment))
     how = (
         "loaded from cache"
         if facts.get("teacher_cached")
@@ -387,10 +330,6 @@ def _prepare_teacher(
     accuracy = facts.get("teacher_val_accuracy")
     echo(f"teacher {how}" + (f", val_accuracy {accuracy:.4f}" if accuracy is not None else ""))
     return state, facts
-
-
-class SearchError(RuntimeError):
-    """The search cannot start (e.g. no Ray cluster at the given address)."""
 
 
 def check_ray_address(address: str | None, timeout_s: float = 5.0) -> None:

@@ -22,9 +22,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from compressors.export import layer_shapes, load_compressed, reshape_layers, save_compressed
-from spaces.models import build_model
-from spaces.space import arch_from_flat
+from nascomp.compressors.export import (
+    layer_shapes,
+    load_compressed,
+    reshape_layers,
+    save_compressed,
+)
+from nascomp.spaces.models import build_model
+from nascomp.spaces.space import arch_from_flat
 
 ARTIFACT = "model.nascomp"
 SKELETON = "skeleton.json"

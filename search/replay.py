@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from search.driver import SearchError, finish_search
-from search.resume import MANIFEST, SearchFolder, set_state
-from search.runlog import JOURNAL, RunLog, read_journal
-from search.tracking import Tracker
+from nascomp.search.driver import finish_search
+from nascomp.search.errors import SearchError
+from nascomp.search.resume import MANIFEST, SearchFolder, set_state
+from nascomp.search.tracking.runlog import JOURNAL, RunLog, read_journal
+from nascomp.search.tracking.store import Tracker
 
 
 def replay(folder: Path, tracking_uri: str | None = None) -> tuple[int, str]:

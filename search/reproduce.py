@@ -1,15 +1,15 @@
-"""Re-run a logged trial from its MLflow params, compare, log and export."""
+"""Re-run a logged trial from its exact logged config, compare, log and export."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-from search.export import export_model
-from search.tracking import Tracker, TrialRecord
-from trainers.config import TrialConfig
-from trainers.teacher import load_or_train_teacher
-from trainers.trial import TrialOutcome, run_trial
+from nascomp.search.export import export_model
+from nascomp.search.tracking.store import Tracker, TrialRecord
+from nascomp.trainers.config import TrialConfig
+from nascomp.trainers.teacher import TeacherJob, load_or_train_teacher
+from nascomp.trainers.trial import TrialOutcome, run_trial
 
 
 @dataclass
@@ -32,14 +32,20 @@ def reproduce(tracker: Tracker, run_id: str, export_dir: Path | None = None) -> 
         raise ValueError(
             f"run {run_id} is not a finished trial (status {source.status!r}); nothing to reproduce"
         )
-    config = TrialConfig.from_flat(source.params)
-    teacher_state = load_or_train_teacher(config)[0] if config.distill.enabled else None
+    flat = tracker.trial_config(source)
+    config = TrialConfig.from_flat(flat)
+    if config.distill.enabled:
+        teacher_state = load_or_train_teacher(TeacherJob.of_trial(config))[0]
+    else:
+        teacher_state = None
     outcome = run_trial(config, teacher_state=teacher_state)
     if outcome.model is None:
         raise RuntimeError(
             f"run {run_id} did not produce a model ({outcome.status}: {outcome.reason})"
         )
     example = config.data.load().test_x[:1].to(config.device)
-    model_uri = tracker.log_reproduction(source, outcome.metrics, outcome.model, example.cpu())
-    exported = export_model(outcome.model, example, source.params, export_dir) if export_dir else {}
+    model_uri = tracker.log_reproduction(
+        source, flat, outcome.metrics, outcome.model, example.cpu()
+    )
+    exported = export_model(outcome.model, example, flat, export_dir) if export_dir else {}
     return Reproduction(source=source, outcome=outcome, model_uri=model_uri, exported=exported)

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from spaces.config import Experiment
+from nascomp.search.errors import SearchError
+from nascomp.search.experiment import Experiment
 
 MANIFEST = "nascomp.json"
 # Fields a resumed search may change: where it logs, not what it searches.
@@ -91,8 +92,6 @@ def differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> l
 def find_resumable(experiment: Experiment, which: str) -> SearchFolder:
     """The search to continue: ``which`` is a result folder, or ``latest`` for the newest
     unfinished search of this experiment under ``storage``. Raises SearchError (one line)."""
-    from search.driver import SearchError
-
     if which != "latest":
         path = Path(which).expanduser().resolve()
         if not (path / MANIFEST).is_file():

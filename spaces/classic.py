@@ -12,7 +12,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from spaces.models import (
+from nascomp.spaces.models import (
     InfeasibleArchitecture,
     config_from_fields,
     register_model,

@@ -8,16 +8,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 from torch import Tensor, nn
 
-from spaces.models import (
+from nascomp.spaces.models import (
     InfeasibleArchitecture,
     config_from_fields,
     register_model,
     require_int,
 )
+from nascomp.spaces.params import ArchSpaceBase, Rule, in_choices, in_interval
 
 BLOCK_TYPES = ("plain", "residual", "depthwise")
 KERNEL_SIZES = (1, 3, 5, 7)
@@ -143,7 +144,33 @@ class CNN(nn.Module):
         return self.head(self.stages(self.stem(x)))
 
 
-@register_model("cnn")
+class CnnArchSpace(ArchSpaceBase):
+    _rules: ClassVar[dict[str, Rule]] = {
+        "n_stages": Rule(int, in_interval(1, 6)),
+        "blocks_per_stage": Rule(int, in_interval(1, 8)),
+        "base_channels": Rule(int, in_interval(1, 1024)),
+        "width_mult": Rule(float, in_interval(0.0, 8.0, low_open=True)),
+        "kernel_size": Rule(int, in_choices((1, 3, 5, 7)), discrete=True),
+        "block": Rule(str, in_choices(BLOCK_TYPES)),
+    }
+    family: Literal["cnn"] = "cnn"
+    n_stages: Any = [1, 2, 3]
+    blocks_per_stage: Any = [1, 2]
+    base_channels: Any = [8, 16, 32]
+    width_mult: Any = 1.0
+    kernel_size: Any = [3, 5]
+    block: Any = list(BLOCK_TYPES)
+
+
+def describe_cnn(arch: Mapping[str, Any]) -> str:
+    """``cnn residual s2x1 c16 k3``: block, stages x blocks per stage, base channels, kernel."""
+    return (
+        f"cnn {arch.get('block')} s{arch.get('n_stages')}x{arch.get('blocks_per_stage')} "
+        f"c{arch.get('base_channels')} k{arch.get('kernel_size')}"
+    )
+
+
+@register_model("cnn", space=CnnArchSpace, describe=describe_cnn)
 def build_cnn(fields: Mapping[str, Any], input_shape: tuple[int, int, int], n_classes: int) -> CNN:
     config = config_from_fields(CNNConfig, fields, "cnn")
     in_channels, height, width = input_shape

@@ -1,10 +1,13 @@
-"""A small model registry: a string in a config (``arch["family"]``) picks a model builder.
+"""A small model registry: a string in a config (``arch["family"]``) picks a model family.
 
-Each family module (``spaces.cnn``, ``spaces.nb201``, ``spaces.classic``) registers its builder
-with ``@register_model``. A builder takes the family's fields (the arch mapping without
-``family``), the input shape ``(C, H, W)`` and the number of classes, and returns an
-``nn.Module``. Weights come from PyTorch's default initialisers, so ``torch.manual_seed`` before
-``build_model`` makes the model deterministic.
+A family is registered once, with everything that belongs to it (:class:`ModelFamily`): its
+builder, the ``space.arch`` section that searches it (None for families that are only built,
+e.g. as a teacher) and its one-line description (the CLI's front table and MLflow). Each family
+module (``nascomp.spaces.cnn``, ``.nb201``, ``.classic``) registers with ``@register_model``.
+A builder takes the family's fields (the arch mapping without ``family``), the input shape
+``(C, H, W)`` and the number of classes, and returns an ``nn.Module``. Weights come from
+PyTorch's default initialisers, so ``torch.manual_seed`` before ``build_model`` makes the model
+deterministic.
 """
 
 from __future__ import annotations
@@ -13,17 +16,35 @@ import dataclasses
 import importlib
 import operator
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from torch import nn
 
 ModelBuilder = Callable[[Mapping[str, Any], tuple[int, int, int], int], nn.Module]
+Describe = Callable[[Mapping[str, Any]], str]
 
 # Imported lazily by the registry so `import spaces.models` alone never pulls in every family
 # (and the family modules can import this one without a cycle).
-_BUILTIN_FAMILY_MODULES = ("spaces.cnn", "spaces.nb201", "spaces.classic")
+_BUILTIN_FAMILY_MODULES = ("nascomp.spaces.cnn", "nascomp.spaces.nb201", "nascomp.spaces.classic")
 
-_REGISTRY: dict[str, ModelBuilder] = {}
+
+@dataclass(frozen=True)
+class ModelFamily:
+    name: str
+    build: ModelBuilder
+    space: type | None = None  # its ``space.arch`` section (spaces.params.ArchSpaceBase)
+    describe: Describe | None = None
+
+    def description(self, arch: Mapping[str, Any]) -> str:
+        """One line naming the model, e.g. ``cnn residual s2x1 c16 k3``."""
+        if self.describe is not None:
+            return self.describe(arch)
+        fields = " ".join(f"{k}={v}" for k, v in sorted(arch.items()) if k != "family")
+        return f"{self.name} {fields}".strip()
+
+
+_REGISTRY: dict[str, ModelFamily] = {}
 
 ConfigT = TypeVar("ConfigT")
 
@@ -33,16 +54,19 @@ class InfeasibleArchitecture(ValueError):
     nothing). The search counts it as infeasible, never a crash."""
 
 
-def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
-    """Decorator registering ``builder`` as the model family ``name``."""
+def register_model(
+    name: str, *, space: type | None = None, describe: Describe | None = None
+) -> Callable[[ModelBuilder], ModelBuilder]:
+    """Decorator registering ``builder`` as the model family ``name``, with the ``space.arch``
+    section that searches it and its one-line description."""
 
     def decorator(builder: ModelBuilder) -> ModelBuilder:
         existing = _REGISTRY.get(name)
         # Re-registering the same function (module re-import) is harmless; two different
         # builders under one name would make a config ambiguous.
-        if existing is not None and existing.__qualname__ != builder.__qualname__:
+        if existing is not None and existing.build.__qualname__ != builder.__qualname__:
             raise ValueError(f"model family {name!r} is already registered")
-        _REGISTRY[name] = builder
+        _REGISTRY[name] = ModelFamily(name, builder, space, describe)
         return builder
 
     return decorator
@@ -57,6 +81,24 @@ def model_names() -> tuple[str, ...]:
     """Names of all registered model families, sorted."""
     _load_builtin_families()
     return tuple(sorted(_REGISTRY))
+
+
+def model_family(name: Any) -> ModelFamily | None:
+    """The registered family ``name``, or None."""
+    _load_builtin_families()
+    return _REGISTRY.get(name) if isinstance(name, str) else None
+
+
+def arch_spaces() -> dict[str, type]:
+    """The ``space.arch`` section of every family that can be searched, by family name."""
+    _load_builtin_families()
+    return {name: f.space for name, f in sorted(_REGISTRY.items()) if f.space is not None}
+
+
+def describe_arch(arch: Mapping[str, Any]) -> str:
+    """One line naming the model ``arch`` builds (its family's description)."""
+    family = model_family(arch.get("family"))
+    return family.description(arch) if family else str(arch.get("family"))
 
 
 def build_model(
@@ -75,7 +117,7 @@ def build_model(
     if isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 1:
         raise ValueError(f"n_classes must be a positive int, got {n_classes!r}")
     fields = {key: value for key, value in arch.items() if key != "family"}
-    return _REGISTRY[family](fields, shape, n_classes)
+    return _REGISTRY[family].build(fields, shape, n_classes)
 
 
 def _checked_input_shape(input_shape: tuple[int, int, int]) -> tuple[int, int, int]:

@@ -11,17 +11,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from torch import Tensor, nn
 
-from spaces.models import (
+from nascomp.spaces.models import (
     InfeasibleArchitecture,
     config_from_fields,
     register_model,
     require_int,
 )
+from nascomp.spaces.params import ArchSpaceBase, Param, Rule, in_choices, in_interval, to_param
 
 NB201_OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 N_NODES = 4
@@ -255,7 +256,49 @@ def _check_spatial(height: int, width: int) -> None:
             trail.append((trail[-1] + 1) // 2)
 
 
-@register_model("nb201")
+class Nb201ArchSpace(ArchSpaceBase):
+    """NAS-Bench-201 cells: each of the 6 edges picks one op from ``ops``."""
+
+    _rules: ClassVar[dict[str, Rule]] = {
+        "ops": Rule(str, in_choices(NB201_OPS)),
+        "channels": Rule(int, in_interval(1, 1024)),
+        "n_cells": Rule(int, in_interval(1, 16)),
+    }
+    family: Literal["nb201"] = "nb201"
+    ops: list[str] = list(NB201_OPS)
+    channels: Any = 16
+    n_cells: Any = 5
+
+    def params(self) -> list[Param]:
+        edges = [to_param(f"arch.edge{i}", list(self.ops)) for i in range(N_EDGES)]
+        return [
+            to_param("arch.family", "nb201"),
+            *edges,
+            to_param("arch.channels", self.channels),
+            to_param("arch.n_cells", self.n_cells),
+        ]
+
+    def features(self) -> PathEncoding:
+        """The cell's path encoding, for the ``pls`` sampler's model."""
+        return PathEncoding(tuple(f"arch.edge{i}" for i in range(N_EDGES)), tuple(self.ops))
+
+    @classmethod
+    def to_arch(cls, fields: Mapping[str, Any]) -> dict[str, Any]:
+        """The six sampled edges become the builder's cell string."""
+        arch = {key: value for key, value in fields.items() if not key.startswith("edge")}
+        if "cell" not in arch:
+            arch["cell"] = cell_string([fields[f"edge{i}"] for i in range(N_EDGES)])
+        return arch
+
+
+def describe_nb201(arch: Mapping[str, Any]) -> str:
+    """``nb201 none/skip_connect/...``: the ops of the six edges, in cell-string order."""
+    cell = arch.get("cell")
+    ops = list(parse_cell(cell)) if isinstance(cell, str) else ["?"] * N_EDGES
+    return "nb201 " + "/".join(ops)
+
+
+@register_model("nb201", space=Nb201ArchSpace, describe=describe_nb201)
 def build_nb201(
     fields: Mapping[str, Any], input_shape: tuple[int, int, int], n_classes: int
 ) -> NB201Network:

@@ -7,15 +7,17 @@ A leaf of the ``space:`` section is one of
 - a range mapping (``ratio: {low: 0.1, high: 0.8}``, optional ``log: true``, ``step``): an
   integer range when ``low`` and ``high`` are both integers, a float range otherwise.
 
-Nothing here knows Optuna; ``search.optuna_space`` is the one place that turns a
+Nothing here knows Optuna; ``nascomp.search.samplers.space`` is the one place that turns a
 :class:`Param` into a distribution.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
 Scalar = int | float | str | bool
 
@@ -184,3 +186,47 @@ def in_interval(
         return None
 
     return check
+
+
+@dataclass(frozen=True)
+class Rule:
+    """How one field's spec is validated: its value type, what is allowed, whether discrete."""
+
+    kind: type
+    check: Callable[[Any], str | None] | None = None
+    discrete: bool = False
+
+
+class SpecSection(BaseModel):
+    """A space section: each field in ``_rules`` is a spec checked by :func:`parse_spec`, so
+    that lists mean choices and mappings mean ranges."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+    _rules: ClassVar[dict[str, Rule]] = {}
+
+    @field_validator("*")
+    @classmethod
+    def _spec(cls, value: Any, info: ValidationInfo) -> Any:
+        rule = cls._rules.get(info.field_name)
+        if rule is None:
+            return value
+        return parse_spec(value, kind=rule.kind, check=rule.check, discrete=rule.discrete)
+
+
+class ArchSpaceBase(SpecSection):
+    """The ``space.arch`` section of a model family: its searchable fields (``family`` is the
+    tag). A family registers it with its builder (``register_model(name, space=...)``)."""
+
+    def params(self) -> list[Param]:
+        """The family's parameters, named like the trial's flat config (``arch.<field>``)."""
+        return [to_param(f"arch.{name}", getattr(self, name)) for name in type(self).model_fields]
+
+    def features(self) -> Any:
+        """Features of a sampled architecture for the ``pls`` sampler's model beyond the
+        parameters' own one-hots (see ``Nb201ArchSpace.features``); None: none."""
+        return None
+
+    @classmethod
+    def to_arch(cls, fields: Mapping[str, Any]) -> dict[str, Any]:
+        """The builder's arch mapping from the sampled ``arch.*`` values (without the prefix)."""
+        return dict(fields)

@@ -9,17 +9,15 @@ and weight only when distillation is on.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import Field
 
-from compressors.pruning import IMPORTANCES, PRUNE_METHODS
-from compressors.quantization import VALID_BITS
-from spaces.cnn import BLOCK_TYPES
-from spaces.nb201 import N_EDGES, NB201_OPS, PathEncoding, cell_string
-from spaces.params import Param, in_choices, in_interval, parse_spec, to_param
+from nascomp.compressors.pruning import IMPORTANCES, PRUNE_METHODS, SCOPES, PruneConfig
+from nascomp.compressors.quantization import VALID_ACT_BITS, VALID_BITS, QuantConfig
+from nascomp.spaces.models import arch_spaces, model_family
+from nascomp.spaces.nb201 import PathEncoding
+from nascomp.spaces.params import Param, Rule, SpecSection, in_choices, in_interval, to_param
 
 _BITS_TEXT = "in 2..8, 16 or 32"
 
@@ -28,98 +26,27 @@ def _bits_check(value: Any) -> str | None:
     return None if value in VALID_BITS else f"bit-width must be {_BITS_TEXT}"
 
 
-@dataclass(frozen=True)
-class Rule:
-    """How one field's spec is validated: its value type, what is allowed, whether discrete."""
-
-    kind: type
-    check: Callable[[Any], str | None] | None = None
-    discrete: bool = False
+# The searchable families: each registered its space with its builder (spaces/models.py).
+ARCH_SPACES: dict[str, type[SpecSection]] = arch_spaces()
+# A discriminated union over them, so an error names the family's own fields.
+ArchSpace = Annotated[Union[tuple(ARCH_SPACES.values())], Field(discriminator="family")]  # noqa: UP007
 
 
-class _Section(BaseModel):
-    """A space section: each field in ``_rules`` is a spec checked by :func:`parse_spec`, so
-    that lists mean choices and mappings mean ranges."""
+class PruneSpace(SpecSection):
+    """The space over :class:`~nascomp.compressors.pruning.PruneConfig`: one spec per field of
+    it (a test keeps the two in step); a trial gets a ``PruneConfig`` of sampled values."""
 
-    model_config = ConfigDict(extra="forbid", validate_default=True)
-    _rules: ClassVar[dict[str, Rule]] = {}
-
-    @field_validator("*")
-    @classmethod
-    def _spec(cls, value: Any, info: ValidationInfo) -> Any:
-        rule = cls._rules.get(info.field_name)
-        if rule is None:
-            return value
-        return parse_spec(value, kind=rule.kind, check=rule.check, discrete=rule.discrete)
-
-
-class CnnArchSpace(_Section):
-    _rules: ClassVar[dict[str, Rule]] = {
-        "n_stages": Rule(int, in_interval(1, 6)),
-        "blocks_per_stage": Rule(int, in_interval(1, 8)),
-        "base_channels": Rule(int, in_interval(1, 1024)),
-        "width_mult": Rule(float, in_interval(0.0, 8.0, low_open=True)),
-        "kernel_size": Rule(int, in_choices((1, 3, 5, 7)), discrete=True),
-        "block": Rule(str, in_choices(BLOCK_TYPES)),
-    }
-    family: Literal["cnn"] = "cnn"
-    n_stages: Any = [1, 2, 3]
-    blocks_per_stage: Any = [1, 2]
-    base_channels: Any = [8, 16, 32]
-    width_mult: Any = 1.0
-    kernel_size: Any = [3, 5]
-    block: Any = list(BLOCK_TYPES)
-
-    def params(self) -> list[Param]:
-        return [to_param(f"arch.{name}", getattr(self, name)) for name in type(self).model_fields]
-
-    def features(self) -> None:
-        """No features beyond the parameters' own (see ``Nb201ArchSpace.features``)."""
-        return None
-
-
-class Nb201ArchSpace(_Section):
-    """NAS-Bench-201 cells: each of the 6 edges picks one op from ``ops``."""
-
-    _rules: ClassVar[dict[str, Rule]] = {
-        "ops": Rule(str, in_choices(NB201_OPS)),
-        "channels": Rule(int, in_interval(1, 1024)),
-        "n_cells": Rule(int, in_interval(1, 16)),
-    }
-    family: Literal["nb201"] = "nb201"
-    ops: list[str] = list(NB201_OPS)
-    channels: Any = 16
-    n_cells: Any = 5
-
-    def params(self) -> list[Param]:
-        edges = [to_param(f"arch.edge{i}", list(self.ops)) for i in range(N_EDGES)]
-        return [
-            to_param("arch.family", "nb201"),
-            *edges,
-            to_param("arch.channels", self.channels),
-            to_param("arch.n_cells", self.n_cells),
-        ]
-
-    def features(self) -> PathEncoding:
-        """The cell's path encoding, for the ``pls`` sampler's model."""
-        return PathEncoding(tuple(f"arch.edge{i}" for i in range(N_EDGES)), tuple(self.ops))
-
-
-ARCH_SPACES: dict[str, type[_Section]] = {"cnn": CnnArchSpace, "nb201": Nb201ArchSpace}
-ArchSpace = Annotated[CnnArchSpace | Nb201ArchSpace, Field(discriminator="family")]
-
-
-class PruneSpace(_Section):
     _rules: ClassVar[dict[str, Rule]] = {
         "method": Rule(str, in_choices(PRUNE_METHODS)),
         "ratio": Rule(float, in_interval(0.0, 1.0, high_open=True)),
         "importance": Rule(str, in_choices(IMPORTANCES)),
-        "scope": Rule(str, in_choices(("global", "layer"))),
+        "scope": Rule(str, in_choices(SCOPES)),
     }
     method: Any = list(PRUNE_METHODS)
     ratio: Any = {"low": 0.1, "high": 0.8}
-    importance: Any = "l1"
-    scope: Any = "global"
+    # Fixed unless the experiment searches them: the pruner's own defaults.
+    importance: Any = PruneConfig.importance
+    scope: Any = PruneConfig.scope
 
     def params(self) -> list[Param]:
         method = to_param("prune.method", self.method)
@@ -134,19 +61,21 @@ class PruneSpace(_Section):
         ]
 
 
-class QuantSpace(_Section):
+class QuantSpace(SpecSection):
+    """The space over :class:`~nascomp.compressors.quantization.QuantConfig` (same fields)."""
+
     _rules: ClassVar[dict[str, Rule]] = {
         "bits": Rule(int, _bits_check, discrete=True),
-        "act_bits": Rule(int, in_choices((2, 3, 4, 5, 6, 7, 8, 32)), discrete=True),
+        "act_bits": Rule(int, in_choices(VALID_ACT_BITS), discrete=True),
     }
     bits: Any = [4, 8, 32]
-    act_bits: Any = 8
+    act_bits: Any = QuantConfig.act_bits
 
     def params(self) -> list[Param]:
         return [to_param("quant.bits", self.bits), to_param("quant.act_bits", self.act_bits)]
 
 
-class DistillSpace(_Section):
+class DistillSpace(SpecSection):
     """Hinton's loss (``temperature``, ``alpha``) and, when ``features`` is on, a FitNets hint
     between intermediate features weighted by ``feature_weight``. Features are off by default:
     they cost a teacher forward pass per batch; ``features: [false, true]`` searches them."""
@@ -176,8 +105,8 @@ class DistillSpace(_Section):
         ]
 
 
-class SpaceConfig(_Section):
-    arch: ArchSpace = Field(default_factory=CnnArchSpace)
+class SpaceConfig(SpecSection):
+    arch: ArchSpace = Field(default_factory=ARCH_SPACES["cnn"])
     prune: PruneSpace = Field(default_factory=PruneSpace)
     quant: QuantSpace = Field(default_factory=QuantSpace)
     distill: DistillSpace = Field(default_factory=DistillSpace)
@@ -218,11 +147,10 @@ class SpaceConfig(_Section):
 def arch_from_flat(flat: dict[str, Any]) -> dict[str, Any]:
     """The model builder's arch mapping from a trial's flat config (``arch.*`` keys)."""
     arch = {key[len("arch.") :]: value for key, value in flat.items() if key.startswith("arch.")}
-    if arch.get("family") == "nb201" and "cell" not in arch:
-        arch["cell"] = cell_string([arch[f"edge{i}"] for i in range(N_EDGES)])
-    for i in range(N_EDGES):
-        arch.pop(f"edge{i}", None)
-    return arch
+    family = model_family(arch.get("family"))
+    if family is None or family.space is None:
+        return arch
+    return family.space.to_arch(arch)
 
 
 def arch_keys(family: str | None) -> list[str]:

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from trainers.config import TrialConfig, flatten
+from nascomp.trainers.config import TrialConfig, flatten
 
 # Bumped whenever the state's layout changes: an older state is refused, not misread.
 STATE_FORMAT = 1

@@ -10,8 +10,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from compressors.distillation import FeatureTap, distillation_loss, feature_distillation_loss
-from trainers.augment import AugmentConfig, augment_batch
+from nascomp.compressors.distillation import (
+    FeatureTap,
+    distillation_loss,
+    feature_distillation_loss,
+)
+from nascomp.trainers.augment import AugmentConfig, augment_batch
 
 
 @dataclass(frozen=True)

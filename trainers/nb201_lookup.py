@@ -17,13 +17,16 @@ import csv
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from compressors.measure import count_macs, count_params
-from compressors.size import model_size_bytes
-from spaces.models import build_model
-from spaces.nb201 import N_EDGES, cell_string, parse_cell
-from trainers.trial import STATUS_OK, TrialOutcome
+from pydantic import Field
+
+from nascomp.compressors.measure import count_macs, count_params
+from nascomp.compressors.size import model_size_bytes
+from nascomp.spaces.models import build_model
+from nascomp.spaces.nb201 import N_EDGES, cell_string, parse_cell
+from nascomp.trainers.settings import Section
+from nascomp.trainers.trial import STATUS_OK, TrialOutcome
 
 # dataset -> (CSV column prefix, input shape, number of classes) as NAS-Bench-201 trained them.
 DATASETS: dict[str, tuple[str, tuple[int, int, int], int]] = {
@@ -38,6 +41,18 @@ DEFAULT_TABLE = (
 )
 # The table was measured for NB201's own skeleton: C=16 channels, N=5 cells per stage.
 CHANNELS, N_CELLS = 16, 5
+
+
+class Nb201LookupConfig(Section):
+    """Settings of ``trial: nb201_lookup`` (accuracies looked up in the NAS-Bench-201 table)."""
+
+    dataset: Literal["cifar10", "cifar100", "ImageNet16-120"] = "cifar10"
+    table: str | None = Field(
+        None, description="default: ../shared/data/nasbench201/nb201_accuracy.csv"
+    )
+
+    def resolved_table(self) -> Path:
+        return Path(self.table).expanduser().resolve() if self.table else DEFAULT_TABLE
 
 
 @lru_cache(maxsize=4)

@@ -2,44 +2,99 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
-from spaces.models import build_model
-from trainers.config import TrialConfig, teacher_key
-from trainers.data import DataSplits
-from trainers.loop import accuracy, make_optimizer, predict_logits, train_epoch
-from trainers.seeding import seed_everything
+from nascomp.spaces.models import build_model
+from nascomp.trainers.config import TrialConfig
+from nascomp.trainers.data import DataSplits
+from nascomp.trainers.loop import accuracy, make_optimizer, predict_logits, train_epoch
+from nascomp.trainers.seeding import seed_everything
+from nascomp.trainers.settings import AugmentSettings, DataConfig, TeacherConfig
 
 StateDict = dict[str, Tensor]
 _LOGITS: dict[tuple[str, int], Tensor] = {}
+
+
+@dataclass(frozen=True)
+class TeacherJob:
+    """Everything the teacher's weights depend on, and nothing more: the search trains it from
+    the experiment before any trial, a trial finds it again from its own config."""
+
+    teacher: TeacherConfig
+    data: DataConfig
+    augment: AugmentSettings  # the teacher sees the batches the students see
+    momentum: float
+    seed: int
+    threads: int
+    device: str
+
+    @classmethod
+    def of_trial(cls, config: TrialConfig) -> TeacherJob:
+        return cls(
+            teacher=config.teacher,
+            data=config.data,
+            augment=config.train.augment,
+            momentum=config.train.momentum,
+            seed=config.seed,
+            threads=config.threads,
+            device=config.device,
+        )
+
+    def key(self) -> str:
+        """Cache key of the teacher's weights."""
+        teacher = self.teacher.model_dump()
+        if self.teacher.checkpoint:
+            teacher["checkpoint"] = _file_digest(Path(self.teacher.checkpoint))
+        payload = {
+            "teacher": teacher,
+            "data": self.data.model_dump(),
+            "augment": self.augment.model_dump(),
+            "seed": self.seed,
+            "threads": self.threads,
+            "device": self.device,
+        }
+        if self.teacher.optimizer == "sgd":
+            # Only SGD reads the momentum; keys of other teachers stay as they were.
+            payload["momentum"] = self.momentum
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def cache_dir() -> Path:
     return Path(os.environ.get("NASCOMP_CACHE", Path.home() / ".cache" / "nascomp"))
 
 
-def teacher_path(config: TrialConfig) -> Path:
-    return cache_dir() / "teachers" / f"{teacher_key(config)}.pt"
+def teacher_path(job: TeacherJob) -> Path:
+    return cache_dir() / "teachers" / f"{job.key()}.pt"
 
 
-def load_or_train_teacher(config: TrialConfig) -> tuple[StateDict, dict[str, float]]:
+def load_or_train_teacher(job: TeacherJob) -> tuple[StateDict, dict[str, float]]:
     """The teacher's weights and facts about it (accuracy, training time, whether cached)."""
-    if config.teacher.checkpoint:
-        state = torch.load(config.teacher.checkpoint, map_location="cpu", weights_only=True)
+    if job.teacher.checkpoint:
+        state = torch.load(job.teacher.checkpoint, map_location="cpu", weights_only=True)
         state = state.get("state_dict", state) if isinstance(state, dict) else state
         return state, {"teacher_cached": 1.0, "teacher_train_seconds": 0.0}
-    path = teacher_path(config)
+    path = teacher_path(job)
     if path.is_file():
         facts = json.loads(path.with_suffix(".json").read_text())
         state = torch.load(path, map_location="cpu", weights_only=True)
         return state, {**facts, "teacher_cached": 1.0, "teacher_train_seconds": 0.0}
-    state, facts = train_teacher(config)
+    state, facts = train_teacher(job)
     path.parent.mkdir(parents=True, exist_ok=True)
     # Write then rename: a concurrent reader never sees half a file.
     partial = path.with_suffix(f".{os.getpid()}.tmp")
@@ -49,15 +104,15 @@ def load_or_train_teacher(config: TrialConfig) -> tuple[StateDict, dict[str, flo
     return state, {**facts, "teacher_cached": 0.0}
 
 
-def train_teacher(config: TrialConfig) -> tuple[StateDict, dict[str, float]]:
-    torch.set_num_threads(config.threads)
-    data = config.data.load()
-    seed_everything(config.seed)
-    model = build_teacher(config, data).to(config.device)
-    teacher = config.teacher
-    optimizer = make_optimizer(model, teacher.optimizer, teacher.lr, 0.0, config.train.momentum)
-    generator = torch.Generator().manual_seed(config.seed)
-    x, y = data.train_x.to(config.device), data.train_y.to(config.device)
+def train_teacher(job: TeacherJob) -> tuple[StateDict, dict[str, float]]:
+    torch.set_num_threads(job.threads)
+    data = job.data.load()
+    seed_everything(job.seed)
+    model = build_teacher(job.teacher, data).to(job.device)
+    teacher = job.teacher
+    optimizer = make_optimizer(model, teacher.optimizer, teacher.lr, 0.0, job.momentum)
+    generator = torch.Generator().manual_seed(job.seed)
+    x, y = data.train_x.to(job.device), data.train_y.to(job.device)
     started = time.perf_counter()
     for _ in range(teacher.epochs):
         train_epoch(
@@ -67,27 +122,27 @@ def train_teacher(config: TrialConfig) -> tuple[StateDict, dict[str, float]]:
             optimizer=optimizer,
             batch_size=teacher.batch_size,
             generator=generator,
-            augment=config.train.augmentation(),  # the teacher sees what the students see
+            augment=job.augment.augmentation(),  # the teacher sees what the students see
         )
     seconds = time.perf_counter() - started
-    val = accuracy(model, data.val_x.to(config.device), data.val_y.to(config.device))
+    val = accuracy(model, data.val_x.to(job.device), data.val_y.to(job.device))
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     return state, {"teacher_val_accuracy": val, "teacher_train_seconds": seconds}
 
 
 def build_teacher(
-    config: TrialConfig, data: DataSplits, state: StateDict | None = None
+    teacher: TeacherConfig, data: DataSplits, state: StateDict | None = None
 ) -> nn.Module:
-    model = build_model(config.teacher.arch, data.input_shape, data.n_classes)
+    model = build_model(teacher.arch, data.input_shape, data.n_classes)
     if state is not None:
         model.load_state_dict(state)
     return model
 
 
-def teacher_logits(config: TrialConfig, data: DataSplits, state: StateDict) -> Tensor:
+def teacher_logits(job: TeacherJob, data: DataSplits, state: StateDict) -> Tensor:
     """Logits of the teacher on the whole training split, computed once per worker process."""
-    key = (teacher_key(config), id(data.train_x))
+    key = (job.key(), id(data.train_x))
     if key not in _LOGITS:
-        teacher = build_teacher(config, data, state).to(config.device)
-        _LOGITS[key] = predict_logits(teacher, data.train_x.to(config.device))
+        teacher = build_teacher(job.teacher, data, state).to(job.device)
+        _LOGITS[key] = predict_logits(teacher, data.train_x.to(job.device))
     return _LOGITS[key]

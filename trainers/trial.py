@@ -35,20 +35,24 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from compressors.deploy import FORM_INT8, deployable_form
-from compressors.distillation import FeatureTap, make_projector
-from compressors.export import layer_shapes, reshape_layers, round_to_storage
-from compressors.measure import count_macs, count_nonzero_params, count_params, measure_latency_ms
-from compressors.pruning import PruneConfig, Pruner, make_pruner
-from compressors.quantization import (
-    QuantConfig,
+from nascomp.compressors.deploy import FORM_INT8, deployable_form
+from nascomp.compressors.distillation import FeatureTap, make_projector
+from nascomp.compressors.export import layer_shapes, reshape_layers, round_to_storage
+from nascomp.compressors.measure import (
+    count_macs,
+    count_nonzero_params,
+    count_params,
+    measure_latency_ms,
+)
+from nascomp.compressors.pruning import Pruner, make_pruner
+from nascomp.compressors.quantization import (
     observer_flags,
     prepare_qat,
     restore_observer_flags,
 )
-from compressors.size import model_size_bytes
-from spaces.models import InfeasibleArchitecture, build_model
-from trainers.checkpoint import (
+from nascomp.compressors.size import model_size_bytes
+from nascomp.spaces.models import InfeasibleArchitecture, build_model
+from nascomp.trainers.checkpoint import (
     STATE_FORMAT,
     check_resumable,
     config_fingerprint,
@@ -56,9 +60,9 @@ from trainers.checkpoint import (
     restore_rng_state,
     rng_state,
 )
-from trainers.config import TrialConfig
-from trainers.data import DataSplits, to_device
-from trainers.loop import (
+from nascomp.trainers.config import TrialConfig
+from nascomp.trainers.data import DataSplits, to_device
+from nascomp.trainers.loop import (
     Distillation,
     FeatureHint,
     accuracy,
@@ -66,8 +70,8 @@ from trainers.loop import (
     predict_logits,
     train_epoch,
 )
-from trainers.seeding import seed_everything
-from trainers.teacher import build_teacher, teacher_logits
+from nascomp.trainers.seeding import seed_everything
+from nascomp.trainers.teacher import TeacherJob, build_teacher, teacher_logits
 
 Report = Callable[[dict[str, Any]], None]
 # Called after each epoch with the epoch's metrics and the state to resume from.
@@ -182,13 +186,17 @@ class _Trial:
         hint = self._feature_hint(teacher_state) if distill.features else None
         if self.cfg.train.augment.enabled():
             # Augmented batches differ from every stored row: the teacher runs per batch.
-            teacher = build_teacher(self.cfg, self.data, teacher_state).to(self.cfg.device).eval()
+            teacher = (
+                build_teacher(self.cfg.teacher, self.data, teacher_state).to(self.cfg.device).eval()
+            )
             return Distillation(None, distill.temperature, distill.alpha, hint, teacher=teacher)
-        logits = teacher_logits(self.cfg, self.data, teacher_state)
+        logits = teacher_logits(TeacherJob.of_trial(self.cfg), self.data, teacher_state)
         return Distillation(logits, distill.temperature, distill.alpha, hint)
 
     def _feature_hint(self, teacher_state: dict[str, Tensor]) -> FeatureHint:
-        teacher = build_teacher(self.cfg, self.data, teacher_state).to(self.cfg.device).eval()
+        teacher = (
+            build_teacher(self.cfg.teacher, self.data, teacher_state).to(self.cfg.device).eval()
+        )
         student_tap, teacher_tap = FeatureTap(self.model), FeatureTap(teacher)
         probe = self.train_x[:2]
         # Eval-mode probes: the shapes are all that is wanted, not BatchNorm updates.
@@ -221,11 +229,7 @@ class _Trial:
         return TrialOutcome(status="ok", metrics=metrics, model=self.model, info=info)
 
     def _make_pruner(self) -> Pruner:
-        prune = self.cfg.prune
-        config = PruneConfig(
-            method=prune.method, ratio=prune.ratio, importance=prune.importance, scope=prune.scope
-        )
-        return make_pruner(self.model, config, self.train_x[:2])
+        return make_pruner(self.model, self.cfg.prune, self.train_x[:2])
 
     def _prune(self) -> None:
         n_epochs = self.cfg.train.prune_epochs
@@ -256,8 +260,7 @@ class _Trial:
 
     def _prepare_qat(self) -> None:
         if not self.quantized:
-            quant = self.cfg.quant
-            prepare_qat(self.model, QuantConfig(bits=quant.bits, act_bits=quant.act_bits))
+            prepare_qat(self.model, self.cfg.quant)
             self.quantized = True
 
     def _phase(self, phase: str, n_epochs: int, lr: float) -> None:

@@ -11,8 +11,8 @@ from sklearn.datasets import load_digits
 from torch import Tensor, nn
 from torch.ao.nn import quantized as nnq
 
-from compressors.deploy import to_int8_deployable
-from compressors.quantization import QuantConfig, QuantConv2d, prepare_qat
+from nascomp.compressors.deploy import to_int8_deployable
+from nascomp.compressors.quantization import QuantConfig, QuantConv2d, prepare_qat
 
 
 @dataclass

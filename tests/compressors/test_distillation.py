@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from compressors.distillation import (
+from nascomp.compressors.distillation import (
     FeatureTap,
     distillation_loss,
     feature_distillation_loss,

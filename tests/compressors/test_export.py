@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from compressors.export import (
+from nascomp.compressors.export import (
     _decode_positions,
     _encode_positions,
     _Reader,
@@ -17,9 +17,9 @@ from compressors.export import (
     save_compressed,
     unpack_uints,
 )
-from compressors.pruning import PruneConfig, make_pruner
-from compressors.quantization import QuantConfig, prepare_qat
-from compressors.size import (
+from nascomp.compressors.pruning import PruneConfig, make_pruner
+from nascomp.compressors.quantization import QuantConfig, prepare_qat
+from nascomp.compressors.size import (
     BITMASK,
     INDEX_LIST,
     RICE,

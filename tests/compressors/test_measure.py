@@ -6,8 +6,13 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from compressors.measure import count_macs, count_nonzero_params, count_params, measure_latency_ms
-from compressors.quantization import QuantConfig, prepare_qat
+from nascomp.compressors.measure import (
+    count_macs,
+    count_nonzero_params,
+    count_params,
+    measure_latency_ms,
+)
+from nascomp.compressors.quantization import QuantConfig, prepare_qat
 
 
 def _known_model() -> nn.Sequential:

@@ -4,9 +4,9 @@ import pytest
 import torch
 from torch import nn
 
-from compressors.measure import count_params
-from compressors.pruning import PruneConfig, Pruner, make_pruner, scheduled_ratio
-from compressors.quantization import QuantConfig, prepare_qat
+from nascomp.compressors.measure import count_params
+from nascomp.compressors.pruning import PruneConfig, Pruner, make_pruner, scheduled_ratio
+from nascomp.compressors.quantization import QuantConfig, prepare_qat
 
 EXAMPLE_1x8x8 = torch.zeros(1, 1, 8, 8)
 EXAMPLE_3x8x8 = torch.zeros(1, 3, 8, 8)

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from compressors.quantization import (
+from nascomp.compressors.quantization import (
     ActivationFakeQuant,
     QuantConfig,
     QuantConv2d,

@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from compressors.quantization import QuantConfig, prepare_qat
-from compressors.size import (
+from nascomp.compressors.quantization import QuantConfig, prepare_qat
+from nascomp.compressors.size import (
     BITMASK,
     DENSE,
     HEADER_BYTES,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -20,9 +21,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# Ray 2.60 enables token authentication; without the same mode in every `ray start` and in the
-# driver, the second node fails with InvalidAuthToken (NOTES.md).
-RAY_ENV = {"RAY_AUTH_MODE": "token"}
+AUTH_TOKEN_FILE = "auth_token"
 
 
 def free_port() -> int:
@@ -71,6 +70,23 @@ class LocalRayCluster:
     sessions: set[int] = field(default_factory=set)
     node_sessions: list[int] = field(default_factory=list)
     log: list[str] = field(default_factory=list)
+    token_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="rt", dir="/tmp")))
+
+    def __post_init__(self) -> None:
+        # Ray 2.60 enables token authentication: every `ray start` and the driver need the same
+        # mode and token (NOTES.md). The token is this cluster's own, in its own folder: never
+        # read from or written to ~/.ray, so the tests pass on a machine with an empty home.
+        token = self.token_dir / AUTH_TOKEN_FILE
+        token.write_text(secrets.token_hex(32))
+        token.chmod(0o600)
+
+    @property
+    def env(self) -> dict[str, str]:
+        """What the nodes and any driver of this cluster must have in their environment."""
+        return {
+            "RAY_AUTH_MODE": "token",
+            "RAY_AUTH_TOKEN_PATH": str(self.token_dir / AUTH_TOKEN_FILE),
+        }
 
     @property
     def address(self) -> str:
@@ -133,7 +149,7 @@ class LocalRayCluster:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             text=True,
-            env={**os.environ, **RAY_ENV},
+            env={**os.environ, **self.env},
             start_new_session=True,
         )
         self.sessions.add(started.pid)
@@ -182,7 +198,7 @@ class LocalRayCluster:
                 time.sleep(0.2)
         survivors = self.processes()
         if not survivors:
-            for temp_dir in self.temp_dirs:
+            for temp_dir in [*self.temp_dirs, self.token_dir]:
                 shutil.rmtree(temp_dir, ignore_errors=True)
         return survivors
 

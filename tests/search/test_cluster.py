@@ -23,7 +23,7 @@ from tests.search.faults import (
     trial_reports,
     wait_for,
 )
-from tests.search.raycluster import RAY_ENV, LocalRayCluster
+from tests.search.raycluster import LocalRayCluster
 
 CLUSTER_YAML = Path(__file__).resolve().parents[2] / "cluster.yaml"
 
@@ -32,10 +32,9 @@ def _validated(config: dict[str, Any]) -> dict[str, Any]:
     """What `ray up` does to a config before it talks to the cloud: merge Ray's AWS defaults,
     merge setup commands per node type, then check the JSON schema and the node-type rules.
     (The next step, bootstrap, needs AWS credentials and is left out.)"""
-    from ray.autoscaler._private.util import prepare_config, validate_config
+    from nascomp.search.compat.ray import validate_cluster_config
 
-    prepared = prepare_config(copy.deepcopy(config))
-    validate_config(prepared)
+    prepared = validate_cluster_config(copy.deepcopy(config))
     return prepared
 
 
@@ -118,7 +117,7 @@ def test_search_spans_two_ray_nodes(
     import torch
     from mlflow.tracking import MlflowClient
 
-    from search.export import load_exported
+    from nascomp.search.export import load_exported
 
     cluster = two_node_cluster
     node_ids = _raylet_node_ids(cluster)
@@ -137,7 +136,7 @@ def test_search_spans_two_ray_nodes(
                 *tiny_args(workdir, *args, "--set", "search.trials=4"),
                 cwd=workdir,
                 timeout=300,
-                env=RAY_ENV,
+                env=two_node_cluster.env,
             )
             assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         finally:
@@ -193,7 +192,7 @@ def test_worker_node_lost_mid_search(workdir: Path, two_node_cluster: LocalRayCl
         "--set",
         "train.epochs=40",
     )
-    search = background_search(args, workdir, env=RAY_ENV)
+    search = background_search(args, workdir, env=two_node_cluster.env)
     results = workdir / "results"
 
     def on_worker_node() -> str | None:
@@ -256,7 +255,7 @@ def test_worker_without_the_data_fails_naming_node_and_path(workdir: Path, data_
             "--set",
             "space.distill.enabled=[false]",
         )
-        done = nascomp("search", *args, cwd=workdir, timeout=400, env=RAY_ENV)
+        done = nascomp("search", *args, cwd=workdir, timeout=400, env=cluster.env)
     finally:
         cluster.stop()
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

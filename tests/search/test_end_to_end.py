@@ -156,7 +156,7 @@ def test_reproduce_matches_and_exports(searched: Searched) -> None:
         "trial_config.json",
     }
     # The MLflow model and the TorchScript file predict the same as each other on real inputs.
-    from trainers.config import TrialConfig
+    from nascomp.trainers.config import TrialConfig
 
     config = TrialConfig.from_flat(json.loads((export / "trial_config.json").read_text()))
     inputs = config.data.load().test_x[:64]
@@ -169,7 +169,7 @@ def test_reproduce_matches_and_exports(searched: Searched) -> None:
     state = torch.load(export / "state_dict.pt", weights_only=True)
     assert state.keys() == from_mlflow.state_dict().keys()
     # The compressed artifact is the logged size, and the folder alone restores the model.
-    from search.export import load_exported
+    from nascomp.search.export import load_exported
 
     assert {"model.nascomp", "skeleton.json"} <= {p.name for p in export.iterdir()}
     assert (export / "model.nascomp").stat().st_size == again[0].data.metrics["size_bytes"]

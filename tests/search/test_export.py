@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from search.export import export_model, load_exported
+from nascomp.search.export import export_model, load_exported
+from nascomp.trainers.config import TrialConfig
+from nascomp.trainers.loop import predict_logits
+from nascomp.trainers.trial import run_trial
 from tests.trainers.test_trial_measure import pruned
-from trainers.config import TrialConfig
-from trainers.loop import predict_logits
-from trainers.trial import run_trial
 
 
 @pytest.mark.parametrize(

@@ -10,12 +10,14 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from search.driver import trial_base
-from search.optuna_space import DefineByRun, make_sampler
-from spaces.config import ConfigError, load_experiment
-from spaces.nb201 import cell_string
+from nascomp.search.driver import trial_base
+from nascomp.search.errors import ConfigError
+from nascomp.search.experiment import load_experiment
+from nascomp.search.samplers import make_sampler
+from nascomp.search.samplers.space import DefineByRun
+from nascomp.spaces.nb201 import cell_string
+from nascomp.trainers.nb201_lookup import network_costs, run_lookup_trial
 from tests.search.conftest import nascomp
-from trainers.nb201_lookup import network_costs, run_lookup_trial
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "nb201.yaml"
 ALL_CONV3 = cell_string(["nor_conv_3x3"] * 6)
@@ -34,8 +36,8 @@ def test_lookup_reads_the_table_and_builds_the_network() -> None:
 
 def test_costs_depend_on_the_ops_not_their_edges() -> None:
     # network_costs caches by the multiset of ops; building both orders proves that is exact.
-    from compressors.measure import count_macs, count_params
-    from spaces.models import build_model
+    from nascomp.compressors.measure import count_macs, count_params
+    from nascomp.spaces.models import build_model
 
     ops = ["nor_conv_1x1", "none", "nor_conv_3x3", "skip_connect", "avg_pool_3x3", "none"]
     for order in (ops, ops[::-1]):

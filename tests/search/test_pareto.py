@@ -6,7 +6,7 @@ import numpy as np
 import optuna
 import pytest
 
-from search.pareto import (
+from nascomp.search.front.pareto import (
     crowding_distance,
     front_order,
     knee_index,

@@ -12,9 +12,9 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.samplers import RandomSampler
 from optuna.trial import TrialState
 
-from search.hypervolume import hypervolume
-from search.pareto import non_dominated_mask
-from search.pareto_local_sampler import (
+from nascomp.search.front.hypervolume import hypervolume
+from nascomp.search.front.pareto import non_dominated_mask
+from nascomp.search.samplers.pareto_local import (
     PARENT_ORDERS,
     ParetoLocalSearchSampler,
     RidgeModel,
@@ -25,7 +25,7 @@ from search.pareto_local_sampler import (
     neighbours,
     revivals,
 )
-from spaces.nb201 import N_EDGES, NB201_OPS, PathEncoding
+from nascomp.spaces.nb201 import N_EDGES, NB201_OPS, PathEncoding
 
 CHOICES = (0, 1, 2)
 NAMES = ("a", "b", "c")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from search.retention import CheckpointRetention, checkpoint_index, delete_older
+from nascomp.search.tune.retention import CheckpointRetention, checkpoint_index, delete_older
 
 
 @dataclass

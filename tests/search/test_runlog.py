@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from mlflow.tracking import MlflowClient
 
-from search.resume import differences
-from search.runlog import JOURNAL, RunLog, read_journal
-from search.tracking import _error_text, _step
+from nascomp.search.resume import differences
+from nascomp.search.tracking.runlog import JOURNAL, RunLog, read_journal
+from nascomp.search.tune.callbacks import _error_text, _step
 
 
 class Outage:

@@ -9,8 +9,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from search.driver import run_search
-from spaces.config import load_experiment
+from nascomp.search.driver import run_search
+from nascomp.search.experiment import load_experiment
 from tests.search.conftest import TINY
 
 pytestmark = pytest.mark.e2e

@@ -9,9 +9,12 @@ import numpy as np
 import pytest
 from ray.tune.schedulers import TrialScheduler
 
-from search.driver import pick_trial, select_front
-from search.scheduler import MultiObjectiveAsha, promotes, rung_epochs
-from search.tracking import HypervolumeHistory, TrialRecord, write_plot
+from nascomp.search.driver import select_front
+from nascomp.search.front.hypervolume import HypervolumeHistory
+from nascomp.search.front.plot import write_plot
+from nascomp.search.front.selection import pick_trial
+from nascomp.search.tracking.store import TrialRecord
+from nascomp.search.tune.scheduler import MultiObjectiveAsha, promotes, rung_epochs
 
 CONTINUE, STOP = TrialScheduler.CONTINUE, TrialScheduler.STOP
 OBJECTIVES = {"val_accuracy": "max", "latency_ms": "min"}

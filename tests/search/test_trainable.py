@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from search.trainable import (
+from nascomp.search.tune.trainable import (
     FINAL_FILE,
     STATE_FILE,
     STATUS_FAILED,
@@ -18,8 +18,8 @@ from search.trainable import (
     newest,
     trial_checkpoints,
 )
-from trainers.checkpoint import save_state
-from trainers.trial import TrialOutcome
+from nascomp.trainers.checkpoint import save_state
+from nascomp.trainers.trial import TrialOutcome
 
 DIGITS = {"data.name": "digits", "data.root": None}
 

@@ -6,7 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from spaces.config import ConfigError, apply_override, load_experiment, validate_experiment
+from nascomp.search.experiment import (
+    ConfigError,
+    apply_override,
+    load_experiment,
+    validate_experiment,
+)
 
 
 def error_for(*overrides: str) -> str:

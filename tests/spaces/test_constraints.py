@@ -6,8 +6,9 @@ import math
 
 import pytest
 
-from spaces.config import METRICS, ConfigError, load_experiment
-from spaces.constraints import (
+from nascomp.search.errors import ConfigError
+from nascomp.search.experiment import METRICS, load_experiment
+from nascomp.spaces.constraints import (
     Constraint,
     is_feasible,
     parse_constraint,

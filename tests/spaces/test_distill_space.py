@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from spaces.space import DistillSpace
+from nascomp.spaces.space import DistillSpace
 
 
 def _by_name(space: DistillSpace) -> dict:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from spaces.config import load_experiment
+from nascomp.search.experiment import load_experiment
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -36,7 +36,7 @@ def test_imagefolder_example_validates_on_extracted_images(data_root: Path, tmp_
 def test_imagefolder_example_names_the_missing_folder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from spaces.config import ConfigError
+    from nascomp.search.errors import ConfigError
 
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError, match="CIFAR-10-images"):

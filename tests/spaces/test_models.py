@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from spaces.cnn import BLOCK_TYPES, CNNConfig
-from spaces.models import InfeasibleArchitecture, build_model, model_names, register_model
-from spaces.nb201 import cell_string
+from nascomp.spaces.cnn import BLOCK_TYPES, CNNConfig
+from nascomp.spaces.models import InfeasibleArchitecture, build_model, model_names, register_model
+from nascomp.spaces.nb201 import cell_string
 
 # A small, typical arch per family; a new family must add one here (the test below checks).
 DEFAULT_ARCHS: dict[str, dict[str, Any]] = {
@@ -87,7 +87,7 @@ def test_register_model_adds_a_family() -> None:
         model = build_model({"family": "_test_linear"}, (1, 2, 3), 4)
         assert n_params(model) == 6 * 4 + 4
     finally:
-        from spaces import models
+        from nascomp.spaces import models
 
         models._REGISTRY.pop("_test_linear")
 

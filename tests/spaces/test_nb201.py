@@ -11,8 +11,16 @@ import pytest
 import torch
 from torch import nn
 
-from spaces.models import InfeasibleArchitecture, build_model
-from spaces.nb201 import N_EDGES, NB201_OPS, PATHS, Cell, PathEncoding, cell_string, parse_cell
+from nascomp.spaces.models import InfeasibleArchitecture, build_model
+from nascomp.spaces.nb201 import (
+    N_EDGES,
+    NB201_OPS,
+    PATHS,
+    Cell,
+    PathEncoding,
+    cell_string,
+    parse_cell,
+)
 
 ALL_CONV3 = (
     "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|"

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import optuna
 import pytest
 
-from search.optuna_space import suggest
-from spaces.config import load_experiment
-from spaces.nb201 import NB201_OPS
-from spaces.params import Param
-from spaces.space import SpaceConfig, arch_from_flat
+from nascomp.compressors.pruning import PruneConfig
+from nascomp.compressors.quantization import QuantConfig
+from nascomp.search.experiment import load_experiment
+from nascomp.search.samplers.space import suggest
+from nascomp.spaces.models import build_model, describe_arch, model_family, model_names
+from nascomp.spaces.nb201 import NB201_OPS
+from nascomp.spaces.params import Param
+from nascomp.spaces.space import ARCH_SPACES, PruneSpace, QuantSpace, SpaceConfig, arch_from_flat
 
 
 def params_by_name(space: SpaceConfig) -> dict[str, Param]:
@@ -123,3 +128,29 @@ def test_float_ranges_are_sampled_within_bounds(log: bool) -> None:
     )
     temperatures = [p["distill.temperature"] for p, _ in sample(space, 40)]
     assert all(0.5 <= t <= 20.0 for t in temperatures)
+
+
+@pytest.mark.parametrize(
+    ("space", "config"), [(PruneSpace, PruneConfig), (QuantSpace, QuantConfig)]
+)
+def test_a_compression_space_searches_exactly_its_configs_fields(space: type, config: type) -> None:
+    """One definition per setting: the space has a spec for each field of the compressor's
+    config and nothing else, and what it samples builds that config."""
+    assert list(space.model_fields) == [f.name for f in dataclasses.fields(config)]
+    assert set(space._rules) == set(space.model_fields)
+
+
+@pytest.mark.parametrize("name", model_names())
+def test_every_family_registers_builder_space_and_description_together(name: str) -> None:
+    family = model_family(name)
+    assert family is not None and family.name == name
+    if family.space is None:
+        return  # built only (e.g. as a teacher), never searched
+    space = family.space()
+    assert space.family == name and ARCH_SPACES[name] is family.space
+    fixed = {p.name: (p.choices[0] if p.choices else p.low) for p in space.params()}
+    arch = arch_from_flat({**fixed, "arch.family": name})
+    model = build_model(arch, (1, 28, 28), 10)
+    assert model is not None
+    line = describe_arch(arch)
+    assert line.startswith(name) and "\n" not in line

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from trainers.augment import AugmentConfig, augment_batch, random_crop, random_flip
+from nascomp.trainers.augment import AugmentConfig, augment_batch, random_crop, random_flip
 
 
 def batch(n: int = 16, channels: int = 3, size: int = 8) -> torch.Tensor:

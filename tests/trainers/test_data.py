@@ -12,8 +12,14 @@ import pytest
 import torch
 from PIL import Image
 
-from trainers import data
-from trainers.data import DATASETS, DataNotFoundError, check_data_root, clear_cache, load_data
+from nascomp.trainers import data
+from nascomp.trainers.data import (
+    DATASETS,
+    DataNotFoundError,
+    check_data_root,
+    clear_cache,
+    load_data,
+)
 
 MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]

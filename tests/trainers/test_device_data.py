@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-from trainers.data import clear_cache, load_data, to_device
+from nascomp.trainers.data import clear_cache, load_data, to_device
 
 
 @pytest.fixture(autouse=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from trainers.loop import Distillation, predict_logits
+from nascomp.trainers.loop import Distillation, predict_logits
 
 
 def test_teacher_run_per_batch_gives_the_stored_logits() -> None:
@@ -24,7 +24,7 @@ def test_teacher_run_per_batch_gives_the_stored_logits() -> None:
 def test_a_diverging_loss_stops_the_epoch_with_a_clear_error() -> None:
     import pytest
 
-    from trainers.loop import train_epoch
+    from nascomp.trainers.loop import train_epoch
 
     model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
     with torch.no_grad():

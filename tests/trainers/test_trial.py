@@ -7,10 +7,11 @@ from typing import Any
 
 import pytest
 
-from spaces.config import load_experiment
-from trainers.config import TrialConfig, decode_param, flatten, trial_constants, unflatten
-from trainers.teacher import load_or_train_teacher
-from trainers.trial import STATUS_INFEASIBLE, run_trial
+from nascomp.search.experiment import load_experiment, trial_constants
+from nascomp.search.tracking.params import decode_param
+from nascomp.trainers.config import TrialConfig, flatten, unflatten
+from nascomp.trainers.teacher import TeacherJob, load_or_train_teacher
+from nascomp.trainers.trial import STATUS_INFEASIBLE, run_trial
 
 FAST = [
     "train.epochs=2",
@@ -131,8 +132,12 @@ def test_distillation_needs_the_teacher() -> None:
         run_trial(config)
 
 
+def _job(flat: dict) -> TeacherJob:
+    return TeacherJob.of_trial(TrialConfig.from_flat(flat))
+
+
 def test_teacher_is_trained_once_then_cached(cache: Path) -> None:
-    config = TrialConfig.from_flat(trial_config(**{"distill.enabled": True}))
+    config = _job(trial_config(**{"distill.enabled": True}))
     state, facts = load_or_train_teacher(config)
     assert facts["teacher_cached"] == 0.0 and facts["teacher_train_seconds"] > 0
     again, facts_again = load_or_train_teacher(config)
@@ -140,7 +145,7 @@ def test_teacher_is_trained_once_then_cached(cache: Path) -> None:
     assert all((state[k] == again[k]).all() for k in state)
     assert len(list((cache / "teachers").glob("*.pt"))) == 1
     # A different teacher config is a different cache entry.
-    other = TrialConfig.from_flat({**trial_config(), "teacher.epochs": 3})
+    other = _job({**trial_config(), "teacher.epochs": 3})
     assert load_or_train_teacher(other)[1]["teacher_cached"] == 0.0
     outcome = run_trial(
         {
@@ -175,13 +180,12 @@ def test_flatten_round_trip() -> None:
 def test_teacher_from_a_named_checkpoint_is_not_trained(cache: Path, nested: bool) -> None:
     import torch
 
-    trained, _ = load_or_train_teacher(
-        TrialConfig.from_flat(trial_config(**{"distill.enabled": True}))
-    )
+    trained, _ = load_or_train_teacher(_job(trial_config(**{"distill.enabled": True})))
     checkpoint = cache / "teacher.pt"
     torch.save({"state_dict": trained} if nested else trained, checkpoint)
-    config = TrialConfig.from_flat({**trial_config(), "teacher.checkpoint": str(checkpoint)})
-    loaded, facts = load_or_train_teacher(config)
+    loaded, facts = load_or_train_teacher(
+        _job({**trial_config(), "teacher.checkpoint": str(checkpoint)})
+    )
     assert facts["teacher_train_seconds"] == 0.0
     assert all(torch.equal(loaded[k], trained[k]) for k in trained)
 
@@ -196,11 +200,9 @@ def test_augmented_training_is_seeded_and_distils_per_batch(cache: Path) -> None
     run_trial(config, report=lambda r: losses["augmented"].append(r["loss"]))
     assert losses["plain"] != losses["augmented"]  # the batches really were augmented
     # The teacher learns on augmented batches too, so augmentation is part of its cache key.
-    plain_teacher = TrialConfig.from_flat(trial_config(**{"distill.enabled": True}))
-    augmented_teacher = TrialConfig.from_flat({**config, "distill.enabled": True})
-    from trainers.config import teacher_key
-
-    assert teacher_key(plain_teacher) != teacher_key(augmented_teacher)
+    plain_teacher = _job(trial_config(**{"distill.enabled": True}))
+    augmented_teacher = _job({**config, "distill.enabled": True})
+    assert plain_teacher.key() != augmented_teacher.key()
     state, _ = load_or_train_teacher(augmented_teacher)
     distilled = {
         **config,

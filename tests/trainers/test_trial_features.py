@@ -7,10 +7,10 @@ from typing import Any
 import pytest
 import torch
 
-from spaces.models import build_model
+from nascomp.spaces.models import build_model
+from nascomp.trainers.config import TrialConfig
+from nascomp.trainers.trial import run_trial
 from tests.trainers.test_trial_measure import config
-from trainers.config import TrialConfig
-from trainers.trial import run_trial
 
 # A small teacher (one plain stage): what matters is that its feature map differs in width and
 # resolution from the student's.

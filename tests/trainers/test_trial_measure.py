@@ -9,15 +9,20 @@ import pytest
 import torch
 from torch import nn
 
-from compressors.deploy import deployable_form
-from compressors.export import layer_shapes, load_compressed, reshape_layers, save_compressed
-from compressors.quantization import ActivationFakeQuant, quant_layers
-from spaces.config import load_experiment
-from spaces.models import build_model
+from nascomp.compressors.deploy import deployable_form
+from nascomp.compressors.export import (
+    layer_shapes,
+    load_compressed,
+    reshape_layers,
+    save_compressed,
+)
+from nascomp.compressors.quantization import ActivationFakeQuant, quant_layers
+from nascomp.search.experiment import load_experiment, trial_constants
+from nascomp.spaces.models import build_model
+from nascomp.trainers.config import TrialConfig
+from nascomp.trainers.loop import predict_logits
+from nascomp.trainers.trial import TrialOutcome, run_trial
 from tests.trainers.configs import SMALL_CNN
-from trainers.config import TrialConfig, trial_constants
-from trainers.loop import predict_logits
-from trainers.trial import TrialOutcome, run_trial
 
 FAST = [
     "train.epochs=3",

@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 import torch
 
-from spaces.config import load_experiment
-from spaces.models import build_model
+from nascomp.search.experiment import load_experiment, trial_constants
+from nascomp.spaces.models import build_model
+from nascomp.trainers.checkpoint import load_state, save_state
+from nascomp.trainers.config import TrialConfig
+from nascomp.trainers.trial import TrialOutcome, run_trial
 from tests.trainers.configs import SMALL_CNN
-from trainers.checkpoint import load_state, save_state
-from trainers.config import TrialConfig, trial_constants
-from trainers.trial import TrialOutcome, run_trial
 
 FAST = [
     "measure.n_warmup=1",

@@ -11,10 +11,10 @@ runs) and blocks or fails when the server does not answer. Here:
   Ray's result folder, and retried every few seconds: trials keep training and nothing is lost;
 - ``nascomp replay FOLDER`` applies the journal of a search whose server never came back.
 
-Operations: ``start`` (find or create the trial's run, log its params), ``metrics`` (one step;
-``trial`` None means the parent run), ``tags``, ``end`` (final tags, artifacts, terminal
-status), ``delete`` (a run no trial will continue) and ``finish`` (the parent run's front,
-plot and status, done by ``finisher``).
+Operations: ``start`` (find or create the trial's run, log its params and its exact config),
+``metrics`` (one step; ``trial`` None means the parent run), ``tags``, ``end`` (final tags,
+artifacts, terminal status), ``delete`` (a run no trial will continue) and ``finish`` (the
+parent run's front, plot and status, done by ``finisher``).
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from mlflow.entities import Metric, Param, RunStatus, RunTag
+
+from nascomp.search.tracking.params import CONFIG_ARTIFACT
 
 PARENT_TAG = "mlflow.parentRunId"
 TRIAL_TAG = "nascomp.trial_id"
@@ -308,6 +310,8 @@ class RunLog:
             run_id = run.info.run_id
             params = [Param(k, v) for k, v in sorted(op.get("params", {}).items())]
             self.client.log_batch(run_id, params=params)
+            if "config" in op:  # the exact config, which reproduce reads (tracking/params.py)
+                self.client.log_dict(run_id, op["config"], CONFIG_ARTIFACT)
         else:
             # Another attempt of the same trial (a retry, or a resumed search): same run.
             self.client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))

@@ -22,13 +22,13 @@ import ray
 import torch
 from ray import tune
 
-from search.export import write_artifact
-from search.searcher import INFO_PREFIX, STATUS_KEY
-from trainers.checkpoint import load_state, save_state
-from trainers.config import TrialConfig
-from trainers.data import DataNotFoundError, check_data_root
-from trainers.nb201_lookup import run_lookup_trial
-from trainers.trial import TrialOutcome, run_trial
+from nascomp.search.export import write_artifact
+from nascomp.search.tune.searcher import INFO_PREFIX, STATUS_KEY
+from nascomp.trainers.checkpoint import load_state, save_state
+from nascomp.trainers.config import TrialConfig
+from nascomp.trainers.data import DataNotFoundError, check_data_root
+from nascomp.trainers.nb201_lookup import run_lookup_trial
+from nascomp.trainers.trial import TrialOutcome, run_trial
 
 STATE_FILE = "trial_state.pt"  # an epoch checkpoint: the trial's state after that epoch
 FINAL_FILE = "final.json"  # the final checkpoint: the last report, and the model's artifacts

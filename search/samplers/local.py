@@ -21,8 +21,7 @@ drawn at random.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -33,16 +32,15 @@ from optuna.distributions import (
     IntDistribution,
 )
 from optuna.samplers import BaseSampler, RandomSampler
-from optuna.samplers._base import _CONSTRAINTS_KEY, _process_constraints_after_trial
 from optuna.search_space import IntersectionSearchSpace
-from optuna.study import Study, StudyDirection
+from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
-from search.pareto import non_dominated_mask
+from nascomp.search.front.pareto import non_dominated_mask
+from nascomp.search.samplers import _common as common
+from nascomp.search.samplers._common import Constraints
 
-_STEP = 0.15  # Gaussian step of a numeric parameter, as a fraction of its range
 _MAX_REDRAWS = 50
-Constraints = Callable[[FrozenTrial], Sequence[float]]
 
 
 class ParetoLocalSampler(BaseSampler):
@@ -70,7 +68,7 @@ class ParetoLocalSampler(BaseSampler):
 
     def before_trial(self, study: Study, trial: FrozenTrial) -> None:
         front = self._front(study) if trial.number >= self._n_warmup else []
-        self._parents[trial._trial_id] = (
+        self._parents[trial.number] = (
             front[int(self._rng.integers(len(front)))].params if front else None
         )
         self._warmup.before_trial(study, trial)
@@ -78,7 +76,7 @@ class ParetoLocalSampler(BaseSampler):
     def infer_relative_search_space(
         self, study: Study, trial: FrozenTrial
     ) -> dict[str, BaseDistribution]:
-        if self._parents.get(trial._trial_id) is None:
+        if self._parents.get(trial.number) is None:
             return self._warmup.infer_relative_search_space(study, trial)
         space = self._search_space.calculate(study)
         return {name: dist for name, dist in space.items() if not dist.single()}
@@ -86,12 +84,12 @@ class ParetoLocalSampler(BaseSampler):
     def sample_relative(
         self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
     ) -> dict[str, Any]:
-        parent = self._parents.get(trial._trial_id)
+        parent = self._parents.get(trial.number)
         if parent is None:
             return self._warmup.sample_relative(study, trial, search_space)
         if not search_space or not set(search_space) <= set(parent):
             return {}
-        tried = _tried(study, search_space)
+        tried = common.tried(study, search_space)
         names = list(search_space)
         for n_changes in range(1, _MAX_REDRAWS + 1):
             changed = set(self._rng.choice(names, size=min(n_changes, len(names)), replace=False))
@@ -99,7 +97,7 @@ class ParetoLocalSampler(BaseSampler):
                 name: self._mutate(parent[name], dist) if name in changed else parent[name]
                 for name, dist in search_space.items()
             }
-            if _key(child, search_space) not in tried:
+            if common.key(child, search_space) not in tried:
                 return child
         return {}  # the neighbourhood is exhausted: the rest is drawn at random
 
@@ -110,11 +108,11 @@ class ParetoLocalSampler(BaseSampler):
         param_name: str,
         param_distribution: BaseDistribution,
     ) -> Any:
-        parent = self._parents.get(trial._trial_id)
+        parent = self._parents.get(trial.number)
         if parent is None:
             return self._warmup.sample_independent(study, trial, param_name, param_distribution)
         value = parent.get(param_name)
-        if param_name not in parent or not _contains(param_distribution, value):
+        if param_name not in parent or not common.contains(param_distribution, value):
             return self._random.sample_independent(study, trial, param_name, param_distribution)
         if self._rng.random() < 1.0 / len(parent):
             return self._mutate(value, param_distribution)
@@ -127,9 +125,8 @@ class ParetoLocalSampler(BaseSampler):
         state: TrialState,
         values: Sequence[float] | None,
     ) -> None:
-        self._parents.pop(trial._trial_id, None)
-        if self._constraints_func is not None and not _has_constraints(self._warmup):
-            _process_constraints_after_trial(self._constraints_func, study, trial, state)
+        self._parents.pop(trial.number, None)
+        common.record_constraints(self._constraints_func, self._warmup, study, trial, state)
         self._warmup.after_trial(study, trial, state, values)
 
     # ------------------------------------------------------------------ helpers
@@ -139,12 +136,11 @@ class ParetoLocalSampler(BaseSampler):
         done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         if not done:
             return []
-        violation = np.array([_violation(t) for t in done])
+        violation = np.array([common.violation(t) for t in done])
         pool = [t for t, v in zip(done, violation, strict=True) if v <= violation.min()]
         if violation.min() <= 0:
             pool = [t for t, v in zip(done, violation, strict=True) if v <= 0]
-        signs = np.array([-1.0 if d == StudyDirection.MAXIMIZE else 1.0 for d in study.directions])
-        values = np.array([t.values for t in pool]) * signs
+        values = common.minimised(pool, study.directions)
         return [pool[i] for i in np.flatnonzero(non_dominated_mask(values))]
 
     def _mutate(self, value: Any, dist: BaseDistribution) -> Any:
@@ -152,40 +148,5 @@ class ParetoLocalSampler(BaseSampler):
             others = [choice for choice in dist.choices if choice != value]
             return others[int(self._rng.integers(len(others)))] if others else value
         if isinstance(dist, FloatDistribution | IntDistribution):
-            return _numeric_step(value, dist, self._rng)
+            return common.numeric_step(value, dist, self._rng)
         raise TypeError(f"cannot mutate a {type(dist).__name__}")
-
-
-def _numeric_step(value: float, dist: FloatDistribution | IntDistribution, rng: Any) -> Any:
-    to_space, from_space = (math.log, math.exp) if dist.log else (float, float)
-    low, high = to_space(dist.low), to_space(dist.high)
-    moved = from_space(min(high, max(low, to_space(value) + rng.normal(0, _STEP * (high - low)))))
-    if dist.step is not None:
-        moved = dist.low + round((moved - dist.low) / dist.step) * dist.step
-    moved = min(dist.high, max(dist.low, moved))
-    return round(moved) if isinstance(dist, IntDistribution) else float(moved)
-
-
-def _contains(dist: BaseDistribution, value: Any) -> bool:
-    try:
-        return bool(dist._contains(dist.to_internal_repr(value)))
-    except (ValueError, TypeError):
-        return False
-
-
-def _key(params: dict[str, Any], names: dict[str, BaseDistribution]) -> tuple:
-    return tuple(repr(params.get(name)) for name in sorted(names))
-
-
-def _tried(study: Study, names: dict[str, BaseDistribution]) -> set[tuple]:
-    trials = study.get_trials(deepcopy=False)
-    return {_key(t.params, names) for t in trials if t.state != TrialState.FAIL}
-
-
-def _violation(trial: FrozenTrial) -> float:
-    constraints = trial.system_attrs.get(_CONSTRAINTS_KEY) or ()
-    return float(sum(max(0.0, c) for c in constraints))
-
-
-def _has_constraints(sampler: BaseSampler) -> bool:
-    return getattr(sampler, "_constraints_func", None) is not None

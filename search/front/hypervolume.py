@@ -16,10 +16,11 @@ Reference point rules (:func:`search_reference` for a running search,
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
-from search.pareto import non_dominated_mask
+from nascomp.search.front.pareto import non_dominated_mask, to_minimise
 
 # Reference point of the normalised space used by the benchmark: 10% beyond the nadir, so the
 # extreme points of the front still add volume (at ref = 1.0 they would add none).
@@ -125,3 +126,36 @@ def search_scale(first_point: np.ndarray, names: Sequence[str]) -> np.ndarray:
         if not name.endswith("accuracy") and abs(first_point[k]) > 0:
             scale[k] = abs(first_point[k])
     return scale
+
+
+class HypervolumeHistory:
+    """The running hypervolume of the feasible finished trials, one value per ended trial.
+
+    Reference rule (:func:`search_reference`, :func:`search_scale`): objectives minimised,
+    divided by a fixed per-search scale (1 for accuracies, else the first feasible trial's
+    value), reference = worst value seen + 10% of the range seen; so the curve never falls.
+    """
+
+    def __init__(self, objectives: dict[str, str]) -> None:
+        self.names = list(objectives)
+        self.modes = list(objectives.values())
+        self.points: list[list[float]] = []
+        self.scale: Any = None
+        self.n_ended = 0
+
+    def add(self, result: dict | None) -> float:
+        """Count one ended trial (``result`` None when it is not a feasible finished one)."""
+        self.n_ended += 1
+        if result is not None and all(_is_number(result.get(m)) for m in self.names):
+            self.points.append([float(result[m]) for m in self.names])
+        if not self.points:
+            return 0.0
+        minimised = to_minimise(np.array(self.points), self.modes)
+        if self.scale is None:
+            self.scale = search_scale(minimised[0], self.names)
+        scaled = minimised / self.scale
+        return hypervolume(scaled, search_reference(scaled))
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)

@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
-from search.pareto import rank_order, to_minimise
-from search.searcher import STATUS_KEY
+from nascomp.search.front.pareto import rank_order, to_minimise
+from nascomp.search.tune.searcher import STATUS_KEY
 
 PRUNED = "pruned"
 

@@ -7,10 +7,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from optuna import Study
 from optuna.trial import FrozenTrial, TrialState
 from ray.tune.search.optuna import OptunaSearch
 
-from spaces.constraints import Constraint, violations
+from nascomp.search.compat import ray as ray_compat
+from nascomp.spaces.constraints import Constraint, violations
 
 STATUS_KEY = "nascomp_status"  # result key: ok | infeasible | pruned
 INFO_PREFIX = "nascomp_info."  # result keys of word-valued trial facts, logged as tags
@@ -48,10 +50,10 @@ class NascompOptunaSearch(OptunaSearch):
         self, trial_id: str, result: dict | None = None, error: bool = False
     ) -> None:
         status = (result or {}).get(STATUS_KEY, "ok")
-        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+        ot_trial = ray_compat.optuna_trial(self, trial_id)
+        if ot_trial is None:
             super().on_trial_complete(trial_id, result=result, error=error)
             return
-        ot_trial = self._ot_trials[trial_id]
         if status == "ok" and not error:
             if self.constraints:
                 # Set before the tell: the sampler's constraints_func reads it during the tell.
@@ -63,9 +65,8 @@ class NascompOptunaSearch(OptunaSearch):
             return
         ot_trial.set_user_attr(STATUS_KEY, status)
         state = TrialState.PRUNED if status == "pruned" else TrialState.FAIL
-        self._ot_study.tell(ot_trial, state=state)
-        self._completed_trials.add(trial_id)
+        ray_compat.tell(self, trial_id, ot_trial, state)
 
     @property
-    def study(self):
-        return self._ot_study
+    def study(self) -> Study:
+        return ray_compat.study(self)

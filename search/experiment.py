@@ -1,82 +1,51 @@
 """The experiment file: one YAML document, validated completely before anything starts.
 
-Every section is a pydantic model with ``extra="forbid"``; :func:`load_experiment` turns the
-first problem into a one-line :class:`ConfigError` that names the field and what is allowed.
+It composes every layer's settings (the space from ``nascomp.spaces``; data, training, teacher
+and measurement from ``nascomp.trainers.settings``) with the search's own (sampler, resources,
+tracking), so it lives in the top layer. Every section is a pydantic model with
+``extra="forbid"``; :func:`load_experiment` turns the first problem into a one-line
+:class:`~nascomp.search.errors.ConfigError` that names the field and what is allowed.
 """
 
 from __future__ import annotations
 
 import difflib
 import os
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
-from spaces.constraints import parse_constraints
-from spaces.space import ARCH_SPACES, SpaceConfig, arch_keys
-from trainers.augment import AugmentConfig
-from trainers.data import DATASETS, DataNotFoundError, DataSplits, check_data_root, load_data
-
-METRICS = (
-    "val_accuracy",
-    "test_accuracy",
-    "params",
-    "nonzero_params",
-    "size_bytes",
-    "macs",
-    "latency_ms",
-    "latency_batch_ms",
-    "train_seconds",
+from nascomp.search.errors import ConfigError
+from nascomp.spaces.constraints import parse_constraints
+from nascomp.spaces.space import ARCH_SPACES, SpaceConfig, arch_keys
+from nascomp.trainers.config import flatten
+from nascomp.trainers.nb201_lookup import Nb201LookupConfig
+from nascomp.trainers.settings import (
+    METRICS,
+    DataConfig,
+    MeasureConfig,
+    Section,
+    TeacherConfig,
+    TrainConfig,
 )
+from nascomp.trainers.teacher import TeacherJob
+
 SAMPLERS = ("pls", "tpe_local", "nsga2", "tpe", "random")
-OPTIMIZERS = ("sgd", "adam", "adamw")
-QUICKSTART = Path(__file__).with_name("quickstart.yaml")
+# The built-in quickstart ships with the spaces package (package data).
+QUICKSTART = Path(str(resources.files("nascomp.spaces").joinpath("quickstart.yaml")))
 
 
-class ConfigError(ValueError):
-    """A bad experiment file or override: one line, naming the field and what is allowed."""
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=False, validate_default=True)
-
-
-class DataConfig(_Section):
-    name: Literal["digits", "mnist", "fashion_mnist", "imagefolder"] = "digits"
-    root: str | None = None
-    val_fraction: float = Field(0.1, gt=0.0, lt=0.5)
-    split_seed: int = 0
-    max_train_samples: int | None = Field(None, ge=10)
-    image_size: int | None = Field(None, ge=4)
-
-    def load(self) -> DataSplits:
-        """The dataset's splits as in-memory tensors (cached per process by these fields)."""
-        # The fields are exactly load_data's keyword arguments.
-        return load_data(**self.model_dump())
-
-    @model_validator(mode="after")
-    def _root_holds_dataset(self) -> DataConfig:
-        if self.name != "digits" and self.root is None:
-            raise ValueError(f"data.root is required for dataset {self.name!r}")
-        if self.root is not None:
-            self.root = str(Path(self.root).expanduser().resolve())
-        try:
-            check_data_root(self.name, self.root)
-        except DataNotFoundError as exc:
-            raise ValueError(str(exc)) from None
-        return self
-
-
-class RungsConfig(_Section):
+class RungsConfig(Section):
     """Rungs of the multi-objective successive-halving scheduler (``search.scheduler``)."""
 
     grace_period: int = Field(1, ge=1, description="epochs before the first rung")
     reduction_factor: float = Field(2.0, gt=1.0, description="keep 1/this of a rung's trials")
 
 
-class SearchConfig(_Section):
+class SearchConfig(Section):
     # pls: best on the exact NAS-Bench-201 front (docs/benchmarks.md, issue 4).
     sampler: Literal["pls", "tpe_local", "nsga2", "tpe", "random"] = "pls"
     trials: int = Field(20, ge=1)
@@ -96,79 +65,7 @@ class SearchConfig(_Section):
     )
 
 
-class AugmentSettings(_Section):
-    """Batched on-device augmentation of training batches (trainers/augment.py); off by default."""
-
-    padding: int = Field(0, ge=0, description="zero padding before a random crop; 0: no crop")
-    flip: bool = Field(False, description="random left-right flip (wrong for digits)")
-
-    def enabled(self) -> bool:
-        return self.padding > 0 or self.flip
-
-
-class TrainConfig(_Section):
-    epochs: int = Field(10, ge=1)
-    batch_size: int = Field(64, ge=1)
-    optimizer: Literal["sgd", "adam", "adamw"] = "adam"
-    lr: float = Field(3e-3, gt=0.0)
-    weight_decay: float = Field(0.0, ge=0.0)
-    momentum: float = Field(0.9, ge=0.0, lt=1.0)
-    prune_epochs: int = Field(3, ge=0, description="fine-tuning epochs over which pruning ramps up")
-    qat_epochs: int = Field(2, ge=0, description="quantization-aware fine-tuning epochs")
-    finetune_lr_scale: float = Field(
-        0.3, gt=0.0, le=1.0, description="fine-tuning learning rate = lr * this"
-    )
-    augment: AugmentSettings = Field(default_factory=AugmentSettings)
-
-    def augmentation(self) -> AugmentConfig | None:
-        augment = self.augment
-        return AugmentConfig(augment.padding, augment.flip) if augment.enabled() else None
-
-
-class TeacherConfig(_Section):
-    arch: dict[str, Any] = Field(
-        default_factory=lambda: {
-            "family": "cnn",
-            "n_stages": 2,
-            "blocks_per_stage": 2,
-            "base_channels": 32,
-            "block": "residual",
-        }
-    )
-    epochs: int = Field(15, ge=1)
-    lr: float = Field(3e-3, gt=0.0)
-    optimizer: Literal["sgd", "adam", "adamw"] = "adam"
-    batch_size: int = Field(64, ge=1)
-    checkpoint: str | None = None
-
-    @field_validator("arch")
-    @classmethod
-    def _known_family(cls, arch: dict[str, Any]) -> dict[str, Any]:
-        from spaces.models import model_names
-
-        family = arch.get("family")
-        if family not in model_names():
-            raise ValueError(f"family must be one of {', '.join(model_names())}; got {family!r}")
-        return arch
-
-    @field_validator("checkpoint")
-    @classmethod
-    def _checkpoint_exists(cls, path: str | None) -> str | None:
-        if path is None:
-            return None
-        resolved = Path(path).expanduser().resolve()
-        if not resolved.is_file():
-            raise ValueError(f"teacher checkpoint {str(resolved)!r} does not exist")
-        return str(resolved)
-
-
-class MeasureConfig(_Section):
-    latency_batch_size: int = Field(64, ge=1)
-    n_warmup: int = Field(5, ge=0)
-    n_repeat: int = Field(20, ge=1)
-
-
-class ResourcesConfig(_Section):
+class ResourcesConfig(Section):
     cpus_per_trial: float = Field(1.0, gt=0.0)
     gpus_per_trial: float = Field(0.0, ge=0.0)
 
@@ -181,7 +78,7 @@ class ResourcesConfig(_Section):
         return gpus
 
 
-class TrackingConfig(_Section):
+class TrackingConfig(Section):
     uri: str | None = Field(
         None, description="default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db"
     )
@@ -208,21 +105,7 @@ class TrackingConfig(_Section):
         return uri
 
 
-class Nb201LookupConfig(_Section):
-    """Settings of ``trial: nb201_lookup`` (accuracies looked up in the NAS-Bench-201 table)."""
-
-    dataset: Literal["cifar10", "cifar100", "ImageNet16-120"] = "cifar10"
-    table: str | None = Field(
-        None, description="default: ../shared/data/nasbench201/nb201_accuracy.csv"
-    )
-
-    def resolved_table(self) -> Path:
-        from trainers.nb201_lookup import DEFAULT_TABLE
-
-        return Path(self.table).expanduser().resolve() if self.table else DEFAULT_TABLE
-
-
-class Experiment(_Section):
+class Experiment(Section):
     """A whole search: what to search over, how to train, where to log."""
 
     data: DataConfig = Field(default_factory=DataConfig)
@@ -281,10 +164,48 @@ class Experiment(_Section):
         return list(self.objectives.values())
 
 
+def _placement(experiment: Experiment) -> tuple[int, str]:
+    """Torch threads and device of every trial (and of the teacher)."""
+    resources = experiment.resources
+    # Equal thread counts make a reproduced run bit-identical to the searched one on CPU.
+    return max(1, int(resources.cpus_per_trial)), "cuda" if resources.gpus_per_trial > 0 else "cpu"
+
+
+def trial_constants(experiment: Experiment) -> dict[str, Any]:
+    """The fixed part of every trial's flat config, taken from the experiment."""
+    threads, device = _placement(experiment)
+    fixed = {
+        "data": experiment.data.model_dump(),
+        "train": experiment.train.model_dump(),
+        "measure": experiment.measure.model_dump(),
+        "seed": experiment.search.seed,
+        "threads": threads,
+        "device": device,
+    }
+    if experiment.space.distillation_possible():
+        fixed["teacher"] = experiment.teacher.model_dump()
+    return flatten(fixed)
+
+
+def teacher_job(experiment: Experiment) -> TeacherJob:
+    """The teacher every trial of this experiment distils from (``TeacherJob.of_trial`` of
+    any of its trials gives the same job, hence the same cached weights)."""
+    threads, device = _placement(experiment)
+    return TeacherJob(
+        teacher=experiment.teacher,
+        data=experiment.data,
+        augment=experiment.train.augment,
+        momentum=experiment.train.momentum,
+        seed=experiment.search.seed,
+        threads=threads,
+        device=device,
+    )
+
+
 def _check_lookup(experiment: Experiment) -> None:
     """A table lookup knows only plain NB201 cells (C=16, N=5), uncompressed, untaught."""
-    from trainers.nb201_lookup import CHANNELS, N_CELLS
-    from trainers.nb201_lookup import METRICS as LOOKUP_METRICS
+    from nascomp.trainers.nb201_lookup import CHANNELS, N_CELLS
+    from nascomp.trainers.nb201_lookup import METRICS as LOOKUP_METRICS
 
     space = experiment.space
     fixed = {
@@ -418,19 +339,15 @@ def _did_you_mean(word: str, options: Any) -> str:
 
 
 __all__ = [
-    "DATASETS",
     "METRICS",
-    "OPTIMIZERS",
     "QUICKSTART",
     "SAMPLERS",
     "ConfigError",
-    "DataConfig",
     "Experiment",
-    "MeasureConfig",
     "ResourcesConfig",
     "SearchConfig",
-    "TeacherConfig",
     "TrackingConfig",
-    "TrainConfig",
     "load_experiment",
+    "teacher_job",
+    "trial_constants",
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -17,6 +18,9 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
 import numpy as np
+
+if TYPE_CHECKING:
+    from nascomp.search.tracking.store import TrialRecord
 
 _PANEL_INCHES = 4.2
 
@@ -76,3 +80,19 @@ def _panel(
     ax.set_ylabel(f"{names[y]} ({modes[y]})")
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize="small")
+
+
+def write_plot(
+    trials: Sequence[TrialRecord],
+    front: Sequence[TrialRecord],
+    objectives: dict[str, str],
+    path: Path,
+    search_run_id: str = "",
+) -> Path:
+    """The Pareto plot of ``trials`` (finished, feasible) with ``front`` ranked, as a PNG."""
+    names = list(objectives)
+    values = np.array([[t.metrics[m] for m in names] for t in trials])
+    index = {t.run_id: i for i, t in enumerate(trials)}
+    ranked = [index[t.run_id] for t in front if t.run_id in index]
+    title = f"search {search_run_id[:12]}: {len(trials)} feasible trials, front of {len(ranked)}"
+    return plot_front(values, names, list(objectives.values()), ranked, path, title=title)

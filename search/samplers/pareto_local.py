@@ -71,22 +71,14 @@ from optuna.distributions import (
     IntDistribution,
 )
 from optuna.samplers import BaseSampler, RandomSampler
-from optuna.samplers._base import _process_constraints_after_trial
 from optuna.search_space import IntersectionSearchSpace
-from optuna.study import Study, StudyDirection
+from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
-from search.hypervolume import NORMALISED_REF, contributions, hypervolume, normalise
-from search.local_sampler import (
-    Constraints,
-    _contains,
-    _has_constraints,
-    _key,
-    _numeric_step,
-    _tried,
-    _violation,
-)
-from search.pareto import crowding_distance, non_dominated_mask, non_dominated_sort
+from nascomp.search.front.hypervolume import NORMALISED_REF, contributions, hypervolume, normalise
+from nascomp.search.front.pareto import crowding_distance, non_dominated_mask, non_dominated_sort
+from nascomp.search.samplers import _common as common
+from nascomp.search.samplers._common import Constraints
 
 _NUMERIC_STEPS = (-0.25, -0.1, 0.1, 0.25)  # neighbour moves, as fractions of a numeric range
 Params = dict[str, Any]
@@ -193,7 +185,7 @@ class ParetoLocalSearchSampler(BaseSampler):
             return self._startup.sample_relative(study, trial, search_space)
         if not search_space:
             return {}
-        tried = _tried(study, search_space) | set(self._pending.values())
+        tried = common.tried(study, search_space) | set(self._pending.values())
         ranks = self._ranks(study, search_space)
         if self._parent_order == "model":
             return self._model_choice(trial, study, ranks, search_space, tried)
@@ -202,12 +194,12 @@ class ParetoLocalSearchSampler(BaseSampler):
                 untried = [
                     child
                     for child in neighbours(parent.params, search_space)
-                    if _key(child, search_space) not in tried
+                    if common.key(child, search_space) not in tried
                 ]
                 if untried:
                     child = untried[int(self._rng.integers(len(untried)))]
-                    self._parents[trial._trial_id] = parent.params
-                    self._pending[trial._trial_id] = _key(child, search_space)
+                    self._parents[trial.number] = parent.params
+                    self._pending[trial.number] = common.key(child, search_space)
                     return child
         return {}  # every rank's neighbourhood is exhausted: the rest is drawn at random
 
@@ -218,7 +210,7 @@ class ParetoLocalSearchSampler(BaseSampler):
         param_name: str,
         param_distribution: BaseDistribution,
     ) -> Any:
-        parent = self._parents.get(trial._trial_id)
+        parent = self._parents.get(trial.number)
         if (
             parent is None
             and self._balanced_start
@@ -231,7 +223,7 @@ class ParetoLocalSearchSampler(BaseSampler):
             sampler = self._startup if self._in_startup(trial) else self._random
             return sampler.sample_independent(study, trial, param_name, param_distribution)
         value = parent.get(param_name)
-        if param_name not in parent or not _contains(param_distribution, value):
+        if param_name not in parent or not common.contains(param_distribution, value):
             return self._random.sample_independent(study, trial, param_name, param_distribution)
         if self._rng.random() < 1.0 / len(parent):
             return _perturb(value, param_distribution, self._rng)
@@ -244,10 +236,9 @@ class ParetoLocalSearchSampler(BaseSampler):
         state: TrialState,
         values: Sequence[float] | None,
     ) -> None:
-        self._parents.pop(trial._trial_id, None)
-        self._pending.pop(trial._trial_id, None)
-        if self._constraints_func is not None and not _has_constraints(self._startup):
-            _process_constraints_after_trial(self._constraints_func, study, trial, state)
+        self._parents.pop(trial.number, None)
+        self._pending.pop(trial.number, None)
+        common.record_constraints(self._constraints_func, self._startup, study, trial, state)
         self._startup.after_trial(study, trial, state, values)
 
     # ------------------------------------------------------------------ helpers
@@ -272,10 +263,10 @@ class ParetoLocalSearchSampler(BaseSampler):
         ]
         if not done:
             return []
-        violation = np.array([_violation(t) for t in done])
+        violation = np.array([common.violation(t) for t in done])
         pool = [t for t, v in zip(done, violation, strict=True) if v <= max(0.0, violation.min())]
         pool = self._window(pool, study.directions)
-        fronts = non_dominated_sort(_minimised(pool, study.directions))
+        fronts = non_dominated_sort(common.minimised(pool, study.directions))
         return [[pool[i] for i in np.flatnonzero(fronts == r)] for r in range(fronts.max() + 1)]
 
     def _window(self, pool: list[FrozenTrial], directions: list) -> list[FrozenTrial]:
@@ -284,7 +275,7 @@ class ParetoLocalSearchSampler(BaseSampler):
         ``max_history`` (docs/scaling.md), while every front member stays a parent."""
         if self._max_history is None or len(pool) <= self._max_history:
             return pool
-        front = non_dominated_mask(_minimised(pool, directions))
+        front = non_dominated_mask(common.minimised(pool, directions))
         recent = set(range(len(pool) - self._max_history, len(pool)))
         return [t for i, t in enumerate(pool) if front[i] or i in recent]
 
@@ -292,7 +283,7 @@ class ParetoLocalSearchSampler(BaseSampler):
         """The rank's members, most promising first (random tie-break): sparsest (crowding),
         largest exclusive hypervolume (hv), or in random order."""
         tie_break = self._rng.random(len(rank))
-        values = _minimised(rank, study.directions)
+        values = common.minimised(rank, study.directions)
         if self._parent_order == "crowding":
             score = crowding_distance(values)
         elif self._parent_order == "hv":
@@ -321,7 +312,7 @@ class ParetoLocalSearchSampler(BaseSampler):
         done = [t for rank in ranks for t in rank]
         if not done:
             return {}
-        values = _minimised(done, study.directions)
+        values = common.minimised(done, study.directions)
         low, high = values.min(axis=0), values.max(axis=0)
         features = self._features
         if features is not None and not set(features.params) <= set(space):
@@ -329,7 +320,7 @@ class ParetoLocalSearchSampler(BaseSampler):
         model = RidgeModel(space, pair_alpha=self._pair_alpha, features=features).fit(
             [t.params for t in done], normalise(values, low, high)
         )
-        front = normalise(_minimised(ranks[0], study.directions), low, high)
+        front = normalise(common.minimised(ranks[0], study.directions), low, high)
         canonical = features.canonical if features is not None else None
         known = _functions(study, space, canonical)
         for rank in ranks:
@@ -346,8 +337,8 @@ class ParetoLocalSearchSampler(BaseSampler):
                 score = _gains(front, mean - self._optimism * std, ref)
             best = np.lexsort((self._rng.random(len(pairs)), -score))[0]
             parent, child = pairs[best]
-            self._parents[trial._trial_id] = parent.params
-            self._pending[trial._trial_id] = _key(child, space)
+            self._parents[trial.number] = parent.params
+            self._pending[trial.number] = common.key(child, space)
             return child
         return {}
 
@@ -368,10 +359,10 @@ class ParetoLocalSearchSampler(BaseSampler):
         seen = set(tried)
 
         def add(parent: FrozenTrial, child: Params, is_single: bool, any_function: bool) -> None:
-            key = _key(child, space)
+            key = common.key(child, space)
             if key in seen:
                 return
-            if not any_function and canonical and _key(canonical(child), space) in known:
+            if not any_function and canonical and common.key(canonical(child), space) in known:
                 return
             seen.add(key)
             pairs.append((parent, child))
@@ -402,7 +393,7 @@ def _functions(
     if canonical is None:
         return set()
     return {
-        _key(canonical({name: t.params[name] for name in space}), space)
+        common.key(canonical({name: t.params[name] for name in space}), space)
         for t in study.get_trials(deepcopy=False)
         if t.state != TrialState.FAIL and set(space) <= set(t.params)
     }
@@ -588,15 +579,15 @@ def revivals(
     nothing (the same canonical form: on a cell, an op put on a dead edge) and whose function
     no single move reaches. On a cell: a path cut by two ``none`` edges, made live with ops on
     both. Since a move that changes nothing is never tried, no single move can get there."""
-    base = _key(canonical(params), space)
-    firsts = [(first, _key(canonical(first), space)) for first in neighbours(params, space)]
+    base = common.key(canonical(params), space)
+    firsts = [(first, common.key(canonical(first), space)) for first in neighbours(params, space)]
     near = {base} | {function for _, function in firsts}
     out: dict[tuple, Params] = {}
     for first, function in firsts:
         if function == base:
             for second in neighbours(first, space):
-                if _key(canonical(second), space) not in near:
-                    out.setdefault(_key(second, space), second)
+                if common.key(canonical(second), space) not in near:
+                    out.setdefault(common.key(second, space), second)
     return list(out.values())
 
 
@@ -629,10 +620,5 @@ def _perturb(value: Any, dist: BaseDistribution, rng: np.random.Generator) -> An
         others = [choice for choice in dist.choices if choice != value]
         return others[int(rng.integers(len(others)))] if others else value
     if isinstance(dist, FloatDistribution | IntDistribution):
-        return _numeric_step(value, dist, rng)
+        return common.numeric_step(value, dist, rng)
     raise TypeError(f"cannot perturb a {type(dist).__name__}")
-
-
-def _minimised(trials: list[FrozenTrial], directions: list[StudyDirection]) -> np.ndarray:
-    signs = np.array([-1.0 if d == StudyDirection.MAXIMIZE else 1.0 for d in directions])
-    return np.array([t.values for t in trials], dtype=float) * signs

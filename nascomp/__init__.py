@@ -1,0 +1,65 @@
+"""nascomp: search neural architectures and their compression together.
+
+The Python API (the same work as the ``nascomp`` command)::
+
+    import nascomp
+    summary = nascomp.run_search("experiment.yaml")     # or a dict, an Experiment, None
+    summary.front                                        # the Pareto front, best first
+    model = nascomp.load_exported("model/")              # from `nascomp reproduce --export`
+
+The packages, in layers that import one way only (docs/architecture.md):
+``nascomp.compressors`` < ``nascomp.spaces`` < ``nascomp.trainers`` < ``nascomp.search``.
+
+The API's names are resolved on first use (PEP 562), so ``import nascomp.compressors`` does not
+import Ray, Optuna or MLflow.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_API = {
+    "run_search": "nascomp.search.api",
+    "load_experiment": "nascomp.search.api",
+    "load_exported": "nascomp.search.api",
+    "Experiment": "nascomp.search.api",
+    "SearchSummary": "nascomp.search.api",
+    "ConfigError": "nascomp.search.errors",
+}
+
+if TYPE_CHECKING:
+    from nascomp.search.api import (
+        Experiment,
+        SearchSummary,
+        load_experiment,
+        load_exported,
+        run_search,
+    )
+    from nascomp.search.errors import ConfigError
+
+
+def __getattr__(name: str) -> Any:
+    module = _API.get(name)
+    if module is None:
+        raise AttributeError(f"module 'nascomp' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_API])
+
+
+__all__ = [
+    "ConfigError",
+    "Experiment",
+    "SearchSummary",
+    "__version__",
+    "load_experiment",
+    "load_exported",
+    "run_search",
+]

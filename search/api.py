@@ -1,0 +1,68 @@
+"""The Python API: what ``import nascomp`` offers notebooks and scripts.
+
+    import nascomp
+    summary = nascomp.run_search("experiment.yaml", overrides=["search.trials=8"])
+    for record in summary.front:
+        print(record.run_id, record.metrics["val_accuracy"])
+    model = nascomp.load_exported("model/")   # after `nascomp reproduce --export model/`
+
+Errors are those of :mod:`nascomp.search.errors` (a bad experiment is a ``ConfigError`` whose
+message names the field and what is allowed), raised, not printed.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from nascomp.search import experiment as _experiment
+from nascomp.search.driver import SearchSummary
+from nascomp.search.experiment import Experiment
+from nascomp.search.export import load_exported
+
+ExperimentSource = str | Path | Mapping[str, Any] | Experiment | None
+
+
+def load_experiment(
+    experiment: ExperimentSource = None, overrides: Sequence[str] = ()
+) -> Experiment:
+    """A validated :class:`Experiment` from a YAML path, a mapping shaped like the YAML file,
+    an ``Experiment`` (returned as it is, or revalidated with ``overrides``) or None (the
+    built-in quickstart). ``overrides`` are ``--set`` items: ``"search.trials=8"``."""
+    if isinstance(experiment, Experiment):
+        if not overrides:
+            return experiment
+        experiment = experiment.model_dump(mode="json")
+    if isinstance(experiment, Mapping):
+        raw = copy.deepcopy(dict(experiment))
+        for item in overrides:
+            _experiment.apply_override(raw, item)
+        return _experiment.validate_experiment(raw)
+    if experiment is not None and not isinstance(experiment, str | Path):
+        raise _experiment.ConfigError(
+            f"experiment: expected a YAML path, a mapping or an Experiment; "
+            f"got {type(experiment).__name__}"
+        )
+    return _experiment.load_experiment(experiment, list(overrides))
+
+
+def run_search(
+    experiment: ExperimentSource = None,
+    *,
+    overrides: Sequence[str] = (),
+    address: str | None = None,
+    resume: str | None = None,
+    echo: Callable[[str], Any] = print,
+) -> SearchSummary:
+    """Run a whole search (as ``nascomp search`` does) and return its summary: every trial's
+    record and the Pareto front, read back from MLflow. ``address`` is a Ray cluster
+    (``auto``, ``HOST:PORT``), ``resume`` a result folder or ``latest``; ``echo`` receives the
+    progress lines (``lambda line: None`` silences them)."""
+    from nascomp.search.driver import run_search as drive
+
+    return drive(load_experiment(experiment, overrides), address=address, echo=echo, resume=resume)
+
+
+__all__ = ["Experiment", "SearchSummary", "load_experiment", "load_exported", "run_search"]

@@ -1,0 +1,51 @@
+"""Ray Tune internals nascomp relies on (tested with the ray range in pyproject.toml)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from optuna import Study
+from optuna.trial import TrialState
+
+
+def adopt_restored(tuner: Any, callbacks: list) -> Any:
+    """Give a restored Tuner this driver's callbacks and return its searcher.
+
+    ``Tuner.restore`` brings back the callbacks pickled when the search started, which hold the
+    dead driver's MLflow client and journal, and takes no ``callbacks`` argument; nor does
+    the Tuner expose its restored search algorithm. Both live on the private local tuner.
+    """
+    local = tuner._local_tuner
+    local.get_run_config().callbacks = callbacks
+    return local._tune_config.search_alg.searcher
+
+
+def optuna_trial(search: Any, trial_id: str) -> Any | None:
+    """The Optuna trial an ``OptunaSearch`` asked for ``trial_id``, if it is still open.
+    OptunaSearch keeps the map privately and ends every trial itself as COMPLETE or FAIL; a
+    subclass that must end one as PRUNED (or FAIL with a reason) needs the open trial."""
+    if trial_id in search._completed_trials:
+        return None
+    return search._ot_trials.get(trial_id)
+
+
+def tell(search: Any, trial_id: str, trial: Any, state: TrialState) -> None:
+    """End ``trial`` with ``state`` in the searcher's study and mark it done, as OptunaSearch's
+    own ``on_trial_complete`` does (it offers no state argument)."""
+    search._ot_study.tell(trial, state=state)
+    search._completed_trials.add(trial_id)
+
+
+def study(search: Any) -> Study:
+    """The Optuna study behind an ``OptunaSearch``: kept private, with no accessor."""
+    return search._ot_study
+
+
+def validate_cluster_config(config: dict[str, Any]) -> dict[str, Any]:
+    """Check a cluster-launcher YAML the way ``ray up`` does, without starting anything: fill
+    in the defaults, then validate against Ray's schema. ``ray up`` has no dry-run mode."""
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    prepared = prepare_config(config)
+    validate_config(prepared)
+    return prepared

@@ -1,0 +1,71 @@
+"""Which trials make the front, and which one model a rule picks from it.
+
+Plain functions of trial records (``nascomp.search.tracking.store.TrialRecord``: status,
+metrics): the driver, the CLI and the tests use them on what MLflow holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from nascomp.search.front.pareto import front_order, knee_index, to_minimise
+from nascomp.spaces.constraints import is_feasible, parse_constraints, parse_pick
+from nascomp.trainers.settings import METRICS
+
+if TYPE_CHECKING:
+    from nascomp.search.tracking.store import TrialRecord
+
+
+def feasible_trials(
+    trials: list[TrialRecord], objectives: dict[str, str], constraints: Sequence[str] = ()
+) -> list[TrialRecord]:
+    """Trials that finished (not infeasible, pruned or failed), report every objective and meet
+    every constraint."""
+    parsed = parse_constraints(constraints, METRICS)
+    return [
+        t
+        for t in trials
+        if t.status == "ok"
+        and all(m in t.metrics for m in objectives)
+        and is_feasible(parsed, t.metrics)
+    ]
+
+
+def select_front(
+    trials: list[TrialRecord], objectives: dict[str, str], constraints: Sequence[str] = ()
+) -> list[TrialRecord]:
+    """The Pareto front of the finished, feasible trials, best first by the first objective."""
+    done = feasible_trials(trials, objectives, constraints)
+    if not done:
+        return []
+    values = np.array([[t.metrics[m] for m in objectives] for t in done])
+    return [done[i] for i in front_order(values, list(objectives.values()))]
+
+
+def pick_trial(
+    trials: list[TrialRecord],
+    objectives: dict[str, str],
+    how: str,
+    constraints: Sequence[str] = (),
+) -> TrialRecord:
+    """One model: ``knee`` of the front (pareto.knee_index), or ``max|min <metric> [where
+    ...]`` among all finished feasible trials (the best such trial is on the front whenever
+    the metric and the conditions are objectives). Ties go to the earlier front rank."""
+    pick = parse_pick(how, METRICS)
+    front = select_front(trials, objectives, constraints)
+    if pick.kind == "knee":
+        if not front:
+            raise ValueError("--pick knee: the front is empty (no feasible trial finished)")
+        values = np.array([[t.metrics[m] for m in objectives] for t in front])
+        return front[knee_index(to_minimise(values, list(objectives.values())))]
+    # Front members first, so a tie goes to the better-ranked model.
+    pool = front + [t for t in feasible_trials(trials, objectives, constraints) if t not in front]
+    pool = [t for t in pool if pick.metric in t.metrics and is_feasible(pick.where, t.metrics)]
+    if not pool:
+        where = " and ".join(map(str, pick.where)) or "any condition"
+        raise ValueError(f"--pick: no finished feasible trial reports {pick.metric} with {where}")
+    sign = 1.0 if pick.kind == "max" else -1.0
+    return max(pool, key=lambda t: sign * t.metrics[pick.metric])

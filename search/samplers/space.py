@@ -1,0 +1,59 @@
+"""The one place where nascomp's space becomes Optuna distributions (define-by-run)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+
+from nascomp.spaces.params import Param
+
+
+def suggest(trial: optuna.Trial, params: list[Param]) -> dict[str, Any]:
+    """Sample every active parameter on ``trial``; return the fixed ones as constants.
+
+    A conditional parameter is asked for only when its condition holds, so Optuna's history of
+    the temperature is made of distilled trials alone.
+    """
+    chosen: dict[str, Any] = {}
+    constants: dict[str, Any] = {}
+    for param in params:
+        if not param.is_active(chosen):
+            continue
+        if param.kind == "fixed":
+            value = param.value
+            constants[param.name] = value
+        elif param.kind == "choice":
+            value = trial.suggest_categorical(param.name, list(param.choices))
+        elif param.kind == "int":
+            step = int(param.step or 1)
+            value = trial.suggest_int(
+                param.name, int(param.low), int(param.high), step=step, log=param.log
+            )
+        else:
+            value = trial.suggest_float(
+                param.name, param.low, param.high, step=param.step, log=param.log
+            )
+        chosen[param.name] = value
+    return constants
+
+
+@dataclass(frozen=True)
+class DefineByRun:
+    """The ``space`` callable for Ray's OptunaSearch: samples, then adds the trial's constants.
+
+    A class, not a closure: Tune pickles the searcher (and so this) into its experiment state.
+    """
+
+    params: list[Param]
+    constants: dict[str, Any]
+
+    def __call__(self, trial: optuna.Trial) -> dict[str, Any]:
+        return {**suggest(trial, self.params), **self.constants}
+
+    def config(self, trial: optuna.Trial) -> dict[str, Any]:
+        """The trial's whole flat config, as Ray's OptunaSearch assembles it: the sampled
+        values (Optuna's record of them) plus what :meth:`__call__` returns."""
+        constants = self(trial)
+        return {**trial.params, **constants}

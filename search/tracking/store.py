@@ -1,0 +1,255 @@
+"""Everything nascomp says to MLflow, in one module.
+
+Layout: one parent run per search (tag ``nascomp.role=search``) holding the experiment file, the
+space, the git commit and the final Pareto front; one child run per trial, nested with the
+``mlflow.parentRunId`` tag, holding the trial's flat config as params, per-epoch metrics as
+steps and the final metrics. Only the driver writes (a Ray Tune callback), so a sqlite store
+sees a single writer.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Metric, Param, RunStatus
+from mlflow.tracking import MlflowClient
+
+from nascomp.search.errors import TrackingError
+from nascomp.search.tracking.params import (
+    CONFIG_ARTIFACT,
+    config_document,
+    config_from_document,
+    decode_param,
+    display_params,
+)
+from nascomp.search.tracking.runlog import PARENT_TAG, TRIAL_TAG
+
+ROLE_TAG = "nascomp.role"
+STATUS_TAG = "nascomp.status"
+OBJECTIVES_TAG = "nascomp.objectives"
+CONSTRAINTS_TAG = "nascomp.constraints"
+FEASIBLE_TAG = "nascomp.feasible"
+HYPERVOLUME = "hypervolume"  # the parent run's metric, one step per ended trial
+SOURCE_TAG = "nascomp.reproduced_from"
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    run_id: str
+    trial_id: str
+    status: str
+    params: dict[str, Any]
+    metrics: dict[str, float]
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+class Tracker:
+    def __init__(self, uri: str, experiment: str) -> None:
+        self.uri = uri
+        self.experiment = experiment
+
+    @functools.cached_property
+    def client(self) -> MlflowClient:
+        # Lazy: a sqlite store is created on first use, and a search that fails its checks
+        # (tracking server, Ray address) must leave nothing behind.
+        return MlflowClient(tracking_uri=self.uri)
+
+    # ------------------------------------------------------------------ store and experiment
+    def check_reachable(self, timeout_s: float = 5.0) -> None:
+        """Fail early, before any trial starts, when an HTTP tracking server does not answer."""
+        if not self.uri.startswith(("http://", "https://")):
+            return
+        try:
+            with urllib.request.urlopen(
+                f"{self.uri.rstrip('/')}/health", timeout=timeout_s
+            ) as reply:
+                if reply.status == 200:
+                    return
+        except (urllib.error.URLError, OSError) as exc:
+            raise TrackingError(
+                f"tracking server {self.uri} is unreachable ({exc}); start it or fix --tracking-uri"
+            ) from None
+        raise TrackingError(f"tracking server {self.uri} answered /health with an error")
+
+    def experiment_id(self, create: bool = False) -> str:
+        found = self.client.get_experiment_by_name(self.experiment)
+        if found is not None:
+            return found.experiment_id
+        if not create:
+            raise TrackingError(f"no experiment named {self.experiment!r} in {self.uri}")
+        return self.client.create_experiment(
+            self.experiment, artifact_location=self._artifact_root()
+        )
+
+    def _artifact_root(self) -> str | None:
+        # With a sqlite file, keep artifacts next to it (not in whatever folder we run from),
+        # so `nascomp ui` started anywhere finds them. A server chooses its own root.
+        if self.uri.startswith("sqlite:///"):
+            db = Path(self.uri[len("sqlite:///") :])
+            return (db.parent / "mlartifacts" / self.experiment).resolve().as_uri()
+        return None
+
+    def runs_url(self, base_url: str | None = None) -> str:
+        base = base_url or (self.uri if self.uri.startswith("http") else "http://127.0.0.1:5000")
+        return f"{base.rstrip('/')}/#/experiments/{self.experiment_id()}/runs"
+
+    # ------------------------------------------------------------------ the search's parent run
+    def start_search(
+        self,
+        *,
+        run_name: str,
+        experiment_yaml: str,
+        space: list[dict],
+        objectives: dict[str, str],
+        git_commit: str | None,
+        constraints: list[str] | None = None,
+    ) -> str:
+        tags = {
+            ROLE_TAG: "search",
+            OBJECTIVES_TAG: json.dumps(objectives),
+            CONSTRAINTS_TAG: json.dumps(list(constraints or [])),
+        }
+        if git_commit:
+            tags["mlflow.source.git.commit"] = git_commit
+        run = self.client.create_run(self.experiment_id(create=True), run_name=run_name, tags=tags)
+        run_id = run.info.run_id
+        self.client.log_text(run_id, experiment_yaml, "experiment.yaml")
+        self.client.log_dict(run_id, {"params": space}, "space.json")
+        return run_id
+
+    def log_search_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+        now = int(time.time() * 1000)
+        self.client.log_batch(
+            run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()]
+        )
+
+    def finish_search(
+        self,
+        run_id: str,
+        front: list[TrialRecord],
+        objectives: dict[str, str],
+        status: str,
+        plot: Path | None = None,
+    ) -> None:
+        """Log the front (JSON) and the Pareto ``plot`` (a PNG file), then end the run."""
+        if front:
+            rows = [
+                {
+                    "rank": i + 1,
+                    "run_id": r.run_id,
+                    **{m: r.metrics.get(m) for m in objectives},
+                    "params": r.params,
+                }
+                for i, r in enumerate(front)
+            ]
+            self.client.log_dict(
+                run_id, {"objectives": objectives, "front": rows}, "pareto_front.json"
+            )
+        if plot is not None:
+            self.client.log_artifact(run_id, str(plot))
+        self.client.set_terminated(run_id, status)
+
+    # ------------------------------------------------------------------ reading back
+    def latest_search(self) -> str:
+        runs = self.client.search_runs(
+            [self.experiment_id()],
+            filter_string=f"tags.`{ROLE_TAG}` = 'search'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        if not runs:
+            raise TrackingError(f"experiment {self.experiment!r} has no nascomp search yet")
+        return runs[0].info.run_id
+
+    def objectives(self, search_run_id: str) -> dict[str, str]:
+        return json.loads(self.client.get_run(search_run_id).data.tags[OBJECTIVES_TAG])
+
+    def constraints(self, search_run_id: str) -> list[str]:
+        # Searches logged before constraints existed have no tag: no constraints.
+        tag = self.client.get_run(search_run_id).data.tags.get(CONSTRAINTS_TAG)
+        return json.loads(tag) if tag else []
+
+    def trials(self, search_run_id: str) -> list[TrialRecord]:
+        runs = self.client.search_runs(
+            [self.experiment_id()],
+            filter_string=f"tags.`{PARENT_TAG}` = '{search_run_id}'",
+            order_by=["attributes.start_time ASC"],
+            max_results=50000,
+        )
+        return [record_of(run) for run in runs]
+
+    def trial_record(self, run_id: str) -> TrialRecord:
+        return record_of(self.client.get_run(run_id))
+
+    def trial_config(self, record: TrialRecord) -> dict[str, Any]:
+        """The trial's flat config exactly as the search ran it: the JSON artifact, or for
+        runs logged before it existed, the params decoded by a guess of their types."""
+        import tempfile
+
+        listed = {item.path for item in self.client.list_artifacts(record.run_id)}
+        if CONFIG_ARTIFACT not in listed:
+            return dict(record.params)
+        with tempfile.TemporaryDirectory() as folder:
+            path = self.client.download_artifacts(record.run_id, CONFIG_ARTIFACT, folder)
+            document = json.loads(Path(path).read_text())
+        return config_from_document(document)
+
+    # ------------------------------------------------------------------ reproduce
+    def log_reproduction(
+        self,
+        source: TrialRecord,
+        config: dict[str, Any],
+        metrics: dict[str, float],
+        model: Any,
+        example: Any,
+    ) -> str:
+        import mlflow.pytorch
+
+        run = self.client.create_run(
+            self.experiment_id(),
+            run_name=f"reproduce-{source.run_id[:8]}",
+            tags={SOURCE_TAG: source.run_id, ROLE_TAG: "reproduce"},
+        )
+        run_id = run.info.run_id
+        self.client.log_batch(
+            run_id, params=[Param(k, v) for k, v in display_params(config).items()]
+        )
+        self.client.log_dict(run_id, config_document(config), CONFIG_ARTIFACT)
+        self.log_search_metrics(run_id, metrics)
+        mlflow.set_tracking_uri(self.uri)
+        with mlflow.start_run(run_id=run_id):
+            # pickle, not MLflow's default pt2: torch.export fixes the batch size to the example's.
+            info = mlflow.pytorch.log_model(
+                model, name="model", input_example=example.numpy(), serialization_format="pickle"
+            )
+        self.client.set_terminated(run_id, "FINISHED")
+        return info.model_uri
+
+    def reopen_search(self, run_id: str) -> None:
+        """A resumed search continues its parent run rather than opening another."""
+        self.client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+
+
+def record_of(run: Any) -> TrialRecord:
+    tags = run.data.tags
+    if run.info.status == RunStatus.to_string(RunStatus.FINISHED):
+        status = tags.get(STATUS_TAG, "ok")
+    elif run.info.status == RunStatus.to_string(RunStatus.FAILED):
+        status = "failed"
+    else:  # RUNNING, or KILLED by an interrupted search that --resume continues
+        status = tags.get(STATUS_TAG, run.info.status.lower())
+    return TrialRecord(
+        run_id=run.info.run_id,
+        trial_id=tags.get(TRIAL_TAG, ""),
+        status=status,
+        params={key: decode_param(value) for key, value in run.data.params.items()},
+        metrics=dict(run.data.metrics),
+        tags=dict(tags),
+    )

@@ -1,0 +1,1 @@
+"""The Ray Tune side of a search: the trainable, the searcher, the scheduler and callbacks."""

@@ -1,0 +1,249 @@
+"""The Ray Tune callback that writes a search into MLflow: one nested run per trial.
+
+It decides what to write and when; ``nascomp.search.tracking`` does the writing (the store
+client and its durable, batched queue), so this module never imports MLflow itself.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ray.tune import Callback
+
+from nascomp.search.front.hypervolume import HypervolumeHistory
+from nascomp.search.tracking.params import config_document, display_params
+from nascomp.search.tracking.runlog import TRIAL_TAG, RunLog
+from nascomp.search.tracking.store import (
+    FEASIBLE_TAG,
+    HYPERVOLUME,
+    STATUS_TAG,
+    Tracker,
+    TrialRecord,
+    record_of,
+)
+from nascomp.search.tune.searcher import INFO_PREFIX
+from nascomp.spaces.constraints import is_feasible, parse_constraints
+from nascomp.trainers.settings import METRICS
+
+# Ray adds bookkeeping keys (time_this_iter_s, pid, ...) to each result; log ours only.
+_LOGGED = {*METRICS, "loss", "train_accuracy", "epochs"}
+
+
+class MlflowTrialCallback(Callback):
+    """Ray Tune callback: one nested MLflow run per trial, metrics per epoch as steps; on the
+    parent run, the hypervolume of the feasible front after every ended trial.
+
+    Writes go through a :class:`search.runlog.RunLog`: a retried or resumed trial continues
+    its run, and writes wait in a journal while the tracking server is away.
+    """
+
+    def __init__(
+        self,
+        tracker: Tracker,
+        search_run_id: str,
+        objectives: dict[str, str],
+        constraints: list[str],
+        *,
+        journal: Path | None = None,
+        finisher: Callable[[str], None] | None = None,
+        echo: Any = print,
+    ) -> None:
+        self.tracker = tracker
+        self.search_run_id = search_run_id
+        self.objectives = dict(objectives)
+        self.constraints = parse_constraints(constraints, METRICS)
+        self.progress = HypervolumeHistory(self.objectives)
+        self.log = RunLog(
+            tracker.client,
+            tracker.experiment_id(),
+            search_run_id,
+            journal=journal,
+            finisher=finisher,
+            echo=echo,
+        )
+        self.open: set[str] = set()  # trials started and not yet ended
+        self._earlier: list | None = None  # runs found at setup, until the first step
+
+    def setup(self, **info: Any) -> None:
+        # A resumed search: its runs so far, and any journal a previous driver left.
+        self._earlier = self.log.load()
+        self.log.flush(force=True)
+
+    def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+        if self._earlier is None:
+            return
+        earlier, self._earlier = self._earlier, None
+        # Runs of trials that Tune's restored snapshot does not know: a killed driver started
+        # them after its last snapshot, and Tune runs new trials in their place. Their runs
+        # are deleted (MLflow keeps them as deleted) so that each trial has exactly one.
+        known = {trial.trial_id for trial in trials}
+        for run in earlier:
+            trial_id = run.data.tags.get(TRIAL_TAG)
+            if trial_id and trial_id not in known:
+                self.log.forget(trial_id)
+                self.log.submit({"op": "delete", "trial": trial_id})
+            elif trial_id in self.log.ended:
+                record = record_of(run)
+                self.progress.add(record.metrics if self._feasible(record) else None)
+
+    def _feasible(self, record: TrialRecord) -> bool:
+        if record.status != "ok":
+            return False
+        return record.tags.get(FEASIBLE_TAG, "true") == "true"
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if trial.trial_id in self.log.ended:
+            return  # its result is in MLflow already: Tune is only replaying it
+        self.open.add(trial.trial_id)
+        self.log.submit(
+            {
+                "op": "start",
+                "trial": trial.trial_id,
+                "name": f"trial-{trial.trial_id}",
+                "params": display_params(trial.config),
+                "config": config_document(trial.config),
+                "tags": {STATUS_TAG: "running"},
+            }
+        )
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        failures = getattr(trial, "num_failures", 0)
+        self.log.submit(
+            {
+                "op": "tags",
+                "trial": trial.trial_id,
+                "tags": {
+                    "nascomp.attempts": failures + 1,
+                    "nascomp.last_failure": _error_text(trial),
+                },
+            }
+        )
+
+    def on_trial_result(
+        self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
+    ) -> None:
+        if trial.trial_id in self.log.ended:
+            return
+        step = _step(result)
+        values = {
+            key: float(value)
+            for key, value in result.items()
+            if key in _LOGGED and isinstance(value, int | float) and not isinstance(value, bool)
+        }
+        if values:
+            self.log.submit(
+                {
+                    "op": "metrics",
+                    "trial": trial.trial_id,
+                    "step": step,
+                    "ts": int(time.time() * 1000),
+                    "values": values,
+                }
+            )
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if trial.trial_id in self.log.ended:
+            return
+        self.open.discard(trial.trial_id)
+        result = trial.last_result or {}
+        status = result.get("nascomp_status", "ok")
+        tags: dict[str, Any] = {STATUS_TAG: status}
+        if result.get("nascomp_reason"):
+            tags["nascomp.reason"] = str(result["nascomp_reason"])
+        if result.get("nascomp_node_id"):
+            tags["nascomp.node_id"] = str(result["nascomp_node_id"])
+        tags.update(
+            {
+                f"nascomp.{key[len(INFO_PREFIX) :]}": str(value)
+                for key, value in result.items()
+                if key.startswith(INFO_PREFIX)
+            }
+        )
+        if status == "ok" and self.constraints:
+            feasible = is_feasible(self.constraints, result)
+            tags[FEASIBLE_TAG] = str(feasible).lower()
+        else:
+            feasible = status == "ok"
+        self.log.submit(
+            {
+                "op": "end",
+                "trial": trial.trial_id,
+                "status": "FAILED" if status == "failed" else "FINISHED",
+                "tags": tags,
+                "artifacts": _artifacts(trial),
+            }
+        )
+        self._log_hypervolume(result if feasible else None)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if trial.trial_id in self.log.ended or trial.trial_id not in self.open:
+            return
+        self.open.discard(trial.trial_id)
+        tags = {STATUS_TAG: "failed", "nascomp.reason": _error_text(trial)}
+        self.log.submit({"op": "end", "trial": trial.trial_id, "status": "FAILED", "tags": tags})
+        self._log_hypervolume(None)
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        self.log.flush()  # retries buffered writes, at most every retry_s
+
+    def interrupted(self) -> None:
+        """The search stops before these trials end: their runs wait, KILLED, for --resume."""
+        for trial_id in sorted(self.open):
+            tags = {STATUS_TAG: "interrupted"}
+            self.log.submit({"op": "end", "trial": trial_id, "status": "KILLED", "tags": tags})
+        self.open.clear()
+
+    def _log_hypervolume(self, result: dict | None) -> None:
+        value = self.progress.add(result)
+        self.log.submit(
+            {
+                "op": "metrics",
+                "trial": None,
+                "step": self.progress.n_ended,
+                "ts": int(time.time() * 1000),
+                "values": {HYPERVOLUME: value},
+            }
+        )
+
+
+def _step(result: dict) -> int:
+    """An epoch's report is its epoch; the final one (which counts ``epochs``) the step after
+    the last epoch. Not Tune's training_iteration: after a restore it restarts from the
+    snapshot's count, and a resumed trial's steps would collide."""
+    if "epoch" in result:
+        return int(result["epoch"])
+    if "epochs" in result:
+        return int(result["epochs"]) + 1
+    return int(result.get("training_iteration", 0))
+
+
+def _artifacts(trial: Any) -> list[str]:
+    """The trial's compressed model, from its final checkpoint (search.trainable)."""
+    checkpoint = getattr(trial, "checkpoint", None)
+    folder = getattr(checkpoint, "path", None)
+    if not folder:
+        return []
+    return [
+        str(path)
+        for path in sorted(Path(folder).glob("model.nascomp*"))
+        + sorted(Path(folder).glob("skeleton.json"))
+    ]
+
+
+_EXCEPTION_LINE = re.compile(r"[A-Za-z_][\w.]*(Error|Exception|Interrupt)(\([\w.]*\))?: ")
+
+
+def _error_text(trial: Any) -> str:
+    path = getattr(trial, "error_file", None)
+    if path and Path(path).is_file():
+        # The exception's own line ("SomeError: message"): not the last line, since some
+        # exceptions print details after their message.
+        lines = [line for line in Path(path).read_text().splitlines() if line.strip()]
+        raised = [line for line in lines if _EXCEPTION_LINE.match(line)]
+        if raised or lines:
+            return (raised or lines)[-1]
+    return "trial failed"

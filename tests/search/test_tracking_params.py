@@ -1,0 +1,91 @@
+"""A trial's config comes back from MLflow value for value and type for type
+(search/tracking/params.py), on a real sqlite store, through the same RunLog ops the search
+writes; runs logged before the JSON artifact existed still read back from their params."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from nascomp.search.tracking.params import (
+    CONFIG_ARTIFACT,
+    PARAM_LIMIT,
+    config_document,
+    config_from_document,
+    decode_param,
+    display_params,
+)
+from nascomp.search.tracking.runlog import RunLog
+from nascomp.search.tracking.store import Tracker
+
+# Values that str() and a type guess get wrong: strings that look like numbers, literals or
+# JSON; ints against floats; a value longer than MLflow's param limit.
+TRICKY = {
+    "arch.family": "custom",
+    "arch.code": "007",
+    "arch.scale": "1e-3",
+    "arch.flag": "True",
+    "arch.none_word": "None",
+    "arch.json_word": "[1, 2]",
+    "arch.quoted": "it's",
+    "arch.width": 1.0,
+    "arch.depth": 1,
+    "arch.enabled": False,
+    "arch.nothing": None,
+    "arch.widths": [8, 16.5, "x"],
+    "data.root": "/data/" + "d" * (PARAM_LIMIT + 500),
+    "prune.ratio": 1e-05,
+}
+
+
+@pytest.fixture
+def tracker(tmp_path: Path) -> Tracker:
+    return Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "params")
+
+
+def _logged(tracker: Tracker, config: dict, with_config: bool = True) -> str:
+    parent = tracker.client.create_run(tracker.experiment_id(create=True)).info.run_id
+    log = RunLog(tracker.client, tracker.experiment_id(), parent)
+    op = {"op": "start", "trial": "t1", "name": "trial-t1", "params": display_params(config)}
+    if with_config:
+        op["config"] = config_document(config)
+    assert log.submit(op)
+    return log.run_ids["t1"]
+
+
+def test_the_config_comes_back_exactly(tracker: Tracker) -> None:
+    run_id = _logged(tracker, TRICKY)
+    record = tracker.trial_record(run_id)
+    back = tracker.trial_config(record)
+    assert back == TRICKY
+    assert {k: type(v) for k, v in back.items()} == {k: type(v) for k, v in TRICKY.items()}
+    # The params stay for the UI: strings, cut at MLflow's limit.
+    assert record.params["arch.width"] == 1.0 and len(record.tags) > 0
+    assert len(tracker.client.get_run(run_id).data.params["data.root"]) == PARAM_LIMIT
+
+
+def test_the_guess_from_params_is_what_the_artifact_fixes(tracker: Tracker) -> None:
+    """Without the artifact (runs of older nascomp) the params are decoded by a guess, which
+    loses types and long values: the reason for the artifact."""
+    run_id = _logged(tracker, TRICKY, with_config=False)
+    guessed = tracker.trial_config(tracker.trial_record(run_id))
+    assert guessed["arch.width"] == 1.0 and guessed["prune.ratio"] == 1e-05
+    assert guessed["arch.nothing"] is None and guessed["arch.enabled"] is False
+    assert guessed["arch.code"] == 7  # the string "007" came back a number
+    assert guessed["arch.flag"] is True
+    assert len(guessed["data.root"]) == PARAM_LIMIT  # cut
+
+
+def test_decode_param_known_answers() -> None:
+    assert decode_param("3") == 3 and isinstance(decode_param("3"), int)
+    assert decode_param("0.5") == 0.5
+    assert decode_param("None") is None and decode_param("False") is False
+    assert decode_param("['a', 'b']") == ["a", "b"]
+    assert decode_param("residual") == "residual"
+
+
+def test_a_document_of_another_format_is_refused() -> None:
+    assert config_from_document(config_document({"a": 1})) == {"a": 1}
+    with pytest.raises(ValueError, match=CONFIG_ARTIFACT):
+        config_from_document({"format": 99, "config": {}})
