@@ -86,7 +86,8 @@ def pinned_trial_config(overrides: dict[str, Any]) -> dict[str, Any]:
     """The same config as :func:`fixed_trial_config` without importing Optuna, Ray or MLflow.
 
     For machines that only have the trial's own dependencies (the GPU machine): the fixed
-    parameters of an all-fixed space are taken as ``search.optuna_space.suggest`` takes them.
+    parameters of an all-fixed space are taken as ``nascomp.search.samplers.space.suggest``
+    takes them.
     """
     from nascomp.search.experiment import load_experiment, trial_constants
 

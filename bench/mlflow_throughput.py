@@ -17,10 +17,11 @@ same time, and the two take turns in every measurement:
 
 * metrics per second, side by side in each round (the order rotating between rounds, because
   the machine is shared): one metric per call (``MlflowClient.log_metric``), 8 metrics per call
-  (``log_batch``, about what ``search/tracking.py`` logs per epoch of a trial) and 1,000 metrics
+  (``log_batch``, about what ``search/tracking/`` logs per epoch of a trial) and 1,000 metrics
   per call (``log_batch`` of a large batch); the batched / one-per-call ratio per round;
-* trial lifecycles through the real driver-side callback (``search.tracking.MlflowTrialCallback``
-  writing through ``search.runlog.RunLog``, fed stand-ins for Ray Tune's trial objects), in
+* trial lifecycles through the real driver-side callback
+  (``nascomp.search.tune.callbacks.MlflowTrialCallback`` writing through
+  ``nascomp.search.tracking.runlog.RunLog``, fed stand-ins for Ray Tune's trial objects), in
   blocks: each block is a small search (its own parent run and journal file, as
   ``search/driver.py`` sets them up) of ``--trials`` trials run ``--slots`` at a time, whose
   events come in the order a Tune driver receives them (``tune_schedule``: trials of different
@@ -580,7 +581,7 @@ def lifecycles(urls: dict[str, str], folder: Path, args: argparse.Namespace) -> 
                 blocks[(name, batch_s)].append(block)
         loads.append(os.getloadavg()[0])
     print(
-        f"\ntrial lifecycles through search.tracking.MlflowTrialCallback: {args.lifecycle_rounds} "
+        f"\ntrial lifecycles through the MlflowTrialCallback: {args.lifecycle_rounds} "
         f"rounds of {args.trials} trials, {args.slots} at a time, interleaved as Tune delivers "
         f"them; {len(config)} params, {args.epochs} epoch results + the final result, end "
         f"tags, set_terminated, parent hypervolume per trial; on_step_end after every event, "

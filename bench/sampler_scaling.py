@@ -7,9 +7,10 @@
 Ray's OptunaSearch asks its sampler for every new trial in the driver process, one after
 another, so the sampler's time per suggestion caps how fast a search can hand out trials,
 whatever the number of GPUs. This measures it for the quickstart experiment's sampler
-(``spaces/quickstart.yaml``: ``search.sampler``, built by ``search.optuna_space.make_sampler``)
-on the real joint space (``search.optuna_space.DefineByRun``), against Optuna's random and TPE
-samplers (``search.sampler=random`` / ``tpe``), in one run.
+(``spaces/quickstart.yaml``: ``search.sampler``, built by
+``nascomp.search.samplers.make_sampler``) on the real joint space
+(``nascomp.search.samplers.space.DefineByRun``), against Optuna's random and TPE samplers
+(``search.sampler=random`` / ``tpe``), in one run.
 
 A study is fast-forwarded to N finished trials with ``Study.add_trials`` of a pre-made history:
 N points drawn at random from the space, with synthetic objective values (a cheap deterministic
@@ -175,7 +176,8 @@ def component_ms(
 ) -> tuple[dict[str, float], np.ndarray]:
     """The non-dominated rank of every trial (0 = the Pareto front), and ms of the two steps
     that grow with N inside a ``pls`` ask and of a faster equivalent: the ranks of every
-    finished trial by ``search.pareto.non_dominated_sort`` (which ``pls`` runs on each ask),
+    finished trial by ``nascomp.search.front.pareto.non_dominated_sort`` (which ``pls`` runs
+    on each ask),
     the same ranks by Optuna's own routine (what NSGA-II and TPE use), and one exact
     hypervolume of the front (``pls`` computes two per candidate neighbour)."""
     from nascomp.search.compat.optuna import fast_non_domination_rank
@@ -261,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
             f"\nN={n:,}: front {np.sum(ranks == 0)} points, {ranks.max() + 1} non-dominated "
             f"ranks; pickled study "
             f"{megabytes:.1f} MB in {pickle_ms:.0f} ms; load average {os.getloadavg()[0]:.2f}\n"
-            f"  ranks of all N: search.pareto.non_dominated_sort {parts['nascomp_sort']:.1f} ms, "
+            f"  ranks of all N: non_dominated_sort {parts['nascomp_sort']:.1f} ms, "
             f"optuna _fast_non_domination_rank {parts['optuna_sort']:.1f} ms; "
             f"hypervolume of the front once {parts['front_hypervolume']:.1f} ms"
         )

@@ -13,15 +13,15 @@ number of trials after which its mean curve first matches random search's 200-tr
 how the worst seeds end (the lowest final fraction, and how many seeds end below 0.96).
 
 What it measures is what ``nascomp search examples/nb201.yaml`` does: the same experiment file,
-the same space (``spaces`` + ``search.optuna_space.DefineByRun``), the same samplers
-(``search.optuna_space.make_sampler``, given the space's features as the driver does) and the
+the same space (``spaces`` + ``nascomp.search.samplers.space.DefineByRun``), the same samplers
+(``nascomp.search.samplers.make_sampler``, given the space's features as the driver does) and the
 same trial function (``trainers.nb201_lookup.run_lookup_trial``). Only Ray is left out: trials
 run one after another in this process, so 10+ seeds x 200 trials x several strategies take
 minutes, not hours. (With ``search.concurrent`` > 1, Ray asks the sampler before earlier trials
 finish, which can only make a model-based strategy slightly less informed per trial.)
 
 Hypervolume rule here: objectives minimised, normalised so the exact front's ideal point is 0
-and its nadir 1, reference point 1.1 per objective (search/hypervolume.py).
+and its nadir 1, reference point 1.1 per objective (search/front/hypervolume.py).
 """
 
 from __future__ import annotations

@@ -205,7 +205,7 @@ class _SearchRun:
                 callbacks=callbacks,
                 # A trial whose worker dies restarts from its last epoch's checkpoint. Tune
                 # keeps them all; CheckpointRetention deletes the ones no snapshot can name
-                # any more (search/retention.py; docs/scaling.md: checkpoint storage).
+                # any more (search/tune/retention.py; docs/scaling.md: checkpoint storage).
                 failure_config=tune.FailureConfig(max_failures=search.max_failures),
                 verbose=0,
             ),

@@ -2,8 +2,8 @@
 
 The search's result folder holds ``nascomp.json`` (which parent run, which store) and
 ``mlflow-pending.jsonl`` (the writes not yet applied, in order). Replaying applies them with the
-same code the search uses (``search.runlog``), so a trial's run is found by its tag rather than
-opened twice, and the parent run gets its front, plot and status last.
+same code the search uses (``nascomp.search.tracking.runlog``), so a trial's run is found by
+its tag rather than opened twice, and the parent run gets its front, plot and status last.
 """
 
 from __future__ import annotations

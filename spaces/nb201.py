@@ -55,8 +55,9 @@ class PathEncoding:
     zeros when one of them is ``none`` (the path carries nothing). Edge one-hots alone make a
     model guess how the 6 edges combine; paths say it: a ``none`` cuts every path through its
     edge, and a cell's depth is the longest live path. ``params`` are the Optuna names of the
-    6 edges (``arch.edge0`` ...). Used by the ``pls`` sampler (``search.pareto_local_sampler``);
-    bench/search_efficiency.py measured what it gains.
+    6 edges (``arch.edge0`` ...). Used by the ``pls`` sampler
+    (``nascomp.search.samplers.pareto_local``); bench/search_efficiency.py measured what it
+    gains.
     """
 
     params: tuple[str, ...]

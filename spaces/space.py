@@ -122,7 +122,7 @@ class SpaceConfig(SpecSection):
 
     def features(self) -> PathEncoding | None:
         """What the space adds to the ``pls`` sampler's model besides the parameters' one-hots
-        (``search.pareto_local_sampler.Features``): an nb201 cell's paths, else nothing."""
+        (``nascomp.search.samplers.pareto_local.Features``): an nb201 cell's paths, else nothing."""
         return self.arch.features()
 
     def distillation_possible(self) -> bool:

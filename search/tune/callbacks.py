@@ -37,8 +37,8 @@ class MlflowTrialCallback(Callback):
     """Ray Tune callback: one nested MLflow run per trial, metrics per epoch as steps; on the
     parent run, the hypervolume of the feasible front after every ended trial.
 
-    Writes go through a :class:`search.runlog.RunLog`: a retried or resumed trial continues
-    its run, and writes wait in a journal while the tracking server is away.
+    Writes go through a :class:`nascomp.search.tracking.runlog.RunLog`: a retried or resumed
+    trial continues its run, and writes wait in a journal while the tracking server is away.
     """
 
     def __init__(
@@ -222,7 +222,7 @@ def _step(result: dict) -> int:
 
 
 def _artifacts(trial: Any) -> list[str]:
-    """The trial's compressed model, from its final checkpoint (search.trainable)."""
+    """The trial's compressed model, from its final checkpoint (nascomp.search.tune.trainable)."""
     checkpoint = getattr(trial, "checkpoint", None)
     folder = getattr(checkpoint, "path", None)
     if not folder:

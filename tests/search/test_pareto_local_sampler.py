@@ -1,4 +1,4 @@
-"""Known answers for the ``pls`` sampler (search/pareto_local_sampler.py) on a 27-point space."""
+"""Known answers for the ``pls`` sampler (search/samplers/pareto_local.py) on a 27-point space."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Checkpoint retention (search/retention.py): what a snapshot named survives the next one."""
+"""Checkpoint retention (search/tune/retention.py): what a snapshot named survives the next one."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""The buffered MLflow writes (search/runlog.py) on a real sqlite store; an outage is a client
-whose calls fail for a while, as an unreachable server's do."""
+"""The buffered MLflow writes (search/tracking/runlog.py) on a real sqlite store; an outage is a
+client whose calls fail for a while, as an unreachable server's do."""
 
 from __future__ import annotations
 

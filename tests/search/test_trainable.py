@@ -1,4 +1,4 @@
-"""How a trial's own failures become outcomes (search/trainable.py), without Ray: the trial
+"""How a trial's own failures become outcomes (search/tune/trainable.py), without Ray: the trial
 that diverges or runs out of memory ends failed with its reason; other errors propagate, so
 Tune retries them (a worker that died, a bug). And which checkpoint a restarted trial takes."""
 
