@@ -25,11 +25,8 @@ from nascomp.trainers.config import flatten
 from nascomp.trainers.nb201_lookup import Nb201LookupConfig
 from nascomp.trainers.settings import (
     METRICS,
-    DataConfig,
-    MeasureConfig,
     Section,
-    TeacherConfig,
-    TrainConfig,
+    TrainingSections,
 )
 from nascomp.trainers.teacher import TeacherJob
 
@@ -105,18 +102,14 @@ class TrackingConfig(Section):
         return uri
 
 
-class Experiment(Section):
+class Experiment(TrainingSections):
     """A whole search: what to search over, how to train, where to log."""
 
-    data: DataConfig = Field(default_factory=DataConfig)
     space: SpaceConfig = Field(default_factory=SpaceConfig)
     objectives: dict[str, Literal["min", "max"]] = Field(
         default_factory=lambda: {"val_accuracy": "max", "size_bytes": "min"}
     )
     search: SearchConfig = Field(default_factory=SearchConfig)
-    train: TrainConfig = Field(default_factory=TrainConfig)
-    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
-    measure: MeasureConfig = Field(default_factory=MeasureConfig)
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     storage: str = Field("nascomp-results", description="folder for Ray Tune's results")

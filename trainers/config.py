@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from nascomp.compressors.pruning import PruneConfig
 from nascomp.compressors.quantization import QuantConfig
 from nascomp.spaces.space import arch_from_flat
-from nascomp.trainers.settings import DataConfig, MeasureConfig, TeacherConfig, TrainConfig
+from nascomp.trainers.settings import TrainingSections
 
 
 class _Section(BaseModel):
@@ -31,16 +31,12 @@ class DistillSettings(_Section):
     feature_weight: float = Field(1.0, gt=0.0)
 
 
-class TrialConfig(_Section):
+class TrialConfig(TrainingSections):
     arch: dict[str, Any]
     # The compressors' own configs, validated by them: one definition of each setting.
     prune: PruneConfig = Field(default_factory=PruneConfig)
     quant: QuantConfig = Field(default_factory=QuantConfig)
     distill: DistillSettings = Field(default_factory=DistillSettings)
-    data: DataConfig = Field(default_factory=DataConfig)
-    train: TrainConfig = Field(default_factory=TrainConfig)
-    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
-    measure: MeasureConfig = Field(default_factory=MeasureConfig)
     seed: int = 0
     threads: int = Field(1, ge=1)
     device: str = "cpu"

@@ -135,3 +135,13 @@ class MeasureConfig(Section):
     latency_batch_size: int = Field(64, ge=1)
     n_warmup: int = Field(5, ge=0)
     n_repeat: int = Field(20, ge=1)
+
+
+class TrainingSections(Section):
+    """The sections a trial trains and measures by: the experiment file has them, and a trial's
+    config carries them as they are (``TrialConfig``)."""
+
+    data: DataConfig = Field(default_factory=DataConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    measure: MeasureConfig = Field(default_factory=MeasureConfig)

@@ -8,8 +8,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-from optuna.distributions import BaseDistribution, FloatDistribution, IntDistribution
-from optuna.samplers import BaseSampler
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+from optuna.samplers import BaseSampler, RandomSampler
 from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
@@ -30,6 +35,17 @@ def numeric_step(value: float, dist: FloatDistribution | IntDistribution, rng: A
         moved = dist.low + round((moved - dist.low) / dist.step) * dist.step
     moved = min(dist.high, max(dist.low, moved))
     return round(moved) if isinstance(dist, IntDistribution) else float(moved)
+
+
+def perturb(value: Any, dist: BaseDistribution, rng: np.random.Generator) -> Any:
+    """One random move of ``value``: another choice of a categorical, a numeric step of a
+    number (:func:`numeric_step`)."""
+    if isinstance(dist, CategoricalDistribution):
+        others = [choice for choice in dist.choices if choice != value]
+        return others[int(rng.integers(len(others)))] if others else value
+    if isinstance(dist, FloatDistribution | IntDistribution):
+        return numeric_step(value, dist, rng)
+    raise TypeError(f"cannot perturb a {type(dist).__name__}")
 
 
 def contains(dist: BaseDistribution, value: Any) -> bool:
@@ -74,3 +90,61 @@ def minimised(trials: Sequence[FrozenTrial], directions: Sequence[StudyDirection
     return to_minimise(
         np.array([t.values for t in trials], dtype=float).reshape(-1, len(modes)), modes
     )
+
+
+class ParentSampler(BaseSampler):
+    """What both local searches do around a trial's parent (the front member whose neighbour
+    the trial is, chosen in ``sample_relative``): each remaining parameter takes the parent's
+    value, moved with probability 1 / its number of parameters, or a random draw when the
+    parent had no valid value for it. Before a trial has a parent, the ``first`` sampler
+    (warm-up or start design) serves it.
+
+    Subclasses set ``_rng``, ``_random``, ``_parents`` (trial number -> parent params) and
+    ``_constraints_func``, and name their first sampler.
+    """
+
+    _rng: np.random.Generator
+    _random: RandomSampler
+    _parents: dict[int, Any]
+    _constraints_func: Constraints | None
+
+    def _first(self) -> BaseSampler:
+        raise NotImplementedError
+
+    def _without_parent(
+        self, study: Study, trial: FrozenTrial, name: str, dist: BaseDistribution
+    ) -> Any:
+        return self._first().sample_independent(study, trial, name, dist)
+
+    def reseed_rng(self) -> None:
+        self._rng = np.random.default_rng()
+        self._random.reseed_rng()
+        self._first().reseed_rng()
+
+    def sample_independent(
+        self,
+        study: Study,
+        trial: FrozenTrial,
+        param_name: str,
+        param_distribution: BaseDistribution,
+    ) -> Any:
+        parent = self._parents.get(trial.number)
+        if parent is None:
+            return self._without_parent(study, trial, param_name, param_distribution)
+        value = parent.get(param_name)
+        if param_name not in parent or not contains(param_distribution, value):
+            return self._random.sample_independent(study, trial, param_name, param_distribution)
+        if self._rng.random() < 1.0 / len(parent):
+            return perturb(value, param_distribution, self._rng)
+        return value
+
+    def after_trial(
+        self,
+        study: Study,
+        trial: FrozenTrial,
+        state: TrialState,
+        values: Sequence[float] | None,
+    ) -> None:
+        self._parents.pop(trial.number, None)
+        record_constraints(self._constraints_func, self._first(), study, trial, state)
+        self._first().after_trial(study, trial, state, values)

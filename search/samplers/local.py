@@ -21,15 +21,11 @@ drawn at random.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from optuna.distributions import (
     BaseDistribution,
-    CategoricalDistribution,
-    FloatDistribution,
-    IntDistribution,
 )
 from optuna.samplers import BaseSampler, RandomSampler
 from optuna.search_space import IntersectionSearchSpace
@@ -43,7 +39,7 @@ from nascomp.search.samplers._common import Constraints
 _MAX_REDRAWS = 50
 
 
-class ParetoLocalSampler(BaseSampler):
+class ParetoLocalSampler(common.ParentSampler):
     def __init__(
         self,
         *,
@@ -61,10 +57,8 @@ class ParetoLocalSampler(BaseSampler):
         # trial id -> the parent's params, or None while the warmup sampler serves the trial
         self._parents: dict[int, dict[str, Any] | None] = {}
 
-    def reseed_rng(self) -> None:
-        self._rng = np.random.default_rng()
-        self._random.reseed_rng()
-        self._warmup.reseed_rng()
+    def _first(self) -> BaseSampler:
+        return self._warmup
 
     def before_trial(self, study: Study, trial: FrozenTrial) -> None:
         front = self._front(study) if trial.number >= self._n_warmup else []
@@ -94,40 +88,14 @@ class ParetoLocalSampler(BaseSampler):
         for n_changes in range(1, _MAX_REDRAWS + 1):
             changed = set(self._rng.choice(names, size=min(n_changes, len(names)), replace=False))
             child = {
-                name: self._mutate(parent[name], dist) if name in changed else parent[name]
+                name: common.perturb(parent[name], dist, self._rng)
+                if name in changed
+                else parent[name]
                 for name, dist in search_space.items()
             }
             if common.key(child, search_space) not in tried:
                 return child
         return {}  # the neighbourhood is exhausted: the rest is drawn at random
-
-    def sample_independent(
-        self,
-        study: Study,
-        trial: FrozenTrial,
-        param_name: str,
-        param_distribution: BaseDistribution,
-    ) -> Any:
-        parent = self._parents.get(trial.number)
-        if parent is None:
-            return self._warmup.sample_independent(study, trial, param_name, param_distribution)
-        value = parent.get(param_name)
-        if param_name not in parent or not common.contains(param_distribution, value):
-            return self._random.sample_independent(study, trial, param_name, param_distribution)
-        if self._rng.random() < 1.0 / len(parent):
-            return self._mutate(value, param_distribution)
-        return value
-
-    def after_trial(
-        self,
-        study: Study,
-        trial: FrozenTrial,
-        state: TrialState,
-        values: Sequence[float] | None,
-    ) -> None:
-        self._parents.pop(trial.number, None)
-        common.record_constraints(self._constraints_func, self._warmup, study, trial, state)
-        self._warmup.after_trial(study, trial, state, values)
 
     # ------------------------------------------------------------------ helpers
     def _front(self, study: Study) -> list[FrozenTrial]:
@@ -142,11 +110,3 @@ class ParetoLocalSampler(BaseSampler):
             pool = [t for t, v in zip(done, violation, strict=True) if v <= 0]
         values = common.minimised(pool, study.directions)
         return [pool[i] for i in np.flatnonzero(non_dominated_mask(values))]
-
-    def _mutate(self, value: Any, dist: BaseDistribution) -> Any:
-        if isinstance(dist, CategoricalDistribution):
-            others = [choice for choice in dist.choices if choice != value]
-            return others[int(self._rng.integers(len(others)))] if others else value
-        if isinstance(dist, FloatDistribution | IntDistribution):
-            return common.numeric_step(value, dist, self._rng)
-        raise TypeError(f"cannot mutate a {type(dist).__name__}")

@@ -110,7 +110,7 @@ class Features(Protocol):
         ...
 
 
-class ParetoLocalSearchSampler(BaseSampler):
+class ParetoLocalSearchSampler(common.ParentSampler):
     def __init__(
         self,
         *,
@@ -159,10 +159,8 @@ class ParetoLocalSearchSampler(BaseSampler):
         state.setdefault("_design", {})
         self.__dict__.update(state)
 
-    def reseed_rng(self) -> None:
-        self._rng = np.random.default_rng()
-        self._random.reseed_rng()
-        self._startup.reseed_rng()
+    def _first(self) -> BaseSampler:
+        return self._startup
 
     def _in_startup(self, trial: FrozenTrial) -> bool:
         return trial.number < self._n_startup
@@ -203,31 +201,18 @@ class ParetoLocalSearchSampler(BaseSampler):
                     return child
         return {}  # every rank's neighbourhood is exhausted: the rest is drawn at random
 
-    def sample_independent(
-        self,
-        study: Study,
-        trial: FrozenTrial,
-        param_name: str,
-        param_distribution: BaseDistribution,
+    def _without_parent(
+        self, study: Study, trial: FrozenTrial, name: str, dist: BaseDistribution
     ) -> Any:
-        parent = self._parents.get(trial.number)
         if (
-            parent is None
-            and self._balanced_start
+            self._balanced_start
             and self._in_startup(trial)
-            and isinstance(param_distribution, CategoricalDistribution)
+            and isinstance(dist, CategoricalDistribution)
         ):
-            choices = param_distribution.choices
-            return choices[self._start_design(param_name, len(choices))[trial.number]]
-        if parent is None:
-            sampler = self._startup if self._in_startup(trial) else self._random
-            return sampler.sample_independent(study, trial, param_name, param_distribution)
-        value = parent.get(param_name)
-        if param_name not in parent or not common.contains(param_distribution, value):
-            return self._random.sample_independent(study, trial, param_name, param_distribution)
-        if self._rng.random() < 1.0 / len(parent):
-            return _perturb(value, param_distribution, self._rng)
-        return value
+            choices = dist.choices
+            return choices[self._start_design(name, len(choices))[trial.number]]
+        sampler = self._startup if self._in_startup(trial) else self._random
+        return sampler.sample_independent(study, trial, name, dist)
 
     def after_trial(
         self,
@@ -236,10 +221,8 @@ class ParetoLocalSearchSampler(BaseSampler):
         state: TrialState,
         values: Sequence[float] | None,
     ) -> None:
-        self._parents.pop(trial.number, None)
         self._pending.pop(trial.number, None)
-        common.record_constraints(self._constraints_func, self._startup, study, trial, state)
-        self._startup.after_trial(study, trial, state, values)
+        super().after_trial(study, trial, state, values)
 
     # ------------------------------------------------------------------ helpers
     def _start_design(self, name: str, n_choices: int) -> list[int]:
@@ -613,12 +596,3 @@ def _shift(value: float, dist: FloatDistribution | IntDistribution, fraction: fl
         moved = value + n_steps * step
     moved = min(dist.high, max(dist.low, moved))
     return round(moved) if isinstance(dist, IntDistribution) else float(moved)
-
-
-def _perturb(value: Any, dist: BaseDistribution, rng: np.random.Generator) -> Any:
-    if isinstance(dist, CategoricalDistribution):
-        others = [choice for choice in dist.choices if choice != value]
-        return others[int(rng.integers(len(others)))] if others else value
-    if isinstance(dist, FloatDistribution | IntDistribution):
-        return common.numeric_step(value, dist, rng)
-    raise TypeError(f"cannot perturb a {type(dist).__name__}")
