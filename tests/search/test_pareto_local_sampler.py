@@ -180,7 +180,7 @@ def test_front_with_every_single_move_tried_moves_on_by_an_exchange() -> None:
         )
         trial = study.ask()
         child = tuple(trial.suggest_categorical(n, CHOICES) for n in names)
-        parent = sampler._parents[trial._trial_id]
+        parent = sampler._parents[trial.number]
         return tuple(parent[n] for n in names), child
 
     parent, child = next_move(True)
@@ -200,7 +200,7 @@ def test_no_point_repeats_and_parents_come_from_the_feasible_front(order: str) -
 
     def objective(trial: optuna.Trial) -> tuple[float, float]:
         params = _suggest(trial)
-        parent = sampler._parents.get(trial._trial_id)
+        parent = sampler._parents.get(trial.number)
         if trial.number >= 3 and parent is not None:
             _check_parent(study, parent, params)
         return _values(params)
@@ -386,7 +386,7 @@ def _search_with_dead_c(seed: int, features: _DeadWhenAIsZero) -> tuple[optuna.S
 
     def objective(trial: optuna.Trial) -> tuple[float, float]:
         params = _suggest(trial)
-        if trial._trial_id in sampler._parents:
+        if trial.number in sampler._parents:
             proposed.append(trial.number)
         return _values(features.canonical(params))
 
@@ -431,7 +431,7 @@ def test_a_front_member_with_dead_ops_gets_its_cheaper_form_tried() -> None:
     assert {"a": 0, "b": 1, "c": 2} in [t.params for t in study.best_trials]
     trial = study.ask()
     assert _suggest(trial) == twin
-    assert sampler._parents[trial._trial_id] == {"a": 0, "b": 1, "c": 2}
+    assert sampler._parents[trial.number] == {"a": 0, "b": 1, "c": 2}
 
 
 def test_revivals_make_a_path_cut_twice_live() -> None:
