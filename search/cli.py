@@ -21,8 +21,8 @@ from nascomp.search.errors import (
     TrackingOutage,
 )
 from nascomp.search.experiment import TrackingConfig, load_experiment
-from nascomp.spaces.models import describe_arch
-from nascomp.spaces.space import arch_from_flat
+from nascomp.search.front.report import fmt as _fmt
+from nascomp.trainers.config import describe_trial
 
 EXIT_USAGE = 2
 EXIT_UNLOGGED = 3  # the search ran, but its last results are only in its result folder
@@ -310,15 +310,18 @@ def cmd_pareto(args: argparse.Namespace) -> int:
 def _write_plot(
     tracker: Any, search_run: str, front: list, objectives: dict[str, str], path: Path
 ) -> None:
-    from nascomp.search.driver import feasible_trials
-    from nascomp.search.front.plot import write_plot
+    from nascomp.search.front.plot import write_html, write_plot
+    from nascomp.search.front.selection import feasible_trials
 
     trials = feasible_trials(
         tracker.trials(search_run), objectives, tracker.constraints(search_run)
     )
     if not trials:
         raise ValueError("nothing to plot: no feasible trial finished in this search")
-    write_plot(trials, front, objectives, path, search_run)
+    if path.suffix.lower() in (".html", ".htm"):  # the interactive page
+        write_html(trials, front, objectives, path, describe=lambda t: describe_trial(t.params))
+    else:
+        write_plot(trials, front, objectives, path, search_run)
     print(f"plot written to {path}", file=sys.stderr)
 
 
@@ -342,34 +345,6 @@ def _print_front(front: list, objectives: dict[str, str], search_run: str) -> No
             for k, (c, w) in enumerate(zip(row, widths, strict=True))
         ]
         print("  " + "  ".join(cells))
-
-
-def describe_trial(params: dict[str, Any]) -> str:
-    """One line naming a trial's model: its family's own description, then the compression."""
-    arch = describe_arch(arch_from_flat(params))
-    if params.get("trial") == "nb201_lookup":
-        return f"{arch} | NAS-Bench-201 {params.get('nb201.dataset')} lookup"
-    method = params.get("prune.method", "none")
-    prune = (
-        f"prune {method} {float(params.get('prune.ratio', 0)):.2f}"
-        if method != "none"
-        else "no prune"
-    )
-    bits = f"{params.get('quant.bits', 32)} bit"
-    distill = (
-        f"KD T={float(params['distill.temperature']):.1f}"
-        if params.get("distill.enabled")
-        else "no KD"
-    )
-    return f"{arch} | {prune} | {bits} | {distill}"
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "-"
-    if float(value).is_integer() and abs(value) >= 10:
-        return f"{int(value):,}"
-    return f"{value:.4f}"
 
 
 # --------------------------------------------------------------------------- reproduce

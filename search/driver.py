@@ -18,7 +18,8 @@ import yaml
 from nascomp.search.compat import ray as ray_compat
 from nascomp.search.errors import SearchError, SearchInterrupted, TrackingOutage
 from nascomp.search.experiment import Experiment, teacher_job, trial_constants
-from nascomp.search.front.plot import write_plot
+from nascomp.search.front.plot import write_html, write_plot
+from nascomp.search.front.report import front_markdown, record_rows
 from nascomp.search.front.selection import feasible_trials, select_front
 from nascomp.search.resume import find_resumable, folder_name, set_state, write_manifest
 from nascomp.search.samplers import make_sampler
@@ -29,6 +30,7 @@ from nascomp.search.tune.callbacks import MlflowTrialCallback
 from nascomp.search.tune.retention import CheckpointRetention
 from nascomp.search.tune.searcher import ConstraintsFromAttr, NascompOptunaSearch
 from nascomp.spaces.constraints import parse_constraints
+from nascomp.trainers.config import describe_trial
 from nascomp.trainers.settings import METRICS
 from nascomp.trainers.teacher import load_or_train_teacher
 
@@ -67,7 +69,7 @@ def run_search(
     check_ray_address(address)
     previous = find_resumable(experiment, resume) if resume else None
     constants = trial_base(experiment)
-    teacher_state, teacher_facts = _prepare_teacher(experiment, echo)
+    teacher_state, teacher_facts, teacher_epochs = _prepare_teacher(experiment, echo)
 
     import ray
 
@@ -97,6 +99,12 @@ def run_search(
         if teacher_facts:
             facts = {k: v for k, v in teacher_facts.items() if isinstance(v, float)}
             tracker.log_search_metrics(search_run_id, facts)
+        for epoch in teacher_epochs:  # the teacher's training curve, on the parent run
+            tracker.log_search_metrics(
+                search_run_id,
+                {"teacher_loss": epoch["loss"], "teacher_train_accuracy": epoch["train_accuracy"]},
+                step=int(epoch["epoch"]),
+            )
     try:
         run = _SearchRun(experiment, tracker, search_run_id, folder, echo)
         searcher = run.fit(constants, teacher_state, restore=previous is not None)
@@ -158,7 +166,14 @@ class _SearchRun:
             done = sum(t.status not in ended for t in self.tracker.trials(self.search_run_id))
         callbacks = [
             self.callback,
-            ProgressLine(search.trials, self.experiment.objectives, self.echo, n_done=done),
+            ProgressLine(
+                search.trials,
+                self.experiment.objectives,
+                self.echo,
+                n_done=done,
+                # Redrawn in place only where a person watches a terminal.
+                live=sys.stdout if self.echo is print and sys.stdout.isatty() else None,
+            ),
             CheckpointRetention(),
         ]
         if restore:
@@ -243,12 +258,28 @@ def finish_search(tracker: Tracker, search_run_id: str, status: str) -> None:
     trials = tracker.trials(search_run_id)
     front = select_front(trials, objectives, constraints)
     done = feasible_trials(trials, objectives, constraints)
+    note = front_markdown(
+        record_rows(front, describe_trial),
+        objectives,
+        tracker.experiment_id(),
+        final=True,
+        n_trials=sum(t.status not in ("running", "interrupted") for t in trials),
+    )
     if not done:
-        tracker.finish_search(search_run_id, front, objectives, status)
+        tracker.finish_search(search_run_id, front, objectives, status, note=note)
         return
     with tempfile.TemporaryDirectory() as folder:
-        plot = write_plot(done, front, objectives, Path(folder) / "pareto.png", search_run_id)
-        tracker.finish_search(search_run_id, front, objectives, status, plot=plot)
+        files = [
+            write_plot(done, front, objectives, Path(folder) / "pareto.png", search_run_id),
+            write_html(
+                done,
+                front,
+                objectives,
+                Path(folder) / "pareto.html",
+                describe=lambda t: describe_trial(t.params),
+            ),
+        ]
+        tracker.finish_search(search_run_id, front, objectives, status, files=files, note=note)
 
 
 def _searcher(experiment: Experiment, constants: dict[str, Any]) -> NascompOptunaSearch:
@@ -318,10 +349,25 @@ def trial_base(experiment: Experiment) -> dict[str, Any]:
     return constants
 
 
-def _prepare_teacher(experiment: Experiment, echo: Any) -> tuple[dict | None, dict[str, float]]:
+def _prepare_teacher(
+    experiment: Experiment, echo: Any
+) -> tuple[dict | None, dict[str, float], list[dict[str, float]]]:
+    """The teacher's weights, facts about it, and its epochs when it was trained now (each
+    echoed as it ends: a teacher can take minutes before the first trial starts)."""
     if experiment.trial != "train" or not experiment.space.distillation_possible():
-        return None, {}
-    state, facts = load_or_train_teacher(teacher_job(experiment))
+        return None, {}, []
+    epochs: list[dict[str, float]] = []
+
+    def report(epoch: dict[str, float]) -> None:
+        epochs.append(epoch)
+        left = epoch["seconds"] / epoch["epoch"] * (epoch["epochs"] - epoch["epoch"])
+        echo(
+            f"teacher epoch {epoch['epoch']:.0f}/{epoch['epochs']:.0f}: loss {epoch['loss']:.4f}"
+            f"  train_accuracy {epoch['train_accuracy']:.4f}  {epoch['seconds']:.1f}s"
+            f" (about {left:.0f}s left)"
+        )
+
+    state, facts = load_or_train_teacher(teacher_job(experiment), report)
     how = (
         "loaded from cache"
         if facts.get("teacher_cached")
@@ -329,7 +375,7 @@ def _prepare_teacher(experiment: Experiment, echo: Any) -> tuple[dict | None, di
     )
     accuracy = facts.get("teacher_val_accuracy")
     echo(f"teacher {how}" + (f", val_accuracy {accuracy:.4f}" if accuracy is not None else ""))
-    return state, facts
+    return state, facts, epochs
 
 
 def check_ray_address(address: str | None, timeout_s: float = 5.0) -> None:

@@ -14,8 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from nascomp.compressors.pruning import PruneConfig
 from nascomp.compressors.quantization import QuantConfig
+from nascomp.spaces.models import describe_arch
 from nascomp.spaces.space import arch_from_flat
-from nascomp.trainers.settings import TrainingSections
+from nascomp.trainers.settings import TrainConfig, TrainingSections
 
 
 class _Section(BaseModel):
@@ -68,3 +69,40 @@ def unflatten(flat: dict[str, Any]) -> dict[str, Any]:
             node = node.setdefault(part, {})
         node[leaf] = value
     return nested
+
+
+def describe_trial(flat: dict[str, Any]) -> str:
+    """One line naming a trial's model: its family's own description, then the compression,
+    e.g. ``cnn plain s1x2 c16 k3 | prune unstructured 0.57 | 4 bit | no KD``."""
+    arch = describe_arch(arch_from_flat(flat))
+    if flat.get("trial") == "nb201_lookup":
+        return f"{arch} | NAS-Bench-201 {flat.get('nb201.dataset')} lookup"
+    method = flat.get("prune.method", "none")
+    prune = (
+        f"prune {method} {float(flat.get('prune.ratio', 0)):.2f}"
+        if method != "none"
+        else "no prune"
+    )
+    bits = f"{flat.get('quant.bits', 32)} bit"
+    distill = (
+        f"KD T={float(flat['distill.temperature']):.1f}" if flat.get("distill.enabled") else "no KD"
+    )
+    return f"{arch} | {prune} | {bits} | {distill}"
+
+
+def planned_epochs(flat: dict[str, Any]) -> int:
+    """Epochs a trial of this flat config runs: training, then pruning's fine-tuning when it
+    prunes, then quantization-aware fine-tuning below 32 bits (as ``run_trial`` schedules)."""
+    if flat.get("trial") == "nb201_lookup":
+        return 0  # a table lookup trains nothing
+    defaults = TrainConfig()
+    prunes = flat.get("prune.method", "none") != "none" and float(flat.get("prune.ratio", 0)) > 0
+    return (
+        int(flat.get("train.epochs", defaults.epochs))
+        + (int(flat.get("train.prune_epochs", defaults.prune_epochs)) if prunes else 0)
+        + (
+            int(flat.get("train.qat_epochs", defaults.qat_epochs))
+            if flat.get("quant.bits", 32) < 32
+            else 0
+        )
+    )

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,8 +84,11 @@ def teacher_path(job: TeacherJob) -> Path:
     return cache_dir() / "teachers" / f"{job.key()}.pt"
 
 
-def load_or_train_teacher(job: TeacherJob) -> tuple[StateDict, dict[str, float]]:
-    """The teacher's weights and facts about it (accuracy, training time, whether cached)."""
+def load_or_train_teacher(
+    job: TeacherJob, report: Callable[[dict[str, float]], None] | None = None
+) -> tuple[StateDict, dict[str, float]]:
+    """The teacher's weights and facts about it (accuracy, training time, whether cached).
+    When it is trained, ``report`` gets each epoch's figures (see :func:`train_teacher`)."""
     if job.teacher.checkpoint:
         state = torch.load(job.teacher.checkpoint, map_location="cpu", weights_only=True)
         state = state.get("state_dict", state) if isinstance(state, dict) else state
@@ -94,7 +98,7 @@ def load_or_train_teacher(job: TeacherJob) -> tuple[StateDict, dict[str, float]]
         facts = json.loads(path.with_suffix(".json").read_text())
         state = torch.load(path, map_location="cpu", weights_only=True)
         return state, {**facts, "teacher_cached": 1.0, "teacher_train_seconds": 0.0}
-    state, facts = train_teacher(job)
+    state, facts = train_teacher(job, report)
     path.parent.mkdir(parents=True, exist_ok=True)
     # Write then rename: a concurrent reader never sees half a file.
     partial = path.with_suffix(f".{os.getpid()}.tmp")
@@ -104,7 +108,11 @@ def load_or_train_teacher(job: TeacherJob) -> tuple[StateDict, dict[str, float]]
     return state, {**facts, "teacher_cached": 0.0}
 
 
-def train_teacher(job: TeacherJob) -> tuple[StateDict, dict[str, float]]:
+def train_teacher(
+    job: TeacherJob, report: Callable[[dict[str, float]], None] | None = None
+) -> tuple[StateDict, dict[str, float]]:
+    """Train the teacher; ``report`` gets, after each epoch, ``epoch``, ``epochs``, ``loss``,
+    ``train_accuracy`` and ``seconds`` (since training started)."""
     torch.set_num_threads(job.threads)
     data = job.data.load()
     seed_everything(job.seed)
@@ -114,8 +122,8 @@ def train_teacher(job: TeacherJob) -> tuple[StateDict, dict[str, float]]:
     generator = torch.Generator().manual_seed(job.seed)
     x, y = data.train_x.to(job.device), data.train_y.to(job.device)
     started = time.perf_counter()
-    for _ in range(teacher.epochs):
-        train_epoch(
+    for epoch in range(1, teacher.epochs + 1):
+        stats = train_epoch(
             model,
             x,
             y,
@@ -124,6 +132,16 @@ def train_teacher(job: TeacherJob) -> tuple[StateDict, dict[str, float]]:
             generator=generator,
             augment=job.augment.augmentation(),  # the teacher sees what the students see
         )
+        if report is not None:
+            report(
+                {
+                    "epoch": float(epoch),
+                    "epochs": float(teacher.epochs),
+                    "loss": stats.loss,
+                    "train_accuracy": stats.train_accuracy,
+                    "seconds": time.perf_counter() - started,
+                }
+            )
     seconds = time.perf_counter() - started
     val = accuracy(model, data.val_x.to(job.device), data.val_y.to(job.device))
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}

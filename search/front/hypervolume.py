@@ -146,7 +146,7 @@ class HypervolumeHistory:
     def add(self, result: dict | None) -> float:
         """Count one ended trial (``result`` None when it is not a feasible finished one)."""
         self.n_ended += 1
-        if result is not None and all(_is_number(result.get(m)) for m in self.names):
+        if result is not None and all(is_number(result.get(m)) for m in self.names):
             self.points.append([float(result[m]) for m in self.names])
         if not self.points:
             return 0.0
@@ -157,5 +157,5 @@ class HypervolumeHistory:
         return hypervolume(scaled, search_reference(scaled))
 
 
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)

@@ -212,6 +212,8 @@ class RunLog:
         ]
         tags = [t for op in ops if op["op"] == "tags" for t in _tags(op["tags"])]
         tags += _tags(more_tags)
+        # A tag set again since the last flush (the parent's description) goes once, its last.
+        tags = list({tag.key: tag for tag in tags}.values())
         calls = max(-(-len(metrics) // _BATCH_METRICS), -(-len(tags) // _BATCH_TAGS), 1)
         for i in range(calls):
             self.client.log_batch(

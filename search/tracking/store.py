@@ -14,6 +14,7 @@ import json
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,13 @@ CONSTRAINTS_TAG = "nascomp.constraints"
 FEASIBLE_TAG = "nascomp.feasible"
 HYPERVOLUME = "hypervolume"  # the parent run's metric, one step per ended trial
 SOURCE_TAG = "nascomp.reproduced_from"
+NOTE_TAG = "mlflow.note.content"  # a run's description, rendered as markdown by the UI
+RUN_NAME_TAG = "mlflow.runName"  # setting it renames the run
+# MLflow's UI opens an experiment by its kind; without one a new experiment opens on the GenAI
+# workspace, which hides training runs. The UI reads this tag from MLflow 3.2 on (its bundles
+# of 3.0 and 3.1 never mention it, those of 3.2, 3.3, 3.5 and 3.17 do); to 3.0 and 3.1 it is
+# an ordinary tag, and `nascomp ui` prints the runs page's URL for every version.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 
 @dataclass(frozen=True)
@@ -85,7 +93,7 @@ class Tracker:
         if not create:
             raise TrackingError(f"no experiment named {self.experiment!r} in {self.uri}")
         return self.client.create_experiment(
-            self.experiment, artifact_location=self._artifact_root()
+            self.experiment, artifact_location=self._artifact_root(), tags=EXPERIMENT_KIND
         )
 
     def _artifact_root(self) -> str | None:
@@ -118,7 +126,12 @@ class Tracker:
         }
         if git_commit:
             tags["mlflow.source.git.commit"] = git_commit
-        run = self.client.create_run(self.experiment_id(create=True), run_name=run_name, tags=tags)
+        experiment_id = self.experiment_id(create=True)
+        for key, value in EXPERIMENT_KIND.items():
+            # An experiment made by an older nascomp, or by hand, may lack it.
+            if key not in self.client.get_experiment(experiment_id).tags:
+                self.client.set_experiment_tag(experiment_id, key, value)
+        run = self.client.create_run(experiment_id, run_name=run_name, tags=tags)
         run_id = run.info.run_id
         self.client.log_text(run_id, experiment_yaml, "experiment.yaml")
         self.client.log_dict(run_id, {"params": space}, "space.json")
@@ -136,9 +149,11 @@ class Tracker:
         front: list[TrialRecord],
         objectives: dict[str, str],
         status: str,
-        plot: Path | None = None,
+        files: Sequence[Path] = (),
+        note: str | None = None,
     ) -> None:
-        """Log the front (JSON) and the Pareto ``plot`` (a PNG file), then end the run."""
+        """Log the front (JSON), ``files`` (the Pareto plots) and the run's description
+        (``note``, markdown), then end the run."""
         if front:
             rows = [
                 {
@@ -152,8 +167,10 @@ class Tracker:
             self.client.log_dict(
                 run_id, {"objectives": objectives, "front": rows}, "pareto_front.json"
             )
-        if plot is not None:
-            self.client.log_artifact(run_id, str(plot))
+        for path in files:
+            self.client.log_artifact(run_id, str(path))
+        if note is not None:
+            self.client.set_tag(run_id, NOTE_TAG, note)
         self.client.set_terminated(run_id, status)
 
     # ------------------------------------------------------------------ reading back

@@ -12,14 +12,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from ray.tune import Callback
 
-from nascomp.search.front.hypervolume import HypervolumeHistory
+from nascomp.search.front.hypervolume import HypervolumeHistory, is_number
+from nascomp.search.front.pareto import front_order
+from nascomp.search.front.report import front_markdown, objectives_line
 from nascomp.search.tracking.params import config_document, display_params
 from nascomp.search.tracking.runlog import TRIAL_TAG, RunLog
 from nascomp.search.tracking.store import (
     FEASIBLE_TAG,
     HYPERVOLUME,
+    NOTE_TAG,
+    RUN_NAME_TAG,
     STATUS_TAG,
     Tracker,
     TrialRecord,
@@ -27,6 +32,7 @@ from nascomp.search.tracking.store import (
 )
 from nascomp.search.tune.searcher import INFO_PREFIX
 from nascomp.spaces.constraints import is_feasible, parse_constraints
+from nascomp.trainers.config import describe_trial
 from nascomp.trainers.settings import METRICS
 
 # Ray adds bookkeeping keys (time_this_iter_s, pid, ...) to each result; log ours only.
@@ -67,6 +73,10 @@ class MlflowTrialCallback(Callback):
         )
         self.open: set[str] = set()  # trials started and not yet ended
         self._earlier: list | None = None  # runs found at setup, until the first step
+        # Finished feasible trials (objective values, model line): the parent run's
+        # description shows their front as the search goes.
+        self.finished: dict[str, tuple[dict[str, float], str]] = {}
+        self.n_finished = 0
 
     def setup(self, **info: Any) -> None:
         # A resumed search: its runs so far, and any journal a previous driver left.
@@ -88,7 +98,9 @@ class MlflowTrialCallback(Callback):
                 self.log.submit({"op": "delete", "trial": trial_id})
             elif trial_id in self.log.ended:
                 record = record_of(run)
-                self.progress.add(record.metrics if self._feasible(record) else None)
+                feasible = self._feasible(record)
+                self.progress.add(record.metrics if feasible else None)
+                self._remember(trial_id, record.metrics if feasible else None, record.params)
 
     def _feasible(self, record: TrialRecord) -> bool:
         if record.status != "ok":
@@ -103,7 +115,7 @@ class MlflowTrialCallback(Callback):
             {
                 "op": "start",
                 "trial": trial.trial_id,
-                "name": f"trial-{trial.trial_id}",
+                "name": f"trial-{trial.trial_id} | {describe_trial(trial.config)}",
                 "params": display_params(trial.config),
                 "config": config_document(trial.config),
                 "tags": {STATUS_TAG: "running"},
@@ -168,6 +180,10 @@ class MlflowTrialCallback(Callback):
             tags[FEASIBLE_TAG] = str(feasible).lower()
         else:
             feasible = status == "ok"
+        if status == "ok":
+            # The runs table shows names: lead with the objectives, then the model.
+            line = objectives_line(result, list(self.objectives))
+            tags[RUN_NAME_TAG] = f"{line} | {describe_trial(trial.config)}"
         self.log.submit(
             {
                 "op": "end",
@@ -178,6 +194,7 @@ class MlflowTrialCallback(Callback):
             }
         )
         self._log_hypervolume(result if feasible else None)
+        self._remember(trial.trial_id, result if feasible else None, trial.config)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         if trial.trial_id in self.log.ended or trial.trial_id not in self.open:
@@ -186,6 +203,7 @@ class MlflowTrialCallback(Callback):
         tags = {STATUS_TAG: "failed", "nascomp.reason": _error_text(trial)}
         self.log.submit({"op": "end", "trial": trial.trial_id, "status": "FAILED", "tags": tags})
         self._log_hypervolume(None)
+        self._remember(trial.trial_id, None, trial.config)
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         self.log.flush()  # retries buffered writes, at most every retry_s
@@ -196,6 +214,29 @@ class MlflowTrialCallback(Callback):
             tags = {STATUS_TAG: "interrupted"}
             self.log.submit({"op": "end", "trial": trial_id, "status": "KILLED", "tags": tags})
         self.open.clear()
+
+    def _remember(self, trial_id: str, result: dict | None, config: dict) -> None:
+        """Count an ended trial; a feasible finished one may change the front the parent
+        run's description shows, which is then rewritten."""
+        self.n_finished += 1
+        names = list(self.objectives)
+        if result is None or not all(is_number(result.get(m)) for m in names):
+            return
+        self.finished[trial_id] = ({m: float(result[m]) for m in names}, describe_trial(config))
+        ids = list(self.finished)
+        values = np.array([[self.finished[i][0][m] for m in names] for i in ids])
+        front = [ids[k] for k in front_order(values, list(self.objectives.values()))]
+        if trial_id not in front:
+            return
+        rows = [(self.log.run_ids.get(i), *self.finished[i]) for i in front]
+        note = front_markdown(
+            rows,
+            self.objectives,
+            self.log.experiment_id,
+            final=False,
+            n_trials=self.n_finished,
+        )
+        self.log.submit({"op": "tags", "trial": None, "tags": {NOTE_TAG: note}})
 
     def _log_hypervolume(self, result: dict | None) -> None:
         value = self.progress.add(result)

@@ -1,12 +1,31 @@
-"""One line per finished trial, so a user sees the search move."""
+"""What a user sees while a search runs: one line per ended trial, and the status of the
+running ones (phase, epoch of total, elapsed) with the search's count and estimated time left.
+
+On a terminal the status is one line redrawn in place under the trial lines; elsewhere (CI
+logs, ``ray job submit``) it is printed as a plain line every ``every_s`` seconds while trials
+run, so a slow search never looks like a hung one.
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TextIO
 
 from ray.tune import Callback
+
+from nascomp.trainers.config import planned_epochs
+
+_CLEAR = "\r\x1b[K"  # back to the line's start, erase it
+
+
+@dataclass
+class _Running:
+    started: float
+    total: int  # epochs the trial will run
+    phase: str = "starting"
+    epoch: int = 0
 
 
 class ProgressLine(Callback):
@@ -16,12 +35,38 @@ class ProgressLine(Callback):
         objectives: dict[str, str],
         echo: Callable[[str], Any] = print,
         n_done: int = 0,
+        *,
+        live: TextIO | None = None,
+        every_s: float = 30.0,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
+        """``live``: a terminal to redraw the status line on (None: plain status lines
+        through ``echo``, at most every ``every_s`` seconds)."""
         self.n_trials = n_trials
         self.objectives = list(objectives)
         self.echo = echo
         self.n_done = n_done  # trials a resumed search had already ended
-        self.started = time.perf_counter()
+        self.n_done_here = 0
+        self.live = live
+        self.every_s = every_s
+        self.clock = clock
+        self.started = clock()
+        self.last_line = self.started
+        self.running: dict[str, _Running] = {}
+
+    # ------------------------------------------------------------------ Tune's events
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.running[trial.trial_id] = _Running(self.clock(), planned_epochs(trial.config))
+        self._status()
+
+    def on_trial_result(
+        self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
+    ) -> None:
+        running = self.running.get(trial.trial_id)
+        if running is not None and "epoch" in result:
+            running.phase = str(result.get("phase", running.phase))
+            running.epoch = int(result["epoch"])
+            self._status()
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         result = trial.last_result or {}
@@ -35,13 +80,56 @@ class ProgressLine(Callback):
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._line(trial, "failed", "see the trial's MLflow run for the reason")
 
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        if self.live is None and self.running and self.clock() - self.last_line >= self.every_s:
+            self.echo(self.status_text())
+            self.last_line = self.clock()
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        if self.live is not None:
+            self.live.write(_CLEAR)
+            self.live.flush()
+
+    # ------------------------------------------------------------------ lines
+    def status_text(self) -> str:
+        """``running: 3f2a1 train 3/10 12s, ... | 5/20 done, about 2m10s left``."""
+        now = self.clock()
+        parts = [
+            f"{trial_id[-5:]} {r.phase} {r.epoch}/{r.total} {now - r.started:.0f}s"
+            for trial_id, r in sorted(self.running.items(), key=lambda item: item[1].started)
+        ]
+        done = f"{self.n_done}/{self.n_trials} done"
+        if self.n_done_here:
+            per_trial = (now - self.started) / self.n_done_here
+            done += f", about {_duration(per_trial * (self.n_trials - self.n_done))} left"
+        return f"running: {', '.join(parts) or 'none'} | {done}"
+
+    def _status(self) -> None:
+        if self.live is not None:
+            self.live.write(_CLEAR + self.status_text()[:200])
+            self.live.flush()
+
     def _line(self, trial: Any, status: str, detail: str) -> None:
+        self.running.pop(trial.trial_id, None)
         self.n_done += 1
-        elapsed = time.perf_counter() - self.started
+        self.n_done_here += 1
+        elapsed = self.clock() - self.started
+        if self.live is not None:
+            self.live.write(_CLEAR)
         self.echo(
             f"[{self.n_done:>3}/{self.n_trials}] {elapsed:6.1f}s  "
             f"trial {trial.trial_id}  {status:<10} {detail}"
         )
+        self.last_line = self.clock()
+        self._status()
+
+
+def _duration(seconds: float) -> str:
+    minutes, seconds = divmod(max(0, round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
 
 
 def _fmt(value: Any) -> str:

@@ -222,7 +222,7 @@ def test_worker_node_lost_mid_search(workdir: Path, two_node_cluster: LocalRayCl
 def test_worker_without_the_data_fails_naming_node_and_path(workdir: Path, data_root: Path) -> None:
     """The data root is missing on a worker node (an empty file system is mounted over it in
     that node's own mount namespace): its trials fail, saying which node and which path."""
-    root = data_root
+    root = data_root.resolve()  # as data.root is resolved (a symlinked data folder included)
     hidden = root / "FashionMNIST"
     probe = subprocess.run(
         ["unshare", "-m", "--propagation", "private", "true"], capture_output=True, check=False

@@ -101,6 +101,33 @@ def test_parent_run_holds_experiment_space_and_front(searched: Searched) -> None
     assert [row["rank"] for row in front["front"]] == list(range(1, len(front["front"]) + 1))
 
 
+def test_the_ui_opens_on_training_runs_and_the_parent_shows_the_front(searched: Searched) -> None:
+    """What a user sees in MLflow: the experiment is a model-training one, the parent run's
+    description is the front with links to its trials, the plots are there (PNG and an
+    interactive page), and each trial's name says its objectives and its model."""
+    assert searched.experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    parent = searched.runs("tags.`nascomp.role` = 'search'")[0]
+    names = {a.path for a in searched.client.list_artifacts(parent.info.run_id)}
+    assert {"pareto.png", "pareto.html"} <= names
+    page = Path(searched.client.download_artifacts(parent.info.run_id, "pareto.html"))
+    assert "plotly" in page.read_text()[:200_000]
+    note = parent.data.tags["mlflow.note.content"]
+    assert note.startswith("**Pareto front (final)**")
+    front = _front_artifact(searched, parent.info.run_id)["front"]
+    experiment_id = searched.experiment.experiment_id
+    for row in front:
+        assert f"(#/experiments/{experiment_id}/runs/{row['run_id']})" in note
+    children = searched.runs(f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    for child in children:
+        name = child.info.run_name
+        if child.data.tags["nascomp.status"] == "ok":
+            accuracy = f"{child.data.metrics['val_accuracy']:.4f}"
+            assert name.startswith(f"{accuracy} · ") and "B · " in name, name
+            assert " ms | cnn " in name, name
+        else:
+            assert name.startswith("trial-") and " | cnn " in name, name
+
+
 def test_pareto_reads_the_front_back_from_mlflow(searched: Searched) -> None:
     result = searched.cli("pareto", "--json")
     assert result.returncode == 0, result.stderr

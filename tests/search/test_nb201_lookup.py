@@ -113,6 +113,9 @@ def test_lookup_search_pick_plot_and_reproduce(workdir: Path) -> None:
     plot = workdir / "front.png"
     shown = nascomp("pareto", "--plot", str(plot), *common, cwd=workdir)
     assert shown.returncode == 0 and plot.stat().st_size > 5000
+    page = workdir / "front.html"
+    shown = nascomp("pareto", "--plot", str(page), *common, cwd=workdir)
+    assert shown.returncode == 0 and "NAS-Bench-201 cifar10 lookup" in page.read_text()
 
     best = nascomp("pareto", "--pick", "max val_accuracy", *common, cwd=workdir)
     assert best.returncode == 0, best.stderr

@@ -269,6 +269,21 @@ VISIBLE_NAMES_JS = """(() => {
       && r.top < window.innerHeight)(a.getBoundingClientRect())));
 })()"""
 
+SCROLL_TO_FRONT_JS = """(() => {
+  const heading = [...document.querySelectorAll('strong')]
+    .find(e => e.innerText.includes('Pareto front'));
+  if (heading) heading.scrollIntoView();
+  return Boolean(heading);
+})()"""
+
+# Run ids that the run page's description links to (the front table of the parent run).
+FRONT_LINKS_JS = """(() => {
+  const ids = [...document.querySelectorAll('a[href*="/runs/"]')]
+    .filter(a => /^[0-9a-f]{8}$/.test(a.innerText.trim()))
+    .map(a => a.getAttribute('href').split('/runs/')[1]);
+  return ids.length ? ids : null;
+})()"""
+
 
 @pytest.mark.e2e
 def test_ui_lists_the_trials_of_a_search(workdir: Path, browser: Browser) -> None:
@@ -288,7 +303,13 @@ def test_ui_lists_the_trials_of_a_search(workdir: Path, browser: Browser) -> Non
         filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
     )
     trial_names = sorted(run.info.run_name for run in children)
-    assert len(trial_names) == 4 and all(name.startswith("trial-") for name in trial_names)
+    # Each name says the model, and a finished trial's leads with its objectives' values, so
+    # the runs table shows them without the user adding columns.
+    assert len(trial_names) == 4 and all(" | cnn " in name for name in trial_names)
+    finished = [r for r in children if r.data.tags["nascomp.status"] == "ok"]
+    assert finished
+    for run in finished:
+        assert run.info.run_name.startswith(f"{run.data.metrics['val_accuracy']:.4f} · ")
 
     port = free_port()
     ui, url = _start_ui(db, port, workdir)
@@ -312,6 +333,23 @@ def test_ui_lists_the_trials_of_a_search(workdir: Path, browser: Browser) -> Non
         finally:
             browser.screenshot(workdir / "runs-page.png")
         assert sorted(shown) == trial_names
+
+        # The parent run's page: its description is the front, each row a link to its trial.
+        base = url.removesuffix("/runs")
+        browser.call("Page.navigate", {"url": f"{base}/runs/{parent.info.run_id}"}, page=True)
+        try:
+            browser.wait_for("document.body.innerText.includes('Pareto front (final)')", 90)
+            front_links = browser.wait_for(FRONT_LINKS_JS, timeout_s=30)
+        finally:
+            browser.evaluate(SCROLL_TO_FRONT_JS)  # the screenshot shows the table
+            browser.screenshot(workdir / "parent-run.png")
+        ranked = {r.info.run_id for r in finished}
+        assert front_links and set(front_links) <= ranked
+        # The plots the parent run carries, as the UI's artifact viewer fetches them.
+        for name, kind in (("pareto.png", b"\x89png"), ("pareto.html", b"<html")):
+            query = f"path={name}&run_uuid={parent.info.run_id}"
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/get-artifact?{query}") as reply:
+                assert kind in reply.read(200).lower(), name
     finally:
         _stop_ui(ui)
 

@@ -1,0 +1,77 @@
+"""The progress a user sees while a search runs (search/tune/progress.py), driven by Tune's
+callback events with a stand-in clock: what the status says, and when it is printed."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from typing import Any
+
+from nascomp.search.tune.progress import ProgressLine
+from nascomp.trainers.config import planned_epochs
+
+
+@dataclass
+class Trial:
+    trial_id: str
+    config: dict[str, Any] = field(default_factory=dict)
+    last_result: dict[str, Any] = field(default_factory=dict)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+CONFIG = {"train.epochs": 4, "train.prune_epochs": 2, "train.qat_epochs": 1}
+
+
+def test_planned_epochs_follow_the_phases_a_trial_runs() -> None:
+    assert planned_epochs(CONFIG) == 4
+    assert planned_epochs({**CONFIG, "prune.method": "structured", "prune.ratio": 0.5}) == 6
+    assert planned_epochs({**CONFIG, "prune.method": "structured", "prune.ratio": 0.0}) == 4
+    assert planned_epochs({**CONFIG, "quant.bits": 8}) == 5
+    assert planned_epochs({"trial": "nb201_lookup"}) == 0
+
+
+def test_plain_output_prints_the_status_every_interval_while_trials_run() -> None:
+    lines: list[str] = []
+    clock = Clock()
+    progress = ProgressLine(4, {"val_accuracy": "max"}, lines.append, every_s=30, clock=clock)
+    a, b = Trial("aaaa1", {**CONFIG, "quant.bits": 8}), Trial("bbbb2", CONFIG)
+    progress.on_trial_start(0, [], a)
+    clock.now += 5
+    progress.on_trial_start(0, [], b)
+    progress.on_trial_result(0, [], a, {"epoch": 3, "phase": "train"})
+    progress.on_step_end(0, [])
+    assert lines == []  # not yet 30 s
+    clock.now += 30
+    progress.on_step_end(0, [])
+    assert lines == ["running: aaaa1 train 3/5 35s, bbbb2 starting 0/4 30s | 0/4 done"]
+    a.last_result = {"nascomp_status": "ok", "val_accuracy": 0.91}
+    clock.now += 5
+    progress.on_trial_complete(0, [], a)
+    assert lines[-1] == "[  1/4]   40.0s  trial aaaa1  ok         val_accuracy=0.91"
+    assert progress.status_text() == "running: bbbb2 starting 0/4 35s | 1/4 done, about 2m00s left"
+    progress.on_step_end(0, [])
+    assert len(lines) == 2  # a trial line counts as output: the next status waits 30 s
+
+
+def test_on_a_terminal_the_status_is_redrawn_in_place() -> None:
+    lines: list[str] = []
+    terminal = io.StringIO()
+    clock = Clock()
+    progress = ProgressLine(2, {"val_accuracy": "max"}, lines.append, live=terminal, clock=clock)
+    trial = Trial("cccc3", CONFIG)
+    progress.on_trial_start(0, [], trial)
+    progress.on_trial_result(0, [], trial, {"epoch": 1, "phase": "train"})
+    written = terminal.getvalue()
+    assert written.count("\r\x1b[K") == 2 and written.endswith("cccc3 train 1/4 0s | 0/2 done")
+    progress.on_step_end(0, [])
+    assert lines == []  # no plain status lines when the terminal shows it
+    trial.last_result = {"nascomp_status": "infeasible", "nascomp_reason": "too small"}
+    progress.on_trial_complete(0, [], trial)
+    assert lines == ["[  1/2]    0.0s  trial cccc3  infeasible too small"]
