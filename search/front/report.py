@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from nascomp.search.tracking.pages import run_page
+
 # MLflow keeps tag values up to this many characters (nascomp's run log cuts at 5,000); rows
 # past it are left out and counted, never cut in the middle.
 _NOTE_LIMIT = 4800
@@ -79,7 +81,7 @@ def front_markdown(
     ]
     text = "\n".join(head)
     for rank, (run_id, metrics, model) in enumerate(rows, start=1):
-        link = f"[{run_id[:8]}](#/experiments/{experiment_id}/runs/{run_id})" if run_id else "-"
+        link = f"[{run_id[:8]}]({run_page(experiment_id, run_id)})" if run_id else "-"
         cells = [str(rank), *(fmt(metrics.get(m)) for m in names), model.replace("|", "/"), link]
         line = "\n| " + " | ".join(cells) + " |"
         more = f"\n\n... and {len(rows) - rank + 1} more: see pareto_front.json"

@@ -23,6 +23,7 @@ from mlflow.entities import Metric, Param, RunStatus
 from mlflow.tracking import MlflowClient
 
 from nascomp.search.errors import TrackingError
+from nascomp.search.tracking.pages import runs_page
 from nascomp.search.tracking.params import (
     CONFIG_ARTIFACT,
     config_document,
@@ -106,7 +107,7 @@ class Tracker:
 
     def runs_url(self, base_url: str | None = None) -> str:
         base = base_url or (self.uri if self.uri.startswith("http") else "http://127.0.0.1:5000")
-        return f"{base.rstrip('/')}/#/experiments/{self.experiment_id()}/runs"
+        return runs_page(self.experiment_id(), base)
 
     # ------------------------------------------------------------------ the search's parent run
     def start_search(

@@ -116,7 +116,8 @@ def test_the_ui_opens_on_training_runs_and_the_parent_shows_the_front(searched: 
     front = _front_artifact(searched, parent.info.run_id)["front"]
     experiment_id = searched.experiment.experiment_id
     for row in front:
-        assert f"(#/experiments/{experiment_id}/runs/{row['run_id']})" in note
+        page = f"#/experiments/{experiment_id}/runs/{row['run_id']}?workflowType=machine_learning"
+        assert f"({page})" in note
     children = searched.runs(f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
     for child in children:
         name = child.info.run_name

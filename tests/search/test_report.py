@@ -25,7 +25,7 @@ def test_front_markdown_links_each_row_to_its_run() -> None:
         "| rank | val_accuracy | size_bytes | model | run |",
         "|---:|---:|---:|---|---|",
         "| 1 | 0.9900 | 73,485 | cnn plain / 32 bit "
-        "| [abcdef01](#/experiments/7/runs/abcdef0123) |",
+        "| [abcdef01](#/experiments/7/runs/abcdef0123?workflowType=machine_learning) |",
         "| 2 | 0.5000 | 881 | cnn plain / 4 bit | - |",
     ]
 

@@ -280,7 +280,7 @@ SCROLL_TO_FRONT_JS = """(() => {
 FRONT_LINKS_JS = """(() => {
   const ids = [...document.querySelectorAll('a[href*="/runs/"]')]
     .filter(a => /^[0-9a-f]{8}$/.test(a.innerText.trim()))
-    .map(a => a.getAttribute('href').split('/runs/')[1]);
+    .map(a => a.getAttribute('href').split('/runs/')[1].split('?')[0]);
   return ids.length ? ids : null;
 })()"""
 
@@ -314,7 +314,8 @@ def test_ui_lists_the_trials_of_a_search(workdir: Path, browser: Browser) -> Non
     port = free_port()
     ui, url = _start_ui(db, port, workdir)
     try:
-        assert url == f"http://127.0.0.1:{port}/#/experiments/{experiment.experiment_id}/runs"
+        runs = f"http://127.0.0.1:{port}/#/experiments/{experiment.experiment_id}/runs"
+        assert url == f"{runs}?workflowType=machine_learning"  # the model-training workspace
         browser.call("Page.navigate", {"url": url}, page=True)
         # The parent row renders first, with its expander; its children are collapsed.
         browser.wait_for(
@@ -335,8 +336,8 @@ def test_ui_lists_the_trials_of_a_search(workdir: Path, browser: Browser) -> Non
         assert sorted(shown) == trial_names
 
         # The parent run's page: its description is the front, each row a link to its trial.
-        base = url.removesuffix("/runs")
-        browser.call("Page.navigate", {"url": f"{base}/runs/{parent.info.run_id}"}, page=True)
+        parent_page = f"{runs}/{parent.info.run_id}?workflowType=machine_learning"
+        browser.call("Page.navigate", {"url": parent_page}, page=True)
         try:
             browser.wait_for("document.body.innerText.includes('Pareto front (final)')", 90)
             front_links = browser.wait_for(FRONT_LINKS_JS, timeout_s=30)
