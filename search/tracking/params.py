@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import numpy as np
+
 CONFIG_ARTIFACT = "trial_config.json"
 CONFIG_FORMAT = 1
 PARAM_LIMIT = 6000  # MLflow's limit on a param value
@@ -24,8 +26,19 @@ def display_params(config: dict[str, Any]) -> dict[str, str]:
 
 def config_document(config: dict[str, Any]) -> dict[str, Any]:
     """The JSON document of a flat config. JSON keeps str, int, float (NaN and infinities
-    included, as Python's json module writes them), bool, None, lists and mappings apart."""
-    return {"format": CONFIG_FORMAT, "config": dict(sorted(config.items()))}
+    included, as Python's json module writes them), bool, None, lists and mappings apart; a
+    NumPy scalar (a sampler may hand one out) is stored as the Python number it equals."""
+    return {"format": CONFIG_FORMAT, "config": {k: _plain(v) for k, v in sorted(config.items())}}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    return value
 
 
 def config_from_document(document: dict[str, Any]) -> dict[str, Any]:

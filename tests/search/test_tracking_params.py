@@ -85,6 +85,17 @@ def test_decode_param_known_answers() -> None:
     assert decode_param("residual") == "residual"
 
 
+def test_numpy_scalars_are_stored_as_the_python_numbers_they_equal() -> None:
+    import json
+
+    import numpy as np
+
+    config = {"a": np.int64(3), "b": np.float32(0.5), "c": (np.bool_(True), "x")}
+    document = json.loads(json.dumps(config_document(config)))
+    assert config_from_document(document) == {"a": 3, "b": 0.5, "c": [True, "x"]}
+    assert type(config_from_document(document)["a"]) is int
+
+
 def test_a_document_of_another_format_is_refused() -> None:
     assert config_from_document(config_document({"a": 1})) == {"a": 1}
     with pytest.raises(ValueError, match=CONFIG_ARTIFACT):
