@@ -4,6 +4,11 @@ running ones (phase, epoch of total, elapsed) with the search's count and estima
 On a terminal the status is one line redrawn in place under the trial lines; elsewhere (CI
 logs, ``ray job submit``) it is printed as a plain line every ``every_s`` seconds while trials
 run, so a slow search never looks like a hung one.
+
+Why not rich or tqdm: the status is one line that must share the terminal with the trial
+lines Tune's callbacks print between its redraws, and fall back to timed plain lines off a
+terminal; rich's Live display and tqdm's bars each want the output to themselves (and Ray
+workers' logs write there too), for what is here one carriage return and an erase.
 """
 
 from __future__ import annotations
