@@ -349,6 +349,9 @@ def trial_base(experiment: Experiment) -> dict[str, Any]:
     return constants
 
 
+_TEACHER_EVERY_S = 2.0  # at most one teacher-epoch line this often (and the last epoch's)
+
+
 def _prepare_teacher(
     experiment: Experiment, echo: Any
 ) -> tuple[dict | None, dict[str, float], list[dict[str, float]]]:
@@ -357,9 +360,14 @@ def _prepare_teacher(
     if experiment.trial != "train" or not experiment.space.distillation_possible():
         return None, {}, []
     epochs: list[dict[str, float]] = []
+    shown = [0.0]  # seconds into training of the last epoch echoed
 
     def report(epoch: dict[str, float]) -> None:
         epochs.append(epoch)
+        last = epoch["epoch"] == epoch["epochs"]
+        if not last and epoch["seconds"] - shown[0] < _TEACHER_EVERY_S:
+            return  # a fast teacher would print a line per blink
+        shown[0] = epoch["seconds"]
         left = epoch["seconds"] / epoch["epoch"] * (epoch["epochs"] - epoch["epoch"])
         echo(
             f"teacher epoch {epoch['epoch']:.0f}/{epoch['epochs']:.0f}: loss {epoch['loss']:.4f}"

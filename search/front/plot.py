@@ -147,7 +147,7 @@ def _panel(
         ax.set_yscale("log")
     ax.set_xlabel("trial" if x < 0 else f"{names[x]} ({modes[x]})")
     ax.set_ylabel(f"{names[y]} ({modes[y]})")
-    ax.grid(alpha=0.3, which="both" if ax.get_xscale() == "log" else "major")
+    ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize="small")
 
 
