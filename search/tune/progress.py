@@ -13,6 +13,7 @@ workers' logs write there too), for what is here one carriage return and an eras
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -111,7 +112,9 @@ class ProgressLine(Callback):
 
     def _status(self) -> None:
         if self.live is not None:
-            self.live.write(_CLEAR + self.status_text()[:200])
+            # Within one row: a wrapped line could not be erased by a carriage return.
+            width = shutil.get_terminal_size().columns - 1
+            self.live.write(_CLEAR + self.status_text()[:width])
             self.live.flush()
 
     def _line(self, trial: Any, status: str, detail: str) -> None:
