@@ -1,4 +1,4 @@
-"""The trainers' settings: data, training, the teacher, measurement and table lookups.
+"""The trainers' settings: data, training, the teacher and measurement.
 
 Each is a pydantic section of the experiment file (``extra="forbid"``), validated where it is
 declared; the experiment (``nascomp.search.experiment``) composes them, and a trial's
