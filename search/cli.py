@@ -252,7 +252,7 @@ def _tracker(args: argparse.Namespace) -> Any:
 
 
 def _front(tracker: Any, search_run: str | None = None) -> tuple[str, list, dict[str, str]]:
-    from nascomp.search.driver import select_front
+    from nascomp.search.front.selection import select_front
 
     search_run = search_run or tracker.latest_search()
     objectives = tracker.objectives(search_run)
