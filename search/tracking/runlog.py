@@ -75,6 +75,7 @@ class RunLog:
         self._failing: Op | None = None  # the op the store refused last
         self._loaded = False  # after load(), run_ids holds every run of the search
         self._closed_in_store: set[str] = set()  # trials whose run had ended at load()
+        self._unfilled: set[str] = set()  # trials whose run is created, its params not yet in
 
     # ------------------------------------------------------------------ state from the store
     def load(self) -> list[Any]:
@@ -309,15 +310,21 @@ class RunLog:
         if run_id is None:
             tags = {PARENT_TAG: self.parent_run_id, TRIAL_TAG: trial, **op.get("tags", {})}
             run = self.client.create_run(self.experiment_id, run_name=op["name"], tags=tags)
-            run_id = run.info.run_id
-            params = [Param(k, v) for k, v in sorted(op.get("params", {}).items())]
-            self.client.log_batch(run_id, params=params)
-            if "config" in op:  # the exact config, which reproduce reads (tracking/params.py)
-                self.client.log_dict(run_id, op["config"], CONFIG_ARTIFACT)
-        else:
+            # Known at once: when the store goes away before the params are in, the retried op
+            # completes this run instead of creating a second one for the trial.
+            self.run_ids[trial] = run.info.run_id
+            self._unfilled.add(trial)
+        elif trial not in self._unfilled:
             # Another attempt of the same trial (a retry, or a resumed search): same run.
             self.client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
             self.client.log_batch(run_id, tags=_tags(op.get("tags", {})))
+        if trial in self._unfilled:
+            run_id = self.run_ids[trial]
+            params = [Param(k, v) for k, v in sorted(op.get("params", {}).items())]
+            self.client.log_batch(run_id, params=params)  # the same values again are accepted
+            if "config" in op:  # the exact config, which reproduce reads (tracking/params.py)
+                self.client.log_dict(run_id, op["config"], CONFIG_ARTIFACT)
+            self._unfilled.discard(trial)
         self.run_ids[trial] = run_id
 
     def _run_id(self, trial: str) -> str:

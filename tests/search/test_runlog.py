@@ -84,6 +84,40 @@ def test_ops_make_one_nested_run_per_trial(store: tuple, tmp_path: Path) -> None
     assert not (tmp_path / JOURNAL).exists()
 
 
+class DownAfterCreate(Outage):
+    """The store goes away right after it created a run, before the run's params are in."""
+
+    def __getattr__(self, name: str) -> Any:
+        call = super().__getattr__(name)
+        if name != "create_run":
+            return call
+
+        def create(*args: Any, **kwargs: Any) -> Any:
+            run = call(*args, **kwargs)
+            self.down = True
+            return run
+
+        return create
+
+
+def test_a_start_cut_by_an_outage_completes_its_run_rather_than_making_another(
+    store: tuple,
+) -> None:
+    client, experiment_id, parent = store
+    flaky = DownAfterCreate(client)
+    log = RunLog(flaky, experiment_id, parent, retry_s=0.0, echo=lambda _: None)
+    log.load()
+    start = {**_start("t1"), "config": {"format": 1, "config": {"lr": 0.1}}}
+    assert not log.submit(start)  # created, then the store went away
+    flaky.down = False
+    assert log.flush(force=True)
+    assert log.submit(_end("t1"))
+    (run,) = _children(client, experiment_id, parent)
+    assert run.data.params == {"lr": "0.1"}
+    assert "trial_config.json" in {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert flaky.calls.count("create_run") == 1
+
+
 def test_an_outage_buffers_to_the_journal_and_flushes_in_order(
     store: tuple, tmp_path: Path
 ) -> None:
