@@ -269,6 +269,26 @@ VISIBLE_NAMES_JS = """(() => {
       && r.top < window.innerHeight)(a.getBoundingClientRect())));
 })()"""
 
+# Where the artifact tree shows a file's name, to click it.
+TREE_ITEM_JS = """(() => {
+  const name = %s;
+  const item = [...document.querySelectorAll('body *')].find(e => [...e.childNodes].some(
+    n => n.nodeType === Node.TEXT_NODE && n.textContent.trim() === name));
+  const box = item && item.getBoundingClientRect();
+  return box && box.width > 0 ? {x: box.x + box.width / 2, y: box.y + box.height / 2} : null;
+})()"""
+
+# The artifact viewer shows the PNG (loaded, with pixels) or the HTML page (its iframe, which
+# MLflow sandboxes with scripts allowed: the plotly page draws inside it).
+# (The viewer loads the file itself and shows it from a blob: URL, so the image is known by
+# its size: the plot is over a thousand pixels wide, the page's icons are small.)
+IMAGE_SHOWN_JS = """(() => [...document.images].some(
+  i => i.complete && i.naturalWidth >= 800 && i.getBoundingClientRect().width > 200) || null)()"""
+PAGE_SHOWN_JS = """(() => {
+  const frame = document.querySelector('iframe.mlflow-html-iframe');
+  return frame && frame.getBoundingClientRect().height > 100 || null;
+})()"""
+
 SCROLL_TO_FRONT_JS = """(() => {
   const heading = [...document.querySelectorAll('strong')]
     .find(e => e.innerText.includes('Pareto front'));
@@ -346,11 +366,23 @@ def test_ui_lists_the_trials_of_a_search(workdir: Path, browser: Browser) -> Non
             browser.screenshot(workdir / "parent-run.png")
         ranked = {r.info.run_id for r in finished}
         assert front_links and set(front_links) <= ranked
-        # The plots the parent run carries, as the UI's artifact viewer fetches them.
-        for name, kind in (("pareto.png", b"\x89png"), ("pareto.html", b"<html")):
+        # The plots the parent run carries: served, and shown by the UI's artifact viewer.
+        for name, kind, shown_js in (
+            ("pareto.png", b"\x89png", IMAGE_SHOWN_JS),
+            ("pareto.html", b"<html", PAGE_SHOWN_JS),
+        ):
             query = f"path={name}&run_uuid={parent.info.run_id}"
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/get-artifact?{query}") as reply:
                 assert kind in reply.read(200).lower(), name
+            viewer = f"{runs}/{parent.info.run_id}/artifacts?workflowType=machine_learning"
+            browser.call("Page.navigate", {"url": viewer}, page=True)
+            try:
+                item = browser.wait_for(TREE_ITEM_JS % json.dumps(name), timeout_s=60)
+                browser.click(item["x"], item["y"])  # as a user picks the file in the tree
+                assert browser.wait_for(shown_js, timeout_s=60), name
+                time.sleep(5)  # for the reviewer's screenshot: the page's script draws the plot
+            finally:
+                browser.screenshot(workdir / f"artifact-{name}.png")
     finally:
         _stop_ui(ui)
 
