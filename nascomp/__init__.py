@@ -28,6 +28,9 @@ _API = {
     "Experiment": "nascomp.search.api",
     "SearchSummary": "nascomp.search.api",
     "ConfigError": "nascomp.search.errors",
+    # For the user's own model builders and plugins (docs/experiment.md, "Your own model").
+    "InfeasibleArchitecture": "nascomp.spaces.models",
+    "register_model": "nascomp.spaces.models",
 }
 
 if TYPE_CHECKING:
@@ -39,6 +42,7 @@ if TYPE_CHECKING:
         run_search,
     )
     from nascomp.search.errors import ConfigError
+    from nascomp.spaces.models import InfeasibleArchitecture, register_model
 
 
 def __getattr__(name: str) -> Any:
@@ -57,9 +61,11 @@ def __dir__() -> list[str]:
 __all__ = [
     "ConfigError",
     "Experiment",
+    "InfeasibleArchitecture",
     "SearchSummary",
     "__version__",
     "load_experiment",
     "load_exported",
+    "register_model",
     "run_search",
 ]

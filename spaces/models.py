@@ -26,7 +26,19 @@ Describe = Callable[[Mapping[str, Any]], str]
 
 # Imported lazily by the registry so `import spaces.models` alone never pulls in every family
 # (and the family modules can import this one without a cycle).
-_BUILTIN_FAMILY_MODULES = ("nascomp.spaces.cnn", "nascomp.spaces.nb201", "nascomp.spaces.classic")
+_BUILTIN_FAMILY_MODULES = (
+    "nascomp.spaces.cnn",
+    "nascomp.spaces.nb201",
+    "nascomp.spaces.classic",
+    "nascomp.spaces.zoo",
+)
+# Other packages register families through this entry-point group: ``name = "pkg.module"``
+# (importing it runs its ``@register_model``) or ``name = "pkg.module:builder"`` (a builder,
+# registered as ``name`` when its module did not register it itself).
+ENTRY_POINT_GROUP = "nascomp.models"
+# Plugins that failed to load, by entry-point name: the error a config naming them gets.
+_PLUGIN_ERRORS: dict[str, str] = {}
+_loaded = False
 
 
 @dataclass(frozen=True)
@@ -73,8 +85,29 @@ def register_model(
 
 
 def _load_builtin_families() -> None:
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
     for module_name in _BUILTIN_FAMILY_MODULES:
         importlib.import_module(module_name)
+    _load_plugins()
+
+
+def _load_plugins() -> None:
+    from importlib.metadata import entry_points
+
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            loaded = entry.load()
+        except Exception as exc:  # a broken plugin must not break every other family
+            _PLUGIN_ERRORS[entry.name] = (
+                f"the plugin {entry.value!r} (entry point {entry.name!r} of group "
+                f"{ENTRY_POINT_GROUP!r}) failed to load: {type(exc).__name__}: {exc}"
+            )
+            continue
+        if entry.name not in _REGISTRY and callable(loaded):
+            register_model(entry.name)(loaded)
 
 
 def model_names() -> tuple[str, ...]:
@@ -109,6 +142,8 @@ def build_model(
     if "family" not in arch:
         raise ValueError(f"arch needs a 'family' key; allowed: {', '.join(sorted(_REGISTRY))}")
     family = arch["family"]
+    if family in _PLUGIN_ERRORS and family not in _REGISTRY:
+        raise ValueError(_PLUGIN_ERRORS[family])
     if family not in _REGISTRY:
         raise ValueError(
             f"unknown model family {family!r}; allowed: {', '.join(sorted(_REGISTRY))}"

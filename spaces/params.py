@@ -221,6 +221,15 @@ class ArchSpaceBase(SpecSection):
         """The family's parameters, named like the trial's flat config (``arch.<field>``)."""
         return [to_param(f"arch.{name}", getattr(self, name)) for name in type(self).model_fields]
 
+    def first_arch(self) -> dict[str, Any]:
+        """One architecture of the space (each leaf's first value, a range's low end): what
+        the search's pre-flight builds to check a model the user brought before any trial."""
+        arch: dict[str, Any] = {}
+        for param in self.params():
+            value = param.choices[0] if param.choices else param.low
+            arch[param.name.removeprefix("arch.")] = value
+        return self.to_arch(arch)
+
     def features(self) -> Any:
         """Features of a sampled architecture for the ``pls`` sampler's model beyond the
         parameters' own one-hots (see ``Nb201ArchSpace.features``); None: none."""

@@ -47,17 +47,27 @@ class PruneSpace(SpecSection):
     # Fixed unless the experiment searches them: the pruner's own defaults.
     importance: Any = PruneConfig.importance
     scope: Any = PruneConfig.scope
+    # Not a leaf of the space: one list of layer-name patterns that every trial keeps.
+    ignore: list[str] = Field(default_factory=list)
+    _plain: ClassVar[frozenset[str]] = frozenset({"ignore"})
 
     def params(self) -> list[Param]:
         method = to_param("prune.method", self.method)
         pruning = tuple(m for m in method.possible_values() or () if m != "none")
         when = ("prune.method", pruning)
+        ignore = (
+            # Only when set, so the flat configs of searches without it stay as they were.
+            [Param("prune.ignore", "fixed", choices=(tuple(self.ignore),), condition=when)]
+            if self.ignore
+            else []
+        )
         return [
             method,
             *(
                 to_param(f"prune.{name}", getattr(self, name), when)
                 for name in ("ratio", "importance", "scope")
             ),
+            *ignore,
         ]
 
 

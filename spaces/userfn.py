@@ -1,0 +1,80 @@
+"""The user's own functions named in an experiment file (``"package.module:function"``).
+
+A model builder (``space.arch.builder``) or a dataset factory (``data.factory``) is named by its
+import path. The module is imported from the folder the search was started in or from the
+environment, exactly as ``python -c "import package.module"`` run there would find it. Every
+failure is a :class:`UserCodeError` whose one line names the path and what went wrong, so the
+CLI can print it without a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+
+class UserCodeError(ValueError):
+    """The user's code named in the experiment failed: it does not import, is not a function,
+    raised, or returned the wrong thing. The message names the function."""
+
+
+def _working_folder_importable() -> None:
+    # ``python -m`` and the console script do not put the working folder on sys.path; a user's
+    # ``my_models.py`` next to the experiment file should import as it does in their shell.
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
+
+
+def split_path(path: Any, field: str) -> tuple[str, str]:
+    """``("package.module", "function")`` of a ``"package.module:function"`` string."""
+    if not isinstance(path, str) or path.count(":") != 1:
+        raise UserCodeError(
+            f"{field} must be 'package.module:function' (a module importable from the working "
+            f"folder or the environment, and a function in it); got {path!r}"
+        )
+    module_name, _, attribute = path.partition(":")
+    names = [*module_name.split("."), *attribute.split(".")]
+    if not all(part.isidentifier() for part in names):
+        raise UserCodeError(
+            f"{field} must be 'package.module:function' with Python identifiers; got {path!r}"
+        )
+    return module_name, attribute
+
+
+def load_callable(path: Any, field: str) -> Callable[..., Any]:
+    """The function ``path`` names; ``field`` is the experiment field, for the message."""
+    module_name, attribute = split_path(path, field)
+    _working_folder_importable()
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            raise UserCodeError(
+                f"{field}: module {module_name!r} is not importable from {os.getcwd()} or the "
+                f"environment ({path!r})"
+            ) from None
+        raise UserCodeError(
+            f"{field}: importing {module_name!r} failed: {type(exc).__name__}: {exc}"
+        ) from None
+    except Exception as exc:  # the user's module raised while importing
+        raise UserCodeError(
+            f"{field}: importing {module_name!r} failed: {type(exc).__name__}: {exc}"
+        ) from None
+    target: Any = module
+    for part in attribute.split("."):
+        if not hasattr(target, part):
+            raise UserCodeError(f"{field}: {module_name!r} has no attribute {attribute!r}")
+        target = getattr(target, part)
+    # A class is callable too: an nn.Module subclass taking the same arguments is a builder.
+    if not callable(target):
+        raise UserCodeError(f"{field}: {path!r} is a {type(target).__name__}, not a function")
+    return target
+
+
+def module_of(path: str) -> str:
+    """The top-level module a ``"package.module:function"`` path imports."""
+    return path.partition(":")[0].split(".")[0]

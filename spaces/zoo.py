@@ -1,0 +1,365 @@
+"""Models the user brings: a builder of their own, and torchvision's or timm's by name.
+
+Three families, each searched like the built-in ones:
+
+- ``custom``: ``builder: "package.module:function"``, called as
+  ``function(input_shape=(C, H, W), n_classes=K, **sampled)``; it returns an ``nn.Module`` and
+  may raise ``nascomp.InfeasibleArchitecture`` (or any exception class of that name, so the
+  module need not import nascomp) for a combination that cannot work: the trial is then counted
+  infeasible, never a crash.
+- ``torchvision``: ``model:`` any classification model of ``torchvision.models`` (untrained:
+  nothing is downloaded), built with ``num_classes=K``.
+- ``timm``: ``model:`` any ``timm`` model, built with ``num_classes=K, in_chans=C`` (the
+  optional extra ``pip install 'nascomp[timm]'``).
+
+Every other key of the ``arch`` section is a keyword argument of the builder, and a leaf of the
+space like any other: a value (fixed), a list (a choice) or ``{low, high}`` (a range), so the
+user's own knobs are searched jointly with pruning, bit-width and distillation. ``model`` and
+``builder`` are leaves too: a list searches over several models.
+
+The zoo's models are made for 224x224 RGB images. :func:`adapt_stem` makes them work on the
+data: the first convolution takes the data's channels, and for inputs under
+:data:`SMALL_INPUT` pixels a side (MNIST's 28, CIFAR's 32) the stem keeps the resolution (stride
+1, a kernel of at most 3x3, no max-pool after it), as CIFAR ResNets do; otherwise a 32x32 image
+is a 1x1 map after the stem's first stages.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import torch
+from pydantic import ConfigDict, model_validator
+from torch import nn
+
+from nascomp.spaces.models import InfeasibleArchitecture, register_model
+from nascomp.spaces.params import ArchSpaceBase, Param, parse_spec, to_param
+from nascomp.spaces.userfn import UserCodeError, load_callable
+
+SMALL_INPUT = 64  # below this many pixels a side, the zoo's stem keeps the resolution
+# Keyword arguments nascomp sets itself: the data decides them, or they would download weights.
+_RESERVED = {
+    "family",
+    "input_shape",
+    "n_classes",
+    "num_classes",
+    "in_chans",
+    "weights",
+    "pretrained",
+}
+
+
+# ---------------------------------------------------------------------------- the space
+
+
+def _leaf_kind(key: str, raw: Any) -> type:
+    """The value type of a builder argument's spec, from the values the user wrote."""
+    if isinstance(raw, dict):
+        ends = [raw.get("low"), raw.get("high")]
+        integers = all(isinstance(v, int) and not isinstance(v, bool) for v in ends)
+        return int if integers else float
+    values = raw if isinstance(raw, list) else [raw]
+    kinds = {type(value) for value in values}
+    if kinds <= {bool}:
+        return bool
+    if kinds <= {str}:
+        return str
+    if kinds <= {int}:
+        return int
+    if kinds <= {int, float}:
+        return float
+    raise ValueError(
+        f"{key}: give a number, a string or true/false, a list of one of those kinds, or a range "
+        f"{{low, high}}; got {raw!r} (omit the key to use the builder's default)"
+    )
+
+
+class ExternalArchSpace(ArchSpaceBase):
+    """A family whose keyword arguments are the user's: any key besides the declared ones is a
+    builder argument, and a spec (value, list or range) of the kind its values have."""
+
+    model_config = ConfigDict(extra="allow", validate_default=True)
+
+    @model_validator(mode="after")
+    def _arguments_are_specs(self) -> ExternalArchSpace:
+        extra = self.__pydantic_extra__ or {}
+        for key, raw in list(extra.items()):
+            if not key.isidentifier() or key in _RESERVED:
+                reserved = ", ".join(sorted(_RESERVED))
+                raise ValueError(
+                    f"{key!r} cannot be a builder argument: arguments are Python identifiers "
+                    f"other than {reserved} (nascomp sets those from the data)"
+                )
+            try:
+                extra[key] = parse_spec(raw, kind=_leaf_kind(key, raw))
+            except ValueError as exc:
+                message = str(exc)
+                raise ValueError(
+                    message if message.startswith(f"{key}:") else f"{key}: {message}"
+                ) from None
+        return self
+
+    def arguments(self) -> dict[str, Any]:
+        return dict(self.__pydantic_extra__ or {})
+
+    def params(self) -> list[Param]:
+        declared = [
+            to_param(f"arch.{name}", getattr(self, name)) for name in type(self).model_fields
+        ]
+        extra = [to_param(f"arch.{key}", spec) for key, spec in self.arguments().items()]
+        return [*declared, *extra]
+
+
+def _describe(head_key: str) -> Any:
+    def describe(arch: Mapping[str, Any]) -> str:
+        arguments = " ".join(
+            f"{key}={_short(value)}"
+            for key, value in arch.items()
+            if key not in ("family", head_key)
+        )
+        head = str(arch.get(head_key, "?")).rpartition(":")[2]
+        return f"{arch.get('family')} {head} {arguments}".strip()
+
+    return describe
+
+
+def _short(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+# ---------------------------------------------------------------------------- stems and checks
+
+
+def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
+
+
+def adapt_stem(model: nn.Module, input_shape: tuple[int, int, int]) -> list[str]:
+    """Make a zoo model take ``input_shape`` (C, H, W): see the module's docstring. Returns
+    what was changed, in words (logged with the model's description)."""
+    channels, height, width = input_shape
+    named = list(model.named_modules())
+    convs = [(name, m) for name, m in named if isinstance(m, nn.Conv2d)]
+    if not convs:
+        return []
+    stem_name, stem = convs[0]
+    changes: list[str] = []
+    small = min(height, width) < SMALL_INPUT
+    kernel = stem.kernel_size
+    stride = stem.stride
+    if small:
+        kernel = tuple(min(k, 3) for k in stem.kernel_size)
+        stride = (1, 1)
+    if stem.in_channels != channels or kernel != stem.kernel_size or stride != stem.stride:
+        if stem.groups != 1:
+            raise InfeasibleArchitecture(f"the stem convolution {stem_name!r} is grouped")
+        new = nn.Conv2d(
+            channels,
+            stem.out_channels,
+            kernel,  # type: ignore[arg-type]
+            stride,  # type: ignore[arg-type]
+            padding=tuple(k // 2 for k in kernel),  # type: ignore[arg-type]
+            dilation=stem.dilation,  # type: ignore[arg-type]
+            bias=stem.bias is not None,
+        )
+        _replace(model, stem_name, new)
+        changes.append(
+            f"{stem_name}: {stem.in_channels}->{channels} channels, kernel "
+            f"{stem.kernel_size[0]}->{kernel[0]}, stride {stem.stride[0]}->{stride[0]}"
+        )
+    if small:
+        second = convs[1][0] if len(convs) > 1 else None
+        for name, module in named:
+            if name == second:
+                break
+            if isinstance(module, nn.MaxPool2d):
+                _replace(model, name, nn.Identity())
+                changes.append(f"{name}: max-pool removed")
+                break
+    return changes
+
+
+def check_output(model: Any, input_shape: tuple[int, int, int], n_classes: int, who: str) -> None:
+    """Raise :class:`UserCodeError` unless ``model`` is an ``nn.Module`` mapping a batch of
+    ``input_shape`` to ``(batch, n_classes)`` logits. Eval mode and no_grad: no BatchNorm
+    statistics change and no random number is drawn, so checking never changes a trial."""
+    if not isinstance(model, nn.Module):
+        raise UserCodeError(f"{who} returned a {type(model).__name__}, not a torch.nn.Module")
+    was_training = model.training
+    probe = torch.zeros(2, *input_shape)
+    try:
+        model.eval()
+        with torch.no_grad():
+            output = model(probe)
+    except Exception as exc:
+        raise UserCodeError(
+            f"the model from {who} fails on a batch of shape {tuple(probe.shape)}: "
+            f"{type(exc).__name__}: {exc}"
+        ) from None
+    finally:
+        model.train(was_training)
+    shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
+    if shape != (2, n_classes):
+        raise UserCodeError(
+            f"the model from {who} outputs {shape} for a batch of 2; expected (2, {n_classes}) "
+            f"logits ({n_classes} classes in the data)"
+        )
+
+
+# ---------------------------------------------------------------------------- custom
+
+
+class CustomArchSpace(ExternalArchSpace):
+    family: Literal["custom"] = "custom"
+    builder: Any
+
+    @model_validator(mode="after")
+    def _builder_imports(self) -> CustomArchSpace:
+        paths = self.builder if isinstance(self.builder, list) else [self.builder]
+        if not paths or not all(isinstance(path, str) for path in paths):
+            raise ValueError("builder: give 'package.module:function' or a list of them")
+        for path in paths:
+            load_callable(path, "builder")
+        return self
+
+
+@register_model("custom", space=CustomArchSpace, describe=_describe("builder"))
+def build_custom(
+    fields: Mapping[str, Any], input_shape: tuple[int, int, int], n_classes: int
+) -> nn.Module:
+    arguments = dict(fields)
+    path = arguments.pop("builder", None)
+    if path is None:
+        raise ValueError("family 'custom' needs builder: 'package.module:function'")
+    builder = load_callable(path, "builder")
+    who = f"builder {path}"
+    try:
+        model = builder(input_shape=input_shape, n_classes=n_classes, **arguments)
+    except InfeasibleArchitecture:
+        raise
+    except Exception as exc:
+        if type(exc).__name__ == "InfeasibleArchitecture":
+            # The user's own class of that name: their module need not import nascomp.
+            raise InfeasibleArchitecture(f"{who}: {exc}") from None
+        raise UserCodeError(
+            f"{who} raised {type(exc).__name__}: {exc} (called with input_shape={input_shape}, "
+            f"n_classes={n_classes}, {', '.join(f'{k}={v!r}' for k, v in arguments.items())})"
+        ) from None
+    check_output(model, input_shape, n_classes, who)
+    return model
+
+
+# ---------------------------------------------------------------------------- torchvision
+
+
+def torchvision_models() -> list[str]:
+    """torchvision's classification models (detection, segmentation and video excluded)."""
+    from torchvision import models
+
+    return list(models.list_models(module=models))
+
+
+def _unknown(kind: str, name: Any, known: list[str]) -> str:
+    close = difflib.get_close_matches(str(name), known, n=5, cutoff=0.5)
+    hint = f"did you mean {', '.join(close)}?" if close else f"e.g. {', '.join(known[:8])}"
+    return f"unknown {kind} model {name!r}; {hint}"
+
+
+def _check_names(names: Any, known: list[str], kind: str) -> None:
+    for name in names if isinstance(names, list) else [names]:
+        if name not in known:
+            raise ValueError(f"model: {_unknown(kind, name, known)}")
+
+
+class TorchvisionArchSpace(ExternalArchSpace):
+    family: Literal["torchvision"] = "torchvision"
+    model: Any
+
+    @model_validator(mode="after")
+    def _known_model(self) -> TorchvisionArchSpace:
+        _check_names(self.model, torchvision_models(), "torchvision")
+        return self
+
+
+# Models whose training-mode output is a tuple unless their auxiliary heads are off.
+_AUX_LOGITS = ("googlenet", "inception_v3")
+
+
+@register_model("torchvision", space=TorchvisionArchSpace, describe=_describe("model"))
+def build_torchvision(
+    fields: Mapping[str, Any], input_shape: tuple[int, int, int], n_classes: int
+) -> nn.Module:
+    from torchvision import models
+
+    arguments = dict(fields)
+    name = arguments.pop("model", None)
+    known = torchvision_models()
+    if name not in known:
+        raise ValueError(_unknown("torchvision", name, known))
+    if name in _AUX_LOGITS:
+        arguments.setdefault("aux_logits", False)
+        arguments.setdefault("init_weights", True)
+    who = f"torchvision.models.get_model({name!r})"
+    try:
+        model = models.get_model(name, weights=None, num_classes=n_classes, **arguments)
+    except Exception as exc:
+        raise UserCodeError(
+            f"{who} rejects {', '.join(f'{k}={v!r}' for k, v in arguments.items()) or 'it'}: "
+            f"{type(exc).__name__}: {exc}"
+        ) from None
+    adapt_stem(model, input_shape)
+    check_output(model, input_shape, n_classes, who)
+    return model
+
+
+# ---------------------------------------------------------------------------- timm
+
+
+def _timm() -> Any:
+    try:
+        import timm
+    except ImportError:
+        raise ValueError(
+            "family 'timm' needs the timm package: pip install 'nascomp[timm]'"
+        ) from None
+    return timm
+
+
+class TimmArchSpace(ExternalArchSpace):
+    family: Literal["timm"] = "timm"
+    model: Any
+
+    @model_validator(mode="after")
+    def _known_model(self) -> TimmArchSpace:
+        timm = _timm()
+        for name in self.model if isinstance(self.model, list) else [self.model]:
+            if not timm.is_model(name):
+                raise ValueError(f"model: {_unknown('timm', name, timm.list_models())}")
+        return self
+
+
+@register_model("timm", space=TimmArchSpace, describe=_describe("model"))
+def build_timm(
+    fields: Mapping[str, Any], input_shape: tuple[int, int, int], n_classes: int
+) -> nn.Module:
+    timm = _timm()
+    arguments = dict(fields)
+    name = arguments.pop("model", None)
+    if not isinstance(name, str) or not timm.is_model(name):
+        raise ValueError(_unknown("timm", name, timm.list_models()))
+    who = f"timm.create_model({name!r})"
+    try:
+        model = timm.create_model(
+            name, pretrained=False, num_classes=n_classes, in_chans=input_shape[0], **arguments
+        )
+    except Exception as exc:
+        raise UserCodeError(
+            f"{who} rejects {', '.join(f'{k}={v!r}' for k, v in arguments.items()) or 'it'}: "
+            f"{type(exc).__name__}: {exc}"
+        ) from None
+    adapt_stem(model, input_shape)
+    check_output(model, input_shape, n_classes, who)
+    return model

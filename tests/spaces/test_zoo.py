@@ -1,0 +1,222 @@
+"""Models the user brings: the custom builder, torchvision and timm by name, plugins."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from pydantic import ValidationError
+from torch import nn
+
+from nascomp.spaces.models import InfeasibleArchitecture, build_model, describe_arch
+from nascomp.spaces.space import SpaceConfig
+from nascomp.spaces.userfn import UserCodeError, load_callable
+from nascomp.spaces.zoo import SMALL_INPUT, adapt_stem
+
+USER = "tests.spaces.user_models"
+
+
+def _space(arch: dict) -> SpaceConfig:
+    return SpaceConfig.model_validate({"arch": arch})
+
+
+def test_builder_arguments_are_leaves_of_the_space() -> None:
+    space = _space(
+        {
+            "family": "custom",
+            "builder": f"{USER}:tiny",
+            "width": [8, 16],
+            "depth": {"low": 1, "high": 3},
+            "act": "gelu",
+            "scale": [0.5, 1],
+        }
+    )
+    params = {p.name: p for p in space.arch.params()}
+    assert params["arch.width"].kind == "choice" and params["arch.width"].choices == (8, 16)
+    assert (params["arch.depth"].kind, params["arch.depth"].low) == ("int", 1)
+    assert params["arch.act"].kind == "fixed" and params["arch.act"].value == "gelu"
+    assert params["arch.scale"].choices == (0.5, 1.0)  # ints among floats become floats
+    first = space.arch.first_arch()
+    assert first == {
+        "family": "custom",
+        "builder": f"{USER}:tiny",
+        "width": 8,
+        "depth": 1,
+        "act": "gelu",
+        "scale": 0.5,
+    }
+    assert describe_arch(first) == "custom tiny width=8 depth=1 act=gelu scale=0.5"
+
+
+@pytest.mark.parametrize(
+    ("arch", "message"),
+    [
+        ({"builder": "nowhere_module:f"}, "module 'nowhere_module' is not importable"),
+        ({"builder": f"{USER}:missing"}, "has no attribute 'missing'"),
+        ({"builder": f"{USER}:NOT_A_FUNCTION"}, "is a int, not a function"),
+        ({"builder": "no colon"}, "must be 'package.module:function'"),
+        ({"builder": f"{USER}:tiny", "width": [8, "x"]}, "width: give a number"),
+        ({"builder": f"{USER}:tiny", "n_classes": 3}, "'n_classes' cannot be a builder argument"),
+        ({"builder": f"{USER}:tiny", "width": []}, "width: choice list is empty"),
+        ({}, "builder"),
+    ],
+)
+def test_bad_custom_arch_is_one_line_naming_the_problem(arch: dict, message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        _space({"family": "custom", **arch})
+
+
+def test_custom_builder_gets_shape_classes_and_sampled_arguments() -> None:
+    torch.manual_seed(0)
+    model = build_model(
+        {"family": "custom", "builder": f"{USER}:tiny", "width": 4, "depth": 2}, (3, 9, 9), 7
+    )
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert [c.in_channels for c in convs] == [3, 4] and convs[-1].out_channels == 4
+    assert model(torch.zeros(5, 3, 9, 9)).shape == (5, 7)
+
+
+@pytest.mark.parametrize(
+    ("builder", "message"),
+    [
+        ("returns_dict", "returned a dict, not a torch.nn.Module"),
+        ("wrong_classes", r"outputs \(2, 13\) for a batch of 2; expected \(2, 10\)"),
+        ("raises", "raised RuntimeError: no GPU kernels here"),
+        ("breaks_on_input", r"fails on a batch of shape \(2, 1, 8, 8\)"),
+    ],
+)
+def test_a_broken_builder_is_a_user_code_error_naming_it(builder: str, message: str) -> None:
+    with pytest.raises(UserCodeError, match=message) as caught:
+        build_model({"family": "custom", "builder": f"{USER}:{builder}"}, (1, 8, 8), 10)
+    assert "\n" not in str(caught.value)
+
+
+def test_the_users_own_infeasible_class_marks_the_architecture_infeasible() -> None:
+    build_model({"family": "custom", "builder": f"{USER}:picky", "width": 16}, (1, 8, 8), 10)
+    with pytest.raises(InfeasibleArchitecture, match="width 32"):
+        build_model({"family": "custom", "builder": f"{USER}:picky", "width": 32}, (1, 8, 8), 10)
+
+
+def test_a_module_in_the_working_folder_imports(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "shop_models.py").write_text("def build(**kw):\n    return kw\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    assert load_callable("shop_models:build", "builder")(a=1) == {"a": 1}
+
+
+# ---------------------------------------------------------------- zoo stems
+
+
+@pytest.mark.parametrize(
+    ("name", "shape", "stem_stride", "pool_kept"),
+    [
+        ("resnet18", (1, 28, 28), 1, False),  # CIFAR-style stem on small inputs
+        ("resnet18", (3, 96, 96), 2, True),  # large inputs keep the ImageNet stem
+        ("mobilenet_v2", (3, 32, 32), 1, True),  # no max-pool to remove
+    ],
+)
+def test_torchvision_stem_follows_the_input(
+    name: str, shape: tuple[int, int, int], stem_stride: int, pool_kept: bool
+) -> None:
+    model = build_model({"family": "torchvision", "model": name}, shape, 10)
+    stem = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+    assert stem.in_channels == shape[0] and stem.stride == (stem_stride, stem_stride)
+    if min(shape[1:]) < SMALL_INPUT:
+        assert stem.kernel_size == (3, 3)
+    pools = [m for m in model.modules() if isinstance(m, nn.MaxPool2d)]
+    assert bool(pools) == (pool_kept and name == "resnet18")
+
+
+def test_adapt_stem_says_what_it_changed() -> None:
+    from torchvision.models import resnet18
+
+    changes = adapt_stem(resnet18(num_classes=10), (1, 32, 32))
+    assert changes == [
+        "conv1: 3->1 channels, kernel 7->3, stride 2->1",
+        "maxpool: max-pool removed",
+    ]
+
+
+def test_torchvision_arguments_are_searched_and_bad_ones_named() -> None:
+    space = _space({"family": "torchvision", "model": "mobilenet_v2", "width_mult": [0.25, 0.5]})
+    assert [p.name for p in space.arch.params()][-1] == "arch.width_mult"
+    small = build_model(
+        {"family": "torchvision", "model": "mobilenet_v2", "width_mult": 0.25}, (3, 32, 32), 10
+    )
+    large = build_model(
+        {"family": "torchvision", "model": "mobilenet_v2", "width_mult": 0.5}, (3, 32, 32), 10
+    )
+    assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in large.parameters())
+    with pytest.raises(UserCodeError, match=r"get_model\('resnet18'\) rejects width_mult=0.5"):
+        build_model(
+            {"family": "torchvision", "model": "resnet18", "width_mult": 0.5}, (3, 32, 32), 10
+        )
+
+
+def test_unknown_zoo_model_suggests_close_names() -> None:
+    with pytest.raises(
+        ValidationError, match=r"unknown torchvision model 'mobilenetv2'.*mobilenet_v2"
+    ):
+        _space({"family": "torchvision", "model": "mobilenetv2"})
+
+
+def test_timm_model_by_name() -> None:
+    pytest.importorskip("timm")
+    model = build_model({"family": "timm", "model": "mobilenetv3_small_050"}, (1, 28, 28), 10)
+    assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    with pytest.raises(ValidationError, match="unknown timm model"):
+        _space({"family": "timm", "model": "no_such_net_xyz"})
+
+
+# ---------------------------------------------------------------- plugins
+
+
+def test_an_installed_plugin_registers_its_family_by_entry_point(tmp_path: Path) -> None:
+    """A real distribution on sys.path (dist-info with entry_points.txt), as `pip install`
+    leaves it; run in a fresh interpreter so the registry starts empty."""
+    (tmp_path / "acme_models.py").write_text(
+        textwrap.dedent(
+            """
+            from torch import nn
+
+            def build(fields, input_shape, n_classes):
+                return nn.Sequential(nn.Flatten(), nn.Linear(input_shape[0] * input_shape[1]
+                                     * input_shape[2], n_classes))
+            """
+        )
+    )
+    dist = tmp_path / "acme_models-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-models\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(
+        "[nascomp.models]\nacme = acme_models:build\nbroken = acme_missing:build\n"
+    )
+    script = textwrap.dedent(
+        """
+        import torch
+        from nascomp.spaces.models import build_model, model_names
+        assert "acme" in model_names(), model_names()
+        model = build_model({"family": "acme"}, (1, 4, 4), 3)
+        print(tuple(model(torch.zeros(2, 1, 4, 4)).shape))
+        try:
+            build_model({"family": "broken"}, (1, 4, 4), 3)
+        except ValueError as exc:
+            print(exc)
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**__import__("os").environ, "PYTHONPATH": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    lines = result.stdout.splitlines()
+    assert lines[0] == "(2, 3)"
+    assert "entry point 'broken'" in lines[1] and "ModuleNotFoundError" in lines[1]

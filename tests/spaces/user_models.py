@@ -1,0 +1,49 @@
+"""Builders a user might write, good and bad, for the custom-family tests (imported by path
+``tests.spaces.user_models:<name>``)."""
+
+from __future__ import annotations
+
+from torch import nn
+
+
+class InfeasibleArchitecture(ValueError):
+    """The user's own class of this name (their module does not import nascomp)."""
+
+
+def tiny(input_shape, n_classes, width=8, depth=1, act="relu"):
+    channels = input_shape[0]
+    activation = {"relu": nn.ReLU, "gelu": nn.GELU}[act]
+    layers: list[nn.Module] = []
+    c_in = channels
+    for _ in range(depth):
+        layers += [nn.Conv2d(c_in, width, 3, padding=1, bias=False), nn.BatchNorm2d(width)]
+        layers.append(activation())
+        c_in = width
+    return nn.Sequential(
+        *layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, n_classes)
+    )
+
+
+def picky(input_shape, n_classes, width=8):
+    if width > 16:
+        raise InfeasibleArchitecture(f"width {width} is more than this input deserves")
+    return tiny(input_shape, n_classes, width)
+
+
+def returns_dict(input_shape, n_classes):
+    return {"not": "a module"}
+
+
+def wrong_classes(input_shape, n_classes):
+    return tiny(input_shape, n_classes + 3)
+
+
+def raises(input_shape, n_classes, width=8):
+    raise RuntimeError("no GPU kernels here")
+
+
+def breaks_on_input(input_shape, n_classes):
+    return nn.Sequential(nn.Flatten(), nn.Linear(5, n_classes))
+
+
+NOT_A_FUNCTION = 3
