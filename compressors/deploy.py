@@ -112,6 +112,9 @@ def to_int8_deployable(
         # torch.ao.quantization is deprecated in favour of torchao, which has no int8 conv.
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*")
+        # Printed for ops with fixed output ranges (hardswish, sigmoid) in zoo models: the
+        # qconfig is ours on purpose (see _int8_qconfig).
+        warnings.filterwarnings("ignore", message=".*get_default_qconfig_mapping.*")
         prepared = prepare_fx(float_model, mapping, (example_inputs.cpu(),))
         n_batches = 0
         # no_grad, not inference_mode: observers keep their buffers for convert_fx to read.
@@ -146,6 +149,8 @@ def deployable_form(
     - 32 bits: the model itself (``fp32``);
     - 8-bit weights with 8-bit activations: a real int8 model from ``to_int8_deployable``
       (``int8-x86``), on CPU only;
+      When the conversion fails (a model FX cannot trace), the 8-bit folded form below, with
+      the reason in its name;
     - any other width: no CPU backend runs it, so the fake-quantized weights are folded into a
       plain float model, without quantize-dequantize ops (``fp32-folded-<bits>bit``). That
       includes 16 bits: CPUs hold fp16 weights but compute in fp32.
@@ -154,6 +159,13 @@ def deployable_form(
     if bits == 32:
         return model, FORM_FP32
     on_cpu = all(p.device.type == "cpu" for p in model.parameters())
+    form = folded_form_name(bits)
     if bits == 8 and act_bits == 8 and on_cpu:
-        return to_int8_deployable(model, example_inputs, calibration_batches), FORM_INT8
-    return freeze_fake_quant(copy.deepcopy(model)).eval(), folded_form_name(bits)
+        try:
+            return to_int8_deployable(model, example_inputs, calibration_batches), FORM_INT8
+        except Exception as exc:  # FX cannot trace the model, or no int8 kernel for an op
+            # A model the user brought may hold what FX or the x86 backend cannot take; the
+            # trial still has a latency, and the form's name says which one and why.
+            reason = (str(exc).splitlines() or [""])[0][:160]
+            form = f"{form} (no int8 form: {type(exc).__name__}: {reason})"
+    return freeze_fake_quant(copy.deepcopy(model)).eval(), form

@@ -18,6 +18,7 @@ since a layer loses both output and input channels, its parameters fall roughly 
 
 from __future__ import annotations
 
+import fnmatch
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -43,8 +44,14 @@ class PruneConfig:
     ratio: float = 0.0
     importance: str = "l1"
     scope: str = "global"
+    # Module-name patterns (fnmatch: ``stem.*``, ``classifier``) of layers never pruned. The
+    # classifier's outputs (the classes) are never removed by structured pruning in any case.
+    ignore: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        if isinstance(self.ignore, str) or not all(isinstance(p, str) for p in self.ignore):
+            raise ValueError(f"ignore must be a list of layer-name patterns, got {self.ignore!r}")
+        object.__setattr__(self, "ignore", tuple(self.ignore))
         if self.method not in PRUNE_METHODS:
             raise ValueError(f"method must be one of {PRUNE_METHODS}, got {self.method!r}")
         if isinstance(self.ratio, bool) or not isinstance(self.ratio, (int, float)):
@@ -65,9 +72,36 @@ def scheduled_ratio(ratio: float, progress: float) -> float:
     return ratio * (1.0 - (1.0 - progress) ** 3)
 
 
-def prunable_layers(model: nn.Module) -> list[nn.Module]:
-    """Conv2d and Linear layers in module order (Quant* subclasses included)."""
-    return [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+class PruningError(RuntimeError):
+    """The model cannot be pruned as asked (torch-pruning cannot trace it, or the pruned model
+    no longer runs): the trial fails with this reason and the search goes on."""
+
+
+def ignored_layers(model: nn.Module, patterns: tuple[str, ...]) -> list[nn.Module]:
+    """The modules whose names match one of ``patterns`` (fnmatch); a pattern matching none is
+    an error that lists a few names, since a typo would silently prune what it meant to keep."""
+    names = [name for name, _ in model.named_modules() if name]
+    modules = dict(model.named_modules())
+    chosen: list[nn.Module] = []
+    for pattern in patterns:
+        matched = [name for name in names if fnmatch.fnmatchcase(name, pattern)]
+        if not matched:
+            layers = [n for n, m in modules.items() if isinstance(m, (nn.Conv2d, nn.Linear))]
+            raise ValueError(
+                f"prune.ignore: {pattern!r} names no layer of the model; its layers include "
+                f"{', '.join(layers[:3] + layers[-2:])}"
+            )
+        chosen += [modules[name] for name in matched]
+    return chosen
+
+
+def prunable_layers(model: nn.Module, ignore: tuple[str, ...] = ()) -> list[nn.Module]:
+    """Conv2d and Linear layers in module order (Quant* subclasses included), less those inside
+    an ignored module."""
+    skipped = {id(m) for top in ignored_layers(model, ignore) for m in top.modules()}
+    return [
+        m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)) and id(m) not in skipped
+    ]
 
 
 class Pruner:
@@ -103,7 +137,7 @@ class UnstructuredPruner(Pruner):
 
     def __init__(self, model: nn.Module, config: PruneConfig) -> None:
         self.config = config
-        self.weights: list[nn.Parameter] = [m.weight for m in prunable_layers(model)]
+        self.weights: list[nn.Parameter] = [m.weight for m in prunable_layers(model, config.ignore)]
         self.masks: dict[nn.Parameter, Tensor] = {
             w: torch.ones_like(w, dtype=torch.bool) for w in self.weights
         }
@@ -187,17 +221,29 @@ class StructuredPruner(Pruner):
 
         self.model = model
         self.config = config
+        self.example_inputs = example_inputs
         self.n_initial_weights = prunable_weight_count(model)
         classifier = classifier_layer(model)
-        self._pruner = tp.pruner.BasePruner(
-            model,
-            example_inputs,
-            importance=tp.importance.GroupMagnitudeImportance(p=_NORM_DEGREE[config.importance]),
-            global_pruning=config.scope == "global",
-            pruning_ratio=config.ratio,
-            iterative_steps=1,
-            ignored_layers=[classifier] if classifier is not None else [],
-        )
+        ignored = ignored_layers(model, config.ignore)
+        if classifier is not None:
+            ignored.append(classifier)
+        try:
+            self._pruner = tp.pruner.BasePruner(
+                model,
+                example_inputs,
+                importance=tp.importance.GroupMagnitudeImportance(
+                    p=_NORM_DEGREE[config.importance]
+                ),
+                global_pruning=config.scope == "global",
+                pruning_ratio=config.ratio,
+                iterative_steps=1,
+                ignored_layers=ignored,
+            )
+        except Exception as exc:  # torch-pruning's tracer meets an op it does not know
+            raise PruningError(
+                f"torch-pruning cannot trace {type(model).__name__}: {type(exc).__name__}: "
+                f"{exc} (prune.ignore can keep the layer out, or use unstructured pruning)"
+            ) from None
         self._applied_ratio = 0.0
 
     def update(self, progress: float) -> bool:
@@ -208,9 +254,34 @@ class StructuredPruner(Pruner):
         # torch-pruning fixes its per-step ratios at construction; our schedule is driven by
         # the caller's progress instead, so each update is one step to the new target. The
         # pruner measures targets against the channel counts it saw first, so they compose.
-        tp_compat.step_to(self._pruner, target)
+        try:
+            tp_compat.step_to(self._pruner, target)
+        except Exception as exc:
+            raise PruningError(
+                f"structured pruning of {type(self.model).__name__} to {target:.2f} failed: "
+                f"{type(exc).__name__}: {exc}"
+            ) from None
         self._applied_ratio = target
+        self._check_runs()
         return _parameter_shapes(self.model) != shapes_before
+
+    def _check_runs(self) -> None:
+        """A dependency torch-pruning missed leaves layers whose shapes disagree; say which
+        layer breaks now, not as a shape error in the middle of the next epoch."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                self.model(self.example_inputs)
+        except Exception as exc:
+            raise PruningError(
+                f"after structured pruning {type(self.model).__name__} no longer runs "
+                f"(a coupling of layers torch-pruning does not follow): {type(exc).__name__}: "
+                f"{str(exc).splitlines()[0] if str(exc) else ''} (prune.ignore can keep the "
+                "layers involved)"
+            ) from None
+        finally:
+            self.model.train(was_training)
 
     @property
     def sparsity(self) -> float:

@@ -22,8 +22,10 @@ import ray
 import torch
 from ray import tune
 
+from nascomp.compressors.pruning import PruningError
 from nascomp.search.export import write_artifact
 from nascomp.search.tune.searcher import INFO_PREFIX, STATUS_KEY
+from nascomp.spaces.userfn import UserCodeError
 from nascomp.trainers.checkpoint import load_state, save_state
 from nascomp.trainers.config import TrialConfig
 from nascomp.trainers.data import DataNotFoundError, check_data_root
@@ -34,10 +36,14 @@ STATE_FILE = "trial_state.pt"  # an epoch checkpoint: the trial's state after th
 FINAL_FILE = "final.json"  # the final checkpoint: the last report, and the model's artifacts
 STATUS_FAILED = "failed"
 # Failures of the trial itself, not of its worker: retrying would fail the same way.
+# UserCodeError: the user's builder raised for this sampled architecture (the pre-flight built
+# one other); PruningError: torch-pruning cannot prune this model. The search goes on.
 TRIAL_FAILURES: tuple[type[BaseException], ...] = (
     FloatingPointError,
     torch.OutOfMemoryError,
     MemoryError,
+    UserCodeError,
+    PruningError,
 )
 
 

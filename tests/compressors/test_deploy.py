@@ -112,3 +112,30 @@ def test_float_model_converts(trained: Trained) -> None:
 def test_needs_calibration_data(trained: Trained) -> None:
     with pytest.raises(ValueError, match="calibration_batches"):
         to_int8_deployable(trained.float_model, trained.data.train_x[:1], [])
+
+
+def test_a_model_fx_cannot_trace_is_timed_folded_and_says_why() -> None:
+    """A user's model with data-dependent control flow: no int8 form, and the form's name
+    says which one was timed and why, instead of failing the trial."""
+    from nascomp.compressors.deploy import deployable_form
+
+    class Branchy(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(1, 4, 3)
+            self.fc = nn.Linear(4, 3)
+
+        def forward(self, x: Tensor) -> Tensor:
+            y = self.conv(x).mean(dim=(2, 3))
+            if y.sum() > 0:  # FX cannot trace a branch on a tensor's value
+                y = y * 2
+            return self.fc(y)
+
+    model = prepare_qat(Branchy(), QuantConfig(bits=8, act_bits=8))
+    example = torch.randn(4, 1, 8, 8)
+    model(example)  # observe activation ranges once
+    deployed, form = deployable_form(
+        model, bits=8, act_bits=8, example_inputs=example, calibration_batches=[example]
+    )
+    assert form.startswith("fp32-folded-8bit (no int8 form: TraceError")
+    assert deployed(example).shape == (4, 3)

@@ -188,3 +188,77 @@ def test_structured_then_optimizer_rebuild_trains(residual_cnn: nn.Module) -> No
         optimizer.step()
         pruner.after_step()
     assert 0.0 < pruner.sparsity < 1.0
+
+
+# ---------------------------------------------------------------- arbitrary models
+
+
+def test_ignore_keeps_matching_layers_whole() -> None:
+    model = _mlp()
+    pruner = make_pruner(model, PruneConfig("unstructured", 0.5, ignore=("0",)), EXAMPLE_1x8x8)
+    pruner.update(1.0)
+    zeros = _zero_counts(model)
+    assert zeros[0] == 0 and sum(zeros) == 30  # half of the 60 weights outside layer "0"
+
+
+def test_ignore_pattern_that_names_no_layer_is_an_error() -> None:
+    with pytest.raises(ValueError, match=r"prune.ignore: 'stem\.\*' names no layer"):
+        make_pruner(_mlp(), PruneConfig("unstructured", 0.5, ignore=("stem.*",)), EXAMPLE_1x8x8)
+
+
+def test_structured_ignore_keeps_a_layers_channels(plain_model: nn.Module) -> None:
+    first = next(name for name, m in plain_model.named_modules() if isinstance(m, nn.Conv2d))
+    before = dict(plain_model.named_modules())[first].out_channels
+    pruner = make_pruner(
+        plain_model, PruneConfig("structured", 0.5, ignore=(first,)), EXAMPLE_3x8x8
+    )
+    pruner.update(1.0)
+    assert dict(plain_model.named_modules())[first].out_channels == before
+    assert pruner.sparsity > 0.2  # the other layers were pruned
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0"])
+def test_structured_pruning_of_zoo_models_shrinks_and_runs(name: str) -> None:
+    """Depthwise and grouped convolutions, squeeze-excitation and residual adds."""
+    from torchvision import models
+
+    torch.manual_seed(0)
+    model = models.get_model(name, weights=None, num_classes=10).eval()
+    example = torch.randn(2, 3, 32, 32)
+    n_before = count_params(model)
+    pruner = make_pruner(model, PruneConfig("structured", 0.4), example)
+    pruner.update(1.0)
+    assert count_params(model) < 0.8 * n_before
+    assert model(example).shape == (2, 10)
+    assert model.classifier[-1].out_features == 10
+
+
+def test_untraceable_model_is_a_pruning_error_with_the_reason() -> None:
+    """torchvision's ShuffleNetV2 shuffles channels by reshapes torch-pruning cannot follow."""
+    from torchvision import models
+
+    from nascomp.compressors.pruning import PruningError
+
+    model = models.get_model("shufflenet_v2_x0_5", weights=None, num_classes=10)
+    with pytest.raises(PruningError, match="torch-pruning cannot trace ShuffleNetV2"):
+        make_pruner(model, PruneConfig("structured", 0.5), torch.zeros(2, 3, 32, 32))
+
+
+def test_a_pruned_model_that_no_longer_runs_is_named_at_once() -> None:
+    from nascomp.compressors.pruning import PruningError
+
+    class HardCodedWidth(nn.Module):
+        """Reshapes by a channel count written in its code, which pruning cannot change."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(1, 8, 3, padding=1)
+            self.fc = nn.Linear(8, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.conv(x)
+            return self.fc(y.reshape(y.shape[0], 8, -1).mean(dim=2))
+
+    pruner = make_pruner(HardCodedWidth(), PruneConfig("structured", 0.5), EXAMPLE_1x8x8)
+    with pytest.raises(PruningError, match="HardCodedWidth no longer runs"):
+        pruner.update(1.0)
