@@ -21,9 +21,11 @@ from nascomp.search.experiment import Experiment, teacher_job, trial_constants
 from nascomp.search.front.plot import write_html, write_plot
 from nascomp.search.front.report import front_markdown, record_rows
 from nascomp.search.front.selection import feasible_trials, select_front
+from nascomp.search.preflight import check_user_code
 from nascomp.search.resume import find_resumable, folder_name, set_state, write_manifest
 from nascomp.search.samplers import make_sampler
 from nascomp.search.samplers.space import DefineByRun
+from nascomp.search.shipping import runtime_env
 from nascomp.search.tracking.runlog import JOURNAL
 from nascomp.search.tracking.store import Tracker, TrialRecord
 from nascomp.search.tune.callbacks import MlflowTrialCallback
@@ -62,6 +64,7 @@ def run_search(
     """Run the whole search (or continue one: ``resume`` is a result folder or ``latest``);
     return what MLflow holds of it, front included."""
     started = time.perf_counter()
+    check_user_code(experiment)  # before any run, folder or Ray process exists
     _fail_fast_http()
     tracker = Tracker(experiment.tracking.resolved_uri(), experiment.tracking.experiment)
     tracker.check_reachable()
@@ -76,6 +79,7 @@ def run_search(
     _quiet_ray()
     ray.init(
         address=address,
+        runtime_env=runtime_env(experiment),  # the user's own modules, to every worker
         include_dashboard=False,
         log_to_driver=False,
         logging_level=logging.ERROR,

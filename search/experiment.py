@@ -65,6 +65,12 @@ class SearchConfig(Section):
 class ResourcesConfig(Section):
     cpus_per_trial: float = Field(1.0, gt=0.0)
     gpus_per_trial: float = Field(0.0, ge=0.0)
+    ship_code: bool = Field(
+        True,
+        description="send the modules of builder/factory functions that are not installed in "
+        "the environment to every Ray worker (runtime_env py_modules); false: the nodes have "
+        "them installed",
+    )
 
     @field_validator("gpus_per_trial")
     @classmethod
@@ -253,7 +259,13 @@ def read_yaml(path: Path) -> dict[str, Any]:
         where = f" at line {mark.line + 1}" if mark else ""
         raise ConfigError(f"{path}: not valid YAML{where}") from None
     if raw is None:
-        return {}
+        # An empty file is a mistake (a save that did not happen, a wrong path), not a request
+        # for every default: that would run the quickstart's search in its place.
+        raise ConfigError(
+            f"{path}: the experiment file is empty; write at least one section (see "
+            "examples/ or docs/experiment.md), or run `nascomp search` without a file for the "
+            "quickstart"
+        )
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections")
     return raw

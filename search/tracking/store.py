@@ -204,7 +204,19 @@ class Tracker:
         return [record_of(run) for run in runs]
 
     def trial_record(self, run_id: str) -> TrialRecord:
-        return record_of(self.client.get_run(run_id))
+        """The trial run ``run_id``; a TrackingError naming the store when it has no such run."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            run = self.client.get_run(run_id)
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+            raise TrackingError(
+                f"run {run_id!r} is not in the tracking store {self.uri} (see `nascomp pareto` "
+                "for the front's run ids; --tracking-uri picks another store)"
+            ) from None
+        return record_of(run)
 
     def trial_config(self, record: TrialRecord) -> dict[str, Any]:
         """The trial's flat config exactly as the search ran it: the JSON artifact, or for

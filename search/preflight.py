@@ -1,0 +1,73 @@
+"""Check the user's own code before the search writes anything or starts Ray.
+
+A builder that does not return an ``nn.Module``, whose output has the wrong shape, or that
+raises, and a dataset factory that returns the wrong thing, are mistakes in the experiment:
+they must stop ``nascomp search`` with one line naming the field and the function, exit code 2,
+and no MLflow run, not fail every trial one by one. Only models the user brings (a ``custom``
+builder, torchvision, timm, a plugin's family) are built here; nascomp's own families are
+tested with the package. Building one architecture of the space (each leaf's first value) and
+the teacher takes a fraction of a second for the models a search trains.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from nascomp.compressors.pruning import ignored_layers
+from nascomp.search.errors import ConfigError
+from nascomp.search.experiment import Experiment
+from nascomp.spaces.models import InfeasibleArchitecture, build_model, model_family
+
+# Families whose builders ship with nascomp and are covered by its tests.
+_OWN_MODULES = ("nascomp.spaces.cnn", "nascomp.spaces.nb201", "nascomp.spaces.classic")
+
+
+def brings_own_model(arch: dict[str, Any]) -> bool:
+    """True when ``arch`` is built by code from outside nascomp (or by a model zoo)."""
+    family = model_family(arch.get("family"))
+    return family is not None and family.build.__module__ not in _OWN_MODULES
+
+
+def check_user_code(experiment: Experiment) -> None:
+    """Load the data and build the student (one point of the space) and the teacher when the
+    user brought them; raise :class:`ConfigError` naming the field on the first problem."""
+    if experiment.trial != "train":
+        return
+    student = experiment.space.arch.first_arch()
+    teacher = experiment.teacher.arch if experiment.space.distillation_possible() else None
+    checked = [("space.arch", student)]
+    if teacher is not None:
+        checked.append(("teacher.arch", teacher))
+    checked = [(field, arch) for field, arch in checked if brings_own_model(arch)]
+    ignore = tuple(experiment.space.prune.ignore)
+    if ignore and not checked:
+        checked = [("space.arch", student)]  # the patterns are checked on the student
+    if not checked and experiment.data.name not in ("custom", "torchvision"):
+        return
+    try:
+        data = experiment.data.load()
+    except (ValueError, TypeError, OSError) as exc:
+        raise ConfigError(_located("data", exc)) from None
+    state = torch.random.get_rng_state()
+    try:
+        for field, arch in checked:
+            try:
+                model = build_model(arch, data.input_shape, data.n_classes)
+            except InfeasibleArchitecture:
+                continue  # the user's documented way to skip a combination
+            except (ValueError, TypeError) as exc:
+                raise ConfigError(_located(field, exc)) from None
+            if field == "space.arch" and ignore:
+                try:
+                    ignored_layers(model, ignore)
+                except ValueError as exc:
+                    raise ConfigError(f"space.{exc}") from None
+    finally:
+        torch.random.set_rng_state(state)  # building drew weights: leave the driver as it was
+
+
+def _located(field: str, exc: BaseException) -> str:
+    message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return message if message.startswith(field) else f"{field}: {message}"

@@ -1,0 +1,93 @@
+"""The user's own code in an experiment, met as a new user would: every mistake is one line,
+exit code 2, and nothing written (no MLflow store, no run, no result folder)."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tests.search.conftest import nascomp
+
+MODULE = textwrap.dedent(
+    """
+    from torch import nn
+
+    def good(input_shape, n_classes, width=4):
+        return nn.Sequential(nn.Conv2d(input_shape[0], width, 3), nn.AdaptiveAvgPool2d(1),
+                             nn.Flatten(), nn.Linear(width, n_classes))
+
+    def gives_a_dict(input_shape, n_classes):
+        return {}
+
+    def thousand_classes(input_shape, n_classes):
+        return good(input_shape, 1000)
+
+    def raises(input_shape, n_classes):
+        raise KeyError("layers")
+
+    VALUE = 1
+    """
+)
+
+
+@pytest.mark.parametrize(
+    ("experiment", "message"),
+    [
+        ("space: {arch: {family: custom, builder: 'shop:gives_a_dict'}}", "returned a dict"),
+        (
+            "space: {arch: {family: custom, builder: 'shop:thousand_classes'}}",
+            "space.arch: the model from builder shop:thousand_classes outputs (2, 1000)",
+        ),
+        (
+            "space: {arch: {family: custom, builder: 'shop:raises'}}",
+            "space.arch: builder shop:raises raised KeyError: 'layers'",
+        ),
+        ("space: {arch: {family: custom, builder: 'shop:VALUE'}}", "not a function"),
+        ("space: {arch: {family: custom, builder: 'shoop:good'}}", "'shoop' is not importable"),
+        ("space: {arch: {family: custom, builder: 'shop:good', width: []}}", "width"),
+        ("space: {arch: {family: torchvision, model: resnet181}}", "did you mean resnet18"),
+        (
+            "space: {arch: {family: custom, builder: 'shop:good'}, prune: {ignore: [stem]}}",
+            "space.prune.ignore: 'stem' names no layer",
+        ),
+        (
+            "space: {arch: {family: cnn}}\n"
+            "teacher: {arch: {family: custom, builder: 'shop:thousand_classes'}}",
+            "teacher.arch: the model from builder shop:thousand_classes",
+        ),
+        ("", "the experiment file is empty"),
+        ("# nothing but a comment\n", "the experiment file is empty"),
+    ],
+)
+def test_user_code_mistakes_exit_2_with_one_line_and_write_nothing(
+    tmp_path: Path, experiment: str, message: str
+) -> None:
+    (tmp_path / "shop.py").write_text(MODULE)
+    (tmp_path / "experiment.yaml").write_text(experiment)
+    written = {path.name for path in tmp_path.iterdir()}
+    result = nascomp(
+        "search", "experiment.yaml", cwd=tmp_path, timeout=120, env={"MLFLOW_TRACKING_URI": ""}
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert message in lines[0]
+    assert "Traceback" not in result.stderr + result.stdout
+    left = {path.name for path in tmp_path.iterdir()} - written - {"__pycache__"}
+    assert left == set(), left
+
+
+def test_reproduce_of_a_run_not_in_the_store_is_one_line(tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    MlflowClient(tracking_uri=uri).create_experiment("nascomp")
+    result = nascomp(
+        "reproduce", "0123456789abcdef0123456789abcdef", "--tracking-uri", uri, cwd=tmp_path
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "run '0123456789abcdef0123456789abcdef' is not in the tracking store" in lines[0]
