@@ -114,7 +114,7 @@ def to_int8_deployable(
         warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*")
         # Printed for ops with fixed output ranges (hardswish, sigmoid) in zoo models: the
         # qconfig is ours on purpose (see _int8_qconfig).
-        warnings.filterwarnings("ignore", message=".*get_default_qconfig_mapping.*")
+        warnings.filterwarnings("ignore", message="(?s).*get_default_qconfig_mapping")
         prepared = prepare_fx(float_model, mapping, (example_inputs.cpu(),))
         n_batches = 0
         # no_grad, not inference_mode: observers keep their buffers for convert_fx to read.

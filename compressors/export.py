@@ -20,6 +20,7 @@ whose fake quantization reproduces the original bit for bit.
 
 from __future__ import annotations
 
+import copy
 import math
 import struct
 import zlib
@@ -199,27 +200,36 @@ def layer_shapes(model: nn.Module) -> dict[str, dict[str, int]]:
 
 
 def _resized(module: nn.Module, counts: dict[str, int]) -> nn.Module:
+    """A copy of ``module`` at the recorded channel counts, its tensors re-allocated (the
+    caller loads their values). Copying rather than constructing anew keeps what a subclass
+    adds: timm's BatchNormAct2d holds its activation, a "same"-padding conv its padding rule."""
+    resized = copy.deepcopy(module)
+    for field, value in counts.items():
+        setattr(resized, field, value)
     if isinstance(module, nn.Conv2d):
-        return nn.Conv2d(
-            counts["in_channels"],
-            counts["out_channels"],
-            module.kernel_size,
-            module.stride,
-            module.padding,
-            module.dilation,
-            counts["groups"],
-            module.bias is not None,
-            module.padding_mode,
-        )
-    if isinstance(module, nn.Linear):
-        return nn.Linear(counts["in_features"], counts["out_features"], module.bias is not None)
-    return type(module)(
-        counts["num_features"],
-        module.eps,
-        module.momentum,
-        module.affine,
-        module.track_running_stats,
-    )
+        per_group = counts["in_channels"] // counts["groups"]
+        shapes = {
+            "weight": (counts["out_channels"], per_group, *module.kernel_size),
+            "bias": (counts["out_channels"],),
+        }
+    elif isinstance(module, nn.Linear):
+        shapes = {
+            "weight": (counts["out_features"], counts["in_features"]),
+            "bias": (counts["out_features"],),
+        }
+    else:
+        n = counts["num_features"]
+        shapes = {"weight": (n,), "bias": (n,), "running_mean": (n,), "running_var": (n,)}
+    for name, shape in shapes.items():
+        current = getattr(resized, name, None)
+        if current is None:
+            continue
+        fresh = torch.zeros(shape, dtype=current.dtype, device=current.device)
+        if isinstance(current, nn.Parameter):
+            setattr(resized, name, nn.Parameter(fresh, requires_grad=current.requires_grad))
+        else:
+            setattr(resized, name, fresh)  # a registered buffer stays a buffer
+    return resized
 
 
 def reshape_layers(model: nn.Module, shapes: dict[str, dict[str, int]]) -> nn.Module:
