@@ -19,7 +19,11 @@ from PIL import Image
 from sklearn.model_selection import train_test_split
 from torch import Tensor
 
+from nascomp.trainers.split import TensorSplit
+
 DATASETS = ("digits", "mnist", "fashion_mnist", "imagefolder")
+# The user's datasets (trainers/user_data.py): a factory of theirs, or a torchvision class.
+USER_SOURCES = ("custom", "torchvision")
 
 IDX_FILES = (
     "train-images-idx3-ubyte",
@@ -52,6 +56,20 @@ class DataSplits:
     input_shape: tuple[int, int, int]
     name: str
 
+    # The splits as the training loop reads them (trainers/split.py); a streamed dataset's
+    # StreamedSplits has the same three.
+    @property
+    def train(self) -> TensorSplit:
+        return TensorSplit(self.train_x, self.train_y)
+
+    @property
+    def val(self) -> TensorSplit:
+        return TensorSplit(self.val_x, self.val_y)
+
+    @property
+    def test(self) -> TensorSplit:
+        return TensorSplit(self.test_x, self.test_y)
+
 
 @dataclass(frozen=True)
 class _RawData:
@@ -82,10 +100,17 @@ _DEVICE_CACHE: dict[tuple[int, str], tuple[DataSplits, DataSplits]] = {}
 
 def check_data_root(name: str, root: str | None) -> None:
     """Cheap existence check for config validation; loads nothing."""
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; allowed: {', '.join(DATASETS)}")
-    if name == "digits":
-        return  # bundled with scikit-learn
+    if name not in DATASETS + USER_SOURCES:
+        raise ValueError(f"unknown dataset {name!r}; allowed: {', '.join(DATASETS + USER_SOURCES)}")
+    if name in ("digits", "custom"):
+        return  # bundled with scikit-learn; a factory reads its root (if any) itself
+    if name == "torchvision":
+        if root is None or not Path(root).is_dir():
+            raise DataNotFoundError(
+                f"data.root: a torchvision dataset needs the directory that holds its files "
+                f"(nothing is downloaded); got {root!r}"
+            )
+        return
     if name in _IDX_FOLDERS:
         _check_idx_root(name, root)
     else:
@@ -299,6 +324,40 @@ def _decode_one(path: str, image_size: int | None) -> np.ndarray:
 # ---------------------------------------------------------------------------- splitting
 
 
+@dataclass(frozen=True)
+class SplitIndices:
+    """Sorted positions of each split. ``dev`` (train + val) and ``train``/``val`` index the
+    training images; ``test`` indexes them too when held out, else it is None (an official
+    test set is used whole)."""
+
+    dev: Tensor
+    train: Tensor
+    val: Tensor
+    test: Tensor | None
+
+
+def split_indices(
+    labels: Tensor,
+    has_test: bool,
+    val_fraction: float,
+    split_seed: int,
+    max_train_samples: int | None,
+) -> SplitIndices:
+    """The deterministic, stratified splits of a dataset with these training ``labels``."""
+    dev_idx, test_idx = torch.arange(len(labels)), None
+    if not has_test:
+        dev_idx, test_idx = _stratified_split(labels, _n_held(TEST_FRACTION, labels), split_seed)
+    dev_labels = labels[dev_idx]
+    train_idx, val_idx = _stratified_split(
+        dev_labels, _n_held(val_fraction, dev_labels), split_seed
+    )
+    if max_train_samples is not None and max_train_samples < len(train_idx):
+        n_dropped = len(train_idx) - max_train_samples
+        keep, _ = _stratified_split(dev_labels[train_idx], n_dropped, split_seed)
+        train_idx = train_idx[keep]
+    return SplitIndices(dev_idx, dev_idx[train_idx], dev_idx[val_idx], test_idx)
+
+
 def _split(
     name: str,
     raw: _RawData,
@@ -307,20 +366,15 @@ def _split(
     max_train_samples: int | None,
 ) -> DataSplits:
     images, labels = raw.images, raw.labels
-    if raw.test_images is None or raw.test_labels is None:
-        dev_idx, test_idx = _stratified_split(labels, _n_held(TEST_FRACTION, labels), split_seed)
-        test_images, test_labels = images[test_idx], labels[test_idx]
-        images, labels = images[dev_idx], labels[dev_idx]
-    else:
+    has_test = raw.test_images is not None and raw.test_labels is not None
+    parts = split_indices(labels, has_test, val_fraction, split_seed, max_train_samples)
+    if parts.test is None:
         test_images, test_labels = raw.test_images, raw.test_labels
+    else:
+        test_images, test_labels = images[parts.test], labels[parts.test]
     # Statistics over train + val only (never test), so val_fraction and max_train_samples
     # do not change what the inputs look like.
-    mean, std = _channel_stats(images, raw.max_value)
-    train_idx, val_idx = _stratified_split(labels, _n_held(val_fraction, labels), split_seed)
-    if max_train_samples is not None and max_train_samples < len(train_idx):
-        n_dropped = len(train_idx) - max_train_samples
-        keep, _ = _stratified_split(labels[train_idx], n_dropped, split_seed)
-        train_idx = train_idx[keep]
+    mean, std = _channel_stats(images[parts.dev], raw.max_value)
 
     def normalised(part: Tensor) -> Tensor:
         # Always a fresh copy: `part` may be the cached raw test tensor itself.
@@ -328,12 +382,12 @@ def _split(
         return scaled.sub_(mean.view(1, -1, 1, 1)).div_(std.view(1, -1, 1, 1))
 
     return DataSplits(
-        train_x=normalised(images[train_idx]),
-        train_y=labels[train_idx].contiguous(),
-        val_x=normalised(images[val_idx]),
-        val_y=labels[val_idx].contiguous(),
-        test_x=normalised(test_images),
-        test_y=test_labels.contiguous(),
+        train_x=normalised(images[parts.train]),
+        train_y=labels[parts.train].contiguous(),
+        val_x=normalised(images[parts.val]),
+        val_y=labels[parts.val].contiguous(),
+        test_x=normalised(test_images),  # type: ignore[arg-type]
+        test_y=test_labels.contiguous(),  # type: ignore[union-attr]
         n_classes=raw.n_classes,
         input_shape=tuple(images.shape[1:]),  # type: ignore[arg-type]
         name=name,

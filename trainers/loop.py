@@ -1,4 +1,5 @@
-"""The training loop over in-memory tensors: batches are slices, no DataLoader in the hot path."""
+"""The training loop over a split: in-memory tensors are sliced per batch (no DataLoader in the
+hot path); a streamed split hands the same batches from a DataLoader (trainers/split.py)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from nascomp.compressors.distillation import (
     feature_distillation_loss,
 )
 from nascomp.trainers.augment import AugmentConfig, augment_batch
+from nascomp.trainers.split import EVAL_BATCH_SIZE, Split, as_split
 
 
 @dataclass(frozen=True)
@@ -93,8 +95,8 @@ def make_optimizer(
 
 def train_epoch(
     model: nn.Module,
-    x: Tensor,
-    y: Tensor,
+    x: Tensor | Split,
+    y: Tensor | None = None,
     *,
     optimizer: torch.optim.Optimizer,
     batch_size: int,
@@ -103,19 +105,18 @@ def train_epoch(
     after_step: Callable[[], None] | None = None,
     augment: AugmentConfig | None = None,
 ) -> EpochStats:
-    """One pass over (x, y) in a seeded random order; returns the mean loss and accuracy."""
+    """One pass over a split (or the tensors ``x``, ``y``) in a seeded random order; returns the
+    mean loss and accuracy. The order is drawn here, so every kind of split sees the same one."""
     model.train()
-    n = x.shape[0]
-    order = torch.randperm(n, generator=generator).to(x.device)
-    total_loss = torch.zeros((), device=x.device)
-    n_correct = torch.zeros((), device=x.device, dtype=torch.long)
+    split = as_split(x, y)
+    device = split.labels.device
+    order = torch.randperm(len(split), generator=generator)
+    total_loss = torch.zeros((), device=device)
+    n_correct = torch.zeros((), device=device, dtype=torch.long)
     n_seen = 0
-    for start in range(0, n, batch_size):
-        index = order[start : start + batch_size]
-        if index.numel() < 2:
-            break  # a batch of one breaks batch norm; drop it
-        inputs, labels = x[index], y[index]
+    for index, inputs, labels in split.batches(order, batch_size):
         if augment is not None:
+            # On the batch's device, after it arrived: a streamed split's loader only reads.
             inputs = augment_batch(inputs, augment, generator)
         logits = model(inputs)
         if distill is None:
@@ -146,14 +147,26 @@ def train_epoch(
 
 
 @torch.inference_mode()
-def predict_logits(model: nn.Module, x: Tensor, batch_size: int = 1024) -> Tensor:
+def predict_logits(
+    model: nn.Module,
+    x: Tensor | Split,
+    batch_size: int = EVAL_BATCH_SIZE,
+    device: str | torch.device | None = None,
+) -> Tensor:
+    """Logits of ``model`` in eval mode on every input of ``x`` (a tensor or a split), in order;
+    with ``device``, each batch is moved there first (the CPU-only int8 form of a GPU trial)."""
     was_training = model.training
     model.eval()
-    out = torch.cat([model(x[i : i + batch_size]) for i in range(0, x.shape[0], batch_size)])
+    chunks = as_split(x).chunks(batch_size)
+    out = torch.cat([model(chunk if device is None else chunk.to(device)) for chunk in chunks])
     model.train(was_training)
     return out
 
 
-def accuracy(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 1024) -> float:
-    predictions = predict_logits(model, x, batch_size).argmax(dim=1)
-    return (predictions == y).float().mean().item()
+def accuracy(
+    model: nn.Module, x: Tensor | Split, y: Tensor | None = None, batch_size: int = EVAL_BATCH_SIZE
+) -> float:
+    """Top-1 accuracy on a split (or on the tensors ``x``, ``y``)."""
+    split = as_split(x, y)
+    predictions = predict_logits(model, split, batch_size).argmax(dim=1)
+    return (predictions == split.labels).float().mean().item()

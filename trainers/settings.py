@@ -8,12 +8,21 @@ declared; the experiment (``nascomp.search.experiment``) composes them, and a tr
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from nascomp.trainers.augment import AugmentConfig
-from nascomp.trainers.data import DataNotFoundError, DataSplits, check_data_root, load_data
+from nascomp.trainers.data import (
+    USER_SOURCES,
+    DataNotFoundError,
+    DataSplits,
+    check_data_root,
+    load_data,
+)
+from nascomp.trainers.datasets import DatasetSource, check_source
+from nascomp.trainers.stream import StreamedSplits
+from nascomp.trainers.user_data import SplitSettings, load_user_data
 
 # The metric names every trial reports: a contract (README, DESIGN.md); objectives,
 # constraints and --pick may name any of them.
@@ -38,29 +47,97 @@ class Section(BaseModel):
 
 
 class DataConfig(Section):
-    name: Literal["digits", "mnist", "fashion_mnist", "imagefolder"] = "digits"
+    """``data``: a built-in dataset, the user's own factory (``custom``) or a torchvision
+    dataset class (``torchvision``); how it is split; and when it is streamed."""
+
+    name: Literal["digits", "mnist", "fashion_mnist", "imagefolder", "custom", "torchvision"] = (
+        "digits"
+    )
     root: str | None = None
+    factory: str | None = Field(
+        None, description="custom: 'package.module:function' returning (train, test) datasets"
+    )
+    dataset: str | None = Field(None, description="torchvision: a torchvision.datasets class")
+    options: dict[str, Any] | None = Field(
+        None, description="custom, torchvision: keyword arguments of the factory or class"
+    )
     val_fraction: float = Field(0.1, gt=0.0, lt=0.5)
     split_seed: int = 0
     max_train_samples: int | None = Field(None, ge=10)
     image_size: int | None = Field(None, ge=4)
+    stream: bool | Literal["auto"] = Field(
+        "auto", description="custom, torchvision: read through a DataLoader; auto: over budget"
+    )
+    memory_budget_mb: int | None = Field(
+        None, ge=1, description="auto streaming's budget; default: a share of the machine's RAM"
+    )
 
-    def load(self) -> DataSplits:
-        """The dataset's splits as in-memory tensors (cached per process by these fields)."""
-        # The fields are exactly load_data's keyword arguments.
-        return load_data(**self.model_dump())
+    # Fields that change how data is read, never what a trial computes (kept out of cache keys).
+    READING_FIELDS: ClassVar[tuple[str, ...]] = ("stream", "memory_budget_mb")
+    USER_FIELDS: ClassVar[tuple[str, ...]] = ("factory", "dataset", "options")
+
+    def load(self, *, threads: int = 1) -> DataSplits | StreamedSplits:
+        """The dataset's splits, cached per process by these fields: in-memory tensors, or, for
+        a user dataset over the memory budget, streamed splits. ``threads``: the CPUs of the
+        trial (the reading pass's loader workers, and the default budget's share)."""
+        if self.name not in USER_SOURCES:
+            return load_data(**self.model_dump(exclude={*self.READING_FIELDS, *self.USER_FIELDS}))
+        return load_user_data(
+            self.source(),
+            SplitSettings(
+                self.val_fraction, self.split_seed, self.max_train_samples, self.image_size
+            ),
+            stream=self.stream,
+            memory_budget_mb=self.memory_budget_mb,
+            threads=threads,
+        )
+
+    def source(self) -> DatasetSource:
+        options = tuple(sorted((self.options or {}).items()))
+        return DatasetSource(self.name, self.root, self.factory, self.dataset, options)
+
+    def identity(self) -> dict[str, Any]:
+        """What a trial's results depend on: every field but the reading ones; the user's
+        fields only when set, so the built-in datasets' cache keys stay as they were."""
+        dumped = self.model_dump(exclude=set(self.READING_FIELDS))
+        for name in self.USER_FIELDS:
+            if dumped[name] is None:
+                del dumped[name]
+        return dumped
 
     @model_validator(mode="after")
     def _root_holds_dataset(self) -> DataConfig:
-        if self.name != "digits" and self.root is None:
+        builtin = self.name not in USER_SOURCES
+        if builtin and self.name != "digits" and self.root is None:
             raise ValueError(f"data.root is required for dataset {self.name!r}")
         if self.root is not None:
+            # Absolute: a Ray worker may run in another folder (runtime_env's working_dir).
             self.root = str(Path(self.root).expanduser().resolve())
+        self._fields_fit_name()
         try:
             check_data_root(self.name, self.root)
+            if not builtin:
+                check_source(self.source())
         except DataNotFoundError as exc:
             raise ValueError(str(exc)) from None
         return self
+
+    def _fields_fit_name(self) -> None:
+        wanted = {"custom": "factory", "torchvision": "dataset"}.get(self.name)
+        for name in self.USER_FIELDS:
+            value = getattr(self, name)
+            if name == wanted and value is None:
+                raise ValueError(f"data.{name} is required with name: {self.name}")
+            if value is not None and name != wanted and not (name == "options" and wanted):
+                allowed = "name: custom" if name == "factory" else "name: torchvision"
+                if name == "options":
+                    allowed = "name: custom or torchvision"
+                raise ValueError(f"data.{name} is only read with {allowed}, not {self.name!r}")
+        if self.name not in USER_SOURCES and self.stream is True:
+            raise ValueError(
+                "data.stream: true is for custom and torchvision datasets; the built-in ones "
+                "are read into memory"
+            )
 
 
 class AugmentSettings(Section):

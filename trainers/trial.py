@@ -61,7 +61,6 @@ from nascomp.trainers.checkpoint import (
     rng_state,
 )
 from nascomp.trainers.config import TrialConfig
-from nascomp.trainers.data import DataSplits, to_device
 from nascomp.trainers.loop import (
     Distillation,
     FeatureHint,
@@ -71,6 +70,7 @@ from nascomp.trainers.loop import (
     train_epoch,
 )
 from nascomp.trainers.seeding import seed_everything
+from nascomp.trainers.stream import Data, for_trial
 from nascomp.trainers.teacher import TeacherJob, build_teacher, teacher_logits
 
 Report = Callable[[dict[str, Any]], None]
@@ -110,8 +110,9 @@ def run_trial(
     """
     cfg = config if isinstance(config, TrialConfig) else TrialConfig.from_flat(dict(config))
     torch.set_num_threads(cfg.threads)
-    # One device-resident copy per worker process, shared by the trials it runs.
-    data = to_device(cfg.data.load(), cfg.device)
+    # One copy per worker process, shared by the trials it runs: in-memory splits resident on
+    # the device, or a streamed dataset read by this trial's loader workers.
+    data = for_trial(cfg.data.load(threads=cfg.threads), cfg.device, cfg.threads)
     seed_everything(cfg.seed)
     try:
         model = build_model(cfg.arch, data.input_shape, data.n_classes).to(cfg.device)
@@ -156,7 +157,7 @@ class _Trial:
     def __init__(
         self,
         cfg: TrialConfig,
-        data: DataSplits,
+        data: Data,
         model: nn.Module,
         teacher_state: dict[str, Tensor] | None,
         report: Report,
@@ -164,8 +165,8 @@ class _Trial:
     ) -> None:
         self.cfg, self.data, self.model, self.report = cfg, data, model, report
         self.checkpoint = checkpoint
-        self.train_x, self.train_y = data.train_x, data.train_y
-        self.val_x, self.val_y = data.val_x, data.val_y
+        # Splits (trainers/split.py): tensors sliced per batch, or streamed through a loader.
+        self.train, self.val, self.test = data.train, data.val, data.test
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.schedule = _Schedule.of(cfg)
         self.epoch = 0
@@ -198,7 +199,7 @@ class _Trial:
             build_teacher(self.cfg.teacher, self.data, teacher_state).to(self.cfg.device).eval()
         )
         student_tap, teacher_tap = FeatureTap(self.model), FeatureTap(teacher)
-        probe = self.train_x[:2]
+        probe = self.train.head(2)
         # Eval-mode probes: the shapes are all that is wanted, not BatchNorm updates.
         self.model.eval()
         with torch.no_grad():
@@ -229,7 +230,7 @@ class _Trial:
         return TrialOutcome(status="ok", metrics=metrics, model=self.model, info=info)
 
     def _make_pruner(self) -> Pruner:
-        return make_pruner(self.model, self.cfg.prune, self.train_x[:2])
+        return make_pruner(self.model, self.cfg.prune, self.train.head(2))
 
     def _prune(self) -> None:
         n_epochs = self.cfg.train.prune_epochs
@@ -289,8 +290,7 @@ class _Trial:
     def _epoch(self, phase: str, optimizer: torch.optim.Optimizer) -> None:
         stats = train_epoch(
             self.model,
-            self.train_x,
-            self.train_y,
+            self.train,
             optimizer=optimizer,
             batch_size=self.cfg.train.batch_size,
             generator=self.generator,
@@ -304,7 +304,7 @@ class _Trial:
             "epoch": self.epoch,
             "loss": stats.loss,
             "train_accuracy": stats.train_accuracy,
-            "val_accuracy": accuracy(self.model, self.val_x, self.val_y),
+            "val_accuracy": accuracy(self.model, self.val),
             "params": count_params(self.model),
             "nonzero_params": count_nonzero_params(self.model),
             "size_bytes": model_size_bytes(self.model),
@@ -365,8 +365,8 @@ class _Trial:
 
     def _evaluate(self) -> dict[str, float]:
         return {
-            "val_accuracy": accuracy(self.model, self.val_x, self.val_y),
-            "test_accuracy": accuracy(self.model, self.data.test_x, self.data.test_y),
+            "val_accuracy": accuracy(self.model, self.val),
+            "test_accuracy": accuracy(self.model, self.test),
         }
 
     def _measure(self, info: dict[str, str]) -> dict[str, float]:
@@ -396,21 +396,18 @@ class _Trial:
 
     def _deployable(self) -> tuple[nn.Module, str]:
         size = CALIBRATION_BATCH_SIZE
-        calibration = [
-            self.train_x[start : start + size]
-            for start in range(0, min(len(self.train_x), CALIBRATION_BATCHES * size), size)
-        ]
+        calibration = list(self.train.head(CALIBRATION_BATCHES * size).split(size))
         return deployable_form(
             self.model,
             bits=self.cfg.quant.bits,
             act_bits=self.cfg.quant.act_bits,
-            example_inputs=self.train_x[:1],
+            example_inputs=self.train.head(1),
             calibration_batches=calibration,
         )
 
     def _agreement(self, deployed: nn.Module) -> float:
         """Top-1 agreement of the deployed form with the evaluated model (validation split):
         the evidence that its latency belongs to the accuracy reported next to it."""
-        expected = predict_logits(self.model, self.val_x).argmax(dim=1).cpu()
-        predicted = predict_logits(deployed, self.val_x.cpu()).argmax(dim=1)
+        expected = predict_logits(self.model, self.val).argmax(dim=1).cpu()
+        predicted = predict_logits(deployed, self.val, device="cpu").argmax(dim=1)
         return (predicted == expected).float().mean().item()

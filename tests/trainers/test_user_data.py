@@ -1,0 +1,187 @@
+"""The user's datasets in memory: a factory of their own (``custom``) and torchvision classes by
+name, on real MNIST and Fashion-MNIST files; and each bad input's one-line error."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from pydantic import ValidationError
+
+from nascomp.trainers.data import DataNotFoundError, DataSplits, clear_cache, load_data
+from nascomp.trainers.datasets import DatasetError
+from nascomp.trainers.settings import DataConfig
+from nascomp.trainers.user_data import clear_user_cache
+from tests.trainers.userdata import write_user_module
+
+
+@pytest.fixture
+def module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The user's module, importable from the working folder as in their shell."""
+    monkeypatch.chdir(tmp_path)
+    clear_user_cache()
+    yield write_user_module(tmp_path)
+    clear_user_cache()
+
+
+def custom(module: str, function: str, root: Path, **fields: object) -> DataConfig:
+    return DataConfig(name="custom", factory=f"{module}:{function}", root=str(root), **fields)
+
+
+def test_a_tensor_dataset_factory_loads_into_memory(module: str, data_root: Path) -> None:
+    config = custom(module, "tensors", data_root, options={"n_train": 600, "n_test": 200})
+    splits = config.load()
+    assert isinstance(splits, DataSplits)  # 0.7 MB: far under any budget
+    assert (splits.n_classes, splits.input_shape) == (10, (1, 28, 28))
+    assert (len(splits.train_y), len(splits.val_y), len(splits.test_y)) == (540, 60, 200)
+    # Normalised per channel over train + val: mean 0, std 1 (population).
+    dev = torch.cat([splits.train_x, splits.val_x])
+    assert dev.mean().item() == pytest.approx(0.0, abs=1e-5)
+    assert dev.std(unbiased=False).item() == pytest.approx(1.0, abs=1e-5)
+    # The test split is the factory's, and normalised with the same statistics.
+    assert splits.test_x.shape == (200, 1, 28, 28) and splits.test_y.dtype == torch.int64
+    assert config.load() is splits  # once per process
+
+
+def test_the_same_labels_and_splits_as_the_built_in_reader(module: str, data_root: Path) -> None:
+    """A factory over all of MNIST splits exactly as `name: mnist` does (same split_seed)."""
+    clear_cache()
+    built_in = load_data("mnist", str(data_root), max_train_samples=500, split_seed=2)
+    user = custom(
+        module, "tensors", data_root, options={"n_train": 60000, "n_test": 10000}
+    ).model_copy(update={"max_train_samples": 500, "split_seed": 2})
+    splits = user.load()
+    for part in ("train_y", "val_y", "test_y"):
+        assert torch.equal(getattr(splits, part), getattr(built_in, part)), part
+    # Statistics summed per sample rather than per chunk: equal to float32 rounding.
+    assert torch.allclose(splits.train_x, built_in.train_x, atol=1e-5)
+
+
+def test_a_hand_written_float_dataset_without_a_test_set(module: str, data_root: Path) -> None:
+    splits = custom(module, "floats", data_root).load()
+    n_test = math.ceil(0.2 * 600)  # TEST_FRACTION, held out of train
+    assert len(splits.test_y) == n_test and len(splits.val_y) == math.ceil(0.1 * (600 - n_test))
+    assert splits.input_shape == (1, 28, 28)  # (H, W) inputs get their channel axis
+    # Float inputs are used as given (not divided by 255): the statistics are the data's own.
+    dev = torch.cat([splits.train_x, splits.val_x])
+    assert dev.mean().item() == pytest.approx(0.0, abs=1e-5)
+    assert dev.std(unbiased=False).item() == pytest.approx(1.0, abs=1e-5)
+    # Stratified: every class keeps its share in the held-out test split.
+    counts = torch.bincount(splits.test_y, minlength=10).float()
+    assert counts.min() >= 0.6 * counts.mean()
+
+
+def test_torchvision_fashion_mnist_matches_the_built_in_reader(data_root: Path) -> None:
+    clear_cache()
+    config = DataConfig(
+        name="torchvision", dataset="FashionMNIST", root=str(data_root), max_train_samples=300
+    )
+    splits = config.load()
+    built_in = load_data("fashion_mnist", str(data_root), max_train_samples=300)
+    assert splits.n_classes == 10 and splits.input_shape == (1, 28, 28)
+    for part in ("train_y", "val_y", "test_y"):
+        assert torch.equal(getattr(splits, part), getattr(built_in, part)), part
+    assert torch.allclose(splits.test_x, built_in.test_x, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    ("factory", "message"),
+    [
+        ("no_such_module_here:tensors", "data.factory: module 'no_such_module_here' is not"),
+        ("{module}:missing", "has no attribute 'missing'"),
+        ("{module}:NOT_A_FUNCTION", "is a int, not a function"),
+        ("{module}", "must be 'package.module:function'"),
+    ],
+)
+def test_a_factory_that_cannot_be_called_fails_at_config_load(
+    module: str, data_root: Path, factory: str, message: str
+) -> None:
+    with pytest.raises(ValidationError, match=message) as caught:
+        DataConfig(name="custom", factory=factory.format(module=module), root=str(data_root))
+    assert len(str(caught.value.errors()[0]["msg"]).splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("function", "error", "message"),
+    [
+        ("raises", DatasetError, r"raises raised RuntimeError: the disk is on fire"),
+        ("one_dataset", DatasetError, r"must return \(train, test\) datasets.*got a TensorDataset"),
+        ("shifted_labels", DatasetError, r"train labels must be integers in 0\.\.8 .*got -1\.\.8"),
+        ("float_labels", DatasetError, r"sample 0's label must be an integer.*float32"),
+        ("arrays", DatasetError, r"sample 0 must be \(input tensor, integer label\).*ndarray"),
+        ("too_many_for_classes", DatasetError, r"labels must be integers in 0\.\.1 \(len\(clas"),
+    ],
+)
+def test_a_factory_whose_output_is_wrong_fails_at_data_load(
+    module: str, data_root: Path, function: str, error: type, message: str
+) -> None:
+    config = custom(module, function, data_root)  # importable and callable: valid config
+    with pytest.raises(error, match=message) as caught:
+        config.load()
+    assert str(caught.value).startswith("data.factory: ")
+    assert len(str(caught.value).splitlines()) == 1
+
+
+def test_a_bad_sample_deep_in_a_large_dataset_is_one_line(
+    module: str, data_root: Path, tmp_path: Path
+) -> None:
+    """Found by a loader worker process, reported as the worker's cause, in one line."""
+    (tmp_path / "late_bad.py").write_text(
+        "import torch\nfrom torch.utils.data import Dataset\n"
+        "class Late(Dataset):\n"
+        "    def __len__(self): return 5000\n"
+        "    def __getitem__(self, i):\n"
+        "        return torch.zeros(1, 4, 4), (1.5 if i == 4321 else i % 3)\n"
+        "def make(): return Late(), None\n"
+    )
+    config = DataConfig(name="custom", factory="late_bad:make")
+    with pytest.raises(DatasetError, match=r"^data.factory: sample 4321's label must be an int"):
+        config.load(threads=2)  # 5000 samples: read by worker processes
+
+
+def test_unknown_torchvision_dataset_lists_some_allowed(data_root: Path) -> None:
+    with pytest.raises(ValidationError, match=r"data.dataset must name a torchvision.datasets"):
+        DataConfig(name="torchvision", dataset="CIFAR11", root=str(data_root))
+    with pytest.raises(ValidationError, match="CIFAR10, CIFAR100, SVHN"):
+        DataConfig(name="torchvision", dataset="Tensor", root=str(data_root))
+
+
+@pytest.mark.parametrize("dataset", ["CIFAR10", "SVHN"])  # train=... and split=... classes
+def test_torchvision_files_missing_is_data_not_found(dataset: str, tmp_path: Path) -> None:
+    config = DataConfig(name="torchvision", dataset=dataset, root=str(tmp_path))
+    with pytest.raises(DataNotFoundError, match=rf"torchvision {dataset} found no dataset in"):
+        config.load()
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"name": "custom"}, "data.factory is required with name: custom"),
+        ({"name": "torchvision", "root": "."}, "data.dataset is required with name: torchvision"),
+        ({"name": "digits", "factory": "a:b"}, "data.factory is only read with name: custom"),
+        ({"name": "digits", "options": {"n": 1}}, "data.options is only read with name: custom"),
+        ({"name": "torchvision", "dataset": "MNIST"}, "data.root: a torchvision dataset needs"),
+        ({"name": "digits", "stream": True}, "data.stream: true is for custom and torchvision"),
+    ],
+)
+def test_fields_that_do_not_fit_the_name(fields: dict, message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        DataConfig(**fields)
+
+
+def test_teacher_cache_keys_of_built_in_data_are_unchanged() -> None:
+    """The new fields are left out of the key when unset, so cached teachers stay valid."""
+    assert DataConfig().identity() == {
+        "name": "digits",
+        "root": None,
+        "val_fraction": 0.1,
+        "split_seed": 0,
+        "max_train_samples": None,
+        "image_size": None,
+    }
+    assert "stream" not in DataConfig(stream=False, memory_budget_mb=5).identity()

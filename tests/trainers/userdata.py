@@ -1,0 +1,88 @@
+"""A user's dataset module, as a user would write it, for the data tests: written into a temporary
+folder that the test makes the working folder (``data.factory`` imports from there).
+
+Every factory reads real MNIST (its IDX files under ``root``) through torchvision; none of this
+is nascomp code.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+USER_MODULE = '''
+import numpy as np
+import torch
+from torch.utils.data import Dataset, TensorDataset
+from torchvision.datasets import MNIST
+
+
+def _mnist(root, train, n):
+    data = MNIST(root, train=train, download=False)
+    return data.data[:n].unsqueeze(1), data.targets[:n]
+
+
+def tensors(root, n_train=600, n_test=200):
+    """uint8 images and int64 labels, as TensorDataset gives them."""
+    x, y = _mnist(root, True, n_train)
+    test_x, test_y = _mnist(root, False, n_test)
+    return TensorDataset(x, y), TensorDataset(test_x, test_y)
+
+
+class Pairs(Dataset):
+    """Hand-written: float inputs in [-1, 1] without a channel axis, Python int labels."""
+
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, index):
+        return self.x[index, 0].float() / 127.5 - 1.0, int(self.y[index])
+
+
+def floats(root, n_train=600):
+    return Pairs(*_mnist(root, True, n_train)), None
+
+
+def raises(root):
+    raise RuntimeError("the disk is on fire")
+
+
+def one_dataset(root):
+    return tensors(root)[0]
+
+
+def shifted_labels(root):
+    x, y = _mnist(root, True, 100)
+    return TensorDataset(x, y - 1), None
+
+
+def float_labels(root):
+    x, y = _mnist(root, True, 100)
+    return TensorDataset(x, y.float()), None
+
+
+def arrays(root):
+    x, y = _mnist(root, True, 100)
+    return [(image.numpy(), int(label)) for image, label in zip(x, y)], None
+
+
+def too_many_for_classes(root):
+    train, test = tensors(root)
+    train.classes = ["a", "b"]
+    return train, test
+
+
+NOT_A_FUNCTION = 3
+'''
+_COUNTER = itertools.count()
+
+
+def write_user_module(folder: object) -> str:
+    """Write the module into ``folder`` under a fresh name (modules are cached by name)."""
+    from pathlib import Path
+
+    name = f"user_datasets_{next(_COUNTER)}"
+    (Path(str(folder)) / f"{name}.py").write_text(USER_MODULE)
+    return name

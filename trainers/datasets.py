@@ -1,0 +1,367 @@
+"""The user's datasets: a factory of their own (``data.name: custom``) or a torchvision dataset
+class by name (``data.name: torchvision``), opened as map-style ``Dataset`` pairs and read once.
+
+Reading is one pass over every sample (:func:`scan`) that checks it (an input tensor and an
+integer label), records its label and per-sample pixel sums, and, when the dataset fits the
+memory budget, keeps it. The splits and the normalisation are then computed from those records
+alone, so a dataset kept in memory and the same dataset streamed (``trainers/stream.py``) get the
+same splits and the same normalised values, bit for bit.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, IterableDataset
+
+from nascomp.spaces.userfn import UserCodeError, load_callable
+from nascomp.trainers.data import DataNotFoundError
+
+FACTORY_FIELD = "data.factory"
+DATASET_FIELD = "data.dataset"
+SCAN_BATCH_SIZE = 256  # samples per batch of the reading pass (the per-sample sums' batches)
+# Below this many samples, worker processes cost more to start than they save.
+MIN_SAMPLES_FOR_WORKERS = 4096
+TORCHVISION_EXAMPLES = ("CIFAR10", "CIFAR100", "SVHN", "MNIST", "FashionMNIST", "ImageFolder")
+
+
+class DatasetError(ValueError):
+    """The user's dataset is not usable as it is; the one-line message names the field."""
+
+
+@dataclass(frozen=True)
+class DatasetSource:
+    """Where a user dataset comes from: ``name`` is ``custom`` or ``torchvision``."""
+
+    name: str
+    root: str | None = None
+    factory: str | None = None
+    dataset: str | None = None
+    options: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def field(self) -> str:
+        return FACTORY_FIELD if self.name == "custom" else DATASET_FIELD
+
+
+# ---------------------------------------------------------------------------- config checks
+
+
+def check_source(source: DatasetSource) -> None:
+    """Cheap checks for config validation (import and look-up only; nothing is read)."""
+    if source.name == "custom":
+        try:
+            load_callable(source.factory, FACTORY_FIELD)
+        except UserCodeError as exc:
+            raise DatasetError(str(exc)) from None
+    else:
+        torchvision_class(source.dataset)
+        if source.root is None or not Path(source.root).is_dir():
+            raise DataNotFoundError(
+                f"data.root: dataset {source.dataset!r} needs the directory that holds its "
+                f"files (nothing is downloaded); got {source.root!r}"
+            )
+
+
+def torchvision_class(name: str | None) -> type[Dataset]:
+    from torchvision import datasets
+
+    found = getattr(datasets, name, None) if isinstance(name, str) else None
+    if not (isinstance(found, type) and issubclass(found, Dataset)):
+        raise DatasetError(
+            f"{DATASET_FIELD} must name a torchvision.datasets class (e.g. "
+            f"{', '.join(TORCHVISION_EXAMPLES)}); got {name!r}"
+        )
+    return found
+
+
+# ---------------------------------------------------------------------------- opening
+
+
+def open_source(source: DatasetSource) -> tuple[Dataset, Dataset | None]:
+    """The (train, test or None) datasets of ``source``, checked to be map-style datasets."""
+    pair = _call_factory(source) if source.name == "custom" else _open_torchvision(source)
+    return _checked_pair(pair, source)
+
+
+def _call_factory(source: DatasetSource) -> Any:
+    try:
+        factory = load_callable(source.factory, FACTORY_FIELD)
+    except UserCodeError as exc:
+        raise DatasetError(str(exc)) from None
+    kwargs = dict(source.options)
+    if source.root is not None:
+        kwargs["root"] = source.root
+    try:
+        return factory(**kwargs)
+    except Exception as exc:  # the user's code: any failure is reported in one line
+        message = f"{FACTORY_FIELD}: {source.factory} raised {type(exc).__name__}: {_line(exc)}"
+        if isinstance(exc, FileNotFoundError):
+            raise DataNotFoundError(message) from None
+        raise DatasetError(message) from None
+
+
+def _open_torchvision(source: DatasetSource) -> tuple[Dataset, Dataset | None]:
+    from torchvision.transforms import PILToTensor
+
+    dataset_class = torchvision_class(source.dataset)
+    parameters = inspect.signature(dataset_class).parameters
+    kwargs: dict[str, Any] = dict(source.options)
+    if "download" in parameters:
+        kwargs["download"] = False  # never: the machines that search have no network
+    if "transform" in parameters:
+        kwargs["transform"] = PILToTensor()  # PIL image -> uint8 (C, H, W), as stored
+
+    def make(**split: Any) -> Dataset:
+        try:
+            return dataset_class(source.root, **kwargs, **split)
+        except RuntimeError as exc:  # torchvision's "Dataset not found or corrupted."
+            raise DataNotFoundError(
+                f"data.root: torchvision {source.dataset} found no dataset in {source.root} "
+                f"(download=False; put its files there as torchvision lays them out): "
+                f"{_line(exc)}"
+            ) from None
+        except (TypeError, ValueError, OSError) as exc:
+            raise DatasetError(
+                f"{DATASET_FIELD}: torchvision {source.dataset}({source.root!r}, ...) raised "
+                f"{type(exc).__name__}: {_line(exc)}"
+            ) from None
+
+    if "train" in parameters:  # CIFAR10, CIFAR100, MNIST, FashionMNIST, KMNIST, USPS, ...
+        return make(train=True), make(train=False)
+    if "split" in parameters:  # SVHN, STL10, Flowers102, ...
+        return make(split="train"), make(split="test")
+    return make(), None  # ImageFolder and others with one split: test is held out
+
+
+def _checked_pair(pair: Any, source: DatasetSource) -> tuple[Dataset, Dataset | None]:
+    what = source.factory if source.name == "custom" else source.dataset
+    if not (isinstance(pair, tuple | list) and len(pair) == 2):
+        raise DatasetError(
+            f"{source.field}: {what} must return (train, test) datasets, or (train, None); "
+            f"got {_kind(pair)}"
+        )
+    train, test = pair
+    for role, dataset in (("train", train), ("test", test)):
+        if dataset is None and role == "test":
+            continue
+        if isinstance(dataset, IterableDataset) or not (
+            hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__")
+        ):
+            raise DatasetError(
+                f"{source.field}: {what} returned a {role} set that is not a map-style "
+                f"torch.utils.data.Dataset (with __getitem__ and __len__): {_kind(dataset)}"
+            )
+        if len(dataset) == 0:
+            raise DatasetError(f"{source.field}: {what} returned an empty {role} set")
+    return train, test
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, tuple | list):
+        return f"a {type(value).__name__} of {len(value)}"
+    return f"a {type(value).__name__}"
+
+
+def _line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else "(no message)"
+
+
+# ---------------------------------------------------------------------------- samples
+
+
+@dataclass(frozen=True)
+class SampleFormat:
+    """What every sample of a dataset must look like, taken from its first sample."""
+
+    shape: tuple[int, int, int]  # (C, H, W) after the optional resize
+    dtype: torch.dtype  # as the dataset gives it
+    scale: float  # 255 for uint8 images (to [0, 1]); 1 for anything else, used as given
+    image_size: int | None
+
+
+def prepare_input(value: Any, image_size: int | None, field: str, index: int) -> Tensor:
+    """A sample's input as a (C, H, W) tensor in its own dtype, resized when ``image_size``."""
+    if not isinstance(value, Tensor):
+        raise DatasetError(
+            f"{field}: sample {index} must be (input tensor, integer label); its input is a "
+            f"{type(value).__name__} (torchvision datasets need transform=PILToTensor())"
+        )
+    image = value.unsqueeze(0) if value.dim() == 2 else value
+    if image.dim() != 3:
+        raise DatasetError(
+            f"{field}: sample {index}'s input must be a (C, H, W) or (H, W) tensor; got shape "
+            f"{tuple(value.shape)}"
+        )
+    if image_size is not None and image.shape[-2:] != (image_size, image_size):
+        resized = F.interpolate(
+            image[None].float(), size=(image_size, image_size), mode="bilinear", antialias=True
+        )[0]
+        image = resized.clamp_(0.0, 255.0) if value.dtype == torch.uint8 else resized
+    return image
+
+
+def label_of(value: Any, field: str, index: int) -> int:
+    """A sample's label as a Python int: an int, a NumPy integer or an integer 0-d tensor."""
+    integer_tensor = isinstance(value, Tensor) and value.dim() == 0
+    if integer_tensor and not value.is_floating_point() and value.dtype != torch.bool:
+        return int(value.item())
+    if isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_):
+        return int(value)
+    shown = (
+        f"tensor of shape {tuple(value.shape)} {value.dtype}"
+        if isinstance(value, Tensor)
+        else repr(value)
+    )
+    raise DatasetError(
+        f"{field}: sample {index}'s label must be an integer (a Python int or an integer 0-d "
+        f"tensor); got {shown[:80]}"
+    )
+
+
+def sample_format(dataset: Dataset, image_size: int | None, field: str) -> SampleFormat:
+    """The format of the first sample, checked in this process (one-line errors)."""
+    first = _sample(dataset, 0, field)
+    image = prepare_input(first[0], image_size, field, 0)
+    label_of(first[1], field, 0)
+    scale = 255.0 if first[0].dtype == torch.uint8 else 1.0
+    return SampleFormat(tuple(image.shape), first[0].dtype, scale, image_size)  # type: ignore[arg-type]
+
+
+def _sample(dataset: Dataset, index: int, field: str) -> tuple[Any, Any]:
+    try:
+        sample = dataset[index]
+    except Exception as exc:  # the user's __getitem__
+        raise DatasetError(
+            f"{field}: reading sample {index} raised {type(exc).__name__}: {_line(exc)}"
+        ) from None
+    if not (isinstance(sample, tuple | list) and len(sample) == 2):
+        raise DatasetError(
+            f"{field}: sample {index} must be an (input tensor, integer label) pair; got "
+            f"{_kind(sample)}"
+        )
+    return sample[0], sample[1]
+
+
+class CheckedSamples(Dataset):
+    """``dataset``'s samples as (prepared input, int label), each checked against the first."""
+
+    def __init__(self, dataset: Dataset, sample: SampleFormat, field: str) -> None:
+        self.dataset, self.format, self.field = dataset, sample, field
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+        value, label = _sample(self.dataset, index, self.field)
+        image = prepare_input(value, self.format.image_size, self.field, index)
+        if tuple(image.shape) != self.format.shape or value.dtype != self.format.dtype:
+            raise DatasetError(
+                f"{self.field}: sample {index} is {tuple(image.shape)} {value.dtype}, sample 0 "
+                f"is {self.format.shape} {self.format.dtype}; every input must have one shape "
+                "and dtype (set data.image_size to resize images to one size)"
+            )
+        return image, label_of(label, self.field, index)
+
+
+# ---------------------------------------------------------------------------- the reading pass
+
+
+@dataclass(frozen=True)
+class Scan:
+    """One dataset read once: labels, per-sample channel sums (float64, on the [0, 1] scale for
+    uint8) for the normalisation's statistics, and the inputs themselves when kept."""
+
+    labels: Tensor  # (N,) int64
+    sums: Tensor  # (N, C) float64
+    square_sums: Tensor  # (N, C) float64
+    images: Tensor | None  # (N, C, H, W) as the samples are, when kept
+
+
+def scan(dataset: Dataset, sample: SampleFormat, field: str, *, keep: bool, n_workers: int) -> Scan:
+    """Read every sample once through a DataLoader (``n_workers`` processes for large sets)."""
+    checked = CheckedSamples(dataset, sample, field)
+    workers = n_workers if len(checked) >= MIN_SAMPLES_FOR_WORKERS else 0
+    loader = DataLoader(checked, batch_size=SCAN_BATCH_SIZE, num_workers=workers)
+    labels, sums, squares, kept = [], [], [], []
+    for images, batch_labels in _reading(loader, field):
+        pixels = images.double().div_(sample.scale)
+        sums.append(pixels.sum(dim=(2, 3)))
+        squares.append(pixels.square_().sum(dim=(2, 3)))
+        labels.append(batch_labels.long())
+        if keep:
+            kept.append(images)
+    return Scan(
+        labels=torch.cat(labels),
+        sums=torch.cat(sums),
+        square_sums=torch.cat(squares),
+        images=torch.cat(kept) if keep else None,
+    )
+
+
+def _reading(loader: DataLoader, field: str) -> Iterator[tuple[Tensor, Tensor]]:
+    """The loader's batches, with a failure in a worker process cut to its one-line cause."""
+    try:
+        yield from loader
+    except Exception as exc:
+        lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+        if isinstance(exc, DatasetError) and len(lines) == 1:
+            raise  # raised in this process: already one line
+        # Re-raised from a worker: the message is a traceback whose last line is the cause.
+        cause = lines[-1] if lines else type(exc).__name__
+        marker = f"{DatasetError.__name__}: "
+        if marker in cause:
+            raise DatasetError(cause.split(marker, 1)[1]) from None
+        raise DatasetError(f"{field}: reading the samples failed: {cause}") from None
+
+
+def check_labels(labels: Tensor, n_classes: int | None, field: str, role: str) -> int:
+    """The number of classes: ``n_classes`` (a dataset's ``classes``) or max label + 1."""
+    low, high = int(labels.min()), int(labels.max())
+    limit = n_classes if n_classes is not None else high + 1
+    if low < 0 or high >= limit:
+        raise DatasetError(
+            f"{field}: {role} labels must be integers in 0..{limit - 1} "
+            f"({'len(classes)' if n_classes is not None else 'K = max label + 1'}); "
+            f"got {low}..{high}"
+        )
+    return limit
+
+
+def declared_classes(dataset: Dataset) -> int | None:
+    classes = getattr(dataset, "classes", None)
+    return len(classes) if isinstance(classes, list | tuple) and classes else None
+
+
+def channel_stats(scan_: Scan, indices: Tensor, pixels_per_channel: int) -> tuple[Tensor, Tensor]:
+    """Per-channel mean and population std over the samples ``indices`` (float32)."""
+    count = len(indices) * pixels_per_channel
+    mean = scan_.sums[indices].sum(dim=0) / count
+    variance = (scan_.square_sums[indices].sum(dim=0) / count - mean.square()).clamp_min(0.0)
+    # A constant channel must not divide by zero.
+    return mean.float(), variance.sqrt().clamp_min(1e-6).float()
+
+
+@dataclass(frozen=True)
+class Normalise:
+    """``x -> (x / scale - mean) / std`` per channel, in float32, on a (C, H, W) sample or an
+    (N, C, H, W) batch: one definition, so in-memory and streamed inputs are the same bits.
+    A plain object (not a closure), so DataLoader workers can receive it however they start."""
+
+    mean: Tensor
+    std: Tensor
+    scale: float
+
+    def __call__(self, x: Tensor) -> Tensor:
+        shape = (-1, 1, 1) if x.dim() == 3 else (1, -1, 1, 1)
+        scaled = x.to(torch.float32, copy=True).div_(self.scale)
+        return scaled.sub_(self.mean.view(shape)).div_(self.std.view(shape))

@@ -1,0 +1,133 @@
+"""Streamed splits: a dataset too large for the worker's memory budget, read through a
+``DataLoader`` batch by batch, in the order the training loop asks for.
+
+The loop draws the same seeded permutation as for in-memory tensors and cuts it with the same
+:func:`~nascomp.trainers.split.batch_indices`; the loader's ``batch_sampler`` is that list of
+batches, so a streamed trial sees exactly the batches an in-memory one would, and on CPU ends
+with exactly the same metrics. Augmentation runs on the device after the batch arrives (in the
+loop), so loader workers only read, convert and normalise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from nascomp.trainers.data import DataSplits, to_device
+from nascomp.trainers.datasets import Normalise, SampleFormat, prepare_input
+from nascomp.trainers.split import EVAL_BATCH_SIZE, batch_indices
+
+
+@dataclass(frozen=True)
+class LoaderSettings:
+    """How a trial reads a streamed split: set per trial (its CPUs and device), never cached."""
+
+    n_workers: int = 0
+    device: str = "cpu"
+
+    @property
+    def pin_memory(self) -> bool:
+        # Page-locked host batches copy to the GPU asynchronously (non_blocking below).
+        return torch.device(self.device).type == "cuda"
+
+
+class NormalisedInputs(Dataset):
+    """The inputs of ``dataset`` at ``indices``, prepared and normalised (labels are known)."""
+
+    def __init__(
+        self, dataset: Dataset, indices: Tensor, sample: SampleFormat, normalise: Normalise
+    ) -> None:
+        self.dataset, self.sample, self.normalise = dataset, sample, normalise
+        self.indices = indices.tolist()  # plain ints: cheap to index, to fork and to pickle
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, position: int) -> Tensor:
+        index = self.indices[position]
+        value = self.dataset[index][0]
+        return self.normalise(prepare_input(value, self.sample.image_size, "data", index))
+
+
+@dataclass(frozen=True)
+class StreamedSplit:
+    """One split of a streamed dataset: the user's dataset, the positions of this split in it,
+    their labels (known from the reading pass) and how a trial reads it."""
+
+    inputs: NormalisedInputs
+    labels: Tensor
+    loader: LoaderSettings = LoaderSettings()
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def head(self, n: int) -> Tensor:
+        first = [self.inputs[position] for position in range(min(n, len(self)))]
+        return torch.stack(first).to(self.loader.device)
+
+    def batches(self, order: Tensor, batch_size: int) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+        pieces = batch_indices(order, batch_size)
+        device = self.labels.device
+        for index, inputs in zip(pieces, self._read(pieces), strict=True):
+            index = index.to(device)
+            yield index, inputs, self.labels[index]
+
+    def chunks(self, batch_size: int = EVAL_BATCH_SIZE) -> Iterator[Tensor]:
+        n = len(self)
+        starts = range(0, n, batch_size)
+        yield from self._read([torch.arange(start, min(start + batch_size, n)) for start in starts])
+
+    def _read(self, pieces: Sequence[Tensor]) -> Iterator[Tensor]:
+        if not pieces:
+            return
+        settings = self.loader
+        loader = DataLoader(
+            self.inputs,
+            batch_sampler=[piece.tolist() for piece in pieces],
+            num_workers=settings.n_workers,
+            pin_memory=settings.pin_memory,
+        )
+        for batch in loader:
+            yield batch.to(settings.device, non_blocking=settings.pin_memory)
+
+
+@dataclass(frozen=True)
+class StreamedSplits:
+    """A streamed dataset's three splits, with the facts ``DataSplits`` has about its data."""
+
+    train: StreamedSplit
+    val: StreamedSplit
+    test: StreamedSplit
+    n_classes: int
+    input_shape: tuple[int, int, int]
+    name: str
+
+    def reading(self, settings: LoaderSettings) -> StreamedSplits:
+        """These splits as a trial reads them: same datasets (no copy), its loader settings."""
+
+        def moved(split: StreamedSplit) -> StreamedSplit:
+            return replace(split, labels=split.labels.to(settings.device), loader=settings)
+
+        return replace(self, train=moved(self.train), val=moved(self.val), test=moved(self.test))
+
+
+Data = DataSplits | StreamedSplits
+
+
+def for_trial(data: Data, device: str, threads: int) -> Data:
+    """``data`` ready for a trial on ``device`` with ``threads`` CPUs: in-memory splits moved
+    there once per process; streamed splits read by ``threads`` loader workers."""
+    if isinstance(data, DataSplits):
+        return to_device(data, device)
+    return data.reading(LoaderSettings(n_workers=loader_workers(threads), device=device))
+
+
+def loader_workers(threads: int) -> int:
+    """Loader processes for a trial with ``threads`` CPUs: as many, so reading and decoding
+    overlap with training (they wait on I/O much of the time, and torch runs each on one
+    thread)."""
+    return max(1, threads)
