@@ -1,0 +1,138 @@
+"""A search over models the user brings (their builder, torchvision, timm), each with
+structured pruning and 8-bit QAT, then `reproduce --export` of its best model, through the
+`nascomp` command as a user runs it.
+
+Real Ray (local), real Optuna, MLflow on a sqlite file, the digits data. The user's module sits
+only in the search's working folder: Ray's workers get it through runtime_env.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import textwrap
+from pathlib import Path
+
+import mlflow.pytorch
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from tests.search.conftest import nascomp
+
+pytestmark = pytest.mark.e2e
+
+USER_MODULE = textwrap.dedent(
+    """
+    from torch import nn
+
+    def net(input_shape, n_classes, width=8, expansion=2):
+        hidden = width * expansion
+        return nn.Sequential(
+            nn.Conv2d(input_shape[0], width, 3, padding=1, bias=False), nn.BatchNorm2d(width),
+            nn.ReLU(),
+            nn.Conv2d(width, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU(),
+            nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden, bias=False),
+            nn.BatchNorm2d(hidden), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(hidden, n_classes),
+        )
+    """
+)
+
+COMMON = """
+data: {max_train_samples: 300}
+train: {epochs: 1, prune_epochs: 1, qat_epochs: 1, batch_size: 64}
+measure: {n_warmup: 1, n_repeat: 3, latency_batch_size: 8}
+search: {trials: 2, concurrent: 2, sampler: random}
+"""
+
+ARCHES = {
+    "custom": """
+space:
+  arch: {family: custom, builder: "shop_models:net", width: [8, 12], expansion: [2, 3]}
+  prune: {method: structured, ratio: 0.5}
+  quant: {bits: 8}
+  distill: {enabled: true, temperature: 2.0, alpha: 0.5}
+teacher:
+  arch: {family: custom, builder: "shop_models:net", width: 16, expansion: 2}
+  epochs: 1
+""",
+    "torchvision": """
+space:
+  arch: {family: torchvision, model: mobilenet_v2, width_mult: [0.25, 0.35]}
+  prune: {method: structured, ratio: 0.4}
+  quant: {bits: 8}
+  distill: {enabled: false}
+""",
+    "timm": """
+space:
+  arch: {family: timm, model: mobilenetv3_small_050, drop_rate: [0.0, 0.1]}
+  prune: {method: structured, ratio: 0.4}
+  quant: {bits: 8}
+  distill: {enabled: false}
+""",
+}
+
+
+@pytest.mark.parametrize("family", list(ARCHES))
+def test_search_reproduce_and_export_a_model_the_user_brings(
+    family: str, tmp_path: Path, teacher_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if family == "timm":
+        pytest.importorskip("timm")
+    (tmp_path / "shop_models.py").write_text(USER_MODULE)
+    (tmp_path / "experiment.yaml").write_text(ARCHES[family] + COMMON)
+    ray_tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {"NASCOMP_CACHE": str(teacher_cache), "RAY_TMPDIR": ray_tmp, "MLFLOW_TRACKING_URI": ""}
+    try:
+        result = nascomp("search", "experiment.yaml", "--tracking-uri", uri, cwd=tmp_path, env=env)
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+        client = MlflowClient(uri)
+        experiment = client.get_experiment_by_name("nascomp")
+        trials = client.search_runs([experiment.experiment_id], "tags.`nascomp.trial_id` != ''")
+        assert len(trials) == 2
+        for run in trials:
+            assert run.data.tags.get("nascomp.status", "ok") == "ok", run.data.tags
+            assert run.data.params["arch.family"] == family
+            assert run.data.tags["nascomp.latency_form"] == "int8-x86"
+            # Structured pruning removed channels for real: fewer MACs than the dense model.
+            assert run.data.metrics["params"] > 0
+        export = tmp_path / "export"
+        again = nascomp(
+            "reproduce",
+            "--rank",
+            "1",
+            "--export",
+            str(export),
+            "--tracking-uri",
+            uri,
+            cwd=tmp_path,
+            env=env,
+        )
+        assert again.returncode == 0, again.stderr[-3000:]
+        assert "warning" not in again.stdout
+        source_id = json.loads(
+            nascomp("pareto", "--json", "--tracking-uri", uri, cwd=tmp_path, env=env).stdout
+        )["front"][0]["run_id"]
+        source = client.get_run(source_id)
+        reproduced = client.search_runs(
+            [experiment.experiment_id], f"tags.`nascomp.reproduced_from` = '{source_id}'"
+        )[0]
+        for name in ("val_accuracy", "test_accuracy", "params", "size_bytes", "macs"):
+            assert reproduced.data.metrics[name] == source.data.metrics[name], name
+        # The export folder alone rebuilds the pruned model and predicts as MLflow's copy does
+        # (where the user's module imports, as in their own folder).
+        monkeypatch.chdir(tmp_path)
+        from nascomp.search.export import load_exported
+        from nascomp.trainers.config import TrialConfig
+
+        config = TrialConfig.from_flat(json.loads((export / "trial_config.json").read_text()))
+        inputs = config.data.load().test_x[:32]
+        mlflow.set_tracking_uri(uri)
+        logged = mlflow.pytorch.load_model(f"runs:/{reproduced.info.run_id}/model").eval()
+        with torch.no_grad():
+            assert torch.equal(load_exported(export)(inputs), logged(inputs))
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
