@@ -268,3 +268,64 @@ def test_worker_without_the_data_fails_naming_node_and_path(workdir: Path, data_
         assert run.info.status == "FAILED"
         reason = run.data.tags["nascomp.reason"]
         assert "on node " in reason and str(hidden / "raw") in reason, reason
+
+
+@pytest.mark.e2e
+def test_users_module_reaches_a_node_that_does_not_have_it(workdir: Path) -> None:
+    """The user's builder lives only in the driver's folder, which the worker node cannot see
+    (an empty file system is mounted over it in that node's mount namespace), as on a real
+    cluster. Shipped through runtime_env, every trial trains there; with shipping turned off
+    (resources.ship_code: false) the same trials fail naming the module."""
+    probe = subprocess.run(
+        ["unshare", "-m", "--propagation", "private", "true"], capture_output=True, check=False
+    )
+    if probe.returncode != 0:
+        pytest.skip(f"no mount namespaces here: {probe.stderr.decode()[:200]}")
+    project = workdir / "project"
+    project.mkdir()
+    (project / "shop_models.py").write_text(
+        "from torch import nn\n\n"
+        "def net(input_shape, n_classes, width=4):\n"
+        "    return nn.Sequential(nn.Conv2d(input_shape[0], width, 3), nn.ReLU(),\n"
+        "                         nn.AdaptiveAvgPool2d(1), nn.Flatten(),\n"
+        "                         nn.Linear(width, n_classes))\n"
+    )
+    cluster = LocalRayCluster()
+    try:
+        cluster.start_head(num_cpus=0)  # every trial runs on the worker node
+        mount = f'mount -t tmpfs none {project} && exec "$0" "$@"'
+        cluster.add_node(
+            num_cpus=1, prefix=("unshare", "-m", "--propagation", "private", "sh", "-c", mount)
+        )
+        runs = {}
+        for ship in ("true", "false"):
+            args = tiny_args(
+                workdir,
+                "--address",
+                cluster.address,
+                "--experiment",
+                f"ship-{ship}",
+                "--set",
+                "space.arch={family: custom, builder: 'shop_models:net', width: [4, 6]}",
+                "--set",
+                "space.distill.enabled=[false]",
+                "--set",
+                "search.trials=2",
+                "--set",
+                "search.concurrent=1",
+                "--set",
+                "search.max_failures=0",
+                "--set",
+                f"resources.ship_code={ship}",
+            )
+            done = nascomp("search", *args, cwd=project, timeout=400, env=cluster.env)
+            assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+            runs[ship] = search_runs(f"sqlite:///{workdir / 'mlflow.db'}", f"ship-{ship}")[1]
+    finally:
+        cluster.stop()
+    assert len(runs["true"]) == 2
+    assert all(run.data.tags["nascomp.status"] == "ok" for run in runs["true"])
+    assert len(runs["false"]) == 2
+    for run in runs["false"]:
+        assert run.data.tags["nascomp.status"] == "failed"
+        assert "module 'shop_models' is not importable" in run.data.tags["nascomp.reason"]
