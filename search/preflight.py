@@ -19,6 +19,7 @@ from nascomp.compressors.pruning import ignored_layers
 from nascomp.search.errors import ConfigError
 from nascomp.search.experiment import Experiment
 from nascomp.spaces.models import InfeasibleArchitecture, build_model, model_family
+from nascomp.trainers.teacher import load_teacher_checkpoint
 
 # Families whose builders ship with nascomp and are covered by its tests.
 _OWN_MODULES = ("nascomp.spaces.cnn", "nascomp.spaces.nb201", "nascomp.spaces.classic")
@@ -40,7 +41,12 @@ def check_user_code(experiment: Experiment) -> None:
     checked = [("space.arch", student)]
     if teacher is not None:
         checked.append(("teacher.arch", teacher))
-    checked = [(field, arch) for field, arch in checked if brings_own_model(arch)]
+    checkpoint = experiment.teacher.checkpoint if teacher is not None else None
+    checked = [
+        (field, arch)
+        for field, arch in checked
+        if brings_own_model(arch) or (field == "teacher.arch" and checkpoint)
+    ]
     ignore = tuple(experiment.space.prune.ignore)
     if ignore and not checked:
         checked = [("space.arch", student)]  # the patterns are checked on the student
@@ -59,6 +65,8 @@ def check_user_code(experiment: Experiment) -> None:
                 continue  # the user's documented way to skip a combination
             except (ValueError, TypeError) as exc:
                 raise ConfigError(_located(field, exc)) from None
+            if field == "teacher.arch" and checkpoint:
+                _check_checkpoint(model, checkpoint)
             if field == "space.arch" and ignore:
                 try:
                     ignored_layers(model, ignore)
@@ -66,6 +74,19 @@ def check_user_code(experiment: Experiment) -> None:
                     raise ConfigError(f"space.{exc}") from None
     finally:
         torch.random.set_rng_state(state)  # building drew weights: leave the driver as it was
+
+
+def _check_checkpoint(model: torch.nn.Module, checkpoint: str) -> None:
+    """The user's trained teacher weights must fit ``teacher.arch`` exactly."""
+    try:
+        state = load_teacher_checkpoint(checkpoint)
+        model.load_state_dict(state)
+    except Exception as exc:
+        text = " ".join(str(exc).split())[:300]
+        raise ConfigError(
+            f"teacher.checkpoint: {checkpoint} does not load into teacher.arch: "
+            f"{type(exc).__name__}: {text}"
+        ) from None
 
 
 def _located(field: str, exc: BaseException) -> str:

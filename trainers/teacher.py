@@ -92,8 +92,7 @@ def load_or_train_teacher(
     """The teacher's weights and facts about it (accuracy, training time, whether cached).
     When it is trained, ``report`` gets each epoch's figures (see :func:`train_teacher`)."""
     if job.teacher.checkpoint:
-        state = torch.load(job.teacher.checkpoint, map_location="cpu", weights_only=True)
-        state = state.get("state_dict", state) if isinstance(state, dict) else state
+        state = load_teacher_checkpoint(job.teacher.checkpoint)
         return state, {"teacher_cached": 1.0, "teacher_train_seconds": 0.0}
     path = teacher_path(job)
     if path.is_file():
@@ -108,6 +107,24 @@ def load_or_train_teacher(
     path.with_suffix(".json").write_text(json.dumps(facts))
     partial.replace(path)
     return state, {**facts, "teacher_cached": 0.0}
+
+
+# Keys under which training scripts commonly nest the weights in a checkpoint file.
+_NESTED_KEYS = ("state_dict", "model_state_dict", "model")
+
+
+def load_teacher_checkpoint(path: str) -> StateDict:
+    """The user's trained teacher weights: a state dict, or one nested under a common key
+    (``state_dict``, ``model_state_dict``, ``model``). Loaded with ``weights_only=True``: a
+    checkpoint file is data, never code to run."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    for key in _NESTED_KEYS:
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+            break
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path} holds no state dict of tensors (a whole pickled model?)")
+    return state
 
 
 def train_teacher(

@@ -91,3 +91,33 @@ def test_reproduce_of_a_run_not_in_the_store_is_one_line(tmp_path: Path) -> None
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert "run '0123456789abcdef0123456789abcdef' is not in the tracking store" in lines[0]
+
+
+def test_teacher_checkpoint_must_fit_the_teachers_arch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The user's trained weights for their own teacher: nested under 'state_dict' as training
+    scripts save them, loaded with weights_only; weights of another shape are named."""
+    import torch
+
+    from nascomp.search.errors import ConfigError
+    from nascomp.search.experiment import validate_experiment
+    from nascomp.search.preflight import check_user_code
+    from nascomp.spaces.models import build_model
+
+    (tmp_path / "shop.py").write_text(MODULE)
+    monkeypatch.chdir(tmp_path)
+    arch = {"family": "custom", "builder": "shop:good", "width": 6}
+    weights = build_model(arch, (1, 8, 8), 10).state_dict()
+    torch.save({"epoch": 3, "state_dict": weights}, tmp_path / "teacher.pt")
+    torch.save(build_model({**arch, "width": 5}, (1, 8, 8), 10).state_dict(), tmp_path / "bad.pt")
+
+    def experiment(checkpoint: str) -> dict:
+        return {
+            "space": {"distill": {"enabled": True}},
+            "teacher": {"arch": arch, "checkpoint": str(tmp_path / checkpoint)},
+        }
+
+    check_user_code(validate_experiment(experiment("teacher.pt")))
+    with pytest.raises(ConfigError, match=r"teacher.checkpoint: .*bad.pt does not load into"):
+        check_user_code(validate_experiment(experiment("bad.pt")))
