@@ -95,7 +95,8 @@ def test_quickstart_is_valid() -> None:
         ("resources.gpus_per_trial=1.5", "resources.gpus_per_trial: must be a fraction <= 1"),
         (
             "data.name=svhn",
-            "data.name: Input should be 'digits', 'mnist', 'fashion_mnist' or 'imagefolder'",
+            "data.name: Input should be 'digits', 'mnist', 'fashion_mnist', 'imagefolder', "
+            "'custom' or 'torchvision'",
         ),
         ("data.name=mnist", "data: data.root is required for dataset 'mnist'"),
     ],
