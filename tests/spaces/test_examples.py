@@ -41,3 +41,25 @@ def test_imagefolder_example_names_the_missing_folder(
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError, match="CIFAR-10-images"):
         load_experiment(EXAMPLES / "cifar10_imagefolder.yaml")
+
+
+def test_your_model_example_runs_its_own_code_on_real_data(
+    data_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The example's builder and factory, imported from its folder as a user runs it: the
+    pre-flight builds the model and the teacher on the factory's real Fashion-MNIST."""
+    from nascomp.search.preflight import check_user_code
+
+    folder = EXAMPLES / "your_model"
+    monkeypatch.chdir(folder)
+    experiment = load_experiment(folder / "experiment.yaml", [f"data.root={data_root}"])
+    assert experiment.space.arch.family == "custom"
+    check_user_code(experiment)
+    data = experiment.data.load()
+    assert data.input_shape == (1, 28, 28) and data.n_classes == 10
+
+
+def test_torchvision_example_validates(tmp_path: Path) -> None:
+    (tmp_path / "airplane").mkdir()  # the layout check wants class folders; none are read
+    experiment = load_experiment(EXAMPLES / "torchvision_cifar10.yaml", [f"data.root={tmp_path}"])
+    assert experiment.space.arch.family == "torchvision"
