@@ -86,6 +86,23 @@ def test_torchvision_fashion_mnist_matches_the_built_in_reader(data_root: Path) 
     assert torch.allclose(splits.test_x, built_in.test_x, atol=1e-5)
 
 
+@pytest.mark.parametrize("name", ["MNIST", "FashionMNIST"])
+def test_torchvision_arrays_are_the_samples_its_reader_gives(name: str, data_root: Path) -> None:
+    """The parsed arrays stand in for __getitem__'s PIL round trip: same images, same labels."""
+    from torchvision import datasets
+    from torchvision.transforms import PILToTensor
+
+    from nascomp.trainers.datasets import DatasetSource, open_source
+
+    train, test = open_source(DatasetSource("torchvision", str(data_root), dataset=name))
+    reader = getattr(datasets, name)(str(data_root), train=False, transform=PILToTensor())
+    assert len(test) == len(reader) == 10000 and train.classes == reader.classes
+    for index in (0, 1234, 9999):
+        image, label = test[index]
+        expected, expected_label = reader[index]
+        assert torch.equal(image, expected) and int(label) == expected_label
+
+
 # ---------------------------------------------------------------------------- bad input
 
 
