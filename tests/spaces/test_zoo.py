@@ -220,3 +220,23 @@ def test_an_installed_plugin_registers_its_family_by_entry_point(tmp_path: Path)
     lines = result.stdout.splitlines()
     assert lines[0] == "(2, 3)"
     assert "entry point 'broken'" in lines[1] and "ModuleNotFoundError" in lines[1]
+
+
+def test_timm_family_without_timm_says_how_to_install_it() -> None:
+    """In a fresh interpreter where `import timm` fails, as in an environment without it."""
+    script = textwrap.dedent(
+        """
+        import sys
+        sys.modules["timm"] = None  # makes `import timm` raise ImportError
+        from pydantic import ValidationError
+        from nascomp.spaces.space import SpaceConfig
+        try:
+            SpaceConfig.model_validate({"arch": {"family": "timm", "model": "resnet18"}})
+        except ValidationError as exc:
+            print(exc.errors()[0]["msg"])
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    assert "pip install 'nascomp[timm]'" in result.stdout
