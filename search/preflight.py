@@ -17,7 +17,7 @@ import torch
 
 from nascomp.compressors.pruning import ignored_layers
 from nascomp.search.errors import ConfigError
-from nascomp.search.experiment import Experiment
+from nascomp.search.experiment import Experiment, trial_constants
 from nascomp.spaces.models import InfeasibleArchitecture, build_model, model_family
 from nascomp.trainers.teacher import load_teacher_checkpoint
 
@@ -53,7 +53,8 @@ def check_user_code(experiment: Experiment) -> None:
     if not checked and experiment.data.name not in ("custom", "torchvision"):
         return
     try:
-        data = experiment.data.load()
+        # The workers' thread count: the driver makes the same stream-or-memory decision.
+        data = experiment.data.load(threads=trial_constants(experiment)["threads"])
     except (ValueError, TypeError, OSError) as exc:
         raise ConfigError(_located("data", exc)) from None
     state = torch.random.get_rng_state()

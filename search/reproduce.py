@@ -43,7 +43,7 @@ def reproduce(tracker: Tracker, run_id: str, export_dir: Path | None = None) -> 
         raise RuntimeError(
             f"run {run_id} did not produce a model ({outcome.status}: {outcome.reason})"
         )
-    example = config.data.load().test_x[:1].to(config.device)
+    example = config.data.load(threads=config.threads).test.head(1).to(config.device)
     model_uri = tracker.log_reproduction(
         source, flat, outcome.metrics, outcome.model, example.cpu()
     )

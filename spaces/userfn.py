@@ -49,6 +49,8 @@ def load_callable(path: Any, field: str) -> Callable[..., Any]:
     """The function ``path`` names; ``field`` is the experiment field, for the message."""
     module_name, attribute = split_path(path, field)
     _working_folder_importable()
+    # A module written after Python listed its folder (a notebook, a test) must still import.
+    importlib.invalidate_caches()
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:

@@ -27,6 +27,7 @@ is a 1x1 map after the stem's first stages.
 from __future__ import annotations
 
 import difflib
+import inspect
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -182,6 +183,31 @@ def adapt_stem(model: nn.Module, input_shape: tuple[int, int, int]) -> list[str]
     return changes
 
 
+def _named_parameters(function: Any) -> set[str]:
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):
+        return set()
+    return {p.name for p in parameters if p.kind is not inspect.Parameter.VAR_KEYWORD}
+
+
+def check_arguments(
+    model: nn.Module, builders: tuple[Any, ...], arguments: Mapping[str, Any], who: str
+) -> None:
+    """Zoo constructors often take ``**kwargs`` and drop what they do not know (torchvision's
+    MobileNetV3 does), so a misspelt argument would be searched without effect. An argument
+    must be a named parameter of one of the builders or of the model's class."""
+    known = _named_parameters(type(model).__init__)
+    for builder in builders:
+        known |= _named_parameters(builder)
+    unknown = sorted(set(arguments) - known)
+    if unknown:
+        allowed = ", ".join(sorted(known - {"self", "weights", "progress", "num_classes"}))
+        raise UserCodeError(
+            f"{who} takes no argument {', '.join(map(repr, unknown))}; it takes: {allowed}"
+        )
+
+
 def check_output(model: Any, input_shape: tuple[int, int, int], n_classes: int, who: str) -> None:
     """Raise :class:`UserCodeError` unless ``model`` is an ``nn.Module`` mapping a batch of
     ``input_shape`` to ``(batch, n_classes)`` logits. Eval mode and no_grad: no BatchNorm
@@ -310,6 +336,7 @@ def build_torchvision(
             f"{who} rejects {', '.join(f'{k}={v!r}' for k, v in arguments.items()) or 'it'}: "
             f"{type(exc).__name__}: {exc}"
         ) from None
+    check_arguments(model, (models.get_model_builder(name),), arguments, who)
     adapt_stem(model, input_shape)
     check_output(model, input_shape, n_classes, who)
     return model
@@ -360,6 +387,7 @@ def build_timm(
             f"{who} rejects {', '.join(f'{k}={v!r}' for k, v in arguments.items()) or 'it'}: "
             f"{type(exc).__name__}: {exc}"
         ) from None
+    check_arguments(model, (timm.create_model, timm.models.model_entrypoint(name)), arguments, who)
     adapt_stem(model, input_shape)
     check_output(model, input_shape, n_classes, who)
     return model

@@ -158,8 +158,9 @@ def _report_final(config: dict[str, Any], outcome: TrialOutcome) -> None:
     final = _final(outcome)
     with tempfile.TemporaryDirectory() as folder:
         if outcome.model is not None:
-            data = TrialConfig.from_flat(dict(config)).data.load()  # cached in this process
-            write_artifact(outcome.model.cpu(), data.train_x[:1].cpu(), config, Path(folder))
+            trial = TrialConfig.from_flat(dict(config))
+            data = trial.data.load(threads=trial.threads)  # cached in this process
+            write_artifact(outcome.model.cpu(), data.train.head(1).cpu(), config, Path(folder))
         (Path(folder) / FINAL_FILE).write_text(json.dumps(final))
         tune.report(final, checkpoint=tune.Checkpoint.from_directory(folder))
 

@@ -1,6 +1,7 @@
 """A search over models the user brings (their builder, torchvision, timm), each with
 structured pruning and 8-bit QAT, then `reproduce --export` of its best model, through the
-`nascomp` command as a user runs it.
+`nascomp` command as a user runs it. The custom search also reads the user's own dataset
+factory, streamed.
 
 Real Ray (local), real Optuna, MLflow on a sqlite file, the digits data. The user's module sits
 only in the search's working folder: Ray's workers get it through runtime_env.
@@ -37,18 +38,28 @@ USER_MODULE = textwrap.dedent(
             nn.BatchNorm2d(hidden), nn.ReLU(),
             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(hidden, n_classes),
         )
+
+    def digits():
+        import torch
+        from sklearn.datasets import load_digits
+        from torch.utils.data import TensorDataset
+
+        images, labels = load_digits(return_X_y=True)
+        inputs = torch.tensor(images, dtype=torch.float32).reshape(-1, 1, 8, 8) / 16
+        return TensorDataset(inputs, torch.tensor(labels)), None
     """
 )
 
 COMMON = """
-data: {max_train_samples: 300}
 train: {epochs: 1, prune_epochs: 1, qat_epochs: 1, batch_size: 64}
 measure: {n_warmup: 1, n_repeat: 3, latency_batch_size: 8}
 search: {trials: 2, concurrent: 2, sampler: random}
 """
 
 ARCHES = {
+    # The user's data too, streamed through a DataLoader as a dataset over budget would be.
     "custom": """
+data: {name: custom, factory: "shop_models:digits", stream: true, max_train_samples: 300}
 space:
   arch: {family: custom, builder: "shop_models:net", width: [8, 12], expansion: [2, 3]}
   prune: {method: structured, ratio: 0.5}
@@ -59,6 +70,7 @@ teacher:
   epochs: 1
 """,
     "torchvision": """
+data: {max_train_samples: 300}
 space:
   arch: {family: torchvision, model: mobilenet_v2, width_mult: [0.25, 0.35]}
   prune: {method: structured, ratio: 0.4}
@@ -66,6 +78,7 @@ space:
   distill: {enabled: false}
 """,
     "timm": """
+data: {max_train_samples: 300}
 space:
   arch: {family: timm, model: mobilenetv3_small_050, drop_rate: [0.0, 0.1]}
   prune: {method: structured, ratio: 0.4}
@@ -129,7 +142,7 @@ def test_search_reproduce_and_export_a_model_the_user_brings(
         from nascomp.trainers.config import TrialConfig
 
         config = TrialConfig.from_flat(json.loads((export / "trial_config.json").read_text()))
-        inputs = config.data.load().test_x[:32]
+        inputs = config.data.load().test.head(32)
         mlflow.set_tracking_uri(uri)
         logged = mlflow.pytorch.load_model(f"runs:/{reproduced.info.run_id}/model").eval()
         with torch.no_grad():

@@ -67,7 +67,10 @@ def test_quickstart_is_valid() -> None:
             "space.arch.block=[plain, wide]",
             "space.arch.block: must be one of plain, residual, depthwise; got 'wide'",
         ),
-        ("space.arch.family=vit", "space.arch.family: must be one of cnn, nb201; got 'vit'"),
+        (
+            "space.arch.family=vit",
+            "space.arch.family: must be one of cnn, custom, nb201, timm, torchvision; got 'vit'",
+        ),
         ("space.arch.n_stages=[1, true]", "space.arch.n_stages: expected an integer; got True"),
         ("space.prune.ratio={low: 0.5, high: 0.2}", "range needs low < high"),
         (

@@ -19,6 +19,10 @@ DEFAULT_ARCHS: dict[str, dict[str, Any]] = {
     "mlp": {"family": "mlp", "hidden": [32, 16]},
     "lenet300100": {"family": "lenet300100"},
     "lenet5": {"family": "lenet5"},
+    # Models the user brings (spaces/zoo.py): their builder, and the zoos by name.
+    "custom": {"family": "custom", "builder": "tests.spaces.user_models:tiny"},
+    "torchvision": {"family": "torchvision", "model": "mobilenet_v3_small"},
+    "timm": {"family": "timm", "model": "mobilenetv3_small_050"},
 }
 INPUT_SHAPES = [(1, 8, 8), (1, 28, 28), (3, 32, 32), (3, 17, 23)]
 

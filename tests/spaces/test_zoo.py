@@ -104,10 +104,10 @@ def test_the_users_own_infeasible_class_marks_the_architecture_infeasible() -> N
 def test_a_module_in_the_working_folder_imports(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    (tmp_path / "shop_models.py").write_text("def build(**kw):\n    return kw\n")
+    (tmp_path / "workfolder_models.py").write_text("def build(**kw):\n    return kw\n")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
-    assert load_callable("shop_models:build", "builder")(a=1) == {"a": 1}
+    assert load_callable("workfolder_models:build", "builder")(a=1) == {"a": 1}
 
 
 # ---------------------------------------------------------------- zoo stems
@@ -240,3 +240,16 @@ def test_timm_family_without_timm_says_how_to_install_it() -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, check=True
     )
     assert "pip install 'nascomp[timm]'" in result.stdout
+
+
+def test_a_misspelt_zoo_argument_is_named_even_where_the_constructor_drops_it() -> None:
+    """torchvision's MobileNetV3 takes **kwargs and ignores what it does not know."""
+    with pytest.raises(UserCodeError, match=r"takes no argument 'width_mul'; it takes: .*"):
+        build_model(
+            {"family": "torchvision", "model": "mobilenet_v3_small", "width_mul": 0.5},
+            (3, 32, 32),
+            10,
+        )
+    build_model(
+        {"family": "torchvision", "model": "mobilenet_v3_small", "dropout": 0.1}, (3, 32, 32), 10
+    )
