@@ -1,4 +1,11 @@
-"""Real int8 models (torch.ao.quantization, FX graph mode, x86 backend).
+"""The PyTorch runtime's deployable forms, and the one module that uses torch.ao.
+
+torch.ao.quantization (eager and FX) is deprecated in favour of torchao / PT2E and scheduled
+for removal. It is imported here only, lazily; when it is missing (or cannot convert a model),
+the int8 form comes from ONNX Runtime (``compressors.onnx_export``) instead, so an 8-bit trial
+never loses its deployable form. ``torch_ao_available()`` says which applies.
+
+Real int8 models with torch.ao (FX graph mode, x86 backend):
 
 FX graph mode rather than eager: it fuses conv-bn-relu and turns residual ``+`` into quantized
 adds by tracing, so the search's models need no ``QuantStub`` / ``FloatFunctional`` edits.
@@ -21,15 +28,23 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.ao.quantization import (
-    MinMaxObserver,
-    PerChannelMinMaxObserver,
-    QConfig,
-    QConfigMapping,
-)
-from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
-from nascomp.compressors.quantization import quant_layers
+from nascomp.compressors.quantization import freeze_fake_quant
+
+# Tests set this to prove the int8 form survives torch.ao's removal (the module's docstring).
+_TORCH_AO_MODULE = "torch.ao.quantization.quantize_fx"
+
+
+def torch_ao_available() -> bool:
+    """Whether torch.ao's FX quantization can be imported in this torch build."""
+    import importlib
+
+    try:
+        importlib.import_module(_TORCH_AO_MODULE)
+    except ImportError:
+        return False
+    return True
+
 
 BACKEND = "x86"
 
@@ -43,51 +58,20 @@ def has_vnni() -> bool:
     return "avx512_vnni" in flags or "avx_vnni" in flags
 
 
-def _int8_qconfig() -> QConfig:
+def _int8_qconfig() -> Any:
     # Without VNNI, fbgemm sums pairs of u8 x s8 products in int16, which saturates unless
     # activations use 7 bits (torch's reduce_range); with VNNI the full 8 bits are exact and
     # agree better with 8-bit QAT (measured: 99.4% against 98.3% top-1 agreement on digits).
     # Min/max, not histogram, observers: QAT learned min/max ranges too, and histograms made
     # conversion cost most of a second per trial.
+    from torch.ao.quantization import MinMaxObserver, PerChannelMinMaxObserver, QConfig
+
     act_max = 255 if has_vnni() else 127
     activation = MinMaxObserver.with_args(dtype=torch.quint8, quant_min=0, quant_max=act_max)
     weight = PerChannelMinMaxObserver.with_args(
         dtype=torch.qint8, qscheme=torch.per_channel_symmetric, quant_min=-127, quant_max=127
     )
     return QConfig(activation=activation, weight=weight)
-
-
-def _plain_twin(layer: nn.Module) -> nn.Module:
-    """A float Conv2d / Linear carrying ``layer``'s fake-quantized weight."""
-    if isinstance(layer, nn.Conv2d):
-        plain: nn.Module = nn.Conv2d(
-            layer.in_channels,
-            layer.out_channels,
-            layer.kernel_size,
-            layer.stride,
-            layer.padding,
-            layer.dilation,
-            layer.groups,
-            layer.bias is not None,
-            layer.padding_mode,
-        )
-    else:
-        plain = nn.Linear(layer.in_features, layer.out_features, layer.bias is not None)
-    with torch.no_grad():
-        plain.weight.copy_(layer.quantized_weight())
-        if layer.bias is not None:
-            plain.bias.copy_(layer.bias)
-    return plain
-
-
-def freeze_fake_quant(model: nn.Module) -> nn.Module:
-    """Replace (in place) every QAT layer by a plain layer holding its quantized weight."""
-    targets = {id(layer) for layer in quant_layers(model)}
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if id(child) in targets:
-                setattr(parent, name, _plain_twin(child).to(child.weight.device))
-    return model
 
 
 def _batch_inputs(batch: Any) -> Tensor:
@@ -103,6 +87,11 @@ def to_int8_deployable(
     ``calibration_batches`` yields input tensors (or ``(inputs, labels)``); a few hundred
     samples set the activation ranges. Sets torch's quantized engine to x86 (process-wide).
     """
+    import importlib
+
+    quantize_fx = importlib.import_module(_TORCH_AO_MODULE)
+    from torch.ao.quantization import QConfigMapping
+
     if BACKEND not in torch.backends.quantized.supported_engines:
         raise RuntimeError(f"quantized engine {BACKEND!r} is not available in this torch build")
     torch.backends.quantized.engine = BACKEND
@@ -115,7 +104,7 @@ def to_int8_deployable(
         # Printed for ops with fixed output ranges (hardswish, sigmoid) in zoo models: the
         # qconfig is ours on purpose (see _int8_qconfig).
         warnings.filterwarnings("ignore", message="(?s).*get_default_qconfig_mapping")
-        prepared = prepare_fx(float_model, mapping, (example_inputs.cpu(),))
+        prepared = quantize_fx.prepare_fx(float_model, mapping, (example_inputs.cpu(),))
         n_batches = 0
         # no_grad, not inference_mode: observers keep their buffers for convert_fx to read.
         with torch.no_grad():
@@ -124,7 +113,7 @@ def to_int8_deployable(
                 n_batches += 1
         if n_batches == 0:
             raise ValueError("calibration_batches must yield at least one batch")
-        return convert_fx(prepared)
+        return quantize_fx.convert_fx(prepared)
 
 
 # Forms a trial can time; the name is logged so every latency says what it measured.
@@ -136,6 +125,10 @@ def folded_form_name(bits: int) -> str:
     return f"fp32-folded-{bits}bit"
 
 
+def _reason(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:120]}"
+
+
 def deployable_form(
     model: nn.Module,
     *,
@@ -144,13 +137,13 @@ def deployable_form(
     example_inputs: Tensor,
     calibration_batches: Iterable[Any],
 ) -> tuple[nn.Module, str]:
-    """The form of a (QAT) model that would be shipped for CPU inference, and its name.
+    """The PyTorch runtime's form of a (QAT) model for CPU inference, and its name.
 
     - 32 bits: the model itself (``fp32``);
-    - 8-bit weights with 8-bit activations: a real int8 model from ``to_int8_deployable``
-      (``int8-x86``), on CPU only;
-      When the conversion fails (a model FX cannot trace), the 8-bit folded form below, with
-      the reason in its name;
+    - 8-bit weights with 8-bit activations, on CPU: a real int8 model from torch.ao
+      (``int8-x86``). Without torch.ao, or when it cannot convert the model, ONNX Runtime's int8
+      QDQ form (``onnxruntime int8-qdq``); when neither can (a model no tracer follows), the
+      folded form below, with the reasons in its name;
     - any other width: no CPU backend runs it, so the fake-quantized weights are folded into a
       plain float model, without quantize-dequantize ops (``fp32-folded-<bits>bit``). That
       includes 16 bits: CPUs hold fp16 weights but compute in fp32.
@@ -161,11 +154,30 @@ def deployable_form(
     on_cpu = all(p.device.type == "cpu" for p in model.parameters())
     form = folded_form_name(bits)
     if bits == 8 and act_bits == 8 and on_cpu:
+        batches = list(calibration_batches)
+        reasons = []
+        if torch_ao_available():
+            try:
+                return to_int8_deployable(model, example_inputs, batches), FORM_INT8
+            except Exception as exc:  # FX cannot trace the model, or no int8 kernel for an op
+                reasons.append(f"torch.ao: {_reason(exc)}")
+        else:
+            reasons.append("torch.ao: not in this torch build")
         try:
-            return to_int8_deployable(model, example_inputs, calibration_batches), FORM_INT8
-        except Exception as exc:  # FX cannot trace the model, or no int8 kernel for an op
-            # A model the user brought may hold what FX or the x86 backend cannot take; the
-            # trial still has a latency, and the form's name says which one and why.
-            reason = (str(exc).splitlines() or [""])[0][:160]
-            form = f"{form} (no int8 form: {type(exc).__name__}: {reason})"
+            from nascomp.compressors.onnx_export import onnx_form
+
+            onnx = onnx_form(
+                model,
+                bits=8,
+                act_bits=8,
+                example_inputs=example_inputs,
+                calibration_batches=batches,
+                threads=torch.get_num_threads(),
+            )
+            return onnx.module, onnx.name
+        except Exception as exc:
+            reasons.append(f"onnxruntime: {_reason(exc)}")
+        # A model the user brought may hold what no tracer or int8 backend takes; the trial
+        # still has a latency, and the form's name says which one and why.
+        form = f"{form} (no int8 form: {'; '.join(reasons)})"
     return freeze_fake_quant(copy.deepcopy(model)).eval(), form

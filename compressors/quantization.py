@@ -273,3 +273,39 @@ def activation_bits(model: nn.Module) -> int:
         if isinstance(layer.input_quant, ActivationFakeQuant):
             return layer.input_quant.bits
     return 32
+
+
+# ---------------------------------------------------------------- frozen (deployable) form
+
+
+def _plain_twin(layer: nn.Module) -> nn.Module:
+    """A float Conv2d / Linear carrying ``layer``'s fake-quantized weight."""
+    if isinstance(layer, nn.Conv2d):
+        plain: nn.Module = nn.Conv2d(
+            layer.in_channels,
+            layer.out_channels,
+            layer.kernel_size,
+            layer.stride,
+            layer.padding,
+            layer.dilation,
+            layer.groups,
+            layer.bias is not None,
+            layer.padding_mode,
+        )
+    else:
+        plain = nn.Linear(layer.in_features, layer.out_features, layer.bias is not None)
+    with torch.no_grad():
+        plain.weight.copy_(layer.quantized_weight())
+        if layer.bias is not None:
+            plain.bias.copy_(layer.bias)
+    return plain
+
+
+def freeze_fake_quant(model: nn.Module) -> nn.Module:
+    """Replace (in place) every QAT layer by a plain layer holding its quantized weight."""
+    targets = {id(layer) for layer in quant_layers(model)}
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if id(child) in targets:
+                setattr(parent, name, _plain_twin(child).to(child.weight.device))
+    return model

@@ -140,7 +140,13 @@ def _parser() -> argparse.ArgumentParser:
         "--export",
         type=Path,
         metavar="DIR",
-        help="write state dict, TorchScript and MLflow model here",
+        help="write model.onnx (the file to ship), the compressed artifact, state dict and "
+        "TorchScript here",
+    )
+    reproduce.add_argument(
+        "--register",
+        metavar="NAME",
+        help="register the reproduced ONNX model in the MLflow Model Registry as NAME",
     )
     reproduce.set_defaults(run=cmd_reproduce)
 
@@ -368,7 +374,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     print(f"reproducing {run_id}: {describe_trial(record.params)}")
     if record.params.get("trial") == "nb201_lookup":
         return _reproduce_lookup(record)
-    result = reproduce(tracker, run_id, args.export)
+    result = reproduce(tracker, run_id, args.export, args.register)
     print(f"  {'metric':<18}{'logged':>14}{'reproduced':>14}")
     mismatched = []
     for name, logged, again in result.comparison():
@@ -379,6 +385,12 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     print(f"model logged as {result.model_uri}")
     for kind, path in result.exported.items():
         print(f"exported {kind}: {path}")
+    if result.registered is not None:
+        version = result.registered
+        print(
+            f"registered {version.name} version {version.version} (models:/{version.name}/"
+            f"{version.version})"
+        )
     if mismatched:
         print(
             f"warning: {', '.join(mismatched)} differ from the logged run "

@@ -6,6 +6,8 @@ Files:
   size is the trial's ``size_bytes``;
 - ``skeleton.json``: what rebuilds the (possibly structurally pruned) architecture the artifact
   fills: the ``arch`` mapping, input shape, number of classes and every layer's channel counts;
+- ``model.onnx``: the file to ship: what the trial's latency was timed on (int8 QDQ for 8-bit
+  trials), for ONNX Runtime, OpenVINO or TensorRT;
 - ``state_dict.pt`` and ``model.torchscript.pt``: the same model for plain PyTorch users;
 - ``trial_config.json``: the trial's flat config (its MLflow params).
 
@@ -57,10 +59,18 @@ def write_artifact(
 
 
 def export_model(
-    model: nn.Module, example: torch.Tensor, config: dict[str, Any], out_dir: Path
+    model: nn.Module,
+    example: torch.Tensor,
+    config: dict[str, Any],
+    out_dir: Path,
+    onnx: bytes | None = None,
 ) -> dict[str, Path]:
-    """Export ``model`` (in eval mode) next to its flat trial config; return the files written."""
+    """Export ``model`` (in eval mode) next to its flat trial config, and ``onnx`` (the file the
+    trial measured) as ``model.onnx``; return the files written."""
     files = write_artifact(model, example, config, out_dir)
+    if onnx is not None:
+        files["onnx"] = out_dir / "model.onnx"
+        files["onnx"].write_bytes(onnx)
     files["state_dict"] = out_dir / "state_dict.pt"
     files["torchscript"] = out_dir / "model.torchscript.pt"
     files["config"] = out_dir / "trial_config.json"

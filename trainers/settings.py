@@ -36,6 +36,9 @@ METRICS = (
     "latency_ms",
     "latency_batch_ms",
     "train_seconds",
+    # The shipped ONNX file: its size, and its top-1 agreement with the evaluated model.
+    "onnx_bytes",
+    "onnx_agreement",
 )
 OPTIMIZERS = ("sgd", "adam", "adamw")
 
@@ -208,10 +211,25 @@ class TeacherConfig(Section):
         return str(resolved)
 
 
+RUNTIMES = ("auto", "onnxruntime", "torch")
+
+
 class MeasureConfig(Section):
     latency_batch_size: int = Field(64, ge=1)
     n_warmup: int = Field(5, ge=0)
     n_repeat: int = Field(20, ge=1)
+    runtime: Literal["auto", "onnxruntime", "torch"] = Field(
+        "auto",
+        description="what latency is timed on: onnxruntime (the shipped ONNX file), torch "
+        "(PyTorch's own form); auto: onnxruntime on CPU trials, torch on GPU trials",
+    )
+
+    def resolved_runtime(self, device: str) -> str:
+        """The runtime a trial on ``device`` is timed on. ONNX Runtime's CPU package is the
+        one installed; a GPU trial is timed in PyTorch on its GPU."""
+        if self.runtime != "auto":
+            return self.runtime
+        return "torch" if str(device).startswith("cuda") else "onnxruntime"
 
 
 class TrainingSections(Section):

@@ -232,6 +232,8 @@ class RunLog:
         for path in op.get("artifacts", []):
             if Path(path).is_file():
                 self.client.log_artifact(run_id, path)
+            elif Path(path).is_dir():  # an MLflow model folder keeps its name in the run
+                self.client.log_artifacts(run_id, path, artifact_path=Path(path).name)
         self.client.set_terminated(run_id, op["status"])
 
     def drain(self, timeout_s: float) -> bool:

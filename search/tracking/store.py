@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -23,6 +24,7 @@ from mlflow.entities import Metric, Param, RunStatus
 from mlflow.tracking import MlflowClient
 
 from nascomp.search.errors import TrackingError
+from nascomp.search.tracking.models import ONNX_MODEL_DIR, register, save_onnx_model
 from nascomp.search.tracking.pages import runs_page
 from nascomp.search.tracking.params import (
     CONFIG_ARTIFACT,
@@ -239,7 +241,10 @@ class Tracker:
         metrics: dict[str, float],
         model: Any,
         example: Any,
-    ) -> str:
+        onnx: bytes | None = None,
+    ) -> tuple[str, str]:
+        """Log a reproduction as a run of its own; returns (its run id, its PyTorch model's
+        URI). With ``onnx``, the run also holds the ONNX file as an MLflow model."""
         import mlflow.pytorch
 
         run = self.client.create_run(
@@ -259,8 +264,21 @@ class Tracker:
             info = mlflow.pytorch.log_model(
                 model, name="model", input_example=example.numpy(), serialization_format="pickle"
             )
+        if onnx is not None:
+            with tempfile.TemporaryDirectory() as folder:
+                path = save_onnx_model(onnx, Path(folder), example.numpy())
+                self.client.log_artifacts(run_id, str(path), artifact_path=ONNX_MODEL_DIR)
         self.client.set_terminated(run_id, "FINISHED")
-        return info.model_uri
+        return run_id, info.model_uri
+
+    def register_onnx(self, run_id: str, name: str, source: TrialRecord) -> Any:
+        """Register run ``run_id``'s ONNX model as a new version of ``name``, with the source
+        trial and its metrics on the version."""
+        metrics = {k: v for k, v in self.client.get_run(run_id).data.metrics.items()}
+        tags = {"nascomp.source_run": source.run_id, **{k: f"{v:g}" for k, v in metrics.items()}}
+        text = ", ".join(f"{k} {v:g}" for k, v in sorted(metrics.items()))
+        description = f"nascomp trial {source.run_id}, reproduced in run {run_id}: {text}"
+        return register(self.client, run_id, name, description, tags)
 
     def reopen_search(self, run_id: str) -> None:
         """A resumed search continues its parent run rather than opening another."""

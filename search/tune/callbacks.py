@@ -18,6 +18,7 @@ from ray.tune import Callback
 from nascomp.search.front.hypervolume import HypervolumeHistory, is_number
 from nascomp.search.front.pareto import front_order
 from nascomp.search.front.report import front_markdown, objectives_line
+from nascomp.search.tracking.models import ONNX_MODEL_DIR
 from nascomp.search.tracking.params import config_document, display_params
 from nascomp.search.tracking.runlog import TRIAL_TAG, RunLog
 from nascomp.search.tracking.store import (
@@ -263,7 +264,8 @@ def _step(result: dict) -> int:
 
 
 def _artifacts(trial: Any) -> list[str]:
-    """The trial's compressed model, from its final checkpoint (nascomp.search.tune.trainable)."""
+    """The trial's compressed model and its ONNX MLflow model, from its final checkpoint
+    (nascomp.search.tune.trainable)."""
     checkpoint = getattr(trial, "checkpoint", None)
     folder = getattr(checkpoint, "path", None)
     if not folder:
@@ -272,6 +274,7 @@ def _artifacts(trial: Any) -> list[str]:
         str(path)
         for path in sorted(Path(folder).glob("model.nascomp*"))
         + sorted(Path(folder).glob("skeleton.json"))
+        + sorted(Path(folder).glob(ONNX_MODEL_DIR))  # a folder: the MLflow ONNX model
     ]
 
 

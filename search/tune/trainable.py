@@ -24,6 +24,7 @@ from ray import tune
 
 from nascomp.compressors.pruning import PruningError
 from nascomp.search.export import write_artifact
+from nascomp.search.tracking.models import save_onnx_model
 from nascomp.search.tune.searcher import INFO_PREFIX, STATUS_KEY
 from nascomp.spaces.userfn import UserCodeError
 from nascomp.trainers.checkpoint import load_state, save_state
@@ -160,7 +161,10 @@ def _report_final(config: dict[str, Any], outcome: TrialOutcome) -> None:
         if outcome.model is not None:
             trial = TrialConfig.from_flat(dict(config))
             data = trial.data.load(threads=trial.threads)  # cached in this process
-            write_artifact(outcome.model.cpu(), data.train.head(1).cpu(), config, Path(folder))
+            example = data.train.head(1).cpu()
+            write_artifact(outcome.model.cpu(), example, config, Path(folder))
+            if outcome.onnx is not None:  # the shipped file, as an MLflow model pyfunc serves
+                save_onnx_model(outcome.onnx, Path(folder), example.numpy())
         (Path(folder) / FINAL_FILE).write_text(json.dumps(final))
         tune.report(final, checkpoint=tune.Checkpoint.from_directory(folder))
 

@@ -109,7 +109,8 @@ def test_search_reproduce_and_export_a_model_the_user_brings(
         for run in trials:
             assert run.data.tags.get("nascomp.status", "ok") == "ok", run.data.tags
             assert run.data.params["arch.family"] == family
-            assert run.data.tags["nascomp.latency_form"] == "int8-x86"
+            assert run.data.tags["nascomp.latency_form"] == "onnxruntime int8-qdq"
+            assert run.data.metrics["onnx_agreement"] >= 0.9
             # Structured pruning removed channels for real: fewer MACs than the dense model.
             assert run.data.metrics["params"] > 0
         export = tmp_path / "export"
