@@ -275,7 +275,7 @@ class Tracker:
         """Register run ``run_id``'s ONNX model as a new version of ``name``, with the source
         trial and its metrics on the version."""
         metrics = {k: v for k, v in self.client.get_run(run_id).data.metrics.items()}
-        tags = {"nascomp.source_run": source.run_id, **{k: f"{v:g}" for k, v in metrics.items()}}
+        tags = {"nascomp.source_run": source.run_id, **{k: repr(v) for k, v in metrics.items()}}
         text = ", ".join(f"{k} {v:g}" for k, v in sorted(metrics.items()))
         description = f"nascomp trial {source.run_id}, reproduced in run {run_id}: {text}"
         return register(self.client, run_id, name, description, tags)

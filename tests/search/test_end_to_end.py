@@ -11,7 +11,9 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import mlflow.pyfunc
 import mlflow.pytorch
+import numpy as np
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
@@ -30,6 +32,8 @@ METRICS = [
     "latency_ms",
     "latency_batch_ms",
     "train_seconds",
+    "onnx_bytes",
+    "onnx_agreement",
 ]
 
 
@@ -168,7 +172,9 @@ def test_pareto_reads_the_front_back_from_mlflow(searched: Searched) -> None:
 
 def test_reproduce_matches_and_exports(searched: Searched) -> None:
     export = searched.folder / "export"
-    result = searched.cli("reproduce", "--rank", "1", "--export", str(export))
+    result = searched.cli(
+        "reproduce", "--rank", "1", "--export", str(export), "--register", "digits-net"
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "warning" not in result.stdout
     source_id = json.loads(searched.cli("pareto", "--json").stdout)["front"][0]["run_id"]
@@ -182,6 +188,7 @@ def test_reproduce_matches_and_exports(searched: Searched) -> None:
         "state_dict.pt",
         "model.torchscript.pt",
         "trial_config.json",
+        "model.onnx",
     }
     # The MLflow model and the TorchScript file predict the same as each other on real inputs.
     from nascomp.trainers.config import TrialConfig
@@ -203,6 +210,34 @@ def test_reproduce_matches_and_exports(searched: Searched) -> None:
     assert (export / "model.nascomp").stat().st_size == again[0].data.metrics["size_bytes"]
     with torch.no_grad():
         assert torch.equal(load_exported(export)(inputs), expected)
+    # The file to ship, and the registered model, predict what was evaluated (ONNX Runtime).
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(export / "model.onnx"))
+    shipped = session.run(None, {"input": inputs.numpy()})[0]
+    agreement = (shipped.argmax(1) == expected.argmax(1).numpy()).mean()
+    assert agreement >= 0.99, agreement
+    version = searched.client.get_model_version("digits-net", "1")
+    assert version.run_id == again[0].info.run_id
+    assert version.tags["nascomp.source_run"] == source_id
+    assert float(version.tags["val_accuracy"]) == again[0].data.metrics["val_accuracy"]
+    registered = mlflow.pyfunc.load_model("models:/digits-net/1").predict(inputs.numpy())
+    np.testing.assert_array_equal(registered["logits"], shipped)
+
+
+def test_every_trial_logs_its_onnx_model_that_pyfunc_serves(searched: Searched) -> None:
+    mlflow.set_tracking_uri(searched.uri)
+    children = searched.runs("tags.`nascomp.trial_id` != ''")
+    ok = [run for run in children if run.data.tags.get("nascomp.status", "ok") == "ok"]
+    assert ok
+    for run in ok:
+        assert run.data.tags["nascomp.latency_form"].startswith("onnxruntime ")
+        files = {f.path for f in searched.client.list_artifacts(run.info.run_id, "onnx_model")}
+        assert "onnx_model/model.onnx" in files and "onnx_model/MLmodel" in files
+        assert run.data.metrics["onnx_bytes"] > 0
+    model = mlflow.pyfunc.load_model(f"runs:/{ok[0].info.run_id}/onnx_model")
+    logits = model.predict(np.zeros((3, 1, 8, 8), dtype=np.float32))["logits"]
+    assert logits.shape == (3, 10)
 
 
 def _front_artifact(searched: Searched, run_id: str) -> dict:
