@@ -1,11 +1,14 @@
-"""What compression buys in CPU latency: fp32 against int8 (the deployable form a trial times)
-and dense against 50% channel-pruned (structured, torch-pruning), at batch 1 and batch 64.
+"""Latency of the forms a trial can ship, side by side: PyTorch fp32, torch.ao's int8 (FX, x86),
+ONNX Runtime fp32 and ONNX Runtime int8 (QDQ, the file nascomp ships), at batch 1 and 64, on a
+quickstart-sized model (digits, 1x8x8) and a CIFAR-sized one (3x32x32), dense and with 50% of
+the channels removed by structured pruning.
 
-One model from nascomp's registry (a residual CNN on MNIST-sized inputs), four forms, every form
-timed in each of ``--rounds`` interleaved rounds so that load from other processes hits them
-alike; the table shows the median over rounds and the ratios. Run from the repository root::
+Every form of a model is timed in each of ``--rounds`` interleaved rounds, so load from other
+processes hits all of them alike; the tables show medians over rounds, then ratios. The int8
+forms are calibrated on real digits for the quickstart model and on normal noise for the
+CIFAR-sized one (latency does not depend on the ranges). Run from the repository root::
 
-    python bench/latency.py            # about a minute
+    python bench/latency.py            # about two minutes
     python bench/latency.py --quick    # a few seconds
 """
 
@@ -13,53 +16,83 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import statistics
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
-from nascomp.compressors.deploy import deployable_form
+from nascomp.compressors.deploy import to_int8_deployable
 from nascomp.compressors.measure import count_macs, count_params, measure_latency_ms
+from nascomp.compressors.onnx_export import onnx_form
 from nascomp.compressors.pruning import PruneConfig, make_pruner
 from nascomp.compressors.quantization import QuantConfig, prepare_qat
 from nascomp.spaces.models import build_model
 from nascomp.trainers.data import load_data
 
-ARCH = {
-    "family": "cnn",
-    "n_stages": 2,
-    "blocks_per_stage": 2,
-    "base_channels": 32,
-    "block": "residual",
+MODELS = {
+    # The quickstart's kind of student on its data.
+    "quickstart": (
+        {
+            "family": "cnn",
+            "n_stages": 2,
+            "blocks_per_stage": 1,
+            "base_channels": 16,
+            "block": "residual",
+        },
+        (1, 8, 8),
+    ),
+    # A CIFAR-sized residual CNN: 3 stages x 2 blocks, 32 base channels.
+    "cifar": (
+        {
+            "family": "cnn",
+            "n_stages": 3,
+            "blocks_per_stage": 2,
+            "base_channels": 32,
+            "block": "residual",
+        },
+        (3, 32, 32),
+    ),
 }
 BATCH_SIZES = (1, 64)
+FORMS = ("torch fp32", "torch.ao int8", "onnxruntime fp32", "onnxruntime int8")
 
 
-def forms(data_root: str, ratio: float) -> dict[str, nn.Module]:
-    """fp32 and int8, dense and channel-pruned, of one freshly built model."""
-    data = load_data(name="mnist", root=data_root, max_train_samples=2000)
+def calibration(name: str, shape: tuple[int, int, int]) -> list[Tensor]:
+    if name == "quickstart":
+        return list(load_data("digits").train_x[:256].split(64))
+    generator = torch.Generator().manual_seed(0)
+    return list(torch.randn(256, *shape, generator=generator).split(64))
+
+
+def forms_of(model: nn.Module, batches: list[Tensor], threads: int) -> dict[str, nn.Module]:
+    """The four forms of one float model (8-bit QAT layers observed on the batches first)."""
+    qat = prepare_qat(copy.deepcopy(model), QuantConfig(bits=8, act_bits=8)).train()
+    with torch.no_grad():
+        qat(torch.cat(batches))  # activation ranges, as QAT would have learned them
+    qat.eval()
+    example = batches[0][:1]
+    kwargs = {"example_inputs": example, "calibration_batches": batches, "threads": threads}
+    return {
+        "torch fp32": model,
+        "torch.ao int8": to_int8_deployable(qat, example, batches),
+        "onnxruntime fp32": onnx_form(model, bits=32, act_bits=8, **kwargs).module,
+        "onnxruntime int8": onnx_form(qat, bits=8, act_bits=8, **kwargs).module,
+    }
+
+
+def build(name: str, ratio: float, threads: int) -> dict[str, tuple[nn.Module, dict]]:
+    arch, shape = MODELS[name]
     torch.manual_seed(0)
-    dense = build_model(ARCH, data.input_shape, data.n_classes).eval()
+    dense = build_model(arch, shape, 10).eval()
     pruned = copy.deepcopy(dense)
     config = PruneConfig("structured", ratio, "l1", "layer")
-    make_pruner(pruned, config, data.train_x[:2]).update(1.0)
-    calibration = [data.train_x[i : i + 64] for i in range(0, 256, 64)]
-    out = {}
-    for name, model in (("dense", dense), (f"pruned{round(100 * ratio)}", pruned)):
-        out[f"{name} fp32"] = model
-        qat = prepare_qat(copy.deepcopy(model), QuantConfig(bits=8, act_bits=8))
-        qat.train()
-        with torch.no_grad():
-            qat(data.train_x[:256])  # activation ranges, as QAT would have learned them
-        int8, form = deployable_form(
-            qat.eval(),
-            bits=8,
-            act_bits=8,
-            example_inputs=data.train_x[:1],
-            calibration_batches=calibration,
-        )
-        out[f"{name} {form}"] = int8
-    return out
+    make_pruner(pruned, config, torch.randn(2, *shape)).update(1.0)
+    batches = calibration(name, shape)
+    return {
+        f"{name} dense": (dense, forms_of(dense, batches, threads)),
+        f"{name} pruned{round(100 * ratio)}": (pruned, forms_of(pruned.eval(), batches, threads)),
+    }
 
 
 def time_all(
@@ -76,7 +109,6 @@ def time_all(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-root", default="../shared/data")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--ratio", type=float, default=0.5, help="channels removed per layer")
     parser.add_argument("--rounds", type=int, default=5)
@@ -85,31 +117,30 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     rounds, repeat = (1, 5) if args.quick else (args.rounds, args.repeat)
-    models = forms(args.data_root, args.ratio)
-    shape = (1, 28, 28)
-    timings = time_all(models, shape, rounds, repeat)
-    float_models = {name: m for name, m in models.items() if name.endswith("fp32")}
-    print(f"model: {ARCH}, input {shape}, torch threads {args.threads}, {rounds} rounds")
-    print(f"{'form':<22}{'params':>10}{'MACs':>12}{'batch 1 ms':>12}{'batch 64 ms':>13}")
-    for name in models:
-        reference = float_models.get(name, float_models[name.split()[0] + " fp32"])
-        print(
-            f"{name:<22}{count_params(reference):>10,}{count_macs(reference, shape):>12,}"
-            f"{timings[(name, 1)]:>12.3f}{timings[(name, 64)]:>13.3f}"
-        )
-    print()
-    names = list(models)  # dense fp32, dense int8, pruned fp32, pruned int8
-    comparisons = [
-        ("int8 speed-up, dense", names[0], names[1]),
-        ("int8 speed-up, pruned", names[2], names[3]),
-        ("pruning speed-up, fp32", names[0], names[2]),
-        ("pruning speed-up, int8", names[1], names[3]),
-        ("both together", names[0], names[3]),
-    ]
-    print(f"{'ratio (slower / faster)':<26}{'batch 1':>10}{'batch 64':>10}")
-    for label, slow, fast in comparisons:
-        ratios = [timings[(slow, b)] / timings[(fast, b)] for b in BATCH_SIZES]
-        print(f"{label:<26}{ratios[0]:>9.2f}x{ratios[1]:>9.2f}x")
+    print(
+        f"torch threads = ONNX Runtime threads = {args.threads}; {rounds} rounds x {repeat} "
+        f"passes; load average {os.getloadavg()[0]:.2f}"
+    )
+    for name in MODELS:
+        shape = MODELS[name][1]
+        for label, (model, forms) in build(name, args.ratio, args.threads).items():
+            timings = time_all(forms, shape, rounds, repeat)
+            print(
+                f"\n{label}: input {shape}, {count_params(model):,} params, "
+                f"{count_macs(model, shape):,} MACs"
+            )
+            print(f"  {'form':<18}{'batch 1 ms':>12}{'batch 64 ms':>13}")
+            for form in FORMS:
+                print(f"  {form:<18}{timings[(form, 1)]:>12.3f}{timings[(form, 64)]:>13.3f}")
+            print(f"  {'ratio (slower / faster)':<34}{'batch 1':>9}{'batch 64':>10}")
+            for text, slow, fast in (
+                ("onnxruntime int8 vs torch fp32", "torch fp32", "onnxruntime int8"),
+                ("onnxruntime int8 vs torch.ao int8", "torch.ao int8", "onnxruntime int8"),
+                ("onnxruntime fp32 vs torch fp32", "torch fp32", "onnxruntime fp32"),
+                ("onnxruntime int8 vs onnxruntime fp32", "onnxruntime fp32", "onnxruntime int8"),
+            ):
+                ratios = [timings[(slow, b)] / timings[(fast, b)] for b in BATCH_SIZES]
+                print(f"  {text:<34}{ratios[0]:>8.2f}x{ratios[1]:>9.2f}x")
 
 
 if __name__ == "__main__":
