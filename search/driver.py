@@ -322,6 +322,7 @@ def _scheduler(experiment: Experiment, echo: Any) -> Any:
     if experiment.trial != "train":
         raise ValueError("search.scheduler mo_asha needs trial: train (a lookup has no epochs)")
     from nascomp.search.tune.scheduler import MultiObjectiveAsha
+    from nascomp.trainers.predicted import PREDICTED_METRICS, predict_costs
 
     rungs = experiment.search.rungs
     scheduler = MultiObjectiveAsha(
@@ -329,9 +330,15 @@ def _scheduler(experiment: Experiment, echo: Any) -> Any:
         max_epochs=experiment.train.epochs,
         grace_period=rungs.grace_period,
         reduction_factor=rungs.reduction_factor,
+        # Sizes and counts at a rung are the ones the trial will ship with, not its dense ones.
+        predict=predict_costs,
     )
-    per_epoch = {"val_accuracy", "train_accuracy", "params", "nonzero_params", "size_bytes"}
-    ranked = [m for m in experiment.objectives if m in per_epoch]
+    per_epoch = {"val_accuracy", "train_accuracy", *PREDICTED_METRICS}
+    ranked = [
+        f"{m} (predicted final)" if m in PREDICTED_METRICS else m
+        for m in experiment.objectives
+        if m in per_epoch
+    ]
     echo(
         f"mo_asha: rungs at epochs {scheduler.rungs or 'none (train.epochs too small)'}, "
         f"ranking by {', '.join(ranked) or 'nothing reported per epoch'}"

@@ -3,14 +3,24 @@ dominance, not by one metric.
 
 Rungs sit at ``grace_period * reduction_factor**k`` epochs, below ``max_epochs`` (the training
 phase's length). When a trial reports the epoch of a rung, its objectives are recorded there
-and it is ranked among every trial recorded at that rung so far: by non-dominated sorting, ties
-within a front broken by crowding distance (ends of a front first). It continues when its place
-is within the best ``max(1, n // reduction_factor)``, and is stopped otherwise (ASHA's rule,
-Li et al. 2020, with the Pareto rank in place of one metric). The first trial at a rung always
-continues.
+and it is judged among every trial recorded at that rung so far (itself included, ``n`` in
+all). It continues when any of these holds, and is stopped otherwise:
 
-A rung ranks the objectives a trial reports every epoch (accuracy, params, size); those it
-measures only at the end (latency) are left out of the ranking, and the run says which.
+1. the rung holds fewer than ``reduction_factor`` trials: ASHA promotes the best ``1/eta`` of a
+   rung, which names nobody until the rung holds ``eta`` trials (Li et al. 2020). Without
+   this, the second trial at a rung of two was stopped whenever the first dominated it;
+2. it is non-dominated at the rung: a point of the rung's own front may be on the final one,
+   and stopping it can only lose a part of the front;
+3. fewer than ``max(1, n // reduction_factor)`` trials of the rung are strictly better placed
+   (a lower front, or the same front with a strictly larger crowding distance). Ties go to the
+   newcomer: equal crowding distances (infinite at the ends of a front) used to be broken by
+   arrival order, against it.
+
+What a rung ranks: the objectives that follow from the configuration alone (``size_bytes``,
+``params``, ``nonzero_params``, ``macs``) by their predicted final values
+(``trainers.predicted``): a trial to be pruned to 20% and quantized to 4 bits is judged by the
+size it will ship at, not by the dense fp32 size it reports at epoch 1. Accuracy by its value
+at the rung. Those measured only at the end (latency) are left out, and the run says which.
 
 Trials it stops are marked ``nascomp_status = pruned`` in their last result before Ray hands
 that result on, so the searcher tells Optuna PRUNED (never COMPLETE with truncated values),
@@ -19,15 +29,19 @@ MLflow tags the run ``nascomp.status=pruned``, and the front never holds them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
-from nascomp.search.front.pareto import rank_order, to_minimise
+from nascomp.search.front.pareto import crowding_distance, non_dominated_sort, to_minimise
 from nascomp.search.tune.searcher import STATUS_KEY
+from nascomp.trainers.predicted import PREDICTED_METRICS
 
 PRUNED = "pruned"
+# A trial's config -> its predicted final cost measures (``trainers.predicted.predict_costs``).
+Predict = Callable[[dict[str, Any]], dict[str, float]]
 
 
 def rung_epochs(grace_period: int, reduction_factor: float, max_epochs: int) -> list[int]:
@@ -42,11 +56,23 @@ def rung_epochs(grace_period: int, reduction_factor: float, max_epochs: int) -> 
 
 
 def promotes(rung_values: np.ndarray, newcomer: int, reduction_factor: float) -> bool:
-    """Does the point ``newcomer`` of ``rung_values`` (minimised, all recorded at this rung)
-    keep its place in the best ``max(1, n // reduction_factor)``?"""
-    n_keep = max(1, int(rung_values.shape[0] // reduction_factor))
-    order = rank_order(rung_values)
-    return newcomer in order[:n_keep]
+    """Does the point ``newcomer`` of ``rung_values`` (minimised, one row per trial recorded
+    at this rung, itself included) go on? The rule of the module docstring."""
+    values = np.asarray(rung_values, dtype=float)
+    n_recorded = values.shape[0]
+    if n_recorded < reduction_factor:
+        return True  # too few at the rung for its best 1/eta to name anyone
+    fronts = non_dominated_sort(values)
+    if fronts[newcomer] == 0:
+        return True  # on the rung's own front
+    crowding = np.zeros(n_recorded)
+    for front in np.unique(fronts):
+        members = np.flatnonzero(fronts == front)
+        crowding[members] = crowding_distance(values[members])
+    same_front = fronts == fronts[newcomer]
+    better = (fronts < fronts[newcomer]) | (same_front & (crowding > crowding[newcomer]))
+    n_keep = max(1, int(n_recorded // reduction_factor))
+    return int(better.sum()) < n_keep
 
 
 class MultiObjectiveAsha(FIFOScheduler):
@@ -58,6 +84,7 @@ class MultiObjectiveAsha(FIFOScheduler):
         grace_period: int = 1,
         reduction_factor: float = 2.0,
         time_attr: str = "epoch",
+        predict: Predict | None = None,
     ) -> None:
         super().__init__()
         if reduction_factor <= 1:
@@ -69,6 +96,9 @@ class MultiObjectiveAsha(FIFOScheduler):
         # rung epoch -> trial id -> that trial's objective values at the rung, by name
         self.recorded: dict[int, dict[str, dict[str, float]]] = {rung: {} for rung in self.rungs}
         self.stopped: set[str] = set()
+        # Final cost measures from the config (None: rank what the trial reports), per trial.
+        self.predict = predict
+        self.predicted: dict[str, dict[str, float]] = {}
 
     def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
         return True  # the objectives are ours; Tune's single metric stays unset (NOTES.md)
@@ -76,11 +106,25 @@ class MultiObjectiveAsha(FIFOScheduler):
     def ranked_objectives(self, result: dict[str, Any]) -> list[str]:
         return [name for name in self.objectives if _is_number(result.get(name))]
 
+    def rung_values(self, trial_id: str, config: dict[str, Any], result: dict) -> dict[str, float]:
+        """The objectives a rung ranks this trial by: predicted final values where the config
+        decides them, else the values reported now (the objectives it reports at all)."""
+        if self.predict is not None and trial_id not in self.predicted:
+            self.predicted[trial_id] = self.predict(config)
+        predicted = self.predicted.get(trial_id, {})
+        values = {}
+        for name in self.objectives:
+            if name in PREDICTED_METRICS and name in predicted:
+                values[name] = float(predicted[name])
+            elif _is_number(result.get(name)):
+                values[name] = float(result[name])
+        return values
+
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
         epoch = result.get(self.time_attr)
         if epoch not in self.recorded or STATUS_KEY in result:
             return TrialScheduler.CONTINUE  # not at a rung, or the trial's final result
-        values = {name: float(result[name]) for name in self.ranked_objectives(result)}
+        values = self.rung_values(trial.trial_id, trial.config, result)
         if not values:
             return TrialScheduler.CONTINUE
         decision = self.decide(trial.trial_id, int(epoch), values)

@@ -1,0 +1,87 @@
+"""mo_asha's rule on hand-made rungs: exact continue/stop answers (values minimised)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+from ray.tune.schedulers import TrialScheduler
+
+from nascomp.search.tune.scheduler import MultiObjectiveAsha, promotes, rung_epochs
+
+# Front 0: A, B. Front 1: C and N at its ends (infinite crowding), M in its middle. Front 2: F.
+A, B = (0.0, 10.0), (10.0, 0.0)
+C, M, N = (1.0, 11.0), (5.0, 10.5), (11.0, 1.0)
+F = (12.0, 12.0)
+
+
+def rung(*points: tuple[float, float]) -> np.ndarray:
+    return np.array(points, dtype=float)
+
+
+@pytest.mark.parametrize(
+    ("points", "reduction_factor", "expected"),
+    [
+        ([A], 2.0, True),  # alone at the rung
+        ([A, C], 3.0, True),  # dominated, but 2 < eta = 3 trials recorded: too few to judge
+        ([A, C], 2.0, False),  # dominated by the one other: the best 1 of 2 is A
+        # Non-dominated: goes on although the best 1 of 2 "places" would be the other (the old
+        # rule broke the infinite-crowding tie by arrival order and stopped it).
+        ([A, B], 2.0, True),
+        ([A, A], 2.0, True),  # a copy of a front member is on the front too
+        ([A, B, C, M, F, N], 2.0, True),  # keep 3; only A and B are strictly better
+        ([A, B, C, N, F, M], 2.0, False),  # keep 3; A, B and both ends C, N are better
+        ([A, B, C, M, N, F], 2.0, False),  # the last front
+        ([A, B, C, M, N, F], 1.5, False),  # keep 4 of 6; five are better
+        ([A, B, C, M, F, N], 3.0, False),  # keep 2 of 6; A and B are better
+    ],
+)
+def test_known_answers(points: list, reduction_factor: float, expected: bool) -> None:
+    assert promotes(rung(*points), len(points) - 1, reduction_factor) is expected
+
+
+def test_rung_epochs() -> None:
+    assert rung_epochs(1, 2.0, 4) == [1, 2]
+    assert rung_epochs(1, 2.0, 10) == [1, 2, 4, 8]
+    assert rung_epochs(2, 3.0, 6) == [2]
+    assert rung_epochs(1, 2.0, 1) == []
+
+
+def _trial(trial_id: str, size: float) -> Any:
+    # What the scheduler reads of a Tune trial: its id and its config.
+    return SimpleNamespace(trial_id=trial_id, config={"predicted_size": size})
+
+
+def _scheduler(predict: bool) -> MultiObjectiveAsha:
+    return MultiObjectiveAsha(
+        {"val_accuracy": "max", "size_bytes": "min"},
+        max_epochs=4,
+        predict=(lambda config: {"size_bytes": config["predicted_size"]}) if predict else None,
+    )
+
+
+@pytest.mark.parametrize(("predict", "second"), [(False, "CONTINUE"), (True, "STOP")])
+def test_rungs_rank_the_predicted_final_size(predict: bool, second: str) -> None:
+    """Reported at epoch 1, T2 is smaller (dense sizes 500 vs 1000): a trade-off, both go on.
+    Predicted final sizes (100 vs 200: T1 will be compressed harder) make T1 dominate T2."""
+    scheduler = _scheduler(predict)
+    first = scheduler.on_trial_result(
+        None, _trial("t1", 100.0), {"epoch": 1, "val_accuracy": 0.9, "size_bytes": 1000.0}
+    )
+    decision = scheduler.on_trial_result(
+        None, _trial("t2", 200.0), {"epoch": 1, "val_accuracy": 0.8, "size_bytes": 500.0}
+    )
+    assert first == TrialScheduler.CONTINUE
+    assert decision == getattr(TrialScheduler, second)
+    assert scheduler.stopped == ({"t2"} if second == "STOP" else set())
+
+
+def test_off_rung_and_final_results_always_continue() -> None:
+    scheduler = _scheduler(predict=False)
+    scheduler.on_trial_result(None, _trial("t1", 0), {"epoch": 1, "val_accuracy": 0.9})
+    worse = {"val_accuracy": 0.1}
+    assert scheduler.on_trial_result(None, _trial("t2", 0), {"epoch": 3, **worse}) == "CONTINUE"
+    final = {"epoch": 1, "nascomp_status": "ok", **worse}
+    assert scheduler.on_trial_result(None, _trial("t3", 0), final) == "CONTINUE"
