@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -22,12 +23,19 @@ from nascomp.search.front.plot import write_html, write_plot
 from nascomp.search.front.report import front_markdown, record_rows
 from nascomp.search.front.selection import feasible_trials, select_front
 from nascomp.search.preflight import check_user_code
-from nascomp.search.resume import find_resumable, folder_name, set_state, write_manifest
+from nascomp.search.resume import (
+    budget_spent,
+    find_resumable,
+    folder_name,
+    set_state,
+    write_manifest,
+)
 from nascomp.search.samplers import make_sampler
 from nascomp.search.samplers.space import DefineByRun
 from nascomp.search.shipping import runtime_env
 from nascomp.search.tracking.runlog import JOURNAL
 from nascomp.search.tracking.store import Tracker, TrialRecord
+from nascomp.search.tune.budget import BudgetClock, BudgetedLimiter, budget_key, running_clock
 from nascomp.search.tune.callbacks import MlflowTrialCallback
 from nascomp.search.tune.retention import CheckpointRetention
 from nascomp.search.tune.searcher import ConstraintsFromAttr, NascompOptunaSearch
@@ -180,6 +188,9 @@ class _SearchRun:
             ),
             CheckpointRetention(),
         ]
+        clock = self._budget_clock()
+        if clock is not None:
+            callbacks.append(clock)
         if restore:
             tuner = tune.Tuner.restore(
                 str(self.folder), trainable=trainable, resume_unfinished=True
@@ -191,15 +202,36 @@ class _SearchRun:
             tuner = self._new_tuner(trainable, searcher, callbacks)
         status = "FAILED"
         try:
-            grid = tuner.fit()
+            with running_clock(clock) if clock is not None else contextlib.nullcontext():
+                grid = tuner.fit()
             ended = grid.num_terminated + grid.num_errors
-            status = "FINISHED" if ended >= self.experiment.search.trials else "KILLED"
+            spent = clock is not None and clock.exhausted()
+            status = "FINISHED" if ended >= self.experiment.search.trials or spent else "KILLED"
+            if clock is not None:
+                self.echo(f"budget: {clock.describe()} spent")
         except KeyboardInterrupt:
             status = "KILLED"
             raise
         finally:
             self.end(status)
         return searcher
+
+    def _budget_clock(self) -> BudgetClock | None:
+        """The clock of ``search.budget``, counting on from what earlier runs spent."""
+        budget = self.experiment.search.budget
+        if not budget.given:
+            return None
+        spent_before = budget_spent(self.folder)
+        if spent_before:
+            self.echo(f"budget: {spent_before:.4g} of {budget.limit:g} {budget.unit} spent before")
+        return BudgetClock(
+            budget,
+            cpus_per_trial=self.experiment.resources.cpus_per_trial,
+            gpus_per_trial=self.experiment.resources.gpus_per_trial,
+            folder=self.folder,
+            spent_before=spent_before,
+            echo=self.echo,
+        )
 
     def _new_tuner(self, trainable: Any, searcher: NascompOptunaSearch, callbacks: list) -> Any:
         from ray import tune
@@ -208,10 +240,15 @@ class _SearchRun:
         from nascomp.search.tune.trainable import trial_dirname
 
         search = self.experiment.search
+        limiter = (
+            BudgetedLimiter(searcher, search.concurrent, budget_key(self.folder))
+            if search.budget.given
+            else ConcurrencyLimiter(searcher, max_concurrent=search.concurrent)
+        )
         return tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(
-                search_alg=ConcurrencyLimiter(searcher, max_concurrent=search.concurrent),
+                search_alg=limiter,
                 scheduler=_scheduler(self.experiment, self.echo),
                 num_samples=search.trials,
                 reuse_actors=True,

@@ -42,10 +42,57 @@ class RungsConfig(Section):
     reduction_factor: float = Field(2.0, gt=1.0, description="keep 1/this of a rung's trials")
 
 
+BUDGET_UNITS = ("wall_s", "cpu_hours", "gpu_hours")
+# search.trials when a budget is given and the trials are not: the budget ends the search.
+BUDGET_TRIALS_CAP = 10_000
+
+
+class BudgetConfig(Section):
+    """A search sized in time: trials start until this is spent (``search.budget``); none
+    of the three given (the default): no budget, ``search.trials`` sizes the search.
+
+    ``wall_s``: seconds of the search's trial phase (after the teacher is ready), summed over
+    resumed runs. ``cpu_hours`` / ``gpu_hours``: each trial's running time times the CPUs /
+    GPUs it holds (``resources``), summed over trials: what a cluster bills, not measured
+    CPU time."""
+
+    wall_s: float | None = Field(None, gt=0.0)
+    cpu_hours: float | None = Field(None, gt=0.0)
+    gpu_hours: float | None = Field(None, gt=0.0)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> BudgetConfig:
+        given = [unit for unit in BUDGET_UNITS if getattr(self, unit) is not None]
+        if len(given) > 1:
+            raise ValueError(
+                f"give one of {', '.join(BUDGET_UNITS)}, e.g. {{wall_s: 600}}; "
+                f"got {', '.join(given)}"
+            )
+        return self
+
+    @property
+    def given(self) -> bool:
+        return any(getattr(self, unit) is not None for unit in BUDGET_UNITS)
+
+    @property
+    def unit(self) -> str:
+        return next(unit for unit in BUDGET_UNITS if getattr(self, unit) is not None)
+
+    @property
+    def limit(self) -> float:
+        return float(getattr(self, self.unit))
+
+
 class SearchConfig(Section):
     # pls: best on the exact NAS-Bench-201 front (docs/benchmarks.md, issue 4).
     sampler: Literal["pls", "tpe_local", "nsga2", "tpe", "random"] = "pls"
-    trials: int = Field(20, ge=1)
+    trials: int = Field(
+        20, ge=1, description=f"the most trials; {BUDGET_TRIALS_CAP} by default with a budget"
+    )
+    budget: BudgetConfig = Field(
+        default_factory=BudgetConfig,
+        description="stop starting trials once this is spent: wall_s, cpu_hours or gpu_hours",
+    )
     concurrent: int = Field(2, ge=1)
     seed: int = 0
     population_size: int | None = Field(
@@ -60,6 +107,13 @@ class SearchConfig(Section):
         ge=0,
         description="times a trial whose worker died is restarted from its last checkpoint",
     )
+
+    @model_validator(mode="after")
+    def _budget_sizes_the_search(self) -> SearchConfig:
+        # Given alone, a budget ends the search; search.trials, when given too, caps it.
+        if self.budget.given and "trials" not in self.model_fields_set:
+            self.trials = BUDGET_TRIALS_CAP
+        return self
 
 
 class ResourcesConfig(Section):
@@ -149,6 +203,16 @@ class Experiment(TrainingSections):
                 hint = _did_you_mean(name, METRICS)
                 raise ValueError(f"unknown metric {name!r}{hint}; allowed: {', '.join(METRICS)}")
         return objectives
+
+    @model_validator(mode="after")
+    def _gpu_budget_needs_gpus(self) -> Experiment:
+        budget = self.search.budget
+        if budget.gpu_hours is not None and not self.resources.gpus_per_trial:
+            raise ValueError(
+                "search.budget.gpu_hours needs resources.gpus_per_trial > 0 (trials without a "
+                "GPU spend no GPU-hours); use wall_s or cpu_hours"
+            )
+        return self
 
     @model_validator(mode="after")
     def _teacher_needed(self) -> Experiment:
@@ -347,6 +411,7 @@ __all__ = [
     "METRICS",
     "QUICKSTART",
     "SAMPLERS",
+    "BudgetConfig",
     "ConfigError",
     "Experiment",
     "ResourcesConfig",

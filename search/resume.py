@@ -4,7 +4,9 @@ Each search writes ``nascomp.json`` into its Ray Tune result folder
 (``<storage>/nascomp-<parent run id>``): the MLflow parent run, the tracking URI and the
 experiment, so a restarted driver finds the Tune state, the Optuna study (saved by Tune with
 the searcher) and the MLflow runs that belong together. The file's ``state`` is ``running``
-until the search ends (``finished``) or stops early (``interrupted``).
+until the search ends (``finished``) or stops early (``interrupted``). A search with a
+``search.budget`` also keeps there what it has spent (``budget``: unit, limit, spent; written
+by ``search/tune/budget.py``), so a resumed search continues with what is left.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ class SearchFolder:
     experiment_name: str
     experiment: dict[str, Any]
     state: str
+    budget_spent: float = 0.0  # in the unit of the experiment's search.budget
 
     @classmethod
     def read(cls, path: Path) -> SearchFolder:
@@ -42,6 +45,7 @@ class SearchFolder:
             experiment_name=data["experiment_name"],
             experiment=data["experiment"],
             state=data.get("state", "running"),
+            budget_spent=float(data.get("budget", {}).get("spent", 0.0)),
         )
 
 
@@ -65,6 +69,17 @@ def write_manifest(
 
 def set_state(folder: Path, state: str) -> None:
     _write(folder, {**json.loads((folder / MANIFEST).read_text()), "state": state})
+
+
+def record_budget(folder: Path, unit: str, limit: float, spent: float) -> None:
+    """Keep the budget spent so far in the manifest, where ``--resume`` reads it back."""
+    data = json.loads((folder / MANIFEST).read_text())
+    _write(folder, {**data, "budget": {"unit": unit, "limit": limit, "spent": spent}})
+
+
+def budget_spent(folder: Path) -> float:
+    """The budget a search in ``folder`` has spent (0 when it has recorded none)."""
+    return SearchFolder.read(folder).budget_spent
 
 
 def _write(folder: Path, data: dict[str, Any]) -> None:

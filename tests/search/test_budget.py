@@ -1,0 +1,180 @@
+"""search.budget: the clock's arithmetic, its record in the manifest, and a real tiny search
+that ends by its budget."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from nascomp.search.driver import run_search
+from nascomp.search.errors import ConfigError
+from nascomp.search.experiment import BudgetConfig, SearchConfig, load_experiment
+from nascomp.search.resume import MANIFEST, budget_spent, write_manifest
+from nascomp.search.tune.budget import BudgetClock
+from tests.search.conftest import TINY, nascomp, tiny_args
+from tests.search.faults import (
+    background_search,
+    kill_session,
+    output,
+    search_runs,
+    wait_for,
+)
+
+
+class Ticks:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def _clock(tmp_path: Path, budget: dict, spent_before: float = 0.0) -> tuple[BudgetClock, Ticks]:
+    write_manifest(tmp_path, load_experiment(None, []), "run0123456789")
+    ticks = Ticks()
+    clock = BudgetClock(
+        BudgetConfig(**budget),
+        cpus_per_trial=2.0,
+        gpus_per_trial=0.0,
+        folder=tmp_path,
+        spent_before=spent_before,
+        echo=lambda line: None,
+        now=ticks,
+    )
+    return clock, ticks
+
+
+def test_cpu_hours_are_trial_time_times_cpus(tmp_path: Path) -> None:
+    clock, ticks = _clock(tmp_path, {"cpu_hours": 1.0}, spent_before=0.25)
+    first, second = SimpleNamespace(trial_id="a"), SimpleNamespace(trial_id="b")
+    clock.on_trial_start(0, [], first)
+    ticks.t += 900  # a alone for 15 min on 2 CPUs: 0.5 CPU-hours
+    clock.on_trial_start(0, [], second)
+    ticks.t += 450  # both: 2 * 450 s * 2 CPUs = 0.5 CPU-hours more
+    assert clock.spent() == pytest.approx(0.25 + 0.5 + 0.5)
+    assert clock.exhausted()
+    clock.on_trial_complete(0, [], first)
+    assert budget_spent(tmp_path) == pytest.approx(1.25)  # written when a trial ends
+    ticks.t += 3600  # only b runs
+    assert clock.spent() == pytest.approx(1.25 + 2.0)
+
+
+def test_wall_clock_counts_from_start_on_top_of_earlier_runs(tmp_path: Path) -> None:
+    clock, ticks = _clock(tmp_path, {"wall_s": 60}, spent_before=40.0)
+    ticks.t += 5  # before the trial phase: not counted
+    clock.start()
+    ticks.t += 19.5
+    assert clock.spent() == pytest.approx(59.5) and not clock.exhausted()
+    ticks.t += 0.5
+    assert clock.exhausted()
+    clock.save()
+    manifest = json.loads((tmp_path / MANIFEST).read_text())
+    assert manifest["budget"] == {"unit": "wall_s", "limit": 60.0, "spent": 60.0}
+    assert manifest["state"] == "running"  # the rest of the manifest is kept
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            "search.budget={wall_s: 60, cpu_hours: 1}",
+            "search.budget: give one of wall_s, cpu_hours, gpu_hours, e.g. {wall_s: 600}; "
+            "got wall_s, cpu_hours",
+        ),
+        ("search.budget={cpu_hour: 1}", "search.budget.cpu_hour: unknown key (did you mean"),
+        ("search.budget.wall_s=0", "search.budget.wall_s: Input should be greater than 0"),
+        ("search.budget.gpu_hours=1", "search.budget.gpu_hours needs resources.gpus_per_trial"),
+    ],
+)
+def test_bad_budgets_are_one_line_errors(override: str, message: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        load_experiment(None, [override])
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_trials_cap_a_budget_only_when_given() -> None:
+    # The quickstart names 20 trials: they cap its budget.
+    assert load_experiment(None, ["search.budget.wall_s=60"]).search.trials == 20
+    assert SearchConfig.model_validate({"budget": {"wall_s": 60}}).trials == 10_000
+    assert SearchConfig.model_validate({"budget": {"wall_s": 60}, "trials": 7}).trials == 7
+    assert SearchConfig.model_validate({}).trials == 20
+
+
+BUDGET_S = 8.0
+
+
+def test_tiny_search_ends_by_its_budget(workdir: Path) -> None:
+    experiment = load_experiment(
+        None,
+        [
+            *TINY,
+            "search.trials=40",
+            f"search.budget.wall_s={BUDGET_S}",
+            f"tracking.uri=sqlite:///{workdir / 'mlflow.db'}",
+            f"storage={workdir / 'results'}",
+        ],
+    )
+    lines: list[str] = []
+    summary = run_search(experiment, echo=lines.append)
+
+    assert 2 <= len(summary.trials) < 40
+    assert all(t.status in ("ok", "infeasible") for t in summary.trials)  # none cut short
+    manifest = json.loads((summary.folder / MANIFEST).read_text())
+    assert manifest["state"] == "finished"
+    spent = manifest["budget"]["spent"]
+    longest = max(t.metrics.get("train_seconds", 0.0) for t in summary.trials)
+    # Spent, and by no more than the running trials' ends (each well under 20 s here).
+    assert BUDGET_S <= spent <= BUDGET_S + longest + 20
+    assert any(line.startswith("budget spent (") for line in lines)
+
+
+RESUMED_BUDGET_S = 20.0
+
+
+@pytest.mark.e2e
+def test_interrupted_search_resumes_with_what_is_left(workdir: Path) -> None:
+    args = tiny_args(
+        workdir, "--set", "search.trials=40", "--set", f"search.budget.wall_s={RESUMED_BUDGET_S}"
+    )
+    search = background_search(args, workdir)
+    results = workdir / "results"
+
+    def spent_so_far() -> float:
+        manifests = list(results.glob(f"nascomp-*/{MANIFEST}"))
+        return budget_spent(manifests[0].parent) if manifests else 0.0
+
+    try:
+        wait_for("6 s of the budget spent", lambda: spent_so_far() >= 6.0, 300, every_s=0.1)
+        os.killpg(search.pid, signal.SIGINT)  # Ctrl-C
+        assert search.wait(timeout=180) == 130, output(search)[-3000:]
+    finally:
+        kill_session(search)
+    (folder,) = results.glob("nascomp-*")
+    before = json.loads((folder / MANIFEST).read_text())
+    assert before["state"] == "interrupted"
+    spent_before = before["budget"]["spent"]
+    assert 6.0 <= spent_before < RESUMED_BUDGET_S
+    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    n_trials_before = len(search_runs(uri)[1])
+
+    resumed = nascomp("search", *args, "--resume", cwd=workdir, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert f"budget: {spent_before:.4g} of {RESUMED_BUDGET_S:g} wall_s spent before" in (
+        resumed.stdout
+    )
+    after = json.loads((folder / MANIFEST).read_text())
+    assert after["state"] == "finished"
+    spent_now = after["budget"]["spent"] - spent_before
+    left = RESUMED_BUDGET_S - spent_before
+    # The resumed run spent what was left, plus the ends of the trials running then (a tiny
+    # trial takes a few seconds), not a whole new budget.
+    assert left <= spent_now <= left + 15, (spent_before, after["budget"])
+    n_trials_after = len(search_runs(uri)[1])
+    assert n_trials_before < n_trials_after < 40  # it went on, and the budget ended it
