@@ -115,7 +115,7 @@ def test_tiny_search_ends_by_its_budget(workdir: Path) -> None:
         None,
         [
             *TINY,
-            "search.trials=40",
+            "search.trials=1000",
             f"search.budget.wall_s={BUDGET_S}",
             f"tracking.uri=sqlite:///{workdir / 'mlflow.db'}",
             f"storage={workdir / 'results'}",
@@ -124,7 +124,7 @@ def test_tiny_search_ends_by_its_budget(workdir: Path) -> None:
     lines: list[str] = []
     summary = run_search(experiment, echo=lines.append)
 
-    assert 2 <= len(summary.trials) < 40
+    assert 2 <= len(summary.trials) < 1000
     assert all(t.status in ("ok", "infeasible") for t in summary.trials)  # none cut short
     manifest = json.loads((summary.folder / MANIFEST).read_text())
     assert manifest["state"] == "finished"
@@ -141,7 +141,7 @@ RESUMED_BUDGET_S = 20.0
 @pytest.mark.e2e
 def test_interrupted_search_resumes_with_what_is_left(workdir: Path) -> None:
     args = tiny_args(
-        workdir, "--set", "search.trials=40", "--set", f"search.budget.wall_s={RESUMED_BUDGET_S}"
+        workdir, "--set", "search.trials=1000", "--set", f"search.budget.wall_s={RESUMED_BUDGET_S}"
     )
     search = background_search(args, workdir)
     results = workdir / "results"
@@ -177,4 +177,4 @@ def test_interrupted_search_resumes_with_what_is_left(workdir: Path) -> None:
     # trial takes a few seconds), not a whole new budget.
     assert left <= spent_now <= left + 15, (spent_before, after["budget"])
     n_trials_after = len(search_runs(uri)[1])
-    assert n_trials_before < n_trials_after < 40  # it went on, and the budget ended it
+    assert n_trials_before < n_trials_after < 1000  # it went on, and the budget ended it
