@@ -106,12 +106,12 @@ class MultiObjectiveAsha(FIFOScheduler):
     def ranked_objectives(self, result: dict[str, Any]) -> list[str]:
         return [name for name in self.objectives if _is_number(result.get(name))]
 
-    def rung_values(self, trial_id: str, config: dict[str, Any], result: dict) -> dict[str, float]:
-        """The objectives a rung ranks this trial by: predicted final values where the config
+    def rung_values(self, trial: Any, result: dict) -> dict[str, float]:
+        """The objectives a rung ranks ``trial`` by: predicted final values where its config
         decides them, else the values reported now (the objectives it reports at all)."""
-        if self.predict is not None and trial_id not in self.predicted:
-            self.predicted[trial_id] = self.predict(config)
-        predicted = self.predicted.get(trial_id, {})
+        if self.predict is not None and trial.trial_id not in self.predicted:
+            self.predicted[trial.trial_id] = self.predict(trial.config)  # once per trial
+        predicted = self.predicted.get(trial.trial_id, {})
         values = {}
         for name in self.objectives:
             if name in PREDICTED_METRICS and name in predicted:
@@ -124,7 +124,7 @@ class MultiObjectiveAsha(FIFOScheduler):
         epoch = result.get(self.time_attr)
         if epoch not in self.recorded or STATUS_KEY in result:
             return TrialScheduler.CONTINUE  # not at a rung, or the trial's final result
-        values = self.rung_values(trial.trial_id, trial.config, result)
+        values = self.rung_values(trial, result)
         if not values:
             return TrialScheduler.CONTINUE
         decision = self.decide(trial.trial_id, int(epoch), values)

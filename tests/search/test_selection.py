@@ -31,18 +31,15 @@ def test_rungs() -> None:
 def test_promotions_by_pareto_rank_and_crowding() -> None:
     asha = MultiObjectiveAsha({"val_accuracy": "max", "size_bytes": "min"}, max_epochs=8)
     assert asha.rungs == [1, 2, 4]
-    # Arrivals at rung 1 (accuracy, size); keep the best max(1, n // 2) so far.
+    # Arrivals at rung 1 (accuracy, size): a trial goes on while the rung holds fewer than 2,
+    # when it is on the rung's front, or when fewer than max(1, n // 2) are placed above it.
     arrivals = [
-        ("a", (0.50, 100.0), CONTINUE),  # first at the rung: always goes on
+        ("a", (0.50, 100.0), CONTINUE),  # alone at the rung
         ("b", (0.40, 200.0), STOP),  # dominated by a; keep 1 of 2
-        # Front {a, c}, both ends (infinite crowding), 3 // 2 = 1 kept: the tie goes to the
-        # earlier arrival.
-        ("c", (0.90, 900.0), STOP),
-        ("d", (0.30, 50.0), CONTINUE),  # front {a, c, d}; keep 2: the ends c and d
-        ("e", (0.45, 150.0), STOP),  # dominated by a
-        # Front {a, c, d, f}; keep 3: the ends c and d, then f (crowding 0.67 + 0.94) over
-        # a (0.5 + 0.08).
-        ("f", (0.60, 120.0), CONTINUE),
+        ("c", (0.90, 900.0), CONTINUE),  # on the front {a, c}: never stopped
+        ("d", (0.30, 50.0), CONTINUE),  # on the front {a, c, d}
+        ("e", (0.45, 150.0), STOP),  # second front; a, c and d above it, keep 2 of 5
+        ("f", (0.60, 120.0), CONTINUE),  # on the front {a, c, d, f}
     ]
     for trial_id, (accuracy, size), expected in arrivals:
         got = asha.decide(trial_id, 1, {"val_accuracy": accuracy, "size_bytes": size})
@@ -53,8 +50,9 @@ def test_promotes_known_answer() -> None:
     # Minimised values; front {0, 1, 2} with 0 and 2 the ends; 3 dominated.
     values = np.array([[0.0, 3.0], [1.0, 1.0], [3.0, 0.0], [2.0, 2.0]])
     assert promotes(values, 0, 2) and promotes(values, 2, 2)
-    assert not promotes(values, 1, 2) and not promotes(values, 3, 2)
-    assert promotes(values, 1, 4 / 3)  # keep 3
+    assert promotes(values, 1, 2)  # the front's middle: on the rung's front, never stopped
+    assert not promotes(values, 3, 2)  # three above it, keep 2
+    assert not promotes(values, 3, 4 / 3)  # keep 3 of 4: three are above it
 
 
 def test_rung_ranks_only_objectives_reported_per_epoch() -> None:
