@@ -441,7 +441,11 @@ def cmd_ui(args: argparse.Namespace) -> int:
     # SIGTERM (kill, service managers) must stop the server like Ctrl-C does: Python's default
     # action exits without running `finally`, which would orphan `mlflow server` on the port.
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    server = subprocess.Popen(command, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    # A process group of its own: mlflow server starts helpers (gunicorn workers, the jobs'
+    # huey consumers) that outlive a terminated parent; stopping the group stops them all.
+    server = subprocess.Popen(
+        command, env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=os.setpgrp
+    )
     try:
         if not _wait_healthy(base, server):
             return _fail(f"the MLflow UI did not start on {base} (port taken?)")
@@ -453,10 +457,31 @@ def cmd_ui(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return 0
     finally:
-        if server.poll() is None:
-            server.terminate()
-            server.wait(timeout=30)
+        _stop_group(server)
         signal.signal(signal.SIGTERM, previous)
+
+
+def _stop_group(server: subprocess.Popen, grace_s: float = 30.0) -> None:
+    """SIGTERM the server's process group, wait for it, then SIGKILL whatever is left."""
+    _signal_group(server.pid, signal.SIGTERM)
+    try:
+        server.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        _signal_group(server.pid, signal.SIGKILL)
+        server.wait()
+    deadline = time.monotonic() + 10.0
+    while _signal_group(server.pid, 0) and time.monotonic() < deadline:
+        time.sleep(0.2)  # helpers finishing their own shutdown
+    _signal_group(server.pid, signal.SIGKILL)
+
+
+def _signal_group(pgid: int, signum: int) -> bool:
+    """Send ``signum`` to process group ``pgid``; False when no process of it is left."""
+    try:
+        os.killpg(pgid, signum)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:

@@ -59,14 +59,14 @@ search: {trials: 2, concurrent: 2, sampler: random}
 ARCHES = {
     # The user's data too, streamed through a DataLoader as a dataset over budget would be.
     "custom": """
-data: {name: custom, factory: "shop_models:digits", stream: true, max_train_samples: 300}
+data: {name: custom, factory: "brought_models:digits", stream: true, max_train_samples: 300}
 space:
-  arch: {family: custom, builder: "shop_models:net", width: [8, 12], expansion: [2, 3]}
+  arch: {family: custom, builder: "brought_models:net", width: [8, 12], expansion: [2, 3]}
   prune: {method: structured, ratio: 0.5}
   quant: {bits: 8}
   distill: {enabled: true, temperature: 2.0, alpha: 0.5}
 teacher:
-  arch: {family: custom, builder: "shop_models:net", width: 16, expansion: 2}
+  arch: {family: custom, builder: "brought_models:net", width: 16, expansion: 2}
   epochs: 1
 """,
     "torchvision": """
@@ -94,7 +94,7 @@ def test_search_reproduce_and_export_a_model_the_user_brings(
 ) -> None:
     if family == "timm":
         pytest.importorskip("timm")
-    (tmp_path / "shop_models.py").write_text(USER_MODULE)
+    (tmp_path / "brought_models.py").write_text(USER_MODULE)
     (tmp_path / "experiment.yaml").write_text(ARCHES[family] + COMMON)
     ray_tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
