@@ -328,15 +328,34 @@ def build_torchvision(
     if name in _AUX_LOGITS:
         arguments.setdefault("aux_logits", False)
         arguments.setdefault("init_weights", True)
-    who = f"torchvision.models.get_model({name!r})"
+    return _zoo_model(
+        f"torchvision.models.get_model({name!r})",
+        lambda: models.get_model(name, weights=None, num_classes=n_classes, **arguments),
+        (models.get_model_builder(name),),
+        arguments,
+        input_shape,
+        n_classes,
+    )
+
+
+def _zoo_model(
+    who: str,
+    make: Any,
+    builders: tuple[Any, ...],
+    arguments: Mapping[str, Any],
+    input_shape: tuple[int, int, int],
+    n_classes: int,
+) -> nn.Module:
+    """``make()`` a zoo model, naming the arguments its constructor rejects; then check them
+    by name, adapt its stem to the input and check its output shape."""
     try:
-        model = models.get_model(name, weights=None, num_classes=n_classes, **arguments)
+        model = make()
     except Exception as exc:
         raise UserCodeError(
             f"{who} rejects {', '.join(f'{k}={v!r}' for k, v in arguments.items()) or 'it'}: "
             f"{type(exc).__name__}: {exc}"
         ) from None
-    check_arguments(model, (models.get_model_builder(name),), arguments, who)
+    check_arguments(model, builders, arguments, who)
     adapt_stem(model, input_shape)
     check_output(model, input_shape, n_classes, who)
     return model
@@ -377,17 +396,13 @@ def build_timm(
     name = arguments.pop("model", None)
     if not isinstance(name, str) or not timm.is_model(name):
         raise ValueError(_unknown("timm", name, timm.list_models()))
-    who = f"timm.create_model({name!r})"
-    try:
-        model = timm.create_model(
+    return _zoo_model(
+        f"timm.create_model({name!r})",
+        lambda: timm.create_model(
             name, pretrained=False, num_classes=n_classes, in_chans=input_shape[0], **arguments
-        )
-    except Exception as exc:
-        raise UserCodeError(
-            f"{who} rejects {', '.join(f'{k}={v!r}' for k, v in arguments.items()) or 'it'}: "
-            f"{type(exc).__name__}: {exc}"
-        ) from None
-    check_arguments(model, (timm.create_model, timm.models.model_entrypoint(name)), arguments, who)
-    adapt_stem(model, input_shape)
-    check_output(model, input_shape, n_classes, who)
-    return model
+        ),
+        (timm.create_model, timm.models.model_entrypoint(name)),
+        arguments,
+        input_shape,
+        n_classes,
+    )

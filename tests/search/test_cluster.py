@@ -218,17 +218,22 @@ def test_worker_node_lost_mid_search(workdir: Path, two_node_cluster: LocalRayCl
     assert run.data.tags["nascomp.node_id"] == head_id
 
 
+def _skip_without_mount_namespaces() -> None:
+    """The tests that hide a folder from one node need unshare -m (a private mount table)."""
+    probe = subprocess.run(
+        ["unshare", "-m", "--propagation", "private", "true"], capture_output=True, check=False
+    )
+    if probe.returncode != 0:
+        pytest.skip(f"no mount namespaces here: {probe.stderr.decode()[:200]}")
+
+
 @pytest.mark.e2e
 def test_worker_without_the_data_fails_naming_node_and_path(workdir: Path, data_root: Path) -> None:
     """The data root is missing on a worker node (an empty file system is mounted over it in
     that node's own mount namespace): its trials fail, saying which node and which path."""
     root = data_root.resolve()  # as data.root is resolved (a symlinked data folder included)
     hidden = root / "FashionMNIST"
-    probe = subprocess.run(
-        ["unshare", "-m", "--propagation", "private", "true"], capture_output=True, check=False
-    )
-    if probe.returncode != 0:
-        pytest.skip(f"no mount namespaces here: {probe.stderr.decode()[:200]}")
+    _skip_without_mount_namespaces()
     cluster = LocalRayCluster()
     try:
         cluster.start_head(num_cpus=0)  # every trial runs on the worker node
@@ -276,11 +281,7 @@ def test_users_module_reaches_a_node_that_does_not_have_it(workdir: Path) -> Non
     (an empty file system is mounted over it in that node's mount namespace), as on a real
     cluster. Shipped through runtime_env, every trial trains there; with shipping turned off
     (resources.ship_code: false) the same trials fail naming the module."""
-    probe = subprocess.run(
-        ["unshare", "-m", "--propagation", "private", "true"], capture_output=True, check=False
-    )
-    if probe.returncode != 0:
-        pytest.skip(f"no mount namespaces here: {probe.stderr.decode()[:200]}")
+    _skip_without_mount_namespaces()
     project = workdir / "project"
     project.mkdir()
     (project / "shop_models.py").write_text(
