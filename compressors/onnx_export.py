@@ -115,9 +115,13 @@ class _Batches:
 
 
 def quantize_int8(
-    float_path: str | Path, calibration_batches: Iterable[Any], out_path: str | Path
+    float_path: str | Path,
+    calibration_batches: Iterable[Any],
+    out_path: str | Path,
+    pad_channels: bool = True,
 ) -> None:
-    """An int8 QDQ model of the fp32 ONNX file (see the module's docstring)."""
+    """An int8 QDQ model of the fp32 ONNX file (see the module's docstring); ``pad_channels``:
+    the stem's input channels are padded for ONNX Runtime's fast kernel (:func:`pad_input_channels`)."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -135,6 +139,7 @@ def quantize_int8(
         # half the convolutions of a residual CNN stayed float (measured: 8 of 16 QLinearConv).
         prepared = Path(folder) / "prepared.onnx"
         quant_pre_process(str(float_path), str(prepared), skip_symbolic_shape=True)
+        pads = pad_input_channels(prepared) if pad_channels else []
         quantize_static(
             str(prepared),
             str(out_path),
@@ -144,6 +149,9 @@ def quantize_int8(
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax,
+            # The channel padding stays float, before the input's QuantizeLinear (a quantized
+            # Pad would add a dequantize-pad-quantize round trip on the input).
+            nodes_to_exclude=pads,
             # Logits stay float: quantizing the classifier's output to 8 bits flips near-ties
             # (measured on digits: 98.9% -> 99.2% top-1 agreement with the evaluated model).
             extra_options={
@@ -152,6 +160,65 @@ def quantize_int8(
                 "OpTypesToExcludeOutputQuantization": ["Gemm", "MatMul"],
             },
         )
+
+
+# ONNX Runtime's fast int8 convolution (MLAS's symmetric "ConvSym" kernels, used when the
+# weights' zero points are 0, as ours are) takes only group-1 convolutions whose input channels
+# are a multiple of 4 and whose output channels are at least 16 and a multiple of 8; any other
+# falls back to im2col and a generic int8 GEMM.
+CONV_SYM_INPUT_MULTIPLE = 4
+CONV_SYM_MIN_OUTPUT = 16
+CONV_SYM_OUTPUT_MULTIPLE = 8
+
+
+def pad_input_channels(path: str | Path) -> list[str]:
+    """Zero-pad the input channels of every convolution that reads a graph input (an image
+    model's stem: 3 colour or 1 grey channel) to a multiple of 4, in place: a float ``Pad`` on
+    the input, zero weights for the new channels. The model computes the same function (the
+    quantized model bit for bit: the padded input quantizes to the zero point and meets zero
+    weights), and the stem's int8 convolution runs ONNX Runtime's fast kernel; measured on the
+    CIFAR-sized model at batch 64: stem 1.36 ms -> 0.87 ms plus 0.06 ms for the Pad. The other
+    weights, and the stem's per-channel scales and codes, are unchanged. Returns the names of the
+    Pad nodes added."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    initializers = {t.name: t for t in graph.initializer}
+    graph_inputs = {i.name for i in graph.input}
+    added: list[str] = []
+    for node in list(graph.node):
+        if node.op_type != "Conv" or node.input[0] not in graph_inputs:
+            continue
+        weight = initializers.get(node.input[1])
+        group = next((a.i for a in node.attribute if a.name == "group"), 1)
+        if weight is None or group != 1:
+            continue
+        w = numpy_helper.to_array(weight)
+        out_channels, in_channels = w.shape[:2]
+        extra = -in_channels % CONV_SYM_INPUT_MULTIPLE
+        if (
+            extra == 0
+            or out_channels < CONV_SYM_MIN_OUTPUT
+            or out_channels % CONV_SYM_OUTPUT_MULTIPLE
+        ):
+            continue  # already a multiple of 4, or the fast kernel would not take it anyway
+        zeros = np.zeros((out_channels, extra, *w.shape[2:]), dtype=w.dtype)
+        weight.CopyFrom(numpy_helper.from_array(np.concatenate([w, zeros], axis=1), weight.name))
+        spatial = [0] * (w.ndim - 2)
+        name = f"{node.name or 'conv'}_channel_pad_{len(added)}"
+        pads = numpy_helper.from_array(
+            np.array([0, 0, *spatial, 0, extra, *spatial], dtype=np.int64), f"{name}_pads"
+        )
+        graph.initializer.append(pads)
+        pad = helper.make_node("Pad", [node.input[0], pads.name], [f"{name}_output"], name=name)
+        graph.node.insert(list(graph.node).index(node), pad)
+        node.input[0] = pad.output[0]
+        added.append(pad.name)
+    if added:
+        onnx.save(model, str(path))
+    return added
 
 
 def session(path: str | Path | bytes, threads: int = 1) -> Any:

@@ -17,6 +17,8 @@ from nascomp.compressors.onnx_export import (
     check_model,
     export_onnx,
     onnx_form,
+    quantize_int8,
+    session,
 )
 from nascomp.compressors.pruning import PruneConfig, make_pruner
 from nascomp.compressors.quantization import QuantConfig, prepare_qat, quantize_weight_codes
@@ -110,3 +112,53 @@ def test_other_widths_ship_fp32_with_their_weights_folded() -> None:
     graph = onnx.load_model_from_string(form.data).graph
     first = next(numpy_helper.to_array(t) for t in graph.initializer if t.dims[:2] == [16, 3])
     assert all(len(np.unique(row)) <= 2**4 for row in first.reshape(16, -1))
+
+
+def test_int8_stem_channels_are_padded_for_the_fast_kernel_without_changing_a_bit(
+    tmp_path: Path,
+) -> None:
+    """A 3-channel stem reads a zero-padded 4-channel input (ONNX Runtime's symmetric int8
+    convolution takes multiples of 4 only): the stem keeps its QAT codes, the new channel's
+    weights are 0, and the int8 model's logits equal the unpadded one's exactly."""
+    torch.manual_seed(0)
+    stem = nn.Conv2d(3, 16, 3, padding=1)
+    model = prepare_qat(
+        nn.Sequential(stem, nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 5)),
+        QuantConfig(bits=8, act_bits=8),
+    )
+    x = torch.randn(64, 3, 8, 8)
+    model(x)
+    model.eval()
+    float_path = tmp_path / "model.onnx"
+    export_onnx(model, x[:1], float_path)
+    padded, plain = tmp_path / "padded.onnx", tmp_path / "plain.onnx"
+    quantize_int8(float_path, [x], padded)
+    quantize_int8(float_path, [x], plain, pad_channels=False)
+    check_model(padded.read_bytes())
+
+    graph = onnx.load(str(padded)).graph
+    pads = [n for n in graph.node if n.op_type == "Pad"]
+    assert len(pads) == 1 and pads[0].input[0] == "input"  # float, before the input's quantizer
+    weights = [
+        numpy_helper.to_array(t) for t in graph.initializer if t.data_type == onnx.TensorProto.INT8
+    ]
+    conv = next(w for w in weights if w.ndim == 4)
+    assert conv.shape == (16, 4, 3, 3)
+    codes, _ = quantize_weight_codes(model[0].weight.detach(), 8)
+    np.testing.assert_array_equal(conv[:, :3], codes.numpy())
+    assert not conv[:, 3].any()
+
+    # ONNX Runtime fuses the stem into an int8 convolution, reading the padded input.
+    optimized = tmp_path / "optimized.onnx"
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(optimized)
+    ort.InferenceSession(str(padded), options, providers=["CPUExecutionProvider"])
+    ops = [n.op_type for n in onnx.load(str(optimized)).graph.node]
+    assert "QLinearConv" in ops and "Conv" not in ops
+
+    feed = {"input": torch.randn(16, 3, 8, 8).numpy()}
+    np.testing.assert_array_equal(
+        session(padded).run(None, feed)[0], session(plain).run(None, feed)[0]
+    )
