@@ -12,6 +12,13 @@ File layout (little-endian), no pickle::
                      values packed at `bits` bits (offset codes ``q + qmax`` when bits < 16,
                      else fp16/fp32)
 
+Format 3 (``size.is_layered``: per-layer widths, or ``coding="entropy"``): the header's third
+byte is the coding (0 packed, 1 entropy), then one u8 width per weight in stored order, then the
+records above with non-weight tensors in fp16 only when every weight is 16-bit; a weight is
+stored at its own width. With entropy coding a weight below 16 bits keeps only its per-channel
+max|w| (fp32) in place, and the positions and codes of all of them follow the last record as
+one range-coded stream (``compressors.entropy``) running to the end of the file.
+
 Shapes are not stored: the skeleton given to ``load_compressed`` supplies them, so a
 structurally pruned model needs a skeleton with the pruned shapes (e.g. the pruned model
 itself, or a deep copy). Storing max|w| rather than the scale lets the loader rebuild weights
@@ -30,6 +37,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from nascomp.compressors.entropy import decode_codes
 from nascomp.compressors.quantization import (
     VALID_BITS,
     ActivationFakeQuant,
@@ -39,25 +47,32 @@ from nascomp.compressors.quantization import (
     channel_scale,
     prepare_qat,
     quantize_weight_codes,
-    quantized_bits,
+    weight_bits_by_layer,
     weight_qmax,
 )
 from nascomp.compressors.size import (
     BITMASK,
+    CODINGS,
     DENSE,
     HEADER_BYTES,
     INDEX_LIST,
     RICE,
     StoredTensor,
+    dense_storage_bits,
+    entropy_coded,
+    entropy_stream,
     index_bits_per_entry,
+    is_layered,
     position_code,
     rice_gaps,
     stored_mask,
     stored_tensors,
+    weight_widths,
 )
 
 MAGIC = b"NASC"
 FORMAT_VERSION = 2  # 2: Rice-coded gaps added as a position encoding
+LAYERED_VERSION = 3  # per-weight widths; packed or entropy-coded weights
 _HEADER = struct.Struct("<4sBBBI")
 assert _HEADER.size == HEADER_BYTES
 
@@ -135,34 +150,60 @@ def _encode_weight(weight: Tensor, bits: int) -> bytes:
     return out + absmax.numpy().astype(np.float32).tobytes() + pack_uints(offset_codes, bits)
 
 
-def save_compressed(model: nn.Module, path: str | Path, weight_bits: int | None = None) -> int:
-    """Write ``model`` at ``weight_bits`` (default: its QAT bits) to ``path``; returns bytes."""
-    bits = quantized_bits(model) if weight_bits is None else weight_bits
-    if bits not in VALID_BITS:
-        raise ValueError(f"weight_bits must be one of {VALID_BITS} or None, got {weight_bits!r}")
-    prepared_bits = quantized_bits(model)
-    if prepared_bits != 32 and prepared_bits != bits:
+def save_compressed(
+    model: nn.Module, path: str | Path, weight_bits: int | None = None, coding: str = "packed"
+) -> int:
+    """Write ``model`` at ``weight_bits`` (default: its QAT widths, per layer) with ``coding``
+    (``packed`` or ``entropy``) to ``path``; returns the bytes written."""
+    widths = weight_widths(model, weight_bits)
+    trained = set(weight_bits_by_layer(model).values())
+    if weight_bits is not None and trained and trained != {weight_bits}:
         raise ValueError(
-            f"weight_bits={bits} differs from the {prepared_bits} bits the model was trained at"
+            f"weight_bits={weight_bits} differs from the {sorted(trained)} bits the model was "
+            "trained at"
         )
     entries = stored_tensors(model)
-    header = _HEADER.pack(
-        MAGIC, FORMAT_VERSION, bits, activation_bits(model), _layout_checksum(entries)
-    )
-    payload = b"".join(
-        _encode_weight(e.tensor, bits) if e.is_weight else _float_bytes(e.tensor, bits)
-        for e in entries
-    )
-    data = header + payload
+    checksum = _layout_checksum(entries)
+    if is_layered(widths, coding):
+        coding_byte = CODINGS.index(coding)
+        header = _HEADER.pack(MAGIC, LAYERED_VERSION, coding_byte, activation_bits(model), checksum)
+        data = header + _layered_payload(entries, widths, coding)
+    else:
+        bits = widths[0] if widths else (32 if weight_bits is None else weight_bits)
+        header = _HEADER.pack(MAGIC, FORMAT_VERSION, bits, activation_bits(model), checksum)
+        data = header + b"".join(
+            _encode_weight(e.tensor, bits) if e.is_weight else _float_bytes(e.tensor, bits)
+            for e in entries
+        )
     Path(path).write_bytes(data)
     return len(data)
+
+
+def _layered_payload(entries: list[StoredTensor], widths: list[int], coding: str) -> bytes:
+    """Format 3 after the header: widths, records, then the entropy-coded stream if any."""
+    dense = dense_storage_bits(widths)
+    parts = [bytes(widths)]
+    weight_iter = iter(widths)
+    for entry in entries:
+        if not entry.is_weight:
+            parts.append(_float_bytes(entry.tensor, dense))
+            continue
+        bits = next(weight_iter)
+        if coding == "entropy" and entropy_coded(bits):
+            absmax = channel_absmax(entry.tensor.detach().cpu().float()).reshape(-1)
+            parts.append(absmax.numpy().astype(np.float32).tobytes())
+        else:
+            parts.append(_encode_weight(entry.tensor, bits))
+    if coding == "entropy":
+        parts.append(entropy_stream(entries, widths))
+    return b"".join(parts)
 
 
 def round_to_storage(model: nn.Module) -> nn.Module:
     """Round (in place) what the artifact stores at lower precision than the model holds, so
     that the evaluated model is the stored one: at 16 bits, every non-weight tensor to fp16
     (weights are already fp16 through fake quantization). A no-op at other widths."""
-    if quantized_bits(model) != 16:
+    if set(weight_bits_by_layer(model).values()) != {16}:
         return model
     with torch.no_grad():
         for entry in stored_tensors(model):
@@ -335,35 +376,97 @@ def _decode_weight(reader: _Reader, shape: torch.Size, bits: int) -> Tensor:
 
 
 def _prepare_skeleton(skeleton: nn.Module, bits: int, act_bits: int) -> None:
-    prepared_bits = quantized_bits(skeleton)
-    if prepared_bits == 32 and bits < 32:
+    prepared = set(weight_bits_by_layer(skeleton).values())
+    if not prepared and bits < 32:
         prepare_qat(skeleton, QuantConfig(bits=bits, act_bits=act_bits))
-    elif prepared_bits != bits and prepared_bits != 32:
-        raise ValueError(f"model_skeleton is prepared at {prepared_bits} bits, file has {bits}")
+    elif prepared and prepared != {bits}:
+        shown = prepared.pop() if len(prepared) == 1 else sorted(prepared)
+        raise ValueError(f"model_skeleton is prepared at {shown} bits, file has {bits}")
+
+
+def _prepare_layered_skeleton(skeleton: nn.Module, widths: list[int], act_bits: int) -> None:
+    """Prepare ``skeleton`` at the file's per-weight widths (or check that it is)."""
+    weights = [entry for entry in stored_tensors(skeleton) if entry.is_weight]
+    if len(weights) != len(widths):
+        raise ValueError("model_skeleton's tensors (names/shapes) do not match the file")
+    if weight_bits_by_layer(skeleton):
+        if weight_widths(skeleton) != widths:
+            raise ValueError(
+                f"model_skeleton is prepared at widths {weight_widths(skeleton)}, file has {widths}"
+            )
+        return
+    by_layer = {
+        entry.name.rpartition(".")[0]: bits for entry, bits in zip(weights, widths, strict=True)
+    }
+    prepare_qat(skeleton, QuantConfig(bits=32, act_bits=act_bits), by_layer)
+
+
+def _read_header(reader: _Reader, path: str | Path, skeleton: nn.Module) -> tuple[list[int], str]:
+    """Check the header, prepare ``skeleton`` as the file says; returns the per-weight widths
+    and the coding."""
+    magic, version, third, act_bits, checksum = _HEADER.unpack(reader.take(_HEADER.size))
+    if magic != MAGIC or version not in (FORMAT_VERSION, LAYERED_VERSION):
+        raise ValueError(
+            f"{path} is not a nascomp compressed file (versions {FORMAT_VERSION}, "
+            f"{LAYERED_VERSION})"
+        )
+    if version == FORMAT_VERSION:
+        _prepare_skeleton(skeleton, third, act_bits)
+        n_weights = sum(entry.is_weight for entry in stored_tensors(skeleton))
+        widths, coding = [third] * n_weights, "packed"
+    else:
+        if third >= len(CODINGS):
+            raise ValueError(f"unknown coding {third} in compressed file")
+        coding = CODINGS[third]
+        n_weights = sum(entry.is_weight for entry in stored_tensors(skeleton))
+        widths = list(reader.take(n_weights))
+        if any(bits not in VALID_BITS for bits in widths):
+            raise ValueError(f"compressed file holds weight widths {widths} outside {VALID_BITS}")
+        _prepare_layered_skeleton(skeleton, widths, act_bits)
+    if _layout_checksum(stored_tensors(skeleton)) != checksum:
+        raise ValueError("model_skeleton's tensors (names/shapes) do not match the file")
+    return widths, coding
 
 
 def load_compressed(path: str | Path, model_skeleton: nn.Module) -> nn.Module:
     """Restore a ``save_compressed`` file into ``model_skeleton`` (same architecture and
-    shapes), preparing it for QAT at the file's bits when needed; returns the skeleton."""
+    shapes), preparing it for QAT at the file's widths when needed; returns the skeleton."""
     reader = _Reader(Path(path).read_bytes())
-    magic, version, bits, act_bits, checksum = _HEADER.unpack(reader.take(_HEADER.size))
-    if magic != MAGIC or version != FORMAT_VERSION:
-        raise ValueError(f"{path} is not a nascomp compressed file (version {FORMAT_VERSION})")
-    _prepare_skeleton(model_skeleton, bits, act_bits)
+    widths, coding = _read_header(reader, path, model_skeleton)
     entries = stored_tensors(model_skeleton)
-    if _layout_checksum(entries) != checksum:
-        raise ValueError("model_skeleton's tensors (names/shapes) do not match the file")
+    dense = dense_storage_bits(widths) if len(set(widths)) > 1 or coding == "entropy" else None
+    streamed: list[tuple[StoredTensor, int, Tensor]] = []  # weight, width, per-channel max|w|
+    weight_iter = iter(widths)
     with torch.no_grad():
         for entry in entries:
             shape = entry.tensor.shape
-            if entry.is_weight:
-                value = _decode_weight(reader, shape, bits)
+            if not entry.is_weight:
+                storage = dense if dense is not None else widths[0] if widths else 32
+                entry.tensor.copy_(reader.floats(entry.tensor.numel(), storage).reshape(shape))
+                continue
+            bits = next(weight_iter)
+            if coding == "entropy" and entropy_coded(bits):
+                absmax = reader.floats(shape[0], 32).reshape(-1, *([1] * (len(shape) - 1)))
+                streamed.append((entry, bits, absmax))
             else:
-                value = reader.floats(entry.tensor.numel(), bits).reshape(shape)
-            entry.tensor.copy_(value)
+                entry.tensor.copy_(_decode_weight(reader, shape, bits))
+        if coding == "entropy":
+            _load_stream(reader, streamed)
     for module in model_skeleton.modules():
         if isinstance(module, ActivationFakeQuant):
             module.sync_observed()
     if reader.offset != len(reader.data):
         raise ValueError("compressed file has trailing bytes")
     return model_skeleton
+
+
+def _load_stream(reader: _Reader, streamed: list[tuple[StoredTensor, int, Tensor]]) -> None:
+    """Decode the entropy-coded stream (the rest of the file) into the streamed weights."""
+    stream = reader.take(len(reader.data) - reader.offset)
+    shapes = [(e.tensor.shape[0], e.tensor.numel() // e.tensor.shape[0]) for e, _, _ in streamed]
+    all_codes = decode_codes(stream, shapes, [bits for _, bits, _ in streamed])
+    for (entry, bits, absmax), codes in zip(streamed, all_codes, strict=True):
+        if codes.size and int(np.abs(codes).max()) > weight_qmax(bits):
+            raise ValueError("compressed file holds codes outside the weight's range")
+        codes_tensor = torch.from_numpy(codes).float().reshape(entry.tensor.shape)
+        entry.tensor.copy_(_dequantize(codes_tensor, absmax, bits))

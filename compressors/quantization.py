@@ -13,7 +13,8 @@ by Parameter) keep working.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 import torch
@@ -224,21 +225,40 @@ def _is_plain_float_layer(module: nn.Module) -> bool:
     return isinstance(module, (nn.Conv2d, nn.Linear)) and not isinstance(module, _QuantMixin)
 
 
-def prepare_qat(model: nn.Module, config: QuantConfig) -> nn.Module:
-    """Make every Conv2d / Linear of ``model`` fake-quantize (in place); returns ``model``."""
+def prepare_qat(
+    model: nn.Module, config: QuantConfig, layer_bits: Mapping[str, int] | None = None
+) -> nn.Module:
+    """Make every Conv2d / Linear of ``model`` fake-quantize (in place); returns ``model``.
+
+    ``layer_bits`` (mixed precision): a weight bit-width per Conv2d / Linear module name, in
+    place of ``config.bits`` for those layers; a layer at 16 or 32 bits keeps float inputs.
+    """
     if not isinstance(config, QuantConfig):
         raise ValueError(f"config must be a QuantConfig, got {type(config).__name__}")
     if any(isinstance(m, _QuantMixin) for m in model.modules()):
         raise ValueError("model is already prepared for QAT; prepare_qat applies once")
-    if config.bits == 32:
+    layer_bits = dict(layer_bits or {})
+    _check_layer_bits(model, layer_bits)
+    if config.bits == 32 and all(bits == 32 for bits in layer_bits.values()):
         return model
     if _is_plain_float_layer(model):
         raise ValueError("prepare_qat swaps children; pass a model that contains the layer")
-    for parent in list(model.modules()):
+    for parent_name, parent in list(model.named_modules()):
         for name, child in list(parent.named_children()):
             if _is_plain_float_layer(child):
-                setattr(parent, name, _quant_twin(child, config))
+                full_name = f"{parent_name}.{name}" if parent_name else name
+                bits = layer_bits.get(full_name, config.bits)
+                setattr(parent, name, _quant_twin(child, replace(config, bits=bits)))
     return model
+
+
+def _check_layer_bits(model: nn.Module, layer_bits: Mapping[str, int]) -> None:
+    layers = {name for name, m in model.named_modules() if _is_plain_float_layer(m)}
+    for name, bits in layer_bits.items():
+        if name not in layers:
+            raise ValueError(f"layer_bits names {name!r}, not a Conv2d / Linear of the model")
+        if isinstance(bits, bool) or bits not in VALID_BITS:
+            raise ValueError(f"layer_bits[{name!r}] must be one of {VALID_BITS}, got {bits!r}")
 
 
 def quant_layers(model: nn.Module) -> list[nn.Module]:
@@ -246,10 +266,23 @@ def quant_layers(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if isinstance(m, _QuantMixin)]
 
 
+def weight_bits_by_layer(model: nn.Module) -> dict[str, int]:
+    """The weight bit-width of every fake-quantized layer, by module name (empty when none)."""
+    return {
+        name: module.weight_bits  # type: ignore[attr-defined]
+        for name, module in model.named_modules()
+        if isinstance(module, _QuantMixin)
+    }
+
+
 def quantized_bits(model: nn.Module) -> int:
-    """The weight bit-width ``prepare_qat`` applied to ``model`` (32 when none)."""
-    bits = {m.weight_bits for m in quant_layers(model)}  # type: ignore[attr-defined]
-    assert len(bits) <= 1, f"mixed weight bit-widths {sorted(bits)}"
+    """The weight bit-width ``prepare_qat`` applied to ``model`` (32 when none); a model with
+    mixed widths raises ValueError (read ``weight_bits_by_layer`` then)."""
+    bits = set(weight_bits_by_layer(model).values())
+    if len(bits) > 1:
+        raise ValueError(
+            f"the model has mixed weight bit-widths {sorted(bits)}; see weight_bits_by_layer"
+        )
     return bits.pop() if bits else 32
 
 

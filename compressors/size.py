@@ -22,6 +22,14 @@ Every other tensor a deployed model needs (biases, BatchNorm weight/bias/running
 activation quantizer ranges; not ``num_batches_tracked``) costs ``4 * numel`` bytes, or
 ``2 * numel`` when ``b == 16``. Each stored piece is rounded up to whole bytes separately, and
 the file starts with an ``HEADER_BYTES`` header.
+
+That is the uniform, ``packed`` file (format 2). A model with per-layer widths (mixed
+precision), or one saved with ``coding="entropy"``, is a format-3 file: the same header plus one
+byte per weight holding its width; non-weight tensors in fp16 only when every weight is 16-bit.
+With ``packed`` coding each weight is stored as above at its own width. With ``entropy`` coding
+(``compressors.entropy``: Deep Compression's third stage) a weight below 16 bits keeps only its
+fp32 per-channel scales in place, and the positions and codes of all such weights go into one
+range-coded stream at the end of the file; its size is that stream's length, found by coding it.
 """
 
 from __future__ import annotations
@@ -33,7 +41,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from nascomp.compressors.quantization import VALID_BITS, quantize_weight_codes, quantized_bits
+from nascomp.compressors.entropy import encode_codes
+from nascomp.compressors.quantization import (
+    VALID_BITS,
+    quantize_weight_codes,
+    weight_bits_by_layer,
+)
 
 # BatchNorm's step counter only matters for training with momentum=None; inference ignores it.
 _NOT_DEPLOYED_SUFFIX = "num_batches_tracked"
@@ -41,6 +54,9 @@ _NOT_DEPLOYED_SUFFIX = "num_batches_tracked"
 HEADER_BYTES = 11
 # Position encodings, as the byte in front of each weight in the file.
 DENSE, BITMASK, INDEX_LIST, RICE = 0, 1, 2, 3
+# How weights below 16 bits are stored: packed codes (format 2, or 3 when widths are mixed) or
+# one entropy-coded stream (format 3).
+CODINGS = ("packed", "entropy")
 
 
 @dataclass(frozen=True)
@@ -131,14 +147,80 @@ def dense_bytes(tensor: Tensor, bits: int) -> int:
     return (2 if bits == 16 else 4) * tensor.numel()
 
 
-@torch.no_grad()
-def model_size_bytes(model: nn.Module, weight_bits: int | None = None) -> int:
-    """Bytes of ``model``'s compressed artifact at ``weight_bits`` (default: the bits
-    ``prepare_qat`` applied); ``save_compressed`` writes a file of exactly this size."""
-    bits = quantized_bits(model) if weight_bits is None else weight_bits
-    if bits not in VALID_BITS:
+def weight_widths(model: nn.Module, weight_bits: int | None = None) -> list[int]:
+    """The width of each stored weight in ``stored_tensors`` order: ``weight_bits`` for every
+    one when given, else the width ``prepare_qat`` gave its layer (32 for a float layer)."""
+    if weight_bits is not None and weight_bits not in VALID_BITS:
         raise ValueError(f"weight_bits must be one of {VALID_BITS} or None, got {weight_bits!r}")
-    return HEADER_BYTES + sum(
-        weight_bytes(entry.tensor, bits) if entry.is_weight else dense_bytes(entry.tensor, bits)
+    by_layer = weight_bits_by_layer(model)
+    return [
+        weight_bits if weight_bits is not None else by_layer.get(_layer_name(entry), 32)
         for entry in stored_tensors(model)
-    )
+        if entry.is_weight
+    ]
+
+
+def _layer_name(entry: StoredTensor) -> str:
+    return entry.name.rpartition(".")[0]
+
+
+def is_layered(widths: list[int], coding: str) -> bool:
+    """Whether the artifact is a format-3 file (per-weight widths), not the uniform format 2."""
+    if coding not in CODINGS:
+        raise ValueError(f"coding must be one of {', '.join(CODINGS)}, got {coding!r}")
+    return coding == "entropy" or len(set(widths)) > 1
+
+
+def dense_storage_bits(widths: list[int]) -> int:
+    """Non-weight tensors are fp16 when every weight is 16-bit (a half-precision model)."""
+    return 16 if widths and all(bits == 16 for bits in widths) else 32
+
+
+def entropy_coded(bits: int) -> bool:
+    """Weights below 16 bits are integer codes, which the entropy coder takes."""
+    return bits < 16
+
+
+def code_matrix(weight: Tensor, bits: int) -> np.ndarray:
+    """A weight's integer codes at ``bits`` as output channel x fan-in (the coder's view)."""
+    codes = quantize_weight_codes(weight.detach().cpu().float(), bits)[0]
+    return codes.reshape(codes.shape[0], -1).numpy().astype(np.int64)
+
+
+def entropy_stream(entries: list[StoredTensor], widths: list[int]) -> bytes:
+    """The range-coded positions and codes of every weight below 16 bits."""
+    weights = [entry for entry in entries if entry.is_weight]
+    coded = [(w, bits) for w, bits in zip(weights, widths, strict=True) if entropy_coded(bits)]
+    return encode_codes([code_matrix(w.tensor, b) for w, b in coded], [b for _, b in coded])
+
+
+@torch.no_grad()
+def model_size_bytes(
+    model: nn.Module, weight_bits: int | None = None, coding: str = "packed"
+) -> int:
+    """Bytes of ``model``'s compressed artifact at ``weight_bits`` (default: the widths
+    ``prepare_qat`` applied, per layer) with ``coding``; ``save_compressed`` writes a file of
+    exactly this size."""
+    widths = weight_widths(model, weight_bits)
+    entries = stored_tensors(model)
+    if not is_layered(widths, coding):
+        bits = widths[0] if widths else (32 if weight_bits is None else weight_bits)
+        return HEADER_BYTES + sum(
+            weight_bytes(entry.tensor, bits) if entry.is_weight else dense_bytes(entry.tensor, bits)
+            for entry in entries
+        )
+    dense = dense_storage_bits(widths)
+    total = HEADER_BYTES + len(widths)
+    weight_iter = iter(widths)
+    for entry in entries:
+        if not entry.is_weight:
+            total += dense_bytes(entry.tensor, dense)
+            continue
+        bits = next(weight_iter)
+        if coding == "entropy" and entropy_coded(bits):
+            total += 4 * entry.tensor.shape[0]  # the per-channel scales; the rest is streamed
+        else:
+            total += weight_bytes(entry.tensor, bits)
+    if coding == "entropy":
+        total += len(entropy_stream(entries, widths))
+    return total
