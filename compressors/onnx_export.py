@@ -8,6 +8,8 @@
   channel, exactly the grid and scale of nascomp's 8-bit QAT, so the folded QAT weights come
   back as the same integer codes), and uint8 activation ranges calibrated on training batches
   (QAT learned ranges for layer inputs only; int8 kernels need every tensor's range).
+- :func:`fp16_onnx` writes fp16 weights (and computation) with float32 input and logits,
+  on request (``nascomp reproduce --export DIR --fp16``).
 - :class:`OnnxModule` runs a file in ONNX Runtime behind ``nn.Module``'s call, so accuracy,
   agreement and latency are measured by the same code as for PyTorch forms.
 
@@ -41,6 +43,7 @@ OUTPUT_NAME = "logits"
 EXPORTERS = ("torchscript", "dynamo")
 
 FORM_FP32 = "fp32"
+FORM_FP16 = "fp16"
 FORM_INT8_QDQ = "int8-qdq"
 
 
@@ -98,6 +101,56 @@ def _export_dynamo(model: nn.Module, example: Tensor, path: Path) -> None:
 _EXPORT = {"torchscript": _export_torchscript, "dynamo": _export_dynamo}
 
 
+def to_fp16(data: bytes) -> bytes:
+    """The fp32 ONNX model ``data`` with fp16 weights and fp16 computation, float32 at the graph
+    boundary: the input and the logits keep their names and float32 type (a Cast after the input
+    and one before the logits), so the file is a drop-in replacement for ``model.onnx`` (same
+    feed, same output type) at half the size.
+
+    Converted by ONNX Runtime's own ``onnxruntime.transformers.float16`` (shipped with the
+    ``onnxruntime`` package nascomp already needs; onnxconverter-common's converter is the
+    same code as a separate package). Weights beyond fp16's range are clamped to +-65504 and
+    tiny ones to +-5.96e-8, the converter's defaults. ONNX Runtime's CPU package has fp16
+    kernels for few ops and runs the others through inserted casts in float32: the file is
+    for GPU runtimes (CUDA, TensorRT, DirectML, OpenVINO GPU), not a CPU speed-up.
+    """
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = convert_float_to_float16(onnx.load_model_from_string(data), keep_io_types=True)
+    _topological_sort(model.graph)
+    return model.SerializeToString()
+
+
+def _topological_sort(graph: Any) -> None:
+    """Order ``graph``'s nodes so each comes after its inputs' producers (the fp16 converter
+    appends its boundary casts at the end, which ``onnx.checker`` rejects)."""
+    ready = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        waiting = []
+        for node in pending:
+            if all(name in ready for name in node.input):
+                ordered.append(node)
+                ready.update(node.output)
+            else:
+                waiting.append(node)
+        if len(waiting) == len(pending):
+            raise ValueError(f"graph has a cycle or a missing input at {waiting[0].name!r}")
+        pending = waiting
+    del graph.node[:]
+    graph.node.extend(ordered)
+
+
+def fp16_onnx(model: nn.Module, example: Tensor) -> bytes:
+    """``model`` (any trained or QAT model, folded as in :func:`export_onnx`) as fp16 ONNX,
+    float32 at the boundary (:func:`to_fp16`)."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "model.onnx"
+        export_onnx(model, example, path)
+        return to_fp16(path.read_bytes())
+
+
 class _Batches:
     """ONNX Runtime's calibration reader over input batches (tensors or (inputs, labels))."""
 
@@ -120,8 +173,8 @@ def quantize_int8(
     out_path: str | Path,
     pad_channels: bool = True,
 ) -> None:
-    """An int8 QDQ model of the fp32 ONNX file (see the module's docstring); ``pad_channels``:
-    the stem's input channels are padded for ONNX Runtime's fast kernel (:func:`pad_input_channels`)."""
+    """An int8 QDQ model of the fp32 ONNX file (see the module's docstring). ``pad_channels``:
+    pad the stem's input channels for ONNX Runtime's fast kernel (:func:`pad_input_channels`)."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,

@@ -144,6 +144,12 @@ def _parser() -> argparse.ArgumentParser:
         "TorchScript here",
     )
     reproduce.add_argument(
+        "--fp16",
+        action="store_true",
+        help="with --export: also write model.fp16.onnx (fp16 weights, float32 input and "
+        "output, for GPU runtimes) and print its agreement with the evaluated model",
+    )
+    reproduce.add_argument(
         "--register",
         metavar="NAME",
         help="register the reproduced ONNX model in the MLflow Model Registry as NAME",
@@ -374,7 +380,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     print(f"reproducing {run_id}: {describe_trial(record.params)}")
     if record.params.get("trial") == "nb201_lookup":
         return _reproduce_lookup(record)
-    result = reproduce(tracker, run_id, args.export, args.register)
+    result = reproduce(tracker, run_id, args.export, args.register, fp16=args.fp16)
     print(f"  {'metric':<18}{'logged':>14}{'reproduced':>14}")
     mismatched = []
     for name, logged, again in result.comparison():
@@ -385,6 +391,9 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     print(f"model logged as {result.model_uri}")
     for kind, path in result.exported.items():
         print(f"exported {kind}: {path}")
+    if result.fp16_agreement is not None:
+        agreement = result.fp16_agreement
+        print(f"model.fp16.onnx top-1 agreement with the evaluated model: {agreement:.4f}")
     if result.registered is not None:
         version = result.registered
         print(

@@ -8,6 +8,9 @@ Files:
   fills: the ``arch`` mapping, input shape, number of classes and every layer's channel counts;
 - ``model.onnx``: the file to ship: what the trial's latency was timed on (int8 QDQ for 8-bit
   trials), for ONNX Runtime, OpenVINO or TensorRT;
+- ``model.fp16.onnx`` (with ``fp16=True``, ``reproduce --export DIR --fp16``): the evaluated
+  model with fp16 weights and computation, float32 input and logits (the same feed and output
+  as ``model.onnx``), for GPU runtimes;
 - ``state_dict.pt`` and ``model.torchscript.pt``: the same model for plain PyTorch users;
 - ``trial_config.json``: the trial's flat config (its MLflow params).
 
@@ -35,6 +38,7 @@ from nascomp.spaces.space import arch_from_flat
 
 ARTIFACT = "model.nascomp"
 SKELETON = "skeleton.json"
+FP16_ONNX = "model.fp16.onnx"
 
 
 def write_artifact(
@@ -64,13 +68,20 @@ def export_model(
     config: dict[str, Any],
     out_dir: Path,
     onnx: bytes | None = None,
+    fp16: bool = False,
 ) -> dict[str, Path]:
-    """Export ``model`` (in eval mode) next to its flat trial config, and ``onnx`` (the file the
-    trial measured) as ``model.onnx``; return the files written."""
+    """Export ``model`` (in eval mode) next to its flat trial config, ``onnx`` (the file the
+    trial measured) as ``model.onnx`` and, with ``fp16``, ``model.fp16.onnx``; return the files
+    written."""
     files = write_artifact(model, example, config, out_dir)
     if onnx is not None:
         files["onnx"] = out_dir / "model.onnx"
         files["onnx"].write_bytes(onnx)
+    if fp16:
+        from nascomp.compressors.onnx_export import fp16_onnx
+
+        files["onnx_fp16"] = out_dir / FP16_ONNX
+        files["onnx_fp16"].write_bytes(fp16_onnx(model, example.cpu()))
     files["state_dict"] = out_dir / "state_dict.pt"
     files["torchscript"] = out_dir / "model.torchscript.pt"
     files["config"] = out_dir / "trial_config.json"

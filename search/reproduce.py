@@ -6,9 +6,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+from torch import nn
+
+from nascomp.compressors.onnx_export import OnnxModule
 from nascomp.search.export import export_model
 from nascomp.search.tracking.store import Tracker, TrialRecord
 from nascomp.trainers.config import TrialConfig
+from nascomp.trainers.loop import predict_logits
+from nascomp.trainers.split import Split
 from nascomp.trainers.teacher import TeacherJob, load_or_train_teacher
 from nascomp.trainers.trial import TrialOutcome, run_trial
 
@@ -20,6 +26,8 @@ class Reproduction:
     model_uri: str
     exported: dict[str, Path]
     registered: Any = None  # the Model Registry version, with --register
+    # With --fp16: top-1 agreement of model.fp16.onnx with the evaluated model (validation split)
+    fp16_agreement: float | None = None
 
     def comparison(self) -> list[tuple[str, float | None, float | None]]:
         names = [
@@ -29,10 +37,17 @@ class Reproduction:
 
 
 def reproduce(
-    tracker: Tracker, run_id: str, export_dir: Path | None = None, register: str | None = None
+    tracker: Tracker,
+    run_id: str,
+    export_dir: Path | None = None,
+    register: str | None = None,
+    fp16: bool = False,
 ) -> Reproduction:
     """Re-run trial ``run_id`` from its exact config, log it as a new run (its PyTorch and
-    ONNX models), export it to ``export_dir`` and register its ONNX model as ``register``."""
+    ONNX models), export it to ``export_dir`` (with ``fp16``, ``model.fp16.onnx`` too, and its
+    agreement with the evaluated model) and register its ONNX model as ``register``."""
+    if fp16 and export_dir is None:
+        raise ValueError("--fp16 writes model.fp16.onnx into the --export folder: give --export")
     source = tracker.trial_record(run_id)
     if source.status != "ok":
         raise ValueError(
@@ -49,17 +64,21 @@ def reproduce(
         raise RuntimeError(
             f"run {run_id} did not produce a model ({outcome.status}: {outcome.reason})"
         )
-    example = config.data.load(threads=config.threads).test.head(1).to(config.device)
+    data = config.data.load(threads=config.threads)
+    example = data.test.head(1).to(config.device)
     if register and outcome.onnx is None:
         raise ValueError(f"--register: the model has no ONNX form ({outcome.info.get('onnx')})")
     run_id_again, model_uri = tracker.log_reproduction(
         source, flat, outcome.metrics, outcome.model, example.cpu(), onnx=outcome.onnx
     )
     exported = (
-        export_model(outcome.model, example, flat, export_dir, onnx=outcome.onnx)
+        export_model(outcome.model, example, flat, export_dir, onnx=outcome.onnx, fp16=fp16)
         if export_dir
         else {}
     )
+    fp16_agreement = None
+    if "onnx_fp16" in exported:
+        fp16_agreement = onnx_agreement(outcome.model, exported["onnx_fp16"], data.val)
     registered = None
     if register:
         registered = tracker.register_onnx(run_id_again, register, source)
@@ -69,4 +88,14 @@ def reproduce(
         model_uri=model_uri,
         exported=exported,
         registered=registered,
+        fp16_agreement=fp16_agreement,
     )
+
+
+def onnx_agreement(model: nn.Module, onnx_file: Path, split: Split) -> float:
+    """Top-1 agreement of an ONNX file (run in ONNX Runtime on the CPU) with ``model`` on
+    ``split``."""
+    expected = predict_logits(model, split).argmax(dim=1).cpu()
+    shipped = OnnxModule(onnx_file.read_bytes(), threads=torch.get_num_threads())
+    predicted = predict_logits(shipped, split, device="cpu").argmax(dim=1)
+    return (predicted == expected).float().mean().item()

@@ -173,7 +173,7 @@ def test_pareto_reads_the_front_back_from_mlflow(searched: Searched) -> None:
 def test_reproduce_matches_and_exports(searched: Searched) -> None:
     export = searched.folder / "export"
     result = searched.cli(
-        "reproduce", "--rank", "1", "--export", str(export), "--register", "digits-net"
+        "reproduce", "--rank", "1", "--export", str(export), "--register", "digits-net", "--fp16"
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "warning" not in result.stdout
@@ -189,7 +189,10 @@ def test_reproduce_matches_and_exports(searched: Searched) -> None:
         "model.torchscript.pt",
         "trial_config.json",
         "model.onnx",
+        "model.fp16.onnx",
     }
+    fp16 = next(line for line in result.stdout.splitlines() if "fp16.onnx top-1 agree" in line)
+    assert float(fp16.split()[-1]) >= 0.99, fp16
     # The MLflow model and the TorchScript file predict the same as each other on real inputs.
     from nascomp.trainers.config import TrialConfig
 

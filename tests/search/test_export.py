@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import onnx
 import pytest
 import torch
 
+from nascomp.compressors.onnx_export import check_model
 from nascomp.search.export import export_model, load_exported
+from nascomp.search.reproduce import onnx_agreement
 from nascomp.trainers.config import TrialConfig
 from nascomp.trainers.loop import predict_logits
 from nascomp.trainers.trial import run_trial
@@ -34,3 +37,22 @@ def test_load_exported_predicts_what_the_trial_evaluated(
     # Accuracy recomputed from the restored model is the trial's, exactly.
     accuracy = (predict_logits(restored, data.test_x).argmax(dim=1) == data.test_y).float()
     assert accuracy.mean().item() == outcome.metrics["test_accuracy"]
+
+
+def test_fp16_export_is_a_drop_in_for_model_onnx(tmp_path: Path) -> None:
+    """``reproduce --export DIR --fp16``'s file: fp16 weights, the same float32 feed and logits
+    as model.onnx, and the evaluated (8-bit QAT, pruned) model's predictions on validation."""
+    flat = pruned("structured", 0.5, **{"quant.bits": 8})
+    outcome = run_trial(flat)
+    data = TrialConfig.from_flat(flat).data.load()
+    files = export_model(
+        outcome.model, data.test_x[:1], flat, tmp_path, onnx=outcome.onnx, fp16=True
+    )
+    assert files["onnx_fp16"] == tmp_path / "model.fp16.onnx"
+    check_model(files["onnx_fp16"].read_bytes())
+    shipped, fp16 = (onnx.load(str(files[k])).graph for k in ("onnx", "onnx_fp16"))
+    assert [(i.name, i.type) for i in fp16.input] == [(i.name, i.type) for i in shipped.input]
+    assert [o.name for o in fp16.output] == [o.name for o in shipped.output]
+    assert fp16.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert files["onnx_fp16"].stat().st_size < 0.6 * (tmp_path / "state_dict.pt").stat().st_size
+    assert onnx_agreement(outcome.model, files["onnx_fp16"], data.val) >= 0.99
