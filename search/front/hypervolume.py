@@ -90,6 +90,68 @@ def contributions(points: np.ndarray, ref: Sequence[float] | np.ndarray) -> np.n
     return out
 
 
+# Largest grid (cells) :func:`gains_3d` builds; beyond it (fronts of over ~160 points) the
+# caller computes one hypervolume per point instead.
+MAX_GAIN_GRID = 4_000_000
+
+
+def gains_3d(front: np.ndarray, points: np.ndarray, ref: np.ndarray) -> np.ndarray | None:
+    """Per row of ``points`` (n, 3), the hypervolume it alone would add to ``front`` (k, 3),
+    all at once; None when the grid would exceed :data:`MAX_GAIN_GRID` cells.
+
+    The front's coordinates (plus the reference and the lowest coordinate of either set) cut
+    the box below ``ref`` into a grid of cells, each wholly dominated by the front or not. A
+    point adds the volume of the undominated cells inside its box ``[p, ref]``, and since a
+    box's overlap with a cell is a product of one overlap per axis, that volume is a trilinear
+    interpolation of the suffix sums of the undominated volume, at the point's place in the
+    grid. One grid, then O(1) per point: a 60-point front and 2,000 points take about 5 ms,
+    against about 1 ms per point for one WFG hypervolume each.
+    """
+    front = np.asarray(front, dtype=float)
+    points = np.asarray(points, dtype=float)
+    ref = np.asarray(ref, dtype=float)
+    front = front[np.all(front < ref, axis=1)]
+    if len(points) == 0:
+        return np.zeros(0)
+    low = np.minimum(points.min(axis=0), front.min(axis=0) if len(front) else ref)
+    axes = [np.unique(np.r_[low[k], front[:, k], ref[k]]) for k in range(3)]
+    shape = tuple(len(axis) - 1 for axis in axes)  # cells per axis
+    if int(np.prod(shape)) > MAX_GAIN_GRID:
+        return None
+    # A cell is dominated when some front point is no worse than its lower corner: mark each
+    # point's own cell, then carry the marks up every axis.
+    dominated = np.zeros(shape, dtype=bool)
+    if len(front):
+        corner = [np.searchsorted(axes[a], front[:, a]) for a in range(3)]
+        dominated[corner[0], corner[1], corner[2]] = True
+        for a in range(3):
+            np.logical_or.accumulate(dominated, axis=a, out=dominated)
+    lengths = [np.diff(axis) for axis in axes]
+    volume = lengths[0][:, None, None] * lengths[1][None, :, None] * lengths[2][None, None, :]
+    volume[dominated] = 0.0
+    suffix = np.zeros(tuple(n + 1 for n in shape))
+    for a in range(3):  # suffix sums: cumulative sums of the flipped grid, flipped back
+        volume = np.flip(np.cumsum(np.flip(volume, axis=a), axis=a), axis=a)
+    suffix[:-1, :-1, :-1] = volume
+    inside = np.all(points < ref, axis=1)
+    cell = np.zeros((len(points), 3), dtype=int)
+    part = np.zeros((len(points), 3))  # the share of its cell's length the box covers, per axis
+    for a in range(3):
+        column = np.minimum(points[:, a], ref[a])
+        index = np.clip(np.searchsorted(axes[a], column, side="right") - 1, 0, shape[a] - 1)
+        cell[:, a] = index
+        part[:, a] = (axes[a][index + 1] - column) / lengths[a][index]
+    gain = np.zeros(len(points))
+    for dx in (0, 1):
+        for dy in (0, 1):
+            for dz in (0, 1):
+                weight = np.ones(len(points))
+                for a, d in enumerate((dx, dy, dz)):
+                    weight *= part[:, a] if d == 0 else 1.0 - part[:, a]
+                gain += weight * suffix[cell[:, 0] + dx, cell[:, 1] + dy, cell[:, 2] + dz]
+    return np.where(inside, np.maximum(gain, 0.0), 0.0)
+
+
 def normalise(points: np.ndarray, ideal: np.ndarray, nadir: np.ndarray) -> np.ndarray:
     """Map minimised ``points`` so that ``ideal`` -> 0 and ``nadir`` -> 1 per objective.
 

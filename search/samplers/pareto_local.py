@@ -59,6 +59,7 @@ with probability 1 / its number of parameters, as in ``tpe_local``) or drawn at 
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
@@ -74,14 +75,23 @@ from optuna.samplers import BaseSampler, RandomSampler
 from optuna.search_space import IntersectionSearchSpace
 from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
+from threadpoolctl import ThreadpoolController
 
-from nascomp.search.front.hypervolume import NORMALISED_REF, contributions, hypervolume, normalise
+from nascomp.search.front.hypervolume import (
+    NORMALISED_REF,
+    contributions,
+    gains_3d,
+    hypervolume,
+    normalise,
+)
 from nascomp.search.front.pareto import crowding_distance, non_dominated_mask, non_dominated_sort
 from nascomp.search.samplers import _common as common
 from nascomp.search.samplers._common import Constraints
+from nascomp.search.samplers.history import TrialHistory
 
 _NUMERIC_STEPS = (-0.25, -0.1, 0.1, 0.25)  # neighbour moves, as fractions of a numeric range
 Params = dict[str, Any]
+Move = tuple[Params, tuple, tuple | None]  # a point, its key, the key of its function (or None)
 # Trials the ranks and the model look at besides the front (the most recent ones): bounds the
 # time per suggestion of a long search (docs/scaling.md).
 MAX_HISTORY = 1000
@@ -89,6 +99,19 @@ _RIDGE_ALPHA = 0.1  # bench/search_efficiency.py: 1e-2 and 1.0 did worse
 _PAIR_ALPHA = 3.0  # penalty of the pairwise interaction features (1.0 and 10.0 did worse)
 _OPTIMISM = 1.0  # posterior sds of optimism when no neighbour is predicted to gain
 PARENT_ORDERS = ("crowding", "hv", "random", "model")
+
+
+_BLAS: ThreadpoolController | None = None
+
+
+def _one_blas_thread() -> contextlib.AbstractContextManager:
+    """BLAS limited to one thread for an ask: its matrices are at most ~1,000 x 200, which
+    threads do not speed up, and on a busy machine OpenBLAS's spinning threads made asks 3 to
+    7 times slower (19 against 63 to 145 ms at 10,000 trials, load 2; bench/sampler_scaling.py)."""
+    global _BLAS
+    if _BLAS is None:
+        _BLAS = ThreadpoolController()
+    return _BLAS.limit(limits=1, user_api="blas")
 
 
 class Features(Protocol):
@@ -149,6 +172,7 @@ class ParetoLocalSearchSampler(common.ParentSampler):
         # trial id -> the neighbour handed out, so a concurrent ask cannot get it again before
         # the trial has written its params to storage
         self._pending: dict[int, tuple] = {}
+        self._history: TrialHistory | None = None  # what was read of the study, not pickled
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # A sampler pickled by an older nascomp (Tune's experiment state, for a search resumed
@@ -157,7 +181,13 @@ class ParetoLocalSearchSampler(common.ParentSampler):
         state.setdefault("_exchanges", False)
         state.setdefault("_balanced_start", False)
         state.setdefault("_design", {})
+        state["_history"] = None
         self.__dict__.update(state)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune pickles the searcher, sampler included, into every experiment checkpoint: the
+        # history is rebuilt from the study on the next ask rather than pickled with it.
+        return {**self.__dict__, "_history": None}
 
     def _first(self) -> BaseSampler:
         return self._startup
@@ -183,12 +213,19 @@ class ParetoLocalSearchSampler(common.ParentSampler):
             return self._startup.sample_relative(study, trial, search_space)
         if not search_space:
             return {}
-        tried = common.tried(study, search_space) | set(self._pending.values())
-        ranks = self._ranks(study, search_space)
+        with _one_blas_thread():
+            return self._suggest(study, trial, search_space)
+
+    def _suggest(
+        self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> Params:
+        history = self._read(study, search_space)
+        tried = history.tried() | set(self._pending.values())
+        ranks = self._ranks(history)
         if self._parent_order == "model":
-            return self._model_choice(trial, study, ranks, search_space, tried)
+            return self._model_choice(trial, history, ranks, search_space, tried)
         for rank in ranks:
-            for parent in self._by_priority(study, rank):
+            for parent in self._by_priority(study, [history.done[i] for i in rank]):
                 untried = [
                     child
                     for child in neighbours(parent.params, search_space)
@@ -235,32 +272,50 @@ class ParetoLocalSearchSampler(common.ParentSampler):
             self._design[name] = rounds
         return self._design[name]
 
-    def _ranks(self, study: Study, space: dict[str, BaseDistribution]) -> list[list[FrozenTrial]]:
-        """Finished trials that hold every enumerated parameter, split into non-dominated ranks;
-        only feasible ones when any is feasible (else the least violating), so an infeasible
-        point never becomes a parent while a feasible one exists."""
-        done = [
-            t
-            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if set(space) <= set(t.params)
-        ]
-        if not done:
-            return []
-        violation = np.array([common.violation(t) for t in done])
-        pool = [t for t, v in zip(done, violation, strict=True) if v <= max(0.0, violation.min())]
-        pool = self._window(pool, study.directions)
-        fronts = non_dominated_sort(common.minimised(pool, study.directions))
-        return [[pool[i] for i in np.flatnonzero(fronts == r)] for r in range(fronts.max() + 1)]
+    def _read(self, study: Study, space: dict[str, BaseDistribution]) -> TrialHistory:
+        """The study's trials as of now, read incrementally (:class:`TrialHistory`)."""
+        if self._history is None:
+            self._history = TrialHistory()
+        self._history.update(study, space, self._canonical(space))
+        return self._history
 
-    def _window(self, pool: list[FrozenTrial], directions: list) -> list[FrozenTrial]:
-        """At most ``max_history`` trials besides the front: the front of all of them and the
-        most recent others. The ranks and the model then cost the same at 10,000 trials as at
-        ``max_history`` (docs/scaling.md), while every front member stays a parent."""
+    def _canonical(self, space: dict[str, BaseDistribution]) -> Callable[[Params], Params] | None:
+        features = self._usable_features(space)
+        return features.canonical if features is not None else None
+
+    def _usable_features(self, space: dict[str, BaseDistribution]) -> Features | None:
+        """The space's feature blocks when every parameter they read is enumerated."""
+        features = self._features
+        if features is not None and not set(features.params) <= set(space):
+            return None
+        return features
+
+    def _ranks(self, history: TrialHistory) -> list[np.ndarray]:
+        """Finished trials that hold every enumerated parameter (positions in
+        ``history.done``), split into non-dominated ranks; only feasible ones when any is
+        feasible (else the least violating), so an infeasible point never becomes a parent
+        while a feasible one exists."""
+        if not history.done:
+            return []
+        violation, values = history.violations, history.values
+        if violation.min() <= 0.0:
+            pool = np.flatnonzero(violation <= 0.0)
+            front = np.array(history.feasible_front, dtype=int)
+        else:
+            pool = np.flatnonzero(violation <= violation.min())
+            front = pool[non_dominated_mask(values[pool])]
+        pool = self._window(pool, front)
+        fronts = non_dominated_sort(values[pool])
+        return [pool[fronts == r] for r in range(fronts.max() + 1)]
+
+    def _window(self, pool: np.ndarray, front: np.ndarray) -> np.ndarray:
+        """At most ``max_history`` trials besides the front: the front (``front``, positions
+        in ``pool``'s numbering) and the most recent others. The ranks and the model then cost
+        the same at 10,000 trials as at ``max_history`` (docs/scaling.md), while every front
+        member stays a parent."""
         if self._max_history is None or len(pool) <= self._max_history:
             return pool
-        front = non_dominated_mask(common.minimised(pool, directions))
-        recent = set(range(len(pool) - self._max_history, len(pool)))
-        return [t for i, t in enumerate(pool) if front[i] or i in recent]
+        return np.union1d(front, pool[-self._max_history :])
 
     def _by_priority(self, study: Study, rank: list[FrozenTrial]) -> list[FrozenTrial]:
         """The rank's members, most promising first (random tie-break): sparsest (crowding),
@@ -279,8 +334,8 @@ class ParetoLocalSearchSampler(common.ParentSampler):
     def _model_choice(
         self,
         trial: FrozenTrial,
-        study: Study,
-        ranks: list[list[FrozenTrial]],
+        history: TrialHistory,
+        ranks: list[np.ndarray],
         space: dict[str, BaseDistribution],
         tried: set[tuple],
     ) -> Params:
@@ -292,22 +347,29 @@ class ParetoLocalSearchSampler(common.ParentSampler):
         deviations, objectives minimised) adds the most or misses least. With
         ``features.canonical``, candidates that compute a tried function are left out, and
         revivals and each member's canonical form, if untried, are scored as single moves."""
-        done = [t for rank in ranks for t in rank]
-        if not done:
+        if not ranks:
             return {}
-        values = common.minimised(done, study.directions)
+        done = np.concatenate(ranks)
+        values = history.values[done]
         low, high = values.min(axis=0), values.max(axis=0)
-        features = self._features
-        if features is not None and not set(features.params) <= set(space):
-            features = None
-        model = RidgeModel(space, pair_alpha=self._pair_alpha, features=features).fit(
-            [t.params for t in done], normalise(values, low, high)
+        features = self._usable_features(space)
+        model = RidgeModel(space, pair_alpha=self._pair_alpha, features=features)
+        blocks = history.rows("blocks", done, model.blocks)
+        design = None
+        if model.primal(blocks):  # the explicit features of each trial, built once
+            design = history.rows("design", done, lambda p: [model.design(model.blocks(p))])[0]
+        model.fit(
+            [history.point(i) for i in done],
+            normalise(values, low, high),
+            blocks=blocks,
+            design=design,
         )
-        front = normalise(common.minimised(ranks[0], study.directions), low, high)
+        front = normalise(history.values[ranks[0]], low, high)
         canonical = features.canonical if features is not None else None
-        known = _functions(study, space, canonical)
+        known = history.functions()
         for rank in ranks:
-            pairs, single = self._candidates(rank, space, tried, canonical, known)
+            members = [history.done[i] for i in rank]
+            pairs, single = self._candidates(members, space, tried, canonical, known, history.memo)
             if not pairs:
                 continue
             mean, std = model.predict_std([child for _, child in pairs])
@@ -332,54 +394,62 @@ class ParetoLocalSearchSampler(common.ParentSampler):
         tried: set[tuple],
         canonical: Callable[[Params], Params] | None,
         known: set[tuple],
+        memo: dict[tuple, list[Move]] | None = None,
     ) -> tuple[list[tuple[FrozenTrial, Params]], list[bool]]:
         """The untried points the rank's members lead to, each once, as (parent, point), and
         whether each is scored as a single move: single-parameter neighbours, exchanges (not
         single), and with ``canonical`` revivals and each member's canonical form. A point that
-        computes a known function is left out, except a member's canonical form."""
+        computes a known function is left out, except a member's canonical form.
+
+        A member's moves depend on its params alone: ``memo`` (kept per study and space by
+        :class:`TrialHistory`) holds them by (kind, trial number), so a member that stays on
+        the front for many asks has them enumerated and keyed once."""
+        memo = {} if memo is None else memo
         pairs: list[tuple[FrozenTrial, Params]] = []
         single: list[bool] = []
         seen = set(tried)
+        swaps = _exchangeable(space)
+        generators: dict[str, Callable[[Params], list[Params]]] = {
+            "neighbours": lambda p: neighbours(p, space),
+            "exchanges": lambda p: exchanges(p, space, swaps),
+        }
+        kinds = [("neighbours", True)]
+        if self._exchanges:
+            kinds.append(("exchanges", False))
+        if canonical is not None:
+            generators["revivals"] = lambda p: revivals(p, space, canonical)
+            generators["canonical"] = lambda p: [canonical(p)]
+            kinds.append(("revivals", True))
 
-        def add(parent: FrozenTrial, child: Params, is_single: bool, any_function: bool) -> None:
-            key = common.key(child, space)
-            if key in seen:
-                return
-            if not any_function and canonical and common.key(canonical(child), space) in known:
+        def moves(kind: str, parent: FrozenTrial) -> list[Move]:
+            if (kind, parent.number) not in memo:
+                point = {name: parent.params[name] for name in space}
+                memo[kind, parent.number] = [
+                    (
+                        child,
+                        common.key(child, space),
+                        common.key(canonical(child), space) if canonical is not None else None,
+                    )
+                    for child in generators[kind](point)
+                ]
+            return memo[kind, parent.number]
+
+        def add(parent: FrozenTrial, move: Move, is_single: bool, any_function: bool) -> None:
+            child, key, function = move
+            if key in seen or (not any_function and function is not None and function in known):
                 return
             seen.add(key)
             pairs.append((parent, child))
             single.append(is_single)
 
-        points = [{name: parent.params[name] for name in space} for parent in rank]
-        moves: list[tuple[Callable[[Params], list[Params]], bool]] = [
-            (lambda p: neighbours(p, space), True)
-        ]
-        if self._exchanges:
-            moves.append((lambda p: exchanges(p, space), False))
-        if canonical is not None:
-            moves.append((lambda p: revivals(p, space, canonical), True))
-        for move, is_single in moves:
-            for parent, point in zip(rank, points, strict=True):
-                for child in move(point):
-                    add(parent, child, is_single, any_function=False)
+        for kind, is_single in kinds:
+            for parent in rank:
+                for move in moves(kind, parent):
+                    add(parent, move, is_single, any_function=False)
         if canonical is not None:  # a member's cheaper form, scored as a single move
-            for parent, point in zip(rank, points, strict=True):
-                add(parent, canonical(point), True, any_function=True)
+            for parent in rank:
+                add(parent, moves("canonical", parent)[0], True, any_function=True)
         return pairs, single
-
-
-def _functions(
-    study: Study, space: dict[str, BaseDistribution], canonical: Callable[[Params], Params] | None
-) -> set[tuple]:
-    """The canonical forms of every point tried or running (none without ``canonical``)."""
-    if canonical is None:
-        return set()
-    return {
-        common.key(canonical({name: t.params[name] for name in space}), space)
-        for t in study.get_trials(deepcopy=False)
-        if t.state != TrialState.FAIL and set(space) <= set(t.params)
-    }
 
 
 class RidgeModel:
@@ -391,7 +461,11 @@ class RidgeModel:
     pair of choices), penalty ``pair_alpha``.
     Solved in the dual (n trials x n trials), so the pairwise features are never built: the
     kernel of two points is ``sum_p a_p / alpha + sum_{p<q} a_p a_q / pair_alpha`` where
-    ``a_p`` is the inner product of block ``p``'s features.
+    ``a_p`` is the inner product of block ``p``'s features. When there are more trials than
+    features (main effects and pairs: ~210 on the quickstart space, thousands on NB201's
+    cells), the same fit is solved in the primal instead, features x features: at 1,000 trials
+    a 214 x 214 system against a 1,001 x 1,001 one (bench/sampler_scaling.py). Both give the
+    same predictions and standard deviations (tested).
 
     The same fit is the posterior mean of a Gaussian process with that kernel (times a scale
     ``s2``), noise variance ``s2`` and a flat prior on the intercept; :meth:`predict` can
@@ -406,7 +480,11 @@ class RidgeModel:
         alpha: float = _RIDGE_ALPHA,
         pair_alpha: float | None = None,
         features: Callable[[Sequence[Params]], list[np.ndarray]] | None = None,
+        solver: str = "auto",
     ) -> None:
+        if solver not in ("auto", "primal", "dual"):
+            raise ValueError(f"solver must be auto, primal or dual, not {solver!r}")
+        self._solver = solver
         self._space = space
         self._alpha = alpha
         self._pair_alpha = pair_alpha
@@ -416,11 +494,24 @@ class RidgeModel:
         self._intercept = np.zeros(0)
         self._inverse = np.zeros((0, 0))
         self._scale = np.zeros(0)
+        self._weights: np.ndarray | None = None  # primal: feature weights, intercept last
 
-    def fit(self, params: list[Params], y: np.ndarray) -> RidgeModel:
+    def fit(
+        self,
+        params: list[Params],
+        y: np.ndarray,
+        blocks: list[np.ndarray] | None = None,
+        design: np.ndarray | None = None,
+    ) -> RidgeModel:
+        """Fit to ``params`` and their objectives ``y`` (n, n objectives); ``blocks`` and
+        ``design``, when given, are ``self.blocks(params)`` and ``self.design(blocks)``
+        computed earlier (a cache of them)."""
         y = np.asarray(y, dtype=float).reshape(len(params), -1)
-        self._train = self._blocks(params)
+        self._train = blocks if blocks is not None else self.blocks(params)
         n = len(params)
+        if self.primal(self._train):
+            return self._fit_primal(y, self.design(self._train) if design is None else design)
+        self._weights = None
         system = np.zeros((n + 1, n + 1))
         system[:n, :n] = self._kernel(self._train, self._train) + np.eye(n)
         system[:n, n] = system[n, :n] = 1.0
@@ -430,23 +521,68 @@ class RidgeModel:
         self._scale = np.sqrt(np.maximum(np.sum(y * self._dual, axis=0), 0.0) / n)
         return self
 
+    def primal(self, blocks: list[np.ndarray]) -> bool:
+        """Whether a fit to these blocks' points is solved in the primal: with ``solver``
+        auto, when there are fewer features than points."""
+        if self._solver != "auto":
+            return self._solver == "primal"
+        return self._width(blocks) < (blocks[0].shape[0] if blocks else 0)
+
+    def _fit_primal(self, y: np.ndarray, design: np.ndarray) -> RidgeModel:
+        """Ridge on the explicit features (penalty 1, the kernel's scales folded into them)
+        with an unpenalised intercept; the posterior covariance of the weights is
+        ``s2 (X'X + P)^-1``. The residuals are what the dual's coefficients would be."""
+        penalty = np.eye(design.shape[1])
+        penalty[-1, -1] = 0.0
+        self._inverse = np.linalg.inv(design.T @ design + penalty)
+        self._weights = self._inverse @ (design.T @ y)
+        residual = y - design @ self._weights
+        self._scale = np.sqrt(np.maximum(np.sum(y * residual, axis=0), 0.0) / len(y))
+        return self
+
     def predict(self, params: list[Params]) -> np.ndarray:
         """Predicted objectives, (len(params), n objectives)."""
-        return self._kernel(self._blocks(params), self._train) @ self._dual + self._intercept
+        blocks = self.blocks(params)
+        if self._weights is not None:
+            return self.design(blocks) @ self._weights
+        return self._kernel(blocks, self._train) @ self._dual + self._intercept
 
     def predict_std(self, params: list[Params]) -> tuple[np.ndarray, np.ndarray]:
         """Predicted objectives and the posterior standard deviation of each, both
         (len(params), n objectives)."""
-        blocks = self._blocks(params)
+        blocks = self.blocks(params)
+        if self._weights is not None:
+            design = self.design(blocks)
+            variance = np.maximum(np.sum((design @ self._inverse) * design, axis=1), 0.0)
+            return design @ self._weights, np.sqrt(variance)[:, None] * self._scale
         cross = np.c_[self._kernel(blocks, self._train), np.ones(len(params))]
         mean = cross[:, :-1] @ self._dual + self._intercept
         prior = self._combine([np.sum(b * b, axis=1) for b in blocks])
         variance = np.maximum(prior - np.sum((cross @ self._inverse) * cross, axis=1), 0.0)
         return mean, np.sqrt(variance)[:, None] * self._scale
 
-    def _blocks(self, params: list[Params]) -> list[np.ndarray]:
+    def blocks(self, params: Sequence[Params]) -> list[np.ndarray]:
+        """The model's feature blocks of ``params``: one (len(params), width) array each."""
         extra = self._features(params) if self._features is not None else []
         return [*_blocks(params, self._space), *extra]
+
+    def _width(self, blocks: list[np.ndarray]) -> int:
+        """How many explicit features the kernel has: every block's, and every product of
+        two blocks' with ``pair_alpha``."""
+        widths = np.array([block.shape[1] for block in blocks])
+        pairs = (widths.sum() ** 2 - np.sum(widths**2)) // 2 if self._pair_alpha is not None else 0
+        return int(widths.sum() + pairs)
+
+    def design(self, blocks: list[np.ndarray]) -> np.ndarray:
+        """The explicit features whose inner products are the kernel, and a column of ones."""
+        n = blocks[0].shape[0] if blocks else 0
+        parts = [block / math.sqrt(self._alpha) for block in blocks]
+        if self._pair_alpha is not None:
+            scale = math.sqrt(self._pair_alpha)
+            for i, left in enumerate(blocks):
+                for right in blocks[i + 1 :]:
+                    parts.append(np.einsum("ni,nj->nij", left, right).reshape(n, -1) / scale)
+        return np.hstack([*parts, np.ones((n, 1))])
 
     def _kernel(self, left: list[np.ndarray], right: list[np.ndarray]) -> np.ndarray:
         return self._combine([a @ b.T for a, b in zip(left, right, strict=True)])
@@ -503,8 +639,10 @@ def _gains(front: np.ndarray, points: np.ndarray, ref: np.ndarray) -> np.ndarray
     if front.shape[1] == 2:
         gain = _gains_2d(front, points, ref)
     else:
-        base = hypervolume(front, ref)
-        gain = np.array([hypervolume(np.vstack([front, p]), ref) - base for p in points])
+        gain = gains_3d(front, points, ref) if front.shape[1] == 3 else None
+        if gain is None:  # four or more objectives, or a front too large for the grid
+            base = hypervolume(front, ref)
+            gain = np.array([hypervolume(np.vstack([front, p]), ref) - base for p in points])
     miss = -np.min(np.max(points[:, None, :] - front[None, :, :], axis=2), axis=1)
     return np.where(gain > 0, gain, miss)
 
@@ -534,25 +672,34 @@ def neighbours(params: Params, space: dict[str, BaseDistribution]) -> list[Param
     return out
 
 
-def exchanges(params: Params, space: dict[str, BaseDistribution]) -> list[Params]:
+def exchanges(
+    params: Params,
+    space: dict[str, BaseDistribution],
+    swaps: list[tuple[str, str]] | None = None,
+) -> list[Params]:
     """Every point where two categorical parameters of ``space`` with the same choices swap
     their (different) values, in a fixed order. On a cell of ops (NB201's 6 edges), an exchange
     keeps the ops and so the cost and rearranges where they sit, which a single-parameter move
-    cannot do without passing through a worse cell."""
-    names = sorted(space)
+    cannot do without passing through a worse cell. ``swaps``: ``_exchangeable(space)``, when
+    the caller has it already."""
     out = []
-    for i, first in enumerate(names):
-        for second in names[i + 1 :]:
-            dist = space[first]
-            if (
-                isinstance(dist, CategoricalDistribution)
-                and dist == space[second]
-                and params[first] != params[second]
-            ):
-                out.append(
-                    {**{n: params[n] for n in space}, first: params[second], second: params[first]}
-                )
+    for first, second in _exchangeable(space) if swaps is None else swaps:
+        if params[first] != params[second]:
+            out.append(
+                {**{n: params[n] for n in space}, first: params[second], second: params[first]}
+            )
     return out
+
+
+def _exchangeable(space: dict[str, BaseDistribution]) -> list[tuple[str, str]]:
+    """The pairs of categorical parameters with the same choices, names sorted."""
+    names = sorted(space)
+    return [
+        (first, second)
+        for i, first in enumerate(names)
+        for second in names[i + 1 :]
+        if isinstance(space[first], CategoricalDistribution) and space[first] == space[second]
+    ]
 
 
 def revivals(

@@ -10,6 +10,7 @@ import pytest
 from nascomp.search.compat.optuna import reference_hypervolume
 from nascomp.search.front.hypervolume import (
     contributions,
+    gains_3d,
     hypervolume,
     normalise,
     search_reference,
@@ -100,3 +101,32 @@ def test_search_reference_moves_outward_so_the_curve_never_falls() -> None:
     assert curve[0] == 0.0
     assert all(b >= a for a, b in itertools.pairwise(curve))
     assert curve[-1] > 0
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_gains_3d_are_the_exact_hypervolume_each_point_adds(seed: int) -> None:
+    """One grid for all points gives, per point, HV(front + point) - HV(front): on grids of few
+    levels (ties with the front, points on the front, duplicates) and on random sets, with
+    points beyond the reference (they add 0) and below every front point."""
+    rng = np.random.default_rng(seed)
+    ref = np.full(3, 1.1)
+    if seed % 2:
+        front, points = rng.integers(0, 5, (12, 3)) / 4.0, rng.integers(0, 6, (40, 3)) / 4.0
+    else:
+        front, points = rng.random((25, 3)), rng.uniform(-0.2, 1.3, (40, 3))
+    base = hypervolume(front, ref)
+    expected = [hypervolume(np.vstack([front, p]), ref) - base for p in points]
+    assert np.allclose(gains_3d(front, points, ref), expected, atol=1e-12)
+    # an empty front: each point adds its own box
+    boxes = [hypervolume(p[None], ref) for p in points]
+    assert np.allclose(gains_3d(np.zeros((0, 3)), points, ref), boxes, atol=1e-12)
+
+
+def test_gains_3d_known_answer_and_grid_limit() -> None:
+    # front (0.5, 0.5, 0.5) in [0, 1]^3: the origin adds 1 - 1/8, a point behind it 0, and
+    # (0, 0, 0.75) its box 0.25 less the 0.5 x 0.5 x 0.25 the front covers of it
+    front, ref = np.array([[0.5, 0.5, 0.5]]), np.ones(3)
+    points = np.array([[0.0, 0.0, 0.0], [0.6, 0.6, 0.6], [0.0, 0.0, 0.75]])
+    assert np.allclose(gains_3d(front, points, ref), [0.875, 0.0, 0.1875])
+    big = np.random.default_rng(0).random((400, 3))  # 401^3 cells: over the limit
+    assert gains_3d(big, points, ref) is None

@@ -157,3 +157,15 @@ def test_sort_of_nothing_and_of_one_point() -> None:
     assert non_dominated_sort(np.zeros((0, 3))).shape == (0,)
     assert non_dominated_mask(np.zeros((0, 2))).shape == (0,)
     assert non_dominated_sort(np.array([[1.0, 2.0]])).tolist() == [0]
+
+
+def test_both_sorts_give_the_peeled_fronts() -> None:
+    """Up to _MATRIX_SORT points the fronts are peeled off the dominance matrix, beyond it
+    found by binary-search insertion: both give the same ranks, on a set past the switch."""
+    from nascomp.search.front import pareto
+
+    values = np.random.default_rng(0).integers(0, 12, size=(pareto._MATRIX_SORT + 300, 3))
+    values = values.astype(float)
+    ranks = non_dominated_sort(values)  # insertion
+    assert np.array_equal(pareto._peeled(values), ranks)
+    assert ranks.max() > 5

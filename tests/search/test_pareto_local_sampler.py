@@ -508,13 +508,101 @@ def test_window_keeps_the_whole_front_and_the_most_recent_others() -> None:
     # 12 trials; the front (minimising both) is trials 0, 1 and 2; max_history 4 keeps them
     # and the 4 most recent, whatever their rank.
     values = [(0.0, 9.0), (1.0, 5.0), (9.0, 0.0)] + [(5.0 + i, 6.0 + i) for i in range(9)]
-    trials = [
-        optuna.trial.create_trial(values=list(v), params={}, distributions={}) for v in values
-    ]
+    space = {"x": IntDistribution(0, 20)}
+    study = optuna.create_study(directions=["minimize", "minimize"])
+    for i, v in enumerate(values):
+        study.add_trial(
+            optuna.trial.create_trial(values=list(v), params={"x": i}, distributions=space)
+        )
     sampler = ParetoLocalSearchSampler(seed=0, max_history=4)
-    directions = [optuna.study.StudyDirection.MINIMIZE] * 2
-    kept = sampler._window(trials, directions)
-    assert [trials.index(t) for t in kept] == [0, 1, 2, 8, 9, 10, 11]
-    assert ParetoLocalSearchSampler(seed=0, max_history=None)._window(trials, directions) == trials
+    ranks = sampler._ranks(sampler._read(study, space))
+    assert sorted(np.concatenate(ranks).tolist()) == [0, 1, 2, 8, 9, 10, 11]
+    assert ranks[0].tolist() == [0, 1, 2]
+    unlimited = ParetoLocalSearchSampler(seed=0, max_history=None)
+    assert sorted(np.concatenate(unlimited._ranks(unlimited._read(study, space)))) == list(
+        range(12)
+    )
     with pytest.raises(ValueError, match="max_history"):
         ParetoLocalSearchSampler(max_history=0)
+
+
+@pytest.mark.parametrize("pair_alpha", [None, 3.0])
+def test_primal_and_dual_fits_agree(pair_alpha: float | None) -> None:
+    """The model is solved in the primal when it has fewer features than points: the same
+    predictions and posterior standard deviations as the dual."""
+    points, new = _mixed_points(60), _mixed_points(30, seed=1)
+    y = np.random.default_rng(4).normal(size=(60, 2))
+    fits = {
+        solver: RidgeModel(MIXED, pair_alpha=pair_alpha, solver=solver).fit(points, y)
+        for solver in ("primal", "dual")
+    }
+    (mean_p, std_p), (mean_d, std_d) = (fits[s].predict_std(new) for s in ("primal", "dual"))
+    assert np.allclose(mean_p, mean_d, atol=1e-9) and np.allclose(std_p, std_d, atol=1e-9)
+    assert np.allclose(fits["primal"].predict(new), mean_d, atol=1e-9)
+    assert np.all(std_d > 0)
+    auto = RidgeModel(MIXED, pair_alpha=pair_alpha)
+    width = auto.design(auto.blocks(points)).shape[1] - 1  # less the intercept's column
+    assert auto.primal(auto.blocks(points)) == (width < 60)
+    with pytest.raises(ValueError, match="solver"):
+        RidgeModel(MIXED, solver="cholesky")
+
+
+def test_history_read_trial_by_trial_equals_a_read_from_scratch() -> None:
+    """TrialHistory, updated after every trial, holds what one read of the finished study
+    gives: tried keys, the complete trials, their minimised values and the feasible front."""
+    from nascomp.search.samplers import _common as common
+    from nascomp.search.samplers.history import TrialHistory
+
+    space = {name: CategoricalDistribution(CHOICES) for name in NAMES}
+    sampler = ParetoLocalSearchSampler(seed=3, n_startup_trials=4, constraints_func=_constraints)
+    incremental = TrialHistory()
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"], sampler=sampler)
+    for i in range(40):
+        trial = study.ask()
+        p = _suggest(trial)
+        if i % 7 == 3:
+            study.tell(trial, state=TrialState.FAIL)
+        else:
+            accuracy, cost = _values(p)
+            study.tell(trial, [accuracy, cost, float(i % 4)])
+        incremental.update(study, space)
+    study.enqueue_trial({"a": 0, "b": 0, "c": 0})  # feasible
+    running = study.ask()  # tried, not finished
+    _suggest(running)
+    incremental.update(study, space)
+    fresh = TrialHistory()
+    fresh.update(study, space)
+    for history in (incremental, fresh):
+        assert history.tried() == common.tried(study, space)
+        complete = study.get_trials(states=(TrialState.COMPLETE,))
+        assert [t.number for t in history.done] == [t.number for t in complete]
+        values = common.minimised(complete, study.directions)
+        assert np.array_equal(history.values, values)
+        feasible = np.array([common.violation(t) <= 0 for t in complete])
+        expected = np.flatnonzero(feasible)[non_dominated_mask(values[feasible])]
+        assert history.feasible_front == expected.tolist()
+    # a running trial that finishes joins on the next read: here it dominates every trial
+    study.tell(running, [9.0, 0.0, 0.0])
+    incremental.update(study, space)
+    assert incremental.done[-1].number == running.number
+    assert incremental.feasible_front == [len(incremental.done) - 1]
+
+
+def test_suggestions_are_those_of_a_sampler_that_reads_the_study_afresh() -> None:
+    """The sampler keeps what it read of the study between asks; a copy of it that has read
+    nothing (its history dropped, as on unpickling) suggests exactly the same points."""
+    sampler = ParetoLocalSearchSampler(seed=5, n_startup_trials=6, constraints_func=_constraints)
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
+    for _ in range(20):
+        trial = study.ask()
+        twin = pickle.loads(pickle.dumps(sampler))  # same rng state, no history
+        assert twin._history is None
+        expected = twin.sample_relative(
+            study, trial, sampler.infer_relative_search_space(study, trial)
+        )
+        twin_pending = dict(twin._pending)
+        params = _suggest(trial)
+        if expected:
+            assert params == expected
+            assert sampler._pending[trial.number] == twin_pending[trial.number]
+        study.tell(trial, list(_values(params)))
