@@ -1,5 +1,6 @@
 """Latency of the forms a trial can ship, side by side: PyTorch fp32, torch.ao's int8 (FX, x86),
-ONNX Runtime fp32 and ONNX Runtime int8 (QDQ, the file nascomp ships), at batch 1 and 64, on a
+ONNX Runtime fp32, ONNX Runtime int8 (QDQ, the file nascomp ships) and ONNX Runtime running the
+fp16 file of ``reproduce --fp16`` (a GPU file, on the CPU package), at batch 1 and 64, on a
 quickstart-sized model (digits, 1x8x8) and a CIFAR-sized one (3x32x32), dense and with 50% of
 the channels removed by structured pruning.
 
@@ -24,7 +25,7 @@ from torch import Tensor, nn
 
 from nascomp.compressors.deploy import to_int8_deployable
 from nascomp.compressors.measure import count_macs, count_params, measure_latency_ms
-from nascomp.compressors.onnx_export import onnx_form
+from nascomp.compressors.onnx_export import OnnxModule, fp16_onnx, onnx_form
 from nascomp.compressors.pruning import PruneConfig, make_pruner
 from nascomp.compressors.quantization import QuantConfig, prepare_qat
 from nascomp.spaces.models import build_model
@@ -55,7 +56,7 @@ MODELS = {
     ),
 }
 BATCH_SIZES = (1, 64)
-FORMS = ("torch fp32", "torch.ao int8", "onnxruntime fp32", "onnxruntime int8")
+FORMS = ("torch fp32", "torch.ao int8", "onnxruntime fp32", "onnxruntime int8", "onnxruntime fp16")
 
 
 def calibration(name: str, shape: tuple[int, int, int]) -> list[Tensor]:
@@ -78,6 +79,8 @@ def forms_of(model: nn.Module, batches: list[Tensor], threads: int) -> dict[str,
         "torch.ao int8": to_int8_deployable(qat, example, batches),
         "onnxruntime fp32": onnx_form(model, bits=32, act_bits=8, **kwargs).module,
         "onnxruntime int8": onnx_form(qat, bits=8, act_bits=8, **kwargs).module,
+        # reproduce --fp16's file: for GPU runtimes; here to show what the CPU package makes of it
+        "onnxruntime fp16": OnnxModule(fp16_onnx(model, example), threads),
     }
 
 
@@ -138,9 +141,11 @@ def main() -> None:
                 ("onnxruntime int8 vs torch.ao int8", "torch.ao int8", "onnxruntime int8"),
                 ("onnxruntime fp32 vs torch fp32", "torch fp32", "onnxruntime fp32"),
                 ("onnxruntime int8 vs onnxruntime fp32", "onnxruntime fp32", "onnxruntime int8"),
+                ("onnxruntime fp16 vs onnxruntime fp32", "onnxruntime fp32", "onnxruntime fp16"),
             ):
                 ratios = [timings[(slow, b)] / timings[(fast, b)] for b in BATCH_SIZES]
                 print(f"  {text:<34}{ratios[0]:>8.2f}x{ratios[1]:>9.2f}x")
+    print(f"\nload average at the end {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":
