@@ -365,6 +365,8 @@ def _print_front(front: list, objectives: dict[str, str], search_run: str) -> No
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from nascomp.search.reproduce import reproduce
 
+    if args.fp16 and args.export is None:
+        return _fail("--fp16 writes model.fp16.onnx into the --export folder: give --export DIR")
     tracker = _tracker(args)
     run_id = args.run_id
     if args.pick:

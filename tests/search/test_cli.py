@@ -97,3 +97,20 @@ def test_replay_of_a_folder_that_is_not_a_search_exits_2(tmp_path: Path) -> None
         == f"nascomp: error: {tmp_path}: no nascomp.json (not a nascomp search folder)"
     )
     assert list(tmp_path.iterdir()) == []
+
+
+def test_reproduce_fp16_without_export_exits_2_before_touching_the_store(tmp_path: Path) -> None:
+    result = nascomp(
+        "reproduce",
+        "0123456789abcdef0123456789abcdef",
+        "--fp16",
+        "--tracking-uri",
+        f"sqlite:///{tmp_path / 'mlflow.db'}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines == [
+        "nascomp: error: --fp16 writes model.fp16.onnx into the --export folder: give --export DIR"
+    ], result.stderr
+    assert not (tmp_path / "mlflow.db").exists()
