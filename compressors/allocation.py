@@ -17,6 +17,7 @@ state per distinct bit total, and in practice a few hundred.
 
 from __future__ import annotations
 
+import fnmatch
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nascomp.compressors.quantization import VALID_BITS, fake_quantize_weight
+from nascomp.compressors.quantization import VALID_BITS, QuantConfig, fake_quantize_weight
 
 # Slack on the bit capacity so that a budget written in decimal (3.3 bits) is not lost to the
 # float's binary rounding when multiplied by a weight count.
@@ -158,3 +159,41 @@ def _loss(model: nn.Module, batches: Sequence[tuple[Tensor, Tensor]]) -> float:
         total += F.cross_entropy(model(inputs), labels, reduction="sum").item()
         count += labels.numel()
     return total / max(count, 1)
+
+
+def group_layer_bits(model: nn.Module, config: QuantConfig) -> dict[str, int]:
+    """``mixed="groups"``: each Conv2d / Linear takes the width of the group whose globs
+    (``fnmatch`` over module names) it matches, else ``config.bits``. A layer matching two
+    groups is an error; a group matching no layer is not (the architecture may lack it)."""
+    widths: dict[str, int] = {}
+    for name in quantizable_layers(model):
+        matched = sorted(
+            group
+            for group in config.group_bits
+            if any(fnmatch.fnmatchcase(name, glob) for glob in config.groups[group])
+        )
+        if len(matched) > 1:
+            raise ValueError(f"layer {name!r} matches quant groups {matched}; make them disjoint")
+        widths[name] = config.group_bits[matched[0]] if matched else config.bits
+    return widths
+
+
+def budget_layer_bits(
+    model: nn.Module, config: QuantConfig, batches: Sequence[tuple[Tensor, Tensor]]
+) -> dict[str, int]:
+    """``mixed="budget"``: the exact allocation among ``config.widths`` with at most
+    ``config.budget`` bits per kept (nonzero) weight on average, from the sensitivity of the
+    float model (trained and pruned) measured on ``batches``."""
+    assert config.budget is not None
+    table = measure_sensitivity(model, config.widths, batches)
+    layers = quantizable_layers(model)
+    kept = {name: int(layers[name].weight.count_nonzero()) for name in table}
+    return allocate_bits(table, kept, config.budget)
+
+
+def estimated_budget_bits(model: nn.Module, config: QuantConfig) -> dict[str, int]:
+    """Before training, a budget allocation is unknown: the widest allowed width within the
+    budget, for every layer (what a cost prediction can use)."""
+    assert config.budget is not None
+    width = max(w for w in config.widths if w <= config.budget)
+    return dict.fromkeys(quantizable_layers(model), width)

@@ -14,7 +14,7 @@ by Parameter) keep working.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 import torch
@@ -28,22 +28,59 @@ VALID_ACT_BITS = (2, 3, 4, 5, 6, 7, 8, 32)
 ACT_EMA_MOMENTUM = 0.01
 
 
+MIXED_MODES = ("none", "groups", "budget")
+
+
 @dataclass(frozen=True)
 class QuantConfig:
     """``bits``: weight bit-width (32 = off, 16 = fp16 weights); ``act_bits``: input activation
-    bit-width (32 = off). Activations are only quantized when ``bits < 16``."""
+    bit-width (32 = off). Activations are only quantized when ``bits < 16``.
+
+    Mixed precision (``compressors.allocation`` turns these into per-layer widths):
+    ``mixed="groups"``: a layer matching one of ``groups[g]`` (module-name globs) takes width
+    ``group_bits[g]``; ``mixed="budget"``: the allocator picks each layer's width among ``widths``
+    with at most ``budget`` bits per kept weight on average. Other layers take ``bits``.
+    """
 
     # Read by pydantic where a trial config holds this one: an unknown key is an error.
     __pydantic_config__: ClassVar[dict[str, Any]] = {"extra": "forbid"}
 
     bits: int = 32
     act_bits: int = 8
+    mixed: str = "none"
+    budget: float | None = None
+    groups: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # Sampled from the space's ``bits`` (a width per group; the widths a budget chooses from).
+    group_bits: dict[str, int] = field(default_factory=dict)
+    widths: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if isinstance(self.bits, bool) or self.bits not in VALID_BITS:
             raise ValueError(f"bits must be one of {VALID_BITS}, got {self.bits!r}")
         if isinstance(self.act_bits, bool) or self.act_bits not in VALID_ACT_BITS:
             raise ValueError(f"act_bits must be one of {VALID_ACT_BITS}, got {self.act_bits!r}")
+        if self.mixed not in MIXED_MODES:
+            raise ValueError(f"mixed must be one of {', '.join(MIXED_MODES)}, got {self.mixed!r}")
+        for name, bits in self.group_bits.items():
+            if isinstance(bits, bool) or bits not in VALID_BITS:
+                raise ValueError(f"group_bits.{name} must be one of {VALID_BITS}, got {bits!r}")
+        if set(self.group_bits) - set(self.groups):
+            missing = sorted(set(self.group_bits) - set(self.groups))
+            raise ValueError(f"group_bits names groups {missing} that have no globs in groups")
+        if self.mixed == "budget":
+            if not self.widths or any(w not in VALID_BITS for w in self.widths):
+                raise ValueError(
+                    f"widths must list bit-widths from {VALID_BITS}, got {self.widths}"
+                )
+            if self.budget is None or not min(self.widths) <= self.budget:
+                raise ValueError(
+                    f"budget must be a number >= the narrowest width {min(self.widths)}, "
+                    f"got {self.budget!r}"
+                )
+
+    def quantizes(self) -> bool:
+        """Whether QAT runs: a width below 32 bits, or mixed precision."""
+        return self.bits < 32 or self.mixed != "none"
 
 
 def weight_qmax(bits: int) -> int:

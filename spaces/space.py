@@ -11,10 +11,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Union
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from nascomp.compressors.pruning import IMPORTANCES, PRUNE_METHODS, SCOPES, PruneConfig
-from nascomp.compressors.quantization import VALID_ACT_BITS, VALID_BITS, QuantConfig
+from nascomp.compressors.quantization import (
+    MIXED_MODES,
+    VALID_ACT_BITS,
+    VALID_BITS,
+    QuantConfig,
+)
+from nascomp.spaces.mixed import builtin_groups, check_user_groups, user_groups
 from nascomp.spaces.models import arch_spaces, model_family
 from nascomp.spaces.nb201 import PathEncoding
 from nascomp.spaces.params import Param, Rule, SpecSection, in_choices, in_interval, to_param
@@ -72,17 +78,101 @@ class PruneSpace(SpecSection):
 
 
 class QuantSpace(SpecSection):
-    """The space over :class:`~nascomp.compressors.quantization.QuantConfig` (same fields)."""
+    """The space over :class:`~nascomp.compressors.quantization.QuantConfig` (same fields).
+
+    ``mixed`` (fixed, not searched): ``none``, one width per trial from ``bits``; ``groups``, one
+    width from ``bits`` per layer group (``spaces.mixed``: the cnn family's stem, stages and
+    head, or the user's ``groups`` of module-name globs; a group the architecture lacks gets no
+    parameter); ``budget``, the average bits per kept weight is searched (``budget``) and the
+    allocator picks each layer's width among ``bits`` after training.
+    """
 
     _rules: ClassVar[dict[str, Rule]] = {
         "bits": Rule(int, _bits_check, discrete=True),
         "act_bits": Rule(int, in_choices(VALID_ACT_BITS), discrete=True),
+        "budget": Rule(float, in_interval(2.0, 32.0)),
     }
     bits: Any = [4, 8, 32]
     act_bits: Any = QuantConfig.act_bits
+    mixed: Any = "none"
+    budget: Any = {"low": 2.0, "high": 8.0}
+    groups: dict[str, list[str]] = Field(default_factory=dict)
+    # Not leaves of the space: one mode per search, and the user's groups every trial keeps.
+    _plain: ClassVar[frozenset[str]] = frozenset({"mixed", "groups"})
+    # The config's fields sampled from another spec: a width per group, and a budget's choices.
+    _derived: ClassVar[frozenset[str]] = frozenset({"group_bits", "widths"})
 
-    def params(self) -> list[Param]:
-        return [to_param("quant.bits", self.bits), to_param("quant.act_bits", self.act_bits)]
+    @field_validator("mixed", mode="before")
+    @classmethod
+    def _mixed_mode(cls, value: Any) -> str:
+        # One mode per search: the modes have different parameters, which a search compares
+        # by running once per mode (bench/mixed_precision.py).
+        if not isinstance(value, str) or value not in MIXED_MODES:
+            raise ValueError(
+                f"mixed must be one of {', '.join(MIXED_MODES)} (one value, not searched); "
+                f"got {value!r}"
+            )
+        return value
+
+    @field_validator("groups", mode="before")
+    @classmethod
+    def _groups(cls, value: Any) -> Any:
+        return check_user_groups(value)
+
+    @model_validator(mode="after")
+    def _budget_fits_widths(self) -> QuantSpace:
+        if self.mixed == "budget":
+            self._budget_params()
+        return self
+
+    def params(self, arch: Any = None) -> list[Param]:
+        act_bits = to_param("quant.act_bits", self.act_bits)
+        if self.mixed == "none":
+            return [to_param("quant.bits", self.bits), act_bits]
+        mode = Param("quant.mixed", "fixed", choices=(self.mixed,))
+        if self.mixed == "budget":
+            return [mode, act_bits, *self._budget_params()]
+        return [mode, act_bits, *self._group_params(arch)]
+
+    def _widths(self) -> tuple[int, ...]:
+        values = to_param("quant.bits", self.bits).possible_values()
+        assert values is not None  # bits is discrete
+        return tuple(sorted(int(v) for v in values))
+
+    def _budget_params(self) -> list[Param]:
+        widths = self._widths()
+        budget = to_param("quant.budget", self.budget)
+        low = budget.low if budget.kind != "fixed" and budget.low is not None else None
+        lowest = min(float(v) for v in budget.possible_values() or (low,))
+        if lowest < widths[0]:
+            raise ValueError(
+                f"budget must be >= the narrowest width in bits ({widths[0]}); got {lowest}"
+            )
+        return [budget, Param("quant.widths", "fixed", choices=(widths,))]
+
+    def _group_params(self, arch: Any) -> list[Param]:
+        groups = user_groups(self.groups) if self.groups else builtin_groups(arch)
+        if groups is None:
+            family = getattr(arch, "family", None)
+            raise ValueError(
+                f"quant.groups: family {family!r} has no built-in layer groups (cnn has stem, "
+                "stage<k>, head); give groups of module-name globs, e.g. "
+                "{convs: ['features.*'], fc: ['classifier.*']}"
+            )
+        # Layers in no user group keep a trial-wide width; built-in groups cover every layer.
+        fallback = [to_param("quant.bits", self.bits)] if self.groups else []
+        params = []
+        for group in groups:
+            params.append(to_param(f"quant.group_bits.{group.name}", self.bits, group.condition))
+            params.append(
+                Param(
+                    f"quant.groups.{group.name}",
+                    "fixed",
+                    choices=(group.patterns,),
+                    condition=group.condition,
+                )
+            )
+        return [*fallback, *params]
 
 
 class DistillSpace(SpecSection):
@@ -121,12 +211,18 @@ class SpaceConfig(SpecSection):
     quant: QuantSpace = Field(default_factory=QuantSpace)
     distill: DistillSpace = Field(default_factory=DistillSpace)
 
+    @model_validator(mode="after")
+    def _groups_exist(self) -> SpaceConfig:
+        if self.quant.mixed == "groups":
+            self.quant.params(self.arch)  # a family without built-in groups needs the user's
+        return self
+
     def params(self) -> list[Param]:
         """Every parameter of the joint space, in sampling order (conditions come after)."""
         return [
             *self.arch.params(),
             *self.prune.params(),
-            *self.quant.params(),
+            *self.quant.params(self.arch),
             *self.distill.params(),
         ]
 

@@ -84,6 +84,14 @@ def describe_trial(flat: dict[str, Any]) -> str:
         else "no prune"
     )
     bits = f"{flat.get('quant.bits', 32)} bit"
+    if flat.get("quant.mixed", "none") == "budget":
+        bits = f"{float(flat['quant.budget']):.2f} bit budget"
+    elif flat.get("quant.mixed", "none") == "groups":
+        bits = "bits " + " ".join(
+            f"{key.removeprefix('quant.group_bits.')}={value}"
+            for key, value in sorted(flat.items())
+            if key.startswith("quant.group_bits.")
+        )
     distill = (
         f"KD T={float(flat['distill.temperature']):.1f}" if flat.get("distill.enabled") else "no KD"
     )
@@ -102,7 +110,7 @@ def planned_epochs(flat: dict[str, Any]) -> int:
         + (int(flat.get("train.prune_epochs", defaults.prune_epochs)) if prunes else 0)
         + (
             int(flat.get("train.qat_epochs", defaults.qat_epochs))
-            if flat.get("quant.bits", 32) < 32
+            if flat.get("quant.bits", 32) < 32 or flat.get("quant.mixed", "none") != "none"
             else 0
         )
     )

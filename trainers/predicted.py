@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from nascomp.compressors.allocation import estimated_budget_bits, group_layer_bits
 from nascomp.compressors.export import round_to_storage
 from nascomp.compressors.measure import count_macs, count_nonzero_params, count_params
 from nascomp.compressors.pruning import PruningError, make_pruner
@@ -59,7 +60,11 @@ def predict_costs(config: Mapping[str, Any] | TrialConfig) -> dict[str, float]:
                 make_pruner(model, cfg.prune, example).update(1.0)
             except PruningError:
                 return {}
-        if cfg.quant.bits < 32:
+        if cfg.quant.mixed == "groups":
+            prepare_qat(model, cfg.quant, group_layer_bits(model, cfg.quant))
+        elif cfg.quant.mixed == "budget":
+            prepare_qat(model, cfg.quant, estimated_budget_bits(model, cfg.quant))
+        elif cfg.quant.bits < 32:
             prepare_qat(model, cfg.quant)
         round_to_storage(model)
         return {

@@ -30,6 +30,7 @@ precision, e.g. ``onnxruntime int8-qdq`` or ``torch int8-x86``. Accuracy stays t
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -38,6 +39,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from nascomp.compressors.allocation import budget_layer_bits, group_layer_bits
 from nascomp.compressors.deploy import FORM_INT8, deployable_form
 from nascomp.compressors.distillation import FeatureTap, make_projector
 from nascomp.compressors.export import layer_shapes, reshape_layers, round_to_storage
@@ -53,6 +55,7 @@ from nascomp.compressors.quantization import (
     observer_flags,
     prepare_qat,
     restore_observer_flags,
+    weight_bits_by_layer,
 )
 from nascomp.compressors.size import model_size_bytes
 from nascomp.spaces.models import InfeasibleArchitecture, build_model
@@ -89,6 +92,9 @@ CALIBRATION_BATCH_SIZE = 64
 # ONNX Runtime's min/max calibration of the shipped int8 file: 1,024 images (16 batches) took
 # top-1 agreement from 98.9% (256) to 99.4% on digits, for a fraction of a second.
 ONNX_CALIBRATION_BATCHES = 16
+# Training images the budget allocator measures each layer's sensitivity on (1,024: a
+# forward pass per layer and width, a fraction of a second for the quickstart models).
+SENSITIVITY_IMAGES = 1024
 
 
 @dataclass
@@ -151,7 +157,7 @@ class _Schedule:
     def of(cls, cfg: TrialConfig) -> _Schedule:
         train = cfg.train
         n_prune = train.prune_epochs if _prunes(cfg) else 0
-        return cls(train.epochs, n_prune, train.qat_epochs if cfg.quant.bits < 32 else 0)
+        return cls(train.epochs, n_prune, train.qat_epochs if cfg.quant.quantizes() else 0)
 
     def n_done(self, phase: str, epoch: int) -> int:
         """Epochs of ``phase`` finished once the trial has finished ``epoch`` epochs."""
@@ -183,6 +189,8 @@ class _Trial:
         self.pruner: Pruner | None = None
         self.onnx: OnnxForm | None = None  # the shipped file, built when the trial measures
         self.quantized = False
+        # Per-layer widths (mixed precision), chosen when QAT starts; None until then.
+        self.layer_bits: dict[str, int] | None = None
         # Set by restore: the optimizer state of the phase the resumed checkpoint was taken in.
         self.resumed_optimizer: dict[str, Any] | None = None
         self.seconds_before = 0.0  # training time spent before the resumed checkpoint
@@ -227,7 +235,7 @@ class _Trial:
         self._end_feature_hint()
         if _prunes(self.cfg):
             self._prune()
-        if self.cfg.quant.bits < 32:
+        if self.cfg.quant.quantizes():
             self._prepare_qat()
             self._phase("quant", train.qat_epochs, lr=train.lr * train.finetune_lr_scale)
         # Evaluate exactly what the artifact will hold (matters at 16 bits only).
@@ -235,6 +243,9 @@ class _Trial:
         metrics = {"train_seconds": self._train_seconds()}
         metrics.update(self._evaluate())
         info: dict[str, str] = {}
+        if self.cfg.quant.mixed != "none":
+            # The widths the trial chose, logged with the run; reproduce chooses them again.
+            info["layer_bits"] = json.dumps(weight_bits_by_layer(self.model), sort_keys=True)
         metrics.update(self._measure(info))
         self.model.eval()
         onnx = self.onnx.data if self.onnx is not None else None
@@ -272,8 +283,24 @@ class _Trial:
 
     def _prepare_qat(self) -> None:
         if not self.quantized:
-            prepare_qat(self.model, self.cfg.quant)
+            if self.layer_bits is None:  # else restored: the widths chosen before the restart
+                self.layer_bits = self._mixed_layer_bits()
+            prepare_qat(self.model, self.cfg.quant, self.layer_bits)
             self.quantized = True
+
+    def _mixed_layer_bits(self) -> dict[str, int]:
+        """Per-layer widths of a mixed-precision trial ({} otherwise). The budget allocator
+        measures sensitivity on the first ``SENSITIVITY_IMAGES`` training images, after
+        training and pruning, so the widths are a function of the config and seed."""
+        quant = self.cfg.quant
+        if quant.mixed == "groups":
+            return group_layer_bits(self.model, quant)
+        if quant.mixed == "budget":
+            inputs = self.train.head(SENSITIVITY_IMAGES)
+            labels = self.train.labels[: inputs.shape[0]]
+            batches = list(zip(inputs.split(256), labels.split(256), strict=True))
+            return budget_layer_bits(self.model, quant, batches)
+        return {}
 
     def _phase(self, phase: str, n_epochs: int, lr: float) -> None:
         n_done = self.schedule.n_done(phase, self.epoch)
@@ -339,6 +366,7 @@ class _Trial:
             "train_seconds": self._train_seconds(),
             "layer_shapes": layer_shapes(self.model),
             "quantized": self.quantized,
+            "layer_bits": self.layer_bits,
             "model": self.model.state_dict(),
             "observed": observer_flags(self.model),
             "optimizer": optimizer.state_dict(),
@@ -362,6 +390,7 @@ class _Trial:
             self.pruner = self._make_pruner()  # made on the float model, as in the first run
             self.pruner.load_state_dict(state["pruner"])
         if state["quantized"]:
+            self.layer_bits = state.get("layer_bits")
             self._prepare_qat()
         self.model.load_state_dict(state["model"])
         self.model.train()  # as after every epoch (tracing for the pruner left it in eval)
@@ -423,7 +452,7 @@ class _Trial:
         try:
             return onnx_form(
                 self.model,
-                bits=self.cfg.quant.bits,
+                bits=self._uniform_bits(),
                 act_bits=self.cfg.quant.act_bits,
                 example_inputs=self.train.head(1),
                 calibration_batches=self._calibration(ONNX_CALIBRATION_BATCHES),
@@ -433,6 +462,14 @@ class _Trial:
             info["onnx"] = f"no ONNX file: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
             return None
 
+    def _uniform_bits(self) -> int:
+        """The one weight width of the model for its deployable forms; with mixed widths, 32:
+        those forms then run float weights (the widths folded in), as ``latency_form`` says."""
+        if self.cfg.quant.mixed == "none":
+            return self.cfg.quant.bits
+        widths = set(weight_bits_by_layer(self.model).values())
+        return widths.pop() if len(widths) == 1 else 32
+
     def _calibration(self, n_batches: int = CALIBRATION_BATCHES) -> list[Tensor]:
         size = CALIBRATION_BATCH_SIZE
         return list(self.train.head(n_batches * size).split(size))
@@ -441,7 +478,7 @@ class _Trial:
         calibration = self._calibration()
         return deployable_form(
             self.model,
-            bits=self.cfg.quant.bits,
+            bits=self._uniform_bits(),
             act_bits=self.cfg.quant.act_bits,
             example_inputs=self.train.head(1),
             calibration_batches=calibration,

@@ -8,7 +8,14 @@ import pytest
 import torch
 from torch import nn
 
-from nascomp.compressors.allocation import allocate_bits, average_bits, measure_sensitivity
+from nascomp.compressors.allocation import (
+    allocate_bits,
+    average_bits,
+    budget_layer_bits,
+    group_layer_bits,
+    measure_sensitivity,
+)
+from nascomp.compressors.quantization import QuantConfig
 
 # Layer A: 100 weights, sensitive; layer B: 300 weights, robust.
 TOY = {"A": {2: 10.0, 4: 1.0, 8: 0.0}, "B": {2: 1.0, 4: 0.5, 8: 0.0}}
@@ -102,3 +109,44 @@ def test_measure_sensitivity_known_answers() -> None:
         assert torch.equal(tensor, before[name])  # the model is left as it was
     with pytest.raises(ValueError, match="widths must be in"):
         measure_sensitivity(model, [1], [(x, y)])
+
+
+def _two_layers() -> nn.Sequential:
+    return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+
+
+def test_group_layer_bits_match_globs_and_fall_back_to_bits() -> None:
+    config = QuantConfig(bits=8, mixed="groups", groups={"first": ("0",)}, group_bits={"first": 2})
+    assert group_layer_bits(_two_layers(), config) == {"0": 2, "2": 8}
+    overlapping = QuantConfig(
+        mixed="groups", groups={"a": ("*",), "b": ("2",)}, group_bits={"a": 4, "b": 8}
+    )
+    with pytest.raises(ValueError, match=r"layer '2' matches quant groups \['a', 'b'\]"):
+        group_layer_bits(_two_layers(), overlapping)
+
+
+def test_budget_layer_bits_spend_the_budget_where_it_matters() -> None:
+    torch.manual_seed(0)
+    model = _two_layers()
+    with torch.no_grad():
+        model[0].weight.copy_(0.5 * torch.sign(torch.randn(8, 4)))  # exact at any width
+    x, y = torch.randn(64, 4), torch.randint(0, 3, (64,))
+    config = QuantConfig(mixed="budget", budget=5.0, widths=(2, 8))
+    # 32 weights insensitive + 24 sensitive: 2 bits for the first and 8 for the second is
+    # (64 + 192) / 56 = 4.57 bits, within 5.
+    assert budget_layer_bits(model, config, [(x, y)]) == {"0": 2, "2": 8}
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"mixed": "all"}, "mixed must be one of none, groups, budget, got 'all'"),
+        ({"group_bits": {"a": 9}, "groups": {"a": ("*",)}}, "group_bits.a must be one of"),
+        ({"group_bits": {"a": 4}}, r"group_bits names groups \['a'\] that have no globs"),
+        ({"mixed": "budget", "budget": 3.0}, "widths must list bit-widths"),
+        ({"mixed": "budget", "widths": (4, 8), "budget": 3.0}, "budget must be a number >= "),
+    ],
+)
+def test_quant_config_rejects_bad_mixed_settings(fields: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        QuantConfig(**fields)

@@ -1,0 +1,144 @@
+"""Mixed-precision trials: per-group widths and the budget allocator, end to end on digits."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+from nascomp.compressors.allocation import average_bits
+from nascomp.compressors.export import (
+    layer_shapes,
+    load_compressed,
+    reshape_layers,
+    save_compressed,
+)
+from nascomp.compressors.quantization import weight_bits_by_layer
+from nascomp.search.experiment import load_experiment, trial_constants
+from nascomp.spaces.models import build_model
+from nascomp.trainers.config import TrialConfig, describe_trial, planned_epochs
+from nascomp.trainers.loop import predict_logits
+from nascomp.trainers.trial import TrialOutcome, run_trial
+from tests.trainers.configs import SMALL_CNN
+
+FAST = [
+    "train.epochs=2",
+    "train.prune_epochs=1",
+    "train.qat_epochs=1",
+    "measure.n_warmup=1",
+    "measure.n_repeat=2",
+    "measure.latency_batch_size=8",
+    "space.distill.enabled=false",
+]
+PRUNED = {
+    "prune.method": "unstructured",
+    "prune.ratio": 0.5,
+    "prune.importance": "l1",
+    "prune.scope": "global",
+}
+# The flat keys a `mixed: groups` search samples for a 2-stage cnn (spaces.mixed).
+GROUPS = {
+    "quant.mixed": "groups",
+    "quant.group_bits.stem": 8,
+    "quant.group_bits.stage1": 4,
+    "quant.group_bits.stage2": 2,
+    "quant.group_bits.head": 32,
+    "quant.groups.stem": ("stem.*",),
+    "quant.groups.stage1": ("stages.0.*",),
+    "quant.groups.stage2": ("stages.1.*",),
+    "quant.groups.head": ("head.*",),
+}
+BUDGET = {"quant.mixed": "budget", "quant.budget": 3.0, "quant.widths": (2, 4, 8)}
+
+
+def config(**sampled: Any) -> dict[str, Any]:
+    flat = {**trial_constants(load_experiment(None, FAST)), **SMALL_CNN, **PRUNED, **sampled}
+    del flat["quant.bits"]  # a mixed trial samples no trial-wide width
+    return flat
+
+
+@pytest.fixture(scope="module")
+def groups_trial() -> tuple[dict[str, Any], TrialOutcome]:
+    flat = config(**GROUPS)
+    return flat, run_trial(flat)
+
+
+@pytest.fixture(scope="module")
+def budget_trial() -> tuple[dict[str, Any], TrialOutcome]:
+    flat = config(**BUDGET)
+    return flat, run_trial(flat)
+
+
+def test_groups_give_each_layer_its_groups_width(groups_trial) -> None:
+    flat, outcome = groups_trial
+    widths = weight_bits_by_layer(outcome.model)
+    assert {name: bits for name, bits in widths.items() if name.startswith("stem")} == {"stem.0": 8}
+    assert {bits for name, bits in widths.items() if name.startswith("stages.0")} == {4}
+    assert {bits for name, bits in widths.items() if name.startswith("stages.1")} == {2}
+    assert widths["head.2"] == 32
+    assert json.loads(outcome.info["layer_bits"]) == widths
+    # Mixed widths: the deployable forms run the folded float weights, and say so.
+    assert outcome.info["latency_form"] == "onnxruntime fp32"
+    assert planned_epochs(flat) == outcome.metrics["epochs"] == 4
+    assert "| bits head=32 stage1=4 stage2=2 stem=8 |" in describe_trial(flat)
+
+
+def _skeleton(flat: dict[str, Any], model: nn.Module) -> nn.Module:
+    cfg = TrialConfig.from_flat(flat)
+    data = cfg.data.load()
+    return reshape_layers(
+        build_model(cfg.arch, data.input_shape, data.n_classes), layer_shapes(model)
+    )
+
+
+@pytest.mark.parametrize("which", ["groups", "budget"])
+def test_artifact_holds_the_widths_and_predicts_what_was_evaluated(
+    request: pytest.FixtureRequest, tmp_path: Path, which: str
+) -> None:
+    flat, outcome = request.getfixturevalue(f"{which}_trial")
+    path = tmp_path / "model.nascomp"
+    assert save_compressed(outcome.model, path) == outcome.metrics["size_bytes"]
+    restored = load_compressed(path, _skeleton(flat, outcome.model)).eval()
+    assert weight_bits_by_layer(restored) == weight_bits_by_layer(outcome.model)
+    data = TrialConfig.from_flat(flat).data.load()
+    expected = predict_logits(outcome.model, data.test_x)
+    assert torch.equal(predict_logits(restored, data.test_x), expected)
+
+
+def test_budget_allocation_stays_within_the_budget(budget_trial) -> None:
+    _, outcome = budget_trial
+    widths = weight_bits_by_layer(outcome.model)
+    assert set(widths.values()) <= {2, 4, 8}
+    assert json.loads(outcome.info["layer_bits"]) == widths
+    layers = dict(outcome.model.named_modules())
+    kept = {name: int(layers[name].weight.count_nonzero()) for name in widths}
+    assert average_bits(widths, kept) <= 3.0
+    assert len(set(widths.values())) > 1  # 3 bits on average from {2, 4, 8}: mixed
+
+
+def test_reproduce_of_a_budget_trial_is_exact(budget_trial) -> None:
+    # What `nascomp reproduce` does: the same flat config through run_trial again.
+    flat, outcome = budget_trial
+    again = run_trial(dict(flat))
+    assert again.info["layer_bits"] == outcome.info["layer_bits"]
+    for name in ("val_accuracy", "test_accuracy", "size_bytes", "nonzero_params"):
+        assert again.metrics[name] == outcome.metrics[name], name
+    for (name, tensor), twin in zip(
+        outcome.model.state_dict().items(), again.model.state_dict().values(), strict=True
+    ):
+        assert torch.equal(tensor, twin), name
+
+
+def test_resume_keeps_the_chosen_widths(budget_trial) -> None:
+    flat, outcome = budget_trial
+    states: list[dict[str, Any]] = []
+    run_trial(dict(flat), checkpoint=lambda _metrics, state: states.append(state))
+    qat_state = states[-1]  # taken after the QAT epoch: the widths are in it
+    assert qat_state["layer_bits"] == weight_bits_by_layer(outcome.model)
+    resumed = run_trial(dict(flat), resume=states[-2])  # before QAT: chosen again, the same
+    assert resumed.info["layer_bits"] == outcome.info["layer_bits"]
+    assert resumed.metrics["val_accuracy"] == outcome.metrics["val_accuracy"]
