@@ -49,7 +49,8 @@ def write_artifact(
     out_dir.mkdir(parents=True, exist_ok=True)
     model.eval()
     files = {"artifact": out_dir / ARTIFACT, "skeleton": out_dir / SKELETON}
-    save_compressed(model, files["artifact"])
+    # The trial's size_bytes is this file's size: the same coding.
+    save_compressed(model, files["artifact"], coding=config.get("measure.coding", "packed"))
     with torch.no_grad():
         n_classes = int(model(example).shape[-1])
     skeleton = {

@@ -70,6 +70,6 @@ def predict_costs(config: Mapping[str, Any] | TrialConfig) -> dict[str, float]:
         return {
             "params": float(count_params(model)),
             "nonzero_params": float(count_nonzero_params(model)),
-            "size_bytes": float(model_size_bytes(model)),
+            "size_bytes": float(model_size_bytes(model, coding=cfg.measure.coding)),
             "macs": float(count_macs(model, data.input_shape)),
         }

@@ -223,6 +223,11 @@ class MeasureConfig(Section):
         description="what latency is timed on: onnxruntime (the shipped ONNX file), torch "
         "(PyTorch's own form); auto: onnxruntime on CPU trials, torch on GPU trials",
     )
+    coding: Literal["packed", "entropy"] = Field(
+        "packed",
+        description="how the artifact (and so size_bytes) stores weights below 16 bits: packed "
+        "codes, or entropy-coded positions and codes (Deep Compression's third stage)",
+    )
 
     def resolved_runtime(self, device: str) -> str:
         """The runtime a trial on ``device`` is timed on. ONNX Runtime's CPU package is the

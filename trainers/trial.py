@@ -17,7 +17,9 @@ next epoch, and on CPU ends exactly as the uninterrupted run would.
 
 What is measured is what would be shipped. ``size_bytes`` is the exact size of the artifact
 ``compressors.export.save_compressed`` writes for the evaluated model (which loads back to the
-same predictions). Every trial also builds its ONNX file (``compressors.onnx_export``): int8
+same predictions), with the coding ``measure.coding`` names (``entropy``: Deep Compression's
+third stage). A mixed-precision trial (``quant.mixed``) chooses its per-layer widths when QAT
+starts and reports them in ``info["layer_bits"]``. Every trial also builds its ONNX file (``compressors.onnx_export``): int8
 QDQ for 8-bit weights and activations, fp32 otherwise (other widths folded in); ``onnx_bytes``
 is its size and ``onnx_agreement`` its top-1 agreement with the evaluated model on the
 validation split. Latency is timed on the runtime ``measure.runtime`` names: by default ONNX
@@ -345,7 +347,7 @@ class _Trial:
             "val_accuracy": accuracy(self.model, self.val),
             "params": count_params(self.model),
             "nonzero_params": count_nonzero_params(self.model),
-            "size_bytes": model_size_bytes(self.model),
+            "size_bytes": model_size_bytes(self.model, coding=self.cfg.measure.coding),
         }
         if self.checkpoint is None:
             self.report(metrics)
@@ -436,7 +438,7 @@ class _Trial:
         return {
             "params": count_params(model),
             "nonzero_params": count_nonzero_params(model),
-            "size_bytes": model_size_bytes(model),
+            "size_bytes": model_size_bytes(model, coding=measure.coding),
             "macs": count_macs(model, shape),
             "latency_ms": measure_latency_ms(timed, shape, batch_size=1, **timing),
             "latency_batch_ms": measure_latency_ms(

@@ -142,3 +142,19 @@ def test_resume_keeps_the_chosen_widths(budget_trial) -> None:
     resumed = run_trial(dict(flat), resume=states[-2])  # before QAT: chosen again, the same
     assert resumed.info["layer_bits"] == outcome.info["layer_bits"]
     assert resumed.metrics["val_accuracy"] == outcome.metrics["val_accuracy"]
+
+
+def test_entropy_coding_is_the_artifact_and_its_size(tmp_path: Path) -> None:
+    from nascomp.search.export import load_exported, write_artifact
+
+    flat = {**config(**GROUPS), "measure.coding": "entropy", "train.epochs": 1}
+    outcome = run_trial(flat)
+    model = outcome.model
+    packed = save_compressed(model, tmp_path / "packed")
+    assert outcome.metrics["size_bytes"] < packed  # 50% sparse: the coder saves bytes
+    data = TrialConfig.from_flat(flat).data.load()
+    files = write_artifact(model, data.test_x[:1], flat, tmp_path / "export")
+    assert files["artifact"].stat().st_size == outcome.metrics["size_bytes"]
+    restored = load_exported(tmp_path / "export")
+    expected = predict_logits(model, data.test_x)
+    assert torch.equal(predict_logits(restored, data.test_x), expected)
