@@ -5,19 +5,29 @@ ranking, cubic ramp, masks kept through fine-tuning), fine-tune, then quantizati
 fine-tuning at ``--bits`` (per-channel symmetric weights, 8-bit activations). Both the baseline
 and the compressed model are written as real ``save_compressed`` artifacts; the bytes in the
 table are those files' sizes, and the compressed file is loaded back into a fresh skeleton
-that must predict exactly what was evaluated.
+that must predict exactly what was evaluated. The compressed file is entropy-coded (Deep
+Compression's third stage, ``compressors.entropy``) unless ``--coding packed``; the packed
+file's size is printed too. With ``--budget B`` (or a recipe's ``budget``), each layer's width
+is chosen from ``WIDTHS`` before QAT by ``compressors.allocation``: the loss increase of each
+layer at each width on 1,024 training images, and the exact allocation with at most ``B`` bits
+per kept weight on average.
 
-Errors are on the MNIST test set; hyper-parameters were chosen on the validation split only
-(the last 10% of the training images, stratified, held out by ``load_data``), which is printed
-too. Run from the repository root::
+Errors are on the MNIST test set; the recipe is chosen on the validation split only (the last
+10% of the training images, stratified, held out by ``load_data``): by default each model runs
+the small grid ``GRID`` of pruning ratios and bit budgets and keeps, among the candidates at
+least ``TARGET_RATIO`` times smaller than the baseline, the one of lowest validation error.
+Every candidate is printed with its validation and test error; only the former picks.
+Run from the repository root::
 
-    python bench/deep_compression.py                 # full run, both models
+    python bench/deep_compression.py                 # full run, both models, grid and pick
+    python bench/deep_compression.py --ratio 0.94 --bits 4    # one recipe, no selection
     python bench/deep_compression.py --quick         # a smoke run of a minute or two
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import tempfile
@@ -28,9 +38,10 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from nascomp.compressors.allocation import allocate_bits, average_bits, measure_sensitivity
 from nascomp.compressors.export import load_compressed, save_compressed
 from nascomp.compressors.pruning import PruneConfig, make_pruner
-from nascomp.compressors.quantization import QuantConfig, prepare_qat
+from nascomp.compressors.quantization import QuantConfig, prepare_qat, weight_bits_by_layer
 from nascomp.compressors.size import model_size_bytes
 from nascomp.spaces.models import build_model
 from nascomp.trainers.data import DataSplits, load_data
@@ -55,8 +66,12 @@ class Recipe:
     bits: int
     lr: float = 1e-3
     batch_size: int = 128
+    budget: float | None = None  # average bits per kept weight, allocated per layer
 
 
+# Epochs and learning rates per model, and the uniform bits of a candidate without a budget.
+# ``ratio`` is the one-recipe default (``--bits``/``--budget`` without ``--ratio``); the default
+# run picks the ratio from GRID.
 RECIPES = {
     "lenet300100": Recipe(
         epochs=20, prune_epochs=8, finetune_epochs=4, qat_epochs=3, ratio=0.94, bits=4
@@ -66,6 +81,19 @@ RECIPES = {
         epochs=15, prune_epochs=6, finetune_epochs=4, qat_epochs=3, ratio=0.93, bits=4
     ),
 }
+# The widths the allocator chooses from, and the training images it measures sensitivity on.
+WIDTHS = (2, 3, 4, 5, 6, 8)
+SENSITIVITY_IMAGES = 1024
+# The default recipe is picked per model from this grid of (pruning ratio, bit budget; None:
+# uniform ``bits``) on the validation split alone: among the candidates whose artifact is at
+# least TARGET_RATIO times smaller than the baseline's, the lowest validation error (ties: the
+# smaller file); if none reaches it, the smallest file. The baseline is trained once per model
+# and each ratio pruned once; the budgets share that pruned model.
+GRID: dict[str, tuple[tuple[float, ...], tuple[float | None, ...]]] = {
+    "lenet300100": ((0.93, 0.94, 0.95), (None, 3.5, 3.0)),
+    "lenet5": ((0.93, 0.94), (None, 3.5, 3.0)),
+}
+TARGET_RATIO = 55.0
 FINETUNE_LR_SCALE = 0.3  # pruning fine-tunes a trained network: a smaller step
 QAT_LR_SCALE = 0.1
 
@@ -73,12 +101,16 @@ QAT_LR_SCALE = 0.1
 @dataclass
 class Row:
     model: str
+    prune_ratio: float
+    budget: float | None  # None: every layer at the recipe's bits
     baseline_error: float
     compressed_error: float
     baseline_val_error: float
     compressed_val_error: float
     baseline_bytes: int
     compressed_bytes: int
+    packed_bytes: int  # the same model without entropy coding
+    widths: dict[str, int]
     nonzero_weights: int
     weights: int
     seconds: float
@@ -101,8 +133,10 @@ def cosine_lr(base: float, step: int, n_steps: int) -> float:
 class Compression:
     """One model's run: baseline training, pruning, fine-tuning, QAT, artifacts."""
 
-    def __init__(self, name: str, recipe: Recipe, data: DataSplits, seed: int) -> None:
-        self.name, self.recipe, self.data = name, recipe, data
+    def __init__(
+        self, name: str, recipe: Recipe, data: DataSplits, seed: int, coding: str = "entropy"
+    ) -> None:
+        self.name, self.recipe, self.data, self.coding = name, recipe, data, coding
         torch.manual_seed(seed)
         self.model = build_model({"family": name}, data.input_shape, data.n_classes)
         self.generator = torch.Generator().manual_seed(seed)
@@ -128,37 +162,80 @@ class Compression:
             val = error(self.model, self.data.val_x, self.data.val_y)
             print(f"  {self.name} lr={group['lr']:.2e} loss={stats.loss:.4f} val_err={val:.4f}")
 
-    def run(self, workdir: Path) -> Row:
-        started, cpu_started = time.perf_counter(), time.process_time()
-        recipe, data = self.recipe, self.data
-        self.epochs(recipe.epochs, recipe.lr, decay=True)
-        baseline = (error(self.model, data.test_x, data.test_y), self._val_error())
-        baseline_bytes = save_compressed(self.model, workdir / f"{self.name}-fp32.nascomp")
-        config = PruneConfig("unstructured", recipe.ratio, "l1", "global")
-        self.pruner = make_pruner(self.model, config, data.train_x[:2])
-        finetune_lr = recipe.lr * FINETUNE_LR_SCALE
-        self.epochs(recipe.prune_epochs, finetune_lr, decay=False, prune=True)
-        self.epochs(recipe.finetune_epochs, finetune_lr, decay=True)
-        prepare_qat(self.model, QuantConfig(bits=recipe.bits, act_bits=8))
+    def train_baseline(self, workdir: Path) -> None:
+        self.started, self.cpu_started = time.perf_counter(), time.process_time()
+        data = self.data
+        self.epochs(self.recipe.epochs, self.recipe.lr, decay=True)
+        self.baseline = (error(self.model, data.test_x, data.test_y), self._val_error())
+        self.baseline_bytes = save_compressed(self.model, workdir / f"{self.name}-fp32.nascomp")
+
+    def prune(self, ratio: float) -> None:
+        """Prune to ``ratio`` with the cubic ramp, then fine-tune with the masks kept."""
+        self.recipe = replace(self.recipe, ratio=ratio)
+        config = PruneConfig("unstructured", ratio, "l1", "global")
+        self.pruner = make_pruner(self.model, config, self.data.train_x[:2])
+        finetune_lr = self.recipe.lr * FINETUNE_LR_SCALE
+        self.epochs(self.recipe.prune_epochs, finetune_lr, decay=False, prune=True)
+        self.epochs(self.recipe.finetune_epochs, finetune_lr, decay=True)
+
+    def quantize(self, budget: float | None, workdir: Path) -> Row:
+        """QAT at the recipe's bits, or at widths allocated under ``budget``; the artifact."""
+        recipe = self.recipe = replace(self.recipe, budget=budget)
+        data = self.data
+        layer_bits = self._allocate() if budget is not None else None
+        prepare_qat(self.model, QuantConfig(bits=recipe.bits, act_bits=8), layer_bits)
         self.epochs(recipe.qat_epochs, recipe.lr * QAT_LR_SCALE, decay=True)
         self.model.eval()
-        path = workdir / f"{self.name}-{recipe.bits}bit.nascomp"
-        compressed_bytes = save_compressed(self.model, path)
+        path = workdir / f"{self.name}-{recipe.ratio}-{budget or recipe.bits}.nascomp"
+        compressed_bytes = save_compressed(self.model, path, coding=self.coding)
         self._check_artifact(path)
         weights = [m.weight for m in self.model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
         return Row(
             model=self.name,
-            baseline_error=baseline[0],
+            prune_ratio=recipe.ratio,
+            budget=budget,
+            baseline_error=self.baseline[0],
             compressed_error=error(self.model, data.test_x, data.test_y),
-            baseline_val_error=baseline[1],
+            baseline_val_error=self.baseline[1],
             compressed_val_error=self._val_error(),
-            baseline_bytes=baseline_bytes,
+            baseline_bytes=self.baseline_bytes,
             compressed_bytes=compressed_bytes,
+            packed_bytes=model_size_bytes(self.model),
+            widths=weight_bits_by_layer(self.model),
             nonzero_weights=sum(int(w.count_nonzero()) for w in weights),
             weights=sum(w.numel() for w in weights),
-            seconds=time.perf_counter() - started,
-            cpu_seconds=time.process_time() - cpu_started,
+            seconds=time.perf_counter() - self.started,
+            cpu_seconds=time.process_time() - self.cpu_started,
         )
+
+    def branch(self) -> Compression:
+        """An independent copy to continue differently (the data splits are shared)."""
+        data, self.data = self.data, None
+        try:
+            twin = copy.deepcopy(self)
+        finally:
+            self.data = data
+        twin.data = data
+        return twin
+
+    def run(self, workdir: Path) -> Row:
+        """One recipe, start to end."""
+        self.train_baseline(workdir)
+        self.prune(self.recipe.ratio)
+        return self.quantize(self.recipe.budget, workdir)
+
+    def _allocate(self) -> dict[str, int]:
+        """Per-layer widths under the recipe's budget (bits per kept weight), chosen on the
+        sensitivity of the pruned, fine-tuned float model."""
+        x, y = self.data.train_x[:SENSITIVITY_IMAGES], self.data.train_y[:SENSITIVITY_IMAGES]
+        table = measure_sensitivity(
+            self.model, WIDTHS, list(zip(x.split(256), y.split(256), strict=True))
+        )
+        layers = dict(self.model.named_modules())
+        kept = {name: int(layers[name].weight.count_nonzero()) for name in table}
+        widths = allocate_bits(table, kept, self.recipe.budget)
+        print(f"  {self.name} widths {widths} ({average_bits(widths, kept):.2f} bits per kept)")
+        return widths
 
     def _val_error(self) -> float:
         return error(self.model, self.data.val_x, self.data.val_y)
@@ -170,8 +247,54 @@ class Compression:
         expected = predict_logits(self.model, self.data.test_x)
         if not torch.equal(predict_logits(restored, self.data.test_x), expected):
             raise AssertionError(f"{path} does not reproduce the evaluated {self.name}")
-        if path.stat().st_size != model_size_bytes(self.model):
+        if path.stat().st_size != model_size_bytes(self.model, coding=self.coding):
             raise AssertionError(f"{path} differs from the size formula")
+
+
+def select(candidates: list[Row]) -> Row:
+    """The validation pick among ``candidates`` (see GRID); test error is never looked at."""
+    reaching = [row for row in candidates if row.ratio >= TARGET_RATIO]
+    if not reaching:
+        return min(candidates, key=lambda row: row.compressed_bytes)
+    return min(reaching, key=lambda row: (row.compressed_val_error, row.compressed_bytes))
+
+
+def run_grid(name: str, recipe: Recipe, args: argparse.Namespace, data: DataSplits, workdir: Path):
+    """Every candidate of GRID[name] for one model; returns them and the validation pick."""
+    ratios, budgets = GRID[name]
+    base = Compression(name, recipe, data, args.seed, args.coding)
+    base.train_baseline(workdir)
+    rng = torch.get_rng_state()
+    candidates = []
+    for ratio in ratios:
+        torch.set_rng_state(rng)  # each branch starts where the baseline ended
+        pruned = base.branch()
+        pruned.prune(ratio)
+        for budget in budgets:
+            candidates.append(pruned.branch().quantize(budget, workdir))
+            row = candidates[-1]
+            print(
+                f"  candidate {name} ratio {ratio} budget {budget}: val "
+                f"{100 * row.compressed_val_error:.2f}% test {100 * row.compressed_error:.2f}% "
+                f"{row.compressed_bytes:,} bytes ({row.ratio:.1f}x)",
+                flush=True,
+            )
+    return candidates, select(candidates)
+
+
+def print_candidates(candidates: list[Row], picked: Row) -> None:
+    print(
+        f"\n{'model':<14}{'ratio':>7}{'budget':>8}{'val err %':>11}{'test err %':>11}"
+        f"{'bytes':>10}{'x':>7}  widths"
+    )
+    for row in candidates:
+        mark = "  <- validation pick" if row is picked else ""
+        budget = "-" if row.budget is None else f"{row.budget:g}"
+        print(
+            f"{row.model:<14}{row.prune_ratio:>7.2f}{budget:>8}"
+            f"{100 * row.compressed_val_error:>11.2f}{100 * row.compressed_error:>11.2f}"
+            f"{row.compressed_bytes:>10,}{row.ratio:>7.1f}  {row.widths}{mark}"
+        )
 
 
 def print_table(rows: list[Row]) -> None:
@@ -198,6 +321,7 @@ def print_table(rows: list[Row]) -> None:
             f"{row.model}: val error {100 * row.baseline_val_error:.2f}% -> "
             f"{100 * row.compressed_val_error:.2f}%, {row.nonzero_weights:,} of "
             f"{row.weights:,} weights kept ({100 * row.nonzero_weights / row.weights:.1f}%), "
+            f"{row.packed_bytes:,} bytes without entropy coding, widths {row.widths}, "
             f"{row.seconds / 60:.1f} min wall, {row.cpu_seconds / 60:.1f} min CPU"
         )
 
@@ -211,9 +335,17 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="5,000 images, 1 epoch per phase")
-    parser.add_argument("--ratio", type=float, help="override the recipes' pruning ratio")
-    parser.add_argument("--bits", type=int, help="override the recipes' weight bits")
+    parser.add_argument(
+        "--ratio", type=float, help="one recipe at this pruning ratio (skips the selection grid)"
+    )
+    parser.add_argument(
+        "--bits", type=int, help="one recipe at these uniform bits (skips the selection grid)"
+    )
     parser.add_argument("--epochs", type=int, help="override the baseline epochs")
+    parser.add_argument(
+        "--budget", type=float, help="one recipe at this bit budget (skips the selection grid)"
+    )
+    parser.add_argument("--coding", default="entropy", choices=["entropy", "packed"])
     parser.add_argument("--json", type=Path, help="also write the rows here")
     return parser.parse_args()
 
@@ -222,7 +354,12 @@ def recipe_for(name: str, args: argparse.Namespace) -> Recipe:
     recipe = RECIPES[name]
     if args.quick:
         recipe = replace(recipe, epochs=1, prune_epochs=1, finetune_epochs=1, qat_epochs=1)
-    overrides = {"ratio": args.ratio, "bits": args.bits, "epochs": args.epochs}
+    overrides = {
+        "ratio": args.ratio,
+        "bits": args.bits,
+        "epochs": args.epochs,
+        "budget": args.budget,
+    }
     return replace(recipe, **{k: v for k, v in overrides.items() if v is not None})
 
 
@@ -236,15 +373,32 @@ def main() -> None:
         split_seed=0,
         max_train_samples=5000 if args.quick else None,
     )
-    rows = []
+    rows, all_candidates, all_rows = [], [], []
+    overridden = any(v is not None for v in (args.ratio, args.bits, args.budget))
     with tempfile.TemporaryDirectory() as folder:
         for name in args.models:
             recipe = recipe_for(name, args)
             print(f"{name}: {recipe}")
-            rows.append(Compression(name, recipe, data, args.seed).run(Path(folder)))
+            if overridden:  # one recipe as given, no selection
+                compression = Compression(name, recipe, data, args.seed, args.coding)
+                rows.append(compression.run(Path(folder)))
+                continue
+            candidates, picked = run_grid(name, recipe, args, data, Path(folder))
+            all_candidates.append((candidates, picked))
+            # The time of the whole grid (each candidate's clock started with the baseline).
+            last = candidates[-1]
+            rows.append(replace(picked, seconds=last.seconds, cpu_seconds=last.cpu_seconds))
+    for candidates, picked in all_candidates:
+        print_candidates(candidates, picked)
+        all_rows.extend(candidates)
+    print()
     print_table(rows)
     if args.json:
-        args.json.write_text(json.dumps([asdict(r) | {"ratio": r.ratio} for r in rows], indent=2))
+        out = {
+            "picked": [asdict(r) | {"ratio": r.ratio} for r in rows],
+            "candidates": [asdict(r) | {"ratio": r.ratio} for r in all_rows],
+        }
+        args.json.write_text(json.dumps(out, indent=2))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,153 @@
+"""Uniform against per-group against budget-allocated weight widths, on the same search budget.
+
+    python bench/mixed_precision.py                         # 3 seeds x 12 trials per mode
+    python bench/mixed_precision.py --seeds 2 --trials 4 --max-train 1000   # a smoke run
+
+Each mode is one setting of the quickstart experiment (``spaces/quickstart.yaml``) on
+Fashion-MNIST: ``space.quant.mixed: none`` (one width per trial), ``groups`` (a width per stem,
+stage and head) and ``budget`` (one searched average, widths allocated per layer after
+training); all three choose widths from the same ``bits`` list, and everything else (the
+architecture and pruning space, the sampler, the trials, the seeds) is the same. Objectives are
+``val_accuracy`` (max) and ``size_bytes`` (min); the table gives each mode's hypervolume, mean
+and standard deviation over the seeds, normalised over all runs together (ideal 0, nadir 1 of
+every point any run found, reference 1.1 per objective, ``search/front/hypervolume.py``).
+
+What runs is what ``nascomp search`` runs per trial (the experiment file, ``DefineByRun``, the
+configured sampler and ``trainers.run_trial``), without Ray: trials one after another in this
+process, so the comparison costs no scheduling noise. Distillation is off (no teacher to train)
+and the training set is cut to ``--max-train`` images to keep the run within an hour here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import optuna
+import torch
+
+from nascomp.search.driver import trial_base
+from nascomp.search.experiment import Experiment, load_experiment
+from nascomp.search.front.hypervolume import NORMALISED_REF, hypervolume, normalise
+from nascomp.search.front.pareto import to_minimise
+from nascomp.search.samplers import make_sampler
+from nascomp.search.samplers.space import DefineByRun
+from nascomp.trainers.trial import run_trial
+
+QUICKSTART = Path(__file__).resolve().parents[1] / "spaces" / "quickstart.yaml"
+MODES = ("none", "groups", "budget")
+BITS = "[2, 3, 4, 6, 8]"
+DIRECTIONS = ["max", "min"]
+
+
+def experiment_for(mode: str, seed: int, args: argparse.Namespace) -> Experiment:
+    data_root = os.environ.get("NASCOMP_DATA_ROOT", str(Path(__file__).parents[2] / "shared/data"))
+    overrides = [
+        "data.name=fashion_mnist",
+        f"data.root={data_root}",
+        f"data.max_train_samples={args.max_train}",
+        "objectives={val_accuracy: max, size_bytes: min}",
+        f"search.seed={seed}",
+        f"search.trials={args.trials}",
+        f"train.epochs={args.epochs}",
+        "train.prune_epochs=1",
+        "train.qat_epochs=1",
+        "space.distill.enabled=false",
+        f"space.quant.bits={BITS}",
+        f"space.quant.mixed={mode}",
+        "measure.n_warmup=1",
+        "measure.n_repeat=2",
+        "measure.latency_batch_size=8",
+        f"measure.coding={args.coding}",
+    ]
+    return load_experiment(QUICKSTART, overrides)
+
+
+def search(mode: str, seed: int, args: argparse.Namespace) -> list[dict]:
+    """One search: each trial's sampled values, metrics and chosen widths."""
+    experiment = experiment_for(mode, seed, args)
+    space = DefineByRun(experiment.space.params(), trial_base(experiment))
+    sampler = make_sampler(experiment.search, features=experiment.space.features())
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
+    rows: list[dict] = []
+    for _ in range(args.trials):
+        trial = study.ask()
+        config = space.config(trial)
+        outcome = run_trial(config)
+        if outcome.status != "ok":
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            continue
+        values = (outcome.metrics["val_accuracy"], outcome.metrics["size_bytes"])
+        study.tell(trial, values)
+        rows.append(
+            {
+                "mode": mode,
+                "seed": seed,
+                "val_accuracy": values[0],
+                "size_bytes": values[1],
+                "layer_bits": outcome.info.get("layer_bits"),
+                "params": trial.params,
+            }
+        )
+        print(f"  {mode} seed {seed}: acc {values[0]:.4f} size {values[1]:,.0f}", flush=True)
+    return rows
+
+
+def hypervolumes(rows: list[dict]) -> dict[tuple[str, int], float]:
+    """Each run's hypervolume, normalised over every point of every run."""
+    values = to_minimise(np.array([[r["val_accuracy"], r["size_bytes"]] for r in rows]), DIRECTIONS)
+    ideal, nadir = values.min(axis=0), values.max(axis=0)
+    ref = np.full(2, NORMALISED_REF)
+    out = {}
+    for key in sorted({(r["mode"], r["seed"]) for r in rows}):
+        picked = [i for i, r in enumerate(rows) if (r["mode"], r["seed"]) == key]
+        out[key] = hypervolume(normalise(values[picked], ideal, nadir), ref)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--trials", type=int, default=12, help="trials per search")
+    parser.add_argument("--epochs", type=int, default=3, help="training epochs per trial")
+    parser.add_argument("--max-train", type=int, default=5000, help="training images")
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    parser.add_argument("--coding", default="packed", choices=["packed", "entropy"])
+    parser.add_argument("--json", type=Path, help="also write every trial here")
+    args = parser.parse_args(argv)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    logging.getLogger("optuna").setLevel(logging.WARNING)
+    warnings.simplefilter("ignore")
+    torch.set_num_threads(1)
+
+    started = time.perf_counter()
+    rows: list[dict] = []
+    for seed in range(args.seeds):
+        for mode in args.modes:  # interleaved: machine drift spreads over the modes
+            rows.extend(search(mode, seed, args))
+    volumes = hypervolumes(rows)
+    print(f"\n| mode | HV mean ± std | per seed | trials ({args.seeds} seeds) |")
+    print("|---|---|---|---|")
+    for mode in args.modes:
+        runs = [volumes[(mode, seed)] for seed in range(args.seeds) if (mode, seed) in volumes]
+        per_seed = ", ".join(f"{v:.4f}" for v in runs)
+        n_trials = sum(r["mode"] == mode for r in rows)
+        print(f"| {mode} | {np.mean(runs):.4f} ± {np.std(runs):.4f} | {per_seed} | {n_trials} |")
+    print(f"\ntotal {time.perf_counter() - started:.0f} s, load average {os.getloadavg()}")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
