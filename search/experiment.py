@@ -107,6 +107,12 @@ class SearchConfig(Section):
         ge=0,
         description="times a trial whose worker died is restarted from its last checkpoint",
     )
+    checkpoint_every_s: float = Field(
+        10.0,
+        ge=0.0,
+        description="a trial reports its epochs (to MLflow, as steps) and checkpoints at most "
+        "this often, and always at its end; 0: after every epoch. mo_asha: every epoch",
+    )
 
     @model_validator(mode="after")
     def _budget_sizes_the_search(self) -> SearchConfig:

@@ -31,7 +31,7 @@ from nascomp.search.tracking.store import (
     TrialRecord,
     record_of,
 )
-from nascomp.search.tune.searcher import INFO_PREFIX
+from nascomp.search.tune.searcher import INFO_PREFIX, earlier_epochs
 from nascomp.spaces.constraints import is_feasible, parse_constraints
 from nascomp.trainers.config import describe_trial
 from nascomp.trainers.settings import METRICS
@@ -141,22 +141,22 @@ class MlflowTrialCallback(Callback):
     ) -> None:
         if trial.trial_id in self.log.ended:
             return
-        step = _step(result)
-        values = {
-            key: float(value)
-            for key, value in result.items()
-            if key in _LOGGED and isinstance(value, int | float) and not isinstance(value, bool)
-        }
-        if values:
-            self.log.submit(
-                {
-                    "op": "metrics",
-                    "trial": trial.trial_id,
-                    "step": step,
-                    "ts": int(time.time() * 1000),
-                    "values": values,
-                }
-            )
+        for report in [*earlier_epochs(result), result]:  # epochs held back, then its own
+            values = {
+                key: float(value)
+                for key, value in report.items()
+                if key in _LOGGED and isinstance(value, int | float) and not isinstance(value, bool)
+            }
+            if values:
+                self.log.submit(
+                    {
+                        "op": "metrics",
+                        "trial": trial.trial_id,
+                        "step": _step(report),
+                        "ts": int(time.time() * 1000),
+                        "values": values,
+                    }
+                )
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         if trial.trial_id in self.log.ended:

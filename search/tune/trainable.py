@@ -1,10 +1,17 @@
 """The Ray Tune function trainables: a trial's outcome, told to Tune with tune.report.
 
-``trial_fn`` checkpoints every epoch (the trial's full state, ``trainers.checkpoint``), so a
+``trial_fn`` checkpoints after an epoch (the trial's full state, ``trainers.checkpoint``), so a
 trial whose worker dies resumes where it was. Its last report carries a final checkpoint with
 the result and the compressed model: the MLflow callback logs that model as the run's
 artifacts, and a trial restarted after it ended reports the same result again instead of
 training twice.
+
+A report is a round trip to the driver (Tune's function trainables wait until the driver has
+taken the result) plus a checkpoint written to the storage: about 0.1 s on a busy 2-core
+machine, a whole epoch of a small model. So epochs are reported at most every ``every_s``
+seconds (``search.checkpoint_every_s``): the epochs in between ride along with the next report
+(``EARLIER_KEY``) and the MLflow callback logs each at its own step. A worker that dies loses at
+most that much training.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import pickle
 import socket
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,7 +33,7 @@ from ray import tune
 from nascomp.compressors.pruning import PruningError
 from nascomp.search.export import write_artifact
 from nascomp.search.tracking.models import save_onnx_model
-from nascomp.search.tune.searcher import INFO_PREFIX, STATUS_KEY
+from nascomp.search.tune.searcher import EARLIER_KEY, INFO_PREFIX, STATUS_KEY
 from nascomp.spaces.userfn import UserCodeError
 from nascomp.trainers.checkpoint import load_state, save_state
 from nascomp.trainers.config import TrialConfig
@@ -48,19 +56,51 @@ TRIAL_FAILURES: tuple[type[BaseException], ...] = (
 )
 
 
-def trial_fn(config: dict[str, Any], teacher_state: dict | None = None) -> None:
-    """``trial: train``: run_trial, checkpointing every epoch, then the final metrics."""
+def trial_fn(
+    config: dict[str, Any], teacher_state: dict | None = None, every_s: float = 0.0
+) -> None:
+    """``trial: train``: run_trial, checkpointing after an epoch at most every ``every_s``
+    seconds (0: every epoch), then the final metrics."""
     resume, final = _restored()
     if final is not None:
         tune.report(final, checkpoint=tune.get_checkpoint())
         return
+    epochs = EpochReports(every_s)
     outcome = guarded(
-        lambda: run_trial(
-            config, teacher_state=teacher_state, checkpoint=_report_epoch, resume=resume
-        ),
+        lambda: run_trial(config, teacher_state=teacher_state, checkpoint=epochs, resume=resume),
         config,
     )
-    _report_final(config, outcome)
+    _report_final(config, outcome, epochs.take_held())
+
+
+class EpochReports:
+    """The trial's ``checkpoint`` callback: an epoch's metrics and state go to Tune when
+    ``every_s`` seconds have passed since the last report (or the trial began); otherwise the
+    metrics are held and ride along with the next report, the state is dropped."""
+
+    def __init__(
+        self,
+        every_s: float,
+        clock: Callable[[], float] = time.monotonic,
+        send: Callable[[dict[str, Any], dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.every_s = every_s
+        self._clock = clock
+        self._send = send or _report_epoch
+        self._last = clock()
+        self._held: list[dict[str, Any]] = []
+
+    def __call__(self, metrics: dict[str, Any], state: dict[str, Any]) -> None:
+        if self.every_s > 0 and self._clock() - self._last < self.every_s:
+            self._held.append(metrics)
+            return
+        self._send({**metrics, **self.take_held()}, state)
+        self._last = self._clock()
+
+    def take_held(self) -> dict[str, str]:
+        """The held epochs as a report's ``EARLIER_KEY`` (none when there are none)."""
+        held, self._held = self._held, []
+        return {EARLIER_KEY: json.dumps(held)} if held else {}
 
 
 def guarded(run: Callable[[], TrialOutcome], config: dict[str, Any]) -> TrialOutcome:
@@ -149,14 +189,16 @@ def _stored_checkpoints(context: Any) -> list[Path]:
     return trial_checkpoints(Path(storage.experiment_fs_path), context.get_trial_id())
 
 
-def _report_epoch(metrics: dict[str, Any], state: dict[str, Any]) -> None:
+def _report_epoch(report: dict[str, Any], state: dict[str, Any]) -> None:
     with tempfile.TemporaryDirectory() as folder:
         save_state(Path(folder) / STATE_FILE, state)
-        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+        tune.report(report, checkpoint=tune.Checkpoint.from_directory(folder))
 
 
-def _report_final(config: dict[str, Any], outcome: TrialOutcome) -> None:
-    final = _final(outcome)
+def _report_final(
+    config: dict[str, Any], outcome: TrialOutcome, held: dict[str, str] | None = None
+) -> None:
+    final = {**_final(outcome), **(held or {})}
     with tempfile.TemporaryDirectory() as folder:
         if outcome.model is not None:
             trial = TrialConfig.from_flat(dict(config))

@@ -191,6 +191,8 @@ def test_worker_node_lost_mid_search(workdir: Path, two_node_cluster: LocalRayCl
         "search.trials=3",
         "--set",
         "train.epochs=40",
+        "--set",
+        "search.checkpoint_every_s=0",  # every epoch checkpointed: the node dies between two
     )
     search = background_search(args, workdir, env=two_node_cluster.env)
     results = workdir / "results"

@@ -51,7 +51,16 @@ def _check_one_finished_run_per_trial(uri: str, n_trials: int) -> tuple[object, 
 
 
 def test_worker_killed_mid_training_resumes_in_the_same_run(workdir: Path) -> None:
-    args = tiny_args(workdir, "--set", "search.trials=3", "--set", "train.epochs=40")
+    # every epoch reported and checkpointed: the kill comes between two of them
+    args = tiny_args(
+        workdir,
+        "--set",
+        "search.trials=3",
+        "--set",
+        "train.epochs=40",
+        "--set",
+        "search.checkpoint_every_s=0",
+    )
     search = background_search(args, workdir)
     results = workdir / "results"
 
@@ -84,7 +93,17 @@ def test_worker_killed_mid_training_resumes_in_the_same_run(workdir: Path) -> No
 
 @pytest.mark.parametrize("how", ["sigkill", "ctrl-c"])
 def test_driver_stopped_then_resumed(workdir: Path, how: str) -> None:
-    args = tiny_args(workdir, "--set", "search.trials=5", "--set", "train.epochs=30", "--seed", "3")
+    args = tiny_args(
+        workdir,
+        "--set",
+        "search.trials=5",
+        "--set",
+        "train.epochs=30",
+        "--set",
+        "search.checkpoint_every_s=0",
+        "--seed",
+        "3",
+    )
     search = background_search(args, workdir)
     results = workdir / "results"
 

@@ -10,10 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from nascomp.search.tune.searcher import EARLIER_KEY, earlier_epochs
 from nascomp.search.tune.trainable import (
     FINAL_FILE,
     STATE_FILE,
     STATUS_FAILED,
+    EpochReports,
     guarded,
     newest,
     trial_checkpoints,
@@ -94,3 +96,28 @@ def test_the_final_checkpoint_wins_and_a_half_copied_one_is_passed_over(tmp_path
     half_final.mkdir()
     (half_final / FINAL_FILE).write_text('{"val_acc')
     assert newest([epoch, cut, half_final]) == ({"format": 1, "epoch": 5}, None)
+
+
+def test_epochs_are_reported_at_most_every_every_s_and_none_is_lost() -> None:
+    """Epochs held back ride along with the next report, oldest first; the state goes with the
+    report's own epoch only; every_s 0 reports every epoch."""
+    now = [0.0]
+    sent: list[tuple[dict, dict]] = []
+    reports = EpochReports(10.0, clock=lambda: now[0], send=lambda r, s: sent.append((r, s)))
+    for epoch, at in enumerate([3.0, 6.0, 10.5, 12.0, 21.0, 22.0], start=1):
+        now[0] = at
+        reports({"epoch": epoch, "loss": 1.0 / epoch}, {"epoch": epoch})
+    assert [(r["epoch"], s["epoch"]) for r, s in sent] == [(3, 3), (5, 5)]
+    assert [e["epoch"] for e in earlier_epochs(sent[0][0])] == [1, 2]
+    assert [e["epoch"] for e in earlier_epochs(sent[1][0])] == [4]
+    assert earlier_epochs(sent[0][0])[0] == {"epoch": 1, "loss": 1.0}
+    held = reports.take_held()  # epoch 6: goes with the final report
+    assert [e["epoch"] for e in earlier_epochs(held)] == [6]
+    assert reports.take_held() == {} and earlier_epochs({}) == []
+
+    every: list[dict] = []
+    each = EpochReports(0.0, clock=lambda: 0.0, send=lambda r, s: every.append(r))
+    for epoch in (1, 2, 3):
+        each({"epoch": epoch}, {})
+    assert [r["epoch"] for r in every] == [1, 2, 3]
+    assert all(EARLIER_KEY not in r for r in every)
