@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -213,7 +214,14 @@ class _SearchRun:
             status = "KILLED"
             raise
         finally:
-            self.end(status)
+            # Tune is done with Ray: its processes stop (about 1 s) while the parent run's
+            # front and plots are written (about 1 s), instead of one after the other.
+            shutdown = threading.Thread(target=_shutdown_ray, name="nascomp-ray-shutdown")
+            shutdown.start()
+            try:
+                self.end(status)
+            finally:
+                shutdown.join()
         return searcher
 
     def _budget_clock(self) -> BudgetClock | None:
@@ -323,6 +331,12 @@ def finish_search(tracker: Tracker, search_run_id: str, status: str) -> None:
         tracker.finish_search(search_run_id, front, objectives, status, files=files, note=note)
 
 
+def _shutdown_ray() -> None:
+    import ray
+
+    ray.shutdown()
+
+
 def _searcher(experiment: Experiment, constants: dict[str, Any]) -> NascompOptunaSearch:
     constraints = parse_constraints(experiment.constraints, METRICS)
     constraints_func = ConstraintsFromAttr(len(constraints)) if constraints else None
@@ -348,8 +362,10 @@ def _trainable(experiment: Experiment, teacher_state: dict | None) -> Any:
     }
     if experiment.trial == "nb201_lookup":
         return tune.with_resources(lookup_trial_fn, resources)
+    # mo_asha decides at every epoch, so it must hear of every epoch when it ends.
+    every_s = 0.0 if experiment.search.scheduler != "none" else experiment.search.checkpoint_every_s
     return tune.with_resources(
-        tune.with_parameters(trial_fn, teacher_state=teacher_state), resources
+        tune.with_parameters(trial_fn, teacher_state=teacher_state, every_s=every_s), resources
     )
 
 
