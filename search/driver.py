@@ -19,7 +19,12 @@ import yaml
 
 from nascomp.search.compat import ray as ray_compat
 from nascomp.search.errors import SearchError, SearchInterrupted, TrackingOutage
-from nascomp.search.experiment import Experiment, teacher_job, trial_constants
+from nascomp.search.experiment import (
+    BUDGET_TRIALS_CAP,
+    Experiment,
+    teacher_job,
+    trial_constants,
+)
 from nascomp.search.front.plot import write_html, write_plot
 from nascomp.search.front.report import front_markdown, record_rows
 from nascomp.search.front.selection import feasible_trials, select_front
@@ -177,10 +182,13 @@ class _SearchRun:
         if restore:
             ended = ("running", "interrupted")
             done = sum(t.status not in ended for t in self.tracker.trials(self.search_run_id))
+        # A budget alone sizes the search: its trials cap is no total to show.
+        sized_by_budget = search.budget.given and search.trials == BUDGET_TRIALS_CAP
+        total = None if sized_by_budget else search.trials
         callbacks = [
             self.callback,
             ProgressLine(
-                search.trials,
+                total,
                 self.experiment.objectives,
                 self.echo,
                 n_done=done,

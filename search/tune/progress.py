@@ -37,7 +37,7 @@ class _Running:
 class ProgressLine(Callback):
     def __init__(
         self,
-        n_trials: int,
+        n_trials: int | None,
         objectives: dict[str, str],
         echo: Callable[[str], Any] = print,
         n_done: int = 0,
@@ -46,8 +46,10 @@ class ProgressLine(Callback):
         every_s: float = 30.0,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
-        """``live``: a terminal to redraw the status line on (None: plain status lines
-        through ``echo``, at most every ``every_s`` seconds)."""
+        """``n_trials``: the search's size (None: it runs until its budget is spent, so the
+        lines count trials without a total or an estimate of the time left). ``live``: a
+        terminal to redraw the status line on (None: plain status lines through ``echo``, at
+        most every ``every_s`` seconds)."""
         self.n_trials = n_trials
         self.objectives = list(objectives)
         self.echo = echo
@@ -104,6 +106,8 @@ class ProgressLine(Callback):
             f"{trial_id[-5:]} {r.phase} {r.epoch}/{r.total} {now - r.started:.0f}s"
             for trial_id, r in sorted(self.running.items(), key=lambda item: item[1].started)
         ]
+        if self.n_trials is None:
+            return f"running: {', '.join(parts) or 'none'} | {self.n_done} done"
         done = f"{self.n_done}/{self.n_trials} done"
         if self.n_done_here:
             per_trial = (now - self.started) / self.n_done_here
@@ -124,10 +128,8 @@ class ProgressLine(Callback):
         elapsed = self.clock() - self.started
         if self.live is not None:
             self.live.write(_CLEAR)
-        self.echo(
-            f"[{self.n_done:>3}/{self.n_trials}] {elapsed:6.1f}s  "
-            f"trial {trial.trial_id}  {status:<10} {detail}"
-        )
+        count = f"{self.n_done:>3}" + ("" if self.n_trials is None else f"/{self.n_trials}")
+        self.echo(f"[{count}] {elapsed:6.1f}s  trial {trial.trial_id}  {status:<10} {detail}")
         self.last_line = self.clock()
         self._status()
 

@@ -75,3 +75,16 @@ def test_on_a_terminal_the_status_is_redrawn_in_place() -> None:
     trial.last_result = {"nascomp_status": "infeasible", "nascomp_reason": "too small"}
     progress.on_trial_complete(0, [], trial)
     assert lines == ["[  1/2]    0.0s  trial cccc3  infeasible too small"]
+
+
+def test_a_search_sized_by_its_budget_counts_trials_without_a_total() -> None:
+    lines: list[str] = []
+    clock = Clock()
+    progress = ProgressLine(None, {"val_accuracy": "max"}, lines.append, clock=clock)
+    trial = Trial("dddd4", CONFIG)
+    progress.on_trial_start(0, [], trial)
+    clock.now += 12
+    trial.last_result = {"nascomp_status": "ok", "val_accuracy": 0.5}
+    progress.on_trial_complete(0, [], trial)
+    assert lines == ["[  1]   12.0s  trial dddd4  ok         val_accuracy=0.5"]
+    assert progress.status_text() == "running: none | 1 done"
