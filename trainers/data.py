@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from sklearn.model_selection import train_test_split
 from torch import Tensor
 
 from nascomp.trainers.split import TensorSplit
@@ -407,6 +406,10 @@ def _stratified_split(labels: Tensor, n_held: int, seed: int) -> tuple[Tensor, T
     indices = np.arange(len(labels))
     if n_held <= 0:
         return torch.from_numpy(indices), torch.from_numpy(indices[:0])
+    # Imported here: sklearn.model_selection pulls in pandas and scipy.stats, 1.4 s that every
+    # `nascomp` command and every Ray worker paid at start-up (python -X importtime).
+    from sklearn.model_selection import train_test_split
+
     label_array = labels.numpy()
     counts = np.bincount(label_array)
     n_classes = int((counts > 0).sum())
