@@ -158,3 +158,14 @@ def test_entropy_coding_is_the_artifact_and_its_size(tmp_path: Path) -> None:
     restored = load_exported(tmp_path / "export")
     expected = predict_logits(model, data.test_x)
     assert torch.equal(predict_logits(restored, data.test_x), expected)
+
+
+@pytest.mark.parametrize("sampled", [GROUPS, BUDGET])
+def test_the_logged_config_rebuilds_the_same_trial_config(sampled: dict[str, Any]) -> None:
+    # reproduce reads the flat config back from MLflow's JSON document (tuples come back as
+    # lists): it must validate to the very config the search ran.
+    from nascomp.search.tracking.params import config_document, config_from_document
+
+    flat = config(**sampled)
+    back = config_from_document(json.loads(json.dumps(config_document(flat))))
+    assert TrialConfig.from_flat(back) == TrialConfig.from_flat(flat)
