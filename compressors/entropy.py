@@ -21,7 +21,8 @@ the total passes ``COUNT_LIMIT`` so old statistics fade), so no table is stored.
 starts with fresh counts. One stream covers all layers; the decoder needs each layer's shape
 and bit-width, which the artifact's skeleton and records give.
 
-Pure Python, about 1 µs per coded bit: ~0.5 s for LeNet-5's 430,000 weights.
+Pure Python: coding LeNet-5's 430,500 weights took 0.23 s here, decoding as long (one
+context lookup and one coder step per weight, and a few per kept weight).
 """
 
 from __future__ import annotations
