@@ -401,9 +401,11 @@ def _prepare_layered_skeleton(skeleton: nn.Module, widths: list[int], act_bits: 
     prepare_qat(skeleton, QuantConfig(bits=32, act_bits=act_bits), by_layer)
 
 
-def _read_header(reader: _Reader, path: str | Path, skeleton: nn.Module) -> tuple[list[int], str]:
-    """Check the header, prepare ``skeleton`` as the file says; returns the per-weight widths
-    and the coding."""
+def _read_header(
+    reader: _Reader, path: str | Path, skeleton: nn.Module
+) -> tuple[list[int], str, int]:
+    """Check the header, prepare ``skeleton`` as the file says; returns the per-weight widths,
+    the coding and the width the other tensors are stored at (16: fp16, else fp32)."""
     magic, version, third, act_bits, checksum = _HEADER.unpack(reader.take(_HEADER.size))
     if magic != MAGIC or version not in (FORMAT_VERSION, LAYERED_VERSION):
         raise ValueError(
@@ -413,7 +415,7 @@ def _read_header(reader: _Reader, path: str | Path, skeleton: nn.Module) -> tupl
     if version == FORMAT_VERSION:
         _prepare_skeleton(skeleton, third, act_bits)
         n_weights = sum(entry.is_weight for entry in stored_tensors(skeleton))
-        widths, coding = [third] * n_weights, "packed"
+        widths, coding, dense = [third] * n_weights, "packed", third
     else:
         if third >= len(CODINGS):
             raise ValueError(f"unknown coding {third} in compressed file")
@@ -423,26 +425,25 @@ def _read_header(reader: _Reader, path: str | Path, skeleton: nn.Module) -> tupl
         if any(bits not in VALID_BITS for bits in widths):
             raise ValueError(f"compressed file holds weight widths {widths} outside {VALID_BITS}")
         _prepare_layered_skeleton(skeleton, widths, act_bits)
+        dense = dense_storage_bits(widths)
     if _layout_checksum(stored_tensors(skeleton)) != checksum:
         raise ValueError("model_skeleton's tensors (names/shapes) do not match the file")
-    return widths, coding
+    return widths, coding, dense
 
 
 def load_compressed(path: str | Path, model_skeleton: nn.Module) -> nn.Module:
     """Restore a ``save_compressed`` file into ``model_skeleton`` (same architecture and
     shapes), preparing it for QAT at the file's widths when needed; returns the skeleton."""
     reader = _Reader(Path(path).read_bytes())
-    widths, coding = _read_header(reader, path, model_skeleton)
+    widths, coding, dense = _read_header(reader, path, model_skeleton)
     entries = stored_tensors(model_skeleton)
-    dense = dense_storage_bits(widths) if len(set(widths)) > 1 or coding == "entropy" else None
     streamed: list[tuple[StoredTensor, int, Tensor]] = []  # weight, width, per-channel max|w|
     weight_iter = iter(widths)
     with torch.no_grad():
         for entry in entries:
             shape = entry.tensor.shape
             if not entry.is_weight:
-                storage = dense if dense is not None else widths[0] if widths else 32
-                entry.tensor.copy_(reader.floats(entry.tensor.numel(), storage).reshape(shape))
+                entry.tensor.copy_(reader.floats(entry.tensor.numel(), dense).reshape(shape))
                 continue
             bits = next(weight_iter)
             if coding == "entropy" and entropy_coded(bits):

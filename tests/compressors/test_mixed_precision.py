@@ -130,3 +130,14 @@ def test_mixed_artifact_checks_a_prepared_skeleton(
         load_compressed(tmp_path / "m", other)
     with pytest.raises(ValueError, match="weight_bits=4 differs"):
         save_compressed(model, tmp_path / "x", weight_bits=4)
+
+
+def test_a_model_without_weights_keeps_its_storage_width(tmp_path: Path) -> None:
+    # No Conv2d / Linear: the width comes from the header alone (fp16 at 16 bits).
+    model = nn.Sequential(nn.BatchNorm1d(3)).eval()
+    with torch.no_grad():
+        model[0].running_mean.copy_(torch.tensor([0.5, -1.0, 2.0]))
+    n_bytes = save_compressed(model, tmp_path / "bn", weight_bits=16)
+    assert n_bytes == HEADER_BYTES + 2 * 4 * 3 == model_size_bytes(model, 16)
+    restored = load_compressed(tmp_path / "bn", nn.Sequential(nn.BatchNorm1d(3)))
+    assert torch.equal(restored[0].running_mean, model[0].running_mean)
