@@ -76,7 +76,7 @@ RECIPES = {
     "lenet300100": Recipe(
         epochs=20, prune_epochs=8, finetune_epochs=4, qat_epochs=3, ratio=0.94, bits=4
     ),
-    # Picked on validation error among (0.94, 4), (0.93, 4), (0.94, 5): docs/benchmarks.md.
+    # Before issue 15, the validation pick among (0.94, 4), (0.93, 4), (0.94, 5).
     "lenet5": Recipe(
         epochs=15, prune_epochs=6, finetune_epochs=4, qat_epochs=3, ratio=0.93, bits=4
     ),
