@@ -19,8 +19,9 @@ What is measured is what would be shipped. ``size_bytes`` is the exact size of t
 ``compressors.export.save_compressed`` writes for the evaluated model (which loads back to the
 same predictions), with the coding ``measure.coding`` names (``entropy``: Deep Compression's
 third stage). A mixed-precision trial (``quant.mixed``) chooses its per-layer widths when QAT
-starts and reports them in ``info["layer_bits"]``. Every trial also builds its ONNX file (``compressors.onnx_export``): int8
-QDQ for 8-bit weights and activations, fp32 otherwise (other widths folded in); ``onnx_bytes``
+starts and reports them in ``info["layer_bits"]``. Every trial also builds its ONNX file
+(``compressors.onnx_export``): int8 QDQ for 8-bit weights and activations, fp32 otherwise (other
+widths, and mixed widths, folded in); ``onnx_bytes``
 is its size and ``onnx_agreement`` its top-1 agreement with the evaluated model on the
 validation split. Latency is timed on the runtime ``measure.runtime`` names: by default ONNX
 Runtime running that very file on CPU trials, PyTorch on GPU trials (its deployable form,
