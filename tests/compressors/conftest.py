@@ -94,3 +94,22 @@ def make_residual_cnn() -> type[ResidualCNN]:
     """The class itself, for tests that build several models (test modules cannot import
     conftest)."""
     return ResidualCNN
+
+
+def two_layer_model() -> nn.Sequential:
+    """A conv (72 weights, 4 output channels) and a linear layer (12 weights, 3 outputs) whose
+    weights have magnitudes in [0.6, 1]: none rounds to code 0, even at 2 bits."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(2, 4, 3),  # weight 72 elements, 4 output channels
+        nn.BatchNorm2d(4),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4, 3),  # weight 12 elements, 3 output channels
+    )
+    with torch.no_grad():
+        # Magnitudes in [0.6, 1]: no weight rounds to code 0 even at 2 bits.
+        for layer in (model[0], model[4]):
+            magnitude = 0.6 + 0.4 * torch.rand_like(layer.weight)
+            layer.weight.copy_(magnitude * torch.sign(torch.randn_like(layer.weight)))
+    return model

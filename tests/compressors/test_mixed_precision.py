@@ -18,23 +18,7 @@ from nascomp.compressors.quantization import (
     weight_bits_by_layer,
 )
 from nascomp.compressors.size import HEADER_BYTES, model_size_bytes, weight_widths
-
-
-def _small() -> nn.Sequential:
-    torch.manual_seed(0)
-    model = nn.Sequential(
-        nn.Conv2d(2, 4, 3),  # weight 72 elements, 4 output channels
-        nn.BatchNorm2d(4),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Linear(4, 3),  # weight 12 elements, 3 output channels
-    )
-    with torch.no_grad():
-        # Magnitudes in [0.6, 1]: no weight rounds to code 0 even at 2 bits.
-        for layer in (model[0], model[4]):
-            magnitude = 0.6 + 0.4 * torch.rand_like(layer.weight)
-            layer.weight.copy_(magnitude * torch.sign(torch.randn_like(layer.weight)))
-    return model
+from tests.compressors.conftest import two_layer_model as _small
 
 
 def test_layer_bits_set_each_layer() -> None:

@@ -16,29 +16,13 @@ from nascomp.compressors.size import (
     model_size_bytes,
     position_code,
 )
+from tests.compressors.conftest import two_layer_model as _model
 
 # Shared by every case below: conv bias 4, BN weight/bias/mean/var 16, linear bias 3 = 23 floats
 # (BN's num_batches_tracked is not deployed).
 N_OTHER = 23
 # Header plus one encoding byte per weight (two weights).
 FIXED = HEADER_BYTES + 2
-
-
-def _model() -> nn.Sequential:
-    torch.manual_seed(0)
-    model = nn.Sequential(
-        nn.Conv2d(2, 4, 3),  # weight 72 elements, 4 output channels
-        nn.BatchNorm2d(4),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Linear(4, 3),  # weight 12 elements, 3 output channels
-    )
-    with torch.no_grad():
-        # Magnitudes in [0.6, 1]: no weight rounds to code 0 even at 2 bits.
-        for layer in (model[0], model[4]):
-            magnitude = 0.6 + 0.4 * torch.rand_like(layer.weight)
-            layer.weight.copy_(magnitude * torch.sign(torch.randn_like(layer.weight)))
-    return model
 
 
 def _keep(model: nn.Module, positions: list[int]) -> None:
