@@ -8,7 +8,8 @@ one (and the few still running), and a new trial updates the front against its m
 
 A trial's params and values never change once it has finished, so what is recorded of a
 finished trial stays true; a trial still running is read again on every ask. The record is for
-one study and one search space (the enumerated parameters): either changing starts it afresh.
+one study and one search space (the enumerated parameters and their distributions): either
+changing starts it afresh.
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ class TrialHistory:
         identity = (
             id(study._storage),
             study._study_id,
-            tuple(sorted(space)),
+            # the distributions too: the model's features of a point depend on the choices
+            tuple(sorted(space.items())),
             tuple(study.directions),
             canonical,
         )

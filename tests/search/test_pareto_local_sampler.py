@@ -606,3 +606,24 @@ def test_suggestions_are_those_of_a_sampler_that_reads_the_study_afresh() -> Non
             assert params == expected
             assert sampler._pending[trial.number] == twin_pending[trial.number]
         study.tell(trial, list(_values(params)))
+
+
+def test_history_starts_afresh_when_the_space_changes() -> None:
+    """The model's features of a point depend on the distributions, not only on the names: a
+    history read under other choices for the same parameter starts over."""
+    from nascomp.search.samplers.history import TrialHistory
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    narrow = {"a": CategoricalDistribution((0, 1))}
+    for a in (0, 1):
+        study.add_trial(
+            optuna.trial.create_trial(params={"a": a}, distributions=narrow, values=[a, a])
+        )
+    history = TrialHistory()
+    history.update(study, narrow)
+    model = RidgeModel(narrow)
+    assert history.rows("blocks", np.arange(2), model.blocks)[0].shape == (2, 2)
+    wide = {"a": CategoricalDistribution((0, 1, 2))}
+    history.update(study, wide)
+    model = RidgeModel(wide)
+    assert history.rows("blocks", np.arange(2), model.blocks)[0].shape == (2, 3)
