@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from nascomp.search.experiment import Experiment, load_experiment
+
 # A search small enough for a test: digits, 4 trials, 2 epochs per phase, a tiny teacher.
 TINY = [
     "search.trials=4",
@@ -60,6 +62,19 @@ def tiny_args(workdir: Path, *extra: str) -> list[str]:
         f"storage={workdir / 'results'}",
         *extra,
     ]
+
+
+def tiny_experiment(workdir: Path, *overrides: str) -> Experiment:
+    """The tiny search logging into ``workdir``, for ``run_search`` in this process."""
+    return load_experiment(
+        None,
+        [
+            *TINY,
+            *overrides,
+            f"tracking.uri=sqlite:///{workdir / 'mlflow.db'}",
+            f"storage={workdir / 'results'}",
+        ],
+    )
 
 
 def nascomp(

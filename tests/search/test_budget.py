@@ -16,7 +16,7 @@ from nascomp.search.errors import ConfigError
 from nascomp.search.experiment import BudgetConfig, SearchConfig, load_experiment
 from nascomp.search.resume import MANIFEST, budget_spent, write_manifest
 from nascomp.search.tune.budget import BudgetClock
-from tests.search.conftest import TINY, nascomp, tiny_args
+from tests.search.conftest import nascomp, tiny_args, tiny_experiment
 from tests.search.faults import (
     background_search,
     kill_session,
@@ -111,16 +111,7 @@ BUDGET_S = 8.0
 
 
 def test_tiny_search_ends_by_its_budget(workdir: Path) -> None:
-    experiment = load_experiment(
-        None,
-        [
-            *TINY,
-            "search.trials=1000",
-            f"search.budget.wall_s={BUDGET_S}",
-            f"tracking.uri=sqlite:///{workdir / 'mlflow.db'}",
-            f"storage={workdir / 'results'}",
-        ],
-    )
+    experiment = tiny_experiment(workdir, "search.trials=1000", f"search.budget.wall_s={BUDGET_S}")
     lines: list[str] = []
     summary = run_search(experiment, echo=lines.append)
 

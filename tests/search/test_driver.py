@@ -10,24 +10,18 @@ from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
 from nascomp.search.driver import run_search
-from nascomp.search.experiment import load_experiment
-from tests.search.conftest import TINY
+from tests.search.conftest import tiny_experiment
 
 pytestmark = pytest.mark.e2e
 
 
 def test_search_stays_multi_objective_and_counts_infeasible(workdir: Path) -> None:
     # 4 and 5 stages cannot fit an 8x8 digit (8 -> 4 -> 2 -> 1 is the end): infeasible points.
-    experiment = load_experiment(
-        None,
-        [
-            *TINY,
-            "search.trials=6",
-            "space.arch.n_stages=[1, 4, 5]",
-            "space.distill.enabled=false",
-            f"tracking.uri=sqlite:///{workdir / 'mlflow.db'}",
-            f"storage={workdir / 'results'}",
-        ],
+    experiment = tiny_experiment(
+        workdir,
+        "search.trials=6",
+        "space.arch.n_stages=[1, 4, 5]",
+        "space.distill.enabled=false",
     )
     summary = run_search(experiment, echo=lambda line: None)
 

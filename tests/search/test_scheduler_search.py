@@ -10,30 +10,24 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from nascomp.search.driver import run_search
-from nascomp.search.experiment import load_experiment
-from tests.search.conftest import TINY
+from tests.search.conftest import tiny_experiment
 
 pytestmark = pytest.mark.e2e
 EPOCHS = 4
 
 
 def test_mo_asha_prunes_and_front_is_fully_trained(workdir: Path) -> None:
-    experiment = load_experiment(
-        None,
-        [
-            *TINY,
-            "search.trials=8",
-            f"train.epochs={EPOCHS}",
-            # Training only, so every trial's full length is EPOCHS and rungs (1, 2) compare
-            # trials in the same phase.
-            "space.prune.method=none",
-            "space.quant.bits=32",
-            "space.distill.enabled=false",
-            "objectives={val_accuracy: max, size_bytes: min}",
-            "search.scheduler=mo_asha",
-            f"tracking.uri=sqlite:///{workdir / 'mlflow.db'}",
-            f"storage={workdir / 'results'}",
-        ],
+    experiment = tiny_experiment(
+        workdir,
+        "search.trials=8",
+        f"train.epochs={EPOCHS}",
+        # Training only, so every trial's full length is EPOCHS and rungs (1, 2) compare
+        # trials in the same phase.
+        "space.prune.method=none",
+        "space.quant.bits=32",
+        "space.distill.enabled=false",
+        "objectives={val_accuracy: max, size_bytes: min}",
+        "search.scheduler=mo_asha",
     )
     summary = run_search(experiment, echo=lambda line: None)
 

@@ -23,17 +23,9 @@ from nascomp.spaces.models import build_model
 from nascomp.trainers.config import TrialConfig, describe_trial, planned_epochs
 from nascomp.trainers.loop import predict_logits
 from nascomp.trainers.trial import TrialOutcome, run_trial
-from tests.trainers.configs import SMALL_CNN
+from tests.trainers.configs import SMALL_CNN, fast
 
-FAST = [
-    "train.epochs=2",
-    "train.prune_epochs=1",
-    "train.qat_epochs=1",
-    "measure.n_warmup=1",
-    "measure.n_repeat=2",
-    "measure.latency_batch_size=8",
-    "space.distill.enabled=false",
-]
+FAST = fast(epochs=2)
 PRUNED = {
     "prune.method": "unstructured",
     "prune.ratio": 0.5,
