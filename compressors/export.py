@@ -63,6 +63,7 @@ from nascomp.compressors.size import (
     entropy_stream,
     index_bits_per_entry,
     is_layered,
+    layer_name,
     position_code,
     rice_gaps,
     stored_mask,
@@ -395,9 +396,7 @@ def _prepare_layered_skeleton(skeleton: nn.Module, widths: list[int], act_bits: 
                 f"model_skeleton is prepared at widths {weight_widths(skeleton)}, file has {widths}"
             )
         return
-    by_layer = {
-        entry.name.rpartition(".")[0]: bits for entry, bits in zip(weights, widths, strict=True)
-    }
+    by_layer = {layer_name(entry): bits for entry, bits in zip(weights, widths, strict=True)}
     prepare_qat(skeleton, QuantConfig(bits=32, act_bits=act_bits), by_layer)
 
 
@@ -412,15 +411,14 @@ def _read_header(
             f"{path} is not a nascomp compressed file (versions {FORMAT_VERSION}, "
             f"{LAYERED_VERSION})"
         )
+    n_weights = sum(entry.is_weight for entry in stored_tensors(skeleton))
     if version == FORMAT_VERSION:
         _prepare_skeleton(skeleton, third, act_bits)
-        n_weights = sum(entry.is_weight for entry in stored_tensors(skeleton))
         widths, coding, dense = [third] * n_weights, "packed", third
     else:
         if third >= len(CODINGS):
             raise ValueError(f"unknown coding {third} in compressed file")
         coding = CODINGS[third]
-        n_weights = sum(entry.is_weight for entry in stored_tensors(skeleton))
         widths = list(reader.take(n_weights))
         if any(bits not in VALID_BITS for bits in widths):
             raise ValueError(f"compressed file holds weight widths {widths} outside {VALID_BITS}")

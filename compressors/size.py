@@ -154,13 +154,14 @@ def weight_widths(model: nn.Module, weight_bits: int | None = None) -> list[int]
         raise ValueError(f"weight_bits must be one of {VALID_BITS} or None, got {weight_bits!r}")
     by_layer = weight_bits_by_layer(model)
     return [
-        weight_bits if weight_bits is not None else by_layer.get(_layer_name(entry), 32)
+        weight_bits if weight_bits is not None else by_layer.get(layer_name(entry), 32)
         for entry in stored_tensors(model)
         if entry.is_weight
     ]
 
 
-def _layer_name(entry: StoredTensor) -> str:
+def layer_name(entry: StoredTensor) -> str:
+    """The module a stored tensor belongs to (``stages.0.conv1`` of ``stages.0.conv1.weight``)."""
     return entry.name.rpartition(".")[0]
 
 

@@ -13,7 +13,7 @@ from nascomp.compressors.onnx_export import OnnxModule
 from nascomp.search.export import export_model
 from nascomp.search.tracking.store import Tracker, TrialRecord
 from nascomp.trainers.config import TrialConfig
-from nascomp.trainers.loop import predict_logits
+from nascomp.trainers.loop import top1_agreement
 from nascomp.trainers.split import Split
 from nascomp.trainers.teacher import TeacherJob, load_or_train_teacher
 from nascomp.trainers.trial import TrialOutcome, run_trial
@@ -95,7 +95,5 @@ def reproduce(
 def onnx_agreement(model: nn.Module, onnx_file: Path, split: Split) -> float:
     """Top-1 agreement of an ONNX file (run in ONNX Runtime on the CPU) with ``model`` on
     ``split``."""
-    expected = predict_logits(model, split).argmax(dim=1).cpu()
     shipped = OnnxModule(onnx_file.read_bytes(), threads=torch.get_num_threads())
-    predicted = predict_logits(shipped, split, device="cpu").argmax(dim=1)
-    return (predicted == expected).float().mean().item()
+    return top1_agreement(model, shipped, split)

@@ -163,6 +163,14 @@ def predict_logits(
     return out
 
 
+def top1_agreement(model: nn.Module, deployed: nn.Module, split: Split) -> float:
+    """The share of ``split`` where ``deployed`` (run on the CPU: int8 and ONNX forms) predicts
+    the class ``model`` predicts."""
+    expected = predict_logits(model, split).argmax(dim=1).cpu()
+    predicted = predict_logits(deployed, split, device="cpu").argmax(dim=1)
+    return (predicted == expected).float().mean().item()
+
+
 def accuracy(
     model: nn.Module, x: Tensor | Split, y: Tensor | None = None, batch_size: int = EVAL_BATCH_SIZE
 ) -> float:

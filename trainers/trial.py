@@ -76,7 +76,7 @@ from nascomp.trainers.loop import (
     FeatureHint,
     accuracy,
     make_optimizer,
-    predict_logits,
+    top1_agreement,
     train_epoch,
 )
 from nascomp.trainers.seeding import seed_everything
@@ -490,6 +490,4 @@ class _Trial:
     def _agreement(self, deployed: nn.Module) -> float:
         """Top-1 agreement of the deployed form with the evaluated model (validation split):
         the evidence that its latency belongs to the accuracy reported next to it."""
-        expected = predict_logits(self.model, self.val).argmax(dim=1).cpu()
-        predicted = predict_logits(deployed, self.val, device="cpu").argmax(dim=1)
-        return (predicted == expected).float().mean().item()
+        return top1_agreement(self.model, deployed, self.val)
