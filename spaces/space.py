@@ -141,7 +141,12 @@ class QuantSpace(SpecSection):
 
     def _budget_params(self) -> list[Param]:
         widths = self._widths()
-        budget = to_param("quant.budget", self.budget)
+        spec = self.budget
+        if "budget" not in self.model_fields_set and widths[0] > 2:
+            # The default budget, 2 to 8 bits, starts at the narrowest width in bits instead:
+            # with bits [4, 8, 32], mixed: budget alone would otherwise be an error.
+            spec = {**spec, "low": float(widths[0])} if widths[0] < 8 else float(widths[0])
+        budget = to_param("quant.budget", spec)
         low = budget.low if budget.kind != "fixed" and budget.low is not None else None
         lowest = min(float(v) for v in budget.possible_values() or (low,))
         if lowest < widths[0]:

@@ -82,6 +82,12 @@ def test_budget_is_one_searched_number() -> None:
     assert "quant.bits" not in params
     fixed = _quant_params(_space({"mixed": "budget", "bits": [4, 8], "budget": [4, 6]}))
     assert fixed["quant.budget"].choices == (4.0, 6.0)
+    # Without a budget given, the default range starts at the narrowest width: 4 to 8 bits
+    # for the default bits [4, 8, 32], one value when no width is under 8.
+    default = _quant_params(_space({"mixed": "budget"}))["quant.budget"]
+    assert (default.kind, default.low, default.high) == ("float", 4.0, 8.0)
+    wide = _quant_params(_space({"mixed": "budget", "bits": [8, 32]}))["quant.budget"]
+    assert wide.choices == (8.0,)
 
 
 @pytest.mark.parametrize(
