@@ -49,6 +49,7 @@ from nascomp.spaces.constraints import parse_constraints
 from nascomp.trainers.config import describe_trial
 from nascomp.trainers.settings import METRICS
 from nascomp.trainers.teacher import load_or_train_teacher
+from nascomp.trainers.trained import TRAINED_DIR
 
 
 @dataclass
@@ -176,7 +177,7 @@ class _SearchRun:
 
         from nascomp.search.tune.progress import ProgressLine
 
-        trainable = _trainable(self.experiment, teacher_state)
+        trainable = _trainable(self.experiment, teacher_state, self.folder)
         search = self.experiment.search
         done = 0
         if restore:
@@ -359,7 +360,7 @@ def _searcher(experiment: Experiment, constants: dict[str, Any]) -> NascompOptun
     )
 
 
-def _trainable(experiment: Experiment, teacher_state: dict | None) -> Any:
+def _trainable(experiment: Experiment, teacher_state: dict | None, folder: Path) -> Any:
     from ray import tune
 
     from nascomp.search.tune.trainable import lookup_trial_fn, trial_fn
@@ -372,8 +373,13 @@ def _trainable(experiment: Experiment, teacher_state: dict | None) -> Any:
         return tune.with_resources(lookup_trial_fn, resources)
     # mo_asha decides at every epoch, so it must hear of every epoch when it ends.
     every_s = 0.0 if experiment.search.scheduler != "none" else experiment.search.checkpoint_every_s
+    # Trained students kept for trials that only compress them otherwise (trainers.trained).
+    trained = str(folder / TRAINED_DIR) if experiment.search.reuse_training else None
     return tune.with_resources(
-        tune.with_parameters(trial_fn, teacher_state=teacher_state, every_s=every_s), resources
+        tune.with_parameters(
+            trial_fn, teacher_state=teacher_state, every_s=every_s, trained_dir=trained
+        ),
+        resources,
     )
 
 

@@ -107,6 +107,12 @@ class SearchConfig(Section):
         ge=0,
         description="times a trial whose worker died is restarted from its last checkpoint",
     )
+    reuse_training: bool = Field(
+        True,
+        description="a trial whose architecture, training, distillation and seed equal an "
+        "earlier trial's starts pruning from that trial's trained state: the same results "
+        "(exact on CPU), without training again",
+    )
     checkpoint_every_s: float = Field(
         10.0,
         ge=0.0,

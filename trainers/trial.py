@@ -82,6 +82,7 @@ from nascomp.trainers.loop import (
 from nascomp.trainers.seeding import seed_everything
 from nascomp.trainers.stream import Data, for_trial
 from nascomp.trainers.teacher import TeacherJob, build_teacher, teacher_logits
+from nascomp.trainers.trained import TrainedStore
 
 Report = Callable[[dict[str, Any]], None]
 # Called after each epoch with the epoch's metrics and the state to resume from.
@@ -119,12 +120,15 @@ def run_trial(
     report: Report | None = None,
     checkpoint: Checkpoint | None = None,
     resume: dict[str, Any] | None = None,
+    trained: TrainedStore | None = None,
 ) -> TrialOutcome:
     """Train, prune, quantize, evaluate and measure one student described by ``config``.
 
     ``report(metrics)`` is called once per epoch; with ``checkpoint``, ``checkpoint(metrics,
     state)`` is called instead. ``resume``: a state from such a call (of the same config), to
-    continue from the epoch after it.
+    continue from the epoch after it. ``trained``: a store of train-phase end states
+    (``trainers.trained``): the trial starts from one when an earlier trial trained the same
+    phase (its epochs are reported again, as they were), and leaves its own there otherwise.
     """
     cfg = config if isinstance(config, TrialConfig) else TrialConfig.from_flat(dict(config))
     torch.set_num_threads(cfg.threads)
@@ -139,8 +143,11 @@ def run_trial(
     if resume is not None:
         check_resumable(resume, cfg)
     trial = _Trial(cfg, data, model, teacher_state, report or (lambda _: None), checkpoint)
+    trial.store = trained
     if resume is not None:
         trial.restore(resume)
+    elif trained is not None:
+        trial.start_trained(trained)
     return trial.run()
 
 
@@ -198,6 +205,11 @@ class _Trial:
         self.resumed_optimizer: dict[str, Any] | None = None
         self.seconds_before = 0.0  # training time spent before the resumed checkpoint
         self.started = time.perf_counter()
+        # Train-phase reuse (trainers.trained): the store, this run's train-epoch metrics
+        # (kept when the phase ends), and the key of the state it started from, if any.
+        self.store: TrainedStore | None = None
+        self.train_metrics: list[dict[str, Any]] = []
+        self.trained_from: str | None = None
 
     def _distillation(self, teacher_state: dict[str, Tensor] | None) -> Distillation | None:
         if not self.cfg.distill.enabled:
@@ -246,6 +258,10 @@ class _Trial:
         metrics = {"train_seconds": self._train_seconds()}
         metrics.update(self._evaluate())
         info: dict[str, str] = {}
+        if self.store is not None:
+            metrics["reused_epochs"] = float(self.schedule.n_train if self.trained_from else 0)
+        if self.trained_from is not None:
+            info["trained_from"] = self.trained_from
         if self.cfg.quant.mixed != "none":
             # The widths the trial chose, logged with the run; reproduce chooses them again.
             info["layer_bits"] = json.dumps(weight_bits_by_layer(self.model), sort_keys=True)
@@ -350,10 +366,42 @@ class _Trial:
             "nonzero_params": count_nonzero_params(self.model),
             "size_bytes": model_size_bytes(self.model, coding=self.cfg.measure.coding),
         }
+        if phase == "train":
+            self.train_metrics.append(metrics)
+        # The phase's end state, for the trials that compress the same trained model otherwise
+        # (a trial resumed mid-phase lacks the earlier epochs' metrics: it keeps nothing).
+        keep = (
+            self.store is not None
+            and phase == "train"
+            and self.epoch == self.schedule.n_train
+            and len(self.train_metrics) == self.epoch
+        )
+        state = self._state(phase, optimizer) if keep or self.checkpoint is not None else None
+        if keep:
+            assert self.store is not None and state is not None
+            self.store.save(self.cfg, state, self.train_metrics)
         if self.checkpoint is None:
             self.report(metrics)
         else:
-            self.checkpoint(metrics, self._state(phase, optimizer))
+            assert state is not None
+            self.checkpoint(metrics, state)
+
+    def start_trained(self, store: TrainedStore) -> None:
+        """Start from the store's end state of this trial's train phase when it holds one:
+        the state is restored as a resume would restore it, and the phase's epochs are
+        reported again (with that state, now this trial's, to checkpoint)."""
+        found = store.load(self.cfg)
+        if found is None:
+            return
+        state = {**found.state, "fingerprint": config_fingerprint(self.cfg), "train_seconds": 0.0}
+        self.restore(state)
+        self.resumed_optimizer = None  # the next phase makes its own optimizer
+        self.trained_from = found.key
+        for metrics in found.epochs:
+            if self.checkpoint is None:
+                self.report(dict(metrics))
+            else:
+                self.checkpoint(dict(metrics), state)
 
     def _train_seconds(self) -> float:
         return self.seconds_before + time.perf_counter() - self.started

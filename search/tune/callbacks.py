@@ -37,7 +37,8 @@ from nascomp.trainers.config import describe_trial
 from nascomp.trainers.settings import METRICS
 
 # Ray adds bookkeeping keys (time_this_iter_s, pid, ...) to each result; log ours only.
-_LOGGED = {*METRICS, "loss", "train_accuracy", "epochs"}
+# reused_epochs: the train-phase epochs a trial took from an earlier one (trainers.trained).
+_LOGGED = {*METRICS, "loss", "train_accuracy", "epochs", "reused_epochs"}
 
 
 class MlflowTrialCallback(Callback):

@@ -39,6 +39,7 @@ from nascomp.trainers.checkpoint import load_state, save_state
 from nascomp.trainers.config import TrialConfig
 from nascomp.trainers.data import DataNotFoundError, check_data_root
 from nascomp.trainers.nb201_lookup import run_lookup_trial
+from nascomp.trainers.trained import TrainedStore
 from nascomp.trainers.trial import TrialOutcome, run_trial
 
 STATE_FILE = "trial_state.pt"  # an epoch checkpoint: the trial's state after that epoch
@@ -57,20 +58,36 @@ TRIAL_FAILURES: tuple[type[BaseException], ...] = (
 
 
 def trial_fn(
-    config: dict[str, Any], teacher_state: dict | None = None, every_s: float = 0.0
+    config: dict[str, Any],
+    teacher_state: dict | None = None,
+    every_s: float = 0.0,
+    trained_dir: str | None = None,
 ) -> None:
     """``trial: train``: run_trial, checkpointing after an epoch at most every ``every_s``
-    seconds (0: every epoch), then the final metrics."""
+    seconds (0: every epoch), then the final metrics. ``trained_dir``: the search's store of
+    trained students (``trainers.trained``), used where the search's folder is on this node."""
     resume, final = _restored()
     if final is not None:
         tune.report(final, checkpoint=tune.get_checkpoint())
         return
     epochs = EpochReports(every_s)
+    store = trained_store(trained_dir)
     outcome = guarded(
-        lambda: run_trial(config, teacher_state=teacher_state, checkpoint=epochs, resume=resume),
+        lambda: run_trial(
+            config, teacher_state=teacher_state, checkpoint=epochs, resume=resume, trained=store
+        ),
         config,
     )
     _report_final(config, outcome, epochs.take_held())
+
+
+def trained_store(folder: str | None) -> TrainedStore | None:
+    """The store in ``folder``, or None when there is none or the search's result folder
+    that holds it is not on this node (a worker of a cluster without shared storage: its
+    trials train, and nothing is written outside the search's folder)."""
+    if folder is None or not Path(folder).parent.is_dir():
+        return None
+    return TrainedStore(folder)
 
 
 class EpochReports:
