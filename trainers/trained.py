@@ -88,4 +88,7 @@ class TrainedStore:
         could read. Replacing an entry is safe: two trials that trained the same phase at
         once hold the same values, and a damaged entry gets mended."""
         path = self.path(trained_key(config))
-        save_state(path, {**state, EPOCHS_KEY: [dict(epoch) for epoch in epochs]})
+        # The train phase's optimizer is never read again (each later phase makes its own),
+        # so it is not kept: an entry is about the model's fp32 size, not three times it.
+        entry = {**state, "optimizer": {}, EPOCHS_KEY: [dict(epoch) for epoch in epochs]}
+        save_state(path, entry)
