@@ -1,0 +1,379 @@
+"""What does a good front cost? Hypervolume reached against CPU-seconds spent, on real training.
+
+    python bench/search_cost.py                          # 5 seeds, 240 CPU-s per search
+    python bench/search_cost.py --seeds 3 --budget 120   # a smaller run
+    python bench/search_cost.py --strategies pls pls+reuse --plot cost.png
+    python bench/search_cost.py --quick                  # 1 seed, 30 CPU-s: a smoke run
+
+Every search trains real trials: the MNIST example's space (examples/mnist.yaml: a CNN's
+stages, blocks, width, kernel and block type; pruning method and ratio; bit-width;
+distillation on or off, its temperature and weight) on a subset of MNIST from
+``--data-root``, one CPU thread per trial, the example's epochs (4 training, 2 pruning, 1 QAT).
+The objectives are val_accuracy (max) and size_bytes (min); latency is left out because two
+searches run side by side here and a timing taken next to another search is noise.
+
+Strategies, each a setting of the experiment file:
+
+- ``random``: random sampling;
+- ``pls``: Pareto local search, full fidelity: every trial trains from scratch to the end.
+  Its final hypervolume is the target;
+- ``pls+mo_asha``: ``search.scheduler: mo_asha`` stops trials at rungs (epochs 1 and 2) by
+  non-dominated sorting;
+- ``pls+reuse``: ``search.reuse_training: true``: a trial whose train phase equals an earlier
+  trial's (same architecture, distillation, seed) starts from that trained student
+  (``trainers.trained``; the result is bit-identical to training again);
+- ``pls+reuse+mo_asha``: both.
+
+Each search runs trials one after another until it has spent ``--budget`` CPU-seconds of
+this process (``time.process_time``: training, measuring, the sampler's own asks), the way
+``search.budget.cpu_hours`` ends a search after the trial that crosses it. What it measures
+is what ``nascomp search`` does, with Ray left out as in bench/search_efficiency.py: the same
+space (``DefineByRun``), samplers (``make_sampler``), trial function (``run_trial``), rung
+rule (``MultiObjectiveAsha.decide`` with the predicted final sizes) and store. The teacher is
+trained once before the searches and shared (as a search's cache shares it), so no
+strategy pays for it.
+
+Hypervolume: the reference front is the non-dominated set of every trial of every search of
+the run; objectives are normalised to its ideal (0) and nadir (1), reference point 1.1. The
+table gives each strategy's hypervolume as a fraction of the reference front's at fixed
+fractions of the budget (mean ± standard deviation over seeds), and the CPU-seconds at which
+its mean curve first reaches full-fidelity ``pls``'s final mean. Early-stopped trials are
+never on any front.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+import time
+import warnings
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import DEFAULT_DATA_ROOT, ROOT, load_average, machine
+
+EXAMPLE = ROOT / "examples" / "mnist.yaml"
+STRATEGIES = ("random", "pls", "pls+mo_asha", "pls+reuse", "pls+reuse+mo_asha")
+FRACTIONS = (0.25, 0.5, 0.75, 1.0)
+OBJECTIVES = {"val_accuracy": "max", "size_bytes": "min"}
+
+
+@dataclass(frozen=True)
+class Job:
+    strategy: str
+    seed: int
+    budget_s: float
+    data_root: str
+    train_samples: int
+    image_size: int
+    cache: str
+
+
+@dataclass
+class Run:
+    """One search: per finished trial, the CPU-seconds spent when it ended and its
+    objectives (None for a trial that was stopped early or failed)."""
+
+    strategy: str
+    seed: int
+    spent: list[float]
+    values: list[tuple[float, float] | None]
+    n_stopped: int
+    n_reused: int
+
+
+def experiment_for(job: Job) -> Any:
+    from nascomp.search.experiment import load_experiment
+
+    sampler = "random" if job.strategy == "random" else "pls"
+    overrides = [
+        f"data.root={job.data_root}",
+        f"data.max_train_samples={job.train_samples}",
+        f"data.image_size={job.image_size}",
+        # 1,200 validation images: evaluating 6,000 after every epoch cost more than training.
+        "data.val_fraction=0.02",
+        "objectives={val_accuracy: max, size_bytes: min}",
+        f"search.sampler={sampler}",
+        f"search.seed={job.seed}",
+        f"search.scheduler={'mo_asha' if 'mo_asha' in job.strategy else 'none'}",
+        f"search.reuse_training={'true' if 'reuse' in job.strategy else 'false'}",
+        "search.concurrent=1",
+        "measure.n_warmup=1",
+        "measure.n_repeat=3",
+        "measure.latency_batch_size=8",
+    ]
+    return load_experiment(EXAMPLE, overrides)
+
+
+class _Stop(Exception):
+    """Raised from a trial's report when the rung rule stops it."""
+
+
+class RungJudge:
+    """A trial's ``report``: at each rung epoch, ``MultiObjectiveAsha.decide`` on its
+    val_accuracy and predicted final size, as the scheduler does in a search; raises
+    :class:`_Stop` when the trial is stopped. Does nothing without a scheduler."""
+
+    def __init__(self, scheduler: Any, trial_id: str, config: dict[str, Any]) -> None:
+        self.scheduler, self.trial_id, self.config = scheduler, trial_id, config
+        self.size: float | None = None
+
+    def __call__(self, metrics: dict[str, Any]) -> None:
+        from ray.tune.schedulers import TrialScheduler
+
+        from nascomp.trainers.predicted import predict_costs
+
+        if self.scheduler is None or metrics["epoch"] not in self.scheduler.recorded:
+            return
+        if self.size is None:
+            self.size = float(predict_costs(self.config)["size_bytes"])
+        values = {"val_accuracy": metrics["val_accuracy"], "size_bytes": self.size}
+        if self.scheduler.decide(self.trial_id, int(metrics["epoch"]), values) == (
+            TrialScheduler.STOP
+        ):
+            raise _Stop
+
+
+def run_search(job: Job) -> Run:
+    """One search, in this process, until ``job.budget_s`` CPU-seconds are spent."""
+    _quiet()
+    import optuna
+    from optuna.trial import TrialState
+
+    from nascomp.search.driver import trial_base
+    from nascomp.search.experiment import teacher_job
+    from nascomp.search.samplers import make_sampler
+    from nascomp.search.samplers.space import DefineByRun
+    from nascomp.search.tune.scheduler import MultiObjectiveAsha
+    from nascomp.trainers.predicted import predict_costs
+    from nascomp.trainers.teacher import load_or_train_teacher
+    from nascomp.trainers.trained import TrainedStore
+    from nascomp.trainers.trial import run_trial
+
+    os.environ["NASCOMP_CACHE"] = job.cache
+    experiment = experiment_for(job)
+    teacher = load_or_train_teacher(teacher_job(experiment))[0]  # cached by main()
+    space = DefineByRun(experiment.space.params(), trial_base(experiment))
+    sampler = make_sampler(experiment.search, features=experiment.space.features())
+    directions = ["maximize" if d == "max" else "minimize" for d in OBJECTIVES.values()]
+    study = optuna.create_study(directions=directions, sampler=sampler)
+    scheduler = None
+    if experiment.search.scheduler == "mo_asha":
+        rungs = experiment.search.rungs
+        scheduler = MultiObjectiveAsha(
+            OBJECTIVES,
+            max_epochs=experiment.train.epochs,
+            grace_period=rungs.grace_period,
+            reduction_factor=rungs.reduction_factor,
+            predict=predict_costs,
+        )
+    with tempfile.TemporaryDirectory(prefix="search-cost-") as folder:
+        store = TrainedStore(folder) if experiment.search.reuse_training else None
+        run = Run(job.strategy, job.seed, [], [], 0, 0)
+        started = time.process_time()
+        while time.process_time() - started < job.budget_s:
+            trial = study.ask()
+            config = space.config(trial)
+            judge = RungJudge(scheduler, str(trial.number), config)
+            try:
+                outcome = run_trial(
+                    config,
+                    teacher_state=teacher if config.get("distill.enabled") else None,
+                    report=judge,
+                    trained=store,
+                )
+            except _Stop:
+                study.tell(trial, state=TrialState.PRUNED)
+                run.n_stopped += 1
+                run.spent.append(time.process_time() - started)
+                run.values.append(None)
+                continue
+            if outcome.status != "ok":
+                study.tell(trial, state=TrialState.FAIL)
+                run.spent.append(time.process_time() - started)
+                run.values.append(None)
+                continue
+            values = tuple(float(outcome.metrics[name]) for name in OBJECTIVES)
+            study.tell(trial, values)
+            run.n_reused += int(outcome.metrics.get("reused_epochs", 0) > 0)
+            run.spent.append(time.process_time() - started)
+            run.values.append(values)  # type: ignore[arg-type]
+    return run
+
+
+def _quiet() -> None:
+    import optuna
+    import torch
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    logging.getLogger("optuna").setLevel(logging.WARNING)
+    warnings.simplefilter("ignore")
+    torch.set_num_threads(1)
+
+
+def minimised(values: list[tuple[float, float]]) -> np.ndarray:
+    from nascomp.search.front.pareto import to_minimise
+
+    return to_minimise(np.array(values, dtype=float), list(OBJECTIVES.values()))
+
+
+@dataclass(frozen=True)
+class Reference:
+    ideal: np.ndarray
+    nadir: np.ndarray
+    hypervolume: float
+
+
+def reference_front(runs: list[Run]) -> Reference:
+    from nascomp.search.front.hypervolume import NORMALISED_REF, hypervolume, normalise
+    from nascomp.search.front.pareto import non_dominated_mask
+
+    points = minimised([v for run in runs for v in run.values if v is not None])
+    front = points[non_dominated_mask(points)]
+    ideal, nadir = front.min(axis=0), front.max(axis=0)
+    ref = np.full(2, NORMALISED_REF)
+    return Reference(ideal, nadir, hypervolume(normalise(front, ideal, nadir), ref))
+
+
+def hv_at(run: Run, seconds: float, reference: Reference) -> float:
+    """Fraction of the reference hypervolume of the trials ``run`` finished by ``seconds``."""
+    from nascomp.search.front.hypervolume import NORMALISED_REF, hypervolume, normalise
+
+    done = [v for s, v in zip(run.spent, run.values, strict=True) if s <= seconds and v]
+    if not done:
+        return 0.0
+    unit = normalise(minimised(done), reference.ideal, reference.nadir)
+    # Points beyond the reference front's nadir add nothing (clipped at the reference point).
+    unit = np.minimum(unit, NORMALISED_REF)
+    return hypervolume(unit, np.full(2, NORMALISED_REF)) / reference.hypervolume
+
+
+def seconds_to_reach(grid: np.ndarray, curve: np.ndarray, target: float) -> float | None:
+    reached = np.flatnonzero(curve >= target - 1e-12)
+    return float(grid[reached[0]]) if reached.size else None
+
+
+def report(runs: list[Run], budget_s: float, plot: Path | None) -> None:
+    reference = reference_front(runs)
+    grid = np.linspace(0.0, budget_s, 241)[1:]
+    strategies = list(dict.fromkeys(run.strategy for run in runs))
+    curves = {
+        s: np.array([[hv_at(r, t, reference) for t in grid] for r in runs if r.strategy == s])
+        for s in strategies
+    }
+    means = {s: c.mean(axis=0) for s, c in curves.items()}
+    target = means["pls"][-1] if "pls" in means else None
+    pls_cost = seconds_to_reach(grid, means["pls"], target) if target is not None else None
+    header = [
+        "strategy",
+        *(f"HV @ {f:.0%}" for f in FRACTIONS),
+        "CPU-s to pls's final HV",
+        "of pls's",
+        "trials",
+        "stopped",
+        "reused",
+    ]
+    print("\n| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for strategy in strategies:
+        own = [r for r in runs if r.strategy == strategy]
+        cells = []
+        for fraction in FRACTIONS:
+            column = curves[strategy][:, round(fraction * len(grid)) - 1]
+            cells.append(f"{column.mean():.3f} ± {column.std():.3f}")
+        reach = seconds_to_reach(grid, means[strategy], target) if target is not None else None
+        cells.append(f"{reach:.0f}" if reach is not None else f"> {budget_s:.0f}")
+        cells.append(f"{reach / pls_cost:.0%}" if reach is not None and pls_cost else "-")
+        cells.append(f"{np.mean([len(r.values) for r in own]):.1f}")
+        cells.append(f"{np.mean([r.n_stopped for r in own]):.1f}")
+        cells.append(f"{np.mean([r.n_reused for r in own]):.1f}")
+        print(f"| {strategy} | " + " | ".join(cells) + " |")
+    seeds = sorted({r.seed for r in runs})
+    print(
+        f"\n{len(seeds)} seeds ({seeds[0]} to {seeds[-1]}), {budget_s:.0f} CPU-s per search; HV "
+        "as a fraction of the reference front's (the union of all runs), mean ± std over "
+        "seeds; trials, stopped and reused: means per search."
+    )
+    if target is not None:
+        print(f"pls's final mean HV {target:.3f}, first reached at {pls_cost:.0f} CPU-s.")
+    if plot is not None:
+        write_plot(plot, grid, means, curves)
+        print(f"plot: {plot}")
+
+
+def write_plot(path: Path, grid: np.ndarray, means: dict, curves: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for strategy, mean in means.items():
+        (line,) = axes.plot(grid, mean, label=strategy)
+        std = curves[strategy].std(axis=0)
+        axes.fill_between(grid, mean - std, mean + std, color=line.get_color(), alpha=0.12)
+    axes.set_xlabel("CPU-seconds spent")
+    axes.set_ylabel("hypervolume / reference front's")
+    axes.set_title("val_accuracy vs size_bytes on MNIST: cost of a front")
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument("--budget", type=float, default=240.0, help="CPU-seconds per search")
+    parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=STRATEGIES)
+    parser.add_argument("--train-samples", type=int, default=2000, help="MNIST training subset")
+    parser.add_argument("--image-size", type=int, default=16, help="MNIST resized to this")
+    parser.add_argument("--data-root", default=str(DEFAULT_DATA_ROOT))
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--plot", type=Path, default=Path("search_cost.png"))
+    parser.add_argument("--quick", action="store_true", help="1 seed, 30 CPU-s (a smoke run)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.seeds, args.budget = 1, 30.0
+    _quiet()
+    print(f"{machine()}; load average {load_average()} at the start")
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="search-cost-cache-") as cache:
+        jobs = [
+            Job(s, seed, args.budget, args.data_root, args.train_samples, args.image_size, cache)
+            for seed in range(args.first_seed, args.first_seed + args.seeds)
+            for s in args.strategies
+        ]
+        _train_teacher(jobs[0])
+        with ProcessPoolExecutor(max_workers=args.workers) as pool:
+            runs = list(pool.map(run_search, jobs))
+    report(runs, args.budget, args.plot)
+    print(
+        f"\ntotal {time.perf_counter() - started:.0f} s wall, load average {load_average()} at "
+        f"the end, {args.workers} searches at once"
+    )
+    return 0
+
+
+def _train_teacher(job: Job) -> None:
+    """Train the shared teacher once, before the searches (each then finds it cached)."""
+    os.environ["NASCOMP_CACHE"] = job.cache
+    from nascomp.search.experiment import teacher_job
+    from nascomp.trainers.teacher import load_or_train_teacher
+
+    load_or_train_teacher(teacher_job(experiment_for(job)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
