@@ -19,10 +19,13 @@ Strategies, each a setting of the experiment file:
   Its final hypervolume is the target;
 - ``pls+mo_asha``: ``search.scheduler: mo_asha`` stops trials at rungs (epochs 1 and 2) by
   non-dominated sorting;
-- ``pls+reuse``: ``search.reuse_training: true``: a trial whose train phase equals an earlier
-  trial's (same architecture, distillation, seed) starts from that trained student
-  (``trainers.trained``; the result is bit-identical to training again);
-- ``pls+reuse+mo_asha``: both.
+- ``pls+reuse``: ``search.reuse_training: true`` (the default): a trial whose train phase
+  equals an earlier trial's (same architecture, distillation, seed) starts from that trained
+  student (``trainers.trained``; the result is bit-identical to training again), and ``pls``
+  divides each move's predicted hypervolume gain by its compute (``ReusedMoveCost``: a move
+  that only changes pruning or bits costs the epochs after training);
+- ``pls+reuse-blind``: the reuse alone, every move weighed as a full trial;
+- ``pls+reuse+mo_asha``: reuse and the rungs.
 
 Each search runs trials one after another until it has spent ``--budget`` CPU-seconds of
 this process (``time.process_time``: training, measuring, the sampler's own asks), the way
@@ -62,7 +65,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import DEFAULT_DATA_ROOT, ROOT, load_average, machine
 
 EXAMPLE = ROOT / "examples" / "mnist.yaml"
-STRATEGIES = ("random", "pls", "pls+mo_asha", "pls+reuse", "pls+reuse+mo_asha")
+STRATEGIES = ("random", "pls", "pls+mo_asha", "pls+reuse", "pls+reuse-blind", "pls+reuse+mo_asha")
 FRACTIONS = (0.25, 0.5, 0.75, 1.0)
 OBJECTIVES = {"val_accuracy": "max", "size_bytes": "min"}
 
@@ -156,14 +159,19 @@ def run_search(job: Job) -> Run:
     from nascomp.search.tune.scheduler import MultiObjectiveAsha
     from nascomp.trainers.predicted import predict_costs
     from nascomp.trainers.teacher import load_or_train_teacher
-    from nascomp.trainers.trained import TrainedStore
+    from nascomp.trainers.trained import ReusedMoveCost, TrainedStore
     from nascomp.trainers.trial import run_trial
 
     os.environ["NASCOMP_CACHE"] = job.cache
     experiment = experiment_for(job)
     teacher = load_or_train_teacher(teacher_job(experiment))[0]  # cached by main()
     space = DefineByRun(experiment.space.params(), trial_base(experiment))
-    sampler = make_sampler(experiment.search, features=experiment.space.features())
+    weighed = experiment.search.reuse_training and not job.strategy.endswith("-blind")
+    sampler = make_sampler(
+        experiment.search,
+        features=experiment.space.features(),
+        move_cost=ReusedMoveCost.of(experiment.train) if weighed else None,
+    )
     directions = ["maximize" if d == "max" else "minimize" for d in OBJECTIVES.values()]
     study = optuna.create_study(directions=directions, sampler=sampler)
     scheduler = None

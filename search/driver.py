@@ -49,7 +49,7 @@ from nascomp.spaces.constraints import parse_constraints
 from nascomp.trainers.config import describe_trial
 from nascomp.trainers.settings import METRICS
 from nascomp.trainers.teacher import load_or_train_teacher
-from nascomp.trainers.trained import TRAINED_DIR
+from nascomp.trainers.trained import TRAINED_DIR, ReusedMoveCost
 
 
 @dataclass
@@ -355,9 +355,22 @@ def _searcher(experiment: Experiment, constants: dict[str, Any]) -> NascompOptun
         space=DefineByRun(experiment.space.params(), constants),
         metric=experiment.metric_names(),
         mode=experiment.modes(),
-        sampler=make_sampler(experiment.search, constraints_func, experiment.space.features()),
+        sampler=make_sampler(
+            experiment.search,
+            constraints_func,
+            experiment.space.features(),
+            move_cost=_move_cost(experiment),
+        ),
         constraints=constraints,
     )
+
+
+def _move_cost(experiment: Experiment) -> ReusedMoveCost | None:
+    """With trained students reused, a move that only changes the compression costs a share
+    of a trial: ``pls`` weighs its predicted gain by that (trainers.trained)."""
+    if experiment.trial != "train" or not experiment.search.reuse_training:
+        return None
+    return ReusedMoveCost.of(experiment.train)
 
 
 def _trainable(experiment: Experiment, teacher_state: dict | None, folder: Path) -> Any:

@@ -30,6 +30,7 @@ from typing import Any
 
 from nascomp.trainers.checkpoint import load_state, save_state
 from nascomp.trainers.config import TrialConfig, flatten
+from nascomp.trainers.settings import TrainConfig
 
 # Flat config keys the train phase never reads: the compressors' settings and the lengths
 # and learning rate of the phases after it. Every other key (including any added later) is
@@ -40,15 +41,39 @@ TRAINED_DIR = "trained"  # the store's folder inside a search's result folder
 EPOCHS_KEY = "trained_epochs"  # the phase's epoch metrics, kept next to the state
 
 
+def after_training(name: str) -> bool:
+    """Is flat config key ``name`` read only after the train phase?"""
+    return name.startswith(_AFTER_TRAINING) or name in _AFTER_TRAINING_EXACT
+
+
 def trained_key(config: TrialConfig) -> str:
     """Digest of everything the train phase depends on: equal keys, identical phases."""
     flat = flatten(config.model_dump(mode="json"))
-    kept = {
-        key: value
-        for key, value in flat.items()
-        if not key.startswith(_AFTER_TRAINING) and key not in _AFTER_TRAINING_EXACT
-    }
+    kept = {key: value for key, value in flat.items() if not after_training(key)}
     return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:20]
+
+
+@dataclass(frozen=True)
+class ReusedMoveCost:
+    """What a sampler's move from a finished trial (``parent``) to ``child`` costs, as a
+    fraction of a trial trained from scratch: ``share`` when the move changes only settings
+    read after training (the child then starts from the parent's trained student), else 1.
+
+    ``pls`` divides a candidate's predicted hypervolume gain by this, so it ranks moves by
+    gain per compute. A module-level class, so Tune can pickle the sampler that holds it."""
+
+    share: float
+
+    @classmethod
+    def of(cls, train: TrainConfig) -> ReusedMoveCost:
+        # Epochs a reused trial still runs (pruning, QAT, and about one epoch's worth of
+        # evaluation and measuring) over those a trial from scratch runs.
+        after = train.prune_epochs + train.qat_epochs + 1
+        return cls(after / (train.epochs + after))
+
+    def __call__(self, parent: dict[str, Any], child: dict[str, Any]) -> float:
+        changed = [name for name, value in child.items() if parent.get(name) != value]
+        return self.share if changed and all(after_training(n) for n in changed) else 1.0
 
 
 @dataclass(frozen=True)

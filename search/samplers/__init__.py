@@ -11,6 +11,8 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
+from typing import Any
 
 import optuna
 
@@ -24,9 +26,11 @@ def make_sampler(
     search: SearchConfig,
     constraints_func: Constraints | None = None,
     features: Features | None = None,
+    move_cost: Callable[[dict[str, Any], dict[str, Any]], float] | None = None,
 ) -> optuna.samplers.BaseSampler:
     """The sampler ``search.sampler`` names; ``constraints_func`` reaches those that use one,
-    ``features`` (``SpaceConfig.features()``) the one whose model takes them (``pls``)."""
+    ``features`` (``SpaceConfig.features()``) the one whose model takes them (``pls``), and
+    ``move_cost`` (a move's compute relative to a full trial) the one that weighs it (``pls``)."""
     seed = search.seed
     if search.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
@@ -42,6 +46,7 @@ def make_sampler(
                 n_startup_trials=10,
                 constraints_func=constraints_func,
                 features=features,
+                move_cost=move_cost,
             )
         if search.sampler == "tpe_local":
             # TPE finds the good regions in the first 30% of the budget, then local search

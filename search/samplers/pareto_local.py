@@ -147,6 +147,7 @@ class ParetoLocalSearchSampler(common.ParentSampler):
         constraints_func: Constraints | None = None,
         features: Features | None = None,
         exchanges: bool = True,
+        move_cost: Callable[[Params, Params], float] | None = None,
     ) -> None:
         if parent_order not in PARENT_ORDERS:
             raise ValueError(f"parent_order must be one of {PARENT_ORDERS}, not {parent_order!r}")
@@ -166,6 +167,9 @@ class ParetoLocalSearchSampler(common.ParentSampler):
         self._constraints_func = constraints_func
         self._features = features
         self._exchanges = exchanges
+        # (parent params, neighbour) -> its compute relative to a full trial; positive gains
+        # are divided by it, so the model ranks moves by gain per compute (None: all cost 1).
+        self._move_cost = move_cost
         self._search_space = IntersectionSearchSpace(include_pruned=True)
         # trial id -> the parent's params once sample_relative chose a neighbour for the trial
         self._parents: dict[int, Params] = {}
@@ -181,6 +185,7 @@ class ParetoLocalSearchSampler(common.ParentSampler):
         state.setdefault("_exchanges", False)
         state.setdefault("_balanced_start", False)
         state.setdefault("_design", {})
+        state.setdefault("_move_cost", None)
         state["_history"] = None
         self.__dict__.update(state)
 
@@ -380,6 +385,9 @@ class ParetoLocalSearchSampler(common.ParentSampler):
                 score = np.where(is_single, score, -np.inf)
             elif self._optimism > 0 and not np.any(score > 0):
                 score = _gains(front, mean - self._optimism * std, ref)
+            if self._move_cost is not None:
+                cost = np.array([self._move_cost(parent.params, child) for parent, child in pairs])
+                score = np.where(score > 0, score / cost, score)
             best = np.lexsort((self._rng.random(len(pairs)), -score))[0]
             parent, child = pairs[best]
             self._parents[trial.number] = parent.params
