@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -116,4 +117,7 @@ class TrainedStore:
         # The train phase's optimizer is never read again (each later phase makes its own),
         # so it is not kept: an entry is about the model's fp32 size, not three times it.
         entry = {**state, "optimizer": {}, EPOCHS_KEY: [dict(epoch) for epoch in epochs]}
-        save_state(path, entry)
+        try:
+            save_state(path, entry)
+        except OSError as exc:  # a full or read-only disk costs later trials a reuse, no more
+            print(f"nascomp: trained student not kept ({path}): {exc}", file=sys.stderr)

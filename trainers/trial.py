@@ -142,8 +142,9 @@ def run_trial(
         return TrialOutcome(status=STATUS_INFEASIBLE, reason=str(exc))
     if resume is not None:
         check_resumable(resume, cfg)
-    trial = _Trial(cfg, data, model, teacher_state, report or (lambda _: None), checkpoint)
-    trial.store = trained
+    trial = _Trial(
+        cfg, data, model, teacher_state, report or (lambda _: None), checkpoint, store=trained
+    )
     if resume is not None:
         trial.restore(resume)
     elif trained is not None:
@@ -187,6 +188,7 @@ class _Trial:
         teacher_state: dict[str, Tensor] | None,
         report: Report,
         checkpoint: Checkpoint | None = None,
+        store: TrainedStore | None = None,
     ) -> None:
         self.cfg, self.data, self.model, self.report = cfg, data, model, report
         self.checkpoint = checkpoint
@@ -207,7 +209,7 @@ class _Trial:
         self.started = time.perf_counter()
         # Train-phase reuse (trainers.trained): the store, this run's train-epoch metrics
         # (kept when the phase ends), and the key of the state it started from, if any.
-        self.store: TrainedStore | None = None
+        self.store = store
         self.train_metrics: list[dict[str, Any]] = []
         self.trained_from: str | None = None
 

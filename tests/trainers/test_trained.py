@@ -134,3 +134,13 @@ def test_an_unreadable_entry_trains_again(tmp_path: Path) -> None:
     assert outcome.metrics["reused_epochs"] == 0.0
     assert [r["epoch"] for r in reports] == [1, 2, 3]
     assert store.load(TrialConfig.from_flat(flat)) is not None  # mended
+
+
+def test_a_store_that_cannot_be_written_costs_only_the_reuse(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocked = tmp_path / "file"
+    blocked.write_text("a file where the store's folder should be")
+    outcome, _ = run(config(), TrainedStore(blocked / "trained"))
+    assert outcome.metrics["reused_epochs"] == 0.0
+    assert "trained student not kept" in capsys.readouterr().err
