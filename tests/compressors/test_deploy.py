@@ -162,7 +162,7 @@ def test_the_int8_form_survives_without_torch_ao() -> None:
             nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(288, 4)),
             QuantConfig(bits=8, act_bits=8),
         )
-        x = torch.randn(16, 1, 8, 8)
+        x = torch.randn(256, 1, 8, 8)  # 16 inputs made one near-tie flip worth 6% agreement
         model(x)
         deployed, form = deployable_form(
             model, bits=8, act_bits=8, example_inputs=x[:1], calibration_batches=[x]
@@ -176,4 +176,4 @@ def test_the_int8_form_survives_without_torch_ao() -> None:
     )
     form, agreement = result.stdout.split()[-3:-1], float(result.stdout.split()[-1])
     assert " ".join(form) == "onnxruntime int8-qdq"
-    assert agreement >= 0.9
+    assert agreement >= 0.95

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from nascomp.compressors.deploy import deployable_form
+from nascomp.compressors.deploy import deployable_form, has_vnni
 from nascomp.compressors.export import (
     layer_shapes,
     load_compressed,
@@ -25,6 +25,11 @@ from nascomp.trainers.trial import TrialOutcome, run_trial
 from tests.trainers.configs import SMALL_CNN, fast
 
 FAST = fast(epochs=3)
+# Top-1 agreement of torch's int8 form with the evaluated model: the 99% with VNNI.
+# Without it (AVX2 only) fbgemm would saturate 8-bit activations, so the form runs them at 7
+# bits (compressors.deploy._int8_qconfig) against ranges QAT learned at 8: measured 98.3% and
+# 98.6% on these two trials on an AVX2-only AMD EPYC.
+TORCH_INT8_AGREEMENT = 0.99 if has_vnni() else 0.975
 
 
 def config(**sampled: Any) -> dict[str, Any]:
@@ -83,7 +88,7 @@ def test_torch_runtime_times_torchs_own_int8_form() -> None:
     flat = pruned("structured", 0.5, **{"quant.bits": 8, "measure.runtime": "torch"})
     outcome = run_trial(flat)
     assert outcome.info["latency_form"] == "torch int8-x86"
-    assert float(outcome.info["deploy_agreement"]) >= 0.99
+    assert float(outcome.info["deploy_agreement"]) >= TORCH_INT8_AGREEMENT
     assert outcome.metrics["onnx_agreement"] >= 0.99  # the ONNX file is built all the same
 
 
@@ -102,7 +107,7 @@ def test_eight_bits_torch_int8_form_agrees(int8_trial: tuple[dict, TrialOutcome]
     assert form == "int8-x86"
     expected = predict_logits(outcome.model, data.test_x).argmax(dim=1)
     agreement = (predict_logits(int8, data.test_x).argmax(dim=1) == expected).float().mean()
-    assert agreement >= 0.99
+    assert agreement >= TORCH_INT8_AGREEMENT
     assert (expected == data.test_y).float().mean() > 0.85  # a real classifier
 
 
