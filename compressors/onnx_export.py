@@ -25,8 +25,8 @@ from __future__ import annotations
 import copy
 import tempfile
 import warnings
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -172,9 +172,14 @@ def quantize_int8(
     calibration_batches: Iterable[Any],
     out_path: str | Path,
     pad_channels: bool = True,
+    int8_layers: Sequence[tuple[str, bool]] | None = None,
 ) -> None:
     """An int8 QDQ model of the fp32 ONNX file (see the module's docstring). ``pad_channels``:
-    pad the stem's input channels for ONNX Runtime's fast kernel (:func:`pad_input_channels`)."""
+    pad the stem's input channels for ONNX Runtime's fast kernel (:func:`pad_input_channels`).
+    ``int8_layers`` (mixed precision): for each weight layer of the file in graph order
+    (:func:`weight_nodes`), its module kind (``conv`` or ``linear``) and whether it runs int8;
+    the others stay float, with a dequantize before them and a quantize after where they meet
+    int8 neighbours. ValueError when the file's layers do not match that list."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -191,8 +196,14 @@ def quantize_int8(
         # ORT's pre-processing folds the exporter's Identity nodes and infers shapes: without it
         # half the convolutions of a residual CNN stayed float (measured: 8 of 16 QLinearConv).
         prepared = Path(folder) / "prepared.onnx"
+        # Matched before pre-processing, which keeps node names but may reorder the nodes.
+        chosen = None if int8_layers is None else _chosen_nodes(Path(float_path), int8_layers)
         quant_pre_process(str(float_path), str(prepared), skip_symbolic_shape=True)
-        pads = pad_input_channels(prepared) if pad_channels else []
+        if chosen is not None:
+            kept = {name for name, _ in weight_nodes(prepared)}
+            if not kept.issuperset(chosen):
+                raise ValueError(f"pre-processing lost the layers {sorted(set(chosen) - kept)}")
+        pads = pad_input_channels(prepared, only=chosen) if pad_channels else []
         quantize_static(
             str(prepared),
             str(out_path),
@@ -205,6 +216,7 @@ def quantize_int8(
             # The channel padding stays float, before the input's QuantizeLinear (a quantized
             # Pad would add a dequantize-pad-quantize round trip on the input).
             nodes_to_exclude=pads,
+            nodes_to_quantize=chosen,
             # Logits stay float: quantizing the classifier's output to 8 bits flips near-ties
             # (measured on digits: 98.9% -> 99.2% top-1 agreement with the evaluated model).
             extra_options={
@@ -224,15 +236,81 @@ CONV_SYM_MIN_OUTPUT = 16
 CONV_SYM_OUTPUT_MULTIPLE = 8
 
 
-def pad_input_channels(path: str | Path) -> list[str]:
+# The ONNX ops a Conv2d / Linear module exports to.
+_LAYER_OPS = {"conv": ("Conv",), "linear": ("Gemm", "MatMul")}
+
+
+def weight_nodes(path: str | Path) -> list[tuple[str, str]]:
+    """The file's weight layers (Conv, Gemm, and MatMul with a constant operand) as (node name,
+    op type), in graph order. In an exporter's file that is the order the model's Conv2d and
+    Linear modules run in (:func:`layer_order`); ONNX Runtime's pre-processing may reorder
+    nodes. Unnamed nodes are named here, in place."""
+    import onnx
+
+    model = onnx.load(str(path))
+    constants = {t.name for t in model.graph.initializer}
+    layers, renamed = [], False
+    for position, node in enumerate(model.graph.node):
+        if node.op_type not in ("Conv", "Gemm", "MatMul"):
+            continue
+        if not any(name in constants for name in node.input[:2]):
+            continue  # a MatMul of two activations is not a weight layer
+        if not node.name:
+            node.name, renamed = f"weight_layer_{position}", True
+        layers.append((node.name, node.op_type))
+    if renamed:
+        onnx.save(model, str(path))
+    return layers
+
+
+def _chosen_nodes(path: Path, int8_layers: Sequence[tuple[str, bool]]) -> list[str]:
+    nodes = weight_nodes(path)
+    kinds = [kind for kind, _ in int8_layers]
+    if len(nodes) != len(kinds) or any(
+        op not in _LAYER_OPS[kind] for (_, op), kind in zip(nodes, kinds, strict=False)
+    ):
+        raise ValueError(
+            f"the ONNX file's weight layers ({', '.join(op for _, op in nodes)}) do not match "
+            f"the model's Conv2d / Linear calls ({', '.join(kinds)})"
+        )
+    return [name for (name, _), (_, int8) in zip(nodes, int8_layers, strict=True) if int8]
+
+
+def layer_order(model: nn.Module, example: Tensor) -> list[tuple[str, str]]:
+    """``model``'s Conv2d and Linear modules as (name, ``conv`` or ``linear``) in the order one
+    forward pass calls them. ValueError when one is called more than once (a shared layer has
+    one ONNX node per call, so positions would not match modules)."""
+    calls: list[tuple[str, str]] = []
+    hooks = []
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d | nn.Linear):
+            call = (name, "conv" if isinstance(module, nn.Conv2d) else "linear")
+            hooks.append(module.register_forward_pre_hook(lambda *_, c=call: calls.append(c)))
+    try:
+        with torch.no_grad():
+            model(example)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    names = [name for name, _ in calls]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"layers called more than once per forward pass: {repeated}")
+    return calls
+
+
+def pad_input_channels(path: str | Path, only: Sequence[str] | None = None) -> list[str]:
     """Zero-pad the input channels of every convolution that reads a graph input (an image
     model's stem: 3 colour or 1 grey channel) to a multiple of 4, in place: a float ``Pad`` on
     the input, zero weights for the new channels. The model computes the same function (the
-    quantized model bit for bit: the padded input quantizes to the zero point and meets zero
-    weights), and the stem's int8 convolution runs ONNX Runtime's fast kernel; measured on the
-    CIFAR-sized model at batch 64: stem 1.36 ms -> 0.87 ms plus 0.06 ms for the Pad. The other
-    weights, and the stem's per-channel scales and codes, are unchanged. Returns the names of the
-    Pad nodes added."""
+    quantized model bit for bit on CPUs with VNNI: the padded input quantizes to the zero point
+    and meets zero weights; on AVX2 alone ONNX Runtime's fast and generic int8 kernels saturate
+    their int16 pair sums differently, so logits differ slightly), and the stem's int8
+    convolution runs ONNX Runtime's fast kernel; measured on the CIFAR-sized model at batch 64:
+    stem 1.36 ms -> 0.87 ms plus 0.06 ms for the Pad. The other weights, and the stem's
+    per-channel scales and codes, are unchanged. Returns the names of the
+    Pad nodes added. ``only``: pad only these nodes (those quantized: a float convolution
+    would just compute more)."""
     import onnx
     from onnx import helper, numpy_helper
 
@@ -243,6 +321,8 @@ def pad_input_channels(path: str | Path) -> list[str]:
     added: list[str] = []
     for node in list(graph.node):
         if node.op_type != "Conv" or node.input[0] not in graph_inputs:
+            continue
+        if only is not None and node.name not in only:
             continue
         weight = initializers.get(node.input[1])
         group = next((a.i for a in node.attribute if a.name == "group"), 1)
@@ -307,9 +387,12 @@ class OnnxForm:
     """The ONNX file a trial ships, and its runnable session."""
 
     data: bytes
-    precision: str  # fp32, int8-qdq, or fp32-folded-<bits>bit
+    precision: str  # fp32, int8-qdq, int8-qdq mixed (...), or fp32-folded-<bits>bit
     exporter: str
     module: OnnxModule
+    # Mixed widths: the form each Conv2d / Linear runs in, by module name (int8, fp32, or
+    # fp32-folded-<bits>bit); empty for a model at one width.
+    layers: dict[str, str] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -324,20 +407,62 @@ def onnx_form(
     example_inputs: Tensor,
     calibration_batches: Iterable[Any],
     threads: int = 1,
+    layer_bits: Mapping[str, int] | None = None,
 ) -> OnnxForm:
     """The file that ships for a (QAT) model: int8 QDQ for 8-bit weights and activations, else
-    fp32 (weights at other widths folded in: no ONNX Runtime CPU kernel runs them)."""
+    fp32 (weights at other widths folded in: no ONNX Runtime CPU kernel runs them).
+
+    ``layer_bits`` (mixed precision: each Conv2d / Linear's weight width by module name, as
+    ``weight_bits_by_layer`` gives it; ``bits`` is then ignored): with 8-bit activations the
+    layers at 8 bits run int8 and the others float with their widths folded in (``int8-qdq
+    mixed``); with no layer at 8 bits, or a file whose layers cannot be matched to the modules
+    (a layer called twice), fp32, with the reason in the precision's name. ``layers`` says which
+    layer ran in which form."""
     with tempfile.TemporaryDirectory() as folder:
         float_path = Path(folder) / "model.onnx"
         exporter = export_onnx(model, example_inputs, float_path)
-        if bits == 8 and act_bits == 8:
+        layers: dict[str, str] = {}
+        if layer_bits and len(set(layer_bits.values())) > 1:
+            data, precision, layers = _mixed_form(
+                model, layer_bits, act_bits, example_inputs, calibration_batches, float_path
+            )
+        elif bits == 8 and act_bits == 8:
             int8_path = Path(folder) / "model.int8.onnx"
             quantize_int8(float_path, calibration_batches, int8_path)
             data, precision = int8_path.read_bytes(), FORM_INT8_QDQ
         else:
             data = float_path.read_bytes()
             precision = FORM_FP32 if bits == 32 else f"fp32-folded-{bits}bit"
-    return OnnxForm(data, precision, exporter, OnnxModule(data, threads))
+    return OnnxForm(data, precision, exporter, OnnxModule(data, threads), layers)
+
+
+def _mixed_form(
+    model: nn.Module,
+    layer_bits: Mapping[str, int],
+    act_bits: int,
+    example: Tensor,
+    calibration_batches: Iterable[Any],
+    float_path: Path,
+) -> tuple[bytes, str, dict[str, str]]:
+    """A mixed-width model's file, precision and per-layer forms (see :func:`onnx_form`)."""
+    layers = {
+        name: FORM_FP32 if width == 32 else f"fp32-folded-{width}bit"
+        for name, width in sorted(layer_bits.items())
+    }
+    if act_bits != 8 or 8 not in layer_bits.values():
+        return float_path.read_bytes(), FORM_FP32, layers
+    mixed_path = float_path.with_name("model.mixed.onnx")
+    try:
+        order = layer_order(_float_model(model), example[:1].cpu())
+        flags = [(kind, layer_bits.get(name) == 8) for name, kind in order]
+        quantize_int8(float_path, calibration_batches, mixed_path, int8_layers=flags)
+    except Exception as exc:  # a layer called twice, or a graph unlike the modules
+        reason = str(exc).splitlines()[0][:200]
+        return float_path.read_bytes(), f"{FORM_FP32} (no int8 layers: {reason})", layers
+    int8 = [name for (name, _), (_, is_int8) in zip(order, flags, strict=True) if is_int8]
+    layers.update(dict.fromkeys(int8, "int8"))
+    precision = f"{FORM_INT8_QDQ} mixed ({len(int8)} of {len(flags)} layers int8)"
+    return mixed_path.read_bytes(), precision, layers
 
 
 def check_model(data: bytes) -> None:

@@ -21,7 +21,8 @@ same predictions), with the coding ``measure.coding`` names (``entropy``: Deep C
 third stage). A mixed-precision trial (``quant.mixed``) chooses its per-layer widths when QAT
 starts and reports them in ``info["layer_bits"]``. Every trial also builds its ONNX file
 (``compressors.onnx_export``): int8 QDQ for 8-bit weights and activations, fp32 otherwise (other
-widths, and mixed widths, folded in); ``onnx_bytes``
+widths folded in); with mixed widths, its 8-bit layers int8 and the others float, each layer's
+form in ``info["latency_layers"]``; ``onnx_bytes``
 is its size and ``onnx_agreement`` its top-1 agreement with the evaluated model on the
 validation split. Latency is timed on the runtime ``measure.runtime`` names: by default ONNX
 Runtime running that very file on CPU trials, PyTorch on GPU trials (its deployable form,
@@ -478,6 +479,8 @@ class _Trial:
         if runtime == "onnxruntime" and self.onnx is not None:
             timed, info["latency_form"] = self.onnx.module, self.onnx.name
             timing["device"] = "cpu"  # the CPU package of ONNX Runtime
+            if self.onnx.layers:  # mixed widths: which layer ran int8, which float
+                info["latency_layers"] = json.dumps(self.onnx.layers, sort_keys=True)
         else:
             timed, form = self._deployable()
             info["latency_form"] = form if form.startswith("onnxruntime") else f"torch {form}"
@@ -510,6 +513,9 @@ class _Trial:
                 example_inputs=self.train.head(1),
                 calibration_batches=self._calibration(ONNX_CALIBRATION_BATCHES),
                 threads=self.cfg.threads,
+                layer_bits=(
+                    None if self.cfg.quant.mixed == "none" else weight_bits_by_layer(self.model)
+                ),
             )
         except Exception as exc:  # a model no exporter or quantizer takes
             info["onnx"] = f"no ONNX file: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
@@ -517,7 +523,8 @@ class _Trial:
 
     def _uniform_bits(self) -> int:
         """The one weight width of the model for its deployable forms; with mixed widths, 32:
-        those forms then run float weights (the widths folded in), as ``latency_form`` says."""
+        PyTorch's forms then run float weights (the widths folded in), as ``latency_form``
+        says; the ONNX file runs the 8-bit layers int8 (``onnx_form``'s ``layer_bits``)."""
         if self.cfg.quant.mixed == "none":
             return self.cfg.quant.bits
         widths = set(weight_bits_by_layer(self.model).values())

@@ -73,8 +73,17 @@ def test_groups_give_each_layer_its_groups_width(groups_trial) -> None:
     assert {bits for name, bits in widths.items() if name.startswith("stages.1")} == {2}
     assert widths["head.2"] == 32
     assert json.loads(outcome.info["layer_bits"]) == widths
-    # Mixed widths: the deployable forms run the folded float weights, and say so.
-    assert outcome.info["latency_form"] == "onnxruntime fp32"
+    # Mixed widths: the shipped file runs the 8-bit stem int8, the rest float, and says so.
+    assert (
+        outcome.info["latency_form"]
+        == f"onnxruntime int8-qdq mixed (1 of {len(widths)} layers int8)"
+    )
+    forms = json.loads(outcome.info["latency_layers"])
+    assert forms == {
+        name: {8: "int8", 32: "fp32"}.get(bits, f"fp32-folded-{bits}bit")
+        for name, bits in widths.items()
+    }
+    assert outcome.metrics["onnx_agreement"] >= 0.95
     assert planned_epochs(flat) == outcome.metrics["epochs"] == 4
     assert "| bits head=32 stage1=4 stage2=2 stem=8 |" in describe_trial(flat)
 
