@@ -79,7 +79,7 @@ def run_search(
     """Run the whole search (or continue one: ``resume`` is a result folder or ``latest``);
     return what MLflow holds of it, front included."""
     started = time.perf_counter()
-    check_user_code(experiment)  # before any run, folder or Ray process exists
+    experiment = check_user_code(experiment)  # before any run, folder or Ray process exists
     _fail_fast_http()
     tracker = Tracker(experiment.tracking.resolved_uri(), experiment.tracking.experiment)
     tracker.check_reachable()

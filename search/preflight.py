@@ -15,9 +15,11 @@ from typing import Any
 
 import torch
 
+from nascomp.compressors.allocation import quantizable_layers
 from nascomp.compressors.pruning import ignored_layers
 from nascomp.search.errors import ConfigError
 from nascomp.search.experiment import Experiment, trial_constants
+from nascomp.spaces.mixed import PER_LAYER
 from nascomp.spaces.models import InfeasibleArchitecture, build_model, model_family
 from nascomp.trainers.teacher import load_teacher_checkpoint
 
@@ -31,11 +33,16 @@ def brings_own_model(arch: dict[str, Any]) -> bool:
     return family is not None and family.build.__module__ not in _OWN_MODULES
 
 
-def check_user_code(experiment: Experiment) -> None:
+def check_user_code(experiment: Experiment) -> Experiment:
     """Load the data and build the student (one point of the space) and the teacher when the
-    user brought them; raise :class:`ConfigError` naming the field on the first problem."""
+    user brought them; raise :class:`ConfigError` naming the field on the first problem.
+
+    Returns the experiment the search runs: with ``space.quant.groups: layers``, its groups
+    resolved from the student's Conv2d / Linear layers (one group each, see
+    ``spaces.mixed.per_layer_groups``)."""
     if experiment.trial != "train":
-        return
+        return experiment
+    per_layer = experiment.space.quant.groups == PER_LAYER
     student = experiment.space.arch.first_arch()
     teacher = experiment.teacher.arch if experiment.space.distillation_possible() else None
     checked = [("space.arch", student)]
@@ -48,10 +55,10 @@ def check_user_code(experiment: Experiment) -> None:
         if brings_own_model(arch) or (field == "teacher.arch" and checkpoint)
     ]
     ignore = tuple(experiment.space.prune.ignore)
-    if ignore and not checked:
+    if (ignore or per_layer) and not checked:
         checked = [("space.arch", student)]  # the patterns are checked on the student
     if not checked and experiment.data.name not in ("custom", "torchvision"):
-        return
+        return experiment
     try:
         # The workers' thread count: the driver makes the same stream-or-memory decision.
         data = experiment.data.load(threads=trial_constants(experiment)["threads"])
@@ -73,8 +80,29 @@ def check_user_code(experiment: Experiment) -> None:
                     ignored_layers(model, ignore)
                 except ValueError as exc:
                     raise ConfigError(f"space.{exc}") from None
+            if field == "space.arch" and per_layer:
+                experiment = _with_layer_groups(experiment, list(quantizable_layers(model)))
+                per_layer = False
     finally:
         torch.random.set_rng_state(state)  # building drew weights: leave the driver as it was
+    if per_layer:
+        raise ConfigError(
+            "space.quant.groups: 'layers' takes its groups from the space's first architecture, "
+            f"which its builder declined ({student}); give groups of module-name globs instead"
+        )
+    return experiment
+
+
+def _with_layer_groups(experiment: Experiment, layers: list[str]) -> Experiment:
+    if not layers:
+        raise ConfigError("space.quant.groups: 'layers': the model has no Conv2d or Linear layer")
+    others = any(
+        param.possible_values() is None or len(param.possible_values() or ()) > 1
+        for param in experiment.space.arch.params()
+    )
+    quant = experiment.space.quant.with_layer_groups(layers, others)
+    space = experiment.space.model_copy(update={"quant": quant})
+    return experiment.model_copy(update={"space": space})
 
 
 def _check_checkpoint(model: torch.nn.Module, checkpoint: str) -> None:

@@ -4,7 +4,9 @@ A group is a name, module-name globs (``fnmatch``, matched against ``model.named
 names) and the condition under which the sampled architecture has it. The ``cnn`` family has
 built-in groups: ``stem``, ``stage1`` .. ``stageN`` and ``head``, where ``stage<k>`` exists only
 when ``arch.n_stages >= k`` and so gets a parameter only then. Any family takes the user's own
-groups (``space.quant.groups: {name: [glob, ...]}``), which exist in every architecture.
+groups (``space.quant.groups: {name: [glob, ...]}``), which exist in every architecture, or
+``space.quant.groups: layers``: one group per Conv2d / Linear, which the search resolves
+(:func:`per_layer_groups`) from the space's first architecture before it starts.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from typing import Any
 from nascomp.spaces.params import Scalar, to_param
 
 GROUP_NAME_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789_"
+# ``space.quant.groups: layers``: one group per Conv2d / Linear of the model.
+PER_LAYER = "layers"
 
 
 @dataclass(frozen=True)
@@ -58,12 +62,29 @@ def user_groups(groups: Mapping[str, Sequence[str]]) -> list[LayerGroup]:
     return [LayerGroup(name, tuple(patterns)) for name, patterns in groups.items()]
 
 
-def check_user_groups(groups: Any) -> dict[str, list[str]]:
-    """Validate ``space.quant.groups``: names of lowercase letters, digits and underscores
-    (they become parameter names), each with a non-empty list of glob strings."""
+def per_layer_groups(layer_names: Sequence[str]) -> dict[str, list[str]]:
+    """One group per layer: each named after its module (lowercased, other characters as
+    ``_``, ``layer`` for the root, ``_2``, ``_3``... where two names would clash), matching
+    exactly that module (glob metacharacters escaped)."""
+    groups: dict[str, list[str]] = {}
+    for layer in layer_names:
+        base = "".join(c if c in GROUP_NAME_CHARS else "_" for c in layer.lower()) or "layer"
+        name, suffix = base, 2
+        while name in groups:
+            name, suffix = f"{base}_{suffix}", suffix + 1
+        groups[name] = ["".join(f"[{c}]" if c in "*?[" else c for c in layer)]
+    return groups
+
+
+def check_user_groups(groups: Any) -> dict[str, list[str]] | str:
+    """Validate ``space.quant.groups``: ``layers``, or names of lowercase letters, digits and
+    underscores (they become parameter names), each with a non-empty list of glob strings."""
+    if groups == PER_LAYER:
+        return groups
     if not isinstance(groups, dict):
         raise ValueError(
-            f"groups must be a mapping of group name to module-name globs, got {groups!r}"
+            f"groups must be {PER_LAYER!r} (one group per Conv2d / Linear) or a mapping of "
+            f"group name to module-name globs, got {groups!r}"
         )
     for name, patterns in groups.items():
         if not isinstance(name, str) or not name or set(name) - set(GROUP_NAME_CHARS):

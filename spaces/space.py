@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Union
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from nascomp.compressors.pruning import IMPORTANCES, PRUNE_METHODS, SCOPES, PruneConfig
 from nascomp.compressors.quantization import (
@@ -20,7 +20,13 @@ from nascomp.compressors.quantization import (
     VALID_BITS,
     QuantConfig,
 )
-from nascomp.spaces.mixed import builtin_groups, check_user_groups, user_groups
+from nascomp.spaces.mixed import (
+    PER_LAYER,
+    builtin_groups,
+    check_user_groups,
+    per_layer_groups,
+    user_groups,
+)
 from nascomp.spaces.models import arch_spaces, model_family
 from nascomp.spaces.nb201 import PathEncoding
 from nascomp.spaces.params import Param, Rule, SpecSection, in_choices, in_interval, to_param
@@ -96,7 +102,10 @@ class QuantSpace(SpecSection):
     act_bits: Any = QuantConfig.act_bits
     mixed: Any = "none"
     budget: Any = {"low": 2.0, "high": 8.0}
-    groups: dict[str, list[str]] = Field(default_factory=dict)
+    groups: dict[str, list[str]] | str = Field(default_factory=dict)
+    # ``groups: layers`` once resolved (:meth:`with_layer_groups`): whether other architectures
+    # of the space may hold layers the first one lacks (they then take a searched ``bits``).
+    _per_layer_others: bool | None = PrivateAttr(default=None)
     # Not leaves of the space: one mode per search, and the user's groups every trial keeps.
     _plain: ClassVar[frozenset[str]] = frozenset({"mixed", "groups"})
     # The config's fields sampled from another spec: a width per group, and a budget's choices.
@@ -155,7 +164,20 @@ class QuantSpace(SpecSection):
             )
         return [budget, Param("quant.widths", "fixed", choices=(widths,))]
 
+    def with_layer_groups(self, layer_names: list[str], others: bool) -> QuantSpace:
+        """``groups: layers`` resolved: one group per Conv2d / Linear of ``layer_names`` (the
+        space's first architecture); ``others``: other architectures may add layers, which then
+        take a searched trial-wide width."""
+        resolved = self.model_copy(update={"groups": per_layer_groups(layer_names)})
+        resolved._per_layer_others = others
+        return resolved
+
     def _group_params(self, arch: Any) -> list[Param]:
+        if self.groups == PER_LAYER:
+            raise ValueError(
+                "quant.groups: 'layers' is resolved from the model when the search starts "
+                "(search.preflight); this space has not been"
+            )
         groups = user_groups(self.groups) if self.groups else builtin_groups(arch)
         if groups is None:
             family = getattr(arch, "family", None)
@@ -164,8 +186,10 @@ class QuantSpace(SpecSection):
                 "stage<k>, head); give groups of module-name globs, e.g. "
                 "{convs: ['features.*'], fc: ['classifier.*']}"
             )
-        # Layers in no user group keep a trial-wide width; built-in groups cover every layer.
-        fallback = [to_param("quant.bits", self.bits)] if self.groups else []
+        # Layers in no user group keep a trial-wide width; built-in groups cover every layer,
+        # and so do per-layer groups when the architecture is fixed.
+        covered = not self.groups or self._per_layer_others is False
+        fallback = [] if covered else [to_param("quant.bits", self.bits)]
         params = []
         for group in groups:
             params.append(to_param(f"quant.group_bits.{group.name}", self.bits, group.condition))
@@ -218,7 +242,9 @@ class SpaceConfig(SpecSection):
 
     @model_validator(mode="after")
     def _groups_exist(self) -> SpaceConfig:
-        if self.quant.mixed == "groups":
+        if self.quant.groups == PER_LAYER and self.quant.mixed != "groups":
+            raise ValueError("quant.groups: 'layers' needs quant.mixed: groups")
+        if self.quant.mixed == "groups" and self.quant.groups != PER_LAYER:
             self.quant.params(self.arch)  # a family without built-in groups needs the user's
         return self
 

@@ -121,3 +121,33 @@ def test_teacher_checkpoint_must_fit_the_teachers_arch(
     check_user_code(validate_experiment(experiment("teacher.pt")))
     with pytest.raises(ConfigError, match=r"teacher.checkpoint: .*bad.pt does not load into"):
         check_user_code(validate_experiment(experiment("bad.pt")))
+
+
+@pytest.mark.parametrize(("width", "others"), [(6, False), ([4, 6], True)])
+def test_per_layer_groups_come_from_the_users_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, width: object, others: bool
+) -> None:
+    """``groups: layers``: the pre-flight builds the space's first architecture and gives each
+    of its Conv2d / Linear layers a group; a trial-wide width is searched only when another
+    architecture could hold layers the first one lacks."""
+    from nascomp.search.experiment import validate_experiment
+    from nascomp.search.preflight import check_user_code
+
+    (tmp_path / "shop.py").write_text(MODULE)
+    monkeypatch.chdir(tmp_path)
+    arch = {"family": "custom", "builder": "shop:good", "width": width}
+    quant = {"mixed": "groups", "bits": [4, 8], "groups": "layers"}
+    experiment = validate_experiment({"space": {"arch": arch, "quant": quant}})
+    resolved = check_user_code(experiment)
+    assert resolved.space.quant.groups == {"0": ["0"], "3": ["3"]}
+    names = [p.name for p in resolved.space.params() if p.name.startswith("quant.")]
+    assert names == [
+        "quant.mixed",
+        "quant.act_bits",
+        *(["quant.bits"] if others else []),
+        "quant.group_bits.0",
+        "quant.groups.0",
+        "quant.group_bits.3",
+        "quant.groups.3",
+    ]
+    assert experiment.space.quant.groups == "layers"  # the user's experiment is not changed

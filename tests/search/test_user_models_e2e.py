@@ -153,3 +153,53 @@ def test_search_reproduce_and_export_a_model_the_user_brings(
             assert torch.equal(load_exported(export)(inputs), logged(inputs))
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def test_per_layer_bit_widths_on_the_users_model(tmp_path: Path, teacher_cache: Path) -> None:
+    """``quant.groups: layers`` as a user writes it: every Conv2d / Linear of their model gets
+    its own searched width, and the shipped file runs the 8-bit ones int8, as the run says."""
+    (tmp_path / "brought_models.py").write_text(USER_MODULE)
+    (tmp_path / "experiment.yaml").write_text(
+        textwrap.dedent(
+            """
+            data: {max_train_samples: 300}
+            space:
+              arch: {family: custom, builder: "brought_models:net", width: 8}
+              prune: {method: none}
+              quant: {mixed: groups, groups: layers, bits: [4, 8]}
+              distill: {enabled: false}
+            train: {epochs: 1, qat_epochs: 1, batch_size: 64}
+            measure: {n_warmup: 1, n_repeat: 3, latency_batch_size: 8}
+            search: {trials: 3, concurrent: 2, sampler: random}
+            """
+        )
+    )
+    ray_tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {"NASCOMP_CACHE": str(teacher_cache), "RAY_TMPDIR": ray_tmp, "MLFLOW_TRACKING_URI": ""}
+    try:
+        result = nascomp("search", "experiment.yaml", "--tracking-uri", uri, cwd=tmp_path, env=env)
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("nascomp")
+    trials = client.search_runs([experiment.experiment_id], "tags.`nascomp.trial_id` != ''")
+    layers = ["0", "3", "6", "11"]  # the net's Conv2d and Linear modules
+    mixed = 0
+    for run in trials:
+        assert run.data.tags.get("nascomp.status", "ok") == "ok", run.data.tags
+        widths = {name: int(run.data.params[f"quant.group_bits.{name}"]) for name in layers}
+        assert "quant.bits" not in run.data.params  # one architecture: every layer has a group
+        assert json.loads(run.data.tags["nascomp.layer_bits"]) == widths
+        if len(set(widths.values())) == 1:
+            continue
+        mixed += 1
+        forms = json.loads(run.data.tags["nascomp.latency_layers"])
+        assert forms == {
+            name: "int8" if bits == 8 else "fp32-folded-4bit" for name, bits in widths.items()
+        }
+        n_int8 = sum(bits == 8 for bits in widths.values())
+        expected = f"onnxruntime int8-qdq mixed ({n_int8} of 4 layers int8)"
+        assert run.data.tags["nascomp.latency_form"] == expected
+    assert len(trials) == 3 and mixed >= 1

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import fnmatch
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
+from nascomp.spaces.mixed import GROUP_NAME_CHARS, per_layer_groups
 from nascomp.spaces.params import Param
 from nascomp.spaces.space import QuantSpace, SpaceConfig
 
@@ -112,7 +114,7 @@ def test_budget_is_one_searched_number() -> None:
         ),
         ({"groups": {"Conv": ["a"]}}, None, "group name 'Conv' must use only lowercase"),
         ({"groups": {"convs": []}}, None, "groups.convs must be a non-empty list of globs"),
-        ({"groups": ["a"]}, None, "groups must be a mapping"),
+        ({"groups": ["a"]}, None, "groups must be 'layers' .* or a mapping"),
     ],
 )
 def test_bad_input_names_the_field_and_the_allowed_values(
@@ -124,3 +126,42 @@ def test_bad_input_names_the_field_and_the_allowed_values(
 
 def test_quant_space_alone_keeps_its_old_signature() -> None:
     assert [p.name for p in QuantSpace().params()] == ["quant.bits", "quant.act_bits"]
+
+
+def test_per_layer_groups_are_named_after_their_modules() -> None:
+    groups = per_layer_groups(["features.0", "Features.0", "head", "", "odd[1]*"])
+    assert groups == {
+        "features_0": ["features.0"],
+        "features_0_2": ["Features.0"],  # same name once lowercased: numbered
+        "head": ["head"],
+        "layer": [""],  # the model itself is the layer
+        "odd_1__": ["odd[[]1][*]"],  # glob characters match only themselves
+    }
+    assert all(set(name) <= set(GROUP_NAME_CHARS) for name in groups)
+    assert [fnmatch.fnmatchcase("odd[1]*", g) for g in groups["odd_1__"]] == [True]
+    assert not fnmatch.fnmatchcase("odd1x", groups["odd_1__"][0])
+
+
+def test_per_layer_groups_are_resolved_before_they_are_searched() -> None:
+    tiny = {"family": "custom", "builder": "tests.spaces.user_models:tiny"}
+    space = _space({"mixed": "groups", "bits": [4, 8], "groups": "layers"}, tiny)
+    with pytest.raises(ValueError, match="'layers' is resolved from the model"):
+        space.params()
+    fixed = space.quant.with_layer_groups(["0", "4"], others=False)
+    params = {p.name: p for p in fixed.params(space.arch)}
+    assert list(params) == [
+        "quant.mixed",
+        "quant.act_bits",
+        "quant.group_bits.0",
+        "quant.groups.0",
+        "quant.group_bits.4",
+        "quant.groups.4",
+    ]  # every layer has a group: no trial-wide width
+    assert params["quant.group_bits.4"].choices == (4, 8)
+    varying = space.quant.with_layer_groups(["0", "4"], others=True)
+    assert "quant.bits" in {p.name for p in varying.params(space.arch)}
+
+
+def test_per_layer_groups_need_mixed_groups() -> None:
+    with pytest.raises(ValidationError, match=r"quant.groups: 'layers' needs quant.mixed: groups"):
+        _space({"groups": "layers"})
