@@ -308,9 +308,9 @@ def pad_input_channels(path: str | Path, only: Sequence[str] | None = None) -> l
     their int16 pair sums differently, so logits differ slightly), and the stem's int8
     convolution runs ONNX Runtime's fast kernel; measured on the CIFAR-sized model at batch 64:
     stem 1.36 ms -> 0.87 ms plus 0.06 ms for the Pad. The other weights, and the stem's
-    per-channel scales and codes, are unchanged. Returns the names of the
-    Pad nodes added. ``only``: pad only these nodes (those quantized: a float convolution
-    would just compute more)."""
+    per-channel scales and codes, are unchanged. Returns the names of the Pad nodes added.
+    ``only``: pad only these nodes (those quantized: a float convolution would just compute
+    more)."""
     import onnx
     from onnx import helper, numpy_helper
 
