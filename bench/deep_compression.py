@@ -8,15 +8,18 @@ table are those files' sizes, and the compressed file is loaded back into a fres
 that must predict exactly what was evaluated. The compressed file is entropy-coded (Deep
 Compression's third stage, ``compressors.entropy``) unless ``--coding packed``; the packed
 file's size is printed too. With ``--budget B`` (or a recipe's ``budget``), each layer's width
-is chosen from ``WIDTHS`` before QAT by ``compressors.allocation``: the loss increase of each
-layer at each width on 1,024 training images, and the exact allocation with at most ``B`` bits
-per kept weight on average.
+is chosen from ``WIDTHS`` before QAT by ``compressors.allocation``: each layer's sensitivity at
+each width on 1,024 training images (``--sensitivity``: ``kl``, the divergence of the outputs
+from the float model's, nascomp's default; ``loss``, the cross-entropy increase it used before),
+and the exact allocation with at most ``B`` bits per kept weight on average.
 
 Errors are on the MNIST test set; the recipe is chosen on the validation split only (the last
 10% of the training images, stratified, held out by ``load_data``): by default each model runs
 the small grid ``GRID`` of pruning ratios and bit budgets and keeps, among the candidates at
 least ``TARGET_RATIO`` times smaller than the baseline, the one of lowest validation error.
-Every candidate is printed with its validation and test error; only the former picks.
+Every candidate is printed with its validation and test error; only the former picks. The grid's
+budgets are also allocated by the other criterion, side by side from the same pruned models;
+those rows are printed for comparison and never picked (``--no-compare`` leaves them out).
 Run from the repository root::
 
     python bench/deep_compression.py                 # full run, both models, grid and pick
@@ -41,7 +44,12 @@ from torch import Tensor, nn
 from nascomp.compressors.allocation import allocate_bits, average_bits, measure_sensitivity
 from nascomp.compressors.export import load_compressed, save_compressed
 from nascomp.compressors.pruning import PruneConfig, make_pruner
-from nascomp.compressors.quantization import QuantConfig, prepare_qat, weight_bits_by_layer
+from nascomp.compressors.quantization import (
+    SENSITIVITY_CRITERIA,
+    QuantConfig,
+    prepare_qat,
+    weight_bits_by_layer,
+)
 from nascomp.compressors.size import model_size_bytes
 from nascomp.spaces.models import build_model
 from nascomp.trainers.data import DataSplits, load_data
@@ -67,6 +75,7 @@ class Recipe:
     lr: float = 1e-3
     batch_size: int = 128
     budget: float | None = None  # average bits per kept weight, allocated per layer
+    sensitivity: str = "kl"  # the allocator's criterion (compressors.allocation)
 
 
 # Epochs and learning rates per model, and the uniform bits of a candidate without a budget.
@@ -103,6 +112,7 @@ class Row:
     model: str
     prune_ratio: float
     budget: float | None  # None: every layer at the recipe's bits
+    sensitivity: str | None  # the allocator's criterion; None without a budget
     baseline_error: float
     compressed_error: float
     baseline_val_error: float
@@ -178,15 +188,20 @@ class Compression:
         self.epochs(self.recipe.prune_epochs, finetune_lr, decay=False, prune=True)
         self.epochs(self.recipe.finetune_epochs, finetune_lr, decay=True)
 
-    def quantize(self, budget: float | None, workdir: Path) -> Row:
-        """QAT at the recipe's bits, or at widths allocated under ``budget``; the artifact."""
+    def quantize(
+        self, budget: float | None, workdir: Path, layer_bits: dict[str, int] | None = None
+    ) -> Row:
+        """QAT at the recipe's bits, or at widths allocated under ``budget`` (``layer_bits``:
+        allocated already); the artifact."""
         recipe = self.recipe = replace(self.recipe, budget=budget)
         data = self.data
-        layer_bits = self._allocate() if budget is not None else None
+        if budget is not None and layer_bits is None:
+            layer_bits = self.allocate()
         prepare_qat(self.model, QuantConfig(bits=recipe.bits, act_bits=8), layer_bits)
         self.epochs(recipe.qat_epochs, recipe.lr * QAT_LR_SCALE, decay=True)
         self.model.eval()
-        path = workdir / f"{self.name}-{recipe.ratio}-{budget or recipe.bits}.nascomp"
+        label = f"{budget}-{recipe.sensitivity}" if budget is not None else recipe.bits
+        path = workdir / f"{self.name}-{recipe.ratio}-{label}.nascomp"
         compressed_bytes = save_compressed(self.model, path, coding=self.coding)
         self._check_artifact(path)
         weights = [m.weight for m in self.model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
@@ -194,6 +209,7 @@ class Compression:
             model=self.name,
             prune_ratio=recipe.ratio,
             budget=budget,
+            sensitivity=recipe.sensitivity if budget is not None else None,
             baseline_error=self.baseline[0],
             compressed_error=error(self.model, data.test_x, data.test_y),
             baseline_val_error=self.baseline[1],
@@ -224,13 +240,12 @@ class Compression:
         self.prune(self.recipe.ratio)
         return self.quantize(self.recipe.budget, workdir)
 
-    def _allocate(self) -> dict[str, int]:
+    def allocate(self) -> dict[str, int]:
         """Per-layer widths under the recipe's budget (bits per kept weight), chosen on the
-        sensitivity of the pruned, fine-tuned float model."""
+        sensitivity (the recipe's criterion) of the pruned, fine-tuned float model."""
         x, y = self.data.train_x[:SENSITIVITY_IMAGES], self.data.train_y[:SENSITIVITY_IMAGES]
-        table = measure_sensitivity(
-            self.model, WIDTHS, list(zip(x.split(256), y.split(256), strict=True))
-        )
+        batches = list(zip(x.split(256), y.split(256), strict=True))
+        table = measure_sensitivity(self.model, WIDTHS, batches, self.recipe.sensitivity)
         layers = dict(self.model.named_modules())
         kept = {name: int(layers[name].weight.count_nonzero()) for name in table}
         widths = allocate_bits(table, kept, self.recipe.budget)
@@ -251,8 +266,10 @@ class Compression:
             raise AssertionError(f"{path} differs from the size formula")
 
 
-def select(candidates: list[Row]) -> Row:
-    """The validation pick among ``candidates`` (see GRID); test error is never looked at."""
+def select(candidates: list[Row], sensitivity: str) -> Row:
+    """The validation pick among ``candidates`` (see GRID) of the default recipe, its budgets
+    allocated by ``sensitivity``; test error is never looked at."""
+    candidates = [row for row in candidates if row.sensitivity in (None, sensitivity)]
     reaching = [row for row in candidates if row.ratio >= TARGET_RATIO]
     if not reaching:
         return min(candidates, key=lambda row: row.compressed_bytes)
@@ -265,33 +282,46 @@ def run_grid(name: str, recipe: Recipe, args: argparse.Namespace, data: DataSpli
     base = Compression(name, recipe, data, args.seed, args.coding)
     base.train_baseline(workdir)
     rng = torch.get_rng_state()
-    candidates = []
+    criteria = [recipe.sensitivity]
+    if args.compare:
+        criteria += [c for c in SENSITIVITY_CRITERIA if c != recipe.sensitivity]
+    candidates: list[Row] = []
     for ratio in ratios:
         torch.set_rng_state(rng)  # each branch starts where the baseline ended
         pruned = base.branch()
         pruned.prune(ratio)
-        for budget in budgets:
-            candidates.append(pruned.branch().quantize(budget, workdir))
-            row = candidates[-1]
+        done: dict[tuple, Row] = {}  # the same widths from both criteria train once
+        for budget, criterion in [(None, None)] + [(b, c) for b in budgets if b for c in criteria]:
+            branch = pruned.branch()
+            branch.recipe = replace(branch.recipe, budget=budget, sensitivity=criterion or "kl")
+            widths = branch.allocate() if budget is not None else None
+            key = (budget is None, tuple(sorted((widths or {}).items())))
+            if key in done:
+                row = replace(done[key], budget=budget, sensitivity=criterion)
+            else:
+                row = done[key] = branch.quantize(budget, workdir, widths)
+            candidates.append(row)
             print(
-                f"  candidate {name} ratio {ratio} budget {budget}: val "
+                f"  candidate {name} ratio {ratio} budget {budget} ({criterion}): val "
                 f"{100 * row.compressed_val_error:.2f}% test {100 * row.compressed_error:.2f}% "
                 f"{row.compressed_bytes:,} bytes ({row.ratio:.1f}x)",
                 flush=True,
             )
-    return candidates, select(candidates)
+    return candidates, select(candidates, recipe.sensitivity)
 
 
-def print_candidates(candidates: list[Row], picked: Row) -> None:
+def print_candidates(candidates: list[Row], picked: Row, sensitivity: str) -> None:
     print(
-        f"\n{'model':<14}{'ratio':>7}{'budget':>8}{'val err %':>11}{'test err %':>11}"
+        f"\n{'model':<14}{'ratio':>7}{'budget':>8}{'by':>6}{'val err %':>11}{'test err %':>11}"
         f"{'bytes':>10}{'x':>7}  widths"
     )
     for row in candidates:
         mark = "  <- validation pick" if row is picked else ""
+        if row.sensitivity not in (None, sensitivity):
+            mark = "  (comparison, never picked)"
         budget = "-" if row.budget is None else f"{row.budget:g}"
         print(
-            f"{row.model:<14}{row.prune_ratio:>7.2f}{budget:>8}"
+            f"{row.model:<14}{row.prune_ratio:>7.2f}{budget:>8}{row.sensitivity or '-':>6}"
             f"{100 * row.compressed_val_error:>11.2f}{100 * row.compressed_error:>11.2f}"
             f"{row.compressed_bytes:>10,}{row.ratio:>7.1f}  {row.widths}{mark}"
         )
@@ -346,6 +376,18 @@ def parse_args() -> argparse.Namespace:
         "--budget", type=float, help="one recipe at this bit budget (skips the selection grid)"
     )
     parser.add_argument("--coding", default="entropy", choices=["entropy", "packed"])
+    parser.add_argument(
+        "--sensitivity",
+        default="kl",
+        choices=SENSITIVITY_CRITERIA,
+        help="the allocator's criterion of the default recipe",
+    )
+    parser.add_argument(
+        "--no-compare",
+        dest="compare",
+        action="store_false",
+        help="do not also allocate the grid's budgets by the other criterion",
+    )
     parser.add_argument("--json", type=Path, help="also write the rows here")
     return parser.parse_args()
 
@@ -359,6 +401,7 @@ def recipe_for(name: str, args: argparse.Namespace) -> Recipe:
         "bits": args.bits,
         "epochs": args.epochs,
         "budget": args.budget,
+        "sensitivity": args.sensitivity,
     }
     return replace(recipe, **{k: v for k, v in overrides.items() if v is not None})
 
@@ -389,7 +432,7 @@ def main() -> None:
             last = candidates[-1]
             rows.append(replace(picked, seconds=last.seconds, cpu_seconds=last.cpu_seconds))
     for candidates, picked in all_candidates:
-        print_candidates(candidates, picked)
+        print_candidates(candidates, picked, args.sensitivity)
         all_rows.extend(candidates)
     print()
     print_table(rows)

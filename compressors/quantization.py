@@ -29,6 +29,7 @@ ACT_EMA_MOMENTUM = 0.01
 
 
 MIXED_MODES = ("none", "groups", "budget")
+SENSITIVITY_CRITERIA = ("kl", "loss")  # compressors.allocation.measure_sensitivity
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,10 @@ class QuantConfig:
     # Sampled from the space's ``bits`` (a width per group; the widths a budget chooses from).
     group_bits: dict[str, int] = field(default_factory=dict)
     widths: tuple[int, ...] = ()
+    # How a budget's allocator measures a layer's sensitivity (compressors.allocation): "kl" in
+    # every search since it existed; "loss" where a config does not say, as configs written
+    # before then were allocated, so that they reproduce exactly.
+    sensitivity: str = "loss"
 
     def __post_init__(self) -> None:
         if isinstance(self.bits, bool) or self.bits not in VALID_BITS:
@@ -67,6 +72,11 @@ class QuantConfig:
         if set(self.group_bits) - set(self.groups):
             missing = sorted(set(self.group_bits) - set(self.groups))
             raise ValueError(f"group_bits names groups {missing} that have no globs in groups")
+        if self.sensitivity not in SENSITIVITY_CRITERIA:
+            raise ValueError(
+                f"sensitivity must be one of {', '.join(SENSITIVITY_CRITERIA)}, "
+                f"got {self.sensitivity!r}"
+            )
         if self.mixed == "budget":
             if not self.widths or any(w not in VALID_BITS for w in self.widths):
                 raise ValueError(

@@ -108,8 +108,9 @@ class QuantSpace(SpecSection):
     _per_layer_others: bool | None = PrivateAttr(default=None)
     # Not leaves of the space: one mode per search, and the user's groups every trial keeps.
     _plain: ClassVar[frozenset[str]] = frozenset({"mixed", "groups"})
-    # The config's fields sampled from another spec: a width per group, and a budget's choices.
-    _derived: ClassVar[frozenset[str]] = frozenset({"group_bits", "widths"})
+    # The config's fields sampled from another spec: a width per group, a budget's choices, and
+    # the allocator's criterion (one value).
+    _derived: ClassVar[frozenset[str]] = frozenset({"group_bits", "widths", "sensitivity"})
 
     @field_validator("mixed", mode="before")
     @classmethod
@@ -162,7 +163,13 @@ class QuantSpace(SpecSection):
             raise ValueError(
                 f"budget must be >= the narrowest width in bits ({widths[0]}); got {lowest}"
             )
-        return [budget, Param("quant.widths", "fixed", choices=(widths,))]
+        return [
+            budget,
+            Param("quant.widths", "fixed", choices=(widths,)),
+            # Written into every trial's config: the allocator's criterion is part of what a
+            # trial reproduces (compressors.allocation).
+            Param("quant.sensitivity", "fixed", choices=("kl",)),
+        ]
 
     def with_layer_groups(self, layer_names: list[str], others: bool) -> QuantSpace:
         """``groups: layers`` resolved: one group per Conv2d / Linear of ``layer_names`` (the

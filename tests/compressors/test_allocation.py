@@ -15,7 +15,7 @@ from nascomp.compressors.allocation import (
     group_layer_bits,
     measure_sensitivity,
 )
-from nascomp.compressors.quantization import QuantConfig
+from nascomp.compressors.quantization import QuantConfig, fake_quantize_weight
 
 # Layer A: 100 weights, sensitive; layer B: 300 weights, robust.
 TOY = {"A": {2: 10.0, 4: 1.0, 8: 0.0}, "B": {2: 1.0, 4: 0.5, 8: 0.0}}
@@ -111,6 +111,32 @@ def test_measure_sensitivity_known_answers() -> None:
         measure_sensitivity(model, [1], [(x, y)])
 
 
+def test_kl_sensitivity_is_the_output_distributions_divergence() -> None:
+    """``kl``: for each (layer, width), the mean over samples of KL(float || quantized) of the
+    softmax outputs, computed here independently; 0 where the weights sit on the grid, never
+    negative, and larger at fewer bits on random weights."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    with torch.no_grad():
+        model[0].weight.copy_(0.5 * torch.sign(torch.randn(8, 4)))  # on every grid
+    x, y = torch.randn(64, 4), torch.randint(0, 3, (64,))
+    table = measure_sensitivity(model, [2, 4, 8, 32], [(x[:40], y[:40]), (x[40:], y[40:])], "kl")
+    assert table["0"] == {2: 0.0, 4: 0.0, 8: 0.0, 32: 0.0}
+    assert table["2"][32] == 0.0
+    assert table["2"][2] > table["2"][4] > table["2"][8] > 0.0
+
+    with torch.no_grad():
+        p = torch.softmax(model(x).double(), dim=1)
+        quantized = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+        quantized.load_state_dict(model.state_dict())
+        quantized[2].weight.copy_(fake_quantize_weight(model[2].weight, 4))
+        q = torch.softmax(quantized(x).double(), dim=1)
+    expected = float((p * (p.log() - q.log())).sum(dim=1).mean())
+    assert table["2"][4] == pytest.approx(expected, rel=1e-4)
+    with pytest.raises(ValueError, match="criterion must be one of"):
+        measure_sensitivity(model, [4], [(x, y)], "hessian")
+
+
 def _two_layers() -> nn.Sequential:
     return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
 
@@ -133,8 +159,13 @@ def test_budget_layer_bits_spend_the_budget_where_it_matters() -> None:
     x, y = torch.randn(64, 4), torch.randint(0, 3, (64,))
     config = QuantConfig(mixed="budget", budget=5.0, widths=(2, 8))
     # 32 weights insensitive + 24 sensitive: 2 bits for the first and 8 for the second is
-    # (64 + 192) / 56 = 4.57 bits, within 5.
+    # (64 + 192) / 56 = 4.57 bits, within 5. The same under either criterion.
+    assert config.sensitivity == "loss"  # what a config that does not say means
     assert budget_layer_bits(model, config, [(x, y)]) == {"0": 2, "2": 8}
+    kl = QuantConfig(mixed="budget", budget=5.0, widths=(2, 8), sensitivity="kl")
+    assert budget_layer_bits(model, kl, [(x, y)]) == {"0": 2, "2": 8}
+    with pytest.raises(ValueError, match="sensitivity must be one of kl, loss"):
+        QuantConfig(mixed="budget", budget=5.0, widths=(2, 8), sensitivity="hessian")
 
 
 @pytest.mark.parametrize(

@@ -81,6 +81,7 @@ def test_budget_is_one_searched_number() -> None:
     assert params["quant.budget"].kind == "float"
     assert (params["quant.budget"].low, params["quant.budget"].high) == (2.0, 8.0)
     assert params["quant.widths"].value == (2, 4, 8)
+    assert params["quant.sensitivity"].value == "kl"  # new searches allocate by KL
     assert "quant.bits" not in params
     fixed = _quant_params(_space({"mixed": "budget", "bits": [4, 8], "budget": [4, 6]}))
     assert fixed["quant.budget"].choices == (4.0, 6.0)

@@ -44,7 +44,12 @@ GROUPS = {
     "quant.groups.stage2": ("stages.1.*",),
     "quant.groups.head": ("head.*",),
 }
-BUDGET = {"quant.mixed": "budget", "quant.budget": 3.0, "quant.widths": (2, 4, 8)}
+BUDGET = {
+    "quant.mixed": "budget",
+    "quant.budget": 3.0,
+    "quant.widths": (2, 4, 8),
+    "quant.sensitivity": "kl",
+}
 
 
 def config(**sampled: Any) -> dict[str, Any]:
