@@ -108,7 +108,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     replay.add_argument("folder", type=Path, help="the search's result folder (nascomp-...)")
     replay.add_argument(
-        "--tracking-uri", help="default: the URI the search used (its nascomp.json)"
+        "--tracking-uri", help="default: the URI the search used (its nascomp/manifest.json)"
     )
     replay.set_defaults(run=cmd_replay)
 

@@ -1,6 +1,6 @@
 """``nascomp replay FOLDER``: apply what a search buffered while its tracking server was away.
 
-The search's result folder holds ``nascomp.json`` (which parent run, which store) and
+The search's result folder holds ``nascomp/manifest.json`` (which parent run, which store) and
 ``mlflow-pending.jsonl`` (the writes not yet applied, in order). Replaying applies them with the
 same code the search uses (``nascomp.search.tracking.runlog``), so a trial's run is found by
 its tag rather than opened twice, and the parent run gets its front, plot and status last.
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from nascomp.search.driver import finish_search
 from nascomp.search.errors import SearchError
-from nascomp.search.resume import MANIFEST, SearchFolder, set_state
+from nascomp.search.resume import MANIFEST, SearchFolder, manifest_path, set_state
 from nascomp.search.tracking.runlog import JOURNAL, RunLog, read_journal
 from nascomp.search.tracking.store import Tracker
 
@@ -20,7 +20,7 @@ from nascomp.search.tracking.store import Tracker
 def replay(folder: Path, tracking_uri: str | None = None) -> tuple[int, str]:
     """Apply ``folder``'s journal; return (writes applied, tracking URI)."""
     folder = folder.expanduser().resolve()
-    if not (folder / MANIFEST).is_file():
+    if not manifest_path(folder).is_file():
         raise SearchError(f"{folder}: no {MANIFEST} (not a nascomp search folder)")
     search = SearchFolder.read(folder)
     journal = folder / JOURNAL

@@ -1,6 +1,6 @@
 """Which search ``nascomp search --resume`` continues, and ``nascomp replay``'s inputs.
 
-Each search writes ``nascomp.json`` into its Ray Tune result folder
+Each search writes ``nascomp/manifest.json`` into its Ray Tune result folder
 (``<storage>/nascomp-<parent run id>``): the MLflow parent run, the tracking URI and the
 experiment, so a restarted driver finds the Tune state, the Optuna study (saved by Tune with
 the searcher) and the MLflow runs that belong together. The file's ``state`` is ``running``
@@ -20,7 +20,21 @@ from typing import Any
 from nascomp.search.errors import SearchError
 from nascomp.search.experiment import Experiment
 
-MANIFEST = "nascomp.json"
+# In a folder of its own: on --resume, Ray Tune copies every .json and .pkl file at the result
+# folder's top level into its staging folder and uploads them back now and then, by a plain copy
+# (ray/tune/execution/experiment_state.py: sync_down_experiment_state). A manifest there was
+# overwritten with its content from when the search resumed, and read empty mid-copy
+# (tests/search/test_budget.py: "Expecting value: line 1 column 1").
+MANIFEST = "nascomp/manifest.json"
+LEGACY_MANIFEST = "nascomp.json"  # where searches before 2026-12-01 kept it
+
+
+def manifest_path(folder: Path) -> Path:
+    """The manifest of result folder ``folder`` (an older search's, where only that exists)."""
+    legacy = folder / LEGACY_MANIFEST
+    return legacy if legacy.is_file() and not (folder / MANIFEST).is_file() else folder / MANIFEST
+
+
 # Fields a resumed search may change: where it logs, not what it searches.
 _MAY_DIFFER = ("tracking",)
 
@@ -37,7 +51,7 @@ class SearchFolder:
 
     @classmethod
     def read(cls, path: Path) -> SearchFolder:
-        data = json.loads((path / MANIFEST).read_text())
+        data = json.loads(manifest_path(path).read_text())
         return cls(
             path=path,
             search_run_id=data["search_run_id"],
@@ -68,12 +82,12 @@ def write_manifest(
 
 
 def set_state(folder: Path, state: str) -> None:
-    _write(folder, {**json.loads((folder / MANIFEST).read_text()), "state": state})
+    _write(folder, {**json.loads(manifest_path(folder).read_text()), "state": state})
 
 
 def record_budget(folder: Path, unit: str, limit: float, spent: float) -> None:
     """Keep the budget spent so far in the manifest, where ``--resume`` reads it back."""
-    data = json.loads((folder / MANIFEST).read_text())
+    data = json.loads(manifest_path(folder).read_text())
     _write(folder, {**data, "budget": {"unit": unit, "limit": limit, "spent": spent}})
 
 
@@ -83,10 +97,14 @@ def budget_spent(folder: Path) -> float:
 
 
 def _write(folder: Path, data: dict[str, Any]) -> None:
-    """Replace the manifest atomically: a killed driver leaves the old one or the new one."""
-    partial = folder / f"{MANIFEST}.partial"
+    """Replace the manifest atomically: a killed driver leaves the old one or the new one. An
+    older search's manifest moves to :data:`MANIFEST` on its first write."""
+    path = folder / MANIFEST
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.name}.partial")
     partial.write_text(json.dumps(data, indent=2))
-    os.replace(partial, folder / MANIFEST)
+    os.replace(partial, path)
+    (folder / LEGACY_MANIFEST).unlink(missing_ok=True)
 
 
 def differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
@@ -109,7 +127,7 @@ def find_resumable(experiment: Experiment, which: str) -> SearchFolder:
     unfinished search of this experiment under ``storage``. Raises SearchError (one line)."""
     if which != "latest":
         path = Path(which).expanduser().resolve()
-        if not (path / MANIFEST).is_file():
+        if not manifest_path(path).is_file():
             raise SearchError(
                 f"--resume {which}: no {MANIFEST} there (not a nascomp result folder)"
             )
@@ -117,8 +135,9 @@ def find_resumable(experiment: Experiment, which: str) -> SearchFolder:
     else:
         storage = Path(experiment.storage).expanduser().resolve()
         candidates = [
-            SearchFolder.read(manifest.parent)
-            for manifest in sorted(storage.glob(f"nascomp-*/{MANIFEST}"))
+            SearchFolder.read(folder)
+            for folder in sorted(storage.glob("nascomp-*"))
+            if manifest_path(folder).is_file()
         ]
         unfinished = [c for c in candidates if c.state != "finished"]
         same = [c for c in unfinished if not differences(c.experiment, _dump(experiment))]
@@ -132,7 +151,7 @@ def find_resumable(experiment: Experiment, which: str) -> SearchFolder:
                 f"--resume: no unfinished search of this experiment in {storage} ({detail}); "
                 "pass its result folder to --resume, or start a new search without --resume"
             )
-        found = max(same, key=lambda c: (c.path / MANIFEST).stat().st_mtime)
+        found = max(same, key=lambda c: manifest_path(c.path).stat().st_mtime)
     if found.state == "finished":
         raise SearchError(f"--resume {found.path}: that search already finished")
     changed = differences(found.experiment, _dump(experiment))

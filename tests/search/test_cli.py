@@ -24,7 +24,7 @@ from tests.search.conftest import nascomp
         ),
         (["missing.yaml"], "experiment file"),
         (["--resume"], "--resume: no unfinished search of this experiment"),
-        (["--resume", "elsewhere"], "--resume elsewhere: no nascomp.json there"),
+        (["--resume", "elsewhere"], "--resume elsewhere: no nascomp/manifest.json there"),
     ],
 )
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(
@@ -94,7 +94,7 @@ def test_replay_of_a_folder_that_is_not_a_search_exits_2(tmp_path: Path) -> None
     assert result.returncode == 2
     assert (
         result.stderr.strip()
-        == f"nascomp: error: {tmp_path}: no nascomp.json (not a nascomp search folder)"
+        == f"nascomp: error: {tmp_path}: no nascomp/manifest.json (not a nascomp search folder)"
     )
     assert list(tmp_path.iterdir()) == []
 

@@ -1,0 +1,51 @@
+"""The result folder's manifest: where Ray Tune's resume leaves it alone, and older folders."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from nascomp.search.experiment import load_experiment
+from nascomp.search.resume import (
+    LEGACY_MANIFEST,
+    MANIFEST,
+    SearchFolder,
+    find_resumable,
+    manifest_path,
+    record_budget,
+    set_state,
+    write_manifest,
+)
+
+
+def test_manifest_is_out_of_reach_of_tunes_state_sync(tmp_path: Path) -> None:
+    """Ray Tune's resume copies every top-level .json / .pkl of the folder to its staging folder
+    and uploads them back later (a stale copy, written in place). The manifest is not one."""
+    write_manifest(tmp_path, load_experiment(None, []), "run0123456789")
+    top_level = [p.name for p in tmp_path.iterdir() if p.is_file()]
+    assert not [name for name in top_level if name.endswith((".json", ".pkl"))]
+    assert (tmp_path / MANIFEST).is_file() and Path(MANIFEST).parent != Path(".")
+
+
+def test_an_older_search_folder_is_read_and_moved_on_its_first_write(tmp_path: Path) -> None:
+    experiment = load_experiment(None, [f"storage={tmp_path}"])
+    folder = tmp_path / "nascomp-run012345678"
+    write_manifest(folder, experiment, "run0123456789", state="interrupted")
+    old = json.loads((folder / MANIFEST).read_text())
+    (folder / MANIFEST).unlink()
+    (folder / LEGACY_MANIFEST).write_text(json.dumps(old))  # as searches before wrote it
+
+    assert manifest_path(folder) == folder / LEGACY_MANIFEST
+    assert SearchFolder.read(folder).state == "interrupted"
+    assert find_resumable(experiment, "latest").path == folder
+    record_budget(folder, "wall_s", 60.0, 12.5)
+    assert not (folder / LEGACY_MANIFEST).exists()
+    assert manifest_path(folder) == folder / MANIFEST
+    moved = SearchFolder.read(folder)
+    assert (moved.state, moved.budget_spent, moved.search_run_id) == (
+        "interrupted",
+        12.5,
+        "run0123456789",
+    )
+    set_state(folder, "finished")
+    assert SearchFolder.read(folder).state == "finished"
