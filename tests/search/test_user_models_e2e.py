@@ -13,6 +13,8 @@ import json
 import shutil
 import tempfile
 import textwrap
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow.pytorch
@@ -88,20 +90,32 @@ space:
 }
 
 
+@contextmanager
+def user_search(
+    folder: Path, teacher_cache: Path, experiment_yaml: str
+) -> Iterator[tuple[str, dict[str, str]]]:
+    """``nascomp search experiment.yaml`` run in ``folder`` beside the user's module, as a user
+    runs it; yields the tracking URI and the environment for later commands there."""
+    (folder / "brought_models.py").write_text(USER_MODULE)
+    (folder / "experiment.yaml").write_text(experiment_yaml)
+    ray_tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    env = {"NASCOMP_CACHE": str(teacher_cache), "RAY_TMPDIR": ray_tmp, "MLFLOW_TRACKING_URI": ""}
+    try:
+        result = nascomp("search", "experiment.yaml", "--tracking-uri", uri, cwd=folder, env=env)
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+        yield uri, env
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
 @pytest.mark.parametrize("family", list(ARCHES))
 def test_search_reproduce_and_export_a_model_the_user_brings(
     family: str, tmp_path: Path, teacher_cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     if family == "timm":
         pytest.importorskip("timm")
-    (tmp_path / "brought_models.py").write_text(USER_MODULE)
-    (tmp_path / "experiment.yaml").write_text(ARCHES[family] + COMMON)
-    ray_tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    env = {"NASCOMP_CACHE": str(teacher_cache), "RAY_TMPDIR": ray_tmp, "MLFLOW_TRACKING_URI": ""}
-    try:
-        result = nascomp("search", "experiment.yaml", "--tracking-uri", uri, cwd=tmp_path, env=env)
-        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    with user_search(tmp_path, teacher_cache, ARCHES[family] + COMMON) as (uri, env):
         client = MlflowClient(uri)
         experiment = client.get_experiment_by_name("nascomp")
         trials = client.search_runs([experiment.experiment_id], "tags.`nascomp.trial_id` != ''")
@@ -151,17 +165,13 @@ def test_search_reproduce_and_export_a_model_the_user_brings(
         logged = mlflow.pytorch.load_model(f"runs:/{reproduced.info.run_id}/model").eval()
         with torch.no_grad():
             assert torch.equal(load_exported(export)(inputs), logged(inputs))
-    finally:
-        shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
 def test_per_layer_bit_widths_on_the_users_model(tmp_path: Path, teacher_cache: Path) -> None:
     """``quant.groups: layers`` as a user writes it: every Conv2d / Linear of their model gets
     its own searched width, and the shipped file runs the 8-bit ones int8, as the run says."""
-    (tmp_path / "brought_models.py").write_text(USER_MODULE)
-    (tmp_path / "experiment.yaml").write_text(
-        textwrap.dedent(
-            """
+    experiment_yaml = textwrap.dedent(
+        """
             data: {max_train_samples: 300}
             space:
               arch: {family: custom, builder: "brought_models:net", width: 8}
@@ -172,17 +182,9 @@ def test_per_layer_bit_widths_on_the_users_model(tmp_path: Path, teacher_cache: 
             measure: {n_warmup: 1, n_repeat: 3, latency_batch_size: 8}
             search: {trials: 3, concurrent: 2, sampler: random}
             """
-        )
     )
-    ray_tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    env = {"NASCOMP_CACHE": str(teacher_cache), "RAY_TMPDIR": ray_tmp, "MLFLOW_TRACKING_URI": ""}
-    try:
-        result = nascomp("search", "experiment.yaml", "--tracking-uri", uri, cwd=tmp_path, env=env)
-        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    finally:
-        shutil.rmtree(ray_tmp, ignore_errors=True)
-    client = MlflowClient(uri)
+    with user_search(tmp_path, teacher_cache, experiment_yaml) as (uri, _):
+        client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("nascomp")
     trials = client.search_runs([experiment.experiment_id], "tags.`nascomp.trial_id` != ''")
     layers = ["0", "3", "6", "11"]  # the net's Conv2d and Linear modules
