@@ -291,9 +291,12 @@ def run_grid(name: str, recipe: Recipe, args: argparse.Namespace, data: DataSpli
         pruned = base.branch()
         pruned.prune(ratio)
         done: dict[tuple, Row] = {}  # the same widths from both criteria train once
-        for budget, criterion in [(None, None)] + [(b, c) for b in budgets if b for c in criteria]:
+        cells = [(None, None)] if None in budgets else []
+        cells += [(b, c) for b in budgets if b is not None for c in criteria]
+        for budget, criterion in cells:
             branch = pruned.branch()
-            branch.recipe = replace(branch.recipe, budget=budget, sensitivity=criterion or "kl")
+            chosen = criterion or recipe.sensitivity
+            branch.recipe = replace(branch.recipe, budget=budget, sensitivity=chosen)
             widths = branch.allocate() if budget is not None else None
             key = (budget is None, tuple(sorted((widths or {}).items())))
             if key in done:
