@@ -53,8 +53,15 @@ _PROGRESS = re.compile(r"^\[\s*(\d+)/(\d+)\]\s+([\d.]+)s", re.MULTILINE)
 
 
 def workload(epochs: int) -> dict[str, Any]:
-    """The ``--set`` overrides that pin every trial to the same work."""
-    return {**PLAIN_TRAINING, **DIGITS_ARCH, "train.epochs": epochs}
+    """The ``--set`` overrides that pin every trial to the same work. Reuse of trained students
+    is off: every trial here has the same config, so with it (the default) all but the first
+    would skip training, and the search would do less work than the baseline."""
+    return {
+        **PLAIN_TRAINING,
+        **DIGITS_ARCH,
+        "train.epochs": epochs,
+        "search.reuse_training": False,
+    }
 
 
 def create_store(uri: str) -> float:
