@@ -432,8 +432,14 @@ def onnx_form(
             data, precision = int8_path.read_bytes(), FORM_INT8_QDQ
         else:
             data = float_path.read_bytes()
-            precision = FORM_FP32 if bits == 32 else f"fp32-folded-{bits}bit"
+            precision = _float_precision(bits)
     return OnnxForm(data, precision, exporter, OnnxModule(data, threads), layers)
+
+
+def _float_precision(bits: int) -> str:
+    """How float weights of ``bits`` run in ONNX Runtime: as they are at 32 bits, else with the
+    quantized values folded in."""
+    return FORM_FP32 if bits == 32 else f"fp32-folded-{bits}bit"
 
 
 def _mixed_form(
@@ -445,10 +451,7 @@ def _mixed_form(
     float_path: Path,
 ) -> tuple[bytes, str, dict[str, str]]:
     """A mixed-width model's file, precision and per-layer forms (see :func:`onnx_form`)."""
-    layers = {
-        name: FORM_FP32 if width == 32 else f"fp32-folded-{width}bit"
-        for name, width in sorted(layer_bits.items())
-    }
+    layers = {name: _float_precision(width) for name, width in sorted(layer_bits.items())}
     if act_bits != 8 or 8 not in layer_bits.values():
         return float_path.read_bytes(), FORM_FP32, layers
     mixed_path = float_path.with_name("model.mixed.onnx")
