@@ -1,11 +1,13 @@
 """The ONNX file a trial ships, as an MLflow model: served by ``mlflow.pyfunc.load_model``,
 registered by ``nascomp reproduce --register``.
 
-The model folder is written next to the trial's other artifacts (in the worker, into its final
-checkpoint) and logged with them, so a trial's run holds ``onnx_model/`` (``MLmodel``,
-``model.onnx``, the requirements). The requirements are given, not inferred: MLflow's
-inference runs a subprocess that imports the model's code, 1.3 s a trial here (profiled), for
-an answer that is always ``onnx`` and ``onnxruntime``.
+A trial's run holds ``onnx_model/`` (``MLmodel``, ``model.onnx``, the requirements), logged
+with its other artifacts. The worker only stages the file and an input example in its final
+checkpoint (``stage_onnx_model``); the driver, which imports MLflow anyway, makes them the
+model folder before logging it (``finish_onnx_model``). Importing MLflow in each worker cost
+2.3 s of its first trial on a 2-core machine (profiled). The requirements are given, not
+inferred: MLflow's inference runs a subprocess that imports the model's code, 1.3 s a trial
+here (profiled), for an answer that is always ``onnx`` and ``onnxruntime``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,27 @@ from typing import Any
 import numpy as np
 
 ONNX_MODEL_DIR = "onnx_model"
+STAGED_ONNX, STAGED_EXAMPLE = "staged.onnx", "staged-example.npy"
+
+
+def stage_onnx_model(onnx_bytes: bytes, folder: Path, example: np.ndarray) -> None:
+    """Leave ``onnx_bytes`` and ``example`` in ``folder`` for ``finish_onnx_model``."""
+    (folder / STAGED_ONNX).write_bytes(onnx_bytes)
+    np.save(folder / STAGED_EXAMPLE, example, allow_pickle=False)
+
+
+def finish_onnx_model(folder: Path) -> Path | None:
+    """``folder/onnx_model`` made from what ``stage_onnx_model`` left there (the staged files
+    are then removed); the existing one when it was made already; None when there is none."""
+    path = folder / ONNX_MODEL_DIR
+    staged, example = folder / STAGED_ONNX, folder / STAGED_EXAMPLE
+    if staged.is_file() and example.is_file() and not path.is_dir():
+        save_onnx_model(staged.read_bytes(), folder, np.load(example, allow_pickle=False))
+    if path.is_dir():
+        staged.unlink(missing_ok=True)
+        example.unlink(missing_ok=True)
+        return path
+    return None
 
 
 def save_onnx_model(onnx_bytes: bytes, folder: Path, example: np.ndarray) -> Path:

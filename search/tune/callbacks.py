@@ -18,7 +18,7 @@ from ray.tune import Callback
 from nascomp.search.front.hypervolume import HypervolumeHistory, is_number
 from nascomp.search.front.pareto import front_order
 from nascomp.search.front.report import front_markdown, objectives_line
-from nascomp.search.tracking.models import ONNX_MODEL_DIR
+from nascomp.search.tracking.models import finish_onnx_model
 from nascomp.search.tracking.params import config_document, display_params
 from nascomp.search.tracking.runlog import TRIAL_TAG, RunLog
 from nascomp.search.tracking.store import (
@@ -78,6 +78,7 @@ class MlflowTrialCallback(Callback):
         # Finished feasible trials (objective values, model line): the parent run's
         # description shows their front as the search goes.
         self.finished: dict[str, tuple[dict[str, float], str]] = {}
+        self.echo = echo
         self.n_finished = 0
 
     def setup(self, **info: Any) -> None:
@@ -192,7 +193,7 @@ class MlflowTrialCallback(Callback):
                 "trial": trial.trial_id,
                 "status": "FAILED" if status == "failed" else "FINISHED",
                 "tags": tags,
-                "artifacts": _artifacts(trial),
+                "artifacts": _artifacts(trial, self.echo),
             }
         )
         self._log_hypervolume(result if feasible else None)
@@ -264,18 +265,23 @@ def _step(result: dict) -> int:
     return int(result.get("training_iteration", 0))
 
 
-def _artifacts(trial: Any) -> list[str]:
-    """The trial's compressed model and its ONNX MLflow model, from its final checkpoint
-    (nascomp.search.tune.trainable)."""
+def _artifacts(trial: Any, echo: Callable[[str], Any] = print) -> list[str]:
+    """The trial's compressed model and its ONNX MLflow model (a folder, made here from the
+    file the worker staged), from its final checkpoint (nascomp.search.tune.trainable)."""
     checkpoint = getattr(trial, "checkpoint", None)
     folder = getattr(checkpoint, "path", None)
-    if not folder:
+    if not folder or not Path(folder).is_dir():
         return []
+    try:
+        onnx_model = finish_onnx_model(Path(folder))
+    except Exception as exc:  # a bad file costs its run the MLflow model, not the search
+        echo(f"trial {trial.trial_id}: its ONNX file is not logged as an MLflow model ({exc})")
+        onnx_model = None
     return [
         str(path)
         for path in sorted(Path(folder).glob("model.nascomp*"))
         + sorted(Path(folder).glob("skeleton.json"))
-        + sorted(Path(folder).glob(ONNX_MODEL_DIR))  # a folder: the MLflow ONNX model
+        + ([onnx_model] if onnx_model is not None else [])
     ]
 
 

@@ -32,7 +32,7 @@ from ray import tune
 
 from nascomp.compressors.pruning import PruningError
 from nascomp.search.export import write_artifact
-from nascomp.search.tracking.models import save_onnx_model
+from nascomp.search.tracking.models import stage_onnx_model
 from nascomp.search.tune.searcher import EARLIER_KEY, INFO_PREFIX, STATUS_KEY
 from nascomp.spaces.userfn import UserCodeError
 from nascomp.trainers.checkpoint import load_state, save_state
@@ -222,8 +222,8 @@ def _report_final(
             data = trial.data.load(threads=trial.threads)  # cached in this process
             example = data.train.head(1).cpu()
             write_artifact(outcome.model.cpu(), example, config, Path(folder))
-            if outcome.onnx is not None:  # the shipped file, as an MLflow model pyfunc serves
-                save_onnx_model(outcome.onnx, Path(folder), example.numpy())
+            if outcome.onnx is not None:  # the driver makes it an MLflow model pyfunc serves
+                stage_onnx_model(outcome.onnx, Path(folder), example.numpy())
         (Path(folder) / FINAL_FILE).write_text(json.dumps(final))
         tune.report(final, checkpoint=tune.Checkpoint.from_directory(folder))
 
