@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import atexit
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from nascomp.search.errors import (
     ConfigError,
@@ -50,6 +53,33 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, TrackingError | SearchError | ValueError):
             return _fail(str(exc))
         raise
+
+
+def entry() -> NoReturn:
+    """The ``nascomp`` console script: ``main``, then an exit that skips Python's module
+    teardown (``exit_without_teardown``). An exception out of ``main`` (argparse's usage
+    errors, a traceback) exits the normal way."""
+    exit_without_teardown(main())
+
+
+def exit_without_teardown(code: int) -> NoReturn:
+    """Exit with ``code`` as the interpreter would, less the module teardown: with torch, Ray
+    and MLflow loaded that takes 1.7 to 2.0 s, against 0.13 s this way (measured on the 2-core
+    AMD EPYC VM), at the end of every command. What the teardown does that matters is done
+    first, in the interpreter's own order: threads still running are waited for (and idle
+    executor threads stopped), the exit handlers run (Ray, logging, temporary folders,
+    multiprocessing), stdout and stderr are flushed. These are private CPython functions;
+    where one is missing, the normal exit happens."""
+    wait_for_threads = getattr(threading, "_shutdown", None)
+    run_exit_handlers = getattr(atexit, "_run_exitfuncs", None)
+    if wait_for_threads is None or run_exit_handlers is None:
+        sys.exit(code)
+    wait_for_threads()
+    run_exit_handlers()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe: nothing to flush into
+            stream.flush()
+    os._exit(code)
 
 
 def _quiet_libraries() -> None:
@@ -512,4 +542,4 @@ def _wait_healthy(base: str, server: subprocess.Popen, timeout_s: float = 90.0) 
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

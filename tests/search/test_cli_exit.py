@@ -1,0 +1,56 @@
+"""The console script's exit skips Python's module teardown, and nothing the teardown would
+have done that matters is lost: the exit code, other threads' work, exit handlers, output."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from nascomp.search import cli
+
+# A process that leaves work for its exit, then runs the console script's entry on a command
+# that fails on bad input (exit 2 with a one-line error, after torch is loaded).
+SCRIPT = textwrap.dedent(
+    """
+    import atexit, sys, threading, time
+    from pathlib import Path
+    from nascomp.search import cli
+
+    out = Path(sys.argv[1])
+    atexit.register(lambda: (out / "handler").write_text("ran"))
+    threading.Thread(
+        target=lambda: (time.sleep(0.5), (out / "thread").write_text("done"))
+    ).start()
+    sys.stdout.write("x" * 100)  # held in the buffer of a pipe until a flush
+    sys.argv = ["nascomp", "search", str(out / "missing.yaml")]
+    cli.entry()
+    """
+)
+
+
+def test_the_exit_keeps_code_threads_handlers_and_output(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # buffered output
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert done.returncode == cli.EXIT_USAGE
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"nascomp: error: experiment file '{tmp_path / 'missing.yaml'}' does not exist"
+    )
+    assert done.stdout == "x" * 100
+    assert (tmp_path / "thread").read_text() == "done"  # waited for, as at a normal exit
+    assert (tmp_path / "handler").read_text() == "ran"
+
+
+def test_the_console_script_is_the_entry() -> None:
+    from importlib.metadata import entry_points
+
+    (script,) = [e for e in entry_points(group="console_scripts") if e.name == "nascomp"]
+    assert script.value == "nascomp.search.cli:entry"
