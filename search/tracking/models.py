@@ -12,6 +12,8 @@ here (profiled), for an answer that is always ``onnx`` and ``onnxruntime``.
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +31,15 @@ def stage_onnx_model(onnx_bytes: bytes, folder: Path, example: np.ndarray) -> No
 
 def finish_onnx_model(folder: Path) -> Path | None:
     """``folder/onnx_model`` made from what ``stage_onnx_model`` left there (the staged files
-    are then removed); the existing one when it was made already; None when there is none."""
+    are then removed); the existing one when it was made already; None when there is none.
+    The folder appears whole or not at all: it is written beside and renamed into place."""
     path = folder / ONNX_MODEL_DIR
     staged, example = folder / STAGED_ONNX, folder / STAGED_EXAMPLE
     if staged.is_file() and example.is_file() and not path.is_dir():
-        save_onnx_model(staged.read_bytes(), folder, np.load(example, allow_pickle=False))
+        with tempfile.TemporaryDirectory(dir=folder, prefix=".onnx_model-") as scratch:
+            inputs = np.load(example, allow_pickle=False)
+            made = save_onnx_model(staged.read_bytes(), Path(scratch), inputs)
+            os.replace(made, path)
     if path.is_dir():
         staged.unlink(missing_ok=True)
         example.unlink(missing_ok=True)
