@@ -106,6 +106,11 @@ class RunLog:
             self.pending = left + self.pending
         return sorted(runs, key=lambda run: run.info.end_time or 0)
 
+    def trials(self) -> set[str]:
+        """Every trial with a run in the store or an op in the queue (the ops of a previous
+        driver's journal included: replayed, they create runs that ``load`` did not see)."""
+        return set(self.run_ids) | {op["trial"] for op in self.pending if op.get("trial")}
+
     def forget(self, trial: str) -> None:
         """``trial`` is no longer part of the search (its run is about to be deleted)."""
         self.ended.discard(trial)

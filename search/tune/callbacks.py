@@ -92,14 +92,15 @@ class MlflowTrialCallback(Callback):
         earlier, self._earlier = self._earlier, None
         # Runs of trials that Tune's restored snapshot does not know: a killed driver started
         # them after its last snapshot, and Tune runs new trials in their place. Their runs
-        # are deleted (MLflow keeps them as deleted) so that each trial has exactly one.
+        # are deleted (MLflow keeps them as deleted) so that each trial has exactly one. That
+        # includes runs only the killed driver's journal held, which setup's flush created.
         known = {trial.trial_id for trial in trials}
+        for trial_id in sorted(self.log.trials() - known):
+            self.log.forget(trial_id)
+            self.log.submit({"op": "delete", "trial": trial_id})
         for run in earlier:
             trial_id = run.data.tags.get(TRIAL_TAG)
-            if trial_id and trial_id not in known:
-                self.log.forget(trial_id)
-                self.log.submit({"op": "delete", "trial": trial_id})
-            elif trial_id in self.log.ended:
+            if trial_id in known and trial_id in self.log.ended:
                 record = record_of(run)
                 feasible = self._feasible(record)
                 self.progress.add(record.metrics if feasible else None)

@@ -304,3 +304,36 @@ def test_a_trials_writes_batch_past_other_trials_starts_and_ends(store: tuple) -
     a = client.get_run(log.run_ids["a"])
     assert a.info.status == "FINISHED" and a.data.tags["nascomp.status"] == "ok"
     assert [m.step for m in client.get_metric_history(a.info.run_id, "loss")] == [1, 2, 3]
+
+
+def test_a_resumed_search_deletes_the_runs_of_trials_tune_does_not_know(
+    tmp_path: Path,
+) -> None:
+    """A driver killed after its last Tune snapshot leaves runs of trials Tune will not
+    continue: one already in the store, one only in its journal. Both go; a known one stays."""
+    from types import SimpleNamespace
+
+    from nascomp.search.tracking.store import Tracker
+    from nascomp.search.tune.callbacks import MlflowTrialCallback
+
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "resume")
+    experiment_id = tracker.experiment_id(create=True)
+    parent = tracker.client.create_run(experiment_id).info.run_id
+    journal = tmp_path / JOURNAL
+    killed = RunLog(tracker.client, experiment_id, parent, journal=journal, echo=lambda _: None)
+    killed.load()
+    for trial in ("known", "in-store"):
+        killed.submit(_start(trial))
+    killed.submit(_end("known"))
+    journal.write_text(json.dumps(_start("in-journal")) + "\n")  # never reached the store
+
+    callback = MlflowTrialCallback(
+        tracker, parent, {"loss": "min"}, [], journal=journal, echo=lambda _: None
+    )
+    callback.setup()
+    assert len(_children(tracker.client, experiment_id, parent)) == 3  # the journal replayed
+    callback.on_step_begin(0, [SimpleNamespace(trial_id="known")])
+    callback.log.flush(force=True)
+    children = _children(tracker.client, experiment_id, parent)
+    assert [run.data.tags["nascomp.trial_id"] for run in children] == ["known"]
+    assert callback.log.ended == {"known"}
