@@ -229,11 +229,17 @@ def _start_ui(db: Path, port: int, cwd: Path) -> tuple[subprocess.Popen, str]:
 
 def _stop_ui(ui: subprocess.Popen) -> None:
     # Ctrl+C, as a user stops it: nascomp catches KeyboardInterrupt and stops the mlflow server.
+    # It gives the server 30 s after SIGTERM and its helpers 10 s more: the wait here is longer
+    # than that bound, so a machine slowed by other tests is not taken for a hang.
     ui.send_signal(signal.SIGINT)
     try:
-        ui.wait(timeout=40)
+        ui.wait(timeout=60)
     except subprocess.TimeoutExpired:
-        os.killpg(ui.pid, signal.SIGKILL)
+        # Every process of the session (the server has a process group of its own): a failed
+        # test must not leave a server running.
+        for process in processes_in_sessions({ui.pid}):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signal.SIGKILL)
         ui.wait(timeout=10)
 
 
