@@ -211,6 +211,7 @@ def _start_ui(db: Path, port: int, cwd: Path) -> tuple[subprocess.Popen, str]:
         lines.put(None)
 
     threading.Thread(target=drain, daemon=True).start()
+    ui.lines = lines  # type: ignore[attr-defined]  # what it prints later, for _stop_ui
     deadline = time.monotonic() + 120
     seen = []
     while True:
@@ -229,18 +230,31 @@ def _start_ui(db: Path, port: int, cwd: Path) -> tuple[subprocess.Popen, str]:
 
 def _stop_ui(ui: subprocess.Popen) -> None:
     # Ctrl+C, as a user stops it: nascomp catches KeyboardInterrupt and stops the mlflow server.
-    # It gives the server 30 s after SIGTERM and its helpers 10 s more: the wait here is longer
-    # than that bound, so a machine slowed by other tests is not taken for a hang.
+    # It gives the server 10 s after SIGTERM and its helpers 5 s more: the wait here is well
+    # past that bound, so a machine slowed by the tests running beside it is not a hang.
     ui.send_signal(signal.SIGINT)
     try:
         ui.wait(timeout=60)
+        return
     except subprocess.TimeoutExpired:
-        # Every process of the session (the server has a process group of its own): a failed
-        # test must not leave a server running.
-        for process in processes_in_sessions({ui.pid}):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(process.pid, signal.SIGKILL)
-        ui.wait(timeout=10)
+        pass
+    # A hang: say what was still running and what nascomp ui printed last, then kill every
+    # process of the session (the server has a process group of its own), so that a failed
+    # test leaves no server behind.
+    left = processes_in_sessions({ui.pid})
+    for process in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process.pid, signal.SIGKILL)
+    ui.wait(timeout=10)
+    printed: list[str] = []
+    with contextlib.suppress(queue.Empty):
+        while (line := ui.lines.get(timeout=1)) is not None:  # type: ignore[attr-defined]
+            printed.append(line)
+    running = "\n".join(process.cmdline[:160] for process in left)
+    raise AssertionError(
+        f"nascomp ui still running 60 s after Ctrl-C; its session held:\n{running}\n"
+        "it printed last:\n" + "".join(printed[-30:])
+    )
 
 
 def _port_free(port: int) -> bool:
