@@ -187,11 +187,22 @@ def browser() -> Iterator[Browser]:
         shutil.rmtree(profile, ignore_errors=True)
 
 
+_EXEC_WITH_DEFAULT_SIGINT = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "os.execv(sys.argv[1], sys.argv[1:])"
+)
+
+
 def _start_ui(db: Path, port: int, cwd: Path) -> tuple[subprocess.Popen, str]:
     """`nascomp ui` as a user starts it; return the process and the URL it prints."""
     exe = Path(sys.executable).with_name("nascomp")
+    command = [str(exe), "ui", "--tracking-uri", f"sqlite:///{db}", "--port", str(port)]
     ui = subprocess.Popen(
-        [str(exe), "ui", "--tracking-uri", f"sqlite:///{db}", "--port", str(port)],
+        # With Ctrl-C's default action, as in a terminal: a harness started in the background
+        # (`cmd &` in a script) ignores SIGINT, and every process it starts inherits that; a
+        # pytest worker that ran a search in-process has Tune's handler instead, which an exec
+        # resets. So whether `nascomp ui` heard Ctrl-C depended on the tests run before.
+        [sys.executable, "-c", _EXEC_WITH_DEFAULT_SIGINT, *command],
         cwd=cwd,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
