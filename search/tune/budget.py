@@ -87,14 +87,12 @@ class BudgetClock(Callback):
     def describe(self) -> str:
         return f"{self.spent():.4g} of {self.limit:g} {self.unit}"
 
-    def announce(self) -> None:
-        """Say once that no trial starts any more, and why."""
+    def announce(self, live: int) -> None:
+        """Say once that no trial starts any more, and why; ``live``: the trials already
+        begun (running, or waiting for a worker) that will still finish."""
         if not self.announced:
             self.announced = True
-            self.echo(
-                f"budget spent ({self.describe()}): no new trials; {len(self.running)} running "
-                "finish"
-            )
+            self.echo(f"budget spent ({self.describe()}): no new trials; {live} begun finish")
 
     def save(self) -> None:
         self.saved_at = self.now()
@@ -135,7 +133,9 @@ class BudgetedLimiter(ConcurrencyLimiter):
     def suggest(self, trial_id: str) -> dict | None:
         clock = _CLOCKS.get(self.budget_key)
         if clock is not None and clock.exhausted():
-            clock.announce()
+            # Live: suggested and not ended, those still waiting for a worker included
+            # (the clock's ``running`` holds only the started ones).
+            clock.announce(len(self.live_trials))
             return Searcher.FINISHED
         return super().suggest(trial_id)
 

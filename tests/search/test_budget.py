@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 from pathlib import Path
 from types import SimpleNamespace
@@ -119,11 +120,14 @@ def test_tiny_search_ends_by_its_budget(workdir: Path) -> None:
     assert all(t.status in ("ok", "infeasible") for t in summary.trials)  # none cut short
     manifest = json.loads((summary.folder / MANIFEST).read_text())
     assert manifest["state"] == "finished"
-    spent = manifest["budget"]["spent"]
-    longest = max(t.metrics.get("train_seconds", 0.0) for t in summary.trials)
-    # Spent, and by no more than the running trials' ends (each well under 20 s here).
-    assert BUDGET_S <= spent <= BUDGET_S + longest + 20
-    assert any(line.startswith("budget spent (") for line in lines)
+    assert manifest["budget"]["spent"] >= BUDGET_S
+    # No trial began once the budget was spent: the trials the search ran are those that had
+    # ended when it said so, and those it said were begun. (Time past the budget is no test:
+    # a begun trial's worker may take half a minute to start on a loaded machine.)
+    said = next(i for i, line in enumerate(lines) if line.startswith("budget spent ("))
+    ended_before = sum(line.startswith("[") for line in lines[:said])
+    begun = int(re.search(r"no new trials; (\d+) begun finish$", lines[said]).group(1))
+    assert ended_before + begun == len(summary.trials), lines
 
 
 # Room for new trials after the resume: a Ctrl-C at 6 s of budget stopped the driver only at
