@@ -69,7 +69,12 @@ class MlflowServer:
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
-        wait_for("the MLflow server's /health", self.healthy, timeout_s, every_s=0.5)
+        try:
+            wait_for("the MLflow server's /health", self.healthy, timeout_s, every_s=0.5)
+        except TimeoutError as error:
+            self.stop()  # not left running for the rest of the tests
+            tail = (self.folder / "server.log").read_text()[-1500:]
+            raise TimeoutError(f"{error}; the server's log ends:\n{tail}") from None
 
     def healthy(self) -> bool:
         try:
