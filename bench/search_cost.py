@@ -25,7 +25,11 @@ Strategies, each a setting of the experiment file:
   divides each move's predicted hypervolume gain by its compute (``ReusedMoveCost``: a move
   that only changes pruning or bits costs the epochs after training);
 - ``pls+reuse-blind``: the reuse alone, every move weighed as a full trial;
-- ``pls+reuse+mo_asha``: reuse and the rungs.
+- ``pls+reuse+mo_asha``: reuse and the rungs; ``pls``'s model learns from what the stopped
+  trials reached (their accuracy at the rung, their fraction of training as an input), as in
+  a search (the default whenever trials are stopped);
+- ``pls+reuse+mo_asha-unheard``: the same with the stopped trials left out of the model, to
+  measure what learning from them brings.
 
 Each search runs trials one after another until it has spent ``--budget`` CPU-seconds of
 this process (``time.process_time``: training, measuring, the sampler's own asks), the way
@@ -65,7 +69,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import DEFAULT_DATA_ROOT, ROOT, load_average, machine
 
 EXAMPLE = ROOT / "examples" / "mnist.yaml"
-STRATEGIES = ("random", "pls", "pls+mo_asha", "pls+reuse", "pls+reuse-blind", "pls+reuse+mo_asha")
+STRATEGIES = (
+    "random",
+    "pls",
+    "pls+mo_asha",
+    "pls+reuse",
+    "pls+reuse-blind",
+    "pls+reuse+mo_asha",
+    "pls+reuse+mo_asha-unheard",
+)
 FRACTIONS = (0.25, 0.5, 0.75, 1.0)
 OBJECTIVES = {"val_accuracy": "max", "size_bytes": "min"}
 
@@ -155,6 +167,7 @@ def run_search(job: Job) -> Run:
     from nascomp.search.driver import trial_base
     from nascomp.search.experiment import teacher_job
     from nascomp.search.samplers import make_sampler
+    from nascomp.search.samplers._common import STOPPED_ATTR, stopped_at
     from nascomp.search.samplers.space import DefineByRun
     from nascomp.search.tune.scheduler import MultiObjectiveAsha
     from nascomp.trainers.predicted import predict_costs
@@ -171,6 +184,7 @@ def run_search(job: Job) -> Run:
         experiment.search,
         features=experiment.space.features(),
         move_cost=ReusedMoveCost.of(experiment.train) if weighed else None,
+        learn_from_stopped=not job.strategy.endswith("-unheard"),
     )
     directions = ["maximize" if d == "max" else "minimize" for d in OBJECTIVES.values()]
     study = optuna.create_study(directions=directions, sampler=sampler)
@@ -200,6 +214,10 @@ def run_search(job: Job) -> Run:
                     trained=store,
                 )
             except _Stop:
+                # What the rung saw, kept on the trial as the searcher does in a search.
+                reached = scheduler.reached(judge.trial_id)
+                values = [reached["values"].get(name) for name in OBJECTIVES]
+                trial.set_user_attr(STOPPED_ATTR, stopped_at(reached["fidelity"], values))
                 study.tell(trial, state=TrialState.PRUNED)
                 run.n_stopped += 1
                 run.spent.append(time.process_time() - started)

@@ -27,10 +27,13 @@ def make_sampler(
     constraints_func: Constraints | None = None,
     features: Features | None = None,
     move_cost: Callable[[dict[str, Any], dict[str, Any]], float] | None = None,
+    learn_from_stopped: bool = True,
 ) -> optuna.samplers.BaseSampler:
     """The sampler ``search.sampler`` names; ``constraints_func`` reaches those that use one,
-    ``features`` (``SpaceConfig.features()``) the one whose model takes them (``pls``), and
-    ``move_cost`` (a move's compute relative to a full trial) the one that weighs it (``pls``)."""
+    ``features`` (``SpaceConfig.features()``) the one whose model takes them (``pls``),
+    ``move_cost`` (a move's compute relative to a full trial) the one that weighs it (``pls``),
+    and ``learn_from_stopped`` says whether its model learns from trials stopped early (``pls``;
+    off only to measure what that brings, in bench/search_cost.py)."""
     seed = search.seed
     if search.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
@@ -47,6 +50,7 @@ def make_sampler(
                 constraints_func=constraints_func,
                 features=features,
                 move_cost=move_cost,
+                learn_from_stopped=learn_from_stopped,
             )
         if search.sampler == "tpe_local":
             # TPE finds the good regions in the first 30% of the budget, then local search

@@ -23,6 +23,22 @@ from nascomp.search.front.pareto import to_minimise
 
 STEP = 0.15  # Gaussian step of a numeric parameter, as a fraction of its range
 Constraints = Callable[[FrozenTrial], Sequence[float]]
+# User attribute of a trial stopped early (PRUNED): what it had reached when it was stopped,
+# ``{"fidelity": the fraction of its training done, "values": its objectives then, in the
+# study's order, None where not measured yet}``. ``pls``'s model learns from it; a stopped
+# trial is never on a front.
+STOPPED_ATTR = "nascomp.stopped_at"
+
+
+def stopped_at(fidelity: float, values: Sequence[float | None]) -> dict[str, Any]:
+    """The :data:`STOPPED_ATTR` of a trial stopped at ``fidelity`` (in (0, 1)) of its training
+    with objective ``values`` (study order)."""
+    if not 0.0 < fidelity < 1.0:
+        raise ValueError(f"a stopped trial's fidelity is in (0, 1), not {fidelity!r}")
+    return {
+        "fidelity": float(fidelity),
+        "values": [None if v is None or not math.isfinite(v) else float(v) for v in values],
+    }
 
 
 def numeric_step(value: float, dist: FloatDistribution | IntDistribution, rng: Any) -> Any:

@@ -14,12 +14,13 @@ changing starts it afresh.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 from optuna.distributions import BaseDistribution
-from optuna.study import Study
+from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from nascomp.search.samplers import _common as common
@@ -34,8 +35,9 @@ class TrialHistory:
     ``update`` reads what changed; then ``tried()`` is every point tried or running (failed
     trials may be tried again), ``done`` the complete trials that hold every parameter of the
     space with ``values`` (minimised) and ``violations``, ``feasible_front`` the positions in
-    ``done`` of the non-dominated feasible ones, and ``functions()`` the canonical form of every
-    point tried or running (with ``canonical``).
+    ``done`` of the non-dominated feasible ones, ``functions()`` the canonical form of every
+    point tried or running (with ``canonical``), and ``stopped()`` what the trials stopped
+    early had reached (:data:`~nascomp.search.samplers._common.STOPPED_ATTR`).
     """
 
     def __init__(self) -> None:
@@ -96,6 +98,18 @@ class TrialHistory:
     def feasible_front(self) -> list[int]:
         return sorted(self._front)
 
+    def stopped(self, last: int | None = None) -> tuple[list[Params], np.ndarray, np.ndarray]:
+        """The trials stopped early that said what they had reached (the ``last`` most recent,
+        or all), holding every parameter of the space: their points, their objectives then
+        ((n, n objectives), minimised, NaN where not measured) and the fraction of their
+        training they had done."""
+        start = 0 if last is None else max(0, len(self._stopped_points) - last)
+        n = len(self._stopped_points) - start
+        values = np.array(self._stopped_values[start:], dtype=float).reshape(
+            n, len(self._directions)
+        )
+        return self._stopped_points[start:], values, np.array(self._stopped_fidelity[start:])
+
     def point(self, position: int) -> Params:
         """The space's parameters of ``done[position]``."""
         return self._points[position]
@@ -143,6 +157,9 @@ class TrialHistory:
         self._values = np.zeros((16, len(self._directions)))
         self._violations = np.zeros(16)
         self._front: set[int] = set()
+        self._stopped_points: list[Params] = []
+        self._stopped_values: list[list[float]] = []
+        self._stopped_fidelity: list[float] = []
         self._rows: dict[str, tuple[list[np.ndarray], int]] = {}
         self.memo: dict[tuple, Any] = {}  # what a sampler derives from a trial's params alone
 
@@ -158,6 +175,8 @@ class TrialHistory:
         holds_space = set(self._space) <= set(trial.params)
         if self._canonical is not None and holds_space:
             self._functions.add(self._function(trial.params))
+        if trial.state == TrialState.PRUNED and holds_space:
+            self._record_stopped(trial)
         if trial.state != TrialState.COMPLETE or not holds_space:
             return
         position = len(self.done)
@@ -172,6 +191,16 @@ class TrialHistory:
         self._violations[position] = violation
         if violation <= 0.0:
             self._add_to_front(position, minimised)
+
+    def _record_stopped(self, trial: FrozenTrial) -> None:
+        reached = trial.user_attrs.get(common.STOPPED_ATTR)
+        if not isinstance(reached, dict) or len(reached.get("values", ())) != len(self._directions):
+            return  # stopped without saying what it had reached (or by another search)
+        values = [math.nan if v is None else float(v) for v in reached["values"]]
+        signs = [-1.0 if d == StudyDirection.MAXIMIZE else 1.0 for d in self._directions]
+        self._stopped_points.append({name: trial.params[name] for name in self._space})
+        self._stopped_values.append([sign * v for sign, v in zip(signs, values, strict=True)])
+        self._stopped_fidelity.append(float(reached["fidelity"]))
 
     def _add_to_front(self, position: int, point: np.ndarray) -> None:
         """The feasible front with ``point`` offered: kept out when a member dominates it, else

@@ -23,6 +23,12 @@ posterior standard deviations) adds the most, or misses the front by least: a ne
 model already knows well (one that only changes a parameter that has looked irrelevant) then
 ranks below one it is unsure of.
 
+Trials stopped early (``search.scheduler: mo_asha``) are never parents and never on the front,
+but the model learns from what they had reached when stopped (their objectives at the rung,
+``_common.STOPPED_ATTR``), with their fraction of training as an input (:class:`_WithFidelity`);
+every candidate is scored as trained to the end. Without this, a search whose rungs stop 60% of
+its trials leaves 60% of what it measured unread.
+
 Where the space knows which points compute the same function (``Features.canonical``; on an
 NB201 cell, an op on an edge that gets nothing from the input or gives nothing to the output
 does nothing), a candidate that computes a function already tried is skipped: such a trial could
@@ -99,6 +105,9 @@ _RIDGE_ALPHA = 0.1  # bench/search_efficiency.py: 1e-2 and 1.0 did worse
 _PAIR_ALPHA = 3.0  # penalty of the pairwise interaction features (1.0 and 10.0 did worse)
 _OPTIMISM = 1.0  # posterior sds of optimism when no neighbour is predicted to gain
 PARENT_ORDERS = ("crowding", "hv", "random", "model")
+# A stopped trial's fraction of training done, in the model's copy of its point (never a
+# parameter name: those are a space's dotted names).
+_FIDELITY = "<fidelity>"
 
 
 _BLAS: ThreadpoolController | None = None
@@ -148,6 +157,7 @@ class ParetoLocalSearchSampler(common.ParentSampler):
         features: Features | None = None,
         exchanges: bool = True,
         move_cost: Callable[[Params, Params], float] | None = None,
+        learn_from_stopped: bool = True,
     ) -> None:
         if parent_order not in PARENT_ORDERS:
             raise ValueError(f"parent_order must be one of {PARENT_ORDERS}, not {parent_order!r}")
@@ -170,6 +180,9 @@ class ParetoLocalSearchSampler(common.ParentSampler):
         # (parent params, neighbour) -> its compute relative to a full trial; positive gains
         # are divided by it, so the model ranks moves by gain per compute (None: all cost 1).
         self._move_cost = move_cost
+        # Whether the model learns from trials stopped early (their STOPPED_ATTR), with their
+        # fraction of training as an input.
+        self._learn_from_stopped = learn_from_stopped
         self._search_space = IntersectionSearchSpace(include_pruned=True)
         # trial id -> the parent's params once sample_relative chose a neighbour for the trial
         self._parents: dict[int, Params] = {}
@@ -186,6 +199,7 @@ class ParetoLocalSearchSampler(common.ParentSampler):
         state.setdefault("_balanced_start", False)
         state.setdefault("_design", {})
         state.setdefault("_move_cost", None)
+        state.setdefault("_learn_from_stopped", False)
         state["_history"] = None
         self.__dict__.update(state)
 
@@ -358,17 +372,7 @@ class ParetoLocalSearchSampler(common.ParentSampler):
         values = history.values[done]
         low, high = values.min(axis=0), values.max(axis=0)
         features = self._usable_features(space)
-        model = RidgeModel(space, pair_alpha=self._pair_alpha, features=features)
-        blocks = history.rows("blocks", done, model.blocks)
-        design = None
-        if model.primal(blocks):  # the explicit features of each trial, built once
-            design = history.rows("design", done, lambda p: [model.design(model.blocks(p))])[0]
-        model.fit(
-            [history.point(i) for i in done],
-            normalise(values, low, high),
-            blocks=blocks,
-            design=design,
-        )
+        model = self._fit_model(history, done, space, low, high)
         front = normalise(history.values[ranks[0]], low, high)
         canonical = features.canonical if features is not None else None
         known = history.functions()
@@ -394,6 +398,74 @@ class ParetoLocalSearchSampler(common.ParentSampler):
             self._pending[trial.number] = common.key(child, space)
             return child
         return {}
+
+    def _fit_model(
+        self,
+        history: TrialHistory,
+        done: np.ndarray,
+        space: dict[str, BaseDistribution],
+        low: np.ndarray,
+        high: np.ndarray,
+    ) -> RidgeModel | _Joined:
+        """The model of each objective (scaled so ``low`` -> 0, ``high`` -> 1) on the trials
+        ``done`` (positions in ``history.done``), and, with ``learn_from_stopped``, on what
+        the trials stopped early had reached, for the objectives they measured: their
+        fraction of training is then an input (:class:`_WithFidelity`), and candidates are
+        scored as trained to the end."""
+        features = self._usable_features(space)
+        points = [history.point(i) for i in done]
+        y = normalise(history.values[done], low, high)
+        stopped = self._stopped_rows(history, low, high) if self._learn_from_stopped else None
+        model = RidgeModel(space, pair_alpha=self._pair_alpha, features=features)
+        if stopped is None:
+            return self._fit_cached(model, history, done, points, y)
+        stopped_points, stopped_y, levels, measured = stopped
+        learner = RidgeModel(
+            space, pair_alpha=self._pair_alpha, features=_WithFidelity(features, levels)
+        )
+        own = history.rows(f"blocks+fidelity{levels}", done, learner.blocks)
+        theirs = learner.blocks(stopped_points)
+        blocks = [np.concatenate(pair) for pair in zip(own, theirs, strict=True)]
+        learner.fit(
+            points + stopped_points,
+            np.concatenate([y[:, measured], stopped_y[:, measured]]),
+            blocks=blocks,
+        )
+        rest = [m for m in range(y.shape[1]) if m not in measured]
+        if not rest:
+            return learner
+        model = self._fit_cached(model, history, done, points, y[:, rest])
+        return _Joined(y.shape[1], [(measured, learner), (rest, model)])
+
+    def _fit_cached(
+        self,
+        model: RidgeModel,
+        history: TrialHistory,
+        done: np.ndarray,
+        points: list[Params],
+        y: np.ndarray,
+    ) -> RidgeModel:
+        """``model`` fit to ``done``'s ``points`` and ``y``, their feature blocks (and, solved
+        in the primal, their explicit features) built once per trial."""
+        blocks = history.rows("blocks", done, model.blocks)
+        design = None
+        if model.primal(blocks):
+            design = history.rows("design", done, lambda p: [model.design(model.blocks(p))])[0]
+        return model.fit(points, y, blocks=blocks, design=design)
+
+    def _stopped_rows(
+        self, history: TrialHistory, low: np.ndarray, high: np.ndarray
+    ) -> tuple[list[Params], np.ndarray, tuple[float, ...], list[int]] | None:
+        """What the stopped trials (the ``max_history`` most recent) reached, as model rows:
+        their points with their fidelity, their objectives scaled like the finished trials',
+        the fidelities seen, and the objectives every one of them measured (None: no such
+        trial, or no such objective)."""
+        points, values, fidelity = history.stopped(last=self._max_history)
+        measured = [m for m in range(values.shape[1]) if np.all(np.isfinite(values[:, m]))]
+        if not points or not measured:
+            return None
+        rows = [{**point, _FIDELITY: float(f)} for point, f in zip(points, fidelity, strict=True)]
+        return rows, normalise(values, low, high), tuple(sorted(set(fidelity.tolist()))), measured
 
     def _candidates(
         self,
@@ -602,6 +674,46 @@ class RidgeModel:
             pairs = (main**2 - np.sum(np.square(inner), axis=0)) / 2.0
             kernel = kernel + pairs / self._pair_alpha
         return kernel
+
+
+class _WithFidelity:
+    """Feature blocks (those of ``features``, if any) plus one for how much of its training a
+    point had when measured: one-hot over the fractions the stopped trials reached
+    (``levels``), all zero for a trial trained to the end and for every candidate, which the
+    model therefore scores as trained to the end.
+
+    With pairwise interactions, the fidelity block's products with each parameter's let the
+    model learn that a choice trains slower (ranks lower at epoch 1 than at the end); its main
+    effect absorbs how much lower every objective is at a fidelity. One model with the budget
+    as an input is how FABOLAS (Klein et al., 2017) learns from training on data subsets; the
+    budget here is the fraction of the training epochs.
+    """
+
+    def __init__(self, features: Features | None, levels: Sequence[float]) -> None:
+        self.features = features
+        self.levels = list(levels)
+
+    def __call__(self, params: Sequence[Params]) -> list[np.ndarray]:
+        blocks = list(self.features(params)) if self.features is not None else []
+        fidelity = np.zeros((len(params), len(self.levels)))
+        for row, point in enumerate(params):
+            if point.get(_FIDELITY) is not None:
+                fidelity[row, self.levels.index(point[_FIDELITY])] = 1.0
+        return [*blocks, fidelity]
+
+
+class _Joined:
+    """Models of different objectives (columns), predicting as one."""
+
+    def __init__(self, n_objectives: int, parts: list[tuple[list[int], RidgeModel]]) -> None:
+        self.n_objectives, self.parts = n_objectives, parts
+
+    def predict_std(self, params: list[Params]) -> tuple[np.ndarray, np.ndarray]:
+        mean = np.zeros((len(params), self.n_objectives))
+        std = np.zeros_like(mean)
+        for columns, model in self.parts:
+            mean[:, columns], std[:, columns] = model.predict_std(params)
+        return mean, std
 
 
 def _blocks(params: list[Params], space: dict[str, BaseDistribution]) -> list[np.ndarray]:

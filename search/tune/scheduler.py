@@ -24,7 +24,9 @@ at the rung. Those measured only at the end (latency) are left out, and the run 
 
 Trials it stops are marked ``nascomp_status = pruned`` in their last result before Ray hands
 that result on, so the searcher tells Optuna PRUNED (never COMPLETE with truncated values),
-MLflow tags the run ``nascomp.status=pruned``, and the front never holds them.
+MLflow tags the run ``nascomp.status=pruned``, and the front never holds them. The same result
+carries what the stopping rung saw (``nascomp_stopped_at``: the fraction of training done and
+the objectives it ranked), which the searcher keeps on the Optuna trial for ``pls``'s model.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ import numpy as np
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from nascomp.search.front.pareto import crowding_distance, non_dominated_sort, to_minimise
-from nascomp.search.tune.searcher import STATUS_KEY
+from nascomp.search.tune.searcher import STATUS_KEY, STOPPED_KEY
 from nascomp.trainers.predicted import PREDICTED_METRICS
 
 PRUNED = "pruned"
@@ -95,7 +97,8 @@ class MultiObjectiveAsha(FIFOScheduler):
         self.rungs = rung_epochs(grace_period, reduction_factor, max_epochs)
         # rung epoch -> trial id -> that trial's objective values at the rung, by name
         self.recorded: dict[int, dict[str, dict[str, float]]] = {rung: {} for rung in self.rungs}
-        self.stopped: set[str] = set()
+        self.max_epochs = max_epochs
+        self.stopped: dict[str, int | None] = {}  # trial id -> the rung epoch that stopped it
         # Final cost measures from the config (None: rank what the trial reports), per trial.
         self.predict = predict
         self.predicted: dict[str, dict[str, float]] = {}
@@ -127,10 +130,7 @@ class MultiObjectiveAsha(FIFOScheduler):
         values = self.rung_values(trial, result)
         if not values:
             return TrialScheduler.CONTINUE
-        decision = self.decide(trial.trial_id, int(epoch), values)
-        if decision == TrialScheduler.STOP:
-            self.stopped.add(trial.trial_id)
-        return decision
+        return self.decide(trial.trial_id, int(epoch), values)
 
     def decide(self, trial_id: str, rung: int, values: dict[str, float]) -> str:
         """Record ``values`` (objective name -> value) at ``rung`` and say whether the trial
@@ -142,14 +142,35 @@ class MultiObjectiveAsha(FIFOScheduler):
         ids = [tid for tid, seen in recorded.items() if set(seen) == set(names)]
         matrix = np.array([[recorded[tid][m] for m in names] for tid in ids])
         minimised = to_minimise(matrix, [self.objectives[m] for m in names])
-        keep = promotes(minimised, ids.index(trial_id), self.reduction_factor)
-        return TrialScheduler.CONTINUE if keep else TrialScheduler.STOP
+        if promotes(minimised, ids.index(trial_id), self.reduction_factor):
+            return TrialScheduler.CONTINUE
+        self.stopped[trial_id] = rung
+        return TrialScheduler.STOP
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # One pickled by an older nascomp (a search resumed after an upgrade) kept the stopped
+        # trials as a set, without their rungs, and no max_epochs: those say nothing reached.
+        if isinstance(state.get("stopped"), set):
+            state["stopped"] = dict.fromkeys(state["stopped"])
+        state.setdefault("max_epochs", None)
+        self.__dict__.update(state)
+
+    def reached(self, trial_id: str) -> dict[str, Any] | None:
+        """What a stopped trial had reached: the fraction of its training done and the
+        objectives its rung ranked it by (:data:`STOPPED_KEY`); None when not known."""
+        rung = self.stopped.get(trial_id)
+        if rung is None or not self.max_epochs:
+            return None
+        return {"fidelity": rung / self.max_epochs, "values": dict(self.recorded[rung][trial_id])}
 
     def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict) -> None:
         # Ray passes a copy here; the searcher and the callbacks read ``trial.last_result``
         # right after this call, so the mark goes there.
         if trial.trial_id in self.stopped and STATUS_KEY not in trial.last_result:
             trial.last_result[STATUS_KEY] = PRUNED
+            reached = self.reached(trial.trial_id)
+            if reached is not None:
+                trial.last_result[STOPPED_KEY] = reached
             trial.last_result["nascomp_reason"] = (
                 f"stopped at epoch {trial.last_result.get(self.time_attr)} by mo_asha "
                 f"(rungs {self.rungs})"

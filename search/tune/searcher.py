@@ -13,9 +13,13 @@ from optuna.trial import FrozenTrial, TrialState
 from ray.tune.search.optuna import OptunaSearch
 
 from nascomp.search.compat import ray as ray_compat
+from nascomp.search.samplers._common import STOPPED_ATTR, stopped_at
 from nascomp.spaces.constraints import Constraint, violations
 
 STATUS_KEY = "nascomp_status"  # result key: ok | infeasible | pruned
+# Result key of a trial the scheduler stopped: {"fidelity": fraction of training done, "values":
+# {objective: value}} as the rung that stopped it saw them.
+STOPPED_KEY = "nascomp_stopped_at"
 INFO_PREFIX = "nascomp_info."  # result keys of word-valued trial facts, logged as tags
 # A report's epochs held back since the previous report (search/tune/trainable.py), as JSON.
 EARLIER_KEY = "nascomp_earlier_epochs"
@@ -46,7 +50,8 @@ class ConstraintsFromAttr:
 
 class NascompOptunaSearch(OptunaSearch):
     """OptunaSearch that records infeasible architectures as failed Optuna trials, trials the
-    scheduler stopped as pruned ones, and each finished trial's constraint violations.
+    scheduler stopped as pruned ones (with what they had reached, for the sampler to learn
+    from), and each finished trial's constraint violations.
 
     Stock OptunaSearch would tell Optuna "complete" with missing or truncated objective values
     (NOTES.md); an infeasible or stopped point must never reach the front as if it had finished.
@@ -74,9 +79,31 @@ class NascompOptunaSearch(OptunaSearch):
             super().on_trial_complete(trial_id, result=result, error=error)
             return
         ot_trial.set_user_attr(STATUS_KEY, status)
+        reached = _reached(result or {})
+        if status == "pruned" and reached is not None:
+            # What it had reached, for the sampler's model (pls learns from stopped trials).
+            names = self.metric if isinstance(self.metric, list) else [self.metric]
+            values = [reached["values"].get(name) for name in names]
+            ot_trial.set_user_attr(STOPPED_ATTR, stopped_at(reached["fidelity"], values))
         state = TrialState.PRUNED if status == "pruned" else TrialState.FAIL
         ray_compat.tell(self, trial_id, ot_trial, state)
 
     @property
     def study(self) -> Study:
         return ray_compat.study(self)
+
+
+def _reached(result: dict) -> dict | None:
+    """The scheduler's :data:`STOPPED_KEY` entry of a result, nested or as Tune hands it to a
+    searcher, flattened (``nascomp_stopped_at/values/val_accuracy``); None when absent."""
+    if isinstance(result.get(STOPPED_KEY), dict):
+        return result[STOPPED_KEY]
+    prefix = f"{STOPPED_KEY}/"
+    if f"{prefix}fidelity" not in result:
+        return None
+    values = {
+        key.removeprefix(f"{prefix}values/"): value
+        for key, value in result.items()
+        if key.startswith(f"{prefix}values/")
+    }
+    return {"fidelity": result[f"{prefix}fidelity"], "values": values}

@@ -75,7 +75,38 @@ def test_rungs_rank_the_predicted_final_size(predict: bool, second: str) -> None
     )
     assert first == TrialScheduler.CONTINUE
     assert decision == getattr(TrialScheduler, second)
-    assert scheduler.stopped == ({"t2"} if second == "STOP" else set())
+    assert scheduler.stopped == ({"t2": 1} if second == "STOP" else {})
+    if second == "STOP":  # what the rung saw, handed on with the trial's last result
+        assert scheduler.reached("t2") == {
+            "fidelity": 0.25,
+            "values": {"val_accuracy": 0.8, "size_bytes": 200.0},
+        }
+        trial = _trial("t2", 200.0)
+        trial.last_result = {"epoch": 1}
+        scheduler.on_trial_complete(None, trial, {})
+        assert trial.last_result["nascomp_status"] == "pruned"
+        assert trial.last_result["nascomp_stopped_at"] == scheduler.reached("t2")
+
+
+def test_a_scheduler_pickled_by_an_older_nascomp_still_stops_trials() -> None:
+    """It kept the stopped trials as a set and had no max_epochs: it goes on stopping, and
+    says nothing of what its trials reached."""
+    old = _scheduler(predict=True)
+    state = dict(old.__dict__, stopped={"t0"})
+    del state["max_epochs"]
+    restored = MultiObjectiveAsha.__new__(MultiObjectiveAsha)
+    restored.__setstate__(state)
+    assert restored.reached("t0") is None
+    restored.on_trial_result(None, _trial("t1", 100.0), {"epoch": 1, "val_accuracy": 0.9})
+    decision = restored.on_trial_result(
+        None, _trial("t2", 200.0), {"epoch": 1, "val_accuracy": 0.8}
+    )
+    assert decision == TrialScheduler.STOP and restored.reached("t2") is None
+    trial = _trial("t2", 200.0)
+    trial.last_result = {"epoch": 1}
+    restored.on_trial_complete(None, trial, {})
+    assert trial.last_result["nascomp_status"] == "pruned"
+    assert "nascomp_stopped_at" not in trial.last_result
 
 
 def test_off_rung_and_final_results_always_continue() -> None:

@@ -1,5 +1,6 @@
 """mo_asha on a real (tiny) search: the front holds only fully trained trials, stopped trials
-reach Optuna as PRUNED and MLflow as pruned, and the search spends fewer epochs."""
+reach Optuna as PRUNED (with what they had reached) and MLflow as pruned, and the search
+spends fewer epochs."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from nascomp.search.driver import run_search
+from nascomp.search.samplers._common import STOPPED_ATTR
 from tests.search.conftest import tiny_experiment
 
 pytestmark = pytest.mark.e2e
@@ -37,6 +39,13 @@ def test_mo_asha_prunes_and_front_is_fully_trained(workdir: Path) -> None:
     # Optuna heard "pruned", never "complete with truncated values".
     study = summary.searcher.study
     assert len(study.get_trials(states=[TrialState.PRUNED])) == len(pruned)
+    # Each keeps what its rung saw, for pls's model: its accuracy then and its final size
+    # (the study's order), at a quarter or half of its training (rungs at epochs 1 and 2 of 4).
+    for trial in study.get_trials(states=[TrialState.PRUNED]):
+        reached = trial.user_attrs[STOPPED_ATTR]
+        assert reached["fidelity"] in (1 / EPOCHS, 2 / EPOCHS)
+        accuracy, size = reached["values"]
+        assert 0.0 <= accuracy <= 1.0 and size > 0
     assert len(study.get_trials(states=[TrialState.COMPLETE])) == len(finished)
     # The front holds fully trained trials only.
     assert summary.front
