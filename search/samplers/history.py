@@ -23,6 +23,7 @@ from optuna.distributions import BaseDistribution
 from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from nascomp.search.front.pareto import to_minimise
 from nascomp.search.samplers import _common as common
 
 Params = dict[str, Any]
@@ -143,6 +144,7 @@ class TrialHistory:
         self._identity = identity
         self._space = dict(space)
         self._directions = list(study.directions)
+        self._modes = ["max" if d == StudyDirection.MAXIMIZE else "min" for d in self._directions]
         self._canonical = canonical
         self._count = 0  # trials in the study when last read
         self._read: set[int] = set()  # numbers of the trials read at least once
@@ -196,10 +198,9 @@ class TrialHistory:
         reached = trial.user_attrs.get(common.STOPPED_ATTR)
         if not isinstance(reached, dict) or len(reached.get("values", ())) != len(self._directions):
             return  # stopped without saying what it had reached (or by another search)
-        values = [math.nan if v is None else float(v) for v in reached["values"]]
-        signs = [-1.0 if d == StudyDirection.MAXIMIZE else 1.0 for d in self._directions]
+        values = np.array([math.nan if v is None else v for v in reached["values"]], dtype=float)
         self._stopped_points.append({name: trial.params[name] for name in self._space})
-        self._stopped_values.append([sign * v for sign, v in zip(signs, values, strict=True)])
+        self._stopped_values.append(to_minimise(values[None, :], self._modes)[0].tolist())
         self._stopped_fidelity.append(float(reached["fidelity"]))
 
     def _add_to_front(self, position: int, point: np.ndarray) -> None:

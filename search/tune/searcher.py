@@ -94,10 +94,8 @@ class NascompOptunaSearch(OptunaSearch):
 
 
 def _reached(result: dict) -> dict | None:
-    """The scheduler's :data:`STOPPED_KEY` entry of a result, nested or as Tune hands it to a
-    searcher, flattened (``nascomp_stopped_at/values/val_accuracy``); None when absent."""
-    if isinstance(result.get(STOPPED_KEY), dict):
-        return result[STOPPED_KEY]
+    """The scheduler's :data:`STOPPED_KEY` entry of a result as Tune hands it to a searcher,
+    flattened (``nascomp_stopped_at/values/val_accuracy``); None when absent."""
     prefix = f"{STOPPED_KEY}/"
     if f"{prefix}fidelity" not in result:
         return None
