@@ -62,6 +62,7 @@ from nascomp.search.experiment import Experiment, load_experiment
 from nascomp.search.front.hypervolume import NORMALISED_REF, hypervolume, normalise
 from nascomp.search.front.pareto import non_dominated_sort, to_minimise
 from nascomp.search.samplers import make_sampler
+from nascomp.search.samplers._common import STOPPED_ATTR, stopped_at
 from nascomp.search.samplers.space import DefineByRun
 
 SIZES = (100, 1_000, 10_000)
@@ -120,15 +121,28 @@ def setup(sampler: str | None = None) -> Setup:
     return Setup(experiment, space, names, directions)
 
 
-def history(base: Setup, n_trials: int, seed: int = 1) -> list[FrozenTrial]:
-    """``n_trials`` finished trials drawn at random over the space, with synthetic values."""
+def history(base: Setup, n_trials: int, seed: int = 1, stopped: float = 0.0) -> list[FrozenTrial]:
+    """``n_trials`` trials drawn at random over the space, with synthetic values; a fraction
+    ``stopped`` of them stopped early as ``search.scheduler: mo_asha`` stops them (PRUNED, with
+    what they reached at a rung of 1/4 or 1/2 of training in ``STOPPED_ATTR``: accuracy lower
+    by a tenth of what training was left, the sizes, no latency), the rest finished."""
     study = optuna.create_study(
         directions=base.directions, sampler=optuna.samplers.RandomSampler(seed=seed)
     )
+    rng = np.random.default_rng(seed)
     for _ in range(n_trials):
         trial = study.ask()
-        study.tell(trial, base.values(trial))
-    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        values = base.values(trial)
+        if rng.random() >= stopped:
+            study.tell(trial, values)
+            continue
+        fidelity = float(rng.choice([0.25, 0.5]))
+        at_rung: dict[str, float | None] = dict(zip(base.names, values, strict=True))
+        at_rung["val_accuracy"] = values[base.names.index("val_accuracy")] - 0.1 * (1 - fidelity)
+        at_rung["latency_ms"] = None  # not measured at a rung
+        trial.set_user_attr(STOPPED_ATTR, stopped_at(fidelity, list(at_rung.values())))
+        study.tell(trial, state=TrialState.PRUNED)
+    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
 
 
 # ---------------------------------------------------------------- timing
@@ -185,7 +199,8 @@ def component_ms(
     from nascomp.search.compat.optuna import fast_non_domination_rank
 
     modes = ["max" if d == "maximize" else "min" for d in directions]
-    values = to_minimise(np.array([t.values for t in trials]), modes)
+    finished = [t for t in trials if t.state == TrialState.COMPLETE]
+    values = to_minimise(np.array([t.values for t in finished]), modes)
     out = {}
     started = time.perf_counter()
     ours = non_dominated_sort(values)
@@ -228,6 +243,12 @@ def main(argv: list[str] | None = None) -> int:
         default=60.0,
         help="ask seconds per sampler and size after which it stops at --min-asks",
     )
+    parser.add_argument(
+        "--stopped",
+        type=float,
+        default=0.0,
+        help="fraction of the history stopped early by mo_asha (pls learns from them), e.g. 0.6",
+    )
     parser.add_argument("--profile", action="store_true", help="cProfile one pls ask at top N")
     parser.add_argument("--quick", action="store_true", help="sizes 100 and 1,000, 5 asks")
     args = parser.parse_args(argv)
@@ -244,8 +265,12 @@ def main(argv: list[str] | None = None) -> int:
         f"load average {os.getloadavg()[0]:.2f}; {time.strftime('%Y-%m-%d %H:%M')}"
     )
     started = time.perf_counter()
-    full = history(base, max(args.sizes))
-    print(f"history of {len(full):,} random trials made in {time.perf_counter() - started:.1f} s")
+    full = history(base, max(args.sizes), stopped=args.stopped)
+    n_stopped = sum(t.state == TrialState.PRUNED for t in full)
+    print(
+        f"history of {len(full):,} random trials ({n_stopped:,} stopped early) made in "
+        f"{time.perf_counter() - started:.1f} s"
+    )
 
     header = "sampler   N        ask med   ask p90  ask+tell  a+t p90   (ms; n asks)"
     rows: list[str] = []

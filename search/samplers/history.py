@@ -133,6 +133,27 @@ class TrialHistory:
             self._rows[name] = arrays, count
         return [array[positions] for array in arrays]
 
+    def stopped_rows(
+        self,
+        name: str,
+        make: Callable[[list[Params], np.ndarray], list[np.ndarray]],
+        last: int | None = None,
+    ) -> list[np.ndarray]:
+        """``make``'s arrays (one row per point each) of the stopped trials' points and
+        fidelities, the ``last`` most recent (or all) as :meth:`stopped` gives them, with
+        ``make`` run once per trial: the same ``make`` for the same ``name`` on every call
+        while the study and space stay the same."""
+        arrays, count = self._stopped_cache.get(name, ([], 0))
+        total = len(self._stopped_points)
+        if count < total:
+            new = make(self._stopped_points[count:], np.array(self._stopped_fidelity[count:]))
+            if arrays:
+                new = [np.concatenate(pair) for pair in zip(arrays, new, strict=True)]
+            arrays, count = new, total
+            self._stopped_cache[name] = arrays, count
+        start = 0 if last is None else max(0, total - last)
+        return [array[start:] for array in arrays]
+
     # ------------------------------------------------------------------ internals
     def _reset(
         self,
@@ -163,6 +184,7 @@ class TrialHistory:
         self._stopped_values: list[list[float]] = []
         self._stopped_fidelity: list[float] = []
         self._rows: dict[str, tuple[list[np.ndarray], int]] = {}
+        self._stopped_cache: dict[str, tuple[list[np.ndarray], int]] = {}
         self.memo: dict[tuple, Any] = {}  # what a sampler derives from a trial's params alone
 
     def _function(self, params: Params) -> tuple:

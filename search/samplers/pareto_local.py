@@ -423,13 +423,35 @@ class ParetoLocalSearchSampler(common.ParentSampler):
         learner = RidgeModel(
             space, pair_alpha=self._pair_alpha, features=_WithFidelity(features, levels)
         )
-        own = history.rows(f"blocks+fidelity{levels}", done, learner.blocks)
-        theirs = learner.blocks(stopped_points)
-        blocks = [np.concatenate(pair) for pair in zip(own, theirs, strict=True)]
+
+        # feature blocks (and explicit features) built once per trial, as _fit_cached does
+        def stopped_blocks(points: list[Params], fidelity: np.ndarray) -> list[np.ndarray]:
+            return learner.blocks(_with_fidelity(points, fidelity))
+
+        def design(blocks: list[np.ndarray]) -> list[np.ndarray]:
+            return [learner.design(blocks)]
+
+        name, last = f"blocks+fidelity{levels}", self._max_history
+        pairs = zip(
+            history.rows(name, done, learner.blocks),
+            history.stopped_rows(name, stopped_blocks, last),
+            strict=True,
+        )
+        blocks = [np.concatenate(pair) for pair in pairs]
+        explicit = None
+        if learner.primal(blocks):
+            name = f"design+fidelity{levels}"
+            explicit = np.concatenate(
+                [
+                    history.rows(name, done, lambda p: design(learner.blocks(p)))[0],
+                    history.stopped_rows(name, lambda p, f: design(stopped_blocks(p, f)), last)[0],
+                ]
+            )
         learner.fit(
             points + stopped_points,
             np.concatenate([y[:, measured], stopped_y[:, measured]]),
             blocks=blocks,
+            design=explicit,
         )
         rest = [m for m in range(y.shape[1]) if m not in measured]
         if not rest:
@@ -464,8 +486,8 @@ class ParetoLocalSearchSampler(common.ParentSampler):
         measured = [m for m in range(values.shape[1]) if np.all(np.isfinite(values[:, m]))]
         if not points or not measured:
             return None
-        rows = [{**point, _FIDELITY: float(f)} for point, f in zip(points, fidelity, strict=True)]
-        return rows, normalise(values, low, high), tuple(sorted(set(fidelity.tolist()))), measured
+        levels = tuple(sorted(set(fidelity.tolist())))
+        return _with_fidelity(points, fidelity), normalise(values, low, high), levels, measured
 
     def _candidates(
         self,
@@ -700,6 +722,11 @@ class _WithFidelity:
             if point.get(_FIDELITY) is not None:
                 fidelity[row, self.levels.index(point[_FIDELITY])] = 1.0
         return [*blocks, fidelity]
+
+
+def _with_fidelity(points: Sequence[Params], fidelity: np.ndarray) -> list[Params]:
+    """``points`` with their fraction of training done, as :class:`_WithFidelity` reads it."""
+    return [{**point, _FIDELITY: float(f)} for point, f in zip(points, fidelity, strict=True)]
 
 
 class _Joined:
