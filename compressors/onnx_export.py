@@ -56,19 +56,44 @@ def export_onnx(
     model: nn.Module, example: Tensor, path: str | Path, exporters: tuple[str, ...] = EXPORTERS
 ) -> str:
     """Write ``model`` (any trained or QAT model) as fp32 ONNX at ``path``; returns the name of
-    the exporter that succeeded. The batch axis is dynamic; the rest is ``example``'s shape."""
+    the exporter that succeeded. The batch axis is dynamic; the rest is ``example``'s shape.
+
+    The example has two rows: torch.export specialises every dimension of size 1, so a model
+    whose forward reshapes by the batch size (attention heads, ``x.view(x.size(0), -1)``) came
+    out with a batch of 1 fixed when exported at one row. A file is accepted only once ONNX
+    Runtime has run it at a third batch size; otherwise the next exporter is tried."""
     float_model = _float_model(model)
-    example = example[:1].detach().cpu()
+    example = example[:2].detach().cpu()
+    example = torch.cat([example, example]) if len(example) == 1 else example
     errors: list[str] = []
     for exporter in exporters:
         try:
             with warnings.catch_warnings(), torch.no_grad():
                 warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
                 _EXPORT[exporter](float_model, example, Path(path))
+            _check_batch_axis(path, example)
             return exporter
         except Exception as exc:  # a model one exporter cannot take may suit the other
-            errors.append(f"{exporter}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+            errors.append(f"{exporter}: {type(exc).__name__}: {_first_line(exc)[:200]}")
     raise RuntimeError(f"no ONNX exporter could export the model ({'; '.join(errors)})")
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else "(no message)"
+
+
+def _check_batch_axis(path: str | Path, example: Tensor) -> None:
+    """Raise unless the file at ``path`` runs a batch of 3 (``example`` has 2 rows) and gives
+    one row of logits per input."""
+    batch = torch.cat([example, example[:1]]).numpy()
+    try:
+        runner = session(path)
+        logits = runner.run(None, {runner.get_inputs()[0].name: batch})[0]
+    except Exception as exc:
+        raise ValueError(f"the file does not run a batch of 3: {_first_line(exc)}") from None
+    if logits.shape[0] != len(batch):
+        raise ValueError(f"a batch of 3 gave logits of shape {logits.shape}: no batch axis")
 
 
 def _export_torchscript(model: nn.Module, example: Tensor, path: Path) -> None:

@@ -292,10 +292,20 @@ _EXCEPTION_LINE = re.compile(r"[A-Za-z_][\w.]*(Error|Exception|Interrupt)(\([\w.
 def _error_text(trial: Any) -> str:
     path = getattr(trial, "error_file", None)
     if path and Path(path).is_file():
-        # The exception's own line ("SomeError: message"): not the last line, since some
-        # exceptions print details after their message.
-        lines = [line for line in Path(path).read_text().splitlines() if line.strip()]
-        raised = [line for line in lines if _EXCEPTION_LINE.match(line)]
-        if raised or lines:
-            return (raised or lines)[-1]
+        return _exception_line(Path(path).read_text().splitlines()) or "trial failed"
     return "trial failed"
+
+
+def _exception_line(lines: list[str]) -> str:
+    """The exception's own line ("SomeError: message") of the last traceback in ``lines``:
+    the first unindented line after its last frame, whatever the exception is called
+    (``onnxruntime...InvalidArgument: ...``), not the last line, since some exceptions print
+    details after their message; without a frame, the last line that looks like one."""
+    frames = [i for i, line in enumerate(lines) if line.startswith('  File "')]
+    if frames:
+        for line in lines[frames[-1] + 1 :]:
+            if line.strip() and not line[0].isspace():
+                return line
+    lines = [line for line in lines if line.strip()]
+    raised = [line for line in lines if _EXCEPTION_LINE.match(line)]
+    return (raised or lines or [""])[-1]

@@ -75,6 +75,47 @@ def test_fp32_file_computes_the_model_at_any_batch_size(
             torch.testing.assert_close(shipped(x), model(x), rtol=1e-4, atol=1e-5)
 
 
+class _Attention(nn.Module):
+    """Patches through multi-head attention: its forward reshapes by the batch size."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.embed = nn.Conv2d(3, 16, 4, 4)
+        self.attention = nn.MultiheadAttention(16, 4, batch_first=True)
+        self.head = nn.Linear(16, 5)
+
+    def forward(self, x: Tensor) -> Tensor:
+        tokens = self.embed(x).flatten(2).transpose(1, 2)
+        return self.head(self.attention(tokens, tokens, tokens)[0].mean(1))
+
+
+@pytest.mark.parametrize("exporters", [("torchscript", "dynamo"), ("dynamo",)])
+def test_a_model_that_reshapes_by_the_batch_size_ships_with_a_batch_axis(
+    tmp_path: Path, exporters: tuple[str, ...]
+) -> None:
+    """Exported from one example row, torch.export fixed the batch at 1 (it specialises
+    dimensions of size 1) and ONNX Runtime refused any other batch."""
+    model = _Attention().eval()
+    path = tmp_path / "model.onnx"
+    export_onnx(model, torch.randn(1, 3, 8, 8), path, exporters=exporters)
+    shipped = OnnxModule(path.read_bytes())
+    for batch in (1, 7):
+        x = torch.randn(batch, 3, 8, 8)
+        with torch.no_grad():
+            torch.testing.assert_close(shipped(x), model(x), rtol=1e-4, atol=1e-5)
+
+
+class _BatchOfOne(nn.Module):
+    def forward(self, x: Tensor) -> Tensor:
+        return x.reshape(1, -1)[:, :5]
+
+
+def test_a_file_without_a_batch_axis_is_refused_by_every_exporter(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="torchscript: .*batch of 3.*; dynamo: "):
+        export_onnx(_BatchOfOne(), torch.randn(1, 3, 8, 8), tmp_path / "model.onnx")
+
+
 def test_a_structurally_pruned_model_ships_at_its_smaller_shapes(tmp_path: Path) -> None:
     model = _cnn()
     pruner = make_pruner(model, PruneConfig("structured", 0.5), torch.randn(2, 3, 8, 8))

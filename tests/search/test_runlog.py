@@ -237,6 +237,24 @@ def test_error_text_is_the_exceptions_own_line(tmp_path: Path) -> None:
     )
     error.write_text("Traceback:\n  frame\nFloatingPointError: loss is nan at step 3\n")
     assert _error_text(Trial()) == "FloatingPointError: loss is nan at step 3"
+    # Ray's file of a trial tried twice; an exception whose name ends in neither Error nor
+    # Exception, with details on the lines after its message
+    failure = (
+        "Failure # {n} (occurred at 2026-12-01_23-35-29)\n"
+        "\x1b[36mray::ImplicitFunc.train()\x1b[39m (pid=1, ip=127.0.0.1, repr=trial_fn)\n"
+        '  File "/x/onnx_export.py", line 381, in forward\n'
+        "    logits = self.session.run(None, feed)[0]\n"
+        "             ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^\n"
+        "onnxruntime.capi.onnxruntime_pybind11_state.InvalidArgument: [ONNXRuntimeError] : "
+        "2 : INVALID_ARGUMENT : Got invalid dimensions for input {n}\n"
+        " index: 0 Got: 1024 Expected: 1\n"
+        " Please fix either the inputs/outputs or the model.\n"
+    )
+    error.write_text(failure.format(n=1) + failure.format(n=2))
+    assert _error_text(Trial()) == (
+        "onnxruntime.capi.onnxruntime_pybind11_state.InvalidArgument: [ONNXRuntimeError] : 2 "
+        ": INVALID_ARGUMENT : Got invalid dimensions for input 2"
+    )
 
 
 def test_differences_name_the_changed_fields_and_ignore_tracking() -> None:
