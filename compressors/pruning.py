@@ -238,6 +238,12 @@ class StructuredPruner(Pruner):
                 pruning_ratio=config.ratio,
                 iterative_steps=1,
                 ignored_layers=ignored,
+                # Attention's width must stay a multiple of its heads: told the heads,
+                # torch-pruning prunes within them (without, a ViT's embedding lost channels
+                # one by one and the model no longer ran)
+                num_heads={
+                    m: m.num_heads for m in model.modules() if isinstance(m, nn.MultiheadAttention)
+                },
             )
         except Exception as exc:  # torch-pruning's tracer meets an op it does not know
             raise PruningError(

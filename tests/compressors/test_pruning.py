@@ -262,3 +262,32 @@ def test_a_pruned_model_that_no_longer_runs_is_named_at_once() -> None:
     pruner = make_pruner(HardCodedWidth(), PruneConfig("structured", 0.5), EXAMPLE_1x8x8)
     with pytest.raises(PruningError, match="HardCodedWidth no longer runs"):
         pruner.update(1.0)
+
+
+def test_structured_pruning_of_attention_keeps_the_width_a_multiple_of_the_heads() -> None:
+    """A ViT-style encoder: pruned to 0.33 without being told the heads, its 32-wide embedding
+    lost channels one by one (22 left, 4 heads) and the model no longer ran."""
+
+    class Encoder(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(0)
+            self.embed = nn.Conv2d(1, 32, 4, 4)
+            self.pos = nn.Parameter(torch.zeros(1, 4, 32))
+            layer = nn.TransformerEncoderLayer(32, 4, 64, dropout=0.0, batch_first=True)
+            self.encoder = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+            self.head = nn.Linear(32, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            tokens = self.embed(x).flatten(2).transpose(1, 2) + self.pos
+            return self.head(self.encoder(tokens).mean(1))
+
+    model = Encoder().eval()
+    n_before = count_params(model)
+    example = torch.randn(2, 1, 8, 8)
+    pruner = make_pruner(model, PruneConfig("structured", 0.33), example)
+    pruner.update(1.0)
+    assert model(example).shape == (2, 10)
+    assert count_params(model) < 0.9 * n_before
+    for attention in (m for m in model.modules() if isinstance(m, nn.MultiheadAttention)):
+        assert attention.embed_dim % attention.num_heads == 0
