@@ -94,7 +94,12 @@ class Tracker:
         if found is not None:
             return found.experiment_id
         if not create:
-            raise TrackingError(f"no experiment named {self.experiment!r} in {self.uri}")
+            names = sorted(e.name for e in self.client.search_experiments() if e.name != "Default")
+            there = f"; experiments there: {', '.join(names)}" if names else ""
+            raise TrackingError(
+                f"no experiment named {self.experiment!r} in {self.uri}{there} (--experiment "
+                "NAME: the experiment file's tracking.experiment)"
+            )
         return self.client.create_experiment(
             self.experiment, artifact_location=self._artifact_root(), tags=EXPERIMENT_KIND
         )

@@ -64,15 +64,24 @@ def test_pareto_without_a_store_creates_none(tmp_path: Path) -> None:
 def test_pareto_without_a_search(tmp_path: Path) -> None:
     from mlflow.tracking import MlflowClient
 
-    MlflowClient(f"sqlite:///{tmp_path / 'm.db'}").search_experiments()  # an empty store
+    client = MlflowClient(f"sqlite:///{tmp_path / 'm.db'}")
+    client.search_experiments()  # an empty store
     result = nascomp(
         "pareto", "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}", cwd=tmp_path, timeout=120
     )
     assert result.returncode == 2
+    hint = "(--experiment NAME: the experiment file's tracking.experiment)"
     assert (
         result.stderr.strip()
-        == f"nascomp: error: no experiment named 'nascomp' in sqlite:///{tmp_path / 'm.db'}"
+        == f"nascomp: error: no experiment named 'nascomp' in sqlite:///{tmp_path / 'm.db'} {hint}"
     )
+    # an experiment file named its own: the error says which there are
+    client.create_experiment("tab")
+    result = nascomp(
+        "pareto", "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}", cwd=tmp_path, timeout=120
+    )
+    assert result.returncode == 2
+    assert f"{tmp_path / 'm.db'}; experiments there: tab {hint}" in result.stderr
 
 
 def test_help_lists_the_commands(tmp_path: Path) -> None:
