@@ -12,7 +12,11 @@ Files:
   model with fp16 weights and computation, float32 input and logits (the same feed and output
   as ``model.onnx``), for GPU runtimes;
 - ``state_dict.pt`` and ``model.torchscript.pt``: the same model for plain PyTorch users;
-- ``trial_config.json``: the trial's flat config (its MLflow params).
+- ``trial_config.json``: the trial's flat config (its MLflow params);
+- ``preprocess.json``: what the model must be fed: raw inputs divided by ``scale``, minus
+  ``mean`` and divided by ``std`` per channel (axis 1 of a batch: an image's colour channel, a
+  feature vector's every feature), after resizing images to ``image_size`` when set; the same
+  recipe is in ``model.onnx``'s metadata (``nascomp.preprocess``).
 
 ``load_exported(folder)`` returns a model that predicts exactly what the trial evaluated.
 """
@@ -35,10 +39,13 @@ from nascomp.compressors.export import (
 )
 from nascomp.spaces.models import build_model
 from nascomp.spaces.space import arch_from_flat
+from nascomp.trainers.normalise import Normalise
 
 ARTIFACT = "model.nascomp"
 SKELETON = "skeleton.json"
 FP16_ONNX = "model.fp16.onnx"
+PREPROCESS = "preprocess.json"
+PREPROCESS_KEY = "nascomp.preprocess"  # model.onnx's metadata entry of the same recipe
 
 
 def write_artifact(
@@ -70,14 +77,19 @@ def export_model(
     out_dir: Path,
     onnx: bytes | None = None,
     fp16: bool = False,
+    normalise: Normalise | None = None,
 ) -> dict[str, Path]:
     """Export ``model`` (in eval mode) next to its flat trial config, ``onnx`` (the file the
-    trial measured) as ``model.onnx`` and, with ``fp16``, ``model.fp16.onnx``; return the files
-    written."""
+    trial measured) as ``model.onnx`` and, with ``fp16``, ``model.fp16.onnx``, and how its
+    inputs were normalised (``normalise``) as ``preprocess.json``; return the files written."""
     files = write_artifact(model, example, config, out_dir)
+    recipe = preprocess_recipe(normalise, example, config) if normalise is not None else None
+    if recipe is not None:
+        files["preprocess"] = out_dir / PREPROCESS
+        files["preprocess"].write_text(json.dumps(recipe, indent=2))
     if onnx is not None:
         files["onnx"] = out_dir / "model.onnx"
-        files["onnx"].write_bytes(onnx)
+        files["onnx"].write_bytes(onnx if recipe is None else _with_metadata(onnx, recipe))
     if fp16:
         from nascomp.compressors.onnx_export import fp16_onnx
 
@@ -95,6 +107,32 @@ def export_model(
     traced.save(str(files["torchscript"]))
     files["config"].write_text(json.dumps(config, indent=2, sort_keys=True, default=str))
     return files
+
+
+def preprocess_recipe(
+    normalise: Normalise, example: torch.Tensor, config: dict[str, Any]
+) -> dict[str, Any]:
+    """What turns a raw input into what the model was trained on, as plain data."""
+    return {
+        "input_shape": list(example.shape[1:]),
+        "image_size": config.get("data.image_size"),
+        **normalise.describe(),
+        "formula": (
+            "x = (raw / scale - mean[c]) / std[c], float32, c the index along channel_axis of a "
+            "(batch, *input_shape) array; (H, W) images get a channel axis of 1 and, with "
+            "image_size, images are resized (bilinear) to image_size x image_size first"
+        ),
+    }
+
+
+def _with_metadata(onnx: bytes, recipe: dict[str, Any]) -> bytes:
+    """``onnx`` with ``recipe`` in its metadata (the graph itself unchanged)."""
+    import onnx as onnx_lib
+
+    proto = onnx_lib.load_from_string(onnx)
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = PREPROCESS_KEY, json.dumps(recipe)
+    return proto.SerializeToString()
 
 
 def load_exported(folder: str | Path) -> nn.Module:

@@ -11,6 +11,7 @@ the teacher takes a fraction of a second for the models a search trains.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -20,7 +21,7 @@ from nascomp.compressors.pruning import ignored_layers
 from nascomp.search.errors import ConfigError
 from nascomp.search.experiment import Experiment, trial_constants
 from nascomp.spaces.mixed import PER_LAYER
-from nascomp.spaces.models import InfeasibleArchitecture, build_model, model_family
+from nascomp.spaces.models import IMAGE_FAMILIES, InfeasibleArchitecture, build_model, model_family
 from nascomp.trainers.teacher import load_teacher_checkpoint
 
 # Families whose builders ship with nascomp and are covered by its tests.
@@ -64,6 +65,7 @@ def check_user_code(experiment: Experiment) -> Experiment:
         data = experiment.data.load(threads=trial_constants(experiment)["threads"])
     except (ValueError, TypeError, OSError) as exc:
         raise ConfigError(_located("data", exc)) from None
+    _check_input_rank(data.input_shape, student, teacher, experiment.train.augment.enabled())
     state = torch.random.get_rng_state()
     try:
         for field, arch in checked:
@@ -91,6 +93,35 @@ def check_user_code(experiment: Experiment) -> Experiment:
             f"which its builder declined ({student}); give groups of module-name globs instead"
         )
     return experiment
+
+
+def _check_input_rank(
+    shape: tuple[int, ...],
+    student: Mapping[str, Any],
+    teacher: Mapping[str, Any] | None,
+    augment: bool,
+) -> None:
+    """Inputs that are not (C, H, W) images (feature vectors, signals) need a family that
+    takes them, the teacher's included (the default teacher is a cnn), and no image
+    augmentation."""
+    if len(shape) == 3:
+        return
+    if augment:
+        raise ConfigError(
+            f"train.augment: crops and flips (C, H, W) images; the data's inputs have shape "
+            f"{tuple(shape)} (set train.augment.padding: 0 and flip: false)"
+        )
+    for field, arch in (("space.arch", student), ("teacher.arch", teacher)):
+        if arch is not None and arch.get("family") in IMAGE_FAMILIES:
+            use = (
+                "family custom or mlp, or space.distill.enabled: [false]"
+                if field == "teacher.arch"
+                else "family custom"
+            )
+            raise ConfigError(
+                f"{field}: model family {arch['family']!r} takes (C, H, W) images; the data's "
+                f"inputs have shape {tuple(shape)} (use {use})"
+            )
 
 
 def _with_layer_groups(experiment: Experiment, layers: list[str]) -> Experiment:

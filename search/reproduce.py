@@ -72,7 +72,15 @@ def reproduce(
         source, flat, outcome.metrics, outcome.model, example.cpu(), onnx=outcome.onnx
     )
     exported = (
-        export_model(outcome.model, example, flat, export_dir, onnx=outcome.onnx, fp16=fp16)
+        export_model(
+            outcome.model,
+            example,
+            flat,
+            export_dir,
+            onnx=outcome.onnx,
+            fp16=fp16,
+            normalise=data.normalise,
+        )
         if export_dir
         else {}
     )

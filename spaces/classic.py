@@ -6,6 +6,7 @@ counts are fixed known answers: LeNet-300-100 has 266,610 and LeNet-5 431,080 on
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -46,9 +47,8 @@ class MLP(nn.Sequential):
         self.config = config
 
 
-def _n_inputs(input_shape: tuple[int, int, int]) -> int:
-    channels, height, width = input_shape
-    return channels * height * width
+def _n_inputs(input_shape: tuple[int, ...]) -> int:
+    return math.prod(input_shape)
 
 
 @register_model("mlp")

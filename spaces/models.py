@@ -134,10 +134,10 @@ def describe_arch(arch: Mapping[str, Any]) -> str:
     return family.description(arch) if family else str(arch.get("family"))
 
 
-def build_model(
-    arch: Mapping[str, Any], input_shape: tuple[int, int, int], n_classes: int
-) -> nn.Module:
-    """Build the model that ``arch`` describes for inputs of ``input_shape`` (C, H, W)."""
+def build_model(arch: Mapping[str, Any], input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
+    """Build the model that ``arch`` describes for inputs of ``input_shape``: (C, H, W) images
+    for the image families, any shape (e.g. (F,) features) for ``custom``, ``mlp`` and
+    ``lenet300100`` and for families registered by plugins."""
     _load_builtin_families()
     if "family" not in arch:
         raise ValueError(f"arch needs a 'family' key; allowed: {', '.join(sorted(_REGISTRY))}")
@@ -149,17 +149,25 @@ def build_model(
             f"unknown model family {family!r}; allowed: {', '.join(sorted(_REGISTRY))}"
         )
     shape = _checked_input_shape(input_shape)
+    if family in IMAGE_FAMILIES and len(shape) != 3:
+        raise ValueError(
+            f"model family {family!r} takes (C, H, W) images; the data's inputs have shape "
+            f"{shape} (families for any input shape: custom, mlp)"
+        )
     if isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 1:
         raise ValueError(f"n_classes must be a positive int, got {n_classes!r}")
     fields = {key: value for key, value in arch.items() if key != "family"}
     return _REGISTRY[family].build(fields, shape, n_classes)
 
 
-def _checked_input_shape(input_shape: tuple[int, int, int]) -> tuple[int, int, int]:
-    if len(input_shape) != 3 or any(int(dim) < 1 for dim in input_shape):
-        raise ValueError(f"input_shape must be (C, H, W) with positive sizes, got {input_shape!r}")
-    channels, height, width = (int(dim) for dim in input_shape)
-    return channels, height, width
+# The built-in families whose models take (C, H, W) images only.
+IMAGE_FAMILIES = frozenset({"cnn", "nb201", "lenet5", "torchvision", "timm"})
+
+
+def _checked_input_shape(input_shape: tuple[int, ...]) -> tuple[int, ...]:
+    if len(input_shape) < 1 or any(int(dim) < 1 for dim in input_shape):
+        raise ValueError(f"input_shape must be positive sizes, e.g. (C, H, W), got {input_shape!r}")
+    return tuple(int(dim) for dim in input_shape)
 
 
 def config_from_fields(

@@ -3,7 +3,8 @@
 Three families, each searched like the built-in ones:
 
 - ``custom``: ``builder: "package.module:function"``, called as
-  ``function(input_shape=(C, H, W), n_classes=K, **sampled)``; it returns an ``nn.Module`` and
+  ``function(input_shape=(C, H, W), n_classes=K, **sampled)`` (``input_shape`` is one
+  sample's shape: (F,) for vectors of features); it returns an ``nn.Module`` and
   may raise ``nascomp.InfeasibleArchitecture`` (or any exception class of that name, so the
   module need not import nascomp) for a combination that cannot work: the trial is then counted
   infeasible, never a crash.
@@ -208,7 +209,7 @@ def check_arguments(
         )
 
 
-def check_output(model: Any, input_shape: tuple[int, int, int], n_classes: int, who: str) -> None:
+def check_output(model: Any, input_shape: tuple[int, ...], n_classes: int, who: str) -> None:
     """Raise :class:`UserCodeError` unless ``model`` is an ``nn.Module`` mapping a batch of
     ``input_shape`` to ``(batch, n_classes)`` logits. Eval mode and no_grad: no BatchNorm
     statistics change and no random number is drawn, so checking never changes a trial."""
@@ -254,7 +255,7 @@ class CustomArchSpace(ExternalArchSpace):
 
 @register_model("custom", space=CustomArchSpace, describe=_describe("builder"))
 def build_custom(
-    fields: Mapping[str, Any], input_shape: tuple[int, int, int], n_classes: int
+    fields: Mapping[str, Any], input_shape: tuple[int, ...], n_classes: int
 ) -> nn.Module:
     arguments = dict(fields)
     path = arguments.pop("builder", None)

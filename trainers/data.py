@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from nascomp.trainers.normalise import Normalise
 from nascomp.trainers.split import TensorSplit
 
 DATASETS = ("digits", "mnist", "fashion_mnist", "imagefolder")
@@ -52,8 +53,10 @@ class DataSplits:
     test_x: Tensor
     test_y: Tensor
     n_classes: int
-    input_shape: tuple[int, int, int]
+    input_shape: tuple[int, ...]  # one sample: (C, H, W) for images, (F,) for features
     name: str
+    # How the inputs were normalised (what a shipped model must be fed); None: not known
+    normalise: Normalise | None = None
 
     # The splits as the training loop reads them (trainers/split.py); a streamed dataset's
     # StreamedSplits has the same three.
@@ -378,11 +381,8 @@ def _split(
     # Statistics over train + val only (never test), so val_fraction and max_train_samples
     # do not change what the inputs look like.
     mean, std = _channel_stats(images[parts.dev], raw.max_value)
-
-    def normalised(part: Tensor) -> Tensor:
-        # Always a fresh copy: `part` may be the cached raw test tensor itself.
-        scaled = part.to(torch.float32, copy=True).div_(raw.max_value)
-        return scaled.sub_(mean.view(1, -1, 1, 1)).div_(std.view(1, -1, 1, 1))
+    # Always a fresh copy: a part may be the cached raw test tensor itself.
+    normalised = Normalise(mean, std, raw.max_value, sample_dim=images.dim() - 1)
 
     return DataSplits(
         train_x=normalised(images[parts.train]),
@@ -392,8 +392,9 @@ def _split(
         test_x=normalised(test_images),  # type: ignore[arg-type]
         test_y=test_labels.contiguous(),  # type: ignore[union-attr]
         n_classes=raw.n_classes,
-        input_shape=tuple(images.shape[1:]),  # type: ignore[arg-type]
+        input_shape=tuple(images.shape[1:]),
         name=name,
+        normalise=normalised,
     )
 
 
@@ -465,6 +466,7 @@ def to_device(splits: DataSplits, device: str | torch.device) -> DataSplits:
             n_classes=splits.n_classes,
             input_shape=splits.input_shape,
             name=splits.name,
+            normalise=splits.normalise,
         )
         _DEVICE_CACHE[key] = (splits, moved)
     return _DEVICE_CACHE[key][1]

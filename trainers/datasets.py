@@ -213,24 +213,29 @@ def _line(exc: BaseException) -> str:
 class SampleFormat:
     """What every sample of a dataset must look like, taken from its first sample."""
 
-    shape: tuple[int, int, int]  # (C, H, W) after the optional resize
+    # (C, H, W) images after the optional resize; (F,) feature vectors; any other rank as given
+    shape: tuple[int, ...]
     dtype: torch.dtype  # as the dataset gives it
     scale: float  # 255 for uint8 images (to [0, 1]); 1 for anything else, used as given
     image_size: int | None
 
 
 def prepare_input(value: Any, image_size: int | None, field: str, index: int) -> Tensor:
-    """A sample's input as a (C, H, W) tensor in its own dtype, resized when ``image_size``."""
+    """A sample's input in its own dtype: an (H, W) image as (1, H, W), a (C, H, W) image
+    resized when ``image_size``, a vector of features (F,) or any other tensor as it is (its
+    first dimension is its channels for the normalisation)."""
     if not isinstance(value, Tensor):
         raise DatasetError(
             f"{field}: sample {index} must be (input tensor, integer label); its input is a "
             f"{type(value).__name__} (torchvision datasets need transform=PILToTensor())"
         )
     image = value.unsqueeze(0) if value.dim() == 2 else value
-    if image.dim() != 3:
+    if image.dim() == 0:
+        raise DatasetError(f"{field}: sample {index}'s input is a 0-d tensor; it needs a shape")
+    if image_size is not None and image.dim() != 3:
         raise DatasetError(
-            f"{field}: sample {index}'s input must be a (C, H, W) or (H, W) tensor; got shape "
-            f"{tuple(value.shape)}"
+            f"{field}: image_size resizes (C, H, W) or (H, W) images; sample {index}'s input "
+            f"has shape {tuple(value.shape)} (leave data.image_size unset)"
         )
     if image_size is not None and image.shape[-2:] != (image_size, image_size):
         resized = F.interpolate(
@@ -312,9 +317,9 @@ class Scan:
     uint8) for the normalisation's statistics, and the inputs themselves when kept."""
 
     labels: Tensor  # (N,) int64
-    sums: Tensor  # (N, C) float64
+    sums: Tensor  # (N, C) float64, C the first dimension of a sample
     square_sums: Tensor  # (N, C) float64
-    images: Tensor | None  # (N, C, H, W) as the samples are, when kept
+    images: Tensor | None  # (N, *sample shape) as the samples are, when kept
 
 
 def scan(dataset: Dataset, sample: SampleFormat, field: str, *, keep: bool, n_workers: int) -> Scan:
@@ -324,9 +329,10 @@ def scan(dataset: Dataset, sample: SampleFormat, field: str, *, keep: bool, n_wo
     loader = DataLoader(checked, batch_size=SCAN_BATCH_SIZE, num_workers=workers)
     labels, sums, squares, kept = [], [], [], []
     for images, batch_labels in _reading(loader, field):
-        pixels = images.double().div_(sample.scale)
-        sums.append(pixels.sum(dim=(2, 3)))
-        squares.append(pixels.square_().sum(dim=(2, 3)))
+        # per channel: a sample's first dimension (a feature vector's every feature)
+        pixels = images.double().div_(sample.scale).reshape(len(images), sample.shape[0], -1)
+        sums.append(pixels.sum(dim=2))
+        squares.append(pixels.square_().sum(dim=2))
         labels.append(batch_labels.long())
         if keep:
             kept.append(images)
@@ -379,19 +385,3 @@ def channel_stats(scan_: Scan, indices: Tensor, pixels_per_channel: int) -> tupl
     variance = (scan_.square_sums[indices].sum(dim=0) / count - mean.square()).clamp_min(0.0)
     # A constant channel must not divide by zero.
     return mean.float(), variance.sqrt().clamp_min(1e-6).float()
-
-
-@dataclass(frozen=True)
-class Normalise:
-    """``x -> (x / scale - mean) / std`` per channel, in float32, on a (C, H, W) sample or an
-    (N, C, H, W) batch: one definition, so in-memory and streamed inputs are the same bits.
-    A plain object (not a closure), so DataLoader workers can receive it however they start."""
-
-    mean: Tensor
-    std: Tensor
-    scale: float
-
-    def __call__(self, x: Tensor) -> Tensor:
-        shape = (-1, 1, 1) if x.dim() == 3 else (1, -1, 1, 1)
-        scaled = x.to(torch.float32, copy=True).div_(self.scale)
-        return scaled.sub_(self.mean.view(shape)).div_(self.std.view(shape))

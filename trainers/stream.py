@@ -18,7 +18,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from nascomp.trainers.data import DataSplits, to_device
-from nascomp.trainers.datasets import Normalise, SampleFormat, prepare_input
+from nascomp.trainers.datasets import SampleFormat, prepare_input
+from nascomp.trainers.normalise import Normalise
 from nascomp.trainers.split import EVAL_BATCH_SIZE, batch_indices
 
 
@@ -103,8 +104,9 @@ class StreamedSplits:
     val: StreamedSplit
     test: StreamedSplit
     n_classes: int
-    input_shape: tuple[int, int, int]
+    input_shape: tuple[int, ...]  # one sample: (C, H, W) for images, (F,) for features
     name: str
+    normalise: Normalise | None = None  # how the inputs were normalised
 
     def reading(self, settings: LoaderSettings) -> StreamedSplits:
         """These splits as a trial reads them: same datasets (no copy), its loader settings."""

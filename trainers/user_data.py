@@ -9,6 +9,7 @@ batch: the fast path); streamed it becomes ``StreamedSplits`` (a ``DataLoader`` 
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 
@@ -19,7 +20,6 @@ from torch.utils.data import Dataset
 from nascomp.trainers.data import DataSplits, split_indices
 from nascomp.trainers.datasets import (
     DatasetSource,
-    Normalise,
     SampleFormat,
     Scan,
     channel_stats,
@@ -29,6 +29,7 @@ from nascomp.trainers.datasets import (
     sample_format,
     scan,
 )
+from nascomp.trainers.normalise import Normalise
 from nascomp.trainers.stream import NormalisedInputs, StreamedSplit, StreamedSplits
 
 FLOAT32_BYTES = 4
@@ -82,8 +83,7 @@ def memory_budget_bytes(memory_budget_mb: int | None, threads: int) -> int:
 
 def in_memory_bytes(n_samples: int, sample: SampleFormat) -> int:
     """What the in-memory form holds: every sample as normalised float32."""
-    c, h, w = sample.shape
-    return n_samples * c * h * w * FLOAT32_BYTES
+    return n_samples * math.prod(sample.shape) * FLOAT32_BYTES
 
 
 def _load(
@@ -115,9 +115,9 @@ def _load(
         settings.split_seed,
         settings.max_train_samples,
     )
-    c, h, w = sample.shape
-    mean, std = channel_stats(train_scan, parts.dev, h * w)
-    normalise = Normalise(mean, std, sample.scale)
+    shape = sample.shape
+    mean, std = channel_stats(train_scan, parts.dev, math.prod(shape[1:]))
+    normalise = Normalise(mean, std, sample.scale, sample_dim=len(shape))
     # (dataset, its reading pass, positions) of each split; a held-out test comes from train.
     test_part = (train, train_scan, parts.test) if parts.test is not None else None
     if test_part is None:
@@ -128,7 +128,9 @@ def _load(
     name = source.factory if source.name == "custom" else source.dataset
     if streamed:
         made = {role: _streamed(*part, sample, normalise) for role, part in splits.items()}
-        return StreamedSplits(**made, n_classes=n_classes, input_shape=(c, h, w), name=str(name))
+        return StreamedSplits(
+            **made, n_classes=n_classes, input_shape=shape, name=str(name), normalise=normalise
+        )
     tensors = {role: _in_memory(*part, normalise) for role, part in splits.items()}
     return DataSplits(
         train_x=tensors["train"][0],
@@ -138,8 +140,9 @@ def _load(
         test_x=tensors["test"][0],
         test_y=tensors["test"][1],
         n_classes=n_classes,
-        input_shape=(c, h, w),
+        input_shape=shape,
         name=str(name),
+        normalise=normalise,
     )
 
 

@@ -112,7 +112,7 @@ class _BatchOfOne(nn.Module):
 
 
 def test_a_file_without_a_batch_axis_is_refused_by_every_exporter(tmp_path: Path) -> None:
-    with pytest.raises(RuntimeError, match="torchscript: .*batch of 3.*; dynamo: "):
+    with pytest.raises(RuntimeError, match=r"torchscript: .*batch of 3.*; dynamo: "):
         export_onnx(_BatchOfOne(), torch.randn(1, 3, 8, 8), tmp_path / "model.onnx")
 
 

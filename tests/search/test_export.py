@@ -56,3 +56,37 @@ def test_fp16_export_is_a_drop_in_for_model_onnx(tmp_path: Path) -> None:
     assert fp16.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     assert files["onnx_fp16"].stat().st_size < 0.6 * (tmp_path / "state_dict.pt").stat().st_size
     assert onnx_agreement(outcome.model, files["onnx_fp16"], data.val) >= 0.99
+
+
+def test_raw_inputs_through_preprocess_json_are_what_the_model_was_fed(tmp_path: Path) -> None:
+    """A deployment team has raw inputs and the export folder: the recipe of
+    ``preprocess.json`` (also in model.onnx's metadata) turns the raw digits (counts 0..16)
+    into the very tensors the trial evaluated, and model.onnx fed them predicts what the
+    evaluated model predicted."""
+    import onnxruntime as ort
+    from sklearn.datasets import load_digits
+
+    flat = pruned("structured", 0.5, **{"quant.bits": 8, "train.epochs": 1})
+    outcome = run_trial(flat)
+    data = TrialConfig.from_flat(flat).data.load()
+    files = export_model(
+        outcome.model, data.test_x[:1], flat, tmp_path, onnx=outcome.onnx, normalise=data.normalise
+    )
+    recipe = json.loads(files["preprocess"].read_text())
+    metadata = {p.key: p.value for p in onnx.load(str(files["onnx"])).metadata_props}
+    assert json.loads(metadata["nascomp.preprocess"]) == recipe
+    assert recipe["input_shape"] == [1, 8, 8] and recipe["scale"] == 16.0
+    assert recipe["channel_axis"] == 1 and len(recipe["mean"]) == len(recipe["std"]) == 1
+
+    raw = torch.tensor(load_digits().images, dtype=torch.float32)[:, None]  # (N, 1, 8, 8)
+    mean, std = (torch.tensor(recipe[k]).view(1, -1, 1, 1) for k in ("mean", "std"))
+    prepared = (raw / recipe["scale"] - mean) / std
+    # every evaluated test input is one of the prepared raw images, to float32 rounding
+    exact = "donot_use_mm_for_euclid_dist"
+    distance = torch.cdist(data.test_x.flatten(1), prepared.flatten(1), compute_mode=exact)
+    assert float(distance.min(dim=1).values.max()) < 1e-4
+    rows = distance.argmin(dim=1)
+    session = ort.InferenceSession(str(files["onnx"]), providers=["CPUExecutionProvider"])
+    logits = session.run(None, {session.get_inputs()[0].name: prepared[rows].numpy()})[0]
+    evaluated = predict_logits(outcome.model, data.test_x).argmax(dim=1)
+    assert (torch.from_numpy(logits).argmax(dim=1) == evaluated).float().mean() >= 0.98

@@ -1,0 +1,38 @@
+"""How a dataset's inputs are normalised: one definition for every reader, and what an export
+writes down so that a deployment team feeds the shipped model what it was trained on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class Normalise:
+    """``x -> (x / scale - mean) / std`` per channel (a sample's first dimension), in float32,
+    on one sample (``sample_dim`` dimensions, e.g. 3 for (C, H, W)) or a batch of them: one
+    definition, so in-memory and streamed inputs are the same bits. A plain object (not a
+    closure), so DataLoader workers can receive it however they start."""
+
+    mean: Tensor
+    std: Tensor
+    scale: float
+    sample_dim: int = 3
+
+    def __call__(self, x: Tensor) -> Tensor:
+        rest = (1,) * (self.sample_dim - 1)
+        shape = (-1, *rest) if x.dim() == self.sample_dim else (1, -1, *rest)
+        scaled = x.to(torch.float32, copy=True).div_(self.scale)
+        return scaled.sub_(self.mean.view(shape)).div_(self.std.view(shape))
+
+    def describe(self) -> dict[str, Any]:
+        """The recipe as plain data (an export's ``preprocess.json``)."""
+        return {
+            "scale": self.scale,
+            "mean": [float(v) for v in self.mean.flatten()],
+            "std": [float(v) for v in self.std.flatten()],
+            "channel_axis": 1,
+        }
