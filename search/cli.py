@@ -368,9 +368,8 @@ def _write_plot(
 
 
 def _print_front(front: list, objectives: dict[str, str], search_run: str) -> None:
-    print(
-        f"Pareto front of search {search_run} ({len(front)} models; {_objectives_text(objectives)})"
-    )
+    models = f"{len(front)} model{'' if len(front) == 1 else 's'}"
+    print(f"Pareto front of search {search_run} ({models}; {_objectives_text(objectives)})")
     if not front:
         print("  (empty: no trial finished)")
         return
