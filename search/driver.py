@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from nascomp.search.compat import ray as ray_compat
-from nascomp.search.errors import SearchError, SearchInterrupted, TrackingOutage
+from nascomp.search.errors import ConfigError, SearchError, SearchInterrupted, TrackingOutage
 from nascomp.search.experiment import (
     BUDGET_TRIALS_CAP,
     Experiment,
@@ -85,6 +85,8 @@ def run_search(
     tracker.check_reachable()
     address = address or os.environ.get("RAY_ADDRESS")
     check_ray_address(address)
+    if not address:
+        check_local_resources(experiment)
     previous = find_resumable(experiment, resume) if resume else None
     constants = trial_base(experiment)
     teacher_state, teacher_facts, teacher_epochs = _prepare_teacher(experiment, echo)
@@ -492,6 +494,32 @@ def check_ray_address(address: str | None, timeout_s: float = 5.0) -> None:
         socket.create_connection((host, int(port)), timeout=timeout_s).close()
     except OSError as exc:
         raise SearchError(f"no Ray cluster answers at {address} ({exc.strerror or exc})") from None
+
+
+def check_local_resources(experiment: Experiment) -> None:
+    """A search on this machine alone (no cluster) whose trial asks for more CPUs or GPUs
+    than the machine has would never start a trial: Ray would wait for them, after training
+    the teacher with as many threads. Say so before anything runs."""
+    resources = experiment.resources
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    asked = resources.cpus_per_trial
+    if cpus and asked > cpus:
+        raise ConfigError(
+            f"resources.cpus_per_trial: each trial asks for {asked:g} CPUs, but this machine "
+            f"has {cpus}; at most {cpus} here (or --address to run on a Ray cluster)"
+        )
+    if resources.gpus_per_trial > 0:
+        import torch
+
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        asked = resources.gpus_per_trial
+        if asked > gpus:
+            raise ConfigError(
+                f"resources.gpus_per_trial: each trial asks for {asked:g} "
+                f"GPU{'' if asked == 1 else 's'}, but this machine has {gpus} CUDA "
+                f"GPU{'' if gpus == 1 else 's'} (0 trains on the CPU; --address runs on a Ray "
+                "cluster)"
+            )
 
 
 def _fail_fast_http() -> None:

@@ -60,6 +60,15 @@ class BudgetConfig(Section):
     cpu_hours: float | None = Field(None, gt=0.0)
     gpu_hours: float | None = Field(None, gt=0.0)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _a_mapping(cls, value: Any) -> Any:
+        if value is not None and not isinstance(value, dict | BudgetConfig):
+            raise ValueError(
+                f"give one of {', '.join(BUDGET_UNITS)}, e.g. {{wall_s: 600}}; got {value!r}"
+            )
+        return value
+
     @model_validator(mode="after")
     def _exactly_one(self) -> BudgetConfig:
         given = [unit for unit in BUDGET_UNITS if getattr(self, unit) is not None]

@@ -90,6 +90,8 @@ def test_wall_clock_counts_from_start_on_top_of_earlier_runs(tmp_path: Path) -> 
             "got wall_s, cpu_hours",
         ),
         ("search.budget={cpu_hour: 1}", "search.budget.cpu_hour: unknown key (did you mean"),
+        ("search.budget=1h", "search.budget: give one of wall_s, cpu_hours, gpu_hours, e.g. "),
+        ("search.budget=3600", "{wall_s: 600}; got 3600"),
         ("search.budget.wall_s=0", "search.budget.wall_s: Input should be greater than 0"),
         ("search.budget.gpu_hours=1", "search.budget.gpu_hours needs resources.gpus_per_trial"),
     ],

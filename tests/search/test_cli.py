@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.search.conftest import nascomp
 
@@ -96,6 +98,32 @@ def test_no_ray_cluster_at_the_address(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.strip().startswith("nascomp: error: no Ray cluster answers at 127.0.0.1:9")
     assert list(tmp_path.iterdir()) == []  # no MLflow store, no teacher, no results
+
+
+def test_a_trial_bigger_than_this_machine_is_refused_before_anything_runs(
+    tmp_path: Path,
+) -> None:
+    """Ray would wait forever for a trial's resources, after training the teacher."""
+    cpus = len(os.sched_getaffinity(0))
+    result = nascomp(
+        "search", "--set", f"resources.cpus_per_trial={cpus + 1}", cwd=tmp_path, timeout=120
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"nascomp: error: resources.cpus_per_trial: each trial asks for {cpus + 1} CPUs, but "
+        f"this machine has {cpus}; at most {cpus} here (or --address to run on a Ray cluster)"
+    )
+    assert list(tmp_path.iterdir()) == []  # no MLflow store, no teacher, no results
+    if not torch.cuda.is_available():
+        result = nascomp(
+            "search", "--set", "resources.gpus_per_trial=0.5", cwd=tmp_path, timeout=120
+        )
+        assert result.returncode == 2
+        assert (
+            "resources.gpus_per_trial: each trial asks for 0.5 GPUs, but this machine has 0 "
+            in (result.stderr)
+        )
+        assert list(tmp_path.iterdir()) == []
 
 
 def test_replay_of_a_folder_that_is_not_a_search_exits_2(tmp_path: Path) -> None:
