@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from nascomp.compressors.compat import torch_pruning as tp_compat
+from nascomp.compressors.shapes import packed_attention_heads, sync_attributes
 
 PRUNE_METHODS = ("none", "unstructured", "structured")
 IMPORTANCES = ("l1", "l2")
@@ -241,9 +242,7 @@ class StructuredPruner(Pruner):
                 # Attention's width must stay a multiple of its heads: told the heads,
                 # torch-pruning prunes within them (without, a ViT's embedding lost channels
                 # one by one and the model no longer ran)
-                num_heads={
-                    m: m.num_heads for m in model.modules() if isinstance(m, nn.MultiheadAttention)
-                },
+                num_heads=packed_attention_heads(model),
             )
         except Exception as exc:  # torch-pruning's tracer meets an op it does not know
             raise PruningError(
@@ -268,6 +267,7 @@ class StructuredPruner(Pruner):
                 f"{type(exc).__name__}: {exc}"
             ) from None
         self._applied_ratio = target
+        sync_attributes(self.model)  # e.g. a LayerNorm's normalized_shape, heads' head_dim
         self._check_runs()
         return _parameter_shapes(self.model) != shapes_before
 

@@ -37,6 +37,7 @@ from nascomp.compressors.export import (
     reshape_layers,
     save_compressed,
 )
+from nascomp.compressors.shapes import free_tensor_shapes, reshape_free_tensors
 from nascomp.spaces.models import build_model
 from nascomp.spaces.space import arch_from_flat
 from nascomp.trainers.normalise import Normalise
@@ -65,6 +66,7 @@ def write_artifact(
         "input_shape": list(example.shape[1:]),
         "n_classes": n_classes,
         "layers": layer_shapes(model),
+        "tensors": free_tensor_shapes(model),  # e.g. a pruned position embedding's
     }
     files["skeleton"].write_text(json.dumps(skeleton, indent=2, default=str))
     return files
@@ -142,4 +144,5 @@ def load_exported(folder: str | Path) -> nn.Module:
     skeleton = json.loads((folder / SKELETON).read_text())
     model = build_model(skeleton["arch"], tuple(skeleton["input_shape"]), skeleton["n_classes"])
     reshape_layers(model, skeleton["layers"])
+    reshape_free_tensors(model, skeleton.get("tensors", {}))
     return load_compressed(folder / ARTIFACT, model).eval()

@@ -141,18 +141,57 @@ def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
 
 def adapt_stem(model: nn.Module, input_shape: tuple[int, int, int]) -> list[str]:
     """Make a zoo model take ``input_shape`` (C, H, W): see the module's docstring. Returns
-    what was changed, in words (logged with the model's description)."""
-    channels, height, width = input_shape
+    what was changed, in words (logged with the model's description).
+
+    A stem that keeps the resolution suits convolutional stems; a patch embedding (a vision
+    transformer's: its token count fixes its position embeddings) then no longer fits the
+    model. So the small-input stem is kept only when the model runs with it; otherwise the
+    stem keeps its kernel and stride (only its input channels change), and the user's
+    arguments (e.g. timm's ``img_size``, ``patch_size``) size the model for the input."""
     named = list(model.named_modules())
     convs = [(name, m) for name, m in named if isinstance(m, nn.Conv2d)]
     if not convs:
         return []
+    small = min(input_shape[1:]) < SMALL_INPUT
+    if small:
+        replaced = {name: module for name, module in named}
+        changes = _adapt(model, input_shape, convs, named, keep_resolution=True)
+        if _runs(model, input_shape):
+            return changes
+        pools = [name for name, module in named if isinstance(module, nn.MaxPool2d)]
+        for name in [convs[0][0], *pools]:
+            _replace(model, name, replaced[name])  # undo, then channels only
+        kept = _adapt(model, input_shape, convs, named, keep_resolution=False)
+        return [*kept, "stem kept (the model does not run with a stride-1 stem)"]
+    return _adapt(model, input_shape, convs, named, keep_resolution=False)
+
+
+def _runs(model: nn.Module, input_shape: tuple[int, int, int]) -> bool:
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(2, *input_shape))
+        return True
+    except Exception:  # any failure: the other stem is tried, then check_output reports
+        return False
+    finally:
+        model.train(was_training)
+
+
+def _adapt(
+    model: nn.Module,
+    input_shape: tuple[int, int, int],
+    convs: list[tuple[str, nn.Conv2d]],
+    named: list[tuple[str, nn.Module]],
+    keep_resolution: bool,
+) -> list[str]:
+    channels = input_shape[0]
     stem_name, stem = convs[0]
     changes: list[str] = []
-    small = min(height, width) < SMALL_INPUT
     kernel = stem.kernel_size
     stride = stem.stride
-    if small:
+    if keep_resolution:
         kernel = tuple(min(k, 3) for k in stem.kernel_size)
         stride = (1, 1)
     if stem.in_channels != channels or kernel != stem.kernel_size or stride != stem.stride:
@@ -163,7 +202,7 @@ def adapt_stem(model: nn.Module, input_shape: tuple[int, int, int]) -> list[str]
             stem.out_channels,
             kernel,  # type: ignore[arg-type]
             stride,  # type: ignore[arg-type]
-            padding=tuple(k // 2 for k in kernel),  # type: ignore[arg-type]
+            padding=tuple(k // 2 for k in kernel) if keep_resolution else stem.padding,  # type: ignore[arg-type]
             dilation=stem.dilation,  # type: ignore[arg-type]
             bias=stem.bias is not None,
         )
@@ -172,7 +211,7 @@ def adapt_stem(model: nn.Module, input_shape: tuple[int, int, int]) -> list[str]
             f"{stem_name}: {stem.in_channels}->{channels} channels, kernel "
             f"{stem.kernel_size[0]}->{kernel[0]}, stride {stem.stride[0]}->{stride[0]}"
         )
-    if small:
+    if keep_resolution:
         second = convs[1][0] if len(convs) > 1 else None
         for name, module in named:
             if name == second:

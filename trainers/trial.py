@@ -61,6 +61,7 @@ from nascomp.compressors.quantization import (
     restore_observer_flags,
     weight_bits_by_layer,
 )
+from nascomp.compressors.shapes import free_tensor_shapes, reshape_free_tensors
 from nascomp.compressors.size import model_size_bytes
 from nascomp.spaces.models import InfeasibleArchitecture, build_model
 from nascomp.trainers.checkpoint import (
@@ -419,6 +420,7 @@ class _Trial:
             "phase": phase,
             "train_seconds": self._train_seconds(),
             "layer_shapes": layer_shapes(self.model),
+            "free_tensor_shapes": free_tensor_shapes(self.model),
             "quantized": self.quantized,
             "layer_bits": self.layer_bits,
             "model": self.model.state_dict(),
@@ -439,7 +441,8 @@ class _Trial:
         if self.epoch >= self.schedule.n_train:
             self._end_feature_hint()
         # Structured pruning removed channels: the fresh model takes the pruned shapes first.
-        reshape_layers(self.model, state["layer_shapes"]).to(self.cfg.device)
+        reshape_layers(self.model, state["layer_shapes"])
+        reshape_free_tensors(self.model, state.get("free_tensor_shapes", {})).to(self.cfg.device)
         if state["pruner"] is not None:
             self.pruner = self._make_pruner()  # made on the float model, as in the first run
             self.pruner.load_state_dict(state["pruner"])

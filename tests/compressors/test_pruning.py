@@ -291,3 +291,51 @@ def test_structured_pruning_of_attention_keeps_the_width_a_multiple_of_the_heads
     assert count_params(model) < 0.9 * n_before
     for attention in (m for m in model.modules() if isinstance(m, nn.MultiheadAttention)):
         assert attention.embed_dim % attention.num_heads == 0
+    _round_trip(model, Encoder(), example)
+
+
+def _round_trip(model: nn.Module, fresh: nn.Module, example: torch.Tensor) -> None:
+    """The pruned model's skeleton (channel counts and free tensors' shapes) rebuilt on a
+    freshly built model, filled from the artifact: the same outputs, bit for bit."""
+    import tempfile
+    from pathlib import Path
+
+    from nascomp.compressors.export import (
+        layer_shapes,
+        load_compressed,
+        reshape_layers,
+        save_compressed,
+    )
+    from nascomp.compressors.shapes import free_tensor_shapes, reshape_free_tensors
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "model.nascomp"
+        save_compressed(model, path)
+        reshape_layers(fresh, layer_shapes(model))
+        reshape_free_tensors(fresh, free_tensor_shapes(model))
+        load_compressed(path, fresh)
+    assert torch.equal(fresh.eval()(example), model.eval()(example))
+
+
+def test_a_timm_vision_transformer_prunes_its_width_and_rebuilds_from_its_skeleton() -> None:
+    """timm's attention packs q, k and v in one Linear and reads head_dim in its forward; the
+    pruned width also shrinks the position embedding, the class token and every LayerNorm,
+    which no Conv2d / Linear / BatchNorm count describes."""
+    timm = pytest.importorskip("timm")
+
+    def build() -> nn.Module:
+        torch.manual_seed(0)
+        return timm.create_model(
+            "vit_tiny_patch16_224", img_size=16, patch_size=4, depth=2, in_chans=1, num_classes=5
+        ).eval()
+
+    model, example = build(), torch.randn(2, 1, 16, 16)
+    n_before = count_params(model)
+    pruner = make_pruner(model, PruneConfig("structured", 0.3), example)
+    pruner.update(1.0)
+    assert model(example).shape == (2, 5)
+    assert count_params(model) < 0.8 * n_before
+    assert model.pos_embed.shape[-1] < 192 and model.blocks[0].norm1.normalized_shape[0] < 192
+    for attention in (block.attn for block in model.blocks):
+        assert attention.head_dim * attention.num_heads * 3 == attention.qkv.out_features
+    _round_trip(model, build(), example)

@@ -174,6 +174,25 @@ def test_timm_model_by_name() -> None:
         _space({"family": "timm", "model": "no_such_net_xyz"})
 
 
+def test_a_vision_transformer_keeps_its_patch_embedding_on_small_inputs() -> None:
+    """A stride-1 3x3 stem made 785 tokens of a 28x28 image where the position embedding
+    holds 17 (7x7 patches): the model failed. Its patch embedding is kept (channels only),
+    and the user's img_size / patch_size size it."""
+    pytest.importorskip("timm")
+    arch = {"family": "timm", "model": "vit_tiny_patch16_224", "img_size": 28, "patch_size": 7}
+    model = build_model({**arch, "depth": 2}, (1, 28, 28), 10)
+    stem = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+    assert (stem.in_channels, stem.kernel_size, stem.stride) == (1, (7, 7), (7, 7))
+    assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    assert adapt_stem(
+        __import__("timm").create_model("vit_tiny_patch16_224", img_size=28, patch_size=7),
+        (1, 28, 28),
+    ) == [
+        "patch_embed.proj: 3->1 channels, kernel 7->7, stride 7->7",
+        "stem kept (the model does not run with a stride-1 stem)",
+    ]
+
+
 # ---------------------------------------------------------------- plugins
 
 
