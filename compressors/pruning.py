@@ -19,6 +19,7 @@ since a layer loses both output and input channels, its parameters fall roughly 
 from __future__ import annotations
 
 import fnmatch
+import warnings
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -229,21 +230,25 @@ class StructuredPruner(Pruner):
         if classifier is not None:
             ignored.append(classifier)
         try:
-            self._pruner = tp.pruner.BasePruner(
-                model,
-                example_inputs,
-                importance=tp.importance.GroupMagnitudeImportance(
-                    p=_NORM_DEGREE[config.importance]
-                ),
-                global_pruning=config.scope == "global",
-                pruning_ratio=config.ratio,
-                iterative_steps=1,
-                ignored_layers=ignored,
-                # Attention's width must stay a multiple of its heads: told the heads,
-                # torch-pruning prunes within them (without, a ViT's embedding lost channels
-                # one by one and the model no longer ran)
-                num_heads=packed_attention_heads(model),
-            )
+            with warnings.catch_warnings():
+                # "Unwrapped parameters detected" (a position embedding): torch-pruning prunes
+                # their last dimension, what a transformer needs; _check_runs checks the rest
+                warnings.filterwarnings("ignore", message="Unwrapped parameters")
+                self._pruner = tp.pruner.BasePruner(
+                    model,
+                    example_inputs,
+                    importance=tp.importance.GroupMagnitudeImportance(
+                        p=_NORM_DEGREE[config.importance]
+                    ),
+                    global_pruning=config.scope == "global",
+                    pruning_ratio=config.ratio,
+                    iterative_steps=1,
+                    ignored_layers=ignored,
+                    # Attention's width must stay a multiple of its heads: told the heads,
+                    # torch-pruning prunes within them (without, a ViT's embedding lost
+                    # channels one by one and the model no longer ran)
+                    num_heads=packed_attention_heads(model),
+                )
         except Exception as exc:  # torch-pruning's tracer meets an op it does not know
             raise PruningError(
                 f"torch-pruning cannot trace {type(model).__name__}: {type(exc).__name__}: "
