@@ -194,6 +194,9 @@ def _adapt(
     if keep_resolution:
         kernel = tuple(min(k, 3) for k in stem.kernel_size)
         stride = (1, 1)
+    # a patch embedding keeps its own padding (none); a string such as "same" cannot stride
+    keep_padding = not keep_resolution and isinstance(stem.padding, tuple)
+    padding = stem.padding if keep_padding else tuple(k // 2 for k in kernel)
     if stem.in_channels != channels or kernel != stem.kernel_size or stride != stem.stride:
         if stem.groups != 1:
             raise InfeasibleArchitecture(f"the stem convolution {stem_name!r} is grouped")
@@ -202,7 +205,7 @@ def _adapt(
             stem.out_channels,
             kernel,  # type: ignore[arg-type]
             stride,  # type: ignore[arg-type]
-            padding=tuple(k // 2 for k in kernel) if keep_resolution else stem.padding,  # type: ignore[arg-type]
+            padding=padding,  # type: ignore[arg-type]
             dilation=stem.dilation,  # type: ignore[arg-type]
             bias=stem.bias is not None,
         )
