@@ -229,6 +229,9 @@ class StructuredPruner(Pruner):
         ignored = ignored_layers(model, config.ignore)
         if classifier is not None:
             ignored.append(classifier)
+        # Recurrent layers stay whole: torch-pruning's LSTM pruning fails or does nothing
+        # (IndexError in prune_out_channels here; VainF/Torch-Pruning#276, #404)
+        ignored += [m for m in model.modules() if isinstance(m, nn.RNNBase)]
         try:
             with warnings.catch_warnings():
                 # "Unwrapped parameters detected" (a position embedding): torch-pruning prunes

@@ -1,12 +1,13 @@
 """What structured pruning changes besides Conv2d, Linear and BatchNorm channel counts.
 
 Pruning a transformer's width also shrinks tensors that belong to no such layer (a position
-embedding, a class token, LayerNorm's affine weights, an attention's packed projections) and
-leaves attributes that its forward reads stale (LayerNorm's ``normalized_shape``, an
-attention's ``head_dim``). :func:`sync_attributes` brings those attributes back in line with
-the tensors (after each pruning step, and after a skeleton is rebuilt); :func:`free_tensor_shapes`
-and :func:`reshape_free_tensors` record and rebuild the tensors, alongside
-``compressors.export``'s ``layer_shapes`` / ``reshape_layers``.
+embedding, a class token, LayerNorm's affine weights, an attention's packed projections, a
+recurrent layer's input weights) and leaves attributes that its forward reads stale
+(LayerNorm's ``normalized_shape``, an attention's ``head_dim``, a recurrent layer's
+``input_size``). :func:`sync_attributes` brings those attributes back in line with the tensors
+(after each pruning step, and after a skeleton is rebuilt); :func:`free_tensor_shapes` and
+:func:`reshape_free_tensors` record and rebuild the tensors, alongside ``compressors.export``'s
+``layer_shapes`` / ``reshape_layers``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ def sync_attributes(model: nn.Module) -> None:
             module.normalized_shape = tuple(module.weight.shape)
         elif isinstance(module, nn.GroupNorm) and module.weight is not None:
             module.num_channels = int(module.weight.shape[0])
+        elif isinstance(module, nn.RNNBase):
+            # its input width follows the layer before it (its own width is never pruned)
+            module.input_size = int(module.weight_ih_l0.shape[1])
         elif isinstance(module, nn.MultiheadAttention):
             module.embed_dim = module.out_proj.out_features
             module.head_dim = module.embed_dim // module.num_heads
@@ -85,15 +89,17 @@ def reshape_free_tensors(model: nn.Module, shapes: dict[str, list[int]]) -> nn.M
             module = model.get_submodule(module_name)
         except AttributeError:
             continue
+        # setattr, not the dicts: a module may keep its own references (an LSTM's flat weights)
         if name in module._parameters and module._parameters[name] is not None:
             current = module._parameters[name]
             if list(current.shape) != list(shape):
                 fresh = torch.zeros(shape, dtype=current.dtype, device=current.device)
-                module._parameters[name] = nn.Parameter(fresh, current.requires_grad)
+                setattr(module, name, nn.Parameter(fresh, current.requires_grad))
         elif name in module._buffers and module._buffers[name] is not None:
             current = module._buffers[name]
             if list(current.shape) != list(shape):
-                fresh = torch.zeros(shape, dtype=current.dtype, device=current.device)
-                module._buffers[name] = fresh
+                setattr(
+                    module, name, torch.zeros(shape, dtype=current.dtype, device=current.device)
+                )
     sync_attributes(model)
     return model

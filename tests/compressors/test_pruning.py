@@ -339,3 +339,28 @@ def test_a_timm_vision_transformer_prunes_its_width_and_rebuilds_from_its_skelet
     for attention in (block.attn for block in model.blocks):
         assert attention.head_dim * attention.num_heads * 3 == attention.qkv.out_features
     _round_trip(model, build(), example)
+
+
+def test_recurrent_layers_stay_whole_and_the_rest_is_pruned() -> None:
+    """torch-pruning's pruning of an LSTM's units raised IndexError: the trial failed."""
+
+    class Recurrent(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(0)
+            self.encode = nn.Sequential(nn.Linear(3, 32), nn.ReLU(), nn.Linear(32, 16))
+            self.lstm = nn.LSTM(16, 24, batch_first=True)
+            self.head = nn.Linear(24, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out, _ = self.lstm(self.encode(x))
+            return self.head(out[:, -1])
+
+    model, example = Recurrent().eval(), torch.randn(2, 10, 3)
+    pruner = make_pruner(model, PruneConfig("structured", 0.5), example)
+    pruner.update(1.0)
+    assert model(example).shape == (2, 4)
+    assert (model.encode[0].out_features, model.encode[2].out_features) == (16, 8)
+    # its own units whole; its inputs follow the layer before it
+    assert (model.lstm.input_size, model.lstm.hidden_size) == (8, 24)
+    _round_trip(model, Recurrent(), example)
