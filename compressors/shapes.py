@@ -89,17 +89,13 @@ def reshape_free_tensors(model: nn.Module, shapes: dict[str, list[int]]) -> nn.M
             module = model.get_submodule(module_name)
         except AttributeError:
             continue
+        current = module._parameters.get(name, module._buffers.get(name))
+        if current is None or list(current.shape) == list(shape):
+            continue
+        fresh = torch.zeros(shape, dtype=current.dtype, device=current.device)
+        if isinstance(current, nn.Parameter):
+            fresh = nn.Parameter(fresh, current.requires_grad)
         # setattr, not the dicts: a module may keep its own references (an LSTM's flat weights)
-        if name in module._parameters and module._parameters[name] is not None:
-            current = module._parameters[name]
-            if list(current.shape) != list(shape):
-                fresh = torch.zeros(shape, dtype=current.dtype, device=current.device)
-                setattr(module, name, nn.Parameter(fresh, current.requires_grad))
-        elif name in module._buffers and module._buffers[name] is not None:
-            current = module._buffers[name]
-            if list(current.shape) != list(shape):
-                setattr(
-                    module, name, torch.zeros(shape, dtype=current.dtype, device=current.device)
-                )
+        setattr(module, name, fresh)
     sync_attributes(model)
     return model
