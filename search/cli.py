@@ -201,7 +201,11 @@ def _tracking_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tracking-uri", help="default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db"
     )
-    parser.add_argument("--experiment", help="MLflow experiment name (default: nascomp)")
+    parser.add_argument(
+        "--experiment",
+        help="MLflow experiment name (default: the named run's, else nascomp, or the store's "
+        "only experiment with searches)",
+    )
 
 
 # --------------------------------------------------------------------------- search
@@ -290,6 +294,10 @@ def _tracker(args: argparse.Namespace) -> Any:
         )
     tracker = Tracker(uri, config.experiment)
     tracker.check_reachable()
+    if args.experiment is None:
+        # A run id names its experiment; a store with one searched experiment needs no name.
+        named_run = getattr(args, "run_id", None) or getattr(args, "search_run", None)
+        tracker.experiment = tracker.default_experiment(named_run) or tracker.experiment
     return tracker
 
 

@@ -313,9 +313,10 @@ def build_custom(
         if type(exc).__name__ == "InfeasibleArchitecture":
             # The user's own class of that name: their module need not import nascomp.
             raise InfeasibleArchitecture(f"{who}: {exc}") from None
+        called = {"input_shape": input_shape, "n_classes": n_classes, **arguments}
         raise UserCodeError(
-            f"{who} raised {type(exc).__name__}: {exc} (called with input_shape={input_shape}, "
-            f"n_classes={n_classes}, {', '.join(f'{k}={v!r}' for k, v in arguments.items())})"
+            f"{who} raised {type(exc).__name__}: {exc} (called with "
+            f"{', '.join(f'{k}={v!r}' for k, v in called.items())})"
         ) from None
     check_output(model, input_shape, n_classes, who)
     return model

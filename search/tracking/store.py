@@ -59,6 +59,7 @@ class TrialRecord:
     params: dict[str, Any]
     metrics: dict[str, float]
     tags: dict[str, str] = field(default_factory=dict)
+    experiment_id: str = ""  # the MLflow experiment holding the run
 
 
 class Tracker:
@@ -103,6 +104,31 @@ class Tracker:
         return self.client.create_experiment(
             self.experiment, artifact_location=self._artifact_root(), tags=EXPERIMENT_KIND
         )
+
+    def default_experiment(self, run_id: str | None = None) -> str | None:
+        """The experiment a reading command means when not told: the one holding ``run_id``
+        (a run id names its experiment), else the store's only experiment with searches in it
+        when ``self.experiment`` is not there; None to keep ``self.experiment``."""
+        from mlflow.exceptions import MlflowException
+
+        if run_id:
+            try:
+                experiment_id = self.client.get_run(run_id).info.experiment_id
+            except MlflowException:
+                return None  # not a run of this store: the command says so itself
+            return self.client.get_experiment(experiment_id).name
+        if self.client.get_experiment_by_name(self.experiment) is not None:
+            return None
+        searched = [
+            experiment.name
+            for experiment in self.client.search_experiments()
+            if self.client.search_runs(
+                [experiment.experiment_id],
+                filter_string=f"tags.`{ROLE_TAG}` = 'search'",
+                max_results=1,
+            )
+        ]
+        return searched[0] if len(searched) == 1 else None
 
     def _artifact_root(self) -> str | None:
         # With a sqlite file, keep artifacts next to it (not in whatever folder we run from),
@@ -252,8 +278,10 @@ class Tracker:
         URI). With ``onnx``, the run also holds the ONNX file as an MLflow model."""
         import mlflow.pytorch
 
+        # Next to the trial it reproduces: a run id names its experiment, whatever the
+        # --experiment default.
         run = self.client.create_run(
-            self.experiment_id(),
+            source.experiment_id or self.experiment_id(),
             run_name=f"reproduce-{source.run_id[:8]}",
             tags={SOURCE_TAG: source.run_id, ROLE_TAG: "reproduce"},
         )
@@ -305,4 +333,5 @@ def record_of(run: Any) -> TrialRecord:
         params={key: decode_param(value) for key, value in run.data.params.items()},
         metrics=dict(run.data.metrics),
         tags=dict(tags),
+        experiment_id=run.info.experiment_id,
     )

@@ -42,7 +42,8 @@ MODULE = textwrap.dedent(
         ),
         (
             "space: {arch: {family: custom, builder: 'shop:raises'}}",
-            "space.arch: builder shop:raises raised KeyError: 'layers'",
+            "space.arch: builder shop:raises raised KeyError: 'layers' (called with "
+            "input_shape=(1, 8, 8), n_classes=10)",
         ),
         ("space: {arch: {family: custom, builder: 'shop:VALUE'}}", "not a function"),
         ("space: {arch: {family: custom, builder: 'shoop:good'}}", "'shoop' is not importable"),

@@ -56,6 +56,7 @@ COMMON = """
 train: {epochs: 1, prune_epochs: 1, qat_epochs: 1, batch_size: 64}
 measure: {n_warmup: 1, n_repeat: 3, latency_batch_size: 8}
 search: {trials: 2, concurrent: 2, sampler: random}
+tracking: {experiment: mine}
 """
 
 ARCHES = {
@@ -117,7 +118,7 @@ def test_search_reproduce_and_export_a_model_the_user_brings(
         pytest.importorskip("timm")
     with user_search(tmp_path, teacher_cache, ARCHES[family] + COMMON) as (uri, env):
         client = MlflowClient(uri)
-        experiment = client.get_experiment_by_name("nascomp")
+        experiment = client.get_experiment_by_name("mine")  # the file's tracking.experiment
         trials = client.search_runs([experiment.experiment_id], "tags.`nascomp.trial_id` != ''")
         assert len(trials) == 2
         for run in trials:
@@ -130,23 +131,18 @@ def test_search_reproduce_and_export_a_model_the_user_brings(
             assert run.data.metrics["onnx_bytes"] > 0
             # Structured pruning removed channels for real: fewer MACs than the dense model.
             assert run.data.metrics["params"] > 0
+        # Later commands need not name the experiment: the store has one with searches, and
+        # a run id names its own.
+        front = nascomp("pareto", "--json", "--tracking-uri", uri, cwd=tmp_path, env=env)
+        assert front.returncode == 0, front.stderr[-3000:]
+        source_id = json.loads(front.stdout)["front"][0]["run_id"]
         export = tmp_path / "export"
         again = nascomp(
-            "reproduce",
-            "--rank",
-            "1",
-            "--export",
-            str(export),
-            "--tracking-uri",
-            uri,
-            cwd=tmp_path,
-            env=env,
-        )
+            "reproduce", source_id, "--export", str(export), "--tracking-uri", uri,
+            cwd=tmp_path, env=env,
+        )  # fmt: skip
         assert again.returncode == 0, again.stderr[-3000:]
         assert "warning" not in again.stdout
-        source_id = json.loads(
-            nascomp("pareto", "--json", "--tracking-uri", uri, cwd=tmp_path, env=env).stdout
-        )["front"][0]["run_id"]
         source = client.get_run(source_id)
         reproduced = client.search_runs(
             [experiment.experiment_id], f"tags.`nascomp.reproduced_from` = '{source_id}'"
