@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -80,12 +81,16 @@ def export_model(
     onnx: bytes | None = None,
     fp16: bool = False,
     normalise: Normalise | None = None,
+    classes: Sequence[str] = (),
 ) -> dict[str, Path]:
     """Export ``model`` (in eval mode) next to its flat trial config, ``onnx`` (the file the
     trial measured) as ``model.onnx`` and, with ``fp16``, ``model.fp16.onnx``, and how its
-    inputs were normalised (``normalise``) as ``preprocess.json``; return the files written."""
+    inputs were normalised (``normalise``) and what its outputs mean (``classes``, each label's
+    name) as ``preprocess.json``; return the files written."""
     files = write_artifact(model, example, config, out_dir)
-    recipe = preprocess_recipe(normalise, example, config) if normalise is not None else None
+    recipe = (
+        preprocess_recipe(normalise, example, config, classes) if normalise is not None else None
+    )
     if recipe is not None:
         files["preprocess"] = out_dir / PREPROCESS
         files["preprocess"].write_text(json.dumps(recipe, indent=2))
@@ -112,9 +117,13 @@ def export_model(
 
 
 def preprocess_recipe(
-    normalise: Normalise, example: torch.Tensor, config: dict[str, Any]
+    normalise: Normalise,
+    example: torch.Tensor,
+    config: dict[str, Any],
+    classes: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """What turns a raw input into what the model was trained on, as plain data."""
+    """What turns a raw input into what the model was trained on, and what its outputs
+    mean, as plain data."""
     return {
         "input_shape": list(example.shape[1:]),
         "image_size": config.get("data.image_size"),
@@ -124,6 +133,8 @@ def preprocess_recipe(
             "(batch, *input_shape) array; (H, W) images get a channel axis of 1 and, with "
             "image_size, images are resized (bilinear) to image_size x image_size first"
         ),
+        # The output is (batch, n_classes) logits; column i is the class named classes[i].
+        "classes": list(classes) or None,
     }
 
 

@@ -80,6 +80,7 @@ def reproduce(
             onnx=outcome.onnx,
             fp16=fp16,
             normalise=data.normalise,
+            classes=data.classes,
         )
         if export_dir
         else {}

@@ -57,6 +57,8 @@ class DataSplits:
     name: str
     # How the inputs were normalised (what a shipped model must be fed); None: not known
     normalise: Normalise | None = None
+    # The name of each class, by label (what a shipped model's outputs mean); () if not known
+    classes: tuple[str, ...] = ()
 
     # The splits as the training loop reads them (trainers/split.py); a streamed dataset's
     # StreamedSplits has the same three.
@@ -87,6 +89,7 @@ class _RawData:
     test_labels: Tensor | None
     n_classes: int
     max_value: float = 255.0
+    classes: tuple[str, ...] = ()  # each label's name, where the dataset says
 
 
 # One entry per distinct load_data call; worker processes keep theirs for all their trials.
@@ -224,7 +227,15 @@ def _load_digits() -> _RawData:
     images = torch.from_numpy(digits.images.astype(np.uint8)).unsqueeze(1)  # exact: 0..16
     labels = torch.from_numpy(digits.target.astype(np.int64))
     n_classes = len(digits.target_names)
-    return _RawData(images, labels, None, None, n_classes, max_value=DIGITS_MAX_VALUE)
+    return _RawData(
+        images,
+        labels,
+        None,
+        None,
+        n_classes,
+        max_value=DIGITS_MAX_VALUE,
+        classes=tuple(str(name) for name in digits.target_names),
+    )
 
 
 def _load_idx(name: str, root: str) -> _RawData:
@@ -240,6 +251,7 @@ def _load_idx(name: str, root: str) -> _RawData:
         test.data.unsqueeze(1).contiguous(),
         test.targets.long(),
         n_classes=len(train.classes),
+        classes=tuple(train.classes),
     )
 
 
@@ -259,6 +271,7 @@ def _resized(raw: _RawData, image_size: int) -> _RawData:
         raw.test_labels,
         raw.n_classes,
         raw.max_value,
+        raw.classes,
     )
 
 
@@ -280,12 +293,18 @@ def _load_image_folder(root: str, image_size: int | None) -> _RawData:
     test_paths = [path for path, _ in test.samples] if test else []
     images = _decode_images(paths + test_paths, image_size)
     labels = torch.tensor(train.targets, dtype=torch.int64)
+    classes = tuple(train.classes)  # the class folders' names, sorted
     if test is None:
-        return _RawData(images, labels, None, None, n_classes=len(train.classes))
+        return _RawData(images, labels, None, None, n_classes=len(classes), classes=classes)
     test_labels = torch.tensor(test.targets, dtype=torch.int64)
     n_train = len(paths)
     return _RawData(
-        images[:n_train], labels, images[n_train:], test_labels, n_classes=len(train.classes)
+        images[:n_train],
+        labels,
+        images[n_train:],
+        test_labels,
+        n_classes=len(classes),
+        classes=classes,
     )
 
 
@@ -395,6 +414,7 @@ def _split(
         input_shape=tuple(images.shape[1:]),
         name=name,
         normalise=normalised,
+        classes=raw.classes,
     )
 
 
@@ -467,6 +487,7 @@ def to_device(splits: DataSplits, device: str | torch.device) -> DataSplits:
             input_shape=splits.input_shape,
             name=splits.name,
             normalise=splits.normalise,
+            classes=splits.classes,
         )
         _DEVICE_CACHE[key] = (splits, moved)
     return _DEVICE_CACHE[key][1]

@@ -378,6 +378,15 @@ def declared_classes(dataset: Dataset) -> int | None:
     return len(classes) if isinstance(classes, list | tuple) and classes else None
 
 
+def class_names(dataset: Dataset, n_classes: int) -> tuple[str, ...]:
+    """Each label's name from the dataset's ``classes`` (torchvision's convention: the name
+    of label i at position i); () when it has none, or not one per class."""
+    classes = getattr(dataset, "classes", None)
+    if not isinstance(classes, list | tuple) or len(classes) != n_classes:
+        return ()
+    return tuple(str(name) for name in classes)
+
+
 def channel_stats(scan_: Scan, indices: Tensor, pixels_per_channel: int) -> tuple[Tensor, Tensor]:
     """Per-channel mean and population std over the samples ``indices`` (float32)."""
     count = len(indices) * pixels_per_channel

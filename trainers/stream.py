@@ -107,6 +107,7 @@ class StreamedSplits:
     input_shape: tuple[int, ...]  # one sample: (C, H, W) for images, (F,) for features
     name: str
     normalise: Normalise | None = None  # how the inputs were normalised
+    classes: tuple[str, ...] = ()  # each label's name, where the dataset says
 
     def reading(self, settings: LoaderSettings) -> StreamedSplits:
         """These splits as a trial reads them: same datasets (no copy), its loader settings."""

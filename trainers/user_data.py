@@ -24,6 +24,7 @@ from nascomp.trainers.datasets import (
     Scan,
     channel_stats,
     check_labels,
+    class_names,
     declared_classes,
     open_source,
     sample_format,
@@ -126,10 +127,16 @@ def _load(
     splits = {"train": (train, train_scan, parts.train), "val": (train, train_scan, parts.val)}
     splits["test"] = test_part  # type: ignore[assignment]
     name = source.factory if source.name == "custom" else source.dataset
+    classes = class_names(train, n_classes)
     if streamed:
         made = {role: _streamed(*part, sample, normalise) for role, part in splits.items()}
         return StreamedSplits(
-            **made, n_classes=n_classes, input_shape=shape, name=str(name), normalise=normalise
+            **made,
+            n_classes=n_classes,
+            input_shape=shape,
+            name=str(name),
+            normalise=normalise,
+            classes=classes,
         )
     tensors = {role: _in_memory(*part, normalise) for role, part in splits.items()}
     return DataSplits(
@@ -143,6 +150,7 @@ def _load(
         input_shape=shape,
         name=str(name),
         normalise=normalise,
+        classes=classes,
     )
 
 

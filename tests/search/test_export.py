@@ -70,12 +70,19 @@ def test_raw_inputs_through_preprocess_json_are_what_the_model_was_fed(tmp_path:
     outcome = run_trial(flat)
     data = TrialConfig.from_flat(flat).data.load()
     files = export_model(
-        outcome.model, data.test_x[:1], flat, tmp_path, onnx=outcome.onnx, normalise=data.normalise
+        outcome.model,
+        data.test_x[:1],
+        flat,
+        tmp_path,
+        onnx=outcome.onnx,
+        normalise=data.normalise,
+        classes=data.classes,
     )
     recipe = json.loads(files["preprocess"].read_text())
     metadata = {p.key: p.value for p in onnx.load(str(files["onnx"])).metadata_props}
     assert json.loads(metadata["nascomp.preprocess"]) == recipe
     assert recipe["input_shape"] == [1, 8, 8] and recipe["scale"] == 16.0
+    assert recipe["classes"] == [str(digit) for digit in range(10)]  # column i: digit i
     assert recipe["channel_axis"] == 1 and len(recipe["mean"]) == len(recipe["std"]) == 1
 
     raw = torch.tensor(load_digits().images, dtype=torch.float32)[:, None]  # (N, 1, 8, 8)

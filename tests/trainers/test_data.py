@@ -208,6 +208,7 @@ def test_imagefolder_with_train_and_test(cifar_subset: Path) -> None:
     expected = torch.from_numpy((first_test - mean) / std).permute(2, 0, 1).float()
     assert torch.allclose(splits.test_x[0], expected, atol=1e-5)
     assert splits.test_y[0].item() == 0  # classes sorted: airplane, automobile, bird
+    assert splits.classes == ("airplane", "automobile", "bird")  # the folders, by label
 
 
 def test_imagefolder_flat_layout_and_resize(cifar_subset: Path, tmp_path: Path) -> None:

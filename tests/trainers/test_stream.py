@@ -58,6 +58,7 @@ def test_streamed_splits_hold_the_in_memory_values(module: str, data_root: Path)
     memory = data_config(module, data_root, stream=False).load()
     streamed = for_trial(data_config(module, data_root, stream=True).load(), "cpu", threads=1)
     assert isinstance(memory, DataSplits) and isinstance(streamed, StreamedSplits)
+    assert streamed.classes == memory.classes and memory.classes[9] == "digit 9"
     for role in ("train", "val", "test"):
         kept, read = getattr(memory, role), getattr(streamed, role)
         assert torch.equal(read.labels, kept.labels) and len(read) == len(kept)

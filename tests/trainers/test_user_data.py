@@ -35,6 +35,7 @@ def test_a_tensor_dataset_factory_loads_into_memory(module: str, data_root: Path
     splits = config.load()
     assert isinstance(splits, DataSplits)  # 0.7 MB: far under any budget
     assert (splits.n_classes, splits.input_shape) == (10, (1, 28, 28))
+    assert splits.classes[3] == "digit 3" and len(splits.classes) == 10  # its `classes`
     assert (len(splits.train_y), len(splits.val_y), len(splits.test_y)) == (540, 60, 200)
     # Normalised per channel over train + val: mean 0, std 1 (population).
     dev = torch.cat([splits.train_x, splits.val_x])
@@ -64,6 +65,7 @@ def test_a_hand_written_float_dataset_without_a_test_set(module: str, data_root:
     n_test = math.ceil(0.2 * 600)  # TEST_FRACTION, held out of train
     assert len(splits.test_y) == n_test and len(splits.val_y) == math.ceil(0.1 * (600 - n_test))
     assert splits.input_shape == (1, 28, 28)  # (H, W) inputs get their channel axis
+    assert splits.classes == ()  # a dataset without `classes` names none
     # Float inputs are used as given (not divided by 255): the statistics are the data's own.
     dev = torch.cat([splits.train_x, splits.val_x])
     assert dev.mean().item() == pytest.approx(0.0, abs=1e-5)
@@ -84,6 +86,9 @@ def test_torchvision_fashion_mnist_matches_the_built_in_reader(data_root: Path) 
     for part in ("train_y", "val_y", "test_y"):
         assert torch.equal(getattr(splits, part), getattr(built_in, part)), part
     assert torch.allclose(splits.test_x, built_in.test_x, atol=1e-5)
+    # Each label's name, as the dataset declares it (what an exported model's columns mean)
+    assert splits.classes[0] == built_in.classes[0] == "T-shirt/top"
+    assert splits.classes == built_in.classes and len(splits.classes) == 10
 
 
 @pytest.mark.parametrize("name", ["MNIST", "FashionMNIST"])

@@ -25,7 +25,9 @@ def tensors(root, n_train=600, n_test=200):
     """uint8 images and int64 labels, as TensorDataset gives them."""
     x, y = _mnist(root, True, n_train)
     test_x, test_y = _mnist(root, False, n_test)
-    return TensorDataset(x, y), TensorDataset(test_x, test_y)
+    train = TensorDataset(x, y)
+    train.classes = [f"digit {i}" for i in range(10)]  # torchvision's convention
+    return train, TensorDataset(test_x, test_y)
 
 
 class Pairs(Dataset):
