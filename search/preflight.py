@@ -22,6 +22,7 @@ from nascomp.search.errors import ConfigError
 from nascomp.search.experiment import Experiment, trial_constants
 from nascomp.spaces.mixed import PER_LAYER
 from nascomp.spaces.models import IMAGE_FAMILIES, InfeasibleArchitecture, build_model, model_family
+from nascomp.trainers.init import apply_weights, initial_weights
 from nascomp.trainers.teacher import load_teacher_checkpoint
 
 # Families whose builders ship with nascomp and are covered by its tests.
@@ -56,8 +57,10 @@ def check_user_code(experiment: Experiment) -> Experiment:
         if brings_own_model(arch) or (field == "teacher.arch" and checkpoint)
     ]
     ignore = tuple(experiment.space.prune.ignore)
-    if (ignore or per_layer) and not checked:
-        checked = [("space.arch", student)]  # the patterns are checked on the student
+    init = experiment.train.init
+    if (ignore or per_layer or init) and not any(f == "space.arch" for f, _ in checked):
+        # the patterns and the starting weights are checked on the student
+        checked = [("space.arch", student), *checked]
     if not checked and experiment.data.name not in ("custom", "torchvision"):
         return experiment
     try:
@@ -77,6 +80,8 @@ def check_user_code(experiment: Experiment) -> Experiment:
                 raise ConfigError(_located(field, exc)) from None
             if field == "teacher.arch" and checkpoint:
                 _check_checkpoint(model, checkpoint)
+            if field == "space.arch" and init:
+                _check_init(model, init, experiment.train.init_sha256)
             if field == "space.arch" and ignore:
                 try:
                     ignored_layers(model, ignore)
@@ -140,6 +145,9 @@ def _check_checkpoint(model: torch.nn.Module, checkpoint: str) -> None:
     """The user's trained teacher weights must fit ``teacher.arch`` exactly."""
     try:
         state = load_teacher_checkpoint(checkpoint)
+    except ValueError as exc:  # nascomp's own words, naming the file
+        raise ConfigError(f"teacher.checkpoint: {exc}") from None
+    try:
         model.load_state_dict(state)
     except Exception as exc:
         text = " ".join(str(exc).split())[:300]
@@ -147,6 +155,28 @@ def _check_checkpoint(model: torch.nn.Module, checkpoint: str) -> None:
             f"teacher.checkpoint: {checkpoint} does not load into teacher.arch: "
             f"{type(exc).__name__}: {text}"
         ) from None
+
+
+def _check_init(model: torch.nn.Module, path: str, sha256: str | None) -> None:
+    """``train.init`` must load and give the space's first architecture some of its tensors
+    (a file of another model entirely would silently train from scratch)."""
+    try:
+        state = initial_weights(path, sha256)
+    except Exception as exc:
+        line = (str(exc).strip().splitlines() or [""])[0][:300]
+        if isinstance(exc, ValueError):  # nascomp's own words, naming the file
+            line = line if line.startswith("train.init") else f"train.init: {line}"
+        else:
+            line = f"train.init: {path} does not load: {type(exc).__name__}: {line}"
+        raise ConfigError(line) from None
+    report = apply_weights(model, state)
+    if report.loaded == 0:
+        theirs = ", ".join(list(state)[:3]) or "none"
+        ours = ", ".join(list(model.state_dict())[:3])
+        raise ConfigError(
+            f"train.init: {path} has no tensor of the name and shape of space.arch's model "
+            f"(the file: {theirs}, ...; the model: {ours}, ...)"
+        )
 
 
 def _located(field: str, exc: BaseException) -> str:

@@ -169,9 +169,36 @@ class TrainConfig(Section):
         0.3, gt=0.0, le=1.0, description="fine-tuning learning rate = lr * this"
     )
     augment: AugmentSettings = Field(default_factory=AugmentSettings)
+    init: str | None = Field(
+        None,
+        description="a checkpoint of trained weights every trial starts from (trainers/init.py)",
+    )
+    # Filled in from the file when the experiment is read: trials and reproduce check it.
+    init_sha256: str | None = None
 
     def augmentation(self) -> AugmentConfig | None:
         return self.augment.augmentation()
+
+    @field_validator("init")
+    @classmethod
+    def _init_exists(cls, path: str | None) -> str | None:
+        if path is None:
+            return None
+        resolved = Path(path).expanduser().resolve()
+        if not resolved.is_file():
+            raise ValueError(f"no checkpoint file at {str(resolved)!r}")
+        return str(resolved)
+
+    @model_validator(mode="after")
+    def _init_digest(self) -> TrainConfig:
+        from nascomp.trainers.init import file_digest
+
+        if self.init is None:
+            if self.init_sha256 is not None:
+                raise ValueError("init_sha256 goes with init (it is filled in from the file)")
+        elif self.init_sha256 is None:
+            self.init_sha256 = file_digest(self.init)
+        return self
 
 
 class TeacherConfig(Section):

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from nascomp.spaces.models import build_model
 from nascomp.trainers.config import TrialConfig
+from nascomp.trainers.init import file_digest, load_state_file
 from nascomp.trainers.loop import accuracy, make_optimizer, predict_logits, train_epoch
 from nascomp.trainers.seeding import seed_everything
 from nascomp.trainers.settings import AugmentSettings, DataConfig, TeacherConfig
@@ -54,7 +55,7 @@ class TeacherJob:
         """Cache key of the teacher's weights."""
         teacher = self.teacher.model_dump()
         if self.teacher.checkpoint:
-            teacher["checkpoint"] = _file_digest(Path(self.teacher.checkpoint))
+            teacher["checkpoint"] = file_digest(self.teacher.checkpoint)
         payload = {
             "teacher": teacher,
             # How the data are read (streamed or not) changes no result: not in the key.
@@ -68,14 +69,6 @@ class TeacherJob:
             # Only SGD reads the momentum; keys of other teachers stay as they were.
             payload["momentum"] = self.momentum
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def cache_dir() -> Path:
@@ -109,22 +102,9 @@ def load_or_train_teacher(
     return state, {**facts, "teacher_cached": 0.0}
 
 
-# Keys under which training scripts commonly nest the weights in a checkpoint file.
-_NESTED_KEYS = ("state_dict", "model_state_dict", "model")
-
-
 def load_teacher_checkpoint(path: str) -> StateDict:
-    """The user's trained teacher weights: a state dict, or one nested under a common key
-    (``state_dict``, ``model_state_dict``, ``model``). Loaded with ``weights_only=True``: a
-    checkpoint file is data, never code to run."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    for key in _NESTED_KEYS:
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-            break
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{path} holds no state dict of tensors (a whole pickled model?)")
-    return state
+    """The user's trained teacher weights (``teacher.checkpoint``): see ``load_state_file``."""
+    return load_state_file(path)
 
 
 def train_teacher(

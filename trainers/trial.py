@@ -73,6 +73,7 @@ from nascomp.trainers.checkpoint import (
     rng_state,
 )
 from nascomp.trainers.config import TrialConfig
+from nascomp.trainers.init import apply_weights, initial_weights
 from nascomp.trainers.loop import (
     Distillation,
     FeatureHint,
@@ -139,14 +140,20 @@ def run_trial(
     data = for_trial(cfg.data.load(threads=cfg.threads), cfg.device, cfg.threads)
     seed_everything(cfg.seed)
     try:
-        model = build_model(cfg.arch, data.input_shape, data.n_classes).to(cfg.device)
+        model = build_model(cfg.arch, data.input_shape, data.n_classes)
     except InfeasibleArchitecture as exc:
         return TrialOutcome(status=STATUS_INFEASIBLE, reason=str(exc))
+    started_from = None
+    if cfg.train.init is not None:  # the user's trained weights, where they fit
+        state = initial_weights(cfg.train.init, cfg.train.init_sha256)
+        started_from = apply_weights(model, state).describe(cfg.train.init)
+    model = model.to(cfg.device)
     if resume is not None:
         check_resumable(resume, cfg)
     trial = _Trial(
         cfg, data, model, teacher_state, report or (lambda _: None), checkpoint, store=trained
     )
+    trial.started_from = started_from
     if resume is not None:
         trial.restore(resume)
     elif trained is not None:
@@ -213,6 +220,7 @@ class _Trial:
         # (kept when the phase ends), and the key of the state it started from, if any.
         self.store = store
         self.train_metrics: list[dict[str, Any]] = []
+        self.started_from: str | None = None  # train.init: what the file gave (run_trial)
         self.trained_from: str | None = None
 
     def _distillation(self, teacher_state: dict[str, Tensor] | None) -> Distillation | None:
@@ -262,6 +270,8 @@ class _Trial:
         metrics = {"train_seconds": self._train_seconds()}
         metrics.update(self._evaluate())
         info: dict[str, str] = {}
+        if self.started_from is not None:
+            info["init"] = self.started_from
         if self.store is not None:
             metrics["reused_epochs"] = float(self.schedule.n_train if self.trained_from else 0)
         if self.trained_from is not None:

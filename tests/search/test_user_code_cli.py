@@ -58,6 +58,8 @@ MODULE = textwrap.dedent(
             "teacher: {arch: {family: custom, builder: 'shop:thousand_classes'}}",
             "teacher.arch: the model from builder shop:thousand_classes",
         ),
+        ("train: {init: absent.pt}", "train.init: no checkpoint file at"),
+        ("train: {init: shop.py}", "shop.py is not a checkpoint torch.load reads"),
         ("", "the experiment file is empty"),
         ("# nothing but a comment\n", "the experiment file is empty"),
     ],
@@ -152,3 +154,23 @@ def test_per_layer_groups_come_from_the_users_model(
         "quant.groups.3",
     ]
     assert experiment.space.quant.groups == "layers"  # the user's experiment is not changed
+
+
+def test_starting_weights_of_another_model_exit_2_before_anything_runs(tmp_path: Path) -> None:
+    """``train.init`` with a file that fits no tensor of the model would train from scratch
+    unnoticed: one line naming both sides' tensors instead."""
+    import torch
+
+    torch.save(torch.nn.Linear(3, 2).state_dict(), tmp_path / "other.pt")
+    (tmp_path / "experiment.yaml").write_text("train: {init: other.pt}\n")
+    written = {path.name for path in tmp_path.iterdir()}
+    result = nascomp(
+        "search", "experiment.yaml", cwd=tmp_path, timeout=120, env={"MLFLOW_TRACKING_URI": ""}
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"nascomp: error: train.init: {tmp_path / 'other.pt'} has no tensor of the name and "
+        "shape of space.arch's model (the file: weight, bias, ...; the model: "
+        "stem.0.weight, stem.1.weight, stem.1.bias, ...)"
+    ]
+    assert {path.name for path in tmp_path.iterdir()} - written == set()

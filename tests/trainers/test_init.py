@@ -1,0 +1,118 @@
+"""``train.init``: trials that start from the user's trained weights, on real digits data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from pydantic import ValidationError
+from torch import nn
+
+from nascomp.search.experiment import load_experiment, trial_constants
+from nascomp.spaces.models import build_model
+from nascomp.trainers.config import TrialConfig
+from nascomp.trainers.init import apply_weights, file_digest, initial_weights, load_state_file
+from nascomp.trainers.settings import TrainConfig
+from nascomp.trainers.trial import run_trial
+from tests.trainers.configs import SMALL_CNN, fast
+
+
+def small(n_classes: int) -> nn.Module:
+    torch.manual_seed(n_classes)
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4 * 6 * 6, n_classes)
+    )
+
+
+def test_tensors_of_the_same_name_and_shape_are_copied_the_others_kept() -> None:
+    source, target = small(3), small(10)  # the same body, another head
+    for _ in range(2):  # give the BatchNorm running statistics values of their own
+        source.train()(torch.randn(8, 1, 8, 8))
+    kept_head = target[3].weight.detach().clone()
+    report = apply_weights(target, source.state_dict())
+    # conv weight and bias, BN weight, bias, running mean, running var, batches tracked
+    assert (report.loaded, report.total) == (7, 9)
+    assert report.reshaped == ("3.weight", "3.bias") and report.missing == ()
+    for name, tensor in source.state_dict().items():
+        if not name.startswith("3."):
+            assert torch.equal(target.state_dict()[name], tensor), name
+    assert torch.equal(target[3].weight, kept_head)  # 10 classes: the file's 3 do not fit
+    assert "7 of 9 tensors from f.pt; other shape, kept initialised: 3.weight" in (
+        report.describe("f.pt")
+    )
+    partial = apply_weights(small(3), {"0.weight": source[0].weight.detach()})
+    assert partial.loaded == 1 and partial.missing[:2] == ("0.bias", "1.weight")
+
+
+def test_a_checkpoint_file_nested_or_not_and_what_is_refused(tmp_path: Path) -> None:
+    state = small(3).state_dict()
+    torch.save({"epoch": 3, "model_state_dict": state}, tmp_path / "nested.pt")
+    loaded = load_state_file(tmp_path / "nested.pt")
+    assert loaded.keys() == state.keys() and all(torch.equal(loaded[k], state[k]) for k in state)
+    torch.save(small(3), tmp_path / "whole.pt")  # a pickled module: code, refused
+    with pytest.raises(ValueError, match=r"holds pickled objects.*save model\.state_dict"):
+        load_state_file(tmp_path / "whole.pt")
+    (tmp_path / "notes.txt").write_text("not a checkpoint")
+    with pytest.raises(ValueError, match=r"notes\.txt is not a checkpoint torch\.load reads"):
+        load_state_file(tmp_path / "notes.txt")
+
+
+def test_the_file_must_be_the_one_the_config_recorded(tmp_path: Path) -> None:
+    path = tmp_path / "w.pt"
+    torch.save(small(3).state_dict(), path)
+    config = TrainConfig(init=str(path))
+    assert config.init_sha256 == file_digest(path) and len(config.init_sha256) == 64
+    assert initial_weights(str(path), config.init_sha256).keys() == small(3).state_dict().keys()
+    torch.save(small(4).state_dict(), path)  # retrained after the search began
+    with pytest.raises(ValueError, match=r"train.init: .*w.pt changed since the experiment"):
+        initial_weights(str(path), config.init_sha256)
+    path.unlink()
+    with pytest.raises(ValueError, match=r"train\.init: .*w\.pt does not exist"):
+        initial_weights(str(path), config.init_sha256)
+    with pytest.raises(ValidationError, match="no checkpoint file at"):
+        TrainConfig(init=str(tmp_path / "absent.pt"))
+    with pytest.raises(ValidationError, match="init_sha256 goes with init"):
+        TrainConfig(init_sha256="0" * 64)
+
+
+def trial(tmp_path: Path, epochs: int, **sampled: Any) -> dict[str, Any]:
+    experiment = load_experiment(None, fast(epochs))
+    return {**trial_constants(experiment), **SMALL_CNN, "distill.enabled": False, **sampled}
+
+
+def test_a_trial_starts_from_the_users_weights_and_reproduces(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The user's trained model (here: a trial's) as the start of one epoch of fine-tuning:
+    every tensor loads, the first validation is the trained model's, and running the same
+    config again gives the same metrics."""
+    monkeypatch.setenv("NASCOMP_CACHE", str(tmp_path / "cache"))
+    trained = run_trial(trial(tmp_path, 6))
+    path = tmp_path / "mine.pt"
+    torch.save({"state_dict": trained.model.state_dict()}, path)
+
+    flat = trial(tmp_path, 1, **{"train.init": str(path)})
+    config = TrialConfig.from_flat(flat)
+    assert config.train.init_sha256 == file_digest(path)
+    first = run_trial(config.model_dump(mode="json") | flat)
+    assert first.status == "ok", first.reason
+    n_tensors = len(trained.model.state_dict())
+    assert first.info["init"] == f"{n_tensors} of {n_tensors} tensors from {path}"
+    scratch = run_trial(trial(tmp_path, 1))
+    assert first.metrics["val_accuracy"] > scratch.metrics["val_accuracy"]
+    # with a learning rate of nearly 0, the weights the trial ends with are the file's
+    still = run_trial(trial(tmp_path, 1, **{"train.init": str(path), "train.lr": 1e-12}))
+    for name, tensor in trained.model.state_dict().items():
+        if name.endswith(("weight", "bias")):
+            assert torch.allclose(still.model.state_dict()[name], tensor, atol=1e-8), name
+    again = run_trial(flat)
+    assert again.metrics["val_accuracy"] == first.metrics["val_accuracy"]
+    assert again.metrics["test_accuracy"] == first.metrics["test_accuracy"]
+    # a wider variant of the same family takes nothing of another width, but the rest
+    wider = trial(tmp_path, 1, **{"train.init": str(path), "arch.base_channels": 16})
+    outcome = run_trial(wider)
+    assert outcome.status == "ok" and "other shape, kept initialised" in outcome.info["init"]
+    model = build_model(TrialConfig.from_flat(wider).arch, (1, 8, 8), 10)
+    assert apply_weights(model, trained.model.state_dict()).loaded < n_tensors

@@ -1,0 +1,128 @@
+"""Trials that start from weights the user already trained (``train.init``).
+
+The usual compression job starts from a trained model: fix the architecture that made it
+(``space.arch``), search pruning, bit-widths and distillation, and fine-tune. Every trial then
+starts from the file instead of PyTorch's initialisers: each tensor of the built model whose
+name and shape the file holds takes the file's values; the others (a head for other classes,
+layers of a wider variant) keep their seeded initialisation. How many loaded is logged with
+the run (tag ``nascomp.init``).
+
+The file is part of the trial's config by path and SHA-256 (``train.init_sha256``, filled in
+when the experiment is read): a trial, a resumed one or ``nascomp reproduce``, refuses a file
+that changed since, so a reproduced run starts from the very same weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+StateDict = dict[str, Tensor]
+
+# Keys under which training scripts commonly nest the weights in a checkpoint file.
+NESTED_KEYS = ("state_dict", "model_state_dict", "model")
+
+# Per process: the trials a worker runs one after another read the file once.
+_LOADED: dict[tuple[str, str], StateDict] = {}
+
+
+def file_digest(path: str | Path) -> str:
+    """SHA-256 of the file's bytes, hex."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_state_file(path: str | Path) -> StateDict:
+    """A state dict from a checkpoint file: the dict itself, or one nested under a common key
+    (``state_dict``, ``model_state_dict``, ``model``). Loaded with ``weights_only=True``: a
+    checkpoint file is data, never code to run."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # torch names the class a pickled object needs ("Unsupported global: GLOBAL ...");
+        # any other refusal is a file that is not a pickle of tensors at all.
+        if "Unsupported global" not in str(exc):
+            said = str(exc).split("WeightsUnpickler error:")[-1].strip().splitlines() or ["?"]
+            raise ValueError(
+                f"{path} is not a checkpoint torch.load reads ({said[0][:120]})"
+            ) from None
+        raise ValueError(
+            f"{path} holds pickled objects, not just tensors (a whole model?): save "
+            "model.state_dict() instead (checkpoints are read with weights_only=True: data, "
+            "never code to run)"
+        ) from None
+    except Exception as exc:  # torch.load's errors on a file of another kind vary
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise ValueError(
+            f"{path} is not a checkpoint torch.load reads ({type(exc).__name__}: {first})"
+        ) from None
+    for key in NESTED_KEYS:
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+            break
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise ValueError(f"{path} holds no state dict of tensors (a whole pickled model?)")
+    return state
+
+
+@dataclass(frozen=True)
+class InitReport:
+    """What ``apply_weights`` did: tensors loaded, of the model's ``total``; the model's
+    tensors the file lacks or holds in another shape (first few of each, by name)."""
+
+    loaded: int
+    total: int
+    missing: tuple[str, ...] = ()
+    reshaped: tuple[str, ...] = ()
+
+    def describe(self, path: str) -> str:
+        text = f"{self.loaded} of {self.total} tensors from {path}"
+        if self.reshaped:
+            text += f"; other shape, kept initialised: {', '.join(self.reshaped[:3])}"
+        if self.missing:
+            text += f"; not in the file: {', '.join(self.missing[:3])}"
+        return text
+
+
+def apply_weights(model: nn.Module, state: StateDict) -> InitReport:
+    """Copy into ``model`` every parameter and buffer of ``state`` with the same name and
+    shape (in place, cast to the model's dtype); leave the others as they are."""
+    own = model.state_dict(keep_vars=True)
+    missing, reshaped = [], []
+    loaded = 0
+    with torch.no_grad():
+        for name, tensor in own.items():
+            given = state.get(name)
+            if given is None:
+                missing.append(name)
+            elif given.shape != tensor.shape:
+                reshaped.append(name)
+            else:
+                tensor.copy_(given)
+                loaded += 1
+    return InitReport(loaded, len(own), tuple(missing), tuple(reshaped))
+
+
+def initial_weights(path: str, sha256: str | None) -> StateDict:
+    """The file's state dict, once per process; a ValueError naming ``train.init`` when the
+    file is gone or its bytes are not the ones the config recorded."""
+    if not Path(path).is_file():
+        raise ValueError(f"train.init: {path} does not exist")
+    found = file_digest(path)
+    if sha256 is not None and found != sha256:
+        raise ValueError(
+            f"train.init: {path} changed since the experiment was read (sha256 {sha256[:12]}..., "
+            f"now {found[:12]}...); the trial would not start from the same weights"
+        )
+    key = (path, found)
+    if key not in _LOADED:
+        _LOADED[key] = load_state_file(path)
+    return _LOADED[key]
