@@ -227,7 +227,7 @@ def prepare_input(value: Any, image_size: int | None, field: str, index: int) ->
     if not isinstance(value, Tensor):
         raise DatasetError(
             f"{field}: sample {index} must be (input tensor, integer label); its input is a "
-            f"{type(value).__name__} (torchvision datasets need transform=PILToTensor())"
+            f"{type(value).__name__} (give a torch tensor or a PIL image)"
         )
     image = value.unsqueeze(0) if value.dim() == 2 else value
     if image.dim() == 0:
@@ -284,7 +284,24 @@ def _sample(dataset: Dataset, index: int, field: str) -> tuple[Any, Any]:
             f"{field}: sample {index} must be an (input tensor, integer label) pair; got "
             f"{_kind(sample)}"
         )
-    return sample[0], sample[1]
+    return _from_pil(sample[0]), sample[1]
+
+
+# PIL modes kept as they are: grey and colour, 8 bits a channel. Any other (palette, alpha,
+# CMYK, 1-bit...) becomes RGB, as torchvision's ImageFolder loader makes every image.
+_PIL_MODES = ("L", "RGB")
+
+
+def _from_pil(value: Any) -> Any:
+    """A PIL image (a torchvision-style dataset without a transform) as the uint8 (C, H, W)
+    tensor torchvision's ``PILToTensor`` gives; anything else as it is."""
+    from PIL import Image
+
+    if not isinstance(value, Image.Image):
+        return value
+    from torchvision.transforms.functional import pil_to_tensor
+
+    return pil_to_tensor(value if value.mode in _PIL_MODES else value.convert("RGB"))
 
 
 class CheckedSamples(Dataset):

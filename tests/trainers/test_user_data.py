@@ -75,6 +75,25 @@ def test_a_hand_written_float_dataset_without_a_test_set(module: str, data_root:
     assert counts.min() >= 0.6 * counts.mean()
 
 
+def test_pil_images_of_any_mode_are_read_as_rgb(module: str, data_root: Path) -> None:
+    """A dataset of PIL images (no transform), modes mixed: each is read as PILToTensor reads
+    its RGB form, so grey digits become three equal uint8 channels."""
+    from torchvision.datasets import MNIST
+
+    splits = custom(module, "pil_images", data_root).load()
+    assert splits.input_shape == (3, 28, 28) and splits.classes[7] == "7"
+    images = torch.cat([splits.train_x, splits.val_x, splits.test_x])
+    assert len(images) == 300  # the three splits partition the dataset
+    assert torch.equal(images[:, 0], images[:, 1]) and torch.equal(images[:, 1], images[:, 2])
+    normalise = splits.normalise
+    assert normalise is not None
+    mean, std = (torch.as_tensor(v).view(1, -1, 1, 1) for v in (normalise.mean, normalise.std))
+    pixels = (images * std + mean) * 255  # back to the bytes the PIL images held
+    assert torch.allclose(pixels, pixels.round(), atol=1e-3)
+    grey = MNIST(str(data_root), train=True, download=False).data[:300]
+    assert pixels[:, 0].round().sum().item() == grey.double().sum().item()
+
+
 def test_torchvision_fashion_mnist_matches_the_built_in_reader(data_root: Path) -> None:
     clear_cache()
     config = DataConfig(

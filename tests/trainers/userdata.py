@@ -70,6 +70,29 @@ def arrays(root):
     return [(image.numpy(), int(label)) for image, label in zip(x, y)], None
 
 
+class Photos(Dataset):
+    """A torchvision-style dataset without a transform: PIL images of mixed modes."""
+
+    classes = [str(i) for i in range(10)]
+
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, index):
+        from PIL import Image
+
+        grey = Image.fromarray(self.x[index, 0].numpy())
+        mode = ("RGB", "P", "RGBA")[index % 3]  # a palette and an alpha channel: read as RGB
+        return grey.convert(mode), int(self.y[index])
+
+
+def pil_images(root):
+    return Photos(*_mnist(root, True, 300)), None
+
+
 def too_many_for_classes(root):
     train, test = tensors(root)
     train.classes = ["a", "b"]
