@@ -537,6 +537,11 @@ def _quiet_ray() -> None:
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "0")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    # Trials run in the folder `nascomp search` was started in, not in Tune's trial folder:
+    # a path the user's own code opens relative to where they work (a data file, a label
+    # map) resolves in the trials as it did in the checks before the search. Nothing of ours
+    # writes relative to it.
+    os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
     # Snapshot the experiment (trials, Optuna study) every second rather than every 10 s or
     # more: a driver killed between snapshots loses the trials it started since the last one.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")

@@ -18,9 +18,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow.pytorch
+import numpy as np
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
+from sklearn.datasets import load_digits
 
 from tests.search.conftest import nascomp
 
@@ -42,13 +44,15 @@ USER_MODULE = textwrap.dedent(
         )
 
     def digits():
+        import numpy as np
         import torch
-        from sklearn.datasets import load_digits
         from torch.utils.data import TensorDataset
 
-        images, labels = load_digits(return_X_y=True)
-        inputs = torch.tensor(images, dtype=torch.float32).reshape(-1, 1, 8, 8) / 16
-        return TensorDataset(inputs, torch.tensor(labels)), None
+        # A file of the user's project, by a path relative to where they run nascomp: the
+        # trials' workers must open it too.
+        saved = np.load("digits.npz")
+        inputs = torch.tensor(saved["images"], dtype=torch.float32).reshape(-1, 1, 8, 8) / 16
+        return TensorDataset(inputs, torch.tensor(saved["labels"])), None
     """
 )
 
@@ -98,6 +102,8 @@ def user_search(
     """``nascomp search experiment.yaml`` run in ``folder`` beside the user's module, as a user
     runs it; yields the tracking URI and the environment for later commands there."""
     (folder / "brought_models.py").write_text(USER_MODULE)
+    images, labels = load_digits(return_X_y=True)
+    np.savez(folder / "digits.npz", images=images, labels=labels)
     (folder / "experiment.yaml").write_text(experiment_yaml)
     ray_tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")
     uri = f"sqlite:///{folder / 'mlflow.db'}"
