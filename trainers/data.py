@@ -154,10 +154,20 @@ def _image_folder_layout(root: str | None) -> tuple[Path, Path | None]:
                 raise DataNotFoundError(
                     f"dataset 'imagefolder': expected class sub-folders in {split}; {hint}"
                 )
+        if len(_class_folders(train)) < 2:
+            raise ValueError(
+                f"dataset 'imagefolder': {train} holds one class sub-folder "
+                f"({_class_folders(train)[0].name}); a classifier needs at least 2"
+            )
         return train, test
     if not _class_folders(path):
         raise DataNotFoundError(
             f"dataset 'imagefolder': expected class sub-folders in {path}; {hint}"
+        )
+    if len(_class_folders(path)) < 2:
+        raise ValueError(
+            f"dataset 'imagefolder': {path} holds one class sub-folder "
+            f"({_class_folders(path)[0].name}); a classifier needs at least 2"
         )
     return path, None
 

@@ -387,6 +387,10 @@ def check_labels(labels: Tensor, n_classes: int | None, field: str, role: str) -
             f"({'len(classes)' if n_classes is not None else 'K = max label + 1'}); "
             f"got {low}..{high}"
         )
+    if role == "train" and low == high:
+        raise DatasetError(
+            f"{field}: every train label is {low}; a classifier needs samples of at least 2 classes"
+        )
     return limit
 
 

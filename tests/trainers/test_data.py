@@ -268,6 +268,12 @@ def test_imagefolder_root_errors(tmp_path: Path) -> None:
     (tmp_path / "test").mkdir()
     with pytest.raises(DataNotFoundError, match=f"class sub-folders in {tmp_path / 'test'}"):
         check_data_root("imagefolder", str(tmp_path))
+    (tmp_path / "test" / "cat").mkdir()
+    with pytest.raises(ValueError, match="holds one class sub-folder \\(cat\\); a classifier"):
+        check_data_root("imagefolder", str(tmp_path))
+    (tmp_path / "train" / "dog").mkdir()
+    (tmp_path / "test" / "dog").mkdir()
+    check_data_root("imagefolder", str(tmp_path))  # two classes: a root to read
 
 
 def test_valid_roots_and_unknown_name(data_root: Path) -> None:

@@ -154,6 +154,7 @@ def test_a_factory_that_cannot_be_called_fails_at_config_load(
         ("one_dataset", DatasetError, r"must return \(train, test\) datasets.*got a TensorDataset"),
         ("shifted_labels", DatasetError, r"train labels must be integers in 0\.\.8 .*got -1\.\.8"),
         ("float_labels", DatasetError, r"sample 0's label must be an integer.*float32"),
+        ("one_class", DatasetError, r"every train label is 4; a classifier needs .* 2 classes"),
         ("arrays", DatasetError, r"sample 0 must be \(input tensor, integer label\).*ndarray"),
         ("too_many_for_classes", DatasetError, r"labels must be integers in 0\.\.1 \(len\(clas"),
     ],

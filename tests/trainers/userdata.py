@@ -60,6 +60,11 @@ def shifted_labels(root):
     return TensorDataset(x, y - 1), None
 
 
+def one_class(root):
+    x, y = _mnist(root, True, 100)
+    return TensorDataset(x, y * 0 + 4), None
+
+
 def float_labels(root):
     x, y = _mnist(root, True, 100)
     return TensorDataset(x, y.float()), None
