@@ -188,7 +188,11 @@ def _parser() -> argparse.ArgumentParser:
 
     ui = commands.add_parser("ui", help="serve the MLflow UI on the tracking store")
     ui.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db")
-    ui.add_argument("--experiment", default="nascomp", help="experiment whose runs page to print")
+    ui.add_argument(
+        "--experiment",
+        help="experiment whose runs page to print (default: nascomp, or the store's only "
+        "experiment with searches)",
+    )
     ui.add_argument("--port", type=int, default=5000)
     ui.add_argument(
         "--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)"
@@ -497,10 +501,13 @@ def cmd_ui(args: argparse.Namespace) -> int:
     try:
         if not _wait_healthy(base, server):
             return _fail(f"the MLflow UI did not start on {base} (port taken?)")
+        tracker = Tracker(uri, args.experiment or "nascomp")
         try:
-            print(f"MLflow UI: {Tracker(uri, args.experiment).runs_url(base)}", flush=True)
+            if args.experiment is None:
+                tracker.experiment = tracker.default_experiment() or tracker.experiment
+            print(f"MLflow UI: {tracker.runs_url(base)}", flush=True)
         except TrackingError:
-            print(f"MLflow UI: {base} (no experiment named {args.experiment!r} yet)", flush=True)
+            print(f"MLflow UI: {base} (no experiment named {tracker.experiment!r} yet)", flush=True)
         return server.wait()
     except KeyboardInterrupt:
         return 0
