@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -20,15 +21,18 @@ def test_example_validates(name: str, data_root: Path) -> None:
 
 
 def test_imagefolder_example_validates_on_extracted_images(data_root: Path, tmp_path: Path) -> None:
-    # The example's instructions extract the tar; a few members in the same layout will do.
+    # The example's instructions extract the tar; a few members in the same layout will do:
+    # two images of two classes from the test split (the tar's first members), copied as the
+    # train split too.
     with tarfile.open(data_root / "cifar10-jpeg.tar") as archive:
         members = []
-        for split in ("train", "test"):
-            prefix = f"CIFAR-10-images/{split}/airplane/"
-            members += [m for m in archive.getmembers()[:2000] if m.name.startswith(prefix)][:2]
-        assert members, "the tar layout changed"
+        for name in ("airplane", "automobile"):
+            prefix = f"CIFAR-10-images/test/{name}/"
+            members += [m for m in archive.getmembers()[:3000] if m.name.startswith(prefix)][:2]
+        assert len(members) == 4, "the tar layout changed"
         archive.extractall(tmp_path, members=members, filter="data")
     root = tmp_path / "CIFAR-10-images"
+    shutil.copytree(root / "test", root / "train")
     experiment = load_experiment(EXAMPLES / "cifar10_imagefolder.yaml", [f"data.root={root}"])
     assert experiment.data.name == "imagefolder"
 
@@ -60,6 +64,7 @@ def test_your_model_example_runs_its_own_code_on_real_data(
 
 
 def test_torchvision_example_validates(tmp_path: Path) -> None:
-    (tmp_path / "airplane").mkdir()  # the layout check wants class folders; none are read
+    for name in ("airplane", "automobile"):  # the layout check wants class folders
+        (tmp_path / name).mkdir()  # none are read
     experiment = load_experiment(EXAMPLES / "torchvision_cifar10.yaml", [f"data.root={tmp_path}"])
     assert experiment.space.arch.family == "torchvision"
