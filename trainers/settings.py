@@ -156,6 +156,17 @@ class AugmentSettings(Section):
         return AugmentConfig(self.padding, self.flip) if self.enabled() else None
 
 
+def existing_file(path: str | None, what: str) -> str | None:
+    """``path`` made absolute (trials may run in another folder); a ValueError saying
+    ``what`` is missing when no file is there."""
+    if path is None:
+        return None
+    resolved = Path(path).expanduser().resolve()
+    if not resolved.is_file():
+        raise ValueError(f"{what} {str(resolved)!r} does not exist")
+    return str(resolved)
+
+
 class TrainConfig(Section):
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(64, ge=1)
@@ -182,12 +193,7 @@ class TrainConfig(Section):
     @field_validator("init")
     @classmethod
     def _init_exists(cls, path: str | None) -> str | None:
-        if path is None:
-            return None
-        resolved = Path(path).expanduser().resolve()
-        if not resolved.is_file():
-            raise ValueError(f"no checkpoint file at {str(resolved)!r}")
-        return str(resolved)
+        return existing_file(path, "checkpoint")
 
     @model_validator(mode="after")
     def _init_digest(self) -> TrainConfig:
@@ -230,12 +236,7 @@ class TeacherConfig(Section):
     @field_validator("checkpoint")
     @classmethod
     def _checkpoint_exists(cls, path: str | None) -> str | None:
-        if path is None:
-            return None
-        resolved = Path(path).expanduser().resolve()
-        if not resolved.is_file():
-            raise ValueError(f"teacher checkpoint {str(resolved)!r} does not exist")
-        return str(resolved)
+        return existing_file(path, "teacher checkpoint")
 
 
 RUNTIMES = ("auto", "onnxruntime", "torch")

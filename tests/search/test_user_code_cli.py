@@ -58,7 +58,7 @@ MODULE = textwrap.dedent(
             "teacher: {arch: {family: custom, builder: 'shop:thousand_classes'}}",
             "teacher.arch: the model from builder shop:thousand_classes",
         ),
-        ("train: {init: absent.pt}", "train.init: no checkpoint file at"),
+        ("train: {init: absent.pt}", "train.init: checkpoint '/"),
         ("train: {init: shop.py}", "shop.py is not a checkpoint torch.load reads"),
         ("", "the experiment file is empty"),
         ("# nothing but a comment\n", "the experiment file is empty"),
