@@ -86,8 +86,9 @@ def test_a_trial_starts_from_the_users_weights_and_reproduces(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The user's trained model (here: a trial's) as the start of one epoch of fine-tuning:
-    every tensor loads, the first validation is the trained model's, and running the same
-    config again gives the same metrics."""
+    every tensor loads, the trial ends above the same epoch from scratch, at a learning rate
+    near 0 it ends with the file's weights, and the same config again gives the same
+    metrics."""
     monkeypatch.setenv("NASCOMP_CACHE", str(tmp_path / "cache"))
     trained = run_trial(trial(tmp_path, 6))
     path = tmp_path / "mine.pt"
@@ -96,7 +97,7 @@ def test_a_trial_starts_from_the_users_weights_and_reproduces(
     flat = trial(tmp_path, 1, **{"train.init": str(path)})
     config = TrialConfig.from_flat(flat)
     assert config.train.init_sha256 == file_digest(path)
-    first = run_trial(config.model_dump(mode="json") | flat)
+    first = run_trial(config)
     assert first.status == "ok", first.reason
     n_tensors = len(trained.model.state_dict())
     assert first.info["init"] == f"{n_tensors} of {n_tensors} tensors from {path}"
