@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.search.conftest import nascomp
+from tests.search.conftest import nascomp, nascomp_here
 
 
 @pytest.mark.parametrize(
@@ -63,14 +63,13 @@ def test_pareto_without_a_store_creates_none(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-def test_pareto_without_a_search(tmp_path: Path) -> None:
+def test_pareto_without_a_search(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'm.db'}")
     client.search_experiments()  # an empty store
-    result = nascomp(
-        "pareto", "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}", cwd=tmp_path, timeout=120
-    )
+    # In this process: the console script's own start is tested above.
+    result = nascomp_here(capsys, "pareto", "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}")
     assert result.returncode == 2
     hint = "(--experiment NAME: the experiment file's tracking.experiment)"
     assert (
@@ -79,9 +78,7 @@ def test_pareto_without_a_search(tmp_path: Path) -> None:
     )
     # an experiment file named its own: the error says which there are
     client.create_experiment("tab")
-    result = nascomp(
-        "pareto", "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}", cwd=tmp_path, timeout=120
-    )
+    result = nascomp_here(capsys, "pareto", "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}")
     assert result.returncode == 2
     assert f"{tmp_path / 'm.db'}; experiments there: tab {hint}" in result.stderr
 

@@ -17,7 +17,7 @@ from nascomp.search.samplers import make_sampler
 from nascomp.search.samplers.space import DefineByRun
 from nascomp.spaces.nb201 import cell_string
 from nascomp.trainers.nb201_lookup import network_costs, run_lookup_trial
-from tests.search.conftest import nascomp
+from tests.search.conftest import nascomp, nascomp_here
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "nb201.yaml"
 ALL_CONV3 = cell_string(["nor_conv_3x3"] * 6)
@@ -71,7 +71,9 @@ def test_tpe_local_never_repeats_a_point() -> None:
 
 
 @pytest.mark.e2e
-def test_lookup_search_pick_plot_and_reproduce(workdir: Path) -> None:
+def test_lookup_search_pick_plot_and_reproduce(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     uri = f"sqlite:///{workdir / 'mlflow.db'}"
     common = ["--tracking-uri", uri, "--experiment", "nb"]
     result = nascomp(
@@ -107,26 +109,27 @@ def test_lookup_search_pick_plot_and_reproduce(workdir: Path) -> None:
     for child in children:
         feasible = child.data.metrics["params"] <= 800_000
         assert child.data.tags["nascomp.feasible"] == str(feasible).lower()
-    front = json.loads(nascomp("pareto", "--json", *common, cwd=workdir).stdout)["front"]
+    # The reading commands run in this process (the console script ran the search above).
+    front = json.loads(nascomp_here(capsys, "pareto", "--json", *common).stdout)["front"]
     assert front and all(row["objectives"]["params"] <= 800_000 for row in front)
 
     plot = workdir / "front.png"
-    shown = nascomp("pareto", "--plot", str(plot), *common, cwd=workdir)
+    shown = nascomp_here(capsys, "pareto", "--plot", str(plot), *common)
     assert shown.returncode == 0 and plot.stat().st_size > 5000
     page = workdir / "front.html"
-    shown = nascomp("pareto", "--plot", str(page), *common, cwd=workdir)
+    shown = nascomp_here(capsys, "pareto", "--plot", str(page), *common)
     assert shown.returncode == 0 and "NAS-Bench-201 cifar10 lookup" in page.read_text()
 
-    best = nascomp("pareto", "--pick", "max val_accuracy", *common, cwd=workdir)
+    best = nascomp_here(capsys, "pareto", "--pick", "max val_accuracy", *common)
     assert best.returncode == 0, best.stderr
     best_id = best.stdout.split()[0]
     top = max(front, key=lambda row: row["objectives"]["val_accuracy"])
     assert best_id == top["run_id"]
-    knee = nascomp("pareto", "--pick", "knee", *common, cwd=workdir)
+    knee = nascomp_here(capsys, "pareto", "--pick", "knee", *common)
     assert knee.returncode == 0 and knee.stdout.split()[0] in {row["run_id"] for row in front}
     again = nascomp("reproduce", "--pick", "max val_accuracy", *common, cwd=workdir)
     assert again.returncode == 0, again.stderr
     assert f"reproducing {best_id}" in again.stdout
     assert "val_accuracy" in again.stdout and "=" in again.stdout
-    bad = nascomp("pareto", "--pick", "max speed", *common, cwd=workdir)
+    bad = nascomp_here(capsys, "pareto", "--pick", "max speed", *common)
     assert bad.returncode == 2 and "unknown metric 'speed'" in bad.stderr
