@@ -75,16 +75,20 @@ def load_state_file(path: str | Path) -> StateDict:
 
 @dataclass(frozen=True)
 class InitReport:
-    """What ``apply_weights`` did: tensors loaded, of the model's ``total``; the model's
-    tensors the file lacks or holds in another shape (first few of each, by name)."""
+    """What ``apply_weights`` did: tensors loaded, of the model's ``total``, ``sliced`` of them
+    in part (``match="slice"``); the model's tensors the file lacks or holds in another shape
+    (first few of each, by name)."""
 
     loaded: int
     total: int
     missing: tuple[str, ...] = ()
     reshaped: tuple[str, ...] = ()
+    sliced: int = 0
 
     def describe(self, path: str) -> str:
         text = f"{self.loaded} of {self.total} tensors from {path}"
+        if self.sliced:
+            text += f" ({self.sliced} in part: the overlap of two shapes)"
         if self.reshaped:
             text += f"; other shape, kept initialised: {', '.join(self.reshaped[:3])}"
         if self.missing:
@@ -92,23 +96,56 @@ class InitReport:
         return text
 
 
-def apply_weights(model: nn.Module, state: StateDict) -> InitReport:
+MATCHES = ("exact", "slice")
+
+
+def apply_weights(model: nn.Module, state: StateDict, match: str = "exact") -> InitReport:
     """Copy into ``model`` every parameter and buffer of ``state`` with the same name and
-    shape (in place, cast to the model's dtype); leave the others as they are."""
+    shape (in place, cast to the model's dtype); leave the others as they are.
+
+    ``match="slice"`` also copies, between tensors of the same name and number of dimensions
+    but other shapes, the part both hold: the leading channels (a narrower or wider layer
+    keeps the first ones) and, for a convolution's kernel, the centre (a 3x3 kernel is the
+    middle of a 5x5 one). That is how a network-morphism child inherits its parent's weights
+    (``search.inherit_epochs``); what it does not cover keeps its seeded initialisation."""
+    if match not in MATCHES:
+        raise ValueError(f"match must be one of {MATCHES}, not {match!r}")
     own = model.state_dict(keep_vars=True)
     missing, reshaped = [], []
-    loaded = 0
+    loaded = sliced = 0
     with torch.no_grad():
         for name, tensor in own.items():
             given = state.get(name)
             if given is None:
                 missing.append(name)
-            elif given.shape != tensor.shape:
-                reshaped.append(name)
-            else:
+            elif given.shape == tensor.shape:
                 tensor.copy_(given)
                 loaded += 1
-    return InitReport(loaded, len(own), tuple(missing), tuple(reshaped))
+            elif match == "slice" and given.dim() == tensor.dim() and given.dim() > 0:
+                target, source = _overlap(tuple(tensor.shape), tuple(given.shape))
+                tensor[target] = given[source].to(tensor.dtype)
+                loaded += 1
+                sliced += 1
+            else:
+                reshaped.append(name)
+    return InitReport(loaded, len(own), tuple(missing), tuple(reshaped), sliced)
+
+
+def _overlap(
+    into: tuple[int, ...], given: tuple[int, ...]
+) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
+    """Index of the common part of two shapes, in each: leading along the first two
+    dimensions (output and input channels), centred along the others (a kernel's space)."""
+    target, source = [], []
+    for dim, (a, b) in enumerate(zip(into, given, strict=True)):
+        n = min(a, b)
+        if dim < 2:
+            target.append(slice(0, n))
+            source.append(slice(0, n))
+        else:
+            target.append(slice((a - n) // 2, (a - n) // 2 + n))
+            source.append(slice((b - n) // 2, (b - n) // 2 + n))
+    return tuple(target), tuple(source)
 
 
 def initial_weights(path: str, sha256: str | None) -> StateDict:

@@ -186,6 +186,11 @@ class TrainConfig(Section):
     )
     # Filled in from the file when the experiment is read: trials and reproduce check it.
     init_sha256: str | None = None
+    init_match: Literal["exact", "slice"] = Field(
+        "exact",
+        description="exact: tensors of the same name and shape load; slice: also the common "
+        "part of a tensor of the same name in another shape (leading channels, kernel centre)",
+    )
 
     def augmentation(self) -> AugmentConfig | None:
         return self.augment.augmentation()

@@ -144,9 +144,9 @@ def run_trial(
     except InfeasibleArchitecture as exc:
         return TrialOutcome(status=STATUS_INFEASIBLE, reason=str(exc))
     started_from = None
-    if cfg.train.init is not None:  # the user's trained weights, where they fit
+    if cfg.train.init is not None:  # trained weights (the user's, or a parent's), where they fit
         state = initial_weights(cfg.train.init, cfg.train.init_sha256)
-        started_from = apply_weights(model, state).describe(cfg.train.init)
+        started_from = apply_weights(model, state, cfg.train.init_match).describe(cfg.train.init)
     model = model.to(cfg.device)
     if resume is not None:
         check_resumable(resume, cfg)

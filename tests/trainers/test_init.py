@@ -46,6 +46,41 @@ def test_tensors_of_the_same_name_and_shape_are_copied_the_others_kept() -> None
     assert partial.loaded == 1 and partial.missing[:2] == ("0.bias", "1.weight")
 
 
+def test_slice_copies_the_leading_channels_and_the_kernel_centre() -> None:
+    parent = nn.Conv2d(2, 3, 5)
+    with torch.no_grad():
+        parent.weight.copy_(torch.arange(150.0).reshape(3, 2, 5, 5))
+        parent.bias.copy_(torch.tensor([1.0, 2.0, 3.0]))
+    child = nn.Conv2d(1, 4, 3)  # fewer inputs, more outputs, a smaller kernel
+    before = {name: tensor.detach().clone() for name, tensor in child.state_dict().items()}
+
+    exact = apply_weights(child, parent.state_dict())
+    assert (exact.loaded, exact.reshaped) == (0, ("weight", "bias"))
+    assert all(torch.equal(child.state_dict()[n], t) for n, t in before.items())
+
+    report = apply_weights(child, parent.state_dict(), match="slice")
+    assert (report.loaded, report.sliced, report.total, report.reshaped) == (2, 2, 2, ())
+    # outputs 0..2 of 4 and input 0 of 2; the 3x3 middle (rows and columns 1..3) of the 5x5
+    assert torch.equal(child.weight[:3], parent.weight[:3, :1, 1:4, 1:4])
+    assert child.weight[0, 0].tolist() == [[6.0, 7.0, 8.0], [11.0, 12.0, 13.0], [16.0, 17.0, 18.0]]
+    assert torch.equal(child.weight[3], before["weight"][3])  # no parent channel: as it was
+    assert child.bias.tolist()[:3] == [1.0, 2.0, 3.0] and child.bias[3] == before["bias"][3]
+    assert "2 of 2 tensors from p.pt (2 in part: the overlap of two shapes)" in (
+        report.describe("p.pt")
+    )
+
+    wider = nn.Conv2d(2, 3, 7)  # a larger kernel: the parent's 5x5 in its middle
+    original = wider.weight.detach().clone()
+    apply_weights(wider, parent.state_dict(), match="slice")
+    assert torch.equal(wider.weight[:, :, 1:6, 1:6], parent.weight)
+    assert torch.equal(wider.weight[:, :, 0], original[:, :, 0])
+
+    flat = apply_weights(nn.Linear(4, 3), {"weight": torch.ones(3, 2, 2)}, match="slice")
+    assert flat.reshaped == ("weight",) and flat.sliced == 0  # another number of dimensions
+    with pytest.raises(ValueError, match="match must be one of"):
+        apply_weights(child, parent.state_dict(), match="overlap")
+
+
 def test_a_checkpoint_file_nested_or_not_and_what_is_refused(tmp_path: Path) -> None:
     state = small(3).state_dict()
     torch.save({"epoch": 3, "model_state_dict": state}, tmp_path / "nested.pt")
@@ -117,3 +152,9 @@ def test_a_trial_starts_from_the_users_weights_and_reproduces(
     assert outcome.status == "ok" and "other shape, kept initialised" in outcome.info["init"]
     model = build_model(TrialConfig.from_flat(wider).arch, (1, 8, 8), 10)
     assert apply_weights(model, trained.model.state_dict()).loaded < n_tensors
+    # sliced, as an inheriting trial loads its parent's weights: every tensor takes a part,
+    # and the epoch ends above the wider variant's from scratch
+    sliced = run_trial({**wider, "train.init_match": "slice"})
+    assert sliced.info["init"].startswith(f"{n_tensors} of {n_tensors} tensors from {path} (")
+    wide_scratch = run_trial(trial(tmp_path, 1, **{"arch.base_channels": 16}))
+    assert sliced.metrics["val_accuracy"] > wide_scratch.metrics["val_accuracy"]
