@@ -37,6 +37,7 @@ from nascomp.search.resume import (
     write_manifest,
 )
 from nascomp.search.samplers import make_sampler
+from nascomp.search.samplers.inherit import Inheritance
 from nascomp.search.samplers.space import DefineByRun
 from nascomp.search.shipping import runtime_env
 from nascomp.search.tracking.runlog import JOURNAL
@@ -210,7 +211,7 @@ class _SearchRun:
             # Tune restores the callbacks pickled at the start; ours must be this driver's.
             searcher = ray_compat.adopt_restored(tuner, callbacks)
         else:
-            searcher = _searcher(self.experiment, constants)
+            searcher = _searcher(self.experiment, constants, self.folder)
             tuner = self._new_tuner(trainable, searcher, callbacks)
         status = "FAILED"
         try:
@@ -348,13 +349,17 @@ def _shutdown_ray() -> None:
     ray.shutdown()
 
 
-def _searcher(experiment: Experiment, constants: dict[str, Any]) -> NascompOptunaSearch:
+def _searcher(
+    experiment: Experiment, constants: dict[str, Any], folder: Path
+) -> NascompOptunaSearch:
     constraints = parse_constraints(experiment.constraints, METRICS)
     constraints_func = ConstraintsFromAttr(len(constraints)) if constraints else None
+    epochs = experiment.search.inherit_epochs
+    inherit = Inheritance(str(folder.resolve() / TRAINED_DIR), epochs) if epochs else None
     # The objectives go to the searcher only: a metric in TuneConfig would silently turn the
     # search single-objective (NOTES.md).
     return NascompOptunaSearch(
-        space=DefineByRun(experiment.space.params(), constants),
+        space=DefineByRun(experiment.space.params(), constants, inherit),
         metric=experiment.metric_names(),
         mode=experiment.modes(),
         sampler=make_sampler(
@@ -372,7 +377,7 @@ def _move_cost(experiment: Experiment) -> ReusedMoveCost | None:
     of a trial: ``pls`` weighs its predicted gain by that (trainers.trained)."""
     if experiment.trial != "train" or not experiment.search.reuse_training:
         return None
-    return ReusedMoveCost.of(experiment.train)
+    return ReusedMoveCost.of(experiment.train, experiment.search.inherit_epochs)
 
 
 def _trainable(experiment: Experiment, teacher_state: dict | None, folder: Path) -> Any:

@@ -92,6 +92,10 @@ class BudgetConfig(Section):
         return float(getattr(self, self.unit))
 
 
+# Samplers whose trials are moves from a parent (``ParentSampler``), so can inherit its weights.
+INHERITING_SAMPLERS = ("pls", "tpe_local")
+
+
 class SearchConfig(Section):
     # pls: best on the exact NAS-Bench-201 front (docs/benchmarks.md, issue 4).
     sampler: Literal["pls", "tpe_local", "nsga2", "tpe", "random"] = "pls"
@@ -121,6 +125,13 @@ class SearchConfig(Section):
         description="a trial whose architecture, training, distillation and seed equal an "
         "earlier trial's starts pruning from that trial's trained state: the same results "
         "(exact on CPU), without training again",
+    )
+    inherit_epochs: int = Field(
+        0,
+        ge=0,
+        description="0: off. N: a trial that is a pls or tpe_local move changing its parent's "
+        "architecture or distillation starts from the parent's trained weights (matched by "
+        "name, sliced where shapes differ) and trains N epochs instead of train.epochs",
     )
     checkpoint_every_s: float = Field(
         10.0,
@@ -233,6 +244,26 @@ class Experiment(TrainingSections):
                 "search.budget.gpu_hours needs resources.gpus_per_trial > 0 (trials without a "
                 "GPU spend no GPU-hours); use wall_s or cpu_hours"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _inheritance_possible(self) -> Experiment:
+        search, epochs = self.search, self.search.inherit_epochs
+        if not epochs:
+            return self
+        why = None
+        if search.sampler not in INHERITING_SAMPLERS:
+            why = f"search.sampler {' or '.join(INHERITING_SAMPLERS)} (a move has a parent)"
+        elif self.trial != "train":
+            why = "trial: train (a lookup trains nothing)"
+        elif not search.reuse_training:
+            why = "search.reuse_training: true (its store keeps the parents' trained weights)"
+        elif search.scheduler != "none":
+            why = "search.scheduler: none (rungs would compare shorter trials with longer ones)"
+        elif epochs >= self.train.epochs:
+            why = f"fewer epochs than train.epochs ({self.train.epochs})"
+        if why is not None:
+            raise ValueError(f"search.inherit_epochs: {epochs} needs {why}; 0 turns it off")
         return self
 
     @model_validator(mode="after")

@@ -58,23 +58,30 @@ def trained_key(config: TrialConfig) -> str:
 class ReusedMoveCost:
     """What a sampler's move from a finished trial (``parent``) to ``child`` costs, as a
     fraction of a trial trained from scratch: ``share`` when the move changes only settings
-    read after training (the child then starts from the parent's trained student), else 1.
+    read after training (the child then starts from the parent's trained student);
+    ``inherited`` for any other move when the child inherits its parent's weights and trains
+    fewer epochs (``search.inherit_epochs``), else 1.
 
     ``pls`` divides a candidate's predicted hypervolume gain by this, so it ranks moves by
     gain per compute. A module-level class, so Tune can pickle the sampler that holds it."""
 
     share: float
+    inherited: float = 1.0
 
     @classmethod
-    def of(cls, train: TrainConfig) -> ReusedMoveCost:
+    def of(cls, train: TrainConfig, inherit_epochs: int = 0) -> ReusedMoveCost:
         # Epochs a reused trial still runs (pruning, QAT, and about one epoch's worth of
         # evaluation and measuring) over those a trial from scratch runs.
         after = train.prune_epochs + train.qat_epochs + 1
-        return cls(after / (train.epochs + after))
+        full = train.epochs + after
+        inherited = (inherit_epochs + after) / full if inherit_epochs else 1.0
+        return cls(after / full, inherited)
 
     def __call__(self, parent: dict[str, Any], child: dict[str, Any]) -> float:
         changed = [name for name, value in child.items() if parent.get(name) != value]
-        return self.share if changed and all(after_training(n) for n in changed) else 1.0
+        if not changed:
+            return 1.0
+        return self.share if all(after_training(n) for n in changed) else self.inherited
 
 
 @dataclass(frozen=True)

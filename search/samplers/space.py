@@ -7,6 +7,7 @@ from typing import Any
 
 import optuna
 
+from nascomp.search.samplers.inherit import Inheritance
 from nascomp.spaces.params import Param
 
 
@@ -41,16 +42,21 @@ def suggest(trial: optuna.Trial, params: list[Param]) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class DefineByRun:
-    """The ``space`` callable for Ray's OptunaSearch: samples, then adds the trial's constants.
+    """The ``space`` callable for Ray's OptunaSearch: samples, then adds the trial's constants
+    (and, with ``inherit``, the keys a move's trial takes from its parent: ``inherit.py``).
 
     A class, not a closure: Tune pickles the searcher (and so this) into its experiment state.
     """
 
     params: list[Param]
     constants: dict[str, Any]
+    inherit: Inheritance | None = None
 
     def __call__(self, trial: optuna.Trial) -> dict[str, Any]:
-        return {**suggest(trial, self.params), **self.constants}
+        constants = {**suggest(trial, self.params), **self.constants}
+        if self.inherit is not None:
+            constants.update(self.inherit(trial, {**trial.params, **constants}))
+        return constants
 
     def config(self, trial: optuna.Trial) -> dict[str, Any]:
         """The trial's whole flat config, as Ray's OptunaSearch assembles it: the sampled

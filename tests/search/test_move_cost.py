@@ -23,6 +23,12 @@ def test_a_compression_move_costs_the_phases_after_training() -> None:
     assert cost(parent, {**parent, "arch.n_stages": 3}) == 1.0
     assert cost(parent, {**parent, "distill.alpha": 0.7}) == 1.0  # distillation trains
     assert cost(parent, dict(parent)) == 1.0
+    # inheriting: a move that trains costs its 1 epoch and the phases after it
+    inheriting = ReusedMoveCost.of(train, inherit_epochs=1)
+    assert inheriting.share == cost.share and inheriting.inherited == pytest.approx(5 / 8)
+    assert inheriting(parent, {**parent, "arch.n_stages": 3}) == pytest.approx(5 / 8)
+    assert inheriting(parent, {**parent, "quant.bits": 4}) == cost.share
+    assert inheriting(parent, dict(parent)) == 1.0
 
 
 def _objective(trial: optuna.Trial) -> tuple[float, float]:

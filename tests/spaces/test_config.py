@@ -102,10 +102,27 @@ def test_quickstart_is_valid() -> None:
             "'custom' or 'torchvision'",
         ),
         ("data.name=mnist", "data: data.root is required for dataset 'mnist'"),
+        ("search.inherit_epochs=-1", "search.inherit_epochs: Input should be greater than"),
     ],
 )
 def test_bad_value_names_the_field(override: str, expected: str) -> None:
     assert expected in error_for(override)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needs"),
+    [
+        (["search.sampler=random"], "needs search.sampler pls or tpe_local (a move has a parent)"),
+        (["search.reuse_training=false"], "needs search.reuse_training: true"),
+        (["search.scheduler=mo_asha"], "needs search.scheduler: none"),
+        (["train.epochs=1"], "needs fewer epochs than train.epochs (1)"),
+    ],
+)
+def test_inheritance_says_what_it_needs(overrides: list[str], needs: str) -> None:
+    message = error_for("search.inherit_epochs=1", *overrides)
+    assert message.startswith("experiment: search.inherit_epochs: 1 " + needs), message
+    assert message.endswith("; 0 turns it off")
+    assert load_experiment(None, ["search.inherit_epochs=1"]).search.inherit_epochs == 1
 
 
 def test_data_root_without_the_dataset(tmp_path: Path) -> None:
