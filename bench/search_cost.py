@@ -29,7 +29,11 @@ Strategies, each a setting of the experiment file:
   trials reached (their accuracy at the rung, their fraction of training as an input), as in
   a search (the default whenever trials are stopped);
 - ``pls+reuse+mo_asha-unheard``: the same with the stopped trials left out of the model, to
-  measure what learning from them brings.
+  measure what learning from them brings;
+- ``pls+reuse+inherit``: reuse plus weight inheritance (``search.inherit_epochs``, here
+  ``--inherit-epochs``): a move that changes the architecture or distillation starts from its
+  parent's trained weights (sliced where shapes differ) and trains that many epochs, and
+  ``pls`` weighs such a move by its shorter compute.
 
 Each search runs trials one after another until it has spent ``--budget`` CPU-seconds of
 this process (``time.process_time``: training, measuring, the sampler's own asks), the way
@@ -77,6 +81,7 @@ STRATEGIES = (
     "pls+reuse-blind",
     "pls+reuse+mo_asha",
     "pls+reuse+mo_asha-unheard",
+    "pls+reuse+inherit",
 )
 FRACTIONS = (0.25, 0.5, 0.75, 1.0)
 OBJECTIVES = {"val_accuracy": "max", "size_bytes": "min"}
@@ -91,6 +96,7 @@ class Job:
     train_samples: int
     image_size: int
     cache: str
+    inherit_epochs: int = 1
 
 
 @dataclass
@@ -104,6 +110,7 @@ class Run:
     values: list[tuple[float, float] | None]
     n_stopped: int
     n_reused: int
+    n_inherited: int = 0
 
 
 def experiment_for(job: Job) -> Any:
@@ -121,6 +128,7 @@ def experiment_for(job: Job) -> Any:
         f"search.seed={job.seed}",
         f"search.scheduler={'mo_asha' if 'mo_asha' in job.strategy else 'none'}",
         f"search.reuse_training={'true' if 'reuse' in job.strategy else 'false'}",
+        f"search.inherit_epochs={job.inherit_epochs if 'inherit' in job.strategy else 0}",
         "search.concurrent=1",
         "measure.n_warmup=1",
         "measure.n_repeat=3",
@@ -168,6 +176,7 @@ def run_search(job: Job) -> Run:
     from nascomp.search.experiment import teacher_job
     from nascomp.search.samplers import make_sampler
     from nascomp.search.samplers._common import STOPPED_ATTR, stopped_at
+    from nascomp.search.samplers.inherit import Inheritance
     from nascomp.search.samplers.space import DefineByRun
     from nascomp.search.tune.scheduler import MultiObjectiveAsha
     from nascomp.trainers.predicted import predict_costs
@@ -178,12 +187,12 @@ def run_search(job: Job) -> Run:
     os.environ["NASCOMP_CACHE"] = job.cache
     experiment = experiment_for(job)
     teacher = load_or_train_teacher(teacher_job(experiment))[0]  # cached by main()
-    space = DefineByRun(experiment.space.params(), trial_base(experiment))
     weighed = experiment.search.reuse_training and not job.strategy.endswith("-blind")
+    inherit_epochs = experiment.search.inherit_epochs
     sampler = make_sampler(
         experiment.search,
         features=experiment.space.features(),
-        move_cost=ReusedMoveCost.of(experiment.train) if weighed else None,
+        move_cost=ReusedMoveCost.of(experiment.train, inherit_epochs) if weighed else None,
         learn_from_stopped=not job.strategy.endswith("-unheard"),
     )
     directions = ["maximize" if d == "max" else "minimize" for d in OBJECTIVES.values()]
@@ -200,6 +209,8 @@ def run_search(job: Job) -> Run:
         )
     with tempfile.TemporaryDirectory(prefix="search-cost-") as folder:
         store = TrainedStore(folder) if experiment.search.reuse_training else None
+        inherit = Inheritance(folder, inherit_epochs) if inherit_epochs else None
+        space = DefineByRun(experiment.space.params(), trial_base(experiment), inherit)
         run = Run(job.strategy, job.seed, [], [], 0, 0)
         started = time.process_time()
         while time.process_time() - started < job.budget_s:
@@ -231,6 +242,7 @@ def run_search(job: Job) -> Run:
             values = tuple(float(outcome.metrics[name]) for name in OBJECTIVES)
             study.tell(trial, values)
             run.n_reused += int(outcome.metrics.get("reused_epochs", 0) > 0)
+            run.n_inherited += int(config.get("train.init_match") == "slice")
             run.spent.append(time.process_time() - started)
             run.values.append(values)  # type: ignore[arg-type]
     return run
@@ -307,6 +319,7 @@ def report(runs: list[Run], budget_s: float, plot: Path | None) -> None:
         "trials",
         "stopped",
         "reused",
+        "inherited",
     ]
     print("\n| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
@@ -322,12 +335,13 @@ def report(runs: list[Run], budget_s: float, plot: Path | None) -> None:
         cells.append(f"{np.mean([len(r.values) for r in own]):.1f}")
         cells.append(f"{np.mean([r.n_stopped for r in own]):.1f}")
         cells.append(f"{np.mean([r.n_reused for r in own]):.1f}")
+        cells.append(f"{np.mean([r.n_inherited for r in own]):.1f}")
         print(f"| {strategy} | " + " | ".join(cells) + " |")
     seeds = sorted({r.seed for r in runs})
     print(
         f"\n{len(seeds)} seeds ({seeds[0]} to {seeds[-1]}), {budget_s:.0f} CPU-s per search; HV "
         "as a fraction of the reference front's (the union of all runs), mean ± std over "
-        "seeds; trials, stopped and reused: means per search."
+        "seeds; trials, stopped, reused and inherited: means per search."
     )
     if target is not None:
         print(f"pls's final mean HV {target:.3f}, first reached at {pls_cost:.0f} CPU-s.")
@@ -366,6 +380,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-samples", type=int, default=2000, help="MNIST training subset")
     parser.add_argument("--image-size", type=int, default=16, help="MNIST resized to this")
     parser.add_argument("--data-root", default=str(DEFAULT_DATA_ROOT))
+    parser.add_argument(
+        "--inherit-epochs", type=int, default=1, help="train epochs of an inheriting trial"
+    )
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--plot", type=Path, default=Path("search_cost.png"))
     parser.add_argument("--quick", action="store_true", help="1 seed, 30 CPU-s (a smoke run)")
@@ -377,7 +394,16 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="search-cost-cache-") as cache:
         jobs = [
-            Job(s, seed, args.budget, args.data_root, args.train_samples, args.image_size, cache)
+            Job(
+                s,
+                seed,
+                args.budget,
+                args.data_root,
+                args.train_samples,
+                args.image_size,
+                cache,
+                args.inherit_epochs,
+            )
             for seed in range(args.first_seed, args.first_seed + args.seeds)
             for s in args.strategies
         ]
