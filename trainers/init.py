@@ -27,7 +27,9 @@ StateDict = dict[str, Tensor]
 # Keys under which training scripts commonly nest the weights in a checkpoint file.
 NESTED_KEYS = ("state_dict", "model_state_dict", "model")
 
-# Per process: the trials a worker runs one after another read the file once.
+# Per process, the last file read: the trials a worker runs one after another from the user's
+# file read it once. One entry only: with inheritance every trial has a parent file of its own,
+# and a cache of them all would grow with the search.
 _LOADED: dict[tuple[str, str], StateDict] = {}
 
 
@@ -161,5 +163,6 @@ def initial_weights(path: str, sha256: str | None) -> StateDict:
         )
     key = (path, found)
     if key not in _LOADED:
+        _LOADED.clear()
         _LOADED[key] = load_state_file(path)
     return _LOADED[key]

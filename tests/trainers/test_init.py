@@ -12,6 +12,7 @@ from torch import nn
 
 from nascomp.search.experiment import load_experiment, trial_constants
 from nascomp.spaces.models import build_model
+from nascomp.trainers import init as init_module
 from nascomp.trainers.config import TrialConfig
 from nascomp.trainers.init import apply_weights, file_digest, initial_weights, load_state_file
 from nascomp.trainers.settings import TrainConfig
@@ -100,6 +101,10 @@ def test_the_file_must_be_the_one_the_config_recorded(tmp_path: Path) -> None:
     config = TrainConfig(init=str(path))
     assert config.init_sha256 == file_digest(path) and len(config.init_sha256) == 64
     assert initial_weights(str(path), config.init_sha256).keys() == small(3).state_dict().keys()
+    other = tmp_path / "parent.pt"  # another trial's file: the process keeps only the last
+    torch.save(small(4).state_dict(), other)
+    initial_weights(str(other), None)
+    assert list(init_module._LOADED) == [(str(other), file_digest(other))]
     torch.save(small(4).state_dict(), path)  # retrained after the search began
     with pytest.raises(ValueError, match=r"train.init: .*w.pt changed since the experiment"):
         initial_weights(str(path), config.init_sha256)
