@@ -8,6 +8,7 @@ back from MLflow (exactly: ``nascomp.search.tracking.params``).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -73,7 +74,8 @@ def unflatten(flat: dict[str, Any]) -> dict[str, Any]:
 
 def describe_trial(flat: dict[str, Any]) -> str:
     """One line naming a trial's model: its family's own description, then the compression,
-    e.g. ``cnn plain s1x2 c16 k3 | prune unstructured 0.57 | 4 bit | no KD``."""
+    e.g. ``cnn plain s1x2 c16 k3 | prune unstructured 0.57 | 4 bit | no KD``, and the file it
+    started from with its training epochs, if any (``| from trained/89df....pt +1 ep``)."""
     arch = describe_arch(arch_from_flat(flat))
     if flat.get("trial") == "nb201_lookup":
         return f"{arch} | NAS-Bench-201 {flat.get('nb201.dataset')} lookup"
@@ -95,7 +97,13 @@ def describe_trial(flat: dict[str, Any]) -> str:
     distill = (
         f"KD T={float(flat['distill.temperature']):.1f}" if flat.get("distill.enabled") else "no KD"
     )
-    return f"{arch} | {prune} | {bits} | {distill}"
+    text = f"{arch} | {prune} | {bits} | {distill}"
+    init = flat.get("train.init")
+    if init and init != "None":  # MLflow keeps a None param as the word
+        # the user's checkpoint, or (search.inherit_epochs) the parent's trained student
+        where = Path(str(init))
+        text += f" | from {where.parent.name}/{where.name} +{flat.get('train.epochs')} ep"
+    return text
 
 
 def planned_epochs(flat: dict[str, Any]) -> int:

@@ -16,7 +16,7 @@ import torch
 from nascomp.search.driver import _searcher, trial_base
 from nascomp.search.samplers.inherit import INHERITED_ATTR, TRAINED_KEY_ATTR
 from nascomp.search.tune.searcher import STATUS_KEY
-from nascomp.trainers.config import TrialConfig
+from nascomp.trainers.config import TrialConfig, describe_trial
 from nascomp.trainers.init import file_digest
 from nascomp.trainers.trained import TRAINED_DIR, after_training, trained_key
 from tests.search.conftest import tiny_experiment
@@ -45,6 +45,7 @@ def test_a_move_that_trains_starts_from_its_parents_file(workdir: Path) -> None:
         if parent_params is None:
             seen["no parent"] += 1
             assert config["train.init"] is None and config["train.epochs"] == 2
+            assert " | from " not in describe_trial(config)
         else:
             _, parent, kept = next(t for t in reversed(told) if t[0] == parent_params)
             names = set(parent_params) | set(params)
@@ -62,6 +63,7 @@ def test_a_move_that_trains_starts_from_its_parents_file(workdir: Path) -> None:
                 assert config["train.init_sha256"] == file_digest(path)
                 assert (config["train.init_match"], config["train.epochs"]) == ("slice", 1)
                 assert trial.user_attrs[INHERITED_ATTR] == {k: config[k] for k in INHERITED_KEYS}
+                assert describe_trial(config).endswith(f" | from trained/{path.name} +1 ep")
             else:
                 seen["no file"] += 1  # the parent's phase was not kept: from scratch
                 assert config["train.init"] is None and config["train.epochs"] == 2
