@@ -1,9 +1,10 @@
 """Weight inheritance in the searcher: which trials take which parent's trained file.
 
-Ray Tune's OptunaSearch (ours, as a search builds it) with the real ``pls`` sampler suggests
-configs and is told results, in this process and without training: the parents' trained
-files are written by the test, so the rule is checked on every suggestion, including parents
-that left no file and moves that change only the compression of an inheriting parent."""
+Ray Tune's OptunaSearch (ours, as a search builds it) with the real ``pls`` and ``tpe_local``
+samplers suggests configs and is told results, in this process and without training: the
+parents' trained files are written by the test, so the rule is checked on every suggestion,
+including parents that left no file and moves that change only the compression of an
+inheriting parent."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 import torch
 
 from nascomp.search.driver import _searcher, trial_base
@@ -24,16 +26,17 @@ from tests.search.conftest import tiny_experiment
 INHERITED_KEYS = ("train.init", "train.init_sha256", "train.init_match", "train.epochs")
 
 
-def test_a_move_that_trains_starts_from_its_parents_file(workdir: Path) -> None:
+@pytest.mark.parametrize("sampler", ["pls", "tpe_local"])
+def test_a_move_that_trains_starts_from_its_parents_file(workdir: Path, sampler: str) -> None:
     experiment = tiny_experiment(
-        workdir, "search.sampler=pls", "search.trials=40", "search.inherit_epochs=1"
+        workdir, f"search.sampler={sampler}", "search.trials=30", "search.inherit_epochs=1"
     )
     searcher = _searcher(experiment, trial_base(experiment), workdir)
     store = workdir.resolve() / TRAINED_DIR
     store.mkdir()
     sampler = searcher.study.sampler
     rng = np.random.default_rng(0)
-    told: list[tuple[dict[str, Any], dict[str, Any], bool]] = []  # params, config, file kept
+    told: list[tuple[dict[str, Any], dict[str, Any]]] = []  # params, config
     seen = {"inherited": 0, "reused": 0, "no file": 0, "no parent": 0}
     for number in range(28):
         config = searcher.suggest(f"t{number}")
@@ -47,7 +50,8 @@ def test_a_move_that_trains_starts_from_its_parents_file(workdir: Path) -> None:
             assert config["train.init"] is None and config["train.epochs"] == 2
             assert " | from " not in describe_trial(config)
         else:
-            _, parent, kept = next(t for t in reversed(told) if t[0] == parent_params)
+            _, parent = next(t for t in reversed(told) if t[0] == parent_params)
+            path = store / f"{trained_key(TrialConfig.from_flat(parent))}.pt"
             names = set(parent_params) | set(params)
             changed = [n for n in names if parent_params.get(n) != params.get(n)]
             if all(after_training(name) for name in changed):
@@ -56,9 +60,8 @@ def test_a_move_that_trains_starts_from_its_parents_file(workdir: Path) -> None:
                     k: parent[k] for k in INHERITED_KEYS
                 }
                 assert key == trained_key(TrialConfig.from_flat(parent))
-            elif kept:
+            elif path.is_file():
                 seen["inherited"] += 1
-                path = store / f"{trained_key(TrialConfig.from_flat(parent))}.pt"
                 assert config["train.init"] == str(path)
                 assert config["train.init_sha256"] == file_digest(path)
                 assert (config["train.init_match"], config["train.epochs"]) == ("slice", 1)
@@ -67,12 +70,11 @@ def test_a_move_that_trains_starts_from_its_parents_file(workdir: Path) -> None:
             else:
                 seen["no file"] += 1  # the parent's phase was not kept: from scratch
                 assert config["train.init"] is None and config["train.epochs"] == 2
-        kept = number % 5 != 4  # every fifth trial's store entry is missing
-        if kept:
+        if number % 5 != 4:  # every fifth trial leaves no store entry (unless one shares it)
             torch.save({"model": {"w": torch.full((2,), float(number))}}, store / f"{key}.pt")
-        told.append((params, config, kept))
+        told.append((params, config))
         result = {name: float(rng.uniform(0.1, 1.0)) for name in experiment.metric_names()}
         result[STATUS_KEY] = "ok"
         searcher.on_trial_complete(f"t{number}", result)
-    assert seen["no parent"] == 10  # pls's start design
+    assert seen["no parent"] == 10  # the start design (pls) or the warm-up (tpe_local)
     assert seen["inherited"] >= 3 and seen["reused"] >= 1 and seen["no file"] >= 1, seen
