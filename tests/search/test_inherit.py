@@ -34,7 +34,7 @@ def test_a_move_that_trains_starts_from_its_parents_file(workdir: Path, sampler:
     searcher = _searcher(experiment, trial_base(experiment), workdir)
     store = workdir.resolve() / TRAINED_DIR
     store.mkdir()
-    sampler = searcher.study.sampler
+    moves = searcher.study.sampler
     rng = np.random.default_rng(0)
     told: list[tuple[dict[str, Any], dict[str, Any]]] = []  # params, config
     seen = {"inherited": 0, "reused": 0, "no file": 0, "no parent": 0}
@@ -44,7 +44,7 @@ def test_a_move_that_trains_starts_from_its_parents_file(workdir: Path, sampler:
         params = dict(trial.params)
         key = trained_key(TrialConfig.from_flat(config))
         assert trial.user_attrs[TRAINED_KEY_ATTR] == key
-        parent_params = sampler._parents.get(trial.number)
+        parent_params = moves._parents.get(trial.number)
         if parent_params is None:
             seen["no parent"] += 1
             assert config["train.init"] is None and config["train.epochs"] == 2
