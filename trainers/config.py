@@ -99,9 +99,8 @@ def describe_trial(flat: dict[str, Any]) -> str:
     )
     text = f"{arch} | {prune} | {bits} | {distill}"
     init = flat.get("train.init")
-    if init and init != "None":  # MLflow keeps a None param as the word
-        # the user's checkpoint, or (search.inherit_epochs) the parent's trained student
-        where = Path(str(init))
+    if init:  # the user's checkpoint, or (search.inherit_epochs) the parent's trained student
+        where = Path(init)
         text += f" | from {where.parent.name}/{where.name} +{flat.get('train.epochs')} ep"
     return text
 
