@@ -31,7 +31,7 @@ from nascomp.search.tracking.store import (
     TrialRecord,
     record_of,
 )
-from nascomp.search.tune.searcher import INFO_PREFIX, earlier_epochs
+from nascomp.search.tune.results import INFO_PREFIX, earlier_epochs
 from nascomp.spaces.constraints import is_feasible, parse_constraints
 from nascomp.trainers.config import describe_trial
 from nascomp.trainers.settings import METRICS

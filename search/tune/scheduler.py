@@ -38,7 +38,7 @@ import numpy as np
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from nascomp.search.front.pareto import crowding_distance, non_dominated_sort, to_minimise
-from nascomp.search.tune.searcher import STATUS_KEY, STOPPED_KEY
+from nascomp.search.tune.results import STATUS_KEY, STOPPED_KEY
 from nascomp.trainers.predicted import PREDICTED_METRICS
 
 PRUNED = "pruned"

@@ -3,7 +3,6 @@ experiment's constraints, rather than finished."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -14,21 +13,8 @@ from ray.tune.search.optuna import OptunaSearch
 
 from nascomp.search.compat import ray as ray_compat
 from nascomp.search.samplers._common import STOPPED_ATTR, stopped_at
+from nascomp.search.tune.results import STATUS_KEY, STOPPED_KEY
 from nascomp.spaces.constraints import Constraint, violations
-
-STATUS_KEY = "nascomp_status"  # result key: ok | infeasible | pruned
-# Result key of a trial the scheduler stopped: {"fidelity": fraction of training done, "values":
-# {objective: value}} as the rung that stopped it saw them.
-STOPPED_KEY = "nascomp_stopped_at"
-INFO_PREFIX = "nascomp_info."  # result keys of word-valued trial facts, logged as tags
-# A report's epochs held back since the previous report (search/tune/trainable.py), as JSON.
-EARLIER_KEY = "nascomp_earlier_epochs"
-
-
-def earlier_epochs(result: dict[str, Any]) -> list[dict[str, Any]]:
-    """The epochs a report carries besides its own, oldest first."""
-    return json.loads(result[EARLIER_KEY]) if EARLIER_KEY in result else []
-
 
 CONSTRAINTS_ATTR = "nascomp_constraints"  # Optuna user attr: one violation per constraint
 

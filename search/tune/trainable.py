@@ -33,7 +33,7 @@ from ray import tune
 from nascomp.compressors.pruning import PruningError
 from nascomp.search.export import write_artifact
 from nascomp.search.tracking.models import stage_onnx_model
-from nascomp.search.tune.searcher import EARLIER_KEY, INFO_PREFIX, STATUS_KEY
+from nascomp.search.tune.results import EARLIER_KEY, INFO_PREFIX, STATUS_KEY
 from nascomp.spaces.userfn import UserCodeError
 from nascomp.trainers.checkpoint import load_state, save_state
 from nascomp.trainers.config import TrialConfig

@@ -17,7 +17,7 @@ import torch
 
 from nascomp.search.driver import _searcher, trial_base
 from nascomp.search.samplers.inherit import INHERITED_ATTR, TRAINED_KEY_ATTR
-from nascomp.search.tune.searcher import STATUS_KEY
+from nascomp.search.tune.results import STATUS_KEY
 from nascomp.trainers.config import TrialConfig, describe_trial
 from nascomp.trainers.init import file_digest
 from nascomp.trainers.trained import TRAINED_DIR, after_training, trained_key

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from nascomp.search.tune.searcher import EARLIER_KEY, earlier_epochs
+from nascomp.search.tune.results import EARLIER_KEY, earlier_epochs
 from nascomp.search.tune.trainable import (
     FINAL_FILE,
     STATE_FILE,
