@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import os
 import socket
@@ -96,7 +97,7 @@ def run_search(
     import ray
 
     _quiet_ray()
-    warm = _warm_up(experiment)  # its imports share nothing with ray.init's
+    warm = _warm_up(experiment, tracker)  # its imports share nothing with ray.init's
     ray.init(
         address=address,
         runtime_env=runtime_env(experiment),  # the user's own modules, to every worker
@@ -346,23 +347,27 @@ def finish_search(tracker: Tracker, search_run_id: str, status: str) -> None:
         tracker.finish_search(search_run_id, front, objectives, status, files=files, note=note)
 
 
-def _warm_up(experiment: Experiment) -> threading.Thread:
-    """In a thread, what the driver would otherwise do the first time it needs it: in Tune's
-    event loop, which starts no trial meanwhile, the first trial's MLflow ONNX model (1.7 s of
-    imports and a scan of the installed packages, profiled on the 2-core VM); at the end,
-    matplotlib's import and font cache. Started just before ``ray.init``, whose main thread
-    mostly waits for Ray's processes, and which imports none of the same packages (checked:
-    aiohttp and Ray's own modules against MLflow's, onnx, onnxruntime and matplotlib). A
-    failure here is left to the real use, which reports it."""
+def _warm_up(experiment: Experiment, tracker: Tracker) -> threading.Thread:
+    """In a thread, what the driver would otherwise do the first time it needs it, profiled
+    on the 2-core VM: right after ``ray.init``, the import of MLflow's database store (1.1 s);
+    in Tune's event loop, which starts no trial meanwhile, the first trial's MLflow ONNX model
+    (1.7 s of imports and a scan of the installed packages); at the end, matplotlib's import
+    and font cache. Started just before ``ray.init``, whose main thread mostly waits for Ray's
+    processes, and which imports none of the same packages (checked: aiohttp and Ray's own
+    modules against SQLAlchemy, MLflow's, onnx, onnxruntime and matplotlib). A failure here
+    is left to the real use, which reports it."""
 
     def work() -> None:
-        steps = [warm_up_onnx_model] if experiment.trial == "train" else []
-        for step in [*steps, pyplot]:
+        onnx = [warm_up_onnx_model] if experiment.trial == "train" else []
+        for step in [tracker.preload, *onnx, pyplot]:
             try:
                 step()
             except Exception:  # the real use reports it
                 continue
 
+    # Both import the email package's policy modules (aiohttp for ray.init, importlib_metadata
+    # for MLflow's requirement check); imported here first, the two threads share no import.
+    importlib.import_module("email.policy")
     thread = threading.Thread(target=work, name="nascomp-warm-up")
     thread.start()
     return thread

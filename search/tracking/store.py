@@ -10,6 +10,7 @@ sees a single writer.
 from __future__ import annotations
 
 import functools
+import importlib
 import json
 import tempfile
 import time
@@ -35,6 +36,8 @@ from nascomp.search.tracking.params import (
 )
 from nascomp.search.tracking.runlog import PARENT_TAG, TRIAL_TAG
 
+# URI schemes MLflow keeps in a database through SQLAlchemy (mlflow.utils.uri).
+_DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
 ROLE_TAG = "nascomp.role"
 STATUS_TAG = "nascomp.status"
 OBJECTIVES_TAG = "nascomp.objectives"
@@ -72,6 +75,15 @@ class Tracker:
         # Lazy: a sqlite store is created on first use, and a search that fails its checks
         # (tracking server, Ray address) must leave nothing behind.
         return MlflowClient(tracking_uri=self.uri)
+
+    def preload(self) -> None:
+        """Import the code of this store without opening it: for a database URI, MLflow's
+        SQLAlchemy store, whose import is 1.1 s of the first call on the client (profiled on
+        the 2-core VM). The driver does it in a thread while Ray starts; opening the store
+        waits until the search's checks have passed, so a failed one leaves no file."""
+        scheme = self.uri.partition(":")[0].split("+")[0]
+        if scheme in _DATABASE_SCHEMES:
+            importlib.import_module("mlflow.store.tracking.sqlalchemy_store")
 
     # ------------------------------------------------------------------ store and experiment
     def check_reachable(self, timeout_s: float = 5.0) -> None:
