@@ -98,44 +98,49 @@ def run_search(
 
     _quiet_ray()
     warm = _warm_up(experiment, tracker)  # its imports share nothing with ray.init's
-    ray.init(
-        address=address,
-        runtime_env=runtime_env(experiment),  # the user's own modules, to every worker
-        include_dashboard=False,
-        log_to_driver=False,
-        logging_level=logging.ERROR,
-    )
-    storage = Path(experiment.storage).expanduser().resolve()
-    if previous is not None:
-        search_run_id, folder = previous.search_run_id, previous.path
-        tracker.reopen_search(search_run_id)
-        echo(f"resuming search {search_run_id} from {folder}")
-    else:
-        search_run_id = tracker.start_search(
-            run_name=f"search-{time.strftime('%Y%m%d-%H%M%S')}",
-            experiment_yaml=yaml.safe_dump(experiment.model_dump(mode="json"), sort_keys=False),
-            space=experiment.space.describe(),
-            objectives=experiment.objectives,
-            git_commit=_git_commit(),
-            constraints=experiment.constraints,
-        )
-        folder = storage / folder_name(search_run_id)
-        write_manifest(folder, experiment, search_run_id)
-        if teacher_facts:
-            facts = {k: v for k, v in teacher_facts.items() if isinstance(v, float)}
-            tracker.log_search_metrics(search_run_id, facts)
-        for epoch in teacher_epochs:  # the teacher's training curve, on the parent run
-            tracker.log_search_metrics(
-                search_run_id,
-                {"teacher_loss": epoch["loss"], "teacher_train_accuracy": epoch["train_accuracy"]},
-                step=int(epoch["epoch"]),
-            )
     try:
-        run = _SearchRun(experiment, tracker, search_run_id, folder, echo)
-        searcher = run.fit(constants, teacher_state, restore=previous is not None)
+        ray.init(
+            address=address,
+            runtime_env=runtime_env(experiment),  # the user's own modules, to every worker
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level=logging.ERROR,
+        )
+        storage = Path(experiment.storage).expanduser().resolve()
+        if previous is not None:
+            search_run_id, folder = previous.search_run_id, previous.path
+            tracker.reopen_search(search_run_id)
+            echo(f"resuming search {search_run_id} from {folder}")
+        else:
+            search_run_id = tracker.start_search(
+                run_name=f"search-{time.strftime('%Y%m%d-%H%M%S')}",
+                experiment_yaml=yaml.safe_dump(experiment.model_dump(mode="json"), sort_keys=False),
+                space=experiment.space.describe(),
+                objectives=experiment.objectives,
+                git_commit=_git_commit(),
+                constraints=experiment.constraints,
+            )
+            folder = storage / folder_name(search_run_id)
+            write_manifest(folder, experiment, search_run_id)
+            if teacher_facts:
+                facts = {k: v for k, v in teacher_facts.items() if isinstance(v, float)}
+                tracker.log_search_metrics(search_run_id, facts)
+            for epoch in teacher_epochs:  # the teacher's training curve, on the parent run
+                tracker.log_search_metrics(
+                    search_run_id,
+                    {
+                        "teacher_loss": epoch["loss"],
+                        "teacher_train_accuracy": epoch["train_accuracy"],
+                    },
+                    step=int(epoch["epoch"]),
+                )
+        try:
+            run = _SearchRun(experiment, tracker, search_run_id, folder, echo)
+            searcher = run.fit(constants, teacher_state, restore=previous is not None)
+        finally:
+            ray.shutdown()
     finally:
-        warm.join()
-        ray.shutdown()
+        warm.join()  # no thread outlives the search, whatever ended it
     trials = tracker.trials(search_run_id)
     return SearchSummary(
         search_run_id=search_run_id,
