@@ -73,7 +73,7 @@ def save_onnx_model(onnx_bytes: bytes, folder: Path, example: np.ndarray) -> Pat
 
 def warm_up() -> None:
     """Make a one-node MLflow ONNX model in a scratch folder. The first model a process makes
-    costs about 1.5 s more than the next ones: MLflow imports its pyfunc flavour and, to check
+    costs about 1.7 s more than the next ones: MLflow imports its pyfunc flavour and, to check
     the requirements against the environment, maps every installed package to its modules.
     The driver makes the trials' models in Tune's event loop, where that first time held back
     the start of both next trials (profiled on the 2-core VM); done beforehand in a thread,

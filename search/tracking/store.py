@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from mlflow.entities import Metric, Param, RunStatus
+from mlflow.store.db.db_types import DATABASE_ENGINES
 from mlflow.tracking import MlflowClient
 
 from nascomp.search.errors import TrackingError
@@ -36,8 +37,6 @@ from nascomp.search.tracking.params import (
 )
 from nascomp.search.tracking.runlog import PARENT_TAG, TRIAL_TAG
 
-# URI schemes MLflow keeps in a database through SQLAlchemy (mlflow.utils.uri).
-_DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
 ROLE_TAG = "nascomp.role"
 STATUS_TAG = "nascomp.status"
 OBJECTIVES_TAG = "nascomp.objectives"
@@ -82,7 +81,7 @@ class Tracker:
         the 2-core VM). The driver does it in a thread while Ray starts; opening the store
         waits until the search's checks have passed, so a failed one leaves no file."""
         scheme = self.uri.partition(":")[0].split("+")[0]
-        if scheme in _DATABASE_SCHEMES:
+        if scheme in DATABASE_ENGINES:  # the schemes MLflow keeps in a database
             importlib.import_module("mlflow.store.tracking.sqlalchemy_store")
 
     # ------------------------------------------------------------------ store and experiment
