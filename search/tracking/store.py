@@ -24,6 +24,7 @@ from typing import Any
 from mlflow.entities import Metric, Param, RunStatus
 from mlflow.store.db.db_types import DATABASE_ENGINES
 from mlflow.tracking import MlflowClient
+from mlflow.utils.uri import get_uri_scheme
 
 from nascomp.search.errors import TrackingError
 from nascomp.search.tracking.models import ONNX_MODEL_DIR, register, save_onnx_model
@@ -80,8 +81,8 @@ class Tracker:
         SQLAlchemy store, whose import is 1.1 s of the first call on the client (profiled on
         the 2-core VM). The driver does it in a thread while Ray starts; opening the store
         waits until the search's checks have passed, so a failed one leaves no file."""
-        scheme = self.uri.partition(":")[0].split("+")[0]
-        if scheme in DATABASE_ENGINES:  # the schemes MLflow keeps in a database
+        # The scheme as MLflow's store registry reads it (a driver suffix dropped).
+        if get_uri_scheme(self.uri) in DATABASE_ENGINES:
             importlib.import_module("mlflow.store.tracking.sqlalchemy_store")
 
     # ------------------------------------------------------------------ store and experiment
