@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import importlib
 import logging
 import os
 import socket
@@ -26,7 +25,7 @@ from nascomp.search.experiment import (
     teacher_job,
     trial_constants,
 )
-from nascomp.search.front.plot import pyplot, write_html, write_plot
+from nascomp.search.front.plot import write_html, write_plot
 from nascomp.search.front.report import front_markdown, record_rows
 from nascomp.search.front.selection import feasible_trials, select_front
 from nascomp.search.preflight import check_user_code
@@ -41,7 +40,6 @@ from nascomp.search.samplers import make_sampler
 from nascomp.search.samplers.inherit import Inheritance
 from nascomp.search.samplers.space import DefineByRun
 from nascomp.search.shipping import runtime_env
-from nascomp.search.tracking.models import warm_up as warm_up_onnx_model
 from nascomp.search.tracking.runlog import JOURNAL
 from nascomp.search.tracking.store import Tracker, TrialRecord
 from nascomp.search.tune.budget import BudgetClock, BudgetedLimiter, budget_key, running_clock
@@ -97,50 +95,43 @@ def run_search(
     import ray
 
     _quiet_ray()
-    warm = _warm_up(experiment, tracker)  # its imports share nothing with ray.init's
-    try:
-        ray.init(
-            address=address,
-            runtime_env=runtime_env(experiment),  # the user's own modules, to every worker
-            include_dashboard=False,
-            log_to_driver=False,
-            logging_level=logging.ERROR,
+    ray.init(
+        address=address,
+        runtime_env=runtime_env(experiment),  # the user's own modules, to every worker
+        include_dashboard=False,
+        log_to_driver=False,
+        logging_level=logging.ERROR,
+    )
+    storage = Path(experiment.storage).expanduser().resolve()
+    if previous is not None:
+        search_run_id, folder = previous.search_run_id, previous.path
+        tracker.reopen_search(search_run_id)
+        echo(f"resuming search {search_run_id} from {folder}")
+    else:
+        search_run_id = tracker.start_search(
+            run_name=f"search-{time.strftime('%Y%m%d-%H%M%S')}",
+            experiment_yaml=yaml.safe_dump(experiment.model_dump(mode="json"), sort_keys=False),
+            space=experiment.space.describe(),
+            objectives=experiment.objectives,
+            git_commit=_git_commit(),
+            constraints=experiment.constraints,
         )
-        storage = Path(experiment.storage).expanduser().resolve()
-        if previous is not None:
-            search_run_id, folder = previous.search_run_id, previous.path
-            tracker.reopen_search(search_run_id)
-            echo(f"resuming search {search_run_id} from {folder}")
-        else:
-            search_run_id = tracker.start_search(
-                run_name=f"search-{time.strftime('%Y%m%d-%H%M%S')}",
-                experiment_yaml=yaml.safe_dump(experiment.model_dump(mode="json"), sort_keys=False),
-                space=experiment.space.describe(),
-                objectives=experiment.objectives,
-                git_commit=_git_commit(),
-                constraints=experiment.constraints,
+        folder = storage / folder_name(search_run_id)
+        write_manifest(folder, experiment, search_run_id)
+        if teacher_facts:
+            facts = {k: v for k, v in teacher_facts.items() if isinstance(v, float)}
+            tracker.log_search_metrics(search_run_id, facts)
+        for epoch in teacher_epochs:  # the teacher's training curve, on the parent run
+            tracker.log_search_metrics(
+                search_run_id,
+                {"teacher_loss": epoch["loss"], "teacher_train_accuracy": epoch["train_accuracy"]},
+                step=int(epoch["epoch"]),
             )
-            folder = storage / folder_name(search_run_id)
-            write_manifest(folder, experiment, search_run_id)
-            if teacher_facts:
-                facts = {k: v for k, v in teacher_facts.items() if isinstance(v, float)}
-                tracker.log_search_metrics(search_run_id, facts)
-            for epoch in teacher_epochs:  # the teacher's training curve, on the parent run
-                tracker.log_search_metrics(
-                    search_run_id,
-                    {
-                        "teacher_loss": epoch["loss"],
-                        "teacher_train_accuracy": epoch["train_accuracy"],
-                    },
-                    step=int(epoch["epoch"]),
-                )
-        try:
-            run = _SearchRun(experiment, tracker, search_run_id, folder, echo)
-            searcher = run.fit(constants, teacher_state, restore=previous is not None)
-        finally:
-            ray.shutdown()
+    try:
+        run = _SearchRun(experiment, tracker, search_run_id, folder, echo)
+        searcher = run.fit(constants, teacher_state, restore=previous is not None)
     finally:
-        warm.join()  # no thread outlives the search, whatever ended it
+        ray.shutdown()
     trials = tracker.trials(search_run_id)
     return SearchSummary(
         search_run_id=search_run_id,
@@ -350,32 +341,6 @@ def finish_search(tracker: Tracker, search_run_id: str, status: str) -> None:
             ),
         ]
         tracker.finish_search(search_run_id, front, objectives, status, files=files, note=note)
-
-
-def _warm_up(experiment: Experiment, tracker: Tracker) -> threading.Thread:
-    """In a thread, what the driver would otherwise do the first time it needs it, profiled
-    on the 2-core VM: right after ``ray.init``, the import of MLflow's database store (1.1 s);
-    in Tune's event loop, which starts no trial meanwhile, the first trial's MLflow ONNX model
-    (1.7 s of imports and a scan of the installed packages); at the end, matplotlib's import
-    and font cache. Started just before ``ray.init``, whose main thread mostly waits for Ray's
-    processes, and which imports none of the same packages (checked: aiohttp and Ray's own
-    modules against SQLAlchemy, MLflow's, onnx, onnxruntime and matplotlib). A failure here
-    is left to the real use, which reports it."""
-
-    def work() -> None:
-        onnx = [warm_up_onnx_model] if experiment.trial == "train" else []
-        for step in [tracker.preload, *onnx, pyplot]:
-            try:
-                step()
-            except Exception:  # the real use reports it
-                continue
-
-    # Both import the email package's policy modules (aiohttp for ray.init, importlib_metadata
-    # for MLflow's requirement check); imported here first, the two threads share no import.
-    importlib.import_module("email.policy")
-    thread = threading.Thread(target=work, name="nascomp-warm-up")
-    thread.start()
-    return thread
 
 
 def _shutdown_ray() -> None:

@@ -39,7 +39,7 @@ _LABEL_POINTS = 8.0  # font size of rank labels
 _OFFSETS = ((4, 4), (4, -12), (-12, 4), (-12, -12), (10, 14), (10, -20), (-20, 14), (-20, -20))
 
 
-def pyplot() -> Any:
+def _pyplot() -> Any:
     """matplotlib's pyplot on the file-only Agg backend, imported when a plot is drawn: 0.3 s
     of every `nascomp` command's start-up that only the end of a search and `report` need."""
     import matplotlib
@@ -97,7 +97,7 @@ def plot_front(
     pairs = list(itertools.combinations(range(len(names)), 2)) or [(-1, 0)]
     n_cols = min(3, len(pairs))
     n_rows = -(-len(pairs) // n_cols)
-    plt = pyplot()
+    plt = _pyplot()
     figure, axes = plt.subplots(
         n_rows, n_cols, figsize=(_PANEL_INCHES * n_cols, _PANEL_INCHES * n_rows), squeeze=False
     )

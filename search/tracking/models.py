@@ -71,33 +71,6 @@ def save_onnx_model(onnx_bytes: bytes, folder: Path, example: np.ndarray) -> Pat
     return path
 
 
-def warm_up() -> None:
-    """Make a one-node MLflow ONNX model in a scratch folder. The first model a process makes
-    costs about 1.7 s more than the next ones: MLflow imports its pyfunc flavour and, to check
-    the requirements against the environment, maps every installed package to its modules.
-    The driver makes the trials' models in Tune's event loop, where that first time held back
-    the start of both next trials (profiled on the 2-core VM); done beforehand in a thread,
-    it overlaps Ray's start."""
-    shape = [2, 3]
-    with tempfile.TemporaryDirectory(prefix="nascomp-warm-up-") as scratch:
-        save_onnx_model(identity_onnx(shape), Path(scratch), np.zeros(shape, dtype=np.float32))
-
-
-def identity_onnx(shape: list[int]) -> bytes:
-    """An ONNX model whose output is its float input of ``shape``, at an old opset and IR
-    version that every onnxruntime nascomp supports runs."""
-    from onnx import TensorProto, helper
-
-    graph = helper.make_graph(
-        [helper.make_node("Identity", ["x"], ["y"])],
-        "identity",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
-    return model.SerializeToString()
-
-
 def register(client: Any, run_id: str, name: str, description: str, tags: dict[str, str]) -> Any:
     """Register the run's ``onnx_model`` in the Model Registry as a new version of ``name``
     (created if needed), with ``description`` and ``tags`` on the version."""

@@ -10,7 +10,6 @@ sees a single writer.
 from __future__ import annotations
 
 import functools
-import importlib
 import json
 import tempfile
 import time
@@ -22,9 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from mlflow.entities import Metric, Param, RunStatus
-from mlflow.store.db.db_types import DATABASE_ENGINES
 from mlflow.tracking import MlflowClient
-from mlflow.utils.uri import get_uri_scheme
 
 from nascomp.search.errors import TrackingError
 from nascomp.search.tracking.models import ONNX_MODEL_DIR, register, save_onnx_model
@@ -75,15 +72,6 @@ class Tracker:
         # Lazy: a sqlite store is created on first use, and a search that fails its checks
         # (tracking server, Ray address) must leave nothing behind.
         return MlflowClient(tracking_uri=self.uri)
-
-    def preload(self) -> None:
-        """Import the code of this store without opening it: for a database URI, MLflow's
-        SQLAlchemy store, whose import is 1.1 s of the first call on the client (profiled on
-        the 2-core VM). The driver does it in a thread while Ray starts; opening the store
-        waits until the search's checks have passed, so a failed one leaves no file."""
-        # The scheme as MLflow's store registry reads it (a driver suffix dropped).
-        if get_uri_scheme(self.uri) in DATABASE_ENGINES:
-            importlib.import_module("mlflow.store.tracking.sqlalchemy_store")
 
     # ------------------------------------------------------------------ store and experiment
     def check_reachable(self, timeout_s: float = 5.0) -> None:

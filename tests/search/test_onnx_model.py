@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import mlflow.pyfunc
@@ -18,10 +17,7 @@ from nascomp.search.tracking.models import (
     STAGED_EXAMPLE,
     STAGED_ONNX,
     finish_onnx_model,
-    identity_onnx,
-    save_onnx_model,
     stage_onnx_model,
-    warm_up,
 )
 
 
@@ -68,18 +64,3 @@ def test_a_staged_file_that_is_no_onnx_model_raises(tmp_path: Path) -> None:
         finish_onnx_model(tmp_path)
     # Nothing half-made is left to be logged later: the staged files only.
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([STAGED_EXAMPLE, STAGED_ONNX])
-
-
-def test_the_warm_up_model_is_one_pyfunc_serves(tmp_path: Path) -> None:
-    """The driver's warm-up (search.driver._warm_up) saves this model; it ignores failures, so
-    a model MLflow or onnxruntime refused would silently leave the first trial's cost in place."""
-    inputs = np.arange(6, dtype=np.float32).reshape(2, 3)
-    path = save_onnx_model(identity_onnx([2, 3]), tmp_path, np.zeros((2, 3), np.float32))
-    served = mlflow.pyfunc.load_model(str(path)).predict(inputs)
-    np.testing.assert_array_equal(next(iter(served.values())), inputs)
-
-
-def test_the_warm_up_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    warm_up()
-    assert list(tmp_path.iterdir()) == []
