@@ -25,6 +25,7 @@ from nascomp.search.experiment import (
     teacher_job,
     trial_constants,
 )
+from nascomp.search.front import plot
 from nascomp.search.front.plot import write_html, write_plot
 from nascomp.search.front.report import front_markdown, record_rows
 from nascomp.search.front.selection import feasible_trials, select_front
@@ -40,12 +41,14 @@ from nascomp.search.samplers import make_sampler
 from nascomp.search.samplers.inherit import Inheritance
 from nascomp.search.samplers.space import DefineByRun
 from nascomp.search.shipping import runtime_env
+from nascomp.search.tracking import models
 from nascomp.search.tracking.runlog import JOURNAL
 from nascomp.search.tracking.store import Tracker, TrialRecord
 from nascomp.search.tune.budget import BudgetClock, BudgetedLimiter, budget_key, running_clock
 from nascomp.search.tune.callbacks import MlflowTrialCallback
 from nascomp.search.tune.retention import CheckpointRetention
 from nascomp.search.tune.searcher import ConstraintsFromAttr, NascompOptunaSearch
+from nascomp.search.tune.warmup import WarmUp
 from nascomp.spaces.constraints import parse_constraints
 from nascomp.trainers.config import describe_trial
 from nascomp.trainers.settings import METRICS
@@ -200,6 +203,13 @@ class _SearchRun:
                 live=sys.stdout if self.echo is print and sys.stdout.isatty() else None,
             ),
             CheckpointRetention(),
+            # While the first trials train: the first MLflow model of a trial (a lookup
+            # trial ships none) and the first plots, instead of on the trials' path.
+            WarmUp(
+                [models.warm_up, plot.warm_up]
+                if self.experiment.trial == "train"
+                else [plot.warm_up]
+            ),
         ]
         clock = self._budget_clock()
         if clock is not None:
