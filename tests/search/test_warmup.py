@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import subprocess
 import sys
@@ -88,16 +89,20 @@ def test_each_step_loads_what_it_prepares_and_leaves_no_scratch_folder(
     tmp_path: Path, step: str, loaded: list[str]
 ) -> None:
     """In a fresh interpreter (whether a module is loaded depends on what ran before), with
-    its temporary folder in ``tmp_path``."""
+    a temporary folder of its own."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
     code = (
         "import sys, importlib\n"
         f"importlib.import_module({step!r}).warm_up()\n"
         f"print([m for m in {loaded!r} if m not in sys.modules])\n"
     )
-    env = {"TMPDIR": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    # matplotlib's cache has a folder of its own: where it cannot write one, it makes a
+    # temporary folder that outlives the process.
+    env = {**os.environ, "TMPDIR": str(scratch), "MPLCONFIGDIR": str(tmp_path / "mpl")}
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
     )
     assert done.stdout.strip() == "[]"
     # Folders only: importing onnxruntime leaves a small file of its own there.
-    assert [path for path in tmp_path.iterdir() if path.is_dir()] == []
+    assert [path for path in scratch.iterdir() if path.is_dir()] == []
