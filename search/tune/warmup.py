@@ -30,9 +30,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ray.tune import Callback
-
-_WAITING = "PENDING"  # Tune's Trial.PENDING: created, its actor not started yet
-_RUNNING = "RUNNING"
+from ray.tune.experiment import Trial
 
 
 class WarmUp(Callback):
@@ -60,4 +58,5 @@ def ready(trials: Sequence[Any]) -> bool:
     """Whether the driver may pause: some trial runs, and none waits for its actor to start
     (a pause then would delay its start)."""
     statuses = {getattr(trial, "status", None) for trial in trials}
-    return _RUNNING in statuses and _WAITING not in statuses
+    # PENDING: created, its actor not started yet
+    return Trial.RUNNING in statuses and Trial.PENDING not in statuses
