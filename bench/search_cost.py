@@ -33,7 +33,10 @@ Strategies, each a setting of the experiment file:
 - ``pls+reuse+inherit``: reuse plus weight inheritance (``search.inherit_epochs``, here
   ``--inherit-epochs``): a move that changes the architecture or distillation starts from its
   parent's trained weights (sliced where shapes differ) and trains that many epochs, and
-  ``pls`` weighs such a move by its shorter compute.
+  ``pls`` weighs such a move by its shorter compute;
+- ``pls+reuse+cost``, ``pls+reuse+mo_asha+cost``: ``search.cost_aware: true``: ``pls`` also
+  divides each candidate's predicted gain by its predicted cost of training from scratch,
+  learned from the seconds the trials that trained from scratch took.
 
 Each search runs trials one after another until it has spent ``--budget`` CPU-seconds of
 this process (``time.process_time``: training, measuring, the sampler's own asks), the way
@@ -82,6 +85,8 @@ STRATEGIES = (
     "pls+reuse+mo_asha",
     "pls+reuse+mo_asha-unheard",
     "pls+reuse+inherit",
+    "pls+reuse+cost",
+    "pls+reuse+mo_asha+cost",
 )
 FRACTIONS = (0.25, 0.5, 0.75, 1.0)
 OBJECTIVES = {"val_accuracy": "max", "size_bytes": "min"}
@@ -175,8 +180,8 @@ def run_search(job: Job) -> Run:
     from nascomp.search.driver import trial_base
     from nascomp.search.experiment import teacher_job
     from nascomp.search.samplers import make_sampler
-    from nascomp.search.samplers._common import STOPPED_ATTR, stopped_at
-    from nascomp.search.samplers.inherit import Inheritance
+    from nascomp.search.samplers._common import COST_ATTR, STOPPED_ATTR, scratch_cost, stopped_at
+    from nascomp.search.samplers.inherit import INHERITED_ATTR, Inheritance
     from nascomp.search.samplers.space import DefineByRun
     from nascomp.search.tune.scheduler import MultiObjectiveAsha
     from nascomp.trainers.predicted import predict_costs
@@ -194,6 +199,7 @@ def run_search(job: Job) -> Run:
         features=experiment.space.features(),
         move_cost=ReusedMoveCost.of(experiment.train, inherit_epochs) if weighed else None,
         learn_from_stopped=not job.strategy.endswith("-unheard"),
+        cost_aware="+cost" in job.strategy,
     )
     directions = ["maximize" if d == "max" else "minimize" for d in OBJECTIVES.values()]
     study = optuna.create_study(directions=directions, sampler=sampler)
@@ -240,6 +246,11 @@ def run_search(job: Job) -> Run:
                 run.values.append(None)
                 continue
             values = tuple(float(outcome.metrics[name]) for name in OBJECTIVES)
+            # As the searcher does in a search: before the tell, which is when pls reads it.
+            inherited = bool(trial.user_attrs.get(INHERITED_ATTR))
+            cost = scratch_cost(outcome.metrics, inherited=inherited)
+            if cost is not None:
+                trial.set_user_attr(COST_ATTR, cost)
             study.tell(trial, values)
             run.n_reused += int(outcome.metrics.get("reused_epochs", 0) > 0)
             run.n_inherited += int(config.get("train.init_match") == "slice")

@@ -28,6 +28,7 @@ def make_sampler(
     features: Features | None = None,
     move_cost: Callable[[dict[str, Any], dict[str, Any]], float] | None = None,
     learn_from_stopped: bool = True,
+    cost_aware: bool = False,
 ) -> optuna.samplers.BaseSampler:
     """The sampler ``search.sampler`` names; ``constraints_func`` reaches those that use one,
     ``features`` (``SpaceConfig.features()``) the one whose model takes them (``pls``),
@@ -51,6 +52,7 @@ def make_sampler(
                 features=features,
                 move_cost=move_cost,
                 learn_from_stopped=learn_from_stopped,
+                cost_aware=cost_aware,
             )
         if search.sampler == "tpe_local":
             # TPE finds the good regions in the first 30% of the budget, then local search

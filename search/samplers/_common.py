@@ -28,6 +28,20 @@ Constraints = Callable[[FrozenTrial], Sequence[float]]
 # study's order, None where not measured yet}``. ``pls``'s model learns from it; a stopped
 # trial is never on a front.
 STOPPED_ATTR = "nascomp.stopped_at"
+# User attribute of a finished trial that trained every epoch from scratch: the seconds its
+# training took (``train_seconds``). ``pls`` with ``cost_aware`` learns from these what a point
+# costs to train; a trial that reused a trained student or inherited weights ran fewer epochs
+# than its point would from scratch, so it records none.
+COST_ATTR = "nascomp.cost_s"
+
+
+def scratch_cost(metrics: dict[str, Any], inherited: bool) -> float | None:
+    """The :data:`COST_ATTR` of a trial that finished with ``metrics``: its ``train_seconds``
+    when it trained from scratch (no ``reused_epochs``, not ``inherited``), else None."""
+    seconds = metrics.get("train_seconds")
+    if inherited or metrics.get("reused_epochs", 0) or not isinstance(seconds, int | float):
+        return None
+    return float(seconds) if math.isfinite(seconds) and seconds > 0 else None
 
 
 def stopped_at(fidelity: float, values: Sequence[float | None]) -> dict[str, Any]:

@@ -38,7 +38,9 @@ class TrialHistory:
     space with ``values`` (minimised) and ``violations``, ``feasible_front`` the positions in
     ``done`` of the non-dominated feasible ones, ``functions()`` the canonical form of every
     point tried or running (with ``canonical``), and ``stopped()`` what the trials stopped
-    early had reached (:data:`~nascomp.search.samplers._common.STOPPED_ATTR`).
+    early had reached (:data:`~nascomp.search.samplers._common.STOPPED_ATTR`), and ``costs()``
+    what the complete trials that trained from scratch took
+    (:data:`~nascomp.search.samplers._common.COST_ATTR`).
     """
 
     def __init__(self) -> None:
@@ -110,6 +112,13 @@ class TrialHistory:
             n, len(self._directions)
         )
         return self._stopped_points[start:], values, np.array(self._stopped_fidelity[start:])
+
+    def costs(self, last: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The complete trials that recorded what training from scratch cost them (the ``last``
+        most recent, or all): their positions in ``done`` and the log of their seconds."""
+        start = 0 if last is None else max(0, len(self._cost_positions) - last)
+        positions = np.array(self._cost_positions[start:], dtype=int)
+        return positions, np.log(np.array(self._costs[start:], dtype=float))
 
     def point(self, position: int) -> Params:
         """The space's parameters of ``done[position]``."""
@@ -183,6 +192,8 @@ class TrialHistory:
         self._stopped_points: list[Params] = []
         self._stopped_values: list[list[float]] = []
         self._stopped_fidelity: list[float] = []
+        self._cost_positions: list[int] = []
+        self._costs: list[float] = []
         self._rows: dict[str, tuple[list[np.ndarray], int]] = {}
         self._stopped_cache: dict[str, tuple[list[np.ndarray], int]] = {}
         self.memo: dict[tuple, Any] = {}  # what a sampler derives from a trial's params alone
@@ -215,6 +226,10 @@ class TrialHistory:
         self._violations[position] = violation
         if violation <= 0.0:
             self._add_to_front(position, minimised)
+        cost = trial.user_attrs.get(common.COST_ATTR)
+        if isinstance(cost, int | float) and math.isfinite(cost) and cost > 0:
+            self._cost_positions.append(position)
+            self._costs.append(float(cost))
 
     def _record_stopped(self, trial: FrozenTrial) -> None:
         reached = trial.user_attrs.get(common.STOPPED_ATTR)

@@ -104,6 +104,9 @@ MAX_HISTORY = 1000
 _RIDGE_ALPHA = 0.1  # bench/search_efficiency.py: 1e-2 and 1.0 did worse
 _PAIR_ALPHA = 3.0  # penalty of the pairwise interaction features (1.0 and 10.0 did worse)
 _OPTIMISM = 1.0  # posterior sds of optimism when no neighbour is predicted to gain
+# Trials that recorded their cost from scratch before ``cost_aware`` predicts costs: the start
+# design gives ten.
+_MIN_COSTS = 5
 PARENT_ORDERS = ("crowding", "hv", "random", "model")
 # A stopped trial's fraction of training done, in the model's copy of its point (never a
 # parameter name: those are a space's dotted names).
@@ -158,6 +161,7 @@ class ParetoLocalSearchSampler(common.ParentSampler):
         exchanges: bool = True,
         move_cost: Callable[[Params, Params], float] | None = None,
         learn_from_stopped: bool = True,
+        cost_aware: bool = False,
     ) -> None:
         if parent_order not in PARENT_ORDERS:
             raise ValueError(f"parent_order must be one of {PARENT_ORDERS}, not {parent_order!r}")
@@ -183,6 +187,9 @@ class ParetoLocalSearchSampler(common.ParentSampler):
         # Whether the model learns from trials stopped early (their STOPPED_ATTR), with their
         # fraction of training as an input.
         self._learn_from_stopped = learn_from_stopped
+        # Whether positive gains are also divided by the point's predicted cost of training
+        # from scratch, learned from the trials' COST_ATTR (``_cost_model``).
+        self._cost_aware = cost_aware
         self._search_space = IntersectionSearchSpace(include_pruned=True)
         # trial id -> the parent's params once sample_relative chose a neighbour for the trial
         self._parents: dict[int, Params] = {}
@@ -200,6 +207,7 @@ class ParetoLocalSearchSampler(common.ParentSampler):
         state.setdefault("_design", {})
         state.setdefault("_move_cost", None)
         state.setdefault("_learn_from_stopped", False)
+        state.setdefault("_cost_aware", False)
         state["_history"] = None
         self.__dict__.update(state)
 
@@ -376,6 +384,7 @@ class ParetoLocalSearchSampler(common.ParentSampler):
         front = normalise(history.values[ranks[0]], low, high)
         canonical = features.canonical if features is not None else None
         known = history.functions()
+        cost_model = self._cost_model(history, space) if self._cost_aware else None
         for rank in ranks:
             members = [history.done[i] for i in rank]
             pairs, single = self._candidates(members, space, tried, canonical, known, history.memo)
@@ -389,9 +398,12 @@ class ParetoLocalSearchSampler(common.ParentSampler):
                 score = np.where(is_single, score, -np.inf)
             elif self._optimism > 0 and not np.any(score > 0):
                 score = _gains(front, mean - self._optimism * std, ref)
+            cost = np.ones(len(pairs))
             if self._move_cost is not None:
                 cost = np.array([self._move_cost(parent.params, child) for parent, child in pairs])
-                score = np.where(score > 0, score / cost, score)
+            if cost_model is not None:
+                cost = cost * cost_model([child for _, child in pairs])
+            score = np.where(score > 0, score / cost, score)
             best = np.lexsort((self._rng.random(len(pairs)), -score))[0]
             parent, child = pairs[best]
             self._parents[trial.number] = parent.params
@@ -458,6 +470,28 @@ class ParetoLocalSearchSampler(common.ParentSampler):
             return learner
         model = self._fit_cached(model, history, done, points, y[:, rest])
         return _Joined(y.shape[1], [(measured, learner), (rest, model)])
+
+    def _cost_model(
+        self, history: TrialHistory, space: dict[str, BaseDistribution]
+    ) -> Callable[[list[Params]], np.ndarray] | None:
+        """What training each point from scratch is predicted to cost, relative to the
+        geometric mean of the trials that recorded theirs (the ``max_history`` most recent):
+        a ridge model of their log-seconds on the objectives' features, its predictions kept
+        within the range recorded. None until :data:`_MIN_COSTS` trials recorded a cost.
+
+        Trial costs differ by an order of magnitude across an architecture space (4 to 77
+        CPU-s on the MNIST example, bench/search_cost.py); divided by it, a gain is ranked per
+        second of compute, as ``move_cost`` ranks it per epoch."""
+        positions, log_cost = history.costs(last=self._max_history)
+        if len(positions) < _MIN_COSTS:
+            return None
+        features = self._usable_features(space)
+        model = RidgeModel(space, pair_alpha=self._pair_alpha, features=features)
+        points = [history.point(i) for i in positions]
+        centre = float(log_cost.mean())
+        self._fit_cached(model, history, positions, points, (log_cost - centre)[:, None])
+        low, high = float(log_cost.min()) - centre, float(log_cost.max()) - centre
+        return lambda children: np.exp(np.clip(model.predict(children)[:, 0], low, high))
 
     def _fit_cached(
         self,

@@ -12,7 +12,8 @@ from optuna.trial import FrozenTrial, TrialState
 from ray.tune.search.optuna import OptunaSearch
 
 from nascomp.search.compat import ray as ray_compat
-from nascomp.search.samplers._common import STOPPED_ATTR, stopped_at
+from nascomp.search.samplers._common import COST_ATTR, STOPPED_ATTR, scratch_cost, stopped_at
+from nascomp.search.samplers.inherit import INHERITED_ATTR
 from nascomp.search.tune.results import STATUS_KEY, STOPPED_KEY
 from nascomp.spaces.constraints import Constraint, violations
 
@@ -37,7 +38,8 @@ class ConstraintsFromAttr:
 class NascompOptunaSearch(OptunaSearch):
     """OptunaSearch that records infeasible architectures as failed Optuna trials, trials the
     scheduler stopped as pruned ones (with what they had reached, for the sampler to learn
-    from), and each finished trial's constraint violations.
+    from), and each finished trial's constraint violations and, when it trained from scratch,
+    its training seconds (:data:`COST_ATTR`).
 
     Stock OptunaSearch would tell Optuna "complete" with missing or truncated objective values
     (NOTES.md); an infeasible or stopped point must never reach the front as if it had finished.
@@ -59,6 +61,10 @@ class NascompOptunaSearch(OptunaSearch):
             if self.constraints:
                 # Set before the tell: the sampler's constraints_func reads it during the tell.
                 ot_trial.set_user_attr(CONSTRAINTS_ATTR, violations(self.constraints, result))
+            inherited = bool(ot_trial.user_attrs.get(INHERITED_ATTR))
+            cost = scratch_cost(result or {}, inherited=inherited)
+            if cost is not None:  # what its point costs to train, for pls's cost_aware
+                ot_trial.set_user_attr(COST_ATTR, cost)
             super().on_trial_complete(trial_id, result=result, error=error)
             return
         if error:

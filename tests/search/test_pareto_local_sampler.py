@@ -111,11 +111,12 @@ def test_a_sampler_pickled_before_these_settings_resumes_as_it_was() -> None:
     study, sampler = _study("model")
     study.optimize(lambda t: _values(_suggest(t)), n_trials=5)
     state = pickle.loads(pickle.dumps(sampler)).__dict__
-    for name in ("_features", "_exchanges", "_balanced_start", "_design"):
+    for name in ("_features", "_exchanges", "_balanced_start", "_design", "_cost_aware"):
         del state[name]
     old = ParetoLocalSearchSampler.__new__(ParetoLocalSearchSampler)
     old.__setstate__(state)
     assert (old._features, old._exchanges, old._balanced_start) == (None, False, False)
+    assert old._cost_aware is False
     study.sampler = old
     study.optimize(lambda t: _values(_suggest(t)), n_trials=3)
     assert len({tuple(t.params.values()) for t in study.trials}) == 8
