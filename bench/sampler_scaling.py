@@ -15,7 +15,8 @@ whatever the number of GPUs. This measures it for the quickstart experiment's sa
 A study is fast-forwarded to N finished trials with ``Study.add_trials`` of a pre-made history:
 N points drawn at random from the space, with synthetic objective values (a cheap deterministic
 function of the params, shaped like the quickstart's: val_accuracy max, size_bytes min,
-latency_ms min), so no trial trains. Then each sampler gets ``--asks`` ask + config + tell
+latency_ms min, and the training seconds each complete trial records for ``pls``'s
+``cost_aware`` model), so no trial trains. Then each sampler gets ``--asks`` ask + config + tell
 rounds, the samplers taking turns (A B C, A B C, ...) so the shared machine's drift hits them
 alike, after one untimed round: a running search's sampler has seen its trials one by one,
 while a fast-forwarded one reads all N at its first ask, as a resumed search's sampler does
@@ -62,7 +63,7 @@ from nascomp.search.experiment import Experiment, load_experiment
 from nascomp.search.front.hypervolume import NORMALISED_REF, hypervolume, normalise
 from nascomp.search.front.pareto import non_dominated_sort, to_minimise
 from nascomp.search.samplers import make_sampler
-from nascomp.search.samplers._common import STOPPED_ATTR, stopped_at
+from nascomp.search.samplers._common import COST_ATTR, STOPPED_ATTR, stopped_at
 from nascomp.search.samplers.space import DefineByRun
 
 SIZES = (100, 1_000, 10_000)
@@ -97,7 +98,14 @@ def synthetic_metrics(config: dict[str, Any]) -> dict[str, float]:
         + (0.01 * config["distill.alpha"] if config["distill.enabled"] else 0.0)
         + 0.01 * noise
     )
-    return {"val_accuracy": accuracy, "size_bytes": size_bytes, "latency_ms": latency_ms}
+    # training from scratch costs what the dense network computes (pls's cost_aware learns it)
+    train_seconds = 1.0 + params / 2e5
+    return {
+        "val_accuracy": accuracy,
+        "size_bytes": size_bytes,
+        "latency_ms": latency_ms,
+        "train_seconds": train_seconds,
+    }
 
 
 @dataclass(frozen=True)
@@ -108,7 +116,9 @@ class Setup:
     directions: list[str]
 
     def values(self, trial: optuna.Trial) -> list[float]:
+        """The trial's objectives; its training seconds recorded as a search records them."""
         metrics = synthetic_metrics(self.space.config(trial))
+        trial.set_user_attr(COST_ATTR, metrics["train_seconds"])
         return [metrics[name] for name in self.names]
 
 
