@@ -19,7 +19,7 @@ Strategies, each a setting of the experiment file:
   Its final hypervolume is the target;
 - ``pls+mo_asha``: ``search.scheduler: mo_asha`` stops trials at rungs (epochs 1 and 2) by
   non-dominated sorting;
-- ``pls+reuse``: ``search.reuse_training: true`` (the default): a trial whose train phase
+- ``pls+reuse``: ``search.reuse_training: true`` (on by default): a trial whose train phase
   equals an earlier trial's (same architecture, distillation, seed) starts from that trained
   student (``trainers.trained``; the result is bit-identical to training again), and ``pls``
   divides each move's predicted hypervolume gain by its compute (``ReusedMoveCost``: a move
@@ -36,7 +36,8 @@ Strategies, each a setting of the experiment file:
   ``pls`` weighs such a move by its shorter compute;
 - ``pls+reuse+cost``, ``pls+reuse+mo_asha+cost``: ``search.cost_aware: true``: ``pls`` also
   divides each candidate's predicted gain by its predicted cost of training from scratch,
-  learned from the seconds the trials that trained from scratch took.
+  learned from the seconds the trials that trained from scratch took. ``pls+reuse+cost`` is
+  what a search does by default; the rows without ``+cost`` have ``cost_aware: false``.
 
 Each search runs trials one after another until it has spent ``--budget`` CPU-seconds of
 this process (``time.process_time``: training, measuring, the sampler's own asks), the way

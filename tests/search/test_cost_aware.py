@@ -145,7 +145,7 @@ def test_without_costs_a_cost_aware_search_chooses_as_a_blind_one() -> None:
 
 
 def test_the_searcher_records_what_a_trial_from_scratch_cost(workdir: Path) -> None:
-    experiment = tiny_experiment(workdir, "search.trials=6", "search.cost_aware=true")
+    experiment = tiny_experiment(workdir, "search.trials=6")  # pls, cost_aware by default
     searcher = _searcher(experiment, trial_base(experiment), workdir)
     assert searcher.study.sampler._cost_aware is True
     results = [
@@ -166,9 +166,13 @@ def test_the_searcher_records_what_a_trial_from_scratch_cost(workdir: Path) -> N
     assert costs == [4.0, None, None, None]
 
 
-@pytest.mark.parametrize("sampler", ["random", "tpe"])
-def test_cost_aware_is_refused_for_a_sampler_that_has_no_model_of_gains(
-    workdir: Path, sampler: str
+@pytest.mark.parametrize(
+    ("overrides", "aware"),
+    [((), True), (("search.cost_aware=false",), False), (("search.sampler=random",), None)],
+)
+def test_the_setting_reaches_pls_and_leaves_other_samplers_alone(
+    workdir: Path, overrides: tuple[str, ...], aware: bool | None
 ) -> None:
-    with pytest.raises(ValueError, match=r"search.cost_aware: true needs search.sampler: pls"):
-        tiny_experiment(workdir, f"search.sampler={sampler}", "search.cost_aware=true")
+    experiment = tiny_experiment(workdir, *overrides)
+    sampler = _searcher(experiment, trial_base(experiment), workdir).study.sampler
+    assert getattr(sampler, "_cost_aware", None) is aware
