@@ -33,8 +33,9 @@ def make_sampler(
     """The sampler ``search.sampler`` names; ``constraints_func`` reaches those that use one,
     ``features`` (``SpaceConfig.features()``) the one whose model takes them (``pls``),
     ``move_cost`` (a move's compute relative to a full trial) the one that weighs it (``pls``),
-    and ``learn_from_stopped`` says whether its model learns from trials stopped early (``pls``;
-    off only to measure what that brings, in bench/search_cost.py)."""
+    ``learn_from_stopped`` says whether its model learns from trials stopped early (``pls``;
+    off only to measure what that brings, in bench/search_cost.py), and ``cost_aware`` whether
+    it also weighs each move by its point's predicted cost of training (``pls``)."""
     seed = search.seed
     if search.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
