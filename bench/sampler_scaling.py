@@ -16,13 +16,13 @@ A study is fast-forwarded to N finished trials with ``Study.add_trials`` of a pr
 N points drawn at random from the space, with synthetic objective values (a cheap deterministic
 function of the params, shaped like the quickstart's: val_accuracy max, size_bytes min,
 latency_ms min, and the training seconds each complete trial records for ``pls``'s
-``cost_aware`` model), so no trial trains. Then each sampler gets ``--asks`` ask + config + tell
-rounds, the samplers taking turns (A B C, A B C, ...) so the shared machine's drift hits them
-alike, after one untimed round: a running search's sampler has seen its trials one by one,
-while a fast-forwarded one reads all N at its first ask, as a resumed search's sampler does
-once (that first ask is printed separately); a sampler that has spent more than
-``--budget-s`` asking at one N stops after ``--min-asks``. A random history is an
-approximation: a real ``pls`` history clusters near the front.
+``cost_aware`` model, which ``pls`` is timed with), so no trial trains. Then each sampler gets
+``--asks`` ask + config + tell rounds, the samplers taking turns (A B C, A B C, ...) so the
+shared machine's drift hits them alike, after one untimed round: a running search's sampler
+has seen its trials one by one, while a fast-forwarded one reads all N at its first ask, as a
+resumed search's sampler does once (that first ask is printed separately); a sampler that has
+spent more than ``--budget-s`` asking at one N stops after ``--min-asks``. A random history is
+an approximation: a real ``pls`` history clusters near the front.
 
 Also measured at each N: what Tune does with the searcher's in-memory study (it pickles the
 searcher, study included, into its experiment checkpoints): the pickle's size and time; and the
@@ -125,6 +125,8 @@ class Setup:
 def setup(sampler: str | None = None) -> Setup:
     overrides = [f"search.sampler={sampler}"] if sampler else []
     experiment = load_experiment(None, overrides)  # None: spaces/quickstart.yaml
+    if experiment.search.sampler == "pls":  # timed with the option that costs most: cost_aware
+        experiment = load_experiment(None, [*overrides, "search.cost_aware=true"])
     names = list(experiment.objectives)
     directions = ["maximize" if m == "max" else "minimize" for m in experiment.objectives.values()]
     space = DefineByRun(experiment.space.params(), trial_base(experiment))

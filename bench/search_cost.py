@@ -36,8 +36,8 @@ Strategies, each a setting of the experiment file:
   ``pls`` weighs such a move by its shorter compute;
 - ``pls+reuse+cost``, ``pls+reuse+mo_asha+cost``: ``search.cost_aware: true``: ``pls`` also
   divides each candidate's predicted gain by its predicted cost of training from scratch,
-  learned from the seconds the trials that trained from scratch took. ``pls+reuse+cost`` is
-  what a search does by default; the rows without ``+cost`` have ``cost_aware: false``.
+  learned from the seconds the trials that trained from scratch took. Off by default: the rows
+  without ``+cost`` are what a search does unless told.
 
 Each search runs trials one after another until it has spent ``--budget`` CPU-seconds of
 this process (``time.process_time``: training, measuring, the sampler's own asks), the way
@@ -135,6 +135,7 @@ def experiment_for(job: Job) -> Any:
         f"search.scheduler={'mo_asha' if 'mo_asha' in job.strategy else 'none'}",
         f"search.reuse_training={'true' if 'reuse' in job.strategy else 'false'}",
         f"search.inherit_epochs={job.inherit_epochs if 'inherit' in job.strategy else 0}",
+        f"search.cost_aware={'true' if '+cost' in job.strategy else 'false'}",
         "search.concurrent=1",
         "measure.n_warmup=1",
         "measure.n_repeat=3",
@@ -200,7 +201,6 @@ def run_search(job: Job) -> Run:
         features=experiment.space.features(),
         move_cost=ReusedMoveCost.of(experiment.train, inherit_epochs) if weighed else None,
         learn_from_stopped=not job.strategy.endswith("-unheard"),
-        cost_aware="+cost" in job.strategy,
     )
     directions = ["maximize" if d == "max" else "minimize" for d in OBJECTIVES.values()]
     study = optuna.create_study(directions=directions, sampler=sampler)

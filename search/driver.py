@@ -377,7 +377,6 @@ def _searcher(
             constraints_func,
             experiment.space.features(),
             move_cost=_move_cost(experiment),
-            cost_aware=experiment.search.cost_aware,
         ),
         constraints=constraints,
     )

@@ -134,10 +134,10 @@ class SearchConfig(Section):
         "name, sliced where shapes differ) and trains N epochs instead of train.epochs",
     )
     cost_aware: bool = Field(
-        True,
+        False,
         description="pls divides each move's predicted hypervolume gain by the point's "
         "predicted cost of training from scratch, learned from the seconds the trials that "
-        "trained from scratch took (other samplers: no effect)",
+        "trained from scratch took (its choices then depend on measured times)",
     )
     checkpoint_every_s: float = Field(
         10.0,
@@ -249,6 +249,15 @@ class Experiment(TrainingSections):
             raise ValueError(
                 "search.budget.gpu_hours needs resources.gpus_per_trial > 0 (trials without a "
                 "GPU spend no GPU-hours); use wall_s or cpu_hours"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _cost_aware_needs_pls(self) -> Experiment:
+        if self.search.cost_aware and self.search.sampler != "pls":
+            raise ValueError(
+                "search.cost_aware: true needs search.sampler: pls (the only sampler that "
+                f"predicts each move's gain), not {self.search.sampler}; false turns it off"
             )
         return self
 

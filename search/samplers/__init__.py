@@ -28,14 +28,13 @@ def make_sampler(
     features: Features | None = None,
     move_cost: Callable[[dict[str, Any], dict[str, Any]], float] | None = None,
     learn_from_stopped: bool = True,
-    cost_aware: bool = False,
 ) -> optuna.samplers.BaseSampler:
     """The sampler ``search.sampler`` names; ``constraints_func`` reaches those that use one,
     ``features`` (``SpaceConfig.features()``) the one whose model takes them (``pls``),
     ``move_cost`` (a move's compute relative to a full trial) the one that weighs it (``pls``),
     ``learn_from_stopped`` says whether its model learns from trials stopped early (``pls``;
-    off only to measure what that brings, in bench/search_cost.py), and ``cost_aware`` whether
-    it also weighs each move by its point's predicted cost of training (``pls``)."""
+    off only to measure what that brings, in bench/search_cost.py). ``search.cost_aware`` reaches
+    ``pls``."""
     seed = search.seed
     if search.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
@@ -53,7 +52,7 @@ def make_sampler(
                 features=features,
                 move_cost=move_cost,
                 learn_from_stopped=learn_from_stopped,
-                cost_aware=cost_aware,
+                cost_aware=search.cost_aware,
             )
         if search.sampler == "tpe_local":
             # TPE finds the good regions in the first 30% of the budget, then local search

@@ -145,7 +145,7 @@ def test_without_costs_a_cost_aware_search_chooses_as_a_blind_one() -> None:
 
 
 def test_the_searcher_records_what_a_trial_from_scratch_cost(workdir: Path) -> None:
-    experiment = tiny_experiment(workdir, "search.trials=6")  # pls, cost_aware by default
+    experiment = tiny_experiment(workdir, "search.trials=6", "search.cost_aware=true")
     searcher = _searcher(experiment, trial_base(experiment), workdir)
     assert searcher.study.sampler._cost_aware is True
     results = [
@@ -168,11 +168,19 @@ def test_the_searcher_records_what_a_trial_from_scratch_cost(workdir: Path) -> N
 
 @pytest.mark.parametrize(
     ("overrides", "aware"),
-    [((), True), (("search.cost_aware=false",), False), (("search.sampler=random",), None)],
+    [((), False), (("search.cost_aware=true",), True), (("search.sampler=random",), None)],
 )
-def test_the_setting_reaches_pls_and_leaves_other_samplers_alone(
+def test_the_setting_reaches_pls(
     workdir: Path, overrides: tuple[str, ...], aware: bool | None
 ) -> None:
     experiment = tiny_experiment(workdir, *overrides)
     sampler = _searcher(experiment, trial_base(experiment), workdir).study.sampler
     assert getattr(sampler, "_cost_aware", None) is aware
+
+
+@pytest.mark.parametrize("sampler", ["random", "tpe", "tpe_local", "nsga2"])
+def test_cost_aware_is_refused_for_a_sampler_that_does_not_predict_gains(
+    workdir: Path, sampler: str
+) -> None:
+    with pytest.raises(ValueError, match=r"search.cost_aware: true needs search.sampler: pls"):
+        tiny_experiment(workdir, f"search.sampler={sampler}", "search.cost_aware=true")
