@@ -38,10 +38,16 @@ COST_ATTR = "nascomp.cost_s"
 def scratch_cost(metrics: dict[str, Any], inherited: bool) -> float | None:
     """The :data:`COST_ATTR` of a trial that finished with ``metrics``: its ``train_seconds``
     when it trained from scratch (no ``reused_epochs``, not ``inherited``), else None."""
-    seconds = metrics.get("train_seconds")
-    if inherited or metrics.get("reused_epochs", 0) or not isinstance(seconds, int | float):
+    if inherited or metrics.get("reused_epochs", 0):
         return None
-    return float(seconds) if math.isfinite(seconds) and seconds > 0 else None
+    return seconds(metrics.get("train_seconds"))
+
+
+def seconds(value: Any) -> float | None:
+    """``value`` as a duration: a finite positive number, else None."""
+    if not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+        return None
+    return float(value)
 
 
 def stopped_at(fidelity: float, values: Sequence[float | None]) -> dict[str, Any]:

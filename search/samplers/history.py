@@ -226,10 +226,10 @@ class TrialHistory:
         self._violations[position] = violation
         if violation <= 0.0:
             self._add_to_front(position, minimised)
-        cost = trial.user_attrs.get(common.COST_ATTR)
-        if isinstance(cost, int | float) and math.isfinite(cost) and cost > 0:
+        cost = common.seconds(trial.user_attrs.get(common.COST_ATTR))
+        if cost is not None:
             self._cost_positions.append(position)
-            self._costs.append(float(cost))
+            self._costs.append(cost)
 
     def _record_stopped(self, trial: FrozenTrial) -> None:
         reached = trial.user_attrs.get(common.STOPPED_ATTR)
