@@ -115,6 +115,22 @@ def hypervolumes(rows: list[dict]) -> dict[tuple[str, int], float]:
     return out
 
 
+def print_paired(volumes: dict[tuple[str, int], float], args: argparse.Namespace) -> None:
+    """Each mode against the first, seed by seed: the seeds' spread is shared by all modes (the
+    same start design and data), so the paired difference resolves what the means cannot."""
+    first = args.modes[0]
+    for mode in args.modes[1:]:
+        seeds = [s for s in range(args.seeds) if (mode, s) in volumes and (first, s) in volumes]
+        diffs = np.array([volumes[(mode, s)] - volumes[(first, s)] for s in seeds])
+        if not len(diffs):
+            continue
+        wins = int((diffs > 0).sum())
+        print(
+            f"{mode} - {first}: {diffs.mean():+.4f} ± {diffs.std():.4f} over {len(diffs)} seeds "
+            f"({wins} higher, {int((diffs < 0).sum())} lower)"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=3)
@@ -143,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         per_seed = ", ".join(f"{v:.4f}" for v in runs)
         n_trials = sum(r["mode"] == mode for r in rows)
         print(f"| {mode} | {np.mean(runs):.4f} ± {np.std(runs):.4f} | {per_seed} | {n_trials} |")
+    print_paired(volumes, args)
     print(f"\ntotal {time.perf_counter() - started:.0f} s, load average {os.getloadavg()}")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2, default=str))
