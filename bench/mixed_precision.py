@@ -2,6 +2,10 @@
 
     python bench/mixed_precision.py                         # 3 seeds x 12 trials per mode
     python bench/mixed_precision.py --seeds 2 --trials 4 --max-train 1000   # a smoke run
+    # the seeds on two cores, then one table over both:
+    python bench/mixed_precision.py --seeds 2 --json a.json &
+    python bench/mixed_precision.py --seeds 2 --first-seed 2 --json b.json
+    python bench/mixed_precision.py --combine a.json b.json
 
 Each mode is one setting of the quickstart experiment (``spaces/quickstart.yaml``) on
 Fashion-MNIST: ``space.quant.mixed: none`` (one width per trial), ``groups`` (a width per stem,
@@ -15,7 +19,10 @@ every point any run found, reference 1.1 per objective, ``search/front/hypervolu
 What runs is what ``nascomp search`` runs per trial (the experiment file, ``DefineByRun``, the
 configured sampler and ``trainers.run_trial``), without Ray: trials one after another in this
 process, so the comparison costs no scheduling noise. Distillation is off (no teacher to train)
-and the training set is cut to ``--max-train`` images to keep the run within an hour here.
+and the training set is cut to ``--max-train`` images to keep the run within an hour here; most of
+a trial's time is its evaluations on the validation split (``--val-fraction`` of the training
+images, 6,000 at the default 0.1). ``--json`` is rewritten after every search, so a run cut
+short keeps what it finished.
 """
 
 from __future__ import annotations
@@ -56,6 +63,7 @@ def experiment_for(mode: str, seed: int, args: argparse.Namespace) -> Experiment
         "data.name=fashion_mnist",
         f"data.root={data_root}",
         f"data.max_train_samples={args.max_train}",
+        f"data.val_fraction={args.val_fraction}",
         "objectives={val_accuracy: max, size_bytes: min}",
         f"search.seed={seed}",
         f"search.trials={args.trials}",
@@ -115,13 +123,23 @@ def hypervolumes(rows: list[dict]) -> dict[tuple[str, int], float]:
     return out
 
 
-def print_paired(volumes: dict[tuple[str, int], float], args: argparse.Namespace) -> None:
-    """Each mode against the first, seed by seed: the seeds' spread is shared by all modes (the
-    same start design and data), so the paired difference resolves what the means cannot."""
-    first = args.modes[0]
-    for mode in args.modes[1:]:
-        seeds = [s for s in range(args.seeds) if (mode, s) in volumes and (first, s) in volumes]
-        diffs = np.array([volumes[(mode, s)] - volumes[(first, s)] for s in seeds])
+def print_tables(rows: list[dict], modes: list[str]) -> None:
+    """Each mode's hypervolume over the seeds, then each mode against the first, seed by seed:
+    the seeds' spread is shared by all modes (the same start design and data), so the paired
+    difference resolves what the means cannot."""
+    volumes = hypervolumes(rows)
+    seeds = sorted({seed for _, seed in volumes})
+    print(f"\n| mode | HV mean ± std | per seed | trials ({len(seeds)} seeds) |")
+    print("|---|---|---|---|")
+    for mode in modes:
+        runs = [volumes[(mode, seed)] for seed in seeds if (mode, seed) in volumes]
+        per_seed = ", ".join(f"{v:.4f}" for v in runs)
+        n_trials = sum(r["mode"] == mode for r in rows)
+        print(f"| {mode} | {np.mean(runs):.4f} ± {np.std(runs):.4f} | {per_seed} | {n_trials} |")
+    first = modes[0]
+    for mode in modes[1:]:
+        paired = [s for s in seeds if (mode, s) in volumes and (first, s) in volumes]
+        diffs = np.array([volumes[(mode, s)] - volumes[(first, s)] for s in paired])
         if not len(diffs):
             continue
         wins = int((diffs > 0).sum())
@@ -134,13 +152,26 @@ def print_paired(volumes: dict[tuple[str, int], float], args: argparse.Namespace
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--trials", type=int, default=12, help="trials per search")
     parser.add_argument("--epochs", type=int, default=3, help="training epochs per trial")
     parser.add_argument("--max-train", type=int, default=5000, help="training images")
+    parser.add_argument("--val-fraction", type=float, default=0.1, help="data.val_fraction")
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     parser.add_argument("--coding", default="packed", choices=["packed", "entropy"])
     parser.add_argument("--json", type=Path, help="also write every trial here")
+    parser.add_argument(
+        "--combine",
+        nargs="+",
+        type=Path,
+        metavar="JSON",
+        help="run nothing: one table over the trials these --json files hold",
+    )
     args = parser.parse_args(argv)
+    if args.combine:
+        rows = [row for path in args.combine for row in json.loads(path.read_text())]
+        print_tables(rows, args.modes)
+        return 0
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("optuna").setLevel(logging.WARNING)
     warnings.simplefilter("ignore")
@@ -148,21 +179,13 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     rows: list[dict] = []
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         for mode in args.modes:  # interleaved: machine drift spreads over the modes
             rows.extend(search(mode, seed, args))
-    volumes = hypervolumes(rows)
-    print(f"\n| mode | HV mean ± std | per seed | trials ({args.seeds} seeds) |")
-    print("|---|---|---|---|")
-    for mode in args.modes:
-        runs = [volumes[(mode, seed)] for seed in range(args.seeds) if (mode, seed) in volumes]
-        per_seed = ", ".join(f"{v:.4f}" for v in runs)
-        n_trials = sum(r["mode"] == mode for r in rows)
-        print(f"| {mode} | {np.mean(runs):.4f} ± {np.std(runs):.4f} | {per_seed} | {n_trials} |")
-    print_paired(volumes, args)
+            if args.json:
+                args.json.write_text(json.dumps(rows, indent=2, default=str))
+    print_tables(rows, args.modes)
     print(f"\ntotal {time.perf_counter() - started:.0f} s, load average {os.getloadavg()}")
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=2, default=str))
     return 0
 
 
