@@ -435,7 +435,8 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument(
         "--compare",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
+        default=False,
         help="also allocate the grid's budgets by the other criterion (never picked)",
     )
     parser.add_argument(
