@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 
@@ -20,17 +21,26 @@ def count_nonzero_params(model: nn.Module) -> int:
 
 
 def _layer_macs(module: nn.Module, output: Tensor) -> int:
-    if isinstance(module, nn.Conv2d):
-        # Each output element sums over its group's input channels and the kernel window.
-        kernel_area = module.kernel_size[0] * module.kernel_size[1]
+    if isinstance(module, nn.modules.conv._ConvNd):
+        # Each output element sums over its group's input channels and the kernel window
+        # (Conv1d, Conv2d, Conv3d alike).
+        kernel_area = math.prod(module.kernel_size)
         return output.numel() * (module.in_channels // module.groups) * kernel_area
     assert isinstance(module, nn.Linear)
     return output.numel() * module.in_features
 
 
-def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
-    """Multiply-accumulates of Conv2d and Linear layers for one input of ``input_shape``
-    (no batch dim). Dense count: zero weights are not skipped."""
+# The layers whose multiply-accumulates are counted; transposed convolutions, attention's
+# matrix products and embeddings' look-ups are not.
+_COUNTED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+
+
+def count_macs(
+    model: nn.Module, input_shape: tuple[int, ...], input_dtype: torch.dtype = torch.float32
+) -> int:
+    """Multiply-accumulates of Conv1d/2d/3d and Linear layers for one input of ``input_shape``
+    (no batch dim) and ``input_dtype`` (zeros). Dense count: zero weights are not skipped;
+    an embedding's look-up is no multiply."""
     if not input_shape or any(int(size) < 1 for size in input_shape):
         raise ValueError(
             f"input_shape must be positive sizes without the batch dim, got {input_shape!r}"
@@ -41,17 +51,13 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
         nonlocal total
         total += _layer_macs(module, output)
 
-    handles = [
-        m.register_forward_hook(hook)
-        for m in model.modules()
-        if isinstance(m, (nn.Conv2d, nn.Linear))
-    ]
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, _COUNTED)]
     device = _model_device(model)
     was_training = model.training
     try:
         model.eval()  # eval: no BN statistics or observer updates from the dummy input
         with torch.inference_mode():
-            model(torch.zeros(1, *input_shape, device=device))
+            model(torch.zeros(1, *input_shape, dtype=input_dtype, device=device))
     finally:
         model.train(was_training)
         for handle in handles:
@@ -72,8 +78,11 @@ def measure_latency_ms(
     n_warmup: int = 5,
     n_repeat: int = 20,
     device: str | torch.device = "cpu",
+    input_dtype: torch.dtype = torch.float32,
 ) -> float:
-    """Median wall time in ms of ``n_repeat`` forward passes on ``device`` after ``n_warmup``.
+    """Median wall time in ms of ``n_repeat`` forward passes on ``device`` after ``n_warmup``,
+    on a batch of standard normal inputs, or of id 0 for integer ``input_dtype`` (an
+    embedding's look-up costs the same for any id).
 
     The model must already live on ``device``. Uses the caller's torch thread setting, so the
     caller decides what "one CPU worker" means.
@@ -83,7 +92,10 @@ def measure_latency_ms(
     if n_repeat < 1 or n_warmup < 0:
         raise ValueError(f"n_repeat must be >= 1 and n_warmup >= 0, got {n_repeat}, {n_warmup}")
     device = torch.device(device)
-    inputs = torch.randn(batch_size, *input_shape, device=device)
+    if input_dtype.is_floating_point:
+        inputs = torch.randn(batch_size, *input_shape, device=device, dtype=input_dtype)
+    else:
+        inputs = torch.zeros(batch_size, *input_shape, device=device, dtype=input_dtype)
     was_training = model.training
     model.eval()
     try:

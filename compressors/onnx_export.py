@@ -392,8 +392,8 @@ def session(path: str | Path | bytes, threads: int = 1) -> Any:
 
 
 class OnnxModule(nn.Module):
-    """An ONNX Runtime session behind ``nn.Module``'s call: inputs go to the CPU as float32,
-    logits come back as a tensor on the inputs' device."""
+    """An ONNX Runtime session behind ``nn.Module``'s call: inputs go to the CPU as float32
+    (integer ids as int64), logits come back as a tensor on the inputs' device."""
 
     def __init__(self, model_bytes: bytes, threads: int = 1) -> None:
         super().__init__()
@@ -402,7 +402,9 @@ class OnnxModule(nn.Module):
         self.input_name = self.session.get_inputs()[0].name
 
     def forward(self, x: Tensor) -> Tensor:
-        feed = {self.input_name: x.detach().cpu().float().numpy()}
+        x_cpu = x.detach().cpu()
+        x_cpu = x_cpu.float() if x_cpu.is_floating_point() else x_cpu.long()
+        feed = {self.input_name: x_cpu.numpy()}
         logits = self.session.run(None, feed)[0]
         return torch.from_numpy(logits).to(x.device)
 

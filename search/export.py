@@ -65,6 +65,8 @@ def write_artifact(
     skeleton = {
         "arch": arch_from_flat(config),
         "input_shape": list(example.shape[1:]),
+        # integer ids (an embedding's input) or float32; absent in older exports: float32
+        "input_dtype": "float32" if example.is_floating_point() else "int64",
         "n_classes": n_classes,
         "layers": layer_shapes(model),
         "tensors": free_tensor_shapes(model),  # e.g. a pruned position embedding's
@@ -124,15 +126,19 @@ def preprocess_recipe(
 ) -> dict[str, Any]:
     """What turns a raw input into what the model was trained on, and what its outputs
     mean, as plain data."""
+    formula = (
+        "x = raw as int64: integer ids (token, category or item indices) as the dataset gave "
+        "them, a (batch, *input_shape) array, not normalised"
+        if normalise.ids
+        else "x = (raw / scale - mean[c]) / std[c], float32, c the index along channel_axis of a "
+        "(batch, *input_shape) array; (H, W) images get a channel axis of 1 and, with "
+        "image_size, images are resized (bilinear) to image_size x image_size first"
+    )
     return {
         "input_shape": list(example.shape[1:]),
         "image_size": config.get("data.image_size"),
         **normalise.describe(),
-        "formula": (
-            "x = (raw / scale - mean[c]) / std[c], float32, c the index along channel_axis of a "
-            "(batch, *input_shape) array; (H, W) images get a channel axis of 1 and, with "
-            "image_size, images are resized (bilinear) to image_size x image_size first"
-        ),
+        "formula": formula,
         # The output is (batch, n_classes) logits; column i is the class named classes[i].
         "classes": list(classes) or None,
     }
@@ -153,7 +159,10 @@ def load_exported(folder: str | Path) -> nn.Module:
     ``model.nascomp``, in eval mode on the CPU."""
     folder = Path(folder)
     skeleton = json.loads((folder / SKELETON).read_text())
-    model = build_model(skeleton["arch"], tuple(skeleton["input_shape"]), skeleton["n_classes"])
+    dtype = torch.int64 if skeleton.get("input_dtype") == "int64" else torch.float32
+    model = build_model(
+        skeleton["arch"], tuple(skeleton["input_shape"]), skeleton["n_classes"], dtype
+    )
     reshape_layers(model, skeleton["layers"])
     reshape_free_tensors(model, skeleton.get("tensors", {}))
     return load_compressed(folder / ARTIFACT, model).eval()

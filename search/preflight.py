@@ -21,7 +21,13 @@ from nascomp.compressors.pruning import ignored_layers
 from nascomp.search.errors import ConfigError
 from nascomp.search.experiment import Experiment, trial_constants
 from nascomp.spaces.mixed import PER_LAYER
-from nascomp.spaces.models import IMAGE_FAMILIES, InfeasibleArchitecture, build_model, model_family
+from nascomp.spaces.models import (
+    IDS_FAMILIES,
+    IMAGE_FAMILIES,
+    InfeasibleArchitecture,
+    build_model,
+    model_family,
+)
 from nascomp.trainers.init import apply_weights, initial_weights
 from nascomp.trainers.teacher import load_teacher_checkpoint
 
@@ -68,12 +74,16 @@ def check_user_code(experiment: Experiment) -> Experiment:
         data = experiment.data.load(threads=trial_constants(experiment)["threads"])
     except (ValueError, TypeError, OSError) as exc:
         raise ConfigError(_located("data", exc)) from None
-    _check_input_rank(data.input_shape, student, teacher, experiment.train.augment.enabled())
+    augment = experiment.train.augment.enabled()
+    if data.input_dtype.is_floating_point:
+        _check_input_rank(data.input_shape, student, teacher, augment)
+    else:
+        _check_ids(data.input_shape, student, teacher, augment)
     state = torch.random.get_rng_state()
     try:
         for field, arch in checked:
             try:
-                model = build_model(arch, data.input_shape, data.n_classes)
+                model = build_model(arch, data.input_shape, data.n_classes, data.input_dtype)
             except InfeasibleArchitecture:
                 continue  # the user's documented way to skip a combination
             except (ValueError, TypeError) as exc:
@@ -126,6 +136,29 @@ def _check_input_rank(
             raise ConfigError(
                 f"{field}: model family {arch['family']!r} takes (C, H, W) images; the data's "
                 f"inputs have shape {tuple(shape)} (use {use})"
+            )
+
+
+def _check_ids(
+    shape: tuple[int, ...],
+    student: Mapping[str, Any],
+    teacher: Mapping[str, Any] | None,
+    augment: bool,
+) -> None:
+    """Integer ids (tokens, categories) need a builder that embeds them, the teacher's
+    included, and no image augmentation."""
+    if augment:
+        raise ConfigError(
+            f"train.augment: crops and flips images; the data's inputs are integer ids of shape "
+            f"{tuple(shape)} (set train.augment.padding: 0 and flip: false)"
+        )
+    for field, arch in (("space.arch", student), ("teacher.arch", teacher)):
+        if arch is not None and arch.get("family") not in IDS_FAMILIES:
+            use = "family custom, or space.distill.enabled: [false]"
+            raise ConfigError(
+                f"{field}: model family {arch.get('family')!r} takes float inputs; the data's "
+                f"inputs are integer ids of shape {tuple(shape)} (use "
+                f"{use if field == 'teacher.arch' else 'family custom'})"
             )
 
 

@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import torch
 from torch import nn
 
 ModelBuilder = Callable[[Mapping[str, Any], tuple[int, int, int], int], nn.Module]
@@ -134,10 +135,17 @@ def describe_arch(arch: Mapping[str, Any]) -> str:
     return family.description(arch) if family else str(arch.get("family"))
 
 
-def build_model(arch: Mapping[str, Any], input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
+def build_model(
+    arch: Mapping[str, Any],
+    input_shape: tuple[int, ...],
+    n_classes: int,
+    input_dtype: torch.dtype = torch.float32,
+) -> nn.Module:
     """Build the model that ``arch`` describes for inputs of ``input_shape``: (C, H, W) images
     for the image families, any shape (e.g. (F,) features) for ``custom``, ``mlp`` and
-    ``lenet300100`` and for families registered by plugins."""
+    ``lenet300100`` and for families registered by plugins. Inputs are float32 but for
+    ``custom``, whose builder may take integer ids (``input_dtype`` int64: token or category
+    indices for an ``nn.Embedding``)."""
     _load_builtin_families()
     if "family" not in arch:
         raise ValueError(f"arch needs a 'family' key; allowed: {', '.join(sorted(_REGISTRY))}")
@@ -157,11 +165,20 @@ def build_model(arch: Mapping[str, Any], input_shape: tuple[int, ...], n_classes
     if isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 1:
         raise ValueError(f"n_classes must be a positive int, got {n_classes!r}")
     fields = {key: value for key, value in arch.items() if key != "family"}
-    return _REGISTRY[family].build(fields, shape, n_classes)
+    if input_dtype.is_floating_point:
+        return _REGISTRY[family].build(fields, shape, n_classes)
+    if family not in IDS_FAMILIES:
+        raise ValueError(
+            f"model family {family!r} takes float inputs; the data's inputs are integer ids "
+            f"({input_dtype}) (use family custom, whose builder can embed them)"
+        )
+    return _REGISTRY[family].build(fields, shape, n_classes, input_dtype=input_dtype)
 
 
 # The built-in families whose models take (C, H, W) images only.
 IMAGE_FAMILIES = frozenset({"cnn", "nb201", "lenet5", "torchvision", "timm"})
+# The families whose models may take integer ids (the builder says how to embed them).
+IDS_FAMILIES = frozenset({"custom"})
 
 
 def _checked_input_shape(input_shape: tuple[int, ...]) -> tuple[int, ...]:

@@ -251,21 +251,29 @@ def check_arguments(
         )
 
 
-def check_output(model: Any, input_shape: tuple[int, ...], n_classes: int, who: str) -> None:
+def check_output(
+    model: Any,
+    input_shape: tuple[int, ...],
+    n_classes: int,
+    who: str,
+    input_dtype: torch.dtype = torch.float32,
+) -> None:
     """Raise :class:`UserCodeError` unless ``model`` is an ``nn.Module`` mapping a batch of
     ``input_shape`` to ``(batch, n_classes)`` logits. Eval mode and no_grad: no BatchNorm
-    statistics change and no random number is drawn, so checking never changes a trial."""
+    statistics change and no random number is drawn, so checking never changes a trial. The
+    probe is zeros of ``input_dtype`` (id 0 for integer ids)."""
     if not isinstance(model, nn.Module):
         raise UserCodeError(f"{who} returned a {type(model).__name__}, not a torch.nn.Module")
     was_training = model.training
-    probe = torch.zeros(2, *input_shape)
+    probe = torch.zeros(2, *input_shape, dtype=input_dtype)
     try:
         model.eval()
         with torch.no_grad():
             output = model(probe)
     except Exception as exc:
+        kind = "" if input_dtype == torch.float32 else f" {input_dtype} (integer ids)"
         raise UserCodeError(
-            f"the model from {who} fails on a batch of shape {tuple(probe.shape)}: "
+            f"the model from {who} fails on a batch of shape {tuple(probe.shape)}{kind}: "
             f"{type(exc).__name__}: {exc}"
         ) from None
     finally:
@@ -297,7 +305,10 @@ class CustomArchSpace(ExternalArchSpace):
 
 @register_model("custom", space=CustomArchSpace, describe=_describe("builder"))
 def build_custom(
-    fields: Mapping[str, Any], input_shape: tuple[int, ...], n_classes: int
+    fields: Mapping[str, Any],
+    input_shape: tuple[int, ...],
+    n_classes: int,
+    input_dtype: torch.dtype = torch.float32,
 ) -> nn.Module:
     arguments = dict(fields)
     path = arguments.pop("builder", None)
@@ -318,7 +329,7 @@ def build_custom(
             f"{who} raised {type(exc).__name__}: {exc} (called with "
             f"{', '.join(f'{k}={v!r}' for k, v in called.items())})"
         ) from None
-    check_output(model, input_shape, n_classes, who)
+    check_output(model, input_shape, n_classes, who, input_dtype)
     return model
 
 

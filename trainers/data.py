@@ -63,6 +63,11 @@ class DataSplits:
     # The splits as the training loop reads them (trainers/split.py); a streamed dataset's
     # StreamedSplits has the same three.
     @property
+    def input_dtype(self) -> torch.dtype:
+        """What the model is fed: float32, or int64 for integer ids (``Normalise.ids``)."""
+        return self.train_x.dtype
+
+    @property
     def train(self) -> TensorSplit:
         return TensorSplit(self.train_x, self.train_y)
 

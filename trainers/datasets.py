@@ -219,19 +219,41 @@ class SampleFormat:
     scale: float  # 255 for uint8 images (to [0, 1]); 1 for anything else, used as given
     image_size: int | None
 
+    @property
+    def ids(self) -> bool:
+        """Integer ids (tokens, categories): fed to the model as int64, not normalised."""
+        return is_ids(self.dtype)
+
+
+def is_ids(dtype: torch.dtype) -> bool:
+    """An input of integer ``dtype`` other than uint8 (pixels) and bool (flags) holds ids: token,
+    category or item indices that an ``nn.Embedding`` looks up, as they are."""
+    return not dtype.is_floating_point and not dtype.is_complex and dtype not in _NOT_IDS
+
+
+_NOT_IDS = (torch.uint8, torch.bool)
+
 
 def prepare_input(value: Any, image_size: int | None, field: str, index: int) -> Tensor:
     """A sample's input in its own dtype: an (H, W) image as (1, H, W), a (C, H, W) image
     resized when ``image_size``, a vector of features (F,) or any other tensor as it is (its
-    first dimension is its channels for the normalisation)."""
+    first dimension is its channels for the normalisation); integer ids of any shape as they
+    are."""
     if not isinstance(value, Tensor):
         raise DatasetError(
             f"{field}: sample {index} must be (input tensor, integer label); its input is a "
             f"{type(value).__name__} (give a torch tensor or a PIL image)"
         )
-    image = value.unsqueeze(0) if value.dim() == 2 else value
-    if image.dim() == 0:
+    if value.dim() == 0:
         raise DatasetError(f"{field}: sample {index}'s input is a 0-d tensor; it needs a shape")
+    if is_ids(value.dtype):
+        if image_size is not None:
+            raise DatasetError(
+                f"{field}: image_size resizes images; sample {index}'s input holds integer ids "
+                f"({value.dtype}) (leave data.image_size unset, or give images as uint8 or float)"
+            )
+        return value
+    image = value.unsqueeze(0) if value.dim() == 2 else value
     if image_size is not None and image.dim() != 3:
         raise DatasetError(
             f"{field}: image_size resizes (C, H, W) or (H, W) images; sample {index}'s input "

@@ -21,8 +21,13 @@ class Normalise:
     std: Tensor
     scale: float
     sample_dim: int = 3
+    # Integer ids (token, category or item indices: an integer dtype other than uint8): given
+    # to the model as they are, as int64, since an ``nn.Embedding`` looks them up.
+    ids: bool = False
 
     def __call__(self, x: Tensor) -> Tensor:
+        if self.ids:
+            return x.to(torch.int64, copy=True)
         rest = (1,) * (self.sample_dim - 1)
         shape = (-1, *rest) if x.dim() == self.sample_dim else (1, -1, *rest)
         scaled = x.to(torch.float32, copy=True).div_(self.scale)
@@ -30,7 +35,10 @@ class Normalise:
 
     def describe(self) -> dict[str, Any]:
         """The recipe as plain data (an export's ``preprocess.json``)."""
+        if self.ids:
+            return {"input_dtype": "int64", "ids": True}
         return {
+            "input_dtype": "float32",
             "scale": self.scale,
             "mean": [float(v) for v in self.mean.flatten()],
             "std": [float(v) for v in self.std.flatten()],

@@ -51,11 +51,11 @@ def predict_costs(config: Mapping[str, Any] | TrialConfig) -> dict[str, float]:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         try:
-            model = build_model(cfg.arch, data.input_shape, data.n_classes)
+            model = build_model(cfg.arch, data.input_shape, data.n_classes, data.input_dtype)
         except InfeasibleArchitecture:
             return {}
         if cfg.prune.method != "none" and cfg.prune.ratio > 0:
-            example = torch.zeros(2, *data.input_shape)
+            example = torch.zeros(2, *data.input_shape, dtype=data.input_dtype)
             try:
                 make_pruner(model, cfg.prune, example).update(1.0)
             except PruningError:
@@ -71,5 +71,5 @@ def predict_costs(config: Mapping[str, Any] | TrialConfig) -> dict[str, float]:
             "params": float(count_params(model)),
             "nonzero_params": float(count_nonzero_params(model)),
             "size_bytes": float(model_size_bytes(model, coding=cfg.measure.coding)),
-            "macs": float(count_macs(model, data.input_shape)),
+            "macs": float(count_macs(model, data.input_shape, data.input_dtype)),
         }

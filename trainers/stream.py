@@ -109,6 +109,11 @@ class StreamedSplits:
     normalise: Normalise | None = None  # how the inputs were normalised
     classes: tuple[str, ...] = ()  # each label's name, where the dataset says
 
+    @property
+    def input_dtype(self) -> torch.dtype:
+        """What the model is fed: float32, or int64 for integer ids (``Normalise.ids``)."""
+        return torch.int64 if self.normalise is not None and self.normalise.ids else torch.float32
+
     def reading(self, settings: LoaderSettings) -> StreamedSplits:
         """These splits as a trial reads them: same datasets (no copy), its loader settings."""
 

@@ -146,7 +146,7 @@ def train_teacher(
 
 
 def build_teacher(teacher: TeacherConfig, data: Data, state: StateDict | None = None) -> nn.Module:
-    model = build_model(teacher.arch, data.input_shape, data.n_classes)
+    model = build_model(teacher.arch, data.input_shape, data.n_classes, data.input_dtype)
     if state is not None:
         model.load_state_dict(state)
     return model

@@ -140,7 +140,7 @@ def run_trial(
     data = for_trial(cfg.data.load(threads=cfg.threads), cfg.device, cfg.threads)
     seed_everything(cfg.seed)
     try:
-        model = build_model(cfg.arch, data.input_shape, data.n_classes)
+        model = build_model(cfg.arch, data.input_shape, data.n_classes, data.input_dtype)
     except InfeasibleArchitecture as exc:
         return TrialOutcome(status=STATUS_INFEASIBLE, reason=str(exc))
     started_from = None
@@ -478,7 +478,9 @@ class _Trial:
 
     def _measure(self, info: dict[str, str]) -> dict[str, float]:
         model, shape, measure = self.model, self.data.input_shape, self.cfg.measure
+        dtype = self.data.input_dtype
         timing = {
+            "input_dtype": dtype,
             "n_warmup": measure.n_warmup,
             "n_repeat": measure.n_repeat,
             "device": self.cfg.device,
@@ -506,7 +508,7 @@ class _Trial:
             "params": count_params(model),
             "nonzero_params": count_nonzero_params(model),
             "size_bytes": model_size_bytes(model, coding=measure.coding),
-            "macs": count_macs(model, shape),
+            "macs": count_macs(model, shape, dtype),
             "latency_ms": measure_latency_ms(timed, shape, batch_size=1, **timing),
             "latency_batch_ms": measure_latency_ms(
                 timed, shape, batch_size=measure.latency_batch_size, **timing

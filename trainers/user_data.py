@@ -34,6 +34,7 @@ from nascomp.trainers.normalise import Normalise
 from nascomp.trainers.stream import NormalisedInputs, StreamedSplit, StreamedSplits
 
 FLOAT32_BYTES = 4
+INT64_BYTES = 8
 # The default budget: this share of the machine's memory, divided among the trials that can
 # run on it at once; the rest is for the models, the optimizer, Ray and the OS.
 MEMORY_SHARE = 0.25
@@ -83,8 +84,8 @@ def memory_budget_bytes(memory_budget_mb: int | None, threads: int) -> int:
 
 
 def in_memory_bytes(n_samples: int, sample: SampleFormat) -> int:
-    """What the in-memory form holds: every sample as normalised float32."""
-    return n_samples * math.prod(sample.shape) * FLOAT32_BYTES
+    """What the in-memory form holds: every sample as normalised float32 (ids as int64)."""
+    return n_samples * math.prod(sample.shape) * (INT64_BYTES if sample.ids else FLOAT32_BYTES)
 
 
 def _load(
@@ -118,7 +119,7 @@ def _load(
     )
     shape = sample.shape
     mean, std = channel_stats(train_scan, parts.dev, math.prod(shape[1:]))
-    normalise = Normalise(mean, std, sample.scale, sample_dim=len(shape))
+    normalise = Normalise(mean, std, sample.scale, sample_dim=len(shape), ids=sample.ids)
     # (dataset, its reading pass, positions) of each split; a held-out test comes from train.
     test_part = (train, train_scan, parts.test) if parts.test is not None else None
     if test_part is None:

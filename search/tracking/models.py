@@ -57,13 +57,15 @@ def save_onnx_model(onnx_bytes: bytes, folder: Path, example: np.ndarray) -> Pat
 
     model = onnx.load_model_from_string(onnx_bytes)
     session = onnxruntime.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
-    inputs = {session.get_inputs()[0].name: example.astype(np.float32)}
+    # float inputs as float32; integer ids (an embedding's input) as int64
+    example = example.astype(np.int64 if np.issubdtype(example.dtype, np.integer) else np.float32)
+    inputs = {session.get_inputs()[0].name: example}
     logits = session.run(None, inputs)[0]
     path = folder / ONNX_MODEL_DIR
     mlflow.onnx.save_model(
         model,
         str(path),
-        signature=infer_signature(example.astype(np.float32), logits),
+        signature=infer_signature(example, logits),
         pip_requirements=[f"onnx=={onnx.__version__}", f"onnxruntime=={onnxruntime.__version__}"],
         save_as_external_data=False,  # one file: model.onnx is the file to ship
         onnx_execution_providers=["CPUExecutionProvider"],

@@ -53,6 +53,29 @@ USER_MODULE = textwrap.dedent(
         saved = np.load("digits.npz")
         inputs = torch.tensor(saved["images"], dtype=torch.float32).reshape(-1, 1, 8, 8) / 16
         return TensorDataset(inputs, torch.tensor(saved["labels"])), None
+
+    def digit_tokens():
+        # Each digit as a sequence of 64 ids: its pixels' ink levels, 0 to 16.
+        import numpy as np
+        import torch
+        from torch.utils.data import TensorDataset
+
+        saved = np.load("digits.npz")
+        ids = torch.tensor(saved["images"], dtype=torch.int64)
+        return TensorDataset(ids, torch.tensor(saved["labels"])), None
+
+    class TokenNet(nn.Module):
+        def __init__(self, length, n_classes, dim, hidden):
+            super().__init__()
+            self.embed = nn.Embedding(17, dim)
+            self.fc = nn.Linear(length * dim, hidden)
+            self.head = nn.Linear(hidden, n_classes)
+
+        def forward(self, x):
+            return self.head(self.fc(self.embed(x).flatten(1)).relu())
+
+    def token_net(input_shape, n_classes, dim=4, hidden=32):
+        return TokenNet(input_shape[0], n_classes, dim, hidden)
     """
 )
 
@@ -167,6 +190,64 @@ def test_search_reproduce_and_export_a_model_the_user_brings(
         logged = mlflow.pytorch.load_model(f"runs:/{reproduced.info.run_id}/model").eval()
         with torch.no_grad():
             assert torch.equal(load_exported(export)(inputs), logged(inputs))
+
+
+def test_a_search_on_integer_ids_ships_an_int64_model(
+    tmp_path: Path, teacher_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Token ids (the digits' pixels as ids 0 to 16) for the user's embedding model: the search
+    trains, compresses and logs it with its MLflow ONNX model, and the export ships an int64
+    input with a recipe that says so."""
+    experiment_yaml = textwrap.dedent(
+        """
+            data: {name: custom, factory: "brought_models:digit_tokens", max_train_samples: 600}
+            space:
+              arch: {family: custom, builder: "brought_models:token_net", hidden: [16, 32]}
+              prune: {method: structured, ratio: 0.5}
+              quant: {bits: 8}
+              distill: {enabled: false}
+            train: {epochs: 2, prune_epochs: 1, qat_epochs: 1, batch_size: 64}
+            measure: {n_warmup: 1, n_repeat: 3, latency_batch_size: 8}
+            search: {trials: 2, concurrent: 2, sampler: random}
+            """
+    )
+    with user_search(tmp_path, teacher_cache, experiment_yaml) as (uri, env):
+        client = MlflowClient(uri)
+        experiment = client.get_experiment_by_name("nascomp")
+        trials = client.search_runs([experiment.experiment_id], "tags.`nascomp.trial_id` != ''")
+        assert len(trials) == 2
+        for run in trials:
+            assert run.data.tags.get("nascomp.status", "ok") == "ok", run.data.tags
+            assert run.data.tags["nascomp.latency_form"] == "onnxruntime int8-qdq"
+            assert run.data.metrics["val_accuracy"] > 0.2  # it learns: 10 classes, chance 0.1
+            artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+            assert "onnx_model" in artifacts, artifacts  # MLflow took the int64 signature
+        source_id = trials[0].info.run_id
+        export = tmp_path / "export"
+        again = nascomp(
+            "reproduce", source_id, "--export", str(export), "--tracking-uri", uri,
+            cwd=tmp_path, env=env,
+        )  # fmt: skip
+        assert again.returncode == 0, again.stderr[-3000:]
+        assert "warning" not in again.stdout
+    recipe = json.loads((export / "preprocess.json").read_text())
+    assert (recipe["input_dtype"], recipe["ids"], recipe["input_shape"]) == ("int64", True, [64])
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(export / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].type == "tensor(int64)"
+    monkeypatch.chdir(tmp_path)
+    from nascomp.search.export import load_exported
+    from nascomp.trainers.config import TrialConfig
+
+    config = TrialConfig.from_flat(json.loads((export / "trial_config.json").read_text()))
+    inputs = config.data.load().test.head(32)
+    assert inputs.dtype == torch.int64
+    logits = session.run(None, {session.get_inputs()[0].name: inputs.numpy()})[0]
+    with torch.no_grad():
+        exported = load_exported(export)(inputs)
+    agreement = (torch.from_numpy(logits).argmax(1) == exported.argmax(1)).float().mean()
+    assert float(agreement) >= 0.9  # the int8 file against the float-folded model
 
 
 def test_per_layer_bit_widths_on_the_users_model(tmp_path: Path, teacher_cache: Path) -> None:
