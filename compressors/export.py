@@ -38,6 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from nascomp.compressors.entropy import decode_codes
+from nascomp.compressors.layers import CONV_LAYERS, is_conv
 from nascomp.compressors.quantization import (
     VALID_BITS,
     ActivationFakeQuant,
@@ -215,10 +216,10 @@ def round_to_storage(model: nn.Module) -> nn.Module:
 
 # ---------------------------------------------------------------- skeletons
 
-# The attributes structured pruning changes, per layer type (Conv2d and Linear include the
-# Quant* subclasses).
-_SHAPE_FIELDS: tuple[tuple[type[nn.Module], tuple[str, ...]], ...] = (
-    (nn.Conv2d, ("in_channels", "out_channels", "groups")),
+# The attributes structured pruning changes, per layer type (the convolutions and Linear include
+# the Quant* subclasses).
+_SHAPE_FIELDS: tuple[tuple[type[nn.Module] | tuple[type[nn.Module], ...], tuple[str, ...]], ...] = (
+    (CONV_LAYERS, ("in_channels", "out_channels", "groups")),
     (nn.Linear, ("in_features", "out_features")),
     (nn.modules.batchnorm._BatchNorm, ("num_features",)),
 )
@@ -232,7 +233,7 @@ def _shape_fields(module: nn.Module) -> tuple[str, ...]:
 
 
 def layer_shapes(model: nn.Module) -> dict[str, dict[str, int]]:
-    """Channel counts of every Conv2d / Linear / BatchNorm, by module name: with the
+    """Channel counts of every convolution / Linear / BatchNorm, by module name: with the
     architecture, what rebuilds a structurally pruned skeleton (JSON-able)."""
     return {
         name: {field: int(getattr(module, field)) for field in fields}
@@ -248,7 +249,7 @@ def _resized(module: nn.Module, counts: dict[str, int]) -> nn.Module:
     resized = copy.deepcopy(module)
     for field, value in counts.items():
         setattr(resized, field, value)
-    if isinstance(module, nn.Conv2d):
+    if is_conv(module):
         per_group = counts["in_channels"] // counts["groups"]
         shapes = {
             "weight": (counts["out_channels"], per_group, *module.kernel_size),

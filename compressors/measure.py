@@ -9,6 +9,8 @@ import time
 import torch
 from torch import Tensor, nn
 
+from nascomp.compressors.layers import WEIGHT_LAYERS
+
 
 def count_params(model: nn.Module) -> int:
     """Number of parameter elements (shared Parameters counted once)."""
@@ -30,9 +32,9 @@ def _layer_macs(module: nn.Module, output: Tensor) -> int:
     return output.numel() * module.in_features
 
 
-# The layers whose multiply-accumulates are counted; transposed convolutions, attention's
-# matrix products and embeddings' look-ups are not.
-_COUNTED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+# The layers whose multiply-accumulates are counted (``compressors.layers``); transposed
+# convolutions, attention's matrix products and embeddings' look-ups are not.
+_COUNTED = WEIGHT_LAYERS
 
 
 def count_macs(

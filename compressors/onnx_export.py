@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from nascomp.compressors.layers import is_conv, is_weight_layer
 from nascomp.compressors.quantization import freeze_fake_quant
 
 OPSET = 17
@@ -261,7 +262,7 @@ CONV_SYM_MIN_OUTPUT = 16
 CONV_SYM_OUTPUT_MULTIPLE = 8
 
 
-# The ONNX ops a Conv2d / Linear module exports to.
+# The ONNX ops a convolution / Linear module exports to.
 _LAYER_OPS = {"conv": ("Conv",), "linear": ("Gemm", "MatMul")}
 
 
@@ -296,20 +297,20 @@ def _chosen_nodes(path: Path, int8_layers: Sequence[tuple[str, bool]]) -> list[s
     ):
         raise ValueError(
             f"the ONNX file's weight layers ({', '.join(op for _, op in nodes)}) do not match "
-            f"the model's Conv2d / Linear calls ({', '.join(kinds)})"
+            f"the model's convolution / Linear calls ({', '.join(kinds)})"
         )
     return [name for (name, _), (_, int8) in zip(nodes, int8_layers, strict=True) if int8]
 
 
 def layer_order(model: nn.Module, example: Tensor) -> list[tuple[str, str]]:
-    """``model``'s Conv2d and Linear modules as (name, ``conv`` or ``linear``) in the order one
+    """``model``'s convolution and Linear modules as (name, ``conv`` or ``linear``) in the order one
     forward pass calls them. ValueError when one is called more than once (a shared layer has
     one ONNX node per call, so positions would not match modules)."""
     calls: list[tuple[str, str]] = []
     hooks = []
     for name, module in model.named_modules():
-        if isinstance(module, nn.Conv2d | nn.Linear):
-            call = (name, "conv" if isinstance(module, nn.Conv2d) else "linear")
+        if is_weight_layer(module):
+            call = (name, "conv" if is_conv(module) else "linear")
             hooks.append(module.register_forward_pre_hook(lambda *_, c=call: calls.append(c)))
     try:
         with torch.no_grad():
@@ -417,7 +418,7 @@ class OnnxForm:
     precision: str  # fp32, int8-qdq, int8-qdq mixed (...), or fp32-folded-<bits>bit
     exporter: str
     module: OnnxModule
-    # Mixed widths: the form each Conv2d / Linear runs in, by module name (int8, fp32, or
+    # Mixed widths: the form each convolution / Linear runs in, by module name (int8, fp32, or
     # fp32-folded-<bits>bit); empty for a model at one width.
     layers: dict[str, str] = field(default_factory=dict)
 
@@ -439,7 +440,7 @@ def onnx_form(
     """The file that ships for a (QAT) model: int8 QDQ for 8-bit weights and activations, else
     fp32 (weights at other widths folded in: no ONNX Runtime CPU kernel runs them).
 
-    ``layer_bits`` (mixed precision: each Conv2d / Linear's weight width by module name, as
+    ``layer_bits`` (mixed precision: each convolution / Linear's weight width by module name, as
     ``weight_bits_by_layer`` gives it; ``bits`` is then ignored): with 8-bit activations the
     layers at 8 bits run int8 and the others float with their widths folded in (``int8-qdq
     mixed``); with no layer at 8 bits, or a file whose layers cannot be matched to the modules

@@ -1,4 +1,4 @@
-"""Magnitude pruning of Conv2d / Linear weights on a cubic schedule.
+"""Magnitude pruning of convolution / Linear weights on a cubic schedule.
 
 Three concerns are kept apart (Torch-Pruning's lesson):
 
@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from nascomp.compressors.compat import torch_pruning as tp_compat
+from nascomp.compressors.layers import is_weight_layer
 from nascomp.compressors.shapes import packed_attention_heads, sync_attributes
 
 PRUNE_METHODS = ("none", "unstructured", "structured")
@@ -88,7 +89,7 @@ def ignored_layers(model: nn.Module, patterns: tuple[str, ...]) -> list[nn.Modul
     for pattern in patterns:
         matched = [name for name in names if fnmatch.fnmatchcase(name, pattern)]
         if not matched:
-            layers = [n for n, m in modules.items() if isinstance(m, (nn.Conv2d, nn.Linear))]
+            layers = [n for n, m in modules.items() if is_weight_layer(m)]
             raise ValueError(
                 f"prune.ignore: {pattern!r} names no layer of the model; its layers include "
                 f"{', '.join(layers[:3] + layers[-2:])}"
@@ -98,12 +99,10 @@ def ignored_layers(model: nn.Module, patterns: tuple[str, ...]) -> list[nn.Modul
 
 
 def prunable_layers(model: nn.Module, ignore: tuple[str, ...] = ()) -> list[nn.Module]:
-    """Conv2d and Linear layers in module order (Quant* subclasses included), less those inside
-    an ignored module."""
+    """Convolution and Linear layers (``compressors.layers``) in module order (Quant* subclasses
+    included), less those inside an ignored module."""
     skipped = {id(m) for top in ignored_layers(model, ignore) for m in top.modules()}
-    return [
-        m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)) and id(m) not in skipped
-    ]
+    return [m for m in model.modules() if is_weight_layer(m) and id(m) not in skipped]
 
 
 class Pruner:

@@ -1,4 +1,5 @@
-"""Quantization-aware training by fake quantization of Conv2d / Linear layers.
+"""Quantization-aware training by fake quantization of convolution (1d, 2d, 3d) and Linear
+layers (``compressors.layers``).
 
 Weights: symmetric, per output channel (dim 0), ``scale_c = max|w_c| / (2**(bits-1) - 1)``,
 so a channel takes at most ``2**bits - 1`` levels and zero stays exactly zero (pruning masks
@@ -6,9 +7,9 @@ survive quantization). Gradients pass through the rounding unchanged (straight-t
 estimator). Input activations: asymmetric unsigned per-tensor quantization with an EMA min/max
 observer that learns in training mode and is frozen in eval mode.
 
-``prepare_qat`` swaps each Conv2d / Linear for a ``QuantConv2d`` / ``QuantLinear`` that holds
-the SAME ``nn.Parameter`` objects, so an optimizer built earlier and the pruner's masks (keyed
-by Parameter) keep working.
+``prepare_qat`` swaps each such layer for its ``QuantConv{1,2,3}d`` / ``QuantLinear`` twin,
+which holds the SAME ``nn.Parameter`` objects, so an optimizer built earlier and the pruner's
+masks (keyed by Parameter) keep working.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from nascomp.compressors.layers import WEIGHT_LAYER_NAMES, is_conv, is_weight_layer
 
 VALID_BITS = (2, 3, 4, 5, 6, 7, 8, 16, 32)
 VALID_ACT_BITS = (2, 3, 4, 5, 6, 7, 8, 32)
@@ -225,8 +228,22 @@ class _QuantMixin:
         return fake_quantize_weight(self.weight, self.weight_bits)  # type: ignore[attr-defined]
 
 
+class QuantConv1d(_QuantMixin, nn.Conv1d):
+    """Conv1d that fake-quantizes its weight and its input."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._conv_forward(self.input_quant(x), self.quantized_weight(), self.bias)
+
+
 class QuantConv2d(_QuantMixin, nn.Conv2d):
     """Conv2d that fake-quantizes its weight and its input."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._conv_forward(self.input_quant(x), self.quantized_weight(), self.bias)
+
+
+class QuantConv3d(_QuantMixin, nn.Conv3d):
+    """Conv3d that fake-quantizes its weight and its input."""
 
     def forward(self, x: Tensor) -> Tensor:
         return self._conv_forward(self.input_quant(x), self.quantized_weight(), self.bias)
@@ -241,8 +258,8 @@ class QuantLinear(_QuantMixin, nn.Linear):
 
 def _quant_twin(module: nn.Module, config: QuantConfig) -> nn.Module:
     """A Quant* layer with the same hyper-parameters that adopts ``module``'s Parameters."""
-    if isinstance(module, nn.Conv2d):
-        twin: nn.Module = QuantConv2d(
+    if is_conv(module):
+        twin: nn.Module = _QUANT_CONV[_conv_type(module)](
             module.in_channels,
             module.out_channels,
             module.kernel_size,
@@ -268,16 +285,28 @@ def _quant_twin(module: nn.Module, config: QuantConfig) -> nn.Module:
     return twin
 
 
+_QUANT_CONV: dict[type[nn.Module], type[nn.Module]] = {
+    nn.Conv1d: QuantConv1d,
+    nn.Conv2d: QuantConv2d,
+    nn.Conv3d: QuantConv3d,
+}
+
+
+def _conv_type(module: nn.Module) -> type[nn.Module]:
+    """The torch convolution class ``module`` is (or subclasses): Conv1d, Conv2d or Conv3d."""
+    return next(kind for kind in _QUANT_CONV if isinstance(module, kind))
+
+
 def _is_plain_float_layer(module: nn.Module) -> bool:
-    return isinstance(module, (nn.Conv2d, nn.Linear)) and not isinstance(module, _QuantMixin)
+    return is_weight_layer(module) and not isinstance(module, _QuantMixin)
 
 
 def prepare_qat(
     model: nn.Module, config: QuantConfig, layer_bits: Mapping[str, int] | None = None
 ) -> nn.Module:
-    """Make every Conv2d / Linear of ``model`` fake-quantize (in place); returns ``model``.
+    """Make every convolution / Linear of ``model`` fake-quantize (in place); returns ``model``.
 
-    ``layer_bits`` (mixed precision): a weight bit-width per Conv2d / Linear module name, in
+    ``layer_bits`` (mixed precision): a weight bit-width per convolution / Linear module name, in
     place of ``config.bits`` for those layers; a layer at 16 or 32 bits keeps float inputs.
     """
     if not isinstance(config, QuantConfig):
@@ -303,7 +332,7 @@ def _check_layer_bits(model: nn.Module, layer_bits: Mapping[str, int]) -> None:
     layers = {name for name, m in model.named_modules() if _is_plain_float_layer(m)}
     for name, bits in layer_bits.items():
         if name not in layers:
-            raise ValueError(f"layer_bits names {name!r}, not a Conv2d / Linear of the model")
+            raise ValueError(f"layer_bits names {name!r}, not a {WEIGHT_LAYER_NAMES} of the model")
         if isinstance(bits, bool) or bits not in VALID_BITS:
             raise ValueError(f"layer_bits[{name!r}] must be one of {VALID_BITS}, got {bits!r}")
 
@@ -359,9 +388,9 @@ def activation_bits(model: nn.Module) -> int:
 
 
 def _plain_twin(layer: nn.Module) -> nn.Module:
-    """A float Conv2d / Linear carrying ``layer``'s fake-quantized weight."""
-    if isinstance(layer, nn.Conv2d):
-        plain: nn.Module = nn.Conv2d(
+    """A float convolution / Linear carrying ``layer``'s fake-quantized weight."""
+    if is_conv(layer):
+        plain: nn.Module = _conv_type(layer)(
             layer.in_channels,
             layer.out_channels,
             layer.kernel_size,

@@ -15,8 +15,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from nascomp.compressors.layers import CONV_LAYERS
+
 # Layers whose tensors ``compressors.export.reshape_layers`` rebuilds from their channel counts.
-_COUNTED = (nn.Conv2d, nn.Linear, nn.modules.batchnorm._BatchNorm)
+_COUNTED = (*CONV_LAYERS, nn.Linear, nn.modules.batchnorm._BatchNorm)
 
 
 def sync_attributes(model: nn.Module) -> None:
@@ -63,7 +65,7 @@ def packed_attention_heads(model: nn.Module) -> dict[nn.Module, int]:
 
 
 def free_tensor_shapes(model: nn.Module) -> dict[str, list[int]]:
-    """The shape of every parameter and buffer that no Conv2d / Linear / BatchNorm holds, by
+    """The shape of every parameter and buffer that no convolution / Linear / BatchNorm holds, by
     its full name (JSON-able)."""
     shapes: dict[str, list[int]] = {}
     for module_name, module in model.named_modules():

@@ -1,6 +1,6 @@
 """Storage size of a compressed model: exactly the bytes ``export.save_compressed`` writes.
 
-With ``b`` the weight bit-width, for each Conv2d / Linear weight ``W`` with ``C`` output
+With ``b`` the weight bit-width, for each convolution / Linear weight ``W`` with ``C`` output
 channels, ``n = numel(W)`` and ``k`` its entries that are nonzero at ``b`` bits (pruned weights
 are exact zeros; a weight that rounds to code 0 is not stored either)::
 
@@ -42,6 +42,7 @@ import torch
 from torch import Tensor, nn
 
 from nascomp.compressors.entropy import encode_codes
+from nascomp.compressors.layers import is_weight_layer
 from nascomp.compressors.quantization import (
     VALID_BITS,
     quantize_weight_codes,
@@ -61,7 +62,7 @@ CODINGS = ("packed", "entropy")
 
 @dataclass(frozen=True)
 class StoredTensor:
-    """One state-dict entry as stored: ``is_weight`` marks a Conv2d / Linear weight."""
+    """One state-dict entry as stored: ``is_weight`` marks a convolution / Linear weight."""
 
     name: str
     tensor: Tensor
@@ -80,7 +81,7 @@ class PositionCode:
 
 def stored_tensors(model: nn.Module) -> list[StoredTensor]:
     """The state-dict entries a deployed model needs, in state-dict order."""
-    weight_ids = {id(m.weight) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+    weight_ids = {id(m.weight) for m in model.modules() if is_weight_layer(m)}
     return [
         StoredTensor(name, tensor.detach(), id(tensor) in weight_ids)
         for name, tensor in model.state_dict(keep_vars=True).items()
@@ -133,7 +134,7 @@ def stored_mask(weight: Tensor, bits: int) -> np.ndarray:
 
 
 def weight_bytes(weight: Tensor, bits: int) -> int:
-    """Bytes to store one Conv2d / Linear weight at ``bits`` (encoding + positions + values +
+    """Bytes to store one convolution / Linear weight at ``bits`` (encoding + positions + values +
     scales)."""
     mask = stored_mask(weight, bits)
     total = position_code(mask).n_bytes + math.ceil(bits * int(mask.sum()) / 8)

@@ -41,7 +41,7 @@ def test_layer_bits_all_float_is_a_no_op() -> None:
 
 
 def test_bad_layer_bits_name_the_problem() -> None:
-    with pytest.raises(ValueError, match="'1', not a Conv2d / Linear"):
+    with pytest.raises(ValueError, match="'1', not a Conv1d / Conv2d / Conv3d / Linear"):
         prepare_qat(_small(), QuantConfig(bits=8), {"1": 4})
     with pytest.raises(ValueError, match=r"layer_bits\['0'\] must be one of"):
         prepare_qat(_small(), QuantConfig(bits=8), {"0": 9})
