@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nascomp.compressors.layers import is_weight_layer
+from nascomp.compressors.layers import is_quantized_layer
 from nascomp.compressors.quantization import (
     SENSITIVITY_CRITERIA,
     VALID_BITS,
@@ -130,9 +130,9 @@ def average_bits(widths: Mapping[str, int], n_weights: Mapping[str, int]) -> flo
 
 
 def quantizable_layers(model: nn.Module) -> dict[str, nn.Module]:
-    """The weight layers of a float model (``compressors.layers``: convolutions and Linear),
-    by module name (what widths apply to)."""
-    return {name: module for name, module in model.named_modules() if is_weight_layer(module)}
+    """The quantized layers of a float model (``compressors.layers``: convolutions, Linear and
+    Embedding), by module name (what widths apply to)."""
+    return {name: module for name, module in model.named_modules() if is_quantized_layer(module)}
 
 
 @torch.no_grad()
@@ -142,9 +142,9 @@ def measure_sensitivity(
     batches: Sequence[tuple[Tensor, Tensor]],
     criterion: str = "kl",
 ) -> dict[str, dict[int, float]]:
-    """The cost on ``batches`` (inputs, labels) of each convolution / Linear layer alone having its
-    weights quantized at each width of ``widths`` (``criterion``: see the module's docstring);
-    a float model in, unchanged. 32 bits costs 0 by definition."""
+    """The cost on ``batches`` (inputs, labels) of each quantizable layer (convolution, Linear,
+    Embedding) alone having its weights quantized at each width of ``widths`` (``criterion``:
+    see the module's docstring); a float model in, unchanged. 32 bits costs 0 by definition."""
     for width in widths:
         if isinstance(width, bool) or width not in VALID_BITS:
             raise ValueError(f"widths must be in {VALID_BITS}, got {width!r}")
@@ -202,7 +202,7 @@ def _loss(model: nn.Module, batches: Sequence[tuple[Tensor, Tensor]]) -> float:
 
 
 def group_layer_bits(model: nn.Module, config: QuantConfig) -> dict[str, int]:
-    """``mixed="groups"``: each convolution / Linear takes the width of the group whose globs
+    """``mixed="groups"``: each quantizable layer takes the width of the group whose globs
     (``fnmatch`` over module names) it matches, else ``config.bits``. A layer matching two
     groups is an error; a group matching no layer is not (the architecture may lack it)."""
     widths: dict[str, int] = {}

@@ -96,7 +96,9 @@ def to_int8_deployable(
         raise RuntimeError(f"quantized engine {BACKEND!r} is not available in this torch build")
     torch.backends.quantized.engine = BACKEND
     float_model = freeze_fake_quant(copy.deepcopy(model)).cpu().eval()
-    mapping = QConfigMapping().set_global(_int8_qconfig())
+    # torch.ao quantizes embeddings only weight-only with float qparams; ours run as the
+    # float tables that hold their QAT-quantized rows.
+    mapping = QConfigMapping().set_global(_int8_qconfig()).set_object_type(nn.Embedding, None)
     with warnings.catch_warnings():
         # torch.ao.quantization is deprecated in favour of torchao, which has no int8 conv.
         warnings.simplefilter("ignore", DeprecationWarning)

@@ -38,7 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from nascomp.compressors.entropy import decode_codes
-from nascomp.compressors.layers import CONV_LAYERS, is_conv
+from nascomp.compressors.layers import CONV_LAYERS, active_layer_kinds, is_conv
 from nascomp.compressors.quantization import (
     VALID_BITS,
     ActivationFakeQuant,
@@ -380,7 +380,9 @@ def _decode_weight(reader: _Reader, shape: torch.Size, bits: int) -> Tensor:
 def _prepare_skeleton(skeleton: nn.Module, bits: int, act_bits: int) -> None:
     prepared = set(weight_bits_by_layer(skeleton).values())
     if not prepared and bits < 32:
-        prepare_qat(skeleton, QuantConfig(bits=bits, act_bits=act_bits))
+        prepare_qat(
+            skeleton, QuantConfig(bits=bits, act_bits=act_bits, layers=active_layer_kinds())
+        )
     elif prepared and prepared != {bits}:
         shown = prepared.pop() if len(prepared) == 1 else sorted(prepared)
         raise ValueError(f"model_skeleton is prepared at {shown} bits, file has {bits}")
@@ -398,7 +400,9 @@ def _prepare_layered_skeleton(skeleton: nn.Module, widths: list[int], act_bits: 
             )
         return
     by_layer = {layer_name(entry): bits for entry, bits in zip(weights, widths, strict=True)}
-    prepare_qat(skeleton, QuantConfig(bits=32, act_bits=act_bits), by_layer)
+    prepare_qat(
+        skeleton, QuantConfig(bits=32, act_bits=act_bits, layers=active_layer_kinds()), by_layer
+    )
 
 
 def _read_header(

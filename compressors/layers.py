@@ -3,23 +3,70 @@
 Convolutions of any rank (Conv1d for text and audio, Conv2d for images, Conv3d for video and
 volumes) and Linear layers: each has a ``weight`` whose first dimension is its output channels,
 which magnitude pruning zeroes, structured pruning narrows, QAT quantizes per channel, and the
-compressed artifact codes. Their quantization-aware twins (``compressors.quantization``) are
-subclasses, so ``isinstance`` finds them too.
+compressed artifact codes. Embedding tables (a row per id: their first dimension too) are
+quantized per row and coded the same way; pruning leaves them to torch-pruning's dependency
+graph (structured) and whole (unstructured), and they cost no multiply-accumulates. The
+quantization-aware twins (``compressors.quantization``) are subclasses, so ``isinstance`` finds
+them too.
+
+Trials logged before Conv1d, Conv3d and Embedding were compressed compressed Conv2d and Linear
+alone; their configs say so (``quant.layers`` absent: :data:`LEGACY`), and a trial, its export
+and ``load_exported`` run inside :func:`layer_kinds` of the config, so that they reproduce
+exactly. Anything outside such a block sees every kind (:data:`ALL`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
 from torch import nn
 
+ALL = "all"
+LEGACY = "conv2d_linear"  # before 2026-12-03
+LAYER_KINDS = (ALL, LEGACY)
+
 CONV_LAYERS: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-WEIGHT_LAYERS: tuple[type[nn.Module], ...] = (*CONV_LAYERS, nn.Linear)
+_WEIGHT_LAYERS = {ALL: (*CONV_LAYERS, nn.Linear), LEGACY: (nn.Conv2d, nn.Linear)}
+_QUANTIZED_LAYERS = {ALL: (*_WEIGHT_LAYERS[ALL], nn.Embedding), LEGACY: _WEIGHT_LAYERS[LEGACY]}
 # How the layers are named in messages and docs.
-WEIGHT_LAYER_NAMES = "Conv1d / Conv2d / Conv3d / Linear"
+QUANTIZED_LAYER_NAMES = "Conv1d / Conv2d / Conv3d / Linear / Embedding"
+
+_KINDS: ContextVar[str] = ContextVar("nascomp_layer_kinds", default=ALL)
+
+
+@contextmanager
+def layer_kinds(kinds: str) -> Iterator[None]:
+    """Within the block, the layers compressed are those of ``kinds`` (:data:`LAYER_KINDS`)."""
+    if kinds not in LAYER_KINDS:
+        raise ValueError(f"layers must be one of {', '.join(LAYER_KINDS)}, got {kinds!r}")
+    token = _KINDS.set(kinds)
+    try:
+        yield
+    finally:
+        _KINDS.reset(token)
+
+
+def active_layer_kinds() -> str:
+    """The kinds in force here: the innermost :func:`layer_kinds`, else :data:`ALL`."""
+    return _KINDS.get()
+
+
+def weight_layers() -> tuple[type[nn.Module], ...]:
+    """The layer types whose weights are pruned, quantized and coded (and whose MACs count)."""
+    return _WEIGHT_LAYERS[_KINDS.get()]
 
 
 def is_weight_layer(module: nn.Module) -> bool:
     """A layer whose weight nascomp prunes, quantizes and codes."""
-    return isinstance(module, WEIGHT_LAYERS)
+    return isinstance(module, weight_layers())
+
+
+def is_quantized_layer(module: nn.Module) -> bool:
+    """A layer whose weight (or table) QAT quantizes per channel (row) and the artifact codes:
+    the weight layers and embeddings."""
+    return isinstance(module, _QUANTIZED_LAYERS[_KINDS.get()])
 
 
 def is_conv(module: nn.Module) -> bool:

@@ -9,7 +9,7 @@ import time
 import torch
 from torch import Tensor, nn
 
-from nascomp.compressors.layers import WEIGHT_LAYERS
+from nascomp.compressors.layers import is_weight_layer
 
 
 def count_params(model: nn.Module) -> int:
@@ -32,11 +32,6 @@ def _layer_macs(module: nn.Module, output: Tensor) -> int:
     return output.numel() * module.in_features
 
 
-# The layers whose multiply-accumulates are counted (``compressors.layers``); transposed
-# convolutions, attention's matrix products and embeddings' look-ups are not.
-_COUNTED = WEIGHT_LAYERS
-
-
 def count_macs(
     model: nn.Module, input_shape: tuple[int, ...], input_dtype: torch.dtype = torch.float32
 ) -> int:
@@ -53,7 +48,9 @@ def count_macs(
         nonlocal total
         total += _layer_macs(module, output)
 
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, _COUNTED)]
+    # The weight layers (``compressors.layers``); transposed convolutions, attention's matrix
+    # products and embeddings' look-ups are not counted.
+    handles = [m.register_forward_hook(hook) for m in model.modules() if is_weight_layer(m)]
     device = _model_device(model)
     was_training = model.training
     try:

@@ -1,13 +1,15 @@
-"""Quantization-aware training by fake quantization of convolution (1d, 2d, 3d) and Linear
-layers (``compressors.layers``).
+"""Quantization-aware training by fake quantization of convolution (1d, 2d, 3d), Linear and
+Embedding layers (``compressors.layers``).
 
 Weights: symmetric, per output channel (dim 0), ``scale_c = max|w_c| / (2**(bits-1) - 1)``,
 so a channel takes at most ``2**bits - 1`` levels and zero stays exactly zero (pruning masks
 survive quantization). Gradients pass through the rounding unchanged (straight-through
 estimator). Input activations: asymmetric unsigned per-tensor quantization with an EMA min/max
-observer that learns in training mode and is frozen in eval mode.
+observer that learns in training mode and is frozen in eval mode. An embedding's table is
+quantized per row (an id's vector) and its input, ids, is not.
 
-``prepare_qat`` swaps each such layer for its ``QuantConv{1,2,3}d`` / ``QuantLinear`` twin,
+``prepare_qat`` swaps each such layer for its ``QuantConv{1,2,3}d`` / ``QuantLinear`` /
+``QuantEmbedding`` twin,
 which holds the SAME ``nn.Parameter`` objects, so an optimizer built earlier and the pruner's
 masks (keyed by Parameter) keep working.
 """
@@ -22,7 +24,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nascomp.compressors.layers import WEIGHT_LAYER_NAMES, is_conv, is_weight_layer
+from nascomp.compressors.layers import (
+    ALL,
+    LAYER_KINDS,
+    QUANTIZED_LAYER_NAMES,
+    is_conv,
+    is_quantized_layer,
+    layer_kinds,
+)
 
 VALID_BITS = (2, 3, 4, 5, 6, 7, 8, 16, 32)
 VALID_ACT_BITS = (2, 3, 4, 5, 6, 7, 8, 32)
@@ -61,6 +70,10 @@ class QuantConfig:
     # every search since it existed; "loss" where a config does not say, as configs written
     # before then were allocated, so that they reproduce exactly.
     sensitivity: str = "loss"
+    # Which layer kinds QAT, pruning and the artifact compress (compressors.layers): "all", or
+    # "conv2d_linear", as trials logged before Conv1d, Conv3d and Embedding were compressed
+    # (their configs lack the key: ``TrialConfig.from_flat`` reads them so).
+    layers: str = ALL
 
     def __post_init__(self) -> None:
         if isinstance(self.bits, bool) or self.bits not in VALID_BITS:
@@ -75,6 +88,8 @@ class QuantConfig:
         if set(self.group_bits) - set(self.groups):
             missing = sorted(set(self.group_bits) - set(self.groups))
             raise ValueError(f"group_bits names groups {missing} that have no globs in groups")
+        if self.layers not in LAYER_KINDS:
+            raise ValueError(f"layers must be one of {', '.join(LAYER_KINDS)}, got {self.layers!r}")
         if self.sensitivity not in SENSITIVITY_CRITERIA:
             raise ValueError(
                 f"sensitivity must be one of {', '.join(SENSITIVITY_CRITERIA)}, "
@@ -256,10 +271,48 @@ class QuantLinear(_QuantMixin, nn.Linear):
         return F.linear(self.input_quant(x), self.quantized_weight(), self.bias)
 
 
+class QuantEmbedding(_QuantMixin, nn.Embedding):
+    """Embedding that fake-quantizes its table, per row (its ids are not activations: no input
+    quantizer)."""
+
+    def _setup_quant(self, config: QuantConfig) -> None:
+        self.weight_bits = config.bits
+        self.input_quant = nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.embedding(
+            x,
+            self.quantized_weight(),
+            self.padding_idx,
+            self.max_norm,
+            self.norm_type,
+            self.scale_grad_by_freq,
+            self.sparse,
+        )
+
+
+def _embedding_like(kind: type[nn.Embedding], table: nn.Embedding, **kwargs: Any) -> nn.Embedding:
+    """An embedding of class ``kind`` with ``table``'s settings (its weight to be set), sized
+    by its weight (which a skeleton's reshaping or pruning may have changed)."""
+    n_ids, dim = table.weight.shape
+    return kind(
+        n_ids,
+        dim,
+        padding_idx=table.padding_idx,
+        max_norm=table.max_norm,
+        norm_type=table.norm_type,
+        scale_grad_by_freq=table.scale_grad_by_freq,
+        sparse=table.sparse,
+        **kwargs,
+    )
+
+
 def _quant_twin(module: nn.Module, config: QuantConfig) -> nn.Module:
     """A Quant* layer with the same hyper-parameters that adopts ``module``'s Parameters."""
-    if is_conv(module):
-        twin: nn.Module = _QUANT_CONV[_conv_type(module)](
+    if isinstance(module, nn.Embedding):
+        twin: nn.Module = _embedding_like(QuantEmbedding, module, device="meta")
+    elif is_conv(module):
+        twin = _QUANT_CONV[_conv_type(module)](
             module.in_channels,
             module.out_channels,
             module.kernel_size,
@@ -278,7 +331,8 @@ def _quant_twin(module: nn.Module, config: QuantConfig) -> nn.Module:
         )
     # Built on "meta" so nothing is allocated; then the original Parameters move in unchanged.
     twin.weight = module.weight
-    twin.bias = module.bias
+    if not isinstance(module, nn.Embedding):
+        twin.bias = module.bias
     twin._setup_quant(config)  # type: ignore[operator]
     twin.input_quant.to(module.weight.device)
     twin.train(module.training)
@@ -298,33 +352,35 @@ def _conv_type(module: nn.Module) -> type[nn.Module]:
 
 
 def _is_plain_float_layer(module: nn.Module) -> bool:
-    return is_weight_layer(module) and not isinstance(module, _QuantMixin)
+    return is_quantized_layer(module) and not isinstance(module, _QuantMixin)
 
 
 def prepare_qat(
     model: nn.Module, config: QuantConfig, layer_bits: Mapping[str, int] | None = None
 ) -> nn.Module:
-    """Make every convolution / Linear of ``model`` fake-quantize (in place); returns ``model``.
+    """Make every convolution / Linear / Embedding of ``model`` fake-quantize (in place);
+    returns ``model``.
 
-    ``layer_bits`` (mixed precision): a weight bit-width per convolution / Linear module name, in
-    place of ``config.bits`` for those layers; a layer at 16 or 32 bits keeps float inputs.
+    ``layer_bits`` (mixed precision): a weight bit-width per such layer's module name, in place
+    of ``config.bits`` for those layers; a layer at 16 or 32 bits keeps float inputs.
     """
     if not isinstance(config, QuantConfig):
         raise ValueError(f"config must be a QuantConfig, got {type(config).__name__}")
     if any(isinstance(m, _QuantMixin) for m in model.modules()):
         raise ValueError("model is already prepared for QAT; prepare_qat applies once")
     layer_bits = dict(layer_bits or {})
-    _check_layer_bits(model, layer_bits)
-    if config.bits == 32 and all(bits == 32 for bits in layer_bits.values()):
-        return model
-    if _is_plain_float_layer(model):
-        raise ValueError("prepare_qat swaps children; pass a model that contains the layer")
-    for parent_name, parent in list(model.named_modules()):
-        for name, child in list(parent.named_children()):
-            if _is_plain_float_layer(child):
-                full_name = f"{parent_name}.{name}" if parent_name else name
-                bits = layer_bits.get(full_name, config.bits)
-                setattr(parent, name, _quant_twin(child, replace(config, bits=bits)))
+    with layer_kinds(config.layers):  # the kinds of layer this config quantizes
+        _check_layer_bits(model, layer_bits)
+        if config.bits == 32 and all(bits == 32 for bits in layer_bits.values()):
+            return model
+        if _is_plain_float_layer(model):
+            raise ValueError("prepare_qat swaps children; pass a model that contains the layer")
+        for parent_name, parent in list(model.named_modules()):
+            for name, child in list(parent.named_children()):
+                if _is_plain_float_layer(child):
+                    full_name = f"{parent_name}.{name}" if parent_name else name
+                    bits = layer_bits.get(full_name, config.bits)
+                    setattr(parent, name, _quant_twin(child, replace(config, bits=bits)))
     return model
 
 
@@ -332,7 +388,9 @@ def _check_layer_bits(model: nn.Module, layer_bits: Mapping[str, int]) -> None:
     layers = {name for name, m in model.named_modules() if _is_plain_float_layer(m)}
     for name, bits in layer_bits.items():
         if name not in layers:
-            raise ValueError(f"layer_bits names {name!r}, not a {WEIGHT_LAYER_NAMES} of the model")
+            raise ValueError(
+                f"layer_bits names {name!r}, not a {QUANTIZED_LAYER_NAMES} of the model"
+            )
         if isinstance(bits, bool) or bits not in VALID_BITS:
             raise ValueError(f"layer_bits[{name!r}] must be one of {VALID_BITS}, got {bits!r}")
 
@@ -388,7 +446,12 @@ def activation_bits(model: nn.Module) -> int:
 
 
 def _plain_twin(layer: nn.Module) -> nn.Module:
-    """A float convolution / Linear carrying ``layer``'s fake-quantized weight."""
+    """A float convolution / Linear / Embedding carrying ``layer``'s fake-quantized weight."""
+    if isinstance(layer, nn.Embedding):
+        table = _embedding_like(nn.Embedding, layer)
+        with torch.no_grad():
+            table.weight.copy_(layer.quantized_weight())
+        return table
     if is_conv(layer):
         plain: nn.Module = _conv_type(layer)(
             layer.in_channels,

@@ -1,8 +1,9 @@
 """Storage size of a compressed model: exactly the bytes ``export.save_compressed`` writes.
 
-With ``b`` the weight bit-width, for each convolution / Linear weight ``W`` with ``C`` output
-channels, ``n = numel(W)`` and ``k`` its entries that are nonzero at ``b`` bits (pruned weights
-are exact zeros; a weight that rounds to code 0 is not stored either)::
+With ``b`` the weight bit-width, for each convolution / Linear weight or embedding table ``W``
+with ``C`` output channels (rows), ``n = numel(W)`` and ``k`` its entries that are nonzero at
+``b`` bits (pruned weights are exact zeros; a weight that rounds to code 0 is not stored
+either)::
 
     encoding  = 1                                                 byte
     positions = 0 if k == n, else the smallest of                 bytes
@@ -42,7 +43,7 @@ import torch
 from torch import Tensor, nn
 
 from nascomp.compressors.entropy import encode_codes
-from nascomp.compressors.layers import is_weight_layer
+from nascomp.compressors.layers import is_quantized_layer
 from nascomp.compressors.quantization import (
     VALID_BITS,
     quantize_weight_codes,
@@ -62,7 +63,8 @@ CODINGS = ("packed", "entropy")
 
 @dataclass(frozen=True)
 class StoredTensor:
-    """One state-dict entry as stored: ``is_weight`` marks a convolution / Linear weight."""
+    """One state-dict entry as stored: ``is_weight`` marks a convolution / Linear weight or an
+    embedding table (``compressors.layers``)."""
 
     name: str
     tensor: Tensor
@@ -81,7 +83,7 @@ class PositionCode:
 
 def stored_tensors(model: nn.Module) -> list[StoredTensor]:
     """The state-dict entries a deployed model needs, in state-dict order."""
-    weight_ids = {id(m.weight) for m in model.modules() if is_weight_layer(m)}
+    weight_ids = {id(m.weight) for m in model.modules() if is_quantized_layer(m)}
     return [
         StoredTensor(name, tensor.detach(), id(tensor) in weight_ids)
         for name, tensor in model.state_dict(keep_vars=True).items()

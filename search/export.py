@@ -38,6 +38,8 @@ from nascomp.compressors.export import (
     reshape_layers,
     save_compressed,
 )
+from nascomp.compressors.layers import LEGACY as LEGACY_LAYERS
+from nascomp.compressors.layers import layer_kinds
 from nascomp.compressors.shapes import free_tensor_shapes, reshape_free_tensors
 from nascomp.spaces.models import build_model
 from nascomp.spaces.space import arch_from_flat
@@ -58,17 +60,21 @@ def write_artifact(
     out_dir.mkdir(parents=True, exist_ok=True)
     model.eval()
     files = {"artifact": out_dir / ARTIFACT, "skeleton": out_dir / SKELETON}
-    # The trial's size_bytes is this file's size: the same coding.
-    save_compressed(model, files["artifact"], coding=config.get("measure.coding", "packed"))
+    kinds = config.get("quant.layers", LEGACY_LAYERS)  # the layers the trial compressed
+    with layer_kinds(kinds):
+        # The trial's size_bytes is this file's size: the same coding.
+        save_compressed(model, files["artifact"], coding=config.get("measure.coding", "packed"))
+        shapes = layer_shapes(model)
     with torch.no_grad():
         n_classes = int(model(example).shape[-1])
     skeleton = {
         "arch": arch_from_flat(config),
+        "layers_compressed": kinds,  # absent in older exports: Conv2d and Linear alone
         "input_shape": list(example.shape[1:]),
         # integer ids (an embedding's input) or float32; absent in older exports: float32
         "input_dtype": "float32" if example.is_floating_point() else "int64",
         "n_classes": n_classes,
-        "layers": layer_shapes(model),
+        "layers": shapes,
         "tensors": free_tensor_shapes(model),  # e.g. a pruned position embedding's
     }
     files["skeleton"].write_text(json.dumps(skeleton, indent=2, default=str))
@@ -165,4 +171,5 @@ def load_exported(folder: str | Path) -> nn.Module:
     )
     reshape_layers(model, skeleton["layers"])
     reshape_free_tensors(model, skeleton.get("tensors", {}))
-    return load_compressed(folder / ARTIFACT, model).eval()
+    with layer_kinds(skeleton.get("layers_compressed", LEGACY_LAYERS)):
+        return load_compressed(folder / ARTIFACT, model).eval()

@@ -46,7 +46,7 @@ def check_user_code(experiment: Experiment) -> Experiment:
     user brought them; raise :class:`ConfigError` naming the field on the first problem.
 
     Returns the experiment the search runs: with ``space.quant.groups: layers``, its groups
-    resolved from the student's convolution / Linear layers (one group each, see
+    resolved from the student's convolution / Linear / Embedding layers (one group each, see
     ``spaces.mixed.per_layer_groups``)."""
     if experiment.trial != "train":
         return experiment
@@ -165,7 +165,7 @@ def _check_ids(
 def _with_layer_groups(experiment: Experiment, layers: list[str]) -> Experiment:
     if not layers:
         raise ConfigError(
-            "space.quant.groups: 'layers': the model has no convolution or Linear layer"
+            "space.quant.groups: 'layers': the model has no convolution, Linear or Embedding layer"
         )
     others = any(
         param.possible_values() is None or len(param.possible_values() or ()) > 1

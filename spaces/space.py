@@ -13,6 +13,8 @@ from typing import Annotated, Any, ClassVar, Union
 
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
+from nascomp.compressors.layers import ALL as ALL_LAYERS
+from nascomp.compressors.layers import LAYER_KINDS
 from nascomp.compressors.pruning import IMPORTANCES, PRUNE_METHODS, SCOPES, PruneConfig
 from nascomp.compressors.quantization import (
     MIXED_MODES,
@@ -103,11 +105,14 @@ class QuantSpace(SpecSection):
     mixed: Any = "none"
     budget: Any = {"low": 2.0, "high": 8.0}
     groups: dict[str, list[str]] | str = Field(default_factory=dict)
+    # The layer kinds compressed (compressors.layers): every kind, or Conv2d and Linear alone.
+    layers: Any = ALL_LAYERS
     # ``groups: layers`` once resolved (:meth:`with_layer_groups`): whether other architectures
     # of the space may hold layers the first one lacks (they then take a searched ``bits``).
     _per_layer_others: bool | None = PrivateAttr(default=None)
-    # Not leaves of the space: one mode per search, and the user's groups every trial keeps.
-    _plain: ClassVar[frozenset[str]] = frozenset({"mixed", "groups"})
+    # Not leaves of the space: one mode per search, the user's groups every trial keeps, and the
+    # layer kinds (one value, written into every trial's config).
+    _plain: ClassVar[frozenset[str]] = frozenset({"mixed", "groups", "layers"})
     # The config's fields sampled from another spec: a width per group, a budget's choices, and
     # the allocator's criterion (one value).
     _derived: ClassVar[frozenset[str]] = frozenset({"group_bits", "widths", "sensitivity"})
@@ -120,6 +125,16 @@ class QuantSpace(SpecSection):
         if not isinstance(value, str) or value not in MIXED_MODES:
             raise ValueError(
                 f"mixed must be one of {', '.join(MIXED_MODES)} (one value, not searched); "
+                f"got {value!r}"
+            )
+        return value
+
+    @field_validator("layers", mode="before")
+    @classmethod
+    def _layer_kinds(cls, value: Any) -> str:
+        if not isinstance(value, str) or value not in LAYER_KINDS:
+            raise ValueError(
+                f"layers must be one of {', '.join(LAYER_KINDS)} (one value, not searched); "
                 f"got {value!r}"
             )
         return value
@@ -137,12 +152,14 @@ class QuantSpace(SpecSection):
 
     def params(self, arch: Any = None) -> list[Param]:
         act_bits = to_param("quant.act_bits", self.act_bits)
+        # In every trial's config: what a trial compressed is part of what it reproduces.
+        layers = Param("quant.layers", "fixed", choices=(self.layers,))
         if self.mixed == "none":
-            return [to_param("quant.bits", self.bits), act_bits]
+            return [to_param("quant.bits", self.bits), act_bits, layers]
         mode = Param("quant.mixed", "fixed", choices=(self.mixed,))
         if self.mixed == "budget":
-            return [mode, act_bits, *self._budget_params()]
-        return [mode, act_bits, *self._group_params(arch)]
+            return [mode, act_bits, *self._budget_params(), layers]
+        return [mode, act_bits, *self._group_params(arch), layers]
 
     def _widths(self) -> tuple[int, ...]:
         values = to_param("quant.bits", self.bits).possible_values()
@@ -172,9 +189,9 @@ class QuantSpace(SpecSection):
         ]
 
     def with_layer_groups(self, layer_names: list[str], others: bool) -> QuantSpace:
-        """``groups: layers`` resolved: one group per convolution / Linear of ``layer_names`` (the
-        space's first architecture); ``others``: other architectures may add layers, which then
-        take a searched trial-wide width."""
+        """``groups: layers`` resolved: one group per convolution / Linear / Embedding of
+        ``layer_names`` (the space's first architecture); ``others``: other architectures may
+        add layers, which then take a searched trial-wide width."""
         resolved = self.model_copy(update={"groups": per_layer_groups(layer_names)})
         resolved._per_layer_others = others
         return resolved

@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from nascomp.compressors.layers import LEGACY as LEGACY_LAYERS
 from nascomp.compressors.pruning import PruneConfig
 from nascomp.compressors.quantization import QuantConfig
 from nascomp.spaces.models import describe_arch
@@ -45,6 +46,10 @@ class TrialConfig(TrainingSections):
 
     @classmethod
     def from_flat(cls, flat: dict[str, Any]) -> TrialConfig:
+        if "quant.layers" not in flat:
+            # Logged before the key existed: Conv2d and Linear alone were compressed
+            # (compressors.layers), and the trial reproduces so.
+            flat = {**flat, "quant.layers": LEGACY_LAYERS}
         nested = unflatten({k: v for k, v in flat.items() if not k.startswith("arch.")})
         nested["arch"] = arch_from_flat(flat)
         return cls.model_validate(nested)

@@ -29,6 +29,7 @@ import torch
 
 from nascomp.compressors.allocation import estimated_budget_bits, group_layer_bits
 from nascomp.compressors.export import round_to_storage
+from nascomp.compressors.layers import layer_kinds
 from nascomp.compressors.measure import count_macs, count_nonzero_params, count_params
 from nascomp.compressors.pruning import PruningError, make_pruner
 from nascomp.compressors.quantization import prepare_qat
@@ -48,7 +49,7 @@ def predict_costs(config: Mapping[str, Any] | TrialConfig) -> dict[str, float]:
     Leaves the caller's random state as it was: the driver's sampler must not see a draw."""
     cfg = config if isinstance(config, TrialConfig) else TrialConfig.from_flat(dict(config))
     data = cfg.data.load(threads=cfg.threads)
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), layer_kinds(cfg.quant.layers):
         torch.manual_seed(cfg.seed)
         try:
             model = build_model(cfg.arch, data.input_shape, data.n_classes, data.input_dtype)

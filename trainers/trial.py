@@ -47,6 +47,7 @@ from nascomp.compressors.allocation import budget_layer_bits, group_layer_bits
 from nascomp.compressors.deploy import FORM_INT8, deployable_form
 from nascomp.compressors.distillation import FeatureTap, make_projector
 from nascomp.compressors.export import layer_shapes, reshape_layers, round_to_storage
+from nascomp.compressors.layers import layer_kinds
 from nascomp.compressors.measure import (
     count_macs,
     count_nonzero_params,
@@ -154,11 +155,13 @@ def run_trial(
         cfg, data, model, teacher_state, report or (lambda _: None), checkpoint, store=trained
     )
     trial.started_from = started_from
-    if resume is not None:
-        trial.restore(resume)
-    elif trained is not None:
-        trial.start_trained(trained)
-    return trial.run()
+    # The layer kinds the config's version of nascomp compressed (compressors.layers)
+    with layer_kinds(cfg.quant.layers):
+        if resume is not None:
+            trial.restore(resume)
+        elif trained is not None:
+            trial.start_trained(trained)
+        return trial.run()
 
 
 def _prunes(cfg: TrialConfig) -> bool:

@@ -131,7 +131,7 @@ def test_per_layer_groups_come_from_the_users_model(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, width: object, others: bool
 ) -> None:
     """``groups: layers``: the pre-flight builds the space's first architecture and gives each
-    of its Conv2d / Linear layers a group; a trial-wide width is searched only when another
+    of its convolution / Linear layers a group; a trial-wide width is searched only when another
     architecture could hold layers the first one lacks."""
     from nascomp.search.experiment import validate_experiment
     from nascomp.search.preflight import check_user_code
@@ -152,6 +152,7 @@ def test_per_layer_groups_come_from_the_users_model(
         "quant.groups.0",
         "quant.group_bits.3",
         "quant.groups.3",
+        "quant.layers",
     ]
     assert experiment.space.quant.groups == "layers"  # the user's experiment is not changed
 

@@ -22,7 +22,7 @@ def _quant_params(space: SpaceConfig) -> dict[str, Param]:
 
 
 def test_default_is_one_width_per_trial() -> None:
-    assert list(_quant_params(_space({}))) == ["quant.bits", "quant.act_bits"]
+    assert list(_quant_params(_space({}))) == ["quant.bits", "quant.act_bits", "quant.layers"]
 
 
 def test_cnn_groups_follow_the_stages_the_architecture_can_have() -> None:
@@ -126,7 +126,10 @@ def test_bad_input_names_the_field_and_the_allowed_values(
 
 
 def test_quant_space_alone_keeps_its_old_signature() -> None:
-    assert [p.name for p in QuantSpace().params()] == ["quant.bits", "quant.act_bits"]
+    params = QuantSpace().params()  # no architecture needed without groups
+    assert [p.name for p in params] == ["quant.bits", "quant.act_bits", "quant.layers"]
+    # every kind of layer is compressed; a config without the key is from before that
+    assert params[-1].kind == "fixed" and params[-1].value == "all"
 
 
 def test_per_layer_groups_are_named_after_their_modules() -> None:
@@ -157,6 +160,7 @@ def test_per_layer_groups_are_resolved_before_they_are_searched() -> None:
         "quant.groups.0",
         "quant.group_bits.4",
         "quant.groups.4",
+        "quant.layers",
     ]  # every layer has a group: no trial-wide width
     assert params["quant.group_bits.4"].choices == (4, 8)
     varying = space.quant.with_layer_groups(["0", "4"], others=True)

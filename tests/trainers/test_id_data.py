@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from nascomp.compressors.measure import count_macs, measure_latency_ms
+from nascomp.compressors.quantization import weight_bits_by_layer
 from nascomp.search.errors import ConfigError
 from nascomp.search.experiment import load_experiment, trial_constants
 from nascomp.search.export import export_model, load_exported
@@ -69,6 +70,21 @@ class TokenNet(nn.Module):
 def token_net(input_shape, n_classes, dim=4, hidden=32):
     (length,) = input_shape
     return TokenNet(length, n_classes, dim, hidden)
+
+
+class TextCNN(nn.Module):
+    def __init__(self, n_classes, dim, channels):
+        super().__init__()
+        self.embed = nn.Embedding(LEVELS, dim)
+        self.conv = nn.Conv1d(dim, channels, 3, padding=1)
+        self.head = nn.Linear(channels, n_classes)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.conv(self.embed(x).transpose(1, 2))).amax(-1))
+
+
+def text_cnn(input_shape, n_classes, dim=8, hidden=16):
+    return TextCNN(n_classes, dim, hidden)
 
 
 def floats_only(input_shape, n_classes):
@@ -152,6 +168,7 @@ def _flat(factory: str, data_root: Path, **sampled: Any) -> dict[str, Any]:
             "prune.scope": "global",
             "quant.bits": 8,
             "quant.act_bits": 8,
+            "quant.layers": "all",  # as the space writes it in every trial's config
             "distill.enabled": False,
         }
     )
@@ -236,3 +253,36 @@ def test_what_needs_floats_says_so_in_one_line(factory: str, data_root: Path) ->
         check_user_code(load_experiment(str(experiment), [*no_teacher, "train.augment.flip=true"]))
     checked = check_user_code(load_experiment(str(experiment), no_teacher))
     assert checked.data.factory == f"{factory}:tokens"
+
+
+def test_layer_kinds_follow_the_config_so_older_trials_reproduce(
+    factory: str, data_root: Path, tmp_path: Path
+) -> None:
+    """A trial's config names the layer kinds it compresses: new ones every kind (the table
+    and the Conv1d at 4 bits too); a config logged before Conv1d and Embedding were
+    compressed (no ``quant.layers``) the Conv2d / Linear layers alone, as it was trained."""
+    sampled = {
+        "arch.builder": f"{factory}:text_cnn",
+        "prune.method": "none",
+        "quant.bits": 4,
+    }
+    flat = _flat(factory, data_root, **sampled)
+    assert flat["quant.layers"] == "all"
+    legacy = {k: v for k, v in flat.items() if k != "quant.layers"}
+    data = _config(factory, data_root).load()
+    example = data.val_x[:4]
+    outcomes = {}
+    for name, config in (("all", flat), ("legacy", legacy)):
+        outcome = run_trial(config)
+        assert outcome.status == "ok", outcome.reason
+        outcomes[name] = outcome
+        files = export_model(outcome.model.cpu().eval(), example, config, tmp_path / name)
+        assert files["artifact"].stat().st_size == outcome.metrics["size_bytes"]
+        with torch.no_grad():
+            loaded = load_exported(tmp_path / name)
+            assert torch.equal(loaded(data.val_x), outcome.model.cpu().eval()(data.val_x))
+    assert weight_bits_by_layer(outcomes["all"].model) == {"embed": 4, "conv": 4, "head": 4}
+    assert weight_bits_by_layer(outcomes["legacy"].model) == {"head": 4}
+    assert outcomes["all"].metrics["size_bytes"] < outcomes["legacy"].metrics["size_bytes"] / 2
+    # MACs: the Conv1d counts only where it is one of the compressed kinds
+    assert outcomes["all"].metrics["macs"] > outcomes["legacy"].metrics["macs"] == 32 * 10

@@ -1,7 +1,9 @@
-"""Convolutions of every rank are compressed as Conv2d is: Conv1d (text, audio, signals) and
-Conv3d (video, volumes) layers are fake-quantized per channel, frozen to plain layers, coded in
-the compressed artifact at their width (its size is the file's), pruned by torch-pruning, and
-rebuilt from a skeleton after structured pruning."""
+"""Every layer kind nascomp compresses besides Conv2d and Linear. Convolutions of every rank,
+Conv1d (text, audio, signals) and Conv3d (video, volumes), are fake-quantized per channel,
+frozen to plain layers, coded in the compressed artifact at their width (its size is the
+file's), pruned by torch-pruning, and rebuilt from a skeleton after structured pruning.
+Embedding tables are quantized per row (an id's vector) and coded the same way, and run as
+float tables of those rows in the int8 forms."""
 
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ import pytest
 import torch
 from torch import nn
 
+from nascomp.compressors.allocation import measure_sensitivity, quantizable_layers
+from nascomp.compressors.deploy import FORM_INT8, deployable_form
 from nascomp.compressors.export import (
     layer_shapes,
     load_compressed,
@@ -26,6 +30,7 @@ from nascomp.compressors.quantization import (
     QuantConfig,
     QuantConv1d,
     QuantConv3d,
+    QuantEmbedding,
     freeze_fake_quant,
     prepare_qat,
     weight_bits_by_layer,
@@ -144,3 +149,75 @@ def test_an_int8_conv1d_model_ships_as_int8_onnx() -> None:
     with torch.no_grad():
         agreement = (form.module(inputs).argmax(1) == model(inputs).argmax(1)).float().mean()
     assert float(agreement) > 0.9
+
+
+class Tokens(nn.Module):
+    """A classifier of 12 token ids from a vocabulary of 50: an embedding table (id 0 pads),
+    a 1-d convolution over the sequence, a Linear head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(50, 16, padding_idx=0)
+        self.conv = nn.Conv1d(16, 16, 3, padding=1)
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.conv(self.embed(x).transpose(1, 2)))
+        return self.head(h.amax(-1))
+
+
+def _ids(n: int = 64) -> torch.Tensor:
+    return torch.randint(0, 50, (n, 12), generator=torch.Generator().manual_seed(0))
+
+
+def test_embedding_tables_are_quantized_per_row() -> None:
+    torch.manual_seed(0)
+    model = prepare_qat(Tokens(), QuantConfig(bits=4, act_bits=8))
+    assert isinstance(model.embed, QuantEmbedding) and model.embed.padding_idx == 0
+    assert weight_bits_by_layer(model) == {"embed": 4, "conv": 4, "head": 4}
+    assert isinstance(model.embed.input_quant, nn.Identity)  # ids are not activations
+    table = model.embed.quantized_weight().detach()
+    for row in table:  # symmetric 4 bits, per row: at most 15 levels in each id's vector
+        assert len(torch.unique(row)) <= 15
+    ids = _ids()
+    model = _observed(model, ids)
+    with torch.no_grad():
+        frozen = freeze_fake_quant(copy.deepcopy(model))
+        assert type(frozen.embed) is nn.Embedding and frozen.embed.padding_idx == 0
+        assert torch.equal(frozen.embed.weight, table)
+    assert "embed" in quantizable_layers(Tokens())
+    costs = measure_sensitivity(Tokens(), [2, 8, 32], [(ids, torch.zeros(64, dtype=torch.long))])
+    assert costs["embed"][32] == 0.0 and costs["embed"][2] > costs["embed"][8] >= 0.0
+
+
+def test_the_artifact_codes_embedding_tables(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    fp32_bytes = save_compressed(Tokens().eval(), tmp_path / "fp32")
+    ids = _ids()
+    model = round_to_storage(_observed(prepare_qat(Tokens(), QuantConfig(bits=4)), ids))
+    n_bytes = save_compressed(model, tmp_path / "int4")
+    assert n_bytes == (tmp_path / "int4").stat().st_size == model_size_bytes(model)
+    assert n_bytes < fp32_bytes / 3  # the table is most of the model
+    restored = load_compressed(tmp_path / "int4", prepare_qat(Tokens(), QuantConfig(bits=4)))
+    with torch.no_grad():
+        assert torch.equal(restored.eval()(ids), model(ids))
+
+
+def test_int8_forms_run_the_table_as_its_quantized_rows() -> None:
+    torch.manual_seed(0)
+    ids = _ids(128)
+    model = _observed(prepare_qat(Tokens(), QuantConfig(bits=8, act_bits=8)), ids)
+    batches = list(ids.split(32))
+    deployed, form = deployable_form(
+        model, bits=8, act_bits=8, example_inputs=ids[:1], calibration_batches=batches
+    )
+    assert form == FORM_INT8
+    shipped = onnx_form(
+        model, bits=8, act_bits=8, example_inputs=ids[:1], calibration_batches=batches
+    )
+    assert shipped.precision == FORM_INT8_QDQ
+    with torch.no_grad():
+        expected = model(ids).argmax(1)
+        for runnable in (deployed, shipped.module):
+            agreement = (runnable(ids).argmax(1) == expected).float().mean()
+            assert float(agreement) > 0.9
