@@ -132,13 +132,18 @@ def preprocess_recipe(
 ) -> dict[str, Any]:
     """What turns a raw input into what the model was trained on, and what its outputs
     mean, as plain data."""
+    two_d = (
+        "2-D inputs are (C, L) channels, as given"
+        if config.get("data.layout", "auto") == "channels_first"
+        else "(H, W) images get a channel axis of 1"
+    )
     formula = (
         "x = raw as int64: integer ids (token, category or item indices) as the dataset gave "
         "them, a (batch, *input_shape) array, not normalised"
         if normalise.ids
         else "x = (raw / scale - mean[c]) / std[c], float32, c the index along channel_axis of a "
-        "(batch, *input_shape) array; (H, W) images get a channel axis of 1 and, with "
-        "image_size, images are resized (bilinear) to image_size x image_size first"
+        f"(batch, *input_shape) array; {two_d} and, with image_size, images are resized "
+        "(bilinear) to image_size x image_size first"
     )
     return {
         "input_shape": list(example.shape[1:]),

@@ -218,6 +218,7 @@ class SampleFormat:
     dtype: torch.dtype  # as the dataset gives it
     scale: float  # 255 for uint8 images (to [0, 1]); 1 for anything else, used as given
     image_size: int | None
+    layout: str = "auto"  # LAYOUTS: how a 2-D input is read
 
     @property
     def ids(self) -> bool:
@@ -234,11 +235,19 @@ def is_ids(dtype: torch.dtype) -> bool:
 _NOT_IDS = (torch.uint8, torch.bool)
 
 
-def prepare_input(value: Any, image_size: int | None, field: str, index: int) -> Tensor:
-    """A sample's input in its own dtype: an (H, W) image as (1, H, W), a (C, H, W) image
-    resized when ``image_size``, a vector of features (F,) or any other tensor as it is (its
-    first dimension is its channels for the normalisation); integer ids of any shape as they
-    are."""
+# How a 2-D float or uint8 input is read: "auto", an (H, W) image (given a channel axis of 1);
+# "channels_first", (C, L): C channels of a signal of length L, as given. Every other rank reads
+# the same under both: its first dimension is its channels.
+LAYOUTS = ("auto", "channels_first")
+
+
+def prepare_input(
+    value: Any, image_size: int | None, field: str, index: int, layout: str = "auto"
+) -> Tensor:
+    """A sample's input in its own dtype: an (H, W) image as (1, H, W) (under the ``auto``
+    layout), a (C, H, W) image resized when ``image_size``, a vector of features (F,) or any
+    other tensor as it is (its first dimension is its channels for the normalisation); integer
+    ids of any shape as they are."""
     if not isinstance(value, Tensor):
         raise DatasetError(
             f"{field}: sample {index} must be (input tensor, integer label); its input is a "
@@ -253,11 +262,12 @@ def prepare_input(value: Any, image_size: int | None, field: str, index: int) ->
                 f"({value.dtype}) (leave data.image_size unset, or give images as uint8 or float)"
             )
         return value
-    image = value.unsqueeze(0) if value.dim() == 2 else value
+    image = value.unsqueeze(0) if value.dim() == 2 and layout == "auto" else value
     if image_size is not None and image.dim() != 3:
+        read_as = " (data.layout: channels_first reads it as (C, L))" if value.dim() == 2 else ""
         raise DatasetError(
             f"{field}: image_size resizes (C, H, W) or (H, W) images; sample {index}'s input "
-            f"has shape {tuple(value.shape)} (leave data.image_size unset)"
+            f"has shape {tuple(value.shape)}{read_as} (leave data.image_size unset)"
         )
     if image_size is not None and image.shape[-2:] != (image_size, image_size):
         resized = F.interpolate(
@@ -285,13 +295,17 @@ def label_of(value: Any, field: str, index: int) -> int:
     )
 
 
-def sample_format(dataset: Dataset, image_size: int | None, field: str) -> SampleFormat:
+def sample_format(
+    dataset: Dataset, image_size: int | None, field: str, layout: str = "auto"
+) -> SampleFormat:
     """The format of the first sample, checked in this process (one-line errors)."""
+    if layout not in LAYOUTS:
+        raise DatasetError(f"data.layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
     first = _sample(dataset, 0, field)
-    image = prepare_input(first[0], image_size, field, 0)
+    image = prepare_input(first[0], image_size, field, 0, layout)
     label_of(first[1], field, 0)
     scale = 255.0 if first[0].dtype == torch.uint8 else 1.0
-    return SampleFormat(tuple(image.shape), first[0].dtype, scale, image_size)  # type: ignore[arg-type]
+    return SampleFormat(tuple(image.shape), first[0].dtype, scale, image_size, layout)  # type: ignore[arg-type]
 
 
 def _sample(dataset: Dataset, index: int, field: str) -> tuple[Any, Any]:
@@ -337,7 +351,7 @@ class CheckedSamples(Dataset):
 
     def __getitem__(self, index: int) -> tuple[Tensor, int]:
         value, label = _sample(self.dataset, index, self.field)
-        image = prepare_input(value, self.format.image_size, self.field, index)
+        image = prepare_input(value, self.format.image_size, self.field, index, self.format.layout)
         if tuple(image.shape) != self.format.shape or value.dtype != self.format.dtype:
             raise DatasetError(
                 f"{self.field}: sample {index} is {tuple(image.shape)} {value.dtype}, sample 0 "

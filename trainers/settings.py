@@ -68,6 +68,11 @@ class DataConfig(Section):
     split_seed: int = 0
     max_train_samples: int | None = Field(None, ge=10)
     image_size: int | None = Field(None, ge=4)
+    layout: Literal["auto", "channels_first"] = Field(
+        "auto",
+        description="custom, torchvision: auto reads a 2-D input as an (H, W) image; "
+        "channels_first as (C, L) channels, as given",
+    )
     stream: bool | Literal["auto"] = Field(
         "auto", description="custom, torchvision: read through a DataLoader; auto: over budget"
     )
@@ -84,11 +89,16 @@ class DataConfig(Section):
         a user dataset over the memory budget, streamed splits. ``threads``: the CPUs of the
         trial (the reading pass's loader workers, and the default budget's share)."""
         if self.name not in USER_SOURCES:
-            return load_data(**self.model_dump(exclude={*self.READING_FIELDS, *self.USER_FIELDS}))
+            exclude = {*self.READING_FIELDS, *self.USER_FIELDS, "layout"}
+            return load_data(**self.model_dump(exclude=exclude))
         return load_user_data(
             self.source(),
             SplitSettings(
-                self.val_fraction, self.split_seed, self.max_train_samples, self.image_size
+                self.val_fraction,
+                self.split_seed,
+                self.max_train_samples,
+                self.image_size,
+                self.layout,
             ),
             stream=self.stream,
             memory_budget_mb=self.memory_budget_mb,
@@ -106,6 +116,8 @@ class DataConfig(Section):
         for name in self.USER_FIELDS:
             if dumped[name] is None:
                 del dumped[name]
+        if dumped["layout"] == "auto":  # as every dataset was read before the field existed
+            del dumped["layout"]
         return dumped
 
     @model_validator(mode="after")
@@ -136,6 +148,11 @@ class DataConfig(Section):
                 if name == "options":
                     allowed = "name: custom or torchvision"
                 raise ValueError(f"data.{name} is only read with {allowed}, not {self.name!r}")
+        if self.name not in USER_SOURCES and self.layout != "auto":
+            raise ValueError(
+                f"data.layout: {self.layout!r} is for custom and torchvision datasets; "
+                f"{self.name!r} holds (C, H, W) images (leave data.layout: auto)"
+            )
         if self.name not in USER_SOURCES and self.stream is True:
             raise ValueError(
                 "data.stream: true is for custom and torchvision datasets; the built-in ones "

@@ -51,7 +51,9 @@ class NormalisedInputs(Dataset):
     def __getitem__(self, position: int) -> Tensor:
         index = self.indices[position]
         value = self.dataset[index][0]
-        return self.normalise(prepare_input(value, self.sample.image_size, "data", index))
+        return self.normalise(
+            prepare_input(value, self.sample.image_size, "data", index, self.sample.layout)
+        )
 
 
 @dataclass(frozen=True)

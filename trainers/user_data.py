@@ -51,6 +51,7 @@ class SplitSettings:
     split_seed: int = 0
     max_train_samples: int | None = None
     image_size: int | None = None
+    layout: str = "auto"  # how a 2-D input is read (trainers.datasets.LAYOUTS)
 
 
 def load_user_data(
@@ -97,7 +98,7 @@ def _load(
 ) -> DataSplits | StreamedSplits:
     train, test = open_source(source)
     field = source.field
-    sample = sample_format(train, settings.image_size, field)
+    sample = sample_format(train, settings.image_size, field, settings.layout)
     n_samples = len(train) + (len(test) if test is not None else 0)  # type: ignore[arg-type]
     if stream == "auto":
         budget = memory_budget_bytes(memory_budget_mb, threads)

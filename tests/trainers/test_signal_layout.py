@@ -1,0 +1,208 @@
+"""Two-dimensional inputs that are signals, not images: ``data.layout: channels_first`` reads
+an input of shape (C, L) as C channels of length L, as the dataset gives it, for a model of
+``Conv1d`` layers. The data are real: MNIST digits read row by row as 28-channel signals of
+length 28 (sequential MNIST). Loading and per-channel normalisation, streaming, a whole trial
+with the compressors and its ONNX file, the export's recipe, the cache keys, and the one-line
+errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from nascomp.search.errors import ConfigError
+from nascomp.search.experiment import load_experiment, trial_constants
+from nascomp.search.export import export_model, load_exported
+from nascomp.search.preflight import check_user_code
+from nascomp.trainers.data import DataSplits
+from nascomp.trainers.datasets import DatasetError, prepare_input
+from nascomp.trainers.settings import DataConfig
+from nascomp.trainers.stream import StreamedSplits, for_trial
+from nascomp.trainers.trial import run_trial
+from nascomp.trainers.user_data import clear_user_cache
+
+ROWS = 28  # a digit's rows are the signal's channels, its columns the time steps
+
+FACTORY = """
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+from torchvision.datasets import MNIST
+
+
+def _rows(root, train, n):
+    data = MNIST(root, train=train, download=False)
+    return data.data[:n].float() / 255.0, data.targets[:n]  # (n, 28, 28) float
+
+
+def signals(root, n_train=1500, n_test=300):
+    return TensorDataset(*_rows(root, True, n_train)), TensorDataset(*_rows(root, False, n_test))
+
+
+def conv1d(input_shape, n_classes, channels=32):
+    width, _length = input_shape  # (C, L): a 2-D input read channels first
+    return nn.Sequential(
+        nn.Conv1d(width, channels, 5, padding=2),
+        nn.BatchNorm1d(channels),
+        nn.ReLU(),
+        nn.Conv1d(channels, channels, 3, padding=1, stride=2),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool1d(1),
+        nn.Flatten(),
+        nn.Linear(channels, n_classes),
+    )
+"""
+
+
+@pytest.fixture
+def factory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, data_root: Path) -> str:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("NASCOMP_CACHE", str(tmp_path / "cache"))
+    name = f"signals_{tmp_path.name}"  # a fresh module name per test: modules are cached
+    (tmp_path / f"{name}.py").write_text(FACTORY)
+    clear_user_cache()
+    yield name
+    clear_user_cache()
+
+
+def _config(factory: str, data_root: Path, **fields: Any) -> DataConfig:
+    return DataConfig(name="custom", factory=f"{factory}:signals", root=str(data_root), **fields)
+
+
+def test_a_two_d_input_is_an_image_unless_read_channels_first() -> None:
+    signal = torch.arange(6.0).view(2, 3)
+    assert prepare_input(signal, None, "f", 0).shape == (1, 2, 3)  # auto: an (H, W) image
+    kept = prepare_input(signal, None, "f", 0, "channels_first")
+    assert kept.shape == (2, 3) and torch.equal(kept, signal)
+    # other ranks read the same under both layouts
+    for shape in ((5,), (3, 4, 4), (2, 3, 4, 4)):
+        x = torch.ones(shape)
+        assert prepare_input(x, None, "f", 0, "channels_first").shape == shape
+        assert prepare_input(x, None, "f", 0).shape == shape
+    with pytest.raises(DatasetError, match=r"^f: image_size resizes .*channels_first reads it"):
+        prepare_input(signal, 8, "f", 0, "channels_first")
+
+
+def test_channels_first_normalises_each_channel_in_memory_and_streamed(
+    factory: str, data_root: Path
+) -> None:
+    splits = _config(factory, data_root, layout="channels_first").load()
+    assert isinstance(splits, DataSplits)
+    assert (splits.input_shape, splits.n_classes) == ((ROWS, 28), 10)
+    assert splits.normalise is not None and splits.normalise.mean.numel() == ROWS
+    dev = torch.cat([splits.train_x, splits.val_x])  # the statistics' samples
+    # each row of the digit is its own channel: mean 0, std 1 over samples and time steps
+    # (the top and bottom rows are blank in every digit: their std is clamped, not 1)
+    inked = dev.std(dim=(0, 2), unbiased=False) > 0
+    assert 20 <= int(inked.sum()) < ROWS
+    assert torch.allclose(dev.mean(dim=(0, 2)), torch.zeros(ROWS), atol=1e-4)
+    assert torch.allclose(dev.std(dim=(0, 2), unbiased=False)[inked], torch.ones(1), atol=1e-3)
+    # auto reads the same data as one-channel images, normalised with one mean
+    images = _config(factory, data_root).load()
+    assert images.input_shape == (1, ROWS, 28) and images.normalise.mean.numel() == 1
+    streamed = for_trial(
+        _config(factory, data_root, layout="channels_first", stream=True).load(), "cpu", 1
+    )
+    assert isinstance(streamed, StreamedSplits) and streamed.input_shape == (ROWS, 28)
+    for role in ("train", "val", "test"):
+        kept, read = getattr(splits, role), getattr(streamed, role)
+        assert torch.equal(torch.cat(list(read.chunks(64))), kept.x), role  # bit for bit
+
+
+def test_the_layout_enters_cache_keys_only_when_set(factory: str, data_root: Path) -> None:
+    assert "layout" not in _config(factory, data_root).identity()  # keys as before the field
+    assert _config(factory, data_root, layout="channels_first").identity()["layout"] == (
+        "channels_first"
+    )
+
+
+def _flat(factory: str, data_root: Path, **sampled: Any) -> dict[str, Any]:
+    overrides = [
+        "data.name=custom",
+        f"data.factory={factory}:signals",
+        f"data.root={data_root}",
+        "data.layout=channels_first",
+        "train.epochs=3",
+        "train.prune_epochs=1",
+        "train.qat_epochs=1",
+        "measure.n_warmup=1",
+        "measure.n_repeat=2",
+        "measure.latency_batch_size=8",
+    ]
+    flat = trial_constants(load_experiment(None, overrides))
+    flat.update(
+        {
+            "arch.family": "custom",
+            "arch.builder": f"{factory}:conv1d",
+            "arch.channels": 32,
+            "prune.method": "structured",
+            "prune.ratio": 0.5,
+            "prune.importance": "l2",
+            "prune.scope": "global",
+            "quant.bits": 8,
+            "quant.act_bits": 8,
+            "quant.layers": "all",
+            "distill.enabled": False,
+        }
+    )
+    flat.update(sampled)
+    return flat
+
+
+def test_a_trial_on_signals_prunes_quantizes_and_ships_onnx(
+    factory: str, data_root: Path, tmp_path: Path
+) -> None:
+    import onnxruntime as ort
+
+    flat = _flat(factory, data_root)
+    outcome = run_trial(flat)
+    assert outcome.status == "ok", outcome.reason
+    assert outcome.metrics["val_accuracy"] > 0.6  # 10 classes: chance is 0.1
+    dense = (ROWS * 5 * 32 + 32) + 2 * 32 + (32 * 3 * 32 + 32) + (32 * 10 + 10)
+    assert outcome.metrics["params"] < dense  # the convolutions lost channels
+    assert outcome.info["latency_form"] == "onnxruntime int8-qdq"
+    assert outcome.metrics["onnx_agreement"] > 0.95
+    session = ort.InferenceSession(outcome.onnx, providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].shape == ["batch", ROWS, 28]
+    x = np.random.default_rng(0).standard_normal((4, ROWS, 28)).astype(np.float32)
+    assert session.run(None, {session.get_inputs()[0].name: x})[0].shape == (4, 10)
+    data = _config(factory, data_root, layout="channels_first").load()
+    assert outcome.model is not None
+    model, example = outcome.model.cpu().eval(), data.val_x[:4]
+    files = export_model(
+        model, example, flat, tmp_path / "export", onnx=outcome.onnx, normalise=data.normalise
+    )
+    recipe = json.loads(files["preprocess"].read_text())
+    assert recipe["input_shape"] == [ROWS, 28] and len(recipe["mean"]) == ROWS
+    assert "2-D inputs are (C, L) channels, as given" in recipe["formula"]
+    loaded = load_exported(tmp_path / "export")
+    with torch.no_grad():
+        assert torch.equal(loaded(example).argmax(1), model(example).argmax(1))
+
+
+def test_a_conv1d_builder_on_two_d_inputs_is_checked_before_a_search(
+    factory: str, data_root: Path
+) -> None:
+    experiment = Path(f"{factory}.yaml")
+    experiment.write_text(
+        f"data: {{name: custom, factory: '{factory}:signals', root: '{data_root}'}}\n"
+        f"space:\n  arch: {{family: custom, builder: '{factory}:conv1d', channels: [8, 16]}}\n"
+        "  distill: {enabled: [false]}\n"
+    )
+    good = check_user_code(load_experiment(str(experiment), ["data.layout=channels_first"]))
+    assert good.data.layout == "channels_first"
+    # auto hands the builder (1, 28, 28): it unpacks two dimensions and fails, in one line
+    with pytest.raises(ConfigError, match=r"^space.arch: .*conv1d.*ValueError"):
+        check_user_code(load_experiment(str(experiment)))
+
+
+def test_layout_is_refused_for_the_built_in_image_datasets() -> None:
+    with pytest.raises(ValueError, match=r"data.layout: 'channels_first' is for custom"):
+        DataConfig(name="digits", layout="channels_first")
+    with pytest.raises(ValueError, match=r"layout"):
+        DataConfig(name="custom", factory="x:y", layout="rows")
