@@ -91,6 +91,18 @@ def stored_tensors(model: nn.Module) -> list[StoredTensor]:
     ]
 
 
+def float_weights(model: nn.Module) -> dict[str, int]:
+    """The matrices and kernels (float tensors of two or more dimensions) a deployed model
+    stores that no compressed layer (``compressors.layers``) holds, by name: the weights of
+    layers nascomp does not quantize (``nn.LSTM``, ``nn.GRU``, ``nn.MultiheadAttention``'s
+    input projection, a bare ``nn.Parameter``), stored at 32 bits like a bias. Their sizes."""
+    return {
+        entry.name: entry.tensor.numel()
+        for entry in stored_tensors(model)
+        if not entry.is_weight and entry.tensor.dim() >= 2 and entry.tensor.is_floating_point()
+    }
+
+
 def index_bits_per_entry(numel: int) -> int:
     """ceil(log2(numel)): bits to address one element of a tensor of ``numel`` elements."""
     return (numel - 1).bit_length()

@@ -83,7 +83,11 @@ def run_search(
     """Run the whole search (or continue one: ``resume`` is a result folder or ``latest``);
     return what MLflow holds of it, front included."""
     started = time.perf_counter()
-    experiment = check_user_code(experiment)  # before any run, folder or Ray process exists
+    notes: list[str] = []
+    # before any run, folder or Ray process exists
+    experiment = check_user_code(experiment, notes)
+    for note in notes:
+        echo(f"note: {note}")
     _fail_fast_http()
     tracker = Tracker(experiment.tracking.resolved_uri(), experiment.tracking.experiment)
     tracker.check_reachable()

@@ -15,9 +15,12 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
+from torch import nn
 
 from nascomp.compressors.allocation import quantizable_layers
+from nascomp.compressors.layers import QUANTIZED_LAYER_NAMES
 from nascomp.compressors.pruning import ignored_layers
+from nascomp.compressors.size import float_weights
 from nascomp.search.errors import ConfigError
 from nascomp.search.experiment import Experiment, trial_constants
 from nascomp.spaces.mixed import PER_LAYER
@@ -41,9 +44,11 @@ def brings_own_model(arch: dict[str, Any]) -> bool:
     return family is not None and family.build.__module__ not in _OWN_MODULES
 
 
-def check_user_code(experiment: Experiment) -> Experiment:
+def check_user_code(experiment: Experiment, notes: list[str] | None = None) -> Experiment:
     """Load the data and build the student (one point of the space) and the teacher when the
     user brought them; raise :class:`ConfigError` naming the field on the first problem.
+    ``notes`` receives what the user should know but is no error (a student whose weights are
+    mostly in layers nascomp does not quantize).
 
     Returns the experiment the search runs: with ``space.quant.groups: layers``, its groups
     resolved from the student's convolution / Linear / Embedding layers (one group each, see
@@ -90,6 +95,9 @@ def check_user_code(experiment: Experiment) -> Experiment:
                 raise ConfigError(_located(field, exc)) from None
             if field == "teacher.arch" and checkpoint:
                 _check_checkpoint(model, checkpoint)
+            note = float_weights_note(model) if field == "space.arch" else None
+            if note is not None and notes is not None:
+                notes.append(note)
             if field == "space.arch" and init:
                 _check_init(model, init, experiment.train.init_sha256)
             if field == "space.arch" and ignore:
@@ -108,6 +116,35 @@ def check_user_code(experiment: Experiment) -> Experiment:
             f"which its builder declined ({student}); give groups of module-name globs instead"
         )
     return experiment
+
+
+# The share of a student's parameters outside the quantized layers that earns a note.
+FLOAT_SHARE_NOTED = 0.05
+
+
+def float_weights_note(model: nn.Module, field: str = "space.arch") -> str | None:
+    """One line when at least :data:`FLOAT_SHARE_NOTED` of ``model``'s parameters are weights
+    that no quantized layer holds (an ``nn.LSTM``, attention's input projection, a bare
+    parameter): they stay float, whatever bit-width a trial draws."""
+    floats = float_weights(model)
+    total = sum(p.numel() for p in model.parameters())
+    held = sum(floats.values())
+    if total == 0 or held < FLOAT_SHARE_NOTED * total:
+        return None
+    owners: dict[str, int] = {}
+    for name, size in floats.items():
+        prefix, _, leaf = name.rpartition(".")
+        owner = model.get_submodule(prefix) if prefix else model
+        label = f"{prefix or leaf} ({type(owner).__name__})"
+        owners[label] = owners.get(label, 0) + size
+    largest = sorted(owners.items(), key=lambda item: -item[1])
+    shown = "; ".join(f"{label} {size:,}" for label, size in largest[:3])
+    more = f"; and {len(largest) - 3} more" if len(largest) > 3 else ""
+    return (
+        f"{field}: {held:,} of {total:,} parameters ({held / total:.0%}) are weights outside the "
+        f"layers nascomp quantizes ({QUANTIZED_LAYER_NAMES}): {shown}{more}; they stay float32 "
+        "at every bit-width and count at 32 bits in size_bytes"
+    )
 
 
 def _check_input_rank(
