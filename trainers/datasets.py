@@ -375,16 +375,28 @@ class Scan:
     images: Tensor | None  # (N, *sample shape) as the samples are, when kept
 
 
-def scan(dataset: Dataset, sample: SampleFormat, field: str, *, keep: bool, n_workers: int) -> Scan:
+def scan(
+    dataset: Dataset,
+    sample: SampleFormat,
+    field: str,
+    *,
+    keep: bool,
+    n_workers: int,
+    role: str = "train",
+) -> Scan:
     """Read every sample once through a DataLoader (``n_workers`` processes for large sets)."""
     checked = CheckedSamples(dataset, sample, field)
     workers = n_workers if len(checked) >= MIN_SAMPLES_FOR_WORKERS else 0
     loader = DataLoader(checked, batch_size=SCAN_BATCH_SIZE, num_workers=workers)
     labels, sums, squares, kept = [], [], [], []
+    start = 0
     for images, batch_labels in _reading(loader, field):
         # per channel: a sample's first dimension (a feature vector's every feature)
         pixels = images.double().div_(sample.scale).reshape(len(images), sample.shape[0], -1)
         sums.append(pixels.sum(dim=2))
+        if not bool(torch.isfinite(sums[-1]).all()):  # a NaN or inf anywhere in the batch
+            _refuse_non_finite(images, start, field, role)
+        start += len(images)
         squares.append(pixels.square_().sum(dim=2))
         labels.append(batch_labels.long())
         if keep:
@@ -394,6 +406,20 @@ def scan(dataset: Dataset, sample: SampleFormat, field: str, *, keep: bool, n_wo
         sums=torch.cat(sums),
         square_sums=torch.cat(squares),
         images=torch.cat(kept) if keep else None,
+    )
+
+
+def _refuse_non_finite(images: Tensor, start: int, field: str, role: str) -> None:
+    """One line naming the first sample of the batch with a NaN or an infinity: normalised by
+    statistics that hold it, every input would be NaN, and every trial would fail to train."""
+    flat = images.reshape(len(images), -1)
+    row = int((~torch.isfinite(flat)).any(dim=1).nonzero()[0])
+    position = int((~torch.isfinite(flat[row])).nonzero()[0])
+    value = float(flat[row, position])
+    where = tuple(int(i) for i in np.unravel_index(position, tuple(images.shape[1:])))
+    raise DatasetError(
+        f"{field}: {role} sample {start + row}'s input holds {value} at {where}; inputs must be "
+        "finite (drop, clean or impute such samples in the dataset)"
     )
 
 

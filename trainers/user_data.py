@@ -107,7 +107,9 @@ def _load(
         streamed = bool(stream)
     keep = not streamed
     train_scan = scan(train, sample, field, keep=keep, n_workers=threads)
-    test_scan = scan(test, sample, field, keep=keep, n_workers=threads) if test else None
+    test_scan = (
+        scan(test, sample, field, keep=keep, n_workers=threads, role="test") if test else None
+    )
     n_classes = check_labels(train_scan.labels, declared_classes(train), field, "train")
     if test_scan is not None:
         check_labels(test_scan.labels, n_classes, field, "test")

@@ -35,6 +35,22 @@ def cancer():
     return TensorDataset(torch.tensor(x, dtype=torch.float32), torch.tensor(y)), None
 
 
+def cancer_with_gaps():
+    x, y = load_breast_cancer(return_X_y=True)
+    x = torch.tensor(x, dtype=torch.float32)
+    x[300, 7] = float("nan")  # a missing measurement
+    y = torch.tensor(y)
+    return TensorDataset(x[:400], y[:400]), TensorDataset(x[400:], y[400:])
+
+
+def cancer_with_inf_in_test():
+    x, y = load_breast_cancer(return_X_y=True)
+    x = torch.tensor(x, dtype=torch.float32)
+    x[450, 29] = float("-inf")
+    y = torch.tensor(y)
+    return TensorDataset(x[:400], y[:400]), TensorDataset(x[400:], y[400:])
+
+
 def mlp(input_shape, n_classes, hidden=16):
     (features,) = input_shape
     return torch.nn.Sequential(
@@ -86,6 +102,21 @@ def test_streamed_feature_vectors_hold_the_in_memory_values(factory: str) -> Non
     for role in ("train", "val", "test"):
         kept, read = getattr(memory, role), getattr(streamed, role)
         assert torch.equal(torch.cat(list(read.chunks(64))), kept.x), role  # bit for bit
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_non_finite_input_is_refused_in_one_line_naming_the_sample(
+    factory: str, stream: bool
+) -> None:
+    """A NaN would make its channel's statistics NaN, so every input and every trial."""
+    gaps = DataConfig(name="custom", factory=f"{factory}:cancer_with_gaps", stream=stream)
+    with pytest.raises(
+        DatasetError, match=r"^data.factory: train sample 300's input holds nan at \(7,\); inputs"
+    ):
+        gaps.load()
+    inf = DataConfig(name="custom", factory=f"{factory}:cancer_with_inf_in_test", stream=stream)
+    with pytest.raises(DatasetError, match=r"^data.factory: test sample 50's input holds -inf at"):
+        inf.load()
 
 
 def test_normalise_takes_samples_and_batches_of_any_rank() -> None:
