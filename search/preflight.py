@@ -143,7 +143,8 @@ def float_weights_note(model: nn.Module, field: str = "space.arch") -> str | Non
     return (
         f"{field}: {held:,} of {total:,} parameters ({held / total:.0%}) are weights outside the "
         f"layers nascomp quantizes ({QUANTIZED_LAYER_NAMES}): {shown}{more}; they stay float32 "
-        "at every bit-width and count at 32 bits in size_bytes"
+        "at every bit-width, unstructured pruning leaves them whole, and they count at 32 bits "
+        "in size_bytes"
     )
 
 

@@ -60,8 +60,8 @@ def test_the_weights_outside_quantized_layers_are_counted_by_name() -> None:
     assert note == (
         f"space.arch: 224 of {total} parameters (54%) are weights outside the layers nascomp "
         "quantizes (Conv1d / Conv2d / Conv3d / Linear / Embedding): attn (MultiheadAttention) "
-        "192; position (_Tokens) 32; they stay float32 at every bit-width and count at 32 bits "
-        "in size_bytes"
+        "192; position (_Tokens) 32; they stay float32 at every bit-width, unstructured pruning "
+        "leaves them whole, and they count at 32 bits in size_bytes"
     )
 
 
@@ -88,6 +88,7 @@ def test_the_search_notes_a_student_made_mostly_of_float_weights(
     expected = [
         "space.arch: 384 of 522 parameters (74%) are weights outside the layers nascomp "
         "quantizes (Conv1d / Conv2d / Conv3d / Linear / Embedding): rnn (GRU) 384; they stay "
-        "float32 at every bit-width and count at 32 bits in size_bytes"
+        "float32 at every bit-width, unstructured pruning leaves them whole, and they count at "
+        "32 bits in size_bytes"
     ]
     assert notes == (expected if noted else [])
