@@ -5,6 +5,7 @@ compressors, and its ONNX file; and the one-line errors of what needs images."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,6 @@ from nascomp.trainers.normalise import Normalise
 from nascomp.trainers.settings import DataConfig
 from nascomp.trainers.stream import StreamedSplits, for_trial
 from nascomp.trainers.trial import run_trial
-from nascomp.trainers.user_data import clear_user_cache
 
 FACTORY = """
 import torch
@@ -60,14 +60,8 @@ def mlp(input_shape, n_classes, hidden=16):
 
 
 @pytest.fixture
-def factory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("NASCOMP_CACHE", str(tmp_path / "cache"))
-    name = f"tabular_{tmp_path.name}"  # a fresh module name per test: modules are cached
-    (tmp_path / f"{name}.py").write_text(FACTORY)
-    clear_user_cache()
-    yield name
-    clear_user_cache()
+def factory(user_module: Callable[[str, str], str]) -> str:
+    return user_module("tabular", FACTORY)
 
 
 def test_feature_vectors_load_normalised_per_feature(factory: str) -> None:

@@ -6,6 +6,7 @@ file with an int64 input, an export that ships, and the one-line errors of what 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,6 @@ from nascomp.trainers.normalise import Normalise
 from nascomp.trainers.settings import DataConfig
 from nascomp.trainers.stream import StreamedSplits, for_trial
 from nascomp.trainers.trial import run_trial
-from nascomp.trainers.user_data import clear_user_cache
 
 LEVELS, LENGTH = 8, 49
 
@@ -93,14 +93,8 @@ def floats_only(input_shape, n_classes):
 
 
 @pytest.fixture
-def factory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, data_root: Path) -> str:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("NASCOMP_CACHE", str(tmp_path / "cache"))
-    name = f"ids_{tmp_path.name}"  # a fresh module name per test: modules are cached
-    (tmp_path / f"{name}.py").write_text(FACTORY)
-    clear_user_cache()
-    yield name
-    clear_user_cache()
+def factory(user_module: Callable[[str, str], str]) -> str:
+    return user_module("ids", FACTORY)
 
 
 def _config(factory: str, data_root: Path, **fields: Any) -> DataConfig:
