@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nascomp.compressors.layers import is_quantized_layer
+from nascomp.compressors.layers import is_quantized_layer, weight_names
 from nascomp.compressors.quantization import (
     SENSITIVITY_CRITERIA,
     VALID_BITS,
@@ -129,9 +129,14 @@ def average_bits(widths: Mapping[str, int], n_weights: Mapping[str, int]) -> flo
     return sum(widths[layer] * n_weights[layer] for layer in widths) / max(total, 1)
 
 
+def kept_weights(layer: nn.Module) -> int:
+    """The nonzero entries of a quantized layer's weights (all of a recurrent layer's)."""
+    return sum(int(getattr(layer, attr).count_nonzero()) for attr in weight_names(layer))
+
+
 def quantizable_layers(model: nn.Module) -> dict[str, nn.Module]:
-    """The quantized layers of a float model (``compressors.layers``: convolutions, Linear and
-    Embedding), by module name (what widths apply to)."""
+    """The quantized layers of a float model (``compressors.layers``: convolutions, Linear,
+    Embedding and recurrent layers), by module name (what widths apply to)."""
     return {name: module for name, module in model.named_modules() if is_quantized_layer(module)}
 
 
@@ -143,8 +148,9 @@ def measure_sensitivity(
     criterion: str = "kl",
 ) -> dict[str, dict[int, float]]:
     """The cost on ``batches`` (inputs, labels) of each quantizable layer (convolution, Linear,
-    Embedding) alone having its weights quantized at each width of ``widths`` (``criterion``:
-    see the module's docstring); a float model in, unchanged. 32 bits costs 0 by definition."""
+    Embedding, recurrent) alone having its weights quantized at each width of ``widths``
+    (``criterion``: see the module's docstring); a float model in, unchanged. 32 bits costs 0
+    by definition."""
     for width in widths:
         if isinstance(width, bool) or width not in VALID_BITS:
             raise ValueError(f"widths must be in {VALID_BITS}, got {width!r}")
@@ -167,15 +173,18 @@ def measure_sensitivity(
 
     table: dict[str, dict[int, float]] = {}
     for name, layer in quantizable_layers(model).items():
-        original = layer.weight.detach().clone()
+        weights = [getattr(layer, attr) for attr in weight_names(layer)]
+        originals = [weight.detach().clone() for weight in weights]
         row: dict[int, float] = {}
         for width in widths:
             if width == 32:
                 row[width] = 0.0
                 continue
-            layer.weight.copy_(fake_quantize_weight(original, width))
+            for weight, original in zip(weights, originals, strict=True):
+                weight.copy_(fake_quantize_weight(original, width))
             row[width] = cost()
-        layer.weight.copy_(original)
+        for weight, original in zip(weights, originals, strict=True):
+            weight.copy_(original)
         table[name] = row
     model.train(was_training)
     return table
@@ -227,7 +236,7 @@ def budget_layer_bits(
     assert config.budget is not None
     table = measure_sensitivity(model, config.widths, batches, config.sensitivity)
     layers = quantizable_layers(model)
-    kept = {name: int(layers[name].weight.count_nonzero()) for name in table}
+    kept = {name: kept_weights(layers[name]) for name in table}
     return allocate_bits(table, kept, config.budget)
 
 

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from nascomp.compressors.layers import RECURRENT_LAYERS
 from nascomp.compressors.quantization import freeze_fake_quant
 
 # Tests set this to prove the int8 form survives torch.ao's removal (the module's docstring).
@@ -96,9 +97,11 @@ def to_int8_deployable(
         raise RuntimeError(f"quantized engine {BACKEND!r} is not available in this torch build")
     torch.backends.quantized.engine = BACKEND
     float_model = freeze_fake_quant(copy.deepcopy(model)).cpu().eval()
-    # torch.ao quantizes embeddings only weight-only with float qparams; ours run as the
-    # float tables that hold their QAT-quantized rows.
-    mapping = QConfigMapping().set_global(_int8_qconfig()).set_object_type(nn.Embedding, None)
+    # torch.ao quantizes embeddings only weight-only with float qparams, and recurrent layers
+    # only dynamically; ours run as the float layers that hold their QAT-quantized rows.
+    mapping = QConfigMapping().set_global(_int8_qconfig())
+    for kind in (nn.Embedding, *RECURRENT_LAYERS):
+        mapping = mapping.set_object_type(kind, None)
     with warnings.catch_warnings():
         # torch.ao.quantization is deprecated in favour of torchao, which has no int8 conv.
         warnings.simplefilter("ignore", DeprecationWarning)

@@ -5,14 +5,16 @@ volumes) and Linear layers: each has a ``weight`` whose first dimension is its o
 which magnitude pruning zeroes, structured pruning narrows, QAT quantizes per channel, and the
 compressed artifact codes. Embedding tables (a row per id: their first dimension too) are
 quantized per row and coded the same way; pruning leaves them to torch-pruning's dependency
-graph (structured) and whole (unstructured), and they cost no multiply-accumulates. The
+graph (structured) and whole (unstructured), and they cost no multiply-accumulates. So are the
+weight matrices of recurrent layers (LSTM, GRU, RNN: a row per gate unit), which no pruning
+touches and whose multiply-accumulates are not counted. The
 quantization-aware twins (``compressors.quantization``) are subclasses, so ``isinstance`` finds
 them too.
 
-Trials logged before Conv1d, Conv3d and Embedding were compressed compressed Conv2d and Linear
-alone; their configs say so (``quant.layers`` absent: :data:`LEGACY`), and a trial, its export
-and ``load_exported`` run inside :func:`layer_kinds` of the config, so that they reproduce
-exactly. Anything outside such a block sees every kind (:data:`ALL`).
+Trials logged before Conv1d, Conv3d, Embedding and recurrent layers were compressed compressed
+Conv2d and Linear alone; their configs say so (``quant.layers`` absent: :data:`LEGACY`), and a
+trial, its export and ``load_exported`` run inside :func:`layer_kinds` of the config, so that
+they reproduce exactly. Anything outside such a block sees every kind (:data:`ALL`).
 """
 
 from __future__ import annotations
@@ -28,10 +30,14 @@ LEGACY = "conv2d_linear"  # before 2026-12-03
 LAYER_KINDS = (ALL, LEGACY)
 
 CONV_LAYERS: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+RECURRENT_LAYERS: tuple[type[nn.Module], ...] = (nn.LSTM, nn.GRU, nn.RNN)
 _WEIGHT_LAYERS = {ALL: (*CONV_LAYERS, nn.Linear), LEGACY: (nn.Conv2d, nn.Linear)}
-_QUANTIZED_LAYERS = {ALL: (*_WEIGHT_LAYERS[ALL], nn.Embedding), LEGACY: _WEIGHT_LAYERS[LEGACY]}
+_QUANTIZED_LAYERS = {
+    ALL: (*_WEIGHT_LAYERS[ALL], nn.Embedding, *RECURRENT_LAYERS),
+    LEGACY: _WEIGHT_LAYERS[LEGACY],
+}
 # How the layers are named in messages and docs.
-QUANTIZED_LAYER_NAMES = "Conv1d / Conv2d / Conv3d / Linear / Embedding"
+QUANTIZED_LAYER_NAMES = "Conv1d / Conv2d / Conv3d / Linear / Embedding / LSTM / GRU / RNN"
 
 _KINDS: ContextVar[str] = ContextVar("nascomp_layer_kinds", default=ALL)
 
@@ -67,6 +73,19 @@ def is_quantized_layer(module: nn.Module) -> bool:
     """A layer whose weight (or table) QAT quantizes per channel (row) and the artifact codes:
     the weight layers and embeddings."""
     return isinstance(module, _QUANTIZED_LAYERS[_KINDS.get()])
+
+
+def is_recurrent(module: nn.Module) -> bool:
+    return isinstance(module, RECURRENT_LAYERS)
+
+
+def weight_names(module: nn.Module) -> list[str]:
+    """The attributes of a quantized layer that hold its weight matrices: ``weight``, or a
+    recurrent layer's ``weight_ih_l0``, ``weight_hh_l0``, ... (each quantized per row: a gate's
+    unit), in the order of its parameters."""
+    if is_recurrent(module):
+        return [name for name in module._flat_weights_names if name.startswith("weight_")]
+    return ["weight"]
 
 
 def is_conv(module: nn.Module) -> bool:

@@ -1,15 +1,16 @@
-"""Quantization-aware training by fake quantization of convolution (1d, 2d, 3d), Linear and
-Embedding layers (``compressors.layers``).
+"""Quantization-aware training by fake quantization of convolution (1d, 2d, 3d), Linear,
+Embedding and recurrent (LSTM, GRU, RNN) layers (``compressors.layers``).
 
 Weights: symmetric, per output channel (dim 0), ``scale_c = max|w_c| / (2**(bits-1) - 1)``,
 so a channel takes at most ``2**bits - 1`` levels and zero stays exactly zero (pruning masks
 survive quantization). Gradients pass through the rounding unchanged (straight-through
 estimator). Input activations: asymmetric unsigned per-tensor quantization with an EMA min/max
 observer that learns in training mode and is frozen in eval mode. An embedding's table is
-quantized per row (an id's vector) and its input, ids, is not.
+quantized per row (an id's vector) and its input, ids, is not; a recurrent layer's weight
+matrices are quantized per row (a gate's unit), its input and hidden state are not.
 
 ``prepare_qat`` swaps each such layer for its ``QuantConv{1,2,3}d`` / ``QuantLinear`` /
-``QuantEmbedding`` twin,
+``QuantEmbedding`` / ``QuantLSTM`` / ``QuantGRU`` / ``QuantRNN`` twin,
 which holds the SAME ``nn.Parameter`` objects, so an optimizer built earlier and the pruner's
 masks (keyed by Parameter) keep working.
 """
@@ -28,8 +29,10 @@ from nascomp.compressors.layers import (
     ALL,
     LAYER_KINDS,
     QUANTIZED_LAYER_NAMES,
+    RECURRENT_LAYERS,
     is_conv,
     is_quantized_layer,
+    is_recurrent,
     layer_kinds,
 )
 
@@ -291,6 +294,87 @@ class QuantEmbedding(_QuantMixin, nn.Embedding):
         )
 
 
+class _QuantRecurrent(_QuantMixin):
+    """A recurrent layer that fake-quantizes its weight matrices, each per row (a gate's unit),
+    for the length of a forward pass; biases, the input and the hidden state stay float (no
+    runtime nascomp ships to runs a recurrent layer in int8)."""
+
+    _flat_weights_names: list[str]
+    _flat_weights: list[Tensor | None]
+
+    def _setup_quant(self, config: QuantConfig) -> None:
+        self.weight_bits = config.bits
+        self.input_quant = nn.Identity()
+
+    def quantized_weights(self) -> list[Tensor | None]:
+        """The flat parameters as the forward pass uses them: weights fake-quantized."""
+        return [
+            fake_quantize_weight(tensor, self.weight_bits)
+            if tensor is not None and name.startswith("weight_")
+            else tensor
+            for name, tensor in zip(self._flat_weights_names, self._flat_weights, strict=True)
+        ]
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        # torch's recurrent forward reads self._flat_weights; in place of the Parameters it
+        # holds, the quantized values for this pass (gradients reach the Parameters through
+        # the straight-through estimator), then the Parameters again.
+        self._update_flat_weights()  # type: ignore[attr-defined]
+        parameters = self._flat_weights
+        self._flat_weights = self.quantized_weights()
+        try:
+            return super().forward(*args, **kwargs)  # type: ignore[misc]
+        finally:
+            self._flat_weights = parameters
+
+
+class QuantLSTM(_QuantRecurrent, nn.LSTM):
+    """LSTM whose weight matrices are fake-quantized per row."""
+
+
+class QuantGRU(_QuantRecurrent, nn.GRU):
+    """GRU whose weight matrices are fake-quantized per row."""
+
+
+class QuantRNN(_QuantRecurrent, nn.RNN):
+    """Elman RNN whose weight matrices are fake-quantized per row."""
+
+
+_QUANT_RECURRENT: dict[type[nn.Module], type[nn.Module]] = {
+    nn.LSTM: QuantLSTM,
+    nn.GRU: QuantGRU,
+    nn.RNN: QuantRNN,
+}
+
+
+def _recurrent_type(module: nn.Module) -> type[nn.Module]:
+    """The torch recurrent class ``module`` is (or subclasses): LSTM, GRU or RNN."""
+    return next(kind for kind in RECURRENT_LAYERS if isinstance(module, kind))
+
+
+def _recurrent_like(kind: type[nn.Module], rnn: nn.Module, **kwargs: Any) -> nn.Module:
+    """A recurrent layer of class ``kind`` with ``rnn``'s settings (its weights to be set)."""
+    settings: dict[str, Any] = {
+        "num_layers": rnn.num_layers,
+        "bias": rnn.bias,
+        "batch_first": rnn.batch_first,
+        "dropout": float(rnn.dropout),
+        "bidirectional": rnn.bidirectional,
+    }
+    if isinstance(rnn, nn.LSTM):
+        settings["proj_size"] = rnn.proj_size
+    if isinstance(rnn, nn.RNN):
+        settings["nonlinearity"] = rnn.nonlinearity
+    return kind(rnn.input_size, rnn.hidden_size, **settings, **kwargs)
+
+
+def _adopt_recurrent(twin: nn.Module, rnn: nn.Module) -> None:
+    """Move ``rnn``'s Parameters into ``twin`` unchanged (torch keeps its flat list in step)."""
+    for name in rnn._flat_weights_names:
+        setattr(twin, name, getattr(rnn, name))
+    twin._init_flat_weights()
+
+
 def _embedding_like(kind: type[nn.Embedding], table: nn.Embedding, **kwargs: Any) -> nn.Embedding:
     """An embedding of class ``kind`` with ``table``'s settings (its weight to be set), sized
     by its weight (which a skeleton's reshaping or pruning may have changed)."""
@@ -309,6 +393,13 @@ def _embedding_like(kind: type[nn.Embedding], table: nn.Embedding, **kwargs: Any
 
 def _quant_twin(module: nn.Module, config: QuantConfig) -> nn.Module:
     """A Quant* layer with the same hyper-parameters that adopts ``module``'s Parameters."""
+    if is_recurrent(module):
+        kind = _QUANT_RECURRENT[_recurrent_type(module)]
+        recurrent = _recurrent_like(kind, module, device="meta")
+        _adopt_recurrent(recurrent, module)
+        recurrent._setup_quant(config)  # type: ignore[operator]
+        recurrent.train(module.training)
+        return recurrent
     if isinstance(module, nn.Embedding):
         twin: nn.Module = _embedding_like(QuantEmbedding, module, device="meta")
     elif is_conv(module):
@@ -358,8 +449,8 @@ def _is_plain_float_layer(module: nn.Module) -> bool:
 def prepare_qat(
     model: nn.Module, config: QuantConfig, layer_bits: Mapping[str, int] | None = None
 ) -> nn.Module:
-    """Make every convolution / Linear / Embedding of ``model`` fake-quantize (in place);
-    returns ``model``.
+    """Make every convolution / Linear / Embedding / recurrent layer of ``model`` fake-quantize
+    (in place); returns ``model``.
 
     ``layer_bits`` (mixed precision): a weight bit-width per such layer's module name, in place
     of ``config.bits`` for those layers; a layer at 16 or 32 bits keeps float inputs.
@@ -446,7 +537,16 @@ def activation_bits(model: nn.Module) -> int:
 
 
 def _plain_twin(layer: nn.Module) -> nn.Module:
-    """A float convolution / Linear / Embedding carrying ``layer``'s fake-quantized weight."""
+    """A float convolution / Linear / Embedding / recurrent layer carrying ``layer``'s
+    fake-quantized weights."""
+    if is_recurrent(layer):
+        recurrent = _recurrent_like(_recurrent_type(layer), layer)
+        with torch.no_grad():
+            for name, value in zip(
+                layer._flat_weights_names, layer.quantized_weights(), strict=True
+            ):
+                getattr(recurrent, name).copy_(value)
+        return recurrent
     if isinstance(layer, nn.Embedding):
         table = _embedding_like(nn.Embedding, layer)
         with torch.no_grad():
@@ -479,5 +579,6 @@ def freeze_fake_quant(model: nn.Module) -> nn.Module:
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if id(child) in targets:
-                setattr(parent, name, _plain_twin(child).to(child.weight.device))
+                device = next(child.parameters()).device
+                setattr(parent, name, _plain_twin(child).to(device))
     return model

@@ -43,7 +43,7 @@ import torch
 from torch import Tensor, nn
 
 from nascomp.compressors.entropy import encode_codes
-from nascomp.compressors.layers import is_quantized_layer
+from nascomp.compressors.layers import is_quantized_layer, weight_names
 from nascomp.compressors.quantization import (
     VALID_BITS,
     quantize_weight_codes,
@@ -83,7 +83,12 @@ class PositionCode:
 
 def stored_tensors(model: nn.Module) -> list[StoredTensor]:
     """The state-dict entries a deployed model needs, in state-dict order."""
-    weight_ids = {id(m.weight) for m in model.modules() if is_quantized_layer(m)}
+    weight_ids = {
+        id(getattr(m, name))
+        for m in model.modules()
+        if is_quantized_layer(m)
+        for name in weight_names(m)
+    }
     return [
         StoredTensor(name, tensor.detach(), id(tensor) in weight_ids)
         for name, tensor in model.state_dict(keep_vars=True).items()
@@ -94,8 +99,8 @@ def stored_tensors(model: nn.Module) -> list[StoredTensor]:
 def float_weights(model: nn.Module) -> dict[str, int]:
     """The matrices and kernels (float tensors of two or more dimensions) a deployed model
     stores that no compressed layer (``compressors.layers``) holds, by name: the weights of
-    layers nascomp does not quantize (``nn.LSTM``, ``nn.GRU``, ``nn.MultiheadAttention``'s
-    input projection, a bare ``nn.Parameter``), stored at 32 bits like a bias. Their sizes."""
+    layers nascomp does not quantize (``nn.MultiheadAttention``'s input projection, a bare
+    ``nn.Parameter``, a transposed convolution), stored at 32 bits like a bias. Their sizes."""
     return {
         entry.name: entry.tensor.numel()
         for entry in stored_tensors(model)

@@ -51,7 +51,7 @@ def check_user_code(experiment: Experiment, notes: list[str] | None = None) -> E
     mostly in layers nascomp does not quantize).
 
     Returns the experiment the search runs: with ``space.quant.groups: layers``, its groups
-    resolved from the student's convolution / Linear / Embedding layers (one group each, see
+    resolved from the student's quantized layers (one group each, see
     ``spaces.mixed.per_layer_groups``)."""
     if experiment.trial != "train":
         return experiment
@@ -79,6 +79,9 @@ def check_user_code(experiment: Experiment, notes: list[str] | None = None) -> E
         data = experiment.data.load(threads=trial_constants(experiment)["threads"])
     except (ValueError, TypeError, OSError) as exc:
         raise ConfigError(_located("data", exc)) from None
+    note = small_validation_note(len(data.val), experiment.data.val_fraction)
+    if note is not None and notes is not None:
+        notes.append(note)
     augment = experiment.train.augment.enabled()
     if data.input_dtype.is_floating_point:
         _check_input_rank(data.input_shape, student, teacher, augment)
@@ -116,6 +119,23 @@ def check_user_code(experiment: Experiment, notes: list[str] | None = None) -> E
             f"which its builder declined ({student}); give groups of module-name globs instead"
         )
     return experiment
+
+
+# Below this many validation samples, val_accuracy moves in steps of more than 1%.
+SMALL_VALIDATION = 100
+
+
+def small_validation_note(n_val: int, val_fraction: float) -> str | None:
+    """One line when the validation split, which ranks every trial, is too small to tell
+    close models apart."""
+    if n_val >= SMALL_VALIDATION:
+        return None
+    step = 100.0 / max(1, n_val)
+    return (
+        f"data: the validation split holds {n_val} sample{'s' if n_val != 1 else ''} "
+        f"(val_fraction {val_fraction:g}), so val_accuracy moves in steps of {step:.3g}% and "
+        "close models rank by chance (raise data.val_fraction, or bring more data)"
+    )
 
 
 # The share of a student's parameters outside the quantized layers that earns a note.
@@ -203,7 +223,8 @@ def _check_ids(
 def _with_layer_groups(experiment: Experiment, layers: list[str]) -> Experiment:
     if not layers:
         raise ConfigError(
-            "space.quant.groups: 'layers': the model has no convolution, Linear or Embedding layer"
+            "space.quant.groups: 'layers': the model has no layer nascomp quantizes "
+            f"({QUANTIZED_LAYER_NAMES})"
         )
     others = any(
         param.possible_values() is None or len(param.possible_values() or ()) > 1

@@ -5,8 +5,9 @@ names) and the condition under which the sampled architecture has it. The ``cnn`
 built-in groups: ``stem``, ``stage1`` .. ``stageN`` and ``head``, where ``stage<k>`` exists only
 when ``arch.n_stages >= k`` and so gets a parameter only then. Any family takes the user's own
 groups (``space.quant.groups: {name: [glob, ...]}``), which exist in every architecture, or
-``space.quant.groups: layers``: one group per convolution / Linear / Embedding, which the
-search resolves (:func:`per_layer_groups`) from the space's first architecture before it starts.
+``space.quant.groups: layers``: one group per quantized layer (convolution, Linear, Embedding,
+recurrent), which the search resolves (:func:`per_layer_groups`) from the space's first
+architecture before it starts.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 from nascomp.spaces.params import Scalar, to_param
 
 GROUP_NAME_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789_"
-# ``space.quant.groups: layers``: one group per convolution / Linear / Embedding of the model.
+# ``space.quant.groups: layers``: one group per quantized layer of the model.
 PER_LAYER = "layers"
 
 
@@ -83,7 +84,7 @@ def check_user_groups(groups: Any) -> dict[str, list[str]] | str:
         return groups
     if not isinstance(groups, dict):
         raise ValueError(
-            f"groups must be {PER_LAYER!r} (one group per convolution / Linear / Embedding) or a "
+            f"groups must be {PER_LAYER!r} (one group per quantized layer) or a "
             f"mapping of group name to module-name globs, got {groups!r}"
         )
     for name, patterns in groups.items():

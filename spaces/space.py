@@ -189,7 +189,7 @@ class QuantSpace(SpecSection):
         ]
 
     def with_layer_groups(self, layer_names: list[str], others: bool) -> QuantSpace:
-        """``groups: layers`` resolved: one group per convolution / Linear / Embedding of
+        """``groups: layers`` resolved: one group per quantized layer of
         ``layer_names`` (the space's first architecture); ``others``: other architectures may
         add layers, which then take a searched trial-wide width."""
         resolved = self.model_copy(update={"groups": per_layer_groups(layer_names)})

@@ -1,6 +1,8 @@
-"""Weights that nascomp does not quantize (a recurrent layer's, attention's input projection, a
-bare parameter) stay float32 at every bit-width a trial draws: a student made mostly of them
-gets a one-line note before the search starts, with exact counts, and nothing else changes."""
+"""What the pre-flight notes before a search starts, in one line each, without stopping it.
+
+Weights that nascomp does not quantize (attention's input projection, a bare parameter) stay
+float32 at every bit-width a trial draws: a student made mostly of them
+gets a note with exact counts. A validation split too small to rank trials gets one too."""
 
 from __future__ import annotations
 
@@ -13,12 +15,13 @@ from torch import nn
 
 from nascomp.compressors.size import float_weights
 from nascomp.search.experiment import validate_experiment
-from nascomp.search.preflight import check_user_code, float_weights_note
+from nascomp.search.preflight import check_user_code, float_weights_note, small_validation_note
 
 MODULE = textwrap.dedent(
     """
     import torch
     from torch import nn
+    from torch.utils.data import TensorDataset
 
     class Rows(nn.Module):
         def __init__(self, width, n_classes, hidden):
@@ -32,6 +35,26 @@ MODULE = textwrap.dedent(
 
     def gru(input_shape, n_classes, hidden=8):
         return Rows(input_shape[-1], n_classes, hidden)
+
+    class Attends(nn.Module):
+        def __init__(self, width, n_classes):
+            super().__init__()
+            self.attn = nn.MultiheadAttention(width, 2, batch_first=True)
+            self.head = nn.Linear(width, n_classes)
+
+        def forward(self, x):  # (N, 1, H, W): the rows of an image as tokens
+            rows = x[:, 0]
+            return self.head(self.attn(rows, rows, rows)[0].mean(1))
+
+    def attention(input_shape, n_classes):
+        return Attends(input_shape[-1], n_classes)
+
+    def few(n=60):
+        x = torch.randn(n, 8, generator=torch.Generator().manual_seed(0))
+        return TensorDataset(x, (x[:, 0] > 0).long()), None
+
+    def features(input_shape, n_classes):
+        return nn.Linear(input_shape[0], n_classes)
 
     def conv(input_shape, n_classes):
         return nn.Sequential(nn.Conv2d(input_shape[0], 4, 3), nn.AdaptiveAvgPool2d(1),
@@ -59,9 +82,9 @@ def test_the_weights_outside_quantized_layers_are_counted_by_name() -> None:
     note = float_weights_note(model)
     assert note == (
         f"space.arch: 224 of {total} parameters (54%) are weights outside the layers nascomp "
-        "quantizes (Conv1d / Conv2d / Conv3d / Linear / Embedding): attn (MultiheadAttention) "
-        "192; position (_Tokens) 32; they stay float32 at every bit-width, unstructured pruning "
-        "leaves them whole, and they count at 32 bits in size_bytes"
+        "quantizes (Conv1d / Conv2d / Conv3d / Linear / Embedding / LSTM / GRU / RNN): attn "
+        "(MultiheadAttention) 192; position (_Tokens) 32; they stay float32 at every bit-width, "
+        "unstructured pruning leaves them whole, and they count at 32 bits in size_bytes"
     )
 
 
@@ -72,7 +95,9 @@ def test_a_small_share_gets_no_note() -> None:
     assert float_weights_note(model) is None
 
 
-@pytest.mark.parametrize(("builder", "noted"), [("gru", True), ("conv", False)])
+@pytest.mark.parametrize(
+    ("builder", "noted"), [("attention", True), ("gru", False), ("conv", False)]
+)
 def test_the_search_notes_a_student_made_mostly_of_float_weights(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, builder: str, noted: bool
 ) -> None:
@@ -84,11 +109,37 @@ def test_the_search_notes_a_student_made_mostly_of_float_weights(
     notes: list[str] = []
     checked = check_user_code(validate_experiment({"space": space}), notes)
     assert checked.space.arch.family == "custom"
-    # digits are 8x8: a GRU over 8 rows of 8 pixels with 8 units holds 3 * 8 * (8 + 8) weights
+    # digits are 8x8: attention over 8 rows of 8 pixels projects them with 3 * 8 * 8 weights
+    # (its output projection, 8 * 8 + 8, is a Linear; a GRU's weights are quantized)
     expected = [
-        "space.arch: 384 of 522 parameters (74%) are weights outside the layers nascomp "
-        "quantizes (Conv1d / Conv2d / Conv3d / Linear / Embedding): rnn (GRU) 384; they stay "
-        "float32 at every bit-width, unstructured pruning leaves them whole, and they count at "
-        "32 bits in size_bytes"
+        "space.arch: 192 of 378 parameters (51%) are weights outside the layers nascomp "
+        "quantizes (Conv1d / Conv2d / Conv3d / Linear / Embedding / LSTM / GRU / RNN): attn "
+        "(MultiheadAttention) 192; they stay float32 at every bit-width, unstructured pruning "
+        "leaves them whole, and they count at 32 bits in size_bytes"
     ]
     assert notes == (expected if noted else [])
+
+
+def test_a_small_validation_split_is_noted_with_its_step() -> None:
+    assert small_validation_note(100, 0.1) is None
+    assert small_validation_note(8, 0.1) == (
+        "data: the validation split holds 8 samples (val_fraction 0.1), so val_accuracy moves "
+        "in steps of 12.5% and close models rank by chance (raise data.val_fraction, or bring "
+        "more data)"
+    )
+    assert "holds 1 sample (" in (small_validation_note(1, 0.25) or "")
+
+
+def test_the_search_notes_the_users_small_validation_split(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = f"few_{tmp_path.name}"
+    (tmp_path / f"{name}.py").write_text(MODULE)
+    monkeypatch.chdir(tmp_path)
+    data = {"name": "custom", "factory": f"{name}:few"}
+    arch = {"family": "custom", "builder": f"{name}:features"}
+    space = {"arch": arch, "distill": {"enabled": [False]}}
+    notes: list[str] = []
+    check_user_code(validate_experiment({"data": data, "space": space}), notes)
+    # 60 samples: 12 held out for test (20%), 10% of the other 48 for validation
+    assert notes == [small_validation_note(5, 0.1)]

@@ -8,6 +8,7 @@ errors."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+from nascomp.compressors.quantization import weight_bits_by_layer
 from nascomp.search.errors import ConfigError
 from nascomp.search.experiment import load_experiment, trial_constants
 from nascomp.search.export import export_model, load_exported
@@ -24,7 +26,6 @@ from nascomp.trainers.datasets import DatasetError, prepare_input
 from nascomp.trainers.settings import DataConfig
 from nascomp.trainers.stream import StreamedSplits, for_trial
 from nascomp.trainers.trial import run_trial
-from nascomp.trainers.user_data import clear_user_cache
 
 ROWS = 28  # a digit's rows are the signal's channels, its columns the time steps
 
@@ -44,6 +45,21 @@ def signals(root, n_train=1500, n_test=300):
     return TensorDataset(*_rows(root, True, n_train)), TensorDataset(*_rows(root, False, n_test))
 
 
+class Recurrent(nn.Module):
+    def __init__(self, width, n_classes, hidden):
+        super().__init__()
+        self.rnn = nn.GRU(width, hidden, batch_first=True)
+        self.head = nn.Linear(hidden, n_classes)
+
+    def forward(self, x):  # (N, C, L): L time steps of C features
+        out, _ = self.rnn(x.transpose(1, 2))
+        return self.head(out.mean(1))
+
+
+def gru(input_shape, n_classes, hidden=32):
+    return Recurrent(input_shape[0], n_classes, hidden)
+
+
 def conv1d(input_shape, n_classes, channels=32):
     width, _length = input_shape  # (C, L): a 2-D input read channels first
     return nn.Sequential(
@@ -60,14 +76,8 @@ def conv1d(input_shape, n_classes, channels=32):
 
 
 @pytest.fixture
-def factory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, data_root: Path) -> str:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("NASCOMP_CACHE", str(tmp_path / "cache"))
-    name = f"signals_{tmp_path.name}"  # a fresh module name per test: modules are cached
-    (tmp_path / f"{name}.py").write_text(FACTORY)
-    clear_user_cache()
-    yield name
-    clear_user_cache()
+def factory(user_module: Callable[[str, str], str]) -> str:
+    return user_module("signals", FACTORY)
 
 
 def _config(factory: str, data_root: Path, **fields: Any) -> DataConfig:
@@ -206,3 +216,35 @@ def test_layout_is_refused_for_the_built_in_image_datasets() -> None:
         DataConfig(name="digits", layout="channels_first")
     with pytest.raises(ValueError, match=r"layout"):
         DataConfig(name="custom", factory="x:y", layout="rows")
+
+
+def test_a_recurrent_trial_quantizes_its_weights_ships_and_reproduces(
+    factory: str, data_root: Path, tmp_path: Path
+) -> None:
+    flat = _flat(
+        factory,
+        data_root,
+        **{"arch.builder": f"{factory}:gru", "arch.hidden": 32, "prune.method": "none"},
+    )
+    flat.pop("arch.channels")
+    flat.update({"quant.bits": 4, "quant.act_bits": 8})
+    outcome = run_trial(flat)
+    assert outcome.status == "ok", outcome.reason
+    assert outcome.metrics["val_accuracy"] > 0.5  # 10 classes: chance is 0.1
+    assert outcome.model is not None
+    assert weight_bits_by_layer(outcome.model) == {"rnn": 4, "head": 4}
+    # the GRU's 3 * 32 * (28 + 32) weights are most of the model: 4-bit codes and a scale a
+    # row, against 32 bits a weight
+    dense = 4 * (3 * 32 * (ROWS + 32) + 2 * 3 * 32 + 32 * 10 + 10)
+    assert outcome.metrics["size_bytes"] < dense / 4
+    assert outcome.metrics["onnx_agreement"] > 0.9
+    again = run_trial(flat)
+    for metric in ("val_accuracy", "size_bytes", "test_accuracy"):
+        assert again.metrics[metric] == outcome.metrics[metric], metric
+    data = _config(factory, data_root, layout="channels_first").load()
+    model, example = outcome.model.cpu().eval(), data.val_x[:8]
+    files = export_model(model, example, flat, tmp_path / "export", normalise=data.normalise)
+    assert files["artifact"].stat().st_size == outcome.metrics["size_bytes"]
+    loaded = load_exported(tmp_path / "export")
+    with torch.no_grad():
+        assert torch.equal(loaded(example), model(example))
