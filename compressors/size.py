@@ -1,9 +1,9 @@
 """Storage size of a compressed model: exactly the bytes ``export.save_compressed`` writes.
 
-With ``b`` the weight bit-width, for each convolution / Linear weight or embedding table ``W``
-with ``C`` output channels (rows), ``n = numel(W)`` and ``k`` its entries that are nonzero at
-``b`` bits (pruned weights are exact zeros; a weight that rounds to code 0 is not stored
-either)::
+With ``b`` the weight bit-width, for each convolution / Linear weight, embedding table or
+recurrent weight matrix ``W`` with ``C`` output channels (rows), ``n = numel(W)`` and ``k`` its
+entries that are nonzero at ``b`` bits (pruned weights are exact zeros; a weight that rounds to
+code 0 is not stored either)::
 
     encoding  = 1                                                 byte
     positions = 0 if k == n, else the smallest of                 bytes
@@ -63,8 +63,8 @@ CODINGS = ("packed", "entropy")
 
 @dataclass(frozen=True)
 class StoredTensor:
-    """One state-dict entry as stored: ``is_weight`` marks a convolution / Linear weight or an
-    embedding table (``compressors.layers``)."""
+    """One state-dict entry as stored: ``is_weight`` marks a convolution / Linear weight, an
+    embedding table or a recurrent weight matrix (``compressors.layers``)."""
 
     name: str
     tensor: Tensor
@@ -153,7 +153,7 @@ def stored_mask(weight: Tensor, bits: int) -> np.ndarray:
 
 
 def weight_bytes(weight: Tensor, bits: int) -> int:
-    """Bytes to store one convolution / Linear weight at ``bits`` (encoding + positions + values +
+    """Bytes to store one quantized layer's weight at ``bits`` (encoding + positions + values +
     scales)."""
     mask = stored_mask(weight, bits)
     total = position_code(mask).n_bytes + math.ceil(bits * int(mask.sum()) / 8)

@@ -48,7 +48,7 @@ def check_user_code(experiment: Experiment, notes: list[str] | None = None) -> E
     """Load the data and build the student (one point of the space) and the teacher when the
     user brought them; raise :class:`ConfigError` naming the field on the first problem.
     ``notes`` receives what the user should know but is no error (a student whose weights are
-    mostly in layers nascomp does not quantize).
+    mostly in layers nascomp does not quantize, a validation split too small to rank trials).
 
     Returns the experiment the search runs: with ``space.quant.groups: layers``, its groups
     resolved from the student's quantized layers (one group each, see
@@ -144,8 +144,8 @@ FLOAT_SHARE_NOTED = 0.05
 
 def float_weights_note(model: nn.Module, field: str = "space.arch") -> str | None:
     """One line when at least :data:`FLOAT_SHARE_NOTED` of ``model``'s parameters are weights
-    that no quantized layer holds (an ``nn.LSTM``, attention's input projection, a bare
-    parameter): they stay float, whatever bit-width a trial draws."""
+    that no quantized layer holds (attention's input projection, a bare parameter, a
+    transposed convolution): they stay float, whatever bit-width a trial draws."""
     floats = float_weights(model)
     total = sum(p.numel() for p in model.parameters())
     held = sum(floats.values())
