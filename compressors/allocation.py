@@ -136,7 +136,7 @@ def kept_weights(layer: nn.Module) -> int:
 
 def quantizable_layers(model: nn.Module) -> dict[str, nn.Module]:
     """The quantized layers of a float model (``compressors.layers``: convolutions, Linear,
-    Embedding and recurrent layers), by module name (what widths apply to)."""
+    Embedding, recurrent and attention layers), by module name (what widths apply to)."""
     return {name: module for name, module in model.named_modules() if is_quantized_layer(module)}
 
 
@@ -148,7 +148,7 @@ def measure_sensitivity(
     criterion: str = "kl",
 ) -> dict[str, dict[int, float]]:
     """The cost on ``batches`` (inputs, labels) of each quantizable layer (convolution, Linear,
-    Embedding, recurrent) alone having its weights quantized at each width of ``widths``
+    Embedding, recurrent, attention) alone having its weights quantized at each width of ``widths``
     (``criterion``: see the module's docstring); a float model in, unchanged. 32 bits costs 0
     by definition."""
     for width in widths:

@@ -7,14 +7,16 @@ compressed artifact codes. Embedding tables (a row per id: their first dimension
 quantized per row and coded the same way; pruning leaves them to torch-pruning's dependency
 graph (structured) and whole (unstructured), and they cost no multiply-accumulates. So are the
 weight matrices of recurrent layers (LSTM, GRU, RNN: a row per gate unit), which no pruning
-touches and whose multiply-accumulates are not counted. The
+touches and whose multiply-accumulates are not counted, and attention's input projection
+(``nn.MultiheadAttention``: a row per query, key or value channel). The
 quantization-aware twins (``compressors.quantization``) are subclasses, so ``isinstance`` finds
 them too.
 
-Trials logged before Conv1d, Conv3d, Embedding and recurrent layers were compressed compressed
-Conv2d and Linear alone; their configs say so (``quant.layers`` absent: :data:`LEGACY`), and a
-trial, its export and ``load_exported`` run inside :func:`layer_kinds` of the config, so that
-they reproduce exactly. Anything outside such a block sees every kind (:data:`ALL`).
+Trials logged before Conv1d, Conv3d, Embedding, recurrent and attention layers were compressed
+compressed Conv2d and Linear alone; their configs say so (``quant.layers`` absent:
+:data:`LEGACY`), and a trial, its export and ``load_exported`` run inside :func:`layer_kinds`
+of the config, so that they reproduce exactly. Anything outside such a block sees every kind
+(:data:`ALL`).
 """
 
 from __future__ import annotations
@@ -33,11 +35,13 @@ CONV_LAYERS: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 RECURRENT_LAYERS: tuple[type[nn.Module], ...] = (nn.LSTM, nn.GRU, nn.RNN)
 _WEIGHT_LAYERS = {ALL: (*CONV_LAYERS, nn.Linear), LEGACY: (nn.Conv2d, nn.Linear)}
 _QUANTIZED_LAYERS = {
-    ALL: (*_WEIGHT_LAYERS[ALL], nn.Embedding, *RECURRENT_LAYERS),
+    ALL: (*_WEIGHT_LAYERS[ALL], nn.Embedding, *RECURRENT_LAYERS, nn.MultiheadAttention),
     LEGACY: _WEIGHT_LAYERS[LEGACY],
 }
 # How the layers are named in messages and docs.
-QUANTIZED_LAYER_NAMES = "Conv1d / Conv2d / Conv3d / Linear / Embedding / LSTM / GRU / RNN"
+QUANTIZED_LAYER_NAMES = (
+    "Conv1d / Conv2d / Conv3d / Linear / Embedding / LSTM / GRU / RNN / MultiheadAttention"
+)
 
 _KINDS: ContextVar[str] = ContextVar("nascomp_layer_kinds", default=ALL)
 
@@ -85,6 +89,11 @@ def weight_names(module: nn.Module) -> list[str]:
     unit), in the order of its parameters."""
     if is_recurrent(module):
         return [name for name in module._flat_weights_names if name.startswith("weight_")]
+    if isinstance(module, nn.MultiheadAttention):
+        # its input projection (its output projection is a Linear child of its own)
+        if module._qkv_same_embed_dim:
+            return ["in_proj_weight"]
+        return ["q_proj_weight", "k_proj_weight", "v_proj_weight"]
     return ["weight"]
 
 

@@ -34,6 +34,7 @@ from nascomp.compressors.layers import (
     is_quantized_layer,
     is_recurrent,
     layer_kinds,
+    weight_names,
 )
 
 VALID_BITS = (2, 3, 4, 5, 6, 7, 8, 16, 32)
@@ -375,6 +376,37 @@ def _adopt_recurrent(twin: nn.Module, rnn: nn.Module) -> None:
     twin._init_flat_weights()
 
 
+class QuantMultiheadAttention(_QuantMixin, nn.MultiheadAttention):
+    """Attention whose input projection is fake-quantized per row, and whose output projection
+    (a ``QuantLinear`` child, which torch's attention reads as a tensor, never calling it) is
+    used at its own width. The attention's products and its output projection's input stay
+    float."""
+
+    def _setup_quant(self, config: QuantConfig) -> None:
+        self.weight_bits = config.bits
+        self.input_quant = nn.Identity()
+
+    def _quantized_entries(self) -> list[tuple[nn.Module, str, int]]:
+        entries = [(self, name, self.weight_bits) for name in weight_names(self)]
+        if isinstance(self.out_proj, _QuantMixin):
+            entries.append((self.out_proj, "weight", self.out_proj.weight_bits))
+        return entries
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        # torch's attention reads these Parameters by attribute; for this pass they hold the
+        # quantized values (gradients reach the Parameters by the straight-through estimator).
+        saved = []
+        for owner, name, bits in self._quantized_entries():
+            parameter = owner._parameters[name]
+            saved.append((owner, name, parameter))
+            owner._parameters[name] = fake_quantize_weight(parameter, bits)  # type: ignore[assignment]
+        try:
+            return super().forward(*args, **kwargs)
+        finally:
+            for owner, name, parameter in saved:
+                owner._parameters[name] = parameter
+
+
 def _embedding_like(kind: type[nn.Embedding], table: nn.Embedding, **kwargs: Any) -> nn.Embedding:
     """An embedding of class ``kind`` with ``table``'s settings (its weight to be set), sized
     by its weight (which a skeleton's reshaping or pruning may have changed)."""
@@ -393,6 +425,13 @@ def _embedding_like(kind: type[nn.Embedding], table: nn.Embedding, **kwargs: Any
 
 def _quant_twin(module: nn.Module, config: QuantConfig) -> nn.Module:
     """A Quant* layer with the same hyper-parameters that adopts ``module``'s Parameters."""
+    if isinstance(module, nn.MultiheadAttention):
+        # Its attributes depend on how it was built (kdim, vdim, bias_k, add_zero_attn...) and
+        # on pruning (embed_dim, head_dim): the module itself becomes the twin.
+        module.__class__ = QuantMultiheadAttention
+        module._setup_quant(config)  # type: ignore[operator]
+        module.input_quant.to(module.out_proj.weight.device)
+        return module
     if is_recurrent(module):
         kind = _QUANT_RECURRENT[_recurrent_type(module)]
         recurrent = _recurrent_like(kind, module, device="meta")
@@ -472,7 +511,50 @@ def prepare_qat(
                     full_name = f"{parent_name}.{name}" if parent_name else name
                     bits = layer_bits.get(full_name, config.bits)
                     setattr(parent, name, _quant_twin(child, replace(config, bits=bits)))
+        _take_slow_attention_path(model)
     return model
+
+
+# torch's fused attention and encoder-layer kernels (its "fast path", taken in eval mode
+# without gradients) read the Linear children's weights directly and skip their forward: a
+# QAT transformer would be evaluated at full precision, QuantLinear's fake quantization and
+# input quantizer bypassed. Around these modules' forward pass, a prepared model turns the
+# fast path off (torch.backends.mha), then restores the caller's setting.
+_FUSED_ATTENTION = (nn.TransformerEncoder, nn.TransformerEncoderLayer, nn.MultiheadAttention)
+
+
+def _fast_path_off(module: nn.Module, args: Any) -> None:
+    module.__dict__.setdefault("_nascomp_fast_path", []).append(
+        torch.backends.mha.get_fastpath_enabled()
+    )
+    torch.backends.mha.set_fastpath_enabled(False)
+
+
+def _fast_path_restored(module: nn.Module, args: Any, output: Any) -> None:
+    saved = module.__dict__.get("_nascomp_fast_path") or [True]
+    torch.backends.mha.set_fastpath_enabled(saved.pop())
+
+
+def _take_slow_attention_path(model: nn.Module) -> None:
+    for module in model.modules():
+        hooked = _fast_path_off in module._forward_pre_hooks.values()
+        if isinstance(module, _FUSED_ATTENTION) and not hooked:
+            module.register_forward_pre_hook(_fast_path_off)
+            module.register_forward_hook(_fast_path_restored, always_call=True)
+
+
+def _allow_fast_attention_path(model: nn.Module) -> None:
+    """Undo ``_take_slow_attention_path``: a frozen model's Linear layers hold plain weights, which
+    the fused kernels read as they are."""
+    for module in model.modules():
+        for hooks, hook in (
+            (module._forward_pre_hooks, _fast_path_off),
+            (module._forward_hooks, _fast_path_restored),
+        ):
+            for key in [key for key, value in hooks.items() if value is hook]:
+                del hooks[key]
+                module._forward_hooks_always_called.pop(key, None)
+        module.__dict__.pop("_nascomp_fast_path", None)
 
 
 def _check_layer_bits(model: nn.Module, layer_bits: Mapping[str, int]) -> None:
@@ -539,6 +621,14 @@ def activation_bits(model: nn.Module) -> int:
 def _plain_twin(layer: nn.Module) -> nn.Module:
     """A float convolution / Linear / Embedding / recurrent layer carrying ``layer``'s
     fake-quantized weights."""
+    if isinstance(layer, QuantMultiheadAttention):
+        with torch.no_grad():
+            for name in weight_names(layer):
+                parameter = getattr(layer, name)
+                parameter.copy_(fake_quantize_weight(parameter, layer.weight_bits))
+        del layer.input_quant
+        layer.__class__ = nn.MultiheadAttention  # its out_proj is frozen as any QuantLinear
+        return layer
     if is_recurrent(layer):
         recurrent = _recurrent_like(_recurrent_type(layer), layer)
         with torch.no_grad():
@@ -581,4 +671,5 @@ def freeze_fake_quant(model: nn.Module) -> nn.Module:
             if id(child) in targets:
                 device = next(child.parameters()).device
                 setattr(parent, name, _plain_twin(child).to(device))
+    _allow_fast_attention_path(model)
     return model

@@ -64,7 +64,8 @@ CODINGS = ("packed", "entropy")
 @dataclass(frozen=True)
 class StoredTensor:
     """One state-dict entry as stored: ``is_weight`` marks a convolution / Linear weight, an
-    embedding table or a recurrent weight matrix (``compressors.layers``)."""
+    embedding table, a recurrent weight matrix or an attention input projection
+    (``compressors.layers``)."""
 
     name: str
     tensor: Tensor
@@ -99,8 +100,8 @@ def stored_tensors(model: nn.Module) -> list[StoredTensor]:
 def float_weights(model: nn.Module) -> dict[str, int]:
     """The matrices and kernels (float tensors of two or more dimensions) a deployed model
     stores that no compressed layer (``compressors.layers``) holds, by name: the weights of
-    layers nascomp does not quantize (``nn.MultiheadAttention``'s input projection, a bare
-    ``nn.Parameter``, a transposed convolution), stored at 32 bits like a bias. Their sizes."""
+    layers nascomp does not quantize (a bare ``nn.Parameter``, a transposed convolution),
+    stored at 32 bits like a bias. Their sizes."""
     return {
         entry.name: entry.tensor.numel()
         for entry in stored_tensors(model)

@@ -144,8 +144,8 @@ FLOAT_SHARE_NOTED = 0.05
 
 def float_weights_note(model: nn.Module, field: str = "space.arch") -> str | None:
     """One line when at least :data:`FLOAT_SHARE_NOTED` of ``model``'s parameters are weights
-    that no quantized layer holds (attention's input projection, a bare parameter, a
-    transposed convolution): they stay float, whatever bit-width a trial draws."""
+    that no quantized layer holds (a bare parameter, a transposed convolution): they stay
+    float, whatever bit-width a trial draws."""
     floats = float_weights(model)
     total = sum(p.numel() for p in model.parameters())
     held = sum(floats.values())

@@ -6,7 +6,7 @@ built-in groups: ``stem``, ``stage1`` .. ``stageN`` and ``head``, where ``stage<
 when ``arch.n_stages >= k`` and so gets a parameter only then. Any family takes the user's own
 groups (``space.quant.groups: {name: [glob, ...]}``), which exist in every architecture, or
 ``space.quant.groups: layers``: one group per quantized layer (convolution, Linear, Embedding,
-recurrent), which the search resolves (:func:`per_layer_groups`) from the space's first
+recurrent, attention), which the search resolves (:func:`per_layer_groups`) from the space's first
 architecture before it starts.
 """
 

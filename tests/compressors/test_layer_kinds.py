@@ -4,7 +4,9 @@ frozen to plain layers, coded in the compressed artifact at their width (its siz
 file's), pruned by torch-pruning, and rebuilt from a skeleton after structured pruning.
 Embedding tables are quantized per row (an id's vector) and coded the same way, and run as
 float tables of those rows in the int8 forms; so are the weight matrices of recurrent layers
-(LSTM, GRU, RNN: a row per gate unit)."""
+(LSTM, GRU, RNN: a row per gate unit) and attention's input projection. A quantized transformer
+is evaluated as quantized: torch's fused attention kernels, which read the weights directly,
+are kept out of a prepared model's forward pass."""
 
 from __future__ import annotations
 
@@ -34,7 +36,9 @@ from nascomp.compressors.quantization import (
     QuantConv3d,
     QuantEmbedding,
     QuantGRU,
+    QuantLinear,
     QuantLSTM,
+    QuantMultiheadAttention,
     QuantRNN,
     fake_quantize_weight,
     freeze_fake_quant,
@@ -335,3 +339,78 @@ def test_int8_forms_run_a_recurrent_layer_as_its_quantized_weights(kind: str) ->
         for runnable in (deployed, shipped.module):
             agreement = (runnable(x).argmax(1) == expected).float().mean()
             assert float(agreement) > 0.9
+
+
+class Encoder(nn.Module):
+    """A transformer classifier of 10 tokens of 16 features (torch's encoder layer: the
+    attention and feed-forward kernels it fuses in eval mode)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        layer = nn.TransformerEncoderLayer(16, 4, 32, dropout=0.0, batch_first=True)
+        self.enc = nn.TransformerEncoder(layer, 1, enable_nested_tensor=False)
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.enc(x).mean(1))
+
+
+def _every_weight_quantized(model: nn.Module, bits: int) -> nn.Module:
+    """The known answer: a float copy whose every quantized weight holds its quantized value."""
+    reference = copy.deepcopy(model)
+    prepared = weight_bits_by_layer(prepare_qat(copy.deepcopy(model), QuantConfig(bits=bits)))
+    with torch.no_grad():
+        for name, module in reference.named_modules():
+            if name in prepared:
+                for attr in ("weight", "in_proj_weight"):
+                    tensor = getattr(module, attr, None)
+                    if isinstance(tensor, torch.Tensor):
+                        tensor.copy_(fake_quantize_weight(tensor, bits))
+    return reference
+
+
+def test_a_quantized_transformer_is_evaluated_quantized() -> None:
+    torch.manual_seed(0)
+    model = Encoder().eval()
+    x = torch.randn(8, 10, 16, generator=torch.Generator().manual_seed(1))
+    prepared = prepare_qat(copy.deepcopy(model), QuantConfig(bits=4, act_bits=32)).eval()
+    attention = prepared.enc.layers[0].self_attn
+    assert type(attention) is QuantMultiheadAttention and type(attention.out_proj) is QuantLinear
+    assert weight_bits_by_layer(prepared) == {
+        "enc.layers.0.self_attn": 4,
+        "enc.layers.0.self_attn.out_proj": 4,
+        "enc.layers.0.linear1": 4,
+        "enc.layers.0.linear2": 4,
+        "head": 4,
+    }
+    reference = _every_weight_quantized(model, 4).eval()
+    assert torch.backends.mha.get_fastpath_enabled()
+    with torch.no_grad():  # where torch would take its fused kernels on the float weights
+        expected = reference(x)
+        assert not torch.allclose(model(x), expected, atol=1e-3)
+        assert torch.allclose(prepared(x), expected, atol=1e-5)
+        frozen = freeze_fake_quant(copy.deepcopy(prepared)).eval()
+        assert type(frozen.enc.layers[0].self_attn) is nn.MultiheadAttention
+        assert torch.allclose(frozen(x), expected, atol=1e-5)
+    assert torch.backends.mha.get_fastpath_enabled()  # the caller's setting is restored
+    hooks = [len(m._forward_pre_hooks) + len(m._forward_hooks) for m in frozen.modules()]
+    assert sum(hooks) == 0  # a frozen model holds plain weights: the fused kernels may run
+    prepared.train()
+    prepared(x).square().mean().backward()
+    assert bool(attention.in_proj_weight.grad.abs().sum() > 0)
+    assert bool(attention.out_proj.weight.grad.abs().sum() > 0)
+    legacy = prepare_qat(copy.deepcopy(model), QuantConfig(bits=4, layers=LEGACY))
+    assert type(legacy.enc.layers[0].self_attn) is nn.MultiheadAttention
+
+
+def test_the_artifact_codes_attention_projections(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    x = torch.randn(8, 10, 16)
+    fp32_bytes = save_compressed(Encoder().eval(), tmp_path / "fp32")
+    model = round_to_storage(_observed(prepare_qat(Encoder(), QuantConfig(bits=4)), x))
+    n_bytes = save_compressed(model, tmp_path / "int4")
+    assert n_bytes == (tmp_path / "int4").stat().st_size == model_size_bytes(model)
+    assert n_bytes < fp32_bytes / 3
+    restored = load_compressed(tmp_path / "int4", Encoder())
+    with torch.no_grad():
+        assert torch.equal(restored.eval()(x), model(x))

@@ -1,6 +1,6 @@
 """What the pre-flight notes before a search starts, in one line each, without stopping it.
 
-Weights that nascomp does not quantize (attention's input projection, a bare parameter) stay
+Weights that nascomp does not quantize (a bare parameter, a transposed convolution) stay
 float32 at every bit-width a trial draws: a student made mostly of them
 gets a note with exact counts. A validation split too small to rank trials gets one too."""
 
@@ -49,6 +49,18 @@ MODULE = textwrap.dedent(
     def attention(input_shape, n_classes):
         return Attends(input_shape[-1], n_classes)
 
+    class Codebook(nn.Module):
+        def __init__(self, width, n_classes):
+            super().__init__()
+            self.codes = nn.Parameter(torch.randn(16, width))
+            self.head = nn.Linear(16, n_classes)
+
+        def forward(self, x):
+            return self.head(x.flatten(1) @ self.codes.t())
+
+    def codebook(input_shape, n_classes):
+        return Codebook(input_shape[0] * input_shape[1] * input_shape[2], n_classes)
+
     def few(n=60):
         x = torch.randn(n, 8, generator=torch.Generator().manual_seed(0))
         return TensorDataset(x, (x[:, 0] > 0).long()), None
@@ -69,22 +81,24 @@ class _Tokens(nn.Module):
         self.embed = nn.Embedding(10, 8)
         self.position = nn.Parameter(torch.zeros(position, 8))
         self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+        self.up = nn.ConvTranspose1d(8, 8, 2)
         self.head = nn.Linear(8, 2)
 
 
 def test_the_weights_outside_quantized_layers_are_counted_by_name() -> None:
     model = _Tokens(position=4)
-    # attention's output projection is a Linear (quantized); its input projection is not
-    assert float_weights(model) == {"position": 32, "attn.in_proj_weight": 3 * 8 * 8}
+    # attention (its input projection, and its output projection, a Linear) is quantized
+    assert float_weights(model) == {"position": 32, "up.weight": 8 * 8 * 2}
     assert float_weights(nn.Sequential(nn.Conv1d(2, 3, 3), nn.BatchNorm1d(3))) == {}
     total = sum(p.numel() for p in model.parameters())
-    assert total == 80 + 32 + (192 + 24 + 64 + 8) + 18
+    assert total == 80 + 32 + (192 + 24 + 64 + 8) + (128 + 8) + 18
     note = float_weights_note(model)
     assert note == (
-        f"space.arch: 224 of {total} parameters (54%) are weights outside the layers nascomp "
-        "quantizes (Conv1d / Conv2d / Conv3d / Linear / Embedding / LSTM / GRU / RNN): attn "
-        "(MultiheadAttention) 192; position (_Tokens) 32; they stay float32 at every bit-width, "
-        "unstructured pruning leaves them whole, and they count at 32 bits in size_bytes"
+        f"space.arch: 160 of {total} parameters (29%) are weights outside the layers nascomp "
+        "quantizes (Conv1d / Conv2d / Conv3d / Linear / Embedding / LSTM / GRU / RNN / "
+        "MultiheadAttention): up (ConvTranspose1d) 128; position (_Tokens) 32; they stay "
+        "float32 at every bit-width, unstructured pruning leaves them whole, and they count at "
+        "32 bits in size_bytes"
     )
 
 
@@ -96,7 +110,8 @@ def test_a_small_share_gets_no_note() -> None:
 
 
 @pytest.mark.parametrize(
-    ("builder", "noted"), [("attention", True), ("gru", False), ("conv", False)]
+    ("builder", "noted"),
+    [("codebook", True), ("attention", False), ("gru", False), ("conv", False)],
 )
 def test_the_search_notes_a_student_made_mostly_of_float_weights(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, builder: str, noted: bool
@@ -109,13 +124,12 @@ def test_the_search_notes_a_student_made_mostly_of_float_weights(
     notes: list[str] = []
     checked = check_user_code(validate_experiment({"space": space}), notes)
     assert checked.space.arch.family == "custom"
-    # digits are 8x8: attention over 8 rows of 8 pixels projects them with 3 * 8 * 8 weights
-    # (its output projection, 8 * 8 + 8, is a Linear; a GRU's weights are quantized)
+    # digits are 8x8: a codebook of 16 rows of 64 pixels, and a Linear head of 16 * 10 + 10
     expected = [
-        "space.arch: 192 of 378 parameters (51%) are weights outside the layers nascomp "
-        "quantizes (Conv1d / Conv2d / Conv3d / Linear / Embedding / LSTM / GRU / RNN): attn "
-        "(MultiheadAttention) 192; they stay float32 at every bit-width, unstructured pruning "
-        "leaves them whole, and they count at 32 bits in size_bytes"
+        "space.arch: 1,024 of 1,194 parameters (86%) are weights outside the layers nascomp "
+        "quantizes (Conv1d / Conv2d / Conv3d / Linear / Embedding / LSTM / GRU / RNN / "
+        "MultiheadAttention): codes (Codebook) 1,024; they stay float32 at every bit-width, "
+        "unstructured pruning leaves them whole, and they count at 32 bits in size_bytes"
     ]
     assert notes == (expected if noted else [])
 
