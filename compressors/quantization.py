@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from nascomp.compressors.layers import (
     ALL,
     LAYER_KINDS,
+    LEGACY,
     QUANTIZED_LAYER_NAMES,
     RECURRENT_LAYERS,
     is_conv,
@@ -511,7 +512,8 @@ def prepare_qat(
                     full_name = f"{parent_name}.{name}" if parent_name else name
                     bits = layer_bits.get(full_name, config.bits)
                     setattr(parent, name, _quant_twin(child, replace(config, bits=bits)))
-        _take_slow_attention_path(model)
+        if config.layers != LEGACY:  # trials logged before were evaluated so: they reproduce
+            _take_slow_attention_path(model)
     return model
 
 
