@@ -30,7 +30,6 @@ from nascomp.compressors.layers import (
     LAYER_KINDS,
     LEGACY,
     QUANTIZED_LAYER_NAMES,
-    RECURRENT_LAYERS,
     is_conv,
     is_quantized_layer,
     is_recurrent,
@@ -349,9 +348,10 @@ _QUANT_RECURRENT: dict[type[nn.Module], type[nn.Module]] = {
 }
 
 
-def _recurrent_type(module: nn.Module) -> type[nn.Module]:
-    """The torch recurrent class ``module`` is (or subclasses): LSTM, GRU or RNN."""
-    return next(kind for kind in RECURRENT_LAYERS if isinstance(module, kind))
+def _torch_class(module: nn.Module, twins: Mapping[type[nn.Module], type[nn.Module]]) -> Any:
+    """The torch class among ``twins``' keys that ``module`` is (or subclasses), e.g. Conv1d,
+    Conv2d or Conv3d; LSTM, GRU or RNN."""
+    return next(kind for kind in twins if isinstance(module, kind))
 
 
 def _recurrent_like(kind: type[nn.Module], rnn: nn.Module, **kwargs: Any) -> nn.Module:
@@ -434,7 +434,7 @@ def _quant_twin(module: nn.Module, config: QuantConfig) -> nn.Module:
         module.input_quant.to(module.out_proj.weight.device)
         return module
     if is_recurrent(module):
-        kind = _QUANT_RECURRENT[_recurrent_type(module)]
+        kind = _QUANT_RECURRENT[_torch_class(module, _QUANT_RECURRENT)]
         recurrent = _recurrent_like(kind, module, device="meta")
         _adopt_recurrent(recurrent, module)
         recurrent._setup_quant(config)  # type: ignore[operator]
@@ -443,7 +443,7 @@ def _quant_twin(module: nn.Module, config: QuantConfig) -> nn.Module:
     if isinstance(module, nn.Embedding):
         twin: nn.Module = _embedding_like(QuantEmbedding, module, device="meta")
     elif is_conv(module):
-        twin = _QUANT_CONV[_conv_type(module)](
+        twin = _QUANT_CONV[_torch_class(module, _QUANT_CONV)](
             module.in_channels,
             module.out_channels,
             module.kernel_size,
@@ -475,11 +475,6 @@ _QUANT_CONV: dict[type[nn.Module], type[nn.Module]] = {
     nn.Conv2d: QuantConv2d,
     nn.Conv3d: QuantConv3d,
 }
-
-
-def _conv_type(module: nn.Module) -> type[nn.Module]:
-    """The torch convolution class ``module`` is (or subclasses): Conv1d, Conv2d or Conv3d."""
-    return next(kind for kind in _QUANT_CONV if isinstance(module, kind))
 
 
 def _is_plain_float_layer(module: nn.Module) -> bool:
@@ -632,7 +627,7 @@ def _plain_twin(layer: nn.Module) -> nn.Module:
         layer.__class__ = nn.MultiheadAttention  # its out_proj is frozen as any QuantLinear
         return layer
     if is_recurrent(layer):
-        recurrent = _recurrent_like(_recurrent_type(layer), layer)
+        recurrent = _recurrent_like(_torch_class(layer, _QUANT_RECURRENT), layer)
         with torch.no_grad():
             for name, value in zip(
                 layer._flat_weights_names, layer.quantized_weights(), strict=True
@@ -645,7 +640,7 @@ def _plain_twin(layer: nn.Module) -> nn.Module:
             table.weight.copy_(layer.quantized_weight())
         return table
     if is_conv(layer):
-        plain: nn.Module = _conv_type(layer)(
+        plain: nn.Module = _torch_class(layer, _QUANT_CONV)(
             layer.in_channels,
             layer.out_channels,
             layer.kernel_size,

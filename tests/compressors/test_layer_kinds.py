@@ -81,6 +81,25 @@ def _observed(model: nn.Module, inputs: torch.Tensor) -> nn.Module:
     return model.eval()
 
 
+def _assert_int8_forms_agree(model: nn.Module, inputs: torch.Tensor) -> None:
+    """An 8-bit QAT model's deployable forms (torch.ao int8, ONNX int8 QDQ) are the int8 ones,
+    and predict as the model does on ``inputs`` (calibrated on them)."""
+    batches = list(inputs.split(32))
+    deployed, form = deployable_form(
+        model, bits=8, act_bits=8, example_inputs=inputs[:1], calibration_batches=batches
+    )
+    assert form == FORM_INT8
+    shipped = onnx_form(
+        model, bits=8, act_bits=8, example_inputs=inputs[:1], calibration_batches=batches
+    )
+    assert shipped.precision == FORM_INT8_QDQ
+    with torch.no_grad():
+        expected = model(inputs).argmax(1)
+        for runnable in (deployed, shipped.module):
+            agreement = (runnable(inputs).argmax(1) == expected).float().mean()
+            assert float(agreement) > 0.9
+
+
 @pytest.mark.parametrize(("make", "shape"), [(Signals, (4, 32)), (Volumes, (2, 6, 6, 6))])
 def test_qat_quantizes_convolutions_of_any_rank_per_channel(make: type, shape: tuple) -> None:
     torch.manual_seed(0)
@@ -217,20 +236,7 @@ def test_int8_forms_run_the_table_as_its_quantized_rows() -> None:
     torch.manual_seed(0)
     ids = _ids(128)
     model = _observed(prepare_qat(Tokens(), QuantConfig(bits=8, act_bits=8)), ids)
-    batches = list(ids.split(32))
-    deployed, form = deployable_form(
-        model, bits=8, act_bits=8, example_inputs=ids[:1], calibration_batches=batches
-    )
-    assert form == FORM_INT8
-    shipped = onnx_form(
-        model, bits=8, act_bits=8, example_inputs=ids[:1], calibration_batches=batches
-    )
-    assert shipped.precision == FORM_INT8_QDQ
-    with torch.no_grad():
-        expected = model(ids).argmax(1)
-        for runnable in (deployed, shipped.module):
-            agreement = (runnable(ids).argmax(1) == expected).float().mean()
-            assert float(agreement) > 0.9
+    _assert_int8_forms_agree(model, ids)
 
 
 class Sequences(nn.Module):
@@ -325,20 +331,7 @@ def test_int8_forms_run_a_recurrent_layer_as_its_quantized_weights(kind: str) ->
     torch.manual_seed(0)
     x = _signals(128)
     model = _observed(prepare_qat(Sequences(kind), QuantConfig(bits=8, act_bits=8)), x)
-    batches = list(x.split(32))
-    deployed, form = deployable_form(
-        model, bits=8, act_bits=8, example_inputs=x[:1], calibration_batches=batches
-    )
-    assert form == FORM_INT8
-    shipped = onnx_form(
-        model, bits=8, act_bits=8, example_inputs=x[:1], calibration_batches=batches
-    )
-    assert shipped.precision == FORM_INT8_QDQ
-    with torch.no_grad():
-        expected = model(x).argmax(1)
-        for runnable in (deployed, shipped.module):
-            agreement = (runnable(x).argmax(1) == expected).float().mean()
-            assert float(agreement) > 0.9
+    _assert_int8_forms_agree(model, x)
 
 
 class Encoder(nn.Module):

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from nascomp.search.errors import ConfigError
-from nascomp.search.experiment import load_experiment, trial_constants
+from nascomp.search.experiment import load_experiment
 from nascomp.search.preflight import check_user_code
 from nascomp.spaces.models import build_model
 from nascomp.trainers.data import DataSplits
@@ -23,6 +23,7 @@ from nascomp.trainers.normalise import Normalise
 from nascomp.trainers.settings import DataConfig
 from nascomp.trainers.stream import StreamedSplits, for_trial
 from nascomp.trainers.trial import run_trial
+from tests.trainers.trials import short_trial
 
 FACTORY = """
 import torch
@@ -123,33 +124,8 @@ def test_normalise_takes_samples_and_batches_of_any_rank() -> None:
 
 
 def _flat(factory: str, **sampled: Any) -> dict[str, Any]:
-    overrides = [
-        "data.name=custom",
-        f"data.factory={factory}:cancer",
-        "train.epochs=3",
-        "train.prune_epochs=1",
-        "train.qat_epochs=1",
-        "train.batch_size=32",
-        "measure.n_warmup=1",
-        "measure.n_repeat=2",
-        "measure.latency_batch_size=8",
-    ]
-    flat = trial_constants(load_experiment(None, overrides))
-    flat.update(
-        {
-            "arch.family": "mlp",
-            "arch.hidden": [32, 16],
-            "prune.method": "structured",
-            "prune.ratio": 0.5,
-            "prune.importance": "l2",
-            "prune.scope": "global",
-            "quant.bits": 8,
-            "quant.act_bits": 8,
-            "distill.enabled": False,
-        }
-    )
-    flat.update(sampled)
-    return flat
+    data = ["data.name=custom", f"data.factory={factory}:cancer", "train.batch_size=32"]
+    return short_trial(data, **{"arch.family": "mlp", "arch.hidden": [32, 16], **sampled})
 
 
 def test_a_trial_on_feature_vectors_prunes_quantizes_and_ships_onnx(factory: str) -> None:

@@ -18,7 +18,7 @@ from torch import nn
 from nascomp.compressors.measure import count_macs, measure_latency_ms
 from nascomp.compressors.quantization import weight_bits_by_layer
 from nascomp.search.errors import ConfigError
-from nascomp.search.experiment import load_experiment, trial_constants
+from nascomp.search.experiment import load_experiment
 from nascomp.search.export import export_model, load_exported
 from nascomp.search.preflight import check_user_code
 from nascomp.spaces.models import build_model
@@ -29,6 +29,7 @@ from nascomp.trainers.normalise import Normalise
 from nascomp.trainers.settings import DataConfig
 from nascomp.trainers.stream import StreamedSplits, for_trial
 from nascomp.trainers.trial import run_trial
+from tests.trainers.trials import short_trial
 
 LEVELS, LENGTH = 8, 49
 
@@ -138,36 +139,14 @@ def test_ids_load_as_they_are_in_memory_and_streamed(factory: str, data_root: Pa
 
 
 def _flat(factory: str, data_root: Path, **sampled: Any) -> dict[str, Any]:
-    overrides = [
-        "data.name=custom",
-        f"data.factory={factory}:tokens",
-        f"data.root={data_root}",
-        "train.epochs=3",
-        "train.prune_epochs=1",
-        "train.qat_epochs=1",
-        "measure.n_warmup=1",
-        "measure.n_repeat=2",
-        "measure.latency_batch_size=8",
-    ]
-    flat = trial_constants(load_experiment(None, overrides))
-    flat.update(
-        {
-            "arch.family": "custom",
-            "arch.builder": f"{factory}:token_net",
-            "arch.dim": 4,
-            "arch.hidden": 32,
-            "prune.method": "structured",
-            "prune.ratio": 0.5,
-            "prune.importance": "l2",
-            "prune.scope": "global",
-            "quant.bits": 8,
-            "quant.act_bits": 8,
-            "quant.layers": "all",  # as the space writes it in every trial's config
-            "distill.enabled": False,
-        }
-    )
-    flat.update(sampled)
-    return flat
+    data = ["data.name=custom", f"data.factory={factory}:tokens", f"data.root={data_root}"]
+    point = {
+        "arch.family": "custom",
+        "arch.builder": f"{factory}:token_net",
+        "arch.dim": 4,
+        "arch.hidden": 32,
+    }
+    return short_trial(data, **{**point, **sampled})
 
 
 def test_a_trial_on_ids_prunes_quantizes_ships_an_int64_onnx_and_exports(

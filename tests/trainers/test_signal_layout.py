@@ -18,7 +18,7 @@ import torch
 
 from nascomp.compressors.quantization import weight_bits_by_layer
 from nascomp.search.errors import ConfigError
-from nascomp.search.experiment import load_experiment, trial_constants
+from nascomp.search.experiment import load_experiment
 from nascomp.search.export import export_model, load_exported
 from nascomp.search.preflight import check_user_code
 from nascomp.trainers.data import DataSplits
@@ -26,6 +26,7 @@ from nascomp.trainers.datasets import DatasetError, prepare_input
 from nascomp.trainers.settings import DataConfig
 from nascomp.trainers.stream import StreamedSplits, for_trial
 from nascomp.trainers.trial import run_trial
+from tests.trainers.trials import short_trial
 
 ROWS = 28  # a digit's rows are the signal's channels, its columns the time steps
 
@@ -132,36 +133,14 @@ def test_the_layout_enters_cache_keys_only_when_set(factory: str, data_root: Pat
 
 
 def _flat(factory: str, data_root: Path, **sampled: Any) -> dict[str, Any]:
-    overrides = [
+    data = [
         "data.name=custom",
         f"data.factory={factory}:signals",
         f"data.root={data_root}",
         "data.layout=channels_first",
-        "train.epochs=3",
-        "train.prune_epochs=1",
-        "train.qat_epochs=1",
-        "measure.n_warmup=1",
-        "measure.n_repeat=2",
-        "measure.latency_batch_size=8",
     ]
-    flat = trial_constants(load_experiment(None, overrides))
-    flat.update(
-        {
-            "arch.family": "custom",
-            "arch.builder": f"{factory}:conv1d",
-            "arch.channels": 32,
-            "prune.method": "structured",
-            "prune.ratio": 0.5,
-            "prune.importance": "l2",
-            "prune.scope": "global",
-            "quant.bits": 8,
-            "quant.act_bits": 8,
-            "quant.layers": "all",
-            "distill.enabled": False,
-        }
-    )
-    flat.update(sampled)
-    return flat
+    point = {"arch.family": "custom", "arch.builder": f"{factory}:conv1d", "arch.channels": 32}
+    return short_trial(data, **{**point, **sampled})
 
 
 def test_a_trial_on_signals_prunes_quantizes_and_ships_onnx(
