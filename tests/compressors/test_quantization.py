@@ -12,6 +12,7 @@ from nascomp.compressors.quantization import (
     QuantConfig,
     QuantConv2d,
     QuantLinear,
+    fake_quantize_activation,
     fake_quantize_weight,
     prepare_qat,
     quantized_bits,
@@ -136,6 +137,48 @@ def test_activation_observer_ema_in_train_frozen_in_eval() -> None:
     # scale 2.56 / 255; 1.234 -> 123 levels; out-of-range values clamp to the range.
     scale = 2.56 / 255
     assert out.tolist() == pytest.approx([round(1.234 / scale) * scale, 2.56, 0.0], abs=1e-6)
+
+
+def test_activation_fake_quant_known_answer() -> None:
+    # scale 0.5, zero point 2, 2 bits (codes 0..3): x / 0.5 rounded half to even, plus 2.
+    scale, zero_point = torch.tensor([0.5]), torch.tensor([2], dtype=torch.int32)
+    x = torch.tensor([-1.0, -0.75, -0.25, 0.25, 0.5, 1.0, -2.0], requires_grad=True)
+    out = fake_quantize_activation(x, scale, zero_point, 3)
+    # codes: 0, round(-1.5) = -2 -> 0, round(-0.5) = -0 -> 2, round(0.5) = 0 -> 2, 3, 4 -> 3, -2
+    assert out.tolist() == [-1.0, -1.0, 0.0, 0.0, 0.5, 0.5, -1.0]
+    out.sum().backward()
+    # The gradient passes where the code is in [0, 3] before clamping: not at 1.0 (4), -2.0 (-2).
+    assert x.grad is not None and x.grad.tolist() == [1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0]
+
+
+@pytest.mark.parametrize("bits", [2, 4, 8])
+def test_activation_fake_quant_is_torchs_bit_for_bit(bits: int) -> None:
+    """The plain ops replace torch's (slow) CPU kernel: values and gradients must be the
+    same to the bit, on codes' rounding boundaries too, or logged QAT trials would not
+    reproduce."""
+    generator = torch.Generator().manual_seed(bits)
+    qmax = 2**bits - 1
+    for _ in range(20):
+        scale = torch.rand(1, generator=generator) * 0.1 + 1e-4
+        zero_point = torch.randint(0, qmax + 1, (1,), generator=generator).to(torch.int32)
+        steps = torch.randint(-qmax - 4, 2 * qmax + 4, (2000,), generator=generator).float()
+        halfway = (steps + 0.5) * scale
+        x = torch.cat(
+            [
+                torch.randn(2000, generator=generator) * scale * qmax,
+                halfway,
+                torch.nextafter(halfway, torch.full_like(halfway, 1e9)),
+                torch.tensor([float("inf"), float("-inf"), 0.0]),
+            ]
+        ).requires_grad_()
+        weights = torch.randn(x.shape, generator=generator)
+        expected = torch.fake_quantize_per_tensor_affine(x, scale, zero_point, 0, qmax)
+        got = fake_quantize_activation(x, scale, zero_point, qmax)
+        assert torch.equal(got, expected)
+        grads = [torch.autograd.grad((y * weights).sum(), x)[0] for y in (got, expected)]
+        assert torch.equal(grads[0], grads[1])
+        with torch.no_grad():  # the plain-ops path, for tracing and evaluation
+            assert torch.equal(fake_quantize_activation(x, scale, zero_point, qmax), expected)
 
 
 def test_sixteen_bits_has_no_activation_quant() -> None:
