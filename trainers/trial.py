@@ -80,6 +80,8 @@ from nascomp.trainers.loop import (
     FeatureHint,
     accuracy,
     make_optimizer,
+    predicted_classes,
+    split_accuracy,
     top1_agreement,
     train_epoch,
 )
@@ -213,6 +215,7 @@ class _Trial:
         self.pruner: Pruner | None = None
         self.onnx: OnnxForm | None = None  # the shipped file, built when the trial measures
         self.quantized = False
+        self.val_classes: Tensor | None = None  # the final model's, set by _evaluate
         # Per-layer widths (mixed precision), chosen when QAT starts; None until then.
         self.layer_bits: dict[str, int] | None = None
         # Set by restore: the optimizer state of the phase the resumed checkpoint was taken in.
@@ -474,8 +477,11 @@ class _Trial:
         restore_rng_state(state["rng"], self.cfg.device)
 
     def _evaluate(self) -> dict[str, float]:
+        # The validation classes are kept: the deployed forms' agreement is measured against
+        # them (_agreement), and the model does not change in between.
+        self.val_classes = predicted_classes(self.model, self.val)
         return {
-            "val_accuracy": accuracy(self.model, self.val),
+            "val_accuracy": split_accuracy(self.val_classes, self.val),
             "test_accuracy": accuracy(self.model, self.test),
         }
 
@@ -565,4 +571,4 @@ class _Trial:
     def _agreement(self, deployed: nn.Module) -> float:
         """Top-1 agreement of the deployed form with the evaluated model (validation split):
         the evidence that its latency belongs to the accuracy reported next to it."""
-        return top1_agreement(self.model, deployed, self.val)
+        return top1_agreement(self.model, deployed, self.val, expected=self.val_classes)

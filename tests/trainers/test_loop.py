@@ -5,7 +5,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from nascomp.trainers.loop import Distillation, predict_logits
+from nascomp.trainers.loop import (
+    CPU_FORWARD_BATCH,
+    Distillation,
+    predict_logits,
+    predicted_classes,
+    top1_agreement,
+)
+from nascomp.trainers.split import TensorSplit
 
 
 def test_teacher_run_per_batch_gives_the_stored_logits() -> None:
@@ -40,3 +47,43 @@ def test_a_diverging_loss_stops_the_epoch_with_a_clear_error() -> None:
             batch_size=4,
             generator=torch.Generator().manual_seed(0),
         )
+
+
+class _BatchSizes(nn.Module):
+    """A linear model that records the batch size of every forward pass."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(6, 4)
+        self.seen: list[int] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(x.shape[0])
+        return self.linear(x)
+
+
+def test_cpu_forward_passes_are_cut_to_cpu_forward_batch() -> None:
+    torch.manual_seed(0)
+    model = _BatchSizes()
+    n = 2 * CPU_FORWARD_BATCH + 3
+    x = torch.randn(n, 6)
+    logits = predict_logits(model, x, batch_size=4 * CPU_FORWARD_BATCH)
+    assert model.seen == [CPU_FORWARD_BATCH, CPU_FORWARD_BATCH, 3]
+    with torch.no_grad():
+        assert torch.equal(logits, model.linear(x))  # same values, in order
+    model.seen.clear()
+    predict_logits(model, x, batch_size=100)  # smaller chunks than that pass as they are
+    assert model.seen == [100, 100, 100, 100, 100, n - 500]
+
+
+def test_agreement_with_given_classes_matches_computed_ones() -> None:
+    torch.manual_seed(0)
+    model = nn.Linear(6, 4)
+    deployed = nn.Linear(6, 4)
+    split = TensorSplit(torch.randn(300, 6), torch.zeros(300, dtype=torch.long))
+    computed = top1_agreement(model, deployed, split)
+    given = top1_agreement(model, deployed, split, expected=predicted_classes(model, split))
+    assert given == computed
+    expected = predict_logits(model, split).argmax(1) == predict_logits(deployed, split).argmax(1)
+    assert computed == expected.float().mean().item()
+    assert top1_agreement(model, model, split) == 1.0
