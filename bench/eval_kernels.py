@@ -215,10 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="of the trials' random draw")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    print(
-        f"{machine()}; torch {torch.__version__}, {args.threads} thread(s); load average "
-        f"{load_average()} at the start"
-    )
+    print(f"{machine()}; {args.threads} thread(s); load average {load_average()} at the start")
     fake_quant(args.rounds)
     eval_batch(args.rounds)
     if args.trials:
