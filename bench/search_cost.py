@@ -34,10 +34,11 @@ Strategies, each a setting of the experiment file:
   ``--inherit-epochs``): a move that changes the architecture or distillation starts from its
   parent's trained weights (sliced where shapes differ) and trains that many epochs, and
   ``pls`` weighs such a move by its shorter compute;
-- ``pls+reuse+cost``, ``pls+reuse+mo_asha+cost``: ``search.cost_aware: true``: ``pls`` also
-  divides each candidate's predicted gain by its predicted cost of training from scratch,
-  learned from the seconds the trials that trained from scratch took. Off by default: the rows
-  without ``+cost`` are what a search does unless told.
+- ``pls+reuse+cost``, ``pls+reuse+mo_asha+cost``, ``pls+reuse+inherit+cost``:
+  ``search.cost_aware: true``: ``pls`` also divides each candidate's predicted gain by its
+  predicted cost of training from scratch, learned from the seconds the trials that trained
+  from scratch took. Off by default: the rows without ``+cost`` are what a search does unless
+  told.
 
 Each search runs trials one after another until it has spent ``--budget`` CPU-seconds of
 this process (``time.process_time``: training, measuring, the sampler's own asks), the way
@@ -88,6 +89,7 @@ STRATEGIES = (
     "pls+reuse+inherit",
     "pls+reuse+cost",
     "pls+reuse+mo_asha+cost",
+    "pls+reuse+inherit+cost",
 )
 FRACTIONS = (0.25, 0.5, 0.75, 1.0)
 OBJECTIVES = {"val_accuracy": "max", "size_bytes": "min"}
