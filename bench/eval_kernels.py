@@ -60,12 +60,14 @@ def timed(fn: Callable[[], object], repeat: int) -> float:
     return (time.perf_counter() - started) / repeat
 
 
-def compare(name: str, old: Callable[[], object], new: Callable[[], object], rounds: int) -> None:
+def compare(
+    name: str, old: Callable[[], object], new: Callable[[], object], rounds: int, repeat: int
+) -> None:
     olds, news = [], []
     for i in range(rounds):
         pair = ((olds, old), (news, new)) if i % 2 == 0 else ((news, new), (olds, old))
         for out, fn in pair:
-            out.append(timed(fn, 3))
+            out.append(timed(fn, repeat))
     ratios = [o / n for o, n in zip(olds, news, strict=True)]
     print(
         f"| {name} | {statistics.median(olds) * 1e3:.2f} | {statistics.median(news) * 1e3:.2f} "
@@ -73,17 +75,17 @@ def compare(name: str, old: Callable[[], object], new: Callable[[], object], rou
     )
 
 
-def fake_quant(rounds: int) -> None:
+def fake_quant(rounds: int, repeat: int) -> None:
     print("\nfake quant: torch op against fake_quantize_activation, ms per call")
     print("| activation | pass | torch ms | nascomp ms | ratio [min, max] |")
     print("|---|---|---|---|---|")
     generator = torch.Generator().manual_seed(0)
     for shape in ACTIVATIONS:
         x = torch.randn(shape, generator=generator).requires_grad_()
-        fake_quant_shape(x, torch.randn(shape, generator=generator), rounds)
+        fake_quant_shape(x, torch.randn(shape, generator=generator), rounds, repeat)
 
 
-def fake_quant_shape(x: torch.Tensor, grad: torch.Tensor, rounds: int) -> None:
+def fake_quant_shape(x: torch.Tensor, grad: torch.Tensor, rounds: int, repeat: int) -> None:
     scale, zero_point = torch.tensor([0.02]), torch.tensor([7], dtype=torch.int32)
 
     def torch_op() -> torch.Tensor:
@@ -99,16 +101,17 @@ def fake_quant_shape(x: torch.Tensor, grad: torch.Tensor, rounds: int) -> None:
     if not same:
         raise SystemExit(f"fake quant differs from torch's on {tuple(x.shape)}")
     with torch.no_grad():
-        compare(f"{tuple(x.shape)} | forward", torch_op, ours, rounds)
+        compare(f"{tuple(x.shape)} | forward", torch_op, ours, rounds, repeat)
     compare(
         f"{tuple(x.shape)} | forward + backward",
         lambda: torch_op().backward(grad),
         lambda: ours().backward(grad),
         rounds,
+        repeat,
     )
 
 
-def eval_batch(rounds: int) -> None:
+def eval_batch(rounds: int, repeat: int) -> None:
     print(
         f"\neval batch: chunks of 1,024 against {CPU_FORWARD_BATCH} (predict_logits), ms per split"
     )
@@ -138,7 +141,7 @@ def eval_batch(rounds: int) -> None:
         name = f"{shape} c{channels} {block} s{stages}x2"
         if not torch.equal(whole(), ours()):
             raise SystemExit(f"logits differ between batch sizes on {name}")
-        compare(name, whole, ours, rounds)
+        compare(name, whole, ours, rounds, repeat)
 
 
 def whole_trials(n_trials: int, data_root: str, seed: int) -> None:
@@ -193,9 +196,9 @@ def whole_trials(n_trials: int, data_root: str, seed: int) -> None:
             metrics: dict[bool, dict] = {}
             for old in (True, False) if i % 2 == 0 else (False, True):
                 seconds[old], metrics[old] = run(config, given, old)
-            timed = {"train_seconds", "latency_ms", "latency_batch_ms"}
-            same = {k: v for k, v in metrics[True].items() if k not in timed}
-            if same != {k: v for k, v in metrics[False].items() if k not in timed}:
+            clocks = {"train_seconds", "latency_ms", "latency_batch_ms"}
+            same = {k: v for k, v in metrics[True].items() if k not in clocks}
+            if same != {k: v for k, v in metrics[False].items() if k not in clocks}:
                 raise SystemExit(f"trial {i}: the metrics differ between old and new kernels")
             totals[0] += seconds[True]
             totals[1] += seconds[False]
@@ -209,6 +212,7 @@ def whole_trials(n_trials: int, data_root: str, seed: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=3, help="timed calls per side and round")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--trials", type=int, default=0, help="whole trials, old against new")
     parser.add_argument("--data-root", default=str(DEFAULT_DATA_ROOT))
@@ -216,8 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     print(f"{machine()}; {args.threads} thread(s); load average {load_average()} at the start")
-    fake_quant(args.rounds)
-    eval_batch(args.rounds)
+    fake_quant(args.rounds, args.repeat)
+    eval_batch(args.rounds, args.repeat)
     if args.trials:
         whole_trials(args.trials, args.data_root, args.seed)
     print(f"\nload average {load_average()} at the end")

@@ -51,3 +51,18 @@ def test_pinned_config_is_what_the_search_sends(arch: dict) -> None:
 def test_a_space_with_a_choice_is_refused() -> None:
     with pytest.raises(ValueError, match="not fixed"):
         pinned_trial_config({**PLAIN_TRAINING, **DIGITS_ARCH, "space.arch.n_stages": [1, 2]})
+
+
+def test_eval_kernels_bench_checks_bit_equality_and_prints_ratios() -> None:
+    # The bench exits non-zero if the new kernels' values, gradients or logits differ from
+    # the ones they replaced: on this machine's CPU, they must not.
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "eval_kernels.py"), "--rounds", "1", "--repeat", "1"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| (")]
+    assert len(rows) == 12  # 4 activations x 2 passes, 4 models
+    assert all("**" in row for row in rows)
