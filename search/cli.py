@@ -23,7 +23,12 @@ from nascomp.search.errors import (
     TrackingError,
     TrackingOutage,
 )
-from nascomp.search.experiment import TrackingConfig, load_experiment
+from nascomp.search.experiment import (
+    BUDGET_TRIALS_CAP,
+    SearchConfig,
+    TrackingConfig,
+    load_experiment,
+)
 from nascomp.search.front.report import fmt as _fmt
 from nascomp.trainers.config import describe_trial
 
@@ -88,10 +93,24 @@ def _quiet_libraries() -> None:
     import logging
 
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    # `reproduce` downloads a run's one or two small artifacts: MLflow's tqdm bars for them
+    # (three redraws each, on stderr) would sit between nascomp's lines.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     # Optuna configures its logger lazily on first use, so only its own setter sticks.
     import optuna
 
     optuna.logging.set_verbosity(logging.WARNING)
+
+
+def search_size(search: SearchConfig) -> str:
+    """What ends the search, for its first line: a trial count, a budget, or either."""
+    trials = f"{search.trials} trials"
+    if not search.budget.given:
+        return trials
+    budget = f"a budget of {search.budget.limit:g} {search.budget.unit}"
+    if search.trials == BUDGET_TRIALS_CAP:  # the budget alone sizes it
+        return budget
+    return f"at most {trials} within {budget}"
 
 
 def _fail(message: str) -> int:
@@ -232,7 +251,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     source = args.config or "the built-in quickstart"
     print(
-        f"nascomp search: {source}, {experiment.search.trials} trials, "
+        f"nascomp search: {source}, {search_size(experiment.search)}, "
         f"{experiment.search.concurrent} at once, "
         f"objectives {_objectives_text(experiment.objectives)}"
     )
@@ -423,7 +442,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     print(f"reproducing {run_id}: {describe_trial(record.params)}")
     if record.params.get("trial") == "nb201_lookup":
         return _reproduce_lookup(record)
-    result = reproduce(tracker, run_id, args.export, args.register, fp16=args.fp16)
+    result = reproduce(tracker, run_id, args.export, args.register, fp16=args.fp16, echo=print)
     print(f"  {'metric':<18}{'logged':>14}{'reproduced':>14}")
     mismatched = []
     for name, logged, again in result.comparison():

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from nascomp.search.compat import ray as ray_compat
+from nascomp.search.epoch_lines import TeacherEpochs
 from nascomp.search.errors import ConfigError, SearchError, SearchInterrupted, TrackingOutage
 from nascomp.search.experiment import (
     BUDGET_TRIALS_CAP,
@@ -196,6 +197,7 @@ class _SearchRun:
         # A budget alone sizes the search: its trials cap is no total to show.
         sized_by_budget = search.budget.given and search.trials == BUDGET_TRIALS_CAP
         total = None if sized_by_budget else search.trials
+        clock = self._budget_clock()
         callbacks = [
             self.callback,
             ProgressLine(
@@ -205,6 +207,7 @@ class _SearchRun:
                 n_done=done,
                 # Redrawn in place only where a person watches a terminal.
                 live=sys.stdout if self.echo is print and sys.stdout.isatty() else None,
+                budget_left=clock.seconds_left if clock is not None else None,
             ),
             CheckpointRetention(),
             # While the first trials train: the first MLflow model of a trial (a lookup
@@ -215,7 +218,6 @@ class _SearchRun:
                 else [plot.warm_up]
             ),
         ]
-        clock = self._budget_clock()
         if clock is not None:
             callbacks.append(clock)
         if restore:
@@ -444,6 +446,12 @@ def _scheduler(experiment: Experiment, echo: Any) -> Any:
         f"mo_asha: rungs at epochs {scheduler.rungs or 'none (train.epochs too small)'}, "
         f"ranking by {', '.join(ranked) or 'nothing reported per epoch'}"
     )
+    if not experiment.search.budget.given and scheduler.rungs:
+        # Sized in trials, the search ends after as many trials whatever the rungs save.
+        echo(
+            f"note: stopped trials count in search.trials ({experiment.search.trials}); "
+            "give search.budget (e.g. {wall_s: 600}) to spend the epochs they save on more trials"
+        )
     return scheduler
 
 
@@ -461,9 +469,6 @@ def trial_base(experiment: Experiment) -> dict[str, Any]:
     return constants
 
 
-_TEACHER_EVERY_S = 2.0  # at most one teacher-epoch line this often (and the last epoch's)
-
-
 def _prepare_teacher(
     experiment: Experiment, echo: Any
 ) -> tuple[dict | None, dict[str, float], list[dict[str, float]]]:
@@ -471,23 +476,8 @@ def _prepare_teacher(
     echoed as it ends: a teacher can take minutes before the first trial starts)."""
     if experiment.trial != "train" or not experiment.space.distillation_possible():
         return None, {}, []
-    epochs: list[dict[str, float]] = []
-    shown = [0.0]  # seconds into training of the last epoch echoed
-
-    def report(epoch: dict[str, float]) -> None:
-        epochs.append(epoch)
-        last = epoch["epoch"] == epoch["epochs"]
-        if not last and epoch["seconds"] - shown[0] < _TEACHER_EVERY_S:
-            return  # a fast teacher would print a line per blink
-        shown[0] = epoch["seconds"]
-        left = epoch["seconds"] / epoch["epoch"] * (epoch["epochs"] - epoch["epoch"])
-        echo(
-            f"teacher epoch {epoch['epoch']:.0f}/{epoch['epochs']:.0f}: loss {epoch['loss']:.4f}"
-            f"  train_accuracy {epoch['train_accuracy']:.4f}  {epoch['seconds']:.1f}s"
-            f" (about {left:.0f}s left)"
-        )
-
-    state, facts = load_or_train_teacher(teacher_job(experiment), report)
+    lines = TeacherEpochs(echo)
+    state, facts = load_or_train_teacher(teacher_job(experiment), lines)
     how = (
         "loaded from cache"
         if facts.get("teacher_cached")
@@ -495,7 +485,7 @@ def _prepare_teacher(
     )
     accuracy = facts.get("teacher_val_accuracy")
     echo(f"teacher {how}" + (f", val_accuracy {accuracy:.4f}" if accuracy is not None else ""))
-    return state, facts, epochs
+    return state, facts, lines.epochs
 
 
 def check_ray_address(address: str | None, timeout_s: float = 5.0) -> None:

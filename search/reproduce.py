@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,9 +11,10 @@ import torch
 from torch import nn
 
 from nascomp.compressors.onnx_export import OnnxModule
+from nascomp.search.epoch_lines import TeacherEpochs, TrialEpochs
 from nascomp.search.export import export_model
 from nascomp.search.tracking.store import Tracker, TrialRecord
-from nascomp.trainers.config import TrialConfig
+from nascomp.trainers.config import TrialConfig, planned_epochs
 from nascomp.trainers.loop import top1_agreement
 from nascomp.trainers.split import Split
 from nascomp.trainers.teacher import TeacherJob, load_or_train_teacher
@@ -42,10 +44,13 @@ def reproduce(
     export_dir: Path | None = None,
     register: str | None = None,
     fp16: bool = False,
+    echo: Callable[[str], Any] | None = None,
 ) -> Reproduction:
     """Re-run trial ``run_id`` from its exact config, log it as a new run (its PyTorch and
     ONNX models), export it to ``export_dir`` (with ``fp16``, ``model.fp16.onnx`` too, and its
-    agreement with the evaluated model) and register its ONNX model as ``register``."""
+    agreement with the evaluated model) and register its ONNX model as ``register``. With
+    ``echo``, the teacher's epochs (when it is not cached) and the trial's go to it as they end:
+    a reproduction trains for as long as the trial did."""
     if fp16 and export_dir is None:
         raise ValueError("--fp16 writes model.fp16.onnx into the --export folder: give --export")
     source = tracker.trial_record(run_id)
@@ -55,11 +60,12 @@ def reproduce(
         )
     flat = tracker.trial_config(source)
     config = TrialConfig.from_flat(flat)
+    teacher_state = None
     if config.distill.enabled:
-        teacher_state = load_or_train_teacher(TeacherJob.of_trial(config))[0]
-    else:
-        teacher_state = None
-    outcome = run_trial(config, teacher_state=teacher_state)
+        lines = TeacherEpochs(echo) if echo is not None else None
+        teacher_state = load_or_train_teacher(TeacherJob.of_trial(config), lines)[0]
+    report = TrialEpochs(planned_epochs(flat), echo) if echo is not None else None
+    outcome = run_trial(config, teacher_state=teacher_state, report=report)
     if outcome.model is None:
         raise RuntimeError(
             f"run {run_id} did not produce a model ({outcome.status}: {outcome.reason})"

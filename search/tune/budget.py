@@ -81,6 +81,16 @@ class BudgetClock(Callback):
         running = sum(now - started for started in self.running.values())
         return self.spent_before + (self.trial_seconds + running) * self.per_trial_second
 
+    def seconds_left(self) -> float | None:
+        """Wall seconds until the budget is spent at the current pace: exact for ``wall_s``;
+        for CPU or GPU hours, what is left over what the running trials spend per second
+        (None while none runs)."""
+        left = max(self.limit - self.spent(), 0.0)
+        if self.unit == "wall_s":
+            return left
+        rate = len(self.running) * self.per_trial_second
+        return left / rate if rate > 0 else None
+
     def exhausted(self) -> bool:
         return self.spent() >= self.limit
 

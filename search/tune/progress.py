@@ -45,12 +45,16 @@ class ProgressLine(Callback):
         live: TextIO | None = None,
         every_s: float = 30.0,
         clock: Callable[[], float] = time.perf_counter,
+        budget_left: Callable[[], float | None] | None = None,
     ) -> None:
         """``n_trials``: the search's size (None: it runs until its budget is spent, so the
-        lines count trials without a total or an estimate of the time left). ``live``: a
-        terminal to redraw the status line on (None: plain status lines through ``echo``, at
-        most every ``every_s`` seconds)."""
+        lines count trials without a total). ``live``: a terminal to redraw the status line on
+        (None: plain status lines through ``echo``, at most every ``every_s`` seconds).
+        ``budget_left``: with ``search.budget``, the wall seconds the budget lasts at the
+        current pace (``BudgetClock.seconds_left``; None: unknown yet): the time left is the
+        sooner of the budget's end and the trials' (trials begun still finish after it)."""
         self.n_trials = n_trials
+        self.budget_left = budget_left
         self.objectives = list(objectives)
         self.echo = echo
         self.n_done = n_done  # trials a resumed search had already ended
@@ -106,13 +110,20 @@ class ProgressLine(Callback):
             f"{trial_id[-5:]} {r.phase} {r.epoch}/{r.total} {now - r.started:.0f}s"
             for trial_id, r in sorted(self.running.items(), key=lambda item: item[1].started)
         ]
-        if self.n_trials is None:
-            return f"running: {', '.join(parts) or 'none'} | {self.n_done} done"
-        done = f"{self.n_done}/{self.n_trials} done"
-        if self.n_done_here:
+        count = f"{self.n_done}" + ("" if self.n_trials is None else f"/{self.n_trials}")
+        return f"running: {', '.join(parts) or 'none'} | {count} done{self._time_left(now)}"
+
+    def _time_left(self, now: float) -> str:
+        estimates = []
+        if self.n_trials is not None and self.n_done_here:
             per_trial = (now - self.started) / self.n_done_here
-            done += f", about {_duration(per_trial * (self.n_trials - self.n_done))} left"
-        return f"running: {', '.join(parts) or 'none'} | {done}"
+            estimates.append(per_trial * (self.n_trials - self.n_done))
+        budget = self.budget_left() if self.budget_left is not None else None
+        if budget is not None and budget <= 0:
+            return ", budget spent: the trials begun finish"
+        if budget is not None:
+            estimates.append(budget)
+        return f", about {_duration(min(estimates))} left" if estimates else ""
 
     def _status(self) -> None:
         if self.live is not None:

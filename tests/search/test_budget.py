@@ -81,6 +81,23 @@ def test_wall_clock_counts_from_start_on_top_of_earlier_runs(tmp_path: Path) -> 
     assert manifest["state"] == "running"  # the rest of the manifest is kept
 
 
+def test_seconds_left_are_the_budget_over_the_pace_it_is_spent_at(tmp_path: Path) -> None:
+    wall, ticks = _clock(tmp_path, {"wall_s": 60}, spent_before=40.0)
+    wall.start()
+    ticks.t += 15
+    assert wall.seconds_left() == pytest.approx(5.0)
+    ticks.t += 10
+    assert wall.seconds_left() == 0.0  # spent: never negative
+    cpu, ticks = _clock(tmp_path, {"cpu_hours": 1.0}, spent_before=0.5)
+    assert cpu.seconds_left() is None  # nothing runs: no pace yet
+    cpu.on_trial_start(0, [], SimpleNamespace(trial_id="a"))
+    cpu.on_trial_start(0, [], SimpleNamespace(trial_id="b"))
+    # 0.5 CPU-hours left, 2 trials of 2 CPUs each: 4 CPUs spend it in 450 s
+    assert cpu.seconds_left() == pytest.approx(450.0)
+    ticks.t += 225
+    assert cpu.seconds_left() == pytest.approx(225.0)
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [
@@ -184,3 +201,23 @@ def test_interrupted_search_resumes_with_what_is_left(workdir: Path) -> None:
     _assert_no_trial_began_after_the_budget(resumed.stdout.splitlines())
     n_trials_after = len(search_runs(uri)[1])
     assert n_trials_before < n_trials_after < 1000  # it went on, and the budget ended it
+
+
+@pytest.mark.parametrize(
+    ("fields", "text"),
+    [
+        ({"trials": 20}, "20 trials"),
+        ({"budget": {"wall_s": 300}}, "a budget of 300 wall_s"),
+        (
+            {"budget": {"cpu_hours": 1.5}, "trials": 12},
+            "at most 12 trials within a budget of 1.5 cpu_hours",
+        ),
+    ],
+)
+def test_the_first_line_says_what_ends_the_search(fields: dict, text: str) -> None:
+    from nascomp.search.cli import search_size
+
+    assert search_size(SearchConfig(**fields)) == text
+    # The quickstart gives its trials: a budget set on top of it is capped by them.
+    quickstart = load_experiment(None, ["search.budget={wall_s: 300}"]).search
+    assert search_size(quickstart) == "at most 20 trials within a budget of 300 wall_s"

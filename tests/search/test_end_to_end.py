@@ -6,6 +6,7 @@ Real Ray (local), real Optuna, MLflow on a sqlite file, real training on the dig
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
+from nascomp.trainers.config import planned_epochs
 from tests.search.conftest import nascomp, tiny_args
 
 pytestmark = pytest.mark.e2e
@@ -177,6 +179,10 @@ def test_reproduce_matches_and_exports(searched: Searched) -> None:
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "warning" not in result.stdout
+    # The retraining shows its epochs, the last one always; MLflow's download bars stay off.
+    total = planned_epochs(json.loads((export / "trial_config.json").read_text()))
+    assert re.search(rf"^epoch {total}/{total} \w+: loss ", result.stdout, re.MULTILINE)
+    assert "Downloading artifacts" not in result.stderr
     source_id = json.loads(searched.cli("pareto", "--json").stdout)["front"][0]["run_id"]
     source = searched.client.get_run(source_id)
     again = searched.runs(f"tags.`nascomp.reproduced_from` = '{source_id}'")

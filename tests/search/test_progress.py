@@ -88,3 +88,35 @@ def test_a_search_sized_by_its_budget_counts_trials_without_a_total() -> None:
     progress.on_trial_complete(0, [], trial)
     assert lines == ["[  1]   12.0s  trial dddd4  ok         val_accuracy=0.5"]
     assert progress.status_text() == "running: none | 1 done"
+
+
+def test_with_a_budget_the_time_left_is_the_sooner_of_its_end_and_the_trials() -> None:
+    clock, budget = Clock(), [300.0]
+    progress = ProgressLine(
+        10, {"val_accuracy": "max"}, [].append, clock=clock, budget_left=lambda: budget[0]
+    )
+    trial = Trial("eeee5", CONFIG)
+    progress.on_trial_start(0, [], trial)
+    # No trial has ended: only the budget gives an estimate.
+    assert progress.status_text().endswith("| 0/10 done, about 5m00s left")
+    clock.now += 60
+    trial.last_result = {"nascomp_status": "ok", "val_accuracy": 0.5}
+    progress.on_trial_complete(0, [], trial)
+    # 60 s a trial, 9 to go: 9 minutes; the budget ends sooner.
+    assert progress.status_text() == "running: none | 1/10 done, about 5m00s left"
+    budget[0] = 1200.0
+    assert progress.status_text() == "running: none | 1/10 done, about 9m00s left"
+    budget[0] = 0.0
+    assert (
+        progress.status_text() == "running: none | 1/10 done, budget spent: the trials begun finish"
+    )
+
+
+def test_a_search_sized_by_its_budget_alone_shows_the_budget_left() -> None:
+    budget: list[float | None] = [None]
+    progress = ProgressLine(
+        None, {"val_accuracy": "max"}, [].append, clock=Clock(), budget_left=lambda: budget[0]
+    )
+    assert progress.status_text() == "running: none | 0 done"  # no pace yet (CPU-hours)
+    budget[0] = 75.0
+    assert progress.status_text() == "running: none | 0 done, about 1m15s left"

@@ -31,7 +31,10 @@ def test_mo_asha_prunes_and_front_is_fully_trained(workdir: Path) -> None:
         "objectives={val_accuracy: max, size_bytes: min}",
         "search.scheduler=mo_asha",
     )
-    summary = run_search(experiment, echo=lambda line: None)
+    lines: list[str] = []
+    summary = run_search(experiment, echo=lines.append)
+    # Sized in trials, the search says that the epochs saved buy no more trials.
+    assert any(line.startswith("note: stopped trials count in search.trials (8)") for line in lines)
 
     pruned = [t for t in summary.trials if t.status == "pruned"]
     finished = [t for t in summary.trials if t.status == "ok"]
