@@ -5,7 +5,8 @@ raises, and a dataset factory that returns the wrong thing, are mistakes in the 
 they must stop ``nascomp search`` with one line naming the field and the function, exit code 2,
 and no MLflow run, not fail every trial one by one. Only models the user brings (a ``custom``
 builder, torchvision, timm, a plugin's family) are built here; nascomp's own families are
-tested with the package. Building one architecture of the space (each leaf's first value) and
+tested with the package. Building one architecture of the space (each leaf's first value),
+that one with each leaf's other values (one leaf at a time, ``MAX_VARIED_BUILDS`` at most) and
 the teacher takes a fraction of a second for the models a search trains.
 """
 
@@ -111,6 +112,8 @@ def check_user_code(experiment: Experiment, notes: list[str] | None = None) -> E
             if field == "space.arch" and per_layer:
                 experiment = _with_layer_groups(experiment, list(quantizable_layers(model)))
                 per_layer = False
+        if brings_own_model(student):
+            _check_varied(experiment, data.input_shape, data.n_classes, data.input_dtype)
     finally:
         torch.random.set_rng_state(state)  # building drew weights: leave the driver as it was
     if per_layer:
@@ -119,6 +122,45 @@ def check_user_code(experiment: Experiment, notes: list[str] | None = None) -> E
             f"which its builder declined ({student}); give groups of module-name globs instead"
         )
     return experiment
+
+
+# The most architectures besides the first that the pre-flight builds: each leaf's other
+# values, one leaf at a time (a builder is called in milliseconds for the models a search
+# trains; a zoo's largest take about a second).
+MAX_VARIED_BUILDS = 16
+
+
+def _check_varied(
+    experiment: Experiment, shape: tuple[int, ...], n_classes: int, dtype: torch.dtype
+) -> None:
+    """Build the space's first architecture with one leaf changed at a time (each leaf's
+    last value first, so every leaf's extreme is built within the cap): a value the builder
+    rejects is an experiment's mistake, named by its leaf, instead of failing every trial
+    that draws it. Combinations of values are left to the trials."""
+    for leaf, value, arch in _round_robin(experiment.space.arch.varied_archs())[:MAX_VARIED_BUILDS]:
+        try:
+            build_model(arch, shape, n_classes, dtype)
+        except InfeasibleArchitecture:
+            continue  # the user's documented way to skip a combination
+        except (ValueError, TypeError) as exc:
+            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ConfigError(f"space.arch.{leaf}: value {value!r}: {message}") from None
+
+
+def _round_robin(
+    varied: list[tuple[str, Any, dict[str, Any]]],
+) -> list[tuple[str, Any, dict[str, Any]]]:
+    """Each leaf's last value, then each leaf's last but one, and so on."""
+    by_leaf: dict[str, list[tuple[str, Any, dict[str, Any]]]] = {}
+    for item in varied:
+        by_leaf.setdefault(item[0], []).append(item)
+    queues = [list(reversed(items)) for items in by_leaf.values()]
+    ordered = []
+    while any(queues):
+        for queue in queues:
+            if queue:
+                ordered.append(queue.pop(0))
+    return ordered
 
 
 # Below this many validation samples, val_accuracy moves in steps of more than 1%.

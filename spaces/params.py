@@ -13,6 +13,7 @@ Nothing here knows Optuna; ``nascomp.search.samplers.space`` is the one place th
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -230,6 +231,20 @@ class ArchSpaceBase(SpecSection):
             arch[param.name.removeprefix("arch.")] = value
         return self.to_arch(arch)
 
+    def varied_archs(self) -> list[tuple[str, Scalar, dict[str, Any]]]:
+        """``first_arch`` with one leaf changed at a time to each of its other values (a
+        range: its top), as (leaf, value, arch): what the pre-flight builds besides the first
+        architecture, so that a value the user's builder rejects stops the search before any
+        trial rather than failing the trials that draw it."""
+        params = self.params()
+        first = {p.name.removeprefix("arch."): p.choices[0] if p.choices else p.low for p in params}
+        varied = []
+        for param in params:
+            leaf = param.name.removeprefix("arch.")
+            for value in _other_values(param):
+                varied.append((leaf, value, self.to_arch({**first, leaf: value})))
+        return varied
+
     def features(self) -> Any:
         """Features of a sampled architecture for the ``pls`` sampler's model beyond the
         parameters' own one-hots (see ``Nb201ArchSpace.features``); None: none."""
@@ -239,3 +254,17 @@ class ArchSpaceBase(SpecSection):
     def to_arch(cls, fields: Mapping[str, Any]) -> dict[str, Any]:
         """The builder's arch mapping from the sampled ``arch.*`` values (without the prefix)."""
         return dict(fields)
+
+
+def _other_values(param: Param) -> tuple[Scalar, ...]:
+    """A param's values besides its first (``first_arch``'s): a choice's others, a range's top
+    (on its step's grid: ``low + k * step``, as Optuna samples it)."""
+    if param.choices:
+        return tuple(param.choices[1:])
+    assert param.low is not None and param.high is not None
+    top = param.high
+    if param.step:
+        top = param.low + math.floor((param.high - param.low) / param.step + 1e-9) * param.step
+    if param.kind == "int":
+        top = int(top)
+    return (top,) if top != param.low else ()

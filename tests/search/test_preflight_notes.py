@@ -157,3 +157,12 @@ def test_the_search_notes_the_users_small_validation_split(
     check_user_code(validate_experiment({"data": data, "space": space}), notes)
     # 60 samples: 12 held out for test (20%), 10% of the other 48 for validation
     assert notes == [small_validation_note(5, 0.1)]
+
+
+def test_values_a_builder_declines_as_infeasible_pass_the_checks() -> None:
+    # tests.spaces.user_models:picky raises InfeasibleArchitecture above width 16: the
+    # documented way to skip a value, so the pre-flight builds on and the search may start.
+    arch = {"family": "custom", "builder": "tests.spaces.user_models:picky", "width": [8, 32]}
+    experiment = validate_experiment({"space": {"arch": arch, "distill": {"enabled": [False]}}})
+    assert check_user_code(experiment) is experiment
+    # Any other error at that value stops the search: test_user_code_cli.py.

@@ -27,6 +27,13 @@ MODULE = textwrap.dedent(
     def raises(input_shape, n_classes):
         raise KeyError("layers")
 
+    def picky(input_shape, n_classes, width=4, act="relu"):
+        if width > 8:
+            raise ValueError(f"width {width} does not fit the board")
+        if act == "gelu":
+            return None
+        return good(input_shape, n_classes, width)
+
     VALUE = 1
     """
 )
@@ -44,6 +51,16 @@ MODULE = textwrap.dedent(
             "space: {arch: {family: custom, builder: 'shop:raises'}}",
             "space.arch: builder shop:raises raised KeyError: 'layers' (called with "
             "input_shape=(1, 8, 8), n_classes=10)",
+        ),
+        # A value other than the first that the builder rejects: named by its leaf.
+        (
+            "space: {arch: {family: custom, builder: 'shop:picky', width: {low: 2, high: 16}}}",
+            "space.arch.width: value 16: builder shop:picky raised ValueError: width 16 does "
+            "not fit the board (called with",
+        ),
+        (
+            "space: {arch: {family: custom, builder: 'shop:picky', act: [relu, gelu]}}",
+            "space.arch.act: value 'gelu': builder shop:picky returned a NoneType",
         ),
         ("space: {arch: {family: custom, builder: 'shop:VALUE'}}", "not a function"),
         ("space: {arch: {family: custom, builder: 'shoop:good'}}", "'shoop' is not importable"),

@@ -52,6 +52,30 @@ def test_builder_arguments_are_leaves_of_the_space() -> None:
     assert describe_arch(first) == "custom tiny width=8 depth=1 act=gelu scale=0.5"
 
 
+def test_varied_archs_change_one_leaf_at_a_time_to_its_other_values() -> None:
+    space = _space(
+        {
+            "family": "custom",
+            "builder": f"{USER}:tiny",
+            "width": [8, 16, 32],
+            "depth": {"low": 1, "high": 6, "step": 2},  # 1, 3, 5: the top on the grid is 5
+            "act": "gelu",  # fixed: nothing to vary
+            "scale": {"low": 0.5, "high": 2.0, "log": True},
+        }
+    )
+    first = space.arch.first_arch()
+    varied = space.arch.varied_archs()
+    assert [(leaf, value) for leaf, value, _ in varied] == [
+        ("width", 16),
+        ("width", 32),
+        ("depth", 5),
+        ("scale", 2.0),
+    ]
+    for leaf, value, arch in varied:
+        assert arch == {**first, leaf: value}
+    assert isinstance(varied[2][1], int)
+
+
 @pytest.mark.parametrize(
     ("arch", "message"),
     [
