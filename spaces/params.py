@@ -225,21 +225,22 @@ class ArchSpaceBase(SpecSection):
     def first_arch(self) -> dict[str, Any]:
         """One architecture of the space (each leaf's first value, a range's low end): what
         the search's pre-flight builds to check a model the user brought before any trial."""
-        arch: dict[str, Any] = {}
-        for param in self.params():
-            value = param.choices[0] if param.choices else param.low
-            arch[param.name.removeprefix("arch.")] = value
-        return self.to_arch(arch)
+        return self.to_arch(self._first_values())
+
+    def _first_values(self) -> dict[str, Any]:
+        return {
+            param.name.removeprefix("arch."): param.choices[0] if param.choices else param.low
+            for param in self.params()
+        }
 
     def varied_archs(self) -> list[tuple[str, Scalar, dict[str, Any]]]:
         """``first_arch`` with one leaf changed at a time to each of its other values (a
         range: its top), as (leaf, value, arch): what the pre-flight builds besides the first
         architecture, so that a value the user's builder rejects stops the search before any
         trial rather than failing the trials that draw it."""
-        params = self.params()
-        first = {p.name.removeprefix("arch."): p.choices[0] if p.choices else p.low for p in params}
+        first = self._first_values()
         varied = []
-        for param in params:
+        for param in self.params():
             leaf = param.name.removeprefix("arch.")
             for value in _other_values(param):
                 varied.append((leaf, value, self.to_arch({**first, leaf: value})))
