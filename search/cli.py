@@ -102,6 +102,14 @@ def _quiet_libraries() -> None:
     optuna.logging.set_verbosity(logging.WARNING)
 
 
+# What MLflow's PyTorch model is, said once where its URI is printed (MLflow's own warning
+# about it is dropped: search.tracking.store).
+PICKLE_NOTE = (
+    "PyTorch pickle: unpickling runs code, load it only from a store you trust; "
+    "the ONNX model and model.onnx load without pickle"
+)
+
+
 def search_size(search: SearchConfig) -> str:
     """What ends the search, for its first line: a trial count, a budget, or either."""
     trials = f"{search.trials} trials"
@@ -450,7 +458,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         if name.endswith("accuracy") and not same:
             mismatched.append(name)
         print(f"  {name:<18}{_fmt(logged):>14}{_fmt(again):>14}{'  =' if same else ''}")
-    print(f"model logged as {result.model_uri}")
+    print(f"model logged as {result.model_uri} ({PICKLE_NOTE})")
     for kind, path in result.exported.items():
         print(f"exported {kind}: {path}")
     if result.fp16_agreement is not None:

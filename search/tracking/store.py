@@ -9,13 +9,15 @@ sees a single writer.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import logging
 import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -292,8 +294,9 @@ class Tracker:
         self.client.log_dict(run_id, config_document(config), CONFIG_ARTIFACT)
         self.log_search_metrics(run_id, metrics)
         mlflow.set_tracking_uri(self.uri)
-        with mlflow.start_run(run_id=run_id):
+        with mlflow.start_run(run_id=run_id), _without_pickle_warning():
             # pickle, not MLflow's default pt2: torch.export fixes the batch size to the example's.
+            # `nascomp reproduce` says what that means for loading it (cli.PICKLE_NOTE).
             info = mlflow.pytorch.log_model(
                 model, name="model", input_example=example.numpy(), serialization_format="pickle"
             )
@@ -335,3 +338,20 @@ def record_of(run: Any) -> TrialRecord:
         tags=dict(tags),
         experiment_id=run.info.experiment_id,
     )
+
+
+class _PickleWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Pickle or CloudPickle" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _without_pickle_warning() -> Iterator[None]:
+    """MLflow warns, timestamped on stderr, at every pickled PyTorch model it logs; the
+    caller says it once, in nascomp's words, next to the model's URI."""
+    logger, dropped = logging.getLogger("mlflow.pytorch"), _PickleWarning()
+    logger.addFilter(dropped)
+    try:
+        yield
+    finally:
+        logger.removeFilter(dropped)

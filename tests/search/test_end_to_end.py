@@ -183,6 +183,9 @@ def test_reproduce_matches_and_exports(searched: Searched) -> None:
     total = planned_epochs(json.loads((export / "trial_config.json").read_text()))
     assert re.search(rf"^epoch {total}/{total} \w+: loss ", result.stdout, re.MULTILINE)
     assert "Downloading artifacts" not in result.stderr
+    # MLflow's timestamped pickle warning is said once, in the line that names the model.
+    assert "CloudPickle" not in result.stderr
+    assert re.search(r"^model logged as models:/\S+ \(PyTorch pickle: ", result.stdout, re.M)
     source_id = json.loads(searched.cli("pareto", "--json").stdout)["front"][0]["run_id"]
     source = searched.client.get_run(source_id)
     again = searched.runs(f"tags.`nascomp.reproduced_from` = '{source_id}'")
