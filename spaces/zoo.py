@@ -272,9 +272,16 @@ def check_output(
             output = model(probe)
     except Exception as exc:
         kind = "" if input_dtype == torch.float32 else f" {input_dtype} (integer ids)"
+        # Zoo models made for 224-pixel inputs (a ViT) refuse small images outright.
+        hint = (
+            " (if the model needs larger images, set data.image_size, e.g. 224)"
+            if len(input_shape) == 3 and input_dtype.is_floating_point
+            else ""
+        )
+        first = str(exc).splitlines()[0] if str(exc) else ""
         raise UserCodeError(
             f"the model from {who} fails on a batch of shape {tuple(probe.shape)}{kind}: "
-            f"{type(exc).__name__}: {exc}"
+            f"{type(exc).__name__}: {first}{hint}"
         ) from None
     finally:
         model.train(was_training)

@@ -110,7 +110,11 @@ def test_custom_builder_gets_shape_classes_and_sampled_arguments() -> None:
         ("returns_dict", "returned a dict, not a torch.nn.Module"),
         ("wrong_classes", r"outputs \(2, 13\) for a batch of 2; expected \(2, 10\)"),
         ("raises", "raised RuntimeError: no GPU kernels here"),
-        ("breaks_on_input", r"fails on a batch of shape \(2, 1, 8, 8\)"),
+        (
+            "breaks_on_input",
+            r"fails on a batch of shape \(2, 1, 8, 8\): .+ \(if the model needs larger images, "
+            r"set data.image_size, e.g. 224\)$",
+        ),
     ],
 )
 def test_a_broken_builder_is_a_user_code_error_naming_it(builder: str, message: str) -> None:
