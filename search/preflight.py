@@ -143,8 +143,7 @@ def _check_varied(
         except InfeasibleArchitecture:
             continue  # the user's documented way to skip a combination
         except (ValueError, TypeError) as exc:
-            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise ConfigError(f"space.arch.{leaf}: value {value!r}: {message}") from None
+            raise ConfigError(_located(f"space.arch.{leaf}: value {value!r}", exc)) from None
 
 
 def _round_robin(
