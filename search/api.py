@@ -21,6 +21,7 @@ from nascomp.search import experiment as _experiment
 from nascomp.search.driver import SearchSummary
 from nascomp.search.experiment import Experiment
 from nascomp.search.export import load_exported
+from nascomp.search.tune.head import starting_local_ray
 
 ExperimentSource = str | Path | Mapping[str, Any] | Experiment | None
 
@@ -60,9 +61,11 @@ def run_search(
     record and the Pareto front, read back from MLflow. ``address`` is a Ray cluster
     (``auto``, ``HOST:PORT``), ``resume`` a result folder or ``latest``; ``echo`` receives the
     progress lines (``lambda line: None`` silences them)."""
-    from nascomp.search.driver import run_search as drive
+    checked = load_experiment(experiment, overrides)
+    with starting_local_ray(address) as local_ray:  # comes up while the driver imports
+        from nascomp.search.driver import run_search as drive
 
-    return drive(load_experiment(experiment, overrides), address=address, echo=echo, resume=resume)
+        return drive(checked, address=address, echo=echo, resume=resume, local_ray=local_ray)
 
 
 __all__ = ["Experiment", "SearchSummary", "load_experiment", "load_exported", "run_search"]

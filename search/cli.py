@@ -30,6 +30,7 @@ from nascomp.search.experiment import (
     load_experiment,
 )
 from nascomp.search.front.report import fmt as _fmt
+from nascomp.search.tune.head import starting_local_ray
 from nascomp.trainers.config import describe_trial
 
 EXIT_USAGE = 2
@@ -254,27 +255,31 @@ def cmd_search(args: argparse.Namespace) -> int:
         f"{key}={json.dumps(v)}" for key, v in flags.items() if v is not None
     ]
     experiment = load_experiment(args.config, overrides)
+    # This machine's Ray starts in a child process now and comes up while the driver's
+    # modules import and the experiment's code is checked (search/tune/head.py).
+    with starting_local_ray(args.address) as local_ray:
+        from nascomp.search.driver import run_search
 
-    from nascomp.search.driver import run_search
+        source = args.config or "the built-in quickstart"
+        print(
+            f"nascomp search: {source}, {search_size(experiment.search)}, "
+            f"{experiment.search.concurrent} at once, "
+            f"objectives {_objectives_text(experiment.objectives)}"
+        )
+        summary = run_search(
+            experiment, address=args.address, resume=args.resume, local_ray=local_ray
+        )
+        from nascomp.search.tracking.store import Tracker
 
-    source = args.config or "the built-in quickstart"
-    print(
-        f"nascomp search: {source}, {search_size(experiment.search)}, "
-        f"{experiment.search.concurrent} at once, "
-        f"objectives {_objectives_text(experiment.objectives)}"
-    )
-    summary = run_search(experiment, address=args.address, resume=args.resume)
-    from nascomp.search.tracking.store import Tracker
-
-    tracker = Tracker(experiment.tracking.resolved_uri(), experiment.tracking.experiment)
-    print(
-        f"\n{len(summary.trials)} trials in {summary.wall_seconds:.0f} s "
-        f"({summary.count('ok')} ok, {summary.count('infeasible')} infeasible, "
-        f"{summary.count('pruned')} stopped early, {summary.count('failed')} failed)"
-    )
-    _print_failures(summary.trials)
-    _print_front(summary.front, summary.objectives, summary.search_run_id)
-    print(f"\nMLflow: {_browse_hint(tracker)}")
+        tracker = Tracker(experiment.tracking.resolved_uri(), experiment.tracking.experiment)
+        print(
+            f"\n{len(summary.trials)} trials in {summary.wall_seconds:.0f} s "
+            f"({summary.count('ok')} ok, {summary.count('infeasible')} infeasible, "
+            f"{summary.count('pruned')} stopped early, {summary.count('failed')} failed)"
+        )
+        _print_failures(summary.trials)
+        _print_front(summary.front, summary.objectives, summary.search_run_id)
+        print(f"\nMLflow: {_browse_hint(tracker)}")
     return 0
 
 

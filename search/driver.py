@@ -47,6 +47,7 @@ from nascomp.search.tracking.runlog import JOURNAL
 from nascomp.search.tracking.store import Tracker, TrialRecord
 from nascomp.search.tune.budget import BudgetClock, BudgetedLimiter, budget_key, running_clock
 from nascomp.search.tune.callbacks import MlflowTrialCallback
+from nascomp.search.tune.head import LocalRay, set_ray_environment
 from nascomp.search.tune.retention import CheckpointRetention
 from nascomp.search.tune.searcher import ConstraintsFromAttr, NascompOptunaSearch
 from nascomp.search.tune.warmup import WarmUp
@@ -80,12 +81,16 @@ def run_search(
     address: str | None = None,
     echo: Any = print,
     resume: str | None = None,
+    local_ray: LocalRay | None = None,
 ) -> SearchSummary:
     """Run the whole search (or continue one: ``resume`` is a result folder or ``latest``);
-    return what MLflow holds of it, front included."""
+    return what MLflow holds of it, front included. ``local_ray``: this machine's Ray, already
+    starting in a child process (``nascomp search`` starts it before importing this module);
+    without it and without an address, ``ray.init`` starts one here. The caller closes it."""
     started = time.perf_counter()
     notes: list[str] = []
-    # before any run, folder or Ray process exists
+    # before any run or folder exists, and before this driver uses Ray (a local Ray starting in
+    # a child process is killed unused when a check fails)
     experiment = check_user_code(experiment, notes)
     for note in notes:
         echo(f"note: {note}")
@@ -102,7 +107,10 @@ def run_search(
 
     import ray
 
-    _quiet_ray()
+    set_ray_environment()
+    if local_ray is not None and not address:
+        address = local_ray.address()
+        ray_compat.use_local_token()
     ray.init(
         address=address,
         runtime_env=runtime_env(experiment),  # the user's own modules, to every worker
@@ -137,7 +145,9 @@ def run_search(
             )
     try:
         run = _SearchRun(experiment, tracker, search_run_id, folder, echo)
-        searcher = run.fit(constants, teacher_state, restore=previous is not None)
+        searcher = run.fit(
+            constants, teacher_state, restore=previous is not None, local_ray=local_ray
+        )
     finally:
         ray.shutdown()
     trials = tracker.trials(search_run_id)
@@ -182,7 +192,12 @@ class _SearchRun:
         self.callback.log.batch_s = experiment.tracking.batch_s
 
     def fit(
-        self, constants: dict[str, Any], teacher_state: dict | None, *, restore: bool
+        self,
+        constants: dict[str, Any],
+        teacher_state: dict | None,
+        *,
+        restore: bool,
+        local_ray: LocalRay | None = None,
     ) -> NascompOptunaSearch:
         from ray import tune
 
@@ -244,7 +259,9 @@ class _SearchRun:
         finally:
             # Tune is done with Ray: its processes stop (about 1 s) while the parent run's
             # front and plots are written (about 1 s), instead of one after the other.
-            shutdown = threading.Thread(target=_shutdown_ray, name="nascomp-ray-shutdown")
+            shutdown = threading.Thread(
+                target=_shutdown_ray, args=(local_ray,), name="nascomp-ray-shutdown"
+            )
             shutdown.start()
             try:
                 self.end(status)
@@ -359,10 +376,12 @@ def finish_search(tracker: Tracker, search_run_id: str, status: str) -> None:
         tracker.finish_search(search_run_id, front, objectives, status, files=files, note=note)
 
 
-def _shutdown_ray() -> None:
+def _shutdown_ray(local_ray: LocalRay | None) -> None:
     import ray
 
     ray.shutdown()
+    if local_ray is not None:
+        local_ray.close()
 
 
 def _searcher(
@@ -537,28 +556,6 @@ def _fail_fast_http() -> None:
     # runlog buffers and retries instead, without blocking.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-
-
-def _quiet_ray() -> None:
-    # Intermediate reports carry the cheap metrics only (latency is measured once, at the end);
-    # Tune would otherwise insist that every report holds every objective.
-    os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "0")
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    # Trials run in the folder `nascomp search` was started in, not in Tune's trial folder:
-    # a path the user's own code opens relative to where they work (a data file, a label
-    # map) resolves in the trials as it did in the checks before the search. Nothing of ours
-    # writes relative to it.
-    os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
-    # Snapshot the experiment (trials, Optuna study) every second rather than every 10 s or
-    # more: a driver killed between snapshots loses the trials it started since the last one.
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
-    # A new local Ray starts one Python worker per CPU when the driver connects. Tune puts
-    # every trial's actor in a placement group, and Ray gives those new workers, never the
-    # prestarted ones, which it kills once idle: 0.7 CPU-s each, spent while the driver starts
-    # (measured on the 2-core VM, Ray 2.60). Connecting to a running cluster, it changes nothing.
-    os.environ.setdefault("RAY_prestart_worker_first_driver", "0")
 
 
 def _git_commit() -> str | None:

@@ -41,6 +41,33 @@ def study(search: Any) -> Study:
     return search._ot_study
 
 
+def use_local_token() -> None:
+    """Authenticate as a driver that found this machine's Ray itself would.
+
+    A Ray that ``ray.init()`` starts turns token authentication on unless ``RAY_AUTH_MODE``
+    says otherwise (Ray 2.60), creating ``~/.ray/auth_token`` if missing. A driver that then
+    connects by an explicit address (``search/tune/head.py`` gives one) sends that token only
+    in token mode, which ``ray.init`` turns on for ``address=None`` or ``"auto"`` alone, through
+    this private function. Rays without token authentication have nothing to do. Its warning
+    that token authentication is on is dropped, as ``ray.init(logging_level=ERROR)`` drops it
+    when it starts the cluster in the driver."""
+    import logging
+
+    try:
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available,
+        )
+    except ImportError:
+        return
+    logger = logging.getLogger(maybe_enable_token_auth_if_token_available.__module__)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+    finally:
+        logger.setLevel(level)
+
+
 def validate_cluster_config(config: dict[str, Any]) -> dict[str, Any]:
     """Check a cluster-launcher YAML the way ``ray up`` does, without starting anything: fill
     in the defaults, then validate against Ray's schema. ``ray up`` has no dry-run mode."""

@@ -40,10 +40,11 @@ METRICS = [
 
 
 class Searched:
-    def __init__(self, folder: Path, env: dict[str, str], stdout: str) -> None:
+    def __init__(self, folder: Path, env: dict[str, str], stdout: str, stderr: str = "") -> None:
         self.folder = folder
         self.env = env
         self.stdout = stdout
+        self.stderr = stderr
         self.uri = f"sqlite:///{folder / 'mlflow.db'}"
         self.client = MlflowClient(self.uri)
         self.experiment = self.client.get_experiment_by_name("nascomp")
@@ -62,7 +63,7 @@ def searched(tmp_path_factory: pytest.TempPathFactory, teacher_cache: Path) -> I
     env = {"NASCOMP_CACHE": str(teacher_cache), "RAY_TMPDIR": ray_tmp, "MLFLOW_TRACKING_URI": ""}
     result = nascomp("search", *tiny_args(folder), cwd=folder, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
-    yield Searched(folder, env, result.stdout)
+    yield Searched(folder, env, result.stdout, result.stderr)
     shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
@@ -71,6 +72,13 @@ def test_search_prints_progress_front_and_ui_url(searched: Searched) -> None:
     assert "[  4/4]" in out  # one progress line per trial
     assert "Pareto front of search" in out
     assert f"/#/experiments/{searched.experiment.experiment_id}/runs" in out
+
+
+def test_search_leaves_no_ray_log_lines_on_stderr(searched: Searched) -> None:
+    """The local Ray runs in a child process whose log is kept apart, and the driver that
+    connects to it drops Ray's notice that token authentication is on (search/tune/head.py)."""
+    assert "Token authentication" not in searched.stderr
+    assert " INFO " not in searched.stderr and " WARNING " not in searched.stderr
 
 
 def test_mlflow_holds_one_parent_and_nested_children(searched: Searched) -> None:

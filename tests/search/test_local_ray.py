@@ -1,0 +1,100 @@
+"""The local Ray that ``nascomp search`` starts in a child process (search/tune/head.py): a real
+Ray, connected to by a real driver, and gone with its process group however the search ends."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from nascomp.search.errors import SearchError
+from nascomp.search.tune.head import LocalRay
+
+pytestmark = pytest.mark.usefixtures("workdir")  # its own RAY_TMPDIR, no RAY_ADDRESS
+
+
+def _gone(column: str, value: int, within: float = 20.0) -> bool:
+    """No live process whose ``column`` (``pid``, ``pgid``) is ``value`` (zombies that init
+    has not reaped yet aside) within ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        out = subprocess.run(
+            ["ps", "-eo", f"{column}=,stat="], capture_output=True, text=True, check=True
+        ).stdout
+        rows = [line.split() for line in out.splitlines()]
+        if not [row for row in rows if row[0] == str(value) and not row[1].startswith("Z")]:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _group_gone(pgid: int, within: float = 20.0) -> bool:
+    return _gone("pgid", pgid, within)
+
+
+def test_a_driver_connects_and_ray_stops_with_the_child() -> None:
+    import ray
+
+    from nascomp.search.compat.ray import use_local_token
+
+    with LocalRay.start() as local:
+        address = local.address()
+        host, port = address.rsplit(":", 1)
+        assert host and int(port) > 0
+        use_local_token()
+        ray.init(address=address, log_to_driver=False)
+        try:
+
+            @ray.remote
+            def pid() -> int:
+                return os.getpid()
+
+            worker = ray.get(pid.remote())
+            assert worker != os.getpid()
+        finally:
+            ray.shutdown()
+        started = time.monotonic()
+    assert _group_gone(local.process.pid, within=1.0)  # killed at once: GCS, raylet, agents
+    # Ray puts each worker in a group of its own; it exits when its raylet dies.
+    assert _gone("pid", worker, within=10.0)
+    print(f"worker gone {time.monotonic() - started:.2f} s after the close")
+
+
+def test_closed_before_ray_is_up_kills_its_group_at_once() -> None:
+    local = LocalRay.start()
+    time.sleep(1.0)  # mid-start: Ray's first processes exist, ray.init has not returned
+    started = time.monotonic()
+    local.close()
+    assert time.monotonic() - started < 5
+    assert local.process.returncode == -9
+    assert _group_gone(local.process.pid)
+
+
+def test_a_driver_that_dies_takes_ray_with_it(tmp_path: Path) -> None:
+    """A driver killed with SIGKILL runs no cleanup; the kernel closes the child's stdin."""
+    script = tmp_path / "driver.py"
+    script.write_text(
+        "import os, signal\n"
+        "from nascomp.search.tune.head import LocalRay\n"
+        "local = LocalRay.start()\n"
+        "print(local.process.pid, local.address(), flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
+    assert out.returncode == -9
+    child, address = out.stdout.split()
+    assert ":" in address
+    assert _group_gone(int(child))  # the child shut its Ray down when its stdin closed
+
+
+def test_a_ray_that_cannot_start_says_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("")
+    monkeypatch.setenv("RAY_TMPDIR", str(not_a_folder / "ray"))
+    with LocalRay.start() as local, pytest.raises(SearchError, match="local Ray did not start: "):
+        local.address()
+    assert local.process.returncode not in (0, None)
