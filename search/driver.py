@@ -32,6 +32,7 @@ from nascomp.search.front.report import front_markdown, record_rows
 from nascomp.search.front.selection import feasible_trials, select_front
 from nascomp.search.preflight import check_user_code
 from nascomp.search.resume import (
+    SearchFolder,
     budget_spent,
     find_resumable,
     folder_name,
@@ -118,6 +119,41 @@ def run_search(
         log_to_driver=False,
         logging_level=logging.ERROR,
     )
+    try:  # from here on, Ray is shut down (disconnected) however the search ends
+        search_run_id, folder = _open_search(
+            experiment, tracker, previous, teacher_facts, teacher_epochs, echo
+        )
+        run = _SearchRun(experiment, tracker, search_run_id, folder, echo)
+        searcher = run.fit(
+            constants, teacher_state, restore=previous is not None, local_ray=local_ray
+        )
+    finally:
+        ray.shutdown()
+    trials = tracker.trials(search_run_id)
+    return SearchSummary(
+        search_run_id=search_run_id,
+        experiment_id=tracker.experiment_id(),
+        trials=trials,
+        front=select_front(trials, experiment.objectives, experiment.constraints),
+        objectives=experiment.objectives,
+        wall_seconds=time.perf_counter() - started,
+        teacher=teacher_facts,
+        searcher=searcher,
+        folder=folder,
+        resumed=previous is not None,
+    )
+
+
+def _open_search(
+    experiment: Experiment,
+    tracker: Tracker,
+    previous: SearchFolder | None,
+    teacher_facts: dict[str, float],
+    teacher_epochs: list[dict[str, float]],
+    echo: Any,
+) -> tuple[str, Path]:
+    """The search's parent run and result folder: reopened when resuming, else new, with the
+    experiment's manifest and the teacher's facts and training curve."""
     storage = Path(experiment.storage).expanduser().resolve()
     if previous is not None:
         search_run_id, folder = previous.search_run_id, previous.path
@@ -143,26 +179,7 @@ def run_search(
                 {"teacher_loss": epoch["loss"], "teacher_train_accuracy": epoch["train_accuracy"]},
                 step=int(epoch["epoch"]),
             )
-    try:
-        run = _SearchRun(experiment, tracker, search_run_id, folder, echo)
-        searcher = run.fit(
-            constants, teacher_state, restore=previous is not None, local_ray=local_ray
-        )
-    finally:
-        ray.shutdown()
-    trials = tracker.trials(search_run_id)
-    return SearchSummary(
-        search_run_id=search_run_id,
-        experiment_id=tracker.experiment_id(),
-        trials=trials,
-        front=select_front(trials, experiment.objectives, experiment.constraints),
-        objectives=experiment.objectives,
-        wall_seconds=time.perf_counter() - started,
-        teacher=teacher_facts,
-        searcher=searcher,
-        folder=folder,
-        resumed=previous is not None,
-    )
+    return search_run_id, folder
 
 
 class _SearchRun:
@@ -257,8 +274,9 @@ class _SearchRun:
             status = "KILLED"
             raise
         finally:
-            # Tune is done with Ray: its processes stop (about 1 s) while the parent run's
-            # front and plots are written (about 1 s), instead of one after the other.
+            # Tune is done with Ray: it disconnects and its processes stop (about 1 s when
+            # ray.init started them here; at once for a local Ray in a child process) while
+            # the parent run's front and plots are written (about 1 s).
             shutdown = threading.Thread(
                 target=_shutdown_ray, args=(local_ray,), name="nascomp-ray-shutdown"
             )
