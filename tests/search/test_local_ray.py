@@ -32,10 +32,6 @@ def _gone(column: str, value: int, within: float = 20.0) -> bool:
     return False
 
 
-def _group_gone(pgid: int, within: float = 20.0) -> bool:
-    return _gone("pgid", pgid, within)
-
-
 def test_a_driver_connects_and_ray_stops_with_the_child() -> None:
     import ray
 
@@ -58,7 +54,7 @@ def test_a_driver_connects_and_ray_stops_with_the_child() -> None:
         finally:
             ray.shutdown()
         started = time.monotonic()
-    assert _group_gone(local.process.pid, within=1.0)  # killed at once: GCS, raylet, agents
+    assert _gone("pgid", local.process.pid, within=1.0)  # killed at once: GCS, raylet, agents
     # Ray puts each worker in a group of its own; it exits when its raylet dies.
     assert _gone("pid", worker, within=10.0)
     print(f"worker gone {time.monotonic() - started:.2f} s after the close")
@@ -71,7 +67,7 @@ def test_closed_before_ray_is_up_kills_its_group_at_once() -> None:
     local.close()
     assert time.monotonic() - started < 5
     assert local.process.returncode == -9
-    assert _group_gone(local.process.pid)
+    assert _gone("pgid", local.process.pid)
 
 
 def test_a_driver_that_dies_takes_ray_with_it(tmp_path: Path) -> None:
@@ -88,7 +84,7 @@ def test_a_driver_that_dies_takes_ray_with_it(tmp_path: Path) -> None:
     assert out.returncode == -9
     child, address = out.stdout.split()
     assert ":" in address
-    assert _group_gone(int(child))  # the child shut its Ray down when its stdin closed
+    assert _gone("pgid", int(child))  # the child shut its Ray down when its stdin closed
 
 
 def test_a_ray_that_cannot_start_says_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
