@@ -14,7 +14,7 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from nascomp.search.errors import (
     ConfigError,
@@ -23,15 +23,15 @@ from nascomp.search.errors import (
     TrackingError,
     TrackingOutage,
 )
-from nascomp.search.experiment import (
-    BUDGET_TRIALS_CAP,
-    SearchConfig,
-    TrackingConfig,
-    load_experiment,
-)
 from nascomp.search.front.report import fmt as _fmt
 from nascomp.search.tune.head import starting_local_ray
-from nascomp.trainers.config import describe_trial
+
+if TYPE_CHECKING:
+    from nascomp.search.experiment import SearchConfig, TrackingConfig
+
+# The experiment's schema (and describe_trial) import torch: 2 to 3 s on a 2-core machine.
+# Commands import them when they run, so that `nascomp search` starts this machine's Ray
+# before paying for them, and a command that needs neither never does.
 
 EXIT_USAGE = 2
 EXIT_UNLOGGED = 3  # the search ran, but its last results are only in its result folder
@@ -89,15 +89,19 @@ def exit_without_teardown(code: int) -> NoReturn:
 
 
 def _quiet_libraries() -> None:
-    # MLflow and Optuna announce table creation and every study at INFO; keep the terminal
-    # for nascomp's own lines. MLflow resets its logger on import, so it reads an env var.
-    import logging
-
+    # MLflow announces table creation at INFO; keep the terminal for nascomp's own lines.
+    # MLflow resets its logger on import, so it reads an env var.
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     # `reproduce` downloads a run's one or two small artifacts: MLflow's tqdm bars for them
     # (three redraws each, on stderr) would sit between nascomp's lines.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    # Optuna configures its logger lazily on first use, so only its own setter sticks.
+
+
+def _quiet_optuna() -> None:
+    """Optuna announces every study at INFO; only a search makes one. Optuna configures its
+    logger lazily on first use, so only its own setter sticks."""
+    import logging
+
     import optuna
 
     optuna.logging.set_verbosity(logging.WARNING)
@@ -113,6 +117,8 @@ PICKLE_NOTE = (
 
 def search_size(search: SearchConfig) -> str:
     """What ends the search, for its first line: a trial count, a budget, or either."""
+    from nascomp.search.experiment import BUDGET_TRIALS_CAP
+
     trials = f"{search.trials} trials"
     if not search.budget.given:
         return trials
@@ -254,10 +260,14 @@ def cmd_search(args: argparse.Namespace) -> int:
     overrides = list(args.overrides) + [
         f"{key}={json.dumps(v)}" for key, v in flags.items() if v is not None
     ]
-    experiment = load_experiment(args.config, overrides)
-    # This machine's Ray starts in a child process now and comes up while the driver's
-    # modules import and the experiment's code is checked (search/tune/head.py).
+    # This machine's Ray starts in a child process first, and comes up while the experiment
+    # is checked and the driver's modules import (search/tune/head.py). An experiment that
+    # fails its checks stops it (killed at once) before the error is printed.
     with starting_local_ray(args.address) as local_ray:
+        from nascomp.search.experiment import load_experiment
+
+        experiment = load_experiment(args.config, overrides)
+        _quiet_optuna()
         from nascomp.search.driver import run_search
 
         source = args.config or "the built-in quickstart"
@@ -294,6 +304,20 @@ def _print_failures(trials: list, shown: int = 5) -> None:
         print(f"  {n} failed: {reason}")
 
 
+def _tracking(**fields: Any) -> TrackingConfig:
+    """The experiment file's ``tracking`` section, with its defaults (imported on use)."""
+    from nascomp.search.experiment import TrackingConfig
+
+    return TrackingConfig(**fields)
+
+
+def _describe(params: dict[str, Any]) -> str:
+    """A trial's model in one line (``trainers.config.describe_trial``, imported on use)."""
+    from nascomp.trainers.config import describe_trial
+
+    return describe_trial(params)
+
+
 def _objectives_text(objectives: dict[str, str]) -> str:
     return ", ".join(f"{mode} {name}" for name, mode in objectives.items())
 
@@ -301,9 +325,7 @@ def _objectives_text(objectives: dict[str, str]) -> str:
 def _browse_hint(tracker: Any) -> str:
     if tracker.uri.startswith("http"):
         return tracker.runs_url()
-    uri_flag = (
-        "" if tracker.uri == TrackingConfig().resolved_uri() else f" --tracking-uri {tracker.uri}"
-    )
+    uri_flag = "" if tracker.uri == _tracking().resolved_uri() else f" --tracking-uri {tracker.uri}"
     return f"run `nascomp ui{uri_flag}`, then open {tracker.runs_url()}"
 
 
@@ -321,7 +343,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def _tracker(args: argparse.Namespace) -> Any:
     from nascomp.search.tracking.store import Tracker
 
-    config = TrackingConfig(uri=args.tracking_uri, experiment=args.experiment or "nascomp")
+    config = _tracking(uri=args.tracking_uri, experiment=args.experiment or "nascomp")
     uri = config.resolved_uri()
     # Reading must not create an empty store as a side effect of a mistyped path.
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).is_file():
@@ -369,7 +391,7 @@ def cmd_pareto(args: argparse.Namespace) -> int:
             print(json.dumps({"run_id": chosen.run_id, "metrics": chosen.metrics}, default=str))
         else:
             shown = "  ".join(f"{m}={_fmt(chosen.metrics.get(m))}" for m in objectives)
-            print(f"{chosen.run_id}  {shown}  {describe_trial(chosen.params)}")
+            print(f"{chosen.run_id}  {shown}  {_describe(chosen.params)}")
         return 0
     if args.json:
         rows = [
@@ -405,7 +427,7 @@ def _write_plot(
     if not trials:
         raise ValueError("nothing to plot: no feasible trial finished in this search")
     if path.suffix.lower() in (".html", ".htm"):  # the interactive page
-        write_html(trials, front, objectives, path, describe=lambda t: describe_trial(t.params))
+        write_html(trials, front, objectives, path, describe=lambda t: _describe(t.params))
     else:
         write_plot(trials, front, objectives, path, search_run)
     print(f"plot written to {path}", file=sys.stderr)
@@ -420,7 +442,7 @@ def _print_front(front: list, objectives: dict[str, str], search_run: str) -> No
     names = list(objectives)
     header = ["rank", "run_id", *names, "model"]
     rows = [
-        [str(i + 1), r.run_id, *(_fmt(r.metrics.get(m)) for m in names), describe_trial(r.params)]
+        [str(i + 1), r.run_id, *(_fmt(r.metrics.get(m)) for m in names), _describe(r.params)]
         for i, r in enumerate(front)
     ]
     widths = [max(len(str(row[k])) for row in [header, *rows]) for k in range(len(header))]
@@ -452,7 +474,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
             )
         run_id = front[args.rank - 1].run_id
     record = tracker.trial_record(run_id)
-    print(f"reproducing {run_id}: {describe_trial(record.params)}")
+    print(f"reproducing {run_id}: {_describe(record.params)}")
     if record.params.get("trial") == "nb201_lookup":
         return _reproduce_lookup(record)
     result = reproduce(tracker, run_id, args.export, args.register, fp16=args.fp16, echo=print)
@@ -503,7 +525,7 @@ def _reproduce_lookup(record: Any) -> int:
 def cmd_ui(args: argparse.Namespace) -> int:
     from nascomp.search.tracking.store import Tracker
 
-    uri = TrackingConfig(uri=args.tracking_uri).resolved_uri()
+    uri = _tracking(uri=args.tracking_uri).resolved_uri()
     if uri.startswith("http"):
         print(f"the store is a tracking server already: {Tracker(uri, args.experiment).runs_url()}")
         return 0

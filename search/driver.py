@@ -110,6 +110,7 @@ def run_search(
 
     set_ray_environment()
     if local_ray is not None and not address:
+        tracker.import_store_code()  # while the local Ray may still be starting
         address = local_ray.address()
         ray_compat.use_local_token()
     ray.init(

@@ -6,8 +6,10 @@ idle. Before it, the driver spends 3 to 4 s on one core importing MLflow, Ray Tu
 Optuna and checking the experiment. In one process the two run one after the other; a
 thread cannot overlap them (both load shared libraries, which deadlocked in the dynamic
 loader, docs/benchmarks.md). So ``nascomp search`` starts this module as a child process
-first: the child calls ``ray.init()``, prints the cluster's address and waits; the driver
-connects to that address when it needs Ray (0.1 s instead of 3 to 4.5 s).
+first, before it even imports the experiment's schema (torch, 2 to 3 s): the child calls
+``ray.init()``, prints the cluster's address and waits; the driver connects to that address
+when it needs Ray (0.1 s instead of 3 to 4.5 s). An experiment that fails its checks kills
+the child before the error is printed.
 
 The child owns the cluster, and the cluster lives exactly as long as the driver needs it:
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.search.conftest import nascomp, nascomp_here
+from tests.search.conftest import live_processes_with, nascomp, nascomp_here
 
 
 @pytest.mark.parametrize(
@@ -32,14 +34,27 @@ from tests.search.conftest import nascomp, nascomp_here
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(
     tmp_path: Path, args: list[str], field: str
 ) -> None:
-    result = nascomp("search", *args, cwd=tmp_path, timeout=120, env={"MLFLOW_TRACKING_URI": ""})
+    ray_tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's unix sockets
+    try:
+        result = nascomp(
+            "search",
+            *args,
+            cwd=tmp_path,
+            timeout=120,
+            env={"MLFLOW_TRACKING_URI": "", "RAY_TMPDIR": ray_tmp},
+        )
+        # The local Ray starts before the experiment is checked (search/tune/head.py); a
+        # failed check kills it, with every process it started, before the command exits.
+        assert live_processes_with("RAY_TMPDIR", ray_tmp) == []
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("nascomp: error: ")
     assert field in lines[0]
     assert "Traceback" not in result.stderr + result.stdout
-    # Nothing launched, no MLflow store or run created, no result folder.
+    # No MLflow store or run created, no result folder.
     assert list(tmp_path.iterdir()) == []
 
 
