@@ -5,12 +5,13 @@
 
 Each side is a fresh Python process that does what ``nascomp search`` does: check the
 experiment (importing torch), then import the driver (MLflow, Ray Tune, Optuna) and run the
-search. ``child`` starts this machine's Ray in a child process before the driver's imports,
-as the CLI does; ``inline`` lets the driver call ``ray.init`` itself once it needs Ray, as
-every search did before. The workload is ``bench/overhead.py``'s (the same digits CNN in every
-trial, plain training) cut to 2 trials of 1 epoch, 2 at once, so that the search's start and
-end weigh most. Each side's wall time is taken from outside its process (start to exit); the
-sides alternate and the difference is taken per pair, because the machine is shared.
+search. ``child`` starts this machine's Ray in a child process first, before the experiment's
+schema imports, as the CLI does; ``inline`` lets the driver call ``ray.init`` itself once it
+needs Ray, as every search did before. The workload is ``bench/overhead.py``'s (the same
+digits CNN in every trial, plain training) cut to 2 trials of 1 epoch, 2 at once, so that the
+search's start and end weigh most. Each side's wall time is taken from outside its process
+(start to exit); the sides alternate and the difference is taken per pair, because the
+machine is shared.
 """
 
 from __future__ import annotations
@@ -35,12 +36,13 @@ SIDES = ("child", "inline")
 
 def side_main(kind: str, sets: list[str]) -> int:
     """One search, in this process, the way ``kind`` starts Ray."""
-    from nascomp.search.experiment import load_experiment
     from nascomp.search.tune.head import starting_local_ray
 
-    experiment = load_experiment(None, sets)
     starting = starting_local_ray(None) if kind == "child" else contextlib.nullcontext()
-    with starting as local_ray:
+    with starting as local_ray:  # as `nascomp search`: before the experiment's schema imports
+        from nascomp.search.experiment import load_experiment
+
+        experiment = load_experiment(None, sets)
         from nascomp.search.driver import run_search
 
         summary = run_search(experiment, echo=lambda line: None, local_ray=local_ray)
