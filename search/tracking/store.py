@@ -79,9 +79,9 @@ class Tracker:
     # ------------------------------------------------------------------ store and experiment
     def import_store_code(self) -> None:
         """Import the code of this URI's kind of store, without opening the store (a sqlite
-        file is created on first use). Its first use otherwise pays it: 0.7 s for sqlite's
-        SQLAlchemy store on a 2-core machine (profiled), which the driver pays while its
-        local Ray is still starting instead (``search.driver``)."""
+        file is created on first use). Without it the store's first use pays that import:
+        0.7 s for sqlite's SQLAlchemy store on a 2-core machine (profiled). The driver calls
+        this while its local Ray is still starting (``search.driver``)."""
         from mlflow.store.db.db_types import DATABASE_ENGINES
 
         scheme = self.uri.split(":", 1)[0].split("+", 1)[0].lower() if ":" in self.uri else ""
@@ -89,7 +89,7 @@ class Tracker:
             importlib.import_module("mlflow.store.tracking.sqlalchemy_store")
         elif scheme in ("http", "https"):
             importlib.import_module("mlflow.store.tracking.rest_store")
-        else:  # a folder: file:///..., or a path
+        else:  # a folder (file:///..., a path): MLflow's file store
             importlib.import_module("mlflow.store.tracking.file_store")
 
     def check_reachable(self, timeout_s: float = 5.0) -> None:
