@@ -484,6 +484,10 @@ def _scheduler(experiment: Experiment, echo: Any) -> Any:
         f"mo_asha: rungs at epochs {scheduler.rungs or 'none (train.epochs too small)'}, "
         f"ranking by {', '.join(ranked) or 'nothing reported per epoch'}"
     )
+    if inherit := experiment.search.inherit_epochs:
+        # Judged among themselves: they start from trained weights (search.tune.scheduler).
+        own = list(scheduler.rungs_for(inherit)) or "none"
+        echo(f"mo_asha: trials that inherit weights train {inherit} epochs, rungs at {own}")
     if not experiment.search.budget.given and scheduler.rungs:
         # Sized in trials, the search ends after as many trials whatever the rungs save.
         echo(

@@ -273,8 +273,6 @@ class Experiment(TrainingSections):
             why = "trial: train (a lookup trains nothing)"
         elif not search.reuse_training:
             why = "search.reuse_training: true (its store keeps the parents' trained weights)"
-        elif search.scheduler != "none":
-            why = "search.scheduler: none (rungs would compare shorter trials with longer ones)"
         elif epochs >= self.train.epochs:
             why = f"fewer epochs than train.epochs ({self.train.epochs})"
         if why is not None:

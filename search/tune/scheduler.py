@@ -22,6 +22,12 @@ What a rung ranks: the objectives that follow from the configuration alone (``si
 size it will ship at, not by the dense fp32 size it reports at epoch 1. Accuracy by its value
 at the rung. Those measured only at the end (latency) are left out, and the run says which.
 
+Like with like: a trial that trains fewer epochs than ``max_epochs`` (its config's
+``train.epochs``: a move that inherits its parent's weights, ``search.inherit_epochs``) is
+judged only among the trials of its own length, at that length's own rungs. An inherited trial
+at its epoch 1 starts from trained weights; judged against trials at their first epoch from
+scratch, it would stop them, and a 2-epoch trial's last epoch is not a 4-epoch trial's rung.
+
 Trials it stops are marked ``nascomp_status = pruned`` in their last result before Ray hands
 that result on, so the searcher tells Optuna PRUNED (never COMPLETE with truncated values),
 MLflow tags the run ``nascomp.status=pruned``, and the front never holds them. The same result
@@ -93,11 +99,15 @@ class MultiObjectiveAsha(FIFOScheduler):
             raise ValueError(f"reduction_factor must be > 1; got {reduction_factor}")
         self.objectives = dict(objectives)
         self.time_attr = time_attr
+        self.grace_period = grace_period
         self.reduction_factor = reduction_factor
         self.rungs = rung_epochs(grace_period, reduction_factor, max_epochs)
-        # rung epoch -> trial id -> that trial's objective values at the rung, by name
-        self.recorded: dict[int, dict[str, dict[str, float]]] = {rung: {} for rung in self.rungs}
         self.max_epochs = max_epochs
+        # trial length (train epochs) -> rung epoch -> trial id -> its objective values there
+        self.tables: dict[int | None, dict[int, dict[str, dict[str, float]]]] = {
+            max_epochs: {rung: {} for rung in self.rungs}
+        }
+        self.lengths: dict[str, int] = {}  # trial id -> its train epochs, when fewer than max
         self.stopped: dict[str, int | None] = {}  # trial id -> the rung epoch that stopped it
         # Final cost measures from the config (None: rank what the trial reports), per trial.
         self.predict = predict
@@ -105,6 +115,26 @@ class MultiObjectiveAsha(FIFOScheduler):
 
     def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
         return True  # the objectives are ours; Tune's single metric stays unset (NOTES.md)
+
+    @property
+    def recorded(self) -> dict[int, dict[str, dict[str, float]]]:
+        """The rungs of the trials that train ``max_epochs``: rung epoch -> trial id -> values."""
+        return self.tables[self.max_epochs]
+
+    def length_of(self, config: dict[str, Any]) -> int | None:
+        """The train epochs of a trial with this flat ``config``: its ``train.epochs`` when
+        fewer than ``max_epochs`` (an inheriting trial), else ``max_epochs``."""
+        epochs = config.get("train.epochs")
+        shorter = isinstance(epochs, int) and self.max_epochs and 0 < epochs < self.max_epochs
+        return int(epochs) if shorter else self.max_epochs
+
+    def rungs_for(self, length: int | None) -> dict[int, dict[str, dict[str, float]]]:
+        """The rungs of the trials that train ``length`` epochs (made on first use)."""
+        if length not in self.tables:
+            assert length is not None
+            rungs = rung_epochs(self.grace_period, self.reduction_factor, length)
+            self.tables[length] = {rung: {} for rung in rungs}
+        return self.tables[length]
 
     def ranked_objectives(self, result: dict[str, Any]) -> list[str]:
         return [name for name in self.objectives if _is_number(result.get(name))]
@@ -125,17 +155,24 @@ class MultiObjectiveAsha(FIFOScheduler):
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
         epoch = result.get(self.time_attr)
-        if epoch not in self.recorded or STATUS_KEY in result:
+        length = self.length_of(trial.config)
+        if epoch not in self.rungs_for(length) or STATUS_KEY in result:
             return TrialScheduler.CONTINUE  # not at a rung, or the trial's final result
         values = self.rung_values(trial, result)
         if not values:
             return TrialScheduler.CONTINUE
-        return self.decide(trial.trial_id, int(epoch), values)
+        return self.decide(trial.trial_id, int(epoch), values, length)
 
-    def decide(self, trial_id: str, rung: int, values: dict[str, float]) -> str:
-        """Record ``values`` (objective name -> value) at ``rung`` and say whether the trial
-        goes on. Pure bookkeeping, so tests drive it without Ray."""
-        recorded = self.recorded[rung]
+    def decide(
+        self, trial_id: str, rung: int, values: dict[str, float], length: int | None = None
+    ) -> str:
+        """Record ``values`` (objective name -> value) at ``rung`` among the trials that train
+        ``length`` epochs (``max_epochs`` when None) and say whether the trial goes on. Pure
+        bookkeeping, so tests drive it without Ray."""
+        length = self.max_epochs if length is None else length
+        if length != self.max_epochs:
+            self.lengths[trial_id] = length
+        recorded = self.rungs_for(length)[rung]
         recorded[trial_id] = dict(values)
         names = list(values)
         # Compare like with like: the trials that reported the same objectives at this rung.
@@ -150,9 +187,15 @@ class MultiObjectiveAsha(FIFOScheduler):
     def __setstate__(self, state: dict[str, Any]) -> None:
         # One pickled by an older nascomp (a search resumed after an upgrade) kept the stopped
         # trials as a set, without their rungs, and no max_epochs: those say nothing reached.
+        # One from before trials of other lengths had rungs of their own kept one table.
         if isinstance(state.get("stopped"), set):
             state["stopped"] = dict.fromkeys(state["stopped"])
         state.setdefault("max_epochs", None)
+        if "tables" not in state:
+            recorded = state.pop("recorded")
+            state["tables"] = {state["max_epochs"]: recorded}
+            state["grace_period"] = min(recorded, default=1)
+            state["lengths"] = {}
         self.__dict__.update(state)
 
     def reached(self, trial_id: str) -> dict[str, Any] | None:
@@ -161,7 +204,9 @@ class MultiObjectiveAsha(FIFOScheduler):
         rung = self.stopped.get(trial_id)
         if rung is None or not self.max_epochs:
             return None
-        return {"fidelity": rung / self.max_epochs, "values": dict(self.recorded[rung][trial_id])}
+        length = self.lengths.get(trial_id, self.max_epochs)
+        values = self.tables[length][rung][trial_id]
+        return {"fidelity": rung / length, "values": dict(values)}
 
     def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict) -> None:
         # Ray passes a copy here; the searcher and the callbacks read ``trial.last_result``
@@ -173,7 +218,7 @@ class MultiObjectiveAsha(FIFOScheduler):
                 trial.last_result[STOPPED_KEY] = reached
             trial.last_result["nascomp_reason"] = (
                 f"stopped at epoch {trial.last_result.get(self.time_attr)} by mo_asha "
-                f"(rungs {self.rungs})"
+                f"(rungs {list(self.rungs_for(self.lengths.get(trial.trial_id, self.max_epochs)))})"
             )
 
     def debug_string(self) -> str:

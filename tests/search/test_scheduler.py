@@ -89,11 +89,12 @@ def test_rungs_rank_the_predicted_final_size(predict: bool, second: str) -> None
 
 
 def test_a_scheduler_pickled_by_an_older_nascomp_still_stops_trials() -> None:
-    """It kept the stopped trials as a set and had no max_epochs: it goes on stopping, and
-    says nothing of what its trials reached."""
+    """It kept the stopped trials as a set, had no max_epochs and one table of rungs: it goes
+    on stopping, and says nothing of what its trials reached."""
     old = _scheduler(predict=True)
-    state = dict(old.__dict__, stopped={"t0"})
-    del state["max_epochs"]
+    state = dict(old.__dict__, stopped={"t0"}, recorded={1: {}, 2: {}})
+    for newer in ("max_epochs", "tables", "lengths", "grace_period"):
+        del state[newer]
     restored = MultiObjectiveAsha.__new__(MultiObjectiveAsha)
     restored.__setstate__(state)
     assert restored.reached("t0") is None
@@ -116,3 +117,49 @@ def test_off_rung_and_final_results_always_continue() -> None:
     assert scheduler.on_trial_result(None, _trial("t2", 0), {"epoch": 3, **worse}) == "CONTINUE"
     final = {"epoch": 1, "nascomp_status": "ok", **worse}
     assert scheduler.on_trial_result(None, _trial("t3", 0), final) == "CONTINUE"
+
+
+def _result(epoch: int, accuracy: float) -> dict[str, Any]:
+    return {"epoch": epoch, "val_accuracy": accuracy}
+
+
+def test_trials_that_train_fewer_epochs_have_rungs_of_their_own() -> None:
+    """Inheriting trials (train.epochs 2 of 4) are judged only among themselves, at rung 1:
+    started from trained weights, they would otherwise stop the trials trained from scratch."""
+    scheduler = _scheduler(predict=True)
+
+    def inherited(trial_id: str, size: float) -> Any:
+        return SimpleNamespace(
+            trial_id=trial_id, config={"predicted_size": size, "train.epochs": 2}
+        )
+
+    assert scheduler.rungs_for(2) == {1: {}}
+    assert scheduler.on_trial_result(None, _trial("s1", 100.0), _result(1, 0.3)) == "CONTINUE"
+    # Far better than both scratch trials at epoch 1 (it had trained before).
+    assert scheduler.on_trial_result(None, inherited("i1", 50.0), _result(1, 0.9)) == "CONTINUE"
+    # Among the scratch trials a trade-off with s1, so it goes on; with i1 at its rung it
+    # would be on the second front with s1, with one trial above it of the 1 kept of 3: stopped.
+    assert scheduler.on_trial_result(None, _trial("s2", 90.0), _result(1, 0.25)) == "CONTINUE"
+    assert set(scheduler.recorded[1]) == {"s1", "s2"}
+    # Dominated by i1 among the inheriting trials: stopped at their rung 1.
+    assert scheduler.on_trial_result(None, inherited("i2", 60.0), _result(1, 0.8)) == "STOP"
+    # Epoch 2 is a rung of the 4-epoch trials only; i1's epoch 2 is its last.
+    assert scheduler.on_trial_result(None, inherited("i1", 50.0), _result(2, 0.1)) == "CONTINUE"
+    assert set(scheduler.recorded[2]) == set()
+    assert scheduler.reached("i2") == {
+        "fidelity": 0.5,  # one epoch of its two
+        "values": {"val_accuracy": 0.8, "size_bytes": 60.0},
+    }
+    trial = inherited("i2", 60.0)
+    trial.last_result = {"epoch": 1}
+    scheduler.on_trial_complete(None, trial, {})
+    assert trial.last_result["nascomp_reason"] == "stopped at epoch 1 by mo_asha (rungs [1])"
+
+
+def test_a_trial_as_long_as_max_epochs_or_longer_shares_the_main_rungs() -> None:
+    scheduler = _scheduler(predict=False)
+    assert scheduler.length_of({"train.epochs": 4}) == 4
+    assert scheduler.length_of({"train.epochs": 6}) == 4  # its rungs below 4 are the same
+    assert scheduler.length_of({}) == 4
+    assert scheduler.length_of({"train.epochs": 1}) == 1
+    assert scheduler.rungs_for(1) == {}  # too short for any rung: never stopped

@@ -1,6 +1,7 @@
 """mo_asha on a real (tiny) search: the front holds only fully trained trials, stopped trials
 reach Optuna as PRUNED (with what they had reached) and MLflow as pruned, and the search
-spends fewer epochs."""
+spends fewer epochs; with weight inheritance, the inheriting trials are judged at rungs of their
+own."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from optuna.trial import TrialState
 
 from nascomp.search.driver import run_search
 from nascomp.search.samplers._common import STOPPED_ATTR
+from nascomp.search.samplers.inherit import INHERITED_ATTR
 from tests.search.conftest import tiny_experiment
 
 pytestmark = pytest.mark.e2e
@@ -65,3 +67,39 @@ def test_mo_asha_prunes_and_front_is_fully_trained(workdir: Path) -> None:
 def _epochs_run(client: MlflowClient, run_id: str) -> int:
     # The training loss is reported once per epoch, at step = epoch.
     return max(m.step for m in client.get_metric_history(run_id, "loss"))
+
+
+def test_inheriting_trials_have_rungs_of_their_own(workdir: Path) -> None:
+    """mo_asha with search.inherit_epochs 2 of 4, as a user runs it: moves that inherit train 2
+    epochs and can be stopped only at their own rung (epoch 1 of 2), the others at epochs 1
+    and 2 of 4; the front holds trials that trained their whole length, inherited ones too."""
+    experiment = tiny_experiment(
+        workdir,
+        "search.trials=24",
+        f"train.epochs={EPOCHS}",
+        "search.inherit_epochs=2",
+        "space.distill.enabled=false",
+        "objectives={val_accuracy: max, size_bytes: min}",
+        "search.scheduler=mo_asha",
+    )
+    lines: list[str] = []
+    summary = run_search(experiment, echo=lines.append)
+    assert "mo_asha: trials that inherit weights train 2 epochs, rungs at [1]" in lines
+    study = summary.searcher.study
+    inherited = [t for t in study.trials if t.user_attrs.get(INHERITED_ATTR)]
+    assert inherited, "no move inherited its parent's weights"
+    for trial in study.get_trials(states=[TrialState.PRUNED]):
+        fidelity = trial.user_attrs[STOPPED_ATTR]["fidelity"]
+        if trial.user_attrs.get(INHERITED_ATTR):
+            assert fidelity == 1 / 2  # epoch 1 of its 2
+        else:
+            assert fidelity in (1 / EPOCHS, 2 / EPOCHS)
+    assert summary.front and all(t.status == "ok" for t in summary.front)
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    for trial in summary.trials:
+        length = int(trial.params["train.epochs"])
+        assert length in (2, EPOCHS)
+        ran = _epochs_run(client, trial.run_id)
+        # Every epoch, pruning's and QAT's too, reports the loss: a finished trial ran more
+        # than its training, a stopped one at most to its rung.
+        assert ran > length if trial.status == "ok" else ran <= length // 2, trial.params

@@ -68,7 +68,7 @@ def test_stopped_trials_are_marked_pruned_for_searcher_and_tracker() -> None:
 
     class FakeTrial:
         def __init__(self, trial_id: str, result: dict) -> None:
-            self.trial_id, self.last_result = trial_id, result
+            self.trial_id, self.last_result, self.config = trial_id, result, {}
 
     good = FakeTrial("good", {"epoch": 1, "val_accuracy": 0.9})
     bad = FakeTrial("bad", {"epoch": 1, "val_accuracy": 0.1})

@@ -114,7 +114,6 @@ def test_bad_value_names_the_field(override: str, expected: str) -> None:
     [
         (["search.sampler=random"], "needs search.sampler pls or tpe_local (a move has a parent)"),
         (["search.reuse_training=false"], "needs search.reuse_training: true"),
-        (["search.scheduler=mo_asha"], "needs search.scheduler: none"),
         (["train.epochs=1"], "needs fewer epochs than train.epochs (1)"),
     ],
 )
@@ -123,6 +122,9 @@ def test_inheritance_says_what_it_needs(overrides: list[str], needs: str) -> Non
     assert message.startswith("experiment: search.inherit_epochs: 1 " + needs), message
     assert message.endswith("; 0 turns it off")
     assert load_experiment(None, ["search.inherit_epochs=1"]).search.inherit_epochs == 1
+    # With rungs: the inheriting trials have rungs of their own (search.tune.scheduler).
+    both = load_experiment(None, ["search.inherit_epochs=2", "search.scheduler=mo_asha"])
+    assert (both.search.inherit_epochs, both.search.scheduler) == (2, "mo_asha")
 
 
 def test_data_root_without_the_dataset(tmp_path: Path) -> None:
