@@ -38,7 +38,9 @@ Strategies, each a setting of the experiment file:
   ``search.cost_aware: true``: ``pls`` also divides each candidate's predicted gain by its
   predicted cost of training from scratch, learned from the seconds the trials that trained
   from scratch took. Off by default: the rows without ``+cost`` are what a search does unless
-  told.
+  told;
+- ``pls+reuse+mo_asha+inherit+cost``: all of them. The inheriting trials have rungs of their
+  own (``--inherit-epochs`` long), as in a search.
 
 Each search runs trials one after another until it has spent ``--budget`` CPU-seconds of
 this process (``time.process_time``: training, measuring, the sampler's own asks), the way
@@ -90,6 +92,7 @@ STRATEGIES = (
     "pls+reuse+cost",
     "pls+reuse+mo_asha+cost",
     "pls+reuse+inherit+cost",
+    "pls+reuse+mo_asha+inherit+cost",
 )
 FRACTIONS = (0.25, 0.5, 0.75, 1.0)
 OBJECTIVES = {"val_accuracy": "max", "size_bytes": "min"}
@@ -164,14 +167,16 @@ class RungJudge:
 
         from nascomp.trainers.predicted import predict_costs
 
-        if self.scheduler is None or metrics["epoch"] not in self.scheduler.recorded:
+        if self.scheduler is None:
+            return
+        length = self.scheduler.length_of(self.config)  # an inheriting trial's are its own
+        if metrics["epoch"] not in self.scheduler.rungs_for(length):
             return
         if self.size is None:
             self.size = float(predict_costs(self.config)["size_bytes"])
         values = {"val_accuracy": metrics["val_accuracy"], "size_bytes": self.size}
-        if self.scheduler.decide(self.trial_id, int(metrics["epoch"]), values) == (
-            TrialScheduler.STOP
-        ):
+        decision = self.scheduler.decide(self.trial_id, int(metrics["epoch"]), values, length)
+        if decision == TrialScheduler.STOP:
             raise _Stop
 
 
