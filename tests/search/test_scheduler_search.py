@@ -18,20 +18,24 @@ from tests.search.conftest import tiny_experiment
 
 pytestmark = pytest.mark.e2e
 EPOCHS = 4
+# mo_asha on train epochs 1 and 2 of 4, ranking accuracy and the predicted final size.
+RUNGS = [
+    f"train.epochs={EPOCHS}",
+    "space.distill.enabled=false",
+    "objectives={val_accuracy: max, size_bytes: min}",
+    "search.scheduler=mo_asha",
+]
 
 
 def test_mo_asha_prunes_and_front_is_fully_trained(workdir: Path) -> None:
     experiment = tiny_experiment(
         workdir,
         "search.trials=8",
-        f"train.epochs={EPOCHS}",
+        *RUNGS,
         # Training only, so every trial's full length is EPOCHS and rungs (1, 2) compare
         # trials in the same phase.
         "space.prune.method=none",
         "space.quant.bits=32",
-        "space.distill.enabled=false",
-        "objectives={val_accuracy: max, size_bytes: min}",
-        "search.scheduler=mo_asha",
     )
     lines: list[str] = []
     summary = run_search(experiment, echo=lines.append)
@@ -73,15 +77,7 @@ def test_inheriting_trials_have_rungs_of_their_own(workdir: Path) -> None:
     """mo_asha with search.inherit_epochs 2 of 4, as a user runs it: moves that inherit train 2
     epochs and can be stopped only at their own rung (epoch 1 of 2), the others at epochs 1
     and 2 of 4; the front holds trials that trained their whole length, inherited ones too."""
-    experiment = tiny_experiment(
-        workdir,
-        "search.trials=24",
-        f"train.epochs={EPOCHS}",
-        "search.inherit_epochs=2",
-        "space.distill.enabled=false",
-        "objectives={val_accuracy: max, size_bytes: min}",
-        "search.scheduler=mo_asha",
-    )
+    experiment = tiny_experiment(workdir, "search.trials=24", *RUNGS, "search.inherit_epochs=2")
     lines: list[str] = []
     summary = run_search(experiment, echo=lines.append)
     assert "mo_asha: trials that inherit weights train 2 epochs, rungs at [1]" in lines
@@ -100,6 +96,6 @@ def test_inheriting_trials_have_rungs_of_their_own(workdir: Path) -> None:
         length = int(trial.params["train.epochs"])
         assert length in (2, EPOCHS)
         ran = _epochs_run(client, trial.run_id)
-        # Every epoch, pruning's and QAT's too, reports the loss: a finished trial ran more
-        # than its training, a stopped one at most to its rung.
-        assert ran > length if trial.status == "ok" else ran <= length // 2, trial.params
+        # Every epoch, pruning's and QAT's too, reports the loss: a finished trial ran at least
+        # its training, a stopped one at most to its last rung (half its length here).
+        assert ran >= length if trial.status == "ok" else ran <= length // 2, trial.params
