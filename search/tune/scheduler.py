@@ -107,7 +107,6 @@ class MultiObjectiveAsha(FIFOScheduler):
         self.tables: dict[int | None, dict[int, dict[str, dict[str, float]]]] = {
             max_epochs: {rung: {} for rung in self.rungs}
         }
-        self.lengths: dict[str, int] = {}  # trial id -> its train epochs, when fewer than max
         self.stopped: dict[str, int | None] = {}  # trial id -> the rung epoch that stopped it
         # Final cost measures from the config (None: rank what the trial reports), per trial.
         self.predict = predict
@@ -170,8 +169,6 @@ class MultiObjectiveAsha(FIFOScheduler):
         ``length`` epochs (``max_epochs`` when None) and say whether the trial goes on. Pure
         bookkeeping, so tests drive it without Ray."""
         length = self.max_epochs if length is None else length
-        if length != self.max_epochs:
-            self.lengths[trial_id] = length
         recorded = self.rungs_for(length)[rung]
         recorded[trial_id] = dict(values)
         names = list(values)
@@ -195,7 +192,6 @@ class MultiObjectiveAsha(FIFOScheduler):
             recorded = state.pop("recorded")
             state["tables"] = {state["max_epochs"]: recorded}
             state["grace_period"] = min(recorded, default=1)
-            state["lengths"] = {}
         self.__dict__.update(state)
 
     def reached(self, trial_id: str) -> dict[str, Any] | None:
@@ -204,8 +200,12 @@ class MultiObjectiveAsha(FIFOScheduler):
         rung = self.stopped.get(trial_id)
         if rung is None or not self.max_epochs:
             return None
-        length = self.lengths.get(trial_id, self.max_epochs)
-        values = self.tables[length][rung][trial_id]
+        # The one length whose rung recorded it (a trial has one length).
+        length, values = next(
+            (length, rungs[rung][trial_id])
+            for length, rungs in self.tables.items()
+            if trial_id in rungs.get(rung, {})
+        )
         return {"fidelity": rung / length, "values": dict(values)}
 
     def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict) -> None:
@@ -218,7 +218,7 @@ class MultiObjectiveAsha(FIFOScheduler):
                 trial.last_result[STOPPED_KEY] = reached
             trial.last_result["nascomp_reason"] = (
                 f"stopped at epoch {trial.last_result.get(self.time_attr)} by mo_asha "
-                f"(rungs {list(self.rungs_for(self.lengths.get(trial.trial_id, self.max_epochs)))})"
+                f"(rungs {list(self.rungs_for(self.length_of(trial.config)))})"
             )
 
     def debug_string(self) -> str:

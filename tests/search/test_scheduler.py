@@ -93,7 +93,7 @@ def test_a_scheduler_pickled_by_an_older_nascomp_still_stops_trials() -> None:
     on stopping, and says nothing of what its trials reached."""
     old = _scheduler(predict=True)
     state = dict(old.__dict__, stopped={"t0"}, recorded={1: {}, 2: {}})
-    for newer in ("max_epochs", "tables", "lengths", "grace_period"):
+    for newer in ("max_epochs", "tables", "grace_period"):
         del state[newer]
     restored = MultiObjectiveAsha.__new__(MultiObjectiveAsha)
     restored.__setstate__(state)
