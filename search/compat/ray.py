@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from optuna import Study
-from optuna.trial import TrialState
+if TYPE_CHECKING:  # annotations only: head.py's child imports this module before Ray starts
+    from optuna import Study
+    from optuna.trial import TrialState
 
 
 def adopt_restored(tuner: Any, callbacks: list) -> Any:
@@ -76,3 +77,31 @@ def validate_cluster_config(config: dict[str, Any]) -> dict[str, Any]:
     prepared = prepare_config(config)
     validate_config(prepared)
     return prepared
+
+
+def lean_local_node() -> None:
+    """Make the next ``ray.init()`` in this process start a head node without the log monitor
+    and the autoscaler monitor, as ``ray start --head --include-log-monitor=False
+    --no-monitor`` does; ``ray.init`` has neither switch.
+
+    nascomp's local Ray needs neither: its drivers connect with ``log_to_driver=False`` (the
+    log monitor only streams workers' output to drivers; the files stay in the session's
+    logs), and a one-machine cluster has nothing to scale. The two processes cost 1.1 to 1.7
+    CPU-s per search on a 2-core machine, most of it while the driver and the workers start
+    (docs/benchmarks.md). For ``search/tune/head.py``'s child alone, whose only job is that
+    ``ray.init``."""
+    from ray._private import parameter
+
+    base = parameter.RayParams
+    if getattr(base, "nascomp_lean", False):
+        return
+
+    class LeanParams(base):  # type: ignore[misc, valid-type]
+        nascomp_lean = True
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs.setdefault("include_log_monitor", False)
+            kwargs.setdefault("no_monitor", True)
+            super().__init__(*args, **kwargs)
+
+    parameter.RayParams = LeanParams  # ray.init looks it up in the module when it runs

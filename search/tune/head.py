@@ -138,6 +138,9 @@ def _serve() -> None:
 
     import ray
 
+    from nascomp.search.compat.ray import lean_local_node
+
+    lean_local_node()
     context = ray.init(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
     print(context.address_info["gcs_address"], flush=True)
     # The parent reads one line: anything printed later must not fill a pipe nobody reads.

@@ -32,6 +32,15 @@ def _gone(column: str, value: int, within: float = 20.0) -> bool:
     return False
 
 
+def _commands(pgid: int) -> list[str]:
+    """The command lines of the live processes of group ``pgid``."""
+    out = subprocess.run(
+        ["ps", "-ww", "-eo", "pgid=,args="], capture_output=True, text=True, check=True
+    ).stdout
+    rows = [line.strip().split(maxsplit=1) for line in out.splitlines()]
+    return [row[1] for row in rows if len(row) == 2 and row[0] == str(pgid)]
+
+
 def test_a_driver_connects_and_ray_stops_with_the_child() -> None:
     import ray
 
@@ -51,6 +60,11 @@ def test_a_driver_connects_and_ray_stops_with_the_child() -> None:
 
             worker = ray.get(pid.remote())
             assert worker != os.getpid()
+            # A head without the log monitor and the autoscaler's monitor (compat.ray:
+            # lean_local_node): nothing streams logs to a driver or scales one machine.
+            group = _commands(local.process.pid)
+            assert any("gcs_server" in c for c in group) and any("raylet" in c for c in group)
+            assert not [c for c in group if "log_monitor.py" in c or "/monitor.py" in c]
         finally:
             ray.shutdown()
         started = time.monotonic()
