@@ -64,3 +64,22 @@ def test_a_staged_file_that_is_no_onnx_model_raises(tmp_path: Path) -> None:
         finish_onnx_model(tmp_path)
     # Nothing half-made is left to be logged later: the staged files only.
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([STAGED_EXAMPLE, STAGED_ONNX])
+
+
+def test_the_model_pins_this_onnx_without_scanning_the_environment(
+    tmp_path: Path, onnx_bytes: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # MLflow's check of the requirements against the installed packages (a scan of every
+    # distribution's files, about 1 CPU-s per process) is not run, and is back afterwards.
+    import onnx
+    from mlflow.utils import environment
+
+    calls: list[list[str]] = []
+    monkeypatch.setattr(environment, "warn_dependency_requirement_mismatches", calls.append)
+    stage_onnx_model(onnx_bytes, tmp_path, np.zeros((1, 3, 2, 2), np.float32))
+    path = finish_onnx_model(tmp_path)
+    assert calls == []
+    assert environment.warn_dependency_requirement_mismatches == calls.append
+    pinned = (path / "requirements.txt").read_text().split()
+    assert f"onnx=={onnx.__version__}" in pinned
+    assert f"onnxruntime=={onnxruntime.__version__}" in pinned
