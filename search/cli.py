@@ -16,6 +16,7 @@ import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from nascomp.search.collector import imports_uncollected
 from nascomp.search.errors import (
     ConfigError,
     SearchError,
@@ -264,11 +265,12 @@ def cmd_search(args: argparse.Namespace) -> int:
     # is checked and the driver's modules import (search/tune/head.py). An experiment that
     # fails its checks stops it (killed at once) before the error is printed.
     with starting_local_ray(args.address) as local_ray:
-        from nascomp.search.experiment import load_experiment
+        with imports_uncollected():  # search/collector.py
+            from nascomp.search.experiment import load_experiment
 
-        experiment = load_experiment(args.config, overrides)
-        _quiet_optuna()
-        from nascomp.search.driver import run_search
+            experiment = load_experiment(args.config, overrides)
+            _quiet_optuna()
+            from nascomp.search.driver import run_search
 
         source = args.config or "the built-in quickstart"
         print(

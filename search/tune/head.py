@@ -136,12 +136,17 @@ def _serve() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     import logging
 
-    import ray
+    from nascomp.search.collector import imports_uncollected
 
-    from nascomp.search.compat.ray import lean_local_node
+    with imports_uncollected():  # Ray's modules and state are no garbage
+        import ray
 
-    lean_local_node()
-    context = ray.init(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+        from nascomp.search.compat.ray import lean_local_node
+
+        lean_local_node()
+        context = ray.init(
+            include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR
+        )
     print(context.address_info["gcs_address"], flush=True)
     # The parent reads one line: anything printed later must not fill a pipe nobody reads.
     with open(os.devnull, "w") as devnull:

@@ -31,6 +31,7 @@ import torch
 from ray import tune
 
 from nascomp.compressors.pruning import PruningError
+from nascomp.search.collector import freeze_imports
 from nascomp.search.export import write_artifact
 from nascomp.search.tracking.models import stage_onnx_model
 from nascomp.search.tune.results import EARLIER_KEY, INFO_PREFIX, STATUS_KEY
@@ -66,6 +67,7 @@ def trial_fn(
     """``trial: train``: run_trial, checkpointing after an epoch at most every ``every_s``
     seconds (0: every epoch), then the final metrics. ``trained_dir``: the search's store of
     trained students (``trainers.trained``), used where the search's folder is on this node."""
+    freeze_imports()  # a worker's imports are no garbage (search/collector.py)
     resume, final = _restored()
     if final is not None:
         tune.report(final, checkpoint=tune.get_checkpoint())
@@ -136,6 +138,7 @@ def guarded(run: Callable[[], TrialOutcome], config: dict[str, Any]) -> TrialOut
 
 def lookup_trial_fn(config: dict[str, Any]) -> None:
     """``trial: nb201_lookup``: one report, the final one."""
+    freeze_imports()
     tune.report(_final(run_lookup_trial(config)))
 
 
