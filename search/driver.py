@@ -130,7 +130,9 @@ def run_search(
         )
     finally:
         ray.shutdown()
-    trials = tracker.trials(search_run_id)
+    # The parent run's end read them, after the last trial's writes: read again only if it
+    # did not run here (a big search's runs take seconds to read).
+    trials = run.trials if run.trials is not None else tracker.trials(search_run_id)
     return SearchSummary(
         search_run_id=search_run_id,
         experiment_id=tracker.experiment_id(),
@@ -197,6 +199,7 @@ class _SearchRun:
     ) -> None:
         self.experiment, self.tracker, self.echo = experiment, tracker, echo
         self.search_run_id, self.folder = search_run_id, folder
+        self.trials: list[TrialRecord] | None = None  # read by the parent run's end
         self.callback = MlflowTrialCallback(
             tracker,
             search_run_id,
@@ -361,11 +364,12 @@ class _SearchRun:
             )
 
     def finish_parent(self, status: str) -> None:
-        finish_search(self.tracker, self.search_run_id, status)
+        self.trials = finish_search(self.tracker, self.search_run_id, status)
 
 
-def finish_search(tracker: Tracker, search_run_id: str, status: str) -> None:
-    """The parent run's end: the feasible front, the Pareto plot and the status."""
+def finish_search(tracker: Tracker, search_run_id: str, status: str) -> list[TrialRecord]:
+    """The parent run's end: the feasible front, the Pareto plot and the status. Returns the
+    trials it read (every trial's run has ended by then)."""
     objectives = tracker.objectives(search_run_id)
     constraints = tracker.constraints(search_run_id)
     trials = tracker.trials(search_run_id)
@@ -380,7 +384,7 @@ def finish_search(tracker: Tracker, search_run_id: str, status: str) -> None:
     )
     if not done:
         tracker.finish_search(search_run_id, front, objectives, status, note=note)
-        return
+        return trials
     with tempfile.TemporaryDirectory() as folder:
         files = [
             write_plot(done, front, objectives, Path(folder) / "pareto.png", search_run_id),
@@ -393,6 +397,7 @@ def finish_search(tracker: Tracker, search_run_id: str, status: str) -> None:
             ),
         ]
         tracker.finish_search(search_run_id, front, objectives, status, files=files, note=note)
+    return trials
 
 
 def _shutdown_ray(local_ray: LocalRay | None) -> None:

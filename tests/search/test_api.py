@@ -46,3 +46,8 @@ def test_run_search_from_a_mapping_returns_the_front(tmp_path: Path, monkeypatch
     assert sum(line.startswith("[") for line in lines) == 12  # one line per trial
     best = max(summary.front, key=lambda r: r.metrics["val_accuracy"])
     assert best is summary.front[0]  # ranked by the first objective
+    # The trials the parent run's end read are what the store holds once the search is over.
+    from nascomp.search.tracking.store import Tracker
+
+    stored = Tracker(raw["tracking"]["uri"], "api").trials(summary.search_run_id)
+    assert summary.trials == stored and all(t.status == "ok" for t in stored)
