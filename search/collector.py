@@ -12,9 +12,10 @@ So the driver's command imports with the collector off, and then freezes what ex
 (``gc.freeze``: later passes skip it); a worker freezes what its imports made when its first
 trial starts. Only objects made before that moment are exempt, and those are modules,
 classes and the state the process keeps anyway: a trial's model, data and optimizer are made
-after it and collected as before. CPython's documentation suggests the same for pre-forked
-servers; nascomp does it only in processes of its own (the ``nascomp`` command, Ray's
-workers), never in a user's process that imports ``nascomp``.
+after it and collected as before. (``gc.freeze`` was made for servers that fork after their
+imports; the fact it relies on, that what the imports made lives as long as the process, holds
+here too.) nascomp does it only in processes of its own (the ``nascomp`` command, the local
+Ray's child, Ray's workers), never in a user's process that imports ``nascomp``.
 """
 
 from __future__ import annotations

@@ -86,7 +86,7 @@ def lean_local_node() -> None:
 
     nascomp's local Ray needs neither: its drivers connect with ``log_to_driver=False`` (the
     log monitor only streams workers' output to drivers; the files stay in the session's
-    logs), and a one-machine cluster has nothing to scale. The two processes cost 1.1 to 1.7
+    logs), and a one-machine cluster has nothing to scale. The two processes cost 0.9 to 1.7
     CPU-s per search on a 2-core machine, most of it while the driver and the workers start
     (docs/benchmarks.md). For ``search/tune/head.py``'s child alone, whose only job is that
     ``ray.init``."""
