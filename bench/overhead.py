@@ -19,6 +19,13 @@ distillation), so every trial does the same work and only the orchestration diff
 Both walls include starting Python and importing torch, so the ratio is what the platform
 adds. The sides alternate (N B, B N, ...) and the ratio is taken per pair, because the machine
 is shared. Goal of issue 6: wall-time ratio at most 1.15.
+
+Each side's wall is also split at the moments its trials finished (the nascomp driver's
+progress lines, as they are read; a line the plain workers print after each trial): the first
+round (launch until every slot has finished one trial: interpreter, imports, Ray's and the
+workers' start, the first trials), the steady rounds after it, and the end after the last
+result (front, plots, shutdown). The gap between the sides is split the same way, so a fixed
+start-up cost is told apart from a cost that every trial pays (``phases``).
 """
 
 from __future__ import annotations
@@ -33,6 +40,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +59,35 @@ from _common import (
 )
 
 _PROGRESS = re.compile(r"^\[\s*(\d+)/(\d+)\]\s+([\d.]+)s", re.MULTILINE)
+_DONE = "nascomp-bench-trial-done"  # what a plain worker prints after each trial, with the time
+
+
+@dataclass(frozen=True)
+class Phases:
+    """One run's wall time split at its trials' finishing times (seconds from the launch)."""
+
+    first_round: float  # until every slot has finished one trial
+    steady: float  # from there to the last trial's result
+    end: float  # from the last result to the process's exit
+    per_trial: float  # the steady part, in seconds per trial and slot
+
+    @property
+    def wall(self) -> float:
+        return self.first_round + self.steady + self.end
+
+
+def phases(wall: float, finished: Sequence[float], concurrent: int) -> Phases:
+    """Split ``wall`` at the sorted finishing times ``finished`` of a run's trials, which ran
+    ``concurrent`` at a time. With no more trials than slots, everything is the first round."""
+    if not finished:
+        raise ValueError("a run with no finished trial cannot be split")
+    times = sorted(finished)
+    n_round = min(concurrent, len(times))
+    first_round = times[n_round - 1]
+    steady = times[-1] - first_round
+    later = len(times) - n_round
+    per_trial = steady * concurrent / later if later else 0.0
+    return Phases(first_round, steady, wall - times[-1], per_trial)
 
 
 def workload(epochs: int) -> dict[str, Any]:
@@ -75,8 +113,8 @@ def create_store(uri: str) -> float:
 
 def run_nascomp(
     overrides: dict[str, Any], n_trials: int, concurrent: int, tmp: Path, store: str
-) -> float:
-    """Wall seconds of one real ``nascomp search`` (a new Ray session) logging into ``store``."""
+) -> Phases:
+    """One real ``nascomp search`` (a new Ray session) logging into ``store``, timed."""
     work = Path(tempfile.mkdtemp(prefix="nascomp-", dir=tmp))
     # Ray's unix sockets must stay under ~100 characters: a short folder directly in /tmp.
     ray_tmp = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))
@@ -94,26 +132,47 @@ def run_nascomp(
         "overhead",
         *[arg for item in sets for arg in ("--set", item)],
     ]
-    env = {**os.environ, "RAY_TMPDIR": str(ray_tmp), "NASCOMP_CACHE": str(tmp / "cache")}
+    env = {
+        **os.environ,
+        "RAY_TMPDIR": str(ray_tmp),
+        "NASCOMP_CACHE": str(tmp / "cache"),
+        "PYTHONUNBUFFERED": "1",  # each progress line as it is printed: its time is measured
+    }
     env.pop("RAY_ADDRESS", None)
-    started = time.perf_counter()
-    done = subprocess.run(
-        command, cwd=work, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL
-    )
-    wall = time.perf_counter() - started
+    with tempfile.TemporaryFile(mode="w+") as stderr:
+        started = time.perf_counter()
+        process = subprocess.Popen(
+            command,
+            cwd=work,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            stdin=subprocess.DEVNULL,
+        )
+        assert process.stdout is not None
+        lines, finished = [], []
+        for line in process.stdout:
+            if _PROGRESS.match(line):
+                finished.append(time.perf_counter() - started)
+            lines.append(line)
+        returncode = process.wait()
+        wall = time.perf_counter() - started
+        stderr.seek(0)
+        errors = stderr.read()
     shutil.rmtree(ray_tmp, ignore_errors=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"nascomp search failed ({done.returncode}):\n{done.stderr[-3000:]}")
-    finished = _PROGRESS.findall(done.stdout)
+    stdout = "".join(lines)
+    if returncode != 0:
+        raise RuntimeError(f"nascomp search failed ({returncode}):\n{errors[-3000:]}")
     if len(finished) != n_trials:
         raise RuntimeError(f"expected {n_trials} finished trials, saw {len(finished)}")
-    if "ok" not in done.stdout or " error " in done.stdout:
-        raise RuntimeError(f"a trial did not finish ok:\n{done.stdout[-3000:]}")
-    return wall
+    if "ok" not in stdout or " error " in stdout:
+        raise RuntimeError(f"a trial did not finish ok:\n{stdout[-3000:]}")
+    return phases(wall, finished, concurrent)
 
 
-def run_baseline(config: dict[str, Any], n_trials: int, concurrent: int, tmp: Path) -> float:
-    """Wall seconds of the same trials in ``concurrent`` plain processes, no platform at all."""
+def run_baseline(config: dict[str, Any], n_trials: int, concurrent: int, tmp: Path) -> Phases:
+    """The same trials in ``concurrent`` plain processes, no platform at all, timed."""
     spec = tmp / "config.json"
     spec.write_text(json.dumps(config))
     command = [
@@ -126,6 +185,7 @@ def run_baseline(config: dict[str, Any], n_trials: int, concurrent: int, tmp: Pa
         "--concurrent",
         str(concurrent),
     ]
+    launched = time.time()  # the workers' clock: they print time.time() after each trial
     started = time.perf_counter()
     done = subprocess.run(
         command, cwd=ROOT, capture_output=True, text=True, stdin=subprocess.DEVNULL
@@ -133,7 +193,14 @@ def run_baseline(config: dict[str, Any], n_trials: int, concurrent: int, tmp: Pa
     wall = time.perf_counter() - started
     if done.returncode != 0:
         raise RuntimeError(f"baseline failed ({done.returncode}):\n{done.stderr[-3000:]}")
-    return wall
+    finished = [
+        float(line.split()[1]) - launched
+        for line in done.stdout.splitlines()
+        if line.startswith(_DONE)
+    ]
+    if len(finished) != n_trials:
+        raise RuntimeError(f"expected {n_trials} finished baseline trials, saw {len(finished)}")
+    return phases(wall, finished, concurrent)
 
 
 def _worker(config: dict[str, Any], n_trials: int) -> None:
@@ -143,6 +210,7 @@ def _worker(config: dict[str, Any], n_trials: int) -> None:
         outcome = run_trial(config)
         if outcome.status != "ok":
             raise RuntimeError(f"baseline trial {outcome.status}: {outcome.reason}")
+        print(_DONE, time.time(), flush=True)
 
 
 def baseline_main(spec: Path, n_trials: int, concurrent: int) -> int:
@@ -178,8 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.trials} trials of the same digits CNN ({args.epochs} epochs each), "
         f"{args.concurrent} at once, {args.pairs} alternating pair(s)"
     )
-    nascomp_walls: list[float] = []
-    baseline_walls: list[float] = []
+    runs: dict[str, list[Phases]] = {"nascomp": [], "baseline": []}
     with tempfile.TemporaryDirectory(prefix="nascomp-overhead-") as tmp_name:
         tmp = Path(tmp_name)
         # One store for all runs, as a user's mlflow.db serves search after search. Creating
@@ -190,30 +257,49 @@ def main(argv: list[str] | None = None) -> int:
             "nascomp": lambda: run_nascomp(overrides, args.trials, args.concurrent, tmp, store),
             "baseline": lambda: run_baseline(config, args.trials, args.concurrent, tmp),
         }
-        walls = {"nascomp": nascomp_walls, "baseline": baseline_walls}
         for i in range(args.pairs):
             order = ("nascomp", "baseline") if i % 2 == 0 else ("baseline", "nascomp")
             for side in order:
-                walls[side].append(sides[side]())
+                run = sides[side]()
+                runs[side].append(run)
                 print(
-                    f"  pair {i + 1} {side:8s} {walls[side][-1]:7.1f} s  (load {load_average()})",
+                    f"  pair {i + 1} {side:8s} {run.wall:7.1f} s  (first round "
+                    f"{run.first_round:.1f}, steady {run.steady:.1f}, end {run.end:.1f}; "
+                    f"load {load_average()})",
                     flush=True,
                 )
-    ratios = [n / b for n, b in zip(nascomp_walls, baseline_walls, strict=True)]
-    per_trial = [
-        (n - b) / args.trials * args.concurrent
-        for n, b in zip(nascomp_walls, baseline_walls, strict=True)
-    ]
     print()
-    print("| side | wall s median [min, max] |")
-    print("|---|---|")
-    print(f"| nascomp search | {spread(nascomp_walls)} |")
-    print(f"| plain processes | {spread(baseline_walls)} |")
-    print(f"\nwall-time ratio nascomp / plain: {spread(ratios)}  (goal <= 1.15)")
-    print(
-        f"platform seconds per trial slot (difference x concurrency / trials): {spread(per_trial)}"
-    )
+    print(report(runs["nascomp"], runs["baseline"], args.trials, args.concurrent))
     return 0
+
+
+def report(ours: list[Phases], plain: list[Phases], n_trials: int, concurrent: int) -> str:
+    """The walls, their split, and the gap between the sides per pair (medians and range)."""
+    pairs = list(zip(ours, plain, strict=True))
+    lines = [
+        "| side | wall s | first round s | steady s per trial and slot | end s |",
+        "|---|---|---|---|---|",
+    ]
+    for name, side in (("nascomp search", ours), ("plain processes", plain)):
+        lines.append(
+            f"| {name} | {spread([r.wall for r in side])} "
+            f"| {spread([r.first_round for r in side])} "
+            f"| {spread([r.per_trial for r in side])} | {spread([r.end for r in side])} |"
+        )
+    ratios = [n.wall / b.wall for n, b in pairs]
+    per_slot = [(n.wall - b.wall) / n_trials * concurrent for n, b in pairs]
+    lines += [
+        "",
+        "the gap nascomp - plain, per pair, split the same way (seconds):",
+        f"  first round {spread([n.first_round - b.first_round for n, b in pairs])}",
+        f"  steady      {spread([n.steady - b.steady for n, b in pairs])}",
+        f"  end         {spread([n.end - b.end for n, b in pairs])}",
+        f"  per steady trial and slot {spread([n.per_trial - b.per_trial for n, b in pairs])}",
+        "",
+        f"wall-time ratio nascomp / plain: {spread(ratios)}  (goal <= 1.15)",
+        f"platform seconds per trial slot (difference x concurrency / trials): {spread(per_slot)}",
+    ]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
