@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # annotations only: head.py's child imports this module before Ray starts
     from optuna import Study
     from optuna.trial import TrialState
+
+
+# Run by the raylet as a script; RayParams.setup_worker_path takes a file's path.
+WORKER_START = str(Path(__file__).with_name("worker_start.py"))
 
 
 def adopt_restored(tuner: Any, callbacks: list) -> Any:
@@ -82,14 +88,21 @@ def validate_cluster_config(config: dict[str, Any]) -> dict[str, Any]:
 def lean_local_node() -> None:
     """Make the next ``ray.init()`` in this process start a head node without the log monitor
     and the autoscaler monitor, as ``ray start --head --include-log-monitor=False
-    --no-monitor`` does; ``ray.init`` has neither switch.
+    --no-monitor`` does (``ray.init`` has neither switch), and whose raylet starts Python
+    workers through ``worker_start.py`` rather than Ray's ``setup_worker.py`` (which imports
+    Ray once more in every worker before the worker imports it; that file says when each
+    runs).
 
-    nascomp's local Ray needs neither: its drivers connect with ``log_to_driver=False`` (the
+    nascomp's local Ray needs neither monitor: its drivers connect with ``log_to_driver=False`` (the
     log monitor only streams workers' output to drivers; the files stay in the session's
     logs), and a one-machine cluster has nothing to scale. The two processes cost 0.9 to 1.7
     CPU-s per search on a 2-core machine, most of it while the driver and the workers start
-    (docs/benchmarks.md). For ``search/tune/head.py``'s child alone, whose only job is that
-    ``ray.init``."""
+    (docs/benchmarks.md). Ray Tune gives every trial's actor a runtime env (a few environment
+    variables), so Ray starts each trial's worker through its ``setup_worker.py``: 0.41 CPU-s
+    more per worker start than ``worker_start.py`` (``bench/worker_start.py``).
+    ``NASCOMP_RAY_SETUP_WORKER=ray`` keeps Ray's program (the bench's other side; a way back
+    should a Ray release change what its program does). For ``search/tune/head.py``'s child
+    alone, whose only job is that ``ray.init``."""
     from ray._private import parameter
 
     base = parameter.RayParams
@@ -102,6 +115,8 @@ def lean_local_node() -> None:
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             kwargs.setdefault("include_log_monitor", False)
             kwargs.setdefault("no_monitor", True)
+            if os.environ.get("NASCOMP_RAY_SETUP_WORKER") != "ray":
+                kwargs.setdefault("setup_worker_path", WORKER_START)
             super().__init__(*args, **kwargs)
 
     parameter.RayParams = LeanParams  # ray.init looks it up in the module when it runs

@@ -44,7 +44,7 @@ def _commands(pgid: int) -> list[str]:
 def test_a_driver_connects_and_ray_stops_with_the_child() -> None:
     import ray
 
-    from nascomp.search.compat.ray import use_local_token
+    from nascomp.search.compat.ray import WORKER_START, use_local_token
 
     with LocalRay.start() as local:
         address = local.address()
@@ -60,11 +60,21 @@ def test_a_driver_connects_and_ray_stops_with_the_child() -> None:
 
             worker = ray.get(pid.remote())
             assert worker != os.getpid()
+
+            # A worker with a runtime env, as every Ray Tune trial's actor has, is started by
+            # nascomp's worker_start.py (compat.ray.lean_local_node), which sets its variables.
+            @ray.remote(runtime_env={"env_vars": {"NASCOMP_T_VAR": "${HOME}-${NASCOMP_T_NO}"}})
+            def variable() -> str | None:
+                return os.environ.get("NASCOMP_T_VAR")
+
+            assert ray.get(variable.remote()) == os.environ["HOME"] + "-"
             # A head without the log monitor and the autoscaler's monitor (compat.ray:
             # lean_local_node): nothing streams logs to a driver or scales one machine.
             group = _commands(local.process.pid)
             assert any("gcs_server" in c for c in group) and any("raylet" in c for c in group)
             assert not [c for c in group if "log_monitor.py" in c or "/monitor.py" in c]
+            (raylet,) = [c for c in group if "raylet/raylet" in c]
+            assert f"--python_worker_command={sys.executable} {WORKER_START} " in raylet
         finally:
             ray.shutdown()
         started = time.monotonic()
