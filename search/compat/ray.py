@@ -86,23 +86,27 @@ def validate_cluster_config(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def lean_local_node() -> None:
-    """Make the next ``ray.init()`` in this process start a head node without the log monitor
-    and the autoscaler monitor, as ``ray start --head --include-log-monitor=False
-    --no-monitor`` does (``ray.init`` has neither switch), and whose raylet starts Python
-    workers through ``worker_start.py`` rather than Ray's ``setup_worker.py`` (which imports
-    Ray once more in every worker before the worker imports it; that file says when each
-    runs).
+    """Make the next ``ray.init()`` in this process start a lean head node, for
+    ``search/tune/head.py``'s child alone, whose only job is that ``ray.init``. Three cuts, each
+    measured on a 2-core machine (docs/benchmarks.md, ``bench/ray_start.py``):
 
-    nascomp's local Ray needs neither monitor: its drivers connect with ``log_to_driver=False`` (the
-    log monitor only streams workers' output to drivers; the files stay in the session's
-    logs), and a one-machine cluster has nothing to scale. The two processes cost 0.9 to 1.7
-    CPU-s per search on a 2-core machine, most of it while the driver and the workers start
-    (docs/benchmarks.md). Ray Tune gives every trial's actor a runtime env (a few environment
-    variables), so Ray starts each trial's worker through its ``setup_worker.py``: 0.41 CPU-s
-    more per worker start than ``worker_start.py`` (``bench/worker_start.py``).
-    ``NASCOMP_RAY_SETUP_WORKER=ray`` keeps Ray's program (the bench's other side; a way back
-    should a Ray release change what its program does). For ``search/tune/head.py``'s child
-    alone, whose only job is that ``ray.init``."""
+    - No log monitor and no autoscaler monitor, as ``ray start --head
+      --include-log-monitor=False --no-monitor`` (``ray.init`` has neither switch). nascomp's
+      drivers connect with ``log_to_driver=False`` (the log monitor only streams workers'
+      output to drivers; the files stay in the session's logs), and one machine has nothing to
+      scale. The two cost 0.9 to 1.7 CPU-s per search, mostly while the driver and the workers
+      start.
+    - No API server. With ``include_dashboard=False`` Ray still starts the dashboard's process
+      with its usage-stats module alone, and ``ray.init`` waits until it has published its
+      address: 0.85 s of the head's start and 1.0 CPU-s. Nothing of nascomp uses it (no
+      dashboard, job or state API on this Ray). ``NASCOMP_RAY_API_SERVER=ray`` starts it.
+    - Python workers started by ``worker_start.py`` rather than Ray's ``setup_worker.py``,
+      which imports Ray once more in every worker whose actor has a runtime env, as each of Ray
+      Tune's trial actors has: 0.47 CPU-s per worker start. That file says which runtime envs
+      it starts itself. ``NASCOMP_RAY_SETUP_WORKER=ray`` keeps Ray's program.
+
+    The two variables give the benchmark its baselines, and a way back should a Ray release
+    change what these programs do."""
     from ray._private import parameter
 
     base = parameter.RayParams
@@ -120,3 +124,15 @@ def lean_local_node() -> None:
             super().__init__(*args, **kwargs)
 
     parameter.RayParams = LeanParams  # ray.init looks it up in the module when it runs
+
+    from ray._private import node
+
+    start_api_server = node.Node.start_api_server
+
+    def without_api_server(self: Any, *, include_dashboard: bool | None, **kwargs: Any) -> None:
+        if include_dashboard or os.environ.get("NASCOMP_RAY_API_SERVER") == "ray":
+            start_api_server(self, include_dashboard=include_dashboard, **kwargs)
+            return
+        self._webui_url = ""  # what Ray records for a head started without the dashboard
+
+    node.Node.start_api_server = without_api_server

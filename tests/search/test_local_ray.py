@@ -73,6 +73,9 @@ def test_a_driver_connects_and_ray_stops_with_the_child() -> None:
             group = _commands(local.process.pid)
             assert any("gcs_server" in c for c in group) and any("raylet" in c for c in group)
             assert not [c for c in group if "log_monitor.py" in c or "/monitor.py" in c]
+            # Nor the API server (the dashboard's process; dashboard/agent.py is the raylet's).
+            assert not [c for c in group if "dashboard/dashboard.py" in c]
+            assert any("dashboard/agent.py" in c for c in group)  # the names are right
             (raylet,) = [c for c in group if "raylet/raylet" in c]
             assert f"--python_worker_command={sys.executable} {WORKER_START} " in raylet
         finally:
