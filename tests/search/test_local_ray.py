@@ -41,8 +41,12 @@ def _commands(pgid: int) -> list[str]:
     return [row[1] for row in rows if len(row) == 2 and row[0] == str(pgid)]
 
 
-def test_a_driver_connects_and_ray_stops_with_the_child() -> None:
+def test_a_driver_connects_and_ray_stops_with_the_child(tmp_path: Path) -> None:
     import ray
+
+    shipped = tmp_path / "nascomp_t_shipped"
+    shipped.mkdir()
+    (shipped / "__init__.py").write_text("ANSWER = 'shipped'\n")
 
     from nascomp.search.compat.ray import WORKER_START, use_local_token
 
@@ -51,7 +55,7 @@ def test_a_driver_connects_and_ray_stops_with_the_child() -> None:
         host, port = address.rsplit(":", 1)
         assert host and int(port) > 0
         use_local_token()
-        ray.init(address=address, log_to_driver=False)
+        ray.init(address=address, log_to_driver=False, runtime_env={"py_modules": [str(shipped)]})
         try:
 
             @ray.remote
@@ -68,6 +72,16 @@ def test_a_driver_connects_and_ray_stops_with_the_child() -> None:
                 return os.environ.get("NASCOMP_T_VAR")
 
             assert ray.get(variable.remote()) == os.environ["HOME"] + "-"
+
+            # A user's module shipped as a search ships it (the job's runtime_env py_modules:
+            # Ray puts its unpacked copy first on the worker's PYTHONPATH, a context variable).
+            @ray.remote
+            def from_shipped() -> str:
+                import nascomp_t_shipped  # type: ignore[import-not-found]
+
+                return nascomp_t_shipped.ANSWER
+
+            assert ray.get(from_shipped.remote()) == "shipped"
             # A head without the log monitor and the autoscaler's monitor (compat.ray:
             # lean_local_node): nothing streams logs to a driver or scales one machine.
             group = _commands(local.process.pid)
