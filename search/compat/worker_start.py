@@ -1,15 +1,17 @@
 """The first program of each Python worker of nascomp's local Ray, in place of Ray's own
 ``ray/_private/workers/setup_worker.py`` (``compat.ray.lean_local_node`` names it).
 
-The raylet starts every worker as ``python setup_worker.py default_worker.py ARGS
---serialized-runtime-env-context=JSON --language=PYTHON``. Ray's script imports part of Ray
-(0.6 to 0.7 CPU-s on a 2-core machine, Ray 2.60) to read that JSON, sets the context's
-environment variables, and execs ``bash -c "exec PYTHON default_worker.py ARGS"``, which imports
-Ray again. For a context that asks for nothing but environment variables and an interpreter
-(every runtime env of a nascomp search: ``py_modules``, ``env_vars``), this script does the same
-with the standard library and execs the interpreter directly. Any other context (a command
-prefix such as a container's or a conda environment's, Java jars, another entry point, another
-language) goes to Ray's own script unchanged.
+The raylet starts the worker of an actor or task that has a runtime env (Ray Tune gives one to
+every trial's actor) as ``python setup_worker.py default_worker.py ARGS
+--serialized-runtime-env-context=JSON --language=PYTHON``. Ray's script imports part of Ray to
+read that JSON, sets the context's environment variables, and execs ``bash -c "exec PYTHON
+default_worker.py ARGS"``, which imports Ray again: 0.47 CPU-s more per worker start than this
+script on a 2-core machine, Ray 2.60 (``bench/ray_start.py``). For a context that asks for
+nothing but environment variables and an interpreter (every runtime env of a nascomp search:
+Tune's variables, ``py_modules``' PYTHONPATH), this script does the same with the standard
+library and execs the interpreter directly. Any other context (a command prefix such as a
+container's or a conda environment's, Java jars, another entry point, another language) goes
+to Ray's own script unchanged.
 
 Standard library only, and nothing imported from this folder: Python puts the script's folder
 first on ``sys.path``, where ``ray.py`` and ``optuna.py`` would shadow the real packages.
