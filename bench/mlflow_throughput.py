@@ -29,12 +29,19 @@ same time, and the two take turns in every measurement:
   (nested run, tags, the ~45 params of a quickstart trial's flat config), ``--epochs`` epoch
   results, the final result, the end (tags, ``set_terminated``) and the parent run's
   hypervolume; ``on_step_end`` after every event as Tune's loop calls it, and ``log.drain`` at
-  the end as the driver does. Two settings on the same schedule: ``tracking.batch_s=0`` (each
-  write sent at once) and ``--batch-s`` (default 10: writes gathered into one ``log_batch`` per
-  run). Stores and settings take turns in every round, each round another first. Reported:
+  the end as the driver does. Three settings on the same schedule: ``tracking.batch_s=0`` (each
+  write sent at once), ``--batch-s`` (default 10: writes gathered into one ``log_batch`` per
+  run), and ``batch_s=0`` with the run log's writer thread applying the writes, as the driver
+  runs it (the callback's calls only queue; the thread is stopped before the drain). A block
+  takes a few seconds, less than ``--batch-s``, so the batched setting writes everything in
+  its final drain: its time in the loop is no measure of a real search's, where a flush falls
+  in the loop every ``batch_s``. Stores and settings take turns in every round, each round
+  another first. Reported:
   HTTP requests per trial (MLflow's ``rest_utils.http_request`` counted) and client method
   calls per trial (a thin counting wrapper over the client), ms per trial (the block's time /
-  its trials) and the trials/h that makes, and the batched / unbatched time per round.
+  its trials) and the trials/h that makes, the ms per trial spent in the callback's calls
+  (what Tune's loop waits for), and per round the batched / unbatched time and the writer
+  thread's / the loop thread's time in the loop.
   Artifacts (a trial's compressed model) are not logged: the stand-in trials have none.
 
 ``--count-slots 1,8,64,400``: the calls per trial only, through the same callback and
@@ -351,6 +358,7 @@ class Block:
     ms: float
     trials: int
     calls: Counter[str]
+    loop_ms: float = 0.0  # of ms, the time in the callback's calls (what Tune's loop waits)
 
 
 def lifecycle_block(
@@ -360,12 +368,14 @@ def lifecycle_block(
     schedule: list[Event],
     n_epochs: int,
     batch_s: float,
+    background: bool = False,
 ) -> Block:
     """Run ``schedule`` through a fresh ``MlflowTrialCallback`` set up as the driver sets it up
     (own parent run, journal in the result folder, ``log.batch_s``), calling ``on_step_end``
     after every event as Tune's loop does, and ``log.drain`` at the end as the driver does
     when the search ends. Times everything from the first trial's start to the drain; the
-    parent run's creation and ``setup`` are not timed."""
+    parent run's creation and ``setup`` are not timed. ``background``: the run log's writer
+    thread applies the writes (as the driver runs it), stopped before the drain."""
     from nascomp.search.tracking.runlog import JOURNAL
     from nascomp.search.tune.callbacks import MlflowTrialCallback
 
@@ -379,7 +389,13 @@ def lifecycle_block(
     )
     folder.mkdir(parents=True)
     callback = MlflowTrialCallback(
-        tracker, search_run_id, objectives, [], journal=folder / JOURNAL, echo=print
+        tracker,
+        search_run_id,
+        objectives,
+        [],
+        journal=folder / JOURNAL,
+        echo=print,
+        background=background,
     )
     callback.log.batch_s = batch_s  # as search/driver.py sets it from tracking.batch_s
     counting = Counting(callback.log.client)
@@ -404,11 +420,13 @@ def lifecycle_block(
                 callback.on_trial_result(0, [], trial, trial.last_result)
                 callback.on_trial_complete(0, [], trial)
             callback.on_step_end(0, [])
+        loop_ms = (time.perf_counter() - started) * 1e3
+        callback.log.stop_writer()  # as the driver's end does
         if not callback.log.drain(60.0):
             raise RuntimeError(f"writes left after 60 s: {callback.log.last_error}")
         ms = (time.perf_counter() - started) * 1e3
     tracker.client.set_terminated(search_run_id, "FINISHED")
-    return Block(ms=ms, trials=len(trials), calls=counting.calls)
+    return Block(ms=ms, trials=len(trials), calls=counting.calls, loop_ms=loop_ms)
 
 
 class StubClient:
@@ -561,38 +579,47 @@ def rates(urls: dict[str, str], args: argparse.Namespace) -> None:
 
 def lifecycles(urls: dict[str, str], folder: Path, args: argparse.Namespace) -> None:
     """Blocks of ``args.trials`` trials, ``args.slots`` at a time, through the real callback
-    with ``batch_s`` 0 and ``args.batch_s``; stores and settings take turns in every round,
-    each round another first, on the same schedule of events."""
+    with ``batch_s`` 0 and ``args.batch_s``, and ``batch_s`` 0 with the run log's writer
+    thread (as the driver runs it); stores and settings take turns in every round, each round
+    another first, on the same schedule of events."""
     from nascomp.search.tracking.store import Tracker
 
     config = quickstart_config()
-    names, settings = list(urls), [0.0, args.batch_s]
-    blocks: dict[tuple[str, float], list[Block]] = {
-        (name, batch_s): [] for name in names for batch_s in settings
+    names = list(urls)
+    settings = [(0.0, False), (args.batch_s, False), (0.0, True)]
+    blocks: dict[tuple[str, tuple[float, bool]], list[Block]] = {
+        (name, setting): [] for name in names for setting in settings
     }
     loads = [os.getloadavg()[0]]
     for index in range(args.lifecycle_rounds):
         schedule = tune_schedule(args.trials, args.epochs, args.slots, seed=index)
         for name in _rotated(names, index):
-            for batch_s in _rotated(settings, index + names.index(name)):
-                where = folder / f"results-{name}-{batch_s:g}-{index}"
+            for setting in _rotated(settings, index + names.index(name)):
+                batch_s, background = setting
+                where = folder / f"results-{name}-{batch_s:g}-{int(background)}-{index}"
                 tracker = Tracker(urls[name], "bench-lifecycle")
-                block = lifecycle_block(tracker, where, config, schedule, args.epochs, batch_s)
-                blocks[(name, batch_s)].append(block)
+                block = lifecycle_block(
+                    tracker, where, config, schedule, args.epochs, batch_s, background
+                )
+                blocks[(name, setting)].append(block)
         loads.append(os.getloadavg()[0])
     print(
         f"\ntrial lifecycles through the MlflowTrialCallback: {args.lifecycle_rounds} "
         f"rounds of {args.trials} trials, {args.slots} at a time, interleaved as Tune delivers "
         f"them; {len(config)} params, {args.epochs} epoch results + the final result, end "
         f"tags, set_terminated, parent hypervolume per trial; on_step_end after every event, "
-        f"log.drain at the end; load average {min(loads):.2f} to {max(loads):.2f}:"
+        f"log.drain at the end; load average {min(loads):.2f} to {max(loads):.2f}. 'in the "
+        f"loop': the ms per trial spent in the callback's calls, which Tune's loop waits for:"
     )
     for name in names:
-        per_trial: dict[float, list[float]] = {}
-        for batch_s in settings:
-            done = blocks[(name, batch_s)]
+        per_trial: dict[tuple[float, bool], list[float]] = {}
+        in_loop: dict[tuple[float, bool], list[float]] = {}
+        for setting in settings:
+            batch_s, background = setting
+            done = blocks[(name, setting)]
             n = sum(block.trials for block in done)
-            per_trial[batch_s] = [block.ms / block.trials for block in done]
+            per_trial[setting] = [block.ms / block.trials for block in done]
+            in_loop[setting] = [block.loop_ms / block.trials for block in done]
             calls: Counter[str] = sum((block.calls for block in done), Counter())
             mean_ms = sum(block.ms for block in done) / n
             per_hour = 3.6e6 / mean_ms
@@ -601,17 +628,24 @@ def lifecycles(urls: dict[str, str], folder: Path, args: argparse.Namespace) -> 
                 for method, count in sorted(calls.items())
                 if method != "http"
             )
+            label = f"batch_s={batch_s:g}" + (" writer thread" if background else "")
             print(
-                f"  {name:8} batch_s={batch_s:<4g} {n} trials: {calls['http'] / n:.2f} HTTP "
+                f"  {name:8} {label:26} {n} trials: {calls['http'] / n:.2f} HTTP "
                 f"requests per trial ({methods}); ms per trial, per block "
-                f"{_spread(per_trial[batch_s], '{:.0f}')}, mean {mean_ms:.0f}: {per_hour:,.0f} "
+                f"{_spread(per_trial[setting], '{:.0f}')}, mean {mean_ms:.0f}: {per_hour:,.0f} "
                 f"trials/h, {per_hour / TRIALS_PER_HOUR_100_GPUS:.2f} of "
-                f"{TRIALS_PER_HOUR_100_GPUS:,}/h"
+                f"{TRIALS_PER_HOUR_100_GPUS:,}/h; in the loop {_spread(in_loop[setting], '{:.1f}')}"
             )
-        ratios = [b / a for a, b in zip(per_trial[0.0], per_trial[args.batch_s], strict=True)]
+        inline, batched, threaded = settings
+        ratios = [b / a for a, b in zip(per_trial[inline], per_trial[batched], strict=True)]
         print(
             f"  {name:8} batch_s={args.batch_s:g} / batch_s=0, ms per trial, per round: "
             f"{_spread(ratios, '{:.2f}')}"
+        )
+        ratios = [b / a for a, b in zip(in_loop[inline], in_loop[threaded], strict=True)]
+        print(
+            f"  {name:8} batch_s=0, writer thread / the loop's own thread, ms per trial in the "
+            f"loop, per round: {_spread(ratios, '{:.4f}')}"
         )
 
 

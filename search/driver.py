@@ -208,6 +208,7 @@ class _SearchRun:
             journal=folder / JOURNAL,
             finisher=self.finish_parent,
             echo=echo,
+            background=True,  # Tune's loop only queues MLflow writes
         )
         self.callback.log.retry_s = experiment.tracking.retry_s
         self.callback.log.batch_s = experiment.tracking.batch_s
@@ -344,9 +345,10 @@ class _SearchRun:
 
     def end(self, status: str) -> None:
         """Close the open runs, then the parent run; wait a while for an absent server."""
+        log = self.callback.log
+        log.stop_writer()  # what is left is written here, in this thread
         if status != "FINISHED":
             self.callback.interrupted()
-        log = self.callback.log
         log.submit({"op": "finish", "status": status})
         if not log.drain(self.experiment.tracking.flush_timeout_s):
             set_state(self.folder, "interrupted" if status == "KILLED" else "unlogged")

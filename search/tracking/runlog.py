@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 import urllib.request
 from collections.abc import Callable
@@ -76,6 +77,27 @@ class RunLog:
         self._loaded = False  # after load(), run_ids holds every run of the search
         self._closed_in_store: set[str] = set()  # trials whose run had ended at load()
         self._unfilled: set[str] = set()  # trials whose run is created, its params not yet in
+        # With a writer thread (start_writer), the caller's thread only queues: this lock
+        # guards the queue and the journal, never a write to the store.
+        self._threading()
+
+    def _threading(self) -> None:
+        self._lock = threading.Lock()
+        self._flushing = threading.Lock()  # one flush at a time
+        self._writer: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Ray Tune pickles its callbacks, and this with them: locks and threads stay out."""
+        state = self.__dict__.copy()
+        for name in ("_lock", "_flushing", "_writer", "_stop", "_wake"):
+            state.pop(name, None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._threading()
 
     # ------------------------------------------------------------------ state from the store
     def load(self) -> list[Any]:
@@ -117,15 +139,64 @@ class RunLog:
 
     # ------------------------------------------------------------------ writing
     def submit(self, op: Op) -> bool:
-        """Queue ``op``; apply the queue when ``batch_s`` has passed since the last time.
-        Returns False while the store does not answer."""
-        self.pending.append(op)
-        if _is_final(op):
-            self.ended.add(op["trial"])
-        if self.journal is not None and (self.offline_since is not None or self.batch_s > 0):
-            _append(self.journal, op)  # a killed driver loses nothing it was holding
-        self.flush()
+        """Queue ``op``; apply the queue when ``batch_s`` has passed since the last time (with
+        a writer thread, that thread applies it). Returns False while the store does not
+        answer."""
+        with self._lock:
+            self.pending.append(op)
+            if _is_final(op):
+                self.ended.add(op["trial"])
+            if self.journal is not None and (self.offline_since is not None or self.batch_s > 0):
+                _append(self.journal, op)  # a killed driver loses nothing it was holding
+        if self._writer is None:
+            self.flush()
+        elif self.batch_s <= 0:
+            self._wake.set()
         return self.offline_since is None
+
+    # ------------------------------------------------------------------ the writer thread
+    @property
+    def in_background(self) -> bool:
+        """Whether a writer thread applies the queue (``start_writer``)."""
+        return self._writer is not None
+
+    def start_writer(self, period_s: float = 0.2) -> None:
+        """From now on a thread of its own applies the queue, every ``period_s`` (``batch_s``
+        and ``retry_s`` hold as before), and ``submit`` only queues: Ray Tune's loop, which
+        submits, no longer waits for the store. On a sqlite store the writes took about
+        120 ms of the loop per trial, during which a finished trial's next one could not
+        start (docs/benchmarks.md). ``stop_writer`` before ``drain``."""
+        if self._writer is not None:
+            return
+        self._stop.clear()
+        self._writer = threading.Thread(
+            target=self._write, args=(period_s,), name="nascomp-mlflow-writes", daemon=True
+        )
+        self._writer.start()
+
+    def stop_writer(self) -> None:
+        """Stop the writer thread once its current flush is done; the queue stays queued."""
+        if self._writer is None:
+            return
+        self._stop.set()
+        self._wake.set()
+        self._writer.join()
+        self._writer = None
+
+    def _write(self, period_s: float) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(period_s)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            try:
+                self.flush()
+            except Exception as exc:  # not the store's refusal (flush keeps those): a bug
+                self.echo(
+                    f"tracking: background writes stopped ({type(exc).__name__}: {exc}); "
+                    "the queue is written when the search ends"[:300]
+                )
+                return
 
     def flush(self, *, force: bool = False) -> bool:
         """Apply the queued ops; stop when the store refuses one and retry after ``retry_s``.
@@ -142,26 +213,41 @@ class RunLog:
         now = time.monotonic()
         if not force and (now < self._retry_at or now < self._last_flush + self.batch_s):
             return False
+        if not self._flushing.acquire(blocking=False):
+            return False  # the other thread is flushing
+        try:
+            return self._flush(now)
+        finally:
+            self._flushing.release()
+
+    def _flush(self, now: float) -> bool:
         self._last_flush = now
+        # Ops queued meanwhile (by another thread) are appended: the indices of the ones
+        # being applied stay valid, and the queue is only rebuilt under the lock.
         while self.pending:
             done: set[int] = set()
             try:
                 self._apply_pending(done)
             except _Refused as refused:
-                self.pending = [op for i, op in enumerate(self.pending) if i not in done]
+                self._remove(done)
                 if self._give_up_on(refused):
                     continue
                 self._went_offline(refused.cause, now)
                 return False
-            self.pending = [op for i, op in enumerate(self.pending) if i not in done]
+            self._remove(done)
         self._attempts = 0
         if self.offline_since is not None:
             away = time.time() - self.offline_since
             self.echo(f"tracking: the store answers again after {away:.0f} s; all writes flushed")
             self.offline_since = None
-        if self.journal is not None:
-            self.journal.unlink(missing_ok=True)
-        return True
+        with self._lock:
+            if self.journal is not None and not self.pending:
+                self.journal.unlink(missing_ok=True)
+        return not self.pending
+
+    def _remove(self, done: set[int]) -> None:
+        with self._lock:
+            self.pending = [op for i, op in enumerate(self.pending) if i not in done]
 
     def _apply_pending(self, done: set[int]) -> None:
         """Apply the ops up to the first ``finish`` (included), trial by trial."""
@@ -260,7 +346,8 @@ class RunLog:
                 f"trials go on, their results are buffered and retried every {self.retry_s:g} s"
             )
         if self.journal is not None:
-            write_journal(self.journal, self.pending)
+            with self._lock:
+                write_journal(self.journal, self.pending)
 
     def _give_up_on(self, refused: _Refused) -> bool:
         """A store that answers but refuses the same op again and again: drop that op rather
@@ -273,7 +360,8 @@ class RunLog:
             self._failing, self._attempts = refused.op, 1
         if self._attempts < _MAX_ATTEMPTS or not self._store_answers():
             return False
-        self.pending = [op for op in self.pending if op is not refused.op]
+        with self._lock:
+            self.pending = [op for op in self.pending if op is not refused.op]
         self._failing, self._attempts = None, 0
         self.dropped += 1
         self.echo(

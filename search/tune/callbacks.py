@@ -59,8 +59,12 @@ class MlflowTrialCallback(Callback):
         journal: Path | None = None,
         finisher: Callable[[str], None] | None = None,
         echo: Any = print,
+        background: bool = False,
     ) -> None:
         self.tracker = tracker
+        # Writes applied by a thread of the run log's own from setup on (RunLog.start_writer):
+        # whoever ends the search stops it (RunLog.stop_writer) before draining.
+        self.background = background
         self.search_run_id = search_run_id
         self.objectives = dict(objectives)
         self.constraints = parse_constraints(constraints, METRICS)
@@ -85,6 +89,8 @@ class MlflowTrialCallback(Callback):
         # A resumed search: its runs so far, and any journal a previous driver left.
         self._earlier = self.log.load()
         self.log.flush(force=True)
+        if self.background:
+            self.log.start_writer()
 
     def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
         if self._earlier is None:
@@ -210,7 +216,8 @@ class MlflowTrialCallback(Callback):
         self._remember(trial.trial_id, None, trial.config)
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
-        self.log.flush()  # retries buffered writes, at most every retry_s
+        if not self.log.in_background:
+            self.log.flush()  # retries buffered writes, at most every retry_s
 
     def interrupted(self) -> None:
         """The search stops before these trials end: their runs wait, KILLED, for --resume."""

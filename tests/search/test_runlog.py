@@ -4,6 +4,8 @@ client whose calls fail for a while, as an unreachable server's do."""
 from __future__ import annotations
 
 import json
+import pickle
+import time
 from pathlib import Path
 from typing import Any
 
@@ -355,3 +357,123 @@ def test_a_resumed_search_deletes_the_runs_of_trials_tune_does_not_know(
     children = _children(tracker.client, experiment_id, parent)
     assert [run.data.tags["nascomp.trial_id"] for run in children] == ["known"]
     assert callback.log.ended == {"known"}
+
+
+class Slow(Outage):
+    """A store that takes ``delay_s`` for every write (a remote server, a busy disk)."""
+
+    def __init__(self, client: MlflowClient, delay_s: float) -> None:
+        super().__init__(client)
+        self.delay_s = delay_s
+
+    def __getattr__(self, name: str) -> Any:
+        call = super().__getattr__(name)
+
+        def slow(*args: Any, **kwargs: Any) -> Any:
+            time.sleep(self.delay_s)
+            return call(*args, **kwargs)
+
+        return slow
+
+
+def _timed_submits(log: RunLog, ops: list[dict]) -> float:
+    started = time.perf_counter()
+    for op in ops:
+        log.submit(op)
+    return time.perf_counter() - started
+
+
+def test_with_a_writer_thread_the_caller_only_queues(store: tuple, tmp_path: Path) -> None:
+    client, experiment_id, parent = store
+    ops = [_start("t1"), _metrics("t1", 1, 0.5), _end("t1")]
+    inline = RunLog(Slow(client, 0.2), experiment_id, parent, echo=lambda _: None)
+    assert _timed_submits(inline, ops) >= 0.6  # each submit waited for its writes
+    log = RunLog(Slow(client, 0.2), experiment_id, parent, journal=tmp_path / JOURNAL)
+    log.load()
+    log.start_writer(period_s=0.01)
+    try:
+        assert log.in_background
+        assert _timed_submits(log, [_start("t2"), _metrics("t2", 1, 0.5), _end("t2")]) < 0.2
+        deadline = time.monotonic() + 20
+        while log.pending and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not log.pending  # the thread wrote them
+    finally:
+        log.stop_writer()
+    assert not log.in_background
+    runs = {r.data.tags["nascomp.trial_id"]: r for r in _children(client, experiment_id, parent)}
+    assert runs["t2"].info.status == "FINISHED"
+    assert [m.value for m in client.get_metric_history(runs["t2"].info.run_id, "loss")] == [0.5]
+    assert not (tmp_path / JOURNAL).exists()
+
+
+def test_ops_queued_while_the_thread_writes_are_neither_lost_nor_reordered(
+    store: tuple, tmp_path: Path
+) -> None:
+    client, experiment_id, parent = store
+    log = RunLog(client, experiment_id, parent, journal=tmp_path / JOURNAL, batch_s=0.02)
+    log.load()
+    log.start_writer(period_s=0.005)
+    try:
+        log.submit(_start("t1"))
+        for step in range(1, 151):
+            log.submit(_metrics("t1", step, step / 1000))
+            if step % 50 == 0:
+                time.sleep(0.05)  # let the thread take some while more arrive
+        log.submit(_end("t1"))
+    finally:
+        log.stop_writer()
+    # Whatever the thread had not written waits, in memory and in the journal, for the drain.
+    if log.pending:
+        assert read_journal(tmp_path / JOURNAL)[-len(log.pending) :] == log.pending
+    assert log.drain(5.0)
+    (run,) = _children(client, experiment_id, parent)
+    history = client.get_metric_history(run.info.run_id, "loss")
+    assert sorted((m.step, m.value) for m in history) == [(s, s / 1000) for s in range(1, 151)]
+    assert run.info.status == "FINISHED"
+
+
+def test_an_outage_seen_by_the_thread_keeps_the_queue_in_the_journal(
+    store: tuple, tmp_path: Path
+) -> None:
+    client, experiment_id, parent = store
+    away = Outage(client)
+    lines: list[str] = []
+    log = RunLog(away, experiment_id, parent, journal=tmp_path / JOURNAL, echo=lines.append)
+    log.retry_s = 0.05
+    log.load()
+    away.down = True
+    log.start_writer(period_s=0.01)
+    try:
+        log.submit(_start("t1"))  # queued; the thread finds the store away
+        deadline = time.monotonic() + 10
+        while log.offline_since is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert log.offline_since is not None
+        log.submit(_metrics("t1", 1, 0.5))
+        assert [op["op"] for op in read_journal(tmp_path / JOURNAL)] == ["start", "metrics"]
+        away.down = False
+        deadline = time.monotonic() + 10
+        while log.pending and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        log.stop_writer()
+    assert not log.pending and log.offline_since is None
+    assert any("does not answer" in line for line in lines)
+    assert any("answers again" in line for line in lines)
+    (run,) = _children(client, experiment_id, parent)
+    assert [m.value for m in client.get_metric_history(run.info.run_id, "loss")] == [0.5]
+
+
+def test_a_run_log_with_a_writer_pickles_without_it(store: tuple) -> None:
+    client, experiment_id, parent = store
+    log = RunLog(client, experiment_id, parent, echo=print)
+    log.start_writer(period_s=0.01)
+    try:
+        copy = pickle.loads(pickle.dumps(log))  # Ray Tune pickles its callbacks
+    finally:
+        log.stop_writer()
+    assert not copy.in_background
+    copy.submit(_start("t1"))  # no writer: written at once, as before
+    assert not copy.pending
+    assert len(_children(client, experiment_id, parent)) == 1
