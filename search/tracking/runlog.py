@@ -164,7 +164,7 @@ class RunLog:
         """From now on a thread of its own applies the queue, every ``period_s`` (``batch_s``
         and ``retry_s`` hold as before), and ``submit`` only queues: Ray Tune's loop, which
         submits, no longer waits for the store. On a sqlite store the writes took about
-        120 ms of the loop per trial, during which a finished trial's next one could not
+        0.1 s of the loop per trial, during which a finished trial's next one could not
         start (docs/benchmarks.md). ``stop_writer`` before ``drain``."""
         if self._writer is not None:
             return
