@@ -43,6 +43,7 @@ from nascomp.compressors.layers import layer_kinds
 from nascomp.compressors.shapes import free_tensor_shapes, reshape_free_tensors
 from nascomp.spaces.models import build_model
 from nascomp.spaces.space import arch_from_flat
+from nascomp.trainers.checkpoint import cpu_state_dict
 from nascomp.trainers.normalise import Normalise
 
 ARTIFACT = "model.nascomp"
@@ -113,7 +114,7 @@ def export_model(
     files["state_dict"] = out_dir / "state_dict.pt"
     files["torchscript"] = out_dir / "model.torchscript.pt"
     files["config"] = out_dir / "trial_config.json"
-    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, files["state_dict"])
+    torch.save(cpu_state_dict(model), files["state_dict"])
     with warnings.catch_warnings(), torch.no_grad():
         # TorchScript is deprecated in favour of torch.export, but it is still what most mobile
         # and C++ runtimes load; the trace is checked against eager outputs by the tests.

@@ -9,15 +9,17 @@ on a machine without the trial's device.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
 import tempfile
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from nascomp.trainers.config import TrialConfig, flatten
 
@@ -48,14 +50,28 @@ def check_resumable(state: dict[str, Any], config: TrialConfig) -> None:
 
 
 def detached_copy(value: Any) -> Any:
-    """``value`` with every tensor copied to the CPU (dicts, lists and tuples walked)."""
+    """``value`` with every tensor copied to the CPU (dicts, lists and tuples walked). A
+    module's ``state_dict`` keeps its ``_metadata``: the version of each submodule's layout,
+    which some modules' loaders require (torchvision's MNASNet refuses a state without it)."""
     if isinstance(value, Tensor):
         return value.detach().to("cpu", copy=True)
     if isinstance(value, dict):
-        return {key: detached_copy(item) for key, item in value.items()}
+        copied = {key: detached_copy(item) for key, item in value.items()}
+        metadata = getattr(value, "_metadata", None)
+        if metadata is None:
+            return copied
+        kept = OrderedDict(copied)
+        kept._metadata = copy.deepcopy(metadata)  # type: ignore[attr-defined]
+        return kept
     if isinstance(value, (list, tuple)):
         return type(value)(detached_copy(item) for item in value)
     return value
+
+
+def cpu_state_dict(model: nn.Module) -> dict[str, Any]:
+    """``model.state_dict()`` on the CPU, detached, with its ``_metadata`` (``detached_copy``):
+    what ``torch.save`` writes for a model that is loaded again later."""
+    return detached_copy(model.state_dict())
 
 
 def rng_state(device: str) -> dict[str, Tensor | None]:

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from nascomp.spaces.models import build_model
+from nascomp.trainers.checkpoint import cpu_state_dict
 from nascomp.trainers.config import TrialConfig
 from nascomp.trainers.init import file_digest, load_state_file
 from nascomp.trainers.loop import accuracy, make_optimizer, predict_logits, train_epoch
@@ -141,7 +142,7 @@ def train_teacher(
             )
     seconds = time.perf_counter() - started
     val = accuracy(model, data.val)
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    state = cpu_state_dict(model)
     return state, {"teacher_val_accuracy": val, "teacher_train_seconds": seconds}
 
 

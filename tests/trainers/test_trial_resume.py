@@ -205,3 +205,38 @@ def test_report_is_called_per_epoch_unless_checkpointing() -> None:
     reports.clear()
     run_trial(config(), report=reports.append, checkpoint=lambda m, _: checkpoints.append(m))
     assert reports == [] and [m["epoch"] for m in checkpoints] == [1, 2]
+
+
+def test_state_keeps_the_modules_versions(tmp_path: Path) -> None:
+    """A state_dict's ``_metadata`` (each submodule's layout version) survives the snapshot and
+    the file: torchvision's MNASNet refuses to load a state without it ("version should be set
+    to 1 or 2"), which made every reused or resumed trial of it fail."""
+    from nascomp.trainers.checkpoint import cpu_state_dict, detached_copy
+
+    model = build_model({"family": "torchvision", "model": "mnasnet0_5"}, (1, 8, 8), 10)
+    copied = detached_copy({"model": model.state_dict(), "plain": {"a": torch.ones(1)}})
+    assert copied["model"]._metadata == model.state_dict()._metadata
+    assert not hasattr(copied["plain"], "_metadata")
+    save_state(tmp_path / "state.pt", {"format": 1, **copied})
+    fresh = build_model({"family": "torchvision", "model": "mnasnet0_5"}, (1, 8, 8), 10)
+    fresh.load_state_dict(load_state(tmp_path / "state.pt")["model"])
+    torch.save(cpu_state_dict(model), tmp_path / "weights.pt")
+    fresh.load_state_dict(torch.load(tmp_path / "weights.pt", weights_only=True))
+
+
+def test_mnasnet_trial_resumes(tmp_path: Path) -> None:
+    flat = config(
+        **{
+            "arch.family": "torchvision",
+            "arch.model": "mnasnet0_5",
+            "train.epochs": 2,
+            "train.prune_epochs": 0,
+            "train.qat_epochs": 0,
+        }
+    )
+    kept = ("arch.family", "arch.model")
+    for key in [k for k in flat if k.startswith("arch.") and k not in kept]:
+        del flat[key]
+    run = run_checkpointed(flat, {}, tmp_path)
+    resumed = run_trial(flat, resume=run.states[0])
+    assert_same_model(resumed, run.outcome)
