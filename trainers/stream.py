@@ -88,14 +88,27 @@ class StreamedSplit:
         if not pieces:
             return
         settings = self.loader
+        batches = [piece.tolist() for piece in pieces]
         loader = DataLoader(
             self.inputs,
-            batch_sampler=[piece.tolist() for piece in pieces],
+            batch_sampler=batches,
             num_workers=settings.n_workers,
             pin_memory=settings.pin_memory,
+            # Without a generator of its own, each pass over the loader draws its workers'
+            # base seed from the global RNG, the trial's: a streamed trial would then draw
+            # other dropout masks than the same trial in memory. Seeded by the batches (the
+            # trial's seeded order: another one each epoch), the workers' seeds stay
+            # reproducible and change from epoch to epoch.
+            generator=torch.Generator().manual_seed(_seed_of(batches)),
         )
         for batch in loader:
             yield batch.to(settings.device, non_blocking=settings.pin_memory)
+
+
+def _seed_of(batches: list[list[int]]) -> int:
+    """A seed that depends on the first batch's positions, the same in every process (the hash
+    of a tuple of ints is not salted)."""
+    return hash(tuple(batches[0][:64])) & 0x7FFF_FFFF_FFFF_FFFF
 
 
 @dataclass(frozen=True)

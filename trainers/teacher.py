@@ -161,7 +161,13 @@ def teacher_logits(job: TeacherJob, data: Data, state: StateDict) -> Tensor:
     input), and one pass costs less than running the teacher on every batch of every epoch."""
     key = (job.key(), _identity(data.train))
     if key not in _LOGITS:
-        teacher = build_teacher(job.teacher, data, state).to(job.device)
+        # Building the teacher draws its initial weights (overwritten by ``state``) from the
+        # global RNG, the trial's own; only the worker's first trial builds it, so that trial
+        # would draw its dropout masks and batches differently from a trial of the same config
+        # that finds the logits cached (a reproduction, or the same trial on another worker).
+        with torch.random.fork_rng(devices=[]):
+            teacher = build_teacher(job.teacher, data, state)
+        teacher = teacher.to(job.device)
         _LOGITS[key] = predict_logits(teacher, data.train)
     return _LOGITS[key]
 

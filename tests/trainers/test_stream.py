@@ -72,6 +72,20 @@ def test_streamed_splits_hold_the_in_memory_values(module: str, data_root: Path)
         assert torch.equal(labels, s_labels)
 
 
+def test_reading_a_streamed_split_leaves_the_trials_rng_alone(module: str, data_root: Path) -> None:
+    """A DataLoader draws its workers' base seed from the global RNG unless it has its own
+    generator: a streamed trial's dropout masks then differed from the same trial in memory."""
+    streamed = for_trial(data_config(module, data_root, stream=True).load(), "cpu", threads=1)
+    assert isinstance(streamed, StreamedSplits) and streamed.train.loader.n_workers == 1
+    torch.manual_seed(3)
+    order = torch.randperm(len(streamed.train), generator=torch.Generator().manual_seed(5))
+    assert len(list(streamed.train.batches(order, 64))) == -(-len(streamed.train) // 64)
+    assert len(list(streamed.val.chunks(100))) > 0
+    drawn = torch.rand(3)
+    torch.manual_seed(3)
+    assert torch.equal(torch.rand(3), drawn)
+
+
 def test_batches_drop_only_a_last_batch_of_one() -> None:
     assert [len(b) for b in batch_indices(torch.arange(9), 4)] == [4, 4]
     assert [len(b) for b in batch_indices(torch.arange(10), 4)] == [4, 4, 2]

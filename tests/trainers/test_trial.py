@@ -159,6 +159,27 @@ def test_teacher_is_trained_once_then_cached(cache: Path) -> None:
     assert outcome.status == "ok"
 
 
+def test_the_teacher_logits_leave_the_trials_rng_alone() -> None:
+    """Only a worker's first distilled trial builds the teacher for its logits: drawing its
+    initial weights from the trial's RNG made that trial's dropout masks differ from a
+    reproduction's, which finds the logits cached or builds them first as well."""
+    import torch
+
+    from nascomp.spaces.models import build_model
+    from nascomp.trainers import teacher as teachers
+
+    cfg = TrialConfig.from_flat(trial_config(**{"distill.enabled": True}))
+    data = cfg.data.load()
+    state = build_model(cfg.teacher.arch, data.input_shape, data.n_classes).state_dict()
+    teachers._LOGITS.clear()
+    torch.manual_seed(7)
+    logits = teachers.teacher_logits(TeacherJob.of_trial(cfg), data, state)
+    assert logits.shape == (len(data.train), data.n_classes)
+    drawn = torch.rand(3)
+    torch.manual_seed(7)
+    assert torch.equal(torch.rand(3), drawn)
+
+
 def test_flat_config_survives_mlflow_strings() -> None:
     config = trial_config(
         **{"prune.method": "unstructured", "prune.ratio": 1e-05, "data.root": None}
