@@ -48,7 +48,8 @@ class PruneConfig:
     importance: str = "l1"
     scope: str = "global"
     # Module-name patterns (fnmatch: ``stem.*``, ``classifier``) of layers never pruned. The
-    # classifier's outputs (the classes) are never removed by structured pruning in any case.
+    # outputs of the layer that computes the classes (``output_layer``) are never removed by
+    # structured pruning in any case.
     ignore: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -204,10 +205,40 @@ class UnstructuredPruner(Pruner):
         }
 
 
-def classifier_layer(model: nn.Module) -> nn.Module | None:
-    """The final classifier: the last Linear in module order (its outputs are the classes)."""
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    return linears[-1] if linears else None
+def output_layer(model: nn.Module, example_inputs: Tensor) -> tuple[nn.Module | None, Any]:
+    """The layer whose outputs are the model's, and the shape of those outputs: the last
+    convolution or Linear that a forward pass of ``example_inputs`` runs (in eval mode,
+    without gradients), so a head that is a 1x1 convolution before the pooling (SqueezeNet,
+    all-convolutional nets) is found as surely as a final Linear; None for a model that runs
+    neither."""
+    kinds = (nn.Linear, nn.modules.conv._ConvNd)
+    ran: list[nn.Module] = []
+    hooks = [
+        module.register_forward_hook(lambda module, args, out: ran.append(module))
+        for module in model.modules()
+        if isinstance(module, kinds)
+    ]
+    try:
+        shape = _output_shape(model, example_inputs)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return (ran[-1] if ran else None), shape
+
+
+def _output_shape(model: nn.Module, example_inputs: Tensor) -> Any:
+    """The shape of the model's output on ``example_inputs`` (a tuple of shapes for a tuple of
+    outputs), from an eval-mode pass without gradients."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(example_inputs)
+    finally:
+        model.train(was_training)
+    if isinstance(out, (tuple, list)):
+        return tuple(tuple(o.shape) if isinstance(o, Tensor) else None for o in out)
+    return tuple(out.shape) if isinstance(out, Tensor) else None
 
 
 def prunable_weight_count(model: nn.Module) -> int:
@@ -224,7 +255,8 @@ class StructuredPruner(Pruner):
         self.config = config
         self.example_inputs = example_inputs
         self.n_initial_weights = prunable_weight_count(model)
-        classifier = classifier_layer(model)
+        # The classes are the model's outputs: the layer that computes them keeps them all
+        classifier, self._output_shape = output_layer(model, example_inputs)
         ignored = ignored_layers(model, config.ignore)
         if classifier is not None:
             ignored.append(classifier)
@@ -279,13 +311,11 @@ class StructuredPruner(Pruner):
         return _parameter_shapes(self.model) != shapes_before
 
     def _check_runs(self) -> None:
-        """A dependency torch-pruning missed leaves layers whose shapes disagree; say which
-        layer breaks now, not as a shape error in the middle of the next epoch."""
-        was_training = self.model.training
-        self.model.eval()
+        """A dependency torch-pruning missed leaves layers whose shapes disagree, or a model
+        whose outputs lost columns; say which now, not as a shape error in the middle of the
+        next epoch."""
         try:
-            with torch.no_grad():
-                self.model(self.example_inputs)
+            shape = _output_shape(self.model, self.example_inputs)
         except Exception as exc:
             raise PruningError(
                 f"after structured pruning {type(self.model).__name__} no longer runs "
@@ -293,8 +323,12 @@ class StructuredPruner(Pruner):
                 f"{str(exc).splitlines()[0] if str(exc) else ''} (prune.ignore can keep the "
                 "layers involved)"
             ) from None
-        finally:
-            self.model.train(was_training)
+        if shape != self._output_shape:
+            raise PruningError(
+                f"structured pruning changed {type(self.model).__name__}'s output from shape "
+                f"{self._output_shape} to {shape}: the layers that compute the classes must "
+                "keep their outputs (name them in prune.ignore)"
+            )
 
     @property
     def sparsity(self) -> float:

@@ -364,3 +364,59 @@ def test_recurrent_layers_stay_whole_and_the_rest_is_pruned() -> None:
     # its own units whole; its inputs follow the layer before it
     assert (model.lstm.input_size, model.lstm.hidden_size) == (8, 24)
     _round_trip(model, Recurrent(), example)
+
+
+def _all_convolutional(n_classes: int = 10) -> nn.Module:
+    """A network-in-network head: the classes are a 1x1 convolution's channels, pooled."""
+    return nn.Sequential(
+        nn.Conv2d(1, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(16, n_classes, 1),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+    )
+
+
+def test_a_convolution_that_computes_the_classes_keeps_them() -> None:
+    """The classes leave through the last layer the forward pass runs, a Linear or not: a
+    1x1 convolution head lost its outputs ("Target 8 is out of bounds" in the next epoch)."""
+    from nascomp.compressors.pruning import output_layer
+
+    torch.manual_seed(0)
+    model = _all_convolutional()
+    example = torch.randn(2, 1, 8, 8)
+    head, shape = output_layer(model, example)
+    assert head is model[2] and shape == (2, 10)
+    pruner = make_pruner(model, PruneConfig("structured", 0.5), example)
+    pruner.update(1.0)
+    assert model[0].out_channels == 8 and model[2].out_channels == 10
+    assert model(example).shape == (2, 10)
+
+
+def test_squeezenet_prunes_and_keeps_its_classes() -> None:
+    from torchvision import models
+
+    torch.manual_seed(0)
+    model = models.get_model("squeezenet1_0", weights=None, num_classes=10).eval()
+    example = torch.randn(2, 3, 32, 32)
+    n_before = count_params(model)
+    make_pruner(model, PruneConfig("structured", 0.4), example).update(1.0)
+    assert count_params(model) < 0.8 * n_before
+    assert model(example).shape == (2, 10)
+
+
+def test_pruning_that_changes_the_outputs_is_named_at_once() -> None:
+    """Whatever torch-pruning removes, the model's output keeps its shape or the pruner says
+    so, before the next epoch fails on it (here columns dropped behind the pruner's back)."""
+    from nascomp.compressors.pruning import PruningError
+
+    model = _all_convolutional()
+    pruner = make_pruner(model, PruneConfig("structured", 0.5), torch.randn(2, 1, 8, 8))
+
+    class FirstSeven(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.flatten(1)[:, :7]
+
+    model[4] = FirstSeven()
+    with pytest.raises(PruningError, match=r"output from shape \(2, 10\) to \(2, 7\)"):
+        pruner.update(1.0)
