@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 import socket
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,12 +32,10 @@ import ray
 import torch
 from ray import tune
 
-from nascomp.compressors.pruning import PruningError
 from nascomp.search.collector import freeze_imports
 from nascomp.search.export import write_artifact
 from nascomp.search.tracking.models import stage_onnx_model
 from nascomp.search.tune.results import EARLIER_KEY, INFO_PREFIX, STATUS_KEY
-from nascomp.spaces.userfn import UserCodeError
 from nascomp.trainers.checkpoint import load_state, save_state
 from nascomp.trainers.config import TrialConfig
 from nascomp.trainers.data import DataNotFoundError, check_data_root
@@ -46,16 +46,17 @@ from nascomp.trainers.trial import TrialOutcome, run_trial
 STATE_FILE = "trial_state.pt"  # an epoch checkpoint: the trial's state after that epoch
 FINAL_FILE = "final.json"  # the final checkpoint: the last report, and the model's artifacts
 STATUS_FAILED = "failed"
-# Failures of the trial itself, not of its worker: retrying would fail the same way.
-# UserCodeError: the user's builder raised for this sampled architecture (the pre-flight built
-# one other); PruningError: torch-pruning cannot prune this model. The search goes on.
-TRIAL_FAILURES: tuple[type[BaseException], ...] = (
-    FloatingPointError,
-    torch.OutOfMemoryError,
-    MemoryError,
-    UserCodeError,
-    PruningError,
-)
+NASCOMP_ROOT = Path(__file__).resolve().parents[2]  # the folder of search/, trainers/...
+_PACKAGES = frozenset({"site-packages", "dist-packages"})
+# Errors another attempt may not repeat: the node's files or devices, or Ray itself. Every
+# other exception a trial raises is the trial's own (its config is seeded: from its last
+# checkpoint it would raise again), so it ends the trial failed with the reason and the search
+# goes on, as a NaN loss (FloatingPointError), running out of memory, the user's builder
+# raising for this sampled architecture (UserCodeError), or a model torch-pruning cannot prune
+# (PruningError) do.
+RETRIED: tuple[type[BaseException], ...] = (OSError, ray.exceptions.RayError)
+# A RuntimeError from a GPU's driver or library: the device may be at fault, not the trial.
+_DEVICE_FAULT = re.compile(r"\b(CUDA error|cuDNN error|CUBLAS_STATUS|NCCL error|HIP error)")
 
 
 def trial_fn(
@@ -123,8 +124,10 @@ class EpochReports:
 
 
 def guarded(run: Callable[[], TrialOutcome], config: dict[str, Any]) -> TrialOutcome:
-    """``run()``, with the trial's own failures (NaN loss, out of memory) as a failed outcome
-    with the reason, and a data root missing on this node as an error naming the node."""
+    """``run()``, with the trial's own failures (NaN loss, out of memory, an error in the
+    model's code) as a failed outcome with the reason and where it was raised; errors another
+    attempt may not repeat (``retried``) propagate, so Tune restarts the trial from its last
+    checkpoint, and a data root missing on this node names the node."""
     try:
         # The driver checked the data root on its own node; this may be another one.
         check_data_root(config["data.name"], config.get("data.root"))
@@ -132,8 +135,70 @@ def guarded(run: Callable[[], TrialOutcome], config: dict[str, Any]) -> TrialOut
     except DataNotFoundError as exc:
         # Fails the attempt, so Tune may retry it on another node; the message says where.
         raise DataNotFoundError(f"on node {node_name()}: {exc}") from None
-    except TRIAL_FAILURES as exc:
-        return TrialOutcome(status=STATUS_FAILED, reason=f"{type(exc).__name__}: {exc}")
+    except Exception as exc:
+        if retried(exc):
+            raise
+        traceback.print_exc(file=sys.stderr)  # the frames, in the worker's log
+        return TrialOutcome(status=STATUS_FAILED, reason=failure_reason(exc))
+
+
+def retried(exc: BaseException) -> bool:
+    """Whether another attempt of the trial may not fail the same way."""
+    if isinstance(exc, torch.OutOfMemoryError):
+        return False  # a RuntimeError, and the same trial on the same device runs out again
+    if isinstance(exc, RETRIED):
+        return True
+    return isinstance(exc, RuntimeError) and _DEVICE_FAULT.search(str(exc)) is not None
+
+
+def failure_reason(exc: BaseException) -> str:
+    """``Type: message`` on one line, then where it was raised: the innermost frame of the
+    user's code or of nascomp (not of torch or another library), and the innermost one when
+    that is elsewhere, e.g. ``IndexError: Target 8 is out of bounds. (in train_epoch,
+    trainers/loop.py:123; raised in cross_entropy, torch/nn/functional.py:3458)``."""
+    message = " ".join(str(exc).split())
+    text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return text
+    own = [f for f in frames if not _library_file(f.filename)]
+    places = []
+    if own and own[-1] is not frames[-1]:
+        places.append(f"in {own[-1].name}, {_short(own[-1].filename)}:{own[-1].lineno}")
+    last = frames[-1]
+    places.append(
+        f"{'raised in' if places else 'in'} {last.name}, {_short(last.filename)}:{last.lineno}"
+    )
+    return f"{text} ({'; '.join(places)})"
+
+
+def _library_file(filename: str) -> bool:
+    """A file of an installed library other than nascomp, or of Python itself."""
+    path = Path(filename)
+    inner = _inside(path, NASCOMP_ROOT)
+    if inner and _PACKAGES.isdisjoint(inner):
+        return False  # nascomp's own (a virtual environment inside its folder is not)
+    return not _PACKAGES.isdisjoint(path.parts) or Path(sys.base_prefix) in path.parents
+
+
+def _short(filename: str) -> str:
+    """A frame's file as a person reads it: relative to nascomp's folder or to the
+    ``site-packages`` that holds it, else the whole path (the user's own code)."""
+    path = Path(filename)
+    if _library_file(filename):
+        parts = path.parts
+        marks = [i for i, part in enumerate(parts) if part in _PACKAGES]
+        return str(Path(*parts[marks[-1] + 1 :])) if marks else str(path)
+    inner = _inside(path, NASCOMP_ROOT)
+    return str(Path(*inner)) if inner else str(path)
+
+
+def _inside(path: Path, root: Path) -> tuple[str, ...]:
+    """``path``'s parts below ``root``; empty when it is not below it."""
+    try:
+        return path.relative_to(root).parts
+    except ValueError:
+        return ()
 
 
 def lookup_trial_fn(config: dict[str, Any]) -> None:

@@ -1,13 +1,16 @@
 """How a trial's own failures become outcomes (search/tune/trainable.py), without Ray: the trial
-that diverges or runs out of memory ends failed with its reason; other errors propagate, so
-Tune retries them (a worker that died, a bug). And which checkpoint a restarted trial takes."""
+that diverges, runs out of memory or raises from its own code ends failed with its reason;
+errors of the node or device propagate, so Tune retries them. And which checkpoint a restarted
+trial takes."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
+import ray
 import torch
 
 from nascomp.search.tune.results import EARLIER_KEY, earlier_epochs
@@ -50,9 +53,40 @@ def test_divergence_and_out_of_memory_end_the_trial_failed_with_the_reason(
     assert outcome.model is None and outcome.metrics == {}
 
 
-def test_other_errors_propagate_and_a_good_run_passes_through() -> None:
-    with pytest.raises(ValueError, match="a bug"):
-        guarded(_raising(ValueError("a bug")), DIGITS)
+def test_an_error_of_the_trial_fails_it_with_the_reason_and_where() -> None:
+    # A seeded trial raising from its own code raises again from its checkpoint: no retry.
+    def run() -> TrialOutcome:
+        torch.nn.functional.cross_entropy(torch.zeros(2, 3), torch.tensor([0, 8]))
+        raise AssertionError("unreachable")
+
+    outcome = guarded(run, DIGITS)
+    assert outcome.status == STATUS_FAILED
+    # The innermost frame of our (or the user's) code, then torch's frame that raised.
+    assert re.fullmatch(
+        r"IndexError: Target 8 is out of bounds\. \(in run, tests/search/test_trainable\.py:\d+; "
+        r"raised in cross_entropy, torch/nn/functional\.py:\d+\)",
+        outcome.reason,
+    ), outcome.reason
+    bare = guarded(_raising(KeyError("arch.width")), DIGITS)
+    assert re.fullmatch(
+        r"KeyError: 'arch\.width' \(in run, tests/search/test_trainable\.py:\d+\)", bare.reason
+    ), bare.reason
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        OSError(28, "No space left on device"),
+        RuntimeError("CUDA error: an illegal memory access was encountered"),
+        ray.exceptions.RayTaskError("f", "traceback", ValueError("x")),
+    ],
+)
+def test_errors_of_the_node_or_device_propagate_so_tune_retries(exc: BaseException) -> None:
+    with pytest.raises(type(exc)):
+        guarded(_raising(exc), DIGITS)
+
+
+def test_a_good_run_passes_through() -> None:
     ok = TrialOutcome(status="ok", metrics={"val_accuracy": 0.9})
     assert guarded(lambda: ok, DIGITS) is ok
 
