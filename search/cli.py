@@ -23,6 +23,7 @@ from nascomp.search.errors import (
     SearchInterrupted,
     TrackingError,
     TrackingOutage,
+    one_line,
 )
 from nascomp.search.front.report import fmt as _fmt
 from nascomp.search.tune.head import starting_local_ray
@@ -57,9 +58,17 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, TrackingOutage):
             print(f"nascomp: error: {exc}", file=sys.stderr)
             return EXIT_UNLOGGED
+        if _is_validation_error(exc):  # a config read back, e.g. by reproduce
+            return _fail(one_line(exc))
         if isinstance(exc, TrackingError | SearchError | ValueError):
             return _fail(str(exc))
         raise
+
+
+def _is_validation_error(exc: BaseException) -> bool:
+    from pydantic import ValidationError  # the experiment's schema imported it already
+
+    return isinstance(exc, ValidationError)
 
 
 def entry() -> NoReturn:

@@ -6,6 +6,9 @@ lets them through, so a notebook can catch exactly what went wrong.
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
 
 class ConfigError(ValueError):
     """A bad experiment file or override: one line, naming the field and what is allowed."""
@@ -25,3 +28,20 @@ class TrackingError(RuntimeError):
 
 class TrackingOutage(RuntimeError):
     """The search ended but the tracking server never came back for its last writes."""
+
+
+_FIELD_FIRST = re.compile(r"^[\w.\[\]]+: ")
+
+
+def one_line(exc: Any) -> str:
+    """A pydantic ``ValidationError`` as one line: the first problem, prefixed by its field
+    unless its message names one already (``data.factory: module 'my_data' is not...``), and
+    how many more there are. (pydantic's own text is several lines and a link.)"""
+    errors = exc.errors(include_url=False)
+    error = errors[0]
+    message = " ".join(str(error["msg"]).removeprefix("Value error, ").split())
+    field = ".".join(str(part) for part in error["loc"])
+    if field and not _FIELD_FIRST.match(message):
+        message = f"{field}: {message}"
+    more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+    return message + more

@@ -8,10 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import ValidationError
 from torch import nn
 
 from nascomp.compressors.onnx_export import OnnxModule
 from nascomp.search.epoch_lines import TeacherEpochs, TrialEpochs
+from nascomp.search.errors import one_line
 from nascomp.search.export import export_model
 from nascomp.search.tracking.store import Tracker, TrialRecord
 from nascomp.trainers.config import TrialConfig, planned_epochs
@@ -59,7 +61,13 @@ def reproduce(
             f"run {run_id} is not a finished trial (status {source.status!r}); nothing to reproduce"
         )
     flat = tracker.trial_config(source)
-    config = TrialConfig.from_flat(flat)
+    try:
+        config = TrialConfig.from_flat(flat)
+    except ValidationError as exc:
+        line = one_line(exc)
+        if "is not importable" in line:  # the user's module, next to the experiment file
+            line += "; run `nascomp reproduce` where the search ran, or install the module"
+        raise ValueError(f"run {run_id}: {line}") from None
     teacher_state = None
     if config.distill.enabled:
         lines = TeacherEpochs(echo) if echo is not None else None
