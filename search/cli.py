@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
 EXIT_USAGE = 2
 EXIT_UNLOGGED = 3  # the search ran, but its last results are only in its result folder
+EXIT_NO_MODEL = 4  # the search ran, but no trial ended ok: its front is empty
 EXIT_INTERRUPTED = 130
 
 
@@ -301,6 +302,13 @@ def cmd_search(args: argparse.Namespace) -> int:
         _print_failures(summary.trials)
         _print_front(summary.front, summary.objectives, summary.search_run_id)
         print(f"\nMLflow: {_browse_hint(tracker)}")
+    if not summary.front:  # a script or CI job must not take "no model" for success
+        print(
+            "nascomp: error: the front is empty (no trial ended ok within the constraints): "
+            "no model to pick",
+            file=sys.stderr,
+        )
+        return EXIT_NO_MODEL
     return 0
 
 

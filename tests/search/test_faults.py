@@ -253,8 +253,13 @@ def test_diverging_trial_fails_with_its_reason_and_the_search_goes_on(workdir: P
         "train.lr=1e38",
     )
     done = nascomp("search", *args, cwd=workdir, timeout=600)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    # The search ran to its end, but with no model on its front: exit code 4, one line why.
+    assert done.returncode == 4, done.stdout[-3000:] + done.stderr[-3000:]
     assert "2 failed" in done.stdout
+    assert done.stderr.strip().splitlines()[-1] == (
+        "nascomp: error: the front is empty (no trial ended ok within the constraints): "
+        "no model to pick"
+    )
     _, children = search_runs(_sqlite(workdir))
     assert len(children) == 2
     for child in children:
