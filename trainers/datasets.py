@@ -236,8 +236,9 @@ _NOT_IDS = (torch.uint8, torch.bool)
 
 
 # How a 2-D float or uint8 input is read: "auto", an (H, W) image (given a channel axis of 1);
-# "channels_first", (C, L): C channels of a signal of length L, as given. Every other rank reads
-# the same under both: its first dimension is its channels.
+# "channels_first", (C, L): C channels of a signal of length L, as given, and a 1-D one (L,) is
+# a signal of one channel, (1, L) (under "auto", F features). Every other rank reads the same
+# under both: its first dimension is its channels.
 LAYOUTS = ("auto", "channels_first")
 
 
@@ -245,7 +246,8 @@ def prepare_input(
     value: Any, image_size: int | None, field: str, index: int, layout: str = "auto"
 ) -> Tensor:
     """A sample's input in its own dtype: an (H, W) image as (1, H, W) (under the ``auto``
-    layout), a (C, H, W) image resized when ``image_size``, a vector of features (F,) or any
+    layout; under ``channels_first``, a signal (L,) as (1, L)), a (C, H, W) image resized when
+    ``image_size``, a vector of features (F,) or any
     other tensor as it is (its first dimension is its channels for the normalisation); integer
     ids of any shape as they are."""
     if not isinstance(value, Tensor):
@@ -262,7 +264,9 @@ def prepare_input(
                 f"({value.dtype}) (leave data.image_size unset, or give images as uint8 or float)"
             )
         return value
-    image = value.unsqueeze(0) if value.dim() == 2 and layout == "auto" else value
+    # An (H, W) image gets its channel axis; so does a one-channel signal given as (L,)
+    one_channel = value.dim() == (2 if layout == "auto" else 1)
+    image = value.unsqueeze(0) if one_channel else value
     if image_size is not None and image.dim() != 3:
         read_as = " (data.layout: channels_first reads it as (C, L))" if value.dim() == 2 else ""
         raise DatasetError(

@@ -85,13 +85,17 @@ def _config(factory: str, data_root: Path, **fields: Any) -> DataConfig:
     return DataConfig(name="custom", factory=f"{factory}:signals", root=str(data_root), **fields)
 
 
-def test_a_two_d_input_is_an_image_unless_read_channels_first() -> None:
+def test_a_two_d_input_is_an_image_and_a_one_d_one_features_unless_channels_first() -> None:
     signal = torch.arange(6.0).view(2, 3)
     assert prepare_input(signal, None, "f", 0).shape == (1, 2, 3)  # auto: an (H, W) image
     kept = prepare_input(signal, None, "f", 0, "channels_first")
     assert kept.shape == (2, 3) and torch.equal(kept, signal)
+    # a 1-D input: F features under auto, a signal of one channel (1, L) under channels_first
+    line = torch.arange(5.0)
+    assert prepare_input(line, None, "f", 0).shape == (5,)
+    assert torch.equal(prepare_input(line, None, "f", 0, "channels_first"), line[None])
     # other ranks read the same under both layouts
-    for shape in ((5,), (3, 4, 4), (2, 3, 4, 4)):
+    for shape in ((3, 4, 4), (2, 3, 4, 4)):
         x = torch.ones(shape)
         assert prepare_input(x, None, "f", 0, "channels_first").shape == shape
         assert prepare_input(x, None, "f", 0).shape == shape
