@@ -260,7 +260,7 @@ def prepare_input(
     if is_ids(value.dtype):
         if image_size is not None:
             raise DatasetError(
-                f"{field}: image_size resizes images; sample {index}'s input holds integer ids "
+                f"data.image_size: resizes images; {field}'s sample {index} holds integer ids "
                 f"({value.dtype}) (leave data.image_size unset, or give images as uint8 or float)"
             )
         return value
@@ -270,7 +270,7 @@ def prepare_input(
     if image_size is not None and image.dim() != 3:
         read_as = " (data.layout: channels_first reads it as (C, L))" if value.dim() == 2 else ""
         raise DatasetError(
-            f"{field}: image_size resizes (C, H, W) or (H, W) images; sample {index}'s input "
+            f"data.image_size: resizes (C, H, W) or (H, W) images; {field}'s sample {index} "
             f"has shape {tuple(value.shape)}{read_as} (leave data.image_size unset)"
         )
     if image_size is not None and image.shape[-2:] != (image_size, image_size):
@@ -345,10 +345,13 @@ def _from_pil(value: Any) -> Any:
 
 
 class CheckedSamples(Dataset):
-    """``dataset``'s samples as (prepared input, int label), each checked against the first."""
+    """``dataset``'s samples as (prepared input, int label), each checked against the format
+    of the training split's first sample (``role``: which split ``dataset`` is)."""
 
-    def __init__(self, dataset: Dataset, sample: SampleFormat, field: str) -> None:
-        self.dataset, self.format, self.field = dataset, sample, field
+    def __init__(
+        self, dataset: Dataset, sample: SampleFormat, field: str, role: str = "train"
+    ) -> None:
+        self.dataset, self.format, self.field, self.role = dataset, sample, field, role
 
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
@@ -357,10 +360,12 @@ class CheckedSamples(Dataset):
         value, label = _sample(self.dataset, index, self.field)
         image = prepare_input(value, self.format.image_size, self.field, index, self.format.layout)
         if tuple(image.shape) != self.format.shape or value.dtype != self.format.dtype:
+            images = image.dim() == 3 and len(self.format.shape) == 3
             raise DatasetError(
-                f"{self.field}: sample {index} is {tuple(image.shape)} {value.dtype}, sample 0 "
-                f"is {self.format.shape} {self.format.dtype}; every input must have one shape "
-                "and dtype (set data.image_size to resize images to one size)"
+                f"{self.field}: {self.role} sample {index} is {tuple(image.shape)} "
+                f"{value.dtype}, train sample 0 is {self.format.shape} {self.format.dtype}; "
+                "every input must have one shape and dtype"
+                + (" (set data.image_size to resize images to one size)" if images else "")
             )
         return image, label_of(label, self.field, index)
 
@@ -389,7 +394,7 @@ def scan(
     role: str = "train",
 ) -> Scan:
     """Read every sample once through a DataLoader (``n_workers`` processes for large sets)."""
-    checked = CheckedSamples(dataset, sample, field)
+    checked = CheckedSamples(dataset, sample, field, role)
     workers = n_workers if len(checked) >= MIN_SAMPLES_FOR_WORKERS else 0
     loader = DataLoader(checked, batch_size=SCAN_BATCH_SIZE, num_workers=workers)
     labels, sums, squares, kept = [], [], [], []

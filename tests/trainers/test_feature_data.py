@@ -52,6 +52,12 @@ def cancer_with_inf_in_test():
     return TensorDataset(x[:400], y[:400]), TensorDataset(x[400:], y[400:])
 
 
+def cancer_test_narrower():
+    x, y = load_breast_cancer(return_X_y=True)
+    x, y = torch.tensor(x, dtype=torch.float32), torch.tensor(y)
+    return TensorDataset(x[:400], y[:400]), TensorDataset(x[400:, :28], y[400:])
+
+
 def mlp(input_shape, n_classes, hidden=16):
     (features,) = input_shape
     return torch.nn.Sequential(
@@ -150,8 +156,17 @@ def test_what_needs_images_says_so_in_one_line(factory: str) -> None:
         4,
         2,
     )
-    with pytest.raises(DatasetError, match=r"^data.factory: image_size resizes .* \(30,\)"):
-        DataConfig(name="custom", factory=f"{factory}:cancer", image_size=16).load()
+    resized = DataConfig(name="custom", factory=f"{factory}:cancer", image_size=16)
+    with pytest.raises(DatasetError, match=r"^data.image_size: resizes .* has shape \(30,\)"):
+        resized.load()
+    # Which split, and no advice about images for vectors of features.
+    narrower = DataConfig(name="custom", factory=f"{factory}:cancer_test_narrower")
+    with pytest.raises(DatasetError) as caught:
+        narrower.load()
+    assert str(caught.value) == (
+        "data.factory: test sample 0 is (28,) torch.float32, train sample 0 is (30,) "
+        "torch.float32; every input must have one shape and dtype"
+    )
     experiment = Path(f"{factory}.yaml")
     experiment.write_text(
         f"data: {{name: custom, factory: '{factory}:cancer'}}\n"

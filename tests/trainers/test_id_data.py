@@ -111,7 +111,9 @@ def test_which_dtypes_are_ids_and_how_a_sample_is_prepared() -> None:
     ids = torch.tensor([[3, 1], [4, 1]])
     assert torch.equal(prepare_input(ids, None, "data.factory", 0), ids)
     assert prepare_input(torch.zeros(2, 2, dtype=torch.uint8), None, "f", 0).shape == (1, 2, 2)
-    with pytest.raises(DatasetError, match=r"^data.factory: image_size resizes images; .*ids"):
+    with pytest.raises(
+        DatasetError, match=r"^data.image_size: resizes images; data.factory's sample 0 .*ids"
+    ):
         prepare_input(ids, 8, "data.factory", 0)
     norm = Normalise(torch.zeros(1), torch.ones(1), 1.0, sample_dim=1, ids=True)
     out = norm(torch.tensor([[7, 0, 2]], dtype=torch.int32))

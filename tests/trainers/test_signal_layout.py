@@ -99,7 +99,9 @@ def test_a_two_d_input_is_an_image_and_a_one_d_one_features_unless_channels_firs
         x = torch.ones(shape)
         assert prepare_input(x, None, "f", 0, "channels_first").shape == shape
         assert prepare_input(x, None, "f", 0).shape == shape
-    with pytest.raises(DatasetError, match=r"^f: image_size resizes .*channels_first reads it"):
+    with pytest.raises(
+        DatasetError, match=r"^data.image_size: resizes .*; f's sample 0 .*channels_first reads it"
+    ):
         prepare_input(signal, 8, "f", 0, "channels_first")
 
 
