@@ -414,3 +414,19 @@ def test_fp16_file_is_a_drop_in_that_agrees_with_the_trained_model(
     reference = OnnxModule(float_path.read_bytes())(val_x)
     # Measured: 3e-3 (float) and 7e-3 (QAT) at most, for logits up to 3.4 and 4.2.
     torch.testing.assert_close(shipped, reference, rtol=1e-2, atol=2e-2)
+
+
+def test_the_quantizers_axis_warning_is_dropped_and_nothing_else(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import logging
+
+    from nascomp.compressors.onnx_export import _without_axis_warnings
+
+    with caplog.at_level(logging.WARNING), _without_axis_warnings():
+        logging.warning(
+            "Axis 1 is out-of-range for weight '/2/norm/Constant_1_output_0' with rank 1"
+        )
+        logging.warning("something else")
+    logging.warning("Axis 1 is out-of-range for weight 'w' with rank 1")  # after: kept
+    assert [r.getMessage()[:14] for r in caplog.records] == ["something else", "Axis 1 is out-"]
