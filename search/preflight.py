@@ -96,7 +96,8 @@ def check_user_code(experiment: Experiment, notes: list[str] | None = None) -> E
             except InfeasibleArchitecture:
                 continue  # the user's documented way to skip a combination
             except (ValueError, TypeError) as exc:
-                raise ConfigError(_located(field, exc)) from None
+                hint = _layout_hint(experiment, data.input_shape)
+                raise ConfigError(_located(field, exc) + hint) from None
             if field == "teacher.arch" and checkpoint:
                 _check_checkpoint(model, checkpoint)
             note = float_weights_note(model) if field == "space.arch" else None
@@ -312,6 +313,18 @@ def _check_init(model: torch.nn.Module, path: str, sha256: str | None) -> None:
             f"train.init: {path} has no tensor of the name and shape of space.arch's model "
             f"(the file: {theirs}, ...; the model: {ours}, ...)"
         )
+
+
+def _layout_hint(experiment: Experiment, shape: tuple[int, ...]) -> str:
+    """For a builder that failed on a user's data read as one-channel images: 2-D samples are
+    read as (H, W) images unless ``data.layout`` says they are (C, L) signals."""
+    data = experiment.data
+    if data.name != "custom" or data.layout != "auto" or len(shape) != 3 or shape[0] != 1:
+        return ""
+    return (
+        f" (the samples are read as (H, W) images, input_shape={shape}: if they are (C, L) "
+        "signals, set data.layout: channels_first)"
+    )
 
 
 def _located(field: str, exc: BaseException) -> str:

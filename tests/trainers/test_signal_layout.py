@@ -192,8 +192,13 @@ def test_a_conv1d_builder_on_two_d_inputs_is_checked_before_a_search(
     good = check_user_code(load_experiment(str(experiment), ["data.layout=channels_first"]))
     assert good.data.layout == "channels_first"
     # auto hands the builder (1, 28, 28): it unpacks two dimensions and fails, in one line
-    with pytest.raises(ConfigError, match=r"^space.arch: .*conv1d.*ValueError"):
+    # with a hint at the layout
+    with pytest.raises(ConfigError, match=r"^space.arch: .*conv1d.*ValueError") as caught:
         check_user_code(load_experiment(str(experiment)))
+    assert str(caught.value).endswith(
+        "(the samples are read as (H, W) images, input_shape=(1, 28, 28): if they are (C, L) "
+        "signals, set data.layout: channels_first)"
+    )
 
 
 def test_layout_is_refused_for_the_built_in_image_datasets() -> None:
