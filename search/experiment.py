@@ -24,6 +24,7 @@ from nascomp.spaces.space import ARCH_SPACES, SpaceConfig, arch_keys
 from nascomp.trainers.config import flatten
 from nascomp.trainers.nb201_lookup import Nb201LookupConfig
 from nascomp.trainers.settings import (
+    MAX_SEED,
     METRICS,
     Section,
     TrainingSections,
@@ -107,7 +108,7 @@ class SearchConfig(Section):
         description="stop starting trials once this is spent: wall_s, cpu_hours or gpu_hours",
     )
     concurrent: int = Field(2, ge=1)
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     population_size: int | None = Field(
         None, ge=2, description="NSGA-II population; default max(4, min(50, trials // 3))"
     )

@@ -8,9 +8,17 @@ declared; the experiment (``nascomp.search.experiment``) composes them, and a tr
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from types import UnionType
+from typing import Any, ClassVar, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from nascomp.trainers.augment import AugmentConfig
 from nascomp.trainers.data import (
@@ -41,12 +49,38 @@ METRICS = (
     "onnx_agreement",
 )
 OPTIMIZERS = ("sgd", "adam", "adamw")
+MAX_SEED = 2**32 - 1  # NumPy's and scikit-learn's seeds are 32-bit
 
 
 class Section(BaseModel):
-    """A section of the experiment file: unknown keys are errors, defaults are validated."""
+    """A section of the experiment file: unknown keys are errors, defaults are validated, and a
+    number is a number: not infinite or NaN (``lr: .inf`` trained every trial to NaN), and not
+    a YAML boolean (``epochs: true`` read as 1)."""
 
-    model_config = ConfigDict(extra="forbid", strict=False, validate_default=True)
+    model_config = ConfigDict(
+        extra="forbid", strict=False, validate_default=True, allow_inf_nan=False
+    )
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        field = cls.model_fields.get(info.field_name or "")
+        if isinstance(value, bool) and field is not None and _numeric(field.annotation):
+            raise ValueError(f"must be a number; got {value!r}")
+        return value
+
+
+def _numeric(annotation: Any) -> bool:
+    """An ``int`` or ``float`` field, optional or not (a bool field, or a union that takes
+    other things too, is not)."""
+    if annotation in (int, float):
+        return True
+    members = [a for a in get_args(annotation) if a is not type(None)]
+    return (
+        get_origin(annotation) in (Union, UnionType)
+        and bool(members)
+        and all(a in (int, float) for a in members)
+    )
 
 
 class DataConfig(Section):
@@ -65,7 +99,7 @@ class DataConfig(Section):
         None, description="custom, torchvision: keyword arguments of the factory or class"
     )
     val_fraction: float = Field(0.1, gt=0.0, lt=0.5)
-    split_seed: int = 0
+    split_seed: int = Field(0, ge=0, le=MAX_SEED)
     max_train_samples: int | None = Field(None, ge=10)
     image_size: int | None = Field(None, ge=4)
     layout: Literal["auto", "channels_first"] = Field(

@@ -45,6 +45,13 @@ def test_quickstart_is_valid() -> None:
         ("traning.epochs=3", "traning: unknown key (did you mean 'train'?)"),
         ("search.trials=abc", "search.trials: Input should be a valid integer"),
         ("search.trials=0", "search.trials: Input should be greater than or equal to 1"),
+        ("search.trials=true", "search.trials: must be a number; got True"),
+        ("train.epochs=false", "train.epochs: must be a number; got False"),
+        ("train.lr=.inf", "train.lr: Input should be a finite number; got inf"),
+        ("train.lr=.nan", "train.lr: Input should be a finite number"),
+        ("search.seed=-1", "search.seed: Input should be greater than or equal to 0; got -1"),
+        ("search.seed=4294967296", "search.seed: Input should be less than or equal to 4294967295"),
+        ("data.split_seed=-1", "data.split_seed: Input should be greater than or equal to 0"),
         (
             "search.sampler=cmaes",
             "search.sampler: Input should be 'pls', 'tpe_local', 'nsga2', 'tpe' or 'random'",
