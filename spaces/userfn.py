@@ -62,7 +62,7 @@ def load_callable(path: Any, field: str) -> Callable[..., Any]:
         raise UserCodeError(
             f"{field}: importing {module_name!r} failed: {type(exc).__name__}: {exc}"
         ) from None
-    except Exception as exc:  # the user's module raised while importing
+    except (Exception, SystemExit) as exc:  # the user's module raised while importing
         raise UserCodeError(
             f"{field}: importing {module_name!r} failed: {type(exc).__name__}: {exc}"
         ) from None

@@ -285,6 +285,10 @@ def check_output(
         ) from None
     finally:
         model.train(was_training)
+    if not any(True for _ in model.parameters()):
+        raise UserCodeError(
+            f"the model from {who} has no parameters: there is nothing to train, prune or quantize"
+        )
     shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
     if shape != (2, n_classes):
         raise UserCodeError(
@@ -327,7 +331,7 @@ def build_custom(
         model = builder(input_shape=input_shape, n_classes=n_classes, **arguments)
     except InfeasibleArchitecture:
         raise
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # SystemExit: a builder that parses sys.argv
         if type(exc).__name__ == "InfeasibleArchitecture":
             # The user's own class of that name: their module need not import nascomp.
             raise InfeasibleArchitecture(f"{who}: {exc}") from None

@@ -102,7 +102,7 @@ def _call_factory(source: DatasetSource) -> Any:
         kwargs["root"] = source.root
     try:
         return factory(**kwargs)
-    except Exception as exc:  # the user's code: any failure is reported in one line
+    except (Exception, SystemExit) as exc:  # the user's code: any failure, in one line
         message = f"{FACTORY_FIELD}: {source.factory} raised {type(exc).__name__}: {_line(exc)}"
         if isinstance(exc, FileNotFoundError):
             raise DataNotFoundError(message) from None

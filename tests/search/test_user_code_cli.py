@@ -34,6 +34,16 @@ MODULE = textwrap.dedent(
             return None
         return good(input_shape, n_classes, width)
 
+    def parses_argv(input_shape, n_classes):
+        raise SystemExit(0)  # argparse's parse_args() in a builder, on nascomp's argv
+
+    class Constant(nn.Module):
+        def forward(self, x):
+            return x.new_zeros(len(x), 10)
+
+    def no_parameters(input_shape, n_classes):
+        return Constant()
+
     VALUE = 1
     """
 )
@@ -63,6 +73,14 @@ MODULE = textwrap.dedent(
             "space.arch.act: value 'gelu': builder shop:picky returned a NoneType",
         ),
         ("space: {arch: {family: custom, builder: 'shop:VALUE'}}", "not a function"),
+        (
+            "space: {arch: {family: custom, builder: 'shop:parses_argv'}}",
+            "space.arch: builder shop:parses_argv raised SystemExit: 0",
+        ),
+        (
+            "space: {arch: {family: custom, builder: 'shop:no_parameters'}}",
+            "space.arch: the model from builder shop:no_parameters has no parameters",
+        ),
         ("space: {arch: {family: custom, builder: 'shoop:good'}}", "'shoop' is not importable"),
         ("space: {arch: {family: custom, builder: 'shop:good', width: []}}", "width"),
         ("space: {arch: {family: torchvision, model: resnet181}}", "did you mean resnet18"),
