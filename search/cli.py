@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 EXIT_USAGE = 2
 EXIT_UNLOGGED = 3  # the search ran, but its last results are only in its result folder
 EXIT_NO_MODEL = 4  # the search ran, but no trial ended ok: its front is empty
+# What --plot writes: matplotlib's formats, or the interactive page.
+PLOT_SUFFIXES = (".png", ".svg", ".pdf", ".jpg", ".jpeg", ".html", ".htm")
 EXIT_INTERRUPTED = 130
 
 
@@ -64,6 +66,18 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, TrackingError | SearchError | ValueError):
             return _fail(str(exc))
         raise
+
+
+def _port(text: str) -> int:
+    """argparse's type for a TCP port: a usage error (exit 2) at once, not a server that fails
+    to bind after seconds."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = 0
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number in 1..65535; got {text!r}")
+    return port
 
 
 def _is_validation_error(exc: BaseException) -> bool:
@@ -238,7 +252,7 @@ def _parser() -> argparse.ArgumentParser:
         help="experiment whose runs page to print (default: nascomp, or the store's only "
         "experiment with searches)",
     )
-    ui.add_argument("--port", type=int, default=5000)
+    ui.add_argument("--port", type=_port, default=5000)
     ui.add_argument(
         "--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)"
     )
@@ -439,7 +453,15 @@ def _write_plot(
 ) -> None:
     from nascomp.search.front.plot import write_html, write_plot
     from nascomp.search.front.selection import feasible_trials
+    from nascomp.search.paths import check_writable_folder
 
+    if path.is_dir():
+        raise ValueError(f"--plot: {path} is a folder; give a file name, e.g. front.png")
+    if path.suffix.lower() not in PLOT_SUFFIXES:
+        raise ValueError(
+            f"--plot: {path.name} has no picture's suffix; give one of {', '.join(PLOT_SUFFIXES)}"
+        )
+    check_writable_folder(path.parent, "--plot")
     trials = feasible_trials(
         tracker.trials(search_run), objectives, tracker.constraints(search_run)
     )
@@ -481,6 +503,10 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
     if args.fp16 and args.export is None:
         return _fail("--fp16 writes model.fp16.onnx into the --export folder: give --export DIR")
+    if args.export is not None:
+        from nascomp.search.paths import check_writable_folder
+
+        check_writable_folder(args.export, "--export")
     tracker = _tracker(args)
     run_id = args.run_id
     if args.pick:

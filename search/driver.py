@@ -30,6 +30,7 @@ from nascomp.search.front import plot
 from nascomp.search.front.plot import write_html, write_plot
 from nascomp.search.front.report import front_markdown, record_rows
 from nascomp.search.front.selection import feasible_trials, select_front
+from nascomp.search.paths import check_writable_folder
 from nascomp.search.preflight import check_user_code
 from nascomp.search.resume import (
     SearchFolder,
@@ -98,6 +99,7 @@ def run_search(
     _fail_fast_http()
     tracker = Tracker(experiment.tracking.resolved_uri(), experiment.tracking.experiment)
     tracker.check_reachable()
+    check_writable_folder(experiment.storage, "storage")
     address = address or os.environ.get("RAY_ADDRESS")
     check_ray_address(address)
     if not address:

@@ -178,7 +178,7 @@ class TrackingConfig(Section):
     uri: str | None = Field(
         None, description="default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db"
     )
-    experiment: str = "nascomp"
+    experiment: str = Field("nascomp", min_length=1, pattern=r"\S")  # MLflow refuses ""
     retry_s: float = Field(
         5.0, gt=0.0, description="while the tracking server is away, retry buffered writes"
     )
@@ -381,7 +381,8 @@ def load_experiment(
 
 def read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
-        raise ConfigError(f"experiment file {str(path)!r} does not exist")
+        missing = "is a folder, not a YAML file" if path.is_dir() else "does not exist"
+        raise ConfigError(f"experiment file {str(path)!r} {missing}")
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:

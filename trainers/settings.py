@@ -214,7 +214,8 @@ def existing_file(path: str | None, what: str) -> str | None:
         return None
     resolved = Path(path).expanduser().resolve()
     if not resolved.is_file():
-        raise ValueError(f"{what} {str(resolved)!r} does not exist")
+        missing = "is a folder, not a file" if resolved.is_dir() else "does not exist"
+        raise ValueError(f"{what} {str(resolved)!r} {missing}")
     return str(resolved)
 
 

@@ -93,7 +93,26 @@ class Tracker:
             importlib.import_module("mlflow.store.tracking.file_store")
 
     def check_reachable(self, timeout_s: float = 5.0) -> None:
-        """Fail early, before any trial starts, when an HTTP tracking server does not answer."""
+        """Fail early, before any trial starts or any run exists, when the URI names no store
+        nascomp can use, or an HTTP tracking server does not answer."""
+        from mlflow.store.db.db_types import DATABASE_ENGINES
+
+        scheme = self.uri.split(":", 1)[0].split("+", 1)[0].lower()  # "databricks" has no //
+        if "://" not in self.uri and scheme != "databricks":
+            scheme = ""
+        if scheme not in (*DATABASE_ENGINES, "http", "https", "databricks"):
+            folder = scheme in ("", "file")
+            raise TrackingError(
+                f"tracking.uri: {self.uri!r} "
+                + (
+                    "is a folder: MLflow's file store is closed to new features (MLflow "
+                    "3 refuses it)"
+                    if folder
+                    else f"has a scheme MLflow has no store for ({scheme!r})"
+                )
+                + "; give sqlite:///PATH/mlflow.db, a database URL (postgresql://...) or an "
+                "MLflow server's http(s):// address"
+            )
         if not self.uri.startswith(("http://", "https://")):
             return
         try:
@@ -238,11 +257,17 @@ class Tracker:
         return runs[0].info.run_id
 
     def objectives(self, search_run_id: str) -> dict[str, str]:
-        return json.loads(self.client.get_run(search_run_id).data.tags[OBJECTIVES_TAG])
+        tags = self._run(search_run_id).data.tags
+        if OBJECTIVES_TAG not in tags:
+            raise TrackingError(
+                f"run {search_run_id!r} is not a nascomp search (see `nascomp pareto` without "
+                "--search-run for the latest one)"
+            )
+        return json.loads(tags[OBJECTIVES_TAG])
 
     def constraints(self, search_run_id: str) -> list[str]:
         # Searches logged before constraints existed have no tag: no constraints.
-        tag = self.client.get_run(search_run_id).data.tags.get(CONSTRAINTS_TAG)
+        tag = self._run(search_run_id).data.tags.get(CONSTRAINTS_TAG)
         return json.loads(tag) if tag else []
 
     def trials(self, search_run_id: str) -> list[TrialRecord]:
@@ -255,11 +280,22 @@ class Tracker:
         return [record_of(run) for run in runs]
 
     def trial_record(self, run_id: str) -> TrialRecord:
-        """The trial run ``run_id``; a TrackingError naming the store when it has no such run."""
+        """The trial run ``run_id``; a TrackingError naming the store when it has no such run,
+        and saying so when it is a search's run, not a trial's."""
+        run = self._run(run_id)
+        if run.data.tags.get(ROLE_TAG) == "search":
+            raise TrackingError(
+                f"run {run_id!r} is a search, not one of its trials (`nascomp pareto "
+                f"--search-run {run_id}` lists its front's run ids)"
+            )
+        return record_of(run)
+
+    def _run(self, run_id: str) -> Any:
+        """``get_run``, with a TrackingError naming the store when it has no such run."""
         from mlflow.exceptions import MlflowException
 
         try:
-            run = self.client.get_run(run_id)
+            return self.client.get_run(run_id)
         except MlflowException as exc:
             if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
                 raise
@@ -267,7 +303,6 @@ class Tracker:
                 f"run {run_id!r} is not in the tracking store {self.uri} (see `nascomp pareto` "
                 "for the front's run ids; --tracking-uri picks another store)"
             ) from None
-        return record_of(run)
 
     def trial_config(self, record: TrialRecord) -> dict[str, Any]:
         """The trial's flat config exactly as the search ran it: the JSON artifact, or for

@@ -29,6 +29,10 @@ from tests.search.conftest import live_processes_with, nascomp, nascomp_here
         (["missing.yaml"], "experiment file"),
         (["--resume"], "--resume: no unfinished search of this experiment"),
         (["--resume", "elsewhere"], "--resume elsewhere: no nascomp/manifest.json there"),
+        (["--tracking-uri", "foo://bar"], "tracking.uri: 'foo://bar' has a scheme MLflow has"),
+        (["--tracking-uri", "./mlruns"], "tracking.uri: './mlruns' is a folder"),
+        (["--experiment", ""], "tracking.experiment: String should have at least 1 character"),
+        (["--seed", "-1"], "search.seed: Input should be greater than or equal to 0"),
     ],
 )
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(
@@ -163,3 +167,42 @@ def test_reproduce_fp16_without_export_exits_2_before_touching_the_store(tmp_pat
         "nascomp: error: --fp16 writes model.fp16.onnx into the --export folder: give --export DIR"
     ], result.stderr
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_results_and_exports_that_cannot_be_written_are_refused_before_anything_runs(
+    tmp_path: Path,
+) -> None:
+    """A file where a folder is needed: one line naming the option, before the teacher, a
+    trial or a run (nothing in the store, no result folder)."""
+    (tmp_path / "afile").write_text("")
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    search = nascomp(
+        "search", "--set", "storage=afile/results", "--tracking-uri", store, cwd=tmp_path
+    )
+    assert search.returncode == 2, search.stderr
+    assert search.stderr.strip().splitlines() == [
+        f"nascomp: error: storage: {tmp_path / 'afile'} is a file; give a folder (got "
+        "'afile/results')"
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+    # Reading commands: a run the store does not have, a plot into a folder.
+    shutil.copy(tmp_path / "afile", tmp_path / "mlflow.db")  # an empty sqlite file: a store
+    pareto = nascomp("pareto", "--search-run", "nonexistent", "--tracking-uri", store, cwd=tmp_path)
+    assert pareto.returncode == 2, pareto.stderr
+    assert pareto.stderr.startswith("nascomp: error: run 'nonexistent' is not in the tracking")
+    assert "Traceback" not in pareto.stderr
+    export = nascomp(
+        "reproduce", "0" * 32, "--export", "afile", "--tracking-uri", store, cwd=tmp_path
+    )
+    assert export.returncode == 2, export.stderr
+    assert export.stderr.strip() == (
+        f"nascomp: error: --export: {tmp_path / 'afile'} is a file; give a folder (got 'afile')"
+    )
+
+
+def test_port_out_of_range_is_a_usage_error_at_once() -> None:
+    from nascomp.search.cli import main
+
+    with pytest.raises(SystemExit) as caught:
+        main(["ui", "--port", "99999"])
+    assert caught.value.code == 2

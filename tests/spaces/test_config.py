@@ -183,6 +183,8 @@ def test_override_through_a_scalar_is_refused() -> None:
 def test_bad_files(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_experiment(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="is a folder, not a YAML file"):
+        load_experiment(tmp_path)
     broken = tmp_path / "broken.yaml"
     broken.write_text("search: [1, 2\n")
     with pytest.raises(ConfigError, match="not valid YAML at line"):

@@ -1,0 +1,19 @@
+"""Checks of the folders a command will write, made before it writes or trains anything."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from nascomp.search.errors import ConfigError
+
+
+def check_writable_folder(path: str | Path, field: str) -> None:
+    """A ConfigError naming ``field`` unless ``path`` is, or can be made, a folder this user
+    writes in: a file at it or above it, or a folder without write access, is refused."""
+    folder = Path(path).expanduser().resolve()
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        raise ConfigError(f"{field}: {existing} is a file; give a folder (got {str(path)!r})")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{field}: this user cannot write in {existing} (got {str(path)!r})")
