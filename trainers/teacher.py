@@ -147,7 +147,12 @@ def train_teacher(
 
 
 def build_teacher(teacher: TeacherConfig, data: Data, state: StateDict | None = None) -> nn.Module:
-    model = build_model(teacher.arch, data.input_shape, data.n_classes, data.input_dtype)
+    try:
+        model = build_model(teacher.arch, data.input_shape, data.n_classes, data.input_dtype)
+    except ValueError as exc:  # a plain one names no field: it is the experiment's teacher.arch
+        if type(exc) is not ValueError or str(exc).startswith("teacher."):
+            raise
+        raise ValueError(f"teacher.arch: {exc}") from None
     if state is not None:
         model.load_state_dict(state)
     return model

@@ -33,6 +33,10 @@ from tests.search.conftest import live_processes_with, nascomp, nascomp_here
         (["--tracking-uri", "./mlruns"], "tracking.uri: './mlruns' is a folder"),
         (["--experiment", ""], "tracking.experiment: String should have at least 1 character"),
         (["--seed", "-1"], "search.seed: Input should be greater than or equal to 0"),
+        (
+            ["--set", "teacher.arch={family: cnn, n_stages: [1, 2]}"],
+            "teacher.arch: n_stages must be an int, got [1, 2]",
+        ),
     ],
 )
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(

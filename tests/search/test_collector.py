@@ -57,5 +57,6 @@ def test_a_worker_freezes_once_so_each_trial_stays_collectable(
     frozen = gc.get_freeze_count()
     assert frozen > 0
     trial = [{"weights": i} for i in range(500)]
-    collector.freeze_imports()  # the next trials: nothing more
-    assert gc.get_freeze_count() == frozen and len(trial) == 500
+    collector.freeze_imports()  # the next trials: nothing more (the 500 dicts stay out)
+    # At most as many: a frozen object another thread frees leaves the permanent generation.
+    assert gc.get_freeze_count() <= frozen and len(trial) == 500
