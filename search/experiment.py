@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -433,7 +434,20 @@ def _first_error(exc: ValidationError, raw: dict[str, Any]) -> str:
     error = errors[0]
     loc, family = _clean_loc(error["loc"])
     field = ".".join(loc) or "experiment"
+    # A field of several types (bool | 'auto') gets one error per type, located by a tag
+    # (``data.stream.bool``): the tags are dropped and the alternatives said together.
+    members = [e for e in errors if _clean_loc(_untagged(e["loc"]))[0] == _untagged(loc)]
+    if len(members) > 1 and _untagged(loc) != loc:
+        field = ".".join(_untagged(loc))
+        others = len({tuple(_untagged(e["loc"])) for e in errors}) - 1
+        more = f" (and {others} more problem(s))" if others else ""
+        wanted = " or ".join(
+            e["msg"].removeprefix("Input should be ").split(",")[0] for e in members
+        )
+        return f"{field}: should be {wanted}; got {error.get('input')!r}{more}"
     more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+    if error["type"] == "model_type":  # pydantic names the section's class
+        return f"{field}: must be a mapping of its settings; got {error.get('input')!r}{more}"
     if error["type"] == "extra_forbidden":
         allowed = _allowed_keys(loc[:-1], family)
         hint = _did_you_mean(loc[-1], allowed)
@@ -445,6 +459,16 @@ def _first_error(exc: ValidationError, raw: dict[str, Any]) -> str:
     if error["type"] in ("value_error", "assertion_error", "missing"):
         return f"{field}: {message}{more}"
     return f"{field}: {message}; got {error.get('input')!r}{more}"
+
+
+# pydantic's tags for the members of a union of types, as they end an error's location
+_TYPE_TAGS = re.compile(r"^(bool|int|float|str|list\[.*\]|dict\[.*\]|literal\[.*\])$")
+
+
+def _untagged(loc: Any) -> list[str]:
+    """An error's location without the union member's tag that pydantic appends."""
+    parts = [str(part) for part in loc]
+    return parts[:-1] if parts and _TYPE_TAGS.match(parts[-1]) else parts
 
 
 def _clean_loc(raw_loc: tuple[Any, ...]) -> tuple[list[str], str | None]:

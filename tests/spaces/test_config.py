@@ -46,6 +46,8 @@ def test_quickstart_is_valid() -> None:
         ("search.trials=abc", "search.trials: Input should be a valid integer"),
         ("search.trials=0", "search.trials: Input should be greater than or equal to 1"),
         ("search.trials=true", "search.trials: must be a number; got True"),
+        ("data.stream=maybe", "data.stream: should be a valid boolean or 'auto'; got 'maybe'"),
+        ("train.augment=3", "train.augment: must be a mapping of its settings; got 3"),
         ("train.epochs=false", "train.epochs: must be a number; got False"),
         ("train.lr=.inf", "train.lr: Input should be a finite number; got inf"),
         ("train.lr=.nan", "train.lr: Input should be a finite number"),
