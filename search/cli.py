@@ -26,6 +26,7 @@ from nascomp.search.errors import (
     one_line,
 )
 from nascomp.search.front.report import fmt as _fmt
+from nascomp.search.paths import check_writable_folder
 from nascomp.search.tune.head import starting_local_ray
 
 if TYPE_CHECKING:
@@ -453,7 +454,6 @@ def _write_plot(
 ) -> None:
     from nascomp.search.front.plot import write_html, write_plot
     from nascomp.search.front.selection import feasible_trials
-    from nascomp.search.paths import check_writable_folder
 
     if path.is_dir():
         raise ValueError(f"--plot: {path} is a folder; give a file name, e.g. front.png")
@@ -503,9 +503,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
     if args.fp16 and args.export is None:
         return _fail("--fp16 writes model.fp16.onnx into the --export folder: give --export DIR")
-    if args.export is not None:
-        from nascomp.search.paths import check_writable_folder
-
+    if args.export is not None:  # before the run is looked up, the trial trains or is logged
         check_writable_folder(args.export, "--export")
     tracker = _tracker(args)
     run_id = args.run_id

@@ -15,7 +15,6 @@ from nascomp.compressors.onnx_export import OnnxModule
 from nascomp.search.epoch_lines import TeacherEpochs, TrialEpochs
 from nascomp.search.errors import one_line
 from nascomp.search.export import export_model
-from nascomp.search.paths import check_writable_folder
 from nascomp.search.tracking.store import Tracker, TrialRecord
 from nascomp.trainers.config import TrialConfig, planned_epochs
 from nascomp.trainers.loop import top1_agreement
@@ -56,8 +55,6 @@ def reproduce(
     a reproduction trains for as long as the trial did."""
     if fp16 and export_dir is None:
         raise ValueError("--fp16 writes model.fp16.onnx into the --export folder: give --export")
-    if export_dir is not None:  # before the trial trains and its run is logged
-        check_writable_folder(export_dir, "--export")
     source = tracker.trial_record(run_id)
     if source.status != "ok":
         raise ValueError(
