@@ -385,7 +385,10 @@ def read_yaml(path: Path) -> dict[str, Any]:
         missing = "is a folder, not a YAML file" if path.is_dir() else "does not exist"
         raise ConfigError(f"experiment file {str(path)!r} {missing}")
     try:
-        raw = yaml.safe_load(path.read_text())
+        # safe_load with duplicate keys refused: _UniqueKeyLoader is a SafeLoader
+        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
+    except _DuplicateKey as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
@@ -401,6 +404,36 @@ def read_yaml(path: Path) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections")
     return raw
+
+
+class _DuplicateKey(yaml.YAMLError):
+    pass
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.safe_load``'s loader, refusing a key given twice in one mapping. YAML keeps the
+    last silently, so a second ``train:`` section (an edit pasted below the first) would drop
+    every setting of the first without a word."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        lines: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # ``<<: *anchor`` merges keys, which the mapping may then override
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                first = lines.get(key)
+                lines[key] = line
+            except TypeError:
+                continue  # an unhashable key: the constructor below reports it
+            if first is not None:
+                where = f"line {line}" if first == line else f"lines {first} and {line}"
+                raise _DuplicateKey(
+                    f"key {key!r} is given twice in one mapping ({where}); YAML would keep "
+                    "the second alone and drop the first without a word: merge them"
+                )
+        return super().construct_mapping(node, deep=deep)
 
 
 def apply_override(raw: dict[str, Any], item: str) -> None:
@@ -456,6 +489,8 @@ def _first_error(exc: ValidationError, raw: dict[str, Any]) -> str:
     if error["type"] == "union_tag_invalid":
         given = error["input"].get("family")
         return f"{field}.family: must be one of {', '.join(ARCH_SPACES)}; got {given!r}{more}"
+    if error["type"] == "union_tag_not_found":  # an arch mapping without its family
+        return f"{field}.family: missing; give one of {', '.join(ARCH_SPACES)}{more}"
     if error["type"] in ("value_error", "assertion_error", "missing"):
         return f"{field}: {message}{more}"
     return f"{field}: {message}; got {error.get('input')!r}{more}"

@@ -89,8 +89,11 @@ def parse_spec(
     return value
 
 
+_RANGE_KEYS = {"low", "high", "log", "step"}
+
+
 def _parse_range(raw: dict, *, kind: type, check: Callable[[Any], str | None] | None) -> dict:
-    unknown = set(raw) - {"low", "high", "log", "step"}
+    unknown = set(raw) - _RANGE_KEYS
     if unknown:
         raise ValueError(f"unknown range key(s) {sorted(unknown)}; allowed: low, high, log, step")
     if "low" not in raw or "high" not in raw:
@@ -106,9 +109,38 @@ def _parse_range(raw: dict, *, kind: type, check: Callable[[Any], str | None] | 
     step = raw.get("step")
     if log and step is not None:
         raise ValueError("a range takes log or step, not both (Optuna samples either)")
-    if step is not None and (not isinstance(step, int | float) or step <= 0):
+    if step is not None and (isinstance(step, bool) or not isinstance(step, int | float)):
         raise ValueError(f"range step must be a positive number; got {step!r}")
+    if step is not None and not (math.isfinite(step) and step > 0):
+        raise ValueError(f"range step must be a positive number; got {step!r}")
+    if step is not None and isinstance(low, int) and isinstance(high, int) and step % 1:
+        raise ValueError(f"an integer range takes an integer step; got step={step!r}")
+    if step is not None and step > high - low:
+        # Optuna would silently draw ``low`` alone: nothing would be searched.
+        raise ValueError(
+            f"range step {step} is wider than the range {low}..{high}: only {low} could be "
+            f"drawn; give a step of at most {high - low:g}, or a fixed value"
+        )
     return {"low": low, "high": high, "log": log, "step": step}
+
+
+def with_default_bounds(raw: dict, default: Any) -> dict:
+    """A range that lacks a bound (``--set space.prune.ratio.high=0.5`` on a file without
+    ``ratio``) completed from the field's ``default`` range: its bounds, and its ``log`` or
+    ``step`` unless the user gave either. Anything else is returned as it is."""
+    keys = set(raw)
+    if not keys or keys - _RANGE_KEYS or {"low", "high"} <= keys or not _is_range(default):
+        return raw
+    kept = {
+        k: v
+        for k, v in default.items()
+        if not ({"log", "step"} & set(raw) and k in ("log", "step"))
+    }
+    return {**kept, **raw}
+
+
+def _is_range(spec: Any) -> bool:
+    return isinstance(spec, dict) and "low" in spec and "high" in spec
 
 
 _KIND_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
@@ -211,6 +243,17 @@ class SpecSection(BaseModel):
         rule = cls._rules.get(info.field_name)
         if rule is None:
             return value
+        if isinstance(value, dict):
+            default = cls.model_fields[info.field_name].default
+            completed = with_default_bounds(value, default)
+            if completed is not value:
+                try:
+                    return parse_spec(
+                        completed, kind=rule.kind, check=rule.check, discrete=rule.discrete
+                    )
+                except ValueError as exc:
+                    missing = " and ".join(k for k in ("low", "high") if k not in value)
+                    raise ValueError(f"{exc} ({missing} from the default)") from None
         return parse_spec(value, kind=rule.kind, check=rule.check, discrete=rule.discrete)
 
 

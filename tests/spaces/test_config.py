@@ -10,6 +10,7 @@ from nascomp.search.experiment import (
     ConfigError,
     apply_override,
     load_experiment,
+    read_yaml,
     validate_experiment,
 )
 
@@ -97,6 +98,22 @@ def test_quickstart_is_valid() -> None:
         ),
         ("space.prune.ratio={low: 0.1, hi: 0.5}", "unknown range key(s) ['hi']"),
         (
+            "space.prune.ratio={low: 0.2, high: 0.8, step: 0.7}",
+            "space.prune.ratio: range step 0.7 is wider than the range 0.2..0.8: only 0.2 "
+            "could be drawn; give a step of at most 0.6",
+        ),
+        ("space.prune.ratio={low: 0.2, high: 0.8, step: 0}", "step must be a positive number"),
+        ("space.prune.ratio={low: 0.2, high: 0.8, step: .nan}", "step must be a positive"),
+        ("space.prune.ratio={low: 0.2, high: 0.8, step: true}", "step must be a positive"),
+        (
+            "space.arch={family: cnn, base_channels: {low: 8, high: 32, step: 2.5}}",
+            "space.arch.base_channels: an integer range takes an integer step; got step=2.5",
+        ),
+        (
+            "space.arch={base_channels: [16, 32]}",
+            "space.arch.family: missing; give one of cnn, custom, nb201, timm, torchvision",
+        ),
+        (
             "objectives={val_acc: max}",
             "objectives: unknown metric 'val_acc' (did you mean 'val_accuracy'?)",
         ),
@@ -116,6 +133,24 @@ def test_quickstart_is_valid() -> None:
 )
 def test_bad_value_names_the_field(override: str, expected: str) -> None:
     assert expected in error_for(override)
+
+
+def test_a_range_given_in_part_takes_the_rest_from_the_default(tmp_path: Path) -> None:
+    """A file without ``space.prune``: the default ratio {low: 0.1, high: 0.8} fills in."""
+    path = tmp_path / "e.yaml"
+    path.write_text("search: {trials: 2}\n")
+    space = load_experiment(path, ["space.prune.ratio.high=0.5"]).space
+    assert space.prune.ratio == {"low": 0.1, "high": 0.5, "log": False, "step": None}
+    # The default temperature is a log range: a step replaces its log.
+    space = load_experiment(path, ["space.distill.temperature.step=1"]).space
+    assert space.distill.temperature == {"low": 1.0, "high": 8.0, "log": False, "step": 1}
+    with pytest.raises(ConfigError) as caught:
+        load_experiment(path, ["space.prune.ratio.high=0.05"])
+    assert str(caught.value) == (
+        "space.prune.ratio: range needs low < high; got low=0.1, high=0.05 (low from the default)"
+    )
+    with pytest.raises(ConfigError, match="needs both 'low' and 'high'"):
+        load_experiment(path, ["space.prune.ratio={}"])  # nothing given: no range at all
 
 
 @pytest.mark.parametrize(
@@ -195,6 +230,26 @@ def test_bad_files(tmp_path: Path) -> None:
     listed.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="top level must be a mapping"):
         load_experiment(listed)
+
+
+def test_a_key_given_twice_is_refused(tmp_path: Path) -> None:
+    """YAML keeps the last of two equal keys: the first section's settings would vanish."""
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("train:\n  epochs: 2\nsearch: {trials: 3}\ntrain:\n  lr: 0.01\n")
+    with pytest.raises(ConfigError) as caught:
+        load_experiment(twice)
+    assert str(caught.value) == (
+        f"{twice}: key 'train' is given twice in one mapping (lines 1 and 4); YAML would keep "
+        "the second alone and drop the first without a word: merge them"
+    )
+    twice.write_text("space:\n  prune: {method: none, method: structured}\n")
+    with pytest.raises(ConfigError, match=r"key 'method' is given twice .*\(line 2\)"):
+        load_experiment(twice)
+    # A merge key (<<) brings keys that the mapping may then override: not a repeat.
+    merged = tmp_path / "merged.yaml"
+    merged.write_text("x-base: &base {epochs: 2, lr: 0.05}\ntrain:\n  <<: *base\n  epochs: 3\n")
+    raw = read_yaml(merged)
+    assert raw["train"] == {"epochs": 3, "lr": 0.05}
 
 
 def test_yaml_is_never_executed(tmp_path: Path) -> None:
