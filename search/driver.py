@@ -275,6 +275,11 @@ class _SearchRun:
             ended = grid.num_terminated + grid.num_errors
             spent = clock is not None and clock.exhausted()
             status = "FINISHED" if ended >= self.experiment.search.trials or spent else "KILLED"
+            if self.callback.open:
+                # Trials began and never ended: Tune stopped on Ctrl-C (its handler ends the
+                # loop and returns, counting the stopped trials as terminated), even when
+                # every trial of the search had begun. Their runs wait for --resume.
+                status = "KILLED"
             if clock is not None:
                 self.echo(f"budget: {clock.describe()} spent")
         except KeyboardInterrupt:

@@ -4,6 +4,7 @@ Ray's result folder hold afterwards: every trial once, nothing lost, nothing dup
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import signal
@@ -159,6 +160,48 @@ def test_driver_stopped_then_resumed(workdir: Path, how: str) -> None:
     study = pickle.loads(state.read_bytes())["_ot_study"]
     assert len(study.trials) == 5
     assert all(t.state.is_finished() for t in study.trials)
+
+
+def test_ctrl_c_once_every_trial_began_is_an_interrupt(workdir: Path) -> None:
+    """Tune's Ctrl-C handler returns from fit and counts the trials it stopped as terminated:
+    with no trial left to start, that once read as a finished search (exit 0, its runs left
+    RUNNING, and --resume refused)."""
+    args = tiny_args(
+        workdir,
+        "--set",
+        "search.trials=2",
+        "--set",
+        "train.epochs=40",
+        "--set",
+        "search.checkpoint_every_s=0",
+        "--seed",
+        "5",
+    )
+    search = background_search(args, workdir)
+    results = workdir / "results"
+
+    def both_training() -> bool:
+        reports = trial_reports(results)
+        return len(reports) == 2 and all(
+            "nascomp_status" not in rows[-1] and rows[-1].get("epoch", 0) >= 1
+            for rows in reports.values()
+        )
+
+    try:
+        wait_for("both trials training", both_training, 400, every_s=0.05)
+        os.killpg(search.pid, signal.SIGINT)
+        assert search.wait(timeout=180) == 130, output(search)[-3000:]
+        assert "--resume" in output(search)
+    finally:
+        kill_session(search)
+    (folder,) = results.glob("nascomp-*")
+    assert json.loads((folder / "nascomp" / "manifest.json").read_text())["state"] == "interrupted"
+    _, children = search_runs(_sqlite(workdir))
+    assert {c.data.tags["nascomp.status"] for c in children} == {"interrupted"}
+
+    resumed = nascomp("search", *args, "--resume", cwd=workdir, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    _check_one_finished_run_per_trial(_sqlite(workdir), 2)
 
 
 def test_tracking_server_blip_buffers_and_flushes(workdir: Path) -> None:
