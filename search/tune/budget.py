@@ -69,13 +69,22 @@ class BudgetClock(Callback):
         self.trial_seconds = 0.0  # of attempts that have ended, in this run
         self.saved_at = -math.inf
         self.announced = False
+        self.last_step = self.started
+        self.stopped_at: float | None = None
 
     def start(self) -> None:
         """The trial phase starts now (the wall clock of this run counts from here)."""
-        self.started = self.now()
+        self.started = self.last_step = self.now()
+        self.stopped_at = None
+
+    def stop(self) -> None:
+        """The trial phase ended at Tune's last step: what Tune does after its loop (stopping
+        the trials of an interrupted search, its last snapshot: seconds) is not the search's
+        spending, and a resumed search must not find it charged."""
+        self.stopped_at = self.last_step
 
     def spent(self) -> float:
-        now = self.now()
+        now = self.now() if self.stopped_at is None else self.stopped_at
         if self.unit == "wall_s":
             return self.spent_before + now - self.started
         running = sum(now - started for started in self.running.values())
@@ -123,6 +132,7 @@ class BudgetClock(Callback):
         self._attempt_ended(trial)  # the failed attempt's time is spent; the retry counts anew
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        self.last_step = self.now()
         if self.now() - self.saved_at >= self.save_every_s:
             self.save()
 
@@ -161,6 +171,7 @@ def running_clock(clock: BudgetClock) -> Iterator[BudgetClock]:
         yield clock
     finally:
         _CLOCKS.pop(key, None)
+        clock.stop()
         clock.save()
 
 

@@ -81,6 +81,25 @@ def test_wall_clock_counts_from_start_on_top_of_earlier_runs(tmp_path: Path) -> 
     assert manifest["state"] == "running"  # the rest of the manifest is kept
 
 
+@pytest.mark.parametrize("budget", [{"wall_s": 600}, {"cpu_hours": 1.0}])
+def test_what_tune_does_after_its_last_step_is_not_charged(tmp_path: Path, budget: dict) -> None:
+    """Ctrl-C: Tune's loop ends at once, then it stops the trials and snapshots (seconds)."""
+    clock, ticks = _clock(tmp_path, budget)
+    clock.start()
+    clock.on_trial_start(0, [], SimpleNamespace(trial_id="a"))
+    ticks.t += 10
+    clock.on_step_end(0, [])  # the loop's last step: the interrupt came here
+    at_interrupt = clock.spent()
+    ticks.t += 11  # Tune stopping the trial and writing its last snapshot
+    clock.stop()
+    clock.save()
+    assert clock.spent() == pytest.approx(at_interrupt)
+    assert budget_spent(tmp_path) == pytest.approx(at_interrupt)
+    expected = 10.0 if "wall_s" in budget else 10.0 * 2.0 / 3600
+    assert at_interrupt == pytest.approx(expected)
+    assert not clock.exhausted()
+
+
 def test_seconds_left_are_the_budget_over_the_pace_it_is_spent_at(tmp_path: Path) -> None:
     wall, ticks = _clock(tmp_path, {"wall_s": 60}, spent_before=40.0)
     wall.start()
