@@ -73,7 +73,9 @@ def check_user_code(experiment: Experiment, notes: list[str] | None = None) -> E
     if (ignore or per_layer or init) and not any(f == "space.arch" for f, _ in checked):
         # the patterns and the starting weights are checked on the student
         checked = [("space.arch", student), *checked]
-    if not checked and experiment.data.name not in ("custom", "torchvision"):
+    # The user's own data is read here (an image folder's files too: a truncated JPEG or an
+    # empty class folder is named before anything runs); the bundled datasets need no check.
+    if not checked and experiment.data.name not in ("custom", "torchvision", "imagefolder"):
         return experiment
     try:
         # The workers' thread count: the driver makes the same stream-or-memory decision.

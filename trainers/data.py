@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -178,7 +179,9 @@ def _image_folder_layout(root: str | None) -> tuple[Path, Path | None]:
 
 
 def _class_folders(path: Path) -> list[Path]:
-    return sorted(child for child in path.iterdir() if child.is_dir())
+    """The class sub-folders of ``path``: hidden ones (``.ipynb_checkpoints``, ``.git``) are
+    no class."""
+    return sorted(c for c in path.iterdir() if c.is_dir() and not c.name.startswith("."))
 
 
 # ---------------------------------------------------------------------------- loading
@@ -297,8 +300,20 @@ def _load_image_folder(root: str, image_size: int | None) -> _RawData:
     from torchvision.datasets import ImageFolder
 
     train_dir, test_dir = _image_folder_layout(root)
-    train = ImageFolder(str(train_dir), is_valid_file=_is_image)
-    test = ImageFolder(str(test_dir), is_valid_file=_is_image) if test_dir else None
+
+    class VisibleFolder(ImageFolder):
+        """torchvision's ImageFolder, whose classes are the visible sub-folders alone."""
+
+        def find_classes(self, directory: str | Path) -> tuple[list[str], dict[str, int]]:
+            classes = [folder.name for folder in _class_folders(Path(directory))]
+            return classes, {name: i for i, name in enumerate(classes)}
+
+    train = _with_images(VisibleFolder(str(train_dir), is_valid_file=_is_image, allow_empty=True))
+    test = (
+        _with_images(VisibleFolder(str(test_dir), is_valid_file=_is_image, allow_empty=True))
+        if test_dir
+        else None
+    )
     if test is not None and test.classes != train.classes:
         raise ValueError(
             f"imagefolder: {train_dir} and {test_dir} must hold the same class folders, got "
@@ -323,8 +338,23 @@ def _load_image_folder(root: str, image_size: int | None) -> _RawData:
     )
 
 
+def _with_images(folder: Any) -> Any:
+    """``folder`` (an ImageFolder), unless one of its class folders holds no image: a class
+    with no sample can be neither learnt nor measured."""
+    counts = np.bincount(np.asarray(folder.targets, dtype=np.int64), minlength=len(folder.classes))
+    empty = [name for name, count in zip(folder.classes, counts, strict=True) if count == 0]
+    if empty:
+        raise ValueError(
+            f"imagefolder: class folder(s) {', '.join(empty)} in {folder.root} hold no image "
+            f"({' '.join(_IMAGE_EXTENSIONS)}): add images or remove the folder(s)"
+        )
+    return folder
+
+
 def _is_image(path: str) -> bool:
-    return path.lower().endswith(_IMAGE_EXTENSIONS)
+    """An image file by its extension; hidden files (``.DS_Store``, the ``._name.jpg`` that a
+    copy from macOS leaves beside each image) are none."""
+    return not os.path.basename(path).startswith(".") and path.lower().endswith(_IMAGE_EXTENSIONS)
 
 
 def _decode_images(paths: Sequence[str], image_size: int | None) -> Tensor:
@@ -352,12 +382,18 @@ def _decode_images(paths: Sequence[str], image_size: int | None) -> Tensor:
 
 
 def _decode_one(path: str, image_size: int | None) -> np.ndarray:
-    with Image.open(path) as image:
-        grey = image.mode in ("1", "L", "I;16", "I")
-        converted = image.convert("L" if grey else "RGB")
-        if image_size is not None and converted.size != (image_size, image_size):
-            converted = converted.resize((image_size, image_size), Image.Resampling.BILINEAR)
-        array = np.asarray(converted, dtype=np.uint8)
+    try:
+        with Image.open(path) as image:
+            grey = image.mode in ("1", "L", "I;16", "I")
+            converted = image.convert("L" if grey else "RGB")
+            if image_size is not None and converted.size != (image_size, image_size):
+                converted = converted.resize((image_size, image_size), Image.Resampling.BILINEAR)
+            array = np.asarray(converted, dtype=np.uint8)
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:  # truncated, not an image
+        reason = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(
+            f"imagefolder: cannot read {path} ({reason}); replace or remove the file"
+        ) from None
     return array[:, :, None] if array.ndim == 2 else array
 
 

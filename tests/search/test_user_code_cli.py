@@ -117,6 +117,32 @@ def test_user_code_mistakes_exit_2_with_one_line_and_write_nothing(
     assert left == set(), left
 
 
+def test_an_unreadable_image_stops_the_search_before_it_starts(tmp_path: Path) -> None:
+    """The user's image folder is read before anything runs, distillation or not: a file cut
+    short is named, instead of failing every trial in turn."""
+    from PIL import Image
+
+    root = tmp_path / "images"
+    for name in ("cat", "dog"):
+        (root / name).mkdir(parents=True)
+        for index in range(6):
+            Image.new("RGB", (8, 8), (index * 40, 0, 0)).save(root / name / f"{index}.png")
+    whole = (root / "dog" / "0.png").read_bytes()
+    (root / "dog" / "cut.png").write_bytes(whole[: len(whole) // 2])
+    (tmp_path / "experiment.yaml").write_text(
+        f"data: {{name: imagefolder, root: '{root}'}}\nspace: {{distill: {{enabled: false}}}}\n"
+    )
+    written = {path.name for path in tmp_path.iterdir()}
+    result = nascomp(
+        "search", "experiment.yaml", cwd=tmp_path, timeout=120, env={"MLFLOW_TRACKING_URI": ""}
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert f"imagefolder: cannot read {root / 'dog' / 'cut.png'} (" in lines[0]
+    assert {path.name for path in tmp_path.iterdir()} - written - {"__pycache__"} == set()
+
+
 def test_reproduce_of_a_run_not_in_the_store_is_one_line(tmp_path: Path) -> None:
     from mlflow.tracking import MlflowClient
 

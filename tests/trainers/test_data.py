@@ -231,6 +231,48 @@ def test_imagefolder_mixed_sizes_need_image_size(tmp_path: Path) -> None:
     assert load_data("imagefolder", str(tmp_path), image_size=4).input_shape == (3, 4, 4)
 
 
+def _two_classes(root: Path, n: int = 4) -> None:
+    for name in ("cat", "dog"):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for index in range(n):
+            Image.new("L", (6, 6), index * 30).save(root / name / f"{index}.png")
+
+
+def test_imagefolder_skips_hidden_files_and_folders(tmp_path: Path) -> None:
+    """What macOS, Finder and Jupyter leave in a folder is no image and no class."""
+    _two_classes(tmp_path)
+    (tmp_path / "cat" / "._0.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    (tmp_path / "cat" / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    (tmp_path / ".ipynb_checkpoints").mkdir()
+    splits = load_data("imagefolder", str(tmp_path), val_fraction=0.25)
+    assert splits.n_classes == 2 and splits.classes == ("cat", "dog")
+    assert len(splits.train_y) + len(splits.val_y) + len(splits.test_y) == 8
+
+
+def test_imagefolder_bad_files_are_named(tmp_path: Path) -> None:
+    _two_classes(tmp_path)
+    good = tmp_path / "cat" / "0.png"
+    truncated = tmp_path / "dog" / "cut.png"
+    truncated.write_bytes(good.read_bytes()[: len(good.read_bytes()) // 2])
+    with pytest.raises(ValueError) as caught:
+        load_data("imagefolder", str(tmp_path))
+    message = str(caught.value)
+    assert message.startswith(f"imagefolder: cannot read {truncated} (")
+    assert message.endswith("); replace or remove the file") and "\n" not in message
+    truncated.write_text("not an image")
+    with pytest.raises(ValueError, match=f"cannot read {truncated} \\(cannot identify"):
+        load_data("imagefolder", str(tmp_path))
+    truncated.unlink()
+    (tmp_path / "bird").mkdir()
+    (tmp_path / "bird" / "notes.txt").write_text("no image here")
+    with pytest.raises(ValueError) as caught:
+        load_data("imagefolder", str(tmp_path))
+    assert str(caught.value) == (
+        f"imagefolder: class folder(s) bird in {tmp_path} hold no image (.jpg .jpeg .png .ppm "
+        ".bmp .pgm .tif .tiff .webp): add images or remove the folder(s)"
+    )
+
+
 # ----------------------------------------------------------------------------- root checks
 
 
