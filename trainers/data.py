@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from nascomp.trainers.normalise import Normalise
+from nascomp.trainers.normalise import Normalise, population_std
 from nascomp.trainers.split import TensorSplit
 
 DATASETS = ("digits", "mnist", "fashion_mnist", "imagefolder")
@@ -507,9 +507,8 @@ def _channel_stats(images: Tensor, max_value: float) -> tuple[Tensor, Tensor]:
         total_sq += pixels.square_().sum(dim=(0, 2, 3))
     count = images.numel() // n_channels
     mean = total / count
-    variance = (total_sq / count - mean.square()).clamp_min(0.0)
-    # Population std; a constant channel must not divide by zero.
-    return mean.float(), variance.sqrt().clamp_min(1e-6).float()
+    variance = total_sq / count - mean.square()
+    return mean.float(), population_std(variance).float()
 
 
 def to_device(splits: DataSplits, device: str | torch.device) -> DataSplits:

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
 
 from nascomp.spaces.userfn import UserCodeError, load_callable
 from nascomp.trainers.data import DataNotFoundError
+from nascomp.trainers.normalise import population_std
 
 FACTORY_FIELD = "data.factory"
 DATASET_FIELD = "data.dataset"
@@ -483,6 +484,5 @@ def channel_stats(scan_: Scan, indices: Tensor, pixels_per_channel: int) -> tupl
     """Per-channel mean and population std over the samples ``indices`` (float32)."""
     count = len(indices) * pixels_per_channel
     mean = scan_.sums[indices].sum(dim=0) / count
-    variance = (scan_.square_sums[indices].sum(dim=0) / count - mean.square()).clamp_min(0.0)
-    # A constant channel must not divide by zero.
-    return mean.float(), variance.sqrt().clamp_min(1e-6).float()
+    variance = scan_.square_sums[indices].sum(dim=0) / count - mean.square()
+    return mean.float(), population_std(variance).float()

@@ -58,6 +58,14 @@ def cancer_test_narrower():
     return TensorDataset(x[:400], y[:400]), TensorDataset(x[400:, :28], y[400:])
 
 
+def cancer_with_a_constant_feature():
+    # feature 3: 0 in every training row, 5 in the test rows
+    x, y = load_breast_cancer(return_X_y=True)
+    x, y = torch.tensor(x, dtype=torch.float32), torch.tensor(y)
+    x[:400, 3], x[400:, 3] = 0.0, 5.0
+    return TensorDataset(x[:400], y[:400]), TensorDataset(x[400:], y[400:])
+
+
 def mlp(input_shape, n_classes, hidden=16):
     (features,) = input_shape
     return torch.nn.Sequential(
@@ -93,6 +101,20 @@ def test_feature_vectors_load_normalised_per_feature(factory: str) -> None:
     exact = "donot_use_mm_for_euclid_dist"
     distance = torch.cdist(splits.test_x, prepared, compute_mode=exact).min(dim=1).values
     assert float(distance.max()) < 1e-4
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_constant_feature_is_centred_not_magnified(factory: str, stream: bool) -> None:
+    """As scikit-learn's StandardScaler: std 1 where the training rows are constant. A std
+    clamped to 1e-6 made the test rows' 5 a 5,000,000 (and an exported model's logits
+    explode on such inputs)."""
+    config = DataConfig(name="custom", factory=f"{factory}:cancer_with_a_constant_feature")
+    splits = config.model_copy(update={"stream": stream}).load()
+    assert splits.normalise is not None
+    assert float(splits.normalise.std[3]) == 1.0 and float(splits.normalise.mean[3]) == 0.0
+    assert float(splits.normalise.std[0]) > 1.0  # the others keep their own scale
+    test_x = splits.test.head(len(splits.test)) if stream else splits.test_x
+    assert torch.all(test_x[:, 3] == 5.0)
 
 
 def test_streamed_feature_vectors_hold_the_in_memory_values(factory: str) -> None:
