@@ -55,6 +55,20 @@ def _float_model(model: nn.Module) -> nn.Module:
     return freeze_fake_quant(copy.deepcopy(model)).cpu().eval()
 
 
+@contextlib.contextmanager
+def _attention_fast_path_off() -> Iterator[None]:
+    """Attention and ``nn.TransformerEncoder`` as plain operators while exporting. In eval
+    mode they take PyTorch's fused kernel (``_transformer_encoder_layer_fwd``), which the
+    TorchScript exporter cannot write: it printed its whole IR graph, then the dynamo
+    exporter's fallback printed a traceback of its own, for a file that was then written."""
+    enabled = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(enabled)
+
+
 def export_onnx(
     model: nn.Module, example: Tensor, path: str | Path, exporters: tuple[str, ...] = EXPORTERS
 ) -> str:
@@ -71,7 +85,7 @@ def export_onnx(
     errors: list[str] = []
     for exporter in exporters:
         try:
-            with warnings.catch_warnings(), torch.no_grad():
+            with warnings.catch_warnings(), torch.no_grad(), _attention_fast_path_off():
                 warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
                 _EXPORT[exporter](float_model, example, Path(path))
             _check_batch_axis(path, example)

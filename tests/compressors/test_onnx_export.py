@@ -106,6 +106,35 @@ def test_a_model_that_reshapes_by_the_batch_size_ships_with_a_batch_axis(
     _computes_the_model_at_any_batch_size(path, model)
 
 
+class _Encoder(nn.Module):
+    """Rows of an image as a sequence through ``nn.TransformerEncoder``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.proj = nn.Linear(8, 16)
+        layer = nn.TransformerEncoderLayer(16, 4, 32, batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+        self.head = nn.Linear(16, 5)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.encoder(self.proj(x.mean(1))).mean(1))
+
+
+def test_a_transformer_encoder_exports_quietly_with_the_first_exporter(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """In eval mode the encoder takes PyTorch's fused kernel, which the TorchScript exporter
+    cannot write: it printed its IR graph and the dynamo fallback a traceback (60 lines)."""
+    model = _Encoder().eval()
+    path = tmp_path / "model.onnx"
+    assert export_onnx(model, torch.randn(2, 3, 8, 8), path) == "torchscript"
+    assert torch.backends.mha.get_fastpath_enabled()  # the switch is put back
+    captured = capfd.readouterr()
+    assert captured.out + captured.err == ""
+    _computes_the_model_at_any_batch_size(path, model)
+
+
 class _BatchOfOne(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return x.reshape(1, -1)[:, :5]
