@@ -32,6 +32,7 @@ from nascomp.spaces.models import (
     build_model,
     model_family,
 )
+from nascomp.spaces.userfn import NotLogitsError
 from nascomp.trainers.init import apply_weights, initial_weights
 from nascomp.trainers.teacher import load_teacher_checkpoint
 
@@ -98,7 +99,7 @@ def check_user_code(experiment: Experiment, notes: list[str] | None = None) -> E
             except InfeasibleArchitecture:
                 continue  # the user's documented way to skip a combination
             except (ValueError, TypeError) as exc:
-                hint = _layout_hint(experiment, data.input_shape)
+                hint = _layout_hint(experiment, data.input_shape, exc)
                 raise ConfigError(_located(field, exc) + hint) from None
             if field == "teacher.arch" and checkpoint:
                 _check_checkpoint(model, checkpoint)
@@ -317,11 +318,14 @@ def _check_init(model: torch.nn.Module, path: str, sha256: str | None) -> None:
         )
 
 
-def _layout_hint(experiment: Experiment, shape: tuple[int, ...]) -> str:
+def _layout_hint(experiment: Experiment, shape: tuple[int, ...], exc: BaseException) -> str:
     """For a builder that failed on a user's data read as one-channel images: 2-D samples are
-    read as (H, W) images unless ``data.layout`` says they are (C, L) signals."""
+    read as (H, W) images unless ``data.layout`` says they are (C, L) signals. Not for a model
+    that ran and returned something other than a tensor: the layout is not why."""
     data = experiment.data
     if data.name != "custom" or data.layout != "auto" or len(shape) != 3 or shape[0] != 1:
+        return ""
+    if isinstance(exc, NotLogitsError):
         return ""
     return (
         f" (the samples are read as (H, W) images, input_shape={shape}: if they are (C, L) "

@@ -21,6 +21,10 @@ class UserCodeError(ValueError):
     raised, or returned the wrong thing. The message names the function."""
 
 
+class NotLogitsError(UserCodeError):
+    """The user's model ran, and returned something other than one tensor of logits."""
+
+
 def _working_folder_importable() -> None:
     # ``python -m`` and the console script do not put the working folder on sys.path; a user's
     # ``my_models.py`` next to the experiment file should import as it does in their shell.

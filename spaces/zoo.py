@@ -38,7 +38,7 @@ from torch import nn
 
 from nascomp.spaces.models import InfeasibleArchitecture, register_model
 from nascomp.spaces.params import ArchSpaceBase, Param, parse_spec, to_param
-from nascomp.spaces.userfn import UserCodeError, load_callable
+from nascomp.spaces.userfn import NotLogitsError, UserCodeError, load_callable
 
 SMALL_INPUT = 64  # below this many pixels a side, the zoo's stem keeps the resolution
 # Keyword arguments nascomp sets itself: the data decides them, or they would download weights.
@@ -289,7 +289,14 @@ def check_output(
         raise UserCodeError(
             f"the model from {who} has no parameters: there is nothing to train, prune or quantize"
         )
-    shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
+    if not isinstance(output, torch.Tensor):
+        # A Hugging Face style output (a tuple, a dict, a ModelOutput) around the logits.
+        raise NotLogitsError(
+            f"the model from {who} outputs a {type(output).__name__} for a batch of 2; "
+            f"expected one tensor of (2, {n_classes}) logits: have its forward return the "
+            "logits alone (e.g. a wrapper module returning out[0] or out['logits'])"
+        )
+    shape = tuple(output.shape)
     if shape != (2, n_classes):
         raise UserCodeError(
             f"the model from {who} outputs {shape} for a batch of 2; expected (2, {n_classes}) "

@@ -73,6 +73,20 @@ def conv1d(input_shape, n_classes, channels=32):
         nn.Flatten(),
         nn.Linear(channels, n_classes),
     )
+
+
+class WithFeatures(nn.Module):  # a Hugging Face style output: (logits, features)
+    def __init__(self, n_classes):
+        super().__init__()
+        self.body, self.head = nn.Flatten(), nn.LazyLinear(n_classes)
+
+    def forward(self, x):
+        features = self.body(x)
+        return self.head(features), features
+
+
+def with_features(input_shape, n_classes):
+    return WithFeatures(n_classes)
 """
 
 
@@ -198,6 +212,24 @@ def test_a_conv1d_builder_on_two_d_inputs_is_checked_before_a_search(
     assert str(caught.value).endswith(
         "(the samples are read as (H, W) images, input_shape=(1, 28, 28): if they are (C, L) "
         "signals, set data.layout: channels_first)"
+    )
+
+
+def test_a_model_returning_a_tuple_is_told_to_return_its_logits_not_to_change_layout(
+    factory: str, data_root: Path
+) -> None:
+    experiment = Path(f"{factory}.yaml")
+    experiment.write_text(
+        f"data: {{name: custom, factory: '{factory}:signals', root: '{data_root}'}}\n"
+        f"space:\n  arch: {{family: custom, builder: '{factory}:with_features'}}\n"
+        "  distill: {enabled: [false]}\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        check_user_code(load_experiment(str(experiment)))
+    assert str(caught.value).endswith(
+        "outputs a tuple for a batch of 2; expected one tensor of (2, 10) logits: have its "
+        "forward return the logits alone (e.g. a wrapper module returning out[0] or "
+        "out['logits'])"
     )
 
 
