@@ -367,7 +367,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from nascomp.search.replay import replay
 
     written, uri = replay(args.folder, args.tracking_uri)
-    print(f"nascomp replay: {written} buffered writes applied to {uri}")
+    if written:
+        print(f"nascomp replay: {written} buffered writes applied to {uri}")
+    else:
+        print(f"nascomp replay: nothing to replay: every write of this search is in {uri}")
     return 0
 
 

@@ -18,14 +18,15 @@ from nascomp.search.tracking.store import Tracker
 
 
 def replay(folder: Path, tracking_uri: str | None = None) -> tuple[int, str]:
-    """Apply ``folder``'s journal; return (writes applied, tracking URI)."""
+    """Apply ``folder``'s journal; return (writes applied, tracking URI). A folder whose
+    writes were all applied (no journal) has none to apply."""
     folder = folder.expanduser().resolve()
     if not manifest_path(folder).is_file():
         raise SearchError(f"{folder}: no {MANIFEST} (not a nascomp search folder)")
     search = SearchFolder.read(folder)
     journal = folder / JOURNAL
-    if not journal.is_file():
-        raise SearchError(f"{folder}: nothing to replay (no {JOURNAL}; every write was applied)")
+    if not journal.is_file():  # every write was applied: replaying again is no error
+        return 0, tracking_uri or search.tracking_uri
     tracker = Tracker(tracking_uri or search.tracking_uri, search.experiment_name)
     tracker.check_reachable()
     ops = read_journal(journal)
