@@ -284,9 +284,19 @@ class StructuredPruner(Pruner):
                     num_heads=packed_attention_heads(model),
                 )
         except Exception as exc:  # torch-pruning's tracer meets an op it does not know
+            # It knows nn.LSTM alone of the recurrent layers: a GRU's or an RNN's weights are
+            # unknown parameters to it, and ignoring the layer does not keep them out.
+            untraced = sorted(
+                {type(m).__name__ for m in model.modules() if type(m) in (nn.GRU, nn.RNN)}
+            )
+            advice = (
+                f"torch-pruning traces no {' or '.join(untraced)}: use unstructured pruning"
+                if untraced
+                else "prune.ignore can keep the layer out, or use unstructured pruning"
+            )
             raise PruningError(
                 f"torch-pruning cannot trace {type(model).__name__}: {type(exc).__name__}: "
-                f"{exc} (prune.ignore can keep the layer out, or use unstructured pruning)"
+                f"{exc} ({advice})"
             ) from None
         self._applied_ratio = 0.0
 

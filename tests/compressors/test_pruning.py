@@ -366,6 +366,29 @@ def test_recurrent_layers_stay_whole_and_the_rest_is_pruned() -> None:
     _round_trip(model, Recurrent(), example)
 
 
+def test_a_gru_after_a_prunable_layer_is_refused_with_what_to_use() -> None:
+    """torch-pruning 1.6 knows nn.LSTM alone: a GRU's weights are unknown parameters to it,
+    ignored or not, and its tracer raises IndexError. The reason says what works instead."""
+    from nascomp.compressors.pruning import PruningError
+
+    class Gated(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.proj, self.gru = nn.Linear(3, 16), nn.GRU(16, 16, batch_first=True)
+            self.head = nn.Linear(16, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out, _ = self.gru(self.proj(x))
+            return self.head(out[:, -1])
+
+    with pytest.raises(PruningError) as caught:
+        make_pruner(Gated(), PruneConfig("structured", 0.5), torch.randn(2, 10, 3))
+    message = str(caught.value)
+    assert message.startswith("torch-pruning cannot trace Gated: IndexError")
+    assert message.endswith("(torch-pruning traces no GRU: use unstructured pruning)")
+    make_pruner(Gated(), PruneConfig("unstructured", 0.5), torch.randn(2, 10, 3)).update(1.0)
+
+
 def _all_convolutional(n_classes: int = 10) -> nn.Module:
     """A network-in-network head: the classes are a 1x1 convolution's channels, pooled."""
     return nn.Sequential(
