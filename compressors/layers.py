@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
+import torch
 from torch import nn
 
 ALL = "all"
@@ -99,3 +100,18 @@ def weight_names(module: nn.Module) -> list[str]:
 
 def is_conv(module: nn.Module) -> bool:
     return isinstance(module, CONV_LAYERS)
+
+
+@contextmanager
+def attention_fast_path_off() -> Iterator[None]:
+    """Attention and ``nn.TransformerEncoder`` as plain operators within the block. In eval
+    mode they take PyTorch's fused kernel (``_transformer_encoder_layer_fwd``), which calls
+    none of the layer's submodules: the TorchScript exporter cannot write it (it printed its
+    whole IR graph, then the dynamo fallback a traceback of its own, for a file then written),
+    and hooks on the attention and its Linear layers never run (their MACs went uncounted)."""
+    enabled = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(enabled)

@@ -5,11 +5,18 @@ from __future__ import annotations
 import math
 import statistics
 import time
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from nascomp.compressors.layers import is_weight_layer
+from nascomp.compressors.layers import (
+    ALL,
+    active_layer_kinds,
+    attention_fast_path_off,
+    is_recurrent,
+    is_weight_layer,
+)
 
 
 def count_params(model: nn.Module) -> int:
@@ -32,30 +39,84 @@ def _layer_macs(module: nn.Module, output: Tensor) -> int:
     return output.numel() * module.in_features
 
 
+_GATES = {"LSTM": 4, "GRU": 3}  # an RNN's (RNN_TANH, RNN_RELU) one
+
+
+def _recurrent_macs(module: nn.RNNBase, inputs: tuple[Any, ...]) -> int:
+    """An LSTM's, GRU's or RNN's gates over its time steps (batch 1): per step, layer and
+    direction, each gate's unit weighs the layer's input and the previous hidden state; an
+    LSTM with ``proj_size`` projects each hidden state."""
+    given = inputs[0]
+    data = given.data if isinstance(given, nn.utils.rnn.PackedSequence) else given
+    steps = data.numel() // module.input_size
+    gates = _GATES.get(module.mode, 1)
+    state = module.proj_size or module.hidden_size  # what each step hands the next
+    directions = 2 if module.bidirectional else 1
+    per_step = 0
+    for layer in range(module.num_layers):
+        width = module.input_size if layer == 0 else state * directions
+        projection = module.hidden_size * module.proj_size
+        per_step += directions * (gates * module.hidden_size * (width + state) + projection)
+    return steps * per_step
+
+
+def _attention_macs(
+    module: nn.MultiheadAttention, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> int:
+    """Multi-head attention (batch 1): the query, key and value projections, the scores of
+    every query against every key, the scores' weighted sum of the values, and the output
+    projection (its Linear is used by weight, never called: no hook of its own runs)."""
+    query = args[0] if args else kwargs["query"]
+    key = args[1] if len(args) > 1 else kwargs.get("key", query)
+    width = module.embed_dim
+    queries, keys = query.numel() // width, key.numel() // module.kdim
+    projections = width * (queries * width + keys * (module.kdim + module.vdim))
+    products = 2 * queries * keys * width  # summed over the heads: each has width / heads
+    return projections + products + queries * width * width
+
+
 def count_macs(
     model: nn.Module, input_shape: tuple[int, ...], input_dtype: torch.dtype = torch.float32
 ) -> int:
-    """Multiply-accumulates of Conv1d/2d/3d and Linear layers for one input of ``input_shape``
-    (no batch dim) and ``input_dtype`` (zeros). Dense count: zero weights are not skipped;
-    an embedding's look-up is no multiply."""
+    """Multiply-accumulates of one input of ``input_shape`` (no batch dim) and
+    ``input_dtype`` (zeros): convolutions (Conv1d, 2d, 3d) and Linear layers, and where the
+    layer kinds compress them (``compressors.layers``: not in a trial logged with Conv2d and
+    Linear alone) LSTM, GRU and RNN gates and multi-head attention with its products. Dense
+    count: zero weights are not skipped; an embedding's look-up, normalisation, activations
+    and transposed convolutions are no multiply counted."""
     if not input_shape or any(int(size) < 1 for size in input_shape):
         raise ValueError(
             f"input_shape must be positive sizes without the batch dim, got {input_shape!r}"
         )
     total = 0
 
-    def hook(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
+    def weights(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
         nonlocal total
         total += _layer_macs(module, output)
 
-    # The weight layers (``compressors.layers``); transposed convolutions, attention's matrix
-    # products and embeddings' look-ups are not counted.
-    handles = [m.register_forward_hook(hook) for m in model.modules() if is_weight_layer(m)]
+    def recurrent(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
+        nonlocal total
+        total += _recurrent_macs(module, inputs)  # type: ignore[arg-type]
+
+    def attention(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+        nonlocal total
+        total += _attention_macs(module, args, kwargs)  # type: ignore[arg-type]
+
+    every = active_layer_kinds() == ALL
+    handles = []
+    for module in model.modules():
+        if is_weight_layer(module):
+            handles.append(module.register_forward_hook(weights))
+        elif every and is_recurrent(module):
+            handles.append(module.register_forward_hook(recurrent))
+        elif every and isinstance(module, nn.MultiheadAttention):
+            handles.append(module.register_forward_hook(attention, with_kwargs=True))
     device = _model_device(model)
     was_training = model.training
     try:
         model.eval()  # eval: no BN statistics or observer updates from the dummy input
-        with torch.inference_mode():
+        # Without the fused encoder kernel, which calls none of the hooked layers.
+        with torch.inference_mode(), attention_fast_path_off():
             model(torch.zeros(1, *input_shape, dtype=input_dtype, device=device))
     finally:
         model.train(was_training)

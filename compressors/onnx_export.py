@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from nascomp.compressors.layers import is_conv, is_weight_layer
+from nascomp.compressors.layers import attention_fast_path_off, is_conv, is_weight_layer
 from nascomp.compressors.quantization import freeze_fake_quant
 
 OPSET = 17
@@ -55,20 +55,6 @@ def _float_model(model: nn.Module) -> nn.Module:
     return freeze_fake_quant(copy.deepcopy(model)).cpu().eval()
 
 
-@contextlib.contextmanager
-def _attention_fast_path_off() -> Iterator[None]:
-    """Attention and ``nn.TransformerEncoder`` as plain operators while exporting. In eval
-    mode they take PyTorch's fused kernel (``_transformer_encoder_layer_fwd``), which the
-    TorchScript exporter cannot write: it printed its whole IR graph, then the dynamo
-    exporter's fallback printed a traceback of its own, for a file that was then written."""
-    enabled = torch.backends.mha.get_fastpath_enabled()
-    torch.backends.mha.set_fastpath_enabled(False)
-    try:
-        yield
-    finally:
-        torch.backends.mha.set_fastpath_enabled(enabled)
-
-
 def export_onnx(
     model: nn.Module, example: Tensor, path: str | Path, exporters: tuple[str, ...] = EXPORTERS
 ) -> str:
@@ -85,7 +71,7 @@ def export_onnx(
     errors: list[str] = []
     for exporter in exporters:
         try:
-            with warnings.catch_warnings(), torch.no_grad(), _attention_fast_path_off():
+            with warnings.catch_warnings(), torch.no_grad(), attention_fast_path_off():
                 warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
                 _EXPORT[exporter](float_model, example, Path(path))
             _check_batch_axis(path, example)

@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from nascomp.compressors.layers import layer_kinds
 from nascomp.compressors.measure import (
     count_macs,
     count_nonzero_params,
@@ -49,6 +50,54 @@ def test_macs_dense_count_and_after_qat() -> None:
         model[0].weight.zero_()  # zeros are still multiplied in a dense kernel
     prepare_qat(model, QuantConfig(bits=4))
     assert count_macs(model, (1, 8, 8)) == 3472
+
+
+class _Sequence(nn.Module):
+    """Rows of a (10, 3) input through a Linear, a recurrent layer and a head."""
+
+    def __init__(self, cell: type[nn.RNNBase], **options: object) -> None:
+        super().__init__()
+        self.proj = nn.Linear(3, 16)
+        self.rnn = cell(16, 24, batch_first=True, **options)
+        out = 24 * (2 if options.get("bidirectional") else 1)
+        self.head = nn.Linear(out, 5)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out, _ = self.rnn(self.proj(x))
+        return self.head(out[:, -1])
+
+
+@pytest.mark.parametrize(
+    ("cell", "options", "per_step"),
+    [
+        (nn.LSTM, {}, 4 * 24 * (16 + 24)),  # 4 gates of 24 units over input and state
+        (nn.GRU, {}, 3 * 24 * (16 + 24)),
+        (nn.RNN, {}, 24 * (16 + 24)),
+        # two layers, both ways: the second layer's input is both directions' states
+        (nn.GRU, {"num_layers": 2, "bidirectional": True}, 2 * 3 * 24 * 40 + 2 * 3 * 24 * 72),
+    ],
+)
+def test_macs_count_the_recurrent_gates_at_every_step(
+    cell: type[nn.RNNBase], options: dict, per_step: int
+) -> None:
+    """Before, only the Linear layers were counted: an LSTM cost nothing."""
+    model = _Sequence(cell, **options)
+    linear = 10 * 3 * 16 + model.head.in_features * 5
+    assert count_macs(model, (10, 3)) == linear + 10 * per_step
+
+
+def test_macs_count_attention_and_its_products_fast_path_or_not() -> None:
+    """The encoder layer's fused eval kernel calls none of its submodules: counted as the
+    plain operators (query, key, value and output projections, scores, weighted values)."""
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(16, 4, 32, batch_first=True)
+    tokens, width = 6, 16
+    attention = 4 * tokens * width * width + 2 * tokens * tokens * width
+    feed_forward = 2 * tokens * width * 32
+    assert count_macs(layer, (tokens, width)) == attention + feed_forward
+    assert torch.backends.mha.get_fastpath_enabled()
+    with layer_kinds("conv2d_linear"):  # a trial logged before these layers counted
+        assert count_macs(layer, (tokens, width)) == feed_forward
 
 
 def test_macs_leave_model_state_alone() -> None:
