@@ -83,9 +83,12 @@ def check_user_code(experiment: Experiment, notes: list[str] | None = None) -> E
         data = experiment.data.load(threads=trial_constants(experiment)["threads"])
     except (ValueError, TypeError, OSError) as exc:
         raise ConfigError(_located("data", exc)) from None
-    note = small_validation_note(len(data.val), experiment.data.val_fraction)
-    if note is not None and notes is not None:
-        notes.append(note)
+    for note in (
+        small_validation_note(len(data.val), experiment.data.val_fraction),
+        untrained_classes_note(data.train.labels, data.n_classes, data.classes),
+    ):
+        if note is not None and notes is not None:
+            notes.append(note)
     augment = experiment.train.augment.enabled()
     if data.input_dtype.is_floating_point:
         _check_input_rank(data.input_shape, student, teacher, augment)
@@ -180,6 +183,29 @@ def small_validation_note(n_val: int, val_fraction: float) -> str | None:
         f"data: the validation split holds {n_val} sample{'s' if n_val != 1 else ''} "
         f"(val_fraction {val_fraction:g}), so val_accuracy moves in steps of {step:.3g}% and "
         "close models rank by chance (raise data.val_fraction, or bring more data)"
+    )
+
+
+def untrained_classes_note(
+    labels: torch.Tensor, n_classes: int, classes: tuple[str, ...] = ()
+) -> str | None:
+    """One line when a class has no sample in the training split: a model cannot learn it
+    (labels 1..10 without a ``classes`` list make 11 classes, 0 never seen; a class of one
+    image is held out for testing)."""
+    counts = torch.bincount(labels.detach().cpu().long(), minlength=n_classes)
+    missing = [i for i in range(n_classes) if int(counts[i]) == 0]
+    if not missing:
+        return None
+    names = [classes[i] if classes else str(i) for i in missing]
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    hint = (
+        "; labels start at 1: give 0..K-1"
+        if missing == [0] and not classes
+        else "; give each class more samples"
+    )
+    return (
+        f"data: {len(missing)} of {n_classes} classes have no sample in the training split "
+        f"({'class' if classes else 'label'} {shown}): no model can learn them{hint}"
     )
 
 

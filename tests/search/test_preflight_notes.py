@@ -15,7 +15,12 @@ from torch import nn
 
 from nascomp.compressors.size import float_weights
 from nascomp.search.experiment import validate_experiment
-from nascomp.search.preflight import check_user_code, float_weights_note, small_validation_note
+from nascomp.search.preflight import (
+    check_user_code,
+    float_weights_note,
+    small_validation_note,
+    untrained_classes_note,
+)
 
 MODULE = textwrap.dedent(
     """
@@ -64,6 +69,10 @@ MODULE = textwrap.dedent(
     def few(n=60):
         x = torch.randn(n, 8, generator=torch.Generator().manual_seed(0))
         return TensorDataset(x, (x[:, 0] > 0).long()), None
+
+    def counted_from_one(n=300):
+        x = torch.randn(n, 8, generator=torch.Generator().manual_seed(0))
+        return TensorDataset(x, 1 + (x[:, 0] > 0).long() + (x[:, 1] > 0).long()), None
 
     def features(input_shape, n_classes):
         return nn.Linear(input_shape[0], n_classes)
@@ -157,6 +166,52 @@ def test_the_search_notes_the_users_small_validation_split(
     check_user_code(validate_experiment({"data": data, "space": space}), notes)
     # 60 samples: 12 held out for test (20%), 10% of the other 48 for validation
     assert notes == [small_validation_note(5, 0.1)]
+
+
+def test_classes_without_a_training_sample_are_noted() -> None:
+    labels = torch.tensor([1, 2, 3, 1, 2, 3])
+    assert untrained_classes_note(labels, 3 + 1) == (
+        "data: 1 of 4 classes have no sample in the training split (label 0): no model can "
+        "learn them; labels start at 1: give 0..K-1"
+    )
+    assert untrained_classes_note(labels, 4, ("bird", "cat", "dog", "frog")) == (
+        "data: 1 of 4 classes have no sample in the training split (class bird): no model "
+        "can learn them; give each class more samples"
+    )
+    assert untrained_classes_note(torch.tensor([0, 1, 2, 3]), 4) is None
+
+
+def test_the_search_notes_labels_that_start_at_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Labels 1..3 and no ``classes``: 4 classes, the first never seen, trained for nothing."""
+    name = f"from_one_{tmp_path.name}"
+    (tmp_path / f"{name}.py").write_text(MODULE)
+    monkeypatch.chdir(tmp_path)
+    data = {"name": "custom", "factory": f"{name}:counted_from_one"}
+    arch = {"family": "custom", "builder": f"{name}:features"}
+    space = {"arch": arch, "distill": {"enabled": [False]}}
+    notes: list[str] = []
+    check_user_code(validate_experiment({"data": data, "space": space}), notes)
+    assert notes[-1] == (
+        "data: 1 of 4 classes have no sample in the training split (label 0): no model can "
+        "learn them; labels start at 1: give 0..K-1"
+    )
+
+
+def test_an_image_folder_is_the_users_data_and_gets_the_notes(tmp_path: Path) -> None:
+    """Read before the search like a custom dataset: its small validation split is noted."""
+    from PIL import Image
+
+    for name in ("cat", "dog"):
+        (tmp_path / name).mkdir()
+        for index in range(12):
+            Image.new("L", (8, 8), index * 20).save(tmp_path / name / f"{index}.png")
+    notes: list[str] = []
+    check_user_code(
+        validate_experiment({"data": {"name": "imagefolder", "root": str(tmp_path)}}), notes
+    )
+    assert notes == [small_validation_note(2, 0.1)]
 
 
 def test_values_a_builder_declines_as_infeasible_pass_the_checks() -> None:
