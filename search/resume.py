@@ -142,11 +142,17 @@ def find_resumable(experiment: Experiment, which: str) -> SearchFolder:
         unfinished = [c for c in candidates if c.state != "finished"]
         same = [c for c in unfinished if not differences(c.experiment, _dump(experiment))]
         if not same:
-            detail = (
-                f"{len(unfinished)} unfinished ones differ from this experiment"
-                if unfinished
-                else "none is unfinished"
-            )
+            if unfinished:  # the newest, with where it differs
+                newest = max(unfinished, key=lambda c: manifest_path(c.path).stat().st_mtime)
+                changed = differences(newest.experiment, _dump(experiment))
+                detail = (
+                    f"{len(unfinished)} unfinished search(es) differ from this experiment; the "
+                    f"newest, {newest.path.name}, at {', '.join(changed[:3])}"
+                )
+            elif candidates:
+                detail = f"its {len(candidates)} search(es) there all finished"
+            else:
+                detail = "no search has begun there"
             raise SearchError(
                 f"--resume: no unfinished search of this experiment in {storage} ({detail}); "
                 "pass its result folder to --resume, or start a new search without --resume"

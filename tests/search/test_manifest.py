@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
+from nascomp.search.errors import SearchError
 from nascomp.search.experiment import load_experiment
 from nascomp.search.resume import (
     LEGACY_MANIFEST,
@@ -49,3 +52,23 @@ def test_an_older_search_folder_is_read_and_moved_on_its_first_write(tmp_path: P
     )
     set_state(folder, "finished")
     assert SearchFolder.read(folder).state == "finished"
+
+
+def test_resume_without_a_folder_says_why_none_fits(tmp_path: Path) -> None:
+    experiment = load_experiment(None, [f"storage={tmp_path}"])
+    with pytest.raises(SearchError, match=r"\(no search has begun there\)"):
+        find_resumable(experiment, "latest")
+    done = tmp_path / "nascomp-run000000000001"
+    write_manifest(done, experiment, "run000000000001", state="finished")
+    with pytest.raises(SearchError, match=r"\(its 1 search\(es\) there all finished\)"):
+        find_resumable(experiment, "latest")
+    stopped = tmp_path / "nascomp-run000000000002"
+    write_manifest(stopped, experiment, "run000000000002", state="interrupted")
+    changed = load_experiment(None, [f"storage={tmp_path}", "search.trials=8"])
+    with pytest.raises(SearchError) as caught:
+        find_resumable(changed, "latest")
+    assert (
+        "(1 unfinished search(es) differ from this experiment; the newest, "
+        "nascomp-run000000000002, at search.trials (20 -> 8))"
+    ) in str(caught.value)
+    assert find_resumable(experiment, "latest").path == stopped
