@@ -131,11 +131,8 @@ def with_default_bounds(raw: dict, default: Any) -> dict:
     keys = set(raw)
     if not keys or keys - _RANGE_KEYS or {"low", "high"} <= keys or not _is_range(default):
         return raw
-    kept = {
-        k: v
-        for k, v in default.items()
-        if not ({"log", "step"} & set(raw) and k in ("log", "step"))
-    }
+    spacing = {"log", "step"}  # a range takes one of them: the user's, else the default's
+    kept = {k: v for k, v in default.items() if not (spacing & keys and k in spacing)}
     return {**kept, **raw}
 
 

@@ -27,7 +27,7 @@ class NotLogitsError(UserCodeError):
 
 def _working_folder_importable() -> None:
     # ``python -m`` and the console script do not put the working folder on sys.path; a user's
-    # ``my_models.py`` next to the experiment file should import as it does in their shell.
+    # ``my_models.py`` in the folder they run nascomp from imports as it does in their shell.
     cwd = os.getcwd()
     if cwd not in sys.path and "" not in sys.path:
         sys.path.insert(0, cwd)
