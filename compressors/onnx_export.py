@@ -335,11 +335,11 @@ def _nodes_multiplying_by(path: Path, weights: Sequence[np.ndarray]) -> list[str
     for weight in weights:
         parts = [weight] + (list(np.split(weight, 3)) if weight.shape[0] % 3 == 0 else [])
         targets += [array for part in parts for array in (part, part.T)]
+    named = dict(weight_nodes(path))  # names unnamed weight nodes in the file: read it after
     graph = onnx.load(str(path)).graph
     constants = {t.name: t for t in graph.initializer}
-    named = dict(weight_nodes(path))
     found = []
-    for node in onnx.load(str(path)).graph.node:
+    for node in graph.node:
         if node.name not in named:
             continue
         for name in node.input[:2]:
