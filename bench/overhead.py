@@ -193,11 +193,8 @@ def run_baseline(config: dict[str, Any], n_trials: int, concurrent: int, tmp: Pa
     wall = time.perf_counter() - started
     if done.returncode != 0:
         raise RuntimeError(f"baseline failed ({done.returncode}):\n{done.stderr[-3000:]}")
-    finished = [
-        float(line.split()[1]) - launched
-        for line in done.stdout.splitlines()
-        if line.startswith(_DONE)
-    ]
+    # Anywhere in a line: a library's output without a newline may run into a worker's line.
+    finished = [float(time_) - launched for time_ in re.findall(rf"{_DONE} ([\d.]+)", done.stdout)]
     if len(finished) != n_trials:
         raise RuntimeError(f"expected {n_trials} finished baseline trials, saw {len(finished)}")
     return phases(wall, finished, concurrent)
@@ -210,7 +207,10 @@ def _worker(config: dict[str, Any], n_trials: int) -> None:
         outcome = run_trial(config)
         if outcome.status != "ok":
             raise RuntimeError(f"baseline trial {outcome.status}: {outcome.reason}")
-        print(_DONE, time.time(), flush=True)
+        # One write of the whole line: print's separate writes of its parts interleaved
+        # with the other worker's on the shared pipe, and a trial went uncounted.
+        sys.stdout.write(f"{_DONE} {time.time()}\n")
+        sys.stdout.flush()
 
 
 def baseline_main(spec: Path, n_trials: int, concurrent: int) -> int:
