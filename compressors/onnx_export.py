@@ -353,13 +353,14 @@ def _nodes_multiplying_by(path: Path, weights: Sequence[np.ndarray]) -> list[str
 
 
 def qat_input_ranges(
-    model: nn.Module, example: Tensor
+    model: nn.Module, float_model: nn.Module, example: Tensor
 ) -> list[tuple[str, tuple[float, float] | None]] | None:
-    """For each convolution and Linear ``model`` (QAT) calls, in order (:func:`layer_order`),
-    its kind and the range (including 0) its input quantizer learnt, None where it has none;
-    None when a layer is called twice (no order to match the file's nodes by)."""
+    """For each convolution and Linear ``model`` (QAT) calls, in order (:func:`layer_order`
+    on its ``float_model``, :func:`_float_model`'s copy), its kind and the range (including 0)
+    its input quantizer learnt, None where it has none; None when a layer is called twice (no
+    order to match the file's nodes by)."""
     try:
-        order = layer_order(_float_model(model), example[:1].detach().cpu())
+        order = layer_order(float_model, example[:1].detach().cpu())
     except ValueError:
         return None
     ranges: list[tuple[str, tuple[float, float] | None]] = []
@@ -621,12 +622,13 @@ def onnx_form(
             )
         elif bits == 8 and act_bits == 8:
             int8_path = Path(folder) / "model.int8.onnx"
+            frozen = _float_model(model)  # one copy for both: what the file computes
             quantize_int8(
                 float_path,
                 calibration_batches,
                 int8_path,
-                float_input_weights=attention_weights(_float_model(model)),
-                layer_ranges=qat_input_ranges(model, example_inputs),
+                float_input_weights=attention_weights(frozen),
+                layer_ranges=qat_input_ranges(model, frozen, example_inputs),
             )
             data, precision = int8_path.read_bytes(), FORM_INT8_QDQ
         else:
