@@ -254,7 +254,7 @@ def prepare_input(
     if not isinstance(value, Tensor):
         raise DatasetError(
             f"{field}: sample {index} must be (input tensor, integer label); its input is a "
-            f"{type(value).__name__} (give a torch tensor or a PIL image)"
+            f"{type(value).__name__} (give a torch tensor, a NumPy array or a PIL image)"
         )
     if value.dim() == 0:
         raise DatasetError(f"{field}: sample {index}'s input is a 0-d tensor; it needs a shape")
@@ -325,7 +325,7 @@ def _sample(dataset: Dataset, index: int, field: str) -> tuple[Any, Any]:
             f"{field}: sample {index} must be an (input tensor, integer label) pair; got "
             f"{_kind(sample)}"
         )
-    return _from_pil(sample[0]), sample[1]
+    return _from_numpy(_from_pil(sample[0]), field, index), sample[1]
 
 
 # PIL modes kept as they are: grey and colour, 8 bits a channel. Any other (palette, alpha,
@@ -343,6 +343,26 @@ def _from_pil(value: Any) -> Any:
     from torchvision.transforms.functional import pil_to_tensor
 
     return pil_to_tensor(value if value.mode in _PIL_MODES else value.convert("RGB"))
+
+
+# NumPy kinds an input may have: bool, signed and unsigned integers, floats.
+_NUMPY_KINDS = "biuf"
+
+
+def _from_numpy(value: Any, field: str, index: int) -> Any:
+    """A NumPy array input (scikit-learn and pandas users' rows) as the tensor of its values and
+    dtype; unsigned integers wider than 8 bits as int64 ids, which torch's operators take.
+    Anything else as it is."""
+    if not isinstance(value, np.ndarray):
+        return value
+    if value.dtype.kind not in _NUMPY_KINDS:
+        raise DatasetError(
+            f"{field}: sample {index}'s input is a NumPy array of dtype {value.dtype}; give "
+            "numbers (bool, integers or floats)"
+        )
+    if value.dtype.kind == "u" and value.dtype.itemsize > 1:
+        value = value.astype(np.int64)
+    return torch.from_numpy(np.ascontiguousarray(value))
 
 
 class CheckedSamples(Dataset):

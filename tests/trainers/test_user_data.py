@@ -75,6 +75,20 @@ def test_a_hand_written_float_dataset_without_a_test_set(module: str, data_root:
     assert counts.min() >= 0.6 * counts.mean()
 
 
+def test_numpy_samples_load_as_the_same_tensors_would(module: str, data_root: Path) -> None:
+    """Rows of NumPy arrays with NumPy integer labels: the same splits, values and dtypes as the
+    TensorDataset of the same images."""
+    options = {"n_train": 600, "n_test": 200}
+    from_tensors = custom(module, "tensors", data_root, options=options).load()
+    from_arrays = custom(module, "arrays", data_root, options=options).load()
+    assert from_arrays.input_shape == (1, 28, 28)  # (H, W) arrays get their channel axis
+    for part in ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y"):
+        assert torch.equal(getattr(from_arrays, part), getattr(from_tensors, part)), part
+    rows = custom(module, "float64_rows", data_root).load()
+    assert rows.input_shape == (16,)  # a (F,) float64 row is a vector of features
+    assert rows.train_x.dtype == torch.float32
+
+
 def test_pil_images_of_any_mode_are_read_as_rgb(module: str, data_root: Path) -> None:
     """A dataset of PIL images (no transform), modes mixed: each is read as PILToTensor reads
     its RGB form, so grey digits become three equal uint8 channels."""
@@ -155,7 +169,7 @@ def test_a_factory_that_cannot_be_called_fails_at_config_load(
         ("shifted_labels", DatasetError, r"train labels must be integers in 0\.\.8 .*got -1\.\.8"),
         ("float_labels", DatasetError, r"sample 0's label must be an integer.*float32"),
         ("one_class", DatasetError, r"every train label is 4; a classifier needs .* 2 classes"),
-        ("arrays", DatasetError, r"sample 0 must be \(input tensor, integer label\).*ndarray"),
+        ("strings", DatasetError, r"sample 0's input is a NumPy array of dtype <U1; give numb"),
         ("too_many_for_classes", DatasetError, r"labels must be integers in 0\.\.1 \(len\(clas"),
     ],
 )

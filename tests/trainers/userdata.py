@@ -70,9 +70,25 @@ def float_labels(root):
     return TensorDataset(x, y.float()), None
 
 
-def arrays(root):
-    x, y = _mnist(root, True, 100)
-    return [(image.numpy(), int(label)) for image, label in zip(x, y)], None
+def arrays(root, n_train=600, n_test=200):
+    """NumPy rows and NumPy integer labels, as scikit-learn and pandas users hold them."""
+    x, y = _mnist(root, True, n_train)
+    test_x, test_y = _mnist(root, False, n_test)
+    return (
+        [(image.numpy(), label) for image, label in zip(x, y.numpy())],
+        [(image.numpy(), label) for image, label in zip(test_x, test_y.numpy())],
+    )
+
+
+def float64_rows(root):
+    """Tabular rows as a float64 array gives them (pandas' ``.to_numpy()``)."""
+    x, y = _mnist(root, True, 300)
+    rows = x.reshape(len(x), -1)[:, ::49].double().numpy() / 255.0  # 16 features
+    return [(row, int(label)) for row, label in zip(rows, y)], None
+
+
+def strings(root):
+    return [(np.array(["a", "b"]), i % 2) for i in range(20)], None
 
 
 class Photos(Dataset):
