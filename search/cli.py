@@ -531,6 +531,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         if name.endswith("accuracy") and not same:
             mismatched.append(name)
         print(f"  {name:<18}{_fmt(logged):>14}{_fmt(again):>14}{'  =' if same else ''}")
+    if result.reuse_note():
+        print(f"  ({result.reuse_note()})")
     print(f"model logged as {result.model_uri} ({PICKLE_NOTE})")
     for kind, path in result.exported.items():
         print(f"exported {kind}: {path}")

@@ -39,6 +39,18 @@ class Reproduction:
         ]
         return [(m, self.source.metrics.get(m), self.outcome.metrics.get(m)) for m in names]
 
+    def reuse_note(self) -> str:
+        """Why ``train_seconds`` differ far more than timings do: the search started the trial
+        from an earlier trial's trained student (``search.reuse_training``), which a
+        reproduction trains itself; empty otherwise."""
+        reused = self.source.metrics.get("reused_epochs") or 0
+        if not reused or self.outcome.metrics.get("reused_epochs"):
+            return ""
+        return (
+            f"the search reused {reused:g} epochs an earlier trial had trained, bit for bit, "
+            "and its train_seconds leave them out; this run trained them"
+        )
+
 
 def reproduce(
     tracker: Tracker,

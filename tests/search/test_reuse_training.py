@@ -43,8 +43,11 @@ def test_trials_start_from_the_trained_student_and_reproduce_exactly(workdir: Pa
     assert len(list((summary.folder / TRAINED_DIR).glob("*.pt"))) == 1
 
     tracker = Tracker(experiment.tracking.uri, experiment.tracking.experiment)
-    again = reproduce(tracker, trials[2].run_id).outcome.metrics
+    reproduction = reproduce(tracker, trials[2].run_id)
+    again = reproduction.outcome.metrics
     assert again.get("reused_epochs") is None  # reproduce trains from scratch
+    assert reproduction.reuse_note().startswith("the search reused 2 epochs an earlier trial")
+    assert reproduce(tracker, trials[0].run_id).reuse_note() == ""  # it trained them itself
     searched = trials[2].metrics
     for name, value in again.items():
         if name not in TIMINGS:
