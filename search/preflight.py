@@ -90,6 +90,18 @@ def check_user_code(experiment: Experiment, notes: list[str] | None = None) -> E
         if note is not None and notes is not None:
             notes.append(note)
     augment = experiment.train.augment.enabled()
+    if (
+        teacher is not None
+        and data.input_dtype.is_floating_point
+        and _default_teacher_cannot_take(experiment, data.input_shape)
+    ):
+        experiment, teacher = _with_feature_teacher(experiment)
+        if notes is not None:
+            notes.append(
+                f"teacher.arch: the default teacher is a CNN for images; inputs of shape "
+                f"{tuple(data.input_shape)} are taught by an MLP (hidden layers "
+                f"{'-'.join(map(str, FEATURE_TEACHER['hidden']))}). Set teacher.arch to choose"
+            )
     if data.input_dtype.is_floating_point:
         _check_input_rank(data.input_shape, student, teacher, augment)
     else:
@@ -239,6 +251,25 @@ def float_weights_note(model: nn.Module, field: str = "space.arch") -> str | Non
     )
 
 
+# The teacher of float inputs that are not images when the experiment names none: the default
+# teacher (a residual CNN) needs (C, H, W) images. An MLP takes any shape, flattened.
+FEATURE_TEACHER: dict[str, Any] = {"family": "mlp", "hidden": [256, 128]}
+
+
+def _default_teacher_cannot_take(experiment: Experiment, shape: tuple[int, ...]) -> bool:
+    return (
+        "arch" not in experiment.teacher.model_fields_set
+        and experiment.teacher.arch.get("family") in IMAGE_FAMILIES
+        and len(shape) != 3
+    )
+
+
+def _with_feature_teacher(experiment: Experiment) -> tuple[Experiment, dict[str, Any]]:
+    arch = dict(FEATURE_TEACHER)
+    teacher = experiment.teacher.model_copy(update={"arch": arch})
+    return experiment.model_copy(update={"teacher": teacher}), arch
+
+
 def _check_input_rank(
     shape: tuple[int, ...],
     student: Mapping[str, Any],
@@ -260,7 +291,7 @@ def _check_input_rank(
             use = (
                 "family custom or mlp, or space.distill.enabled: [false]"
                 if field == "teacher.arch"
-                else "family custom"
+                else "family mlp or custom"
             )
             raise ConfigError(
                 f"{field}: model family {arch['family']!r} takes (C, H, W) images; the data's "

@@ -1,7 +1,10 @@
-"""Classic compression baselines: MLPs (LeNet-300-100) and Caffe's LeNet-5.
+"""MLPs and Caffe's LeNet-5: a searchable MLP for vectors of features (tabular data), and the
+classic compression baselines.
 
-These are the networks Deep Compression (Han et al., 2016) reports on MNIST, so their parameter
-counts are fixed known answers: LeNet-300-100 has 266,610 and LeNet-5 431,080 on 1x28x28.
+LeNet-300-100 and LeNet-5 are the networks Deep Compression (Han et al., 2016) reports on
+MNIST, so their parameter counts are fixed known answers: LeNet-300-100 has 266,610 and
+LeNet-5 431,080 on 1x28x28. ``mlp`` takes its hidden widths as a list (``hidden``, as a
+teacher's) or, searchable, as ``depth`` layers of ``width`` units.
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 from torch import Tensor, nn
 
@@ -19,28 +22,56 @@ from nascomp.spaces.models import (
     register_model,
     require_int,
 )
+from nascomp.spaces.params import ArchSpaceBase, Rule, in_interval
+
+LENET_300_100 = (300, 100)
 
 
 @dataclass(frozen=True)
 class MLPConfig:
-    hidden: tuple[int, ...] = (300, 100)  # LeNet-300-100's hidden layers
+    hidden: tuple[int, ...] | None = None  # the hidden widths; LeNet-300-100's without any field
+    depth: int | None = None  # or this many hidden layers...
+    width: int | None = None  # ...of this many units each
+    dropout: float = 0.0  # after each hidden layer's ReLU, while training
 
     def __post_init__(self) -> None:
-        if isinstance(self.hidden, (str, bytes)) or not hasattr(self.hidden, "__iter__"):
+        by_shape = self.depth is not None or self.width is not None
+        if self.hidden is not None and by_shape:
+            raise ValueError("give hidden (a list of widths) or depth and width, not both")
+        if by_shape:
+            if self.depth is None or self.width is None:
+                raise ValueError("depth and width go together (depth hidden layers of width)")
+            depth = require_int("depth", self.depth, minimum=0)
+            width = require_int("width", self.width)
+            object.__setattr__(self, "depth", depth)
+            object.__setattr__(self, "width", width)
+            widths: tuple[int, ...] = (width,) * depth
+        elif self.hidden is None:
+            widths = LENET_300_100
+        elif isinstance(self.hidden, (str, bytes)) or not hasattr(self.hidden, "__iter__"):
             raise ValueError(f"hidden must be a list of ints >= 1, got {self.hidden!r}")
-        # A config file gives a list; a tuple keeps the frozen config hashable.
-        widths = tuple(require_int("hidden", width) for width in self.hidden)
+        else:  # a config file gives a list; a tuple keeps the frozen config hashable
+            widths = tuple(require_int("hidden", width) for width in self.hidden)
         object.__setattr__(self, "hidden", widths)
+        dropout = self.dropout
+        if isinstance(dropout, bool) or not isinstance(dropout, int | float):
+            raise ValueError(f"dropout must be a number in [0, 1), got {dropout!r}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be a number in [0, 1), got {dropout!r}")
+        object.__setattr__(self, "dropout", float(dropout))
 
 
 class MLP(nn.Sequential):
-    """Flatten, then Linear-ReLU per hidden width, then the classifier."""
+    """Flatten, then Linear-ReLU (and Dropout, when set) per hidden width, then the
+    classifier."""
 
     def __init__(self, config: MLPConfig, n_inputs: int, n_classes: int) -> None:
         layers: list[nn.Module] = [nn.Flatten()]
         width_in = n_inputs
-        for width in config.hidden:
+        for width in config.hidden or ():
             layers += [nn.Linear(width_in, width), nn.ReLU(inplace=True)]
+            if config.dropout:
+                layers.append(nn.Dropout(config.dropout))
             width_in = width
         layers.append(nn.Linear(width_in, n_classes))
         super().__init__(*layers)
@@ -51,7 +82,32 @@ def _n_inputs(input_shape: tuple[int, ...]) -> int:
     return math.prod(input_shape)
 
 
-@register_model("mlp")
+class MlpArchSpace(ArchSpaceBase):
+    """``space.arch`` for ``family: mlp``: ``depth`` hidden layers of ``width`` units, for
+    vectors of features (tabular data) or flattened images."""
+
+    _rules: ClassVar[dict[str, Rule]] = {
+        "depth": Rule(int, in_interval(1, 16)),
+        "width": Rule(int, in_interval(1, 65536)),
+        "dropout": Rule(float, in_interval(0.0, 1.0, high_open=True)),
+    }
+    family: Literal["mlp"] = "mlp"
+    depth: Any = [1, 2, 3]
+    width: Any = [32, 64, 128, 256]
+    dropout: Any = 0.0
+
+
+def describe_mlp(arch: Mapping[str, Any]) -> str:
+    """``mlp 2x64`` (depth x width), ``mlp 300-100`` (hidden widths), ``drop 0.1`` after."""
+    if "depth" in arch or "width" in arch:
+        shape = f"{arch.get('depth')}x{arch.get('width')}"
+    else:
+        shape = "-".join(str(w) for w in arch.get("hidden", LENET_300_100)) or "linear"
+    dropout = arch.get("dropout") or 0
+    return f"mlp {shape}" + (f" drop {dropout:g}" if dropout else "")
+
+
+@register_model("mlp", space=MlpArchSpace, describe=describe_mlp)
 def build_mlp(fields: Mapping[str, Any], input_shape: tuple[int, int, int], n_classes: int) -> MLP:
     config = config_from_fields(MLPConfig, fields, "mlp")
     return MLP(config, _n_inputs(input_shape), n_classes)
@@ -67,7 +123,7 @@ def build_lenet300100(
     fields: Mapping[str, Any], input_shape: tuple[int, int, int], n_classes: int
 ) -> MLP:
     config_from_fields(_NoFields, fields, "lenet300100")
-    return MLP(MLPConfig(hidden=(300, 100)), _n_inputs(input_shape), n_classes)
+    return MLP(MLPConfig(hidden=LENET_300_100), _n_inputs(input_shape), n_classes)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from nascomp.compressors.size import float_weights
+from nascomp.search.errors import ConfigError
 from nascomp.search.experiment import validate_experiment
 from nascomp.search.preflight import (
     check_user_code,
@@ -221,3 +222,33 @@ def test_values_a_builder_declines_as_infeasible_pass_the_checks() -> None:
     experiment = validate_experiment({"space": {"arch": arch, "distill": {"enabled": [False]}}})
     assert check_user_code(experiment) is experiment
     # Any other error at that value stops the search: test_user_code_cli.py.
+
+
+def test_rows_without_a_named_teacher_are_taught_by_an_mlp(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default teacher, a CNN, cannot take (F,) rows: an MLP teaches them, with a note. A
+    teacher the experiment names is kept, and one that takes images only is refused."""
+    name = f"rows_{tmp_path.name}"
+    (tmp_path / f"{name}.py").write_text(MODULE)
+    monkeypatch.chdir(tmp_path)
+    data = {"name": "custom", "factory": f"{name}:counted_from_one", "options": {"n": 600}}
+    space = {"arch": {"family": "mlp"}}
+    notes: list[str] = []
+    checked = check_user_code(validate_experiment({"data": data, "space": space}), notes)
+    assert checked.teacher.arch == {"family": "mlp", "hidden": [256, 128]}
+    assert notes[-1] == (
+        "teacher.arch: the default teacher is a CNN for images; inputs of shape (8,) are taught "
+        "by an MLP (hidden layers 256-128). Set teacher.arch to choose"
+    )
+    named = {"arch": {"family": "mlp", "hidden": [16]}}
+    kept = check_user_code(validate_experiment({"data": data, "space": space, "teacher": named}))
+    assert kept.teacher.arch == {"family": "mlp", "hidden": [16]}
+    cnn = {"arch": {"family": "cnn"}}
+    with pytest.raises(ConfigError, match=r"^teacher.arch: model family 'cnn' takes \(C, H, W\)"):
+        check_user_code(validate_experiment({"data": data, "space": space, "teacher": cnn}))
+    # Without distillation there is no teacher to replace.
+    off = {**space, "distill": {"enabled": [False]}}
+    assert check_user_code(validate_experiment({"data": data, "space": off})).teacher.arch == (
+        validate_experiment({}).teacher.arch
+    )

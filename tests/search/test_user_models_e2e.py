@@ -64,6 +64,13 @@ USER_MODULE = textwrap.dedent(
         ids = torch.tensor(saved["images"], dtype=torch.int64)
         return TensorDataset(ids, torch.tensor(saved["labels"])), None
 
+    def digit_rows():
+        # Tabular rows as scikit-learn hands them: float64 NumPy arrays, NumPy int labels.
+        import numpy as np
+
+        saved = np.load("digits.npz")
+        return list(zip(saved["images"], saved["labels"])), None
+
     class TokenNet(nn.Module):
         def __init__(self, length, n_classes, dim, hidden):
             super().__init__()
@@ -256,6 +263,52 @@ def test_a_search_on_integer_ids_ships_an_int64_model(
         exported = load_exported(export)(inputs)
     agreement = (torch.from_numpy(logits).argmax(1) == exported.argmax(1)).float().mean()
     assert float(agreement) >= 0.9  # the int8 file against the float-folded model
+
+
+def test_tabular_rows_search_the_built_in_mlp_taught_by_an_mlp(
+    tmp_path: Path, teacher_cache: Path
+) -> None:
+    """A tabular user's path: NumPy rows of 64 features, ``family: mlp`` searched, distillation
+    on with the default teacher (a CNN, which cannot take rows: an MLP teaches instead, with a
+    note), then the exported ONNX file takes rows."""
+    experiment_yaml = textwrap.dedent(
+        """
+            data: {name: custom, factory: "brought_models:digit_rows", max_train_samples: 600}
+            space:
+              arch: {family: mlp, depth: [1, 2], width: [16, 32], dropout: 0.1}
+              prune: {method: structured, ratio: 0.5}
+              quant: {bits: 8}
+              distill: {enabled: true, temperature: 2.0, alpha: 0.5}
+            teacher: {epochs: 2}
+            train: {epochs: 2, prune_epochs: 1, qat_epochs: 1, batch_size: 64}
+            measure: {n_warmup: 1, n_repeat: 3, latency_batch_size: 8}
+            search: {trials: 2, concurrent: 2, sampler: random}
+            """
+    )
+    with user_search(tmp_path, teacher_cache, experiment_yaml) as (uri, env):
+        client = MlflowClient(uri)
+        experiment = client.get_experiment_by_name("nascomp")
+        trials = client.search_runs([experiment.experiment_id], "tags.`nascomp.trial_id` != ''")
+        assert len(trials) == 2
+        for run in trials:
+            assert run.data.tags.get("nascomp.status", "ok") == "ok", run.data.tags
+            assert run.data.params["teacher.arch.family"] == "mlp"
+            assert run.data.metrics["val_accuracy"] > 0.2  # it learns: 10 classes, chance 0.1
+            assert run.info.run_name.split(" | ")[1].startswith("mlp ")
+        export = tmp_path / "export"
+        again = nascomp(
+            "reproduce", trials[0].info.run_id, "--export", str(export), "--tracking-uri", uri,
+            cwd=tmp_path, env=env,
+        )  # fmt: skip
+        assert again.returncode == 0, again.stderr[-3000:]
+        assert "warning" not in again.stdout
+    recipe = json.loads((export / "preprocess.json").read_text())
+    assert (recipe["input_dtype"], recipe["input_shape"]) == ("float32", [64])
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(export / "model.onnx"), providers=["CPUExecutionProvider"])
+    rows = np.zeros((3, 64), dtype=np.float32)
+    assert session.run(None, {session.get_inputs()[0].name: rows})[0].shape == (3, 10)
 
 
 def test_per_layer_bit_widths_on_the_users_model(tmp_path: Path, teacher_cache: Path) -> None:

@@ -79,7 +79,8 @@ def test_quickstart_is_valid() -> None:
         ),
         (
             "space.arch.family=vit",
-            "space.arch.family: must be one of cnn, custom, nb201, timm, torchvision; got 'vit'",
+            "space.arch.family: must be one of cnn, custom, mlp, nb201, timm, torchvision; "
+            "got 'vit'",
         ),
         ("space.arch.n_stages=[1, true]", "space.arch.n_stages: expected an integer; got True"),
         ("space.prune.ratio={low: 0.5, high: 0.2}", "range needs low < high"),
@@ -111,7 +112,7 @@ def test_quickstart_is_valid() -> None:
         ),
         (
             "space.arch={base_channels: [16, 32]}",
-            "space.arch.family: missing; give one of cnn, custom, nb201, timm, torchvision",
+            "space.arch.family: missing; give one of cnn, custom, mlp, nb201, timm, torchvision",
         ),
         (
             "objectives={val_acc: max}",

@@ -9,7 +9,13 @@ import torch
 from torch import nn
 
 from nascomp.spaces.cnn import BLOCK_TYPES, CNNConfig
-from nascomp.spaces.models import InfeasibleArchitecture, build_model, model_names, register_model
+from nascomp.spaces.models import (
+    InfeasibleArchitecture,
+    build_model,
+    describe_arch,
+    model_names,
+    register_model,
+)
 from nascomp.spaces.nb201 import cell_string
 
 # A small, typical arch per family; a new family must add one here (the test below checks).
@@ -121,6 +127,35 @@ def test_mlp_rejects_bad_hidden_widths() -> None:
         build_model({"family": "mlp", "hidden": [300, 0]}, (1, 28, 28), 10)
     with pytest.raises(ValueError, match="hidden"):
         build_model({"family": "mlp", "hidden": "300"}, (1, 28, 28), 10)
+
+
+def test_mlp_by_depth_and_width_for_rows_of_features() -> None:
+    """The searchable form: depth hidden layers of width units, on (F,) rows; dropout only
+    while training. Known answer: 30*16+16 + 16*16+16 + 16*2+2 parameters."""
+    arch = {"family": "mlp", "depth": 2, "width": 16, "dropout": 0.25}
+    model = build_model(arch, (30,), 2)
+    assert n_params(model) == 30 * 16 + 16 + 16 * 16 + 16 + 16 * 2 + 2
+    assert [m.p for m in model.modules() if isinstance(m, nn.Dropout)] == [0.25, 0.25]
+    rows = torch.randn(4, 30)
+    model.eval()
+    assert torch.equal(model(rows), model(rows))  # no dropout at inference
+    assert describe_arch(arch) == "mlp 2x16 drop 0.25"
+    assert describe_arch({"family": "mlp", "hidden": [300, 100]}) == "mlp 300-100"
+    assert n_params(build_model({"family": "mlp"}, (1, 28, 28), 10)) == 266_610  # LeNet-300-100
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"hidden": [8], "depth": 1, "width": 8}, "give hidden .* or depth and width, not both"),
+        ({"depth": 2}, "depth and width go together"),
+        ({"depth": 2, "width": 0}, "width must be an int >= 1"),
+        ({"depth": 1, "width": 8, "dropout": 1.0}, r"dropout must be a number in \[0, 1\)"),
+    ],
+)
+def test_mlp_shape_fields_are_checked(fields: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        build_model({"family": "mlp", **fields}, (30,), 2)
 
 
 # ------------------------------------------------------------------------- cnn
