@@ -68,3 +68,22 @@ def test_torchvision_example_validates(tmp_path: Path) -> None:
         (tmp_path / name).mkdir()  # none are read
     experiment = load_experiment(EXAMPLES / "torchvision_cifar10.yaml", [f"data.root={tmp_path}"])
     assert experiment.space.arch.family == "torchvision"
+
+
+def test_tabular_example_reads_its_rows_and_takes_an_mlp_teacher(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The example's factory, imported from its folder: 30 float64 features per row, two named
+    classes, and the pre-flight's MLP teacher (the experiment names none)."""
+    from nascomp.search.preflight import check_user_code
+
+    folder = EXAMPLES / "tabular"
+    monkeypatch.chdir(folder)
+    notes: list[str] = []
+    experiment = check_user_code(load_experiment(folder / "experiment.yaml"), notes)
+    assert experiment.space.arch.family == "mlp"
+    assert experiment.teacher.arch["family"] == "mlp"
+    assert [note.split(":")[0] for note in notes] == ["teacher.arch"]
+    data = experiment.data.load()
+    assert (data.input_shape, data.n_classes, data.classes) == ((30,), 2, ("malignant", "benign"))
+    assert len(data.train) + len(data.val) + len(data.test) == 569
