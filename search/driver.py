@@ -488,7 +488,7 @@ def _scheduler(experiment: Experiment, echo: Any) -> Any:
         # Sizes and counts at a rung are the ones the trial will ship with, not its dense ones.
         predict=predict_costs,
     )
-    per_epoch = {"val_accuracy", "train_accuracy", *PREDICTED_METRICS}
+    per_epoch = {"val_accuracy", "val_balanced_accuracy", "train_accuracy", *PREDICTED_METRICS}
     ranked = [
         f"{m} (predicted final)" if m in PREDICTED_METRICS else m
         for m in experiment.objectives

@@ -206,3 +206,15 @@ def accuracy(
 def split_accuracy(predictions: Tensor, split: Split) -> float:
     """The share of ``split``'s labels that ``predictions`` (classes, in order) get right."""
     return (predictions == split.labels).float().mean().item()
+
+
+def split_balanced_accuracy(predictions: Tensor, split: Split) -> float:
+    """The mean over the classes present in ``split`` of the share of each class's samples that
+    ``predictions`` get right (the recall), as scikit-learn's ``balanced_accuracy_score``:
+    on imbalanced data a model that always answers the majority class scores 1 / K, not the
+    majority's share."""
+    labels = split.labels
+    counts = torch.bincount(labels)
+    hits = torch.bincount(labels[predictions == labels], minlength=len(counts))
+    present = counts > 0
+    return (hits[present].double() / counts[present].double()).mean().item()

@@ -37,6 +37,9 @@ from nascomp.trainers.user_data import SplitSettings, load_user_data
 METRICS = (
     "val_accuracy",
     "test_accuracy",
+    # The mean of the classes' recalls: what imbalanced data should be judged by.
+    "val_balanced_accuracy",
+    "test_balanced_accuracy",
     "params",
     "nonzero_params",
     "size_bytes",

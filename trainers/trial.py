@@ -78,10 +78,10 @@ from nascomp.trainers.init import apply_weights, initial_weights
 from nascomp.trainers.loop import (
     Distillation,
     FeatureHint,
-    accuracy,
     make_optimizer,
     predicted_classes,
     split_accuracy,
+    split_balanced_accuracy,
     top1_agreement,
     train_epoch,
 )
@@ -381,7 +381,7 @@ class _Trial:
             "epoch": self.epoch,
             "loss": stats.loss,
             "train_accuracy": stats.train_accuracy,
-            "val_accuracy": accuracy(self.model, self.val),
+            **self._accuracies("val", predicted_classes(self.model, self.val)),
             "params": count_params(self.model),
             "nonzero_params": count_nonzero_params(self.model),
             "size_bytes": model_size_bytes(self.model, coding=self.cfg.measure.coding),
@@ -481,8 +481,16 @@ class _Trial:
         # them (_agreement), and the model does not change in between.
         self.val_classes = predicted_classes(self.model, self.val)
         return {
-            "val_accuracy": split_accuracy(self.val_classes, self.val),
-            "test_accuracy": accuracy(self.model, self.test),
+            **self._accuracies("val", self.val_classes),
+            **self._accuracies("test", predicted_classes(self.model, self.test)),
+        }
+
+    def _accuracies(self, role: str, classes: Tensor) -> dict[str, float]:
+        """Top-1 and balanced accuracy of ``classes`` on the split ``role``."""
+        split = self.val if role == "val" else self.test
+        return {
+            f"{role}_accuracy": split_accuracy(classes, split),
+            f"{role}_balanced_accuracy": split_balanced_accuracy(classes, split),
         }
 
     def _measure(self, info: dict[str, str]) -> dict[str, float]:

@@ -27,6 +27,8 @@ pytestmark = pytest.mark.e2e
 METRICS = [
     "val_accuracy",
     "test_accuracy",
+    "val_balanced_accuracy",
+    "test_balanced_accuracy",
     "params",
     "nonzero_params",
     "size_bytes",

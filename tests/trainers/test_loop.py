@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
@@ -10,6 +11,8 @@ from nascomp.trainers.loop import (
     Distillation,
     predict_logits,
     predicted_classes,
+    split_accuracy,
+    split_balanced_accuracy,
     top1_agreement,
 )
 from nascomp.trainers.split import TensorSplit
@@ -87,3 +90,21 @@ def test_agreement_with_given_classes_matches_computed_ones() -> None:
     expected = predict_logits(model, split).argmax(1) == predict_logits(deployed, split).argmax(1)
     assert computed == expected.float().mean().item()
     assert top1_agreement(model, model, split) == 1.0
+
+
+@pytest.mark.filterwarnings("ignore:y_pred contains classes not in y_true")
+def test_balanced_accuracy_is_scikit_learns() -> None:
+    """Known answers: the mean recall over the classes present in the labels."""
+    from sklearn.metrics import balanced_accuracy_score
+
+    labels = torch.tensor([0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 2, 2, 2, 4])  # no class 3
+    split = TensorSplit(torch.zeros(len(labels), 1), labels)
+    majority = torch.zeros_like(labels)
+    assert abs(split_accuracy(majority, split) - 8 / 14) < 1e-7  # float32 mean
+    assert split_balanced_accuracy(majority, split) == 1 / 4  # 4 classes present
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        predictions = torch.randint(0, 5, (len(labels),), generator=generator)
+        expected = balanced_accuracy_score(labels.numpy(), predictions.numpy())
+        assert abs(split_balanced_accuracy(predictions, split) - expected) < 1e-12
+    assert split_balanced_accuracy(labels.clone(), split) == 1.0

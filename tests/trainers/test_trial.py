@@ -26,6 +26,8 @@ FAST = [
 METRICS = {
     "val_accuracy",
     "test_accuracy",
+    "val_balanced_accuracy",
+    "test_balanced_accuracy",
     "params",
     "nonzero_params",
     "size_bytes",
@@ -77,6 +79,9 @@ def test_phases_report_every_epoch_and_final_metrics() -> None:
     assert set(outcome.metrics) >= METRICS
     metrics = outcome.metrics
     assert 0.5 < metrics["val_accuracy"] <= 1.0  # 2 epochs on digits learn something
+    # digits' classes are nearly balanced: the mean recall is near top-1, and reported per epoch
+    assert abs(metrics["val_balanced_accuracy"] - metrics["val_accuracy"]) < 0.1
+    assert all("val_balanced_accuracy" in report for report in reports)
     # Half of the conv/linear weights are zero; the rest (BN, biases) stay.
     assert metrics["nonzero_params"] < 0.6 * metrics["params"]
     assert metrics["size_bytes"] < metrics["params"]  # under a byte a parameter (fp32: 4)
