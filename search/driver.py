@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -50,6 +51,7 @@ from nascomp.search.tracking.store import Tracker, TrialRecord
 from nascomp.search.tune.budget import BudgetClock, BudgetedLimiter, budget_key, running_clock
 from nascomp.search.tune.callbacks import MlflowTrialCallback
 from nascomp.search.tune.head import LocalRay, set_ray_environment
+from nascomp.search.tune.interrupt import InterruptMarker
 from nascomp.search.tune.retention import CheckpointRetention
 from nascomp.search.tune.searcher import ConstraintsFromAttr, NascompOptunaSearch
 from nascomp.search.tune.warmup import WarmUp
@@ -187,6 +189,18 @@ def _open_search(
     return search_run_id, folder
 
 
+def end_status(*, ended: int, trials: int, budget_spent: bool, interrupted: bool) -> str:
+    """The parent run's status once Tune returns: FINISHED when every trial ended or the
+    budget is spent, KILLED otherwise and whenever Ctrl-C came (``interrupted``: seen by
+    :class:`InterruptMarker`, or a trial began and never ended). Tune's Ctrl-C handler ends its
+    loop and returns, counting the trials it stopped as terminated, those whose actors were
+    still starting included: by its count alone, a search stopped before its trials began was
+    over, with an empty front (exit 4), and their runs never resumed."""
+    if interrupted:
+        return "KILLED"
+    return "FINISHED" if ended >= trials or budget_spent else "KILLED"
+
+
 class _SearchRun:
     """One driver's part of a search: the Tuner (new or restored), its callbacks, and the
     end: front, plot and status on the parent run, through the same buffered writes."""
@@ -237,6 +251,7 @@ class _SearchRun:
         sized_by_budget = search.budget.given and search.trials == BUDGET_TRIALS_CAP
         total = None if sized_by_budget else search.trials
         clock = self._budget_clock()
+        interrupt = InterruptMarker(self.folder)  # Ctrl-C, told to the trials
         callbacks = [
             self.callback,
             ProgressLine(
@@ -256,6 +271,7 @@ class _SearchRun:
                 if self.experiment.trial == "train"
                 else [plot.warm_up]
             ),
+            interrupt,
         ]
         if clock is not None:
             callbacks.append(clock)
@@ -269,17 +285,23 @@ class _SearchRun:
             searcher = _searcher(self.experiment, constants, self.folder)
             tuner = self._new_tuner(trainable, searcher, callbacks)
         status = "FAILED"
+        sigint = signal.getsignal(signal.SIGINT)
         try:
-            with running_clock(clock) if clock is not None else contextlib.nullcontext():
-                grid = tuner.fit()
-            ended = grid.num_terminated + grid.num_errors
-            spent = clock is not None and clock.exhausted()
-            status = "FINISHED" if ended >= self.experiment.search.trials or spent else "KILLED"
-            if self.callback.open:
-                # Trials began and never ended: Tune stopped on Ctrl-C (its handler ends the
-                # loop and returns, counting the stopped trials as terminated), even when
-                # every trial of the search had begun. Their runs wait for --resume.
-                status = "KILLED"
+            try:
+                with running_clock(clock) if clock is not None else contextlib.nullcontext():
+                    grid = tuner.fit()
+            finally:
+                # Tune leaves its Ctrl-C handler behind when no Ctrl-C came: one while the
+                # front is written would end nothing. Its trials have stopped by now.
+                if sigint is not None and threading.current_thread() is threading.main_thread():
+                    signal.signal(signal.SIGINT, sigint)
+                interrupt.clear()
+            status = end_status(
+                ended=grid.num_terminated + grid.num_errors,
+                trials=self.experiment.search.trials,
+                budget_spent=clock is not None and clock.exhausted(),
+                interrupted=interrupt.interrupted or bool(self.callback.open),
+            )
             if clock is not None:
                 self.echo(f"budget: {clock.describe()} spent")
         except KeyboardInterrupt:

@@ -35,6 +35,7 @@ from ray import tune
 from nascomp.search.collector import freeze_imports
 from nascomp.search.export import write_artifact
 from nascomp.search.tracking.models import stage_onnx_model
+from nascomp.search.tune.interrupt import interrupt_requested
 from nascomp.search.tune.results import EARLIER_KEY, INFO_PREFIX, STATUS_KEY
 from nascomp.trainers.checkpoint import load_state, save_state
 from nascomp.trainers.config import TrialConfig
@@ -73,7 +74,7 @@ def trial_fn(
     if final is not None:
         tune.report(final, checkpoint=tune.get_checkpoint())
         return
-    epochs = EpochReports(every_s)
+    epochs = EpochReports(every_s, stop_requested=_interrupt_requested(tune.get_context()))
     store = trained_store(trained_dir)
     outcome = guarded(
         lambda: run_trial(
@@ -93,9 +94,19 @@ def trained_store(folder: str | None) -> TrainedStore | None:
     return TrainedStore(folder)
 
 
+def _interrupt_requested(context: Any) -> Callable[[], bool]:
+    """Whether the driver saw Ctrl-C (``search.tune.interrupt``), where the search's folder is
+    on this node; never, where it is not (remote storage)."""
+    storage = context.get_storage()
+    if storage.storage_filesystem.type_name != "local":
+        return lambda: False
+    return interrupt_requested(storage.experiment_fs_path)
+
+
 class EpochReports:
     """The trial's ``checkpoint`` callback: an epoch's metrics and state go to Tune when
-    ``every_s`` seconds have passed since the last report (or the trial began); otherwise the
+    ``every_s`` seconds have passed since the last report (or the trial began), or when
+    ``stop_requested()`` (Ctrl-C: Tune stops a trial at its next report); otherwise the
     metrics are held and ride along with the next report, the state is dropped."""
 
     def __init__(
@@ -103,15 +114,18 @@ class EpochReports:
         every_s: float,
         clock: Callable[[], float] = time.monotonic,
         send: Callable[[dict[str, Any], dict[str, Any]], None] | None = None,
+        stop_requested: Callable[[], bool] = lambda: False,
     ) -> None:
         self.every_s = every_s
         self._clock = clock
         self._send = send or _report_epoch
+        self._stop_requested = stop_requested
         self._last = clock()
         self._held: list[dict[str, Any]] = []
 
     def __call__(self, metrics: dict[str, Any], state: dict[str, Any]) -> None:
-        if self.every_s > 0 and self._clock() - self._last < self.every_s:
+        waiting = self.every_s > 0 and self._clock() - self._last < self.every_s
+        if waiting and not self._stop_requested():
             self._held.append(metrics)
             return
         self._send({**metrics, **self.take_held()}, state)

@@ -9,7 +9,7 @@ import pytest
 from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
-from nascomp.search.driver import run_search
+from nascomp.search.driver import end_status, run_search
 from tests.search.conftest import tiny_experiment
 
 pytestmark = pytest.mark.e2e
@@ -47,3 +47,23 @@ def test_search_stays_multi_objective_and_counts_infeasible(workdir: Path) -> No
     assert summary.count("failed") == 0
     infeasible_ids = {t.run_id for t in summary.trials if t.status == "infeasible"}
     assert summary.front and not infeasible_ids & {t.run_id for t in summary.front}
+
+
+@pytest.mark.parametrize(
+    ("ended", "budget_spent", "interrupted", "status"),
+    [
+        (4, False, False, "FINISHED"),  # every trial ended
+        (2, True, False, "FINISHED"),  # the budget ran out first
+        (2, False, False, "KILLED"),
+        # Ctrl-C before any trial's actor started: Tune counts all 4 as terminated
+        (4, False, True, "KILLED"),
+        (2, True, True, "KILLED"),
+    ],
+)
+def test_a_search_stopped_by_ctrl_c_is_never_finished(
+    ended: int, budget_spent: bool, interrupted: bool, status: str
+) -> None:
+    assert (
+        end_status(ended=ended, trials=4, budget_spent=budget_spent, interrupted=interrupted)
+        == status
+    )

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from nascomp.search.tune.trainable import newest, trial_checkpoints
 from tests.search.conftest import nascomp, tiny_args
 from tests.search.faults import (
     MlflowServer,
@@ -202,6 +203,43 @@ def test_ctrl_c_once_every_trial_began_is_an_interrupt(workdir: Path) -> None:
     resumed = nascomp("search", *args, "--resume", cwd=workdir, timeout=600)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     _check_one_finished_run_per_trial(_sqlite(workdir), 2)
+
+
+def test_ctrl_c_reaches_the_trials_at_their_next_epoch(workdir: Path) -> None:
+    """Reports 15 s apart: Tune's stop reached a trial only at its next report and killed it
+    after 5 s, so what it had trained since its last report was lost. On Ctrl-C the trials
+    now report their next epoch, whose checkpoint --resume continues from."""
+    args = tiny_args(
+        workdir,
+        "--set",
+        "search.trials=2",
+        "--set",
+        "train.epochs=2000",
+        "--set",
+        "search.checkpoint_every_s=15",
+        "--seed",
+        "5",
+    )
+    search = background_search(args, workdir)
+    results = workdir / "results"
+
+    def both_reported() -> dict[str, int]:
+        reports = trial_reports(results)
+        epochs = {t: rows[-1].get("epoch", 0) for t, rows in reports.items()}
+        return epochs if len(epochs) == 2 and all(epochs.values()) else {}
+
+    try:
+        reported = wait_for("both trials' first report", both_reported, 400, every_s=0.05)
+        os.killpg(search.pid, signal.SIGINT)
+        assert search.wait(timeout=180) == 130, output(search)[-3000:]
+    finally:
+        kill_session(search)
+    (folder,) = results.glob("nascomp-*")
+    assert not (folder / "nascomp" / "interrupted").exists()  # cleared for --resume
+    for trial, epoch in reported.items():
+        state, final = newest(trial_checkpoints(folder, trial))
+        assert final is None and state is not None
+        assert state["epoch"] > epoch, (trial, epoch, state["epoch"])
 
 
 def test_tracking_server_blip_buffers_and_flushes(workdir: Path) -> None:

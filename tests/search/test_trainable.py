@@ -155,3 +155,45 @@ def test_epochs_are_reported_at_most_every_every_s_and_none_is_lost() -> None:
         each({"epoch": epoch}, {})
     assert [r["epoch"] for r in every] == [1, 2, 3]
     assert all(EARLIER_KEY not in r for r in every)
+
+
+def test_ctrl_c_sends_the_next_epoch_at_once() -> None:
+    """Reports 10 s apart; Ctrl-C at 4 s: epoch 2 (4.5 s) goes at once with epoch 1 held, as
+    do the epochs after it, so Tune's stop reaches the trial at its next epoch."""
+    now, stop = [0.0], [False]
+    sent: list[tuple[dict, dict]] = []
+    reports = EpochReports(
+        10.0,
+        clock=lambda: now[0],
+        send=lambda r, s: sent.append((r, s)),
+        stop_requested=lambda: stop[0],
+    )
+    for epoch, at in enumerate([2.0, 4.5, 5.0], start=1):
+        now[0] = at
+        stop[0] = at > 4.0
+        reports({"epoch": epoch}, {"epoch": epoch})
+    assert [(r["epoch"], s["epoch"]) for r, s in sent] == [(2, 2), (3, 3)]
+    assert [e["epoch"] for e in earlier_epochs(sent[0][0])] == [1]
+
+
+def test_the_interrupt_file_is_written_on_ctrl_c_and_cleared(tmp_path: Path) -> None:
+    """The marker wraps the handler it finds (Tune's) and runs it after writing the file."""
+    import signal
+
+    from nascomp.search.tune.interrupt import InterruptMarker, interrupt_requested
+
+    seen: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: seen.append(signum))
+    try:
+        (tmp_path / "nascomp").mkdir()
+        (tmp_path / "nascomp" / "interrupted").touch()  # left by an earlier run
+        marker = InterruptMarker(tmp_path)
+        marker.setup()
+        requested = interrupt_requested(tmp_path)
+        assert not requested() and not marker.interrupted
+        signal.raise_signal(signal.SIGINT)
+        assert requested() and marker.interrupted and seen == [signal.SIGINT]
+        marker.clear()
+        assert not requested()
+    finally:
+        signal.signal(signal.SIGINT, previous)
