@@ -113,17 +113,30 @@ def run_search(
     import ray
 
     set_ray_environment()
+    given = address
     if local_ray is not None and not address:
         tracker.import_store_code()  # while the local Ray may still be starting
         address = local_ray.address()
+    if address:
+        # This machine's token, for a cluster that asks for one (ray.init sends it by itself
+        # only when it finds the cluster, "auto"); a cluster without authentication ignores it.
         ray_compat.use_local_token()
-    ray.init(
-        address=address,
-        runtime_env=runtime_env(experiment),  # the user's own modules, to every worker
-        include_dashboard=False,
-        log_to_driver=False,
-        logging_level=logging.ERROR,
-    )
+    try:
+        ray.init(
+            address=address,
+            runtime_env=runtime_env(experiment),  # the user's own modules, to every worker
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level=logging.ERROR,
+        )
+    except (ConnectionError, ray.exceptions.RayError) as exc:
+        if not given:
+            raise
+        raise SearchError(
+            f"--address {given}: Ray refused the connection ({_first_line(exc)}); a cluster "
+            "with token authentication needs its token on this machine: ~/.ray/auth_token, "
+            "or RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH"
+        ) from None
     try:  # from here on, Ray is shut down (disconnected) however the search ends
         search_run_id, folder = _open_search(
             experiment, tracker, previous, teacher_facts, teacher_epochs, echo
@@ -564,6 +577,11 @@ def _prepare_teacher(
     accuracy = facts.get("teacher_val_accuracy")
     echo(f"teacher {how}" + (f", val_accuracy {accuracy:.4f}" if accuracy is not None else ""))
     return state, facts, lines.epochs
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
 def check_ray_address(address: str | None, timeout_s: float = 5.0) -> None:

@@ -136,7 +136,9 @@ def test_search_spans_two_ray_nodes(
                 *tiny_args(workdir, *args, "--set", "search.trials=4"),
                 cwd=workdir,
                 timeout=300,
-                env=two_node_cluster.env,
+                # A user's machine that holds the cluster's token, and nothing else: the
+                # driver sends it (RAY_AUTH_MODE=token is not needed with --address).
+                env={"RAY_AUTH_TOKEN_PATH": two_node_cluster.env["RAY_AUTH_TOKEN_PATH"]},
             )
             assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         finally:
@@ -175,6 +177,31 @@ def test_search_spans_two_ray_nodes(
         assert {"pareto_front.json", "pareto.png", "experiment.yaml"} <= parent_files
     finally:
         server.stop()
+
+
+@pytest.mark.e2e
+def test_a_cluster_that_refuses_this_token_is_one_line(workdir: Path, tmp_path: Path) -> None:
+    cluster = LocalRayCluster()
+    wrong = tmp_path / "auth_token"
+    wrong.write_text("0" * 64)
+    wrong.chmod(0o600)
+    try:
+        cluster.start_head(num_cpus=1)
+        done = nascomp(
+            "search",
+            *tiny_args(workdir, "--address", cluster.address, "--set", "search.trials=1"),
+            cwd=workdir,
+            timeout=300,
+            env={"RAY_AUTH_TOKEN_PATH": str(wrong)},
+        )
+    finally:
+        survivors = cluster.stop()
+    assert not survivors
+    assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-3000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"nascomp: error: --address {cluster.address}: Ray refused the ")
+    assert "RAY_AUTH_TOKEN_PATH" in last
+    assert not list(workdir.glob("results/nascomp-*"))  # nothing was started
 
 
 @pytest.mark.e2e
