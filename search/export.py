@@ -110,7 +110,8 @@ def export_model(
         from nascomp.compressors.onnx_export import fp16_onnx
 
         files["onnx_fp16"] = out_dir / FP16_ONNX
-        files["onnx_fp16"].write_bytes(fp16_onnx(model, example.cpu()))
+        half = fp16_onnx(model, example.cpu())
+        files["onnx_fp16"].write_bytes(half if recipe is None else _with_metadata(half, recipe))
     files["state_dict"] = out_dir / "state_dict.pt"
     files["torchscript"] = out_dir / "model.torchscript.pt"
     files["config"] = out_dir / "trial_config.json"
@@ -122,7 +123,25 @@ def export_model(
         traced = torch.jit.trace(model, example, check_trace=False)
     traced.save(str(files["torchscript"]))
     files["config"].write_text(json.dumps(config, indent=2, sort_keys=True, default=str))
+    # A file of an earlier export into this folder that this one did not write (model.fp16.onnx
+    # without --fp16) is another model's: it goes, so the folder holds one model.
+    for name in EXPORT_FILES:
+        if out_dir / name not in files.values():
+            (out_dir / name).unlink(missing_ok=True)
     return files
+
+
+# Every file an export may write; the user's own files in the folder are left alone.
+EXPORT_FILES = (
+    ARTIFACT,
+    SKELETON,
+    PREPROCESS,
+    "model.onnx",
+    FP16_ONNX,
+    "state_dict.pt",
+    "model.torchscript.pt",
+    "trial_config.json",
+)
 
 
 def preprocess_recipe(

@@ -56,6 +56,32 @@ def test_fp16_export_is_a_drop_in_for_model_onnx(tmp_path: Path) -> None:
     assert fp16.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     assert files["onnx_fp16"].stat().st_size < 0.6 * (tmp_path / "state_dict.pt").stat().st_size
     assert onnx_agreement(outcome.model, files["onnx_fp16"], data.val) >= 0.99
+    normalise = TrialConfig.from_flat(flat).data.load().normalise
+    again = export_model(
+        outcome.model, data.test_x[:1], flat, tmp_path, onnx=outcome.onnx, fp16=True,
+        normalise=normalise,
+    )  # fmt: skip
+    metadata = {p.key: p.value for p in onnx.load(str(again["onnx_fp16"])).metadata_props}
+    assert json.loads(metadata["nascomp.preprocess"]) == json.loads(
+        again["preprocess"].read_text()
+    )  # the same recipe as model.onnx's
+
+
+def test_an_export_into_a_used_folder_leaves_no_file_of_the_earlier_model(
+    tmp_path: Path,
+) -> None:
+    """Exported with --fp16, then another model without it into the same folder: the first
+    model's model.fp16.onnx goes (it would be shipped beside the second's model.onnx); the
+    user's own files stay."""
+    flat = pruned("structured", 0.5, **{"quant.bits": 8, "train.epochs": 1})
+    outcome = run_trial(flat)
+    data = TrialConfig.from_flat(flat).data.load()
+    example = data.test_x[:1]
+    export_model(outcome.model, example, flat, tmp_path, onnx=outcome.onnx, fp16=True)
+    (tmp_path / "NOTES.txt").write_text("mine")
+    files = export_model(outcome.model, example, flat, tmp_path, onnx=outcome.onnx)
+    assert not (tmp_path / "model.fp16.onnx").exists()
+    assert {p.name for p in tmp_path.iterdir()} == {p.name for p in files.values()} | {"NOTES.txt"}
 
 
 def test_raw_inputs_through_preprocess_json_are_what_the_model_was_fed(tmp_path: Path) -> None:
