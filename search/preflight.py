@@ -122,7 +122,7 @@ def check_user_code(experiment: Experiment, notes: list[str] | None = None) -> E
             if note is not None and notes is not None:
                 notes.append(note)
             if field == "space.arch" and init:
-                _check_init(model, init, experiment.train.init_sha256)
+                _check_init(model, init, experiment.train.init_sha256, notes)
             if field == "space.arch" and ignore:
                 try:
                     ignored_layers(model, ignore)
@@ -353,9 +353,16 @@ def _check_checkpoint(model: torch.nn.Module, checkpoint: str) -> None:
         ) from None
 
 
-def _check_init(model: torch.nn.Module, path: str, sha256: str | None) -> None:
-    """``train.init`` must load and give the space's first architecture some of its tensors
-    (a file of another model entirely would silently train from scratch)."""
+# Below this share of the first architecture's weights loaded from train.init, a note says so.
+INIT_SHARE_NOTED = 0.5
+
+
+def _check_init(
+    model: torch.nn.Module, path: str, sha256: str | None, notes: list[str] | None = None
+) -> None:
+    """``train.init`` must load and give the space's first architecture some of its weight
+    matrices (a file of another model entirely would silently train from scratch); under
+    half of its weights loaded is noted."""
     try:
         state = initial_weights(path, sha256)
     except Exception as exc:
@@ -366,12 +373,19 @@ def _check_init(model: torch.nn.Module, path: str, sha256: str | None) -> None:
             line = f"train.init: {path} does not load: {type(exc).__name__}: {line}"
         raise ConfigError(line) from None
     report = apply_weights(model, state)
-    if report.loaded == 0:
+    has_matrices = any(p.dim() >= 2 for p in model.parameters())
+    if report.loaded == 0 or (has_matrices and report.matrices == 0):
         theirs = ", ".join(list(state)[:3]) or "none"
-        ours = ", ".join(list(model.state_dict())[:3])
+        ours = ", ".join([name for name, p in model.named_parameters() if p.dim() >= 2][:3])
+        fits = f" (it fits {report.loaded} counters or biases only)" if report.loaded else ""
         raise ConfigError(
-            f"train.init: {path} has no tensor of the name and shape of space.arch's model "
-            f"(the file: {theirs}, ...; the model: {ours}, ...)"
+            f"train.init: {path} has no weight of the name and shape of space.arch's model"
+            f"{fits} (the file: {theirs}, ...; the model's weights: {ours}, ...)"
+        )
+    if report.share < INIT_SHARE_NOTED and notes is not None:
+        notes.append(
+            f"train.init: {report.share:.0%} of space.arch's weights load from the file "
+            f"({report.describe(path)}); the rest starts from its initialisation"
         )
 
 

@@ -86,6 +86,11 @@ class InitReport:
     missing: tuple[str, ...] = ()
     reshaped: tuple[str, ...] = ()
     sliced: int = 0
+    # The model's weight matrices and kernels (parameters of 2 or more dimensions) loaded, and
+    # the share of its parameters' elements: counters such as BatchNorm's num_batches_tracked
+    # have one name and shape at every width, so the count of tensors alone can look like a fit.
+    matrices: int = 0
+    share: float = 0.0
 
     def describe(self, path: str) -> str:
         text = f"{self.loaded} of {self.total} tensors from {path}"
@@ -113,24 +118,33 @@ def apply_weights(model: nn.Module, state: StateDict, match: str = "exact") -> I
     if match not in MATCHES:
         raise ValueError(f"match must be one of {MATCHES}, not {match!r}")
     own = model.state_dict(keep_vars=True)
+    params = {name for name, _ in model.named_parameters()}
     missing, reshaped = [], []
-    loaded = sliced = 0
+    loaded = sliced = matrices = elements = 0
     with torch.no_grad():
         for name, tensor in own.items():
             given = state.get(name)
             if given is None:
                 missing.append(name)
-            elif given.shape == tensor.shape:
+                continue
+            if given.shape == tensor.shape:
                 tensor.copy_(given)
-                loaded += 1
+                copied = tensor.numel()
             elif match == "slice" and given.dim() == tensor.dim() and given.dim() > 0:
                 target, source = _overlap(tuple(tensor.shape), tuple(given.shape))
                 tensor[target] = given[source].to(tensor.dtype)
-                loaded += 1
+                copied = tensor[target].numel()
                 sliced += 1
             else:
                 reshaped.append(name)
-    return InitReport(loaded, len(own), tuple(missing), tuple(reshaped), sliced)
+                continue
+            loaded += 1
+            if name in params:
+                matrices += tensor.dim() >= 2
+                elements += copied
+    total = sum(p.numel() for p in model.parameters())
+    share = elements / total if total else 0.0
+    return InitReport(loaded, len(own), tuple(missing), tuple(reshaped), sliced, matrices, share)
 
 
 def _overlap(

@@ -252,3 +252,25 @@ def test_rows_without_a_named_teacher_are_taught_by_an_mlp(
     assert check_user_code(validate_experiment({"data": data, "space": off})).teacher.arch == (
         validate_experiment({}).teacher.arch
     )
+
+
+def test_starting_weights_of_another_width_are_refused_or_noted(tmp_path: Path) -> None:
+    """``train.init`` of another base width fits only BatchNorm's counters: refused. One of
+    fewer stages fits the stem and its first stage, under half the weights: noted."""
+    from nascomp.spaces.models import build_model
+
+    arch = {"family": "cnn", "n_stages": 2, "blocks_per_stage": 1, "base_channels": 8}
+    arch.update(kernel_size=3, block="plain")
+    wide = build_model({**arch, "base_channels": 16}, (1, 8, 8), 10)
+    torch.save(wide.state_dict(), tmp_path / "wide.pt")
+    space = {"arch": arch, "distill": {"enabled": [False]}}
+    with pytest.raises(ConfigError, match=r"has no weight of the name and shape .* counters or"):
+        check_user_code(
+            validate_experiment({"space": space, "train": {"init": str(tmp_path / "wide.pt")}})
+        )
+    shallow = build_model({**arch, "n_stages": 1}, (1, 8, 8), 10)
+    torch.save(shallow.state_dict(), tmp_path / "shallow.pt")
+    notes: list[str] = []
+    experiment = {"space": space, "train": {"init": str(tmp_path / "shallow.pt")}}
+    check_user_code(validate_experiment(experiment), notes)
+    assert notes[-1].startswith("train.init: 20% of space.arch's weights load from the file (")

@@ -45,6 +45,19 @@ def test_tensors_of_the_same_name_and_shape_are_copied_the_others_kept() -> None
     )
     partial = apply_weights(small(3), {"0.weight": source[0].weight.detach()})
     assert partial.loaded == 1 and partial.missing[:2] == ("0.bias", "1.weight")
+    # Weights: conv 36 + 4, BN 4 + 4 of the 40 + 8 + 144 * 10 + 10 the model holds
+    assert report.matrices == 1 and report.share == 48 / (48 + 1450)
+
+
+def test_counters_alone_are_no_fit() -> None:
+    """A checkpoint of another width fits a BatchNorm's num_batches_tracked (one name and
+    shape at every width) and nothing else: no weight matrix, and no share of the weights."""
+
+    def wide(width: int) -> nn.Module:
+        return nn.Sequential(nn.Conv2d(1, width, 3), nn.BatchNorm2d(width))
+
+    report = apply_weights(wide(4), wide(8).state_dict())
+    assert report.loaded == 1 and report.matrices == 0 and report.share == 0.0
 
 
 def test_slice_copies_the_leading_channels_and_the_kernel_centre() -> None:
