@@ -9,6 +9,7 @@ tracking), so it lives in the top layer. Every section is a pydantic model with
 
 from __future__ import annotations
 
+import copy
 import difflib
 import os
 import re
@@ -447,12 +448,42 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
         raise ConfigError(f"--set {key}: value {text!r} is not valid YAML") from None
     node = raw
     parts = key.strip().split(".")
-    for part in parts[:-1]:
-        child = node.setdefault(part, {})
+    for depth, part in enumerate(parts[:-1], start=1):
+        if part not in node:
+            # A mapping the file leaves to its default starts as that default, so the key
+            # set is added to it, as it would be to the file's own: objectives.latency_ms=min
+            # adds a third objective to the default two rather than replacing them.
+            default = _field_default(parts[:depth])
+            if isinstance(default, dict) and not set(default) <= _RANGE_KEYS:
+                node[part] = copy.deepcopy(default)
+            else:  # a section; one of a tagged union (space.arch) keeps its default's tag
+                family = getattr(default, "family", None)
+                node[part] = {"family": family} if isinstance(family, str) else {}
+        child = node[part]
         if not isinstance(child, dict):
             raise ConfigError(f"--set {key}: {part!r} is not a section")
         node = child
     node[parts[-1]] = value
+
+
+# A range given in part is completed by the space's own rules (spaces.params): a step given
+# to a log range drops its log there, which a copy of the default range would keep.
+_RANGE_KEYS = frozenset({"low", "high", "log", "step"})
+
+
+def _field_default(path: list[str]) -> Any:
+    """The default of the experiment's field at ``path`` (its sections' fields by name), or
+    None where the path leaves the schema."""
+    model: Any = Experiment
+    default = None
+    for part in path:
+        fields = getattr(model, "model_fields", None)
+        if not isinstance(fields, dict) or part not in fields:
+            return None
+        info = fields[part]
+        default = info.get_default(call_default_factory=True)
+        model = info.annotation
+    return default
 
 
 def validate_experiment(raw: dict[str, Any]) -> Experiment:

@@ -154,6 +154,21 @@ def test_a_range_given_in_part_takes_the_rest_from_the_default(tmp_path: Path) -
         load_experiment(path, ["space.prune.ratio={}"])  # nothing given: no range at all
 
 
+def test_a_key_set_in_a_mapping_left_to_its_default_adds_to_it(tmp_path: Path) -> None:
+    """Without ``objectives`` in the file, --set objectives.latency_ms=min adds a third
+    objective to the default two, as it does to a file's own; a whole mapping replaces."""
+    path = tmp_path / "e.yaml"
+    path.write_text("search: {trials: 2}\n")
+    added = load_experiment(path, ["objectives.latency_ms=min"]).objectives
+    assert added == {"val_accuracy": "max", "size_bytes": "min", "latency_ms": "min"}
+    replaced = load_experiment(path, ["objectives={latency_ms: min}"]).objectives
+    assert replaced == {"latency_ms": "min"}
+    teacher = load_experiment(path, ["teacher.arch.base_channels=16"]).teacher.arch
+    assert teacher == {**load_experiment(path).teacher.arch, "base_channels": 16}
+    arch = load_experiment(path, ["space.arch.n_stages=[1]"]).space.arch
+    assert (arch.family, arch.n_stages) == ("cnn", [1])
+
+
 @pytest.mark.parametrize(
     ("overrides", "needs"),
     [
