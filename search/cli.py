@@ -309,20 +309,21 @@ def cmd_search(args: argparse.Namespace) -> int:
         from nascomp.search.tracking.store import Tracker
 
         tracker = Tracker(experiment.tracking.resolved_uri(), experiment.tracking.experiment)
+        from nascomp.search.front.selection import broke_constraints, empty_front_reason
+
+        broke = broke_constraints(summary.trials, experiment.constraints)
         print(
             f"\n{len(summary.trials)} trials in {summary.wall_seconds:.0f} s "
-            f"({summary.count('ok')} ok, {summary.count('infeasible')} infeasible, "
+            f"({summary.count('ok')} ok{f' ({broke} broke a constraint)' if broke else ''}, "
+            f"{summary.count('infeasible')} infeasible, "
             f"{summary.count('pruned')} stopped early, {summary.count('failed')} failed)"
         )
         _print_failures(summary.trials)
-        _print_front(summary.front, summary.objectives, summary.search_run_id)
+        empty = empty_front_reason(summary.trials, summary.objectives, experiment.constraints)
+        _print_front(summary.front, summary.objectives, summary.search_run_id, empty)
         print(f"\nMLflow: {_browse_hint(tracker)}")
     if not summary.front:  # a script or CI job must not take "no model" for success
-        print(
-            "nascomp: error: the front is empty (no trial ended ok within the constraints): "
-            "no model to pick",
-            file=sys.stderr,
-        )
+        print(f"nascomp: error: the front is empty: {empty}", file=sys.stderr)
         return EXIT_NO_MODEL
     return 0
 
@@ -389,9 +390,11 @@ def _tracker(args: argparse.Namespace) -> Any:
         )
     tracker = Tracker(uri, config.experiment)
     tracker.check_reachable()
-    if args.experiment is None:
-        # A run id names its experiment; a store with one searched experiment needs no name.
-        named_run = getattr(args, "run_id", None) or getattr(args, "search_run", None)
+    # A run id names its experiment, whatever --experiment says (a search run read in another
+    # experiment had no trials: an empty front, exit 0); a store with one searched experiment
+    # needs no name.
+    named_run = getattr(args, "run_id", None) or getattr(args, "search_run", None)
+    if args.experiment is None or named_run:
         tracker.experiment = tracker.default_experiment(named_run) or tracker.experiment
     return tracker
 
@@ -448,8 +451,19 @@ def cmd_pareto(args: argparse.Namespace) -> int:
             )
         )
         return 0
-    _print_front(front, objectives, search_run)
+    _print_front(front, objectives, search_run, _empty_reason(tracker, search_run, front))
     return 0
+
+
+def _empty_reason(tracker: Any, search_run: str, front: list) -> str:
+    """Why the front of ``search_run`` is empty ("" when it is not)."""
+    from nascomp.search.front.selection import empty_front_reason
+
+    if front:
+        return ""
+    return empty_front_reason(
+        tracker.trials(search_run), tracker.objectives(search_run), tracker.constraints(search_run)
+    )
 
 
 def _write_plot(
@@ -477,11 +491,11 @@ def _write_plot(
     print(f"plot written to {path}", file=sys.stderr)
 
 
-def _print_front(front: list, objectives: dict[str, str], search_run: str) -> None:
+def _print_front(front: list, objectives: dict[str, str], search_run: str, empty: str = "") -> None:
     models = f"{len(front)} model{'' if len(front) == 1 else 's'}"
     print(f"Pareto front of search {search_run} ({models}; {_objectives_text(objectives)})")
     if not front:
-        print("  (empty: no trial finished)")
+        print(f"  (empty: {empty or 'no trial finished'})")
         return
     names = list(objectives)
     header = ["rank", "run_id", *names, "model"]
@@ -513,7 +527,12 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     if args.pick:
         run_id = _pick(tracker, args.pick).run_id
     if run_id is None:
-        _, front, _ = _front(tracker)
+        search_run, front, _ = _front(tracker)
+        if not front:
+            raise ValueError(
+                f"the front of search {search_run} is empty "
+                f"({_empty_reason(tracker, search_run, front)}): no model to reproduce"
+            )
         if not 1 <= args.rank <= len(front):
             raise ValueError(
                 f"--rank must be in 1..{len(front)} (the front's size); got {args.rank}"

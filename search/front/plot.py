@@ -113,9 +113,14 @@ def plot_front(
         _rank_labels(ax, values, list(front), x, y)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=_DPI, format="png")
+    # The file's suffix picks the format (pareto --plot front.svg); PNG for any other name.
+    suffix = path.suffix.lower().lstrip(".")
+    figure.savefig(path, dpi=_DPI, format=suffix if suffix in _FORMATS else "png")
     plt.close(figure)
     return path
+
+
+_FORMATS = frozenset({"png", "svg", "pdf", "jpg", "jpeg"})
 
 
 def _coordinates(values: np.ndarray, x: int, y: int) -> tuple[np.ndarray, np.ndarray]:

@@ -6,6 +6,7 @@ metrics): the driver, the CLI and the tests use them on what MLflow holds.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -32,6 +33,37 @@ def feasible_trials(
         and all(m in t.metrics for m in objectives)
         and is_feasible(parsed, t.metrics)
     ]
+
+
+def broke_constraints(trials: list[TrialRecord], constraints: Sequence[str] = ()) -> int:
+    """How many trials ended ok but broke a constraint."""
+    parsed = parse_constraints(constraints, METRICS)
+    return sum(t.status == "ok" and not is_feasible(parsed, t.metrics) for t in trials)
+
+
+def empty_front_reason(
+    trials: list[TrialRecord], objectives: dict[str, str], constraints: Sequence[str] = ()
+) -> str:
+    """Why no trial is on the front, in words: none finished, every one that ended ok broke a
+    constraint, or none reported every objective."""
+    ok = [t for t in trials if t.status == "ok"]
+    if not trials:
+        return "no trial finished"
+    if not ok:
+        counts = Counter(t.status for t in trials)
+        ended = ", ".join(f"{n} {_STATUS_WORDS.get(s, s)}" for s, n in counts.most_common())
+        return f"no trial ended ok ({ended})"
+    broke = broke_constraints(ok, constraints)
+    if broke == len(ok):
+        return (
+            f"all {broke} trial{'s' if broke != 1 else ''} that ended ok broke a constraint "
+            f"({'; '.join(constraints)})"
+        )
+    missing = sorted({m for t in ok for m in objectives if m not in t.metrics})
+    return f"no trial that ended ok reported every objective (missing: {', '.join(missing)})"
+
+
+_STATUS_WORDS = {"pruned": "stopped early"}
 
 
 def select_front(

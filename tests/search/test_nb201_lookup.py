@@ -133,3 +133,31 @@ def test_lookup_search_pick_plot_and_reproduce(
     assert "val_accuracy" in again.stdout and "=" in again.stdout
     bad = nascomp_here(capsys, "pareto", "--pick", "max speed", *common)
     assert bad.returncode == 2 and "unknown metric 'speed'" in bad.stderr
+    # The plot's format follows its suffix.
+    formats = {"front.svg": b"<?xml", "front.pdf": b"%PDF", "front.jpg": b"\xff\xd8"}
+    for name, magic in formats.items():
+        drawn = nascomp_here(capsys, "pareto", "--plot", str(workdir / name), *common)
+        assert drawn.returncode == 0 and (workdir / name).read_bytes().startswith(magic), name
+    # A search run is read in its own experiment, whatever --experiment says.
+    elsewhere = ["--tracking-uri", uri, "--experiment", "Default"]
+    run = parent.info.run_id
+    by_run = nascomp_here(capsys, "pareto", "--json", "--search-run", run, *elsewhere)
+    assert json.loads(by_run.stdout)["front"] == front
+
+
+def test_a_front_emptied_by_constraints_says_so(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    common = ["--tracking-uri", f"sqlite:///{workdir / 'mlflow.db'}", "--experiment", "nb"]
+    result = nascomp(
+        "search", str(EXAMPLE), "--trials", "3", "--set", f"storage={workdir / 'results'}",
+        "--set", 'constraints=["params <= 1"]', *common, cwd=workdir,
+    )  # fmt: skip
+    assert result.returncode == 4, result.stderr[-3000:]
+    assert "(3 ok (3 broke a constraint), 0 infeasible" in result.stdout
+    why = "all 3 trials that ended ok broke a constraint (params <= 1)"
+    assert f"  (empty: {why})" in result.stdout
+    assert result.stderr.strip().splitlines()[-1] == f"nascomp: error: the front is empty: {why}"
+    assert f"  (empty: {why})" in nascomp_here(capsys, "pareto", *common).stdout
+    again = nascomp_here(capsys, "reproduce", "--rank", "1", *common)
+    assert again.returncode == 2 and f"is empty ({why}): no model to reproduce" in again.stderr

@@ -12,7 +12,7 @@ from ray.tune.schedulers import TrialScheduler
 from nascomp.search.driver import select_front
 from nascomp.search.front.hypervolume import HypervolumeHistory
 from nascomp.search.front.plot import write_plot
-from nascomp.search.front.selection import pick_trial
+from nascomp.search.front.selection import broke_constraints, empty_front_reason, pick_trial
 from nascomp.search.tracking.store import TrialRecord
 from nascomp.search.tune.scheduler import MultiObjectiveAsha, promotes, rung_epochs
 
@@ -105,6 +105,21 @@ def test_front_excludes_pruned_infeasible_and_constraint_violators() -> None:
     constrained = select_front(TRIALS, OBJECTIVES, ["size_bytes <= 50000"])
     # c and d violate the constraint; e stays dominated by b.
     assert [t.run_id for t in constrained] == ["b", "a"]
+
+
+def test_an_empty_front_says_why() -> None:
+    assert empty_front_reason([], OBJECTIVES) == "no trial finished"
+    assert empty_front_reason(TRIALS[5:], OBJECTIVES) == (
+        "no trial ended ok (1 stopped early, 1 infeasible)"
+    )
+    assert broke_constraints(TRIALS, ["size_bytes <= 10"]) == 5
+    assert empty_front_reason(TRIALS, OBJECTIVES, ["size_bytes <= 10"]) == (
+        "all 5 trials that ended ok broke a constraint (size_bytes <= 10)"
+    )
+    no_latency = [_record("h", val_accuracy=0.9, size_bytes=1)]
+    assert empty_front_reason(no_latency, OBJECTIVES) == (
+        "no trial that ended ok reported every objective (missing: latency_ms)"
+    )
 
 
 @pytest.mark.parametrize(
