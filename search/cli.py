@@ -81,6 +81,16 @@ def _port(text: str) -> int:
     return port
 
 
+def _model_name(text: str) -> str:
+    """argparse's type for a Model Registry name: refused at once, not after the trial has
+    trained again (MLflow refuses '/' and ':' only when registering)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must name the registered model; got an empty name")
+    if "/" in text or ":" in text:
+        raise argparse.ArgumentTypeError(f"a model's name cannot hold '/' or ':'; got {text!r}")
+    return text
+
+
 def _is_validation_error(exc: BaseException) -> bool:
     from pydantic import ValidationError  # the experiment's schema imported it already
 
@@ -242,6 +252,7 @@ def _parser() -> argparse.ArgumentParser:
     reproduce.add_argument(
         "--register",
         metavar="NAME",
+        type=_model_name,
         help="register the reproduced ONNX model in the MLflow Model Registry as NAME",
     )
     reproduce.set_defaults(run=cmd_reproduce)
@@ -597,6 +608,9 @@ def cmd_ui(args: argparse.Namespace) -> int:
         print(f"the store is a tracking server already: {Tracker(uri, args.experiment).runs_url()}")
         return 0
     base = f"http://{args.host}:{args.port}"
+    if not _port_free(args.host, args.port):
+        # Another server there would answer the health check and be taken for this one.
+        return _fail(f"--port {args.port}: {args.host}:{args.port} is in use; give another port")
     command = [
         sys.executable,
         "-m",
@@ -620,7 +634,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
         command, env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=os.setpgrp
     )
     try:
-        if not _wait_healthy(base, server):
+        if not _wait_healthy(base, server) or server.poll() is not None:
             return _fail(f"the MLflow UI did not start on {base} (port taken?)")
         tracker = Tracker(uri, args.experiment or "nascomp")
         try:
@@ -664,6 +678,24 @@ def _signal_group(pgid: int, signum: int) -> bool:
 
 def _raise_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
+
+
+def _port_free(host: str, port: int) -> bool:
+    """Whether a server may listen on ``host:port`` now."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError:
+        return True  # mlflow server reports a host it cannot resolve itself
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind(address)
+        except OSError:
+            return False
+    return True
 
 
 def _wait_healthy(base: str, server: subprocess.Popen, timeout_s: float = 90.0) -> bool:

@@ -65,6 +65,18 @@ class TrialRecord:
     experiment_id: str = ""  # the MLflow experiment holding the run
 
 
+def _what_path_is(uri: str, scheme: str) -> str:
+    """What a tracking URI without a store's scheme names, for its one-line error."""
+    if scheme not in ("", "file"):
+        return f"has a scheme MLflow has no store for ({scheme!r})"
+    path = Path(uri.removeprefix("file://"))
+    if path.is_file():
+        return "is a file, not a URI (a sqlite file is given as sqlite:///PATH)"
+    if path.is_dir():
+        return "is a folder: MLflow's file store is closed to new features (MLflow 3 refuses it)"
+    return "is a path, not a URI"
+
+
 class Tracker:
     def __init__(self, uri: str, experiment: str) -> None:
         self.uri = uri
@@ -101,17 +113,10 @@ class Tracker:
         if "://" not in self.uri and scheme != "databricks":
             scheme = ""
         if scheme not in (*DATABASE_ENGINES, "http", "https", "databricks"):
-            folder = scheme in ("", "file")
             raise TrackingError(
-                f"tracking.uri: {self.uri!r} "
-                + (
-                    "is a folder: MLflow's file store is closed to new features (MLflow "
-                    "3 refuses it)"
-                    if folder
-                    else f"has a scheme MLflow has no store for ({scheme!r})"
-                )
-                + "; give sqlite:///PATH/mlflow.db, a database URL (postgresql://...) or an "
-                "MLflow server's http(s):// address"
+                f"tracking.uri: {self.uri!r} {_what_path_is(self.uri, scheme)}; give "
+                "sqlite:///PATH/mlflow.db, a database URL (postgresql://...) or an MLflow "
+                "server's http(s):// address"
             )
         if not self.uri.startswith(("http://", "https://")):
             return

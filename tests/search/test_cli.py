@@ -30,7 +30,7 @@ from tests.search.conftest import live_processes_with, nascomp, nascomp_here
         (["--resume"], "--resume: no unfinished search of this experiment"),
         (["--resume", "elsewhere"], "--resume elsewhere: no nascomp/manifest.json there"),
         (["--tracking-uri", "foo://bar"], "tracking.uri: 'foo://bar' has a scheme MLflow has"),
-        (["--tracking-uri", "./mlruns"], "tracking.uri: './mlruns' is a folder"),
+        (["--tracking-uri", "./mlruns"], "tracking.uri: './mlruns' is a path, not a URI"),
         (["--experiment", ""], "tracking.experiment: String should have at least 1 character"),
         (["--seed", "-1"], "search.seed: Input should be greater than or equal to 0"),
         (
@@ -64,6 +64,21 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(
     assert "Traceback" not in result.stderr + result.stdout
     # No MLflow store or run created, no result folder.
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_tracking_uri_that_is_a_file_or_a_folder_says_which(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nascomp.search.errors import TrackingError
+    from nascomp.search.tracking.store import Tracker
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mlflow.db").write_bytes(b"")
+    (tmp_path / "mlruns").mkdir()
+    with pytest.raises(TrackingError, match=r"'mlflow.db' is a file, not a URI \(a sqlite file"):
+        Tracker("mlflow.db", "x").check_reachable()
+    with pytest.raises(TrackingError, match=r"'mlruns' is a folder: MLflow's file store"):
+        Tracker("mlruns", "x").check_reachable()
 
 
 def test_unreachable_tracking_server_fails_before_any_trial(tmp_path: Path) -> None:
@@ -202,6 +217,39 @@ def test_results_and_exports_that_cannot_be_written_are_refused_before_anything_
     assert export.stderr.strip() == (
         f"nascomp: error: --export: {tmp_path / 'afile'} is a file; give a folder (got 'afile')"
     )
+
+
+def test_ui_on_a_port_in_use_is_refused_before_any_server_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Another MLflow UI there would answer the health check and be taken for this one (a
+    different store's URL, exit 0)."""
+    import socket
+
+    from nascomp.search.cli import main
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code = main(["ui", "--port", str(port), "--tracking-uri", f"sqlite:///{tmp_path}/m.db"])
+    assert code == 2
+    assert capsys.readouterr().err.strip() == (
+        f"nascomp: error: --port {port}: 127.0.0.1:{port} is in use; give another port"
+    )
+    assert list(tmp_path.iterdir()) == []  # no store made
+
+
+@pytest.mark.parametrize("name", ["", "team/model", "a:b"])
+def test_a_registry_name_mlflow_refuses_is_a_usage_error_at_once(
+    name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from nascomp.search.cli import main
+
+    with pytest.raises(SystemExit) as caught:
+        main(["reproduce", "abc", "--register", name])
+    assert caught.value.code == 2
+    assert "argument --register: " in capsys.readouterr().err
 
 
 def test_port_out_of_range_is_a_usage_error_at_once() -> None:
