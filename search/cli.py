@@ -554,13 +554,11 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     if record.params.get("trial") == "nb201_lookup":
         return _reproduce_lookup(record)
     result = reproduce(tracker, run_id, args.export, args.register, fp16=args.fp16, echo=print)
-    print(f"  {'metric':<18}{'logged':>14}{'reproduced':>14}")
-    mismatched = []
+    print(f"  {'metric':<24}{'logged':>14}{'reproduced':>14}")
     for name, logged, again in result.comparison():
         same = logged is not None and again is not None and logged == again
-        if name.endswith("accuracy") and not same:
-            mismatched.append(name)
-        print(f"  {name:<18}{_fmt(logged):>14}{_fmt(again):>14}{'  =' if same else ''}")
+        print(f"  {name:<24}{_fmt(logged):>14}{_fmt(again):>14}{'  =' if same else ''}")
+    mismatched = result.differing_accuracies()
     if result.reuse_note():
         print(f"  ({result.reuse_note()})")
     print(f"model logged as {result.model_uri} ({PICKLE_NOTE})")
@@ -588,11 +586,11 @@ def _reproduce_lookup(record: Any) -> int:
     from nascomp.trainers.nb201_lookup import run_lookup_trial
 
     again = run_lookup_trial(record.params).metrics
-    print(f"  {'metric':<18}{'logged':>14}{'reproduced':>14}")
+    print(f"  {'metric':<24}{'logged':>14}{'reproduced':>14}")
     for name, value in again.items():
         logged = record.metrics.get(name)
         same = "  =" if logged == value else ""
-        print(f"  {name:<18}{_fmt(logged):>14}{_fmt(value):>14}{same}")
+        print(f"  {name:<24}{_fmt(logged):>14}{_fmt(value):>14}{same}")
     print("a NAS-Bench-201 lookup has no trained weights to export")
     return 0
 

@@ -39,6 +39,15 @@ class Reproduction:
         ]
         return [(m, self.source.metrics.get(m), self.outcome.metrics.get(m)) for m in names]
 
+    def differing_accuracies(self) -> list[str]:
+        """The accuracies the reproduction gives otherwise than the run logged them; a metric
+        the run predates (nascomp added it later) is none."""
+        return [
+            name
+            for name, logged, again in self.comparison()
+            if name.endswith("accuracy") and logged is not None and logged != again
+        ]
+
     def reuse_note(self) -> str:
         """Why ``train_seconds`` differ far more than timings do: the search started the trial
         from an earlier trial's trained student (``search.reuse_training``), which a

@@ -47,6 +47,11 @@ def test_trials_start_from_the_trained_student_and_reproduce_exactly(workdir: Pa
     again = reproduction.outcome.metrics
     assert again.get("reused_epochs") is None  # reproduce trains from scratch
     assert reproduction.reuse_note().startswith("the search reused 2 epochs an earlier trial")
+    assert reproduction.differing_accuracies() == []
+    # A run logged before a metric existed: no difference to warn of; a changed one is.
+    del reproduction.source.metrics["val_balanced_accuracy"]
+    reproduction.source.metrics["test_accuracy"] += 0.5
+    assert reproduction.differing_accuracies() == ["test_accuracy"]
     assert reproduce(tracker, trials[0].run_id).reuse_note() == ""  # it trained them itself
     searched = trials[2].metrics
     for name, value in again.items():
