@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -137,6 +138,8 @@ def run_search(
             "with token authentication needs its token on this machine: ~/.ray/auth_token, "
             "or RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH"
         ) from None
+    if given and (unfit := cluster_fit(experiment)):
+        echo(f"note: {unfit}")
     try:  # from here on, Ray is shut down (disconnected) however the search ends
         search_run_id, folder = _open_search(
             experiment, tracker, previous, teacher_facts, teacher_epochs, echo
@@ -275,6 +278,7 @@ class _SearchRun:
                 # Redrawn in place only where a person watches a terminal.
                 live=sys.stdout if self.echo is print and sys.stdout.isatty() else None,
                 budget_left=clock.seconds_left if clock is not None else None,
+                waiting=functools.partial(cluster_fit, self.experiment),
             ),
             CheckpointRetention(),
             # While the first trials train: the first MLflow model of a trial (a lookup
@@ -599,6 +603,25 @@ def check_ray_address(address: str | None, timeout_s: float = 5.0) -> None:
         socket.create_connection((host, int(port)), timeout=timeout_s).close()
     except OSError as exc:
         raise SearchError(f"no Ray cluster answers at {address} ({exc.strerror or exc})") from None
+
+
+def cluster_fit(experiment: Experiment) -> str:
+    """Why no node of the connected Ray cluster fits one trial now ("" when one does): its
+    trials would wait, silently, until a node that does joins (an autoscaler may add one)."""
+    import ray
+
+    resources = experiment.resources
+    nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+    asks = {"CPU": resources.cpus_per_trial, "GPU": resources.gpus_per_trial}
+    if any(all(node.get(kind, 0) >= n for kind, n in asks.items()) for node in nodes):
+        return ""
+    largest = max(nodes, key=lambda node: (node.get("CPU", 0), node.get("GPU", 0)), default={})
+    wanted = ", ".join(f"{n:g} {kind}s" for kind, n in asks.items() if n)
+    has = ", ".join(f"{largest.get(kind, 0):g} {kind}s" for kind, n in asks.items() if n)
+    return (
+        f"resources: each trial asks for {wanted}, and no node of the cluster has them now "
+        f"(the largest has {has}); the trials wait until a node that does joins"
+    )
 
 
 def check_local_resources(experiment: Experiment) -> None:

@@ -46,13 +46,17 @@ class ProgressLine(Callback):
         every_s: float = 30.0,
         clock: Callable[[], float] = time.perf_counter,
         budget_left: Callable[[], float | None] | None = None,
+        waiting: Callable[[], str] | None = None,
     ) -> None:
         """``n_trials``: the search's size (None: it runs until its budget is spent, so the
         lines count trials without a total). ``live``: a terminal to redraw the status line on
         (None: plain status lines through ``echo``, at most every ``every_s`` seconds).
         ``budget_left``: with ``search.budget``, the wall seconds the budget lasts at the
         current pace (``BudgetClock.seconds_left``; None: unknown yet): the time left is the
-        sooner of the budget's end and the trials' (trials begun still finish after it)."""
+        sooner of the budget's end and the trials' (trials begun still finish after it).
+        ``waiting``: what the trials wait for while none runs (a cluster without a node that
+        fits one), said every ``every_s`` seconds instead of nothing."""
+        self.waiting = waiting
         self.n_trials = n_trials
         self.budget_left = budget_left
         self.objectives = list(objectives)
@@ -93,8 +97,19 @@ class ProgressLine(Callback):
         self._line(trial, "failed", "see the trial's MLflow run for the reason")
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
-        if self.live is None and self.running and self.clock() - self.last_line >= self.every_s:
+        if self.clock() - self.last_line < self.every_s:
+            return
+        if self.running and self.live is None:
             self.echo(self.status_text())
+            self.last_line = self.clock()
+        elif not self.running and any(getattr(t, "status", None) == "PENDING" for t in trials):
+            # Trials made but none started: on a terminal too, where no status line shows.
+            pending = sum(getattr(t, "status", None) == "PENDING" for t in trials)
+            why = self.waiting() if self.waiting is not None else ""
+            self.echo(
+                f"waiting: {pending} trial{'s' if pending != 1 else ''} to start"
+                + (f"; {why}" if why else "")
+            )
             self.last_line = self.clock()
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:

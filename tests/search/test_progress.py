@@ -60,6 +60,27 @@ def test_plain_output_prints_the_status_every_interval_while_trials_run() -> Non
     assert len(lines) == 2  # a trial line counts as output: the next status waits 30 s
 
 
+def test_trials_that_cannot_start_say_what_they_wait_for() -> None:
+    """None runs, two are made and wait for resources (a cluster without a node that fits):
+    a line every interval, on a terminal too, with the reason the driver gives."""
+    lines: list[str] = []
+    clock = Clock()
+    progress = ProgressLine(
+        2, {"val_accuracy": "max"}, lines.append, live=io.StringIO(), every_s=30, clock=clock,
+        waiting=lambda: "no node has 4 CPUs",
+    )  # fmt: skip
+    pending = [Trial("aaaa1"), Trial("bbbb2")]
+    for trial in pending:
+        trial.status = "PENDING"  # type: ignore[attr-defined]
+    progress.on_step_end(0, pending)
+    assert lines == []  # not yet 30 s
+    clock.now += 30
+    progress.on_step_end(0, pending)
+    assert lines == ["waiting: 2 trials to start; no node has 4 CPUs"]
+    progress.on_step_end(0, pending)
+    assert len(lines) == 1
+
+
 def test_on_a_terminal_the_status_is_redrawn_in_place() -> None:
     lines: list[str] = []
     terminal = io.StringIO()
