@@ -32,6 +32,11 @@ def load_experiment(
     """A validated :class:`Experiment` from a YAML path, a mapping shaped like the YAML file,
     an ``Experiment`` (returned as it is, or revalidated with ``overrides``) or None (the
     built-in quickstart). ``overrides`` are ``--set`` items: ``"search.trials=8"``."""
+    if isinstance(overrides, str | bytes):
+        raise _experiment.ConfigError(
+            f"overrides: expected a list of KEY.PATH=VALUE strings; got the string {overrides!r}"
+            " (write [...] around it)"
+        )
     if isinstance(experiment, Experiment):
         if not overrides:
             return experiment

@@ -81,6 +81,13 @@ def _port(text: str) -> int:
     return port
 
 
+def _rule(text: str) -> str:
+    """argparse's type for --pick: an empty rule picks nothing (it printed the whole front)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("give a rule: 'knee', or e.g. 'max val_accuracy'")
+    return text
+
+
 def _model_name(text: str) -> str:
     """argparse's type for a Model Registry name: refused at once, not after the trial has
     trained again (MLflow refuses '/' and ':' only when registering)."""
@@ -131,6 +138,9 @@ def _quiet_libraries() -> None:
     # `reproduce` downloads a run's one or two small artifacts: MLflow's tqdm bars for them
     # (three redraws each, on stderr) would sit between nascomp's lines.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # With a tracking server MLflow prints two links per run it ends, each trial's included,
+    # after reading the run back (one more request): nascomp prints its own link once.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 
 def _quiet_optuna() -> None:
@@ -155,7 +165,7 @@ def search_size(search: SearchConfig) -> str:
     """What ends the search, for its first line: a trial count, a budget, or either."""
     from nascomp.search.experiment import BUDGET_TRIALS_CAP
 
-    trials = f"{search.trials} trials"
+    trials = f"{search.trials} trial{'' if search.trials == 1 else 's'}"
     if not search.budget.given:
         return trials
     budget = f"a budget of {search.budget.limit:g} {search.budget.unit}"
@@ -222,6 +232,7 @@ def _parser() -> argparse.ArgumentParser:
     pareto.add_argument(
         "--pick",
         metavar="RULE",
+        type=_rule,
         help="print one run: 'knee', or e.g. 'max val_accuracy where latency_ms <= 2'",
     )
     pareto.set_defaults(run=cmd_pareto)
@@ -233,7 +244,10 @@ def _parser() -> argparse.ArgumentParser:
     target.add_argument("run_id", nargs="?", help="the trial's MLflow run id")
     target.add_argument("--rank", type=int, help="take the K-th model of the latest search's front")
     target.add_argument(
-        "--pick", metavar="RULE", help="take the latest search's model chosen by RULE (see pareto)"
+        "--pick",
+        metavar="RULE",
+        type=_rule,
+        help="take the latest search's model chosen by RULE (see pareto)",
     )
     _tracking_args(reproduce)
     reproduce.add_argument(
@@ -550,8 +564,12 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
             )
         run_id = front[args.rank - 1].run_id
     record = tracker.trial_record(run_id)
+    lookup = record.params.get("trial") == "nb201_lookup"
+    if lookup and (args.export is not None or args.register):
+        flag = "--export" if args.export is not None else "--register"
+        return _fail(f"{flag}: run {run_id} is a NAS-Bench-201 lookup: no trained weights")
     print(f"reproducing {run_id}: {_describe(record.params)}")
-    if record.params.get("trial") == "nb201_lookup":
+    if lookup:
         return _reproduce_lookup(record)
     result = reproduce(tracker, run_id, args.export, args.register, fp16=args.fp16, echo=print)
     print(f"  {'metric':<24}{'logged':>14}{'reproduced':>14}")
@@ -591,7 +609,6 @@ def _reproduce_lookup(record: Any) -> int:
         logged = record.metrics.get(name)
         same = "  =" if logged == value else ""
         print(f"  {name:<24}{_fmt(logged):>14}{_fmt(value):>14}{same}")
-    print("a NAS-Bench-201 lookup has no trained weights to export")
     return 0
 
 

@@ -386,14 +386,22 @@ def read_yaml(path: Path) -> dict[str, Any]:
         missing = "is a folder, not a YAML file" if path.is_dir() else "does not exist"
         raise ConfigError(f"experiment file {str(path)!r} {missing}")
     try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+    try:
         # safe_load with duplicate keys refused: _UniqueKeyLoader is a SafeLoader
-        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)
     except _DuplicateKey as exc:
         raise ConfigError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}: not valid YAML{where}") from None
+        problem = getattr(exc, "problem", None)
+        why = f": {problem}" if problem else ""
+        if problem and "'\\t'" in problem:
+            why += " (YAML indents with spaces, not tabs)"
+        raise ConfigError(f"{path}: not valid YAML{where}{why}") from None
     if raw is None:
         # An empty file is a mistake (a save that did not happen, a wrong path), not a request
         # for every default: that would run the quickstart's search in its place.

@@ -163,10 +163,13 @@ class CnnArchSpace(ArchSpaceBase):
 
 
 def describe_cnn(arch: Mapping[str, Any]) -> str:
-    """``cnn residual s2x1 c16 k3``: block, stages x blocks per stage, base channels, kernel."""
+    """``cnn residual s2x1 c16 k3``: block, stages x blocks per stage, base channels, kernel,
+    then the width multiplier when it is not 1 (``w0.5``)."""
+    width = arch.get("width_mult", 1.0)
     return (
         f"cnn {arch.get('block')} s{arch.get('n_stages')}x{arch.get('blocks_per_stage')} "
         f"c{arch.get('base_channels')} k{arch.get('kernel_size')}"
+        + ("" if width == 1 else f" w{width:.3g}")
     )
 
 

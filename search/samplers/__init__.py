@@ -40,6 +40,9 @@ def make_sampler(
         return optuna.samplers.RandomSampler(seed=seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        # Optuna 5 deprecates constraints_func (for Trial.set_constraint) but still uses it;
+        # the warning is for this code, not for the user of the search.
+        warnings.filterwarnings("ignore", "constraints_func has been deprecated", FutureWarning)
         if search.sampler == "tpe":
             return _tpe(seed, constraints_func)
         if search.sampler == "pls":

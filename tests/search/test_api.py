@@ -30,6 +30,9 @@ def test_bad_experiments_raise_one_line_config_errors() -> None:
         nascomp.load_experiment({"search": {"trails": 3}})
     with pytest.raises(nascomp.ConfigError, match="expected a YAML path, a mapping"):
         nascomp.load_experiment(42)  # type: ignore[arg-type]
+    # A string is not read character by character as overrides
+    with pytest.raises(nascomp.ConfigError, match=r"^overrides: expected a list of KEY.PATH="):
+        nascomp.load_experiment(None, "search.trials=1")  # type: ignore[arg-type]
 
 
 @pytest.mark.e2e

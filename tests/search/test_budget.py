@@ -226,6 +226,7 @@ def test_interrupted_search_resumes_with_what_is_left(workdir: Path) -> None:
     ("fields", "text"),
     [
         ({"trials": 20}, "20 trials"),
+        ({"trials": 1}, "1 trial"),
         ({"budget": {"wall_s": 300}}, "a budget of 300 wall_s"),
         (
             {"budget": {"cpu_hours": 1.5}, "trials": 12},

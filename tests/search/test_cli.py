@@ -240,6 +240,17 @@ def test_ui_on_a_port_in_use_is_refused_before_any_server_starts(
     assert list(tmp_path.iterdir()) == []  # no store made
 
 
+@pytest.mark.parametrize("command", ["pareto", "reproduce"])
+def test_an_empty_pick_rule_is_a_usage_error(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from nascomp.search.cli import main
+
+    with pytest.raises(SystemExit) as caught:
+        main([command, "--pick", " "])
+    assert caught.value.code == 2 and "argument --pick: give a rule" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("name", ["", "team/model", "a:b"])
 def test_a_registry_name_mlflow_refuses_is_a_usage_error_at_once(
     name: str, capsys: pytest.CaptureFixture[str]

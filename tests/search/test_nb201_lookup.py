@@ -130,6 +130,8 @@ def test_lookup_search_pick_plot_and_reproduce(
     again = nascomp("reproduce", "--pick", "max val_accuracy", *common, cwd=workdir)
     assert again.returncode == 0, again.stderr
     assert f"reproducing {best_id}" in again.stdout
+    exported = nascomp_here(capsys, "reproduce", best_id, "--export", str(workdir / "x"), *common)
+    assert exported.returncode == 2 and "is a NAS-Bench-201 lookup: no trained" in exported.stderr
     assert "val_accuracy" in again.stdout and "=" in again.stdout
     bad = nascomp_here(capsys, "pareto", "--pick", "max speed", *common)
     assert bad.returncode == 2 and "unknown metric 'speed'" in bad.stderr

@@ -242,6 +242,14 @@ def test_bad_files(tmp_path: Path) -> None:
     broken.write_text("search: [1, 2\n")
     with pytest.raises(ConfigError, match="not valid YAML at line"):
         load_experiment(broken)
+    tabbed = tmp_path / "tabbed.yaml"
+    tabbed.write_text("search:\n\ttrials: 3\n")
+    with pytest.raises(ConfigError, match=r"line 2: found character .* not tabs\)$"):
+        load_experiment(tabbed)
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"\xff\xfesearch: 1\n")
+    with pytest.raises(ConfigError, match=r"binary.yaml: not UTF-8 text \(byte 0\)"):
+        load_experiment(binary)
     listed = tmp_path / "list.yaml"
     listed.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="top level must be a mapping"):

@@ -141,6 +141,10 @@ def test_mlp_by_depth_and_width_for_rows_of_features() -> None:
     assert torch.equal(model(rows), model(rows))  # no dropout at inference
     assert describe_arch(arch) == "mlp 2x16 drop 0.25"
     assert describe_arch({"family": "mlp", "hidden": [300, 100]}) == "mlp 300-100"
+    cnn = {"family": "cnn", "block": "plain", "n_stages": 1, "blocks_per_stage": 1}
+    cnn.update(base_channels=12, kernel_size=3)
+    assert describe_arch({**cnn, "width_mult": 1.0}) == "cnn plain s1x1 c12 k3"
+    assert describe_arch({**cnn, "width_mult": 2 / 3}) == "cnn plain s1x1 c12 k3 w0.667"
     assert n_params(build_model({"family": "mlp"}, (1, 28, 28), 10)) == 266_610  # LeNet-300-100
 
 
