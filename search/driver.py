@@ -6,6 +6,7 @@ import contextlib
 import functools
 import logging
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -57,6 +58,7 @@ from nascomp.search.tune.retention import CheckpointRetention
 from nascomp.search.tune.searcher import ConstraintsFromAttr, NascompOptunaSearch
 from nascomp.search.tune.warmup import WarmUp
 from nascomp.spaces.constraints import parse_constraints
+from nascomp.spaces.params import all_points
 from nascomp.trainers.config import describe_trial
 from nascomp.trainers.settings import METRICS
 from nascomp.trainers.teacher import load_or_train_teacher
@@ -97,6 +99,7 @@ def run_search(
     # before any run or folder exists, and before this driver uses Ray (a local Ray starting in
     # a child process is killed unused when a check fails)
     experiment = check_user_code(experiment, notes)
+    experiment = _sized_to_its_space(experiment, notes)
     for note in notes:
         echo(f"note: {note}")
     _fail_fast_http()
@@ -467,6 +470,7 @@ def _searcher(
     # search single-objective (NOTES.md).
     return NascompOptunaSearch(
         space=DefineByRun(experiment.space.params(), constants, inherit),
+        points_to_evaluate=grid_points(experiment),
         metric=experiment.metric_names(),
         mode=experiment.modes(),
         sampler=make_sampler(
@@ -477,6 +481,35 @@ def _searcher(
         ),
         constraints=constraints,
     )
+
+
+def grid_points(experiment: Experiment) -> list[dict[str, Any]] | None:
+    """Every point of a space no larger than ``search.trials``, in an order drawn from the
+    search's seed: each is one trial, enqueued before the sampler is asked (else a sampler
+    draws a small space's points again: duplicates on the front, training spent twice). None
+    for a larger or endless space, and with weight inheritance, whose moves need parents."""
+    if experiment.search.inherit_epochs:
+        return None
+    # At most this many points are listed: a budget-sized search's trials cap is a million.
+    points = all_points(experiment.space.params(), min(experiment.search.trials, 10_000))
+    if points is not None:
+        random.Random(experiment.search.seed).shuffle(points)
+    return points
+
+
+def _sized_to_its_space(experiment: Experiment, notes: list[str]) -> Experiment:
+    """``search.trials`` cut to the number of points a small space holds (with a note)."""
+    points = grid_points(experiment)
+    trials = experiment.search.trials
+    if points is None or len(points) >= trials:
+        return experiment
+    asked = "" if trials == BUDGET_TRIALS_CAP else f" (search.trials is {trials})"
+    notes.append(
+        f"space: it holds {len(points)} distinct point{'s' if len(points) != 1 else ''}"
+        f"{asked}: the search trains each once, {len(points)} trials"
+    )
+    search = experiment.search.model_copy(update={"trials": len(points)})
+    return experiment.model_copy(update={"search": search})
 
 
 def _move_cost(experiment: Experiment) -> ReusedMoveCost | None:

@@ -57,6 +57,46 @@ class Param:
         return self.choices if self.kind in ("fixed", "choice") else None
 
 
+def all_points(params: list[Param], limit: int) -> list[dict[str, Scalar]] | None:
+    """Every distinct point of the space ``params`` span (each a mapping of its active,
+    sampled parameters; fixed ones left out), in sampling order; None when a float range
+    makes it endless or it holds more than ``limit`` points."""
+    points: list[dict[str, Scalar]] = []
+
+    def extend(index: int, chosen: dict[str, Scalar]) -> bool:
+        if len(points) > limit:
+            return False
+        if index == len(params):
+            points.append({k: v for k, v in chosen.items() if k not in fixed})
+            return True
+        param = params[index]
+        if not param.is_active(chosen):
+            return extend(index + 1, chosen)
+        values = _values(param)
+        if values is None:
+            return False
+        return all(extend(index + 1, {**chosen, param.name: value}) for value in values)
+
+    fixed = {param.name for param in params if param.kind == "fixed"}
+    if not extend(0, {}) or len(points) > limit:
+        return None
+    return points
+
+
+def _values(param: Param) -> tuple[Scalar, ...] | None:
+    """Every value a parameter takes: its choices, an integer range's grid; None for a float
+    range."""
+    if param.kind in ("fixed", "choice"):
+        return param.choices
+    if param.kind == "int":
+        assert param.low is not None and param.high is not None
+        if param.log:
+            return None  # a log range is left to the sampler
+        step = int(param.step or 1)
+        return tuple(range(int(param.low), int(param.high) + 1, step))
+    return None
+
+
 def parse_spec(
     raw: Any,
     *,

@@ -49,6 +49,29 @@ def test_search_stays_multi_objective_and_counts_infeasible(workdir: Path) -> No
     assert summary.front and not infeasible_ids & {t.run_id for t in summary.front}
 
 
+def test_a_space_smaller_than_its_trials_trains_each_point_once(workdir: Path) -> None:
+    """4 points and 6 trials asked: the search says so and trains the 4, each once (a
+    sampler would draw a small space's points again: duplicates on the front)."""
+    experiment = tiny_experiment(
+        workdir,
+        "search.trials=6",
+        "space.arch.n_stages=1",
+        "space.arch.blocks_per_stage=1",
+        "space.arch.kernel_size=3",
+        "space.arch.block=plain",
+        "space.prune.method=none",
+        "space.quant.bits=[8, 32]",
+        "space.distill.enabled=false",
+    )
+    lines: list[str] = []
+    summary = run_search(experiment, echo=lines.append)
+    assert "note: space: it holds 4 distinct points (search.trials is 6): the search trains " in (
+        "\n".join(lines)
+    )
+    points = {(t.params["arch.base_channels"], t.params["quant.bits"]) for t in summary.trials}
+    assert len(summary.trials) == 4 and len(points) == 4
+
+
 @pytest.mark.parametrize(
     ("ended", "budget_spent", "interrupted", "status"),
     [

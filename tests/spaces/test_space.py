@@ -165,3 +165,29 @@ def test_every_family_registers_builder_space_and_description_together(name: str
     assert model is not None
     line = describe_arch(arch)
     assert line.startswith(name) and "\n" not in line
+
+
+def test_all_points_of_a_small_space_with_conditions() -> None:
+    """Known answer: prune.method none or l1 (ratio 0.25 or 0.5 only when pruning), bits 4
+    or 8 on an int grid of step 4, a fixed one left out: (1 + 2) * 2 = 6 points."""
+    from nascomp.spaces.params import Param, all_points
+
+    when = ("prune.method", ("unstructured",))
+    params = [
+        Param("prune.method", "choice", choices=("none", "unstructured")),
+        Param("prune.ratio", "choice", choices=(0.25, 0.5), condition=when),
+        Param("quant.bits", "int", low=4, high=8, step=4),
+        Param("quant.layers", "fixed", choices=("all",)),
+    ]
+    points = all_points(params, limit=6)
+    assert points == [
+        {"prune.method": "none", "quant.bits": 4},
+        {"prune.method": "none", "quant.bits": 8},
+        {"prune.method": "unstructured", "prune.ratio": 0.25, "quant.bits": 4},
+        {"prune.method": "unstructured", "prune.ratio": 0.25, "quant.bits": 8},
+        {"prune.method": "unstructured", "prune.ratio": 0.5, "quant.bits": 4},
+        {"prune.method": "unstructured", "prune.ratio": 0.5, "quant.bits": 8},
+    ]
+    assert all_points(params, limit=5) is None  # more points than asked for
+    endless = [*params, Param("distill.alpha", "float", low=0.1, high=0.9)]
+    assert all_points(endless, limit=100) is None
