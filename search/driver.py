@@ -490,7 +490,7 @@ def grid_points(experiment: Experiment) -> list[dict[str, Any]] | None:
     for a larger or endless space, and with weight inheritance, whose moves need parents."""
     if experiment.search.inherit_epochs:
         return None
-    # At most this many points are listed: a budget-sized search's trials cap is a million.
+    # Listing stops past 10,000 points, a budget-sized search's trials (BUDGET_TRIALS_CAP).
     points = all_points(experiment.space.params(), min(experiment.search.trials, 10_000))
     if points is not None:
         random.Random(experiment.search.seed).shuffle(points)
@@ -649,12 +649,16 @@ def cluster_fit(experiment: Experiment) -> str:
     if any(all(node.get(kind, 0) >= n for kind, n in asks.items()) for node in nodes):
         return ""
     largest = max(nodes, key=lambda node: (node.get("CPU", 0), node.get("GPU", 0)), default={})
-    wanted = ", ".join(f"{n:g} {kind}s" for kind, n in asks.items() if n)
-    has = ", ".join(f"{largest.get(kind, 0):g} {kind}s" for kind, n in asks.items() if n)
+    wanted = ", ".join(_count(n, kind) for kind, n in asks.items() if n)
+    has = ", ".join(_count(largest.get(kind, 0), kind) for kind, n in asks.items() if n)
     return (
         f"resources: each trial asks for {wanted}, and no node of the cluster has them now "
         f"(the largest has {has}); the trials wait until a node that does joins"
     )
+
+
+def _count(n: float, kind: str) -> str:
+    return f"{n:g} {kind}{'' if n == 1 else 's'}"
 
 
 def check_local_resources(experiment: Experiment) -> None:

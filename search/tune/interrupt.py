@@ -2,8 +2,8 @@
 
 Tune's first Ctrl-C ends its loop, then asks each trial's actor to stop. A function trial
 hears that only at its next report, which comes at most every ``search.checkpoint_every_s``
-seconds (10 by default), and Tune kills an actor it has waited 5 s for: a search took 2 to 7
-s to exit on the quickstart, and each running trial lost what it had trained since its last
+seconds (10 by default), and Tune kills an actor it has waited 5 s for: a search took 1.4 to
+7 s to exit on the quickstart, and each running trial lost what it had trained since its last
 report, up to ``checkpoint_every_s`` of it.
 
 :class:`InterruptMarker`, a callback of the driver, writes a file into the search's folder on
