@@ -108,7 +108,11 @@ def _write(folder: Path, data: dict[str, Any]) -> None:
 
 
 def differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two experiment dumps."""
+    """Dotted keys whose values differ between two experiment dumps; a budget of the same
+    kind may change (``--resume --set search.budget.wall_s=1200`` gives an interrupted
+    search more time: what it spent is kept)."""
+    if not prefix:
+        old = _with_budget_of(old, new)
     out = []
     for key in sorted(set(old) | set(new)):
         name = f"{prefix}{key}"
@@ -120,6 +124,18 @@ def differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> l
         elif a != b:
             out.append(f"{name} ({a!r} -> {b!r})")
     return out
+
+
+def _with_budget_of(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """``old`` with ``new``'s budget when both give one of the same unit."""
+    before = (old.get("search") or {}).get("budget")
+    after = (new.get("search") or {}).get("budget")
+    if not (isinstance(before, dict) and isinstance(after, dict)):
+        return old
+    units = [{k for k, v in b.items() if v is not None} for b in (before, after)]
+    if not units[0] or units[0] != units[1]:
+        return old
+    return {**old, "search": {**old["search"], "budget": after}}
 
 
 def find_resumable(experiment: Experiment, which: str) -> SearchFolder:
@@ -155,7 +171,8 @@ def find_resumable(experiment: Experiment, which: str) -> SearchFolder:
                 detail = "no search has begun there"
             raise SearchError(
                 f"--resume: no unfinished search of this experiment in {storage} ({detail}); "
-                "pass its result folder to --resume, or start a new search without --resume"
+                "resume one with the experiment it ran (only tracking and a budget of the same "
+                "unit may change), or start a new search without --resume"
             )
         found = max(same, key=lambda c: manifest_path(c.path).stat().st_mtime)
     if found.state == "finished":
@@ -164,7 +181,8 @@ def find_resumable(experiment: Experiment, which: str) -> SearchFolder:
     if changed:
         raise SearchError(
             f"--resume {found.path}: the experiment differs at {', '.join(changed[:3])}; "
-            "a resumed search must be the same experiment"
+            "a resumed search must be the same experiment (only tracking and a budget of the "
+            "same unit may change)"
         )
     return found
 

@@ -72,3 +72,17 @@ def test_resume_without_a_folder_says_why_none_fits(tmp_path: Path) -> None:
         "nascomp-run000000000002, at search.trials (20 -> 8))"
     ) in str(caught.value)
     assert find_resumable(experiment, "latest").path == stopped
+
+
+def test_an_interrupted_search_resumes_with_another_budget_of_its_unit(tmp_path: Path) -> None:
+    """--resume --set search.budget.wall_s=1200 gives it more time; another unit is another
+    experiment."""
+    experiment = load_experiment(None, [f"storage={tmp_path}", "search.budget.wall_s=600"])
+    stopped = tmp_path / "nascomp-run000000000003"
+    write_manifest(stopped, experiment, "run000000000003", state="interrupted")
+    more = load_experiment(None, [f"storage={tmp_path}", "search.budget.wall_s=1200"])
+    assert find_resumable(more, "latest").path == stopped
+    assert find_resumable(more, str(stopped)).path == stopped
+    other = load_experiment(None, [f"storage={tmp_path}", "search.budget={cpu_hours: 1}"])
+    with pytest.raises(SearchError, match=r"at search.budget.cpu_hours \(None -> 1.0\)"):
+        find_resumable(other, str(stopped))
