@@ -161,6 +161,16 @@ PICKLE_NOTE = (
 )
 
 
+def _at_once(experiment: Any, local: bool) -> str:
+    """``2 at once``; on this machine, fewer when its CPUs hold fewer trials than asked."""
+    asked = experiment.search.concurrent
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    fit = int(cpus // experiment.resources.cpus_per_trial) if local and cpus else asked
+    if 0 < fit < asked:
+        return f"{fit} at once ({asked} asked; {cpus} CPU{'' if cpus == 1 else 's'} hold {fit})"
+    return f"{asked} at once"
+
+
 def search_size(search: SearchConfig) -> str:
     """What ends the search, for its first line: a trial count, a budget, or either."""
     from nascomp.search.experiment import BUDGET_TRIALS_CAP
@@ -325,7 +335,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         source = args.config or "the built-in quickstart"
         print(
             f"nascomp search: {source}, {search_size(experiment.search)}, "
-            f"{experiment.search.concurrent} at once, "
+            f"{_at_once(experiment, local_ray is not None)}, "
             f"objectives {_objectives_text(experiment.objectives)}"
         )
         summary = run_search(

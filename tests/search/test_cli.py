@@ -269,3 +269,19 @@ def test_port_out_of_range_is_a_usage_error_at_once() -> None:
     with pytest.raises(SystemExit) as caught:
         main(["ui", "--port", "99999"])
     assert caught.value.code == 2
+
+
+def test_the_first_line_says_how_many_trials_run_at_once_here() -> None:
+    import os
+
+    from nascomp.search.cli import _at_once
+    from nascomp.search.experiment import load_experiment
+
+    cpus = len(os.sched_getaffinity(0))
+    two = load_experiment(None, ["search.concurrent=2", f"resources.cpus_per_trial={cpus}"])
+    assert _at_once(two, local=True) == f"1 at once (2 asked; {cpus} CPUs hold 1)"
+    assert _at_once(two, local=False) == "2 at once"  # a cluster: its nodes decide
+    one_cpu = load_experiment(None, ["search.concurrent=2", "resources.cpus_per_trial=1"])
+    assert _at_once(one_cpu, local=True) == (
+        "2 at once" if cpus >= 2 else "1 at once (2 asked; 1 CPU hold 1)"
+    )
