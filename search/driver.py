@@ -99,7 +99,7 @@ def run_search(
     # before any run or folder exists, and before this driver uses Ray (a local Ray starting in
     # a child process is killed unused when a check fails)
     experiment = check_user_code(experiment, notes)
-    experiment = _sized_to_its_space(experiment, notes)
+    _small_space_note(experiment, notes)
     for note in notes:
         echo(f"note: {note}")
     _fail_fast_http()
@@ -485,9 +485,10 @@ def _searcher(
 
 def grid_points(experiment: Experiment) -> list[dict[str, Any]] | None:
     """Every point of a space no larger than ``search.trials``, in an order drawn from the
-    search's seed: each is one trial, enqueued before the sampler is asked (else a sampler
-    draws a small space's points again: duplicates on the front, training spent twice). None
-    for a larger or endless space, and with weight inheritance, whose moves need parents."""
+    search's seed: the first trials, enqueued before the sampler is asked (a sampler draws a
+    small space's points again before it has tried them all: pls's balanced start design
+    repeats combinations). None for a larger or endless space, and with weight inheritance,
+    whose moves need parents."""
     if experiment.search.inherit_epochs:
         return None
     # Listing stops past 10,000 points, a budget-sized search's trials (BUDGET_TRIALS_CAP).
@@ -497,19 +498,20 @@ def grid_points(experiment: Experiment) -> list[dict[str, Any]] | None:
     return points
 
 
-def _sized_to_its_space(experiment: Experiment, notes: list[str]) -> Experiment:
-    """``search.trials`` cut to the number of points a small space holds (with a note)."""
+def _small_space_note(experiment: Experiment, notes: list[str]) -> None:
+    """A note when the space holds fewer points than ``search.trials``: each is trained once
+    first (``grid_points``), then the sampler draws them again, which a search of that many
+    trials avoids. The trials are not cut: a benchmark may repeat one point on purpose."""
     points = grid_points(experiment)
     trials = experiment.search.trials
-    if points is None or len(points) >= trials:
-        return experiment
-    asked = "" if trials == BUDGET_TRIALS_CAP else f" (search.trials is {trials})"
+    if points is None or len(points) >= trials or trials == BUDGET_TRIALS_CAP:
+        return
+    n = len(points)
     notes.append(
-        f"space: it holds {len(points)} distinct point{'s' if len(points) != 1 else ''}"
-        f"{asked}: the search trains each once, {len(points)} trials"
+        f"space: it holds {n} distinct point{'s' if n != 1 else ''}, fewer than search.trials "
+        f"({trials}): each is trained once first, then trained again as the sampler draws it "
+        f"(set search.trials: {n} to stop there)"
     )
-    search = experiment.search.model_copy(update={"trials": len(points)})
-    return experiment.model_copy(update={"search": search})
 
 
 def _move_cost(experiment: Experiment) -> ReusedMoveCost | None:
