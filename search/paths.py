@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 from nascomp.search.errors import ConfigError
@@ -15,5 +16,15 @@ def check_writable_folder(path: str | Path, field: str) -> None:
     existing = next(p for p in (folder, *folder.parents) if p.exists())
     if not existing.is_dir():
         raise ConfigError(f"{field}: {existing} is a file; give a folder (got {str(path)!r})")
-    if not os.access(existing, os.W_OK | os.X_OK):
+    if not os.access(existing, os.W_OK | os.X_OK) or not _can_make_folder_in(existing):
         raise ConfigError(f"{field}: this user cannot write in {existing} (got {str(path)!r})")
+
+
+def _can_make_folder_in(folder: Path) -> bool:
+    """Whether a folder can be made in ``folder``, tried: ``os.access`` says yes to root
+    everywhere, also in /proc and on file systems mounted read-only by another layer."""
+    try:
+        with tempfile.TemporaryDirectory(dir=folder, prefix=".nascomp-write-check-"):
+            return True
+    except OSError:
+        return False

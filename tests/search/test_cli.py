@@ -219,6 +219,17 @@ def test_results_and_exports_that_cannot_be_written_are_refused_before_anything_
     )
 
 
+def test_a_folder_no_folder_can_be_made_in_is_refused_even_for_root(tmp_path: Path) -> None:
+    """/proc: os.access says root may write there, but no folder can be made in it."""
+    from nascomp.search.errors import ConfigError
+    from nascomp.search.paths import check_writable_folder
+
+    with pytest.raises(ConfigError, match=r"^--export: this user cannot write in /proc "):
+        check_writable_folder("/proc/nascomp-export", "--export")
+    check_writable_folder(tmp_path / "new" / "export", "--export")  # can be made: no error
+    assert list(tmp_path.iterdir()) == []  # the check left nothing behind
+
+
 def test_ui_on_a_port_in_use_is_refused_before_any_server_starts(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
