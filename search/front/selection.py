@@ -6,6 +6,7 @@ metrics): the driver, the CLI and the tests use them on what MLflow holds.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -69,12 +70,26 @@ _STATUS_WORDS = {"pruned": "stopped early"}
 def select_front(
     trials: list[TrialRecord], objectives: dict[str, str], constraints: Sequence[str] = ()
 ) -> list[TrialRecord]:
-    """The Pareto front of the finished, feasible trials, best first by the first objective."""
-    done = feasible_trials(trials, objectives, constraints)
+    """The Pareto front of the finished, feasible trials, best first by the first objective;
+    of trials with one config (a small space's points drawn again), the first: the same model,
+    whose timings alone differ."""
+    done = _first_of_each_config(feasible_trials(trials, objectives, constraints))
     if not done:
         return []
     values = np.array([[t.metrics[m] for m in objectives] for t in done])
     return [done[i] for i in front_order(values, list(objectives.values()))]
+
+
+def _first_of_each_config(trials: list[TrialRecord]) -> list[TrialRecord]:
+    seen: set[str] = set()
+    kept = []
+    for trial in trials:
+        params = trial.params
+        key = json.dumps(params, sort_keys=True, default=str) if params else trial.run_id
+        if key not in seen:
+            seen.add(key)
+            kept.append(trial)
+    return kept
 
 
 def pick_trial(

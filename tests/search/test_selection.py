@@ -107,6 +107,18 @@ def test_front_excludes_pruned_infeasible_and_constraint_violators() -> None:
     assert [t.run_id for t in constrained] == ["b", "a"]
 
 
+def test_a_config_trained_twice_is_on_the_front_once() -> None:
+    """The same config drawn again (a small space): the same model, its latency measured
+    anew; the first trial stands for it."""
+    config = {"arch.n_stages": 1, "quant.bits": 8}
+    first = TrialRecord("r1", "t1", "ok", dict(config), {"val_accuracy": 0.9, "latency_ms": 1.1})
+    again = TrialRecord("r2", "t2", "ok", dict(config), {"val_accuracy": 0.9, "latency_ms": 1.0})
+    other = TrialRecord(
+        "r3", "t3", "ok", {**config, "quant.bits": 4}, {"val_accuracy": 0.8, "latency_ms": 0.5}
+    )
+    assert [t.run_id for t in select_front([first, again, other], OBJECTIVES)] == ["r1", "r3"]
+
+
 def test_an_empty_front_says_why() -> None:
     assert empty_front_reason([], OBJECTIVES) == "no trial finished"
     assert empty_front_reason(TRIALS[5:], OBJECTIVES) == (
