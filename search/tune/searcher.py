@@ -49,6 +49,20 @@ class NascompOptunaSearch(OptunaSearch):
         super().__init__(*args, **kwargs)
         self.constraints = list(constraints)
 
+    def _setup_study(self, mode: str | list[str]) -> None:  # type: ignore[override]
+        """Optuna's study, made without its INFO line ("A new study created in memory"): the
+        CLI quiets Optuna itself, a search run from Python (``nascomp.run_search``) did not."""
+        import logging
+
+        import optuna
+
+        verbosity = optuna.logging.get_verbosity()
+        optuna.logging.set_verbosity(max(verbosity, logging.WARNING))
+        try:
+            super()._setup_study(mode)
+        finally:
+            optuna.logging.set_verbosity(verbosity)
+
     def on_trial_complete(
         self, trial_id: str, result: dict | None = None, error: bool = False
     ) -> None:

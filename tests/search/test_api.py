@@ -36,7 +36,9 @@ def test_bad_experiments_raise_one_line_config_errors() -> None:
 
 
 @pytest.mark.e2e
-def test_run_search_from_a_mapping_returns_the_front(tmp_path: Path, monkeypatch) -> None:
+def test_run_search_from_a_mapping_returns_the_front(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.chdir(tmp_path)
     raw = yaml.safe_load(EXAMPLE.read_text())
     raw["search"] = {"trials": 12, "concurrent": 2, "seed": 1}
@@ -45,6 +47,7 @@ def test_run_search_from_a_mapping_returns_the_front(tmp_path: Path, monkeypatch
     lines: list[str] = []
     summary = nascomp.run_search(raw, echo=lines.append)
     assert len(summary.trials) == 12 and summary.count("ok") == 12
+    assert "A new study created" not in capfd.readouterr().err  # Optuna's INFO line
     assert summary.front and all(r in summary.trials for r in summary.front)
     assert sum(line.startswith("[") for line in lines) == 12  # one line per trial
     best = max(summary.front, key=lambda r: r.metrics["val_accuracy"])
