@@ -14,8 +14,10 @@ def distillation_loss(
     *,
     temperature: float,
     alpha: float,
+    class_weight: Tensor | None = None,
 ) -> Tensor:
-    """``alpha * T^2 * KL(softmax(teacher/T) || softmax(student/T)) + (1 - alpha) * CE``.
+    """``alpha * T^2 * KL(softmax(teacher/T) || softmax(student/T)) + (1 - alpha) * CE``;
+    ``class_weight`` weighs the CE term's classes (the teacher's soft targets stay as they are).
 
     The KL term is averaged over the batch (``batchmean``, the true KL per sample); the
     ``T^2`` factor keeps its gradient on the same scale as the CE term when T changes.
@@ -34,7 +36,7 @@ def distillation_loss(
     teacher_log_probs = F.log_softmax(teacher_logits.detach() / temperature, dim=-1)
     student_log_probs = F.log_softmax(student_logits / temperature, dim=-1)
     kl = F.kl_div(student_log_probs, teacher_log_probs, reduction="batchmean", log_target=True)
-    ce = F.cross_entropy(student_logits, labels)
+    ce = F.cross_entropy(student_logits, labels, weight=class_weight)
     return alpha * temperature**2 * kl + (1.0 - alpha) * ce
 
 

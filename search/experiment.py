@@ -330,6 +330,7 @@ def teacher_job(experiment: Experiment) -> TeacherJob:
         seed=experiment.search.seed,
         threads=threads,
         device=device,
+        class_weight=experiment.train.class_weight,
     )
 
 

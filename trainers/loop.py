@@ -104,9 +104,11 @@ def train_epoch(
     distill: Distillation | None = None,
     after_step: Callable[[], None] | None = None,
     augment: AugmentConfig | None = None,
+    class_weight: Tensor | None = None,
 ) -> EpochStats:
     """One pass over a split (or the tensors ``x``, ``y``) in a seeded random order; returns the
-    mean loss and accuracy. The order is drawn here, so every kind of split sees the same one."""
+    mean loss and accuracy. The order is drawn here, so every kind of split sees the same one.
+    ``class_weight``: each class's weight in the cross-entropy (:func:`balanced_weights`)."""
     model.train()
     split = as_split(x, y)
     device = split.labels.device
@@ -120,7 +122,7 @@ def train_epoch(
             inputs = augment_batch(inputs, augment, generator)
         logits = model(inputs)
         if distill is None:
-            loss = F.cross_entropy(logits, labels)
+            loss = F.cross_entropy(logits, labels, weight=class_weight)
         else:
             loss = distillation_loss(
                 logits,
@@ -128,6 +130,7 @@ def train_epoch(
                 labels,
                 temperature=distill.temperature,
                 alpha=distill.alpha,
+                class_weight=class_weight,
             )
             if distill.hint is not None:
                 loss = loss + distill.hint.loss(inputs)
@@ -206,6 +209,16 @@ def accuracy(
 def split_accuracy(predictions: Tensor, split: Split) -> float:
     """The share of ``split``'s labels that ``predictions`` (classes, in order) get right."""
     return (predictions == split.labels).float().mean().item()
+
+
+def balanced_weights(labels: Tensor, n_classes: int) -> Tensor:
+    """Each class's loss weight ``n / (K * n_class)`` over the ``K`` classes present in
+    ``labels`` (scikit-learn's ``compute_class_weight("balanced")``); 0 for a class absent."""
+    counts = torch.bincount(labels, minlength=n_classes).double()
+    present = counts > 0
+    weights = torch.zeros(n_classes, dtype=torch.float64, device=labels.device)
+    weights[present] = len(labels) / (int(present.sum()) * counts[present])
+    return weights.float()
 
 
 def split_balanced_accuracy(predictions: Tensor, split: Split) -> float:

@@ -235,6 +235,11 @@ class TrainConfig(Section):
         0.3, gt=0.0, le=1.0, description="fine-tuning learning rate = lr * this"
     )
     augment: AugmentSettings = Field(default_factory=AugmentSettings)
+    class_weight: Literal["none", "balanced"] = Field(
+        "none",
+        description="balanced: each class's samples weigh n / (K * n_class) in the loss "
+        "(scikit-learn's class_weight='balanced'), the teacher's too; for imbalanced classes",
+    )
     init: str | None = Field(
         None,
         description="a checkpoint of trained weights every trial starts from (trainers/init.py)",

@@ -17,7 +17,13 @@ from nascomp.spaces.models import build_model
 from nascomp.trainers.checkpoint import cpu_state_dict
 from nascomp.trainers.config import TrialConfig
 from nascomp.trainers.init import file_digest, load_state_file
-from nascomp.trainers.loop import accuracy, make_optimizer, predict_logits, train_epoch
+from nascomp.trainers.loop import (
+    accuracy,
+    balanced_weights,
+    make_optimizer,
+    predict_logits,
+    train_epoch,
+)
 from nascomp.trainers.seeding import seed_everything
 from nascomp.trainers.settings import AugmentSettings, DataConfig, TeacherConfig
 from nascomp.trainers.split import Split, TensorSplit
@@ -39,6 +45,7 @@ class TeacherJob:
     seed: int
     threads: int
     device: str
+    class_weight: str = "none"  # train.class_weight: the teacher learns what the students do
 
     @classmethod
     def of_trial(cls, config: TrialConfig) -> TeacherJob:
@@ -50,6 +57,7 @@ class TeacherJob:
             seed=config.seed,
             threads=config.threads,
             device=config.device,
+            class_weight=config.train.class_weight,
         )
 
     def key(self) -> str:
@@ -69,6 +77,8 @@ class TeacherJob:
         if self.teacher.optimizer == "sgd":
             # Only SGD reads the momentum; keys of other teachers stay as they were.
             payload["momentum"] = self.momentum
+        if self.class_weight != "none":  # keys of unweighted teachers stay as they were
+            payload["class_weight"] = self.class_weight
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -129,6 +139,11 @@ def train_teacher(
             batch_size=teacher.batch_size,
             generator=generator,
             augment=job.augment.augmentation(),  # the teacher sees what the students see
+            class_weight=(
+                balanced_weights(data.train.labels, data.n_classes)
+                if job.class_weight == "balanced"
+                else None
+            ),
         )
         if report is not None:
             report(

@@ -78,6 +78,7 @@ from nascomp.trainers.init import apply_weights, initial_weights
 from nascomp.trainers.loop import (
     Distillation,
     FeatureHint,
+    balanced_weights,
     make_optimizer,
     predicted_classes,
     split_accuracy,
@@ -208,6 +209,11 @@ class _Trial:
         self.checkpoint = checkpoint
         # Splits (trainers/split.py): tensors sliced per batch, or streamed through a loader.
         self.train, self.val, self.test = data.train, data.val, data.test
+        self.class_weight = (
+            balanced_weights(self.train.labels, data.n_classes)
+            if cfg.train.class_weight == "balanced"
+            else None
+        )
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.schedule = _Schedule.of(cfg)
         self.epoch = 0
@@ -374,6 +380,7 @@ class _Trial:
             distill=self.distill,
             after_step=self.pruner.after_step if self.pruner is not None else None,
             augment=self.cfg.train.augmentation(),
+            class_weight=self.class_weight,
         )
         self.epoch += 1
         metrics = {

@@ -9,11 +9,13 @@ from torch import nn
 from nascomp.trainers.loop import (
     CPU_FORWARD_BATCH,
     Distillation,
+    balanced_weights,
     predict_logits,
     predicted_classes,
     split_accuracy,
     split_balanced_accuracy,
     top1_agreement,
+    train_epoch,
 )
 from nascomp.trainers.split import TensorSplit
 
@@ -108,3 +110,37 @@ def test_balanced_accuracy_is_scikit_learns() -> None:
         expected = balanced_accuracy_score(labels.numpy(), predictions.numpy())
         assert abs(split_balanced_accuracy(predictions, split) - expected) < 1e-12
     assert split_balanced_accuracy(labels.clone(), split) == 1.0
+
+
+def test_balanced_weights_are_scikit_learns() -> None:
+    import numpy as np
+    from sklearn.utils.class_weight import compute_class_weight
+
+    labels = torch.tensor([0, 0, 0, 0, 0, 0, 1, 1, 3])  # class 2 absent: weight 0
+    weights = balanced_weights(labels, n_classes=4)
+    present = np.array([0, 1, 3])
+    expected = compute_class_weight("balanced", classes=present, y=labels.numpy())
+    assert torch.allclose(weights[present], torch.tensor(expected, dtype=torch.float32))
+    assert weights[2] == 0.0
+
+
+def test_weighted_cross_entropy_reaches_the_loss_with_and_without_a_teacher() -> None:
+    """train_epoch's loss with class weights equals the weighted CE computed by hand (one
+    batch, plain SGD with lr 0: the weights are the only difference)."""
+    from nascomp.compressors.distillation import distillation_loss
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+    x, y = torch.randn(6, 1, 2, 2), torch.tensor([0, 0, 0, 0, 1, 2])
+    weight = balanced_weights(y, 3)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    stats = train_epoch(
+        model, x, y, optimizer=optimizer, batch_size=6, generator=torch.Generator(),
+        class_weight=weight,
+    )  # fmt: skip
+    expected = torch.nn.functional.cross_entropy(model(x), y, weight=weight).item()
+    assert abs(stats.loss - expected) < 1e-6
+    assert abs(expected - torch.nn.functional.cross_entropy(model(x), y).item()) > 1e-3
+    logits, teacher = model(x), torch.randn(6, 3)
+    mixed = distillation_loss(logits, teacher, y, temperature=2.0, alpha=0.0, class_weight=weight)
+    assert torch.allclose(mixed, torch.nn.functional.cross_entropy(logits, y, weight=weight))

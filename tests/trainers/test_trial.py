@@ -237,3 +237,29 @@ def test_augmented_training_is_seeded_and_distils_per_batch(cache: Path) -> None
         "distill.alpha": 0.5,
     }
     assert run_trial(distilled, teacher_state=state).status == "ok"
+
+
+def test_balanced_class_weights_reach_the_trial_and_the_teachers_key() -> None:
+    """``train.class_weight: balanced`` weighs the loss (digits' classes hold 174 to 183
+    samples: weights near 1, a loss that differs) and keys a teacher of its own; ``none``
+    keeps the key teachers had before the setting existed."""
+    from nascomp.trainers.config import TrialConfig
+    from nascomp.trainers.teacher import TeacherJob
+
+    plain: list[dict] = []
+    weighted: list[dict] = []
+    run_trial(trial_config(), report=plain.append)
+    outcome = run_trial(trial_config(**{"train.class_weight": "balanced"}), report=weighted.append)
+    assert outcome.status == "ok"
+    assert plain[0]["loss"] != weighted[0]["loss"]
+    assert abs(plain[0]["loss"] - weighted[0]["loss"]) < 0.05 * plain[0]["loss"]
+    keys = {
+        weight: TeacherJob.of_trial(
+            TrialConfig.from_flat(trial_config(**{"train.class_weight": weight}))
+        ).key()
+        for weight in ("none", "balanced")
+    }
+    assert keys["none"] != keys["balanced"]
+    unset = dict(trial_config())
+    del unset["train.class_weight"]  # a config logged before the setting
+    assert TeacherJob.of_trial(TrialConfig.from_flat(unset)).key() == keys["none"]
