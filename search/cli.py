@@ -318,6 +318,12 @@ def cmd_search(args: argparse.Namespace) -> int:
         "tracking.uri": args.tracking_uri,
         "tracking.experiment": args.experiment,
     }
+    names = {"tracking.uri": "--tracking-uri", "tracking.experiment": "--experiment"}
+    for key, value in flags.items():
+        given = [o for o in args.overrides if o.partition("=")[0].strip() == key]
+        if value is not None and given:  # one would silently win over the other
+            flag = names.get(key, "--" + key.rpartition(".")[2])
+            raise ConfigError(f"{key}: given by {flag} and by --set {given[0]}; give one")
     overrides = list(args.overrides) + [
         f"{key}={json.dumps(v)}" for key, v in flags.items() if v is not None
     ]

@@ -30,6 +30,14 @@ from tests.search.conftest import live_processes_with, nascomp, nascomp_here
         (["--resume"], "--resume: no unfinished search of this experiment"),
         (["--resume", "elsewhere"], "--resume elsewhere: no nascomp/manifest.json there"),
         (["--tracking-uri", "foo://bar"], "tracking.uri: 'foo://bar' has a scheme MLflow has"),
+        (
+            ["--trials", "2", "--set", "search.trials=3"],
+            "search.trials: given by --trials and by --set search.trials=3; give one",
+        ),
+        (
+            ["--experiment", "a", "--set", "tracking.experiment=b"],
+            "tracking.experiment: given by --experiment and by --set tracking.experiment=b",
+        ),
         (["--tracking-uri", "./mlruns"], "tracking.uri: './mlruns' is a path, not a URI"),
         (["--experiment", ""], "tracking.experiment: String should have at least 1 character"),
         (["--seed", "-1"], "search.seed: Input should be greater than or equal to 0"),
