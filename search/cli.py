@@ -27,7 +27,7 @@ from nascomp.search.errors import (
 )
 from nascomp.search.front.report import fmt as _fmt
 from nascomp.search.paths import check_writable_folder
-from nascomp.search.tune.head import starting_local_ray
+from nascomp.search.tune.head import machine_cpus, starting_local_ray
 
 if TYPE_CHECKING:
     from nascomp.search.experiment import SearchConfig, TrackingConfig
@@ -164,8 +164,8 @@ PICKLE_NOTE = (
 def _at_once(experiment: Any, local: bool) -> str:
     """``2 at once``; on this machine, fewer when its CPUs hold fewer trials than asked."""
     asked = experiment.search.concurrent
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    fit = int(cpus // experiment.resources.cpus_per_trial) if local and cpus else asked
+    cpus = machine_cpus()
+    fit = int(cpus // experiment.resources.cpus_per_trial) if local else asked
     if 0 < fit < asked:
         return f"{fit} at once ({asked} asked; {cpus} CPU{'' if cpus == 1 else 's'} hold {fit})"
     return f"{asked} at once"

@@ -52,7 +52,7 @@ from nascomp.search.tracking.runlog import JOURNAL
 from nascomp.search.tracking.store import Tracker, TrialRecord
 from nascomp.search.tune.budget import BudgetClock, BudgetedLimiter, budget_key, running_clock
 from nascomp.search.tune.callbacks import MlflowTrialCallback
-from nascomp.search.tune.head import LocalRay, set_ray_environment
+from nascomp.search.tune.head import LocalRay, machine_cpus, set_ray_environment
 from nascomp.search.tune.interrupt import InterruptMarker
 from nascomp.search.tune.retention import CheckpointRetention
 from nascomp.search.tune.searcher import ConstraintsFromAttr, NascompOptunaSearch
@@ -668,7 +668,7 @@ def check_local_resources(experiment: Experiment) -> None:
     than the machine has would never start a trial: Ray would wait for them, after training
     the teacher with as many threads. Say so before anything runs."""
     resources = experiment.resources
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cpus = machine_cpus()
     asked = resources.cpus_per_trial
     if cpus and asked > cpus:
         raise ConfigError(

@@ -60,6 +60,13 @@ def set_ray_environment() -> None:
     os.environ.setdefault("RAY_prestart_worker_first_driver", "0")
 
 
+def machine_cpus() -> int:
+    """The CPUs this process may run on (its affinity), which the local Ray offers trials."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def starting_local_ray(address: str | None) -> contextlib.AbstractContextManager[LocalRay | None]:
     """This machine's Ray, starting now in a child process, unless the search runs on a
     cluster (``address``, or ``RAY_ADDRESS``); leaving the block stops it."""
