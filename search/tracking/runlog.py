@@ -128,6 +128,21 @@ class RunLog:
             self.pending = left + self.pending
         return sorted(runs, key=lambda run: run.info.end_time or 0)
 
+    def logged_steps(self, keys: tuple[str, ...]) -> dict[str, set[int]]:
+        """After ``load``: the steps of ``keys`` each unended trial's run holds, with those of
+        its metrics ops still queued (a previous driver's journal)."""
+        steps: dict[str, set[int]] = {}
+        for trial, run_id in self.run_ids.items():
+            if trial in self.ended:
+                continue
+            for key in keys:
+                history = self.client.get_metric_history(run_id, key)
+                steps.setdefault(trial, set()).update(metric.step for metric in history)
+        for op in self.pending:
+            if op["op"] == "metrics" and op.get("trial"):
+                steps.setdefault(op["trial"], set()).add(int(op["step"]))
+        return steps
+
     def trials(self) -> set[str]:
         """Every trial with a run in the store or an op in the queue (the ops of a previous
         driver's journal included: replayed, they create runs that ``load`` did not see)."""

@@ -39,6 +39,8 @@ from nascomp.trainers.settings import METRICS
 # Ray adds bookkeeping keys (time_this_iter_s, pid, ...) to each result; log ours only.
 # reused_epochs: the train-phase epochs a trial took from an earlier one (trainers.trained).
 _LOGGED = {*METRICS, "loss", "train_accuracy", "epochs", "reused_epochs"}
+# Keys of every epoch report and of the final one: their steps are the steps a run holds.
+_STEP_KEYS = ("loss", "epochs")
 
 
 class MlflowTrialCallback(Callback):
@@ -82,12 +84,18 @@ class MlflowTrialCallback(Callback):
         # Finished feasible trials (objective values, model line): the parent run's
         # description shows their front as the search goes.
         self.finished: dict[str, tuple[dict[str, float], str]] = {}
+        # The steps each open trial's run holds or has queued: a step comes again when a
+        # trial resumes from a checkpoint whose report the driver never took (it re-sends
+        # its epochs, search.tune.trainable.EpochReports) or restarts from its first epoch,
+        # and MLflow would keep it twice.
+        self.steps: dict[str, set[int]] = {}
         self.echo = echo
         self.n_finished = 0
 
     def setup(self, **info: Any) -> None:
         # A resumed search: its runs so far, and any journal a previous driver left.
         self._earlier = self.log.load()
+        self.steps = self.log.logged_steps(_STEP_KEYS)
         self.log.flush(force=True)
         if self.background:
             self.log.start_writer()
@@ -150,18 +158,21 @@ class MlflowTrialCallback(Callback):
     ) -> None:
         if trial.trial_id in self.log.ended:
             return
+        logged = self.steps.setdefault(trial.trial_id, set())
         for report in [*earlier_epochs(result), result]:  # epochs held back, then its own
             values = {
                 key: float(value)
                 for key, value in report.items()
                 if key in _LOGGED and isinstance(value, int | float) and not isinstance(value, bool)
             }
-            if values:
+            step = _step(report)
+            if values and step not in logged:
+                logged.add(step)
                 self.log.submit(
                     {
                         "op": "metrics",
                         "trial": trial.trial_id,
-                        "step": _step(report),
+                        "step": step,
                         "ts": int(time.time() * 1000),
                         "values": values,
                     }
@@ -171,6 +182,7 @@ class MlflowTrialCallback(Callback):
         if trial.trial_id in self.log.ended:
             return
         self.open.discard(trial.trial_id)
+        self.steps.pop(trial.trial_id, None)
         result = trial.last_result or {}
         status = result.get("nascomp_status", "ok")
         tags: dict[str, Any] = {STATUS_TAG: status}
@@ -210,6 +222,7 @@ class MlflowTrialCallback(Callback):
         if trial.trial_id in self.log.ended or trial.trial_id not in self.open:
             return
         self.open.discard(trial.trial_id)
+        self.steps.pop(trial.trial_id, None)
         tags = {STATUS_TAG: "failed", "nascomp.reason": _error_text(trial)}
         self.log.submit({"op": "end", "trial": trial.trial_id, "status": "FAILED", "tags": tags})
         self._log_hypervolume(None)

@@ -46,6 +46,7 @@ from nascomp.trainers.trial import TrialOutcome, run_trial
 
 STATE_FILE = "trial_state.pt"  # an epoch checkpoint: the trial's state after that epoch
 FINAL_FILE = "final.json"  # the final checkpoint: the last report, and the model's artifacts
+REPORTS_KEY = "reports"  # in an epoch checkpoint's state: every epoch reported so far
 STATUS_FAILED = "failed"
 NASCOMP_ROOT = Path(__file__).resolve().parents[2]  # the folder of search/, trainers/...
 _PACKAGES = frozenset({"site-packages", "dist-packages"})
@@ -74,7 +75,10 @@ def trial_fn(
     if final is not None:
         tune.report(final, checkpoint=tune.get_checkpoint())
         return
-    epochs = EpochReports(every_s, stop_requested=_interrupt_requested(tune.get_context()))
+    sent = resume.pop(REPORTS_KEY, []) if resume is not None else []
+    epochs = EpochReports(
+        every_s, stop_requested=_interrupt_requested(tune.get_context()), sent=sent
+    )
     store = trained_store(trained_dir)
     outcome = guarded(
         lambda: run_trial(
@@ -107,7 +111,13 @@ class EpochReports:
     """The trial's ``checkpoint`` callback: an epoch's metrics and state go to Tune when
     ``every_s`` seconds have passed since the last report (or the trial began), or when
     ``stop_requested()`` (Ctrl-C: Tune stops a trial at its next report); otherwise the
-    metrics are held and ride along with the next report, the state is dropped."""
+    metrics are held and ride along with the next report, the state is dropped.
+
+    Each state sent carries every epoch's metrics so far (``REPORTS_KEY``). A worker can die
+    after its checkpoint reached the storage and before the driver took the report that came
+    with it; the retry resumes from that checkpoint, so those epochs would never be logged.
+    A resumed trial passes them as ``sent``: they ride along with its next report again, and
+    the MLflow callback logs each epoch of a trial once."""
 
     def __init__(
         self,
@@ -115,20 +125,23 @@ class EpochReports:
         clock: Callable[[], float] = time.monotonic,
         send: Callable[[dict[str, Any], dict[str, Any]], None] | None = None,
         stop_requested: Callable[[], bool] = lambda: False,
+        sent: list[dict[str, Any]] | None = None,
     ) -> None:
         self.every_s = every_s
         self._clock = clock
         self._send = send or _report_epoch
         self._stop_requested = stop_requested
         self._last = clock()
-        self._held: list[dict[str, Any]] = []
+        self._all: list[dict[str, Any]] = list(sent or [])
+        self._held: list[dict[str, Any]] = list(sent or [])
 
     def __call__(self, metrics: dict[str, Any], state: dict[str, Any]) -> None:
+        self._all.append(metrics)
         waiting = self.every_s > 0 and self._clock() - self._last < self.every_s
         if waiting and not self._stop_requested():
             self._held.append(metrics)
             return
-        self._send({**metrics, **self.take_held()}, state)
+        self._send({**metrics, **self.take_held()}, {**state, REPORTS_KEY: list(self._all)})
         self._last = self._clock()
 
     def take_held(self) -> dict[str, str]:

@@ -217,6 +217,42 @@ def test_delete_removes_a_run_no_trial_continues(store: tuple) -> None:
         log._apply({"op": "rename", "trial": None})
 
 
+def test_a_step_a_run_holds_is_logged_once(tmp_path: Path) -> None:
+    """A trial re-sends epochs (resumed from a checkpoint whose report the driver never took):
+    each step stays once in MLflow, those a previous driver wrote and queued included."""
+    from types import SimpleNamespace
+
+    from nascomp.search.tracking.store import Tracker
+    from nascomp.search.tune.callbacks import MlflowTrialCallback
+    from nascomp.search.tune.results import EARLIER_KEY
+
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "steps")
+    experiment_id = tracker.experiment_id(create=True)
+    parent = tracker.client.create_run(experiment_id).info.run_id
+    journal = tmp_path / JOURNAL
+    killed = RunLog(tracker.client, experiment_id, parent, journal=journal, echo=lambda _: None)
+    killed.load()
+    killed.submit(_start("t1"))
+    for step in (1, 2):
+        killed.submit(_metrics("t1", step, 1.0 / step))
+    journal.write_text(json.dumps(_metrics("t1", 3, 0.3)) + "\n")  # never reached the store
+
+    callback = MlflowTrialCallback(
+        tracker, parent, {"loss": "min"}, [], journal=journal, echo=lambda _: None
+    )
+    callback.setup()
+    assert callback.steps == {"t1": {1, 2, 3}}
+    trial = SimpleNamespace(trial_id="t1")
+    earlier = [{"epoch": e, "loss": 1.0 / e} for e in (1, 2, 3)]
+    resent = {"epoch": 4, "loss": 0.25, EARLIER_KEY: json.dumps(earlier)}
+    callback.on_trial_result(0, [trial], trial, resent)
+    callback.on_trial_result(0, [trial], trial, {"epoch": 4, "loss": 0.25})  # again: dropped
+    callback.log.flush(force=True)
+    run_id = callback.log.run_ids["t1"]
+    steps = [m.step for m in tracker.client.get_metric_history(run_id, "loss")]
+    assert sorted(steps) == [1, 2, 3, 4]
+
+
 def test_steps_are_epochs_and_the_final_report_the_step_after() -> None:
     assert _step({"epoch": 3, "training_iteration": 9}) == 3
     assert _step({"epochs": 12, "training_iteration": 5}) == 13

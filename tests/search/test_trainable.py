@@ -16,6 +16,7 @@ import torch
 from nascomp.search.tune.results import EARLIER_KEY, earlier_epochs
 from nascomp.search.tune.trainable import (
     FINAL_FILE,
+    REPORTS_KEY,
     STATE_FILE,
     STATUS_FAILED,
     EpochReports,
@@ -155,6 +156,30 @@ def test_epochs_are_reported_at_most_every_every_s_and_none_is_lost() -> None:
         each({"epoch": epoch}, {})
     assert [r["epoch"] for r in every] == [1, 2, 3]
     assert all(EARLIER_KEY not in r for r in every)
+
+
+def test_a_checkpoint_carries_every_epoch_and_a_resumed_trial_sends_them_again() -> None:
+    """The state of each report lists the epochs so far, held ones included; a trial resumed
+    from it sends those again with its next report (the driver may never have taken them)."""
+    now = [0.0]
+    sent: list[tuple[dict, dict]] = []
+    reports = EpochReports(10.0, clock=lambda: now[0], send=lambda r, s: sent.append((r, s)))
+    for epoch, at in enumerate([3.0, 11.0, 12.0], start=1):
+        now[0] = at
+        reports({"epoch": epoch}, {"epoch": epoch})
+    assert [(r["epoch"], s["epoch"]) for r, s in sent] == [(2, 2)]
+    state = sent[0][1]
+    assert state[REPORTS_KEY] == [{"epoch": 1}, {"epoch": 2}]
+
+    again: list[tuple[dict, dict]] = []
+    resumed = EpochReports(
+        0.0, clock=lambda: 0.0, send=lambda r, s: again.append((r, s)), sent=state[REPORTS_KEY]
+    )
+    resumed({"epoch": 3}, {"epoch": 3})
+    resumed({"epoch": 4}, {"epoch": 4})
+    assert [e["epoch"] for e in earlier_epochs(again[0][0])] == [1, 2]
+    assert EARLIER_KEY not in again[1][0]
+    assert [e["epoch"] for e in again[1][1][REPORTS_KEY]] == [1, 2, 3, 4]
 
 
 def test_ctrl_c_sends_the_next_epoch_at_once() -> None:
