@@ -10,6 +10,7 @@ before that artifact existed are read back from their params by :func:`decode_pa
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import numpy as np
@@ -20,8 +21,16 @@ PARAM_LIMIT = 6000  # MLflow's limit on a param value
 
 
 def display_params(config: dict[str, Any]) -> dict[str, str]:
-    """The params MLflow shows: ``str`` of each value, cut to MLflow's limit."""
-    return {key: str(value)[:PARAM_LIMIT] for key, value in sorted(config.items())}
+    """The params MLflow shows: ``str`` of each value, cut to MLflow's limit. A float shows
+    its 15 significant digits: a range's step puts Optuna's draws on ``low + k * step``, which
+    is 0.8999999999999999 for 0.9. The exact value is in the config document."""
+    return {key: _shown(value)[:PARAM_LIMIT] for key, value in sorted(config.items())}
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, float | np.floating) and math.isfinite(value):
+        return str(float(f"{value:.15g}"))
+    return str(value)
 
 
 def config_document(config: dict[str, Any]) -> dict[str, Any]:

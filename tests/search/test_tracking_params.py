@@ -100,3 +100,14 @@ def test_a_document_of_another_format_is_refused() -> None:
     assert config_from_document(config_document({"a": 1})) == {"a": 1}
     with pytest.raises(ValueError, match=CONFIG_ARTIFACT):
         config_from_document({"format": 99, "config": {}})
+
+
+def test_a_float_shows_its_15_significant_digits_and_the_document_keeps_it_exact() -> None:
+    """A step range's draw low + k * step is 0.9000000000000001 for 0.9: MLflow shows 0.9."""
+    drawn = 0.2 + 7 * 0.1
+    assert drawn != 0.9
+    config = {"prune.ratio": drawn, "train.lr": 3e-3, "arch.width": 1.0, "x": float("nan")}
+    shown = display_params(config)
+    assert shown == {"prune.ratio": "0.9", "train.lr": "0.003", "arch.width": "1.0", "x": "nan"}
+    assert config_document(config)["config"]["prune.ratio"] == drawn
+    assert display_params({"train.lr": 0.123456789012345678})["train.lr"] == "0.123456789012346"
