@@ -91,14 +91,18 @@ def export_model(
     fp16: bool = False,
     normalise: Normalise | None = None,
     classes: Sequence[str] = (),
+    features: Sequence[str] = (),
 ) -> dict[str, Path]:
     """Export ``model`` (in eval mode) next to its flat trial config, ``onnx`` (the file the
     trial measured) as ``model.onnx`` and, with ``fp16``, ``model.fp16.onnx``, and how its
-    inputs were normalised (``normalise``) and what its outputs mean (``classes``, each label's
-    name) as ``preprocess.json``; return the files written."""
+    inputs were normalised (``normalise``), which column each input feature is (``features``)
+    and what its outputs mean (``classes``, each label's name) as ``preprocess.json``; return
+    the files written."""
     files = write_artifact(model, example, config, out_dir)
     recipe = (
-        preprocess_recipe(normalise, example, config, classes) if normalise is not None else None
+        preprocess_recipe(normalise, example, config, classes, features)
+        if normalise is not None
+        else None
     )
     if recipe is not None:
         files["preprocess"] = out_dir / PREPROCESS
@@ -149,6 +153,7 @@ def preprocess_recipe(
     example: torch.Tensor,
     config: dict[str, Any],
     classes: Sequence[str] = (),
+    features: Sequence[str] = (),
 ) -> dict[str, Any]:
     """What turns a raw input into what the model was trained on, and what its outputs
     mean, as plain data."""
@@ -170,6 +175,8 @@ def preprocess_recipe(
         "image_size": config.get("data.image_size"),
         **normalise.describe(),
         "formula": formula,
+        # Rows of features: input column i is the dataset's column features[i].
+        "features": list(features) or None,
         # The output is (batch, n_classes) logits; column i is the class named classes[i].
         "classes": list(classes) or None,
     }

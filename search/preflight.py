@@ -33,6 +33,7 @@ from nascomp.spaces.models import (
     model_family,
 )
 from nascomp.spaces.userfn import NotLogitsError
+from nascomp.trainers.data import USER_SOURCES
 from nascomp.trainers.init import apply_weights, initial_weights
 from nascomp.trainers.teacher import load_teacher_checkpoint
 
@@ -76,7 +77,7 @@ def check_user_code(experiment: Experiment, notes: list[str] | None = None) -> E
         checked = [("space.arch", student), *checked]
     # The user's own data is read here (an image folder's files too: a truncated JPEG or an
     # empty class folder is named before anything runs); the bundled datasets need no check.
-    if not checked and experiment.data.name not in ("custom", "torchvision", "imagefolder"):
+    if not checked and experiment.data.name not in (*USER_SOURCES, "imagefolder"):
         return experiment
     try:
         # The workers' thread count: the driver makes the same stream-or-memory decision.

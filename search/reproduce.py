@@ -116,6 +116,7 @@ def reproduce(
             fp16=fp16,
             normalise=data.normalise,
             classes=data.classes,
+            features=data.feature_names,
         )
         if export_dir
         else {}

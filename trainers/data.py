@@ -23,8 +23,9 @@ from nascomp.trainers.normalise import Normalise, population_std
 from nascomp.trainers.split import TensorSplit
 
 DATASETS = ("digits", "mnist", "fashion_mnist", "imagefolder")
-# The user's datasets (trainers/user_data.py): a factory of theirs, or a torchvision class.
-USER_SOURCES = ("custom", "torchvision")
+# The user's datasets (trainers/user_data.py): a factory of theirs, a torchvision class, or a
+# CSV file of rows (trainers/tables.py).
+USER_SOURCES = ("custom", "torchvision", "csv")
 
 IDX_FILES = (
     "train-images-idx3-ubyte",
@@ -60,6 +61,8 @@ class DataSplits:
     normalise: Normalise | None = None
     # The name of each class, by label (what a shipped model's outputs mean); () if not known
     classes: tuple[str, ...] = ()
+    # Rows of features: the column of each input feature, in order; () if not known
+    feature_names: tuple[str, ...] = ()
 
     # The splits as the training loop reads them (trainers/split.py); a streamed dataset's
     # StreamedSplits has the same three.
@@ -113,8 +116,10 @@ def check_data_root(name: str, root: str | None) -> None:
     """Cheap existence check for config validation; loads nothing."""
     if name not in DATASETS + USER_SOURCES:
         raise ValueError(f"unknown dataset {name!r}; allowed: {', '.join(DATASETS + USER_SOURCES)}")
-    if name in ("digits", "custom"):
-        return  # bundled with scikit-learn; a factory reads its root (if any) itself
+    if name in ("digits", "custom", "csv"):
+        # bundled with scikit-learn; a factory reads its root (if any) itself; a CSV's files
+        # are checked with its options (trainers.datasets.check_source)
+        return
     if name == "torchvision":
         if root is None or not Path(root).is_dir():
             raise DataNotFoundError(

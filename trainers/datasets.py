@@ -25,9 +25,11 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
 from nascomp.spaces.userfn import UserCodeError, load_callable
 from nascomp.trainers.data import DataNotFoundError
 from nascomp.trainers.normalise import population_std
+from nascomp.trainers.tables import TableError, check_table, open_table
 
 FACTORY_FIELD = "data.factory"
 DATASET_FIELD = "data.dataset"
+CSV_FIELD = "data.root"
 SCAN_BATCH_SIZE = 256  # samples per batch of the reading pass (the per-sample sums' batches)
 # Below this many samples, worker processes cost more to start than they save.
 MIN_SAMPLES_FOR_WORKERS = 4096
@@ -40,7 +42,7 @@ class DatasetError(ValueError):
 
 @dataclass(frozen=True)
 class DatasetSource:
-    """Where a user dataset comes from: ``name`` is ``custom`` or ``torchvision``."""
+    """Where a user dataset comes from: ``name`` is ``custom``, ``torchvision`` or ``csv``."""
 
     name: str
     root: str | None = None
@@ -50,18 +52,24 @@ class DatasetSource:
 
     @property
     def field(self) -> str:
-        return FACTORY_FIELD if self.name == "custom" else DATASET_FIELD
+        return {"custom": FACTORY_FIELD, "csv": CSV_FIELD}.get(self.name, DATASET_FIELD)
 
 
 # ---------------------------------------------------------------------------- config checks
 
 
 def check_source(source: DatasetSource) -> None:
-    """Cheap checks for config validation (import and look-up only; nothing is read)."""
+    """Cheap checks for config validation (import and look-up, a CSV's header; no samples
+    are read)."""
     if source.name == "custom":
         try:
             load_callable(source.factory, FACTORY_FIELD)
         except UserCodeError as exc:
+            raise DatasetError(str(exc)) from None
+    elif source.name == "csv":
+        try:
+            check_table(source.root, dict(source.options))
+        except TableError as exc:
             raise DatasetError(str(exc)) from None
     else:
         torchvision_class(source.dataset)
@@ -89,6 +97,11 @@ def torchvision_class(name: str | None) -> type[Dataset]:
 
 def open_source(source: DatasetSource) -> tuple[Dataset, Dataset | None]:
     """The (train, test or None) datasets of ``source``, checked to be map-style datasets."""
+    if source.name == "csv":
+        try:
+            return open_table(source.root, dict(source.options))
+        except TableError as exc:
+            raise DatasetError(str(exc)) from None
     pair = _call_factory(source) if source.name == "custom" else _open_torchvision(source)
     return _checked_pair(pair, source)
 
@@ -498,6 +511,15 @@ def class_names(dataset: Dataset, n_classes: int) -> tuple[str, ...]:
     if not isinstance(classes, list | tuple) or len(classes) != n_classes:
         return ()
     return tuple(str(name) for name in classes)
+
+
+def feature_names(dataset: Dataset, shape: tuple[int, ...]) -> tuple[str, ...]:
+    """Each input feature's name from the dataset's ``feature_names`` (scikit-learn's word:
+    the column of feature i at position i), for rows of features; () otherwise."""
+    names = getattr(dataset, "feature_names", None)
+    if len(shape) != 1 or not isinstance(names, list | tuple) or len(names) != shape[0]:
+        return ()
+    return tuple(str(name) for name in names)
 
 
 def channel_stats(scan_: Scan, indices: Tensor, pixels_per_channel: int) -> tuple[Tensor, Tensor]:

@@ -87,19 +87,22 @@ def _numeric(annotation: Any) -> bool:
 
 
 class DataConfig(Section):
-    """``data``: a built-in dataset, the user's own factory (``custom``) or a torchvision
-    dataset class (``torchvision``); how it is split; and when it is streamed."""
+    """``data``: a built-in dataset, the user's own factory (``custom``), a torchvision
+    dataset class (``torchvision``) or a CSV file of rows (``csv``); how it is split; and when
+    it is streamed."""
 
-    name: Literal["digits", "mnist", "fashion_mnist", "imagefolder", "custom", "torchvision"] = (
-        "digits"
-    )
+    name: Literal[
+        "digits", "mnist", "fashion_mnist", "imagefolder", "custom", "torchvision", "csv"
+    ] = "digits"
     root: str | None = None
     factory: str | None = Field(
         None, description="custom: 'package.module:function' returning (train, test) datasets"
     )
     dataset: str | None = Field(None, description="torchvision: a torchvision.datasets class")
     options: dict[str, Any] | None = Field(
-        None, description="custom, torchvision: keyword arguments of the factory or class"
+        None,
+        description="custom, torchvision: keyword arguments of the factory or class; "
+        "csv: target, features, sep",
     )
     val_fraction: float = Field(0.1, gt=0.0, lt=0.5)
     split_seed: int = Field(0, ge=0, le=MAX_SEED)
@@ -180,10 +183,11 @@ class DataConfig(Section):
             value = getattr(self, name)
             if name == wanted and value is None:
                 raise ValueError(f"data.{name} is required with name: {self.name}")
-            if value is not None and name != wanted and not (name == "options" and wanted):
+            reads_options = name == "options" and self.name in USER_SOURCES
+            if value is not None and name != wanted and not reads_options:
                 allowed = "name: custom" if name == "factory" else "name: torchvision"
                 if name == "options":
-                    allowed = "name: custom or torchvision"
+                    allowed = "name: custom, torchvision or csv"
                 raise ValueError(f"data.{name} is only read with {allowed}, not {self.name!r}")
         if self.name not in USER_SOURCES and self.layout != "auto":
             raise ValueError(

@@ -123,6 +123,7 @@ class StreamedSplits:
     name: str
     normalise: Normalise | None = None  # how the inputs were normalised
     classes: tuple[str, ...] = ()  # each label's name, where the dataset says
+    feature_names: tuple[str, ...] = ()  # rows of features: each one's column, if it says
 
     @property
     def input_dtype(self) -> torch.dtype:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -26,6 +27,7 @@ from nascomp.trainers.datasets import (
     check_labels,
     class_names,
     declared_classes,
+    feature_names,
     open_source,
     sample_format,
     scan,
@@ -130,8 +132,11 @@ def _load(
         test_part = (test, test_scan, None)
     splits = {"train": (train, train_scan, parts.train), "val": (train, train_scan, parts.val)}
     splits["test"] = test_part  # type: ignore[assignment]
-    name = source.factory if source.name == "custom" else source.dataset
+    name = {"custom": source.factory, "csv": Path(str(source.root)).name}.get(
+        source.name, source.dataset
+    )
     classes = class_names(train, n_classes)
+    features = feature_names(train, shape)
     if streamed:
         made = {role: _streamed(*part, sample, normalise) for role, part in splits.items()}
         return StreamedSplits(
@@ -141,6 +146,7 @@ def _load(
             name=str(name),
             normalise=normalise,
             classes=classes,
+            feature_names=features,
         )
     tensors = {role: _in_memory(*part, normalise) for role, part in splits.items()}
     return DataSplits(
@@ -155,6 +161,7 @@ def _load(
         name=str(name),
         normalise=normalise,
         classes=classes,
+        feature_names=features,
     )
 
 

@@ -311,6 +311,64 @@ def test_tabular_rows_search_the_built_in_mlp_taught_by_an_mlp(
     assert session.run(None, {session.get_inputs()[0].name: rows})[0].shape == (3, 10)
 
 
+def test_a_csv_file_searched_and_shipped_with_its_columns_and_classes(
+    tmp_path: Path, teacher_cache: Path
+) -> None:
+    """``data.name: csv``, no code of the user's: the digits as a CSV file of 64 pixel columns
+    and a word label, its features listed in reverse. The exported recipe names the columns in
+    the model's order and the classes by output column: applied to the file's raw rows, the
+    ONNX file classifies them; read in the file's order, it does not."""
+    import pandas as pd
+
+    images, labels = load_digits(return_X_y=True)
+    names = [f"px{i}" for i in range(64)]
+    words = np.array(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight",
+                      "nine"])  # fmt: skip
+    frame = pd.DataFrame(images.astype(int), columns=names).assign(digit=words[labels])
+    frame.to_csv(tmp_path / "digits.csv", index=False)
+    experiment_yaml = textwrap.dedent(
+        f"""
+            data:
+              name: csv
+              root: digits.csv
+              options: {{target: digit, features: {json.dumps(names[::-1])}}}
+              max_train_samples: 800
+            space:
+              arch: {{family: mlp, depth: 1, width: [32, 64]}}
+              prune: {{method: none}}
+              quant: {{bits: 32}}
+              distill: {{enabled: false}}
+            train: {{epochs: 6, batch_size: 64}}
+            measure: {{n_warmup: 1, n_repeat: 3, latency_batch_size: 8}}
+            search: {{trials: 2, concurrent: 2, sampler: random}}
+            """
+    )
+    with user_search(tmp_path, teacher_cache, experiment_yaml) as (uri, env):
+        export = tmp_path / "export"
+        again = nascomp(
+            "reproduce", "--rank", "1", "--export", str(export), "--tracking-uri", uri,
+            cwd=tmp_path, env=env,
+        )  # fmt: skip
+        assert again.returncode == 0, again.stderr[-3000:]
+    recipe = json.loads((export / "preprocess.json").read_text())
+    assert recipe["features"] == names[::-1]
+    assert recipe["classes"] == sorted(words.tolist())
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(export / "model.onnx"), providers=["CPUExecutionProvider"])
+    mean, std = np.array(recipe["mean"]), np.array(recipe["std"])
+
+    def accuracy(columns: list[str]) -> float:
+        raw = frame[columns].to_numpy(dtype=np.float32)
+        x = ((raw / recipe["scale"] - mean) / std).astype(np.float32)
+        logits = session.run(None, {session.get_inputs()[0].name: x})[0]
+        predicted = np.array(recipe["classes"])[logits.argmax(axis=1)]
+        return float((predicted == frame["digit"].to_numpy()).mean())
+
+    assert accuracy(recipe["features"]) > 0.8
+    assert accuracy(names) < 0.5
+
+
 def test_per_layer_bit_widths_on_the_users_model(tmp_path: Path, teacher_cache: Path) -> None:
     """``quant.groups: layers`` as a user writes it: every Conv2d / Linear of their model gets
     its own searched width, and the shipped file runs the 8-bit ones int8, as the run says."""

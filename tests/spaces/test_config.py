@@ -126,9 +126,9 @@ def test_quickstart_is_valid() -> None:
         (
             "data.name=svhn",
             "data.name: Input should be 'digits', 'mnist', 'fashion_mnist', 'imagefolder', "
-            "'custom' or 'torchvision'",
+            "'custom', 'torchvision' or 'csv'",
         ),
-        ("data.name=mnist", "data: data.root is required for dataset 'mnist'"),
+        ("data.name=mnist", "data.root is required for dataset 'mnist'"),
         ("search.inherit_epochs=-1", "search.inherit_epochs: Input should be greater than"),
     ],
 )

@@ -86,4 +86,5 @@ def test_tabular_example_reads_its_rows_and_takes_an_mlp_teacher(
     assert [note.split(":")[0] for note in notes] == ["teacher.arch"]
     data = experiment.data.load()
     assert (data.input_shape, data.n_classes, data.classes) == ((30,), 2, ("malignant", "benign"))
+    assert data.feature_names[:2] == ("mean radius", "mean texture")
     assert len(data.train) + len(data.val) + len(data.test) == 569

@@ -1,0 +1,110 @@
+"""``data.name: csv`` (trainers/tables.py): rows and labels read from real CSV files, known
+answers for the columns, classes and splits, and a one-line error naming the field for each
+file or option a user gets wrong."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from pydantic import ValidationError
+
+from nascomp.trainers.settings import DataConfig
+from nascomp.trainers.tables import open_table
+
+ROWS = """\
+height, weight ,smoker,kind
+1.5,60,true,b
+1.7,80,false,a
+1.6,"70",false,c
+1.8,90,true,a
+"""
+
+
+def _write(folder: Path, name: str, text: str) -> Path:
+    path = folder / name
+    path.write_text(text)
+    return path
+
+
+def test_columns_labels_and_classes_come_out_as_written(tmp_path: Path) -> None:
+    """The last column is the label by default; words become classes sorted, label i being
+    classes[i]; booleans read as 0 and 1; spaces around a column's name are not part of it."""
+    train, test = open_table(str(_write(tmp_path, "rows.csv", ROWS)), {})
+    assert test is None
+    assert train.feature_names == ["height", "weight", "smoker"]
+    assert train.classes == ["a", "b", "c"]
+    x, y = train.tensors
+    assert x.dtype == torch.float32 and y.dtype == torch.int64
+    np.testing.assert_allclose(x[0].numpy(), [1.5, 60.0, 1.0])
+    assert y.tolist() == [1, 0, 2, 0]
+
+
+def test_a_folder_gives_train_and_test_and_options_pick_the_columns(tmp_path: Path) -> None:
+    """A class only the test file holds is still a class (both files' values, sorted);
+    1 and 1.0 are one class; ``features`` sets the order."""
+    _write(tmp_path, "train.csv", "a;b;label\n1;2;3\n4;5;1\n")
+    _write(tmp_path, "test.csv", "a;b;label\n7;8;1.0\n9;9;2\n")
+    options = {"target": "label", "features": ["b", "a"], "sep": ";"}
+    train, test = open_table(str(tmp_path), options)
+    assert test is not None
+    assert train.classes == test.classes == ["1", "2", "3"]
+    assert train.tensors[0].tolist() == [[2.0, 1.0], [5.0, 4.0]]
+    assert train.tensors[1].tolist() == [2, 0]
+    assert test.tensors[1].tolist() == [0, 1]
+
+
+def test_a_csv_loads_as_splits_with_its_feature_names(tmp_path: Path) -> None:
+    """Through ``data``: the test split is held out of one file, the inputs are normalised
+    per feature, and the splits keep each feature's column and each class's name."""
+    rng = np.random.default_rng(0)
+    rows = rng.normal(size=(200, 3)) * [1.0, 10.0, 100.0] + [0.0, 5.0, -50.0]
+    labels = np.where(rows[:, 0] > 0, "up", "down")
+    text = "x,y,z,move\n" + "".join(
+        f"{a},{b},{c},{label}\n" for (a, b, c), label in zip(rows, labels, strict=True)
+    )
+    data = DataConfig(name="csv", root=str(_write(tmp_path, "m.csv", text))).load()
+    assert data.input_shape == (3,) and data.n_classes == 2
+    assert data.classes == ("down", "up") and data.feature_names == ("x", "y", "z")
+    assert len(data.train_y) + len(data.val_y) + len(data.test_y) == 200
+    assert data.train_x.std(dim=0).sub(1.0).abs().max() < 0.2
+    assert data.name == "m.csv"
+
+
+@pytest.mark.parametrize(
+    ("text", "options", "expected"),
+    [
+        (ROWS, {"target": "kinds"}, "data.options.target: bad.csv has no column 'kinds'"),
+        (ROWS, {"features": ["height", "age"]}, "data.options.features: bad.csv has no column"),
+        (ROWS, {"features": ["height", "kind"]}, "'kind' is the target column"),
+        (ROWS, {"label": "kind"}, "data.options: csv reads target, features, sep; got ['label']"),
+        (ROWS, {"features": "height"}, "data.options.features: a list of column names"),
+        (ROWS, {"sep": ";"}, "bad.csv has 1 column(s)"),
+        (ROWS, {"target": "height"}, "column 'kind' of bad.csv holds text (e.g. 'b')"),
+        ("a,b\n1,\n2,3\n", {}, "column 'b' of bad.csv has 1 empty cell(s)"),
+        ("a,b\n1,0.5\n2,3\n", {}, "data.options.target: column 'b' of bad.csv holds fractions"),
+        ("a,b\n", {}, "data.root: bad.csv has a header and no rows"),
+        ("a,b\n1,2\n3,4,5\n", {}, "data.root: "),
+    ],
+)
+def test_what_a_user_gets_wrong_is_one_line_naming_the_field(
+    tmp_path: Path, text: str, options: dict, expected: str
+) -> None:
+    path = _write(tmp_path, "bad.csv", text)
+    with pytest.raises(ValueError) as error:
+        DataConfig(name="csv", root=str(path), options=options).load()
+    message = str(error.value)
+    if isinstance(error.value, ValidationError):
+        message = error.value.errors()[0]["msg"].removeprefix("Value error, ")
+    assert expected in message
+    assert "\n" not in message
+
+
+def test_a_missing_file_or_folder_is_named_before_anything_is_read(tmp_path: Path) -> None:
+    for root in (tmp_path / "none.csv", tmp_path):  # the folder holds no train.csv
+        with pytest.raises(ValidationError, match=r"data.root: a csv dataset is a \.csv file"):
+            DataConfig(name="csv", root=str(root))
+    with pytest.raises(ValidationError, match=r"data\.factory is only read with name: custom"):
+        DataConfig(name="csv", root=str(_write(tmp_path, "ok.csv", ROWS)), factory="m:f")
