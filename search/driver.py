@@ -14,6 +14,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -125,14 +126,17 @@ def run_search(
         # This machine's token, for a cluster that asks for one (ray.init sends it by itself
         # only when it finds the cluster, "auto"); a cluster without authentication ignores it.
         ray_compat.use_local_token()
+    if given:
+        echo(f"connecting to the Ray cluster at {given}")
     try:
-        ray.init(
-            address=address,
-            runtime_env=runtime_env(experiment),  # the user's own modules, to every worker
-            include_dashboard=False,
-            log_to_driver=False,
-            logging_level=logging.ERROR,
-        )
+        with _stderr_held() if given else contextlib.nullcontext():
+            ray.init(
+                address=address,
+                runtime_env=runtime_env(experiment),  # the user's own modules, to every worker
+                include_dashboard=False,
+                log_to_driver=False,
+                logging_level=logging.ERROR,
+            )
     except (ConnectionError, ray.exceptions.RayError) as exc:
         if not given:
             raise
@@ -616,6 +620,30 @@ def _prepare_teacher(
     accuracy = facts.get("teacher_val_accuracy")
     echo(f"teacher {how}" + (f", val_accuracy {accuracy:.4f}" if accuracy is not None else ""))
     return state, facts, lines.epochs
+
+
+@contextlib.contextmanager
+def _stderr_held() -> Iterator[None]:
+    """This process's stderr (file descriptor 2) held in a temporary file, and written out
+    only if the block succeeds. Ray's C++ client writes past ``sys.stderr``: while a cluster
+    refuses this machine's token it logs a warning a second, 20 in all, before ``ray.init``
+    gives up, and the one-line error that follows says why."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        ok = False
+        try:
+            yield
+            ok = True
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            if ok:
+                held.seek(0)
+                if text := held.read():
+                    os.write(2, text)
 
 
 def _first_line(exc: BaseException) -> str:
