@@ -32,6 +32,7 @@ from nascomp.spaces.models import (
     build_model,
     model_family,
 )
+from nascomp.spaces.space import ARCH_SPACES
 from nascomp.spaces.userfn import NotLogitsError
 from nascomp.trainers.data import USER_SOURCES
 from nascomp.trainers.init import apply_weights, initial_weights
@@ -91,6 +92,19 @@ def check_user_code(experiment: Experiment, notes: list[str] | None = None) -> E
         if note is not None and notes is not None:
             notes.append(note)
     augment = experiment.train.augment.enabled()
+    if data.input_dtype.is_floating_point and _default_space_cannot_take(
+        experiment, data.input_shape
+    ):
+        experiment = _with_feature_space(experiment)
+        student = experiment.space.arch.first_arch()
+        checked = [(f, student if f == "space.arch" else arch) for f, arch in checked]
+        if notes is not None:
+            space = experiment.space.arch
+            notes.append(
+                f"space.arch: the default space searches CNNs for images; inputs of shape "
+                f"{tuple(data.input_shape)} search an MLP (depth {space.depth} x width "
+                f"{space.width}). Set space.arch to choose"
+            )
     if (
         teacher is not None
         and data.input_dtype.is_floating_point
@@ -263,6 +277,21 @@ def _default_teacher_cannot_take(experiment: Experiment, shape: tuple[int, ...])
         and experiment.teacher.arch.get("family") in IMAGE_FAMILIES
         and len(shape) != 3
     )
+
+
+def _default_space_cannot_take(experiment: Experiment, shape: tuple[int, ...]) -> bool:
+    """The experiment left ``space.arch`` to its default (CNNs, which need (C, H, W) images)
+    and the inputs are vectors of features."""
+    return (
+        "arch" not in experiment.space.model_fields_set
+        and experiment.space.arch.family in IMAGE_FAMILIES
+        and len(shape) == 1
+    )
+
+
+def _with_feature_space(experiment: Experiment) -> Experiment:
+    space = experiment.space.model_copy(update={"arch": ARCH_SPACES["mlp"]()})
+    return experiment.model_copy(update={"space": space})
 
 
 def _with_feature_teacher(experiment: Experiment) -> tuple[Experiment, dict[str, Any]]:

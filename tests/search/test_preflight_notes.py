@@ -254,6 +254,29 @@ def test_rows_without_a_named_teacher_are_taught_by_an_mlp(
     )
 
 
+def test_rows_without_a_named_space_search_an_mlp(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default space, CNNs, cannot take (F,) rows: the MLP space is searched, with a note;
+    a family the experiment names is kept (and refused when it takes images only)."""
+    name = f"rows_{tmp_path.name}"
+    (tmp_path / f"{name}.py").write_text(MODULE)
+    monkeypatch.chdir(tmp_path)
+    data = {"name": "custom", "factory": f"{name}:counted_from_one", "options": {"n": 600}}
+    notes: list[str] = []
+    checked = check_user_code(validate_experiment({"data": data}), notes)
+    assert checked.space.arch.family == "mlp"
+    assert checked.space.arch.first_arch()["family"] == "mlp"
+    assert notes[-2] == (
+        "space.arch: the default space searches CNNs for images; inputs of shape (8,) search "
+        "an MLP (depth [1, 2, 3] x width [32, 64, 128, 256]). Set space.arch to choose"
+    )
+    assert checked.space.prune == validate_experiment({}).space.prune  # the rest as it was
+    cnn = {"arch": {"family": "cnn"}}
+    with pytest.raises(ConfigError, match=r"^space.arch: model family 'cnn' takes \(C, H, W\)"):
+        check_user_code(validate_experiment({"data": data, "space": cnn}))
+
+
 def test_starting_weights_of_another_width_are_refused_or_noted(tmp_path: Path) -> None:
     """``train.init`` of another base width fits only BatchNorm's counters: refused. One of
     fewer stages fits the stem and its first stage, under half the weights: noted."""
