@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -92,15 +92,16 @@ def export_model(
     normalise: Normalise | None = None,
     classes: Sequence[str] = (),
     features: Sequence[str] = (),
+    categories: Mapping[str, Sequence[str]] | None = None,
 ) -> dict[str, Path]:
     """Export ``model`` (in eval mode) next to its flat trial config, ``onnx`` (the file the
     trial measured) as ``model.onnx`` and, with ``fp16``, ``model.fp16.onnx``, and how its
-    inputs were normalised (``normalise``), which column each input feature is (``features``)
-    and what its outputs mean (``classes``, each label's name) as ``preprocess.json``; return
-    the files written."""
+    inputs were normalised (``normalise``), which column each input feature is (``features``,
+    and the values of one-hot encoded columns of words, ``categories``) and what its outputs
+    mean (``classes``, each label's name) as ``preprocess.json``; return the files written."""
     files = write_artifact(model, example, config, out_dir)
     recipe = (
-        preprocess_recipe(normalise, example, config, classes, features)
+        preprocess_recipe(normalise, example, config, classes, features, categories)
         if normalise is not None
         else None
     )
@@ -154,6 +155,7 @@ def preprocess_recipe(
     config: dict[str, Any],
     classes: Sequence[str] = (),
     features: Sequence[str] = (),
+    categories: Mapping[str, Sequence[str]] | None = None,
 ) -> dict[str, Any]:
     """What turns a raw input into what the model was trained on, and what its outputs
     mean, as plain data."""
@@ -175,8 +177,11 @@ def preprocess_recipe(
         "image_size": config.get("data.image_size"),
         **normalise.describe(),
         "formula": formula,
-        # Rows of features: input column i is the dataset's column features[i].
+        # Rows of features: input column i is the dataset's column features[i]; a CSV's
+        # column c of words is one input per value in categories[c], named "c=value", 1 where
+        # the row holds that value and 0 elsewhere, before the formula above.
         "features": list(features) or None,
+        "categories": {c: list(values) for c, values in (categories or {}).items()} or None,
         # The output is (batch, n_classes) logits; column i is the class named classes[i].
         "classes": list(classes) or None,
     }

@@ -117,6 +117,7 @@ def reproduce(
             normalise=data.normalise,
             classes=data.classes,
             features=data.feature_names,
+            categories=data.categories,
         )
         if export_dir
         else {}

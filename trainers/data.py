@@ -8,9 +8,9 @@ seed), so every trial of a search sees the same validation set.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,8 @@ class DataSplits:
     classes: tuple[str, ...] = ()
     # Rows of features: the column of each input feature, in order; () if not known
     feature_names: tuple[str, ...] = ()
+    # Rows of a CSV: each one-hot encoded column of words and its values, in input order
+    categories: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     # The splits as the training loop reads them (trainers/split.py); a streamed dataset's
     # StreamedSplits has the same three.

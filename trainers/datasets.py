@@ -522,6 +522,15 @@ def feature_names(dataset: Dataset, shape: tuple[int, ...]) -> tuple[str, ...]:
     return tuple(str(name) for name in names)
 
 
+def feature_categories(dataset: Dataset, features: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+    """A CSV's one-hot encoded columns of words and their values (``trainers.tables.Table``),
+    where its inputs are named; {} otherwise."""
+    categories = getattr(dataset, "categories", None)
+    if not features or not isinstance(categories, dict):
+        return {}
+    return {str(name): tuple(map(str, values)) for name, values in categories.items()}
+
+
 def channel_stats(scan_: Scan, indices: Tensor, pixels_per_channel: int) -> tuple[Tensor, Tensor]:
     """Per-channel mean and population std over the samples ``indices`` (float32)."""
     count = len(indices) * pixels_per_channel

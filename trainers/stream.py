@@ -10,8 +10,8 @@ loop), so loader workers only read, convert and normalise.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import Tensor
@@ -124,6 +124,8 @@ class StreamedSplits:
     normalise: Normalise | None = None  # how the inputs were normalised
     classes: tuple[str, ...] = ()  # each label's name, where the dataset says
     feature_names: tuple[str, ...] = ()  # rows of features: each one's column, if it says
+    # rows of a CSV: each one-hot encoded column of words and its values
+    categories: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def input_dtype(self) -> torch.dtype:

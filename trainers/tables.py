@@ -9,9 +9,12 @@ holding ``train.csv`` and, optionally, ``test.csv`` with the same columns. ``dat
   the file's order);
 - ``sep``: the field separator (default ``,``).
 
-Features must be numbers (booleans read as 0 and 1) and no cell may be empty: nascomp does not
-guess an encoding or an imputation a deployed model would have to repeat. pandas reads the
-file (quoting, number formats, large files).
+Numbers are features as they are (booleans read as 0 and 1). A column of words is one-hot
+encoded: one input per distinct value over the files, sorted, named ``column=value`` (at most
+``MAX_CATEGORIES`` values; more, such as ids or free text, is an error). The exported
+``preprocess.json`` lists the inputs and each text column's values, so a deployment encodes a
+row the same way. No cell may be empty: nascomp does not guess an imputation a deployed model
+would have to repeat. pandas reads the file (quoting, number formats, large files).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from nascomp.trainers.data import DataNotFoundError
 
 TRAIN_FILE, TEST_FILE = "train.csv", "test.csv"
 OPTIONS = ("target", "features", "sep")
+MAX_CATEGORIES = 100  # the distinct values a column of words may hold: one input each
 _SHOWN = 8  # columns named in an error at most
 
 
@@ -35,15 +39,22 @@ class TableError(ValueError):
 
 
 class Table(TensorDataset):
-    """(row of float32 features, integer label) pairs, with each label's name (``classes``)
-    and each feature's column (``feature_names``)."""
+    """(row of float32 features, integer label) pairs, with each label's name (``classes``),
+    each input's name (``feature_names``: a column, or ``column=value`` of a one-hot encoded
+    column of words) and each such column's values (``categories``)."""
 
     def __init__(
-        self, features: np.ndarray, labels: np.ndarray, classes: list[str], names: list[str]
+        self,
+        features: np.ndarray,
+        labels: np.ndarray,
+        classes: list[str],
+        names: list[str],
+        categories: dict[str, list[str]],
     ) -> None:
         super().__init__(torch.from_numpy(features), torch.from_numpy(labels))
         self.classes = classes
         self.feature_names = names
+        self.categories = categories
 
 
 def csv_files(root: str | None) -> tuple[Path, Path | None]:
@@ -97,16 +108,68 @@ def open_table(root: str | None, options: dict[str, Any]) -> tuple[Table, Table 
     values = [frame[target] for frame in frames.values()]
     classes = _classes(train_path, target, values)
     index = {value: i for i, value in enumerate(classes)}
-    tables = [
-        Table(
-            frame[names].to_numpy(dtype=np.float32),
-            np.array([index[_key(v)] for v in frame[target]], dtype=np.int64),
-            [str(value) for value in classes],
-            names,
-        )
-        for frame in frames.values()
-    ]
+    categories = _categories(frames, names)
+    tables = []
+    for frame in frames.values():
+        features, inputs = _encoded(frame, names, categories)
+        labels = np.array([index[_key(v)] for v in frame[target]], dtype=np.int64)
+        tables.append(Table(features, labels, [str(c) for c in classes], inputs, categories))
     return tables[0], (tables[1] if len(tables) > 1 else None)
+
+
+def _categories(frames: dict[Path, Any], names: list[str]) -> dict[str, list[str]]:
+    """Each column of words among the features: its distinct values over the files, sorted."""
+    import pandas as pd
+
+    found: dict[str, list[str]] = {}
+    for name in names:
+        words = {path: not pd.api.types.is_numeric_dtype(f[name]) for path, f in frames.items()}
+        if not any(words.values()):
+            continue
+        if not all(words.values()):
+            text = next(path for path, word in words.items() if word)
+            numbers = next(path for path, word in words.items() if not word)
+            example = next(v for v in frames[text][name] if not _is_number(v))
+            raise TableError(
+                f"data.options.features: column {name!r} holds numbers in {numbers.name} and "
+                f"words in {text.name} (e.g. {example!r}); give it one kind in both files"
+            )
+        values = sorted({str(v) for frame in frames.values() for v in frame[name]})
+        if len(values) > MAX_CATEGORIES:
+            raise TableError(
+                f"data.options.features: column {name!r} holds {len(values)} distinct words "
+                f"(e.g. {values[0]!r}), over the {MAX_CATEGORIES} one-hot inputs nascomp makes "
+                f"of a column of words: encode it as numbers, or leave it out of "
+                f"data.options.features"
+            )
+        found[name] = values
+    return found
+
+
+def _encoded(
+    frame: Any, names: list[str], categories: dict[str, list[str]]
+) -> tuple[np.ndarray, list[str]]:
+    """The rows as float32 inputs, a column of words as one input per value (one-hot), and
+    each input's name."""
+    parts, inputs = [], []
+    for name in names:
+        if name in categories:
+            values = np.array(categories[name], dtype=object)
+            column = frame[name].astype(str).to_numpy(dtype=object)
+            parts.append((column[:, None] == values[None, :]).astype(np.float32))
+            inputs += [f"{name}={value}" for value in categories[name]]
+        else:
+            parts.append(frame[name].to_numpy(dtype=np.float32)[:, None])
+            inputs.append(name)
+    return np.concatenate(parts, axis=1), inputs
+
+
+def _is_number(value: Any) -> bool:
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def _read(path: Path, options: dict[str, Any], nrows: int | None = None) -> Any:
@@ -144,8 +207,6 @@ def _columns(path: Path, columns: Any, options: dict[str, Any]) -> tuple[str, li
 
 
 def _check_values(path: Path, frame: Any, target: str, names: list[str]) -> None:
-    import pandas as pd
-
     if not len(frame):
         raise TableError(f"data.root: {path.name} has a header and no rows")
     empty = frame[[*names, target]].isna().sum()
@@ -154,14 +215,6 @@ def _check_values(path: Path, frame: Any, target: str, names: list[str]) -> None
         raise TableError(
             f"data.root: column {column!r} of {path.name} has {int(empty[column])} empty "
             f"cell(s); fill or drop them first (nascomp does not guess values)"
-        )
-    text = [name for name in names if not pd.api.types.is_numeric_dtype(frame[name])]
-    if text:
-        example = frame[text[0]].iloc[0]
-        raise TableError(
-            f"data.options.features: column {text[0]!r} of {path.name} holds text (e.g. "
-            f"{example!r}); features are numbers: encode it, or leave it out of "
-            f"data.options.features"
         )
 
 

@@ -27,6 +27,7 @@ from nascomp.trainers.datasets import (
     check_labels,
     class_names,
     declared_classes,
+    feature_categories,
     feature_names,
     open_source,
     sample_format,
@@ -137,6 +138,7 @@ def _load(
     )
     classes = class_names(train, n_classes)
     features = feature_names(train, shape)
+    categories = feature_categories(train, features)
     if streamed:
         made = {role: _streamed(*part, sample, normalise) for role, part in splits.items()}
         return StreamedSplits(
@@ -147,6 +149,7 @@ def _load(
             normalise=normalise,
             classes=classes,
             feature_names=features,
+            categories=categories,
         )
     tensors = {role: _in_memory(*part, normalise) for role, part in splits.items()}
     return DataSplits(
@@ -162,6 +165,7 @@ def _load(
         normalise=normalise,
         classes=classes,
         feature_names=features,
+        categories=categories,
     )
 
 

@@ -314,9 +314,10 @@ def test_tabular_rows_search_the_built_in_mlp_taught_by_an_mlp(
 def test_a_csv_file_searched_and_shipped_with_its_columns_and_classes(
     tmp_path: Path, teacher_cache: Path
 ) -> None:
-    """``data.name: csv``, no code of the user's: the digits as a CSV file of 64 pixel columns
-    and a word label, its features listed in reverse. The exported recipe names the columns in
-    the model's order and the classes by output column: applied to the file's raw rows, the
+    """``data.name: csv``, no code of the user's: the digits as a CSV file of 64 pixel columns,
+    a column of words (how much ink) and a word label, its features listed in reverse. The
+    exported recipe names the inputs in the model's order, the words of the one-hot column and
+    the classes by output column: applied to the file's raw rows as a deployment would, the
     ONNX file classifies them; read in the file's order, it does not."""
     import pandas as pd
 
@@ -324,14 +325,15 @@ def test_a_csv_file_searched_and_shipped_with_its_columns_and_classes(
     names = [f"px{i}" for i in range(64)]
     words = np.array(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight",
                       "nine"])  # fmt: skip
-    frame = pd.DataFrame(images.astype(int), columns=names).assign(digit=words[labels])
+    ink = np.where(images.sum(axis=1) > np.median(images.sum(axis=1)), "dark", "light")
+    frame = pd.DataFrame(images.astype(int), columns=names).assign(ink=ink, digit=words[labels])
     frame.to_csv(tmp_path / "digits.csv", index=False)
     experiment_yaml = textwrap.dedent(
         f"""
             data:
               name: csv
               root: digits.csv
-              options: {{target: digit, features: {json.dumps(names[::-1])}}}
+              options: {{target: digit, features: {json.dumps(["ink", *names[::-1]])}}}
               max_train_samples: 800
             space:
               arch: {{family: mlp, depth: 1, width: [32, 64]}}
@@ -351,22 +353,29 @@ def test_a_csv_file_searched_and_shipped_with_its_columns_and_classes(
         )  # fmt: skip
         assert again.returncode == 0, again.stderr[-3000:]
     recipe = json.loads((export / "preprocess.json").read_text())
-    assert recipe["features"] == names[::-1]
+    assert recipe["features"] == ["ink=dark", "ink=light", *names[::-1]]
+    assert recipe["categories"] == {"ink": ["dark", "light"]}
     assert recipe["classes"] == sorted(words.tolist())
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(export / "model.onnx"), providers=["CPUExecutionProvider"])
     mean, std = np.array(recipe["mean"]), np.array(recipe["std"])
 
-    def accuracy(columns: list[str]) -> float:
-        raw = frame[columns].to_numpy(dtype=np.float32)
+    def accuracy(inputs: list[str]) -> float:
+        def column(name: str) -> np.ndarray:
+            word = name.partition("=")[0]
+            if word in recipe["categories"]:  # one-hot: 1 where the row holds the value
+                return (frame[word] == name.partition("=")[2]).to_numpy(dtype=np.float32)
+            return frame[name].to_numpy(dtype=np.float32)
+
+        raw = np.stack([column(name) for name in inputs], axis=1)
         x = ((raw / recipe["scale"] - mean) / std).astype(np.float32)
         logits = session.run(None, {session.get_inputs()[0].name: x})[0]
         predicted = np.array(recipe["classes"])[logits.argmax(axis=1)]
         return float((predicted == frame["digit"].to_numpy()).mean())
 
     assert accuracy(recipe["features"]) > 0.8
-    assert accuracy(names) < 0.5
+    assert accuracy(["ink=dark", "ink=light", *names]) < 0.5
 
 
 def test_per_layer_bit_widths_on_the_users_model(tmp_path: Path, teacher_cache: Path) -> None:

@@ -42,6 +42,23 @@ def test_columns_labels_and_classes_come_out_as_written(tmp_path: Path) -> None:
     assert y.tolist() == [1, 0, 2, 0]
 
 
+def test_a_column_of_words_is_one_hot_over_the_values_of_both_files(tmp_path: Path) -> None:
+    """Each distinct word, sorted, is an input named column=value, 1 where the row holds it;
+    a word only the test file holds has its input too. A column of numbers in one file and
+    words in the other is refused."""
+    _write(tmp_path, "train.csv", "size,city,y\n1,Rome,0\n2,Oslo,1\n3,Rome,0\n")
+    _write(tmp_path, "test.csv", "size,city,y\n4,Lima,1\n")
+    train, test = open_table(str(tmp_path), {})
+    assert test is not None
+    assert train.feature_names == ["size", "city=Lima", "city=Oslo", "city=Rome"]
+    assert train.categories == {"city": ["Lima", "Oslo", "Rome"]}
+    assert train.tensors[0].tolist() == [[1, 0, 0, 1], [2, 0, 1, 0], [3, 0, 0, 1]]
+    assert test.tensors[0].tolist() == [[4, 1, 0, 0]]
+    _write(tmp_path, "test.csv", "size,city,y\nbig,Lima,1\n")
+    with pytest.raises(ValueError, match=r"column 'size' holds numbers in train\.csv and words"):
+        open_table(str(tmp_path), {})
+
+
 def test_a_folder_gives_train_and_test_and_options_pick_the_columns(tmp_path: Path) -> None:
     """A class only the test file holds is still a class (both files' values, sorted);
     1 and 1.0 are one class; ``features`` sets the order."""
@@ -82,7 +99,12 @@ def test_a_csv_loads_as_splits_with_its_feature_names(tmp_path: Path) -> None:
         (ROWS, {"label": "kind"}, "data.options: csv reads target, features, sep; got ['label']"),
         (ROWS, {"features": "height"}, "data.options.features: a list of column names"),
         (ROWS, {"sep": ";"}, "bad.csv has 1 column(s)"),
-        (ROWS, {"target": "height"}, "column 'kind' of bad.csv holds text (e.g. 'b')"),
+        (
+            "a,b\n" + "".join(f"w{i},{i % 2}\n" for i in range(101)),
+            {},
+            "data.options.features: column 'a' holds 101 distinct words (e.g. 'w0'), over the "
+            "100 one-hot inputs",
+        ),
         ("a,b\n1,\n2,3\n", {}, "column 'b' of bad.csv has 1 empty cell(s)"),
         ("a,b\n1,0.5\n2,3\n", {}, "data.options.target: column 'b' of bad.csv holds fractions"),
         ("a,b\n", {}, "data.root: bad.csv has a header and no rows"),
