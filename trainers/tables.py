@@ -129,7 +129,8 @@ def _categories(frames: dict[Path, Any], names: list[str]) -> dict[str, list[str
         if not all(words.values()):
             text = next(path for path, word in words.items() if word)
             numbers = next(path for path, word in words.items() if not word)
-            example = next(v for v in frames[text][name] if not _is_number(v))
+            column = frames[text][name]
+            example = next((v for v in column if not _is_number(v)), column.iloc[0])
             raise TableError(
                 f"data.options.features: column {name!r} holds numbers in {numbers.name} and "
                 f"words in {text.name} (e.g. {example!r}); give it one kind in both files"
