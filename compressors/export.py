@@ -67,7 +67,7 @@ from nascomp.compressors.size import (
     layer_name,
     position_code,
     rice_gaps,
-    stored_mask,
+    stored_positions,
     stored_tensors,
     weight_widths,
 )
@@ -142,7 +142,7 @@ def _rice_bytes(gaps: np.ndarray, rice_bits: int) -> bytes:
 
 def _encode_weight(weight: Tensor, bits: int) -> bytes:
     weight = weight.detach().cpu().float()
-    mask = stored_mask(weight, bits)
+    mask = stored_positions(weight, bits)
     out = _encode_positions(mask)
     if bits >= 16:
         return out + _float_bytes(weight.reshape(-1)[torch.from_numpy(mask)], bits)

@@ -144,3 +144,21 @@ def test_bad_inputs(make_residual_cnn: type[nn.Module], tmp_path: Path) -> None:
     (tmp_path / "z").write_bytes(b"not a model at all")
     with pytest.raises(ValueError, match="not a nascomp"):
         load_compressed(tmp_path / "z", make_residual_cnn(width=32))
+
+
+def test_a_layer_stored_with_its_zero_codes_loads_back_exactly(tmp_path: Path) -> None:
+    """17 of the conv's 72 weights round to code 0 at 4 bits: writing all 72 codes is cheaper
+    than a bitmask and 55 codes, and the file still restores every weight."""
+    from tests.compressors.conftest import two_layer_model
+
+    model = prepare_qat(two_layer_model(), QuantConfig(bits=4, act_bits=32))
+    with torch.no_grad():
+        model[0].weight[0].view(-1)[1:] *= 1e-3
+    path = tmp_path / "model.nasc"
+    n_bytes = save_compressed(model, path)
+    assert n_bytes == path.stat().st_size == model_size_bytes(model)
+    skeleton = prepare_qat(two_layer_model(), QuantConfig(bits=4, act_bits=32))
+    restored = load_compressed(path, skeleton)
+    x = torch.randn(4, 2, 5, 5)
+    with torch.no_grad():
+        assert torch.equal(restored.eval()(x), model.eval()(x))
