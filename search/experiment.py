@@ -22,6 +22,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from nascomp.search.errors import ConfigError
 from nascomp.spaces.constraints import parse_constraints
+from nascomp.spaces.models import plugin_error
 from nascomp.spaces.space import ARCH_SPACES, SpaceConfig, arch_keys
 from nascomp.trainers.config import flatten
 from nascomp.trainers.nb201_lookup import Nb201LookupConfig
@@ -528,6 +529,8 @@ def _first_error(exc: ValidationError, raw: dict[str, Any]) -> str:
     message = error["msg"].removeprefix("Value error, ")
     if error["type"] == "union_tag_invalid":
         given = error["input"].get("family")
+        if (failed := plugin_error(given)) is not None:
+            return f"{field}.family: {failed}{more}"
         return f"{field}.family: must be one of {', '.join(ARCH_SPACES)}; got {given!r}{more}"
     if error["type"] == "union_tag_not_found":  # an arch mapping without its family
         return f"{field}.family: missing; give one of {', '.join(ARCH_SPACES)}{more}"

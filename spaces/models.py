@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import operator
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -40,6 +41,7 @@ ENTRY_POINT_GROUP = "nascomp.models"
 # Plugins that failed to load, by entry-point name: the error a config naming them gets.
 _PLUGIN_ERRORS: dict[str, str] = {}
 _loaded = False
+_PLUGIN_SPACES: dict[str, type] = {}  # the space.arch section made for each plugin family
 
 
 @dataclass(frozen=True)
@@ -124,9 +126,41 @@ def model_family(name: Any) -> ModelFamily | None:
 
 
 def arch_spaces() -> dict[str, type]:
-    """The ``space.arch`` section of every family that can be searched, by family name."""
+    """The ``space.arch`` section of every family that can be searched, by family name: its
+    own, or for a plugin's family registered without one (an entry point, or the decorator
+    before the first experiment is read), one whose every key besides ``family`` is a
+    searched argument of its builder, as ``custom``'s are."""
     _load_builtin_families()
-    return {name: f.space for name, f in sorted(_REGISTRY.items()) if f.space is not None}
+    spaces = {}
+    for name, family in sorted(_REGISTRY.items()):
+        if family.space is not None:
+            spaces[name] = family.space
+        elif not family.build.__module__.startswith("nascomp."):  # a plugin's
+            spaces[name] = _plugin_space(name)
+    return spaces
+
+
+def _plugin_space(name: str) -> type:
+    from typing import Literal
+
+    from pydantic import create_model
+
+    from nascomp.spaces.zoo import ExternalArchSpace
+
+    if name not in _PLUGIN_SPACES:
+        title = "".join(part.title() for part in re.split(r"\W+", name)) or "Plugin"
+        _PLUGIN_SPACES[name] = create_model(
+            f"{title}ArchSpace",
+            __base__=ExternalArchSpace,
+            family=(Literal[name], name),  # type: ignore[valid-type]
+        )
+    return _PLUGIN_SPACES[name]
+
+
+def plugin_error(name: Any) -> str | None:
+    """Why the plugin that names family ``name`` did not load; None if none failed."""
+    _load_builtin_families()
+    return _PLUGIN_ERRORS.get(name) if isinstance(name, str) and name not in _REGISTRY else None
 
 
 def describe_arch(arch: Mapping[str, Any]) -> str:

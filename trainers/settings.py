@@ -295,9 +295,11 @@ class TeacherConfig(Section):
     @field_validator("arch")
     @classmethod
     def _known_family(cls, arch: dict[str, Any]) -> dict[str, Any]:
-        from nascomp.spaces.models import model_names
+        from nascomp.spaces.models import model_names, plugin_error
 
         family = arch.get("family")
+        if (failed := plugin_error(family)) is not None:
+            raise ValueError(failed)
         if family not in model_names():
             raise ValueError(f"family must be one of {', '.join(model_names())}; got {family!r}")
         return arch

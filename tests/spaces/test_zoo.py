@@ -255,6 +255,16 @@ def test_an_installed_plugin_registers_its_family_by_entry_point(tmp_path: Path)
             build_model({"family": "broken"}, (1, 4, 4), 3)
         except ValueError as exc:
             print(exc)
+        import nascomp
+        # Searched as experiments name the built-in families: every key a builder argument.
+        experiment = nascomp.load_experiment({"space": {"arch": {"family": "acme", "w": [4, 8]}}})
+        print([p.name for p in experiment.space.arch.params()])
+        for arch in ({"family": "broken"}, None):
+            try:
+                nascomp.load_experiment({"space": {"arch": arch}} if arch else
+                                        {"teacher": {"arch": {"family": "broken"}}})
+            except nascomp.ConfigError as exc:
+                print(exc)
         """
     )
     result = subprocess.run(
@@ -267,6 +277,31 @@ def test_an_installed_plugin_registers_its_family_by_entry_point(tmp_path: Path)
     lines = result.stdout.splitlines()
     assert lines[0] == "(2, 3)"
     assert "entry point 'broken'" in lines[1] and "ModuleNotFoundError" in lines[1]
+    assert lines[2] == "['arch.family', 'arch.w']"
+    assert lines[3].startswith("space.arch.family: the plugin 'acme_missing:build'")
+    assert lines[4].startswith("teacher.arch: the plugin 'acme_missing:build'")
+
+
+def test_a_family_registered_by_the_decorator_is_searched() -> None:
+    """``@nascomp.register_model`` in the user's own code, before the experiment is read."""
+    script = textwrap.dedent(
+        """
+        import nascomp
+        from torch import nn
+
+        @nascomp.register_model("acme_api")
+        def build(fields, input_shape, n_classes):
+            return nn.Sequential(nn.Flatten(), nn.LazyLinear(n_classes))
+
+        space = {"arch": {"family": "acme_api", "depth": {"low": 1, "high": 3}}}
+        experiment = nascomp.load_experiment({"space": space})
+        print(experiment.space.arch.first_arch())
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "{'family': 'acme_api', 'depth': 1}"
 
 
 def test_timm_family_without_timm_says_how_to_install_it() -> None:
