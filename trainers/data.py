@@ -118,9 +118,14 @@ def check_data_root(name: str, root: str | None) -> None:
     """Cheap existence check for config validation; loads nothing."""
     if name not in DATASETS + USER_SOURCES:
         raise ValueError(f"unknown dataset {name!r}; allowed: {', '.join(DATASETS + USER_SOURCES)}")
+    if name == "custom" and root is not None and not Path(root).exists():
+        raise DataNotFoundError(
+            f"data.root: {root} does not exist (the factory gets it as root=; leave data.root "
+            "out if it needs none)"
+        )
     if name in ("digits", "custom", "csv"):
-        # bundled with scikit-learn; a factory reads its root (if any) itself; a CSV's files
-        # are checked with its options (trainers.datasets.check_source)
+        # bundled with scikit-learn; a factory reads its root (a file or a folder) itself; a
+        # CSV's files are checked with its options (trainers.datasets.check_source)
         return
     if name == "torchvision":
         if root is None or not Path(root).is_dir():

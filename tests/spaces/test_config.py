@@ -129,6 +129,10 @@ def test_quickstart_is_valid() -> None:
             "'custom', 'torchvision' or 'csv'",
         ),
         ("data.name=mnist", "data.root is required for dataset 'mnist'"),
+        (
+            "data={name: custom, factory: 'nowhere:f', root: /nonexistent/x}",
+            "data.root: /nonexistent/x does not exist (the factory gets it as root=",
+        ),
         ("search.inherit_epochs=-1", "search.inherit_epochs: Input should be greater than"),
     ],
 )
