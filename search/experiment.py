@@ -23,6 +23,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from nascomp.search.errors import ConfigError
 from nascomp.spaces.constraints import parse_constraints
 from nascomp.spaces.models import plugin_error
+from nascomp.spaces.params import RANGE_KEYS
 from nascomp.spaces.space import ARCH_SPACES, SpaceConfig, arch_keys
 from nascomp.trainers.config import flatten
 from nascomp.trainers.nb201_lookup import Nb201LookupConfig
@@ -462,9 +463,11 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
         if part not in node:
             # A mapping the file leaves to its default starts as that default, so the key
             # set is added to it, as it would be to the file's own: objectives.latency_ms=min
-            # adds a third objective to the default two rather than replacing them.
+            # adds a third objective to the default two rather than replacing them. A range
+            # given in part is completed by the space's own rules (spaces.params): a step given
+            # to a log range drops its log there, which a copy of the default range would keep.
             default = _field_default(parts[:depth])
-            if isinstance(default, dict) and not set(default) <= _RANGE_KEYS:
+            if isinstance(default, dict) and not set(default) <= RANGE_KEYS:
                 node[part] = copy.deepcopy(default)
             else:  # a section; one of a tagged union (space.arch) keeps its default's tag
                 family = getattr(default, "family", None)
@@ -474,11 +477,6 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
             raise ConfigError(f"--set {key}: {part!r} is not a section")
         node = child
     node[parts[-1]] = value
-
-
-# A range given in part is completed by the space's own rules (spaces.params): a step given
-# to a log range drops its log there, which a copy of the default range would keep.
-_RANGE_KEYS = frozenset({"low", "high", "log", "step"})
 
 
 def _field_default(path: list[str]) -> Any:

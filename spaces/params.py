@@ -129,11 +129,11 @@ def parse_spec(
     return value
 
 
-_RANGE_KEYS = {"low", "high", "log", "step"}
+RANGE_KEYS = {"low", "high", "log", "step"}
 
 
 def _parse_range(raw: dict, *, kind: type, check: Callable[[Any], str | None] | None) -> dict:
-    unknown = set(raw) - _RANGE_KEYS
+    unknown = set(raw) - RANGE_KEYS
     if unknown:
         raise ValueError(f"unknown range key(s) {sorted(unknown)}; allowed: low, high, log, step")
     if "low" not in raw or "high" not in raw:
@@ -169,7 +169,7 @@ def with_default_bounds(raw: dict, default: Any) -> dict:
     ``ratio``) completed from the field's ``default`` range: its bounds, and its ``log`` or
     ``step`` unless the user gave either. Anything else is returned as it is."""
     keys = set(raw)
-    if not keys or keys - _RANGE_KEYS or {"low", "high"} <= keys or not _is_range(default):
+    if not keys or keys - RANGE_KEYS or {"low", "high"} <= keys or not _is_range(default):
         return raw
     spacing = {"log", "step"}  # a range takes one of them: the user's, else the default's
     kept = {k: v for k, v in default.items() if not (spacing & keys and k in spacing)}

@@ -31,7 +31,15 @@ from nascomp.spaces.mixed import (
 )
 from nascomp.spaces.models import arch_spaces, model_family
 from nascomp.spaces.nb201 import PathEncoding
-from nascomp.spaces.params import Param, Rule, SpecSection, in_choices, in_interval, to_param
+from nascomp.spaces.params import (
+    RANGE_KEYS,
+    Param,
+    Rule,
+    SpecSection,
+    in_choices,
+    in_interval,
+    to_param,
+)
 
 _BITS_TEXT = "in 2..8, 16 or 32"
 
@@ -143,6 +151,23 @@ class QuantSpace(SpecSection):
     @classmethod
     def _groups(cls, value: Any) -> Any:
         return check_user_groups(value)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _budget_low_from_the_widths(cls, data: Any) -> Any:
+        """A budget range given without ``low`` (``--set space.quant.budget.high=6``) starts
+        where the default budget would: at the narrowest width in ``bits``, not at 2."""
+        budget = data.get("budget") if isinstance(data, dict) else None
+        if not isinstance(budget, dict) or "low" in budget or not set(budget) <= RANGE_KEYS:
+            return data
+        try:
+            widths = to_param("quant.bits", data.get("bits", cls.model_fields["bits"].default))
+            narrowest = min(float(v) for v in widths.possible_values() or ())
+        except (TypeError, ValueError):
+            return data  # the bits' own check names what is wrong with them
+        if narrowest > 2.0:
+            return {**data, "budget": {**budget, "low": narrowest}}
+        return data
 
     @model_validator(mode="after")
     def _budget_fits_widths(self) -> QuantSpace:

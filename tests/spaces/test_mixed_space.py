@@ -91,6 +91,9 @@ def test_budget_is_one_searched_number() -> None:
     assert (default.kind, default.low, default.high) == ("float", 4.0, 8.0)
     wide = _quant_params(_space({"mixed": "budget", "bits": [8, 32]}))["quant.budget"]
     assert wide.choices == (8.0,)
+    # A range given without its low end takes that same start, not the default's 2.
+    high = _quant_params(_space({"mixed": "budget", "budget": {"high": 6}}))["quant.budget"]
+    assert (high.kind, high.low, high.high) == ("float", 4.0, 6.0)
 
 
 @pytest.mark.parametrize(
