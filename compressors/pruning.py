@@ -91,9 +91,10 @@ def ignored_layers(model: nn.Module, patterns: tuple[str, ...]) -> list[nn.Modul
         matched = [name for name in names if fnmatch.fnmatchcase(name, pattern)]
         if not matched:
             layers = [n for n, m in modules.items() if is_weight_layer(m)]
+            shown = layers if len(layers) <= 5 else [*layers[:3], "...", *layers[-2:]]
             raise ValueError(
                 f"prune.ignore: {pattern!r} names no layer of the model; its layers include "
-                f"{', '.join(layers[:3] + layers[-2:])}"
+                f"{', '.join(shown)}"
             )
         chosen += [modules[name] for name in matched]
     return chosen

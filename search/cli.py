@@ -1,4 +1,4 @@
-"""``nascomp``: search, pareto, reproduce, ui."""
+"""``nascomp``: search, replay, pareto, reproduce, ui."""
 
 from __future__ import annotations
 
@@ -184,6 +184,15 @@ def search_size(search: SearchConfig) -> str:
     return f"at most {trials} within {budget}"
 
 
+def _trials_took(n_trials: int, seconds: float, resumed: bool) -> str:
+    """``12 trials in 40 s``; after --resume the count is the whole search's, the time this
+    run's: ``41 trials in all, 16 s since --resume``."""
+    trials = f"{n_trials} trial{'' if n_trials == 1 else 's'}"
+    if resumed:
+        return f"{trials} in all, {seconds:.0f} s since --resume"
+    return f"{trials} in {seconds:.0f} s"
+
+
 def _fail(message: str) -> int:
     print(f"nascomp: error: {message}", file=sys.stderr)
     return EXIT_USAGE
@@ -219,7 +228,7 @@ def _parser() -> argparse.ArgumentParser:
         help="continue an interrupted search: the latest unfinished one of this experiment, "
         "or the given result folder",
     )
-    _tracking_args(search)
+    _tracking_args(search, of_a_file=True)
     search.set_defaults(run=cmd_search)
 
     replay = commands.add_parser(
@@ -237,7 +246,11 @@ def _parser() -> argparse.ArgumentParser:
     pareto.add_argument("--search-run", help="the search's parent run id (default: the latest)")
     pareto.add_argument("--json", action="store_true", help="print JSON instead of a table")
     pareto.add_argument(
-        "--plot", type=Path, metavar="FILE", help="write the Pareto plot (PNG) to FILE"
+        "--plot",
+        type=Path,
+        metavar="FILE",
+        help="write the Pareto plot to FILE: PNG, SVG, PDF or JPG by its suffix, or the "
+        "interactive page for .html",
     )
     pareto.add_argument(
         "--pick",
@@ -296,15 +309,16 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _tracking_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--tracking-uri", help="default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db"
-    )
-    parser.add_argument(
-        "--experiment",
-        help="MLflow experiment name (default: the named run's, else nascomp, or the store's "
-        "only experiment with searches)",
-    )
+def _tracking_args(parser: argparse.ArgumentParser, of_a_file: bool = False) -> None:
+    """--tracking-uri and --experiment; ``of_a_file``: the search's, whose defaults are the
+    experiment file's ``tracking`` section."""
+    uri = "default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db"
+    name = "the named run's, else nascomp, or the store's only experiment with searches"
+    if of_a_file:
+        uri = "default: the file's tracking.uri, else " + uri.removeprefix("default: ")
+        name = "the file's tracking.experiment, else nascomp"
+    parser.add_argument("--tracking-uri", help=uri)
+    parser.add_argument("--experiment", help=f"MLflow experiment name (default: {name})")
 
 
 # --------------------------------------------------------------------------- search
@@ -354,7 +368,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
         broke = broke_constraints(summary.trials, experiment.constraints)
         print(
-            f"\n{len(summary.trials)} trials in {summary.wall_seconds:.0f} s "
+            f"\n{_trials_took(len(summary.trials), summary.wall_seconds, bool(args.resume))} "
             f"({summary.count('ok')} ok{f' ({broke} broke a constraint)' if broke else ''}, "
             f"{summary.count('infeasible')} infeasible, "
             f"{summary.count('pruned')} stopped early, {summary.count('failed')} failed)"
@@ -419,16 +433,20 @@ def cmd_replay(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- pareto
 
 
+def _check_store_exists(uri: str) -> None:
+    """Reading must not create an empty store as a side effect of a mistyped path."""
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).is_file():
+        raise TrackingError(
+            f"no MLflow store at {uri[len('sqlite:///') :]} (run `nascomp search` first)"
+        )
+
+
 def _tracker(args: argparse.Namespace) -> Any:
     from nascomp.search.tracking.store import Tracker
 
     config = _tracking(uri=args.tracking_uri, experiment=args.experiment or "nascomp")
     uri = config.resolved_uri()
-    # Reading must not create an empty store as a side effect of a mistyped path.
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).is_file():
-        raise TrackingError(
-            f"no MLflow store at {uri[len('sqlite:///') :]} (run `nascomp search` first)"
-        )
+    _check_store_exists(uri)
     tracker = Tracker(uri, config.experiment)
     tracker.check_reachable()
     # A run id names its experiment, whatever --experiment says (a search run read in another
@@ -635,6 +653,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
     from nascomp.search.tracking.store import Tracker
 
     uri = _tracking(uri=args.tracking_uri).resolved_uri()
+    _check_store_exists(uri)
     if uri.startswith("http"):
         print(f"the store is a tracking server already: {Tracker(uri, args.experiment).runs_url()}")
         return 0

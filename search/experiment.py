@@ -386,7 +386,13 @@ def load_experiment(
 
 def read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
-        missing = "is a folder, not a YAML file" if path.is_dir() else "does not exist"
+        missing = (
+            "is a folder, not a YAML file"
+            if path.is_dir()
+            else "is not a regular file"
+            if path.exists()
+            else "does not exist"
+        )
         raise ConfigError(f"experiment file {str(path)!r} {missing}")
     try:
         text = path.read_text(encoding="utf-8")
@@ -451,7 +457,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 def apply_override(raw: dict[str, Any], item: str) -> None:
     """Apply ``key.path=value`` to the raw mapping; the value is parsed as YAML (safe_load)."""
     key, sep, text = item.partition("=")
-    if not sep or not key.strip():
+    if not sep or not all(part.strip() for part in key.split(".")):
         raise ConfigError(f"--set {item!r}: expected KEY.PATH=VALUE, e.g. search.trials=8")
     try:
         value = yaml.safe_load(text) if text.strip() else None

@@ -164,13 +164,18 @@ def preprocess_recipe(
         if config.get("data.layout", "auto") == "channels_first"
         else "(H, W) images get a channel axis of 1"
     )
+    resize = (
+        "PIL's Image.resize(BILINEAR) on the 8-bit image"
+        if config.get("data.name") == "imagefolder"
+        else "torch's interpolate(mode='bilinear', antialias=True) on float values"
+    )
     formula = (
         "x = raw as int64: integer ids (token, category or item indices) as the dataset gave "
         "them, a (batch, *input_shape) array, not normalised"
         if normalise.ids
         else "x = (raw / scale - mean[c]) / std[c], float32, c the index along channel_axis of a "
-        f"(batch, *input_shape) array; {two_d} and, with image_size, images are resized "
-        "(bilinear) to image_size x image_size first"
+        f"(batch, *input_shape) array; {two_d} and, with image_size, images are resized to "
+        f"image_size x image_size first, with {resize}"
     )
     return {
         "input_shape": list(example.shape[1:]),

@@ -5,7 +5,13 @@ import torch
 from torch import nn
 
 from nascomp.compressors.measure import count_params
-from nascomp.compressors.pruning import PruneConfig, Pruner, make_pruner, scheduled_ratio
+from nascomp.compressors.pruning import (
+    PruneConfig,
+    Pruner,
+    ignored_layers,
+    make_pruner,
+    scheduled_ratio,
+)
 from nascomp.compressors.quantization import QuantConfig, prepare_qat
 
 EXAMPLE_1x8x8 = torch.zeros(1, 1, 8, 8)
@@ -204,6 +210,13 @@ def test_ignore_keeps_matching_layers_whole() -> None:
 def test_ignore_pattern_that_names_no_layer_is_an_error() -> None:
     with pytest.raises(ValueError, match=r"prune.ignore: 'stem\.\*' names no layer"):
         make_pruner(_mlp(), PruneConfig("unstructured", 0.5, ignore=("stem.*",)), EXAMPLE_1x8x8)
+    # The layers it names, each once: all of a few, the first three and last two of many.
+    few = nn.Sequential(*(nn.Linear(4, 4) for _ in range(4)))
+    with pytest.raises(ValueError, match=r"its layers include 0, 1, 2, 3$"):
+        ignored_layers(few, ("x",))
+    many = nn.Sequential(*(nn.Linear(4, 4) for _ in range(7)))
+    with pytest.raises(ValueError, match=r"its layers include 0, 1, 2, \.\.\., 5, 6$"):
+        ignored_layers(many, ("x",))
 
 
 def test_structured_ignore_keeps_a_layers_channels(plain_model: nn.Module) -> None:

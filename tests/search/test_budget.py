@@ -241,3 +241,19 @@ def test_the_first_line_says_what_ends_the_search(fields: dict, text: str) -> No
     # The quickstart gives its trials: a budget set on top of it is capped by them.
     quickstart = load_experiment(None, ["search.budget={wall_s: 300}"]).search
     assert search_size(quickstart) == "at most 20 trials within a budget of 300 wall_s"
+
+
+@pytest.mark.parametrize(
+    ("n_trials", "seconds", "resumed", "text"),
+    [
+        (12, 40.2, False, "12 trials in 40 s"),
+        (1, 57.0, False, "1 trial in 57 s"),
+        (41, 16.4, True, "41 trials in all, 16 s since --resume"),
+    ],
+)
+def test_the_summary_counts_the_search_and_times_this_run(
+    n_trials: int, seconds: float, resumed: bool, text: str
+) -> None:
+    from nascomp.search.cli import _trials_took
+
+    assert _trials_took(n_trials, seconds, resumed) == text

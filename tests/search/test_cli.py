@@ -247,16 +247,31 @@ def test_ui_on_a_port_in_use_is_refused_before_any_server_starts(
 
     from nascomp.search.cli import main
 
+    store = tmp_path / "m.db"
+    store.touch()
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        code = main(["ui", "--port", str(port), "--tracking-uri", f"sqlite:///{tmp_path}/m.db"])
+        code = main(["ui", "--port", str(port), "--tracking-uri", f"sqlite:///{store}"])
     assert code == 2
     assert capsys.readouterr().err.strip() == (
         f"nascomp: error: --port {port}: 127.0.0.1:{port} is in use; give another port"
     )
-    assert list(tmp_path.iterdir()) == []  # no store made
+    assert list(tmp_path.iterdir()) == [store] and store.stat().st_size == 0  # left as it was
+
+
+def test_ui_of_a_store_that_is_not_there_is_refused_and_makes_none(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As pareto and reproduce do: a mistyped path must not become an empty store served."""
+    from nascomp.search.cli import main
+
+    assert main(["ui", "--tracking-uri", f"sqlite:///{tmp_path}/typo.db"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"nascomp: error: no MLflow store at {tmp_path}/typo.db (run `nascomp search` first)"
+    )
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("command", ["pareto", "reproduce"])

@@ -235,6 +235,9 @@ def test_malformed_override(item: str) -> None:
 def test_override_through_a_scalar_is_refused() -> None:
     with pytest.raises(ConfigError, match="'trials' is not a section"):
         apply_override({"search": {"trials": 3}}, "search.trials.x=1")
+    for item in (".=3", "search..trials=3", "=3", "search.trials"):
+        with pytest.raises(ConfigError, match=r"expected KEY\.PATH=VALUE, e\.g\. search"):
+            apply_override({}, item)
 
 
 def test_bad_files(tmp_path: Path) -> None:
@@ -242,6 +245,8 @@ def test_bad_files(tmp_path: Path) -> None:
         load_experiment(tmp_path / "nope.yaml")
     with pytest.raises(ConfigError, match="is a folder, not a YAML file"):
         load_experiment(tmp_path)
+    with pytest.raises(ConfigError, match="'/dev/null' is not a regular file"):
+        load_experiment(Path("/dev/null"))
     broken = tmp_path / "broken.yaml"
     broken.write_text("search: [1, 2\n")
     with pytest.raises(ConfigError, match="not valid YAML at line"):
