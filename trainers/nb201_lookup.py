@@ -14,6 +14,7 @@ no MLflow. Keys it reads: ``arch.edge0..5`` (or ``arch.cell``), ``nb201.dataset`
 from __future__ import annotations
 
 import csv
+import os
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
@@ -36,9 +37,11 @@ DATASETS: dict[str, tuple[str, tuple[int, int, int], int]] = {
 }
 # What a lookup trial reports; objectives and constraints must come from these.
 METRICS = ("val_accuracy", "test_accuracy", "params", "nonzero_params", "size_bytes", "macs")
-DEFAULT_TABLE = (
-    Path(__file__).resolve().parents[1].parent / "shared/data/nasbench201/nb201_accuracy.csv"
-)
+TABLE_FILE = "nasbench201/nb201_accuracy.csv"
+# Where the table is when nb201.table is not given: under $NASCOMP_DATA_ROOT when set (an
+# installed nascomp has no ../shared beside it), else in the checkout's ../shared/data.
+DATA_ROOT_ENV = "NASCOMP_DATA_ROOT"
+DEFAULT_TABLE = Path(__file__).resolve().parents[1].parent / "shared/data" / TABLE_FILE
 # The table was measured for NB201's own skeleton: C=16 channels, N=5 cells per stage.
 CHANNELS, N_CELLS = 16, 5
 
@@ -48,11 +51,17 @@ class Nb201LookupConfig(Section):
 
     dataset: Literal["cifar10", "cifar100", "ImageNet16-120"] = "cifar10"
     table: str | None = Field(
-        None, description="default: ../shared/data/nasbench201/nb201_accuracy.csv"
+        None,
+        description="default: $NASCOMP_DATA_ROOT/nasbench201/nb201_accuracy.csv, else "
+        "../shared/data/nasbench201/nb201_accuracy.csv beside the checkout; a relative path "
+        "is read from the working folder",
     )
 
     def resolved_table(self) -> Path:
-        return Path(self.table).expanduser().resolve() if self.table else DEFAULT_TABLE
+        if self.table:
+            return Path(self.table).expanduser().resolve()
+        root = os.environ.get(DATA_ROOT_ENV)
+        return Path(root).expanduser().resolve() / TABLE_FILE if root else DEFAULT_TABLE
 
 
 @lru_cache(maxsize=4)

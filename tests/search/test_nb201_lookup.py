@@ -34,6 +34,20 @@ def test_lookup_reads_the_table_and_builds_the_network() -> None:
     assert cifar100.metrics["val_accuracy"] != outcome.metrics["val_accuracy"]
 
 
+def test_the_default_table_is_under_the_data_root_when_one_is_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nascomp.trainers.nb201_lookup import DEFAULT_TABLE, Nb201LookupConfig
+
+    monkeypatch.delenv("NASCOMP_DATA_ROOT", raising=False)
+    assert Nb201LookupConfig().resolved_table() == DEFAULT_TABLE
+    monkeypatch.setenv("NASCOMP_DATA_ROOT", str(tmp_path))
+    assert Nb201LookupConfig().resolved_table() == tmp_path / "nasbench201/nb201_accuracy.csv"
+    monkeypatch.chdir(tmp_path)
+    given = Nb201LookupConfig(table="mine.csv").resolved_table()
+    assert given == tmp_path / "mine.csv"  # the working folder's, as data.root
+
+
 def test_costs_depend_on_the_ops_not_their_edges() -> None:
     # network_costs caches by the multiset of ops; building both orders proves that is exact.
     from nascomp.compressors.measure import count_macs, count_params
