@@ -574,6 +574,23 @@ def _print_front(front: list, objectives: dict[str, str], search_run: str, empty
 # --------------------------------------------------------------------------- reproduce
 
 
+# Below this top-1 agreement of model.onnx with the evaluated model, an export says so.
+ONNX_AGREEMENT_NOTED = 0.9
+
+
+def onnx_note(exported: dict[str, Any], metrics: dict[str, float]) -> str | None:
+    """A line for an exported model.onnx that often disagrees with the evaluated model (a
+    collapsed model's near-ties, a width below 8 bits whose file has float activations)."""
+    agreement = metrics.get("onnx_agreement", 1.0)
+    if "onnx" not in exported or agreement >= ONNX_AGREEMENT_NOTED:
+        return None
+    return (
+        f"note: model.onnx agrees with the evaluated model on {agreement:.1%} of the "
+        "validation inputs (onnx_agreement), so its accuracy is not the logged one: "
+        "measure it on your data before shipping it"
+    )
+
+
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from nascomp.search.reproduce import reproduce
 
@@ -619,6 +636,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     if result.fp16_agreement is not None:
         agreement = result.fp16_agreement
         print(f"model.fp16.onnx top-1 agreement with the evaluated model: {agreement:.4f}")
+    if note := onnx_note(result.exported, result.outcome.metrics):
+        print(note)
     if result.registered is not None:
         version = result.registered
         print(

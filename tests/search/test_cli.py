@@ -319,3 +319,17 @@ def test_the_first_line_says_how_many_trials_run_at_once_here() -> None:
     assert _at_once(one_cpu, local=True) == (
         "2 at once" if cpus >= 2 else "1 at once (2 asked; 1 CPU hold 1)"
     )
+
+
+def test_an_export_whose_onnx_file_often_disagrees_says_so() -> None:
+    from nascomp.search.cli import onnx_note
+
+    exported = {"onnx": "out/model.onnx"}
+    assert onnx_note(exported, {"onnx_agreement": 0.95}) is None
+    assert onnx_note({}, {"onnx_agreement": 0.0}) is None  # no file written: nothing to say
+    assert onnx_note(exported, {}) is None  # a run logged before the metric
+    assert onnx_note(exported, {"onnx_agreement": 0.0}) == (
+        "note: model.onnx agrees with the evaluated model on 0.0% of the validation inputs "
+        "(onnx_agreement), so its accuracy is not the logged one: measure it on your data "
+        "before shipping it"
+    )
