@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import operator
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -41,7 +40,6 @@ ENTRY_POINT_GROUP = "nascomp.models"
 # Plugins that failed to load, by entry-point name: the error a config naming them gets.
 _PLUGIN_ERRORS: dict[str, str] = {}
 _loaded = False
-_PLUGIN_SPACES: dict[str, type] = {}  # the space.arch section made for each plugin family
 
 
 @dataclass(frozen=True)
@@ -126,35 +124,20 @@ def model_family(name: Any) -> ModelFamily | None:
 
 
 def arch_spaces() -> dict[str, type]:
-    """The ``space.arch`` section of every family that can be searched, by family name: its
-    own, or for a plugin's family registered without one (an entry point, or the decorator
-    before the first experiment is read), one whose every key besides ``family`` is a
-    searched argument of its builder, as ``custom``'s are."""
+    """The ``space.arch`` section of every family that registered one, by family name."""
     _load_builtin_families()
-    spaces = {}
-    for name, family in sorted(_REGISTRY.items()):
-        if family.space is not None:
-            spaces[name] = family.space
-        elif not family.build.__module__.startswith("nascomp."):  # a plugin's
-            spaces[name] = _plugin_space(name)
-    return spaces
+    return {name: f.space for name, f in sorted(_REGISTRY.items()) if f.space is not None}
 
 
-def _plugin_space(name: str) -> type:
-    from typing import Literal
-
-    from pydantic import create_model
-
-    from nascomp.spaces.zoo import ExternalArchSpace
-
-    if name not in _PLUGIN_SPACES:
-        title = "".join(part.title() for part in re.split(r"\W+", name)) or "Plugin"
-        _PLUGIN_SPACES[name] = create_model(
-            f"{title}ArchSpace",
-            __base__=ExternalArchSpace,
-            family=(Literal[name], name),  # type: ignore[valid-type]
-        )
-    return _PLUGIN_SPACES[name]
+def plugin_families() -> list[str]:
+    """The families a plugin registered without a ``space.arch`` section (an entry point, or
+    the decorator in the user's code), sorted: ``spaces.zoo.plugin_space`` gives them one."""
+    _load_builtin_families()
+    return [
+        name
+        for name, family in sorted(_REGISTRY.items())
+        if family.space is None and not family.build.__module__.startswith("nascomp.")
+    ]
 
 
 def plugin_error(name: Any) -> str | None:

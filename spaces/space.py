@@ -29,7 +29,7 @@ from nascomp.spaces.mixed import (
     per_layer_groups,
     user_groups,
 )
-from nascomp.spaces.models import arch_spaces, model_family
+from nascomp.spaces.models import arch_spaces, model_family, plugin_families
 from nascomp.spaces.nb201 import PathEncoding
 from nascomp.spaces.params import (
     RANGE_KEYS,
@@ -40,6 +40,7 @@ from nascomp.spaces.params import (
     in_interval,
     to_param,
 )
+from nascomp.spaces.zoo import plugin_space
 
 _BITS_TEXT = "in 2..8, 16 or 32"
 
@@ -48,8 +49,11 @@ def _bits_check(value: Any) -> str | None:
     return None if value in VALID_BITS else f"bit-width must be {_BITS_TEXT}"
 
 
-# The searchable families: each registered its space with its builder (spaces/models.py).
-ARCH_SPACES: dict[str, type[SpecSection]] = arch_spaces()
+# The searchable families: each registered its space with its builder (spaces/models.py), and
+# a plugin's family without one gets custom's kind (every key a builder argument).
+ARCH_SPACES: dict[str, type[SpecSection]] = dict(
+    sorted({**arch_spaces(), **{n: plugin_space(n) for n in plugin_families()}}.items())
+)
 # A discriminated union over them, so an error names the family's own fields.
 ArchSpace = Annotated[Union[tuple(ARCH_SPACES.values())], Field(discriminator="family")]  # noqa: UP007
 

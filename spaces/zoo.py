@@ -29,11 +29,12 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
 import torch
-from pydantic import ConfigDict, model_validator
+from pydantic import ConfigDict, create_model, model_validator
 from torch import nn
 
 from nascomp.spaces.models import InfeasibleArchitecture, register_model
@@ -112,6 +113,22 @@ class ExternalArchSpace(ArchSpaceBase):
         ]
         extra = [to_param(f"arch.{key}", spec) for key, spec in self.arguments().items()]
         return [*declared, *extra]
+
+
+_PLUGIN_SPACES: dict[str, type[ExternalArchSpace]] = {}
+
+
+def plugin_space(name: str) -> type[ExternalArchSpace]:
+    """The ``space.arch`` section of plugin family ``name`` registered without one: every key
+    besides ``family`` is a searched argument of its builder, as ``custom``'s are."""
+    if name not in _PLUGIN_SPACES:
+        title = "".join(part.title() for part in re.split(r"\W+", name)) or "Plugin"
+        _PLUGIN_SPACES[name] = create_model(
+            f"{title}ArchSpace",
+            __base__=ExternalArchSpace,
+            family=(Literal[name], name),  # type: ignore[valid-type]
+        )
+    return _PLUGIN_SPACES[name]
 
 
 def _describe(head_key: str) -> Any:
