@@ -30,6 +30,7 @@ from nascomp.trainers.data import (
 )
 from nascomp.trainers.datasets import DatasetSource, check_source
 from nascomp.trainers.stream import StreamedSplits
+from nascomp.trainers.tables import content_digest
 from nascomp.trainers.user_data import SplitSettings, load_user_data
 
 # The metric names every trial reports: a contract (README, DESIGN.md); objectives,
@@ -158,6 +159,8 @@ class DataConfig(Section):
                 del dumped[name]
         if dumped["layout"] == "auto":  # as every dataset was read before the field existed
             del dumped["layout"]
+        if self.name == "csv":  # the files themselves: one edited in place is other data
+            dumped["content"] = content_digest(self.root)
         return dumped
 
     @model_validator(mode="after")

@@ -7,7 +7,9 @@ holding ``train.csv`` and, optionally, ``test.csv`` with the same columns. ``dat
   integers; the classes are its distinct values, sorted, and label i is ``classes[i]``;
 - ``features``: the columns the model reads, in this order (default: every other column, in
   the file's order);
-- ``sep``: the field separator (default ``,``).
+- ``sep``: the field separator (default ``,``);
+- ``thousands`` and ``decimal``: how numbers are written (default: none and ``.``; ``1.500,5``
+  is ``thousands: '.'``, ``decimal: ','``).
 
 Numbers are features as they are (booleans read as 0 and 1). A column of words is one-hot
 encoded: one input per distinct value over the files, sorted, named ``column=value`` (at most
@@ -19,6 +21,7 @@ would have to repeat. pandas reads the file (quoting, number formats, large file
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +30,10 @@ import torch
 from torch.utils.data import TensorDataset
 
 from nascomp.trainers.data import DataNotFoundError
+from nascomp.trainers.init import file_digest
 
 TRAIN_FILE, TEST_FILE = "train.csv", "test.csv"
-OPTIONS = ("target", "features", "sep")
+OPTIONS = ("target", "features", "sep", "thousands", "decimal")
 MAX_CATEGORIES = 100  # the distinct values a column of words may hold: one input each
 _SHOWN = 8  # columns named in an error at most
 
@@ -71,6 +75,24 @@ def csv_files(root: str | None) -> tuple[Path, Path | None]:
     )
 
 
+def content_digest(root: str | None) -> dict[str, str]:
+    """The SHA-256 of each CSV file at ``root``, by name: what a cached teacher's key holds of
+    the data besides the config (a file edited in place, its labels or categories changed,
+    must not find the teacher trained on it before)."""
+    return {path.name: _digest(path) for path in filter(None, csv_files(root))}
+
+
+def _digest(path: Path) -> str:
+    stat = path.stat()
+    return _digest_of(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@lru_cache(maxsize=16)
+def _digest_of(path: str, size: int, mtime_ns: int) -> str:
+    """Read once per file version (path, size and modification time) and process."""
+    return file_digest(path)
+
+
 def check_options(options: dict[str, Any]) -> None:
     unknown = sorted(set(options) - set(OPTIONS))
     if unknown:
@@ -87,6 +109,10 @@ def check_options(options: dict[str, Any]) -> None:
     sep = options.get("sep", ",")
     if not isinstance(sep, str) or not sep:
         raise TableError(f"data.options.sep: the field separator, e.g. ',' or ';'; got {sep!r}")
+    for key in ("thousands", "decimal"):
+        mark = options.get(key)
+        if mark is not None and (not isinstance(mark, str) or len(mark) != 1):
+            raise TableError(f"data.options.{key}: one character, e.g. ',' or '.'; got {mark!r}")
 
 
 def check_table(root: str | None, options: dict[str, Any]) -> None:
@@ -136,6 +162,7 @@ def _categories(frames: dict[Path, Any], names: list[str]) -> dict[str, list[str
                 f"words in {text.name} (e.g. {example!r}); give it one kind in both files"
             )
         values = sorted({str(v) for frame in frames.values() for v in frame[name]})
+        _refuse_numbers_as_words(name, values)
         if len(values) > MAX_CATEGORIES:
             raise TableError(
                 f"data.options.features: column {name!r} holds {len(values)} distinct words "
@@ -165,6 +192,37 @@ def _encoded(
     return np.concatenate(parts, axis=1), inputs
 
 
+def _refuse_numbers_as_words(name: str, values: list[str]) -> None:
+    """A column of words most of whose values are numbers is a column of numbers with a few
+    placeholders (Adult's "?") or in another notation ("1,500"): one-hot encoding it would
+    make each number a category, so it is an error naming what is not a number."""
+    others = [v for v in values if not _is_number(v)]
+    marks = [m for m in ",." if all(_is_number(v.replace(m, "")) for v in others)]
+    if marks:
+        hint = (
+            f"numbers written with {marks[0]!r} (e.g. {others[0]!r}): set data.options."
+            f"{_notation(marks[0], others)}: {marks[0]!r}"
+        )
+    elif len(others) * 2 >= len(values):
+        return  # words
+    else:
+        shown = ", ".join(repr(v) for v in others[:3])
+        hint = (
+            f"numbers and {len(others)} value(s) that are not ({shown}): fill or drop those "
+            "cells first (missing values?), or leave the column out of data.options.features"
+        )
+    raise TableError(f"data.options.features: column {name!r} holds {hint}")
+
+
+def _notation(mark: str, values: list[str]) -> str:
+    """Which option ``mark`` is in ``values``: a decimal comma (one comma, not followed by three
+    digits, in some value), else a thousands separator."""
+    decimal = mark == "," and any(
+        v.count(",") == 1 and len(v.rsplit(",", 1)[1]) != 3 for v in values
+    )
+    return "decimal" if decimal else "thousands"
+
+
 def _is_number(value: Any) -> bool:
     try:
         float(value)
@@ -177,11 +235,24 @@ def _read(path: Path, options: dict[str, Any], nrows: int | None = None) -> Any:
     import pandas as pd
 
     try:
-        frame = pd.read_csv(path, sep=options.get("sep", ","), nrows=nrows, skipinitialspace=True)
+        frame = pd.read_csv(
+            path,
+            sep=options.get("sep", ","),
+            nrows=nrows,
+            skipinitialspace=True,
+            thousands=options.get("thousands"),
+            decimal=options.get("decimal", "."),
+            # Only an empty cell is missing: "NA", "None" or "n/a" are words a file may mean.
+            keep_default_na=False,
+            na_values=[""],
+        )
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise TableError(f"data.root: {path} is not a CSV pandas reads: {first}") from None
     frame.columns = [str(name).strip() for name in frame.columns]  # "a, b": "b"
+    for name in frame.columns:  # a word is its text without the spaces around it
+        if not pd.api.types.is_numeric_dtype(frame[name]):
+            frame[name] = frame[name].map(lambda v: v.strip() if isinstance(v, str) else v)
     return frame
 
 
@@ -229,16 +300,18 @@ def _classes(path: Path, target: str, values: list[Any]) -> list[Any]:
         if len(fractional):
             raise TableError(
                 f"data.options.target: column {target!r} of {path.name} holds fractions (e.g. "
-                f"{fractional.iloc[0]!r}); nascomp searches classifiers: name a column of classes"
+                f"{float(fractional.iloc[0])!r}); nascomp searches classifiers: name a column "
+                "of classes"
             )
     found = {_key(value) for value in column}
     return sorted(found, key=lambda v: (isinstance(v, str), v))
 
 
 def _key(value: Any) -> Any:
-    """A label value as a class: integral numbers as int (1 and 1.0 are one class)."""
+    """A label value as a class: integral numbers as int (1 and 1.0 are one class), booleans
+    as themselves (named False and True)."""
     if isinstance(value, bool | np.bool_):
-        return int(value)
+        return bool(value)
     if isinstance(value, int | float | np.number):
         return int(value)
     return str(value)

@@ -59,6 +59,17 @@ def test_a_column_of_words_is_one_hot_over_the_values_of_both_files(tmp_path: Pa
         open_table(str(tmp_path), {})
 
 
+def test_what_a_file_writes_is_read_as_it_means(tmp_path: Path) -> None:
+    """Only an empty cell is missing ("NA" and "None" are words), words lose the spaces around
+    them, numbers follow the file's notation, and boolean labels keep their names."""
+    text = 'city,amount,ok\n NA ,"1.500,5",true\nNone,2,false\nParis ,3,true\n'
+    options = {"thousands": ".", "decimal": ","}
+    train, _ = open_table(str(_write(tmp_path, "t.csv", text)), options)
+    assert train.categories == {"city": ["NA", "None", "Paris"]}
+    assert train.tensors[0].tolist() == [[1, 0, 0, 1500.5], [0, 1, 0, 2], [0, 0, 1, 3]]
+    assert train.classes == ["False", "True"] and train.tensors[1].tolist() == [1, 0, 1]
+
+
 def test_a_folder_gives_train_and_test_and_options_pick_the_columns(tmp_path: Path) -> None:
     """A class only the test file holds is still a class (both files' values, sorted);
     1 and 1.0 are one class; ``features`` sets the order."""
@@ -96,7 +107,30 @@ def test_a_csv_loads_as_splits_with_its_feature_names(tmp_path: Path) -> None:
         (ROWS, {"target": "kinds"}, "data.options.target: bad.csv has no column 'kinds'"),
         (ROWS, {"features": ["height", "age"]}, "data.options.features: bad.csv has no column"),
         (ROWS, {"features": ["height", "kind"]}, "'kind' is the target column"),
-        (ROWS, {"label": "kind"}, "data.options: csv reads target, features, sep; got ['label']"),
+        (
+            ROWS,
+            {"label": "kind"},
+            "data.options: csv reads target, features, sep, thousands, decimal; got ['label']",
+        ),
+        (
+            "age,y\n20,a\n?,b\n30,a\n40,b\n",
+            {},
+            "data.options.features: column 'age' holds numbers and 1 value(s) that are not "
+            "('?'): fill or drop those cells first (missing values?)",
+        ),
+        (
+            'amount,y\n"1,500",a\n"2,000",b\n300,a\n',
+            {},
+            "column 'amount' holds numbers written with ',' (e.g. '1,500'): set "
+            "data.options.thousands: ','",
+        ),
+        (
+            "amount;y\n1,5;a\n2,25;b\n",
+            {"sep": ";"},
+            "column 'amount' holds numbers written with ',' (e.g. '1,5'): set "
+            "data.options.decimal: ','",
+        ),
+        (ROWS, {"decimal": ",,"}, "data.options.decimal: one character, e.g. ',' or '.'"),
         (ROWS, {"features": "height"}, "data.options.features: a list of column names"),
         (ROWS, {"sep": ";"}, "bad.csv has 1 column(s)"),
         (
@@ -130,3 +164,18 @@ def test_a_missing_file_or_folder_is_named_before_anything_is_read(tmp_path: Pat
             DataConfig(name="csv", root=str(root))
     with pytest.raises(ValidationError, match=r"data\.factory is only read with name: custom"):
         DataConfig(name="csv", root=str(_write(tmp_path, "ok.csv", ROWS)), factory="m:f")
+
+
+def test_a_file_edited_in_place_is_other_data_to_the_teacher_cache(tmp_path: Path) -> None:
+    """The teacher's cache key holds the CSV's content: labels changed in the same file must
+    not find the teacher trained on the old ones."""
+    from nascomp.search.experiment import teacher_job, validate_experiment
+
+    path = _write(tmp_path, "rows.csv", ROWS)
+    experiment = validate_experiment({"data": {"name": "csv", "root": str(path)}})
+    before = teacher_job(experiment).key()
+    again = validate_experiment({"data": {"name": "csv", "root": str(path)}})
+    assert teacher_job(again).key() == (before)
+    _write(tmp_path, "rows.csv", ROWS.replace(",b\n", ",c\n"))
+    assert teacher_job(experiment).key() != before
+    assert set(experiment.data.identity()["content"]) == {"rows.csv"}
