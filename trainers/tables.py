@@ -35,6 +35,9 @@ from nascomp.trainers.init import file_digest
 TRAIN_FILE, TEST_FILE = "train.csv", "test.csv"
 OPTIONS = ("target", "features", "sep", "thousands", "decimal")
 MAX_CATEGORIES = 100  # the distinct values a column of words may hold: one input each
+# Fewer rows a class than this, on average, is no classification task (a column of counts or
+# prices taken for labels: scikit-learn's diabetes target made 214 classes of 442 rows).
+MIN_ROWS_PER_CLASS, MANY_CLASSES = 3, 10
 _SHOWN = 8  # columns named in an error at most
 
 
@@ -93,19 +96,25 @@ def _digest_of(path: str, size: int, mtime_ns: int) -> str:
     return file_digest(path)
 
 
-def check_options(options: dict[str, Any]) -> None:
+def check_options(options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` checked, column names as text (a header of numbers: ``target: 6``)."""
     unknown = sorted(set(options) - set(OPTIONS))
     if unknown:
         raise TableError(f"data.options: csv reads {', '.join(OPTIONS)}; got {unknown}")
-    if "target" in options and not isinstance(options["target"], str):
-        raise TableError(f"data.options.target: a column name; got {options['target']!r}")
+    options = dict(options)
+    if "target" in options:
+        if not _is_name(options["target"]):
+            raise TableError(f"data.options.target: a column name; got {options['target']!r}")
+        options["target"] = str(options["target"])
     features = options.get("features")
-    if features is not None and (
-        not isinstance(features, list)
-        or not features
-        or not all(isinstance(name, str) for name in features)
-    ):
-        raise TableError(f"data.options.features: a list of column names; got {features!r}")
+    if features is not None:
+        if not isinstance(features, list) or not features or not all(map(_is_name, features)):
+            raise TableError(f"data.options.features: a list of column names; got {features!r}")
+        names = [str(name) for name in features]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise TableError(f"data.options.features: {repeated[0]!r} is listed twice")
+        options["features"] = names
     sep = options.get("sep", ",")
     if not isinstance(sep, str) or not sep:
         raise TableError(f"data.options.sep: the field separator, e.g. ',' or ';'; got {sep!r}")
@@ -113,18 +122,23 @@ def check_options(options: dict[str, Any]) -> None:
         mark = options.get(key)
         if mark is not None and (not isinstance(mark, str) or len(mark) != 1):
             raise TableError(f"data.options.{key}: one character, e.g. ',' or '.'; got {mark!r}")
+    return options
+
+
+def _is_name(value: Any) -> bool:
+    return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
 
 
 def check_table(root: str | None, options: dict[str, Any]) -> None:
     """Config-time checks: the files, the options, and the columns they name (headers only)."""
-    check_options(options)
+    options = check_options(options)
     for path in filter(None, csv_files(root)):
         _columns(path, _read(path, options, nrows=0).columns, options)
 
 
 def open_table(root: str | None, options: dict[str, Any]) -> tuple[Table, Table | None]:
     """The (train, test or None) datasets of the CSV file(s) at ``root``."""
-    check_options(options)
+    options = check_options(options)
     train_path, test_path = csv_files(root)
     frames = {path: _read(path, options) for path in filter(None, (train_path, test_path))}
     target, names = _columns(train_path, frames[train_path].columns, options)
@@ -281,12 +295,16 @@ def _columns(path: Path, columns: Any, options: dict[str, Any]) -> tuple[str, li
 def _check_values(path: Path, frame: Any, target: str, names: list[str]) -> None:
     if not len(frame):
         raise TableError(f"data.root: {path.name} has a header and no rows")
-    empty = frame[[*names, target]].isna().sum()
-    if int(empty.sum()):
-        column = str(empty[empty > 0].index[0])
+    missing = frame[[*names, target]].isna()
+    counts = missing.sum()
+    if int(counts.sum()):
+        columns = [str(c) for c in counts[counts > 0].index]
+        listed = ", ".join(f"{c!r} {int(counts[c])}" for c in columns[:3])
+        more = f" and {len(columns) - 3} more column(s)" if len(columns) > 3 else ""
+        line = int(np.flatnonzero(missing.any(axis=1).to_numpy())[0]) + 2  # header is line 1
         raise TableError(
-            f"data.root: column {column!r} of {path.name} has {int(empty[column])} empty "
-            f"cell(s); fill or drop them first (nascomp does not guess values)"
+            f"data.root: {path.name} has empty cells (column and count: {listed}{more}; the "
+            f"first on line {line}); fill or drop them first (nascomp does not guess values)"
         )
 
 
@@ -304,6 +322,17 @@ def _classes(path: Path, target: str, values: list[Any]) -> list[Any]:
                 "of classes"
             )
     found = {_key(value) for value in column}
+    if len(found) < 2:
+        raise TableError(
+            f"data.options.target: column {target!r} of {path.name} holds one value "
+            f"({next(iter(found))!r}); name the column of labels (the default is the last)"
+        )
+    if len(found) > MANY_CLASSES and len(column) < MIN_ROWS_PER_CLASS * len(found):
+        raise TableError(
+            f"data.options.target: column {target!r} of {path.name} holds {len(found)} "
+            f"distinct values in {len(column)} rows, under {MIN_ROWS_PER_CLASS} a class: a "
+            "regression target? nascomp searches classifiers: name a column of classes"
+        )
     return sorted(found, key=lambda v: (isinstance(v, str), v))
 
 

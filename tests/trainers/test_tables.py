@@ -139,7 +139,20 @@ def test_a_csv_loads_as_splits_with_its_feature_names(tmp_path: Path) -> None:
             "data.options.features: column 'a' holds 101 distinct words (e.g. 'w0'), over the "
             "100 one-hot inputs",
         ),
-        ("a,b\n1,\n2,3\n", {}, "column 'b' of bad.csv has 1 empty cell(s)"),
+        (
+            "a,b,c\n1,2,3\n1,,\n2,3,\n",
+            {},
+            "data.root: bad.csv has empty cells (column and count: 'b' 1, 'c' 2; the first on "
+            "line 3); fill or drop them first",
+        ),
+        ("a,b\n1,7\n2,7\n", {}, "data.options.target: column 'b' of bad.csv holds one value (7)"),
+        (
+            "a,b\n" + "".join(f"{i},{i * 7}\n" for i in range(40)),
+            {},
+            "column 'b' of bad.csv holds 40 distinct values in 40 rows, under 3 a class: a "
+            "regression target?",
+        ),
+        (ROWS, {"features": ["height", "height"]}, "'height' is listed twice"),
         ("a,b\n1,0.5\n2,3\n", {}, "data.options.target: column 'b' of bad.csv holds fractions"),
         ("a,b\n", {}, "data.root: bad.csv has a header and no rows"),
         ("a,b\n1,2\n3,4,5\n", {}, "data.root: "),
@@ -179,3 +192,10 @@ def test_a_file_edited_in_place_is_other_data_to_the_teacher_cache(tmp_path: Pat
     _write(tmp_path, "rows.csv", ROWS.replace(",b\n", ",c\n"))
     assert teacher_job(experiment).key() != before
     assert set(experiment.data.identity()["content"]) == {"rows.csv"}
+
+
+def test_a_header_of_numbers_is_named_by_numbers(tmp_path: Path) -> None:
+    """``--set data.options.target=2`` reads 2 as a number: it names column "2"."""
+    path = _write(tmp_path, "n.csv", "0,1,2\n1.5,3,a\n2.5,4,b\n")
+    train, _ = open_table(str(path), {"target": 2, "features": [1, 0]})
+    assert train.feature_names == ["1", "0"] and train.classes == ["a", "b"]
