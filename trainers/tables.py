@@ -15,8 +15,10 @@ Numbers are features as they are (booleans read as 0 and 1). A column of words i
 encoded: one input per distinct value over the files, sorted, named ``column=value`` (at most
 ``MAX_CATEGORIES`` values; more, such as ids or free text, is an error). The exported
 ``preprocess.json`` lists the inputs and each text column's values, so a deployment encodes a
-row the same way. No cell may be empty: nascomp does not guess an imputation a deployed model
-would have to repeat. pandas reads the file (quoting, number formats, large files).
+row the same way. A word is its text without the spaces around it, and only an empty cell is
+missing ("NA" is a word). No cell may be empty: nascomp does not guess an imputation a
+deployed model would have to repeat, nor read a column of numbers with a few words in it (a
+"?" placeholder, "1,500") as words. pandas reads the file (quoting, large files).
 """
 
 from __future__ import annotations
