@@ -4,7 +4,7 @@ QDQ whose weights are the QAT weights' own codes; run in ONNX Runtime, checked b
 from __future__ import annotations
 
 import copy
-import tempfile
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,17 +21,18 @@ from torch import Tensor, nn
 from nascomp.compressors.deploy import has_vnni
 from nascomp.compressors.onnx_export import (
     OnnxModule,
-    _float_model,
     check_model,
     export_onnx,
     fp16_onnx,
     onnx_form,
-    qat_input_ranges,
     quantize_int8,
     session,
 )
 from nascomp.compressors.pruning import PruneConfig, make_pruner
 from nascomp.compressors.quantization import QuantConfig, prepare_qat, quantize_weight_codes
+
+# bench/int8_forms.py: the SE/GroupNorm model and its two int8 files, shared with the bench
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
 
 def session_unfused(path: Path) -> Any:
@@ -300,50 +301,16 @@ def test_int8_ranges_follow_the_layers_when_preprocessing_reorders_them(
     assert scales == pytest.approx(learnt, rel=1e-6)
 
 
-class _GatedBlock(nn.Module):
-    """Grouped 1x1 and depthwise convolutions between GroupNorms, a squeeze-excitation gate and
-    a residual sum: tensors QAT never rounds, which an all-int8 file rounds."""
-
-    def __init__(self, c: int) -> None:
-        super().__init__()
-        self.expand = nn.Conv2d(c, 2 * c, 1, groups=2, bias=False)
-        self.norm1 = nn.GroupNorm(4, 2 * c)
-        self.depthwise = nn.Conv2d(2 * c, 2 * c, 3, padding=1, groups=2 * c, bias=False)
-        self.norm2 = nn.GroupNorm(4, 2 * c)
-        self.squeeze = nn.Conv2d(2 * c, 8, 1)
-        self.excite = nn.Conv2d(8, 2 * c, 1)
-        self.project = nn.Conv2d(2 * c, c, 1, bias=False)
-        self.norm3 = nn.BatchNorm2d(c)
-
-    def forward(self, x: Tensor) -> Tensor:
-        y = F.hardswish(self.norm1(self.expand(x)))
-        y = F.gelu(self.norm2(self.depthwise(y)))
-        gate = torch.sigmoid(self.excite(F.silu(self.squeeze(F.adaptive_avg_pool2d(y, 1)))))
-        return x + self.norm3(self.project(y * gate))
-
-
 def test_an_int8_file_that_changes_the_answers_keeps_the_roundings_qat_trained_with() -> None:
     """Quantizing every tensor ONNX Runtime can (GroupNorm inputs, the gate, the sums) made
     this model's file agree with it on 88% of held-out digits; with the weight layers' inputs
-    alone quantized, as in QAT, on 98%. The file that ships is the second."""
+    alone quantized, as in QAT, on 98%. The file that ships is the second
+    (bench/int8_forms.py measures the same model against torchvision's)."""
+    from int8_forms import digits, gated_cnn, int8_files, trained_qat
+
     torch.manual_seed(0)
-    x, y = load_digits(return_X_y=True)
-    x = torch.tensor(x, dtype=torch.float32).reshape(-1, 1, 8, 8) / 16
-    y = torch.tensor(y)
-    net = nn.Sequential(
-        nn.Conv2d(1, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.SiLU(),
-        _GatedBlock(16), _GatedBlock(16),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.LayerNorm(16), nn.Linear(16, 10),
-    )  # fmt: skip
-    model = prepare_qat(net, QuantConfig(bits=8, act_bits=8))
-    optimizer = torch.optim.Adam(model.parameters(), 3e-3)
-    for _ in range(2):
-        for i in range(0, 1400, 64):
-            loss = F.cross_entropy(model(x[i : i + 64]), y[i : i + 64])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    model.eval()
+    x, y = digits()
+    model = trained_qat(gated_cnn(), x, y)
     batches, held_out = list(x[:1024].split(64)), x[1400:]
     with torch.no_grad():
         expected = model(held_out).argmax(dim=1)
@@ -351,13 +318,8 @@ def test_an_int8_file_that_changes_the_answers_keeps_the_roundings_qat_trained_w
     def agreement(module: nn.Module) -> float:
         return float((module(held_out).argmax(dim=1) == expected).float().mean())
 
-    with tempfile.TemporaryDirectory() as folder:
-        float_path, every = Path(folder) / "model.onnx", Path(folder) / "every.onnx"
-        export_onnx(model, x[:1], float_path)
-        frozen = _float_model(model)
-        ranges = qat_input_ranges(model, frozen, x[:1])
-        quantize_int8(float_path, batches, every, layer_ranges=ranges)
-        assert agreement(OnnxModule(every.read_bytes())) < 0.93
+    every = int8_files(model, x, batches)["all ops"]
+    assert agreement(OnnxModule(every)) < 0.93
     shipped = onnx_form(
         model, bits=8, act_bits=8, example_inputs=x[:1], calibration_batches=batches
     )
