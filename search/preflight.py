@@ -88,6 +88,7 @@ def check_user_code(experiment: Experiment, notes: list[str] | None = None) -> E
     for note in (
         small_validation_note(len(data.val), experiment.data.val_fraction),
         untrained_classes_note(data.train.labels, data.n_classes, data.classes),
+        *data.notes,
     ):
         if note is not None and notes is not None:
             notes.append(note)

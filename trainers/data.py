@@ -65,6 +65,8 @@ class DataSplits:
     feature_names: tuple[str, ...] = ()
     # Rows of a CSV: each one-hot encoded column of words and its values, in input order
     categories: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # What the user should know about the data that is no error (a CSV's id columns, say)
+    notes: tuple[str, ...] = ()
 
     # The splits as the training loop reads them (trainers/split.py); a streamed dataset's
     # StreamedSplits has the same three.

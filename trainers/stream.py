@@ -126,6 +126,7 @@ class StreamedSplits:
     feature_names: tuple[str, ...] = ()  # rows of features: each one's column, if it says
     # rows of a CSV: each one-hot encoded column of words and its values
     categories: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()  # what the user should know that is no error
 
     @property
     def input_dtype(self) -> torch.dtype:

@@ -7,22 +7,29 @@ holding ``train.csv`` and, optionally, ``test.csv`` with the same columns. ``dat
   integers; the classes are its distinct values, sorted, and label i is ``classes[i]``;
 - ``features``: the columns the model reads, in this order (default: every other column, in
   the file's order);
+- ``drop``: columns left out of the default ``features`` (a row number, an id);
 - ``sep``: the field separator (default ``,``);
 - ``thousands`` and ``decimal``: how numbers are written (default: none and ``.``; ``1.500,5``
-  is ``thousands: '.'``, ``decimal: ','``).
+  is ``thousands: '.'``, ``decimal: ','``);
+- ``encoding``: the files' text encoding (default ``utf-8``; e.g. ``latin-1``, ``cp1252``).
 
 Numbers are features as they are (booleans read as 0 and 1). A column of words is one-hot
-encoded: one input per distinct value over the files, sorted, named ``column=value`` (at most
-``MAX_CATEGORIES`` values; more, such as ids or free text, is an error). The exported
-``preprocess.json`` lists the inputs and each text column's values, so a deployment encodes a
-row the same way. A word is its text without the spaces around it, and only an empty cell is
-missing ("NA" is a word). No cell may be empty: nascomp does not guess an imputation a
-deployed model would have to repeat, nor read a column of numbers with a few words in it (a
-"?" placeholder, "1,500") as words. pandas reads the file (quoting, large files).
+encoded: one input per distinct value of the training file, sorted, named ``column=value`` (at
+most ``MAX_CATEGORIES`` values; more, such as ids or free text, is an error). A value only
+``test.csv`` holds gets no input (all of its column's inputs 0, with a note), as a deployment
+encodes a value it was not given. The exported ``preprocess.json`` lists the inputs and each
+text column's values, so a deployment encodes a row the same way. Features that cannot help a
+model (a row number, an id, one value in every row) are kept, with a note naming them.
+
+A word is its text without the spaces around it, and only an empty cell is missing ("NA" is
+a word). No cell may be empty: nascomp does not guess an imputation a deployed model would
+have to repeat, nor read a column of numbers with a few words in it (a "?" placeholder,
+"1,500") as words. pandas reads the file (quoting, large files).
 """
 
 from __future__ import annotations
 
+import codecs
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -35,12 +42,14 @@ from nascomp.trainers.data import DataNotFoundError
 from nascomp.trainers.init import file_digest
 
 TRAIN_FILE, TEST_FILE = "train.csv", "test.csv"
-OPTIONS = ("target", "features", "sep", "thousands", "decimal")
+OPTIONS = ("target", "features", "drop", "sep", "thousands", "decimal", "encoding")
 MAX_CATEGORIES = 100  # the distinct values a column of words may hold: one input each
 # Fewer rows a class than this, on average, is no classification task (a column of counts or
 # prices taken for labels: scikit-learn's diabetes target made 214 classes of 442 rows).
 MIN_ROWS_PER_CLASS, MANY_CLASSES = 3, 10
 _SHOWN = 8  # columns named in an error at most
+# A column of distinct integers in this many rows or more is noted as an id or a row number.
+MIN_ROWS_ID = 50
 
 
 class TableError(ValueError):
@@ -50,7 +59,8 @@ class TableError(ValueError):
 class Table(TensorDataset):
     """(row of float32 features, integer label) pairs, with each label's name (``classes``),
     each input's name (``feature_names``: a column, or ``column=value`` of a one-hot encoded
-    column of words) and each such column's values (``categories``)."""
+    column of words), each such column's values (``categories``), and what the user should
+    know about the file that is no error (``notes``)."""
 
     def __init__(
         self,
@@ -59,11 +69,13 @@ class Table(TensorDataset):
         classes: list[str],
         names: list[str],
         categories: dict[str, list[str]],
+        notes: tuple[str, ...] = (),
     ) -> None:
         super().__init__(torch.from_numpy(features), torch.from_numpy(labels))
         self.classes = classes
         self.feature_names = names
         self.categories = categories
+        self.notes = notes
 
 
 def csv_files(root: str | None) -> tuple[Path, Path | None]:
@@ -108,15 +120,22 @@ def check_options(options: dict[str, Any]) -> dict[str, Any]:
         if not _is_name(options["target"]):
             raise TableError(f"data.options.target: a column name; got {options['target']!r}")
         options["target"] = str(options["target"])
-    features = options.get("features")
-    if features is not None:
-        if not isinstance(features, list) or not features or not all(map(_is_name, features)):
-            raise TableError(f"data.options.features: a list of column names; got {features!r}")
-        names = [str(name) for name in features]
+    for key in ("features", "drop"):
+        listed = options.get(key)
+        if listed is None:
+            continue
+        if not isinstance(listed, list) or not listed or not all(map(_is_name, listed)):
+            raise TableError(f"data.options.{key}: a list of column names; got {listed!r}")
+        names = [str(name) for name in listed]
         repeated = sorted({name for name in names if names.count(name) > 1})
         if repeated:
-            raise TableError(f"data.options.features: {repeated[0]!r} is listed twice")
-        options["features"] = names
+            raise TableError(f"data.options.{key}: {repeated[0]!r} is listed twice")
+        options[key] = names
+    if "features" in options and "drop" in options:
+        raise TableError(
+            "data.options.drop: leaves columns out of the default features; with "
+            "data.options.features, list only the columns to use there"
+        )
     sep = options.get("sep", ",")
     if not isinstance(sep, str) or not sep:
         raise TableError(f"data.options.sep: the field separator, e.g. ',' or ';'; got {sep!r}")
@@ -124,6 +143,14 @@ def check_options(options: dict[str, Any]) -> dict[str, Any]:
         mark = options.get(key)
         if mark is not None and (not isinstance(mark, str) or len(mark) != 1):
             raise TableError(f"data.options.{key}: one character, e.g. ',' or '.'; got {mark!r}")
+    encoding = options.get("encoding", "utf-8")
+    try:
+        codecs.lookup(encoding if isinstance(encoding, str) else "")
+    except LookupError:
+        raise TableError(
+            f"data.options.encoding: a text encoding Python knows, e.g. 'utf-8', 'latin-1' or "
+            f"'cp1252'; got {encoding!r}"
+        ) from None
     return options
 
 
@@ -150,17 +177,101 @@ def open_table(root: str | None, options: dict[str, Any]) -> tuple[Table, Table 
     values = [frame[target] for frame in frames.values()]
     classes = _classes(train_path, target, values)
     index = {value: i for i, value in enumerate(classes)}
-    categories = _categories(frames, names)
+    categories = _categories(frames, names, train_path)
+    notes = _useless_columns(train_path, frames[train_path], names, categories)
+    if test_path is not None:
+        notes += _unseen_values(test_path, frames[test_path], categories)
+    inputs = _input_names(names, categories)
+    _refuse_repeated_inputs(inputs, names, categories)
     tables = []
     for frame in frames.values():
-        features, inputs = _encoded(frame, names, categories)
+        features = _encoded(frame, names, categories)
         labels = np.array([index[_key(v)] for v in frame[target]], dtype=np.int64)
-        tables.append(Table(features, labels, [str(c) for c in classes], inputs, categories))
+        table = Table(features, labels, [str(c) for c in classes], inputs, categories, notes)
+        tables.append(table)
     return tables[0], (tables[1] if len(tables) > 1 else None)
 
 
-def _categories(frames: dict[Path, Any], names: list[str]) -> dict[str, list[str]]:
-    """Each column of words among the features: its distinct values over the files, sorted."""
+def _useless_columns(
+    path: Path, frame: Any, names: list[str], categories: dict[str, list[str]]
+) -> tuple[str, ...]:
+    """A note on each kind of feature column a model cannot learn from: a row number (what
+    ``DataFrame.to_csv`` writes first, unless ``index=False``), distinct integer ids, and a
+    column of one value. Kept, as the user may know better; the note says how to leave them
+    out."""
+    import pandas as pd
+
+    kinds: dict[str, list[str]] = {"row numbers": [], "ids": [], "one value": []}
+    for name in names:
+        column = frame[name]
+        if column.nunique() == 1:
+            kinds["one value"].append(name)
+        elif (
+            name in categories
+            or not pd.api.types.is_integer_dtype(column)
+            or len(column) < MIN_ROWS_ID
+            or not column.is_unique
+        ):
+            continue
+        elif bool((column.diff().iloc[1:] == 1).all()):
+            kinds["row numbers"].append(name)
+        else:
+            kinds["ids"].append(name)
+    what = {
+        "row numbers": "count the rows (0, 1, 2, ...: a row number, such as the index pandas "
+        "writes unless to_csv(index=False))",
+        "ids": "hold a different integer in every row (an id?)",
+        "one value": "hold one value in every row",
+    }
+    return tuple(
+        f"data.options.features: column(s) {_listed(found)} of {path.name} {what[kind]}: no "
+        f"model can learn from that; leave them out with data.options.drop: {found}"
+        for kind, found in kinds.items()
+        if found
+    )
+
+
+def _unseen_values(path: Path, frame: Any, categories: dict[str, list[str]]) -> tuple[str, ...]:
+    """A note for each column of words whose test values the training file lacks: those rows
+    get no input of that column (all 0), as a deployment would encode them."""
+    notes = []
+    for name, known in categories.items():
+        unseen = sorted(set(frame[name].astype(str)) - set(known))
+        if unseen:
+            rows = int((~frame[name].astype(str).isin(known)).sum())
+            notes.append(
+                f"data.root: column {name!r} of {path.name} holds {len(unseen)} value(s) the "
+                f"training file does not (e.g. {unseen[0]!r}, in {rows} row(s)): those rows "
+                f"have all of {name!r}'s inputs 0, as a deployed model would be fed them"
+            )
+    return tuple(notes)
+
+
+def _refuse_repeated_inputs(
+    inputs: list[str], names: list[str], categories: dict[str, list[str]]
+) -> None:
+    """Two inputs of one name (a column ``Sex=male`` beside a column of words ``Sex`` holding
+    ``male``) would make ``preprocess.json`` ambiguous."""
+    seen: set[str] = set()
+    for name in inputs:
+        if name in seen:
+            sources = [f"column {name!r}"] * (name in names and name not in categories)
+            sources += [
+                f"value {value!r} of column {column!r}"
+                for column, values in categories.items()
+                for value in values
+                if f"{column}={value}" == name
+            ]
+            raise TableError(
+                f"data.options.features: two inputs would be named {name!r} "
+                f"({' and '.join(sources)}); rename one of the columns"
+            )
+        seen.add(name)
+
+
+def _categories(frames: dict[Path, Any], names: list[str], train: Path) -> dict[str, list[str]]:
+    """Each column of words among the features: its distinct values in the training file,
+    sorted (both files are checked to be words)."""
     import pandas as pd
 
     found: dict[str, list[str]] = {}
@@ -177,8 +288,8 @@ def _categories(frames: dict[Path, Any], names: list[str]) -> dict[str, list[str
                 f"data.options.features: column {name!r} holds numbers in {numbers.name} and "
                 f"words in {text.name} (e.g. {example!r}); give it one kind in both files"
             )
-        values = sorted({str(v) for frame in frames.values() for v in frame[name]})
-        _refuse_numbers_as_words(name, values)
+        _refuse_numbers_as_words(name, sorted({str(v) for f in frames.values() for v in f[name]}))
+        values = sorted({str(v) for v in frames[train][name]})
         if len(values) > MAX_CATEGORIES:
             raise TableError(
                 f"data.options.features: column {name!r} holds {len(values)} distinct words "
@@ -190,22 +301,27 @@ def _categories(frames: dict[Path, Any], names: list[str]) -> dict[str, list[str
     return found
 
 
-def _encoded(
-    frame: Any, names: list[str], categories: dict[str, list[str]]
-) -> tuple[np.ndarray, list[str]]:
-    """The rows as float32 inputs, a column of words as one input per value (one-hot), and
-    each input's name."""
-    parts, inputs = [], []
+def _input_names(names: list[str], categories: dict[str, list[str]]) -> list[str]:
+    """Each input's name: the column's, or ``column=value`` for a column of words."""
+    inputs = []
+    for name in names:
+        words = categories.get(name)
+        inputs += [f"{name}={value}" for value in words] if words is not None else [name]
+    return inputs
+
+
+def _encoded(frame: Any, names: list[str], categories: dict[str, list[str]]) -> np.ndarray:
+    """The rows as float32 inputs, a column of words as one input per value (one-hot; a
+    value not in ``categories`` sets none of them)."""
+    parts = []
     for name in names:
         if name in categories:
             values = np.array(categories[name], dtype=object)
             column = frame[name].astype(str).to_numpy(dtype=object)
             parts.append((column[:, None] == values[None, :]).astype(np.float32))
-            inputs += [f"{name}={value}" for value in categories[name]]
         else:
             parts.append(frame[name].to_numpy(dtype=np.float32)[:, None])
-            inputs.append(name)
-    return np.concatenate(parts, axis=1), inputs
+    return np.concatenate(parts, axis=1)
 
 
 def _refuse_numbers_as_words(name: str, values: list[str]) -> None:
@@ -258,11 +374,18 @@ def _read(path: Path, options: dict[str, Any], nrows: int | None = None) -> Any:
             skipinitialspace=True,
             thousands=options.get("thousands"),
             decimal=options.get("decimal", "."),
+            encoding=options.get("encoding", "utf-8"),
             # Only an empty cell is missing: "NA", "None" or "n/a" are words a file may mean.
             keep_default_na=False,
             na_values=[""],
         )
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
+        raise TableError(
+            f"data.options.encoding: {path} is not {options.get('encoding', 'utf-8')} text "
+            f"(byte {exc.object[exc.start : exc.start + 1]!r} at {exc.start}); name its encoding, "
+            "e.g. 'latin-1' or 'cp1252'"
+        ) from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise TableError(f"data.root: {path} is not a CSV pandas reads: {first}") from None
     frame.columns = [str(name).strip() for name in frame.columns]  # "a, b": "b"
@@ -281,16 +404,23 @@ def _columns(path: Path, columns: Any, options: dict[str, Any]) -> tuple[str, li
             f"and a label (is data.options.sep, now {options.get('sep', ',')!r}, the file's?)"
         )
     target = options.get("target", columns[-1])
-    names = options.get("features") or [name for name in columns if name != target]
-    missing = [name for name in [target, *names] if name not in columns]
+    dropped = options.get("drop", [])
+    names = options.get("features") or [
+        name for name in columns if name != target and name not in dropped
+    ]
+    missing = [name for name in [target, *names, *dropped] if name not in columns]
     if missing:
-        field = "target" if missing[0] == target else "features"
+        field = (
+            "target" if missing[0] == target else "drop" if missing[0] in dropped else "features"
+        )
         raise TableError(
             f"data.options.{field}: {path.name} has no column {missing[0]!r}; its columns: "
             f"{_listed(columns)}"
         )
     if target in names:
         raise TableError(f"data.options.features: {target!r} is the target column")
+    if not names:
+        raise TableError(f"data.options.drop: leaves no column of {path.name} but the target")
     return target, names
 
 

@@ -35,6 +35,7 @@ from nascomp.trainers.datasets import (
 )
 from nascomp.trainers.normalise import Normalise
 from nascomp.trainers.stream import NormalisedInputs, StreamedSplit, StreamedSplits
+from nascomp.trainers.tables import Table
 
 FLOAT32_BYTES = 4
 INT64_BYTES = 8
@@ -139,6 +140,7 @@ def _load(
     classes = class_names(train, n_classes)
     features = feature_names(train, shape)
     categories = feature_categories(train, features)
+    notes = train.notes if isinstance(train, Table) else ()
     if streamed:
         made = {role: _streamed(*part, sample, normalise) for role, part in splits.items()}
         return StreamedSplits(
@@ -150,6 +152,7 @@ def _load(
             classes=classes,
             feature_names=features,
             categories=categories,
+            notes=notes,
         )
     tensors = {role: _in_memory(*part, normalise) for role, part in splits.items()}
     return DataSplits(
@@ -166,6 +169,7 @@ def _load(
         classes=classes,
         feature_names=features,
         categories=categories,
+        notes=notes,
     )
 
 

@@ -42,21 +42,69 @@ def test_columns_labels_and_classes_come_out_as_written(tmp_path: Path) -> None:
     assert y.tolist() == [1, 0, 2, 0]
 
 
-def test_a_column_of_words_is_one_hot_over_the_values_of_both_files(tmp_path: Path) -> None:
-    """Each distinct word, sorted, is an input named column=value, 1 where the row holds it;
-    a word only the test file holds has its input too. A column of numbers in one file and
+def test_a_column_of_words_is_one_hot_over_the_training_values(tmp_path: Path) -> None:
+    """Each distinct word of the training file, sorted, is an input named column=value, 1
+    where the row holds it; a word only the test file holds sets none of them (as a deployment
+    following preprocess.json encodes it), with a note. A column of numbers in one file and
     words in the other is refused."""
     _write(tmp_path, "train.csv", "size,city,y\n1,Rome,0\n2,Oslo,1\n3,Rome,0\n")
-    _write(tmp_path, "test.csv", "size,city,y\n4,Lima,1\n")
+    _write(tmp_path, "test.csv", "size,city,y\n4,Lima,1\n5,Oslo,0\n")
     train, test = open_table(str(tmp_path), {})
     assert test is not None
-    assert train.feature_names == ["size", "city=Lima", "city=Oslo", "city=Rome"]
-    assert train.categories == {"city": ["Lima", "Oslo", "Rome"]}
-    assert train.tensors[0].tolist() == [[1, 0, 0, 1], [2, 0, 1, 0], [3, 0, 0, 1]]
-    assert test.tensors[0].tolist() == [[4, 1, 0, 0]]
+    assert train.feature_names == ["size", "city=Oslo", "city=Rome"]
+    assert train.categories == {"city": ["Oslo", "Rome"]}
+    assert train.tensors[0].tolist() == [[1, 0, 1], [2, 1, 0], [3, 0, 1]]
+    assert test.tensors[0].tolist() == [[4, 0, 0], [5, 1, 0]]
+    assert train.notes == (
+        "data.root: column 'city' of test.csv holds 1 value(s) the training file does not "
+        "(e.g. 'Lima', in 1 row(s)): those rows have all of 'city''s inputs 0, as a deployed "
+        "model would be fed them",
+    )
     _write(tmp_path, "test.csv", "size,city,y\nbig,Lima,1\n")
     with pytest.raises(ValueError, match=r"column 'size' holds numbers in train\.csv and words"):
         open_table(str(tmp_path), {})
+
+
+def test_columns_no_model_can_learn_from_are_kept_with_a_note(tmp_path: Path) -> None:
+    """A row number (pandas' index written by to_csv), distinct integer ids and a column of
+    one value are named, one note per kind; real features are not."""
+    rng = np.random.default_rng(0)
+    frame = {
+        "Unnamed: 0": np.arange(60),
+        "customer": rng.permutation(1000)[:60] + 5000,
+        "country": ["NL"] * 60,
+        "age": rng.integers(18, 80, size=60),
+        "score": rng.normal(size=60).round(3),
+        "y": rng.integers(0, 2, size=60),
+    }
+    header = ",".join(frame)
+    rows = [",".join(str(frame[c][i]) for c in frame) for i in range(60)]
+    train, _ = open_table(str(_write(tmp_path, "n.csv", "\n".join([header, *rows]) + "\n")), {})
+    assert train.notes == (
+        "data.options.features: column(s) 'Unnamed: 0' of n.csv count the rows (0, 1, 2, ...: "
+        "a row number, such as the index pandas writes unless to_csv(index=False)): no model "
+        "can learn from that; leave them out with data.options.drop: ['Unnamed: 0']",
+        "data.options.features: column(s) 'customer' of n.csv hold a different integer in "
+        "every row (an id?): no model can learn from that; leave them out with "
+        "data.options.drop: ['customer']",
+        "data.options.features: column(s) 'country' of n.csv hold one value in every row: no "
+        "model can learn from that; leave them out with data.options.drop: ['country']",
+    )
+    dropped, _ = open_table(str(tmp_path / "n.csv"), {"drop": ["Unnamed: 0", "customer"]})
+    assert dropped.feature_names == ["country=NL", "age", "score"]
+    assert len(dropped.notes) == 1
+    options = {"features": ["age", "score"]}
+    assert open_table(str(tmp_path / "n.csv"), options)[0].notes == ()
+
+
+def test_the_encoding_is_an_option_and_a_wrong_one_is_named(tmp_path: Path) -> None:
+    """A latin-1 file reads with ``encoding: latin-1``; read as utf-8 it names the option."""
+    path = tmp_path / "l.csv"
+    path.write_bytes("city,y\nMünchen,0\nZürich,1\n".encode("latin-1"))
+    train, _ = open_table(str(path), {"encoding": "latin-1"})
+    assert train.categories == {"city": ["München", "Zürich"]}
+    with pytest.raises(ValueError, match=r"^data\.options\.encoding: .*l\.csv is not utf-8 text"):
+        open_table(str(path), {})
 
 
 def test_what_a_file_writes_is_read_as_it_means(tmp_path: Path) -> None:
@@ -110,7 +158,23 @@ def test_a_csv_loads_as_splits_with_its_feature_names(tmp_path: Path) -> None:
         (
             ROWS,
             {"label": "kind"},
-            "data.options: csv reads target, features, sep, thousands, decimal; got ['label']",
+            "data.options: csv reads target, features, drop, sep, thousands, decimal, encoding; "
+            "got ['label']",
+        ),
+        (ROWS, {"encoding": "utf-9"}, "data.options.encoding: a text encoding Python knows"),
+        (ROWS, {"drop": ["age"]}, "data.options.drop: bad.csv has no column 'age'"),
+        (ROWS, {"drop": ["height", "weight", "smoker"]}, "data.options.drop: leaves no column"),
+        (
+            ROWS,
+            {"drop": ["height"], "features": ["weight"]},
+            "data.options.drop: leaves columns out of the default features; with "
+            "data.options.features, list only the columns to use there",
+        ),
+        (
+            "Sex,Sex=male,y\nmale,1,0\nfemale,0,1\n",
+            {},
+            "data.options.features: two inputs would be named 'Sex=male' (column 'Sex=male' and "
+            "value 'male' of column 'Sex'); rename one of the columns",
         ),
         (
             "age,y\n20,a\n?,b\n30,a\n40,b\n",
