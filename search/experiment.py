@@ -400,7 +400,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
     try:
         # safe_load with duplicate keys refused: _UniqueKeyLoader is a SafeLoader
-        raw = yaml.load(text, Loader=_UniqueKeyLoader)
+        raw = load_yaml(text)
     except _DuplicateKey as exc:
         raise ConfigError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
@@ -454,13 +454,27 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+# YAML 1.2's floats without a dot: PyYAML (YAML 1.1) reads ``lr: 1e-3`` as the string "1e-3",
+# and a number field refuses strings (a quoted '5' is not what was meant).
+_UniqueKeyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def load_yaml(text: str) -> Any:
+    """``yaml.safe_load`` with duplicate keys refused and ``1e-3`` read as a number."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)
+
+
 def apply_override(raw: dict[str, Any], item: str) -> None:
     """Apply ``key.path=value`` to the raw mapping; the value is parsed as YAML (safe_load)."""
     key, sep, text = item.partition("=")
     if not sep or not all(part.strip() for part in key.split(".")):
         raise ConfigError(f"--set {item!r}: expected KEY.PATH=VALUE, e.g. search.trials=8")
     try:
-        value = yaml.safe_load(text) if text.strip() else None
+        value = load_yaml(text) if text.strip() else None
     except yaml.YAMLError:
         raise ConfigError(f"--set {key}: value {text!r} is not valid YAML") from None
     node = raw

@@ -59,7 +59,8 @@ MAX_SEED = 2**32 - 1  # NumPy's and scikit-learn's seeds are 32-bit
 class Section(BaseModel):
     """A section of the experiment file: unknown keys are errors, defaults are validated, and a
     number is a number: not infinite or NaN (``lr: .inf`` trained every trial to NaN), and not
-    a YAML boolean (``epochs: true`` read as 1)."""
+    a YAML boolean (``epochs: true`` read as 1) or a string (``trials: '5'``: quoted, so
+    probably not what was meant)."""
 
     model_config = ConfigDict(
         extra="forbid", strict=False, validate_default=True, allow_inf_nan=False
@@ -69,9 +70,19 @@ class Section(BaseModel):
     @classmethod
     def _no_booleans_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
         field = cls.model_fields.get(info.field_name or "")
-        if isinstance(value, bool) and field is not None and _numeric(field.annotation):
-            raise ValueError(f"must be a number; got {value!r}")
+        if isinstance(value, bool | str) and field is not None and _numeric(field.annotation):
+            quoted = " (quoted: write it without quotes)" if _is_number(value) else ""
+            raise ValueError(f"must be a number; got {value!r}{quoted}")
         return value
+
+
+def _is_number(value: Any) -> bool:
+    """A string that reads as a number (``'5'``, ``'1e-3'``)."""
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return isinstance(value, str)
 
 
 def _numeric(annotation: Any) -> bool:

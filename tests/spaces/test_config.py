@@ -44,7 +44,8 @@ def test_quickstart_is_valid() -> None:
         ("space.prune.ration=0.5", "space.prune.ration: unknown key (did you mean 'ratio'?)"),
         ("space.arch.n_stagez=[1]", "space.arch.n_stagez: unknown key (did you mean 'n_stages'?)"),
         ("traning.epochs=3", "traning: unknown key (did you mean 'train'?)"),
-        ("search.trials=abc", "search.trials: Input should be a valid integer"),
+        ("search.trials=abc", "search.trials: must be a number; got 'abc'"),
+        ("search.trials='5'", "search.trials: must be a number; got '5' (quoted: write it"),
         ("search.trials=0", "search.trials: Input should be greater than or equal to 1"),
         ("search.trials=true", "search.trials: must be a number; got True"),
         ("data.stream=maybe", "data.stream: should be a valid boolean or 'auto'; got 'maybe'"),
@@ -224,6 +225,15 @@ def test_override_parses_yaml_values() -> None:
         "tracking": {"uri": "sqlite:///x.db"},
     }
     assert validate_experiment(raw).search.trials == 7
+
+
+def test_numbers_in_exponent_form_are_numbers(tmp_path: Path) -> None:
+    """YAML 1.1 (PyYAML) reads ``1e-3`` as a string; the experiment reads it as YAML 1.2 does,
+    in a file and in ``--set``, since a number field refuses strings."""
+    path = tmp_path / "e.yaml"
+    path.write_text("train: {lr: 1e-3}\n")
+    experiment = load_experiment(path, ["train.weight_decay=5E-4"])
+    assert experiment.train.lr == 0.001 and experiment.train.weight_decay == 0.0005
 
 
 @pytest.mark.parametrize("item", ["noequals", "=3", "search.trials=[1, 2"])
