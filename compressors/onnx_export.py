@@ -630,17 +630,20 @@ def onnx_form(
         float_path = Path(folder) / "model.onnx"
         exporter = export_onnx(model, example_inputs, float_path)
         layers: dict[str, str] = {}
+        checked: OnnxModule | None = None  # the int8 file's session from its agreement check
         if layer_bits and len(set(layer_bits.values())) > 1:
             data, precision, layers = _mixed_form(
                 model, layer_bits, act_bits, example_inputs, calibration_batches, float_path
             )
         elif bits == 8 and act_bits == 8:
-            data = _faithful_int8(model, example_inputs, list(calibration_batches), float_path)
-            precision = FORM_INT8_QDQ
+            checked = _faithful_int8(model, example_inputs, list(calibration_batches), float_path)
+            data, precision = checked.model_bytes, FORM_INT8_QDQ
         else:
             data = float_path.read_bytes()
             precision = _float_precision(bits)
-    return OnnxForm(data, precision, exporter, OnnxModule(data, threads), layers)
+    if checked is None or threads != 1:  # the check's session runs on one thread
+        checked = OnnxModule(data, threads)
+    return OnnxForm(data, precision, exporter, checked, layers)
 
 
 # An int8 file that agrees with its model on fewer of the first calibration inputs than this is
@@ -651,14 +654,14 @@ _AGREEMENT_BATCHES = 4
 
 def _faithful_int8(
     model: nn.Module, example_inputs: Tensor, batches: list[Any], float_path: Path
-) -> bytes:
-    """The int8 QDQ file of ``model``: every tensor ONNX Runtime has an int8 kernel for
-    quantized (the fastest file), unless that changes the model's answers. QAT quantizes the
-    weight layers' inputs alone, so the other tensors' rounding is new to the model: a
-    GroupNorm's or LayerNorm's input, a squeeze-excitation gate, a residual sum. On a custom
-    SE/GroupNorm CNN the file agreed with its model on 89% of inputs, on 98% with the weight
-    layers' inputs alone quantized; on torchvision and timm CNNs that agree either way, the
-    weight-inputs file ran 7 to 28% slower (efficientnet_b0, ghostnet_050), so it is built
+) -> OnnxModule:
+    """The int8 QDQ file of ``model``, as a one-thread session: every tensor ONNX Runtime has
+    an int8 kernel for quantized (the fastest file), unless that changes the model's answers.
+    QAT quantizes the weight layers' inputs alone, so the other tensors' rounding is new to the
+    model: a GroupNorm's or LayerNorm's input, a squeeze-excitation gate, a residual sum. On a
+    custom SE/GroupNorm CNN the file agreed with its model on 89% of inputs, on 98% with the
+    weight layers' inputs alone quantized; on torchvision and timm CNNs that agree either way,
+    the weight-inputs file ran 7 to 28% slower (efficientnet_b0, ghostnet_050), so it is built
     only when needed (docs/benchmarks.md)."""
     frozen = _float_model(model)  # one copy for both: what the file computes
     float_inputs = attention_weights(frozen)
@@ -672,7 +675,7 @@ def _faithful_int8(
     finally:
         model.train(training)
 
-    def built(weight_inputs_only: bool) -> tuple[bytes, float]:
+    def built(weight_inputs_only: bool) -> tuple[OnnxModule, float]:
         path = float_path.with_suffix(f".int8{int(weight_inputs_only)}.onnx")
         quantize_int8(
             float_path,
@@ -682,18 +685,17 @@ def _faithful_int8(
             layer_ranges=ranges,
             weight_inputs_only=weight_inputs_only,
         )
-        data = path.read_bytes()
-        module = OnnxModule(data)
+        module = OnnxModule(path.read_bytes())
         pairs = zip(inputs, expected, strict=True)
         agreeing = sum(int((module(x).argmax(dim=1) == e).sum()) for x, e in pairs)
-        return data, agreeing / max(1, sum(len(e) for e in expected))
+        return module, agreeing / max(1, sum(len(e) for e in expected))
 
-    data, agreement = built(False)
+    fast, agreement = built(False)
     if agreement < FAITHFUL_AGREEMENT:
         faithful, closer = built(True)
         if closer > agreement:
             return faithful
-    return data
+    return fast
 
 
 def _float_precision(bits: int) -> str:
