@@ -59,6 +59,7 @@ from nascomp.search.tune.retention import CheckpointRetention
 from nascomp.search.tune.searcher import ConstraintsFromAttr, NascompOptunaSearch
 from nascomp.search.tune.warmup import WarmUp
 from nascomp.spaces.constraints import parse_constraints
+from nascomp.spaces.models import code_families
 from nascomp.spaces.params import all_points
 from nascomp.trainers.config import describe_trial
 from nascomp.trainers.settings import METRICS
@@ -543,7 +544,11 @@ def _trainable(experiment: Experiment, teacher_state: dict | None, folder: Path)
     trained = str(folder / TRAINED_DIR) if experiment.search.reuse_training else None
     return tune.with_resources(
         tune.with_parameters(
-            trial_fn, teacher_state=teacher_state, every_s=every_s, trained_dir=trained
+            trial_fn,
+            teacher_state=teacher_state,
+            every_s=every_s,
+            trained_dir=trained,
+            families=code_families() or None,  # registered by the user's code, in this process
         ),
         resources,
     )

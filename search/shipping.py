@@ -13,12 +13,14 @@ code themselves.
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import sys
 import sysconfig
 from pathlib import Path
 from typing import Any
 
 from nascomp.search.experiment import Experiment
+from nascomp.spaces.models import code_families
 from nascomp.spaces.userfn import module_of
 
 _CODE_FIELDS = ("builder", "factory")
@@ -41,6 +43,31 @@ def user_code_paths(experiment: Experiment) -> list[str]:
     return found
 
 
+def code_family_modules() -> list[str]:
+    """The top-level modules the families the user's code registered with the decorator need
+    on a worker (``spaces.models.code_families``): the builder's own module, or, for a builder
+    defined in the script itself (``__main__``, which the search sends by value), the modules
+    of what its code names (``from my_layers import block`` in the script: ``my_layers``)."""
+    names: list[str] = []
+    for family in code_families().values():
+        for function in filter(None, (family.build, family.describe)):
+            module = getattr(function, "__module__", None)
+            if isinstance(module, str) and module != "__main__":
+                names.append(module)
+                continue
+            code, scope = getattr(function, "__code__", None), getattr(function, "__globals__", {})
+            for word in code.co_names if code is not None else ():
+                value = scope.get(word)
+                found = (
+                    value.__name__
+                    if inspect.ismodule(value)
+                    else getattr(value, "__module__", None)
+                )
+                if isinstance(found, str) and found != "__main__":
+                    names.append(found)
+    return list(dict.fromkeys(name.split(".")[0] for name in names))
+
+
 def _environment_folders() -> list[Path]:
     folders = {sysconfig.get_path(name) for name in ("purelib", "platlib", "stdlib")}
     return [Path(folder).resolve() for folder in folders if folder]
@@ -51,7 +78,8 @@ def module_files(experiment: Experiment) -> list[str]:
     unless it is installed in the environment."""
     installed = _environment_folders()
     shipped: list[str] = []
-    for name in dict.fromkeys(module_of(path) for path in user_code_paths(experiment)):
+    named = [module_of(path) for path in user_code_paths(experiment)]
+    for name in dict.fromkeys([*named, *code_family_modules()]):
         if name in sys.builtin_module_names:
             continue
         spec = importlib.util.find_spec(name)

@@ -40,6 +40,10 @@ ENTRY_POINT_GROUP = "nascomp.models"
 # Plugins that failed to load, by entry-point name: the error a config naming them gets.
 _PLUGIN_ERRORS: dict[str, str] = {}
 _loaded = False
+# Families nascomp's modules and installed plugins registered: every process finds them by
+# itself. The others were registered by the decorator in the user's own code (code_families).
+_INSTALLED: set[str] = set()
+_installing = False
 
 
 @dataclass(frozen=True)
@@ -80,19 +84,24 @@ def register_model(
         if existing is not None and existing.build.__qualname__ != builder.__qualname__:
             raise ValueError(f"model family {name!r} is already registered")
         _REGISTRY[name] = ModelFamily(name, builder, space, describe)
+        if _installing:
+            _INSTALLED.add(name)
         return builder
 
     return decorator
 
 
 def _load_builtin_families() -> None:
-    global _loaded
+    global _loaded, _installing
     if _loaded:
         return
-    _loaded = True
-    for module_name in _BUILTIN_FAMILY_MODULES:
-        importlib.import_module(module_name)
-    _load_plugins()
+    _loaded, _installing = True, True
+    try:
+        for module_name in _BUILTIN_FAMILY_MODULES:
+            importlib.import_module(module_name)
+        _load_plugins()
+    finally:
+        _installing = False
 
 
 def _load_plugins() -> None:
@@ -138,6 +147,26 @@ def plugin_families() -> list[str]:
         for name, family in sorted(_REGISTRY.items())
         if family.space is None and not family.build.__module__.startswith("nascomp.")
     ]
+
+
+def code_families() -> dict[str, ModelFamily]:
+    """The families the decorator registered in the user's own code (their script, a module
+    of theirs), by name: a Ray worker has not run that code, so the search sends them to it
+    (``adopt_families``). nascomp's families and installed plugins' are not among them."""
+    _load_builtin_families()
+    return {
+        name: family
+        for name, family in sorted(_REGISTRY.items())
+        if name not in _INSTALLED and not family.build.__module__.startswith("nascomp.")
+    }
+
+
+def adopt_families(families: Mapping[str, ModelFamily]) -> None:
+    """Register ``families`` (``code_families`` of the driver) in this process, where they
+    are not registered yet."""
+    _load_builtin_families()
+    for name, family in families.items():
+        _REGISTRY.setdefault(name, family)
 
 
 def plugin_error(name: Any) -> str | None:

@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from nascomp.search.export import write_artifact
 from nascomp.search.tracking.models import stage_onnx_model
 from nascomp.search.tune.interrupt import interrupt_requested
 from nascomp.search.tune.results import EARLIER_KEY, INFO_PREFIX, STATUS_KEY
+from nascomp.spaces.models import ModelFamily, adopt_families
 from nascomp.trainers.checkpoint import load_state, save_state
 from nascomp.trainers.config import TrialConfig
 from nascomp.trainers.data import DataNotFoundError, check_data_root
@@ -66,10 +67,13 @@ def trial_fn(
     teacher_state: dict | None = None,
     every_s: float = 0.0,
     trained_dir: str | None = None,
+    families: Mapping[str, ModelFamily] | None = None,
 ) -> None:
     """``trial: train``: run_trial, checkpointing after an epoch at most every ``every_s``
     seconds (0: every epoch), then the final metrics. ``trained_dir``: the search's store of
-    trained students (``trainers.trained``), used where the search's folder is on this node."""
+    trained students (``trainers.trained``), used where the search's folder is on this node.
+    ``families``: the model families the user's own code registered in the driver."""
+    adopt_families(families or {})
     freeze_imports()  # a worker's imports are no garbage (search/collector.py)
     resume, final = _restored()
     if final is not None:

@@ -10,7 +10,10 @@ only in the search's working folder: Ray's workers get it through runtime_env.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import textwrap
 from collections.abc import Iterator
@@ -309,6 +312,61 @@ def test_tabular_rows_search_the_built_in_mlp_taught_by_an_mlp(
     session = ort.InferenceSession(str(export / "model.onnx"), providers=["CPUExecutionProvider"])
     rows = np.zeros((3, 64), dtype=np.float32)
     assert session.run(None, {session.get_inputs()[0].name: rows})[0].shape == (3, 10)
+
+
+def test_a_family_registered_in_the_users_script_trains_in_the_workers(
+    tmp_path: Path, teacher_cache: Path
+) -> None:
+    """``@nascomp.register_model`` in the script that calls ``nascomp.run_search``: the
+    workers never ran that script, so the search sends them the family (by value, from
+    ``__main__``) and ships the module beside it that the builder uses."""
+    (tmp_path / "my_layers.py").write_text(
+        "from torch import nn\n\ndef head(n_in, n_out):\n    return nn.Linear(n_in, n_out)\n"
+    )
+    script = textwrap.dedent(
+        """
+        import nascomp
+        from torch import nn
+        from my_layers import head
+
+        @nascomp.register_model("acme_script")
+        def build(fields, input_shape, n_classes):
+            width = fields["width"]
+            hidden = nn.Sequential(nn.Flatten(), nn.Linear(64, width), nn.ReLU())
+            return nn.Sequential(hidden, head(width, n_classes))
+
+        if __name__ == "__main__":
+            summary = nascomp.run_search(
+                {
+                    "space": {
+                        "arch": {"family": "acme_script", "width": [8, 16]},
+                        "prune": {"method": "none"},
+                        "quant": {"bits": 32},
+                        "distill": {"enabled": False},
+                    },
+                    "train": {"epochs": 1},
+                    "measure": {"n_warmup": 1, "n_repeat": 2},
+                    "search": {"trials": 2, "concurrent": 2, "sampler": "random"},
+                    "tracking": {"uri": "sqlite:///mlflow.db"},
+                },
+                echo=lambda line: None,
+            )
+            reasons = [t.tags.get("nascomp.reason") for t in summary.trials]
+            print(sorted(t.status for t in summary.trials), reasons[0])
+        """
+    )
+    (tmp_path / "main.py").write_text(script)
+    ray_tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")
+    env = {**os.environ, "NASCOMP_CACHE": str(teacher_cache), "RAY_TMPDIR": ray_tmp}
+    env.pop("RAY_ADDRESS", None)
+    try:
+        result = subprocess.run(
+            [sys.executable, "main.py"], cwd=tmp_path, env=env, capture_output=True, text=True
+        )
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.splitlines()[-1] == "['ok', 'ok'] None"
 
 
 def test_a_csv_file_searched_and_shipped_with_its_columns_and_classes(

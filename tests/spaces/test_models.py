@@ -92,14 +92,21 @@ def test_register_model_adds_a_family() -> None:
         channels, height, width = input_shape
         return nn.Sequential(nn.Flatten(), nn.Linear(channels * height * width, n_classes))
 
+    from nascomp.spaces import models
+
     try:
         assert "_test_linear" in model_names()
         model = build_model({"family": "_test_linear"}, (1, 2, 3), 4)
         assert n_params(model) == 6 * 4 + 4
-    finally:
-        from nascomp.spaces import models
-
+        # Registered by this code, not by nascomp or an installed plugin: what a search sends
+        # to its workers, which register it in turn.
+        sent = models.code_families()
+        assert "_test_linear" in sent and "cnn" not in sent and "mlp" not in sent
         models._REGISTRY.pop("_test_linear")
+        models.adopt_families(sent)
+        assert models.model_family("_test_linear") == sent["_test_linear"]
+    finally:
+        models._REGISTRY.pop("_test_linear", None)
 
 
 # ------------------------------------------------------------------------- classic families
