@@ -617,11 +617,12 @@ def _prepare_teacher(
         return None, {}, []
     lines = TeacherEpochs(echo)
     state, facts = load_or_train_teacher(teacher_job(experiment), lines)
-    how = (
-        "loaded from cache"
-        if facts.get("teacher_cached")
-        else f"trained in {facts['teacher_train_seconds']:.1f} s"
-    )
+    if experiment.teacher.checkpoint:
+        how = f"loaded from teacher.checkpoint {experiment.teacher.checkpoint}"
+    elif facts.get("teacher_cached"):
+        how = "loaded from cache"
+    else:
+        how = f"trained in {facts['teacher_train_seconds']:.1f} s"
     accuracy = facts.get("teacher_val_accuracy")
     echo(f"teacher {how}" + (f", val_accuracy {accuracy:.4f}" if accuracy is not None else ""))
     return state, facts, lines.epochs

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
+import inspect
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from nascomp.spaces.models import build_model
+from nascomp.spaces.models import build_model, model_family
 from nascomp.trainers.checkpoint import cpu_state_dict
 from nascomp.trainers.config import TrialConfig
 from nascomp.trainers.init import file_digest, load_state_file
@@ -87,7 +90,75 @@ def cache_dir() -> Path:
 
 
 def teacher_path(job: TeacherJob) -> Path:
-    return cache_dir() / "teachers" / f"{job.key()}.pt"
+    """Where the teacher of ``job`` is cached: its key and, where the user's code builds the
+    teacher or reads the data, that code's source files and the files under a custom data
+    root (``user_inputs``), so an edited builder, factory or data file trains a new teacher."""
+    extra = user_inputs(job)
+    key = job.key()
+    if extra:
+        payload = json.dumps({"key": key, **extra}, sort_keys=True).encode()
+        key = hashlib.sha256(payload).hexdigest()[:16]
+    return cache_dir() / "teachers" / f"{key}.pt"
+
+
+def user_inputs(job: TeacherJob) -> dict[str, Any]:
+    """What of the user's, besides the config, the teacher's weights depend on: the SHA-256
+    of the source file of the teacher's builder (``custom`` or a plugin's family) and of the
+    data factory, and the size and modification time of each file under a custom factory's
+    ``data.root``. Empty for nascomp's own families and datasets (their keys stay as they
+    were). Data a factory reads from elsewhere, or makes from the environment, is not seen."""
+    sources = [_builder_source(job.teacher.arch)]
+    if job.data.name == "custom" and job.data.factory:
+        sources.append(_module_source(job.data.factory))
+    found: dict[str, Any] = {}
+    code = {str(path): file_digest(path) for path in sorted({p for p in sources if p})}
+    if code:
+        found["code"] = code
+    if job.data.name == "custom" and job.data.root is not None:
+        found["files"] = _listing_digest(Path(job.data.root))
+    return found
+
+
+def _builder_source(arch: Mapping[str, Any]) -> Path | None:
+    family = arch.get("family")
+    builder = arch.get("builder")
+    if family == "custom" and isinstance(builder, str):
+        return _module_source(builder)
+    registered = model_family(family)
+    if registered is None or registered.build.__module__.startswith("nascomp."):
+        return None
+    try:
+        source = inspect.getsourcefile(registered.build)
+    except TypeError:
+        return None
+    return Path(source) if source else None
+
+
+def _module_source(path: str) -> Path | None:
+    """The file of the module of a ``"package.module:function"`` path, if it has one."""
+    try:
+        spec = importlib.util.find_spec(path.partition(":")[0])
+    except (ImportError, ValueError):
+        return None
+    origin = spec.origin if spec is not None else None
+    return Path(origin) if origin and origin.endswith(".py") else None
+
+
+_MAX_LISTED = 100_000  # files under a data root whose sizes and times the key holds, at most
+
+
+def _listing_digest(root: Path) -> str:
+    """A digest of each file's path, size and modification time under ``root`` (a file or a
+    folder): cheap for a folder of many images, and changed by any file edited, added or
+    removed."""
+    digest = hashlib.sha256()
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    for path in files[:_MAX_LISTED]:
+        stat = path.stat()
+        digest.update(
+            f"{path.relative_to(root.parent)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode()
+        )
+    return digest.hexdigest()
 
 
 def load_or_train_teacher(

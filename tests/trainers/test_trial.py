@@ -263,3 +263,49 @@ def test_balanced_class_weights_reach_the_trial_and_the_teachers_key() -> None:
     unset = dict(trial_config())
     del unset["train.class_weight"]  # a config logged before the setting
     assert TeacherJob.of_trial(TrialConfig.from_flat(unset)).key() == keys["none"]
+
+
+def test_the_teacher_cache_sees_the_users_code_and_data_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A teacher built by the user's builder from the user's factory's data is cached under a
+    key that holds both source files and the files under ``data.root``: an edited builder,
+    factory or data file trains a new teacher. nascomp's own teachers keep their keys."""
+    from nascomp.trainers.settings import AugmentSettings, DataConfig, TeacherConfig
+    from nascomp.trainers.teacher import teacher_path
+
+    (tmp_path / "acme_code.py").write_text(
+        "from torch import nn\n"
+        "def net(input_shape, n_classes):\n"
+        "    return nn.Sequential(nn.Flatten(), nn.LazyLinear(n_classes))\n"
+        "def rows(root):\n"
+        "    raise NotImplementedError\n"
+    )
+    (tmp_path / "files").mkdir()
+    (tmp_path / "files" / "a.npy").write_bytes(b"1")
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def path() -> Path:
+        return teacher_path(
+            TeacherJob(
+                teacher=TeacherConfig(arch={"family": "custom", "builder": "acme_code:net"}),
+                data=DataConfig.model_construct(
+                    name="custom", factory="acme_code:rows", root=str(tmp_path / "files")
+                ),
+                augment=AugmentSettings(),
+                momentum=0.9,
+                seed=0,
+                threads=1,
+                device="cpu",
+            )
+        )
+
+    first = path()
+    assert path() == first
+    (tmp_path / "files" / "a.npy").write_bytes(b"22")
+    second = path()
+    assert second != first
+    (tmp_path / "acme_code.py").write_text((tmp_path / "acme_code.py").read_text() + "# edit\n")
+    assert path() not in (first, second)
+    own = _job(trial_config(**{"distill.enabled": True}))
+    assert teacher_path(own).stem == own.key()
