@@ -299,6 +299,15 @@ class StructuredPruner(Pruner):
                 f"torch-pruning cannot trace {type(model).__name__}: {type(exc).__name__}: "
                 f"{exc} ({advice})"
             ) from None
+        if config.ratio > 0 and not tp_compat.has_groups(self._pruner):
+            # Else the trial would run unpruned under a "structured" label (Embedding -> GRU
+            # -> Linear: the classifier keeps its outputs, the GRU its units and inputs).
+            raise PruningError(
+                f"structured pruning finds no channel it may remove in {type(model).__name__}: "
+                "each prunable layer computes the classes, is in prune.ignore, or is tied to "
+                "one that keeps its width (an LSTM, GRU or RNN keeps its units and inputs); "
+                "use unstructured pruning"
+            )
         self._applied_ratio = 0.0
 
     def update(self, progress: float) -> bool:

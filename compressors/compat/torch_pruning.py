@@ -21,6 +21,15 @@ def step_to(pruner: Any, target: float) -> None:
     pruner.step()
 
 
+def has_groups(pruner: Any) -> bool:
+    """Whether the pruner's dependency graph holds any group of channels it may remove (none:
+    every layer is ignored, or tied to one that is)."""
+    groups = pruner.DG.get_all_groups(
+        ignored_layers=pruner.ignored_layers, root_module_types=pruner.root_module_types
+    )
+    return next(iter(groups), None) is not None
+
+
 def initial_channels(pruner: Any, names: dict[nn.Module, str]) -> dict[str, Any]:
     """The first channel counts a pruner measures targets against, keyed by layer name."""
     return {

@@ -402,6 +402,30 @@ def test_a_gru_after_a_prunable_layer_is_refused_with_what_to_use() -> None:
     make_pruner(Gated(), PruneConfig("unstructured", 0.5), torch.randn(2, 10, 3)).update(1.0)
 
 
+@pytest.mark.parametrize("recurrent", [nn.GRU, nn.LSTM])
+def test_a_model_with_no_channel_to_remove_is_refused_not_left_unpruned(recurrent: type) -> None:
+    """Embedding -> GRU or LSTM -> the classifier: the embedding's width is the recurrent
+    layer's input, which keeps its width, and the classifier keeps the classes. The trial
+    used to run unpruned under a "structured" label; it now fails, saying what to use."""
+    from nascomp.compressors.pruning import PruningError
+
+    class Tokens(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = nn.Embedding(17, 16)
+            self.rnn = recurrent(16, 32, batch_first=True)
+            self.head = nn.Linear(32, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out, _ = self.rnn(self.embed(x))
+            return self.head(out[:, -1])
+
+    ids = torch.randint(0, 17, (2, 10))
+    with pytest.raises(PruningError, match=r"finds no channel it may remove in Tokens: .*unstr"):
+        make_pruner(Tokens(), PruneConfig("structured", 0.5), ids)
+    make_pruner(Tokens(), PruneConfig("structured", 0.0), ids)  # nothing asked, nothing refused
+
+
 def _all_convolutional(n_classes: int = 10) -> nn.Module:
     """A network-in-network head: the classes are a 1x1 convolution's channels, pooled."""
     return nn.Sequential(
