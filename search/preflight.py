@@ -123,6 +123,7 @@ def check_user_code(experiment: Experiment, notes: list[str] | None = None) -> E
     else:
         _check_ids(data.input_shape, student, teacher, augment)
     state = torch.random.get_rng_state()
+    first_noted = False  # the first architecture's float weights earned a note
     try:
         for field, arch in checked:
             try:
@@ -137,6 +138,8 @@ def check_user_code(experiment: Experiment, notes: list[str] | None = None) -> E
             note = float_weights_note(model) if field == "space.arch" else None
             if note is not None and notes is not None:
                 notes.append(note)
+            if field == "space.arch":
+                first_noted = note is not None
             if field == "space.arch" and init:
                 _check_init(model, init, experiment.train.init_sha256, notes)
             if field == "space.arch" and ignore:
@@ -148,7 +151,9 @@ def check_user_code(experiment: Experiment, notes: list[str] | None = None) -> E
                 experiment = _with_layer_groups(experiment, list(quantizable_layers(model)))
                 per_layer = False
         if brings_own_model(student):
-            _check_varied(experiment, data.input_shape, data.n_classes, data.input_dtype)
+            note = _check_varied(experiment, data.input_shape, data.n_classes, data.input_dtype)
+            if note is not None and notes is not None and not first_noted:
+                notes.append(note)
     finally:
         torch.random.set_rng_state(state)  # building drew weights: leave the driver as it was
     if per_layer:
@@ -167,18 +172,29 @@ MAX_VARIED_BUILDS = 16
 
 def _check_varied(
     experiment: Experiment, shape: tuple[int, ...], n_classes: int, dtype: torch.dtype
-) -> None:
+) -> str | None:
     """Build the space's first architecture with one leaf changed at a time (each leaf's
     last value first, so every leaf's extreme is built within the cap): a value the builder
     rejects is an experiment's mistake, named by its leaf, instead of failing every trial
-    that draws it. Combinations of values are left to the trials."""
+    that draws it. Combinations of values are left to the trials.
+
+    Returns the float-weights note (``float_weights_note``) of the built model whose share
+    of such weights is largest, if any has one: a leaf's other value may add a layer
+    nascomp does not quantize (``kind: [gru, bag]``, the bag an ``nn.EmbeddingBag``)."""
+    noted: tuple[float, str] | None = None
     for leaf, value, arch in _round_robin(experiment.space.arch.varied_archs())[:MAX_VARIED_BUILDS]:
         try:
-            build_model(arch, shape, n_classes, dtype)
+            model = build_model(arch, shape, n_classes, dtype)
         except InfeasibleArchitecture:
             continue  # the user's documented way to skip a combination
         except (ValueError, TypeError) as exc:
             raise ConfigError(_located(f"space.arch.{leaf}: value {value!r}", exc)) from None
+        note = float_weights_note(model, f"space.arch.{leaf}: {value!r}")
+        if note is not None:
+            share = sum(float_weights(model).values()) / sum(p.numel() for p in model.parameters())
+            if noted is None or share > noted[0]:
+                noted = (share, note)
+    return noted[1] if noted is not None else None
 
 
 def _round_robin(

@@ -144,6 +144,26 @@ def test_the_search_notes_a_student_made_mostly_of_float_weights(
     assert notes == (expected if noted else [])
 
 
+def test_float_weights_of_another_point_of_the_space_are_noted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first builder holds no float weights, the second mostly: the note names the leaf
+    and value that brings them, as the pre-flight builds each leaf's other values."""
+    name = f"pair_{tmp_path.name}"
+    (tmp_path / f"{name}.py").write_text(MODULE)
+    monkeypatch.chdir(tmp_path)
+    arch = {"family": "custom", "builder": [f"{name}:gru", f"{name}:codebook"]}
+    notes: list[str] = []
+    check_user_code(
+        validate_experiment({"space": {"arch": arch, "distill": {"enabled": [False]}}}), notes
+    )
+    assert len(notes) == 1
+    assert notes[0].startswith(
+        f"space.arch.builder: '{name}:codebook': 1,024 of 1,194 parameters (86%) are weights "
+        "outside the layers nascomp quantizes"
+    )
+
+
 def test_a_small_validation_split_is_noted_with_its_step() -> None:
     assert small_validation_note(100, 0.1) is None
     assert small_validation_note(8, 0.1) == (
