@@ -393,11 +393,39 @@ def _check_checkpoint(model: torch.nn.Module, checkpoint: str) -> None:
     try:
         model.load_state_dict(state)
     except Exception as exc:
-        text = " ".join(str(exc).split())[:300]
+        text = _state_mismatch(model.state_dict(), state)
+        if not text:
+            words = " ".join(str(exc).split())
+            text = f"{type(exc).__name__}: " + (words[:300] + " ..." if len(words) > 300 else words)
         raise ConfigError(
-            f"teacher.checkpoint: {checkpoint} does not load into teacher.arch: "
-            f"{type(exc).__name__}: {text}"
+            f"teacher.checkpoint: {checkpoint} does not load into teacher.arch: {text}"
         ) from None
+
+
+def _state_mismatch(own: dict[str, Any], state: dict[str, Any]) -> str:
+    """How a state dict differs from a model's, counted, with the first of each kind (torch's
+    message lists every key, hundreds on a real model)."""
+    shapes = [
+        (key, list(state[key].shape), list(value.shape))
+        for key, value in own.items()
+        if key in state
+        and hasattr(state[key], "shape")
+        and tuple(state[key].shape) != tuple(value.shape)
+    ]
+    missing = [key for key in own if key not in state]
+    unexpected = [key for key in state if key not in own]
+    parts = []
+    if shapes:
+        key, theirs, ours = shapes[0]
+        parts.append(
+            f"{len(shapes)} weight(s) of another shape (first: {key!r} is {theirs} in the "
+            f"file, {ours} in the model)"
+        )
+    if missing:
+        parts.append(f"{len(missing)} weight(s) the file lacks (first: {missing[0]!r})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} the model does not have (first: {unexpected[0]!r})")
+    return "; ".join(parts)
 
 
 # Below this share of the first architecture's weights loaded from train.init, a note says so.

@@ -319,6 +319,20 @@ def check_output(
             f"the model from {who} outputs {shape} for a batch of 2; expected (2, {n_classes}) "
             f"logits ({n_classes} classes in the data)"
         )
+    # One input: what latency is timed on and a deployment often sends. A squeeze() in the
+    # forward passes the check above and drops the batch axis here.
+    try:
+        model.eval()
+        with torch.no_grad():
+            single = model(probe[:1])
+    finally:
+        model.train(was_training)
+    if not isinstance(single, torch.Tensor) or tuple(single.shape) != (1, n_classes):
+        got = tuple(single.shape) if isinstance(single, torch.Tensor) else type(single).__name__
+        raise UserCodeError(
+            f"the model from {who} outputs {got} for a batch of 1; expected (1, {n_classes}) "
+            "logits, as for a batch of 2 (a squeeze() that drops the batch axis?)"
+        )
 
 
 # ---------------------------------------------------------------------------- custom

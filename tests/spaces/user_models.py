@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 
@@ -32,6 +33,19 @@ def picky(input_shape, n_classes, width=8):
 
 def returns_dict(input_shape, n_classes):
     return {"not": "a module"}
+
+
+class _Squeezed(nn.Module):
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x).squeeze()  # (n_classes,) for one input
+
+
+def squeezes(input_shape, n_classes):
+    return _Squeezed(nn.Sequential(nn.Flatten(), nn.LazyLinear(n_classes)))
 
 
 def wrong_classes(input_shape, n_classes):
