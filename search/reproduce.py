@@ -104,7 +104,13 @@ def reproduce(
     if register and outcome.onnx is None:
         raise ValueError(f"--register: the model has no ONNX form ({outcome.info.get('onnx')})")
     run_id_again, model_uri = tracker.log_reproduction(
-        source, flat, outcome.metrics, outcome.model, example.cpu(), onnx=outcome.onnx
+        source,
+        flat,
+        outcome.metrics,
+        outcome.model,
+        example.cpu(),
+        onnx=outcome.onnx,
+        info=outcome.info,
     )
     exported = (
         export_model(

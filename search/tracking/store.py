@@ -331,9 +331,11 @@ class Tracker:
         model: Any,
         example: Any,
         onnx: bytes | None = None,
+        info: dict[str, str] | None = None,
     ) -> tuple[str, str]:
         """Log a reproduction as a run of its own; returns (its run id, its PyTorch model's
-        URI). With ``onnx``, the run also holds the ONNX file as an MLflow model."""
+        URI). With ``onnx``, the run also holds the ONNX file as an MLflow model; ``info``, the
+        trial's word-valued facts, become ``nascomp.<key>`` tags as a trial's do."""
         import mlflow.pytorch
 
         # Next to the trial it reproduces: a run id names its experiment, whatever the
@@ -341,7 +343,11 @@ class Tracker:
         run = self.client.create_run(
             source.experiment_id or self.experiment_id(),
             run_name=f"reproduce-{source.run_id[:8]}",
-            tags={SOURCE_TAG: source.run_id, ROLE_TAG: "reproduce"},
+            tags={
+                SOURCE_TAG: source.run_id,
+                ROLE_TAG: "reproduce",
+                **{f"nascomp.{key}": str(value) for key, value in (info or {}).items()},
+            },
         )
         run_id = run.info.run_id
         self.client.log_batch(

@@ -203,6 +203,8 @@ def test_reproduce_matches_and_exports(searched: Searched) -> None:
     # On CPU with the same seed and thread count the accuracies match exactly.
     for name in ("val_accuracy", "test_accuracy", "params", "nonzero_params", "size_bytes", "macs"):
         assert again[0].data.metrics[name] == source.data.metrics[name], name
+    # the trial's word-valued facts too: which form its latency was timed on
+    assert again[0].data.tags["nascomp.latency_form"] == source.data.tags["nascomp.latency_form"]
     assert {p.name for p in export.iterdir()} >= {
         "state_dict.pt",
         "model.torchscript.pt",
