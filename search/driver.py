@@ -39,8 +39,10 @@ from nascomp.search.preflight import check_user_code
 from nascomp.search.resume import (
     SearchFolder,
     budget_spent,
+    check_store_holds,
     find_resumable,
     folder_name,
+    hold_folder,
     set_state,
     write_manifest,
 )
@@ -113,6 +115,10 @@ def run_search(
     if not address:
         check_local_resources(experiment)
     previous = find_resumable(experiment, resume) if resume else None
+    if previous is not None:
+        check_store_holds(previous, tracker, experiment.tracking.resolved_uri())
+    # Held until this function returns: no second driver may resume it meanwhile.
+    held = hold_folder(previous.path) if previous is not None else None
     constants = trial_base(experiment)
     teacher_state, teacher_facts, teacher_epochs = _prepare_teacher(experiment, echo)
 
@@ -152,12 +158,15 @@ def run_search(
         search_run_id, folder = _open_search(
             experiment, tracker, previous, teacher_facts, teacher_epochs, echo
         )
+        held = held or hold_folder(folder)
         run = _SearchRun(experiment, tracker, search_run_id, folder, echo)
         searcher = run.fit(
             constants, teacher_state, restore=previous is not None, local_ray=local_ray
         )
     finally:
         ray.shutdown()
+        if held is not None:
+            held.close()
     # The parent run's end read them, after the last trial's writes: read again only if it
     # did not run here (a big search's runs take seconds to read).
     trials = run.trials if run.trials is not None else tracker.trials(search_run_id)

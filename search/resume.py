@@ -15,7 +15,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from nascomp.search.errors import SearchError
 from nascomp.search.experiment import Experiment
@@ -26,6 +26,7 @@ from nascomp.search.experiment import Experiment
 # overwritten with its content from when the search resumed, and read empty mid-copy
 # (tests/search/test_budget.py: "Expecting value: line 1 column 1").
 MANIFEST = "nascomp/manifest.json"
+LOCK = "nascomp/driver.lock"  # held by the driver running the search (hold_folder)
 LEGACY_MANIFEST = "nascomp.json"  # where searches before 2026-12-01 kept it
 
 
@@ -185,6 +186,46 @@ def find_resumable(experiment: Experiment, which: str) -> SearchFolder:
             "same unit may change)"
         )
     return found
+
+
+def hold_folder(folder: Path) -> IO[str]:
+    """Hold result folder ``folder`` for this driver until the returned file is closed (or
+    the process ends, however it ends): a second driver resuming the same search while this
+    one runs would restart the trials it is training and log every metric twice."""
+    import fcntl
+
+    path = folder / LOCK
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = path.open("a+")
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        pid = handle.read().strip() or "?"
+        handle.close()
+        raise SearchError(
+            f"--resume {folder}: another driver (pid {pid}) is running this search; wait for it "
+            "to end, or stop it (Ctrl-C) and resume then"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
+def check_store_holds(previous: SearchFolder, tracker: Any, uri: str) -> None:
+    """A resumed search reopens its runs where it logged them: a tracking URI whose store does
+    not hold its parent run is refused before anything starts (and a sqlite file is not
+    created by the asking)."""
+    if tracker.holds_run(previous.search_run_id):
+        return
+    logged = (previous.experiment.get("tracking") or {}).get("uri") or "the default store"
+    raise SearchError(
+        f"--resume {previous.path}: {uri} holds no run of search {previous.search_run_id}, "
+        f"which logged to {logged}; resume with that tracking URI (the store may move, with "
+        "its runs)"
+    )
 
 
 def _dump(experiment: Experiment) -> dict[str, Any]:

@@ -14,6 +14,7 @@ import functools
 import importlib
 import json
 import logging
+import os
 import tempfile
 import time
 import urllib.error
@@ -27,6 +28,7 @@ from mlflow.entities import Metric, Param, RunStatus
 from mlflow.tracking import MlflowClient
 
 from nascomp.search.errors import TrackingError
+from nascomp.search.paths import check_writable_folder
 from nascomp.search.tracking.models import ONNX_MODEL_DIR, register, save_onnx_model
 from nascomp.search.tracking.pages import runs_page
 from nascomp.search.tracking.params import (
@@ -118,6 +120,8 @@ class Tracker:
                 "sqlite:///PATH/mlflow.db, a database URL (postgresql://...) or an MLflow "
                 "server's http(s):// address"
             )
+        if scheme == "sqlite":
+            self._check_sqlite_file()
         if not self.uri.startswith(("http://", "https://")):
             return
         try:
@@ -131,6 +135,19 @@ class Tracker:
                 f"tracking server {self.uri} is unreachable ({exc}); start it or fix --tracking-uri"
             ) from None
         raise TrackingError(f"tracking server {self.uri} answered /health with an error")
+
+    def _check_sqlite_file(self) -> None:
+        """A sqlite store's file must be one this user can write, or be creatable (MLflow makes
+        its folders): else MLflow's traceback comes after the teacher has trained."""
+        db = self.uri.partition("sqlite:///")[2].split("?", 1)[0]
+        if not db or db == ":memory:":
+            return
+        path = Path(db).expanduser().resolve()
+        if path.is_dir():
+            raise TrackingError(f"tracking.uri: {path} is a folder; give the store's file in it")
+        if path.exists() and not os.access(path, os.R_OK | os.W_OK):
+            raise TrackingError(f"tracking.uri: this user cannot write {path}")
+        check_writable_folder(path.parent, "tracking.uri")
 
     def experiment_id(self, create: bool = False) -> str:
         found = self.client.get_experiment_by_name(self.experiment)
@@ -377,6 +394,20 @@ class Tracker:
         text = ", ".join(f"{k} {v:g}" for k, v in sorted(metrics.items()))
         description = f"nascomp trial {source.run_id}, reproduced in run {run_id}: {text}"
         return register(self.client, run_id, name, description, tags)
+
+    def holds_run(self, run_id: str) -> bool:
+        """Whether this store holds run ``run_id``; a sqlite file that does not exist yet holds
+        nothing and is not created by asking."""
+        from mlflow.exceptions import MlflowException
+
+        db = self.uri.partition("sqlite:///")[2].split("?", 1)[0]
+        if self.uri.startswith("sqlite:///") and db != ":memory:" and not Path(db).is_file():
+            return False
+        try:
+            self.client.get_run(run_id)
+        except MlflowException:
+            return False
+        return True
 
     def reopen_search(self, run_id: str) -> None:
         """A resumed search continues its parent run rather than opening another."""

@@ -86,3 +86,53 @@ def test_an_interrupted_search_resumes_with_another_budget_of_its_unit(tmp_path:
     other = load_experiment(None, [f"storage={tmp_path}", "search.budget={cpu_hours: 1}"])
     with pytest.raises(SearchError, match=r"at search.budget.cpu_hours \(None -> 1.0\)"):
         find_resumable(other, str(stopped))
+
+
+def test_a_search_folder_is_held_by_one_driver_at_a_time(tmp_path: Path) -> None:
+    """A second driver resuming a search another runs would restart its trials and log each
+    metric twice: it is refused with the holder's pid, until the holder lets go (a driver
+    killed with SIGKILL lets go with its process)."""
+    import os
+    import subprocess
+    import sys
+
+    from nascomp.search.resume import hold_folder
+
+    held = hold_folder(tmp_path)
+    with pytest.raises(SearchError, match=rf"another driver \(pid {os.getpid()}\) is running"):
+        hold_folder(tmp_path)
+    held.close()
+    hold_folder(tmp_path).close()
+    # held by another process, then that process killed: free again
+    script = (
+        "import sys, time; from pathlib import Path; from nascomp.search.resume import "
+        "hold_folder; h = hold_folder(Path(sys.argv[1])); print('held', flush=True); "
+        "time.sleep(60)"
+    )
+    other = subprocess.Popen(
+        [sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert other.stdout is not None and other.stdout.readline().strip() == "held"
+        with pytest.raises(SearchError, match=rf"\(pid {other.pid}\)"):
+            hold_folder(tmp_path)
+    finally:
+        other.kill()
+        other.wait()
+    hold_folder(tmp_path).close()
+
+
+def test_a_resume_into_a_store_without_its_runs_is_refused_before_creating_one(
+    tmp_path: Path,
+) -> None:
+    from nascomp.search.resume import check_store_holds
+    from nascomp.search.tracking.store import Tracker
+
+    experiment = load_experiment(None, [f"storage={tmp_path}"])
+    folder = tmp_path / "nascomp-run012345678"
+    write_manifest(folder, experiment, "run0123456789", state="interrupted")
+    other = tmp_path / "other.db"
+    uri = f"sqlite:///{other}"
+    with pytest.raises(SearchError, match=rf"{uri} holds no run of search run0123456789"):
+        check_store_holds(SearchFolder.read(folder), Tracker(uri, "nascomp"), uri)
+    assert not other.exists()
