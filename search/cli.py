@@ -53,7 +53,15 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         return _fail(str(exc))
     except KeyboardInterrupt:
-        print("nascomp: interrupted", file=sys.stderr)
+        # A search's own interrupt is SearchInterrupted, with how to resume: this one came
+        # before anything was started or after everything was saved.
+        after = (
+            " (before the search's trials began, or after its results were saved: nothing to "
+            "resume)"
+            if args.run is cmd_search
+            else ""
+        )
+        print(f"nascomp: interrupted{after}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as exc:  # a known failure gets one line; anything else its traceback
         if isinstance(exc, SearchInterrupted):
@@ -198,8 +206,22 @@ def _fail(message: str) -> int:
     return EXIT_USAGE
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("nascomp")
+    except PackageNotFoundError:  # run from a checkout that was not installed
+        return "(not installed)"
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nascomp", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="nascomp",
+        description="Search architectures and their compression together: search, replay, "
+        "pareto, reproduce, ui.",
+    )
+    parser.add_argument("--version", action="version", version=f"nascomp {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     search = commands.add_parser("search", help="run a joint architecture + compression search")
@@ -353,13 +375,17 @@ def cmd_search(args: argparse.Namespace) -> int:
             from nascomp.search.driver import run_search
 
         source = args.config or "the built-in quickstart"
-        print(
+        banner = (
             f"nascomp search: {source}, {search_size(experiment.search)}, "
             f"{_at_once(experiment, local_ray is not None)}, "
             f"objectives {_objectives_text(experiment.objectives)}"
         )
         summary = run_search(
-            experiment, address=args.address, resume=args.resume, local_ray=local_ray
+            experiment,
+            address=args.address,
+            resume=args.resume,
+            local_ray=local_ray,
+            banner=banner,
         )
         from nascomp.search.tracking.store import Tracker
 
@@ -711,7 +737,17 @@ def cmd_ui(args: argparse.Namespace) -> int:
                 tracker.experiment = tracker.default_experiment() or tracker.experiment
             print(f"MLflow UI: {tracker.runs_url(base)}", flush=True)
         except TrackingError:
-            print(f"MLflow UI: {base} (no experiment named {tracker.experiment!r} yet)", flush=True)
+            searched = tracker.searched_experiments() if args.experiment is None else []
+            if not searched:
+                print(f"MLflow UI: {base} (no experiment named {tracker.experiment!r} yet)")
+            else:  # several, none named nascomp: the latest search's, and the others named
+                tracker.experiment = searched[0]
+                others = ", ".join(searched[1:])
+                print(
+                    f"MLflow UI: {tracker.runs_url(base)} (experiment {searched[0]!r}, the "
+                    f"latest search's; also {others}: --experiment NAME)",
+                    flush=True,
+                )
         return server.wait()
     except KeyboardInterrupt:
         return 0

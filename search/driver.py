@@ -7,6 +7,7 @@ import functools
 import logging
 import os
 import random
+import shlex
 import signal
 import socket
 import subprocess
@@ -93,19 +94,20 @@ def run_search(
     echo: Any = print,
     resume: str | None = None,
     local_ray: LocalRay | None = None,
+    banner: str | None = None,
 ) -> SearchSummary:
     """Run the whole search (or continue one: ``resume`` is a result folder or ``latest``);
     return what MLflow holds of it, front included. ``local_ray``: this machine's Ray, already
     starting in a child process (``nascomp search`` starts it before importing this module);
-    without it and without an address, ``ray.init`` starts one here. The caller closes it."""
+    without it and without an address, ``ray.init`` starts one here. The caller closes it.
+    ``banner``: echoed once every check has passed, before the notes (a search that fails a
+    check prints its one-line error alone)."""
     started = time.perf_counter()
     notes: list[str] = []
     # before any run or folder exists, and before this driver uses Ray (a local Ray starting in
     # a child process is killed unused when a check fails)
     experiment = check_user_code(experiment, notes)
     _small_space_note(experiment, notes)
-    for note in notes:
-        echo(f"note: {note}")
     _fail_fast_http()
     tracker = Tracker(experiment.tracking.resolved_uri(), experiment.tracking.experiment)
     tracker.check_reachable()
@@ -119,6 +121,8 @@ def run_search(
         check_store_holds(previous, tracker, experiment.tracking.resolved_uri())
     # Held until this function returns: no second driver may resume it meanwhile.
     held = hold_folder(previous.path) if previous is not None else None
+    for line in ([banner] if banner else []) + [f"note: {note}" for note in notes]:
+        echo(line)
     constants = trial_base(experiment)
     teacher_state, teacher_facts, teacher_epochs = _prepare_teacher(experiment, echo)
 
@@ -419,7 +423,8 @@ class _SearchRun:
                 f"tracking server {self.tracker.uri} has not answered since "
                 f"{time.strftime('%H:%M:%S', time.localtime(log.offline_since))} "
                 f"({log.last_error}); {len(log.pending)} writes are kept in "
-                f"{self.folder / JOURNAL}; when it is back, run: nascomp replay {self.folder}"
+                f"{self.folder / JOURNAL}; when it is back, run: nascomp replay "
+                f"{shlex.quote(str(self.folder))}"
             )
         set_state(self.folder, "finished" if status == "FINISHED" else "interrupted")
         if status == "KILLED":

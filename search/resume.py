@@ -144,6 +144,11 @@ def find_resumable(experiment: Experiment, which: str) -> SearchFolder:
     unfinished search of this experiment under ``storage``. Raises SearchError (one line)."""
     if which != "latest":
         path = Path(which).expanduser().resolve()
+        if path.is_file() and path.suffix in (".yaml", ".yml"):
+            raise SearchError(
+                f"--resume {which}: an experiment file, taken as the result folder to resume; "
+                f"put it before the flag: nascomp search {which} --resume"
+            )
         if not manifest_path(path).is_file():
             raise SearchError(
                 f"--resume {which}: no {MANIFEST} there (not a nascomp result folder)"
@@ -167,7 +172,10 @@ def find_resumable(experiment: Experiment, which: str) -> SearchFolder:
                     f"newest, {newest.path.name}, at {', '.join(changed[:3])}"
                 )
             elif candidates:
-                detail = f"its {len(candidates)} search(es) there all finished"
+                detail = (
+                    f"its {len(candidates)} search(es) there all finished, a search that spent "
+                    "its budget included"
+                )
             else:
                 detail = "no search has begun there"
             raise SearchError(
@@ -219,6 +227,14 @@ def check_store_holds(previous: SearchFolder, tracker: Any, uri: str) -> None:
     not hold its parent run is refused before anything starts (and a sqlite file is not
     created by the asking)."""
     if tracker.holds_run(previous.search_run_id):
+        run = tracker.client.get_run(previous.search_run_id)
+        logged_in = tracker.client.get_experiment(run.info.experiment_id).name
+        if logged_in != tracker.experiment:
+            raise SearchError(
+                f"--resume {previous.path}: search {previous.search_run_id} logs to MLflow "
+                f"experiment {logged_in!r}, not {tracker.experiment!r}; a resumed search stays "
+                f"in its experiment (give --experiment {logged_in}, or none)"
+            )
         return
     logged = (previous.experiment.get("tracking") or {}).get("uri") or "the default store"
     raise SearchError(

@@ -352,7 +352,8 @@ class RunLog:
         return True
 
     def _went_offline(self, exc: Exception, now: float) -> None:
-        self.last_error = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+        first = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        self.last_error = first if len(first) <= 300 else first[:300] + " ..."  # said it is cut
         self._retry_at = now + self.retry_s
         if self.offline_since is None:
             self.offline_since = time.time()

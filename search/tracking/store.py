@@ -178,16 +178,22 @@ class Tracker:
             return self.client.get_experiment(experiment_id).name
         if self.client.get_experiment_by_name(self.experiment) is not None:
             return None
-        searched = [
-            experiment.name
-            for experiment in self.client.search_experiments()
-            if self.client.search_runs(
+        searched = self.searched_experiments()
+        return searched[0] if len(searched) == 1 else None
+
+    def searched_experiments(self) -> list[str]:
+        """The store's experiments that hold searches, the one with the latest search first."""
+        latest: dict[str, int] = {}
+        for experiment in self.client.search_experiments():
+            runs = self.client.search_runs(
                 [experiment.experiment_id],
                 filter_string=f"tags.`{ROLE_TAG}` = 'search'",
+                order_by=["attributes.start_time DESC"],
                 max_results=1,
             )
-        ]
-        return searched[0] if len(searched) == 1 else None
+            if runs:
+                latest[experiment.name] = runs[0].info.start_time or 0
+        return sorted(latest, key=lambda name: -latest[name])
 
     def _artifact_root(self) -> str | None:
         # With a sqlite file, keep artifacts next to it (not in whatever folder we run from),

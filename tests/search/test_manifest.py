@@ -136,3 +136,21 @@ def test_a_resume_into_a_store_without_its_runs_is_refused_before_creating_one(
     with pytest.raises(SearchError, match=rf"{uri} holds no run of search run0123456789"):
         check_store_holds(SearchFolder.read(folder), Tracker(uri, "nascomp"), uri)
     assert not other.exists()
+
+
+def test_the_experiments_with_searches_come_latest_search_first(tmp_path: Path) -> None:
+    """What ``nascomp ui`` and the reading commands fall back on when no experiment is named
+    nascomp: experiments holding a search, the one whose search started last first."""
+    import time
+
+    from nascomp.search.tracking.store import ROLE_TAG, Tracker
+
+    tracker = Tracker(f"sqlite:///{tmp_path / 'm.db'}", "nascomp")
+    client = tracker.client
+    for name in ("older", "plain", "newer"):
+        experiment_id = client.create_experiment(name)
+        tags = {} if name == "plain" else {ROLE_TAG: "search"}
+        client.create_run(experiment_id, tags=tags)
+        time.sleep(0.01)  # start times in milliseconds
+    assert tracker.searched_experiments() == ["newer", "older"]
+    assert tracker.default_experiment() is None  # two: the reading commands ask
