@@ -505,9 +505,37 @@ def _pick(tracker: Any, rule: str, search_run: str | None = None) -> Any:
     )
 
 
+def _search_note(tracker: Any, search_run: str, named: bool) -> None:
+    """On stderr (stdout may be parsed): a search not finished gives a front of the trials
+    ended so far; a search chosen as the latest is named, when its experiment holds others."""
+    run = tracker.client.get_run(search_run)
+    status = run.info.status
+    if status != "FINISHED":
+        ended = sum(t.status not in ("running", "killed") for t in tracker.trials(search_run))
+        print(
+            f"note: search {search_run} is {status} (a driver runs it, or it was interrupted: "
+            f"`nascomp search ... --resume` continues it); this front is of its {ended} trials "
+            "ended so far",
+            file=sys.stderr,
+        )
+    if not named:
+        others = tracker.client.search_runs(
+            [run.info.experiment_id],
+            filter_string=f"tags.`nascomp.role` = 'search' and attributes.run_id != '{search_run}'",
+            max_results=1,
+        )
+        if others:
+            print(
+                f"note: from search {search_run} ({run.info.run_name}), the latest of experiment "
+                f"{tracker.experiment!r}; --search-run ID reads another",
+                file=sys.stderr,
+            )
+
+
 def cmd_pareto(args: argparse.Namespace) -> int:
     tracker = _tracker(args)
     search_run, front, objectives = _front(tracker, args.search_run)
+    _search_note(tracker, search_run, named=args.search_run is not None)
     if args.plot:
         _write_plot(tracker, search_run, front, objectives, args.plot)
     if args.pick:
@@ -627,7 +655,9 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     tracker = _tracker(args)
     run_id = args.run_id
     if args.pick:
-        run_id = _pick(tracker, args.pick).run_id
+        latest = tracker.latest_search()
+        _search_note(tracker, latest, named=False)
+        run_id = _pick(tracker, args.pick, latest).run_id
     if run_id is None:
         search_run, front, _ = _front(tracker)
         if not front:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -127,6 +128,45 @@ def test_pareto_without_a_search(tmp_path: Path, capsys: pytest.CaptureFixture[s
     result = nascomp_here(capsys, "pareto", "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}")
     assert result.returncode == 2
     assert f"{tmp_path / 'm.db'}; experiments there: tab {hint}" in result.stderr
+
+
+def test_pareto_says_a_search_is_unfinished_and_which_of_several_it_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """On stderr, so --json stays parseable: a front read while its search runs (or after
+    its driver was killed) is of the trials ended so far, and the latest of several searches
+    is named."""
+    from nascomp.search.tracking.store import Tracker
+
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    tracker = Tracker(uri, "nascomp")
+    tracker.experiment_id(create=True)
+
+    def search(name: str) -> str:
+        return tracker.start_search(
+            run_name=name,
+            experiment_yaml="{}",
+            space=[],
+            objectives={"val_accuracy": "max"},
+            git_commit=None,
+        )
+
+    first = search("search-1")
+    tracker.client.set_terminated(first, "FINISHED")
+    result = nascomp_here(capsys, "pareto", "--json", "--tracking-uri", uri)
+    assert result.returncode == 0 and result.stderr == ""
+    second = search("search-2")  # still RUNNING
+    result = nascomp_here(capsys, "pareto", "--json", "--tracking-uri", uri)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["search_run_id"] == second
+    assert result.stderr.splitlines() == [
+        f"note: search {second} is RUNNING (a driver runs it, or it was interrupted: "
+        "`nascomp search ... --resume` continues it); this front is of its 0 trials ended so far",
+        f"note: from search {second} (search-2), the latest of experiment 'nascomp'; "
+        "--search-run ID reads another",
+    ]
+    named = nascomp_here(capsys, "pareto", "--search-run", first, "--tracking-uri", uri)
+    assert named.returncode == 0 and named.stderr == ""
 
 
 def test_help_lists_the_commands(tmp_path: Path) -> None:
