@@ -237,6 +237,8 @@ def quantize_int8(
     )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    quiet_runtime()
+
     class Reader(_Batches, CalibrationDataReader):
         pass
 
@@ -560,10 +562,21 @@ def pad_input_channels(path: str | Path, only: Sequence[str] | None = None) -> l
     return added
 
 
+def quiet_runtime() -> None:
+    """ONNX Runtime's default logger at errors only: its graph optimizer's warnings (an
+    EmbeddingBag's subgraph: "Implicit input name ... cannot be safely updated") went to
+    stderr in colour on every trial and reproduction. What a file computes is checked against
+    its model instead (``onnx_agreement``)."""
+    import onnxruntime as ort
+
+    ort.set_default_logger_severity(3)
+
+
 def session(path: str | Path | bytes, threads: int = 1) -> Any:
     """An ONNX Runtime CPU session using ``threads`` threads (the trial's CPUs)."""
     import onnxruntime as ort
 
+    quiet_runtime()
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1

@@ -58,6 +58,7 @@ def save_onnx_model(onnx_bytes: bytes, folder: Path, example: np.ndarray) -> Pat
     from mlflow.models import infer_signature
 
     model = onnx.load_model_from_string(onnx_bytes)
+    onnxruntime.set_default_logger_severity(3)  # errors only, as compressors.onnx_export's
     session = onnxruntime.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
     # float inputs as float32; integer ids (an embedding's input) as int64
     example = example.astype(np.int64 if np.issubdtype(example.dtype, np.integer) else np.float32)
