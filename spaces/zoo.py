@@ -290,12 +290,17 @@ def check_output(
     except Exception as exc:
         kind = "" if input_dtype == torch.float32 else f" {input_dtype} (integer ids)"
         # Zoo models made for 224-pixel inputs (a ViT) refuse small images outright.
-        hint = (
-            " (if the model needs larger images, set data.image_size, e.g. 224)"
-            if len(input_shape) == 3 and input_dtype.is_floating_point
-            else ""
-        )
         first = str(exc).splitlines()[0] if str(exc) else ""
+        if "'indices'" in first and input_dtype.is_floating_point:
+            # an nn.Embedding fed the float inputs: uint8 ids were read as pixels
+            hint = (
+                " (the inputs reach the model as floats: integer ids must come as int64, "
+                "int32 or int16; uint8 reads as pixels)"
+            )
+        elif len(input_shape) == 3 and input_dtype.is_floating_point:
+            hint = " (if the model needs larger images, set data.image_size, e.g. 224)"
+        else:
+            hint = ""
         raise UserCodeError(
             f"the model from {who} fails on a batch of shape {tuple(probe.shape)}{kind}: "
             f"{type(exc).__name__}: {first}{hint}"

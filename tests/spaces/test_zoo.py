@@ -111,6 +111,7 @@ def test_custom_builder_gets_shape_classes_and_sampled_arguments() -> None:
         ("wrong_classes", r"outputs \(2, 13\) for a batch of 2; expected \(2, 10\)"),
         ("squeezes", r"outputs \(10,\) for a batch of 1; expected \(1, 10\) logits, as for a"),
         ("raises", "raised RuntimeError: no GPU kernels here"),
+        ("embeds", r"'indices' .+ \(the inputs reach the model as floats: integer ids must come"),
         (
             "breaks_on_input",
             r"fails on a batch of shape \(2, 1, 8, 8\): .+ \(if the model needs larger images, "

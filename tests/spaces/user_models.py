@@ -48,6 +48,10 @@ def squeezes(input_shape, n_classes):
     return _Squeezed(nn.Sequential(nn.Flatten(), nn.LazyLinear(n_classes)))
 
 
+def embeds(input_shape, n_classes):
+    return nn.Sequential(nn.Embedding(16, 4), nn.Flatten(), nn.LazyLinear(n_classes))
+
+
 def wrong_classes(input_shape, n_classes):
     return tiny(input_shape, n_classes + 3)
 
