@@ -326,12 +326,12 @@ def sample_format(
     return SampleFormat(tuple(image.shape), first[0].dtype, scale, image_size, layout)  # type: ignore[arg-type]
 
 
-def _sample(dataset: Dataset, index: int, field: str) -> tuple[Any, Any]:
+def _sample(dataset: Dataset, index: int, field: str, role: str = "train") -> tuple[Any, Any]:
     try:
         sample = dataset[index]
     except Exception as exc:  # the user's __getitem__
         raise DatasetError(
-            f"{field}: reading sample {index} raised {type(exc).__name__}: {_line(exc)}"
+            f"{field}: reading {role} sample {index} raised {type(exc).__name__}: {_line(exc)}"
         ) from None
     if not (isinstance(sample, tuple | list) and len(sample) == 2):
         raise DatasetError(
@@ -391,7 +391,7 @@ class CheckedSamples(Dataset):
         return len(self.dataset)  # type: ignore[arg-type]
 
     def __getitem__(self, index: int) -> tuple[Tensor, int]:
-        value, label = _sample(self.dataset, index, self.field)
+        value, label = _sample(self.dataset, index, self.field, self.role)
         image = prepare_input(value, self.format.image_size, self.field, index, self.format.layout)
         if tuple(image.shape) != self.format.shape or value.dtype != self.format.dtype:
             images = image.dim() == 3 and len(self.format.shape) == 3

@@ -101,7 +101,8 @@ def _load(
     threads: int,
 ) -> DataSplits | StreamedSplits:
     train, test = open_source(source)
-    field = source.field
+    # A sample's error names the user's function: "data.factory (my_data:load): train sample"
+    field = f"{source.field} ({source.factory})" if source.name == "custom" else source.field
     sample = sample_format(train, settings.image_size, field, settings.layout)
     n_samples = len(train) + (len(test) if test is not None else 0)  # type: ignore[arg-type]
     if stream == "auto":

@@ -60,7 +60,7 @@ def test_resume_without_a_folder_says_why_none_fits(tmp_path: Path) -> None:
         find_resumable(experiment, "latest")
     done = tmp_path / "nascomp-run000000000001"
     write_manifest(done, experiment, "run000000000001", state="finished")
-    with pytest.raises(SearchError, match=r"\(its 1 search\(es\) there all finished\)"):
+    with pytest.raises(SearchError, match=r"\(its 1 search\(es\) there all finished, a search"):
         find_resumable(experiment, "latest")
     stopped = tmp_path / "nascomp-run000000000002"
     write_manifest(stopped, experiment, "run000000000002", state="interrupted")

@@ -179,7 +179,8 @@ def test_a_factory_whose_output_is_wrong_fails_at_data_load(
     config = custom(module, function, data_root)  # importable and callable: valid config
     with pytest.raises(error, match=message) as caught:
         config.load()
-    assert str(caught.value).startswith("data.factory: ")
+    # it names the user's function
+    assert str(caught.value).startswith(("data.factory: ", f"data.factory ({module}:{function}): "))
     assert len(str(caught.value).splitlines()) == 1
 
 
@@ -196,7 +197,9 @@ def test_a_bad_sample_deep_in_a_large_dataset_is_one_line(
         "def make(): return Late(), None\n"
     )
     config = DataConfig(name="custom", factory="late_bad:make")
-    with pytest.raises(DatasetError, match=r"^data.factory: sample 4321's label must be an int"):
+    with pytest.raises(
+        DatasetError, match=r"^data.factory \(late_bad:make\): sample 4321's label must be an int"
+    ):
         config.load(threads=2)  # 5000 samples: read by worker processes
 
 
