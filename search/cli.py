@@ -653,6 +653,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     if args.export is not None:  # before the run is looked up, the trial trains or is logged
         check_writable_folder(args.export, "--export")
     tracker = _tracker(args)
+    tracker.check_writable()  # the reproduction is logged as a run
     run_id = args.run_id
     if args.pick:
         latest = tracker.latest_search()

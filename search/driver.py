@@ -111,6 +111,7 @@ def run_search(
     _fail_fast_http()
     tracker = Tracker(experiment.tracking.resolved_uri(), experiment.tracking.experiment)
     tracker.check_reachable()
+    tracker.check_writable()
     check_writable_folder(experiment.storage, "storage")
     address = address or os.environ.get("RAY_ADDRESS")
     check_ray_address(address)

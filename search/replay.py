@@ -29,6 +29,7 @@ def replay(folder: Path, tracking_uri: str | None = None) -> tuple[int, str]:
         return 0, tracking_uri or search.tracking_uri
     tracker = Tracker(tracking_uri or search.tracking_uri, search.experiment_name)
     tracker.check_reachable()
+    tracker.check_writable()
     ops = read_journal(journal)
     log = RunLog(
         tracker.client,

@@ -120,8 +120,6 @@ class Tracker:
                 "sqlite:///PATH/mlflow.db, a database URL (postgresql://...) or an MLflow "
                 "server's http(s):// address"
             )
-        if scheme == "sqlite":
-            self._check_sqlite_file()
         if not self.uri.startswith(("http://", "https://")):
             return
         try:
@@ -136,9 +134,13 @@ class Tracker:
             ) from None
         raise TrackingError(f"tracking server {self.uri} answered /health with an error")
 
-    def _check_sqlite_file(self) -> None:
-        """A sqlite store's file must be one this user can write, or be creatable (MLflow makes
-        its folders): else MLflow's traceback comes after the teacher has trained."""
+    def check_writable(self) -> None:
+        """For a command that writes runs: a sqlite store's file must be one this user can
+        write, or be creatable (MLflow makes its folders); else MLflow's traceback comes late
+        (a search's, after the teacher has trained). Reading commands do not ask: a store on a
+        read-only mount reads."""
+        if not self.uri.startswith("sqlite:///"):
+            return
         db = self.uri.partition("sqlite:///")[2].split("?", 1)[0]
         if not db or db == ":memory:":
             return

@@ -90,6 +90,23 @@ def test_a_tracking_uri_that_is_a_file_or_a_folder_says_which(
         Tracker("mlruns", "x").check_reachable()
 
 
+def test_a_sqlite_store_this_user_cannot_write_is_refused_before_anything_runs(
+    tmp_path: Path,
+) -> None:
+    """A search's store is checked with its other paths: MLflow's traceback came after the
+    teacher had trained. Reading a store needs no write access, so pareto does not ask."""
+    for uri, said in (
+        ("sqlite:////proc/nope/m.db", "tracking.uri: this user cannot write in /proc"),
+        (f"sqlite:///{tmp_path}", f"tracking.uri: {tmp_path} is a folder; give the store's"),
+    ):
+        result = nascomp("search", "--tracking-uri", uri, cwd=tmp_path, timeout=120)
+        assert result.returncode == 2, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"nascomp: error: {said}"), lines
+        assert result.stdout == ""  # no banner for a search that never starts
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_unreachable_tracking_server_fails_before_any_trial(tmp_path: Path) -> None:
     result = nascomp("search", "--tracking-uri", "http://127.0.0.1:9", cwd=tmp_path, timeout=120)
     assert result.returncode == 2
