@@ -13,6 +13,8 @@ message names the field and what is allowed), raised, not printed.
 from __future__ import annotations
 
 import copy
+import logging
+import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -67,10 +69,46 @@ def run_search(
     (``auto``, ``HOST:PORT``), ``resume`` a result folder or ``latest``; ``echo`` receives the
     progress lines (``lambda line: None`` silences them)."""
     checked = load_experiment(experiment, overrides)
-    with starting_local_ray(address) as local_ray:  # comes up while the driver imports
-        from nascomp.search.driver import run_search as drive
+    # MLflow's INFO lines ("Creating initial MLflow database tables...") are not the search's:
+    # its logger reads this at import, and is set here where a notebook imported it already.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    mlflow_log = logging.getLogger("mlflow")
+    level = mlflow_log.level
+    mlflow_log.setLevel(max(level, logging.WARNING))
+    try:
+        with starting_local_ray(address) as local_ray:  # comes up while the driver imports
+            from nascomp.search.driver import run_search as drive
 
-        return drive(checked, address=address, echo=echo, resume=resume, local_ray=local_ray)
+            summary = drive(checked, address=address, echo=echo, resume=resume, local_ray=local_ray)
+    finally:
+        mlflow_log.setLevel(level)
+    echo(summary_line(summary, checked))
+    return summary
+
+
+def summary_line(summary: SearchSummary, experiment: Experiment) -> str:
+    """The search's end in one line, as ``nascomp search`` says it: the trials by status,
+    the front's size (or why it is empty, and the commonest failure) and its search id."""
+    from collections import Counter
+
+    from nascomp.search.front.selection import empty_front_reason
+
+    counts = ", ".join(
+        f"{summary.count(status)} {status}"
+        for status in ("ok", "infeasible", "pruned", "failed")
+        if summary.count(status)
+    )
+    head = (
+        f"{len(summary.trials)} trials in {summary.wall_seconds:.0f} s ({counts or 'none ended'})"
+    )
+    if summary.front:
+        return f"{head}; front of {len(summary.front)} models, search {summary.search_run_id}"
+    why = empty_front_reason(summary.trials, summary.objectives, experiment.constraints)
+    failed = Counter(
+        t.tags.get("nascomp.reason", "") for t in summary.trials if t.status == "failed"
+    )
+    common = f"; most failed with: {failed.most_common(1)[0][0]}" if failed else ""
+    return f"{head}; the front is empty: {why}{common}"
 
 
 __all__ = ["Experiment", "SearchSummary", "load_experiment", "load_exported", "run_search"]

@@ -47,7 +47,13 @@ def test_run_search_from_a_mapping_returns_the_front(
     lines: list[str] = []
     summary = nascomp.run_search(raw, echo=lines.append)
     assert len(summary.trials) == 12 and summary.count("ok") == 12
-    assert "A new study created" not in capfd.readouterr().err  # Optuna's INFO line
+    err = capfd.readouterr().err
+    assert "A new study created" not in err  # Optuna's INFO line
+    assert "Creating initial MLflow database tables" not in err  # MLflow's
+    # the end, in one line, as nascomp search says it
+    assert lines[-1].startswith("12 trials in ") and lines[-1].endswith(
+        f"s (12 ok); front of {len(summary.front)} models, search {summary.search_run_id}"
+    )
     assert summary.front and all(r in summary.trials for r in summary.front)
     assert sum(line.startswith("[") for line in lines) == 12  # one line per trial
     best = max(summary.front, key=lambda r: r.metrics["val_accuracy"])
