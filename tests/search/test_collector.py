@@ -32,7 +32,9 @@ def test_imports_run_uncollected_and_what_they_made_is_frozen() -> None:
     frozen = gc.get_freeze_count()
     assert frozen >= len(made)
     later = [{"trial": i} for i in range(100)]  # made afterwards: collected as before
-    assert gc.get_freeze_count() == frozen and len(later) == 100
+    # Not frozen: the count does not grow (it may fall: a frozen object another thread of
+    # this test process lets go of, such as a finished test's, is freed all the same).
+    assert gc.get_freeze_count() <= frozen and len(later) == 100
 
 
 def test_a_collector_that_was_off_stays_off() -> None:
