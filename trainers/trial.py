@@ -420,7 +420,10 @@ class _Trial:
         found = store.load(self.cfg)
         if found is None:
             return
-        state = {**found.state, "fingerprint": config_fingerprint(self.cfg), "train_seconds": 0.0}
+        # Its train_seconds stay the phase's as it was measured: the trial's own seconds are
+        # added to them, so train_seconds is what the model cost, reused or not (an objective
+        # that counted only the compression favoured reused trials, 0.08 s against 1.8 s).
+        state = {**found.state, "fingerprint": config_fingerprint(self.cfg)}
         self.restore(state)
         self.resumed_optimizer = None  # the next phase makes its own optimizer
         self.trained_from = found.key

@@ -85,8 +85,11 @@ def test_a_reused_start_ends_exactly_as_training_again(tmp_path: Path) -> None:
     assert reused[0].metrics["reused_epochs"] == 2.0
     assert reused[0].info["trained_from"] == trained_key(TrialConfig.from_flat(other))
     assert [r["phase"] for r in reused[1]] == ["train", "train", "prune", "quant"]
-    assert_same_trial(reused, run(other))
+    again = run(other)
+    assert_same_trial(reused, again)
     assert len(list(tmp_path.glob("*.pt"))) == 1  # nothing new to keep
+    # the reused training's seconds count: what the model cost, not what this trial spent
+    assert reused[0].metrics["train_seconds"] > first.metrics["train_seconds"] * 0.5
 
 
 def test_distilled_trials_with_a_feature_hint_reuse_exactly(
