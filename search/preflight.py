@@ -12,6 +12,7 @@ the teacher takes a fraction of a second for the models a search trains.
 
 from __future__ import annotations
 
+import fnmatch
 from collections.abc import Mapping
 from typing import Any
 
@@ -73,7 +74,8 @@ def check_user_code(experiment: Experiment, notes: list[str] | None = None) -> E
     ]
     ignore = tuple(experiment.space.prune.ignore)
     init = experiment.train.init
-    if (ignore or per_layer or init) and not any(f == "space.arch" for f, _ in checked):
+    groups = _user_groups(experiment)
+    if (ignore or per_layer or init or groups) and not any(f == "space.arch" for f, _ in checked):
         # the patterns and the starting weights are checked on the student
         checked = [("space.arch", student), *checked]
     # The user's own data is read here (an image folder's files too: a truncated JPEG or an
@@ -147,6 +149,8 @@ def check_user_code(experiment: Experiment, notes: list[str] | None = None) -> E
                     ignored_layers(model, ignore)
                 except ValueError as exc:
                     raise ConfigError(f"space.{exc}") from None
+            if field == "space.arch" and groups:
+                _check_groups(experiment, groups, model, data)
             if field == "space.arch" and per_layer:
                 experiment = _with_layer_groups(experiment, list(quantizable_layers(model)))
                 per_layer = False
@@ -162,6 +166,55 @@ def check_user_code(experiment: Experiment, notes: list[str] | None = None) -> E
             f"which its builder declined ({student}); give groups of module-name globs instead"
         )
     return experiment
+
+
+def _user_groups(experiment: Experiment) -> dict[str, list[str]]:
+    """``space.quant.groups`` of ``mixed: groups`` given as globs (not ``layers``), or {}."""
+    quant = experiment.space.quant
+    if quant.mixed != "groups" or not isinstance(quant.groups, Mapping):
+        return {}
+    return {str(name): list(globs) for name, globs in quant.groups.items()}
+
+
+def _check_groups(
+    experiment: Experiment, groups: dict[str, list[str]], model: nn.Module, data: Any
+) -> None:
+    """Each group's globs must match a layer the model quantizes, in the first architecture
+    or one of those the pre-flight varies (a deeper one may hold a layer the first lacks), and
+    no layer of the first may match two groups: else every trial would run at widths the
+    run's name does not say, or stop after it trained."""
+    names = set(quantizable_layers(model))
+    for name in sorted(names):
+        matched = sorted(g for g, globs in groups.items() if _matches(name, globs))
+        if len(matched) > 1:
+            raise ConfigError(
+                f"space.quant.groups: layer {name!r} matches groups {matched}; make them disjoint"
+            )
+    unmatched = [g for g, globs in groups.items() if not any(_matches(n, globs) for n in names)]
+    varied = experiment.space.arch.varied_archs()[:MAX_VARIED_BUILDS] if unmatched else []
+    for _, _, arch in varied:
+        try:
+            other = build_model(arch, data.input_shape, data.n_classes, data.input_dtype)
+        except (InfeasibleArchitecture, ValueError, TypeError):
+            continue  # the builder's own checks name a bad value elsewhere
+        names |= set(quantizable_layers(other))
+        unmatched = [g for g in unmatched if not any(_matches(n, groups[g]) for n in names)]
+        if not unmatched:
+            return
+    if unmatched:
+        listed = sorted(names)
+        shown = ", ".join(repr(n) for n in listed[:6])
+        more = f", ... ({len(names)} in all)" if len(names) > 6 else ""
+        example = f"{listed[0].split('.')[0]}.*" if listed else "*"
+        raise ConfigError(
+            f"space.quant.groups.{unmatched[0]}: {groups[unmatched[0]]} match no layer the "
+            f"model quantizes; its layers: {shown}{more} (globs over model.named_modules() "
+            f"names, e.g. {example!r})"
+        )
+
+
+def _matches(name: str, globs: list[str]) -> bool:
+    return any(fnmatch.fnmatchcase(name, glob) for glob in globs)
 
 
 # The most architectures besides the first that the pre-flight builds: each leaf's other

@@ -192,6 +192,38 @@ def test_teacher_checkpoint_must_fit_the_teachers_arch(
     assert "weight(s) of another shape (first: '" in message
 
 
+def test_quant_groups_that_name_no_layer_or_overlap_are_refused_before_training() -> None:
+    """The built-in CNN's layers are stem.0, stages.S.B.N and head.2: a glob for another
+    model's names matched nothing, and every trial ran at widths its name did not say; two
+    groups of one layer stopped every trial after it trained. A group for a layer that only a
+    deeper point of the space has (stages.1.* with n_stages [1, 2]) is accepted."""
+    from nascomp.search.errors import ConfigError
+    from nascomp.search.experiment import validate_experiment
+    from nascomp.search.preflight import check_user_code
+
+    def experiment(groups: dict) -> dict:
+        return {
+            "space": {
+                "arch": {"family": "cnn", "n_stages": [1, 2], "blocks_per_stage": 1},
+                "quant": {"mixed": "groups", "bits": [4, 8], "groups": groups},
+                "distill": {"enabled": False},
+            }
+        }
+
+    check_user_code(validate_experiment(experiment({"deep": ["stages.1.*"], "head": ["head.*"]})))
+    with pytest.raises(ConfigError) as caught:
+        check_user_code(validate_experiment(experiment({"convs": ["features.*"]})))
+    assert str(caught.value).startswith(
+        "space.quant.groups.convs: ['features.*'] match no layer the model quantizes; its "
+        "layers: 'head.2', "
+    )
+    assert str(caught.value).endswith("(globs over model.named_modules() names, e.g. 'head.*')")
+    with pytest.raises(ConfigError, match=r"layer 'stages.0.0.0' matches groups \['a', 'b'\]"):
+        check_user_code(
+            validate_experiment(experiment({"a": ["stages.*"], "b": ["stages.0.*", "head.*"]}))
+        )
+
+
 @pytest.mark.parametrize(("width", "others"), [(6, False), ([4, 6], True)])
 def test_per_layer_groups_come_from_the_users_model(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, width: object, others: bool
