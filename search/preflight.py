@@ -90,6 +90,7 @@ def check_user_code(experiment: Experiment, notes: list[str] | None = None) -> E
     for note in (
         small_validation_note(len(data.val), experiment.data.val_fraction),
         untrained_classes_note(data.train.labels, data.n_classes, data.classes),
+        unvalidated_classes_note(data.val.labels, data.train.labels, data.n_classes, data.classes),
         *data.notes,
     ):
         if note is not None and notes is not None:
@@ -303,6 +304,28 @@ def untrained_classes_note(
     return (
         f"data: {len(missing)} of {n_classes} classes have no sample in the training split "
         f"({'class' if classes else 'label'} {shown}): no model can learn them{hint}"
+    )
+
+
+def unvalidated_classes_note(
+    labels: torch.Tensor, trained: torch.Tensor, n_classes: int, classes: tuple[str, ...] = ()
+) -> str | None:
+    """One line when a class has no sample in the validation split, which ranks the trials:
+    val_accuracy and val_balanced_accuracy (a mean over the classes present) cannot see it,
+    so a model that never answers it can score 1.0 there. A class missing from the training
+    split too is said by ``untrained_classes_note`` alone."""
+    counts = torch.bincount(labels.detach().cpu().long(), minlength=n_classes)
+    seen = torch.bincount(trained.detach().cpu().long(), minlength=n_classes)
+    missing = [i for i in range(n_classes) if int(counts[i]) == 0 and int(seen[i]) > 0]
+    if not missing or len(labels) == 0:
+        return None
+    names = [classes[i] if classes else str(i) for i in missing]
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    return (
+        f"data: {len(missing)} of {n_classes} classes have no sample in the validation split "
+        f"({'class' if classes else 'label'} {shown}): val_accuracy and val_balanced_accuracy, "
+        "which rank the trials, cannot see them (a model that never answers them can score "
+        "1.0); give them more samples or raise data.val_fraction"
     )
 
 

@@ -21,6 +21,7 @@ from nascomp.search.preflight import (
     float_weights_note,
     small_validation_note,
     untrained_classes_note,
+    unvalidated_classes_note,
 )
 
 MODULE = textwrap.dedent(
@@ -200,6 +201,20 @@ def test_classes_without_a_training_sample_are_noted() -> None:
         "can learn them; give each class more samples"
     )
     assert untrained_classes_note(torch.tensor([0, 1, 2, 3]), 4) is None
+
+
+def test_classes_without_a_validation_sample_are_noted() -> None:
+    """A rare class held out of validation: a majority-class model scored val_balanced_accuracy
+    1.0 there. A class no split holds is the training note's alone."""
+    trained = torch.tensor([0, 0, 0, 1, 2])
+    assert unvalidated_classes_note(torch.tensor([0, 0, 1]), trained, 3, ("a", "b", "nine")) == (
+        "data: 1 of 3 classes have no sample in the validation split (class nine): "
+        "val_accuracy and val_balanced_accuracy, which rank the trials, cannot see them (a "
+        "model that never answers them can score 1.0); give them more samples or raise "
+        "data.val_fraction"
+    )
+    assert unvalidated_classes_note(torch.tensor([0, 1, 2]), trained, 3) is None
+    assert unvalidated_classes_note(torch.tensor([1, 2]), torch.tensor([1, 2]), 3) is None
 
 
 def test_the_search_notes_labels_that_start_at_one(
