@@ -42,7 +42,10 @@ def make_sampler(
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         # Optuna 5 deprecates constraints_func (for Trial.set_constraint) but still uses it;
         # the warning is for this code, not for the user of the search.
-        warnings.filterwarnings("ignore", "constraints_func has been deprecated", FutureWarning)
+        # Optuna's text quotes the name: "`constraints_func` has been deprecated in v5.0.0".
+        warnings.filterwarnings(
+            "ignore", r"\W?constraints_func\W? has been deprecated", FutureWarning
+        )
         if search.sampler == "tpe":
             return _tpe(seed, constraints_func)
         if search.sampler == "pls":
