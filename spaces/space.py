@@ -97,6 +97,10 @@ class PruneSpace(SpecSection):
         ]
 
 
+# The default budget as validated (a range spec's every key), which a dumped experiment holds.
+_DEFAULT_BUDGET = {"low": 2.0, "high": 8.0, "log": False, "step": None}
+
+
 class QuantSpace(SpecSection):
     """The space over :class:`~nascomp.compressors.quantization.QuantConfig` (same fields).
 
@@ -177,6 +181,12 @@ class QuantSpace(SpecSection):
     def _budget_fits_widths(self) -> QuantSpace:
         if self.mixed == "budget":
             self._budget_params()
+        # A setting its mode does not read was dropped without a word (the trials' params did
+        # not even hold it), as data.factory with a name that reads none would be.
+        if self.mixed != "groups" and self.groups:
+            raise ValueError(f"groups are read with mixed: groups; mixed is {self.mixed!r}")
+        if self.mixed != "budget" and self.budget != _DEFAULT_BUDGET:  # a dump holds the default
+            raise ValueError(f"budget is read with mixed: budget; mixed is {self.mixed!r}")
         return self
 
     def params(self, arch: Any = None) -> list[Param]:

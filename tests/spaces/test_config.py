@@ -62,6 +62,11 @@ def test_quickstart_is_valid() -> None:
         ),
         ("space.quant.bits=[4, 9]", "space.quant.bits: bit-width must be in 2..8, 16 or 32; got 9"),
         ("space.quant.bits=1", "space.quant.bits: bit-width must be in 2..8, 16 or 32; got 1"),
+        (
+            "space.quant.groups={a: [stem.*]}",
+            "space.quant: groups are read with mixed: groups; mixed is 'none'",
+        ),
+        ("space.quant.budget=4", "space.quant: budget is read with mixed: budget; mixed is 'none'"),
         ("space.quant.bits=[4, 8, 12]", "got 12"),
         ("space.prune.ratio=1.0", "space.prune.ratio: must be in [0.0, 1.0); got 1.0"),
         (
@@ -225,6 +230,17 @@ def test_override_parses_yaml_values() -> None:
         "tracking": {"uri": "sqlite:///x.db"},
     }
     assert validate_experiment(raw).search.trials == 7
+
+
+def test_a_dumped_experiment_validates_again_with_its_default_budget() -> None:
+    """The budget is refused with mixed: none unless it is the default, which every dump
+    holds (the API revalidates an Experiment with overrides from its dump)."""
+    from nascomp.spaces.space import _DEFAULT_BUDGET
+
+    experiment = load_experiment(None, [])
+    assert experiment.space.quant.budget == _DEFAULT_BUDGET
+    again = validate_experiment({**experiment.model_dump(mode="json"), "storage": "elsewhere"})
+    assert again.space.quant == experiment.space.quant
 
 
 def test_numbers_in_exponent_form_are_numbers(tmp_path: Path) -> None:
