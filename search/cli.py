@@ -532,6 +532,17 @@ def _search_note(tracker: Any, search_run: str, named: bool) -> None:
             )
 
 
+def _picked_on(rule: str, objectives: dict[str, str]) -> list[str]:
+    """The objectives, then the metrics a ``--pick`` rule names that are not among them
+    (``--pick "min latency_batch_ms"`` shows the value it picked on)."""
+    from nascomp.spaces.constraints import parse_pick
+    from nascomp.trainers.settings import METRICS
+
+    pick = parse_pick(rule, METRICS)
+    named = [] if pick.kind == "knee" else [pick.metric, *(c.metric for c in pick.where)]
+    return list(dict.fromkeys([*objectives, *named]))
+
+
 def cmd_pareto(args: argparse.Namespace) -> int:
     tracker = _tracker(args)
     search_run, front, objectives = _front(tracker, args.search_run)
@@ -543,7 +554,9 @@ def cmd_pareto(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps({"run_id": chosen.run_id, "metrics": chosen.metrics}, default=str))
         else:
-            shown = "  ".join(f"{m}={_fmt(chosen.metrics.get(m))}" for m in objectives)
+            shown = "  ".join(
+                f"{m}={_fmt(chosen.metrics.get(m))}" for m in _picked_on(args.pick, objectives)
+            )
             print(f"{chosen.run_id}  {shown}  {_describe(chosen.params)}")
         return 0
     if args.json:

@@ -110,9 +110,18 @@ def pick_trial(
         return front[knee_index(to_minimise(values, list(objectives.values())))]
     # Front members first, so a tie goes to the better-ranked model.
     pool = front + [t for t in feasible_trials(trials, objectives, constraints) if t not in front]
+    named = [pick.metric, *(c.metric for c in pick.where)]
+    unlogged = [m for m in dict.fromkeys(named) if pool and not any(m in t.metrics for t in pool)]
+    if unlogged:
+        raise ValueError(
+            f"--pick: no trial of this search logs {unlogged[0]} (its trials log "
+            f"{', '.join(sorted(set().union(*(t.metrics for t in pool))))})"
+        )
     pool = [t for t in pool if pick.metric in t.metrics and is_feasible(pick.where, t.metrics)]
     if not pool:
-        where = " and ".join(map(str, pick.where)) or "any condition"
-        raise ValueError(f"--pick: no finished feasible trial reports {pick.metric} with {where}")
+        where = " and ".join(map(str, pick.where))
+        if not where:
+            raise ValueError(f"--pick: no finished feasible trial reports {pick.metric}")
+        raise ValueError(f"--pick: no finished feasible trial has {where}")
     sign = 1.0 if pick.kind == "max" else -1.0
     return max(pool, key=lambda t: sign * t.metrics[pick.metric])

@@ -390,3 +390,16 @@ def test_an_export_whose_onnx_file_often_disagrees_says_so() -> None:
         "(onnx_agreement), so its accuracy is not the logged one: measure it on your data "
         "before shipping it"
     )
+
+
+def test_a_pick_shows_the_metrics_its_rule_names() -> None:
+    from nascomp.search.cli import _picked_on
+
+    objectives = {"val_accuracy": "max", "size_bytes": "min"}
+    assert _picked_on("knee", objectives) == ["val_accuracy", "size_bytes"]
+    assert _picked_on("min latency_batch_ms where test_accuracy > 0.5", objectives) == [
+        "val_accuracy",
+        "size_bytes",
+        "latency_batch_ms",
+        "test_accuracy",
+    ]

@@ -150,8 +150,12 @@ def test_pick(rule: str, constraints: list[str], expected: str) -> None:
 
 
 def test_pick_without_a_candidate_says_why() -> None:
-    with pytest.raises(ValueError, match="no finished feasible trial reports val_accuracy"):
+    with pytest.raises(ValueError, match=r"no finished feasible trial has latency_ms < 0\.1$"):
         pick_trial(TRIALS, OBJECTIVES, "max val_accuracy where latency_ms < 0.1")
+    # a metric no trial logs (a lookup search has no latency) is named, not taken for a bound
+    for rule in ("min macs", "max val_accuracy where macs <= 5"):
+        with pytest.raises(ValueError, match=r"^--pick: no trial of this search logs macs \(its"):
+            pick_trial(TRIALS, OBJECTIVES, rule)
 
 
 def test_plot_file_is_a_png(tmp_path: Path) -> None:
