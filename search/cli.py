@@ -294,6 +294,10 @@ def _parser() -> argparse.ArgumentParser:
         type=_rule,
         help="take the latest search's model chosen by RULE (see pareto)",
     )
+    reproduce.add_argument(
+        "--search-run",
+        help="with --rank or --pick: the search's parent run id (default: the latest)",
+    )
     _tracking_args(reproduce)
     reproduce.add_argument(
         "--export",
@@ -668,12 +672,16 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     tracker = _tracker(args)
     tracker.check_writable()  # the reproduction is logged as a run
     run_id = args.run_id
+    if args.search_run is not None and run_id is not None:
+        return _fail(
+            "--search-run: a run id names its trial; give --search-run with --rank or --pick"
+        )
     if args.pick:
-        latest = tracker.latest_search()
-        _search_note(tracker, latest, named=False)
-        run_id = _pick(tracker, args.pick, latest).run_id
+        search_run = args.search_run or tracker.latest_search()
+        run_id = _pick(tracker, args.pick, search_run).run_id  # an unknown search: one line
+        _search_note(tracker, search_run, named=args.search_run is not None)
     if run_id is None:
-        search_run, front, _ = _front(tracker)
+        search_run, front, _ = _front(tracker, args.search_run)
         if not front:
             raise ValueError(
                 f"the front of search {search_run} is empty "
