@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -405,7 +406,13 @@ def cmd_search(args: argparse.Namespace) -> int:
         )
         _print_failures(summary.trials)
         empty = empty_front_reason(summary.trials, summary.objectives, experiment.constraints)
-        _print_front(summary.front, summary.objectives, summary.search_run_id, empty)
+        _print_front(
+            summary.front,
+            summary.objectives,
+            summary.search_run_id,
+            empty,
+            experiment.constraints,
+        )
         print(f"\nMLflow: {_browse_hint(tracker)}")
     if not summary.front:  # a script or CI job must not take "no model" for success
         print(f"nascomp: error: the front is empty: {empty}", file=sys.stderr)
@@ -575,13 +582,19 @@ def cmd_pareto(args: argparse.Namespace) -> int:
         ]
         print(
             json.dumps(
-                {"search_run_id": search_run, "objectives": objectives, "front": rows},
+                {
+                    "search_run_id": search_run,
+                    "objectives": objectives,
+                    "constraints": tracker.constraints(search_run),
+                    "front": rows,
+                },
                 indent=2,
                 default=str,
             )
         )
         return 0
-    _print_front(front, objectives, search_run, _empty_reason(tracker, search_run, front))
+    empty = _empty_reason(tracker, search_run, front)
+    _print_front(front, objectives, search_run, empty, tracker.constraints(search_run))
     return 0
 
 
@@ -621,9 +634,18 @@ def _write_plot(
     print(f"plot written to {path}", file=sys.stderr)
 
 
-def _print_front(front: list, objectives: dict[str, str], search_run: str, empty: str = "") -> None:
+def _print_front(
+    front: list,
+    objectives: dict[str, str],
+    search_run: str,
+    empty: str = "",
+    constraints: Sequence[str] = (),
+) -> None:
     models = f"{len(front)} model{'' if len(front) == 1 else 's'}"
-    print(f"Pareto front of search {search_run} ({models}; {_objectives_text(objectives)})")
+    subject = f"; subject to {' and '.join(constraints)}" if constraints else ""
+    print(
+        f"Pareto front of search {search_run} ({models}; {_objectives_text(objectives)}{subject})"
+    )
     if not front:
         print(f"  (empty: {empty or 'no trial finished'})")
         return

@@ -301,6 +301,7 @@ class _SearchRun:
                 live=sys.stdout if self.echo is print and sys.stdout.isatty() else None,
                 budget_left=clock.seconds_left if clock is not None else None,
                 waiting=functools.partial(cluster_fit, self.experiment),
+                constraints=parse_constraints(self.experiment.constraints, METRICS),
             ),
             CheckpointRetention(),
             # While the first trials train: the first MLflow model of a trial (a lookup

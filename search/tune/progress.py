@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
 from ray.tune import Callback
 
+from nascomp.spaces.constraints import Constraint, is_feasible
 from nascomp.trainers.config import planned_epochs
 
 _CLEAR = "\r\x1b[K"  # back to the line's start, erase it
@@ -47,6 +48,7 @@ class ProgressLine(Callback):
         clock: Callable[[], float] = time.perf_counter,
         budget_left: Callable[[], float | None] | None = None,
         waiting: Callable[[], str] | None = None,
+        constraints: Sequence[Constraint] = (),
     ) -> None:
         """``n_trials``: the search's size (None: it runs until its budget is spent, so the
         lines count trials without a total). ``live``: a terminal to redraw the status line on
@@ -55,8 +57,11 @@ class ProgressLine(Callback):
         current pace (``BudgetClock.seconds_left``; None: unknown yet): the time left is the
         sooner of the budget's end and the trials' (trials begun still finish after it).
         ``waiting``: what the trials wait for while none runs (a cluster without a node that
-        fits one), said every ``every_s`` seconds instead of nothing."""
+        fits one), said every ``every_s`` seconds instead of nothing. ``constraints``: the
+        experiment's; a trial that ended ok but breaks one says which, as it stays off the
+        front."""
         self.waiting = waiting
+        self.constraints = list(constraints)
         self.n_trials = n_trials
         self.budget_left = budget_left
         self.objectives = list(objectives)
@@ -89,6 +94,9 @@ class ProgressLine(Callback):
         status = result.get("nascomp_status", "ok")
         if status == "ok":
             detail = "  ".join(f"{name}={_fmt(result.get(name))}" for name in self.objectives)
+            broken = [str(c) for c in self.constraints if not is_feasible([c], result)]
+            if broken:
+                detail += f"  (breaks {' and '.join(broken)}: off the front)"
         else:
             detail = str(result.get("nascomp_reason", ""))[:90]
         self._line(trial, status, detail)

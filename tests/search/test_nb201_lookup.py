@@ -124,8 +124,12 @@ def test_lookup_search_pick_plot_and_reproduce(
         feasible = child.data.metrics["params"] <= 800_000
         assert child.data.tags["nascomp.feasible"] == str(feasible).lower()
     # The reading commands run in this process (the console script ran the search above).
-    front = json.loads(nascomp_here(capsys, "pareto", "--json", *common).stdout)["front"]
+    read = json.loads(nascomp_here(capsys, "pareto", "--json", *common).stdout)
+    front = read["front"]
     assert front and all(row["objectives"]["params"] <= 800_000 for row in front)
+    assert read["constraints"] == ["params <= 800000"]
+    table = nascomp_here(capsys, "pareto", *common).stdout
+    assert "; subject to params <= 800000)" in table.splitlines()[0]
 
     plot = workdir / "front.png"
     shown = nascomp_here(capsys, "pareto", "--plot", str(plot), *common)
@@ -171,6 +175,7 @@ def test_a_front_emptied_by_constraints_says_so(
     )  # fmt: skip
     assert result.returncode == 4, result.stderr[-3000:]
     assert "(3 ok (3 broke a constraint), 0 infeasible" in result.stdout
+    assert result.stdout.count("(breaks params <= 1: off the front)") == 3  # each trial's line
     why = "all 3 trials that ended ok broke a constraint (params <= 1)"
     assert f"  (empty: {why})" in result.stdout
     assert result.stderr.strip().splitlines()[-1] == f"nascomp: error: the front is empty: {why}"

@@ -141,3 +141,22 @@ def test_a_search_sized_by_its_budget_alone_shows_the_budget_left() -> None:
     assert progress.status_text() == "running: none | 0 done"  # no pace yet (CPU-hours)
     budget[0] = 75.0
     assert progress.status_text() == "running: none | 0 done, about 1m15s left"
+
+
+def test_a_trial_that_breaks_a_constraint_says_so_in_its_line() -> None:
+    from nascomp.spaces.constraints import parse_constraints
+
+    lines: list[str] = []
+    constraints = parse_constraints(["size_bytes <= 3000"], ["size_bytes", "val_accuracy"])
+    progress = ProgressLine(
+        2, {"val_accuracy": "max"}, lines.append, clock=Clock(), constraints=constraints
+    )
+    for trial_id, size in (("small", 2500), ("large", 6538)):
+        trial = Trial(trial_id, CONFIG, {"nascomp_status": "ok", "val_accuracy": 0.9})
+        trial.last_result["size_bytes"] = size
+        progress.on_trial_start(0, [], trial)
+        progress.on_trial_complete(0, [], trial)
+    assert lines[0].endswith("ok         val_accuracy=0.9")
+    assert lines[1].endswith(
+        "ok         val_accuracy=0.9  (breaks size_bytes <= 3000: off the front)"
+    )
