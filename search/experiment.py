@@ -553,7 +553,7 @@ def _first_error(exc: ValidationError, raw: dict[str, Any]) -> str:
     if error["type"] == "union_tag_not_found":  # an arch mapping without its family
         return f"{field}.family: missing; give one of {', '.join(ARCH_SPACES)}{more}"
     if error["type"] in ("value_error", "assertion_error", "missing"):
-        if message.startswith((f"{field}.", f"{field}:")):  # a section's check names its field
+        if message.startswith((f"{field}.", f"{field}:", f"{field}[")):  # it names its field
             return f"{message}{more}"
         return f"{field}: {message}{more}"
     return f"{field}: {message}; got {error.get('input')!r}{more}"

@@ -121,7 +121,9 @@ def parse_pick(text: str, metrics: Sequence[str]) -> Pick:
         raise ValueError(f"--pick {text!r} is not {PICK_FORMAT}")
     kind, metric = words[0].lower(), words[1]
     if metric not in metrics:
-        raise ValueError(f"--pick: unknown metric {metric!r}; allowed: {', '.join(metrics)}")
+        close = difflib.get_close_matches(metric, list(metrics), n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"--pick: unknown metric {metric!r}{hint}; allowed: {', '.join(metrics)}")
     where: list[Constraint] = []
     if len(words) == 3:
         keyword, _, rest = words[2].partition(" ")

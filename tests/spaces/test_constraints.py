@@ -59,7 +59,7 @@ def test_experiment_file_errors_are_one_line_naming_the_item() -> None:
         load_experiment(None, ['constraints=["latency_ms <= 2", "size_bytes <= big"]'])
     message = str(info.value)
     assert "\n" not in message
-    assert message.startswith("constraints: constraints[1]: 'size_bytes <= big' is not")
+    assert message.startswith("constraints[1]: 'size_bytes <= big' is not")
     assert load_experiment(None, ['constraints=["latency_ms <= 2"]']).constraints == [
         "latency_ms <= 2"
     ]
