@@ -183,7 +183,7 @@ class QuantSpace(SpecSection):
             self._budget_params()
         # A setting its mode does not read was dropped without a word (the trials' params did
         # not even hold it), as data.factory with a name that reads none would be.
-        if self.mixed != "groups" and self.groups:
+        if self.mixed != "groups" and self.groups and self.groups != PER_LAYER:  # said below
             raise ValueError(f"groups are read with mixed: groups; mixed is {self.mixed!r}")
         if self.mixed != "budget" and self.budget != _DEFAULT_BUDGET:  # a dump holds the default
             raise ValueError(f"budget is read with mixed: budget; mixed is {self.mixed!r}")
