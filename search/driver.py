@@ -108,6 +108,7 @@ def run_search(
     # a child process is killed unused when a check fails)
     experiment = check_user_code(experiment, notes)
     _small_space_note(experiment, notes)
+    notes += objectives_notes(experiment.objectives)
     _fail_fast_http()
     tracker = Tracker(experiment.tracking.resolved_uri(), experiment.tracking.experiment)
     tracker.check_reachable()
@@ -517,6 +518,33 @@ def grid_points(experiment: Experiment) -> list[dict[str, Any]] | None:
     if points is not None:
         random.Random(experiment.search.seed).shuffle(points)
     return points
+
+
+# Metrics a search is usually meant to raise; any other objective is a cost to lower.
+_RAISED = ("accuracy", "agreement")
+
+
+def objectives_notes(objectives: dict[str, str]) -> list[str]:
+    """Notes on objectives that are allowed but rarely meant: one chosen on the test split
+    (the front's test figures then overstate what new inputs get), and a direction opposite
+    to the metric's usual one (``val_accuracy: min`` searches for the worst models)."""
+    notes = []
+    tested = [name for name in objectives if name.startswith("test_")]
+    if tested:
+        notes.append(
+            f"objectives: {', '.join(tested)} {'selects' if len(tested) == 1 else 'select'} "
+            "on the test split, so the front's test "
+            "figures overstate what new inputs get; select on val_* and read test_* afterwards"
+        )
+    for name, mode in objectives.items():
+        raised = name.endswith(_RAISED)
+        if (raised and mode == "min") or (not raised and mode == "max"):
+            usual = "max" if raised else "min"
+            notes.append(
+                f"objectives.{name}: {mode} searches for the {'worst' if raised else 'largest'} "
+                f"such models; {usual} is the usual direction"
+            )
+    return notes
 
 
 def _small_space_note(experiment: Experiment, notes: list[str]) -> None:

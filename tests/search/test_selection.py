@@ -177,3 +177,20 @@ def test_hypervolume_history_counts_every_ended_trial() -> None:
     assert steps[0] == 0.0  # one point has no volume under the search's reference rule
     assert all(b >= a for a, b in itertools.pairwise(steps))
     assert steps[-1] == steps[4] > 0  # the pruned and the infeasible trial add nothing
+
+
+def test_objectives_rarely_meant_are_noted() -> None:
+    from nascomp.search.driver import objectives_notes
+
+    assert objectives_notes({"val_accuracy": "max", "size_bytes": "min"}) == []
+    assert objectives_notes({"onnx_agreement": "max", "latency_ms": "min"}) == []
+    assert objectives_notes(
+        {"test_accuracy": "max", "val_accuracy": "min", "size_bytes": "max"}
+    ) == [
+        "objectives: test_accuracy selects on the test split, so the front's test figures "
+        "overstate what new inputs get; select on val_* and read test_* afterwards",
+        "objectives.val_accuracy: min searches for the worst such models; max is the usual "
+        "direction",
+        "objectives.size_bytes: max searches for the largest such models; min is the usual "
+        "direction",
+    ]
