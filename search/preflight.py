@@ -150,8 +150,10 @@ def check_user_code(experiment: Experiment, notes: list[str] | None = None) -> E
                     ignored_layers(model, ignore)
                 except ValueError as exc:
                     raise ConfigError(f"space.{exc}") from None
-            if field == "space.arch" and groups:
-                _check_groups(experiment, groups, model, data)
+            if field == "space.arch" and groups and _check_groups(experiment, groups, model, data):
+                quant = experiment.space.quant.with_groups_covering()
+                space = experiment.space.model_copy(update={"quant": quant})
+                experiment = experiment.model_copy(update={"space": space})
             if field == "space.arch" and per_layer:
                 experiment = _with_layer_groups(experiment, list(quantizable_layers(model)))
                 per_layer = False
@@ -179,11 +181,15 @@ def _user_groups(experiment: Experiment) -> dict[str, list[str]]:
 
 def _check_groups(
     experiment: Experiment, groups: dict[str, list[str]], model: nn.Module, data: Any
-) -> None:
+) -> bool:
     """Each group's globs must match a layer the model quantizes, in the first architecture
     or one of those the pre-flight varies (a deeper one may hold a layer the first lacks), and
     no layer of the first may match two groups: else every trial would run at widths the
-    run's name does not say, or stop after it trained."""
+    run's name does not say, or stop after it trained.
+
+    Returns whether the groups cover every quantized layer of all those architectures: then
+    no layer takes the trial-wide ``bits``, which is not searched (two trials differing in it
+    alone would be one model)."""
     names = set(quantizable_layers(model))
     for name in sorted(names):
         matched = sorted(g for g, globs in groups.items() if _matches(name, globs))
@@ -191,17 +197,13 @@ def _check_groups(
             raise ConfigError(
                 f"space.quant.groups: layer {name!r} matches groups {matched}; make them disjoint"
             )
-    unmatched = [g for g, globs in groups.items() if not any(_matches(n, globs) for n in names)]
-    varied = experiment.space.arch.varied_archs()[:MAX_VARIED_BUILDS] if unmatched else []
-    for _, _, arch in varied:
+    for _, _, arch in experiment.space.arch.varied_archs()[:MAX_VARIED_BUILDS]:
         try:
             other = build_model(arch, data.input_shape, data.n_classes, data.input_dtype)
         except (InfeasibleArchitecture, ValueError, TypeError):
             continue  # the builder's own checks name a bad value elsewhere
         names |= set(quantizable_layers(other))
-        unmatched = [g for g in unmatched if not any(_matches(n, groups[g]) for n in names)]
-        if not unmatched:
-            return
+    unmatched = [g for g, globs in groups.items() if not any(_matches(n, globs) for n in names)]
     if unmatched:
         listed = sorted(names)
         shown = ", ".join(repr(n) for n in listed[:6])
@@ -212,6 +214,7 @@ def _check_groups(
             f"model quantizes; its layers: {shown}{more} (globs over model.named_modules() "
             f"names, e.g. {example!r})"
         )
+    return all(any(_matches(name, globs) for globs in groups.values()) for name in names)
 
 
 def _matches(name: str, globs: list[str]) -> bool:

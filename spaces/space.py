@@ -227,6 +227,13 @@ class QuantSpace(SpecSection):
             Param("quant.sensitivity", "fixed", choices=("kl",)),
         ]
 
+    def with_groups_covering(self) -> QuantSpace:
+        """The user's groups, found to cover every quantized layer of the architectures the
+        pre-flight built: ``bits`` is then not searched (it would change no model)."""
+        covering = self.model_copy()
+        covering._per_layer_others = False
+        return covering
+
     def with_layer_groups(self, layer_names: list[str], others: bool) -> QuantSpace:
         """``groups: layers`` resolved: one group per quantized layer of
         ``layer_names`` (the space's first architecture); ``others``: other architectures may
@@ -250,7 +257,8 @@ class QuantSpace(SpecSection):
                 "{convs: ['features.*'], fc: ['classifier.*']}"
             )
         # Layers in no user group keep a trial-wide width; built-in groups cover every layer,
-        # and so do per-layer groups when the architecture is fixed.
+        # and so do per-layer groups when the architecture is fixed, and user groups the
+        # pre-flight found to cover every layer it built (with_groups_covering).
         covered = not self.groups or self._per_layer_others is False
         fallback = [] if covered else [to_param("quant.bits", self.bits)]
         params = []

@@ -210,7 +210,15 @@ def test_quant_groups_that_name_no_layer_or_overlap_are_refused_before_training(
             }
         }
 
-    check_user_code(validate_experiment(experiment({"deep": ["stages.1.*"], "head": ["head.*"]})))
+    checked = check_user_code(
+        validate_experiment(experiment({"deep": ["stages.1.*"], "head": ["head.*"]}))
+    )
+    assert "quant.bits" in [p.name for p in checked.space.params()]  # stem.0 takes it
+    # Groups that hold every layer of every built architecture leave bits unsearched: two
+    # trials differing in it alone would be one model.
+    covering = experiment({"convs": ["stem.*", "stages.*"], "head": ["head.*"]})
+    names = [p.name for p in check_user_code(validate_experiment(covering)).space.params()]
+    assert "quant.bits" not in names and "quant.group_bits.convs" in names
     with pytest.raises(ConfigError) as caught:
         check_user_code(validate_experiment(experiment({"convs": ["features.*"]})))
     assert str(caught.value).startswith(
