@@ -813,7 +813,10 @@ def cmd_ui(args: argparse.Namespace) -> int:
         except TrackingError:
             searched = tracker.searched_experiments() if args.experiment is None else []
             if not searched:
-                print(f"MLflow UI: {base} (no experiment named {tracker.experiment!r} yet)")
+                print(
+                    f"MLflow UI: {base} (no experiment named {tracker.experiment!r} yet)",
+                    flush=True,
+                )
             else:  # several, none named nascomp: the latest search's, and the others named
                 tracker.experiment = searched[0]
                 others = ", ".join(searched[1:])
