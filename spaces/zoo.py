@@ -330,6 +330,12 @@ def check_output(
         model.eval()
         with torch.no_grad():
             single = model(probe[:1])
+    except Exception as exc:
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise UserCodeError(
+            f"the model from {who} runs on a batch of 2 and fails on one input "
+            f"{tuple(probe[:1].shape)}: {type(exc).__name__}: {first}"
+        ) from None
     finally:
         model.train(was_training)
     if not isinstance(single, torch.Tensor) or tuple(single.shape) != (1, n_classes):

@@ -44,6 +44,21 @@ class _Squeezed(nn.Module):
         return self.inner(x).squeeze()  # (n_classes,) for one input
 
 
+class _OneFails(nn.Module):
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if len(x) == 1:
+            raise RuntimeError("expects a batch")
+        return self.inner(x)
+
+
+def fails_on_one(input_shape, n_classes):
+    return _OneFails(nn.Sequential(nn.Flatten(), nn.LazyLinear(n_classes)))
+
+
 def squeezes(input_shape, n_classes):
     return _Squeezed(nn.Sequential(nn.Flatten(), nn.LazyLinear(n_classes)))
 
