@@ -287,18 +287,28 @@ def small_validation_note(n_val: int, val_fraction: float) -> str | None:
     )
 
 
+def _absent_classes(labels: torch.Tensor, n_classes: int) -> list[int]:
+    """The classes of ``0..n_classes-1`` no label of ``labels`` holds."""
+    counts = torch.bincount(labels.detach().cpu().long(), minlength=n_classes)
+    return [i for i in range(n_classes) if int(counts[i]) == 0]
+
+
+def _named(missing: list[int], classes: tuple[str, ...]) -> str:
+    """``class a, b`` (or ``label 0, 3``), at most five, for a note."""
+    names = [classes[i] if classes else str(i) for i in missing]
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    return f"{'class' if classes else 'label'} {shown}"
+
+
 def untrained_classes_note(
     labels: torch.Tensor, n_classes: int, classes: tuple[str, ...] = ()
 ) -> str | None:
     """One line when a class has no sample in the training split: a model cannot learn it
     (labels 1..10 without a ``classes`` list make 11 classes, 0 never seen; a class of one
     image is held out for testing)."""
-    counts = torch.bincount(labels.detach().cpu().long(), minlength=n_classes)
-    missing = [i for i in range(n_classes) if int(counts[i]) == 0]
+    missing = _absent_classes(labels, n_classes)
     if not missing:
         return None
-    names = [classes[i] if classes else str(i) for i in missing]
-    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
     hint = (
         "; labels start at 1: give 0..K-1"
         if missing == [0] and not classes
@@ -306,7 +316,7 @@ def untrained_classes_note(
     )
     return (
         f"data: {len(missing)} of {n_classes} classes have no sample in the training split "
-        f"({'class' if classes else 'label'} {shown}): no model can learn them{hint}"
+        f"({_named(missing, classes)}): no model can learn them{hint}"
     )
 
 
@@ -317,18 +327,17 @@ def unvalidated_classes_note(
     val_accuracy and val_balanced_accuracy (a mean over the classes present) cannot see it,
     so a model that never answers it can score 1.0 there. A class missing from the training
     split too is said by ``untrained_classes_note`` alone."""
-    counts = torch.bincount(labels.detach().cpu().long(), minlength=n_classes)
-    seen = torch.bincount(trained.detach().cpu().long(), minlength=n_classes)
-    missing = [i for i in range(n_classes) if int(counts[i]) == 0 and int(seen[i]) > 0]
-    if not missing or len(labels) == 0:
+    if len(labels) == 0:
         return None
-    names = [classes[i] if classes else str(i) for i in missing]
-    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    untrained = set(_absent_classes(trained, n_classes))
+    missing = [i for i in _absent_classes(labels, n_classes) if i not in untrained]
+    if not missing:
+        return None
     return (
         f"data: {len(missing)} of {n_classes} classes have no sample in the validation split "
-        f"({'class' if classes else 'label'} {shown}): val_accuracy and val_balanced_accuracy, "
-        "which rank the trials, cannot see them (a model that never answers them can score "
-        "1.0); give them more samples or raise data.val_fraction"
+        f"({_named(missing, classes)}): val_accuracy and val_balanced_accuracy, which rank "
+        "the trials, cannot see them (a model that never answers them can score 1.0); give "
+        "them more samples or raise data.val_fraction"
     )
 
 

@@ -226,8 +226,8 @@ def check_store_holds(previous: SearchFolder, tracker: Any, uri: str) -> None:
     """A resumed search reopens its runs where it logged them: a tracking URI whose store does
     not hold its parent run is refused before anything starts (and a sqlite file is not
     created by the asking)."""
-    if tracker.holds_run(previous.search_run_id):
-        run = tracker.client.get_run(previous.search_run_id)
+    run = tracker.stored_run(previous.search_run_id)
+    if run is not None:
         logged_in = tracker.client.get_experiment(run.info.experiment_id).name
         if logged_in != tracker.experiment:
             raise SearchError(

@@ -139,12 +139,9 @@ class Tracker:
         write, or be creatable (MLflow makes its folders); else MLflow's traceback comes late
         (a search's, after the teacher has trained). Reading commands do not ask: a store on a
         read-only mount reads."""
-        if not self.uri.startswith("sqlite:///"):
+        path = self._sqlite_file()
+        if path is None:
             return
-        db = self.uri.partition("sqlite:///")[2].split("?", 1)[0]
-        if not db or db == ":memory:":
-            return
-        path = Path(db).expanduser().resolve()
         if path.is_dir():
             raise TrackingError(f"tracking.uri: {path} is a folder; give the store's file in it")
         if path.exists() and not os.access(path, os.R_OK | os.W_OK):
@@ -403,19 +400,26 @@ class Tracker:
         description = f"nascomp trial {source.run_id}, reproduced in run {run_id}: {text}"
         return register(self.client, run_id, name, description, tags)
 
-    def holds_run(self, run_id: str) -> bool:
-        """Whether this store holds run ``run_id``; a sqlite file that does not exist yet holds
-        nothing and is not created by asking."""
+    def stored_run(self, run_id: str) -> Any | None:
+        """Run ``run_id`` of this store, or None where it holds none; a sqlite file that does
+        not exist yet holds nothing and is not created by asking."""
         from mlflow.exceptions import MlflowException
 
-        db = self.uri.partition("sqlite:///")[2].split("?", 1)[0]
-        if self.uri.startswith("sqlite:///") and db != ":memory:" and not Path(db).is_file():
-            return False
+        path = self._sqlite_file()
+        if path is not None and not path.is_file():
+            return None
         try:
-            self.client.get_run(run_id)
+            return self.client.get_run(run_id)
         except MlflowException:
-            return False
-        return True
+            return None
+
+    def _sqlite_file(self) -> Path | None:
+        """The file of a sqlite store (a relative one from the working folder, as MLflow
+        reads it); None for any other store, and for an in-memory one."""
+        if not self.uri.startswith("sqlite:///"):
+            return None
+        db = self.uri[len("sqlite:///") :].split("?", 1)[0]
+        return Path(db).expanduser().resolve() if db and db != ":memory:" else None
 
     def reopen_search(self, run_id: str) -> None:
         """A resumed search continues its parent run rather than opening another."""
