@@ -36,6 +36,7 @@ import multiprocessing as mp
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -70,13 +71,14 @@ class Phases:
     steady: float  # from there to the last trial's result
     end: float  # from the last result to the process's exit
     per_trial: float  # the steady part, in seconds per trial and slot
+    train_s: float = 0.0  # the trials' median train_seconds: their training alone, as logged
 
     @property
     def wall(self) -> float:
         return self.first_round + self.steady + self.end
 
 
-def phases(wall: float, finished: Sequence[float], concurrent: int) -> Phases:
+def phases(wall: float, finished: Sequence[float], concurrent: int, train_s: float = 0.0) -> Phases:
     """Split ``wall`` at the sorted finishing times ``finished`` of a run's trials, which ran
     ``concurrent`` at a time. With no more trials than slots, everything is the first round."""
     if not finished:
@@ -87,7 +89,7 @@ def phases(wall: float, finished: Sequence[float], concurrent: int) -> Phases:
     steady = times[-1] - first_round
     later = len(times) - n_round
     per_trial = steady * concurrent / later if later else 0.0
-    return Phases(first_round, steady, wall - times[-1], per_trial)
+    return Phases(first_round, steady, wall - times[-1], per_trial, train_s)
 
 
 def workload(epochs: int) -> dict[str, Any]:
@@ -168,7 +170,12 @@ def run_nascomp(
         raise RuntimeError(f"expected {n_trials} finished trials, saw {len(finished)}")
     if "ok" not in stdout or " error " in stdout:
         raise RuntimeError(f"a trial did not finish ok:\n{stdout[-3000:]}")
-    return phases(wall, finished, concurrent)
+    from nascomp.search.tracking.store import Tracker
+
+    tracker = Tracker(store, "overhead")
+    trials = tracker.trials(tracker.latest_search())
+    train_s = statistics.median(t.metrics["train_seconds"] for t in trials)
+    return phases(wall, finished, concurrent, train_s)
 
 
 def run_baseline(config: dict[str, Any], n_trials: int, concurrent: int, tmp: Path) -> Phases:
@@ -194,10 +201,12 @@ def run_baseline(config: dict[str, Any], n_trials: int, concurrent: int, tmp: Pa
     if done.returncode != 0:
         raise RuntimeError(f"baseline failed ({done.returncode}):\n{done.stderr[-3000:]}")
     # Anywhere in a line: a library's output without a newline may run into a worker's line.
-    finished = [float(time_) - launched for time_ in re.findall(rf"{_DONE} ([\d.]+)", done.stdout)]
+    lines = re.findall(rf"{_DONE} ([\d.]+) ([\d.]+)", done.stdout)
+    finished = [float(time_) - launched for time_, _ in lines]
     if len(finished) != n_trials:
         raise RuntimeError(f"expected {n_trials} finished baseline trials, saw {len(finished)}")
-    return phases(wall, finished, concurrent)
+    train_s = statistics.median(float(seconds) for _, seconds in lines)
+    return phases(wall, finished, concurrent, train_s)
 
 
 def _worker(config: dict[str, Any], n_trials: int) -> None:
@@ -209,7 +218,7 @@ def _worker(config: dict[str, Any], n_trials: int) -> None:
             raise RuntimeError(f"baseline trial {outcome.status}: {outcome.reason}")
         # One write of the whole line: print's separate writes of its parts interleaved
         # with the other worker's on the shared pipe, and a trial went uncounted.
-        sys.stdout.write(f"{_DONE} {time.time()}\n")
+        sys.stdout.write(f"{_DONE} {time.time()} {outcome.metrics['train_seconds']}\n")
         sys.stdout.flush()
 
 
@@ -277,14 +286,15 @@ def report(ours: list[Phases], plain: list[Phases], n_trials: int, concurrent: i
     """The walls, their split, and the gap between the sides per pair (medians and range)."""
     pairs = list(zip(ours, plain, strict=True))
     lines = [
-        "| side | wall s | first round s | steady s per trial and slot | end s |",
-        "|---|---|---|---|---|",
+        "| side | wall s | first round s | steady s per trial and slot | end s | train_seconds |",
+        "|---|---|---|---|---|---|",
     ]
     for name, side in (("nascomp search", ours), ("plain processes", plain)):
         lines.append(
             f"| {name} | {spread([r.wall for r in side])} "
             f"| {spread([r.first_round for r in side])} "
-            f"| {spread([r.per_trial for r in side])} | {spread([r.end for r in side])} |"
+            f"| {spread([r.per_trial for r in side])} | {spread([r.end for r in side])} "
+            f"| {spread([r.train_s for r in side])} |"
         )
     ratios = [n.wall / b.wall for n, b in pairs]
     per_slot = [(n.wall - b.wall) / n_trials * concurrent for n, b in pairs]
@@ -295,6 +305,8 @@ def report(ours: list[Phases], plain: list[Phases], n_trials: int, concurrent: i
         f"  steady      {spread([n.steady - b.steady for n, b in pairs])}",
         f"  end         {spread([n.end - b.end for n, b in pairs])}",
         f"  per steady trial and slot {spread([n.per_trial - b.per_trial for n, b in pairs])}",
+        f"  of it, training alone (median train_seconds) "
+        f"{spread([n.train_s - b.train_s for n, b in pairs])}",
         "",
         f"wall-time ratio nascomp / plain: {spread(ratios)}  (goal <= 1.15)",
         f"platform seconds per trial slot (difference x concurrency / trials): {spread(per_slot)}",

@@ -32,9 +32,11 @@ def test_phases_refuses_a_run_without_results() -> None:
 
 
 def test_report_splits_the_gap_per_pair() -> None:
-    ours = [Phases(9.0, 20.0, 1.0, 1.25), Phases(11.0, 24.0, 1.0, 1.5)]
-    plain = [Phases(5.0, 19.0, 1.0, 1.1875), Phases(5.0, 20.0, 1.0, 1.25)]
+    ours = [Phases(9.0, 20.0, 1.0, 1.25, 0.9), Phases(11.0, 24.0, 1.0, 1.5, 0.95)]
+    plain = [Phases(5.0, 19.0, 1.0, 1.1875, 0.8), Phases(5.0, 20.0, 1.0, 1.25, 0.85)]
     text = report(ours, plain, n_trials=34, concurrent=2)
+    # the trials' training alone, per pair: 0.9 - 0.8 and 0.95 - 0.85
+    assert "of it, training alone (median train_seconds) 0.100 [0.100, 0.100] (n=2)" in text
     # gaps: first round 4 and 6, steady 1 and 4, end 0 and 0; walls 30/25 and 36/26
     assert "first round 5.000 [4.000, 6.000] (n=2)" in text
     assert "steady      2.500 [1.000, 4.000] (n=2)" in text
