@@ -797,6 +797,9 @@ def cmd_ui(args: argparse.Namespace) -> int:
     # SIGTERM (kill, service managers) must stop the server like Ctrl-C does: Python's default
     # action exits without running `finally`, which would orphan `mlflow server` on the port.
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    # The server takes 5 to 20 s to answer on a busy 2-core machine: say so at once, so a
+    # silent terminal is not taken for a hang.
+    print(f"starting the MLflow UI on {base} (store {uri}); Ctrl-C stops it", flush=True)
     # A process group of its own: mlflow server starts helpers (gunicorn workers, the jobs'
     # huey consumers) that outlive a terminated parent; stopping the group stops them all.
     server = subprocess.Popen(

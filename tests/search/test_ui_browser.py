@@ -234,6 +234,8 @@ def _start_ui(db: Path, port: int, cwd: Path) -> tuple[subprocess.Popen, str]:
             break
         seen.append(line)
         if line.startswith("MLflow UI: "):
+            # Said before the server answers, so a slow start is not a silent terminal.
+            assert seen[0].startswith(f"starting the MLflow UI on http://127.0.0.1:{port} ")
             return ui, line.removeprefix("MLflow UI: ").strip()
     _stop_ui(ui)
     raise AssertionError("nascomp ui printed no URL:\n" + "".join(seen[-40:]))
