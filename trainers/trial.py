@@ -92,8 +92,12 @@ from nascomp.trainers.teacher import TeacherJob, build_teacher, teacher_logits
 from nascomp.trainers.trained import TrainedStore
 
 Report = Callable[[dict[str, Any]], None]
-# Called after each epoch with the epoch's metrics and the state to resume from.
-Checkpoint = Callable[[dict[str, Any], dict[str, Any]], None]
+# Called after each epoch with the epoch's metrics and a function that makes the state to
+# resume from. The state is a copy of the model and optimizer (``Trial._state``), made only
+# when the callback keeps it: a search's trials send one every ``checkpoint_every_s`` seconds,
+# and copying it after every epoch took about 1% of a small model's training.
+StateFn = Callable[[], dict[str, Any]]
+Checkpoint = Callable[[dict[str, Any], StateFn], None]
 STATUS_OK = "ok"
 STATUS_INFEASIBLE = "infeasible"
 # Activation ranges of the int8 form: 4 batches of 64 training images, enough for the
@@ -132,10 +136,12 @@ def run_trial(
     """Train, prune, quantize, evaluate and measure one student described by ``config``.
 
     ``report(metrics)`` is called once per epoch; with ``checkpoint``, ``checkpoint(metrics,
-    state)`` is called instead. ``resume``: a state from such a call (of the same config), to
-    continue from the epoch after it. ``trained``: a store of train-phase end states
-    (``trainers.trained``): the trial starts from one when an earlier trial trained the same
-    phase (its epochs are reported again, as they were), and leaves its own there otherwise.
+    make_state)`` is called instead, where ``make_state()`` returns the state to resume from
+    (call it before returning: the next epoch changes the model). ``resume``: such a state (of
+    the same config), to continue from the epoch after it. ``trained``: a store of train-phase
+    end states (``trainers.trained``): the trial starts from one when an earlier trial trained
+    the same phase (its epochs are reported again, as they were), and leaves its own there
+    otherwise.
     """
     cfg = config if isinstance(config, TrialConfig) else TrialConfig.from_flat(dict(config))
     torch.set_num_threads(cfg.threads)
@@ -403,15 +409,20 @@ class _Trial:
             and self.epoch == self.schedule.n_train
             and len(self.train_metrics) == self.epoch
         )
-        state = self._state(phase, optimizer) if keep or self.checkpoint is not None else None
         if keep:
-            assert self.store is not None and state is not None
+            assert self.store is not None
+            state = self._state(phase, optimizer)
             self.store.save(self.cfg, state, self.train_metrics)
+            self._send(metrics, lambda: state)
+        else:
+            self._send(metrics, lambda: self._state(phase, optimizer))
+
+    def _send(self, metrics: dict[str, Any], make_state: StateFn) -> None:
+        """An epoch's metrics to ``checkpoint`` with its state's maker, or to ``report``."""
         if self.checkpoint is None:
             self.report(metrics)
         else:
-            assert state is not None
-            self.checkpoint(metrics, state)
+            self.checkpoint(metrics, make_state)
 
     def start_trained(self, store: TrainedStore) -> None:
         """Start from the store's end state of this trial's train phase when it holds one:
@@ -428,10 +439,7 @@ class _Trial:
         self.resumed_optimizer = None  # the next phase makes its own optimizer
         self.trained_from = found.key
         for metrics in found.epochs:
-            if self.checkpoint is None:
-                self.report(dict(metrics))
-            else:
-                self.checkpoint(dict(metrics), state)
+            self._send(dict(metrics), lambda: state)
 
     def _train_seconds(self) -> float:
         return self.seconds_before + time.perf_counter() - self.started

@@ -43,7 +43,7 @@ from nascomp.trainers.config import TrialConfig
 from nascomp.trainers.data import DataNotFoundError, check_data_root
 from nascomp.trainers.nb201_lookup import run_lookup_trial
 from nascomp.trainers.trained import TrainedStore
-from nascomp.trainers.trial import TrialOutcome, run_trial
+from nascomp.trainers.trial import StateFn, TrialOutcome, run_trial
 
 STATE_FILE = "trial_state.pt"  # an epoch checkpoint: the trial's state after that epoch
 FINAL_FILE = "final.json"  # the final checkpoint: the last report, and the model's artifacts
@@ -139,12 +139,13 @@ class EpochReports:
         self._all: list[dict[str, Any]] = list(sent or [])
         self._held: list[dict[str, Any]] = list(sent or [])
 
-    def __call__(self, metrics: dict[str, Any], state: dict[str, Any]) -> None:
+    def __call__(self, metrics: dict[str, Any], make_state: StateFn) -> None:
         self._all.append(metrics)
         waiting = self.every_s > 0 and self._clock() - self._last < self.every_s
         if waiting and not self._stop_requested():
             self._held.append(metrics)
-            return
+            return  # the state is never made: a copy of the model and optimizer
+        state = make_state()
         self._send({**metrics, **self.take_held()}, {**state, REPORTS_KEY: list(self._all)})
         self._last = self._clock()
 

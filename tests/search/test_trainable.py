@@ -141,7 +141,7 @@ def test_epochs_are_reported_at_most_every_every_s_and_none_is_lost() -> None:
     reports = EpochReports(10.0, clock=lambda: now[0], send=lambda r, s: sent.append((r, s)))
     for epoch, at in enumerate([3.0, 6.0, 10.5, 12.0, 21.0, 22.0], start=1):
         now[0] = at
-        reports({"epoch": epoch, "loss": 1.0 / epoch}, {"epoch": epoch})
+        reports({"epoch": epoch, "loss": 1.0 / epoch}, lambda epoch=epoch: {"epoch": epoch})
     assert [(r["epoch"], s["epoch"]) for r, s in sent] == [(3, 3), (5, 5)]
     assert [e["epoch"] for e in earlier_epochs(sent[0][0])] == [1, 2]
     assert [e["epoch"] for e in earlier_epochs(sent[1][0])] == [4]
@@ -153,9 +153,26 @@ def test_epochs_are_reported_at_most_every_every_s_and_none_is_lost() -> None:
     every: list[dict] = []
     each = EpochReports(0.0, clock=lambda: 0.0, send=lambda r, s: every.append(r))
     for epoch in (1, 2, 3):
-        each({"epoch": epoch}, {})
+        each({"epoch": epoch}, dict)
     assert [r["epoch"] for r in every] == [1, 2, 3]
     assert all(EARLIER_KEY not in r for r in every)
+
+
+def test_a_held_epoch_never_makes_its_state() -> None:
+    """The state is a copy of the model and optimizer: made for the epochs sent, not for the
+    ones held back (every epoch of a small model's trial, at the default 10 s)."""
+    now = [0.0]
+    made: list[int] = []
+
+    def make(epoch: int) -> dict:
+        made.append(epoch)
+        return {"epoch": epoch}
+
+    reports = EpochReports(10.0, clock=lambda: now[0], send=lambda r, s: None)
+    for epoch, at in enumerate([3.0, 6.0, 10.5, 12.0], start=1):
+        now[0] = at
+        reports({"epoch": epoch}, lambda epoch=epoch: make(epoch))
+    assert made == [3]
 
 
 def test_a_checkpoint_carries_every_epoch_and_a_resumed_trial_sends_them_again() -> None:
@@ -166,7 +183,7 @@ def test_a_checkpoint_carries_every_epoch_and_a_resumed_trial_sends_them_again()
     reports = EpochReports(10.0, clock=lambda: now[0], send=lambda r, s: sent.append((r, s)))
     for epoch, at in enumerate([3.0, 11.0, 12.0], start=1):
         now[0] = at
-        reports({"epoch": epoch}, {"epoch": epoch})
+        reports({"epoch": epoch}, lambda epoch=epoch: {"epoch": epoch})
     assert [(r["epoch"], s["epoch"]) for r, s in sent] == [(2, 2)]
     state = sent[0][1]
     assert state[REPORTS_KEY] == [{"epoch": 1}, {"epoch": 2}]
@@ -175,8 +192,8 @@ def test_a_checkpoint_carries_every_epoch_and_a_resumed_trial_sends_them_again()
     resumed = EpochReports(
         0.0, clock=lambda: 0.0, send=lambda r, s: again.append((r, s)), sent=state[REPORTS_KEY]
     )
-    resumed({"epoch": 3}, {"epoch": 3})
-    resumed({"epoch": 4}, {"epoch": 4})
+    resumed({"epoch": 3}, lambda: {"epoch": 3})
+    resumed({"epoch": 4}, lambda: {"epoch": 4})
     assert [e["epoch"] for e in earlier_epochs(again[0][0])] == [1, 2]
     assert EARLIER_KEY not in again[1][0]
     assert [e["epoch"] for e in again[1][1][REPORTS_KEY]] == [1, 2, 3, 4]
@@ -196,7 +213,7 @@ def test_ctrl_c_sends_the_next_epoch_at_once() -> None:
     for epoch, at in enumerate([2.0, 4.5, 5.0], start=1):
         now[0] = at
         stop[0] = at > 4.0
-        reports({"epoch": epoch}, {"epoch": epoch})
+        reports({"epoch": epoch}, lambda epoch=epoch: {"epoch": epoch})
     assert [(r["epoch"], s["epoch"]) for r, s in sent] == [(2, 2), (3, 3)]
     assert [e["epoch"] for e in earlier_epochs(sent[0][0])] == [1]
 

@@ -120,7 +120,7 @@ def test_a_reused_trial_checkpoints_its_own_resumable_state(tmp_path: Path) -> N
     run(config(), store)
     other = config(**UNSTRUCTURED, **{"quant.bits": 4})
     states: list[tuple[dict, dict]] = []
-    outcome = run_trial(other, trained=store, checkpoint=lambda m, s: states.append((m, s)))
+    outcome = run_trial(other, trained=store, checkpoint=lambda m, s: states.append((m, s())))
     assert [m["epoch"] for m, _ in states] == [1, 2, 3, 4]
     # The replayed epochs hand on the state after the phase, as this trial's own.
     _, after_training = states[1]

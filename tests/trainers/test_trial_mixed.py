@@ -142,7 +142,7 @@ def test_reproduce_of_a_budget_trial_is_exact(budget_trial) -> None:
 def test_resume_keeps_the_chosen_widths(budget_trial) -> None:
     flat, outcome = budget_trial
     states: list[dict[str, Any]] = []
-    run_trial(dict(flat), checkpoint=lambda _metrics, state: states.append(state))
+    run_trial(dict(flat), checkpoint=lambda _metrics, state: states.append(state()))
     qat_state = states[-1]  # taken after the QAT epoch: the widths are in it
     assert qat_state["layer_bits"] == weight_bits_by_layer(outcome.model)
     resumed = run_trial(dict(flat), resume=states[-2])  # before QAT: chosen again, the same

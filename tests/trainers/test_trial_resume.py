@@ -15,7 +15,7 @@ from nascomp.search.experiment import load_experiment, trial_constants
 from nascomp.spaces.models import build_model
 from nascomp.trainers.checkpoint import load_state, save_state
 from nascomp.trainers.config import TrialConfig
-from nascomp.trainers.trial import TrialOutcome, run_trial
+from nascomp.trainers.trial import StateFn, TrialOutcome, run_trial
 from tests.trainers.configs import SMALL_CNN
 
 FAST = [
@@ -108,9 +108,9 @@ def run_checkpointed(
     """run_trial with every epoch's state written with save_state and read with load_state."""
     run = Run(outcome=TrialOutcome(status="pending"))
 
-    def checkpoint(metrics: dict[str, Any], state: dict[str, Any]) -> None:
+    def checkpoint(metrics: dict[str, Any], make_state: StateFn) -> None:
         path = folder / f"epoch_{metrics['epoch']}.pt"
-        save_state(path, state)
+        save_state(path, make_state())
         run.metrics.append(metrics)
         run.states.append(load_state(path))
 
@@ -173,7 +173,7 @@ def test_phases_cover_the_boundaries(uninterrupted) -> None:
 
 def test_state_is_a_weights_only_snapshot(tmp_path: Path) -> None:
     states: list[dict[str, Any]] = []
-    outcome = run_trial(config(), checkpoint=lambda _, state: states.append(state))
+    outcome = run_trial(config(), checkpoint=lambda _, state: states.append(state()))
     path = tmp_path / "state.pt"
     save_state(path, states[0])
     assert [p.name for p in tmp_path.iterdir()] == ["state.pt"]  # the temp file was renamed
@@ -189,7 +189,7 @@ def test_state_is_a_weights_only_snapshot(tmp_path: Path) -> None:
 
 def test_state_of_another_config_is_refused(tmp_path: Path) -> None:
     states: list[dict[str, Any]] = []
-    run_trial(config(), checkpoint=lambda _, state: states.append(state))
+    run_trial(config(), checkpoint=lambda _, state: states.append(state()))
     other = {**config(), "train.lr": 1e-3}
     with pytest.raises(ValueError, match="different config"):
         run_trial(other, resume=states[0])
