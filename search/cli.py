@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from nascomp.search.about import version
 from nascomp.search.collector import imports_uncollected
 from nascomp.search.errors import (
     ConfigError,
@@ -95,6 +96,14 @@ def _rule(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError("give a rule: 'knee', or e.g. 'max val_accuracy'")
     return text
+
+
+def _folder(text: str) -> Path:
+    """argparse's type for a folder to write: an empty one (an unset variable in ``--export
+    "$OUT"``) is refused, not taken for the working folder."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("give a folder; got an empty path")
+    return Path(text)
 
 
 def _model_name(text: str) -> str:
@@ -207,22 +216,13 @@ def _fail(message: str) -> int:
     return EXIT_USAGE
 
 
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("nascomp")
-    except PackageNotFoundError:  # run from a checkout that was not installed
-        return "(not installed)"
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nascomp",
         description="Search architectures and their compression together: search, replay, "
         "pareto, reproduce, ui.",
     )
-    parser.add_argument("--version", action="version", version=f"nascomp {_version()}")
+    parser.add_argument("--version", action="version", version=f"nascomp {version()}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     search = commands.add_parser("search", help="run a joint architecture + compression search")
@@ -302,7 +302,7 @@ def _parser() -> argparse.ArgumentParser:
     _tracking_args(reproduce)
     reproduce.add_argument(
         "--export",
-        type=Path,
+        type=_folder,
         metavar="DIR",
         help="write model.onnx (the file to ship), the compressed artifact, state dict and "
         "TorchScript here",
@@ -685,12 +685,14 @@ def onnx_note(exported: dict[str, Any], metrics: dict[str, float]) -> str | None
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
+    from nascomp.search.export import check_export_folder, foreign_files
     from nascomp.search.reproduce import reproduce
 
     if args.fp16 and args.export is None:
         return _fail("--fp16 writes model.fp16.onnx into the --export folder: give --export DIR")
     if args.export is not None:  # before the run is looked up, the trial trains or is logged
         check_writable_folder(args.export, "--export")
+        check_export_folder(args.export, "--export")
     tracker = _tracker(args)
     tracker.check_writable()  # the reproduction is logged as a run
     run_id = args.run_id
@@ -732,7 +734,12 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         print(f"  ({result.reuse_note()})")
     print(f"model logged as {result.model_uri} ({PICKLE_NOTE})")
     for kind, path in result.exported.items():
-        print(f"exported {kind}: {path}")
+        print(f"exported {kind}: {path} ({path.stat().st_size:,} bytes)")
+    if args.export is not None:
+        for path in foreign_files(args.export, result.exported):
+            print(
+                f"note: {path} was in the folder before and is not of this export: left as it was"
+            )
     if result.fp16_agreement is not None:
         agreement = result.fp16_agreement
         print(f"model.fp16.onnx top-1 agreement with the evaluated model: {agreement:.4f}")

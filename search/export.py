@@ -15,17 +15,27 @@ Files:
 - ``trial_config.json``: the trial's flat config (its MLflow params);
 - ``preprocess.json``: what the model must be fed: raw inputs divided by ``scale``, minus
   ``mean`` and divided by ``std`` per channel (axis 1 of a batch: an image's colour channel, a
-  feature vector's every feature), after resizing images to ``image_size`` when set; the same
-  recipe is in ``model.onnx``'s metadata (``nascomp.preprocess``).
+  feature vector's every feature), after converting images to ``image_mode`` (RGB or L) and
+  resizing them to ``image_size`` when set, and what it returns (logits); the same recipe is
+  in ``model.onnx``'s metadata (``nascomp.preprocess``);
+- ``export.json`` (written by ``nascomp reproduce``): where the model came from (its trial's
+  and reproduction's MLflow runs, its metrics) and each file's size, SHA-256 and form.
+
+The files are written into a staging folder inside ``out_dir`` and moved into place once all
+are written, so an export that fails leaves the folder as it was, not mixing two models.
 
 ``load_exported(folder)`` returns a model that predicts exactly what the trial evaluated.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import shutil
+import tempfile
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +51,7 @@ from nascomp.compressors.export import (
 from nascomp.compressors.layers import LEGACY as LEGACY_LAYERS
 from nascomp.compressors.layers import layer_kinds
 from nascomp.compressors.shapes import free_tensor_shapes, reshape_free_tensors
+from nascomp.search.about import version
 from nascomp.spaces.models import build_model
 from nascomp.spaces.space import arch_from_flat
 from nascomp.trainers.checkpoint import cpu_state_dict
@@ -51,6 +62,10 @@ SKELETON = "skeleton.json"
 FP16_ONNX = "model.fp16.onnx"
 PREPROCESS = "preprocess.json"
 PREPROCESS_KEY = "nascomp.preprocess"  # model.onnx's metadata entry of the same recipe
+EXPORT_INFO = "export.json"
+RUN_KEY = "nascomp.trial_run_id"  # model.onnx's metadata entry: the trial it is the model of
+# Data whose inputs are images decoded by PIL (or sklearn's 8x8 grey digits).
+_IMAGE_DATA = ("digits", "mnist", "fashion_mnist", "imagefolder", "torchvision")
 
 
 def write_artifact(
@@ -93,12 +108,101 @@ def export_model(
     classes: Sequence[str] = (),
     features: Sequence[str] = (),
     categories: Mapping[str, Sequence[str]] | None = None,
+    provenance: Mapping[str, Any] | None = None,
 ) -> dict[str, Path]:
     """Export ``model`` (in eval mode) next to its flat trial config, ``onnx`` (the file the
     trial measured) as ``model.onnx`` and, with ``fp16``, ``model.fp16.onnx``, and how its
     inputs were normalised (``normalise``), which column each input feature is (``features``,
     and the values of one-hot encoded columns of words, ``categories``) and what its outputs
-    mean (``classes``, each label's name) as ``preprocess.json``; return the files written."""
+    mean (``classes``, each label's name) as ``preprocess.json``; with ``provenance`` (where
+    the model came from: run ids, metrics), ``export.json``. Return the files written.
+
+    A file of an earlier export into ``out_dir`` that this one does not write (model.fp16.onnx
+    without ``fp16``) is removed; where the folder held no earlier export, a file of such a
+    name is the user's own and is left (``foreign_files`` names it)."""
+    check_export_folder(out_dir, "out_dir")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    earlier = (out_dir / ARTIFACT).is_file() or (out_dir / SKELETON).is_file()
+    staging = Path(tempfile.mkdtemp(prefix=".nascomp-export-", dir=out_dir))
+    try:
+        run_id = (provenance or {}).get("trial_run_id")
+        staged = _write_export(
+            model,
+            example,
+            config,
+            staging,
+            onnx,
+            fp16,
+            normalise,
+            classes,
+            features,
+            categories,
+            run_id,
+        )
+        if provenance is not None:
+            info = {**provenance, "files": _file_facts(staged.values())}
+            staged["info"] = staging / EXPORT_INFO
+            staged["info"].write_text(json.dumps(info, indent=2, default=str))
+        files = {}
+        for kind, path in staged.items():
+            files[kind] = out_dir / path.name
+            os.replace(path, files[kind])
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    if earlier:
+        for name in EXPORT_FILES:
+            if out_dir / name not in files.values():
+                (out_dir / name).unlink(missing_ok=True)
+    return files
+
+
+def check_export_folder(out_dir: Path, field: str) -> None:
+    """A ValueError naming ``field`` when an entry of ``out_dir`` that an export replaces is
+    not a file (a folder named model.onnx): found before the model trains, not after."""
+    for name in EXPORT_FILES:
+        path = out_dir / name
+        if path.exists() and not path.is_file():
+            raise ValueError(
+                f"{field}: {path} is in the way of the export's {name} and is not a file; "
+                "move it or give another folder"
+            )
+
+
+def foreign_files(out_dir: Path, files: Mapping[str, Path]) -> list[Path]:
+    """The files of ``out_dir`` named as an export's that this export did not write: the
+    user's own, kept where the folder held no earlier export."""
+    written = set(files.values())
+    return [
+        out_dir / n for n in EXPORT_FILES if (out_dir / n).is_file() and out_dir / n not in written
+    ]
+
+
+def _file_facts(paths: Iterable[Path]) -> dict[str, dict[str, Any]]:
+    """Each file's size and SHA-256, by name (``export.json``)."""
+    return {
+        path.name: {
+            "bytes": path.stat().st_size,
+            "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        }
+        for path in sorted(paths)
+    }
+
+
+def _write_export(
+    model: nn.Module,
+    example: torch.Tensor,
+    config: dict[str, Any],
+    out_dir: Path,
+    onnx: bytes | None,
+    fp16: bool,
+    normalise: Normalise | None,
+    classes: Sequence[str],
+    features: Sequence[str],
+    categories: Mapping[str, Sequence[str]] | None,
+    run_id: str | None,
+) -> dict[str, Path]:
+    """Every file of ``export_model`` but ``export.json``, written into ``out_dir``; the ONNX
+    files name ``run_id``, the trial's run, in their metadata."""
     files = write_artifact(model, example, config, out_dir)
     recipe = (
         preprocess_recipe(normalise, example, config, classes, features, categories)
@@ -110,13 +214,14 @@ def export_model(
         files["preprocess"].write_text(json.dumps(recipe, indent=2))
     if onnx is not None:
         files["onnx"] = out_dir / "model.onnx"
-        files["onnx"].write_bytes(onnx if recipe is None else _with_metadata(onnx, recipe))
+        files["onnx"].write_bytes(with_metadata(onnx, recipe, run_id))
     if fp16:
         from nascomp.compressors.onnx_export import fp16_onnx
 
         files["onnx_fp16"] = out_dir / FP16_ONNX
-        half = fp16_onnx(model, example.cpu())
-        files["onnx_fp16"].write_bytes(half if recipe is None else _with_metadata(half, recipe))
+        files["onnx_fp16"].write_bytes(
+            with_metadata(fp16_onnx(model, example.cpu()), recipe, run_id)
+        )
     files["state_dict"] = out_dir / "state_dict.pt"
     files["torchscript"] = out_dir / "model.torchscript.pt"
     files["config"] = out_dir / "trial_config.json"
@@ -128,11 +233,6 @@ def export_model(
         traced = torch.jit.trace(model, example, check_trace=False)
     traced.save(str(files["torchscript"]))
     files["config"].write_text(json.dumps(config, indent=2, sort_keys=True, default=str))
-    # A file of an earlier export into this folder that this one did not write (model.fp16.onnx
-    # without --fp16) is another model's: it goes, so the folder holds one model.
-    for name in EXPORT_FILES:
-        if out_dir / name not in files.values():
-            (out_dir / name).unlink(missing_ok=True)
     return files
 
 
@@ -146,6 +246,7 @@ EXPORT_FILES = (
     "state_dict.pt",
     "model.torchscript.pt",
     "trial_config.json",
+    EXPORT_INFO,
 )
 
 
@@ -177,9 +278,12 @@ def preprocess_recipe(
         f"(batch, *input_shape) array; {two_d} and, with image_size, images are resized to "
         f"image_size x image_size first, with {resize}"
     )
+    image_size = config.get("data.image_size")
     return {
         "input_shape": list(example.shape[1:]),
-        "image_size": config.get("data.image_size"),
+        "image_mode": image_mode(config.get("data.name"), tuple(example.shape[1:])),
+        "image_size": image_size,
+        "resize": resize if image_size is not None else None,
         **normalise.describe(),
         "formula": formula,
         # Rows of features: input column i is the dataset's column features[i]; a CSV's
@@ -188,17 +292,42 @@ def preprocess_recipe(
         "features": list(features) or None,
         "categories": {c: list(values) for c, values in (categories or {}).items()} or None,
         # The output is (batch, n_classes) logits; column i is the class named classes[i].
+        "output": "logits: (batch, n_classes) scores before softmax; argmax is the class",
         "classes": list(classes) or None,
     }
 
 
-def _with_metadata(onnx: bytes, recipe: dict[str, Any]) -> bytes:
-    """``onnx`` with ``recipe`` in its metadata (the graph itself unchanged)."""
+def image_mode(data_name: str | None, input_shape: tuple[int, ...]) -> str | None:
+    """How images are decoded before the formula: PIL's mode ``RGB`` (channels in R, G, B
+    order; the image folder's grey images repeated to 3 channels where any image has colour)
+    or ``L`` (one grey channel); None for inputs that are not decoded images (a custom
+    dataset's tensors, rows of features, token ids)."""
+    if data_name not in _IMAGE_DATA or len(input_shape) != 3:
+        return None
+    return {1: "L", 3: "RGB"}.get(input_shape[0])
+
+
+def with_metadata(onnx: bytes, recipe: dict[str, Any] | None, run_id: str | None = None) -> bytes:
+    """``onnx`` with ``recipe`` (``nascomp.preprocess``) and the trial's ``run_id``
+    (``nascomp.trial_run_id``, and the model's doc string) in its metadata, replacing entries
+    of those keys; the graph itself is unchanged."""
+    entries = {}
+    if recipe is not None:
+        entries[PREPROCESS_KEY] = json.dumps(recipe)
+    if run_id is not None:
+        entries[RUN_KEY] = run_id
+    if not entries:
+        return onnx
     import onnx as onnx_lib
 
     proto = onnx_lib.load_from_string(onnx)
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = PREPROCESS_KEY, json.dumps(recipe)
+    kept = [(p.key, p.value) for p in proto.metadata_props if p.key not in entries]
+    del proto.metadata_props[:]
+    for key, value in [*kept, *entries.items()]:
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    if run_id is not None:
+        proto.doc_string = f"exported by nascomp {version()} from trial run {run_id}"
     return proto.SerializeToString()
 
 

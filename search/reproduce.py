@@ -12,11 +12,12 @@ from pydantic import ValidationError
 from torch import nn
 
 from nascomp.compressors.onnx_export import OnnxModule
+from nascomp.search.about import version
 from nascomp.search.epoch_lines import TeacherEpochs, TrialEpochs
 from nascomp.search.errors import one_line
-from nascomp.search.export import export_model
+from nascomp.search.export import export_model, preprocess_recipe, with_metadata
 from nascomp.search.tracking.store import Tracker, TrialRecord
-from nascomp.trainers.config import TrialConfig, planned_epochs
+from nascomp.trainers.config import TrialConfig, describe_trial, planned_epochs
 from nascomp.trainers.loop import top1_agreement
 from nascomp.trainers.split import Split
 from nascomp.trainers.teacher import TeacherJob, load_or_train_teacher
@@ -103,27 +104,50 @@ def reproduce(
     example = data.test.head(1).to(config.device)
     if register and outcome.onnx is None:
         raise ValueError(f"--register: the model has no ONNX form ({outcome.info.get('onnx')})")
+    recipe = (
+        preprocess_recipe(
+            data.normalise, example, flat, data.classes, data.feature_names, data.categories
+        )
+        if data.normalise is not None
+        else None
+    )
+    # The logged (and registered) ONNX model is the exported file: the recipe and the trial
+    # in its metadata, so a team that takes it from the registry knows how to feed it.
+    onnx = with_metadata(outcome.onnx, recipe, source.run_id) if outcome.onnx else None
     run_id_again, model_uri = tracker.log_reproduction(
         source,
         flat,
         outcome.metrics,
         outcome.model,
         example.cpu(),
-        onnx=outcome.onnx,
+        onnx=onnx,
         info=outcome.info,
+        preprocess=recipe,
     )
+    provenance = {
+        "nascomp": version(),
+        "trial_run_id": source.run_id,
+        "reproduction_run_id": run_id_again,
+        "tracking_uri": tracker.uri,
+        "experiment_id": source.experiment_id,
+        "model": describe_trial(flat),
+        # model.onnx's form: int8 QDQ, or float32 holding the rounded weights
+        "model_onnx_form": outcome.info.get("latency_form", ""),
+        "metrics": dict(outcome.metrics),
+    }
     exported = (
         export_model(
             outcome.model,
             example,
             flat,
             export_dir,
-            onnx=outcome.onnx,
+            onnx=onnx,
             fp16=fp16,
             normalise=data.normalise,
             classes=data.classes,
             features=data.feature_names,
             categories=data.categories,
+            provenance=provenance,
         )
         if export_dir
         else {}

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 CONFIG_ARTIFACT = "trial_config.json"
+PREPROCESS_ARTIFACT = "preprocess.json"  # a reproduction's: how to feed its model (search.export)
 CONFIG_FORMAT = 1
 PARAM_LIMIT = 6000  # MLflow's limit on a param value
 

@@ -33,6 +33,7 @@ from nascomp.search.tracking.models import ONNX_MODEL_DIR, register, save_onnx_m
 from nascomp.search.tracking.pages import runs_page
 from nascomp.search.tracking.params import (
     CONFIG_ARTIFACT,
+    PREPROCESS_ARTIFACT,
     config_document,
     config_from_document,
     decode_param,
@@ -354,10 +355,13 @@ class Tracker:
         example: Any,
         onnx: bytes | None = None,
         info: dict[str, str] | None = None,
+        preprocess: dict[str, Any] | None = None,
     ) -> tuple[str, str]:
         """Log a reproduction as a run of its own; returns (its run id, its PyTorch model's
         URI). With ``onnx``, the run also holds the ONNX file as an MLflow model; ``info``, the
-        trial's word-valued facts, become ``nascomp.<key>`` tags as a trial's do."""
+        trial's word-valued facts, become ``nascomp.<key>`` tags as a trial's do;
+        ``preprocess``, how to feed the model, is the run's ``preprocess.json`` and is in the
+        ONNX model's folder (what a Model Registry version downloads)."""
         import mlflow.pytorch
 
         # Next to the trial it reproduces: a run id names its experiment, whatever the
@@ -376,6 +380,8 @@ class Tracker:
             run_id, params=[Param(k, v) for k, v in display_params(config).items()]
         )
         self.client.log_dict(run_id, config_document(config), CONFIG_ARTIFACT)
+        if preprocess is not None:
+            self.client.log_dict(run_id, preprocess, PREPROCESS_ARTIFACT)
         self.log_search_metrics(run_id, metrics)
         mlflow.set_tracking_uri(self.uri)
         with mlflow.start_run(run_id=run_id), _without_pickle_warning():
@@ -387,6 +393,8 @@ class Tracker:
         if onnx is not None:
             with tempfile.TemporaryDirectory() as folder:
                 path = save_onnx_model(onnx, Path(folder), example.numpy())
+                if preprocess is not None:
+                    (path / PREPROCESS_ARTIFACT).write_text(json.dumps(preprocess, indent=2))
                 self.client.log_artifacts(run_id, str(path), artifact_path=ONNX_MODEL_DIR)
         self.client.set_terminated(run_id, "FINISHED")
         return run_id, info.model_uri

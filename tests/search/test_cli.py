@@ -282,6 +282,20 @@ def test_results_and_exports_that_cannot_be_written_are_refused_before_anything_
     assert export.stderr.strip() == (
         f"nascomp: error: --export: {tmp_path / 'afile'} is a file; give a folder (got 'afile')"
     )
+    # A folder where the export's model.onnx goes: refused before the trial trains again.
+    (tmp_path / "out" / "model.onnx").mkdir(parents=True)
+    blocked = nascomp(
+        "reproduce", "0" * 32, "--export", "out", "--tracking-uri", store, cwd=tmp_path
+    )
+    assert blocked.returncode == 2, blocked.stderr
+    assert blocked.stderr.strip() == (
+        "nascomp: error: --export: out/model.onnx is in the way of the export's model.onnx and "
+        "is not a file; move it or give another folder"
+    )
+    # An unset variable in `--export "$OUT"`: not the working folder.
+    empty = nascomp("reproduce", "0" * 32, "--export", "", "--tracking-uri", store, cwd=tmp_path)
+    assert empty.returncode == 2
+    assert empty.stderr.strip().endswith("argument --export: give a folder; got an empty path")
 
 
 def test_a_folder_no_folder_can_be_made_in_is_refused_even_for_root(tmp_path: Path) -> None:

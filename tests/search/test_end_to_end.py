@@ -5,6 +5,7 @@ Real Ray (local), real Optuna, MLflow on a sqlite file, real training on the dig
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -12,6 +13,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import mlflow.artifacts
 import mlflow.pyfunc
 import mlflow.pytorch
 import numpy as np
@@ -247,6 +249,31 @@ def test_reproduce_matches_and_exports(searched: Searched) -> None:
     assert float(version.tags["val_accuracy"]) == again[0].data.metrics["val_accuracy"]
     registered = mlflow.pyfunc.load_model("models:/digits-net/1").predict(inputs.numpy())
     np.testing.assert_array_equal(registered["logits"], shipped)
+    # A team that takes the registered model finds how to feed it: the recipe beside it, and
+    # in the file's metadata with the trial it came from, as in the exported model.onnx.
+    import onnx
+
+    pulled = Path(mlflow.artifacts.download_artifacts("models:/digits-net/1"))
+    recipe = json.loads((export / "preprocess.json").read_text())
+    assert json.loads((pulled / "preprocess.json").read_text()) == recipe
+    for file in (pulled / "model.onnx", export / "model.onnx", export / "model.fp16.onnx"):
+        metadata = {p.key: p.value for p in onnx.load(str(file)).metadata_props}
+        assert json.loads(metadata["nascomp.preprocess"]) == recipe, file
+        assert metadata["nascomp.trial_run_id"] == source_id, file
+    assert recipe["image_mode"] == "L" and recipe["output"].startswith("logits")
+    # export.json: where the folder's model came from, and each file's size and hash.
+    info = json.loads((export / "export.json").read_text())
+    assert info["trial_run_id"] == source_id
+    assert info["reproduction_run_id"] == again[0].info.run_id
+    assert info["metrics"]["val_accuracy"] == source.data.metrics["val_accuracy"]
+    assert info["model_onnx_form"] == source.data.tags["nascomp.latency_form"]
+    onnx_bytes = (export / "model.onnx").read_bytes()
+    assert info["files"]["model.onnx"] == {
+        "bytes": len(onnx_bytes),
+        "sha256": hashlib.sha256(onnx_bytes).hexdigest(),
+    }
+    assert set(info["files"]) == {p.name for p in export.iterdir()} - {"export.json"}
+    assert f"exported onnx: {export / 'model.onnx'} ({len(onnx_bytes):,} bytes)" in result.stdout
 
 
 def test_every_trial_logs_its_onnx_model_that_pyfunc_serves(searched: Searched) -> None:

@@ -10,7 +10,13 @@ import pytest
 import torch
 
 from nascomp.compressors.onnx_export import check_model
-from nascomp.search.export import export_model, load_exported
+from nascomp.search.export import (
+    check_export_folder,
+    export_model,
+    foreign_files,
+    image_mode,
+    load_exported,
+)
 from nascomp.search.reproduce import onnx_agreement
 from nascomp.trainers.config import TrialConfig
 from nascomp.trainers.loop import predict_logits
@@ -82,6 +88,74 @@ def test_an_export_into_a_used_folder_leaves_no_file_of_the_earlier_model(
     files = export_model(outcome.model, example, flat, tmp_path, onnx=outcome.onnx)
     assert not (tmp_path / "model.fp16.onnx").exists()
     assert {p.name for p in tmp_path.iterdir()} == {p.name for p in files.values()} | {"NOTES.txt"}
+
+
+def test_an_export_that_fails_leaves_the_folder_as_it_was(tmp_path: Path) -> None:
+    """The files are staged and moved into place once all are written: a failure part-way
+    (here model.onnx's bytes cannot be read as ONNX) leaves the earlier export's files as they
+    were, not some of each model, and no staging folder."""
+    flat = pruned("structured", 0.5, **{"quant.bits": 8, "train.epochs": 1})
+    outcome = run_trial(flat)
+    data = TrialConfig.from_flat(flat).data.load()
+    example, normalise = data.test_x[:1], data.normalise
+    export_model(outcome.model, example, flat, tmp_path, onnx=outcome.onnx, normalise=normalise)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    other = run_trial({**flat, "prune.ratio": 0.25})
+    with pytest.raises(Exception, match=r"(?i)pars|protobuf|decode"):
+        export_model(other.model, example, flat, tmp_path, onnx=b"not onnx", normalise=normalise)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_an_entry_in_the_way_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    """A folder named model.onnx: one line naming it, found before the model trains (the CLI
+    calls the check first); export_model itself writes nothing then."""
+    (tmp_path / "model.onnx").mkdir()
+    with pytest.raises(ValueError, match=r"^--export: .*model\.onnx is in the way of the export"):
+        check_export_folder(tmp_path, "--export")
+    flat = pruned("structured", 0.5, **{"quant.bits": 32, "train.epochs": 1})
+    outcome = run_trial(flat)
+    data = TrialConfig.from_flat(flat).data.load()
+    with pytest.raises(ValueError, match="in the way"):
+        export_model(outcome.model, data.test_x[:1], flat, tmp_path, onnx=outcome.onnx)
+    assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]
+
+
+def test_a_users_file_of_an_export_name_stays_where_no_export_was(tmp_path: Path) -> None:
+    """Stale files go only from a folder that held an earlier export: the user's own
+    model.fp16.onnx in a fresh folder stays, and foreign_files names it (the CLI says so)."""
+    (tmp_path / "model.fp16.onnx").write_text("mine")
+    flat = pruned("structured", 0.5, **{"quant.bits": 32, "train.epochs": 1})
+    outcome = run_trial(flat)
+    data = TrialConfig.from_flat(flat).data.load()
+    files = export_model(outcome.model, data.test_x[:1], flat, tmp_path, onnx=outcome.onnx)
+    assert (tmp_path / "model.fp16.onnx").read_text() == "mine"
+    assert foreign_files(tmp_path, files) == [tmp_path / "model.fp16.onnx"]
+
+
+def test_the_recipe_names_image_mode_and_output_and_the_file_its_trial(tmp_path: Path) -> None:
+    flat = pruned("structured", 0.5, **{"quant.bits": 32, "train.epochs": 1})
+    outcome = run_trial(flat)
+    data = TrialConfig.from_flat(flat).data.load()
+    files = export_model(
+        outcome.model,
+        data.test_x[:1],
+        flat,
+        tmp_path,
+        onnx=outcome.onnx,
+        normalise=data.normalise,
+        provenance={"trial_run_id": "abc123", "metrics": {"val_accuracy": 0.5}},
+    )
+    recipe = json.loads(files["preprocess"].read_text())
+    assert recipe["image_mode"] == "L" and recipe["resize"] is None
+    assert recipe["output"].startswith("logits: (batch, n_classes)")
+    proto = onnx.load(str(files["onnx"]))
+    assert {p.key: p.value for p in proto.metadata_props}["nascomp.trial_run_id"] == "abc123"
+    assert proto.doc_string.endswith("from trial run abc123")
+    info = json.loads(files["info"].read_text())
+    assert info["metrics"] == {"val_accuracy": 0.5}
+    assert info["files"]["model.nascomp"]["bytes"] == outcome.metrics["size_bytes"]
+    assert image_mode("imagefolder", (3, 32, 32)) == "RGB"
+    assert image_mode("csv", (12,)) is None and image_mode("custom", (3, 8, 8)) is None
 
 
 def test_raw_inputs_through_preprocess_json_are_what_the_model_was_fed(tmp_path: Path) -> None:
