@@ -505,15 +505,21 @@ def _front(tracker: Any, search_run: str | None = None) -> tuple[str, list, dict
 
 
 def _pick(tracker: Any, rule: str, search_run: str | None = None) -> Any:
-    from nascomp.search.front.selection import pick_trial
+    from nascomp.search.front.selection import pick_trial, select_front
 
     search_run = search_run or tracker.latest_search()
-    return pick_trial(
-        tracker.trials(search_run),
-        tracker.objectives(search_run),
-        rule,
-        tracker.constraints(search_run),
-    )
+    trials, objectives = tracker.trials(search_run), tracker.objectives(search_run)
+    constraints = tracker.constraints(search_run)
+    picked = pick_trial(trials, objectives, rule, constraints)
+    if rule.strip() == "knee" and len(select_front(trials, objectives, constraints)) == 2:
+        # Two models have no knee: the rule's tie-break decides, which surprised users.
+        print(
+            "note: the front holds 2 models, so the knee is a tie-break: the one nearest the "
+            "ideal point, each objective scaled to the front's range; `nascomp pareto` shows "
+            "both, and e.g. --pick 'max val_accuracy' picks by one objective",
+            file=sys.stderr,
+        )
+    return picked
 
 
 def _search_note(tracker: Any, search_run: str, named: bool) -> None:

@@ -417,3 +417,38 @@ def test_a_pick_shows_the_metrics_its_rule_names() -> None:
         "latency_batch_ms",
         "test_accuracy",
     ]
+
+
+class _Store:
+    """The reading side of a tracker, over records given here (the rule's known answers)."""
+
+    def __init__(self, trials: list) -> None:
+        self._trials = trials
+
+    def latest_search(self) -> str:
+        return "s"
+
+    def trials(self, search_run: str) -> list:
+        return self._trials
+
+    def objectives(self, search_run: str) -> dict[str, str]:
+        return {"val_accuracy": "max", "size_bytes": "min"}
+
+    def constraints(self, search_run: str) -> list[str]:
+        return []
+
+
+def test_a_knee_of_two_models_says_it_is_a_tie_break(capsys: pytest.CaptureFixture[str]) -> None:
+    from nascomp.search.cli import _pick
+    from nascomp.search.tracking.store import TrialRecord
+
+    def record(run_id: str, accuracy: float, size: float) -> TrialRecord:
+        return TrialRecord(run_id, run_id, "ok", {}, {"val_accuracy": accuracy, "size_bytes": size})
+
+    two = [record("small", 0.49, 6_000), record("good", 0.99, 42_000)]
+    assert _pick(_Store(two), "knee").run_id in ("small", "good")
+    assert "note: the front holds 2 models, so the knee is a tie-break" in capsys.readouterr().err
+    three = [*two, record("middle", 0.95, 9_000)]
+    assert _pick(_Store(three), "knee").run_id == "middle"
+    assert _pick(_Store(two), "max val_accuracy").run_id == "good"
+    assert capsys.readouterr().err == ""
