@@ -132,29 +132,9 @@ def test_a_users_file_of_an_export_name_stays_where_no_export_was(tmp_path: Path
     assert foreign_files(tmp_path, files) == [tmp_path / "model.fp16.onnx"]
 
 
-def test_the_recipe_names_image_mode_and_output_and_the_file_its_trial(tmp_path: Path) -> None:
-    flat = pruned("structured", 0.5, **{"quant.bits": 32, "train.epochs": 1})
-    outcome = run_trial(flat)
-    data = TrialConfig.from_flat(flat).data.load()
-    files = export_model(
-        outcome.model,
-        data.test_x[:1],
-        flat,
-        tmp_path,
-        onnx=outcome.onnx,
-        normalise=data.normalise,
-        provenance={"trial_run_id": "abc123", "metrics": {"val_accuracy": 0.5}},
-    )
-    recipe = json.loads(files["preprocess"].read_text())
-    assert recipe["image_mode"] == "L" and recipe["resize"] is None
-    assert recipe["output"].startswith("logits: (batch, n_classes)")
-    proto = onnx.load(str(files["onnx"]))
-    assert {p.key: p.value for p in proto.metadata_props}["nascomp.trial_run_id"] == "abc123"
-    assert proto.doc_string.endswith("from trial run abc123")
-    info = json.loads(files["info"].read_text())
-    assert info["metrics"] == {"val_accuracy": 0.5}
-    assert info["files"]["model.nascomp"]["bytes"] == outcome.metrics["size_bytes"]
+def test_image_mode_is_given_for_decoded_images_only() -> None:
     assert image_mode("imagefolder", (3, 32, 32)) == "RGB"
+    assert image_mode("mnist", (1, 28, 28)) == "L"
     assert image_mode("csv", (12,)) is None and image_mode("custom", (3, 8, 8)) is None
 
 
@@ -177,11 +157,21 @@ def test_raw_inputs_through_preprocess_json_are_what_the_model_was_fed(tmp_path:
         onnx=outcome.onnx,
         normalise=data.normalise,
         classes=data.classes,
+        provenance={"trial_run_id": "abc123", "metrics": {"val_accuracy": 0.5}},
     )
     recipe = json.loads(files["preprocess"].read_text())
-    metadata = {p.key: p.value for p in onnx.load(str(files["onnx"])).metadata_props}
+    proto = onnx.load(str(files["onnx"]))
+    metadata = {p.key: p.value for p in proto.metadata_props}
     assert json.loads(metadata["nascomp.preprocess"]) == recipe
     assert recipe["input_shape"] == [1, 8, 8] and recipe["scale"] == 16.0
+    assert recipe["image_mode"] == "L" and recipe["resize"] is None
+    assert recipe["output"].startswith("logits: (batch, n_classes)")
+    # The file names its trial; export.json has the provenance and each file's size.
+    assert metadata["nascomp.trial_run_id"] == "abc123"
+    assert proto.doc_string.endswith("from trial run abc123")
+    info = json.loads(files["info"].read_text())
+    assert info["metrics"] == {"val_accuracy": 0.5}
+    assert info["files"]["model.nascomp"]["bytes"] == outcome.metrics["size_bytes"]
     assert recipe["classes"] == [str(digit) for digit in range(10)]  # column i: digit i
     assert recipe["channel_axis"] == 1 and len(recipe["mean"]) == len(recipe["std"]) == 1
 
