@@ -7,18 +7,23 @@ seed), so every trial of a search sees the same validation set.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor
 
+from nascomp.trainers.errors import DataNotFoundError
+from nascomp.trainers.imagefolder import (
+    Listing,
+    decode_images,
+    layout,
+    list_split,
+    skipped_note,
+)
 from nascomp.trainers.normalise import Normalise, population_std
 from nascomp.trainers.split import TensorSplit
 
@@ -39,11 +44,6 @@ _IDX_TITLES = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST"}
 DIGITS_MAX_VALUE = 16.0  # load_digits pixels are counts 0..16 (4x4 blocks of a 32x32 bitmap)
 STATS_CHUNK = 8192  # images per chunk for mean/std, so float64 copies stay small
 TEST_FRACTION = 0.2  # for datasets without an official test set (digits, a flat image folder)
-_IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
-
-
-class DataNotFoundError(FileNotFoundError):
-    """The dataset's files are not where the config says; the message says where to put them."""
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,7 @@ class DataSplits:
 
 @dataclass(frozen=True)
 class _RawData:
-    """Decoded images (N, C, H, W) before any split; test is None without a fixed one.
+    """Decoded images (N, C, H, W) before any split; test (and val) None without a fixed one.
 
     Pixels stay in their stored type (uint8, 4x smaller than float32) until the split;
     ``images / max_value`` lies in [0, 1].
@@ -103,6 +103,10 @@ class _RawData:
     n_classes: int
     max_value: float = 255.0
     classes: tuple[str, ...] = ()  # each label's name, where the dataset says
+    # An official validation split (an image folder's val/); None: drawn from the training one
+    val_images: Tensor | None = None
+    val_labels: Tensor | None = None
+    notes: tuple[str, ...] = ()  # what the user should know about the data (DataSplits.notes)
 
 
 # One entry per distinct load_data call; worker processes keep theirs for all their trials.
@@ -139,7 +143,7 @@ def check_data_root(name: str, root: str | None) -> None:
     if name in _IDX_FOLDERS:
         _check_idx_root(name, root)
     else:
-        _image_folder_layout(root)
+        layout(root)
 
 
 def _check_idx_root(name: str, root: str | None) -> None:
@@ -154,48 +158,6 @@ def _check_idx_root(name: str, root: str | None) -> None:
     missing = [file for file in IDX_FILES if not (raw / file).is_file()]
     if missing:
         raise DataNotFoundError(f"dataset {name!r}: expected {', '.join(missing)} in {raw}; {hint}")
-
-
-def _image_folder_layout(root: str | None) -> tuple[Path, Path | None]:
-    """(train folder, test folder or None) of an image-folder root, or DataNotFoundError."""
-    hint = (
-        "put one sub-folder of images per class in it, or train/ and test/ sub-folders that "
-        "each hold the class sub-folders"
-    )
-    if root is None:
-        raise DataNotFoundError(f"dataset 'imagefolder' needs a data root directory: {hint}")
-    path = Path(root)
-    if not path.is_dir():
-        raise DataNotFoundError(f"dataset 'imagefolder': expected a directory at {path}; {hint}")
-    train, test = path / "train", path / "test"
-    if train.is_dir() and test.is_dir():
-        for split in (train, test):
-            if not _class_folders(split):
-                raise DataNotFoundError(
-                    f"dataset 'imagefolder': expected class sub-folders in {split}; {hint}"
-                )
-        if len(_class_folders(train)) < 2:
-            raise ValueError(
-                f"dataset 'imagefolder': {train} holds one class sub-folder "
-                f"({_class_folders(train)[0].name}); a classifier needs at least 2"
-            )
-        return train, test
-    if not _class_folders(path):
-        raise DataNotFoundError(
-            f"dataset 'imagefolder': expected class sub-folders in {path}; {hint}"
-        )
-    if len(_class_folders(path)) < 2:
-        raise ValueError(
-            f"dataset 'imagefolder': {path} holds one class sub-folder "
-            f"({_class_folders(path)[0].name}); a classifier needs at least 2"
-        )
-    return path, None
-
-
-def _class_folders(path: Path) -> list[Path]:
-    """The class sub-folders of ``path``: hidden ones (``.ipynb_checkpoints``, ``.git``) are
-    no class."""
-    return sorted(c for c in path.iterdir() if c.is_dir() and not c.name.startswith("."))
 
 
 # ---------------------------------------------------------------------------- loading
@@ -213,8 +175,9 @@ def load_data(
     """Load ``name`` once per process (cached by the arguments) and split it deterministically.
 
     The test split is the official one (MNIST, Fashion-MNIST, an image folder with train/ and
-    test/), else a stratified 20% drawn with ``split_seed``. Validation is a stratified
-    ``val_fraction`` of the rest; ``max_train_samples`` then subsamples the training split.
+    test/), else a stratified 20% drawn with ``split_seed``. Validation is the official one
+    (an image folder's val/), else a stratified ``val_fraction`` of the rest;
+    ``max_train_samples`` then subsamples the training split.
     """
     check_data_root(name, root)
     _check_split_args(val_fraction, max_train_samples, image_size)
@@ -296,14 +259,11 @@ def _resized(raw: _RawData, image_size: int) -> _RawData:
             images.float(), size=(image_size, image_size), mode="bilinear", antialias=True
         ).clamp_(0.0, raw.max_value)
 
-    return _RawData(
-        resize(raw.images),  # type: ignore[arg-type]
-        raw.labels,
-        resize(raw.test_images),
-        raw.test_labels,
-        raw.n_classes,
-        raw.max_value,
-        raw.classes,
+    return replace(
+        raw,
+        images=resize(raw.images),
+        test_images=resize(raw.test_images),
+        val_images=resize(raw.val_images),
     )
 
 
@@ -311,104 +271,50 @@ def _resized(raw: _RawData, image_size: int) -> _RawData:
 
 
 def _load_image_folder(root: str, image_size: int | None) -> _RawData:
-    from torchvision.datasets import ImageFolder
-
-    train_dir, test_dir = _image_folder_layout(root)
-
-    class VisibleFolder(ImageFolder):
-        """torchvision's ImageFolder, whose classes are the visible sub-folders alone."""
-
-        def find_classes(self, directory: str | Path) -> tuple[list[str], dict[str, int]]:
-            classes = [folder.name for folder in _class_folders(Path(directory))]
-            return classes, {name: i for i, name in enumerate(classes)}
-
-    train = _with_images(VisibleFolder(str(train_dir), is_valid_file=_is_image, allow_empty=True))
-    test = (
-        _with_images(VisibleFolder(str(test_dir), is_valid_file=_is_image, allow_empty=True))
-        if test_dir
-        else None
+    folders = layout(root)
+    seen: dict[str, str] = {}  # every file read, so that none is read twice (a link)
+    train = list_split(folders.train, seen)
+    others = {
+        split: list_split(folder, seen, classes=train.classes)
+        for split, folder in (("val", folders.val), ("test", folders.test))
+        if folder is not None
+    }
+    listings = [train, *others.values()]
+    images = decode_images([p for listing in listings for p in listing.paths], image_size)
+    parts = dict(
+        zip(("train", *others), images.split([len(x.paths) for x in listings]), strict=True)
     )
-    if test is not None and test.classes != train.classes:
-        raise ValueError(
-            f"imagefolder: {train_dir} and {test_dir} must hold the same class folders, got "
-            f"{train.classes} and {test.classes}"
-        )
-    paths = [path for path, _ in train.samples]
-    test_paths = [path for path, _ in test.samples] if test else []
-    images = _decode_images(paths + test_paths, image_size)
-    labels = torch.tensor(train.targets, dtype=torch.int64)
-    classes = tuple(train.classes)  # the class folders' names, sorted
-    if test is None:
-        return _RawData(images, labels, None, None, n_classes=len(classes), classes=classes)
-    test_labels = torch.tensor(test.targets, dtype=torch.int64)
-    n_train = len(paths)
+    labels = {
+        split: torch.tensor(listing.labels, dtype=torch.int64)
+        for split, listing in zip(("train", *others), listings, strict=True)
+    }
+    skipped: Counter[str] = sum((listing.skipped for listing in listings), Counter())
+    notes = [note for note in (skipped_note(skipped), _split_note(folders.train, others)) if note]
     return _RawData(
-        images[:n_train],
-        labels,
-        images[n_train:],
-        test_labels,
-        n_classes=len(classes),
-        classes=classes,
+        parts["train"],
+        labels["train"],
+        parts.get("test"),
+        labels.get("test"),
+        n_classes=len(train.classes),
+        classes=train.classes,
+        val_images=parts.get("val"),
+        val_labels=labels.get("val"),
+        notes=tuple(notes),
     )
 
 
-def _with_images(folder: Any) -> Any:
-    """``folder`` (an ImageFolder), unless one of its class folders holds no image: a class
-    with no sample can be neither learnt nor measured."""
-    counts = np.bincount(np.asarray(folder.targets, dtype=np.int64), minlength=len(folder.classes))
-    empty = [name for name, count in zip(folder.classes, counts, strict=True) if count == 0]
-    if empty:
-        raise ValueError(
-            f"imagefolder: class folder(s) {', '.join(empty)} in {folder.root} hold no image "
-            f"({' '.join(_IMAGE_EXTENSIONS)}): add images or remove the folder(s)"
-        )
-    return folder
-
-
-def _is_image(path: str) -> bool:
-    """An image file by its extension; hidden files (``.DS_Store``, the ``._name.jpg`` that a
-    copy from macOS leaves beside each image) are none."""
-    return not os.path.basename(path).startswith(".") and path.lower().endswith(_IMAGE_EXTENSIONS)
-
-
-def _decode_images(paths: Sequence[str], image_size: int | None) -> Tensor:
-    """Decode every image once into one uint8 (N, C, H, W) tensor."""
-    # PIL releases the GIL while decoding, so threads give a real speed-up without the
-    # pickling cost of processes. Kept beside torchvision's reader (data.name: torchvision,
-    # dataset: ImageFolder, read per sample by trainers/datasets.scan) because it also mixes
-    # grey and colour folders and resizes in PIL; it is not measurably faster: 5,000 CIFAR-10
-    # JPEGs decoded in 0.52-0.58 s here, torchvision's reading pass took 0.51-1.7 s in all
-    # (2 shared cores, 2026-12-01, bench/data_streaming.py's load line).
-    n_workers = min(16, os.cpu_count() or 1)
-    with ThreadPoolExecutor(max_workers=n_workers) as pool:
-        arrays = list(pool.map(lambda path: _decode_one(path, image_size), paths))
-    shapes = {array.shape[:2] for array in arrays}
-    if len(shapes) > 1:
-        raise ValueError(
-            f"imagefolder: images have different sizes {sorted(shapes)[:4]}; "
-            "set image_size to resize them to one size"
-        )
-    if any(array.shape[2] == 3 for array in arrays):
-        # Mixed grey and colour folders: grey images become 3 equal channels.
-        arrays = [np.repeat(a, 3, axis=2) if a.shape[2] == 1 else a for a in arrays]
-    stacked = np.stack(arrays) if arrays else np.zeros((0, 1, 1, 1), dtype=np.uint8)
-    return torch.from_numpy(stacked).permute(0, 3, 1, 2).contiguous()
-
-
-def _decode_one(path: str, image_size: int | None) -> np.ndarray:
-    try:
-        with Image.open(path) as image:
-            grey = image.mode in ("1", "L", "I;16", "I")
-            converted = image.convert("L" if grey else "RGB")
-            if image_size is not None and converted.size != (image_size, image_size):
-                converted = converted.resize((image_size, image_size), Image.Resampling.BILINEAR)
-            array = np.asarray(converted, dtype=np.uint8)
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:  # truncated, not an image
-        reason = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(
-            f"imagefolder: cannot read {path} ({reason}); replace or remove the file"
-        ) from None
-    return array[:, :, None] if array.ndim == 2 else array
+def _split_note(train: Path, official: Mapping[str, Listing]) -> str | None:
+    """Which splits an image folder's images were drawn into, when not all are folders."""
+    if "test" in official:
+        return None
+    val = "" if "val" in official else ", and data.val_fraction of the rest the validation split"
+    where = (
+        f"{train.parent} has no test/ folder"
+        if train.name.lower() == "train"
+        else f"{train} is not split into train/ and test/ folders"
+    )
+    share = f"{TEST_FRACTION:.0%}"
+    return f"data: imagefolder: {where}, so a stratified {share} of {train} is the test split{val}"
 
 
 # ---------------------------------------------------------------------------- splitting
@@ -457,22 +363,31 @@ def _split(
 ) -> DataSplits:
     images, labels = raw.images, raw.labels
     has_test = raw.test_images is not None and raw.test_labels is not None
-    parts = split_indices(labels, has_test, val_fraction, split_seed, max_train_samples)
+    official_val = raw.val_images is not None and raw.val_labels is not None
+    # An official validation split (an image folder's val/) leaves all of train/ to train on.
+    held = 0.0 if official_val else val_fraction
+    parts = split_indices(labels, has_test, held, split_seed, max_train_samples)
     if parts.test is None:
         test_images, test_labels = raw.test_images, raw.test_labels
     else:
         test_images, test_labels = images[parts.test], labels[parts.test]
+    if official_val:
+        val_images, val_labels = raw.val_images, raw.val_labels
+        dev = (images[parts.dev], val_images)
+    else:
+        val_images, val_labels = images[parts.val], labels[parts.val]
+        dev = (images[parts.dev],)
     # Statistics over train + val only (never test), so val_fraction and max_train_samples
     # do not change what the inputs look like.
-    mean, std = _channel_stats(images[parts.dev], raw.max_value)
+    mean, std = _channel_stats(*dev, max_value=raw.max_value)
     # Always a fresh copy: a part may be the cached raw test tensor itself.
     normalised = Normalise(mean, std, raw.max_value, sample_dim=images.dim() - 1)
 
     return DataSplits(
         train_x=normalised(images[parts.train]),
         train_y=labels[parts.train].contiguous(),
-        val_x=normalised(images[parts.val]),
-        val_y=labels[parts.val].contiguous(),
+        val_x=normalised(val_images),  # type: ignore[arg-type]
+        val_y=val_labels.contiguous(),  # type: ignore[union-attr]
         test_x=normalised(test_images),  # type: ignore[arg-type]
         test_y=test_labels.contiguous(),  # type: ignore[union-attr]
         n_classes=raw.n_classes,
@@ -480,6 +395,7 @@ def _split(
         name=name,
         normalise=normalised,
         classes=raw.classes,
+        notes=raw.notes,
     )
 
 
@@ -510,16 +426,17 @@ def _stratified_split(labels: Tensor, n_held: int, seed: int) -> tuple[Tensor, T
     return torch.from_numpy(np.sort(kept)), torch.from_numpy(np.sort(held))
 
 
-def _channel_stats(images: Tensor, max_value: float) -> tuple[Tensor, Tensor]:
-    """Per-channel mean and std on the [0, 1] scale, in float64 chunks (MNIST: 47M pixels)."""
-    n_channels = images.shape[1]
+def _channel_stats(*parts: Tensor, max_value: float) -> tuple[Tensor, Tensor]:
+    """Per-channel mean and std of the images of ``parts`` together, on the [0, 1] scale, in
+    float64 chunks (MNIST: 47M pixels)."""
+    n_channels = parts[0].shape[1]
     total = torch.zeros(n_channels, dtype=torch.float64)
     total_sq = torch.zeros(n_channels, dtype=torch.float64)
-    for chunk in images.split(STATS_CHUNK):
+    for chunk in (chunk for images in parts for chunk in images.split(STATS_CHUNK)):
         pixels = chunk.double().div_(max_value)
         total += pixels.sum(dim=(0, 2, 3))
         total_sq += pixels.square_().sum(dim=(0, 2, 3))
-    count = images.numel() // n_channels
+    count = sum(images.numel() for images in parts) // n_channels
     mean = total / count
     variance = total_sq / count - mean.square()
     return mean.float(), population_std(variance).float()

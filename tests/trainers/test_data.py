@@ -268,8 +268,9 @@ def test_imagefolder_bad_files_are_named(tmp_path: Path) -> None:
     with pytest.raises(ValueError) as caught:
         load_data("imagefolder", str(tmp_path))
     assert str(caught.value) == (
-        f"imagefolder: class folder(s) bird in {tmp_path} hold no image (.jpg .jpeg .png .ppm "
-        ".bmp .pgm .tif .tiff .webp): add images or remove the folder(s)"
+        f"imagefolder: class folder bird in {tmp_path} holds no image (.jpg .jpeg .jpe .jfif "
+        ".png .gif .bmp .dib .ppm .pgm .pbm .pnm .tif .tiff .webp .tga): add images or remove "
+        "the folder"
     )
 
 
