@@ -125,8 +125,47 @@ def _is_validation_error(exc: BaseException) -> bool:
 def entry() -> NoReturn:
     """The ``nascomp`` console script: ``main``, then an exit that skips Python's module
     teardown (``exit_without_teardown``). An exception out of ``main`` (argparse's usage
-    errors, a traceback) exits the normal way."""
+    errors, a traceback) exits the normal way. Its stdout survives a reader that goes away
+    (``| head``): see ``ClosedPipeSafe``."""
+    sys.stdout = ClosedPipeSafe(sys.stdout)
     exit_without_teardown(main())
+
+
+class ClosedPipeSafe:
+    """A text stream that drops what is written once its reader has gone (``nascomp pareto |
+    head -1``, a log reader that died) instead of raising BrokenPipeError: a search goes on to
+    its end and its MLflow runs are closed as finished, a reading command ends with its own
+    exit code, and no traceback is printed. The stream's file descriptor is pointed at
+    /dev/null then, so that the interpreter's last flush finds nowhere to fail either."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self.reader_gone = False
+
+    def write(self, text: str) -> int:
+        if not self.reader_gone:
+            try:
+                return self._stream.write(text)
+            except BrokenPipeError:
+                self._drop()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.reader_gone:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._drop()
+
+    def _drop(self) -> None:
+        self.reader_gone = True
+        with contextlib.suppress(OSError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+            os.close(devnull)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
 
 
 def exit_without_teardown(code: int) -> NoReturn:

@@ -54,3 +54,42 @@ def test_the_console_script_is_the_entry() -> None:
 
     (script,) = [e for e in entry_points(group="console_scripts") if e.name == "nascomp"]
     assert script.value == "nascomp.search.cli:entry"
+
+
+def _with_reader_gone(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """The console script with ARGS, its stdout a pipe whose reader closed at once (what
+    `| head -1` leaves after its line): every write to it fails with EPIPE."""
+    exe = Path(sys.executable).with_name("nascomp")
+    process = subprocess.Popen(
+        [str(exe), *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+    assert process.stdout is not None
+    process.stdout.close()
+    _, stderr = process.communicate(timeout=600)
+    return subprocess.CompletedProcess(args, process.returncode, "", stderr)
+
+
+def test_a_search_whose_reader_went_away_runs_to_its_end(tmp_path: Path) -> None:
+    """A search piped into a reader that died (`| head -1`) went on failing: BrokenPipeError
+    stopped its trials, the parent run was left FAILED and the exit code was 1 with a
+    traceback. Its output is dropped now, and the search ends as usual; so does `pareto`."""
+    from mlflow.tracking import MlflowClient
+
+    from tests.search.conftest import tiny_args
+
+    args = tiny_args(tmp_path, "--set", "search.trials=2")
+    done = _with_reader_gone(["search", *args], tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("nascomp").experiment_id])
+    assert len(runs) == 3 and {run.info.status for run in runs} == {"FINISHED"}
+    store = ["--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]
+    for command in (["pareto", *store], ["pareto", "--pick", "knee", *store]):
+        done = _with_reader_gone(command, tmp_path)
+        assert done.returncode == 0 and "Traceback" not in done.stderr, command
