@@ -452,3 +452,23 @@ def test_a_knee_of_two_models_says_it_is_a_tie_break(capsys: pytest.CaptureFixtu
     assert _pick(_Store(three), "knee").run_id == "middle"
     assert _pick(_Store(two), "max val_accuracy").run_id == "good"
     assert capsys.readouterr().err == ""
+
+
+def test_the_readmes_error_examples_are_what_nascomp_prints(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Each `$ nascomp ...` line of the README's error block and the line under it: the
+    command's stderr, exactly (a new search field had left its allowed list out of date)."""
+    import shlex
+
+    from nascomp.search.cli import main
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text().splitlines()
+    examples = [
+        (line[2:], readme[i + 1]) for i, line in enumerate(readme) if line.startswith("$ nascomp ")
+    ]
+    assert len(examples) >= 2
+    for command, printed in examples:
+        capsys.readouterr()
+        assert main(shlex.split(command)[1:]) == 2, command
+        assert capsys.readouterr().err.strip() == printed, command
