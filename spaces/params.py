@@ -242,13 +242,18 @@ def in_interval(
     low_open: bool = False,
     high_open: bool = False,
 ) -> Callable[[Any], str | None]:
-    left = "(" if low_open else "["
-    right = ")" if high_open else "]"
-    low_text = "-inf" if low is None else low
-    high_text = "inf" if high is None else high
-    text = f"must be in {left}{low_text}, {high_text}{right}"
+    if low is not None and high is not None:
+        text = f"must be in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+    elif low is not None:
+        text = f"must be a finite number {'>' if low_open else '>='} {low}"
+    elif high is not None:
+        text = f"must be a finite number {'<' if high_open else '<='} {high}"
+    else:
+        text = "must be a finite number"
 
     def check(value: Any) -> str | None:
+        if isinstance(value, float) and not math.isfinite(value):
+            return text  # nan passes every comparison, inf every lower bound
         if low is not None and (value < low or (low_open and value == low)):
             return text
         if high is not None and (value > high or (high_open and value == high)):

@@ -75,9 +75,17 @@ def test_quickstart_is_valid() -> None:
         ),
         (
             "space.distill.temperature=0",
-            "space.distill.temperature: must be in (0.0, inf]; got 0.0",
+            "space.distill.temperature: must be a finite number > 0.0; got 0.0",
         ),
-        ("space.distill.temperature=-2", "space.distill.temperature: must be in (0.0, inf]"),
+        ("space.distill.temperature=-2", "space.distill.temperature: must be a finite number > 0"),
+        # nan passes every comparison and inf every lower bound: every trial failed on them
+        ("space.distill.temperature=.inf", "space.distill.temperature: must be a finite number"),
+        ("space.distill.temperature=.nan", "space.distill.temperature: must be a finite number"),
+        ("space.arch.width_mult=.nan", "space.arch.width_mult: must be in (0.0, 8.0]; got nan"),
+        (
+            "space.distill.feature_weight={low: 0.5, high: .inf}",
+            "space.distill.feature_weight: must be a finite number",
+        ),
         ("space.arch.block=[]", "space.arch.block: choice list is empty"),
         (
             "space.arch.block=[plain, wide]",
