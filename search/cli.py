@@ -230,13 +230,11 @@ def _at_once(experiment: Any, local: bool) -> str:
 
 def search_size(search: SearchConfig) -> str:
     """What ends the search, for its first line: a trial count, a budget, or either."""
-    from nascomp.search.experiment import BUDGET_TRIALS_CAP
-
     trials = f"{search.trials} trial{'' if search.trials == 1 else 's'}"
     if not search.budget.given:
         return trials
     budget = f"a budget of {search.budget.limit:g} {search.budget.unit}"
-    if search.trials == BUDGET_TRIALS_CAP:  # the budget alone sizes it
+    if search.sized_by_budget:
         return budget
     return f"at most {trials} within {budget}"
 

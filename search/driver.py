@@ -287,8 +287,7 @@ class _SearchRun:
             ended = ("running", "interrupted")
             done = sum(t.status not in ended for t in self.tracker.trials(self.search_run_id))
         # A budget alone sizes the search: its trials cap is no total to show.
-        sized_by_budget = search.budget.given and search.trials == BUDGET_TRIALS_CAP
-        total = None if sized_by_budget else search.trials
+        total = None if search.sized_by_budget else search.trials
         clock = self._budget_clock()
         interrupt = InterruptMarker(self.folder)  # Ctrl-C, told to the trials
         callbacks = [

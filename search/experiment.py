@@ -158,6 +158,11 @@ class SearchConfig(Section):
             self.trials = BUDGET_TRIALS_CAP
         return self
 
+    @property
+    def sized_by_budget(self) -> bool:
+        """Whether the budget alone ends the search: ``trials`` is then a cap, no count."""
+        return self.budget.given and self.trials == BUDGET_TRIALS_CAP
+
 
 class ResourcesConfig(Section):
     cpus_per_trial: float = Field(1.0, gt=0.0)

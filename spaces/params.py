@@ -148,7 +148,10 @@ def _parse_range(raw: dict, *, kind: type, check: Callable[[Any], str | None] | 
         raise ValueError(f"a log range needs low > 0; got low={low}")
     step = raw.get("step")
     if log and step is not None:
-        raise ValueError("a range takes log or step, not both (Optuna samples either)")
+        raise ValueError(
+            "a range takes log or step, not both (Optuna samples either); to step a log "
+            "range, also set its log: false"
+        )
     if step is not None and (isinstance(step, bool) or not isinstance(step, int | float)):
         raise ValueError(f"range step must be a positive number; got {step!r}")
     if step is not None and not (math.isfinite(step) and step > 0):

@@ -21,6 +21,9 @@ from nascomp.search.samplers._common import Constraints
 from nascomp.search.samplers.local import ParetoLocalSampler
 from nascomp.search.samplers.pareto_local import Features, ParetoLocalSearchSampler
 
+# tpe_local's TPE trials in a search that its budget alone sizes (30% of a count otherwise).
+TPE_LOCAL_WARMUP_UNDER_BUDGET = 20
+
 
 def make_sampler(
     search: SearchConfig,
@@ -61,11 +64,17 @@ def make_sampler(
                 cost_aware=search.cost_aware,
             )
         if search.sampler == "tpe_local":
-            # TPE finds the good regions in the first 30% of the budget, then local search
-            # refines the front (bench/search_efficiency.py chose the split).
+            # TPE finds the good regions in the first 30% of the trials, then local search
+            # refines the front (bench/search_efficiency.py chose the split). A search sized
+            # by its budget has no trial count: 30% of its 10,000 cap never ended.
+            warmup = (
+                TPE_LOCAL_WARMUP_UNDER_BUDGET
+                if search.sized_by_budget
+                else max(10, round(0.3 * search.trials))
+            )
             return ParetoLocalSampler(
                 seed=seed,
-                n_warmup_trials=max(10, round(0.3 * search.trials)),
+                n_warmup_trials=warmup,
                 warmup=_tpe(seed, constraints_func),
                 constraints_func=constraints_func,
             )
