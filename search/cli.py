@@ -365,7 +365,7 @@ def _parser() -> argparse.ArgumentParser:
         help="experiment whose runs page to print (default: nascomp, or the store's only "
         "experiment with searches)",
     )
-    ui.add_argument("--port", type=_port, default=5000)
+    ui.add_argument("--port", type=_port, default=5000, help="default: 5000")
     ui.add_argument(
         "--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)"
     )

@@ -560,10 +560,14 @@ def _first_error(exc: ValidationError, raw: dict[str, Any]) -> str:
     if error["type"] in ("value_error", "assertion_error", "missing"):
         if message.startswith((f"{field}.", f"{field}:", f"{field}[")):  # it names its field
             return f"{message}{more}"
+        if not loc and _NAMES_A_FIELD.match(message):  # a check across sections names its own
+            return f"{message}{more}"
         return f"{field}: {message}{more}"
     return f"{field}: {message}; got {error.get('input')!r}{more}"
 
 
+# A message that starts with a dotted field (``search.cost_aware: true needs ...``).
+_NAMES_A_FIELD = re.compile(r"^[a-z_]+\.[\w.\[\]]+: ")
 # pydantic's tags for the members of a union of types, as they end an error's location
 _TYPE_TAGS = re.compile(r"^(bool|int|float|str|list\[.*\]|dict\[.*\]|literal\[.*\])$")
 

@@ -297,6 +297,12 @@ def check_output(
                 " (the inputs reach the model as floats: integer ids must come as int64, "
                 "int32 or int16; uint8 reads as pixels)"
             )
+        elif "channels" in first and len(input_shape) == 3:
+            # a conv built for another channel count: no image size fixes it
+            hint = (
+                f" (the data has {input_shape[0]} channel{'s' if input_shape[0] != 1 else ''} "
+                "per image: build the first layer for them)"
+            )
         elif len(input_shape) == 3 and input_dtype.is_floating_point:
             hint = " (if the model needs larger images, set data.image_size, e.g. 224)"
         else:

@@ -210,8 +210,8 @@ class DataConfig(Section):
             )
         if self.name not in USER_SOURCES and self.stream is True:
             raise ValueError(
-                "data.stream: true is for custom and torchvision datasets; the built-in ones "
-                "are read into memory"
+                "data.stream: true is for custom, torchvision and csv datasets; the built-in "
+                "ones are read into memory"
             )
 
 

@@ -86,9 +86,16 @@ def csv_files(root: str | None) -> tuple[Path, Path | None]:
     if path is not None and (path / TRAIN_FILE).is_file():
         test = path / TEST_FILE
         return path / TRAIN_FILE, test if test.is_file() else None
+    missing = (
+        f"{path} does not exist"
+        if path is not None and not path.exists()
+        else f"{path} holds no {TRAIN_FILE}"
+        if path is not None and path.is_dir()
+        else f"got {root!r}"
+    )
     raise DataNotFoundError(
-        f"data.root: a csv dataset is a .csv file, or a folder holding {TRAIN_FILE} (and "
-        f"optionally {TEST_FILE}); got {root!r}"
+        f"data.root: {missing}; a csv dataset is a .csv file, or a folder holding {TRAIN_FILE} "
+        f"(and optionally {TEST_FILE})"
     )
 
 

@@ -197,7 +197,8 @@ def test_a_key_set_in_a_mapping_left_to_its_default_adds_to_it(tmp_path: Path) -
 )
 def test_inheritance_says_what_it_needs(overrides: list[str], needs: str) -> None:
     message = error_for("search.inherit_epochs=1", *overrides)
-    assert message.startswith("experiment: search.inherit_epochs: 1 " + needs), message
+    # a check across sections names its field first, as single-field errors do
+    assert message.startswith("search.inherit_epochs: 1 " + needs), message
     assert message.endswith("; 0 turns it off")
     assert load_experiment(None, ["search.inherit_epochs=1"]).search.inherit_epochs == 1
     # With rungs: the inheriting trials have rungs of their own (search.tune.scheduler).

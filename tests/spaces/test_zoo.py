@@ -113,6 +113,11 @@ def test_custom_builder_gets_shape_classes_and_sampled_arguments() -> None:
         ("squeezes", r"outputs \(10,\) for a batch of 1; expected \(1, 10\) logits, as for a"),
         ("raises", "raised RuntimeError: no GPU kernels here"),
         ("embeds", r"'indices' .+ \(the inputs reach the model as floats: integer ids must come"),
+        (  # a conv built for RGB on grey images: image_size was the wrong hint
+            "rgb_only",
+            r"to have 3 channels, but got 1 channels instead \(the data has 1 channel per "
+            r"image: build the first layer for them\)$",
+        ),
         (
             "breaks_on_input",
             r"fails on a batch of shape \(2, 1, 8, 8\): .+ \(if the model needs larger images, "

@@ -79,4 +79,8 @@ def breaks_on_input(input_shape, n_classes):
     return nn.Sequential(nn.Flatten(), nn.Linear(5, n_classes))
 
 
+def rgb_only(input_shape, n_classes):
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.LazyLinear(n_classes))
+
+
 NOT_A_FUNCTION = 3

@@ -236,8 +236,8 @@ def test_what_a_user_gets_wrong_is_one_line_naming_the_field(
 
 
 def test_a_missing_file_or_folder_is_named_before_anything_is_read(tmp_path: Path) -> None:
-    for root in (tmp_path / "none.csv", tmp_path):  # the folder holds no train.csv
-        with pytest.raises(ValidationError, match=r"data.root: a csv dataset is a \.csv file"):
+    for root, what in ((tmp_path / "none.csv", "does not exist"), (tmp_path, "holds no train.csv")):
+        with pytest.raises(ValidationError, match=rf"data.root: {root} {what}; a csv dataset is"):
             DataConfig(name="csv", root=str(root))
     with pytest.raises(ValidationError, match=r"data\.factory is only read with name: custom"):
         DataConfig(name="csv", root=str(_write(tmp_path, "ok.csv", ROWS)), factory="m:f")

@@ -225,7 +225,10 @@ def test_torchvision_files_missing_is_data_not_found(dataset: str, tmp_path: Pat
         ({"name": "digits", "factory": "a:b"}, "data.factory is only read with name: custom"),
         ({"name": "digits", "options": {"n": 1}}, "data.options is only read with name: custom"),
         ({"name": "torchvision", "dataset": "MNIST"}, "data.root: a torchvision dataset needs"),
-        ({"name": "digits", "stream": True}, "data.stream: true is for custom and torchvision"),
+        (
+            {"name": "digits", "stream": True},
+            "data.stream: true is for custom, torchvision and csv",
+        ),
     ],
 )
 def test_fields_that_do_not_fit_the_name(fields: dict, message: str) -> None:
