@@ -277,6 +277,7 @@ class _SearchRun:
         local_ray: LocalRay | None = None,
     ) -> NascompOptunaSearch:
         from ray import tune
+        from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
         from nascomp.search.tune.progress import ProgressLine
 
@@ -312,6 +313,10 @@ class _SearchRun:
                 else [plot.warm_up]
             ),
             interrupt,
+            # Tune's own trial logs (progress.csv, result.json in each trial's folder), which
+            # its result analysis reads; search.tune.head turns its automatic loggers off.
+            CSVLoggerCallback(),
+            JsonLoggerCallback(),
         ]
         if clock is not None:
             callbacks.append(clock)

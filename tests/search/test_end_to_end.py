@@ -85,6 +85,18 @@ def test_search_leaves_no_ray_log_lines_on_stderr(searched: Searched) -> None:
     assert " INFO " not in searched.stderr and " WARNING " not in searched.stderr
 
 
+def test_each_trial_folder_holds_tunes_csv_and_json_logs_and_no_tensorboard_file(
+    searched: Searched,
+) -> None:
+    """Tune's analysis reads progress.csv and result.json; its tensorboardX logger printed
+    "NaN or Inf found in input tensor." into the search's output for each diverged trial."""
+    trials = [p for p in (searched.folder / "results").rglob("trial_*") if p.is_dir()]
+    assert len(trials) == 4
+    for trial in trials:
+        assert (trial / "progress.csv").is_file() and (trial / "result.json").is_file()
+        assert not list(trial.glob("events.out.tfevents*")), trial
+
+
 def test_mlflow_holds_one_parent_and_nested_children(searched: Searched) -> None:
     parents = searched.runs("tags.`nascomp.role` = 'search'")
     assert len(parents) == 1
