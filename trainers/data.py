@@ -417,13 +417,35 @@ def _stratified_split(labels: Tensor, n_held: int, seed: int) -> tuple[Tensor, T
     n_classes = int((counts > 0).sum())
     # sklearn cannot stratify when a side gets fewer samples than classes, or a class has one.
     can_stratify = min(n_held, len(labels) - n_held) >= n_classes and counts[counts > 0].min() > 1
+    if not can_stratify:
+        held = _held_by_quota(label_array, n_held, seed)
+        return torch.from_numpy(np.setdiff1d(indices, held)), torch.from_numpy(np.sort(held))
     kept, held = train_test_split(
-        indices,
-        test_size=n_held,
-        random_state=seed,
-        stratify=label_array if can_stratify else None,
+        indices, test_size=n_held, random_state=seed, stratify=label_array
     )
     return torch.from_numpy(np.sort(kept)), torch.from_numpy(np.sort(held))
+
+
+def _held_by_quota(labels: np.ndarray, n_held: int, seed: int) -> np.ndarray:
+    """``n_held`` indices drawn class by class in proportion to the class sizes, never a
+    class's last sample while another class can give one: where sklearn cannot stratify, an
+    unstratified draw could take every sample of a class (1,000 classes of 3 images and 300
+    held out for validation: classes left with no training image)."""
+    rng = np.random.default_rng(seed)
+    counts = np.bincount(labels)
+    exact = n_held * counts / counts.sum()
+    spare = np.maximum(counts - 1, 0)  # what a class can give and keep one
+    quota = np.minimum(np.floor(exact).astype(np.int64), spare)
+    for limit in (spare, counts):  # the spare samples first, classes' last ones only then
+        while quota.sum() < n_held:
+            open_ = np.flatnonzero(quota < limit)
+            if len(open_) == 0:
+                break
+            # the largest shortfall first, ties in a seeded order
+            order = open_[np.lexsort((rng.random(len(open_)), -(exact - quota)[open_]))]
+            quota[order[: n_held - quota.sum()]] += 1
+    members = [rng.permutation(np.flatnonzero(labels == c)) for c in range(len(counts))]
+    return np.concatenate([m[:q] for m, q in zip(members, quota, strict=True)]).astype(np.int64)
 
 
 def _channel_stats(*parts: Tensor, max_value: float) -> tuple[Tensor, Tensor]:

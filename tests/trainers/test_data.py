@@ -71,6 +71,22 @@ def test_digits_sizes_and_stratified_splits() -> None:
     assert total == full_counts
 
 
+def test_a_split_that_cannot_stratify_leaves_every_class_a_sample() -> None:
+    """Fewer held-out samples than classes: sklearn cannot stratify, and its unstratified draw
+    took all 3 images of a class for validation (1,000 classes). The held-out samples are
+    drawn by class in proportion, never a class's last one while another can give."""
+    many = torch.arange(1000).repeat_interleave(3)
+    kept, held = data._stratified_split(many, 300, seed=0)
+    assert len(held) == 300 and len(kept) == 2700
+    assert np.bincount(many[kept].numpy(), minlength=1000).min() == 2
+    # A class of one sample: it stays; the others give in proportion (1,000 and 10 of 1,011).
+    skewed = torch.tensor([0] * 1000 + [1] * 10 + [2])
+    kept, held = data._stratified_split(skewed, 101, seed=3)
+    assert np.bincount(skewed[held].numpy(), minlength=3).tolist() == [100, 1, 0]
+    again = data._stratified_split(skewed, 101, seed=3)
+    assert torch.equal(again[1], held)  # seeded
+
+
 def test_digits_are_scaled_from_0_16_and_normalised() -> None:
     splits = load_data("digits")
     dev_x = torch.cat([splits.train_x, splits.val_x])
