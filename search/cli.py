@@ -794,11 +794,14 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
             f"registered {version.name} version {version.version} (models:/{version.name}/"
             f"{version.version})"
         )
-    if mismatched:
+    if result.data_changed:
         print(
-            f"warning: {', '.join(mismatched)} differ from the logged run "
-            "(another device or thread count?)"
+            f"note: the files under data.root ({result.data_root}) were added, removed or "
+            "changed since the search read them: this reproduction trained on other data"
         )
+    if mismatched:
+        why = "the data changed" if result.data_changed else "another device or thread count?"
+        print(f"warning: {', '.join(mismatched)} differ from the logged run ({why})")
     return 0
 
 

@@ -65,6 +65,7 @@ from nascomp.spaces.constraints import parse_constraints
 from nascomp.spaces.models import code_families
 from nascomp.spaces.params import all_points
 from nascomp.trainers.config import describe_trial
+from nascomp.trainers.listing import data_files_digest
 from nascomp.trainers.settings import METRICS
 from nascomp.trainers.teacher import load_or_train_teacher
 from nascomp.trainers.trained import TRAINED_DIR, ReusedMoveCost
@@ -213,6 +214,7 @@ def _open_search(
             objectives=experiment.objectives,
             git_commit=_git_commit(),
             constraints=experiment.constraints,
+            data_files=data_files_digest(experiment.data.name, experiment.data.root),
         )
         folder = storage / folder_name(search_run_id)
         write_manifest(folder, experiment, search_run_id)

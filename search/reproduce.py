@@ -18,6 +18,7 @@ from nascomp.search.errors import one_line
 from nascomp.search.export import export_model, preprocess_recipe, with_metadata
 from nascomp.search.tracking.store import Tracker, TrialRecord
 from nascomp.trainers.config import TrialConfig, describe_trial, planned_epochs
+from nascomp.trainers.listing import data_files_digest
 from nascomp.trainers.loop import top1_agreement
 from nascomp.trainers.split import Split
 from nascomp.trainers.teacher import TeacherJob, load_or_train_teacher
@@ -33,6 +34,9 @@ class Reproduction:
     registered: Any = None  # the Model Registry version, with --register
     # With --fp16: top-1 agreement of model.fp16.onnx with the evaluated model (validation split)
     fp16_agreement: float | None = None
+    # Whether the files under data.root differ from what the search read; None: not known
+    data_changed: bool | None = None
+    data_root: str | None = None
 
     def comparison(self) -> list[tuple[str, float | None, float | None]]:
         names = [
@@ -90,6 +94,9 @@ def reproduce(
         if "is not importable" in line:  # the user's module, next to the experiment file
             line += "; run `nascomp reproduce` where the search ran, or install the module"
         raise ValueError(f"run {run_id}: {line}") from None
+    searched = tracker.search_data_files(source)
+    now = data_files_digest(config.data.name, config.data.root)
+    data_changed = None if searched is None else now != searched
     teacher_state = None
     if config.distill.enabled:
         lines = TeacherEpochs(echo) if echo is not None else None
@@ -165,6 +172,8 @@ def reproduce(
         exported=exported,
         registered=registered,
         fp16_agreement=fp16_agreement,
+        data_changed=data_changed,
+        data_root=config.data.root,
     )
 
 

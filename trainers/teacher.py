@@ -20,6 +20,7 @@ from nascomp.spaces.models import build_model, model_family
 from nascomp.trainers.checkpoint import cpu_state_dict
 from nascomp.trainers.config import TrialConfig
 from nascomp.trainers.init import file_digest, load_state_file
+from nascomp.trainers.listing import listing_digest
 from nascomp.trainers.loop import (
     accuracy,
     balanced_weights,
@@ -105,8 +106,9 @@ def user_inputs(job: TeacherJob) -> dict[str, Any]:
     """What of the user's, besides the config, the teacher's weights depend on: the SHA-256
     of the source file of the teacher's builder (``custom`` or a plugin's family) and of the
     data factory, and the size and modification time of each file under a custom factory's
-    ``data.root``. Empty for nascomp's own families and datasets (their keys stay as they
-    were). Data a factory reads from elsewhere, or makes from the environment, is not seen."""
+    or an image folder's ``data.root``. Empty for nascomp's own families and bundled or
+    official datasets (their keys stay as they were). Data a factory reads from elsewhere, or
+    makes from the environment, is not seen."""
     sources = [_builder_source(job.teacher.arch)]
     if job.data.name == "custom" and job.data.factory:
         sources.append(_module_source(job.data.factory))
@@ -114,8 +116,9 @@ def user_inputs(job: TeacherJob) -> dict[str, Any]:
     code = {str(path): file_digest(path) for path in sorted({p for p in sources if p})}
     if code:
         found["code"] = code
-    if job.data.name == "custom" and job.data.root is not None:
-        found["files"] = _listing_digest(Path(job.data.root))
+    if job.data.name in ("custom", "imagefolder") and job.data.root is not None:
+        # an image folder too: images added or replaced are other data
+        found["files"] = listing_digest(Path(job.data.root))
     return found
 
 
@@ -142,23 +145,6 @@ def _module_source(path: str) -> Path | None:
         return None
     origin = spec.origin if spec is not None else None
     return Path(origin) if origin and origin.endswith(".py") else None
-
-
-_MAX_LISTED = 100_000  # files under a data root whose sizes and times the key holds, at most
-
-
-def _listing_digest(root: Path) -> str:
-    """A digest of each file's path, size and modification time under ``root`` (a file or a
-    folder): cheap for a folder of many images, and changed by any file edited, added or
-    removed."""
-    digest = hashlib.sha256()
-    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
-    for path in files[:_MAX_LISTED]:
-        stat = path.stat()
-        digest.update(
-            f"{path.relative_to(root.parent)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode()
-        )
-    return digest.hexdigest()
 
 
 def load_or_train_teacher(

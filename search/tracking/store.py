@@ -45,6 +45,8 @@ ROLE_TAG = "nascomp.role"
 STATUS_TAG = "nascomp.status"
 OBJECTIVES_TAG = "nascomp.objectives"
 CONSTRAINTS_TAG = "nascomp.constraints"
+# The search's data.root as it was read (trainers.listing): reproduce tells changed data apart
+DATA_FILES_TAG = "nascomp.data_files"
 FEASIBLE_TAG = "nascomp.feasible"
 HYPERVOLUME = "hypervolume"  # the parent run's metric, one step per ended trial
 SOURCE_TAG = "nascomp.reproduced_from"
@@ -217,12 +219,15 @@ class Tracker:
         objectives: dict[str, str],
         git_commit: str | None,
         constraints: list[str] | None = None,
+        data_files: str | None = None,
     ) -> str:
         tags = {
             ROLE_TAG: "search",
             OBJECTIVES_TAG: json.dumps(objectives),
             CONSTRAINTS_TAG: json.dumps(list(constraints or [])),
         }
+        if data_files is not None:
+            tags[DATA_FILES_TAG] = data_files
         if git_commit:
             tags["mlflow.source.git.commit"] = git_commit
         experiment_id = self.experiment_id(create=True)
@@ -407,6 +412,15 @@ class Tracker:
         text = ", ".join(f"{k} {v:g}" for k, v in sorted(metrics.items()))
         description = f"nascomp trial {source.run_id}, reproduced in run {run_id}: {text}"
         return register(self.client, run_id, name, description, tags)
+
+    def search_data_files(self, trial: TrialRecord) -> str | None:
+        """The digest of the data files the search of ``trial`` read (``DATA_FILES_TAG``), or
+        None where it kept none (bundled data, an older nascomp)."""
+        run = self.client.get_run(trial.run_id)
+        parent = run.data.tags.get("mlflow.parentRunId")
+        if parent is None:
+            return None
+        return self.client.get_run(parent).data.tags.get(DATA_FILES_TAG)
 
     def stored_run(self, run_id: str) -> Any | None:
         """Run ``run_id`` of this store, or None where it holds none; a sqlite file that does

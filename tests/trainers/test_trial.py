@@ -309,3 +309,17 @@ def test_the_teacher_cache_sees_the_users_code_and_data_files(
     assert path() not in (first, second)
     own = _job(trial_config(**{"distill.enabled": True}))
     assert teacher_path(own).stem == own.key()
+    # An image folder's images are the user's files too: one added is other data.
+    (tmp_path / "images").mkdir()
+    folder = TeacherJob(
+        teacher=TeacherConfig(),
+        data=DataConfig.model_construct(name="imagefolder", root=str(tmp_path / "images")),
+        augment=AugmentSettings(),
+        momentum=0.9,
+        seed=0,
+        threads=1,
+        device="cpu",
+    )
+    before = teacher_path(folder)
+    (tmp_path / "images" / "new.png").write_bytes(b"x")
+    assert teacher_path(folder) != before
