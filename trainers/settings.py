@@ -179,6 +179,12 @@ class DataConfig(Section):
         builtin = self.name not in USER_SOURCES
         if builtin and self.name != "digits" and self.root is None:
             raise ValueError(f"data.root is required for dataset {self.name!r}")
+        if self.name == "digits" and self.root is not None:
+            # it was ignored without a word: a user who set it meant another dataset
+            raise ValueError(
+                "data.root is not read for dataset 'digits' (bundled with scikit-learn); leave "
+                "it out, or set data.name to the dataset under it"
+            )
         if self.root is not None:
             # Absolute: a Ray worker may run in another folder (runtime_env's working_dir).
             self.root = str(Path(self.root).expanduser().resolve())
@@ -212,6 +218,11 @@ class DataConfig(Section):
             raise ValueError(
                 "data.stream: true is for custom, torchvision and csv datasets; the built-in "
                 "ones are read into memory"
+            )
+        if self.name not in USER_SOURCES and self.memory_budget_mb is not None:
+            raise ValueError(
+                "data.memory_budget_mb is for custom, torchvision and csv datasets (when to "
+                "stream them); the built-in ones are read into memory"
             )
 
 

@@ -229,6 +229,9 @@ def test_torchvision_files_missing_is_data_not_found(dataset: str, tmp_path: Pat
             {"name": "digits", "stream": True},
             "data.stream: true is for custom, torchvision and csv",
         ),
+        # read by nothing for these, and ignored without a word before
+        ({"name": "digits", "root": "/tmp"}, "data.root is not read for dataset 'digits'"),
+        ({"name": "digits", "memory_budget_mb": 5}, "data.memory_budget_mb is for custom"),
     ],
 )
 def test_fields_that_do_not_fit_the_name(fields: dict, message: str) -> None:
@@ -246,4 +249,5 @@ def test_teacher_cache_keys_of_built_in_data_are_unchanged() -> None:
         "max_train_samples": None,
         "image_size": None,
     }
-    assert "stream" not in DataConfig(stream=False, memory_budget_mb=5).identity()
+    reading = DataConfig.model_construct(stream=False, memory_budget_mb=5).identity()
+    assert "stream" not in reading and "memory_budget_mb" not in reading
