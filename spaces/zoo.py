@@ -402,6 +402,18 @@ def build_custom(
 # ---------------------------------------------------------------------------- torchvision
 
 
+def _torchvision_task(name: str) -> str | None:
+    """The task of a torchvision model that is no classifier (``fasterrcnn_resnet50_fpn``:
+    detection), or None."""
+    from torchvision import models
+
+    for task in ("detection", "segmentation", "video", "optical_flow", "quantization"):
+        module = getattr(models, task, None)
+        if module is not None and name in models.list_models(module=module):
+            return task.replace("_", " ")
+    return None
+
+
 def torchvision_models() -> list[str]:
     """torchvision's classification models (detection, segmentation and video excluded)."""
     from torchvision import models
@@ -410,6 +422,11 @@ def torchvision_models() -> list[str]:
 
 
 def _unknown(kind: str, name: Any, known: list[str]) -> str:
+    if kind == "torchvision" and (task := _torchvision_task(str(name))) is not None:
+        return (
+            f"torchvision model {name!r} is a {task} model; a search trains classifiers "
+            f"(one of torchvision.models' classification models, e.g. {', '.join(known[:4])})"
+        )
     close = difflib.get_close_matches(str(name), known, n=5, cutoff=0.5)
     hint = f"did you mean {', '.join(close)}?" if close else f"e.g. {', '.join(known[:8])}"
     return f"unknown {kind} model {name!r}; {hint}"

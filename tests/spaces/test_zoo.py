@@ -200,6 +200,9 @@ def test_unknown_zoo_model_suggests_close_names() -> None:
         ValidationError, match=r"unknown torchvision model 'mobilenetv2'.*mobilenet_v2"
     ):
         _space({"family": "torchvision", "model": "mobilenetv2"})
+    # A detection model exists, but is no classifier: "unknown" sent users looking for a typo.
+    with pytest.raises(ValidationError, match=r"'fasterrcnn_resnet50_fpn' is a detection model"):
+        _space({"family": "torchvision", "model": "fasterrcnn_resnet50_fpn"})
 
 
 def test_timm_model_by_name() -> None:
