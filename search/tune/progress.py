@@ -21,6 +21,7 @@ from typing import Any, TextIO
 
 from ray.tune import Callback
 
+from nascomp.search.front.report import fmt
 from nascomp.spaces.constraints import Constraint, is_feasible
 from nascomp.trainers.config import planned_epochs
 
@@ -93,7 +94,7 @@ class ProgressLine(Callback):
         result = trial.last_result or {}
         status = result.get("nascomp_status", "ok")
         if status == "ok":
-            detail = "  ".join(f"{name}={_fmt(result.get(name))}" for name in self.objectives)
+            detail = "  ".join(f"{name}={fmt(result.get(name))}" for name in self.objectives)
             broken = [str(c) for c in self.constraints if not is_feasible([c], result)]
             if broken:
                 detail += f"  (breaks {' and '.join(broken)}: off the front)"
@@ -174,11 +175,3 @@ def _duration(seconds: float) -> str:
     if hours:
         return f"{hours}h{minutes:02d}m"
     return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float) and not value.is_integer():
-        return f"{value:.4g}"
-    return f"{int(value):,}"

@@ -54,7 +54,7 @@ def test_plain_output_prints_the_status_every_interval_while_trials_run() -> Non
     a.last_result = {"nascomp_status": "ok", "val_accuracy": 0.91}
     clock.now += 5
     progress.on_trial_complete(0, [], a)
-    assert lines[-1] == "[  1/4]   40.0s  trial aaaa1  ok         val_accuracy=0.91"
+    assert lines[-1] == "[  1/4]   40.0s  trial aaaa1  ok         val_accuracy=0.9100"
     assert progress.status_text() == "running: bbbb2 starting 0/4 35s | 1/4 done, about 2m00s left"
     progress.on_step_end(0, [])
     assert len(lines) == 2  # a trial line counts as output: the next status waits 30 s
@@ -107,7 +107,7 @@ def test_a_search_sized_by_its_budget_counts_trials_without_a_total() -> None:
     clock.now += 12
     trial.last_result = {"nascomp_status": "ok", "val_accuracy": 0.5}
     progress.on_trial_complete(0, [], trial)
-    assert lines == ["[  1]   12.0s  trial dddd4  ok         val_accuracy=0.5"]
+    assert lines == ["[  1]   12.0s  trial dddd4  ok         val_accuracy=0.5000"]
     assert progress.status_text() == "running: none | 1 done"
 
 
@@ -156,7 +156,7 @@ def test_a_trial_that_breaks_a_constraint_says_so_in_its_line() -> None:
         trial.last_result["size_bytes"] = size
         progress.on_trial_start(0, [], trial)
         progress.on_trial_complete(0, [], trial)
-    assert lines[0].endswith("ok         val_accuracy=0.9")
+    assert lines[0].endswith("ok         val_accuracy=0.9000")
     assert lines[1].endswith(
-        "ok         val_accuracy=0.9  (breaks size_bytes <= 3000: off the front)"
+        "ok         val_accuracy=0.9000  (breaks size_bytes <= 3000: off the front)"
     )
