@@ -247,7 +247,12 @@ def test_an_image_folder_is_the_users_data_and_gets_the_notes(tmp_path: Path) ->
     check_user_code(
         validate_experiment({"data": {"name": "imagefolder", "root": str(tmp_path)}}), notes
     )
-    assert notes == [small_validation_note(2, 0.1)]
+    assert notes == [
+        small_validation_note(2, 0.1),
+        f"data: imagefolder: {tmp_path} is not split into train/ and test/ folders, so a "
+        f"stratified 20% of {tmp_path} is the test split, and data.val_fraction of the rest the "
+        "validation split",
+    ]
 
 
 def test_values_a_builder_declines_as_infeasible_pass_the_checks() -> None:
