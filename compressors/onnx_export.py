@@ -28,7 +28,7 @@ import copy
 import logging
 import tempfile
 import warnings
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -596,11 +596,20 @@ class OnnxModule(nn.Module):
         self.input_name = self.session.get_inputs()[0].name
 
     def forward(self, x: Tensor) -> Tensor:
+        logits = self.session.run(None, self._feed(x))[0]
+        return torch.from_numpy(logits).to(x.device)
+
+    def runner(self, x: Tensor) -> Callable[[], object]:
+        """One inference on ``x`` as a deployment runs it: ``session.run`` on a NumPy feed
+        made once, without this module's conversions from and to torch tensors (about 4 us
+        a call: 1.6x the time of the smallest models' own runs)."""
+        feed = self._feed(x)
+        return lambda: self.session.run(None, feed)
+
+    def _feed(self, x: Tensor) -> dict[str, Any]:
         x_cpu = x.detach().cpu()
         x_cpu = x_cpu.float() if x_cpu.is_floating_point() else x_cpu.long()
-        feed = {self.input_name: x_cpu.numpy()}
-        logits = self.session.run(None, feed)[0]
-        return torch.from_numpy(logits).to(x.device)
+        return {self.input_name: x_cpu.numpy()}
 
 
 @dataclass

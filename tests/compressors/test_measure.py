@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import Tensor, nn
@@ -140,3 +142,39 @@ def test_latency_runs_in_eval_under_inference_mode() -> None:
     assert seen == [(False, True)] * 5
     with pytest.raises(ValueError, match="batch_size"):
         measure_latency_ms(Probe(), (2,), batch_size=0)
+
+
+def test_a_model_with_a_runner_is_timed_through_it() -> None:
+    """An ONNX Runtime session's module is timed as a deployment calls it: ``session.run`` on
+    a NumPy feed made once, not through the tensor conversions of its ``forward``."""
+
+    class Session(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.runs, self.forwards = 0, 0
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.forwards += 1
+            return x
+
+        def runner(self, x: torch.Tensor):
+            def run() -> None:
+                self.runs += 1
+
+            return run
+
+    model = Session()
+    measure_latency_ms(model, (3,), n_warmup=2, n_repeat=5)
+    assert (model.runs, model.forwards) == (7, 0)
+
+
+def test_an_onnx_modules_runner_runs_its_session(tmp_path: Path) -> None:
+    from nascomp.compressors.onnx_export import OnnxModule, export_onnx
+
+    net = nn.Sequential(nn.Linear(4, 3)).eval()
+    example = torch.randn(2, 4)
+    export_onnx(net, example, tmp_path / "net.onnx")
+    module = OnnxModule((tmp_path / "net.onnx").read_bytes())
+    (logits,) = module.runner(example)()
+    np.testing.assert_allclose(logits, module(example).numpy())
+    np.testing.assert_allclose(logits, net(example).detach().numpy(), rtol=1e-5, atol=1e-6)
