@@ -3,6 +3,7 @@ hot path); a streamed split hands the same batches from a DataLoader (trainers/s
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -76,6 +77,16 @@ class Distillation:
 class EpochStats:
     loss: float
     train_accuracy: float
+
+
+@functools.cache
+def warm_optimizers() -> None:
+    """Pay, once per process and outside any timing, what torch's first optimizer costs: its
+    construction imports ``torch._dynamo`` (0.7 to 2.9 s on the 2-core VMs). Inside a trial it
+    was most of the 1.2 s by which a worker's first trial's ``train_seconds`` exceeded the
+    same trial's later runs (2.04 s against 0.81 s on the digits CNN), and every trial that
+    reused that student inherited it. Touches no random state."""
+    torch.optim.Adam([torch.zeros(1, requires_grad=True)])
 
 
 def make_optimizer(

@@ -85,6 +85,7 @@ from nascomp.trainers.loop import (
     split_balanced_accuracy,
     top1_agreement,
     train_epoch,
+    warm_optimizers,
 )
 from nascomp.trainers.seeding import seed_everything
 from nascomp.trainers.stream import Data, for_trial
@@ -145,6 +146,7 @@ def run_trial(
     """
     cfg = config if isinstance(config, TrialConfig) else TrialConfig.from_flat(dict(config))
     torch.set_num_threads(cfg.threads)
+    warm_optimizers()  # before any timing: train_seconds is the training's own
     # One copy per worker process, shared by the trials it runs: in-memory splits resident on
     # the device, or a streamed dataset read by this trial's loader workers.
     data = for_trial(cfg.data.load(threads=cfg.threads), cfg.device, cfg.threads)

@@ -144,3 +144,23 @@ def test_weighted_cross_entropy_reaches_the_loss_with_and_without_a_teacher() ->
     logits, teacher = model(x), torch.randn(6, 3)
     mixed = distillation_loss(logits, teacher, y, temperature=2.0, alpha=0.0, class_weight=weight)
     assert torch.allclose(mixed, torch.nn.functional.cross_entropy(logits, y, weight=weight))
+
+
+def test_the_first_optimizers_import_is_paid_before_any_timing() -> None:
+    """torch's first optimizer imports torch._dynamo (0.7 to 2.9 s): inside a worker's first
+    trial it inflated train_seconds 2.5x, and every trial reusing that student inherited it.
+    warm_optimizers (called by run_trial before its timer) pays it, touching no random state."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, torch\n"
+        "from nascomp.trainers.loop import warm_optimizers\n"
+        "assert 'torch._dynamo' not in sys.modules\n"
+        "state = torch.get_rng_state()\n"
+        "warm_optimizers()\n"
+        "assert 'torch._dynamo' in sys.modules\n"
+        "assert torch.equal(state, torch.get_rng_state())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
