@@ -161,6 +161,12 @@ def check_user_code(experiment: Experiment, notes: list[str] | None = None) -> E
             note = _check_varied(experiment, data.input_shape, data.n_classes, data.input_dtype)
             if note is not None and notes is not None and not first_noted:
                 notes.append(note)
+        if init and notes is not None:
+            note = _init_misses(
+                experiment, init, data.input_shape, data.n_classes, data.input_dtype
+            )
+            if note is not None:
+                notes.append(note)
     finally:
         torch.random.set_rng_state(state)  # building drew weights: leave the driver as it was
     if per_layer:
@@ -550,6 +556,33 @@ def _check_init(
             f"train.init: {report.share:.0%} of space.arch's weights load from the file "
             f"({report.describe(path)}); the rest starts from its initialisation"
         )
+
+
+def _init_misses(
+    experiment: Experiment, path: str, shape: tuple[int, ...], n_classes: int, dtype: torch.dtype
+) -> str | None:
+    """A note naming the values of the space's leaves whose models take none of
+    ``train.init``'s weight matrices (``_check_init`` checks the first architecture only): a
+    c8 model and a c16 file have no weight of one shape, so those trials train from scratch
+    although their label says "from init.pt" (only BatchNorm's counters and a bias fit)."""
+    state = initial_weights(path, experiment.train.init_sha256)
+    match = experiment.train.init_match
+    missed = []
+    for leaf, value, arch in _round_robin(experiment.space.arch.varied_archs())[:MAX_VARIED_BUILDS]:
+        try:
+            model = build_model(arch, shape, n_classes, dtype)
+        except (InfeasibleArchitecture, ValueError, TypeError):
+            continue  # declined, or refused by the checks above
+        has_matrices = any(p.dim() >= 2 for p in model.parameters())
+        if has_matrices and apply_weights(model, state, match).matrices == 0:
+            missed.append(f"{leaf} {value!r}")
+    if not missed:
+        return None
+    fix = "" if match == "slice" else "; train.init_match: slice loads the part both shapes hold"
+    return (
+        f"train.init: the models of space.arch.{', '.join(missed[:4])} take none of {path}'s "
+        f"weight matrices (their shapes differ): those trials train from scratch{fix}"
+    )
 
 
 def _layout_hint(experiment: Experiment, shape: tuple[int, ...], exc: BaseException) -> str:

@@ -93,7 +93,11 @@ class InitReport:
     share: float = 0.0
 
     def describe(self, path: str) -> str:
-        text = f"{self.loaded} of {self.total} tensors from {path}"
+        text = (
+            f"{self.loaded} of {self.total} tensors ({self.matrices} weight matri"
+            f"{'x' if self.matrices == 1 else 'ces'}, {self.share:.0%} of the parameters) "
+            f"from {path}"
+        )
         if self.sliced:
             text += f" ({self.sliced} in part: the overlap of two shapes)"
         if self.reshaped:

@@ -337,3 +337,18 @@ def test_starting_weights_of_another_width_are_refused_or_noted(tmp_path: Path) 
     experiment = {"space": space, "train": {"init": str(tmp_path / "shallow.pt")}}
     check_user_code(validate_experiment(experiment), notes)
     assert notes[-1].startswith("train.init: 20% of space.arch's weights load from the file (")
+    # A width the space also searches that takes none of the file's weight matrices: its
+    # trials train from scratch, though labelled "from wide.pt" (the first architecture fits).
+    notes = []
+    varied = {**space, "arch": {**arch, "base_channels": [16, 8]}}
+    experiment = {"space": varied, "train": {"init": str(tmp_path / "wide.pt")}}
+    check_user_code(validate_experiment(experiment), notes)
+    assert notes == [
+        f"train.init: the models of space.arch.base_channels 8 take none of {tmp_path}/wide.pt's "
+        "weight matrices (their shapes differ): those trials train from scratch; "
+        "train.init_match: slice loads the part both shapes hold"
+    ]
+    notes = []
+    sliced = {**experiment, "train": {**experiment["train"], "init_match": "slice"}}
+    check_user_code(validate_experiment(sliced), notes)
+    assert notes == []

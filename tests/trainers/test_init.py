@@ -40,8 +40,9 @@ def test_tensors_of_the_same_name_and_shape_are_copied_the_others_kept() -> None
         if not name.startswith("3."):
             assert torch.equal(target.state_dict()[name], tensor), name
     assert torch.equal(target[3].weight, kept_head)  # 10 classes: the file's 3 do not fit
-    assert "7 of 9 tensors from f.pt; other shape, kept initialised: 3.weight" in (
-        report.describe("f.pt")
+    assert (
+        "7 of 9 tensors (1 weight matrix, 3% of the parameters) from f.pt; other shape, kept "
+        "initialised: 3.weight" in report.describe("f.pt")
     )
     partial = apply_weights(small(3), {"0.weight": source[0].weight.detach()})
     assert partial.loaded == 1 and partial.missing[:2] == ("0.bias", "1.weight")
@@ -79,8 +80,9 @@ def test_slice_copies_the_leading_channels_and_the_kernel_centre() -> None:
     assert child.weight[0, 0].tolist() == [[6.0, 7.0, 8.0], [11.0, 12.0, 13.0], [16.0, 17.0, 18.0]]
     assert torch.equal(child.weight[3], before["weight"][3])  # no parent channel: as it was
     assert child.bias.tolist()[:3] == [1.0, 2.0, 3.0] and child.bias[3] == before["bias"][3]
-    assert "2 of 2 tensors from p.pt (2 in part: the overlap of two shapes)" in (
-        report.describe("p.pt")
+    assert (
+        "2 of 2 tensors (1 weight matrix, 75% of the parameters) from p.pt (2 in part: the "
+        "overlap of two shapes)" in report.describe("p.pt")
     )
 
     wider = nn.Conv2d(2, 3, 7)  # a larger kernel: the parent's 5x5 in its middle
@@ -153,7 +155,8 @@ def test_a_trial_starts_from_the_users_weights_and_reproduces(
     first = run_trial(config)
     assert first.status == "ok", first.reason
     n_tensors = len(trained.model.state_dict())
-    assert first.info["init"] == f"{n_tensors} of {n_tensors} tensors from {path}"
+    assert first.info["init"].startswith(f"{n_tensors} of {n_tensors} tensors (")
+    assert first.info["init"].endswith(f", 100% of the parameters) from {path}")
     scratch = run_trial(trial(tmp_path, 1))
     assert first.metrics["val_accuracy"] > scratch.metrics["val_accuracy"]
     # with a learning rate of nearly 0, the weights the trial ends with are the file's
@@ -168,11 +171,14 @@ def test_a_trial_starts_from_the_users_weights_and_reproduces(
     wider = trial(tmp_path, 1, **{"train.init": str(path), "arch.base_channels": 16})
     outcome = run_trial(wider)
     assert outcome.status == "ok" and "other shape, kept initialised" in outcome.info["init"]
+    # its counters fit, no weight matrix does: the tag says so, not "n of m tensors" alone
+    assert " tensors (0 weight matrices, " in outcome.info["init"]
     model = build_model(TrialConfig.from_flat(wider).arch, (1, 8, 8), 10)
     assert apply_weights(model, trained.model.state_dict()).loaded < n_tensors
     # sliced, as an inheriting trial loads its parent's weights: every tensor takes a part,
     # and the epoch ends above the wider variant's from scratch
     sliced = run_trial({**wider, "train.init_match": "slice"})
-    assert sliced.info["init"].startswith(f"{n_tensors} of {n_tensors} tensors from {path} (")
+    assert sliced.info["init"].startswith(f"{n_tensors} of {n_tensors} tensors (")
+    assert f"of the parameters) from {path} (" in sliced.info["init"]
     wide_scratch = run_trial(trial(tmp_path, 1, **{"arch.base_channels": 16}))
     assert sliced.metrics["val_accuracy"] > wide_scratch.metrics["val_accuracy"]
