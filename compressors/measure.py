@@ -27,8 +27,31 @@ def count_params(model: nn.Module) -> int:
 
 
 def count_nonzero_params(model: nn.Module) -> int:
-    """Number of parameter elements that are not exactly zero."""
-    return sum(int(torch.count_nonzero(p.detach())) for p in model.parameters())
+    """Number of parameter elements that are not exactly zero in the model as it is stored: a
+    quantization-aware layer's weight counted at its width (``quantized_weight``), since the
+    rounding takes small weights to zero (11% of one 4-bit model's) and ``size_bytes`` counts
+    them there; every other parameter as it is."""
+    total = 0
+    with torch.no_grad():
+        for module in model.modules():
+            stored = _stored_weights(module)
+            for name, param in module.named_parameters(recurse=False):
+                values = stored.get(name)
+                total += int(torch.count_nonzero(param if values is None else values))
+    return total
+
+
+def _stored_weights(module: nn.Module) -> dict[str, Tensor]:
+    """A quantization-aware layer's weights as stored (a recurrent layer's, each matrix), by
+    parameter name; empty for any other module."""
+    recurrent = getattr(module, "quantized_weights", None)
+    names = getattr(module, "_flat_weights_names", None)
+    if callable(recurrent) and names is not None:
+        return {n: t for n, t in zip(names, recurrent(), strict=True) if t is not None}
+    quantized = getattr(module, "quantized_weight", None)
+    if callable(quantized):
+        return {"weight": quantized()}
+    return {}
 
 
 def _layer_macs(module: nn.Module, output: Tensor) -> int:

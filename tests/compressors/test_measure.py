@@ -178,3 +178,22 @@ def test_an_onnx_modules_runner_runs_its_session(tmp_path: Path) -> None:
     (logits,) = module.runner(example)()
     np.testing.assert_allclose(logits, module(example).numpy())
     np.testing.assert_allclose(logits, net(example).detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_nonzero_params_count_a_quantized_layers_weights_at_their_width() -> None:
+    """size_bytes stores the weights that stay non-zero at their width; rounding to 4 bits
+    takes the small ones to zero, and nonzero_params counted them before it (11% of a model)."""
+    from nascomp.compressors.quantization import QuantConfig, prepare_qat
+
+    model = nn.Sequential(nn.Linear(4, 2, bias=False), nn.GRU(2, 3))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([[1.0, 0.01, -1.0, 0.5], [0.02, 1.0, 0.0, -0.5]]))
+        for name, param in model[1].named_parameters():
+            param.fill_(1.0)
+            if name == "weight_ih_l0":
+                param[0, 0] = 0.001  # rounds to zero at 4 bits, per row's scale
+    assert count_nonzero_params(model) == 7 + 63  # the Linear's 0.0, the GRU's 63
+    with layer_kinds("all"):
+        prepare_qat(model, QuantConfig(bits=4))
+    # 0.01 and 0.02 round to zero at 4 bits (each row's scale is 1/7), the GRU's 0.001 too
+    assert count_nonzero_params(model) == 5 + 62
