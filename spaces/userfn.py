@@ -52,6 +52,14 @@ def split_path(path: Any, field: str) -> tuple[str, str]:
 def load_callable(path: Any, field: str) -> Callable[..., Any]:
     """The function ``path`` names; ``field`` is the experiment field, for the message."""
     module_name, attribute = split_path(path, field)
+    if module_name == "__main__":
+        # Imports here (the checks pass), but Ray's workers run another __main__: the search
+        # failed later with "__main__.__spec__ is None".
+        raise UserCodeError(
+            f"{field}: {path!r} is defined in the running script, which Ray's workers cannot "
+            "import; move it into a module beside the script (e.g. my_code.py) and give "
+            f"'my_code:{attribute}'"
+        )
     _working_folder_importable()
     # A module written after Python listed its folder (a notebook, a test) must still import.
     importlib.invalidate_caches()

@@ -6,6 +6,7 @@ import hashlib
 import importlib.util
 import inspect
 import json
+import marshal
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -109,11 +110,14 @@ def user_inputs(job: TeacherJob) -> dict[str, Any]:
     or an image folder's ``data.root``. Empty for nascomp's own families and bundled or
     official datasets (their keys stay as they were). Data a factory reads from elsewhere, or
     makes from the environment, is not seen."""
-    sources = [_builder_source(job.teacher.arch)]
+    builder = _builder_source(job.teacher.arch)
+    sources = [builder] if isinstance(builder, Path) else []
     if job.data.name == "custom" and job.data.factory:
         sources.append(_module_source(job.data.factory))
     found: dict[str, Any] = {}
     code = {str(path): file_digest(path) for path in sorted({p for p in sources if p})}
+    if isinstance(builder, str):  # a family's builder with no file: its compiled code
+        code["(builder without a source file)"] = builder
     if code:
         found["code"] = code
     if job.data.name in ("custom", "imagefolder") and job.data.root is not None:
@@ -122,7 +126,10 @@ def user_inputs(job: TeacherJob) -> dict[str, Any]:
     return found
 
 
-def _builder_source(arch: Mapping[str, Any]) -> Path | None:
+def _builder_source(arch: Mapping[str, Any]) -> Path | str | None:
+    """The source file of the teacher's builder (the user's or a plugin's), or, for a family
+    defined in code with no file (``python -``, where the source file is '<stdin>'), the
+    SHA-256 of its compiled code; None for nascomp's own families."""
     family = arch.get("family")
     builder = arch.get("builder")
     if family == "custom" and isinstance(builder, str):
@@ -134,7 +141,10 @@ def _builder_source(arch: Mapping[str, Any]) -> Path | None:
         source = inspect.getsourcefile(registered.build)
     except TypeError:
         return None
-    return Path(source) if source else None
+    if source and Path(source).is_file():
+        return Path(source)
+    code = getattr(registered.build, "__code__", None)  # hashing '<stdin>' raised
+    return hashlib.sha256(marshal.dumps(code)).hexdigest() if code is not None else None
 
 
 def _module_source(path: str) -> Path | None:

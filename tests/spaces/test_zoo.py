@@ -346,3 +346,10 @@ def test_a_misspelt_zoo_argument_is_named_even_where_the_constructor_drops_it() 
     build_model(
         {"family": "torchvision", "model": "mobilenet_v3_small", "dropout": 0.1}, (3, 32, 32), 10
     )
+
+
+def test_a_function_of_the_running_script_is_refused_with_where_to_put_it() -> None:
+    """'__main__:make' imports in the driver (its checks passed) but not in Ray's workers,
+    where the search failed with "__main__.__spec__ is None"."""
+    with pytest.raises(UserCodeError, match=r"^data.factory: '__main__:make' is defined in the "):
+        load_callable("__main__:make", "data.factory")

@@ -323,3 +323,36 @@ def test_the_teacher_cache_sees_the_users_code_and_data_files(
     before = teacher_path(folder)
     (tmp_path / "images" / "new.png").write_bytes(b"x")
     assert teacher_path(folder) != before
+
+
+def test_a_teacher_family_defined_with_no_source_file_is_keyed_by_its_code() -> None:
+    """`python -` (no file): hashing '<stdin>' raised FileNotFoundError while the teacher's
+    cache key was made. Its compiled code keys it, so an edited body trains a new teacher."""
+    import subprocess
+    import sys
+
+    script = (
+        "import nascomp\n"
+        "from torch import nn\n"
+        "from nascomp.trainers.settings import AugmentSettings, DataConfig, TeacherConfig\n"
+        "from nascomp.trainers.teacher import TeacherJob, teacher_path\n"
+        "@nascomp.register_model('stdin_net')\n"
+        "def net(input_shape, n_classes):\n"
+        "    return nn.Sequential(nn.Flatten(), nn.LazyLinear(n_classes * WIDTH))\n"
+        "job = TeacherJob(teacher=TeacherConfig.model_construct(arch={'family': 'stdin_net'}),\n"
+        "    data=DataConfig(), augment=AugmentSettings(), momentum=0.9, seed=0, threads=1,\n"
+        "    device='cpu')\n"
+        "print(teacher_path(job).name)\n"
+    )
+
+    def key(width: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-"],
+            input=script.replace("WIDTH", width),
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    assert key("1") == key("1") != key("2")
