@@ -28,6 +28,10 @@ _API = {
     "Experiment": "nascomp.search.api",
     "SearchSummary": "nascomp.search.api",
     "ConfigError": "nascomp.search.errors",
+    # What else run_search raises: an unusable store, a search that cannot run, Ctrl-C.
+    "TrackingError": "nascomp.search.errors",
+    "SearchError": "nascomp.search.errors",
+    "SearchInterrupted": "nascomp.search.errors",
     # For the user's own model builders and plugins (docs/experiment.md, "Your own model").
     "InfeasibleArchitecture": "nascomp.spaces.models",
     "register_model": "nascomp.spaces.models",
@@ -41,7 +45,12 @@ if TYPE_CHECKING:
         load_exported,
         run_search,
     )
-    from nascomp.search.errors import ConfigError
+    from nascomp.search.errors import (
+        ConfigError,
+        SearchError,
+        SearchInterrupted,
+        TrackingError,
+    )
     from nascomp.spaces.models import InfeasibleArchitecture, register_model
 
 
@@ -62,7 +71,10 @@ __all__ = [
     "ConfigError",
     "Experiment",
     "InfeasibleArchitecture",
+    "SearchError",
+    "SearchInterrupted",
     "SearchSummary",
+    "TrackingError",
     "__version__",
     "load_experiment",
     "load_exported",

@@ -8,19 +8,29 @@
 
 Errors are those of :mod:`nascomp.search.errors` (a bad experiment is a ``ConfigError`` whose
 message names the field and what is allowed), raised, not printed.
+
+A search leaves the calling process as it found it: its environment variables (Ray's and
+MLflow's settings), signal handlers, torch's thread count and the random generators' states
+(the teacher is trained in this process) are put back when ``run_search`` returns or raises.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
+import random
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from nascomp.search import experiment as _experiment
 from nascomp.search.driver import SearchSummary
+from nascomp.search.errors import SearchError, SearchInterrupted
 from nascomp.search.experiment import Experiment
 from nascomp.search.export import load_exported
 from nascomp.search.tune.head import starting_local_ray
@@ -39,9 +49,14 @@ def load_experiment(
             f"overrides: expected a list of KEY.PATH=VALUE strings; got the string {overrides!r}"
             " (write [...] around it)"
         )
+    overrides = [] if overrides is None else overrides
+    if not isinstance(overrides, Sequence) or not all(isinstance(o, str) for o in overrides):
+        raise _experiment.ConfigError(
+            f"overrides: expected a list of KEY.PATH=VALUE strings; got {overrides!r}"
+        )
     if isinstance(experiment, Experiment):
-        if not overrides:
-            return experiment
+        # Validated again: fields set after load_experiment (experiment.search.trials = 0)
+        # are checked like any others, not met deep in the search.
         experiment = experiment.model_dump(mode="json")
     if isinstance(experiment, Mapping):
         raw = copy.deepcopy(dict(experiment))
@@ -69,21 +84,75 @@ def run_search(
     (``auto``, ``HOST:PORT``), ``resume`` a result folder or ``latest``; ``echo`` receives the
     progress lines (``lambda line: None`` silences them)."""
     checked = load_experiment(experiment, overrides)
-    # MLflow's INFO lines ("Creating initial MLflow database tables...") are not the search's:
-    # its logger reads this at import, and is set here where a notebook imported it already.
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-    mlflow_log = logging.getLogger("mlflow")
-    level = mlflow_log.level
-    mlflow_log.setLevel(max(level, logging.WARNING))
-    try:
-        with starting_local_ray(address) as local_ray:  # comes up while the driver imports
-            from nascomp.search.driver import run_search as drive
+    if resume is not None and not isinstance(resume, str | Path):
+        raise _experiment.ConfigError(f"resume: a result folder or 'latest'; got {resume!r}")
+    _check_no_ray_here(address)
+    with process_state_kept():
+        # MLflow's INFO lines ("Creating initial MLflow database tables...") are not the
+        # search's: its logger reads this at import, and is set here where a notebook
+        # imported it already.
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+        mlflow_log = logging.getLogger("mlflow")
+        level = mlflow_log.level
+        mlflow_log.setLevel(max(level, logging.WARNING))
+        try:
+            with starting_local_ray(address) as local_ray:  # comes up while the driver imports
+                from nascomp.search.driver import run_search as drive
 
-            summary = drive(checked, address=address, echo=echo, resume=resume, local_ray=local_ray)
-    finally:
-        mlflow_log.setLevel(level)
+                summary = drive(
+                    checked, address=address, echo=echo, resume=resume, local_ray=local_ray
+                )
+        except SearchInterrupted as exc:
+            # The driver's words are the command line's; from Python, it is resume=.
+            raise SearchInterrupted(
+                str(exc).replace(
+                    "the same command and --resume", "run_search(..., resume='latest')"
+                )
+            ) from None
+        finally:
+            mlflow_log.setLevel(level)
     echo(summary_line(summary, checked))
     return summary
+
+
+def _check_no_ray_here(address: str | None) -> None:
+    """A process that called ``ray.init()`` itself (a notebook's cell): Ray refuses a second
+    connection, which came as Ray's own error after every check had passed."""
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        raise SearchError(
+            "Ray is already initialised in this process (ray.init was called): run_search "
+            "connects on its own; call ray.shutdown() first"
+            + ("" if address else ", or pass address= of that cluster")
+        )
+
+
+@contextlib.contextmanager
+def process_state_kept() -> Iterator[None]:
+    """Put back what a search changes in the calling process: environment variables (Ray's
+    PYTHONBREAKPOINT, MLflow's request retries), the SIGINT and SIGTERM handlers (Ray's
+    SIGTERM handler exits the process), torch's thread count and the states of Python's,
+    NumPy's and torch's random generators (the teacher trains here, and seeds them)."""
+    import numpy as np
+    import torch
+
+    environment = dict(os.environ)
+    main = threading.current_thread() is threading.main_thread()
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
+    threads = torch.get_num_threads()
+    states = (random.getstate(), np.random.get_state(), torch.random.get_rng_state())
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(environment)
+        for signum, handler in handlers.items():
+            if handler is not None:
+                signal.signal(signum, handler)
+        torch.set_num_threads(threads)
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.random.set_rng_state(states[2])
 
 
 def summary_line(summary: SearchSummary, experiment: Experiment) -> str:

@@ -335,6 +335,11 @@ def load_exported(folder: str | Path) -> nn.Module:
     """The model of an export folder, rebuilt from ``skeleton.json`` and filled from
     ``model.nascomp``, in eval mode on the CPU."""
     folder = Path(folder)
+    if not (folder / SKELETON).is_file() or not (folder / ARTIFACT).is_file():
+        raise FileNotFoundError(
+            f"no nascomp export in {folder}: it needs {SKELETON} and {ARTIFACT}, which "
+            "`nascomp reproduce RUN_ID --export DIR` writes"
+        )
     skeleton = json.loads((folder / SKELETON).read_text())
     dtype = torch.int64 if skeleton.get("input_dtype") == "int64" else torch.float32
     model = build_model(

@@ -200,7 +200,9 @@ def build_model(
         raise ValueError(_PLUGIN_ERRORS[family])
     if family not in _REGISTRY:
         raise ValueError(
-            f"unknown model family {family!r}; allowed: {', '.join(sorted(_REGISTRY))}"
+            f"unknown model family {family!r}; allowed: {', '.join(sorted(_REGISTRY))} (a "
+            "family of your own is known once the code that registers it has run: import it "
+            "first)"
         )
     shape = _checked_input_shape(input_shape)
     if family in IMAGE_FAMILIES and len(shape) != 3:

@@ -19,7 +19,7 @@ def test_an_experiment_from_a_path_a_mapping_or_an_experiment() -> None:
     from_mapping = nascomp.load_experiment(raw, ["search.trials=7"])
     assert from_mapping == from_path
     assert raw["search"]["trials"] == 200  # the caller's mapping is left as it was
-    assert nascomp.load_experiment(from_path) is from_path
+    assert nascomp.load_experiment(from_path) == from_path
     again = nascomp.load_experiment(from_path, ["search.seed=3"])
     assert again.search.seed == 3 and again.search.trials == 7
     assert nascomp.load_experiment().search.trials == 20  # the built-in quickstart
@@ -33,6 +33,66 @@ def test_bad_experiments_raise_one_line_config_errors() -> None:
     # A string is not read character by character as overrides
     with pytest.raises(nascomp.ConfigError, match=r"^overrides: expected a list of KEY.PATH="):
         nascomp.load_experiment(None, "search.trials=1")  # type: ignore[arg-type]
+    with pytest.raises(nascomp.ConfigError, match=r"^overrides: expected a list .*got \[5\]"):
+        nascomp.load_experiment(None, [5])  # type: ignore[list-item]
+    assert nascomp.load_experiment(None, None).search.trials == 20  # type: ignore[arg-type]
+    # An Experiment changed after loading is checked again: a 0-trial search ran before.
+    changed = nascomp.load_experiment()
+    changed.search.trials = 0
+    with pytest.raises(nascomp.ConfigError, match=r"^search\.trials: "):
+        nascomp.load_experiment(changed)
+    with pytest.raises(nascomp.ConfigError, match=r"^resume: a result folder or 'latest'; got T"):
+        nascomp.run_search(None, resume=True)  # type: ignore[arg-type]
+
+
+def test_a_process_that_started_ray_itself_is_told_before_anything_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ray's own "Maybe you called ray.init twice" came after every check had passed."""
+    import sys
+    from types import SimpleNamespace
+
+    from nascomp.search.api import _check_no_ray_here
+
+    monkeypatch.setitem(sys.modules, "ray", SimpleNamespace(is_initialized=lambda: True))
+    with pytest.raises(nascomp.SearchError, match=r"^Ray is already initialised in this proc"):
+        _check_no_ray_here(None)
+    monkeypatch.setitem(sys.modules, "ray", SimpleNamespace(is_initialized=lambda: False))
+    _check_no_ray_here(None)
+
+
+def test_the_calling_process_is_left_as_it_was(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a search changed in a notebook's process: Ray's PYTHONBREAKPOINT and MLflow's
+    request retries left in the environment, Ray's SIGTERM handler, one torch thread and
+    reseeded generators (the teacher trains in the driver)."""
+    import os
+    import random
+    import signal
+
+    import numpy as np
+    import torch
+
+    from nascomp.search.api import process_state_kept
+
+    monkeypatch.setenv("NASCOMP_TEST_KEPT", "1")
+    threads = torch.get_num_threads()
+    term = signal.getsignal(signal.SIGTERM)
+    states = (random.getstate(), np.random.get_state(), torch.random.get_rng_state())
+    with process_state_kept():
+        os.environ["PYTHONBREAKPOINT"] = "ray.util.rpdb._driver_set_trace"
+        del os.environ["NASCOMP_TEST_KEPT"]
+        signal.signal(signal.SIGTERM, lambda *_: None)
+        torch.set_num_threads(1)
+        random.seed(0)
+        np.random.seed(0)
+        torch.manual_seed(0)
+    assert "PYTHONBREAKPOINT" not in os.environ or os.environ["PYTHONBREAKPOINT"] != (
+        "ray.util.rpdb._driver_set_trace"
+    )
+    assert os.environ["NASCOMP_TEST_KEPT"] == "1"
+    assert signal.getsignal(signal.SIGTERM) is term and torch.get_num_threads() == threads
+    assert random.getstate() == states[0] and torch.equal(torch.random.get_rng_state(), states[2])
+    assert np.array_equal(np.random.get_state()[1], states[1][1])
 
 
 @pytest.mark.e2e
@@ -45,8 +105,14 @@ def test_run_search_from_a_mapping_returns_the_front(
     raw["tracking"] = {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "experiment": "api"}
     raw["storage"] = str(tmp_path / "results")
     lines: list[str] = []
+    import os
+    import signal
+
+    environment, term = dict(os.environ), signal.getsignal(signal.SIGTERM)
     summary = nascomp.run_search(raw, echo=lines.append)
     assert len(summary.trials) == 12 and summary.count("ok") == 12
+    # The process as it was: Ray's PYTHONBREAKPOINT, MLflow's retries, Ray's SIGTERM handler
+    assert dict(os.environ) == environment and signal.getsignal(signal.SIGTERM) is term
     err = capfd.readouterr().err
     assert "A new study created" not in err  # Optuna's INFO line
     assert "Creating initial MLflow database tables" not in err  # MLflow's
