@@ -775,6 +775,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     mismatched = result.differing_accuracies()
     if result.reuse_note():
         print(f"  ({result.reuse_note()})")
+    # Accuracies and sizes repeat exactly; times are measured again, on today's machine load.
+    print("  (train_seconds and latencies are timed again: they move with the machine's load)")
     print(f"model logged as {result.model_uri} ({PICKLE_NOTE})")
     for kind, path in result.exported.items():
         print(f"exported {kind}: {path} ({path.stat().st_size:,} bytes)")
