@@ -187,3 +187,13 @@ def test_raw_inputs_through_preprocess_json_are_what_the_model_was_fed(tmp_path:
     logits = session.run(None, {session.get_inputs()[0].name: prepared[rows].numpy()})[0]
     evaluated = predict_logits(outcome.model, data.test_x).argmax(dim=1)
     assert (torch.from_numpy(logits).argmax(dim=1) == evaluated).float().mean() >= 0.98
+
+
+def test_export_json_never_holds_the_stores_credentials() -> None:
+    from nascomp.search.reproduce import _without_credentials
+
+    assert _without_credentials("https://me:secret@mlflow.example:5000/x") == (
+        "https://mlflow.example:5000/x"
+    )
+    assert _without_credentials("sqlite:///mlflow.db") == "sqlite:///mlflow.db"
+    assert _without_credentials("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
