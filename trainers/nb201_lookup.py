@@ -61,7 +61,8 @@ class Nb201LookupConfig(Section):
         if self.table:
             return Path(self.table).expanduser().resolve()
         root = os.environ.get(DATA_ROOT_ENV)
-        return Path(root).expanduser().resolve() / TABLE_FILE if root else DEFAULT_TABLE
+        # resolved, as a given path is: validating the experiment again keeps the same string
+        return (Path(root).expanduser() / TABLE_FILE if root else DEFAULT_TABLE).resolve()
 
 
 @lru_cache(maxsize=4)

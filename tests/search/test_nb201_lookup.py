@@ -40,7 +40,8 @@ def test_the_default_table_is_under_the_data_root_when_one_is_set(
     from nascomp.trainers.nb201_lookup import DEFAULT_TABLE, Nb201LookupConfig
 
     monkeypatch.delenv("NASCOMP_DATA_ROOT", raising=False)
-    assert Nb201LookupConfig().resolved_table() == DEFAULT_TABLE
+    # resolved (a checkout under a link): validating an experiment again keeps the path
+    assert Nb201LookupConfig().resolved_table() == DEFAULT_TABLE.resolve()
     monkeypatch.setenv("NASCOMP_DATA_ROOT", str(tmp_path))
     assert Nb201LookupConfig().resolved_table() == tmp_path / "nasbench201/nb201_accuracy.csv"
     monkeypatch.chdir(tmp_path)
