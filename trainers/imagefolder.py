@@ -118,10 +118,12 @@ def layout(root: str | None) -> Layout:
         raise DataNotFoundError(f"dataset 'imagefolder': expected a directory at {path}; {_HINT}")
     found = {c.name: c for c in class_folders(path) if c.name.lower() in SPLIT_FOLDERS}
     others = [c.name for c in class_folders(path) if c.name.lower() not in SPLIT_FOLDERS]
-    if found:
-        splits: dict[str, list[Path]] = {}
-        for name, folder in found.items():
-            splits.setdefault(SPLIT_FOLDERS[name.lower()], []).append(folder)
+    splits: dict[str, list[Path]] = {}
+    for name, folder in found.items():
+        splits.setdefault(SPLIT_FOLDERS[name.lower()], []).append(folder)
+    # Split folders: a train/ folder, or nothing but split names. Classes that happen to be
+    # named so beside others ("valid" and "invalid") are classes.
+    if found and ("train" in splits or not others):
         twice = [sorted(f.name for f in folders) for folders in splits.values() if len(folders) > 1]
         if twice:
             raise ValueError(

@@ -84,6 +84,15 @@ def test_split_roots_that_cannot_be_read_say_why(tmp_path: Path) -> None:
         layout(str(tmp_path))
 
 
+def test_classes_named_like_a_split_beside_others_are_classes(tmp_path: Path) -> None:
+    for name in ("valid", "invalid"):  # a document checker's two classes
+        _images(tmp_path / name, 4)
+    assert load_data("imagefolder", str(tmp_path), val_fraction=0.25).classes == (
+        "invalid",
+        "valid",
+    )
+
+
 def test_hidden_and_zip_leftover_folders_at_any_depth_hold_no_sample(tmp_path: Path) -> None:
     """.ipynb_checkpoints inside a class folder held a ship photo, read as a cat."""
     _split(tmp_path)
