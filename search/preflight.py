@@ -565,7 +565,10 @@ def _init_misses(
     ``train.init``'s weight matrices (``_check_init`` checks the first architecture only): a
     c8 model and a c16 file have no weight of one shape, so those trials train from scratch
     although their label says "from init.pt" (only BatchNorm's counters and a bias fit)."""
-    state = initial_weights(path, experiment.train.init_sha256)
+    try:
+        state = initial_weights(path, experiment.train.init_sha256)
+    except Exception:  # a file that does not load is _check_init's to name
+        return None
     match = experiment.train.init_match
     missed = []
     for leaf, value, arch in _round_robin(experiment.space.arch.varied_archs())[:MAX_VARIED_BUILDS]:
