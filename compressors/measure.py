@@ -42,16 +42,11 @@ def count_nonzero_params(model: nn.Module) -> int:
 
 
 def _stored_weights(module: nn.Module) -> dict[str, Tensor]:
-    """A quantization-aware layer's weights as stored (a recurrent layer's, each matrix), by
-    parameter name; empty for any other module."""
-    recurrent = getattr(module, "quantized_weights", None)
-    names = getattr(module, "_flat_weights_names", None)
-    if callable(recurrent) and names is not None:
-        return {n: t for n, t in zip(names, recurrent(), strict=True) if t is not None}
-    quantized = getattr(module, "quantized_weight", None)
-    if callable(quantized):
-        return {"weight": quantized()}
-    return {}
+    """A quantization-aware layer's weight matrices as stored (``stored_weights``: a plain
+    layer's weight, each of a recurrent layer's, attention's input projection), by parameter
+    name; empty for any other module."""
+    stored = getattr(module, "stored_weights", None)
+    return stored() if callable(stored) else {}
 
 
 def _layer_macs(module: nn.Module, output: Tensor) -> int:

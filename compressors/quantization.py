@@ -297,6 +297,14 @@ class _QuantMixin:
     def quantized_weight(self) -> Tensor:
         return fake_quantize_weight(self.weight, self.weight_bits)  # type: ignore[attr-defined]
 
+    def stored_weights(self) -> dict[str, Tensor]:
+        """Each weight matrix as stored, by parameter name: ``weight``, a recurrent layer's
+        ``weight_ih_l0``..., attention's input projection (``weight_names``)."""
+        return {
+            name: fake_quantize_weight(getattr(self, name), self.weight_bits)
+            for name in weight_names(self)  # type: ignore[arg-type]
+        }
+
 
 class QuantConv1d(_QuantMixin, nn.Conv1d):
     """Conv1d that fake-quantizes its weight and its input."""

@@ -197,3 +197,20 @@ def test_nonzero_params_count_a_quantized_layers_weights_at_their_width() -> Non
         prepare_qat(model, QuantConfig(bits=4))
     # 0.01 and 0.02 round to zero at 4 bits (each row's scale is 1/7), the GRU's 0.001 too
     assert count_nonzero_params(model) == 5 + 62
+
+
+def test_nonzero_params_count_attentions_input_projection_at_its_width() -> None:
+    """Attention keeps its input projection in ``in_proj_weight`` (no ``weight``): every
+    trial of a model holding one failed below 32 bits on this count."""
+    from nascomp.compressors.quantization import QuantConfig, prepare_qat
+
+    attention = nn.MultiheadAttention(4, 1, bias=False)
+    with torch.no_grad():
+        attention.in_proj_weight.fill_(1.0)
+        attention.in_proj_weight[0, 0] = 0.01  # rounds to zero at 4 bits, per row's scale
+        attention.out_proj.weight.fill_(1.0)
+        attention.out_proj.weight[1, 2] = 0.02
+    model = nn.Sequential(attention)
+    assert count_nonzero_params(model) == 48 + 16
+    prepare_qat(model, QuantConfig(bits=4))
+    assert count_nonzero_params(model) == 47 + 15
