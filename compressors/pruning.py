@@ -33,6 +33,12 @@ from nascomp.compressors.shapes import packed_attention_heads, sync_attributes
 PRUNE_METHODS = ("none", "unstructured", "structured")
 IMPORTANCES = ("l1", "l2")
 SCOPES = ("global", "layer")
+# What structured pruning does with a group of channels the target would remove entirely:
+# leave it its strongest channel (per channel group), or, as torch-pruning alone does and
+# trials logged before 2026-12-05 did, leave the whole group (which pruned a model asked for
+# 0.99 less than one asked for 0.9).
+EMPTIED_GROUPS = ("leave_one", "whole")
+LEGACY_EMPTIED = "whole"
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,7 @@ class PruneConfig:
     # outputs of the layer that computes the classes (``output_layer``) are never removed by
     # structured pruning in any case.
     ignore: tuple[str, ...] = ()
+    emptied: str = "leave_one"  # structured: EMPTIED_GROUPS
 
     def __post_init__(self) -> None:
         if isinstance(self.ignore, str) or not all(isinstance(p, str) for p in self.ignore):
@@ -66,6 +73,8 @@ class PruneConfig:
             raise ValueError(f"importance must be one of {IMPORTANCES}, got {self.importance!r}")
         if self.scope not in SCOPES:
             raise ValueError(f"scope must be one of {SCOPES}, got {self.scope!r}")
+        if self.emptied not in EMPTIED_GROUPS:
+            raise ValueError(f"emptied must be one of {EMPTIED_GROUPS}, got {self.emptied!r}")
 
 
 def scheduled_ratio(ratio: float, progress: float) -> float:
@@ -319,7 +328,7 @@ class StructuredPruner(Pruner):
         # the caller's progress instead, so each update is one step to the new target. The
         # pruner measures targets against the channel counts it saw first, so they compose.
         try:
-            tp_compat.step_to(self._pruner, target)
+            tp_compat.step_to(self._pruner, target, leave_one=self.config.emptied == "leave_one")
         except Exception as exc:
             raise PruningError(
                 f"structured pruning of {type(self.model).__name__} to {target:.2f} failed: "

@@ -76,15 +76,25 @@ class PruneSpace(SpecSection):
     # Not a leaf of the space: one list of layer-name patterns that every trial keeps.
     ignore: list[str] = Field(default_factory=list)
     _plain: ClassVar[frozenset[str]] = frozenset({"ignore"})
+    # Not the user's to set: written into every structured trial's config (params below).
+    _derived: ClassVar[frozenset[str]] = frozenset({"emptied"})
 
     def params(self) -> list[Param]:
         method = to_param("prune.method", self.method)
         pruning = tuple(m for m in method.possible_values() or () if m != "none")
         when = ("prune.method", pruning)
+        structured = ("prune.method", ("structured",))
         ignore = (
             # Only when set, so the flat configs of searches without it stay as they were.
             [Param("prune.ignore", "fixed", choices=(tuple(self.ignore),), condition=when)]
             if self.ignore
+            else []
+        )
+        # In every structured trial's config: what a group the target would empty keeps
+        # (compressors.pruning.EMPTIED_GROUPS) is part of what the trial reproduces.
+        emptied = (
+            [Param("prune.emptied", "fixed", choices=("leave_one",), condition=structured)]
+            if "structured" in pruning
             else []
         )
         return [
@@ -94,6 +104,7 @@ class PruneSpace(SpecSection):
                 for name in ("ratio", "importance", "scope")
             ),
             *ignore,
+            *emptied,
         ]
 
 

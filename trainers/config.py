@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from nascomp.compressors.layers import LEGACY as LEGACY_LAYERS
-from nascomp.compressors.pruning import PruneConfig
+from nascomp.compressors.pruning import LEGACY_EMPTIED, PruneConfig
 from nascomp.compressors.quantization import QuantConfig
 from nascomp.spaces.models import describe_arch
 from nascomp.spaces.space import arch_from_flat
@@ -50,6 +50,10 @@ class TrialConfig(TrainingSections):
             # Logged before the key existed: Conv2d and Linear alone were compressed
             # (compressors.layers), and the trial reproduces so.
             flat = {**flat, "quant.layers": LEGACY_LAYERS}
+        if flat.get("prune.method") == "structured" and "prune.emptied" not in flat:
+            # Logged before the key existed: a group the target would have emptied was left
+            # whole (compressors.pruning.EMPTIED_GROUPS), and the trial reproduces so.
+            flat = {**flat, "prune.emptied": LEGACY_EMPTIED}
         nested = unflatten({k: v for k, v in flat.items() if not k.startswith("arch.")})
         nested["arch"] = arch_from_flat(flat)
         return cls.model_validate(nested)

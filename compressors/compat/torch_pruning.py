@@ -14,11 +14,70 @@ from typing import Any
 from torch import nn
 
 
-def step_to(pruner: Any, target: float) -> None:
-    """Prune, in one step, until ``target`` of the first channel counts are gone."""
+def step_to(pruner: Any, target: float, leave_one: bool = True) -> None:
+    """Prune, in one step, until ``target`` of the first channel counts are gone; with
+    ``leave_one``, a group the target would empty keeps its strongest channel
+    (:func:`_keeping_one`), else it is left whole."""
     pruner.per_step_pruning_ratio = [0.0, target]
     pruner.current_step = 0
-    pruner.step()
+    if not leave_one:
+        pruner.step()
+        return
+    graph = pruner.DG
+    graph.get_pruning_group, graph.get_all_groups = _keeping_one(
+        pruner, graph.get_pruning_group, graph.get_all_groups
+    )
+    try:
+        pruner.step()
+    finally:
+        del graph.get_pruning_group, graph.get_all_groups  # the class's methods again
+
+
+def _keeping_one(pruner: Any, get_pruning_group: Any, get_all_groups: Any) -> tuple[Any, Any]:
+    """``DG.get_pruning_group`` that leaves a group its strongest channel (in each of its
+    channel groups: a grouped convolution's, a GroupNorm's) when the indices asked for are all
+    of them.
+
+    torch-pruning skips a group that would lose every channel (``check_pruning_group``), so a
+    group whose channels all rank below the global threshold kept every one: a grouped model
+    asked for 0.95 came back unpruned, and an MLP lost 99.7% of its prunable channels at 0.9
+    but 8% at 0.99 (or none, pruned layer by layer). Leaving such a group one channel per
+    channel group removes the most the target asks for that the model can lose and still run.
+    Attention's groups are left to torch-pruning's head bookkeeping. The pruner lists its
+    groups by asking for every channel of each (``get_all_groups``): those calls pass."""
+    listing = [False]
+
+    def all_groups(*args: Any, **kwargs: Any) -> Any:
+        listing[0] = True
+        try:
+            yield from get_all_groups(*args, **kwargs)
+        finally:
+            listing[0] = False
+
+    def leaving_one(module: nn.Module, pruning_fn: Any, idxs: Any) -> Any:
+        graph = pruner.DG
+        if listing[0]:
+            return get_pruning_group(module, pruning_fn, idxs)
+        out = graph.is_out_channel_pruning_fn(pruning_fn)
+        channels = graph.get_out_channels(module) if out else graph.get_in_channels(module)
+        if not channels or len(set(idxs)) < channels or module in pruner.num_heads:
+            return get_pruning_group(module, pruning_fn, idxs)
+        whole = get_pruning_group(module, pruning_fn, list(range(channels)))
+        if any(dep.target.module in pruner.num_heads for dep, _ in whole):
+            return get_pruning_group(module, pruning_fn, idxs)
+        ch_groups = max(1, pruner._get_channel_groups(whole))
+        importance = pruner.estimate_importance(whole)
+        if importance is None or len(importance) != channels or channels % ch_groups:
+            return get_pruning_group(module, pruning_fn, idxs)
+        size = channels // ch_groups
+        strongest = int(importance.view(ch_groups, size).mean(dim=0).argmax())
+        kept = {strongest + g * size for g in range(ch_groups)}
+        left = [i for i in idxs if i not in kept]
+        # nothing left to remove (one channel per channel group already): torch-pruning's
+        # check skips the group asked for whole
+        return get_pruning_group(module, pruning_fn, left or idxs)
+
+    return leaving_one, all_groups
 
 
 def has_groups(pruner: Any) -> bool:

@@ -153,6 +153,45 @@ def test_structured_plain_model_exact_parameter_count(plain_model: nn.Module) ->
     assert plain_model(torch.randn(2, 3, 8, 8)).shape == (2, 10)
 
 
+@pytest.mark.parametrize("scope", ["layer", "global"])
+def test_structured_pruning_to_a_high_ratio_leaves_each_group_its_strongest_channel(
+    scope: str,
+) -> None:
+    """torch-pruning skips a group that would lose every channel: at 0.99 this MLP kept all
+    of them (layer scope) or lost fewer than at 0.9 (global), labelled 0.99 all the same."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Linear(20, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 3)
+    )
+    with torch.no_grad():
+        model[0].weight[5].mul_(100.0)  # the strongest unit of each hidden layer
+        model[2].weight[11].mul_(100.0)
+    first, second = model[0].weight[5].clone(), model[2].weight[11, 5].clone()
+    make_pruner(model, PruneConfig("structured", 0.99, scope=scope), torch.zeros(1, 20)).update(1)
+    assert (model[0].out_features, model[2].out_features) == (1, 1)
+    assert count_params(model) == (20 + 1) + (1 + 1) + (3 + 3)
+    assert torch.equal(model[0].weight[0], first)  # the strong units are the ones kept
+    assert torch.equal(model[2].weight[0, 0], second)
+    assert model(torch.randn(2, 20)).shape == (2, 3)
+
+
+def test_structured_pruning_leaves_a_grouped_convolution_one_channel_per_group() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1),
+        nn.Conv2d(8, 8, 3, padding=1, groups=4),
+        nn.GroupNorm(4, 8),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 3),
+    )
+    make_pruner(model, PruneConfig("structured", 0.95), EXAMPLE_1x8x8).update(1)
+    # before: the groups that would have lost every channel were left whole (8 and 8)
+    assert (model[0].out_channels, model[1].out_channels, model[2].num_channels) == (4, 4, 4)
+    assert model(torch.randn(2, 1, 8, 8)).shape == (2, 3)
+
+
 def test_structured_keeps_channels_of_largest_norm(plain_model: nn.Module) -> None:
     with torch.no_grad():
         for channel in range(8):  # channel c has |w| = (c + 1) / 10 everywhere

@@ -103,6 +103,30 @@ def test_structured_pruning_shrinks_the_model() -> None:
     assert pruned["macs"] < 0.5 * dense["macs"]
 
 
+def test_a_structured_trial_logged_before_emptied_groups_were_kept_reproduces_as_it_was() -> None:
+    """At 0.99 every hidden group of this MLP falls below the global threshold: torch-pruning
+    alone left each whole; a trial now keeps each group's strongest channel, and a config
+    logged without ``prune.emptied`` runs as before."""
+    point = {
+        "arch.family": "mlp",
+        "arch.depth": 2,
+        "arch.width": 32,
+        "prune.method": "structured",
+        "prune.ratio": 0.99,
+        "prune.importance": "l1",
+        "prune.scope": "global",
+    }
+    cnn = {k: v for k, v in trial_config().items() if k.startswith("arch.")}
+    config = {k: v for k, v in trial_config(**point).items() if k not in cnn or k in point}
+    config["prune.emptied"] = "leave_one"
+    legacy = {k: v for k, v in config.items() if k != "prune.emptied"}
+    assert TrialConfig.from_flat(legacy).prune.emptied == "whole"
+    # The code before gave 275 parameters (the schedule's first step pruned, its last, to
+    # 0.99, found every group emptied and pruned nothing more)
+    assert run_trial(legacy).metrics["params"] == 275
+    assert run_trial(config).metrics["params"] == (64 + 1) + (1 + 1) + (1 * 10 + 10)
+
+
 def test_same_config_same_result_on_cpu() -> None:
     config = trial_config(
         **{
