@@ -15,8 +15,9 @@ import json
 import os
 import tempfile
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 from torch import Tensor, nn
@@ -92,12 +93,19 @@ def restore_rng_state(state: dict[str, Tensor | None], device: str) -> None:
 def save_state(path: str | Path, state: dict[str, Any]) -> None:
     """Write ``state`` to ``path`` atomically: a reader (or a restart after a kill mid-write)
     sees the previous file or the new one, never half of one."""
+    write_atomically(path, lambda file: torch.save(state, file))
+
+
+def write_atomically(path: str | Path, write: Callable[[BinaryIO], Any]) -> None:
+    """Write a file through ``write`` into a new file of a name no one can guess (mode 0600),
+    then move it onto ``path``: never half a file, and a link planted at ``path`` is replaced,
+    not followed (a shared cache folder cannot make the writer overwrite another file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "wb") as file:
-            torch.save(state, file)
+            write(file)
             file.flush()
             os.fsync(file.fileno())
         os.replace(partial, path)

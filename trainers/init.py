@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,7 +48,11 @@ def load_state_file(path: str | Path) -> StateDict:
     (``state_dict``, ``model_state_dict``, ``model``). Loaded with ``weights_only=True``: a
     checkpoint file is data, never code to run."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # A plain pickle's protocol: torch warns, then refuses it or reads it; either
+            # way the line below says what the file is.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         # torch names the class a pickled object needs ("Unsupported global: GLOBAL ...");
         # any other refusal is a file that is not a pickle of tensors at all.

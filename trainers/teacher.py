@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from nascomp.spaces.models import build_model, model_family
-from nascomp.trainers.checkpoint import cpu_state_dict
+from nascomp.trainers.checkpoint import cpu_state_dict, write_atomically
 from nascomp.trainers.config import TrialConfig
 from nascomp.trainers.init import file_digest, load_state_file
 from nascomp.trainers.listing import listing_digest
@@ -166,18 +166,33 @@ def load_or_train_teacher(
         state = load_teacher_checkpoint(job.teacher.checkpoint)
         return state, {"teacher_cached": 1.0, "teacher_train_seconds": 0.0}
     path = teacher_path(job)
-    if path.is_file():
-        facts = json.loads(path.with_suffix(".json").read_text())
-        state = torch.load(path, map_location="cpu", weights_only=True)
+    cached = _cached_teacher(path)
+    if cached is not None:
+        state, facts = cached
         return state, {**facts, "teacher_cached": 1.0, "teacher_train_seconds": 0.0}
     state, facts = train_teacher(job, report)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Write then rename: a concurrent reader never sees half a file.
-    partial = path.with_suffix(f".{os.getpid()}.tmp")
-    torch.save(state, partial)
-    path.with_suffix(".json").write_text(json.dumps(facts))
-    partial.replace(path)
+    # The cache's folder is the user's alone (a teacher holds what it learnt of their data);
+    # each file is written whole under a name no one can guess, then moved into place.
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    write_atomically(path.with_suffix(".json"), lambda file: file.write(json.dumps(facts).encode()))
+    write_atomically(path, lambda file: torch.save(state, file))
     return state, {**facts, "teacher_cached": 0.0}
+
+
+def _cached_teacher(path: Path) -> tuple[StateDict, dict[str, float]] | None:
+    """The cached teacher at ``path`` and its facts; None when there is none, or when its
+    files cannot be read as a teacher's (cut short, or not tensors: never unpickled), which
+    is then trained again and replaced."""
+    if not path.is_file():
+        return None
+    try:
+        facts = json.loads(path.with_suffix(".json").read_text())
+        state = load_state_file(path)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(facts, dict) or not all(isinstance(v, (int, float)) for v in facts.values()):
+        return None
+    return state, {k: float(v) for k, v in facts.items()}
 
 
 def load_teacher_checkpoint(path: str) -> StateDict:

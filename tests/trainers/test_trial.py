@@ -6,11 +6,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from nascomp.search.experiment import load_experiment, trial_constants
 from nascomp.search.tracking.params import decode_param
 from nascomp.trainers.config import TrialConfig, flatten, unflatten
-from nascomp.trainers.teacher import TeacherJob, load_or_train_teacher
+from nascomp.trainers.teacher import TeacherJob, load_or_train_teacher, teacher_path
 from nascomp.trainers.trial import STATUS_INFEASIBLE, run_trial
 
 FAST = [
@@ -186,6 +187,40 @@ def test_teacher_is_trained_once_then_cached(cache: Path) -> None:
         teacher_state=state,
     )
     assert outcome.status == "ok"
+
+
+def test_the_teacher_cache_replaces_a_planted_link_and_retrains_over_a_bad_file(
+    cache: Path, tmp_path: Path
+) -> None:
+    """Another user who can write the cache folder planted links at the cache's file names:
+    the teacher's facts overwrote the file they pointed at. And a file that is no teacher
+    (a pickle that would run code, a truncated write) stopped the search with torch's
+    traceback, which advised weights_only=False."""
+    import os
+    import pickle
+
+    job = _job(trial_config(**{"distill.enabled": True}))
+    path = teacher_path(job)
+    path.parent.mkdir(parents=True)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("the user's own file")
+    path.with_suffix(".json").symlink_to(victim)
+    state, facts = load_or_train_teacher(job)
+    assert facts["teacher_cached"] == 0.0
+    assert victim.read_text() == "the user's own file"
+    assert not path.with_suffix(".json").is_symlink()
+    assert (path.stat().st_mode & 0o077) == 0  # the teacher is the user's alone
+    assert {p.name for p in path.parent.iterdir()} == {path.name, f"{path.stem}.json"}
+
+    class Runs:
+        def __reduce__(self) -> tuple:
+            return (os.system, (f"touch {tmp_path / 'ran'}",))
+
+    path.write_bytes(pickle.dumps({"weight": Runs()}))
+    again, facts = load_or_train_teacher(job)
+    assert facts["teacher_cached"] == 0.0 and not (tmp_path / "ran").exists()
+    assert all(torch.equal(state[k], again[k]) for k in state)  # trained again, the same
+    assert load_or_train_teacher(job)[1]["teacher_cached"] == 1.0
 
 
 def test_the_teacher_logits_leave_the_trials_rng_alone() -> None:
