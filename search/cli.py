@@ -489,14 +489,18 @@ def _objectives_text(objectives: dict[str, str]) -> str:
 def _browse_hint(tracker: Any) -> str:
     if tracker.uri.startswith("http"):
         return tracker.runs_url()
-    uri_flag = "" if tracker.uri == _tracking().resolved_uri() else f" --tracking-uri {tracker.uri}"
+    uri_flag = (
+        "" if tracker.uri == _tracking().resolved_uri() else f" --tracking-uri {tracker.shown_uri}"
+    )
     return f"run `nascomp ui{uri_flag}`, then open {tracker.runs_url()}"
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
     from nascomp.search.replay import replay
+    from nascomp.search.tracking.store import without_credentials
 
     written, uri = replay(args.folder, args.tracking_uri)
+    uri = without_credentials(uri)
     if written:
         print(f"nascomp replay: {written} buffered writes applied to {uri}")
     else:
@@ -854,7 +858,10 @@ def cmd_ui(args: argparse.Namespace) -> int:
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     # The server takes 5 to 20 s to answer on a busy 2-core machine: say so at once, so a
     # silent terminal is not taken for a hang.
-    print(f"starting the MLflow UI on {base} (store {uri}); Ctrl-C stops it", flush=True)
+    from nascomp.search.tracking.store import without_credentials
+
+    shown = without_credentials(uri)
+    print(f"starting the MLflow UI on {base} (store {shown}); Ctrl-C stops it", flush=True)
     # A process group of its own: mlflow server starts helpers (gunicorn workers, the jobs'
     # huey consumers) that outlive a terminated parent; stopping the group stops them all.
     server = subprocess.Popen(

@@ -429,7 +429,7 @@ class _SearchRun:
         if not log.drain(self.experiment.tracking.flush_timeout_s):
             set_state(self.folder, "interrupted" if status == "KILLED" else "unlogged")
             raise TrackingOutage(
-                f"tracking server {self.tracker.uri} has not answered since "
+                f"tracking server {self.tracker.shown_uri} has not answered since "
                 f"{time.strftime('%H:%M:%S', time.localtime(log.offline_since))} "
                 f"({log.last_error}); {len(log.pending)} writes are kept in "
                 f"{self.folder / JOURNAL}; when it is back, run: nascomp replay "

@@ -135,7 +135,7 @@ def reproduce(
         "nascomp": version(),
         "trial_run_id": source.run_id,
         "reproduction_run_id": run_id_again,
-        "tracking_uri": _without_credentials(tracker.uri),
+        "tracking_uri": tracker.shown_uri,
         "experiment_id": source.experiment_id,
         "model": describe_trial(flat),
         # model.onnx's form: int8 QDQ, or float32 holding the rounded weights
@@ -175,18 +175,6 @@ def reproduce(
         data_changed=data_changed,
         data_root=config.data.root,
     )
-
-
-def _without_credentials(uri: str) -> str:
-    """``uri`` without a user and password (``https://me:secret@host``): export.json ships."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(uri)
-    if parts.username is None and parts.password is None:
-        return uri
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def onnx_agreement(model: nn.Module, onnx_file: Path, split: Split) -> float:

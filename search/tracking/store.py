@@ -82,10 +82,58 @@ def _what_path_is(uri: str, scheme: str) -> str:
     return "is a path, not a URI"
 
 
+_SECRET_QUERY_KEYS = ("pass", "pwd", "secret", "token", "key", "auth")
+
+
+def without_credentials(uri: str) -> str:
+    """``uri`` as nascomp prints and records it: without a user and password
+    (``https://me:secret@host``, ``postgresql://me:secret@host/db``) and with the values of
+    query keys that name a secret (``?password=...``, ``?token=...``) left out."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(uri)
+        parts.port  # noqa: B018 (a port that is not a number raises here)
+    except ValueError:
+        return uri.split("@", 1)[-1] if "@" in uri.split("?", 1)[0] else uri
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    secret = [any(word in k.lower() for word in _SECRET_QUERY_KEYS) for k, _ in pairs]
+    if parts.username is None and parts.password is None and not any(secret):
+        return uri  # as given (urlunsplit would write sqlite:///x as sqlite:/x)
+    if parts.username is not None or parts.password is not None:
+        host = parts.hostname or ""
+        parts = parts._replace(netloc=f"{host}:{parts.port}" if parts.port else host)
+    if any(secret):
+        query = [(k, "***" if hide else v) for (k, v), hide in zip(pairs, secret, strict=True)]
+        parts = parts._replace(query=urlencode(query, safe="*"))
+    return urlunsplit(parts)
+
+
+def _health_request(uri: str) -> urllib.request.Request:
+    """A GET of an MLflow server's /health; a user and password in ``uri`` go in the
+    Authorization header, as MLflow's own client sends them (urllib would take them for the
+    host's name)."""
+    import base64
+    from urllib.parse import unquote, urlsplit
+
+    parts = urlsplit(uri)
+    url = f"{without_credentials(uri).rstrip('/')}/health"
+    if parts.username is None:
+        return urllib.request.Request(url)
+    pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+    header = f"Basic {base64.b64encode(pair).decode()}"
+    return urllib.request.Request(url, headers={"Authorization": header})
+
+
 class Tracker:
     def __init__(self, uri: str, experiment: str) -> None:
         self.uri = uri
         self.experiment = experiment
+
+    @property
+    def shown_uri(self) -> str:
+        """The store's URI as messages and records show it (:func:`without_credentials`)."""
+        return without_credentials(self.uri)
 
     @functools.cached_property
     def client(self) -> MlflowClient:
@@ -119,23 +167,22 @@ class Tracker:
             scheme = ""
         if scheme not in (*DATABASE_ENGINES, "http", "https", "databricks"):
             raise TrackingError(
-                f"tracking.uri: {self.uri!r} {_what_path_is(self.uri, scheme)}; give "
+                f"tracking.uri: {self.shown_uri!r} {_what_path_is(self.uri, scheme)}; give "
                 "sqlite:///PATH/mlflow.db, a database URL (postgresql://...) or an MLflow "
                 "server's http(s):// address"
             )
         if not self.uri.startswith(("http://", "https://")):
             return
         try:
-            with urllib.request.urlopen(
-                f"{self.uri.rstrip('/')}/health", timeout=timeout_s
-            ) as reply:
+            with urllib.request.urlopen(_health_request(self.uri), timeout=timeout_s) as reply:
                 if reply.status == 200:
                     return
         except (urllib.error.URLError, OSError) as exc:
             raise TrackingError(
-                f"tracking server {self.uri} is unreachable ({exc}); start it or fix --tracking-uri"
+                f"tracking server {self.shown_uri} is unreachable ({exc}); start it or fix "
+                "--tracking-uri"
             ) from None
-        raise TrackingError(f"tracking server {self.uri} answered /health with an error")
+        raise TrackingError(f"tracking server {self.shown_uri} answered /health with an error")
 
     def check_writable(self) -> None:
         """For a command that writes runs: a sqlite store's file must be one this user can
@@ -159,7 +206,7 @@ class Tracker:
             names = sorted(e.name for e in self.client.search_experiments() if e.name != "Default")
             there = f"; experiments there: {', '.join(names)}" if names else ""
             raise TrackingError(
-                f"no experiment named {self.experiment!r} in {self.uri}{there} (--experiment "
+                f"no experiment named {self.experiment!r} in {self.shown_uri}{there} (--experiment "
                 "NAME: the experiment file's tracking.experiment)"
             )
         return self.client.create_experiment(
@@ -206,7 +253,8 @@ class Tracker:
         return None
 
     def runs_url(self, base_url: str | None = None) -> str:
-        base = base_url or (self.uri if self.uri.startswith("http") else "http://127.0.0.1:5000")
+        shown = self.shown_uri
+        base = base_url or (shown if shown.startswith("http") else "http://127.0.0.1:5000")
         return runs_page(self.experiment_id(), base)
 
     # ------------------------------------------------------------------ the search's parent run
@@ -333,8 +381,8 @@ class Tracker:
             if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
                 raise
             raise TrackingError(
-                f"run {run_id!r} is not in the tracking store {self.uri} (see `nascomp pareto` "
-                "for the front's run ids; --tracking-uri picks another store)"
+                f"run {run_id!r} is not in the tracking store {self.shown_uri} (see `nascomp "
+                "pareto` for the front's run ids; --tracking-uri picks another store)"
             ) from None
 
     def trial_config(self, record: TrialRecord) -> dict[str, Any]:

@@ -189,11 +189,22 @@ def test_raw_inputs_through_preprocess_json_are_what_the_model_was_fed(tmp_path:
     assert (torch.from_numpy(logits).argmax(dim=1) == evaluated).float().mean() >= 0.98
 
 
-def test_export_json_never_holds_the_stores_credentials() -> None:
-    from nascomp.search.reproduce import _without_credentials
+def test_a_stores_credentials_are_never_printed_or_recorded() -> None:
+    from nascomp.search.tracking.store import _health_request, without_credentials
 
-    assert _without_credentials("https://me:secret@mlflow.example:5000/x") == (
+    assert without_credentials("https://me:secret@mlflow.example:5000/x") == (
         "https://mlflow.example:5000/x"
     )
-    assert _without_credentials("sqlite:///mlflow.db") == "sqlite:///mlflow.db"
-    assert _without_credentials("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
+    assert without_credentials("postgresql://bob:pw99@127.0.0.1:5432/db?sslmode=require") == (
+        "postgresql://127.0.0.1:5432/db?sslmode=require"
+    )
+    assert without_credentials("mysql://db.local/m?user=a&password=pw99&token=t0k") == (
+        "mysql://db.local/m?user=a&password=***&token=***"
+    )
+    assert without_credentials("sqlite:///mlflow.db") == "sqlite:///mlflow.db"
+    assert without_credentials("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
+    # urllib took "me:secret@host" for a host's name: a server with a password never passed
+    # the check before the search
+    request = _health_request("http://me:s%40cret@127.0.0.1:5731/")
+    assert request.full_url == "http://127.0.0.1:5731/health"
+    assert request.get_header("Authorization") == "Basic bWU6c0BjcmV0"  # me:s@cret
