@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from nascomp.compressors.compat import torch_pruning as tp_compat
-from nascomp.compressors.layers import is_weight_layer
+from nascomp.compressors.layers import is_weight_layer, weight_layers
 from nascomp.compressors.shapes import packed_attention_heads, sync_attributes
 
 PRUNE_METHODS = ("none", "unstructured", "structured")
@@ -150,6 +150,15 @@ class UnstructuredPruner(Pruner):
     def __init__(self, model: nn.Module, config: PruneConfig) -> None:
         self.config = config
         self.weights: list[nn.Parameter] = [m.weight for m in prunable_layers(model, config.ignore)]
+        if not self.weights and config.ratio > 0:
+            # Else torch.cat([]) failed the trial with torch's own words.
+            kinds = " / ".join(kind.__name__ for kind in weight_layers())
+            raise PruningError(
+                f"unstructured pruning finds no layer to prune in {type(model).__name__}: it "
+                f"zeroes the weights of {kinds} modules (not in prune.ignore), and a weight "
+                "used through F.conv2d or F.linear is none of them; prune.method none keeps "
+                "the model whole"
+            )
         self.masks: dict[nn.Parameter, Tensor] = {
             w: torch.ones_like(w, dtype=torch.bool) for w in self.weights
         }

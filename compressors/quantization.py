@@ -560,15 +560,29 @@ def prepare_qat(
             return model
         if _is_plain_float_layer(model):
             raise ValueError("prepare_qat swaps children; pass a model that contains the layer")
+        swapped = 0
         for parent_name, parent in list(model.named_modules()):
             for name, child in list(parent.named_children()):
                 if _is_plain_float_layer(child):
                     full_name = f"{parent_name}.{name}" if parent_name else name
                     bits = layer_bits.get(full_name, config.bits)
                     setattr(parent, name, _quant_twin(child, replace(config, bits=bits)))
+                    swapped += 1
         if config.layers != LEGACY:  # trials logged before were evaluated so: they reproduce
+            if not swapped:
+                # Else the trial ran at full precision under a "4 bit" label, its size that
+                # of the 32-bit model's.
+                raise QuantizationError(
+                    f"quantization finds no layer to quantize in {type(model).__name__}: QAT "
+                    f"quantizes {QUANTIZED_LAYER_NAMES} modules, and a weight used through "
+                    "F.conv2d or F.linear is none of them; quant.bits [32] keeps it float"
+                )
             _take_slow_attention_path(model)
     return model
+
+
+class QuantizationError(RuntimeError):
+    """A model that quantization-aware training cannot quantize (a trial's failure)."""
 
 
 # torch's fused attention and encoder-layer kernels (its "fast path", taken in eval mode

@@ -20,7 +20,12 @@ import torch
 from torch import nn
 
 from nascomp.compressors.allocation import quantizable_layers
-from nascomp.compressors.layers import QUANTIZED_LAYER_NAMES
+from nascomp.compressors.layers import (
+    QUANTIZED_LAYER_NAMES,
+    is_quantized_layer,
+    is_weight_layer,
+    weight_names,
+)
 from nascomp.compressors.pruning import ignored_layers
 from nascomp.compressors.size import float_weights
 from nascomp.search.errors import ConfigError
@@ -33,6 +38,7 @@ from nascomp.spaces.models import (
     build_model,
     model_family,
 )
+from nascomp.spaces.params import to_param
 from nascomp.spaces.space import ARCH_SPACES
 from nascomp.spaces.userfn import NotLogitsError
 from nascomp.trainers.data import USER_SOURCES
@@ -125,6 +131,8 @@ def check_user_code(experiment: Experiment, notes: list[str] | None = None) -> E
         _check_input_rank(data.input_shape, student, teacher, augment)
     else:
         _check_ids(data.input_shape, student, teacher, augment)
+    methods = to_param("space.prune.method", experiment.space.prune.method).possible_values()
+    unstructured = "unstructured" in (methods or ())
     state = torch.random.get_rng_state()
     first_noted = False  # the first architecture's float weights earned a note
     try:
@@ -141,6 +149,10 @@ def check_user_code(experiment: Experiment, notes: list[str] | None = None) -> E
             note = float_weights_note(model) if field == "space.arch" else None
             if note is not None and notes is not None:
                 notes.append(note)
+            if field == "space.arch" and notes is not None and unstructured:
+                whole = unpruned_weights_note(model)
+                if whole is not None:
+                    notes.append(whole)
             if field == "space.arch":
                 first_noted = note is not None
             if field == "space.arch" and init:
@@ -374,6 +386,30 @@ def float_weights_note(model: nn.Module, field: str = "space.arch") -> str | Non
         f"layers nascomp quantizes ({QUANTIZED_LAYER_NAMES}): {shown}{more}; they stay float32 "
         "at every bit-width, unstructured pruning leaves them whole, and they count at 32 bits "
         "in size_bytes"
+    )
+
+
+def unpruned_weights_note(model: nn.Module, field: str = "space.prune") -> str | None:
+    """One line when at least :data:`FLOAT_SHARE_NOTED` of ``model``'s parameters are weight
+    matrices that unstructured pruning leaves whole although QAT quantizes them (a recurrent
+    layer's, attention's input projection, an embedding table): a trial's ratio is of the
+    convolution and Linear weights alone (a GRU model asked for 0.6 was 3% zeros)."""
+    whole: dict[str, int] = {}
+    for name, module in model.named_modules():
+        if is_quantized_layer(module) and not is_weight_layer(module):
+            size = sum(getattr(module, w).numel() for w in weight_names(module))
+            whole[f"{name or 'model'} ({type(module).__name__})"] = size
+    total = sum(p.numel() for p in model.parameters())
+    held = sum(whole.values())
+    if total == 0 or held < FLOAT_SHARE_NOTED * total:
+        return None
+    largest = sorted(whole.items(), key=lambda item: -item[1])
+    shown = "; ".join(f"{label} {size:,}" for label, size in largest[:3])
+    more = f"; and {len(largest) - 3} more" if len(largest) > 3 else ""
+    return (
+        f"{field}: unstructured pruning zeroes convolution and Linear weights alone; {held:,} "
+        f"of {total:,} parameters ({held / total:.0%}) are in layers it leaves whole: "
+        f"{shown}{more} (quantized all the same); a trial's prune.ratio is of the rest"
     )
 
 

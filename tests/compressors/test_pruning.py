@@ -8,6 +8,7 @@ from nascomp.compressors.measure import count_params
 from nascomp.compressors.pruning import (
     PruneConfig,
     Pruner,
+    PruningError,
     ignored_layers,
     make_pruner,
     scheduled_ratio,
@@ -519,3 +520,24 @@ def test_pruning_that_changes_the_outputs_is_named_at_once() -> None:
     model[4] = FirstSeven()
     with pytest.raises(PruningError, match=r"output from shape \(2, 10\) to \(2, 7\)"):
         pruner.update(1.0)
+
+
+class _Functional(nn.Module):
+    """Weights used through torch.nn.functional: no Conv or Linear module to prune."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kernel = nn.Parameter(torch.randn(4, 1, 3, 3))
+        self.head = nn.Parameter(torch.randn(3, 4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.nn.functional.conv2d(x, self.kernel, padding=1).mean(dim=(2, 3))
+        return torch.nn.functional.linear(x, self.head)
+
+
+def test_unstructured_pruning_of_a_model_with_no_layer_to_prune_says_so() -> None:
+    """torch.cat() of no weights failed such a trial in torch's words; the structured
+    pruner's own message advised unstructured pruning."""
+    with pytest.raises(PruningError, match=r"^unstructured pruning finds no layer .* _Functional"):
+        make_pruner(_Functional(), PruneConfig("unstructured", 0.5), EXAMPLE_1x8x8)
+    make_pruner(_Functional(), PruneConfig("unstructured", 0.0), EXAMPLE_1x8x8).update(1.0)

@@ -11,6 +11,7 @@ from nascomp.compressors.quantization import (
     ActivationFakeQuant,
     QuantConfig,
     QuantConv2d,
+    QuantizationError,
     QuantLinear,
     fake_quantize_activation,
     fake_quantize_weight,
@@ -213,3 +214,13 @@ def test_trained_qat_model_exports_exactly(residual_cnn: nn.Module, bits: int) -
         assert torch.equal(exported(inputs[:1]), expected)
         assert torch.equal(traced(inputs[:1]), expected)
         torch.jit.save(traced, io.BytesIO())  # a trace holding a Python op could not be saved
+
+
+def test_a_model_with_no_layer_to_quantize_is_refused_not_labelled_quantized() -> None:
+    """A model that keeps its weights as Parameters used through F.conv2d / F.linear ran
+    at full precision under a "4 bit" label, at the 32-bit model's size."""
+    from tests.compressors.test_pruning import _Functional
+
+    with pytest.raises(QuantizationError, match=r"^quantization finds no layer .* _Functional"):
+        prepare_qat(_Functional(), QuantConfig(bits=4))
+    assert prepare_qat(_Functional(), QuantConfig(bits=32)) is not None  # nothing asked

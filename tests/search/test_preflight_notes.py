@@ -20,6 +20,7 @@ from nascomp.search.preflight import (
     check_user_code,
     float_weights_note,
     small_validation_note,
+    unpruned_weights_note,
     untrained_classes_note,
     unvalidated_classes_note,
 )
@@ -113,6 +114,20 @@ def test_the_weights_outside_quantized_layers_are_counted_by_name() -> None:
     )
 
 
+def test_the_weights_unstructured_pruning_leaves_whole_are_counted_by_layer() -> None:
+    """A GRU model asked for unstructured 0.6 came out 3% zeros: its ratio is of the
+    convolution and Linear weights alone, which the trial's label did not say."""
+    model = nn.Sequential(nn.Embedding(10, 4), nn.GRU(4, 8), nn.Linear(8, 2))
+    total = sum(p.numel() for p in model.parameters())
+    assert total == 40 + (3 * 8 * 4 + 3 * 8 * 8 + 2 * 24) + 18
+    assert unpruned_weights_note(model) == (
+        f"space.prune: unstructured pruning zeroes convolution and Linear weights alone; 328 "
+        f"of {total} parameters (83%) are in layers it leaves whole: 1 (GRU) 288; 0 "
+        "(Embedding) 40 (quantized all the same); a trial's prune.ratio is of the rest"
+    )
+    assert unpruned_weights_note(nn.Sequential(nn.Conv1d(2, 3, 3), nn.Linear(3, 2))) is None
+
+
 def test_a_small_share_gets_no_note() -> None:
     model = nn.Sequential(nn.Linear(64, 64), nn.Linear(64, 2))
     model.register_parameter("offset", nn.Parameter(torch.zeros(8, 8)))  # 64 of 4,354: 1.5%
@@ -142,7 +157,10 @@ def test_the_search_notes_a_student_made_mostly_of_float_weights(
         "MultiheadAttention): codes (Codebook) 1,024; they stay float32 at every bit-width, "
         "unstructured pruning leaves them whole, and they count at 32 bits in size_bytes"
     ]
-    assert notes == (expected if noted else [])
+    assert [n for n in notes if n.startswith("space.arch")] == (expected if noted else [])
+    # the default space prunes unstructured too: a GRU's, attention's weights are named
+    pruned_whole = [n for n in notes if n.startswith("space.prune: unstructured pruning")]
+    assert len(pruned_whole) == (builder in ("attention", "gru"))
 
 
 def test_float_weights_of_another_point_of_the_space_are_noted(
@@ -158,8 +176,9 @@ def test_float_weights_of_another_point_of_the_space_are_noted(
     check_user_code(
         validate_experiment({"space": {"arch": arch, "distill": {"enabled": [False]}}}), notes
     )
-    assert len(notes) == 1
-    assert notes[0].startswith(
+    # the first builder's GRU is noted for unstructured pruning (the default space's)
+    assert len(notes) == 2 and notes[0].startswith("space.prune: unstructured pruning")
+    assert notes[1].startswith(
         f"space.arch.builder: '{name}:codebook': 1,024 of 1,194 parameters (86%) are weights "
         "outside the layers nascomp quantizes"
     )
