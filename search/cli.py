@@ -739,7 +739,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         return _fail("--fp16 writes model.fp16.onnx into the --export folder: give --export DIR")
     if args.export is not None:  # before the run is looked up, the trial trains or is logged
         check_writable_folder(args.export, "--export")
-        check_export_folder(args.export, "--export")
+        check_export_folder(args.export, "--export", fp16=args.fp16)
     tracker = _tracker(args)
     tracker.check_writable()  # the reproduction is logged as a run
     run_id = args.run_id

@@ -118,11 +118,12 @@ def export_model(
     the model came from: run ids, metrics), ``export.json``. Return the files written.
 
     A file of an earlier export into ``out_dir`` that this one does not write (model.fp16.onnx
-    without ``fp16``) is removed; where the folder held no earlier export, a file of such a
-    name is the user's own and is left (``foreign_files`` names it)."""
-    check_export_folder(out_dir, "out_dir")
+    without ``fp16``) is removed; a file of an export's name that no earlier export wrote is
+    the user's own: one this export would replace is refused (``check_export_folder``), any
+    other is left (``foreign_files`` names it)."""
+    check_export_folder(out_dir, "out_dir", fp16=fp16)
     out_dir.mkdir(parents=True, exist_ok=True)
-    earlier = (out_dir / ARTIFACT).is_file() or (out_dir / SKELETON).is_file()
+    earlier = earlier_export_files(out_dir)
     staging = Path(tempfile.mkdtemp(prefix=".nascomp-export-", dir=out_dir))
     try:
         run_id = (provenance or {}).get("trial_run_id")
@@ -149,22 +150,54 @@ def export_model(
             os.replace(path, files[kind])
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    if earlier:
-        for name in EXPORT_FILES:
-            if out_dir / name not in files.values():
-                (out_dir / name).unlink(missing_ok=True)
+    for name in earlier:
+        if out_dir / name not in files.values():
+            (out_dir / name).unlink(missing_ok=True)
     return files
 
 
-def check_export_folder(out_dir: Path, field: str) -> None:
+def earlier_export_files(out_dir: Path) -> set[str]:
+    """The names of the files an earlier export wrote into ``out_dir``: those its
+    ``export.json`` lists; for an export made before ``export.json`` (or without provenance),
+    every export-named file beside a ``model.nascomp`` and a ``skeleton.json`` that is one.
+    A folder holding a ``skeleton.json`` of the user's own is no export."""
+    try:
+        info = json.loads((out_dir / EXPORT_INFO).read_text())
+    except (OSError, ValueError):
+        info = None
+    if isinstance(info, dict) and isinstance(info.get("files"), dict):
+        return {name for name in info["files"] if name in EXPORT_FILES} | {EXPORT_INFO}
+    try:
+        skeleton = json.loads((out_dir / SKELETON).read_text())
+    except (OSError, ValueError):
+        return set()
+    if not isinstance(skeleton, dict) or not {"arch", "layers", "n_classes"} <= set(skeleton):
+        return set()
+    if not (out_dir / ARTIFACT).is_file():
+        return set()
+    return {name for name in EXPORT_FILES if (out_dir / name).is_file()}
+
+
+def check_export_folder(out_dir: Path, field: str, fp16: bool = False) -> None:
     """A ValueError naming ``field`` when an entry of ``out_dir`` that an export replaces is
-    not a file (a folder named model.onnx): found before the model trains, not after."""
+    not a file (a folder named model.onnx), or is a file no earlier export wrote (the user's
+    own model.onnx, which the export would overwrite): found before the model trains."""
+    earlier: set[str] | None = None
     for name in EXPORT_FILES:
         path = out_dir / name
         if path.exists() and not path.is_file():
             raise ValueError(
                 f"{field}: {path} is in the way of the export's {name} and is not a file; "
                 "move it or give another folder"
+            )
+        if (name == FP16_ONNX and not fp16) or not path.is_file():
+            continue  # a file the export does not write stays (foreign_files)
+        earlier = earlier_export_files(out_dir) if earlier is None else earlier
+        if name not in earlier:
+            raise ValueError(
+                f"{field}: {path} is no earlier nascomp export's file (none is in the folder, "
+                "or its export.json does not list it) and the export would replace it; move it "
+                "or give another folder"
             )
 
 

@@ -12,6 +12,7 @@ import torch
 from nascomp.compressors.onnx_export import check_model
 from nascomp.search.export import (
     check_export_folder,
+    earlier_export_files,
     export_model,
     foreign_files,
     image_mode,
@@ -118,6 +119,28 @@ def test_an_entry_in_the_way_is_refused_before_anything_is_written(tmp_path: Pat
     with pytest.raises(ValueError, match="in the way"):
         export_model(outcome.model, data.test_x[:1], flat, tmp_path, onnx=outcome.onnx)
     assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]
+
+
+def test_a_users_files_of_export_names_are_never_replaced_or_removed(tmp_path: Path) -> None:
+    """A folder holding the user's own skeleton.json was taken for an earlier export: the
+    export removed their model.fp16.onnx and overwrote their state_dict.pt; their model.onnx
+    was replaced in any folder. Refused before anything trains now; an earlier export's
+    files (those its export.json lists) are still replaced."""
+    (tmp_path / "skeleton.json").write_text('{"my": "own skeleton"}')
+    (tmp_path / "model.fp16.onnx").write_text("mine")
+    assert earlier_export_files(tmp_path) == set()
+    with pytest.raises(ValueError, match=r"^--export: .*skeleton\.json is no earlier nascomp"):
+        check_export_folder(tmp_path, "--export")
+    (tmp_path / "skeleton.json").unlink()
+    check_export_folder(tmp_path, "--export")  # model.fp16.onnx is not written: it stays
+    with pytest.raises(ValueError, match=r"model\.fp16\.onnx is no earlier nascomp export"):
+        check_export_folder(tmp_path, "--export", fp16=True)
+    (tmp_path / "export.json").write_text(json.dumps({"files": {"model.fp16.onnx": {}}}))
+    assert earlier_export_files(tmp_path) == {"model.fp16.onnx", "export.json"}
+    check_export_folder(tmp_path, "--export", fp16=True)
+    (tmp_path / "model.onnx").write_text("mine too")
+    with pytest.raises(ValueError, match=r"model\.onnx is no earlier nascomp export"):
+        check_export_folder(tmp_path, "--export")
 
 
 def test_a_users_file_of_an_export_name_stays_where_no_export_was(tmp_path: Path) -> None:
