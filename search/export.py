@@ -11,7 +11,9 @@ Files:
 - ``model.fp16.onnx`` (with ``fp16=True``, ``reproduce --export DIR --fp16``): the evaluated
   model with fp16 weights and computation, float32 input and logits (the same feed and output
   as ``model.onnx``), for GPU runtimes;
-- ``state_dict.pt`` and ``model.torchscript.pt``: the same model for plain PyTorch users;
+- ``model.torchscript.pt``: the model as evaluated (activation rounding too), for PyTorch
+  runtimes; ``state_dict.pt``: its weights as evaluated (rounded to their widths), keyed as
+  the plain model's (quantization-aware layers folded), for the user's own model class;
 - ``trial_config.json``: the trial's flat config (its MLflow params);
 - ``preprocess.json``: what the model must be fed: raw inputs divided by ``scale``, minus
   ``mean`` and divided by ``std`` per channel (axis 1 of a batch: an image's colour channel, a
@@ -29,6 +31,7 @@ are written, so an export that fails leaves the folder as it was, not mixing two
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -50,6 +53,7 @@ from nascomp.compressors.export import (
 )
 from nascomp.compressors.layers import LEGACY as LEGACY_LAYERS
 from nascomp.compressors.layers import layer_kinds
+from nascomp.compressors.quantization import freeze_fake_quant
 from nascomp.compressors.shapes import free_tensor_shapes, reshape_free_tensors
 from nascomp.search.about import version
 from nascomp.spaces.models import build_model
@@ -258,7 +262,10 @@ def _write_export(
     files["state_dict"] = out_dir / "state_dict.pt"
     files["torchscript"] = out_dir / "model.torchscript.pt"
     files["config"] = out_dir / "trial_config.json"
-    torch.save(cpu_state_dict(model), files["state_dict"])
+    # The weights as they were evaluated, keyed as the plain model's: the QAT layers keep
+    # their float latent weights (rounded in each forward pass), which a user loading this
+    # into their own model class would have run unrounded (17 levels in a 4-bit row).
+    torch.save(cpu_state_dict(freeze_fake_quant(copy.deepcopy(model))), files["state_dict"])
     with warnings.catch_warnings(), torch.no_grad():
         # TorchScript is deprecated in favour of torch.export, but it is still what most mobile
         # and C++ runtimes load; the trace is checked against eager outputs by the tests.

@@ -5,6 +5,7 @@ Real Ray (local), real Optuna, MLflow on a sqlite file, real training on the dig
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import re
@@ -21,6 +22,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
+from nascomp.compressors.quantization import freeze_fake_quant
 from nascomp.trainers.config import planned_epochs
 from tests.search.conftest import nascomp, tiny_args
 
@@ -239,8 +241,11 @@ def test_reproduce_matches_and_exports(searched: Searched) -> None:
     with torch.no_grad():
         expected = from_mlflow.eval()(inputs)
         assert torch.equal(scripted(inputs), expected)
+    # state_dict.pt: the weights as evaluated, keyed as the plain model's
     state = torch.load(export / "state_dict.pt", weights_only=True)
-    assert state.keys() == from_mlflow.state_dict().keys()
+    frozen = freeze_fake_quant(copy.deepcopy(from_mlflow)).eval()
+    assert state.keys() == frozen.state_dict().keys()
+    assert all(torch.equal(state[k], v) for k, v in frozen.state_dict().items())
     # The compressed artifact is the logged size, and the folder alone restores the model.
     from nascomp.search.export import load_exported
 
