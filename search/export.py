@@ -371,9 +371,14 @@ def with_metadata(onnx: bytes, recipe: dict[str, Any] | None, run_id: str | None
     return proto.SerializeToString()
 
 
-def load_exported(folder: str | Path) -> nn.Module:
+def load_exported(folder: str | Path, trust_code: bool = False) -> nn.Module:
     """The model of an export folder, rebuilt from ``skeleton.json`` and filled from
-    ``model.nascomp``, in eval mode on the CPU."""
+    ``model.nascomp``, in eval mode on the CPU.
+
+    The files are data, but a model of the ``custom`` family is rebuilt by the builder
+    ``skeleton.json`` names: a module imported and a function called. That runs only with
+    ``trust_code=True``, for a folder whose ``skeleton.json`` you trust (one you exported):
+    anyone who could write the folder could name any function there."""
     folder = Path(folder)
     if not (folder / SKELETON).is_file() or not (folder / ARTIFACT).is_file():
         raise FileNotFoundError(
@@ -381,6 +386,15 @@ def load_exported(folder: str | Path) -> nn.Module:
             "`nascomp reproduce RUN_ID --export DIR` writes"
         )
     skeleton = json.loads((folder / SKELETON).read_text())
+    arch = skeleton.get("arch") if isinstance(skeleton, dict) else None
+    if not isinstance(arch, dict):
+        raise ValueError(f"{folder / SKELETON} is not a nascomp skeleton (no arch mapping)")
+    if arch.get("family") == "custom" and not trust_code:
+        raise PermissionError(
+            f"{folder / SKELETON} names code to import and run, builder "
+            f"{arch.get('builder')!r}: load_exported runs it with trust_code=True alone; "
+            "pass it for an export you made or trust"
+        )
     dtype = torch.int64 if skeleton.get("input_dtype") == "int64" else torch.float32
     model = build_model(
         skeleton["arch"], tuple(skeleton["input_shape"]), skeleton["n_classes"], dtype

@@ -70,6 +70,34 @@ def test_state_dict_pt_holds_the_weights_as_evaluated_for_the_users_own_model(
         )
 
 
+def test_load_exported_runs_the_code_a_skeleton_names_only_when_trusted(
+    tmp_path: Path,
+) -> None:
+    """A skeleton.json edited to name torch.hub:load on a hubconf.py beside it ran that
+    file: the export folder was code. Now a custom model's builder runs with trust_code."""
+    flat = pruned("structured", 0.5, **{"quant.bits": 32, "train.epochs": 1})
+    outcome = run_trial(flat)
+    data = TrialConfig.from_flat(flat).data.load()
+    export_model(outcome.model, data.test_x[:1], flat, tmp_path)
+    marker = tmp_path / "ran"
+    (tmp_path / "hubconf.py").write_text(f"open({str(marker)!r}, 'w')\ndef m(**kw): pass\n")
+    skeleton = json.loads((tmp_path / "skeleton.json").read_text())
+    skeleton["arch"] = {
+        "family": "custom",
+        "builder": "torch.hub:load",
+        "repo_or_dir": str(tmp_path),
+        "model": "m",
+        "source": "local",
+    }
+    (tmp_path / "skeleton.json").write_text(json.dumps(skeleton))
+    with pytest.raises(PermissionError, match=r"names code to import and run.*trust_code=True"):
+        load_exported(tmp_path)
+    assert not marker.exists()
+    with pytest.raises(Exception):  # noqa: B017 (the planted builder returns no model)
+        load_exported(tmp_path, trust_code=True)
+    assert marker.exists()  # told to trust the folder, it ran what the folder names
+
+
 def test_fp16_export_is_a_drop_in_for_model_onnx(tmp_path: Path) -> None:
     """``reproduce --export DIR --fp16``'s file: fp16 weights, the same float32 feed and logits
     as model.onnx, and the evaluated (8-bit QAT, pruned) model's predictions on validation."""

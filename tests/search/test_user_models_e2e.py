@@ -207,7 +207,7 @@ def test_search_reproduce_and_export_a_model_the_user_brings(
         mlflow.set_tracking_uri(uri)
         logged = mlflow.pytorch.load_model(f"runs:/{reproduced.info.run_id}/model").eval()
         with torch.no_grad():
-            assert torch.equal(load_exported(export)(inputs), logged(inputs))
+            assert torch.equal(load_exported(export, trust_code=True)(inputs), logged(inputs))
 
 
 def test_a_search_on_integer_ids_ships_an_int64_model(
@@ -263,7 +263,7 @@ def test_a_search_on_integer_ids_ships_an_int64_model(
     assert inputs.dtype == torch.int64
     logits = session.run(None, {session.get_inputs()[0].name: inputs.numpy()})[0]
     with torch.no_grad():
-        exported = load_exported(export)(inputs)
+        exported = load_exported(export, trust_code=True)(inputs)
     agreement = (torch.from_numpy(logits).argmax(1) == exported.argmax(1)).float().mean()
     assert float(agreement) >= 0.9  # the int8 file against the float-folded model
 

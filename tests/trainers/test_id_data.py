@@ -183,7 +183,7 @@ def test_a_trial_on_ids_prunes_quantizes_ships_an_int64_onnx_and_exports(
     recipe = json.loads(files["preprocess"].read_text())
     assert (recipe["input_dtype"], recipe["ids"], recipe["input_shape"]) == ("int64", True, [49])
     assert json.loads(files["skeleton"].read_text())["input_dtype"] == "int64"
-    loaded = load_exported(tmp_path / "export")
+    loaded = load_exported(tmp_path / "export", trust_code=True)
     with torch.no_grad():
         assert torch.equal(loaded(example).argmax(1), model(example).argmax(1))
         traced = torch.jit.load(str(files["torchscript"]))
@@ -254,7 +254,7 @@ def test_layer_kinds_follow_the_config_so_older_trials_reproduce(
         files = export_model(outcome.model.cpu().eval(), example, config, tmp_path / name)
         assert files["artifact"].stat().st_size == outcome.metrics["size_bytes"]
         with torch.no_grad():
-            loaded = load_exported(tmp_path / name)
+            loaded = load_exported(tmp_path / name, trust_code=True)
             assert torch.equal(loaded(data.val_x), outcome.model.cpu().eval()(data.val_x))
     assert weight_bits_by_layer(outcomes["all"].model) == {"embed": 4, "conv": 4, "head": 4}
     assert weight_bits_by_layer(outcomes["legacy"].model) == {"head": 4}

@@ -189,7 +189,7 @@ def test_a_trial_on_signals_prunes_quantizes_and_ships_onnx(
     recipe = json.loads(files["preprocess"].read_text())
     assert recipe["input_shape"] == [ROWS, 28] and len(recipe["mean"]) == ROWS
     assert "2-D inputs are (C, L) channels, as given" in recipe["formula"]
-    loaded = load_exported(tmp_path / "export")
+    loaded = load_exported(tmp_path / "export", trust_code=True)
     with torch.no_grad():
         assert torch.equal(loaded(example).argmax(1), model(example).argmax(1))
 
@@ -267,6 +267,6 @@ def test_a_recurrent_trial_quantizes_its_weights_ships_and_reproduces(
     model, example = outcome.model.cpu().eval(), data.val_x[:8]
     files = export_model(model, example, flat, tmp_path / "export", normalise=data.normalise)
     assert files["artifact"].stat().st_size == outcome.metrics["size_bytes"]
-    loaded = load_exported(tmp_path / "export")
+    loaded = load_exported(tmp_path / "export", trust_code=True)
     with torch.no_grad():
         assert torch.equal(loaded(example), model(example))
