@@ -40,6 +40,10 @@ _AFTER_TRAINING = ("prune.", "quant.", "train.prune_epochs", "train.qat_epochs")
 _AFTER_TRAINING_EXACT = ("train.finetune_lr_scale",)
 TRAINED_DIR = "trained"  # the store's folder inside a search's result folder
 EPOCHS_KEY = "trained_epochs"  # the phase's epoch metrics, kept next to the state
+# Report key of an epoch a trial replays from the store (``Trial.start_trained``): trained and
+# judged once, by the trial that trained it (a rung that judged the replay again stopped
+# trials whose training was already paid for, on their source's first-epoch figures).
+REPLAYED_KEY = "nascomp_replayed"
 
 
 def after_training(name: str) -> bool:

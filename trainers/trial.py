@@ -90,7 +90,7 @@ from nascomp.trainers.loop import (
 from nascomp.trainers.seeding import seed_everything
 from nascomp.trainers.stream import Data, for_trial
 from nascomp.trainers.teacher import TeacherJob, build_teacher, teacher_logits
-from nascomp.trainers.trained import TrainedStore
+from nascomp.trainers.trained import REPLAYED_KEY, TrainedStore
 
 Report = Callable[[dict[str, Any]], None]
 # Called after each epoch with the epoch's metrics and a function that makes the state to
@@ -441,7 +441,7 @@ class _Trial:
         self.resumed_optimizer = None  # the next phase makes its own optimizer
         self.trained_from = found.key
         for metrics in found.epochs:
-            self._send(dict(metrics), lambda: state)
+            self._send({**metrics, REPLAYED_KEY: 1}, lambda: state)
 
     def _train_seconds(self) -> float:
         return self.seconds_before + time.perf_counter() - self.started

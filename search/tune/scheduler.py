@@ -28,6 +28,10 @@ judged only among the trials of its own length, at that length's own rungs. An i
 at its epoch 1 starts from trained weights; judged against trials at their first epoch from
 scratch, it would stop them, and a 2-epoch trial's last epoch is not a 4-epoch trial's rung.
 
+A trial that reuses an earlier trial's trained student (``search.reuse_training``) replays
+that phase's epochs: they are not judged again (their training is paid for, and the trial that
+trained them was judged on the same figures).
+
 Trials it stops are marked ``nascomp_status = pruned`` in their last result before Ray hands
 that result on, so the searcher tells Optuna PRUNED (never COMPLETE with truncated values),
 MLflow tags the run ``nascomp.status=pruned``, and the front never holds them. The same result
@@ -46,6 +50,7 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from nascomp.search.front.pareto import crowding_distance, non_dominated_sort, to_minimise
 from nascomp.search.tune.results import STATUS_KEY, STOPPED_KEY
 from nascomp.trainers.predicted import PREDICTED_METRICS
+from nascomp.trainers.trained import REPLAYED_KEY
 
 PRUNED = "pruned"
 # A trial's config -> its predicted final cost measures (``trainers.predicted.predict_costs``).
@@ -157,6 +162,10 @@ class MultiObjectiveAsha(FIFOScheduler):
         length = self.length_of(trial.config)
         if epoch not in self.rungs_for(length) or STATUS_KEY in result:
             return TrialScheduler.CONTINUE  # not at a rung, or the trial's final result
+        if result.get(REPLAYED_KEY):
+            # An epoch of a reused trained student: its training is paid for, and the trial
+            # that trained it was judged at this rung on the same figures.
+            return TrialScheduler.CONTINUE
         values = self.rung_values(trial, result)
         if not values:
             return TrialScheduler.CONTINUE

@@ -119,6 +119,18 @@ def test_off_rung_and_final_results_always_continue() -> None:
     assert scheduler.on_trial_result(None, _trial("t3", 0), final) == "CONTINUE"
 
 
+def test_a_reused_students_replayed_epochs_are_not_judged_again() -> None:
+    """A trial that reuses a trained student replays its source's epochs: judged on them, it
+    was stopped (its training already paid for) and the rung counted that phase twice."""
+    scheduler = _scheduler(predict=False)
+    scheduler.on_trial_result(None, _trial("source", 0), {"epoch": 1, "val_accuracy": 0.9})
+    replay = {"epoch": 1, "val_accuracy": 0.1, "nascomp_replayed": 1}
+    assert scheduler.on_trial_result(None, _trial("reuser", 0), replay) == "CONTINUE"
+    assert set(scheduler.recorded[1]) == {"source"} and scheduler.stopped == {}
+    replay.pop("nascomp_replayed")  # the same figures trained: judged, and stopped
+    assert scheduler.on_trial_result(None, _trial("trained", 0), replay) == "STOP"
+
+
 def _result(epoch: int, accuracy: float) -> dict[str, Any]:
     return {"epoch": epoch, "val_accuracy": accuracy}
 
