@@ -54,15 +54,17 @@ class Reproduction:
         ]
 
     def reuse_note(self) -> str:
-        """Why ``train_seconds`` differ far more than timings do: the search started the trial
-        from an earlier trial's trained student (``search.reuse_training``), which a
-        reproduction trains itself; empty otherwise."""
+        """Why ``train_seconds`` may differ more than timings do: the search started the trial
+        from an earlier trial's trained student (``search.reuse_training``), whose seconds, as
+        that trial measured them, it counts; a reproduction trains it itself. Empty
+        otherwise."""
         reused = self.source.metrics.get("reused_epochs") or 0
         if not reused or self.outcome.metrics.get("reused_epochs"):
             return ""
         return (
-            f"the search reused {reused:g} epochs an earlier trial had trained, bit for bit, "
-            "and its train_seconds leave them out; this run trained them"
+            f"the search reused {reused:g} epochs an earlier trial had trained, bit for bit: "
+            "its train_seconds count them as that trial measured them; this run trained them "
+            "again"
         )
 
 

@@ -46,7 +46,10 @@ def test_trials_start_from_the_trained_student_and_reproduce_exactly(workdir: Pa
     reproduction = reproduce(tracker, trials[2].run_id)
     again = reproduction.outcome.metrics
     assert again.get("reused_epochs") is None  # reproduce trains from scratch
-    assert reproduction.reuse_note().startswith("the search reused 2 epochs an earlier trial")
+    assert reproduction.reuse_note() == (
+        "the search reused 2 epochs an earlier trial had trained, bit for bit: its "
+        "train_seconds count them as that trial measured them; this run trained them again"
+    )
     assert reproduction.differing_accuracies() == []
     # A run logged before a metric existed: no difference to warn of; a changed one is.
     del reproduction.source.metrics["val_balanced_accuracy"]
