@@ -405,6 +405,16 @@ def cmd_search(args: argparse.Namespace) -> int:
     overrides = list(args.overrides) + [
         f"{key}={json.dumps(v)}" for key, v in flags.items() if v is not None
     ]
+    # SIGTERM (kill, timeout, a job scheduler) stops a search as Ctrl-C does, at any point:
+    # Python's default ended it at once, Ray's (once connected) with a native stack dump.
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        return _search(args, overrides)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _search(args: argparse.Namespace, overrides: list[str]) -> int:
     # This machine's Ray starts in a child process first, and comes up while the experiment
     # is checked and the driver's modules import (search/tune/head.py). An experiment that
     # fails its checks stops it (killed at once) before the error is printed.

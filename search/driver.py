@@ -142,6 +142,8 @@ def run_search(
         ray_compat.use_local_token()
     if given:
         echo(f"connecting to the Ray cluster at {given}")
+    main = threading.current_thread() is threading.main_thread()
+    sigterm = signal.getsignal(signal.SIGTERM) if main else None
     try:
         with _stderr_held() if given else contextlib.nullcontext():
             ray.init(
@@ -151,6 +153,8 @@ def run_search(
                 log_to_driver=False,
                 logging_level=logging.ERROR,
             )
+        if sigterm is not None:  # Ray's handler exits at once: the caller's stays (the CLI's
+            signal.signal(signal.SIGTERM, sigterm)  # stops the search as Ctrl-C does)
     except (ConnectionError, ray.exceptions.RayError) as exc:
         if not given:
             raise
@@ -333,6 +337,7 @@ class _SearchRun:
             tuner = self._new_tuner(trainable, searcher, callbacks)
         status = "FAILED"
         sigint = signal.getsignal(signal.SIGINT)
+        sigterm = signal.getsignal(signal.SIGTERM)
         try:
             try:
                 with running_clock(clock) if clock is not None else contextlib.nullcontext():
@@ -342,6 +347,8 @@ class _SearchRun:
                 # front is written would end nothing. Its trials have stopped by now.
                 if sigint is not None and threading.current_thread() is threading.main_thread():
                     signal.signal(signal.SIGINT, sigint)
+                if sigterm is not None and threading.current_thread() is threading.main_thread():
+                    signal.signal(signal.SIGTERM, sigterm)
                 interrupt.clear()
             status = end_status(
                 ended=grid.num_terminated + grid.num_errors,

@@ -38,9 +38,10 @@ def interrupt_requested(folder: str | Path) -> Callable[[], bool]:
 
 
 class InterruptMarker(Callback):
-    """Writes :func:`interrupt_file` on the first Ctrl-C, before Ray Tune's handler (which
-    ends the search's loop) runs. Set up after Tune installed that handler, in the driver's
-    main thread; it removes a file an earlier run left. Picklable: Tune saves callbacks."""
+    """Writes :func:`interrupt_file` on the first Ctrl-C or SIGTERM, before Ray Tune's Ctrl-C
+    handler (which ends the search's loop) runs. Set up after Tune installed that handler, in
+    the driver's main thread; it removes a file an earlier run left. Picklable: Tune saves
+    callbacks."""
 
     def __init__(self, folder: str | Path) -> None:
         self.folder = str(folder)
@@ -67,6 +68,10 @@ class InterruptMarker(Callback):
             tune_handler(signum, frame)
 
         signal.signal(signal.SIGINT, mark_then_stop)
+        # SIGTERM (kill, timeout, a job scheduler) ends the search as Ctrl-C does: the trials
+        # checkpoint, the runs end KILLED, and it resumes. Ray's driver handler exited at
+        # once (status 1, a native stack dump, the parent run FAILED).
+        signal.signal(signal.SIGTERM, mark_then_stop)
 
     def clear(self) -> None:
         """Remove the file once the search's trials have stopped."""

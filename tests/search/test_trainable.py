@@ -226,6 +226,7 @@ def test_the_interrupt_file_is_written_on_ctrl_c_and_cleared(tmp_path: Path) -> 
 
     seen: list[int] = []
     previous = signal.signal(signal.SIGINT, lambda signum, frame: seen.append(signum))
+    terminate = signal.getsignal(signal.SIGTERM)
     try:
         (tmp_path / "nascomp").mkdir()
         (tmp_path / "nascomp" / "interrupted").touch()  # left by an earlier run
@@ -237,5 +238,8 @@ def test_the_interrupt_file_is_written_on_ctrl_c_and_cleared(tmp_path: Path) -> 
         assert requested() and marker.interrupted and seen == [signal.SIGINT]
         marker.clear()
         assert not requested()
+        signal.raise_signal(signal.SIGTERM)  # kill's signal stops the search as Ctrl-C does
+        assert requested() and seen == [signal.SIGINT, signal.SIGTERM]
     finally:
         signal.signal(signal.SIGINT, previous)
+        signal.signal(signal.SIGTERM, terminate)
