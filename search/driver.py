@@ -155,6 +155,7 @@ def run_search(
             )
         if sigterm is not None:  # Ray's handler exits at once: the caller's stays (the CLI's
             signal.signal(signal.SIGTERM, sigterm)  # stops the search as Ctrl-C does)
+        ray_compat.keep_token_private()  # a Ray ray.init started here wrote it
     except (ConnectionError, ray.exceptions.RayError) as exc:
         if not given:
             raise

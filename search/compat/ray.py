@@ -75,6 +75,21 @@ def use_local_token() -> None:
         logger.setLevel(level)
 
 
+def keep_token_private() -> None:
+    """Make this user's Ray token file readable by this user alone. Ray 2.60 writes
+    ``~/.ray/auth_token`` (or ``RAY_AUTH_TOKEN_PATH``) with the default umask, readable by
+    every user of the machine, while the local Ray's servers listen on every interface (Ray's
+    gRPC servers bind no one address): the token is all that keeps others from running code
+    there. A file of another user's, or none, is left as it is."""
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    try:
+        status = path.stat()
+        if status.st_uid == os.getuid() and status.st_mode & 0o077:
+            path.chmod(0o600)
+    except OSError:
+        pass
+
+
 def validate_cluster_config(config: dict[str, Any]) -> dict[str, Any]:
     """Check a cluster-launcher YAML the way ``ray up`` does, without starting anything: fill
     in the defaults, then validate against Ray's schema. ``ray up`` has no dry-run mode."""

@@ -152,12 +152,13 @@ def _serve() -> None:
     with imports_uncollected():  # Ray's modules and state are no garbage
         import ray
 
-        from nascomp.search.compat.ray import lean_local_node
+        from nascomp.search.compat.ray import keep_token_private, lean_local_node
 
         lean_local_node()
         context = ray.init(
             include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR
         )
+        keep_token_private()
     print(context.address_info["gcs_address"], flush=True)
     # The parent reads one line: anything printed later must not fill a pipe nobody reads.
     with open(os.devnull, "w") as devnull:

@@ -92,6 +92,10 @@ def test_a_driver_connects_and_ray_stops_with_the_child(tmp_path: Path) -> None:
             assert any("dashboard/agent.py" in c for c in group)  # the names are right
             (raylet,) = [c for c in group if "raylet/raylet" in c]
             assert f"--python_worker_command={sys.executable} {WORKER_START} " in raylet
+            # Ray wrote its token readable by every user; its servers listen on every
+            # interface, so the token is what keeps others out
+            token = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray/auth_token")
+            assert not token.exists() or token.stat().st_mode & 0o077 == 0
         finally:
             ray.shutdown()
         started = time.monotonic()
@@ -99,6 +103,20 @@ def test_a_driver_connects_and_ray_stops_with_the_child(tmp_path: Path) -> None:
     # Ray puts each worker in a group of its own; it exits when its raylet dies.
     assert _gone("pid", worker, within=10.0)
     print(f"worker gone {time.monotonic() - started:.2f} s after the close")
+
+
+def test_the_ray_token_file_is_made_the_users_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nascomp.search.compat.ray import keep_token_private
+
+    token = tmp_path / "auth_token"
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(token))
+    keep_token_private()  # none: nothing to do
+    token.write_text("secret")
+    token.chmod(0o644)  # as Ray 2.60 writes it
+    keep_token_private()
+    assert token.stat().st_mode & 0o777 == 0o600
 
 
 def test_closed_before_ray_is_up_kills_its_group_at_once() -> None:
