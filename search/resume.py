@@ -186,6 +186,7 @@ def find_resumable(experiment: Experiment, which: str) -> SearchFolder:
         found = max(same, key=lambda c: manifest_path(c.path).stat().st_mtime)
     if found.state == "finished":
         raise SearchError(f"--resume {found.path}: that search already finished")
+    _check_only_yours(found.path)
     changed = differences(found.experiment, _dump(experiment))
     if changed:
         raise SearchError(
@@ -194,6 +195,29 @@ def find_resumable(experiment: Experiment, which: str) -> SearchFolder:
             "same unit may change)"
         )
     return found
+
+
+def _check_only_yours(folder: Path) -> None:
+    """A resume unpickles Ray Tune's state in ``folder`` (``tuner.pkl``, the searcher's
+    state, each trial's ``params.pkl``): a pickle someone else planted there runs their code
+    as this user. Refuse the folder when it, a folder in it or a pickle there belongs to
+    another user or any user may write it."""
+    mine = os.getuid()
+    paths = [folder, *folder.rglob("*.pkl"), *(p for p in folder.rglob("*") if p.is_dir())]
+    for path in paths:
+        try:
+            status = path.lstat()
+        except OSError:
+            continue
+        whose = "belongs to another user" if status.st_uid != mine else None
+        if whose is None and status.st_mode & 0o002:
+            whose = "may be written by every user"
+        if whose is not None:
+            raise SearchError(
+                f"--resume {folder}: {path} {whose}; resuming unpickles Ray Tune's state in "
+                "the folder, which would run code planted there: resume only a folder no one "
+                "else can write"
+            )
 
 
 def hold_folder(folder: Path) -> IO[str]:

@@ -74,6 +74,25 @@ def test_resume_without_a_folder_says_why_none_fits(tmp_path: Path) -> None:
     assert find_resumable(experiment, "latest").path == stopped
 
 
+def test_a_folder_others_can_write_is_not_resumed(tmp_path: Path) -> None:
+    """A resume unpickles Ray Tune's state: a searcher-state-*.pkl planted in a folder others
+    could write ran their code (and the search then hung)."""
+    experiment = load_experiment(None, [f"storage={tmp_path}"])
+    stopped = tmp_path / "nascomp-run000000000004"
+    write_manifest(stopped, experiment, "run000000000004", state="interrupted")
+    planted = stopped / "searcher-state-2026-12-05_09-21-33.pkl"
+    planted.write_bytes(b"not really a pickle")
+    assert find_resumable(experiment, str(stopped)).path == stopped
+    planted.chmod(0o666)
+    with pytest.raises(SearchError, match=r"searcher-state-.*\.pkl may be written by every user"):
+        find_resumable(experiment, str(stopped))
+    planted.chmod(0o644)
+    (stopped / "trial_1").mkdir()
+    (stopped / "trial_1").chmod(0o777)
+    with pytest.raises(SearchError, match=r"trial_1 may be written by every user; resuming"):
+        find_resumable(experiment, "latest")
+
+
 def test_an_interrupted_search_resumes_with_another_budget_of_its_unit(tmp_path: Path) -> None:
     """--resume --set search.budget.wall_s=1200 gives it more time; another unit is another
     experiment."""
