@@ -151,6 +151,22 @@ class SearchConfig(Section):
         "this often, and always at its end; 0: after every epoch. mo_asha: every epoch",
     )
 
+    @field_validator("budget", mode="before")
+    @classmethod
+    def _no_budget(cls, value: Any) -> Any:
+        # ``budget: null`` (``--set search.budget=null``) clears a budget a shared file
+        # sets, as its documented default, none, says
+        return {} if value is None else value
+
+    @model_validator(mode="after")
+    def _population_is_nsga2s(self) -> SearchConfig:
+        # Read by NSGA-II alone: given with another sampler it changed nothing, unsaid.
+        if self.population_size is not None and self.sampler != "nsga2":
+            raise ValueError(
+                f"search.population_size: read by sampler nsga2 alone; sampler is {self.sampler!r}"
+            )
+        return self
+
     @model_validator(mode="after")
     def _budget_sizes_the_search(self) -> SearchConfig:
         # Given alone, a budget ends the search; search.trials, when given too, caps it.

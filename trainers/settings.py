@@ -7,6 +7,7 @@ declared; the experiment (``nascomp.search.experiment``) composes them, and a tr
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from types import UnionType
 from typing import Any, ClassVar, Literal, Union, get_args, get_origin
@@ -72,17 +73,27 @@ class Section(BaseModel):
         field = cls.model_fields.get(info.field_name or "")
         if isinstance(value, bool | str) and field is not None and _numeric(field.annotation):
             quoted = " (quoted: write it without quotes)" if _is_number(value) else ""
-            raise ValueError(f"must be a number; got {value!r}{quoted}")
+            finite = "a finite number" if _is_infinite(value) else "a number"
+            raise ValueError(f"must be {finite}; got {value!r}{quoted}")
         return value
 
 
-def _is_number(value: Any) -> bool:
-    """A string that reads as a number (``'5'``, ``'1e-3'``)."""
+def _is_infinite(value: Any) -> bool:
+    """``'inf'``, ``'-Infinity'``, ``'nan'``: a string that reads as no finite number."""
     try:
-        float(value)
+        return not math.isfinite(float(value))
     except (TypeError, ValueError):
         return False
-    return isinstance(value, str)
+
+
+def _is_number(value: Any) -> bool:
+    """A string that reads as a finite number (``'5'``, ``'1e-3'``; not ``'inf'``, which a
+    ``--set`` value of inf is, unquoted: infinity is refused whatever its spelling)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return False
+    return isinstance(value, str) and math.isfinite(number)
 
 
 def _numeric(annotation: Any) -> bool:

@@ -53,6 +53,12 @@ def test_quickstart_is_valid() -> None:
         ("train.epochs=false", "train.epochs: must be a number; got False"),
         ("train.lr=.inf", "train.lr: Input should be a finite number; got inf"),
         ("train.lr=.nan", "train.lr: Input should be a finite number"),
+        # inf unquoted reaches the check as the word 'inf': it was told it had quotes
+        ("search.budget.wall_s=inf", "search.budget.wall_s: must be a finite number; got 'inf'"),
+        (
+            "search.population_size=4",
+            "search.population_size: read by sampler nsga2 alone; sampler is 'pls'",
+        ),
         ("search.seed=-1", "search.seed: Input should be greater than or equal to 0; got -1"),
         ("search.seed=4294967296", "search.seed: Input should be less than or equal to 4294967295"),
         ("data.split_seed=-1", "data.split_seed: Input should be greater than or equal to 0"),
@@ -340,3 +346,9 @@ def test_nb201_table_is_only_needed_by_lookup_searches(tmp_path: Path) -> None:
         "objectives={val_accuracy: max, params: min}",
     )
     assert f"nb201.table: NAS-Bench-201 table '{missing}' does not exist" in message
+
+
+def test_a_budget_of_null_clears_one_a_shared_file_sets() -> None:
+    """The documented default is none; ``budget: null`` was an error."""
+    budget = load_experiment(None, ["search.budget.wall_s=60", "search.budget=null"]).search
+    assert not budget.budget.given and budget.trials == 20
