@@ -384,6 +384,13 @@ class _SearchRun:
         spent_before = budget_spent(self.folder)
         if spent_before:
             self.echo(f"budget: {spent_before:.4g} of {budget.limit:g} {budget.unit} spent before")
+        if spent_before >= budget.limit:
+            # A resume given a limit at or below what was spent starts nothing: said, not left
+            # to the end line (a search resumed at 2 wall_s ended at 5.7 times it, unsaid).
+            self.echo(
+                f"note: search.budget.{budget.unit} {budget.limit:g} is spent already: no new "
+                "trial starts, the begun ones finish; give a larger limit to search on"
+            )
         return BudgetClock(
             budget,
             cpus_per_trial=self.experiment.resources.cpus_per_trial,
