@@ -290,10 +290,6 @@ class _SearchRun:
 
         trainable = _trainable(self.experiment, teacher_state, self.folder)
         search = self.experiment.search
-        done = 0
-        if restore:
-            ended = ("running", "interrupted")
-            done = sum(t.status not in ended for t in self.tracker.trials(self.search_run_id))
         # A budget alone sizes the search: its trials cap is no total to show.
         total = None if search.sized_by_budget else search.trials
         clock = self._budget_clock()
@@ -304,7 +300,6 @@ class _SearchRun:
                 total,
                 self.experiment.objectives,
                 self.echo,
-                n_done=done,
                 # Redrawn in place only where a person watches a terminal.
                 live=sys.stdout if self.echo is print and sys.stdout.isatty() else None,
                 budget_left=clock.seconds_left if clock is not None else None,

@@ -69,6 +69,7 @@ class ProgressLine(Callback):
         self.echo = echo
         self.n_done = n_done  # trials a resumed search had already ended
         self.n_done_here = 0
+        self._ended_before: set[str] | None = None  # the trials Tune restored as ended
         self.live = live
         self.every_s = every_s
         self.clock = clock
@@ -77,7 +78,22 @@ class ProgressLine(Callback):
         self.running: dict[str, _Running] = {}
 
     # ------------------------------------------------------------------ Tune's events
+    def _count_ended_before(self, trials: list) -> None:
+        """On Tune's first event with its trials: those it restored as ended (a resume) are
+        the count's start, from Tune's own list. The tracking store's count was off: a killed
+        driver's last writes wait in its journal (it restarted at [2/10]), and a trial that
+        ended after Tune's last snapshot runs again to its end (a resume ended at [9/8])."""
+        if self._ended_before is not None or not trials:
+            return
+        ended = ("TERMINATED", "ERROR")
+        self._ended_before = {t.trial_id for t in trials if getattr(t, "status", None) in ended}
+        self.n_done = len(self._ended_before)
+
+    def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+        self._count_ended_before(trials)
+
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._count_ended_before(trials)
         self.running[trial.trial_id] = _Running(self.clock(), planned_epochs(trial.config))
         self._status()
 
@@ -91,6 +107,9 @@ class ProgressLine(Callback):
             self._status()
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._count_ended_before(trials)
+        if trial.trial_id in (self._ended_before or ()):
+            return  # counted before the resume
         result = trial.last_result or {}
         status = result.get("nascomp_status", "ok")
         if status == "ok":
@@ -103,6 +122,9 @@ class ProgressLine(Callback):
         self._line(trial, status, detail)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._count_ended_before(trials)
+        if trial.trial_id in (self._ended_before or ()):
+            return
         self._line(trial, "failed", "see the trial's MLflow run for the reason")
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:

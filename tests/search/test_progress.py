@@ -160,3 +160,29 @@ def test_a_trial_that_breaks_a_constraint_says_so_in_its_line() -> None:
     assert lines[1].endswith(
         "ok         val_accuracy=0.9000  (breaks size_bytes <= 3000: off the front)"
     )
+
+
+@dataclass
+class Restored(Trial):
+    status: str = "PENDING"
+
+
+def test_a_resumed_search_counts_on_from_the_trials_tune_restored_as_ended() -> None:
+    """The count came from the tracking store: a killed driver's last writes were still in
+    its journal (the resume printed [2/10] after [5/10]), and a trial that ended after Tune's
+    last snapshot, run again to its end, was counted a second time (ending at [9/8])."""
+    lines: list[str] = []
+    progress = ProgressLine(4, {"val_accuracy": "max"}, lines.append, n_done=3, clock=Clock())
+    trials = [
+        Restored("done1", status="TERMINATED"),
+        Restored("fail2", status="ERROR"),
+        Restored("again3", CONFIG, {"nascomp_status": "ok", "val_accuracy": 0.5}, "PENDING"),
+        Restored("new4", CONFIG, {"nascomp_status": "ok", "val_accuracy": 0.7}, "PENDING"),
+    ]
+    progress.on_step_begin(0, trials)
+    assert progress.n_done == 2
+    progress.on_trial_complete(0, trials, trials[0])  # Tune's report of an ended one: no line
+    for trial in trials[2:]:
+        progress.on_trial_start(0, trials, trial)
+        progress.on_trial_complete(0, trials, trial)
+    assert [line[:7] for line in lines if line.startswith("[")] == ["[  3/4]", "[  4/4]"]
