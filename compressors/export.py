@@ -38,7 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from nascomp.compressors.entropy import decode_codes
-from nascomp.compressors.layers import CONV_LAYERS, active_layer_kinds, is_conv
+from nascomp.compressors.layers import CONV_LAYERS, active_layer_kinds, is_conv, is_quantized_layer
 from nascomp.compressors.quantization import (
     VALID_BITS,
     ActivationFakeQuant,
@@ -379,7 +379,8 @@ def _decode_weight(reader: _Reader, shape: torch.Size, bits: int) -> Tensor:
 
 def _prepare_skeleton(skeleton: nn.Module, bits: int, act_bits: int) -> None:
     prepared = set(weight_bits_by_layer(skeleton).values())
-    if not prepared and bits < 32:
+    quantizable = any(is_quantized_layer(m) for m in skeleton.modules())
+    if not prepared and bits < 32 and quantizable:  # none: the header's width alone
         prepare_qat(
             skeleton, QuantConfig(bits=bits, act_bits=act_bits, layers=active_layer_kinds())
         )

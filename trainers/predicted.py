@@ -32,7 +32,7 @@ from nascomp.compressors.export import round_to_storage
 from nascomp.compressors.layers import layer_kinds
 from nascomp.compressors.measure import count_macs, count_nonzero_params, count_params
 from nascomp.compressors.pruning import PruningError, make_pruner
-from nascomp.compressors.quantization import prepare_qat
+from nascomp.compressors.quantization import QuantizationError, prepare_qat
 from nascomp.compressors.size import model_size_bytes
 from nascomp.spaces.models import InfeasibleArchitecture, build_model
 from nascomp.trainers.config import TrialConfig
@@ -43,7 +43,8 @@ PREDICTED_METRICS = ("params", "nonzero_params", "size_bytes", "macs")
 
 def predict_costs(config: Mapping[str, Any] | TrialConfig) -> dict[str, float]:
     """``params``, ``nonzero_params``, ``size_bytes`` and ``macs`` the trial of ``config`` will
-    report at its end; empty when the model cannot be built or pruned (the trial will say why).
+    report at its end; empty when the model cannot be built, pruned or quantized (the trial
+    will say why).
 
     Loads the config's data (cached per process) for the input shape and class count only.
     Leaves the caller's random state as it was: the driver's sampler must not see a draw."""
@@ -61,12 +62,15 @@ def predict_costs(config: Mapping[str, Any] | TrialConfig) -> dict[str, float]:
                 make_pruner(model, cfg.prune, example).update(1.0)
             except PruningError:
                 return {}
-        if cfg.quant.mixed == "groups":
-            prepare_qat(model, cfg.quant, group_layer_bits(model, cfg.quant))
-        elif cfg.quant.mixed == "budget":
-            prepare_qat(model, cfg.quant, estimated_budget_bits(model, cfg.quant))
-        elif cfg.quant.bits < 32:
-            prepare_qat(model, cfg.quant)
+        try:
+            if cfg.quant.mixed == "groups":
+                prepare_qat(model, cfg.quant, group_layer_bits(model, cfg.quant))
+            elif cfg.quant.mixed == "budget":
+                prepare_qat(model, cfg.quant, estimated_budget_bits(model, cfg.quant))
+            elif cfg.quant.bits < 32:
+                prepare_qat(model, cfg.quant)
+        except QuantizationError:
+            return {}
         round_to_storage(model)
         return {
             "params": float(count_params(model)),
