@@ -752,7 +752,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         check_export_folder(args.export, "--export", fp16=args.fp16)
     tracker = _tracker(args)
     tracker.check_writable()  # the reproduction is logged as a run
-    run_id = args.run_id
+    run_id = args.run_id if args.run_id is None else tracker.resolve_run_id(args.run_id)
     if args.search_run is not None and run_id is not None:
         return _fail(
             "--search-run: a run id names its trial; give --search-run with --rank or --pick"

@@ -371,6 +371,38 @@ class Tracker:
             )
         return record_of(run)
 
+    def resolve_run_id(self, given: str) -> str:
+        """The run id ``given`` names: itself, or the one run whose id starts with it (the
+        8 characters a trial line shows); a TrackingError when none or several do."""
+        import re
+
+        from mlflow.entities import ViewType
+
+        if not re.fullmatch(r"[0-9a-f]{4,31}", given):
+            return given
+        with contextlib.suppress(Exception):
+            self.client.get_run(given)
+            return given
+        experiments = [e.experiment_id for e in self.client.search_experiments()]
+        matches: list[str] = []
+        token = None
+        while experiments:
+            page = self.client.search_runs(
+                experiments, run_view_type=ViewType.ACTIVE_ONLY, max_results=5000, page_token=token
+            )
+            matches += [r.info.run_id for r in page if r.info.run_id.startswith(given)]
+            token = page.token
+            if not token:
+                break
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise TrackingError(
+                f"run {given!r}: {len(matches)} runs' ids start with it "
+                f"({', '.join(sorted(matches)[:3])}...); give more of the id"
+            )
+        return given  # _run names the store that has no such run
+
     def _run(self, run_id: str) -> Any:
         """``get_run``, with a TrackingError naming the store when it has no such run."""
         from mlflow.exceptions import MlflowException

@@ -111,3 +111,14 @@ def test_a_float_shows_its_15_significant_digits_and_the_document_keeps_it_exact
     assert shown == {"prune.ratio": "0.9", "train.lr": "0.003", "arch.width": "1.0", "x": "nan"}
     assert config_document(config)["config"]["prune.ratio"] == drawn
     assert display_params({"train.lr": 0.123456789012345678})["train.lr"] == "0.123456789012346"
+
+
+def test_a_run_is_found_by_the_start_of_its_id(tracker: Tracker) -> None:
+    """`nascomp reproduce 4d188b71`, the id a trial line shows, was not in the store."""
+    experiment = tracker.experiment_id(create=True)
+    ids = [tracker.client.create_run(experiment).info.run_id for _ in range(3)]
+    for run_id in ids:
+        assert tracker.resolve_run_id(run_id[:8]) == run_id
+        assert tracker.resolve_run_id(run_id) == run_id
+    assert tracker.resolve_run_id("not-hex") == "not-hex"  # left to the lookup's own error
+    assert tracker.resolve_run_id("ffff0000") == "ffff0000"  # none starts so
