@@ -236,6 +236,9 @@ class _Trial:
         self.resumed_optimizer: dict[str, Any] | None = None
         self.seconds_before = 0.0  # training time spent before the resumed checkpoint
         self.started = time.perf_counter()
+        # Seconds since started spent reporting, checkpointing and keeping the trained state
+        # (the platform's work, which the scheduler and report interval set): not training.
+        self.platform_seconds = 0.0
         # Train-phase reuse (trainers.trained): the store, this run's train-epoch metrics
         # (kept when the phase ends), and the key of the state it started from, if any.
         self.store = store
@@ -277,6 +280,7 @@ class _Trial:
 
     def run(self) -> TrialOutcome:
         self.started = time.perf_counter()
+        self.platform_seconds = 0.0
         train = self.cfg.train
         self._phase("train", train.epochs, lr=train.lr)
         self._end_feature_hint()
@@ -413,18 +417,26 @@ class _Trial:
         )
         if keep:
             assert self.store is not None
+            saving = time.perf_counter()
             state = self._state(phase, optimizer)
             self.store.save(self.cfg, state, self.train_metrics)
+            self.platform_seconds += time.perf_counter() - saving
             self._send(metrics, lambda: state)
         else:
             self._send(metrics, lambda: self._state(phase, optimizer))
 
     def _send(self, metrics: dict[str, Any], make_state: StateFn) -> None:
-        """An epoch's metrics to ``checkpoint`` with its state's maker, or to ``report``."""
-        if self.checkpoint is None:
-            self.report(metrics)
-        else:
-            self.checkpoint(metrics, make_state)
+        """An epoch's metrics to ``checkpoint`` with its state's maker, or to ``report``.
+        The time it takes (a state copied and written: every epoch under mo_asha) is the
+        platform's, not the model's: ``train_seconds`` leaves it out."""
+        sending = time.perf_counter()
+        try:
+            if self.checkpoint is None:
+                self.report(metrics)
+            else:
+                self.checkpoint(metrics, make_state)
+        finally:
+            self.platform_seconds += time.perf_counter() - sending
 
     def start_trained(self, store: TrainedStore) -> None:
         """Start from the store's end state of this trial's train phase when it holds one:
@@ -444,7 +456,7 @@ class _Trial:
             self._send({**metrics, REPLAYED_KEY: 1}, lambda: state)
 
     def _train_seconds(self) -> float:
-        return self.seconds_before + time.perf_counter() - self.started
+        return self.seconds_before + time.perf_counter() - self.started - self.platform_seconds
 
     def _state(self, phase: str, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
         """Everything the epochs after this one depend on (see ``restore``)."""
