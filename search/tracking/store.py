@@ -82,6 +82,13 @@ def _what_path_is(uri: str, scheme: str) -> str:
     return "is a path, not a URI"
 
 
+# The package that installs a database driver SQLAlchemy imports, where the names differ.
+_DRIVER_PACKAGES = {
+    "psycopg": "psycopg[binary]",
+    "psycopg2": "psycopg2-binary",
+    "MySQLdb": "mysqlclient",
+    "pymssql": "pymssql",
+}
 _SECRET_QUERY_KEYS = ("pass", "pwd", "secret", "token", "key", "auth")
 
 
@@ -171,6 +178,8 @@ class Tracker:
                 "sqlite:///PATH/mlflow.db, a database URL (postgresql://...) or an MLflow "
                 "server's http(s):// address"
             )
+        if scheme in DATABASE_ENGINES and scheme != "sqlite":
+            self._check_database_driver(scheme)
         if not self.uri.startswith(("http://", "https://")):
             return
         try:
@@ -183,6 +192,25 @@ class Tracker:
                 "--tracking-uri"
             ) from None
         raise TrackingError(f"tracking server {self.shown_uri} answered /health with an error")
+
+    def _check_database_driver(self, scheme: str) -> None:
+        """A database URL whose driver is not installed failed in MLflow's first write, with
+        a traceback, after the teacher had trained: one line now, before anything runs."""
+        import sqlalchemy
+
+        try:
+            sqlalchemy.create_engine(self.uri).dispose()  # imports the driver; no connection
+        except ModuleNotFoundError as exc:
+            package = _DRIVER_PACKAGES.get(exc.name or "", exc.name)
+            raise TrackingError(
+                f"tracking.uri: {self.shown_uri} needs the {scheme} driver {exc.name!r}, which "
+                f"is not installed here: pip install '{package}'"
+            ) from None
+        except Exception as exc:  # sqlalchemy's ArgumentError: not a URL it reads
+            first = (str(exc).splitlines() or [""])[0]
+            raise TrackingError(
+                f"tracking.uri: {self.shown_uri} is no database URL SQLAlchemy reads ({first})"
+            ) from None
 
     def check_writable(self) -> None:
         """For a command that writes runs: a sqlite store's file must be one this user can

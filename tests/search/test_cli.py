@@ -31,6 +31,10 @@ from tests.search.conftest import live_processes_with, nascomp, nascomp_here
         (["--resume"], "--resume: no unfinished search of this experiment"),
         (["--resume", "elsewhere"], "--resume elsewhere: no nascomp/manifest.json there"),
         (["--tracking-uri", "foo://bar"], "tracking.uri: 'foo://bar' has a scheme MLflow has"),
+        (  # a traceback after the teacher trained; the password is not shown
+            ["--tracking-uri", "postgresql://bob:pw99@127.0.0.1:1/db"],
+            "tracking.uri: postgresql://127.0.0.1:1/db needs the postgresql driver",
+        ),
         (
             ["--trials", "2", "--set", "search.trials=3"],
             "search.trials: given by --trials and by --set search.trials=3; give one",
