@@ -106,6 +106,10 @@ def describe_trial(flat: dict[str, Any]) -> str:
     distill = (
         f"KD T={float(flat['distill.temperature']):.1f}" if flat.get("distill.enabled") else "no KD"
     )
+    if distill != "no KD" and float(flat.get("distill.alpha", 0.5)) == 0.0:
+        # alpha 0 weighs the teacher's soft targets at nothing: the loss is cross-entropy
+        hint = flat.get("distill.features")
+        distill = "KD feature hint alone (alpha 0)" if hint else "no KD (alpha 0)"
     text = f"{arch} | {prune} | {bits} | {distill}"
     init = flat.get("train.init")
     if init:  # the user's checkpoint, or (search.inherit_epochs) the parent's trained student

@@ -175,3 +175,16 @@ def test_the_logged_config_rebuilds_the_same_trial_config(sampled: dict[str, Any
     flat = config(**sampled)
     back = config_from_document(json.loads(json.dumps(config_document(flat))))
     assert TrialConfig.from_flat(back) == TrialConfig.from_flat(flat)
+
+
+def test_a_distillation_weighted_at_nothing_is_not_labelled_kd() -> None:
+    """alpha 0 trains on cross-entropy alone (loss curves equal at any temperature): the
+    label said "KD T=8.0"."""
+    from nascomp.trainers.config import describe_trial
+
+    flat = {"arch.family": "mlp", "arch.depth": 1, "arch.width": 8, "prune.method": "none"}
+    kd = {**flat, "quant.bits": 32, "distill.enabled": True, "distill.temperature": 8.0}
+    assert describe_trial({**kd, "distill.alpha": 0.5}).endswith("| KD T=8.0")
+    assert describe_trial({**kd, "distill.alpha": 0.0}).endswith("| no KD (alpha 0)")
+    hinted = {**kd, "distill.alpha": 0.0, "distill.features": True}
+    assert describe_trial(hinted).endswith("| KD feature hint alone (alpha 0)")
