@@ -476,3 +476,22 @@ def test_the_readmes_error_examples_are_what_nascomp_prints(
         capsys.readouterr()
         assert main(shlex.split(command)[1:]) == 2, command
         assert capsys.readouterr().err.strip() == printed, command
+
+
+def test_a_process_group_of_zombies_alone_is_over() -> None:
+    """`nascomp ui`'s stop waited until no signal reached the server's group: where no init
+    reaps its helpers, their zombies kept it waiting 5 s more on every Ctrl-C."""
+    import subprocess
+    import time
+
+    from nascomp.search.cli import _group_lives
+
+    sleeper = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    try:
+        assert _group_lives(sleeper.pid)
+        sleeper.kill()
+        time.sleep(0.5)  # a zombie until waited on
+        assert not _group_lives(sleeper.pid)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
