@@ -529,6 +529,12 @@ def grid_points(experiment: Experiment) -> list[dict[str, Any]] | None:
     whose moves need parents."""
     if experiment.search.inherit_epochs:
         return None
+    return _space_points(experiment)
+
+
+def _space_points(experiment: Experiment) -> list[dict[str, Any]] | None:
+    """Every point of a space no larger than ``search.trials``, in an order drawn from the
+    search's seed; None for a larger or endless space."""
     # Listing stops past 10,000 points, a budget-sized search's trials (BUDGET_TRIALS_CAP).
     points = all_points(experiment.space.params(), min(experiment.search.trials, 10_000))
     if points is not None:
@@ -567,15 +573,22 @@ def _small_space_note(experiment: Experiment, notes: list[str]) -> None:
     """A note when the space holds fewer points than ``search.trials``: each is trained once
     first (``grid_points``), then the sampler draws them again, which a search of that many
     trials avoids. The trials are not cut: a benchmark may repeat one point on purpose."""
-    points = grid_points(experiment)
+    points = _space_points(experiment)
     trials = experiment.search.trials
     if points is None or len(points) >= trials or trials == BUDGET_TRIALS_CAP:
         return
     n = len(points)
+    how = (
+        # moves need parents: no grid first, and the sampler may repeat a point before it
+        # has tried them all
+        "with search.inherit_epochs the sampler draws them, repeating some before others "
+        "are tried"
+        if experiment.search.inherit_epochs
+        else "each is trained once first, then trained again as the sampler draws it"
+    )
     notes.append(
         f"space: it holds {n} distinct point{'s' if n != 1 else ''}, fewer than search.trials "
-        f"({trials}): each is trained once first, then trained again as the sampler draws it "
-        f"(set search.trials: {n} to stop there)"
+        f"({trials}): {how} (set search.trials: {n} to stop there)"
     )
 
 

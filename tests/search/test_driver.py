@@ -75,6 +75,35 @@ def test_a_space_smaller_than_its_trials_trains_each_point_first(workdir: Path) 
     assert len(summary.trials) == 6 and len(points) == 4
 
 
+def test_a_small_space_searched_with_inheritance_is_noted_too() -> None:
+    """inherit_epochs trains no grid first (moves need parents), and the note went with it:
+    a 4-point space of 6 trials repeated points before trying them all, unsaid."""
+    from nascomp.search.driver import _small_space_note
+    from nascomp.search.experiment import load_experiment
+
+    small = [
+        "search.trials=6",
+        "space.arch.n_stages=[1, 2]",
+        "space.arch.blocks_per_stage=1",
+        "space.arch.base_channels=8",
+        "space.arch.width_mult=1.0",
+        "space.arch.kernel_size=3",
+        "space.arch.block=plain",
+        "space.prune.method=none",
+        "space.quant.bits=[8, 32]",
+        "space.distill.enabled=false",
+        "train.epochs=4",
+        "search.inherit_epochs=2",
+    ]
+    notes: list[str] = []
+    _small_space_note(load_experiment(None, small), notes)
+    assert notes == [
+        "space: it holds 4 distinct points, fewer than search.trials (6): with "
+        "search.inherit_epochs the sampler draws them, repeating some before others are tried "
+        "(set search.trials: 4 to stop there)"
+    ]
+
+
 @pytest.mark.parametrize(
     ("ended", "budget_spent", "interrupted", "status"),
     [
