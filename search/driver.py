@@ -581,8 +581,7 @@ def _small_space_note(experiment: Experiment, notes: list[str]) -> None:
     how = (
         # moves need parents: no grid first, and the sampler may repeat a point before it
         # has tried them all
-        "with search.inherit_epochs the sampler draws them, repeating some before others "
-        "are tried"
+        "with search.inherit_epochs the sampler draws them, repeating some before others are tried"
         if experiment.search.inherit_epochs
         else "each is trained once first, then trained again as the sampler draws it"
     )

@@ -378,14 +378,11 @@ def float_weights_note(model: nn.Module, field: str = "space.arch") -> str | Non
         owner = model.get_submodule(prefix) if prefix else model
         label = f"{prefix or leaf} ({type(owner).__name__})"
         owners[label] = owners.get(label, 0) + size
-    largest = sorted(owners.items(), key=lambda item: -item[1])
-    shown = "; ".join(f"{label} {size:,}" for label, size in largest[:3])
-    more = f"; and {len(largest) - 3} more" if len(largest) > 3 else ""
     return (
         f"{field}: {held:,} of {total:,} parameters ({held / total:.0%}) are weights outside the "
-        f"layers nascomp quantizes ({QUANTIZED_LAYER_NAMES}): {shown}{more}; they stay float32 "
-        "at every bit-width, unstructured pruning leaves them whole, and they count at 32 bits "
-        "in size_bytes"
+        f"layers nascomp quantizes ({QUANTIZED_LAYER_NAMES}): {_largest(owners)}; they stay "
+        "float32 at every bit-width, unstructured pruning leaves them whole, and they count at "
+        "32 bits in size_bytes"
     )
 
 
@@ -403,14 +400,19 @@ def unpruned_weights_note(model: nn.Module, field: str = "space.prune") -> str |
     held = sum(whole.values())
     if total == 0 or held < FLOAT_SHARE_NOTED * total:
         return None
-    largest = sorted(whole.items(), key=lambda item: -item[1])
-    shown = "; ".join(f"{label} {size:,}" for label, size in largest[:3])
-    more = f"; and {len(largest) - 3} more" if len(largest) > 3 else ""
     return (
         f"{field}: unstructured pruning zeroes convolution and Linear weights alone; {held:,} "
         f"of {total:,} parameters ({held / total:.0%}) are in layers it leaves whole: "
-        f"{shown}{more} (quantized all the same); a trial's prune.ratio is of the rest"
+        f"{_largest(whole)} (quantized all the same); a trial's prune.ratio is of the rest"
     )
+
+
+def _largest(sizes: Mapping[str, int], shown: int = 3) -> str:
+    """The ``shown`` largest entries of ``sizes`` with their sizes, and how many more."""
+    largest = sorted(sizes.items(), key=lambda item: -item[1])
+    listed = "; ".join(f"{label} {size:,}" for label, size in largest[:shown])
+    more = f"; and {len(largest) - shown} more" if len(largest) > shown else ""
+    return listed + more
 
 
 # The teacher of float inputs that are not images when the experiment names none: the default
