@@ -327,6 +327,22 @@ class TeacherConfig(Section):
     optimizer: Literal["sgd", "adam", "adamw"] = "adam"
     batch_size: int = Field(64, ge=1)
     checkpoint: str | None = None
+    # Filled in from the file when the experiment is read: trials and reproduce check it (a
+    # checkpoint overwritten after the search reproduced other models, unsaid).
+    checkpoint_sha256: str | None = None
+
+    @model_validator(mode="after")
+    def _checkpoint_digest(self) -> TeacherConfig:
+        from nascomp.trainers.init import file_digest
+
+        if self.checkpoint is None:
+            if self.checkpoint_sha256 is not None:
+                raise ValueError(
+                    "checkpoint_sha256 goes with checkpoint (it is filled in from the file)"
+                )
+        elif self.checkpoint_sha256 is None:
+            self.checkpoint_sha256 = file_digest(self.checkpoint)
+        return self
 
     @field_validator("arch")
     @classmethod

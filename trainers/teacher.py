@@ -67,7 +67,7 @@ class TeacherJob:
 
     def key(self) -> str:
         """Cache key of the teacher's weights."""
-        teacher = self.teacher.model_dump()
+        teacher = self.teacher.model_dump(exclude={"checkpoint_sha256"})  # keys stay as were
         if self.teacher.checkpoint:
             teacher["checkpoint"] = file_digest(self.teacher.checkpoint)
         payload = {
@@ -163,7 +163,7 @@ def load_or_train_teacher(
     """The teacher's weights and facts about it (accuracy, training time, whether cached).
     When it is trained, ``report`` gets each epoch's figures (see :func:`train_teacher`)."""
     if job.teacher.checkpoint:
-        state = load_teacher_checkpoint(job.teacher.checkpoint)
+        state = load_teacher_checkpoint(job.teacher.checkpoint, job.teacher.checkpoint_sha256)
         return state, {"teacher_cached": 1.0, "teacher_train_seconds": 0.0}
     path = teacher_path(job)
     cached = _cached_teacher(path)
@@ -195,8 +195,15 @@ def _cached_teacher(path: Path) -> tuple[StateDict, dict[str, float]] | None:
     return state, {k: float(v) for k, v in facts.items()}
 
 
-def load_teacher_checkpoint(path: str) -> StateDict:
-    """The user's trained teacher weights (``teacher.checkpoint``): see ``load_state_file``."""
+def load_teacher_checkpoint(path: str, sha256: str | None = None) -> StateDict:
+    """The user's trained teacher weights (``teacher.checkpoint``): see ``load_state_file``;
+    a ValueError naming the field when the file's bytes are not those the config recorded."""
+    if sha256 is not None and Path(path).is_file() and (found := file_digest(path)) != sha256:
+        raise ValueError(
+            f"teacher.checkpoint: {path} changed since the experiment was read (sha256 "
+            f"{sha256[:12]}..., now {found[:12]}...); the students would not learn from the "
+            "same teacher"
+        )
     return load_state_file(path)
 
 

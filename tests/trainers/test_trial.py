@@ -292,6 +292,22 @@ def test_teacher_from_a_named_checkpoint_is_not_trained(cache: Path, nested: boo
     assert all(torch.equal(loaded[k], trained[k]) for k in trained)
 
 
+def test_a_teacher_checkpoint_changed_since_the_search_is_refused(cache: Path) -> None:
+    """Its path alone was recorded: a checkpoint overwritten after the search reproduced a
+    student of another teacher (val_accuracy 0.1158 against 0.6738 logged) with exit 0."""
+    trained, _ = load_or_train_teacher(_job(trial_config(**{"distill.enabled": True})))
+    checkpoint = cache / "teacher.pt"
+    torch.save(trained, checkpoint)
+    config = {**trial_config(), "teacher.checkpoint": str(checkpoint)}
+    recorded = TrialConfig.from_flat(config)
+    assert recorded.teacher.checkpoint_sha256 is not None
+    logged = flatten(recorded.model_dump())  # as the trial's run holds it
+    torch.save({k: v + 1 for k, v in trained.items()}, checkpoint)
+    with pytest.raises(ValueError, match=r"^teacher.checkpoint: .* changed since the experiment"):
+        load_or_train_teacher(TeacherJob.of_trial(TrialConfig.from_flat(logged)))
+    assert load_or_train_teacher(_job(config))[1]["teacher_cached"] == 1.0  # read anew
+
+
 def test_augmented_training_is_seeded_and_distils_per_batch(cache: Path) -> None:
     augmented = {"train.augment.padding": 1, "train.augment.flip": False}
     config = trial_config(**augmented)
