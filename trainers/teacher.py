@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from nascomp.spaces.models import build_model, model_family
+from nascomp.spaces.models import InfeasibleArchitecture, build_model, model_family
 from nascomp.trainers.checkpoint import cpu_state_dict, write_atomically
 from nascomp.trainers.config import TrialConfig
 from nascomp.trainers.init import file_digest, load_state_file
@@ -254,7 +254,10 @@ def build_teacher(teacher: TeacherConfig, data: Data, state: StateDict | None = 
     try:
         model = build_model(teacher.arch, data.input_shape, data.n_classes, data.input_dtype)
     except ValueError as exc:  # a plain one names no field: it is the experiment's teacher.arch
-        if type(exc) is not ValueError or str(exc).startswith("teacher."):
+        # An architecture the input cannot take is a trial's outcome for a student; for the
+        # one teacher it is the experiment's error, named by its field.
+        plain = type(exc) is ValueError or isinstance(exc, InfeasibleArchitecture)
+        if not plain or str(exc).startswith("teacher."):
             raise
         raise ValueError(f"teacher.arch: {exc}") from None
     if state is not None:

@@ -50,6 +50,10 @@ from tests.search.conftest import live_processes_with, nascomp, nascomp_here
             ["--set", "teacher.arch={family: cnn, n_stages: [1, 2]}"],
             "teacher.arch: n_stages must be an int, got [1, 2]",
         ),
+        (  # found as the teacher trains: it named no field
+            ["--set", "teacher.arch.n_stages=6", "--set", "space.distill.enabled=[true]"],
+            "teacher.arch: cnn: input height shrinks to 1",
+        ),
     ],
 )
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(
