@@ -75,8 +75,13 @@ def load_state_file(path: str | Path) -> StateDict:
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
             break
-    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} holds a {type(state).__name__}, not a state dict of tensors")
+    if not all(isinstance(v, Tensor) for v in state.values()):
         raise ValueError(f"{path} holds no state dict of tensors (a whole pickled model?)")
+    prefix = "module."  # DataParallel's and DistributedDataParallel's wrapper
+    if state and all(isinstance(k, str) and k.startswith(prefix) for k in state):
+        state = {k[len(prefix) :]: v for k, v in state.items()}
     return state
 
 

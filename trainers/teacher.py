@@ -164,7 +164,13 @@ def load_or_train_teacher(
     When it is trained, ``report`` gets each epoch's figures (see :func:`train_teacher`)."""
     if job.teacher.checkpoint:
         state = load_teacher_checkpoint(job.teacher.checkpoint, job.teacher.checkpoint_sha256)
-        return state, {"teacher_cached": 1.0, "teacher_train_seconds": 0.0}
+        # Scored as a trained teacher is: an untrained or misfit file (another input
+        # normalisation) distilled its noise into every student, unsaid.
+        data = for_trial(job.data.load(threads=job.threads), "cpu", job.threads)
+        with torch.random.fork_rng(devices=[]):  # building draws weights: not the caller's
+            model = build_teacher(job.teacher, data, state)
+        facts = {"teacher_val_accuracy": accuracy(model.eval(), data.val)}
+        return state, {**facts, "teacher_cached": 1.0, "teacher_train_seconds": 0.0}
     path = teacher_path(job)
     cached = _cached_teacher(path)
     if cached is not None:

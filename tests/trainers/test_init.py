@@ -108,6 +108,13 @@ def test_a_checkpoint_file_nested_or_not_and_what_is_refused(tmp_path: Path) -> 
     (tmp_path / "notes.txt").write_text("not a checkpoint")
     with pytest.raises(ValueError, match=r"notes\.txt is not a checkpoint torch\.load reads"):
         load_state_file(tmp_path / "notes.txt")
+    torch.save([1, 2, 3], tmp_path / "list.pt")  # "a whole pickled model?" misled
+    with pytest.raises(ValueError, match=r"list\.pt holds a list, not a state dict of tensors"):
+        load_state_file(tmp_path / "list.pt")
+    # saved from DataParallel: every key under module. (it was refused, every tensor unmatched)
+    torch.save({f"module.{k}": v for k, v in state.items()}, tmp_path / "parallel.pt")
+    loaded = load_state_file(tmp_path / "parallel.pt")
+    assert loaded.keys() == state.keys()
 
 
 def test_the_file_must_be_the_one_the_config_recorded(tmp_path: Path) -> None:

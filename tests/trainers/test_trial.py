@@ -282,7 +282,7 @@ def test_flatten_round_trip() -> None:
 def test_teacher_from_a_named_checkpoint_is_not_trained(cache: Path, nested: bool) -> None:
     import torch
 
-    trained, _ = load_or_train_teacher(_job(trial_config(**{"distill.enabled": True})))
+    trained, made = load_or_train_teacher(_job(trial_config(**{"distill.enabled": True})))
     checkpoint = cache / "teacher.pt"
     torch.save({"state_dict": trained} if nested else trained, checkpoint)
     loaded, facts = load_or_train_teacher(
@@ -290,6 +290,8 @@ def test_teacher_from_a_named_checkpoint_is_not_trained(cache: Path, nested: boo
     )
     assert facts["teacher_train_seconds"] == 0.0
     assert all(torch.equal(loaded[k], trained[k]) for k in trained)
+    # scored as the trained teacher was (an untrained file's noise went unsaid)
+    assert facts["teacher_val_accuracy"] == made["teacher_val_accuracy"]
 
 
 def test_a_teacher_checkpoint_changed_since_the_search_is_refused(cache: Path) -> None:
