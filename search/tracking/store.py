@@ -400,25 +400,37 @@ class Tracker:
         return record_of(run)
 
     def resolve_run_id(self, given: str) -> str:
-        """The run id ``given`` names: itself, or the one run whose id starts with it (the
-        8 characters a trial line shows); a TrackingError when none or several do."""
+        """The run id ``given`` names: itself; the run of the trial whose id it is (the 8
+        characters a trial line shows, Ray Tune's trial id: the run's ``nascomp.trial_id``
+        tag); or the one run whose id starts with it. A TrackingError when several do."""
         import re
 
         from mlflow.entities import ViewType
 
-        if not re.fullmatch(r"[0-9a-f]{4,31}", given):
+        wanted = given.strip().lower()
+        if not re.fullmatch(r"[0-9a-f]{1,31}", wanted):
             return given
         with contextlib.suppress(Exception):
-            self.client.get_run(given)
-            return given
+            self.client.get_run(wanted)
+            return wanted
         experiments = [e.experiment_id for e in self.client.search_experiments()]
-        matches: list[str] = []
+        if not experiments:
+            return given
+        trials = self.client.search_runs(
+            experiments, f"tags.`{TRIAL_TAG}` = '{wanted}'", ViewType.ACTIVE_ONLY, max_results=10
+        )
+        # a trial id names its trial's run (a search's or a reproduction's run is no trial's)
+        matches = [
+            r.info.run_id
+            for r in trials
+            if r.data.tags.get(ROLE_TAG) not in ("search", "reproduce")
+        ]
         token = None
-        while experiments:
+        while not matches:
             page = self.client.search_runs(
                 experiments, run_view_type=ViewType.ACTIVE_ONLY, max_results=5000, page_token=token
             )
-            matches += [r.info.run_id for r in page if r.info.run_id.startswith(given)]
+            matches += [r.info.run_id for r in page if r.info.run_id.startswith(wanted)]
             token = page.token
             if not token:
                 break

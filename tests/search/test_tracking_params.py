@@ -114,11 +114,15 @@ def test_a_float_shows_its_15_significant_digits_and_the_document_keeps_it_exact
 
 
 def test_a_run_is_found_by_the_start_of_its_id(tracker: Tracker) -> None:
-    """`nascomp reproduce 4d188b71`, the id a trial line shows, was not in the store."""
+    """`nascomp reproduce 609fa130`, the id a trial line shows, or the start of a run id."""
     experiment = tracker.experiment_id(create=True)
     ids = [tracker.client.create_run(experiment).info.run_id for _ in range(3)]
     for run_id in ids:
         assert tracker.resolve_run_id(run_id[:8]) == run_id
         assert tracker.resolve_run_id(run_id) == run_id
+    # the id a trial line prints is Ray Tune's trial id, the run's nascomp.trial_id tag
+    tracker.client.set_tag(ids[1], "nascomp.trial_id", "609fa130")
+    assert tracker.resolve_run_id("609fa130") == ids[1]
+    assert tracker.resolve_run_id("609FA130") == ids[1]
     assert tracker.resolve_run_id("not-hex") == "not-hex"  # left to the lookup's own error
     assert tracker.resolve_run_id("ffff0000") == "ffff0000"  # none starts so
