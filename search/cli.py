@@ -50,6 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     _quiet_libraries()
+    # SIGTERM (kill, timeout, a job scheduler) stops a command as Ctrl-C does, at any point:
+    # Python's default ended it at once, silently (a search once connected, in Ray's handler:
+    # exit 1 and a native stack dump, its parent run FAILED).
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt) if main_thread else None
     try:
         return int(args.run(args) or 0)
     except ConfigError as exc:
@@ -77,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, TrackingError | SearchError | ValueError):
             return _fail(str(exc))
         raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _port(text: str) -> int:
@@ -405,16 +413,6 @@ def cmd_search(args: argparse.Namespace) -> int:
     overrides = list(args.overrides) + [
         f"{key}={json.dumps(v)}" for key, v in flags.items() if v is not None
     ]
-    # SIGTERM (kill, timeout, a job scheduler) stops a search as Ctrl-C does, at any point:
-    # Python's default ended it at once, Ray's (once connected) with a native stack dump.
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    try:
-        return _search(args, overrides)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _search(args: argparse.Namespace, overrides: list[str]) -> int:
     # This machine's Ray starts in a child process first, and comes up while the experiment
     # is checked and the driver's modules import (search/tune/head.py). An experiment that
     # fails its checks stops it (killed at once) before the error is printed.

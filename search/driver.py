@@ -366,7 +366,14 @@ class _SearchRun:
             )
             shutdown.start()
             try:
-                self.end(status)
+                with _patient_while_saving():
+                    self.end(status)
+            except KeyboardInterrupt:
+                # Told twice to leave now: Tune's last snapshot is the state to resume from.
+                raise SearchInterrupted(
+                    f"search interrupted before its state was saved; continue it from "
+                    f"{self.folder}'s last snapshot with the same command and --resume"
+                ) from None
             finally:
                 shutdown.join()
         return searcher
@@ -698,6 +705,35 @@ def _prepare_teacher(
     accuracy = facts.get("teacher_val_accuracy")
     echo(f"teacher {how}" + (f", val_accuracy {accuracy:.4f}" if accuracy is not None else ""))
     return state, facts, lines.epochs
+
+
+@contextlib.contextmanager
+def _patient_while_saving() -> Iterator[None]:
+    """While the search ends (its runs closed, the parent run's front written, its state
+    saved for --resume), a Ctrl-C or SIGTERM says what it waits for; a second one leaves.
+    An impatient second Ctrl-C used to cut that short: the parent run stayed RUNNING and the
+    message said there was nothing to resume, though there was."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    told = []
+
+    def wait_or_leave(signum: int, frame: Any) -> None:
+        if told:
+            raise KeyboardInterrupt
+        told.append(signum)
+        print(
+            "nascomp: saving the search's state for --resume (a moment; again to leave now)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    previous = {s: signal.signal(s, wait_or_leave) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 @contextlib.contextmanager

@@ -122,3 +122,20 @@ def test_a_search_stopped_by_ctrl_c_is_never_finished(
         end_status(ended=ended, trials=4, budget_spent=budget_spent, interrupted=interrupted)
         == status
     )
+
+
+def test_a_second_interrupt_while_the_state_is_saved_leaves(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An impatient second Ctrl-C cut the search's end short: its parent run stayed RUNNING
+    and the message said there was nothing to resume. The first now says what it waits for."""
+    import signal
+
+    from nascomp.search.driver import _patient_while_saving
+
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt), _patient_while_saving():
+        signal.raise_signal(signal.SIGTERM)  # told what it waits for, goes on
+        assert "saving the search's state for --resume" in capsys.readouterr().err
+        signal.raise_signal(signal.SIGINT)  # leaves
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
