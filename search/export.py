@@ -170,7 +170,12 @@ def earlier_export_files(out_dir: Path) -> set[str]:
     except (OSError, ValueError):
         info = None
     if isinstance(info, dict) and isinstance(info.get("files"), dict):
-        return {name for name in info["files"] if name in EXPORT_FILES} | {EXPORT_INFO}
+        # a listed file changed since (the user's edit, or theirs in its place) is theirs
+        return {
+            name
+            for name, facts in info["files"].items()
+            if name in EXPORT_FILES and _as_written(out_dir / name, facts)
+        } | {EXPORT_INFO}
     try:
         skeleton = json.loads((out_dir / SKELETON).read_text())
     except (OSError, ValueError):
@@ -180,6 +185,15 @@ def earlier_export_files(out_dir: Path) -> set[str]:
     if not (out_dir / ARTIFACT).is_file():
         return set()
     return {name for name in EXPORT_FILES if (out_dir / name).is_file()}
+
+
+def _as_written(path: Path, facts: Any) -> bool:
+    """Whether ``path`` holds what export.json says the export wrote there (or is gone)."""
+    if not path.is_file():
+        return True
+    if not isinstance(facts, dict) or "sha256" not in facts:
+        return False
+    return hashlib.sha256(path.read_bytes()).hexdigest() == facts["sha256"]
 
 
 def check_export_folder(out_dir: Path, field: str, fp16: bool = False) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -187,9 +188,18 @@ def test_a_users_files_of_export_names_are_never_replaced_or_removed(tmp_path: P
     check_export_folder(tmp_path, "--export")  # model.fp16.onnx is not written: it stays
     with pytest.raises(ValueError, match=r"model\.fp16\.onnx is no earlier nascomp export"):
         check_export_folder(tmp_path, "--export", fp16=True)
+    digest = hashlib.sha256(b"mine").hexdigest()
     (tmp_path / "export.json").write_text(json.dumps({"files": {"model.fp16.onnx": {}}}))
+    assert earlier_export_files(tmp_path) == {"export.json"}  # no hash: not known as written
+    listed = {"files": {"model.fp16.onnx": {"sha256": digest}}}
+    (tmp_path / "export.json").write_text(json.dumps(listed))
     assert earlier_export_files(tmp_path) == {"model.fp16.onnx", "export.json"}
     check_export_folder(tmp_path, "--export", fp16=True)
+    (tmp_path / "model.fp16.onnx").write_text("edited since")  # the user's now: kept
+    assert earlier_export_files(tmp_path) == {"export.json"}
+    with pytest.raises(ValueError, match=r"model\.fp16\.onnx is no earlier nascomp export"):
+        check_export_folder(tmp_path, "--export", fp16=True)
+    (tmp_path / "model.fp16.onnx").write_text("mine")
     (tmp_path / "model.onnx").write_text("mine too")
     with pytest.raises(ValueError, match=r"model\.onnx is no earlier nascomp export"):
         check_export_folder(tmp_path, "--export")
