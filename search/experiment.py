@@ -151,6 +151,15 @@ class SearchConfig(Section):
         "this often, and always at its end; 0: after every epoch. mo_asha: every epoch",
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _trials_by_default(cls, data: Any) -> Any:
+        # ``trials: null`` asks for the default (20, or a budget's cap): a file that names a
+        # number can hand the size back to its budget (--set search.trials=null)
+        if isinstance(data, dict) and "trials" in data and data["trials"] is None:
+            return {k: v for k, v in data.items() if k != "trials"}
+        return data
+
     @field_validator("budget", mode="before")
     @classmethod
     def _no_budget(cls, value: Any) -> Any:
@@ -159,19 +168,26 @@ class SearchConfig(Section):
         return {} if value is None else value
 
     @model_validator(mode="after")
+    def _budget_sizes_the_search(self) -> SearchConfig:
+        # Given alone, a budget ends the search; search.trials, when given too, caps it.
+        if self.budget.given and "trials" not in self.model_fields_set:
+            self.trials = BUDGET_TRIALS_CAP
+        return self
+
+    @model_validator(mode="after")
     def _population_is_nsga2s(self) -> SearchConfig:
         # Read by NSGA-II alone: given with another sampler it changed nothing, unsaid.
         if self.population_size is not None and self.sampler != "nsga2":
             raise ValueError(
                 f"search.population_size: read by sampler nsga2 alone; sampler is {self.sampler!r}"
             )
-        return self
-
-    @model_validator(mode="after")
-    def _budget_sizes_the_search(self) -> SearchConfig:
-        # Given alone, a budget ends the search; search.trials, when given too, caps it.
-        if self.budget.given and "trials" not in self.model_fields_set:
-            self.trials = BUDGET_TRIALS_CAP
+        sized = self.budget.given and "trials" not in self.model_fields_set
+        trials = BUDGET_TRIALS_CAP if sized else self.trials  # validators' order aside
+        if self.population_size is not None and self.population_size > trials:
+            raise ValueError(
+                f"search.population_size: {self.population_size} is more than search.trials "
+                f"({trials}): NSGA-II would end inside its first, random generation"
+            )
         return self
 
     @property

@@ -172,6 +172,12 @@ def load_or_train_teacher(
         facts = {"teacher_val_accuracy": accuracy(model.eval(), data.val)}
         return state, {**facts, "teacher_cached": 1.0, "teacher_train_seconds": 0.0}
     path = teacher_path(job)
+    for entry in (path, path.with_suffix(".json")):
+        if entry.exists() and not entry.is_file():  # found before the teacher trains
+            raise ValueError(
+                f"teacher cache: {entry} is in the way of the teacher's file and is not a "
+                "file; move it (NASCOMP_CACHE picks another cache)"
+            )
     cached = _cached_teacher(path)
     if cached is not None:
         state, facts = cached

@@ -125,9 +125,15 @@ def _health_request(uri: str) -> urllib.request.Request:
 
     parts = urlsplit(uri)
     url = f"{without_credentials(uri).rstrip('/')}/health"
-    if parts.username is None:
-        return urllib.request.Request(url)
-    pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+    user, password = parts.username, parts.password
+    if user is None:  # MLflow's client sends these when the URI names no user
+        user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+        password = os.environ.get("MLFLOW_TRACKING_PASSWORD")
+        if user is None:
+            return urllib.request.Request(url)
+    else:
+        user, password = unquote(user), unquote(password or "")
+    pair = f"{user}:{password or ''}".encode()
     header = f"Basic {base64.b64encode(pair).decode()}"
     return urllib.request.Request(url, headers={"Authorization": header})
 
@@ -186,6 +192,16 @@ class Tracker:
             with urllib.request.urlopen(_health_request(self.uri), timeout=timeout_s) as reply:
                 if reply.status == 200:
                     return
+        except urllib.error.HTTPError as exc:  # it answered: up, and it said no
+            if exc.code in (401, 403):
+                raise TrackingError(
+                    f"tracking server {self.shown_uri} refused the request (HTTP {exc.code}): "
+                    "give its user and password (http://USER:PASSWORD@host, or "
+                    "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD)"
+                ) from None
+            raise TrackingError(
+                f"tracking server {self.shown_uri} answered /health with HTTP {exc.code}"
+            ) from None
         except (urllib.error.URLError, OSError) as exc:
             raise TrackingError(
                 f"tracking server {self.shown_uri} is unreachable ({exc}); start it or fix "

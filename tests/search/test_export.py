@@ -293,3 +293,37 @@ def test_a_stores_credentials_are_never_printed_or_recorded() -> None:
     request = _health_request("http://me:s%40cret@127.0.0.1:5731/")
     assert request.full_url == "http://127.0.0.1:5731/health"
     assert request.get_header("Authorization") == "Basic bWU6c0BjcmV0"  # me:s@cret
+
+
+def test_a_tracking_server_that_refuses_is_told_apart_from_one_that_is_down(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server answering 401 was reported as unreachable; MLflow's user and password
+    variables did not reach the check."""
+    import http.server
+    import threading
+
+    from nascomp.search.errors import TrackingError
+    from nascomp.search.tracking.store import Tracker
+
+    class Guarded(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            good = self.headers.get("Authorization") == "Basic bWU6cHc="  # me:pw
+            self.send_response(200 if good else 401)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Guarded)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    uri = f"http://127.0.0.1:{server.server_port}"
+    try:
+        with pytest.raises(TrackingError, match=r"refused the request \(HTTP 401\): give its"):
+            Tracker(uri, "x").check_reachable()
+        Tracker(f"http://me:pw@127.0.0.1:{server.server_port}", "x").check_reachable()
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "me")
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "pw")
+        Tracker(uri, "x").check_reachable()
+    finally:
+        server.shutdown()

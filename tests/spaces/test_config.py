@@ -352,3 +352,14 @@ def test_a_budget_of_null_clears_one_a_shared_file_sets() -> None:
     """The documented default is none; ``budget: null`` was an error."""
     budget = load_experiment(None, ["search.budget.wall_s=60", "search.budget=null"]).search
     assert not budget.budget.given and budget.trials == 20
+
+
+def test_trials_of_null_hand_the_size_back_to_the_default_or_the_budget() -> None:
+    assert load_experiment(None, ["search.trials=5", "search.trials=null"]).search.trials == 20
+    budget = ["search.trials=5", "search.budget.wall_s=60", "search.trials=null"]
+    assert load_experiment(None, budget).search.sized_by_budget
+    nsga2 = ["search.sampler=nsga2", "search.population_size=30", "search.budget.wall_s=60"]
+    # the quickstart names 20 trials: null lets the budget size it (10,000 at most)
+    assert load_experiment(None, [*nsga2, "search.trials=null"]).search.population_size == 30
+    with pytest.raises(ConfigError, match=r"^search.population_size: 30 is more than search"):
+        load_experiment(None, ["search.sampler=nsga2", "search.population_size=30"])
