@@ -238,6 +238,10 @@ def test_the_teacher_cache_replaces_a_planted_link_and_retrains_over_a_bad_file(
     assert facts["teacher_cached"] == 0.0 and not (tmp_path / "ran").exists()
     assert all(torch.equal(state[k], again[k]) for k in state)  # trained again, the same
     assert load_or_train_teacher(job)[1]["teacher_cached"] == 1.0
+    path.unlink()
+    path.mkdir()  # failed with a traceback after the teacher trained
+    with pytest.raises(ValueError, match=r"^teacher cache: .* is in the way of the teacher"):
+        load_or_train_teacher(job)
 
 
 def test_the_teacher_logits_leave_the_trials_rng_alone() -> None:
