@@ -255,9 +255,10 @@ def skipped_note(skipped: Counter[str]) -> str | None:
         return None
     total = sum(skipped.values())
     kinds = ", ".join(f"{ext} {n}" for ext, n in skipped.most_common(6))
+    which = "files that are not images" if total != 1 else "file that is not an image"
     return (
-        f"data: imagefolder skipped {total} file{'s' if total != 1 else ''} that are not images "
-        f"it reads ({kinds}); it reads {' '.join(IMAGE_EXTENSIONS)}"
+        f"data: imagefolder skipped {total} {which} it reads in the class folders ({kinds}); "
+        f"it reads {' '.join(IMAGE_EXTENSIONS)}"
     )
 
 

@@ -4,6 +4,7 @@ sample, links, wide and rotated images. Real files written with PIL, read by loa
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 from PIL import Image
 
 from nascomp.trainers.data import clear_cache, load_data
-from nascomp.trainers.imagefolder import decode_one, layout
+from nascomp.trainers.imagefolder import IMAGE_EXTENSIONS, decode_one, layout, skipped_note
 
 
 @pytest.fixture(autouse=True)
@@ -116,8 +117,12 @@ def test_other_files_are_counted_and_gif_and_jfif_are_read(tmp_path: Path) -> No
     splits = load_data("imagefolder", str(tmp_path), val_fraction=0.25)
     assert len(splits.train_y) + len(splits.val_y) + len(splits.test_y) == 10
     assert splits.notes[0].startswith(
-        "data: imagefolder skipped 3 files that are not images it reads (.txt 2, .pdf 1); "
-        "it reads .jpg .jpeg"
+        "data: imagefolder skipped 3 files that are not images it reads in the class folders "
+        "(.txt 2, .pdf 1); it reads .jpg .jpeg"
+    )
+    assert skipped_note(Counter({".txt": 1})) == (  # it said "1 file that are"
+        "data: imagefolder skipped 1 file that is not an image it reads in the class folders "
+        f"(.txt 1); it reads {' '.join(IMAGE_EXTENSIONS)}"
     )
 
 
