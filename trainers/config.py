@@ -103,13 +103,16 @@ def describe_trial(flat: dict[str, Any]) -> str:
             for key, value in sorted(flat.items())
             if key.startswith("quant.group_bits.")
         )
-    distill = (
-        f"KD T={float(flat['distill.temperature']):.1f}" if flat.get("distill.enabled") else "no KD"
-    )
-    if distill != "no KD" and float(flat.get("distill.alpha", 0.5)) == 0.0:
-        # alpha 0 weighs the teacher's soft targets at nothing: the loss is cross-entropy
-        hint = flat.get("distill.features")
-        distill = "KD feature hint alone (alpha 0)" if hint else "no KD (alpha 0)"
+    distill = "no KD"
+    if flat.get("distill.enabled"):
+        alpha = float(flat.get("distill.alpha", 0.5))
+        hint = bool(flat.get("distill.features"))
+        # alpha and the hint where they differ from the defaults: trials that search them
+        # otherwise read alike on the front
+        distill = f"KD T={float(flat['distill.temperature']):.1f}"
+        distill += (f" a={alpha:g}" if alpha != 0.5 else "") + (" + hint" if hint else "")
+        if alpha == 0.0:  # the teacher's soft targets weigh nothing: cross-entropy
+            distill = "KD feature hint alone (alpha 0)" if hint else "no KD (alpha 0)"
     text = f"{arch} | {prune} | {bits} | {distill}"
     init = flat.get("train.init")
     if init:  # the user's checkpoint, or (search.inherit_epochs) the parent's trained student

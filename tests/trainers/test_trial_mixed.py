@@ -188,3 +188,7 @@ def test_a_distillation_weighted_at_nothing_is_not_labelled_kd() -> None:
     assert describe_trial({**kd, "distill.alpha": 0.0}).endswith("| no KD (alpha 0)")
     hinted = {**kd, "distill.alpha": 0.0, "distill.features": True}
     assert describe_trial(hinted).endswith("| KD feature hint alone (alpha 0)")
+    # alpha and the hint, searched, told models apart on the front
+    assert describe_trial({**kd, "distill.alpha": 0.7}).endswith("| KD T=8.0 a=0.7")
+    hinted = {**kd, "distill.alpha": 0.5, "distill.features": True}
+    assert describe_trial(hinted).endswith("| KD T=8.0 + hint")
