@@ -166,9 +166,10 @@ class RungJudge:
         from ray.tune.schedulers import TrialScheduler
 
         from nascomp.trainers.predicted import predict_costs
+        from nascomp.trainers.trained import REPLAYED_KEY
 
-        if self.scheduler is None:
-            return
+        if self.scheduler is None or metrics.get(REPLAYED_KEY):
+            return  # a reused student's replayed epochs are not judged again (as in a search)
         length = self.scheduler.length_of(self.config)  # an inheriting trial's are its own
         if metrics["epoch"] not in self.scheduler.rungs_for(length):
             return
