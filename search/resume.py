@@ -203,7 +203,7 @@ def _check_only_yours(folder: Path) -> None:
     as this user. Refuse the folder when it, a folder in it or a pickle there belongs to
     another user or any user may write it."""
     mine = os.getuid()
-    paths = [folder, *folder.rglob("*.pkl"), *(p for p in folder.rglob("*") if p.is_dir())]
+    paths = [folder, *(p for p in folder.rglob("*") if p.suffix == ".pkl" or p.is_dir())]
     for path in paths:
         try:
             status = path.lstat()

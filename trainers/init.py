@@ -178,17 +178,26 @@ def _overlap(
     return tuple(target), tuple(source)
 
 
+def checked_digest(path: str | Path, sha256: str | None, field: str, consequence: str) -> str:
+    """The file's SHA-256; a ValueError naming ``field`` when the config recorded another
+    (the file changed since the experiment was read: ``consequence``)."""
+    found = file_digest(path)
+    if sha256 is not None and found != sha256:
+        raise ValueError(
+            f"{field}: {path} changed since the experiment was read (sha256 {sha256[:12]}..., "
+            f"now {found[:12]}...); {consequence}"
+        )
+    return found
+
+
 def initial_weights(path: str, sha256: str | None) -> StateDict:
     """The file's state dict, once per process; a ValueError naming ``train.init`` when the
     file is gone or its bytes are not the ones the config recorded."""
     if not Path(path).is_file():
         raise ValueError(f"train.init: {path} does not exist")
-    found = file_digest(path)
-    if sha256 is not None and found != sha256:
-        raise ValueError(
-            f"train.init: {path} changed since the experiment was read (sha256 {sha256[:12]}..., "
-            f"now {found[:12]}...); the trial would not start from the same weights"
-        )
+    found = checked_digest(
+        path, sha256, "train.init", "the trial would not start from the same weights"
+    )
     key = (path, found)
     if key not in _LOADED:
         _LOADED.clear()

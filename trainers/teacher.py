@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from nascomp.spaces.models import InfeasibleArchitecture, build_model, model_family
 from nascomp.trainers.checkpoint import cpu_state_dict, write_atomically
 from nascomp.trainers.config import TrialConfig
-from nascomp.trainers.init import file_digest, load_state_file
+from nascomp.trainers.init import checked_digest, file_digest, load_state_file
 from nascomp.trainers.listing import listing_digest
 from nascomp.trainers.loop import (
     accuracy,
@@ -210,12 +210,9 @@ def _cached_teacher(path: Path) -> tuple[StateDict, dict[str, float]] | None:
 def load_teacher_checkpoint(path: str, sha256: str | None = None) -> StateDict:
     """The user's trained teacher weights (``teacher.checkpoint``): see ``load_state_file``;
     a ValueError naming the field when the file's bytes are not those the config recorded."""
-    if sha256 is not None and Path(path).is_file() and (found := file_digest(path)) != sha256:
-        raise ValueError(
-            f"teacher.checkpoint: {path} changed since the experiment was read (sha256 "
-            f"{sha256[:12]}..., now {found[:12]}...); the students would not learn from the "
-            "same teacher"
-        )
+    if Path(path).is_file():  # a missing one is load_state_file's to name
+        consequence = "the students would not learn from the same teacher"
+        checked_digest(path, sha256, "teacher.checkpoint", consequence)
     return load_state_file(path)
 
 

@@ -42,7 +42,6 @@ class ProgressLine(Callback):
         n_trials: int | None,
         objectives: dict[str, str],
         echo: Callable[[str], Any] = print,
-        n_done: int = 0,
         *,
         live: TextIO | None = None,
         every_s: float = 30.0,
@@ -67,7 +66,7 @@ class ProgressLine(Callback):
         self.budget_left = budget_left
         self.objectives = list(objectives)
         self.echo = echo
-        self.n_done = n_done  # trials a resumed search had already ended
+        self.n_done = 0  # with a resume's, those Tune restored as ended (_count_ended_before)
         self.n_done_here = 0
         self._ended_before: set[str] | None = None  # the trials Tune restored as ended
         self.live = live

@@ -172,7 +172,7 @@ def test_a_resumed_search_counts_on_from_the_trials_tune_restored_as_ended() -> 
     its journal (the resume printed [2/10] after [5/10]), and a trial that ended after Tune's
     last snapshot, run again to its end, was counted a second time (ending at [9/8])."""
     lines: list[str] = []
-    progress = ProgressLine(4, {"val_accuracy": "max"}, lines.append, n_done=3, clock=Clock())
+    progress = ProgressLine(4, {"val_accuracy": "max"}, lines.append, clock=Clock())
     trials = [
         Restored("done1", status="TERMINATED"),
         Restored("fail2", status="ERROR"),
