@@ -109,6 +109,7 @@ def run_search(
     # a child process is killed unused when a check fails)
     experiment = check_user_code(experiment, notes)
     _small_space_note(experiment, notes)
+    notes += experiment.space.unread_notes()
     notes += objectives_notes(experiment.objectives)
     _fail_fast_http()
     tracker = Tracker(experiment.tracking.resolved_uri(), experiment.tracking.experiment)

@@ -21,7 +21,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from nascomp.search.errors import ConfigError
-from nascomp.spaces.constraints import parse_constraints
+from nascomp.spaces.constraints import check_can_hold, parse_constraints
 from nascomp.spaces.models import plugin_error
 from nascomp.spaces.params import RANGE_KEYS
 from nascomp.spaces.space import ARCH_SPACES, SpaceConfig, arch_keys
@@ -29,6 +29,7 @@ from nascomp.trainers.config import flatten
 from nascomp.trainers.nb201_lookup import Nb201LookupConfig
 from nascomp.trainers.settings import (
     MAX_SEED,
+    METRIC_BOUNDS,
     METRICS,
     Section,
     TrainingSections,
@@ -264,7 +265,7 @@ class Experiment(TrainingSections):
     @field_validator("constraints")
     @classmethod
     def _constraints_parse(cls, constraints: list[str]) -> list[str]:
-        parse_constraints(constraints, METRICS)
+        check_can_hold(parse_constraints(constraints, METRICS), METRIC_BOUNDS)
         return constraints
 
     @model_validator(mode="after")
@@ -500,6 +501,17 @@ _UniqueKeyLoader.add_implicit_resolver(
 )
 
 
+# No timestamps, as in YAML 1.2: PyYAML (YAML 1.1) reads ``2024-01-01`` as a date, which no
+# field takes (an experiment named by its day was refused as a "datetime.date"); here it is a
+# string. Booleans stay YAML 1.1's (yes, no, on and off are true or false), as every PyYAML
+# file a user has written reads them.
+_TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
+_UniqueKeyLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in entries if tag != _TIMESTAMP_TAG]
+    for first, entries in _UniqueKeyLoader.yaml_implicit_resolvers.items()
+}
+
+
 def load_yaml(text: str) -> Any:
     """``yaml.safe_load`` with duplicate keys refused and ``1e-3`` read as a number."""
     return yaml.load(text, Loader=_UniqueKeyLoader)
@@ -590,6 +602,9 @@ def _first_error(exc: ValidationError, raw: dict[str, Any]) -> str:
     if error["type"] == "union_tag_not_found":  # an arch mapping without its family
         return f"{field}.family: missing; give one of {', '.join(ARCH_SPACES)}{more}"
     if error["type"] in ("value_error", "assertion_error", "missing"):
+        keyed = _ARCH_KEY.match(message) if loc and loc[-1] == "arch" else None
+        if keyed is not None:  # a builder argument's spec: space.arch.width, not space.arch
+            return f"{field}.{keyed[1]}: {keyed[2]}{more}"
         if message.startswith((f"{field}.", f"{field}:", f"{field}[")):  # it names its field
             return f"{message}{more}"
         if not loc and _NAMES_A_FIELD.match(message):  # a check across sections names its own
@@ -598,6 +613,8 @@ def _first_error(exc: ValidationError, raw: dict[str, Any]) -> str:
     return f"{field}: {message}; got {error.get('input')!r}{more}"
 
 
+# An arch section's message about one of its keys (``width: range needs low < high``).
+_ARCH_KEY = re.compile(r"^([A-Za-z_]\w*): (.*)$", re.DOTALL)
 # A message that starts with a dotted field (``search.cost_aware: true needs ...``).
 _NAMES_A_FIELD = re.compile(r"^[a-z_]+\.[\w.\[\]]+: ")
 # pydantic's tags for the members of a union of types, as they end an error's location

@@ -82,6 +82,46 @@ def parse_constraints(texts: Sequence[str], metrics: Sequence[str]) -> list[Cons
     return parsed
 
 
+def check_can_hold(
+    constraints: Sequence[Constraint], bounds: Mapping[str, tuple[float, float]]
+) -> None:
+    """Refuse a constraint no value meets (``val_accuracy >= 1.5``, where ``bounds`` says
+    what each metric can be), two that no one value meets together (``params <= 100`` and
+    ``params >= 200``) and one given twice: each trained a whole search to an empty front.
+    ValueError names the item as ``constraints[i]``."""
+    for i, constraint in enumerate(constraints):
+        text = str(constraint)
+        earlier = list(constraints[:i])
+        if constraint in earlier:
+            raise ValueError(
+                f"constraints[{i}]: {text!r} repeats constraints[{earlier.index(constraint)}]"
+            )
+        low, high = bounds.get(constraint.metric, (-math.inf, math.inf))
+        if not _can_hold([constraint], low, high):
+            takes = f"in [{low:g}, {high:g}]" if math.isfinite(high) else f"at least {low:g}"
+            raise ValueError(
+                f"constraints[{i}]: {text!r} can never hold: {constraint.metric} is {takes}"
+            )
+        same = (c for c in earlier if c.metric == constraint.metric)
+        clash = next((c for c in same if not _can_hold([c, constraint], low, high)), None)
+        if clash is not None:
+            raise ValueError(
+                f"constraints[{i}]: {text!r} and constraints[{earlier.index(clash)}] "
+                f"{str(clash)!r} can never hold together"
+            )
+
+
+def _can_hold(constraints: Sequence[Constraint], low: float, high: float) -> bool:
+    """Whether one value in [low, high] meets every constraint (all on one metric)."""
+    low_open = high_open = False
+    for c in constraints:
+        if c.op in (">=", ">") and (c.bound > low or (c.bound == low and c.op == ">")):
+            low, low_open = c.bound, c.op == ">"
+        if c.op in ("<=", "<") and (c.bound < high or (c.bound == high and c.op == "<")):
+            high, high_open = c.bound, c.op == "<"
+    return low < high or (low == high and not (low_open or high_open))
+
+
 def violations(constraints: Sequence[Constraint], metrics: Mapping[str, float]) -> list[float]:
     return [c.violation(_number(metrics.get(c.metric))) for c in constraints]
 

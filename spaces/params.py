@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
@@ -72,7 +73,7 @@ def all_points(params: list[Param], limit: int) -> list[dict[str, Scalar]] | Non
         param = params[index]
         if not param.is_active(chosen):
             return extend(index + 1, chosen)
-        values = _values(param)
+        values = _values(param, limit)
         if values is None:
             return False
         return all(extend(index + 1, {**chosen, param.name: value}) for value in values)
@@ -83,9 +84,10 @@ def all_points(params: list[Param], limit: int) -> list[dict[str, Scalar]] | Non
     return points
 
 
-def _values(param: Param) -> tuple[Scalar, ...] | None:
+def _values(param: Param, limit: int) -> Sequence[Scalar] | None:
     """Every value a parameter takes: its choices, an integer range's grid; None for a float
-    range."""
+    range, and for an integer range of more than ``limit`` values (counted, not listed: a
+    range up to a billion would have held gigabytes before any trial)."""
     if param.kind in ("fixed", "choice"):
         return param.choices
     if param.kind == "int":
@@ -93,7 +95,10 @@ def _values(param: Param) -> tuple[Scalar, ...] | None:
         if param.log:
             return None  # a log range is left to the sampler
         step = int(param.step or 1)
-        return tuple(range(int(param.low), int(param.high) + 1, step))
+        low, high = int(param.low), int(param.high)
+        if (high - low) // step + 1 > limit:
+            return None
+        return range(low, high + 1, step)
     return None
 
 
@@ -110,7 +115,11 @@ def parse_spec(
     ``discrete`` fields (kernel sizes, bit-widths, names) take values or lists only: a range
     between two allowed values may hold values that are not allowed.
     Raises ValueError with a message that says what is allowed; pydantic adds the field path.
+    A number is always finite, checked or not (a builder's ``dropout: [0.0, .nan]`` trained
+    a trial with dropout nan, a range up to ``.inf`` ended in Optuna's traceback).
     """
+    if check is None and kind in (int, float):
+        check = in_interval()
     if isinstance(raw, dict):
         if discrete or kind in (str, bool):
             raise ValueError("a range ({low, high}) is not allowed here; give a value or a list")
@@ -139,11 +148,19 @@ def _parse_range(raw: dict, *, kind: type, check: Callable[[Any], str | None] | 
     if "low" not in raw or "high" not in raw:
         raise ValueError("a range needs both 'low' and 'high'")
     low, high = _coerce(raw["low"], kind), _coerce(raw["high"], kind)
-    if not low < high:
-        raise ValueError(f"range needs low < high; got low={low}, high={high}")
     _run_check(low, check)
     _run_check(high, check)
-    log = bool(raw.get("log", False))
+    if not low < high:
+        raise ValueError(f"range needs low < high; got low={low}, high={high}")
+    log = raw.get("log", False)
+    if not isinstance(log, bool):
+        # bool("false") is True: a quoted false turned the log scale on
+        raise ValueError(f"range log must be true or false; got {log!r}")
+    if isinstance(low, int) and isinstance(high, int) and max(abs(low), abs(high)) > MAX_INT_END:
+        raise ValueError(
+            f"integer range ends must be within -2**53..2**53 (the samplers draw integers "
+            f"through floats); got low={low}, high={high}"
+        )
     if log and low <= 0:
         raise ValueError(f"a log range needs low > 0; got low={low}")
     step = raw.get("step")
@@ -164,7 +181,36 @@ def _parse_range(raw: dict, *, kind: type, check: Callable[[Any], str | None] | 
             f"range step {step} is wider than the range {low}..{high}: only {low} could be "
             f"drawn; give a step of at most {high - low:g}, or a fixed value"
         )
+    if step is not None:
+        n_steps = (high - low) / step
+        if abs(n_steps - round(n_steps)) > 1e-9 * max(1.0, n_steps):
+            # Optuna narrows the range to the last step below high, with a UserWarning alone.
+            top = on_grid(low + math.floor(n_steps + 1e-9) * step, low, step)
+            above = on_grid(top + step, low, step)
+            raise ValueError(
+                f"range step {step:g} does not divide {low:g}..{high:g}: {high:g} could never "
+                f"be drawn (the top would be {top:g}); give high: {top:g} or {above:g}"
+            )
     return {"low": low, "high": high, "log": log, "step": step}
+
+
+# Integers beyond this pass through a float on their way through Optuna's samplers.
+MAX_INT_END = 2**53
+
+
+def on_grid(value: float, low: float, step: float) -> float:
+    """``value`` snapped to the grid ``low + k * step`` and rounded to the decimals ``low``
+    and ``step`` are written with: ``low + 3 * 0.1`` is 0.30000000000000004 in floats, and a
+    builder that checks ``dropout <= 0.3`` refused it (the trial's logged value was off the
+    declared grid too)."""
+    snapped = low + round((value - low) / step) * step
+    places = max(_decimal_places(low), _decimal_places(step))
+    return round(snapped, places) if places < 300 else snapped
+
+
+def _decimal_places(number: float) -> int:
+    exponent = Decimal(repr(float(number))).as_tuple().exponent
+    return max(0, -exponent) if isinstance(exponent, int) else 0
 
 
 def with_default_bounds(raw: dict, default: Any) -> dict:
@@ -353,7 +399,8 @@ def _other_values(param: Param) -> tuple[Scalar, ...]:
     assert param.low is not None and param.high is not None
     top = param.high
     if param.step:
-        top = param.low + math.floor((param.high - param.low) / param.step + 1e-9) * param.step
+        steps = math.floor((param.high - param.low) / param.step + 1e-9)
+        top = on_grid(param.low + steps * param.step, param.low, param.step)
     if param.kind == "int":
         top = int(top)
     return (top,) if top != param.low else ()

@@ -35,6 +35,7 @@ from nascomp.spaces.params import (
     RANGE_KEYS,
     Param,
     Rule,
+    Scalar,
     SpecSection,
     in_choices,
     in_interval,
@@ -339,6 +340,44 @@ class SpaceConfig(SpecSection):
             *self.distill.params(),
         ]
 
+    def unread_notes(self) -> list[str]:
+        """A line per condition that can never hold, naming the settings the user gave that it
+        gates (``prune.ratio`` with ``prune.method: [none]``, ``distill.temperature`` with
+        ``distill.enabled: false``): no trial reads them. Notes, not errors: ``--set
+        space.distill.enabled=false`` on a file that tunes distillation is a fair comparison."""
+        params = self.params()
+        values = {param.name: param.possible_values() for param in params}
+        never: set[str] = set()
+        unread: dict[tuple[str, tuple[Scalar, ...]], list[str]] = {}
+        for param in params:
+            if param.condition is None:
+                continue
+            other, allowed = param.condition
+            possible = values.get(other)
+            if other not in never and (possible is None or set(possible) & set(allowed)):
+                continue
+            never.add(param.name)
+            section_name, _, field = param.name.partition(".")
+            section = getattr(self, section_name, None)
+            if section is not None and field in section.model_fields_set:
+                unread.setdefault(param.condition, []).append(param.name)
+        notes = []
+        for (other, allowed), names in unread.items():
+            why = (
+                f"{other} is never sampled either"
+                if other in never
+                else f"{other} is {_shown(values.get(other))}"
+            )
+            them = "it" if len(names) == 1 else "them"
+            when = (
+                f"trials sample {them} only when {other} is {_shown(allowed)}, and "
+                if allowed
+                else ""
+            )
+            shown = ", ".join(f"space.{name}" for name in names)
+            notes.append(f"{shown} {'is' if len(names) == 1 else 'are'} never read: {when}{why}")
+        return notes
+
     def features(self) -> PathEncoding | None:
         """What the space adds to the ``pls`` sampler's model besides the parameters' one-hots
         (``nascomp.search.samplers.pareto_local.Features``): an nb201 cell's paths, else nothing."""
@@ -361,6 +400,12 @@ class SpaceConfig(SpecSection):
                 record["when"] = {param.condition[0]: list(param.condition[1])}
             out.append(record)
         return out
+
+
+def _shown(values: Any) -> str:
+    """``true``, or ``one of structured, unstructured``: values as the YAML writes them."""
+    words = [str(v).lower() if isinstance(v, bool) else str(v) for v in values or ()]
+    return words[0] if len(words) == 1 else f"one of {', '.join(words)}"
 
 
 def arch_from_flat(flat: dict[str, Any]) -> dict[str, Any]:

@@ -53,6 +53,12 @@ METRICS = (
     "onnx_bytes",
     "onnx_agreement",
 )
+# What each metric can be: a share in [0, 1], any other a count, size or time of at least 0.
+# A constraint outside them (val_accuracy >= 1.5) is refused before the search.
+METRIC_BOUNDS = {
+    name: (0.0, 1.0) if name.endswith(("accuracy", "agreement")) else (0.0, math.inf)
+    for name in METRICS
+}
 OPTIMIZERS = ("sgd", "adam", "adamw")
 MAX_SEED = 2**32 - 1  # NumPy's and scikit-learn's seeds are 32-bit
 
@@ -354,12 +360,33 @@ class TeacherConfig(Section):
             raise ValueError(failed)
         if family not in model_names():
             raise ValueError(f"family must be one of {', '.join(model_names())}; got {family!r}")
+        if _arguments_are_leaves(family):
+            for key, value in arch.items():
+                if isinstance(value, list | dict):
+                    # A list or range is a choice in space.arch; here it reached the builder raw.
+                    shape = "list" if isinstance(value, list) else "range"
+                    raise ValueError(
+                        f"{key}: the teacher is one model: give one value, not a {shape} "
+                        f"(got {value!r}; lists and ranges are searched in space.arch)"
+                    )
         return arch
 
     @field_validator("checkpoint")
     @classmethod
     def _checkpoint_exists(cls, path: str | None) -> str | None:
         return existing_file(path, "teacher checkpoint")
+
+
+def _arguments_are_leaves(family: str) -> bool:
+    """Whether ``family``'s arch keys are the builder's own arguments, each a leaf of the
+    space (a list a choice, a mapping a range): the user's builder, torchvision's, timm's, a
+    plugin's. A built-in family's fields have types of their own (mlp's ``hidden`` widths)."""
+    from nascomp.spaces.models import model_family, plugin_families
+    from nascomp.spaces.zoo import ExternalArchSpace
+
+    space = getattr(model_family(family), "space", None)
+    is_external = isinstance(space, type) and issubclass(space, ExternalArchSpace)
+    return is_external or family in plugin_families()
 
 
 RUNTIMES = ("auto", "onnxruntime", "torch")

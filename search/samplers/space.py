@@ -8,7 +8,7 @@ from typing import Any
 import optuna
 
 from nascomp.search.samplers.inherit import Inheritance
-from nascomp.spaces.params import Param
+from nascomp.spaces.params import Param, on_grid
 
 
 def suggest(trial: optuna.Trial, params: list[Param]) -> dict[str, Any]:
@@ -36,6 +36,14 @@ def suggest(trial: optuna.Trial, params: list[Param]) -> dict[str, Any]:
             value = trial.suggest_float(
                 param.name, param.low, param.high, step=param.step, log=param.log
             )
+            if param.step:
+                # Optuna's grid is low + k * step in floats (0.30000000000000004): the trial
+                # gets the value as the user wrote its grid. The returned constants override
+                # Optuna's own record in the trial's config (OptunaSearch merges them last).
+                assert param.low is not None
+                snapped = on_grid(value, param.low, param.step)
+                if snapped != value:
+                    constants[param.name] = value = snapped
         chosen[param.name] = value
     return constants
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from nascomp.search.experiment import (
     ConfigError,
     apply_override,
     load_experiment,
+    load_yaml,
     read_yaml,
     validate_experiment,
 )
@@ -363,3 +365,111 @@ def test_trials_of_null_hand_the_size_back_to_the_default_or_the_budget() -> Non
     assert load_experiment(None, [*nsga2, "search.trials=null"]).search.population_size == 30
     with pytest.raises(ConfigError, match=r"^search.population_size: 30 is more than search"):
         load_experiment(None, ["search.sampler=nsga2", "search.population_size=30"])
+
+
+CUSTOM = "space.arch={family: custom, builder: 'tests.spaces.user_models:tiny', "
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        # bool("false") was True: a quoted false turned the log scale on.
+        (
+            [CUSTOM + "width: {low: 4, high: 16, log: 'false'}}"],
+            "space.arch.width: range log must be true or false; got 'false'",
+        ),
+        ([CUSTOM + "width: {low: 4, high: 16, log: 0}}"], "range log must be true or false"),
+        # A builder's own leaves are finite numbers too (a trial trained with dropout nan).
+        (
+            [CUSTOM + "scale: [0.5, .nan]}"],
+            "space.arch.scale: must be a finite number; got nan",
+        ),
+        ([CUSTOM + "scale: .inf}"], "space.arch.scale: must be a finite number; got inf"),
+        (
+            [CUSTOM + "scale: {low: 1.0, high: .inf}}"],
+            "space.arch.scale: must be a finite number; got inf",
+        ),
+        (
+            [CUSTOM + "scale: {low: .nan, high: 0.5}}"],
+            "space.arch.scale: must be a finite number; got nan",
+        ),
+        (
+            [CUSTOM + "width: {low: 1, high: 100000000000000000000000}}"],
+            "space.arch.width: integer range ends must be within -2**53..2**53",
+        ),
+        # Optuna narrowed such a range to its last step below high, with a warning alone.
+        (
+            [CUSTOM + "width: {low: 4, high: 9, step: 2}}"],
+            "space.arch.width: range step 2 does not divide 4..9: 9 could never be drawn (the "
+            "top would be 8); give high: 8 or 10",
+        ),
+        (
+            ["space.prune.ratio={low: 0.0, high: 0.5, step: 0.2}"],
+            "space.prune.ratio: range step 0.2 does not divide 0..0.5: 0.5 could never be drawn "
+            "(the top would be 0.4); give high: 0.4 or 0.6",
+        ),
+        (
+            [
+                "teacher.arch={family: custom, builder: 'tests.spaces.user_models:tiny', "
+                "width: [8, 16]}"
+            ],
+            "teacher.arch.width: the teacher is one model: give one value, not a list",
+        ),
+        (
+            ["teacher.arch={family: torchvision, model: resnet18, width: {low: 8, high: 16}}"],
+            "teacher.arch.width: the teacher is one model: give one value, not a range",
+        ),
+        # Constraints that no trial can meet trained the whole search to an empty front.
+        (
+            ['constraints=["val_accuracy >= 1.5"]'],
+            "constraints[0]: 'val_accuracy >= 1.5' can never hold: val_accuracy is in [0, 1]",
+        ),
+        (
+            ['constraints=["size_bytes <= -5"]'],
+            "constraints[0]: 'size_bytes <= -5' can never hold: size_bytes is at least 0",
+        ),
+        (['constraints=["params < 0"]'], "'params < 0' can never hold"),
+        (['constraints=["onnx_agreement > 1"]'], "'onnx_agreement > 1' can never hold"),
+        (
+            ['constraints=["params <= 100", "params >= 200"]'],
+            "constraints[1]: 'params >= 200' and constraints[0] 'params <= 100' can never hold "
+            "together",
+        ),
+        (
+            ['constraints=["params > 100", "latency_ms < 3", "params <= 100"]'],
+            "constraints[2]: 'params <= 100' and constraints[0] 'params > 100' can never hold",
+        ),
+        (
+            ['constraints=["params <= 200", "params <= 200"]'],
+            "constraints[1]: 'params <= 200' repeats constraints[0]",
+        ),
+    ],
+)
+def test_meaningless_space_and_constraints_are_refused(overrides: list[str], expected: str) -> None:
+    assert expected in error_for(*overrides)
+
+
+@pytest.mark.parametrize(
+    "constraints",
+    [
+        ["val_accuracy >= 1", "val_accuracy <= 1"],  # the one value 1 meets both
+        ["params >= 100", "params <= 100"],
+        ["params <= 0"],
+        ["params > 100", "params < 100.5", "latency_ms <= 2"],
+    ],
+)
+def test_constraints_some_value_meets_are_kept(constraints: list[str]) -> None:
+    quoted = ", ".join(f'"{c}"' for c in constraints)
+    assert load_experiment(None, [f"constraints=[{quoted}]"]).constraints == constraints
+
+
+def test_yaml_reads_dates_as_strings_and_booleans_as_pyyaml_does() -> None:
+    """A date was a ``datetime.date`` no field takes; ``yes`` stays true, as in PyYAML."""
+    loaded = load_yaml("a: [2024-01-01, 2024-01-01 10:00:00, yes, off, 1e-3, ~]\nb: 2026-12-05")
+    assert loaded == {
+        "a": ["2024-01-01", "2024-01-01 10:00:00", True, False, 1e-3, None],
+        "b": "2026-12-05",
+    }
+    assert yaml.safe_load("a: 2024-01-01") != {"a": "2024-01-01"}  # PyYAML's loader as it was
+    experiment = load_experiment(None, ["tracking.experiment=2026-12-05"])
+    assert experiment.tracking.experiment == "2026-12-05"

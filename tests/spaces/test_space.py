@@ -191,3 +191,77 @@ def test_all_points_of_a_small_space_with_conditions() -> None:
     assert all_points(params, limit=5) is None  # more points than asked for
     endless = [*params, Param("distill.alpha", "float", low=0.1, high=0.9)]
     assert all_points(endless, limit=100) is None
+
+
+def test_an_integer_range_is_counted_not_listed() -> None:
+    """1 to a billion would have been a tuple of a billion ints (gigabytes) before any trial."""
+    import time
+
+    from nascomp.spaces.params import Param, all_points
+
+    started = time.perf_counter()
+    wide = [Param("arch.n", "int", low=1, high=10**15)]
+    assert all_points(wide, limit=10_000) is None
+    assert time.perf_counter() - started < 1.0
+    assert all_points([Param("arch.n", "int", low=0, high=20, step=5)], limit=5) == [
+        {"arch.n": n} for n in (0, 5, 10, 15, 20)
+    ]
+    assert all_points([Param("arch.n", "int", low=0, high=20, step=5)], limit=4) is None
+
+
+def test_stepped_floats_are_drawn_on_the_grid_as_written() -> None:
+    """low + 3 * 0.1 is 0.30000000000000004 in floats: a builder that checks dropout <= 0.3
+    refused it, and the logged value was off the declared grid."""
+    space = load_experiment(
+        None,
+        [
+            "space.arch={family: custom, builder: 'tests.spaces.user_models:tiny', "
+            "width: 8, dropout: {low: 0.1, high: 0.7, step: 0.2}}",
+            "space.prune.ratio={low: 0.0, high: 0.9, step: 0.1}",
+        ],
+    ).space
+    grid = {round(0.1 + 0.2 * k, 12) for k in range(4)}
+    ratios = {round(0.1 * k, 12) for k in range(10)}
+    drawn, seen = set(), set()
+    for params, constants in sample(space, 80, seed=3):
+        config = {**params, **constants}  # what Tune's OptunaSearch gives the trial
+        drawn.add(config["arch.dropout"])
+        if "prune.ratio" in config:
+            seen.add(config["prune.ratio"])
+    assert drawn == grid  # 0.3 and 0.5 themselves, never 0.30000000000000004
+    assert seen <= ratios and 0.3 in seen and 0.7 in seen
+    arch_space = space.arch
+    assert [v for leaf, v, _ in arch_space.varied_archs() if leaf == "dropout"] == [0.7]
+
+
+def test_on_grid_rounds_to_the_decimals_the_range_is_written_with() -> None:
+    from nascomp.spaces.params import on_grid
+
+    assert on_grid(0.1 + 0.2 + 0.0000001, 0.1, 0.2) == 0.3
+    assert on_grid(0.30000000000000004, 0.0, 0.1) == 0.3
+    assert on_grid(7.0, 1.0, 2.0) == 7.0
+    assert on_grid(3e-20, 1e-20, 1e-20) == 3e-20
+    assert on_grid(0.5, 0.25, 0.125) == 0.5
+
+
+def test_settings_no_trial_reads_are_noted() -> None:
+    """prune.ratio with method [none], distillation's settings with it off: dropped unsaid."""
+
+    def notes(*overrides: str) -> list[str]:
+        return load_experiment(None, list(overrides)).space.unread_notes()
+
+    assert notes("space.prune.method=[none]", "space.prune.ratio=0.5") == [
+        "space.prune.ratio is never read: prune.method is none"
+    ]
+    # The quickstart's own temperature and alpha, and the features set here.
+    assert notes("space.distill.enabled=false", "space.distill.features=true") == [
+        "space.distill.temperature, space.distill.alpha, space.distill.features are never "
+        "read: trials sample them only when distill.enabled is true, and distill.enabled is false"
+    ]
+    assert notes("space.distill.features=false", "space.distill.feature_weight=2.0") == [
+        "space.distill.feature_weight is never read: trials sample it only when "
+        "distill.features is true, and distill.features is false"
+    ]
+    # Read by some trials, or left to their defaults: nothing to say.
+    assert notes("space.prune.method=[none, structured]", "space.prune.ratio=0.5") == []
+    assert notes() == []
