@@ -426,7 +426,8 @@ def cmd_search(args: argparse.Namespace) -> int:
 
         source = args.config or "the built-in quickstart"
         banner = (
-            f"nascomp search: {source}, {search_size(experiment.search)}, "
+            f"nascomp search: {source} on {experiment.data.name}, "
+            f"{search_size(experiment.search)}, "
             f"{_at_once(experiment, local_ray is not None)}, "
             f"objectives {_objectives_text(experiment.objectives)}"
         )

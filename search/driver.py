@@ -67,7 +67,12 @@ from nascomp.spaces.params import all_points
 from nascomp.trainers.config import describe_trial
 from nascomp.trainers.listing import data_files_digest
 from nascomp.trainers.settings import METRICS
-from nascomp.trainers.teacher import load_or_train_teacher
+from nascomp.trainers.teacher import (
+    TeacherJob,
+    cache_teacher,
+    has_teacher,
+    load_or_train_teacher,
+)
 from nascomp.trainers.trained import TRAINED_DIR, ReusedMoveCost
 
 
@@ -116,8 +121,9 @@ def run_search(
     tracker.check_reachable()
     tracker.check_writable()
     check_writable_folder(experiment.storage, "storage")
+    named = "--address" if address else "RAY_ADDRESS"
     address = address or os.environ.get("RAY_ADDRESS")
-    check_ray_address(address)
+    check_ray_address(address, named=named)
     if not address:
         check_local_resources(experiment)
     previous = find_resumable(experiment, resume) if resume else None
@@ -128,7 +134,12 @@ def run_search(
     for line in ([banner] if banner else []) + [f"note: {note}" for note in notes]:
         echo(line)
     constants = trial_base(experiment)
-    teacher_state, teacher_facts, teacher_epochs = _prepare_teacher(experiment, echo)
+    # A cluster's GPU trials and a driver without CUDA: the teacher trains on a GPU node once
+    # Ray is connected (it trained here, on "cuda": a traceback, on cluster.yaml's own head).
+    on_cluster = bool(address) and _teacher_needs_a_gpu_node(experiment)
+    teacher_state, teacher_facts, teacher_epochs = (
+        (None, {}, []) if on_cluster else _prepare_teacher(experiment, echo)
+    )
 
     import ray
 
@@ -165,9 +176,13 @@ def run_search(
             "with token authentication needs its token on this machine: ~/.ray/auth_token, "
             "or RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH"
         ) from None
+    if given:
+        echo(f"connected to {_cluster_seen()}")
     if given and (unfit := cluster_fit(experiment)):
         echo(f"note: {unfit}")
     try:  # from here on, Ray is shut down (disconnected) however the search ends
+        if on_cluster:
+            teacher_state, teacher_facts, teacher_epochs = _teacher_on_a_gpu_node(experiment, echo)
         search_run_id, folder = _open_search(
             experiment, tracker, previous, teacher_facts, teacher_epochs, echo
         )
@@ -708,6 +723,58 @@ def _prepare_teacher(
     return state, facts, lines.epochs
 
 
+def _teacher_needs_a_gpu_node(experiment: Experiment) -> bool:
+    """Whether the teacher has to be trained, on the trials' CUDA device, which this machine
+    lacks: a cluster's head often has no GPU (cluster.yaml's has none)."""
+    if experiment.trial != "train" or not experiment.space.distillation_possible():
+        return False
+    job = teacher_job(experiment)
+    if job.device != "cuda":
+        return False
+    import torch
+
+    return not torch.cuda.is_available() and not has_teacher(job)
+
+
+def _teacher_on_a_gpu_node(
+    experiment: Experiment, echo: Any
+) -> tuple[dict, dict[str, float], list[dict[str, float]]]:
+    """:func:`_prepare_teacher`'s answer, the teacher trained by a Ray task that asks for
+    what one trial does (so on a node like the trials', on their device), then kept in this
+    machine's cache too (``reproduce`` here finds it). Its epochs are echoed when it ends."""
+    import ray
+
+    job = teacher_job(experiment)
+    resources = experiment.resources
+    echo("teacher: this machine has no CUDA device; training it on a GPU node of the cluster")
+    task = ray.remote(_teacher_task).options(
+        num_cpus=resources.cpus_per_trial, num_gpus=resources.gpus_per_trial
+    )
+    try:
+        state, facts, epochs = ray.get(task.remote(job))
+    except ray.exceptions.RayTaskError as exc:
+        cause = getattr(exc, "cause", None)
+        raise (cause if isinstance(cause, Exception) else exc) from None
+    cache_teacher(job, state, facts)
+    lines = TeacherEpochs(echo)
+    for epoch in epochs:
+        lines(epoch)
+    how = (
+        "loaded from the node's cache"
+        if facts.get("teacher_cached")
+        else f"trained in {facts['teacher_train_seconds']:.1f} s"
+    )
+    echo(f"teacher {how}, val_accuracy {facts['teacher_val_accuracy']:.4f}")
+    return state, facts, epochs
+
+
+def _teacher_task(job: TeacherJob) -> tuple[dict, dict[str, float], list[dict[str, float]]]:
+    """The teacher of ``job`` on a worker: its weights (on the CPU), facts and epochs."""
+    epochs: list[dict[str, float]] = []
+    state, facts = load_or_train_teacher(job, epochs.append)
+    return state, facts, epochs
+
+
 @contextlib.contextmanager
 def _patient_while_saving() -> Iterator[None]:
     """While the search ends (its runs closed, the parent run's front written, its state
@@ -766,21 +833,80 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
-def check_ray_address(address: str | None, timeout_s: float = 5.0) -> None:
-    """Fail in seconds with one line when a HOST:PORT cluster does not answer.
+def check_ray_address(
+    address: str | None, timeout_s: float = 5.0, named: str = "--address"
+) -> None:
+    """Fail in seconds with one line when a HOST:PORT cluster does not answer, or what
+    answers there is no Ray cluster's GCS (``named``: where the address came from).
 
-    ray.init would otherwise retry the GCS for minutes. "auto" and "ray://" addresses are
-    left to Ray, which fails fast for them.
+    ray.init would otherwise retry the GCS for minutes, or, given a port where another server
+    listens (an MLflow server's, a dashboard's), wait forever, deaf to Ctrl-C. Other forms
+    (``http://``, Ray Client's ``ray://``, which needs ``ray[client]``) are refused here:
+    Ray's own error named RAY_ADDRESS, after the teacher had trained. "auto" is left to Ray.
     """
-    if not address or address == "auto" or "://" in address:
+    if not address or address == "auto":
         return
     host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
-        raise SearchError(f"--address {address!r}: expected HOST:PORT, auto, or ray://HOST:PORT")
+    if "://" in address or not host or not port.isdigit():
+        raise SearchError(
+            f"{named} {address!r}: expected HOST:PORT (the cluster's GCS, port 6379 by default) "
+            "or auto; run nascomp on a node of the cluster (or through ray job submit), as "
+            "Ray Client's ray:// is not supported"
+        )
     try:
-        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+        with socket.create_connection((host, int(port)), timeout=timeout_s) as sock:
+            speaks = _speaks_http2(sock, timeout_s)
     except OSError as exc:
         raise SearchError(f"no Ray cluster answers at {address} ({exc.strerror or exc})") from None
+    if not speaks and not _truthy(os.environ.get("RAY_USE_TLS")):
+        raise SearchError(
+            f"{named} {address}: a server answers there, but not a Ray cluster's GCS (no gRPC "
+            "reply); give the GCS address, port 6379 by default (not the dashboard's or an "
+            "HTTP server's port)"
+        )
+
+
+# HTTP/2's client preface and an empty SETTINGS frame: a gRPC server (Ray's GCS) answers with a
+# SETTINGS frame of its own at once; an HTTP/1 server answers with text or closes.
+_HTTP2_HELLO = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+_SETTINGS_FRAME = 4
+
+
+def _speaks_http2(sock: socket.socket, timeout_s: float) -> bool:
+    """Whether the server at the other end of ``sock`` answers HTTP/2's preface with a
+    SETTINGS frame (the first frame a gRPC server sends), within ``timeout_s``."""
+    sock.settimeout(timeout_s)
+    try:
+        sock.sendall(_HTTP2_HELLO)
+        head = b""
+        while len(head) < 9:  # a frame header: length (3 bytes), type, flags, stream id
+            chunk = sock.recv(9 - len(head))
+            if not chunk:
+                break
+            head += chunk
+    except OSError:  # reset, or silent until the timeout
+        return False
+    return len(head) == 9 and head[3] == _SETTINGS_FRAME
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _cluster_seen() -> str:
+    """``the Ray cluster at 10.0.0.5:6379 (2 nodes: 8 CPUs, 1 GPU)``: the cluster joined,
+    which ``auto`` does not say (it may find another user's Ray on a shared machine)."""
+    import ray
+
+    gcs = ray.get_runtime_context().gcs_address
+    nodes = [node for node in ray.nodes() if node.get("Alive")]
+    total: dict[str, float] = {}
+    for node in nodes:
+        for kind in ("CPU", "GPU"):
+            total[kind] = total.get(kind, 0) + node["Resources"].get(kind, 0)
+    has = ", ".join(_count(total[kind], kind) for kind in ("CPU", "GPU") if total.get(kind))
+    nodes_text = f"{len(nodes)} node{'' if len(nodes) == 1 else 's'}"
+    return f"the Ray cluster at {gcs} ({nodes_text}: {has or 'no CPU or GPU'})"
 
 
 def cluster_fit(experiment: Experiment) -> str:

@@ -195,7 +195,14 @@ class DataConfig(Section):
     def _root_holds_dataset(self) -> DataConfig:
         builtin = self.name not in USER_SOURCES
         if builtin and self.name != "digits" and self.root is None:
-            raise ValueError(f"data.root is required for dataset {self.name!r}")
+            holds = {
+                "mnist": "MNIST/raw/ (the IDX files)",
+                "fashion_mnist": "FashionMNIST/raw/ (the IDX files)",
+                "imagefolder": "a folder per class, or train/ (and val/, test/) of them",
+            }.get(self.name, "the dataset's files")
+            raise ValueError(
+                f"data.root is required for dataset {self.name!r}: the folder that holds {holds}"
+            )
         if self.name == "digits" and self.root is not None:
             # it was ignored without a word: a user who set it meant another dataset
             raise ValueError(

@@ -183,12 +183,23 @@ def load_or_train_teacher(
         state, facts = cached
         return state, {**facts, "teacher_cached": 1.0, "teacher_train_seconds": 0.0}
     state, facts = train_teacher(job, report)
-    # The cache's folder is the user's alone (a teacher holds what it learnt of their data);
-    # each file is written whole under a name no one can guess, then moved into place.
+    cache_teacher(job, state, facts)
+    return state, {**facts, "teacher_cached": 0.0}
+
+
+def has_teacher(job: TeacherJob) -> bool:
+    """Whether ``job``'s teacher is at hand without training: a checkpoint, or cached here."""
+    return bool(job.teacher.checkpoint) or _cached_teacher(teacher_path(job)) is not None
+
+
+def cache_teacher(job: TeacherJob, state: StateDict, facts: dict[str, float]) -> None:
+    """Keep ``job``'s trained teacher in this machine's cache. The cache's folder is the
+    user's alone (a teacher holds what it learnt of their data); each file is written whole
+    under a name no one can guess, then moved into place."""
+    path = teacher_path(job)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     write_atomically(path.with_suffix(".json"), lambda file: file.write(json.dumps(facts).encode()))
     write_atomically(path, lambda file: torch.save(state, file))
-    return state, {**facts, "teacher_cached": 0.0}
 
 
 def _cached_teacher(path: Path) -> tuple[StateDict, dict[str, float]] | None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 import time
 import urllib.request
@@ -352,8 +353,7 @@ class RunLog:
         return True
 
     def _went_offline(self, exc: Exception, now: float) -> None:
-        first = f"{type(exc).__name__}: {exc}".splitlines()[0]
-        self.last_error = first if len(first) <= 300 else first[:300] + " ..."  # said it is cut
+        self.last_error = _reason(exc)
         self._retry_at = now + self.retry_s
         if self.offline_since is None:
             self.offline_since = time.time()
@@ -512,3 +512,26 @@ def read_journal(path: Path) -> list[Op]:
 def _is_final(op: Op) -> bool:
     """An ``end`` that closes the trial for good (not the pause of an interrupted search)."""
     return op["op"] == "end" and op["status"] != "KILLED"
+
+
+# What a socket said, inside the text of urllib3's and MLflow's wrappers around it:
+# "HTTPConnectionPool(host=..., port=...): Max retries exceeded with url: ... (Caused by
+# NewConnectionError(...: Failed to establish a new connection: [Errno 111] Connection refused"
+_ERRNO_TEXT = re.compile(r"\[Errno -?\d+\] ([^'\")\]]+)")
+
+
+def _reason(exc: BaseException) -> str:
+    """Why a write failed, in a few words where the socket said it (``Connection refused``):
+    the whole text of urllib3's retry error was some 400 characters on every outage line."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:  # the socket's own error, if chained
+        seen.add(id(cause))
+        if isinstance(cause, OSError) and cause.strerror:
+            return cause.strerror
+        cause = cause.__cause__ or cause.__context__
+    found = _ERRNO_TEXT.search(str(exc))
+    if found:
+        return found[1].strip()
+    first = f"{type(exc).__name__}: {exc}".splitlines()[0]
+    return first if len(first) <= 300 else first[:300] + " ..."  # said it is cut

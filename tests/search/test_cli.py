@@ -208,6 +208,34 @@ def test_no_ray_cluster_at_the_address(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []  # no MLflow store, no teacher, no results
 
 
+def test_an_address_where_no_gcs_answers_is_refused_in_seconds(tmp_path: Path) -> None:
+    """A port where an HTTP server listens (an MLflow server's, given by mistake): ray.init
+    waited forever, deaf to Ctrl-C. Other forms got Ray's error, naming RAY_ADDRESS."""
+    import http.server
+    import threading
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        address = f"127.0.0.1:{server.server_port}"
+        result = nascomp("search", "--address", address, cwd=tmp_path, timeout=120)
+    finally:
+        server.shutdown()
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"nascomp: error: --address {address}: a server answers there, but not a Ray "
+        "cluster's GCS (no gRPC reply); give the GCS address, port 6379 by default (not the "
+        "dashboard's or an HTTP server's port)"
+    )
+    for given in ("http://127.0.0.1:8265", "ray://127.0.0.1:10001"):
+        result = nascomp("search", "--address", given, cwd=tmp_path, timeout=120)
+        assert result.returncode == 2
+        assert result.stderr.startswith(f"nascomp: error: --address '{given}': expected HOST:PORT")
+    result = nascomp("search", cwd=tmp_path, timeout=120, env={"RAY_ADDRESS": "http://h:1"})
+    assert result.stderr.startswith("nascomp: error: RAY_ADDRESS 'http://h:1': expected")
+    assert list(tmp_path.iterdir()) == []  # no MLflow store, no teacher, no results
+
+
 def test_a_trial_bigger_than_this_machine_is_refused_before_anything_runs(
     tmp_path: Path,
 ) -> None:

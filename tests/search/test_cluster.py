@@ -141,6 +141,12 @@ def test_search_spans_two_ray_nodes(
                 env={"RAY_AUTH_TOKEN_PATH": two_node_cluster.env["RAY_AUTH_TOKEN_PATH"]},
             )
             assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+            # The cluster joined, said: "auto" may find another user's Ray on a shared machine.
+            joined = re.search(
+                r"^connected to the Ray cluster at (\S+) \(2 nodes: ", done.stdout, re.M
+            )
+            assert joined is not None, done.stdout[:2000]
+            assert joined[1].endswith(cluster.address.rpartition(":")[2])
         finally:
             survivors = cluster.stop()
         assert not survivors, [f"{p.pid} {p.cmdline[:200]}" for p in survivors]

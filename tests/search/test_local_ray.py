@@ -49,11 +49,13 @@ def test_a_driver_connects_and_ray_stops_with_the_child(tmp_path: Path) -> None:
     (shipped / "__init__.py").write_text("ANSWER = 'shipped'\n")
 
     from nascomp.search.compat.ray import WORKER_START, use_local_token
+    from nascomp.search.driver import check_ray_address
 
     with LocalRay.start() as local:
         address = local.address()
         host, port = address.rsplit(":", 1)
         assert host and int(port) > 0
+        check_ray_address(address)  # a real GCS answers the gRPC check
         use_local_token()
         ray.init(address=address, log_to_driver=False, runtime_env={"py_modules": [str(shipped)]})
         try:

@@ -513,3 +513,26 @@ def test_a_run_log_with_a_writer_pickles_without_it(store: tuple) -> None:
     copy.submit(_start("t1"))  # no writer: written at once, as before
     assert not copy.pending
     assert len(_children(client, experiment_id, parent)) == 1
+
+
+def test_an_outage_is_told_in_the_words_the_socket_used() -> None:
+    """urllib3's retry error was some 400 characters on every outage line."""
+    from nascomp.search.tracking.runlog import _reason
+
+    wrapped = Exception(
+        "API request to endpoint /api/2.0/mlflow/runs/log-batch failed with error: "
+        "HTTPConnectionPool(host='127.0.0.1', port=5000): Max retries exceeded with url: "
+        "/api/2.0/mlflow/runs/log-batch (Caused by NewConnectionError('<urllib3.connection."
+        "HTTPConnection object at 0x7f>: Failed to establish a new connection: [Errno 111] "
+        "Connection refused'))"
+    )
+    assert _reason(wrapped) == "Connection refused"
+    try:
+        try:
+            raise ConnectionRefusedError(111, "Connection refused")
+        except OSError as socket_error:
+            raise RuntimeError("the store failed") from socket_error
+    except RuntimeError as chained:
+        assert _reason(chained) == "Connection refused"
+    assert _reason(ValueError("x" * 400)) == "ValueError: " + "x" * 288 + " ..."
+    assert _reason(KeyError("run")) == "KeyError: 'run'"
