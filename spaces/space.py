@@ -9,6 +9,7 @@ and weight only when distillation is on.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Annotated, Any, ClassVar, Union
 
 from pydantic import Field, PrivateAttr, field_validator, model_validator
@@ -206,7 +207,13 @@ class QuantSpace(SpecSection):
         # In every trial's config: what a trial compressed is part of what it reproduces.
         layers = Param("quant.layers", "fixed", choices=(self.layers,))
         if self.mixed == "none":
-            return [to_param("quant.bits", self.bits), act_bits, layers]
+            bits = to_param("quant.bits", self.bits)
+            if act_bits.kind != "fixed":
+                # Searched, it is drawn only where activations are quantized (weights below 16
+                # bits): a 32-bit trial's act_bits meant nothing, and doubled a grid's points.
+                quantized = tuple(b for b in bits.possible_values() or () if int(b) < 16)
+                act_bits = dataclasses.replace(act_bits, condition=("quant.bits", quantized))
+            return [bits, act_bits, layers]
         mode = Param("quant.mixed", "fixed", choices=(self.mixed,))
         if self.mixed == "budget":
             return [mode, act_bits, *self._budget_params(), layers]

@@ -95,6 +95,14 @@ def describe_trial(flat: dict[str, Any]) -> str:
         else "no prune"
     )
     bits = f"{flat.get('quant.bits', 32)} bit"
+    act_bits = int(flat.get("quant.act_bits", 8))
+    if act_bits != 8 and (
+        flat.get("quant.mixed", "none") != "none" or int(flat.get("quant.bits", 32)) < 16
+    ):
+        # quantized activations, not at the default width: searched, rows read alike
+        bits_suffix = " float act" if act_bits == 32 else f" act {act_bits}"
+    else:
+        bits_suffix = ""
     if flat.get("quant.mixed", "none") == "budget":
         bits = f"{float(flat['quant.budget']):.2f} bit budget"
     elif flat.get("quant.mixed", "none") == "groups":
@@ -103,6 +111,7 @@ def describe_trial(flat: dict[str, Any]) -> str:
             for key, value in sorted(flat.items())
             if key.startswith("quant.group_bits.")
         )
+    bits += bits_suffix
     distill = "no KD"
     if flat.get("distill.enabled"):
         alpha = float(flat.get("distill.alpha", 0.5))
@@ -110,7 +119,7 @@ def describe_trial(flat: dict[str, Any]) -> str:
         # alpha and the hint where they differ from the defaults: trials that search them
         # otherwise read alike on the front
         distill = f"KD T={float(flat['distill.temperature']):.1f}"
-        distill += (f" a={alpha:g}" if alpha != 0.5 else "") + (" + hint" if hint else "")
+        distill += (f" a={alpha:.2f}" if alpha != 0.5 else "") + (" + hint" if hint else "")
         if alpha == 0.0:  # the teacher's soft targets weigh nothing: cross-entropy
             distill = "KD feature hint alone (alpha 0)" if hint else "no KD (alpha 0)"
     text = f"{arch} | {prune} | {bits} | {distill}"

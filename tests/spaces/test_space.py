@@ -265,3 +265,20 @@ def test_settings_no_trial_reads_are_noted() -> None:
     # Read by some trials, or left to their defaults: nothing to say.
     assert notes("space.prune.method=[none, structured]", "space.prune.ratio=0.5") == []
     assert notes() == []
+
+
+def test_searched_activation_widths_are_drawn_where_activations_are_quantized() -> None:
+    """A 32-bit trial's act_bits meant nothing, and doubled a small space's grid."""
+    from nascomp.spaces.params import all_points
+
+    space = load_experiment(
+        None, ["space.quant.bits=[4, 16, 32]", "space.quant.act_bits=[4, 8]"]
+    ).space
+    act = params_by_name(space)["quant.act_bits"]
+    assert act.condition == ("quant.bits", (4,))
+    for params, _ in sample(space, 40):
+        assert ("quant.act_bits" in params) == (params["quant.bits"] == 4)
+    quant = [p for p in space.params() if p.name.startswith("quant.")]
+    assert len(all_points(quant, limit=100) or []) == 4  # 4 bit x 2 widths, 16, 32
+    fixed = params_by_name(load_experiment(None, ["space.quant.bits=[4, 32]"]).space)
+    assert fixed["quant.act_bits"].condition is None  # fixed: in every config, as before

@@ -189,6 +189,20 @@ def test_a_distillation_weighted_at_nothing_is_not_labelled_kd() -> None:
     hinted = {**kd, "distill.alpha": 0.0, "distill.features": True}
     assert describe_trial(hinted).endswith("| KD feature hint alone (alpha 0)")
     # alpha and the hint, searched, told models apart on the front
-    assert describe_trial({**kd, "distill.alpha": 0.7}).endswith("| KD T=8.0 a=0.7")
+    assert describe_trial({**kd, "distill.alpha": 0.7}).endswith("| KD T=8.0 a=0.70")
+    # a searched alpha, to two decimals as the pruning ratio is (it was a=0.657179)
+    assert describe_trial({**kd, "distill.alpha": 0.657179}).endswith("| KD T=8.0 a=0.66")
     hinted = {**kd, "distill.alpha": 0.5, "distill.features": True}
     assert describe_trial(hinted).endswith("| KD T=8.0 + hint")
+
+
+def test_activation_widths_other_than_the_default_are_labelled_where_they_apply() -> None:
+    """Searched act_bits left front rows of different models alike ("4 bit" both)."""
+    from nascomp.trainers.config import describe_trial
+
+    flat = {"arch.family": "mlp", "arch.depth": 1, "arch.width": 8, "prune.method": "none"}
+    assert "| 4 bit act 4 |" in describe_trial({**flat, "quant.bits": 4, "quant.act_bits": 4})
+    assert "| 4 bit float act |" in describe_trial({**flat, "quant.bits": 4, "quant.act_bits": 32})
+    assert "| 4 bit |" in describe_trial({**flat, "quant.bits": 4, "quant.act_bits": 8})
+    # fp16 and float weights leave activations float: nothing to tell
+    assert "| 16 bit |" in describe_trial({**flat, "quant.bits": 16, "quant.act_bits": 4})
