@@ -24,9 +24,11 @@ from nascomp.compressors.layers import (
     QUANTIZED_LAYER_NAMES,
     is_quantized_layer,
     is_weight_layer,
+    layer_kinds,
+    weight_layers,
     weight_names,
 )
-from nascomp.compressors.pruning import ignored_layers
+from nascomp.compressors.pruning import ignored_layers, prunable_layers
 from nascomp.compressors.size import float_weights
 from nascomp.search.errors import ConfigError
 from nascomp.search.experiment import Experiment, trial_constants
@@ -155,6 +157,7 @@ def check_user_code(experiment: Experiment, notes: list[str] | None = None) -> E
                     notes.append(whole)
             if field == "space.arch":
                 first_noted = note is not None
+                _check_compressible(experiment, model)
             if field == "space.arch" and init:
                 _check_init(model, init, experiment.train.init_sha256, notes)
             if field == "space.arch" and ignore:
@@ -187,6 +190,37 @@ def check_user_code(experiment: Experiment, notes: list[str] | None = None) -> E
             f"which its builder declined ({student}); give groups of module-name globs instead"
         )
     return experiment
+
+
+def _check_compressible(experiment: Experiment, model: nn.Module) -> None:
+    """Refuse compression the student cannot take: a model without one layer QAT quantizes
+    (weights used through ``F.conv2d``) failed every trial below 32 bits, one without a layer
+    unstructured pruning zeroes every unstructured trial, one trial after another. Only when
+    the space has this one model (a list of builders may hold others that can)."""
+    arch = {param.name: param for param in experiment.space.arch.params()}
+    if any(arch[name].kind != "fixed" for name in ("arch.builder", "arch.model") if name in arch):
+        return
+    space, name = experiment.space, type(model).__name__
+    bits = to_param("space.quant.bits", space.quant.bits).possible_values() or ()
+    if space.quant.mixed != "none" or any(int(b) != 32 for b in bits):
+        with layer_kinds(space.quant.layers):
+            found = quantizable_layers(model)
+        if not found:
+            field = "space.quant.bits" if space.quant.mixed == "none" else "space.quant.mixed"
+            raise ConfigError(
+                f"{field}: {name} has no layer QAT quantizes ({QUANTIZED_LAYER_NAMES} modules "
+                f"of quant.layers {space.quant.layers!r}; a weight used through F.conv2d or "
+                "F.linear is none of them), so every trial below 32 bits would fail: give "
+                "space.quant.bits: [32]"
+            )
+    methods = to_param("space.prune.method", space.prune.method).possible_values() or ()
+    if "unstructured" in methods and not prunable_layers(model, tuple(space.prune.ignore)):
+        kinds = " / ".join(kind.__name__ for kind in weight_layers())
+        raise ConfigError(
+            f"space.prune.method: {name} has no layer unstructured pruning zeroes ({kinds} "
+            "modules outside prune.ignore), so every unstructured trial would fail: leave "
+            "unstructured out of space.prune.method"
+        )
 
 
 def _user_groups(experiment: Experiment) -> dict[str, list[str]]:

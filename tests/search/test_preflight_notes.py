@@ -371,3 +371,70 @@ def test_starting_weights_of_another_width_are_refused_or_noted(tmp_path: Path) 
     sliced = {**experiment, "train": {**experiment["train"], "init_match": "slice"}}
     check_user_code(validate_experiment(sliced), notes)
     assert notes == []
+
+
+FUNCTIONAL = textwrap.dedent(
+    """
+    import torch
+    from torch import nn
+    import torch.nn.functional as F
+
+    class Functional(nn.Module):
+        def __init__(self, n_inputs, n_classes):
+            super().__init__()
+            self.weight = nn.Parameter(torch.randn(n_classes, n_inputs) * 0.01)
+
+        def forward(self, x):
+            return F.linear(x.flatten(1), self.weight)
+
+    def functional(input_shape, n_classes):
+        return Functional(int(torch.tensor(input_shape).prod()), n_classes)
+
+    def linear(input_shape, n_classes):
+        n_inputs = int(torch.tensor(input_shape).prod())
+        return nn.Sequential(nn.Flatten(), nn.Linear(n_inputs, n_classes))
+    """
+)
+
+
+@pytest.mark.parametrize(
+    ("space", "expected"),
+    [
+        (
+            {},
+            "space.quant.bits: Functional has no layer QAT quantizes (Conv1d / Conv2d / Conv3d / "
+            "Linear / Embedding / LSTM / GRU / RNN / MultiheadAttention modules of quant.layers "
+            "'all'; a weight used through F.conv2d or F.linear is none of them), so every trial "
+            "below 32 bits would fail: give space.quant.bits: [32]",
+        ),
+        (
+            {"quant": {"bits": [32]}},
+            "space.prune.method: Functional has no layer unstructured pruning zeroes (Conv1d / "
+            "Conv2d / Conv3d / Linear modules outside prune.ignore), so every unstructured "
+            "trial would fail: leave unstructured out of space.prune.method",
+        ),
+        ({"quant": {"bits": [32]}, "prune": {"method": ["none"]}}, None),
+        # a list of builders: another may hold the layers, and its trials would work
+        ({"arch": {"builder": ["{name}:functional", "{name}:linear"]}}, None),
+    ],
+)
+def test_compression_the_student_cannot_take_is_refused_before_any_trial(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, space: dict, expected: str | None
+) -> None:
+    """A model whose weights are used through F.linear failed every trial below 32 bits and
+    every unstructured one, one after another, each with the same reason."""
+    name = f"functional_{tmp_path.name}"
+    (tmp_path / f"{name}.py").write_text(FUNCTIONAL)
+    monkeypatch.chdir(tmp_path)
+    arch = {"family": "custom", "builder": f"{name}:functional"}
+    given = space.get("arch", {})
+    if "builder" in given:
+        arch["builder"] = [b.format(name=name) for b in given["builder"]]
+    full = {**space, "arch": arch, "distill": {"enabled": [False]}}
+    experiment = validate_experiment({"space": full})
+    if expected is None:
+        check_user_code(experiment, [])
+        return
+    with pytest.raises(ConfigError) as caught:
+        check_user_code(experiment, [])
+    assert str(caught.value) == expected
