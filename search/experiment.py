@@ -543,6 +543,12 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
                 node[part] = {"family": family} if isinstance(family, str) else {}
         child = node[part]
         if not isinstance(child, dict):
+            if parts[depth] in RANGE_KEYS:  # a range's end, set on a value or a list
+                leaf = ".".join(parts[:depth])
+                raise ConfigError(
+                    f"--set {key}: {leaf} is {child!r}, not a range; set the whole leaf, "
+                    f"e.g. --set '{leaf}={{low: 1, high: 4}}'"
+                )
             raise ConfigError(f"--set {key}: {part!r} is not a section")
         node = child
     node[parts[-1]] = value

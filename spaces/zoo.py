@@ -61,6 +61,11 @@ def _leaf_kind(key: str, raw: Any) -> type:
     """The value type of a builder argument's spec, from the values the user wrote."""
     if isinstance(raw, dict):
         ends = [raw.get("low"), raw.get("high")]
+        if any(isinstance(v, bool | str) for v in ends):
+            raise ValueError(
+                f"{key}: a range takes numbers; got {raw!r} (a choice of true and false, or of "
+                "words, is a list: [false, true])"
+            )
         integers = all(isinstance(v, int) and not isinstance(v, bool) for v in ends)
         return int if integers else float
     values = raw if isinstance(raw, list) else [raw]
@@ -75,7 +80,7 @@ def _leaf_kind(key: str, raw: Any) -> type:
         return float
     raise ValueError(
         f"{key}: give a number, a string or true/false, a list of one of those kinds, or a range "
-        f"{{low, high}}; got {raw!r} (omit the key to use the builder's default)"
+        f"{{low, high}}; got {raw!r} (null, or no key, leaves the builder's default)"
     )
 
 
@@ -89,6 +94,9 @@ class ExternalArchSpace(ArchSpaceBase):
     def _arguments_are_specs(self) -> ExternalArchSpace:
         extra = self.__pydantic_extra__ or {}
         for key, raw in list(extra.items()):
+            if raw is None:  # null: the builder's default, as if omitted (--set k=null drops k)
+                del extra[key]
+                continue
             if not key.isidentifier() or key in _RESERVED:
                 reserved = ", ".join(sorted(_RESERVED))
                 raise ValueError(

@@ -473,3 +473,28 @@ def test_yaml_reads_dates_as_strings_and_booleans_as_pyyaml_does() -> None:
     assert yaml.safe_load("a: 2024-01-01") != {"a": "2024-01-01"}  # PyYAML's loader as it was
     experiment = load_experiment(None, ["tracking.experiment=2026-12-05"])
     assert experiment.tracking.experiment == "2026-12-05"
+
+
+def test_a_builder_argument_set_to_null_takes_the_builders_default() -> None:
+    """--set could not remove a key the file gives; null now does (the builder's default)."""
+    arch = load_experiment(None, [CUSTOM + "width: [8, 16], depth: 2}", "space.arch.depth=null"])
+    assert arch.space.arch.arguments() == {"width": [8, 16]}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (
+            [CUSTOM + "use_bn: {low: false, high: true}}"],
+            "space.arch.use_bn: a range takes numbers; got {'low': False, 'high': True} (a "
+            "choice of true and false, or of words, is a list: [false, true])",
+        ),
+        (
+            [CUSTOM + "width: [8, 16]}", "space.arch.width.high=32"],
+            "--set space.arch.width.high: space.arch.width is [8, 16], not a range; set the "
+            "whole leaf, e.g. --set 'space.arch.width={low: 1, high: 4}'",
+        ),
+    ],
+)
+def test_ranges_asked_of_what_is_no_range_say_so(overrides: list[str], expected: str) -> None:
+    assert error_for(*overrides) == expected
