@@ -7,6 +7,7 @@ import functools
 import logging
 import os
 import random
+import secrets
 import shlex
 import signal
 import socket
@@ -35,7 +36,7 @@ from nascomp.search.front import plot
 from nascomp.search.front.plot import write_html, write_plot
 from nascomp.search.front.report import front_markdown, record_rows
 from nascomp.search.front.selection import feasible_trials, select_front
-from nascomp.search.paths import check_writable_folder
+from nascomp.search.paths import check_writable_folder, holds_marker
 from nascomp.search.preflight import check_user_code
 from nascomp.search.resume import (
     SearchFolder,
@@ -181,6 +182,8 @@ def run_search(
     if given and (unfit := cluster_fit(experiment)):
         echo(f"note: {unfit}")
     try:  # from here on, Ray is shut down (disconnected) however the search ends
+        if given:
+            check_storage_shared(Path(experiment.storage).expanduser().resolve(), echo)
         if on_cluster:
             teacher_state, teacher_facts, teacher_epochs = _teacher_on_a_gpu_node(experiment, echo)
         search_run_id, folder = _open_search(
@@ -907,6 +910,55 @@ def _cluster_seen() -> str:
     has = ", ".join(_count(total[kind], kind) for kind in ("CPU", "GPU") if total.get(kind))
     nodes_text = f"{len(nodes)} node{'' if len(nodes) == 1 else 's'}"
     return f"the Ray cluster at {gcs} ({nodes_text}: {has or 'no CPU or GPU'})"
+
+
+def check_storage_shared(storage: Path, echo: Any, timeout_s: float = 60.0) -> None:
+    """On a cluster of several nodes, refuse a ``storage`` folder that a node does not see as
+    this machine does: trials write their checkpoints there and the driver reads the models
+    back from it, so on a node's own disk a trial's model was missing at the end. A marker
+    file written here is read by a task on each node. A node that does not answer within
+    ``timeout_s`` is noted, not refused."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    nodes = [node for node in ray.nodes() if node.get("Alive")]
+    if len(nodes) < 2:
+        return
+    made = not storage.exists()
+    storage.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_hex(16)
+    marker = storage / f".nascomp-shared-{token[:8]}"
+    marker.write_text(token)
+    try:
+        probe = ray.remote(num_cpus=0)(holds_marker)
+        refs = [
+            probe.options(
+                scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
+            ).remote(str(marker), token)
+            for node in nodes
+        ]
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
+        answers = dict(zip(ready, ray.get(ready), strict=True))
+    finally:
+        marker.unlink(missing_ok=True)
+    where = [node["NodeManagerAddress"] for node in nodes]
+    unseen = [at for at, ref in zip(where, refs, strict=True) if answers.get(ref) is False]
+    silent = [at for at, ref in zip(where, refs, strict=True) if ref not in answers]
+    if unseen:
+        if made:
+            storage.rmdir()  # refused: nothing of the search is left
+        raise SearchError(
+            f"storage: {storage} is not this machine's folder on node{'s' * (len(unseen) > 1)} "
+            f"{', '.join(unseen)}: trials write their checkpoints there and the driver reads "
+            "the models back; give a folder of a file system every node mounts at the same "
+            "path (--set storage=/shared/nascomp-results)"
+        )
+    if silent:
+        echo(
+            f"note: storage: node{'s' * (len(silent) > 1)} {', '.join(silent)} did not answer "
+            f"in {timeout_s:g} s: not checked that {'they see' if len(silent) > 1 else 'it sees'} "
+            f"{storage}"
+        )
 
 
 def cluster_fit(experiment: Experiment) -> str:

@@ -28,3 +28,13 @@ def _can_make_folder_in(folder: Path) -> bool:
             return True
     except OSError:
         return False
+
+
+def holds_marker(path: str, token: str) -> bool:
+    """Whether the file at ``path`` reads ``token``: run on each node of a cluster, whether
+    the node sees the driver's storage folder as the driver does (a Ray task; kept in this
+    light module, which a worker imports in a moment)."""
+    try:
+        return Path(path).read_text() == token
+    except OSError:
+        return False

@@ -313,6 +313,48 @@ def test_worker_without_the_data_fails_naming_node_and_path(workdir: Path, data_
 
 
 @pytest.mark.e2e
+def test_a_storage_folder_a_node_does_not_share_is_refused(workdir: Path) -> None:
+    """The result folder is on the driver's disk alone (an empty file system is mounted over
+    it in the worker node's mount namespace): trials there would write their checkpoints
+    where the driver never reads them. The search stops before any trial, naming the node."""
+    _skip_without_mount_namespaces()
+    storage = workdir / "results"
+    storage.mkdir()
+    cluster = LocalRayCluster()
+    try:
+        cluster.start_head(num_cpus=0)
+        mount = f'mount -t tmpfs none {storage} && exec "$0" "$@"'
+        cluster.add_node(
+            num_cpus=1, prefix=("unshare", "-m", "--propagation", "private", "sh", "-c", mount)
+        )
+        args = tiny_args(
+            workdir, "--address", cluster.address, "--set", "space.distill.enabled=[false]"
+        )
+        done = nascomp("search", *args, cwd=workdir, timeout=300, env=cluster.env)
+    finally:
+        cluster.stop()
+    assert done.returncode == 2, done.stdout[-3000:] + done.stderr[-3000:]
+    error = done.stderr.strip().splitlines()[-1]
+    # one node named (the worker's; its address is this machine's)
+    assert re.fullmatch(
+        re.escape(f"nascomp: error: storage: {storage} is not this machine's folder on node ")
+        + r"[0-9.]+"
+        + re.escape(
+            ": trials write their checkpoints there and the driver reads the models back; give "
+            "a folder of a file system every node mounts at the same path (--set "
+            "storage=/shared/nascomp-results)"
+        ),
+        error,
+    ), error
+    assert list(storage.iterdir()) == []  # no result folder, no marker left
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
+    found = client.get_experiment_by_name("nascomp")
+    assert found is None or client.search_runs([found.experiment_id]) == []
+
+
+@pytest.mark.e2e
 def test_users_module_reaches_a_node_that_does_not_have_it(workdir: Path) -> None:
     """The user's builder lives only in the driver's folder, which the worker node cannot see
     (an empty file system is mounted over it in that node's mount namespace), as on a real
