@@ -157,7 +157,6 @@ def check_user_code(experiment: Experiment, notes: list[str] | None = None) -> E
                     notes.append(whole)
             if field == "space.arch":
                 first_noted = note is not None
-                _check_compressible(experiment, model)
             if field == "space.arch" and init:
                 _check_init(model, init, experiment.train.init_sha256, notes)
             if field == "space.arch" and ignore:
@@ -165,6 +164,8 @@ def check_user_code(experiment: Experiment, notes: list[str] | None = None) -> E
                     ignored_layers(model, ignore)
                 except ValueError as exc:
                     raise ConfigError(f"space.{exc}") from None
+            if field == "space.arch":  # after prune.ignore's patterns are known to match
+                _check_compressible(experiment, model)
             if field == "space.arch" and groups and _check_groups(experiment, groups, model, data):
                 quant = experiment.space.quant.with_groups_covering()
                 space = experiment.space.model_copy(update={"quant": quant})
