@@ -152,6 +152,11 @@ def _parse_range(raw: dict, *, kind: type, check: Callable[[Any], str | None] | 
     _run_check(high, check)
     if not low < high:
         raise ValueError(f"range needs low < high; got low={low}, high={high}")
+    if not math.isfinite(high - low):  # the samplers draw low + u * (high - low)
+        raise ValueError(
+            f"range low..high is too wide for a float (high - low overflows); got low={low}, "
+            f"high={high}"
+        )
     log = raw.get("log", False)
     if not isinstance(log, bool):
         # bool("false") is True: a quoted false turned the log scale on
@@ -181,17 +186,41 @@ def _parse_range(raw: dict, *, kind: type, check: Callable[[Any], str | None] | 
             f"range step {step} is wider than the range {low}..{high}: only {low} could be "
             f"drawn; give a step of at most {high - low:g}, or a fixed value"
         )
-    if step is not None:
-        n_steps = (high - low) / step
-        if abs(n_steps - round(n_steps)) > 1e-9 * max(1.0, n_steps):
-            # Optuna narrows the range to the last step below high, with a UserWarning alone.
-            top = on_grid(low + math.floor(n_steps + 1e-9) * step, low, step)
-            above = on_grid(top + step, low, step)
-            raise ValueError(
-                f"range step {step:g} does not divide {low:g}..{high:g}: {high:g} could never "
-                f"be drawn (the top would be {top:g}); give high: {top:g} or {above:g}"
-            )
+    if step is not None and _remainder(low, high, step):
+        # Optuna narrows the range to the last step below high, with a UserWarning alone; its
+        # test is the same exact one (integers, or the decimals of the numbers as written).
+        top, above = _tops(low, high, step)
+        raise ValueError(
+            f"range step {_num(step)} does not divide {_num(low)}..{_num(high)}: {_num(high)} "
+            f"could never be drawn (the top would be {_num(top)}); give high: {_num(top)} or "
+            f"{_num(above)}"
+        )
     return {"low": low, "high": high, "log": log, "step": step}
+
+
+def _num(number: float) -> str:
+    """A number as a user writes it: an integer whole, a float in its shortest exact form."""
+    return str(number) if isinstance(number, int) else repr(float(number))
+
+
+def _remainder(low: float, high: float, step: float) -> bool:
+    """Whether ``step`` leaves a remainder of ``high - low``: exactly, for integers as they
+    are and for floats as their shortest decimals (``repr``), as Optuna tests it."""
+    if all(isinstance(v, int) for v in (low, high, step)):
+        return (high - low) % step != 0
+    span = Decimal(repr(float(high))) - Decimal(repr(float(low)))
+    return span % Decimal(repr(float(step))) != 0
+
+
+def _tops(low: float, high: float, step: float) -> tuple[float, float]:
+    """The last value of the grid at or below ``high`` (where Optuna narrows the range to)
+    and the next one above it: the two highs ``step`` divides."""
+    if all(isinstance(v, int) for v in (low, high, step)):
+        top = low + (high - low) // step * step
+        return top, top + step
+    d_low, d_step = Decimal(repr(float(low))), Decimal(repr(float(step)))
+    below = (Decimal(repr(float(high))) - d_low) // d_step * d_step + d_low
+    return float(below), float(below + d_step)
 
 
 # Integers beyond this pass through a float on their way through Optuna's samplers.

@@ -367,21 +367,41 @@ class TeacherConfig(Section):
             raise ValueError(failed)
         if family not in model_names():
             raise ValueError(f"family must be one of {', '.join(model_names())}; got {family!r}")
-        if _arguments_are_leaves(family):
-            for key, value in arch.items():
-                if isinstance(value, list | dict):
-                    # A list or range is a choice in space.arch; here it reached the builder raw.
-                    shape = "list" if isinstance(value, list) else "range"
-                    raise ValueError(
-                        f"{key}: the teacher is one model: give one value, not a {shape} "
-                        f"(got {value!r}; lists and ranges are searched in space.arch)"
-                    )
+        for key, value in arch.items():
+            if not _finite(value):
+                raise ValueError(f"{key}: must be a finite number; got {value!r}")
+            if _arguments_are_leaves(family) and _is_range_spec(value):
+                # A range is searched in space.arch; here it reached the builder raw. (A list
+                # is a value: torchvision's replace_stride_with_dilation takes one.)
+                raise ValueError(
+                    f"{key}: the teacher is one model: give one value, not a range (got "
+                    f"{value!r}; ranges are searched in space.arch)"
+                )
         return arch
 
     @field_validator("checkpoint")
     @classmethod
     def _checkpoint_exists(cls, path: str | None) -> str | None:
         return existing_file(path, "teacher checkpoint")
+
+
+def _finite(value: Any) -> bool:
+    """No NaN or infinity in a value, a list's items or a mapping's values."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, list | tuple):
+        return all(_finite(item) for item in value)
+    if isinstance(value, dict):
+        return all(_finite(item) for item in value.values())
+    return True
+
+
+def _is_range_spec(value: Any) -> bool:
+    """A ``{low, high}`` mapping (with ``log`` or ``step``, if any): a range of the space."""
+    return isinstance(value, dict) and {"low", "high"} <= set(value) <= RANGE_SPEC_KEYS
+
+
+RANGE_SPEC_KEYS = frozenset({"low", "high", "log", "step"})
 
 
 def _arguments_are_leaves(family: str) -> bool:

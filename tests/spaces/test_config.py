@@ -368,6 +368,7 @@ def test_trials_of_null_hand_the_size_back_to_the_default_or_the_budget() -> Non
 
 
 CUSTOM = "space.arch={family: custom, builder: 'tests.spaces.user_models:tiny', "
+TEACHER = "teacher.arch={family: custom, builder: 'tests.spaces.user_models:tiny', "
 
 
 @pytest.mark.parametrize(
@@ -405,15 +406,30 @@ CUSTOM = "space.arch={family: custom, builder: 'tests.spaces.user_models:tiny', 
         ),
         (
             ["space.prune.ratio={low: 0.0, high: 0.5, step: 0.2}"],
-            "space.prune.ratio: range step 0.2 does not divide 0..0.5: 0.5 could never be drawn "
-            "(the top would be 0.4); give high: 0.4 or 0.6",
+            "space.prune.ratio: range step 0.2 does not divide 0.0..0.5: 0.5 could never be "
+            "drawn (the top would be 0.4); give high: 0.4 or 0.6",
+        ),
+        # Exact, as Optuna tests it: a tolerance let 5*10**8 steps and a third through.
+        (
+            [CUSTOM + "width: {low: 0, high: 1000000001, step: 2}}"],
+            "space.arch.width: range step 2 does not divide 0..1000000001: 1000000001 could "
+            "never be drawn (the top would be 1000000000); give high: 1000000000 or 1000000002",
         ),
         (
-            [
-                "teacher.arch={family: custom, builder: 'tests.spaces.user_models:tiny', "
-                "width: [8, 16]}"
-            ],
-            "teacher.arch.width: the teacher is one model: give one value, not a list",
+            [CUSTOM + "scale: {low: 0.0, high: 1.0, step: 0.3333333333333333}}"],
+            "space.arch.scale: range step 0.3333333333333333 does not divide 0.0..1.0",
+        ),
+        (
+            [CUSTOM + "scale: {low: -1.0e+308, high: 1.0e+308}}"],
+            "space.arch.scale: range low..high is too wide for a float (high - low overflows)",
+        ),
+        (
+            [TEACHER + "width: .nan}"],
+            "teacher.arch.width: must be a finite number; got nan",
+        ),
+        (
+            [TEACHER + "scale: [1.0, .inf]}"],
+            "teacher.arch.scale: must be a finite number; got [1.0, inf]",
         ),
         (
             ["teacher.arch={family: torchvision, model: resnet18, width: {low: 8, high: 16}}"],
@@ -447,6 +463,19 @@ CUSTOM = "space.arch={family: custom, builder: 'tests.spaces.user_models:tiny', 
 )
 def test_meaningless_space_and_constraints_are_refused(overrides: list[str], expected: str) -> None:
     assert expected in error_for(*overrides)
+
+
+def test_a_teachers_list_argument_is_its_value() -> None:
+    """A teacher is one model: a list is its builder's argument (torchvision's
+    replace_stride_with_dilation), not a choice; a {low, high} mapping is refused above."""
+    teacher = load_experiment(
+        None,
+        [
+            "teacher.arch={family: torchvision, model: resnet18, "
+            "replace_stride_with_dilation: [false, true, true]}"
+        ],
+    ).teacher
+    assert teacher.arch["replace_stride_with_dilation"] == [False, True, True]
 
 
 @pytest.mark.parametrize(
