@@ -231,8 +231,10 @@ def _at_once(experiment: Any, local: bool) -> str:
     asked = experiment.search.concurrent
     cpus = machine_cpus()
     fit = int(cpus // experiment.resources.cpus_per_trial) if local else asked
-    if 0 < fit < asked:
+    if 0 < fit < asked and fit < experiment.search.trials:
         return f"{fit} at once ({asked} asked; {cpus} CPU{'' if cpus == 1 else 's'} hold {fit})"
+    if experiment.search.trials < asked:  # "1 trial, 2 at once" read as a contradiction
+        return "one at a time" if experiment.search.trials == 1 else "all at once"
     return f"{asked} at once"
 
 

@@ -178,7 +178,8 @@ def run_search(
             "or RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH"
         ) from None
     if given:
-        echo(f"connected to {_cluster_seen()}")
+        seen = _cluster_seen()
+        echo(f"connected to {seen}" + ("" if f" at {given} " in seen else f" (given: {given})"))
     if given and (unfit := cluster_fit(experiment)):
         echo(f"note: {unfit}")
     try:  # from here on, Ray is shut down (disconnected) however the search ends
@@ -850,12 +851,18 @@ def check_ray_address(
     if not address or address == "auto":
         return
     host, _, port = address.rpartition(":")
+    if address.startswith("ray://"):
+        raise SearchError(
+            f"{named} {address!r}: Ray Client (ray://) is not supported: give the cluster's "
+            "GCS address HOST:PORT (port 6379 by default), and run nascomp on a node of the "
+            "cluster or through ray job submit"
+        )
     if "://" in address or not host or not port.isdigit():
         raise SearchError(
-            f"{named} {address!r}: expected HOST:PORT (the cluster's GCS, port 6379 by default) "
-            "or auto; run nascomp on a node of the cluster (or through ray job submit), as "
-            "Ray Client's ray:// is not supported"
+            f"{named} {address!r}: expected HOST:PORT (the cluster's GCS, port 6379 by "
+            "default, not an http:// address) or auto"
         )
+    host = host.removeprefix("[").removesuffix("]")  # [::1]:6379, an IPv6 address's form
     try:
         with socket.create_connection((host, int(port)), timeout=timeout_s) as sock:
             speaks = _speaks_http2(sock, timeout_s)

@@ -492,24 +492,34 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-# YAML 1.2's floats without a dot: PyYAML (YAML 1.1) reads ``lr: 1e-3`` as the string "1e-3",
-# and a number field refuses strings (a quoted '5' is not what was meant).
-_UniqueKeyLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
-    list("-+0123456789."),
-)
-
-
 # No timestamps, as in YAML 1.2: PyYAML (YAML 1.1) reads ``2024-01-01`` as a date, which no
 # field takes (an experiment named by its day was refused as a "datetime.date"); here it is a
 # string. Booleans stay YAML 1.1's (yes, no, on and off are true or false), as every PyYAML
 # file a user has written reads them.
-_TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
+# Numbers as YAML 1.2 writes them. PyYAML (YAML 1.1) read ``lr: 1e-3`` as the string "1e-3"
+# (a number field refuses strings: a quoted '5' is not what was meant), and changed values
+# silently: ``010`` was 8 (octal), ``1:30`` was 90 (base 60). Those are strings here, which a
+# number field refuses by name; ``0o10`` and ``0x10`` stay numbers.
+_TIMESTAMP_TAG, _INT_TAG = "tag:yaml.org,2002:timestamp", "tag:yaml.org,2002:int"
+_FLOAT_TAG = "tag:yaml.org,2002:float"
 _UniqueKeyLoader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in entries if tag != _TIMESTAMP_TAG]
+    first: [(tag, rx) for tag, rx in entries if tag not in (_TIMESTAMP_TAG, _INT_TAG, _FLOAT_TAG)]
     for first, entries in _UniqueKeyLoader.yaml_implicit_resolvers.items()
 }
+_UniqueKeyLoader.add_implicit_resolver(
+    _INT_TAG,
+    re.compile(r"^(?:[-+]?(?:0|[1-9][0-9_]*)|0o[0-7_]+|0x[0-9a-fA-F_]+)$"),
+    list("-+0123456789"),
+)
+_UniqueKeyLoader.add_implicit_resolver(
+    _FLOAT_TAG,
+    re.compile(
+        r"^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?|[-+]?\.[0-9][0-9_]*"
+        r"(?:[eE][-+]?[0-9]+)?|[-+]?(?:[0-9][0-9_]*|\.[0-9_]+)[eE][-+]?[0-9]+"
+        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+    ),
+    list("-+0123456789."),
+)
 
 
 def load_yaml(text: str) -> Any:
@@ -593,6 +603,13 @@ def _first_error(exc: ValidationError, raw: dict[str, Any]) -> str:
         )
         return f"{field}: should be {wanted}; got {error.get('input')!r}{more}"
     more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+    if error["type"] == "string_type" and isinstance(error.get("input"), bool | int | float):
+        # ``experiment: on`` or ``12345``: YAML read a word or digits meant as text
+        kind = "true or false" if isinstance(error["input"], bool) else "a number"
+        return (
+            f"{field}: expected a string; got {error['input']!r} (YAML reads it as {kind}: "
+            f"quote it for text){more}"
+        )
     if error["type"] == "model_type":  # pydantic names the section's class
         return f"{field}: must be a mapping of its settings; got {error.get('input')!r}{more}"
     if error["type"] == "extra_forbidden":

@@ -227,10 +227,13 @@ def test_an_address_where_no_gcs_answers_is_refused_in_seconds(tmp_path: Path) -
         "cluster's GCS (no gRPC reply); give the GCS address, port 6379 by default (not the "
         "dashboard's or an HTTP server's port)"
     )
-    for given in ("http://127.0.0.1:8265", "ray://127.0.0.1:10001"):
+    for given, said in (
+        ("http://127.0.0.1:8265", "expected HOST:PORT"),
+        ("ray://127.0.0.1:10001", "Ray Client (ray://) is not supported"),
+    ):
         result = nascomp("search", "--address", given, cwd=tmp_path, timeout=120)
         assert result.returncode == 2
-        assert result.stderr.startswith(f"nascomp: error: --address '{given}': expected HOST:PORT")
+        assert result.stderr.startswith(f"nascomp: error: --address '{given}': {said}")
     result = nascomp("search", cwd=tmp_path, timeout=120, env={"RAY_ADDRESS": "http://h:1"})
     assert result.stderr.startswith("nascomp: error: RAY_ADDRESS 'http://h:1': expected")
     assert list(tmp_path.iterdir()) == []  # no MLflow store, no teacher, no results
@@ -425,6 +428,12 @@ def test_the_first_line_says_how_many_trials_run_at_once_here() -> None:
     one_cpu = load_experiment(None, ["search.concurrent=2", "resources.cpus_per_trial=1"])
     assert _at_once(one_cpu, local=True) == (
         "2 at once" if cpus >= 2 else "1 at once (2 asked; 1 CPU hold 1)"
+    )
+    # fewer trials than asked at once: "1 trial, 2 at once" read as a contradiction
+    single = load_experiment(None, ["search.trials=1", "resources.cpus_per_trial=1"])
+    assert _at_once(single, local=True) == "one at a time"
+    assert _at_once(load_experiment(None, ["search.trials=3", "search.concurrent=4"]), False) == (
+        "all at once"
     )
 
 

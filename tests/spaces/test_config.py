@@ -492,6 +492,21 @@ def test_constraints_some_value_meets_are_kept(constraints: list[str]) -> None:
     assert load_experiment(None, [f"constraints=[{quoted}]"]).constraints == constraints
 
 
+def test_yaml_1_1_numbers_that_changed_a_value_are_strings() -> None:
+    """010 was 8 (octal) and 1:30 was 90 (base 60), silently; YAML 1.2's forms stay numbers."""
+    assert load_yaml("a: [010, 1:30, 007, 1:30.5, 0o10, 0x10, 12, -3, 1_000, 1e-3, .5, -.inf]") == {
+        "a": ["010", "1:30", "007", "1:30.5", 8, 16, 12, -3, 1000, 1e-3, 0.5, float("-inf")]
+    }
+    assert error_for("train.epochs=1:30") == "train.epochs: must be a number; got '1:30'"
+    assert error_for("space.quant.bits=[4, 010]") == (
+        "space.quant.bits: expected an integer; got '010'"
+    )
+    assert error_for("tracking.experiment=on") == (
+        "tracking.experiment: expected a string; got True (YAML reads it as true or false: "
+        "quote it for text)"
+    )
+
+
 def test_yaml_reads_dates_as_strings_and_booleans_as_pyyaml_does() -> None:
     """A date was a ``datetime.date`` no field takes; ``yes`` stays true, as in PyYAML."""
     loaded = load_yaml("a: [2024-01-01, 2024-01-01 10:00:00, yes, off, 1e-3, ~]\nb: 2026-12-05")
