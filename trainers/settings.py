@@ -398,10 +398,9 @@ def _finite(value: Any) -> bool:
 
 def _is_range_spec(value: Any) -> bool:
     """A ``{low, high}`` mapping (with ``log`` or ``step``, if any): a range of the space."""
-    return isinstance(value, dict) and {"low", "high"} <= set(value) <= RANGE_SPEC_KEYS
+    from nascomp.spaces.params import RANGE_KEYS
 
-
-RANGE_SPEC_KEYS = frozenset({"low", "high", "log", "step"})
+    return isinstance(value, dict) and {"low", "high"} <= set(value) <= RANGE_KEYS
 
 
 def _arguments_are_leaves(family: str) -> bool:
