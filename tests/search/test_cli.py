@@ -536,3 +536,18 @@ def test_a_process_group_of_zombies_alone_is_over() -> None:
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+def test_an_ipv6_address_in_brackets_is_dialled_as_ipv6() -> None:
+    """[::1]:PORT was looked up as a host name "[::1]": "Name or service not known"."""
+    import socket
+
+    from nascomp.search.driver import check_ray_address
+    from nascomp.search.errors import SearchError
+
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 here")
+    with pytest.raises(SearchError) as caught:
+        check_ray_address("[::1]:1")
+    assert "Name or service not known" not in str(caught.value)
+    assert str(caught.value).startswith("no Ray cluster answers at [::1]:1 (")
