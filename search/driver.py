@@ -759,7 +759,7 @@ def _teacher_on_a_gpu_node(
     except ray.exceptions.RayTaskError as exc:
         cause = getattr(exc, "cause", None)
         raise (cause if isinstance(cause, Exception) else exc) from None
-    cache_teacher(job, state, facts)
+    cache_teacher(job, state, {k: v for k, v in facts.items() if k != "teacher_cached"})
     lines = TeacherEpochs(echo)
     for epoch in epochs:
         lines(epoch)
