@@ -368,6 +368,16 @@ class SpaceConfig(SpecSection):
             section = getattr(self, section_name, None)
             if section is not None and field in section.model_fields_set:
                 unread.setdefault(param.condition, []).append(param.name)
+        quant = self.quant
+        widths = to_param("quant.bits", quant.bits).possible_values() or ()
+        act = to_param("quant.act_bits", quant.act_bits)
+        if (
+            quant.mixed == "none"
+            and act.kind == "fixed"
+            and "act_bits" in quant.model_fields_set
+            and all(int(b) >= 16 for b in widths)
+        ):  # fixed, it has no condition to fail: activations are quantized below 16 bits
+            unread[("quant.bits", tuple(b for b in VALID_BITS if b < 16))] = ["quant.act_bits"]
         notes = []
         for (other, allowed), names in unread.items():
             why = (
@@ -377,7 +387,7 @@ class SpaceConfig(SpecSection):
             )
             them = "it" if len(names) == 1 else "them"
             when = (
-                f"trials sample {them} only when {other} is {_shown(allowed)}, and "
+                f"trials read {them} only when {other} is {_shown(allowed)}, and "
                 if allowed
                 else ""
             )

@@ -256,12 +256,18 @@ def test_settings_no_trial_reads_are_noted() -> None:
     # The quickstart's own temperature and alpha, and the features set here.
     assert notes("space.distill.enabled=false", "space.distill.features=true") == [
         "space.distill.temperature, space.distill.alpha, space.distill.features are never "
-        "read: trials sample them only when distill.enabled is true, and distill.enabled is false"
+        "read: trials read them only when distill.enabled is true, and distill.enabled is false"
     ]
     assert notes("space.distill.features=false", "space.distill.feature_weight=2.0") == [
-        "space.distill.feature_weight is never read: trials sample it only when "
+        "space.distill.feature_weight is never read: trials read it only when "
         "distill.features is true, and distill.features is false"
     ]
+    # A fixed act_bits has no condition; activations are quantized below 16 bits alone.
+    assert notes("space.quant.bits=[16, 32]", "space.quant.act_bits=4") == [
+        "space.quant.act_bits is never read: trials read it only when quant.bits is one of 2, "
+        "3, 4, 5, 6, 7, 8, and quant.bits is one of 16, 32"
+    ]
+    assert notes("space.quant.bits=[4, 32]", "space.quant.act_bits=4") == []
     # Read by some trials, or left to their defaults: nothing to say.
     assert notes("space.prune.method=[none, structured]", "space.prune.ratio=0.5") == []
     assert notes() == []
