@@ -862,6 +862,10 @@ def check_ray_address(
             f"{named} {address!r}: expected HOST:PORT (the cluster's GCS, port 6379 by "
             "default, not an http:// address) or auto"
         )
+    if ":" in host and not host.startswith("["):  # Ray refuses ::1:6379 after the teacher
+        raise SearchError(
+            f"{named} {address!r}: write an IPv6 address in brackets, [{host}]:{port}"
+        )
     host = host.removeprefix("[").removesuffix("]")  # [::1]:6379, an IPv6 address's form
     try:
         with socket.create_connection((host, int(port)), timeout=timeout_s) as sock:

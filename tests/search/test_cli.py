@@ -551,3 +551,8 @@ def test_an_ipv6_address_in_brackets_is_dialled_as_ipv6() -> None:
         check_ray_address("[::1]:1")
     assert "Name or service not known" not in str(caught.value)
     assert str(caught.value).startswith("no Ray cluster answers at [::1]:1 (")
+    with pytest.raises(SearchError) as caught:  # Ray refused it, after the teacher
+        check_ray_address("::1:6379")
+    assert (
+        str(caught.value) == "--address '::1:6379': write an IPv6 address in brackets, [::1]:6379"
+    )
