@@ -27,9 +27,11 @@ is a 1x1 map after the stem's first stages.
 
 from __future__ import annotations
 
+import ast
 import difflib
 import inspect
 import re
+import textwrap
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -259,21 +261,120 @@ def _named_parameters(function: Any) -> set[str]:
     return {p.name for p in parameters if p.kind is not inspect.Parameter.VAR_KEYWORD}
 
 
+def _callee(node: ast.expr, scope: Mapping[str, Any]) -> Any:
+    """The function or class a call in a builder's source names (``f(...)``, ``mod.f(...)``),
+    looked up in the builder's module, or None."""
+    if isinstance(node, ast.Name):
+        return scope.get(node.id)
+    if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+        return getattr(scope.get(node.value.id), node.attr, None)
+    return None
+
+
+def _forwarded(function: Any, depth: int = 3) -> tuple[set[str], set[str]]:
+    """The named parameters of the functions that ``function`` hands its ``**kwargs`` to, and
+    those it fills itself in those calls, followed ``depth`` calls deep through its source.
+    torchvision's ``mobilenet_v3_small(**kwargs)`` passes ``width_mult``, ``reduced_tail`` and
+    ``dilated`` on to ``_mobilenet_v3_conf``, neither the builder's nor the model class's own
+    parameter; it fills ``MobileNetV3``'s ``inverted_residual_setting`` itself. A function
+    whose source cannot be read forwards nothing that can be named."""
+    target = function.__init__ if inspect.isclass(function) else function
+    try:
+        parameters = inspect.signature(target).parameters.values()
+        tree = ast.parse(textwrap.dedent(inspect.getsource(target)))
+    except (OSError, TypeError, ValueError, SyntaxError):
+        return set(), set()
+    rest = [p.name for p in parameters if p.kind is inspect.Parameter.VAR_KEYWORD]
+    scope = getattr(inspect.unwrap(target), "__globals__", {})
+    forwarded: set[str] = set()
+    filled: set[str] = set()
+    if not rest or depth <= 0:
+        return forwarded, filled
+    for node in ast.walk(tree):
+        key = _read_key(node, rest[0])
+        if key is not None:  # kwargs.pop("dropout", 0.2): efficientnet_b0 reads it itself
+            forwarded.add(key)
+    for call in ast.walk(tree):
+        if not isinstance(call, ast.Call) or not any(
+            k.arg is None and isinstance(k.value, ast.Name) and k.value.id == rest[0]
+            for k in call.keywords
+        ):
+            continue
+        callee = _callee(call.func, scope)
+        if callee is None or not callable(callee):
+            continue
+        named = [
+            p.name
+            for p in _signature_parameters(callee)
+            if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        ]
+        given = {k.arg for k in call.keywords if k.arg is not None}
+        if not any(isinstance(a, ast.Starred) for a in call.args):
+            given |= set(named[: len(call.args)])
+        forwarded |= set(named) - given
+        filled |= given
+        deeper, deeper_filled = _forwarded(callee, depth - 1)
+        forwarded |= deeper
+        filled |= deeper_filled
+    return forwarded, filled - forwarded
+
+
+def _read_key(node: ast.AST, mapping: str) -> str | None:
+    """``"x"`` where ``node`` reads it from the dict named ``mapping``: ``mapping.pop("x", ...)``,
+    ``.get`` or ``.setdefault``, or ``mapping["x"]``."""
+    if (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr in ("pop", "get", "setdefault")
+        and isinstance(node.func.value, ast.Name)
+        and node.func.value.id == mapping
+        and node.args
+    ):
+        key = node.args[0]
+    elif (
+        isinstance(node, ast.Subscript)
+        and isinstance(node.value, ast.Name)
+        and node.value.id == mapping
+    ):
+        key = node.slice
+    else:
+        return None
+    return key.value if isinstance(key, ast.Constant) and isinstance(key.value, str) else None
+
+
+def _signature_parameters(callee: Any) -> list[inspect.Parameter]:
+    try:
+        parameters = list(inspect.signature(callee).parameters.values())
+    except (TypeError, ValueError):
+        return []
+    return parameters
+
+
 def check_arguments(
     model: nn.Module, builders: tuple[Any, ...], arguments: Mapping[str, Any], who: str
 ) -> None:
     """Zoo constructors often take ``**kwargs`` and drop what they do not know (torchvision's
     MobileNetV3 does), so a misspelt argument would be searched without effect. An argument
-    must be a named parameter of one of the builders or of the model's class."""
+    must be a named parameter of one of the builders, of a function a builder hands its
+    ``**kwargs`` to (``_forwarded``), or of the model's class."""
     known = _named_parameters(type(model).__init__)
+    filled: set[str] = set()
     for builder in builders:
-        known |= _named_parameters(builder)
+        forwarded, builder_filled = _forwarded(builder)
+        known |= _named_parameters(builder) | forwarded
+        filled |= builder_filled
     unknown = sorted(set(arguments) - known)
     if unknown:
-        allowed = ", ".join(sorted(known - {"self", "weights", "progress", "num_classes"}))
+        hidden = {"self", "weights", "progress", "num_classes", *filled}
+        allowed = ", ".join(sorted(known - hidden))
         raise UserCodeError(
             f"{who} takes no argument {', '.join(map(repr, unknown))}; it takes: {allowed}"
         )
+
+
+# A zoo model's own input size (timm's ViTs: img_size; torchvision's: image_size): building it
+# for the data's images is cheaper than training on images upscaled to 224.
+_IMAGE_SIZE_ARGUMENTS = {"img_size", "image_size", "input_size"}
 
 
 def check_output(
@@ -312,7 +413,12 @@ def check_output(
                 "per image: build the first layer for them)"
             )
         elif len(input_shape) == 3 and input_dtype.is_floating_point:
-            hint = " (if the model needs larger images, set data.image_size, e.g. 224)"
+            own = sorted(_named_parameters(type(model).__init__) & _IMAGE_SIZE_ARGUMENTS)
+            hint = (
+                " (if the model needs larger images, set data.image_size, e.g. 224"
+                + (f", or build it for these: its argument {own[0]}" if own else "")
+                + ")"
+            )
         else:
             hint = ""
         raise UserCodeError(
@@ -432,7 +538,8 @@ def torchvision_models() -> list[str]:
 def _unknown(kind: str, name: Any, known: list[str]) -> str:
     if kind == "torchvision" and (task := _torchvision_task(str(name))) is not None:
         return (
-            f"torchvision model {name!r} is a {task} model; a search trains classifiers "
+            f"torchvision model {name!r} is {'an' if task[0] in 'aeiou' else 'a'} {task} model; "
+            "a search trains classifiers "
             f"(one of torchvision.models' classification models, e.g. {', '.join(known[:4])})"
         )
     close = difflib.get_close_matches(str(name), known, n=5, cutoff=0.5)

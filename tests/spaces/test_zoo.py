@@ -203,6 +203,8 @@ def test_unknown_zoo_model_suggests_close_names() -> None:
     # A detection model exists, but is no classifier: "unknown" sent users looking for a typo.
     with pytest.raises(ValidationError, match=r"'fasterrcnn_resnet50_fpn' is a detection model"):
         _space({"family": "torchvision", "model": "fasterrcnn_resnet50_fpn"})
+    with pytest.raises(ValidationError, match=r"'raft_small' is an optical flow model"):
+        _space({"family": "torchvision", "model": "raft_small"})
 
 
 def test_timm_model_by_name() -> None:
@@ -346,6 +348,50 @@ def test_a_misspelt_zoo_argument_is_named_even_where_the_constructor_drops_it() 
     build_model(
         {"family": "torchvision", "model": "mobilenet_v3_small", "dropout": 0.1}, (3, 32, 32), 10
     )
+
+
+def test_arguments_a_builder_hands_on_through_its_kwargs_are_taken() -> None:
+    """mobilenet_v3_small(**kwargs) passes width_mult, reduced_tail and dilated to
+    _mobilenet_v3_conf, neither the builder's nor MobileNetV3's own parameter: they were
+    refused as unknown, so a MobileNetV3's width could not be searched."""
+    shape = (3, 32, 32)
+    dense = build_model({"family": "torchvision", "model": "mobilenet_v3_small"}, shape, 10)
+    slim = build_model(
+        {
+            "family": "torchvision",
+            "model": "mobilenet_v3_small",
+            "width_mult": 0.5,
+            "reduced_tail": True,
+        },
+        shape,
+        10,
+    )
+    count = [sum(p.numel() for p in m.parameters()) for m in (dense, slim)]
+    assert count == [1_528_106, 171_650]  # torchvision's own counts for these arguments
+    # efficientnet_b0 reads dropout from its kwargs itself (kwargs.pop("dropout", 0.2))
+    build_model({"family": "torchvision", "model": "efficientnet_b0", "dropout": 0.3}, shape, 10)
+    with pytest.raises(UserCodeError) as caught:
+        build_model({"family": "torchvision", "model": "mobilenet_v3_small", "x": 1}, shape, 10)
+    allowed = str(caught.value).split("it takes: ")[1].split(", ")
+    # what the builder fills itself is not offered: giving it raised "multiple values"
+    assert {"width_mult", "reduced_tail", "dilated", "dropout"} <= set(allowed)
+    assert not {"inverted_residual_setting", "last_channel", "arch"} & set(allowed)
+
+
+def test_a_zoo_model_built_for_larger_images_is_told_its_own_size_argument() -> None:
+    pytest.importorskip("timm")
+    with pytest.raises(
+        UserCodeError,
+        match=r"set data.image_size, e.g. 224, or build it for "
+        r"these: its argument img_size\)$",
+    ):
+        build_model({"family": "timm", "model": "vit_tiny_patch16_224"}, (3, 16, 16), 10)
+    model = build_model(
+        {"family": "timm", "model": "vit_tiny_patch16_224", "img_size": 16, "patch_size": 4},
+        (3, 16, 16),
+        10,
+    )
+    assert model(torch.zeros(2, 3, 16, 16)).shape == (2, 10)
 
 
 def test_a_function_of_the_running_script_is_refused_with_where_to_put_it() -> None:
