@@ -341,7 +341,8 @@ class StructuredPruner(Pruner):
         except Exception as exc:
             raise PruningError(
                 f"structured pruning of {type(self.model).__name__} to {target:.2f} failed: "
-                f"{type(exc).__name__}: {exc}"
+                f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+                "(prune.ignore can keep the layers involved, or use unstructured pruning)"
             ) from None
         self._applied_ratio = target
         sync_attributes(self.model)  # e.g. a LayerNorm's normalized_shape, heads' head_dim

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Mapping
+from copy import deepcopy
 from typing import Any
 
 import torch
@@ -28,7 +29,13 @@ from nascomp.compressors.layers import (
     weight_layers,
     weight_names,
 )
-from nascomp.compressors.pruning import ignored_layers, prunable_layers
+from nascomp.compressors.pruning import (
+    PruneConfig,
+    PruningError,
+    ignored_layers,
+    make_pruner,
+    prunable_layers,
+)
 from nascomp.compressors.size import float_weights
 from nascomp.search.errors import ConfigError
 from nascomp.search.experiment import Experiment, trial_constants
@@ -40,7 +47,7 @@ from nascomp.spaces.models import (
     build_model,
     model_family,
 )
-from nascomp.spaces.params import to_param
+from nascomp.spaces.params import Param, to_param
 from nascomp.spaces.space import ARCH_SPACES
 from nascomp.spaces.userfn import NotLogitsError
 from nascomp.trainers.data import USER_SOURCES
@@ -165,7 +172,7 @@ def check_user_code(experiment: Experiment, notes: list[str] | None = None) -> E
                 except ValueError as exc:
                     raise ConfigError(f"space.{exc}") from None
             if field == "space.arch":  # after prune.ignore's patterns are known to match
-                _check_compressible(experiment, model)
+                _check_compressible(experiment, model, data.input_shape, data.input_dtype)
             if field == "space.arch" and groups and _check_groups(experiment, groups, model, data):
                 quant = experiment.space.quant.with_groups_covering()
                 space = experiment.space.model_copy(update={"quant": quant})
@@ -193,11 +200,17 @@ def check_user_code(experiment: Experiment, notes: list[str] | None = None) -> E
     return experiment
 
 
-def _check_compressible(experiment: Experiment, model: nn.Module) -> None:
+def _check_compressible(
+    experiment: Experiment,
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    input_dtype: torch.dtype,
+) -> None:
     """Refuse compression the student cannot take: a model without one layer QAT quantizes
     (weights used through ``F.conv2d``) failed every trial below 32 bits, one without a layer
-    unstructured pruning zeroes every unstructured trial, one trial after another. Only when
-    the space has this one model (a list of builders may hold others that can)."""
+    unstructured pruning zeroes every unstructured trial, and one that structured pruning
+    cannot take (``_check_structured``) every structured trial, one trial after another. Only
+    when the space has this one model (a list of builders may hold others that can)."""
     arch = {param.name: param for param in experiment.space.arch.params()}
     if any(arch[name].kind != "fixed" for name in ("arch.builder", "arch.model") if name in arch):
         return
@@ -222,6 +235,58 @@ def _check_compressible(experiment: Experiment, model: nn.Module) -> None:
             "modules outside prune.ignore), so every unstructured trial would fail: leave "
             "unstructured out of space.prune.method"
         )
+    if "structured" in methods:
+        _check_structured(experiment, model, input_shape, input_dtype)
+
+
+def _check_structured(
+    experiment: Experiment,
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    input_dtype: torch.dtype,
+) -> None:
+    """Prune a copy of the student at the space's lowest structured ratio, as a trial's
+    schedule ends. A model torch-pruning cannot trace, in which it finds no channel it may
+    remove, or which no longer runs once pruned (a convolution called twice in one forward, a
+    grouped convolution reading a concatenation) failed every structured trial with the same
+    reason; at the lowest ratio, a failure here is one that every structured trial meets."""
+    prune = experiment.space.prune
+    ratio = _lowest_ratio(to_param("space.prune.ratio", prune.ratio))
+    if ratio is None:
+        return
+    config = PruneConfig(
+        method="structured",
+        ratio=ratio,
+        importance=str(_first(to_param("space.prune.importance", prune.importance))),
+        scope=str(_first(to_param("space.prune.scope", prune.scope))),
+        ignore=tuple(prune.ignore),
+    )
+    try:
+        copy = deepcopy(model)
+    except Exception:  # a model that cannot be copied is checked by its first trial
+        return
+    example = torch.zeros(2, *input_shape, dtype=input_dtype)
+    try:
+        make_pruner(copy, config, example).update(1.0)
+    except PruningError as exc:
+        raise ConfigError(f"space.prune.method: every structured trial would fail: {exc}") from None
+
+
+def _lowest_ratio(ratio: Param) -> float | None:
+    """The smallest ratio above 0 a structured trial can draw (half the high end of a range
+    that starts at 0), or None when every one is 0."""
+    values = ratio.possible_values()
+    if values is not None:
+        positive = [float(v) for v in values if float(v) > 0]
+        return min(positive) if positive else None
+    low, high = float(ratio.low or 0.0), float(ratio.high or 0.0)
+    return low if low > 0 else (high / 2 if high > 0 else None)
+
+
+def _first(param: Param) -> Any:
+    values = param.possible_values()
+    assert values, param.name  # importance and scope are choices
+    return values[0]
 
 
 def _user_groups(experiment: Experiment) -> dict[str, list[str]]:

@@ -146,7 +146,9 @@ def test_the_search_notes_a_student_made_mostly_of_float_weights(
     (tmp_path / f"{name}.py").write_text(MODULE)
     monkeypatch.chdir(tmp_path)
     arch = {"family": "custom", "builder": f"{name}:{builder}"}
-    space = {"arch": arch, "distill": {"enabled": [False]}}
+    # structured pruning finds no channel these may lose (the pre-flight refuses it)
+    prune = {"method": ["none", "unstructured"]}
+    space = {"arch": arch, "prune": prune, "distill": {"enabled": [False]}}
     notes: list[str] = []
     checked = check_user_code(validate_experiment({"space": space}), notes)
     assert checked.space.arch.family == "custom"
@@ -202,7 +204,7 @@ def test_the_search_notes_the_users_small_validation_split(
     monkeypatch.chdir(tmp_path)
     data = {"name": "custom", "factory": f"{name}:few"}
     arch = {"family": "custom", "builder": f"{name}:features"}
-    space = {"arch": arch, "distill": {"enabled": [False]}}
+    space = {"arch": arch, "prune": {"method": ["none"]}, "distill": {"enabled": [False]}}
     notes: list[str] = []
     check_user_code(validate_experiment({"data": data, "space": space}), notes)
     # 60 samples: 12 held out for test (20%), 10% of the other 48 for validation
@@ -245,7 +247,7 @@ def test_the_search_notes_labels_that_start_at_one(
     monkeypatch.chdir(tmp_path)
     data = {"name": "custom", "factory": f"{name}:counted_from_one"}
     arch = {"family": "custom", "builder": f"{name}:features"}
-    space = {"arch": arch, "distill": {"enabled": [False]}}
+    space = {"arch": arch, "prune": {"method": ["none"]}, "distill": {"enabled": [False]}}
     notes: list[str] = []
     check_user_code(validate_experiment({"data": data, "space": space}), notes)
     assert notes[-1] == (
@@ -438,3 +440,84 @@ def test_compression_the_student_cannot_take_is_refused_before_any_trial(
     with pytest.raises(ConfigError) as caught:
         check_user_code(experiment, [])
     assert str(caught.value) == expected
+
+
+UNPRUNABLE = textwrap.dedent(
+    """
+    import torch
+    from torch import nn
+    import torch.nn.functional as F
+
+    class Tied(nn.Module):
+        def __init__(self, channels, n_classes):
+            super().__init__()
+            self.stem = nn.Conv2d(channels, 16, 3, padding=1)
+            self.shared = nn.Conv2d(16, 16, 3, padding=1)
+            self.head = nn.Linear(16, n_classes)
+            self.register_buffer("scale", torch.full((1, 16, 1, 1), 0.5))  # 16 channels
+
+        def forward(self, x):
+            x = F.relu(self.stem(x))
+            x = F.relu(self.shared(x)) * self.scale
+            x = F.relu(self.shared(x)) + x  # the same convolution twice
+            return self.head(x.mean((2, 3)))
+
+    def tied(input_shape, n_classes):
+        return Tied(input_shape[0], n_classes)
+
+    def plain(input_shape, n_classes):
+        return nn.Sequential(
+            nn.Conv2d(input_shape[0], 16, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, n_classes),
+        )
+    """
+)
+
+
+RUNS = (
+    "after structured pruning Tied no longer runs (a coupling of layers torch-pruning does not "
+    "follow): RuntimeError: The size of tensor a"
+)
+NO_CHANNEL = "structured pruning finds no channel it may remove in Tied"
+
+
+@pytest.mark.parametrize(
+    ("builder", "prune", "refused"),
+    [
+        ("tied", {"method": ["structured"], "ratio": {"low": 0.2, "high": 0.6}}, RUNS),
+        ("tied", {"method": ["none", "structured"], "ratio": [0.0, 0.5]}, RUNS),
+        ("tied", {"method": ["none", "unstructured"]}, None),
+        # both convolutions kept whole: none is left to prune
+        ("tied", {"method": ["structured"], "ignore": ["stem", "shared"]}, NO_CHANNEL),
+        ("plain", {"method": ["structured"]}, None),
+    ],
+)
+def test_structured_pruning_the_student_cannot_take_is_refused_before_any_trial(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    builder: str,
+    prune: dict,
+    refused: str | None,
+) -> None:
+    """A convolution called twice in one forward: torch-pruning removes its output channels
+    for one call and its input channels for the other, and every structured trial failed with
+    "no longer runs", one after another."""
+    name = f"unprunable_{tmp_path.name}"
+    (tmp_path / f"{name}.py").write_text(UNPRUNABLE)
+    monkeypatch.chdir(tmp_path)
+    space = {
+        "arch": {"family": "custom", "builder": f"{name}:{builder}"},
+        "prune": prune,
+        "quant": {"bits": [8]},
+        "distill": {"enabled": [False]},
+    }
+    experiment = validate_experiment({"data": {"name": "digits"}, "space": space})
+    if not refused:
+        check_user_code(experiment, [])
+        return
+    with pytest.raises(ConfigError) as caught:
+        check_user_code(experiment, [])
+    message = str(caught.value)
+    assert message.startswith(f"space.prune.method: every structured trial would fail: {refused}")
+    assert "\n" not in message
