@@ -304,8 +304,10 @@ def test_int8_ranges_follow_the_layers_when_preprocessing_reorders_them(
 def test_an_int8_file_that_changes_the_answers_keeps_the_roundings_qat_trained_with() -> None:
     """Quantizing every tensor ONNX Runtime can (GroupNorm inputs, the gate, the sums) made
     this model's file agree with it on 88% of held-out digits; with the weight layers' inputs
-    alone quantized, as in QAT, on 98%. The file that ships is the second
-    (bench/int8_forms.py measures the same model against torchvision's)."""
+    alone quantized, as in QAT, on 98% (an AMD EPYC without VNNI; 87% and 96% on an Intel
+    Xeon with VNNI, whose float kernels train this two-epoch model to other weights). The
+    file that ships is the second (bench/int8_forms.py measures the same model against
+    torchvision's)."""
     from int8_forms import digits, gated_cnn, int8_files, trained_qat
 
     torch.manual_seed(0)
@@ -318,13 +320,13 @@ def test_an_int8_file_that_changes_the_answers_keeps_the_roundings_qat_trained_w
     def agreement(module: nn.Module) -> float:
         return float((module(held_out).argmax(dim=1) == expected).float().mean())
 
-    every = int8_files(model, x, batches)["all ops"]
-    assert agreement(OnnxModule(every)) < 0.93
+    every = agreement(OnnxModule(int8_files(model, x, batches)["all ops"]))
+    assert every < 0.93
     shipped = onnx_form(
         model, bits=8, act_bits=8, example_inputs=x[:1], calibration_batches=batches
     )
     assert shipped.precision == "int8-qdq"
-    assert agreement(shipped.module) >= 0.97
+    assert agreement(shipped.module) >= max(0.95, every + 0.05)
 
 
 def test_int8_attention_keeps_float_what_qat_keeps_float() -> None:
