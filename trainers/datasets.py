@@ -127,7 +127,7 @@ def _open_torchvision(source: DatasetSource) -> tuple[Dataset, Dataset | None]:
     from torchvision.transforms import PILToTensor
 
     dataset_class = torchvision_class(source.dataset)
-    parameters = inspect.signature(dataset_class).parameters
+    parameters = _init_parameters(dataset_class)
     kwargs: dict[str, Any] = dict(source.options)
     if "download" in parameters:
         kwargs["download"] = False  # never: the machines that search have no network
@@ -151,13 +151,51 @@ def _open_torchvision(source: DatasetSource) -> tuple[Dataset, Dataset | None]:
 
     # With the user's own transforms the samples are theirs: read through __getitem__.
     plain = not ({"transform", "target_transform"} & {name for name, _ in source.options})
-    if "train" in parameters:  # CIFAR10, CIFAR100, MNIST, FashionMNIST, KMNIST, USPS, ...
+    if "train" in parameters:  # CIFAR10, CIFAR100, MNIST, FashionMNIST, KMNIST, USPS, EMNIST
         pair = make(train=True), make(train=False)
     elif "split" in parameters:  # SVHN, STL10, Flowers102, ...
         pair = make(split="train"), make(split="test")
-    else:
-        return make(), None  # ImageFolder and others with one split: test is held out
+    else:  # ImageFolder and others with one split: test is held out
+        only = make()
+        _refuse_split_folders_as_classes(only, source)
+        return only, None
     return (_as_arrays(pair[0]), _as_arrays(pair[1])) if plain else pair
+
+
+def _init_parameters(dataset_class: type) -> set[str]:
+    """The keyword arguments a torchvision dataset takes, its parents' included: EMNIST's own
+    signature names ``split`` (which of its six datasets) and passes ``train`` on to MNIST's;
+    read as a train/test ``split``, it was unusable ("got multiple values for 'split'")."""
+    names: set[str] = set()
+    for kind in dataset_class.__mro__:
+        init = kind.__dict__.get("__init__")
+        if init is None or kind in (object, Dataset):
+            continue
+        try:
+            parameters = inspect.signature(init).parameters.values()
+        except (TypeError, ValueError):
+            continue
+        names |= {p.name for p in parameters if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+    return names
+
+
+def _refuse_split_folders_as_classes(dataset: Dataset, source: DatasetSource) -> None:
+    """torchvision's ImageFolder on a root of ``train/`` and ``test/`` folders makes each
+    split a class: the search learnt "train or test", and its accuracy was the share of the
+    larger split."""
+    from nascomp.trainers.imagefolder import SPLIT_FOLDERS
+
+    classes = [str(c) for c in getattr(dataset, "classes", None) or ()]
+    splits = [c for c in classes if c.lower() in SPLIT_FOLDERS]
+    if len(splits) >= 2 or (splits and len(classes) == 1):
+        train = [c for c in splits if SPLIT_FOLDERS[c.lower()] == "train"]
+        inner = Path(str(source.root), (train or splits)[0])
+        raise DatasetError(
+            f"data.root: torchvision {source.dataset} reads the folders of {source.root} as "
+            f"classes, and they are splits ({', '.join(map(repr, splits))}): give it one "
+            f"split's folder (data.root: {inner}), or use data.name: imagefolder, which reads "
+            "train/, val/ and test/ folders as splits"
+        )
 
 
 def _as_arrays(dataset: Dataset) -> Dataset:
@@ -320,10 +358,26 @@ def sample_format(
     if layout not in LAYOUTS:
         raise DatasetError(f"data.layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
     first = _sample(dataset, 0, field)
+    _refuse_channels_last(first[0], field)
     image = prepare_input(first[0], image_size, field, 0, layout)
     label_of(first[1], field, 0)
     scale = 255.0 if first[0].dtype == torch.uint8 else 1.0
     return SampleFormat(tuple(image.shape), first[0].dtype, scale, image_size, layout)  # type: ignore[arg-type]
+
+
+def _refuse_channels_last(value: Any, field: str) -> None:
+    """A uint8 image as NumPy, PIL's ``np.asarray`` and OpenCV give it, (H, W, C), was read
+    as H channels of W x C images, silently. uint8 inputs are pixels (integer ids are int64,
+    int32 or int16), so a last axis of 1, 3 or 4 after a first of more is channels last."""
+    if not (isinstance(value, Tensor) and value.dtype == torch.uint8 and value.dim() == 3):
+        return
+    if value.shape[-1] in (1, 3, 4) and value.shape[0] not in (1, 3, 4):
+        h, w, c = value.shape
+        raise DatasetError(
+            f"{field}: sample 0's image has shape {(h, w, c)}, channels last; nascomp reads "
+            f"images as (C, H, W), PyTorch's order: give it as {(c, h, w)} (e.g. "
+            "torch.from_numpy(image).permute(2, 0, 1))"
+        )
 
 
 def _sample(dataset: Dataset, index: int, field: str, role: str = "train") -> tuple[Any, Any]:
@@ -502,6 +556,25 @@ def check_labels(labels: Tensor, n_classes: int | None, field: str, role: str) -
 def declared_classes(dataset: Dataset) -> int | None:
     classes = getattr(dataset, "classes", None)
     return len(classes) if isinstance(classes, list | tuple) and classes else None
+
+
+def check_same_classes(train: Dataset, test: Dataset, field: str) -> None:
+    """Where both datasets name their classes, label i must name the same class in both.
+    torchvision's ImageFolder numbers the class folders it finds: a test folder without
+    ``cat`` made ``dog`` label 0, and the test split was scored against shifted labels."""
+    names = [getattr(d, "classes", None) for d in (train, test)]
+    if not all(isinstance(n, list | tuple) and n for n in names):
+        return
+    ours, theirs = ([str(c) for c in n] for n in names)  # type: ignore[union-attr]
+    for label, (one, other) in enumerate(zip(ours, theirs, strict=False)):
+        if one != other:
+            raise DatasetError(
+                f"{field}: label {label} is {other!r} in the test set's classes and {one!r} in "
+                "the training set's; a label must name one class in both (ImageFolder numbers "
+                "the folders it finds: a class folder missing from one split shifts the "
+                "others): give both the training set's classes, or use data.name: imagefolder, "
+                "which matches class folders by name"
+            )
 
 
 def class_names(dataset: Dataset, n_classes: int) -> tuple[str, ...]:

@@ -6,6 +6,7 @@ blaming the device."""
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 MAX_LISTED = 100_000  # files under a data root whose sizes and times a digest holds, at most
@@ -18,13 +19,30 @@ def listing_digest(root: Path) -> str:
     folder): cheap for a folder of many images, and changed by any file edited, added or
     removed."""
     digest = hashlib.sha256()
-    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    files = [root] if root.is_file() else sorted(_files(root))
     for path in files[:MAX_LISTED]:
         stat = path.stat()
-        digest.update(
-            f"{path.relative_to(root.parent)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode()
-        )
+        # os.fsencode: a name that is not UTF-8 (a latin-1 zip's "caf\xe9") as its bytes
+        name = os.fsencode(path.relative_to(root.parent))
+        digest.update(name + f"\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()
+
+
+def _files(root: Path) -> list[Path]:
+    """The files under ``root``, through linked folders as the image reader walks them
+    (``Path.rglob`` did not enter them before Python 3.13: a folder of linked class folders
+    had the digest of nothing, and a teacher cached on it outlived their images). A folder
+    reached twice (a link loop) is walked once."""
+    seen: set[str] = set()
+    found: list[Path] = []
+    for top, dirs, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(top)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        found += [path for name in names if (path := Path(top, name)).is_file()]
+    return found
 
 
 def data_files_digest(name: str, root: str | None) -> str | None:

@@ -181,6 +181,7 @@ def open_table(root: str | None, options: dict[str, Any]) -> tuple[Table, Table 
     for path, frame in frames.items():
         _columns(path, frame.columns, options)
         _check_values(path, frame, target, names)
+    _same_kind(frames, target, "data.options.target")
     values = [frame[target] for frame in frames.values()]
     classes = _classes(train_path, target, values)
     index = {value: i for i, value in enumerate(classes)}
@@ -279,22 +280,11 @@ def _refuse_repeated_inputs(
 def _categories(frames: dict[Path, Any], names: list[str], train: Path) -> dict[str, list[str]]:
     """Each column of words among the features: its distinct values in the training file,
     sorted (both files are checked to be words)."""
-    import pandas as pd
 
     found: dict[str, list[str]] = {}
     for name in names:
-        words = {path: not pd.api.types.is_numeric_dtype(f[name]) for path, f in frames.items()}
-        if not any(words.values()):
+        if not _same_kind(frames, name, "data.options.features"):
             continue
-        if not all(words.values()):
-            text = next(path for path, word in words.items() if word)
-            numbers = next(path for path, word in words.items() if not word)
-            column = frames[text][name]
-            example = next((v for v in column if not _is_number(v)), column.iloc[0])
-            raise TableError(
-                f"data.options.features: column {name!r} holds numbers in {numbers.name} and "
-                f"words in {text.name} (e.g. {example!r}); give it one kind in both files"
-            )
         _refuse_numbers_as_words(name, sorted({str(v) for f in frames.values() for v in f[name]}))
         values = sorted({str(v) for v in frames[train][name]})
         if len(values) > MAX_CATEGORIES:
@@ -306,6 +296,25 @@ def _categories(frames: dict[Path, Any], names: list[str], train: Path) -> dict[
             )
         found[name] = values
     return found
+
+
+def _same_kind(frames: dict[Path, Any], name: str, field: str) -> bool:
+    """Whether column ``name`` holds words; an error naming ``field`` when it holds numbers in
+    one file and words in the other. A label ``?`` in a test file of integer labels made its
+    ``"0"`` another class than the training file's ``0``, silently."""
+    import pandas as pd
+
+    words = {path: not pd.api.types.is_numeric_dtype(f[name]) for path, f in frames.items()}
+    if any(words.values()) and not all(words.values()):
+        text = next(path for path, word in words.items() if word)
+        numbers = next(path for path, word in words.items() if not word)
+        column = frames[text][name]
+        example = next((v for v in column if not _is_number(v)), column.iloc[0])
+        raise TableError(
+            f"{field}: column {name!r} holds numbers in {numbers.name} and words in "
+            f"{text.name} (e.g. {example!r}); give it one kind in both files"
+        )
+    return all(words.values())
 
 
 def _input_names(names: list[str], categories: dict[str, list[str]]) -> list[str]:

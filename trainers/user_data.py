@@ -25,6 +25,7 @@ from nascomp.trainers.datasets import (
     Scan,
     channel_stats,
     check_labels,
+    check_same_classes,
     class_names,
     declared_classes,
     feature_categories,
@@ -118,6 +119,7 @@ def _load(
     n_classes = check_labels(train_scan.labels, declared_classes(train), field, "train")
     if test_scan is not None:
         check_labels(test_scan.labels, n_classes, field, "test")
+        check_same_classes(train, test, field)
     parts = split_indices(
         train_scan.labels,
         test_scan is not None,

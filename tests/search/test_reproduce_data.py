@@ -3,6 +3,7 @@ the device: the search keeps a digest of the files it read (trainers/listing.py)
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,28 @@ def test_the_digest_changes_with_the_files_and_is_none_for_bundled_data(tmp_path
     assert data_files_digest("imagefolder", str(tmp_path / "data")) != first
     assert data_files_digest("digits", None) is None
     assert data_files_digest("mnist", str(tmp_path)) is None  # official files
+
+
+def test_the_digest_sees_files_in_linked_folders_and_names_that_are_not_utf8(
+    tmp_path: Path,
+) -> None:
+    """Class folders that are links: Path.rglob did not enter them (Python < 3.13), so the
+    digest was that of nothing, and a teacher cached on it survived swapping their images. A
+    latin-1 folder name stopped the search with "'utf-8' codec can't encode"."""
+    _folder(tmp_path / "images", 3)
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    for name in ("cat", "dog"):
+        (linked / name).symlink_to(tmp_path / "images" / name, target_is_directory=True)
+    (linked / "loop").symlink_to(linked, target_is_directory=True)  # walked once
+    first = data_files_digest("imagefolder", str(linked))
+    assert first not in (None, hashlib.sha256().hexdigest())  # the digest of no file
+    (tmp_path / "images" / "cat" / "0.png").rename(tmp_path / "images" / "dog" / "moved.png")
+    assert data_files_digest("imagefolder", str(linked)) != first
+    latin1 = tmp_path / "latin1"
+    (latin1 / "caf\udce9").mkdir(parents=True)  # the bytes caf\xe9, as os.listdir gives them
+    Image.new("L", (8, 8), 9).save(latin1 / "caf\udce9" / "0.png")
+    assert data_files_digest("imagefolder", str(latin1)) is not None
 
 
 @pytest.mark.e2e

@@ -65,6 +65,25 @@ def test_a_column_of_words_is_one_hot_over_the_training_values(tmp_path: Path) -
         open_table(str(tmp_path), {})
 
 
+def test_labels_of_numbers_in_one_file_and_words_in_the_other_are_refused(
+    tmp_path: Path,
+) -> None:
+    """One "?" among a test file's integer labels made its "0" another class than the
+    training file's 0: six classes for three, and every test label shifted, silently."""
+    _write(tmp_path, "train.csv", "x,y\n1,0\n2,1\n3,2\n4,0\n")
+    _write(tmp_path, "test.csv", "x,y\n1,0\n2,?\n3,2\n")
+    with pytest.raises(
+        ValueError,
+        match=r"^data.options.target: column 'y' holds numbers in train\.csv and words in "
+        r"test\.csv \(e\.g\. '\?'\); give it one kind in both files$",
+    ):
+        open_table(str(tmp_path), {})
+    _write(tmp_path, "test.csv", "x,y\n1,0\n2,1\n3,2\n")
+    train, test = open_table(str(tmp_path), {})
+    assert test is not None and train.classes == ["0", "1", "2"]
+    assert test.tensors[1].tolist() == [0, 1, 2]
+
+
 def test_columns_no_model_can_learn_from_are_kept_with_a_note(tmp_path: Path) -> None:
     """A row number (pandas' index written by to_csv), distinct integer ids and a column of
     one value are named, one note per kind; real features are not."""

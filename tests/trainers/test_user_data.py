@@ -210,11 +210,72 @@ def test_unknown_torchvision_dataset_lists_some_allowed(data_root: Path) -> None
         DataConfig(name="torchvision", dataset="Tensor", root=str(data_root))
 
 
-@pytest.mark.parametrize("dataset", ["CIFAR10", "SVHN"])  # train=... and split=... classes
-def test_torchvision_files_missing_is_data_not_found(dataset: str, tmp_path: Path) -> None:
-    config = DataConfig(name="torchvision", dataset=dataset, root=str(tmp_path))
+@pytest.mark.parametrize(
+    ("dataset", "options"),
+    [
+        ("CIFAR10", {}),  # train=...
+        ("SVHN", {}),  # split=...
+        # split= names one of its six datasets; train= is its parent MNIST's: a train/test
+        # split= clashed with the user's ("got multiple values for keyword argument 'split'")
+        ("EMNIST", {"split": "balanced"}),
+    ],
+)
+def test_torchvision_files_missing_is_data_not_found(
+    dataset: str, options: dict, tmp_path: Path
+) -> None:
+    config = DataConfig(name="torchvision", dataset=dataset, root=str(tmp_path), options=options)
     with pytest.raises(DataNotFoundError, match=rf"torchvision {dataset} found no dataset in"):
         config.load()
+
+
+def test_torchvision_image_folder_on_split_folders_is_refused(tmp_path: Path) -> None:
+    """ImageFolder made a class of each split folder and the search learnt "train or test",
+    its accuracy the larger split's share."""
+    from PIL import Image
+
+    for split, count in (("train", 3), ("test", 2)):
+        for label in ("cat", "dog"):
+            folder = tmp_path / split / label
+            folder.mkdir(parents=True)
+            for i in range(count):
+                Image.new("RGB", (8, 8), (40 * i, 0, 0)).save(folder / f"{i}.png")
+    config = DataConfig(name="torchvision", dataset="ImageFolder", root=str(tmp_path))
+    with pytest.raises(DatasetError) as caught:
+        config.load()
+    assert str(caught.value) == (
+        f"data.root: torchvision ImageFolder reads the folders of {tmp_path} as classes, and "
+        f"they are splits ('test', 'train'): give it one split's folder (data.root: "
+        f"{tmp_path / 'train'}), or use data.name: imagefolder, which reads train/, val/ and "
+        "test/ folders as splits"
+    )
+    one = DataConfig(name="torchvision", dataset="ImageFolder", root=str(tmp_path / "train"))
+    assert one.load().classes == ("cat", "dog")
+
+
+def test_a_test_set_whose_classes_number_other_names_is_refused(
+    module: str, data_root: Path
+) -> None:
+    """ImageFolder per split, the test folder without class "0": its "1" was label 0, and
+    the test split was scored against shifted labels without a word."""
+    with pytest.raises(DatasetError) as caught:
+        custom(module, "test_lacks_a_class", data_root).load()
+    assert str(caught.value).startswith(
+        f"data.factory ({module}:test_lacks_a_class): label 0 is '1' in the test set's "
+        "classes and '0' in the training set's; a label must name one class in both"
+    )
+    splits = custom(module, "test_lacks_the_last_class", data_root).load()
+    assert splits.classes[-1] == "9" and int(splits.test_y.max()) == 8
+
+
+def test_channels_last_images_are_refused_naming_the_order(module: str, data_root: Path) -> None:
+    """(28, 28, 3) was read as 28 channels of 28 x 3 images, silently."""
+    with pytest.raises(DatasetError) as caught:
+        custom(module, "channels_last", data_root).load()
+    assert str(caught.value) == (
+        f"data.factory ({module}:channels_last): sample 0's image has shape (28, 28, 3), "
+        "channels last; nascomp reads images as (C, H, W), PyTorch's order: give it as "
+        "(3, 28, 28) (e.g. torch.from_numpy(image).permute(2, 0, 1))"
+    )
 
 
 @pytest.mark.parametrize(

@@ -114,6 +114,32 @@ def pil_images(root):
     return Photos(*_mnist(root, True, 300)), None
 
 
+def channels_last(root):
+    """(H, W, C) uint8 images, as np.asarray of a PIL image or OpenCV give them."""
+    x, y = _mnist(root, True, 300)
+    return TensorDataset(x.permute(0, 2, 3, 1).repeat(1, 1, 1, 3).contiguous(), y), None
+
+
+def test_lacks_a_class(root):
+    """The torchvision recipe, ImageFolder per split, where test/ has no folder "0"."""
+    x, y = _mnist(root, True, 300)
+    test_x, test_y = _mnist(root, False, 300)
+    keep = test_y != 0
+    train = TensorDataset(x, y)
+    train.classes = [str(i) for i in range(10)]
+    test = TensorDataset(test_x[keep], test_y[keep] - 1)  # numbered from its first folder
+    test.classes = [str(i) for i in range(1, 10)]
+    return train, test
+
+
+def test_lacks_the_last_class(root):
+    train, test = test_lacks_a_class(root)
+    keep = test.tensors[1] < 8
+    test = TensorDataset(test.tensors[0][keep], test.tensors[1][keep] + 1)
+    test.classes = [str(i) for i in range(9)]  # "9" missing: every label names its class
+    return train, test
+
+
 def too_many_for_classes(root):
     train, test = tensors(root)
     train.classes = ["a", "b"]
