@@ -59,6 +59,7 @@ from nascomp.search.about import version
 from nascomp.spaces.models import build_model
 from nascomp.spaces.space import arch_from_flat
 from nascomp.trainers.checkpoint import cpu_state_dict
+from nascomp.trainers.imagefolder import DECODE
 from nascomp.trainers.normalise import Normalise
 
 ARTIFACT = "model.nascomp"
@@ -336,6 +337,8 @@ def preprocess_recipe(
     return {
         "input_shape": list(example.shape[1:]),
         "image_mode": image_mode(config.get("data.name"), tuple(example.shape[1:])),
+        # How an image file becomes the image_mode array (EXIF orientation, 16-bit scans)
+        "decode": DECODE if config.get("data.name") == "imagefolder" else None,
         "image_size": image_size,
         "resize": resize if image_size is not None else None,
         **normalise.describe(),

@@ -70,6 +70,14 @@ _NOT_DATA = frozenset({"__MACOSX", "@eaDir"})
 _SILENT = frozenset({"thumbs.db", "desktop.ini"})
 _GREY_MODES = ("1", "L", "LA", "La")
 _WIDE_GREY_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
+# What decode_one does to a file, for the export's preprocess.json: a deployment that opened
+# the files with PIL's convert() alone fed 16-bit scans as white and rotated photos unrotated.
+DECODE = (
+    "PIL: ImageOps.exif_transpose (the image as viewers show it); then modes 1, L, LA, La as "
+    "convert('L'); 16-bit grey (I;16, I;16B, I;16L, I;16N, I) as L of (v * 255 + 32767) // "
+    "65535, its whole 0..65535 range; any other mode as convert('RGB'); with image_mode RGB, "
+    "grey images repeated to 3 channels; then the resize, if any"
+)
 
 
 @dataclass(frozen=True)

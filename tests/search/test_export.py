@@ -18,11 +18,14 @@ from nascomp.search.export import (
     foreign_files,
     image_mode,
     load_exported,
+    preprocess_recipe,
 )
 from nascomp.search.reproduce import onnx_agreement
 from nascomp.spaces.models import build_model
 from nascomp.trainers.config import TrialConfig
+from nascomp.trainers.imagefolder import DECODE
 from nascomp.trainers.loop import predict_logits
+from nascomp.trainers.normalise import Normalise
 from nascomp.trainers.trial import run_trial
 from tests.trainers.test_trial_measure import pruned
 
@@ -250,6 +253,7 @@ def test_raw_inputs_through_preprocess_json_are_what_the_model_was_fed(tmp_path:
     assert json.loads(metadata["nascomp.preprocess"]) == recipe
     assert recipe["input_shape"] == [1, 8, 8] and recipe["scale"] == 16.0
     assert recipe["image_mode"] == "L" and recipe["resize"] is None
+    assert recipe["decode"] is None  # arrays, not image files: an image folder's says how
     assert recipe["output"].startswith("logits: (batch, n_classes)")
     # The file names its trial; export.json has the provenance and each file's size.
     assert metadata["nascomp.trial_run_id"] == "abc123"
@@ -327,3 +331,13 @@ def test_a_tracking_server_that_refuses_is_told_apart_from_one_that_is_down(
         Tracker(uri, "x").check_reachable()
     finally:
         server.shutdown()
+
+
+def test_an_image_folders_recipe_says_how_its_files_were_decoded() -> None:
+    """16-bit scans decoded with PIL's convert('L') alone were white where the search had
+    trained on their levels, and photos with an EXIF rotation were fed unrotated."""
+    normalise = Normalise(torch.zeros(3), torch.ones(3), 255.0)
+    example = torch.zeros(1, 3, 8, 8)
+    folder = preprocess_recipe(normalise, example, {"data.name": "imagefolder"})
+    assert folder["decode"] == DECODE and folder["image_mode"] == "RGB"
+    assert preprocess_recipe(normalise, example, {"data.name": "torchvision"})["decode"] is None

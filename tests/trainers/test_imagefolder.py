@@ -13,7 +13,13 @@ import pytest
 from PIL import Image
 
 from nascomp.trainers.data import clear_cache, load_data
-from nascomp.trainers.imagefolder import IMAGE_EXTENSIONS, decode_one, layout, skipped_note
+from nascomp.trainers.imagefolder import (
+    DECODE,
+    IMAGE_EXTENSIONS,
+    decode_one,
+    layout,
+    skipped_note,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -148,6 +154,10 @@ def test_wide_grey_images_keep_their_levels_and_float_ones_are_refused(tmp_path:
     decoded = decode_one(str(tmp_path / "scan.png"), None)
     assert decoded.shape == (8, 8, 1) and len(np.unique(decoded)) == 64
     assert decoded.max() == round(64512 * 255 / 65535) and decoded.min() == 0
+    # preprocess.json's decode says so, with the formula a deployment applies
+    assert "(v * 255 + 32767) // 65535" in DECODE and "exif_transpose" in DECODE
+    following = (levels.astype(np.int64) * 255 + 32767) // 65535
+    np.testing.assert_array_equal(decoded[..., 0], following)
     Image.fromarray(np.full((4, 4), 0.5, dtype=np.float32)).save(tmp_path / "depth.tif")
     with pytest.raises(ValueError, match=r"depth\.tif is a 32-bit float image, whose value range"):
         decode_one(str(tmp_path / "depth.tif"), None)
