@@ -103,11 +103,15 @@ def teacher_path(job: TeacherJob) -> Path:
     return cache_dir() / "teachers" / f"{key}.pt"
 
 
+# torchvision's readers of a folder the user lays out (the others read official files).
+USERS_FOLDER_CLASSES = ("ImageFolder", "DatasetFolder")
+
+
 def user_inputs(job: TeacherJob) -> dict[str, Any]:
     """What of the user's, besides the config, the teacher's weights depend on: the SHA-256
     of the source file of the teacher's builder (``custom`` or a plugin's family) and of the
     data factory, and the size and modification time of each file under a custom factory's
-    or an image folder's ``data.root``. Empty for nascomp's own families and bundled or
+    or an image folder's ``data.root`` (torchvision's ImageFolder's too). Empty for nascomp's own families and bundled or
     official datasets (their keys stay as they were). Data a factory reads from elsewhere, or
     makes from the environment, is not seen."""
     builder = _builder_source(job.teacher.arch)
@@ -120,7 +124,10 @@ def user_inputs(job: TeacherJob) -> dict[str, Any]:
         code["(builder without a source file)"] = builder
     if code:
         found["code"] = code
-    if job.data.name in ("custom", "imagefolder") and job.data.root is not None:
+    folder = job.data.name in ("custom", "imagefolder") or (
+        job.data.name == "torchvision" and job.data.dataset in USERS_FOLDER_CLASSES
+    )
+    if folder and job.data.root is not None:
         # an image folder too: images added or replaced are other data
         found["files"] = listing_digest(Path(job.data.root))
     return found

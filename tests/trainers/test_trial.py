@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -421,6 +422,14 @@ def test_the_teacher_cache_sees_the_users_code_and_data_files(
     before = teacher_path(folder)
     (tmp_path / "images" / "new.png").write_bytes(b"x")
     assert teacher_path(folder) != before
+    # So are those torchvision's ImageFolder reads (its official datasets' keys stay)
+    data = DataConfig.model_construct(
+        name="torchvision", dataset="ImageFolder", root=str(tmp_path / "images")
+    )
+    read = dataclasses.replace(folder, data=data)
+    before = teacher_path(read)
+    (tmp_path / "images" / "other.png").write_bytes(b"y")
+    assert teacher_path(read) != before
 
 
 def test_a_teacher_family_defined_with_no_source_file_is_keyed_by_its_code() -> None:
