@@ -365,6 +365,18 @@ def sample_format(
     return SampleFormat(tuple(image.shape), first[0].dtype, scale, image_size, layout)  # type: ignore[arg-type]
 
 
+def _file_of(dataset: Dataset, index: int) -> str:
+    """`` (PATH)``, the file of sample ``index`` where the dataset lists its files as
+    torchvision's folder readers do (``samples``: (path, label) pairs), else ``""``: "reading
+    train sample 0 raised OSError: Truncated File Read" left the user to find the image."""
+    samples = getattr(dataset, "samples", None)
+    try:
+        path = samples[index][0]  # type: ignore[index]
+    except (TypeError, IndexError, KeyError):
+        return ""
+    return f" ({path})" if isinstance(path, str | Path) else ""
+
+
 def _refuse_channels_last(value: Any, field: str) -> None:
     """A uint8 image as NumPy, PIL's ``np.asarray`` and OpenCV give it, (H, W, C), was read
     as H channels of W x C images, silently. uint8 inputs are pixels (integer ids are int64,
@@ -385,7 +397,8 @@ def _sample(dataset: Dataset, index: int, field: str, role: str = "train") -> tu
         sample = dataset[index]
     except Exception as exc:  # the user's __getitem__
         raise DatasetError(
-            f"{field}: reading {role} sample {index} raised {type(exc).__name__}: {_line(exc)}"
+            f"{field}: reading {role} sample {index}{_file_of(dataset, index)} raised "
+            f"{type(exc).__name__}: {_line(exc)}"
         ) from None
     if not (isinstance(sample, tuple | list) and len(sample) == 2):
         raise DatasetError(
@@ -536,14 +549,21 @@ def _reading(loader: DataLoader, field: str) -> Iterator[tuple[Tensor, Tensor]]:
         raise DatasetError(f"{field}: reading the samples failed: {cause}") from None
 
 
-def check_labels(labels: Tensor, n_classes: int | None, field: str, role: str) -> int:
-    """The number of classes: ``n_classes`` (a dataset's ``classes``) or max label + 1."""
+def check_labels(
+    labels: Tensor,
+    n_classes: int | None,
+    field: str,
+    role: str,
+    counted: str = "len(classes)",
+) -> int:
+    """The number of classes: ``n_classes`` (``counted`` says from what: a dataset's
+    ``classes``, or the training labels for the test set's) or max label + 1."""
     low, high = int(labels.min()), int(labels.max())
     limit = n_classes if n_classes is not None else high + 1
     if low < 0 or high >= limit:
         raise DatasetError(
             f"{field}: {role} labels must be integers in 0..{limit - 1} "
-            f"({'len(classes)' if n_classes is not None else 'K = max label + 1'}); "
+            f"({counted if n_classes is not None else 'K = max label + 1'}); "
             f"got {low}..{high}"
         )
     if role == "train" and low == high:

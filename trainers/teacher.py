@@ -111,9 +111,9 @@ def user_inputs(job: TeacherJob) -> dict[str, Any]:
     """What of the user's, besides the config, the teacher's weights depend on: the SHA-256
     of the source file of the teacher's builder (``custom`` or a plugin's family) and of the
     data factory, and the size and modification time of each file under a custom factory's
-    or an image folder's ``data.root`` (torchvision's ImageFolder's too). Empty for nascomp's own families and bundled or
-    official datasets (their keys stay as they were). Data a factory reads from elsewhere, or
-    makes from the environment, is not seen."""
+    or an image folder's ``data.root`` (torchvision's ImageFolder's too). Empty for nascomp's
+    own families and bundled or official datasets (their keys stay as they were). Data a
+    factory reads from elsewhere, or makes from the environment, is not seen."""
     builder = _builder_source(job.teacher.arch)
     sources = [builder] if isinstance(builder, Path) else []
     if job.data.name == "custom" and job.data.factory:

@@ -116,9 +116,11 @@ def _load(
     test_scan = (
         scan(test, sample, field, keep=keep, n_workers=threads, role="test") if test else None
     )
-    n_classes = check_labels(train_scan.labels, declared_classes(train), field, "train")
+    declared = declared_classes(train)
+    n_classes = check_labels(train_scan.labels, declared, field, "train")
     if test_scan is not None:
-        check_labels(test_scan.labels, n_classes, field, "test")
+        counted = "len(classes)" if declared is not None else "K = the train labels' max + 1"
+        check_labels(test_scan.labels, n_classes, field, "test", counted)
         check_same_classes(train, test, field)
     parts = split_indices(
         train_scan.labels,

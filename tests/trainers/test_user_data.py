@@ -171,6 +171,12 @@ def test_a_factory_that_cannot_be_called_fails_at_config_load(
         ("one_class", DatasetError, r"every train label is 4; a classifier needs .* 2 classes"),
         ("strings", DatasetError, r"sample 0's input is a NumPy array of dtype <U1; give numb"),
         ("too_many_for_classes", DatasetError, r"labels must be integers in 0\.\.1 \(len\(clas"),
+        (  # it has no classes: len(classes) sent the user looking for one
+            "test_beyond_train",
+            DatasetError,
+            r"test labels must be integers in 0\.\.8 \(K = the train labels' max \+ 1\); "
+            r"got 0\.\.9$",
+        ),
     ],
 )
 def test_a_factory_whose_output_is_wrong_fails_at_data_load(
@@ -250,6 +256,15 @@ def test_torchvision_image_folder_on_split_folders_is_refused(tmp_path: Path) ->
     )
     one = DataConfig(name="torchvision", dataset="ImageFolder", root=str(tmp_path / "train"))
     assert one.load().classes == ("cat", "dog")
+    # a file it cannot read is named
+    (tmp_path / "train" / "cat" / "0.png").write_bytes(b"not an image")
+    clear_user_cache()
+    with pytest.raises(DatasetError) as caught:
+        one.load()
+    assert str(caught.value).startswith(
+        f"data.dataset: reading train sample 0 ({tmp_path / 'train' / 'cat' / '0.png'}) raised "
+        "UnidentifiedImageError: "
+    )
 
 
 def test_a_test_set_whose_classes_number_other_names_is_refused(

@@ -60,6 +60,13 @@ def shifted_labels(root):
     return TensorDataset(x, y - 1), None
 
 
+def test_beyond_train(root):
+    """No classes: K is the train labels' max + 1, and the test set holds a label past it."""
+    x, y = _mnist(root, True, 100)
+    keep = y < 9
+    return TensorDataset(x[keep], y[keep]), TensorDataset(x, y)
+
+
 def one_class(root):
     x, y = _mnist(root, True, 100)
     return TensorDataset(x, y * 0 + 4), None
