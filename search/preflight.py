@@ -102,10 +102,13 @@ def check_user_code(experiment: Experiment, notes: list[str] | None = None) -> E
         data = experiment.data.load(threads=trial_constants(experiment)["threads"])
     except (ValueError, TypeError, OSError) as exc:
         raise ConfigError(_located("data", exc)) from None
+    official = getattr(data, "official_val", False)  # an image folder's val/
     for note in (
-        small_validation_note(len(data.val), experiment.data.val_fraction),
+        small_validation_note(len(data.val), experiment.data.val_fraction, official),
         untrained_classes_note(data.train.labels, data.n_classes, data.classes),
-        unvalidated_classes_note(data.val.labels, data.train.labels, data.n_classes, data.classes),
+        unvalidated_classes_note(
+            data.val.labels, data.train.labels, data.n_classes, data.classes, official
+        ),
         *data.notes,
     ):
         if note is not None and notes is not None:
@@ -392,16 +395,22 @@ def _round_robin(
 SMALL_VALIDATION = 100
 
 
-def small_validation_note(n_val: int, val_fraction: float) -> str | None:
+def small_validation_note(n_val: int, val_fraction: float, official: bool = False) -> str | None:
     """One line when the validation split, which ranks every trial, is too small to tell
-    close models apart."""
+    close models apart. ``official``: it is a split of its own (an image folder's val/),
+    which val_fraction does not draw."""
     if n_val >= SMALL_VALIDATION:
         return None
     step = 100.0 / max(1, n_val)
+    where, fix = (
+        ("the val/ folder", "bring more images to val/")
+        if official
+        else (f"val_fraction {val_fraction:g}", "raise data.val_fraction, or bring more data")
+    )
     return (
         f"data: the validation split holds {n_val} sample{'s' if n_val != 1 else ''} "
-        f"(val_fraction {val_fraction:g}), so val_accuracy moves in steps of {step:.3g}% and "
-        "close models rank by chance (raise data.val_fraction, or bring more data)"
+        f"({where}), so val_accuracy moves in steps of {step:.3g}% and close models rank by "
+        f"chance ({fix})"
     )
 
 
@@ -439,7 +448,11 @@ def untrained_classes_note(
 
 
 def unvalidated_classes_note(
-    labels: torch.Tensor, trained: torch.Tensor, n_classes: int, classes: tuple[str, ...] = ()
+    labels: torch.Tensor,
+    trained: torch.Tensor,
+    n_classes: int,
+    classes: tuple[str, ...] = (),
+    official: bool = False,
 ) -> str | None:
     """One line when a class has no sample in the validation split, which ranks the trials:
     val_accuracy and val_balanced_accuracy (a mean over the classes present) cannot see it,
@@ -454,8 +467,12 @@ def unvalidated_classes_note(
     return (
         f"data: {len(missing)} of {n_classes} classes have no sample in the validation split "
         f"({_named(missing, classes)}): val_accuracy and val_balanced_accuracy, which rank "
-        "the trials, cannot see them (a model that never answers them can score 1.0); give "
-        "them more samples or raise data.val_fraction"
+        "the trials, cannot see them (a model that never answers them can score 1.0); "
+        + (
+            "give them images in the val/ folder"
+            if official
+            else "give them more samples or raise data.val_fraction"
+        )
     )
 
 

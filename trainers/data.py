@@ -67,6 +67,9 @@ class DataSplits:
     categories: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     # What the user should know about the data that is no error (a CSV's id columns, say)
     notes: tuple[str, ...] = ()
+    # Validation samples from a split of their own (an image folder's val/): val_fraction
+    # does not apply to them
+    official_val: bool = False
 
     # The splits as the training loop reads them (trainers/split.py); a streamed dataset's
     # StreamedSplits has the same three.
@@ -396,6 +399,7 @@ def _split(
         normalise=normalised,
         classes=raw.classes,
         notes=raw.notes,
+        official_val=official_val,
     )
 
 

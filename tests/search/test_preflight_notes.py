@@ -196,6 +196,31 @@ def test_a_small_validation_split_is_noted_with_its_step() -> None:
     assert "holds 1 sample (" in (small_validation_note(1, 0.25) or "")
 
 
+def test_notes_on_an_image_folders_own_validation_split_name_its_folder(
+    tmp_path: Path,
+) -> None:
+    """With a val/ folder, val_fraction draws nothing: the notes told the user to raise it."""
+    from PIL import Image
+
+    for split, classes, count in (("train", "ab", 12), ("val", "a", 3), ("test", "ab", 2)):
+        for label in classes:
+            folder = tmp_path / split / label
+            folder.mkdir(parents=True)
+            for i in range(count):
+                shade = 40 * i + (120 if label == "b" else 0)
+                Image.new("L", (8, 8), shade % 256).save(folder / f"{i}.png")
+    data = {"name": "imagefolder", "root": str(tmp_path)}
+    notes: list[str] = []
+    check_user_code(validate_experiment({"data": data}), notes)
+    assert notes[:2] == [
+        "data: the validation split holds 3 samples (the val/ folder), so val_accuracy moves in "
+        "steps of 33.3% and close models rank by chance (bring more images to val/)",
+        "data: 1 of 2 classes have no sample in the validation split (class b): val_accuracy "
+        "and val_balanced_accuracy, which rank the trials, cannot see them (a model that never "
+        "answers them can score 1.0); give them images in the val/ folder",
+    ]
+
+
 def test_the_search_notes_the_users_small_validation_split(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
