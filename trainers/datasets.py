@@ -461,14 +461,25 @@ class CheckedSamples(Dataset):
         value, label = _sample(self.dataset, index, self.field, self.role)
         image = prepare_input(value, self.format.image_size, self.field, index, self.format.layout)
         if tuple(image.shape) != self.format.shape or value.dtype != self.format.dtype:
-            images = image.dim() == 3 and len(self.format.shape) == 3
             raise DatasetError(
                 f"{self.field}: {self.role} sample {index} is {tuple(image.shape)} "
                 f"{value.dtype}, train sample 0 is {self.format.shape} {self.format.dtype}; "
-                "every input must have one shape and dtype"
-                + (" (set data.image_size to resize images to one size)" if images else "")
+                f"every input must have one shape and dtype{self._hint(image, value.dtype)}"
             )
         return image, label_of(label, self.field, index)
+
+    def _hint(self, image: Tensor, dtype: torch.dtype) -> str:
+        """What makes the inputs one: a size is resized, grey and colour are one mode; a
+        resize does nothing for a dtype or a channel count."""
+        shape = self.format.shape
+        if dtype != self.format.dtype or image.dim() != 3 or len(shape) != 3:
+            return ""
+        if image.shape[0] != shape[0]:
+            return (
+                f" (images of {image.shape[0]} and {shape[0]} channels: grey and colour "
+                "mixed? give them one mode, e.g. a transform doing PIL's image.convert('RGB'))"
+            )
+        return " (set data.image_size to resize images to one size)"
 
 
 # ---------------------------------------------------------------------------- the reading pass

@@ -171,6 +171,13 @@ def test_a_factory_that_cannot_be_called_fails_at_config_load(
         ("one_class", DatasetError, r"every train label is 4; a classifier needs .* 2 classes"),
         ("strings", DatasetError, r"sample 0's input is a NumPy array of dtype <U1; give numb"),
         ("too_many_for_classes", DatasetError, r"labels must be integers in 0\.\.1 \(len\(clas"),
+        (  # a resize cannot make one of them: image_size was the hint
+            "grey_and_colour",
+            DatasetError,
+            r"sample 1 is \(3, 28, 28\) torch.uint8, train sample 0 is \(1, 28, 28\) "
+            r"torch.uint8; every input must have one shape and dtype \(images of 3 and 1 "
+            r"channels: grey and colour mixed\? give them one mode",
+        ),
         (  # it has no classes: len(classes) sent the user looking for one
             "test_beyond_train",
             DatasetError,

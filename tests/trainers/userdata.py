@@ -121,6 +121,18 @@ def pil_images(root):
     return Photos(*_mnist(root, True, 300)), None
 
 
+class GreyAndColour(Photos):
+    """Grey (L) and colour (RGB) PIL images, as torchvision's Caltech101 gives them."""
+
+    def __getitem__(self, index):
+        image, label = super().__getitem__(index)
+        return (image.convert("L") if index % 2 == 0 else image.convert("RGB")), label
+
+
+def grey_and_colour(root):
+    return GreyAndColour(*_mnist(root, True, 300)), None
+
+
 def channels_last(root):
     """(H, W, C) uint8 images, as np.asarray of a PIL image or OpenCV give them."""
     x, y = _mnist(root, True, 300)
