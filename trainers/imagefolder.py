@@ -286,9 +286,15 @@ def decode_images(paths: Sequence[str], image_size: int | None) -> Tensor:
         arrays = list(pool.map(lambda path: decode_one(path, image_size), paths))
     shapes = {array.shape[:2] for array in arrays}
     if len(shapes) > 1:
+        # one file of each size (H, W), the first in reading order, so the user can look
+        first: dict[tuple[int, int], str] = {}
+        for path, array in zip(paths, arrays, strict=True):
+            first.setdefault(array.shape[:2], path)
+        shown = "; ".join(f"{h}x{w}: {first[(h, w)]}" for h, w in sorted(first)[:3])
         raise ValueError(
-            f"imagefolder: images have different sizes {sorted(shapes)[:4]}; "
-            "set image_size to resize them to one size"
+            f"imagefolder: images have {len(shapes)} different sizes (height x width: "
+            f"{shown}{'; ...' if len(shapes) > 3 else ''}); set image_size to resize them to "
+            "one size"
         )
     if any(array.shape[2] == 3 for array in arrays):
         # Mixed grey and colour folders: grey images become 3 equal channels.

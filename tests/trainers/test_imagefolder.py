@@ -146,6 +146,19 @@ def test_a_link_loop_or_a_file_read_twice_is_an_error(tmp_path: Path) -> None:
         load_data("imagefolder", str(tmp_path))
 
 
+def test_images_of_different_sizes_are_refused_naming_a_file_of_each(tmp_path: Path) -> None:
+    _split(tmp_path)
+    Image.new("L", (9, 5), 7).save(tmp_path / "dog" / "wide.png")
+    with pytest.raises(ValueError) as caught:
+        load_data("imagefolder", str(tmp_path))
+    assert str(caught.value) == (
+        f"imagefolder: images have 2 different sizes (height x width: 5x9: "
+        f"{tmp_path / 'dog' / 'wide.png'}; 6x6: {tmp_path / 'cat' / '0.png'}); set image_size "
+        "to resize them to one size"
+    )
+    assert load_data("imagefolder", str(tmp_path), image_size=6).input_shape == (1, 6, 6)
+
+
 def test_wide_grey_images_keep_their_levels_and_float_ones_are_refused(tmp_path: Path) -> None:
     """PIL's convert('L') clipped a 16-bit scan to black and white."""
     levels = np.arange(0, 65536, 1024, dtype=np.uint16).reshape(8, 8)
