@@ -441,6 +441,8 @@ def _columns(path: Path, columns: Any, options: dict[str, Any]) -> tuple[str, li
 
 
 def _check_values(path: Path, frame: Any, target: str, names: list[str]) -> None:
+    import pandas as pd
+
     if not len(frame):
         raise TableError(f"data.root: {path.name} has a header and no rows")
     missing = frame[[*names, target]].isna()
@@ -453,6 +455,15 @@ def _check_values(path: Path, frame: Any, target: str, names: list[str]) -> None
         raise TableError(
             f"data.root: {path.name} has empty cells (column and count: {listed}{more}; the "
             f"first on line {line}); fill or drop them first (nascomp does not guess values)"
+        )
+    numbers = [n for n in names if pd.api.types.is_float_dtype(frame[n])]
+    infinite = np.isinf(frame[numbers].to_numpy(dtype=np.float64)) if numbers else None
+    if infinite is not None and infinite.any():
+        row, column = (int(i[0]) for i in np.nonzero(infinite))
+        raise TableError(
+            f"data.root: {path.name} holds {frame[numbers[column]].iloc[row]} in column "
+            f"{numbers[column]!r} on line {row + 2}; replace infinite values first (nascomp "
+            "does not guess values)"
         )
 
 

@@ -65,6 +65,18 @@ def test_a_column_of_words_is_one_hot_over_the_training_values(tmp_path: Path) -
         open_table(str(tmp_path), {})
 
 
+def test_an_infinite_value_is_refused_naming_its_line_and_column(tmp_path: Path) -> None:
+    """It was "train sample 4's input holds inf at (2,)": an index into the inputs, not the
+    file the user edits."""
+    _write(tmp_path, "rows.csv", "a,b,y\n1,2,0\n3,4,1\n5,-inf,0\n")
+    with pytest.raises(ValueError) as caught:
+        open_table(str(tmp_path / "rows.csv"), {})
+    assert str(caught.value) == (
+        "data.root: rows.csv holds -inf in column 'b' on line 4; replace infinite values first "
+        "(nascomp does not guess values)"
+    )
+
+
 def test_labels_of_numbers_in_one_file_and_words_in_the_other_are_refused(
     tmp_path: Path,
 ) -> None:
