@@ -396,19 +396,58 @@ def _read(path: Path, options: dict[str, Any], nrows: int | None = None) -> Any:
             na_values=[""],
         )
     except UnicodeDecodeError as exc:
+        encoding = options.get("encoding", "utf-8")
+        where = _bad_byte(path, encoding, exc)
         raise TableError(
-            f"data.options.encoding: {path} is not {options.get('encoding', 'utf-8')} text "
-            f"(byte {exc.object[exc.start : exc.start + 1]!r} at {exc.start}); name its encoding, "
-            "e.g. 'latin-1' or 'cp1252'"
+            f"data.options.encoding: {path} is not {encoding} text ({where}); name its "
+            "encoding, e.g. 'latin-1' or 'cp1252'"
         ) from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise TableError(f"data.root: {path} is not a CSV pandas reads: {first}") from None
+    _refuse_repeated_names(path, options)
     frame.columns = [str(name).strip() for name in frame.columns]  # "a, b": "b"
     for name in frame.columns:  # a word is its text without the spaces around it
         if not pd.api.types.is_numeric_dtype(frame[name]):
             frame[name] = frame[name].map(lambda v: v.strip() if isinstance(v, str) else v)
     return frame
+
+
+def _bad_byte(path: Path, encoding: str, exc: UnicodeDecodeError) -> str:
+    """Where in the file the first byte ``encoding`` cannot decode lies: pandas decodes in
+    chunks, and its offset was into one of them."""
+    raw = path.read_bytes()
+    try:
+        raw.decode(encoding)
+    except UnicodeDecodeError as whole:
+        line = raw.count(b"\n", 0, whole.start) + 1
+        return f"byte {raw[whole.start : whole.start + 1]!r} on line {line}"
+    except LookupError:
+        pass
+    return f"byte {exc.object[exc.start : exc.start + 1]!r}"
+
+
+def _refuse_repeated_names(path: Path, options: dict[str, Any]) -> None:
+    """pandas renames a second column ``a`` to ``a.1``: the file's own names would not name
+    its inputs (data.options.features, preprocess.json), silently."""
+    import pandas as pd
+
+    header = pd.read_csv(
+        path,
+        sep=options.get("sep", ","),
+        header=None,
+        nrows=1,
+        dtype=str,
+        encoding=options.get("encoding", "utf-8"),
+        keep_default_na=False,
+    )
+    names = [str(name).strip() for name in header.iloc[0]] if len(header) else []
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise TableError(
+            f"data.root: the header of {path.name} names column {repeated[0]!r} "
+            f"{names.count(repeated[0])} times; give each column a name of its own"
+        )
 
 
 def _columns(path: Path, columns: Any, options: dict[str, Any]) -> tuple[str, list[str]]:

@@ -134,8 +134,23 @@ def test_the_encoding_is_an_option_and_a_wrong_one_is_named(tmp_path: Path) -> N
     path.write_bytes("city,y\nMünchen,0\nZürich,1\n".encode("latin-1"))
     train, _ = open_table(str(path), {"encoding": "latin-1"})
     assert train.categories == {"city": ["München", "Zürich"]}
-    with pytest.raises(ValueError, match=r"^data\.options\.encoding: .*l\.csv is not utf-8 text"):
+    with pytest.raises(ValueError) as caught:
         open_table(str(path), {})
+    assert str(caught.value) == (  # the line in the file, not an offset into pandas' chunk
+        f"data.options.encoding: {path} is not utf-8 text (byte b'\\xfc' on line 2); name its "
+        "encoding, e.g. 'latin-1' or 'cp1252'"
+    )
+
+
+def test_a_header_that_names_a_column_twice_is_refused(tmp_path: Path) -> None:
+    """pandas renamed the second "a" to "a.1", a name the file does not hold."""
+    _write(tmp_path, "rows.csv", "a,b,a,y\n1,2,3,0\n4,5,6,1\n")
+    with pytest.raises(ValueError) as caught:
+        open_table(str(tmp_path / "rows.csv"), {})
+    assert str(caught.value) == (
+        "data.root: the header of rows.csv names column 'a' 2 times; give each column a name "
+        "of its own"
+    )
 
 
 def test_what_a_file_writes_is_read_as_it_means(tmp_path: Path) -> None:
