@@ -365,6 +365,30 @@ def sample_format(
     return SampleFormat(tuple(image.shape), first[0].dtype, scale, image_size, layout)  # type: ignore[arg-type]
 
 
+def random_reads_note(dataset: Dataset, field: str) -> str | None:
+    """A note when reading sample 0 twice gives two inputs: augmentation drawn in the user's
+    ``__getitem__``, which a dataset held in memory draws once, not every epoch. The random
+    states are left as they were, so the reading pass draws what it would have."""
+    import random
+
+    states = (random.getstate(), np.random.get_state(), torch.random.get_rng_state())
+    try:
+        first, second = (_sample(dataset, 0, field)[0] for _ in range(2))
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.random.set_rng_state(states[2])
+    alike = isinstance(first, Tensor) and isinstance(second, Tensor)
+    if alike and first.shape == second.shape and torch.equal(first, second):
+        return None
+    return (
+        f"{field}: sample 0 is another input each time it is read (augmentation drawn in "
+        "__getitem__?): nascomp reads a dataset held in memory once, so it is drawn once, not "
+        "every epoch; train.augment augments every epoch (or data.stream: true reads each "
+        "epoch anew)"
+    )
+
+
 def _file_of(dataset: Dataset, index: int) -> str:
     """`` (PATH)``, the file of sample ``index`` where the dataset lists its files as
     torchvision's folder readers do (``samples``: (path, label) pairs), else ``""``: "reading

@@ -31,6 +31,7 @@ from nascomp.trainers.datasets import (
     feature_categories,
     feature_names,
     open_source,
+    random_reads_note,
     sample_format,
     scan,
 )
@@ -146,6 +147,9 @@ def _load(
     features = feature_names(train, shape)
     categories = feature_categories(train, features)
     notes = train.notes if isinstance(train, Table) else ()
+    if not streamed and not isinstance(train, Table):
+        note = random_reads_note(train, field)
+        notes = (*notes, note) if note is not None else notes
     if streamed:
         made = {role: _streamed(*part, sample, normalise) for role, part in splits.items()}
         return StreamedSplits(

@@ -289,6 +289,20 @@ def test_a_test_set_whose_classes_number_other_names_is_refused(
     assert splits.classes[-1] == "9" and int(splits.test_y.max()) == 8
 
 
+def test_augmentation_drawn_in_getitem_is_noted(module: str, data_root: Path) -> None:
+    """Held in memory, such a dataset was read once: its augmentation drawn once, silently."""
+    before = torch.random.get_rng_state()
+    splits = custom(module, "jittered", data_root).load()
+    assert splits.notes == (
+        f"data.factory ({module}:jittered): sample 0 is another input each time it is read "
+        "(augmentation drawn in __getitem__?): nascomp reads a dataset held in memory once, so "
+        "it is drawn once, not every epoch; train.augment augments every epoch (or data.stream: "
+        "true reads each epoch anew)",
+    )
+    assert not torch.equal(torch.random.get_rng_state(), before)  # the reading pass drew
+    assert custom(module, "tensors", data_root).load().notes == ()
+
+
 def test_channels_last_images_are_refused_naming_the_order(module: str, data_root: Path) -> None:
     """(28, 28, 3) was read as 28 channels of 28 x 3 images, silently."""
     with pytest.raises(DatasetError) as caught:

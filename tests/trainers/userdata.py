@@ -117,6 +117,24 @@ class Photos(Dataset):
         return grey.convert(mode), int(self.y[index])
 
 
+class Jittered(Dataset):
+    """Augmentation drawn in __getitem__, as many user datasets do."""
+
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, index):
+        shift = int(torch.randint(0, 3, ()))
+        return torch.roll(self.x[index], shift, dims=-1), int(self.y[index])
+
+
+def jittered(root):
+    return Jittered(*_mnist(root, True, 200)), None
+
+
 def pil_images(root):
     return Photos(*_mnist(root, True, 300)), None
 
