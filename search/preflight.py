@@ -168,7 +168,7 @@ def check_user_code(experiment: Experiment, notes: list[str] | None = None) -> E
             if field == "space.arch":
                 first_noted = note is not None
             if field == "space.arch" and init:
-                _check_init(model, init, experiment.train.init_sha256, notes)
+                _check_init(experiment, model, data, notes)
             if field == "space.arch" and ignore:
                 try:
                     ignored_layers(model, ignore)
@@ -188,9 +188,7 @@ def check_user_code(experiment: Experiment, notes: list[str] | None = None) -> E
             if note is not None and notes is not None and not first_noted:
                 notes.append(note)
         if init and notes is not None:
-            note = _init_misses(
-                experiment, init, data.input_shape, data.n_classes, data.input_dtype
-            )
+            note = _init_misses(experiment, data)
             if note is not None:
                 notes.append(note)
     finally:
@@ -682,13 +680,16 @@ INIT_SHARE_NOTED = 0.5
 
 
 def _check_init(
-    model: torch.nn.Module, path: str, sha256: str | None, notes: list[str] | None = None
+    experiment: Experiment, model: torch.nn.Module, data: Any, notes: list[str] | None = None
 ) -> None:
-    """``train.init`` must load and give the space's first architecture some of its weight
-    matrices (a file of another model entirely would silently train from scratch); under
-    half of its weights loaded is noted."""
+    """``train.init`` must load and give some architecture of the space some of its weight
+    matrices (a file of another model entirely would silently train from scratch), matched as
+    ``train.init_match`` says; under half of the first architecture's weights loaded is
+    noted. Where the first architecture takes none but another value of a leaf does (a c16
+    file, ``base_channels: [32, 16]``), ``_init_misses`` names the values that miss."""
+    path = str(experiment.train.init)
     try:
-        state = initial_weights(path, sha256)
+        state = initial_weights(path, experiment.train.init_sha256)
     except Exception as exc:
         line = (str(exc).strip().splitlines() or [""])[0][:300]
         if isinstance(exc, ValueError):  # nascomp's own words, naming the file
@@ -696,15 +697,19 @@ def _check_init(
         else:
             line = f"train.init: {path} does not load: {type(exc).__name__}: {line}"
         raise ConfigError(line) from None
-    report = apply_weights(model, state)
+    match = experiment.train.init_match
+    report = apply_weights(model, state, match)
     has_matrices = any(p.dim() >= 2 for p in model.parameters())
     if report.loaded == 0 or (has_matrices and report.matrices == 0):
+        if _varied_models_taking(experiment, data, state)[0]:
+            return  # other values of the space take it: a note, by _init_misses
         theirs = ", ".join(list(state)[:3]) or "none"
         ours = ", ".join([name for name, p in model.named_parameters() if p.dim() >= 2][:3])
         fits = f" (it fits {report.loaded} counters or biases only)" if report.loaded else ""
+        fix = "" if match == "slice" else "; train.init_match: slice loads the part both hold"
         raise ConfigError(
             f"train.init: {path} has no weight of the name and shape of space.arch's model"
-            f"{fits} (the file: {theirs}, ...; the model's weights: {ours}, ...)"
+            f"{fits} (the file: {theirs}, ...; the model's weights: {ours}, ...){fix}"
         )
     if report.share < INIT_SHARE_NOTED and notes is not None:
         notes.append(
@@ -713,27 +718,51 @@ def _check_init(
         )
 
 
-def _init_misses(
-    experiment: Experiment, path: str, shape: tuple[int, ...], n_classes: int, dtype: torch.dtype
-) -> str | None:
+def _varied_models_taking(
+    experiment: Experiment, data: Any, state: Mapping[str, Any]
+) -> tuple[list[str], list[str]]:
+    """The ``leaf value`` of the space's first architecture with one leaf changed (as the
+    pre-flight builds them) whose models take some of ``state``'s weight matrices, and of
+    those that take none."""
+    match = experiment.train.init_match
+    taking: list[str] = []
+    missing: list[str] = []
+    for leaf, value, arch in _round_robin(experiment.space.arch.varied_archs())[:MAX_VARIED_BUILDS]:
+        try:
+            model = build_model(arch, data.input_shape, data.n_classes, data.input_dtype)
+        except (InfeasibleArchitecture, ValueError, TypeError):
+            continue  # declined, or refused by the checks above
+        if not any(p.dim() >= 2 for p in model.parameters()):
+            continue
+        takes = apply_weights(model, state, match).matrices > 0
+        (taking if takes else missing).append(f"{leaf} {value!r}")
+    return taking, missing
+
+
+def _init_misses(experiment: Experiment, data: Any) -> str | None:
     """A note naming the values of the space's leaves whose models take none of
-    ``train.init``'s weight matrices (``_check_init`` checks the first architecture only): a
-    c8 model and a c16 file have no weight of one shape, so those trials train from scratch
-    although their label says "from init.pt" (only BatchNorm's counters and a bias fit)."""
+    ``train.init``'s weight matrices, the first architecture's included: a c8 model and a c16
+    file have no weight of one shape, so those trials train from scratch although their label
+    says "from init.pt" (only BatchNorm's counters and a bias fit)."""
+    path = str(experiment.train.init)
     try:
         state = initial_weights(path, experiment.train.init_sha256)
     except Exception:  # a file that does not load is _check_init's to name
         return None
     match = experiment.train.init_match
-    missed = []
-    for leaf, value, arch in _round_robin(experiment.space.arch.varied_archs())[:MAX_VARIED_BUILDS]:
-        try:
-            model = build_model(arch, shape, n_classes, dtype)
-        except (InfeasibleArchitecture, ValueError, TypeError):
-            continue  # declined, or refused by the checks above
-        has_matrices = any(p.dim() >= 2 for p in model.parameters())
-        if has_matrices and apply_weights(model, state, match).matrices == 0:
-            missed.append(f"{leaf} {value!r}")
+    taking, missed = _varied_models_taking(experiment, data, state)
+    arch = experiment.space.arch
+    try:
+        first = build_model(arch.first_arch(), data.input_shape, data.n_classes, data.input_dtype)
+    except (InfeasibleArchitecture, ValueError, TypeError):
+        first = None
+    if (
+        first is not None
+        and any(p.dim() >= 2 for p in first.parameters())
+        and not apply_weights(first, state, match).matrices
+    ):  # _check_init let it through: other values of the space take the file
+        first_values = arch.first_values()
+        missed = [f"{leaf} {first_values[leaf]!r}" for leaf in _leaves_of(taking)] + missed
     if not missed:
         return None
     fix = "" if match == "slice" else "; train.init_match: slice loads the part both shapes hold"
@@ -741,6 +770,11 @@ def _init_misses(
         f"train.init: the models of space.arch.{', '.join(missed[:4])} take none of {path}'s "
         f"weight matrices (their shapes differ): those trials train from scratch{fix}"
     )
+
+
+def _leaves_of(values: list[str]) -> list[str]:
+    """The leaves of ``leaf value`` strings, each once, in order."""
+    return list(dict.fromkeys(item.split(" ", 1)[0] for item in values))
 
 
 def _layout_hint(experiment: Experiment, shape: tuple[int, ...], exc: BaseException) -> str:

@@ -388,9 +388,10 @@ class ArchSpaceBase(SpecSection):
     def first_arch(self) -> dict[str, Any]:
         """One architecture of the space (each leaf's first value, a range's low end): what
         the search's pre-flight builds to check a model the user brought before any trial."""
-        return self.to_arch(self._first_values())
+        return self.to_arch(self.first_values())
 
-    def _first_values(self) -> dict[str, Any]:
+    def first_values(self) -> dict[str, Any]:
+        """Each leaf's first value (a range's low end), by leaf name (no ``arch.``)."""
         return {
             param.name.removeprefix("arch."): param.choices[0] if param.choices else param.low
             for param in self.params()
@@ -401,7 +402,7 @@ class ArchSpaceBase(SpecSection):
         range: its top), as (leaf, value, arch): what the pre-flight builds besides the first
         architecture, so that a value the user's builder rejects stops the search before any
         trial rather than failing the trials that draw it."""
-        first = self._first_values()
+        first = self.first_values()
         varied = []
         for param in self.params():
             leaf = param.name.removeprefix("arch.")

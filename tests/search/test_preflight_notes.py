@@ -373,7 +373,11 @@ def test_starting_weights_of_another_width_are_refused_or_noted(tmp_path: Path) 
     wide = build_model({**arch, "base_channels": 16}, (1, 8, 8), 10)
     torch.save(wide.state_dict(), tmp_path / "wide.pt")
     space = {"arch": arch, "distill": {"enabled": [False]}}
-    with pytest.raises(ConfigError, match=r"has no weight of the name and shape .* counters or"):
+    with pytest.raises(
+        ConfigError,
+        match=r"has no weight of the name and shape .* counters or.*"
+        r"; train.init_match: slice loads the part both hold$",
+    ):
         check_user_code(
             validate_experiment({"space": space, "train": {"init": str(tmp_path / "wide.pt")}})
         )
@@ -397,6 +401,23 @@ def test_starting_weights_of_another_width_are_refused_or_noted(tmp_path: Path) 
     notes = []
     sliced = {**experiment, "train": {**experiment["train"], "init_match": "slice"}}
     check_user_code(validate_experiment(sliced), notes)
+    assert notes == []
+    # The same widths the other way round: the first architecture (8) takes none, 16 does.
+    # It was refused, although half the space's trials load the whole file.
+    notes = []
+    reversed_ = {**space, "arch": {**arch, "base_channels": [8, 16]}}
+    experiment = {"space": reversed_, "train": {"init": str(tmp_path / "wide.pt")}}
+    check_user_code(validate_experiment(experiment), notes)
+    assert notes == [
+        f"train.init: the models of space.arch.base_channels 8 take none of {tmp_path}/wide.pt's "
+        "weight matrices (their shapes differ): those trials train from scratch; "
+        "train.init_match: slice loads the part both shapes hold"
+    ]
+    # One width, another than the file's, with init_match: slice: the part both hold loads
+    # into every weight (it was refused, as if matched exactly)
+    notes = []
+    one = {"space": space, "train": {"init": str(tmp_path / "wide.pt"), "init_match": "slice"}}
+    check_user_code(validate_experiment(one), notes)
     assert notes == []
 
 
