@@ -251,6 +251,14 @@ def check_store_holds(previous: SearchFolder, tracker: Any, uri: str) -> None:
     not hold its parent run is refused before anything starts (and a sqlite file is not
     created by the asking)."""
     run = tracker.stored_run(previous.search_run_id)
+    if run is not None and run.info.lifecycle_stage == "deleted":
+        # reopening it failed with MLflow's traceback ("must be in the 'active' state")
+        raise SearchError(
+            f"--resume {previous.path}: search {previous.search_run_id} is deleted in {uri}; "
+            f"restore it to resume (`MLFLOW_TRACKING_URI={uri} mlflow runs restore --run-id "
+            f"{previous.search_run_id}`, or Restore in the MLflow UI's deleted runs), or start "
+            "a new search"
+        )
     if run is not None:
         logged_in = tracker.client.get_experiment(run.info.experiment_id).name
         if logged_in != tracker.experiment:

@@ -157,6 +157,31 @@ def test_a_resume_into_a_store_without_its_runs_is_refused_before_creating_one(
     assert not other.exists()
 
 
+def test_a_resume_of_a_search_whose_run_was_deleted_says_how_to_restore_it(
+    tmp_path: Path,
+) -> None:
+    """Deleted in the MLflow UI, its parent run failed the resume with MLflow's traceback
+    ("must be in the 'active' state"), exit 1."""
+    from nascomp.search.resume import check_store_holds
+    from nascomp.search.tracking.store import Tracker
+
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    tracker = Tracker(uri, "nascomp")
+    run = tracker.client.create_run(tracker.client.create_experiment("nascomp"))
+    experiment = load_experiment(None, [f"storage={tmp_path}"])
+    folder = tmp_path / "nascomp-deleted"
+    write_manifest(folder, experiment, run.info.run_id, state="interrupted")
+    check_store_holds(SearchFolder.read(folder), tracker, uri)
+    tracker.client.delete_run(run.info.run_id)
+    with pytest.raises(SearchError) as caught:
+        check_store_holds(SearchFolder.read(folder), tracker, uri)
+    assert str(caught.value) == (
+        f"--resume {folder}: search {run.info.run_id} is deleted in {uri}; restore it to "
+        f"resume (`MLFLOW_TRACKING_URI={uri} mlflow runs restore --run-id {run.info.run_id}`, "
+        "or Restore in the MLflow UI's deleted runs), or start a new search"
+    )
+
+
 def test_the_experiments_with_searches_come_latest_search_first(tmp_path: Path) -> None:
     """What ``nascomp ui`` and the reading commands fall back on when no experiment is named
     nascomp: experiments holding a search, the one whose search started last first."""
