@@ -52,7 +52,29 @@ class SearchFolder:
 
     @classmethod
     def read(cls, path: Path) -> SearchFolder:
-        data = json.loads(manifest_path(path).read_text())
+        """The folder's manifest; SearchError (one line, naming the file) where it is not one
+        nascomp wrote: empty, cut short by a full disk or a partial copy, or another's."""
+        file = manifest_path(path)
+        try:
+            data = json.loads(file.read_text())
+        except (OSError, ValueError) as exc:
+            raise SearchError(f"{file} does not read as a nascomp manifest: {exc}") from None
+        if not isinstance(data, dict):
+            raise SearchError(f"{file} does not read as a nascomp manifest: no JSON object")
+        required = {"search_run_id": str, "tracking_uri": str, "experiment_name": str}
+        required["experiment"] = dict
+        wrong = [key for key, kind in required.items() if not isinstance(data.get(key), kind)]
+        optional = {"state": str, "budget": dict}
+        wrong += [k for k, kind in optional.items() if not isinstance(data.get(k, kind()), kind)]
+        if wrong:
+            raise SearchError(
+                f"{file} does not read as a nascomp manifest: {', '.join(wrong)} missing or "
+                "of another type"
+            )
+        try:
+            spent = float(data.get("budget", {}).get("spent", 0.0))
+        except (TypeError, ValueError):
+            raise SearchError(f"{file}: budget.spent is not a number") from None
         return cls(
             path=path,
             search_run_id=data["search_run_id"],
@@ -60,7 +82,7 @@ class SearchFolder:
             experiment_name=data["experiment_name"],
             experiment=data["experiment"],
             state=data.get("state", "running"),
-            budget_spent=float(data.get("budget", {}).get("spent", 0.0)),
+            budget_spent=spent,
         )
 
 
@@ -156,11 +178,13 @@ def find_resumable(experiment: Experiment, which: str) -> SearchFolder:
         found = SearchFolder.read(path)
     else:
         storage = Path(experiment.storage).expanduser().resolve()
-        candidates = [
-            SearchFolder.read(folder)
-            for folder in sorted(storage.glob("nascomp-*"))
-            if manifest_path(folder).is_file()
-        ]
+        candidates, unreadable = [], []
+        for folder in sorted(storage.glob("nascomp-*")):
+            if manifest_path(folder).is_file():
+                try:
+                    candidates.append(SearchFolder.read(folder))
+                except SearchError:  # another search's broken folder does not block this one
+                    unreadable.append(folder.name)
         unfinished = [c for c in candidates if c.state != "finished"]
         same = [c for c in unfinished if not differences(c.experiment, _dump(experiment))]
         if not same:
@@ -178,6 +202,11 @@ def find_resumable(experiment: Experiment, which: str) -> SearchFolder:
                 )
             else:
                 detail = "no search has begun there"
+            if unreadable:
+                detail += (
+                    f"; {len(unreadable)} folder(s) with a manifest that does not read, skipped: "
+                    f"{', '.join(unreadable[:3])}"
+                )
             raise SearchError(
                 f"--resume: no unfinished search of this experiment in {storage} ({detail}); "
                 "resume one with the experiment it ran (only tracking and a budget of the same "

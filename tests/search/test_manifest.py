@@ -141,6 +141,43 @@ def test_a_search_folder_is_held_by_one_driver_at_a_time(tmp_path: Path) -> None
     hold_folder(tmp_path).close()
 
 
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("", "Expecting value: line 1 column 1 (char 0)"),
+        (
+            '{"search_run_id": "x"}',
+            "tracking_uri, experiment_name, experiment missing or of another type",
+        ),
+        ("[1, 2]", "no JSON object"),
+    ],
+)
+def test_a_manifest_that_does_not_read_is_named_and_blocks_no_other_search(
+    tmp_path: Path, text: str, why: str
+) -> None:
+    """Cut short (a full disk, a partial copy): one such folder under storage stopped the
+    resume of every search there, with a KeyError's or TypeError's traceback."""
+    experiment = load_experiment(None, [f"storage={tmp_path}"])
+    good = tmp_path / "nascomp-run012345678"
+    write_manifest(good, experiment, "run0123456789", state="interrupted")
+    broken = tmp_path / "nascomp-000000000000"
+    manifest_path(broken).parent.mkdir(parents=True)
+    manifest_path(broken).write_text(text)
+    assert find_resumable(experiment, "latest").path == good
+    with pytest.raises(SearchError) as caught:
+        find_resumable(experiment, str(broken))
+    assert str(caught.value) == (
+        f"{manifest_path(broken)} does not read as a nascomp manifest: {why}"
+    )
+    set_state(good, "finished")
+    with pytest.raises(
+        SearchError,
+        match=r"1 folder\(s\) with a manifest that does not read, "
+        r"skipped: nascomp-000000000000\); resume one",
+    ):
+        find_resumable(experiment, "latest")
+
+
 def test_a_resume_into_a_store_without_its_runs_is_refused_before_creating_one(
     tmp_path: Path,
 ) -> None:
