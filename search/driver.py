@@ -45,6 +45,7 @@ from nascomp.search.resume import (
     find_resumable,
     folder_name,
     hold_folder,
+    record_tracking_uri,
     set_state,
     write_manifest,
 )
@@ -230,6 +231,7 @@ def _open_search(
     if previous is not None:
         search_run_id, folder = previous.search_run_id, previous.path
         tracker.reopen_search(search_run_id)
+        record_tracking_uri(folder, experiment.tracking.resolved_uri())
         echo(f"resuming search {search_run_id} from {folder}")
     else:
         search_run_id = tracker.start_search(

@@ -108,6 +108,13 @@ def set_state(folder: Path, state: str) -> None:
     _write(folder, {**json.loads(manifest_path(folder).read_text()), "state": state})
 
 
+def record_tracking_uri(folder: Path, uri: str) -> None:
+    """Where the search logs now: a resume may log to a store that moved (``--set
+    tracking.uri``), and ``nascomp replay`` writes a dead driver's buffered writes to the
+    manifest's store. It kept the first one, and replay wrote into the store left behind."""
+    _write(folder, {**json.loads(manifest_path(folder).read_text()), "tracking_uri": uri})
+
+
 def record_budget(folder: Path, unit: str, limit: float, spent: float) -> None:
     """Keep the budget spent so far in the manifest, where ``--resume`` reads it back."""
     data = json.loads(manifest_path(folder).read_text())

@@ -16,6 +16,7 @@ from nascomp.search.resume import (
     find_resumable,
     manifest_path,
     record_budget,
+    record_tracking_uri,
     set_state,
     write_manifest,
 )
@@ -217,6 +218,18 @@ def test_a_resume_of_a_search_whose_run_was_deleted_says_how_to_restore_it(
         f"resume (`MLFLOW_TRACKING_URI={uri} mlflow runs restore --run-id {run.info.run_id}`, "
         "or Restore in the MLflow UI's deleted runs), or start a new search"
     )
+
+
+def test_a_resume_records_the_store_it_logs_to_for_replay(tmp_path: Path) -> None:
+    """Resumed into a store that moved, the manifest kept the first one, where `nascomp
+    replay` then wrote a dead driver's buffered writes."""
+    experiment = load_experiment(None, [f"storage={tmp_path}", "tracking.uri=sqlite:///a.db"])
+    folder = tmp_path / "nascomp-run012345678"
+    write_manifest(folder, experiment, "run0123456789", state="interrupted")
+    record_tracking_uri(folder, "sqlite:///b.db")
+    read = SearchFolder.read(folder)
+    assert (read.tracking_uri, read.state) == ("sqlite:///b.db", "interrupted")
+    assert read.experiment == experiment.model_dump(mode="json")  # what --resume compares
 
 
 def test_the_experiments_with_searches_come_latest_search_first(tmp_path: Path) -> None:
