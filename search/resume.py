@@ -49,6 +49,8 @@ class SearchFolder:
     experiment: dict[str, Any]
     state: str
     budget_spent: float = 0.0  # in the unit of the experiment's search.budget
+    # The folder's absolute path when the search made it; None in an older manifest
+    made_at: str | None = None
 
     @classmethod
     def read(cls, path: Path) -> SearchFolder:
@@ -64,7 +66,7 @@ class SearchFolder:
         required = {"search_run_id": str, "tracking_uri": str, "experiment_name": str}
         required["experiment"] = dict
         wrong = [key for key, kind in required.items() if not isinstance(data.get(key), kind)]
-        optional = {"state": str, "budget": dict}
+        optional = {"state": str, "budget": dict, "folder": str}
         wrong += [k for k, kind in optional.items() if not isinstance(data.get(k, kind()), kind)]
         if wrong:
             raise SearchError(
@@ -83,6 +85,7 @@ class SearchFolder:
             experiment=data["experiment"],
             state=data.get("state", "running"),
             budget_spent=spent,
+            made_at=data.get("folder"),
         )
 
 
@@ -96,6 +99,7 @@ def write_manifest(
     folder.mkdir(parents=True, exist_ok=True)
     data = {
         "search_run_id": search_run_id,
+        "folder": str(folder.resolve()),
         "tracking_uri": experiment.tracking.resolved_uri(),
         "experiment_name": experiment.tracking.experiment,
         "experiment": experiment.model_dump(mode="json"),
@@ -193,11 +197,11 @@ def find_resumable(experiment: Experiment, which: str) -> SearchFolder:
                 except SearchError:  # another search's broken folder does not block this one
                     unreadable.append(folder.name)
         unfinished = [c for c in candidates if c.state != "finished"]
-        same = [c for c in unfinished if not differences(c.experiment, _dump(experiment))]
+        same = [c for c in unfinished if not differences(c.experiment, _dump(experiment, c))]
         if not same:
             if unfinished:  # the newest, with where it differs
                 newest = max(unfinished, key=lambda c: manifest_path(c.path).stat().st_mtime)
-                changed = differences(newest.experiment, _dump(experiment))
+                changed = differences(newest.experiment, _dump(experiment, newest))
                 detail = (
                     f"{len(unfinished)} unfinished search(es) differ from this experiment; the "
                     f"newest, {newest.path.name}, at {', '.join(changed[:3])}"
@@ -222,8 +226,14 @@ def find_resumable(experiment: Experiment, which: str) -> SearchFolder:
         found = max(same, key=lambda c: manifest_path(c.path).stat().st_mtime)
     if found.state == "finished":
         raise SearchError(f"--resume {found.path}: that search already finished")
+    if found.made_at is not None and Path(found.made_at) != found.path.resolve():
+        raise SearchError(
+            f"--resume {found.path}: the search made this folder at {found.made_at}, and Ray "
+            "Tune's saved state names that one for the trials to come (a moved folder's new "
+            "trials failed; a copy's wrote into the original): resume it there (move it back)"
+        )
     _check_only_yours(found.path)
-    changed = differences(found.experiment, _dump(experiment))
+    changed = differences(found.experiment, _dump(experiment, found))
     if changed:
         raise SearchError(
             f"--resume {found.path}: the experiment differs at {', '.join(changed[:3])}; "
@@ -312,5 +322,13 @@ def check_store_holds(previous: SearchFolder, tracker: Any, uri: str) -> None:
     )
 
 
-def _dump(experiment: Experiment) -> dict[str, Any]:
-    return experiment.model_dump(mode="json")
+def _dump(experiment: Experiment, previous: SearchFolder | None = None) -> dict[str, Any]:
+    """The experiment as its manifest holds one; ``storage`` as ``previous`` wrote it where
+    both name the folder it lies in (``r`` from the folder above, ``../r`` from inside it):
+    compared as written, a resume from another working folder was refused."""
+    dumped = experiment.model_dump(mode="json")
+    if previous is not None and previous.made_at is not None:
+        here = Path(experiment.storage).expanduser().resolve()
+        if here == Path(previous.made_at).parent:
+            dumped["storage"] = previous.experiment.get("storage", dumped["storage"])
+    return dumped

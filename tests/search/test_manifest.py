@@ -220,6 +220,34 @@ def test_a_resume_of_a_search_whose_run_was_deleted_says_how_to_restore_it(
     )
 
 
+def test_a_moved_or_copied_result_folder_is_refused_and_storage_is_compared_as_a_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ray Tune's saved state names the folder the search made: moved, its new trials failed
+    ("Unable to set up cluster storage"); copied, they wrote into the original. And storage
+    "r", resumed from another working folder as "work/r", is the same place."""
+    import shutil
+
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    experiment = load_experiment(None, ["storage=r"])
+    folder = tmp_path / "work" / "r" / "nascomp-run012345678"
+    write_manifest(folder, experiment, "run0123456789", state="interrupted")
+    monkeypatch.chdir(tmp_path)
+    elsewhere = load_experiment(None, ["storage=work/r"])
+    assert find_resumable(elsewhere, "latest").path == folder
+    assert find_resumable(elsewhere, str(folder)).path == folder
+    copy = tmp_path / "copy" / folder.name
+    shutil.copytree(folder, copy)
+    with pytest.raises(SearchError) as caught:
+        find_resumable(load_experiment(None, ["storage=copy"]), str(copy))
+    assert str(caught.value) == (
+        f"--resume {copy}: the search made this folder at {folder}, and Ray Tune's saved state "
+        "names that one for the trials to come (a moved folder's new trials failed; a copy's "
+        "wrote into the original): resume it there (move it back)"
+    )
+
+
 def test_a_resume_records_the_store_it_logs_to_for_replay(tmp_path: Path) -> None:
     """Resumed into a store that moved, the manifest kept the first one, where `nascomp
     replay` then wrote a dead driver's buffered writes."""
