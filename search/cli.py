@@ -62,12 +62,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         # A search's own interrupt is SearchInterrupted, with how to resume: this one came
         # before anything was started or after everything was saved.
-        after = (
-            " (before the search's trials began, or after its results were saved: nothing to "
-            "resume)"
-            if args.run is cmd_search
-            else ""
-        )
+        after = ""
+        if args.run is cmd_search and getattr(args, "resume", None):
+            # the interrupted search it resumes is still there, as it was
+            after = " (before the resumed search's trials began: run the same command to resume)"
+        elif args.run is cmd_search:
+            after = (
+                " (before the search's trials began, or after its results were saved: nothing "
+                "to resume)"
+            )
         print(f"nascomp: interrupted{after}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as exc:  # a known failure gets one line; anything else its traceback

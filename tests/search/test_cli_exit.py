@@ -9,6 +9,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from nascomp.search import cli
 
 # A process that leaves work for its exit, then runs the console script's entry on a command
@@ -93,3 +95,22 @@ def test_a_search_whose_reader_went_away_runs_to_its_end(tmp_path: Path) -> None
     for command in (["pareto", *store], ["pareto", "--pick", "knee", *store]):
         done = _with_reader_gone(command, tmp_path)
         assert done.returncode == 0 and "Traceback" not in done.stderr, command
+
+
+def test_an_interrupt_before_a_resumed_search_began_says_it_is_still_resumable(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ctrl-C while a resumed search's teacher trained said "nothing to resume", of a search
+    that was still there to resume."""
+
+    def interrupted(args: object) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "cmd_search", interrupted)
+    assert cli.main(["search", "--resume"]) == cli.EXIT_INTERRUPTED
+    assert capsys.readouterr().err == (
+        "nascomp: interrupted (before the resumed search's trials began: run the same command "
+        "to resume)\n"
+    )
+    assert cli.main(["search"]) == cli.EXIT_INTERRUPTED
+    assert "nothing to resume" in capsys.readouterr().err
