@@ -697,6 +697,19 @@ def _check_init(
         else:
             line = f"train.init: {path} does not load: {type(exc).__name__}: {line}"
         raise ConfigError(line) from None
+    broken = [
+        name
+        for name, tensor in state.items()
+        if isinstance(tensor, torch.Tensor)
+        and tensor.is_floating_point()
+        and not bool(torch.isfinite(tensor).all())
+    ]
+    if broken:  # every trial diverged from them, one after another
+        raise ConfigError(
+            f"train.init: {path} holds NaN or infinite values ({', '.join(broken[:3])}"
+            f"{', ...' if len(broken) > 3 else ''}): every trial would diverge from them; give "
+            "a checkpoint of finite weights"
+        )
     match = experiment.train.init_match
     report = apply_weights(model, state, match)
     has_matrices = any(p.dim() >= 2 for p in model.parameters())
@@ -715,6 +728,15 @@ def _check_init(
         notes.append(
             f"train.init: {report.share:.0%} of space.arch's weights load from the file "
             f"({report.describe(path)}); the rest starts from its initialisation"
+        )
+        return
+    parameters = {name for name, _ in model.named_parameters()}
+    lacking = [name for name in report.missing if name in parameters]
+    if lacking and notes is not None:  # a file cut short: its model trained from scratch there
+        notes.append(
+            f"train.init: {path} lacks {len(lacking)} of space.arch's parameters "
+            f"({', '.join(lacking[:3])}{', ...' if len(lacking) > 3 else ''}): they start from "
+            "their initialisation"
         )
 
 

@@ -363,6 +363,34 @@ def test_rows_without_a_named_space_search_an_mlp(
         check_user_code(validate_experiment({"data": data, "space": cnn}))
 
 
+def test_starting_weights_cut_short_are_noted_and_nan_ones_refused(tmp_path: Path) -> None:
+    """A file without one of the model's weights trained that layer from scratch with no
+    word (val 0.05 against 0.97); one holding NaN failed every trial as diverged."""
+    from nascomp.spaces.models import build_model
+
+    arch = {"family": "cnn", "n_stages": 2, "blocks_per_stage": 1, "base_channels": 8}
+    arch.update(kernel_size=3, block="plain")
+    state = build_model(arch, (1, 8, 8), 10).state_dict()
+    first = next(name for name, tensor in state.items() if tensor.dim() >= 2)
+    torch.save({k: v for k, v in state.items() if k != first}, tmp_path / "short.pt")
+    space = {"arch": arch, "distill": {"enabled": [False]}}
+    notes: list[str] = []
+    experiment = {"space": space, "train": {"init": str(tmp_path / "short.pt")}}
+    check_user_code(validate_experiment(experiment), notes)
+    assert notes == [
+        f"train.init: {tmp_path / 'short.pt'} lacks 1 of space.arch's parameters ({first}): "
+        "they start from their initialisation"
+    ]
+    torch.save({**state, first: state[first] * float("nan")}, tmp_path / "nan.pt")
+    experiment = {"space": space, "train": {"init": str(tmp_path / "nan.pt")}}
+    with pytest.raises(ConfigError) as caught:
+        check_user_code(validate_experiment(experiment), [])
+    assert str(caught.value) == (
+        f"train.init: {tmp_path / 'nan.pt'} holds NaN or infinite values ({first}): every "
+        "trial would diverge from them; give a checkpoint of finite weights"
+    )
+
+
 def test_starting_weights_of_another_width_are_refused_or_noted(tmp_path: Path) -> None:
     """``train.init`` of another base width fits only BatchNorm's counters: refused. One of
     fewer stages fits the stem and its first stage, under half the weights: noted."""
