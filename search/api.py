@@ -172,7 +172,8 @@ def summary_line(summary: SearchSummary, experiment: Experiment) -> str:
     )
     if summary.front:
         return f"{head}; front of {len(summary.front)} models, search {summary.search_run_id}"
-    why = empty_front_reason(summary.trials, summary.objectives, experiment.constraints)
+    budget = experiment.search.budget.shown()
+    why = empty_front_reason(summary.trials, summary.objectives, experiment.constraints, budget)
     failed = Counter(
         t.tags.get("nascomp.reason", "") for t in summary.trials if t.status == "failed"
     )

@@ -456,7 +456,12 @@ def cmd_search(args: argparse.Namespace) -> int:
             f"{summary.count('pruned')} stopped early, {summary.count('failed')} failed)"
         )
         _print_failures(summary.trials)
-        empty = empty_front_reason(summary.trials, summary.objectives, experiment.constraints)
+        empty = empty_front_reason(
+            summary.trials,
+            summary.objectives,
+            experiment.constraints,
+            experiment.search.budget.shown(),
+        )
         _print_front(
             summary.front,
             summary.objectives,

@@ -97,6 +97,10 @@ class BudgetConfig(Section):
     def limit(self) -> float:
         return float(getattr(self, self.unit))
 
+    def shown(self) -> str | None:
+        """``wall_s 30``, or None without a budget."""
+        return f"{self.unit} {self.limit:g}" if self.given else None
+
 
 # Samplers whose trials are moves from a parent (``ParentSampler``), so can inherit its weights.
 INHERITING_SAMPLERS = ("pls", "tpe_local")

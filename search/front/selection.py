@@ -43,11 +43,17 @@ def broke_constraints(trials: list[TrialRecord], constraints: Sequence[str] = ()
 
 
 def empty_front_reason(
-    trials: list[TrialRecord], objectives: dict[str, str], constraints: Sequence[str] = ()
+    trials: list[TrialRecord],
+    objectives: dict[str, str],
+    constraints: Sequence[str] = (),
+    budget: str | None = None,
 ) -> str:
-    """Why no trial is on the front, in words: none finished, every one that ended ok broke a
-    constraint, or none reported every objective."""
+    """Why no trial is on the front, in words: none finished (before a ``budget``, such as
+    ``wall_s 30``, was spent, none began), every one that ended ok broke a constraint, or none
+    reported every objective."""
     ok = [t for t in trials if t.status == "ok"]
+    if not trials and budget is not None:
+        return f"no trial began before search.budget ({budget}) was spent: give it more"
     if not trials:
         return "no trial finished"
     if not ok:

@@ -121,6 +121,9 @@ def test_a_config_trained_twice_is_on_the_front_once() -> None:
 
 def test_an_empty_front_says_why() -> None:
     assert empty_front_reason([], OBJECTIVES) == "no trial finished"
+    assert empty_front_reason([], OBJECTIVES, budget="wall_s 1e-300") == (
+        "no trial began before search.budget (wall_s 1e-300) was spent: give it more"
+    )
     assert empty_front_reason(TRIALS[5:], OBJECTIVES) == (
         "no trial ended ok (1 stopped early, 1 infeasible)"
     )
