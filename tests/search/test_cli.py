@@ -192,6 +192,12 @@ def test_pareto_says_a_search_is_unfinished_and_which_of_several_it_read(
     ]
     named = nascomp_here(capsys, "pareto", "--search-run", first, "--tracking-uri", uri)
     assert named.returncode == 0 and named.stderr == ""
+    # the start of its id, as reproduce takes a run's ("not in the tracking store" before)
+    short = nascomp_here(
+        capsys, "pareto", "--json", "--search-run", first[:8], "--tracking-uri", uri
+    )
+    assert short.returncode == 0, short.stderr
+    assert json.loads(short.stdout)["search_run_id"] == first
 
 
 def test_help_lists_the_commands(tmp_path: Path) -> None:
