@@ -65,18 +65,6 @@ def test_a_column_of_words_is_one_hot_over_the_training_values(tmp_path: Path) -
         open_table(str(tmp_path), {})
 
 
-def test_an_infinite_value_is_refused_naming_its_line_and_column(tmp_path: Path) -> None:
-    """It was "train sample 4's input holds inf at (2,)": an index into the inputs, not the
-    file the user edits."""
-    _write(tmp_path, "rows.csv", "a,b,y\n1,2,0\n3,4,1\n5,-inf,0\n")
-    with pytest.raises(ValueError) as caught:
-        open_table(str(tmp_path / "rows.csv"), {})
-    assert str(caught.value) == (
-        "data.root: rows.csv holds -inf in column 'b' on line 4; replace infinite values first "
-        "(nascomp does not guess values)"
-    )
-
-
 def test_labels_of_numbers_in_one_file_and_words_in_the_other_are_refused(
     tmp_path: Path,
 ) -> None:
@@ -142,15 +130,28 @@ def test_the_encoding_is_an_option_and_a_wrong_one_is_named(tmp_path: Path) -> N
     )
 
 
-def test_a_header_that_names_a_column_twice_is_refused(tmp_path: Path) -> None:
-    """pandas renamed the second "a" to "a.1", a name the file does not hold."""
-    _write(tmp_path, "rows.csv", "a,b,a,y\n1,2,3,0\n4,5,6,1\n")
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (  # it was "train sample 4's input holds inf at (2,)": an index into the inputs
+            "a,b,y\n1,2,0\n3,4,1\n5,-inf,0\n",
+            "data.root: rows.csv holds -inf in column 'b' on line 4; replace infinite values "
+            "first (nascomp does not guess values)",
+        ),
+        (  # pandas renamed the second "a" to "a.1", a name the file does not hold
+            "a,b,a,y\n1,2,3,0\n4,5,6,1\n",
+            "data.root: the header of rows.csv names column 'a' 2 times; give each column a "
+            "name of its own",
+        ),
+    ],
+)
+def test_a_file_read_otherwise_than_it_says_is_refused_naming_where(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    _write(tmp_path, "rows.csv", text)
     with pytest.raises(ValueError) as caught:
         open_table(str(tmp_path / "rows.csv"), {})
-    assert str(caught.value) == (
-        "data.root: the header of rows.csv names column 'a' 2 times; give each column a name "
-        "of its own"
-    )
+    assert str(caught.value) == message
 
 
 def test_what_a_file_writes_is_read_as_it_means(tmp_path: Path) -> None:
