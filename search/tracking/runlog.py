@@ -408,7 +408,10 @@ class RunLog:
             self._start(op)
             return
         if kind == "delete":
-            self.client.delete_run(self._run_id(op["trial"]))
+            run_id = self._run_id(op["trial"])
+            # closed first: a deleted run left RUNNING read as a trial still going on
+            self.client.set_terminated(run_id, "KILLED")
+            self.client.delete_run(run_id)
             self.run_ids.pop(op["trial"], None)
         else:
             raise ValueError(f"unknown tracking op {kind!r}")

@@ -211,8 +211,12 @@ def test_delete_removes_a_run_no_trial_continues(store: tuple) -> None:
     log.load()
     log.submit(_start("orphan"))
     log.forget("orphan")
+    run_id = log.run_ids["orphan"]
     assert log.submit({"op": "delete", "trial": "orphan"})
     assert _children(client, experiment_id, parent) == []
+    # closed, not left RUNNING among the deleted runs as a trial still going on
+    deleted = client.get_run(run_id).info
+    assert (deleted.lifecycle_stage, deleted.status) == ("deleted", "KILLED")
     with pytest.raises(ValueError, match="unknown tracking op"):
         log._apply({"op": "rename", "trial": None})
 
