@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Mapping
-from copy import deepcopy
 from typing import Any
 
 import torch
@@ -175,7 +174,7 @@ def check_user_code(experiment: Experiment, notes: list[str] | None = None) -> E
                 except ValueError as exc:
                     raise ConfigError(f"space.{exc}") from None
             if field == "space.arch":  # after prune.ignore's patterns are known to match
-                _check_compressible(experiment, model, data.input_shape, data.input_dtype)
+                _check_compressible(experiment, model, data)
             if field == "space.arch" and groups and _check_groups(experiment, groups, model, data):
                 quant = experiment.space.quant.with_groups_covering()
                 space = experiment.space.model_copy(update={"quant": quant})
@@ -201,12 +200,7 @@ def check_user_code(experiment: Experiment, notes: list[str] | None = None) -> E
     return experiment
 
 
-def _check_compressible(
-    experiment: Experiment,
-    model: nn.Module,
-    input_shape: tuple[int, ...],
-    input_dtype: torch.dtype,
-) -> None:
+def _check_compressible(experiment: Experiment, model: nn.Module, data: Any) -> None:
     """Refuse compression the student cannot take: a model without one layer QAT quantizes
     (weights used through ``F.conv2d``) failed every trial below 32 bits, one without a layer
     unstructured pruning zeroes every unstructured trial, and one that structured pruning
@@ -237,31 +231,28 @@ def _check_compressible(
             "unstructured out of space.prune.method"
         )
     if "structured" in methods:
-        _check_structured(experiment, model, input_shape, input_dtype)
+        _check_structured(experiment, data)
 
 
 # Families of models by name from a zoo, whose structured pruning the first trial tries.
 _ZOO_FAMILIES = ("torchvision", "timm")
 
 
-def _check_structured(
-    experiment: Experiment,
-    model: nn.Module,
-    input_shape: tuple[int, ...],
-    input_dtype: torch.dtype,
-) -> None:
-    """Prune a copy of the student at the space's lowest structured ratio, as a trial's
-    schedule ends. A model torch-pruning cannot trace, in which it finds no channel it may
-    remove, or which no longer runs once pruned (a convolution called twice in one forward, a
-    grouped convolution reading a concatenation) failed every structured trial with the same
-    reason; at the lowest ratio, a failure here is one that every structured trial meets.
+def _check_structured(experiment: Experiment, data: Any) -> None:
+    """Prune the space's one model, built under the experiment's seed, at the space's lowest
+    structured ratio, as a trial's schedule ends. A model torch-pruning cannot trace, in which
+    it finds no channel it may remove, or which no longer runs once pruned (a convolution
+    called twice in one forward, a grouped convolution reading a concatenation) failed every
+    structured trial with the same reason.
 
-    For models of the user's own code only (``custom``, a plugin's family): torchvision's and
-    timm's are the models torch-pruning is tested on (the docs name the ones it cannot
-    prune), and pruning one of theirs takes as long as in a trial (resnet18 about 1.5 s,
-    densenet121 10 s or more on 2 cores), a wait before every search."""
-    if experiment.space.arch.family in _ZOO_FAMILIES:
-        return
+    Only for a space of one model (every arch leaf fixed: of several, others than the first
+    may prune, as ``n_stages: [1, 2]`` with the first stage ignored), and not for
+    torchvision's and timm's: they are the models torch-pruning is tested on (the docs name
+    the ones it cannot prune), and pruning one of theirs takes as long as in a trial
+    (resnet18 about 1.5 s, densenet121 10 s or more on 2 cores), a wait before every search."""
+    arch = experiment.space.arch
+    if arch.family in _ZOO_FAMILIES or any(p.kind != "fixed" for p in arch.params()):
+        return  # a space of several models: others than the first may prune (n_stages [1, 2])
     prune = experiment.space.prune
     ratio = _lowest_ratio(to_param("space.prune.ratio", prune.ratio))
     if ratio is None:
@@ -273,13 +264,19 @@ def _check_structured(
         scope=str(_first(to_param("space.prune.scope", prune.scope))),
         ignore=tuple(prune.ignore),
     )
+    # Built again under one seed: which channels a global ranking removes follows the
+    # weights, and a failure that depends on them came and went from one run to the next.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(experiment.search.seed)
+        try:
+            model = build_model(
+                arch.first_arch(), data.input_shape, data.n_classes, data.input_dtype
+            )
+        except Exception:  # the checks before named what fails; the first trial says it
+            return
+    example = torch.zeros(2, *data.input_shape, dtype=data.input_dtype)
     try:
-        copy = deepcopy(model)
-    except Exception:  # a model that cannot be copied is checked by its first trial
-        return
-    example = torch.zeros(2, *input_shape, dtype=input_dtype)
-    try:
-        make_pruner(copy, config, example).update(1.0)
+        make_pruner(model, config, example).update(1.0)
     except PruningError as exc:
         raise ConfigError(f"space.prune.method: every structured trial would fail: {exc}") from None
 

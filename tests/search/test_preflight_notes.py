@@ -540,6 +540,21 @@ UNPRUNABLE = textwrap.dedent(
 )
 
 
+def test_a_space_of_several_models_is_not_refused_for_its_first() -> None:
+    """n_stages [1, 2] with the first stage kept whole: the one-stage models have no channel
+    structured pruning may remove, the two-stage ones do; the space was refused for the
+    first architecture ([2, 1] was not)."""
+    prune = {"method": ["structured"], "ignore": ["stem*", "stages.0.*"]}
+    fixed = {"family": "cnn", "blocks_per_stage": 1, "base_channels": 8, "kernel_size": 3}
+    fixed["block"] = "plain"
+    for stages in ([1, 2], [2, 1], 2):
+        space = {"arch": {**fixed, "n_stages": stages}, "prune": prune}
+        check_user_code(validate_experiment({"space": space}), [])
+    one = {"arch": {**fixed, "n_stages": 1}, "prune": prune}
+    with pytest.raises(ConfigError, match="finds no channel it may remove in CNN"):
+        check_user_code(validate_experiment({"space": one}))
+
+
 RUNS = (
     "after structured pruning Tied no longer runs (a coupling of layers torch-pruning does not "
     "follow): RuntimeError: The size of tensor a"
