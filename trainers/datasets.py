@@ -358,7 +358,8 @@ def sample_format(
     if layout not in LAYOUTS:
         raise DatasetError(f"data.layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
     first = _sample(dataset, 0, field)
-    _refuse_channels_last(first[0], field)
+    if layout == "auto":  # channels_first: the user says the first axis is the channels
+        _refuse_channels_last(first[0], field)
     image = prepare_input(first[0], image_size, field, 0, layout)
     label_of(first[1], field, 0)
     scale = 255.0 if first[0].dtype == torch.uint8 else 1.0
@@ -401,18 +402,25 @@ def _file_of(dataset: Dataset, index: int) -> str:
     return f" ({path})" if isinstance(path, str | Path) else ""
 
 
+# The smallest height and width read as a channels-last image's: (8, 4, 4) is as likely
+# 8 channels of 4 x 4 as 8 x 4 pixels of 4 channels.
+_CHANNELS_LAST_SIDE = 8
+
+
 def _refuse_channels_last(value: Any, field: str) -> None:
     """A uint8 image as NumPy, PIL's ``np.asarray`` and OpenCV give it, (H, W, C), was read
     as H channels of W x C images, silently. uint8 inputs are pixels (integer ids are int64,
-    int32 or int16), so a last axis of 1, 3 or 4 after a first of more is channels last."""
+    int32 or int16), so a last axis of 1, 3 or 4 after two of 8 or more is channels last;
+    ``data.layout: channels_first`` says otherwise."""
     if not (isinstance(value, Tensor) and value.dtype == torch.uint8 and value.dim() == 3):
         return
-    if value.shape[-1] in (1, 3, 4) and value.shape[0] not in (1, 3, 4):
-        h, w, c = value.shape
+    h, w, c = value.shape
+    if c in (1, 3, 4) and min(h, w) >= _CHANNELS_LAST_SIDE:
         raise DatasetError(
             f"{field}: sample 0's image has shape {(h, w, c)}, channels last; nascomp reads "
             f"images as (C, H, W), PyTorch's order: give it as {(c, h, w)} (e.g. "
-            "torch.from_numpy(image).permute(2, 0, 1))"
+            "torch.from_numpy(image).permute(2, 0, 1)), or set data.layout: channels_first if "
+            f"it is {h} channels"
         )
 
 

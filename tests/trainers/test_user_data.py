@@ -310,8 +310,25 @@ def test_channels_last_images_are_refused_naming_the_order(module: str, data_roo
     assert str(caught.value) == (
         f"data.factory ({module}:channels_last): sample 0's image has shape (28, 28, 3), "
         "channels last; nascomp reads images as (C, H, W), PyTorch's order: give it as "
-        "(3, 28, 28) (e.g. torch.from_numpy(image).permute(2, 0, 1))"
+        "(3, 28, 28) (e.g. torch.from_numpy(image).permute(2, 0, 1)), or set data.layout: "
+        "channels_first if it is 28 channels"
     )
+    # the user's word that the first axis is the channels
+    given = custom(module, "channels_last", data_root).model_copy(
+        update={"layout": "channels_first"}
+    )
+    assert given.load().input_shape == (28, 28, 3)
+
+
+@pytest.mark.parametrize("shape", [(5, 3, 3), (16, 1, 1), (8, 4, 4), (2, 16, 3), (3, 32, 32)])
+def test_small_channels_first_images_are_not_taken_for_channels_last(shape: tuple) -> None:
+    """(8, 4, 4) is as likely 8 channels of 4 x 4 as a channels-last image: such inputs were
+    refused, with no way to say otherwise."""
+    from nascomp.trainers.datasets import sample_format
+
+    images = torch.zeros(4, *shape, dtype=torch.uint8)
+    dataset = torch.utils.data.TensorDataset(images, torch.tensor([0, 1, 0, 1]))
+    assert sample_format(dataset, None, "data.factory").shape == shape
 
 
 @pytest.mark.parametrize(
