@@ -64,8 +64,11 @@ def main(argv: list[str] | None = None) -> int:
         # before anything was started or after everything was saved.
         after = ""
         if args.run is cmd_search and getattr(args, "resume", None):
-            # the interrupted search it resumes is still there, as it was
-            after = " (before the resumed search's trials began: run the same command to resume)"
+            # before its trials, the search it resumes is still there as it was
+            after = (
+                " (before the resumed search's trials began: the same command resumes it; or "
+                "after its results were saved)"
+            )
         elif args.run is cmd_search:
             after = (
                 " (before the search's trials began, or after its results were saved: nothing "

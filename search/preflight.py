@@ -705,10 +705,12 @@ def _check_init(
         else:
             line = f"train.init: {path} does not load: {type(exc).__name__}: {line}"
         raise ConfigError(line) from None
-    broken = [
+    own = model.state_dict()
+    broken = [  # of the tensors the model would load: a file's extra ones are ignored
         name
         for name, tensor in state.items()
-        if isinstance(tensor, torch.Tensor)
+        if name in own
+        and isinstance(tensor, torch.Tensor)
         and tensor.is_floating_point()
         and not bool(torch.isfinite(tensor).all())
     ]

@@ -109,8 +109,8 @@ def test_an_interrupt_before_a_resumed_search_began_says_it_is_still_resumable(
     monkeypatch.setattr(cli, "cmd_search", interrupted)
     assert cli.main(["search", "--resume"]) == cli.EXIT_INTERRUPTED
     assert capsys.readouterr().err == (
-        "nascomp: interrupted (before the resumed search's trials began: run the same command "
-        "to resume)\n"
+        "nascomp: interrupted (before the resumed search's trials began: the same command "
+        "resumes it; or after its results were saved)\n"
     )
     assert cli.main(["search"]) == cli.EXIT_INTERRUPTED
     assert "nothing to resume" in capsys.readouterr().err

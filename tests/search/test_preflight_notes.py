@@ -381,6 +381,10 @@ def test_starting_weights_cut_short_are_noted_and_nan_ones_refused(tmp_path: Pat
         f"train.init: {tmp_path / 'short.pt'} lacks 1 of space.arch's parameters ({first}): "
         "they start from their initialisation"
     ]
+    nan = torch.full((3,), float("nan"))
+    torch.save({**state, "unused.weight": nan}, tmp_path / "extra.pt")  # never loaded: fine
+    experiment = {"space": space, "train": {"init": str(tmp_path / "extra.pt")}}
+    check_user_code(validate_experiment(experiment), [])
     torch.save({**state, first: state[first] * float("nan")}, tmp_path / "nan.pt")
     experiment = {"space": space, "train": {"init": str(tmp_path / "nan.pt")}}
     with pytest.raises(ConfigError) as caught:
