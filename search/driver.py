@@ -130,7 +130,14 @@ def run_search(
         check_local_resources(experiment)
     previous = find_resumable(experiment, resume) if resume else None
     if previous is not None:
-        check_store_holds(previous, tracker, experiment.tracking.resolved_uri())
+        uri = experiment.tracking.resolved_uri()
+        check_store_holds(previous, tracker, uri)
+        if previous.tracking_uri != uri:  # a store that moved, or one the search left
+            notes.append(
+                f"--resume: search {previous.search_run_id} last logged to "
+                f"{previous.tracking_uri}; the rest logs to {uri} (give --tracking-uri "
+                f"{previous.tracking_uri} to go on there)"
+            )
     # Held until this function returns: no second driver may resume it meanwhile.
     held = hold_folder(previous.path) if previous is not None else None
     for line in ([banner] if banner else []) + [f"note: {note}" for note in notes]:

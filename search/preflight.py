@@ -278,7 +278,12 @@ def _check_structured(experiment: Experiment, data: Any) -> None:
     try:
         make_pruner(model, config, example).update(1.0)
     except PruningError as exc:
-        raise ConfigError(f"space.prune.method: every structured trial would fail: {exc}") from None
+        leave = (
+            "" if "unstructured" in str(exc) else "; or leave structured out of space.prune.method"
+        )
+        raise ConfigError(
+            f"space.prune.method: every structured trial would fail: {exc}{leave}"
+        ) from None
 
 
 def _lowest_ratio(ratio: Param) -> float | None:

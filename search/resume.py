@@ -230,7 +230,8 @@ def find_resumable(experiment: Experiment, which: str) -> SearchFolder:
         raise SearchError(
             f"--resume {found.path}: the search made this folder at {found.made_at}, and Ray "
             "Tune's saved state names that one for the trials to come (a moved folder's new "
-            "trials failed; a copy's wrote into the original): resume it there (move it back)"
+            "trials failed; a copy's wrote into the original): resume the folder at "
+            f"{found.made_at} (move it back there if it moved)"
         )
     _check_only_yours(found.path)
     changed = differences(found.experiment, _dump(experiment, found))

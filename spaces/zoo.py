@@ -413,10 +413,12 @@ def check_output(
                 "per image: build the first layer for them)"
             )
         elif len(input_shape) == 3 and input_dtype.is_floating_point:
-            own = sorted(_named_parameters(type(model).__init__) & _IMAGE_SIZE_ARGUMENTS)
+            takes = _named_parameters(type(model).__init__)
+            own = sorted(takes & _IMAGE_SIZE_ARGUMENTS)
+            patch = " (with a patch_size that divides it)" if "patch_size" in takes else ""
             hint = (
                 " (if the model needs larger images, set data.image_size, e.g. 224"
-                + (f", or build it for these: its argument {own[0]}" if own else "")
+                + (f", or build it for these: its argument {own[0]}{patch}" if own else "")
                 + ")"
             )
         else:

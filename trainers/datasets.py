@@ -144,9 +144,13 @@ def _open_torchvision(source: DatasetSource) -> tuple[Dataset, Dataset | None]:
                 f"{_line(exc)}"
             ) from None
         except (TypeError, ValueError, OSError) as exc:
+            # EMNIST without split=: "missing 1 required positional argument: 'split'"
+            needs = (
+                " (give it in data.options)" if "required positional argument" in str(exc) else ""
+            )
             raise DatasetError(
                 f"{DATASET_FIELD}: torchvision {source.dataset}({source.root!r}, ...) raised "
-                f"{type(exc).__name__}: {_line(exc)}"
+                f"{type(exc).__name__}: {_line(exc)}{needs}"
             ) from None
 
     # With the user's own transforms the samples are theirs: read through __getitem__.

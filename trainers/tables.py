@@ -310,8 +310,9 @@ def _same_kind(frames: dict[Path, Any], name: str, field: str) -> bool:
         numbers = next(path for path, word in words.items() if not word)
         column = frames[text][name]
         example = next((v for v in column if not _is_number(v)), column.iloc[0])
+        kind = "true/false" if pd.api.types.is_bool_dtype(frames[numbers][name]) else "numbers"
         raise TableError(
-            f"{field}: column {name!r} holds numbers in {numbers.name} and words in "
+            f"{field}: column {name!r} holds {kind} in {numbers.name} and words in "
             f"{text.name} (e.g. {example!r}); give it one kind in both files"
         )
     return all(words.values())

@@ -244,7 +244,8 @@ def test_a_moved_or_copied_result_folder_is_refused_and_storage_is_compared_as_a
     assert str(caught.value) == (
         f"--resume {copy}: the search made this folder at {folder}, and Ray Tune's saved state "
         "names that one for the trials to come (a moved folder's new trials failed; a copy's "
-        "wrote into the original): resume it there (move it back)"
+        f"wrote into the original): resume the folder at {folder} (move it back there if it "
+        "moved)"
     )
 
 

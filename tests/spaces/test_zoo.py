@@ -383,7 +383,7 @@ def test_a_zoo_model_built_for_larger_images_is_told_its_own_size_argument() -> 
     with pytest.raises(
         UserCodeError,
         match=r"set data.image_size, e.g. 224, or build it for "
-        r"these: its argument img_size\)$",
+        r"these: its argument img_size \(with a patch_size that divides it\)\)$",
     ):
         build_model({"family": "timm", "model": "vit_tiny_patch16_224"}, (3, 16, 16), 10)
     model = build_model(

@@ -80,6 +80,12 @@ def test_labels_of_numbers_in_one_file_and_words_in_the_other_are_refused(
         open_table(str(tmp_path), {})
     _write(tmp_path, "test.csv", "x,y\n1,0\n2,1\n3,2\n")
     train, test = open_table(str(tmp_path), {})
+    flags = tmp_path / "flags"
+    flags.mkdir()
+    _write(flags, "train.csv", "x,y\n1,True\n2,False\n")
+    _write(flags, "test.csv", "x,y\n1,yes\n2,no\n")
+    with pytest.raises(ValueError, match=r"column 'y' holds true/false in train\.csv and words"):
+        open_table(str(flags), {})
     assert test is not None and train.classes == ["0", "1", "2"]
     assert test.tensors[1].tolist() == [0, 1, 2]
 

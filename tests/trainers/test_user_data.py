@@ -241,6 +241,14 @@ def test_torchvision_files_missing_is_data_not_found(
         config.load()
 
 
+def test_a_torchvision_argument_the_class_requires_is_told_to_come_in_options(
+    tmp_path: Path,
+) -> None:
+    config = DataConfig(name="torchvision", dataset="EMNIST", root=str(tmp_path))
+    with pytest.raises(DatasetError, match=r"argument: 'split' \(give it in data.options\)$"):
+        config.load()
+
+
 def test_torchvision_image_folder_on_split_folders_is_refused(tmp_path: Path) -> None:
     """ImageFolder made a class of each split folder and the search learnt "train or test",
     its accuracy the larger split's share."""
