@@ -224,6 +224,11 @@ def run_search(
     )
 
 
+# Tune's experiment snapshot: every second while it is cheap, at most 5% of the driver's time
+# once it is not (compat.ray.snapshots_every).
+SNAPSHOT_FLOOR_S = 1.0
+
+
 def _open_search(
     experiment: Experiment,
     tracker: Tracker,
@@ -317,6 +322,7 @@ class _SearchRun:
 
         from nascomp.search.tune.progress import ProgressLine
 
+        ray_compat.snapshots_every(SNAPSHOT_FLOOR_S)
         trainable = _trainable(self.experiment, teacher_state, self.folder)
         search = self.experiment.search
         # A budget alone sizes the search: its trials cap is no total to show.

@@ -55,8 +55,10 @@ def set_ray_environment() -> None:
     # writes relative to it.
     os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
     # Snapshot the experiment (trials, Optuna study) every second rather than every 10 s or
-    # more: a driver killed between snapshots loses the trials it started since the last one.
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
+    # more while it is small: a driver killed between snapshots loses the trials it started
+    # since the last one. "auto": the period grows with the snapshot's cost
+    # (compat.ray.snapshots_every, which the driver applies).
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "auto")
     # A new local Ray starts one Python worker per CPU when the driver connects. Tune puts
     # every trial's actor in a placement group, and Ray gives those new workers, never the
     # prestarted ones, which it kills once idle: 0.7 CPU-s each, spent while the driver starts
