@@ -74,6 +74,7 @@ class ProgressLine(Callback):
         self.clock = clock
         self.started = clock()
         self.last_line = self.started
+        self.last_status = self.started
         self.running: dict[str, _Running] = {}
 
     # ------------------------------------------------------------------ Tune's events
@@ -127,12 +128,17 @@ class ProgressLine(Callback):
         self._line(trial, "failed", "see the trial's MLflow run for the reason")
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        if self.running and self.live is None:
+            # A log (no terminal): the running trials and the time left every every_s, trial
+            # lines or not; said only after every_s without one, a busy search's log (a
+            # trial a second) never told the time left in an overnight run.
+            if self.clock() - self.last_status >= self.every_s:
+                self.echo(self.status_text())
+                self.last_status = self.last_line = self.clock()
+            return
         if self.clock() - self.last_line < self.every_s:
             return
-        if self.running and self.live is None:
-            self.echo(self.status_text())
-            self.last_line = self.clock()
-        elif not self.running and any(getattr(t, "status", None) == "PENDING" for t in trials):
+        if not self.running and any(getattr(t, "status", None) == "PENDING" for t in trials):
             # Trials made but none started: on a terminal too, where no status line shows.
             pending = sum(getattr(t, "status", None) == "PENDING" for t in trials)
             why = self.waiting() if self.waiting is not None else ""
@@ -184,8 +190,11 @@ class ProgressLine(Callback):
         elapsed = self.clock() - self.started
         if self.live is not None:
             self.live.write(_CLEAR)
-        count = f"{self.n_done:>3}" + ("" if self.n_trials is None else f"/{self.n_trials}")
-        self.echo(f"[{count}] {elapsed:6.1f}s  trial {trial.trial_id}  {status:<10} {detail}")
+        width = max(3, len(str(self.n_trials or "")))  # [ 999/3000] and [1000/3000] align
+        count = f"{self.n_done:>{width}}" + ("" if self.n_trials is None else f"/{self.n_trials}")
+        # seconds, then hours and minutes past 2.8 h, in the same 7 columns
+        took = f"{elapsed:6.1f}s" if elapsed < 9999.95 else f"{_duration(elapsed):>7}"
+        self.echo(f"[{count}] {took}  trial {trial.trial_id}  {status:<10} {detail}")
         self.last_line = self.clock()
         self._status()
 

@@ -60,6 +60,30 @@ def test_plain_output_prints_the_status_every_interval_while_trials_run() -> Non
     assert len(lines) == 2  # a trial line counts as output: the next status waits 30 s
 
 
+def test_a_busy_searchs_log_tells_the_time_left_and_keeps_its_columns() -> None:
+    """A trial line every second: the status, said only after 30 s without one, never came
+    in an overnight log (a soak test's 1,276 trials); past 2.8 h the seconds and past 999
+    the count widened and shifted the columns."""
+    lines: list[str] = []
+    clock = Clock()
+    progress = ProgressLine(3000, {"val_accuracy": "max"}, lines.append, clock=clock)
+    for i in range(40):
+        trial = Trial(f"t{i:04d}", CONFIG)
+        progress.on_trial_start(0, [], trial)
+        progress.on_trial_start(0, [], Trial("other", CONFIG))
+        clock.now += 1
+        trial.last_result = {"nascomp_status": "ok", "val_accuracy": 0.5}
+        progress.on_trial_complete(0, [], trial)
+        progress.on_step_end(0, [])
+    statuses = [line for line in lines if line.startswith("running:")]
+    assert len(statuses) == 1 and statuses[0].endswith("| 30/3000 done, about 49m30s left")
+    assert lines[0] == "[   1/3000]    1.0s  trial t0000  ok         val_accuracy=0.5000"
+    clock.now += 3 * 3600
+    progress.n_done = 999
+    progress.on_trial_complete(0, [], Trial("late", CONFIG, {"nascomp_status": "ok"}))
+    assert lines[-1].startswith("[1000/3000]   3h00m  trial late  ok")  # 7 columns, as 1.0s
+
+
 def test_trials_that_cannot_start_say_what_they_wait_for() -> None:
     """None runs, two are made and wait for resources (a cluster without a node that fits):
     a line every interval, on a terminal too, with the reason the driver gives."""
