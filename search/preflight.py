@@ -249,7 +249,8 @@ def _check_structured(experiment: Experiment, data: Any) -> None:
     may prune, as ``n_stages: [1, 2]`` with the first stage ignored), and not for
     torchvision's and timm's: they are the models torch-pruning is tested on (the docs name
     the ones it cannot prune), and pruning one of theirs takes as long as in a trial
-    (resnet18 about 1.5 s, densenet121 10 s or more on 2 cores), a wait before every search."""
+    (timed at a load of 9 on 2 cores: resnet18 6 s, densenet121 35 s), a wait before every
+    search."""
     arch = experiment.space.arch
     if arch.family in _ZOO_FAMILIES or any(p.kind != "fixed" for p in arch.params()):
         return  # a space of several models: others than the first may prune (n_stages [1, 2])

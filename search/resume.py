@@ -63,8 +63,12 @@ class SearchFolder:
             raise SearchError(f"{file} does not read as a nascomp manifest: {exc}") from None
         if not isinstance(data, dict):
             raise SearchError(f"{file} does not read as a nascomp manifest: no JSON object")
-        required = {"search_run_id": str, "tracking_uri": str, "experiment_name": str}
-        required["experiment"] = dict
+        required = {
+            "search_run_id": str,
+            "tracking_uri": str,
+            "experiment_name": str,
+            "experiment": dict,
+        }
         wrong = [key for key, kind in required.items() if not isinstance(data.get(key), kind)]
         optional = {"state": str, "budget": dict, "folder": str}
         wrong += [k for k, kind in optional.items() if not isinstance(data.get(k, kind()), kind)]
