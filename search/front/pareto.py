@@ -8,6 +8,7 @@ in at least one; equal points do not dominate each other, so duplicates share a 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -56,6 +57,38 @@ def non_dominated_mask(values: np.ndarray) -> np.ndarray:
             front.append(int(i))
     mask[front] = True
     return mask
+
+
+class RunningFront:
+    """The non-dominated set of points added one at a time (values minimised), each point with
+    a key (a trial id).
+
+    The set after each :meth:`add` is what :func:`non_dominated_mask` gives over every point
+    added so far: a point some earlier point dominates is dominated by a member of the front
+    (dominance is transitive), so the new point is checked against the front alone, and a
+    point off the front never comes back. So a search's driver keeps its running front in
+    O(front) per ended trial instead of O(n) over all of them (``bench/driver_front.py``).
+    """
+
+    def __init__(self, n_objectives: int) -> None:
+        self.keys: list[Any] = []
+        self.values = np.zeros((0, n_objectives))
+
+    def add(self, key: Any, point: Sequence[float] | np.ndarray) -> bool:
+        """Add a point; True when it is on the front afterwards."""
+        point = np.asarray(point, dtype=float)
+        if len(self.keys) and _dominated_by_any(self.values, point):
+            return False
+        stays = ~(np.all(point <= self.values, axis=1) & np.any(point < self.values, axis=1))
+        self.keys = [k for k, kept in zip(self.keys, stays, strict=True) if kept] + [key]
+        self.values = np.vstack([self.values[stays], point])
+        return True
+
+    def order(self) -> list[Any]:
+        """The front's keys, best first by the first objective (then the next ones), as
+        :func:`front_order` orders them."""
+        keys = tuple(self.values[:, k] for k in reversed(range(self.values.shape[1])))
+        return [self.keys[i] for i in np.lexsort(keys)] if self.keys else []
 
 
 def non_dominated_sort(values: np.ndarray) -> np.ndarray:

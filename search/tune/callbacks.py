@@ -16,7 +16,7 @@ import numpy as np
 from ray.tune import Callback
 
 from nascomp.search.front.hypervolume import HypervolumeHistory, is_number
-from nascomp.search.front.pareto import front_order
+from nascomp.search.front.pareto import RunningFront, to_minimise
 from nascomp.search.front.report import front_markdown, objectives_line
 from nascomp.search.tracking.models import finish_onnx_model
 from nascomp.search.tracking.params import config_document, display_params
@@ -84,6 +84,7 @@ class MlflowTrialCallback(Callback):
         # Finished feasible trials (objective values, model line): the parent run's
         # description shows their front as the search goes.
         self.finished: dict[str, tuple[dict[str, float], str]] = {}
+        self.front = RunningFront(len(self.objectives))  # of the finished, keyed by trial id
         # The steps each open trial's run holds or has queued: a step comes again when a
         # trial resumes from a checkpoint whose report the driver never took (it re-sends
         # its epochs, search.tune.trainable.EpochReports) or restarts from its first epoch,
@@ -246,13 +247,15 @@ class MlflowTrialCallback(Callback):
         names = list(self.objectives)
         if result is None or not all(is_number(result.get(m)) for m in names):
             return
+        again = trial_id in self.finished
         self.finished[trial_id] = ({m: float(result[m]) for m in names}, describe_trial(config))
-        ids = list(self.finished)
-        values = np.array([[self.finished[i][0][m] for m in names] for i in ids])
-        front = [ids[k] for k in front_order(values, list(self.objectives.values()))]
-        if trial_id not in front:
+        if again:  # its earlier values may have pushed others off the front: start over
+            self.front = RunningFront(len(names))
+            for key, (values, _) in self.finished.items():
+                self.front.add(key, self._minimised(values))
+        elif not self.front.add(trial_id, self._minimised(self.finished[trial_id][0])):
             return
-        rows = [(self.log.run_ids.get(i), *self.finished[i]) for i in front]
+        rows = [(self.log.run_ids.get(i), *self.finished[i]) for i in self.front.order()]
         note = front_markdown(
             rows,
             self.objectives,
@@ -261,6 +264,10 @@ class MlflowTrialCallback(Callback):
             n_trials=self.n_finished,
         )
         self.log.submit({"op": "tags", "trial": None, "tags": {NOTE_TAG: note}})
+
+    def _minimised(self, values: dict[str, float]) -> np.ndarray:
+        row = np.array([[values[m] for m in self.objectives]])
+        return to_minimise(row, list(self.objectives.values()))[0]
 
     def _log_hypervolume(self, result: dict | None) -> None:
         value = self.progress.add(result)

@@ -7,6 +7,7 @@ import optuna
 import pytest
 
 from nascomp.search.front.pareto import (
+    RunningFront,
     crowding_distance,
     front_order,
     knee_index,
@@ -169,3 +170,30 @@ def test_both_sorts_give_the_peeled_fronts() -> None:
     ranks = non_dominated_sort(values)  # insertion
     assert np.array_equal(pareto._peeled(values), ranks)
     assert ranks.max() > 5
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_running_front_is_the_front_of_every_point_added(seed: int) -> None:
+    """After each add, the running front's keys are the points non_dominated_mask keeps of
+    all added so far, in front_order's order (ties and duplicates included)."""
+    rng = np.random.default_rng(seed)
+    d = int(rng.integers(1, 4))
+    values = rng.integers(0, 6, size=(int(rng.integers(1, 200)), d)).astype(float)
+    running = RunningFront(d)
+    for n, point in enumerate(values, start=1):
+        on_front = running.add(f"t{n - 1}", point)
+        expected = [f"t{i}" for i in front_order(values[:n], ["min"] * d)]
+        assert running.order() == expected
+        assert on_front == (f"t{n - 1}" in expected)
+
+
+def test_running_front_known_answer() -> None:
+    running = RunningFront(2)
+    assert running.order() == []
+    assert running.add("a", [2.0, 2.0])
+    assert not running.add("b", [3.0, 3.0])  # dominated by a
+    assert running.add("c", [1.0, 4.0])
+    assert running.add("d", [2.0, 2.0])  # a's duplicate: neither dominates the other
+    assert running.order() == ["c", "a", "d"]
+    assert running.add("e", [1.0, 1.0])  # dominates all of them
+    assert running.order() == ["e"]

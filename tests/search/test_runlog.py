@@ -540,3 +540,35 @@ def test_an_outage_is_told_in_the_words_the_socket_used() -> None:
         assert _reason(chained) == "Connection refused"
     assert _reason(ValueError("x" * 400)) == "ValueError: " + "x" * 288 + " ..."
     assert _reason(KeyError("run")) == "KeyError: 'run'"
+
+
+def test_the_parent_describes_the_running_front_in_rank_order(tmp_path: Path) -> None:
+    """The callback keeps the front incrementally: the parent run's description after each
+    trial lists exactly the non-dominated finished trials, best first; a trial remembered
+    again (its values changed) is re-ranked from scratch, freeing those it had dominated."""
+    from nascomp.search.tracking.store import NOTE_TAG, Tracker
+    from nascomp.search.tune.callbacks import MlflowTrialCallback
+
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "front")
+    parent = tracker.client.create_run(tracker.experiment_id(create=True)).info.run_id
+    objectives = {"val_accuracy": "max", "size_bytes": "min"}
+    callback = MlflowTrialCallback(
+        tracker, parent, objectives, [], journal=tmp_path / JOURNAL, echo=lambda _: None
+    )
+    callback.setup()
+
+    def remember(trial_id: str, accuracy: float, size: int) -> list[str]:
+        result = {"val_accuracy": accuracy, "size_bytes": size}
+        callback._remember(trial_id, result, {"arch.family": "mlp", "arch.hidden": [size]})
+        callback.log.flush(force=True)
+        note = tracker.client.get_run(parent).data.tags.get(NOTE_TAG, "")
+        rows = [line.split(" | ") for line in note.splitlines() if line.startswith("| ")]
+        return [row[3].split(" / ")[0] for row in rows[1:]]  # each row's model: "mlp SIZE"
+
+    assert remember("a", 0.90, 400) == ["mlp 400"]
+    assert remember("b", 0.80, 200) == ["mlp 400", "mlp 200"]
+    assert remember("c", 0.70, 300) == ["mlp 400", "mlp 200"]  # dominated by b: unchanged
+    assert remember("d", 0.95, 100) == ["mlp 100"]  # dominates a, b and c
+    assert callback.front.order() == ["d"]
+    assert remember("d", 0.60, 500) == ["mlp 400", "mlp 200"]  # d again, dominated
+    assert callback.front.order() == ["a", "b"]  # c stays dominated by b

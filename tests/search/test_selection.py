@@ -182,6 +182,31 @@ def test_hypervolume_history_counts_every_ended_trial() -> None:
     assert steps[-1] == steps[4] > 0  # the pruned and the infeasible trial add nothing
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_hypervolume_history_equals_the_volume_of_every_point(seed: int) -> None:
+    """The running value is the hypervolume of all feasible points so far under the search's
+    reference rule, recomputed from scratch, after every ended trial (some off the front,
+    some widening the range without reaching the front, some infeasible, duplicates)."""
+    from nascomp.search.front.hypervolume import hypervolume, search_reference, search_scale
+    from nascomp.search.front.pareto import to_minimise
+
+    objectives = {"val_accuracy": "max", "size_bytes": "min", "latency_ms": "min"}
+    rng = np.random.default_rng(seed)
+    history = HypervolumeHistory(objectives)
+    points: list[list[float]] = []
+    for _ in range(120):
+        if rng.random() < 0.1:
+            assert history.add(None) == history.value
+            continue
+        row = [float(rng.integers(0, 8)) / 8, float(rng.integers(1, 9)) * 1e4, rng.random()]
+        value = history.add(dict(zip(objectives, row, strict=True)))
+        points.append(row)
+        minimised = to_minimise(np.array(points), list(objectives.values()))
+        scaled = minimised / search_scale(minimised[0], list(objectives))
+        assert value == pytest.approx(hypervolume(scaled, search_reference(scaled)), rel=1e-12)
+    assert history.n_ended == 120 and len(history.front.keys) < len(points)
+
+
 def test_objectives_rarely_meant_are_noted() -> None:
     from nascomp.search.driver import objectives_notes
 
