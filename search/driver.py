@@ -358,9 +358,10 @@ class _SearchRun:
         if clock is not None:
             callbacks.append(clock)
         if restore:
-            tuner = tune.Tuner.restore(
-                str(self.folder), trainable=trainable, resume_unfinished=True
-            )
+            with ray_compat.without_result_analysis():
+                tuner = tune.Tuner.restore(
+                    str(self.folder), trainable=trainable, resume_unfinished=True
+                )
             # Tune restores the callbacks pickled at the start; ours must be this driver's.
             searcher = ray_compat.adopt_restored(tuner, callbacks)
         else:
@@ -371,7 +372,10 @@ class _SearchRun:
         sigterm = signal.getsignal(signal.SIGTERM)
         try:
             try:
-                with running_clock(clock) if clock is not None else contextlib.nullcontext():
+                with (
+                    running_clock(clock) if clock is not None else contextlib.nullcontext(),
+                    ray_compat.without_result_analysis(),
+                ):
                     grid = tuner.fit()
             finally:
                 # Tune leaves its Ctrl-C handler behind when no Ctrl-C came: one while the
