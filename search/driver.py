@@ -368,6 +368,7 @@ class _SearchRun:
             searcher = _searcher(self.experiment, constants, self.folder)
             tuner = self._new_tuner(trainable, searcher, callbacks)
         status = "FAILED"
+        started = time.time()
         sigint = signal.getsignal(signal.SIGINT)
         sigterm = signal.getsignal(signal.SIGTERM)
         try:
@@ -385,6 +386,8 @@ class _SearchRun:
                 if sigterm is not None and threading.current_thread() is threading.main_thread():
                     signal.signal(signal.SIGTERM, sigterm)
                 interrupt.clear()
+            if restore:
+                ray_compat.drop_earlier_snapshots(self.folder, since=started)
             status = end_status(
                 ended=grid.num_terminated + grid.num_errors,
                 trials=self.experiment.search.trials,

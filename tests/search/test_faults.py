@@ -160,7 +160,9 @@ def test_driver_stopped_then_resumed(workdir: Path, how: str) -> None:
         assert sum("epoch" in r for r in reports[trial]) == epochs_before[trial]
     # The Optuna study came back with the search: it holds every trial, before and after.
     (folder,) = results.glob("nascomp-*")
-    state = max(folder.glob("searcher-state-*.pkl"))  # named by session start: the resumed one
+    # The resumed driver's snapshot alone: the killed driver's files are gone.
+    (state,) = folder.glob("searcher-state-*.pkl")
+    assert len(list(folder.glob("experiment_state-*.json"))) == 1
     study = pickle.loads(state.read_bytes())["_ot_study"]
     assert len(study.trials) == 5
     assert all(t.state.is_finished() for t in study.trials)

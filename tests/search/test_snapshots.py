@@ -4,6 +4,10 @@ once it is not. Taken every second whatever its size, a 1,276-trial search's dri
 
 from __future__ import annotations
 
+import os
+import time
+from pathlib import Path
+
 import pytest
 from ray.tune.execution.experiment_state import _ExperimentCheckpointManager
 
@@ -47,3 +51,31 @@ def test_no_result_analysis_within_the_block_and_ray_still_builds_it_there() -> 
         assert ExperimentAnalysis._fetch_trial_dataframes(None) == {}
     assert tuner_internal.ExperimentAnalysis is ExperimentAnalysis
     assert ExperimentAnalysis._fetch_trial_dataframes is frames
+
+
+def test_a_resumed_search_keeps_only_its_own_snapshot(tmp_path: Path) -> None:
+    """Each resume left the earlier drivers' snapshot files behind (as large as the snapshot).
+    Once the resumed driver's fit returns, the files of earlier names go; nothing goes when
+    the newest file is not this driver's (written before it started)."""
+    from nascomp.search.compat.ray import drop_earlier_snapshots
+
+    names = [
+        f"{kind}-2026-12-05_{stamp}.{suffix}"
+        for stamp in ("16-21-28", "16-27-50", "17-02-11")
+        for kind, suffix in (
+            ("experiment_state", "json"),
+            ("searcher-state", "pkl"),
+            ("search_gen_state", "json"),
+        )
+    ]
+    for name in names:
+        (tmp_path / name).write_text("{}")
+    (tmp_path / "trial_0001").mkdir()
+    newest = [name for name in names if "17-02-11" in name]
+    for name in names:  # the earlier ones written before this driver started
+        if name not in newest:
+            os.utime(tmp_path / name, (1_000, 1_000))
+    assert drop_earlier_snapshots(tmp_path, since=time.time() + 60) == []  # none of them its own
+    removed = drop_earlier_snapshots(tmp_path, since=2_000)
+    assert sorted(path.name for path in removed) == sorted(set(names) - set(newest))
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted([*newest, "trial_0001"])
