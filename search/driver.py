@@ -351,7 +351,9 @@ class _SearchRun:
             ),
             interrupt,
             # Tune's own trial logs (progress.csv, result.json in each trial's folder), which
-            # its result analysis reads; search.tune.head turns its automatic loggers off.
+            # Tune's tools read (ray.tune.ExperimentAnalysis of the search's folder); the
+            # driver reads none of them (compat.ray.without_result_analysis), and
+            # search.tune.head turns Tune's automatic loggers off.
             CSVLoggerCallback(),
             JsonLoggerCallback(),
         ]
@@ -388,6 +390,7 @@ class _SearchRun:
                 interrupt.clear()
             if restore:
                 ray_compat.drop_earlier_snapshots(self.folder, since=started)
+            ray_compat.drop_driver_staging(self.folder.name)
             status = end_status(
                 ended=grid.num_terminated + grid.num_errors,
                 trials=self.experiment.search.trials,

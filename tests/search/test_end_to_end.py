@@ -90,13 +90,20 @@ def test_search_leaves_no_ray_log_lines_on_stderr(searched: Searched) -> None:
 def test_each_trial_folder_holds_tunes_csv_and_json_logs_and_no_tensorboard_file(
     searched: Searched,
 ) -> None:
-    """Tune's analysis reads progress.csv and result.json; its tensorboardX logger printed
+    """Tune's tools read progress.csv and result.json; its tensorboardX logger printed
     "NaN or Inf found in input tensor." into the search's output for each diverged trial."""
     trials = [p for p in (searched.folder / "results").rglob("trial_*") if p.is_dir()]
     assert len(trials) == 4
     for trial in trials:
         assert (trial / "progress.csv").is_file() and (trial / "result.json").is_file()
         assert not list(trial.glob("events.out.tfevents*")), trial
+
+
+def test_tunes_staging_copy_is_not_left_in_rays_session(searched: Searched) -> None:
+    """Tune stages each trial's logs in Ray's session folder and copies them to the search's
+    folder; the copy in the session (55 KB a trial, /tmp's space) goes once the search ends."""
+    (session,) = Path(searched.env["RAY_TMPDIR"]).rglob("session_latest")
+    assert (session / "artifacts").is_dir() and not list(session.glob("artifacts/*/nascomp-*"))
 
 
 def test_mlflow_holds_one_parent_and_nested_children(searched: Searched) -> None:
