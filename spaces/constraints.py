@@ -149,27 +149,35 @@ class Pick:
     where: tuple[Constraint, ...] = ()
 
 
-PICK_FORMAT = "'knee' or '<max|min> <metric> [where <metric> <op> <number> [and ...]]'"
+PICK_FORMAT = (
+    "'knee [where <metric> <op> <number> [and ...]]' or "
+    "'<max|min> <metric> [where <metric> <op> <number> [and ...]]'"
+)
 
 
 def parse_pick(text: str, metrics: Sequence[str]) -> Pick:
-    """``knee``, ``max val_accuracy`` or ``max val_accuracy where latency_ms <= 2 and ...``."""
-    words = text.strip().split(maxsplit=2)
-    if [w.lower() for w in words] == ["knee"]:
-        return Pick("knee")
-    if len(words) < 2 or words[0].lower() not in ("max", "min"):
+    """``knee``, ``max val_accuracy``, either followed by ``where latency_ms <= 2 and ...``."""
+    words = text.strip().split(maxsplit=1)
+    if not words or words[0].lower() not in ("knee", "max", "min"):
         raise ValueError(f"--pick {text!r} is not {PICK_FORMAT}")
-    kind, metric = words[0].lower(), words[1]
-    if metric not in metrics:
-        close = difflib.get_close_matches(metric, list(metrics), n=1, cutoff=0.6)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(f"--pick: unknown metric {metric!r}{hint}; allowed: {', '.join(metrics)}")
-    where: list[Constraint] = []
-    if len(words) == 3:
-        keyword, _, rest = words[2].partition(" ")
-        if keyword.lower() != "where" or not rest.strip():
+    kind, rest = words[0].lower(), words[1] if len(words) > 1 else ""
+    metric = None
+    if kind != "knee":
+        if not rest:
             raise ValueError(f"--pick {text!r} is not {PICK_FORMAT}")
-        for part in re.split(r"\s+and\s+", rest.strip(), flags=re.IGNORECASE):
+        metric, rest = [*rest.split(maxsplit=1), ""][:2]
+        if metric not in metrics:
+            close = difflib.get_close_matches(metric, list(metrics), n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(
+                f"--pick: unknown metric {metric!r}{hint}; allowed: {', '.join(metrics)}"
+            )
+    where: list[Constraint] = []
+    if rest.strip():
+        keyword, conditions = [*rest.split(maxsplit=1), ""][:2]
+        if keyword.lower() != "where" or not conditions.strip():
+            raise ValueError(f"--pick {text!r} is not {PICK_FORMAT}")
+        for part in re.split(r"\s+and\s+", conditions.strip(), flags=re.IGNORECASE):
             try:
                 where.append(parse_constraint(part, metrics))
             except ValueError as exc:

@@ -98,31 +98,42 @@ def _first_of_each_config(trials: list[TrialRecord]) -> list[TrialRecord]:
     return kept
 
 
-def pick_trial(
-    trials: list[TrialRecord],
-    objectives: dict[str, str],
-    how: str,
-    constraints: Sequence[str] = (),
-) -> TrialRecord:
-    """One model: ``knee`` of the front (pareto.knee_index), or ``max|min <metric> [where
-    ...]`` among all finished feasible trials (the best such trial is on the front whenever
-    the metric and the conditions are objectives). Ties go to the earlier front rank."""
-    pick = parse_pick(how, METRICS)
-    front = select_front(trials, objectives, constraints)
-    if pick.kind == "knee":
-        if not front:
-            raise ValueError("--pick knee: the front is empty (no feasible trial finished)")
-        values = np.array([[t.metrics[m] for m in objectives] for t in front])
-        return front[knee_index(to_minimise(values, list(objectives.values())))]
-    # Front members first, so a tie goes to the better-ranked model.
-    pool = front + [t for t in feasible_trials(trials, objectives, constraints) if t not in front]
-    named = [pick.metric, *(c.metric for c in pick.where)]
+def _refuse_unlogged(named: list[str | None], pool: list[TrialRecord]) -> None:
+    """A metric of the rule that none of ``pool`` logs (latency in a NAS-Bench-201 lookup
+    search) is named as such, not taken for a condition no trial meets."""
     unlogged = [m for m in dict.fromkeys(named) if pool and not any(m in t.metrics for t in pool)]
     if unlogged:
         raise ValueError(
             f"--pick: no trial of this search logs {unlogged[0]} (its trials log "
             f"{', '.join(sorted(set().union(*(t.metrics for t in pool))))})"
         )
+
+
+def pick_trial(
+    trials: list[TrialRecord],
+    objectives: dict[str, str],
+    how: str,
+    constraints: Sequence[str] = (),
+) -> TrialRecord:
+    """One model: ``knee [where ...]`` of the front (pareto.knee_index; with conditions, of
+    the front members that meet them), or ``max|min <metric> [where ...]`` among all finished
+    feasible trials (the best such trial is on the front whenever the metric and the
+    conditions are objectives). Ties go to the earlier front rank."""
+    pick = parse_pick(how, METRICS)
+    front = select_front(trials, objectives, constraints)
+    if pick.kind == "knee":
+        if not front:
+            raise ValueError("--pick knee: the front is empty (no feasible trial finished)")
+        _refuse_unlogged([c.metric for c in pick.where], front)
+        members = [t for t in front if is_feasible(pick.where, t.metrics)]
+        if not members:
+            where = " and ".join(map(str, pick.where))
+            raise ValueError(f"--pick knee: no member of the front has {where}")
+        values = np.array([[t.metrics[m] for m in objectives] for t in members])
+        return members[knee_index(to_minimise(values, list(objectives.values())))]
+    # Front members first, so a tie goes to the better-ranked model.
+    pool = front + [t for t in feasible_trials(trials, objectives, constraints) if t not in front]
+    _refuse_unlogged([pick.metric, *(c.metric for c in pick.where)], pool)
     pool = [t for t in pool if pick.metric in t.metrics and is_feasible(pick.where, t.metrics)]
     if not pool:
         where = " and ".join(map(str, pick.where))

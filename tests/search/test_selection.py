@@ -141,6 +141,8 @@ def test_an_empty_front_says_why() -> None:
     ("rule", "constraints", "expected"),
     [
         ("knee", [], "b"),
+        ("knee where size_bytes >= 10000", [], "b"),  # every member meets it: the same knee
+        ("KNEE WHERE val_accuracy >= 0.85", [], "c"),  # the knee of b, c and d
         ("max val_accuracy", [], "d"),
         ("max val_accuracy where latency_ms <= 2", [], "b"),
         ("max val_accuracy where latency_ms <= 2 and val_accuracy < 0.85", [], "e"),
@@ -156,7 +158,9 @@ def test_pick_without_a_candidate_says_why() -> None:
     with pytest.raises(ValueError, match=r"no finished feasible trial has latency_ms < 0\.1$"):
         pick_trial(TRIALS, OBJECTIVES, "max val_accuracy where latency_ms < 0.1")
     # a metric no trial logs (a lookup search has no latency) is named, not taken for a bound
-    for rule in ("min macs", "max val_accuracy where macs <= 5"):
+    with pytest.raises(ValueError, match=r"^--pick knee: no member of the front has latency"):
+        pick_trial(TRIALS, OBJECTIVES, "knee where latency_ms < 0.9")
+    for rule in ("min macs", "max val_accuracy where macs <= 5", "knee where macs <= 5"):
         with pytest.raises(ValueError, match=r"^--pick: no trial of this search logs macs \(its"):
             pick_trial(TRIALS, OBJECTIVES, rule)
 

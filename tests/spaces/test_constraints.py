@@ -91,6 +91,13 @@ def test_parse_pick() -> None:
         Constraint("size_bytes", "<", 50000.0),
     )
     assert parse_pick("min latency_ms", METRICS).where == ()
-    for bad in ("best", "max", "max speed", "max val_accuracy if x", "max val_accuracy where"):
+    knee = parse_pick("knee  where\tsize_bytes < 5e4", METRICS)
+    assert (knee.kind, knee.metric, knee.where) == (
+        "knee",
+        None,
+        (Constraint("size_bytes", "<", 5e4),),
+    )
+    bad_rules = ("best", "max", "max speed", "max val_accuracy if x", "max val_accuracy where")
+    for bad in (*bad_rules, "knee val_accuracy", "knee where", ""):
         with pytest.raises(ValueError, match="--pick"):
             parse_pick(bad, METRICS)
