@@ -433,8 +433,11 @@ def cmd_search(args: argparse.Namespace) -> int:
             from nascomp.search.driver import run_search
 
         source = args.config or "the built-in quickstart"
+        on = experiment.data.name
+        if experiment.trial == "nb201_lookup":  # the table's accuracies: no data is read
+            on = f"NAS-Bench-201's {experiment.nb201.dataset} table (lookup)"
         banner = (
-            f"nascomp search: {source} on {experiment.data.name}, "
+            f"nascomp search: {source} on {on}, "
             f"{search_size(experiment.search)}, "
             f"{_at_once(experiment, local_ray is not None)}, "
             f"objectives {_objectives_text(experiment.objectives)}"

@@ -104,6 +104,7 @@ def test_lookup_search_pick_plot_and_reproduce(
         cwd=workdir,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "on NAS-Bench-201's cifar10 table (lookup), 16 trials" in result.stdout  # not digits
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("nb")
     parent = client.search_runs(
