@@ -330,6 +330,17 @@ class SpaceConfig(SpecSection):
     quant: QuantSpace = Field(default_factory=QuantSpace)
     distill: DistillSpace = Field(default_factory=DistillSpace)
 
+    @field_validator("arch", mode="before")
+    @classmethod
+    def _cnn_unless_named(cls, arch: Any) -> Any:
+        """An arch mapping without ``family`` whose keys are all the default family's fields is
+        of that family (``cnn``), as ``--set space.arch.n_stages=[1]`` is: the file gave the
+        mapping, not a new model. Keys of another family's still ask for ``family``."""
+        fields = set(ARCH_SPACES["cnn"].model_fields)
+        if isinstance(arch, dict) and "family" not in arch and set(arch) <= fields:
+            return {"family": "cnn", **arch}
+        return arch
+
     @model_validator(mode="after")
     def _groups_exist(self) -> SpaceConfig:
         if self.quant.groups == PER_LAYER and self.quant.mixed != "groups":

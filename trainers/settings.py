@@ -8,6 +8,7 @@ declared; the experiment (``nascomp.search.experiment``) composes them, and a tr
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from types import UnionType
 from typing import Any, ClassVar, Literal, Union, get_args, get_origin
@@ -78,10 +79,20 @@ class Section(BaseModel):
     def _no_booleans_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
         field = cls.model_fields.get(info.field_name or "")
         if isinstance(value, bool | str) and field is not None and _numeric(field.annotation):
-            quoted = " (quoted: write it without quotes)" if _is_number(value) else ""
             finite = "a finite number" if _is_infinite(value) else "a number"
-            raise ValueError(f"must be {finite}; got {value!r}{quoted}")
+            raise ValueError(f"must be {finite}; got {value!r}{_text_number_hint(value)}")
         return value
+
+
+def _text_number_hint(value: Any) -> str:
+    """Why a string that reads as a number is text: nascomp's YAML reads ``010`` (YAML 1.1's
+    octal 8) as a string, as YAML 1.2 does; anything else was quoted."""
+    if not isinstance(value, str) or not _is_number(value):
+        return ""
+    text = value.strip()
+    if re.fullmatch(r"[-+]?0[0-9]+", text):
+        return f" (YAML 1.2 reads a number with a leading 0 as text: write {int(text)})"
+    return " (quoted: write it without quotes)"
 
 
 def _is_infinite(value: Any) -> bool:
@@ -370,9 +381,10 @@ class TeacherConfig(Section):
         for key, value in arch.items():
             if not _finite(value):
                 raise ValueError(f"{key}: must be a finite number; got {value!r}")
-            if _arguments_are_leaves(family) and _is_range_spec(value):
-                # A range is searched in space.arch; here it reached the builder raw. (A list
-                # is a value: torchvision's replace_stride_with_dilation takes one.)
+            if _is_range_spec(value):
+                # A range is searched in space.arch; here it would reach the builder raw, or a
+                # built-in family's check only once the search had started. (A list is a
+                # value: mlp's hidden widths, torchvision's replace_stride_with_dilation.)
                 raise ValueError(
                     f"{key}: the teacher is one model: give one value, not a range (got "
                     f"{value!r}; ranges are searched in space.arch)"
@@ -401,18 +413,6 @@ def _is_range_spec(value: Any) -> bool:
     from nascomp.spaces.params import RANGE_KEYS
 
     return isinstance(value, dict) and {"low", "high"} <= set(value) <= RANGE_KEYS
-
-
-def _arguments_are_leaves(family: str) -> bool:
-    """Whether ``family``'s arch keys are the builder's own arguments, each a leaf of the
-    space (a list a choice, a mapping a range): the user's builder, torchvision's, timm's, a
-    plugin's. A built-in family's fields have types of their own (mlp's ``hidden`` widths)."""
-    from nascomp.spaces.models import model_family, plugin_families
-    from nascomp.spaces.zoo import ExternalArchSpace
-
-    space = getattr(model_family(family), "space", None)
-    is_external = isinstance(space, type) and issubclass(space, ExternalArchSpace)
-    return is_external or family in plugin_families()
 
 
 RUNTIMES = ("auto", "onnxruntime", "torch")

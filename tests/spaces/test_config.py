@@ -48,6 +48,8 @@ def test_quickstart_is_valid() -> None:
         ("traning.epochs=3", "traning: unknown key (did you mean 'train'?)"),
         ("search.trials=abc", "search.trials: must be a number; got 'abc'"),
         ("search.trials='5'", "search.trials: must be a number; got '5' (quoted: write it"),
+        # YAML 1.2 reads 010 as text, unquoted: it was told it had quotes
+        ("train.epochs=010", "train.epochs: must be a number; got '010' (YAML 1.2 reads a num"),
         ("search.trials=0", "search.trials: Input should be greater than or equal to 1"),
         ("search.trials=true", "search.trials: must be a number; got True"),
         ("data.stream=maybe", "data.stream: should be a valid boolean or 'auto'; got 'maybe'"),
@@ -132,8 +134,8 @@ def test_quickstart_is_valid() -> None:
             "space.arch={family: cnn, base_channels: {low: 8, high: 32, step: 2.5}}",
             "space.arch.base_channels: an integer range takes an integer step; got step=2.5",
         ),
-        (
-            "space.arch={base_channels: [16, 32]}",
+        (  # keys of no default family's: which model is meant? (cnn's alone are a cnn)
+            "space.arch={builder: 'shop:net', width: [16, 32]}",
             "space.arch.family: missing; give one of cnn, custom, mlp, nb201, timm, torchvision",
         ),
         (
@@ -435,6 +437,14 @@ TEACHER = "teacher.arch={family: custom, builder: 'tests.spaces.user_models:tiny
             ["teacher.arch={family: torchvision, model: resnet18, width: {low: 8, high: 16}}"],
             "teacher.arch.width: the teacher is one model: give one value, not a range",
         ),
+        (  # a built-in family's too: refused when read, not once the search has started
+            ["teacher.arch.base_channels={low: 8, high: 16}"],
+            "teacher.arch.base_channels: the teacher is one model: give one value, not a range",
+        ),
+        (
+            ["teacher.arch={family: mlp, hidden: {low: 8, high: 16}}"],
+            "teacher.arch.hidden: the teacher is one model: give one value, not a range",
+        ),
         # Constraints that no trial can meet trained the whole search to an empty front.
         (
             ['constraints=["val_accuracy >= 1.5"]'],
@@ -542,3 +552,13 @@ def test_a_builder_argument_set_to_null_takes_the_builders_default() -> None:
 )
 def test_ranges_asked_of_what_is_no_range_say_so(overrides: list[str], expected: str) -> None:
     assert error_for(*overrides) == expected
+
+
+def test_an_arch_of_the_default_familys_fields_needs_no_family(tmp_path: Path) -> None:
+    """Every field is optional: a file's space.arch of cnn's fields alone is a cnn, as the same
+    keys given with --set are (the file's mapping used to be refused for its family)."""
+    path = tmp_path / "e.yaml"
+    path.write_text("space:\n  arch: {n_stages: [1], base_channels: [8, 16]}\n")
+    arch = load_experiment(path, []).space.arch
+    assert (arch.family, arch.n_stages, arch.base_channels) == ("cnn", [1], [8, 16])
+    assert load_experiment(None, ["space.arch={n_stages: [2]}"]).space.arch.family == "cnn"
