@@ -553,7 +553,7 @@ def _tracker(args: argparse.Namespace) -> Any:
     tracker = Tracker(uri, config.experiment)
     tracker.check_reachable()
     if getattr(args, "search_run", None):  # the start of an id, as reproduce's RUN_ID takes
-        args.search_run = tracker.resolve_run_id(args.search_run)
+        args.search_run = tracker.resolve_run_id(args.search_run, role="search")
     # A run id names its experiment, whatever --experiment says (a search run read in another
     # experiment had no trials: an empty front, exit 0); a store with one searched experiment
     # needs no name.

@@ -415,10 +415,12 @@ class Tracker:
             )
         return record_of(run)
 
-    def resolve_run_id(self, given: str) -> str:
+    def resolve_run_id(self, given: str, role: str | None = None) -> str:
         """The run id ``given`` names: itself; the run of the trial whose id it is (the 8
         characters a trial line shows, Ray Tune's trial id: the run's ``nascomp.trial_id``
-        tag); or the one run whose id starts with it. A TrackingError when several do."""
+        tag); or the one run whose id starts with it. A TrackingError when several do. With
+        ``role`` (``"search"`` for ``--search-run``), only runs of that role count: a trial's
+        run whose id starts alike does not make a search's prefix ambiguous."""
         import re
 
         from mlflow.entities import ViewType
@@ -432,19 +434,29 @@ class Tracker:
         experiments = [e.experiment_id for e in self.client.search_experiments()]
         if not experiments:
             return given
-        trials = self.client.search_runs(
-            experiments, f"tags.`{TRIAL_TAG}` = '{wanted}'", ViewType.ACTIVE_ONLY, max_results=10
-        )
-        # a trial id names its trial's run (a search's or a reproduction's run is no trial's)
-        matches = [
-            r.info.run_id
-            for r in trials
-            if r.data.tags.get(ROLE_TAG) not in ("search", "reproduce")
-        ]
+        matches = []
+        if role is None:
+            trials = self.client.search_runs(
+                experiments,
+                f"tags.`{TRIAL_TAG}` = '{wanted}'",
+                ViewType.ACTIVE_ONLY,
+                max_results=10,
+            )
+            # a trial id names its trial's run (a search's or a reproduction's run is no trial's)
+            matches = [
+                r.info.run_id
+                for r in trials
+                if r.data.tags.get(ROLE_TAG) not in ("search", "reproduce")
+            ]
+        of_role = f"tags.`{ROLE_TAG}` = '{role}'" if role else ""
         token = None
         while not matches:
             page = self.client.search_runs(
-                experiments, run_view_type=ViewType.ACTIVE_ONLY, max_results=5000, page_token=token
+                experiments,
+                of_role,
+                run_view_type=ViewType.ACTIVE_ONLY,
+                max_results=5000,
+                page_token=token,
             )
             matches += [r.info.run_id for r in page if r.info.run_id.startswith(wanted)]
             token = page.token
@@ -453,8 +465,9 @@ class Tracker:
         if len(matches) == 1:
             return matches[0]
         if len(matches) > 1:
+            runs = f"{role} runs'" if role else "runs'"
             raise TrackingError(
-                f"run {given!r}: {len(matches)} runs' ids start with it "
+                f"run {given!r}: {len(matches)} {runs} ids start with it "
                 f"({', '.join(sorted(matches)[:3])}...); give more of the id"
             )
         return given  # _run names the store that has no such run

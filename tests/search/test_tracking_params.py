@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from nascomp.search.errors import TrackingError
 from nascomp.search.tracking.params import (
     CONFIG_ARTIFACT,
     PARAM_LIMIT,
@@ -126,3 +127,21 @@ def test_a_run_is_found_by_the_start_of_its_id(tracker: Tracker) -> None:
     assert tracker.resolve_run_id("609FA130") == ids[1]
     assert tracker.resolve_run_id("not-hex") == "not-hex"  # left to the lookup's own error
     assert tracker.resolve_run_id("ffff0000") == "ffff0000"  # none starts so
+
+
+def test_a_search_run_prefix_counts_search_runs_alone(tracker: Tracker) -> None:
+    """`--search-run 3f`: a trial's run whose id also starts with 3f made it ambiguous."""
+    experiment = tracker.experiment_id(create=True)
+    search = tracker.client.create_run(experiment, tags={"nascomp.role": "search"}).info.run_id
+    trials = []
+    while not any(t[0] == search[0] for t in trials):  # a trial run sharing its first character
+        trials.append(tracker.client.create_run(experiment).info.run_id)
+    with pytest.raises(TrackingError, match=rf"^run '{search[0]}': \d+ runs' ids start with it"):
+        tracker.resolve_run_id(search[0])
+    assert tracker.resolve_run_id(search[0], role="search") == search
+    searches = [search]
+    while len({run[0] for run in searches}) == len(searches):  # two searches alike
+        run = tracker.client.create_run(experiment, tags={"nascomp.role": "search"})
+        searches.append(run.info.run_id)
+    with pytest.raises(TrackingError, match=rf"^run '{searches[-1][0]}': 2 search runs' ids"):
+        tracker.resolve_run_id(searches[-1][0], role="search")
