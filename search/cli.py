@@ -574,19 +574,26 @@ def _front(tracker: Any, search_run: str | None = None) -> tuple[str, list, dict
 
 def _pick(tracker: Any, rule: str, search_run: str | None = None) -> Any:
     from nascomp.search.front.selection import pick_trial, select_front
+    from nascomp.spaces.constraints import is_feasible, parse_pick
+    from nascomp.trainers.settings import METRICS
 
     search_run = search_run or tracker.latest_search()
     trials, objectives = tracker.trials(search_run), tracker.objectives(search_run)
     constraints = tracker.constraints(search_run)
     picked = pick_trial(trials, objectives, rule, constraints)
-    if rule.strip() == "knee" and len(select_front(trials, objectives, constraints)) == 2:
-        # Two models have no knee: the rule's tie-break decides, which surprised users.
-        print(
-            "note: the front holds 2 models, so the knee is a tie-break: the one nearest the "
-            "ideal point, each objective scaled to the front's range; `nascomp pareto` shows "
-            "both, and e.g. --pick 'max val_accuracy' picks by one objective",
-            file=sys.stderr,
-        )
+    pick = parse_pick(rule, METRICS)
+    if pick.kind == "knee":
+        front = select_front(trials, objectives, constraints)
+        members = [t for t in front if is_feasible(pick.where, t.metrics)]
+        if len(members) == 2:
+            # Two models have no knee: the rule's tie-break decides, which surprised users.
+            which = "the front holds" if len(members) == len(front) else "the rule leaves"
+            print(
+                f"note: {which} 2 models, so the knee is a tie-break: the one nearest the "
+                "ideal point, each objective scaled to their range; `nascomp pareto` shows "
+                "both, and e.g. --pick 'max val_accuracy' picks by one objective",
+                file=sys.stderr,
+            )
     return picked
 
 
@@ -624,8 +631,8 @@ def _picked_on(rule: str, objectives: dict[str, str]) -> list[str]:
     from nascomp.trainers.settings import METRICS
 
     pick = parse_pick(rule, METRICS)
-    named = [] if pick.kind == "knee" else [pick.metric, *(c.metric for c in pick.where)]
-    return list(dict.fromkeys([*objectives, *named]))
+    named = [pick.metric, *(c.metric for c in pick.where)]
+    return list(dict.fromkeys([*objectives, *(m for m in named if m is not None)]))
 
 
 def cmd_pareto(args: argparse.Namespace) -> int:

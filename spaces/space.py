@@ -333,13 +333,17 @@ class SpaceConfig(SpecSection):
     @field_validator("arch", mode="before")
     @classmethod
     def _cnn_unless_named(cls, arch: Any) -> Any:
-        """An arch mapping without ``family`` whose keys are all the default family's fields is
-        of that family (``cnn``), as ``--set space.arch.n_stages=[1]`` is: the file gave the
-        mapping, not a new model. Keys of another family's still ask for ``family``."""
-        fields = set(ARCH_SPACES["cnn"].model_fields)
-        if isinstance(arch, dict) and "family" not in arch and set(arch) <= fields:
-            return {"family": "cnn", **arch}
-        return arch
+        """An arch mapping without ``family`` is of the default family (``cnn``), as ``--set
+        space.arch.n_stages=[1]`` is: the file gave the mapping, not a new model (a misspelt
+        key then gets cnn's did-you-mean). One holding a key of another family's alone
+        (``builder``, ``model``, mlp's ``hidden``) still asks for ``family``."""
+        if not isinstance(arch, dict) or "family" in arch:
+            return arch
+        cnn = set(ARCH_SPACES["cnn"].model_fields)
+        others = {f for space in ARCH_SPACES.values() for f in space.model_fields} - cnn
+        if set(arch) & others:
+            return arch
+        return {"family": "cnn", **arch}
 
     @model_validator(mode="after")
     def _groups_exist(self) -> SpaceConfig:

@@ -86,12 +86,12 @@ class Section(BaseModel):
 
 def _text_number_hint(value: Any) -> str:
     """Why a string that reads as a number is text: nascomp's YAML reads ``010`` (YAML 1.1's
-    octal 8) as a string, as YAML 1.2 does; anything else was quoted."""
+    octal 8) as a string, quoted or not; anything else was quoted."""
     if not isinstance(value, str) or not _is_number(value):
         return ""
     text = value.strip()
     if re.fullmatch(r"[-+]?0[0-9]+", text):
-        return f" (YAML 1.2 reads a number with a leading 0 as text: write {int(text)})"
+        return f" (a number with a leading 0 is read as text, quoted or not: write {int(text)})"
     return " (quoted: write it without quotes)"
 
 

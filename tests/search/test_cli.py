@@ -462,6 +462,11 @@ def test_a_pick_shows_the_metrics_its_rule_names() -> None:
 
     objectives = {"val_accuracy": "max", "size_bytes": "min"}
     assert _picked_on("knee", objectives) == ["val_accuracy", "size_bytes"]
+    assert _picked_on("knee where params > 3", objectives) == [
+        "val_accuracy",
+        "size_bytes",
+        "params",
+    ]
     assert _picked_on("min latency_batch_ms where test_accuracy > 0.5", objectives) == [
         "val_accuracy",
         "size_bytes",
@@ -503,6 +508,11 @@ def test_a_knee_of_two_models_says_it_is_a_tie_break(capsys: pytest.CaptureFixtu
     assert _pick(_Store(three), "knee").run_id == "middle"
     assert _pick(_Store(two), "max val_accuracy").run_id == "good"
     assert capsys.readouterr().err == ""
+    assert _pick(_Store(two), "KNEE").run_id in ("small", "good")  # any case
+    assert "note: the front holds 2 models" in capsys.readouterr().err
+    # conditions that leave 2 of the 3 members: the same tie-break, said so
+    assert _pick(_Store(three), "knee where val_accuracy > 0.9").run_id in ("middle", "good")
+    assert "note: the rule leaves 2 models, so the knee is a tie-break" in capsys.readouterr().err
 
 
 def test_the_readmes_error_examples_are_what_nascomp_prints(

@@ -48,8 +48,8 @@ def test_quickstart_is_valid() -> None:
         ("traning.epochs=3", "traning: unknown key (did you mean 'train'?)"),
         ("search.trials=abc", "search.trials: must be a number; got 'abc'"),
         ("search.trials='5'", "search.trials: must be a number; got '5' (quoted: write it"),
-        # YAML 1.2 reads 010 as text, unquoted: it was told it had quotes
-        ("train.epochs=010", "train.epochs: must be a number; got '010' (YAML 1.2 reads a num"),
+        # nascomp's YAML reads 010 as text, unquoted: it was told it had quotes
+        ("train.epochs=010", "train.epochs: must be a number; got '010' (a number with a lead"),
         ("search.trials=0", "search.trials: Input should be greater than or equal to 1"),
         ("search.trials=true", "search.trials: must be a number; got True"),
         ("data.stream=maybe", "data.stream: should be a valid boolean or 'auto'; got 'maybe'"),
@@ -562,3 +562,10 @@ def test_an_arch_of_the_default_familys_fields_needs_no_family(tmp_path: Path) -
     arch = load_experiment(path, []).space.arch
     assert (arch.family, arch.n_stages, arch.base_channels) == ("cnn", [1], [8, 16])
     assert load_experiment(None, ["space.arch={n_stages: [2]}"]).space.arch.family == "cnn"
+    # a misspelt cnn key is told so, not that the family is missing
+    path.write_text("space:\n  arch: {N_stages: [1]}\n")
+    with pytest.raises(ConfigError, match=r"^space.arch.N_stages: unknown key \(did you mean 'n_"):
+        load_experiment(path, [])
+    path.write_text("space:\n  arch: {width: [64], depth: [2]}\n")  # mlp's: which family?
+    with pytest.raises(ConfigError, match=r"^space.arch.family: missing; give one of"):
+        load_experiment(path, [])
