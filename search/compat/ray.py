@@ -85,8 +85,11 @@ def drop_driver_staging(experiment_name: str) -> list[Path]:
     has returned and Tune has synced it to the search's folder. Tune never removes it: every
     trial's ``result.json``, ``progress.csv`` and params (55 KB a trial after a 1,276-trial
     search), and on a resume a copy of the whole result folder with every snapshot (375 MB in
-    ``/tmp`` after each resume of an 830-trial search). Only this search's folder: a cluster's
-    session may hold other drivers'. Returns what was removed."""
+    ``/tmp`` after each resume of an 830-trial search). Also the copies earlier drivers of the
+    same search left in their own sessions beside this one, when they were killed before
+    theirs returned (one driver runs a search at a time: ``search.resume.hold_folder``). Only
+    this search's folder: a cluster's session may hold other drivers'. Returns what was
+    removed."""
     import glob
     import shutil
 
@@ -95,9 +98,11 @@ def drop_driver_staging(experiment_name: str) -> list[Path]:
     node = ray._private.worker._global_node
     if node is None:
         return []
-    artifacts = Path(node.get_session_dir_path(), "artifacts")
+    sessions = Path(node.get_session_dir_path()).parent  # Ray's temp folder: session_* folders
     removed = []
-    for staging in artifacts.glob(f"*/{glob.escape(experiment_name)}"):
+    for staging in sessions.glob(f"session_*/artifacts/*/{glob.escape(experiment_name)}"):
+        if staging.parents[2].is_symlink():  # session_latest: the same folder again
+            continue
         shutil.rmtree(staging, ignore_errors=True)
         removed.append(staging)
         with contextlib.suppress(OSError):
