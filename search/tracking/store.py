@@ -138,6 +138,22 @@ def _health_request(uri: str) -> urllib.request.Request:
     return urllib.request.Request(url, headers={"Authorization": header})
 
 
+@contextlib.contextmanager
+def _store_init_lock(uri: str) -> Iterator[None]:
+    """An exclusive lock per database URI among this machine's processes (a file in the temp
+    folder, as MLflow's own ``_safe_initialize_tables`` takes, which its store does not)."""
+    import fcntl
+    import hashlib
+
+    digest = hashlib.sha256(uri.encode()).hexdigest()[:16]
+    with open(Path(tempfile.gettempdir()) / f"nascomp-store-{digest}.lock", "a") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
 class Tracker:
     def __init__(self, uri: str, experiment: str) -> None:
         self.uri = uri
@@ -152,7 +168,16 @@ class Tracker:
     def client(self) -> MlflowClient:
         # Lazy: a sqlite store is created on first use, and a search that fails its checks
         # (tracking server, Ray address) must leave nothing behind.
-        return MlflowClient(tracking_uri=self.uri)
+        from mlflow.store.db.db_types import DATABASE_ENGINES
+
+        if self.uri.split(":", 1)[0].split("+", 1)[0].lower() not in DATABASE_ENGINES:
+            return MlflowClient(tracking_uri=self.uri)
+        # MLflow's database store creates its tables unlocked when it first opens a new
+        # database (in MlflowClient's constructor): two searches started together in a folder
+        # without mlflow.db crashed in its migrations ("duplicate column name: step"). One
+        # process at a time opens it here.
+        with _store_init_lock(self.uri):
+            return MlflowClient(tracking_uri=self.uri)
 
     # ------------------------------------------------------------------ store and experiment
     def import_store_code(self) -> None:

@@ -145,3 +145,24 @@ def test_a_search_run_prefix_counts_search_runs_alone(tracker: Tracker) -> None:
         searches.append(run.info.run_id)
     with pytest.raises(TrackingError, match=rf"^run '{searches[-1][0]}': 2 search runs' ids"):
         tracker.resolve_run_id(searches[-1][0], role="search")
+
+
+def _open_store(uri: str) -> str:
+    try:
+        Tracker(uri, "race").client.search_experiments()
+    except Exception as exc:  # the failure is the finding
+        return f"{type(exc).__name__}: {exc}"
+    return "ok"
+
+
+def test_searches_started_together_create_one_store(tmp_path: Path) -> None:
+    """MLflow's database store creates a new database's tables unlocked: two searches started
+    together in a folder without mlflow.db crashed in its migrations ("duplicate column name:
+    step", 4 times in 4 tries with two processes). Three processes at once, three times."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(3) as pool:
+        for attempt in range(3):
+            uri = f"sqlite:///{tmp_path / f'race{attempt}.db'}"
+            assert pool.map(_open_store, [uri] * 3) == ["ok"] * 3
