@@ -20,9 +20,11 @@ therefore built for the CPU family it was converted on, as fbgemm models always 
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import linecache
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +82,39 @@ def _batch_inputs(batch: Any) -> Tensor:
     return batch[0] if isinstance(batch, (tuple, list)) else batch
 
 
+@contextlib.contextmanager
+def _conversion_leftovers_dropped() -> Iterator[None]:
+    """Let go of what torch.ao's FX conversion keeps of every model it converts within the
+    block, for as long as the process lives (torch 2.14):
+
+    - ``torch.ao.quantization.fx.utils.assert_and_get_unique_device`` is an unbounded
+      ``functools.cache`` keyed by module: each conversion left 2 whole models in it (their
+      parameters included), so a trial worker that converts a model every trial (GPU trials,
+      ``measure.runtime: torch``) grew by two models a trial;
+    - torch.fx keeps the source of each module it generates (its loader's cache, and a lazy
+      ``linecache`` entry holding the module's globals): 6 of each a conversion.
+
+    The converted module runs without them; a traceback inside its generated ``forward``
+    shows no source line. Each is left alone where this torch has no such attribute."""
+    from torch.fx import graph_module
+
+    cache = getattr(getattr(graph_module, "_loader", None), "eval_cache", None)
+    before = set(cache) if isinstance(cache, dict) else set()
+    try:
+        yield
+    finally:
+        if isinstance(cache, dict):
+            for key in set(cache) - before:
+                cache.pop(key, None)
+                linecache.cache.pop(key, None)
+        with contextlib.suppress(ImportError):
+            from torch.ao.quantization.fx import utils as fx_utils
+
+            memo = getattr(fx_utils, "assert_and_get_unique_device", None)
+            if hasattr(memo, "cache_clear"):
+                memo.cache_clear()
+
+
 def to_int8_deployable(
     model: nn.Module, example_inputs: Tensor, calibration_batches: Iterable[Any]
 ) -> nn.Module:
@@ -102,7 +137,7 @@ def to_int8_deployable(
     mapping = QConfigMapping().set_global(_int8_qconfig())
     for kind in (nn.Embedding, *RECURRENT_LAYERS):
         mapping = mapping.set_object_type(kind, None)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _conversion_leftovers_dropped():
         # torch.ao.quantization is deprecated in favour of torchao, which has no int8 conv.
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*")
