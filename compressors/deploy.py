@@ -85,7 +85,7 @@ def _batch_inputs(batch: Any) -> Tensor:
 @contextlib.contextmanager
 def _conversion_leftovers_dropped() -> Iterator[None]:
     """Let go of what torch.ao's FX conversion keeps of every model it converts within the
-    block, for as long as the process lives (torch 2.14):
+    block, for as long as the process lives (torch 2.14.1):
 
     - ``torch.ao.quantization.fx.utils.assert_and_get_unique_device`` is an unbounded
       ``functools.cache`` keyed by module: each conversion left 2 whole models in it (their

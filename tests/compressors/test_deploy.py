@@ -197,7 +197,8 @@ def test_converting_keeps_no_model_alive() -> None:
     for _ in range(5):
         deployed = to_int8_deployable(model, inputs[:1], [inputs])
     assert deployed(inputs).shape == (4, 3)  # the form still runs
-    assert fx_utils.assert_and_get_unique_device.cache_info().currsize == 0
+    memo = getattr(fx_utils, "assert_and_get_unique_device", None)
+    assert getattr(memo, "cache_info", None) is None or memo.cache_info().currsize == 0
     assert len(graph_module._loader.eval_cache) == sources and len(linecache.cache) <= lines
     gc.collect()
     alive = [o for o in gc.get_objects() if isinstance(o, GraphModule)]
