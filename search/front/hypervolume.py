@@ -213,7 +213,6 @@ class HypervolumeHistory:
         self.low: Any = None
         self.high: Any = None
         self.value = 0.0
-        self.n_points = 0
         self.n_ended = 0
 
     def add(self, result: dict | None) -> float:
@@ -230,8 +229,7 @@ class HypervolumeHistory:
         low, high = np.minimum(self.low, point), np.maximum(self.high, point)
         widened = not (np.array_equal(low, self.low) and np.array_equal(high, self.high))
         self.low, self.high = low, high
-        on_front = self.front.add(self.n_points, point)
-        self.n_points += 1
+        on_front = self.front.add(None, point)  # no key: the volume alone is wanted
         if on_front or widened:
             self.value = hypervolume(self.front.values, high + 0.1 * (high - low))
         return self.value

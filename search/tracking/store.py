@@ -138,6 +138,11 @@ def _health_request(uri: str) -> urllib.request.Request:
     return urllib.request.Request(url, headers={"Authorization": header})
 
 
+def _scheme(uri: str) -> str:
+    """The URI's scheme without its driver: ``postgresql`` of ``postgresql+psycopg2://``."""
+    return uri.split(":", 1)[0].split("+", 1)[0].lower()
+
+
 @contextlib.contextmanager
 def _store_init_lock(uri: str) -> Iterator[None]:
     """An exclusive lock per database URI among this machine's processes (a file in the temp
@@ -170,7 +175,7 @@ class Tracker:
         # (tracking server, Ray address) must leave nothing behind.
         from mlflow.store.db.db_types import DATABASE_ENGINES
 
-        if self.uri.split(":", 1)[0].split("+", 1)[0].lower() not in DATABASE_ENGINES:
+        if _scheme(self.uri) not in DATABASE_ENGINES:
             return MlflowClient(tracking_uri=self.uri)
         # MLflow's database store creates its tables unlocked when it first opens a new
         # database (in MlflowClient's constructor): two searches started together in a folder
@@ -187,7 +192,7 @@ class Tracker:
         this while its local Ray is still starting (``search.driver``)."""
         from mlflow.store.db.db_types import DATABASE_ENGINES
 
-        scheme = self.uri.split(":", 1)[0].split("+", 1)[0].lower() if ":" in self.uri else ""
+        scheme = _scheme(self.uri) if ":" in self.uri else ""
         if scheme in DATABASE_ENGINES:
             importlib.import_module("mlflow.store.tracking.sqlalchemy_store")
         elif scheme in ("http", "https"):
@@ -200,7 +205,7 @@ class Tracker:
         nascomp can use, or an HTTP tracking server does not answer."""
         from mlflow.store.db.db_types import DATABASE_ENGINES
 
-        scheme = self.uri.split(":", 1)[0].split("+", 1)[0].lower()  # "databricks" has no //
+        scheme = _scheme(self.uri)  # "databricks" has no //
         if "://" not in self.uri and scheme != "databricks":
             scheme = ""
         if scheme not in (*DATABASE_ENGINES, "http", "https", "databricks"):
