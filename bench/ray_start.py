@@ -71,7 +71,7 @@ def side_main(actors: int) -> int:
     """Start the local Ray, start ``actors`` actors, print what it took (JSON)."""
     import ray
 
-    from nascomp.search.compat.ray import use_local_token
+    from nascomp.search.compat.ray import loopback_driver, use_local_token
     from nascomp.search.tune.head import LocalRay
 
     @ray.remote(num_cpus=1, runtime_env=TUNE_ACTOR_ENV)
@@ -88,7 +88,8 @@ def side_main(actors: int) -> int:
         address = local.address()
         address_s = time.perf_counter() - started
         use_local_token()
-        ray.init(address=address, log_to_driver=False)
+        with loopback_driver(address):
+            ray.init(address=address, log_to_driver=False)
         try:
             started = time.perf_counter()
             probes = [Probe.remote() for _ in range(actors)]

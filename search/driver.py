@@ -166,7 +166,8 @@ def run_search(
     main = threading.current_thread() is threading.main_thread()
     sigterm = signal.getsignal(signal.SIGTERM) if main else None
     try:
-        with _stderr_held() if given else contextlib.nullcontext():
+        held_stderr = _stderr_held() if given else contextlib.nullcontext()
+        with held_stderr, ray_compat.loopback_driver(address):
             ray.init(
                 address=address,
                 runtime_env=runtime_env(experiment),  # the user's own modules, to every worker

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -158,12 +159,47 @@ def use_local_token() -> None:
         logger.setLevel(level)
 
 
+@contextlib.contextmanager
+def loopback_driver(address: str | None) -> Iterator[None]:
+    """Within the block, a ``ray.init`` that connects to ``address`` on the loopback
+    interface (the local Ray that ``search/tune/head.py`` starts, listening there alone) stays
+    on it; any other address is left as it is.
+
+    Ray 2.60 on Linux turns a loopback address into the machine's own (``ray.init`` resolves
+    ``127.0.0.1`` with ``services.resolve_ip_for_localhost``, which asks
+    ``get_node_ip_address``) and would dial a port nothing listens on. That function answers
+    the loopback address when ``ray_constants.ENABLE_RAY_CLUSTER`` is false, as on macOS; the
+    local Ray's processes read it false from their environment (head.py). Once connected, the
+    driver's node keeps its address, so the switch is needed only while ``ray.init`` runs."""
+    from ray._private import ray_constants
+
+    if not _on_loopback((address or "").rsplit(":", 1)[0].strip("[]")):
+        yield
+        return
+    before = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = before
+
+
+def _on_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name, or nothing
+        return False
+
+
 def keep_token_private() -> None:
     """Make this user's Ray token file readable by this user alone. Ray 2.60 writes
     ``~/.ray/auth_token`` (or ``RAY_AUTH_TOKEN_PATH``) with the default umask, readable by
-    every user of the machine, while the local Ray's servers listen on every interface (Ray's
-    gRPC servers bind no one address): the token is all that keeps others from running code
-    there. A file of another user's, or none, is left as it is."""
+    every user of the machine; a cluster's head listens on every interface (Ray's gRPC servers
+    bind no one address but the loopback one), and any local user can reach the loopback: the
+    token is all that keeps others from running code there. A file of another user's, or none,
+    is left as it is."""
     path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
     try:
         status = path.stat()

@@ -66,6 +66,21 @@ def set_ray_environment() -> None:
     os.environ.setdefault("RAY_prestart_worker_first_driver", "0")
 
 
+# Ray reads this when it is imported (ray_constants.ENABLE_RAY_CLUSTER; Ray 2.60). False, as
+# on macOS and Windows by default, makes a node's IP the loopback address: its GCS, raylet and
+# workers then listen on 127.0.0.1 alone. On Linux Ray otherwise takes the machine's address
+# and listens on every interface, which a search on one machine never needs.
+LOCAL_ONLY_VARIABLE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def local_only_environment() -> dict[str, str]:
+    """The environment of the child that starts this machine's Ray (inherited by every process
+    of that Ray): Ray serving this machine alone, unless the user set the variable."""
+    env = dict(os.environ)
+    env.setdefault(LOCAL_ONLY_VARIABLE, "0")
+    return env
+
+
 def machine_cpus() -> int:
     """The CPUs this process may run on (its affinity), which the local Ray offers trials."""
     if hasattr(os, "sched_getaffinity"):
@@ -96,6 +111,7 @@ class LocalRay:
         log = tempfile.TemporaryFile(mode="w+", prefix="nascomp-ray-")  # noqa: SIM115 (close)
         process = subprocess.Popen(
             [sys.executable, "-m", __name__],
+            env=local_only_environment(),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=log,

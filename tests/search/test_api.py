@@ -75,6 +75,8 @@ def test_the_calling_process_is_left_as_it_was(monkeypatch: pytest.MonkeyPatch) 
     from nascomp.search.api import process_state_kept
 
     monkeypatch.setenv("NASCOMP_TEST_KEPT", "1")
+    # As in a fresh notebook: an earlier test's ray.init in this worker may have left Ray's.
+    monkeypatch.delenv("PYTHONBREAKPOINT", raising=False)
     threads = torch.get_num_threads()
     term = signal.getsignal(signal.SIGTERM)
     states = (random.getstate(), np.random.get_state(), torch.random.get_rng_state())

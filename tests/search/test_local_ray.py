@@ -3,6 +3,8 @@ Ray, connected to by a real driver, and gone with its process group however the 
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import os
 import subprocess
 import sys
@@ -41,6 +43,40 @@ def _commands(pgid: int) -> list[str]:
     return [row[1] for row in rows if len(row) == 2 and row[0] == str(pgid)]
 
 
+def _listening(pids: set[int]) -> list[str]:
+    """The local addresses (``ip:port``, IPv4-mapped IPv6 shown as IPv4) of the TCP sockets
+    that ``pids`` listen on, read from /proc."""
+    inodes: set[str] = set()
+    for pid in pids:
+        with contextlib.suppress(OSError):  # a process that has exited meanwhile
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    link = os.readlink(f"/proc/{pid}/fd/{fd}")
+                    if link.startswith("socket:["):
+                        inodes.add(link[len("socket:[") : -1])
+    found = []
+    for table, width in (("/proc/net/tcp", 4), ("/proc/net/tcp6", 16)):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] != "0A" or fields[9] not in inodes:  # 0A: LISTEN
+                continue
+            hexip, hexport = fields[1].split(":")
+            raw = bytes.fromhex(hexip)
+            # /proc writes each 32-bit word in the host's byte order (little-endian here)
+            words = b"".join(raw[i : i + 4][::-1] for i in range(0, width, 4))
+            ip = ipaddress.ip_address(words)
+            if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+                ip = ip.ipv4_mapped
+            found.append(f"{ip}:{int(hexport, 16)}")
+    return found
+
+
+def _group_pids(pgid: int) -> set[int]:
+    out = subprocess.run(["ps", "-eo", "pid=,pgid="], capture_output=True, text=True, check=True)
+    rows = [line.split() for line in out.stdout.splitlines()]
+    return {int(row[0]) for row in rows if row[1] == str(pgid)}
+
+
 def test_a_driver_connects_and_ray_stops_with_the_child(tmp_path: Path) -> None:
     import ray
 
@@ -48,16 +84,19 @@ def test_a_driver_connects_and_ray_stops_with_the_child(tmp_path: Path) -> None:
     shipped.mkdir()
     (shipped / "__init__.py").write_text("ANSWER = 'shipped'\n")
 
-    from nascomp.search.compat.ray import WORKER_START, use_local_token
+    from nascomp.search.compat.ray import WORKER_START, loopback_driver, use_local_token
     from nascomp.search.driver import check_ray_address
 
     with LocalRay.start() as local:
         address = local.address()
         host, port = address.rsplit(":", 1)
-        assert host and int(port) > 0
+        assert host == "127.0.0.1" and int(port) > 0  # this machine's Ray, for this machine
         check_ray_address(address)  # a real GCS answers the gRPC check
         use_local_token()
-        ray.init(address=address, log_to_driver=False, runtime_env={"py_modules": [str(shipped)]})
+        with loopback_driver(address):
+            ray.init(
+                address=address, log_to_driver=False, runtime_env={"py_modules": [str(shipped)]}
+            )
         try:
 
             @ray.remote
@@ -94,8 +133,12 @@ def test_a_driver_connects_and_ray_stops_with_the_child(tmp_path: Path) -> None:
             assert any("dashboard/agent.py" in c for c in group)  # the names are right
             (raylet,) = [c for c in group if "raylet/raylet" in c]
             assert f"--python_worker_command={sys.executable} {WORKER_START} " in raylet
-            # Ray wrote its token readable by every user; its servers listen on every
-            # interface, so the token is what keeps others out
+            # Every server of this Ray (GCS, raylet, its agents, the workers' own) listens on
+            # the loopback address alone: Ray on Linux listens on every interface otherwise.
+            listening = _listening(_group_pids(local.process.pid) | {worker})
+            assert f"127.0.0.1:{port}" in listening, listening  # the GCS: the check can fail
+            assert all(a.startswith(("127.", "::1:")) for a in listening), listening
+            # Ray wrote its token readable by every user
             token = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray/auth_token")
             assert not token.exists() or token.stat().st_mode & 0o077 == 0
         finally:
