@@ -9,6 +9,8 @@ Every search trains real trials: the MNIST example's space (examples/mnist.yaml:
 stages, blocks, width, kernel and block type; pruning method and ratio; bit-width;
 distillation on or off, its temperature and weight) on a subset of MNIST from
 ``--data-root``, one CPU thread per trial, the example's epochs (4 training, 2 pruning, 1 QAT).
+Each trial evaluates the whole MNIST test split at its end unless ``--test-samples`` caps it
+(``data.max_test_samples``, the same for every strategy).
 The objectives are val_accuracy (max) and size_bytes (min); latency is left out because two
 searches run side by side here and a timing taken next to another search is noise.
 
@@ -108,6 +110,7 @@ class Job:
     image_size: int
     cache: str
     inherit_epochs: int = 1
+    test_samples: int | None = None  # data.max_test_samples; None: MNIST's whole 10,000
 
 
 @dataclass
@@ -134,6 +137,7 @@ def experiment_for(job: Job) -> Any:
         f"data.image_size={job.image_size}",
         # 1,200 validation images: evaluating 6,000 after every epoch cost more than training.
         "data.val_fraction=0.02",
+        f"data.max_test_samples={'null' if job.test_samples is None else job.test_samples}",
         "objectives={val_accuracy: max, size_bytes: min}",
         f"search.sampler={sampler}",
         f"search.seed={job.seed}",
@@ -403,6 +407,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--inherit-epochs", type=int, default=1, help="train epochs of an inheriting trial"
     )
+    parser.add_argument(
+        "--test-samples",
+        type=int,
+        default=None,
+        help="data.max_test_samples of every search (default: the whole test split, 10,000)",
+    )
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--plot", type=Path, default=Path("search_cost.png"))
     parser.add_argument("--quick", action="store_true", help="1 seed, 30 CPU-s (a smoke run)")
@@ -411,6 +421,8 @@ def main(argv: list[str] | None = None) -> int:
         args.seeds, args.budget = 1, 30.0
     _quiet()
     print(f"{machine()}; load average {load_average()} at the start")
+    tested = "all 10,000" if args.test_samples is None else f"{args.test_samples:,}"
+    print(f"each trial evaluates {tested} MNIST test images (data.max_test_samples)")
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="search-cost-cache-") as cache:
         jobs = [
@@ -423,6 +435,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.image_size,
                 cache,
                 args.inherit_epochs,
+                args.test_samples,
             )
             for seed in range(args.first_seed, args.first_seed + args.seeds)
             for s in args.strategies

@@ -147,6 +147,9 @@ class DataConfig(Section):
     val_fraction: float = Field(0.1, gt=0.0, lt=0.5)
     split_seed: int = Field(0, ge=0, le=MAX_SEED)
     max_train_samples: int | None = Field(None, ge=10)
+    max_test_samples: int | None = Field(
+        None, ge=10, description="evaluate trials on a stratified subset of the test split"
+    )
     image_size: int | None = Field(None, ge=4)
     layout: Literal["auto", "channels_first"] = Field(
         "auto",
@@ -179,6 +182,7 @@ class DataConfig(Section):
                 self.max_train_samples,
                 self.image_size,
                 self.layout,
+                self.max_test_samples,
             ),
             stream=self.stream,
             memory_budget_mb=self.memory_budget_mb,
@@ -198,6 +202,8 @@ class DataConfig(Section):
                 del dumped[name]
         if dumped["layout"] == "auto":  # as every dataset was read before the field existed
             del dumped["layout"]
+        if dumped["max_test_samples"] is None:  # likewise: the whole test split
+            del dumped["max_test_samples"]
         if self.name == "csv":  # the files themselves: one edited in place is other data
             dumped["content"] = content_digest(self.root)
         return dumped

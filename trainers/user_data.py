@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from nascomp.trainers.data import DataSplits, split_indices
+from nascomp.trainers.data import DataSplits, split_indices, test_subset
 from nascomp.trainers.datasets import (
     DatasetSource,
     SampleFormat,
@@ -58,6 +58,7 @@ class SplitSettings:
     max_train_samples: int | None = None
     image_size: int | None = None
     layout: str = "auto"  # how a 2-D input is read (trainers.datasets.LAYOUTS)
+    max_test_samples: int | None = None
 
 
 def load_user_data(
@@ -138,6 +139,12 @@ def _load(
     if test_part is None:
         assert test is not None and test_scan is not None
         test_part = (test, test_scan, None)
+    test_positions = _positions(test_part[1], test_part[2])
+    kept = test_subset(
+        test_part[1].labels[test_positions], settings.max_test_samples, settings.split_seed
+    )
+    if kept is not None:
+        test_part = (test_part[0], test_part[1], test_positions[kept])
     splits = {"train": (train, train_scan, parts.train), "val": (train, train_scan, parts.val)}
     splits["test"] = test_part  # type: ignore[assignment]
     name = {"custom": source.factory, "csv": Path(str(source.root)).name}.get(

@@ -71,6 +71,32 @@ def test_digits_sizes_and_stratified_splits() -> None:
     assert total == full_counts
 
 
+def test_max_test_samples_evaluates_a_stratified_subset_of_the_test_split() -> None:
+    whole = load_data("digits", split_seed=3)
+    capped = load_data("digits", split_seed=3, max_test_samples=100)
+    assert len(capped.test_y) == 100
+    for part in ("train_x", "train_y", "val_x", "val_y"):  # nothing else moves
+        assert torch.equal(getattr(capped, part), getattr(whole, part)), part
+    # Rows of the whole test split, in its order, each class keeping its share (36 of 360).
+    kept = data.test_subset(whole.test_y, 100, split_seed=3)
+    assert kept is not None and torch.equal(kept, kept.sort().values)
+    assert torch.equal(capped.test_x, whole.test_x[kept])
+    assert torch.equal(capped.test_y, whole.test_y[kept])
+    for count, full in zip(histogram(capped.test_y), histogram(whole.test_y), strict=True):
+        assert abs(count - full * 100 / 360) < 1
+    # Drawn with split_seed: the same subset again, another for another seed.
+    assert torch.equal(data.test_subset(whole.test_y, 100, split_seed=3), kept)  # type: ignore[arg-type]
+    other = data.test_subset(whole.test_y, 100, split_seed=4)
+    assert other is not None and not torch.equal(other, kept)
+    # A cap at or over the split's size keeps it whole.
+    assert data.test_subset(whole.test_y, 360, split_seed=3) is None
+    assert torch.equal(
+        load_data("digits", split_seed=3, max_test_samples=5000).test_x, whole.test_x
+    )
+    with pytest.raises(ValueError, match="max_test_samples must be >= 1"):
+        load_data("digits", max_test_samples=0)
+
+
 def test_a_split_that_cannot_stratify_leaves_every_class_a_sample() -> None:
     """Fewer held-out samples than classes: sklearn cannot stratify, and its unstratified draw
     took all 3 images of a class for validation (1,000 classes). The held-out samples are

@@ -64,6 +64,14 @@ def test_streamed_splits_hold_the_in_memory_values(module: str, data_root: Path)
         assert torch.equal(read.labels, kept.labels) and len(read) == len(kept)
         assert torch.equal(torch.cat(list(read.chunks(100))), kept.x), role  # bit for bit
         assert torch.equal(read.head(3), kept.x[:3])
+    # A capped test split: the same subset read either way.
+    capped = data_config(module, data_root, stream=False, max_test_samples=50).load()
+    read = for_trial(
+        data_config(module, data_root, stream=True, max_test_samples=50).load(), "cpu", threads=1
+    )
+    assert len(capped.test) == len(read.test) == 50
+    assert torch.equal(read.test.labels, capped.test.labels)
+    assert torch.equal(torch.cat(list(read.test.chunks(20))), capped.test.x)
     # A training epoch's batches: the same seeded order, the same inputs.
     order = torch.randperm(len(memory.train), generator=torch.Generator().manual_seed(5))
     pairs = zip(memory.train.batches(order, 64), streamed.train.batches(order, 64), strict=True)

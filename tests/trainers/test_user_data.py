@@ -49,15 +49,19 @@ def test_a_tensor_dataset_factory_loads_into_memory(module: str, data_root: Path
 def test_the_same_labels_and_splits_as_the_built_in_reader(module: str, data_root: Path) -> None:
     """A factory over all of MNIST splits exactly as `name: mnist` does (same split_seed)."""
     clear_cache()
-    built_in = load_data("mnist", str(data_root), max_train_samples=500, split_seed=2)
+    built_in = load_data(
+        "mnist", str(data_root), max_train_samples=500, split_seed=2, max_test_samples=700
+    )
     user = custom(
         module, "tensors", data_root, options={"n_train": 60000, "n_test": 10000}
-    ).model_copy(update={"max_train_samples": 500, "split_seed": 2})
+    ).model_copy(update={"max_train_samples": 500, "split_seed": 2, "max_test_samples": 700})
     splits = user.load()
+    assert len(splits.test_y) == 700  # of the factory's 10,000, the same 700 as the reader's
     for part in ("train_y", "val_y", "test_y"):
         assert torch.equal(getattr(splits, part), getattr(built_in, part)), part
     # Statistics summed per sample rather than per chunk: equal to float32 rounding.
     assert torch.allclose(splits.train_x, built_in.train_x, atol=1e-5)
+    assert torch.allclose(splits.test_x, built_in.test_x, atol=1e-5)
 
 
 def test_a_hand_written_float_dataset_without_a_test_set(module: str, data_root: Path) -> None:
