@@ -182,9 +182,7 @@ def run_search(
         if not given:
             raise
         raise SearchError(
-            f"--address {given}: Ray refused the connection ({_first_line(exc)}); a cluster "
-            "with token authentication needs its token on this machine: ~/.ray/auth_token, "
-            "or RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH"
+            f"--address {given}: Ray refused the connection ({_first_line(exc)}); {_TOKEN_NEEDED}"
         ) from None
     if given:
         seen = _cluster_seen()
@@ -904,6 +902,42 @@ def check_ray_address(
             "reply); give the GCS address, port 6379 by default (not the dashboard's or an "
             "HTTP server's port)"
         )
+    _check_gcs_call(address, named)
+
+
+_TOKEN_NEEDED = (
+    "a cluster with token authentication needs its token on this machine: ~/.ray/auth_token, "
+    "or RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH"
+)
+_TOKEN_REFUSED = (
+    f"the cluster refused this machine's Ray token (none, or not its own); {_TOKEN_NEEDED}"
+)
+# gRPC's status for a method the server does not have.
+_UNIMPLEMENTED = 12
+
+
+def _check_gcs_call(address: str, named: str) -> None:
+    """Ask what answers at ``address`` for its cluster's id, as every Ray client first does
+    (Ray's own GCS client): another gRPC server, a raylet's port say, lacks the call, and
+    ``ray.init`` then retried for 20 s before blaming the token, after the teacher had
+    trained. A cluster that refuses this machine's token is named here too, before the
+    teacher. Other failures are left to ``ray.init``, whose error the driver words."""
+    from ray._raylet import GcsClient
+    from ray.exceptions import AuthenticationError, RpcError
+
+    ray_compat.use_local_token()
+    try:
+        with _stderr_held():  # Ray's C++ client logs its failure past sys.stderr
+            GcsClient(address=address)
+    except AuthenticationError:
+        raise SearchError(f"{named} {address}: {_TOKEN_REFUSED}") from None
+    except RpcError as exc:
+        if exc.rpc_code == _UNIMPLEMENTED:
+            raise SearchError(
+                f"{named} {address}: a gRPC server answers there, but not a Ray cluster's GCS "
+                "(it lacks the GCS's calls: a raylet's or another service's port?); give the "
+                "GCS address, port 6379 by default"
+            ) from None
 
 
 # HTTP/2's client preface and an empty SETTINGS frame: a gRPC server (Ray's GCS) answers with a

@@ -150,6 +150,55 @@ def test_a_driver_connects_and_ray_stops_with_the_child(tmp_path: Path) -> None:
     print(f"worker gone {time.monotonic() - started:.2f} s after the close")
 
 
+def test_a_raylets_port_or_a_refused_token_is_named_before_the_search(tmp_path: Path) -> None:
+    """Another gRPC server (here the raylet's) passed the HTTP/2 check, and ray.init retried it
+    for 20 s after the teacher had trained, then blamed the token; a cluster refusing this
+    machine's token was named as late. Both now fail the address check, in seconds."""
+    from nascomp.search.driver import check_ray_address
+
+    with LocalRay.start() as local:
+        address = local.address()
+        gcs_port = address.rsplit(":", 1)[1]
+        out = subprocess.run(
+            ["ps", "-ww", "-eo", "pid=,pgid=,args="], capture_output=True, text=True, check=True
+        ).stdout
+        rows = [line.split(maxsplit=2) for line in out.splitlines()]
+        (raylet_pid,) = [
+            int(r[0]) for r in rows if r[1] == str(local.process.pid) and "raylet/raylet" in r[2]
+        ]
+        raylet = _listening({raylet_pid})[0]  # its node manager's or object manager's port
+        started = time.monotonic()
+        with pytest.raises(SearchError) as caught:
+            check_ray_address(raylet)
+        assert time.monotonic() - started < 10
+        assert str(caught.value) == (
+            f"--address {raylet}: a gRPC server answers there, but not a Ray cluster's GCS (it "
+            "lacks the GCS's calls: a raylet's or another service's port?); give the GCS "
+            "address, port 6379 by default"
+        )
+        # In a process of its own: Ray keeps the first token it reads for the process.
+        check = (
+            "from nascomp.search.driver import check_ray_address\n"
+            "from nascomp.search.errors import SearchError\n"
+            f"try:\n    check_ray_address('127.0.0.1:{gcs_port}')\n"
+            "except SearchError as e:\n    print(e)\n"
+            "else:\n    print('passed')\n"
+        )
+        env = {**os.environ, "RAY_AUTH_TOKEN": "not-the-clusters"}
+        out = subprocess.run(
+            [sys.executable, "-c", check], capture_output=True, text=True, env=env, timeout=60
+        )
+        assert out.stdout.startswith(
+            f"--address 127.0.0.1:{gcs_port}: the cluster refused this machine's Ray token"
+        ), out.stdout + out.stderr
+        assert "gcs_client.cc" not in out.stderr  # Ray's C++ log line is held back
+        del env["RAY_AUTH_TOKEN"]  # this machine's own token: the GCS answers
+        out = subprocess.run(
+            [sys.executable, "-c", check], capture_output=True, text=True, env=env, timeout=60
+        )
+        assert out.stdout == "passed\n", out.stdout + out.stderr
+
+
 def test_the_ray_token_file_is_made_the_users_alone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
