@@ -107,7 +107,7 @@ def describe_mlp(arch: Mapping[str, Any]) -> str:
     return f"mlp {shape}" + (f" drop {dropout:g}" if dropout else "")
 
 
-@register_model("mlp", space=MlpArchSpace, describe=describe_mlp)
+@register_model("mlp", space=MlpArchSpace, describe=describe_mlp, config=MLPConfig)
 def build_mlp(fields: Mapping[str, Any], input_shape: tuple[int, int, int], n_classes: int) -> MLP:
     config = config_from_fields(MLPConfig, fields, "mlp")
     return MLP(config, _n_inputs(input_shape), n_classes)
@@ -118,7 +118,7 @@ class _NoFields:
     """LeNet-300-100 is a fixed network: it takes no fields."""
 
 
-@register_model("lenet300100")
+@register_model("lenet300100", config=_NoFields)
 def build_lenet300100(
     fields: Mapping[str, Any], input_shape: tuple[int, int, int], n_classes: int
 ) -> MLP:
@@ -185,7 +185,7 @@ def _lenet5_feature_size(size: int, dim_name: str) -> int:
     return size
 
 
-@register_model("lenet5")
+@register_model("lenet5", config=LeNet5Config)
 def build_lenet5(
     fields: Mapping[str, Any], input_shape: tuple[int, int, int], n_classes: int
 ) -> LeNet5:

@@ -173,7 +173,7 @@ def describe_cnn(arch: Mapping[str, Any]) -> str:
     )
 
 
-@register_model("cnn", space=CnnArchSpace, describe=describe_cnn)
+@register_model("cnn", space=CnnArchSpace, describe=describe_cnn, config=CNNConfig)
 def build_cnn(fields: Mapping[str, Any], input_shape: tuple[int, int, int], n_classes: int) -> CNN:
     config = config_from_fields(CNNConfig, fields, "cnn")
     in_channels, height, width = input_shape

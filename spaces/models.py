@@ -52,6 +52,9 @@ class ModelFamily:
     build: ModelBuilder
     space: type | None = None  # its ``space.arch`` section (spaces.params.ArchSpaceBase)
     describe: Describe | None = None
+    # The dataclass its builder reads the fields into (config_from_fields), when it has one:
+    # fields it refuses are refused before anything is built (check_fields).
+    config: type | None = None
 
     def description(self, arch: Mapping[str, Any]) -> str:
         """One line naming the model, e.g. ``cnn residual s2x1 c16 k3``."""
@@ -72,10 +75,15 @@ class InfeasibleArchitecture(ValueError):
 
 
 def register_model(
-    name: str, *, space: type | None = None, describe: Describe | None = None
+    name: str,
+    *,
+    space: type | None = None,
+    describe: Describe | None = None,
+    config: type | None = None,
 ) -> Callable[[ModelBuilder], ModelBuilder]:
     """Decorator registering ``builder`` as the model family ``name``, with the ``space.arch``
-    section that searches it and its one-line description."""
+    section that searches it, its one-line description and the config dataclass its builder
+    reads the fields into (:func:`config_from_fields`)."""
 
     def decorator(builder: ModelBuilder) -> ModelBuilder:
         existing = _REGISTRY.get(name)
@@ -83,7 +91,7 @@ def register_model(
         # builders under one name would make a config ambiguous.
         if existing is not None and existing.build.__qualname__ != builder.__qualname__:
             raise ValueError(f"model family {name!r} is already registered")
-        _REGISTRY[name] = ModelFamily(name, builder, space, describe)
+        _REGISTRY[name] = ModelFamily(name, builder, space, describe, config)
         if _installing:
             _INSTALLED.add(name)
         return builder
@@ -233,6 +241,16 @@ def _checked_input_shape(input_shape: tuple[int, ...]) -> tuple[int, ...]:
     if len(input_shape) < 1 or any(int(dim) < 1 for dim in input_shape):
         raise ValueError(f"input_shape must be positive sizes, e.g. (C, H, W), got {input_shape!r}")
     return tuple(int(dim) for dim in input_shape)
+
+
+def check_fields(arch: Mapping[str, Any]) -> None:
+    """Refuse the fields of one architecture (``family`` and its fields) that its family's
+    config refuses whatever the input: an unknown key, a list where a number goes. Families
+    without a config dataclass check theirs when built."""
+    family = model_family(arch.get("family"))
+    if family is not None and family.config is not None:
+        fields = {key: value for key, value in arch.items() if key != "family"}
+        config_from_fields(family.config, fields, family.name)
 
 
 def config_from_fields(

@@ -299,7 +299,7 @@ def describe_nb201(arch: Mapping[str, Any]) -> str:
     return "nb201 " + "/".join(ops)
 
 
-@register_model("nb201", space=Nb201ArchSpace, describe=describe_nb201)
+@register_model("nb201", space=Nb201ArchSpace, describe=describe_nb201, config=NB201Config)
 def build_nb201(
     fields: Mapping[str, Any], input_shape: tuple[int, int, int], n_classes: int
 ) -> NB201Network:

@@ -377,7 +377,7 @@ class TeacherConfig(Section):
     @field_validator("arch")
     @classmethod
     def _known_family(cls, arch: dict[str, Any]) -> dict[str, Any]:
-        from nascomp.spaces.models import model_names, plugin_error
+        from nascomp.spaces.models import check_fields, model_names, plugin_error
 
         family = arch.get("family")
         if (failed := plugin_error(family)) is not None:
@@ -395,6 +395,9 @@ class TeacherConfig(Section):
                     f"{key}: the teacher is one model: give one value, not a range (got "
                     f"{value!r}; ranges are searched in space.arch)"
                 )
+        # What a built-in family's config refuses whatever the data (a list of choices where
+        # one number goes): refused here, not once the search has started.
+        check_fields(arch)
         return arch
 
     @field_validator("checkpoint")

@@ -445,6 +445,28 @@ TEACHER = "teacher.arch={family: custom, builder: 'tests.spaces.user_models:tiny
             ["teacher.arch={family: mlp, hidden: {low: 8, high: 16}}"],
             "teacher.arch.hidden: the teacher is one model: give one value, not a range",
         ),
+        # What a built-in family's config refuses whatever the data: a list of choices, half
+        # a range, a misspelt field (each failed only after the banner, building the teacher)
+        (
+            ["teacher.arch.base_channels=[8, 16]"],
+            "teacher.arch: base_channels must be an int, got [8, 16]",
+        ),
+        (
+            ["teacher.arch.base_channels={low: 8}"],
+            "teacher.arch: base_channels must be an int, got {'low': 8}",
+        ),
+        (
+            ["teacher.arch={family: lenet5, fc_features: [10, 20]}"],
+            "teacher.arch: fc_features must be an int, got [10, 20]",
+        ),
+        (
+            ["teacher.arch={family: nb201, cel: x}"],
+            "teacher.arch: unknown field(s) for model family 'nb201': cel; allowed: cell,",
+        ),
+        (
+            ["teacher.arch={family: lenet300100, hidden: [10]}"],
+            "teacher.arch: unknown field(s) for model family 'lenet300100': hidden; allowed: ",
+        ),
         # Constraints that no trial can meet trained the whole search to an empty front.
         (
             ['constraints=["val_accuracy >= 1.5"]'],
