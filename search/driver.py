@@ -157,15 +157,16 @@ def run_search(
     if local_ray is not None and not address:
         tracker.import_store_code()  # while the local Ray may still be starting
         address = local_ray.address()
-    if address:
-        # This machine's token, for a cluster that asks for one (ray.init sends it by itself
-        # only when it finds the cluster, "auto"); a cluster without authentication ignores it.
-        ray_compat.use_local_token()
     if given:
         echo(f"connecting to the Ray cluster at {given}")
     main = threading.current_thread() is threading.main_thread()
     sigterm = signal.getsignal(signal.SIGTERM) if main else None
     try:
+        if address:
+            # This machine's token, for a cluster that asks for one (ray.init sends it by
+            # itself only when it finds the cluster, "auto"); a cluster without
+            # authentication ignores it.
+            ray_compat.use_local_token()
         held_stderr = _stderr_held() if given else contextlib.nullcontext()
         with held_stderr, ray_compat.loopback_driver(address):
             ray.init(
@@ -182,7 +183,7 @@ def run_search(
         if not given:
             raise
         raise SearchError(
-            f"--address {given}: Ray refused the connection ({_first_line(exc)}); {_TOKEN_NEEDED}"
+            f"{named} {given}: Ray refused the connection ({_first_line(exc)}); {_TOKEN_NEEDED}"
         ) from None
     if given:
         seen = _cluster_seen()
@@ -910,7 +911,8 @@ _TOKEN_NEEDED = (
     "or RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH"
 )
 _TOKEN_REFUSED = (
-    f"the cluster refused this machine's Ray token (none, or not its own); {_TOKEN_NEEDED}"
+    f"the cluster refused this machine's Ray token (none, or not its own); {_TOKEN_NEEDED} "
+    "(Ray reads it once per process: from Python, start a new one)"
 )
 # gRPC's status for a method the server does not have.
 _UNIMPLEMENTED = 12
@@ -925,7 +927,12 @@ def _check_gcs_call(address: str, named: str) -> None:
     from ray._raylet import GcsClient
     from ray.exceptions import AuthenticationError, RpcError
 
-    ray_compat.use_local_token()
+    try:
+        ray_compat.use_local_token()
+    except AuthenticationError as exc:  # RAY_AUTH_TOKEN_PATH names no file, or an empty one
+        raise SearchError(
+            f"{named} {address}: this machine's Ray token cannot be read ({_first_line(exc)})"
+        ) from None
     try:
         with _stderr_held():  # Ray's C++ client logs its failure past sys.stderr
             GcsClient(address=address)

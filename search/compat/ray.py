@@ -146,6 +146,7 @@ def use_local_token() -> None:
 
     try:
         from ray._private.authentication.authentication_token_setup import (
+            ensure_token_if_auth_enabled,
             maybe_enable_token_auth_if_token_available,
         )
     except ImportError:
@@ -157,6 +158,9 @@ def use_local_token() -> None:
         maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
     finally:
         logger.setLevel(level)
+    # In token mode, the token read now (AuthenticationError when it cannot be): with
+    # RAY_AUTH_MODE=token and no token, Ray's C++ client ends the process with exit status 1.
+    ensure_token_if_auth_enabled(create_token_if_missing=False)
 
 
 @contextlib.contextmanager

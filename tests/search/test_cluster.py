@@ -209,7 +209,8 @@ def test_a_cluster_that_refuses_this_token_is_one_line(workdir: Path, tmp_path: 
     assert lines[-1] == (
         f"nascomp: error: --address {cluster.address}: the cluster refused this machine's Ray "
         "token (none, or not its own); a cluster with token authentication needs its token on "
-        "this machine: ~/.ray/auth_token, or RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH"
+        "this machine: ~/.ray/auth_token, or RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH (Ray reads "
+        "it once per process: from Python, start a new one)"
     )
     assert not [line for line in lines if line.startswith("nascomp search:")]  # before the banner
     assert not list(workdir.glob("results/nascomp-*"))  # nothing was started

@@ -192,9 +192,23 @@ def test_a_raylets_port_or_a_refused_token_is_named_before_the_search(tmp_path: 
             f"--address 127.0.0.1:{gcs_port}: the cluster refused this machine's Ray token"
         ), out.stdout + out.stderr
         assert "gcs_client.cc" not in out.stderr  # Ray's C++ log line is held back
-        del env["RAY_AUTH_TOKEN"]  # this machine's own token: the GCS answers
-        out = subprocess.run(
-            [sys.executable, "-c", check], capture_output=True, text=True, env=env, timeout=60
+        del env["RAY_AUTH_TOKEN"]
+        # A token file that is not there: a traceback before, and with RAY_AUTH_MODE=token
+        # Ray's C++ client ended the process (exit 1) while its log was held: no word at all.
+        env["RAY_AUTH_TOKEN_PATH"] = str(tmp_path / "none")
+        for mode in ("token", None):
+            if mode is None:
+                env.pop("RAY_AUTH_MODE", None)
+            else:
+                env["RAY_AUTH_MODE"] = mode
+            out = subprocess.run(
+                [sys.executable, "-c", check], capture_output=True, text=True, env=env, timeout=60
+            )
+            assert out.stdout.startswith(
+                f"--address 127.0.0.1:{gcs_port}: this machine's Ray token cannot be read ("
+            ), f"{mode}: {out.returncode} {out.stdout} {out.stderr}"
+        out = subprocess.run(  # this machine's own token: the GCS answers
+            [sys.executable, "-c", check], capture_output=True, text=True, timeout=60
         )
         assert out.stdout == "passed\n", out.stdout + out.stderr
 
