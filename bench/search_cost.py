@@ -97,6 +97,7 @@ STRATEGIES = (
     "pls+reuse+mo_asha+inherit+cost",
 )
 FRACTIONS = (0.25, 0.5, 0.75, 1.0)
+MNIST_TEST_IMAGES = 10_000
 OBJECTIVES = {"val_accuracy": "max", "size_bytes": "min"}
 
 
@@ -417,11 +418,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plot", type=Path, default=Path("search_cost.png"))
     parser.add_argument("--quick", action="store_true", help="1 seed, 30 CPU-s (a smoke run)")
     args = parser.parse_args(argv)
+    if args.test_samples is not None and args.test_samples < 10:
+        parser.error(
+            f"--test-samples: at least 10 (data.max_test_samples); got {args.test_samples}"
+        )
     if args.quick:
         args.seeds, args.budget = 1, 30.0
     _quiet()
     print(f"{machine()}; load average {load_average()} at the start")
-    tested = "all 10,000" if args.test_samples is None else f"{args.test_samples:,}"
+    whole = args.test_samples is None or args.test_samples >= MNIST_TEST_IMAGES
+    tested = f"all {MNIST_TEST_IMAGES:,}" if whole else f"{args.test_samples:,}"
     print(f"each trial evaluates {tested} MNIST test images (data.max_test_samples)")
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="search-cost-cache-") as cache:

@@ -117,7 +117,7 @@ def run_search(
     experiment = check_user_code(experiment, notes)
     _small_space_note(experiment, notes)
     notes += experiment.space.unread_notes()
-    notes += objectives_notes(experiment.objectives)
+    notes += objectives_notes(experiment.objectives, experiment.data.max_test_samples)
     _fail_fast_http()
     tracker = Tracker(experiment.tracking.resolved_uri(), experiment.tracking.experiment)
     tracker.check_reachable()
@@ -598,16 +598,22 @@ def _space_points(experiment: Experiment) -> list[dict[str, Any]] | None:
 _RAISED = ("accuracy", "agreement")
 
 
-def objectives_notes(objectives: dict[str, str]) -> list[str]:
+def objectives_notes(objectives: dict[str, str], test_samples: int | None = None) -> list[str]:
     """Notes on objectives that are allowed but rarely meant: one chosen on the test split
-    (the front's test figures then overstate what new inputs get), and a direction opposite
-    to the metric's usual one (``val_accuracy: min`` searches for the worst models)."""
+    (the front's test figures then overstate what new inputs get; ``test_samples``: the
+    split's cap, ``data.max_test_samples``), and a direction opposite to the metric's usual
+    one (``val_accuracy: min`` searches for the worst models)."""
     notes = []
     tested = [name for name in objectives if name.startswith("test_")]
     if tested:
+        split = (
+            "the test split"
+            if test_samples is None
+            else (f"at most {test_samples:,} samples of the test split (data.max_test_samples)")
+        )
         notes.append(
             f"objectives: {', '.join(tested)} {'selects' if len(tested) == 1 else 'select'} "
-            "on the test split, so the front's test "
+            f"on {split}, so the front's test "
             "figures overstate what new inputs get; select on val_* and read test_* afterwards"
         )
     for name, mode in objectives.items():

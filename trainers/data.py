@@ -205,11 +205,30 @@ def test_subset(labels: Tensor, max_samples: int | None, split_seed: int) -> Ten
     Every trial evaluates the test split once, at its end, and no objective or rung reads it:
     on a training subset the whole test split can cost more than a phase of training (MNIST's
     10,000 test images against 2,000 trained on; 18% of a trial's CPU in
-    ``bench/search_cost.py``'s setting). A stratified subset keeps each class's share."""
+    ``bench/search_cost.py``'s setting). A stratified subset keeps each class's share, and
+    every class at least one sample where the subset has room: a proportional draw of 10 from
+    995 and 5 left the rare class out, and with it its recall from the balanced accuracy."""
     if max_samples is None or max_samples >= len(labels):
         return None
     kept, _ = _stratified_split(labels, len(labels) - max_samples, split_seed)
-    return kept
+    return _every_class_kept(labels, kept, split_seed)
+
+
+def _every_class_kept(labels: Tensor, kept: Tensor, seed: int) -> Tensor:
+    """``kept`` (sorted positions of ``labels``) with each class that it lacks given one
+    sample in place of one of the most kept class's, while there are as many as classes."""
+    values = labels.numpy()
+    chosen = kept.numpy().copy()
+    missing = np.setdiff1d(np.unique(values), values[chosen])
+    if len(missing) == 0 or len(chosen) < len(np.unique(values)):
+        return kept
+    rng = np.random.default_rng(seed)
+    for cls in missing:  # the most kept class has 2 or more: some class is missing
+        donor = np.bincount(values[chosen]).argmax()
+        chosen[rng.choice(np.flatnonzero(values[chosen] == donor))] = rng.choice(
+            np.flatnonzero(values == cls)
+        )
+    return torch.from_numpy(np.sort(chosen))
 
 
 def _test_capped(splits: DataSplits, max_samples: int | None, split_seed: int) -> DataSplits:

@@ -72,8 +72,9 @@ class TeacherJob:
             teacher["checkpoint"] = file_digest(self.teacher.checkpoint)
         payload = {
             "teacher": teacher,
-            # How the data are read (streamed or not) changes no result: not in the key.
-            "data": self.data.identity(),
+            # How the data are read (streamed or not) changes no result: not in the key; nor
+            # does the test split, which the teacher never reads (data.max_test_samples).
+            "data": {k: v for k, v in self.data.identity().items() if k != "max_test_samples"},
             "augment": self.augment.model_dump(),
             "seed": self.seed,
             "threads": self.threads,

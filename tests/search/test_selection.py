@@ -226,3 +226,8 @@ def test_objectives_rarely_meant_are_noted() -> None:
         "objectives.size_bytes: max searches for the largest such models; min is the usual "
         "direction",
     ]
+    assert objectives_notes({"test_accuracy": "max"}, test_samples=2000) == [
+        "objectives: test_accuracy selects on at most 2,000 samples of the test split "
+        "(data.max_test_samples), so the front's test figures overstate what new inputs get; "
+        "select on val_* and read test_* afterwards"
+    ]

@@ -97,6 +97,22 @@ def test_max_test_samples_evaluates_a_stratified_subset_of_the_test_split() -> N
         load_data("digits", max_test_samples=0)
 
 
+def test_a_test_subset_keeps_every_class_while_it_has_room() -> None:
+    """A proportional draw of 10 from 995 and 5 kept none of the rare class (re-check)."""
+    labels = torch.cat([torch.zeros(995, dtype=torch.int64), torch.ones(5, dtype=torch.int64)])
+    for seed in range(5):
+        kept = data.test_subset(labels, 10, split_seed=seed)
+        assert kept is not None and len(kept) == 10 == len(set(kept.tolist()))
+        assert torch.equal(kept, kept.sort().values)
+        assert torch.bincount(labels[kept]).tolist() == [9, 1], seed
+    again = data.test_subset(labels, 10, split_seed=3)
+    assert torch.equal(again, data.test_subset(labels, 10, split_seed=3))  # type: ignore[arg-type]
+    # Fewer places than classes: no class can be promised one.
+    many = torch.arange(20).repeat_interleave(3)
+    kept = data.test_subset(many, 10, split_seed=0)
+    assert kept is not None and len(kept) == 10
+
+
 def test_a_split_that_cannot_stratify_leaves_every_class_a_sample() -> None:
     """Fewer held-out samples than classes: sklearn cannot stratify, and its unstratified draw
     took all 3 images of a class for validation (1,000 classes). The held-out samples are

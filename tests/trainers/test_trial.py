@@ -363,6 +363,14 @@ def test_balanced_class_weights_reach_the_trial_and_the_teachers_key() -> None:
     unset = dict(trial_config())
     del unset["train.class_weight"]  # a config logged before the setting
     assert TeacherJob.of_trial(TrialConfig.from_flat(unset)).key() == keys["none"]
+    # The teacher never reads the test split: capping it keeps the teacher (re-check: it
+    # trained again), while the split itself still keys it.
+    capped = TeacherJob.of_trial(
+        TrialConfig.from_flat(trial_config(**{"data.max_test_samples": 50}))
+    )
+    assert capped.key() == keys["none"]
+    other = TeacherJob.of_trial(TrialConfig.from_flat(trial_config(**{"data.split_seed": 1})))
+    assert other.key() != keys["none"]
 
 
 def test_the_teacher_cache_sees_the_users_code_and_data_files(
