@@ -182,15 +182,22 @@ def load_data(
     test/), else a stratified 20% drawn with ``split_seed``. Validation is the official one
     (an image folder's val/), else a stratified ``val_fraction`` of the rest;
     ``max_train_samples`` then subsamples the training split, and ``max_test_samples`` the test
-    split (:func:`test_subset`).
+    split (:func:`stratified_subset`).
     """
     check_data_root(name, root)
     _check_split_args(val_fraction, max_train_samples, image_size)
     if max_test_samples is not None and max_test_samples < 1:
         raise ValueError(f"max_test_samples must be >= 1 or None, got {max_test_samples!r}")
     root_key = None if name == "digits" else str(Path(root).resolve())  # type: ignore[arg-type]
-    key = (name, root_key, float(val_fraction), int(split_seed), max_train_samples, image_size)
-    key += (max_test_samples,)
+    key = (
+        name,
+        root_key,
+        float(val_fraction),
+        int(split_seed),
+        max_train_samples,
+        image_size,
+        max_test_samples,
+    )
     if key not in _SPLITS_CACHE:
         raw = _load_raw(name, root, image_size)
         splits = _split(name, raw, val_fraction, split_seed, max_train_samples)
@@ -198,13 +205,13 @@ def load_data(
     return _SPLITS_CACHE[key]
 
 
-def test_subset(labels: Tensor, max_samples: int | None, split_seed: int) -> Tensor | None:
+def stratified_subset(labels: Tensor, max_samples: int | None, split_seed: int) -> Tensor | None:
     """The positions (sorted) of a stratified subset of at most ``max_samples`` of a test
     split with these ``labels``, drawn with ``split_seed``; None to keep the whole split.
 
-    Every trial evaluates the test split once, at its end, and no objective or rung reads it:
-    on a training subset the whole test split can cost more than a phase of training (MNIST's
-    10,000 test images against 2,000 trained on; 18% of a trial's CPU in
+    Every trial evaluates the test split once, at its end; no rung reads it, nor the default
+    objectives: on a training subset the whole test split can cost more than a phase of
+    training (MNIST's 10,000 test images against 2,000 trained on; 18% of a trial's CPU in
     ``bench/search_cost.py``'s setting). A stratified subset keeps each class's share, and
     every class at least one sample where the subset has room: a proportional draw of 10 from
     995 and 5 left the rare class out, and with it its recall from the balanced accuracy."""
@@ -232,7 +239,7 @@ def _every_class_kept(labels: Tensor, kept: Tensor, seed: int) -> Tensor:
 
 
 def _test_capped(splits: DataSplits, max_samples: int | None, split_seed: int) -> DataSplits:
-    kept = test_subset(splits.test_y, max_samples, split_seed)
+    kept = stratified_subset(splits.test_y, max_samples, split_seed)
     if kept is None:
         return splits
     return replace(splits, test_x=splits.test_x[kept], test_y=splits.test_y[kept].contiguous())

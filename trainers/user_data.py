@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from nascomp.trainers.data import DataSplits, split_indices, test_subset
+from nascomp.trainers.data import DataSplits, split_indices, stratified_subset
 from nascomp.trainers.datasets import (
     DatasetSource,
     SampleFormat,
@@ -140,7 +140,7 @@ def _load(
         assert test is not None and test_scan is not None
         test_part = (test, test_scan, None)
     test_positions = _positions(test_part[1], test_part[2])
-    kept = test_subset(
+    kept = stratified_subset(
         test_part[1].labels[test_positions], settings.max_test_samples, settings.split_seed
     )
     if kept is not None:

@@ -78,18 +78,18 @@ def test_max_test_samples_evaluates_a_stratified_subset_of_the_test_split() -> N
     for part in ("train_x", "train_y", "val_x", "val_y"):  # nothing else moves
         assert torch.equal(getattr(capped, part), getattr(whole, part)), part
     # Rows of the whole test split, in its order, each class keeping its share (36 of 360).
-    kept = data.test_subset(whole.test_y, 100, split_seed=3)
+    kept = data.stratified_subset(whole.test_y, 100, split_seed=3)
     assert kept is not None and torch.equal(kept, kept.sort().values)
     assert torch.equal(capped.test_x, whole.test_x[kept])
     assert torch.equal(capped.test_y, whole.test_y[kept])
     for count, full in zip(histogram(capped.test_y), histogram(whole.test_y), strict=True):
         assert abs(count - full * 100 / 360) < 1
     # Drawn with split_seed: the same subset again, another for another seed.
-    assert torch.equal(data.test_subset(whole.test_y, 100, split_seed=3), kept)  # type: ignore[arg-type]
-    other = data.test_subset(whole.test_y, 100, split_seed=4)
+    assert torch.equal(data.stratified_subset(whole.test_y, 100, split_seed=3), kept)  # type: ignore[arg-type]
+    other = data.stratified_subset(whole.test_y, 100, split_seed=4)
     assert other is not None and not torch.equal(other, kept)
     # A cap at or over the split's size keeps it whole.
-    assert data.test_subset(whole.test_y, 360, split_seed=3) is None
+    assert data.stratified_subset(whole.test_y, 360, split_seed=3) is None
     assert torch.equal(
         load_data("digits", split_seed=3, max_test_samples=5000).test_x, whole.test_x
     )
@@ -101,15 +101,15 @@ def test_a_test_subset_keeps_every_class_while_it_has_room() -> None:
     """A proportional draw of 10 from 995 and 5 kept none of the rare class (re-check)."""
     labels = torch.cat([torch.zeros(995, dtype=torch.int64), torch.ones(5, dtype=torch.int64)])
     for seed in range(5):
-        kept = data.test_subset(labels, 10, split_seed=seed)
+        kept = data.stratified_subset(labels, 10, split_seed=seed)
         assert kept is not None and len(kept) == 10 == len(set(kept.tolist()))
         assert torch.equal(kept, kept.sort().values)
         assert torch.bincount(labels[kept]).tolist() == [9, 1], seed
-    again = data.test_subset(labels, 10, split_seed=3)
-    assert torch.equal(again, data.test_subset(labels, 10, split_seed=3))  # type: ignore[arg-type]
+    again = data.stratified_subset(labels, 10, split_seed=3)
+    assert torch.equal(again, data.stratified_subset(labels, 10, split_seed=3))  # type: ignore[arg-type]
     # Fewer places than classes: no class can be promised one.
     many = torch.arange(20).repeat_interleave(3)
-    kept = data.test_subset(many, 10, split_seed=0)
+    kept = data.stratified_subset(many, 10, split_seed=0)
     assert kept is not None and len(kept) == 10
 
 
