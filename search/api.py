@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from nascomp.search import experiment as _experiment
-from nascomp.search.driver import SearchSummary
+from nascomp.search.driver import SearchSummary, counted
 from nascomp.search.errors import SearchError, SearchInterrupted
 from nascomp.search.experiment import Experiment
 from nascomp.search.export import load_exported
@@ -167,11 +167,11 @@ def summary_line(summary: SearchSummary, experiment: Experiment) -> str:
         for status in ("ok", "infeasible", "pruned", "failed")
         if summary.count(status)
     )
-    head = (
-        f"{len(summary.trials)} trials in {summary.wall_seconds:.0f} s ({counts or 'none ended'})"
-    )
+    trials = counted(len(summary.trials), "trial")
+    head = f"{trials} in {summary.wall_seconds:.0f} s ({counts or 'none ended'})"
     if summary.front:
-        return f"{head}; front of {len(summary.front)} models, search {summary.search_run_id}"
+        models = counted(len(summary.front), "model")
+        return f"{head}; front of {models}, search {summary.search_run_id}"
     budget = experiment.search.budget.shown()
     why = empty_front_reason(summary.trials, summary.objectives, experiment.constraints, budget)
     failed = Counter(

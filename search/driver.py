@@ -991,7 +991,7 @@ def _cluster_seen() -> str:
     for node in nodes:
         for kind in ("CPU", "GPU"):
             total[kind] = total.get(kind, 0) + node["Resources"].get(kind, 0)
-    has = ", ".join(_count(total[kind], kind) for kind in ("CPU", "GPU") if total.get(kind))
+    has = ", ".join(counted(total[kind], kind) for kind in ("CPU", "GPU") if total.get(kind))
     nodes_text = f"{len(nodes)} node{'' if len(nodes) == 1 else 's'}"
     return f"the Ray cluster at {gcs} ({nodes_text}: {has or 'no CPU or GPU'})"
 
@@ -1056,15 +1056,16 @@ def cluster_fit(experiment: Experiment) -> str:
     if any(all(node.get(kind, 0) >= n for kind, n in asks.items()) for node in nodes):
         return ""
     largest = max(nodes, key=lambda node: (node.get("CPU", 0), node.get("GPU", 0)), default={})
-    wanted = ", ".join(_count(n, kind) for kind, n in asks.items() if n)
-    has = ", ".join(_count(largest.get(kind, 0), kind) for kind, n in asks.items() if n)
+    wanted = ", ".join(counted(n, kind) for kind, n in asks.items() if n)
+    has = ", ".join(counted(largest.get(kind, 0), kind) for kind, n in asks.items() if n)
     return (
         f"resources: each trial asks for {wanted}, and no node of the cluster has them now "
         f"(the largest has {has}); the trials wait until a node that does joins"
     )
 
 
-def _count(n: float, kind: str) -> str:
+def counted(n: float, kind: str) -> str:
+    """``1 trial``, ``12 trials``."""
     return f"{n:g} {kind}{'' if n == 1 else 's'}"
 
 

@@ -131,3 +131,21 @@ def test_run_search_from_a_mapping_returns_the_front(
 
     stored = Tracker(raw["tracking"]["uri"], "api").trials(summary.search_run_id)
     assert summary.trials == stored and all(t.status == "ok" for t in stored)
+
+
+def test_the_summary_line_counts_in_words() -> None:
+    """ "1 trials ...; front of 1 models" (re-check)."""
+    from nascomp.search.api import summary_line
+    from nascomp.search.driver import SearchSummary
+    from nascomp.search.experiment import load_experiment
+    from nascomp.search.tracking.store import TrialRecord
+
+    one = TrialRecord("r1", "t1", "ok", {}, {"val_accuracy": 0.9})
+    summary = SearchSummary("s1", "1", [one], [one], {"val_accuracy": "max"}, 3.2)
+    line = summary_line(summary, load_experiment(None))
+    assert line == "1 trial in 3 s (1 ok); front of 1 model, search s1"
+    two = TrialRecord("r2", "t2", "ok", {}, {"val_accuracy": 0.8})
+    summary = SearchSummary("s1", "1", [one, two], [one, two], {"val_accuracy": "max"}, 3.2)
+    assert summary_line(summary, load_experiment(None)).startswith(
+        "2 trials in 3 s (2 ok); front of 2 models"
+    )
