@@ -212,9 +212,10 @@ def stratified_subset(labels: Tensor, max_samples: int | None, split_seed: int) 
     Every trial evaluates the test split once, at its end; no rung reads it, nor the default
     objectives: on a training subset the whole test split can cost more than a phase of
     training (MNIST's 10,000 test images against 2,000 trained on: about 14% of a
-    full-fidelity trial's CPU in ``bench/search_cost.py``'s setting, docs/benchmarks.md). A stratified subset keeps each class's share, and
-    every class at least one sample where the subset has room: a proportional draw of 10 from
-    995 and 5 left the rare class out, and with it its recall from the balanced accuracy."""
+    full-fidelity trial's CPU in ``bench/search_cost.py``'s setting, docs/benchmarks.md). A
+    stratified subset keeps each class's share, and every class at least one sample where the
+    subset has room: a proportional draw of 10 from 995 and 5 left the rare class out, and
+    with it its recall from the balanced accuracy."""
     if max_samples is None or max_samples >= len(labels):
         return None
     kept, _ = _stratified_split(labels, len(labels) - max_samples, split_seed)
