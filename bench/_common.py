@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tarfile
 import time
@@ -139,6 +140,15 @@ class Spread:
 
     def __str__(self) -> str:
         return f"{self.median:.3f} [{self.low:.3f}, {self.high:.3f}] (n={self.n})"
+
+
+def child_value(code: str, *args: str) -> float:
+    """Run ``code`` with ``args`` in a fresh Python process; the number on the last line it
+    prints (its own measure, free of this process's imports and memory)."""
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, check=True
+    )
+    return float(done.stdout.strip().splitlines()[-1])
 
 
 def spread(values: Sequence[float]) -> Spread:

@@ -18,13 +18,12 @@ Run from the repository root with the project's environment active.
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import load_average, machine
+from _common import child_value, load_average, machine
 
 CHILD = """
 import contextlib, ctypes, ctypes.util, gc, sys, warnings
@@ -60,13 +59,7 @@ print(f"{rss_mb() - start:.0f}")
 
 
 def growth(side: str, conversions: int) -> float:
-    result = subprocess.run(
-        [sys.executable, "-c", CHILD, side, str(conversions)],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return float(result.stdout.strip().splitlines()[-1])
+    return child_value(CHILD, side, str(conversions))
 
 
 def main() -> None:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import load_average, machine, spread
+from _common import child_value, load_average, machine, spread
 
 EXIT = textwrap.dedent(
     """
@@ -68,13 +68,7 @@ def exit_seconds(mode: str, tmp: Path) -> float:
 
 
 def first_report_seconds(mode: str, tmp: Path) -> float:
-    done = subprocess.run(
-        [sys.executable, "-c", FIRST_REPORT, mode, str(tmp)],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return float(done.stdout.strip().splitlines()[-1])
+    return child_value(FIRST_REPORT, mode, str(tmp))
 
 
 def alternate(measure, sides: tuple[str, str], pairs: int, tmp: Path) -> dict[str, list[float]]:
