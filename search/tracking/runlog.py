@@ -78,6 +78,8 @@ class RunLog:
         self._loaded = False  # after load(), run_ids holds every run of the search
         self._closed_in_store: set[str] = set()  # trials whose run had ended at load()
         self._unfilled: set[str] = set()  # trials whose run is created, its params not yet in
+        # trials whose create_run failed: the store may have made the run all the same
+        self._unanswered: set[str] = set()
         # With a writer thread (start_writer), the caller's thread only queues: this lock
         # guards the queue and the journal, never a write to the store.
         self._threading()
@@ -419,11 +421,21 @@ class RunLog:
     def _start(self, op: Op) -> None:
         trial = op["trial"]
         run_id = self.run_ids.get(trial)
-        if run_id is None and not self._loaded:
+        if run_id is None and (not self._loaded or trial in self._unanswered):
             run_id = self._find(trial)
+            if run_id is not None and trial in self._unanswered:
+                # Made by the create_run whose answer was lost (a server stopped mid-request):
+                # completed, not made a second time.
+                self.run_ids[trial] = run_id
+                self._unfilled.add(trial)
+        self._unanswered.discard(trial)
         if run_id is None:
             tags = {PARENT_TAG: self.parent_run_id, TRIAL_TAG: trial, **op.get("tags", {})}
-            run = self.client.create_run(self.experiment_id, run_name=op["name"], tags=tags)
+            try:
+                run = self.client.create_run(self.experiment_id, run_name=op["name"], tags=tags)
+            except Exception:
+                self._unanswered.add(trial)
+                raise
             # Known at once: when the store goes away before the params are in, the retried op
             # completes this run instead of creating a second one for the trial.
             self.run_ids[trial] = run.info.run_id
