@@ -293,7 +293,8 @@ def existing_file(path: str | None, what: str) -> str | None:
 
 
 class TrainConfig(Section):
-    epochs: int = Field(10, ge=1)
+    # 0 with `init` alone: the user's trained weights, compressed without training first
+    epochs: int = Field(10, ge=0)
     batch_size: int = Field(64, ge=1)
     optimizer: Literal["sgd", "adam", "adamw"] = "adam"
     lr: float = Field(3e-3, gt=0.0)
@@ -334,6 +335,11 @@ class TrainConfig(Section):
     def _init_digest(self) -> TrainConfig:
         from nascomp.trainers.init import file_digest
 
+        if self.epochs == 0 and self.init is None:
+            raise ValueError(
+                "train.epochs: 0 trains nothing, which only a model that starts trained can "
+                "take: give train.init (a checkpoint of your trained weights) or epochs >= 1"
+            )
         if self.init is None:
             if self.init_sha256 is not None:
                 raise ValueError("init_sha256 goes with init (it is filled in from the file)")

@@ -10,6 +10,7 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
+from nascomp.search.errors import ConfigError
 from nascomp.search.experiment import load_experiment, trial_constants
 from nascomp.spaces.models import build_model
 from nascomp.trainers import init as init_module
@@ -189,3 +190,41 @@ def test_a_trial_starts_from_the_users_weights_and_reproduces(
     assert f"of the parameters) from {path} (" in sliced.info["init"]
     wide_scratch = run_trial(trial(tmp_path, 1, **{"arch.base_channels": 16}))
     assert sliced.metrics["val_accuracy"] > wide_scratch.metrics["val_accuracy"]
+
+
+def test_epochs_0_compresses_the_users_weights_without_training_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``train.epochs: 0`` with ``train.init``: the trial compresses the file's model as it is.
+    Uncompressed, it scores exactly what the model it was saved from scored; pruned to half its
+    channels and quantized to 8 bits (one fine-tuning epoch each) it stays near that, above
+    the same compression after an epoch of training from PyTorch's initialisers. Without
+    ``train.init``, 0 is refused, naming the field."""
+    monkeypatch.setenv("NASCOMP_CACHE", str(tmp_path / "cache"))
+    trained = run_trial(trial(tmp_path, 5))
+    assert trained.status == "ok", trained.reason
+    path = tmp_path / "mine.pt"
+    torch.save(trained.model.state_dict(), path)
+
+    experiment = load_experiment(None, [*fast(0), f"train.init={path}"])
+    assert experiment.train.epochs == 0
+    start = {**trial_constants(experiment), **SMALL_CNN, "distill.enabled": False}
+    same = run_trial(start)
+    with pytest.raises(ValidationError, match=r"train\.epochs: 0 trains nothing"):
+        TrialConfig.from_flat({**trial(tmp_path, 1), "train.epochs": 0})
+    assert same.status == "ok", same.reason
+    assert same.metrics["epochs"] == 0
+    for metric in ("val_accuracy", "test_accuracy", "test_balanced_accuracy", "params"):
+        assert same.metrics[metric] == trained.metrics[metric], metric
+
+    compress = {"prune.method": "structured", "prune.ratio": 0.5, "quant.bits": 8}
+    compressed = run_trial({**start, **compress})
+    assert compressed.status == "ok", compressed.reason
+    assert compressed.metrics["epochs"] == 2  # one of pruning, one of QAT, none before
+    assert compressed.metrics["params"] < 0.6 * trained.metrics["params"]
+    assert compressed.metrics["val_accuracy"] > trained.metrics["val_accuracy"] - 0.1
+    scratch = run_trial({**trial(tmp_path, 1), **compress})  # an epoch more, from scratch
+    assert scratch.metrics["val_accuracy"] < compressed.metrics["val_accuracy"]
+
+    with pytest.raises(ConfigError, match=r"^train\.epochs: 0 trains nothing.*train\.init"):
+        load_experiment(None, fast(0))
