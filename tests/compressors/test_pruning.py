@@ -10,6 +10,7 @@ from nascomp.compressors.pruning import (
     Pruner,
     PruningError,
     ignored_layers,
+    lowest,
     make_pruner,
     scheduled_ratio,
 )
@@ -541,3 +542,22 @@ def test_unstructured_pruning_of_a_model_with_no_layer_to_prune_says_so() -> Non
     with pytest.raises(PruningError, match=r"^unstructured pruning finds no layer .* _Functional"):
         make_pruner(_Functional(), PruneConfig("unstructured", 0.5), EXAMPLE_1x8x8)
     make_pruner(_Functional(), PruneConfig("unstructured", 0.0), EXAMPLE_1x8x8).update(1.0)
+
+
+def test_lowest_picks_what_a_stable_sort_picks() -> None:
+    """The n lowest scores, ties to the earlier positions, already-pruned weights (-1) first,
+    NaN last: the same mask as ``argsort(stable=True)[:n]`` on 2,000 random cases full of
+    ties, and for n out of range."""
+    generator = torch.Generator().manual_seed(0)
+    for case in range(2000):
+        size = int(torch.randint(1, 60, (1,), generator=generator))
+        scores = torch.randint(0, 6, (size,), generator=generator).float()
+        scores[torch.rand(size, generator=generator) < 0.2] = -1.0
+        if case % 3 == 0:
+            scores[torch.rand(size, generator=generator) < 0.2] = float("nan")
+        n = int(torch.randint(-1, size + 2, (1,), generator=generator))
+        expected = torch.zeros(size, dtype=torch.bool)
+        expected[torch.argsort(scores, stable=True)[: max(n, 0)]] = True
+        assert torch.equal(lowest(scores, n), expected), (scores, n)
+    assert lowest(torch.tensor([3.0, 1.0, 1.0, 2.0]), 2).tolist() == [False, True, True, False]
+    assert lowest(torch.tensor([1.0, 1.0, 1.0]), 2).tolist() == [True, True, False]
