@@ -93,6 +93,11 @@ MODULE = textwrap.dedent(
             "teacher: {arch: {family: custom, builder: 'shop:thousand_classes'}}",
             "teacher.arch: the model from builder shop:thousand_classes",
         ),
+        # one of nascomp's families as the teacher, too small a network for 8x8 digits
+        (
+            "teacher: {arch: {family: lenet5}}",
+            "teacher.arch: lenet5: input height shrinks to 0 after a 5x5 conv",
+        ),
         ("train: {init: absent.pt}", "train.init: checkpoint '/"),
         ("train: {init: shop.py}", "shop.py is not a checkpoint torch.load reads"),
         ("", "the experiment file is empty"),
@@ -113,6 +118,7 @@ def test_user_code_mistakes_exit_2_with_one_line_and_write_nothing(
     assert len(lines) == 1, result.stderr
     assert message in lines[0]
     assert "Traceback" not in result.stderr + result.stdout
+    assert result.stdout == "", result.stdout  # refused before the banner
     left = {path.name for path in tmp_path.iterdir()} - written - {"__pycache__"}
     assert left == set(), left
 
