@@ -10,9 +10,11 @@ CLI can print it without a traceback.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 
@@ -31,6 +33,22 @@ def _working_folder_importable() -> None:
     cwd = os.getcwd()
     if cwd not in sys.path and "" not in sys.path:
         sys.path.insert(0, cwd)
+
+
+def module_file(path: str) -> Path | None:
+    """The source file of the module of a ``"package.module:function"`` path, looked up where
+    :func:`load_callable` imports it from (the working folder first), without importing the
+    module itself; None when it has no ``.py`` file or is not found. Found before the import
+    as after it: the teacher's cache key holds this file's digest, and ``nascomp reproduce``,
+    which asks before anything imports the builder, missed the key the search had written."""
+    _working_folder_importable()
+    importlib.invalidate_caches()
+    try:
+        spec = importlib.util.find_spec(path.partition(":")[0])
+    except (ImportError, ValueError):
+        return None
+    origin = spec.origin if spec is not None else None
+    return Path(origin) if origin and origin.endswith(".py") else None
 
 
 def split_path(path: Any, field: str) -> tuple[str, str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import inspect
 import json
 import marshal
@@ -18,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from nascomp.spaces.models import InfeasibleArchitecture, build_model, model_family
+from nascomp.spaces.userfn import module_file
 from nascomp.trainers.checkpoint import cpu_state_dict, write_atomically
 from nascomp.trainers.config import TrialConfig
 from nascomp.trainers.init import checked_digest, file_digest, load_state_file
@@ -118,7 +118,7 @@ def user_inputs(job: TeacherJob) -> dict[str, Any]:
     builder = _builder_source(job.teacher.arch)
     sources = [builder] if isinstance(builder, Path) else []
     if job.data.name == "custom" and job.data.factory:
-        sources.append(_module_source(job.data.factory))
+        sources.append(module_file(job.data.factory))
     found: dict[str, Any] = {}
     code = {str(path): file_digest(path) for path in sorted({p for p in sources if p})}
     if isinstance(builder, str):  # a family's builder with no file: its compiled code
@@ -141,7 +141,7 @@ def _builder_source(arch: Mapping[str, Any]) -> Path | str | None:
     family = arch.get("family")
     builder = arch.get("builder")
     if family == "custom" and isinstance(builder, str):
-        return _module_source(builder)
+        return module_file(builder)
     registered = model_family(family)
     if registered is None or registered.build.__module__.startswith("nascomp."):
         return None
@@ -153,16 +153,6 @@ def _builder_source(arch: Mapping[str, Any]) -> Path | str | None:
         return Path(source)
     code = getattr(registered.build, "__code__", None)  # hashing '<stdin>' raised
     return hashlib.sha256(marshal.dumps(code)).hexdigest() if code is not None else None
-
-
-def _module_source(path: str) -> Path | None:
-    """The file of the module of a ``"package.module:function"`` path, if it has one."""
-    try:
-        spec = importlib.util.find_spec(path.partition(":")[0])
-    except (ImportError, ValueError):
-        return None
-    origin = spec.origin if spec is not None else None
-    return Path(origin) if origin and origin.endswith(".py") else None
 
 
 def load_or_train_teacher(
