@@ -125,7 +125,8 @@ def run_search(
     check_writable_folder(experiment.storage, "storage")
     named = "--address" if address else "RAY_ADDRESS"
     address = address or os.environ.get("RAY_ADDRESS")
-    check_ray_address(address, named=named)
+    given = address
+    address = check_ray_address(address, named=named)
     if not address:
         check_local_resources(experiment)
     previous = find_resumable(experiment, resume) if resume else None
@@ -153,12 +154,12 @@ def run_search(
     import ray
 
     set_ray_environment()
-    given = address
     if local_ray is not None and not address:
         tracker.import_store_code()  # while the local Ray may still be starting
         address = local_ray.address()
     if given:
-        echo(f"connecting to the Ray cluster at {given}")
+        found = "" if address == given else f" (found for {given})"
+        echo(f"connecting to the Ray cluster at {address}{found}")
     main = threading.current_thread() is threading.main_thread()
     sigterm = signal.getsignal(signal.SIGTERM) if main else None
     try:
@@ -870,17 +871,35 @@ def _first_line(exc: BaseException) -> str:
 
 def check_ray_address(
     address: str | None, timeout_s: float = 5.0, named: str = "--address"
-) -> None:
+) -> str | None:
     """Fail in seconds with one line when a HOST:PORT cluster does not answer, or what
-    answers there is no Ray cluster's GCS (``named``: where the address came from).
+    answers there is no Ray cluster's GCS (``named``: where the address came from); return
+    the address to connect to.
 
     ray.init would otherwise retry the GCS for minutes, or, given a port where another server
     listens (an MLflow server's, a dashboard's), wait forever, deaf to Ctrl-C. Other forms
     (``http://``, Ray Client's ``ray://``, which needs ``ray[client]``) are refused here:
-    Ray's own error named RAY_ADDRESS, after the teacher had trained. "auto" is left to Ray.
+    Ray's own error named RAY_ADDRESS, after the teacher had trained. "auto" is looked up as
+    Ray looks it up, and the HOST:PORT found is checked and returned: a cluster that refused
+    this machine's token, or none at all, was Ray's error after the teacher had trained.
     """
-    if not address or address == "auto":
-        return
+    if not address:
+        return address
+    if address == "auto":
+        try:
+            found = ray_compat.auto_address()
+        except (ConnectionError, ValueError) as exc:
+            raise SearchError(
+                f"{named} auto: no Ray cluster found on this machine ({_first_line(exc)}); "
+                "start one with `ray start --head`, or give its GCS address HOST:PORT"
+            ) from None
+        _check_host_port(found, timeout_s, f"{named} auto, found at", looked_up=True)
+        return found
+    _check_host_port(address, timeout_s, named)
+    return address
+
+
+def _check_host_port(address: str, timeout_s: float, named: str, looked_up: bool = False) -> None:
     host, _, port = address.rpartition(":")
     if address.startswith("ray://"):
         raise SearchError(
@@ -902,7 +921,14 @@ def check_ray_address(
         with socket.create_connection((host, int(port)), timeout=timeout_s) as sock:
             speaks = _speaks_http2(sock, timeout_s)
     except OSError as exc:
-        raise SearchError(f"no Ray cluster answers at {address} ({exc.strerror or exc})") from None
+        reason = exc.strerror or exc
+        if looked_up:  # a stale record, or another user's Ray that serves its own machine only
+            raise SearchError(
+                f"{named} {address}: no Ray cluster answers there ({reason}); Ray looks for "
+                "auto in RAY_ADDRESS, the cluster `ray start` recorded, else any GCS process "
+                "on this machine: give the cluster's GCS address HOST:PORT"
+            ) from None
+        raise SearchError(f"no Ray cluster answers at {address} ({reason})") from None
     if not speaks and not _truthy(os.environ.get("RAY_USE_TLS")):
         raise SearchError(
             f"{named} {address}: a server answers there, but not a Ray cluster's GCS (no gRPC "

@@ -132,6 +132,19 @@ def study(search: Any) -> Study:
     return search._ot_study
 
 
+def auto_address() -> str:
+    """The HOST:PORT that ``ray.init(address="auto")`` connects to, found as Ray finds it
+    (``RAY_ADDRESS``, the cluster ``ray start`` recorded in Ray's temp folder, else any GCS
+    running on this machine); ConnectionError, in Ray's words, when there is none. As found:
+    ``ray.init`` turns a loopback host into the node's address itself (``loopback_driver``)."""
+    from ray._private.services import get_ray_address_from_environment
+
+    found = get_ray_address_from_environment("auto", None)
+    if not found or found == "auto":  # not Ray's answers to "auto"; said, not passed on
+        raise ConnectionError("Ray found no running instance")
+    return found
+
+
 def use_local_token() -> None:
     """Authenticate as a driver that found this machine's Ray itself would.
 

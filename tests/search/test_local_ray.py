@@ -211,6 +211,36 @@ def test_a_raylets_port_or_a_refused_token_is_named_before_the_search(tmp_path: 
             [sys.executable, "-c", check], capture_output=True, text=True, timeout=60
         )
         assert out.stdout == "passed\n", out.stdout + out.stderr
+        # "auto", looked up as Ray looks it up (RAY_ADDRESS first), is checked the same way:
+        # a refused token was Ray's error after the teacher had trained.
+        auto = (
+            "from nascomp.search.driver import check_ray_address\n"
+            "from nascomp.search.errors import SearchError\n"
+            "try:\n    print(check_ray_address('auto'))\n"
+            "except SearchError as e:\n    print(e)\n"
+        )
+        env = {**os.environ, "RAY_ADDRESS": f"127.0.0.1:{gcs_port}"}
+        out = subprocess.run(
+            [sys.executable, "-c", auto], capture_output=True, text=True, env=env, timeout=60
+        )
+        assert out.stdout == f"127.0.0.1:{gcs_port}\n", out.stdout + out.stderr
+        env["RAY_AUTH_TOKEN"] = "not-the-clusters"
+        out = subprocess.run(
+            [sys.executable, "-c", auto], capture_output=True, text=True, env=env, timeout=60
+        )
+        assert out.stdout.startswith(
+            f"--address auto, found at 127.0.0.1:{gcs_port}: the cluster refused this "
+            "machine's Ray token"
+        ), out.stdout + out.stderr
+    # Ray's record of the cluster is stale once it has stopped: refused in seconds, not
+    # retried by ray.init after the teacher.
+    env = {**os.environ, "RAY_ADDRESS": f"127.0.0.1:{gcs_port}"}
+    out = subprocess.run(
+        [sys.executable, "-c", auto], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert out.stdout.startswith(
+        f"--address auto, found at 127.0.0.1:{gcs_port}: no Ray cluster answers there ("
+    ), out.stdout + out.stderr
 
 
 def test_the_ray_token_file_is_made_the_users_alone(
