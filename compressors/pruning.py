@@ -239,7 +239,7 @@ def lowest(scores: Tensor, n: int) -> Tensor:
     threshold = torch.kthvalue(scores, n).values
     mask = scores < threshold
     ties = torch.nonzero(scores == threshold).flatten()
-    mask[ties[: n - int(mask.sum())]] = True
+    mask[ties[: n - int(torch.count_nonzero(mask))]] = True
     return mask
 
 
