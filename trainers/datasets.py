@@ -596,6 +596,11 @@ def _reading(loader: DataLoader, field: str) -> Iterator[tuple[Tensor, Tensor]]:
         raise DatasetError(f"{field}: reading the samples failed: {cause}") from None
 
 
+# Above this many implied classes, labels that use under a tenth of 0..K-1 are codes, not class
+# indices (ImageNet-21k has 21,841 classes).
+SPARSE_LABELS_FROM = 100_000
+
+
 def check_labels(
     labels: Tensor,
     n_classes: int | None,
@@ -607,6 +612,16 @@ def check_labels(
     ``classes``, or the training labels for the test set's) or max label + 1."""
     low, high = int(labels.min()), int(labels.max())
     limit = n_classes if n_classes is not None else high + 1
+    if n_classes is None and limit > SPARSE_LABELS_FROM:
+        # K sizes the model's head and every per-class table: one stray label (10**9 among
+        # 0..2) took 21 GB before the kernel killed the search, without a word.
+        distinct = int(torch.unique(labels).numel())
+        if limit > 10 * distinct:
+            raise DatasetError(
+                f"{field}: {role} labels must be class indices 0..K-1 (K = max label + 1); "
+                f"the largest is {high}, and only {distinct} distinct labels occur: map them "
+                f"to 0..{distinct - 1}"
+            )
     if low < 0 or high >= limit:
         raise DatasetError(
             f"{field}: {role} labels must be integers in 0..{limit - 1} "

@@ -11,7 +11,7 @@ import torch
 from pydantic import ValidationError
 
 from nascomp.trainers.data import DataNotFoundError, DataSplits, clear_cache, load_data
-from nascomp.trainers.datasets import DatasetError
+from nascomp.trainers.datasets import DatasetError, check_labels
 from nascomp.trainers.settings import DataConfig
 from nascomp.trainers.user_data import clear_user_cache
 from tests.trainers.userdata import write_user_module
@@ -173,6 +173,12 @@ def test_a_factory_that_cannot_be_called_fails_at_config_load(
         ("shifted_labels", DatasetError, r"train labels must be integers in 0\.\.8 .*got -1\.\.8"),
         ("float_labels", DatasetError, r"sample 0's label must be an integer.*float32"),
         ("one_class", DatasetError, r"every train label is 4; a classifier needs .* 2 classes"),
+        (  # it took 21 GB of memory and the kernel's OOM killer before
+            "a_stray_huge_label",
+            DatasetError,
+            r"train labels must be class indices 0\.\.K-1 \(K = max label \+ 1\); the largest "
+            r"is 1000000000, and only 11 distinct labels occur: map them to 0\.\.10$",
+        ),
         ("strings", DatasetError, r"sample 0's input is a NumPy array of dtype <U1; give numb"),
         ("too_many_for_classes", DatasetError, r"labels must be integers in 0\.\.1 \(len\(clas"),
         (  # a resize cannot make one of them: image_size was the hint
@@ -377,3 +383,14 @@ def test_teacher_cache_keys_of_built_in_data_are_unchanged() -> None:
     }
     reading = DataConfig.model_construct(stream=False, memory_budget_mb=5).identity()
     assert "stream" not in reading and "memory_budget_mb" not in reading
+
+
+def test_many_classes_are_taken_when_the_labels_fill_them() -> None:
+    """K = max label + 1 over 100,000 is refused only where under a tenth of 0..K-1 occurs:
+    150,000 classes of one sample each are a label space, 4 labels up to 200,000 are codes."""
+    assert check_labels(torch.arange(150_000), None, "data.factory", "train") == 150_000
+    spread = torch.arange(0, 300_000, 5)  # 60,000 labels: a fifth of 0..K-1
+    assert check_labels(spread, None, "data.factory", "train") == 299_996
+    with pytest.raises(DatasetError, match=r"only 4 distinct labels occur: map them to 0\.\.3"):
+        check_labels(torch.tensor([0, 1, 2, 200_000]), None, "data.factory", "train")
+    assert check_labels(torch.tensor([0, 1, 2, 99_999]), None, "data.factory", "train") == 100_000

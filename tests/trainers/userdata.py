@@ -60,6 +60,13 @@ def shifted_labels(root):
     return TensorDataset(x, y - 1), None
 
 
+def a_stray_huge_label(root):
+    """One label far past the others: K = max + 1 would be a billion classes."""
+    x, y = _mnist(root, True, 100)
+    y[0] = 10**9
+    return TensorDataset(x, y), None
+
+
 def test_beyond_train(root):
     """No classes: K is the train labels' max + 1, and the test set holds a label past it."""
     x, y = _mnist(root, True, 100)
