@@ -92,7 +92,9 @@ def load_callable(path: Any, field: str) -> Callable[..., Any]:
         raise UserCodeError(
             f"{field}: importing {module_name!r} failed: {type(exc).__name__}: {exc}"
         ) from None
-    except (Exception, SystemExit) as exc:  # the user's module raised while importing
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # the user's module raised while importing (sys.exit too)
         raise UserCodeError(
             f"{field}: importing {module_name!r} failed: {type(exc).__name__}: {exc}"
         ) from None

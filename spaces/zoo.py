@@ -396,7 +396,9 @@ def check_output(
         model.eval()
         with torch.no_grad():
             output = model(probe)
-    except Exception as exc:
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # the user's forward: any failure, sys.exit too
         kind = "" if input_dtype == torch.float32 else f" {input_dtype} (integer ids)"
         # Zoo models made for 224-pixel inputs (a ViT) refuse small images outright.
         first = str(exc).splitlines()[0] if str(exc) else ""
@@ -502,7 +504,11 @@ def build_custom(
         model = builder(input_shape=input_shape, n_classes=n_classes, **arguments)
     except InfeasibleArchitecture:
         raise
-    except (Exception, SystemExit) as exc:  # SystemExit: a builder that parses sys.argv
+    except KeyboardInterrupt:
+        raise
+    # SystemExit: a builder that parses sys.argv; a BaseException of the user's own made a
+    # traceback
+    except BaseException as exc:
         if type(exc).__name__ == "InfeasibleArchitecture":
             # The user's own class of that name: their module need not import nascomp.
             raise InfeasibleArchitecture(f"{who}: {exc}") from None

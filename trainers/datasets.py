@@ -116,7 +116,9 @@ def _call_factory(source: DatasetSource) -> Any:
         kwargs["root"] = source.root
     try:
         return factory(**kwargs)
-    except (Exception, SystemExit) as exc:  # the user's code: any failure, in one line
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # the user's code: any failure (sys.exit too), in one line
         message = f"{FACTORY_FIELD}: {source.factory} raised {type(exc).__name__}: {_line(exc)}"
         if isinstance(exc, FileNotFoundError):
             raise DataNotFoundError(message) from None

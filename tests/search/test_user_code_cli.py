@@ -37,6 +37,23 @@ MODULE = textwrap.dedent(
     def parses_argv(input_shape, n_classes):
         raise SystemExit(0)  # argparse's parse_args() in a builder, on nascomp's argv
 
+    class Stop(BaseException):  # not an Exception: a traceback before
+        pass
+
+    def raises_its_own_base(input_shape, n_classes):
+        raise Stop("no more")
+
+    class Exits(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(1, 1)
+
+        def forward(self, x):
+            raise SystemExit(3)
+
+    def exits_in_forward(input_shape, n_classes):
+        return Exits()
+
     class Constant(nn.Module):
         def forward(self, x):
             return x.new_zeros(len(x), 10)
@@ -71,6 +88,14 @@ MODULE = textwrap.dedent(
         (
             "space: {arch: {family: custom, builder: 'shop:picky', act: [relu, gelu]}}",
             "space.arch.act: value 'gelu': builder shop:picky returned a NoneType",
+        ),
+        (
+            "space: {arch: {family: custom, builder: 'shop:raises_its_own_base'}}",
+            "space.arch: builder shop:raises_its_own_base raised Stop: no more (called with",
+        ),
+        (
+            "space: {arch: {family: custom, builder: 'shop:exits_in_forward'}}",
+            "space.arch: the model from builder shop:exits_in_forward",
         ),
         ("space: {arch: {family: custom, builder: 'shop:VALUE'}}", "not a function"),
         (
