@@ -112,6 +112,14 @@ def _rule(text: str) -> str:
     return text
 
 
+def _uri(text: str) -> str:
+    """argparse's type for --tracking-uri: an empty one (an unset variable) is refused, not
+    taken for the default store."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("give a tracking URI; got an empty one")
+    return text
+
+
 def _folder(text: str) -> Path:
     """argparse's type for a folder to write: an empty one (an unset variable in ``--export
     "$OUT"``) is refused, not taken for the working folder."""
@@ -313,7 +321,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     replay.add_argument("folder", type=Path, help="the search's result folder (nascomp-...)")
     replay.add_argument(
-        "--tracking-uri", help="default: the URI the search used (its nascomp/manifest.json)"
+        "--tracking-uri",
+        type=_uri,
+        help="default: the URI the search used (its nascomp/manifest.json)",
     )
     replay.set_defaults(run=cmd_replay)
 
@@ -375,7 +385,9 @@ def _parser() -> argparse.ArgumentParser:
     reproduce.set_defaults(run=cmd_reproduce)
 
     ui = commands.add_parser("ui", help="serve the MLflow UI on the tracking store")
-    ui.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db")
+    ui.add_argument(
+        "--tracking-uri", type=_uri, help="default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db"
+    )
     ui.add_argument(
         "--experiment",
         help="experiment whose runs page to print (default: nascomp, or the store's only "
@@ -397,7 +409,7 @@ def _tracking_args(parser: argparse.ArgumentParser, of_a_file: bool = False) -> 
     if of_a_file:
         uri = "default: the file's tracking.uri, else " + uri.removeprefix("default: ")
         name = "the file's tracking.experiment, else nascomp"
-    parser.add_argument("--tracking-uri", help=uri)
+    parser.add_argument("--tracking-uri", type=_uri, help=uri)
     parser.add_argument("--experiment", help=f"MLflow experiment name (default: {name})")
 
 

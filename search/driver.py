@@ -71,6 +71,7 @@ from nascomp.trainers.listing import data_files_digest
 from nascomp.trainers.settings import METRICS
 from nascomp.trainers.teacher import (
     TeacherJob,
+    cache_dir,
     cache_teacher,
     has_teacher,
     load_or_train_teacher,
@@ -115,6 +116,8 @@ def run_search(
     # before any run or folder exists, and before this driver uses Ray (a local Ray starting in
     # a child process is killed unused when a check fails)
     experiment = check_user_code(experiment, notes)
+    if experiment.space.distillation_possible() and not experiment.teacher.checkpoint:
+        cache_dir()  # a file at $NASCOMP_CACHE: one line now, not a traceback after the teacher
     _small_space_note(experiment, notes)
     notes += experiment.space.unread_notes()
     notes += objectives_notes(experiment.objectives, experiment.data.max_test_samples)

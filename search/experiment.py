@@ -239,6 +239,16 @@ class TrackingConfig(Section):
         description="at the end, how long to wait for an absent tracking server to come back",
     )
 
+    @field_validator("uri")
+    @classmethod
+    def _uri_given(cls, uri: str | None) -> str | None:
+        if uri is not None and not uri.strip():  # it was taken for the default, unsaid
+            raise ValueError(
+                "empty; give a tracking URI, or leave it out for $MLFLOW_TRACKING_URI or "
+                "sqlite:///mlflow.db"
+            )
+        return uri
+
     def resolved_uri(self) -> str:
         uri = self.uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
         if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
@@ -265,6 +275,13 @@ class Experiment(TrainingSections):
         "train", description="train: run_trial; nb201_lookup: NAS-Bench-201 table lookup"
     )
     nb201: Nb201LookupConfig = Field(default_factory=Nb201LookupConfig)
+
+    @field_validator("storage")
+    @classmethod
+    def _storage_given(cls, storage: str) -> str:
+        if not storage.strip():  # it was the working folder, unsaid
+            raise ValueError("empty; give a folder, or leave it out for nascomp-results")
+        return storage
 
     @field_validator("constraints")
     @classmethod

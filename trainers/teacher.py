@@ -89,7 +89,19 @@ class TeacherJob:
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("NASCOMP_CACHE", Path.home() / ".cache" / "nascomp"))
+    """Where teachers are cached: ``$NASCOMP_CACHE``, or ``~/.cache/nascomp`` when it is unset
+    or empty (empty was the working folder). A file at it or above it is a ValueError in one
+    line: the teacher trained, then saving it failed with a traceback."""
+    folder = Path(os.environ.get("NASCOMP_CACHE") or Path.home() / ".cache" / "nascomp")
+    folder = folder.expanduser()
+    resolved = folder.resolve()
+    existing = next((p for p in (resolved, *resolved.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise ValueError(
+            f"NASCOMP_CACHE: {existing} is a file; give a folder for nascomp's cache (unset, "
+            "it is ~/.cache/nascomp)"
+        )
+    return folder
 
 
 def teacher_path(job: TeacherJob) -> Path:

@@ -45,6 +45,9 @@ from tests.search.conftest import live_processes_with, nascomp, nascomp_here
         ),
         (["--tracking-uri", "./mlruns"], "tracking.uri: './mlruns' is a path, not a URI"),
         (["--experiment", ""], "tracking.experiment: String should have at least 1 character"),
+        # empty: the working folder and the default store before, unsaid
+        (["--set", "storage=' '"], "storage: empty; give a folder, or leave it out for"),
+        (["--set", "tracking.uri=' '"], "tracking.uri: empty; give a tracking URI, or leave"),
         (["--seed", "-1"], "search.seed: Input should be greater than or equal to 0"),
         (
             ["--set", "teacher.arch={family: cnn, n_stages: [1, 2]}"],
@@ -81,6 +84,32 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(
     assert "Traceback" not in result.stderr + result.stdout
     # No MLflow store or run created, no result folder.
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_empty_tracking_uri_or_a_cache_that_is_a_file_is_refused(tmp_path: Path) -> None:
+    """--tracking-uri "" (an unset variable) ran the search into ./mlflow.db; NASCOMP_CACHE at
+    a file trained the teacher, then failed to save it with a traceback, leaving an empty
+    mlflow.db behind."""
+    for command in ("search", "pareto", "ui"):
+        result = nascomp(command, "--tracking-uri", "", cwd=tmp_path, timeout=60)
+        assert result.returncode == 2
+        assert "argument --tracking-uri: give a tracking URI; got an empty one" in result.stderr
+    (tmp_path / "cache").write_text("")
+    result = nascomp(
+        "search",
+        "--set",
+        "space.distill.enabled=[true]",
+        cwd=tmp_path,
+        timeout=120,
+        env={"MLFLOW_TRACKING_URI": "", "NASCOMP_CACHE": str(tmp_path / "cache" / "sub")},
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == (
+        f"nascomp: error: NASCOMP_CACHE: {tmp_path / 'cache'} is a file; give a folder for "
+        "nascomp's cache (unset, it is ~/.cache/nascomp)\n"
+    )
+    assert result.stdout == ""
+    assert [p.name for p in tmp_path.iterdir()] == ["cache"]
 
 
 def test_a_tracking_uri_that_is_a_file_or_a_folder_says_which(

@@ -6,6 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from nascomp.trainers.teacher import cache_dir
+
 # Run as the console script runs: a script outside the working folder, so that the working
 # folder is not on sys.path until nascomp puts it there to import the user's builder.
 SCRIPT = """
@@ -53,3 +57,14 @@ def test_the_key_holds_the_builders_source_before_the_builder_is_imported(
     before, after = result.stdout.strip().splitlines()
     assert before == after
     assert str(work / "keyed_models.py") in before
+
+
+def test_an_empty_cache_variable_is_the_default_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """NASCOMP_CACHE= (empty) cached teachers in the working folder's teachers/."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("NASCOMP_CACHE", "")
+    assert cache_dir() == tmp_path / ".cache" / "nascomp"
+    monkeypatch.setenv("NASCOMP_CACHE", str(tmp_path / "mine"))
+    assert cache_dir() == tmp_path / "mine"
