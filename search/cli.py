@@ -90,7 +90,10 @@ def main(argv: list[str] | None = None) -> int:
         raise
     finally:
         if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+            # An interrupt here comes after the command's end, which the return in flight
+            # carries: it gave a traceback (found by a helper's Ctrl-C at reproduce's end).
+            with contextlib.suppress(KeyboardInterrupt):
+                signal.signal(signal.SIGTERM, previous)
 
 
 def _port(text: str) -> int:
@@ -150,7 +153,25 @@ def entry() -> NoReturn:
     errors, a traceback) exits the normal way. Its stdout survives a reader that goes away
     (``| head``): see ``ClosedPipeSafe``."""
     sys.stdout = ClosedPipeSafe(sys.stdout)
-    exit_without_teardown(main())
+    finish(main())
+
+
+def finish(code: int) -> NoReturn:
+    """Exit with the command's ``code`` (``exit_without_teardown``). The command is over: an
+    interrupt while the exit handlers run (Ray's disconnect, torch's own, temporary folders)
+    leaves at once with that code. It gave a traceback from whichever handler it cut, and
+    exit status 0 or death by the signal, after a reproduce's export was complete."""
+    if threading.current_thread() is threading.main_thread():
+
+        def leave(signum: int, frame: Any) -> None:
+            for stream in (sys.stdout, sys.stderr):
+                with contextlib.suppress(OSError, ValueError):
+                    stream.flush()
+            os._exit(code)
+
+        signal.signal(signal.SIGINT, leave)
+        signal.signal(signal.SIGTERM, leave)
+    exit_without_teardown(code)
 
 
 class ClosedPipeSafe:

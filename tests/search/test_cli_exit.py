@@ -4,6 +4,7 @@ have done that matters is lost: the exit code, other threads' work, exit handler
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -49,6 +50,32 @@ def test_the_exit_keeps_code_threads_handlers_and_output(tmp_path: Path) -> None
     assert done.stdout == "x" * 100
     assert (tmp_path / "thread").read_text() == "done"  # waited for, as at a normal exit
     assert (tmp_path / "handler").read_text() == "ran"
+
+
+def test_an_interrupt_while_the_exit_handlers_run_keeps_the_commands_code() -> None:
+    """The command is over (here: exit 4); Ctrl-C while an exit handler runs (torch's,
+    Ray's) cut it with a traceback and ended with status 0 or by the signal."""
+    script = textwrap.dedent(
+        """
+        import atexit, sys, time
+        from nascomp.search import cli
+
+        atexit.register(lambda: time.sleep(60))
+        atexit.register(lambda: print("exiting", flush=True))  # runs first
+        print("done", flush=True)
+        cli.finish(4)
+        """
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert process.stdout is not None
+    assert process.stdout.readline() == "done\n"
+    assert process.stdout.readline() == "exiting\n"
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == 4, err
+    assert "Traceback" not in err and out == ""
 
 
 def test_the_console_script_is_the_entry() -> None:
