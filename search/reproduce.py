@@ -16,6 +16,7 @@ from nascomp.search.about import version
 from nascomp.search.epoch_lines import TeacherEpochs, TrialEpochs
 from nascomp.search.errors import one_line
 from nascomp.search.export import export_model, preprocess_recipe, with_metadata
+from nascomp.search.tracking.params import CONFIG_ARTIFACT
 from nascomp.search.tracking.store import Tracker, TrialRecord
 from nascomp.trainers.config import TrialConfig, describe_trial, planned_epochs
 from nascomp.trainers.listing import data_files_digest
@@ -88,7 +89,15 @@ def reproduce(
         raise ValueError(
             f"run {run_id} is not a finished trial (status {source.status!r}); nothing to reproduce"
         )
-    flat = tracker.trial_config(source)
+    logged = tracker.logged_config(source)
+    flat = logged if logged is not None else dict(source.params)
+    if logged is None and echo is not None:  # it was rebuilt unsaid, floats rounded
+        echo(
+            f"note: run {run_id} holds no {CONFIG_ARTIFACT} (its artifacts deleted, or logged "
+            "before nascomp wrote one): its config is rebuilt from its MLflow params, whose "
+            "numbers are rounded (15 significant digits) and types guessed, so the "
+            "reproduction may differ from the trial"
+        )
     try:
         config = TrialConfig.from_flat(flat)
     except ValidationError as exc:

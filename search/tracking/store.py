@@ -519,11 +519,17 @@ class Tracker:
     def trial_config(self, record: TrialRecord) -> dict[str, Any]:
         """The trial's flat config exactly as the search ran it: the JSON artifact, or for
         runs logged before it existed, the params decoded by a guess of their types."""
+        logged = self.logged_config(record)
+        return logged if logged is not None else dict(record.params)
+
+    def logged_config(self, record: TrialRecord) -> dict[str, Any] | None:
+        """The trial's flat config as the search ran it (its JSON artifact); None when the run
+        holds none (its artifacts deleted, or logged before nascomp wrote it)."""
         import tempfile
 
         listed = {item.path for item in self.client.list_artifacts(record.run_id)}
         if CONFIG_ARTIFACT not in listed:
-            return dict(record.params)
+            return None
         with tempfile.TemporaryDirectory() as folder:
             path = self.client.download_artifacts(record.run_id, CONFIG_ARTIFACT, folder)
             document = json.loads(Path(path).read_text())
