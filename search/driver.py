@@ -691,8 +691,7 @@ def _trainable(experiment: Experiment, teacher_state: dict | None, folder: Path)
 def _scheduler(experiment: Experiment, echo: Any) -> Any:
     if experiment.search.scheduler == "none":
         return None
-    if experiment.trial != "train":
-        raise ValueError("search.scheduler mo_asha needs trial: train (a lookup has no epochs)")
+    assert experiment.trial == "train", "the experiment's schema refuses mo_asha on a lookup"
     from nascomp.search.tune.scheduler import MultiObjectiveAsha
     from nascomp.trainers.predicted import PREDICTED_METRICS, predict_costs
 

@@ -307,6 +307,16 @@ class Experiment(TrainingSections):
         return objectives
 
     @model_validator(mode="after")
+    def _scheduler_needs_epochs(self) -> Experiment:
+        # Found when the search built its scheduler, it left a parent run RUNNING for ever.
+        if self.search.scheduler == "mo_asha" and self.trial != "train":
+            raise ValueError(
+                "search.scheduler: mo_asha needs trial: train (a lookup has no epochs to stop "
+                "at); none turns it off"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _gpu_budget_needs_gpus(self) -> Experiment:
         budget = self.search.budget
         if budget.gpu_hours is not None and not self.resources.gpus_per_trial:
@@ -397,7 +407,7 @@ def teacher_job(experiment: Experiment) -> TeacherJob:
 
 def _check_lookup(experiment: Experiment) -> None:
     """A table lookup knows only plain NB201 cells (C=16, N=5), uncompressed, untaught."""
-    from nascomp.trainers.nb201_lookup import CHANNELS, N_CELLS
+    from nascomp.trainers.nb201_lookup import CHANNELS, N_CELLS, missing_columns
     from nascomp.trainers.nb201_lookup import METRICS as LOOKUP_METRICS
 
     space = experiment.space
@@ -412,7 +422,13 @@ def _check_lookup(experiment: Experiment) -> None:
     # Checked here, not on the field: experiments that never look anything up need no table.
     table = experiment.nb201.resolved_table()
     if not table.is_file():
-        raise ValueError(f"nb201.table: NAS-Bench-201 table {str(table)!r} does not exist")
+        what = "is a folder" if table.is_dir() else "does not exist"
+        raise ValueError(f"nb201.table: NAS-Bench-201 table {str(table)!r} {what}")
+    if missing := missing_columns(table, experiment.nb201.dataset):
+        raise ValueError(
+            f"nb201.table: {str(table)!r} is no NAS-Bench-201 table: its first line lacks the "
+            f"column(s) {', '.join(missing)} (the table's arch,cellstr,cifar10-test,...)"
+        )
     experiment.nb201.table = str(table)
     for field, (value, needed) in fixed.items():
         if value != needed and value != [needed]:
@@ -660,7 +676,7 @@ def _first_error(exc: ValidationError, raw: dict[str, Any]) -> str:
 # An arch section's message about one of its keys (``width: range needs low < high``).
 _ARCH_KEY = re.compile(r"^([A-Za-z_]\w*): (.*)$", re.DOTALL)
 # A message that starts with a dotted field (``search.cost_aware: true needs ...``).
-_NAMES_A_FIELD = re.compile(r"^[a-z_]+\.[\w.\[\]]+: ")
+_NAMES_A_FIELD = re.compile(r"^[a-z_][a-z0-9_]*\.[\w.\[\]]+: ")  # nb201.table too
 # pydantic's tags for the members of a union of types, as they end an error's location
 _TYPE_TAGS = re.compile(r"^(bool|int|float|str|list\[.*\]|dict\[.*\]|literal\[.*\])$")
 

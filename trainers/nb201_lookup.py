@@ -75,6 +75,20 @@ def load_table(path: str) -> dict[str, dict[str, float]]:
         }
 
 
+def missing_columns(table: str | Path, dataset: str) -> list[str]:
+    """The columns a lookup on ``dataset`` reads that the table's header lacks (its first
+    line, read alone): a CSV of something else passed the checks, and every trial failed
+    with KeyError: 'cellstr'."""
+    prefix = _dataset(dataset)[0]
+    try:
+        with Path(table).open(newline="", encoding="utf-8") as handle:
+            header = next(csv.reader(handle), [])
+    except (OSError, UnicodeDecodeError, csv.Error):
+        header = []
+    needed = ["cellstr", f"{prefix}-val", f"{prefix}-test"]
+    return [column for column in needed if column not in header]
+
+
 def lookup_accuracy(cell: str, dataset: str, table: str | Path) -> dict[str, float]:
     """Validation and test accuracy (fractions) of ``cell`` on ``dataset``."""
     prefix = _dataset(dataset)[0]

@@ -350,6 +350,30 @@ def test_nb201_table_is_only_needed_by_lookup_searches(tmp_path: Path) -> None:
         "objectives={val_accuracy: max, params: min}",
     )
     assert f"nb201.table: NAS-Bench-201 table '{missing}' does not exist" in message
+    # a folder, and a CSV of something else: every trial failed with KeyError: 'cellstr'
+    lookup = [
+        "trial=nb201_lookup",
+        "space.arch={family: nb201}",
+        "space.prune.method=none",
+        "space.quant.bits=32",
+        "space.distill.enabled=false",
+        "objectives={val_accuracy: max, params: min}",
+    ]
+    message = error_for(*lookup, f"nb201.table={tmp_path}")
+    assert f"nb201.table: NAS-Bench-201 table '{tmp_path}' is a folder" in message
+    other = tmp_path / "other.csv"
+    other.write_text("a,b\n1,2\n")
+    message = error_for(*lookup, f"nb201.table={other}")
+    assert message.startswith(
+        f"nb201.table: '{other}' is no NAS-Bench-201 table: its first line lacks the column(s) "
+        "cellstr, cifar10-val, cifar10-test"
+    )
+    # a lookup on a schedule it does not have: found once the search had started, leaving
+    # its parent run RUNNING
+    table = tmp_path / "nb201.csv"
+    table.write_text("arch,cellstr,cifar10-test,cifar10-val\n")
+    message = error_for(*lookup, f"nb201.table={table}", "search.scheduler=mo_asha")
+    assert message.startswith("search.scheduler: mo_asha needs trial: train")
 
 
 def test_a_budget_of_null_clears_one_a_shared_file_sets() -> None:
