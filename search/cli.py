@@ -115,6 +115,14 @@ def _rule(text: str) -> str:
     return text
 
 
+def _run_id(text: str) -> str:
+    """argparse's type for a run id: an empty one was MLflow's traceback (reproduce) or the
+    latest search, unsaid (pareto --search-run)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("give a run id; got an empty one")
+    return text
+
+
 def _uri(text: str) -> str:
     """argparse's type for --tracking-uri: an empty one (an unset variable) is refused, not
     taken for the default store."""
@@ -350,7 +358,9 @@ def _parser() -> argparse.ArgumentParser:
 
     pareto = commands.add_parser("pareto", help="print the Pareto front of the latest search")
     _tracking_args(pareto)
-    pareto.add_argument("--search-run", help="the search's parent run id (default: the latest)")
+    pareto.add_argument(
+        "--search-run", type=_run_id, help="the search's parent run id (default: the latest)"
+    )
     pareto.add_argument("--json", action="store_true", help="print JSON instead of a table")
     pareto.add_argument(
         "--plot",
@@ -371,7 +381,7 @@ def _parser() -> argparse.ArgumentParser:
         "reproduce", help="re-run a trial from MLflow and export its model"
     )
     target = reproduce.add_mutually_exclusive_group(required=True)
-    target.add_argument("run_id", nargs="?", help="the trial's MLflow run id")
+    target.add_argument("run_id", nargs="?", type=_run_id, help="the trial's MLflow run id")
     target.add_argument("--rank", type=int, help="take the K-th model of the latest search's front")
     target.add_argument(
         "--pick",
@@ -381,6 +391,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     reproduce.add_argument(
         "--search-run",
+        type=_run_id,
         help="with --rank or --pick: the search's parent run id (default: the latest)",
     )
     _tracking_args(reproduce)

@@ -419,6 +419,25 @@ def test_ui_of_a_store_that_is_not_there_is_refused_and_makes_none(
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize(
+    ("args", "argument"),
+    [
+        (["reproduce", ""], "run_id"),  # MLflow's traceback before
+        (["reproduce", "--search-run", "", "--rank", "1"], "--search-run"),
+        (["pareto", "--search-run", " "], "--search-run"),  # the latest search, unsaid
+    ],
+)
+def test_an_empty_run_id_is_a_usage_error(
+    args: list[str], argument: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from nascomp.search.cli import main
+
+    with pytest.raises(SystemExit) as caught:
+        main(args)
+    error = capsys.readouterr().err
+    assert caught.value.code == 2 and f"argument {argument}: give a run id" in error
+
+
 @pytest.mark.parametrize("command", ["pareto", "reproduce"])
 def test_an_empty_pick_rule_is_a_usage_error(
     command: str, capsys: pytest.CaptureFixture[str]
