@@ -455,9 +455,10 @@ class Tracker:
 
         from mlflow.entities import ViewType
 
-        wanted = given.strip().lower()
+        # pasted with a space, or as a trial line shows it ("trial 280713f3")
+        wanted = re.sub(r"^trial\s+", "", given.strip().lower())
         if not re.fullmatch(r"[0-9a-f]{1,31}", wanted):
-            return given
+            return wanted if re.fullmatch(r"[0-9a-f]{32}", wanted) else given.strip()
         with contextlib.suppress(Exception):
             self.client.get_run(wanted)
             return wanted
@@ -509,6 +510,11 @@ class Tracker:
         try:
             return self.client.get_run(run_id)
         except MlflowException as exc:
+            if exc.error_code == "INVALID_PARAMETER_VALUE":  # MLflow's traceback before
+                raise TrackingError(
+                    f"{run_id!r} is not a run id: give the 32 hex digits of a run (see `nascomp "
+                    "pareto`), or the 8 of a trial as its line shows them"
+                ) from None
             if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
                 raise
             raise TrackingError(

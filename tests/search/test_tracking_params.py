@@ -129,6 +129,11 @@ def test_a_run_is_found_by_the_start_of_its_id(tracker: Tracker) -> None:
     assert tracker.resolve_run_id("609FA130") == ids[1]
     assert tracker.resolve_run_id("not-hex") == "not-hex"  # left to the lookup's own error
     assert tracker.resolve_run_id("ffff0000") == "ffff0000"  # none starts so
+    # pasted as a trial line shows it, or with a space: MLflow's traceback before
+    assert tracker.resolve_run_id("trial 609fa130") == ids[1]
+    assert tracker.resolve_run_id(f" {ids[2]} ") == ids[2]
+    with pytest.raises(TrackingError, match=r"^'not-hex!' is not a run id: give the 32 hex"):
+        tracker.trial_record(tracker.resolve_run_id("not-hex!"))
 
 
 def test_a_search_run_prefix_counts_search_runs_alone(tracker: Tracker) -> None:
