@@ -883,8 +883,20 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
             f"note: the files under data.root ({result.data_root}) were added, removed or "
             "changed since the search read them: this reproduction trained on other data"
         )
+    if result.code_changed:
+        print(
+            f"warning: the source of {', '.join(result.code_changed)} changed since the search "
+            "ran it (its file's SHA-256 differs): this reproduction built what that code "
+            "builds now"
+        )
     if mismatched:
-        why = "the data changed" if result.data_changed else "another device or thread count?"
+        why = (
+            "the code changed"
+            if result.code_changed
+            else "the data changed"
+            if result.data_changed
+            else "another device or thread count?"
+        )
         print(f"warning: {', '.join(mismatched)} differ from the logged run ({why})")
     return 0
 

@@ -52,7 +52,7 @@ from nascomp.search.resume import (
 from nascomp.search.samplers import make_sampler
 from nascomp.search.samplers.inherit import Inheritance
 from nascomp.search.samplers.space import DefineByRun
-from nascomp.search.shipping import runtime_env
+from nascomp.search.shipping import runtime_env, user_code_paths
 from nascomp.search.tracking import models
 from nascomp.search.tracking.runlog import JOURNAL
 from nascomp.search.tracking.store import Tracker, TrialRecord
@@ -67,7 +67,7 @@ from nascomp.spaces.constraints import parse_constraints
 from nascomp.spaces.models import code_families
 from nascomp.spaces.params import all_points
 from nascomp.trainers.config import describe_trial
-from nascomp.trainers.listing import data_files_digest
+from nascomp.trainers.listing import code_files_digest, data_files_digest
 from nascomp.trainers.settings import METRICS
 from nascomp.trainers.teacher import (
     TeacherJob,
@@ -258,6 +258,7 @@ def _open_search(
             git_commit=_git_commit(),
             constraints=experiment.constraints,
             data_files=data_files_digest(experiment.data.name, experiment.data.root),
+            code_files=code_files_digest(user_code_paths(experiment)),
         )
         folder = storage / folder_name(search_run_id)
         write_manifest(folder, experiment, search_run_id)

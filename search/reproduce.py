@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ from nascomp.search.export import export_model, preprocess_recipe, with_metadata
 from nascomp.search.tracking.params import CONFIG_ARTIFACT
 from nascomp.search.tracking.store import Tracker, TrialRecord
 from nascomp.trainers.config import TrialConfig, describe_trial, planned_epochs
-from nascomp.trainers.listing import data_files_digest
+from nascomp.trainers.listing import code_files_digest, code_paths, data_files_digest
 from nascomp.trainers.loop import top1_agreement
 from nascomp.trainers.split import Split
 from nascomp.trainers.teacher import TeacherJob, load_or_train_teacher
@@ -38,6 +38,8 @@ class Reproduction:
     # Whether the files under data.root differ from what the search read; None: not known
     data_changed: bool | None = None
     data_root: str | None = None
+    # The user's builders and factories whose source differs from what the search ran
+    code_changed: list[str] = field(default_factory=list)
 
     def comparison(self) -> list[tuple[str, float | None, float | None]]:
         names = [
@@ -105,6 +107,9 @@ def reproduce(
         if "is not importable" in line:  # the user's module, next to the experiment file
             line += "; run `nascomp reproduce` where the search ran, or install the module"
         raise ValueError(f"run {run_id}: {line}") from None
+    searched_code = tracker.search_code_files(source)
+    now_code = code_files_digest(code_paths(flat))
+    code_changed = [p for p, sha in now_code.items() if searched_code.get(p, sha) != sha]
     searched = tracker.search_data_files(source)
     now = data_files_digest(config.data.name, config.data.root)
     data_changed = None if searched is None else now != searched
@@ -184,6 +189,7 @@ def reproduce(
         registered=registered,
         fp16_agreement=fp16_agreement,
         data_changed=data_changed,
+        code_changed=code_changed,
         data_root=config.data.root,
     )
 

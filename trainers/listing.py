@@ -51,3 +51,37 @@ def data_files_digest(name: str, root: str | None) -> str | None:
     if name not in USERS_FILES or root is None or not Path(root).exists():
         return None
     return listing_digest(Path(root))
+
+
+def code_files_digest(paths: list[str]) -> dict[str, str]:
+    """SHA-256 of the source file of each ``"package.module:function"`` in ``paths`` (the
+    user's builders and factories), by path; a path whose module has no ``.py`` file (or is
+    not found) is left out. ``nascomp reproduce`` compares the search's with today's: an
+    edited builder built another model, and the reproduction said only that its metrics
+    differed ("another device or thread count?")."""
+    from nascomp.spaces.userfn import module_file
+    from nascomp.trainers.init import file_digest
+
+    found: dict[str, str] = {}
+    for path in paths:
+        source = module_file(path)
+        if source is not None and source.is_file():
+            found[path] = file_digest(source)
+    return found
+
+
+def code_paths(flat: dict[str, object]) -> list[str]:
+    """The ``"package.module:function"`` values a trial's flat config names: its builder, its
+    data factory, its teacher's builder."""
+    found: list[str] = []
+
+    def visit(key: str, value: object) -> None:
+        if isinstance(value, dict):
+            for inner, item in value.items():
+                visit(str(inner), item)
+        elif key.rpartition(".")[2] in ("builder", "factory") and isinstance(value, str):
+            found.extend([value] if ":" in value and value not in found else [])
+
+    for key, value in flat.items():
+        visit(key, value)
+    return found

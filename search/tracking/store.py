@@ -47,6 +47,7 @@ OBJECTIVES_TAG = "nascomp.objectives"
 CONSTRAINTS_TAG = "nascomp.constraints"
 # The search's data.root as it was read (trainers.listing): reproduce tells changed data apart
 DATA_FILES_TAG = "nascomp.data_files"
+CODE_FILES_TAG = "nascomp.code_files"  # {"module:function": SHA-256 of its source file}
 FEASIBLE_TAG = "nascomp.feasible"
 HYPERVOLUME = "hypervolume"  # the parent run's metric, one step per ended trial
 SOURCE_TAG = "nascomp.reproduced_from"
@@ -342,6 +343,7 @@ class Tracker:
         git_commit: str | None,
         constraints: list[str] | None = None,
         data_files: str | None = None,
+        code_files: dict[str, str] | None = None,
     ) -> str:
         tags = {
             ROLE_TAG: "search",
@@ -350,6 +352,8 @@ class Tracker:
         }
         if data_files is not None:
             tags[DATA_FILES_TAG] = data_files
+        if code_files:
+            tags[CODE_FILES_TAG] = json.dumps(code_files, sort_keys=True)
         if git_commit:
             tags["mlflow.source.git.commit"] = git_commit
         experiment_id = self.experiment_id(create=True)
@@ -607,11 +611,19 @@ class Tracker:
     def search_data_files(self, trial: TrialRecord) -> str | None:
         """The digest of the data files the search of ``trial`` read (``DATA_FILES_TAG``), or
         None where it kept none (bundled data, an older nascomp)."""
+        return self._search_tags(trial).get(DATA_FILES_TAG)
+
+    def search_code_files(self, trial: TrialRecord) -> dict[str, str]:
+        """The SHA-256 of the source of each builder and factory the search of ``trial`` ran
+        (``CODE_FILES_TAG``); empty where it kept none (no code of the user's, an older
+        nascomp)."""
+        value = self._search_tags(trial).get(CODE_FILES_TAG)
+        return json.loads(value) if value else {}
+
+    def _search_tags(self, trial: TrialRecord) -> dict[str, str]:
         run = self.client.get_run(trial.run_id)
         parent = run.data.tags.get("mlflow.parentRunId")
-        if parent is None:
-            return None
-        return self.client.get_run(parent).data.tags.get(DATA_FILES_TAG)
+        return dict(self.client.get_run(parent).data.tags) if parent else {}
 
     def stored_run(self, run_id: str) -> Any | None:
         """Run ``run_id`` of this store, or None where it holds none; a sqlite file that does

@@ -208,6 +208,15 @@ def test_search_reproduce_and_export_a_model_the_user_brings(
         logged = mlflow.pytorch.load_model(f"runs:/{reproduced.info.run_id}/model").eval()
         with torch.no_grad():
             assert torch.equal(load_exported(export, trust_code=True)(inputs), logged(inputs))
+        if family == "custom":
+            # An edited builder: the reproduction builds what it builds now, and says so (it
+            # said only that metrics differed, "another device or thread count?").
+            module = tmp_path / "brought_models.py"
+            module.write_text(module.read_text() + "\n\nEDITED = True\n")
+            edited = nascomp("reproduce", source_id, "--tracking-uri", uri, cwd=tmp_path, env=env)
+            assert edited.returncode == 0, edited.stderr[-3000:]
+            assert "warning: the source of brought_models:" in edited.stdout
+            assert "changed since the search ran it" in edited.stdout
 
 
 def test_a_search_on_integer_ids_ships_an_int64_model(

@@ -1,4 +1,5 @@
-"""The teacher's cache key where the user's code builds the teacher."""
+"""The user's code in keys and digests: the teacher's cache key, the cache folder, and the
+sources a reproduction compares with the search's."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from nascomp.trainers.init import file_digest
+from nascomp.trainers.listing import code_files_digest, code_paths
 from nascomp.trainers.teacher import cache_dir
 
 # Run as the console script runs: a script outside the working folder, so that the working
@@ -68,3 +71,26 @@ def test_an_empty_cache_variable_is_the_default_folder(
     assert cache_dir() == tmp_path / ".cache" / "nascomp"
     monkeypatch.setenv("NASCOMP_CACHE", str(tmp_path / "mine"))
     assert cache_dir() == tmp_path / "mine"
+
+
+def test_a_trials_code_paths_and_their_sources_digests(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What reproduce compares with the search's record: the builder, factory and teacher
+    builder a flat config names, and the SHA-256 of each one's source file."""
+    flat = {
+        "arch.family": "custom",
+        "arch.builder": "digest_models:net",
+        "arch.width": 8,
+        "data.factory": "digest_models:rows",
+        "teacher.arch": {"family": "custom", "builder": "digest_teacher:big"},
+        "train.init": "weights.pt",
+    }
+    assert code_paths(flat) == ["digest_models:net", "digest_models:rows", "digest_teacher:big"]
+    monkeypatch.chdir(tmp_path)
+    source = tmp_path / "digest_models.py"
+    source.write_text("def net():\n    pass\n")
+    first = code_files_digest(["digest_models:net", "absent_module_here:f"])
+    assert first == {"digest_models:net": file_digest(source)}  # one without a file: left out
+    source.write_text("def net():\n    return 1\n")
+    assert code_files_digest(["digest_models:net"]) != first
