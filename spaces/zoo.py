@@ -377,6 +377,12 @@ def check_arguments(
 _IMAGE_SIZE_ARGUMENTS = {"img_size", "image_size", "input_size"}
 
 
+# Words of torch's and the zoos' errors about an input of the wrong size ("Kernel size can't be
+# greater than actual input size", "mat1 and mat2 shapes cannot be multiplied", "Input height
+# (8) doesn't match model (224)").
+_SIZE_WORDS = re.compile(r"size|shape|height|width|kernel|mat1|dimension|patch|too small", re.I)
+
+
 def check_output(
     model: Any,
     input_shape: tuple[int, ...],
@@ -414,7 +420,12 @@ def check_output(
                 f" (the data has {input_shape[0]} channel{'s' if input_shape[0] != 1 else ''} "
                 "per image: build the first layer for them)"
             )
-        elif len(input_shape) == 3 and input_dtype.is_floating_point:
+        elif (
+            len(input_shape) == 3
+            and input_dtype.is_floating_point
+            and _SIZE_WORDS.search(first) is not None
+        ):
+            # only where the error is about sizes: a forward raising its own error got it too
             takes = _named_parameters(type(model).__init__)
             own = sorted(takes & _IMAGE_SIZE_ARGUMENTS)
             patch = " (with a patch_size that divides it)" if "patch_size" in takes else ""

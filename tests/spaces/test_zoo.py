@@ -118,6 +118,11 @@ def test_custom_builder_gets_shape_classes_and_sampled_arguments() -> None:
             r"to have 3 channels, but got 1 channels instead \(the data has 1 channel per "
             r"image: build the first layer for them\)$",
         ),
+        (  # its own error, not about sizes: the image-size hint misled
+            "forward_raises",
+            r"fails on a batch of shape \(2, 1, 8, 8\): RuntimeError: the lookup table is not "
+            r"loaded$",
+        ),
         (
             "breaks_on_input",
             r"fails on a batch of shape \(2, 1, 8, 8\): .+ \(if the model needs larger images, "

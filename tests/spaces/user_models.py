@@ -79,6 +79,19 @@ def breaks_on_input(input_shape, n_classes):
     return nn.Sequential(nn.Flatten(), nn.Linear(5, n_classes))
 
 
+class _Refuses(nn.Module):
+    def __init__(self, n_classes):
+        super().__init__()
+        self.head = nn.Linear(1, n_classes)
+
+    def forward(self, x):
+        raise RuntimeError("the lookup table is not loaded")
+
+
+def forward_raises(input_shape, n_classes):
+    return _Refuses(n_classes)
+
+
 def rgb_only(input_shape, n_classes):
     return nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.LazyLinear(n_classes))
 
