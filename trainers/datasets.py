@@ -315,6 +315,11 @@ def prepare_input(
         )
     if value.dim() == 0:
         raise DatasetError(f"{field}: sample {index}'s input is a 0-d tensor; it needs a shape")
+    if value.dtype.is_complex:  # cut to its real part, with a warning of torch's alone
+        raise DatasetError(
+            f"{field}: sample {index}'s input is {value.dtype}; give real numbers (bool, "
+            "integers or floats): e.g. the real and imaginary parts as two channels"
+        )
     if is_ids(value.dtype):
         if image_size is not None:
             raise DatasetError(

@@ -180,6 +180,7 @@ def test_a_factory_that_cannot_be_called_fails_at_config_load(
             r"is 1000000000, and only 11 distinct labels occur: map them to 0\.\.10$",
         ),
         ("strings", DatasetError, r"sample 0's input is a NumPy array of dtype <U1; give numb"),
+        ("complex_inputs", DatasetError, r"sample 0's input is torch.complex64; give real num"),
         ("too_many_for_classes", DatasetError, r"labels must be integers in 0\.\.1 \(len\(clas"),
         (  # a resize cannot make one of them: image_size was the hint
             "grey_and_colour",

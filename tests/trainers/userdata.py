@@ -101,6 +101,12 @@ def float64_rows(root):
     return [(row, int(label)) for row, label in zip(rows, y)], None
 
 
+def complex_inputs(root):
+    """Complex inputs: torch cast them to their real part, with a warning."""
+    x = torch.randn(100, 6, dtype=torch.complex64)
+    return TensorDataset(x, torch.arange(100) % 3), None
+
+
 def strings(root):
     return [(np.array(["a", "b"]), i % 2) for i in range(20)], None
 
