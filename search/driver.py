@@ -119,6 +119,7 @@ def run_search(
     if experiment.space.distillation_possible() and not experiment.teacher.checkpoint:
         cache_dir()  # a file at $NASCOMP_CACHE: one line now, not a traceback after the teacher
     _small_space_note(experiment, notes)
+    _unread_sections_notes(experiment, notes)
     notes += experiment.space.unread_notes()
     notes += objectives_notes(experiment.objectives, experiment.data.max_test_samples)
     _fail_fast_http()
@@ -654,6 +655,26 @@ def _small_space_note(experiment: Experiment, notes: list[str]) -> None:
     )
 
 
+def _unread_sections_notes(experiment: Experiment, notes: list[str]) -> None:
+    """Notes for settings the user gave that no part of this search reads (as the space's own
+    say for its leaves): the teacher's when no trial distils (a garbage teacher.checkpoint
+    passed unsaid), the rungs' without the scheduler that reads them."""
+    teacher = experiment.teacher
+    if (
+        experiment.trial == "train"
+        and not experiment.space.distillation_possible()
+        and teacher.model_fields_set - {"checkpoint_sha256"}
+    ):
+        named = ", ".join(sorted(teacher.model_fields_set - {"checkpoint_sha256"}))
+        notes.append(
+            f"teacher: never read: no trial distils (space.distill.enabled is false), so its "
+            f"settings ({named}) are not checked or used"
+        )
+    search = experiment.search
+    if search.scheduler == "none" and "rungs" in search.model_fields_set:
+        notes.append("search.rungs: never read: search.scheduler is none (mo_asha reads it)")
+
+
 def _move_cost(experiment: Experiment) -> ReusedMoveCost | None:
     """With trained students reused, a move that only changes the compression costs a share
     of a trial: ``pls`` weighs its predicted gain by that (trainers.trained)."""
@@ -759,7 +780,27 @@ def _prepare_teacher(
         how = f"trained in {facts['teacher_train_seconds']:.1f} s"
     accuracy = facts.get("teacher_val_accuracy")
     echo(f"teacher {how}" + (f", val_accuracy {accuracy:.4f}" if accuracy is not None else ""))
+    if accuracy is not None and accuracy < 0.5:  # the data are read (once) for K alone then
+        n_classes = experiment.data.load(threads=trial_base(experiment)["threads"]).n_classes
+        if (note := chance_note(accuracy, n_classes)) is not None:
+            echo(note)
     return state, facts, lines.epochs
+
+
+# A teacher whose validation accuracy is at most this many times chance (1/K) taught nothing.
+CHANCE_FACTOR = 1.5
+
+
+def chance_note(accuracy: float, n_classes: int) -> str | None:
+    """A note for a teacher that scores no better than chance: every distilled student learned
+    its noise, unsaid (teacher.lr 30 with SGD: 0.0972 on digits' 10 classes)."""
+    if accuracy > CHANCE_FACTOR / n_classes:
+        return None
+    return (
+        f"note: the teacher scores no better than chance ({accuracy:.4f}; 1/K is "
+        f"{1 / n_classes:.4f}): every distilled student learns its noise; check teacher.lr, "
+        "teacher.epochs or teacher.checkpoint"
+    )
 
 
 def _teacher_needs_a_gpu_node(experiment: Experiment) -> bool:

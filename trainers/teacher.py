@@ -251,19 +251,25 @@ def train_teacher(
     generator = torch.Generator().manual_seed(job.seed)
     started = time.perf_counter()
     for epoch in range(1, teacher.epochs + 1):
-        stats = train_epoch(
-            model,
-            data.train,
-            optimizer=optimizer,
-            batch_size=teacher.batch_size,
-            generator=generator,
-            augment=job.augment.augmentation(),  # the teacher sees what the students see
-            class_weight=(
-                balanced_weights(data.train.labels, data.n_classes)
-                if job.class_weight == "balanced"
-                else None
-            ),
-        )
+        try:
+            stats = train_epoch(
+                model,
+                data.train,
+                optimizer=optimizer,
+                batch_size=teacher.batch_size,
+                generator=generator,
+                augment=job.augment.augmentation(),  # the teacher sees what the students see
+                class_weight=(
+                    balanced_weights(data.train.labels, data.n_classes)
+                    if job.class_weight == "balanced"
+                    else None
+                ),
+            )
+        except FloatingPointError as exc:  # a trial's outcome for a student; a traceback here
+            raise ValueError(
+                f"teacher: {exc} in epoch {epoch} of {teacher.epochs} (teacher.lr "
+                f"{teacher.lr:g}, teacher.optimizer {teacher.optimizer}): lower teacher.lr"
+            ) from None
         if report is not None:
             report(
                 {

@@ -53,6 +53,19 @@ from tests.search.conftest import live_processes_with, nascomp, nascomp_here
             ["--set", "teacher.arch={family: cnn, n_stages: [1, 2]}"],
             "teacher.arch: n_stages must be an int, got [1, 2]",
         ),
+        (  # a traceback (FloatingPointError) after the banner
+            [
+                "--set",
+                "space.distill.enabled=[true]",
+                "--set",
+                "teacher.epochs=1",
+                "--set",
+                "teacher.lr=1e12",
+                "--set",
+                "teacher.optimizer=sgd",
+            ],
+            "teacher: training diverged: loss is nan in epoch 1 of 1 (teacher.lr 1e+12",
+        ),
         (  # found as the teacher trains: it named no field
             ["--set", "teacher.arch.n_stages=6", "--set", "space.distill.enabled=[true]"],
             "teacher.arch: cnn: input height shrinks to 1",

@@ -15,7 +15,7 @@ from torch import nn
 
 from nascomp.compressors.size import float_weights
 from nascomp.search.errors import ConfigError
-from nascomp.search.experiment import validate_experiment
+from nascomp.search.experiment import load_experiment, validate_experiment
 from nascomp.search.preflight import (
     check_user_code,
     float_weights_note,
@@ -605,3 +605,23 @@ def test_structured_pruning_the_student_cannot_take_is_refused_before_any_trial(
     message = str(caught.value)
     assert message.startswith(f"space.prune.method: every structured trial would fail: {refused}")
     assert "\n" not in message
+
+
+def test_settings_that_no_part_of_the_search_reads_get_a_note() -> None:
+    """The teacher's section with no trial distilling (a garbage teacher.checkpoint passed
+    unsaid), the rungs without mo_asha; and a teacher at chance, which every student learned
+    from unsaid."""
+    from nascomp.search.driver import _unread_sections_notes, chance_note
+
+    notes: list[str] = []
+    overrides = ["space.distill.enabled=false", "teacher.epochs=3", "search.rungs.grace_period=2"]
+    _unread_sections_notes(load_experiment(None, overrides), notes)
+    assert notes[0].startswith("teacher: never read: no trial distils (space.distill.enabled")
+    assert "epochs" in notes[0]
+    assert notes[1] == "search.rungs: never read: search.scheduler is none (mo_asha reads it)"
+    assert len(notes) == 2
+    notes = []
+    _unread_sections_notes(load_experiment(None, ["search.scheduler=mo_asha"]), notes)
+    assert notes == []  # the quickstart distils: its teacher is read
+    assert chance_note(0.0972, 10) is not None and chance_note(0.16, 10) is None
+    assert chance_note(0.9, 2) is None and chance_note(0.74, 2) is not None
