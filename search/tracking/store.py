@@ -48,6 +48,7 @@ CONSTRAINTS_TAG = "nascomp.constraints"
 # The search's data.root as it was read (trainers.listing): reproduce tells changed data apart
 DATA_FILES_TAG = "nascomp.data_files"
 CODE_FILES_TAG = "nascomp.code_files"  # {"module:function": SHA-256 of its source file}
+_TAG_LIMIT = 8000  # MLflow's limit on a tag's value (mlflow.utils.validation)
 FEASIBLE_TAG = "nascomp.feasible"
 HYPERVOLUME = "hypervolume"  # the parent run's metric, one step per ended trial
 SOURCE_TAG = "nascomp.reproduced_from"
@@ -352,8 +353,9 @@ class Tracker:
         }
         if data_files is not None:
             tags[DATA_FILES_TAG] = data_files
-        if code_files:
-            tags[CODE_FILES_TAG] = json.dumps(code_files, sort_keys=True)
+        code = json.dumps(code_files or {}, sort_keys=True)
+        if code_files and len(code) <= _TAG_LIMIT:  # a space of very many builders: unrecorded
+            tags[CODE_FILES_TAG] = code
         if git_commit:
             tags["mlflow.source.git.commit"] = git_commit
         experiment_id = self.experiment_id(create=True)
