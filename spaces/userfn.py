@@ -9,11 +9,14 @@ CLI can print it without a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import os
 import sys
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +36,35 @@ def _working_folder_importable() -> None:
     cwd = os.getcwd()
     if cwd not in sys.path and "" not in sys.path:
         sys.path.insert(0, cwd)
+
+
+# After this long in one call of the user's code, a line says which function is running: a
+# builder, forward or factory that hung held the search's checks with no word at all.
+SLOW_CALL_S = 60.0
+
+
+@contextlib.contextmanager
+def calling(who: str, after_s: float | None = None) -> Iterator[None]:
+    """Around a call of the user's code (``who``: e.g. ``builder my_models:net``): once it has
+    run ``after_s`` seconds (``SLOW_CALL_S``), one line on stderr names it, and that it goes
+    on; nothing when it returns sooner."""
+    started = time.monotonic()
+
+    def still_running() -> None:
+        waited = time.monotonic() - started
+        print(
+            f"nascomp: still in {who}, called {waited:.0f} s ago (Ctrl-C stops)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    timer = threading.Timer(SLOW_CALL_S if after_s is None else after_s, still_running)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
 
 
 def module_file(path: str) -> Path | None:

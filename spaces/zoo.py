@@ -41,7 +41,7 @@ from torch import nn
 
 from nascomp.spaces.models import InfeasibleArchitecture, register_model
 from nascomp.spaces.params import ArchSpaceBase, Param, parse_spec, to_param
-from nascomp.spaces.userfn import NotLogitsError, UserCodeError, load_callable
+from nascomp.spaces.userfn import NotLogitsError, UserCodeError, calling, load_callable
 
 SMALL_INPUT = 64  # below this many pixels a side, the zoo's stem keeps the resolution
 # Keyword arguments nascomp sets itself: the data decides them, or they would download weights.
@@ -400,7 +400,7 @@ def check_output(
     probe = torch.zeros(2, *input_shape, dtype=input_dtype)
     try:
         model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), calling(f"the forward of the model from {who}"):
             output = model(probe)
     except KeyboardInterrupt:
         raise
@@ -512,7 +512,8 @@ def build_custom(
     builder = load_callable(path, "builder")
     who = f"builder {path}"
     try:
-        model = builder(input_shape=input_shape, n_classes=n_classes, **arguments)
+        with calling(who):
+            model = builder(input_shape=input_shape, n_classes=n_classes, **arguments)
     except InfeasibleArchitecture:
         raise
     except KeyboardInterrupt:

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
 
-from nascomp.spaces.userfn import UserCodeError, load_callable
+from nascomp.spaces.userfn import UserCodeError, calling, load_callable
 from nascomp.trainers.data import DataNotFoundError
 from nascomp.trainers.normalise import population_std
 from nascomp.trainers.tables import TableError, check_table, open_table
@@ -115,7 +115,8 @@ def _call_factory(source: DatasetSource) -> Any:
     if source.root is not None:
         kwargs["root"] = source.root
     try:
-        return factory(**kwargs)
+        with calling(f"{FACTORY_FIELD} {source.factory}"):
+            return factory(**kwargs)
     except KeyboardInterrupt:
         raise
     except BaseException as exc:  # the user's code: any failure (sys.exit too), in one line

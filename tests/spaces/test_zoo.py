@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -134,6 +135,20 @@ def test_a_broken_builder_is_a_user_code_error_naming_it(builder: str, message: 
     with pytest.raises(UserCodeError, match=message) as caught:
         build_model({"family": "custom", "builder": f"{USER}:{builder}"}, (1, 8, 8), 10)
     assert "\n" not in str(caught.value)
+
+
+def test_a_slow_builder_is_named_while_it_runs(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A builder (or forward, or factory) that hung held the checks without a word; after
+    ``SLOW_CALL_S`` one line names it. A quick one says nothing."""
+    monkeypatch.setattr("nascomp.spaces.userfn.SLOW_CALL_S", 0.2)
+    build_model({"family": "custom", "builder": f"{USER}:slow"}, (1, 8, 8), 10)
+    build_model({"family": "custom", "builder": f"{USER}:tiny"}, (1, 8, 8), 10)
+    time.sleep(0.3)
+    assert capsys.readouterr().err == (
+        f"nascomp: still in builder {USER}:slow, called 0 s ago (Ctrl-C stops)\n"
+    )
 
 
 def test_the_users_own_infeasible_class_marks_the_architecture_infeasible() -> None:

@@ -92,6 +92,13 @@ def forward_raises(input_shape, n_classes):
     return _Refuses(n_classes)
 
 
+def slow(input_shape, n_classes):
+    import time
+
+    time.sleep(0.6)
+    return nn.Sequential(nn.Flatten(), nn.LazyLinear(n_classes))
+
+
 def rgb_only(input_shape, n_classes):
     return nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.LazyLinear(n_classes))
 
