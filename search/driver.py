@@ -960,6 +960,8 @@ def _check_host_port(address: str, timeout_s: float, named: str, looked_up: bool
         raise SearchError(
             f"{named} {address!r}: write an IPv6 address in brackets, [{host}]:{port}"
         )
+    if not 1 <= int(port) <= 65535:  # "no Ray cluster answers" blamed the cluster
+        raise SearchError(f"{named} {address!r}: the port must be in 1..65535")
     host = host.removeprefix("[").removesuffix("]")  # [::1]:6379, an IPv6 address's form
     try:
         with socket.create_connection((host, int(port)), timeout=timeout_s) as sock:

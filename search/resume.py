@@ -186,6 +186,11 @@ def find_resumable(experiment: Experiment, which: str) -> SearchFolder:
                 f"--resume {which}: an experiment file, taken as the result folder to resume; "
                 f"put it before the flag: nascomp search {which} --resume"
             )
+        if not path.exists():  # "no manifest there" sent the user looking inside it
+            raise SearchError(
+                f"--resume {which}: no such folder; give a search's result folder "
+                "(nascomp-..., under storage), or --resume alone for the latest"
+            )
         if not manifest_path(path).is_file():
             raise SearchError(
                 f"--resume {which}: no {MANIFEST} there (not a nascomp result folder)"

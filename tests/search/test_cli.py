@@ -29,7 +29,9 @@ from tests.search.conftest import live_processes_with, nascomp, nascomp_here
         ),
         (["missing.yaml"], "experiment file"),
         (["--resume"], "--resume: no unfinished search of this experiment"),
-        (["--resume", "elsewhere"], "--resume elsewhere: no nascomp/manifest.json there"),
+        (["--resume", "elsewhere"], "--resume elsewhere: no such folder; give a search's"),
+        (["--resume", "."], "--resume .: no nascomp/manifest.json there"),
+        (["--address", "127.0.0.1:99999"], "--address '127.0.0.1:99999': the port must be in"),
         (["--tracking-uri", "foo://bar"], "tracking.uri: 'foo://bar' has a scheme MLflow has"),
         (  # a traceback after the teacher trained; the password is not shown
             ["--tracking-uri", "postgresql://bob:pw99@127.0.0.1:1/db"],
