@@ -598,6 +598,8 @@ def _tracker(args: argparse.Namespace) -> Any:
     tracker.check_reachable()
     if getattr(args, "search_run", None):  # the start of an id, as reproduce's RUN_ID takes
         args.search_run = tracker.resolve_run_id(args.search_run, role="search")
+    if getattr(args, "run_id", None):  # the start of one, or a trial's id: its experiment too
+        args.run_id = tracker.resolve_run_id(args.run_id)
     # A run id names its experiment, whatever --experiment says (a search run read in another
     # experiment had no trials: an empty front, exit 0); a store with one searched experiment
     # needs no name.
@@ -820,7 +822,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         check_export_folder(args.export, "--export", fp16=args.fp16)
     tracker = _tracker(args)
     tracker.check_writable()  # the reproduction is logged as a run
-    run_id = args.run_id if args.run_id is None else tracker.resolve_run_id(args.run_id)
+    run_id = args.run_id  # resolved by _tracker: the start of an id, a trial's id
     if args.search_run is not None and run_id is not None:
         return _fail(
             "--search-run: a run id names its trial; give --search-run with --rank or --pick"
