@@ -290,6 +290,37 @@ def quantize_int8(
                     "TensorQuantOverrides": overrides,
                 },
             )
+    drop_unused_opsets(out_path)
+
+
+def drop_unused_opsets(path: str | Path) -> None:
+    """Keep in the file's ``opset_import`` only the domains its nodes use (and the default
+    one): ONNX Runtime's quantizer declares every domain it knows (``com.microsoft``,
+    ``ai.onnx.training``, ``org.pytorch.aten``: nine in all) in files whose every node is a
+    standard operator, which a stricter converter than ONNX Runtime may refuse."""
+    import onnx
+
+    model = onnx.load(str(path))
+    used = {""} | {node.domain for node in _all_nodes(model.graph)}
+    kept = [opset for opset in model.opset_import if opset.domain in used | {"ai.onnx"}]
+    if len(kept) == len(model.opset_import):
+        return
+    del model.opset_import[:]
+    model.opset_import.extend(kept)
+    onnx.save(model, str(path))
+
+
+def _all_nodes(graph: Any) -> Iterator[Any]:
+    """The graph's nodes, those of its subgraphs (an If's, a Loop's) too."""
+    import onnx
+
+    for node in graph.node:
+        yield node
+        for attribute in node.attribute:
+            if attribute.type == onnx.AttributeProto.GRAPH:
+                yield from _all_nodes(attribute.g)
+            for subgraph in attribute.graphs:
+                yield from _all_nodes(subgraph)
 
 
 _WEIGHT_OPS = ("Conv", "Gemm", "MatMul")
