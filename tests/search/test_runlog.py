@@ -87,7 +87,10 @@ def test_ops_make_one_nested_run_per_trial(store: tuple, tmp_path: Path) -> None
 
 
 class DownAfterCreate(Outage):
-    """The store goes away right after it created a run, before the run's params are in."""
+    """The store goes away right after it created a run, before the run's params are in (or,
+    ``answer_lost``, before create_run's answer arrived)."""
+
+    answer_lost = False
 
     def __getattr__(self, name: str) -> Any:
         call = super().__getattr__(name)
@@ -97,6 +100,8 @@ class DownAfterCreate(Outage):
         def create(*args: Any, **kwargs: Any) -> Any:
             run = call(*args, **kwargs)
             self.down = True
+            if self.answer_lost:
+                raise ConnectionError("create_run: Connection aborted")
             return run
 
         return create
@@ -120,20 +125,10 @@ def test_a_start_cut_by_an_outage_completes_its_run_rather_than_making_another(
     assert flaky.calls.count("create_run") == 1
 
 
-class AnswerLost(Outage):
+class AnswerLost(DownAfterCreate):
     """create_run makes the run, then the connection drops before its answer arrives."""
 
-    def __getattr__(self, name: str) -> Any:
-        call = super().__getattr__(name)
-        if name != "create_run":
-            return call
-
-        def made_then_lost(*args: Any, **kwargs: Any) -> Any:
-            call(*args, **kwargs)
-            self.down = True
-            raise ConnectionError("create_run: Connection aborted")
-
-        return made_then_lost
+    answer_lost = True
 
 
 def test_a_run_made_but_unanswered_is_completed_not_made_twice(store: tuple) -> None:
