@@ -1,4 +1,4 @@
-"""``nascomp``: search, replay, pareto, reproduce, ui."""
+"""``nascomp``: search, replay, pareto, reproduce, export, ui."""
 
 from __future__ import annotations
 
@@ -310,7 +310,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nascomp",
         description="Search architectures and their compression together: search, replay, "
-        "pareto, reproduce, ui.",
+        "pareto, reproduce, export, ui.",
     )
     parser.add_argument("--version", action="version", version=f"nascomp {version()}")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -380,20 +380,7 @@ def _parser() -> argparse.ArgumentParser:
     reproduce = commands.add_parser(
         "reproduce", help="re-run a trial from MLflow and export its model"
     )
-    target = reproduce.add_mutually_exclusive_group(required=True)
-    target.add_argument("run_id", nargs="?", type=_run_id, help="the trial's MLflow run id")
-    target.add_argument("--rank", type=int, help="take the K-th model of the latest search's front")
-    target.add_argument(
-        "--pick",
-        metavar="RULE",
-        type=_rule,
-        help="take the latest search's model chosen by RULE (see pareto)",
-    )
-    reproduce.add_argument(
-        "--search-run",
-        type=_run_id,
-        help="with --rank or --pick: the search's parent run id (default: the latest)",
-    )
+    _target_args(reproduce)
     _tracking_args(reproduce)
     reproduce.add_argument(
         "--export",
@@ -416,6 +403,28 @@ def _parser() -> argparse.ArgumentParser:
     )
     reproduce.set_defaults(run=cmd_reproduce)
 
+    export = commands.add_parser(
+        "export",
+        help="export a trial's model as the search trained it (its MLflow files): no training",
+    )
+    _target_args(export)
+    _tracking_args(export)
+    export.add_argument(
+        "--to",
+        type=_folder,
+        metavar="DIR",
+        required=True,
+        help="write model.onnx (the file to ship), the compressed artifact, state dict and "
+        "TorchScript here",
+    )
+    export.add_argument(
+        "--fp16",
+        action="store_true",
+        help="also write model.fp16.onnx (fp16 weights, float32 input and output, for GPU "
+        "runtimes) and print its agreement with the evaluated model",
+    )
+    export.set_defaults(run=cmd_export)
+
     ui = commands.add_parser("ui", help="serve the MLflow UI on the tracking store")
     ui.add_argument(
         "--tracking-uri", type=_uri, help="default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db"
@@ -431,6 +440,24 @@ def _parser() -> argparse.ArgumentParser:
     )
     ui.set_defaults(run=cmd_ui)
     return parser
+
+
+def _target_args(parser: argparse.ArgumentParser) -> None:
+    """Which trial a command takes: a run id, or a model of a search's front."""
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("run_id", nargs="?", type=_run_id, help="the trial's MLflow run id")
+    target.add_argument("--rank", type=int, help="take the K-th model of the latest search's front")
+    target.add_argument(
+        "--pick",
+        metavar="RULE",
+        type=_rule,
+        help="take the latest search's model chosen by RULE (see pareto)",
+    )
+    parser.add_argument(
+        "--search-run",
+        type=_run_id,
+        help="with --rank or --pick: the search's parent run id (default: the latest)",
+    )
 
 
 def _tracking_args(parser: argparse.ArgumentParser, of_a_file: bool = False) -> None:
@@ -812,7 +839,7 @@ def onnx_note(exported: dict[str, Any], metrics: dict[str, float]) -> str | None
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from nascomp.search.export import check_export_folder, foreign_files
+    from nascomp.search.export import check_export_folder
     from nascomp.search.reproduce import reproduce
 
     if args.fp16 and args.export is None:
@@ -822,27 +849,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         check_export_folder(args.export, "--export", fp16=args.fp16)
     tracker = _tracker(args)
     tracker.check_writable()  # the reproduction is logged as a run
-    run_id = args.run_id  # resolved by _tracker: the start of an id, a trial's id
-    if args.search_run is not None and run_id is not None:
-        return _fail(
-            "--search-run: a run id names its trial; give --search-run with --rank or --pick"
-        )
-    if args.pick:
-        search_run = args.search_run or tracker.latest_search()
-        run_id = _pick(tracker, args.pick, search_run).run_id  # an unknown search: one line
-        _search_note(tracker, search_run, named=args.search_run is not None)
-    if run_id is None:
-        search_run, front, _ = _front(tracker, args.search_run)
-        if not front:
-            raise ValueError(
-                f"the front of search {search_run} is empty "
-                f"({_empty_reason(tracker, search_run, front)}): no model to reproduce"
-            )
-        if not 1 <= args.rank <= len(front):
-            raise ValueError(
-                f"--rank must be in 1..{len(front)} (the front's size); got {args.rank}"
-            )
-        run_id = front[args.rank - 1].run_id
+    run_id = _target_run(args, tracker, "reproduce")
     record = tracker.trial_record(run_id)
     lookup = record.params.get("trial") == "nb201_lookup"
     if lookup and (args.export is not None or args.register):
@@ -862,16 +869,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     # Accuracies and sizes repeat exactly; times are measured again, on today's machine load.
     print("  (train_seconds and latencies are timed again: they move with the machine's load)")
     print(f"model logged as {result.model_uri} ({PICKLE_NOTE})")
-    for kind, path in result.exported.items():
-        print(f"exported {kind}: {path} ({path.stat().st_size:,} bytes)")
     if args.export is not None:
-        for path in foreign_files(args.export, result.exported):
-            print(
-                f"note: {path} was in the folder before and is not of this export: left as it was"
-            )
-    if result.fp16_agreement is not None:
-        agreement = result.fp16_agreement
-        print(f"model.fp16.onnx top-1 agreement with the evaluated model: {agreement:.4f}")
+        _print_exported(args.export, result.exported, result.fp16_agreement)
     if note := onnx_note(result.exported, result.outcome.metrics):
         print(note)
     if result.registered is not None:
@@ -880,27 +879,121 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
             f"registered {version.name} version {version.version} (models:/{version.name}/"
             f"{version.version})"
         )
-    if result.data_changed:
+    _print_changes(
+        result.data_root,
+        result.data_changed,
+        result.code_changed,
+        mismatched,
+        "this reproduction trained on other data",
+        "this reproduction built what that code builds now",
+        "another device or thread count?",
+    )
+    return 0
+
+
+def _print_exported(folder: Path, exported: dict[str, Path], fp16_agreement: float | None) -> None:
+    from nascomp.search.export import foreign_files
+
+    for kind, path in exported.items():
+        print(f"exported {kind}: {path} ({path.stat().st_size:,} bytes)")
+    for path in foreign_files(folder, exported):
+        print(f"note: {path} was in the folder before and is not of this export: left as it was")
+    if fp16_agreement is not None:
+        print(f"model.fp16.onnx top-1 agreement with the evaluated model: {fp16_agreement:.4f}")
+
+
+def _print_changes(
+    data_root: str | None,
+    data_changed: bool | None,
+    code_changed: list[str],
+    mismatched: list[str],
+    on_data: str,
+    on_code: str,
+    otherwise: str,
+) -> None:
+    """What changed since the search ran the trial (its data, its code), and the accuracies
+    that differ from the run's, with the likeliest reason."""
+    if data_changed:
         print(
-            f"note: the files under data.root ({result.data_root}) were added, removed or "
-            "changed since the search read them: this reproduction trained on other data"
+            f"note: the files under data.root ({data_root}) were added, removed or changed "
+            f"since the search read them: {on_data}"
         )
-    if result.code_changed:
+    if code_changed:
         print(
-            f"warning: the source of {', '.join(result.code_changed)} changed since the search "
-            "ran it (its file's SHA-256 differs): this reproduction built what that code "
-            "builds now"
+            f"warning: the source of {', '.join(code_changed)} changed since the search ran it "
+            f"(its file's SHA-256 differs): {on_code}"
         )
     if mismatched:
         why = (
             "the code changed"
-            if result.code_changed
+            if code_changed
             else "the data changed"
-            if result.data_changed
-            else "another device or thread count?"
+            if data_changed
+            else otherwise
         )
         print(f"warning: {', '.join(mismatched)} differ from the logged run ({why})")
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from nascomp.search.export import check_export_folder
+    from nascomp.search.export_run import export_trial
+
+    check_writable_folder(args.to, "--to")  # before the run is looked up
+    check_export_folder(args.to, "--to", fp16=args.fp16)
+    tracker = _tracker(args)
+    run_id = _target_run(args, tracker, "export")
+    record = tracker.trial_record(run_id)
+    if record.params.get("trial") == "nb201_lookup":
+        return _fail(f"run {run_id} is a NAS-Bench-201 lookup: no trained weights to export")
+    print(f"exporting {run_id}: {_describe(record.params)}")
+    result = export_trial(tracker, run_id, args.to, fp16=args.fp16, echo=print)
+    print(f"  {'metric':<24}{'logged':>14}{'from its files':>16}")
+    for name, logged, again in result.comparison():
+        same = logged is not None and logged == again
+        print(f"  {name:<24}{_fmt(logged):>14}{_fmt(again):>16}{'  =' if same else ''}")
+    if result.shipped:
+        shown = ", ".join(f"{name} {value:.4f}" for name, value in result.shipped.items())
+        print(f"model.onnx (the file to ship) in ONNX Runtime: {shown}")
+    _print_exported(args.to, result.exported, result.fp16_agreement)
+    device = result.trial.config.device
+    _print_changes(
+        result.trial.config.data.root,
+        result.trial.data_changed,
+        result.trial.code_changed,
+        result.differing(),
+        "the model is the one the search trained; its accuracies here are on today's files",
+        "the files were rebuilt by what that code builds now",
+        f"the trial ran on {device}, this on the CPU"
+        if device != "cpu"
+        else "another thread count?",
+    )
     return 0
+
+
+def _target_run(args: argparse.Namespace, tracker: Any, verb: str) -> str:
+    """The run id of the trial ``args`` name (``_target_args``)."""
+    run_id = args.run_id  # resolved by _tracker: the start of an id, a trial's id
+    if args.search_run is not None and run_id is not None:
+        raise ConfigError(
+            "--search-run: a run id names its trial; give --search-run with --rank or --pick"
+        )
+    if args.pick:
+        search_run = args.search_run or tracker.latest_search()
+        run_id = _pick(tracker, args.pick, search_run).run_id  # an unknown search: one line
+        _search_note(tracker, search_run, named=args.search_run is not None)
+    if run_id is None:
+        search_run, front, _ = _front(tracker, args.search_run)
+        if not front:
+            raise ValueError(
+                f"the front of search {search_run} is empty "
+                f"({_empty_reason(tracker, search_run, front)}): no model to {verb}"
+            )
+        if not 1 <= args.rank <= len(front):
+            raise ValueError(
+                f"--rank must be in 1..{len(front)} (the front's size); got {args.rank}"
+            )
+        run_id = front[args.rank - 1].run_id
+    return run_id
 
 
 def _reproduce_lookup(record: Any) -> int:

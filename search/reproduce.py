@@ -71,6 +71,56 @@ class Reproduction:
         )
 
 
+@dataclass
+class LoggedTrial:
+    """A finished trial as the search ran it: its run, flat config, and what changed since."""
+
+    source: TrialRecord
+    flat: dict[str, Any]
+    config: TrialConfig
+    # The user's builders and factories whose source differs from what the search ran
+    code_changed: list[str]
+    # Whether the files under data.root differ from what the search read; None: not known
+    data_changed: bool | None
+
+
+def read_trial(
+    tracker: Tracker, run_id: str, verb: str, echo: Callable[[str], Any] | None = None
+) -> LoggedTrial:
+    """Trial ``run_id``'s record and exact config, for the command ``verb`` (reproduce,
+    export) that rebuilds its model; a run that is no finished trial, or whose config names
+    code that does not import here, is a one-line ValueError. ``echo`` gets a note when the
+    config is rebuilt from the run's rounded params."""
+    source = tracker.trial_record(run_id)
+    if source.status != "ok":
+        raise ValueError(
+            f"run {run_id} is not a finished trial (status {source.status!r}); nothing to {verb}"
+        )
+    logged = tracker.logged_config(source)
+    flat = logged if logged is not None else dict(source.params)
+    if logged is None and echo is not None:  # it was rebuilt unsaid, floats rounded
+        echo(
+            f"note: run {run_id} holds no {CONFIG_ARTIFACT} (its artifacts deleted, or logged "
+            "before nascomp wrote one): its config is rebuilt from its MLflow params, whose "
+            "numbers are rounded (15 significant digits) and types guessed, so what it "
+            "rebuilds may differ from the trial"
+        )
+    try:
+        config = TrialConfig.from_flat(flat)
+    except ValidationError as exc:
+        line = one_line(exc)
+        if "is not importable" in line:  # the user's module, next to the experiment file
+            line += f"; run `nascomp {verb}` where the search ran, or install the module"
+        raise ValueError(f"run {run_id}: {line}") from None
+    searched_code = tracker.search_code_files(source)
+    now_code = code_files_digest(code_paths(flat))
+    code_changed = [p for p, sha in now_code.items() if searched_code.get(p, sha) != sha]
+    searched = tracker.search_data_files(source)
+    now = data_files_digest(config.data.name, config.data.root)
+    data_changed = None if searched is None else now != searched
+    return LoggedTrial(source, flat, config, code_changed, data_changed)
+
+
 def reproduce(
     tracker: Tracker,
     run_id: str,
@@ -86,33 +136,8 @@ def reproduce(
     a reproduction trains for as long as the trial did."""
     if fp16 and export_dir is None:
         raise ValueError("--fp16 writes model.fp16.onnx into the --export folder: give --export")
-    source = tracker.trial_record(run_id)
-    if source.status != "ok":
-        raise ValueError(
-            f"run {run_id} is not a finished trial (status {source.status!r}); nothing to reproduce"
-        )
-    logged = tracker.logged_config(source)
-    flat = logged if logged is not None else dict(source.params)
-    if logged is None and echo is not None:  # it was rebuilt unsaid, floats rounded
-        echo(
-            f"note: run {run_id} holds no {CONFIG_ARTIFACT} (its artifacts deleted, or logged "
-            "before nascomp wrote one): its config is rebuilt from its MLflow params, whose "
-            "numbers are rounded (15 significant digits) and types guessed, so the "
-            "reproduction may differ from the trial"
-        )
-    try:
-        config = TrialConfig.from_flat(flat)
-    except ValidationError as exc:
-        line = one_line(exc)
-        if "is not importable" in line:  # the user's module, next to the experiment file
-            line += "; run `nascomp reproduce` where the search ran, or install the module"
-        raise ValueError(f"run {run_id}: {line}") from None
-    searched_code = tracker.search_code_files(source)
-    now_code = code_files_digest(code_paths(flat))
-    code_changed = [p for p, sha in now_code.items() if searched_code.get(p, sha) != sha]
-    searched = tracker.search_data_files(source)
-    now = data_files_digest(config.data.name, config.data.root)
-    data_changed = None if searched is None else now != searched
+    trial = read_trial(tracker, run_id, "reproduce", echo)
+    source, flat, config = trial.source, trial.flat, trial.config
     teacher_state = None
     if config.distill.enabled:
         lines = TeacherEpochs(echo) if echo is not None else None
@@ -188,8 +213,8 @@ def reproduce(
         exported=exported,
         registered=registered,
         fp16_agreement=fp16_agreement,
-        data_changed=data_changed,
-        code_changed=code_changed,
+        data_changed=trial.data_changed,
+        code_changed=trial.code_changed,
         data_root=config.data.root,
     )
 

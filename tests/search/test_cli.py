@@ -247,7 +247,7 @@ def test_pareto_says_a_search_is_unfinished_and_which_of_several_it_read(
 def test_help_lists_the_commands(tmp_path: Path) -> None:
     result = nascomp("--help", cwd=tmp_path, timeout=120)
     assert result.returncode == 0
-    for command in ("search", "pareto", "reproduce", "ui"):
+    for command in ("search", "pareto", "reproduce", "export", "ui"):
         assert command in result.stdout
 
 
@@ -387,6 +387,34 @@ def test_results_and_exports_that_cannot_be_written_are_refused_before_anything_
     assert empty.stderr.strip().endswith("argument --export: give a folder; got an empty path")
 
 
+def test_export_refuses_a_folder_it_cannot_fill_before_reading_the_store(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`nascomp export`'s --to: a file, or a folder whose model.onnx is not a file, is one line
+    before the store is opened (none is made); without --to, a usage error."""
+    from nascomp.search.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("")
+    (tmp_path / "out" / "model.onnx").mkdir(parents=True)
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    for folder, error in (
+        ("afile", f"--to: {tmp_path / 'afile'} is a file; give a folder (got 'afile')"),
+        (
+            "out",
+            "--to: out/model.onnx is in the way of the export's model.onnx and is not a file; "
+            "move it or give another folder",
+        ),
+    ):
+        assert main(["export", "0" * 32, "--to", folder, "--tracking-uri", store]) == 2
+        assert capsys.readouterr().err.strip() == f"nascomp: error: {error}"
+    assert not (tmp_path / "mlflow.db").exists()
+    with pytest.raises(SystemExit) as caught:
+        main(["export", "0" * 32, "--tracking-uri", store])
+    assert caught.value.code == 2
+    assert "the following arguments are required: --to" in capsys.readouterr().err
+
+
 def test_a_folder_no_folder_can_be_made_in_is_refused_even_for_root(tmp_path: Path) -> None:
     """/proc: os.access says root may write there, but no folder can be made in it."""
     from nascomp.search.errors import ConfigError
@@ -438,6 +466,7 @@ def test_ui_of_a_store_that_is_not_there_is_refused_and_makes_none(
     ("args", "argument"),
     [
         (["reproduce", ""], "run_id"),  # MLflow's traceback before
+        (["export", "", "--to", "out"], "run_id"),
         (["reproduce", "--search-run", "", "--rank", "1"], "--search-run"),
         (["pareto", "--search-run", " "], "--search-run"),  # the latest search, unsaid
     ],

@@ -300,6 +300,82 @@ def test_reproduce_matches_and_exports(searched: Searched) -> None:
     assert f"exported onnx: {export / 'model.onnx'} ({len(onnx_bytes):,} bytes)" in result.stdout
 
 
+def test_export_writes_the_trials_own_model_without_training(searched: Searched) -> None:
+    """`nascomp export` rebuilds the model from the trial's logged files: the same compressed
+    file and ONNX graph the search logged, its accuracies as logged, what the file to ship
+    scores in ONNX Runtime, and no training and no new run."""
+    runs_before = len(searched.runs(""))
+    export = searched.folder / "export-files"
+    result = searched.cli("export", "--rank", "2", "--to", str(export))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "warning" not in result.stdout and "epoch" not in result.stdout
+    source_id = json.loads(searched.cli("pareto", "--json").stdout)["front"][1]["run_id"]
+    assert result.stdout.startswith(f"exporting {source_id}: ")
+    for name in ("val_accuracy", "test_accuracy", "onnx_agreement"):
+        assert re.search(rf"^  {name} +\S+ +\S+  =$", result.stdout, re.MULTILINE), name
+    assert len(searched.runs("")) == runs_before  # nothing trained, nothing logged
+    with tempfile.TemporaryDirectory() as scratch:
+        logged = Path(searched.client.download_artifacts(source_id, "", scratch))
+        # The same compressed model, byte for byte, and the same graph as the search's file.
+        assert (export / "model.nascomp").read_bytes() == (logged / "model.nascomp").read_bytes()
+        import onnx
+
+        shipped, searched_file = (
+            onnx.load(str(export / "model.onnx")),
+            onnx.load(str(logged / "onnx_model" / "model.onnx")),
+        )
+    assert shipped.graph == searched_file.graph
+    metadata = {p.key: p.value for p in shipped.metadata_props}
+    assert metadata["nascomp.trial_run_id"] == source_id
+    assert json.loads(metadata["nascomp.preprocess"]) == json.loads(
+        (export / "preprocess.json").read_text()
+    )
+    source = searched.client.get_run(source_id)
+    info = json.loads((export / "export.json").read_text())
+    assert info["trial_run_id"] == source_id and "reproduction_run_id" not in info
+    for name in ("val_accuracy", "test_accuracy", "val_balanced_accuracy", "onnx_agreement"):
+        assert info["evaluated"][name] == source.data.metrics[name], name
+    # What the shipped file scores, measured here in ONNX Runtime on the trial's own split.
+    import onnxruntime
+
+    from nascomp.trainers.config import TrialConfig
+
+    config = TrialConfig.from_flat(json.loads((export / "trial_config.json").read_text()))
+    val = config.data.load().val
+    session = onnxruntime.InferenceSession(str(export / "model.onnx"))
+    predicted = session.run(None, {"input": val.head(len(val)).numpy()})[0].argmax(1)
+    expected = float((predicted == val.labels.numpy()).mean())
+    assert info["model_onnx_accuracy"]["val_accuracy"] == pytest.approx(expected, abs=1e-6)
+    assert f"in ONNX Runtime: val_accuracy {expected:.4f}" in result.stdout
+
+
+def test_export_of_a_run_without_model_files_is_one_line(searched: Searched) -> None:
+    """A finished trial whose model files are gone (deleted, or an older nascomp's): one line
+    that names them and the command that trains the model again; nothing written."""
+    source_id = json.loads(searched.cli("pareto", "--json").stdout)["front"][0]["run_id"]
+    source = searched.client.get_run(source_id)
+    # Its copy in an experiment of its own (the search's counts stay as they are): params,
+    # tags and config, not the model files.
+    experiment = searched.client.create_experiment("without-model-files")
+    tags = {k: v for k, v in source.data.tags.items() if not k.startswith("mlflow.")}
+    copy_id = searched.client.create_run(experiment, tags=tags).info.run_id
+    for key, value in source.data.params.items():
+        searched.client.log_param(copy_id, key, value)
+    with tempfile.TemporaryDirectory() as scratch:
+        config = searched.client.download_artifacts(source_id, "trial_config.json", scratch)
+        searched.client.log_artifact(copy_id, config)
+    searched.client.set_terminated(copy_id, "FINISHED")
+    export = searched.folder / "export-none"
+    result = searched.cli("export", copy_id, "--to", str(export))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.strip() == (
+        f"nascomp: error: run {copy_id} holds no model.nascomp or skeleton.json (its artifacts "
+        f"deleted, or logged by an older nascomp): `nascomp reproduce {copy_id} --export DIR` "
+        "trains the model again and exports it"
+    )
+    assert not export.exists()
+
+
 def test_every_trial_logs_its_onnx_model_that_pyfunc_serves(searched: Searched) -> None:
     mlflow.set_tracking_uri(searched.uri)
     children = searched.runs("tags.`nascomp.trial_id` != ''")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -208,6 +209,23 @@ def test_search_reproduce_and_export_a_model_the_user_brings(
         logged = mlflow.pytorch.load_model(f"runs:/{reproduced.info.run_id}/model").eval()
         with torch.no_grad():
             assert torch.equal(load_exported(export, trust_code=True)(inputs), logged(inputs))
+        # Without training: the trial's own files give the model the reproduction trained.
+        files = tmp_path / "from-files"
+        exported = nascomp(
+            "export", source_id, "--to", str(files), "--tracking-uri", uri, cwd=tmp_path, env=env
+        )
+        assert exported.returncode == 0, exported.stderr[-3000:]
+        assert "warning" not in exported.stdout and "epoch" not in exported.stdout
+        assert re.search(r"^  val_accuracy +\S+ +\S+  =$", exported.stdout, re.MULTILINE)
+        for name in ("model.nascomp", "skeleton.json"):
+            assert (files / name).read_bytes() == (export / name).read_bytes(), name
+        # The same weights (torch.save's zip holds a random id: the tensors are compared), all
+        # but batch norm's count of training batches, which the compressed file does not keep
+        # and an evaluated model does not read.
+        state, again = (torch.load(f / "state_dict.pt", weights_only=True) for f in (files, export))
+        assert state.keys() == again.keys()
+        differ = [k for k in state if not torch.equal(state[k], again[k])]
+        assert all(k.endswith("num_batches_tracked") for k in differ), differ
         if family == "custom":
             # An edited builder: the reproduction builds what it builds now, and says so (it
             # said only that metrics differed, "another device or thread count?").
@@ -217,6 +235,12 @@ def test_search_reproduce_and_export_a_model_the_user_brings(
             assert edited.returncode == 0, edited.stderr[-3000:]
             assert "warning: the source of brought_models:" in edited.stdout
             assert "changed since the search ran it" in edited.stdout
+            edited = nascomp(
+                "export", source_id, "--to", str(files), "--tracking-uri", uri,
+                cwd=tmp_path, env=env,
+            )  # fmt: skip
+            assert edited.returncode == 0, edited.stderr[-3000:]
+            assert "warning: the source of brought_models:" in edited.stdout
 
 
 def test_a_search_on_integer_ids_ships_an_int64_model(

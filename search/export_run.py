@@ -1,0 +1,199 @@
+"""Export a trial's model as the search trained it, from its MLflow artifacts: no training.
+
+Every finished trial logs ``model.nascomp`` and ``skeleton.json`` (the compressed model, which
+``load_exported`` rebuilds exactly) and ``onnx_model/`` (the file its latency was timed on).
+``nascomp reproduce --export`` trains the trial again to get them, as long as the trial took;
+``nascomp export`` rebuilds the model from those files instead, evaluates it on the trial's
+own splits to show it is the model the run logged (the accuracies match exactly on the CPU),
+measures what the file to ship scores, and writes the same export folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from nascomp.compressors.onnx_export import OnnxModule
+from nascomp.search.about import version
+from nascomp.search.export import ARTIFACT, SKELETON, export_model, load_exported
+from nascomp.search.reproduce import LoggedTrial, onnx_agreement, read_trial
+from nascomp.search.tracking.models import ONNX_MODEL_DIR
+from nascomp.search.tracking.store import Tracker
+from nascomp.spaces.space import arch_from_flat
+from nascomp.trainers.config import describe_trial
+from nascomp.trainers.loop import (
+    predict_logits,
+    predicted_classes,
+    split_accuracy,
+    split_balanced_accuracy,
+    top1_agreement,
+)
+from nascomp.trainers.split import Split
+
+
+@dataclass
+class TrialExport:
+    trial: LoggedTrial
+    exported: dict[str, Path]
+    # the accuracies and onnx_agreement as the rebuilt model scores them here
+    evaluated: dict[str, float]
+    # val_accuracy and test_accuracy of model.onnx in ONNX Runtime; empty without a file
+    shipped: dict[str, float]
+    fp16_agreement: float | None = None
+
+    def comparison(self) -> list[tuple[str, float | None, float | None]]:
+        logged = self.trial.source.metrics
+        return [(name, logged.get(name), value) for name, value in self.evaluated.items()]
+
+    def differing(self) -> list[str]:
+        """The accuracies the rebuilt model gives otherwise than the run logged them."""
+        return [
+            name
+            for name, logged, again in self.comparison()
+            if name.endswith("accuracy") and logged is not None and logged != again
+        ]
+
+
+def export_trial(
+    tracker: Tracker,
+    run_id: str,
+    out_dir: Path,
+    fp16: bool = False,
+    echo: Callable[[str], Any] | None = None,
+) -> TrialExport:
+    """Write trial ``run_id``'s model, rebuilt from its run's artifacts, to ``out_dir`` (the
+    files of ``reproduce --export``; with ``fp16``, ``model.fp16.onnx`` too), after evaluating
+    it on the trial's validation and test splits."""
+    trial = read_trial(tracker, run_id, "export", echo)
+    flat, config = trial.flat, trial.config
+    with tempfile.TemporaryDirectory(prefix="nascomp-export-") as scratch:
+        folder = Path(scratch)
+        onnx = _download(tracker, trial, folder)
+        with _threads(config.threads):
+            model = _load(folder, trial)
+            data = config.data.load(threads=config.threads)
+            evaluated = _accuracies(model, data.val, "val") | _accuracies(model, data.test, "test")
+            shipped: dict[str, float] = {}
+            if onnx is not None:
+                file = OnnxModule(onnx, threads=config.threads)
+                evaluated["onnx_agreement"] = top1_agreement(model, file, data.val)
+                shipped = {
+                    "val_accuracy": _onnx_accuracy(file, data.val),
+                    "test_accuracy": _onnx_accuracy(file, data.test),
+                }
+    source = trial.source
+    provenance = {
+        "nascomp": version(),
+        "trial_run_id": source.run_id,
+        "exported_from": "the trial's MLflow artifacts (model.nascomp, skeleton.json, "
+        "onnx_model): the model as the search trained it, not trained again",
+        "tracking_uri": tracker.shown_uri,
+        "experiment_id": source.experiment_id,
+        "model": describe_trial(flat),
+        "model_onnx_form": source.tags.get("nascomp.latency_form", ""),
+        "metrics": dict(source.metrics),
+        # The rebuilt model's accuracies on the trial's splits (the CPU), and the shipped
+        # file's in ONNX Runtime: what a deployment of model.onnx scores.
+        "evaluated": evaluated,
+        "model_onnx_accuracy": shipped,
+    }
+    exported = export_model(
+        model,
+        data.test.head(1),
+        flat,
+        out_dir,
+        onnx=onnx,
+        fp16=fp16,
+        normalise=data.normalise,
+        classes=data.classes,
+        features=data.feature_names,
+        categories=data.categories,
+        provenance=provenance,
+    )
+    if onnx is None and echo is not None:
+        why = source.tags.get("nascomp.onnx", "no ONNX file: the trial logged none")
+        echo(f"note: {why}; so no model.onnx in the export, its other files are written")
+    fp16_agreement = None
+    if "onnx_fp16" in exported:
+        fp16_agreement = onnx_agreement(model, exported["onnx_fp16"], data.val)
+    return TrialExport(trial, exported, evaluated, shipped, fp16_agreement)
+
+
+def _download(tracker: Tracker, trial: LoggedTrial, folder: Path) -> bytes | None:
+    """Fetch the run's model files into ``folder``; return its ONNX file's bytes (None when
+    no exporter took the model: the trial was timed in PyTorch). A run without the model
+    files, or whose skeleton names another model than its config, is a ValueError."""
+    run_id = trial.source.run_id
+    listed = {item.path for item in tracker.client.list_artifacts(run_id)}
+    missing = [name for name in (ARTIFACT, SKELETON) if name not in listed]
+    if missing:
+        raise ValueError(
+            f"run {run_id} holds no {' or '.join(missing)} (its artifacts deleted, or logged by "
+            f"an older nascomp): `nascomp reproduce {run_id} --export DIR` trains the model "
+            "again and exports it"
+        )
+    for name in (ARTIFACT, SKELETON):
+        tracker.client.download_artifacts(run_id, name, str(folder))
+    # load_exported imports and calls the builder the skeleton names (trust_code): the one
+    # this trial's config names, which reproduce would run too, and no other.
+    skeleton = json.loads((folder / SKELETON).read_text())
+    expected = json.loads(json.dumps(arch_from_flat(trial.flat), default=str))
+    if not isinstance(skeleton, dict) or skeleton.get("arch") != expected:
+        raise ValueError(
+            f"run {run_id}: its {SKELETON} names another model than its config "
+            f"({describe_trial(trial.flat)}): the run's artifacts were changed; "
+            f"`nascomp reproduce {run_id} --export DIR` trains the model again"
+        )
+    if ONNX_MODEL_DIR not in listed:
+        return None
+    onnx_file = f"{ONNX_MODEL_DIR}/model.onnx"
+    return Path(tracker.client.download_artifacts(run_id, onnx_file, str(folder))).read_bytes()
+
+
+def _load(folder: Path, trial: LoggedTrial) -> nn.Module:
+    """The run's model, rebuilt by its builder and filled from its compressed file; a builder
+    whose code changed since the search and builds another model is a one-line ValueError."""
+    try:
+        return load_exported(folder, trust_code=True)
+    except Exception as exc:
+        if not trial.code_changed:
+            raise
+        run_id = trial.source.run_id
+        raise ValueError(
+            f"run {run_id}: its model files do not fit what {', '.join(trial.code_changed)} "
+            f"builds now (its source changed since the search ran it: "
+            f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}); restore that code, or "
+            f"`nascomp reproduce {run_id} --export DIR` trains the model the code builds now"
+        ) from None
+
+
+@contextlib.contextmanager
+def _threads(n: int) -> Iterator[None]:
+    """torch's thread count of the trial, as it evaluated (the sums' order, and so the last
+    bits of the logits, follow it); the caller's count back after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _accuracies(model: nn.Module, split: Split, role: str) -> dict[str, float]:
+    classes = predicted_classes(model, split)
+    return {
+        f"{role}_accuracy": split_accuracy(classes, split),
+        f"{role}_balanced_accuracy": split_balanced_accuracy(classes, split),
+    }
+
+
+def _onnx_accuracy(file: OnnxModule, split: Split) -> float:
+    return split_accuracy(predict_logits(file, split, device="cpu").argmax(dim=1), split)
