@@ -870,7 +870,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     print("  (train_seconds and latencies are timed again: they move with the machine's load)")
     print(f"model logged as {result.model_uri} ({PICKLE_NOTE})")
     if args.export is not None:
-        _print_exported(args.export, result.exported, result.fp16_agreement)
+        _print_exported(args.export, result.exported, result.fp16_agreement, result.shipped)
     if note := onnx_note(result.exported, result.outcome.metrics):
         print(note)
     if result.registered is not None:
@@ -891,9 +891,17 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_exported(folder: Path, exported: dict[str, Path], fp16_agreement: float | None) -> None:
+def _print_exported(
+    folder: Path,
+    exported: dict[str, Path],
+    fp16_agreement: float | None,
+    shipped: dict[str, float],
+) -> None:
     from nascomp.search.export import foreign_files
 
+    if shipped:
+        shown = ", ".join(f"{name} {value:.4f}" for name, value in shipped.items())
+        print(f"model.onnx (the file to ship) in ONNX Runtime: {shown}")
     for kind, path in exported.items():
         print(f"exported {kind}: {path} ({path.stat().st_size:,} bytes)")
     for path in foreign_files(folder, exported):
@@ -951,10 +959,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     for name, logged, again in result.comparison():
         same = logged is not None and logged == again
         print(f"  {name:<24}{_fmt(logged):>14}{_fmt(again):>16}{'  =' if same else ''}")
-    if result.shipped:
-        shown = ", ".join(f"{name} {value:.4f}" for name, value in result.shipped.items())
-        print(f"model.onnx (the file to ship) in ONNX Runtime: {shown}")
-    _print_exported(args.to, result.exported, result.fp16_agreement)
+    _print_exported(args.to, result.exported, result.fp16_agreement, result.shipped)
     device = result.trial.config.device
     _print_changes(
         result.trial.config.data.root,

@@ -24,13 +24,12 @@ from torch import nn
 from nascomp.compressors.onnx_export import OnnxModule
 from nascomp.search.about import version
 from nascomp.search.export import ARTIFACT, SKELETON, export_model, load_exported
-from nascomp.search.reproduce import LoggedTrial, onnx_agreement, read_trial
+from nascomp.search.reproduce import LoggedTrial, onnx_agreement, read_trial, shipped_accuracies
 from nascomp.search.tracking.models import ONNX_MODEL_DIR
 from nascomp.search.tracking.store import Tracker
 from nascomp.spaces.space import arch_from_flat
 from nascomp.trainers.config import describe_trial
 from nascomp.trainers.loop import (
-    predict_logits,
     predicted_classes,
     split_accuracy,
     split_balanced_accuracy,
@@ -85,10 +84,7 @@ def export_trial(
             if onnx is not None:
                 file = OnnxModule(onnx, threads=config.threads)
                 evaluated["onnx_agreement"] = top1_agreement(model, file, data.val)
-                shipped = {
-                    "val_accuracy": _onnx_accuracy(file, data.val),
-                    "test_accuracy": _onnx_accuracy(file, data.test),
-                }
+                shipped = shipped_accuracies(onnx, data.val, data.test, config.threads)
     source = trial.source
     provenance = {
         "nascomp": version(),
@@ -193,7 +189,3 @@ def _accuracies(model: nn.Module, split: Split, role: str) -> dict[str, float]:
         f"{role}_accuracy": split_accuracy(classes, split),
         f"{role}_balanced_accuracy": split_balanced_accuracy(classes, split),
     }
-
-
-def _onnx_accuracy(file: OnnxModule, split: Split) -> float:
-    return split_accuracy(predict_logits(file, split, device="cpu").argmax(dim=1), split)

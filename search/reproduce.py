@@ -20,7 +20,7 @@ from nascomp.search.tracking.params import CONFIG_ARTIFACT
 from nascomp.search.tracking.store import Tracker, TrialRecord
 from nascomp.trainers.config import TrialConfig, describe_trial, planned_epochs
 from nascomp.trainers.listing import code_files_digest, code_paths, data_files_digest
-from nascomp.trainers.loop import top1_agreement
+from nascomp.trainers.loop import predict_logits, split_accuracy, top1_agreement
 from nascomp.trainers.split import Split
 from nascomp.trainers.teacher import TeacherJob, load_or_train_teacher
 from nascomp.trainers.trial import TrialOutcome, run_trial
@@ -35,6 +35,8 @@ class Reproduction:
     registered: Any = None  # the Model Registry version, with --register
     # With --fp16: top-1 agreement of model.fp16.onnx with the evaluated model (validation split)
     fp16_agreement: float | None = None
+    # With an export: val_accuracy and test_accuracy of model.onnx in ONNX Runtime
+    shipped: dict[str, float] = field(default_factory=dict)
     # Whether the files under data.root differ from what the search read; None: not known
     data_changed: bool | None = None
     data_root: str | None = None
@@ -183,6 +185,13 @@ def reproduce(
         "model_onnx_form": outcome.info.get("latency_form", ""),
         "metrics": dict(outcome.metrics),
     }
+    shipped = (
+        shipped_accuracies(onnx, data.val, data.test, config.threads)
+        if onnx is not None and export_dir is not None
+        else {}
+    )
+    if shipped:
+        provenance["model_onnx_accuracy"] = shipped
     exported = (
         export_model(
             outcome.model,
@@ -213,10 +222,24 @@ def reproduce(
         exported=exported,
         registered=registered,
         fp16_agreement=fp16_agreement,
+        shipped=shipped,
         data_changed=trial.data_changed,
         code_changed=trial.code_changed,
         data_root=config.data.root,
     )
+
+
+def shipped_accuracies(onnx: bytes, val: Split, test: Split, threads: int) -> dict[str, float]:
+    """``val_accuracy`` and ``test_accuracy`` of an ONNX file in ONNX Runtime on the CPU:
+    what a deployment of the file scores, which differs from the evaluated model's where its
+    int8 activations round otherwise (``onnx_agreement`` below 1)."""
+    file = OnnxModule(onnx, threads=threads)
+    return {
+        f"{role}_accuracy": split_accuracy(
+            predict_logits(file, split, device="cpu").argmax(1), split
+        )
+        for role, split in (("val", val), ("test", test))
+    }
 
 
 def onnx_agreement(model: nn.Module, onnx_file: Path, split: Split) -> float:

@@ -298,6 +298,7 @@ def test_reproduce_matches_and_exports(searched: Searched) -> None:
     }
     assert set(info["files"]) == {p.name for p in export.iterdir()} - {"export.json"}
     assert f"exported onnx: {export / 'model.onnx'} ({len(onnx_bytes):,} bytes)" in result.stdout
+    _assert_shipped_accuracy(export, info, result.stdout)
 
 
 def test_export_writes_the_trials_own_model_without_training(searched: Searched) -> None:
@@ -335,7 +336,12 @@ def test_export_writes_the_trials_own_model_without_training(searched: Searched)
     assert info["trial_run_id"] == source_id and "reproduction_run_id" not in info
     for name in ("val_accuracy", "test_accuracy", "val_balanced_accuracy", "onnx_agreement"):
         assert info["evaluated"][name] == source.data.metrics[name], name
-    # What the shipped file scores, measured here in ONNX Runtime on the trial's own split.
+    _assert_shipped_accuracy(export, info, result.stdout)
+
+
+def _assert_shipped_accuracy(export: Path, info: dict, stdout: str) -> None:
+    """export.json's and the command's val_accuracy of model.onnx are what the file scores,
+    measured here in ONNX Runtime on the trial's own validation split."""
     import onnxruntime
 
     from nascomp.trainers.config import TrialConfig
@@ -346,7 +352,7 @@ def test_export_writes_the_trials_own_model_without_training(searched: Searched)
     predicted = session.run(None, {"input": val.head(len(val)).numpy()})[0].argmax(1)
     expected = float((predicted == val.labels.numpy()).mean())
     assert info["model_onnx_accuracy"]["val_accuracy"] == pytest.approx(expected, abs=1e-6)
-    assert f"in ONNX Runtime: val_accuracy {expected:.4f}" in result.stdout
+    assert f"in ONNX Runtime: val_accuracy {expected:.4f}" in stdout
 
 
 def test_export_of_a_run_without_model_files_is_one_line(searched: Searched) -> None:
