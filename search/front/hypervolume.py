@@ -166,14 +166,25 @@ def normalise(points: np.ndarray, ideal: np.ndarray, nadir: np.ndarray) -> np.nd
 def search_reference(points: np.ndarray) -> np.ndarray:
     """Reference point for a running search's ``hypervolume`` metric (values minimised).
 
-    Rule: per objective, the worst value seen so far plus 10% of the range seen so far. The
-    worst value can only get worse and the range only wider as trials finish, so the reference
-    only moves outward and the logged curve never falls: it rises when the front improves and
-    when the search widens the explored range. A single point has volume 0.
+    Rule: per objective, the worst value seen so far plus 10% of the range seen so far, or of
+    1% of the largest magnitude seen when the range is narrower (``reference_of``). The worst
+    value can only get worse, the range only wider and the largest magnitude only larger as
+    trials finish, so the reference only moves outward and the logged curve never falls: it
+    rises when the front improves and when the search widens the explored range.
     """
     points = np.asarray(points, dtype=float)
-    worst = points.max(axis=0)
-    return worst + 0.1 * (worst - points.min(axis=0))
+    return reference_of(points.min(axis=0), points.max(axis=0))
+
+
+def reference_of(low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """``search_reference`` from the lowest and highest value seen per objective. The floor on
+    the margin keeps an objective every trial ties on (``onnx_agreement`` 1.0 at 32 bits, a
+    saturated accuracy) from flattening the volume to 0: with the range alone the reference
+    sat on that value and no point was strictly better than it. Such an objective now scales
+    the volume by a constant."""
+    magnitude = np.maximum(np.abs(low), np.abs(high))
+    floor = 0.01 * np.where(magnitude > 0, magnitude, 1.0)
+    return high + 0.1 * np.maximum(high - low, floor)
 
 
 def search_scale(first_point: np.ndarray, names: Sequence[str]) -> np.ndarray:
@@ -195,7 +206,8 @@ class HypervolumeHistory:
 
     Reference rule (:func:`search_reference`, :func:`search_scale`): objectives minimised,
     divided by a fixed per-search scale (1 for accuracies, else the first feasible trial's
-    value), reference = worst value seen + 10% of the range seen; so the curve never falls.
+    value), reference = worst value seen + 10% of the range seen (with a floor); so the curve
+    never falls.
 
     Kept incrementally: the volume of all points is the volume of their front
     (:class:`RunningFront`) under the same reference, and the reference needs only the lowest
@@ -231,7 +243,7 @@ class HypervolumeHistory:
         self.low, self.high = low, high
         on_front = self.front.add(None, point)  # no key: the volume alone is wanted
         if on_front or widened:
-            self.value = hypervolume(self.front.values, high + 0.1 * (high - low))
+            self.value = hypervolume(self.front.values, reference_of(low, high))
         return self.value
 
 

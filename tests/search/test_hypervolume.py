@@ -98,7 +98,7 @@ def test_search_reference_moves_outward_so_the_curve_never_falls() -> None:
     for n in range(1, len(points) + 1):
         seen = points[:n] / scale
         curve.append(hypervolume(seen, search_reference(seen)))
-    assert curve[0] == 0.0
+    assert 0 < curve[0] < 1e-5  # one point: its box under the margin's floor alone
     assert all(b >= a for a, b in itertools.pairwise(curve))
     assert curve[-1] > 0
 

@@ -181,7 +181,8 @@ def test_hypervolume_history_counts_every_ended_trial() -> None:
     history = HypervolumeHistory(OBJECTIVES)
     steps = [history.add(t.metrics if t.status == "ok" else None) for t in TRIALS]
     assert history.n_ended == len(TRIALS)
-    assert steps[0] == 0.0  # one point has no volume under the search's reference rule
+    # One point: its box under the margin's floor alone, 0.001 of each objective's magnitude.
+    assert 0 < steps[0] < 1e-5
     assert all(b >= a for a, b in itertools.pairwise(steps))
     assert steps[-1] == steps[4] > 0  # the pruned and the infeasible trial add nothing
 
@@ -209,6 +210,34 @@ def test_hypervolume_history_equals_the_volume_of_every_point(seed: int) -> None
         scaled = minimised / search_scale(minimised[0], list(objectives))
         assert value == pytest.approx(hypervolume(scaled, search_reference(scaled)), rel=1e-12)
     assert history.n_ended == 120 and len(history.front.keys) < len(points)
+
+
+def test_an_objective_every_trial_ties_on_scales_the_volume_by_a_constant() -> None:
+    """onnx_agreement 1.0 in every trial (32-bit models): the curve was 0 at every step, as
+    the reference sat on that value. Now it is the curve of the other objectives times the
+    floor's margin, 0.001 of 1.0, at every step."""
+    two = HypervolumeHistory({"val_accuracy": "max", "size_bytes": "min"})
+    three = HypervolumeHistory(
+        {"val_accuracy": "max", "size_bytes": "min", "onnx_agreement": "max"}
+    )
+    rows = [(0.9, 50_000), (0.6, 3_000), (0.95, 90_000), (0.7, 2_500), (0.5, 70_000)]
+    for accuracy, size in rows:
+        row = {"val_accuracy": accuracy, "size_bytes": size}
+        assert three.add({**row, "onnx_agreement": 1.0}) == pytest.approx(0.001 * two.add(row))
+    assert three.value > 0
+    # Ranges wider than the floor keep the rule of 10% of the range: as before the floor.
+    assert two.value == pytest.approx(
+        hypervolume_of([(-0.9, 1.0), (-0.6, 0.06), (-0.95, 1.8), (-0.7, 0.05), (-0.5, 1.4)])
+    )
+
+
+def hypervolume_of(points: list[tuple[float, float]]) -> float:
+    """The search's volume of scaled, minimised points with the reference of 10% of the range."""
+    from nascomp.search.front.hypervolume import hypervolume
+
+    values = np.array(points)
+    low, high = values.min(axis=0), values.max(axis=0)
+    return hypervolume(values, high + 0.1 * (high - low))
 
 
 def test_objectives_rarely_meant_are_noted() -> None:
