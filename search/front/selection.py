@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -77,25 +77,33 @@ def select_front(
     trials: list[TrialRecord], objectives: dict[str, str], constraints: Sequence[str] = ()
 ) -> list[TrialRecord]:
     """The Pareto front of the finished, feasible trials, best first by the first objective;
-    of trials with one config (a small space's points drawn again), the first: the same model,
-    whose timings alone differ."""
-    done = _first_of_each_config(feasible_trials(trials, objectives, constraints))
+    of trials with one config (a small space's points drawn again), the first to end: the same
+    model, whose timings alone differ, and the one the search's hypervolume curve counted
+    (``search.tune.callbacks``)."""
+    done = first_of_each_config(feasible_trials(trials, objectives, constraints))
     if not done:
         return []
     values = np.array([[t.metrics[m] for m in objectives] for t in done])
     return [done[i] for i in front_order(values, list(objectives.values()))]
 
 
-def _first_of_each_config(trials: list[TrialRecord]) -> list[TrialRecord]:
+def config_key(params: dict[str, Any]) -> str:
+    """One config's identity: its params (as MLflow holds them, decoded) in one string."""
+    return json.dumps(params, sort_keys=True, default=str)
+
+
+def first_of_each_config(trials: list[TrialRecord]) -> list[TrialRecord]:
+    """``trials`` (in their order) less those whose config an earlier-ended one has: a repeat
+    is the same model, so it is neither a second point of the front nor a candidate of a
+    pick (a repeat timed faster would otherwise dominate the front's copy of itself)."""
     seen: set[str] = set()
-    kept = []
-    for trial in trials:
-        params = trial.params
-        key = json.dumps(params, sort_keys=True, default=str) if params else trial.run_id
+    kept: set[str] = set()
+    for trial in sorted(trials, key=lambda t: t.ended_ms):
+        key = config_key(trial.params) if trial.params else trial.run_id
         if key not in seen:
             seen.add(key)
-            kept.append(trial)
-    return kept
+            kept.add(trial.run_id)
+    return [t for t in trials if t.run_id in kept]
 
 
 def _refuse_unlogged(named: list[str | None], pool: list[TrialRecord]) -> None:
@@ -118,7 +126,8 @@ def pick_trial(
     """One model: ``knee [where ...]`` of the front (pareto.knee_index; with conditions, of
     the front members that meet them), or ``max|min <metric> [where ...]`` among all finished
     feasible trials (the best such trial is on the front whenever the metric and the
-    conditions are objectives). Ties go to the earlier front rank."""
+    conditions are objectives). Ties go to the earlier front rank. Of trials with one config,
+    the first to end alone is a candidate, as on the front."""
     pick = parse_pick(how, METRICS)
     front = select_front(trials, objectives, constraints)
     if pick.kind == "knee":
@@ -132,7 +141,8 @@ def pick_trial(
         values = np.array([[t.metrics[m] for m in objectives] for t in members])
         return members[knee_index(to_minimise(values, list(objectives.values())))]
     # Front members first, so a tie goes to the better-ranked model.
-    pool = front + [t for t in feasible_trials(trials, objectives, constraints) if t not in front]
+    feasible = first_of_each_config(feasible_trials(trials, objectives, constraints))
+    pool = front + [t for t in feasible if t not in front]
     _refuse_unlogged([pick.metric, *(c.metric for c in pick.where)], pool)
     pool = [t for t in pool if pick.metric in t.metrics and is_feasible(pick.where, t.metrics)]
     if not pool:

@@ -70,6 +70,7 @@ class TrialRecord:
     metrics: dict[str, float]
     tags: dict[str, str] = field(default_factory=dict)
     experiment_id: str = ""  # the MLflow experiment holding the run
+    ended_ms: int = 0  # when the run ended (MLflow's end_time); 0 while it runs
 
 
 def _what_path_is(uri: str, scheme: str) -> str:
@@ -669,6 +670,7 @@ def record_of(run: Any) -> TrialRecord:
         metrics=dict(run.data.metrics),
         tags=dict(tags),
         experiment_id=run.info.experiment_id,
+        ended_ms=run.info.end_time or 0,
     )
 
 

@@ -18,8 +18,9 @@ from ray.tune import Callback
 from nascomp.search.front.hypervolume import HypervolumeHistory, is_number
 from nascomp.search.front.pareto import RunningFront, to_minimise
 from nascomp.search.front.report import front_markdown, objectives_line
+from nascomp.search.front.selection import config_key
 from nascomp.search.tracking.models import finish_onnx_model
-from nascomp.search.tracking.params import config_document, display_params
+from nascomp.search.tracking.params import config_document, decode_param, display_params
 from nascomp.search.tracking.runlog import TRIAL_TAG, RunLog
 from nascomp.search.tracking.store import (
     FEASIBLE_TAG,
@@ -85,6 +86,10 @@ class MlflowTrialCallback(Callback):
         # description shows their front as the search goes.
         self.finished: dict[str, tuple[dict[str, float], str]] = {}
         self.front = RunningFront(len(self.objectives))  # of the finished, keyed by trial id
+        # Each config's first feasible trial to end: a repeat of it (a small space's point
+        # drawn again) is the same model and counts for neither the hypervolume nor the
+        # front, as in the final front (search.front.selection.first_of_each_config).
+        self.first_of_config: dict[str, str] = {}
         # The steps each open trial's run holds or has queued: a step comes again when a
         # trial resumes from a checkpoint whose report the driver never took (it re-sends
         # its epochs, search.tune.trainable.EpochReports) or restarts from its first epoch,
@@ -117,9 +122,9 @@ class MlflowTrialCallback(Callback):
             trial_id = run.data.tags.get(TRIAL_TAG)
             if trial_id in known and trial_id in self.log.ended:
                 record = record_of(run)
-                feasible = self._feasible(record)
-                self.progress.add(record.metrics if feasible else None)
-                self._remember(trial_id, record.metrics if feasible else None, record.params)
+                counted = self._feasible(record) and self._first(trial_id, record.params)
+                self.progress.add(record.metrics if counted else None)
+                self._remember(trial_id, record.metrics if counted else None, record.params)
 
     def _feasible(self, record: TrialRecord) -> bool:
         if record.status != "ok":
@@ -216,8 +221,16 @@ class MlflowTrialCallback(Callback):
                 "artifacts": _artifacts(trial, self.echo),
             }
         )
-        self._log_hypervolume(result if feasible else None)
-        self._remember(trial.trial_id, result if feasible else None, trial.config)
+        params = {k: decode_param(v) for k, v in display_params(trial.config).items()}
+        counted = feasible and self._first(trial.trial_id, params)
+        self._log_hypervolume(result if counted else None)
+        self._remember(trial.trial_id, result if counted else None, trial.config)
+
+    def _first(self, trial_id: str, params: dict[str, Any]) -> bool:
+        """Whether the feasible trial ``trial_id`` is the first of its config to end (itself
+        again, when a resumed trial ends twice)."""
+        first = self.first_of_config.setdefault(config_key(params), trial_id)
+        return first == trial_id
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         if trial.trial_id in self.log.ended or trial.trial_id not in self.open:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -117,6 +118,51 @@ def test_a_config_trained_twice_is_on_the_front_once() -> None:
         "r3", "t3", "ok", {**config, "quant.bits": 4}, {"val_accuracy": 0.8, "latency_ms": 0.5}
     )
     assert [t.run_id for t in select_front([first, again, other], OBJECTIVES)] == ["r1", "r3"]
+    # Not a candidate of a pick either: the faster repeat was picked, off the front.
+    assert pick_trial([first, again, other], OBJECTIVES, "min latency_ms").run_id == "r3"
+    assert pick_trial([first, again], OBJECTIVES, "min latency_ms").run_id == "r1"
+    # The first to end stands for the config (as the search's hypervolume curve counts it),
+    # whatever order the runs started in.
+    first, again = replace(first, ended_ms=2000), replace(again, ended_ms=1000)
+    assert [t.run_id for t in select_front([first, again, other], OBJECTIVES)] == ["r2", "r3"]
+
+
+def test_a_repeated_config_counts_once_in_the_searchs_hypervolume(tmp_path: Path) -> None:
+    """The driver's callback counts, as the front does, a config's first trial to end alone:
+    a repeat timed faster made the logged curve the volume of another set than the front's
+    (0.257 against 0.079 in a helper's 5-trial search)."""
+    from types import SimpleNamespace
+
+    from nascomp.search.tracking.store import Tracker
+    from nascomp.search.tune.callbacks import MlflowTrialCallback
+
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "repeats")
+    parent = tracker.client.create_run(tracker.experiment_id(create=True)).info.run_id
+    objectives = {"val_accuracy": "max", "latency_ms": "min"}
+    callback = MlflowTrialCallback(tracker, parent, objectives, [], echo=lambda _: None)
+    callback.setup()
+    ends = [
+        ("t1", {"quant.bits": 32}, {"val_accuracy": 0.32, "latency_ms": 0.0188}),
+        ("t2", {"quant.bits": 8}, {"val_accuracy": 0.56, "latency_ms": 0.0471}),
+        ("t3", {"quant.bits": 8}, {"val_accuracy": 0.56, "latency_ms": 0.0331}),  # t2 again
+        ("t4", {"quant.bits": 32}, {"val_accuracy": 0.32, "latency_ms": 0.0156}),  # t1 again
+    ]
+    for trial_id, config, result in ends:
+        trial = SimpleNamespace(
+            trial_id=trial_id, config=config, last_result=result, checkpoint=None
+        )
+        callback.on_trial_start(0, [], trial)
+        callback.on_trial_result(0, [], trial, {**result, "epochs": 1})  # the final report
+        callback.on_trial_complete(0, [], trial)
+    callback.log.flush(force=True)
+    firsts = HypervolumeHistory(objectives)
+    for _, _, result in ends[:2]:
+        firsts.add(result)
+    assert callback.progress.value == pytest.approx(firsts.value) and firsts.value > 0
+    assert callback.progress.n_ended == 4  # every ended trial is a step of the curve
+    front = select_front(tracker.trials(parent), objectives)
+    assert sorted(t.trial_id for t in front) == ["t1", "t2"]
+    assert sorted(callback.front.keys) == ["t1", "t2"]  # the parent's description's front
 
 
 def test_an_empty_front_says_why() -> None:
