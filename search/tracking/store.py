@@ -384,8 +384,10 @@ class Tracker:
         status: str,
         files: Sequence[Path] = (),
         note: str | None = None,
+        constraints: Sequence[str] = (),
     ) -> None:
-        """Log the front (JSON), ``files`` (the Pareto plots) and the run's description
+        """Log the front (JSON, with the ``constraints`` its members meet, as ``nascomp
+        pareto --json`` prints it), ``files`` (the Pareto plots) and the run's description
         (``note``, markdown), then end the run."""
         if front:
             rows = [
@@ -397,9 +399,8 @@ class Tracker:
                 }
                 for i, r in enumerate(front)
             ]
-            self.client.log_dict(
-                run_id, {"objectives": objectives, "front": rows}, "pareto_front.json"
-            )
+            document = {"objectives": objectives, "constraints": list(constraints), "front": rows}
+            self.client.log_dict(run_id, document, "pareto_front.json")
         for path in files:
             self.client.log_artifact(run_id, str(path))
         if note is not None:
@@ -500,6 +501,16 @@ class Tracker:
             token = page.token
             if not token:
                 break
+        if not matches and role is not None:
+            # a trial's id, or the start of another run's: say what it names
+            other = self.resolve_run_id(given)
+            if other != given:
+                parent = self.client.get_run(other).data.tags.get(PARENT_TAG)
+                of = f", a trial of search {parent}" if parent else ""
+                raise TrackingError(
+                    f"run {given!r} is run {other}{of}, not a {role}'s run: give the "
+                    f"{role}'s id (`nascomp pareto` prints the latest search's)"
+                )
         if len(matches) == 1:
             return matches[0]
         if len(matches) > 1:

@@ -242,6 +242,19 @@ def test_pareto_says_a_search_is_unfinished_and_which_of_several_it_read(
     )
     assert short.returncode == 0, short.stderr
     assert json.loads(short.stdout)["search_run_id"] == first
+    # A trial's id, or the start of its run's: the run it names, and its search ("not in the
+    # tracking store" before, though it was there).
+    experiment_id = tracker.experiment_id()
+    trial = tracker.client.create_run(
+        experiment_id, tags={"mlflow.parentRunId": first, "nascomp.trial_id": "5eed1234"}
+    ).info.run_id
+    for given in ("5eed1234", trial[:10]):
+        wrong = nascomp_here(capsys, "pareto", "--search-run", given, "--tracking-uri", uri)
+        assert wrong.returncode == 2
+        assert wrong.stderr.strip() == (
+            f"nascomp: error: run {given!r} is run {trial}, a trial of search {first}, not a "
+            "search's run: give the search's id (`nascomp pareto` prints the latest search's)"
+        )
 
 
 def test_help_lists_the_commands(tmp_path: Path) -> None:
