@@ -146,6 +146,9 @@ def pick_trial(
     _refuse_unlogged([pick.metric, *(c.metric for c in pick.where)], pool)
     pool = [t for t in pool if pick.metric in t.metrics and is_feasible(pick.where, t.metrics)]
     if not pool:
+        if not feasible:  # none finished, all broke a constraint...: say which
+            reason = empty_front_reason(trials, objectives, constraints)
+            raise ValueError(f"--pick: no finished feasible trial: {reason}")
         where = " and ".join(map(str, pick.where))
         if not where:
             raise ValueError(f"--pick: no finished feasible trial reports {pick.metric}")

@@ -201,6 +201,9 @@ def test_pick(rule: str, constraints: list[str], expected: str) -> None:
 
 
 def test_pick_without_a_candidate_says_why() -> None:
+    # every trial broke a constraint: that, not "no trial reports val_accuracy"
+    with pytest.raises(ValueError, match=r"^--pick: no finished feasible trial: all 5 trials that"):
+        pick_trial(TRIALS, OBJECTIVES, "max val_accuracy", ["size_bytes <= 10"])
     with pytest.raises(ValueError, match=r"no finished feasible trial has latency_ms < 0\.1$"):
         pick_trial(TRIALS, OBJECTIVES, "max val_accuracy where latency_ms < 0.1")
     # a metric no trial logs (a lookup search has no latency) is named, not taken for a bound
