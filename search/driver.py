@@ -530,7 +530,9 @@ def finish_search(tracker: Tracker, search_run_id: str, status: str) -> list[Tri
         n_trials=sum(t.status not in ("running", "interrupted") for t in trials),
     )
     if not done:
-        tracker.finish_search(search_run_id, front, objectives, status, note=note)
+        tracker.finish_search(
+            search_run_id, front, objectives, status, note=note, constraints=constraints
+        )
         return trials
     with tempfile.TemporaryDirectory() as folder:
         files = [
@@ -543,7 +545,15 @@ def finish_search(tracker: Tracker, search_run_id: str, status: str) -> list[Tri
                 describe=lambda t: describe_trial(t.params),
             ),
         ]
-        tracker.finish_search(search_run_id, front, objectives, status, files=files, note=note)
+        tracker.finish_search(
+            search_run_id,
+            front,
+            objectives,
+            status,
+            files=files,
+            note=note,
+            constraints=constraints,
+        )
     return trials
 
 

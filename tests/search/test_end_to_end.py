@@ -137,6 +137,7 @@ def test_parent_run_holds_experiment_space_and_front(searched: Searched) -> None
     assert {"experiment.yaml", "space.json", "pareto_front.json"} <= names
     front = _front_artifact(searched, parent.info.run_id)
     assert front["objectives"] == {"val_accuracy": "max", "size_bytes": "min", "latency_ms": "min"}
+    assert front["constraints"] == []
     assert [row["rank"] for row in front["front"]] == list(range(1, len(front["front"]) + 1))
 
 

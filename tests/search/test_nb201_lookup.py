@@ -117,6 +117,9 @@ def test_lookup_search_pick_plot_and_reproduce(
     assert all(b >= a for a, b in itertools.pairwise(values)) and values[-1] > 0
     names = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"pareto_front.json", "pareto.png"} <= names
+    # The artifact names the constraint its front meets, as `pareto --json` does.
+    logged = client.download_artifacts(parent.info.run_id, "pareto_front.json", str(workdir))
+    assert json.loads(Path(logged).read_text())["constraints"] == ["params <= 800000"]
     # Every child says whether it met the constraint; the front holds feasible ones only.
     children = client.search_runs(
         [experiment.experiment_id],
