@@ -33,6 +33,12 @@ class TrackingOutage(RuntimeError):
 _FIELD_FIRST = re.compile(r"^[\w.\[\]]+: ")
 
 
+def dotted(loc: Any) -> str:
+    """An error location as the experiment's own messages name a field: ``data.factory``, a
+    list's item by its index in brackets (``constraints[0]``, not pydantic's ``constraints.0``)."""
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).removeprefix(".")
+
+
 def one_line(exc: Any) -> str:
     """A pydantic ``ValidationError`` as one line: the first problem, prefixed by its field
     unless its message names one already (``data.factory: module 'my_data' is not...``), and
@@ -40,7 +46,7 @@ def one_line(exc: Any) -> str:
     errors = exc.errors(include_url=False)
     error = errors[0]
     message = " ".join(str(error["msg"]).removeprefix("Value error, ").split())
-    field = ".".join(str(part) for part in error["loc"])
+    field = dotted(error["loc"])
     if field and not _FIELD_FIRST.match(message):
         message = f"{field}: {message}"
     more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""

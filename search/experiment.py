@@ -20,7 +20,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from nascomp.search.errors import ConfigError
+from nascomp.search.errors import ConfigError, dotted
 from nascomp.spaces.constraints import check_can_hold, parse_constraints
 from nascomp.spaces.models import plugin_error
 from nascomp.spaces.params import RANGE_KEYS
@@ -627,7 +627,7 @@ def _first_error(exc: ValidationError, raw: dict[str, Any]) -> str:
     errors = exc.errors(include_url=False)
     error = errors[0]
     loc, family = _clean_loc(error["loc"])
-    field = ".".join(loc) or "experiment"
+    field = dotted(_split_family(error["loc"])[0]) or "experiment"
     # A field of several types (bool | 'auto') gets one error per type, located by a tag
     # (``data.stream.bool``): the tags are dropped and the alternatives said together.
     members = [e for e in errors if _clean_loc(_untagged(e["loc"]))[0] == _untagged(loc)]
@@ -689,14 +689,21 @@ def _untagged(loc: Any) -> list[str]:
 
 def _clean_loc(raw_loc: tuple[Any, ...]) -> tuple[list[str], str | None]:
     """Drop the discriminated union's tag from an error location, remembering which it was."""
-    loc: list[str] = []
+    kept, family = _split_family(raw_loc)
+    return [str(part) for part in kept], family
+
+
+def _split_family(raw_loc: Any) -> tuple[list[Any], str | None]:
+    """The location's parts (a list's index an int) without the architecture family's tag
+    (``space.arch.cnn.width``), and that family."""
+    kept: list[Any] = []
     family = None
     for part in raw_loc:
-        if loc and loc[-1] == "arch" and part in ARCH_SPACES:
+        if kept and kept[-1] == "arch" and part in ARCH_SPACES:
             family = str(part)
             continue
-        loc.append(str(part))
-    return loc, family
+        kept.append(part)
+    return kept, family
 
 
 def _allowed_keys(loc: list[str], family: str | None) -> list[str]:

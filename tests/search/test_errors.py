@@ -43,3 +43,18 @@ def test_a_message_that_names_its_field_is_not_prefixed_again() -> None:
     error = _error(data={"factory": "nowhere:fn"})
     assert one_line(error) == "data.factory: module 'nowhere:fn' is not importable from /tmp"
     assert "\n" in str(error)  # pydantic's own text: several lines and a link
+
+
+class Listed(BaseModel):
+    constraints: list[str]
+    groups: dict[str, list[int]] = {}
+
+
+def test_a_lists_item_is_named_by_its_index_in_brackets() -> None:
+    """As the experiment's own checks name items (constraints[0]), not pydantic's dots."""
+    with pytest.raises(ValidationError) as caught:
+        Listed.model_validate({"constraints": ["a", 3]})
+    assert one_line(caught.value).startswith("constraints[1]: Input should be a valid string")
+    with pytest.raises(ValidationError) as caught:
+        Listed.model_validate({"constraints": [], "groups": {"2": [1, "x"]}})
+    assert one_line(caught.value).startswith("groups.2[1]: Input should be a valid integer")
