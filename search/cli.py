@@ -833,8 +833,8 @@ def onnx_note(exported: dict[str, Any], metrics: dict[str, float]) -> str | None
         return None
     return (
         f"note: model.onnx agrees with the evaluated model on {agreement:.1%} of the "
-        "validation inputs (onnx_agreement), so its accuracy is not the logged one: "
-        "measure it on your data before shipping it"
+        "validation inputs (onnx_agreement), so its accuracy is not the logged one (its own "
+        "is above): measure it on your data before shipping it"
     )
 
 
@@ -960,6 +960,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         same = logged is not None and logged == again
         print(f"  {name:<24}{_fmt(logged):>14}{_fmt(again):>16}{'  =' if same else ''}")
     _print_exported(args.to, result.exported, result.fp16_agreement, result.shipped)
+    if note := onnx_note(result.exported, result.evaluated):
+        print(note)
     device = result.trial.config.device
     _print_changes(
         result.trial.config.data.root,

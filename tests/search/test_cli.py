@@ -557,8 +557,8 @@ def test_an_export_whose_onnx_file_often_disagrees_says_so() -> None:
     assert onnx_note(exported, {}) is None  # a run logged before the metric
     assert onnx_note(exported, {"onnx_agreement": 0.0}) == (
         "note: model.onnx agrees with the evaluated model on 0.0% of the validation inputs "
-        "(onnx_agreement), so its accuracy is not the logged one: measure it on your data "
-        "before shipping it"
+        "(onnx_agreement), so its accuracy is not the logged one (its own is above): measure "
+        "it on your data before shipping it"
     )
 
 
