@@ -84,7 +84,7 @@ def export_trial(
             if onnx is not None:
                 file = OnnxModule(onnx, threads=config.threads)
                 evaluated["onnx_agreement"] = top1_agreement(model, file, data.val)
-                shipped = shipped_accuracies(onnx, data.val, data.test, config.threads)
+                shipped = shipped_accuracies(file, data.val, data.test)
     source = trial.source
     provenance = {
         "nascomp": version(),

@@ -186,7 +186,7 @@ def reproduce(
         "metrics": dict(outcome.metrics),
     }
     shipped = (
-        shipped_accuracies(onnx, data.val, data.test, config.threads)
+        shipped_accuracies(OnnxModule(onnx, threads=config.threads), data.val, data.test)
         if onnx is not None and export_dir is not None
         else {}
     )
@@ -229,11 +229,10 @@ def reproduce(
     )
 
 
-def shipped_accuracies(onnx: bytes, val: Split, test: Split, threads: int) -> dict[str, float]:
+def shipped_accuracies(file: OnnxModule, val: Split, test: Split) -> dict[str, float]:
     """``val_accuracy`` and ``test_accuracy`` of an ONNX file in ONNX Runtime on the CPU:
     what a deployment of the file scores, which differs from the evaluated model's where its
     int8 activations round otherwise (``onnx_agreement`` below 1)."""
-    file = OnnxModule(onnx, threads=threads)
     return {
         f"{role}_accuracy": split_accuracy(
             predict_logits(file, split, device="cpu").argmax(1), split
