@@ -173,8 +173,14 @@ def _serve() -> None:
         from nascomp.search.compat.ray import keep_token_private, lean_local_node
 
         lean_local_node()
+        # "local": a Ray of its own, always. Without an address ray.init joins the cluster a
+        # `ray start` on this machine recorded (<temp dir>/ray_current_cluster), unsaid, on
+        # whatever interfaces it listens on (found by a helper's sweep).
         context = ray.init(
-            include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR
+            address="local",
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level=logging.ERROR,
         )
         keep_token_private()
     print(context.address_info["gcs_address"], flush=True)

@@ -291,3 +291,18 @@ def test_a_ray_that_cannot_start_says_why(tmp_path: Path, monkeypatch: pytest.Mo
     with LocalRay.start() as local, pytest.raises(SearchError, match="local Ray did not start: "):
         local.address()
     assert local.process.returncode not in (0, None)
+
+
+@pytest.mark.timeout(120)  # joining the recorded address would wait for it for minutes
+def test_a_cluster_ray_start_recorded_is_not_joined(tmp_path: Path) -> None:
+    """A `ray start --head` records its address in Ray's temp folder, and a ray.init() without
+    one joins it: the search's trials ran on the user's cluster (listening on every interface)
+    as if on a local Ray. The child starts a Ray of its own whatever is recorded there."""
+    recorded = Path(os.environ["RAY_TMPDIR"]) / "ray" / "ray_current_cluster"
+    recorded.parent.mkdir(parents=True, exist_ok=True)
+    recorded.write_text("127.0.0.1:9")  # nothing answers there: joining it fails
+    with LocalRay.start() as local:
+        address = local.address()
+        assert address.startswith("127.0.0.1:") and address != "127.0.0.1:9"
+        assert any("gcs_server" in c for c in _commands(local.process.pid))  # its own
+    assert _gone("pgid", local.process.pid, within=5.0)
