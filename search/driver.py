@@ -494,15 +494,30 @@ class _SearchRun:
         if status != "FINISHED":
             self.callback.interrupted()
         log.submit({"op": "finish", "status": status})
-        if not log.drain(self.experiment.tracking.flush_timeout_s):
+        timeout_s = self.experiment.tracking.flush_timeout_s
+        if log.offline_since is not None and log.pending:
+            # Said before the wait: after a Ctrl-C, minutes of silence read as a hang.
+            self.echo(
+                f"tracking: waiting up to {timeout_s:g} s (tracking.flush_timeout_s) for the "
+                f"store to take {len(log.pending)} buffered writes; they are kept in "
+                f"{self.folder / JOURNAL} meanwhile (Ctrl-C twice leaves now)"
+            )
+        if not log.drain(timeout_s):
             set_state(self.folder, "interrupted" if status == "KILLED" else "unlogged")
-            raise TrackingOutage(
+            folder = shlex.quote(str(self.folder))
+            away = (
                 f"tracking server {self.tracker.shown_uri} has not answered since "
                 f"{time.strftime('%H:%M:%S', time.localtime(log.offline_since))} "
                 f"({log.last_error}); {len(log.pending)} writes are kept in "
-                f"{self.folder / JOURNAL}; when it is back, run: nascomp replay "
-                f"{shlex.quote(str(self.folder))}"
+                f"{self.folder / JOURNAL}"
             )
+            if status == "KILLED":  # interrupted too: how to go on first (exit 130)
+                raise SearchInterrupted(
+                    f"search interrupted; its state is saved in {self.folder}; {away}: the "
+                    "same command with --resume continues it and writes them once the "
+                    f"server is back (or, to keep the search as it is: nascomp replay {folder})"
+                )
+            raise TrackingOutage(f"{away}; when it is back, run: nascomp replay {folder}")
         set_state(self.folder, "finished" if status == "FINISHED" else "interrupted")
         if status == "KILLED":
             raise SearchInterrupted(

@@ -333,6 +333,47 @@ def test_tracking_server_gone_for_good_then_replay(workdir: Path) -> None:
         server.stop()
 
 
+def test_ctrl_c_while_the_tracking_server_is_away_is_an_interrupt_that_says_both(
+    workdir: Path,
+) -> None:
+    """Ctrl-C with the server away: the wait for it is said at once (it was minutes of
+    silence), and the exit is the interrupt's (130), saying how to resume and how to replay
+    (it was 3, naming replay alone, though --resume continues the search)."""
+    server = MlflowServer(workdir / "server")
+    server.start()
+    args = tiny_args(
+        workdir,
+        "--set",
+        "search.trials=3",
+        "--set",
+        "train.epochs=30",
+        "--tracking-uri",
+        server.uri,
+        "--set",
+        "tracking.retry_s=1",
+        "--set",
+        "tracking.flush_timeout_s=3",
+    )
+    search = background_search(args, workdir)
+    results = workdir / "results"
+    try:
+        wait_for("a first trial to end", lambda: ended(trial_reports(results)), 300, 0.1)
+        server.stop()
+        wait_for("the outage noticed", lambda: "does not answer" in output(search), 120, 0.2)
+        os.killpg(search.pid, signal.SIGINT)
+        assert search.wait(timeout=300) == 130, output(search)[-3000:]
+    finally:
+        kill_session(search)
+        server.stop()
+    text = output(search)
+    assert "tracking: waiting up to 3 s (tracking.flush_timeout_s) for the store" in text
+    (folder,) = results.glob("nascomp-*")
+    assert f"search interrupted; its state is saved in {folder}; tracking server" in text
+    assert "--resume continues it" in text and f"nascomp replay {folder}" in text
+    assert (folder / "mlflow-pending.jsonl").is_file()
+    assert json.loads((folder / "nascomp" / "manifest.json").read_text())["state"] == "interrupted"
+
+
 def test_diverging_trial_fails_with_its_reason_and_the_search_goes_on(workdir: Path) -> None:
     # An absurd learning rate makes the loss overflow to NaN in the first epoch (SGD; BatchNorm
     # alone would absorb a merely huge one): each trial ends failed, with why.
