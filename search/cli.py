@@ -676,7 +676,10 @@ def _search_note(tracker: Any, search_run: str, named: bool) -> None:
     run = tracker.client.get_run(search_run)
     status = run.info.status
     if status != "FINISHED":
-        ended = sum(t.status not in ("running", "killed") for t in tracker.trials(search_run))
+        # an interrupted trial's run is KILLED, tagged interrupted: not ended, it resumes
+        ended = sum(
+            t.status not in ("running", "killed", "interrupted") for t in tracker.trials(search_run)
+        )
         print(
             f"note: search {search_run} is {status} (a driver runs it, or it was interrupted: "
             f"`nascomp search ... --resume` continues it); this front is of its {ended} trials "

@@ -541,7 +541,7 @@ def finish_search(tracker: Tracker, search_run_id: str, status: str) -> list[Tri
         record_rows(front, describe_trial),
         objectives,
         tracker.experiment_id(),
-        final=True,
+        final=status != "KILLED",  # an interrupted search's front is so far: it resumes
         n_trials=sum(t.status not in ("running", "interrupted") for t in trials),
     )
     if not done:

@@ -225,6 +225,16 @@ def test_pareto_says_a_search_is_unfinished_and_which_of_several_it_read(
     result = nascomp_here(capsys, "pareto", "--json", "--tracking-uri", uri)
     assert result.returncode == 0 and result.stderr == ""
     second = search("search-2")  # still RUNNING
+    # A trial an interrupt stopped (its run KILLED, tagged interrupted) has not ended.
+    stopped = tracker.client.create_run(
+        tracker.experiment_id(),
+        tags={
+            "mlflow.parentRunId": second,
+            "nascomp.trial_id": "0",
+            "nascomp.status": "interrupted",
+        },
+    ).info.run_id
+    tracker.client.set_terminated(stopped, "KILLED")
     result = nascomp_here(capsys, "pareto", "--json", "--tracking-uri", uri)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["search_run_id"] == second

@@ -206,8 +206,10 @@ def test_ctrl_c_once_every_trial_began_is_an_interrupt(workdir: Path) -> None:
         kill_session(search)
     (folder,) = results.glob("nascomp-*")
     assert json.loads((folder / "nascomp" / "manifest.json").read_text())["state"] == "interrupted"
-    _, children = search_runs(_sqlite(workdir))
+    (parent,), children = search_runs(_sqlite(workdir))
     assert {c.data.tags["nascomp.status"] for c in children} == {"interrupted"}
+    # Its description's front is not final: the search resumes (it said "final" before).
+    assert parent.data.tags["mlflow.note.content"].startswith("**Pareto front (so far)**")
 
     resumed = nascomp("search", *args, "--resume", cwd=workdir, timeout=600)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
