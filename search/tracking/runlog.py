@@ -533,6 +533,7 @@ def _is_final(op: Op) -> bool:
 # "HTTPConnectionPool(host=..., port=...): Max retries exceeded with url: ... (Caused by
 # NewConnectionError(...: Failed to establish a new connection: [Errno 111] Connection refused"
 _ERRNO_TEXT = re.compile(r"\[Errno -?\d+\] ([^'\")\]]+)")
+_POOL_TEXT = re.compile(r"HTTPS?ConnectionPool\(host='([^']+)', port=(\d+)\): Max retries exceeded")
 
 
 def _reason(exc: BaseException) -> str:
@@ -548,5 +549,9 @@ def _reason(exc: BaseException) -> str:
     found = _ERRNO_TEXT.search(str(exc))
     if found:
         return found[1].strip()
+    pool = _POOL_TEXT.search(str(exc))
+    if pool:  # urllib3 gave up without a socket error in its text (an artifact upload's)
+        caused = re.search(r"Caused by (\w+)\(", str(exc))
+        return f"no answer from {pool[1]}:{pool[2]}" + (f" ({caused[1]})" if caused else "")
     first = f"{type(exc).__name__}: {exc}".splitlines()[0]
     return first if len(first) <= 300 else first[:300] + " ..."  # said it is cut

@@ -567,6 +567,14 @@ def test_an_outage_is_told_in_the_words_the_socket_used() -> None:
         assert _reason(chained) == "Connection refused"
     assert _reason(ValueError("x" * 400)) == "ValueError: " + "x" * 288 + " ..."
     assert _reason(KeyError("run")) == "KeyError: 'run'"
+    # An artifact upload's failure names no socket error: the server and urllib3's cause.
+    upload = RuntimeError(
+        "API request to http://127.0.0.1:5731/api/2.0/mlflow-artifacts/artifacts/1/dd81/"
+        "artifacts/onnx_model/python_env.yaml failed with exception HTTPConnectionPool("
+        "host='127.0.0.1', port=5731): Max retries exceeded with url: /api/2.0/mlflow-artifacts"
+        "/artifacts/1/dd81 (Caused by ResponseError('too many 503 error responses'))"
+    )
+    assert _reason(upload) == "no answer from 127.0.0.1:5731 (ResponseError)"
 
 
 def test_the_parent_describes_the_running_front_in_rank_order(tmp_path: Path) -> None:
