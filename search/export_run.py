@@ -23,8 +23,13 @@ from torch import nn
 
 from nascomp.compressors.onnx_export import OnnxModule
 from nascomp.search.about import version
-from nascomp.search.export import ARTIFACT, SKELETON, export_model, load_exported
-from nascomp.search.reproduce import LoggedTrial, onnx_agreement, read_trial, shipped_accuracies
+from nascomp.search.export import ARTIFACT, SKELETON, load_exported
+from nascomp.search.reproduce import (
+    LoggedTrial,
+    export_with_data,
+    read_trial,
+    shipped_accuracies,
+)
 from nascomp.search.tracking.models import ONNX_MODEL_DIR
 from nascomp.search.tracking.store import Tracker
 from nascomp.spaces.space import arch_from_flat
@@ -101,25 +106,12 @@ def export_trial(
         "evaluated": evaluated,
         "model_onnx_accuracy": shipped,
     }
-    exported = export_model(
-        model,
-        data.test.head(1),
-        flat,
-        out_dir,
-        onnx=onnx,
-        fp16=fp16,
-        normalise=data.normalise,
-        classes=data.classes,
-        features=data.feature_names,
-        categories=data.categories,
-        provenance=provenance,
+    exported, fp16_agreement = export_with_data(
+        model, data.test.head(1), flat, out_dir, data, onnx, fp16, provenance
     )
     if onnx is None and echo is not None:
         why = source.tags.get("nascomp.onnx", "no ONNX file: the trial logged none")
         echo(f"note: {why}; so no model.onnx in the export, its other files are written")
-    fp16_agreement = None
-    if "onnx_fp16" in exported:
-        fp16_agreement = onnx_agreement(model, exported["onnx_fp16"], data.val)
     return TrialExport(trial, exported, evaluated, shipped, fp16_agreement)
 
 

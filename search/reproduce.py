@@ -192,26 +192,12 @@ def reproduce(
     )
     if shipped:
         provenance["model_onnx_accuracy"] = shipped
-    exported = (
-        export_model(
-            outcome.model,
-            example,
-            flat,
-            export_dir,
-            onnx=onnx,
-            fp16=fp16,
-            normalise=data.normalise,
-            classes=data.classes,
-            features=data.feature_names,
-            categories=data.categories,
-            provenance=provenance,
-        )
-        if export_dir
-        else {}
-    )
+    exported: dict[str, Path] = {}
     fp16_agreement = None
-    if "onnx_fp16" in exported:
-        fp16_agreement = onnx_agreement(outcome.model, exported["onnx_fp16"], data.val)
+    if export_dir:
+        exported, fp16_agreement = export_with_data(
+            outcome.model, example, flat, export_dir, data, onnx, fp16, provenance
+        )
     registered = None
     if register:
         registered = tracker.register_onnx(run_id_again, register, source)
@@ -227,6 +213,38 @@ def reproduce(
         code_changed=trial.code_changed,
         data_root=config.data.root,
     )
+
+
+def export_with_data(
+    model: nn.Module,
+    example: torch.Tensor,
+    flat: dict[str, Any],
+    out_dir: Path,
+    data: Any,
+    onnx: bytes | None,
+    fp16: bool,
+    provenance: dict[str, Any],
+) -> tuple[dict[str, Path], float | None]:
+    """``export_model`` with what ``data`` (the trial's loaded data) says of the inputs and
+    outputs; the files written and, with ``fp16``, model.fp16.onnx's top-1 agreement with
+    ``model`` on the validation split."""
+    exported = export_model(
+        model,
+        example,
+        flat,
+        out_dir,
+        onnx=onnx,
+        fp16=fp16,
+        normalise=data.normalise,
+        classes=data.classes,
+        features=data.feature_names,
+        categories=data.categories,
+        provenance=provenance,
+    )
+    agreement = None
+    if "onnx_fp16" in exported:
+        agreement = onnx_agreement(model, exported["onnx_fp16"], data.val)
+    return exported, agreement
 
 
 def shipped_accuracies(file: OnnxModule, val: Split, test: Split) -> dict[str, float]:

@@ -8,6 +8,7 @@ import json
 import os
 import pickle
 import signal
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -292,7 +293,11 @@ def test_tracking_server_blip_buffers_and_flushes(workdir: Path) -> None:
     assert not list(results.glob("nascomp-*/mlflow-pending.jsonl"))
 
 
-def test_tracking_server_gone_for_good_then_replay(workdir: Path) -> None:
+def _search_logging_to_a_server(
+    workdir: Path, epochs: int
+) -> tuple[MlflowServer, subprocess.Popen]:
+    """A 3-trial search in the background logging to a real ``mlflow server``, which it
+    retries every second and waits 3 s for at its end."""
     server = MlflowServer(workdir / "server")
     server.start()
     args = tiny_args(
@@ -300,7 +305,7 @@ def test_tracking_server_gone_for_good_then_replay(workdir: Path) -> None:
         "--set",
         "search.trials=3",
         "--set",
-        "train.epochs=10",
+        f"train.epochs={epochs}",
         "--tracking-uri",
         server.uri,
         "--set",
@@ -308,7 +313,11 @@ def test_tracking_server_gone_for_good_then_replay(workdir: Path) -> None:
         "--set",
         "tracking.flush_timeout_s=3",
     )
-    search = background_search(args, workdir)
+    return server, background_search(args, workdir)
+
+
+def test_tracking_server_gone_for_good_then_replay(workdir: Path) -> None:
+    server, search = _search_logging_to_a_server(workdir, epochs=10)
     results = workdir / "results"
     try:
         wait_for("a first trial to end", lambda: ended(trial_reports(results)), 300, 0.1)
@@ -341,22 +350,7 @@ def test_ctrl_c_while_the_tracking_server_is_away_is_an_interrupt_that_says_both
     """Ctrl-C with the server away: the wait for it is said at once (it was minutes of
     silence), and the exit is the interrupt's (130), saying how to resume and how to replay
     (it was 3, naming replay alone, though --resume continues the search)."""
-    server = MlflowServer(workdir / "server")
-    server.start()
-    args = tiny_args(
-        workdir,
-        "--set",
-        "search.trials=3",
-        "--set",
-        "train.epochs=30",
-        "--tracking-uri",
-        server.uri,
-        "--set",
-        "tracking.retry_s=1",
-        "--set",
-        "tracking.flush_timeout_s=3",
-    )
-    search = background_search(args, workdir)
+    server, search = _search_logging_to_a_server(workdir, epochs=30)
     results = workdir / "results"
     try:
         wait_for("a first trial to end", lambda: ended(trial_reports(results)), 300, 0.1)
