@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -980,6 +980,16 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def ui_server_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment of ``nascomp ui``'s ``mlflow server``: MLflow's job execution off unless
+    the user set ``MLFLOW_SERVER_ENABLE_JOB_EXECUTION``. MLflow 3 runs its GenAI jobs (trace
+    rollups, prompt optimisation; nothing the runs pages use) in six huey consumer processes
+    that each import MLflow: on a 2-core machine the UI answered in 10 to 15 s with them and 5
+    to 8 s without, in 2 processes and 0.5 GB instead of 10 and 1 to 2 GB
+    (``bench/ui_start.py``)."""
+    return {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **environ, "PYTHONUNBUFFERED": "1"}
+
+
 def _target_run(args: argparse.Namespace, tracker: Any, verb: str) -> str:
     """The run id of the trial ``args`` name (``_target_args``)."""
     run_id = args.run_id  # resolved by _tracker: the start of an id, a trial's id
@@ -1059,9 +1069,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
     print(f"starting the MLflow UI on {base} (store {shown}); Ctrl-C stops it", flush=True)
     # A process group of its own: mlflow server starts helpers (gunicorn workers, the jobs'
     # huey consumers) that outlive a terminated parent; stopping the group stops them all.
-    server = subprocess.Popen(
-        command, env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=os.setpgrp
-    )
+    server = subprocess.Popen(command, env=ui_server_env(os.environ), preexec_fn=os.setpgrp)
     try:
         if not _wait_healthy(base, server) or server.poll() is not None:
             return _fail(f"the MLflow UI did not start on {base} (port taken?)")

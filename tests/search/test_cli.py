@@ -472,6 +472,24 @@ def test_ui_on_a_port_in_use_is_refused_before_any_server_starts(
     assert list(tmp_path.iterdir()) == [store] and store.stat().st_size == 0  # left as it was
 
 
+def test_ui_serves_without_mlflows_job_runners_unless_the_user_asks_for_them() -> None:
+    """MLflow 3's GenAI jobs run in six huey consumers that each import MLflow (a UI start
+    2 to 3 times slower on 2 cores, bench/ui_start.py); the runs pages need none of them. A
+    user who set the variable keeps their value, and the rest of the environment is passed."""
+    from nascomp.search.cli import ui_server_env
+
+    env = ui_server_env({"PATH": "/bin", "MLFLOW_TRACKING_TOKEN": "t"})
+    assert env == {
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        "PATH": "/bin",
+        "MLFLOW_TRACKING_TOKEN": "t",
+        "PYTHONUNBUFFERED": "1",
+    }
+    for theirs in ("true", "false", "1"):
+        env = ui_server_env({"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": theirs})
+        assert env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == theirs
+
+
 def test_ui_of_a_store_that_is_not_there_is_refused_and_makes_none(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

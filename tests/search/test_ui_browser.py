@@ -416,6 +416,11 @@ def test_ui_lists_the_trials_of_a_search(workdir: Path, browser: Browser) -> Non
                 time.sleep(5)  # for the reviewer's screenshot: the page's script draws the plot
             finally:
                 browser.screenshot(workdir / f"artifact-{name}.png")
+        # The server ran without MLflow's GenAI job runners (huey consumers, started with it
+        # when enabled): nothing here used them, and each imports MLflow on the user's cores.
+        running = [process.cmdline for process in processes_in_sessions({ui.pid})]
+        assert any(" server " in line for line in running), running
+        assert not [line for line in running if "huey" in line], running
     finally:
         _stop_ui(ui)
 
