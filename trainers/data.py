@@ -513,7 +513,7 @@ def _channel_stats(*parts: Tensor, max_value: float) -> tuple[Tensor, Tensor]:
     total = torch.zeros(n_channels, dtype=torch.float64)
     total_sq = torch.zeros(n_channels, dtype=torch.float64)
     for chunk in (chunk for images in parts for chunk in images.split(STATS_CHUNK)):
-        pixels = chunk.double().div_(max_value)
+        pixels = chunk.to(torch.float64, copy=True).div_(max_value)  # never the images
         total += pixels.sum(dim=(0, 2, 3))
         total_sq += pixels.square_().sum(dim=(0, 2, 3))
     count = sum(images.numel() for images in parts) // n_channels

@@ -556,8 +556,11 @@ def scan(
     labels, sums, squares, kept = [], [], [], []
     start = 0
     for images, batch_labels in _reading(loader, field):
-        # per channel: a sample's first dimension (a feature vector's every feature)
-        pixels = images.double().div_(sample.scale).reshape(len(images), sample.shape[0], -1)
+        # per channel: a sample's first dimension (a feature vector's every feature). A copy
+        # always: `.double()` of float64 samples is the same tensor, which the in-place steps
+        # below would divide and square in `kept` too (a model trained on x**2).
+        pixels = images.to(torch.float64, copy=True).div_(sample.scale)
+        pixels = pixels.reshape(len(images), sample.shape[0], -1)
         sums.append(pixels.sum(dim=2))
         if not bool(torch.isfinite(sums[-1]).all()):  # a NaN or inf anywhere in the batch
             _refuse_non_finite(images, start, field, role)

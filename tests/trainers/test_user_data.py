@@ -3,9 +3,11 @@ name, on real MNIST and Fashion-MNIST files; and each bad input's one-line error
 
 from __future__ import annotations
 
+import importlib
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from pydantic import ValidationError
@@ -91,6 +93,22 @@ def test_numpy_samples_load_as_the_same_tensors_would(module: str, data_root: Pa
     rows = custom(module, "float64_rows", data_root).load()
     assert rows.input_shape == (16,)  # a (F,) float64 row is a vector of features
     assert rows.train_x.dtype == torch.float32
+    # The same rows as float32 load as the same inputs, normalised by the same statistics,
+    # which undo to the raw rows (what preprocess.json tells a deployment): float64 samples
+    # were once squared in place while their statistics were read (a model trained on x**2).
+    single = custom(module, "float32_rows", data_root).load()
+    assert rows.normalise is not None and single.normalise is not None
+    assert np.allclose(rows.normalise.mean, single.normalise.mean, rtol=1e-5)
+    assert np.allclose(rows.normalise.std, single.normalise.std, rtol=1e-5)
+    for part in ("train_x", "val_x", "test_x"):
+        assert torch.allclose(getattr(rows, part), getattr(single, part), atol=1e-5), part
+    given = importlib.import_module(module).float64_rows(data_root)[0]
+    raw = torch.as_tensor(np.stack([row for row, _ in given]))
+    mean, std = (
+        torch.as_tensor(v, dtype=torch.float64) for v in (rows.normalise.mean, rows.normalise.std)
+    )
+    undone = torch.cat([rows.train_x, rows.val_x, rows.test_x]).double() * std + mean
+    assert torch.allclose(undone.sort(dim=0).values, raw.sort(dim=0).values, atol=1e-5)
 
 
 def test_pil_images_of_any_mode_are_read_as_rgb(module: str, data_root: Path) -> None:

@@ -101,6 +101,12 @@ def float64_rows(root):
     return [(row, int(label)) for row, label in zip(rows, y)], None
 
 
+def float32_rows(root):
+    """The rows of ``float64_rows`` as float32."""
+    rows, _ = float64_rows(root)
+    return [(row.astype("float32"), label) for row, label in rows], None
+
+
 def complex_inputs(root):
     """Complex inputs: torch cast them to their real part, with a warning."""
     x = torch.randn(100, 6, dtype=torch.complex64)
