@@ -608,11 +608,17 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def _check_store_exists(uri: str) -> None:
-    """Reading must not create an empty store as a side effect of a mistyped path."""
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).is_file():
-        raise TrackingError(
-            f"no MLflow store at {uri[len('sqlite:///') :]} (run `nascomp search` first)"
-        )
+    """Reading must not create an empty store as a side effect of a mistyped path, nor write
+    MLflow's tables into a file that holds none (an empty one, or a user's own database)."""
+    from nascomp.search.tracking.store import Tracker
+
+    if not uri.startswith("sqlite:///"):
+        return
+    path = uri[len("sqlite:///") :]
+    tables = Tracker(uri, "nascomp").sqlite_tables() if Path(path).is_file() else None
+    if not tables:
+        what = "" if tables is None else " (an empty database)"
+        raise TrackingError(f"no MLflow store at {path}{what} (run `nascomp search` first)")
 
 
 def _tracker(args: argparse.Namespace) -> Any:

@@ -219,6 +219,8 @@ class Tracker:
             )
         if scheme in DATABASE_ENGINES and scheme != "sqlite":
             self._check_database_driver(scheme)
+        if scheme == "sqlite":
+            self._check_sqlite_file()
         if not self.uri.startswith(("http://", "https://")):
             return
         try:
@@ -241,6 +243,37 @@ class Tracker:
                 "--tracking-uri"
             ) from None
         raise TrackingError(f"tracking server {self.shown_uri} answered /health with an error")
+
+    def sqlite_tables(self) -> list[str] | None:
+        """The tables of an existing sqlite store's file, read without writing it (None where
+        the store is not a sqlite file, or the file does not exist yet). A file that is no
+        SQLite database, or a database of other tables than MLflow's, is a TrackingError:
+        MLflow would write its 60 tables into a user's own database, or fail with a
+        traceback."""
+        import sqlite3
+
+        path = self._sqlite_file()
+        if path is None or not path.is_file():
+            return None
+        try:
+            with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as db:
+                rows = db.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()
+        except sqlite3.Error as exc:
+            raise TrackingError(
+                f"tracking.uri: {path} is not a SQLite database ({exc}); give an MLflow "
+                "store's file, or a new path for one"
+            ) from None
+        tables = sorted(str(name) for (name,) in rows)
+        if tables and not {"alembic_version", "experiments", "runs"} <= set(tables):
+            shown = ", ".join(tables[:4]) + (", ..." if len(tables) > 4 else "")
+            raise TrackingError(
+                f"tracking.uri: {path} is a SQLite database of other tables ({shown}), not an "
+                "MLflow store; give an MLflow store's file, or a new path for one"
+            )
+        return tables
+
+    def _check_sqlite_file(self) -> None:
+        self.sqlite_tables()
 
     def _check_database_driver(self, scheme: str) -> None:
         """A database URL whose driver is not installed failed in MLflow's first write, with

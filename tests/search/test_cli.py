@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -177,6 +178,47 @@ def test_pareto_without_a_store_creates_none(tmp_path: Path) -> None:
         == f"nascomp: error: no MLflow store at {tmp_path / 'm.db'} (run `nascomp search` first)"
     )
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_sqlite_file_that_is_no_mlflow_store_is_refused_and_left_as_it_was(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A user's own database, a file that is no database and an empty one, given where the
+    store goes: MLflow wrote its 60 tables into the first and the third, and failed with a
+    traceback on the second. Searches refuse the first two before anything runs; the reading
+    commands refuse all three. Every file is left byte for byte as it was."""
+    import sqlite3
+
+    from nascomp.search.cli import main
+
+    theirs = tmp_path / "app.db"
+    with contextlib.closing(sqlite3.connect(theirs)) as db:
+        db.execute("CREATE TABLE users (name TEXT)")
+        db.execute("CREATE TABLE orders (id INTEGER)")
+        db.commit()
+    notes = tmp_path / "notes.db"
+    notes.write_text("hello\n")
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    before = {path: path.read_bytes() for path in (theirs, notes, empty)}
+    monkeypatch.chdir(tmp_path)  # where a search would write its results
+    refusals = {
+        theirs: f"tracking.uri: {theirs} is a SQLite database of other tables (orders, users), "
+        "not an MLflow store; give an MLflow store's file, or a new path for one",
+        notes: f"tracking.uri: {notes} is not a SQLite database (file is not a database); "
+        "give an MLflow store's file, or a new path for one",
+        empty: f"no MLflow store at {empty} (an empty database) (run `nascomp search` first)",
+    }
+    for path, message in refusals.items():
+        for command in (["pareto"], ["export", "--rank", "1", "--to", str(tmp_path / "out")]):
+            assert main([*command, "--tracking-uri", f"sqlite:///{path}"]) == 2
+            assert capsys.readouterr().err.strip() == f"nascomp: error: {message}"
+    for path in (theirs, notes):
+        code = main(["search", "--tracking-uri", f"sqlite:///{path}", "--trials", "1"])
+        assert code == 2
+        assert capsys.readouterr().err.strip() == f"nascomp: error: {refusals[path]}"
+    assert {path: path.read_bytes() for path in before} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["app.db", "empty.db", "notes.db"]
 
 
 def test_pareto_without_a_search(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
