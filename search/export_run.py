@@ -31,8 +31,9 @@ from nascomp.search.reproduce import (
     shipped_accuracies,
 )
 from nascomp.search.tracking.models import ONNX_MODEL_DIR
-from nascomp.search.tracking.store import Tracker
+from nascomp.search.tracking.store import SOURCE_TAG, Tracker
 from nascomp.spaces.space import arch_from_flat
+from nascomp.spaces.userfn import UserCodeError
 from nascomp.trainers.config import describe_trial
 from nascomp.trainers.loop import (
     predicted_classes,
@@ -120,46 +121,79 @@ def _download(tracker: Tracker, trial: LoggedTrial, folder: Path) -> bytes | Non
     no exporter took the model: the trial was timed in PyTorch). A run without the model
     files, or whose skeleton names another model than its config, is a ValueError."""
     run_id = trial.source.run_id
+    again = f"`nascomp reproduce {run_id} --export DIR` trains the model again"
     listed = {item.path for item in tracker.client.list_artifacts(run_id)}
     missing = [name for name in (ARTIFACT, SKELETON) if name not in listed]
+    reproduced = trial.source.tags.get(SOURCE_TAG)
+    if missing and reproduced:
+        raise ValueError(
+            f"run {run_id} is a reproduction of trial run {reproduced}, whose files an export "
+            f"reads (a reproduction logs none): `nascomp export {reproduced} --to DIR`"
+        )
     if missing:
         raise ValueError(
             f"run {run_id} holds no {' or '.join(missing)} (its artifacts deleted, or logged by "
-            f"an older nascomp): `nascomp reproduce {run_id} --export DIR` trains the model "
-            "again and exports it"
+            f"an older nascomp): {again} and exports it"
         )
     for name in (ARTIFACT, SKELETON):
-        tracker.client.download_artifacts(run_id, name, str(folder))
+        _fetch(tracker, run_id, name, folder, again)
     # load_exported imports and calls the builder the skeleton names (trust_code): the one
     # this trial's config names, which reproduce would run too, and no other.
-    skeleton = json.loads((folder / SKELETON).read_text())
+    try:
+        skeleton = json.loads((folder / SKELETON).read_text())
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+        raise ValueError(
+            f"run {run_id}: its {SKELETON} is not JSON ({exc}): the run's artifacts were "
+            f"changed or damaged; {again}"
+        ) from None
     expected = json.loads(json.dumps(arch_from_flat(trial.flat), default=str))
     if not isinstance(skeleton, dict) or skeleton.get("arch") != expected:
         raise ValueError(
             f"run {run_id}: its {SKELETON} names another model than its config "
-            f"({describe_trial(trial.flat)}): the run's artifacts were changed; "
-            f"`nascomp reproduce {run_id} --export DIR` trains the model again"
+            f"({describe_trial(trial.flat)}): the run's artifacts were changed; {again}"
         )
     if ONNX_MODEL_DIR not in listed:
         return None
-    onnx_file = f"{ONNX_MODEL_DIR}/model.onnx"
-    return Path(tracker.client.download_artifacts(run_id, onnx_file, str(folder))).read_bytes()
+    return _fetch(tracker, run_id, f"{ONNX_MODEL_DIR}/model.onnx", folder, again).read_bytes()
+
+
+def _fetch(tracker: Tracker, run_id: str, name: str, folder: Path, again: str) -> Path:
+    """Artifact ``name`` of the run, downloaded into ``folder``; one that is gone (its folder
+    listed, the file deleted) is a one-line ValueError, not MLflow's traceback."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return Path(tracker.client.download_artifacts(run_id, name, str(folder)))
+    except (MlflowException, OSError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise ValueError(
+            f"run {run_id}: its {name} cannot be read ({first}): the run's artifacts were "
+            f"changed or deleted; {again}"
+        ) from None
 
 
 def _load(folder: Path, trial: LoggedTrial) -> nn.Module:
-    """The run's model, rebuilt by its builder and filled from its compressed file; a builder
-    whose code changed since the search and builds another model is a one-line ValueError."""
+    """The run's model, rebuilt by its builder and filled from its compressed file; files that
+    do not load (damaged, or a builder whose code changed since the search and builds another
+    model) are a one-line ValueError naming the run."""
+    run_id = trial.source.run_id
     try:
         return load_exported(folder, trust_code=True)
+    except UserCodeError:
+        raise  # the user's builder failed: its own line names it
     except Exception as exc:
+        cause = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"
         if not trial.code_changed:
-            raise
-        run_id = trial.source.run_id
+            raise ValueError(
+                f"run {run_id}: its {ARTIFACT} and {SKELETON} do not load ({cause}): the run's "
+                "artifacts were changed or damaged; "
+                f"`nascomp reproduce {run_id} --export DIR` trains the model again"
+            ) from None
         raise ValueError(
             f"run {run_id}: its model files do not fit what {', '.join(trial.code_changed)} "
-            f"builds now (its source changed since the search ran it: "
-            f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}); restore that code, or "
-            f"`nascomp reproduce {run_id} --export DIR` trains the model the code builds now"
+            f"builds now (its source changed since the search ran it: {cause}); restore that "
+            f"code, or `nascomp reproduce {run_id} --export DIR` trains the model the code "
+            "builds now"
         ) from None
 
 

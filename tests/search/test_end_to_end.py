@@ -360,18 +360,7 @@ def test_export_of_a_run_without_model_files_is_one_line(searched: Searched) -> 
     """A finished trial whose model files are gone (deleted, or an older nascomp's): one line
     that names them and the command that trains the model again; nothing written."""
     source_id = json.loads(searched.cli("pareto", "--json").stdout)["front"][0]["run_id"]
-    source = searched.client.get_run(source_id)
-    # Its copy in an experiment of its own (the search's counts stay as they are): params,
-    # tags and config, not the model files.
-    experiment = searched.client.create_experiment("without-model-files")
-    tags = {k: v for k, v in source.data.tags.items() if not k.startswith("mlflow.")}
-    copy_id = searched.client.create_run(experiment, tags=tags).info.run_id
-    for key, value in source.data.params.items():
-        searched.client.log_param(copy_id, key, value)
-    with tempfile.TemporaryDirectory() as scratch:
-        config = searched.client.download_artifacts(source_id, "trial_config.json", scratch)
-        searched.client.log_artifact(copy_id, config)
-    searched.client.set_terminated(copy_id, "FINISHED")
+    copy_id = _copy_of_trial(searched, source_id, "without-model-files", {})
     export = searched.folder / "export-none"
     result = searched.cli("export", copy_id, "--to", str(export))
     assert result.returncode == 2, result.stdout + result.stderr
@@ -379,6 +368,79 @@ def test_export_of_a_run_without_model_files_is_one_line(searched: Searched) -> 
         f"nascomp: error: run {copy_id} holds no model.nascomp or skeleton.json (its artifacts "
         f"deleted, or logged by an older nascomp): `nascomp reproduce {copy_id} --export DIR` "
         "trains the model again and exports it"
+    )
+    assert not export.exists()
+
+
+def _copy_of_trial(
+    searched: Searched, source_id: str, experiment_name: str, files: dict[str, bytes | None]
+) -> str:
+    """A copy of trial ``source_id`` in an experiment of its own (the search's counts stay as
+    they are): its params, tags and config, and of its model files those ``files`` names (the
+    run's bytes where the value is None, else the value's)."""
+    source = searched.client.get_run(source_id)
+    experiment = searched.client.get_experiment_by_name(experiment_name)
+    experiment_id = (
+        experiment.experiment_id
+        if experiment is not None
+        else searched.client.create_experiment(experiment_name)
+    )
+    tags = {k: v for k, v in source.data.tags.items() if not k.startswith("mlflow.")}
+    copy_id = searched.client.create_run(experiment_id, tags=tags).info.run_id
+    for key, value in source.data.params.items():
+        searched.client.log_param(copy_id, key, value)
+    with tempfile.TemporaryDirectory() as scratch:
+        for name in ("trial_config.json", *files):
+            path = Path(searched.client.download_artifacts(source_id, name, scratch))
+            if files.get(name) is not None:
+                path.write_bytes(files[name])
+            folder = str(Path(name).parent) if "/" in name else None
+            searched.client.log_artifact(copy_id, str(path), folder)
+    searched.client.set_terminated(copy_id, "FINISHED")
+    return copy_id
+
+
+def test_export_of_damaged_model_files_is_one_line_naming_them(searched: Searched) -> None:
+    """A trial's files changed after the search (a skeleton that is no JSON, a truncated
+    compressed file, the ONNX model's file gone from its folder), and a reproduction's run,
+    which holds no model files: one line each, naming the run and the way out; nothing
+    written. They were tracebacks, or lines that named neither file nor run."""
+    source_id = json.loads(searched.cli("pareto", "--json").stdout)["front"][0]["run_id"]
+    artifact = Path(searched.client.download_artifacts(source_id, "model.nascomp")).read_bytes()
+    again = "`nascomp reproduce {} --export DIR` trains the model again"
+    onnx: dict[str, bytes | None] = {"onnx_model/MLmodel": None, "onnx_model/model.onnx": None}
+    cases = {
+        "skeleton": (
+            {"model.nascomp": None, "skeleton.json": b"{bad json", **onnx},
+            "its skeleton.json is not JSON (Expecting property name enclosed in double "
+            "quotes: line 1 column 2 (char 1)): the run's artifacts were changed or damaged",
+        ),
+        "truncated": (
+            {"model.nascomp": artifact[:100], "skeleton.json": None, **onnx},
+            "its model.nascomp and skeleton.json do not load (ValueError: compressed file is "
+            "truncated): the run's artifacts were changed or damaged",
+        ),
+        "no onnx file": (
+            {"model.nascomp": None, "skeleton.json": None, "onnx_model/MLmodel": None},
+            "its onnx_model/model.onnx cannot be read (",
+        ),
+    }
+    export = searched.folder / "export-damaged"
+    for case, (files, message) in cases.items():
+        copy_id = _copy_of_trial(searched, source_id, "damaged-model-files", files)
+        result = searched.cli("export", copy_id, "--to", str(export))
+        assert result.returncode == 2, (case, result.stdout + result.stderr)
+        line = result.stderr.strip()
+        assert "\n" not in line and line.startswith(f"nascomp: error: run {copy_id}: "), case
+        assert message in line and line.endswith(again.format(copy_id)), (case, line)
+        assert not export.exists(), case
+    reproduction = _copy_of_trial(searched, source_id, "damaged-model-files", {})
+    searched.client.set_tag(reproduction, "nascomp.reproduced_from", source_id)
+    result = searched.cli("export", reproduction, "--to", str(export))
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"nascomp: error: run {reproduction} is a reproduction of trial run {source_id}, whose "
+        f"files an export reads (a reproduction logs none): `nascomp export {source_id} --to DIR`"
     )
     assert not export.exists()
 
