@@ -132,11 +132,13 @@ def _uri(text: str) -> str:
 
 
 def _folder(text: str) -> Path:
-    """argparse's type for a folder to write: an empty one (an unset variable in ``--export
-    "$OUT"``) is refused, not taken for the working folder."""
+    """argparse's type for a folder to write, ``~`` expanded: an empty one (an unset variable
+    in ``--export "$OUT"``) is refused, not taken for the working folder."""
     if not text.strip():
         raise argparse.ArgumentTypeError("give a folder; got an empty path")
-    return Path(text)
+    # '~' as the shell expands it, also where it did not (quoted, a script's, a config's): the
+    # checks read the expanded folder, and a folder named '~' in the working one is a trap.
+    return Path(text).expanduser()
 
 
 def _model_name(text: str) -> str:

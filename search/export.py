@@ -165,12 +165,14 @@ def earlier_export_files(out_dir: Path) -> set[str]:
     """The names of the files an earlier export wrote into ``out_dir``: those its
     ``export.json`` lists; for an export made before ``export.json`` (or without provenance),
     every export-named file beside a ``model.nascomp`` and a ``skeleton.json`` that is one.
-    A folder holding a ``skeleton.json`` of the user's own is no export."""
+    A folder holding a ``skeleton.json`` of the user's own is no export, nor one whose
+    ``export.json`` is not nascomp's (a packaging tool's manifest with a ``files`` mapping)."""
     try:
         info = json.loads((out_dir / EXPORT_INFO).read_text())
     except (OSError, ValueError):
         info = None
-    if isinstance(info, dict) and isinstance(info.get("files"), dict):
+    ours = isinstance(info, dict) and {"nascomp", "trial_run_id"} <= set(info)
+    if ours and isinstance(info.get("files"), dict):
         # a listed file changed since (the user's edit, or theirs in its place) is theirs
         return {
             name

@@ -491,6 +491,20 @@ def test_a_folder_no_folder_can_be_made_in_is_refused_even_for_root(tmp_path: Pa
     assert list(tmp_path.iterdir()) == []  # the check left nothing behind
 
 
+def test_a_folder_given_with_a_tilde_is_the_users_home_not_a_folder_named_tilde(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--to '~/models'` (quoted, or from a script): the checks read ~ as the home and the files
+    went to a folder named '~' in the working one."""
+    from nascomp.search.cli import _parser
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    args = _parser().parse_args(["export", "0" * 32, "--to", "~/models"])
+    assert args.to == tmp_path / "models"
+    args = _parser().parse_args(["reproduce", "--rank", "1", "--export", "~/m"])
+    assert args.export == tmp_path / "m"
+
+
 def test_ui_on_a_port_in_use_is_refused_before_any_server_starts(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

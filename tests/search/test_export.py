@@ -192,9 +192,16 @@ def test_a_users_files_of_export_names_are_never_replaced_or_removed(tmp_path: P
     with pytest.raises(ValueError, match=r"model\.fp16\.onnx is no earlier nascomp export"):
         check_export_folder(tmp_path, "--export", fp16=True)
     digest = hashlib.sha256(b"mine").hexdigest()
-    (tmp_path / "export.json").write_text(json.dumps({"files": {"model.fp16.onnx": {}}}))
+    # A packaging tool's manifest of the same name, with a files mapping too: the user's.
+    manifest = {"tool": "my-packager", "files": {"model.fp16.onnx": {"sha256": digest}}}
+    (tmp_path / "export.json").write_text(json.dumps(manifest))
+    assert earlier_export_files(tmp_path) == set()
+    with pytest.raises(ValueError, match=r"export\.json is no earlier nascomp export"):
+        check_export_folder(tmp_path, "--export")
+    ours = {"nascomp": "0.1.0", "trial_run_id": "0" * 32}
+    (tmp_path / "export.json").write_text(json.dumps({**ours, "files": {"model.fp16.onnx": {}}}))
     assert earlier_export_files(tmp_path) == {"export.json"}  # no hash: not known as written
-    listed = {"files": {"model.fp16.onnx": {"sha256": digest}}}
+    listed = {**ours, "files": {"model.fp16.onnx": {"sha256": digest}}}
     (tmp_path / "export.json").write_text(json.dumps(listed))
     assert earlier_export_files(tmp_path) == {"model.fp16.onnx", "export.json"}
     check_export_folder(tmp_path, "--export", fp16=True)
