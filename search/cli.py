@@ -1046,7 +1046,13 @@ def cmd_ui(args: argparse.Namespace) -> int:
     uri = _tracking(uri=args.tracking_uri).resolved_uri()
     _check_store_exists(uri)
     if uri.startswith("http"):
-        print(f"the store is a tracking server already: {Tracker(uri, args.experiment).runs_url()}")
+        server = Tracker(uri, args.experiment or "nascomp")
+        # Down, it is one line in seconds, as for pareto: MLflow's own retries took 4 minutes
+        # to end in a traceback.
+        server.check_reachable()
+        if args.experiment is None:  # the server's only searched experiment, as pareto reads
+            server.experiment = server.default_experiment() or server.experiment
+        print(f"the store is a tracking server already: {server.runs_url()}")
         return 0
     base = f"http://{args.host}:{args.port}"
     if not _port_free(args.host, args.port):

@@ -288,9 +288,19 @@ def test_tracking_server_blip_buffers_and_flushes(workdir: Path) -> None:
     server.start()
     try:
         _check_one_finished_run_per_trial(server.uri, 4)
+        # `nascomp ui` on a server: nothing to start, the runs page's URL on the server.
+        shown = nascomp("ui", "--tracking-uri", server.uri, cwd=workdir, timeout=120)
+        assert shown.returncode == 0, shown.stderr[-2000:]
+        assert shown.stdout.startswith(
+            f"the store is a tracking server already: {server.uri}/#/experiments/"
+        )
     finally:
         server.stop()
     assert not list(results.glob("nascomp-*/mlflow-pending.jsonl"))
+    # Down, it is one line in seconds (MLflow's retries took 4 minutes to a traceback).
+    down = nascomp("ui", "--tracking-uri", server.uri, cwd=workdir, timeout=60)
+    assert down.returncode == 2
+    assert down.stderr.startswith(f"nascomp: error: tracking server {server.uri} is unreachable")
 
 
 def _search_logging_to_a_server(
