@@ -321,8 +321,8 @@ class Experiment(TrainingSections):
         budget = self.search.budget
         if budget.gpu_hours is not None and not self.resources.gpus_per_trial:
             raise ValueError(
-                "search.budget.gpu_hours needs resources.gpus_per_trial > 0 (trials without a "
-                "GPU spend no GPU-hours); use wall_s or cpu_hours"
+                "search.budget.gpu_hours: needs resources.gpus_per_trial > 0 (trials without "
+                "a GPU spend no GPU-hours); use wall_s or cpu_hours"
             )
         return self
 
@@ -433,8 +433,7 @@ def _check_lookup(experiment: Experiment) -> None:
     for field, (value, needed) in fixed.items():
         if value != needed and value != [needed]:
             raise ValueError(
-                f"trial nb201_lookup needs {field} = {needed!r} (the table's setting); "
-                f"got {value!r}"
+                f"{field}: trial nb201_lookup needs {needed!r} (the table's setting); got {value!r}"
             )
     parsed = parse_constraints(experiment.constraints, METRICS)
     named = [*experiment.objectives, *(constraint.metric for constraint in parsed)]
@@ -569,8 +568,15 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
     key, sep, text = item.partition("=")
     if not sep or not all(part.strip() for part in key.split(".")):
         raise ConfigError(f"--set {item!r}: expected KEY.PATH=VALUE, e.g. search.trials=8")
+    if not text.strip():
+        # An unset shell variable (`--set search.trials=$N`): YAML reads it as null, and the
+        # field's default then ran unsaid (a 20-trial search for a file's 200).
+        raise ConfigError(
+            f"--set {key.strip()}: empty value; give one, or {key.strip()}=null for the "
+            "field's default"
+        )
     try:
-        value = load_yaml(text) if text.strip() else None
+        value = load_yaml(text)
     except yaml.YAMLError:
         raise ConfigError(f"--set {key}: value {text!r} is not valid YAML") from None
     node = raw

@@ -129,13 +129,30 @@ def test_seconds_left_are_the_budget_over_the_pace_it_is_spent_at(tmp_path: Path
         ("search.budget=1h", "search.budget: give one of wall_s, cpu_hours, gpu_hours, e.g. "),
         ("search.budget=3600", "{wall_s: 600}; got 3600"),
         ("search.budget.wall_s=0", "search.budget.wall_s: Input should be greater than 0"),
-        ("search.budget.gpu_hours=1", "search.budget.gpu_hours needs resources.gpus_per_trial"),
+        ("search.budget.gpu_hours=1", "search.budget.gpu_hours: needs resources.gpus_per_trial"),
     ],
 )
 def test_bad_budgets_are_one_line_errors(override: str, message: str) -> None:
     with pytest.raises(ConfigError) as error:
         load_experiment(None, [override])
     assert message in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("override", "start"),
+    [
+        # checks across sections began "experiment: " and named their field after it
+        ("search.budget.gpu_hours=1", "search.budget.gpu_hours: needs resources.gpus_per_trial"),
+        ("trial=nb201_lookup", "space.arch.family: trial nb201_lookup needs 'nb201'"),
+        # an unset variable's empty value ran the field's default unsaid
+        ("search.trials=", "--set search.trials: empty value; give one, or search.trials=null"),
+        ("storage=  ", "--set storage: empty value; give one, or storage=null for the field's"),
+    ],
+)
+def test_errors_start_with_the_field_they_name(override: str, start: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        load_experiment(None, [override])
+    assert str(error.value).startswith(start), str(error.value)
 
 
 def test_trials_cap_a_budget_only_when_given() -> None:

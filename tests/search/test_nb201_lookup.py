@@ -63,7 +63,7 @@ def test_costs_depend_on_the_ops_not_their_edges() -> None:
 
 
 def test_lookup_refuses_settings_the_table_does_not_know() -> None:
-    with pytest.raises(ConfigError, match=r"needs space\.quant\.bits = 32"):
+    with pytest.raises(ConfigError, match=r"^space\.quant\.bits: trial nb201_lookup needs 32 "):
         load_experiment(EXAMPLE, ["space.quant.bits=[8, 32]"])
     with pytest.raises(ConfigError, match="does not report 'latency_ms'"):
         load_experiment(EXAMPLE, ["objectives={val_accuracy: max, latency_ms: min}"])
