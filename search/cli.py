@@ -138,7 +138,7 @@ def _folder(text: str) -> Path:
         raise argparse.ArgumentTypeError("give a folder; got an empty path")
     # '~' as the shell expands it, also where it did not (quoted, a script's, a config's): the
     # checks read the expanded folder, and a folder named '~' in the working one is a trap.
-    return Path(text).expanduser()
+    return Path(os.path.normpath(Path(text).expanduser()))  # `a/../b`: b, as the checks read
 
 
 def _model_name(text: str) -> str:

@@ -31,14 +31,17 @@ are written, so an export that fails leaves the folder as it was, not mixing two
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
 import os
 import shutil
+import signal
 import tempfile
+import threading
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -126,8 +129,45 @@ def export_model(
     without ``fp16``) is removed; a file of an export's name that no earlier export wrote is
     the user's own: one this export would replace is refused (``check_export_folder``), any
     other is left (``foreign_files`` names it)."""
+    # `a/../b` as b, as the checks read it (the OS reads no `..` past a folder that is not
+    # there, and mkdir made a stray `a`)
+    out_dir = Path(os.path.normpath(out_dir))
     check_export_folder(out_dir, "out_dir", fp16=fp16)
+    created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return _export_into(
+            model,
+            example,
+            config,
+            out_dir,
+            onnx,
+            fp16,
+            normalise,
+            classes,
+            features,
+            categories,
+            provenance,
+        )
+    except BaseException:
+        if created and out_dir.is_dir() and not any(out_dir.iterdir()):
+            out_dir.rmdir()  # an export that failed into a new folder leaves no empty one
+        raise
+
+
+def _export_into(
+    model: nn.Module,
+    example: torch.Tensor,
+    config: dict[str, Any],
+    out_dir: Path,
+    onnx: bytes | None,
+    fp16: bool,
+    normalise: Normalise | None,
+    classes: Sequence[str],
+    features: Sequence[str],
+    categories: Mapping[str, Sequence[str]] | None,
+    provenance: Mapping[str, Any] | None,
+) -> dict[str, Path]:
     earlier = earlier_export_files(out_dir)
     staging = Path(tempfile.mkdtemp(prefix=".nascomp-export-", dir=out_dir))
     try:
@@ -149,16 +189,42 @@ def export_model(
             info = {**provenance, "files": _file_facts(staged.values())}
             staged["info"] = staging / EXPORT_INFO
             staged["info"].write_text(json.dumps(info, indent=2, default=str))
-        files = {}
-        for kind, path in staged.items():
-            files[kind] = out_dir / path.name
-            os.replace(path, files[kind])
+        # The moves, and the earlier export's files removed, as one step: a Ctrl-C or SIGTERM
+        # between two moves left one model's files beside another's (and its export.json
+        # then called them the user's).
+        with signals_held():
+            files = {}
+            for kind, path in staged.items():
+                files[kind] = out_dir / path.name
+                os.replace(path, files[kind])
+            for name in earlier:
+                if out_dir / name not in files.values():
+                    (out_dir / name).unlink(missing_ok=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    for name in earlier:
-        if out_dir / name not in files.values():
-            (out_dir / name).unlink(missing_ok=True)
     return files
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM wait until the block is done, then act as they would have (their
+    handlers as they were: Ctrl-C's KeyboardInterrupt after it). Outside the main thread,
+    where Python runs no handler, nothing is changed."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    held = (signal.SIGINT, signal.SIGTERM)
+    before = {number: signal.getsignal(number) for number in held}
+    for number in held:
+        signal.signal(number, lambda signum, _frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        for number, handler in before.items():
+            signal.signal(number, handler)
+        for number in dict.fromkeys(caught):
+            signal.raise_signal(number)
 
 
 def earlier_export_files(out_dir: Path) -> set[str]:

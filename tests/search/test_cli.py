@@ -407,6 +407,14 @@ def test_reproduce_fp16_without_export_exits_2_before_touching_the_store(tmp_pat
     assert not (tmp_path / "mlflow.db").exists()
 
 
+def _an_empty_store(path: Path) -> None:
+    """An MLflow sqlite store with its tables and no runs (an empty file is none: the reading
+    commands refuse it)."""
+    from mlflow.tracking import MlflowClient
+
+    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
+
+
 def test_results_and_exports_that_cannot_be_written_are_refused_before_anything_runs(
     tmp_path: Path,
 ) -> None:
@@ -424,7 +432,7 @@ def test_results_and_exports_that_cannot_be_written_are_refused_before_anything_
     ]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
     # Reading commands: a run the store does not have, a plot into a folder.
-    shutil.copy(tmp_path / "afile", tmp_path / "mlflow.db")  # an empty sqlite file: a store
+    _an_empty_store(tmp_path / "mlflow.db")
     pareto = nascomp("pareto", "--search-run", "nonexistent", "--tracking-uri", store, cwd=tmp_path)
     assert pareto.returncode == 2, pareto.stderr
     assert pareto.stderr.startswith("nascomp: error: run 'nonexistent' is not in the tracking")
@@ -515,7 +523,9 @@ def test_ui_on_a_port_in_use_is_refused_before_any_server_starts(
     from nascomp.search.cli import main
 
     store = tmp_path / "m.db"
-    store.touch()
+    _an_empty_store(store)
+    before = store.read_bytes()
+    capsys.readouterr()  # MLflow's lines as it made the store
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -525,7 +535,7 @@ def test_ui_on_a_port_in_use_is_refused_before_any_server_starts(
     assert capsys.readouterr().err.strip() == (
         f"nascomp: error: --port {port}: 127.0.0.1:{port} is in use; give another port"
     )
-    assert list(tmp_path.iterdir()) == [store] and store.stat().st_size == 0  # left as it was
+    assert list(tmp_path.iterdir()) == [store] and store.read_bytes() == before  # as it was
 
 
 def test_ui_serves_without_mlflows_job_runners_unless_the_user_asks_for_them() -> None:

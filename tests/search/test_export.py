@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
 from pathlib import Path
 
 import onnx
@@ -161,6 +163,60 @@ def test_an_export_that_fails_leaves_the_folder_as_it_was(tmp_path: Path) -> Non
     with pytest.raises(Exception, match=r"(?i)pars|protobuf|decode"):
         export_model(other.model, example, flat, tmp_path, onnx=b"not onnx", normalise=normalise)
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_a_ctrl_c_while_the_files_move_into_place_waits_for_the_last(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C between two of the moves left one model's files beside another's, and its
+    export.json then called them the user's: the moves finish first, then the interrupt."""
+    flat = pruned("structured", 0.5, **{"quant.bits": 8, "train.epochs": 1})
+    outcome = run_trial(flat)
+    data = TrialConfig.from_flat(flat).data.load()
+    example = data.test_x[:1]
+    provenance = {"nascomp": "test", "trial_run_id": "a" * 32}
+    export_model(outcome.model, example, flat, tmp_path, onnx=outcome.onnx, provenance=provenance)
+    other = run_trial({**flat, "prune.ratio": 0.25})
+    moves: list[str] = []
+    replace = os.replace
+
+    def interrupted_after_the_second(source: object, target: object) -> None:
+        replace(source, target)
+        moves.append(str(target))
+        if len(moves) == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C, as the terminal sends it
+
+    monkeypatch.setattr("nascomp.search.export.os.replace", interrupted_after_the_second)
+    second = {**provenance, "trial_run_id": "b" * 32}
+    with pytest.raises(KeyboardInterrupt):
+        export_model(other.model, example, flat, tmp_path, onnx=other.onnx, provenance=second)
+    info = json.loads((tmp_path / "export.json").read_text())
+    assert len(moves) == len(info["files"]) + 1 and info["trial_run_id"] == "b" * 32
+    for name, facts in info["files"].items():  # every file the second export's
+        assert hashlib.sha256((tmp_path / name).read_bytes()).hexdigest() == facts["sha256"]
+    assert earlier_export_files(tmp_path) == {*info["files"], "export.json"}
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # given back
+
+
+def test_an_export_that_fails_into_a_new_folder_leaves_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failed export into a folder it made removed nothing: an empty folder stayed; and
+    `a/../b` made a stray `a`."""
+    flat = pruned("structured", 0.5, **{"quant.bits": 8, "train.epochs": 1})
+    outcome = run_trial(flat)
+    example = TrialConfig.from_flat(flat).data.load().test_x[:1]
+    with monkeypatch.context() as patch:
+
+        def no_room(*_args: object) -> None:
+            raise OSError(28, "No space left on device")
+
+        patch.setattr("nascomp.search.export._write_export", no_room)
+        with pytest.raises(OSError, match="No space left"):
+            export_model(outcome.model, example, flat, tmp_path / "new", onnx=outcome.onnx)
+    assert list(tmp_path.iterdir()) == []
+    export_model(outcome.model, example, flat, tmp_path / "a" / ".." / "b", onnx=outcome.onnx)
+    assert [p.name for p in tmp_path.iterdir()] == ["b"]
 
 
 def test_an_entry_in_the_way_is_refused_before_anything_is_written(tmp_path: Path) -> None:
