@@ -224,7 +224,7 @@ class TrackingConfig(Section):
     uri: str | None = Field(
         None, description="default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db"
     )
-    experiment: str = Field("nascomp", min_length=1, pattern=r"\S")  # MLflow refuses ""
+    experiment: str = Field("nascomp")  # MLflow refuses "" (_experiment_named)
     retry_s: float = Field(
         5.0, gt=0.0, description="while the tracking server is away, retry buffered writes"
     )
@@ -248,6 +248,13 @@ class TrackingConfig(Section):
                 "sqlite:///mlflow.db"
             )
         return uri
+
+    @field_validator("experiment")
+    @classmethod
+    def _experiment_named(cls, name: str) -> str:
+        if not name.strip():  # was pydantic's "String should match pattern '\S'"
+            raise ValueError("empty; give the experiment's name, or leave it out for 'nascomp'")
+        return name
 
     def resolved_uri(self) -> str:
         uri = self.uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"

@@ -47,7 +47,8 @@ from tests.search.conftest import live_processes_with, nascomp, nascomp_here
             "tracking.experiment: given by --experiment and by --set tracking.experiment=b",
         ),
         (["--tracking-uri", "./mlruns"], "tracking.uri: './mlruns' is a path, not a URI"),
-        (["--experiment", ""], "tracking.experiment: String should have at least 1 character"),
+        (["--experiment", ""], "tracking.experiment: empty; give the experiment's name, or"),
+        (["--set", "tracking.experiment=' '"], "tracking.experiment: empty; give the experiment"),
         # empty: the working folder and the default store before, unsaid
         (["--set", "storage=' '"], "storage: empty; give a folder, or leave it out for"),
         (["--set", "tracking.uri=' '"], "tracking.uri: empty; give a tracking URI, or leave"),
