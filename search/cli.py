@@ -1083,7 +1083,10 @@ def cmd_ui(args: argparse.Namespace) -> int:
     print(f"starting the MLflow UI on {base} (store {shown}); Ctrl-C stops it", flush=True)
     # A process group of its own: mlflow server starts helpers (gunicorn workers, the jobs'
     # huey consumers) that outlive a terminated parent; stopping the group stops them all.
-    server = subprocess.Popen(command, env=ui_server_env(os.environ), preexec_fn=os.setpgrp)
+    # Its log on stderr (fd 2): stdout keeps nascomp's two lines, the URL for scripts to read.
+    server = subprocess.Popen(
+        command, env=ui_server_env(os.environ), stdout=2, preexec_fn=os.setpgrp
+    )
     try:
         if not _wait_healthy(base, server) or server.poll() is not None:
             return _fail(f"the MLflow UI did not start on {base} (port taken?)")

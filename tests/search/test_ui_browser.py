@@ -433,3 +433,47 @@ def test_ui_lists_the_trials_of_a_search(workdir: Path, browser: Browser) -> Non
     assert _port_free(port)
     with pytest.raises(OSError):
         urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+
+
+@pytest.mark.e2e
+def test_ui_prints_its_own_lines_on_stdout_and_the_servers_log_on_stderr(tmp_path: Path) -> None:
+    """A script reads the URL from stdout: MLflow's server logged its start and every request
+    between nascomp's two lines there."""
+    from mlflow.tracking import MlflowClient
+
+    db = tmp_path / "mlflow.db"
+    client = MlflowClient(tracking_uri=f"sqlite:///{db}")
+    experiment = client.create_experiment("nascomp")
+    port = free_port()
+    exe = Path(sys.executable).with_name("nascomp")
+    command = [str(exe), "ui", "--tracking-uri", f"sqlite:///{db}", "--port", str(port)]
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        ui = subprocess.Popen(
+            [sys.executable, "-c", _EXEC_WITH_DEFAULT_SIGINT, *command],
+            cwd=tmp_path,
+            stdout=out,
+            stderr=err,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            start_new_session=True,
+        )
+        ui.lines = queue.Queue()  # type: ignore[attr-defined]  # what _stop_ui shows on a hang
+        ui.lines.put(None)  # type: ignore[attr-defined]
+        try:
+            deadline = time.monotonic() + 120
+            while "MLflow UI: " not in Path(f"/proc/self/fd/{out.fileno()}").read_text():
+                assert ui.poll() is None and time.monotonic() < deadline, "no URL printed"
+                time.sleep(0.5)
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=30).read()
+        finally:
+            _stop_ui(ui)
+        out.seek(0)
+        err.seek(0)
+        printed, logged = out.read().splitlines(), err.read()
+    runs = f"http://127.0.0.1:{port}/#/experiments/{experiment}/runs"
+    assert printed == [
+        f"starting the MLflow UI on http://127.0.0.1:{port} (store sqlite:///{db}); Ctrl-C "
+        "stops it",
+        f"MLflow UI: {runs}?workflowType=machine_learning",
+    ]
+    assert "GET /health" in logged  # the server's log: on stderr
