@@ -481,9 +481,12 @@ def load_exported(folder: str | Path, trust_code: bool = False) -> nn.Module:
             "pass it for an export you made or trust"
         )
     dtype = torch.int64 if skeleton.get("input_dtype") == "int64" else torch.float32
-    model = build_model(
-        skeleton["arch"], tuple(skeleton["input_shape"]), skeleton["n_classes"], dtype
-    )
+    # Building draws initial weights, which the file then replaces: not from the caller's
+    # generator (a notebook's seeded results moved after loading a model).
+    with torch.random.fork_rng(devices=[]):
+        model = build_model(
+            skeleton["arch"], tuple(skeleton["input_shape"]), skeleton["n_classes"], dtype
+        )
     reshape_layers(model, skeleton["layers"])
     reshape_free_tensors(model, skeleton.get("tensors", {}))
     with layer_kinds(skeleton.get("layers_compressed", LEGACY_LAYERS)):

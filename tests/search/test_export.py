@@ -76,6 +76,20 @@ def test_state_dict_pt_holds_the_weights_as_evaluated_for_the_users_own_model(
         )
 
 
+def test_load_exported_leaves_the_callers_random_generator_as_it_was(tmp_path: Path) -> None:
+    """Rebuilding the model drew its initial weights from torch's global generator: a
+    notebook's seeded draws after a load moved."""
+    flat = pruned("structured", 0.5, **{"quant.bits": 8, "train.epochs": 1})
+    outcome = run_trial(flat)
+    example = TrialConfig.from_flat(flat).data.load().test_x[:1]
+    export_model(outcome.model, example, flat, tmp_path, onnx=outcome.onnx)
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    load_exported(tmp_path)
+    assert torch.equal(torch.rand(3), expected)
+
+
 def test_load_exported_runs_the_code_a_skeleton_names_only_when_trusted(
     tmp_path: Path,
 ) -> None:
