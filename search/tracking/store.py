@@ -162,10 +162,24 @@ def _store_init_lock(uri: str) -> Iterator[None]:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
+def _from_environment(uri: str) -> bool:
+    """Whether ``uri`` is ``$MLFLOW_TRACKING_URI``'s value (a relative sqlite path made
+    absolute, as ``TrackingConfig.resolved_uri`` makes it)."""
+    given = os.environ.get("MLFLOW_TRACKING_URI")
+    if not given:
+        return False
+    if given.startswith("sqlite:///") and not given.startswith("sqlite:////"):
+        given = "sqlite:///" + str(Path(given[len("sqlite:///") :]).resolve())
+    return uri == given
+
+
 class Tracker:
     def __init__(self, uri: str, experiment: str) -> None:
         self.uri = uri
         self.experiment = experiment
+        # What errors about the URI name: the variable where the URI is its value (a user who
+        # set no tracking.uri was told to fix one).
+        self.field = "MLFLOW_TRACKING_URI" if _from_environment(uri) else "tracking.uri"
 
     @property
     def shown_uri(self) -> str:
@@ -213,7 +227,7 @@ class Tracker:
             scheme = ""
         if scheme not in (*DATABASE_ENGINES, "http", "https", "databricks"):
             raise TrackingError(
-                f"tracking.uri: {self.shown_uri!r} {_what_path_is(self.uri, scheme)}; give "
+                f"{self.field}: {self.shown_uri!r} {_what_path_is(self.uri, scheme)}; give "
                 "sqlite:///PATH/mlflow.db, a database URL (postgresql://...) or an MLflow "
                 "server's http(s):// address"
             )
@@ -260,14 +274,14 @@ class Tracker:
                 rows = db.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()
         except sqlite3.Error as exc:
             raise TrackingError(
-                f"tracking.uri: {path} is not a SQLite database ({exc}); give an MLflow "
+                f"{self.field}: {path} is not a SQLite database ({exc}); give an MLflow "
                 "store's file, or a new path for one"
             ) from None
         tables = sorted(str(name) for (name,) in rows)
         if tables and not {"alembic_version", "experiments", "runs"} <= set(tables):
             shown = ", ".join(tables[:4]) + (", ..." if len(tables) > 4 else "")
             raise TrackingError(
-                f"tracking.uri: {path} is a SQLite database of other tables ({shown}), not an "
+                f"{self.field}: {path} is a SQLite database of other tables ({shown}), not an "
                 "MLflow store; give an MLflow store's file, or a new path for one"
             )
         return tables
@@ -285,13 +299,13 @@ class Tracker:
         except ModuleNotFoundError as exc:
             package = _DRIVER_PACKAGES.get(exc.name or "", exc.name)
             raise TrackingError(
-                f"tracking.uri: {self.shown_uri} needs the {scheme} driver {exc.name!r}, which "
+                f"{self.field}: {self.shown_uri} needs the {scheme} driver {exc.name!r}, which "
                 f"is not installed here: pip install '{package}'"
             ) from None
         except Exception as exc:  # sqlalchemy's ArgumentError: not a URL it reads
             first = (str(exc).splitlines() or [""])[0]
             raise TrackingError(
-                f"tracking.uri: {self.shown_uri} is no database URL SQLAlchemy reads ({first})"
+                f"{self.field}: {self.shown_uri} is no database URL SQLAlchemy reads ({first})"
             ) from None
 
     def check_writable(self) -> None:
@@ -303,10 +317,10 @@ class Tracker:
         if path is None:
             return
         if path.is_dir():
-            raise TrackingError(f"tracking.uri: {path} is a folder; give the store's file in it")
+            raise TrackingError(f"{self.field}: {path} is a folder; give the store's file in it")
         if path.exists() and not os.access(path, os.R_OK | os.W_OK):
-            raise TrackingError(f"tracking.uri: this user cannot write {path}")
-        check_writable_folder(path.parent, "tracking.uri")
+            raise TrackingError(f"{self.field}: this user cannot write {path}")
+        check_writable_folder(path.parent, self.field)
 
     def experiment_id(self, create: bool = False) -> str:
         found = self.client.get_experiment_by_name(self.experiment)

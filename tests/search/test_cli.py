@@ -142,6 +142,15 @@ def test_a_tracking_uri_that_is_a_file_or_a_folder_says_which(
         Tracker("mlflow.db", "x").check_reachable()
     with pytest.raises(TrackingError, match=r"'mlruns' is a folder: MLflow's file store"):
         Tracker("mlruns", "x").check_reachable()
+    # Given by the environment, not the experiment: the error names the variable.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "mlruns")
+    with pytest.raises(TrackingError, match=r"^MLFLOW_TRACKING_URI: 'mlruns' is a folder"):
+        Tracker("mlruns", "x").check_reachable()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///mlruns")  # relative: made absolute
+    with pytest.raises(TrackingError, match=r"^MLFLOW_TRACKING_URI: .*mlruns is a folder"):
+        Tracker(f"sqlite:///{tmp_path / 'mlruns'}", "x").check_writable()
+    with pytest.raises(TrackingError, match=r"^tracking.uri: 'mlflow.db' is a file"):
+        Tracker("mlflow.db", "x").check_reachable()  # another URI than the variable's
 
 
 def test_a_sqlite_store_this_user_cannot_write_is_refused_before_anything_runs(
