@@ -133,76 +133,56 @@ def export_model(
     # there, and mkdir made a stray `a`)
     out_dir = Path(os.path.normpath(out_dir))
     check_export_folder(out_dir, "out_dir", fp16=fp16)
+    with _folder_made_for(out_dir):
+        earlier = earlier_export_files(out_dir)
+        staging = Path(tempfile.mkdtemp(prefix=".nascomp-export-", dir=out_dir))
+        try:
+            run_id = (provenance or {}).get("trial_run_id")
+            staged = _write_export(
+                model,
+                example,
+                config,
+                staging,
+                onnx,
+                fp16,
+                normalise,
+                classes,
+                features,
+                categories,
+                run_id,
+            )
+            if provenance is not None:
+                info = {**provenance, "files": _file_facts(staged.values())}
+                staged["info"] = staging / EXPORT_INFO
+                staged["info"].write_text(json.dumps(info, indent=2, default=str))
+            # The moves, and the earlier export's files removed, as one step: a Ctrl-C or
+            # SIGTERM between two moves left one model's files beside another's (and its
+            # export.json then called them the user's).
+            with signals_held():
+                files = {}
+                for kind, path in staged.items():
+                    files[kind] = out_dir / path.name
+                    os.replace(path, files[kind])
+                for name in earlier:
+                    if out_dir / name not in files.values():
+                        (out_dir / name).unlink(missing_ok=True)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return files
+
+
+@contextlib.contextmanager
+def _folder_made_for(out_dir: Path) -> Iterator[None]:
+    """``out_dir``, made where it is missing, and removed again where the block fails and
+    leaves it empty (a failed export into a new folder left an empty one)."""
     created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
-        return _export_into(
-            model,
-            example,
-            config,
-            out_dir,
-            onnx,
-            fp16,
-            normalise,
-            classes,
-            features,
-            categories,
-            provenance,
-        )
+        yield
     except BaseException:
         if created and out_dir.is_dir() and not any(out_dir.iterdir()):
-            out_dir.rmdir()  # an export that failed into a new folder leaves no empty one
+            out_dir.rmdir()
         raise
-
-
-def _export_into(
-    model: nn.Module,
-    example: torch.Tensor,
-    config: dict[str, Any],
-    out_dir: Path,
-    onnx: bytes | None,
-    fp16: bool,
-    normalise: Normalise | None,
-    classes: Sequence[str],
-    features: Sequence[str],
-    categories: Mapping[str, Sequence[str]] | None,
-    provenance: Mapping[str, Any] | None,
-) -> dict[str, Path]:
-    earlier = earlier_export_files(out_dir)
-    staging = Path(tempfile.mkdtemp(prefix=".nascomp-export-", dir=out_dir))
-    try:
-        run_id = (provenance or {}).get("trial_run_id")
-        staged = _write_export(
-            model,
-            example,
-            config,
-            staging,
-            onnx,
-            fp16,
-            normalise,
-            classes,
-            features,
-            categories,
-            run_id,
-        )
-        if provenance is not None:
-            info = {**provenance, "files": _file_facts(staged.values())}
-            staged["info"] = staging / EXPORT_INFO
-            staged["info"].write_text(json.dumps(info, indent=2, default=str))
-        # The moves, and the earlier export's files removed, as one step: a Ctrl-C or SIGTERM
-        # between two moves left one model's files beside another's (and its export.json
-        # then called them the user's).
-        with signals_held():
-            files = {}
-            for kind, path in staged.items():
-                files[kind] = out_dir / path.name
-                os.replace(path, files[kind])
-            for name in earlier:
-                if out_dir / name not in files.values():
-                    (out_dir / name).unlink(missing_ok=True)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return files
 
 
 @contextlib.contextmanager
