@@ -992,9 +992,9 @@ def ui_server_env(environ: Mapping[str, str]) -> dict[str, str]:
     """The environment of ``nascomp ui``'s ``mlflow server``: MLflow's job execution off unless
     the user set ``MLFLOW_SERVER_ENABLE_JOB_EXECUTION``. MLflow 3 runs its GenAI jobs (trace
     rollups, prompt optimisation; nothing the runs pages use) in six huey consumer processes
-    that each import MLflow: on a 2-core machine the UI answered in 10 to 15 s with them and 5
-    to 8 s without, in 2 processes and 0.5 GB instead of 10 and 1 to 2 GB
-    (``bench/ui_start.py``)."""
+    that each import MLflow: on a 2-core machine the UI printed its URL 2.1x sooner without
+    them, its processes 3 instead of 11, 1.3 GB instead of 3.2 (``bench/ui_start.py``,
+    docs/scaling.md)."""
     return {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **environ, "PYTHONUNBUFFERED": "1"}
 
 

@@ -31,7 +31,7 @@ from nascomp.search.reproduce import (
     shipped_accuracies,
 )
 from nascomp.search.tracking.models import ONNX_MODEL_DIR
-from nascomp.search.tracking.store import SOURCE_TAG, Tracker
+from nascomp.search.tracking.store import SOURCE_TAG, ArtifactMissing, Tracker
 from nascomp.spaces.space import arch_from_flat
 from nascomp.spaces.userfn import UserCodeError
 from nascomp.trainers.config import describe_trial
@@ -158,18 +158,12 @@ def _download(tracker: Tracker, trial: LoggedTrial, folder: Path) -> bytes | Non
 
 
 def _fetch(tracker: Tracker, run_id: str, name: str, folder: Path, again: str) -> Path:
-    """Artifact ``name`` of the run, downloaded into ``folder``; one that is gone (its folder
-    listed, the file deleted) is a one-line ValueError, not MLflow's traceback."""
-    from mlflow.exceptions import MlflowException
-
+    """Artifact ``name`` of the run in ``folder``; one that is gone is a one-line ValueError
+    that says how to get the model anyway."""
     try:
-        return Path(tracker.client.download_artifacts(run_id, name, str(folder)))
-    except (MlflowException, OSError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise ValueError(
-            f"run {run_id}: its {name} cannot be read ({first}): the run's artifacts were "
-            f"changed or deleted; {again}"
-        ) from None
+        return tracker.download(run_id, name, folder)
+    except ArtifactMissing as exc:
+        raise ValueError(f"{exc}: the run's artifacts were changed or deleted; {again}") from None
 
 
 def _load(folder: Path, trial: LoggedTrial) -> nn.Module:

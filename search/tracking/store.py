@@ -162,6 +162,10 @@ def _store_init_lock(uri: str) -> Iterator[None]:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
+class ArtifactMissing(ValueError):
+    """A run's artifact that is listed, or expected, and cannot be read."""
+
+
 def _from_environment(uri: str) -> bool:
     """Whether ``uri`` is ``$MLFLOW_TRACKING_URI``'s value (a relative sqlite path made
     absolute, as ``TrackingConfig.resolved_uri`` makes it)."""
@@ -336,6 +340,18 @@ class Tracker:
         return self.client.create_experiment(
             self.experiment, artifact_location=self._artifact_root(), tags=EXPERIMENT_KIND
         )
+
+    def download(self, run_id: str, name: str, folder: Path) -> Path:
+        """Artifact ``name`` of run ``run_id``, downloaded into ``folder``. One that cannot be
+        read (its folder listed, the file deleted) is an ``ArtifactMissing`` naming the run
+        and the file in one line, not MLflow's traceback."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return Path(self.client.download_artifacts(run_id, name, str(folder)))
+        except (MlflowException, OSError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise ArtifactMissing(f"run {run_id}: its {name} cannot be read ({first})") from None
 
     def default_experiment(self, run_id: str | None = None) -> str | None:
         """The experiment a reading command means when not told: the one holding ``run_id``
