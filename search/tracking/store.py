@@ -273,8 +273,13 @@ class Tracker:
         path = self._sqlite_file()
         if path is None or not path.is_file():
             return None
+        # Under the lock a search holds while it creates a new store's tables: read part-way,
+        # a store being made looks like a database of other tables.
         try:
-            with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as db:
+            with (
+                _store_init_lock(self.uri),
+                contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as db,
+            ):
                 rows = db.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()
         except sqlite3.Error as exc:
             raise TrackingError(

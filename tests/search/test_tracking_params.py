@@ -156,7 +156,9 @@ def test_a_search_run_prefix_counts_search_runs_alone(tracker: Tracker) -> None:
 
 def _open_store(uri: str) -> str:
     try:
-        Tracker(uri, "race").client.search_experiments()
+        tracker = Tracker(uri, "race")
+        tracker.check_reachable()  # reads the tables of a store another may be making
+        tracker.client.search_experiments()
     except Exception as exc:  # the failure is the finding
         return f"{type(exc).__name__}: {exc}"
     return "ok"
