@@ -316,7 +316,7 @@ def test_tabular_rows_search_the_built_in_mlp_taught_by_an_mlp(
               quant: {bits: 8}
               distill: {enabled: true, temperature: 2.0, alpha: 0.5}
             teacher: {epochs: 2}
-            train: {epochs: 2, prune_epochs: 1, qat_epochs: 1, batch_size: 64}
+            train: {epochs: 6, prune_epochs: 1, qat_epochs: 1, batch_size: 64}  # 10 steps each
             measure: {n_warmup: 1, n_repeat: 3, latency_batch_size: 8}
             search: {trials: 2, concurrent: 2, sampler: random}
             """
