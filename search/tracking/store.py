@@ -238,7 +238,7 @@ class Tracker:
         if scheme in DATABASE_ENGINES and scheme != "sqlite":
             self._check_database_driver(scheme)
         if scheme == "sqlite":
-            self._check_sqlite_file()
+            self.sqlite_tables()  # refuses a file that is no MLflow store
         if not self.uri.startswith(("http://", "https://")):
             return
         try:
@@ -294,9 +294,6 @@ class Tracker:
                 "MLflow store; give an MLflow store's file, or a new path for one"
             )
         return tables
-
-    def _check_sqlite_file(self) -> None:
-        self.sqlite_tables()
 
     def _check_database_driver(self, scheme: str) -> None:
         """A database URL whose driver is not installed failed in MLflow's first write, with
