@@ -640,7 +640,14 @@ def _tracker(args: argparse.Namespace) -> Any:
     # needs no name.
     named_run = getattr(args, "run_id", None) or getattr(args, "search_run", None)
     if args.experiment is None or named_run:
-        tracker.experiment = tracker.default_experiment(named_run) or tracker.experiment
+        holding = tracker.default_experiment(named_run)
+        if named_run and args.experiment is not None and holding not in (None, args.experiment):
+            print(
+                f"note: run {named_run} is in experiment {holding!r}, not --experiment "
+                f"{args.experiment!r}: read there",
+                file=sys.stderr,
+            )
+        tracker.experiment = holding or tracker.experiment
     return tracker
 
 

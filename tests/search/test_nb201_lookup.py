@@ -168,6 +168,9 @@ def test_lookup_search_pick_plot_and_reproduce(
     run = parent.info.run_id
     by_run = nascomp_here(capsys, "pareto", "--json", "--search-run", run, *elsewhere)
     assert json.loads(by_run.stdout)["front"] == front
+    # and the user is told where it was read, not left to think --experiment was used
+    assert f"note: run {run} is in experiment 'nb', not --experiment 'Default'" in by_run.stderr
+    assert "note: run" not in nascomp_here(capsys, "pareto", "--search-run", run, *common).stderr
 
 
 def test_a_front_emptied_by_constraints_says_so(
