@@ -957,6 +957,10 @@ def check_ray_address(
     if address == "auto":
         try:
             found = ray_compat.auto_address()
+        except ray_compat.SeveralRays as exc:
+            raise SearchError(
+                f"{named} auto: {exc}; give the one to join, {named} HOST:PORT (or RAY_ADDRESS)"
+            ) from None
         except (ConnectionError, ValueError) as exc:
             raise SearchError(
                 f"{named} auto: no Ray cluster found on this machine ({_first_line(exc)}); "

@@ -132,16 +132,75 @@ def study(search: Any) -> Study:
     return search._ot_study
 
 
-def auto_address() -> str:
-    """The HOST:PORT that ``ray.init(address="auto")`` connects to, found as Ray finds it
-    (``RAY_ADDRESS``, the cluster ``ray start`` recorded in Ray's temp folder, else any GCS
-    running on this machine); ConnectionError, in Ray's words, when there is none. As found:
-    ``ray.init`` turns a loopback host into the node's address itself (``loopback_driver``)."""
-    from ray._private.services import get_ray_address_from_environment
+class SeveralRays(ValueError):
+    """``auto`` found more than one Ray cluster to join on this machine."""
 
-    found = get_ray_address_from_environment("auto", None)
-    if not found or found == "auto":  # not Ray's answers to "auto"; said, not passed on
-        raise ConnectionError("Ray found no running instance")
+
+def auto_address() -> str:
+    """The HOST:PORT of the cluster ``--address auto`` means, found as Ray finds it
+    (``RAY_ADDRESS``, the cluster ``ray start`` recorded in Ray's temp folder, else a GCS
+    running on this machine), with two differences at that last step. Ray takes any GCS there,
+    the first of a set: a local Ray another ``nascomp search`` started for itself (which ends
+    with that search, and took the second search's trials down with it, found by a helper's
+    sweep) or, of several clusters, one at random from one call to the next. Here those local
+    Rays are skipped, and several clusters left are :class:`SeveralRays`. ConnectionError when
+    there is none. As found: ``ray.init`` turns a loopback host into the node's address itself
+    (``loopback_driver``)."""
+    from ray._private.services import find_bootstrap_address
+
+    given = os.environ.get("RAY_ADDRESS")
+    if given and given != "auto":
+        return given
+    recorded = find_bootstrap_address(None)
+    if recorded:
+        return recorded
+    return choose_running(running_rays())
+
+
+def choose_running(rays: dict[str, bool]) -> str:
+    """Of this machine's running Rays (GCS address: whether a search's own local Ray), the one
+    cluster to join; see :func:`auto_address`."""
+    clusters = sorted(address for address, own in rays.items() if not own)
+    if len(clusters) > 1:
+        raise SeveralRays(f"several Ray clusters run on this machine: {', '.join(clusters)}")
+    if clusters:
+        return clusters[0]
+    if rays:
+        raise ConnectionError(
+            f"Ray found only the local Ray of another nascomp search ({', '.join(sorted(rays))}),"
+            " which ends with that search"
+        )
+    raise ConnectionError("Ray found no running instance")
+
+
+# What the raylet of a search's own local Ray shows: its parent runs this module
+# (search/tune/head.py), or its workers start through nascomp's worker_start.py.
+_LOCAL_HEAD = "nascomp.search.tune.head"
+
+
+def running_rays() -> dict[str, bool]:
+    """The GCS address of each Ray node running on this machine, read from its raylet's command
+    line as Ray's own lookup reads it, and whether it is the local Ray of a ``nascomp search``
+    (:class:`nascomp.search.tune.head.LocalRay`)."""
+    from ray._private.services import _is_raylet_process, psutil  # Ray's own copy of psutil
+
+    found: dict[str, bool] = {}
+    for process in psutil.process_iter(["cmdline", "ppid"]):
+        try:
+            cmdline = process.info["cmdline"]
+            if not _is_raylet_process(cmdline):
+                continue
+            words = [word for argument in cmdline for word in argument.split(" ")]
+            address = next(
+                (w.split("=", 1)[1] for w in words if w.startswith("--gcs-address=")), ""
+            )
+            if address in ("", "None"):
+                continue
+            parent = psutil.Process(process.info["ppid"]).cmdline() if process.info["ppid"] else []
+            own = _LOCAL_HEAD in parent or any(w == WORKER_START for w in words)
+            found[address] = found.get(address, False) or own
+        except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
     return found
 
 

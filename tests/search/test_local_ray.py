@@ -243,6 +243,45 @@ def test_a_raylets_port_or_a_refused_token_is_named_before_the_search(tmp_path: 
     ), out.stdout + out.stderr
 
 
+def test_auto_joins_one_cluster_never_a_searchs_own_local_ray() -> None:
+    """Ray's "auto" takes any GCS on the machine, the first of a set: a local Ray another
+    search started for itself (the second search died when the first ended), or one cluster
+    of several at random."""
+    from nascomp.search.compat.ray import SeveralRays, choose_running
+
+    assert choose_running({"10.0.0.5:6379": False, "127.0.0.1:4001": True}) == "10.0.0.5:6379"
+    with pytest.raises(SeveralRays, match=r"machine: 10\.0\.0\.5:6379, 10\.0\.0\.6:6379$"):
+        choose_running({"10.0.0.6:6379": False, "10.0.0.5:6379": False, "127.0.0.1:1": True})
+    with pytest.raises(ConnectionError, match=r"only the local Ray of another nascomp search"):
+        choose_running({"127.0.0.1:4001": True})
+    with pytest.raises(ConnectionError, match="no running instance"):
+        choose_running({})
+
+
+def test_a_searchs_own_local_ray_is_known_as_such(tmp_path: Path) -> None:
+    from nascomp.search.compat.ray import running_rays
+
+    with LocalRay.start() as local:
+        address = local.address()
+        assert running_rays()[address] is True
+        # No RAY_ADDRESS and no recorded cluster (an empty temp folder): whatever else runs
+        # here (other tests' clusters), auto never answers with this search's Ray.
+        auto = (
+            "from nascomp.search.driver import check_ray_address\n"
+            "from nascomp.search.errors import SearchError\n"
+            "try:\n    print(check_ray_address('auto'))\n"
+            "except SearchError as e:\n    print(e)\n"
+        )
+        env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+        env["RAY_TMPDIR"] = str(tmp_path)
+        out = subprocess.run(
+            [sys.executable, "-c", auto], capture_output=True, text=True, env=env, timeout=60
+        )
+        assert out.returncode == 0 and out.stdout.strip(), out.stdout + out.stderr
+        assert out.stdout.strip() != address, out.stdout
+        assert f"found at {address}" not in out.stdout
+
+
 def test_the_ray_token_file_is_made_the_users_alone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
