@@ -164,3 +164,31 @@ def test_the_first_optimizers_import_is_paid_before_any_timing() -> None:
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+class _WritesItsInput(nn.Module):
+    """A forward that changes its input in place, harmless on a DataLoader's batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x.mul_(2.0).add_(1.0)
+        return self.linear(x)
+
+
+def test_a_model_writing_into_its_input_leaves_the_split_as_it_was() -> None:
+    """Evaluation fed the model views of the stored split: each pass rewrote it, and the next
+    evaluation (an epoch's val_accuracy, the teacher's logits, the export's) read drifted
+    inputs."""
+    torch.manual_seed(0)
+    x = torch.randn(3000, 4)  # more than one chunk and one forward batch
+    split = TensorSplit(x.clone(), torch.randint(0, 3, (3000,)))
+    model = _WritesItsInput()
+    first = predict_logits(model, split)
+    assert torch.equal(split.x, x)
+    assert torch.equal(predict_logits(model, split), first)
+    probe = split.head(5)  # the trial's probes (pruning's trace, calibration, ONNX export)
+    model(probe)
+    assert torch.equal(split.x, x)
