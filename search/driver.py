@@ -36,7 +36,7 @@ from nascomp.search.front import plot
 from nascomp.search.front.plot import write_html, write_plot
 from nascomp.search.front.report import front_markdown, record_rows
 from nascomp.search.front.selection import feasible_trials, select_front
-from nascomp.search.paths import check_writable_folder, holds_marker
+from nascomp.search.paths import check_writable_folder, storage_probe
 from nascomp.search.preflight import check_user_code
 from nascomp.search.resume import (
     SearchFolder,
@@ -1099,10 +1099,11 @@ def _cluster_seen() -> str:
 
 def check_storage_shared(storage: Path, echo: Any, timeout_s: float = 60.0) -> None:
     """On a cluster of several nodes, refuse a ``storage`` folder that a node does not see as
-    this machine does: trials write their checkpoints there and the driver reads the models
-    back from it, so on a node's own disk a trial's model was missing at the end. A marker
-    file written here is read by a task on each node. A node that does not answer within
-    ``timeout_s`` is noted, not refused."""
+    this machine does, or cannot write in: trials write their checkpoints there and the driver
+    reads the models back from it, so on a node's own disk a trial's model was missing at the
+    end, and on a read-only mount the node's trials trained to the end and then failed. A
+    marker file written here is read by a task on each node, which writes a file beside it. A
+    node that does not answer within ``timeout_s`` is noted, not refused."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -1115,7 +1116,7 @@ def check_storage_shared(storage: Path, echo: Any, timeout_s: float = 60.0) -> N
     marker = storage / f".nascomp-shared-{token[:8]}"
     marker.write_text(token)
     try:
-        probe = ray.remote(num_cpus=0)(holds_marker)
+        probe = ray.remote(num_cpus=0)(storage_probe)
         refs = [
             probe.options(
                 scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
@@ -1127,16 +1128,27 @@ def check_storage_shared(storage: Path, echo: Any, timeout_s: float = 60.0) -> N
     finally:
         marker.unlink(missing_ok=True)
     where = [node["NodeManagerAddress"] for node in nodes]
-    unseen = [at for at, ref in zip(where, refs, strict=True) if answers.get(ref) is False]
-    silent = [at for at, ref in zip(where, refs, strict=True) if ref not in answers]
-    if unseen:
+    found = [(at, answers.get(ref)) for at, ref in zip(where, refs, strict=True)]
+    unseen = [at for at, answer in found if answer == "unseen"]
+    unwritable = [f"{at} ({answer})" for at, answer in found if answer not in (None, "", "unseen")]
+    silent = [at for at, answer in found if answer is None]
+    if unseen or unwritable:
         if made:
             storage.rmdir()  # refused: nothing of the search is left
+        wrong = []
+        if unseen:
+            wrong.append(
+                f"is not this machine's folder on node{'s' * (len(unseen) > 1)} {', '.join(unseen)}"
+            )
+        if unwritable:
+            wrong.append(
+                f"cannot be written from node{'s' * (len(unwritable) > 1)} {', '.join(unwritable)}"
+            )
         raise SearchError(
-            f"storage: {storage} is not this machine's folder on node{'s' * (len(unseen) > 1)} "
-            f"{', '.join(unseen)}: trials write their checkpoints there and the driver reads "
-            "the models back; give a folder of a file system every node mounts at the same "
-            "path (--set storage=/shared/nascomp-results)"
+            f"storage: {storage} {' and '.join(wrong)}: trials write their checkpoints there and "
+            "the driver reads the models back; give a folder of a file system every node mounts "
+            "at the same path, writable by the user the nodes run as (--set "
+            "storage=/shared/nascomp-results)"
         )
     if silent:
         echo(

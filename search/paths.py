@@ -30,11 +30,23 @@ def _can_make_folder_in(folder: Path) -> bool:
         return False
 
 
-def holds_marker(path: str, token: str) -> bool:
-    """Whether the file at ``path`` reads ``token``: run on each node of a cluster, whether
-    the node sees the driver's storage folder as the driver does (a Ray task; kept in this
-    light module, which a worker imports in a moment)."""
+def storage_probe(path: str, token: str) -> str:
+    """Run on each node of a cluster: "" when the node sees the driver's storage folder as the
+    driver does (the file at ``path`` reads ``token``) and can write in it, else what is wrong:
+    ``"unseen"``, or the reason a file beside the marker could not be written (a read-only
+    mount, another user's folder: the node's trials trained to the end and failed at their
+    first checkpoint). A Ray task, kept in this light module, which a worker imports in a
+    moment."""
+    marker = Path(path)
     try:
-        return Path(path).read_text() == token
+        if marker.read_text() != token:
+            return "unseen"
     except OSError:
-        return False
+        return "unseen"
+    mine = marker.with_name(f"{marker.name}-{os.getpid()}-{os.urandom(4).hex()}")
+    try:
+        mine.write_text(token)
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+    mine.unlink(missing_ok=True)
+    return ""

@@ -320,18 +320,25 @@ def test_worker_without_the_data_fails_naming_node_and_path(workdir: Path, data_
 @pytest.mark.e2e
 def test_a_storage_folder_a_node_does_not_share_is_refused(workdir: Path) -> None:
     """The result folder is on the driver's disk alone (an empty file system is mounted over
-    it in the worker node's mount namespace): trials there would write their checkpoints
-    where the driver never reads them. The search stops before any trial, naming the node."""
+    it in one worker node's mount namespace): trials there would write their checkpoints
+    where the driver never reads them. Another node sees it read-only (a bind mount): its
+    trials trained to the end and failed at their first checkpoint. The search stops before
+    any trial, naming both nodes."""
     _skip_without_mount_namespaces()
     storage = workdir / "results"
     storage.mkdir()
     cluster = LocalRayCluster()
     try:
         cluster.start_head(num_cpus=0)
-        mount = f'mount -t tmpfs none {storage} && exec "$0" "$@"'
-        cluster.add_node(
-            num_cpus=1, prefix=("unshare", "-m", "--propagation", "private", "sh", "-c", mount)
+        unshared = f'mount -t tmpfs none {storage} && exec "$0" "$@"'
+        read_only = (
+            f"mount --bind {storage} {storage} && mount -o remount,ro,bind {storage} && "
+            'exec "$0" "$@"'
         )
+        for mount in (unshared, read_only):
+            cluster.add_node(
+                num_cpus=1, prefix=("unshare", "-m", "--propagation", "private", "sh", "-c", mount)
+            )
         args = tiny_args(
             workdir, "--address", cluster.address, "--set", "space.distill.enabled=[false]"
         )
@@ -340,14 +347,16 @@ def test_a_storage_folder_a_node_does_not_share_is_refused(workdir: Path) -> Non
         cluster.stop()
     assert done.returncode == 2, done.stdout[-3000:] + done.stderr[-3000:]
     error = done.stderr.strip().splitlines()[-1]
-    # one node named (the worker's; its address is this machine's)
+    # each worker named once (their address is this machine's), the head not
     assert re.fullmatch(
         re.escape(f"nascomp: error: storage: {storage} is not this machine's folder on node ")
         + r"[0-9.]+"
+        + re.escape(" and cannot be written from node ")
+        + r"[0-9.]+"
         + re.escape(
-            ": trials write their checkpoints there and the driver reads the models back; give "
-            "a folder of a file system every node mounts at the same path (--set "
-            "storage=/shared/nascomp-results)"
+            " (Read-only file system): trials write their checkpoints there and the driver reads "
+            "the models back; give a folder of a file system every node mounts at the same "
+            "path, writable by the user the nodes run as (--set storage=/shared/nascomp-results)"
         ),
         error,
     ), error
