@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import os
 import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -593,20 +594,29 @@ def pad_input_channels(path: str | Path, only: Sequence[str] | None = None) -> l
     return added
 
 
+def onnxruntime_module() -> Any:
+    """ONNX Runtime, imported with its usage telemetry off unless ``ORT_DISABLE_TELEMETRY`` is
+    set: from 1.29 on Linux and macOS its import writes a device id and an event queue under
+    ``~/.cache/Microsoft/DeveloperTools`` and a session file in the temp folder, and sends
+    them. Decided once per process, at the first import (``disable_telemetry_events()``
+    after it still left both files)."""
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+    import onnxruntime
+
+    return onnxruntime
+
+
 def quiet_runtime() -> None:
     """ONNX Runtime's default logger at errors only: its graph optimizer's warnings (an
     EmbeddingBag's subgraph: "Implicit input name ... cannot be safely updated") went to
     stderr in colour on every trial and reproduction. What a file computes is checked against
     its model instead (``onnx_agreement``)."""
-    import onnxruntime as ort
-
-    ort.set_default_logger_severity(3)
+    onnxruntime_module().set_default_logger_severity(3)
 
 
 def session(path: str | Path | bytes, threads: int = 1) -> Any:
     """An ONNX Runtime CPU session using ``threads`` threads (the trial's CPUs)."""
-    import onnxruntime as ort
-
+    ort = onnxruntime_module()
     quiet_runtime()
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads

@@ -251,6 +251,12 @@ def _quiet_libraries() -> None:
     # With a tracking server MLflow prints two links per run it ends, each trial's included,
     # after reading the run back (one more request): nascomp prints its own link once.
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    # Usage telemetry off, unless the user set these: MLflow 3 sends its own (and keeps an id in
+    # ~/.config/mlflow), ONNX Runtime keeps a device id and an event queue in ~/.cache/Microsoft
+    # (compressors.onnx_export.onnxruntime_module sets its variable where a trial imports it).
+    # A search's local Ray and its trials inherit both.
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 
 def _quiet_optuna() -> None:

@@ -52,9 +52,11 @@ def finish_onnx_model(folder: Path) -> Path | None:
 def save_onnx_model(onnx_bytes: bytes, folder: Path, example: np.ndarray) -> Path:
     """Write ``onnx_bytes`` as an MLflow ONNX model (pyfunc flavour included) in
     ``folder/onnx_model``, with the signature of ``example``'s batch; returns that folder."""
+    from nascomp.compressors.onnx_export import onnxruntime_module
+
+    onnxruntime = onnxruntime_module()  # before MLflow's ONNX flavour imports it
     import mlflow.onnx
     import onnx
-    import onnxruntime
     from mlflow.models import infer_signature
 
     model = onnx.load_model_from_string(onnx_bytes)

@@ -6,6 +6,8 @@ import contextlib
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -781,3 +783,41 @@ def test_an_ipv6_address_in_brackets_is_dialled_as_ipv6() -> None:
     assert (
         str(caught.value) == "--address '::1:6379': write an IPv6 address in brackets, [::1]:6379"
     )
+
+
+# What MLflow's telemetry takes for a CI machine or a test run, where it stays off by itself.
+_CI_MARKERS = ("PYTEST_CURRENT_TEST", "GITHUB_ACTIONS", "CI", "CIRCLECI", "GITLAB_CI", "TRAVIS")
+
+
+def test_no_usage_telemetry_files_in_the_users_home(tmp_path: Path) -> None:
+    """MLflow 3 kept an installation id in ~/.config/mlflow for its telemetry, and ONNX Runtime
+    (1.29 on) a device id and an event queue in ~/.cache/Microsoft, in a home the docs said
+    nascomp leaves alone (a helper's sweep with an empty home); both sent usage reports."""
+    home = tmp_path / "home"
+    home.mkdir()
+    store = tmp_path / "m.db"
+    _an_empty_store(store)
+    env = {k: v for k, v in os.environ.items() if k not in _CI_MARKERS}
+    env |= {"HOME": str(home), "TMPDIR": str(tmp_path)}
+    for name in ("MLFLOW_DISABLE_TELEMETRY", "DO_NOT_TRACK", "ORT_DISABLE_TELEMETRY"):
+        env.pop(name, None)
+    exe = Path(sys.executable).with_name("nascomp")
+    read = subprocess.run(
+        [str(exe), "pareto", "--tracking-uri", f"sqlite:///{store}"],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300,
+    )  # fmt: skip
+    assert "no experiment named 'nascomp'" in read.stderr, read.stderr  # MLflow read the store
+    # A trial's ONNX Runtime session, in a process as a cluster's worker starts it (no CLI).
+    trial = (
+        "import io, torch\n"
+        "from nascomp.compressors.onnx_export import session\n"
+        "buffer = io.BytesIO()\n"
+        "torch.onnx.export(torch.nn.Linear(4, 2), torch.zeros(1, 4), buffer, dynamo=False)\n"
+        "print(session(buffer.getvalue()).get_inputs()[0].shape)\n"
+    )
+    ran = subprocess.run(
+        [sys.executable, "-c", trial], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert ran.returncode == 0 and "4" in ran.stdout, ran.stderr[-2000:]
+    assert sorted(str(p.relative_to(home)) for p in home.rglob("*")) == []
+    assert not (tmp_path / ".ses").exists()  # ONNX Runtime's session file
