@@ -27,10 +27,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import time
+from pathlib import Path
 from typing import IO, Any
 
 from nascomp.search.errors import SearchError
@@ -96,12 +99,27 @@ def starting_local_ray(address: str | None) -> contextlib.AbstractContextManager
     return LocalRay.start()
 
 
+def ray_temp_root() -> Path:
+    """The folder where a local Ray keeps its sessions' logs and sockets, as Ray 2.60 picks it
+    (``ray._common.utils.get_default_ray_temp_dir``)."""
+    if "RAY_TMPDIR" in os.environ:
+        base = os.environ["RAY_TMPDIR"]
+    elif sys.platform.startswith("linux") and "TMPDIR" in os.environ:
+        base = os.environ["TMPDIR"]
+    elif sys.platform.startswith(("linux", "darwin")):
+        base = "/tmp"
+    else:
+        base = tempfile.gettempdir()
+    return Path(base) / "ray"
+
+
 class LocalRay:
     """The child process that runs this machine's Ray for one search (see the module)."""
 
     def __init__(self, process: subprocess.Popen[str], log: IO[str]) -> None:
         self.process = process
         self.log = log
+        self.started = time.time()
         self._address: str | None = None
         self._closed = False
 
@@ -147,6 +165,23 @@ class LocalRay:
             if stream is not None:
                 with contextlib.suppress(OSError):
                     stream.close()
+        if self._address is None:
+            self._discard_session()
+
+    def _discard_session(self) -> None:
+        """Remove the session folder of a Ray the driver never connected to (a search refused
+        by its checks, or interrupted before it needed Ray): bad input leaves nothing behind.
+        Ray's session folders (its logs) of a search that ran stay, as Ray leaves them. The
+        folder is named after the child's process id, and made after it started."""
+        root = ray_temp_root()
+        latest = root / "session_latest"
+        for folder in root.glob(f"session_*_{self.process.pid}"):
+            with contextlib.suppress(OSError):
+                if folder.stat().st_mtime < self.started - 1:
+                    continue  # an older Ray's, whose process had the same id
+                if latest.is_symlink() and Path(os.readlink(latest)) == folder:
+                    latest.unlink()
+                shutil.rmtree(folder, ignore_errors=True)
 
     def _last_error(self) -> str:
         self.log.seek(0)

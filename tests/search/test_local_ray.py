@@ -6,8 +6,10 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -304,6 +306,33 @@ def test_closed_before_ray_is_up_kills_its_group_at_once() -> None:
     assert time.monotonic() - started < 5
     assert local.process.returncode == -9
     assert _gone("pgid", local.process.pid)
+
+
+def test_a_local_ray_never_connected_to_leaves_no_session_folder(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A search refused by its checks (exit 2, "nothing written") left its Ray's session
+    folder (logs, sockets: 120 KB) in Ray's temp folder (a helper's sweep). A search that
+    connected keeps it, as Ray does: its logs."""
+    root = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))  # a short path: Ray's sockets
+    try:
+        monkeypatch.setenv("RAY_TMPDIR", str(root))
+        with LocalRay.start() as used:
+            used.address()
+        (kept,) = (root / "ray").glob("session_2*")
+        unused = LocalRay.start()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not list(
+            (root / "ray").glob(f"session_*_{unused.process.pid}")
+        ):
+            time.sleep(0.05)
+        time.sleep(0.5)  # its Ray's first processes writing there
+        unused.close()
+        assert list((root / "ray").glob("session_2*")) == [kept]
+        latest = root / "ray" / "session_latest"
+        assert not latest.is_symlink() or latest.resolve() == kept  # none left dangling
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_a_driver_that_dies_takes_ray_with_it(tmp_path: Path) -> None:
