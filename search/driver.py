@@ -27,7 +27,6 @@ from nascomp.search.compat import ray as ray_compat
 from nascomp.search.epoch_lines import TeacherEpochs
 from nascomp.search.errors import ConfigError, SearchError, SearchInterrupted, TrackingOutage
 from nascomp.search.experiment import (
-    BUDGET_TRIALS_CAP,
     Experiment,
     teacher_job,
     trial_constants,
@@ -118,7 +117,7 @@ def run_search(
     experiment = check_user_code(experiment, notes)
     if experiment.space.distillation_possible() and not experiment.teacher.checkpoint:
         cache_dir()  # a file at $NASCOMP_CACHE: one line now, not a traceback after the teacher
-    _small_space_note(experiment, notes)
+    experiment = _sized_to_space(experiment, notes)
     _unread_sections_notes(experiment, notes)
     notes += experiment.space.unread_notes()
     notes += objectives_notes(experiment.objectives, experiment.data.max_test_samples)
@@ -658,26 +657,40 @@ def objectives_notes(objectives: dict[str, str], test_samples: int | None = None
     return notes
 
 
-def _small_space_note(experiment: Experiment, notes: list[str]) -> None:
+def _sized_to_space(experiment: Experiment, notes: list[str]) -> Experiment:
     """A note when the space holds fewer points than ``search.trials``: each is trained once
     first (``grid_points``), then the sampler draws them again, which a search of that many
-    trials avoids. The trials are not cut: a benchmark may repeat one point on purpose."""
+    trials avoids. A count the user gave is not cut: a benchmark may repeat one point on
+    purpose. A search its budget alone sizes ends once each point is trained: a point trained
+    again counts once (by its first trial), so the rest of the budget bought nothing (a 4-point
+    space trained 108 times in a 40 s budget, unsaid; a helper's sweep). Not with weight
+    inheritance, whose trials of one point differ by the weights they start from."""
     points = _space_points(experiment)
-    trials = experiment.search.trials
-    if points is None or len(points) >= trials or trials == BUDGET_TRIALS_CAP:
-        return
+    search = experiment.search
+    if points is None or len(points) >= search.trials:
+        return experiment
     n = len(points)
+    held = f"space: it holds {n} distinct point{'s' if n != 1 else ''}"
+    if search.sized_by_budget and not search.inherit_epochs:
+        notes.append(
+            f"{held}: this search, sized by its budget, ends once each is trained (set "
+            "search.trials to train them again within the budget)"
+        )
+        return experiment.model_copy(update={"search": search.model_copy(update={"trials": n})})
     how = (
         # moves need parents: no grid first, and the sampler may repeat a point before it
         # has tried them all
         "with search.inherit_epochs the sampler draws them, repeating some before others are tried"
-        if experiment.search.inherit_epochs
+        if search.inherit_epochs
         else "each is trained once first, then trained again as the sampler draws it"
     )
-    notes.append(
-        f"space: it holds {n} distinct point{'s' if n != 1 else ''}, fewer than search.trials "
-        f"({trials}): {how} (set search.trials: {n} to stop there)"
+    fewer = (
+        "and the budget sizes the search"
+        if search.sized_by_budget
+        else f"fewer than search.trials ({search.trials})"
     )
+    notes.append(f"{held}, {fewer}: {how} (set search.trials: {n} to stop there)")
+    return experiment
 
 
 def _unread_sections_notes(experiment: Experiment, notes: list[str]) -> None:

@@ -77,33 +77,67 @@ def test_a_space_smaller_than_its_trials_trains_each_point_first(workdir: Path) 
     assert len(summary.trials) == 6 and len(points) == 4
 
 
+_SMALL = [
+    "space.arch.n_stages=[1, 2]",
+    "space.arch.blocks_per_stage=1",
+    "space.arch.base_channels=8",
+    "space.arch.width_mult=1.0",
+    "space.arch.kernel_size=3",
+    "space.arch.block=plain",
+    "space.prune.method=none",
+    "space.quant.bits=[8, 32]",
+    "space.distill.enabled=false",
+    "train.epochs=4",
+]
+
+
 def test_a_small_space_searched_with_inheritance_is_noted_too() -> None:
     """inherit_epochs trains no grid first (moves need parents), and the note went with it:
     a 4-point space of 6 trials repeated points before trying them all, unsaid."""
-    from nascomp.search.driver import _small_space_note
+    from nascomp.search.driver import _sized_to_space
     from nascomp.search.experiment import load_experiment
 
-    small = [
-        "search.trials=6",
-        "space.arch.n_stages=[1, 2]",
-        "space.arch.blocks_per_stage=1",
-        "space.arch.base_channels=8",
-        "space.arch.width_mult=1.0",
-        "space.arch.kernel_size=3",
-        "space.arch.block=plain",
-        "space.prune.method=none",
-        "space.quant.bits=[8, 32]",
-        "space.distill.enabled=false",
-        "train.epochs=4",
-        "search.inherit_epochs=2",
-    ]
     notes: list[str] = []
-    _small_space_note(load_experiment(None, small), notes)
+    experiment = load_experiment(None, [*_SMALL, "search.trials=6", "search.inherit_epochs=2"])
+    assert _sized_to_space(experiment, notes).search.trials == 6
     assert notes == [
         "space: it holds 4 distinct points, fewer than search.trials (6): with "
         "search.inherit_epochs the sampler draws them, repeating some before others are tried "
         "(set search.trials: 4 to stop there)"
     ]
+
+
+def test_a_budget_sized_search_of_a_small_space_ends_once_each_point_is_trained() -> None:
+    """Sized by its budget alone, a 4-point space was trained 108 times in 40 s, unsaid: a
+    point trained again counts once. A count the user gives is kept, and so is a budget-sized
+    search with inheritance (its trials of one point start from different weights)."""
+    from nascomp.search.driver import _sized_to_space
+    from nascomp.search.experiment import load_experiment
+
+    notes: list[str] = []
+    budget = "search.budget.wall_s=40", "search.trials=null"  # the quickstart names 20
+    sized = _sized_to_space(load_experiment(None, [*_SMALL, *budget]), notes)
+    assert sized.search.trials == 4 and not sized.search.sized_by_budget
+    assert sized.search.budget.limit == 40
+    assert notes == [
+        "space: it holds 4 distinct points: this search, sized by its budget, ends once each "
+        "is trained (set search.trials to train them again within the budget)"
+    ]
+    notes.clear()
+    given = load_experiment(None, [*_SMALL, *budget, "search.trials=6"])
+    assert _sized_to_space(given, notes).search.trials == 6
+    assert notes[0].startswith("space: it holds 4 distinct points, fewer than search.trials (6)")
+    notes.clear()
+    inheriting = load_experiment(None, [*_SMALL, *budget, "search.inherit_epochs=2"])
+    assert _sized_to_space(inheriting, notes).search.sized_by_budget
+    assert notes == [
+        "space: it holds 4 distinct points, and the budget sizes the search: with "
+        "search.inherit_epochs the sampler draws them, repeating some before others are tried "
+        "(set search.trials: 4 to stop there)"
+    ]
+    notes.clear()
+    large = load_experiment(None, [*budget])  # the quickstart's space: more points than the cap
+    assert _sized_to_space(large, notes).search.sized_by_budget and notes == []
 
 
 @pytest.mark.parametrize(
