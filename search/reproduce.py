@@ -107,8 +107,20 @@ def read_trial(
             "numbers are rounded (15 significant digits) and types guessed, so what it "
             "rebuilds may differ from the trial"
         )
+    checked = flat
+    start = flat.get("train.init")
+    if verb == "export" and start and not Path(str(start)).expanduser().is_file():
+        # The weights the trial started from (a parent's, with inherit_epochs, kept in the
+        # result folder) are not read: the run's files hold the model it trained. A cleaned
+        # result folder, or another machine, refused the export.
+        checked = {**flat, "train.init": None, "train.init_sha256": None}
+        if echo is not None:
+            echo(
+                f"note: run {run_id} started from {start}, which is gone: the export does not "
+                "need it (the run's files hold the trained model); `nascomp reproduce` would"
+            )
     try:
-        config = TrialConfig.from_flat(flat)
+        config = TrialConfig.from_flat(checked)
     except ValidationError as exc:
         line = one_line(exc)
         if "is not importable" in line:  # the user's module, next to the experiment file

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
@@ -99,3 +100,24 @@ def test_inheriting_trials_have_rungs_of_their_own(workdir: Path) -> None:
         # Every epoch, pruning's and QAT's too, reports the loss: a finished trial ran at least
         # its training, a stopped one at most to its last rung (half its length here).
         assert ran >= length if trial.status == "ok" else ran <= length // 2, trial.params
+    # A front model that inherited, exported once the result folder's weights are gone (a
+    # clean-up, another machine): the run's files hold its model, the start is not read.
+    from nascomp.search.export_run import export_trial
+    from nascomp.search.tracking.store import Tracker
+
+    started = [
+        t
+        for t in summary.trials
+        if t.status == "ok" and t.params.get("train.init") not in (None, "", "None")
+    ]
+    assert started, "no inheriting trial ended ok"
+    (summary.folder / "trained").rename(workdir / "trained-elsewhere")
+    tracker = Tracker(f"sqlite:///{workdir / 'mlflow.db'}", "nascomp")
+    notes: list[str] = []
+    done = export_trial(tracker, started[0].run_id, workdir / "export", echo=notes.append)
+    assert (workdir / "export" / "model.onnx").is_file()
+    assert done.differing() == [] and "val_accuracy" in done.evaluated
+    from nascomp.search.export import load_exported
+
+    assert isinstance(load_exported(workdir / "export"), torch.nn.Module)  # the folder alone
+    assert any("which is gone: the export does not need it" in note for note in notes), notes
