@@ -589,7 +589,7 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
     node = raw
     parts = key.strip().split(".")
     for depth, part in enumerate(parts[:-1], start=1):
-        if part not in node:
+        if node.get(part) is None:  # absent, or null: an earlier KEY=null asked for the default
             # A mapping the file leaves to its default starts as that default, so the key
             # set is added to it, as it would be to the file's own: objectives.latency_ms=min
             # adds a third objective to the default two rather than replacing them. A range

@@ -163,6 +163,18 @@ def test_trials_cap_a_budget_only_when_given() -> None:
     assert SearchConfig.model_validate({}).trials == 20
 
 
+def test_a_budget_cleared_then_given_in_another_unit() -> None:
+    """A file's cpu_hours swapped for wall seconds from the command line: KEY=null asks for the
+    default, and a key set after it adds to that default (it was "'budget' is not a section")."""
+    swapped = load_experiment(
+        None,
+        ["search.budget.cpu_hours=2", "search.budget=null", "search.budget.wall_s=100"],
+    )
+    assert (swapped.search.budget.unit, swapped.search.budget.limit) == ("wall_s", 100)
+    arch = load_experiment(None, ["space.arch=null", "space.arch.base_channels=[8]"]).space.arch
+    assert arch.family == "cnn" and arch.base_channels == [8]  # the default space, one leaf set
+
+
 BUDGET_S = 8.0
 
 
