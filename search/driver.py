@@ -66,6 +66,7 @@ from nascomp.spaces.constraints import parse_constraints
 from nascomp.spaces.models import code_families
 from nascomp.spaces.params import all_points
 from nascomp.trainers.config import describe_trial
+from nascomp.trainers.data import labels_digest
 from nascomp.trainers.listing import code_files_digest, data_files_digest
 from nascomp.trainers.settings import METRICS
 from nascomp.trainers.teacher import (
@@ -736,6 +737,11 @@ def _trainable(experiment: Experiment, teacher_state: dict | None, folder: Path)
     every_s = 0.0 if experiment.search.scheduler != "none" else experiment.search.checkpoint_every_s
     # Trained students kept for trials that only compress them otherwise (trainers.trained).
     trained = str(folder / TRAINED_DIR) if experiment.search.reuse_training else None
+    digest = None
+    if experiment.data.name == "custom":  # the user's factory: every process calls it
+        # read by the checks before (cached in this process): the trials must read the same
+        data = experiment.data.load(threads=trial_constants(experiment)["threads"])
+        digest = labels_digest(data)
     return tune.with_resources(
         tune.with_parameters(
             trial_fn,
@@ -743,6 +749,7 @@ def _trainable(experiment: Experiment, teacher_state: dict | None, folder: Path)
             every_s=every_s,
             trained_dir=trained,
             families=code_families() or None,  # registered by the user's code, in this process
+            data_digest=digest,
         ),
         resources,
     )

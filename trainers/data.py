@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -121,6 +122,21 @@ _DEVICE_CACHE: dict[tuple[int, str], tuple[DataSplits, DataSplits]] = {}
 
 
 # ---------------------------------------------------------------------------- root checks
+
+
+def labels_digest(splits: Any) -> str:
+    """A digest of the labels of each split, in order (``DataSplits`` or ``StreamedSplits``):
+    two processes that split the data alike agree on it. Labels alone: exact on every machine,
+    where the normalised inputs' last bits may differ between the CPUs of a cluster's nodes,
+    and a split drawn otherwise moves labels with the samples."""
+    import hashlib
+
+    digest = hashlib.blake2b(digest_size=16)
+    for role in ("train", "val", "test"):
+        labels = getattr(splits, role).labels
+        digest.update(f"{role}:{len(labels)};".encode())
+        digest.update(labels.cpu().to(torch.int64).contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def check_data_root(name: str, root: str | None) -> None:

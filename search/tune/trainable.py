@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 import traceback
+import weakref
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,7 @@ from nascomp.search.tune.results import EARLIER_KEY, INFO_PREFIX, STATUS_KEY
 from nascomp.spaces.models import ModelFamily, adopt_families
 from nascomp.trainers.checkpoint import load_state, save_state
 from nascomp.trainers.config import TrialConfig
-from nascomp.trainers.data import DataNotFoundError, check_data_root
+from nascomp.trainers.data import DataNotFoundError, check_data_root, labels_digest
 from nascomp.trainers.nb201_lookup import run_lookup_trial
 from nascomp.trainers.trained import TrainedStore
 from nascomp.trainers.trial import StateFn, TrialOutcome, run_trial
@@ -68,11 +69,14 @@ def trial_fn(
     every_s: float = 0.0,
     trained_dir: str | None = None,
     families: Mapping[str, ModelFamily] | None = None,
+    data_digest: str | None = None,
 ) -> None:
     """``trial: train``: run_trial, checkpointing after an epoch at most every ``every_s``
     seconds (0: every epoch), then the final metrics. ``trained_dir``: the search's store of
     trained students (``trainers.trained``), used where the search's folder is on this node.
-    ``families``: the model families the user's own code registered in the driver."""
+    ``families``: the model families the user's own code registered in the driver.
+    ``data_digest``: the driver's :func:`labels_digest` of the user's factory's data, which
+    this process must read alike."""
     adopt_families(families or {})
     freeze_imports()  # a worker's imports are no garbage (search/collector.py)
     resume, final = _restored()
@@ -89,6 +93,7 @@ def trial_fn(
             config, teacher_state=teacher_state, checkpoint=epochs, resume=resume, trained=store
         ),
         config,
+        data_digest,
     )
     _report_final(config, outcome, epochs.take_held())
 
@@ -155,14 +160,19 @@ class EpochReports:
         return {EARLIER_KEY: json.dumps(held)} if held else {}
 
 
-def guarded(run: Callable[[], TrialOutcome], config: dict[str, Any]) -> TrialOutcome:
+def guarded(
+    run: Callable[[], TrialOutcome], config: dict[str, Any], data_digest: str | None = None
+) -> TrialOutcome:
     """``run()``, with the trial's own failures (NaN loss, out of memory, an error in the
     model's code) as a failed outcome with the reason and where it was raised; errors another
     attempt may not repeat (``retried``) propagate, so Tune restarts the trial from its last
-    checkpoint, and a data root missing on this node names the node."""
+    checkpoint, and a data root missing on this node names the node. With ``data_digest``,
+    data that this process reads otherwise than the driver fail the trial."""
     try:
         # The driver checked the data root on its own node; this may be another one.
         check_data_root(config["data.name"], config.get("data.root"))
+        if data_digest is not None:
+            check_same_data(config, data_digest)
         return run()
     except DataNotFoundError as exc:
         # Fails the attempt, so Tune may retry it on another node; the message says where.
@@ -172,6 +182,31 @@ def guarded(run: Callable[[], TrialOutcome], config: dict[str, Any]) -> TrialOut
             raise
         traceback.print_exc(file=sys.stderr)  # the frames, in the worker's log
         return TrialOutcome(status=STATUS_FAILED, reason=failure_reason(exc))
+
+
+# This process's digest of the data it read, by the loaded splits (cached per process): the
+# object itself is held weakly, as an id alone may be a freed object's.
+_DIGESTS: dict[int, tuple[weakref.ref, str]] = {}
+
+
+def check_same_data(config: dict[str, Any], data_digest: str) -> None:
+    """Refuse a user's factory that gave this process other splits than the driver: each
+    process calls it, and a split or shuffle drawn without a seed put the test samples of one
+    into the training data of another, and ranked trials on different validation sets (a
+    helper's sweep, unsaid until an export's accuracies differed)."""
+    trial = TrialConfig.from_flat(config)
+    data = trial.data.load(threads=trial.threads)  # cached: the trial reads the same
+    held, seen = _DIGESTS.get(id(data), (None, None))
+    if held is None or held() is not data:
+        seen = labels_digest(data)
+        _DIGESTS[id(data)] = (weakref.ref(data), seen)
+    if seen != data_digest:
+        raise ValueError(
+            f"data.factory {trial.data.factory}: it gave this worker other splits than the "
+            "driver (the labels of train, val or test differ): every process calls it, so a "
+            "split or shuffle drawn without a seed differs in each; seed it (e.g. "
+            "np.random.default_rng(0), or random_state=0)"
+        )
 
 
 def retried(exc: BaseException) -> bool:

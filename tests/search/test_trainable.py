@@ -243,3 +243,60 @@ def test_the_interrupt_file_is_written_on_ctrl_c_and_cleared(tmp_path: Path) -> 
     finally:
         signal.signal(signal.SIGINT, previous)
         signal.signal(signal.SIGTERM, terminate)
+
+
+SPLITTING = '''
+import numpy as np
+import torch
+from sklearn.datasets import load_digits
+from torch.utils.data import TensorDataset
+
+
+def split(seed=None):
+    """A user's own train/test split of the digits, drawn with numpy."""
+    x, y = load_digits(return_X_y=True)
+    order = np.random.default_rng(seed).permutation(len(y))
+    cut = int(0.8 * len(y))
+
+    def part(rows):
+        images = torch.tensor(x[rows], dtype=torch.float32).reshape(-1, 1, 8, 8)
+        return TensorDataset(images, torch.tensor(y[rows]))
+
+    return part(order[:cut]), part(order[cut:])
+'''
+
+
+@pytest.mark.parametrize("seeded", [True, False])
+def test_a_factory_that_splits_otherwise_in_each_process_fails_its_trials(
+    seeded: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unseeded split gave each process (the driver, every worker, export) its own: test
+    samples of one trained another, and trials were ranked on different validation sets."""
+    from nascomp.search.experiment import load_experiment, trial_constants
+    from nascomp.search.tune.trainable import check_same_data, guarded
+    from nascomp.trainers.data import labels_digest
+    from nascomp.trainers.user_data import clear_user_cache
+    from tests.trainers.configs import SMALL_CNN
+
+    monkeypatch.chdir(tmp_path)
+    module = f"splitting_{seeded}_{tmp_path.name}"
+    (tmp_path / f"{module}.py").write_text(SPLITTING)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    data = ["data.name=custom", f"data.factory={module}:split"]
+    if seeded:
+        data.append("data.options={seed: 0}")
+    experiment = load_experiment(None, data)
+    flat = {**trial_constants(experiment), **SMALL_CNN}
+    clear_user_cache()
+    try:
+        driver = labels_digest(experiment.data.load(threads=1))
+        clear_user_cache()  # a worker: another process, which calls the factory again
+        if seeded:
+            check_same_data(flat, driver)
+            return
+        with pytest.raises(ValueError, match=rf"^data.factory {module}:split: it gave this work"):
+            check_same_data(flat, driver)
+        outcome = guarded(lambda: pytest.fail("ran"), flat, driver)  # fails before it runs
+        assert outcome.status == "failed" and "seed it (e.g. np.random" in outcome.reason
+    finally:
+        clear_user_cache()
