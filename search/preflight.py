@@ -166,6 +166,7 @@ def check_user_code(experiment: Experiment, notes: list[str] | None = None) -> E
             except (ValueError, TypeError) as exc:
                 hint = _layout_hint(experiment, data.input_shape, exc)
                 raise ConfigError(_located(field, exc) + hint) from None
+            _check_largest_ids(field, model, data)
             if field == "teacher.arch" and checkpoint:
                 _check_checkpoint(model, checkpoint)
             note = float_weights_note(model) if field == "space.arch" else None
@@ -209,6 +210,35 @@ def check_user_code(experiment: Experiment, notes: list[str] | None = None) -> E
             f"which its builder declined ({student}); give groups of module-name globs instead"
         )
     return experiment
+
+
+def _check_largest_ids(field: str, model: nn.Module, data: Any) -> None:
+    """Integer ids held in memory: the model must take the largest id of each position (over
+    train, val and test) as it takes id 0, the builder's check's probe. An ``nn.Embedding``
+    built for fewer ids than the data holds passed it, and every trial then failed with
+    IndexError (a helper's sweep). Each position's own largest: a model may embed each column
+    of categories with a table of its own size."""
+    parts = [getattr(data, f"{role}_x", None) for role in ("train", "val", "test")]
+    if any(x is None for x in parts) or parts[0].dtype.is_floating_point:
+        return  # streamed, or not ids
+    parts = [x for x in parts if x.numel()]
+    largest = torch.stack([x.amax(dim=0) for x in parts]).amax(dim=0).unsqueeze(0)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(largest.clone())
+    except Exception as exc:
+        first = (str(exc).splitlines() or [""])[0]
+        top = int(largest.max())
+        raise ConfigError(
+            f"{field}: the model fails on the data's largest ids (each position's largest over "
+            f"train, val and test; {top} at most), though it takes id 0: "
+            f"{type(exc).__name__}: {first} (an nn.Embedding for them needs num_embeddings of "
+            f"at least {top + 1})"
+        ) from None
+    finally:
+        model.train(was_training)
 
 
 def _check_compressible(experiment: Experiment, model: nn.Module, data: Any) -> None:

@@ -88,6 +88,12 @@ def text_cnn(input_shape, n_classes, dim=8, hidden=16):
     return TextCNN(n_classes, dim, hidden)
 
 
+def small_vocab(input_shape, n_classes):  # an embedding of two ids fewer than the data holds
+    (length,) = input_shape
+    head = nn.Linear(length * 2, n_classes)
+    return nn.Sequential(nn.Embedding(LEVELS - 2, 2), nn.Flatten(), head)
+
+
 def floats_only(input_shape, n_classes):
     return nn.Sequential(nn.Linear(input_shape[0], n_classes))
 """
@@ -228,6 +234,15 @@ def test_what_needs_floats_says_so_in_one_line(factory: str, data_root: Path) ->
         check_user_code(load_experiment(str(experiment), [*no_teacher, "train.augment.flip=true"]))
     checked = check_user_code(load_experiment(str(experiment), no_teacher))
     assert checked.data.factory == f"{factory}:tokens"
+    # An embedding too small for the data: the probe's id 0 passed, every trial failed
+    small = [*no_teacher, f"space.arch={{family: custom, builder: '{factory}:small_vocab'}}"]
+    with pytest.raises(ConfigError) as caught:
+        check_user_code(load_experiment(str(experiment), small))
+    assert str(caught.value).startswith(
+        f"space.arch: the model fails on the data's largest ids (each position's largest over "
+        f"train, val and test; {LEVELS - 1} at most), though it takes id 0: IndexError: "
+    ), caught.value
+    assert str(caught.value).endswith(f"needs num_embeddings of at least {LEVELS})")
 
 
 def test_layer_kinds_follow_the_config_so_older_trials_reproduce(
