@@ -132,7 +132,12 @@ def process_state_kept() -> Iterator[None]:
     """Put back what a search changes in the calling process: environment variables (Ray's
     PYTHONBREAKPOINT, MLflow's request retries), the SIGINT and SIGTERM handlers (Ray's
     SIGTERM handler exits the process), torch's thread count and the states of Python's,
-    NumPy's and torch's random generators (the teacher trains here, and seeds them)."""
+    NumPy's and torch's random generators (the teacher trains here, and seeds them),
+    ``sys.path`` (the working folder goes first, for the user's modules: later, a ``data.py``
+    there shadowed an installed package in the notebook), the ``ray`` logger's level
+    (``ray.init`` sets it) and Python's fault handler (which Ray's connection turns on)."""
+    import faulthandler
+
     import numpy as np
     import torch
 
@@ -141,9 +146,16 @@ def process_state_kept() -> Iterator[None]:
     handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
     threads = torch.get_num_threads()
     states = (random.getstate(), np.random.get_state(), torch.random.get_rng_state())
+    path = list(sys.path)
+    ray_level = logging.getLogger("ray").level
+    faults = faulthandler.is_enabled()
     try:
         yield
     finally:
+        sys.path[:] = path
+        logging.getLogger("ray").setLevel(ray_level)
+        if not faults:
+            faulthandler.disable()
         os.environ.clear()
         os.environ.update(environment)
         for signum, handler in handlers.items():

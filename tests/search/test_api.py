@@ -77,10 +77,20 @@ def test_the_calling_process_is_left_as_it_was(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("NASCOMP_TEST_KEPT", "1")
     # As in a fresh notebook: an earlier test's ray.init in this worker may have left Ray's.
     monkeypatch.delenv("PYTHONBREAKPOINT", raising=False)
+    import faulthandler
+    import logging
+    import sys
+
     threads = torch.get_num_threads()
     term = signal.getsignal(signal.SIGTERM)
     states = (random.getstate(), np.random.get_state(), torch.random.get_rng_state())
+    path, ray_level, faults = list(sys.path), logging.getLogger("ray").level, False
+    pytests = faulthandler.is_enabled()  # pytest's own, put back at the end
+    faulthandler.disable()
     with process_state_kept():
+        sys.path.insert(0, os.getcwd())  # for the user's modules (spaces.userfn)
+        logging.getLogger("ray").setLevel(logging.ERROR)  # ray.init(logging_level=...)
+        faulthandler.enable()  # Ray's connection
         os.environ["PYTHONBREAKPOINT"] = "ray.util.rpdb._driver_set_trace"
         del os.environ["NASCOMP_TEST_KEPT"]
         signal.signal(signal.SIGTERM, lambda *_: None)
@@ -95,6 +105,10 @@ def test_the_calling_process_is_left_as_it_was(monkeypatch: pytest.MonkeyPatch) 
     assert signal.getsignal(signal.SIGTERM) is term and torch.get_num_threads() == threads
     assert random.getstate() == states[0] and torch.equal(torch.random.get_rng_state(), states[2])
     assert np.array_equal(np.random.get_state()[1], states[1][1])
+    assert sys.path == path and logging.getLogger("ray").level == ray_level
+    assert faulthandler.is_enabled() == faults
+    if pytests:
+        faulthandler.enable()
 
 
 @pytest.mark.e2e
