@@ -77,12 +77,18 @@ def run_search(
     overrides: Sequence[str] = (),
     address: str | None = None,
     resume: str | None = None,
-    echo: Callable[[str], Any] = print,
+    echo: Callable[[str], Any] | None = print,
 ) -> SearchSummary:
     """Run a whole search (as ``nascomp search`` does) and return its summary: every trial's
     record and the Pareto front, read back from MLflow. ``address`` is a Ray cluster
     (``auto``, ``HOST:PORT``), ``resume`` a result folder or ``latest``; ``echo`` receives the
-    progress lines (``lambda line: None`` silences them)."""
+    progress lines (None silences them)."""
+    if echo is None:
+        echo = _silent
+    elif not callable(echo):  # found after the teacher had trained, a bare TypeError
+        raise _experiment.ConfigError(
+            f"echo: a function given each progress line, or None; got {echo!r}"
+        )
     checked = load_experiment(experiment, overrides)
     if resume is not None and not isinstance(resume, str | Path):
         raise _experiment.ConfigError(f"resume: a result folder or 'latest'; got {resume!r}")
@@ -113,6 +119,10 @@ def run_search(
             mlflow_log.setLevel(level)
     echo(summary_line(summary, checked))
     return summary
+
+
+def _silent(line: str) -> None:
+    """``echo=None``: no progress lines."""
 
 
 def _check_no_ray_here(address: str | None) -> None:

@@ -43,6 +43,9 @@ def test_bad_experiments_raise_one_line_config_errors() -> None:
         nascomp.load_experiment(changed)
     with pytest.raises(nascomp.ConfigError, match=r"^resume: a result folder or 'latest'; got T"):
         nascomp.run_search(None, resume=True)  # type: ignore[arg-type]
+    # found after the teacher had trained, a bare TypeError
+    with pytest.raises(nascomp.ConfigError, match=r"^echo: a function given each progress line"):
+        nascomp.run_search(None, echo="quiet")  # type: ignore[arg-type]
 
 
 def test_a_process_that_started_ray_itself_is_told_before_anything_runs(
