@@ -388,6 +388,14 @@ class TeacherConfig(Section):
         family = arch.get("family")
         if (failed := plugin_error(family)) is not None:
             raise ValueError(failed)
+        if family is None:
+            glued = next((key for key in arch if ":" in str(key)), None)
+            hint = (
+                f" (a key {glued!r}: YAML needs a space after the colon, family: ...)"
+                if glued is not None
+                else ""
+            )
+            raise ValueError(f"family: missing; give one of {', '.join(model_names())}{hint}")
         if family not in model_names():
             raise ValueError(f"family must be one of {', '.join(model_names())}; got {family!r}")
         for key, value in arch.items():

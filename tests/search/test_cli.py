@@ -59,6 +59,11 @@ from tests.search.conftest import live_processes_with, nascomp, nascomp_here
             ["--set", "teacher.arch={family: cnn, n_stages: [1, 2]}"],
             "teacher.arch: n_stages must be an int, got [1, 2]",
         ),
+        (  # YAML's key 'family:custom' (no space): "family must be one of ...; got None"
+            ["--set", "teacher={arch:{family:custom,builder:'m:f'}}"],
+            "teacher.arch.family: missing; give one of cnn, custom, lenet300100, lenet5, mlp, "
+            "nb201, timm, torchvision (a key 'family:custom': YAML needs a space after the colon",
+        ),
         (  # a traceback (FloatingPointError) after the banner
             [
                 "--set",
@@ -91,8 +96,10 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(
             env={"MLFLOW_TRACKING_URI": "", "RAY_TMPDIR": ray_tmp},
         )
         # The local Ray starts before the experiment is checked (search/tune/head.py); a
-        # failed check kills it, with every process it started, before the command exits.
+        # failed check kills it, with every process it started, before the command exits,
+        # and removes its session folder (logs and sockets: 120 KB a refusal).
         assert live_processes_with("RAY_TMPDIR", ray_tmp) == []
+        assert list(Path(ray_tmp).glob("ray/session_2*")) == []
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
     assert result.returncode == 2
