@@ -52,13 +52,19 @@ FORM_FP16 = "fp16"
 FORM_INT8_QDQ = "int8-qdq"
 
 
-def _float_model(model: nn.Module) -> nn.Module:
-    """A CPU, eval-mode, plain-float copy: QAT layers folded, the original untouched."""
-    return freeze_fake_quant(copy.deepcopy(model)).cpu().eval()
+def _float_model(model: nn.Module, rounded_below: int = 0) -> nn.Module:
+    """A CPU, eval-mode, plain-float copy: QAT layers folded, the original untouched; layer
+    inputs quantized to fewer bits than ``rounded_below`` keep their rounding
+    (:func:`freeze_fake_quant`)."""
+    return freeze_fake_quant(copy.deepcopy(model), rounded_below).cpu().eval()
 
 
 def export_onnx(
-    model: nn.Module, example: Tensor, path: str | Path, exporters: tuple[str, ...] = EXPORTERS
+    model: nn.Module,
+    example: Tensor,
+    path: str | Path,
+    exporters: tuple[str, ...] = EXPORTERS,
+    rounded_below: int = 0,
 ) -> str:
     """Write ``model`` (any trained or QAT model) as fp32 ONNX at ``path``; returns the name of
     the exporter that succeeded. The batch axis is dynamic; the rest is ``example``'s shape.
@@ -66,8 +72,9 @@ def export_onnx(
     The example has two rows: torch.export specialises every dimension of size 1, so a model
     whose forward reshapes by the batch size (attention heads, ``x.view(x.size(0), -1)``) came
     out with a batch of 1 fixed when exported at one row. A file is accepted only once ONNX
-    Runtime has run it at a third batch size; otherwise the next exporter is tried."""
-    float_model = _float_model(model)
+    Runtime has run it at a third batch size; otherwise the next exporter is tried.
+    ``rounded_below``: see :func:`_float_model`."""
+    float_model = _float_model(model, rounded_below)
     example = example[:2].detach().cpu()
     example = torch.cat([example, example]) if len(example) == 1 else example
     errors: list[str] = []
@@ -691,7 +698,10 @@ def onnx_form(
     layer ran in which form."""
     with tempfile.TemporaryDirectory() as folder:
         float_path = Path(folder) / "model.onnx"
-        exporter = export_onnx(model, example_inputs, float_path)
+        # Activations below 8 bits, which no CPU runtime runs as integers: the float file keeps
+        # their rounding, or it answers otherwise than the model trained and ranked with it.
+        rounded = act_bits < 8
+        exporter = export_onnx(model, example_inputs, float_path, rounded_below=8 if rounded else 0)
         layers: dict[str, str] = {}
         checked: OnnxModule | None = None  # the int8 file's session from its agreement check
         if layer_bits and len(set(layer_bits.values())) > 1:
@@ -704,6 +714,8 @@ def onnx_form(
         else:
             data = float_path.read_bytes()
             precision = _float_precision(bits)
+        if rounded:
+            precision += f" act{act_bits}-rounded"
     if checked is None or threads != 1:  # the check's session runs on one thread
         checked = OnnxModule(data, threads)
     return OnnxForm(data, precision, exporter, checked, layers)
