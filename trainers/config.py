@@ -118,7 +118,7 @@ def describe_trial(flat: dict[str, Any]) -> str:
         hint = bool(flat.get("distill.features"))
         # alpha and the hint where they differ from the defaults: trials that search them
         # otherwise read alike on the front
-        distill = f"KD T={float(flat['distill.temperature']):.1f}"
+        distill = f"KD T={_short(float(flat['distill.temperature']))}"
         distill += (f" a={alpha:.2f}" if alpha != 0.5 else "") + (" + hint" if hint else "")
         if alpha == 0.0:  # the teacher's soft targets weigh nothing: cross-entropy
             distill = "KD feature hint alone (alpha 0)" if hint else "no KD (alpha 0)"
@@ -127,6 +127,15 @@ def describe_trial(flat: dict[str, Any]) -> str:
     if init:  # the user's checkpoint, or (search.inherit_epochs) the parent's trained student
         where = Path(init)
         text += f" | from {where.parent.name}/{where.name} +{flat.get('train.epochs')} ep"
+    return text
+
+
+def _short(value: float) -> str:
+    """One decimal, or two significant digits where one decimal is more than 5% off: a
+    temperature of 0.01 read ``KD T=0.0``."""
+    text = f"{value:.1f}"
+    if value and abs(float(text) - value) > 0.05 * abs(value):
+        text = f"{value:.2g}"
     return text
 
 

@@ -196,6 +196,26 @@ def test_a_distillation_weighted_at_nothing_is_not_labelled_kd() -> None:
     assert describe_trial(hinted).endswith("| KD T=8.0 + hint")
 
 
+def test_a_small_temperature_is_not_labelled_zero() -> None:
+    """A searched temperature below 0.05 read "KD T=0.0" on the front."""
+    from nascomp.trainers.config import describe_trial
+
+    kd = {"arch.family": "mlp", "arch.depth": 1, "arch.width": 8, "prune.method": "none"}
+    kd = {**kd, "quant.bits": 32, "distill.enabled": True}
+    labels = {
+        t: describe_trial({**kd, "distill.temperature": t}).rsplit("| ", 1)[1]
+        for t in (0.01, 0.04, 0.15, 1.0, 2.34, 12.0)
+    }
+    assert labels == {
+        0.01: "KD T=0.01",
+        0.04: "KD T=0.04",
+        0.15: "KD T=0.15",
+        1.0: "KD T=1.0",
+        2.34: "KD T=2.3",
+        12.0: "KD T=12.0",
+    }
+
+
 def test_activation_widths_other_than_the_default_are_labelled_where_they_apply() -> None:
     """Searched act_bits left front rows of different models alike ("4 bit" both)."""
     from nascomp.trainers.config import describe_trial
