@@ -10,7 +10,8 @@ Three concerns are kept apart (Torch-Pruning's lesson):
   depends on them (BatchNorm, residual adds, the next layer's inputs, depthwise groups).
 
 Ratio semantics: unstructured, the fraction of prunable weights set to zero (exactly
-``round(ratio * n)``, over all layers for ``scope="global"`` or per layer for ``"layer"``).
+``round(ratio * n)``, over all layers for ``scope="global"`` or per layer for ``"layer"``;
+fewer only where the target would leave an output channel no weight: ``EMPTIED_GROUPS``).
 Structured, the fraction of channels removed per layer (torch-pruning's ``pruning_ratio``);
 since a layer loses both output and input channels, its parameters fall roughly by
 ``1 - (1 - ratio)**2``. Sparsity never decreases: a lower target later prunes nothing.
@@ -33,12 +34,17 @@ from nascomp.compressors.shapes import packed_attention_heads, sync_attributes
 PRUNE_METHODS = ("none", "unstructured", "structured")
 IMPORTANCES = ("l1", "l2")
 SCOPES = ("global", "layer")
-# What structured pruning does with a group of channels the target would remove entirely:
-# leave it its strongest channel (per channel group), or, as torch-pruning alone does and
-# trials logged before 2026-12-05 did, leave the whole group (which pruned a model asked for
-# 0.99 less than one asked for 0.9).
-EMPTIED_GROUPS = ("leave_one", "whole")
-LEGACY_EMPTIED = "whole"
+# What pruning does where the target would cut a layer off entirely. ``leave_one``:
+# structured pruning leaves a group of channels its strongest channel; unstructured pruning
+# leaves each output channel (a weight's first dimension) its strongest weight, so that no
+# channel loses every input and a global 0.99 cannot zero a whole layer (a model at chance,
+# logged as a sound trial). Trials logged before the key existed ran the other way, and
+# reproduce so: structured pruning left the whole group (``whole``, before 2026-12-05: a
+# model asked for 0.99 was pruned less than one asked for 0.9); unstructured pruning zeroed
+# whatever ranked lowest (``zero``, before 2026-12-06).
+EMPTIED_GROUPS = ("leave_one", "whole", "zero")
+LEGACY_EMPTIED = {"structured": "whole", "unstructured": "zero"}
+_EMPTIED_FOR = {"structured": ("leave_one", "whole"), "unstructured": ("leave_one", "zero")}
 
 
 @dataclass(frozen=True)
@@ -57,7 +63,7 @@ class PruneConfig:
     # outputs of the layer that computes the classes (``output_layer``) are never removed by
     # structured pruning in any case.
     ignore: tuple[str, ...] = ()
-    emptied: str = "leave_one"  # structured: EMPTIED_GROUPS
+    emptied: str = "leave_one"  # EMPTIED_GROUPS
 
     def __post_init__(self) -> None:
         if isinstance(self.ignore, str) or not all(isinstance(p, str) for p in self.ignore):
@@ -73,8 +79,11 @@ class PruneConfig:
             raise ValueError(f"importance must be one of {IMPORTANCES}, got {self.importance!r}")
         if self.scope not in SCOPES:
             raise ValueError(f"scope must be one of {SCOPES}, got {self.scope!r}")
-        if self.emptied not in EMPTIED_GROUPS:
-            raise ValueError(f"emptied must be one of {EMPTIED_GROUPS}, got {self.emptied!r}")
+        allowed = _EMPTIED_FOR.get(self.method, EMPTIED_GROUPS)
+        if self.emptied not in allowed:
+            raise ValueError(
+                f"emptied must be one of {allowed} for method {self.method}, got {self.emptied!r}"
+            )
 
 
 def scheduled_ratio(ratio: float, progress: float) -> float:
@@ -162,6 +171,17 @@ class UnstructuredPruner(Pruner):
         self.masks: dict[nn.Parameter, Tensor] = {
             w: torch.ones_like(w, dtype=torch.bool) for w in self.weights
         }
+        self.leave_one = config.emptied == "leave_one"
+
+    def _kept(self, weight: Tensor) -> Tensor:
+        """Flat mask of the weights ``leave_one`` keeps: each output channel's strongest weight
+        among those still unpruned (the first of equals), none once a channel is empty."""
+        rows = weight.detach().abs().reshape(weight.shape[0], -1).float()
+        mask = self.masks[weight].reshape(weight.shape[0], -1)
+        rows = torch.where(mask, rows, torch.full_like(rows, -1.0))
+        kept = torch.zeros_like(mask)
+        kept[torch.arange(rows.shape[0]), rows.argmax(dim=1)] = True
+        return (kept & mask).flatten()
 
     def update(self, progress: float) -> bool:
         target = scheduled_ratio(self.config.ratio, progress)
@@ -179,17 +199,31 @@ class UnstructuredPruner(Pruner):
         score = weight.detach().abs().flatten().float()
         if self.config.importance == "l2":
             score = score.square()
-        # Already-pruned weights rank first, so masks only grow along the schedule.
-        return torch.where(self.masks[weight].flatten(), score, torch.full_like(score, -1.0))
+        # Already-pruned weights rank first, so masks only grow along the schedule; the
+        # weights ``leave_one`` keeps rank last, so the count pruned stays exact whenever the
+        # others suffice.
+        score = torch.where(self.masks[weight].flatten(), score, torch.full_like(score, -1.0))
+        if self.leave_one:
+            score = torch.where(self._kept(weight), torch.full_like(score, torch.inf), score)
+        return score
 
     def _prune_layer(self, weight: nn.Parameter, target: float) -> None:
-        n_prune = round(target * weight.numel())
-        flat_mask = self.masks[weight].flatten() & ~lowest(self._scores(weight), n_prune)
+        scores = self._scores(weight)
+        n_prune = self._count(target, scores)
+        flat_mask = self.masks[weight].flatten() & ~lowest(scores, n_prune)
         self.masks[weight] = flat_mask.reshape(weight.shape)
+
+    def _count(self, target: float, scores: Tensor) -> int:
+        """``round(target * n)``, less the weights ``leave_one`` keeps where they would be
+        reached (a ratio near 1 on a layer with few weights per output channel)."""
+        n_prune = round(target * scores.numel())
+        if self.leave_one:
+            n_prune = min(n_prune, scores.numel() - int(torch.isinf(scores).sum()))
+        return n_prune
 
     def _prune_global(self, target: float) -> None:
         scores = torch.cat([self._scores(w) for w in self.weights])
-        n_prune = round(target * scores.numel())
+        n_prune = self._count(target, scores)
         flat_mask = torch.cat([self.masks[w].flatten() for w in self.weights])
         flat_mask &= ~lowest(scores, n_prune)
         parts = flat_mask.split([w.numel() for w in self.weights])

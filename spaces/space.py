@@ -85,18 +85,17 @@ class PruneSpace(SpecSection):
         method = to_param("prune.method", self.method)
         pruning = tuple(m for m in method.possible_values() or () if m != "none")
         when = ("prune.method", pruning)
-        structured = ("prune.method", ("structured",))
         ignore = (
             # Only when set, so the flat configs of searches without it stay as they were.
             [Param("prune.ignore", "fixed", choices=(tuple(self.ignore),), condition=when)]
             if self.ignore
             else []
         )
-        # In every structured trial's config: what a group the target would empty keeps
+        # In every pruned trial's config: what a layer or group the target would empty keeps
         # (compressors.pruning.EMPTIED_GROUPS) is part of what the trial reproduces.
         emptied = (
-            [Param("prune.emptied", "fixed", choices=("leave_one",), condition=structured)]
-            if "structured" in pruning
+            [Param("prune.emptied", "fixed", choices=("leave_one",), condition=when)]
+            if pruning
             else []
         )
         return [

@@ -50,10 +50,12 @@ class TrialConfig(TrainingSections):
             # Logged before the key existed: Conv2d and Linear alone were compressed
             # (compressors.layers), and the trial reproduces so.
             flat = {**flat, "quant.layers": LEGACY_LAYERS}
-        if flat.get("prune.method") == "structured" and "prune.emptied" not in flat:
-            # Logged before the key existed: a group the target would have emptied was left
-            # whole (compressors.pruning.EMPTIED_GROUPS), and the trial reproduces so.
-            flat = {**flat, "prune.emptied": LEGACY_EMPTIED}
+        method = flat.get("prune.method")
+        if method in LEGACY_EMPTIED and "prune.emptied" not in flat:
+            # Logged before the key existed: what the target would have emptied was left
+            # whole (structured) or zeroed (unstructured; compressors.pruning.EMPTIED_GROUPS),
+            # and the trial reproduces so.
+            flat = {**flat, "prune.emptied": LEGACY_EMPTIED[method]}
         nested = unflatten({k: v for k, v in flat.items() if not k.startswith("arch.")})
         nested["arch"] = arch_from_flat(flat)
         return cls.model_validate(nested)

@@ -86,11 +86,60 @@ def test_unstructured_global_ranks_across_layers() -> None:
         model[2].weight.fill_(0.01)  # the whole middle layer is the least important
         model[4].weight.fill_(2.0)
         model[4].weight[0, 0] = 0.001
-    make_pruner(model, PruneConfig("unstructured", 0.45, "l2"), torch.zeros(1, 6)).update(1.0)
+    legacy = PruneConfig("unstructured", 0.45, "l2", emptied="zero")
+    make_pruner(model, legacy, torch.zeros(1, 6)).update(1.0)
     # round(0.45 * 120) = 54: the 1 tiny weight of layer 3, then 50 of layer 2, then 3 ties
     # of layer 1 broken by position (the first three).
     assert _zero_counts(model) == [3, 50, 1]
     assert torch.equal((model[0].weight == 0).flatten().nonzero().flatten(), torch.arange(3))
+
+
+def test_unstructured_pruning_leaves_each_output_channel_its_strongest_weight() -> None:
+    """The ranking above emptied the middle layer: a model cut in two, at chance, logged as a
+    sound trial. Now each of its 5 output channels keeps one weight (the first of equals), and
+    the count stays exact: 5 more ties of layer 1 go instead."""
+    model = _mlp()
+    with torch.no_grad():
+        model[0].weight.fill_(1.0)
+        model[2].weight.fill_(0.01)
+        model[2].weight[3, 7] = 0.02  # row 3's strongest
+        model[4].weight.fill_(2.0)
+        model[4].weight[0, 0] = 0.001
+    pruner = make_pruner(model, PruneConfig("unstructured", 0.45, "l2"), torch.zeros(1, 6))
+    pruner.update(1.0)
+    assert _zero_counts(model) == [8, 45, 1]
+    kept = (model[2].weight != 0).nonzero().tolist()
+    assert kept == [[0, 0], [1, 0], [2, 0], [3, 7], [4, 0]]
+    assert pruner.sparsity == pytest.approx(54 / 120)
+
+
+@pytest.mark.parametrize("scope", ["global", "layer"])
+def test_unstructured_pruning_near_one_keeps_every_channel_alive(scope: str) -> None:
+    """At 0.99 the target would zero all but one weight; each output channel keeps one, so the
+    count falls short by what that needs, along the whole schedule."""
+    model = _mlp()
+    pruner = make_pruner(model, PruneConfig("unstructured", 0.99, scope=scope), torch.zeros(1, 6))
+    for progress in (0.25, 0.5, 1.0):
+        pruner.update(progress)
+        for layer in (model[0], model[2], model[4]):
+            assert bool((layer.weight != 0).any(dim=1).all())
+    assert _zero_counts(model) == [50, 45, 8]  # one weight per output channel: 10, 5, 2
+    assert pruner.sparsity == pytest.approx(103 / 120)
+
+
+def test_unstructured_trials_logged_before_the_guard_reproduce_as_they_were() -> None:
+    from nascomp.trainers.config import TrialConfig
+
+    flat = {"arch.family": "mlp", "arch.depth": 1, "arch.width": 8}
+    flat |= {"prune.method": "unstructured", "prune.ratio": 0.5}
+    assert TrialConfig.from_flat(flat).prune.emptied == "zero"
+    assert TrialConfig.from_flat({**flat, "prune.emptied": "leave_one"}).prune.emptied == (
+        "leave_one"
+    )
+    with pytest.raises(ValueError, match=r"emptied must be one of .* for method unstructured"):
+        PruneConfig("unstructured", 0.5, emptied="whole")
+    with pytest.raises(ValueError, match=r"emptied must be one of .* for method structured"):
+        PruneConfig("structured", 0.5, emptied="zero")
 
 
 def test_unstructured_layer_scope_exact_per_layer() -> None:
