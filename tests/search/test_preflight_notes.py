@@ -625,3 +625,52 @@ def test_settings_that_no_part_of_the_search_reads_get_a_note() -> None:
     assert notes == []  # the quickstart distils: its teacher is read
     assert chance_note(0.0972, 10) is not None and chance_note(0.16, 10) is None
     assert chance_note(0.9, 2) is None and chance_note(0.74, 2) is not None
+
+
+class _Masked(nn.Module):
+    """Logits with some classes masked at -inf, as a model may do; ``rows`` of its batch get
+    ``value`` in every class."""
+
+    def __init__(self, value: float | None = None, rows: int = 0) -> None:
+        super().__init__()
+        self.linear = nn.Linear(4, 3)
+        self.value, self.rows = value, rows
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.linear(x)
+        out = torch.cat([out[:, :2], torch.full_like(out[:, 2:], -torch.inf)], dim=1)
+        if self.value is not None:
+            out[: self.rows] = self.value
+        return out
+
+
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        (None, None),  # a class masked at -inf: softmax gives it 0, training goes on
+        (float("nan"), "gives NaN outputs for 5 of the first 32 training inputs"),
+        (float("inf"), "gives infinite outputs for 5 of the first 32"),
+        (-float("inf"), "gives infinite outputs for 5 of the first 32"),  # every class
+    ],
+)
+def test_outputs_that_are_not_finite_before_training_are_refused(
+    value: float | None, said: str | None
+) -> None:
+    from types import SimpleNamespace
+
+    from nascomp.search.preflight import _check_finite_outputs
+    from nascomp.trainers.split import TensorSplit
+
+    torch.manual_seed(0)
+    split = TensorSplit(torch.randn(40, 4), torch.zeros(40, dtype=torch.long))
+    data = SimpleNamespace(train=split)
+    arch = {"family": "custom", "builder": "shop:masked"}
+    model = _Masked(value, rows=5).train()
+    if said is None:
+        _check_finite_outputs("space.arch", arch, model, data)
+    else:
+        with pytest.raises(ConfigError, match=r"space\.arch: the model from builder shop:masked "):
+            _check_finite_outputs("space.arch", arch, model, data)
+        with pytest.raises(ConfigError, match=said):
+            _check_finite_outputs("space.arch", arch, model, data)
+    assert model.training  # put back as it was

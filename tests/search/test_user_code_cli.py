@@ -61,6 +61,17 @@ MODULE = textwrap.dedent(
     def no_parameters(input_shape, n_classes):
         return Constant()
 
+    class Logs(nn.Module):
+        def __init__(self, n_inputs, n_classes):
+            super().__init__()
+            self.linear = nn.Linear(n_inputs, n_classes)
+
+        def forward(self, x):
+            return self.linear(x.flatten(1).log())  # NaN for the normalised inputs below 0
+
+    def takes_logs(input_shape, n_classes):
+        return Logs(input_shape[0] * input_shape[1] * input_shape[2], n_classes)
+
     VALUE = 1
     """
 )
@@ -107,6 +118,16 @@ MODULE = textwrap.dedent(
             "space.arch: the model from builder shop:no_parameters has no parameters",
         ),
         ("space: {arch: {family: custom, builder: 'shoop:good'}}", "'shoop' is not importable"),
+        # every trial failed with "training diverged" after the banner
+        (
+            "space: {arch: {family: custom, builder: 'shop:takes_logs'}}",
+            "space.arch: the model from builder shop:takes_logs gives NaN outputs for 32 of "
+            "the first 32 training inputs before any training",
+        ),
+        (
+            "teacher: {arch: {family: custom, builder: 'shop:takes_logs'}}",
+            "teacher.arch: the model from builder shop:takes_logs gives NaN",
+        ),
         ("space: {arch: {family: custom, builder: 'shop:good', width: []}}", "width"),
         ("space: {arch: {family: torchvision, model: resnet181}}", "did you mean resnet18"),
         (
