@@ -10,6 +10,7 @@ sees a single writer.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import importlib
 import json
@@ -748,6 +749,56 @@ def record_of(run: Any) -> TrialRecord:
         experiment_id=run.info.experiment_id,
         ended_ms=run.info.end_time or 0,
     )
+
+
+def with_queued(records: list[TrialRecord], ops: list[dict[str, Any]]) -> list[TrialRecord]:
+    """The trials as the store will hold them once ``ops`` (a previous driver's journal, in
+    the order it wrote them: ``search.tracking.runlog``) are applied: a run the journal ends
+    is ended with its queued metrics and tags, and a trial only the journal knows gets a
+    record of its own (no run id yet), placed in the order the journal ended it. A resumed
+    search rebuilt its hypervolume from the store alone, before the journal was applied, and
+    counted a trial the journal ended as ended without metrics, or not at all."""
+    known = {record.trial_id: record for record in records}
+    changed: dict[str, dict[str, Any]] = {}  # trial -> the record's fields, as the ops leave them
+    last_step: dict[tuple[str, str], int] = {}
+    ended: dict[str, None] = {}  # trials the journal ends, in the order of their last end
+    for op in ops:
+        trial = op.get("trial")
+        if not trial:
+            continue  # the search run's own tags and curve
+        if op["op"] == "delete":
+            known.pop(trial, None)
+            changed.pop(trial, None)
+            ended.pop(trial, None)
+            continue
+        fields = changed.get(trial)
+        if fields is None:
+            base = known.get(trial) or TrialRecord("", trial, "running", {}, {})
+            fields = dataclasses.asdict(base)
+            changed[trial] = fields
+        fields["tags"].update({key: str(value) for key, value in op.get("tags", {}).items()})
+        if op["op"] == "start":
+            fields["params"].update({k: decode_param(str(v)) for k, v in op["params"].items()})
+        elif op["op"] == "metrics":
+            for key, value in op["values"].items():
+                if int(op["step"]) >= last_step.get((trial, key), -1):  # the last step's value
+                    last_step[trial, key] = int(op["step"])
+                    fields["metrics"][key] = float(value)
+        elif op["op"] == "end":
+            status = op["status"]
+            fields["status"] = (
+                "failed"
+                if status == "FAILED"
+                else fields["tags"].get(STATUS_TAG, "ok" if status == "FINISHED" else "killed")
+            )
+            ended.pop(trial, None)
+            ended[trial] = None
+
+    def current(trial: str) -> TrialRecord:
+        return TrialRecord(**changed[trial]) if trial in changed else known[trial]
+
+    stored = [r.trial_id for r in records if r.trial_id in known and r.trial_id not in ended]
+    return [current(trial) for trial in [*stored, *ended]]
 
 
 class _PickleWarning(logging.Filter):

@@ -21,7 +21,7 @@ from nascomp.search.front.report import front_markdown, objectives_line
 from nascomp.search.front.selection import config_key
 from nascomp.search.tracking.models import finish_onnx_model
 from nascomp.search.tracking.params import config_document, decode_param, display_params
-from nascomp.search.tracking.runlog import TRIAL_TAG, RunLog
+from nascomp.search.tracking.runlog import RunLog
 from nascomp.search.tracking.store import (
     FEASIBLE_TAG,
     HYPERVOLUME,
@@ -31,6 +31,7 @@ from nascomp.search.tracking.store import (
     Tracker,
     TrialRecord,
     record_of,
+    with_queued,
 )
 from nascomp.search.tune.results import INFO_PREFIX, earlier_epochs
 from nascomp.spaces.constraints import is_feasible, parse_constraints
@@ -81,7 +82,8 @@ class MlflowTrialCallback(Callback):
             echo=echo,
         )
         self.open: set[str] = set()  # trials started and not yet ended
-        self._earlier: list | None = None  # runs found at setup, until the first step
+        # the trials found at setup (the store's, with a journal's), until the first step
+        self._earlier: list[TrialRecord] | None = None
         # Finished feasible trials (objective values, model line): the parent run's
         # description shows their front as the search goes.
         self.finished: dict[str, tuple[dict[str, float], str]] = {}
@@ -99,8 +101,11 @@ class MlflowTrialCallback(Callback):
         self.n_finished = 0
 
     def setup(self, **info: Any) -> None:
-        # A resumed search: its runs so far, and any journal a previous driver left.
-        self._earlier = self.log.load()
+        # A resumed search: its runs so far, and any journal a previous driver left, as the
+        # store will hold them once that journal is applied (the store may still be away).
+        runs = self.log.load()
+        queued = [op for op in self.log.pending if op.get("replayed")]
+        self._earlier = with_queued([record_of(run) for run in runs], queued)
         self.steps = self.log.logged_steps(_STEP_KEYS)
         self.log.flush(force=True)
         if self.background:
@@ -118,10 +123,9 @@ class MlflowTrialCallback(Callback):
         for trial_id in sorted(self.log.trials() - known):
             self.log.forget(trial_id)
             self.log.submit({"op": "delete", "trial": trial_id})
-        for run in earlier:
-            trial_id = run.data.tags.get(TRIAL_TAG)
+        for record in earlier:
+            trial_id = record.trial_id
             if trial_id in known and trial_id in self.log.ended:
-                record = record_of(run)
                 counted = self._feasible(record) and self._first(trial_id, record.params)
                 self.progress.add(record.metrics if counted else None)
                 self._remember(trial_id, record.metrics if counted else None, record.params)

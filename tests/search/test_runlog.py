@@ -426,6 +426,78 @@ def test_a_resumed_search_deletes_the_runs_of_trials_tune_does_not_know(
     assert callback.log.ended == {"known"}
 
 
+def _trial_ops(trial: str, loss: float, size: float) -> list[dict]:
+    values = {"loss": loss, "size": size}
+    final = {"op": "metrics", "trial": trial, "step": 3, "ts": 1, "values": values}
+    start = {**_start(trial), "params": {"lr": str(loss)}}  # one config each
+    return [start, _metrics(trial, 1, 9.0), final, _end(trial)]
+
+
+def test_a_resumed_search_counts_the_trials_its_journal_ended(tmp_path: Path) -> None:
+    """A driver stopped while the server was away: trial a is in the store, b's run is there
+    but its end and metrics only in the journal, c only in the journal. The resumed search
+    counted b as ended with no values and left c out, so its hypervolume curve fell and
+    repeated a step (a helper's sweep, on a real mlflow server). All three count, in order."""
+    from types import SimpleNamespace
+
+    from nascomp.search.front.hypervolume import HypervolumeHistory
+    from nascomp.search.tracking.store import Tracker
+    from nascomp.search.tune.callbacks import MlflowTrialCallback
+
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "resume")
+    experiment_id = tracker.experiment_id(create=True)
+    parent = tracker.client.create_run(experiment_id).info.run_id
+    journal = tmp_path / JOURNAL
+    killed = RunLog(tracker.client, experiment_id, parent, journal=journal, echo=lambda _: None)
+    killed.load()
+    a, b, c = _trial_ops("a", 3.0, 1.0), _trial_ops("b", 1.0, 3.0), _trial_ops("c", 2.0, 2.0)
+    for op in [*a, *b[:2]]:
+        killed.submit(op)
+    killed.flush(force=True)
+    journal.write_text("".join(json.dumps(op) + "\n" for op in [*b[2:], *c]))
+
+    objectives = {"loss": "min", "size": "min"}
+    callback = MlflowTrialCallback(
+        tracker, parent, objectives, [], journal=journal, echo=lambda _: None
+    )
+    callback.setup()
+    callback.on_step_begin(0, [SimpleNamespace(trial_id=t) for t in "abcd"])
+    expected = HypervolumeHistory(objectives)
+    for loss, size in ((3.0, 1.0), (1.0, 3.0), (2.0, 2.0)):
+        expected.add({"loss": loss, "size": size})
+    assert callback.progress.n_ended == 3
+    assert callback.progress.add(None) == expected.add(None)  # the next trial's step, value
+    assert set(callback.finished) == {"a", "b", "c"}
+    assert callback.front.order() and set(callback.front.order()) == {"a", "b", "c"}
+
+
+def test_a_journal_overlays_the_stores_records_as_applying_it_would() -> None:
+    from nascomp.search.tracking.store import TrialRecord, with_queued
+
+    stored = [
+        TrialRecord("r1", "a", "ok", {"lr": 0.1}, {"loss": 3.0}, {"nascomp.status": "ok"}),
+        TrialRecord("r2", "b", "running", {"lr": 0.2}, {"loss": 9.0}),
+        TrialRecord("r3", "gone", "running", {}, {}),
+    ]
+    ops = [
+        {"op": "metrics", "trial": None, "step": 2, "ts": 1, "values": {"hypervolume": 0.5}},
+        {"op": "metrics", "trial": "b", "step": 3, "ts": 1, "values": {"loss": 1.0}},
+        {"op": "metrics", "trial": "b", "step": 2, "ts": 1, "values": {"loss": 5.0}},  # older
+        _start("c"),
+        {"op": "end", "trial": "c", "status": "FAILED", "tags": {"nascomp.status": "failed"}},
+        {"op": "end", "trial": "b", "status": "FINISHED", "tags": {"nascomp.status": "ok"}},
+        {"op": "delete", "trial": "gone"},
+    ]
+    records = with_queued(stored, ops)
+    assert [(r.trial_id, r.status, r.metrics, r.run_id) for r in records] == [
+        ("a", "ok", {"loss": 3.0}, "r1"),
+        ("c", "failed", {}, ""),
+        ("b", "ok", {"loss": 1.0}, "r2"),
+    ]
+    assert records[1].params == {"lr": 0.1}
+    assert stored[1].metrics == {"loss": 9.0}  # the store's records are left as they were
+
+
 class Slow(Outage):
     """A store that takes ``delay_s`` for every write (a remote server, a busy disk)."""
 
