@@ -298,6 +298,30 @@ def output_layer(model: nn.Module, example_inputs: Tensor) -> tuple[nn.Module | 
     return (ran[-1] if ran else None), shape
 
 
+def failing_layer(model: nn.Module, example_inputs: Tensor) -> str | None:
+    """The name of the innermost module whose forward raises on ``example_inputs`` (in eval
+    mode, without gradients): ``""`` when it is the model's own code around its layers, None
+    when the pass runs. A pruned model's shape error alone ("expected weight to be divisible
+    by 4") left the user to guess which layer to name in ``prune.ignore``."""
+    entered: list[str] = []
+
+    def leave(module: nn.Module, args: Any, out: Any) -> None:  # a hook's value replaces `out`
+        entered.pop()
+
+    hooks = []
+    for name, module in model.named_modules():
+        hooks.append(module.register_forward_pre_hook(lambda m, a, name=name: entered.append(name)))
+        hooks.append(module.register_forward_hook(leave))
+    try:
+        _output_shape(model, example_inputs)
+    except Exception:
+        return entered[-1] if entered else ""
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return None
+
+
 def _output_shape(model: nn.Module, example_inputs: Tensor) -> Any:
     """The shape of the model's output on ``example_inputs`` (a tuple of shapes for a tuple of
     outputs), from an eval-mode pass without gradients."""
@@ -409,11 +433,20 @@ class StructuredPruner(Pruner):
         try:
             shape = _output_shape(self.model, self.example_inputs)
         except Exception as exc:
+            name = failing_layer(self.model, self.example_inputs)
+            module = dict(self.model.named_modules()).get(name) if name else None
+            where = (
+                f" at {name} ({_short_repr(module)})"
+                if module is not None
+                else " in its own forward, between its layers"
+                if name == ""
+                else ""
+            )
             raise PruningError(
-                f"after structured pruning {type(self.model).__name__} no longer runs "
+                f"after structured pruning {type(self.model).__name__} no longer runs{where} "
                 f"(a coupling of layers torch-pruning does not follow): {type(exc).__name__}: "
                 f"{str(exc).splitlines()[0] if str(exc) else ''} (prune.ignore can keep the "
-                "layers involved)"
+                "layers involved: that one, or those that feed it)"
             ) from None
         if shape != self._output_shape:
             raise PruningError(
@@ -446,6 +479,13 @@ class StructuredPruner(Pruner):
 
 
 _NORM_DEGREE = {"l1": 1, "l2": 2}
+
+
+def _short_repr(module: nn.Module) -> str:
+    """``Conv2d(3, 6, kernel_size=(3, 3), groups=4)``, or the class name of a module whose
+    repr spans lines (a block)."""
+    text = repr(module)
+    return text if "\n" not in text and len(text) <= 120 else type(module).__name__
 
 
 def _parameter_shapes(model: nn.Module) -> list[tuple[int, ...]]:

@@ -363,8 +363,34 @@ def test_a_pruned_model_that_no_longer_runs_is_named_at_once() -> None:
             return self.fc(y.reshape(y.shape[0], 8, -1).mean(dim=2))
 
     pruner = make_pruner(HardCodedWidth(), PruneConfig("structured", 0.5), EXAMPLE_1x8x8)
-    with pytest.raises(PruningError, match="HardCodedWidth no longer runs"):
+    with pytest.raises(PruningError, match=r"HardCodedWidth no longer runs at fc \(Linear\("):
         pruner.update(1.0)
+
+
+def test_a_pruned_model_that_no_longer_runs_names_the_layer_that_fails() -> None:
+    """A grouped convolution beside a depthwise branch on one stem (a helper's sweep): pruned,
+    the grouped one got 6 input channels for groups=4, and the message named no layer."""
+    from nascomp.compressors.pruning import PruningError, failing_layer
+
+    class Branches(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = nn.Conv2d(1, 8, 3, padding=1)
+            self.grouped = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1, groups=4))
+            self.fc = nn.Linear(8, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(self.grouped(self.stem(x)).mean(dim=(2, 3)))
+
+    model = Branches().eval()
+    assert failing_layer(model, EXAMPLE_1x8x8) is None
+    with torch.no_grad():  # what a missed coupling leaves: 6 channels into groups=4
+        model.stem = nn.Conv2d(1, 6, 3, padding=1)
+    assert failing_layer(model, EXAMPLE_1x8x8) == "grouped.0"
+    pruner = make_pruner(Branches(), PruneConfig("structured", 0.5), EXAMPLE_1x8x8)
+    pruner.model.stem = nn.Conv2d(1, 6, 3, padding=1)
+    with pytest.raises(PruningError, match=r"no longer runs at grouped\.0 \(Conv2d\(8, 8, "):
+        pruner._check_runs()
 
 
 def test_structured_pruning_of_attention_keeps_the_width_a_multiple_of_the_heads() -> None:

@@ -560,8 +560,8 @@ def test_a_space_of_several_models_is_not_refused_for_its_first() -> None:
 
 
 RUNS = (
-    "after structured pruning Tied no longer runs (a coupling of layers torch-pruning does not "
-    "follow): RuntimeError: The size of tensor a"
+    "after structured pruning Tied no longer runs in its own forward, between its layers (a "
+    "coupling of layers torch-pruning does not follow): RuntimeError: The size of tensor a"
 )
 NO_CHANNEL = "structured pruning finds no channel it may remove in Tied"
 
