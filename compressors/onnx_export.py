@@ -138,7 +138,61 @@ def _export_dynamo(model: nn.Module, example: Tensor, path: Path) -> None:
 _EXPORT = {"torchscript": _export_torchscript, "dynamo": _export_dynamo}
 
 
-def to_fp16(data: bytes) -> bytes:
+# ONNX Runtime's CPU session crashed the process (SIGSEGV, in its x86 NCHWc layout pass at the
+# default optimisation level) opening the fp16 form of a user's convolutions followed by
+# nn.MultiheadAttention; ``onnx.checker`` passed the file. Keeping its Transpose ops in
+# float32 avoided it. So each fp16 form is opened in a child process first, and these op
+# types are kept in float32 in turn until one opens: none, the Transposes, then every op but
+# those that carry the weights (:data:`FP16_WEIGHT_OPS`).
+FP16_KEPT_FLOAT: tuple[tuple[str, ...] | None, ...] = ((), ("Transpose",), None)
+FP16_WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+FP16_KEPT_KEY = "nascomp.fp16_float_ops"  # metadata: the op types the file keeps in float32
+
+
+class Fp16Error(ValueError):
+    """No fp16 form of the model opens in ONNX Runtime."""
+
+
+def fp16_kept_float(path: str | Path) -> list[str]:
+    """The op types the fp16 file at ``path`` keeps in float32 (:data:`FP16_KEPT_KEY`)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    kept = {entry.key: entry.value for entry in model.metadata_props}.get(FP16_KEPT_KEY, "")
+    return kept.split()
+
+
+def fp16_opens(data: bytes, timeout_s: float = 300.0) -> str | None:
+    """None when ONNX Runtime's CPU session, at its default options, opens the ONNX model
+    ``data``; else what happened. In a child process: a crash there would take this one."""
+    import signal
+    import subprocess
+    import sys
+
+    onnxruntime_module()  # the child inherits the telemetry setting
+    code = (
+        "import sys, onnxruntime as ort; "
+        "ort.InferenceSession(sys.argv[1], providers=['CPUExecutionProvider'])"
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "model.fp16.onnx"
+        path.write_bytes(data)
+        done = subprocess.run(
+            [sys.executable, "-c", code, str(path)],
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
+        )
+    if done.returncode == 0:
+        return None
+    if done.returncode < 0:
+        return f"ONNX Runtime crashed opening it ({signal.Signals(-done.returncode).name})"
+    last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+    return f"ONNX Runtime refused it: {last[:300]}"
+
+
+def to_fp16(data: bytes, kept_float: Sequence[str] = ()) -> bytes:
     """The fp32 ONNX model ``data`` with fp16 weights and fp16 computation, float32 at the graph
     boundary: the input and the logits keep their names and float32 type (a Cast after the input
     and one before the logits), so the file is a drop-in replacement for ``model.onnx`` (same
@@ -152,10 +206,17 @@ def to_fp16(data: bytes) -> bytes:
     for GPU runtimes (CUDA, TensorRT, DirectML, OpenVINO GPU), not a CPU speed-up.
     """
     import onnx
-    from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    model = convert_float_to_float16(onnx.load_model_from_string(data), keep_io_types=True)
+    onnxruntime_module()
+    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
+
+    model = onnx.load_model_from_string(data)
+    blocked = [*DEFAULT_OP_BLOCK_LIST, *kept_float]
+    model = convert_float_to_float16(model, keep_io_types=True, op_block_list=blocked)
     _topological_sort(model.graph)
+    if kept_float:
+        entry = model.metadata_props.add()
+        entry.key, entry.value = FP16_KEPT_KEY, " ".join(sorted(set(kept_float)))
     return model.SerializeToString()
 
 
@@ -181,11 +242,28 @@ def _topological_sort(graph: Any) -> None:
 
 def fp16_onnx(model: nn.Module, example: Tensor) -> bytes:
     """``model`` (any trained or QAT model, folded as in :func:`export_onnx`) as fp16 ONNX,
-    float32 at the boundary (:func:`to_fp16`)."""
+    float32 at the boundary (:func:`to_fp16`): the first form of :data:`FP16_KEPT_FLOAT` that
+    ONNX Runtime opens (the op types it keeps in float32 are in its metadata,
+    :data:`FP16_KEPT_KEY`); :class:`Fp16Error` when none does."""
+    import onnx
+
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "model.onnx"
         export_onnx(model, example, path)
-        return to_fp16(path.read_bytes())
+        data = path.read_bytes()
+    problem = ""
+    for kept in FP16_KEPT_FLOAT:
+        if kept is None:
+            ops = {node.op_type for node in onnx.load_model_from_string(data).graph.node}
+            kept = tuple(sorted(ops - set(FP16_WEIGHT_OPS)))
+        converted = to_fp16(data, kept)
+        problem = fp16_opens(converted) or ""
+        if not problem:
+            return converted
+    raise Fp16Error(
+        f"--fp16: {problem}, with every op but {'/'.join(FP16_WEIGHT_OPS)} kept in float32 "
+        "too; export without --fp16 (model.onnx is not affected)"
+    )
 
 
 class _Batches:

@@ -932,6 +932,15 @@ def _print_exported(
         print(f"note: {path} was in the folder before and is not of this export: left as it was")
     if fp16_agreement is not None:
         print(f"model.fp16.onnx top-1 agreement with the evaluated model: {fp16_agreement:.4f}")
+    if "onnx_fp16" in exported:
+        from nascomp.compressors.onnx_export import fp16_kept_float
+
+        kept = fp16_kept_float(exported["onnx_fp16"])
+        if kept:
+            print(
+                f"note: model.fp16.onnx keeps {', '.join(kept)} in float32: ONNX Runtime "
+                "crashed or refused to open the fully fp16 form"
+            )
 
 
 def _print_changes(

@@ -654,6 +654,78 @@ def test_fp16_file_is_a_drop_in_that_agrees_with_the_trained_model(
     torch.testing.assert_close(shipped, reference, rtol=1e-2, atol=2e-2)
 
 
+class _ConvAttention(nn.Module):
+    """Convolutions, then nn.MultiheadAttention over the positions with a pre-norm and a
+    residual, back to channels-first: ONNX Runtime 1.2x's CPU session crashed the process
+    (SIGSEGV) opening this model's fp16 form (a helper's sweep: `nascomp export --fp16`
+    exited 139, leaving a file that crashed whoever opened it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 8, 3, 2, 1)
+        self.norm = nn.LayerNorm(8)
+        self.mha = nn.MultiheadAttention(8, 2, batch_first=True)
+        self.head = nn.Linear(8, 10)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.conv(x)
+        n, c, h, w = y.shape
+        t = y.flatten(2).transpose(1, 2)
+        a = self.norm(t)
+        t = t + self.mha(a, a, a, need_weights=False)[0]
+        y = t.transpose(1, 2).reshape(n, c, h, w)
+        return self.head(y.mean(dim=(2, 3)))
+
+
+def test_an_fp16_form_onnx_runtime_cannot_open_is_not_written(tmp_path: Path) -> None:
+    """Each fp16 form is opened in a child process first; where the full one crashes ONNX
+    Runtime, the file keeps the Transposes in float32 (said in its metadata) and still answers
+    as the model does."""
+    from nascomp.compressors.onnx_export import fp16_kept_float, fp16_opens, to_fp16
+
+    torch.manual_seed(0)
+    model = _ConvAttention().eval()
+    example = torch.randn(1, 1, 16, 16)
+    export_onnx(model, example, tmp_path / "model.onnx")
+    whole = fp16_opens(to_fp16((tmp_path / "model.onnx").read_bytes()))
+    data = fp16_onnx(model, example)
+    assert fp16_opens(data) is None
+    (tmp_path / "model.fp16.onnx").write_bytes(data)
+    kept = fp16_kept_float(tmp_path / "model.fp16.onnx")
+    # Whichever ONNX Runtime runs here: the full form where it opens, else a fallback
+    assert kept == ([] if whole is None else ["Transpose"]), whole
+    inputs = torch.randn(32, 1, 16, 16)
+    with torch.no_grad():
+        expected = model(inputs)
+    torch.testing.assert_close(OnnxModule(data)(inputs), expected, rtol=1e-2, atol=2e-2)
+
+
+def test_when_no_fp16_form_opens_the_error_says_so_in_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from nascomp.compressors import onnx_export
+    from nascomp.compressors.onnx_export import Fp16Error
+
+    tried: list[list[str]] = []
+
+    def refuses(data: bytes) -> str:
+        model = onnx.load_model_from_string(data)
+        kept = {p.key: p.value for p in model.metadata_props}.get(onnx_export.FP16_KEPT_KEY, "")
+        tried.append(kept.split())
+        return "ONNX Runtime crashed opening it (SIGSEGV)"
+
+    monkeypatch.setattr(onnx_export, "fp16_opens", refuses)
+    with pytest.raises(Fp16Error) as caught:
+        fp16_onnx(_ConvAttention().eval(), torch.randn(1, 1, 16, 16))
+    assert str(caught.value) == (
+        "--fp16: ONNX Runtime crashed opening it (SIGSEGV), with every op but "
+        "Conv/ConvTranspose/Gemm/MatMul kept in float32 too; export without --fp16 "
+        "(model.onnx is not affected)"
+    )
+    assert tried[:2] == [[], ["Transpose"]]
+    assert "Conv" not in tried[2] and {"Transpose", "Add", "LayerNormalization"} <= set(tried[2])
+
+
 def test_the_quantizers_axis_warning_is_dropped_and_nothing_else(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
