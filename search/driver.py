@@ -232,6 +232,10 @@ def run_search(
 # Tune's experiment snapshot: every second while it is cheap, at most 5% of the driver's time
 # once it is not (compat.ray.snapshots_every).
 SNAPSHOT_FLOOR_S = 1.0
+# How long an interrupted search waits for an absent tracking store at its end, at most
+# (tracking.flush_timeout_s otherwise): its writes are in the journal, and a job scheduler's
+# grace period after SIGTERM is often 30 s.
+INTERRUPT_WAIT_S = 5.0
 
 
 def _open_search(
@@ -495,10 +499,16 @@ class _SearchRun:
             self.callback.interrupted()
         log.submit({"op": "finish", "status": status})
         timeout_s = self.experiment.tracking.flush_timeout_s
+        why = "tracking.flush_timeout_s"
+        if status == "KILLED" and timeout_s > INTERRUPT_WAIT_S:
+            # An interrupt does not wait long for an absent store: the journal keeps the
+            # writes for --resume or replay, and a scheduler's SIGTERM (Kubernetes, Slurm: 30 s
+            # of grace) would SIGKILL a driver still waiting, in the middle of its end.
+            timeout_s, why = INTERRUPT_WAIT_S, "an interrupt; the journal keeps the rest"
         if log.offline_since is not None and log.pending:
             # Said before the wait: after a Ctrl-C, minutes of silence read as a hang.
             self.echo(
-                f"tracking: waiting up to {timeout_s:g} s (tracking.flush_timeout_s) for the "
+                f"tracking: waiting up to {timeout_s:g} s ({why}) for the "
                 f"store to take {len(log.pending)} buffered writes; they are kept in "
                 f"{self.folder / JOURNAL} meanwhile (Ctrl-C twice leaves now)"
             )
