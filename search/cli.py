@@ -654,6 +654,8 @@ def _tracker(args: argparse.Namespace) -> Any:
                 file=sys.stderr,
             )
         tracker.experiment = holding or tracker.experiment
+    if not named_run:  # a run of a deleted experiment still reads (export); reproduce checks
+        tracker.check_experiment_active()
     return tracker
 
 
@@ -1116,7 +1118,12 @@ def cmd_ui(args: argparse.Namespace) -> int:
         try:
             if args.experiment is None:
                 tracker.experiment = tracker.default_experiment() or tracker.experiment
-            print(f"MLflow UI: {tracker.runs_url(base)}", flush=True)
+            try:
+                tracker.check_experiment_active()
+            except TrackingError as exc:  # its runs are hidden in the UI with it
+                print(f"MLflow UI: {base} ({exc})", flush=True)
+            else:
+                print(f"MLflow UI: {tracker.runs_url(base)}", flush=True)
         except TrackingError:
             searched = tracker.searched_experiments() if args.experiment is None else []
             if not searched:

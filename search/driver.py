@@ -126,6 +126,7 @@ def run_search(
     tracker = Tracker(experiment.tracking.resolved_uri(), experiment.tracking.experiment)
     tracker.check_reachable()
     tracker.check_writable()
+    tracker.check_experiment_active()
     check_writable_folder(experiment.storage, "storage")
     named = "--address" if address else "RAY_ADDRESS"
     address = address or os.environ.get("RAY_ADDRESS")

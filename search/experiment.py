@@ -258,9 +258,14 @@ class TrackingConfig(Section):
 
     def resolved_uri(self) -> str:
         uri = self.uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
-        if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        relative = uri[len("sqlite:///") :]
+        if (
+            uri.startswith("sqlite:///")
+            and not uri.startswith("sqlite:////")
+            and relative.split("?", 1)[0] not in ("", ":memory:")  # refused by the store's checks
+        ):
             # Make a relative sqlite path absolute, so Ray workers and the UI see the same file.
-            uri = "sqlite:///" + str(Path(uri[len("sqlite:///") :]).resolve())
+            uri = "sqlite:///" + str(Path(relative).resolve())
         return uri
 
 

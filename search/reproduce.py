@@ -152,6 +152,8 @@ def reproduce(
         raise ValueError("--fp16 writes model.fp16.onnx into the --export folder: give --export")
     trial = read_trial(tracker, run_id, "reproduce", echo)
     source, flat, config = trial.source, trial.flat, trial.config
+    # before anything trains: the reproduction is logged next to its trial
+    tracker.check_experiment_active(source.experiment_id or None)
     teacher_state = None
     if config.distill.enabled:
         lines = TeacherEpochs(echo) if echo is not None else None

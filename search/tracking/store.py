@@ -230,6 +230,15 @@ class Tracker:
         scheme = _scheme(self.uri)  # "databricks" has no //
         if "://" not in self.uri and scheme != "databricks":
             scheme = ""
+        if scheme in ("http", "https"):
+            from urllib.parse import urlsplit
+
+            try:
+                urlsplit(self.uri).port  # noqa: B018 (an unclosed [ or a port not a number)
+            except ValueError as exc:
+                raise TrackingError(
+                    f"{self.field}: {self.shown_uri!r} is not a valid address ({exc})"
+                ) from None
         if scheme not in (*DATABASE_ENGINES, "http", "https", "databricks"):
             raise TrackingError(
                 f"{self.field}: {self.shown_uri!r} {_what_path_is(self.uri, scheme)}; give "
@@ -239,9 +248,70 @@ class Tracker:
         if scheme in DATABASE_ENGINES and scheme != "sqlite":
             self._check_database_driver(scheme)
         if scheme == "sqlite":
+            self._check_sqlite_form()
             self.sqlite_tables()  # refuses a file that is no MLflow store
-        if not self.uri.startswith(("http://", "https://")):
+            return  # a new store's file is made by the first write, not by a check
+        if self.uri.startswith(("http://", "https://")):
+            self._check_health(timeout_s)
+        self._check_answers()
+
+    def _check_sqlite_form(self) -> None:
+        """``sqlite://mlflow.db`` (two slashes: a host, which SQLite has not) failed in
+        SQLAlchemy with a traceback; ``sqlite://`` and ``sqlite:///:memory:`` are databases
+        that end with each connection, and a search logged to one lost every run, exit 0."""
+        rest = self.uri[len("sqlite://") :]
+        db = rest[1:].split("?", 1)[0] if rest.startswith("/") else None
+        if not rest or db in ("", ":memory:") or "mode=memory" in rest:
+            raise TrackingError(
+                f"{self.field}: {self.shown_uri!r} is an in-memory database, which ends with "
+                "each connection (every run would be lost); give sqlite:///PATH/mlflow.db"
+            )
+        if db is None:
+            raise TrackingError(
+                f"{self.field}: {self.shown_uri!r} is no sqlite store's address: write "
+                "sqlite:///RELATIVE/PATH.db or sqlite:////ABSOLUTE/PATH.db (three slashes, "
+                "then the path)"
+            )
+
+    def _check_answers(self) -> None:
+        """One read of the store, which must answer as MLflow does: a web server that
+        answers /health but is no MLflow server, or ``databricks`` without credentials, failed
+        at the first write with MLflow's traceback (a search's after its header)."""
+        quiet = logging.getLogger("mlflow.utils.databricks_utils")  # its own warning, first
+        level = quiet.level
+        quiet.setLevel(logging.ERROR)
+        try:
+            self.client.search_experiments(max_results=1)
+        except Exception as exc:
+            first = " ".join(str(exc).split())[:240] or type(exc).__name__
+            raise TrackingError(
+                f"{self.field}: {self.shown_uri} does not answer as an MLflow tracking store "
+                f"({type(exc).__name__}: {first})"
+            ) from None
+        finally:
+            quiet.setLevel(level)
+
+    def check_experiment_active(self, experiment_id: str | None = None) -> None:
+        """The experiment (by id, else by this tracker's name) must not be in MLflow's
+        deleted state: a search in it, or a reproduction logged next to its trial (after the
+        whole training), failed with MLflow's traceback, and the reading commands said it held
+        no search. A sqlite store's file not made yet holds none (and is not made here)."""
+        path = self._sqlite_file()
+        if path is not None and not path.is_file():
             return
+        if experiment_id is not None:
+            found = self.client.get_experiment(experiment_id)
+        else:
+            found = self.client.get_experiment_by_name(self.experiment)
+        if found is not None and found.lifecycle_stage == "deleted":
+            raise TrackingError(
+                f"experiment {found.name!r} is deleted in {self.shown_uri}: restore it "
+                f"(mlflow experiments restore --experiment-id {found.experiment_id}) or name "
+                "another (--experiment NAME, tracking.experiment)"
+            )
+
+    def _check_health(self, timeout_s: float) -> None:
+        """An http(s) store's server must answer its /health."""
         try:
             with urllib.request.urlopen(_health_request(self.uri), timeout=timeout_s) as reply:
                 if reply.status == 200:

@@ -49,6 +49,18 @@ from tests.search.conftest import live_processes_with, nascomp, nascomp_here
             "tracking.experiment: given by --experiment and by --set tracking.experiment=b",
         ),
         (["--tracking-uri", "./mlruns"], "tracking.uri: './mlruns' is a path, not a URI"),
+        # a search into an in-memory store lost every run, exit 0; the others, tracebacks
+        (["--tracking-uri", "sqlite://"], "tracking.uri: 'sqlite://' is an in-memory database"),
+        (["--tracking-uri", "sqlite:///:memory:"], "'sqlite:///:memory:' is an in-memory data"),
+        (
+            ["--tracking-uri", "sqlite://mlflow.db"],
+            "tracking.uri: 'sqlite://mlflow.db' is no sqlite store's address: write sqlite:///",
+        ),
+        (
+            ["--tracking-uri", "databricks"],
+            "tracking.uri: databricks does not answer as an MLflow tracking store",
+        ),
+        (["--tracking-uri", "http://[::1"], "'http://[::1' is not a valid address (Invalid IPv6"),
         (["--experiment", ""], "tracking.experiment: empty; give the experiment's name, or"),
         (["--set", "tracking.experiment=' '"], "tracking.experiment: empty; give the experiment"),
         # empty: the working folder and the default store before, unsaid
@@ -371,6 +383,44 @@ def test_an_address_where_no_gcs_answers_is_refused_in_seconds(tmp_path: Path) -
     result = nascomp("search", cwd=tmp_path, timeout=120, env={"RAY_ADDRESS": "http://h:1"})
     assert result.stderr.startswith("nascomp: error: RAY_ADDRESS 'http://h:1': expected")
     assert list(tmp_path.iterdir()) == []  # no MLflow store, no teacher, no results
+
+
+def test_a_web_server_that_is_not_mlflow_is_refused_in_one_line(tmp_path: Path) -> None:
+    """A server answering 200 to every request (its /health too) passed the checks, and the
+    search and the reading commands ended in MLflow's traceback (a helper's sweep)."""
+    import http.server
+    import threading
+
+    class Page(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(b"<html><body>OK</body></html>")
+
+        do_POST = do_GET
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    uri = f"http://127.0.0.1:{server.server_port}"
+    try:
+        results = [
+            nascomp(*command, "--tracking-uri", uri, cwd=tmp_path, timeout=120)
+            for command in (["search"], ["pareto"])
+        ]
+    finally:
+        server.shutdown()
+    for result in results:
+        assert result.returncode == 2, result.stderr[-2000:]
+        assert result.stderr.startswith(
+            f"nascomp: error: tracking.uri: {uri} does not answer as an MLflow tracking store "
+            "(MlflowException: API request to endpoint was successful but the response body"
+        ), result.stderr[-2000:]
+        assert len(result.stderr.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_trial_bigger_than_this_machine_is_refused_before_anything_runs(

@@ -464,3 +464,45 @@ def _front_artifact(searched: Searched, run_id: str) -> dict:
     return json.loads(
         Path(searched.client.download_artifacts(run_id, "pareto_front.json")).read_text()
     )
+
+
+def test_an_experiment_deleted_in_mlflow_is_one_line_before_anything_trains(
+    searched: Searched, tmp_path: Path
+) -> None:
+    """A copy of the store whose experiment is deleted (MLflow's soft delete): `search` and a
+    full run id's `reproduce` ended in MLflow's traceback (reproduce after training the whole
+    model), `pareto` said the experiment held no search (a helper's sweep). `export` of that
+    run still reads it: it logs nothing."""
+    shutil.copy(searched.folder / "mlflow.db", tmp_path / "mlflow.db")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("nascomp")
+    trial = searched.runs("tags.`nascomp.trial_id` != ''")[0].info.run_id
+    client.delete_experiment(experiment.experiment_id)
+    said = (
+        f"nascomp: error: experiment 'nascomp' is deleted in {uri}: restore it (mlflow "
+        f"experiments restore --experiment-id {experiment.experiment_id}) or name another"
+    )
+    commands = [
+        ["search", *tiny_args(tmp_path, "--tracking-uri", uri)],
+        ["pareto", "--tracking-uri", uri],
+        ["reproduce", trial, "--tracking-uri", uri],
+    ]
+    for command in commands:
+        result = nascomp(*command, cwd=tmp_path, env=searched.env)
+        assert result.returncode == 2, result.stderr[-2000:]
+        assert result.stderr.strip().startswith(said), result.stderr[-2000:]
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert "epoch" not in result.stdout  # nothing trained
+    assert not (tmp_path / "results").exists()
+    export = nascomp(
+        "export",
+        trial,
+        "--tracking-uri",
+        uri,
+        "--to",
+        str(tmp_path / "out"),
+        cwd=tmp_path,
+        env=searched.env,
+    )
+    assert export.returncode == 0, export.stderr[-2000:]

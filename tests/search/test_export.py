@@ -399,6 +399,14 @@ def test_a_tracking_server_that_refuses_is_told_apart_from_one_that_is_down(
             self.send_response(200 if good else 401)
             self.end_headers()
 
+        def do_POST(self) -> None:  # the one read that shows an MLflow server: no experiment
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            good = self.headers.get("Authorization") == "Basic bWU6cHc="
+            self.send_response(200 if good else 401)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(b'{"experiments": []}' if good else b"{}")
+
         def log_message(self, *args: object) -> None:
             pass
 
