@@ -682,11 +682,26 @@ class Tracker:
         logged = self.logged_config(record)
         return logged if logged is not None else dict(record.params)
 
+    def check_artifacts_readable(self, run_id: str) -> None:
+        """A run whose artifacts an MLflow server serves (``mlflow-artifacts:`` addresses,
+        its ``--artifacts-destination``) reads through that server only: read in the server's
+        database directly, MLflow failed with a traceback."""
+        artifact_uri = self.client.get_run(run_id).info.artifact_uri or ""
+        if artifact_uri.startswith("mlflow-artifacts:") and not self.uri.startswith(
+            ("http://", "https://")
+        ):
+            raise TrackingError(
+                f"run {run_id}'s files are served by the MLflow server that logged them "
+                f"({artifact_uri.split('/artifacts', 1)[0]}...); give that server's http(s):// "
+                f"address as --tracking-uri, not its store {self.shown_uri}"
+            )
+
     def logged_config(self, record: TrialRecord) -> dict[str, Any] | None:
         """The trial's flat config as the search ran it (its JSON artifact); None when the run
         holds none (its artifacts deleted, or logged before nascomp wrote it)."""
         import tempfile
 
+        self.check_artifacts_readable(record.run_id)
         listed = {item.path for item in self.client.list_artifacts(record.run_id)}
         if CONFIG_ARTIFACT not in listed:
             return None

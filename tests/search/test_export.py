@@ -424,6 +424,28 @@ def test_a_tracking_server_that_refuses_is_told_apart_from_one_that_is_down(
         server.shutdown()
 
 
+def test_a_servers_database_read_directly_names_the_server_for_its_files(tmp_path: Path) -> None:
+    """An `mlflow server --artifacts-destination` store keeps `mlflow-artifacts:` addresses,
+    which only the server resolves: export and reproduce read in its database ended in
+    MLflow's traceback (a helper's sweep)."""
+    from nascomp.search.errors import TrackingError
+    from nascomp.search.tracking.store import Tracker, TrialRecord
+
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "local")
+    served = tracker.client.create_experiment("served", artifact_location="mlflow-artifacts:/7")
+    run = tracker.client.create_run(served).info.run_id
+    record = TrialRecord(run, "t", "ok", {}, {})
+    with pytest.raises(TrackingError) as caught:
+        tracker.logged_config(record)
+    assert str(caught.value) == (
+        f"run {run}'s files are served by the MLflow server that logged them "
+        f"(mlflow-artifacts:/7/{run}...); give that server's http(s):// address as "
+        f"--tracking-uri, not its store sqlite:///{tmp_path / 'mlflow.db'}"
+    )
+    local = tracker.client.create_run(tracker.experiment_id(create=True)).info.run_id
+    assert tracker.logged_config(TrialRecord(local, "t", "ok", {}, {})) is None  # no file
+
+
 def test_an_image_folders_recipe_says_how_its_files_were_decoded() -> None:
     """16-bit scans decoded with PIL's convert('L') alone were white where the search had
     trained on their levels, and photos with an EXIF rotation were fed unrotated."""
