@@ -314,8 +314,16 @@ def _fail(message: str) -> int:
     return EXIT_USAGE
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse's parser whose usage errors are one line, as every other bad input is: its
+    own printed the usage block (six lines for reproduce) above the error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog="nascomp",
         description="Search architectures and their compression together: search, replay, "
         "pareto, reproduce, export, ui.",

@@ -526,7 +526,11 @@ def test_results_and_exports_that_cannot_be_written_are_refused_before_anything_
     # An unset variable in `--export "$OUT"`: not the working folder.
     empty = nascomp("reproduce", "0" * 32, "--export", "", "--tracking-uri", store, cwd=tmp_path)
     assert empty.returncode == 2
-    assert empty.stderr.strip().endswith("argument --export: give a folder; got an empty path")
+    # one line, as every bad input: argparse's usage block (six lines) came above it
+    assert empty.stderr == (
+        "nascomp reproduce: error: argument --export: give a folder; got an empty path (see "
+        "nascomp reproduce --help)\n"
+    )
 
 
 def test_export_refuses_a_folder_it_cannot_fill_before_reading_the_store(
