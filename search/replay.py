@@ -12,7 +12,14 @@ from pathlib import Path
 
 from nascomp.search.driver import finish_search
 from nascomp.search.errors import SearchError
-from nascomp.search.resume import MANIFEST, SearchFolder, manifest_path, set_state
+from nascomp.search.experiment import TrackingConfig
+from nascomp.search.resume import (
+    MANIFEST,
+    SearchFolder,
+    manifest_path,
+    record_tracking_uri,
+    set_state,
+)
 from nascomp.search.tracking.runlog import JOURNAL, RunLog, read_journal
 from nascomp.search.tracking.store import Tracker
 
@@ -26,7 +33,9 @@ def replay(folder: Path, tracking_uri: str | None = None) -> tuple[int, str]:
     search = SearchFolder.read(folder)
     journal = folder / JOURNAL
     if not journal.is_file():  # every write was applied: replaying again is no error
-        return 0, tracking_uri or search.tracking_uri
+        return 0, search.tracking_uri  # where they were applied, not a store given now
+    if tracking_uri:  # a relative sqlite path as the search would record it: absolute
+        tracking_uri = TrackingConfig(uri=tracking_uri).resolved_uri()
     tracker = Tracker(tracking_uri or search.tracking_uri, search.experiment_name)
     tracker.check_reachable()
     tracker.check_writable()
@@ -41,6 +50,8 @@ def replay(folder: Path, tracking_uri: str | None = None) -> tuple[int, str]:
     log.load()
     if not log.flush(force=True):
         raise SearchError(f"replay stopped: {log.last_error}; run it again when the store answers")
+    if tracker.uri != search.tracking_uri:
+        record_tracking_uri(folder, tracker.uri)  # a later replay or resume says it is there
     if search.state == "unlogged":
         set_state(folder, "finished")
     return len(ops), tracker.uri

@@ -277,3 +277,34 @@ def test_the_experiments_with_searches_come_latest_search_first(tmp_path: Path) 
         time.sleep(0.01)  # start times in milliseconds
     assert tracker.searched_experiments() == ["newer", "older"]
     assert tracker.default_experiment() is None  # two: the reading commands ask
+
+
+def test_replay_names_where_the_writes_went_and_records_a_store_that_moved(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With nothing to replay, `replay --tracking-uri X` said every write was in X (a helper
+    gave `databricks`); a replay into a store that moved left the manifest naming the old
+    one. The new store, given relative, is recorded absolute, as a search records its own."""
+    import shutil
+
+    from nascomp.search.replay import replay
+    from nascomp.search.tracking.runlog import JOURNAL
+    from nascomp.search.tracking.store import Tracker
+
+    monkeypatch.chdir(tmp_path)
+    first = f"sqlite:///{tmp_path / 'a.db'}"
+    tracker = Tracker(first, "nascomp")
+    parent = tracker.client.create_run(tracker.experiment_id(create=True)).info.run_id
+    experiment = load_experiment(None, [f"storage={tmp_path}", f"tracking.uri={first}"])
+    folder = tmp_path / "nascomp-search"
+    write_manifest(folder, experiment, parent, state="unlogged")
+    assert replay(folder, "databricks") == (0, first)
+
+    shutil.copy(tmp_path / "a.db", tmp_path / "b.db")  # the store moved
+    start = {"op": "start", "trial": "t1", "name": "trial-t1", "params": {"lr": "0.1"}}
+    (folder / JOURNAL).write_text(json.dumps(start) + "\n")
+    moved = f"sqlite:///{tmp_path / 'b.db'}"
+    assert replay(folder, "sqlite:///b.db") == (1, moved)
+    read = SearchFolder.read(folder)
+    assert (read.tracking_uri, read.state) == (moved, "finished")
+    assert replay(folder) == (0, moved)
