@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from nascomp.compressors.distillation import kl_sum
 from nascomp.compressors.layers import is_quantized_layer, weight_names
 from nascomp.compressors.quantization import (
     SENSITIVITY_CRITERIA,
@@ -197,7 +198,7 @@ def _kl(
     total, count = 0.0, 0
     for (inputs, _), target in zip(batches, targets, strict=True):
         log_probs = F.log_softmax(model(inputs), dim=1)
-        total += F.kl_div(log_probs, target, log_target=True, reduction="sum").item()
+        total += kl_sum(log_probs, target).item()
         count += inputs.shape[0]
     return total / max(count, 1)
 

@@ -3,6 +3,7 @@ FitNets hint loss on an intermediate feature (Romero et al., 2015)."""
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -35,9 +36,20 @@ def distillation_loss(
     # cost only memory, never a wrong gradient into the teacher.
     teacher_log_probs = F.log_softmax(teacher_logits.detach() / temperature, dim=-1)
     student_log_probs = F.log_softmax(student_logits / temperature, dim=-1)
-    kl = F.kl_div(student_log_probs, teacher_log_probs, reduction="batchmean", log_target=True)
+    kl = kl_sum(student_log_probs, teacher_log_probs) / student_logits.shape[0]
     ce = F.cross_entropy(student_logits, labels, weight=class_weight)
     return alpha * temperature**2 * kl + (1.0 - alpha) * ce
+
+
+def kl_sum(log_q: Tensor, log_p: Tensor) -> Tensor:
+    """``sum KL(p || q)`` over every row, from log-probabilities, where a class that ``p``
+    gives no probability (``log_p`` -inf: a class the model masks at -inf) adds nothing, as
+    ``0 log 0 = 0`` says: torch's ``kl_div`` computed ``0 * (-inf - -inf)``, NaN, so every
+    distilled trial of a model masking classes failed with "training diverged". Elsewhere
+    the same values, summed by the same kernel, as ``kl_div(..., reduction="sum")``: trials
+    logged before reproduce bit for bit."""
+    terms = F.kl_div(log_q, log_p, reduction="none", log_target=True)
+    return torch.where(log_p == -torch.inf, torch.zeros_like(terms), terms).sum()
 
 
 # ---------------------------------------------------------------- feature hints (FitNets)

@@ -71,6 +71,36 @@ def test_identical_logits_give_zero_kl() -> None:
     assert loss.item() == pytest.approx(0.0, abs=1e-7)
 
 
+def test_classes_masked_at_minus_infinity_add_nothing_and_the_rest_is_as_before() -> None:
+    """A model masking a class at -inf (teacher and student alike): torch's kl_div gave
+    0 * (-inf - -inf) = NaN, and every distilled trial failed "training diverged" (a helper's
+    sweep). The masked class adds nothing; without masks the loss and its gradient are torch's
+    kl_div's to the bit, so trials logged before reproduce."""
+    torch.manual_seed(0)
+    student = torch.randn(16, 4, requires_grad=True)
+    teacher, labels = torch.randn(16, 4), torch.randint(0, 3, (16,))
+    masked = torch.cat([student[:, :3], torch.full((16, 1), -torch.inf)], dim=1)
+    masked_teacher = torch.cat([teacher[:, :3], torch.full((16, 1), -torch.inf)], dim=1)
+    loss = distillation_loss(masked, masked_teacher, labels, temperature=2.0, alpha=0.5)
+    # the same as three classes alone
+    alone = distillation_loss(student[:, :3], teacher[:, :3], labels, temperature=2.0, alpha=0.5)
+    torch.testing.assert_close(loss, alone)
+    (gradient,) = torch.autograd.grad(loss, student)
+    assert torch.isfinite(gradient).all() and bool((gradient[:, 3] == 0).all())
+
+    legacy = 0.5 * 4.0 * F.kl_div(
+        F.log_softmax(student / 2.0, -1),
+        F.log_softmax(teacher / 2.0, -1),
+        reduction="batchmean",
+        log_target=True,
+    ) + 0.5 * F.cross_entropy(student, labels)
+    ours = distillation_loss(student, teacher, labels, temperature=2.0, alpha=0.5)
+    assert torch.equal(ours, legacy)
+    assert torch.equal(
+        torch.autograd.grad(ours, student)[0], torch.autograd.grad(legacy, student)[0]
+    )
+
+
 def test_gradient_reaches_student_not_teacher() -> None:
     student = torch.tensor(STUDENT, requires_grad=True)
     teacher = torch.tensor(TEACHER, requires_grad=True)
