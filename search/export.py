@@ -117,9 +117,11 @@ def export_model(
     features: Sequence[str] = (),
     categories: Mapping[str, Sequence[str]] | None = None,
     provenance: Mapping[str, Any] | None = None,
+    fp16_form: bytes | None = None,
 ) -> dict[str, Path]:
     """Export ``model`` (in eval mode) next to its flat trial config, ``onnx`` (the file the
-    trial measured) as ``model.onnx`` and, with ``fp16``, ``model.fp16.onnx``, and how its
+    trial measured) as ``model.onnx`` and, with ``fp16``, ``model.fp16.onnx`` (``fp16_form``
+    where the caller made it already: ``compressors.onnx_export.fp16_onnx``), and how its
     inputs were normalised (``normalise``), which column each input feature is (``features``,
     and the values of one-hot encoded columns of words, ``categories``) and what its outputs
     mean (``classes``, each label's name) as ``preprocess.json``; with ``provenance`` (where
@@ -150,6 +152,7 @@ def export_model(
                 features,
                 categories,
                 run_id,
+                fp16_form,
             )
             if provenance is not None:
                 info = {**provenance, "files": _file_facts(staged.values())}
@@ -300,6 +303,7 @@ def _write_export(
     features: Sequence[str],
     categories: Mapping[str, Sequence[str]] | None,
     run_id: str | None,
+    fp16_form: bytes | None = None,
 ) -> dict[str, Path]:
     """Every file of ``export_model`` but ``export.json``, written into ``out_dir``; the ONNX
     files name ``run_id``, the trial's run, in their metadata."""
@@ -318,10 +322,10 @@ def _write_export(
     if fp16:
         from nascomp.compressors.onnx_export import fp16_onnx
 
+        if fp16_form is None:
+            fp16_form = fp16_onnx(model, example.cpu())
         files["onnx_fp16"] = out_dir / FP16_ONNX
-        files["onnx_fp16"].write_bytes(
-            with_metadata(fp16_onnx(model, example.cpu()), recipe, run_id)
-        )
+        files["onnx_fp16"].write_bytes(with_metadata(fp16_form, recipe, run_id))
     files["state_dict"] = out_dir / "state_dict.pt"
     files["torchscript"] = out_dir / "model.torchscript.pt"
     files["config"] = out_dir / "trial_config.json"

@@ -11,7 +11,7 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
-from nascomp.compressors.onnx_export import OnnxModule
+from nascomp.compressors.onnx_export import OnnxModule, fp16_onnx
 from nascomp.search.about import version
 from nascomp.search.epoch_lines import TeacherEpochs, TrialEpochs
 from nascomp.search.errors import one_line
@@ -178,6 +178,9 @@ def reproduce(
     # The logged (and registered) ONNX model is the exported file: the recipe and the trial
     # in its metadata, so a team that takes it from the registry knows how to feed it.
     onnx = with_metadata(outcome.onnx, recipe, source.run_id) if outcome.onnx else None
+    # Made before the run is logged: a model whose fp16 form ONNX Runtime cannot open is one
+    # line and no run (it was a FINISHED run and a logged model, then the error).
+    fp16_form = fp16_onnx(outcome.model, example.cpu()) if fp16 and export_dir else None
     run_id_again, model_uri = tracker.log_reproduction(
         source,
         flat,
@@ -210,7 +213,7 @@ def reproduce(
     fp16_agreement = None
     if export_dir:
         exported, fp16_agreement = export_with_data(
-            outcome.model, example, flat, export_dir, data, onnx, fp16, provenance
+            outcome.model, example, flat, export_dir, data, onnx, fp16, provenance, fp16_form
         )
     registered = None
     if register:
@@ -238,6 +241,7 @@ def export_with_data(
     onnx: bytes | None,
     fp16: bool,
     provenance: dict[str, Any],
+    fp16_form: bytes | None = None,
 ) -> tuple[dict[str, Path], float | None]:
     """``export_model`` with what ``data`` (the trial's loaded data) says of the inputs and
     outputs; the files written and, with ``fp16``, model.fp16.onnx's top-1 agreement with
@@ -254,6 +258,7 @@ def export_with_data(
         features=data.feature_names,
         categories=data.categories,
         provenance=provenance,
+        fp16_form=fp16_form,
     )
     agreement = None
     if "onnx_fp16" in exported:

@@ -506,3 +506,42 @@ def test_an_experiment_deleted_in_mlflow_is_one_line_before_anything_trains(
         env=searched.env,
     )
     assert export.returncode == 0, export.stderr[-2000:]
+
+
+def test_a_reproduction_whose_fp16_form_does_not_open_logs_no_run(
+    searched: Searched,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`reproduce --export DIR --fp16` of a model no fp16 form of which ONNX Runtime opens
+    (its crash is not to be had on demand: the child's answer is replaced): one line, and no
+    run or logged model left in MLflow (it logged both, then failed; a helper's sweep)."""
+    from nascomp.compressors import onnx_export
+    from tests.search.conftest import nascomp_here
+
+    def crashes(data: bytes, timeout_s: float = 300.0) -> str:
+        return "ONNX Runtime crashed opening it (SIGSEGV)"
+
+    monkeypatch.setattr(onnx_export, "fp16_opens", crashes)
+    monkeypatch.setenv("NASCOMP_CACHE", searched.env["NASCOMP_CACHE"])
+    monkeypatch.chdir(searched.folder)
+    runs_before = len(searched.runs(""))
+    out = tmp_path / "out"
+    result = nascomp_here(
+        capsys,
+        "reproduce",
+        "--rank",
+        "1",
+        "--export",
+        str(out),
+        "--fp16",
+        "--tracking-uri",
+        searched.uri,
+    )
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    said = "nascomp: error: --fp16: ONNX Runtime crashed opening it (SIGSEGV), with every op"
+    assert result.stderr.startswith(said), result.stderr
+    assert len(searched.runs("")) == runs_before
+    assert not out.exists()
