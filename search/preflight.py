@@ -170,7 +170,8 @@ def check_user_code(experiment: Experiment, notes: list[str] | None = None) -> E
             _check_largest_ids(field, model, data)
             if field == "teacher.arch" and checkpoint:
                 _check_checkpoint(model, checkpoint)
-            _check_finite_outputs(field, arch, model, data)
+            if not (field == "space.arch" and init):  # trials start from train.init's weights
+                _check_finite_outputs(field, arch, model, data, checkpoint)
             note = float_weights_note(model) if field == "space.arch" else None
             if note is not None and notes is not None:
                 notes.append(note)
@@ -247,44 +248,66 @@ def _check_largest_ids(field: str, model: nn.Module, data: Any) -> None:
 FINITE_PROBE = 32
 
 
-def _check_finite_outputs(field: str, arch: dict[str, Any], model: nn.Module, data: Any) -> None:
-    """The model's outputs on the first training inputs, as built (or as its checkpoint
-    loaded), must be finite: a forward that takes the log or square root of a negative input,
-    or divides by a sum that is zero, passed every check, and each trial then failed with
-    "training diverged" after its data had loaded, as if the learning rate were wrong."""
+def _check_finite_outputs(
+    field: str, arch: dict[str, Any], model: nn.Module, data: Any, checkpoint: str | None = None
+) -> None:
+    """The model's weights, as built (or as the teacher's checkpoint loaded them), and its
+    outputs on the first training inputs, in eval and in train mode, must be finite: a forward
+    that takes the log or square root of a negative input, or divides by a sum that is zero,
+    passed every check, and each trial then failed with "training diverged" after its data
+    had loaded, as if the learning rate were wrong."""
+    # the user's function by the name the experiment gives it, as the builder's checks do
+    name = (
+        f"the model from builder {arch['builder']}"
+        if isinstance(arch.get("builder"), str)
+        else describe_arch(arch)
+    )
+    loaded = field == "teacher.arch" and checkpoint
+    broken = [
+        key
+        for key, tensor in model.state_dict().items()
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())
+    ]
+    if broken:
+        shown = ", ".join(broken[:3]) + (", ..." if len(broken) > 3 else "")
+        source = f"teacher.checkpoint {checkpoint}" if loaded else f"{field}: {name}, as built,"
+        raise ConfigError(f"{source} holds NaN or infinite weights ({shown})")
     inputs = data.train.head(FINITE_PROBE)
     was_training = model.training
-    model.eval()
+    kept = {key: tensor.clone() for key, tensor in model.named_buffers()}  # batch norm's stats
     try:
-        with torch.no_grad():
-            out = model(inputs)
+        for mode in ("eval", "train"):
+            model.train(mode == "train")
+            with torch.no_grad():
+                out = model(inputs)
+            if not isinstance(out, torch.Tensor) or not out.is_floating_point():
+                return
+            rows = out.reshape(out.shape[0], -1) if out.ndim else out.reshape(1, 1)
+            # -inf logits mask classes (softmax gives them 0): wrong only where a whole row is
+            nan = rows.isnan().any(dim=1)
+            inf = (rows == torch.inf).any(dim=1) | (rows == -torch.inf).all(dim=1)
+            if bool((nan | inf).any()):
+                kinds = " and ".join(
+                    kind for kind, hit in (("NaN", nan), ("infinite", inf)) if bool(hit.any())
+                )
+                weights = " with teacher.checkpoint's weights" if loaded else " before any training"
+                raise ConfigError(
+                    f"{field}: {name} gives {kinds} outputs for {int((nan | inf).sum())} of the "
+                    f"first {inputs.shape[0]} training inputs{weights} (in {mode} mode; the "
+                    f"inputs, as normalised, range from {float(inputs.min()):.3g} to "
+                    f"{float(inputs.max()):.3g}): every trial would diverge; look for a log, "
+                    "square root or division of values that can be negative or zero in its "
+                    "forward"
+                )
+    except ConfigError:
+        raise
     except Exception:
         return  # the builder's probe and the trials name what a failing forward does
     finally:
         model.train(was_training)
-    if not isinstance(out, torch.Tensor) or not out.is_floating_point():
-        return
-    rows = out.reshape(out.shape[0], -1) if out.ndim else out.reshape(1, 1)
-    # -inf logits mask classes (softmax gives them 0): wrong only where a whole row is -inf
-    nan = rows.isnan().any(dim=1)
-    inf = (rows == torch.inf).any(dim=1) | (rows == -torch.inf).all(dim=1)
-    if bool((nan | inf).any()):
-        kinds = " and ".join(
-            kind for kind, hit in (("NaN", nan), ("infinite", inf)) if bool(hit.any())
-        )
-        # the user's function by the name the experiment gives it, as the builder's checks do
-        name = (
-            f"the model from builder {arch['builder']}"
-            if isinstance(arch.get("builder"), str)
-            else describe_arch(arch)
-        )
-        raise ConfigError(
-            f"{field}: {name} gives {kinds} outputs for {int((nan | inf).sum())} of the first "
-            f"{inputs.shape[0]} training inputs before any training (in eval mode; the "
-            f"inputs, as normalised, range from {float(inputs.min()):.3g} to "
-            f"{float(inputs.max()):.3g}): every trial would diverge; look for a log, square "
-            "root or division of values that can be negative or zero in its forward"
-        )
+        with torch.no_grad():
+            for key, tensor in model.named_buffers():
+                tensor.copy_(kept[key])
 
 
 def _check_compressible(experiment: Experiment, model: nn.Module, data: Any) -> None:

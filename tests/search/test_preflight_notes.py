@@ -674,3 +674,47 @@ def test_outputs_that_are_not_finite_before_training_are_refused(
         with pytest.raises(ConfigError, match=said):
             _check_finite_outputs("space.arch", arch, model, data)
     assert model.training  # put back as it was
+
+
+class _NanWhenTraining(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.linear(x)
+        return out / 0.0 * 0.0 if self.training else out  # NaN in train mode alone
+
+
+def test_weights_and_train_mode_outputs_that_are_not_finite_are_refused() -> None:
+    """NaN in train mode alone passed (a helper's sweep), and so did a teacher checkpoint
+    holding NaN, said as a forward to look into; the mode and batch norm's statistics are put
+    back after the check."""
+    from types import SimpleNamespace
+
+    from nascomp.search.preflight import _check_finite_outputs
+    from nascomp.trainers.split import TensorSplit
+
+    torch.manual_seed(0)
+    data = SimpleNamespace(train=TensorSplit(torch.randn(40, 4), torch.zeros(40, dtype=torch.long)))
+    arch = {"family": "custom", "builder": "shop:nan"}
+    model = _NanWhenTraining().eval()
+    with pytest.raises(ConfigError, match=r"gives NaN outputs for 32 of the first 32 .*\(in train"):
+        _check_finite_outputs("space.arch", arch, model, data)
+    assert not model.training
+    broken = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3))
+    with torch.no_grad():
+        broken[0].weight[0, 0] = float("nan")
+    with pytest.raises(ConfigError) as caught:
+        _check_finite_outputs("teacher.arch", arch, broken, data, "teacher.pt")
+    assert (
+        str(caught.value)
+        == "teacher.checkpoint teacher.pt holds NaN or infinite weights (0.weight)"
+    )
+    with pytest.raises(
+        ConfigError, match=r"space\.arch: the model from builder shop:nan, as built"
+    ):
+        _check_finite_outputs("space.arch", arch, broken, data)
+    sound = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3)).train()
+    _check_finite_outputs("space.arch", arch, sound, data)
+    assert sound.training and torch.equal(sound[1].running_mean, torch.zeros(3))
