@@ -262,7 +262,8 @@ class TrackingConfig(Section):
         if (
             uri.startswith("sqlite:///")
             and not uri.startswith("sqlite:////")
-            and relative.split("?", 1)[0] not in ("", ":memory:")  # refused by the store's checks
+            and relative.split("?", 1)[0] != ""
+            and ":memory:" not in relative  # in-memory: refused by the store's checks
         ):
             # Make a relative sqlite path absolute, so Ray workers and the UI see the same file.
             uri = "sqlite:///" + str(Path(relative).resolve())

@@ -261,7 +261,7 @@ class Tracker:
         that end with each connection, and a search logged to one lost every run, exit 0."""
         rest = self.uri[len("sqlite://") :]
         db = rest[1:].split("?", 1)[0] if rest.startswith("/") else None
-        if not rest or db in ("", ":memory:") or "mode=memory" in rest:
+        if not rest or db in ("", ":memory:") or ":memory:" in rest or "mode=memory" in rest:
             raise TrackingError(
                 f"{self.field}: {self.shown_uri!r} is an in-memory database, which ends with "
                 "each connection (every run would be lost); give sqlite:///PATH/mlflow.db"

@@ -53,6 +53,10 @@ from tests.search.conftest import live_processes_with, nascomp, nascomp_here
         (["--tracking-uri", "sqlite://"], "tracking.uri: 'sqlite://' is an in-memory database"),
         (["--tracking-uri", "sqlite:///:memory:"], "'sqlite:///:memory:' is an in-memory data"),
         (
+            ["--tracking-uri", "sqlite:///file::memory:?cache=shared"],
+            "'sqlite:///file::memory:?cache=shared' is an in-memory database",
+        ),
+        (
             ["--tracking-uri", "sqlite://mlflow.db"],
             "tracking.uri: 'sqlite://mlflow.db' is no sqlite store's address: write sqlite:///",
         ),
