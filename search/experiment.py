@@ -449,11 +449,12 @@ def _check_lookup(experiment: Experiment) -> None:
                 f"{field}: trial nb201_lookup needs {needed!r} (the table's setting); got {value!r}"
             )
     parsed = parse_constraints(experiment.constraints, METRICS)
-    named = [*experiment.objectives, *(constraint.metric for constraint in parsed)]
-    for name in named:
+    named = [(f"objectives.{name}", name) for name in experiment.objectives]
+    named += [(f"constraints[{i}]", c.metric) for i, c in enumerate(parsed)]
+    for where, name in named:
         if name not in LOOKUP_METRICS:
             raise ValueError(
-                f"trial nb201_lookup does not report {name!r}; "
+                f"{where}: trial nb201_lookup does not report {name!r}; "
                 f"objectives and constraints may use {', '.join(LOOKUP_METRICS)}"
             )
 
@@ -695,7 +696,7 @@ def _first_error(exc: ValidationError, raw: dict[str, Any]) -> str:
 # An arch section's message about one of its keys (``width: range needs low < high``).
 _ARCH_KEY = re.compile(r"^([A-Za-z_]\w*): (.*)$", re.DOTALL)
 # A message that starts with a dotted field (``search.cost_aware: true needs ...``).
-_NAMES_A_FIELD = re.compile(r"^[a-z_][a-z0-9_]*\.[\w.\[\]]+: ")  # nb201.table too
+_NAMES_A_FIELD = re.compile(r"^[a-z_][a-z0-9_]*[.\[][\w.\[\]]+: ")  # nb201.table, constraints[0]
 # pydantic's tags for the members of a union of types, as they end an error's location
 _TYPE_TAGS = re.compile(r"^(bool|int|float|str|list\[.*\]|dict\[.*\]|literal\[.*\])$")
 
