@@ -48,7 +48,10 @@ EXIT_INTERRUPTED = 130
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # said by the command's own parser: `nascomp --help` lists none of its flags
+        commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        commands.choices[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
     _quiet_libraries()
     # SIGTERM (kill, timeout, a job scheduler) stops a command as Ctrl-C does, at any point:
     # Python's default ended it at once, silently (a search once connected, in Ray's handler:

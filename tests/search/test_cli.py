@@ -886,3 +886,35 @@ def test_no_usage_telemetry_files_in_the_users_home(tmp_path: Path) -> None:
     assert ran.returncode == 0 and "4" in ran.stdout, ran.stderr[-2000:]
     assert sorted(str(p.relative_to(home)) for p in home.rglob("*")) == []
     assert not (tmp_path / ".ses").exists()  # ONNX Runtime's session file
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (
+            ["search", "--bogus"],
+            "nascomp search: error: unrecognized arguments: --bogus (see nascomp search --help)",
+        ),
+        (
+            ["export", "abc", "--to", "d", "--frob"],
+            "nascomp export: error: unrecognized arguments: --frob (see nascomp export --help)",
+        ),
+        (
+            ["reproduce", "x", "--register", ""],
+            "nascomp reproduce: error: argument --register: must name the registered model; got "
+            "an empty name (see nascomp reproduce --help)",
+        ),
+    ],
+)
+def test_usage_errors_are_one_line_from_the_commands_own_parser(
+    argv: list[str], said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """argparse printed its usage block above the error, and an unknown flag of a command was
+    said by `nascomp` itself, whose --help lists none of the command's flags (a helper's
+    sweep)."""
+    from nascomp.search.cli import main
+
+    with pytest.raises(SystemExit) as caught:
+        main(argv)
+    assert caught.value.code == 2
+    assert capsys.readouterr().err == said + "\n"
