@@ -162,34 +162,46 @@ def fp16_kept_float(path: str | Path) -> list[str]:
     return kept.split()
 
 
+# Run in the child: open the file as a deployment would (the CPU session at its default
+# options) and run it once on zeros, a batch of one.
+_OPEN_AND_RUN = """
+import sys, numpy, onnxruntime
+session = onnxruntime.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"])
+feed = session.get_inputs()[0]
+shape = [dim if isinstance(dim, int) else 1 for dim in feed.shape]
+kind = numpy.int64 if "int64" in feed.type else numpy.float32
+session.run(None, {feed.name: numpy.zeros(shape, dtype=kind)})
+"""
+
+
 def fp16_opens(data: bytes, timeout_s: float = 300.0) -> str | None:
     """None when ONNX Runtime's CPU session, at its default options, opens the ONNX model
-    ``data``; else what happened. In a child process: a crash there would take this one."""
+    ``data`` and runs it; else what happened. In a child process: a crash there would take
+    this one."""
     import signal
     import subprocess
     import sys
 
     onnxruntime_module()  # the child inherits the telemetry setting
-    code = (
-        "import sys, onnxruntime as ort; "
-        "ort.InferenceSession(sys.argv[1], providers=['CPUExecutionProvider'])"
-    )
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "model.fp16.onnx"
         path.write_bytes(data)
-        done = subprocess.run(
-            [sys.executable, "-c", code, str(path)],
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-            check=False,
-        )
+        try:
+            done = subprocess.run(
+                [sys.executable, "-c", _OPEN_AND_RUN, str(path)],
+                capture_output=True,
+                text=True,
+                timeout=timeout_s,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            return f"ONNX Runtime did not open and run it within {timeout_s:g} s"
     if done.returncode == 0:
         return None
     if done.returncode < 0:
         return f"ONNX Runtime crashed opening it ({signal.Signals(-done.returncode).name})"
     last = (done.stderr.strip().splitlines() or ["no message"])[-1]
-    return f"ONNX Runtime refused it: {last[:300]}"
+    return f"ONNX Runtime failed on it: {last[:300]}"
 
 
 def to_fp16(data: bytes, kept_float: Sequence[str] = ()) -> bytes:

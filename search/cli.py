@@ -952,7 +952,7 @@ def _print_exported(
         if kept:
             print(
                 f"note: model.fp16.onnx keeps {', '.join(kept)} in float32: ONNX Runtime "
-                "crashed or refused to open the fully fp16 form"
+                "crashed or failed opening or running the fully fp16 form"
             )
 
 

@@ -283,7 +283,7 @@ def _check_finite_outputs(
             if not isinstance(out, torch.Tensor) or not out.is_floating_point():
                 return
             rows = out.reshape(out.shape[0], -1) if out.ndim else out.reshape(1, 1)
-            # -inf logits mask classes (softmax gives them 0): wrong only where a whole row is
+            # -inf logits mask classes (softmax gives them 0): wrong only in a row all -inf
             nan = rows.isnan().any(dim=1)
             inf = (rows == torch.inf).any(dim=1) | (rows == -torch.inf).all(dim=1)
             if bool((nan | inf).any()):
