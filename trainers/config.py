@@ -96,6 +96,8 @@ def describe_trial(flat: dict[str, Any]) -> str:
         if method != "none"
         else "no prune"
     )
+    if method != "none" and flat.get("prune.scope", "global") == "layer":
+        prune += " per layer"  # searched scopes gave front rows that read alike
     bits = f"{flat.get('quant.bits', 32)} bit"
     act_bits = int(flat.get("quant.act_bits", 8))
     if act_bits != 8 and (

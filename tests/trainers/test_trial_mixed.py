@@ -226,3 +226,17 @@ def test_activation_widths_other_than_the_default_are_labelled_where_they_apply(
     assert "| 4 bit |" in describe_trial({**flat, "quant.bits": 4, "quant.act_bits": 8})
     # fp16 and float weights leave activations float: nothing to tell
     assert "| 16 bit |" in describe_trial({**flat, "quant.bits": 16, "quant.act_bits": 4})
+
+
+def test_pruning_per_layer_is_labelled() -> None:
+    """A searched scope: at 0.99 global and per-layer unstructured pruning can give the same
+    model, and the front showed two rows that read alike (a helper's sweep)."""
+    from nascomp.trainers.config import describe_trial
+
+    flat = {"arch.family": "mlp", "arch.depth": 1, "arch.width": 8, "quant.bits": 32}
+    flat |= {"prune.method": "unstructured", "prune.ratio": 0.99}
+    assert "| prune unstructured 0.99 |" in describe_trial({**flat, "prune.scope": "global"})
+    assert "| prune unstructured 0.99 per layer |" in describe_trial(
+        {**flat, "prune.scope": "layer"}
+    )
+    assert "| prune unstructured 0.99 |" in describe_trial(flat)  # the default, global
