@@ -1135,6 +1135,8 @@ def cmd_ui(args: argparse.Namespace) -> int:
                 print(f"MLflow UI: {base} ({exc})", flush=True)
             else:
                 print(f"MLflow UI: {tracker.runs_url(base)}", flush=True)
+                if note := tracker.served_files_note():
+                    print(note, flush=True)
         except TrackingError:
             searched = tracker.searched_experiments() if args.experiment is None else []
             if not searched:

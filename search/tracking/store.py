@@ -696,6 +696,22 @@ class Tracker:
                 f"address as --tracking-uri, not its store {self.shown_uri}"
             )
 
+    def served_files_note(self) -> str | None:
+        """For ``nascomp ui`` on a store file: a note where the experiment's runs keep their
+        files on the MLflow server that logged them (``mlflow-artifacts:``), which a UI started
+        on the file alone lists without them, saying nothing."""
+        if self.uri.startswith(("http://", "https://")):
+            return None
+        found = self.client.get_experiment_by_name(self.experiment)
+        runs = self.client.search_runs([found.experiment_id], max_results=1) if found else []
+        if not runs or not (runs[0].info.artifact_uri or "").startswith("mlflow-artifacts:"):
+            return None
+        return (
+            "note: this store's runs keep their files on the MLflow server that logged them "
+            "(mlflow-artifacts:); this UI lists them without their files and models: open "
+            "that server's UI for those"
+        )
+
     def logged_config(self, record: TrialRecord) -> dict[str, Any] | None:
         """The trial's flat config as the search ran it (its JSON artifact); None when the run
         holds none (its artifacts deleted, or logged before nascomp wrote it)."""

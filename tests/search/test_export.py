@@ -444,6 +444,12 @@ def test_a_servers_database_read_directly_names_the_server_for_its_files(tmp_pat
     )
     local = tracker.client.create_run(tracker.experiment_id(create=True)).info.run_id
     assert tracker.logged_config(TrialRecord(local, "t", "ok", {}, {})) is None  # no file
+    # `nascomp ui` on that database lists the runs without their files: it says so
+    assert tracker.served_files_note() is None  # 'local' keeps its files by the store
+    tracker.experiment = "served"
+    assert (tracker.served_files_note() or "").startswith(
+        "note: this store's runs keep their files on the MLflow server that logged them"
+    )
 
 
 def test_an_image_folders_recipe_says_how_its_files_were_decoded() -> None:
