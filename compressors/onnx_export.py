@@ -138,7 +138,7 @@ def _export_dynamo(model: nn.Module, example: Tensor, path: Path) -> None:
 _EXPORT = {"torchscript": _export_torchscript, "dynamo": _export_dynamo}
 
 
-# ONNX Runtime's CPU session crashed the process (SIGSEGV, in its x86 NCHWc layout pass at the
+# ONNX Runtime 1.32's CPU session crashed the process (SIGSEGV, in its x86 NCHWc layout pass at the
 # default optimisation level) opening the fp16 form of a user's convolutions followed by
 # nn.MultiheadAttention; ``onnx.checker`` passed the file. Keeping its Transpose ops in
 # float32 avoided it. So each fp16 form is opened in a child process first, and these op

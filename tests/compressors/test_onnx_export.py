@@ -656,7 +656,7 @@ def test_fp16_file_is_a_drop_in_that_agrees_with_the_trained_model(
 
 class _ConvAttention(nn.Module):
     """Convolutions, then nn.MultiheadAttention over the positions with a pre-norm and a
-    residual, back to channels-first: ONNX Runtime 1.2x's CPU session crashed the process
+    residual, back to channels-first: ONNX Runtime 1.32's CPU session crashed the process
     (SIGSEGV) opening this model's fp16 form (a helper's sweep: `nascomp export --fp16`
     exited 139, leaving a file that crashed whoever opened it)."""
 
