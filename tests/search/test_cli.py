@@ -52,19 +52,6 @@ from tests.search.conftest import live_processes_with, nascomp, nascomp_here
         # a search into an in-memory store lost every run, exit 0; the others, tracebacks
         (["--tracking-uri", "sqlite://"], "tracking.uri: 'sqlite://' is an in-memory database"),
         (["--tracking-uri", "sqlite:///:memory:"], "'sqlite:///:memory:' is an in-memory data"),
-        (
-            ["--tracking-uri", "sqlite:///file::memory:?cache=shared"],
-            "'sqlite:///file::memory:?cache=shared' is an in-memory database",
-        ),
-        (
-            ["--tracking-uri", "sqlite://mlflow.db"],
-            "tracking.uri: 'sqlite://mlflow.db' is no sqlite store's address: write sqlite:///",
-        ),
-        (
-            ["--tracking-uri", "databricks"],
-            "tracking.uri: databricks does not answer as an MLflow tracking store",
-        ),
-        (["--tracking-uri", "http://[::1"], "'http://[::1' is not a valid address (Invalid IPv6"),
         (["--experiment", ""], "tracking.experiment: empty; give the experiment's name, or"),
         (["--set", "tracking.experiment=' '"], "tracking.experiment: empty; give the experiment"),
         # empty: the working folder and the default store before, unsaid
@@ -125,6 +112,39 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(
     assert field in lines[0]
     assert "Traceback" not in result.stderr + result.stdout
     # No MLflow store or run created, no result folder.
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("uri", "said"),
+    [
+        (
+            "sqlite:///file::memory:?cache=shared",
+            "tracking.uri: 'sqlite:///file::memory:?cache=shared' is an in-memory database",
+        ),
+        (
+            "sqlite://mlflow.db",
+            "tracking.uri: 'sqlite://mlflow.db' is no sqlite store's address: write sqlite:///",
+        ),
+        ("databricks", "tracking.uri: databricks does not answer as an MLflow tracking store"),
+        ("http://[::1", "tracking.uri: 'http://[::1' is not a valid address (Invalid IPv6 URL)"),
+    ],
+)
+def test_tracking_uris_that_would_fail_late_are_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, uri: str, said: str
+) -> None:
+    """The store checks the search and the reading commands run (the two in-memory forms
+    above go through the command): each of these was a traceback, or a file named
+    'file::memory:' in the working folder; nothing is made here either."""
+    from nascomp.search.errors import TrackingError
+    from nascomp.search.experiment import TrackingConfig
+    from nascomp.search.tracking.store import Tracker
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    with pytest.raises(TrackingError) as caught:
+        Tracker(TrackingConfig(uri=uri).resolved_uri(), "x").check_reachable()
+    assert str(caught.value).startswith(said) and "\n" not in str(caught.value)
     assert list(tmp_path.iterdir()) == []
 
 

@@ -467,7 +467,10 @@ def _front_artifact(searched: Searched, run_id: str) -> dict:
 
 
 def test_an_experiment_deleted_in_mlflow_is_one_line_before_anything_trains(
-    searched: Searched, tmp_path: Path
+    searched: Searched,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """A copy of the store whose experiment is deleted (MLflow's soft delete): `search` and a
     full run id's `reproduce` ended in MLflow's traceback (reproduce after training the whole
@@ -483,28 +486,23 @@ def test_an_experiment_deleted_in_mlflow_is_one_line_before_anything_trains(
         f"nascomp: error: experiment 'nascomp' is deleted in {uri}: restore it (mlflow "
         f"experiments restore --experiment-id {experiment.experiment_id}) or name another"
     )
-    commands = [
-        ["search", *tiny_args(tmp_path, "--tracking-uri", uri)],
-        ["pareto", "--tracking-uri", uri],
-        ["reproduce", trial, "--tracking-uri", uri],
+    from tests.search.conftest import nascomp_here
+
+    searching = nascomp("search", *tiny_args(tmp_path), cwd=tmp_path, env=searched.env)
+    monkeypatch.chdir(tmp_path)  # the reading commands in this process: no interpreter start
+    for key, value in searched.env.items():
+        monkeypatch.setenv(key, value)
+    reading = [
+        nascomp_here(capsys, *command, "--tracking-uri", uri)
+        for command in (["pareto"], ["reproduce", trial])
     ]
-    for command in commands:
-        result = nascomp(*command, cwd=tmp_path, env=searched.env)
+    for result in (searching, *reading):
         assert result.returncode == 2, result.stderr[-2000:]
         assert result.stderr.strip().startswith(said), result.stderr[-2000:]
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
         assert "epoch" not in result.stdout  # nothing trained
     assert not (tmp_path / "results").exists()
-    export = nascomp(
-        "export",
-        trial,
-        "--tracking-uri",
-        uri,
-        "--to",
-        str(tmp_path / "out"),
-        cwd=tmp_path,
-        env=searched.env,
-    )
+    export = nascomp_here(capsys, "export", trial, "--tracking-uri", uri, "--to", "out")
     assert export.returncode == 0, export.stderr[-2000:]
 
 
