@@ -197,9 +197,9 @@ def run_search(job: Job) -> Run:
     from nascomp.search.samplers import make_sampler
     from nascomp.search.samplers._common import COST_ATTR, STOPPED_ATTR, scratch_cost, stopped_at
     from nascomp.search.samplers.inherit import INHERITED_ATTR, Inheritance
-    from nascomp.search.samplers.space import DefineByRun
+    from nascomp.search.samplers.space import DefineByRun, PointCost
     from nascomp.search.tune.scheduler import MultiObjectiveAsha
-    from nascomp.trainers.predicted import predict_costs
+    from nascomp.trainers.predicted import TrainMacs, predict_costs
     from nascomp.trainers.teacher import load_or_train_teacher
     from nascomp.trainers.trained import ReusedMoveCost, TrainedStore
     from nascomp.trainers.trial import run_trial
@@ -214,6 +214,7 @@ def run_search(job: Job) -> Run:
         features=experiment.space.features(),
         move_cost=ReusedMoveCost.of(experiment.train, inherit_epochs) if weighed else None,
         learn_from_stopped=not job.strategy.endswith("-unheard"),
+        start_cost=PointCost(experiment.space.params(), trial_base(experiment), TrainMacs()),
     )
     directions = ["maximize" if d == "max" else "minimize" for d in OBJECTIVES.values()]
     study = optuna.create_study(directions=directions, sampler=sampler)

@@ -50,7 +50,7 @@ from nascomp.search.resume import (
 )
 from nascomp.search.samplers import make_sampler
 from nascomp.search.samplers.inherit import Inheritance
-from nascomp.search.samplers.space import DefineByRun
+from nascomp.search.samplers.space import DefineByRun, PointCost
 from nascomp.search.shipping import runtime_env, user_code_paths
 from nascomp.search.tracking import models
 from nascomp.search.tracking.runlog import JOURNAL
@@ -594,6 +594,8 @@ def _shutdown_ray(local_ray: LocalRay | None) -> None:
 def _searcher(
     experiment: Experiment, constants: dict[str, Any], folder: Path
 ) -> NascompOptunaSearch:
+    from nascomp.trainers.predicted import TrainMacs
+
     constraints = parse_constraints(experiment.constraints, METRICS)
     constraints_func = ConstraintsFromAttr(len(constraints)) if constraints else None
     epochs = experiment.search.inherit_epochs
@@ -610,6 +612,11 @@ def _searcher(
             constraints_func,
             experiment.space.features(),
             move_cost=_move_cost(experiment),
+            start_cost=(
+                PointCost(experiment.space.params(), constants, TrainMacs())
+                if experiment.trial == "train"
+                else None
+            ),
         ),
         constraints=constraints,
     )

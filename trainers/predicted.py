@@ -23,6 +23,7 @@ structured 0.5 at 8 bits: 3,657 vs 3,723 bytes, MACs 15,046 vs 15,646).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -36,6 +37,7 @@ from nascomp.compressors.quantization import QuantizationError, prepare_qat
 from nascomp.compressors.size import model_size_bytes
 from nascomp.spaces.models import InfeasibleArchitecture, build_model
 from nascomp.trainers.config import TrialConfig
+from nascomp.trainers.trained import trained_key
 
 # The measures this module predicts (names as run_trial reports them).
 PREDICTED_METRICS = ("params", "nonzero_params", "size_bytes", "macs")
@@ -78,3 +80,38 @@ def predict_costs(config: Mapping[str, Any] | TrialConfig) -> dict[str, float]:
             "size_bytes": float(model_size_bytes(model, coding=cfg.measure.coding)),
             "macs": float(count_macs(model, data.input_shape, data.input_dtype)),
         }
+
+
+@dataclass
+class TrainMacs:
+    """Multiply-accumulates per example of the model a flat trial config trains (its dense
+    student): ``pls``'s prior for what a start trial costs (``search.cost_aware``), before any
+    trial has recorded its seconds. Training a model on CPU costs about its MACs per example;
+    the teacher's logits are computed once per search.
+
+    Cached per train phase (``trained_key``): pruning and bits do not change it. ``None`` when
+    the model cannot be built (the trial would fail at once). A plain dataclass: Tune pickles
+    the sampler that holds it."""
+
+    _cache: dict[str, float | None] = field(default_factory=dict, repr=False)
+
+    def __call__(self, config: Mapping[str, Any]) -> float | None:
+        try:
+            cfg = TrialConfig.from_flat(dict(config))
+        except ValueError:
+            return None
+        key = trained_key(cfg)
+        if key not in self._cache:
+            self._cache[key] = _dense_macs(cfg)
+        return self._cache[key]
+
+
+def _dense_macs(cfg: TrialConfig) -> float | None:
+    data = cfg.data.load(threads=cfg.threads)
+    with torch.random.fork_rng(devices=[]), layer_kinds(cfg.quant.layers):
+        torch.manual_seed(cfg.seed)
+        try:
+            model = build_model(cfg.arch, data.input_shape, data.n_classes, data.input_dtype)
+            return float(count_macs(model, data.input_shape, data.input_dtype))
+        except Exception:  # a prior only: the trial itself says what is wrong with the model
+            return None

@@ -20,6 +20,7 @@ from nascomp.search.experiment import SearchConfig
 from nascomp.search.samplers._common import Constraints
 from nascomp.search.samplers.local import ParetoLocalSampler
 from nascomp.search.samplers.pareto_local import Features, ParetoLocalSearchSampler
+from nascomp.trainers.trained import after_training
 
 # tpe_local's TPE trials in a search that its budget alone sizes (30% of a count otherwise).
 TPE_LOCAL_WARMUP_UNDER_BUDGET = 20
@@ -31,13 +32,16 @@ def make_sampler(
     features: Features | None = None,
     move_cost: Callable[[dict[str, Any], dict[str, Any]], float] | None = None,
     learn_from_stopped: bool = True,
+    start_cost: Callable[[dict[str, Any]], float | None] | None = None,
 ) -> optuna.samplers.BaseSampler:
     """The sampler ``search.sampler`` names; ``constraints_func`` reaches those that use one,
     ``features`` (``SpaceConfig.features()``) the one whose model takes them (``pls``),
-    ``move_cost`` (a move's compute relative to a full trial) the one that weighs it (``pls``),
+    ``move_cost`` (a move's compute relative to a full trial) the one that weighs it (``pls``,
+    whose start design then pairs trials on one trained student),
     ``learn_from_stopped`` says whether its model learns from trials stopped early (``pls``;
     off only to measure what that brings, in bench/search_cost.py). ``search.cost_aware`` reaches
-    ``pls``."""
+    ``pls``, and with it ``start_cost`` (a point's predicted cost of training, as
+    ``trainers.predicted.TrainMacs``), which arranges its start design."""
     seed = search.seed
     if search.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
@@ -62,6 +66,10 @@ def make_sampler(
                 move_cost=move_cost,
                 learn_from_stopped=learn_from_stopped,
                 cost_aware=search.cost_aware,
+                # Trained students are reused where moves are weighed by their compute: half
+                # the start design then reuses the other half's training.
+                after_training=after_training if move_cost is not None else None,
+                start_cost=start_cost if search.cost_aware else None,
             )
         if search.sampler == "tpe_local":
             # TPE finds the good regions in the first 30% of the trials, then local search

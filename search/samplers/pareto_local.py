@@ -47,6 +47,14 @@ at random. Ten random trials leave about 3 of NB201's 30 (edge, op) pairs unseen
 that never tried, say, ``skip_connect`` on 3<-0 can spend many trials before the model is
 willing to.
 
+Two things make the start cheaper where training is what a trial costs. Where trained
+students are reused (``after_training`` names the parameters read after the train phase), the
+second half of the start takes the train-phase choices of finished first-half trials and draws
+only the rest (pruning, bits): each of those trials reuses a trained student and costs the epochs
+after training. With a cost prior (``start_cost``: ``search.cost_aware`` gives each point's MACs
+as it trains), the start design's combinations are arranged to cost least, each choice still
+appearing as often (:meth:`ParetoLocalSearchSampler._arrange`).
+
 Why: on NAS-Bench-201 the exact front's cells are mostly one edge away from other good cells,
 so walking the front's neighbourhood systematically (and never twice) finds them in far fewer
 trials than copying a random front member and mutating it (``tpe_local``), which re-draws
@@ -104,6 +112,8 @@ MAX_HISTORY = 1000
 _RIDGE_ALPHA = 0.1  # bench/search_efficiency.py: 1e-2 and 1.0 did worse
 _PAIR_ALPHA = 3.0  # penalty of the pairwise interaction features (1.0 and 10.0 did worse)
 _OPTIMISM = 1.0  # posterior sds of optimism when no neighbour is predicted to gain
+# Arrangements of the start design's combinations that ``start_cost`` compares (``_arrange``).
+_START_DESIGNS = 32
 # Trials that recorded their cost from scratch before ``cost_aware`` predicts costs: the start
 # design gives ten.
 _MIN_COSTS = 5
@@ -162,6 +172,8 @@ class ParetoLocalSearchSampler(common.ParentSampler):
         move_cost: Callable[[Params, Params], float] | None = None,
         learn_from_stopped: bool = True,
         cost_aware: bool = False,
+        after_training: Callable[[str], bool] | None = None,
+        start_cost: Callable[[Params], float | None] | None = None,
     ) -> None:
         if parent_order not in PARENT_ORDERS:
             raise ValueError(f"parent_order must be one of {PARENT_ORDERS}, not {parent_order!r}")
@@ -190,6 +202,17 @@ class ParetoLocalSearchSampler(common.ParentSampler):
         # Whether positive gains are also divided by the point's predicted cost of training
         # from scratch, learned from the trials' COST_ATTR (``_cost_model``).
         self._cost_aware = cost_aware
+        # Which parameters a trial reads only after its train phase (its trained student is
+        # then reused): with it, the start design pairs its second half with finished trials of
+        # its first half (``_pair``).
+        self._after_training = after_training
+        # start trial number -> the params of the first-half trial it shares its training with
+        self._partners: dict[int, Params] = {}
+        self._partnered: set[int] = set()  # first-half trials already given a partner
+        # A point's predicted cost of training from scratch (a prior, e.g. its MACs): with it,
+        # the start design's combinations are arranged to cost least (``_arrange``).
+        self._start_cost = start_cost
+        self._arranged = False
         self._search_space = IntersectionSearchSpace(include_pruned=True)
         # trial id -> the parent's params once sample_relative chose a neighbour for the trial
         self._parents: dict[int, Params] = {}
@@ -208,6 +231,11 @@ class ParetoLocalSearchSampler(common.ParentSampler):
         state.setdefault("_move_cost", None)
         state.setdefault("_learn_from_stopped", False)
         state.setdefault("_cost_aware", False)
+        state.setdefault("_after_training", None)
+        state.setdefault("_partners", {})
+        state.setdefault("_partnered", set())
+        state.setdefault("_start_cost", None)
+        state.setdefault("_arranged", False)
         state["_history"] = None
         self.__dict__.update(state)
 
@@ -237,6 +265,8 @@ class ParetoLocalSearchSampler(common.ParentSampler):
         self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
     ) -> Params:
         if self._in_startup(trial):
+            self._pair(study, trial)
+            self._arrange(study, trial)
             return self._startup.sample_relative(study, trial, search_space)
         if not search_space:
             return {}
@@ -268,6 +298,15 @@ class ParetoLocalSearchSampler(common.ParentSampler):
     def _without_parent(
         self, study: Study, trial: FrozenTrial, name: str, dist: BaseDistribution
     ) -> Any:
+        partner = self._partners.get(trial.number)
+        if (
+            partner is not None
+            and self._after_training is not None
+            and not self._after_training(name)
+            and name in partner
+            and common.contains(dist, partner[name])
+        ):
+            return partner[name]
         if (
             self._balanced_start
             and self._in_startup(trial)
@@ -286,9 +325,111 @@ class ParetoLocalSearchSampler(common.ParentSampler):
         values: Sequence[float] | None,
     ) -> None:
         self._pending.pop(trial.number, None)
+        self._partners.pop(trial.number, None)
         super().after_trial(study, trial, state, values)
 
     # ------------------------------------------------------------------ helpers
+    def _pair(self, study: Study, trial: FrozenTrial) -> None:
+        """With ``after_training``, a start trial of the design's second half takes the
+        train-phase parameters (architecture, distillation, ...) of the earliest finished
+        first-half trial not yet paired, and draws only those read after training (pruning,
+        bits) from the design: it then reuses that trial's trained student and costs the epochs
+        after training, not a trial. Without a finished partner (all still running, stopped or
+        failed) it is an ordinary start trial.
+
+        Why: a start trial trains from scratch, and ten of them took about 40% of the search's
+        budget in bench/search_cost.py before the model had chosen anything; what pruning and
+        bits do is learned as well from one trained student as from two."""
+        if self._after_training is None or not self._balanced_start:
+            return
+        first_half = self._n_startup - self._n_startup // 2
+        if trial.number < first_half:
+            return
+        for done in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            if (
+                done.number < first_half
+                and done.number not in self._partnered
+                and not self._would_repeat(done, trial.number)
+            ):
+                self._partnered.add(done.number)
+                self._partners[trial.number] = dict(done.params)
+                return
+
+    def _would_repeat(self, partner: FrozenTrial, number: int) -> bool:
+        """Would start trial ``number``, paired with ``partner``, be the same point? So when
+        every parameter the partner read after training is categorical and the design gives
+        trial ``number`` the partner's choice of each (in a space that searches no compression,
+        always)."""
+        assert self._after_training is not None
+        for name, dist in partner.distributions.items():
+            if not self._after_training(name) or dist.single():
+                continue
+            if not isinstance(dist, CategoricalDistribution):
+                return False
+            index = self._start_design(name, len(dist.choices))[number]
+            if dist.choices[index] != partner.params[name]:
+                return False
+        return True
+
+    def _arrange(self, study: Study, trial: FrozenTrial) -> None:
+        """With ``start_cost``, once the first start trial has shown the space (at the second
+        ask): of :data:`_START_DESIGNS` arrangements of the start design's remaining trials,
+        the one whose points ``start_cost`` predicts to cost least in all. An arrangement
+        permutes each categorical parameter's choices among the remaining trials, so each
+        choice still appears as often; only which choices meet in one trial changes, so a
+        widest layer, a deepest stack and a largest kernel no longer all land on one trial.
+        Parameters the first trial did not draw take its values in the prediction. With
+        ``after_training`` only the first half is arranged (the second reuses its training),
+        within itself, so the first half still holds every choice it held.
+
+        Why: on the MNIST example's space the start trials' CPU-seconds spanned 2 to 100 (one
+        trial of ten took 40% of a search's budget in bench/search_cost.py); a start whose
+        trials cost little reaches the model-guided search sooner."""
+        if self._start_cost is None or self._arranged or trial.number < 1:
+            return
+        self._arranged = True
+        first = next((t for t in study.get_trials(deepcopy=False) if t.number == 0), None)
+        if first is None or not self._balanced_start:
+            return
+        end = self._n_startup
+        if self._after_training is not None:
+            end -= self._n_startup // 2
+        positions = list(range(trial.number, end))
+        names = [
+            name
+            for name, dist in first.distributions.items()
+            if isinstance(dist, CategoricalDistribution) and name in self._design
+        ]
+        if len(positions) < 2 or not names:
+            return
+        cost = self._start_cost
+
+        def total(design: dict[str, list[int]]) -> float:
+            spent = 0.0
+            for position in positions:
+                point = dict(first.params)
+                for name in names:
+                    choices = first.distributions[name].choices  # type: ignore[attr-defined]
+                    point[name] = choices[design[name][position]]
+                predicted = cost(point)
+                if predicted is None:  # a model that cannot be built: a wasted trial
+                    return math.inf
+                spent += predicted
+            return spent
+
+        designs = [{name: self._design[name] for name in names}]
+        for _ in range(_START_DESIGNS - 1):
+            design = {}
+            for name in names:
+                rounds = list(self._design[name])
+                order = self._rng.permutation(len(positions))
+                kept = [rounds[position] for position in positions]
+                for position, i in zip(positions, order, strict=True):
+                    rounds[position] = kept[int(i)]
+                design[name] = rounds
+            designs.append(design)
+        self._design.update(min(designs, key=total))
+
     def _start_design(self, name: str, n_choices: int) -> list[int]:
         """The choice index of parameter ``name`` in each start trial: shuffled rounds of all
         its choices, so each appears equally often (to within one)."""

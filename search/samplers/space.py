@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +47,34 @@ def suggest(trial: optuna.Trial, params: list[Param]) -> dict[str, Any]:
                     constants[param.name] = value = snapped
         chosen[param.name] = value
     return constants
+
+
+def with_fixed(params: list[Param], point: dict[str, Any]) -> dict[str, Any]:
+    """``point`` (a sampler's values) with the fixed parameters active under it: the flat
+    keys :func:`suggest` and a trial that drew ``point`` would hold."""
+    chosen: dict[str, Any] = {}
+    for param in params:
+        if not param.is_active(chosen):
+            continue
+        if param.kind == "fixed":
+            chosen[param.name] = param.value
+        elif param.name in point:
+            chosen[param.name] = point[param.name]
+    return chosen
+
+
+@dataclass(frozen=True)
+class PointCost:
+    """A sampler's point scored by ``cost`` of the flat config a trial that drew it would run
+    (the space's fixed parameters and the search's constants added): ``pls``'s ``start_cost``.
+    A class, for the same pickling as :class:`DefineByRun`."""
+
+    params: list[Param]
+    constants: dict[str, Any]
+    cost: Callable[[dict[str, Any]], float | None]
+
+    def __call__(self, point: dict[str, Any]) -> float | None:
+        return self.cost({**with_fixed(self.params, point), **self.constants})
 
 
 @dataclass(frozen=True)

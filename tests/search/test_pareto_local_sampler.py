@@ -111,12 +111,15 @@ def test_a_sampler_pickled_before_these_settings_resumes_as_it_was() -> None:
     study, sampler = _study("model")
     study.optimize(lambda t: _values(_suggest(t)), n_trials=5)
     state = pickle.loads(pickle.dumps(sampler)).__dict__
-    for name in ("_features", "_exchanges", "_balanced_start", "_design", "_cost_aware"):
+    newer = ("_features", "_exchanges", "_balanced_start", "_design", "_cost_aware")
+    newer += ("_after_training", "_partners", "_partnered", "_start_cost", "_arranged")
+    for name in newer:
         del state[name]
     old = ParetoLocalSearchSampler.__new__(ParetoLocalSearchSampler)
     old.__setstate__(state)
     assert (old._features, old._exchanges, old._balanced_start) == (None, False, False)
     assert old._cost_aware is False
+    assert (old._after_training, old._start_cost, old._partners) == (None, None, {})
     study.sampler = old
     study.optimize(lambda t: _values(_suggest(t)), n_trials=3)
     assert len({tuple(t.params.values()) for t in study.trials}) == 8
