@@ -115,7 +115,7 @@ _OPTIMISM = 1.0  # posterior sds of optimism when no neighbour is predicted to g
 # Arrangements of the start design's combinations that ``start_cost`` compares (``_arrange``).
 _START_DESIGNS = 32
 # Trials that recorded their cost from scratch before ``cost_aware`` predicts costs: the start
-# design gives ten.
+# design gives ten, or five where its second half reuses the first's training (``_pair``).
 _MIN_COSTS = 5
 PARENT_ORDERS = ("crowding", "hv", "random", "model")
 # A stopped trial's fraction of training done, in the model's copy of its point (never a
