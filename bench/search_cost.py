@@ -25,8 +25,11 @@ Strategies, each a setting of the experiment file:
   equals an earlier trial's (same architecture, distillation, seed) starts from that trained
   student (``trainers.trained``; the result is bit-identical to training again), and ``pls``
   divides each move's predicted hypervolume gain by its compute (``ReusedMoveCost``: a move
-  that only changes pruning or bits costs the epochs after training);
-- ``pls+reuse-blind``: the reuse alone, every move weighed as a full trial;
+  that only changes pruning or bits costs the epochs after training); the last 5 of its 10
+  start trials take the architecture and distillation of finished earlier ones, so they reuse
+  their students too;
+- ``pls+reuse-blind``: the reuse alone, every move weighed as a full trial and the start
+  design as in ``pls``;
 - ``pls+reuse+mo_asha``: reuse and the rungs; ``pls``'s model learns from what the stopped
   trials reached (their accuracy at the rung, their fraction of training as an input), as in
   a search (the default whenever trials are stopped);
@@ -39,7 +42,8 @@ Strategies, each a setting of the experiment file:
 - ``pls+reuse+cost``, ``pls+reuse+mo_asha+cost``, ``pls+reuse+inherit+cost``:
   ``search.cost_aware: true``: ``pls`` also divides each candidate's predicted gain by its
   predicted cost of training from scratch, learned from the seconds the trials that trained
-  from scratch took. Off by default: the rows without ``+cost`` are what a search does unless
+  from scratch took, and its start design is arranged to cost few MACs as it trains (each
+  choice as often). Off by default: the rows without ``+cost`` are what a search does unless
   told;
 - ``pls+reuse+mo_asha+inherit+cost``: all of them. The inheriting trials have rungs of their
   own (``--inherit-epochs`` long), as in a search.

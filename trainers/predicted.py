@@ -107,11 +107,11 @@ class TrainMacs:
 
 
 def _dense_macs(cfg: TrialConfig) -> float | None:
-    data = cfg.data.load(threads=cfg.threads)
     with torch.random.fork_rng(devices=[]), layer_kinds(cfg.quant.layers):
         torch.manual_seed(cfg.seed)
         try:
+            data = cfg.data.load(threads=cfg.threads)  # cached per process
             model = build_model(cfg.arch, data.input_shape, data.n_classes, data.input_dtype)
             return float(count_macs(model, data.input_shape, data.input_dtype))
-        except Exception:  # a prior only: the trial itself says what is wrong with the model
+        except Exception:  # a prior only: the trial itself says what is wrong with its model
             return None

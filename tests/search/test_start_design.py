@@ -168,7 +168,7 @@ def test_a_prior_that_cannot_build_a_point_keeps_it_out_of_the_start() -> None:
         assert all(_train(t) != (32, 3) for t in trials[1:])
 
 
-def test_train_macs_counts_the_dense_student_of_a_point(data_root: Path) -> None:
+def test_train_macs_counts_the_dense_student_of_a_point(data_root: Path, tmp_path: Path) -> None:
     """The MNIST example's point, with its fixed ``arch.family`` and the search's constants
     added by ``PointCost``: the MACs of the model built from it, the same whatever its pruning
     and bits; None for an architecture that cannot be built."""
@@ -200,6 +200,16 @@ def test_train_macs_counts_the_dense_student_of_a_point(data_root: Path) -> None
     assert cost(compressed) == expected
     assert cost({**point, "arch.base_channels": 32}) > expected
     assert cost({**point, "arch.n_stages": 99}) is None
+    # Data that passes the config's checks but cannot be read (four empty IDX files): no
+    # prior, and no exception into the sampler's ask.
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in ("train-images", "train-labels", "t10k-images", "t10k-labels"):
+        (raw / f"{name}-idx{3 if 'images' in name else 1}-ubyte").write_bytes(b"")
+    broken = PointCost(
+        experiment.space.params(), {**constants, "data.root": str(tmp_path)}, TrainMacs()
+    )
+    assert broken(point) is None
 
 
 def test_a_search_gives_pls_the_prior_and_pairing(tmp_path: Path, data_root: Path) -> None:
