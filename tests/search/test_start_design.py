@@ -57,8 +57,8 @@ def _train(trial: optuna.trial.FrozenTrial) -> tuple:
 def test_the_second_half_of_the_start_reuses_the_first_halfs_training(seed: int) -> None:
     """Trials 5 to 9 take the train-phase choices of trials 0 to 4 (one each, in order) and
     draw only the settings read after training afresh; the first half still holds every choice
-    of each train-phase parameter. Without
-    ``after_training`` the same seed gives a second half of its own."""
+    of each train-phase parameter. Without ``after_training`` the same seed gives a second
+    half of its own."""
     trials = _start(seed, after_training=_after_training).trials
     assert [_train(t) for t in trials[5:]] == [_train(t) for t in trials[:5]]
     for name in TRAIN:
@@ -71,15 +71,15 @@ def test_the_second_half_of_the_start_reuses_the_first_halfs_training(seed: int)
 
 @pytest.mark.parametrize("seed", range(4))
 def test_a_pairing_that_would_repeat_its_partner_is_not_made(seed: int) -> None:
-    """With bits the only setting read after training, a second-half trial whose drawn bits
-    equal a partner's would be that partner again: it pairs with another whose bits differ,
-    or with none. A space that searches nothing after training pairs no trial."""
+    """With one two-choice setting read after training (named ``prune`` here, as
+    ``_after_training`` reads it), a second-half trial drawing its partner's choice would be
+    that partner again: it pairs with another whose choice differs, or with none. A space that searches nothing after training pairs no trial."""
 
     def objective(trial: optuna.Trial) -> tuple[float, float]:
         width = trial.suggest_categorical("width", [4, 8, 16, 32, 64])
         depth = trial.suggest_categorical("depth", [1, 2, 3, 4, 5])
-        bits = trial.suggest_categorical("prune", [4, 8])
-        return float(width * depth), float(bits)
+        setting = trial.suggest_categorical("prune", [4, 8])
+        return float(width * depth), float(setting)
 
     sampler = ParetoLocalSearchSampler(
         seed=seed, n_startup_trials=10, after_training=_after_training
