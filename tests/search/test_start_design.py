@@ -73,7 +73,8 @@ def test_the_second_half_of_the_start_reuses_the_first_halfs_training(seed: int)
 def test_a_pairing_that_would_repeat_its_partner_is_not_made(seed: int) -> None:
     """With one two-choice setting read after training (named ``prune`` here, as
     ``_after_training`` reads it), a second-half trial drawing its partner's choice would be
-    that partner again: it pairs with another whose choice differs, or with none. A space that searches nothing after training pairs no trial."""
+    that partner again: it pairs with another whose choice differs, or with none. A space
+    that searches nothing after training pairs no trial."""
 
     def objective(trial: optuna.Trial) -> tuple[float, float]:
         width = trial.suggest_categorical("width", [4, 8, 16, 32, 64])
