@@ -382,8 +382,9 @@ class ParetoLocalSearchSampler(common.ParentSampler):
         ``after_training`` only the first half is arranged (the second reuses its training),
         within itself, so the first half still holds every choice it held.
 
-        Why: on the MNIST example's space the start trials' CPU-seconds spanned 2 to 100 (one
-        trial of ten took 40% of a search's budget in bench/search_cost.py); a start whose
+        Why: on the MNIST example's space the start trials' CPU-seconds spanned 1 to 100 (one
+        trial of ten took 29 to 42% of a search's 240 in bench/search_cost.py, twice the nine
+        others together; docs/benchmarks.md); a start whose
         trials cost little reaches the model-guided search sooner."""
         if self._start_cost is None or self._arranged or trial.number < 1:
             return
