@@ -81,6 +81,12 @@ class Section(BaseModel):
         if isinstance(value, bool | str) and field is not None and _numeric(field.annotation):
             finite = "a finite number" if _is_infinite(value) else "a number"
             raise ValueError(f"must be {finite}; got {value!r}{_text_number_hint(value)}")
+        # pydantic's lax mode reads 1, 0, 'true', 'off' as booleans: a number or a quoted word
+        # where a switch belongs is more likely a slip than a choice
+        words = _switch_words(field.annotation) if field is not None else None
+        if words is not None and not isinstance(value, bool) and value not in (None, *words):
+            allowed = ", ".join(["true", "false", *map(repr, words)]).rsplit(", ", 1)
+            raise ValueError(f"must be {' or '.join(allowed)}; got {value!r}")
         return value
 
 
@@ -111,6 +117,19 @@ def _is_number(value: Any) -> bool:
     except (TypeError, ValueError):
         return False
     return isinstance(value, str) and math.isfinite(number)
+
+
+def _switch_words(annotation: Any) -> tuple[Any, ...] | None:
+    """For a ``bool`` field (optional or not, or with literal alternatives: ``bool |
+    Literal["auto"]``) the alternatives (``("auto",)``); None for any other field."""
+    if annotation is bool:
+        return ()
+    if get_origin(annotation) not in (Union, UnionType):
+        return None
+    members = [a for a in get_args(annotation) if a is not type(None)]
+    if bool not in members or not all(a is bool or get_origin(a) is Literal for a in members):
+        return None
+    return tuple(word for a in members if a is not bool for word in get_args(a))
 
 
 def _numeric(annotation: Any) -> bool:

@@ -52,7 +52,12 @@ def test_quickstart_is_valid() -> None:
         ("train.epochs=010", "train.epochs: must be a number; got '010' (a number with a lead"),
         ("search.trials=0", "search.trials: Input should be greater than or equal to 1"),
         ("search.trials=true", "search.trials: must be a number; got True"),
-        ("data.stream=maybe", "data.stream: should be a valid boolean or 'auto'; got 'maybe'"),
+        ("data.stream=maybe", "data.stream: must be true, false or 'auto'; got 'maybe'"),
+        # pydantic's lax mode took 1, 0 and quoted words for booleans
+        ("data.stream=1", "data.stream: must be true, false or 'auto'; got 1"),
+        ("search.reuse_training=0", "search.reuse_training: must be true or false; got 0"),
+        ("search.cost_aware='true'", "search.cost_aware: must be true or false; got 'true'"),
+        ("train.augment.flip=1", "train.augment.flip: must be true or false; got 1"),
         ("train.augment=3", "train.augment: must be a mapping of its settings; got 3"),
         ("train.epochs=false", "train.epochs: must be a number; got False"),
         ("train.lr=.inf", "train.lr: Input should be a finite number; got inf"),
