@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -48,6 +48,7 @@ EXIT_INTERRUPTED = 130
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
+    _OneLineParser.given = tuple(sys.argv[1:] if argv is None else argv)
     args, extra = parser.parse_known_args(argv)
     if extra:  # said by the command's own parser: `nascomp --help` lists none of its flags
         commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
@@ -321,8 +322,48 @@ class _OneLineParser(argparse.ArgumentParser):
     """argparse's parser whose usage errors are one line, as every other bad input is: its
     own printed the usage block (six lines for reproduce) above the error."""
 
+    given: tuple[str, ...] = ()  # the command line, set by main
+
     def error(self, message: str) -> NoReturn:
+        if "required" in message:
+            # argparse says a missing argument before an unknown flag: `nascomp replay
+            # --bogus` was told that its folder was missing
+            unknown = self._unknown_flags()
+            if unknown:
+                message = f"unrecognized arguments: {' '.join(unknown)}"
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+    def _unknown_flags(self) -> list[str]:
+        """The flags of the command line that this parser does not know (a command's parser
+        reads what follows the command's name; nothing after ``--``)."""
+        tokens = list(self.given)
+        if " " in self.prog:
+            command = self.prog.rsplit(" ", 1)[1]
+            tokens = tokens[tokens.index(command) + 1 :] if command in tokens else []
+        if "--" in tokens:
+            tokens = tokens[: tokens.index("--")]
+        known = self._option_string_actions
+        unknown = []
+        for token in tokens:
+            name = token.split("=", 1)[0]
+            if not token.startswith("-") or token == "-" or _is_number(token) or name in known:
+                continue
+            # argparse takes an unambiguous prefix of a long flag (--trial for --trials)
+            if not (self.allow_abbrev and name.startswith("--") and _prefixes(name, known)):
+                unknown.append(token)
+        return unknown
+
+
+def _prefixes(name: str, flags: Iterable[str]) -> bool:
+    return any(flag.startswith(name) for flag in flags)
+
+
+def _is_number(token: str) -> bool:
+    try:
+        float(token)
+    except ValueError:
+        return False
+    return True
 
 
 def _parser() -> argparse.ArgumentParser:

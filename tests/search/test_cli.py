@@ -919,6 +919,23 @@ def test_no_usage_telemetry_files_in_the_users_home(tmp_path: Path) -> None:
             ["export", "abc", "--to", "d", "--frob"],
             "nascomp export: error: unrecognized arguments: --frob (see nascomp export --help)",
         ),
+        # argparse said a missing argument (the command, replay's folder, export's --to)
+        # before the unknown flag
+        (["--bogus"], "nascomp: error: unrecognized arguments: --bogus (see nascomp --help)"),
+        (
+            ["replay", "--bogus"],
+            "nascomp replay: error: unrecognized arguments: --bogus (see nascomp replay --help)",
+        ),
+        (
+            ["export", "--trial=3", "--fp16", "--", "--x"],
+            "nascomp export: error: unrecognized arguments: --trial=3 (see nascomp export --help)",
+        ),
+        # a missing argument is still said when every flag is known (--ran: --rank's prefix)
+        (
+            ["export", "--ran", "1"],
+            "nascomp export: error: the following arguments are required: --to (see nascomp "
+            "export --help)",
+        ),
         (
             ["reproduce", "x", "--register", ""],
             "nascomp reproduce: error: argument --register: must name the registered model; got "
