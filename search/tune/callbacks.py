@@ -40,7 +40,7 @@ from nascomp.trainers.settings import METRICS
 
 # Ray adds bookkeeping keys (time_this_iter_s, pid, ...) to each result; log ours only.
 # reused_epochs: the train-phase epochs a trial took from an earlier one (trainers.trained).
-_LOGGED = {*METRICS, "loss", "train_accuracy", "epochs", "reused_epochs"}
+_LOGGED = {*METRICS, "loss", "train_accuracy", "epochs", "reused_epochs", "pruned_fraction"}
 # Keys of every epoch report and of the final one: their steps are the steps a run holds.
 _STEP_KEYS = ("loss", "epochs")
 

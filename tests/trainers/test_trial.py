@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import torch
 
+from nascomp.compressors.pruning import prunable_weight_count
 from nascomp.search.experiment import load_experiment, trial_constants
 from nascomp.search.tracking.params import decode_param
 from nascomp.trainers.config import TrialConfig, flatten, unflatten
@@ -86,12 +87,14 @@ def test_phases_report_every_epoch_and_final_metrics() -> None:
     assert all("val_balanced_accuracy" in report for report in reports)
     # Half of the conv/linear weights are zero; the rest (BN, biases) stay.
     assert metrics["nonzero_params"] < 0.6 * metrics["params"]
+    # what the ratio achieved: half of the pruned layers' weights (rounded to whole weights)
+    assert metrics["pruned_fraction"] == pytest.approx(0.5, abs=1e-4)
     assert metrics["size_bytes"] < metrics["params"]  # under a byte a parameter (fp32: 4)
 
 
 def test_structured_pruning_shrinks_the_model() -> None:
-    dense = run_trial(trial_config()).metrics
-    pruned = run_trial(
+    dense_run = run_trial(trial_config())
+    pruned_run = run_trial(
         trial_config(
             **{
                 "prune.method": "structured",
@@ -100,9 +103,15 @@ def test_structured_pruning_shrinks_the_model() -> None:
                 "prune.scope": "layer",
             }
         )
-    ).metrics
+    )
+    dense, pruned = dense_run.metrics, pruned_run.metrics
     assert pruned["params"] < 0.5 * dense["params"]
     assert pruned["macs"] < 0.5 * dense["macs"]
+    # Half of the channels; the layers they feed narrow too: more than half of the weights
+    weights = [prunable_weight_count(run.model) for run in (dense_run, pruned_run)]
+    assert pruned["pruned_fraction"] == pytest.approx(1 - weights[1] / weights[0])
+    assert 0.5 < pruned["pruned_fraction"] < 1.0
+    assert "pruned_fraction" not in dense  # a trial that prunes nothing has no ratio to report
 
 
 def test_a_structured_trial_logged_before_emptied_groups_were_kept_reproduces_as_it_was() -> None:
