@@ -43,7 +43,8 @@ path at once, which single moves could otherwise only do by way of a wasted tria
 The default start is a balanced random design rather than plain random sampling: over the
 start trials, each categorical parameter takes every choice equally often (shuffled rounds of
 its choices, independently per parameter; a Latin hypercube for categories), numbers are drawn
-at random. Ten random trials leave about 3 of NB201's 30 (edge, op) pairs unseen, and a start
+at random, and no start trial repeats an earlier trial's choices (:meth:`_distinct`). Ten
+random trials leave about 3 of NB201's 30 (edge, op) pairs unseen, and a start
 that never tried, say, ``skip_connect`` on 3<-0 can spend many trials before the model is
 willing to.
 
@@ -267,6 +268,7 @@ class ParetoLocalSearchSampler(common.ParentSampler):
         if self._in_startup(trial):
             self._pair(study, trial)
             self._arrange(study, trial)
+            self._distinct(study, trial)
             return self._startup.sample_relative(study, trial, search_space)
         if not search_space:
             return {}
@@ -430,6 +432,73 @@ class ParetoLocalSearchSampler(common.ParentSampler):
                 design[name] = rounds
             designs.append(design)
         self._design.update(min(designs, key=total))
+
+    def _distinct(self, study: Study, trial: FrozenTrial) -> None:
+        """Keep start trial ``trial`` from repeating an earlier trial's point. Its design row
+        repeats a trial whose parameters are all categorical when it gives each of them that
+        trial's choice (a trial that drew a number is left out: the row draws its own).
+        Such a row swaps one parameter's choice with a later start trial's, so every choice
+        still appears as often; where no swap helps (the last start trial), it takes another
+        choice of one parameter; where no choice helps either, every point of the kind has
+        been tried and the row is left as it is.
+
+        Why: the design draws each parameter's rounds independently, so in a space of
+        categorical choices nothing kept two trials apart: with four binary parameters (16
+        points) 16 of 20 seeds repeated a point among their ten start trials, up to four
+        times (a sweep of the start design), each a trial that could only repeat a result."""
+        if not self._balanced_start or trial.number in self._partners or trial.number < 1:
+            return
+        k = trial.number
+        # the points to keep apart from: the choices of those that drew no number (a
+        # parameter with one choice is the same in every trial)
+        points = [
+            {
+                name: done.params[name]
+                for name, dist in done.distributions.items()
+                if not dist.single()
+            }
+            for done in study.get_trials(deepcopy=False)
+            if done.number < k
+            and all(
+                isinstance(dist, CategoricalDistribution) or dist.single()
+                for dist in done.distributions.values()
+            )
+        ]
+        choices = {
+            name: dist.choices
+            for done in study.get_trials(deepcopy=False)
+            for name, dist in done.distributions.items()
+            if isinstance(dist, CategoricalDistribution) and name in self._design
+        }
+
+        def repeats() -> bool:
+            return any(
+                all(
+                    name in choices and choices[name][self._design[name][k]] == value
+                    for name, value in point.items()
+                )
+                for point in points
+            )
+
+        if not points or not choices or not repeats():
+            return
+        names = list(choices)
+        for i in self._rng.permutation(len(names)):
+            rounds = self._design[names[int(i)]]
+            for j in range(k + 1, min(self._n_startup, len(rounds))):
+                if rounds[j] == rounds[k]:
+                    continue
+                rounds[k], rounds[j] = rounds[j], rounds[k]
+                if not repeats():
+                    return
+                rounds[k], rounds[j] = rounds[j], rounds[k]
+        for i in self._rng.permutation(len(names)):
+            rounds, before = self._design[names[int(i)]], self._design[names[int(i)]][k]
+            for index in range(len(choices[names[int(i)]])):
+                rounds[k] = index
+                if not repeats():
+                    return
+            rounds[k] = before
 
     def _start_design(self, name: str, n_choices: int) -> list[int]:
         """The choice index of parameter ``name`` in each start trial: shuffled rounds of all

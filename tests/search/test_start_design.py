@@ -230,3 +230,43 @@ def test_a_search_gives_pls_the_prior_and_pairing(tmp_path: Path, data_root: Pat
     assert default._after_training is not None and default._start_cost is None
     costed = sampler("search.cost_aware=true", "search.reuse_training=false")
     assert costed._after_training is None and isinstance(costed._start_cost, PointCost)
+
+
+def _binary(trial: optuna.Trial) -> tuple[float, float]:
+    x = [trial.suggest_categorical(name, [0, 1]) for name in ("a", "b", "c", "d")]
+    trial.suggest_categorical("method", ["none"])  # one choice: the same in every trial
+    return float(x[0] + 2 * x[1]), float(x[2] + 2 * x[3])
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_a_start_of_categorical_choices_never_repeats_a_point(seed: int) -> None:
+    """Four binary choices (16 points): the ten start trials are ten points, and each choice
+    still appears five times. The design's rounds were drawn per parameter alone, so with
+    two choices trial 2k+1 was trial 2k's complement in each, and 16 of 20 seeds repeated a
+    point (a sweep)."""
+    sampler = ParetoLocalSearchSampler(seed=seed, n_startup_trials=10)
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
+    study.optimize(_binary, n_trials=10)
+    points = [tuple(sorted(t.params.items())) for t in study.trials]
+    assert len(set(points)) == 10, points
+    for name in "abcd":
+        assert Counter(t.params[name] for t in study.trials) == {0: 5, 1: 5}, name
+
+
+def _conditional(trial: optuna.Trial) -> tuple[float, float]:
+    method = trial.suggest_categorical("method", ["none", "unstructured"])
+    ratio = trial.suggest_float("ratio", 0.1, 0.9) if method == "unstructured" else 0.0
+    bits = trial.suggest_categorical("bits", [8, 32])
+    return bits * (1 - ratio), ratio
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_start_point_without_a_number_is_not_repeated_either(seed: int) -> None:
+    """``method: none`` draws no ratio, so it has two points (8 and 32 bits): the start tries
+    each once and gives its other trials the method whose ratio makes each one new, rather
+    than repeat a point to keep the choices balanced."""
+    sampler = ParetoLocalSearchSampler(seed=seed, n_startup_trials=10)
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
+    study.optimize(_conditional, n_trials=10)
+    unpruned = [t.params["bits"] for t in study.trials if t.params["method"] == "none"]
+    assert sorted(unpruned) == [8, 32]
