@@ -184,3 +184,23 @@ def test_cost_aware_is_refused_for_a_sampler_that_does_not_predict_gains(
 ) -> None:
     with pytest.raises(ValueError, match=r"search.cost_aware: true needs search.sampler: pls"):
         tiny_experiment(workdir, f"search.sampler={sampler}", "search.cost_aware=true")
+
+
+def test_a_slow_choice_of_the_sampler_raises_no_ray_warning() -> None:
+    """Ray warns when the define-by-run function takes over a second ("Ensure that actual
+    computation, training takes place inside Tune's train functions"): ours is where ``pls``
+    chooses (arranging a cost-aware start took 1 to 3 s), with no code of the user's in it."""
+    import time
+    import warnings
+
+    from nascomp.search.tune.searcher import NascompOptunaSearch
+
+    def slow(trial: optuna.Trial) -> None:
+        trial.suggest_float("x", 0.0, 1.0)
+        time.sleep(1.05)
+
+    searcher = NascompOptunaSearch(space=slow, metric=["a", "b"], mode=["max", "min"], seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        config = searcher.suggest("t0")
+    assert config is not None and 0.0 <= config["x"] <= 1.0

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import torch
 from optuna.trial import TrialState
 
 from nascomp.compressors.measure import count_macs
@@ -180,7 +181,8 @@ def test_train_macs_counts_the_dense_student_of_a_point(data_root: Path, tmp_pat
     from nascomp.search.driver import trial_base
 
     constants = trial_base(experiment)
-    cost = PointCost(experiment.space.params(), constants, TrainMacs())
+    macs = TrainMacs()
+    cost = PointCost(experiment.space.params(), constants, macs)
     point = {
         "arch.n_stages": 2,
         "arch.blocks_per_stage": 1,
@@ -199,6 +201,12 @@ def test_train_macs_counts_the_dense_student_of_a_point(data_root: Path, tmp_pat
     assert cost(point) == expected > 0
     compressed = {**point, "prune.method": "structured", "prune.ratio": 0.5, "quant.bits": 4}
     assert cost(compressed) == expected
+    # One model counted per architecture: distillation's floats made each point its own, and
+    # the driver's torch threads are left as they were (it counts on one)
+    threads = torch.get_num_threads()
+    distilled = {**point, "distill.enabled": True, "distill.temperature": 3.3}
+    assert cost(distilled) == expected and len(macs._cache) == 1
+    assert torch.get_num_threads() == threads
     assert cost({**point, "arch.base_channels": 32}) > expected
     assert cost({**point, "arch.n_stages": 99}) is None
     # Data that passes the config's checks but cannot be read (four empty IDX files): no
