@@ -483,6 +483,13 @@ def _parser() -> argparse.ArgumentParser:
         help="also write model.fp16.onnx (fp16 weights, float32 input and output, for GPU "
         "runtimes) and print its agreement with the evaluated model",
     )
+    export.add_argument(
+        "--register",
+        metavar="NAME",
+        type=_model_name,
+        help="register the exported model.onnx in the MLflow Model Registry as NAME (logged "
+        "to the trial's run as shipped_onnx_model/)",
+    )
     export.set_defaults(run=cmd_export)
 
     ui = commands.add_parser("ui", help="serve the MLflow UI on the tracking store")
@@ -951,12 +958,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         _print_exported(args.export, result.exported, result.fp16_agreement, result.shipped)
     if note := onnx_note(result.exported, result.outcome.metrics):
         print(note)
-    if result.registered is not None:
-        version = result.registered
-        print(
-            f"registered {version.name} version {version.version} (models:/{version.name}/"
-            f"{version.version})"
-        )
+    _print_registered(result.registered)
     _print_changes(
         result.data_root,
         result.data_changed,
@@ -1041,7 +1043,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     if record.params.get("trial") == "nb201_lookup":
         return _fail(f"run {run_id} is a NAS-Bench-201 lookup: no trained weights to export")
     print(f"exporting {run_id}: {_describe(record.params)}")
-    result = export_trial(tracker, run_id, args.to, fp16=args.fp16, echo=print)
+    result = export_trial(
+        tracker, run_id, args.to, fp16=args.fp16, echo=print, register=args.register
+    )
     print(f"  {'metric':<24}{'logged':>14}{'from its files':>16}")
     for name, logged, again in result.comparison():
         same = logged is not None and logged == again
@@ -1049,6 +1053,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     _print_exported(args.to, result.exported, result.fp16_agreement, result.shipped)
     if note := onnx_note(result.exported, result.evaluated):
         print(note)
+    _print_registered(result.registered)
     device = result.trial.config.device
     _print_changes(
         result.trial.config.data.root,
@@ -1062,6 +1067,15 @@ def cmd_export(args: argparse.Namespace) -> int:
         else "another thread count?",
     )
     return 0
+
+
+def _print_registered(version: Any) -> None:
+    """The Model Registry version ``--register`` made, if any."""
+    if version is not None:
+        print(
+            f"registered {version.name} version {version.version} (models:/{version.name}/"
+            f"{version.version})"
+        )
 
 
 def ui_server_env(environ: Mapping[str, str]) -> dict[str, str]:

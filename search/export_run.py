@@ -53,6 +53,7 @@ class TrialExport:
     # val_accuracy and test_accuracy of model.onnx in ONNX Runtime; empty without a file
     shipped: dict[str, float]
     fp16_agreement: float | None = None
+    registered: Any = None  # the Model Registry version, with register
 
     def comparison(self) -> list[tuple[str, float | None, float | None]]:
         logged = self.trial.source.metrics
@@ -73,15 +74,20 @@ def export_trial(
     out_dir: Path,
     fp16: bool = False,
     echo: Callable[[str], Any] | None = None,
+    register: str | None = None,
 ) -> TrialExport:
     """Write trial ``run_id``'s model, rebuilt from its run's artifacts, to ``out_dir`` (the
     files of ``reproduce --export``; with ``fp16``, ``model.fp16.onnx`` too), after evaluating
-    it on the trial's validation and test splits."""
+    it on the trial's validation and test splits; with ``register``, register the exported
+    model.onnx in the Model Registry as a new version of that name."""
     trial = read_trial(tracker, run_id, "export", echo)
     flat, config = trial.flat, trial.config
     with tempfile.TemporaryDirectory(prefix="nascomp-export-") as scratch:
         folder = Path(scratch)
         onnx = _download(tracker, trial, folder)
+        if register and onnx is None:  # before anything is written
+            why = trial.source.tags.get("nascomp.onnx", "the trial logged none")
+            raise ValueError(f"--register: run {run_id} has no ONNX file to register ({why})")
         with _threads(config.threads):
             model = _load(folder, trial)
             data = config.data.load(threads=config.threads)
@@ -113,7 +119,17 @@ def export_trial(
     if onnx is None and echo is not None:
         why = source.tags.get("nascomp.onnx", "no ONNX file: the trial logged none")
         echo(f"note: {why}; so no model.onnx in the export, its other files are written")
-    return TrialExport(trial, exported, evaluated, shipped, fp16_agreement)
+    registered = None
+    if register:
+        recipe = exported.get("preprocess")
+        registered = tracker.register_shipped(
+            source,
+            register,
+            exported["onnx"].read_bytes(),
+            data.test.head(1).cpu(),
+            json.loads(recipe.read_text()) if recipe is not None else None,
+        )
+    return TrialExport(trial, exported, evaluated, shipped, fp16_agreement, registered)
 
 
 def _download(tracker: Tracker, trial: LoggedTrial, folder: Path) -> bytes | None:

@@ -1,5 +1,5 @@
 """The ONNX file a trial ships, as an MLflow model: served by ``mlflow.pyfunc.load_model``,
-registered by ``nascomp reproduce --register``.
+registered by ``nascomp reproduce --register`` and ``nascomp export --register``.
 
 A trial's run holds ``onnx_model/`` (``MLmodel``, ``model.onnx``, the requirements), logged
 with its other artifacts. The worker only stages the file and an input example in its final
@@ -22,6 +22,9 @@ from typing import Any
 import numpy as np
 
 ONNX_MODEL_DIR = "onnx_model"
+# The exported model.onnx (preprocessing in its metadata and beside it) that `nascomp export
+# --register` logs to the trial's run and registers.
+SHIPPED_MODEL_DIR = "shipped_onnx_model"
 STAGED_ONNX, STAGED_EXAMPLE = "staged.onnx", "staged-example.npy"
 
 
@@ -130,16 +133,24 @@ def identity_onnx(shape: list[int]) -> bytes:
     return model.SerializeToString()
 
 
-def register(client: Any, run_id: str, name: str, description: str, tags: dict[str, str]) -> Any:
-    """Register the run's ``onnx_model`` in the Model Registry as a new version of ``name``
-    (created if needed), with ``description`` and ``tags`` on the version."""
+def register(
+    client: Any,
+    run_id: str,
+    name: str,
+    description: str,
+    tags: dict[str, str],
+    folder: str = ONNX_MODEL_DIR,
+) -> Any:
+    """Register the run's MLflow model ``folder`` (its ``onnx_model``) in the Model Registry
+    as a new version of ``name`` (created if needed), with ``description`` and ``tags`` on the
+    version."""
     from mlflow.exceptions import MlflowException
 
     try:
         client.get_registered_model(name)
     except MlflowException:
         client.create_registered_model(name)
-    source = f"{client.get_run(run_id).info.artifact_uri}/{ONNX_MODEL_DIR}"
+    source = f"{client.get_run(run_id).info.artifact_uri}/{folder}"
     version = client.create_model_version(
         name, source, run_id=run_id, description=description, tags=tags
     )

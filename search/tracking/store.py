@@ -30,7 +30,12 @@ from mlflow.tracking import MlflowClient
 
 from nascomp.search.errors import TrackingError
 from nascomp.search.paths import check_writable_folder
-from nascomp.search.tracking.models import ONNX_MODEL_DIR, register, save_onnx_model
+from nascomp.search.tracking.models import (
+    ONNX_MODEL_DIR,
+    SHIPPED_MODEL_DIR,
+    register,
+    save_onnx_model,
+)
 from nascomp.search.tracking.pages import runs_page
 from nascomp.search.tracking.params import (
     CONFIG_ARTIFACT,
@@ -788,6 +793,32 @@ class Tracker:
         text = ", ".join(f"{k} {v:g}" for k, v in sorted(metrics.items()))
         description = f"nascomp trial {source.run_id}, reproduced in run {run_id}: {text}"
         return register(self.client, run_id, name, description, tags)
+
+    def register_shipped(
+        self,
+        source: TrialRecord,
+        name: str,
+        onnx: bytes,
+        example: Any,
+        preprocess: dict[str, Any] | None,
+    ) -> Any:
+        """Register trial ``source``'s file to ship as a new version of ``name``, not trained
+        again (``nascomp export --register``): ``onnx``, the exported model.onnx, is logged to
+        the trial's run as the MLflow model ``shipped_onnx_model/`` with ``preprocess`` beside
+        it, as a reproduction's ``onnx_model/`` is, and the version points at it."""
+        with tempfile.TemporaryDirectory() as folder:
+            path = save_onnx_model(onnx, Path(folder), example.numpy())
+            if preprocess is not None:
+                (path / PREPROCESS_ARTIFACT).write_text(json.dumps(preprocess, indent=2))
+            self.client.log_artifacts(source.run_id, str(path), artifact_path=SHIPPED_MODEL_DIR)
+        metrics = dict(self.client.get_run(source.run_id).data.metrics)
+        tags = {"nascomp.source_run": source.run_id, **{k: repr(v) for k, v in metrics.items()}}
+        text = ", ".join(f"{k} {v:g}" for k, v in sorted(metrics.items()))
+        description = (
+            f"nascomp trial {source.run_id} as its search trained it (nascomp export, not "
+            f"trained again): {text}"
+        )
+        return register(self.client, source.run_id, name, description, tags, SHIPPED_MODEL_DIR)
 
     def search_data_files(self, trial: TrialRecord) -> str | None:
         """The digest of the data files the search of ``trial`` read (``DATA_FILES_TAG``), or

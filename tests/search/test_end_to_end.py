@@ -340,6 +340,35 @@ def test_export_writes_the_trials_own_model_without_training(searched: Searched)
     _assert_shipped_accuracy(export, info, result.stdout)
 
 
+def test_export_registers_the_file_it_ships(searched: Searched) -> None:
+    """`nascomp export --register NAME`: the Model Registry holds the exported model.onnx, its
+    preprocessing beside it, under the trial's run (no run is made, nothing trains), and
+    serves what the file computes."""
+    runs_before = len(searched.runs(""))
+    export = searched.folder / "export-registered"
+    result = searched.cli("export", "--rank", "1", "--to", str(export), "--register", "shipped")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "registered shipped version 1 (models:/shipped/1)" in result.stdout
+    assert len(searched.runs("")) == runs_before
+    source_id = json.loads(searched.cli("pareto", "--json").stdout)["front"][0]["run_id"]
+    version = searched.client.get_model_version("shipped", "1")
+    assert version.run_id == version.tags["nascomp.source_run"] == source_id
+    assert "not trained again" in version.description
+    mlflow.set_tracking_uri(searched.uri)
+    pulled = Path(mlflow.artifacts.download_artifacts("models:/shipped/1"))
+    assert (pulled / "model.onnx").read_bytes() == (export / "model.onnx").read_bytes()
+    assert (pulled / "preprocess.json").read_text() == (export / "preprocess.json").read_text()
+    import onnxruntime
+
+    from nascomp.trainers.config import TrialConfig
+
+    config = TrialConfig.from_flat(json.loads((export / "trial_config.json").read_text()))
+    inputs = config.data.load().test_x[:16].numpy()
+    session = onnxruntime.InferenceSession(str(export / "model.onnx"))
+    served = mlflow.pyfunc.load_model("models:/shipped/1").predict(inputs)
+    np.testing.assert_array_equal(served["logits"], session.run(None, {"input": inputs})[0])
+
+
 def _assert_shipped_accuracy(export: Path, info: dict, stdout: str) -> None:
     """export.json's and the command's val_accuracy of model.onnx are what the file scores,
     measured here in ONNX Runtime on the trial's own validation split."""
