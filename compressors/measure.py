@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import statistics
@@ -10,7 +11,9 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
 
 from nascomp.compressors.layers import (
     ALL,
@@ -95,15 +98,55 @@ def _attention_macs(
     return projections + products + queries * width * width
 
 
+class _Products(TorchFunctionMode):
+    """Counts the matrix products that no counted layer computes: attention written with
+    ``q @ k.transpose(-2, -1)``, ``torch.matmul`` or ``bmm``, or through
+    ``F.scaled_dot_product_attention`` (timm's ``Attention``, most hand-written transformer
+    blocks). Their projections are Linear layers, counted by hook; the scores and the weighted
+    sum of the values were left out, 14% of a ViT-Tiny's MACs at 224 pixels. Products inside
+    a counted layer (attention's own, a quantization-aware layer's) are its own (``muted``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.total = 0
+        self.muted = 0
+
+    def __torch_function__(
+        self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None
+    ) -> Any:
+        out = func(*args, **(kwargs or {}))
+        if not self.muted and isinstance(out, Tensor):
+            self.total += _product_macs(func, args, kwargs or {}, out)
+        return out
+
+
+_MATMULS = {torch.matmul, Tensor.matmul, Tensor.__matmul__, torch.bmm, Tensor.bmm, torch.mm}
+_MATMULS |= {Tensor.mm, Tensor.__rmatmul__}
+
+
+def _product_macs(func: Any, args: tuple, kwargs: dict, out: Tensor) -> int:
+    if func in _MATMULS and len(args) == 2 and all(isinstance(a, Tensor) for a in args):
+        left = args[1] if func is Tensor.__rmatmul__ else args[0]
+        return out.numel() * left.shape[-1]  # each output element: a row times a column
+    if func is F.scaled_dot_product_attention:
+        query = args[0] if args else kwargs["query"]
+        key = args[1] if len(args) > 1 else kwargs["key"]
+        # every query against every key, then the keys' weights over the values
+        return key.shape[-2] * (query.numel() + out.numel())
+    return 0
+
+
 def count_macs(
     model: nn.Module, input_shape: tuple[int, ...], input_dtype: torch.dtype = torch.float32
 ) -> int:
     """Multiply-accumulates of one input of ``input_shape`` (no batch dim) and
     ``input_dtype`` (zeros): convolutions (Conv1d, 2d, 3d) and Linear layers, and where the
     layer kinds compress them (``compressors.layers``: not in a trial logged with Conv2d and
-    Linear alone) LSTM, GRU and RNN gates and multi-head attention with its products. Dense
-    count: zero weights are not skipped; an embedding's look-up, normalisation, activations
-    and transposed convolutions are no multiply counted."""
+    Linear alone) LSTM, GRU and RNN gates, multi-head attention with its products, and the
+    matrix products a model computes outside those layers (``_Products``: attention's scores
+    and weighted values in timm's and hand-written blocks). Dense count: zero weights are not
+    skipped; an embedding's look-up, normalisation, activations, ``einsum`` and transposed
+    convolutions are no multiply counted."""
     if not input_shape or any(int(size) < 1 for size in input_shape):
         raise ValueError(
             f"input_shape must be positive sizes without the batch dim, got {input_shape!r}"
@@ -123,6 +166,14 @@ def count_macs(
         total += _attention_macs(module, args, kwargs)  # type: ignore[arg-type]
 
     every = active_layer_kinds() == ALL
+    products = _Products()
+
+    def mute(module: nn.Module, inputs: Any) -> None:
+        products.muted += 1
+
+    def unmute(module: nn.Module, inputs: Any, output: Any) -> None:
+        products.muted -= 1
+
     handles = []
     for module in model.modules():
         if is_weight_layer(module):
@@ -131,18 +182,27 @@ def count_macs(
             handles.append(module.register_forward_hook(recurrent))
         elif every and isinstance(module, nn.MultiheadAttention):
             handles.append(module.register_forward_hook(attention, with_kwargs=True))
+        else:
+            continue
+        handles.append(module.register_forward_pre_hook(mute))
+        handles.append(module.register_forward_hook(unmute))
     device = _model_device(model)
     was_training = model.training
     try:
         model.eval()  # eval: no BN statistics or observer updates from the dummy input
-        # Without the fused encoder kernel, which calls none of the hooked layers.
-        with torch.inference_mode(), attention_fast_path_off():
+        # Without the fused encoder kernel, which calls none of the hooked layers; a trial
+        # logged before products counted (Conv2d and Linear alone) counts none.
+        with (
+            torch.inference_mode(),
+            attention_fast_path_off(),
+            products if every else contextlib.nullcontext(),
+        ):
             model(torch.zeros(1, *input_shape, dtype=input_dtype, device=device))
     finally:
         model.train(was_training)
         for handle in handles:
             handle.remove()
-    return total
+    return total + products.total
 
 
 def _model_device(model: nn.Module) -> torch.device:

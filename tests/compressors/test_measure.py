@@ -102,6 +102,53 @@ def test_macs_count_attention_and_its_products_fast_path_or_not() -> None:
         assert count_macs(layer, (tokens, width)) == feed_forward
 
 
+class _HandWritten(nn.Module):
+    """Single-head attention as blocks are often written: Linear projections, then the
+    products as tensor operations (``fused``: through ``F.scaled_dot_product_attention`` with
+    two heads, as timm's ``Attention`` does)."""
+
+    def __init__(self, width: int, fused: bool) -> None:
+        super().__init__()
+        self.qkv, self.proj, self.fused = (
+            nn.Linear(width, 3 * width),
+            nn.Linear(width, width),
+            fused,
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        if self.fused:
+            heads = [t.unflatten(-1, (2, -1)).transpose(1, 2) for t in (q, k, v)]
+            out = nn.functional.scaled_dot_product_attention(*heads).transpose(1, 2).flatten(2)
+        else:
+            out = (q @ k.transpose(-2, -1) / 4).softmax(-1) @ v
+        return self.proj(out)
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_macs_count_the_products_of_hand_written_attention(fused: bool) -> None:
+    """Scores (each query against each key) and the values' weighted sum: tokens^2 * width
+    each, whatever the heads; before, only the projections were counted."""
+    tokens, width = 5, 8
+    projections = tokens * width * 3 * width + tokens * width * width
+    products = 2 * tokens * tokens * width
+    assert count_macs(_HandWritten(width, fused), (tokens, width)) == projections + products
+    with layer_kinds("conv2d_linear"):  # a trial logged before products counted
+        assert count_macs(_HandWritten(width, fused), (tokens, width)) == projections
+
+
+def test_macs_count_a_timm_vits_attention_products() -> None:
+    """timm's ViT: every block's scores and weighted values on top of its Linear layers."""
+    timm = pytest.importorskip("timm")
+    model = timm.create_model(
+        "vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=8, num_classes=10
+    )
+    tokens, width, depth = 16 + 1, model.embed_dim, len(model.blocks)
+    with layer_kinds("conv2d_linear"):
+        projections = count_macs(model, (3, 32, 32))
+    assert count_macs(model, (3, 32, 32)) == projections + depth * 2 * tokens * tokens * width
+
+
 def test_macs_leave_model_state_alone() -> None:
     model = _known_model().train()
     running_mean = model[1].running_mean.clone()
