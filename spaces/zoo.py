@@ -459,6 +459,13 @@ def check_output(
             f"the model from {who} outputs {shape} for a batch of 2; expected (2, {n_classes}) "
             f"logits ({n_classes} classes in the data)"
         )
+    if not output.dtype.is_floating_point:
+        # Class indices (an argmax in the forward) or a cast: no loss trains them, and every
+        # trial failed in cross-entropy's kernel after the search had begun.
+        raise UserCodeError(
+            f"the model from {who} outputs {str(output.dtype).removeprefix('torch.')} values; "
+            "expected floating-point logits (an argmax or an integer cast in its forward?)"
+        )
     # One input: what latency is timed on and a deployment often sends. A squeeze() in the
     # forward passes the check above and drops the batch axis here.
     try:
