@@ -21,6 +21,7 @@ import copy
 import logging
 import os
 import random
+import re
 import signal
 import sys
 import threading
@@ -38,6 +39,38 @@ from nascomp.search.tune.head import starting_local_ray
 ExperimentSource = str | Path | Mapping[str, Any] | Experiment | None
 
 
+# The command line's words in the driver's messages, as a caller of run_search names them.
+_API_WORDS = (
+    (
+        re.compile(r"put it before the flag: nascomp search (\S+) --resume"),
+        r"pass it as the experiment: run_search('\1', resume='latest')",
+    ),
+    (re.compile(r"e\.g\. --set '([^']*)'"), r"e.g. overrides=['\1']"),
+    (re.compile(r"--resume alone"), "resume='latest'"),
+    (re.compile(r"--set\b"), "overrides"),
+    (re.compile(r"--resume\b"), "resume"),
+    (re.compile(r"--address\b"), "address"),
+    (re.compile(r"--tracking-uri\b"), "tracking.uri"),
+    (re.compile(r"--experiment\b"), "tracking.experiment"),
+)
+
+
+@contextlib.contextmanager
+def _in_api_words() -> Iterator[None]:
+    """A ConfigError or SearchError said in run_search's words: the driver's messages name
+    the command line's flags (``--resume X: no such folder``), which a notebook never gave."""
+    try:
+        yield
+    except (_experiment.ConfigError, SearchError) as exc:
+        message = str(exc)
+        for pattern, words in _API_WORDS:
+            message = pattern.sub(words, message)
+        if message == str(exc):
+            raise
+        raise type(exc)(message) from None
+
+
+@_in_api_words()
 def load_experiment(
     experiment: ExperimentSource = None, overrides: Sequence[str] = ()
 ) -> Experiment:
@@ -93,7 +126,7 @@ def run_search(
     if resume is not None and not isinstance(resume, str | Path):
         raise _experiment.ConfigError(f"resume: a result folder or 'latest'; got {resume!r}")
     _check_no_ray_here(address)
-    with process_state_kept():
+    with process_state_kept(), _in_api_words():
         # MLflow's INFO lines ("Creating initial MLflow database tables...") are not the
         # search's: its logger reads this at import, and is set here where a notebook
         # imported it already.

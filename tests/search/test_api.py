@@ -48,6 +48,23 @@ def test_bad_experiments_raise_one_line_config_errors() -> None:
         nascomp.run_search(None, echo="quiet")  # type: ignore[arg-type]
 
 
+def test_errors_name_the_apis_arguments_not_the_command_lines_flags(tmp_path: Path) -> None:
+    """The driver's messages are the command line's (--set, --resume); a notebook gave
+    overrides= and resume=."""
+    with pytest.raises(nascomp.ConfigError, match=r"^overrides 'search.trials': expected KEY"):
+        nascomp.load_experiment(None, ["search.trials"])
+    with pytest.raises(
+        nascomp.ConfigError,
+        match=r"e\.g\. overrides=\['space.prune.ratio.low=\{low: 1, high: 4\}'\]$",
+    ):
+        nascomp.load_experiment(None, ["space.prune.ratio.low.high=1"])
+    missing = tmp_path / "gone"
+    with pytest.raises(
+        nascomp.SearchError, match=rf"^resume {missing}: no such folder; .+ or resume='latest' for"
+    ):
+        nascomp.run_search(None, resume=str(missing), echo=None)
+
+
 def test_a_process_that_started_ray_itself_is_told_before_anything_runs(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
