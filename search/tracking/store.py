@@ -788,11 +788,7 @@ class Tracker:
     def register_onnx(self, run_id: str, name: str, source: TrialRecord) -> Any:
         """Register run ``run_id``'s ONNX model as a new version of ``name``, with the source
         trial and its metrics on the version."""
-        metrics = {k: v for k, v in self.client.get_run(run_id).data.metrics.items()}
-        tags = {"nascomp.source_run": source.run_id, **{k: repr(v) for k, v in metrics.items()}}
-        text = ", ".join(f"{k} {v:g}" for k, v in sorted(metrics.items()))
-        description = f"nascomp trial {source.run_id}, reproduced in run {run_id}: {text}"
-        return register(self.client, run_id, name, description, tags)
+        return self._register(run_id, name, source, f"reproduced in run {run_id}", ONNX_MODEL_DIR)
 
     def register_shipped(
         self,
@@ -811,14 +807,17 @@ class Tracker:
             if preprocess is not None:
                 (path / PREPROCESS_ARTIFACT).write_text(json.dumps(preprocess, indent=2))
             self.client.log_artifacts(source.run_id, str(path), artifact_path=SHIPPED_MODEL_DIR)
-        metrics = dict(self.client.get_run(source.run_id).data.metrics)
+        how = "as its search trained it (nascomp export, not trained again)"
+        return self._register(source.run_id, name, source, how, SHIPPED_MODEL_DIR)
+
+    def _register(self, run_id: str, name: str, source: TrialRecord, how: str, folder: str) -> Any:
+        """Register run ``run_id``'s MLflow model ``folder``, with the source trial and the
+        run's metrics on the version."""
+        metrics = dict(self.client.get_run(run_id).data.metrics)
         tags = {"nascomp.source_run": source.run_id, **{k: repr(v) for k, v in metrics.items()}}
         text = ", ".join(f"{k} {v:g}" for k, v in sorted(metrics.items()))
-        description = (
-            f"nascomp trial {source.run_id} as its search trained it (nascomp export, not "
-            f"trained again): {text}"
-        )
-        return register(self.client, source.run_id, name, description, tags, SHIPPED_MODEL_DIR)
+        description = f"nascomp trial {source.run_id}, {how}: {text}"
+        return register(self.client, run_id, name, description, tags, folder)
 
     def search_data_files(self, trial: TrialRecord) -> str | None:
         """The digest of the data files the search of ``trial`` read (``DATA_FILES_TAG``), or
