@@ -78,6 +78,7 @@ class RunLog:
         self._loaded = False  # after load(), run_ids holds every run of the search
         self._closed_in_store: set[str] = set()  # trials whose run had ended at load()
         self._unfilled: set[str] = set()  # trials whose run is created, its params not yet in
+        self._made_before: set[str] = set()  # those of them a previous driver made (load)
         # trials whose create_run failed: the store may have made the run all the same
         self._unanswered: set[str] = set()
         # With a writer thread (start_writer), the caller's thread only queues: this lock
@@ -120,6 +121,13 @@ class RunLog:
                 "nascomp.status"
             ) not in (None, "running", "interrupted"):
                 self.ended.add(trial)
+            elif not self._filled(run):
+                # Made by a driver whose store went away before the params and the config
+                # were in: the trial's start (in the journal, or its next attempt) fills it.
+                # It was taken for another attempt, which writes only the status and tags:
+                # replay left a finished run without its params and trial_config.json.
+                self._unfilled.add(trial)
+                self._made_before.add(trial)
         self._loaded = True
         self._closed_in_store = set(self.ended)
         if self.journal is not None and self.journal.is_file():
@@ -130,6 +138,14 @@ class RunLog:
             self.ended.update(op["trial"] for op in left if _is_final(op))
             self.pending = left + self.pending
         return sorted(runs, key=lambda run: run.info.end_time or 0)
+
+    def _filled(self, run: Any) -> bool:
+        """Whether an unended trial's run holds its params and its config (written one after
+        the other when the run is made)."""
+        if not run.data.params:
+            return False
+        listed = self.client.list_artifacts(run.info.run_id)
+        return CONFIG_ARTIFACT in {item.path for item in listed}
 
     def logged_steps(self, keys: tuple[str, ...]) -> dict[str, set[int]]:
         """After ``load``: the steps of ``keys`` each unended trial's run holds, with those of
@@ -440,7 +456,7 @@ class RunLog:
             # completes this run instead of creating a second one for the trial.
             self.run_ids[trial] = run.info.run_id
             self._unfilled.add(trial)
-        elif trial not in self._unfilled:
+        elif trial not in self._unfilled or trial in self._made_before:
             # Another attempt of the same trial (a retry, or a resumed search): same run.
             self.client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
             self.client.log_batch(run_id, tags=_tags(op.get("tags", {})))
@@ -451,6 +467,7 @@ class RunLog:
             if "config" in op:  # the exact config, which reproduce reads (tracking/params.py)
                 self.client.log_dict(run_id, op["config"], CONFIG_ARTIFACT)
             self._unfilled.discard(trial)
+            self._made_before.discard(trial)
         self.run_ids[trial] = run_id
 
     def _run_id(self, trial: str) -> str:

@@ -211,6 +211,31 @@ def test_a_new_driver_finds_the_runs_and_the_journal_of_the_old_one(
     assert len(_children(client, experiment_id, parent)) == 2
 
 
+def test_a_run_its_driver_made_without_params_is_filled_by_the_next(
+    store: tuple, tmp_path: Path
+) -> None:
+    """The store went away between a trial's create_run and its params: `nascomp replay` (a
+    new driver) took the run for another attempt of the trial and wrote only its status and
+    tags, so the finished run had no params and no trial_config.json, and export and
+    reproduce failed on it (a helper's sweep, a server stopped mid-search)."""
+    client, experiment_id, parent = store
+    journal = tmp_path / JOURNAL
+    made = client.create_run(
+        experiment_id,
+        run_name="trial-t1",
+        tags={"mlflow.parentRunId": parent, "nascomp.trial_id": "t1", "nascomp.status": "running"},
+    ).info.run_id
+    start = {**_start("t1"), "config": {"format": 1, "config": {"lr": 0.1}}}
+    journal.write_text(json.dumps(start) + "\n" + json.dumps(_end("t1")) + "\n")
+    replay = RunLog(client, experiment_id, parent, journal=journal, echo=lambda _: None)
+    replay.load()
+    assert replay.flush(force=True)
+    (run,) = _children(client, experiment_id, parent)
+    assert run.info.run_id == made and run.info.status == "FINISHED"
+    assert run.data.params == {"lr": "0.1"}
+    assert "trial_config.json" in {a.path for a in client.list_artifacts(made)}
+
+
 def test_a_write_the_store_keeps_refusing_is_dropped_not_blocking(
     store: tuple, tmp_path: Path
 ) -> None:
