@@ -16,7 +16,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -422,8 +422,8 @@ class _SearchRun:
             )
             shutdown.start()
             try:
-                with _patient_while_saving():
-                    self.end(status)
+                with _patient_while_saving() as told:
+                    self.end(status, interrupted=lambda: bool(told))
             except KeyboardInterrupt:
                 # Told twice to leave now: Tune's last snapshot is the state to resume from.
                 raise SearchInterrupted(
@@ -492,8 +492,9 @@ class _SearchRun:
             ),
         )
 
-    def end(self, status: str) -> None:
-        """Close the open runs, then the parent run; wait a while for an absent server."""
+    def end(self, status: str, interrupted: Callable[[], bool] | None = None) -> None:
+        """Close the open runs, then the parent run; wait a while for an absent server (5 s
+        at most once ``interrupted()``: a Ctrl-C or SIGTERM during the wait)."""
         log = self.callback.log
         log.stop_writer()  # what is left is written here, in this thread
         if status != "FINISHED":
@@ -506,14 +507,16 @@ class _SearchRun:
             # writes for --resume or replay, and a scheduler's SIGTERM (Kubernetes, Slurm: 30 s
             # of grace) would SIGKILL a driver still waiting, in the middle of its end.
             timeout_s, why = INTERRUPT_WAIT_S, "an interrupt; the journal keeps the rest"
-        if log.offline_since is not None and log.pending:
-            # Said before the wait: after a Ctrl-C, minutes of silence read as a hang.
+        # A first try before the wait is said: a store that went away as the last trial
+        # ended is found here, and minutes of silence read as a hang.
+        written = log.flush(force=True)
+        if not written and log.offline_since is not None and log.pending:
             self.echo(
                 f"tracking: waiting up to {timeout_s:g} s ({why}) for the "
                 f"store to take {len(log.pending)} buffered writes; they are kept in "
                 f"{self.folder / JOURNAL} meanwhile (Ctrl-C twice leaves now)"
             )
-        if not log.drain(timeout_s):
+        if not written and not log.drain(timeout_s, interrupted, INTERRUPT_WAIT_S):
             set_state(self.folder, "interrupted" if status == "KILLED" else "unlogged")
             folder = shlex.quote(str(self.folder))
             away = (
@@ -527,6 +530,12 @@ class _SearchRun:
                     f"search interrupted; its state is saved in {self.folder}; {away}: the "
                     "same command with --resume continues it and writes them once the "
                     f"server is back (or, to keep the search as it is: nascomp replay {folder})"
+                )
+            if interrupted is not None and interrupted():  # told to stop while it waited
+                raise SearchInterrupted(
+                    f"search interrupted while it waited for the tracking server, its trials "
+                    f"all ended; {away}: nascomp replay {folder} writes them once the server "
+                    "is back (or the same command with --resume)"
                 )
             raise TrackingOutage(f"{away}; when it is back, run: nascomp replay {folder}")
         set_state(self.folder, "finished" if status == "FINISHED" else "interrupted")
@@ -919,15 +928,16 @@ def _teacher_task(job: TeacherJob) -> tuple[dict, dict[str, float], list[dict[st
 
 
 @contextlib.contextmanager
-def _patient_while_saving() -> Iterator[None]:
+def _patient_while_saving() -> Iterator[list[int]]:
     """While the search ends (its runs closed, the parent run's front written, its state
     saved for --resume), a Ctrl-C or SIGTERM says what it waits for; a second one leaves.
     An impatient second Ctrl-C used to cut that short: the parent run stayed RUNNING and the
-    message said there was nothing to resume, though there was."""
+    message said there was nothing to resume, though there was. Yields the signals told so
+    far (a wait for an absent store then ends within 5 s)."""
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield []
         return
-    told = []
+    told: list[int] = []
 
     def wait_or_leave(signum: int, frame: Any) -> None:
         if told:
@@ -941,7 +951,7 @@ def _patient_while_saving() -> Iterator[None]:
 
     previous = {s: signal.signal(s, wait_or_leave) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield
+        yield told
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)

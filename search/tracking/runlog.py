@@ -361,13 +361,27 @@ class RunLog:
                 self.client.log_artifacts(run_id, path, artifact_path=Path(path).name)
         self.client.set_terminated(run_id, op["status"])
 
-    def drain(self, timeout_s: float) -> bool:
-        """Keep retrying for up to ``timeout_s``; True when everything was written."""
+    def drain(
+        self,
+        timeout_s: float,
+        hurried: Callable[[], bool] | None = None,
+        hurry_s: float = 0.0,
+    ) -> bool:
+        """Keep retrying every ``retry_s`` for up to ``timeout_s``; True when everything was
+        written. Once ``hurried()`` is true (an interrupt meanwhile), at most ``hurry_s``
+        more."""
         deadline = time.monotonic() + timeout_s
         while not self.flush(force=True):
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(min(self.retry_s, max(0.0, deadline - time.monotonic())))
+            retry_at = time.monotonic() + self.retry_s
+            while True:
+                now = time.monotonic()
+                if hurried is not None and hurried():
+                    deadline, hurried = min(deadline, now + hurry_s), None
+                if now >= deadline:
+                    return False
+                if now >= retry_at:
+                    break
+                time.sleep(min(0.2, retry_at - now, deadline - now))
         return True
 
     def _went_offline(self, exc: Exception, now: float) -> None:
