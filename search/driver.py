@@ -511,10 +511,11 @@ class _SearchRun:
         # ended is found here, and minutes of silence read as a hang.
         written = log.flush(force=True)
         if not written and log.offline_since is not None and log.pending:
+            leave = "" if status == "KILLED" else f"Ctrl-C ends it within {INTERRUPT_WAIT_S:g} s, "
             self.echo(
                 f"tracking: waiting up to {timeout_s:g} s ({why}) for the "
                 f"store to take {len(log.pending)} buffered writes; they are kept in "
-                f"{self.folder / JOURNAL} meanwhile (Ctrl-C twice leaves now)"
+                f"{self.folder / JOURNAL} meanwhile ({leave}Ctrl-C twice leaves now)"
             )
         if not written and not log.drain(timeout_s, interrupted, INTERRUPT_WAIT_S):
             set_state(self.folder, "interrupted" if status == "KILLED" else "unlogged")
