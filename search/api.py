@@ -39,7 +39,8 @@ from nascomp.search.tune.head import starting_local_ray
 ExperimentSource = str | Path | Mapping[str, Any] | Experiment | None
 
 
-# The command line's words in the driver's messages, as a caller of run_search names them.
+# The command line's words in the driver's messages, as a caller of run_search names them
+# (not an option of another tool's command the message quotes: mlflow's --experiment-id).
 _API_WORDS = (
     (
         re.compile(r"put it before the flag: nascomp search (\S+) --resume"),
@@ -47,11 +48,11 @@ _API_WORDS = (
     ),
     (re.compile(r"e\.g\. --set '([^']*)'"), r"e.g. overrides=['\1']"),
     (re.compile(r"--resume alone"), "resume='latest'"),
-    (re.compile(r"--set\b"), "overrides"),
-    (re.compile(r"--resume\b"), "resume"),
-    (re.compile(r"--address\b"), "address"),
-    (re.compile(r"--tracking-uri\b"), "tracking.uri"),
-    (re.compile(r"--experiment\b"), "tracking.experiment"),
+    (re.compile(r"--set(?![\w-])"), "overrides"),
+    (re.compile(r"--resume(?![\w-])"), "resume"),
+    (re.compile(r"--address(?![\w-])"), "address"),
+    (re.compile(r"--tracking-uri(?![\w-])"), "tracking.uri"),
+    (re.compile(r"--experiment(?![\w-])"), "tracking.experiment"),
 )
 
 

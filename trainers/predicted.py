@@ -102,7 +102,8 @@ class TrainMacs:
         except ValueError:
             return None
         # Not trained_key: a distillation temperature, a float, made every start point its
-        # own entry (59 models built for 128 lookups on the quickstart, against 18 here)
+        # own entry (the quickstart's arranged start: 59 models built for 128 look-ups, 42
+        # when keyed by architecture)
         key = json.dumps(
             [cfg.arch, cfg.quant.layers, cfg.data.model_dump(mode="json")],
             sort_keys=True,
