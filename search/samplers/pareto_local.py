@@ -449,6 +449,7 @@ class ParetoLocalSearchSampler(common.ParentSampler):
         if not self._balanced_start or trial.number in self._partners or trial.number < 1:
             return
         k = trial.number
+        trials = study.get_trials(deepcopy=False)
         # the points to keep apart from: the choices of those that drew no number (a
         # parameter with one choice is the same in every trial)
         points = [
@@ -457,7 +458,7 @@ class ParetoLocalSearchSampler(common.ParentSampler):
                 for name, dist in done.distributions.items()
                 if not dist.single()
             }
-            for done in study.get_trials(deepcopy=False)
+            for done in trials
             if done.number < k
             and all(
                 isinstance(dist, CategoricalDistribution) or dist.single()
@@ -466,7 +467,7 @@ class ParetoLocalSearchSampler(common.ParentSampler):
         ]
         choices = {
             name: dist.choices
-            for done in study.get_trials(deepcopy=False)
+            for done in trials
             for name, dist in done.distributions.items()
             if isinstance(dist, CategoricalDistribution) and name in self._design
         }
