@@ -4,6 +4,8 @@
     python bench/search_cost.py --seeds 3 --budget 120   # a smaller run
     python bench/search_cost.py --strategies pls pls+reuse --plot cost.png
     python bench/search_cost.py --quick                  # 1 seed, 30 CPU-s: a smoke run
+    python bench/search_cost.py --first-seed 5 --save s5.json   # keep the runs ...
+    python bench/search_cost.py --combine s0.json s5.json       # ... and report sets as one
 
 Every search trains real trials: the MNIST example's space (examples/mnist.yaml: a CNN's
 stages, blocks, width, kernel and block type; pruning method and ratio; bit-width;
@@ -63,11 +65,19 @@ table gives each strategy's hypervolume as a fraction of the reference front's a
 fractions of the budget (mean ± standard deviation over seeds), and the CPU-seconds at which
 its mean curve first reaches full-fidelity ``pls``'s final mean. Early-stopped trials are
 never on any front.
+
+A run of 5 seeds takes most of an hour on 2 cores, so a larger set is built in pieces:
+``--save`` writes each search's trials (CPU-seconds and objectives) to a JSON file, and
+``--combine`` reports several such files as one run (one reference front from the union of
+all their trials, one mean curve per strategy over all their seeds). Files made with
+different settings (budget, data subset, epochs of an inheriting trial, test images) or that
+share a (strategy, seed) are refused.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -75,7 +85,7 @@ import tempfile
 import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +140,73 @@ class Run:
     n_stopped: int
     n_reused: int
     n_inherited: int = 0
+
+
+# What a saved run must share with the runs it is combined with: the work each trial does and
+# the budget each search had.
+SETTINGS = ("budget_s", "train_samples", "image_size", "inherit_epochs", "test_samples")
+
+
+class Refused(ValueError):
+    """A file given to --combine that cannot be reported with the others (one line)."""
+
+
+def settings_of(job: Job) -> dict[str, Any]:
+    return {name: getattr(job, name) for name in SETTINGS}
+
+
+def save_runs(path: Path, settings: dict[str, Any], runs: list[Run]) -> None:
+    """Write ``runs`` to ``path`` as JSON, whole or not at all (a temporary file, renamed)."""
+    document = {"bench": "search_cost", "settings": settings, "runs": [asdict(r) for r in runs]}
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(document, indent=1))
+    partial.replace(path)
+
+
+def load_runs(paths: list[Path]) -> tuple[dict[str, Any], list[Run]]:
+    """The runs of several saved files and their common settings; Refused if they differ,
+    repeat a (strategy, seed), or a strategy lacks a seed that another has."""
+    settings: dict[str, Any] | None = None
+    runs: list[Run] = []
+    where: dict[tuple[str, int], Path] = {}
+    for path in paths:
+        try:
+            document = json.loads(path.read_text())
+            own = document["settings"]
+            loaded = [Run(**r) for r in document["runs"]]
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise Refused(f"{path}: not a file saved by --save ({error})") from None
+        if not isinstance(own, dict) or set(own) != set(SETTINGS):
+            raise Refused(f"{path}: not a file saved by --save (its settings are {own!r})")
+        if settings is None:
+            settings, first = own, path
+        for name in SETTINGS:
+            if own[name] != settings[name]:
+                raise Refused(
+                    f"{path}: {name} is {own[name]!r}, but {settings[name]!r} in {first}; "
+                    "only runs made with the same settings are combined"
+                )
+        for run in loaded:
+            run.values = [tuple(v) if v is not None else None for v in run.values]
+            key = (run.strategy, run.seed)
+            if key in where:
+                raise Refused(
+                    f"{path}: {run.strategy} seed {run.seed} is also in {where[key]}; "
+                    "combine files of different seeds"
+                )
+            where[key] = path
+            runs.append(run)
+    if settings is None or not runs:
+        raise Refused("--combine: no runs in the files given")
+    seeds = {s: {r.seed for r in runs if r.strategy == s} for s in {r.strategy for r in runs}}
+    every = set().union(*seeds.values())
+    for strategy, own_seeds in sorted(seeds.items()):
+        if own_seeds != every:
+            raise Refused(
+                f"--combine: {strategy} lacks seeds {sorted(every - own_seeds)} that other "
+                "strategies have; its mean would be over other seeds"
+            )
+    return settings, runs
 
 
 def experiment_for(job: Job) -> Any:
@@ -422,11 +499,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--plot", type=Path, default=Path("search_cost.png"))
     parser.add_argument("--quick", action="store_true", help="1 seed, 30 CPU-s (a smoke run)")
+    parser.add_argument("--save", type=Path, help="write the runs to this JSON file")
+    parser.add_argument(
+        "--combine",
+        type=Path,
+        nargs="+",
+        metavar="FILE",
+        help="report files written by --save as one run (no searches)",
+    )
     args = parser.parse_args(argv)
+    if args.combine:
+        try:
+            settings, runs = load_runs(args.combine)
+        except Refused as error:
+            parser.exit(2, f"{parser.prog}: error: {error}\n")
+        print(f"{len(args.combine)} saved files: " + ", ".join(map(str, args.combine)))
+        report(runs, settings["budget_s"], args.plot)
+        return 0
     if args.test_samples is not None and args.test_samples < 10:
         parser.error(
             f"--test-samples: at least 10 (data.max_test_samples); got {args.test_samples}"
         )
+    if args.save is not None and (args.save.is_dir() or not args.save.parent.is_dir()):
+        parser.error(f"--save: a file in an existing folder; got {args.save}")
     if args.quick:
         args.seeds, args.budget = 1, 30.0
     _quiet()
@@ -454,6 +549,9 @@ def main(argv: list[str] | None = None) -> int:
         _train_teacher(jobs[0])
         with ProcessPoolExecutor(max_workers=args.workers) as pool:
             runs = list(pool.map(run_search, jobs))
+    if args.save is not None:
+        save_runs(args.save, settings_of(jobs[0]), runs)
+        print(f"runs saved: {args.save}")
     report(runs, args.budget, args.plot)
     print(
         f"\ntotal {time.perf_counter() - started:.0f} s wall, load average {load_average()} at "

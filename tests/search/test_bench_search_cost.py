@@ -11,7 +11,16 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
-from search_cost import Run, hv_at, reference_front, seconds_to_reach
+from search_cost import (
+    Refused,
+    Run,
+    hv_at,
+    load_runs,
+    main,
+    reference_front,
+    save_runs,
+    seconds_to_reach,
+)
 
 
 def test_hypervolume_by_cpu_second() -> None:
@@ -37,3 +46,58 @@ def test_seconds_to_reach_the_first_crossing() -> None:
     grid = np.array([1.0, 2.0, 3.0, 4.0])
     assert seconds_to_reach(grid, np.array([0.1, 0.5, 0.7, 0.9]), 0.7) == 3.0
     assert seconds_to_reach(grid, np.array([0.1, 0.5, 0.7, 0.9]), 0.95) is None
+
+
+def _saved(path: Path, runs: list[Run], **changed: object) -> Path:
+    settings = {
+        "budget_s": 240.0,
+        "train_samples": 2000,
+        "image_size": 16,
+        "inherit_epochs": 2,
+        "test_samples": None,
+    }
+    save_runs(path, {**settings, **changed}, runs)
+    return path
+
+
+def test_saved_sets_combine_into_one_run(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    first = [Run("pls", 0, [10.0], [(0.9, 100.0)], 0, 0), Run("x", 0, [5.0], [None], 1, 0)]
+    second = [Run("pls", 1, [20.0], [(0.5, 10.0)], 0, 0), Run("x", 1, [8.0], [(0.8, 50.0)], 0, 2)]
+    a, b = _saved(tmp_path / "a.json", first), _saved(tmp_path / "b.json", second)
+    assert not list(tmp_path.glob("*.partial"))
+    settings, runs = load_runs([a, b])
+    assert settings["budget_s"] == 240.0 and settings["inherit_epochs"] == 2
+    assert runs == first + second  # objectives come back as tuples, stopped trials as None
+    # Reported as one run: both seeds in each strategy's mean, pls's final HV the target.
+    plot = tmp_path / "curves.png"
+    assert main(["--combine", str(a), str(b), "--plot", str(plot)]) == 0
+    out = capsys.readouterr().out
+    assert "2 seeds (0 to 1), 240 CPU-s per search" in out and plot.exists()
+    assert "| x | " in out and "| pls | " in out
+
+
+@pytest.mark.parametrize(
+    ("second", "changed", "refusal"),
+    [
+        ([Run("pls", 1, [1.0], [(0.5, 1.0)], 0, 0)], {"budget_s": 120.0}, "budget_s is 120.0"),
+        ([Run("pls", 1, [1.0], [(0.5, 1.0)], 0, 0)], {"inherit_epochs": 1}, "inherit_epochs"),
+        ([Run("pls", 0, [1.0], [(0.5, 1.0)], 0, 0)], {}, "pls seed 0 is also in"),
+        ([Run("other", 1, [1.0], [(0.5, 1.0)], 0, 0)], {}, "lacks seeds"),
+    ],
+)
+def test_combine_refuses_sets_that_differ(
+    tmp_path: Path, second: list[Run], changed: dict, refusal: str
+) -> None:
+    a = _saved(tmp_path / "a.json", [Run("pls", 0, [1.0], [(0.9, 1.0)], 0, 0)])
+    b = _saved(tmp_path / "b.json", second, **changed)
+    with pytest.raises(Refused, match=refusal):
+        load_runs([a, b])
+
+
+def test_combine_refuses_a_file_it_did_not_write(tmp_path: Path) -> None:
+    (tmp_path / "other.json").write_text('{"runs": []}')
+    with pytest.raises(Refused, match="not a file saved by --save"):
+        load_runs([tmp_path / "other.json"])
+    with pytest.raises(SystemExit) as stop:
+        main(["--combine", str(tmp_path / "other.json"), "--plot", str(tmp_path / "p.png")])
+    assert stop.value.code == 2 and not (tmp_path / "p.png").exists()
