@@ -16,6 +16,7 @@ import importlib
 import json
 import logging
 import os
+import re
 import tempfile
 import time
 import urllib.error
@@ -125,15 +126,15 @@ def without_credentials(uri: str) -> str:
     return urlunsplit(parts)
 
 
-def _health_request(uri: str) -> urllib.request.Request:
-    """A GET of an MLflow server's /health; a user and password in ``uri`` go in the
-    Authorization header, as MLflow's own client sends them (urllib would take them for the
-    host's name)."""
+def _health_request(uri: str, path: str = "health") -> urllib.request.Request:
+    """A GET of an MLflow server's /health (or another of its plain pages); a user and
+    password in ``uri`` go in the Authorization header, as MLflow's own client sends them
+    (urllib would take them for the host's name)."""
     import base64
     from urllib.parse import unquote, urlsplit
 
     parts = urlsplit(uri)
-    url = f"{without_credentials(uri).rstrip('/')}/health"
+    url = f"{without_credentials(uri).rstrip('/')}/{path}"
     user, password = parts.username, parts.password
     if user is None:  # MLflow's client sends these when the URI names no user
         user = os.environ.get("MLFLOW_TRACKING_USERNAME")
@@ -259,6 +260,8 @@ class Tracker:
         if self.uri.startswith(("http://", "https://")):
             self._check_health(timeout_s)
         self._check_answers()
+        if self.uri.startswith(("http://", "https://")):
+            self._check_version(timeout_s)
 
     def _check_sqlite_form(self) -> None:
         """``sqlite://mlflow.db`` (two slashes: a host, which SQLite has not) failed in
@@ -337,6 +340,25 @@ class Tracker:
                 "--tracking-uri"
             ) from None
         raise TrackingError(f"tracking server {self.shown_uri} answered /health with an error")
+
+    def _check_version(self, timeout_s: float) -> None:
+        """An MLflow server answers /version with its version. A web server that answers
+        every path with ``{}`` passed /health and the search of experiments (MLflow's client
+        reads ``{}`` as none), and the search's first write failed with MLflow's traceback."""
+        try:
+            with urllib.request.urlopen(
+                _health_request(self.uri, "version"), timeout=timeout_s
+            ) as reply:
+                said = reply.read(200).decode("utf-8", "replace").strip()
+        except urllib.error.HTTPError as exc:
+            said = f"HTTP {exc.code}"
+        except (urllib.error.URLError, OSError) as exc:
+            said = str(exc)
+        if not re.fullmatch(r"\d+\.\d+[\w.+-]*", said):
+            raise TrackingError(
+                f"{self.field}: {self.shown_uri} is no MLflow tracking server: its /version "
+                f"answered {' '.join(said.split())[:60]!r}, not an MLflow version"
+            )
 
     def sqlite_tables(self) -> list[str] | None:
         """The tables of an existing sqlite store's file, read without writing it (None where
