@@ -133,7 +133,76 @@ def _product_macs(func: Any, args: tuple, kwargs: dict, out: Tensor) -> int:
         key = args[1] if len(args) > 1 else kwargs["key"]
         # every query against every key, then the keys' weights over the values
         return key.shape[-2] * (query.numel() + out.numel())
+    if func is torch.einsum:
+        return _einsum_macs(args)
     return 0
+
+
+def _einsum_macs(args: tuple) -> int:
+    """Multiply-accumulates of ``torch.einsum(equation, *operands)`` (or its sublist form),
+    contracted left to right, two operands at a time: a step costs the product of the sizes
+    of every index of its two operands, and counts only where it sums over an index (a
+    product without a sum, ``ij,ij->ij`` or an outer product, is elementwise, like ``a * b``,
+    which is not counted either). ``bhnd,bhmd->bhnm`` counts what ``q @ k.transpose(-2, -1)``
+    does. An equation this cannot read counts nothing rather than fail the measurement."""
+    try:
+        inputs, output, sizes = _einsum_indices(args)
+    except (ValueError, TypeError, IndexError, KeyError):
+        return 0
+    if len(inputs) < 2:
+        return 0  # a sum, trace or transpose of one operand: no products
+    macs = 0
+    current = inputs[0]
+    for position in range(1, len(inputs)):
+        operand = inputs[position]
+        later = set(output).union(*inputs[position + 1 :])
+        both = set(current) | set(operand)
+        kept = [i for i in dict.fromkeys(current + operand) if i in later]
+        if len(kept) < len(both):  # some index summed over: a contraction
+            step = 1
+            for index in both:
+                step *= sizes[index]
+            macs += step
+        current = kept
+    return macs
+
+
+def _einsum_indices(args: tuple) -> tuple[list[list[str]], list[str], dict[str, int]]:
+    """Each operand's indices, the output's, and every index's size, ``...`` expanded into
+    one index per broadcast dimension (aligned from the right). torch hands a mode the
+    equation and the operands (its sublist form already turned into an equation)."""
+    equation = args[0].replace(" ", "")
+    operands = list(args[1] if len(args) == 2 and isinstance(args[1], list | tuple) else args[1:])
+    left, arrow, right = equation.partition("->")
+    terms = left.split(",")
+    if len(terms) != len(operands) or not all(isinstance(o, Tensor) for o in operands):
+        raise ValueError("operands and terms do not pair")
+    paired = list(zip(terms, operands, strict=True))
+    broadcast = max(
+        (o.dim() - len(t.replace("...", "")) for t, o in paired if "..." in t), default=0
+    )
+    dims = [f"...{k}" for k in range(broadcast)]
+    sizes: dict[str, int] = {}
+    inputs = []
+    for term, operand in paired:
+        head, dots, tail = term.partition("...")
+        extra = operand.dim() - len(head) - len(tail)
+        indices = [*head, *(dims[broadcast - extra :] if dots else []), *tail]
+        if len(indices) != operand.dim():
+            raise ValueError("a term does not match its operand's dimensions")
+        for index, size in zip(indices, operand.shape, strict=True):
+            sizes[index] = max(sizes.get(index, 1), int(size))
+        inputs.append(indices)
+    if arrow:
+        head, dots, tail = right.partition("...")
+        output = [*head, *(dims if dots else []), *tail]
+    else:  # implicit: the indices that appear once, and the broadcast ones
+        counts: dict[str, int] = {}
+        for indices in inputs:
+            for index in indices:
+                counts[index] = counts.get(index, 0) + 1
+        output = [*dims, *sorted(i for i, n in counts.items() if n == 1 and i not in dims)]
+    return inputs, output, sizes
 
 
 def count_macs(
@@ -144,9 +213,9 @@ def count_macs(
     layer kinds compress them (``compressors.layers``: not in a trial logged with Conv2d and
     Linear alone) LSTM, GRU and RNN gates, multi-head attention with its products, and the
     matrix products a model computes outside those layers (``_Products``: attention's scores
-    and weighted values in timm's and hand-written blocks). Dense count: zero weights are not
-    skipped; an embedding's look-up, normalisation, activations, ``einsum`` and transposed
-    convolutions are no multiply counted."""
+    and weighted values in timm's and hand-written blocks, and ``einsum``'s). Dense count:
+    zero weights are not skipped; an embedding's look-up, normalisation, activations,
+    elementwise products and transposed convolutions are no multiply counted."""
     if not input_shape or any(int(size) < 1 for size in input_shape):
         raise ValueError(
             f"input_shape must be positive sizes without the batch dim, got {input_shape!r}"

@@ -137,6 +137,54 @@ def test_macs_count_the_products_of_hand_written_attention(fused: bool) -> None:
         assert count_macs(_HandWritten(width, fused), (tokens, width)) == projections
 
 
+class _Einsum(nn.Module):
+    """A model whose only products are one ``torch.einsum`` of its input with a buffer."""
+
+    def __init__(self, equation: str, *others: Tensor) -> None:
+        super().__init__()
+        self.equation = equation
+        self.others = others
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.einsum(self.equation, x[0], *self.others)
+
+
+@pytest.mark.parametrize(
+    ("equation", "shape", "others", "macs"),
+    [
+        ("ij,jk->ik", (2, 3), [(3, 4)], 2 * 3 * 4),
+        ("ij, jk", (2, 3), [(3, 4)], 2 * 3 * 4),  # implicit output, a space
+        ("bhnd,bhmd->bhnm", (2, 3, 5, 4), [(2, 3, 7, 4)], 2 * 3 * 5 * 7 * 4),  # q kT
+        ("...ij,...jk->...ik", (6, 2, 3), [(3, 4)], 6 * 2 * 3 * 4),  # broadcast batch
+        # left to right: ij,jk -> ik (j summed, 24), then ik,kl -> il (k summed, 40)
+        ("ij,jk,kl->il", (2, 3), [(3, 4), (4, 5)], 24 + 40),
+        ("ij,ij->ij", (2, 3), [(2, 3)], 0),  # elementwise: no sum, as a * b
+        ("i,j->ij", (2,), [(3,)], 0),  # outer product
+        ("ii->i", (3, 3), [], 0),  # a diagonal: one operand, no products
+        ("ij->", (2, 3), [], 0),
+    ],
+)
+def test_macs_count_einsums_products(
+    equation: str, shape: tuple[int, ...], others: list[tuple[int, ...]], macs: int
+) -> None:
+    model = _Einsum(equation, *(torch.ones(size) for size in others))
+    assert count_macs(model, shape) == macs
+    with layer_kinds("conv2d_linear"):  # a trial logged before products counted
+        assert count_macs(model, shape) == 0
+
+
+def test_macs_of_einsum_attention_equal_matmul_attentions() -> None:
+    """The same scores written as an einsum and as ``q @ k.transpose(-2, -1)``."""
+    keys = torch.ones(2, 7, 4)
+
+    class Matmul(nn.Module):
+        def forward(self, x: Tensor) -> Tensor:
+            return x[0] @ keys.transpose(-2, -1)
+
+    einsum = _Einsum("hnd,hmd->hnm", keys)
+    assert count_macs(einsum, (2, 5, 4)) == count_macs(Matmul(), (2, 5, 4)) == 2 * 5 * 7 * 4
+
+
 def test_macs_count_a_timm_vits_attention_products() -> None:
     """timm's ViT: every block's scores and weighted values on top of its Linear layers."""
     timm = pytest.importorskip("timm")
