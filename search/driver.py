@@ -9,6 +9,7 @@ import os
 import random
 import secrets
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -204,11 +205,17 @@ def run_search(
         search_run_id, folder = _open_search(
             experiment, tracker, previous, teacher_facts, teacher_epochs, echo
         )
-        held = held or hold_folder(folder)
-        run = _SearchRun(experiment, tracker, search_run_id, folder, echo)
-        searcher = run.fit(
-            constants, teacher_state, restore=previous is not None, local_ray=local_ray
-        )
+        run = None
+        try:
+            held = held or hold_folder(folder)
+            run = _SearchRun(experiment, tracker, search_run_id, folder, echo)
+            searcher = run.fit(
+                constants, teacher_state, restore=previous is not None, local_ray=local_ray
+            )
+        except BaseException:
+            if run is None or not run.began:
+                _unopen_search(tracker, search_run_id, folder, resumed=previous is not None)
+            raise
     finally:
         ray.shutdown()
         if held is not None:
@@ -267,17 +274,39 @@ def _open_search(
             code_files=code_files_digest(user_code_paths(experiment)),
         )
         folder = storage / folder_name(search_run_id)
-        write_manifest(folder, experiment, search_run_id)
-        if teacher_facts:
-            facts = {k: v for k, v in teacher_facts.items() if isinstance(v, float)}
-            tracker.log_search_metrics(search_run_id, facts)
-        for epoch in teacher_epochs:  # the teacher's training curve, on the parent run
-            tracker.log_search_metrics(
-                search_run_id,
-                {"teacher_loss": epoch["loss"], "teacher_train_accuracy": epoch["train_accuracy"]},
-                step=int(epoch["epoch"]),
-            )
+        try:
+            write_manifest(folder, experiment, search_run_id)
+            if teacher_facts:
+                facts = {k: v for k, v in teacher_facts.items() if isinstance(v, float)}
+                tracker.log_search_metrics(search_run_id, facts)
+            for epoch in teacher_epochs:  # the teacher's training curve, on the parent run
+                tracker.log_search_metrics(
+                    search_run_id,
+                    {
+                        "teacher_loss": epoch["loss"],
+                        "teacher_train_accuracy": epoch["train_accuracy"],
+                    },
+                    step=int(epoch["epoch"]),
+                )
+        except BaseException:
+            _unopen_search(tracker, search_run_id, folder, resumed=False)
+            raise
     return search_run_id, folder
+
+
+def _unopen_search(tracker: Tracker, search_run_id: str, folder: Path, *, resumed: bool) -> None:
+    """A search stopped (Ctrl-C, an error) after its parent run was opened and before Tune
+    began its trials: the CLI says there is nothing to resume, and the run stayed RUNNING,
+    the store's latest search, an empty front for ``pareto``, and a ``--resume`` of a folder
+    without Tune's state. A new search's run is deleted (MLflow keeps it in its trash) and
+    its folder removed; a resumed one's run is KILLED again, as it was, and can be resumed.
+    Best effort: a store that does not answer keeps the run as it is."""
+    with contextlib.suppress(Exception):
+        tracker.client.set_terminated(search_run_id, "KILLED")
+        if not resumed:
+            tracker.client.delete_run(search_run_id)
+    if not resumed:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def end_status(*, ended: int, trials: int, budget_spent: bool, interrupted: bool) -> str:
@@ -307,6 +336,7 @@ class _SearchRun:
         self.experiment, self.tracker, self.echo = experiment, tracker, echo
         self.search_run_id, self.folder = search_run_id, folder
         self.trials: list[TrialRecord] | None = None  # read by the parent run's end
+        self.began = False  # whether fit reached Tune's loop (and with it, the run's end)
         self.callback = MlflowTrialCallback(
             tracker,
             search_run_id,
@@ -334,6 +364,14 @@ class _SearchRun:
         from nascomp.search.tune.progress import ProgressLine
 
         ray_compat.snapshots_every(SNAPSHOT_FLOOR_S)
+        if restore and not tune.Tuner.can_restore(str(self.folder)):
+            # The driver was killed after opening the search and before Tune saved anything:
+            # Tune's restore failed with a traceback on every --resume.
+            self.echo(
+                f"note: {self.folder.name} holds no Ray Tune state (the search stopped before "
+                "its first trial began): its trials start now"
+            )
+            restore = False
         trainable = _trainable(self.experiment, teacher_state, self.folder)
         search = self.experiment.search
         # A budget alone sizes the search: its trials cap is no total to show.
@@ -384,6 +422,7 @@ class _SearchRun:
         started = time.time()
         sigint = signal.getsignal(signal.SIGINT)
         sigterm = signal.getsignal(signal.SIGTERM)
+        self.began = True  # from here on, the end below closes the parent run
         try:
             try:
                 with (

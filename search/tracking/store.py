@@ -529,8 +529,14 @@ class Tracker:
                 self.client.set_experiment_tag(experiment_id, key, value)
         run = self.client.create_run(experiment_id, run_name=run_name, tags=tags)
         run_id = run.info.run_id
-        self.client.log_text(run_id, experiment_yaml, "experiment.yaml")
-        self.client.log_dict(run_id, {"params": space}, "space.json")
+        try:
+            self.client.log_text(run_id, experiment_yaml, "experiment.yaml")
+            self.client.log_dict(run_id, {"params": space}, "space.json")
+        except BaseException:  # Ctrl-C, or a store gone: no half-made search left RUNNING
+            with contextlib.suppress(Exception):
+                self.client.set_terminated(run_id, "KILLED")
+                self.client.delete_run(run_id)
+            raise
         return run_id
 
     def log_search_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:

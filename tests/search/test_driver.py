@@ -175,3 +175,64 @@ def test_a_second_interrupt_while_the_state_is_saved_leaves(
         assert "saving the search's state for --resume" in capsys.readouterr().err
         signal.raise_signal(signal.SIGINT)  # leaves
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+
+
+def _stopped_before_tune(*args: object, **kwargs: object) -> None:
+    raise KeyboardInterrupt  # Ctrl-C after the parent run opened, before Tune's loop
+
+
+def test_an_interrupt_before_the_trials_began_leaves_no_search(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C there said "nothing to resume", and the parent run stayed RUNNING: the store's
+    latest search, an empty front, and a --resume that died in Tune's restore (a helper's
+    sweep). The run goes to MLflow's trash and the folder is removed."""
+    from mlflow.entities import ViewType
+    from mlflow.tracking import MlflowClient
+
+    from nascomp.search import driver
+    from nascomp.search.errors import SearchError
+
+    experiment = tiny_experiment(workdir)
+    monkeypatch.setattr(driver, "_trainable", _stopped_before_tune)
+    with pytest.raises(KeyboardInterrupt):
+        run_search(experiment, echo=lambda line: None)
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    experiment_id = client.get_experiment_by_name("nascomp").experiment_id
+    (run,) = client.search_runs([experiment_id], run_view_type=ViewType.ALL)
+    assert (run.info.status, run.info.lifecycle_stage) == ("KILLED", "deleted")
+    assert not client.search_runs([experiment_id])  # no active search left
+    assert not list((workdir / "results").glob("nascomp-*"))
+    with pytest.raises(SearchError, match="no search has begun there"):
+        run_search(experiment, echo=lambda line: None, resume="latest")
+
+
+def test_a_search_killed_before_tune_saved_its_state_resumes_from_the_start(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A driver killed (SIGKILL, a lost machine) between opening the search and Tune's first
+    snapshot left a folder without Tune's state: every --resume died in Tune's restore with
+    a traceback. The resume now starts the trials, in the same parent run."""
+    from mlflow.tracking import MlflowClient
+
+    from nascomp.search import driver
+
+    experiment = tiny_experiment(workdir, "search.trials=2")
+    with monkeypatch.context() as killed:  # as a kill -9 there: nothing undone
+        killed.setattr(driver, "_trainable", _stopped_before_tune)
+        killed.setattr(driver, "_unopen_search", lambda *args, **kwargs: None)
+        with pytest.raises(KeyboardInterrupt):
+            run_search(experiment, echo=lambda line: None)
+    (folder,) = (workdir / "results").glob("nascomp-*")
+    assert not (folder / "tuner.pkl").exists()
+    lines: list[str] = []
+    summary = run_search(experiment, echo=lines.append, resume="latest")
+    assert summary.resumed and summary.folder == folder
+    assert f"note: {folder.name} holds no Ray Tune state" in "\n".join(lines)
+    assert len(summary.trials) == 2 and all(t.status == "ok" for t in summary.trials)
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    experiment_id = client.get_experiment_by_name("nascomp").experiment_id
+    parents = client.search_runs([experiment_id], "tags.`nascomp.role` = 'search'")
+    assert [(p.info.run_id, p.info.status) for p in parents] == [
+        (summary.search_run_id, "FINISHED")
+    ]
