@@ -152,6 +152,15 @@ def _model_name(text: str) -> str:
         raise argparse.ArgumentTypeError("must name the registered model; got an empty name")
     if "/" in text or ":" in text:
         raise argparse.ArgumentTypeError(f"a model's name cannot hold '/' or ':'; got {text!r}")
+    # MLflow's own rule for the rest ('.', '..', names that resolve to another path), which it
+    # applied only once the file was exported and logged: two tracebacks, exit 1.
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.validation import _validate_model_name
+
+    try:
+        _validate_model_name(text)
+    except MlflowException as exc:
+        raise argparse.ArgumentTypeError(" ".join(exc.message.split())) from None
     return text
 
 
