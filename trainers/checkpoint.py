@@ -90,16 +90,22 @@ def restore_rng_state(state: dict[str, Tensor | None], device: str) -> None:
         torch.cuda.set_rng_state(state["cuda"], target)
 
 
-def save_state(path: str | Path, state: dict[str, Any]) -> None:
+def save_state(path: str | Path, state: dict[str, Any], *, replace: bool = True) -> bool:
     """Write ``state`` to ``path`` atomically: a reader (or a restart after a kill mid-write)
-    sees the previous file or the new one, never half of one."""
-    write_atomically(path, lambda file: torch.save(state, file))
+    sees the previous file or the new one, never half of one. With ``replace=False`` a file
+    already at ``path`` stays as it is (False is returned)."""
+    return write_atomically(path, lambda file: torch.save(state, file), replace=replace)
 
 
-def write_atomically(path: str | Path, write: Callable[[BinaryIO], Any]) -> None:
+def write_atomically(
+    path: str | Path, write: Callable[[BinaryIO], Any], *, replace: bool = True
+) -> bool:
     """Write a file through ``write`` into a new file of a name no one can guess (mode 0600),
     then move it onto ``path``: never half a file, and a link planted at ``path`` is replaced,
-    not followed (a shared cache folder cannot make the writer overwrite another file)."""
+    not followed (a shared cache folder cannot make the writer overwrite another file).
+    ``replace=False``: put in place only where no file is at ``path`` yet, in one step (a hard
+    link, which fails on an existing name), and return whether it was; a file system without
+    hard links checks first instead. True otherwise."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -108,10 +114,26 @@ def write_atomically(path: str | Path, write: Callable[[BinaryIO], Any]) -> None
             write(file)
             file.flush()
             os.fsync(file.fileno())
-        os.replace(partial, path)
+        if replace:
+            os.replace(partial, path)
+            return True
+        try:
+            os.link(partial, path)
+        except FileExistsError:
+            return False
+        except OSError:  # no hard links here
+            if os.path.lexists(path):
+                return False
+            os.replace(partial, path)
+            return True
+        Path(partial).unlink()
+        return True
     except BaseException:
         Path(partial).unlink(missing_ok=True)
         raise
+    finally:
+        if not replace:
+            Path(partial).unlink(missing_ok=True)
 
 
 def load_state(path: str | Path) -> dict[str, Any]:

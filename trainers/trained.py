@@ -122,13 +122,17 @@ class TrainedStore:
 
     def save(self, config: TrialConfig, state: dict[str, Any], epochs: list[dict]) -> None:
         """Keep ``state``, taken after the last train epoch by a trial that found no entry it
-        could read. Replacing an entry is safe: two trials that trained the same phase at
-        once hold the same values, and a damaged entry gets mended."""
+        could read. An entry that reads is never replaced: two trials that trained the same
+        phase at once hold the same weights but not the same bytes (their epochs' seconds),
+        and an inheriting child names the first one's file by its SHA-256 (``train.init``),
+        which the second's save would have made fail, in the search and in ``reproduce``.
+        A damaged entry is mended."""
         path = self.path(trained_key(config))
         # The train phase's optimizer is never read again (each later phase makes its own),
         # so it is not kept: an entry is about the model's fp32 size, not three times it.
         entry = {**state, "optimizer": {}, EPOCHS_KEY: [dict(epoch) for epoch in epochs]}
         try:
-            save_state(path, entry)
+            if not save_state(path, entry, replace=False) and self.load(config) is None:
+                save_state(path, entry)
         except OSError as exc:  # a full or read-only disk costs later trials a reuse, no more
             print(f"nascomp: trained student not kept ({path}): {exc}", file=sys.stderr)

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from nascomp.search.experiment import load_experiment, trial_constants
+from nascomp.trainers.checkpoint import STATE_FORMAT
 from nascomp.trainers.config import TrialConfig
 from nascomp.trainers.teacher import TeacherJob, load_or_train_teacher
 from nascomp.trainers.trained import REPLAYED_KEY, TrainedStore, trained_key
@@ -155,3 +156,25 @@ def test_a_store_that_cannot_be_written_costs_only_the_reuse(
     outcome, _ = run(config(), TrainedStore(blocked / "trained"))
     assert outcome.metrics["reused_epochs"] == 0.0
     assert "trained student not kept" in capsys.readouterr().err
+
+
+def test_an_entry_that_reads_is_never_replaced(tmp_path: Path) -> None:
+    """Two trials that trained the same phase at once: the second's save replaced the first's
+    file (same weights, other epoch seconds), whose SHA-256 an inheriting child had taken
+    (a helper's sweep): the child, and its reproduce, refused the changed file."""
+    store = TrainedStore(tmp_path)
+    trial = TrialConfig.from_flat(config())
+    path = store.path(trained_key(trial))
+    state = {"format": STATE_FORMAT, "w": torch.ones(2)}
+    epochs = [{"epoch": e + 1, "train_seconds": 1.0} for e in range(trial.train.epochs)]
+    store.save(trial, state, epochs)
+    first = path.read_bytes()
+    store.save(trial, state, [{**e, "train_seconds": 2.0} for e in epochs])
+    assert path.read_bytes() == first
+    kept = store.load(trial)
+    assert kept is not None and kept.epochs == epochs
+    # One that does not read (damaged, or of other epochs) is mended.
+    path.write_bytes(b"damaged")
+    store.save(trial, state, epochs)
+    assert store.load(trial) is not None
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no partial file left
