@@ -934,7 +934,7 @@ def onnx_note(exported: dict[str, Any], metrics: dict[str, float]) -> str | None
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from nascomp.search.export import check_export_folder
-    from nascomp.search.reproduce import reproduce
+    from nascomp.search.reproduce import reproduce, unfinished_trial
 
     if args.fp16 and args.export is None:
         return _fail("--fp16 writes model.fp16.onnx into the --export folder: give --export DIR")
@@ -949,6 +949,9 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     if lookup and (args.export is not None or args.register):
         flag = "--export" if args.export is not None else "--register"
         return _fail(f"{flag}: run {run_id} is a NAS-Bench-201 lookup: no trained weights")
+    # before the header line, which read as if the work had begun
+    if unfinished := unfinished_trial(record, "reproduce"):
+        return _fail(unfinished)
     print(f"reproducing {run_id}: {_describe(record.params)}")
     if lookup:
         return _reproduce_lookup(record)
@@ -1043,6 +1046,7 @@ def _print_changes(
 def cmd_export(args: argparse.Namespace) -> int:
     from nascomp.search.export import check_export_folder
     from nascomp.search.export_run import export_trial
+    from nascomp.search.reproduce import unfinished_trial
 
     check_writable_folder(args.to, "--to")  # before the run is looked up
     check_export_folder(args.to, "--to", fp16=args.fp16)
@@ -1051,6 +1055,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     record = tracker.trial_record(run_id)
     if record.params.get("trial") == "nb201_lookup":
         return _fail(f"run {run_id} is a NAS-Bench-201 lookup: no trained weights to export")
+    if unfinished := unfinished_trial(record, "export"):  # before the header line
+        return _fail(unfinished)
     print(f"exporting {run_id}: {_describe(record.params)}")
     result = export_trial(
         tracker, run_id, args.to, fp16=args.fp16, echo=print, register=args.register

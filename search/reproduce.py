@@ -86,6 +86,15 @@ class LoggedTrial:
     data_changed: bool | None
 
 
+def unfinished_trial(record: TrialRecord, verb: str) -> str | None:
+    """Why ``verb`` (reproduce, export) has nothing to rebuild of ``record``, if so."""
+    if record.status == "ok":
+        return None
+    return (
+        f"run {record.run_id} is not a finished trial (status {record.status!r}); nothing to {verb}"
+    )
+
+
 def read_trial(
     tracker: Tracker, run_id: str, verb: str, echo: Callable[[str], Any] | None = None
 ) -> LoggedTrial:
@@ -94,10 +103,8 @@ def read_trial(
     code that does not import here, is a one-line ValueError. ``echo`` gets a note when the
     config is rebuilt from the run's rounded params."""
     source = tracker.trial_record(run_id)
-    if source.status != "ok":
-        raise ValueError(
-            f"run {run_id} is not a finished trial (status {source.status!r}); nothing to {verb}"
-        )
+    if unfinished := unfinished_trial(source, verb):
+        raise ValueError(unfinished)
     logged = tracker.logged_config(source)
     flat = logged if logged is not None else dict(source.params)
     if logged is None and echo is not None:  # it was rebuilt unsaid, floats rounded

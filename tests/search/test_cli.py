@@ -985,3 +985,35 @@ def test_usage_errors_are_one_line_from_the_commands_own_parser(
         main(argv)
     assert caught.value.code == 2
     assert capsys.readouterr().err == said + "\n"
+
+
+@pytest.mark.parametrize("command", ["export", "reproduce"])
+def test_a_stopped_trial_is_refused_before_the_commands_header(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``exporting RUN: ...`` was printed before the refusal of a trial mo_asha had stopped,
+    as if the work had begun (a helper's sweep): one line, exit 2, nothing written."""
+    from nascomp.search.tracking.store import Tracker
+
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    tracker = Tracker(uri, "nascomp")
+    search = tracker.start_search(
+        run_name="s", experiment_yaml="{}", space=[], objectives={}, git_commit=None
+    )
+    stopped = tracker.client.create_run(
+        tracker.experiment_id(),
+        tags={
+            "mlflow.parentRunId": search,
+            "nascomp.trial_id": "0",
+            "nascomp.status": "pruned",
+        },
+    ).info.run_id
+    tracker.client.set_terminated(stopped, "FINISHED")
+    target = ["--to", str(tmp_path / "out")] if command == "export" else []
+    result = nascomp_here(capsys, command, stopped[:8], *target, "--tracking-uri", uri)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == (
+        f"nascomp: error: run {stopped} is not a finished trial (status 'pruned'); "
+        f"nothing to {command}\n"
+    )
+    assert not (tmp_path / "out").exists()
