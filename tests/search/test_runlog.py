@@ -44,7 +44,9 @@ class Outage:
 @pytest.fixture
 def store(tmp_path: Path) -> tuple[MlflowClient, str, str]:
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
-    experiment_id = client.create_experiment("runlog")
+    # artifacts in the test's folder: MLflow's default is ./mlruns of wherever pytest runs
+    artifacts = (tmp_path / "mlartifacts").as_uri()
+    experiment_id = client.create_experiment("runlog", artifact_location=artifacts)
     parent = client.create_run(experiment_id, tags={"nascomp.role": "search"}).info.run_id
     return client, experiment_id, parent
 
