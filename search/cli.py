@@ -154,13 +154,10 @@ def _model_name(text: str) -> str:
         raise argparse.ArgumentTypeError(f"a model's name cannot hold '/' or ':'; got {text!r}")
     # MLflow's own rule for the rest ('.', '..', names that resolve to another path), which it
     # applied only once the file was exported and logged: two tracebacks, exit 1.
-    from mlflow.exceptions import MlflowException
-    from mlflow.utils.validation import _validate_model_name
+    from nascomp.search.tracking.store import model_name_refusal
 
-    try:
-        _validate_model_name(text)
-    except MlflowException as exc:
-        raise argparse.ArgumentTypeError(" ".join(exc.message.split())) from None
+    if refusal := model_name_refusal(text):
+        raise argparse.ArgumentTypeError(refusal)
     return text
 
 

@@ -126,6 +126,18 @@ def without_credentials(uri: str) -> str:
     return urlunsplit(parts)
 
 
+def model_name_refusal(name: str) -> str | None:
+    """Why the Model Registry refuses ``name``, by MLflow's own rule, if it does."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.validation import _validate_model_name
+
+    try:
+        _validate_model_name(name)
+    except MlflowException as exc:
+        return " ".join(exc.message.split())
+    return None
+
+
 def _health_request(uri: str, path: str = "health") -> urllib.request.Request:
     """A GET of an MLflow server's /health (or another of its plain pages); a user and
     password in ``uri`` go in the Authorization header, as MLflow's own client sends them
