@@ -27,16 +27,27 @@ import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nascomp.search import experiment as _experiment
-from nascomp.search.driver import SearchSummary, counted
 from nascomp.search.errors import SearchError, SearchInterrupted
 from nascomp.search.experiment import Experiment
 from nascomp.search.export import load_exported
-from nascomp.search.tune.head import starting_local_ray
+
+if TYPE_CHECKING:
+    from nascomp.search.driver import SearchSummary
 
 ExperimentSource = str | Path | Mapping[str, Any] | Experiment | None
+
+
+def __getattr__(name: str) -> Any:
+    """``SearchSummary`` on first use: the driver imports Ray, Ray Tune, Optuna and MLflow,
+    which ``load_experiment`` and ``load_exported`` do not need."""
+    if name == "SearchSummary":
+        from nascomp.search.driver import SearchSummary
+
+        return SearchSummary
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # The command line's words in the driver's messages, as a caller of run_search names them
@@ -132,6 +143,13 @@ def run_search(
         # search's: its logger reads this at import, and is set here where a notebook
         # imported it already.
         os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+        # No usage telemetry from the search, as from the command (unless the caller set
+        # these): MLflow reads its variable at each call, and the local Ray and its trials
+        # inherit both. Put back with the rest of the environment.
+        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+        os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+        from nascomp.search.tune.head import starting_local_ray
+
         mlflow_log = logging.getLogger("mlflow")
         level = mlflow_log.level
         mlflow_log.setLevel(max(level, logging.WARNING))
@@ -216,6 +234,7 @@ def summary_line(summary: SearchSummary, experiment: Experiment) -> str:
     the front's size (or why it is empty, and the commonest failure) and its search id."""
     from collections import Counter
 
+    from nascomp.search.driver import counted
     from nascomp.search.front.selection import empty_front_reason
 
     counts = ", ".join(

@@ -3,12 +3,17 @@ forms, and a real search run from a mapping (NAS-Bench-201 lookups: seconds of t
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 import nascomp
+from nascomp.search.errors import SearchError
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "nb201.yaml"
 
@@ -183,3 +188,51 @@ def test_the_summary_line_counts_in_words() -> None:
     assert summary_line(summary, load_experiment(None)).startswith(
         "2 trials in 3 s (2 ok); front of 2 models"
     )
+
+
+def test_reading_an_experiment_or_an_export_imports_no_search_library(tmp_path: Path) -> None:
+    """``nascomp.load_experiment`` and ``nascomp.load_exported`` imported Ray, Ray Tune,
+    Optuna and MLflow (the API module imported the driver), and with MLflow its telemetry
+    (a helper's sweep)."""
+    probe = (
+        "import json, sys, nascomp\n"
+        "nascomp.load_experiment(None, ['search.trials=3'])\n"
+        "nascomp.load_exported\n"
+        "print(json.dumps(sorted(m for m in ('ray', 'mlflow', 'optuna') if m in sys.modules)))\n"
+        "print(nascomp.SearchSummary.__name__)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    heavy, name = done.stdout.splitlines()
+    assert json.loads(heavy) == [] and name == "SearchSummary"
+
+
+def test_run_search_turns_usage_telemetry_off_and_puts_it_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The command set MLflow's and ONNX Runtime's switches; a search from Python ran with
+    both on, in the caller's process and in its trials (a helper's sweep)."""
+    from nascomp.search import api, driver
+
+    for name in ("MLFLOW_DISABLE_TELEMETRY", "ORT_DISABLE_TELEMETRY"):
+        monkeypatch.delenv(name, raising=False)
+    seen: dict[str, str | None] = {}
+
+    def drive(*args: object, **kwargs: object) -> None:
+        seen.update(
+            {n: os.environ.get(n) for n in ("MLFLOW_DISABLE_TELEMETRY", "ORT_DISABLE_TELEMETRY")}
+        )
+        raise SearchError("stopped here")
+
+    monkeypatch.setattr(driver, "run_search", drive)
+    with pytest.raises(SearchError, match="stopped here"):
+        api.run_search(None, address="127.0.0.1:1", echo=None)  # an address: no local Ray
+    assert seen == {"MLFLOW_DISABLE_TELEMETRY": "true", "ORT_DISABLE_TELEMETRY": "1"}
+    assert "MLFLOW_DISABLE_TELEMETRY" not in os.environ  # the caller's environment is back
+    # A caller's own choice stays.
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "false")
+    with pytest.raises(SearchError):
+        api.run_search(None, address="127.0.0.1:1", echo=None)
+    assert seen["MLFLOW_DISABLE_TELEMETRY"] == "false"
