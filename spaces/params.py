@@ -17,9 +17,10 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, ClassVar
+from types import UnionType
+from typing import Annotated, Any, ClassVar, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator, model_validator
 
 Scalar = int | float | str | bool
 
@@ -350,12 +351,37 @@ class Rule:
     discrete: bool = False
 
 
+def admits_none(annotation: Any) -> bool:
+    """Whether a field of this type takes None as a value of its own (``int | None``)."""
+    if annotation is None or annotation is type(None) or annotation is Any:
+        return True
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return admits_none(get_args(annotation)[0])
+    return origin in (Union, UnionType) and any(admits_none(a) for a in get_args(annotation))
+
+
 class SpecSection(BaseModel):
     """A space section: each field in ``_rules`` is a spec checked by :func:`parse_spec`, so
-    that lists mean choices and mappings mean ranges."""
+    that lists mean choices and mappings mean ranges. ``KEY: null`` (``--set KEY=null``) is
+    the field's default: a spec is never null, nor a section."""
 
     model_config = ConfigDict(extra="forbid", validate_default=True)
     _rules: ClassVar[dict[str, Rule]] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_the_default(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        fields = cls.model_fields
+        return {
+            key: value
+            for key, value in data.items()
+            if value is not None
+            or key not in fields
+            or (key not in cls._rules and admits_none(fields[key].annotation))
+        }
 
     @field_validator("*")
     @classmethod
