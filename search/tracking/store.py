@@ -167,13 +167,25 @@ def _scheme(uri: str) -> str:
 
 @contextlib.contextmanager
 def _store_init_lock(uri: str) -> Iterator[None]:
-    """An exclusive lock per database URI among this machine's processes (a file in the temp
-    folder, as MLflow's own ``_safe_initialize_tables`` takes, which its store does not)."""
+    """An exclusive lock per database URI among this user's processes on this machine (a file
+    in a folder of the user's own in the temp folder, as MLflow's own
+    ``_safe_initialize_tables`` takes, which its store does not). The files were in the temp
+    folder itself, where another user's file of the same store cannot be opened: every
+    command ended in a traceback. A lock that cannot be had is done without."""
     import fcntl
     import hashlib
 
     digest = hashlib.sha256(uri.encode()).hexdigest()[:16]
-    with open(Path(tempfile.gettempdir()) / f"nascomp-store-{digest}.lock", "a") as handle:
+    folder = Path(tempfile.gettempdir()) / f"nascomp-locks-{os.getuid()}"
+    try:
+        folder.mkdir(mode=0o700, exist_ok=True)
+        if folder.is_symlink() or folder.stat().st_uid != os.getuid():
+            raise PermissionError(f"{folder} is not this user's own")  # planted by another
+        handle = open(folder / f"store-{digest}.lock", "a")  # noqa: SIM115 (closed below)
+    except OSError:
+        yield
+        return
+    with handle:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
         try:
             yield

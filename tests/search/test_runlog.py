@@ -4,7 +4,9 @@ client whose calls fail for a while, as an unreachable server's do."""
 from __future__ import annotations
 
 import json
+import os
 import pickle
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -726,3 +728,24 @@ def test_the_parent_describes_the_running_front_in_rank_order(tmp_path: Path) ->
     assert callback.front.order() == ["d"]
     assert remember("d", 0.60, 500) == ["mlp 400", "mlp 200"]  # d again, dominated
     assert callback.front.order() == ["a", "b"]  # c stays dominated by b
+
+
+def test_the_stores_lock_is_this_users_and_done_without_when_it_cannot_be_had(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lock files were in the temp folder itself, where another user's file of the same
+    store could not be opened: every command ended in a traceback (a helper's sweep)."""
+    from nascomp.search.tracking.store import _store_init_lock
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with _store_init_lock("sqlite:////x/m.db"):
+        (lock,) = (tmp_path / f"nascomp-locks-{os.getuid()}").iterdir()
+        assert lock.name.startswith("store-") and oct(lock.parent.stat().st_mode)[-3:] == "700"
+    # A folder that cannot be made (here a file in its place): no lock, no traceback.
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "other"))
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / f"nascomp-locks-{os.getuid()}").write_text("not a folder")
+    entered = False
+    with _store_init_lock("sqlite:////x/m.db"):
+        entered = True
+    assert entered
