@@ -1037,7 +1037,8 @@ def _print_changes(
             if data_changed
             else otherwise
         )
-        print(f"warning: {', '.join(mismatched)} differ from the logged run ({why})")
+        verb = "differs" if len(mismatched) == 1 else "differ"
+        print(f"warning: {', '.join(mismatched)} {verb} from the logged run ({why})")
 
 
 def cmd_export(args: argparse.Namespace) -> int:
