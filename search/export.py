@@ -264,11 +264,27 @@ def check_export_folder(out_dir: Path, field: str, fp16: bool = False) -> None:
             continue  # a file the export does not write stays (foreign_files)
         earlier = earlier_export_files(out_dir) if earlier is None else earlier
         if name not in earlier:
-            raise ValueError(
-                f"{field}: {path} is no earlier nascomp export's file (none is in the folder, "
-                "or its export.json does not list it) and the export would replace it; move it "
-                "or give another folder"
+            listed = EXPORT_INFO in earlier  # an export's folder: the file was changed since
+            why = (
+                "it changed since the export that wrote it (its SHA-256 is not export.json's)"
+                if listed and name in _listed_files(out_dir)
+                else "no earlier export wrote it (none is in the folder, or its export.json does "
+                "not list it)"
             )
+            raise ValueError(
+                f"{field}: {path} is not an earlier nascomp export's file as it was: {why}, and "
+                "the export would replace it; move it or give another folder"
+            )
+
+
+def _listed_files(out_dir: Path) -> set[str]:
+    """The names ``export.json`` lists (whatever they hold now)."""
+    try:
+        info = json.loads((out_dir / EXPORT_INFO).read_text())
+    except (OSError, ValueError):
+        return set()
+    files = info.get("files") if isinstance(info, dict) else None
+    return set(files) if isinstance(files, dict) else set()
 
 
 def foreign_files(out_dir: Path, files: Mapping[str, Path]) -> list[Path]:
