@@ -14,7 +14,7 @@ Nothing here knows Optuna; ``nascomp.search.samplers.space`` is the one place th
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence, Set
 from dataclasses import dataclass
 from decimal import Decimal
 from types import UnionType
@@ -361,6 +361,21 @@ def admits_none(annotation: Any) -> bool:
     return origin in (Union, UnionType) and any(admits_none(a) for a in get_args(annotation))
 
 
+def without_nulls(data: Any, fields: Mapping[str, Any], never_none: Set[str] = frozenset()) -> Any:
+    """A section's mapping without the keys set to None whose field takes no None itself (a
+    model's ``model_fields``; ``never_none`` names more), so those fields get their defaults.
+    Keys that are no field stay, for the unknown-key error."""
+    if not isinstance(data, dict):
+        return data
+    return {
+        key: value
+        for key, value in data.items()
+        if value is not None
+        or key not in fields
+        or (key not in never_none and admits_none(fields[key].annotation))
+    }
+
+
 class SpecSection(BaseModel):
     """A space section: each field in ``_rules`` is a spec checked by :func:`parse_spec`, so
     that lists mean choices and mappings mean ranges. ``KEY: null`` (``--set KEY=null``) is
@@ -372,16 +387,7 @@ class SpecSection(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _null_is_the_default(cls, data: Any) -> Any:
-        if not isinstance(data, dict):
-            return data
-        fields = cls.model_fields
-        return {
-            key: value
-            for key, value in data.items()
-            if value is not None
-            or key not in fields
-            or (key not in cls._rules and admits_none(fields[key].annotation))
-        }
+        return without_nulls(data, cls.model_fields, never_none=set(cls._rules))
 
     @field_validator("*")
     @classmethod

@@ -22,7 +22,7 @@ from pydantic import (
     model_validator,
 )
 
-from nascomp.spaces.params import admits_none
+from nascomp.spaces.params import without_nulls
 from nascomp.trainers.augment import AugmentConfig
 from nascomp.trainers.data import (
     USER_SOURCES,
@@ -81,14 +81,7 @@ class Section(BaseModel):
         # ``KEY: null`` (``--set KEY=null``, which an empty --set value's error suggests) asks
         # for the field's default where the field takes no None itself: it was refused as
         # "Input should be a valid integer; got None" for nearly every field.
-        if not isinstance(data, dict):
-            return data
-        fields = cls.model_fields
-        return {
-            key: value
-            for key, value in data.items()
-            if value is not None or key not in fields or admits_none(fields[key].annotation)
-        }
+        return without_nulls(data, cls.model_fields)
 
     @field_validator("*", mode="before")
     @classmethod
