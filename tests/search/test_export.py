@@ -398,10 +398,12 @@ def test_a_tracking_server_that_refuses_is_told_apart_from_one_that_is_down(
     from nascomp.search.tracking.store import Tracker
 
     class Guarded(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
+        def do_GET(self) -> None:  # /health, and /version (an MLflow server's version)
             good = self.headers.get("Authorization") == "Basic bWU6cHc="  # me:pw
             self.send_response(200 if good else 401)
             self.end_headers()
+            if good and self.path == "/version":
+                self.wfile.write(b"3.0.0")
 
         def do_POST(self) -> None:  # the one read that shows an MLflow server: no experiment
             self.rfile.read(int(self.headers.get("Content-Length", 0)))
