@@ -156,22 +156,6 @@ class SearchConfig(Section):
         "this often, and always at its end; 0: after every epoch. mo_asha: every epoch",
     )
 
-    @model_validator(mode="before")
-    @classmethod
-    def _trials_by_default(cls, data: Any) -> Any:
-        # ``trials: null`` asks for the default (20, or a budget's cap): a file that names a
-        # number can hand the size back to its budget (--set search.trials=null)
-        if isinstance(data, dict) and "trials" in data and data["trials"] is None:
-            return {k: v for k, v in data.items() if k != "trials"}
-        return data
-
-    @field_validator("budget", mode="before")
-    @classmethod
-    def _no_budget(cls, value: Any) -> Any:
-        # ``budget: null`` (``--set search.budget=null``) clears a budget a shared file
-        # sets, as its documented default, none, says
-        return {} if value is None else value
-
     @model_validator(mode="after")
     def _budget_sizes_the_search(self) -> SearchConfig:
         # Given alone, a budget ends the search; search.trials, when given too, caps it.
