@@ -808,7 +808,14 @@ def cmd_pareto(args: argparse.Namespace) -> int:
     if args.pick:
         chosen = _pick(tracker, args.pick, search_run)
         if args.json:
-            print(json.dumps({"run_id": chosen.run_id, "metrics": chosen.metrics}, default=str))
+            picked = {
+                "search_run_id": search_run,
+                "run_id": chosen.run_id,
+                "model": _describe(chosen.params),  # the line the table shows
+                "metrics": chosen.metrics,
+                "params": chosen.params,
+            }
+            print(json.dumps(picked, default=str))
         else:
             shown = "  ".join(
                 f"{m}={_fmt(chosen.metrics.get(m))}" for m in _picked_on(args.pick, objectives)
@@ -820,6 +827,7 @@ def cmd_pareto(args: argparse.Namespace) -> int:
             {
                 "rank": i + 1,
                 "run_id": r.run_id,
+                "model": _describe(r.params),
                 "objectives": {m: r.metrics.get(m) for m in objectives},
                 "params": r.params,
             }

@@ -151,6 +151,14 @@ def test_lookup_search_pick_plot_and_reproduce(
     best_id = best.stdout.split()[0]
     top = max(front, key=lambda row: row["objectives"]["val_accuracy"])
     assert best_id == top["run_id"]
+    # As JSON: the same run, its search, and the model as the table describes it.
+    picked = json.loads(
+        nascomp_here(capsys, "pareto", "--pick", "max val_accuracy", "--json", *common).stdout
+    )
+    assert (picked["run_id"], picked["search_run_id"]) == (best_id, read["search_run_id"])
+    assert picked["model"] == top["model"] and picked["model"] in best.stdout
+    assert picked["params"] == top["params"]
+    assert picked["metrics"]["val_accuracy"] == top["objectives"]["val_accuracy"]
     knee = nascomp_here(capsys, "pareto", "--pick", "knee", *common)
     assert knee.returncode == 0 and knee.stdout.split()[0] in {row["run_id"] for row in front}
     again = nascomp("reproduce", "--pick", "max val_accuracy", *common, cwd=workdir)
