@@ -95,6 +95,19 @@ def unfinished_trial(record: TrialRecord, verb: str) -> str | None:
     )
 
 
+def missing_device(run_id: str, device: str) -> str | None:
+    """Why trial ``run_id``, trained on ``device``, cannot be reproduced on this machine, if
+    so: a GPU trial needs a CUDA GPU here (its config names the device, as the search gave it);
+    ``nascomp export`` rebuilds its model on the CPU without training."""
+    if not str(device).startswith("cuda") or torch.cuda.is_available():
+        return None
+    return (
+        f"run {run_id} trained on a CUDA GPU (resources.gpus_per_trial) and this machine has "
+        f"none: reproduce it where one is, or `nascomp export {run_id} --to DIR` writes its "
+        "model without training"
+    )
+
+
 def read_trial(
     tracker: Tracker, run_id: str, verb: str, echo: Callable[[str], Any] | None = None
 ) -> LoggedTrial:
@@ -159,6 +172,8 @@ def reproduce(
         raise ValueError("--fp16 writes model.fp16.onnx into the --export folder: give --export")
     trial = read_trial(tracker, run_id, "reproduce", echo)
     source, flat, config = trial.source, trial.flat, trial.config
+    if missing := missing_device(source.run_id, config.device):
+        raise ValueError(missing)
     # before anything trains: the reproduction is logged next to its trial
     tracker.check_experiment_active(source.experiment_id or None)
     teacher_state = None
@@ -171,8 +186,13 @@ def reproduce(
         raise RuntimeError(
             f"run {run_id} did not produce a model ({outcome.status}: {outcome.reason})"
         )
+    # Logged, exported and compared on the CPU, as the search's own trials are: a GPU
+    # trial's model pickled with CUDA storages loads nowhere else, its TorchScript trace would
+    # hold the GPU, and the fp16 agreement fed it the CPU's data (a traceback after the run
+    # was logged and the folder written).
+    model = outcome.model.cpu()
     data = config.data.load(threads=config.threads)
-    example = data.test.head(1).to(config.device)
+    example = data.test.head(1)
     if register and outcome.onnx is None:
         raise ValueError(f"--register: the model has no ONNX form ({outcome.info.get('onnx')})")
     recipe = (
@@ -187,13 +207,13 @@ def reproduce(
     onnx = with_metadata(outcome.onnx, recipe, source.run_id) if outcome.onnx else None
     # Made before the run is logged: a model whose fp16 form ONNX Runtime cannot open is one
     # line and no run (it was a FINISHED run and a logged model, then the error).
-    fp16_form = fp16_onnx(outcome.model, example.cpu()) if fp16 and export_dir else None
+    fp16_form = fp16_onnx(model, example) if fp16 and export_dir else None
     run_id_again, model_uri = tracker.log_reproduction(
         source,
         flat,
         outcome.metrics,
-        outcome.model,
-        example.cpu(),
+        model,
+        example,
         onnx=onnx,
         info=outcome.info,
         preprocess=recipe,
@@ -220,7 +240,7 @@ def reproduce(
     fp16_agreement = None
     if export_dir:
         exported, fp16_agreement = export_with_data(
-            outcome.model, example, flat, export_dir, data, onnx, fp16, provenance, fp16_form
+            model, example, flat, export_dir, data, onnx, fp16, provenance, fp16_form
         )
     registered = None
     if register:

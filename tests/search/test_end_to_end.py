@@ -402,11 +402,15 @@ def test_export_of_a_run_without_model_files_is_one_line(searched: Searched) -> 
 
 
 def _copy_of_trial(
-    searched: Searched, source_id: str, experiment_name: str, files: dict[str, bytes | None]
+    searched: Searched,
+    source_id: str,
+    experiment_name: str,
+    files: dict[str, bytes | None],
+    params: dict[str, str] | None = None,
 ) -> str:
     """A copy of trial ``source_id`` in an experiment of its own (the search's counts stay as
-    they are): its params, tags and config, and of its model files those ``files`` names (the
-    run's bytes where the value is None, else the value's)."""
+    they are): its params (``params`` replacing some), tags and config, and of its model files
+    those ``files`` names (the run's bytes where the value is None, else the value's)."""
     source = searched.client.get_run(source_id)
     experiment = searched.client.get_experiment_by_name(experiment_name)
     experiment_id = (
@@ -416,10 +420,10 @@ def _copy_of_trial(
     )
     tags = {k: v for k, v in source.data.tags.items() if not k.startswith("mlflow.")}
     copy_id = searched.client.create_run(experiment_id, tags=tags).info.run_id
-    for key, value in source.data.params.items():
+    for key, value in {**source.data.params, **(params or {})}.items():
         searched.client.log_param(copy_id, key, value)
     with tempfile.TemporaryDirectory() as scratch:
-        for name in ("trial_config.json", *files):
+        for name in dict.fromkeys(("trial_config.json", *files)):
             path = Path(searched.client.download_artifacts(source_id, name, scratch))
             if files.get(name) is not None:
                 path.write_bytes(files[name])
@@ -427,6 +431,92 @@ def _copy_of_trial(
             searched.client.log_artifact(copy_id, str(path), folder)
     searched.client.set_terminated(copy_id, "FINISHED")
     return copy_id
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a CUDA GPU")
+def test_a_gpu_trial_reproduced_without_a_gpu_is_one_line_before_anything_trains(
+    searched: Searched, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A trial trained on a GPU (its config's device, as `resources.gpus_per_trial` gives it),
+    reproduced where there is none: one line naming the export that needs no GPU (a traceback
+    from deep in the data's move to the device before, after the header; a helper's review).
+    The export it names rebuilds that model on the CPU."""
+    from nascomp.search.reproduce import reproduce
+    from nascomp.search.tracking.store import Tracker
+    from tests.search.conftest import nascomp_here
+
+    source_id = json.loads(searched.cli("pareto", "--json").stdout)["front"][0]["run_id"]
+    with tempfile.TemporaryDirectory() as scratch:
+        path = searched.client.download_artifacts(source_id, "trial_config.json", scratch)
+        document = json.loads(Path(path).read_text())
+    assert document["config"]["device"] == "cpu"
+    document["config"]["device"] = "cuda"
+    copy_id = _copy_of_trial(
+        searched,
+        source_id,
+        "on-a-gpu",
+        {
+            "trial_config.json": json.dumps(document).encode(),
+            **dict.fromkeys(("model.nascomp", "skeleton.json", "onnx_model/MLmodel")),
+            "onnx_model/model.onnx": None,
+        },
+        params={"device": "cuda"},
+    )
+    monkeypatch.chdir(searched.folder)
+    monkeypatch.setenv("NASCOMP_CACHE", searched.env["NASCOMP_CACHE"])
+    result = nascomp_here(capsys, "reproduce", copy_id, "--tracking-uri", searched.uri)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr == (
+        f"nascomp: error: run {copy_id} trained on a CUDA GPU (resources.gpus_per_trial) and "
+        f"this machine has none: reproduce it where one is, or `nascomp export {copy_id} --to "
+        "DIR` writes its model without training\n"
+    )
+    assert result.stdout == ""
+    # From Python: the config's device, the same line.
+    tracker = Tracker(searched.uri, "on-a-gpu")
+    with pytest.raises(ValueError, match=f"^run {copy_id} trained on a CUDA GPU"):
+        reproduce(tracker, copy_id)
+    assert len(tracker.client.search_runs([tracker.experiment_id()])) == 1  # the copy alone
+    exported = nascomp_here(
+        capsys, "export", copy_id, "--to", "gpu-export", "--tracking-uri", searched.uri
+    )
+    assert exported.returncode == 0, exported.stderr[-2000:]
+    assert (searched.folder / "gpu-export" / "model.onnx").is_file()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_gpu_trials_reproduction_is_logged_and_exported_for_the_cpu(
+    searched: Searched, tmp_path: Path
+) -> None:
+    """The same trial trained on the GPU by `reproduce --export --fp16`: its logged PyTorch
+    model and its TorchScript file hold CPU tensors (they held CUDA ones, which load nowhere
+    else), and the fp16 agreement is measured (the CUDA model was fed the CPU's data: a
+    traceback after the run was logged and the folder written; a helper's review)."""
+    source_id = json.loads(searched.cli("pareto", "--json").stdout)["front"][0]["run_id"]
+    with tempfile.TemporaryDirectory() as scratch:
+        path = searched.client.download_artifacts(source_id, "trial_config.json", scratch)
+        document = json.loads(Path(path).read_text())
+    document["config"]["device"] = "cuda"
+    copy_id = _copy_of_trial(
+        searched,
+        source_id,
+        "on-a-gpu",
+        {"trial_config.json": json.dumps(document).encode()},
+        params={"device": "cuda"},
+    )
+    export = tmp_path / "export"
+    result = searched.cli("reproduce", copy_id, "--export", str(export), "--fp16")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "fp16" in result.stdout and "warning" not in result.stderr
+    (again,) = searched.client.search_runs(
+        [searched.client.get_experiment_by_name("on-a-gpu").experiment_id],
+        f"tags.`nascomp.reproduced_from` = '{copy_id}'",
+    )
+    mlflow.set_tracking_uri(searched.uri)
+    logged = mlflow.pytorch.load_model(f"runs:/{again.info.run_id}/model")
+    assert {p.device.type for p in logged.parameters()} == {"cpu"}
+    traced = torch.jit.load(str(export / "model.torchscript.pt"))
+    assert {p.device.type for p in traced.parameters()} == {"cpu"}
 
 
 def test_export_of_damaged_model_files_is_one_line_naming_them(searched: Searched) -> None:
