@@ -4,7 +4,7 @@ drop of what torch.ao and torch.fx keep (``compressors.deploy._conversion_leftov
     python bench/conversion_memory.py                 # 30 conversions, 2 alternating pairs
     python bench/conversion_memory.py --conversions 10 --pairs 1
 
-GPU trials and ``measure.runtime: torch`` convert their model with torch.ao every trial, in a
+CPU trials with ``measure.runtime: torch`` convert their model with torch.ao every trial, in a
 worker that runs trial after trial. torch 2.14.1 memoises a device lookup in an unbounded cache
 keyed by module (2 whole models a conversion) and keeps each generated module's source. Each
 side runs in a fresh process: one conversion to warm up, then ``--conversions`` more of a
