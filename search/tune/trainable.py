@@ -61,6 +61,9 @@ _PACKAGES = frozenset({"site-packages", "dist-packages"})
 RETRIED: tuple[type[BaseException], ...] = (OSError, ray.exceptions.RayError)
 # A RuntimeError from a GPU's driver or library: the device may be at fault, not the trial.
 _DEVICE_FAULT = re.compile(r"\b(CUDA error|cuDNN error|CUBLAS_STATUS|NCCL error|HIP error)")
+# A kernel's assert: an index out of range (a label past the classes, an id past an embedding)
+# that the CPU raises as IndexError. The trial's own, seeded: it fails again.
+_DEVICE_ASSERT = re.compile(r"device-side assert")
 
 
 def trial_fn(
@@ -215,7 +218,9 @@ def retried(exc: BaseException) -> bool:
         return False  # a RuntimeError, and the same trial on the same device runs out again
     if isinstance(exc, RETRIED):
         return True
-    return isinstance(exc, RuntimeError) and _DEVICE_FAULT.search(str(exc)) is not None
+    if not isinstance(exc, RuntimeError) or _DEVICE_ASSERT.search(str(exc)):
+        return False
+    return _DEVICE_FAULT.search(str(exc)) is not None
 
 
 def failure_reason(exc: BaseException) -> str:

@@ -43,6 +43,11 @@ def _raising(exc: BaseException):
         (FloatingPointError("training diverged: loss is nan"), "FloatingPointError: training"),
         (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB"), "OutOfMemoryError"),
         (MemoryError("cannot allocate"), "MemoryError: cannot allocate"),
+        # the GPU's form of an IndexError: the trial's own, retried as a device fault before
+        (
+            RuntimeError("CUDA error: device-side assert triggered\nCompile with ..."),
+            "RuntimeError: CUDA error: device-side assert triggered Compile",
+        ),
     ],
 )
 def test_divergence_and_out_of_memory_end_the_trial_failed_with_the_reason(
