@@ -198,9 +198,13 @@ class ResourcesConfig(Section):
     @field_validator("gpus_per_trial")
     @classmethod
     def _gpu_share(cls, gpus: float) -> float:
-        # Ray places fractional GPUs only when several trials fit one device exactly.
-        if gpus > 1 and gpus != int(gpus):
-            raise ValueError(f"must be a fraction <= 1 or a whole number of GPUs; got {gpus}")
+        # A trial trains on one device (no data parallelism): Ray would reserve the other GPUs
+        # for it to leave idle, and the gpu_hours budget would charge them.
+        if gpus > 1:
+            raise ValueError(
+                "a trial trains on one GPU: give 1, or a fraction to share one (0.25: four "
+                f"trials on a GPU); got {gpus:g}"
+            )
         return gpus
 
 

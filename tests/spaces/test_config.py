@@ -52,6 +52,13 @@ def test_quickstart_is_valid() -> None:
         ("train.epochs=010", "train.epochs: must be a number; got '010' (a number with a lead"),
         ("search.trials=0", "search.trials: Input should be greater than or equal to 1"),
         ("search.trials=true", "search.trials: must be a number; got True"),
+        # Ray reserved both GPUs, the trial used one, gpu_hours charged two (a helper's review)
+        (
+            "resources.gpus_per_trial=2",
+            "resources.gpus_per_trial: a trial trains on one GPU: give 1, or a fraction to share "
+            "one (0.25: four trials on a GPU); got 2",
+        ),
+        ("resources.gpus_per_trial=1.5", "resources.gpus_per_trial: a trial trains on one GPU"),
         ("data.stream=maybe", "data.stream: must be true, false or 'auto'; got 'maybe'"),
         # pydantic's lax mode took 1, 0 and quoted words for booleans
         ("data.stream=1", "data.stream: must be true, false or 'auto'; got 1"),
@@ -151,7 +158,6 @@ def test_quickstart_is_valid() -> None:
             "objectives={val_accuracy: up}",
             "objectives.val_accuracy: Input should be 'min' or 'max'",
         ),
-        ("resources.gpus_per_trial=1.5", "resources.gpus_per_trial: must be a fraction <= 1"),
         (
             "data.name=svhn",
             "data.name: Input should be 'digits', 'mnist', 'fashion_mnist', 'imagefolder', "
