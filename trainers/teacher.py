@@ -20,6 +20,7 @@ from nascomp.spaces.models import InfeasibleArchitecture, build_model, model_fam
 from nascomp.spaces.userfn import module_file
 from nascomp.trainers.checkpoint import cpu_state_dict, write_atomically
 from nascomp.trainers.config import TrialConfig
+from nascomp.trainers.data import release_device_copies
 from nascomp.trainers.init import checked_digest, file_digest, load_state_file
 from nascomp.trainers.listing import listing_digest
 from nascomp.trainers.loop import (
@@ -288,6 +289,9 @@ def train_teacher(
     seconds = time.perf_counter() - started
     val = accuracy(model, data.val)
     state = cpu_state_dict(model)
+    if torch.device(job.device).type != "cpu":  # the process goes on without the GPU
+        del model, optimizer, data
+        release_device_copies()
     return state, {"teacher_val_accuracy": val, "teacher_train_seconds": seconds}
 
 

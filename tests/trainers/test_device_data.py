@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-from nascomp.trainers.data import clear_cache, load_data, to_device
+from nascomp.trainers.data import clear_cache, load_data, release_device_copies, to_device
 
 
 @pytest.fixture(autouse=True)
@@ -43,3 +43,29 @@ def test_cuda_and_current_cuda_index_share_one_copy() -> None:
     moved = to_device(splits, "cuda")
     assert moved.train_x.is_cuda and torch.equal(moved.train_x.cpu(), splits.train_x)
     assert to_device(splits, f"cuda:{torch.cuda.current_device()}") is moved
+
+
+def test_released_device_copies_are_made_again_and_the_cpu_splits_stay() -> None:
+    splits = load_data("digits")
+    moved = to_device(splits, "meta")
+    release_device_copies()
+    assert load_data("digits") is splits  # the loaded data stay cached
+    again = to_device(splits, "meta")
+    assert again is not moved and again.train_x.device.type == "meta"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_teacher_trained_on_the_gpu_leaves_no_memory_there() -> None:
+    """The driver trains the teacher, then runs the search: the GPU it trained on is the one
+    Ray hands to trials (it kept the dataset's copy and the allocator's blocks)."""
+    from nascomp.trainers.config import TrialConfig
+    from nascomp.trainers.teacher import TeacherJob, train_teacher
+
+    config = TrialConfig.from_flat(
+        {"data.name": "digits", "device": "cuda", "distill.enabled": True}
+    )
+    job = TeacherJob.of_trial(config)
+    before = torch.cuda.memory_reserved()
+    state, _ = train_teacher(job)
+    assert all(t.device.type == "cpu" for t in state.values())
+    assert torch.cuda.memory_reserved() <= before
