@@ -208,6 +208,9 @@ def process_state_kept() -> Iterator[None]:
     handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
     threads = torch.get_num_threads()
     states = (random.getstate(), np.random.get_state(), torch.random.get_rng_state())
+    # torch.manual_seed reseeds every GPU's generator too: theirs, where CUDA is in use here
+    # (a lazily initialised CUDA keeps its seeds until first use; nothing to put back then)
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
     path = list(sys.path)
     ray_level = logging.getLogger("ray").level
     faults = faulthandler.is_enabled()
@@ -227,6 +230,8 @@ def process_state_kept() -> Iterator[None]:
         random.setstate(states[0])
         np.random.set_state(states[1])
         torch.random.set_rng_state(states[2])
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
 
 
 def summary_line(summary: SearchSummary, experiment: Experiment) -> str:

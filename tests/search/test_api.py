@@ -112,6 +112,10 @@ def test_the_calling_process_is_left_as_it_was(monkeypatch: pytest.MonkeyPatch) 
     path, ray_level, faults = list(sys.path), logging.getLogger("ray").level, False
     pytests = faulthandler.is_enabled()  # pytest's own, put back at the end
     faulthandler.disable()
+    gpu = torch.cuda.is_available()
+    if gpu:  # in use here: manual_seed reseeds it too
+        torch.cuda.init()
+        cuda = torch.cuda.get_rng_state_all()
     with process_state_kept():
         sys.path.insert(0, os.getcwd())  # for the user's modules (spaces.userfn)
         logging.getLogger("ray").setLevel(logging.ERROR)  # ray.init(logging_level=...)
@@ -130,6 +134,8 @@ def test_the_calling_process_is_left_as_it_was(monkeypatch: pytest.MonkeyPatch) 
     assert signal.getsignal(signal.SIGTERM) is term and torch.get_num_threads() == threads
     assert random.getstate() == states[0] and torch.equal(torch.random.get_rng_state(), states[2])
     assert np.array_equal(np.random.get_state()[1], states[1][1])
+    if gpu:
+        assert all(map(torch.equal, torch.cuda.get_rng_state_all(), cuda))
     assert sys.path == path and logging.getLogger("ray").level == ray_level
     assert faulthandler.is_enabled() == faults
     if pytests:
