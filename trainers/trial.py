@@ -26,9 +26,9 @@ form in ``info["latency_layers"]``; ``onnx_bytes``
 is its size and ``onnx_agreement`` its top-1 agreement with the evaluated model on the
 validation split. Latency is timed on the runtime ``measure.runtime`` names: by default ONNX
 Runtime running that very file on CPU trials, PyTorch on GPU trials (its deployable form,
-``compressors.deploy.deployable_form``: int8 x86 at 8 bits, folded float at widths no CPU
-backend runs, the model itself at 32 bits; on a GPU, folded float32 at every width, torch.ao's
-int8 kernels being the CPU's). ``info["latency_form"]`` names runtime and
+``compressors.deploy.deployable_form``: on the CPU int8 x86 at 8 bits, folded float at widths
+no CPU backend runs, the model itself at 32 bits; on a GPU folded float32 at every width,
+torch.ao's int8 kernels being the CPU's). ``info["latency_form"]`` names runtime and
 precision, e.g. ``onnxruntime int8-qdq`` or ``torch int8-x86``. Accuracy stays the evaluated
 (fake-quantized) model's; ``info["deploy_agreement"]`` is torch's int8 form's agreement.
 """
