@@ -436,7 +436,10 @@ class StubClient:
     tracking_uri = "stub"
 
     def get_experiment_by_name(self, name: str) -> Any:
-        return SimpleNamespace(experiment_id="0")
+        return SimpleNamespace(experiment_id="0", tags={})
+
+    def get_experiment(self, experiment_id: str) -> Any:
+        return SimpleNamespace(experiment_id=experiment_id, tags={})
 
     def create_run(self, *args: Any, **kwargs: Any) -> Any:
         return SimpleNamespace(info=SimpleNamespace(run_id=uuid.uuid4().hex))
