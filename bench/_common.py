@@ -8,6 +8,7 @@ over minutes; a ratio of interleaved runs cancels most of that drift.
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import statistics
@@ -15,12 +16,43 @@ import subprocess
 import sys
 import tarfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def at_least(low: int) -> Callable[[str], int]:
+    """An argparse type: an integer of at least ``low``. A count of 0 (``--pairs 0``,
+    ``--seeds 0``) ended in a StatisticsError or IndexError traceback after the setup work,
+    or printed a table of nothing."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"an integer; got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"at least {low}; got {value}")
+        return value
+
+    parse.__name__ = f"integer of at least {low}"
+    return parse
+
+
+def above_zero(text: str) -> float:
+    """An argparse type: a number above 0 (a budget, a time)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a number; got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"a number above 0; got {text}")
+    return value
+
+
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 

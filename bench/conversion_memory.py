@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import child_value, load_average, machine
+from _common import at_least, child_value, load_average, machine
 
 CHILD = """
 import contextlib, ctypes, ctypes.util, gc, sys, warnings
@@ -64,8 +64,8 @@ def growth(side: str, conversions: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--conversions", type=int, default=30)
-    parser.add_argument("--pairs", type=int, default=2)
+    parser.add_argument("--conversions", type=at_least(1), default=30)
+    parser.add_argument("--pairs", type=at_least(1), default=2)
     args = parser.parse_args()
     print(f"{machine()}; load average {load_average()} at the start")
     print(f"{args.conversions} conversions of a 4.2 M-parameter CNN per process, RSS growth MB")

@@ -41,7 +41,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch
 import torch.nn.functional as F
-from _common import CIFAR_ARCH, PLAIN_TRAINING, cifar_subset, load_average, machine, spread
+from _common import (
+    CIFAR_ARCH,
+    PLAIN_TRAINING,
+    at_least,
+    cifar_subset,
+    load_average,
+    machine,
+    spread,
+)
 from _common import pinned_trial_config as trial_config
 from torch import nn
 from torch.utils.data import DataLoader, Subset
@@ -217,9 +225,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small data, 1 epoch, 2 pairs")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (cpus_per_trial)")
-    parser.add_argument("--epochs", type=int, default=2, help="epochs per timed run")
-    parser.add_argument("--pairs", type=int, default=4, help="alternating timed pairs")
+    parser.add_argument(
+        "--threads", type=at_least(1), default=1, help="torch threads (cpus_per_trial)"
+    )
+    parser.add_argument("--epochs", type=at_least(1), default=2, help="epochs per timed run")
+    parser.add_argument("--pairs", type=at_least(1), default=4, help="alternating timed pairs")
     parser.add_argument("--per-class", type=int, default=500, help="images per class")
     args = parser.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():

@@ -39,6 +39,7 @@ import argparse
 import copy
 import json
 import math
+import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
@@ -60,6 +61,9 @@ from nascomp.compressors.size import model_size_bytes
 from nascomp.spaces.models import build_model
 from nascomp.trainers.data import DataSplits, load_data
 from nascomp.trainers.loop import Distillation, make_optimizer, predict_logits, train_epoch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import at_least
 
 # Han et al. 2016, Table 2 and 3: (baseline error %, compressed error %, KB before, KB after).
 PAPER = {
@@ -422,7 +426,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--bits", type=int, help="one recipe at these uniform bits (skips the selection grid)"
     )
-    parser.add_argument("--epochs", type=int, help="override the baseline epochs")
+    parser.add_argument("--epochs", type=at_least(1), help="override the baseline epochs")
     parser.add_argument(
         "--budget", type=float, help="one recipe at this bit budget (skips the selection grid)"
     )

@@ -19,7 +19,9 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -34,6 +36,9 @@ from nascomp.trainers.loop import (
     predict_logits,
     train_epoch,
 )
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import at_least
 
 TEACHER = {"family": "lenet5"}
 STUDENT = {"family": "mlp", "hidden": [100, 100]}
@@ -107,8 +112,8 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-root", default="../shared/data")
     parser.add_argument("--dataset", default="mnist", choices=["mnist", "fashion_mnist"])
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--threads", type=at_least(1), default=1)
+    parser.add_argument("--seeds", type=at_least(1), default=3)
     parser.add_argument("--teacher-epochs", type=int, default=8)
     parser.add_argument("--student-epochs", type=int, default=15)
     parser.add_argument("--temperature", type=float, default=4.0)

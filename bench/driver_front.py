@@ -42,6 +42,9 @@ from nascomp.search.front.hypervolume import (
 )
 from nascomp.search.front.pareto import RunningFront, front_order, to_minimise
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import at_least
+
 OBJECTIVES = {"val_accuracy": "max", "size_bytes": "min", "latency_ms": "min"}
 MODES = list(OBJECTIVES.values())
 
@@ -68,9 +71,9 @@ def recompute(points: list[list[float]]) -> tuple[float, list[int]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--trials", type=int, default=10_000)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1_000, 5_000, 10_000])
-    parser.add_argument("--repeats", type=int, default=20, help="timed trials per size")
+    parser.add_argument("--trials", type=at_least(1), default=10_000)
+    parser.add_argument("--sizes", type=at_least(1), nargs="+", default=[100, 1_000, 5_000, 10_000])
+    parser.add_argument("--repeats", type=at_least(1), default=20, help="timed trials per size")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     results = history(args.trials + args.repeats, args.seed)

@@ -37,7 +37,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch
-from _common import DEFAULT_DATA_ROOT, load_average, machine
+from _common import DEFAULT_DATA_ROOT, at_least, load_average, machine
 
 from nascomp.compressors.quantization import fake_quantize_activation
 from nascomp.spaces.models import build_model
@@ -211,10 +211,14 @@ def whole_trials(n_trials: int, data_root: str, seed: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--repeat", type=int, default=3, help="timed calls per side and round")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--trials", type=int, default=0, help="whole trials, old against new")
+    parser.add_argument("--rounds", type=at_least(1), default=5)
+    parser.add_argument(
+        "--repeat", type=at_least(1), default=3, help="timed calls per side and round"
+    )
+    parser.add_argument("--threads", type=at_least(1), default=1)
+    parser.add_argument(
+        "--trials", type=at_least(0), default=0, help="whole trials, old against new"
+    )
     parser.add_argument("--data-root", default=str(DEFAULT_DATA_ROOT))
     parser.add_argument("--seed", type=int, default=0, help="of the trials' random draw")
     args = parser.parse_args(argv)

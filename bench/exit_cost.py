@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import child_value, load_average, machine, spread
+from _common import at_least, child_value, load_average, machine, spread
 
 EXIT = textwrap.dedent(
     """
@@ -81,7 +81,7 @@ def alternate(measure, sides: tuple[str, str], pairs: int, tmp: Path) -> dict[st
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--pairs", type=int, default=5)
+    parser.add_argument("--pairs", type=at_least(1), default=5)
     args = parser.parse_args()
     print(f"machine: {machine()}; load average {load_average()}")
     with tempfile.TemporaryDirectory(prefix="nascomp-exit-") as name:

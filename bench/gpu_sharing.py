@@ -29,7 +29,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import CIFAR_ARCH, PLAIN_TRAINING, cifar_subset, machine, pinned_trial_config
+from _common import CIFAR_ARCH, PLAIN_TRAINING, at_least, cifar_subset, machine, pinned_trial_config
 
 
 def trial_config(root: Path, n_workers: int, epochs: int, batch_size: int) -> dict[str, Any]:
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="levels 1 and 2, 1 trial each")
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--trials-per-worker", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=3, help="training epochs per trial")
+    parser.add_argument("--epochs", type=at_least(1), default=3, help="training epochs per trial")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--per-class", type=int, default=1000, help="CIFAR train images/class")
     parser.add_argument("--data-root", type=Path, help="extracted CIFAR-10-images folder")

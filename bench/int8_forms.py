@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from _common import load_average, machine
+from _common import at_least, load_average, machine
 from sklearn.datasets import load_digits
 from torch import Tensor, nn
 
@@ -111,8 +111,8 @@ def _median_ms(modules: dict[str, OnnxModule], x: Tensor, repeats: int) -> dict[
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=200)
+    parser.add_argument("--epochs", type=at_least(1), default=2)
+    parser.add_argument("--repeats", type=at_least(1), default=200)
     args = parser.parse_args()
     print(f"{machine()}; load average {load_average()}")
     x, y = digits()

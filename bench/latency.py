@@ -19,6 +19,8 @@ import argparse
 import copy
 import os
 import statistics
+import sys
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -30,6 +32,9 @@ from nascomp.compressors.pruning import PruneConfig, make_pruner
 from nascomp.compressors.quantization import QuantConfig, prepare_qat
 from nascomp.spaces.models import build_model
 from nascomp.trainers.data import load_data
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import at_least
 
 MODELS = {
     # The quickstart's kind of student on its data.
@@ -112,10 +117,10 @@ def time_all(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=at_least(1), default=1)
     parser.add_argument("--ratio", type=float, default=0.5, help="channels removed per layer")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--repeat", type=int, default=30, help="timed passes per round")
+    parser.add_argument("--rounds", type=at_least(1), default=5)
+    parser.add_argument("--repeat", type=at_least(1), default=30, help="timed passes per round")
     parser.add_argument("--quick", action="store_true", help="1 round of 5 passes")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

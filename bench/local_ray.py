@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import as_sets, load_average, machine, spread
+from _common import as_sets, at_least, load_average, machine, spread
 from overhead import create_store, workload
 
 SIDES = ("child", "inline")
@@ -67,9 +67,9 @@ def run_side(kind: str, sets: list[str], tmp: Path) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--pairs", type=int, default=6, help="alternating pairs of runs")
-    parser.add_argument("--trials", type=int, default=2)
-    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--pairs", type=at_least(1), default=6, help="alternating pairs of runs")
+    parser.add_argument("--trials", type=at_least(1), default=2)
+    parser.add_argument("--epochs", type=at_least(1), default=1)
     parser.add_argument("--side", choices=SIDES, help=argparse.SUPPRESS)
     parser.add_argument("--set", action="append", default=[], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

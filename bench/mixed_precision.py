@@ -51,6 +51,9 @@ from nascomp.search.samplers import make_sampler
 from nascomp.search.samplers.space import DefineByRun
 from nascomp.trainers.trial import run_trial
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import at_least
+
 QUICKSTART = Path(__file__).resolve().parents[1] / "spaces" / "quickstart.yaml"
 MODES = ("none", "groups", "budget")
 BITS = "[2, 3, 4, 6, 8]"
@@ -151,10 +154,10 @@ def print_tables(rows: list[dict], modes: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seeds", type=at_least(1), default=3)
     parser.add_argument("--first-seed", type=int, default=0)
-    parser.add_argument("--trials", type=int, default=12, help="trials per search")
-    parser.add_argument("--epochs", type=int, default=3, help="training epochs per trial")
+    parser.add_argument("--trials", type=at_least(1), default=12, help="trials per search")
+    parser.add_argument("--epochs", type=at_least(1), default=3, help="training epochs per trial")
     parser.add_argument("--max-train", type=int, default=5000, help="training images")
     parser.add_argument("--val-fraction", type=float, default=0.1, help="data.val_fraction")
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)

@@ -83,6 +83,9 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import at_least
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 HOST = "127.0.0.1"
@@ -663,13 +666,13 @@ def _load() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=at_least(1), default=5)
     parser.add_argument("--metrics", type=int, default=400, help="metrics per rate and round")
     parser.add_argument("--lifecycle-only", action="store_true", help="no metrics-per-second")
     parser.add_argument("--lifecycle-rounds", type=int, default=3, help="blocks per setting")
-    parser.add_argument("--trials", type=int, default=24, help="trials per lifecycle block")
+    parser.add_argument("--trials", type=at_least(1), default=24, help="trials per lifecycle block")
     parser.add_argument("--slots", type=int, default=8, help="trials running at a time")
-    parser.add_argument("--epochs", type=int, default=10, help="epoch results per trial")
+    parser.add_argument("--epochs", type=at_least(1), default=10, help="epoch results per trial")
     parser.add_argument(
         "--batch-s", type=float, default=10.0, help="tracking.batch_s of the batched setting"
     )

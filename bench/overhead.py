@@ -53,6 +53,7 @@ from _common import (
     PLAIN_TRAINING,
     ROOT,
     as_sets,
+    at_least,
     fixed_trial_config,
     load_average,
     machine,
@@ -238,10 +239,10 @@ def baseline_main(spec: Path, n_trials: int, concurrent: int) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="8 trials, 2 epochs, 1 pair")
-    parser.add_argument("--trials", type=int, default=32)
+    parser.add_argument("--trials", type=at_least(1), default=32)
     parser.add_argument("--concurrent", type=int, default=2)
-    parser.add_argument("--epochs", type=int, default=10, help="training epochs per trial")
-    parser.add_argument("--pairs", type=int, default=3, help="alternating pairs of runs")
+    parser.add_argument("--epochs", type=at_least(1), default=10, help="training epochs per trial")
+    parser.add_argument("--pairs", type=at_least(1), default=3, help="alternating pairs of runs")
     parser.add_argument("--baseline-worker", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.baseline_worker is not None:

@@ -27,7 +27,7 @@ import torchvision
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import load_average, machine
+from _common import at_least, load_average, machine
 
 import nascomp.compressors.pruning as pruning
 from nascomp.compressors.pruning import PruneConfig, make_pruner
@@ -61,8 +61,8 @@ def schedule(model_name: str, scope: str, select: Select) -> tuple[float, list[t
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--rounds", type=at_least(1), default=5)
+    parser.add_argument("--threads", type=at_least(1), default=1)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     kth = pruning.lowest

@@ -38,7 +38,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import load_average, machine, spread
+from _common import at_least, load_average, machine, spread
 
 # Each side: the environment variables that give Ray's own program back.
 SIDES = {
@@ -139,8 +139,10 @@ MEASURES = {
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=6, help="rounds of the three sides")
-    parser.add_argument("--actors", type=int, default=2, help="actors per run, one CPU each")
+    parser.add_argument("--rounds", type=at_least(1), default=6, help="rounds of the three sides")
+    parser.add_argument(
+        "--actors", type=at_least(1), default=2, help="actors per run, one CPU each"
+    )
     parser.add_argument("--side", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.side:

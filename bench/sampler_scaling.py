@@ -66,6 +66,9 @@ from nascomp.search.samplers import make_sampler
 from nascomp.search.samplers._common import COST_ATTR, STOPPED_ATTR, stopped_at
 from nascomp.search.samplers.space import DefineByRun
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import at_least
+
 SIZES = (100, 1_000, 10_000)
 SAMPLERS = ("pls", "tpe", "random")
 
@@ -245,10 +248,14 @@ def profile_one_ask(name: str, trials: Sequence[FrozenTrial], n_lines: int) -> s
 # ---------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
+    parser.add_argument("--sizes", type=at_least(1), nargs="+", default=list(SIZES))
     parser.add_argument("--samplers", nargs="+", default=list(SAMPLERS))
-    parser.add_argument("--asks", type=int, default=7, help="timed asks per sampler and size")
-    parser.add_argument("--min-asks", type=int, default=2, help="asks even when over budget")
+    parser.add_argument(
+        "--asks", type=at_least(1), default=7, help="timed asks per sampler and size"
+    )
+    parser.add_argument(
+        "--min-asks", type=at_least(1), default=2, help="asks even when over budget"
+    )
     parser.add_argument(
         "--budget-s",
         type=float,

@@ -53,6 +53,9 @@ from nascomp.search.samplers.space import DefineByRun
 from nascomp.spaces.nb201 import N_EDGES, NB201_OPS, cell_string
 from nascomp.trainers.nb201_lookup import lookup_accuracy, network_costs, run_lookup_trial
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import at_least
+
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "nb201.yaml"
 CHECKPOINTS = (50, 100, 200)
 STRATEGIES = ("random", "nsga2", "nsga2-pop10", "tpe", "tpe_local", "pls")
@@ -155,11 +158,11 @@ def trials_to_match(curve: np.ndarray, target: float) -> int | None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cost", choices=("params", "macs"), default="params")
-    parser.add_argument("--seeds", type=int, default=10, help="how many seeds")
+    parser.add_argument("--seeds", type=at_least(1), default=10, help="how many seeds")
     parser.add_argument("--first-seed", type=int, default=0, help="seeds run from this one")
-    parser.add_argument("--trials", type=int, default=max(CHECKPOINTS))
+    parser.add_argument("--trials", type=at_least(1), default=max(CHECKPOINTS))
     parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES))
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--workers", type=at_least(1), default=os.cpu_count() or 1)
     args = parser.parse_args(argv)
     _quiet()
 

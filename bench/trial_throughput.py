@@ -43,6 +43,7 @@ from _common import (
     CIFAR_ARCH,
     DIGITS_ARCH,
     PLAIN_TRAINING,
+    at_least,
     cifar_subset,
     load_average,
     machine,
@@ -317,9 +318,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small data, 1 epoch, 2 pairs")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (cpus_per_trial)")
-    parser.add_argument("--epochs", type=int, default=3, help="epochs per timed run")
-    parser.add_argument("--pairs", type=int, default=6, help="alternating timed pairs")
+    parser.add_argument(
+        "--threads", type=at_least(1), default=1, help="torch threads (cpus_per_trial)"
+    )
+    parser.add_argument("--epochs", type=at_least(1), default=3, help="epochs per timed run")
+    parser.add_argument("--pairs", type=at_least(1), default=6, help="alternating timed pairs")
     parser.add_argument("--cifar-per-class", type=int, default=500, help="train images per class")
     parser.add_argument("--cifar-root", type=Path, help="an extracted CIFAR-10-images folder")
     args = parser.parse_args(argv)

@@ -35,7 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import load_average, machine, spread
+from _common import at_least, load_average, machine, spread
 
 JOBS = "MLFLOW_SERVER_ENABLE_JOB_EXECUTION"
 SIDES = {"nascomp": None, "mlflow-jobs": "true"}  # the variable's value on each side
@@ -123,7 +123,7 @@ def run_side(kind: str, store: str, settle_s: float) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=5, help="alternating pairs")
+    parser.add_argument("--rounds", type=at_least(1), default=5, help="alternating pairs")
     parser.add_argument(
         "--settle", type=float, default=5.0, help="seconds after the URL before the count"
     )
