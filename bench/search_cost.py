@@ -93,7 +93,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import DEFAULT_DATA_ROOT, ROOT, load_average, machine
+from _common import DEFAULT_DATA_ROOT, ROOT, above_zero, at_least, load_average, machine
 
 EXAMPLE = ROOT / "examples" / "mnist.yaml"
 STRATEGIES = (
@@ -163,6 +163,22 @@ def save_runs(path: Path, settings: dict[str, Any], runs: list[Run]) -> None:
     partial.replace(path)
 
 
+def _check_run(run: Run) -> None:
+    """ValueError where a loaded run is not what :func:`run_search` makes (an edited or
+    foreign file gave tracebacks deep in the report, or a row for an unknown strategy)."""
+    if run.strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {run.strategy!r}")
+    if len(run.spent) != len(run.values):
+        raise ValueError(
+            f"{run.strategy} seed {run.seed}: {len(run.spent)} times, {len(run.values)} values"
+        )
+    for value in run.values:
+        if value is not None and (
+            len(value) != 2 or not all(isinstance(v, int | float) for v in value)
+        ):
+            raise ValueError(f"{run.strategy} seed {run.seed}: a value {value!r}, not 2 numbers")
+
+
 def load_runs(paths: list[Path]) -> tuple[dict[str, Any], list[Run]]:
     """The runs of several saved files and their common settings; Refused if they differ,
     repeat a (strategy, seed), or a strategy lacks a seed that another has."""
@@ -174,10 +190,17 @@ def load_runs(paths: list[Path]) -> tuple[dict[str, Any], list[Run]]:
             document = json.loads(path.read_text())
             own = document["settings"]
             loaded = [Run(**r) for r in document["runs"]]
-        except (OSError, ValueError, KeyError, TypeError) as error:
+            if document.get("bench") != "search_cost":
+                raise ValueError(f"written by {document.get('bench')!r}")
+            for run in loaded:
+                _check_run(run)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
             raise Refused(f"{path}: not a file saved by --save ({error})") from None
         if not isinstance(own, dict) or set(own) != set(SETTINGS):
             raise Refused(f"{path}: not a file saved by --save (its settings are {own!r})")
+        budget = own["budget_s"]
+        if isinstance(budget, bool) or not isinstance(budget, int | float) or not budget > 0:
+            raise Refused(f"{path}: not a file saved by --save (its budget_s is {budget!r})")
         if settings is None:
             settings, first = own, path
         for name in SETTINGS:
@@ -408,6 +431,10 @@ def seconds_to_reach(grid: np.ndarray, curve: np.ndarray, target: float) -> floa
 
 
 def report(runs: list[Run], budget_s: float, plot: Path | None) -> None:
+    if not any(v is not None for run in runs for v in run.values):
+        # every trial stopped or failed (a budget below one trial's length): no front to draw
+        print(f"\nno trial finished in any search within {budget_s:g} CPU-s: nothing to compare")
+        return
     reference = reference_front(runs)
     grid = np.linspace(0.0, budget_s, 241)[1:]
     strategies = list(dict.fromkeys(run.strategy for run in runs))
@@ -480,15 +507,17 @@ def write_plot(path: Path, grid: np.ndarray, means: dict, curves: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--seeds", type=at_least(1), default=5)
     parser.add_argument("--first-seed", type=int, default=0)
-    parser.add_argument("--budget", type=float, default=240.0, help="CPU-seconds per search")
+    parser.add_argument("--budget", type=above_zero, default=240.0, help="CPU-seconds per search")
     parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=STRATEGIES)
-    parser.add_argument("--train-samples", type=int, default=2000, help="MNIST training subset")
-    parser.add_argument("--image-size", type=int, default=16, help="MNIST resized to this")
+    parser.add_argument(
+        "--train-samples", type=at_least(1), default=2000, help="MNIST training subset"
+    )
+    parser.add_argument("--image-size", type=at_least(1), default=16, help="MNIST resized to this")
     parser.add_argument("--data-root", default=str(DEFAULT_DATA_ROOT))
     parser.add_argument(
-        "--inherit-epochs", type=int, default=1, help="train epochs of an inheriting trial"
+        "--inherit-epochs", type=at_least(1), default=1, help="train epochs of an inheriting trial"
     )
     parser.add_argument(
         "--test-samples",
@@ -496,8 +525,8 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="data.max_test_samples of every search (default: the whole test split, 10,000)",
     )
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--plot", type=Path, default=Path("search_cost.png"))
+    parser.add_argument("--workers", type=at_least(1), default=os.cpu_count() or 1)
+    parser.add_argument("--plot", type=Path, help="write the curves to this picture (PNG, SVG)")
     parser.add_argument("--quick", action="store_true", help="1 seed, 30 CPU-s (a smoke run)")
     parser.add_argument("--save", type=Path, help="write the runs to this JSON file")
     parser.add_argument(
@@ -508,6 +537,10 @@ def main(argv: list[str] | None = None) -> int:
         help="report files written by --save as one run (no searches)",
     )
     args = parser.parse_args(argv)
+    for flag, path in (("--save", args.save), ("--plot", args.plot)):
+        # before any search: a wrong path was found after the hour's run (the plot's)
+        if path is not None and (path.is_dir() or not path.parent.is_dir()):
+            parser.error(f"{flag}: a file in an existing folder; got {path}")
     if args.combine:
         try:
             settings, runs = load_runs(args.combine)
@@ -520,8 +553,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(
             f"--test-samples: at least 10 (data.max_test_samples); got {args.test_samples}"
         )
-    if args.save is not None and (args.save.is_dir() or not args.save.parent.is_dir()):
-        parser.error(f"--save: a file in an existing folder; got {args.save}")
     if args.quick:
         args.seeds, args.budget = 1, 30.0
     _quiet()
@@ -546,7 +577,12 @@ def main(argv: list[str] | None = None) -> int:
             for seed in range(args.first_seed, args.first_seed + args.seeds)
             for s in args.strategies
         ]
-        _train_teacher(jobs[0])
+        from nascomp.search.errors import ConfigError
+
+        try:
+            _train_teacher(jobs[0])
+        except ConfigError as error:  # the data are not where --data-root says: a traceback
+            parser.exit(2, f"{parser.prog}: error: --data-root {args.data_root}: {error}\n")
         with ProcessPoolExecutor(max_workers=args.workers) as pool:
             runs = list(pool.map(run_search, jobs))
     if args.save is not None:

@@ -61,8 +61,11 @@ def _saved(path: Path, runs: list[Run], **changed: object) -> Path:
 
 
 def test_saved_sets_combine_into_one_run(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    first = [Run("pls", 0, [10.0], [(0.9, 100.0)], 0, 0), Run("x", 0, [5.0], [None], 1, 0)]
-    second = [Run("pls", 1, [20.0], [(0.5, 10.0)], 0, 0), Run("x", 1, [8.0], [(0.8, 50.0)], 0, 2)]
+    first = [Run("pls", 0, [10.0], [(0.9, 100.0)], 0, 0), Run("random", 0, [5.0], [None], 1, 0)]
+    second = [
+        Run("pls", 1, [20.0], [(0.5, 10.0)], 0, 0),
+        Run("random", 1, [8.0], [(0.8, 50.0)], 0, 2),
+    ]
     a, b = _saved(tmp_path / "a.json", first), _saved(tmp_path / "b.json", second)
     assert not list(tmp_path.glob("*.partial"))
     settings, runs = load_runs([a, b])
@@ -73,7 +76,7 @@ def test_saved_sets_combine_into_one_run(tmp_path: Path, capsys: pytest.CaptureF
     assert main(["--combine", str(a), str(b), "--plot", str(plot)]) == 0
     out = capsys.readouterr().out
     assert "2 seeds (0 to 1), 240 CPU-s per search" in out and plot.exists()
-    assert "| x | " in out and "| pls | " in out
+    assert "| random | " in out and "| pls | " in out
 
 
 @pytest.mark.parametrize(
@@ -82,7 +85,12 @@ def test_saved_sets_combine_into_one_run(tmp_path: Path, capsys: pytest.CaptureF
         ([Run("pls", 1, [1.0], [(0.5, 1.0)], 0, 0)], {"budget_s": 120.0}, "budget_s is 120.0"),
         ([Run("pls", 1, [1.0], [(0.5, 1.0)], 0, 0)], {"inherit_epochs": 1}, "inherit_epochs"),
         ([Run("pls", 0, [1.0], [(0.5, 1.0)], 0, 0)], {}, "pls seed 0 is also in"),
-        ([Run("other", 1, [1.0], [(0.5, 1.0)], 0, 0)], {}, "lacks seeds"),
+        ([Run("random", 1, [1.0], [(0.5, 1.0)], 0, 0)], {}, "lacks seeds"),
+        # what run_search never writes (an edited file, another bench's): one line each
+        ([Run("nonsense", 0, [1.0], [(0.5, 1.0)], 0, 0)], {}, "unknown strategy 'nonsense'"),
+        ([Run("random", 0, [1.0, 2.0], [(0.5, 1.0)], 0, 0)], {}, "2 times, 1 values"),
+        ([Run("random", 0, [1.0], [(0.5, "big")], 0, 0)], {}, "not 2 numbers"),
+        ([Run("random", 0, [1.0], [(0.5, 1.0)], 0, 0)], {"budget_s": -5}, "budget_s is -5"),
     ],
 )
 def test_combine_refuses_sets_that_differ(
@@ -101,3 +109,35 @@ def test_combine_refuses_a_file_it_did_not_write(tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as stop:
         main(["--combine", str(tmp_path / "other.json"), "--plot", str(tmp_path / "p.png")])
     assert stop.value.code == 2 and not (tmp_path / "p.png").exists()
+
+
+def test_combine_refuses_another_benchs_file_and_reports_nothing_finished(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    other = _saved(tmp_path / "other.json", [Run("pls", 0, [1.0], [(0.9, 1.0)], 0, 0)])
+    document = json.loads(other.read_text())
+    other.write_text(json.dumps({**document, "bench": "mixed_precision"}))
+    with pytest.raises(Refused, match="written by 'mixed_precision'"):
+        load_runs([other])
+    # Every trial stopped (a budget below one trial): said in a line, not a traceback; and
+    # without --plot no picture is written (it was search_cost.png in the working folder).
+    stopped = _saved(tmp_path / "stopped.json", [Run("pls", 0, [1.0], [None], 1, 0)])
+    monkeypatch.chdir(tmp_path)
+    assert main(["--combine", str(stopped)]) == 0
+    assert "no trial finished in any search within 240 CPU-s" in capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.json", "stopped.json"]
+
+
+def test_a_plot_or_save_path_that_cannot_be_written_is_refused_before_any_search(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    for flag in ("--plot", "--save"):
+        with pytest.raises(SystemExit) as stop:
+            main(["--seeds", "1", flag, str(tmp_path / "missing" / "x.png")])
+        assert stop.value.code == 2
+        assert f"{flag}: a file in an existing folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:
+        main(["--seeds", "0"])
+    assert stop.value.code == 2 and "--seeds: at least 1; got 0" in capsys.readouterr().err
