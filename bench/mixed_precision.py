@@ -21,8 +21,9 @@ configured sampler and ``trainers.run_trial``), without Ray: trials one after an
 process, so the comparison costs no scheduling noise. Distillation is off (no teacher to train)
 and the training set is cut to ``--max-train`` images to keep the run within an hour here; most of
 a trial's time is its evaluations on the validation split (``--val-fraction`` of the training
-images, 6,000 at the default 0.1). ``--json`` is rewritten after every search, so a run cut
-short keeps what it finished.
+images, 6,000 at the default 0.1). ``--json`` is rewritten after every search (whole: a
+temporary file, renamed), so a run cut short keeps what it finished; it records the settings
+and ``--combine`` refuses files whose settings differ or that hold the same mode and seed.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -60,11 +62,14 @@ BITS = "[2, 3, 4, 6, 8]"
 DIRECTIONS = ["max", "min"]
 
 
+def data_root() -> str:
+    return os.environ.get("NASCOMP_DATA_ROOT", str(Path(__file__).parents[2] / "shared/data"))
+
+
 def experiment_for(mode: str, seed: int, args: argparse.Namespace) -> Experiment:
-    data_root = os.environ.get("NASCOMP_DATA_ROOT", str(Path(__file__).parents[2] / "shared/data"))
     overrides = [
         "data.name=fashion_mnist",
-        f"data.root={data_root}",
+        f"data.root={data_root()}",
         f"data.max_train_samples={args.max_train}",
         f"data.val_fraction={args.val_fraction}",
         "objectives={val_accuracy: max, size_bytes: min}",
@@ -152,6 +157,73 @@ def print_tables(rows: list[dict], modes: list[str]) -> None:
         )
 
 
+# What the searches of files combined must share: the work each trial does, the data.
+SETTINGS = ("trials", "epochs", "max_train", "val_fraction", "coding", "data_root")
+
+
+class Refused(ValueError):
+    """A --combine file that cannot be reported with the others (one line)."""
+
+
+def settings_of(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "trials": args.trials,
+        "epochs": args.epochs,
+        "max_train": args.max_train,
+        "val_fraction": args.val_fraction,
+        "coding": args.coding,
+        "data_root": data_root(),
+    }
+
+
+def write_rows(path: Path, settings: dict[str, Any], rows: list[dict]) -> None:
+    """``rows`` and their settings to ``path``, whole or not at all (a run cut short during the
+    write kept a truncated file)."""
+    document = {"bench": "mixed_precision", "settings": settings, "rows": rows}
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(document, indent=2, default=str))
+    partial.replace(path)
+
+
+def load_rows(paths: list[Path]) -> list[dict]:
+    """The rows of several --json files; Refused where one is not such a file, their settings
+    differ, or two hold the same (mode, seed): each search's trials were pooled with another's
+    into one run (the same file twice, or halves run without --first-seed), silently."""
+    rows: list[dict] = []
+    settings: dict[str, Any] | None = None
+    where: dict[tuple[str, int], Path] = {}
+    for path in paths:
+        try:
+            document = json.loads(path.read_text())
+            if document.get("bench") != "mixed_precision":
+                raise ValueError(f"written by {document.get('bench')!r}")
+            own, loaded = document["settings"], document["rows"]
+            keys = {(str(r["mode"]), int(r["seed"])) for r in loaded}
+            for r in loaded:
+                float(r["val_accuracy"]), float(r["size_bytes"])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+            raise Refused(f"{path}: not a file written by --json ({error})") from None
+        if settings is None:
+            settings, first = own, path
+        for name in SETTINGS:
+            if own.get(name) != settings.get(name):
+                raise Refused(
+                    f"{path}: {name} is {own.get(name)!r}, but {settings.get(name)!r} in "
+                    f"{first}; only runs made with the same settings are combined"
+                )
+        for key in sorted(keys):
+            if key in where:
+                raise Refused(
+                    f"{path}: {key[0]} seed {key[1]} is also in {where[key]}; combine files of "
+                    "different seeds (--first-seed)"
+                )
+            where[key] = path
+        rows.extend(loaded)
+    if not rows:
+        raise Refused("--combine: no trials in the files given")
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=at_least(1), default=3)
@@ -172,9 +244,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if args.combine:
-        rows = [row for path in args.combine for row in json.loads(path.read_text())]
-        print_tables(rows, args.modes)
+        try:
+            rows = load_rows(args.combine)
+        except Refused as error:
+            parser.exit(2, f"{parser.prog}: error: {error}\n")
+        # the modes the files hold (a mode in none of them printed as nan)
+        held = [m for m in args.modes if any(r["mode"] == m for r in rows)]
+        if not held:
+            parser.error(f"--modes: the files hold none of {', '.join(args.modes)}")
+        print_tables(rows, held)
         return 0
+    if args.json is not None and (args.json.is_dir() or not args.json.parent.is_dir()):
+        parser.error(f"--json: a file in an existing folder; got {args.json}")  # before a search
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("optuna").setLevel(logging.WARNING)
     warnings.simplefilter("ignore")
@@ -186,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         for mode in args.modes:  # interleaved: machine drift spreads over the modes
             rows.extend(search(mode, seed, args))
             if args.json:
-                args.json.write_text(json.dumps(rows, indent=2, default=str))
+                write_rows(args.json, settings_of(args), rows)
     print_tables(rows, args.modes)
     print(f"\ntotal {time.perf_counter() - started:.0f} s, load average {os.getloadavg()}")
     return 0
