@@ -147,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.side:
         return side_main(args.actors)
+    cpus = os.cpu_count() or 1
+    if args.actors > cpus:  # the local Ray has one CPU per core: the rest never started
+        parser.error(f"--actors: at most {cpus}, one CPU each on this machine; got {args.actors}")
     print(f"machine: {machine()}; load average {load_average()}")
     print(f"{args.actors} actors with Ray Tune's trial runtime env, {args.rounds} rounds")
     names = list(SIDES)
