@@ -53,6 +53,7 @@ from nascomp.compressors.export import load_compressed, save_compressed
 from nascomp.compressors.pruning import PruneConfig, make_pruner
 from nascomp.compressors.quantization import (
     SENSITIVITY_CRITERIA,
+    VALID_BITS,
     QuantConfig,
     prepare_qat,
     weight_bits_by_layer,
@@ -63,7 +64,7 @@ from nascomp.trainers.data import DataSplits, load_data
 from nascomp.trainers.loop import Distillation, make_optimizer, predict_logits, train_epoch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import at_least
+from _common import DEFAULT_DATA_ROOT, at_least
 
 # Han et al. 2016, Table 2 and 3: (baseline error %, compressed error %, KB before, KB after).
 PAPER = {
@@ -414,7 +415,7 @@ def print_table(rows: list[Row]) -> None:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=list(RECIPES), choices=list(RECIPES))
-    parser.add_argument("--data-root", default="../shared/data")
+    parser.add_argument("--data-root", default=str(DEFAULT_DATA_ROOT))
     parser.add_argument(
         "--threads", type=int, default=1, help="torch threads; 1 on a shared 2-core machine"
     )
@@ -458,7 +459,15 @@ def parse_args() -> argparse.Namespace:
         "image (validation split included)",
     )
     parser.add_argument("--json", type=Path, help="also write the rows here")
-    return parser.parse_args()
+    args = parser.parse_args()
+    # Before hours of training: these were tracebacks after the run, or during it.
+    if args.json is not None and (args.json.is_dir() or not args.json.parent.is_dir()):
+        parser.error(f"--json: a file in an existing folder; got {args.json}")
+    if args.ratio is not None and not 0 <= args.ratio < 1:
+        parser.error(f"--ratio: a pruning ratio in [0, 1); got {args.ratio:g}")
+    if args.bits is not None and args.bits not in VALID_BITS:
+        parser.error(f"--bits: one of {', '.join(map(str, VALID_BITS))}; got {args.bits}")
+    return args
 
 
 def recipe_for(name: str, args: argparse.Namespace) -> Recipe:

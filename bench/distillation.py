@@ -38,7 +38,7 @@ from nascomp.trainers.loop import (
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import at_least
+from _common import DEFAULT_DATA_ROOT, at_least
 
 TEACHER = {"family": "lenet5"}
 STUDENT = {"family": "mlp", "hidden": [100, 100]}
@@ -110,7 +110,7 @@ def student_errors(
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-root", default="../shared/data")
+    parser.add_argument("--data-root", default=str(DEFAULT_DATA_ROOT))
     parser.add_argument("--dataset", default="mnist", choices=["mnist", "fashion_mnist"])
     parser.add_argument("--threads", type=at_least(1), default=1)
     parser.add_argument("--seeds", type=at_least(1), default=3)
@@ -121,7 +121,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--features", action="store_true", help="add the feature-hint arm")
     parser.add_argument("--feature-weight", type=float, default=1.0)
     parser.add_argument("--quick", action="store_true", help="5,000 images, 1-2 epochs, 2 seeds")
-    return parser.parse_args()
+    args = parser.parse_args()
+    # before the teacher trains (minutes): the loss refused them after it
+    if not 0 <= args.alpha <= 1:
+        parser.error(f"--alpha: a weight in [0, 1]; got {args.alpha:g}")
+    if not args.temperature > 0:
+        parser.error(f"--temperature: above 0; got {args.temperature:g}")
+    return args
 
 
 def main() -> None:

@@ -249,7 +249,7 @@ def profile_one_ask(name: str, trials: Sequence[FrozenTrial], n_lines: int) -> s
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=at_least(1), nargs="+", default=list(SIZES))
-    parser.add_argument("--samplers", nargs="+", default=list(SAMPLERS))
+    parser.add_argument("--samplers", nargs="+", default=list(SAMPLERS), choices=SAMPLERS)
     parser.add_argument(
         "--asks", type=at_least(1), default=7, help="timed asks per sampler and size"
     )
@@ -271,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action="store_true", help="cProfile one pls ask at top N")
     parser.add_argument("--quick", action="store_true", help="sizes 100 and 1,000, 5 asks")
     args = parser.parse_args(argv)
+    if not 0 <= args.stopped < 1:  # a history of stopped trials alone has no front to time
+        parser.error(f"--stopped: a fraction in [0, 1); got {args.stopped:g}")
     if args.quick:
         args.sizes, args.asks = [100, 1_000], 5
     optuna.logging.set_verbosity(optuna.logging.WARNING)
