@@ -77,7 +77,7 @@ def compare(
 
 def fake_quant(rounds: int, repeat: int) -> None:
     print("\nfake quant: torch op against fake_quantize_activation, ms per call")
-    print("| activation | pass | torch ms | nascomp ms | ratio [min, max] |")
+    print("| activation | pass | torch ms | nascomp ms | rounds' median ratio [min, max] |")
     print("|---|---|---|---|---|")
     generator = torch.Generator().manual_seed(0)
     for shape in ACTIVATIONS:
@@ -115,7 +115,7 @@ def eval_batch(rounds: int, repeat: int) -> None:
     print(
         f"\neval batch: chunks of 1,024 against {CPU_FORWARD_BATCH} (predict_logits), ms per split"
     )
-    print("| model | 1,024 ms | predict_logits ms | ratio [min, max] |")
+    print("| model | 1,024 ms | predict_logits ms | rounds' median ratio [min, max] |")
     print("|---|---|---|---|")
     for shape, channels, block, stages in MODELS:
         arch = {

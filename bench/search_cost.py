@@ -475,7 +475,9 @@ def report(runs: list[Run], budget_s: float, plot: Path | None) -> None:
     print(
         f"\n{len(seeds)} seeds ({seeds[0]} to {seeds[-1]}), {budget_s:.0f} CPU-s per search; HV "
         "as a fraction of the reference front's (the union of all runs), mean ± std over "
-        "seeds; trials, stopped, reused and inherited: means per search."
+        "seeds; trials, stopped, reused and inherited: means per search, with the trial that "
+        "crossed the budget (the HV columns count the trials ended within it; the reference "
+        "front is of all)."
     )
     if target is not None:
         print(f"pls's final mean HV {target:.3f}, first reached at {pls_cost:.0f} CPU-s.")

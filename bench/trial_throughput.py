@@ -359,7 +359,9 @@ def main(argv: list[str] | None = None) -> int:
     for row in rows:
         print("| " + " | ".join(row) + " |")
     print(
-        "\nratio = nascomp throughput / bare throughput, per alternating pair (goal >= 0.95). "
+        "\nratio = nascomp throughput / bare throughput, per alternating pair (goal >= 0.95); "
+        "rows whose last column names other sides (augment, amp) compare those, and the goal "
+        "is not theirs. "
         "On a CPU the CPU-time ratio (this process's CPU seconds) is the one to trust on a shared "
         f"machine: other jobs stretch wall time, not CPU time. Load average now {load_average()}"
     )
