@@ -1091,7 +1091,8 @@ def _check_host_port(address: str, timeout_s: float, named: str, looked_up: bool
                 "auto in RAY_ADDRESS, the cluster `ray start` recorded, else any GCS process "
                 "on this machine: give the cluster's GCS address HOST:PORT"
             ) from None
-        raise SearchError(f"no Ray cluster answers at {address} ({reason})") from None
+        # named: the flag or RAY_ADDRESS, which a user who gave no --address cannot guess
+        raise SearchError(f"{named} {address}: no Ray cluster answers there ({reason})") from None
     if not speaks and not _truthy(os.environ.get("RAY_USE_TLS")):
         raise SearchError(
             f"{named} {address}: a server answers there, but not a Ray cluster's GCS (no gRPC "

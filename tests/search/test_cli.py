@@ -374,8 +374,16 @@ def test_help_lists_the_commands(tmp_path: Path) -> None:
 def test_no_ray_cluster_at_the_address(tmp_path: Path) -> None:
     result = nascomp("search", "--address", "127.0.0.1:9", cwd=tmp_path, timeout=120)
     assert result.returncode == 2
-    assert result.stderr.strip().startswith("nascomp: error: no Ray cluster answers at 127.0.0.1:9")
+    assert result.stderr.strip().startswith(
+        "nascomp: error: --address 127.0.0.1:9: no Ray cluster answers there ("
+    )
     assert list(tmp_path.iterdir()) == []  # no MLflow store, no teacher, no results
+    # An address from the environment says so (a user who gave no --address wondered whose)
+    from nascomp.search.driver import check_ray_address
+    from nascomp.search.errors import SearchError
+
+    with pytest.raises(SearchError, match=r"^RAY_ADDRESS 127\.0\.0\.1:9: no Ray cluster answers"):
+        check_ray_address("127.0.0.1:9", named="RAY_ADDRESS")
 
 
 def test_an_address_where_no_gcs_answers_is_refused_in_seconds(tmp_path: Path) -> None:
@@ -892,7 +900,7 @@ def test_an_ipv6_address_in_brackets_is_dialled_as_ipv6() -> None:
     with pytest.raises(SearchError) as caught:
         check_ray_address("[::1]:1")
     assert "Name or service not known" not in str(caught.value)
-    assert str(caught.value).startswith("no Ray cluster answers at [::1]:1 (")
+    assert str(caught.value).startswith("--address [::1]:1: no Ray cluster answers there (")
     with pytest.raises(SearchError) as caught:  # Ray refused it, after the teacher
         check_ray_address("::1:6379")
     assert (
