@@ -198,6 +198,8 @@ def load_rows(paths: list[Path]) -> list[dict]:
             if document.get("bench") != "mixed_precision":
                 raise ValueError(f"written by {document.get('bench')!r}")
             own, loaded = document["settings"], document["rows"]
+            if not isinstance(own, dict):
+                raise ValueError(f"its settings are {own!r}")
             keys = {(str(r["mode"]), int(r["seed"])) for r in loaded}
             for r in loaded:
                 float(r["val_accuracy"]), float(r["size_bytes"])
