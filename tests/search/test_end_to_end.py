@@ -413,10 +413,13 @@ def _copy_of_trial(
     those ``files`` names (the run's bytes where the value is None, else the value's)."""
     source = searched.client.get_run(source_id)
     experiment = searched.client.get_experiment_by_name(experiment_name)
+    # Its artifacts in the search's folder: MLflow's default is ./mlruns under the tests'
+    # working folder, the repository's.
+    artifacts = (searched.folder / "copies" / experiment_name).as_uri()
     experiment_id = (
         experiment.experiment_id
         if experiment is not None
-        else searched.client.create_experiment(experiment_name)
+        else searched.client.create_experiment(experiment_name, artifact_location=artifacts)
     )
     tags = {k: v for k, v in source.data.tags.items() if not k.startswith("mlflow.")}
     copy_id = searched.client.create_run(experiment_id, tags=tags).info.run_id
