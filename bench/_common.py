@@ -53,6 +53,23 @@ def above_zero(text: str) -> float:
     return value
 
 
+def output_file(text: str) -> Path:
+    """An argparse type: a file to write, in a folder that exists. Checked when the flags are
+    read: a wrong path was found after the run it was to hold (an hour's, or training's)."""
+    path = Path(text)
+    if path.is_dir() or not path.parent.is_dir():
+        raise argparse.ArgumentTypeError(f"a file in an existing folder; got {text}")
+    return path
+
+
+def write_whole(path: Path, text: str) -> None:
+    """``text`` to ``path``, whole or not at all: a temporary file beside it, renamed (a run
+    stopped during the write kept a truncated file)."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text)
+    partial.replace(path)
+
+
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 

@@ -64,7 +64,7 @@ from nascomp.trainers.data import DataSplits, load_data
 from nascomp.trainers.loop import Distillation, make_optimizer, predict_logits, train_epoch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DEFAULT_DATA_ROOT, at_least
+from _common import DEFAULT_DATA_ROOT, at_least, output_file
 
 # Han et al. 2016, Table 2 and 3: (baseline error %, compressed error %, KB before, KB after).
 PAPER = {
@@ -458,11 +458,9 @@ def parse_args() -> argparse.Namespace:
         help="report the grid's pick as trained, not its recipe retrained on every training "
         "image (validation split included)",
     )
-    parser.add_argument("--json", type=Path, help="also write the rows here")
+    parser.add_argument("--json", type=output_file, help="also write the rows here")
     args = parser.parse_args()
     # Before hours of training: these were tracebacks after the run, or during it.
-    if args.json is not None and (args.json.is_dir() or not args.json.parent.is_dir()):
-        parser.error(f"--json: a file in an existing folder; got {args.json}")
     if args.ratio is not None and not 0 <= args.ratio < 1:
         parser.error(f"--ratio: a pruning ratio in [0, 1); got {args.ratio:g}")
     if args.bits is not None and args.bits not in VALID_BITS:

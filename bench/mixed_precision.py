@@ -54,7 +54,7 @@ from nascomp.search.samplers.space import DefineByRun
 from nascomp.trainers.trial import run_trial
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import at_least
+from _common import at_least, output_file, write_whole
 
 QUICKSTART = Path(__file__).resolve().parents[1] / "spaces" / "quickstart.yaml"
 MODES = ("none", "groups", "budget")
@@ -180,9 +180,7 @@ def write_rows(path: Path, settings: dict[str, Any], rows: list[dict]) -> None:
     """``rows`` and their settings to ``path``, whole or not at all (a run cut short during the
     write kept a truncated file)."""
     document = {"bench": "mixed_precision", "settings": settings, "rows": rows}
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(document, indent=2, default=str))
-    partial.replace(path)
+    write_whole(path, json.dumps(document, indent=2, default=str))
 
 
 def load_rows(paths: list[Path]) -> list[dict]:
@@ -236,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--val-fraction", type=float, default=0.1, help="data.val_fraction")
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     parser.add_argument("--coding", default="packed", choices=["packed", "entropy"])
-    parser.add_argument("--json", type=Path, help="also write every trial here")
+    parser.add_argument("--json", type=output_file, help="also write every trial here")
     parser.add_argument(
         "--combine",
         nargs="+",
@@ -256,8 +254,6 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--modes: the files hold none of {', '.join(args.modes)}")
         print_tables(rows, held)
         return 0
-    if args.json is not None and (args.json.is_dir() or not args.json.parent.is_dir()):
-        parser.error(f"--json: a file in an existing folder; got {args.json}")  # before a search
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("optuna").setLevel(logging.WARNING)
     warnings.simplefilter("ignore")

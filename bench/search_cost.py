@@ -93,7 +93,16 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import DEFAULT_DATA_ROOT, ROOT, above_zero, at_least, load_average, machine
+from _common import (
+    DEFAULT_DATA_ROOT,
+    ROOT,
+    above_zero,
+    at_least,
+    load_average,
+    machine,
+    output_file,
+    write_whole,
+)
 
 EXAMPLE = ROOT / "examples" / "mnist.yaml"
 STRATEGIES = (
@@ -158,9 +167,7 @@ def settings_of(job: Job) -> dict[str, Any]:
 def save_runs(path: Path, settings: dict[str, Any], runs: list[Run]) -> None:
     """Write ``runs`` to ``path`` as JSON, whole or not at all (a temporary file, renamed)."""
     document = {"bench": "search_cost", "settings": settings, "runs": [asdict(r) for r in runs]}
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(document, indent=1))
-    partial.replace(path)
+    write_whole(path, json.dumps(document, indent=1))
 
 
 def _check_run(run: Run) -> None:
@@ -528,9 +535,11 @@ def main(argv: list[str] | None = None) -> int:
         help="data.max_test_samples of every search (default: the whole test split, 10,000)",
     )
     parser.add_argument("--workers", type=at_least(1), default=os.cpu_count() or 1)
-    parser.add_argument("--plot", type=Path, help="write the curves to this picture (PNG, SVG)")
+    parser.add_argument(
+        "--plot", type=output_file, help="write the curves to this picture (PNG, SVG)"
+    )
     parser.add_argument("--quick", action="store_true", help="1 seed, 30 CPU-s (a smoke run)")
-    parser.add_argument("--save", type=Path, help="write the runs to this JSON file")
+    parser.add_argument("--save", type=output_file, help="write the runs to this JSON file")
     parser.add_argument(
         "--combine",
         type=Path,
@@ -539,10 +548,6 @@ def main(argv: list[str] | None = None) -> int:
         help="report files written by --save as one run (no searches)",
     )
     args = parser.parse_args(argv)
-    for flag, path in (("--save", args.save), ("--plot", args.plot)):
-        # before any search: a wrong path was found after the hour's run (the plot's)
-        if path is not None and (path.is_dir() or not path.parent.is_dir()):
-            parser.error(f"{flag}: a file in an existing folder; got {path}")
     if args.combine:
         try:
             settings, runs = load_runs(args.combine)
