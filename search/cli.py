@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from nascomp.search import interrupts
 from nascomp.search.about import version
 from nascomp.search.collector import imports_uncollected
 from nascomp.search.errors import (
@@ -57,8 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM (kill, timeout, a job scheduler) stops a command as Ctrl-C does, at any point:
     # Python's default ended it at once, silently (a search once connected, in Ray's handler:
     # exit 1 and a native stack dump, its parent run FAILED).
+    # Ctrl-C that Python swallowed (search/interrupts.py) is raised again between a search's
+    # stages.
     main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt) if main_thread else None
+    restore = interrupts.install() if main_thread else None
     try:
         return int(args.run(args) or 0)
     except ConfigError as exc:
@@ -93,11 +96,11 @@ def main(argv: list[str] | None = None) -> int:
             return _fail(str(exc))
         raise
     finally:
-        if previous is not None:
+        if restore is not None:
             # An interrupt here comes after the command's end, which the return in flight
             # carries: it gave a traceback (found by a helper's Ctrl-C at reproduce's end).
             with contextlib.suppress(KeyboardInterrupt):
-                signal.signal(signal.SIGTERM, previous)
+                restore()
 
 
 def _port(text: str) -> int:
@@ -575,6 +578,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             experiment = load_experiment(args.config, overrides)
             _quiet_optuna()
             from nascomp.search.driver import run_search
+        interrupts.check()
 
         source = args.config or "the built-in quickstart"
         on = experiment.data.name
@@ -1191,7 +1195,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
     ]
     # SIGTERM (kill, service managers) must stop the server like Ctrl-C does: Python's default
     # action exits without running `finally`, which would orphan `mlflow server` on the port.
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    previous = signal.signal(signal.SIGTERM, interrupts.raise_interrupt)
     # The server takes 5 to 20 s to answer on a busy 2-core machine: say so at once, so a
     # silent terminal is not taken for a hang.
     from nascomp.search.tracking.store import without_credentials
@@ -1282,10 +1286,6 @@ def _signal_group(pgid: int, signum: int) -> bool:
     except ProcessLookupError:
         return False
     return True
-
-
-def _raise_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
 
 
 def _port_free(host: str, port: int) -> bool:

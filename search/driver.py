@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from nascomp.search import interrupts
 from nascomp.search.compat import ray as ray_compat
 from nascomp.search.epoch_lines import TeacherEpochs
 from nascomp.search.errors import ConfigError, SearchError, SearchInterrupted, TrackingOutage
@@ -117,6 +118,7 @@ def run_search(
     # before any run or folder exists, and before this driver uses Ray (a local Ray starting in
     # a child process is killed unused when a check fails)
     experiment = check_user_code(experiment, notes)
+    interrupts.check()  # one Python swallowed while the user's modules imported
     if experiment.space.distillation_possible() and not experiment.teacher.checkpoint:
         cache_dir()  # a file at $NASCOMP_CACHE: one line now, not a traceback after the teacher
     experiment = _sized_to_space(experiment, notes)
@@ -156,6 +158,7 @@ def run_search(
     teacher_state, teacher_facts, teacher_epochs = (
         (None, {}, []) if on_cluster else _prepare_teacher(experiment, echo)
     )
+    interrupts.check()
 
     import ray
 
@@ -198,6 +201,7 @@ def run_search(
     if given and (unfit := cluster_fit(experiment)):
         echo(f"note: {unfit}")
     try:  # from here on, Ray is shut down (disconnected) however the search ends
+        interrupts.check()
         if given:
             check_storage_shared(Path(experiment.storage).expanduser().resolve(), echo)
         if on_cluster:
@@ -209,6 +213,7 @@ def run_search(
         try:
             held = held or hold_folder(folder)
             run = _SearchRun(experiment, tracker, search_run_id, folder, echo)
+            interrupts.check()
             searcher = run.fit(
                 constants, teacher_state, restore=previous is not None, local_ray=local_ray
             )
