@@ -200,6 +200,10 @@ def run_search(
         echo(f"connected to {seen}" + ("" if f" at {given} " in seen else f" (given: {given})"))
     if given and (unfit := cluster_fit(experiment)):
         echo(f"note: {unfit}")
+    # A new search stopped before its trials leaves no storage folder it made (empty by then).
+    root = Path(experiment.storage).expanduser().resolve()
+    root_made = previous is None and not root.exists()
+    run = None
     try:  # from here on, Ray is shut down (disconnected) however the search ends
         interrupts.check()
         if given:
@@ -209,7 +213,6 @@ def run_search(
         search_run_id, folder = _open_search(
             experiment, tracker, previous, teacher_facts, teacher_epochs, echo
         )
-        run = None
         try:
             held = held or hold_folder(folder)
             run = _SearchRun(experiment, tracker, search_run_id, folder, echo)
@@ -221,6 +224,11 @@ def run_search(
             if run is None or not run.began:
                 _unopen_search(tracker, search_run_id, folder, resumed=previous is not None)
             raise
+    except BaseException:
+        if root_made and (run is None or not run.began):
+            with contextlib.suppress(OSError):
+                root.rmdir()  # only if empty: a file put there meanwhile keeps it
+        raise
     finally:
         ray.shutdown()
         if held is not None:

@@ -202,7 +202,7 @@ def test_an_interrupt_before_the_trials_began_leaves_no_search(
     (run,) = client.search_runs([experiment_id], run_view_type=ViewType.ALL)
     assert (run.info.status, run.info.lifecycle_stage) == ("KILLED", "deleted")
     assert not client.search_runs([experiment_id])  # no active search left
-    assert not list((workdir / "results").glob("nascomp-*"))
+    assert not (workdir / "results").exists()  # the storage folder it made, too
     with pytest.raises(SearchError, match="no search has begun there"):
         run_search(experiment, echo=lambda line: None, resume="latest")
 
