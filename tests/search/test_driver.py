@@ -236,3 +236,49 @@ def test_a_search_killed_before_tune_saved_its_state_resumes_from_the_start(
     assert [(p.info.run_id, p.info.status) for p in parents] == [
         (summary.search_run_id, "FINISHED")
     ]
+
+
+def test_an_interrupted_search_frees_its_garbage_before_ray_shuts_down(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tune's garbage after a Ctrl-C holds Ray's handles (trials stopped while they waited
+    for a node): freed by the collector while the other thread's ray.shutdown ran, one ended
+    the driver with exit 1 and Ray's "The core worker has already been shutdown" (a helper's
+    cluster sweep: 7 of 15 tries). Here the search's Tune loop leaves cyclic garbage and is
+    interrupted; the garbage must be gone when Ray's shutdown begins."""
+    import gc
+    import weakref
+
+    from nascomp.search import driver
+    from nascomp.search.errors import SearchInterrupted
+
+    freed: list[bool] = []
+    seen_at_shutdown: list[bool] = []
+
+    class Cycle:
+        def __init__(self) -> None:
+            self.me = self
+
+    class InterruptedTuner:
+        def fit(self) -> None:
+            cycle = Cycle()
+            weakref.finalize(cycle, freed.append, True)
+            del cycle  # garbage only the collector frees, as Tune's controller is
+            raise KeyboardInterrupt
+
+    real_shutdown = driver._shutdown_ray
+
+    def shutdown(local_ray: object) -> None:
+        seen_at_shutdown.append(bool(freed))
+        real_shutdown(local_ray)
+
+    monkeypatch.setattr(driver._SearchRun, "_new_tuner", lambda *args: InterruptedTuner())
+    monkeypatch.setattr(driver, "_shutdown_ray", shutdown)
+    experiment = tiny_experiment(workdir)
+    gc.disable()  # no automatic pass frees it by chance
+    try:
+        with pytest.raises(SearchInterrupted):
+            run_search(experiment, echo=lambda line: None)
+    finally:
+        gc.enable()
+    assert seen_at_shutdown == [True]
