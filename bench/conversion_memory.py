@@ -64,8 +64,18 @@ def growth(side: str, conversions: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--conversions", type=at_least(1), default=30)
-    parser.add_argument("--pairs", type=at_least(1), default=2)
+    parser.add_argument(
+        "--conversions",
+        type=at_least(1),
+        default=30,
+        help="conversions timed per process, after one warm-up (default %(default)s)",
+    )
+    parser.add_argument(
+        "--pairs",
+        type=at_least(1),
+        default=2,
+        help="kept/dropped pairs of fresh processes, the order alternating (default %(default)s)",
+    )
     args = parser.parse_args()
     print(f"{machine()}; load average {load_average()} at the start")
     print(f"{args.conversions} conversions of a 4.2 M-parameter CNN per process, RSS growth MB")

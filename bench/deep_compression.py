@@ -64,7 +64,7 @@ from nascomp.trainers.data import DataSplits, load_data
 from nascomp.trainers.loop import Distillation, make_optimizer, predict_logits, train_epoch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DEFAULT_DATA_ROOT, at_least, output_file
+from _common import DEFAULT_DATA_ROOT, at_least, output_file, write_whole
 
 # Han et al. 2016, Table 2 and 3: (baseline error %, compressed error %, KB before, KB after).
 PAPER = {
@@ -414,12 +414,29 @@ def print_table(rows: list[Row]) -> None:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", nargs="+", default=list(RECIPES), choices=list(RECIPES))
-    parser.add_argument("--data-root", default=str(DEFAULT_DATA_ROOT))
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=list(RECIPES),
+        choices=list(RECIPES),
+        help="the models to compress (default: both)",
+    )
+    parser.add_argument(
+        "--data-root",
+        default=str(DEFAULT_DATA_ROOT),
+        help="folder holding MNIST "
+        "(default %(default)s: $NASCOMP_DATA_ROOT if set, else ../shared/data)",
+    )
     parser.add_argument(
         "--threads", type=int, default=1, help="torch threads; 1 on a shared 2-core machine"
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the initial weights and the batch order; the validation split is fixed "
+        "(default %(default)s)",
+    )
     parser.add_argument("--quick", action="store_true", help="5,000 images, 1 epoch per phase")
     parser.add_argument(
         "--ratio", type=float, help="one recipe at this pruning ratio (skips the selection grid)"
@@ -431,7 +448,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--budget", type=float, help="one recipe at this bit budget (skips the selection grid)"
     )
-    parser.add_argument("--coding", default="entropy", choices=["entropy", "packed"])
+    parser.add_argument(
+        "--coding",
+        default="entropy",
+        choices=["entropy", "packed"],
+        help="the compressed file's coding: entropy-coded (Deep Compression's third stage) or "
+        "packed (default %(default)s; the packed size is printed either way)",
+    )
     parser.add_argument(
         "--sensitivity",
         default="kl",
@@ -537,7 +560,7 @@ def main() -> None:
             "grid_picks": [asdict(p) | {"ratio": p.ratio} for p, _ in refits],
             "candidates": [asdict(r) | {"ratio": r.ratio} for r in all_rows],
         }
-        args.json.write_text(json.dumps(out, indent=2))
+        write_whole(args.json, json.dumps(out, indent=2))
 
 
 if __name__ == "__main__":

@@ -110,16 +110,53 @@ def student_errors(
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-root", default=str(DEFAULT_DATA_ROOT))
-    parser.add_argument("--dataset", default="mnist", choices=["mnist", "fashion_mnist"])
-    parser.add_argument("--threads", type=at_least(1), default=1)
-    parser.add_argument("--seeds", type=at_least(1), default=3)
-    parser.add_argument("--teacher-epochs", type=int, default=8)
-    parser.add_argument("--student-epochs", type=int, default=15)
-    parser.add_argument("--temperature", type=float, default=4.0)
+    parser.add_argument(
+        "--data-root",
+        default=str(DEFAULT_DATA_ROOT),
+        help="folder holding the dataset "
+        "(default %(default)s: $NASCOMP_DATA_ROOT if set, else ../shared/data)",
+    )
+    parser.add_argument(
+        "--dataset",
+        default="mnist",
+        choices=["mnist", "fashion_mnist"],
+        help="what teacher and students train and are tested on (default %(default)s)",
+    )
+    parser.add_argument(
+        "--threads", type=at_least(1), default=1, help="torch threads (default %(default)s)"
+    )
+    parser.add_argument(
+        "--seeds",
+        type=at_least(1),
+        default=3,
+        help="students per arm, seeds 0 to N-1 (default %(default)s)",
+    )
+    parser.add_argument(
+        "--teacher-epochs",
+        type=int,
+        default=8,
+        help="training epochs of the LeNet-5 teacher, trained once (default %(default)s)",
+    )
+    parser.add_argument(
+        "--student-epochs",
+        type=int,
+        default=15,
+        help="training epochs of every student, the same in every arm (default %(default)s)",
+    )
+    parser.add_argument(
+        "--temperature",
+        type=float,
+        default=4.0,
+        help="temperature of Hinton's loss, above 0 (default %(default)s)",
+    )
     parser.add_argument("--alpha", type=float, default=0.7, help="weight of the soft targets")
     parser.add_argument("--features", action="store_true", help="add the feature-hint arm")
-    parser.add_argument("--feature-weight", type=float, default=1.0)
+    parser.add_argument(
+        "--feature-weight",
+        type=float,
+        default=1.0,
+        help="weight of the FitNets hint loss in the --features arm (default %(default)s)",
+    )
     parser.add_argument("--quick", action="store_true", help="5,000 images, 1-2 epochs, 2 seeds")
     args = parser.parse_args()
     # before the teacher trains (minutes): the loss refused them after it

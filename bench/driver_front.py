@@ -71,10 +71,23 @@ def recompute(points: list[list[float]]) -> tuple[float, list[int]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--trials", type=at_least(1), default=10_000)
-    parser.add_argument("--sizes", type=at_least(1), nargs="+", default=[100, 1_000, 5_000, 10_000])
+    parser.add_argument(
+        "--trials",
+        type=at_least(1),
+        default=10_000,
+        help="synthetic trials in the history; --sizes above it are left out (default %(default)s)",
+    )
+    parser.add_argument(
+        "--sizes",
+        type=at_least(1),
+        nargs="+",
+        default=[100, 1_000, 5_000, 10_000],
+        help="trials so far at which both sides are timed (default: 100 1000 5000 10000)",
+    )
     parser.add_argument("--repeats", type=at_least(1), default=20, help="timed trials per size")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the synthetic history (default %(default)s)"
+    )
     args = parser.parse_args()
     results = history(args.trials + args.repeats, args.seed)
     sizes = sorted(s for s in args.sizes if s <= args.trials)

@@ -211,15 +211,27 @@ def whole_trials(n_trials: int, data_root: str, seed: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=at_least(1), default=5)
+    parser.add_argument(
+        "--rounds",
+        type=at_least(1),
+        default=5,
+        help="alternating rounds per comparison (default %(default)s)",
+    )
     parser.add_argument(
         "--repeat", type=at_least(1), default=3, help="timed calls per side and round"
     )
-    parser.add_argument("--threads", type=at_least(1), default=1)
+    parser.add_argument(
+        "--threads", type=at_least(1), default=1, help="torch threads (default %(default)s)"
+    )
     parser.add_argument(
         "--trials", type=at_least(0), default=0, help="whole trials, old against new"
     )
-    parser.add_argument("--data-root", default=str(DEFAULT_DATA_ROOT))
+    parser.add_argument(
+        "--data-root",
+        default=str(DEFAULT_DATA_ROOT),
+        help="folder holding MNIST, for --trials "
+        "(default %(default)s: $NASCOMP_DATA_ROOT if set, else ../shared/data)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="of the trials' random draw")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)

@@ -81,7 +81,12 @@ def alternate(measure, sides: tuple[str, str], pairs: int, tmp: Path) -> dict[st
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--pairs", type=at_least(1), default=5)
+    parser.add_argument(
+        "--pairs",
+        type=at_least(1),
+        default=5,
+        help="alternating pairs of fresh processes per cost (default %(default)s)",
+    )
     args = parser.parse_args()
     print(f"machine: {machine()}; load average {load_average()}")
     with tempfile.TemporaryDirectory(prefix="nascomp-exit-") as name:

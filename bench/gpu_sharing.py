@@ -118,10 +118,26 @@ def run_level(config: dict[str, Any], n_workers: int, n_trials: int) -> dict[str
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="levels 1 and 2, 1 trial each")
-    parser.add_argument("--levels", type=int, nargs="+", default=[1, 2, 4, 8])
-    parser.add_argument("--trials-per-worker", type=int, default=3)
+    parser.add_argument(
+        "--levels",
+        type=int,
+        nargs="+",
+        default=[1, 2, 4, 8],
+        help="numbers of concurrent worker processes, one level after another (default: 1 2 4 8)",
+    )
+    parser.add_argument(
+        "--trials-per-worker",
+        type=int,
+        default=3,
+        help="timed trials per worker, after its warm-up trial (default %(default)s)",
+    )
     parser.add_argument("--epochs", type=at_least(1), default=3, help="training epochs per trial")
-    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=128,
+        help="train.batch_size of every trial (default %(default)s)",
+    )
     parser.add_argument("--per-class", type=int, default=1000, help="CIFAR train images/class")
     parser.add_argument("--data-root", type=Path, help="extracted CIFAR-10-images folder")
     args = parser.parse_args(argv)

@@ -117,9 +117,20 @@ def time_all(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--threads", type=at_least(1), default=1)
+    parser.add_argument(
+        "--threads",
+        type=at_least(1),
+        default=1,
+        help="torch and ONNX Runtime threads (default %(default)s)",
+    )
     parser.add_argument("--ratio", type=float, default=0.5, help="channels removed per layer")
-    parser.add_argument("--rounds", type=at_least(1), default=5)
+    parser.add_argument(
+        "--rounds",
+        type=at_least(1),
+        default=5,
+        help="interleaved rounds of every form; the tables give medians over them "
+        "(default %(default)s)",
+    )
     parser.add_argument("--repeat", type=at_least(1), default=30, help="timed passes per round")
     parser.add_argument("--quick", action="store_true", help="1 round of 5 passes")
     args = parser.parse_args()

@@ -68,8 +68,15 @@ def run_side(kind: str, sets: list[str], tmp: Path) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pairs", type=at_least(1), default=6, help="alternating pairs of runs")
-    parser.add_argument("--trials", type=at_least(1), default=2)
-    parser.add_argument("--epochs", type=at_least(1), default=1)
+    parser.add_argument(
+        "--trials", type=at_least(1), default=2, help="trials per search (default %(default)s)"
+    )
+    parser.add_argument(
+        "--epochs",
+        type=at_least(1),
+        default=1,
+        help="training epochs per trial (default %(default)s)",
+    )
     parser.add_argument("--side", choices=SIDES, help=argparse.SUPPRESS)
     parser.add_argument("--set", action="append", default=[], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

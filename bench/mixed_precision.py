@@ -226,14 +226,36 @@ def load_rows(paths: list[Path]) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=at_least(1), default=3)
-    parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument(
+        "--seeds",
+        type=at_least(1),
+        default=3,
+        help="searches per mode, one per seed (default %(default)s)",
+    )
+    parser.add_argument(
+        "--first-seed",
+        type=int,
+        default=0,
+        help="search.seed of the first search; the others count up from it (default %(default)s)",
+    )
     parser.add_argument("--trials", type=at_least(1), default=12, help="trials per search")
     parser.add_argument("--epochs", type=at_least(1), default=3, help="training epochs per trial")
     parser.add_argument("--max-train", type=int, default=5000, help="training images")
     parser.add_argument("--val-fraction", type=float, default=0.1, help="data.val_fraction")
-    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
-    parser.add_argument("--coding", default="packed", choices=["packed", "entropy"])
+    parser.add_argument(
+        "--modes",
+        nargs="+",
+        default=list(MODES),
+        choices=MODES,
+        help="space.quant.mixed settings to compare (default: all three)",
+    )
+    parser.add_argument(
+        "--coding",
+        default="packed",
+        choices=["packed", "entropy"],
+        help="measure.coding: the coding of the file whose size is size_bytes "
+        "(default %(default)s)",
+    )
     parser.add_argument("--json", type=output_file, help="also write every trial here")
     parser.add_argument(
         "--combine",

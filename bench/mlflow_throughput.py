@@ -666,7 +666,12 @@ def _load() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=at_least(1), default=5)
+    parser.add_argument(
+        "--rounds",
+        type=at_least(1),
+        default=5,
+        help="rounds of the metrics-per-second measurement (default %(default)s)",
+    )
     parser.add_argument("--metrics", type=int, default=400, help="metrics per rate and round")
     parser.add_argument("--lifecycle-only", action="store_true", help="no metrics-per-second")
     parser.add_argument("--lifecycle-rounds", type=int, default=3, help="blocks per setting")
@@ -684,7 +689,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--server-pythonpath", help="prepended to the servers' PYTHONPATH")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     parser.add_argument("--checkpoint", action="store_true", help="checkpoint sizes, no server")
-    parser.add_argument("--storage-trials", type=int, default=10_000)
+    parser.add_argument(
+        "--storage-trials",
+        type=int,
+        default=10_000,
+        help="trials whose checkpoint storage --checkpoint reports (default %(default)s)",
+    )
     parser.add_argument(
         "--checkpoint-epochs", type=int, default=15, help="checkpoints per trial if all are kept"
     )

@@ -239,8 +239,19 @@ def baseline_main(spec: Path, n_trials: int, concurrent: int) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="8 trials, 2 epochs, 1 pair")
-    parser.add_argument("--trials", type=at_least(1), default=32)
-    parser.add_argument("--concurrent", type=int, default=2)
+    parser.add_argument(
+        "--trials",
+        type=at_least(1),
+        default=32,
+        help="trials per run of each side (default %(default)s)",
+    )
+    parser.add_argument(
+        "--concurrent",
+        type=int,
+        default=2,
+        help="trials at once: search.concurrent, and the baseline's worker processes "
+        "(default %(default)s)",
+    )
     parser.add_argument("--epochs", type=at_least(1), default=10, help="training epochs per trial")
     parser.add_argument("--pairs", type=at_least(1), default=3, help="alternating pairs of runs")
     parser.add_argument("--baseline-worker", type=Path, help=argparse.SUPPRESS)

@@ -61,8 +61,15 @@ def schedule(model_name: str, scope: str, select: Select) -> tuple[float, list[t
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=at_least(1), default=5)
-    parser.add_argument("--threads", type=at_least(1), default=1)
+    parser.add_argument(
+        "--rounds",
+        type=at_least(1),
+        default=5,
+        help="alternating rounds per model and scope (default %(default)s)",
+    )
+    parser.add_argument(
+        "--threads", type=at_least(1), default=1, help="torch threads (default %(default)s)"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     kth = pruning.lowest

@@ -248,8 +248,21 @@ def profile_one_ask(name: str, trials: Sequence[FrozenTrial], n_lines: int) -> s
 # ---------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", type=at_least(1), nargs="+", default=list(SIZES))
-    parser.add_argument("--samplers", nargs="+", default=list(SAMPLERS), choices=SAMPLERS)
+    parser.add_argument(
+        "--sizes",
+        type=at_least(1),
+        nargs="+",
+        default=list(SIZES),
+        help="finished trials each study is fast-forwarded to (default: "
+        f"{' '.join(map(str, SIZES))})",
+    )
+    parser.add_argument(
+        "--samplers",
+        nargs="+",
+        default=list(SAMPLERS),
+        choices=SAMPLERS,
+        help="search.sampler settings to time, taking turns (default: all)",
+    )
     parser.add_argument(
         "--asks", type=at_least(1), default=7, help="timed asks per sampler and size"
     )

@@ -516,15 +516,36 @@ def write_plot(path: Path, grid: np.ndarray, means: dict, curves: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=at_least(1), default=5)
-    parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument(
+        "--seeds",
+        type=at_least(1),
+        default=5,
+        help="searches per strategy, one per seed (default %(default)s)",
+    )
+    parser.add_argument(
+        "--first-seed",
+        type=int,
+        default=0,
+        help="search.seed of the first search; the others count up from it (default %(default)s)",
+    )
     parser.add_argument("--budget", type=above_zero, default=240.0, help="CPU-seconds per search")
-    parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=STRATEGIES)
+    parser.add_argument(
+        "--strategies",
+        nargs="+",
+        default=list(STRATEGIES),
+        choices=STRATEGIES,
+        help="the strategies to run, each a setting of the experiment (default: all)",
+    )
     parser.add_argument(
         "--train-samples", type=at_least(1), default=2000, help="MNIST training subset"
     )
     parser.add_argument("--image-size", type=at_least(1), default=16, help="MNIST resized to this")
-    parser.add_argument("--data-root", default=str(DEFAULT_DATA_ROOT))
+    parser.add_argument(
+        "--data-root",
+        default=str(DEFAULT_DATA_ROOT),
+        help="folder holding MNIST "
+        "(default %(default)s: $NASCOMP_DATA_ROOT if set, else ../shared/data)",
+    )
     parser.add_argument(
         "--inherit-epochs", type=at_least(1), default=1, help="train epochs of an inheriting trial"
     )
@@ -534,7 +555,12 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="data.max_test_samples of every search (default: the whole test split, 10,000)",
     )
-    parser.add_argument("--workers", type=at_least(1), default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--workers",
+        type=at_least(1),
+        default=os.cpu_count() or 1,
+        help="searches run at once, a process each (default: the CPU count, %(default)s)",
+    )
     parser.add_argument(
         "--plot", type=output_file, help="write the curves to this picture (PNG, SVG)"
     )

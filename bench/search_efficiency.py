@@ -158,12 +158,34 @@ def trials_to_match(curve: np.ndarray, target: float) -> int | None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cost", choices=("params", "macs"), default="params")
+    parser.add_argument(
+        "--cost",
+        choices=("params", "macs"),
+        default="params",
+        help="the real network's params or MACs, minimised against val_accuracy "
+        "(default %(default)s)",
+    )
     parser.add_argument("--seeds", type=at_least(1), default=10, help="how many seeds")
     parser.add_argument("--first-seed", type=int, default=0, help="seeds run from this one")
-    parser.add_argument("--trials", type=at_least(1), default=max(CHECKPOINTS))
-    parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=STRATEGIES)
-    parser.add_argument("--workers", type=at_least(1), default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--trials",
+        type=at_least(1),
+        default=max(CHECKPOINTS),
+        help="trials per search (default %(default)s)",
+    )
+    parser.add_argument(
+        "--strategies",
+        nargs="+",
+        default=list(STRATEGIES),
+        choices=STRATEGIES,
+        help="the strategies to compare, each a setting of the experiment file (default: all)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=at_least(1),
+        default=os.cpu_count() or 1,
+        help="searches run at once, a process each (default: the CPU count, %(default)s)",
+    )
     args = parser.parse_args(argv)
     _quiet()
 
