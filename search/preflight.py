@@ -38,6 +38,7 @@ from nascomp.compressors.pruning import (
 from nascomp.compressors.size import float_weights
 from nascomp.search.errors import ConfigError
 from nascomp.search.experiment import Experiment, teacher_job, trial_constants
+from nascomp.search.shipping import user_code_paths
 from nascomp.spaces.mixed import PER_LAYER
 from nascomp.spaces.models import (
     IDS_FAMILIES,
@@ -49,7 +50,7 @@ from nascomp.spaces.models import (
 )
 from nascomp.spaces.params import Param, to_param
 from nascomp.spaces.space import ARCH_SPACES
-from nascomp.spaces.userfn import NotLogitsError
+from nascomp.spaces.userfn import NotLogitsError, UserCodeError, reload_if_changed
 from nascomp.trainers.data import USER_SOURCES
 from nascomp.trainers.init import apply_weights, initial_weights
 from nascomp.trainers.teacher import load_teacher_checkpoint, teacher_path
@@ -75,6 +76,11 @@ def check_user_code(experiment: Experiment, notes: list[str] | None = None) -> E
     ``spaces.mixed.per_layer_groups``)."""
     if experiment.trial != "train":
         return experiment
+    for path in user_code_paths(experiment):  # checked, and the teacher built, as files are now
+        try:
+            reload_if_changed(path, path)
+        except UserCodeError as exc:
+            raise ConfigError(str(exc)) from None
     per_layer = experiment.space.quant.groups == PER_LAYER
     student = experiment.space.arch.first_arch()
     teacher = experiment.teacher.arch if experiment.space.distillation_possible() else None

@@ -9,6 +9,7 @@ CLI can print it without a traceback.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import importlib
 import importlib.util
@@ -83,6 +84,87 @@ def module_file(path: str) -> Path | None:
     return Path(origin) if origin and origin.endswith(".py") else None
 
 
+def source_files(path: str) -> list[Path]:
+    """The source file of the module of a ``"package.module:function"`` path (``module_file``)
+    and those of the user's modules it imports, found from its import statements, without
+    importing anything, and theirs in turn: every module found in the folder that holds the
+    path's top-level package (or module), outside site-packages. The teacher's cache key and
+    the code digests ``reproduce`` compares hold them all: a builder taking its widths from the
+    user's ``config.py`` was served a teacher cached before ``config.py`` changed. Imports made
+    at run time (``importlib.import_module``) are not seen. Empty when the module has no
+    ``.py`` file."""
+    first = module_file(path)
+    if first is None:
+        return []
+    name = path.partition(":")[0]
+    depth = name.count(".") + (first.name == "__init__.py")
+    if depth >= len(first.parents):
+        return [first]
+    root = first.parents[depth]
+    found = [first]
+    queue = [(first, name)]
+    while queue:
+        file, module = queue.pop(0)
+        package = module if file.name == "__init__.py" else module.rpartition(".")[0]
+        for imported in _imports(file, package):
+            source = _user_file(imported, root)
+            if source is not None and source not in found:
+                found.append(source)
+                queue.append((source, imported))
+    return found
+
+
+def _imports(file: Path, package: str) -> list[str]:
+    """The absolute names of the modules ``file``'s import statements name (for ``from a
+    import b``: ``a`` and ``a.b``, which may be a module); none if it does not parse."""
+    try:
+        tree = ast.parse(file.read_bytes(), filename=str(file))
+    except (OSError, SyntaxError, ValueError):
+        return []
+    names: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".") if package else []
+                if node.level - 1 > len(parts):
+                    continue
+                parts = parts[: len(parts) - (node.level - 1)]
+                base = ".".join([*parts, *([base] if base else [])])
+            if base:
+                names.append(base)
+            names += [f"{base}.{alias.name}" if base else alias.name for alias in node.names]
+    return names
+
+
+def _user_file(name: str, root: Path) -> Path | None:
+    """The ``.py`` file of module ``name`` when it is the user's (in ``root``, outside
+    site-packages), looked up without importing it or its packages; else None."""
+    parts = name.split(".")
+    if not all(part.isidentifier() for part in parts):
+        return None
+    try:
+        spec = importlib.util.find_spec(parts[0])  # a top-level name imports nothing
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+        return None
+    top = Path(spec.origin)
+    if not top.is_relative_to(root) or {"site-packages", "dist-packages"} & set(top.parts):
+        return None
+    if len(parts) == 1:
+        return top
+    if top.name != "__init__.py":
+        return None  # ``from module import name``: a name in it, not a module
+    folder = top.parent.joinpath(*parts[1:-1])
+    for candidate in (folder / parts[-1] / "__init__.py", folder / f"{parts[-1]}.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
 def split_path(path: Any, field: str) -> tuple[str, str]:
     """``("package.module", "function")`` of a ``"package.module:function"`` string."""
     if not isinstance(path, str) or path.count(":") != 1:
@@ -113,6 +195,7 @@ def load_callable(path: Any, field: str) -> Callable[..., Any]:
     _working_folder_importable()
     # A module written after Python listed its folder (a notebook, a test) must still import.
     importlib.invalidate_caches()
+    first = module_name not in sys.modules
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
@@ -130,6 +213,8 @@ def load_callable(path: Any, field: str) -> Callable[..., Any]:
         raise UserCodeError(
             f"{field}: importing {module_name!r} failed: {type(exc).__name__}: {exc}"
         ) from None
+    if first or module_name not in _STAMPS:
+        _STAMPS[module_name] = _stamps(source_files(path))
     target: Any = module
     for part in attribute.split("."):
         if not hasattr(target, part):
@@ -139,6 +224,53 @@ def load_callable(path: Any, field: str) -> Callable[..., Any]:
     if not callable(target):
         raise UserCodeError(f"{field}: {path!r} is a {type(target).__name__}, not a function")
     return target
+
+
+# The modification time and size of each source file (``source_files``) of the user's modules
+# as load_callable found them when it first imported each one, by module name.
+_STAMPS: dict[str, dict[Path, tuple[int, int]]] = {}
+
+
+def _stamps(files: list[Path]) -> dict[Path, tuple[int, int]]:
+    found = {}
+    for file in files:
+        with contextlib.suppress(OSError):
+            stat = file.stat()
+            found[file] = (stat.st_mtime_ns, stat.st_size)
+    return found
+
+
+def reload_if_changed(path: str, field: str) -> bool:
+    """Import again the module of ``path``, and the modules of the user's it imports, when
+    one of their files changed since :func:`load_callable` imported it in this process (a
+    notebook: the builder fixed, the cell run again). Python keeps the first import: a second
+    ``run_search`` checked the old builder and trained the teacher with it, cached under the
+    new file's digest, while Ray's new workers imported the new file. Returns whether it
+    did; ``field`` names the path in the error of a module that no longer imports. Called by
+    the search's driver, never in a trial's worker (a search's trials keep one version)."""
+    module_name = path.partition(":")[0]
+    recorded = _STAMPS.get(module_name)
+    if recorded is None or module_name not in sys.modules or _stamps(list(recorded)) == recorded:
+        return False
+    files = source_files(path)
+    by_file = {}
+    for module in list(sys.modules.values()):
+        source = getattr(module, "__file__", None)
+        if isinstance(source, str):
+            by_file[Path(source)] = module
+    try:
+        for file in reversed(files):  # the imported before the importers
+            if file in by_file:
+                importlib.reload(by_file[file])
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # as a first import's failure is said
+        raise UserCodeError(
+            f"{field}: importing {module_name!r} again (its source changed) failed: "
+            f"{type(exc).__name__}: {exc}"
+        ) from None
+    _STAMPS[module_name] = _stamps(files)
+    return True
 
 
 def module_of(path: str) -> str:

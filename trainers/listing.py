@@ -6,6 +6,7 @@ blaming the device."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -54,19 +55,25 @@ def data_files_digest(name: str, root: str | None) -> str | None:
 
 
 def code_files_digest(paths: list[str]) -> dict[str, str]:
-    """SHA-256 of the source file of each ``"package.module:function"`` in ``paths`` (the
-    user's builders and factories), by path; a path whose module has no ``.py`` file (or is
-    not found) is left out. ``nascomp reproduce`` compares the search's with today's: an
-    edited builder built another model, and the reproduction said only that its metrics
-    differed ("another device or thread count?")."""
-    from nascomp.spaces.userfn import module_file
+    """SHA-256 of the source of each ``"package.module:function"`` in ``paths`` (the user's
+    builders and factories), by path: of its module's file, or, where it imports modules of
+    the user's (``source_files``), of those files' digests by their place beside the first;
+    a path whose module has no ``.py`` file (or is not found) is left out. ``nascomp
+    reproduce`` compares the search's with today's: an edited builder built another model,
+    and the reproduction said only that its metrics differed ("another device or thread
+    count?")."""
+    from nascomp.spaces.userfn import source_files
     from nascomp.trainers.init import file_digest
 
     found: dict[str, str] = {}
     for path in paths:
-        source = module_file(path)
-        if source is not None and source.is_file():
-            found[path] = file_digest(source)
+        files = [file for file in source_files(path) if file.is_file()]
+        if len(files) == 1:  # a module alone: its file's digest, as runs logged before hold
+            found[path] = file_digest(files[0])
+        elif files:
+            # by place relative to the first, so a project that moved keeps its digests
+            digests = {os.path.relpath(f, files[0].parent): file_digest(f) for f in files}
+            found[path] = hashlib.sha256(json.dumps(digests, sort_keys=True).encode()).hexdigest()
     return found
 
 

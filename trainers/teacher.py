@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from nascomp.spaces.models import InfeasibleArchitecture, build_model, model_family
-from nascomp.spaces.userfn import module_file
+from nascomp.spaces.userfn import module_file, source_files
 from nascomp.trainers.checkpoint import cpu_state_dict, write_atomically
 from nascomp.trainers.config import TrialConfig
 from nascomp.trainers.data import release_device_copies
@@ -129,14 +129,18 @@ USERS_FOLDER_CLASSES = ("ImageFolder", "DatasetFolder")
 def user_inputs(job: TeacherJob) -> dict[str, Any]:
     """What of the user's, besides the config, the teacher's weights depend on: the SHA-256
     of the source file of the teacher's builder (``custom`` or a plugin's family) and of the
-    data factory, and the size and modification time of each file under a custom factory's
-    or an image folder's ``data.root`` (torchvision's ImageFolder's too). Empty for nascomp's
+    data factory, with the user's modules each imports (``source_files``), and the size and
+    modification time of each file under a custom factory's or an image folder's
+    ``data.root`` (torchvision's ImageFolder's too). Empty for nascomp's
     own families and bundled or official datasets (their keys stay as they were). Data a
     factory reads from elsewhere, or makes from the environment, is not seen."""
     builder = _builder_source(job.teacher.arch)
     sources = [builder] if isinstance(builder, Path) else []
+    arch = job.teacher.arch
+    if arch.get("family") == "custom" and isinstance(arch.get("builder"), str):
+        sources += source_files(arch["builder"])  # with the user's modules it imports
     if job.data.name == "custom" and job.data.factory:
-        sources.append(module_file(job.data.factory))
+        sources += source_files(job.data.factory)
     found: dict[str, Any] = {}
     code = {str(path): file_digest(path) for path in sorted({p for p in sources if p})}
     if isinstance(builder, str):  # a family's builder with no file: its compiled code

@@ -94,3 +94,83 @@ def test_a_trials_code_paths_and_their_sources_digests(
     assert first == {"digest_models:net": file_digest(source)}  # one without a file: left out
     source.write_text("def net():\n    return 1\n")
     assert code_files_digest(["digest_models:net"]) != first
+
+
+def _project(root: Path) -> None:
+    """A user's project: a builder module importing their helpers, a package (with relative
+    imports) and libraries."""
+    (root / "pkg" / "sub").mkdir(parents=True)
+    files = {
+        "top.py": "import os\nimport torch\nimport helper\nfrom pkg import thing\n"
+        "from pkg.sub import deep as d\nfrom helper import WIDTH\n\n\ndef build():\n    pass\n",
+        "helper.py": "import cfg\nWIDTH = 4\n",
+        "cfg.py": "MULT = 1\n",
+        "pkg/__init__.py": "from . import sub\n",
+        "pkg/thing.py": "Y = 2\n",
+        "pkg/sub/__init__.py": "from .deep import Z\n",
+        "pkg/sub/deep.py": "Z = 3\n",
+        "unused.py": "raise SystemExit('never imported, never read')\n",
+    }
+    for name, text in files.items():
+        (root / name).write_text(text)
+
+
+def test_source_files_are_the_module_and_the_users_modules_it_imports(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found from the import statements, transitively, relative ones too; libraries (torch,
+    os) and modules the code does not import are not; ``from helper import WIDTH`` names a
+    value, not a module. Nothing is imported."""
+    import sys
+
+    from nascomp.spaces.userfn import source_files
+
+    _project(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    found = {str(path.relative_to(tmp_path)) for path in source_files("top:build")}
+    assert found == {
+        "top.py",
+        "helper.py",
+        "cfg.py",
+        "pkg/__init__.py",
+        "pkg/thing.py",
+        "pkg/sub/__init__.py",
+        "pkg/sub/deep.py",
+    }
+    assert source_files("top:build")[0] == tmp_path / "top.py"
+    assert not {"top", "helper", "cfg", "pkg"} & set(sys.modules)
+    assert source_files("absent_module_here:f") == []
+
+
+def test_an_edited_helper_changes_the_teacher_key_and_the_code_digest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A builder taking its widths from the user's cfg.py was served the teacher cached before
+    cfg.py changed: every trial failed loading it (a shape mismatch), or, where the shapes
+    held, distilled from another network than the one configured (a helper's API sweep)."""
+    from nascomp.trainers.settings import AugmentSettings, DataConfig, TeacherConfig
+    from nascomp.trainers.teacher import TeacherJob, teacher_path
+
+    _project(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    job = TeacherJob(
+        teacher=TeacherConfig.model_construct(
+            arch={"family": "custom", "builder": "top:build"}, checkpoint=None, optimizer="adam"
+        ),
+        data=DataConfig(),
+        augment=AugmentSettings(),
+        momentum=0.9,
+        seed=0,
+        threads=1,
+        device="cpu",
+    )
+    key, digest = teacher_path(job), code_files_digest(["top:build"])
+    (tmp_path / "cfg.py").write_text("MULT = 3\n")
+    assert teacher_path(job) != key
+    assert code_files_digest(["top:build"]) != digest
+    (tmp_path / "cfg.py").write_text("MULT = 1\n")
+    assert (teacher_path(job), code_files_digest(["top:build"])) == (key, digest)
+    (tmp_path / "unused.py").write_text("X = 1\n")  # not the builder's: no new teacher
+    assert teacher_path(job) == key
