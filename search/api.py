@@ -137,6 +137,10 @@ def run_search(
     checked = load_experiment(experiment, overrides)
     if resume is not None and not isinstance(resume, str | Path):
         raise _experiment.ConfigError(f"resume: a result folder or 'latest'; got {resume!r}")
+    if address is not None and not isinstance(address, str):  # 6379: an AttributeError
+        raise _experiment.ConfigError(
+            f"address: a Ray cluster's 'HOST:PORT' or 'auto' (a str), or None; got {address!r}"
+        )
     _check_no_ray_here(address)
     with process_state_kept(), _in_api_words():
         # MLflow's INFO lines ("Creating initial MLflow database tables...") are not the

@@ -464,16 +464,26 @@ def load_exported(folder: str | Path, trust_code: bool = False) -> nn.Module:
     ``skeleton.json`` names: a module imported and a function called. That runs only with
     ``trust_code=True``, for a folder whose ``skeleton.json`` you trust (one you exported):
     anyone who could write the folder could name any function there."""
+    if not isinstance(folder, str | os.PathLike):
+        raise TypeError(f"folder: an export folder (a str or Path); got {type(folder).__name__}")
+    if not isinstance(trust_code, bool):  # "false", read from a setting, is truthy
+        raise TypeError(f"trust_code: True or False; got {trust_code!r}")
     folder = Path(folder)
     if not (folder / SKELETON).is_file() or not (folder / ARTIFACT).is_file():
         raise FileNotFoundError(
             f"no nascomp export in {folder}: it needs {SKELETON} and {ARTIFACT}, which "
             "`nascomp reproduce RUN_ID --export DIR` writes"
         )
-    skeleton = json.loads((folder / SKELETON).read_text())
+    try:
+        skeleton = json.loads((folder / SKELETON).read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{folder / SKELETON} is not a nascomp skeleton ({exc})") from None
     arch = skeleton.get("arch") if isinstance(skeleton, dict) else None
     if not isinstance(arch, dict):
         raise ValueError(f"{folder / SKELETON} is not a nascomp skeleton (no arch mapping)")
+    missing = [key for key in ("input_shape", "n_classes", "layers") if key not in skeleton]
+    if missing:
+        raise ValueError(f"{folder / SKELETON} is not a nascomp skeleton (no {missing[0]})")
     if arch.get("family") == "custom" and not trust_code:
         raise PermissionError(
             f"{folder / SKELETON} names code to import and run, builder "
@@ -490,4 +500,9 @@ def load_exported(folder: str | Path, trust_code: bool = False) -> nn.Module:
     reshape_layers(model, skeleton["layers"])
     reshape_free_tensors(model, skeleton.get("tensors", {}))
     with layer_kinds(skeleton.get("layers_compressed", LEGACY_LAYERS)):
-        return load_compressed(folder / ARTIFACT, model).eval()
+        try:
+            return load_compressed(folder / ARTIFACT, model).eval()
+        except ValueError as exc:  # "compressed file is truncated": which file
+            if str(folder / ARTIFACT) in str(exc):
+                raise
+            raise ValueError(f"{folder / ARTIFACT}: {exc}") from None

@@ -51,6 +51,8 @@ def test_bad_experiments_raise_one_line_config_errors() -> None:
     # found after the teacher had trained, a bare TypeError
     with pytest.raises(nascomp.ConfigError, match=r"^echo: a function given each progress line"):
         nascomp.run_search(None, echo="quiet")  # type: ignore[arg-type]
+    with pytest.raises(nascomp.ConfigError, match=r"^address: a Ray cluster's .*got 6379$"):
+        nascomp.run_search(None, address=6379)  # type: ignore[arg-type]
 
 
 def test_errors_name_the_apis_arguments_not_the_command_lines_flags(tmp_path: Path) -> None:

@@ -112,6 +112,9 @@ def test_load_exported_runs_the_code_a_skeleton_names_only_when_trusted(
     (tmp_path / "skeleton.json").write_text(json.dumps(skeleton))
     with pytest.raises(PermissionError, match=r"names code to import and run.*trust_code=True"):
         load_exported(tmp_path)
+    for truthy in ("false", "no", 1):  # from a setting's text: truthy, and not a yes
+        with pytest.raises(TypeError, match=r"^trust_code: True or False; got "):
+            load_exported(tmp_path, trust_code=truthy)  # type: ignore[arg-type]
     assert not marker.exists()
     with pytest.raises(Exception):  # noqa: B017 (the planted builder returns no model)
         load_exported(tmp_path, trust_code=True)
@@ -466,3 +469,31 @@ def test_an_image_folders_recipe_says_how_its_files_were_decoded() -> None:
     folder = preprocess_recipe(normalise, example, {"data.name": "imagefolder"})
     assert folder["decode"] == DECODE and folder["image_mode"] == "RGB"
     assert preprocess_recipe(normalise, example, {"data.name": "torchvision"})["decode"] is None
+
+
+def test_load_exported_names_the_argument_or_the_file_that_is_wrong(tmp_path: Path) -> None:
+    """A folder given as a dict, or a damaged skeleton.json or model.nascomp: pathlib's
+    TypeError, a JSONDecodeError, a KeyError or "compressed file is truncated", none of which
+    named the argument or the file (a helper's API sweep)."""
+    flat = pruned("structured", 0.5, **{"quant.bits": 8, "train.epochs": 1})
+    outcome = run_trial(flat)
+    data = TrialConfig.from_flat(flat).data.load()
+    export_model(outcome.model, data.test_x[:1], flat, tmp_path)
+    load_exported(tmp_path)  # whole, it loads
+    for wrong in ({"a": 1}, None, 3):
+        with pytest.raises(TypeError, match=r"^folder: an export folder \(a str or Path\); got "):
+            load_exported(wrong)  # type: ignore[arg-type]
+    skeleton, artifact = tmp_path / "skeleton.json", tmp_path / "model.nascomp"
+    text, packed = skeleton.read_text(), artifact.read_bytes()
+    skeleton.write_text("{not json")
+    with pytest.raises(ValueError, match=rf"^{skeleton} is not a nascomp skeleton \("):
+        load_exported(tmp_path)
+    whole = json.loads(text)
+    del whole["input_shape"]
+    skeleton.write_text(json.dumps(whole))
+    with pytest.raises(ValueError, match=rf"^{skeleton} is not a nascomp skeleton \(no input_"):
+        load_exported(tmp_path)
+    skeleton.write_text(text)
+    artifact.write_bytes(packed[: len(packed) // 2])
+    with pytest.raises(ValueError, match=rf"^{artifact}: "):
+        load_exported(tmp_path)
