@@ -692,6 +692,24 @@ def test_ui_of_a_store_that_is_not_there_is_refused_and_makes_none(
     assert list(tmp_path.iterdir()) == []
 
 
+def test_ui_of_a_file_store_is_the_one_line_search_gives(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A folder or file:// store: the server started on it, 26 lines of MLflow's traceback,
+    then "port taken?" of a free port (a helper's sweep)."""
+    from nascomp.search.cli import main
+
+    for uri in (str(tmp_path), tmp_path.as_uri()):
+        assert main(["ui", "--tracking-uri", uri]) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert lines == [
+            f"nascomp: error: tracking.uri: {uri!r} is a folder: MLflow's file store is closed "
+            "to new features (MLflow 3 refuses it); give sqlite:///PATH/mlflow.db, a database "
+            "URL (postgresql://...) or an MLflow server's http(s):// address"
+        ]
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize(
     ("args", "argument"),
     [
