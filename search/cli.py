@@ -1195,9 +1195,13 @@ def cmd_ui(args: argparse.Namespace) -> int:
         "--workers",
         "1",
     ]
-    # SIGTERM (kill, service managers) must stop the server like Ctrl-C does: Python's default
-    # action exits without running `finally`, which would orphan `mlflow server` on the port.
-    previous = signal.signal(signal.SIGTERM, interrupts.raise_interrupt)
+    # SIGTERM (kill, service managers) and SIGHUP (its terminal closed) must stop the server
+    # like Ctrl-C does: Python's default action exits without running `finally`, which
+    # orphaned `mlflow server` on the port.
+    previous = {
+        signum: signal.signal(signum, interrupts.raise_interrupt)
+        for signum in (signal.SIGTERM, signal.SIGHUP)
+    }
     # The server takes 5 to 20 s to answer on a busy 2-core machine: say so at once, so a
     # silent terminal is not taken for a hang.
     from nascomp.search.tracking.store import without_credentials
@@ -1207,8 +1211,13 @@ def cmd_ui(args: argparse.Namespace) -> int:
     # A process group of its own: mlflow server starts helpers (gunicorn workers, the jobs'
     # huey consumers) that outlive a terminated parent; stopping the group stops them all.
     # Its log on stderr (fd 2): stdout keeps nascomp's two lines, the URL for scripts to read.
+    # Under a guard in that group, which stops the group if this process ends without doing
+    # so (SIGKILL): the server held the port, orphaned.
     server = subprocess.Popen(
-        command, env=ui_server_env(os.environ), stdout=2, preexec_fn=os.setpgrp
+        [sys.executable, "-c", _UI_GUARD, str(os.getpid()), *command],
+        env=ui_server_env(os.environ),
+        stdout=2,
+        preexec_fn=os.setpgrp,
     )
     try:
         if not _wait_healthy(base, server) or server.poll() is not None:
@@ -1245,7 +1254,28 @@ def cmd_ui(args: argparse.Namespace) -> int:
         return 0
     finally:
         _stop_group(server)
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+# `nascomp ui`'s server runs under this, in the server's process group: it starts the server
+# and ends with it, and stops the group (SIGTERM, then SIGKILL) once the nascomp process that
+# started it is gone (its parent changes), which a SIGKILL gives no time to do itself.
+_UI_GUARD = """
+import os, signal, subprocess, sys, time
+parent = int(sys.argv[1])
+server = subprocess.Popen(sys.argv[2:])
+signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the group's stop ends the server, then this
+while server.poll() is None:
+    if os.getppid() != parent:
+        os.killpg(0, signal.SIGTERM)
+        try:
+            server.wait(timeout=10)
+        finally:
+            os.killpg(0, signal.SIGKILL)
+    time.sleep(0.5)
+sys.exit(server.returncode if server.returncode >= 0 else 128 - server.returncode)
+"""
 
 
 def _stop_group(server: subprocess.Popen, grace_s: float = 10.0) -> None:

@@ -1043,3 +1043,51 @@ def test_a_stopped_trial_is_refused_before_the_commands_header(
         f"nothing to {command}\n"
     )
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("signum", ["SIGKILL", "SIGHUP"])
+def test_ui_killed_or_hung_up_leaves_no_server_on_the_port(tmp_path: Path, signum: str) -> None:
+    """Its terminal closed (SIGHUP) or killed (SIGKILL): nascomp died without stopping the
+    `mlflow server` of its own process group, which went on serving, holding the port (a
+    helper's sweep). SIGHUP now stops it as Ctrl-C does; after SIGKILL the guard the server
+    runs under stops the group."""
+    import signal
+    import socket
+    import time
+
+    import mlflow
+
+    from tests.search.raycluster import free_port
+
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.MlflowClient(store).create_experiment("nascomp")
+    port = free_port()
+    exe = Path(sys.executable).with_name("nascomp")
+    ui = subprocess.Popen(
+        [str(exe), "ui", "--tracking-uri", store, "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,  # as a terminal's shell starts it
+    )
+    try:
+        assert ui.stdout is not None
+        lines = [ui.stdout.readline() for _ in range(2)]
+        assert lines[1].startswith(f"MLflow UI: http://127.0.0.1:{port}/"), lines
+        ui.send_signal(getattr(signal, signum))
+        ui.wait(timeout=60)
+        deadline = time.monotonic() + 30
+        serving = True
+        while serving and time.monotonic() < deadline:
+            with socket.socket() as probe:
+                serving = probe.connect_ex(("127.0.0.1", port)) == 0
+            time.sleep(0.5)
+        assert not serving, f"a server still answers on port {port} after {signum}"
+    finally:
+        if ui.poll() is None:
+            ui.kill()
+        for proc in Path("/proc").iterdir():  # a server left behind, by its process group
+            with contextlib.suppress(OSError, ValueError):
+                if f"--port\0{port}\0".encode() in (proc / "cmdline").read_bytes():
+                    os.killpg(os.getpgid(int(proc.name)), signal.SIGKILL)
