@@ -452,6 +452,12 @@ def _sample(dataset: Dataset, index: int, field: str, role: str = "train") -> tu
     return _from_numpy(_from_pil(sample[0]), field, index), sample[1]
 
 
+def sample_input(dataset: Dataset, index: int, field: str) -> Any:
+    """The input of ``dataset``'s sample ``index`` as the in-memory reader takes it: a NumPy
+    array or a PIL image made a tensor (a streamed split's reader: it refused both)."""
+    return _sample(dataset, index, field)[0]
+
+
 # PIL modes kept as they are: grey and colour, 8 bits a channel. Any other (palette, alpha,
 # CMYK, 1-bit...) becomes RGB, as torchvision's ImageFolder loader makes every image.
 _PIL_MODES = ("L", "RGB")

@@ -18,7 +18,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from nascomp.trainers.data import DataSplits, to_device
-from nascomp.trainers.datasets import SampleFormat, prepare_input
+from nascomp.trainers.datasets import DatasetError, SampleFormat, prepare_input, sample_input
 from nascomp.trainers.normalise import Normalise
 from nascomp.trainers.split import EVAL_BATCH_SIZE, batch_indices
 
@@ -50,7 +50,7 @@ class NormalisedInputs(Dataset):
 
     def __getitem__(self, position: int) -> Tensor:
         index = self.indices[position]
-        value = self.dataset[index][0]
+        value = sample_input(self.dataset, index, "data")
         return self.normalise(
             prepare_input(value, self.sample.image_size, "data", index, self.sample.layout)
         )
@@ -101,8 +101,19 @@ class StreamedSplit:
             # reproducible and change from epoch to epoch.
             generator=torch.Generator().manual_seed(_seed_of(batches)),
         )
-        for batch in loader:
-            yield batch.to(settings.device, non_blocking=settings.pin_memory)
+        try:
+            for batch in loader:
+                yield batch.to(settings.device, non_blocking=settings.pin_memory)
+        except DatasetError as exc:  # from a loader's worker, its message is the traceback
+            raise DatasetError(_original_line(str(exc))) from None
+
+
+def _original_line(message: str) -> str:
+    """A DatasetError's own line, out of the "Caught DatasetError in DataLoader worker process
+    0. Original Traceback ..." text a loader's worker raises it again with."""
+    marker = f"{DatasetError.__name__}: "
+    lines = [line for line in message.splitlines() if marker in line]
+    return lines[-1].split(marker, 1)[1] if lines else message
 
 
 def _seed_of(batches: list[list[int]]) -> int:

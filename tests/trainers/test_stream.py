@@ -183,3 +183,45 @@ def test_streamed_loader_uses_the_trial_s_cpus(module: str, data_root: Path) -> 
     assert read.train.inputs is streamed.train.inputs  # a view, not a copy
     chunks = list(read.val.chunks(16))
     assert torch.equal(torch.cat(chunks), torch.cat(list(streamed.val.chunks(16))))
+
+
+@pytest.mark.parametrize(("factory", "options"), [("arrays", {"n_train": 300}), ("pil_images", {})])
+def test_numpy_and_pil_samples_stream_as_they_read_in_memory(
+    module: str, data_root: Path, factory: str, options: dict[str, Any]
+) -> None:
+    """NumPy rows and PIL images, both documented inputs, were refused by every streamed
+    read: "its input is a ndarray (give a torch tensor, a NumPy array or a PIL image)", the
+    search stopped at the teacher or every trial failed (a helper's sweep). The streamed
+    reader now makes them tensors as the in-memory one does."""
+
+    def config(stream: bool) -> DataConfig:
+        return DataConfig(
+            name="custom",
+            factory=f"{module}:{factory}",
+            root=str(data_root),
+            options=options,
+            stream=stream,
+        )
+
+    memory = config(False).load()
+    streamed = for_trial(config(True).load(), "cpu", threads=1)
+    assert isinstance(streamed, StreamedSplits) and streamed.train.loader.n_workers == 1
+    for role in ("train", "val"):
+        kept, read = getattr(memory, role), getattr(streamed, role)
+        assert torch.equal(torch.cat(list(read.chunks(100))), kept.x), role
+
+
+def test_a_loader_workers_dataset_error_is_its_own_line() -> None:
+    """A DataLoader's worker raises the error again with its traceback as the message: a
+    search printed 19 lines of it."""
+    from nascomp.trainers.stream import _original_line
+
+    text = (
+        "Caught DatasetError in DataLoader worker process 0.\nOriginal Traceback (most recent "
+        'call last):\n  File "x.py", line 1, in f\nnascomp.trainers.datasets.DatasetError: '
+        "data: sample 7 raised ValueError: bad"
+    )
+    assert _original_line(text) == "data: sample 7 raised ValueError: bad"
+    assert _original_line("data: sample 7 raised ValueError: bad") == (
+        "data: sample 7 raised ValueError: bad"
+    )
