@@ -171,6 +171,46 @@ def test_image_size_resizes() -> None:
     assert splits.input_shape == (1, 16, 16) and splits.test_x.shape == (360, 1, 16, 16)
 
 
+def test_image_size_resizes_the_kept_images_to_what_resizing_all_gave(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The whole dataset was resized before max_train_samples cut it: MNIST at 224x224 took
+    12 GB of float32 in every process that read it, for 1,000 training images (a helper's
+    sweep). Only the kept images are resized now, to the same values, normalised by the same
+    statistics (of the whole training and validation splits, resized)."""
+    from dataclasses import replace
+
+    from nascomp.trainers import data
+
+    raw = data._load_digits()
+    whole = replace(raw, images=data._resizer(16, raw.max_value)(raw.images))
+    expected = data._split("digits", whole, 0.1, 0, 300, None, 100)
+    resized: list[int] = []
+    resizer = data._resizer
+
+    def counting(image_size: int | None, max_value: float):  # type: ignore[no-untyped-def]
+        inner = resizer(image_size, max_value)
+
+        def resize(images: torch.Tensor) -> torch.Tensor:
+            if image_size is not None:
+                resized.append(len(images))
+            return inner(images)
+
+        return resize
+
+    monkeypatch.setattr(data, "_resizer", counting)
+    monkeypatch.setattr(data, "_SPLITS_CACHE", {})
+    got = load_data("digits", max_train_samples=300, image_size=16, max_test_samples=100)
+    for part in ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y"):
+        assert torch.equal(getattr(got, part), getattr(expected, part)), part
+    assert got.input_shape == expected.input_shape == (1, 16, 16)
+    assert torch.equal(got.normalise.mean, expected.normalise.mean)
+    assert torch.equal(got.normalise.std, expected.normalise.std)
+    kept = len(got.train_y) + len(got.val_y) + len(got.test_y) + 1  # + the shape's one
+    statistics = len(raw.images) - 360  # the training and validation splits, in chunks
+    assert sum(resized) == kept + statistics
+
+
 @pytest.mark.parametrize(
     ("kwargs", "field"),
     [({"val_fraction": 1.0}, "val_fraction"), ({"max_train_samples": 0}, "max_train_samples")],
