@@ -278,10 +278,13 @@ class DataConfig(Section):
                 if name == "options":
                     allowed = "name: custom, torchvision or csv"
                 raise ValueError(f"data.{name} is only read with {allowed}, not {self.name!r}")
-        if self.name not in USER_SOURCES and self.layout != "auto":
+        if self.name not in ("custom", "torchvision") and self.layout != "auto":
+            # csv too: its rows became one-channel signals, every column normalised by one
+            # mean and std, and the export lost the columns' names
+            holds = "rows of features (F,)" if self.name == "csv" else "(C, H, W) images"
             raise ValueError(
                 f"data.layout: {self.layout!r} is for custom and torchvision datasets; "
-                f"{self.name!r} holds (C, H, W) images (leave data.layout: auto)"
+                f"{self.name!r} holds {holds} (leave data.layout: auto)"
             )
         if self.name not in USER_SOURCES and self.stream is True:
             raise ValueError(

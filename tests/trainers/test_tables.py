@@ -288,6 +288,18 @@ def test_what_a_user_gets_wrong_is_one_line_naming_the_field(
     assert "\n" not in message
 
 
+def test_a_csv_refuses_the_channels_first_layout(tmp_path: Path) -> None:
+    """Taken, it made each row a one-channel signal: every column normalised by one mean and
+    std, and the export's preprocess.json lost the columns' names (a helper's sweep)."""
+    path = _write(tmp_path, "rows.csv", ROWS)
+    with pytest.raises(ValidationError) as error:
+        DataConfig(name="csv", root=str(path), layout="channels_first")
+    assert error.value.errors()[0]["msg"].removeprefix("Value error, ") == (
+        "data.layout: 'channels_first' is for custom and torchvision datasets; 'csv' holds "
+        "rows of features (F,) (leave data.layout: auto)"
+    )
+
+
 def test_a_missing_file_or_folder_is_named_before_anything_is_read(tmp_path: Path) -> None:
     for root, what in ((tmp_path / "none.csv", "does not exist"), (tmp_path, "holds no train.csv")):
         with pytest.raises(ValidationError, match=rf"data.root: {root} {what}; a csv dataset is"):
