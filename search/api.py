@@ -134,6 +134,8 @@ def run_search(
         raise _experiment.ConfigError(
             f"echo: a function given each progress line, or None; got {echo!r}"
         )
+    else:
+        echo = _guarded(echo)
     checked = load_experiment(experiment, overrides)
     if resume is not None and not isinstance(resume, str | Path):
         raise _experiment.ConfigError(f"resume: a result folder or 'latest'; got {resume!r}")
@@ -175,6 +177,31 @@ def run_search(
             mlflow_log.setLevel(level)
     echo(summary_line(summary, checked))
     return summary
+
+
+def _guarded(echo: Callable[[str], Any]) -> Callable[[str], None]:
+    """``echo`` as the search calls it: if it raises (a notebook's widget, a logger), one
+    line on stderr says so and the search goes on without progress lines. Raised in Ray
+    Tune's callbacks, it was taken for a trial that failed to stop: the same trial counted
+    "[4/3]", Ray's tracebacks, and a TuneError whose message was a traceback."""
+    broken: list[BaseException] = []
+
+    def call(line: str) -> None:
+        if broken:
+            return
+        try:
+            echo(line)
+        except Exception as exc:
+            broken.append(exc)
+            name = getattr(echo, "__qualname__", type(echo).__name__)
+            print(
+                f"nascomp: echo {name} raised {type(exc).__name__}: {exc}; the search goes on "
+                "without progress lines",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    return call
 
 
 def _silent(line: str) -> None:

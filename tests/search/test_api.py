@@ -244,3 +244,31 @@ def test_run_search_turns_usage_telemetry_off_and_puts_it_back(
     with pytest.raises(SearchError):
         api.run_search(None, address="127.0.0.1:1", echo=None)
     assert seen["MLFLOW_DISABLE_TELEMETRY"] == "false"
+
+
+@pytest.mark.e2e
+def test_an_echo_that_raises_is_said_once_and_the_search_goes_on(
+    workdir: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A caller's echo (a notebook widget, a logger) that raised in Ray Tune's callback was
+    taken for a trial that failed to stop: one trial counted "[4/3]", Ray's tracebacks, and a
+    TuneError whose message was a traceback (a helper's API sweep)."""
+    from tests.search.conftest import tiny_experiment
+
+    seen: list[str] = []
+
+    def echo(line: str) -> None:
+        seen.append(line)
+        if line.startswith("["):
+            raise RuntimeError("my echo broke")
+
+    summary = nascomp.run_search(tiny_experiment(workdir, "search.trials=2"), echo=echo)
+    assert len(summary.trials) == 2 and summary.count("ok") == 2
+    assert sum(line.startswith("[") for line in seen) == 1  # then no more lines
+    err = capfd.readouterr().err
+    said = [line for line in err.splitlines() if line.startswith("nascomp: echo")]
+    assert said == [
+        f"nascomp: echo {echo.__qualname__} raised RuntimeError: my echo broke; the search "
+        "goes on without progress lines"
+    ]
+    assert "Traceback" not in err and "TuneError" not in err
