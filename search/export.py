@@ -210,6 +210,30 @@ def signals_held() -> Iterator[None]:
             signal.raise_signal(number)
 
 
+def _warn_if_code_changed(folder: Path) -> None:
+    """A warning when the user's code that builds the model (its module and the user's
+    modules it imports) is not what it was at the export (``export.json``'s ``code_files``):
+    the old weights then went into the new code, and the model agreed with the folder's
+    model.onnx on half the inputs, unsaid. Exports without the record are not checked."""
+    from nascomp.trainers.listing import code_files_digest
+
+    try:
+        recorded = json.loads((folder / EXPORT_INFO).read_text()).get("code_files")
+    except (OSError, ValueError, AttributeError):
+        return
+    if not isinstance(recorded, dict) or not recorded:
+        return
+    now = code_files_digest([str(path) for path in recorded])
+    changed = [path for path, digest in recorded.items() if now.get(path) != digest]
+    if changed:
+        warnings.warn(
+            f"{folder}: {', '.join(changed)} changed since this export (its source or a module "
+            "of yours it imports, or it is not found from here): the model built may not be "
+            "the exported one (compare it with model.onnx)",
+            stacklevel=3,
+        )
+
+
 def earlier_export_files(out_dir: Path) -> set[str]:
     """The names of the files an earlier export wrote into ``out_dir``: those its
     ``export.json`` lists; for an export made before ``export.json`` (or without provenance),
@@ -490,6 +514,8 @@ def load_exported(folder: str | Path, trust_code: bool = False) -> nn.Module:
             f"{arch.get('builder')!r}: load_exported runs it with trust_code=True alone; "
             "pass it for an export you made or trust"
         )
+    if arch.get("family") == "custom":
+        _warn_if_code_changed(folder)
     dtype = torch.int64 if skeleton.get("input_dtype") == "int64" else torch.float32
     # Building draws initial weights, which the file then replaces: not from the caller's
     # generator (a notebook's seeded results moved after loading a model).

@@ -35,6 +35,7 @@ from nascomp.search.tracking.store import SOURCE_TAG, ArtifactMissing, Tracker
 from nascomp.spaces.space import arch_from_flat
 from nascomp.spaces.userfn import UserCodeError
 from nascomp.trainers.config import describe_trial
+from nascomp.trainers.listing import code_files_digest, code_paths
 from nascomp.trainers.loop import (
     predicted_classes,
     split_accuracy,
@@ -108,6 +109,8 @@ def export_trial(
         "model": describe_trial(flat),
         "model_onnx_form": source.tags.get("nascomp.latency_form", ""),
         "metrics": dict(source.metrics),
+        # the user's code the model is built by, as load_exported compares it
+        "code_files": code_files_digest(code_paths(flat)),
         # The rebuilt model's accuracies on the trial's splits (the CPU), and the shipped
         # file's in ONNX Runtime: what a deployment of model.onnx scores.
         "evaluated": evaluated,

@@ -228,6 +228,8 @@ def reproduce(
         # model.onnx's form: int8 QDQ, or float32 holding the rounded weights
         "model_onnx_form": outcome.info.get("latency_form", ""),
         "metrics": dict(outcome.metrics),
+        # the user's code the model is built by, as load_exported compares it
+        "code_files": code_files_digest(code_paths(flat)),
     }
     shipped = (
         shipped_accuracies(OnnxModule(onnx, threads=config.threads), data.val, data.test)

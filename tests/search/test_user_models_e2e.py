@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -214,7 +215,8 @@ def test_search_reproduce_and_export_a_model_the_user_brings(
         inputs = config.data.load().test.head(32)
         mlflow.set_tracking_uri(uri)
         logged = mlflow.pytorch.load_model(f"runs:/{reproduced.info.run_id}/model").eval()
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("error")  # the code as exported: no warning
             assert torch.equal(load_exported(export, trust_code=True)(inputs), logged(inputs))
         # Without training: the trial's own files give the model the reproduction trained.
         files = tmp_path / "from-files"
@@ -238,6 +240,10 @@ def test_search_reproduce_and_export_a_model_the_user_brings(
             # said only that metrics differed, "another device or thread count?").
             module = tmp_path / "brought_models.py"
             module.write_text(module.read_text() + "\n\nEDITED = True\n")
+            # load_exported put the old weights in the new code without a word, though
+            # export.json records the code (a helper's API sweep)
+            with pytest.warns(UserWarning, match=r"brought_models:net.*changed since this expo"):
+                load_exported(export, trust_code=True)
             edited = nascomp("reproduce", source_id, "--tracking-uri", uri, cwd=tmp_path, env=env)
             assert edited.returncode == 0, edited.stderr[-3000:]
             assert "warning: the source of brought_models:" in edited.stdout
