@@ -121,9 +121,10 @@ def _call_factory(source: DatasetSource) -> Any:
         raise
     except BaseException as exc:  # the user's code: any failure (sys.exit too), in one line
         message = f"{FACTORY_FIELD}: {source.factory} raised {type(exc).__name__}: {_line(exc)}"
-        if isinstance(exc, FileNotFoundError):
-            raise DataNotFoundError(message) from None
-        raise DatasetError(message) from None
+        kind = DataNotFoundError if isinstance(exc, FileNotFoundError) else DatasetError
+        # with the factory's frames: a failed trial's reason says where in it (it named this
+        # function)
+        raise kind(message).with_traceback(exc.__traceback__) from None
 
 
 def _open_torchvision(source: DatasetSource) -> tuple[Dataset, Dataset | None]:

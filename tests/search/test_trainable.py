@@ -305,3 +305,28 @@ def test_a_factory_that_splits_otherwise_in_each_process_fails_its_trials(
         assert outcome.status == "failed" and "seed it (e.g. np.random" in outcome.reason
     finally:
         clear_user_cache()
+
+
+def test_a_failing_data_factory_is_placed_in_the_users_code(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A factory raising in a worker was placed in nascomp's _call_factory, not in the
+    user's file, as a failing forward is (a helper's API sweep)."""
+    from nascomp.trainers.datasets import DatasetError, DatasetSource, _call_factory
+
+    (tmp_path / "shop_rows.py").write_text(
+        "def make(root=None):\n    rows = []\n    raise ValueError('bad row 7')\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+
+    def run() -> TrialOutcome:
+        _call_factory(DatasetSource(name="custom", factory="shop_rows:make"))
+        raise AssertionError("unreachable")
+
+    outcome = guarded(run, DIGITS)
+    assert outcome.status == STATUS_FAILED
+    assert outcome.reason == (
+        f"{DatasetError.__name__}: data.factory: shop_rows:make raised ValueError: bad row 7 "
+        f"(in make, {tmp_path / 'shop_rows.py'}:3)"
+    )
