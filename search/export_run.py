@@ -32,6 +32,7 @@ from nascomp.search.reproduce import (
 )
 from nascomp.search.tracking.models import ONNX_MODEL_DIR
 from nascomp.search.tracking.store import SOURCE_TAG, ArtifactMissing, Tracker
+from nascomp.spaces.models import ENTRY_POINT_GROUP, model_family
 from nascomp.spaces.space import arch_from_flat
 from nascomp.spaces.userfn import UserCodeError
 from nascomp.trainers.config import describe_trial
@@ -196,6 +197,15 @@ def _load(folder: Path, trial: LoggedTrial) -> nn.Module:
         raise  # the user's builder failed: its own line names it
     except Exception as exc:
         cause = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"
+        family = _family_of(folder)
+        if family is not None and model_family(family) is None:  # not damage: unknown here
+            raise ValueError(
+                f"run {run_id}: its model family {family!r} is not known to this process: a "
+                "family registered with @nascomp.register_model in the script that ran the "
+                f"search is known there alone; name its module in the {ENTRY_POINT_GROUP!r} "
+                "entry point of your package, so every command knows it, or rebuild the model "
+                "in a script that registers it (nascomp.load_exported on the run's artifacts)"
+            ) from None
         if not trial.code_changed:
             raise ValueError(
                 f"run {run_id}: its {ARTIFACT} and {SKELETON} do not load ({cause}): the run's "
@@ -208,6 +218,16 @@ def _load(folder: Path, trial: LoggedTrial) -> nn.Module:
             f"code, or `nascomp reproduce {run_id} --export DIR` trains the model the code "
             "builds now"
         ) from None
+
+
+def _family_of(folder: Path) -> str | None:
+    """The model family ``folder``'s skeleton names, if it can be read."""
+    try:
+        arch = json.loads((folder / SKELETON).read_text()).get("arch")
+    except (OSError, ValueError, AttributeError):
+        return None
+    family = arch.get("family") if isinstance(arch, dict) else None
+    return family if isinstance(family, str) else None
 
 
 @contextlib.contextmanager

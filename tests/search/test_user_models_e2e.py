@@ -413,6 +413,13 @@ def test_a_family_registered_in_the_users_script_trains_in_the_workers(
         shutil.rmtree(ray_tmp, ignore_errors=True)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.splitlines()[-1] == "['ok', 'ok'] None"
+    # The command line never ran the script: its export said the run's files were "changed or
+    # damaged" (a helper's API sweep). It names the family and what to do instead.
+    exported = nascomp("export", "--rank", "1", "--to", "out", cwd=tmp_path, env=env)
+    assert exported.returncode == 2, exported.stdout + exported.stderr
+    (line,) = exported.stderr.strip().splitlines()
+    assert "its model family 'acme_script' is not known to this process" in line
+    assert "damaged" not in line and not (tmp_path / "out").exists()
 
 
 def test_a_csv_file_searched_and_shipped_with_its_columns_and_classes(
