@@ -33,6 +33,7 @@ from nascomp.search import experiment as _experiment
 from nascomp.search.errors import SearchError, SearchInterrupted
 from nascomp.search.experiment import Experiment
 from nascomp.search.export import load_exported
+from nascomp.search.interrupts import signals_held
 
 if TYPE_CHECKING:
     from nascomp.search.driver import SearchSummary
@@ -154,14 +155,18 @@ def run_search(
         # inherit both. Put back with the rest of the environment.
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
         os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
-        from nascomp.search.tune.head import starting_local_ray
+        # A Ctrl-C waits for the libraries' first import to end, then acts: cut short, it left
+        # torch or MLflow half-imported, and every later call in the process failed.
+        with signals_held():
+            from nascomp.search.tune.head import starting_local_ray
 
         mlflow_log = logging.getLogger("mlflow")
         level = mlflow_log.level
         mlflow_log.setLevel(max(level, logging.WARNING))
         try:
             with starting_local_ray(address) as local_ray:  # comes up while the driver imports
-                from nascomp.search.driver import run_search as drive
+                with signals_held():
+                    from nascomp.search.driver import run_search as drive
 
                 summary = drive(
                     checked, address=address, echo=echo, resume=resume, local_ray=local_ray

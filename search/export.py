@@ -37,9 +37,7 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import tempfile
-import threading
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -59,6 +57,7 @@ from nascomp.compressors.layers import layer_kinds
 from nascomp.compressors.quantization import freeze_fake_quant
 from nascomp.compressors.shapes import free_tensor_shapes, reshape_free_tensors
 from nascomp.search.about import version
+from nascomp.search.interrupts import signals_held
 from nascomp.spaces.models import build_model
 from nascomp.spaces.space import arch_from_flat
 from nascomp.trainers.checkpoint import cpu_state_dict
@@ -186,28 +185,6 @@ def _folder_made_for(out_dir: Path) -> Iterator[None]:
         if created and out_dir.is_dir() and not any(out_dir.iterdir()):
             out_dir.rmdir()
         raise
-
-
-@contextlib.contextmanager
-def signals_held() -> Iterator[None]:
-    """SIGINT and SIGTERM wait until the block is done, then act as they would have (their
-    handlers as they were: Ctrl-C's KeyboardInterrupt after it). Outside the main thread,
-    where Python runs no handler, nothing is changed."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    caught: list[int] = []
-    held = (signal.SIGINT, signal.SIGTERM)
-    before = {number: signal.getsignal(number) for number in held}
-    for number in held:
-        signal.signal(number, lambda signum, _frame: caught.append(signum))
-    try:
-        yield
-    finally:
-        for number, handler in before.items():
-            signal.signal(number, handler)
-        for number in dict.fromkeys(caught):
-            signal.raise_signal(number)
 
 
 def _warn_if_code_changed(folder: Path) -> None:

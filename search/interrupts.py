@@ -17,9 +17,11 @@ handler (the ``nascomp`` command): :func:`check` does nothing in a user's own pr
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any, NoReturn
 
 _seen = False
@@ -67,3 +69,25 @@ def check() -> None:
     or swallowed where it was raised."""
     if _seen:
         raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM wait until the block is done, then act as they would have (their
+    handlers as they were: Ctrl-C's KeyboardInterrupt after it). Outside the main thread,
+    where Python runs no handler, nothing is changed."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    held = (signal.SIGINT, signal.SIGTERM)
+    before = {number: signal.getsignal(number) for number in held}
+    for number in held:
+        signal.signal(number, lambda signum, _frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        for number, handler in before.items():
+            signal.signal(number, handler)
+        for number in dict.fromkeys(caught):
+            signal.raise_signal(number)
