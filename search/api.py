@@ -87,9 +87,10 @@ def _in_api_words() -> Iterator[None]:
 def load_experiment(
     experiment: ExperimentSource = None, overrides: Sequence[str] = ()
 ) -> Experiment:
-    """A validated :class:`Experiment` from a YAML path, a mapping shaped like the YAML file,
-    an ``Experiment`` (returned as it is, or revalidated with ``overrides``) or None (the
-    built-in quickstart). ``overrides`` are ``--set`` items: ``"search.trials=8"``."""
+    """A validated :class:`Experiment` from a YAML path, a mapping shaped like the YAML file
+    (paths in it may be ``Path`` objects), an ``Experiment`` (validated again, as a copy) or
+    None (the built-in quickstart). ``overrides`` are ``--set`` items:
+    ``"search.trials=8"``."""
     if isinstance(overrides, str | bytes):
         raise _experiment.ConfigError(
             f"overrides: expected a list of KEY.PATH=VALUE strings; got the string {overrides!r}"
@@ -105,7 +106,7 @@ def load_experiment(
         # are checked like any others, not met deep in the search.
         experiment = experiment.model_dump(mode="json")
     if isinstance(experiment, Mapping):
-        raw = copy.deepcopy(dict(experiment))
+        raw = _paths_as_text(copy.deepcopy(dict(experiment)))
         for item in overrides:
             _experiment.apply_override(raw, item)
         return _experiment.validate_experiment(raw)
@@ -115,6 +116,17 @@ def load_experiment(
             f"got {type(experiment).__name__}"
         )
     return _experiment.load_experiment(experiment, list(overrides))
+
+
+def _paths_as_text(value: Any) -> Any:
+    """``value`` with every ``Path`` (any ``os.PathLike``) in it as its text, as the YAML file
+    gives paths: ``{"data": {"root": Path(...)}}`` was refused ("Input should be a valid
+    string")."""
+    if isinstance(value, dict):
+        return {key: _paths_as_text(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_paths_as_text(item) for item in value]
+    return os.fspath(value) if isinstance(value, os.PathLike) else value
 
 
 def run_search(

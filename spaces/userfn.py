@@ -222,7 +222,9 @@ def load_callable(path: Any, field: str) -> Callable[..., Any]:
         target = getattr(target, part)
     # A class is callable too: an nn.Module subclass taking the same arguments is a builder.
     if not callable(target):
-        raise UserCodeError(f"{field}: {path!r} is a {type(target).__name__}, not a function")
+        name = type(target).__name__
+        article = "an" if name[:1].lower() in "aeiou" else "a"
+        raise UserCodeError(f"{field}: {path!r} is {article} {name}, not a function")
     return target
 
 

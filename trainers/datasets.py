@@ -256,9 +256,11 @@ def _checked_pair(pair: Any, source: DatasetSource) -> tuple[Dataset, Dataset | 
 
 
 def _kind(value: Any) -> str:
+    name = type(value).__name__
+    article = "an" if name[:1].lower() in "aeiou" else "a"  # "an int", not "a int"
     if isinstance(value, tuple | list):
-        return f"a {type(value).__name__} of {len(value)}"
-    return f"a {type(value).__name__}"
+        return f"{article} {name} of {len(value)}"
+    return f"{article} {name}"
 
 
 def _line(exc: BaseException) -> str:
@@ -640,6 +642,11 @@ def check_labels(
                 f"the largest is {high}, and only {distinct} distinct labels occur: map them "
                 f"to 0..{distinct - 1}"
             )
+    if high < 0:  # "0..-1": every label below the first class
+        raise DatasetError(
+            f"{field}: {role} labels must be class indices 0..K-1; every one is negative "
+            f"({low}..{high}): map them to 0..K-1"
+        )
     if low < 0 or high >= limit:
         raise DatasetError(
             f"{field}: {role} labels must be integers in 0..{limit - 1} "

@@ -25,6 +25,8 @@ def test_an_experiment_from_a_path_a_mapping_or_an_experiment() -> None:
     assert from_mapping == from_path
     assert raw["search"]["trials"] == 200  # the caller's mapping is left as it was
     assert nascomp.load_experiment(from_path) == from_path
+    with_paths = nascomp.load_experiment({"storage": Path("/tmp/results"), "search": {}})
+    assert with_paths.storage == "/tmp/results"  # a Path, as a notebook writes it
     again = nascomp.load_experiment(from_path, ["search.seed=3"])
     assert again.search.seed == 3 and again.search.trials == 7
     assert nascomp.load_experiment().search.trials == 20  # the built-in quickstart

@@ -82,7 +82,7 @@ def test_varied_archs_change_one_leaf_at_a_time_to_its_other_values() -> None:
     [
         ({"builder": "nowhere_module:f"}, "module 'nowhere_module' is not importable"),
         ({"builder": f"{USER}:missing"}, "has no attribute 'missing'"),
-        ({"builder": f"{USER}:NOT_A_FUNCTION"}, "is a int, not a function"),
+        ({"builder": f"{USER}:NOT_A_FUNCTION"}, "is an int, not a function"),
         ({"builder": "no colon"}, "must be 'package.module:function'"),
         ({"builder": f"{USER}:tiny", "width": [8, "x"]}, "width: give a number"),
         ({"builder": f"{USER}:tiny", "n_classes": 3}, "'n_classes' cannot be a builder argument"),

@@ -171,7 +171,7 @@ def test_torchvision_arrays_are_the_samples_its_reader_gives(name: str, data_roo
     [
         ("no_such_module_here:tensors", "data.factory: module 'no_such_module_here' is not"),
         ("{module}:missing", "has no attribute 'missing'"),
-        ("{module}:NOT_A_FUNCTION", "is a int, not a function"),
+        ("{module}:NOT_A_FUNCTION", "is an int, not a function"),
         ("{module}", "must be 'package.module:function'"),
     ],
 )
@@ -189,6 +189,12 @@ def test_a_factory_that_cannot_be_called_fails_at_config_load(
         ("raises", DatasetError, r"raises raised RuntimeError: the disk is on fire"),
         ("one_dataset", DatasetError, r"must return \(train, test\) datasets.*got a TensorDataset"),
         ("shifted_labels", DatasetError, r"train labels must be integers in 0\.\.8 .*got -1\.\.8"),
+        (  # "labels must be integers in 0..-1"
+            "negative_labels",
+            DatasetError,
+            r"train labels must be class indices 0\.\.K-1; every one is negative \(-10\.\.-1\)",
+        ),
+        ("a_number", DatasetError, r"must return \(train, test\) datasets.*got an int$"),
         ("float_labels", DatasetError, r"sample 0's label must be an integer.*float32"),
         ("one_class", DatasetError, r"every train label is 4; a classifier needs .* 2 classes"),
         (  # it took 21 GB of memory and the kernel's OOM killer before

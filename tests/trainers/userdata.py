@@ -60,6 +60,15 @@ def shifted_labels(root):
     return TensorDataset(x, y - 1), None
 
 
+def negative_labels(root):
+    x, y = _mnist(root, True, 100)
+    return TensorDataset(x, -1 - y), None
+
+
+def a_number(root):
+    return 3
+
+
 def a_stray_huge_label(root):
     """One label far past the others: K = max + 1 would be a billion classes."""
     x, y = _mnist(root, True, 100)
