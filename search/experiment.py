@@ -296,6 +296,15 @@ class Experiment(TrainingSections):
             _check_lookup(self)
         return self
 
+    @field_validator("objectives", mode="before")
+    @classmethod
+    def _null_drops_an_objective(cls, objectives: Any) -> Any:
+        # `--set objectives.latency_ms=null`: the quickstart's two others (refused before as
+        # "Input should be 'min' or 'max'", re-giving the whole mapping the only way)
+        if isinstance(objectives, dict):
+            return {name: way for name, way in objectives.items() if way is not None}
+        return objectives
+
     @field_validator("objectives")
     @classmethod
     def _known_metrics(cls, objectives: dict[str, str]) -> dict[str, str]:

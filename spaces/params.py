@@ -397,6 +397,10 @@ class SpecSection(BaseModel):
             return value
         if isinstance(value, dict):
             default = cls.model_fields[info.field_name].default
+            # `--set space.prune.ratio.high=null`: that key of the default range
+            value = {k: v for k, v in value.items() if not (k in RANGE_KEYS and v is None)}
+            if not value and _is_range(default):
+                value = dict(default)
             completed = with_default_bounds(value, default)
             if completed is not value:
                 try:

@@ -336,6 +336,8 @@ class SpaceConfig(SpecSection):
         space.arch.n_stages=[1]`` is: the file gave the mapping, not a new model (a misspelt
         key then gets cnn's did-you-mean). One holding a key of another family's alone
         (``builder``, ``model``, mlp's ``hidden``) still asks for ``family``."""
+        if isinstance(arch, dict) and "family" in arch and arch["family"] is None:
+            arch = {k: v for k, v in arch.items() if k != "family"}  # family: null, the default
         if not isinstance(arch, dict) or "family" in arch:
             return arch
         cnn = set(ARCH_SPACES["cnn"].model_fields)
