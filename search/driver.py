@@ -798,6 +798,18 @@ def _unread_sections_notes(experiment: Experiment, notes: list[str]) -> None:
             f"teacher: never read: no trial distils (space.distill.enabled is false), so its "
             f"settings ({named}) are not checked or used"
         )
+    if experiment.trial == "nb201_lookup":
+        # a lookup trains, reads and measures nothing: the table holds the figures
+        given = [
+            name
+            for name in ("train", "data", "measure")
+            if name in experiment.model_fields_set and getattr(experiment, name).model_fields_set
+        ]
+        if given:
+            notes.append(
+                f"{', '.join(given)}: never read: trial nb201_lookup reads NAS-Bench-201's "
+                "table, which holds each network's trained accuracies"
+            )
     search = experiment.search
     if search.scheduler == "none" and "rungs" in search.model_fields_set:
         notes.append("search.rungs: never read: search.scheduler is none (mo_asha reads it)")

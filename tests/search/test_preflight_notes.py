@@ -624,6 +624,18 @@ def test_settings_that_no_part_of_the_search_reads_get_a_note() -> None:
     _unread_sections_notes(load_experiment(None, ["search.scheduler=mo_asha"]), notes)
     assert notes == []  # the quickstart distils: its teacher is read
     assert chance_note(0.0972, 10) is not None and chance_note(0.16, 10) is None
+    # A lookup trains nothing: its train, data and measure settings (a helper's sweep)
+    lookup = Path(__file__).resolve().parents[2] / "examples" / "nb201.yaml"
+    notes = []
+    _unread_sections_notes(load_experiment(lookup), notes)
+    assert notes == []  # the example's own settings
+    notes = []
+    given = ["train.epochs=3", "measure.coding=entropy", "resources.cpus_per_trial=1"]
+    _unread_sections_notes(load_experiment(lookup, given), notes)
+    assert notes == [
+        "train, measure: never read: trial nb201_lookup reads NAS-Bench-201's table, which "
+        "holds each network's trained accuracies"
+    ]
     assert chance_note(0.9, 2) is None and chance_note(0.74, 2) is not None
 
 
