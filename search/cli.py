@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -1221,6 +1222,10 @@ def cmd_ui(args: argparse.Namespace) -> int:
     )
     try:
         if not _wait_healthy(base, server) or server.poll() is not None:
+            if not _port_free(args.host, args.port):  # another server took it meanwhile
+                return _fail(
+                    f"--port {args.port}: {args.host}:{args.port} is in use; give another port"
+                )
             return _fail(f"the MLflow UI did not start on {base} (its server's log is above)")
         tracker = Tracker(uri, args.experiment or "nascomp")
         try:
@@ -1339,14 +1344,53 @@ def _port_free(host: str, port: int) -> bool:
 
 
 def _wait_healthy(base: str, server: subprocess.Popen, timeout_s: float = 90.0) -> bool:
+    """Whether the server ``server`` started answers at ``base`` (and is the one answering:
+    a second `nascomp ui` on the port, started before the first bound it, took the first's
+    answer for its own, while its own server died on the bound port)."""
     deadline = time.monotonic() + timeout_s
+    port = urllib.parse.urlsplit(base).port
     while time.monotonic() < deadline and server.poll() is None:
         try:
             with urllib.request.urlopen(f"{base}/health", timeout=2) as reply:
-                if reply.status == 200:
+                if reply.status == 200 and _listening_in_group(port, server.pid) is not False:
                     return True
         except OSError:
-            time.sleep(0.5)
+            pass
+        time.sleep(0.5)
+    return False
+
+
+def _listening_in_group(port: int | None, pgid: int) -> bool | None:
+    """Whether a process of group ``pgid`` listens on TCP ``port`` (read from /proc); None
+    where that cannot be told (no port, no /proc)."""
+    if port is None:
+        return None
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()  # local address HEX:PORT, state 0A is LISTEN, inode
+            if (
+                len(fields) > 9
+                and fields[3] == "0A"
+                and int(fields[1].rsplit(":", 1)[1], 16) == port
+            ):
+                inodes.add(f"socket:[{fields[9]}]")
+    if not inodes:
+        return None
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.getpgid(int(entry.name)) != pgid:
+                continue
+            if any(os.readlink(fd) in inodes for fd in (entry / "fd").iterdir()):
+                return True
+        except OSError:
+            continue
     return False
 
 

@@ -1091,3 +1091,20 @@ def test_ui_killed_or_hung_up_leaves_no_server_on_the_port(tmp_path: Path, signu
             with contextlib.suppress(OSError, ValueError):
                 if f"--port\0{port}\0".encode() in (proc / "cmdline").read_bytes():
                     os.killpg(os.getpgid(int(proc.name)), signal.SIGKILL)
+
+
+def test_the_ui_knows_whether_its_own_server_holds_the_port() -> None:
+    """A second `nascomp ui` on a port, started before the first bound it, took the first's
+    health answer for its own server's, which had died on the bound port, and exited 0
+    (a helper's sweep): it now checks which process group listens."""
+    import socket
+
+    from nascomp.search.cli import _listening_in_group
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        port = listener.getsockname()[1]
+        assert _listening_in_group(port, os.getpgid(0)) is None  # bound, not listening yet
+        listener.listen()
+        assert _listening_in_group(port, os.getpgid(0)) is True
+        assert _listening_in_group(port, os.getpgid(0) + 1) is False
