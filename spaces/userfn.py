@@ -143,7 +143,7 @@ def _user_file(name: str, root: Path) -> Path | None:
     """The ``.py`` file of module ``name`` when it is the user's (in ``root``, outside
     site-packages), looked up without importing it or its packages; else None."""
     parts = name.split(".")
-    if not all(part.isidentifier() for part in parts):
+    if not all(part.isidentifier() for part in parts) or parts[0] in sys.stdlib_module_names:
         return None
     try:
         spec = importlib.util.find_spec(parts[0])  # a top-level name imports nothing
@@ -152,7 +152,10 @@ def _user_file(name: str, root: Path) -> Path | None:
     if spec is None or not spec.origin or not spec.origin.endswith(".py"):
         return None
     top = Path(spec.origin)
-    if not top.is_relative_to(root) or {"site-packages", "dist-packages"} & set(top.parts):
+    installed = {"site-packages", "dist-packages"} & set(top.parts) or any(
+        top.is_relative_to(prefix) for prefix in {sys.prefix, sys.base_prefix}
+    )  # Python's own or an installed package (a home folder can hold pyenv's Python)
+    if not top.is_relative_to(root) or installed:
         return None
     if len(parts) == 1:
         return top
