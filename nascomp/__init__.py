@@ -58,7 +58,12 @@ def __getattr__(name: str) -> Any:
     module = _API.get(name)
     if module is None:
         raise AttributeError(f"module 'nascomp' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    from nascomp.search.interrupts import signals_held
+
+    # A Ctrl-C waits for the first use's import (torch: seconds), then acts: cut short, it
+    # left torch half-imported, and every later call in the notebook failed.
+    with signals_held():
+        value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
 
