@@ -100,14 +100,19 @@ def source_files(path: str) -> list[Path]:
     depth = name.count(".") + (first.name == "__init__.py")
     if depth >= len(first.parents):
         return [first]
-    root = first.parents[depth]
+    # The folder of the path's top-level package, and the working folder, where a builder
+    # found elsewhere on sys.path may read the user's cfg.py
+    try:
+        roots: tuple[Path, ...] = (first.parents[depth], Path.cwd().resolve())
+    except OSError:  # a working folder removed meanwhile
+        roots = (first.parents[depth],)
     found = [first]
     queue = [(first, name)]
     while queue:
         file, module = queue.pop(0)
         package = module if file.name == "__init__.py" else module.rpartition(".")[0]
         for imported in _imports(file, package):
-            source = _user_file(imported, root)
+            source = _user_file(imported, roots)
             if source is not None and source not in found:
                 found.append(source)
                 queue.append((source, imported))
@@ -139,9 +144,11 @@ def _imports(file: Path, package: str) -> list[str]:
     return names
 
 
-def _user_file(name: str, root: Path) -> Path | None:
-    """The ``.py`` file of module ``name`` when it is the user's (in ``root``, outside
-    site-packages), looked up without importing it or its packages; else None."""
+def _user_file(name: str, roots: tuple[Path, ...]) -> Path | None:
+    """The ``.py`` file of module ``name`` when it is the user's (in one of ``roots``, not
+    Python's own nor an installed package's), looked up without importing it or its
+    packages; else None. A package without ``__init__.py`` (a namespace package: a plain
+    folder) is looked into as one with it."""
     parts = name.split(".")
     if not all(part.isidentifier() for part in parts) or parts[0] in sys.stdlib_module_names:
         return None
@@ -149,23 +156,34 @@ def _user_file(name: str, root: Path) -> Path | None:
         spec = importlib.util.find_spec(parts[0])  # a top-level name imports nothing
     except (ImportError, ValueError):
         return None
-    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+    if spec is None:
         return None
-    top = Path(spec.origin)
-    installed = {"site-packages", "dist-packages"} & set(top.parts) or any(
-        top.is_relative_to(prefix) for prefix in {sys.prefix, sys.base_prefix}
-    )  # Python's own or an installed package (a home folder can hold pyenv's Python)
-    if not top.is_relative_to(root) or installed:
+    if spec.origin and spec.origin.endswith(".py"):
+        top = Path(spec.origin)
+        if len(parts) == 1:
+            return top if _users(top, roots) else None
+        if top.name != "__init__.py":
+            return None  # ``from module import name``: a name in it, not a module
+        folders = [top.parent]
+    elif spec.origin is None and spec.submodule_search_locations and len(parts) > 1:
+        folders = [Path(location) for location in spec.submodule_search_locations]
+    else:
         return None
-    if len(parts) == 1:
-        return top
-    if top.name != "__init__.py":
-        return None  # ``from module import name``: a name in it, not a module
-    folder = top.parent.joinpath(*parts[1:-1])
-    for candidate in (folder / parts[-1] / "__init__.py", folder / f"{parts[-1]}.py"):
-        if candidate.is_file():
-            return candidate
+    for folder in folders:
+        inner = folder.joinpath(*parts[1:-1])
+        for candidate in (inner / parts[-1] / "__init__.py", inner / f"{parts[-1]}.py"):
+            if candidate.is_file():
+                return candidate if _users(candidate, roots) else None
     return None
+
+
+def _users(file: Path, roots: tuple[Path, ...]) -> bool:
+    """Whether ``file`` is in one of ``roots`` and is neither Python's own nor an installed
+    package's (a home folder can hold pyenv's Python)."""
+    installed = {"site-packages", "dist-packages"} & set(file.parts) or any(
+        file.is_relative_to(prefix) for prefix in {sys.prefix, sys.base_prefix}
+    )
+    return not installed and any(file.is_relative_to(root) for root in roots)
 
 
 def split_path(path: Any, field: str) -> tuple[str, str]:

@@ -174,3 +174,27 @@ def test_an_edited_helper_changes_the_teacher_key_and_the_code_digest(
     assert (teacher_path(job), code_files_digest(["top:build"])) == (key, digest)
     (tmp_path / "unused.py").write_text("X = 1\n")  # not the builder's: no new teacher
     assert teacher_path(job) == key
+
+
+def test_source_files_follow_namespace_packages_and_the_working_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A plain folder without __init__.py (a namespace package) was not looked into, and a
+    builder found elsewhere on sys.path reading cfg.py in the working folder left cfg.py out
+    (a helper's sweep): their edits reached neither the teacher's key nor reproduce."""
+    from nascomp.spaces.userfn import source_files
+
+    project, elsewhere = tmp_path / "project", tmp_path / "libs"
+    (project / "plain").mkdir(parents=True)
+    elsewhere.mkdir()
+    (project / "plain" / "builder.py").write_text("from plain import helper\n")
+    (project / "plain" / "helper.py").write_text("from plain.more import X\n")
+    (project / "plain" / "more.py").write_text("X = 1\n")
+    (project / "cfg.py").write_text("WIDTH = 8\n")
+    (elsewhere / "far_builder.py").write_text("import cfg\n")
+    monkeypatch.chdir(project)
+    monkeypatch.syspath_prepend(str(elsewhere))
+    monkeypatch.syspath_prepend(str(project))
+    found = [p.relative_to(project) for p in source_files("plain.builder:build")]
+    assert [str(p) for p in found] == ["plain/builder.py", "plain/helper.py", "plain/more.py"]
+    assert source_files("far_builder:build") == [elsewhere / "far_builder.py", project / "cfg.py"]
