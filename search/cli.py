@@ -1046,7 +1046,7 @@ def _print_changes(
     if code_changed:
         print(
             f"warning: the source of {', '.join(code_changed)} changed since the search ran it "
-            f"(its file's SHA-256 differs): {on_code}"
+            f"(its module's file, or a module of yours it imports): {on_code}"
         )
     if mismatched:
         why = (

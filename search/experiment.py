@@ -302,6 +302,12 @@ class Experiment(TrainingSections):
         # `--set objectives.latency_ms=null`: the quickstart's two others (refused before as
         # "Input should be 'min' or 'max'", re-giving the whole mapping the only way)
         if isinstance(objectives, dict):
+            for name, way in objectives.items():  # a misspelt one, dropped, went unsaid
+                if way is None and name not in METRICS:
+                    hint = _did_you_mean(name, METRICS)
+                    raise ValueError(
+                        f"unknown metric {name!r}{hint}; allowed: {', '.join(METRICS)}"
+                    )
             return {name: way for name, way in objectives.items() if way is not None}
         return objectives
 

@@ -432,6 +432,13 @@ def test_a_field_set_to_null_takes_its_default(override: str, path: str, default
     assert value == default
 
 
+def test_a_misspelt_objective_set_to_null_is_named() -> None:
+    """Dropped as null, a misspelt objective went unsaid while the one meant stayed (a
+    helper's sweep)."""
+    with pytest.raises(ConfigError, match=r"unknown metric 'latency' \(did you mean 'latency_ms'"):
+        load_experiment(None, ["objectives.latency=null"])
+
+
 def test_null_sections_take_their_defaults_and_optional_fields_keep_none() -> None:
     experiment = load_experiment(None, ["train.epochs=3", "train=null", "space.prune=null"])
     assert experiment.train.epochs == 10 and experiment.space.prune.ratio["low"] == 0.1
