@@ -442,11 +442,11 @@ def _refuse_channels_last(value: Any, field: str) -> None:
 def _sample(dataset: Dataset, index: int, field: str, role: str = "train") -> tuple[Any, Any]:
     try:
         sample = dataset[index]
-    except Exception as exc:  # the user's __getitem__
+    except Exception as exc:  # the user's __getitem__, whose frames place it in a trial's reason
         raise DatasetError(
             f"{field}: reading {role} sample {index}{_file_of(dataset, index)} raised "
             f"{type(exc).__name__}: {_line(exc)}"
-        ) from None
+        ).with_traceback(exc.__traceback__) from None
     if not (isinstance(sample, tuple | list) and len(sample) == 2):
         raise DatasetError(
             f"{field}: sample {index} must be an (input tensor, integer label) pair; got "

@@ -330,3 +330,23 @@ def test_a_failing_data_factory_is_placed_in_the_users_code(
         f"{DatasetError.__name__}: data.factory: shop_rows:make raised ValueError: bad row 7 "
         f"(in make, {tmp_path / 'shop_rows.py'}:3)"
     )
+
+
+def test_a_sample_failing_in_a_trial_is_placed_in_the_users_dataset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A streamed dataset's __getitem__ raising in a trial was placed in nascomp's _sample."""
+    from nascomp.trainers.datasets import sample_input
+
+    (tmp_path / "shop_set.py").write_text(
+        "class Rows:\n    def __getitem__(self, index):\n        raise OSError('gone')\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import shop_set
+
+    def run() -> TrialOutcome:
+        sample_input(shop_set.Rows(), 3, "data")
+        raise AssertionError("unreachable")
+
+    outcome = guarded(run, DIGITS)
+    assert outcome.reason.endswith(f"(in __getitem__, {tmp_path / 'shop_set.py'}:3)")
