@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -196,7 +197,9 @@ def _load(folder: Path, trial: LoggedTrial) -> nn.Module:
     except UserCodeError:
         raise  # the user's builder failed: its own line names it
     except Exception as exc:
-        cause = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"
+        # the files by name: the folder they were fetched into is gone once this returns
+        text = (str(exc).splitlines() or [""])[0].replace(f"{folder}{os.sep}", "")
+        cause = f"{type(exc).__name__}: {text[:200]}"
         family = _family_of(folder)
         if family is not None and model_family(family) is None:  # not damage: unknown here
             raise ValueError(

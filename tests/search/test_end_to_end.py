@@ -539,8 +539,8 @@ def test_export_of_damaged_model_files_is_one_line_naming_them(searched: Searche
         ),
         "truncated": (
             {"model.nascomp": artifact[:100], "skeleton.json": None, **onnx},
-            "its model.nascomp and skeleton.json do not load (ValueError: compressed file is "
-            "truncated): the run's artifacts were changed or damaged",
+            "its model.nascomp and skeleton.json do not load (ValueError: model.nascomp: "
+            "compressed file is truncated): the run's artifacts were changed or damaged",
         ),
         "no onnx file": (
             {"model.nascomp": None, "skeleton.json": None, "onnx_model/MLmodel": None},
