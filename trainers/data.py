@@ -457,7 +457,10 @@ def _split(
         dev = (images[parts.dev],)
     # Statistics over train + val only (never test), so val_fraction and max_train_samples
     # do not change what the inputs look like.
-    mean, std = _channel_stats(*dev, max_value=raw.max_value, prepare=resize)
+    # unresized images are summed in the chunks they always were: the same statistics, bit
+    # for bit, as runs logged before
+    prepare = resize if image_size is not None else None
+    mean, std = _channel_stats(*dev, max_value=raw.max_value, prepare=prepare)
     # Always a fresh copy: a part may be the cached raw test tensor itself.
     normalised = Normalise(mean, std, raw.max_value, sample_dim=images.dim() - 1)
 
