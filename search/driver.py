@@ -391,11 +391,7 @@ class _SearchRun:
         # A budget alone sizes the search: its trials cap is no total to show.
         total = None if search.sized_by_budget else search.trials
         clock = self._budget_clock()
-        ignored = (  # started in the background by a shell: Ctrl-C is not for this search
-            threading.current_thread() is threading.main_thread()
-            and signal.getsignal(signal.SIGINT) is signal.SIG_IGN
-        )
-        interrupt = InterruptMarker(self.folder, sigint_ignored=ignored)  # told to the trials
+        interrupt = InterruptMarker(self.folder)  # Ctrl-C, told to the trials
         callbacks = [
             self.callback,
             ProgressLine(
@@ -1027,8 +1023,7 @@ def _patient_while_saving() -> Iterator[list[int]]:
             flush=True,
         )
 
-    handled = [s for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) != signal.SIG_IGN]
-    previous = {s: signal.signal(s, wait_or_leave) for s in handled}
+    previous = {s: signal.signal(s, wait_or_leave) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield told
     finally:

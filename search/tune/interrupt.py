@@ -43,11 +43,8 @@ class InterruptMarker(Callback):
     the driver's main thread; it removes a file an earlier run left. Picklable: Tune saves
     callbacks."""
 
-    def __init__(self, folder: str | Path, sigint_ignored: bool = False) -> None:
+    def __init__(self, folder: str | Path) -> None:
         self.folder = str(folder)
-        # A search started in the background by a shell ignores Ctrl-C: Tune's handler, set
-        # in its loop, took that back (a `kill -INT` stopped it).
-        self.sigint_ignored = sigint_ignored
         # Whether Ctrl-C came: Tune's handler ends its loop and returns, counting the trials
         # it stopped (and those whose actors were still starting) as terminated.
         self.interrupted = False
@@ -70,8 +67,7 @@ class InterruptMarker(Callback):
                 pass  # the trials then stop as Tune stops them
             tune_handler(signum, frame)
 
-        ignored = getattr(self, "sigint_ignored", False)  # pickled before the attribute
-        signal.signal(signal.SIGINT, signal.SIG_IGN if ignored else mark_then_stop)
+        signal.signal(signal.SIGINT, mark_then_stop)
         # SIGTERM (kill, timeout, a job scheduler) ends the search as Ctrl-C does: the trials
         # checkpoint, the runs end KILLED, and it resumes. Ray's driver handler exited at
         # once (status 1, a native stack dump, the parent run FAILED).
