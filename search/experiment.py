@@ -615,17 +615,9 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
         if not isinstance(child, dict):
             if parts[depth] in RANGE_KEYS:  # a range's end, set on a value or a list
                 leaf = ".".join(parts[:depth])
-                default = _field_default(parts[:depth])
-                # a range only where the field's default is one: train.epochs or bits, told
-                # to take {low: 1, high: 4}, then refused it
-                example = (
-                    f"'{leaf}={{low: {default['low']}, high: {default['high']}}}'"
-                    if isinstance(default, dict) and {"low", "high"} <= set(default)
-                    else f"{leaf}=VALUE"
-                )
                 raise ConfigError(
                     f"--set {key}: {leaf} is {child!r}, not a range; set the whole leaf, "
-                    f"e.g. --set {example}"
+                    f"e.g. --set '{leaf}={{low: 1, high: 4}}'"
                 )
             raise ConfigError(f"--set {key}: {part!r} is not a section")
         node = child
