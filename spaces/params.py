@@ -398,9 +398,10 @@ class SpecSection(BaseModel):
         if isinstance(value, dict):
             default = cls.model_fields[info.field_name].default
             # `--set space.prune.ratio.high=null`: that key of the default range
-            value = {k: v for k, v in value.items() if not (k in RANGE_KEYS and v is None)}
-            if not value and _is_range(default):
-                value = dict(default)
+            given = {k: v for k, v in value.items() if not (k in RANGE_KEYS and v is None)}
+            if value and not given and _is_range(default):  # every key null: the default's
+                given = dict(default)
+            value = given
             completed = with_default_bounds(value, default)
             if completed is not value:
                 try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -316,6 +317,9 @@ def test_ctrl_c_while_the_first_search_imports_leaves_the_process_usable(
     result = subprocess.run(
         [sys.executable, "early.py", "experiment.yaml", library],
         cwd=tmp_path,
+        # Ctrl-C as a terminal gives it: a runner started in the background ignores SIGINT,
+        # and its children would inherit that
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         capture_output=True,
         text=True,
         timeout=600,

@@ -415,7 +415,10 @@ def test_a_family_registered_in_the_users_script_trains_in_the_workers(
     assert result.stdout.splitlines()[-1] == "['ok', 'ok'] None"
     # The command line never ran the script: its export said the run's files were "changed or
     # damaged" (a helper's API sweep). It names the family and what to do instead.
-    exported = nascomp("export", "--rank", "1", "--to", "out", cwd=tmp_path, env=env)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"  # MLflow's set_tracking_uri sets the variable
+    exported = nascomp(
+        "export", "--rank", "1", "--to", "out", "--tracking-uri", uri, cwd=tmp_path, env=env
+    )
     assert exported.returncode == 2, exported.stdout + exported.stderr
     (line,) = exported.stderr.strip().splitlines()
     assert "its model family 'acme_script' is not known to this process" in line
