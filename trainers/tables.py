@@ -8,7 +8,10 @@ holding ``train.csv`` and, optionally, ``test.csv`` with the same columns. ``dat
 - ``features``: the columns the model reads, in this order (default: every other column, in
   the file's order);
 - ``drop``: columns left out of the default ``features`` (a row number, an id);
-- ``sep``: the field separator (default ``,``);
+- ``sep``: the field separator (default ``,``; longer than one character, a regular
+  expression, as pandas reads it);
+- ``header``: whether the first line names the columns (default true; false: the columns are
+  named by their position, ``0``, ``1``, ...);
 - ``thousands`` and ``decimal``: how numbers are written (default: none and ``.``; ``1.500,5``
   is ``thousands: '.'``, ``decimal: ','``);
 - ``encoding``: the files' text encoding (default ``utf-8``; e.g. ``latin-1``, ``cp1252``).
@@ -42,7 +45,7 @@ from nascomp.trainers.data import DataNotFoundError
 from nascomp.trainers.init import file_digest
 
 TRAIN_FILE, TEST_FILE = "train.csv", "test.csv"
-OPTIONS = ("target", "features", "drop", "sep", "thousands", "decimal", "encoding")
+OPTIONS = ("target", "features", "drop", "sep", "header", "thousands", "decimal", "encoding")
 MAX_CATEGORIES = 100  # the distinct values a column of words may hold: one input each
 # Fewer rows a class than this, on average, is no classification task (a column of counts or
 # prices taken for labels: scikit-learn's diabetes target made 214 classes of 442 rows).
@@ -146,10 +149,22 @@ def check_options(options: dict[str, Any]) -> dict[str, Any]:
     sep = options.get("sep", ",")
     if not isinstance(sep, str) or not sep:
         raise TableError(f"data.options.sep: the field separator, e.g. ',' or ';'; got {sep!r}")
+    if not isinstance(options.get("header", True), bool):
+        raise TableError(
+            f"data.options.header: true (the first line names the columns) or false; got "
+            f"{options['header']!r}"
+        )
     for key in ("thousands", "decimal"):
         mark = options.get(key)
         if mark is not None and (not isinstance(mark, str) or len(mark) != 1):
             raise TableError(f"data.options.{key}: one character, e.g. ',' or '.'; got {mark!r}")
+    if options.get("thousands") == options.get("decimal", "."):
+        # pandas reads both as the thousands mark: 5.1 became 51.0, silently.
+        raise TableError(
+            f"data.options.thousands: {options['thousands']!r} is also the decimal mark "
+            f"(data.options.decimal{'' if 'decimal' in options else ', by default'}); give "
+            "them different characters, e.g. thousands: '.' with decimal: ','"
+        )
     encoding = options.get("encoding", "utf-8")
     try:
         codecs.lookup(encoding if isinstance(encoding, str) else "")
@@ -185,7 +200,7 @@ def open_table(root: str | None, options: dict[str, Any]) -> tuple[Table, Table 
     values = [frame[target] for frame in frames.values()]
     classes = _classes(train_path, target, values)
     index = {value: i for i, value in enumerate(classes)}
-    categories = _categories(frames, names, train_path)
+    categories = _categories(frames, names, train_path, options)
     notes = _useless_columns(train_path, frames[train_path], names, categories)
     if test_path is not None:
         notes += _unseen_values(test_path, frames[test_path], categories)
@@ -277,7 +292,9 @@ def _refuse_repeated_inputs(
         seen.add(name)
 
 
-def _categories(frames: dict[Path, Any], names: list[str], train: Path) -> dict[str, list[str]]:
+def _categories(
+    frames: dict[Path, Any], names: list[str], train: Path, options: dict[str, Any]
+) -> dict[str, list[str]]:
     """Each column of words among the features: its distinct values in the training file,
     sorted (both files are checked to be words)."""
 
@@ -285,7 +302,9 @@ def _categories(frames: dict[Path, Any], names: list[str], train: Path) -> dict[
     for name in names:
         if not _same_kind(frames, name, "data.options.features"):
             continue
-        _refuse_numbers_as_words(name, sorted({str(v) for f in frames.values() for v in f[name]}))
+        _refuse_numbers_as_words(
+            name, sorted({str(v) for f in frames.values() for v in f[name]}), options
+        )
         values = sorted({str(v) for v in frames[train][name]})
         if len(values) > MAX_CATEGORIES:
             raise TableError(
@@ -341,19 +360,27 @@ def _encoded(frame: Any, names: list[str], categories: dict[str, list[str]]) -> 
     return np.concatenate(parts, axis=1)
 
 
-def _refuse_numbers_as_words(name: str, values: list[str]) -> None:
+def _refuse_numbers_as_words(name: str, values: list[str], options: dict[str, Any]) -> None:
     """A column of words most of whose values are numbers is a column of numbers with a few
     placeholders (Adult's "?") or in another notation ("1,500"): one-hot encoding it would
     make each number a category, so it is an error naming what is not a number."""
     others = [v for v in values if not _is_number(v)]
+    if not others:  # numbers each, yet text to pandas: the options' notation is not the file's
+        raise TableError(
+            f"data.options.decimal: column {name!r} holds numbers pandas did not read as "
+            f"numbers with decimal {options.get('decimal', '.')!r} and thousands "
+            f"{options.get('thousands')!r} (e.g. {values[0]!r}); give the file's own marks"
+        )
     marks = [m for m in ",." if all(_is_number(v.replace(m, "")) for v in others)]
     if marks:
         hint = (
             f"numbers written with {marks[0]!r} (e.g. {others[0]!r}): set data.options."
             f"{_notation(marks[0], others)}: {marks[0]!r}"
         )
-    elif len(others) * 2 >= len(values):
-        return  # words
+    elif len(others) * 2 >= len(values) and not (
+        len(others) < len(values) and all(map(_is_float, others))
+    ):
+        return  # words (unless numbers beside "nan" or "inf": how a missing value is written)
     else:
         shown = ", ".join(repr(v) for v in others[:3])
         hint = (
@@ -373,11 +400,12 @@ def _notation(mark: str, values: list[str]) -> str:
 
 
 def _is_number(value: Any) -> bool:
+    """Whether ``value`` reads as a finite number ("nan" and "inf" do not: a missing value's
+    spelling, not a measurement)."""
     try:
-        float(value)
+        return bool(np.isfinite(float(value)))
     except (TypeError, ValueError):
         return False
-    return True
 
 
 def _read(path: Path, options: dict[str, Any], nrows: int | None = None) -> Any:
@@ -386,7 +414,7 @@ def _read(path: Path, options: dict[str, Any], nrows: int | None = None) -> Any:
     try:
         frame = pd.read_csv(
             path,
-            sep=options.get("sep", ","),
+            **_layout(options),
             nrows=nrows,
             skipinitialspace=True,
             thousands=options.get("thousands"),
@@ -406,12 +434,52 @@ def _read(path: Path, options: dict[str, Any], nrows: int | None = None) -> Any:
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise TableError(f"data.root: {path} is not a CSV pandas reads: {first}") from None
-    _refuse_repeated_names(path, options)
+    if options.get("header", True):
+        _refuse_repeated_names(path, options)
     frame.columns = [str(name).strip() for name in frame.columns]  # "a, b": "b"
+    if "header" not in options:
+        _refuse_data_as_header(path, frame.columns)
     for name in frame.columns:  # a word is its text without the spaces around it
         if not pd.api.types.is_numeric_dtype(frame[name]):
             frame[name] = frame[name].map(lambda v: v.strip() if isinstance(v, str) else v)
     return frame
+
+
+def _is_float(value: Any) -> bool:
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _layout(options: dict[str, Any]) -> dict[str, Any]:
+    """pandas' arguments for the file's separator and header. A separator of more than one
+    character is a regular expression, which pandas' C parser does not read: it fell back to
+    the Python parser with a ParserWarning printed into the search's output."""
+    sep = options.get("sep", ",")
+    engine = {"engine": "python"} if len(sep) > 1 else {}
+    return {"sep": sep, "header": 0 if options.get("header", True) else None, **engine}
+
+
+def _refuse_data_as_header(path: Path, columns: Any) -> None:
+    """A file without a header lost its first row to the column names ('5.1', '3.5', ...,
+    'setosa'), silently. Names of which half or more are fractions (a number, not a whole
+    one) are taken for data; whole numbers (0, 1, 2, ...) name columns by position and stay a
+    header. ``header: true`` given keeps any first line as the names."""
+    names = [str(name) for name in columns]
+    fractions = [name for name in names if _is_number(name) and not _is_whole(name)]
+    if len(fractions) * 2 >= len(names):
+        raise TableError(
+            f"data.options.header: the first line of {path.name} holds numbers "
+            f"({_listed(names)}), not column names; for a file without a header give "
+            "data.options.header: false (its columns are then named 0, 1, 2, ...), or "
+            "header: true to keep them as names"
+        )
+
+
+def _is_whole(name: str) -> bool:
+    return name.strip().lstrip("+-").isdigit()
 
 
 def _bad_byte(path: Path, encoding: str, exc: UnicodeDecodeError) -> str:
@@ -435,8 +503,7 @@ def _refuse_repeated_names(path: Path, options: dict[str, Any]) -> None:
 
     header = pd.read_csv(
         path,
-        sep=options.get("sep", ","),
-        header=None,
+        **{**_layout(options), "header": None},
         nrows=1,
         dtype=str,
         encoding=options.get("encoding", "utf-8"),
@@ -445,9 +512,14 @@ def _refuse_repeated_names(path: Path, options: dict[str, Any]) -> None:
     names = [str(name).strip() for name in header.iloc[0]] if len(header) else []
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
+        data = (
+            " (a file without a header? give data.options.header: false)"
+            if all(map(_is_number, names))
+            else ""
+        )
         raise TableError(
             f"data.root: the header of {path.name} names column {repeated[0]!r} "
-            f"{names.count(repeated[0])} times; give each column a name of its own"
+            f"{names.count(repeated[0])} times; give each column a name of its own{data}"
         )
 
 

@@ -211,8 +211,8 @@ def test_a_csv_loads_as_splits_with_its_feature_names(tmp_path: Path) -> None:
         (
             ROWS,
             {"label": "kind"},
-            "data.options: csv reads target, features, drop, sep, thousands, decimal, encoding; "
-            "got ['label']",
+            "data.options: csv reads target, features, drop, sep, header, thousands, decimal, "
+            "encoding; got ['label']",
         ),
         (ROWS, {"encoding": "utf-9"}, "data.options.encoding: a text encoding Python knows"),
         (ROWS, {"drop": ["age"]}, "data.options.drop: bad.csv has no column 'age'"),
@@ -246,6 +246,43 @@ def test_a_csv_loads_as_splits_with_its_feature_names(tmp_path: Path) -> None:
             {"sep": ";"},
             "column 'amount' holds numbers written with ',' (e.g. '1,5'): set "
             "data.options.decimal: ','",
+        ),
+        (  # "nan" read as a number made the hint's example an index error (a traceback)
+            "age,y\n20.5,a\nnan,b\n30,a\n40,b\n",
+            {},
+            "data.options.features: column 'age' holds numbers and 1 value(s) that are not "
+            "('nan'): fill or drop those cells first (missing values?)",
+        ),
+        (  # beside numbers, "NaN" is a missing value however many rows hold it (not a word)
+            "age,y\n20.5,a\nNaN,b\nNaN,a\n",
+            {},
+            "column 'age' holds numbers and 1 value(s) that are not ('NaN')",
+        ),
+        (  # the same traceback: every value a number, none read as one
+            ROWS,
+            {"decimal": ","},
+            "data.options.decimal: column 'height' holds numbers pandas did not read as numbers "
+            "with decimal ',' and thousands None (e.g. '1.5')",
+        ),
+        (  # pandas read both as the thousands mark: 1.5 became 15.0, silently
+            ROWS,
+            {"thousands": "."},
+            "data.options.thousands: '.' is also the decimal mark (data.options.decimal, by "
+            "default); give them different characters",
+        ),
+        (ROWS, {"header": "no"}, "data.options.header: true (the first line names the columns)"),
+        (  # the first row was taken for the header, silently: 149 rows of iris's 150
+            "5.1,3.5,setosa\n4.9,3.0,setosa\n6.2,2.9,virginica\n",
+            {},
+            "data.options.header: the first line of bad.csv holds numbers ('5.1', '3.5', "
+            "'setosa'), not column names; for a file without a header give "
+            "data.options.header: false",
+        ),
+        (
+            "1,1,0\n2,3,1\n",
+            {},
+            "names column '1' 2 times; give each column a name of its own (a file without a "
+            "header? give data.options.header: false)",
         ),
         (ROWS, {"decimal": ",,"}, "data.options.decimal: one character, e.g. ',' or '.'"),
         (ROWS, {"features": "height"}, "data.options.features: a list of column names"),
@@ -328,3 +365,26 @@ def test_a_header_of_numbers_is_named_by_numbers(tmp_path: Path) -> None:
     path = _write(tmp_path, "n.csv", "0,1,2\n1.5,3,a\n2.5,4,b\n")
     train, _ = open_table(str(path), {"target": 2, "features": [1, 0]})
     assert train.feature_names == ["1", "0"] and train.classes == ["a", "b"]
+
+
+def test_a_file_without_a_header_names_its_columns_by_position(tmp_path: Path) -> None:
+    path = _write(tmp_path, "n.csv", "5.1,3.5,setosa\n4.9,3.0,setosa\n6.2,2.9,virginica\n")
+    train, _ = open_table(str(path), {"header": False, "target": 2})
+    assert train.feature_names == ["0", "1"] and train.classes == ["setosa", "virginica"]
+    assert train.tensors[0][:, 0].tolist() == pytest.approx([5.1, 4.9, 6.2])
+    kept, _ = open_table(str(path), {"header": True})  # the user's word: the line is names
+    assert kept.feature_names == ["5.1", "3.5"] and len(kept) == 2
+
+
+def test_a_separator_of_several_characters_is_read_without_pandas_warning(
+    tmp_path: Path,
+) -> None:
+    """pandas' C parser reads one character: it fell back to its Python parser with two
+    ParserWarnings, and their source lines, printed before the search's own output."""
+    import warnings
+
+    path = _write(tmp_path, "s.csv", "a::b::y\n1::2::x\n3::4::z\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        train, _ = open_table(str(path), {"sep": "::"})
+    assert train.feature_names == ["a", "b"] and train.tensors[0].tolist() == [[1, 2], [3, 4]]
