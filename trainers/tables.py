@@ -204,6 +204,7 @@ def open_table(root: str | None, options: dict[str, Any]) -> tuple[Table, Table 
     notes = _useless_columns(train_path, frames[train_path], names, categories)
     if test_path is not None:
         notes += _unseen_values(test_path, frames[test_path], categories)
+    notes += _unread_files(train_path, test_path)
     inputs = _input_names(names, categories)
     _refuse_repeated_inputs(inputs, names, categories)
     tables = []
@@ -268,6 +269,23 @@ def _unseen_values(path: Path, frame: Any, categories: dict[str, list[str]]) -> 
                 f"have all of {name!r}'s inputs 0, as a deployed model would be fed them"
             )
     return tuple(notes)
+
+
+def _unread_files(train: Path, test: Path | None) -> tuple[str, ...]:
+    """A note for a validation file beside ``train.csv``: an image folder's ``val/`` is its
+    validation split, a csv folder's ``val.csv`` is not read (it was ignored silently)."""
+    if train.name != TRAIN_FILE:
+        return ()
+    unread = [
+        name
+        for name in ("val.csv", "valid.csv", "validation.csv")
+        if (train.parent / name).is_file()
+    ]
+    return tuple(
+        f"data.root: {name} in {train.parent} is not read: a csv dataset's validation split is "
+        f"data.val_fraction of {TRAIN_FILE} (put its rows into {TRAIN_FILE} to use them)"
+        for name in unread
+    )
 
 
 def _refuse_repeated_inputs(

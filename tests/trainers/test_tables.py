@@ -388,3 +388,17 @@ def test_a_separator_of_several_characters_is_read_without_pandas_warning(
         warnings.simplefilter("error")
         train, _ = open_table(str(path), {"sep": "::"})
     assert train.feature_names == ["a", "b"] and train.tensors[0].tolist() == [[1, 2], [3, 4]]
+
+
+def test_a_validation_file_beside_train_csv_is_noted_as_unread(tmp_path: Path) -> None:
+    """An image folder's val/ is its validation split; a csv folder's val.csv was ignored
+    without a word (a helper's sweep)."""
+    _write(tmp_path, "train.csv", ROWS)
+    train, _ = open_table(str(tmp_path), {})
+    assert not any("val.csv" in note for note in train.notes)
+    _write(tmp_path, "val.csv", ROWS)
+    train, _ = open_table(str(tmp_path), {})
+    assert [note for note in train.notes if "val.csv" in note] == [
+        f"data.root: val.csv in {tmp_path} is not read: a csv dataset's validation split is "
+        "data.val_fraction of train.csv (put its rows into train.csv to use them)"
+    ]
