@@ -225,6 +225,13 @@ class QuantSpace(SpecSection):
 
     def _budget_params(self) -> list[Param]:
         widths = self._widths()
+        if len(widths) < 2 or widths[0] >= 16:
+            # Nothing to allocate: every layer took the one width, or fp16 and fp32 alone (no
+            # quantized layer), and the search ran without a word.
+            raise ValueError(
+                "mixed: budget allocates each layer's width among bits: give two or more, one "
+                f"of them under 16 (e.g. [2, 4, 8]); got {list(widths)}"
+            )
         spec = self.budget
         if "budget" not in self.model_fields_set and widths[0] > 2:
             # The default budget, 2 to 8 bits, starts at the narrowest width in bits instead:

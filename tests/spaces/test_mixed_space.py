@@ -111,6 +111,14 @@ def test_budget_is_one_searched_number() -> None:
             r"budget must be >= the narrowest width in bits \(4\); got 3.0",
         ),
         ({"mixed": "budget", "budget": {"low": 1.0, "high": 6}}, None, r"must be in \[2.0, 32.0\]"),
+        (  # nothing to allocate: every layer took the one width, and the search said nothing
+            {"mixed": "budget", "bits": [32]},
+            None,
+            r"mixed: budget allocates each layer's width among bits: give two or more, one of "
+            r"them under 16 \(e.g. \[2, 4, 8\]\); got \[32\]",
+        ),
+        ({"mixed": "budget", "bits": [16, 32]}, None, r"one of them under 16 .*got \[16, 32\]"),
+        ({"mixed": "budget", "bits": [8]}, None, r"give two or more.*got \[8\]"),
         (
             {"mixed": "groups"},
             {"family": "custom", "builder": "tests.spaces.user_models:tiny"},
