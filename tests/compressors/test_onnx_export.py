@@ -338,13 +338,27 @@ def test_int8_ranges_follow_the_layers_when_preprocessing_reorders_them(
     assert scales == pytest.approx(learnt, rel=1e-6)
 
 
+def _exact(data: bytes) -> Any:
+    """The file's own arithmetic: an ONNX Runtime session with its graph left as it is, so
+    every QuantizeLinear / DequantizeLinear pair runs in float and no int8 kernel is used."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    ran = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+    return lambda x: torch.from_numpy(ran.run(None, {ran.get_inputs()[0].name: x.numpy()})[0])
+
+
 def test_an_int8_file_that_changes_the_answers_keeps_the_roundings_qat_trained_with() -> None:
     """Quantizing every tensor ONNX Runtime can (GroupNorm inputs, the gate, the sums) made
     this model's file agree with it on 88% of held-out digits; with the weight layers' inputs
     alone quantized, as in QAT, on 98% (an AMD EPYC without VNNI; 87% and 96% on an Intel
     Xeon with VNNI, whose float kernels train this two-epoch model to other weights). The
     file that ships is the second (bench/int8_forms.py measures the same model against
-    torchvision's)."""
+    torchvision's). On an AVX2-only CPU (no AVX-512, no VNNI) ONNX Runtime's int8 kernels
+    saturate their int16 pair sums: the same file agreed on 97.0% computed exactly and 92.2%
+    through those kernels (86.1% with every tensor quantized), so the bar there is the file's
+    own arithmetic and the margin the second file gains."""
     from int8_forms import digits, gated_cnn, int8_files, trained_qat
 
     torch.manual_seed(0)
@@ -363,7 +377,8 @@ def test_an_int8_file_that_changes_the_answers_keeps_the_roundings_qat_trained_w
         model, bits=8, act_bits=8, example_inputs=x[:1], calibration_batches=batches
     )
     assert shipped.precision == "int8-qdq"
-    assert agreement(shipped.module) >= max(0.95, every + 0.05)
+    assert agreement(_exact(shipped.data)) >= 0.95
+    assert agreement(shipped.module) >= (0.95 if has_vnni() else every + 0.05)
 
 
 def test_int8_attention_keeps_float_what_qat_keeps_float() -> None:
@@ -391,8 +406,12 @@ def test_int8_attention_keeps_float_what_qat_keeps_float() -> None:
         )
     ]
     assert sorted(quantized_inputs) == ["Conv", "Gemm"], quantized_inputs
-    agreement = (form.module(x).argmax(1) == model(x).argmax(1)).float().mean()
-    assert agreement >= 0.98
+    expected = model(x).argmax(1)
+    assert (_exact(form.data)(x).argmax(1) == expected).float().mean() >= 0.98
+    # Through the CPU's int8 kernels: exact with VNNI; on AVX2 alone they saturate (0.93 on an
+    # AVX2-only AMD EPYC, against 0.98 and more computed exactly).
+    agreement = (form.module(x).argmax(1) == expected).float().mean()
+    assert agreement >= (0.98 if has_vnni() else 0.9)
 
 
 class _Residual(nn.Module):
