@@ -154,11 +154,15 @@ def check_options(options: dict[str, Any]) -> dict[str, Any]:
             f"data.options.header: true (the first line names the columns) or false; got "
             f"{options['header']!r}"
         )
+    if "decimal" in options and options["decimal"] is None:
+        del options[
+            "decimal"
+        ]  # null: the default, as for thousands (pandas took None: a traceback)
     for key in ("thousands", "decimal"):
         mark = options.get(key)
         if mark is not None and (not isinstance(mark, str) or len(mark) != 1):
             raise TableError(f"data.options.{key}: one character, e.g. ',' or '.'; got {mark!r}")
-    if options.get("thousands") == options.get("decimal", "."):
+    if options.get("thousands") is not None and options["thousands"] == options.get("decimal", "."):
         # pandas reads both as the thousands mark: 5.1 became 51.0, silently.
         raise TableError(
             f"data.options.thousands: {options['thousands']!r} is also the decimal mark "
@@ -204,7 +208,7 @@ def open_table(root: str | None, options: dict[str, Any]) -> tuple[Table, Table 
     notes = _useless_columns(train_path, frames[train_path], names, categories)
     if test_path is not None:
         notes += _unseen_values(test_path, frames[test_path], categories)
-    notes += _unread_files(train_path, test_path)
+    notes += _unread_files(train_path)
     inputs = _input_names(names, categories)
     _refuse_repeated_inputs(inputs, names, categories)
     tables = []
@@ -271,7 +275,7 @@ def _unseen_values(path: Path, frame: Any, categories: dict[str, list[str]]) -> 
     return tuple(notes)
 
 
-def _unread_files(train: Path, test: Path | None) -> tuple[str, ...]:
+def _unread_files(train: Path) -> tuple[str, ...]:
     """A note for a validation file beside ``train.csv``: an image folder's ``val/`` is its
     validation split, a csv folder's ``val.csv`` is not read (it was ignored silently)."""
     if train.name != TRAIN_FILE:

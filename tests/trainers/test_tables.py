@@ -374,6 +374,9 @@ def test_a_file_without_a_header_names_its_columns_by_position(tmp_path: Path) -
     assert train.tensors[0][:, 0].tolist() == pytest.approx([5.1, 4.9, 6.2])
     kept, _ = open_table(str(path), {"header": True})  # the user's word: the line is names
     assert kept.feature_names == ["5.1", "3.5"] and len(kept) == 2
+    # null is the default, as for thousands (decimal: null reached pandas: a traceback)
+    same, _ = open_table(str(path), {"header": False, "target": 2, "decimal": None})
+    assert same.tensors[0].tolist() == train.tensors[0].tolist()
 
 
 def test_a_separator_of_several_characters_is_read_without_pandas_warning(
