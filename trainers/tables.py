@@ -155,9 +155,8 @@ def check_options(options: dict[str, Any]) -> dict[str, Any]:
             f"{options['header']!r}"
         )
     if "decimal" in options and options["decimal"] is None:
-        del options[
-            "decimal"
-        ]  # null: the default, as for thousands (pandas took None: a traceback)
+        # null: the default, as for thousands (pandas took None: a traceback)
+        del options["decimal"]
     for key in ("thousands", "decimal"):
         mark = options.get(key)
         if mark is not None and (not isinstance(mark, str) or len(mark) != 1):
