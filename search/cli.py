@@ -156,6 +156,11 @@ def _model_name(text: str) -> str:
         raise argparse.ArgumentTypeError("must name the registered model; got an empty name")
     if "/" in text or ":" in text:
         raise argparse.ArgumentTypeError(f"a model's name cannot hold '/' or ':'; got {text!r}")
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+        # MLflow registered 'a\nb', and its models:/ URI then loaded no model of that name.
+        raise argparse.ArgumentTypeError(
+            f"a model's name cannot hold control characters (a newline, a tab); got {text!r}"
+        )
     # MLflow's own rule for the rest ('.', '..', names that resolve to another path), which it
     # applied only once the file was exported and logged: two tracebacks, exit 1.
     from nascomp.search.tracking.store import model_name_refusal
@@ -673,6 +678,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from nascomp.search.replay import replay
     from nascomp.search.tracking.store import without_credentials
 
+    if args.tracking_uri:  # a mistyped sqlite path made an empty MLflow database
+        _check_store_exists(_tracking(uri=args.tracking_uri, experiment="nascomp").resolved_uri())
     written, uri = replay(args.folder, args.tracking_uri)
     uri = without_credentials(uri)
     if written:
@@ -808,10 +815,11 @@ def cmd_pareto(args: argparse.Namespace) -> int:
     tracker = _tracker(args)
     search_run, front, objectives = _front(tracker, args.search_run)
     _search_note(tracker, search_run, named=args.search_run is not None)
+    # The rule first: a bad one wrote the plot and then refused (exit 2, the file left).
+    chosen = _pick(tracker, args.pick, search_run) if args.pick else None
     if args.plot:
         _write_plot(tracker, search_run, front, objectives, args.plot)
-    if args.pick:
-        chosen = _pick(tracker, args.pick, search_run)
+    if chosen is not None:
         if args.json:
             picked = {
                 "search_run_id": search_run,

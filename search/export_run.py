@@ -93,11 +93,11 @@ def export_trial(
             raise ValueError(f"--register: run {run_id} has no ONNX file to register ({why})")
         with _threads(config.threads):
             model = _load(folder, trial)
+            file = _session(onnx, trial, config.threads) if onnx is not None else None
             data = config.data.load(threads=config.threads)
             evaluated = _accuracies(model, data.val, "val") | _accuracies(model, data.test, "test")
             shipped: dict[str, float] = {}
-            if onnx is not None:
-                file = OnnxModule(onnx, threads=config.threads)
+            if file is not None:
                 evaluated["onnx_agreement"] = top1_agreement(model, file, data.val)
                 shipped = shipped_accuracies(file, data.val, data.test)
     source = trial.source
@@ -185,6 +185,21 @@ def _fetch(tracker: Tracker, run_id: str, name: str, folder: Path, again: str) -
         return tracker.download(run_id, name, folder)
     except ArtifactMissing as exc:
         raise ValueError(f"{exc}: the run's artifacts were changed or deleted; {again}") from None
+
+
+def _session(onnx: bytes, trial: LoggedTrial, threads: int) -> OnnxModule:
+    """The run's ONNX file in ONNX Runtime; one that does not load (cut short, changed) is a
+    one-line ValueError naming the run, as a damaged model.nascomp is (it was a traceback)."""
+    run_id = trial.source.run_id
+    try:
+        return OnnxModule(onnx, threads=threads)
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise ValueError(
+            f"run {run_id}: its {ONNX_MODEL_DIR}/model.onnx does not load in ONNX Runtime "
+            f"({first}): the run's artifacts were changed or damaged; `nascomp reproduce "
+            f"{run_id} --export DIR` trains the model again"
+        ) from None
 
 
 def _load(folder: Path, trial: LoggedTrial) -> nn.Module:

@@ -12,7 +12,16 @@ from nascomp.search.errors import ConfigError
 def check_writable_folder(path: str | Path, field: str) -> None:
     """A ConfigError naming ``field`` unless ``path`` is, or can be made, a folder this user
     writes in: a file at it or above it, or a folder without write access, is refused."""
-    folder = Path(path).expanduser().resolve()
+    given = Path(path).expanduser()
+    for link in (given, *given.parents):
+        if link.is_symlink() and not link.exists():
+            # resolve() followed it to a folder that is not there, whose parent was writable:
+            # the command trained, logged its run, then died on mkdir with a traceback.
+            raise ConfigError(
+                f"{field}: {link} is a link to {os.readlink(link)}, which does not exist; give "
+                f"a folder, or make the link's target first (got {str(path)!r})"
+            )
+    folder = given.resolve()
     existing = next(p for p in (folder, *folder.parents) if p.exists())
     if not existing.is_dir():
         raise ConfigError(f"{field}: {existing} is a file; give a folder (got {str(path)!r})")

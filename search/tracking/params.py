@@ -51,8 +51,12 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def config_from_document(document: dict[str, Any]) -> dict[str, Any]:
-    if document.get("format") != CONFIG_FORMAT or not isinstance(document.get("config"), dict):
+def config_from_document(document: Any) -> dict[str, Any]:
+    if (
+        not isinstance(document, dict)
+        or document.get("format") != CONFIG_FORMAT
+        or not isinstance(document.get("config"), dict)
+    ):
         raise ValueError(f"{CONFIG_ARTIFACT}: not a nascomp trial config (format {CONFIG_FORMAT})")
     return dict(document["config"])
 

@@ -780,8 +780,15 @@ class Tracker:
             return None
         with tempfile.TemporaryDirectory() as folder:
             path = self.client.download_artifacts(record.run_id, CONFIG_ARTIFACT, folder)
-            document = json.loads(Path(path).read_text())
-        return config_from_document(document)
+            try:
+                return config_from_document(json.loads(Path(path).read_text()))
+            except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+                # It named neither the file nor the run ("Expecting value: line 1 column 1").
+                raise ValueError(
+                    f"run {record.run_id}: its {CONFIG_ARTIFACT} does not read as the trial's "
+                    f"config ({str(exc).splitlines()[0]}): the run's artifacts were changed or "
+                    "damaged"
+                ) from None
 
     # ------------------------------------------------------------------ reproduce
     def log_reproduction(

@@ -546,6 +546,15 @@ def test_export_of_damaged_model_files_is_one_line_naming_them(searched: Searche
             {"model.nascomp": None, "skeleton.json": None, "onnx_model/MLmodel": None},
             "its onnx_model/model.onnx cannot be read (",
         ),
+        "damaged onnx file": (  # ONNX Runtime's InvalidProtobuf was a traceback
+            {
+                "model.nascomp": None,
+                "skeleton.json": None,
+                "onnx_model/MLmodel": None,
+                "onnx_model/model.onnx": b"\x08\x07not a model",
+            },
+            "its onnx_model/model.onnx does not load in ONNX Runtime (",
+        ),
     }
     export = searched.folder / "export-damaged"
     for case, (files, message) in cases.items():
@@ -556,6 +565,20 @@ def test_export_of_damaged_model_files_is_one_line_naming_them(searched: Searche
         assert "\n" not in line and line.startswith(f"nascomp: error: run {copy_id}: "), case
         assert message in line and line.endswith(again.format(copy_id)), (case, line)
         assert not export.exists(), case
+    for config in (b"not json", b"[1]"):  # a line naming nothing; an AttributeError
+        copy_id = _copy_of_trial(searched, source_id, "damaged-model-files", {})
+        path = searched.folder / "copies" / "trial_config.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(config)
+        searched.client.log_artifact(copy_id, str(path))  # replaces the copied one
+        result = searched.cli("export", copy_id, "--to", str(export))
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert result.stderr.startswith(
+            f"nascomp: error: run {copy_id}: its trial_config.json does not read as the trial's "
+            "config ("
+        ), result.stderr
+        assert result.stderr.strip().endswith("the run's artifacts were changed or damaged")
+        assert not export.exists()
     reproduction = _copy_of_trial(searched, source_id, "damaged-model-files", {})
     searched.client.set_tag(reproduction, "nascomp.reproduced_from", source_id)
     result = searched.cli("export", reproduction, "--to", str(export))
@@ -565,6 +588,47 @@ def test_export_of_damaged_model_files_is_one_line_naming_them(searched: Searche
         f"files an export reads (a reproduction logs none): `nascomp export {source_id} --to DIR`"
     )
     assert not export.exists()
+
+
+def test_outputs_a_command_refuses_are_not_written(searched: Searched, tmp_path: Path) -> None:
+    """A bad --pick wrote --plot's file first (exit 2, the plot left); a folder that is a
+    dangling link was a FileExistsError traceback (for reproduce after training and logging);
+    a mistyped replay store was made an empty MLflow database; a registered name with a
+    newline loaded no model (a helper's sweep)."""
+    plot = tmp_path / "front.png"
+    result = searched.cli("pareto", "--plot", str(plot), "--pick", "max bogus")
+    assert result.returncode == 2 and "--pick: unknown metric 'bogus'" in result.stderr
+    assert not plot.exists()
+    link = tmp_path / "out"
+    link.symlink_to(tmp_path / "nowhere")
+    for args in (
+        ("export", "--pick", "knee", "--to", str(link)),
+        ("pareto", "--plot", f"{link}/a.png"),
+    ):
+        result = searched.cli(*args)
+        assert result.returncode == 2, result.stderr
+        assert (
+            result.stderr.strip().startswith("nascomp: error: ")
+            and "\n" not in result.stderr.strip()
+        )
+        assert f"{link} is a link to {tmp_path / 'nowhere'}, which does not exist" in result.stderr
+    assert not (tmp_path / "nowhere").exists()
+    wrong = tmp_path / "wrong.db"
+    result = nascomp(
+        "replay",
+        str(tmp_path),
+        "--tracking-uri",
+        f"sqlite:///{wrong}",
+        cwd=searched.folder,
+        env=searched.env,
+    )
+    assert result.returncode == 2 and f"no MLflow store at {wrong}" in result.stderr
+    assert not wrong.exists()
+    result = searched.cli(
+        "export", "--pick", "knee", "--to", str(tmp_path / "m"), "--register", "a\nb"
+    )
+    assert result.returncode == 2 and "cannot hold control characters" in result.stderr
+    assert not (tmp_path / "m").exists()
 
 
 def test_every_trial_logs_its_onnx_model_that_pyfunc_serves(searched: Searched) -> None:
