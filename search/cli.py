@@ -813,6 +813,8 @@ def _picked_on(rule: str, objectives: dict[str, str]) -> list[str]:
 
 def cmd_pareto(args: argparse.Namespace) -> int:
     tracker = _tracker(args)
+    if args.search_run:  # a deleted experiment's trials are not listed: an empty front, exit 0
+        tracker.check_experiment_active()
     search_run, front, objectives = _front(tracker, args.search_run)
     _search_note(tracker, search_run, named=args.search_run is not None)
     # The rule first: a bad one wrote the plot and then refused (exit 2, the file left).

@@ -667,6 +667,7 @@ def test_an_experiment_deleted_in_mlflow_is_one_line_before_anything_trains(
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("nascomp")
     trial = searched.runs("tags.`nascomp.trial_id` != ''")[0].info.run_id
+    search_run = searched.runs("tags.`nascomp.role` = 'search'")[0].info.run_id
     client.delete_experiment(experiment.experiment_id)
     said = (
         f"nascomp: error: experiment 'nascomp' is deleted in {uri}: restore it (mlflow "
@@ -680,7 +681,9 @@ def test_an_experiment_deleted_in_mlflow_is_one_line_before_anything_trains(
         monkeypatch.setenv(key, value)
     reading = [
         nascomp_here(capsys, *command, "--tracking-uri", uri)
-        for command in (["pareto"], ["reproduce", trial])
+        # --search-run named: an empty front, exit 0 (the deleted experiment's trials are
+        # not listed)
+        for command in (["pareto"], ["reproduce", trial], ["pareto", "--search-run", search_run])
     ]
     for result in (searching, *reading):
         assert result.returncode == 2, result.stderr[-2000:]
