@@ -81,7 +81,17 @@ def test_eight_bits_ship_an_int8_onnx_file_and_time_it(
     data = TrialConfig.from_flat(flat).data.load()
     expected = predict_logits(outcome.model, data.test_x).argmax(dim=1)
     shipped = predict_logits(OnnxModule(outcome.onnx), data.test_x).argmax(dim=1)
-    assert (shipped == expected).float().mean() >= 0.99
+    # The file's own arithmetic (the graph unoptimised: QDQ computed in float) meets the bar on
+    # any CPU; ONNX Runtime's int8 kernels are exact with VNNI and saturate int16 pair sums on
+    # AVX2 alone (0.9806 on an AVX2-only AMD EPYC).
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    exact = ort.InferenceSession(outcome.onnx, options, providers=["CPUExecutionProvider"])
+    logits = exact.run(None, {exact.get_inputs()[0].name: data.test_x.numpy()})[0]
+    assert (torch.from_numpy(logits).argmax(dim=1) == expected).float().mean() >= 0.99
+    assert (shipped == expected).float().mean() >= (0.99 if has_vnni() else 0.97)
 
 
 def test_torch_runtime_times_torchs_own_int8_form() -> None:
