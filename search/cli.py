@@ -894,7 +894,7 @@ def _write_plot(
         tracker.trials(search_run), objectives, tracker.constraints(search_run)
     )
     if not trials:
-        raise ValueError("nothing to plot: no feasible trial finished in this search")
+        raise ValueError("--plot: nothing to plot: no feasible trial finished in this search")
     if path.suffix.lower() in (".html", ".htm"):  # the interactive page
         write_html(trials, front, objectives, path, describe=lambda t: _describe(t.params))
     else:

@@ -174,6 +174,11 @@ def _download(tracker: Tracker, trial: LoggedTrial, folder: Path) -> bytes | Non
             f"({describe_trial(trial.flat)}): the run's artifacts were changed; {again}"
         )
     if ONNX_MODEL_DIR not in listed:
+        if "onnx_bytes" in trial.source.metrics:  # the trial logged one: it was deleted since
+            raise ValueError(
+                f"run {run_id} logged an ONNX file ({ONNX_MODEL_DIR}/model.onnx) that is gone "
+                f"now: the run's artifacts were changed or deleted; {again}"
+            )
         return None
     return _fetch(tracker, run_id, f"{ONNX_MODEL_DIR}/model.onnx", folder, again).read_bytes()
 

@@ -132,7 +132,8 @@ def pick_trial(
     front = select_front(trials, objectives, constraints)
     if pick.kind == "knee":
         if not front:
-            raise ValueError("--pick knee: the front is empty (no feasible trial finished)")
+            reason = empty_front_reason(trials, objectives, constraints)
+            raise ValueError(f"--pick knee: the front is empty: {reason}")
         _refuse_unlogged([c.metric for c in pick.where], front)
         members = [t for t in front if is_feasible(pick.where, t.metrics)]
         if not members:

@@ -565,6 +565,22 @@ def test_export_of_damaged_model_files_is_one_line_naming_them(searched: Searche
         assert "\n" not in line and line.startswith(f"nascomp: error: run {copy_id}: "), case
         assert message in line and line.endswith(again.format(copy_id)), (case, line)
         assert not export.exists(), case
+    # The whole onnx_model/ folder deleted from a trial that logged one (its onnx_bytes): it
+    # was taken for a trial without a file ("the trial logged none") and the export went on.
+    copy_id = _copy_of_trial(
+        searched,
+        source_id,
+        "damaged-model-files",
+        dict.fromkeys(("model.nascomp", "skeleton.json")),
+    )
+    searched.client.log_metric(copy_id, "onnx_bytes", 1234.0)
+    result = searched.cli("export", copy_id, "--to", str(export))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.strip() == (
+        f"nascomp: error: run {copy_id} logged an ONNX file (onnx_model/model.onnx) that is gone "
+        f"now: the run's artifacts were changed or deleted; {again.format(copy_id)}"
+    )
+    assert not export.exists()
     for config in (b"not json", b"[1]"):  # a line naming nothing; an AttributeError
         copy_id = _copy_of_trial(searched, source_id, "damaged-model-files", {})
         path = searched.folder / "copies" / "trial_config.json"

@@ -201,6 +201,14 @@ def test_a_front_emptied_by_constraints_says_so(
     assert f"  (empty: {why})" in nascomp_here(capsys, "pareto", *common).stdout
     again = nascomp_here(capsys, "reproduce", "--rank", "1", *common)
     assert again.returncode == 2 and f"is empty ({why}): no model to reproduce" in again.stderr
+    knee = nascomp_here(capsys, "pareto", "--pick", "knee", *common)  # said only "empty"
+    assert knee.stderr.strip() == f"nascomp: error: --pick knee: the front is empty: {why}"
+    plot = workdir / "front.png"  # did not name --plot
+    drawn = nascomp_here(capsys, "pareto", "--plot", str(plot), *common)
+    assert drawn.returncode == 2 and not plot.exists()
+    assert drawn.stderr.strip() == (
+        "nascomp: error: --plot: nothing to plot: no feasible trial finished in this search"
+    )
 
 
 @pytest.mark.parametrize("sampler", ["tpe", "tpe_local", "nsga2", "pls"])

@@ -206,6 +206,9 @@ def test_pick_without_a_candidate_says_why() -> None:
         pick_trial(TRIALS, OBJECTIVES, "max val_accuracy", ["size_bytes <= 10"])
     with pytest.raises(ValueError, match=r"no finished feasible trial has latency_ms < 0\.1$"):
         pick_trial(TRIALS, OBJECTIVES, "max val_accuracy where latency_ms < 0.1")
+    # an empty front says why it is empty, as max/min do (it said "no feasible trial finished")
+    with pytest.raises(ValueError, match=r"^--pick knee: the front is empty: all 5 trials that"):
+        pick_trial(TRIALS, OBJECTIVES, "knee", ["size_bytes <= 10"])
     # a metric no trial logs (a lookup search has no latency) is named, not taken for a bound
     with pytest.raises(ValueError, match=r"^--pick knee: no member of the front has latency"):
         pick_trial(TRIALS, OBJECTIVES, "knee where latency_ms < 0.9")
