@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,3 +23,16 @@ def data_root() -> Path:
             "(MNIST/, FashionMNIST/, cifar10-jpeg.tar, nasbench201/)"
         )
     return root
+
+
+def unfused_session(model: Path | bytes) -> Any:
+    """An ONNX Runtime session of an ONNX file (its path or bytes) with every graph
+    optimization off: each QuantizeLinear / DequantizeLinear pair runs as float arithmetic, so
+    the file's own arithmetic, whatever int8 kernels (VNNI or not) this CPU has."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.log_severity_level = 3
+    source = model if isinstance(model, bytes) else str(model)
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])

@@ -30,20 +30,10 @@ from nascomp.compressors.onnx_export import (
 )
 from nascomp.compressors.pruning import PruneConfig, make_pruner
 from nascomp.compressors.quantization import QuantConfig, prepare_qat, quantize_weight_codes
+from tests.conftest import unfused_session
 
 # bench/int8_forms.py: the SE/GroupNorm model and its two int8 files, shared with the bench
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-
-
-def session_unfused(path: Path) -> Any:
-    """An ONNX Runtime session with every graph optimization off: QDQ pairs run as float
-    arithmetic, no int8 kernel involved."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def _cnn() -> nn.Module:
@@ -339,13 +329,8 @@ def test_int8_ranges_follow_the_layers_when_preprocessing_reorders_them(
 
 
 def _exact(data: bytes) -> Any:
-    """The file's own arithmetic: an ONNX Runtime session with its graph left as it is, so
-    every QuantizeLinear / DequantizeLinear pair runs in float and no int8 kernel is used."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    ran = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+    """The file's own arithmetic, as a function of a batch (no int8 kernel used)."""
+    ran = unfused_session(data)
     return lambda x: torch.from_numpy(ran.run(None, {ran.get_inputs()[0].name: x.numpy()})[0])
 
 
@@ -601,7 +586,7 @@ def test_int8_stem_channels_are_padded_for_the_fast_kernel_without_changing_the_
         # EPYC: largest logit error against the unfused graph, exact QDQ arithmetic in float,
         # 0.021 padded and 0.016 plain, logits of about 0.3). Both must still give the
         # reference's classes.
-        reference = session_unfused(plain).run(None, feed)[0].argmax(1)
+        reference = unfused_session(plain).run(None, feed)[0].argmax(1)
         assert (padded_out.argmax(1) == reference).mean() >= 0.95
         assert (plain_out.argmax(1) == reference).mean() >= 0.95
 

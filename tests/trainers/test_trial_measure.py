@@ -22,6 +22,7 @@ from nascomp.spaces.models import build_model
 from nascomp.trainers.config import TrialConfig
 from nascomp.trainers.loop import predict_logits
 from nascomp.trainers.trial import TrialOutcome, run_trial
+from tests.conftest import unfused_session
 from tests.trainers.configs import SMALL_CNN, fast
 
 FAST = fast(epochs=3)
@@ -84,11 +85,7 @@ def test_eight_bits_ship_an_int8_onnx_file_and_time_it(
     # The file's own arithmetic (the graph unoptimised: QDQ computed in float) meets the bar on
     # any CPU; ONNX Runtime's int8 kernels are exact with VNNI and saturate int16 pair sums on
     # AVX2 alone (0.9806 on an AVX2-only AMD EPYC).
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    exact = ort.InferenceSession(outcome.onnx, options, providers=["CPUExecutionProvider"])
+    exact = unfused_session(outcome.onnx)
     logits = exact.run(None, {exact.get_inputs()[0].name: data.test_x.numpy()})[0]
     assert (torch.from_numpy(logits).argmax(dim=1) == expected).float().mean() >= 0.99
     assert (shipped == expected).float().mean() >= (0.99 if has_vnni() else 0.97)
