@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import fnmatch
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -45,6 +47,9 @@ SCOPES = ("global", "layer")
 EMPTIED_GROUPS = ("leave_one", "whole", "zero")
 LEGACY_EMPTIED = {"structured": "whole", "unstructured": "zero"}
 _EMPTIED_FOR = {"structured": ("leave_one", "whole"), "unstructured": ("leave_one", "zero")}
+# Generous: a normal model's analysis takes seconds (densenet121's 35 s, on 2 busy cores), one
+# torch-pruning loops on never ends (tp_compat.time_limit)
+ANALYSIS_TIMEOUT_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,9 @@ class PruneConfig:
     # structured pruning in any case.
     ignore: tuple[str, ...] = ()
     emptied: str = "leave_one"  # EMPTIED_GROUPS
+    # Structured: the longest torch-pruning's dependency analysis may run for one pruner's
+    # construction or one pruning step before the trial fails (tp_compat.time_limit)
+    analysis_timeout_s: float = ANALYSIS_TIMEOUT_S
 
     def __post_init__(self) -> None:
         if isinstance(self.ignore, str) or not all(isinstance(p, str) for p in self.ignore):
@@ -79,6 +87,9 @@ class PruneConfig:
             raise ValueError(f"importance must be one of {IMPORTANCES}, got {self.importance!r}")
         if self.scope not in SCOPES:
             raise ValueError(f"scope must be one of {SCOPES}, got {self.scope!r}")
+        timeout = self.analysis_timeout_s
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+            raise ValueError(f"analysis_timeout_s must be a number of seconds > 0, got {timeout!r}")
         allowed = _EMPTIED_FOR.get(self.method, EMPTIED_GROUPS)
         if self.emptied not in allowed:
             raise ValueError(
@@ -360,7 +371,7 @@ class StructuredPruner(Pruner):
         # (IndexError in prune_out_channels here; VainF/Torch-Pruning#276, #404)
         ignored += [m for m in model.modules() if isinstance(m, nn.RNNBase)]
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), self._analysis():
                 # "Unwrapped parameters detected" (a position embedding): torch-pruning prunes
                 # their last dimension, what a transformer needs; _check_runs checks the rest
                 warnings.filterwarnings("ignore", message="Unwrapped parameters")
@@ -379,6 +390,9 @@ class StructuredPruner(Pruner):
                     # channels one by one and the model no longer ran)
                     num_heads=packed_attention_heads(model),
                 )
+                groups = tp_compat.has_groups(self._pruner)
+        except PruningError:
+            raise
         except Exception as exc:  # torch-pruning's tracer meets an op it does not know
             # It knows nn.LSTM alone of the recurrent layers: a GRU's or an RNN's weights are
             # unknown parameters to it, and ignoring the layer does not keep them out.
@@ -394,7 +408,7 @@ class StructuredPruner(Pruner):
                 f"torch-pruning cannot trace {type(model).__name__}: {type(exc).__name__}: "
                 f"{exc} ({advice})"
             ) from None
-        if config.ratio > 0 and not tp_compat.has_groups(self._pruner):
+        if config.ratio > 0 and not groups:
             # Else the trial would run unpruned under a "structured" label (Embedding -> GRU
             # -> Linear: the classifier keeps its outputs, the GRU its units and inputs).
             raise PruningError(
@@ -414,7 +428,12 @@ class StructuredPruner(Pruner):
         # the caller's progress instead, so each update is one step to the new target. The
         # pruner measures targets against the channel counts it saw first, so they compose.
         try:
-            tp_compat.step_to(self._pruner, target, leave_one=self.config.emptied == "leave_one")
+            with self._analysis():
+                tp_compat.step_to(
+                    self._pruner, target, leave_one=self.config.emptied == "leave_one"
+                )
+        except PruningError:
+            raise
         except Exception as exc:
             raise PruningError(
                 f"structured pruning of {type(self.model).__name__} to {target:.2f} failed: "
@@ -425,6 +444,30 @@ class StructuredPruner(Pruner):
         sync_attributes(self.model)  # e.g. a LayerNorm's normalized_shape, heads' head_dim
         self._check_runs()
         return _parameter_shapes(self.model) != shapes_before
+
+    @contextmanager
+    def _analysis(self) -> Iterator[None]:
+        """torch-pruning's work on the model, stopped after ``analysis_timeout_s`` with a
+        PruningError that names the layer whose group it was building."""
+        limit = self.config.analysis_timeout_s
+        try:
+            with tp_compat.time_limit(limit):
+                yield
+        except tp_compat.AnalysisTimeout as exc:
+            root = tp_compat.looping_root(exc.__traceback__)
+            name = next((n for n, m in self.model.named_modules() if m is root), None)
+            where, ignore = (
+                (f", at the group of {name} ({_short_repr(root)})", f"add {name} to prune.ignore")
+                if name
+                else ("", "name the layers involved in prune.ignore")
+            )
+            raise PruningError(
+                f"torch-pruning's analysis of {type(self.model).__name__} did not end within "
+                f"prune.analysis_timeout_s ({limit:g} s){where}: it loops on some couplings "
+                "(channels sliced and joined again, as in ReXNet's partial residuals; "
+                f"VainF/Torch-Pruning#474): {ignore}, give it more time, or use unstructured "
+                "pruning"
+            ) from None
 
     def _check_runs(self) -> None:
         """A dependency torch-pruning missed leaves layers whose shapes disagree, or a model

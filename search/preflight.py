@@ -380,6 +380,11 @@ def _check_structured(experiment: Experiment, data: Any) -> None:
         importance=str(_first(to_param("space.prune.importance", prune.importance))),
         scope=str(_first(to_param("space.prune.scope", prune.scope))),
         ignore=tuple(prune.ignore),
+        **(
+            {"analysis_timeout_s": prune.analysis_timeout_s}
+            if prune.analysis_timeout_s is not None
+            else {}
+        ),
     )
     # Built again under one seed: which channels a global ranking removes follows the
     # weights, and a failure that depends on them came and went from one run to the next.

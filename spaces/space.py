@@ -77,7 +77,9 @@ class PruneSpace(SpecSection):
     scope: Any = PruneConfig.scope
     # Not a leaf of the space: one list of layer-name patterns that every trial keeps.
     ignore: list[str] = Field(default_factory=list)
-    _plain: ClassVar[frozenset[str]] = frozenset({"ignore"})
+    # Not a leaf either: how long torch-pruning's analysis may run (None: the pruner's default)
+    analysis_timeout_s: float | None = Field(None, gt=0.0, allow_inf_nan=False)
+    _plain: ClassVar[frozenset[str]] = frozenset({"ignore", "analysis_timeout_s"})
     # Not the user's to set: written into every structured trial's config (params below).
     _derived: ClassVar[frozenset[str]] = frozenset({"emptied"})
 
@@ -89,6 +91,18 @@ class PruneSpace(SpecSection):
             # Only when set, so the flat configs of searches without it stay as they were.
             [Param("prune.ignore", "fixed", choices=(tuple(self.ignore),), condition=when)]
             if self.ignore
+            else []
+        )
+        timeout = (  # only when set, as ignore; only structured pruning runs the analysis
+            [
+                Param(
+                    "prune.analysis_timeout_s",
+                    "fixed",
+                    choices=(float(self.analysis_timeout_s),),
+                    condition=("prune.method", ("structured",)),
+                )
+            ]
+            if self.analysis_timeout_s is not None and "structured" in pruning
             else []
         )
         # In every pruned trial's config: what a layer or group the target would empty keeps
@@ -106,6 +120,7 @@ class PruneSpace(SpecSection):
             ),
             *ignore,
             *emptied,
+            *timeout,
         ]
 
 

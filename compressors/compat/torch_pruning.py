@@ -9,9 +9,72 @@ for either.
 
 from __future__ import annotations
 
+import ctypes
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import TracebackType
 from typing import Any
 
 from torch import nn
+
+
+class AnalysisTimeout(Exception):
+    """Raised in the thread of :func:`time_limit`'s block when it runs past its seconds."""
+
+
+@contextmanager
+def time_limit(seconds: float) -> Iterator[None]:
+    """Raise :class:`AnalysisTimeout` in this thread if the block is still running after
+    ``seconds``.
+
+    torch-pruning's dependency analysis can loop without end: where channels are sliced and
+    joined again (ReXNet's partial residual, ``cat([y[:, :c] + x, y[:, c:]])``, four such
+    blocks in a row), one group's list grows for ever (3,500 entries in 2 s over a graph of
+    33 nodes, VainF/Torch-Pruning#474), and a trial or the search's pre-flight hung with no
+    word. The loop is pure Python, so an exception set in its thread from a timer (CPython's
+    ``PyThreadState_SetAsyncExc``) stops it at its next bytecode; signals would not do, since
+    Ray Tune runs a trial in a thread that is not the main one."""
+    ident = threading.get_ident()
+    lock = threading.Lock()
+    done, fired = [False], [False]
+
+    def fire() -> None:
+        with lock:
+            if not done[0]:
+                fired[0] = True
+                _set_async_exc(ident, AnalysisTimeout)
+
+    timer = threading.Timer(seconds, fire)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        with lock:
+            done[0] = True
+            timer.cancel()
+            if fired[0]:  # set at the block's very end, and not raised yet: not raised at all
+                _set_async_exc(ident, None)
+
+
+def _set_async_exc(ident: int, exc: type[BaseException] | None) -> None:
+    arg = ctypes.py_object(exc) if exc is not None else ctypes.c_void_p(0)  # NULL clears it
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), arg)
+
+
+def looping_root(tb: TracebackType | None) -> nn.Module | None:
+    """The layer whose group torch-pruning was building when :func:`time_limit` stopped it
+    (the root ``module`` of the innermost ``DependencyGraph.get_pruning_group`` call in the
+    traceback), or None when it was elsewhere."""
+    root = None
+    while tb is not None:
+        frame = tb.tb_frame
+        if frame.f_code.co_name == "get_pruning_group":
+            module = frame.f_locals.get("module")
+            root = module if isinstance(module, nn.Module) else root
+        tb = tb.tb_next
+    return root
 
 
 def step_to(pruner: Any, target: float, leave_one: bool = True) -> None:

@@ -38,6 +38,8 @@ def _zero_counts(model: nn.Module) -> list[int]:
         ({"ratio": -0.1}, "ratio"),
         ({"importance": "taylor"}, "importance"),
         ({"scope": "model"}, "scope"),
+        ({"analysis_timeout_s": 0}, "analysis_timeout_s"),
+        ({"analysis_timeout_s": True}, "analysis_timeout_s"),
     ],
 )
 def test_config_validation_names_field(kwargs: dict, field: str) -> None:
@@ -334,6 +336,49 @@ def test_structured_pruning_of_zoo_models_shrinks_and_runs(name: str) -> None:
     assert count_params(model) < 0.8 * n_before
     assert model(example).shape == (2, 10)
     assert model.classifier[-1].out_features == 10
+
+
+def test_time_limit_stops_a_pure_python_loop_and_nothing_else() -> None:
+    import time
+
+    from nascomp.compressors.compat import torch_pruning as tp_compat
+
+    started = time.perf_counter()
+    with pytest.raises(tp_compat.AnalysisTimeout), tp_compat.time_limit(0.2):
+        while True:
+            pass
+    assert 0.2 <= time.perf_counter() - started < 5.0
+    with tp_compat.time_limit(0.2):
+        total = sum(range(1000))
+    time.sleep(0.5)  # past the limit: the block ended first, so nothing is raised
+    assert total == 499500
+
+
+def test_an_analysis_torch_pruning_loops_on_is_stopped_and_names_the_layer() -> None:
+    """Four of ReXNet's partial residuals in a row: torch-pruning's group of the last
+    block's convolution (the first root it takes) grows for ever, and a trial hung without a
+    word (timm's rexnet_100: more than 45 minutes). With the three blocks' convolutions in
+    prune.ignore, the model prunes and runs."""
+    from tests.spaces.user_models import partial_residual
+
+    example = torch.zeros(2, 1, 8, 8)
+    model = partial_residual((1, 8, 8), 10)
+    config = PruneConfig("structured", 0.5, analysis_timeout_s=1.5)
+    with pytest.raises(PruningError) as caught:
+        make_pruner(model, config, example)
+    message = str(caught.value)
+    assert message.startswith(
+        "torch-pruning's analysis of Sequential did not end within prune.analysis_timeout_s "
+        "(1.5 s), at the group of 4.conv.0 (Conv2d(80, 48, kernel_size=(3, 3), stride=(1, 1), "
+        "padding=(1, 1))): it loops on some couplings"
+    )
+    assert "add 4.conv.0 to prune.ignore, give it more time, or use unstructured" in message
+    model = partial_residual((1, 8, 8), 10)
+    ignored = PruneConfig("structured", 0.5, ignore=("2.conv.0", "3.conv.0", "4.conv.0"))
+    pruner = make_pruner(model, ignored, example)
+    before = count_params(model)
+    pruner.update(1.0)
+    assert count_params(model) < before and model(example).shape == (2, 10)
 
 
 def test_untraceable_model_is_a_pruning_error_with_the_reason() -> None:

@@ -607,6 +607,36 @@ def test_structured_pruning_the_student_cannot_take_is_refused_before_any_trial(
     assert "\n" not in message
 
 
+def test_a_model_torch_pruning_loops_on_is_refused_before_any_trial() -> None:
+    """ReXNet's partial residuals: torch-pruning's analysis never ends, and the pre-flight
+    (then every structured trial) hung without a word. Stopped at space.prune.
+    analysis_timeout_s, which structured trials' configs carry when it is set."""
+    space = {
+        "arch": {"family": "custom", "builder": "tests.spaces.user_models:partial_residual"},
+        "prune": {"method": ["none", "structured"], "analysis_timeout_s": 1},
+        "quant": {"bits": [8]},
+        "distill": {"enabled": [False]},
+    }
+    experiment = validate_experiment({"data": {"name": "digits"}, "space": space})
+    with pytest.raises(ConfigError) as caught:
+        check_user_code(experiment, [])
+    message = str(caught.value)
+    assert message.startswith(
+        "space.prune.method: every structured trial would fail: torch-pruning's analysis of "
+        "Sequential did not end within prune.analysis_timeout_s (1 s), at the group of 4.conv.0 ("
+    )
+    assert message.endswith(
+        ": add 4.conv.0 to prune.ignore, give it more time, or use unstructured pruning"
+    )
+    (timeout,) = [p for p in experiment.space.params() if p.name == "prune.analysis_timeout_s"]
+    assert timeout.choices == (1.0,) and timeout.condition == ("prune.method", ("structured",))
+    unset = validate_experiment({"space": {"prune": {"method": ["structured"]}}})
+    assert "prune.analysis_timeout_s" not in {p.name for p in unset.space.params()}
+    for bad in (0, -1, "soon", float("inf")):
+        with pytest.raises(ConfigError, match=r"space\.prune\.analysis_timeout_s"):
+            validate_experiment({"space": {"prune": {"analysis_timeout_s": bad}}})
+
+
 def test_settings_that_no_part_of_the_search_reads_get_a_note() -> None:
     """The teacher's section with no trial distilling (a garbage teacher.checkpoint passed
     unsaid), the rungs without mo_asha; and a teacher at chance, which every student learned

@@ -117,3 +117,29 @@ def rgb_only(input_shape, n_classes):
 
 
 NOT_A_FUNCTION = 3
+
+
+class _PartialResidual(nn.Module):
+    """ReXNet's block: an expansion, then the input added to the first of the wider output's
+    channels."""
+
+    def __init__(self, cin, cout):
+        super().__init__()
+        self.cin = cin
+        self.expand = nn.Sequential(nn.Conv2d(cin, 2 * cin, 1), nn.BatchNorm2d(2 * cin), nn.ReLU())
+        self.conv = nn.Sequential(nn.Conv2d(2 * cin, cout, 3, padding=1), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        y = self.conv(self.expand(x))
+        return torch.cat([y[:, : self.cin] + x, y[:, self.cin :]], dim=1)
+
+
+def partial_residual(input_shape, n_classes, blocks=4):
+    """Four such blocks in a row: torch-pruning's dependency analysis of it never ends."""
+    layers, width = [nn.Conv2d(input_shape[0], 16, 3, padding=1)], 16
+    for _ in range(blocks):
+        layers.append(_PartialResidual(width, width + 8))
+        width += 8
+    return nn.Sequential(
+        *layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, n_classes)
+    )
