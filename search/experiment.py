@@ -10,6 +10,7 @@ tracking), so it lives in the top layer. Every section is a pydantic model with
 from __future__ import annotations
 
 import copy
+import csv
 import difflib
 import os
 import re
@@ -423,7 +424,7 @@ def teacher_job(experiment: Experiment) -> TeacherJob:
 
 def _check_lookup(experiment: Experiment) -> None:
     """A table lookup knows only plain NB201 cells (C=16, N=5), uncompressed, untaught."""
-    from nascomp.trainers.nb201_lookup import CHANNELS, N_CELLS, missing_columns
+    from nascomp.trainers.nb201_lookup import CHANNELS, N_CELLS, missing_cells, missing_columns
     from nascomp.trainers.nb201_lookup import METRICS as LOOKUP_METRICS
 
     space = experiment.space
@@ -451,6 +452,18 @@ def _check_lookup(experiment: Experiment) -> None:
             raise ValueError(
                 f"{field}: trial nb201_lookup needs {needed!r} (the table's setting); got {value!r}"
             )
+    # The whole table, read as the trials read it: a value that is no percentage was looked up
+    # unsaid (150 logged as val_accuracy 1.5), and a bad or missing cell failed every trial
+    # that drew it; each is now one line before the search starts.
+    try:
+        lacking = missing_cells(table, experiment.nb201.dataset, space.arch.ops)
+    except (ValueError, UnicodeDecodeError, csv.Error) as exc:
+        raise ValueError(f"nb201.table: {str(table)!r}: {exc}") from None
+    if lacking:
+        raise ValueError(
+            f"nb201.table: {str(table)!r} lacks {len(lacking)} of the space's cells (e.g. "
+            f"{lacking[0]}): NAS-Bench-201's table holds all 15,625"
+        )
     parsed = parse_constraints(experiment.constraints, METRICS)
     named = [(f"objectives.{name}", name) for name in experiment.objectives]
     named += [(f"constraints[{i}]", c.metric) for i, c in enumerate(parsed)]

@@ -14,8 +14,10 @@ no MLflow. Keys it reads: ``arch.edge0..5`` (or ``arch.cell``), ``nb201.dataset`
 from __future__ import annotations
 
 import csv
+import itertools
+import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -66,13 +68,46 @@ class Nb201LookupConfig(Section):
 
 
 @lru_cache(maxsize=4)
-def load_table(path: str) -> dict[str, dict[str, float]]:
-    """cell string -> {column: accuracy in %}, read once per process and path."""
-    with Path(path).open(newline="") as handle:
-        return {
-            row["cellstr"]: {k: float(v) for k, v in row.items() if k not in ("arch", "cellstr")}
-            for row in csv.DictReader(handle)
-        }
+def load_table(path: str, dataset: str) -> dict[str, tuple[float, float]]:
+    """cell string -> (validation, test) accuracy in % on ``dataset``, read once per process,
+    path and dataset. A table that is not NAS-Bench-201's in those columns is a ValueError
+    naming the line and column: a cell the lookup cannot read, a value that is no
+    percentage (``abc``, 150, or every value at most 1: fractions), a cell listed twice."""
+    prefix = _dataset(dataset)[0]
+    columns = (f"{prefix}-val", f"{prefix}-test")
+    table: dict[str, tuple[float, float]] = {}
+    lines: dict[str, int] = {}
+    with Path(path).open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        for row in reader:
+            line = reader.line_num  # the row's last line in the file
+            try:
+                cell = cell_string(parse_cell(row.get("cellstr") or ""))
+            except ValueError as exc:
+                raise ValueError(f"line {line}, column cellstr: {exc}") from None
+            if cell in lines:
+                raise ValueError(f"line {line}: cell {cell} is listed on line {lines[cell]} too")
+            table[cell] = (_percent(row, columns[0], line), _percent(row, columns[1], line))
+            lines[cell] = line
+    if not table:
+        raise ValueError("it holds no row below its header")
+    if max(value for pair in table.values() for value in pair) <= 1.0:
+        raise ValueError(
+            f"every value of {columns[0]} and {columns[1]} is at most 1: the table holds "
+            "accuracies in % (NAS-Bench-201's 0 to 100), not fractions"
+        )
+    return table
+
+
+def _percent(row: dict[str, Any], column: str, line: int) -> float:
+    text = row.get(column)
+    try:
+        value = float(text) if text is not None else math.nan
+    except ValueError:
+        value = math.nan
+    if not 0.0 <= value <= 100.0:  # nan too
+        raise ValueError(f"line {line}, column {column}: {text!r} is no accuracy in % (0 to 100)")
+    return value
 
 
 def missing_columns(table: str | Path, dataset: str) -> list[str]:
@@ -89,16 +124,20 @@ def missing_columns(table: str | Path, dataset: str) -> list[str]:
     return [column for column in needed if column not in header]
 
 
+def missing_cells(table: str | Path, dataset: str, ops: Sequence[str]) -> list[str]:
+    """The cells of a space whose edges each pick from ``ops`` that the table lacks (every
+    trial that drew one failed with a KeyError), in the space's order."""
+    held = load_table(str(table), dataset)
+    cells = (cell_string(edges) for edges in itertools.product(ops, repeat=N_EDGES))
+    return [cell for cell in cells if cell not in held]
+
+
 def lookup_accuracy(cell: str, dataset: str, table: str | Path) -> dict[str, float]:
     """Validation and test accuracy (fractions) of ``cell`` on ``dataset``."""
-    prefix = _dataset(dataset)[0]
-    row = load_table(str(table)).get(cell_string(parse_cell(cell)))
+    row = load_table(str(table), dataset).get(cell_string(parse_cell(cell)))
     if row is None:
         raise KeyError(f"cell {cell!r} is not in the NAS-Bench-201 table {table}")
-    return {
-        "val_accuracy": row[f"{prefix}-val"] / 100.0,
-        "test_accuracy": row[f"{prefix}-test"] / 100.0,
-    }
+    return {"val_accuracy": row[0] / 100.0, "test_accuracy": row[1] / 100.0}
 
 
 def network_costs(cell: str, dataset: str) -> dict[str, float]:

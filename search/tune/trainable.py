@@ -183,8 +183,14 @@ def guarded(
     except Exception as exc:
         if retried(exc):
             raise
-        traceback.print_exc(file=sys.stderr)  # the frames, in the worker's log
-        return TrialOutcome(status=STATUS_FAILED, reason=failure_reason(exc))
+        return failed_outcome(exc)
+
+
+def failed_outcome(exc: Exception) -> TrialOutcome:
+    """The trial's own failure ``exc`` (being handled) as its outcome: failed, with the
+    reason and where it was raised; the frames go to the worker's log."""
+    traceback.print_exc(file=sys.stderr)
+    return TrialOutcome(status=STATUS_FAILED, reason=failure_reason(exc))
 
 
 # This process's digest of the data it read, by the loaded splits (cached per process): the
@@ -276,7 +282,19 @@ def _inside(path: Path, root: Path) -> tuple[str, ...]:
 def lookup_trial_fn(config: dict[str, Any]) -> None:
     """``trial: nb201_lookup``: one report, the final one."""
     freeze_imports()
-    tune.report(_final(run_lookup_trial(config)))
+    tune.report(_final(lookup_outcome(config)))
+
+
+def lookup_outcome(config: dict[str, Any]) -> TrialOutcome:
+    """A lookup that raises (a cell the table lacks, a value that is no number) ends failed
+    with the reason, as a trained trial does: it was retried as if its worker had died, each
+    attempt a page of traceback. Errors of the node (``retried``) still propagate."""
+    try:
+        return run_lookup_trial(config)
+    except Exception as exc:
+        if retried(exc):
+            raise
+        return failed_outcome(exc)
 
 
 def _restored() -> tuple[dict[str, Any] | None, dict[str, Any] | None]:

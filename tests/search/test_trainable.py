@@ -21,6 +21,7 @@ from nascomp.search.tune.trainable import (
     STATUS_FAILED,
     EpochReports,
     guarded,
+    lookup_outcome,
     newest,
     trial_checkpoints,
 )
@@ -95,6 +96,31 @@ def test_errors_of_the_node_or_device_propagate_so_tune_retries(exc: BaseExcepti
 def test_a_good_run_passes_through() -> None:
     ok = TrialOutcome(status="ok", metrics={"val_accuracy": 0.9})
     assert guarded(lambda: ok, DIGITS) is ok
+
+
+def test_a_lookup_that_raises_ends_failed_and_a_missing_table_is_retried(
+    tmp_path: Path, data_root: Path
+) -> None:
+    """A lookup trial raising (a cell its table lacks) was retried as a dead worker, three
+    attempts of a page of traceback each (a helper's sweep); it ends failed with the reason.
+    A table missing on this node is the node's: Tune retries it, maybe elsewhere."""
+    lines = (data_root / "nasbench201" / "nb201_accuracy.csv").read_text().splitlines()
+    table = tmp_path / "two.csv"
+    table.write_text("\n".join(lines[:3]) + "\n")
+    absent = lines[3].split(",")[1]
+    config = {"arch.family": "nb201", "arch.cell": absent, "nb201.dataset": "cifar10"}
+    outcome = lookup_outcome({**config, "nb201.table": str(table)})
+    assert outcome.status == STATUS_FAILED
+    assert outcome.reason.startswith(f"KeyError: \"cell '{absent}' is not in the NAS-Bench-201")
+    present = lookup_outcome(
+        {**config, "arch.cell": lines[1].split(",")[1], "nb201.table": str(table)}
+    )
+    assert (
+        present.status == "ok"
+        and present.metrics["val_accuracy"] == float(lines[1].split(",")[3]) / 100
+    )
+    with pytest.raises(OSError):
+        lookup_outcome({**config, "nb201.table": str(tmp_path / "gone.csv")})
 
 
 def _checkpoint(folder: Path, epoch: int | None = None, final: dict | None = None) -> Path:

@@ -348,7 +348,7 @@ def test_yaml_is_never_executed(tmp_path: Path) -> None:
         load_experiment(hostile)
 
 
-def test_nb201_table_is_only_needed_by_lookup_searches(tmp_path: Path) -> None:
+def test_nb201_table_is_only_needed_by_lookup_searches(tmp_path: Path, data_root: Path) -> None:
     missing = tmp_path / "nb201.csv"
     assert load_experiment(None, [f"nb201.table={missing}"]).trial == "train"
     message = error_for(
@@ -381,10 +381,84 @@ def test_nb201_table_is_only_needed_by_lookup_searches(tmp_path: Path) -> None:
     )
     # a lookup on a schedule it does not have: found once the search had started, leaving
     # its parent run RUNNING
-    table = tmp_path / "nb201.csv"
-    table.write_text("arch,cellstr,cifar10-test,cifar10-val\n")
+    table = data_root / "nasbench201" / "nb201_accuracy.csv"
     message = error_for(*lookup, f"nb201.table={table}", "search.scheduler=mo_asha")
     assert message.startswith("search.scheduler: mo_asha needs trial: train")
+
+
+def _table_with(rows: list[str], tmp_path: Path, name: str) -> Path:
+    path = tmp_path / f"{name}.csv"
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def test_a_lookup_tables_rows_are_checked_before_the_search(
+    tmp_path: Path, data_root: Path
+) -> None:
+    """Only the header was: a value that is no percentage was looked up unsaid (150 logged as
+    val_accuracy 1.5), and a row the trials could not read, or a cell the table lacks, failed
+    each trial that drew it (a helper's sweep). Each is one line naming the line and column."""
+    lines = (data_root / "nasbench201" / "nb201_accuracy.csv").read_text().splitlines()
+    header, rows = lines[0], lines[1:]
+    lookup = [
+        "trial=nb201_lookup",
+        "space.arch={family: nb201}",
+        "space.prune.method=none",
+        "space.quant.bits=32",
+        "space.distill.enabled=false",
+        "objectives={val_accuracy: max, params: min}",
+    ]
+
+    def with_value(text: str) -> list[str]:  # row 5's cifar10-val (column 4), line 6
+        fields = rows[4].split(",")
+        fields[3] = text
+        return [header, *rows[:4], ",".join(fields), *rows[5:]]
+
+    def fractions() -> list[str]:
+        out = [header]
+        for row in rows:
+            fields = row.split(",")
+            out.append(",".join(fields[:2] + [str(float(v) / 100) for v in fields[2:]]))
+        return out
+
+    cases = {
+        "abc": (
+            with_value("abc"),
+            "line 6, column cifar10-val: 'abc' is no accuracy in % (0 to 100)",
+        ),
+        "empty": (with_value(""), "line 6, column cifar10-val: '' is no accuracy in %"),
+        "over": (with_value("150"), "line 6, column cifar10-val: '150' is no accuracy in %"),
+        "header": ([header], "it holds no row below its header"),
+        "twice": ([header, *rows, rows[9]], f"line {len(rows) + 2}: cell "),
+        "cell": (
+            [
+                header,
+                rows[0].replace("none~0", "conv~0", 1).replace("avg_pool_3x3~0", "conv~0", 1),
+                *rows[1:],
+            ],
+            "line 2, column cellstr: ",
+        ),
+        "fractions": (fractions(), "the table holds accuracies in % (NAS-Bench-201's 0 to 100)"),
+        "short": ([header, *rows[:99]], "lacks 15526 of the space's cells (e.g. |"),
+    }
+    for name, (table_rows, expected) in cases.items():
+        table = _table_with(table_rows, tmp_path, name)
+        message = error_for(*lookup, f"nb201.table={table}")
+        assert message.startswith(f"nb201.table: '{table}'"), (name, message)
+        assert expected in message and "\n" not in message, (name, message)
+    # the space's own cells alone: a table of a smaller space's cells serves it
+    ops = "space.arch.ops=[none, skip_connect]"
+    small = [r for r in rows if all(op in ("none", "skip_connect") for op in _ops(r))]
+    assert len(small) == 64
+    table = _table_with([header, *small], tmp_path, "small")
+    assert load_experiment(None, [*lookup, f"nb201.table={table}", ops]).nb201.table == str(table)
+    message = error_for(*lookup, f"nb201.table={table}")
+    assert "lacks 15561 of the space's cells" in message
+
+
+def _ops(row: str) -> list[str]:
+    cell = row.split(",")[1]
+    return [token.split("~")[0] for token in cell.replace("+", "|").split("|") if token]
 
 
 def test_a_budget_of_null_clears_one_a_shared_file_sets() -> None:
