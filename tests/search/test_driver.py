@@ -91,6 +91,23 @@ _SMALL = [
 ]
 
 
+def test_an_exhaustive_nb201_search_lists_its_15625_cells_as_a_grid() -> None:
+    """Listing stopped past 10,000 points: trials 16,000 over NAS-Bench-201's cells drew at
+    random, without the note (a helper's sweep)."""
+    from nascomp.search.driver import _sized_to_space, grid_points
+    from nascomp.search.experiment import load_experiment
+
+    example = Path(__file__).resolve().parents[2] / "examples" / "nb201.yaml"
+    experiment = load_experiment(example, ["search.trials=16000"])
+    points = grid_points(experiment)
+    assert points is not None and len(points) == 15625
+    assert len({tuple(sorted(p.items())) for p in points}) == 15625
+    notes: list[str] = []
+    _sized_to_space(experiment, notes)
+    assert notes[0].startswith("space: it holds 15625 distinct points, fewer than search.trials")
+    assert grid_points(load_experiment(example, ["search.trials=15624"])) is None
+
+
 def test_a_small_space_searched_with_inheritance_is_noted_too() -> None:
     """inherit_epochs trains no grid first (moves need parents), and the note went with it:
     a 4-point space of 6 trials repeated points before trying them all, unsaid."""
