@@ -316,6 +316,8 @@ def existing_file(path: str | None, what: str) -> str | None:
     ``what`` is missing when no file is there."""
     if path is None:
         return None
+    if not str(path).strip():  # Path("") is the working folder: "is a folder" named that
+        raise ValueError(f"{what}: the path is empty; give the file's path, or null for none")
     resolved = Path(path).expanduser().resolve()
     if not resolved.is_file():
         missing = "is a folder, not a file" if resolved.is_dir() else "does not exist"
@@ -416,6 +418,9 @@ class TeacherConfig(Section):
     def _known_family(cls, arch: dict[str, Any]) -> dict[str, Any]:
         from nascomp.spaces.models import check_fields, model_names, plugin_error
 
+        # KEY: null is the key's default, as in space.arch: left out (it reached the builder
+        # as None, a custom builder's TypeError or a built-in family's "must be an int")
+        arch = {key: value for key, value in arch.items() if value is not None}
         family = arch.get("family")
         if (failed := plugin_error(family)) is not None:
             raise ValueError(failed)

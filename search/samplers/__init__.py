@@ -86,11 +86,18 @@ def make_sampler(
                 warmup=_tpe(seed, constraints_func),
                 constraints_func=constraints_func,
             )
-        # The default population of 50 would make a 20-trial search pure random sampling.
-        population = search.population_size or max(4, min(50, search.trials // 3))
+        # The default population of 50 would make a 20-trial search pure random sampling; at
+        # most the trials, as a population given is (4 for 3 trials passed unsaid), and at
+        # least the 2 NSGA-II needs.
+        population = search.population_size or default_population(search.trials)
         return optuna.samplers.NSGAIISampler(
             seed=seed, population_size=population, constraints_func=constraints_func
         )
+
+
+def default_population(trials: int) -> int:
+    """NSGA-II's population when ``search.population_size`` is not given."""
+    return max(2, min(trials, max(4, min(50, trials // 3))))
 
 
 def _tpe(seed: int, constraints_func: Constraints | None) -> optuna.samplers.TPESampler:

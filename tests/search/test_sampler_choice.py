@@ -26,3 +26,13 @@ def test_tpe_local_hands_over_to_local_moves(tmp_path: Path, sets: list[str], wa
     experiment = load_experiment(tmp_path / "exp.yaml", sets)
     sampler = make_sampler(experiment.search)
     assert sampler._n_warmup == warmup
+
+
+@pytest.mark.parametrize(
+    ("trials", "population"), [(1, 2), (3, 3), (4, 4), (12, 4), (20, 6), (300, 50), (10_000, 50)]
+)
+def test_nsga2s_default_population_is_at_most_the_trials(trials: int, population: int) -> None:
+    """A third of the trials, from 4 to 50, but never more than the trials (4 for 3 trials
+    passed, where the same value given was refused: a helper's sweep) nor under NSGA-II's 2."""
+    experiment = load_experiment(None, ["search.sampler=nsga2", f"search.trials={trials}"])
+    assert make_sampler(experiment.search)._population_size == population

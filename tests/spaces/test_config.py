@@ -245,6 +245,30 @@ def test_teacher_checkpoint_must_exist(tmp_path: Path) -> None:
     )
 
 
+def test_an_empty_checkpoint_path_is_called_empty() -> None:
+    """It was "teacher checkpoint '<the working folder>' is a folder" (a helper's sweep)."""
+    for key, what in (
+        ("teacher.checkpoint", "teacher checkpoint"),
+        ("train.init", "checkpoint"),
+    ):
+        assert error_for(f"{key}=''").startswith(
+            f"{key}: {what}: the path is empty; give the file's path, or null for none"
+        )
+
+
+def test_a_teachers_null_key_is_its_default() -> None:
+    """As in space.arch: it reached the builder as None (a custom builder's unexpected
+    keyword, the cnn family's "base_channels must be an int, got None"; a helper's sweep)."""
+    teacher = load_experiment(None, ["teacher.arch.base_channels=null"]).teacher
+    assert "base_channels" not in teacher.arch and teacher.arch["family"] == "cnn"
+    torchvision = "teacher.arch={family: torchvision, model: resnet18, zero_init_residual: null}"
+    assert load_experiment(None, [torchvision]).teacher.arch == {
+        "family": "torchvision",
+        "model": "resnet18",
+    }
+    assert "teacher.arch.family: missing" in error_for("teacher.arch={family: null, width: 8}")
+
+
 def test_several_problems_are_counted() -> None:
     assert "(and 1 more problem(s))" in error_for("search.trials=0", "search.concurrent=0")
 
