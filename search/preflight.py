@@ -50,7 +50,7 @@ from nascomp.spaces.models import (
 )
 from nascomp.spaces.params import Param, to_param
 from nascomp.spaces.space import ARCH_SPACES
-from nascomp.spaces.userfn import NotLogitsError, UserCodeError, reload_if_changed
+from nascomp.spaces.userfn import NotLogitsError, UserCodeError, calling, reload_if_changed
 from nascomp.trainers.data import USER_SOURCES
 from nascomp.trainers.init import apply_weights, initial_weights
 from nascomp.trainers.teacher import load_teacher_checkpoint, teacher_path
@@ -397,8 +397,15 @@ def _check_structured(experiment: Experiment, data: Any) -> None:
         except Exception:  # the checks before named what fails; the first trial says it
             return
     example = torch.zeros(2, *data.input_shape, dtype=data.input_dtype)
+    # torch-pruning's analysis may take minutes on a large model, and loops on some couplings
+    # until analysis_timeout_s: a line says what the search waits for
+    who = (
+        f"the check that structured pruning runs on the model (torch-pruning's analysis; "
+        f"space.prune.analysis_timeout_s: {config.analysis_timeout_s:g} s)"
+    )
     try:
-        make_pruner(model, config, example).update(1.0)
+        with calling(who):
+            make_pruner(model, config, example).update(1.0)
     except PruningError as exc:
         leave = (
             "" if "unstructured" in str(exc) else "; or leave structured out of space.prune.method"

@@ -6,6 +6,7 @@ gets a note with exact counts. A validation split too small to rank trials gets 
 
 from __future__ import annotations
 
+import re
 import textwrap
 from pathlib import Path
 
@@ -607,7 +608,9 @@ def test_structured_pruning_the_student_cannot_take_is_refused_before_any_trial(
     assert "\n" not in message
 
 
-def test_a_model_torch_pruning_loops_on_is_refused_before_any_trial() -> None:
+def test_a_model_torch_pruning_loops_on_is_refused_before_any_trial(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """ReXNet's partial residuals: torch-pruning's analysis never ends, and the pre-flight
     (then every structured trial) hung without a word. Stopped at space.prune.
     analysis_timeout_s, which structured trials' configs carry when it is set."""
@@ -618,8 +621,14 @@ def test_a_model_torch_pruning_loops_on_is_refused_before_any_trial() -> None:
         "distill": {"enabled": [False]},
     }
     experiment = validate_experiment({"data": {"name": "digits"}, "space": space})
+    monkeypatch.setattr("nascomp.spaces.userfn.SLOW_CALL_S", 0.5)  # the wait is named
     with pytest.raises(ConfigError) as caught:
         check_user_code(experiment, [])
+    assert re.match(
+        r"nascomp: still in the check that structured pruning runs on the model \(torch-pruning's "
+        r"analysis; space\.prune\.analysis_timeout_s: 1 s\), called \d+ s ago \(Ctrl-C stops\)\n",
+        capsys.readouterr().err,
+    )
     message = str(caught.value)
     assert message.startswith(
         "space.prune.method: every structured trial would fail: torch-pruning's analysis of "
