@@ -20,6 +20,7 @@ since a layer loses both output and input channels, its parameters fall roughly 
 from __future__ import annotations
 
 import fnmatch
+import math
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -88,7 +89,11 @@ class PruneConfig:
         if self.scope not in SCOPES:
             raise ValueError(f"scope must be one of {SCOPES}, got {self.scope!r}")
         timeout = self.analysis_timeout_s
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, (int, float))
+            or not 0 < timeout < math.inf
+        ):
             raise ValueError(f"analysis_timeout_s must be a number of seconds > 0, got {timeout!r}")
         allowed = _EMPTIED_FOR.get(self.method, EMPTIED_GROUPS)
         if self.emptied not in allowed:

@@ -32,28 +32,36 @@ def time_limit(seconds: float) -> Iterator[None]:
     joined again (ReXNet's partial residual, ``cat([y[:, :c] + x, y[:, c:]])``, four such
     blocks in a row), one group's list grows for ever (3,500 entries in 2 s over a graph of
     33 nodes, VainF/Torch-Pruning#474), and a trial or the search's pre-flight hung with no
-    word. The loop is pure Python, so an exception set in its thread from a timer (CPython's
-    ``PyThreadState_SetAsyncExc``) stops it at its next bytecode; signals would not do, since
-    Ray Tune runs a trial in a thread that is not the main one."""
+    word. The loop is pure Python, so an exception set in its thread from a watching thread
+    (CPython's ``PyThreadState_SetAsyncExc``) stops it at its next bytecode; signals would not
+    do, since Ray Tune runs a trial in a thread that is not the main one."""
     ident = threading.get_ident()
     lock = threading.Lock()
+    stop = threading.Event()
     done, fired = [False], [False]
 
-    def fire() -> None:
-        with lock:
-            if not done[0]:
+    def watch() -> None:
+        if stop.wait(seconds):
+            return
+        # Again every second while the block runs: torch-pruning's tracer calls the model
+        # inside a bare ``except:``, which would swallow one that lands there.
+        while True:
+            with lock:
+                if done[0]:
+                    return
                 fired[0] = True
                 _set_async_exc(ident, AnalysisTimeout)
+            if stop.wait(1.0):
+                return
 
-    timer = threading.Timer(seconds, fire)
-    timer.daemon = True
-    timer.start()
+    watcher = threading.Thread(target=watch, name="nascomp-time-limit", daemon=True)
+    watcher.start()
     try:
         yield
     finally:
         with lock:
             done[0] = True
-            timer.cancel()
+            stop.set()
             if fired[0]:  # set at the block's very end, and not raised yet: not raised at all
                 _set_async_exc(ident, None)
 
