@@ -440,9 +440,11 @@ class StructuredPruner(Pruner):
         except PruningError:
             raise
         except Exception as exc:
+            name, layer = self._traced(exc)
+            where = f" at {name} ({_short_repr(layer)})" if name else ""
             raise PruningError(
-                f"structured pruning of {type(self.model).__name__} to {target:.2f} failed: "
-                f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+                f"structured pruning of {type(self.model).__name__} to {target:.2f} failed"
+                f"{where}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
                 "(prune.ignore can keep the layers involved, or use unstructured pruning)"
             ) from None
         self._applied_ratio = target
@@ -459,8 +461,7 @@ class StructuredPruner(Pruner):
             with tp_compat.time_limit(limit):
                 yield
         except tp_compat.AnalysisTimeout as exc:
-            root = tp_compat.looping_root(exc.__traceback__)
-            name = next((n for n, m in self.model.named_modules() if m is root), None)
+            name, root = self._traced(exc)
             where, ignore = (
                 (f", at the group of {name} ({_short_repr(root)})", f"add {name} to prune.ignore")
                 if name
@@ -473,6 +474,13 @@ class StructuredPruner(Pruner):
                 f"VainF/Torch-Pruning#474): {ignore}, give it more time, or use unstructured "
                 "pruning"
             ) from None
+
+    def _traced(self, exc: BaseException) -> tuple[str | None, nn.Module | None]:
+        """(name, module) of the model's layer torch-pruning was working on when it raised
+        ``exc``; (None, None) when none is known."""
+        layer = tp_compat.traced_layer(exc.__traceback__)
+        name = next((n for n, m in self.model.named_modules() if m is layer), None)
+        return (name, layer) if name else (None, None)
 
     def _check_runs(self) -> None:
         """A dependency torch-pruning missed leaves layers whose shapes disagree, or a model

@@ -10,6 +10,7 @@ for either.
 from __future__ import annotations
 
 import ctypes
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -71,18 +72,22 @@ def _set_async_exc(ident: int, exc: type[BaseException] | None) -> None:
     ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), arg)
 
 
-def looping_root(tb: TracebackType | None) -> nn.Module | None:
-    """The layer whose group torch-pruning was building when :func:`time_limit` stopped it
-    (the root ``module`` of the innermost ``DependencyGraph.get_pruning_group`` call in the
-    traceback), or None when it was elsewhere."""
-    root = None
+def traced_layer(tb: TracebackType | None) -> nn.Module | None:
+    """The layer torch-pruning was working on where ``tb`` was raised: the ``layer`` or
+    ``module`` of the innermost of its frames that holds one (a group's root, as
+    ``DependencyGraph.get_pruning_group`` builds it; the layer an importance or a pruning
+    function reads), or None when no frame of its holds one."""
+    found = None
     while tb is not None:
         frame = tb.tb_frame
-        if frame.f_code.co_name == "get_pruning_group":
-            module = frame.f_locals.get("module")
-            root = module if isinstance(module, nn.Module) else root
+        if f"{os.sep}torch_pruning{os.sep}" in frame.f_code.co_filename:
+            for name in ("layer", "module"):
+                value = frame.f_locals.get(name)
+                if isinstance(value, nn.Module):
+                    found = value
+                    break
         tb = tb.tb_next
-    return root
+    return found
 
 
 def step_to(pruner: Any, target: float, leave_one: bool = True) -> None:

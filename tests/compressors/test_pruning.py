@@ -367,6 +367,33 @@ def test_time_limit_stops_a_pure_python_loop_and_nothing_else() -> None:
     assert caught == 1
 
 
+def test_the_layer_torch_pruning_worked_on_is_read_from_its_frames() -> None:
+    """The innermost of torch-pruning's frames that holds a ``layer`` or ``module``: a
+    failed step ("IndexError: index 1 is out of bounds", timm's fastvit_t8) named none."""
+    import os
+
+    from nascomp.compressors.compat import torch_pruning as tp_compat
+
+    source = (
+        "def importance(layer):\n    raise IndexError('index 1 is out of bounds')\n"
+        "def prune(module, inner):\n    importance(inner)\n"
+    )
+    code = compile(source, os.sep.join(("", "x", "torch_pruning", "fake.py")), "exec")
+    namespace: dict = {}
+    exec(code, namespace)
+    outer, inner = nn.Conv2d(1, 2, 1), nn.Conv2d(2, 2, 1)
+
+    def ours(layer: nn.Module) -> None:  # a frame outside torch-pruning holds one too
+        namespace["prune"](outer, inner)
+
+    with pytest.raises(IndexError) as caught:
+        ours(nn.Linear(1, 1))
+    assert tp_compat.traced_layer(caught.value.__traceback__) is inner
+    with pytest.raises(ValueError) as plain:
+        raise ValueError("no frame of torch-pruning's")
+    assert tp_compat.traced_layer(plain.value.__traceback__) is None
+
+
 def test_an_analysis_torch_pruning_loops_on_is_stopped_and_names_the_layer() -> None:
     """Four of ReXNet's partial residuals in a row: torch-pruning's group of the last
     block's convolution (the first root it takes) grows for ever, and a trial hung without a
