@@ -372,28 +372,24 @@ def test_yaml_is_never_executed(tmp_path: Path) -> None:
         load_experiment(hostile)
 
 
+# The overrides of a lookup search of the quickstart (nb201.table aside)
+LOOKUP = [
+    "trial=nb201_lookup",
+    "space.arch={family: nb201}",
+    "space.prune.method=none",
+    "space.quant.bits=32",
+    "space.distill.enabled=false",
+    "objectives={val_accuracy: max, params: min}",
+]
+
+
 def test_nb201_table_is_only_needed_by_lookup_searches(tmp_path: Path, data_root: Path) -> None:
     missing = tmp_path / "nb201.csv"
     assert load_experiment(None, [f"nb201.table={missing}"]).trial == "train"
-    message = error_for(
-        "trial=nb201_lookup",
-        f"nb201.table={missing}",
-        "space.arch={family: nb201}",
-        "space.prune.method=none",
-        "space.quant.bits=32",
-        "space.distill.enabled=false",
-        "objectives={val_accuracy: max, params: min}",
-    )
+    message = error_for(*LOOKUP, f"nb201.table={missing}")
     assert f"nb201.table: NAS-Bench-201 table '{missing}' does not exist" in message
     # a folder, and a CSV of something else: every trial failed with KeyError: 'cellstr'
-    lookup = [
-        "trial=nb201_lookup",
-        "space.arch={family: nb201}",
-        "space.prune.method=none",
-        "space.quant.bits=32",
-        "space.distill.enabled=false",
-        "objectives={val_accuracy: max, params: min}",
-    ]
+    lookup = LOOKUP
     message = error_for(*lookup, f"nb201.table={tmp_path}")
     assert f"nb201.table: NAS-Bench-201 table '{tmp_path}' is a folder" in message
     other = tmp_path / "other.csv"
@@ -424,14 +420,7 @@ def test_a_lookup_tables_rows_are_checked_before_the_search(
     each trial that drew it (a helper's sweep). Each is one line naming the line and column."""
     lines = (data_root / "nasbench201" / "nb201_accuracy.csv").read_text().splitlines()
     header, rows = lines[0], lines[1:]
-    lookup = [
-        "trial=nb201_lookup",
-        "space.arch={family: nb201}",
-        "space.prune.method=none",
-        "space.quant.bits=32",
-        "space.distill.enabled=false",
-        "objectives={val_accuracy: max, params: min}",
-    ]
+    lookup = LOOKUP
 
     def with_value(text: str) -> list[str]:  # row 5's cifar10-val (column 4), line 6
         fields = rows[4].split(",")
