@@ -95,6 +95,7 @@ def export_trial(
             model = _load(folder, trial)
             file = _session(onnx, trial, config.threads) if onnx is not None else None
             data = config.data.load(threads=config.threads)
+            _check_same_inputs(folder, trial, data)
             evaluated = _accuracies(model, data.val, "val") | _accuracies(model, data.test, "test")
             shipped: dict[str, float] = {}
             if file is not None:
@@ -205,6 +206,25 @@ def _session(onnx: bytes, trial: LoggedTrial, threads: int) -> OnnxModule:
             f"({first}): the run's artifacts were changed or damaged; `nascomp reproduce "
             f"{run_id} --export DIR` trains the model again"
         ) from None
+
+
+def _check_same_inputs(folder: Path, trial: LoggedTrial, data: Any) -> None:
+    """The data read now must give the inputs and classes the run's model was built for (its
+    skeleton's): a user's factory or folder whose inputs changed shape since the search was
+    an ONNX Runtime traceback, and one with another number of classes scored the model on
+    labels it never had (a helper's sweep)."""
+    skeleton = json.loads((folder / SKELETON).read_text())
+    built = (tuple(skeleton.get("input_shape") or ()), skeleton.get("n_classes"))
+    now = (tuple(data.input_shape), data.n_classes)
+    if None in built or not built[0] or built == now:
+        return
+    run_id = trial.source.run_id
+    raise ValueError(
+        f"run {run_id}: its model takes inputs of shape {built[0]} and gives {built[1]} "
+        f"classes; its data read now give inputs of shape {now[0]} and {now[1]} classes (the "
+        f"data or the code that reads it changed since the search): `nascomp reproduce {run_id} "
+        "--export DIR` trains the model again on them"
+    )
 
 
 def _load(folder: Path, trial: LoggedTrial) -> nn.Module:

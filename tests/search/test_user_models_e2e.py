@@ -254,6 +254,28 @@ def test_search_reproduce_and_export_a_model_the_user_brings(
             )  # fmt: skip
             assert edited.returncode == 0, edited.stderr[-3000:]
             assert "warning: the source of brought_models:" in edited.stdout
+            # A factory whose inputs changed shape: ONNX Runtime's traceback before (the
+            # model's adaptive pooling took them); one line now, and nothing written.
+            module.write_text(
+                module.read_text() + "\n\n_digits = digits\n\n\ndef digits():\n    import torch\n"
+                "    from torch.utils.data import TensorDataset\n\n"
+                "    inputs, labels = _digits()[0].tensors\n"
+                "    wider = torch.nn.functional.pad(inputs, (0, 2, 0, 2))\n"
+                "    return TensorDataset(wider, labels), None\n"
+            )
+            wider = tmp_path / "wider"
+            refused = nascomp(
+                "export", source_id, "--to", str(wider), "--tracking-uri", uri,
+                cwd=tmp_path, env=env,
+            )  # fmt: skip
+            assert refused.returncode == 2, refused.stdout + refused.stderr
+            assert refused.stderr.strip() == (
+                f"nascomp: error: run {source_id}: its model takes inputs of shape (1, 8, 8) and "
+                "gives 10 classes; its data read now give inputs of shape (1, 10, 10) and 10 "
+                "classes (the data or the code that reads it changed since the search): "
+                f"`nascomp reproduce {source_id} --export DIR` trains the model again on them"
+            )
+            assert not wider.exists()
 
 
 def test_a_search_on_integer_ids_ships_an_int64_model(
