@@ -576,9 +576,14 @@ def untrained_classes_note(
     missing = _absent_classes(labels, n_classes)
     if not missing:
         return None
+    present = n_classes - len(missing)
     hint = (
         "; labels start at 1: give 0..K-1"
         if missing == [0] and not classes
+        # K is the largest label + 1: labels 0, 5, 10 make 11 classes, 8 of them never seen
+        else f"; labels that skip values are no classes: map the {present} that occur to "
+        f"0..{present - 1}; else give each class more samples"
+        if not classes
         else "; give each class more samples"
     )
     return (

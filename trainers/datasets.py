@@ -243,6 +243,21 @@ def _checked_pair(pair: Any, source: DatasetSource) -> tuple[Dataset, Dataset | 
     for role, dataset in (("train", train), ("test", test)):
         if dataset is None and role == "test":
             continue
+        if _is_array(dataset) or (
+            isinstance(dataset, tuple | list) and len(dataset) == 2 and all(map(_is_array, dataset))
+        ):
+            # (inputs, labels) arrays, the commonest slip: read as a set whose first sample
+            # was the whole input array ("sample 0 must be an (input, label) pair; got a Tensor")
+            given = (
+                f"{_kind(dataset)} alone"
+                if _is_array(dataset)
+                else f"{_kind(dataset)} arrays (inputs, labels)"
+            )
+            raise DatasetError(
+                f"{source.field}: {what} returned its {role} set as {given}, not a dataset of "
+                "(input, label) samples: wrap them as torch.utils.data.TensorDataset(inputs, "
+                "labels)"
+            )
         if isinstance(dataset, IterableDataset) or not (
             hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__")
         ):
@@ -255,9 +270,14 @@ def _checked_pair(pair: Any, source: DatasetSource) -> tuple[Dataset, Dataset | 
     return train, test
 
 
+def _is_array(value: Any) -> bool:
+    return isinstance(value, torch.Tensor | np.ndarray)
+
+
 def _kind(value: Any) -> str:
     name = type(value).__name__
-    article = "an" if name[:1].lower() in "aeiou" else "a"  # "an int", not "a int"
+    # "an int", not "a int"; "an ndarray", said "en-d-array"
+    article = "an" if name[:1].lower() in "aeiou" or name == "ndarray" else "a"
     if isinstance(value, tuple | list):
         return f"{article} {name} of {len(value)}"
     return f"{article} {name}"

@@ -278,6 +278,11 @@ class DataConfig(Section):
                 if name == "options":
                     allowed = "name: custom, torchvision or csv"
                 raise ValueError(f"data.{name} is only read with {allowed}, not {self.name!r}")
+        given_twice = self.root is not None and "root" in (self.options or {})
+        if self.name in ("custom", "torchvision") and given_twice:  # data.root won, unsaid
+            raise ValueError(
+                "data.options.root: data.root is passed as root= too; give one of them"
+            )
         if self.name not in ("custom", "torchvision") and self.layout != "auto":
             # csv too: its rows became one-channel signals, every column normalised by one
             # mean and std, and the export lost the columns' names

@@ -168,6 +168,10 @@ def test_quickstart_is_valid() -> None:
             "data={name: custom, factory: 'nowhere:f', root: /nonexistent/x}",
             "data.root: /nonexistent/x does not exist (the factory gets it as root=",
         ),
+        (  # data.root replaced it as the factory's root=, unsaid (a helper's sweep)
+            "data={name: custom, factory: 'nowhere:f', root: /tmp, options: {root: /tmp/x}}",
+            "data.options.root: data.root is passed as root= too; give one of them",
+        ),
         ("search.inherit_epochs=-1", "search.inherit_epochs: Input should be greater than"),
     ],
 )

@@ -195,6 +195,13 @@ def test_a_factory_that_cannot_be_called_fails_at_config_load(
             r"train labels must be class indices 0\.\.K-1; every one is negative \(-10\.\.-1\)",
         ),
         ("a_number", DatasetError, r"must return \(train, test\) datasets.*got an int$"),
+        (  # "sample 0 must be an (input tensor, integer label) pair; got a Tensor"
+            "arrays_in_pairs",
+            DatasetError,
+            r"returned its train set as a tuple of 2 arrays \(inputs, labels\), not a dataset "
+            r"of \(input, label\) samples: wrap them as torch\.utils\.data\.TensorDataset\(",
+        ),
+        ("numpy_arrays", DatasetError, r"returned its train set as an ndarray alone, not a data"),
         ("float_labels", DatasetError, r"sample 0's label must be an integer.*float32"),
         ("one_class", DatasetError, r"every train label is 4; a classifier needs .* 2 classes"),
         (  # it took 21 GB of memory and the kernel's OOM killer before

@@ -69,6 +69,17 @@ def a_number(root):
     return 3
 
 
+def arrays_in_pairs(root):
+    """(inputs, labels) per split, not datasets: the commonest slip."""
+    x, y = _mnist(root, True, 100)
+    return (x, y), (x, y)
+
+
+def numpy_arrays(root):
+    x, y = _mnist(root, True, 100)
+    return x.numpy(), y.numpy()
+
+
 def a_stray_huge_label(root):
     """One label far past the others: K = max + 1 would be a billion classes."""
     x, y = _mnist(root, True, 100)
