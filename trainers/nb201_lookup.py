@@ -106,7 +106,8 @@ def _percent(row: dict[str, Any], column: str, line: int) -> float:
     except ValueError:
         value = math.nan
     if not 0.0 <= value <= 100.0:  # nan too
-        raise ValueError(f"line {line}, column {column}: {text!r} is no accuracy in % (0 to 100)")
+        given = repr(text) if text is not None else "nothing (the row is short)"
+        raise ValueError(f"line {line}, column {column}: {given} is no accuracy in % (0 to 100)")
     return value
 
 

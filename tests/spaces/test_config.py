@@ -446,6 +446,10 @@ def test_a_lookup_tables_rows_are_checked_before_the_search(
         "empty": (with_value(""), "line 6, column cifar10-val: '' is no accuracy in %"),
         "over": (with_value("150"), "line 6, column cifar10-val: '150' is no accuracy in %"),
         "header": ([header], "it holds no row below its header"),
+        "short row": (
+            [header, *rows[:4], ",".join(rows[4].split(",")[:3]), *rows[5:]],
+            "line 6, column cifar10-val: nothing (the row is short) is no accuracy in %",
+        ),
         "twice": ([header, *rows, rows[9]], f"line {len(rows) + 2}: cell "),
         "cell": (
             [
