@@ -402,14 +402,17 @@ def test_an_analysis_torch_pruning_loops_on_is_stopped_and_names_the_layer() -> 
     from tests.spaces.user_models import partial_residual
 
     example = torch.zeros(2, 1, 8, 8)
+    # A process's first pruner pays torch's first-time work (4 s under CI's load): paid here,
+    # so that the limit below is spent in the analysis that loops
+    make_pruner(partial_residual((1, 8, 8), 10, blocks=2), PruneConfig("structured", 0.5), example)
     model = partial_residual((1, 8, 8), 10)
-    config = PruneConfig("structured", 0.5, analysis_timeout_s=1.5)
+    config = PruneConfig("structured", 0.5, analysis_timeout_s=3)
     with pytest.raises(PruningError) as caught:
         make_pruner(model, config, example)
     message = str(caught.value)
     assert message.startswith(
         "torch-pruning's analysis of Sequential did not end within prune.analysis_timeout_s "
-        "(1.5 s), at the group of 4.conv.0 (Conv2d(80, 48, kernel_size=(3, 3), stride=(1, 1), "
+        "(3 s), at the group of 4.conv.0 (Conv2d(80, 48, kernel_size=(3, 3), stride=(1, 1), "
         "padding=(1, 1))): it loops on some couplings"
     )
     assert "add 4.conv.0 to prune.ignore, give it more time, or use unstructured" in message
