@@ -425,12 +425,12 @@ class TeacherConfig(Section):
 
         # KEY: null is the key's default, as in space.arch: left out (it reached the builder
         # as None, a custom builder's TypeError or a built-in family's "must be an int")
-        arch = {key: value for key, value in arch.items() if value is not None}
+        given, arch = arch, {key: value for key, value in arch.items() if value is not None}
         family = arch.get("family")
         if (failed := plugin_error(family)) is not None:
             raise ValueError(failed)
-        if family is None:
-            glued = next((key for key in arch if ":" in str(key)), None)
+        if family is None:  # `family:custom` is a key of value null: read before they went
+            glued = next((key for key in given if ":" in str(key)), None)
             hint = (
                 f" (a key {glued!r}: YAML needs a space after the colon, family: ...)"
                 if glued is not None
