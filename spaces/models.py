@@ -86,11 +86,21 @@ def register_model(
     reads the fields into (:func:`config_from_fields`)."""
 
     def decorator(builder: ModelBuilder) -> ModelBuilder:
+        if not _is_nascomp(builder):
+            # nascomp's families first: a user's ``cnn`` registered before them replaced the
+            # built-in one, and the built-in module's own registration then failed, leaving
+            # the registry without mlp, lenet5 or any plugin for the rest of the process.
+            _load_builtin_families()
         existing = _REGISTRY.get(name)
         # Re-registering the same function (module re-import) is harmless; two different
-        # builders under one name would make a config ambiguous.
-        if existing is not None and existing.build.__qualname__ != builder.__qualname__:
-            raise ValueError(f"model family {name!r} is already registered")
+        # builders under one name would make a config ambiguous. The same function is the same
+        # module and name: two plugins' ``build`` are not one function.
+        if existing is not None and _where(existing.build) != _where(builder):
+            raise FamilyConflict(
+                f"model family {name!r} is already registered (by {_where(existing.build)}); "
+                f"{_where(builder)} cannot take its name",
+                name,
+            )
         _REGISTRY[name] = ModelFamily(name, builder, space, describe, config)
         if _installing:
             _INSTALLED.add(name)
@@ -99,15 +109,34 @@ def register_model(
     return decorator
 
 
+class FamilyConflict(ValueError):
+    """A second builder registered under a family's name."""
+
+    def __init__(self, message: str, name: str) -> None:
+        super().__init__(message)
+        self.name = name
+
+
+def _where(builder: Any) -> str:
+    """A builder's module and name (``acme_models.build``): what tells two builders apart."""
+    module = getattr(builder, "__module__", None) or "?"
+    return f"{module}.{getattr(builder, '__qualname__', type(builder).__name__)}"
+
+
+def _is_nascomp(builder: Any) -> bool:
+    return str(getattr(builder, "__module__", "")).startswith("nascomp.")
+
+
 def _load_builtin_families() -> None:
     global _loaded, _installing
-    if _loaded:
+    if _loaded or _installing:  # done, or under way (a plugin's decorator calls it)
         return
-    _loaded, _installing = True, True
+    _installing = True
     try:
         for module_name in _BUILTIN_FAMILY_MODULES:
             importlib.import_module(module_name)
         _load_plugins()
+        _loaded = True
     finally:
         _installing = False
 
@@ -116,16 +145,38 @@ def _load_plugins() -> None:
     from importlib.metadata import entry_points
 
     for entry in entry_points(group=ENTRY_POINT_GROUP):
+        plugin = (
+            f"the plugin {entry.value!r} (entry point {entry.name!r} of group "
+            f"{ENTRY_POINT_GROUP!r})"
+        )
         try:
             loaded = entry.load()
+            if callable(loaded) and entry.name not in _REGISTRY:
+                register_model(entry.name)(loaded)
+            elif callable(loaded) and _where(_REGISTRY[entry.name].build) != _where(loaded):
+                # The entry point's builder was dropped without a word, and a config naming the
+                # family built the other one.
+                raise FamilyConflict(
+                    f"model family {entry.name!r} is already registered (by "
+                    f"{_where(_REGISTRY[entry.name].build)}); {_where(loaded)} cannot take its "
+                    "name",
+                    entry.name,
+                )
+        except FamilyConflict as exc:
+            _PLUGIN_ERRORS[entry.name] = f"{plugin} failed to load: {exc}"
+            existing = _REGISTRY.get(exc.name)
+            if existing is not None and not _is_nascomp(existing.build):
+                # Two plugins of one family name: which one a config builds would depend on the
+                # order of sys.path, so neither is built and a config naming it is told why.
+                del _REGISTRY[exc.name]
+                _INSTALLED.discard(exc.name)
+                _PLUGIN_ERRORS[exc.name] = (
+                    f"model family {exc.name!r} is registered by two plugins "
+                    f"({_where(existing.build)} and the one of entry point {entry.name!r}, "
+                    f"{entry.value!r}): uninstall one, or have one take another name"
+                )
         except Exception as exc:  # a broken plugin must not break every other family
-            _PLUGIN_ERRORS[entry.name] = (
-                f"the plugin {entry.value!r} (entry point {entry.name!r} of group "
-                f"{ENTRY_POINT_GROUP!r}) failed to load: {type(exc).__name__}: {exc}"
-            )
-            continue
-        if entry.name not in _REGISTRY and callable(loaded):
-            register_model(entry.name)(loaded)
+            _PLUGIN_ERRORS[entry.name] = f"{plugin} failed to load: {type(exc).__name__}: {exc}"
 
 
 def model_names() -> tuple[str, ...]:
@@ -178,9 +229,20 @@ def adopt_families(families: Mapping[str, ModelFamily]) -> None:
 
 
 def plugin_error(name: Any) -> str | None:
-    """Why the plugin that names family ``name`` did not load; None if none failed."""
+    """Why family ``name`` is not registered where a plugin failed to load: that plugin's
+    error when it names the family, else every failed plugin's (a plugin module registers
+    families of any name, so the one a config names may be in any of them); None where the
+    family is registered or no plugin failed."""
     _load_builtin_families()
-    return _PLUGIN_ERRORS.get(name) if isinstance(name, str) and name not in _REGISTRY else None
+    if not isinstance(name, str) or name in _REGISTRY or not _PLUGIN_ERRORS:
+        return None
+    if name in _PLUGIN_ERRORS:
+        return _PLUGIN_ERRORS[name]
+    failed = "; ".join(_PLUGIN_ERRORS[key] for key in sorted(_PLUGIN_ERRORS))
+    return (
+        f"unknown model family {name!r}; allowed: {', '.join(sorted(_REGISTRY))}. Plugins that "
+        f"failed to load may have registered it: {failed}"
+    )
 
 
 def describe_arch(arch: Mapping[str, Any]) -> str:
@@ -204,8 +266,8 @@ def build_model(
     if "family" not in arch:
         raise ValueError(f"arch needs a 'family' key; allowed: {', '.join(sorted(_REGISTRY))}")
     family = arch["family"]
-    if family in _PLUGIN_ERRORS and family not in _REGISTRY:
-        raise ValueError(_PLUGIN_ERRORS[family])
+    if (failed := plugin_error(family)) is not None:
+        raise ValueError(failed)
     if family not in _REGISTRY:
         raise ValueError(
             f"unknown model family {family!r}; allowed: {', '.join(sorted(_REGISTRY))} (a "
@@ -221,6 +283,12 @@ def build_model(
     if isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 1:
         raise ValueError(f"n_classes must be a positive int, got {n_classes!r}")
     fields = {key: value for key, value in arch.items() if key != "family"}
+    if input_dtype.is_floating_point and not _is_nascomp(_REGISTRY[family].build):
+        # A plugin's builder, or one the user's code registered: checked as a custom builder
+        # is (one line naming it where it raises or returns no model of these logits).
+        from nascomp.spaces.zoo import build_foreign
+
+        return build_foreign(_REGISTRY[family], fields, shape, n_classes)
     if input_dtype.is_floating_point:
         return _REGISTRY[family].build(fields, shape, n_classes)
     if family not in IDS_FAMILIES:

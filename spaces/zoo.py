@@ -32,14 +32,14 @@ import difflib
 import inspect
 import re
 import textwrap
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 import torch
 from pydantic import ConfigDict, create_model, model_validator
 from torch import nn
 
-from nascomp.spaces.models import InfeasibleArchitecture, register_model
+from nascomp.spaces.models import InfeasibleArchitecture, ModelFamily, register_model
 from nascomp.spaces.params import ArchSpaceBase, Param, parse_spec, to_param
 from nascomp.spaces.userfn import NotLogitsError, UserCodeError, calling, load_callable
 
@@ -518,9 +518,37 @@ def build_custom(
         raise ValueError("family 'custom' needs builder: 'package.module:function'")
     builder = load_callable(path, "builder")
     who = f"builder {path}"
+    called = {"input_shape": input_shape, "n_classes": n_classes, **arguments}
+    model = _call_builder(who, lambda: builder(**called), called)
+    check_output(model, input_shape, n_classes, who, input_dtype)
+    return model
+
+
+def build_foreign(
+    family: ModelFamily,
+    fields: Mapping[str, Any],
+    input_shape: tuple[int, ...],
+    n_classes: int,
+) -> nn.Module:
+    """Build a model of a family a plugin or the user's code registered, as ``custom`` builds
+    one: what the builder raises, and a model that is none or gives no logits of this data,
+    is one line naming the builder (a traceback before, out of the pre-flight's checks)."""
+    module = getattr(family.build, "__module__", None) or "?"
+    name = getattr(family.build, "__qualname__", type(family.build).__name__)
+    who = f"builder {module}:{name} of model family {family.name!r}"
+    called = {"fields": dict(fields), "input_shape": input_shape, "n_classes": n_classes}
+    model = _call_builder(who, lambda: family.build(dict(fields), input_shape, n_classes), called)
+    check_output(model, input_shape, n_classes, who)
+    return model
+
+
+def _call_builder(who: str, call: Callable[[], Any], called: Mapping[str, Any]) -> Any:
+    """``call()``, the user's builder: what it raises is a :class:`UserCodeError` naming
+    ``who`` and what it was ``called`` with, but an infeasible architecture (nascomp's class,
+    or the user's own class of that name: their module need not import nascomp)."""
     try:
         with calling(who):
-            model = builder(input_shape=input_shape, n_classes=n_classes, **arguments)
+            return call()
     except InfeasibleArchitecture:
         raise
     except KeyboardInterrupt:
@@ -529,15 +557,11 @@ def build_custom(
     # traceback
     except BaseException as exc:
         if type(exc).__name__ == "InfeasibleArchitecture":
-            # The user's own class of that name: their module need not import nascomp.
             raise InfeasibleArchitecture(f"{who}: {exc}") from None
-        called = {"input_shape": input_shape, "n_classes": n_classes, **arguments}
         raise UserCodeError(
             f"{who} raised {type(exc).__name__}: {exc} (called with "
             f"{', '.join(f'{k}={v!r}' for k, v in called.items())})"
         ) from None
-    check_output(model, input_shape, n_classes, who, input_dtype)
-    return model
 
 
 # ---------------------------------------------------------------------------- torchvision

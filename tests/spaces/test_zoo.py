@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -315,6 +316,150 @@ def test_an_installed_plugin_registers_its_family_by_entry_point(tmp_path: Path)
     assert lines[2] == "['arch.family', 'arch.w']"
     assert lines[3].startswith("space.arch.family: the plugin 'acme_missing:build'")
     assert lines[4].startswith("teacher.arch: the plugin 'acme_missing:build'")
+
+
+def _distribution(site: Path, name: str, entry_points: str) -> None:
+    """A distribution's dist-info in ``site``, as `pip install --target` leaves it."""
+    dist = site / f"{name}-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(f"[nascomp.models]\n{entry_points}")
+
+
+def test_plugins_that_clash_raise_or_return_no_model_are_named(tmp_path: Path) -> None:
+    """Two plugins of one family name, a plugin taking a built-in's name, a module plugin
+    that fails before registering its family, builders that raise or return no model: each
+    is one line naming the plugin or builder; nascomp's families stay whole."""
+    (tmp_path / "acme_models.py").write_text(
+        textwrap.dedent(
+            """
+            from torch import nn
+
+            def build(fields, input_shape, n_classes):
+                return nn.Sequential(nn.Flatten(), nn.LazyLinear(n_classes))
+
+            def raises(fields, input_shape, n_classes):
+                raise RuntimeError(f"acme cannot build width={fields.get('width')}")
+
+            def nonmodule(fields, input_shape, n_classes):
+                return "not a module"
+
+            def wrong_logits(fields, input_shape, n_classes):
+                return nn.Sequential(nn.Flatten(), nn.LazyLinear(n_classes + 1))
+            """
+        )
+    )
+    # A module plugin that registers a built-in's name with a builder of the built-in's own
+    # function name (it replaced nascomp's mlp), and a family another plugin registers too.
+    (tmp_path / "acme_dup.py").write_text(
+        textwrap.dedent(
+            """
+            import nascomp
+            from acme_models import build
+
+            @nascomp.register_model("twice")
+            def build_twice(fields, input_shape, n_classes):
+                return build(fields, input_shape, n_classes)
+
+            @nascomp.register_model("mlp")
+            def build_mlp(fields, input_shape, n_classes):
+                raise RuntimeError("not nascomp's mlp")
+            """
+        )
+    )
+    (tmp_path / "acme_other.py").write_text(
+        "import nascomp\nfrom acme_models import build\nnascomp.register_model('twice')(build)\n"
+    )
+    (tmp_path / "acme_broken.py").write_text(
+        "import not_installed_xyz\nimport nascomp\n"
+        "nascomp.register_model('broken_family')(lambda f, s, n: None)\n"
+    )
+    _distribution(
+        tmp_path,
+        "acme_models",
+        "acme_raise = acme_models:raises\nacme_str = acme_models:nonmodule\n"
+        "acme_logits = acme_models:wrong_logits\ncnn = acme_models:build\n"
+        "dupmod = acme_dup\nbroken_mod = acme_broken\n",
+    )
+    _distribution(tmp_path, "acme_other", "other = acme_other\n")
+    script = textwrap.dedent(
+        """
+        import nascomp
+        from nascomp.spaces import models
+        from nascomp.spaces.models import build_model
+
+        for arch in ({"family": "mlp"}, {"family": "cnn"}):
+            print(type(build_model(arch, (1, 8, 8), 3)).__module__)
+        for family in ("acme_raise", "acme_str", "acme_logits", "twice", "broken_family"):
+            try:
+                build_model({"family": family, "width": 4}, (1, 8, 8), 3)
+            except ValueError as exc:
+                print(exc)
+        print(models._PLUGIN_ERRORS["cnn"])
+        print(models._PLUGIN_ERRORS["dupmod"])
+        try:
+            nascomp.load_experiment({"space": {"arch": {"family": "broken_family"}}})
+        except nascomp.ConfigError as exc:
+            print(exc)
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    lines = result.stdout.splitlines()
+    assert len(lines) == 10, result.stdout
+    assert lines[0] == "nascomp.spaces.classic" and lines[1] == "nascomp.spaces.cnn", lines
+    assert lines[2] == (
+        "builder acme_models:raises of model family 'acme_raise' raised RuntimeError: acme "
+        "cannot build width=4 (called with fields={'width': 4}, input_shape=(1, 8, 8), "
+        "n_classes=3)"
+    )
+    assert lines[3] == (
+        "builder acme_models:nonmodule of model family 'acme_str' returned a str, not a "
+        "torch.nn.Module"
+    )
+    assert lines[4].startswith("the model from builder acme_models:wrong_logits of model family")
+    assert "outputs (2, 4) for a batch of 2; expected (2, 3) logits" in lines[4]
+    assert lines[5].startswith("model family 'twice' is registered by two plugins")
+    assert "acme_dup.build_twice" in lines[5] and "'acme_other'" in lines[5]
+    assert lines[6].startswith("unknown model family 'broken_family'; allowed: ")
+    assert (
+        "entry point 'broken_mod'" in lines[6] and "No module named 'not_installed_xyz'" in lines[6]
+    )
+    assert "model family 'cnn' is already registered (by nascomp.spaces.cnn." in lines[7]
+    assert "acme_models.build cannot take its name" in lines[7]
+    assert "model family 'mlp' is already registered (by nascomp.spaces.classic." in lines[8]
+    assert lines[9].startswith("space.arch.family: unknown model family 'broken_family'")
+
+
+def test_a_family_registered_before_nascomps_own_cannot_take_a_built_in_name() -> None:
+    """The decorator in the user's code before anything read the registry: refused at once
+    (it replaced nascomp's cnn, and the registry lost mlp and lenet5 for the process)."""
+    script = textwrap.dedent(
+        """
+        import nascomp
+        from torch import nn
+        try:
+            @nascomp.register_model("cnn")
+            def my_cnn(fields, input_shape, n_classes):
+                return nn.Sequential(nn.Flatten(), nn.LazyLinear(n_classes))
+        except ValueError as exc:
+            print(exc)
+        from nascomp.spaces.models import model_names
+        print(",".join(model_names()))
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    refused, names = result.stdout.splitlines()
+    assert refused.startswith("model family 'cnn' is already registered (by nascomp.spaces.cnn.")
+    assert "__main__.my_cnn cannot take its name" in refused
+    assert {"cnn", "mlp", "lenet5", "lenet300100", "custom"} <= set(names.split(","))
 
 
 def test_a_family_registered_by_the_decorator_is_searched() -> None:
