@@ -271,8 +271,9 @@ def build_model(
     if family not in _REGISTRY:
         raise ValueError(
             f"unknown model family {family!r}; allowed: {', '.join(sorted(_REGISTRY))} (a "
-            "family of your own is known once the code that registers it has run: import it "
-            "first)"
+            "family of your own is known once the code that registers it has run: in Python, "
+            "import it first; for nascomp's commands, name its module in your package's "
+            f"{ENTRY_POINT_GROUP!r} entry point)"
         )
     shape = _checked_input_shape(input_shape)
     if family in IMAGE_FAMILIES and len(shape) != 3:

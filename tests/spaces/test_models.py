@@ -82,6 +82,10 @@ def test_unknown_field_is_named(family: str) -> None:
 def test_unknown_or_missing_family_names_the_allowed_ones() -> None:
     with pytest.raises(ValueError, match=r"unknown model family 'resnet'.*cnn.*nb201"):
         build_model({"family": "resnet"}, (1, 8, 8), 10)
+    # From the CLI (`nascomp reproduce` of a family a script registered) importing is no
+    # way: the line names the entry point that makes it known there.
+    with pytest.raises(ValueError, match=r"in your package's 'nascomp.models' entry point\)$"):
+        build_model({"family": "resnet"}, (1, 8, 8), 10)
     with pytest.raises(ValueError, match="'family'"):
         build_model({"n_stages": 2}, (1, 8, 8), 10)
 
