@@ -89,7 +89,22 @@ def torchvision_class(name: str | None) -> type[Dataset]:
             f"{DATASET_FIELD} must name a torchvision.datasets class (e.g. "
             f"{', '.join(TORCHVISION_EXAMPLES)}); got {name!r}"
         )
+    # The base class (its len() raised NotImplementedError, a traceback) and a class of no
+    # files (FakeData, which took data.root as its number of images)
+    if found is datasets.VisionDataset or next(iter(_signature_names(found)), None) != "root":
+        raise DatasetError(
+            f"{DATASET_FIELD}: torchvision {name} is no dataset read from data.root (a base "
+            f"class, or one of no files); name one that is (e.g. "
+            f"{', '.join(TORCHVISION_EXAMPLES)})"
+        )
     return found
+
+
+def _signature_names(dataset_class: type) -> list[str]:
+    try:
+        return list(inspect.signature(dataset_class).parameters)
+    except (TypeError, ValueError):
+        return []
 
 
 # ---------------------------------------------------------------------------- opening
@@ -133,6 +148,10 @@ def _open_torchvision(source: DatasetSource) -> tuple[Dataset, Dataset | None]:
     dataset_class = torchvision_class(source.dataset)
     parameters = _init_parameters(dataset_class)
     kwargs: dict[str, Any] = dict(source.options)
+    # A class whose splits are named (no train=) reads its split names from options.split:
+    # OxfordIIITPet's are trainval and test, Places365's train-standard and val, ImageNet's
+    # train and val; train and test were forced on every class ("got multiple values").
+    splits = _split_names(kwargs.pop("split", None)) if _takes_split_names(parameters) else None
     if "download" in parameters:
         kwargs["download"] = False  # never: the machines that search have no network
     if "transform" in parameters:
@@ -141,17 +160,29 @@ def _open_torchvision(source: DatasetSource) -> tuple[Dataset, Dataset | None]:
     def make(**split: Any) -> Dataset:
         try:
             return dataset_class(source.root, **kwargs, **split)
-        except RuntimeError as exc:  # torchvision's "Dataset not found or corrupted."
+        # torchvision's "Dataset not found or corrupted."; USPS's file missing
+        except (RuntimeError, FileNotFoundError) as exc:
             raise DataNotFoundError(
                 f"data.root: torchvision {source.dataset} found no dataset in {source.root} "
                 f"(download=False; put its files there as torchvision lays them out): "
                 f"{_line(exc)}"
             ) from None
-        except (TypeError, ValueError, OSError) as exc:
+        except ImportError as exc:  # LSUN's lmdb: a package torchvision does not require
+            package = exc.name or _line(exc)
+            raise DatasetError(
+                f"{DATASET_FIELD}: torchvision {source.dataset} needs the package {package!r}, "
+                f"which is not installed here (pip install {package})"
+            ) from None
+        except Exception as exc:
             # EMNIST without split=: "missing 1 required positional argument: 'split'"
             needs = (
                 " (give it in data.options)" if "required positional argument" in str(exc) else ""
             )
+            if "split" in split and "split" in str(exc) and splits is None:
+                needs = (
+                    " (name the class's own splits in data.options.split: [TRAIN, TEST], or one "
+                    "split to hold the test split out of it)"
+                )
             raise DatasetError(
                 f"{DATASET_FIELD}: torchvision {source.dataset}({source.root!r}, ...) raised "
                 f"{type(exc).__name__}: {_line(exc)}{needs}"
@@ -161,13 +192,42 @@ def _open_torchvision(source: DatasetSource) -> tuple[Dataset, Dataset | None]:
     plain = not ({"transform", "target_transform"} & {name for name, _ in source.options})
     if "train" in parameters:  # CIFAR10, CIFAR100, MNIST, FashionMNIST, KMNIST, USPS, EMNIST
         pair = make(train=True), make(train=False)
+    elif "split" in parameters and isinstance(splits, str):  # one split: test held out
+        return make(split=splits), None
     elif "split" in parameters:  # SVHN, STL10, Flowers102, ...
-        pair = make(split="train"), make(split="test")
+        train, test = splits or ("train", "test")
+        pair = make(split=train), make(split=test)
     else:  # ImageFolder and others with one split: test is held out
         only = make()
         _refuse_split_folders_as_classes(only, source)
         return only, None
     return (_as_arrays(pair[0]), _as_arrays(pair[1])) if plain else pair
+
+
+def _takes_split_names(parameters: set[str]) -> bool:
+    """Whether a class's ``split`` names its train and test splits: it takes no ``train``
+    (EMNIST's ``split`` names one of its datasets, and ``train`` the split)."""
+    return "split" in parameters and "train" not in parameters
+
+
+def _split_names(given: Any) -> tuple[str, str] | str | None:
+    """``data.options.split`` of a class whose splits are named: ``[TRAIN, TEST]``, or one
+    split (its test split held out), or None (train and test)."""
+    if given is None:
+        return None
+    if isinstance(given, str) and given:
+        return given
+    if (
+        isinstance(given, list | tuple)
+        and len(given) == 2
+        and all(isinstance(name, str) and name for name in given)
+        and given[0] != given[1]
+    ):
+        return given[0], given[1]
+    raise DatasetError(
+        "data.options.split: give the class's train and test splits as [TRAIN, TEST] (e.g. "
+        f"[trainval, test]), or one split to hold the test split out of it; got {given!r}"
+    )
 
 
 def _init_parameters(dataset_class: type) -> set[str]:
@@ -710,7 +770,15 @@ def class_names(dataset: Dataset, n_classes: int) -> tuple[str, ...]:
     classes = getattr(dataset, "classes", None)
     if not isinstance(classes, list | tuple) or len(classes) != n_classes:
         return ()
-    return tuple(str(name) for name in classes)
+    return tuple(_class_name(name) for name in classes)
+
+
+def _class_name(name: Any) -> str:
+    """A class's name; of a class named by synonyms (torchvision's Imagenette: ``('tench',
+    'Tinca tinca')``), the first, as the front's labels and ``preprocess.json`` show it."""
+    if isinstance(name, list | tuple) and name and all(isinstance(n, str) for n in name):
+        return name[0]
+    return str(name)
 
 
 def feature_names(dataset: Dataset, shape: tuple[int, ...]) -> tuple[str, ...]:

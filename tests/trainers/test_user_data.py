@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -289,6 +290,66 @@ def test_a_torchvision_argument_the_class_requires_is_told_to_come_in_options(
     config = DataConfig(name="torchvision", dataset="EMNIST", root=str(tmp_path))
     with pytest.raises(DatasetError, match=r"argument: 'split' \(give it in data.options\)$"):
         config.load()
+
+
+def test_a_torchvision_class_of_named_splits_reads_them_from_options(tmp_path: Path) -> None:
+    """Imagenette's splits are train and val: split=test was forced on it (as on OxfordIIITPet's
+    trainval and test, Places365's train-standard and val), and options.split clashed with it
+    ("got multiple values"). Real files laid out as torchvision's class reads them."""
+    from PIL import Image
+
+    for split in ("train", "val"):
+        for wnid in ("n01440764", "n02102040"):  # tench, English springer
+            folder = tmp_path / "imagenette2" / split / wnid
+            folder.mkdir(parents=True)
+            for i in range(6 if split == "train" else 3):
+                Image.new("RGB", (8, 8), (30 * i, 90 if wnid.endswith("4") else 0, 0)).save(
+                    folder / f"{i}.JPEG"
+                )
+
+    def config(**options: Any) -> DataConfig:
+        clear_user_cache()
+        return DataConfig(
+            name="torchvision", dataset="Imagenette", root=str(tmp_path), options=options,
+            val_fraction=0.2,
+        )  # fmt: skip
+
+    with pytest.raises(DatasetError) as caught:
+        config().load()
+    message = str(caught.value)
+    assert message.startswith("data.dataset: torchvision Imagenette(") and "'test'" in message
+    assert message.endswith(
+        "(name the class's own splits in data.options.split: [TRAIN, TEST], or one split to "
+        "hold the test split out of it)"
+    )
+    named = config(split=["train", "val"]).load()
+    assert named.n_classes == 2 and named.input_shape == (3, 8, 8)
+    assert named.classes == ("tench", "English springer")  # of its synonyms, the first
+    assert len(named.test_y) == 6 and len(named.train_y) + len(named.val_y) == 12  # val is test
+    one = config(split="train").load()  # one split: its test split held out of it
+    assert len(one.train_y) + len(one.val_y) + len(one.test_y) == 12
+    for bad in (["train"], ["train", "train"], 3):
+        with pytest.raises(DatasetError, match=r"^data.options.split: give the class's train"):
+            config(split=bad).load()
+
+
+def test_torchvision_classes_no_search_can_read_are_refused(tmp_path: Path) -> None:
+    """The base class (a NotImplementedError traceback from its len()), a class of no files
+    (FakeData took data.root as its number of images), and a class whose optional package is
+    missing (LSUN without lmdb: a ModuleNotFoundError traceback)."""
+    for name in ("VisionDataset", "FakeData"):
+        with pytest.raises(ValidationError, match=rf"torchvision {name} is no dataset read from"):
+            DataConfig(name="torchvision", dataset=name, root=str(tmp_path))
+    try:
+        import lmdb  # noqa: F401
+    except ImportError:
+        config = DataConfig(name="torchvision", dataset="LSUN", root=str(tmp_path))
+        with pytest.raises(DatasetError) as caught:
+            config.load()
+        assert str(caught.value) == (
+            "data.dataset: torchvision LSUN needs the package 'lmdb', which is not installed "
+            "here (pip install lmdb)"
+        )
 
 
 def test_torchvision_image_folder_on_split_folders_is_refused(tmp_path: Path) -> None:
