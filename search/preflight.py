@@ -545,7 +545,13 @@ def small_validation_note(n_val: int, val_fraction: float, official: bool = Fals
     where, fix = (
         ("the val/ folder", "bring more images to val/")
         if official
-        else (f"val_fraction {val_fraction:g}", "raise data.val_fraction, or bring more data")
+        # val_fraction stays below 0.5: near it, more data is the one way
+        else (
+            f"val_fraction {val_fraction:g}",
+            "raise data.val_fraction, or bring more data"
+            if val_fraction < 0.3
+            else "bring more data; data.val_fraction stays below 0.5",
+        )
     )
     return (
         f"data: the validation split holds {n_val} sample{'s' if n_val != 1 else ''} "

@@ -196,6 +196,10 @@ def test_a_small_validation_split_is_noted_with_its_step() -> None:
         "more data)"
     )
     assert "holds 1 sample (" in (small_validation_note(1, 0.25) or "")
+    # Near val_fraction's limit (below 0.5) raising it is no way out
+    assert (small_validation_note(40, 0.49) or "").endswith(
+        "(bring more data; data.val_fraction stays below 0.5)"
+    )
 
 
 def test_notes_on_an_image_folders_own_validation_split_name_its_folder(
