@@ -177,6 +177,13 @@ def _check_idx_root(name: str, root: str | None) -> None:
     raw = Path(root) / folder / "raw"
     missing = [file for file in IDX_FILES if not (raw / file).is_file()]
     if missing:
+        # A root one or two levels too deep (.../MNIST or .../MNIST/raw): the one that works
+        for above in (Path(root).parent, Path(root).parent.parent):
+            if above != Path(root) and all(
+                (above / folder / "raw" / f).is_file() for f in IDX_FILES
+            ):
+                hint = f"give data.root: {above} (the folder that holds {folder}/raw/)"
+                break
         raise DataNotFoundError(f"dataset {name!r}: expected {', '.join(missing)} in {raw}; {hint}")
 
 

@@ -400,6 +400,15 @@ def test_partial_idx_folder_lists_only_missing_files(data_root: Path, tmp_path: 
     assert "train-images-idx3-ubyte" in missing_part and "t10k-labels" not in missing_part
 
 
+@pytest.mark.parametrize("deeper", ["MNIST", "MNIST/raw"])
+def test_a_root_too_deep_names_the_root_that_holds_the_files(data_root: Path, deeper: str) -> None:
+    with pytest.raises(DataNotFoundError) as error:
+        check_data_root("mnist", str(data_root / deeper))
+    assert str(error.value).endswith(
+        f"; give data.root: {data_root} (the folder that holds MNIST/raw/)"
+    )
+
+
 def test_imagefolder_root_errors(tmp_path: Path) -> None:
     with pytest.raises(DataNotFoundError, match=f"expected a directory at {tmp_path / 'nope'}"):
         check_data_root("imagefolder", str(tmp_path / "nope"))
