@@ -116,6 +116,36 @@ def _port(text: str) -> int:
     return port
 
 
+def _host(text: str) -> str:
+    """argparse's type for ``nascomp ui --host``: a name or an address, IPv6 with or without
+    its brackets; a port in it is refused (``::1`` and ``127.0.0.1:80`` ended in Python's
+    "Port could not be cast to integer value" after the server had started)."""
+    import ipaddress
+
+    host = text.strip()
+    if not host:
+        raise argparse.ArgumentTypeError(
+            "give an address to listen on (127.0.0.1: this machine only; 0.0.0.0: all of its "
+            "addresses); got an empty one"
+        )
+    if ":" in host or host.startswith("["):
+        try:
+            return str(ipaddress.IPv6Address(host.removeprefix("[").removesuffix("]")))
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"an address without a port (give the port with --port); got {text!r}"
+            ) from None
+    return host
+
+
+def _experiment(text: str) -> str:
+    """argparse's type for ``nascomp ui --experiment``: an empty name (an unset variable) was
+    taken for nascomp, which hid the store's only searched experiment."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("give the experiment's name; got an empty one")
+    return text
+
+
 def _rule(text: str) -> str:
     """argparse's type for --pick: an empty rule picks nothing (it printed the whole front)."""
     if not text.strip():
@@ -513,12 +543,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     ui.add_argument(
         "--experiment",
+        type=_experiment,
         help="experiment whose runs page to print (default: nascomp, or the store's only "
         "experiment with searches)",
     )
     ui.add_argument("--port", type=_port, default=5000, help="default: 5000")
     ui.add_argument(
-        "--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)"
+        "--host",
+        type=_host,
+        default="127.0.0.1",
+        help="bind address (default 127.0.0.1: this machine only)",
     )
     ui.set_defaults(run=cmd_ui)
     return parser
@@ -1188,10 +1222,10 @@ def cmd_ui(args: argparse.Namespace) -> int:
             server.experiment = server.default_experiment() or server.experiment
         print(f"the store is a tracking server already: {server.runs_url()}")
         return 0
-    base = f"http://{args.host}:{args.port}"
-    if not _port_free(args.host, args.port):
-        # Another server there would answer the health check and be taken for this one.
-        return _fail(f"--port {args.port}: {args.host}:{args.port} is in use; give another port")
+    base = f"http://{_url_host(args.host)}:{args.port}"
+    # Another server there would answer the health check and be taken for this one.
+    if (problem := _bind_problem(args.host, args.port)) is not None:
+        return _fail(problem)
     command = [
         sys.executable,
         "-m",
@@ -1232,10 +1266,8 @@ def cmd_ui(args: argparse.Namespace) -> int:
     )
     try:
         if not _wait_healthy(base, server) or server.poll() is not None:
-            if not _port_free(args.host, args.port):  # another server took it meanwhile
-                return _fail(
-                    f"--port {args.port}: {args.host}:{args.port} is in use; give another port"
-                )
+            if (problem := _bind_problem(args.host, args.port)) is not None:
+                return _fail(problem)  # another server took the port meanwhile
             return _fail(f"the MLflow UI did not start on {base} (its server's log is above)")
         tracker = Tracker(uri, args.experiment or "nascomp")
         try:
@@ -1335,22 +1367,41 @@ def _signal_group(pgid: int, signum: int) -> bool:
     return True
 
 
-def _port_free(host: str, port: int) -> bool:
-    """Whether a server may listen on ``host:port`` now."""
+def _url_host(host: str) -> str:
+    """``host`` as a URL writes it: an IPv6 address in brackets."""
+    return f"[{host}]" if ":" in host else host
+
+
+def _bind_problem(host: str, port: int) -> str | None:
+    """Why a server cannot listen on ``host:port`` now, in one line naming the option to
+    change; None when it can. Only a port in use is the port's fault: an address that is not
+    this machine's was told to give another port, and a name that does not resolve took the
+    server 18 s to fail in its own log."""
+    import errno
     import socket
 
+    where = f"{_url_host(host)}:{port}"
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except OSError:
-        return True  # mlflow server reports a host it cannot resolve itself
+    except OSError as exc:
+        return f"--host {host}: no address of that name here ({exc.strerror or exc})"
     family, kind, proto, _, address = infos[0]
     with socket.socket(family, kind, proto) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
         try:
             probe.bind(address)
-        except OSError:
-            return False
-    return True
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return f"--port {port}: {where} is in use; give another port"
+            if exc.errno == errno.EADDRNOTAVAIL:
+                return (
+                    f"--host {host}: not an address of this machine (127.0.0.1: this machine "
+                    "only; 0.0.0.0: all of its addresses)"
+                )
+            if exc.errno == errno.EACCES:
+                return f"--port {port}: this user may not listen on {where}; give another port"
+            return f"--host {host} --port {port}: cannot listen on {where} ({exc.strerror})"
+    return None
 
 
 def _wait_healthy(base: str, server: subprocess.Popen, timeout_s: float = 90.0) -> bool:

@@ -315,6 +315,12 @@ class Tracker:
         try:
             self.client.search_experiments(max_results=1)
         except Exception as exc:
+            # MLflow's auth app leaves /health open: a server that wants a user and password
+            # says so here first (HTTP 401 or 403 in MLflow's message, or its error code)
+            said = re.search(r"error code (40[13]) != 200", str(exc))
+            status = said[1] if said is not None else self._api_refuses()
+            if status is not None:
+                raise self._refused(status) from None
             first = " ".join(str(exc).split())[:240] or type(exc).__name__
             raise TrackingError(
                 f"{self.field}: {self.shown_uri} does not answer as an MLflow tracking store "
@@ -322,6 +328,29 @@ class Tracker:
             ) from None
         finally:
             quiet.setLevel(level)
+
+    def _api_refuses(self) -> str | None:
+        """The HTTP status (401, 403) with which an http(s) server refuses a read of its API,
+        as MLflow's client sends it; None where it does not (MLflow's message names no status
+        where the refusal's body is JSON)."""
+        if not self.uri.startswith(("http://", "https://")):
+            return None
+        try:
+            request = _health_request(self.uri, "api/2.0/mlflow/experiments/search?max_results=1")
+            with urllib.request.urlopen(request, timeout=5):
+                return None
+        except urllib.error.HTTPError as exc:
+            return str(exc.code) if exc.code in (401, 403) else None
+        except (urllib.error.URLError, OSError):
+            return None
+
+    def _refused(self, status: str) -> TrackingError:
+        """The server wants a user and password (``status``: its HTTP status)."""
+        return TrackingError(
+            f"tracking server {self.shown_uri} refused the request (HTTP {status}): give its user "
+            "and password (http://USER:PASSWORD@host, or MLFLOW_TRACKING_USERNAME and "
+            "MLFLOW_TRACKING_PASSWORD)"
+        )
 
     def check_experiment_active(self, experiment_id: str | None = None) -> None:
         """The experiment (by id, else by this tracker's name) must not be in MLflow's
@@ -350,11 +379,7 @@ class Tracker:
                     return
         except urllib.error.HTTPError as exc:  # it answered: up, and it said no
             if exc.code in (401, 403):
-                raise TrackingError(
-                    f"tracking server {self.shown_uri} refused the request (HTTP {exc.code}): "
-                    "give its user and password (http://USER:PASSWORD@host, or "
-                    "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD)"
-                ) from None
+                raise self._refused(str(exc.code)) from None
             raise TrackingError(
                 f"tracking server {self.shown_uri} answered /health with HTTP {exc.code}"
             ) from None

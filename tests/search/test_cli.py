@@ -661,6 +661,58 @@ def test_ui_on_a_port_in_use_is_refused_before_any_server_starts(
     assert list(tmp_path.iterdir()) == [store] and store.read_bytes() == before  # as it was
 
 
+@pytest.mark.parametrize(
+    ("option", "said"),
+    [
+        # ended in "Port could not be cast to integer value" after the server had started
+        (["--host", "127.0.0.1:80"], "--host: an address without a port (give the port with"),
+        (["--host", " "], "--host: give an address to listen on (127.0.0.1: this machine"),
+        # taken for nascomp, which hid the store's only searched experiment
+        (["--experiment", ""], "--experiment: give the experiment's name; got an empty one"),
+    ],
+)
+def test_ui_options_that_name_no_address_or_experiment_are_usage_errors(
+    option: list[str], said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from nascomp.search.cli import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(["ui", *option])
+    assert stopped.value.code == 2
+    assert said in capsys.readouterr().err
+
+
+def test_ui_host_problems_name_the_host_and_ipv6_hosts_are_bracketed(tmp_path: Path) -> None:
+    """An address of another machine was told its port was in use; a name that does not
+    resolve failed in the server's log 18 s later; an IPv6 address made no URL."""
+    import socket
+
+    from nascomp.search.cli import _bind_problem, _host, _url_host
+
+    assert _bind_problem("203.0.113.9", 5000) == (
+        "--host 203.0.113.9: not an address of this machine (127.0.0.1: this machine only; "
+        "0.0.0.0: all of its addresses)"
+    )
+    assert (_bind_problem("nosuchhost.invalid", 5000) or "").startswith(
+        "--host nosuchhost.invalid: no address of that name here ("
+    )
+    assert _host("[::1]") == _host("::1") == "::1" and _url_host("::1") == "[::1]"
+    assert _url_host("127.0.0.1") == "127.0.0.1"
+    try:
+        taken = socket.socket(socket.AF_INET6)
+        taken.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    with taken:
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert (
+            _bind_problem("::1", port)
+            == f"--port {port}: [::1]:{port} is in use; give another port"
+        )
+    assert _bind_problem("::1", port) is None
+
+
 def test_ui_serves_without_mlflows_job_runners_unless_the_user_asks_for_them() -> None:
     """MLflow 3's GenAI jobs run in six huey consumers that each import MLflow (a UI start
     2 to 3 times slower on 2 cores, bench/ui_start.py); the runs pages need none of them. A
