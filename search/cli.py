@@ -1136,7 +1136,10 @@ def cmd_export(args: argparse.Namespace) -> int:
         result.trial.data_changed,
         result.trial.code_changed,
         result.differing(),
-        "the model is the one the search trained; its accuracies here are on today's files",
+        "the model is the one the search trained; its accuracies here, and preprocess.json "
+        "(the normalisation, a table's inputs and categories), are from today's files: where "
+        f"those changed, `nascomp reproduce {run_id} --export DIR` trains a model that "
+        "matches them",
         "the files were rebuilt by what that code builds now",
         f"the trial ran on {device}, this on the CPU"
         if device != "cpu"

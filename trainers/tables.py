@@ -186,8 +186,12 @@ def _is_name(value: Any) -> bool:
 def check_table(root: str | None, options: dict[str, Any]) -> None:
     """Config-time checks: the files, the options, and the columns they name (headers only)."""
     options = check_options(options)
-    for path in filter(None, csv_files(root)):
-        _columns(path, _read(path, options, nrows=0).columns, options)
+    train_path, test_path = csv_files(root)
+    target, names = _columns(train_path, _read(train_path, options, nrows=0).columns, options)
+    if test_path is not None:
+        _has_columns(
+            test_path, _read(test_path, options, nrows=0).columns, train_path, target, names
+        )
 
 
 def open_table(root: str | None, options: dict[str, Any]) -> tuple[Table, Table | None]:
@@ -196,8 +200,9 @@ def open_table(root: str | None, options: dict[str, Any]) -> tuple[Table, Table 
     train_path, test_path = csv_files(root)
     frames = {path: _read(path, options) for path in filter(None, (train_path, test_path))}
     target, names = _columns(train_path, frames[train_path].columns, options)
+    if test_path is not None:
+        _has_columns(test_path, frames[test_path].columns, train_path, target, names)
     for path, frame in frames.items():
-        _columns(path, frame.columns, options)
         _check_values(path, frame, target, names)
     _same_kind(frames, target, "data.options.target")
     values = [frame[target] for frame in frames.values()]
@@ -386,6 +391,12 @@ def _refuse_numbers_as_words(name: str, values: list[str], options: dict[str, An
     placeholders (Adult's "?") or in another notation ("1,500"): one-hot encoding it would
     make each number a category, so it is an error naming what is not a number."""
     others = [v for v in values if not _is_number(v)]
+    if not others and all(v.lstrip("+-").isdigit() for v in values):
+        # integers pandas keeps as text: beyond 64 bits (an id of 25 digits)
+        raise TableError(
+            f"data.options.features: column {name!r} holds integers beyond 64 bits (e.g. "
+            f"{values[-1]!r}): an id? leave it out with data.options.drop: [{name!r}]"
+        )
     if not others:  # numbers each, yet text to pandas: the options' notation is not the file's
         raise TableError(
             f"data.options.decimal: column {name!r} holds numbers pandas did not read as "
@@ -445,9 +456,9 @@ def _read(path: Path, options: dict[str, Any], nrows: int | None = None) -> Any:
             keep_default_na=False,
             na_values=[""],
         )
-    except UnicodeDecodeError as exc:
+    except UnicodeError as exc:  # UTF-16 without its BOM is a UnicodeError, not a decode one
         encoding = options.get("encoding", "utf-8")
-        where = _bad_byte(path, encoding, exc)
+        where = _bad_byte(path, encoding, exc) if isinstance(exc, UnicodeDecodeError) else exc
         raise TableError(
             f"data.options.encoding: {path} is not {encoding} text ({where}); name its "
             "encoding, e.g. 'latin-1' or 'cp1252'"
@@ -573,6 +584,20 @@ def _columns(path: Path, columns: Any, options: dict[str, Any]) -> tuple[str, li
     return target, names
 
 
+def _has_columns(path: Path, columns: Any, train_path: Path, target: str, names: list[str]) -> None:
+    """The test file holds the training file's target and feature columns (its own other
+    columns are not read, a dropped one need not be there): a test.csv without one was a
+    KeyError traceback, and one with `drop`'s column missing was refused."""
+    columns = [str(name) for name in columns]
+    missing = [name for name in [target, *names] if name not in columns]
+    if missing:
+        role = "its target" if missing[0] == target else "a feature"
+        raise TableError(
+            f"data.root: {path.name} has no column {missing[0]!r}, {role} in {train_path.name}; "
+            f"its columns: {_listed(columns)}"
+        )
+
+
 def _check_values(path: Path, frame: Any, target: str, names: list[str]) -> None:
     import pandas as pd
 
@@ -589,7 +614,8 @@ def _check_values(path: Path, frame: Any, target: str, names: list[str]) -> None
             f"data.root: {path.name} has empty cells (column and count: {listed}{more}; the "
             f"first on line {line}); fill or drop them first (nascomp does not guess values)"
         )
-    numbers = [n for n in names if pd.api.types.is_float_dtype(frame[n])]
+    # the target too: an inf label was an OverflowError traceback making it a class
+    numbers = [n for n in [*names, target] if pd.api.types.is_float_dtype(frame[n])]
     infinite = np.isinf(frame[numbers].to_numpy(dtype=np.float64)) if numbers else None
     if infinite is not None and infinite.any():
         row, column = (int(i[0]) for i in np.nonzero(infinite))
@@ -598,6 +624,15 @@ def _check_values(path: Path, frame: Any, target: str, names: list[str]) -> None
             f"{numbers[column]!r} on line {row + 2}; replace infinite values first (nascomp "
             "does not guess values)"
         )
+    # Inputs are float32: 1e39 became inf, and the error named a sample's input, not the cell
+    huge = np.abs(frame[numbers].to_numpy(dtype=np.float64)) > np.finfo(np.float32).max
+    if numbers and huge.any():
+        row, column = (int(i[0]) for i in np.nonzero(huge))
+        raise TableError(
+            f"data.root: {path.name} holds {frame[numbers[column]].iloc[row]} in column "
+            f"{numbers[column]!r} on line {row + 2}, beyond float32's range (3.4e38): scale "
+            "the column, or leave it out with data.options.drop"
+        )
 
 
 def _classes(path: Path, target: str, values: list[Any]) -> list[Any]:
@@ -605,6 +640,8 @@ def _classes(path: Path, target: str, values: list[Any]) -> list[Any]:
     import pandas as pd
 
     column = pd.concat(values, ignore_index=True)
+    if not pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
+        _refuse_placeholder_labels(path, target, [str(v) for v in column], len(values[0]))
     if pd.api.types.is_float_dtype(column):
         fractional = column[column != column.round()]
         if len(fractional):
@@ -626,6 +663,32 @@ def _classes(path: Path, target: str, values: list[Any]) -> list[Any]:
             "regression target? nascomp searches classifiers: name a column of classes"
         )
     return sorted(found, key=lambda v: (isinstance(v, str), v))
+
+
+# How a missing label is written among numbers (case aside); a label of only punctuation
+# ("?", "-") is one too.
+_MISSING_WORDS = frozenset({"na", "n/a", "nan", "null", "none", "missing", "inf", "-inf"})
+
+
+def _refuse_placeholder_labels(path: Path, target: str, labels: list[str], n_train: int) -> None:
+    """Number labels with a few missing ones written as words ("?", "nan"): each placeholder
+    became a class of its own, and the numbers classes of text ("0.0" beside "1"), with no
+    word said."""
+    others = sorted({v for v in labels if not _is_number(v)})
+    if not others or len(others) == len(set(labels)):
+        return  # numbers each (pandas read them as such), or words each
+    placeholders = [
+        v for v in others if v.lower() in _MISSING_WORDS or not any(c.isalnum() for c in v)
+    ]
+    if placeholders:
+        count = sum(v in placeholders for v in labels)
+        row = next(i for i, v in enumerate(labels) if v in placeholders)
+        where = f"{path.name}'s line {row + 2}" if row < n_train else "the test file"
+        raise TableError(
+            f"data.options.target: column {target!r} holds number labels and {count} that are "
+            f"not ({', '.join(repr(v) for v in placeholders[:3])}, first in {where}): missing "
+            "labels? drop those rows first (nascomp does not guess labels)"
+        )
 
 
 def _key(value: Any) -> Any:

@@ -310,6 +310,34 @@ def test_a_csv_loads_as_splits_with_its_feature_names(tmp_path: Path) -> None:
         ("a,b\n1,0.5\n2,3\n", {}, "data.options.target: column 'b' of bad.csv holds fractions"),
         ("a,b\n", {}, "data.root: bad.csv has a header and no rows"),
         ("a,b\n1,2\n3,4,5\n", {}, "data.root: "),
+        (  # an OverflowError traceback, making inf a class
+            "a,b\n1,0.0\n2,1.0\n3,inf\n4,1.0\n",
+            {},
+            "data.root: bad.csv holds inf in column 'b' on line 4; replace infinite values",
+        ),
+        (  # "?" and "nan" became classes of their own, the numbers classes of text
+            "a,b\n1,0\n2,1\n3,?\n4,2\n5,0\n",
+            {},
+            "data.options.target: column 'b' holds number labels and 1 that are not ('?', first "
+            "in bad.csv's line 4): missing labels? drop those rows first",
+        ),
+        (
+            "a,b\n1,0.0\n2,1.0\n3,nan\n4,1.0\n5,nan\n",
+            {},
+            "column 'b' holds number labels and 2 that are not ('nan', first in bad.csv's line 4)",
+        ),
+        (  # the hint named the decimal mark
+            "id,a,b\n" + "".join(f"{10**24 + i * 7919},{i},{i % 2}\n" for i in range(6)),
+            {},
+            "data.options.features: column 'id' holds integers beyond 64 bits (e.g. "
+            "'1000000000000000000039595'): an id? leave it out with data.options.drop: ['id']",
+        ),
+        (  # float32's inf, named as a sample's input
+            "a,b\n1,0\n1e39,1\n2,0\n3,1\n",
+            {},
+            "data.root: bad.csv holds 1e+39 in column 'a' on line 3, beyond float32's range",
+        ),
+        (ROWS, {"encoding": "utf-16"}, "data.options.encoding: "),
     ],
 )
 def test_what_a_user_gets_wrong_is_one_line_naming_the_field(
@@ -323,6 +351,26 @@ def test_what_a_user_gets_wrong_is_one_line_naming_the_field(
         message = error.value.errors()[0]["msg"].removeprefix("Value error, ")
     assert expected in message
     assert "\n" not in message
+
+
+def test_a_test_file_needs_only_the_training_files_target_and_features(tmp_path: Path) -> None:
+    """test.csv without the target (or a feature) was a KeyError traceback; a column `drop`
+    leaves out of train.csv was required in test.csv too."""
+    train = "id,a,b,y\n" + "".join(f"{i},{i % 3},{i % 5},{i % 2}\n" for i in range(20))
+    _write(tmp_path, "train.csv", train)
+    _write(tmp_path, "test.csv", "a,b\n1,2\n2,3\n")
+    for options in ({}, {"drop": ["id"]}):
+        with pytest.raises(ValueError) as error:
+            DataConfig(name="csv", root=str(tmp_path), options=options).load()
+        message = str(error.value)
+        if isinstance(error.value, ValidationError):
+            message = error.value.errors()[0]["msg"].removeprefix("Value error, ")
+        assert message.startswith("data.root: test.csv has no column ")
+        assert "in train.csv; its columns: 'a', 'b'" in message
+    _write(tmp_path, "test.csv", "b,a,y\n1,2,0\n2,3,1\n")  # no id, the columns reordered
+    fit, test = open_table(str(tmp_path), {"drop": ["id"]})
+    assert test is not None and fit.feature_names == test.feature_names == ["a", "b"]
+    assert test.tensors[0][0].tolist() == [2.0, 1.0]
 
 
 def test_a_csv_refuses_the_channels_first_layout(tmp_path: Path) -> None:
