@@ -22,6 +22,9 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
+from nascomp.spaces.outputs import check_output
+from nascomp.spaces.userfn import UserCodeError, calling
+
 ModelBuilder = Callable[[Mapping[str, Any], tuple[int, int, int], int], nn.Module]
 Describe = Callable[[Mapping[str, Any]], str]
 
@@ -287,9 +290,7 @@ def build_model(
     if input_dtype.is_floating_point and not _is_nascomp(_REGISTRY[family].build):
         # A plugin's builder, or one the user's code registered: checked as a custom builder
         # is (one line naming it where it raises or returns no model of these logits).
-        from nascomp.spaces.zoo import build_foreign
-
-        return build_foreign(_REGISTRY[family], fields, shape, n_classes)
+        return _build_foreign(_REGISTRY[family], fields, shape, n_classes)
     if input_dtype.is_floating_point:
         return _REGISTRY[family].build(fields, shape, n_classes)
     if family not in IDS_FAMILIES:
@@ -298,6 +299,46 @@ def build_model(
             f"({input_dtype}) (use family custom, whose builder can embed them)"
         )
     return _REGISTRY[family].build(fields, shape, n_classes, input_dtype=input_dtype)
+
+
+def _build_foreign(
+    family: ModelFamily,
+    fields: Mapping[str, Any],
+    input_shape: tuple[int, ...],
+    n_classes: int,
+) -> nn.Module:
+    """Build a model of a family a plugin or the user's code registered, as ``custom`` builds
+    one: what the builder raises, and a model that is none or gives no logits of this data,
+    is one line naming the builder (a traceback before, out of the pre-flight's checks)."""
+    module = getattr(family.build, "__module__", None) or "?"
+    name = getattr(family.build, "__qualname__", type(family.build).__name__)
+    who = f"builder {module}:{name} of model family {family.name!r}"
+    called = {"fields": dict(fields), "input_shape": input_shape, "n_classes": n_classes}
+    model = call_builder(who, lambda: family.build(dict(fields), input_shape, n_classes), called)
+    check_output(model, input_shape, n_classes, who)
+    return model
+
+
+def call_builder(who: str, call: Callable[[], Any], called: Mapping[str, Any]) -> Any:
+    """``call()``, the user's builder: what it raises is a :class:`UserCodeError` naming
+    ``who`` and what it was ``called`` with, but an infeasible architecture (nascomp's class,
+    or the user's own class of that name: their module need not import nascomp)."""
+    try:
+        with calling(who):
+            return call()
+    except InfeasibleArchitecture:
+        raise
+    except KeyboardInterrupt:
+        raise
+    # SystemExit: a builder that parses sys.argv; a BaseException of the user's own made a
+    # traceback
+    except BaseException as exc:
+        if type(exc).__name__ == "InfeasibleArchitecture":
+            raise InfeasibleArchitecture(f"{who}: {exc}") from None
+        raise UserCodeError(
+            f"{who} raised {type(exc).__name__}: {exc} (called with "
+            f"{', '.join(f'{k}={v!r}' for k, v in called.items())})"
+        ) from None
 
 
 # The built-in families whose models take (C, H, W) images only.

@@ -32,16 +32,17 @@ import difflib
 import inspect
 import re
 import textwrap
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import torch
 from pydantic import ConfigDict, create_model, model_validator
 from torch import nn
 
-from nascomp.spaces.models import InfeasibleArchitecture, ModelFamily, register_model
+from nascomp.spaces.models import InfeasibleArchitecture, call_builder, register_model
+from nascomp.spaces.outputs import check_output, named_parameters
 from nascomp.spaces.params import ArchSpaceBase, Param, parse_spec, to_param
-from nascomp.spaces.userfn import NotLogitsError, UserCodeError, calling, load_callable
+from nascomp.spaces.userfn import UserCodeError, load_callable
 
 SMALL_INPUT = 64  # below this many pixels a side, the zoo's stem keeps the resolution
 # Keyword arguments nascomp sets itself: the data decides them, or they would download weights.
@@ -253,14 +254,6 @@ def _adapt(
     return changes
 
 
-def _named_parameters(function: Any) -> set[str]:
-    try:
-        parameters = inspect.signature(function).parameters.values()
-    except (TypeError, ValueError):
-        return set()
-    return {p.name for p in parameters if p.kind is not inspect.Parameter.VAR_KEYWORD}
-
-
 def _callee(node: ast.expr, scope: Mapping[str, Any]) -> Any:
     """The function or class a call in a builder's source names (``f(...)``, ``mod.f(...)``),
     looked up in the builder's module, or None."""
@@ -357,11 +350,11 @@ def check_arguments(
     MobileNetV3 does), so a misspelt argument would be searched without effect. An argument
     must be a named parameter of one of the builders, of a function a builder hands its
     ``**kwargs`` to (``_forwarded``), or of the model's class."""
-    known = _named_parameters(type(model).__init__)
+    known = named_parameters(type(model).__init__)
     filled: set[str] = set()
     for builder in builders:
         forwarded, builder_filled = _forwarded(builder)
-        known |= _named_parameters(builder) | forwarded
+        known |= named_parameters(builder) | forwarded
         filled |= builder_filled
     unknown = sorted(set(arguments) - known)
     if unknown:
@@ -369,122 +362,6 @@ def check_arguments(
         allowed = ", ".join(sorted(known - hidden))
         raise UserCodeError(
             f"{who} takes no argument {', '.join(map(repr, unknown))}; it takes: {allowed}"
-        )
-
-
-# A zoo model's own input size (timm's ViTs: img_size; torchvision's: image_size): building it
-# for the data's images is cheaper than training on images upscaled to 224.
-_IMAGE_SIZE_ARGUMENTS = {"img_size", "image_size", "input_size"}
-
-
-# Words of torch's and the zoos' errors about an input of the wrong size ("Kernel size can't be
-# greater than actual input size", "mat1 and mat2 shapes cannot be multiplied", "Input height
-# (8) doesn't match model (224)").
-_SIZE_WORDS = re.compile(r"size|shape|height|width|kernel|mat1|dimension|patch|too small", re.I)
-
-
-def check_output(
-    model: Any,
-    input_shape: tuple[int, ...],
-    n_classes: int,
-    who: str,
-    input_dtype: torch.dtype = torch.float32,
-) -> None:
-    """Raise :class:`UserCodeError` unless ``model`` is an ``nn.Module`` mapping a batch of
-    ``input_shape`` to ``(batch, n_classes)`` logits. Eval mode and no_grad: no BatchNorm
-    statistics change and no random number is drawn, so checking never changes a trial. The
-    probe is zeros of ``input_dtype`` (id 0 for integer ids)."""
-    if not isinstance(model, nn.Module):
-        raise UserCodeError(f"{who} returned a {type(model).__name__}, not a torch.nn.Module")
-    was_training = model.training
-    probe = torch.zeros(2, *input_shape, dtype=input_dtype)
-    try:
-        model.eval()
-        with torch.no_grad(), calling(f"the forward of the model from {who}"):
-            output = model(probe)
-    except KeyboardInterrupt:
-        raise
-    except BaseException as exc:  # the user's forward: any failure, sys.exit too
-        kind = "" if input_dtype == torch.float32 else f" {input_dtype} (integer ids)"
-        # Zoo models made for 224-pixel inputs (a ViT) refuse small images outright.
-        first = str(exc).splitlines()[0] if str(exc) else ""
-        if "'indices'" in first and input_dtype.is_floating_point:
-            # an nn.Embedding fed the float inputs: uint8 ids were read as pixels
-            hint = (
-                " (the inputs reach the model as floats: integer ids must come as int64, "
-                "int32 or int16; uint8 reads as pixels)"
-            )
-        elif "channels" in first and len(input_shape) == 3:
-            # a conv built for another channel count: no image size fixes it
-            hint = (
-                f" (the data has {input_shape[0]} channel{'s' if input_shape[0] != 1 else ''} "
-                "per image: build the first layer for them)"
-            )
-        elif (
-            len(input_shape) == 3
-            and input_dtype.is_floating_point
-            and _SIZE_WORDS.search(first) is not None
-        ):
-            # only where the error is about sizes: a forward raising its own error got it too
-            takes = _named_parameters(type(model).__init__)
-            own = sorted(takes & _IMAGE_SIZE_ARGUMENTS)
-            patch = " (with a patch_size that divides it)" if "patch_size" in takes else ""
-            hint = (
-                " (if the model needs larger images, set data.image_size, e.g. 224"
-                + (f", or build it for these: its argument {own[0]}{patch}" if own else "")
-                + ")"
-            )
-        else:
-            hint = ""
-        raise UserCodeError(
-            f"the model from {who} fails on a batch of shape {tuple(probe.shape)}{kind}: "
-            f"{type(exc).__name__}: {first}{hint}"
-        ) from None
-    finally:
-        model.train(was_training)
-    if not any(True for _ in model.parameters()):
-        raise UserCodeError(
-            f"the model from {who} has no parameters: there is nothing to train, prune or quantize"
-        )
-    if not isinstance(output, torch.Tensor):
-        # A Hugging Face style output (a tuple, a dict, a ModelOutput) around the logits.
-        raise NotLogitsError(
-            f"the model from {who} outputs a {type(output).__name__} for a batch of 2; "
-            f"expected one tensor of (2, {n_classes}) logits: have its forward return the "
-            "logits alone (e.g. a wrapper module returning out[0] or out['logits'])"
-        )
-    shape = tuple(output.shape)
-    if shape != (2, n_classes):
-        raise UserCodeError(
-            f"the model from {who} outputs {shape} for a batch of 2; expected (2, {n_classes}) "
-            f"logits ({n_classes} classes in the data)"
-        )
-    if not output.dtype.is_floating_point:
-        # Class indices (an argmax in the forward) or a cast: no loss trains them, and every
-        # trial failed in cross-entropy's kernel after the search had begun.
-        raise UserCodeError(
-            f"the model from {who} outputs {str(output.dtype).removeprefix('torch.')} values; "
-            "expected floating-point logits (an argmax or an integer cast in its forward?)"
-        )
-    # One input: what latency is timed on and a deployment often sends. A squeeze() in the
-    # forward passes the check above and drops the batch axis here.
-    try:
-        model.eval()
-        with torch.no_grad():
-            single = model(probe[:1])
-    except Exception as exc:
-        first = str(exc).splitlines()[0] if str(exc) else ""
-        raise UserCodeError(
-            f"the model from {who} runs on a batch of 2 and fails on one input "
-            f"{tuple(probe[:1].shape)}: {type(exc).__name__}: {first}"
-        ) from None
-    finally:
-        model.train(was_training)
-    if not isinstance(single, torch.Tensor) or tuple(single.shape) != (1, n_classes):
-        got = tuple(single.shape) if isinstance(single, torch.Tensor) else type(single).__name__
-        raise UserCodeError(
-            f"the model from {who} outputs {got} for a batch of 1; expected (1, {n_classes}) "
-            "logits, as for a batch of 2 (a squeeze() that drops the batch axis?)"
         )
 
 
@@ -519,49 +396,9 @@ def build_custom(
     builder = load_callable(path, "builder")
     who = f"builder {path}"
     called = {"input_shape": input_shape, "n_classes": n_classes, **arguments}
-    model = _call_builder(who, lambda: builder(**called), called)
+    model = call_builder(who, lambda: builder(**called), called)
     check_output(model, input_shape, n_classes, who, input_dtype)
     return model
-
-
-def build_foreign(
-    family: ModelFamily,
-    fields: Mapping[str, Any],
-    input_shape: tuple[int, ...],
-    n_classes: int,
-) -> nn.Module:
-    """Build a model of a family a plugin or the user's code registered, as ``custom`` builds
-    one: what the builder raises, and a model that is none or gives no logits of this data,
-    is one line naming the builder (a traceback before, out of the pre-flight's checks)."""
-    module = getattr(family.build, "__module__", None) or "?"
-    name = getattr(family.build, "__qualname__", type(family.build).__name__)
-    who = f"builder {module}:{name} of model family {family.name!r}"
-    called = {"fields": dict(fields), "input_shape": input_shape, "n_classes": n_classes}
-    model = _call_builder(who, lambda: family.build(dict(fields), input_shape, n_classes), called)
-    check_output(model, input_shape, n_classes, who)
-    return model
-
-
-def _call_builder(who: str, call: Callable[[], Any], called: Mapping[str, Any]) -> Any:
-    """``call()``, the user's builder: what it raises is a :class:`UserCodeError` naming
-    ``who`` and what it was ``called`` with, but an infeasible architecture (nascomp's class,
-    or the user's own class of that name: their module need not import nascomp)."""
-    try:
-        with calling(who):
-            return call()
-    except InfeasibleArchitecture:
-        raise
-    except KeyboardInterrupt:
-        raise
-    # SystemExit: a builder that parses sys.argv; a BaseException of the user's own made a
-    # traceback
-    except BaseException as exc:
-        if type(exc).__name__ == "InfeasibleArchitecture":
-            raise InfeasibleArchitecture(f"{who}: {exc}") from None
-        raise UserCodeError(
-            f"{who} raised {type(exc).__name__}: {exc} (called with "
-            f"{', '.join(f'{k}={v!r}' for k, v in called.items())})"
-        ) from None
 
 
 # ---------------------------------------------------------------------------- torchvision
