@@ -316,7 +316,8 @@ class Tracker:
             self.client.search_experiments(max_results=1)
         except Exception as exc:
             # MLflow's auth app leaves /health open: a server that wants a user and password
-            # says so here first (HTTP 401 or 403 in MLflow's message, or its error code)
+            # says so here first (HTTP 401 or 403 in MLflow's message, or, where the refusal's
+            # body is JSON and the message names no status, to a read of the API of our own)
             said = re.search(r"error code (40[13]) != 200", str(exc))
             status = said[1] if said is not None else self._api_refuses()
             if status is not None:
