@@ -99,11 +99,7 @@ def register_model(
         # builders under one name would make a config ambiguous. The same function is the same
         # module and name: two plugins' ``build`` are not one function.
         if existing is not None and _where(existing.build) != _where(builder):
-            raise FamilyConflict(
-                f"model family {name!r} is already registered (by {_where(existing.build)}); "
-                f"{_where(builder)} cannot take its name",
-                name,
-            )
+            raise FamilyConflict.of(existing, builder)
         _REGISTRY[name] = ModelFamily(name, builder, space, describe, config)
         if _installing:
             _INSTALLED.add(name)
@@ -119,11 +115,21 @@ class FamilyConflict(ValueError):
         super().__init__(message)
         self.name = name
 
+    @classmethod
+    def of(cls, existing: ModelFamily, builder: Any) -> FamilyConflict:
+        """``builder`` registered under ``existing``'s name."""
+        return cls(
+            f"model family {existing.name!r} is already registered (by "
+            f"{_where(existing.build)}); {_where(builder)} cannot take its name",
+            existing.name,
+        )
 
-def _where(builder: Any) -> str:
-    """A builder's module and name (``acme_models.build``): what tells two builders apart."""
+
+def _where(builder: Any, sep: str = ".") -> str:
+    """A builder's module and name (``acme_models.build``; with ``sep`` ``:``, as a config's
+    ``package.module:function`` path writes it): what tells two builders apart."""
     module = getattr(builder, "__module__", None) or "?"
-    return f"{module}.{getattr(builder, '__qualname__', type(builder).__name__)}"
+    return f"{module}{sep}{getattr(builder, '__qualname__', type(builder).__name__)}"
 
 
 def _is_nascomp(builder: Any) -> bool:
@@ -159,12 +165,7 @@ def _load_plugins() -> None:
             elif callable(loaded) and _where(_REGISTRY[entry.name].build) != _where(loaded):
                 # The entry point's builder was dropped without a word, and a config naming the
                 # family built the other one.
-                raise FamilyConflict(
-                    f"model family {entry.name!r} is already registered (by "
-                    f"{_where(_REGISTRY[entry.name].build)}); {_where(loaded)} cannot take its "
-                    "name",
-                    entry.name,
-                )
+                raise FamilyConflict.of(_REGISTRY[entry.name], loaded)
         except FamilyConflict as exc:
             _PLUGIN_ERRORS[entry.name] = f"{plugin} failed to load: {exc}"
             existing = _REGISTRY.get(exc.name)
@@ -310,9 +311,7 @@ def _build_foreign(
     """Build a model of a family a plugin or the user's code registered, as ``custom`` builds
     one: what the builder raises, and a model that is none or gives no logits of this data,
     is one line naming the builder (a traceback before, out of the pre-flight's checks)."""
-    module = getattr(family.build, "__module__", None) or "?"
-    name = getattr(family.build, "__qualname__", type(family.build).__name__)
-    who = f"builder {module}:{name} of model family {family.name!r}"
+    who = f"builder {_where(family.build, ':')} of model family {family.name!r}"
     called = {"fields": dict(fields), "input_shape": input_shape, "n_classes": n_classes}
     model = call_builder(who, lambda: family.build(dict(fields), input_shape, n_classes), called)
     check_output(model, input_shape, n_classes, who)
