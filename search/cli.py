@@ -1131,15 +1131,24 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(note)
     _print_registered(result.registered)
     device = result.trial.config.device
+    if result.recipe_changed:
+        print(
+            f"note: preprocess.json is the one the trial logged, how the model's inputs were "
+            f"made; today's data gives another {', '.join(result.recipe_changed)}: feed the "
+            "model as preprocess.json says"
+        )
     _print_changes(
         result.trial.config.data.root,
         result.trial.data_changed,
         result.trial.code_changed,
         result.differing(),
-        "the model is the one the search trained; its accuracies here, and preprocess.json "
-        "(the normalisation, a table's inputs and categories), are from today's files: where "
-        f"those changed, `nascomp reproduce {run_id} --export DIR` trains a model that "
-        "matches them",
+        "the model and its preprocess.json are the ones the search trained and logged; its "
+        "accuracies here are from today's files"
+        if result.recipe_logged
+        else "the model is the one the search trained; its accuracies here, and "
+        "preprocess.json (the normalisation, a table's inputs and categories), are from "
+        f"today's files: where those changed, `nascomp reproduce {run_id} --export DIR` trains "
+        "a model that matches them",
         "the files were rebuilt by what that code builds now",
         f"the trial ran on {device}, this on the CPU"
         if device != "cpu"

@@ -76,13 +76,21 @@ _IMAGE_DATA = ("digits", "mnist", "fashion_mnist", "imagefolder", "torchvision")
 
 
 def write_artifact(
-    model: nn.Module, example: torch.Tensor, config: dict[str, Any], out_dir: Path
+    model: nn.Module,
+    example: torch.Tensor,
+    config: dict[str, Any],
+    out_dir: Path,
+    recipe: Mapping[str, Any] | None = None,
 ) -> dict[str, Path]:
     """``model.nascomp`` and ``skeleton.json``: all ``load_exported`` needs (and what a trial
-    run holds as artifacts in MLflow)."""
+    run holds as artifacts in MLflow), and with ``recipe`` (``preprocess_recipe``: how the
+    model's inputs were made) ``preprocess.json``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     model.eval()
     files = {"artifact": out_dir / ARTIFACT, "skeleton": out_dir / SKELETON}
+    if recipe is not None:
+        files["preprocess"] = out_dir / PREPROCESS
+        files["preprocess"].write_text(json.dumps(recipe, indent=2))
     kinds = config.get("quant.layers", LEGACY_LAYERS)  # the layers the trial compressed
     with layer_kinds(kinds):
         # The trial's size_bytes is this file's size: the same coding.
@@ -117,13 +125,15 @@ def export_model(
     categories: Mapping[str, Sequence[str]] | None = None,
     provenance: Mapping[str, Any] | None = None,
     fp16_form: bytes | None = None,
+    recipe: Mapping[str, Any] | None = None,
 ) -> dict[str, Path]:
     """Export ``model`` (in eval mode) next to its flat trial config, ``onnx`` (the file the
     trial measured) as ``model.onnx`` and, with ``fp16``, ``model.fp16.onnx`` (``fp16_form``
     where the caller made it already: ``compressors.onnx_export.fp16_onnx``), and how its
     inputs were normalised (``normalise``), which column each input feature is (``features``,
     and the values of one-hot encoded columns of words, ``categories``) and what its outputs
-    mean (``classes``, each label's name) as ``preprocess.json``; with ``provenance`` (where
+    mean (``classes``, each label's name) as ``preprocess.json`` (``recipe`` instead, where
+    the trial logged its own: ``data_recipe``); with ``provenance`` (where
     the model came from: run ids, metrics), ``export.json``. Return the files written.
 
     A file of an earlier export into ``out_dir`` that this one does not write (model.fp16.onnx
@@ -152,6 +162,7 @@ def export_model(
                 categories,
                 run_id,
                 fp16_form,
+                recipe,
             )
             if provenance is not None:
                 info = {**provenance, "files": _file_facts(staged.values())}
@@ -321,18 +332,14 @@ def _write_export(
     categories: Mapping[str, Sequence[str]] | None,
     run_id: str | None,
     fp16_form: bytes | None = None,
+    recipe: Mapping[str, Any] | None = None,
 ) -> dict[str, Path]:
     """Every file of ``export_model`` but ``export.json``, written into ``out_dir``; the ONNX
-    files name ``run_id``, the trial's run, in their metadata."""
-    files = write_artifact(model, example, config, out_dir)
-    recipe = (
-        preprocess_recipe(normalise, example, config, classes, features, categories)
-        if normalise is not None
-        else None
-    )
-    if recipe is not None:
-        files["preprocess"] = out_dir / PREPROCESS
-        files["preprocess"].write_text(json.dumps(recipe, indent=2))
+    files name ``run_id``, the trial's run, in their metadata. ``recipe`` (the one the trial
+    logged) is ``preprocess.json``; without it, the one ``normalise`` and the rest make."""
+    if recipe is None and normalise is not None:
+        recipe = preprocess_recipe(normalise, example, config, classes, features, categories)
+    files = write_artifact(model, example, config, out_dir, recipe)
     if onnx is not None:
         files["onnx"] = out_dir / "model.onnx"
         files["onnx"].write_bytes(with_metadata(onnx, recipe, run_id))
@@ -421,6 +428,18 @@ def preprocess_recipe(
         "output": "logits: (batch, n_classes) scores before softmax; argmax is the class",
         "classes": list(classes) or None,
     }
+
+
+def data_recipe(data: Any, example: torch.Tensor, config: dict[str, Any]) -> dict[str, Any] | None:
+    """``preprocess_recipe`` of a trial's loaded data (``DataSplits`` or ``StreamedSplits``),
+    as JSON reads it back (lists, not tuples); None where the data does not say how its
+    inputs were normalised."""
+    if data.normalise is None:
+        return None
+    recipe = preprocess_recipe(
+        data.normalise, example, config, data.classes, data.feature_names, data.categories
+    )
+    return json.loads(json.dumps(recipe))
 
 
 def image_mode(data_name: str | None, input_shape: tuple[int, ...]) -> str | None:

@@ -1,7 +1,9 @@
 """Export a trial's model as the search trained it, from its MLflow artifacts: no training.
 
 Every finished trial logs ``model.nascomp`` and ``skeleton.json`` (the compressed model, which
-``load_exported`` rebuilds exactly) and ``onnx_model/`` (the file its latency was timed on).
+``load_exported`` rebuilds exactly), ``preprocess.json`` (how its inputs were made, which the
+export ships even where the data changed since) and ``onnx_model/`` (the file its latency was
+timed on).
 ``nascomp reproduce --export`` trains the trial again to get them, as long as the trial took;
 ``nascomp export`` rebuilds the model from those files instead, evaluates it on the trial's
 own splits to show it is the model the run logged (the accuracies match exactly on the CPU),
@@ -24,7 +26,7 @@ from torch import nn
 
 from nascomp.compressors.onnx_export import OnnxModule
 from nascomp.search.about import version
-from nascomp.search.export import ARTIFACT, SKELETON, load_exported
+from nascomp.search.export import ARTIFACT, PREPROCESS, SKELETON, data_recipe, load_exported
 from nascomp.search.reproduce import (
     LoggedTrial,
     export_with_data,
@@ -57,6 +59,11 @@ class TrialExport:
     shipped: dict[str, float]
     fp16_agreement: float | None = None
     registered: Any = None  # the Model Registry version, with register
+    # preprocess.json is the one the trial logged (True), or made from today's data (False:
+    # the trial, logged by an older nascomp, holds none)
+    recipe_logged: bool = False
+    # the fields of preprocess.json today's data would give otherwise (the trial's is shipped)
+    recipe_changed: tuple[str, ...] = ()
 
     def comparison(self) -> list[tuple[str, float | None, float | None]]:
         logged = self.trial.source.metrics
@@ -96,6 +103,8 @@ def export_trial(
             file = _session(onnx, trial, config.threads) if onnx is not None else None
             data = config.data.load(threads=config.threads)
             _check_same_inputs(folder, trial, data)
+            logged = _logged_recipe(folder, trial)
+            today = data_recipe(data, data.test.head(1), flat)
             evaluated = _accuracies(model, data.val, "val") | _accuracies(model, data.test, "test")
             shipped: dict[str, float] = {}
             if file is not None:
@@ -106,7 +115,8 @@ def export_trial(
         "nascomp": version(),
         "trial_run_id": source.run_id,
         "exported_from": "the trial's MLflow artifacts (model.nascomp, skeleton.json, "
-        "onnx_model): the model as the search trained it, not trained again",
+        f"{'preprocess.json, ' if logged is not None else ''}onnx_model): the model as the "
+        "search trained it, not trained again",
         "tracking_uri": tracker.shown_uri,
         "experiment_id": source.experiment_id,
         "model": describe_trial(flat),
@@ -120,7 +130,7 @@ def export_trial(
         "model_onnx_accuracy": shipped,
     }
     exported, fp16_agreement = export_with_data(
-        model, data.test.head(1), flat, out_dir, data, onnx, fp16, provenance
+        model, data.test.head(1), flat, out_dir, data, onnx, fp16, provenance, recipe=logged
     )
     if onnx is None and echo is not None:
         why = source.tags.get("nascomp.onnx", "no ONNX file: the trial logged none")
@@ -135,7 +145,40 @@ def export_trial(
             data.test.head(1).cpu(),
             json.loads(recipe.read_text()) if recipe is not None else None,
         )
-    return TrialExport(trial, exported, evaluated, shipped, fp16_agreement, registered)
+    changed = tuple(
+        key
+        for key in sorted({*(logged or {}), *(today or {})})
+        if logged is not None and (logged.get(key) != (today or {}).get(key))
+    )
+    return TrialExport(
+        trial,
+        exported,
+        evaluated,
+        shipped,
+        fp16_agreement,
+        registered,
+        recipe_logged=logged is not None,
+        recipe_changed=changed,
+    )
+
+
+def _logged_recipe(folder: Path, trial: LoggedTrial) -> dict[str, Any] | None:
+    """The preprocess.json the trial logged (``_download`` fetched it), None where it logged
+    none; one that is not a JSON object is a one-line ValueError, as a damaged skeleton is."""
+    path = folder / PREPROCESS
+    if not path.is_file():
+        return None
+    try:
+        recipe = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        recipe = exc
+    if not isinstance(recipe, dict):
+        run_id = trial.source.run_id
+        raise ValueError(
+            f"run {run_id}: its {PREPROCESS} is not a JSON object: the run's artifacts were "
+            f"changed or damaged; {_again(run_id)}"
+        )
+    return recipe
 
 
 def _download(tracker: Tracker, trial: LoggedTrial, folder: Path) -> bytes | None:
@@ -143,7 +186,7 @@ def _download(tracker: Tracker, trial: LoggedTrial, folder: Path) -> bytes | Non
     no exporter took the model: the trial was timed in PyTorch). A run without the model
     files, or whose skeleton names another model than its config, is a ValueError."""
     run_id = trial.source.run_id
-    again = f"`nascomp reproduce {run_id} --export DIR` trains the model again"
+    again = _again(run_id)
     listed = {item.path for item in tracker.client.list_artifacts(run_id)}
     missing = [name for name in (ARTIFACT, SKELETON) if name not in listed]
     reproduced = trial.source.tags.get(SOURCE_TAG)
@@ -159,6 +202,8 @@ def _download(tracker: Tracker, trial: LoggedTrial, folder: Path) -> bytes | Non
         )
     for name in (ARTIFACT, SKELETON):
         _fetch(tracker, run_id, name, folder, again)
+    if PREPROCESS in listed:  # how the trial's inputs were made (an older nascomp logged none)
+        _fetch(tracker, run_id, PREPROCESS, folder, again)
     # load_exported imports and calls the builder the skeleton names (trust_code): the one
     # this trial's config names, which reproduce would run too, and no other.
     try:
@@ -184,6 +229,11 @@ def _download(tracker: Tracker, trial: LoggedTrial, folder: Path) -> bytes | Non
     return _fetch(tracker, run_id, f"{ONNX_MODEL_DIR}/model.onnx", folder, again).read_bytes()
 
 
+def _again(run_id: str) -> str:
+    """How to get a model whose logged files an export cannot read."""
+    return f"`nascomp reproduce {run_id} --export DIR` trains the model again"
+
+
 def _fetch(tracker: Tracker, run_id: str, name: str, folder: Path, again: str) -> Path:
     """Artifact ``name`` of the run in ``folder``; one that is gone is a one-line ValueError
     that says how to get the model anyway."""
@@ -203,8 +253,7 @@ def _session(onnx: bytes, trial: LoggedTrial, threads: int) -> OnnxModule:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise ValueError(
             f"run {run_id}: its {ONNX_MODEL_DIR}/model.onnx does not load in ONNX Runtime "
-            f"({first}): the run's artifacts were changed or damaged; `nascomp reproduce "
-            f"{run_id} --export DIR` trains the model again"
+            f"({first}): the run's artifacts were changed or damaged; {_again(run_id)}"
         ) from None
 
 
@@ -252,8 +301,7 @@ def _load(folder: Path, trial: LoggedTrial) -> nn.Module:
         if not trial.code_changed:
             raise ValueError(
                 f"run {run_id}: its {ARTIFACT} and {SKELETON} do not load ({cause}): the run's "
-                "artifacts were changed or damaged; "
-                f"`nascomp reproduce {run_id} --export DIR` trains the model again"
+                f"artifacts were changed or damaged; {_again(run_id)}"
             ) from None
         raise ValueError(
             f"run {run_id}: its model files do not fit what {', '.join(trial.code_changed)} "

@@ -15,7 +15,7 @@ from nascomp.compressors.onnx_export import OnnxModule, fp16_onnx
 from nascomp.search.about import version
 from nascomp.search.epoch_lines import TeacherEpochs, TrialEpochs
 from nascomp.search.errors import one_line
-from nascomp.search.export import export_model, preprocess_recipe, with_metadata
+from nascomp.search.export import data_recipe, export_model, with_metadata
 from nascomp.search.tracking.params import CONFIG_ARTIFACT
 from nascomp.search.tracking.store import Tracker, TrialRecord
 from nascomp.trainers.config import TrialConfig, describe_trial, planned_epochs
@@ -195,13 +195,7 @@ def reproduce(
     example = data.test.head(1)
     if register and outcome.onnx is None:
         raise ValueError(f"--register: the model has no ONNX form ({outcome.info.get('onnx')})")
-    recipe = (
-        preprocess_recipe(
-            data.normalise, example, flat, data.classes, data.feature_names, data.categories
-        )
-        if data.normalise is not None
-        else None
-    )
+    recipe = data_recipe(data, example, flat)
     # The logged (and registered) ONNX model is the exported file: the recipe and the trial
     # in its metadata, so a team that takes it from the registry knows how to feed it.
     onnx = with_metadata(outcome.onnx, recipe, source.run_id) if outcome.onnx else None
@@ -271,10 +265,12 @@ def export_with_data(
     fp16: bool,
     provenance: dict[str, Any],
     fp16_form: bytes | None = None,
+    recipe: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Path], float | None]:
     """``export_model`` with what ``data`` (the trial's loaded data) says of the inputs and
-    outputs; the files written and, with ``fp16``, model.fp16.onnx's top-1 agreement with
-    ``model`` on the validation split."""
+    outputs (``recipe``, the trial's logged preprocess.json, instead where given); the files
+    written and, with ``fp16``, model.fp16.onnx's top-1 agreement with ``model`` on the
+    validation split."""
     exported = export_model(
         model,
         example,
@@ -288,6 +284,7 @@ def export_with_data(
         categories=data.categories,
         provenance=provenance,
         fp16_form=fp16_form,
+        recipe=recipe,
     )
     agreement = None
     if "onnx_fp16" in exported:

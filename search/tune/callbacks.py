@@ -311,8 +311,9 @@ def _step(result: dict) -> int:
 
 
 def _artifacts(trial: Any, echo: Callable[[str], Any] = print) -> list[str]:
-    """The trial's compressed model and its ONNX MLflow model (a folder, made here from the
-    file the worker staged), from its final checkpoint (nascomp.search.tune.trainable)."""
+    """The trial's compressed model, how its inputs were made and its ONNX MLflow model (a
+    folder, made here from the file the worker staged), from its final checkpoint
+    (nascomp.search.tune.trainable)."""
     checkpoint = getattr(trial, "checkpoint", None)
     folder = getattr(checkpoint, "path", None)
     if not folder or not Path(folder).is_dir():
@@ -326,6 +327,7 @@ def _artifacts(trial: Any, echo: Callable[[str], Any] = print) -> list[str]:
         str(path)
         for path in sorted(Path(folder).glob("model.nascomp*"))
         + sorted(Path(folder).glob("skeleton.json"))
+        + sorted(Path(folder).glob("preprocess.json"))
         + ([onnx_model] if onnx_model is not None else [])
     ]
 

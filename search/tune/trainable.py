@@ -34,7 +34,7 @@ import torch
 from ray import tune
 
 from nascomp.search.collector import freeze_imports
-from nascomp.search.export import write_artifact
+from nascomp.search.export import data_recipe, write_artifact
 from nascomp.search.tracking.models import stage_onnx_model
 from nascomp.search.tune.interrupt import interrupt_requested
 from nascomp.search.tune.results import EARLIER_KEY, INFO_PREFIX, STATUS_KEY
@@ -379,7 +379,9 @@ def _report_final(
             trial = TrialConfig.from_flat(dict(config))
             data = trial.data.load(threads=trial.threads)  # cached in this process
             example = data.train.head(1).cpu()
-            write_artifact(outcome.model.cpu(), example, config, Path(folder))
+            # how its inputs were made, as export ships it (the data may change since)
+            recipe = data_recipe(data, example, config)
+            write_artifact(outcome.model.cpu(), example, config, Path(folder), recipe)
             if outcome.onnx is not None:  # the driver makes it an MLflow model pyfunc serves
                 stage_onnx_model(outcome.onnx, Path(folder), example.numpy())
         (Path(folder) / FINAL_FILE).write_text(json.dumps(final))

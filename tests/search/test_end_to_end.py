@@ -320,6 +320,10 @@ def test_export_writes_the_trials_own_model_without_training(searched: Searched)
         logged = Path(searched.client.download_artifacts(source_id, "", scratch))
         # The same compressed model, byte for byte, and the same graph as the search's file.
         assert (export / "model.nascomp").read_bytes() == (logged / "model.nascomp").read_bytes()
+        # the trial logged its recipe, and that is what the export ships
+        assert (export / "preprocess.json").read_bytes() == (
+            logged / "preprocess.json"
+        ).read_bytes()
         import onnx
 
         shipped, searched_file = (
@@ -335,6 +339,7 @@ def test_export_writes_the_trials_own_model_without_training(searched: Searched)
     source = searched.client.get_run(source_id)
     info = json.loads((export / "export.json").read_text())
     assert info["trial_run_id"] == source_id and "reproduction_run_id" not in info
+    assert "preprocess.json" in info["exported_from"]
     for name in ("val_accuracy", "test_accuracy", "val_balanced_accuracy", "onnx_agreement"):
         assert info["evaluated"][name] == source.data.metrics[name], name
     _assert_shipped_accuracy(export, info, result.stdout)
@@ -526,7 +531,8 @@ def test_export_of_damaged_model_files_is_one_line_naming_them(searched: Searche
     """A trial's files changed after the search (a skeleton that is no JSON, a truncated
     compressed file, the ONNX model's file gone from its folder), and a reproduction's run,
     which holds no model files: one line each, naming the run and the way out; nothing
-    written. They were tracebacks, or lines that named neither file nor run."""
+    written. They were tracebacks, or lines that named neither file nor run. A recipe that is
+    no JSON object is refused too, not shipped."""
     source_id = json.loads(searched.cli("pareto", "--json").stdout)["front"][0]["run_id"]
     artifact = Path(searched.client.download_artifacts(source_id, "model.nascomp")).read_bytes()
     again = "`nascomp reproduce {} --export DIR` trains the model again"
@@ -541,6 +547,10 @@ def test_export_of_damaged_model_files_is_one_line_naming_them(searched: Searche
             {"model.nascomp": artifact[:100], "skeleton.json": None, **onnx},
             "its model.nascomp and skeleton.json do not load (ValueError: model.nascomp: "
             "compressed file is truncated): the run's artifacts were changed or damaged",
+        ),
+        "recipe": (
+            {"model.nascomp": None, "skeleton.json": None, "preprocess.json": b"[1]", **onnx},
+            "its preprocess.json is not a JSON object: the run's artifacts were changed or damaged",
         ),
         "no onnx file": (
             {"model.nascomp": None, "skeleton.json": None, "onnx_model/MLmodel": None},

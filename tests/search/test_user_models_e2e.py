@@ -488,7 +488,27 @@ def test_a_csv_file_searched_and_shipped_with_its_columns_and_classes(
             cwd=tmp_path, env=env,
         )  # fmt: skip
         assert again.returncode == 0, again.stderr[-3000:]
+        # The file changes after the search: `dark` renamed `deep` keeps the input width and
+        # puts `light` first. `nascomp export` ships the recipe the trial was trained with,
+        # not today's (which fed the model its one-hot inputs swapped), and says so.
+        frame.assign(ink=np.where(ink == "dark", "deep", ink)).to_csv(
+            tmp_path / "digits.csv", index=False
+        )
+        later = nascomp(
+            "export", "--rank", "1", "--to", "later", "--tracking-uri", uri, cwd=tmp_path, env=env
+        )
+        assert later.returncode == 0, later.stderr[-3000:]
     recipe = json.loads((export / "preprocess.json").read_text())
+    assert json.loads((tmp_path / "later" / "preprocess.json").read_text()) == recipe
+    # the one-hot columns' means swap places too (their stds are the same: p and 1 - p)
+    assert re.search(
+        r"^note: preprocess.json is the one the trial logged, how the model's inputs were made; "
+        r"today's data gives another categories, features(, mean)?: feed the model as "
+        r"preprocess.json says$",
+        later.stdout,
+        re.MULTILINE,
+    ), later.stdout
+    assert "the model and its preprocess.json are the ones the search trained" in later.stdout
     assert recipe["features"] == ["ink=dark", "ink=light", *names[::-1]]
     assert recipe["categories"] == {"ink": ["dark", "light"]}
     assert recipe["classes"] == sorted(words.tolist())
