@@ -208,6 +208,12 @@ class QuantSpace(SpecSection):
     def _budget_fits_widths(self) -> QuantSpace:
         if self.mixed == "budget":
             self._budget_params()
+        if self.mixed == "groups" and len(widths := self._widths()) < 2:
+            # Every group took the one width: the search ran as mixed: none, without a word.
+            raise ValueError(
+                "mixed: groups searches each layer group's width among bits: give two or "
+                f"more (e.g. [4, 8]); got {list(widths)}"
+            )
         # A setting its mode does not read was dropped without a word (the trials' params did
         # not even hold it), as data.factory with a name that reads none would be.
         if self.mixed != "groups" and self.groups and self.groups != PER_LAYER:  # said below

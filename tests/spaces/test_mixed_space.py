@@ -119,6 +119,13 @@ def test_budget_is_one_searched_number() -> None:
         ),
         ({"mixed": "budget", "bits": [16, 32]}, None, r"one of them under 16 .*got \[16, 32\]"),
         ({"mixed": "budget", "bits": [8]}, None, r"give two or more.*got \[8\]"),
+        (  # every group took the one width: mixed: none, and the search said nothing
+            {"mixed": "groups", "bits": [32]},
+            None,
+            r"mixed: groups searches each layer group's width among bits: give two or more "
+            r"\(e.g. \[4, 8\]\); got \[32\]",
+        ),
+        ({"mixed": "groups", "groups": "layers", "bits": 8}, None, r"two or more.*got \[8\]"),
         (
             {"mixed": "groups"},
             {"family": "custom", "builder": "tests.spaces.user_models:tiny"},
