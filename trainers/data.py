@@ -20,6 +20,7 @@ from torch import Tensor
 from nascomp.trainers.errors import DataNotFoundError
 from nascomp.trainers.imagefolder import (
     Listing,
+    dark_note,
     decode_images,
     layout,
     list_split,
@@ -366,7 +367,11 @@ def _load_image_folder(root: str, image_size: int | None) -> _RawData:
         for split, listing in zip(("train", *others), listings, strict=True)
     }
     skipped: Counter[str] = sum((listing.skipped for listing in listings), Counter())
-    notes = [note for note in (skipped_note(skipped), _split_note(folders.train, others)) if note]
+    notes = [
+        note
+        for note in (skipped_note(skipped), _split_note(folders.train, others), dark_note(images))
+        if note
+    ]
     return _RawData(
         parts["train"],
         labels["train"],

@@ -257,6 +257,23 @@ def _walk(class_folder: Path, skipped: Counter[str]) -> list[str]:
     return [os.path.join(top, name) for top, names in sorted(found) for name in sorted(names)]
 
 
+# The brightest level (of 255) below which a whole folder is called nearly black: 16-bit files
+# that hold 8-bit values (0..255) decode to 0 or 1 (scaled over 0..65535).
+_DARK = 3
+
+
+def dark_note(images: Tensor) -> str | None:
+    """A note where every decoded image is nearly black (no value above ``_DARK`` of 255):
+    what 16-bit files holding 8-bit values become, their levels lost, with no error."""
+    if not images.numel() or int(images.max()) > _DARK:
+        return None
+    return (
+        f"data: imagefolder: every image decodes to levels 0..{int(images.max())} of 255 "
+        "(nearly black): 16-bit images are scaled over their whole 0..65535 range, so 16-bit "
+        "files that hold 8-bit values (0..255) lose them; save such files as 8-bit images"
+    )
+
+
 def skipped_note(skipped: Counter[str]) -> str | None:
     """A note for the files that were not read, or None when every file was."""
     if not skipped:

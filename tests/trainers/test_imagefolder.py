@@ -176,6 +176,26 @@ def test_wide_grey_images_keep_their_levels_and_float_ones_are_refused(tmp_path:
         decode_one(str(tmp_path / "depth.tif"), None)
 
 
+def test_a_folder_of_16_bit_files_holding_8_bit_values_gets_a_note(tmp_path: Path) -> None:
+    """Scaled over 0..65535, levels 0..255 in 16-bit files decode to 0 and 1: the images
+    were nearly black, their levels lost, and nothing said so (a helper's sweep)."""
+    for class_index, name in enumerate(("cat", "dog")):
+        (tmp_path / name).mkdir()
+        for k in range(4):
+            levels = np.full((6, 6), 60 + 120 * class_index + k, dtype=np.uint16)
+            Image.fromarray(levels).save(tmp_path / name / f"{k}.png")
+    splits = load_data("imagefolder", str(tmp_path))
+    assert splits.notes[-1] == (
+        "data: imagefolder: every image decodes to levels 0..1 of 255 (nearly black): 16-bit "
+        "images are scaled over their whole 0..65535 range, so 16-bit files that hold 8-bit "
+        "values (0..255) lose them; save such files as 8-bit images"
+    )
+    clear_cache()
+    for path in tmp_path.rglob("*.png"):  # the same levels as 8-bit files: no note
+        Image.fromarray(np.asarray(Image.open(path)).astype(np.uint8)).save(path)
+    assert not any("nearly black" in note for note in load_data("imagefolder", str(tmp_path)).notes)
+
+
 def test_grey_with_alpha_stays_grey_and_exif_rotation_is_applied(tmp_path: Path) -> None:
     Image.new("LA", (5, 3), (80, 255)).save(tmp_path / "la.png")
     assert decode_one(str(tmp_path / "la.png"), None).shape == (3, 5, 1)
