@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nascomp.search import experiment as _experiment
-from nascomp.search.errors import SearchError, SearchInterrupted
+from nascomp.search.errors import SearchError, SearchInterrupted, TrackingError
 from nascomp.search.experiment import Experiment
 from nascomp.search.export import load_exported
 from nascomp.search.interrupts import signals_held
@@ -70,11 +70,12 @@ _API_WORDS = (
 
 @contextlib.contextmanager
 def _in_api_words() -> Iterator[None]:
-    """A ConfigError or SearchError said in run_search's words: the driver's messages name
-    the command line's flags (``--resume X: no such folder``), which a notebook never gave."""
+    """A ConfigError, SearchError or TrackingError said in run_search's words: the driver's
+    and the store's messages name the command line's flags (``--resume X: no such folder``,
+    ``fix --tracking-uri``), which a notebook never gave."""
     try:
         yield
-    except (_experiment.ConfigError, SearchError) as exc:
+    except (_experiment.ConfigError, SearchError, TrackingError) as exc:
         message = str(exc)
         for pattern, words in _API_WORDS:
             message = pattern.sub(words, message)

@@ -989,6 +989,7 @@ def onnx_note(exported: dict[str, Any], metrics: dict[str, float]) -> str | None
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from nascomp.search.export import check_export_folder
     from nascomp.search.reproduce import missing_device, reproduce, unfinished_trial
+    from nascomp.trainers.datasets import FACTORY_FIELD
 
     if args.fp16 and args.export is None:
         return _fail("--fp16 writes model.fp16.onnx into the --export folder: give --export DIR")
@@ -1039,6 +1040,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         "GPU training does not repeat bit for bit"
         if device.startswith("cuda")
         else "another device or thread count?",
+        result.source.params.get(FACTORY_FIELD),
+        "this reproduction trained on the data that code gives now",
     )
     return 0
 
@@ -1079,19 +1082,25 @@ def _print_changes(
     on_data: str,
     on_code: str,
     otherwise: str,
+    factory: str | None = None,
+    on_factory: str = "",
 ) -> None:
-    """What changed since the search ran the trial (its data, its code), and the accuracies
-    that differ from the run's, with the likeliest reason."""
+    """What changed since the search ran the trial (its data, its code: ``on_code`` is said of
+    a builder, ``on_factory`` of its data ``factory``), and the accuracies that differ from
+    the run's, with the likeliest reason."""
     if data_changed:
         print(
             f"note: the files under data.root ({data_root}) were added, removed or changed "
             f"since the search read them: {on_data}"
         )
-    if code_changed:
-        print(
-            f"warning: the source of {', '.join(code_changed)} changed since the search ran it "
-            f"(its module's file, or a module of yours it imports): {on_code}"
-        )
+    built = [path for path in code_changed if path != factory]
+    read = [path for path in code_changed if path == factory]
+    for changed, what in ((built, on_code), (read, on_factory)):
+        if changed:
+            print(
+                f"warning: the source of {', '.join(changed)} changed since the search ran it "
+                f"(its module's file, or a module of yours it imports): {what}"
+            )
     if mismatched:
         why = (
             "the code changed"
@@ -1108,6 +1117,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from nascomp.search.export import check_export_folder
     from nascomp.search.export_run import export_trial
     from nascomp.search.reproduce import unfinished_trial
+    from nascomp.trainers.datasets import FACTORY_FIELD
 
     check_writable_folder(args.to, "--to")  # before the run is looked up
     check_export_folder(args.to, "--to", fp16=args.fp16)
@@ -1153,6 +1163,9 @@ def cmd_export(args: argparse.Namespace) -> int:
         f"the trial ran on {device}, this on the CPU"
         if device != "cpu"
         else "another thread count?",
+        result.trial.flat.get(FACTORY_FIELD),
+        "the model is the one the search trained; its accuracies here are on the data that "
+        "code gives now",
     )
     return 0
 

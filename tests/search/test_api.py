@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 import nascomp
-from nascomp.search.errors import SearchError
+from nascomp.search.errors import SearchError, TrackingError
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "nb201.yaml"
 
@@ -73,6 +73,9 @@ def test_errors_name_the_apis_arguments_not_the_command_lines_flags(tmp_path: Pa
         nascomp.SearchError, match=rf"^resume {missing}: no such folder; .+ or resume='latest' for"
     ):
         nascomp.run_search(None, resume=str(missing), echo=None)
+    # the store's own messages too (a helper's sweep): they said "fix --tracking-uri"
+    with pytest.raises(TrackingError, match=r"unreachable .*; start it or fix tracking\.uri$"):
+        nascomp.run_search(None, overrides=["tracking.uri=http://127.0.0.1:1"], echo=None)
 
 
 def test_a_process_that_started_ray_itself_is_told_before_anything_runs(

@@ -253,7 +253,18 @@ def test_search_reproduce_and_export_a_model_the_user_brings(
                 cwd=tmp_path, env=env,
             )  # fmt: skip
             assert edited.returncode == 0, edited.stderr[-3000:]
-            assert "warning: the source of brought_models:" in edited.stdout
+            # the builder's files rebuilt; the factory's data scored (it said "rebuilt" too)
+            assert (
+                "warning: the source of brought_models:net changed since the search ran it (its "
+                "module's file, or a module of yours it imports): the files were rebuilt by what "
+                "that code builds now\n" in edited.stdout
+            )
+            assert (
+                "warning: the source of brought_models:digits changed since the search ran it "
+                "(its module's file, or a module of yours it imports): the model is the one the "
+                "search trained; its accuracies here are on the data that code gives now\n"
+                in edited.stdout
+            )
             # A factory whose inputs changed shape: ONNX Runtime's traceback before (the
             # model's adaptive pooling took them); one line now, and nothing written.
             module.write_text(
