@@ -293,10 +293,14 @@ class Nb201ArchSpace(ArchSpaceBase):
 
 
 def describe_nb201(arch: Mapping[str, Any]) -> str:
-    """``nb201 none/skip_connect/...``: the ops of the six edges, in cell-string order."""
+    """``nb201 none/skip_connect/...``: the ops of the six edges, in cell-string order, after
+    the skeleton's width and depth (``C8 N1``) where they are not the benchmark's C=16, N=5
+    (a searched width gave models 60 times apart one label)."""
     cell = arch.get("cell")
     ops = list(parse_cell(cell)) if isinstance(cell, str) else ["?"] * N_EDGES
-    return "nb201 " + "/".join(ops)
+    channels, n_cells = arch.get("channels", 16), arch.get("n_cells", 5)
+    skeleton = f"C{channels} N{n_cells} " if (channels, n_cells) != (16, 5) else ""
+    return f"nb201 {skeleton}" + "/".join(ops)
 
 
 @register_model("nb201", space=Nb201ArchSpace, describe=describe_nb201, config=NB201Config)

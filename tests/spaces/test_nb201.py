@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from nascomp.spaces.models import InfeasibleArchitecture, build_model
+from nascomp.spaces.models import InfeasibleArchitecture, build_model, describe_arch
 from nascomp.spaces.nb201 import (
     N_EDGES,
     NB201_OPS,
@@ -144,6 +144,16 @@ def test_channels_and_n_cells_fields() -> None:
         build_model({**arch, "n_cells": 0}, (3, 32, 32), 10)
     with pytest.raises(ValueError, match="needs field"):
         build_model({"family": "nb201"}, (3, 32, 32), 10)
+
+
+def test_a_label_names_the_width_and_depth_where_they_are_not_the_benchmarks() -> None:
+    """A searched width gave models 60 times apart one label on the front (a helper's sweep)."""
+    conv = "/".join(["nor_conv_3x3"] * 6)
+    assert describe_arch({"family": "nb201", "cell": ALL_CONV3}) == f"nb201 {conv}"
+    assert describe_arch({"family": "nb201", "cell": ALL_CONV3, "channels": 16}) == f"nb201 {conv}"
+    wide = {"family": "nb201", "cell": ALL_CONV3, "channels": 4, "n_cells": 1}
+    assert describe_arch(wide) == f"nb201 C4 N1 {conv}"
+    assert describe_arch({**wide, "channels": 16}) == f"nb201 C16 N1 {conv}"
 
 
 def test_paths_are_the_four_input_to_output_paths() -> None:
