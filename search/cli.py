@@ -1010,9 +1010,9 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     device = str(record.params.get("device", "cpu"))
     if missing := missing_device(run_id, device):
         return _fail(missing)
-    print(f"reproducing {run_id}: {_describe(record.params)}")
     if lookup:
         return _reproduce_lookup(record)
+    print(f"reproducing {run_id}: {_describe(record.params)}")
     result = reproduce(tracker, run_id, args.export, args.register, fp16=args.fp16, echo=print)
     print(f"  {'metric':<24}{'logged':>14}{'reproduced':>14}")
     for name, logged, again in result.comparison():
@@ -1216,15 +1216,25 @@ def _target_run(args: argparse.Namespace, tracker: Any, verb: str) -> str:
 
 
 def _reproduce_lookup(record: Any) -> int:
-    """A lookup trial has no weights to export: look the cell up again and compare."""
-    from nascomp.trainers.nb201_lookup import run_lookup_trial
+    """A lookup trial has no weights to export: look the cell up again and compare (before
+    the header line: a table that is gone is one line)."""
+    from nascomp.trainers.nb201_lookup import look_up_again
 
-    again = run_lookup_trial(record.params).metrics
+    try:
+        outcome, changed = look_up_again(record.params)
+    except ValueError as exc:
+        raise ValueError(f"run {record.run_id}: {exc}") from None
+    print(f"reproducing {record.run_id}: {_describe(record.params)}")
     print(f"  {'metric':<24}{'logged':>14}{'reproduced':>14}")
-    for name, value in again.items():
+    for name, value in outcome.metrics.items():
         logged = record.metrics.get(name)
         same = "  =" if logged == value else ""
         print(f"  {name:<24}{_fmt(logged):>14}{_fmt(value):>14}{same}")
+    if changed:
+        print(
+            f"note: the table {record.params.get('nb201.table')} changed since the search read "
+            "it (its SHA-256): the reproduced accuracies are today's table's"
+        )
     return 0
 
 

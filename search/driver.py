@@ -909,6 +909,7 @@ def trial_base(experiment: Experiment) -> dict[str, Any]:
             "trial": "nb201_lookup",
             "nb201.dataset": experiment.nb201.dataset,
             "nb201.table": experiment.nb201.table,
+            "nb201.table_sha256": experiment.nb201.table_sha256,
             "seed": constants["seed"],
         }
     return constants

@@ -27,7 +27,8 @@ from nascomp.spaces.models import plugin_error
 from nascomp.spaces.params import RANGE_KEYS
 from nascomp.spaces.space import ARCH_SPACES, SpaceConfig, arch_keys
 from nascomp.trainers.config import flatten
-from nascomp.trainers.nb201_lookup import Nb201LookupConfig
+from nascomp.trainers.init import file_digest
+from nascomp.trainers.nb201_lookup import Nb201LookupConfig, table_problem
 from nascomp.trainers.settings import (
     MAX_SEED,
     METRIC_BOUNDS,
@@ -438,8 +439,7 @@ def _check_lookup(experiment: Experiment) -> None:
     }
     # Checked here, not on the field: experiments that never look anything up need no table.
     table = experiment.nb201.resolved_table()
-    if not table.is_file():
-        what = "is a folder" if table.is_dir() else "does not exist"
+    if what := table_problem(table):
         raise ValueError(f"nb201.table: NAS-Bench-201 table {str(table)!r} {what}")
     if missing := missing_columns(table, experiment.nb201.dataset):
         raise ValueError(
@@ -447,6 +447,14 @@ def _check_lookup(experiment: Experiment) -> None:
             f"column(s) {', '.join(missing)} (the table's arch,cellstr,cifar10-test,...)"
         )
     experiment.nb201.table = str(table)
+    digest, read = file_digest(table), experiment.nb201.table_sha256
+    if read is not None and read != digest:  # a resumed search's: the table changed since
+        raise ValueError(
+            f"nb201.table_sha256: the table {str(table)!r} is not the one this search read "
+            f"(SHA-256 {read[:12]}... then, {digest[:12]}... now): put that table back, or "
+            "start a new search"
+        )
+    experiment.nb201.table_sha256 = digest
     for field, (value, needed) in fixed.items():
         if value != needed and value != [needed]:
             raise ValueError(

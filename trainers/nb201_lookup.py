@@ -28,6 +28,7 @@ from nascomp.compressors.measure import count_macs, count_params
 from nascomp.compressors.size import model_size_bytes
 from nascomp.spaces.models import build_model
 from nascomp.spaces.nb201 import N_EDGES, cell_string, parse_cell
+from nascomp.trainers.init import file_digest
 from nascomp.trainers.settings import Section
 from nascomp.trainers.trial import STATUS_OK, TrialOutcome
 
@@ -58,6 +59,11 @@ class Nb201LookupConfig(Section):
         "../shared/data/nasbench201/nb201_accuracy.csv beside the checkout; a relative path "
         "is read from the working folder",
     )
+    table_sha256: str | None = Field(
+        None,
+        description="filled in from the table when a lookup search reads it and logged with "
+        "every trial, so that reproduce says when the table changed since; not set by hand",
+    )
 
     def resolved_table(self) -> Path:
         if self.table:
@@ -65,6 +71,33 @@ class Nb201LookupConfig(Section):
         root = os.environ.get(DATA_ROOT_ENV)
         # resolved, as a given path is: validating the experiment again keeps the same string
         return (Path(root).expanduser() / TABLE_FILE if root else DEFAULT_TABLE).resolve()
+
+
+def table_problem(table: Path) -> str | None:
+    """Why ``table`` cannot be read as the table (``does not exist``, ``is a folder``), or
+    None."""
+    if table.is_file():
+        return None
+    return "is a folder" if table.is_dir() else "does not exist"
+
+
+def look_up_again(config: Mapping[str, Any]) -> tuple[TrialOutcome, bool]:
+    """A logged lookup trial's ``run_lookup_trial`` again, and whether its table changed since
+    the search read it (``nb201.table_sha256``; runs logged before it was recorded: False). A
+    table that is gone or does not read is a one-line ValueError naming it (a traceback)."""
+    table = Path(str(config.get("nb201.table") or DEFAULT_TABLE))
+    if problem := table_problem(table):
+        raise ValueError(
+            f"its NAS-Bench-201 table {str(table)!r} (nb201.table) {problem}: put the table "
+            "the search read back there to look the cell up again"
+        )
+    logged = config.get("nb201.table_sha256")
+    changed = bool(logged) and file_digest(table) != logged
+    try:
+        return run_lookup_trial(config), changed
+    except (ValueError, KeyError, UnicodeDecodeError, csv.Error) as exc:
+        text = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        raise ValueError(f"its NAS-Bench-201 table {str(table)!r} (nb201.table): {text}") from None
 
 
 @lru_cache(maxsize=4)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
+import shutil
 from pathlib import Path
 
 import optuna
@@ -12,11 +14,12 @@ from mlflow.tracking import MlflowClient
 
 from nascomp.search.driver import trial_base
 from nascomp.search.errors import ConfigError
-from nascomp.search.experiment import load_experiment
+from nascomp.search.experiment import load_experiment, validate_experiment
 from nascomp.search.samplers import make_sampler
 from nascomp.search.samplers.space import DefineByRun
 from nascomp.spaces.nb201 import cell_string
-from nascomp.trainers.nb201_lookup import network_costs, run_lookup_trial
+from nascomp.trainers.init import file_digest
+from nascomp.trainers.nb201_lookup import cell_from_flat, network_costs, run_lookup_trial
 from tests.search.conftest import nascomp, nascomp_here
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "nb201.yaml"
@@ -72,6 +75,22 @@ def test_lookup_refuses_settings_the_table_does_not_know() -> None:
         load_experiment(EXAMPLE, ["constraints=['params <= 1e6', 'latency_ms <= 2']"])
 
 
+def test_the_tables_digest_is_filled_in_and_a_changed_table_refused(tmp_path: Path) -> None:
+    """Every trial logs the table's SHA-256 (reproduce says when it changed since); an
+    experiment that holds one (a resumed search's) refuses a table changed since."""
+    table = tmp_path / "nb201.csv"
+    shutil.copyfile(load_experiment(EXAMPLE).nb201.resolved_table(), table)
+    experiment = load_experiment(EXAMPLE, [f"nb201.table={table}"])
+    assert experiment.nb201.table_sha256 == file_digest(table)
+    assert trial_base(experiment)["nb201.table_sha256"] == file_digest(table)
+    again = validate_experiment(experiment.model_dump())  # the same table: the same digest
+    assert again.nb201.table_sha256 == experiment.nb201.table_sha256
+    with table.open("a") as handle:
+        handle.write("\n")
+    with pytest.raises(ConfigError, match=r"^nb201\.table_sha256: the table .* is not the one"):
+        validate_experiment(experiment.model_dump())
+
+
 def test_tpe_local_never_repeats_a_point() -> None:
     experiment = load_experiment(EXAMPLE, ["search.trials=60", "search.sampler=tpe_local"])
     space = DefineByRun(experiment.space.params(), trial_base(experiment))
@@ -94,6 +113,8 @@ def test_lookup_search_pick_plot_and_reproduce(
 ) -> None:
     uri = f"sqlite:///{workdir / 'mlflow.db'}"
     common = ["--tracking-uri", uri, "--experiment", "nb"]
+    csv_table = workdir / "nb201.csv"  # the user's copy, which changes after the search below
+    shutil.copyfile(load_experiment(str(EXAMPLE)).nb201.resolved_table(), csv_table)
     result = nascomp(
         "search",
         str(EXAMPLE),
@@ -101,6 +122,8 @@ def test_lookup_search_pick_plot_and_reproduce(
         "16",
         "--set",
         f"storage={workdir / 'results'}",
+        "--set",
+        f"nb201.table={csv_table}",
         "--set",
         'constraints=["params <= 800000"]',
         *common,
@@ -129,6 +152,7 @@ def test_lookup_search_pick_plot_and_reproduce(
         filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
     )
     for child in children:
+        assert child.data.params["nb201.table_sha256"] == file_digest(csv_table)
         feasible = child.data.metrics["params"] <= 800_000
         assert child.data.tags["nascomp.feasible"] == str(feasible).lower()
     # The reading commands run in this process (the console script ran the search above).
@@ -167,6 +191,31 @@ def test_lookup_search_pick_plot_and_reproduce(
     exported = nascomp_here(capsys, "reproduce", best_id, "--export", str(workdir / "x"), *common)
     assert exported.returncode == 2 and "is a NAS-Bench-201 lookup: no trained" in exported.stderr
     assert "val_accuracy" in again.stdout and "=" in again.stdout
+    assert "changed since" not in again.stdout
+    # The table edited since: the reproduction says so (it printed the new value unsaid).
+    lines = csv_table.read_text().splitlines(keepends=True)
+    cellstr = cell_from_flat(client.get_run(best_id).data.params)
+    index = next(i for i, line in enumerate(lines) if f",{cellstr}," in line)
+    header = lines[0].strip().split(",")
+    cells = lines[index].rstrip("\n").split(",")
+    cells[header.index("cifar10-val")] = "99.5"
+    lines[index] = ",".join(cells) + "\n"
+    csv_table.write_text("".join(lines))
+    edited = nascomp_here(capsys, "reproduce", best_id, *common)
+    assert edited.returncode == 0, edited.stderr
+    assert re.search(r"^  val_accuracy +\S+ +0\.9950$", edited.stdout, re.MULTILINE), edited.stdout
+    assert edited.stdout.endswith(
+        f"note: the table {csv_table} changed since the search read it (its SHA-256): the "
+        "reproduced accuracies are today's table's\n"
+    )
+    # The table gone (moved, another machine): one line, no header, where it was a traceback.
+    csv_table.unlink()
+    gone = nascomp_here(capsys, "reproduce", best_id, *common)
+    assert gone.returncode == 2 and gone.stdout == ""
+    assert gone.stderr == (
+        f"nascomp: error: run {best_id}: its NAS-Bench-201 table '{csv_table}' (nb201.table) does "
+        "not exist: put the table the search read back there to look the cell up again\n"
+    )
     bad = nascomp_here(capsys, "pareto", "--pick", "max speed", *common)
     assert bad.returncode == 2 and "unknown metric 'speed'" in bad.stderr
     # The plot's format follows its suffix.
