@@ -441,7 +441,11 @@ def _check_lookup(experiment: Experiment) -> None:
     table = experiment.nb201.resolved_table()
     if what := table_problem(table):
         raise ValueError(f"nb201.table: NAS-Bench-201 table {str(table)!r} {what}")
-    if missing := missing_columns(table, experiment.nb201.dataset):
+    try:
+        missing = missing_columns(table, experiment.nb201.dataset)
+    except ValueError as exc:  # not UTF-8: it said the header lacked the columns
+        raise ValueError(f"nb201.table: {str(table)!r}: {exc}") from None
+    if missing:
         raise ValueError(
             f"nb201.table: {str(table)!r} is no NAS-Bench-201 table: its first line lacks the "
             f"column(s) {', '.join(missing)} (the table's arch,cellstr,cifar10-test,...)"

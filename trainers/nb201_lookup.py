@@ -14,6 +14,7 @@ no MLflow. Keys it reads: ``arch.edge0..5`` (or ``arch.cell``), ``nb201.dataset`
 from __future__ import annotations
 
 import csv
+import io
 import itertools
 import math
 import os
@@ -110,7 +111,7 @@ def load_table(path: str, dataset: str) -> dict[str, tuple[float, float]]:
     columns = (f"{prefix}-val", f"{prefix}-test")
     table: dict[str, tuple[float, float]] = {}
     lines: dict[str, int] = {}
-    with Path(path).open(newline="", encoding="utf-8") as handle:
+    with io.StringIO(_utf8(Path(path).read_bytes()), newline="") as handle:
         reader = csv.DictReader(handle)
         for row in reader:
             line = reader.line_num  # the row's last line in the file
@@ -132,6 +133,18 @@ def load_table(path: str, dataset: str) -> dict[str, tuple[float, float]]:
     return table
 
 
+def _utf8(data: bytes) -> str:
+    """``data`` as UTF-8 text; bytes that are not are a ValueError naming their line (the
+    decoder's own error gave a position within a block of the file)."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ValueError(
+            f"line {line}: byte {data[exc.start]:#04x} is not UTF-8 text; save the table as UTF-8"
+        ) from None
+
+
 def _percent(row: dict[str, Any], column: str, line: int) -> float:
     text = row.get(column)
     try:
@@ -147,12 +160,13 @@ def _percent(row: dict[str, Any], column: str, line: int) -> float:
 def missing_columns(table: str | Path, dataset: str) -> list[str]:
     """The columns a lookup on ``dataset`` reads that the table's header lacks (its first
     line, read alone): a CSV of something else passed the checks, and every trial failed
-    with KeyError: 'cellstr'."""
+    with KeyError: 'cellstr'. A first line that is not UTF-8 is a ValueError saying so."""
     prefix = _dataset(dataset)[0]
     try:
-        with Path(table).open(newline="", encoding="utf-8") as handle:
-            header = next(csv.reader(handle), [])
-    except (OSError, UnicodeDecodeError, csv.Error):
+        with Path(table).open("rb") as handle:
+            first = _utf8(handle.readline())  # bytes that are not UTF-8: a ValueError
+        header = next(csv.reader([first]), [])
+    except (OSError, csv.Error):
         header = []
     needed = ["cellstr", f"{prefix}-val", f"{prefix}-test"]
     return [column for column in needed if column not in header]

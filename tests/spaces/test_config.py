@@ -467,6 +467,17 @@ def test_a_lookup_tables_rows_are_checked_before_the_search(
         message = error_for(*lookup, f"nb201.table={table}")
         assert message.startswith(f"nb201.table: '{table}'"), (name, message)
         assert expected in message and "\n" not in message, (name, message)
+    # Latin-1 bytes (an é): in the header it was "lacks the column(s) cellstr, ..."; further
+    # on, the decoder's position within a block of the file. Now the line, either way.
+    for line, name in ((1, "latin_header"), (501, "latin_row")):
+        latin = [*lines]
+        latin[line - 1] += ",caf\xe9"
+        table = tmp_path / f"{name}.csv"
+        table.write_bytes("\n".join(latin).encode("latin-1"))
+        assert error_for(*lookup, f"nb201.table={table}") == (
+            f"nb201.table: '{table}': line {line}: byte 0xe9 is not UTF-8 text; save the table "
+            "as UTF-8"
+        )
     # the space's own cells alone: a table of a smaller space's cells serves it
     ops = "space.arch.ops=[none, skip_connect]"
     small = [r for r in rows if all(op in ("none", "skip_connect") for op in _ops(r))]
