@@ -791,7 +791,8 @@ def _sized_to_space(experiment: Experiment, notes: list[str]) -> Experiment:
 def _unread_sections_notes(experiment: Experiment, notes: list[str]) -> None:
     """Notes for settings the user gave that no part of this search reads (as the space's own
     say for its leaves): the teacher's when no trial distils (a garbage teacher.checkpoint
-    passed unsaid), the rungs' without the scheduler that reads them."""
+    passed unsaid), the rungs' without the scheduler that reads them, the NAS-Bench-201
+    table's when trials train."""
     teacher = experiment.teacher
     if (
         experiment.trial == "train"
@@ -815,6 +816,12 @@ def _unread_sections_notes(experiment: Experiment, notes: list[str]) -> None:
                 f"{', '.join(given)}: never read: trial nb201_lookup reads NAS-Bench-201's "
                 "table, which holds each network's trained accuracies"
             )
+    elif experiment.nb201.model_fields_set - {"table_sha256"}:
+        notes.append(
+            "nb201: never read: trial is train (trial: nb201_lookup reads it), so its settings "
+            f"({', '.join(sorted(experiment.nb201.model_fields_set - {'table_sha256'}))}) are "
+            "not checked or used"
+        )
     search = experiment.search
     if search.scheduler == "none" and "rungs" in search.model_fields_set:
         notes.append("search.rungs: never read: search.scheduler is none (mo_asha reads it)")

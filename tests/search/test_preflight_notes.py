@@ -694,6 +694,14 @@ def test_settings_that_no_part_of_the_search_reads_get_a_note() -> None:
         "train, measure: never read: trial nb201_lookup reads NAS-Bench-201's table, which "
         "holds each network's trained accuracies"
     ]
+    # and the reverse: a training search's nb201 section, a table never checked (a sweep)
+    notes = []
+    given = ["nb201.dataset=cifar100", "nb201.table=/nowhere.csv"]
+    _unread_sections_notes(load_experiment(None, given), notes)
+    assert notes == [
+        "nb201: never read: trial is train (trial: nb201_lookup reads it), so its settings "
+        "(dataset, table) are not checked or used"
+    ]
     assert chance_note(0.9, 2) is None and chance_note(0.74, 2) is not None
 
 
