@@ -132,9 +132,9 @@ def export_model(
     where the caller made it already: ``compressors.onnx_export.fp16_onnx``), and how its
     inputs were normalised (``normalise``), which column each input feature is (``features``,
     and the values of one-hot encoded columns of words, ``categories``) and what its outputs
-    mean (``classes``, each label's name) as ``preprocess.json`` (``recipe`` instead, where
-    the trial logged its own: ``data_recipe``); with ``provenance`` (where
-    the model came from: run ids, metrics), ``export.json``. Return the files written.
+    mean (``classes``, each label's name) as ``preprocess.json`` (``recipe`` instead where
+    given: the one the trial logged); with ``provenance`` (where the model came from: run
+    ids, metrics), ``export.json``. Return the files written.
 
     A file of an earlier export into ``out_dir`` that this one does not write (model.fp16.onnx
     without ``fp16``) is removed; a file of an export's name that no earlier export wrote is

@@ -145,10 +145,11 @@ def export_trial(
             data.test.head(1).cpu(),
             json.loads(recipe.read_text()) if recipe is not None else None,
         )
-    changed = tuple(
-        key
-        for key in sorted({*(logged or {}), *(today or {})})
-        if logged is not None and (logged.get(key) != (today or {}).get(key))
+    today = today or {}
+    changed = (
+        tuple(k for k in sorted({*logged, *today}) if logged.get(k) != today.get(k))
+        if logged is not None
+        else ()
     )
     return TrialExport(
         trial,
