@@ -67,7 +67,8 @@ class Reproduction:
         if not reused or self.outcome.metrics.get("reused_epochs"):
             return ""
         return (
-            f"the search reused {reused:g} epochs an earlier trial had trained, bit for bit: "
+            f"the search reused {reused:g} epoch{'' if reused == 1 else 's'} an earlier trial "
+            "had trained, bit for bit: "
             "its train_seconds count them as that trial measured them; this run trained them "
             "again"
         )

@@ -351,27 +351,36 @@ class ParetoLocalSearchSampler(common.ParentSampler):
             if (
                 done.number < first_half
                 and done.number not in self._partnered
-                and not self._would_repeat(done, trial.number)
+                and not self._would_repeat(study, done, trial.number)
             ):
                 self._partnered.add(done.number)
                 self._partners[trial.number] = dict(done.params)
                 return
 
-    def _would_repeat(self, partner: FrozenTrial, number: int) -> bool:
-        """Would start trial ``number``, paired with ``partner``, be the same point? So when
-        every parameter the partner read after training is categorical and the design gives
-        trial ``number`` the partner's choice of each (in a space that searches no compression,
-        always)."""
+    def _would_repeat(self, study: Study, partner: FrozenTrial, number: int) -> bool:
+        """Would start trial ``number``, paired with ``partner`` (its training, the design's
+        choices of what is read after it), repeat an earlier trial's point? Never where a
+        parameter read after training is a number (the trial draws its own); the partner
+        itself where the design gives it the partner's choice of each (in a space that
+        searches no compression, always); and any earlier trial with the same choices: a start
+        trial asked while this partner still trained took the design's own row, which may be
+        the partner's training with this row's pruning and bits."""
         assert self._after_training is not None
+        point: dict[str, Any] = {}
         for name, dist in partner.distributions.items():
-            if not self._after_training(name) or dist.single():
+            if dist.single():
+                continue
+            if not self._after_training(name):
+                point[name] = partner.params[name]
                 continue
             if not isinstance(dist, CategoricalDistribution):
                 return False
-            index = self._start_design(name, len(dist.choices))[number]
-            if dist.choices[index] != partner.params[name]:
-                return False
-        return True
+            point[name] = dist.choices[self._start_design(name, len(dist.choices))[number]]
+        return any(
+            {n: v for n, v in done.params.items() if not done.distributions[n].single()} == point
+            for done in study.get_trials(deepcopy=False)
+            if done.number < number
+        )
 
     def _arrange(self, study: Study, trial: FrozenTrial) -> None:
         """With ``start_cost``, once the first start trial has shown the space (at the second

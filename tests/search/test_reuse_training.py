@@ -56,6 +56,8 @@ def test_trials_start_from_the_trained_student_and_reproduce_exactly(workdir: Pa
     reproduction.source.metrics["test_accuracy"] += 0.5
     assert reproduction.differing_accuracies() == ["test_accuracy"]
     assert reproduce(tracker, trials[0].run_id).reuse_note() == ""  # it trained them itself
+    reproduction.source.metrics["reused_epochs"] = 1.0  # one epoch is one epoch, not "1 epochs"
+    assert reproduction.reuse_note().startswith("the search reused 1 epoch an earlier trial ")
     searched = trials[2].metrics
     for name, value in again.items():
         if name not in TIMINGS:

@@ -98,6 +98,39 @@ def test_a_pairing_that_would_repeat_its_partner_is_not_made(seed: int) -> None:
     assert bare._partnered == set()
 
 
+@pytest.mark.parametrize("seed", range(12))
+def test_no_start_trial_repeats_another_with_trials_running_and_one_stopped(seed: int) -> None:
+    """Two trials at once, the third stopped (mo_asha): a second-half trial asked while its
+    would-be partner trained took the design's own row, which could be that partner's
+    training with a later trial's pruning; the later trial, paired with that partner, then ran
+    the same point (a helper's sweep: two start trials of one search alike, key for key).
+    A pairing is now checked against every earlier trial, not its partner alone."""
+
+    def suggest(trial: optuna.Trial) -> None:
+        trial.suggest_categorical("width", [4, 8, 16])
+        trial.suggest_categorical("depth", [1, 2, 3])
+        trial.suggest_categorical("prune", [4, 8])
+
+    sampler = ParetoLocalSearchSampler(
+        seed=seed, n_startup_trials=10, after_training=_after_training
+    )
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
+    running: list[optuna.Trial] = []
+    for _ in range(10):
+        trial = study.ask()
+        suggest(trial)
+        running.append(trial)
+        if len(running) == 2:  # the earlier one ends as the next is asked
+            done = running.pop(0)
+            if done.number == 2:
+                study.tell(done, state=TrialState.PRUNED)
+            else:
+                params = done.params
+                study.tell(done, (float(params["width"] * params["depth"]), float(params["prune"])))
+    points = [tuple(sorted(t.params.items())) for t in study.trials]
+    assert len(set(points)) == len(points), points
+
+
 def test_a_start_trial_pairs_only_with_a_finished_trial() -> None:
     """With the first half still running, a second-half trial draws from the design as any
     start trial; once some have finished it pairs with the earliest finished one not yet
