@@ -130,7 +130,15 @@ def export_trial(
         "model_onnx_accuracy": shipped,
     }
     exported, fp16_agreement = export_with_data(
-        model, data.test.head(1), flat, out_dir, data, onnx, fp16, provenance, recipe=logged
+        model,
+        data.test.head(1),
+        flat,
+        out_dir,
+        data,
+        onnx,
+        fp16,
+        provenance,
+        recipe=logged if logged is not None else today,  # today's made once, not again
     )
     if onnx is None and echo is not None:
         why = source.tags.get("nascomp.onnx", "no ONNX file: the trial logged none")
