@@ -816,6 +816,17 @@ def _unread_sections_notes(experiment: Experiment, notes: list[str]) -> None:
                 f"{', '.join(given)}: never read: trial nb201_lookup reads NAS-Bench-201's "
                 "table, which holds each network's trained accuracies"
             )
+        # what only trained trials give: a trained student to reuse, seconds to learn costs from
+        asked = [
+            f"search.{name}"
+            for name in ("reuse_training", "cost_aware")
+            if name in experiment.search.model_fields_set and getattr(experiment.search, name)
+        ]
+        if asked:
+            notes.append(
+                f"{', '.join(asked)}: never read: trial nb201_lookup trains nothing (no trained "
+                "student to reuse, no training time to learn costs from)"
+            )
     elif experiment.nb201.model_fields_set - {"table_sha256"}:
         notes.append(
             "nb201: never read: trial is train (trial: nb201_lookup reads it), so its settings "

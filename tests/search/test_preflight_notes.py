@@ -694,6 +694,14 @@ def test_settings_that_no_part_of_the_search_reads_get_a_note() -> None:
         "train, measure: never read: trial nb201_lookup reads NAS-Bench-201's table, which "
         "holds each network's trained accuracies"
     ]
+    # nor reuses a training or learns what one costs; a setting that turns one off is no news
+    notes = []
+    given = ["search.reuse_training=false", "search.cost_aware=true"]
+    _unread_sections_notes(load_experiment(lookup, given), notes)
+    assert notes == [
+        "search.cost_aware: never read: trial nb201_lookup trains nothing (no trained student "
+        "to reuse, no training time to learn costs from)"
+    ]
     # and the reverse: a training search's nb201 section, a table never checked (a sweep)
     notes = []
     given = ["nb201.dataset=cifar100", "nb201.table=/nowhere.csv"]
