@@ -180,11 +180,11 @@ def _overlap(
 
 def checked_digest(path: str | Path, sha256: str | None, field: str, consequence: str) -> str:
     """The file's SHA-256; a ValueError naming ``field`` when the config recorded another
-    (the file changed since the experiment was read: ``consequence``)."""
+    (the file changed since the search read it: ``consequence``)."""
     found = file_digest(path)
     if sha256 is not None and found != sha256:
         raise ValueError(
-            f"{field}: {path} changed since the experiment was read (sha256 {sha256[:12]}..., "
+            f"{field}: {path} changed since the search read it (sha256 {sha256[:12]}..., "
             f"now {found[:12]}...); {consequence}"
         )
     return found

@@ -129,7 +129,7 @@ def test_the_file_must_be_the_one_the_config_recorded(tmp_path: Path) -> None:
     initial_weights(str(other), None)
     assert list(init_module._LOADED) == [(str(other), file_digest(other))]
     torch.save(small(4).state_dict(), path)  # retrained after the search began
-    with pytest.raises(ValueError, match=r"train.init: .*w.pt changed since the experiment"):
+    with pytest.raises(ValueError, match=r"train.init: .*w.pt changed since the search read it"):
         initial_weights(str(path), config.init_sha256)
     path.unlink()
     with pytest.raises(ValueError, match=r"train\.init: .*w\.pt does not exist"):
