@@ -506,6 +506,13 @@ def _parser() -> argparse.ArgumentParser:
         type=_model_name,
         help="register the reproduced ONNX model in the MLflow Model Registry as NAME",
     )
+    reproduce.add_argument(
+        "--table",
+        type=Path,
+        metavar="CSV",
+        help="a NAS-Bench-201 lookup: its table, where it is now if not where the search read "
+        "it (another machine); a table whose bytes changed is noted",
+    )
     reproduce.set_defaults(run=cmd_reproduce)
 
     export = commands.add_parser(
@@ -1001,6 +1008,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     run_id = _target_run(args, tracker, "reproduce")
     record = tracker.trial_record(run_id)
     lookup = record.params.get("trial") == "nb201_lookup"
+    if args.table is not None and not lookup:
+        return _fail(f"--table: run {run_id} trained: only a NAS-Bench-201 lookup reads a table")
     if lookup and (args.export is not None or args.register):
         flag = "--export" if args.export is not None else "--register"
         return _fail(f"{flag}: run {run_id} is a NAS-Bench-201 lookup: no trained weights")
@@ -1011,7 +1020,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     if missing := missing_device(run_id, device):
         return _fail(missing)
     if lookup:
-        return _reproduce_lookup(record)
+        return _reproduce_lookup(record, args.table)
     print(f"reproducing {run_id}: {_describe(record.params)}")
     result = reproduce(tracker, run_id, args.export, args.register, fp16=args.fp16, echo=print)
     print(f"  {'metric':<24}{'logged':>14}{'reproduced':>14}")
@@ -1215,13 +1224,20 @@ def _target_run(args: argparse.Namespace, tracker: Any, verb: str) -> str:
     return run_id
 
 
-def _reproduce_lookup(record: Any) -> int:
-    """A lookup trial has no weights to export: look the cell up again and compare (before
-    the header line: a table that is gone is one line)."""
+def _reproduce_lookup(record: Any, table: Path | None) -> int:
+    """A lookup trial has no weights to export: look the cell up again (in ``table``, where
+    the table moved) and compare (before the header line: a table that is gone is one line)."""
     from nascomp.trainers.nb201_lookup import look_up_again
 
+    searched = record.params.get("nb201.table")
+    fix = (
+        "give the table the search read"
+        if table is not None
+        else "put the table the search read back there or give --table PATH where it is now"
+    )
+    named = "--table" if table is not None else "nb201.table"
     try:
-        outcome, changed = look_up_again(record.params)
+        outcome, changed = look_up_again(record.params, table, named, fix)
     except ValueError as exc:
         raise ValueError(f"run {record.run_id}: {exc}") from None
     print(f"reproducing {record.run_id}: {_describe(record.params)}")
@@ -1232,8 +1248,13 @@ def _reproduce_lookup(record: Any) -> int:
         print(f"  {name:<24}{_fmt(logged):>14}{_fmt(value):>14}{same}")
     if changed:
         print(
-            f"note: the table {record.params.get('nb201.table')} changed since the search read "
-            "it (its SHA-256): the reproduced accuracies are today's table's"
+            f"note: the table {table or searched} changed since the search read it (its "
+            "SHA-256): the reproduced accuracies are today's table's"
+        )
+    elif table is not None and not record.params.get("nb201.table_sha256"):
+        print(
+            f"note: run {record.run_id} logged no SHA-256 of its table (an older search): "
+            f"whether {table} holds what {searched} held is not known"
         )
     return 0
 

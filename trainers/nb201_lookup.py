@@ -82,23 +82,31 @@ def table_problem(table: Path) -> str | None:
     return "is a folder" if table.is_dir() else "does not exist"
 
 
-def look_up_again(config: Mapping[str, Any]) -> tuple[TrialOutcome, bool]:
+def look_up_again(
+    config: Mapping[str, Any],
+    table: Path | None = None,
+    named: str = "nb201.table",
+    fix: str = "put the table the search read back there",
+) -> tuple[TrialOutcome, bool]:
     """A logged lookup trial's ``run_lookup_trial`` again, and whether its table changed since
-    the search read it (``nb201.table_sha256``; runs logged before it was recorded: False). A
-    table that is gone or does not read is a one-line ValueError naming it (a traceback)."""
-    table = Path(str(config.get("nb201.table") or DEFAULT_TABLE))
+    the search read it (``nb201.table_sha256``; runs logged before it was recorded: False).
+    ``table``: where the table is now, when not where the search read it (another machine),
+    as the option ``named`` gave it. A table that is gone or does not read is a one-line
+    ValueError naming it and ``fix`` (a traceback)."""
+    if table is None:
+        table = Path(str(config.get("nb201.table") or DEFAULT_TABLE))
     if problem := table_problem(table):
         raise ValueError(
-            f"its NAS-Bench-201 table {str(table)!r} (nb201.table) {problem}: put the table "
-            "the search read back there to look the cell up again"
+            f"its NAS-Bench-201 table {str(table)!r} ({named}) {problem}: to look the cell up "
+            f"again, {fix}"
         )
     logged = config.get("nb201.table_sha256")
     changed = bool(logged) and file_digest(table) != logged
     try:
-        return run_lookup_trial(config), changed
+        return run_lookup_trial({**config, "nb201.table": str(table)}), changed
     except (ValueError, KeyError, UnicodeDecodeError, csv.Error) as exc:
         text = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        raise ValueError(f"its NAS-Bench-201 table {str(table)!r} (nb201.table): {text}") from None
+        raise ValueError(f"its NAS-Bench-201 table {str(table)!r} ({named}): {text}") from None
 
 
 @lru_cache(maxsize=4)

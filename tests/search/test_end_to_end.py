@@ -480,6 +480,15 @@ def test_a_gpu_trial_reproduced_without_a_gpu_is_one_line_before_anything_trains
         "DIR` writes its model without training\n"
     )
     assert result.stdout == ""
+    # --table is a lookup's: a trained run's reproduction is refused before it trains
+    table = nascomp_here(
+        capsys, "reproduce", copy_id, "--table", "t.csv", "--tracking-uri", searched.uri
+    )
+    assert table.returncode == 2 and table.stdout == ""
+    assert table.stderr == (
+        f"nascomp: error: --table: run {copy_id} trained: only a NAS-Bench-201 lookup reads a "
+        "table\n"
+    )
     # From Python: the config's device, the same line.
     tracker = Tracker(searched.uri, "on-a-gpu")
     with pytest.raises(ValueError, match=f"^run {copy_id} trained on a CUDA GPU"):

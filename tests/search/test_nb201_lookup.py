@@ -209,12 +209,24 @@ def test_lookup_search_pick_plot_and_reproduce(
         "reproduced accuracies are today's table's\n"
     )
     # The table gone (moved, another machine): one line, no header, where it was a traceback.
-    csv_table.unlink()
+    moved = csv_table.rename(workdir / "moved.csv")
     gone = nascomp_here(capsys, "reproduce", best_id, *common)
     assert gone.returncode == 2 and gone.stdout == ""
     assert gone.stderr == (
         f"nascomp: error: run {best_id}: its NAS-Bench-201 table '{csv_table}' (nb201.table) does "
-        "not exist: put the table the search read back there to look the cell up again\n"
+        "not exist: to look the cell up again, put the table the search read back there or give "
+        "--table PATH where it is now\n"
+    )
+    # --table: where it is now (still the edited table, so still said)
+    found = nascomp_here(capsys, "reproduce", best_id, "--table", str(moved), *common)
+    assert found.returncode == 0, found.stderr
+    assert re.search(r"^  val_accuracy +\S+ +0\.9950$", found.stdout, re.MULTILINE), found.stdout
+    assert f"note: the table {moved} changed since the search read it" in found.stdout
+    absent = nascomp_here(capsys, "reproduce", best_id, "--table", str(csv_table), *common)
+    assert absent.returncode == 2 and absent.stdout == ""
+    assert absent.stderr == (
+        f"nascomp: error: run {best_id}: its NAS-Bench-201 table '{csv_table}' (--table) does "
+        "not exist: to look the cell up again, give the table the search read\n"
     )
     bad = nascomp_here(capsys, "pareto", "--pick", "max speed", *common)
     assert bad.returncode == 2 and "unknown metric 'speed'" in bad.stderr
