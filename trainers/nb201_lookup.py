@@ -109,12 +109,20 @@ def look_up_again(
         raise ValueError(f"its NAS-Bench-201 table {str(table)!r} ({named}): {text}") from None
 
 
-@lru_cache(maxsize=4)
 def load_table(path: str, dataset: str) -> dict[str, tuple[float, float]]:
     """cell string -> (validation, test) accuracy in % on ``dataset``, read once per process,
-    path and dataset. A table that is not NAS-Bench-201's in those columns is a ValueError
-    naming the line and column: a cell the lookup cannot read, a value that is no
-    percentage (``abc``, 150, or every value at most 1: fractions), a cell listed twice."""
+    path and dataset while the file stays as it was (its size and modification time: a table
+    edited between two searches of one Python session was looked up as it was first read).
+    A table that is not NAS-Bench-201's in those columns is a ValueError naming the line and
+    column: a cell the lookup cannot read, a value that is no percentage (``abc``, 150, or
+    every value at most 1: fractions), a cell listed twice."""
+    stat = Path(path).stat()
+    return _read_table(path, dataset, (stat.st_mtime_ns, stat.st_size))
+
+
+@lru_cache(maxsize=4)
+def _read_table(path: str, dataset: str, stamp: tuple[int, int]) -> dict[str, tuple[float, float]]:
+    """:func:`load_table`'s reading, cached by ``stamp`` (the file's mtime and size)."""
     prefix = _dataset(dataset)[0]
     columns = (f"{prefix}-val", f"{prefix}-test")
     table: dict[str, tuple[float, float]] = {}

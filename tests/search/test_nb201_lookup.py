@@ -37,6 +37,25 @@ def test_lookup_reads_the_table_and_builds_the_network() -> None:
     assert cifar100.metrics["val_accuracy"] != outcome.metrics["val_accuracy"]
 
 
+def test_a_table_edited_in_one_process_is_read_again(tmp_path: Path) -> None:
+    """Two lookups of one Python session with the table edited between them: the second looked
+    the cell up in the table as first read (cached by path alone)."""
+    from nascomp.trainers.nb201_lookup import DEFAULT_TABLE
+
+    table = tmp_path / "nb201.csv"
+    shutil.copyfile(DEFAULT_TABLE, table)
+    config = {"arch.cell": ALL_CONV3, "nb201.dataset": "cifar10", "nb201.table": str(table)}
+    before = run_lookup_trial(config).metrics["val_accuracy"]
+    lines = table.read_text().splitlines(keepends=True)
+    header = lines[0].strip().split(",")
+    index = next(i for i, line in enumerate(lines) if f",{ALL_CONV3}," in line)
+    cells = lines[index].rstrip("\n").split(",")
+    cells[header.index("cifar10-val")] = "12.5"
+    lines[index] = ",".join(cells) + "\n"
+    table.write_text("".join(lines))
+    assert before != 0.125 and run_lookup_trial(config).metrics["val_accuracy"] == 0.125
+
+
 def test_the_default_table_is_under_the_data_root_when_one_is_set(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
