@@ -120,7 +120,7 @@ def export_trial(
         "tracking_uri": tracker.shown_uri,
         "experiment_id": source.experiment_id,
         "model": describe_trial(flat),
-        "model_onnx_form": source.tags.get("nascomp.latency_form", ""),
+        "model_onnx_form": logged_onnx_form(source.tags) if onnx is not None else "",
         "metrics": dict(source.metrics),
         # the user's code the model is built by, as load_exported compares it
         "code_files": code_files_digest(code_paths(flat)),
@@ -169,6 +169,17 @@ def export_trial(
         recipe_logged=logged is not None,
         recipe_changed=changed,
     )
+
+
+def logged_onnx_form(tags: dict[str, str]) -> str:
+    """The form of the trial's ONNX file (``onnxruntime int8-qdq``) as its run's tags give it.
+    Trials logged before ``nascomp.onnx_form`` was recorded: their ``latency_form`` where
+    latency was timed on that file, else "" (not known: a torch-timed trial's latency_form
+    names PyTorch's form, not the file's)."""
+    if form := tags.get("nascomp.onnx_form"):
+        return form
+    timed = tags.get("nascomp.latency_form", "")
+    return timed if timed.startswith("onnxruntime") else ""
 
 
 def _logged_recipe(folder: Path, trial: LoggedTrial) -> dict[str, Any] | None:

@@ -221,7 +221,7 @@ def reproduce(
         "experiment_id": source.experiment_id,
         "model": describe_trial(flat),
         # model.onnx's form: int8 QDQ, or float32 holding the rounded weights
-        "model_onnx_form": outcome.info.get("latency_form", ""),
+        "model_onnx_form": outcome.info.get("onnx_form", "") if onnx is not None else "",
         "metrics": dict(outcome.metrics),
         # the user's code the model is built by, as load_exported compares it
         "code_files": code_files_digest(code_paths(flat)),

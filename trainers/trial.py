@@ -544,7 +544,19 @@ class _Trial:
         if self.onnx is not None:
             metrics["onnx_bytes"] = float(len(self.onnx.data))
             metrics["onnx_agreement"] = self._agreement(self.onnx.module)
+            # the shipped file's form, whatever runtime latency is timed on (export.json)
+            info["onnx_form"] = self.onnx.name
         runtime = measure.resolved_runtime(self.cfg.device)
+        if runtime == "onnxruntime" and self.onnx is None:
+            if measure.runtime == "onnxruntime":  # asked for by name: the file or nothing
+                raise ValueError(
+                    "measure.runtime: onnxruntime times the trial's ONNX file and this model "
+                    "has none; measure.runtime: auto or torch times PyTorch's form instead "
+                    f"({info['onnx']})"
+                )
+            # auto: PyTorch's form, which the trial's line and tag say (its latency is not
+            # comparable with the ONNX Runtime latencies beside it on the front)
+            info["latency_fallback"] = "no ONNX file: latency timed in PyTorch"
         if runtime == "onnxruntime" and self.onnx is not None:
             timed, info["latency_form"] = self.onnx.module, self.onnx.name
             timing["device"] = "cpu"  # the CPU package of ONNX Runtime

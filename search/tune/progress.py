@@ -22,6 +22,7 @@ from typing import Any, TextIO
 from ray.tune import Callback
 
 from nascomp.search.front.report import fmt
+from nascomp.search.tune.results import INFO_PREFIX
 from nascomp.spaces.constraints import Constraint, is_feasible
 from nascomp.trainers.config import planned_epochs
 
@@ -117,6 +118,8 @@ class ProgressLine(Callback):
             broken = [str(c) for c in self.constraints if not is_feasible([c], result)]
             if broken:
                 detail += f"  (breaks {' and '.join(broken)}: off the front)"
+            if fallback := result.get(f"{INFO_PREFIX}latency_fallback"):
+                detail += f"  ({fallback})"
         else:
             detail = str(result.get("nascomp_reason", ""))[:90]
         self._line(trial, status, detail)

@@ -291,7 +291,7 @@ def test_reproduce_matches_and_exports(searched: Searched) -> None:
     assert info["trial_run_id"] == source_id
     assert info["reproduction_run_id"] == again[0].info.run_id
     assert info["metrics"]["val_accuracy"] == source.data.metrics["val_accuracy"]
-    assert info["model_onnx_form"] == source.data.tags["nascomp.latency_form"]
+    assert info["model_onnx_form"] == source.data.tags["nascomp.onnx_form"]
     onnx_bytes = (export / "model.onnx").read_bytes()
     assert info["files"]["model.onnx"] == {
         "bytes": len(onnx_bytes),

@@ -500,3 +500,16 @@ def test_load_exported_names_the_argument_or_the_file_that_is_wrong(tmp_path: Pa
     artifact.write_bytes(packed[: len(packed) // 2])
     with pytest.raises(ValueError, match=rf"^{artifact}: "):
         load_exported(tmp_path)
+
+
+def test_export_json_names_the_form_of_model_onnx_not_what_latency_timed() -> None:
+    """A trial timed in PyTorch (measure.runtime: torch) ships the same int8 QDQ file: its
+    export.json said ``torch int8-x86``, the form latency was timed on."""
+    from nascomp.search.export_run import logged_onnx_form
+
+    torch_timed = {"nascomp.latency_form": "torch int8-x86"}
+    recorded = {**torch_timed, "nascomp.onnx_form": "onnxruntime int8-qdq"}
+    assert logged_onnx_form(recorded) == "onnxruntime int8-qdq"
+    assert logged_onnx_form(torch_timed) == ""  # an older trial: not known
+    older = {"nascomp.latency_form": "onnxruntime fp32-folded-4bit"}  # timed on the file
+    assert logged_onnx_form(older) == "onnxruntime fp32-folded-4bit"

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nascomp.search.tune.progress import ProgressLine
+from nascomp.search.tune.results import INFO_PREFIX
 from nascomp.trainers.config import planned_epochs
 
 
@@ -184,6 +185,16 @@ def test_a_trial_that_breaks_a_constraint_says_so_in_its_line() -> None:
     assert lines[1].endswith(
         "ok         val_accuracy=0.9000  (breaks size_bytes <= 3000: off the front)"
     )
+
+
+def test_a_trial_timed_in_torch_for_want_of_an_onnx_file_says_so_in_its_line() -> None:
+    lines: list[str] = []
+    progress = ProgressLine(1, {"latency_ms": "min"}, lines.append, clock=Clock())
+    result = {"nascomp_status": "ok", "latency_ms": 2.04}
+    trial = Trial("cummax", CONFIG, {**result, f"{INFO_PREFIX}latency_fallback": "no ONNX file"})
+    progress.on_trial_start(0, [], trial)
+    progress.on_trial_complete(0, [], trial)
+    assert lines[0].endswith("ok         latency_ms=2.0400  (no ONNX file)")
 
 
 @dataclass

@@ -143,3 +143,17 @@ def partial_residual(input_shape, n_classes, blocks=4):
     return nn.Sequential(
         *layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, n_classes)
     )
+
+
+def no_onnx(input_shape, n_classes, width=8):
+    """A model no ONNX exporter takes (torch.cummax has no ONNX op)."""
+    return _CumMax(tiny(input_shape, n_classes, width))
+
+
+class _CumMax(nn.Module):
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(torch.cummax(x, dim=3).values)

@@ -95,6 +95,7 @@ def test_torch_runtime_times_torchs_own_int8_form() -> None:
     flat = pruned("structured", 0.5, **{"quant.bits": 8, "measure.runtime": "torch"})
     outcome = run_trial(flat)
     assert outcome.info["latency_form"] == "torch int8-x86"
+    assert outcome.info["onnx_form"] == "onnxruntime int8-qdq"  # the file, not what was timed
     assert float(outcome.info["deploy_agreement"]) >= TORCH_INT8_AGREEMENT
     assert outcome.metrics["onnx_agreement"] >= 0.99  # the ONNX file is built all the same
 
@@ -141,8 +142,25 @@ def test_other_widths_are_timed_with_folded_weights(
 
 def test_thirty_two_bits_time_the_model_itself() -> None:
     outcome = run_trial(config(**{"train.epochs": 1}))
-    assert outcome.info == {"latency_form": "onnxruntime fp32"}
+    assert outcome.info == {"latency_form": "onnxruntime fp32", "onnx_form": "onnxruntime fp32"}
     assert outcome.metrics["onnx_agreement"] == 1.0  # fp32: the same function
+
+
+def test_a_model_with_no_onnx_file_is_timed_in_torch_and_says_so() -> None:
+    """No exporter takes the model (torch.cummax): ``auto`` times PyTorch's form and the trial
+    says so (a front mixed the two runtimes' latencies unsaid); ``onnxruntime``, asked for by
+    name, fails the trial instead of timing something else."""
+    flat = config(**{"train.epochs": 1})
+    flat = {k: v for k, v in flat.items() if not k.startswith("arch.")}
+    flat |= {"arch.family": "custom", "arch.builder": "tests.spaces.user_models:no_onnx"}
+    outcome = run_trial(flat)
+    assert outcome.status == "ok" and outcome.onnx is None
+    assert outcome.info["latency_form"] == "torch fp32" and "onnx_form" not in outcome.info
+    assert outcome.info["latency_fallback"] == "no ONNX file: latency timed in PyTorch"
+    assert "'aten::cummax'" in outcome.info["onnx"]
+    assert "onnx_bytes" not in outcome.metrics and outcome.metrics["latency_ms"] > 0
+    with pytest.raises(ValueError, match=r"^measure\.runtime: onnxruntime times the trial's ONNX"):
+        run_trial({**flat, "measure.runtime": "onnxruntime"})
 
 
 @pytest.mark.parametrize("which", ["int8", "four_bit"])
