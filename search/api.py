@@ -153,7 +153,8 @@ def run_search(
     checked = load_experiment(experiment, overrides)
     if resume is not None and not isinstance(resume, str | Path):
         raise _experiment.ConfigError(f"resume: a result folder or 'latest'; got {resume!r}")
-    if address is not None and not isinstance(address, str):  # 6379: an AttributeError
+    # 6379: an AttributeError; "" (an unset variable's value) ran on a local Ray
+    if address is not None and (not isinstance(address, str) or not address.strip()):
         raise _experiment.ConfigError(
             f"address: a Ray cluster's 'HOST:PORT' or 'auto' (a str), or None; got {address!r}"
         )

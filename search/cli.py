@@ -179,6 +179,17 @@ def _folder(text: str) -> Path:
     return Path(os.path.normpath(Path(text).expanduser()))  # `a/../b`: b, as the checks read
 
 
+def _address(text: str) -> str:
+    """argparse's type for --address: an empty one (``--address "$HEAD"`` with HEAD unset)
+    ran the search on a local Ray, as if no address had been given."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            "expected HOST:PORT (the cluster's GCS, port 6379 by default) or auto; got an empty "
+            "address (leave --address out for a local Ray)"
+        )
+    return text
+
+
 def _model_name(text: str) -> str:
     """argparse's type for a Model Registry name: refused at once, not after the trial has
     trained again (MLflow refuses '/' and ':' only when registering)."""
@@ -427,7 +438,9 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument("--trials", type=int, help="number of trials (search.trials)")
     search.add_argument("--concurrent", type=int, help="trials at once (search.concurrent)")
     search.add_argument(
-        "--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)"
+        "--address",
+        type=_address,
+        help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)",
     )
     search.add_argument("--seed", type=int, help="search seed (search.seed)")
     search.add_argument(

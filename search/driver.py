@@ -1131,6 +1131,11 @@ def _check_host_port(address: str, timeout_s: float, named: str, looked_up: bool
             f"{named} {address!r}: expected HOST:PORT (the cluster's GCS, port 6379 by "
             "default, not an http:// address) or auto"
         )
+    if "," in address:  # several addresses: Ray joins one cluster by one GCS address
+        raise SearchError(
+            f"{named} {address!r}: one HOST:PORT (the cluster's GCS, port 6379 by default), "
+            "not a list"
+        )
     if ":" in host and not host.startswith("["):  # Ray refuses ::1:6379 after the teacher
         raise SearchError(
             f"{named} {address!r}: write an IPv6 address in brackets, [{host}]:{port}"
@@ -1168,8 +1173,9 @@ _TOKEN_REFUSED = (
     f"the cluster refused this machine's Ray token (none, or not its own); {_TOKEN_NEEDED} "
     "(Ray reads it once per process: from Python, start a new one)"
 )
-# gRPC's status for a method the server does not have.
+# gRPC's statuses for a method the server does not have, and for a call it never answered.
 _UNIMPLEMENTED = 12
+_DEADLINE_EXCEEDED = 4
 
 
 def _check_gcs_call(address: str, named: str) -> None:
@@ -1198,6 +1204,12 @@ def _check_gcs_call(address: str, named: str) -> None:
                 f"{named} {address}: a gRPC server answers there, but not a Ray cluster's GCS "
                 "(it lacks the GCS's calls: a raylet's or another service's port?); give the "
                 "GCS address, port 6379 by default"
+            ) from None
+        if exc.rpc_code == _DEADLINE_EXCEEDED:  # ray.init then waited without end
+            raise SearchError(
+                f"{named} {address}: a server answers there but gave no Ray GCS reply in time "
+                "(a wedged GCS, or another HTTP/2 service's port?); check the cluster with "
+                f"`ray status --address {address}`"
             ) from None
 
 

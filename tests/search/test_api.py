@@ -56,6 +56,8 @@ def test_bad_experiments_raise_one_line_config_errors() -> None:
         nascomp.run_search(None, echo="quiet")  # type: ignore[arg-type]
     with pytest.raises(nascomp.ConfigError, match=r"^address: a Ray cluster's .*got 6379$"):
         nascomp.run_search(None, address=6379)  # type: ignore[arg-type]
+    with pytest.raises(nascomp.ConfigError, match=r"^address: a Ray cluster's .*got ''$"):
+        nascomp.run_search(None, address="")  # an unset variable's value: it ran locally
 
 
 def test_errors_name_the_apis_arguments_not_the_command_lines_flags(tmp_path: Path) -> None:

@@ -978,6 +978,56 @@ def test_an_ipv6_address_in_brackets_is_dialled_as_ipv6() -> None:
     )
 
 
+def test_a_list_of_addresses_is_one_address_too_many() -> None:
+    """It was told to write an IPv6 address in brackets, '[127.0.0.1:6379,127.0.0.1]:1'."""
+    from nascomp.search.driver import check_ray_address
+    from nascomp.search.errors import SearchError
+
+    with pytest.raises(SearchError) as caught:
+        check_ray_address("127.0.0.1:6379,127.0.0.1:1")
+    assert str(caught.value) == (
+        "--address '127.0.0.1:6379,127.0.0.1:1': one HOST:PORT (the cluster's GCS, port 6379 "
+        "by default), not a list"
+    )
+
+
+def test_a_server_that_speaks_http2_but_never_answers_is_refused() -> None:
+    """It passed the checks (a SETTINGS frame, then silence: a wedged GCS, an HTTP/2 proxy),
+    and ray.init then waited without end. Ray's GCS client gives up after its 30 s."""
+    import socket
+    import threading
+
+    from nascomp.search.driver import check_ray_address
+    from nascomp.search.errors import SearchError
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:  # closed at the test's end
+                return
+            conn.sendall(bytes([0, 0, 0, 4, 0, 0, 0, 0, 0]))  # an empty SETTINGS frame
+            held.append(conn)  # read nothing, answer nothing, close nothing
+
+    threading.Thread(target=serve, daemon=True).start()
+    address = f"127.0.0.1:{listener.getsockname()[1]}"
+    try:
+        with pytest.raises(SearchError) as caught:
+            check_ray_address(address)
+    finally:
+        listener.close()
+        for conn in held:
+            conn.close()
+    assert str(caught.value) == (
+        f"--address {address}: a server answers there but gave no Ray GCS reply in time (a "
+        "wedged GCS, or another HTTP/2 service's port?); check the cluster with `ray status "
+        f"--address {address}`"
+    )
+
+
 # What MLflow's telemetry takes for a CI machine or a test run, where it stays off by itself.
 _CI_MARKERS = ("PYTEST_CURRENT_TEST", "GITHUB_ACTIONS", "CI", "CIRCLECI", "GITLAB_CI", "TRAVIS")
 
@@ -1048,6 +1098,13 @@ def test_no_usage_telemetry_files_in_the_users_home(tmp_path: Path) -> None:
             ["reproduce", "x", "--register", ""],
             "nascomp reproduce: error: argument --register: must name the registered model; got "
             "an empty name (see nascomp reproduce --help)",
+        ),
+        # --address "$HEAD" with HEAD unset: the search ran on a local Ray, unsaid
+        (
+            ["search", "--address", ""],
+            "nascomp search: error: argument --address: expected HOST:PORT (the cluster's GCS, "
+            "port 6379 by default) or auto; got an empty address (leave --address out for a "
+            "local Ray) (see nascomp search --help)",
         ),
     ],
 )
