@@ -30,6 +30,7 @@ from nascomp.trainers.config import flatten
 from nascomp.trainers.init import file_digest
 from nascomp.trainers.nb201_lookup import Nb201LookupConfig, table_problem
 from nascomp.trainers.settings import (
+    ABOVE_ZERO,
     MAX_SEED,
     METRIC_BOUNDS,
     METRICS,
@@ -289,7 +290,7 @@ class Experiment(TrainingSections):
     @field_validator("constraints")
     @classmethod
     def _constraints_parse(cls, constraints: list[str]) -> list[str]:
-        check_can_hold(parse_constraints(constraints, METRICS), METRIC_BOUNDS)
+        check_can_hold(parse_constraints(constraints, METRICS), METRIC_BOUNDS, ABOVE_ZERO)
         return constraints
 
     @model_validator(mode="after")

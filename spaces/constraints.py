@@ -14,7 +14,7 @@ import difflib
 import math
 import operator
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 _NUMBER = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
@@ -83,10 +83,13 @@ def parse_constraints(texts: Sequence[str], metrics: Sequence[str]) -> list[Cons
 
 
 def check_can_hold(
-    constraints: Sequence[Constraint], bounds: Mapping[str, tuple[float, float]]
+    constraints: Sequence[Constraint],
+    bounds: Mapping[str, tuple[float, float]],
+    above_low: Collection[str] = (),
 ) -> None:
     """Refuse a constraint no value meets (``val_accuracy >= 1.5``, where ``bounds`` says
-    what each metric can be), two that no one value meets together (``params <= 100`` and
+    what each metric can be, and ``above_low`` names those never at their low bound: a size
+    or a latency is never 0), two that no one value meets together (``params <= 100`` and
     ``params >= 200``) and one given twice: each trained a whole search to an empty front.
     ValueError names the item as ``constraints[i]``."""
     for i, constraint in enumerate(constraints):
@@ -97,13 +100,17 @@ def check_can_hold(
                 f"constraints[{i}]: {text!r} repeats constraints[{earlier.index(constraint)}]"
             )
         low, high = bounds.get(constraint.metric, (-math.inf, math.inf))
-        if not _can_hold([constraint], low, high):
-            takes = f"in [{low:g}, {high:g}]" if math.isfinite(high) else f"at least {low:g}"
+        low_open = constraint.metric in above_low
+        if not _can_hold([constraint], low, high, low_open):
+            if math.isfinite(high):
+                takes = f"in {'(' if low_open else '['}{low:g}, {high:g}]"
+            else:
+                takes = f"more than {low:g}" if low_open else f"at least {low:g}"
             raise ValueError(
                 f"constraints[{i}]: {text!r} can never hold: {constraint.metric} is {takes}"
             )
         same = (c for c in earlier if c.metric == constraint.metric)
-        clash = next((c for c in same if not _can_hold([c, constraint], low, high)), None)
+        clash = next((c for c in same if not _can_hold([c, constraint], low, high, low_open)), None)
         if clash is not None:
             raise ValueError(
                 f"constraints[{i}]: {text!r} and constraints[{earlier.index(clash)}] "
@@ -111,9 +118,12 @@ def check_can_hold(
             )
 
 
-def _can_hold(constraints: Sequence[Constraint], low: float, high: float) -> bool:
-    """Whether one value in [low, high] meets every constraint (all on one metric)."""
-    low_open = high_open = False
+def _can_hold(
+    constraints: Sequence[Constraint], low: float, high: float, low_open: bool = False
+) -> bool:
+    """Whether one value in [low, high] ((low, high] with ``low_open``) meets every
+    constraint (all on one metric)."""
+    high_open = False
     for c in constraints:
         if c.op in (">=", ">") and (c.bound > low or (c.bound == low and c.op == ">")):
             low, low_open = c.bound, c.op == ">"

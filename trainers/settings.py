@@ -61,6 +61,9 @@ METRIC_BOUNDS = {
     name: (0.0, 1.0) if name.endswith(("accuracy", "agreement")) else (0.0, math.inf)
     for name in METRICS
 }
+# Never 0 on a trial that ended ok: every model has weights and bytes, and takes time to run
+# (a constraint ``size_bytes <= 0`` trained a whole search to an empty front).
+ABOVE_ZERO = ("params", "size_bytes", "latency_ms", "latency_batch_ms", "onnx_bytes")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 MAX_SEED = 2**32 - 1  # NumPy's and scikit-learn's seeds are 32-bit
 

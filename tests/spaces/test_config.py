@@ -665,7 +665,16 @@ TEACHER = "teacher.arch={family: custom, builder: 'tests.spaces.user_models:tiny
         ),
         (
             ['constraints=["size_bytes <= -5"]'],
-            "constraints[0]: 'size_bytes <= -5' can never hold: size_bytes is at least 0",
+            "constraints[0]: 'size_bytes <= -5' can never hold: size_bytes is more than 0",
+        ),
+        # a model always has bytes and takes time: at 0 too (a helper's sweep)
+        (
+            ['constraints=["latency_ms <= 0"]'],
+            "constraints[0]: 'latency_ms <= 0' can never hold: latency_ms is more than 0",
+        ),
+        (
+            ['constraints=["nonzero_params <= -1"]'],
+            "'nonzero_params <= -1' can never hold: nonzero_params is at least 0",
         ),
         (['constraints=["params < 0"]'], "'params < 0' can never hold"),
         (['constraints=["onnx_agreement > 1"]'], "'onnx_agreement > 1' can never hold"),

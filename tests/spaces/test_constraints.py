@@ -101,3 +101,15 @@ def test_parse_pick() -> None:
     for bad in (*bad_rules, "knee val_accuracy", "knee where", ""):
         with pytest.raises(ValueError, match="--pick"):
             parse_pick(bad, METRICS)
+
+
+def test_a_metric_above_its_low_bound_never_meets_it() -> None:
+    from nascomp.spaces.constraints import check_can_hold, parse_constraints
+
+    bounds = {"size_bytes": (0.0, math.inf), "val_accuracy": (0.0, 1.0)}
+    meetable = ["size_bytes > 0", "size_bytes < 0.5", "size_bytes >= 0", "val_accuracy <= 0"]
+    check_can_hold(parse_constraints(meetable, list(bounds)), bounds, ["size_bytes"])
+    for never in ("size_bytes <= 0", "size_bytes < 0"):
+        with pytest.raises(ValueError, match=r"size_bytes is more than 0$"):
+            check_can_hold(parse_constraints([never], list(bounds)), bounds, ["size_bytes"])
+    check_can_hold(parse_constraints(["size_bytes <= 0"], list(bounds)), bounds)  # closed
