@@ -442,6 +442,7 @@ class _SearchRun:
                 with (
                     running_clock(clock) if clock is not None else contextlib.nullcontext(),
                     ray_compat.without_result_analysis(),
+                    ray_compat.search_reopened() if restore else contextlib.nullcontext(),
                 ):
                     grid = tuner.fit()
             finally:

@@ -31,6 +31,30 @@ def adopt_restored(tuner: Any, callbacks: list) -> Any:
 
 
 @contextlib.contextmanager
+def search_reopened() -> Iterator[None]:
+    """Within the block, a restored search asks its searcher for trials again.
+
+    Tune's ``SearchGenerator`` (which ``tune.run`` wraps the searcher in) records ``finished``
+    once its searcher answers FINISHED (nascomp's budget spent) and restores it with the
+    snapshot (``set_state``, in ``fit``): a search interrupted after its budget was spent,
+    resumed with more, then never asked for a trial, and ended "interrupted" at every resume.
+    The searcher says again whether it has finished (a budget still spent answers FINISHED at
+    its first ask)."""
+    from ray.tune.search.search_generator import SearchGenerator
+
+    restore = SearchGenerator.set_state
+
+    def set_state(self: Any, state: dict) -> None:
+        restore(self, {**state, "finished": False})
+
+    SearchGenerator.set_state = set_state
+    try:
+        yield
+    finally:
+        SearchGenerator.set_state = restore
+
+
+@contextlib.contextmanager
 def without_result_analysis() -> Iterator[None]:
     """Skip Tune's result analysis within the block: nascomp's results are in MLflow, and of
     the ``ResultGrid`` that ``Tuner.fit`` returns it reads the trials' counts only.

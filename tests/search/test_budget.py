@@ -251,6 +251,31 @@ def test_interrupted_search_resumes_with_what_is_left(workdir: Path) -> None:
     assert n_trials_before < n_trials_after < 1000  # it went on, and the budget ended it
 
 
+@pytest.mark.e2e
+def test_a_search_interrupted_once_its_budget_was_spent_resumes_with_more(workdir: Path) -> None:
+    """Ctrl-C while the begun trials finish after the budget was spent, then --resume with a
+    larger budget, the docs' way to give a search more time: Tune had recorded its search as
+    finished, so the resume started no trial and ended "interrupted" at every resume (a
+    helper's sweep)."""
+    args = tiny_args(workdir, "--set", "search.trials=1000", "--set", "train.epochs=4")
+    search = background_search([*args, "--set", "search.budget.wall_s=3"], workdir)
+    try:
+        wait_for("the budget spent", lambda: "budget spent (" in output(search), 300)
+        os.killpg(search.pid, signal.SIGINT)  # Ctrl-C while its begun trials train
+        assert search.wait(timeout=180) == 130, output(search)[-3000:]
+    finally:
+        kill_session(search)
+    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    n_trials_before = len(search_runs(uri)[1])  # the begun trials' runs among them
+    more = ["--set", f"search.budget.wall_s={RESUMED_BUDGET_S}"]
+    resumed = nascomp("search", *args, *more, "--resume", cwd=workdir, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    (folder,) = (workdir / "results").glob("nascomp-*")
+    assert json.loads((folder / MANIFEST).read_text())["state"] == "finished"
+    assert len(search_runs(uri)[1]) > n_trials_before  # new trials, in the new budget
+    _assert_no_trial_began_after_the_budget(resumed.stdout.splitlines())
+
+
 @pytest.mark.parametrize(
     ("fields", "text"),
     [
