@@ -19,6 +19,8 @@ from typing import IO, Any
 
 from nascomp.search.errors import SearchError
 from nascomp.search.experiment import Experiment
+from nascomp.spaces.constraints import parse_constraints
+from nascomp.trainers.settings import METRICS
 
 # In a folder of its own: on --resume, Ray Tune copies every .json and .pkl file at the result
 # folder's top level into its staging folder and uploads them back now and then, by a plain copy
@@ -157,11 +159,26 @@ def differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> l
         if not prefix and key in _MAY_DIFFER:
             continue
         a, b = old.get(key), new.get(key)
+        if not prefix and key == "constraints" and _same_constraints(a, b):
+            continue
         if isinstance(a, dict) and isinstance(b, dict):
             out += differences(a, b, f"{name}.")
         elif a != b:
             out.append(f"{name} ({a!r} -> {b!r})")
     return out
+
+
+def _same_constraints(old: Any, new: Any) -> bool:
+    """Whether two experiments' constraints say the same, as written or not: ``size_bytes<=2e4``
+    and ``size_bytes <= 20000``, in any order (a resume was refused for the spaces)."""
+    try:
+        parsed = [
+            sorted((c.metric, c.op, c.bound) for c in parse_constraints(given or [], METRICS))
+            for given in (old, new)
+        ]
+    except (TypeError, ValueError):  # an older record's: compared as written
+        return old == new
+    return parsed[0] == parsed[1]
 
 
 def _with_budget_of(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:

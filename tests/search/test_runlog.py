@@ -380,6 +380,15 @@ def test_differences_name_the_changed_fields_and_ignore_tracking() -> None:
     new = {"search": {"trials": 30, "seed": 0}, "tracking": {"uri": "b"}, "trial": "train"}
     assert differences(old, new) == ["search.trials (20 -> 30)"]
     assert differences(old, old) == []
+    # constraints as they read, not as written (a resume was refused for a space, a sweep)
+    written = {"constraints": ["size_bytes <= 20000", "latency_ms < 2"]}
+    again = {"constraints": ["latency_ms<2", "size_bytes<=2e4"]}
+    assert differences(written, again) == []
+    other = {"constraints": ["size_bytes <= 20001", "latency_ms < 2"]}
+    assert differences(written, other) == [
+        "constraints (['size_bytes <= 20000', 'latency_ms < 2'] -> ['size_bytes <= 20001', "
+        "'latency_ms < 2'])"
+    ]
 
 
 def test_writes_within_batch_s_go_out_as_one_log_batch_per_run(
