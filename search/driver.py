@@ -47,6 +47,7 @@ from nascomp.search.resume import (
     find_resumable,
     folder_name,
     hold_folder,
+    record_experiment,
     record_tracking_uri,
     set_state,
     write_manifest,
@@ -275,11 +276,16 @@ def _open_search(
         search_run_id, folder = previous.search_run_id, previous.path
         tracker.reopen_search(search_run_id)
         record_tracking_uri(folder, experiment.tracking.resolved_uri())
+        budget = experiment.model_dump(mode="json")["search"]["budget"]
+        if previous.experiment.get("search", {}).get("budget") != budget:
+            # a new limit: the manifest and the run's experiment.yaml say what it runs under
+            record_experiment(folder, experiment)
+            tracker.log_experiment_yaml(search_run_id, _experiment_yaml(experiment))
         echo(f"resuming search {search_run_id} from {folder}")
     else:
         search_run_id = tracker.start_search(
             run_name=f"search-{time.strftime('%Y%m%d-%H%M%S')}",
-            experiment_yaml=yaml.safe_dump(experiment.model_dump(mode="json"), sort_keys=False),
+            experiment_yaml=_experiment_yaml(experiment),
             space=experiment.space.describe(),
             objectives=experiment.objectives,
             git_commit=_git_commit(),
@@ -321,6 +327,10 @@ def _unopen_search(tracker: Tracker, search_run_id: str, folder: Path, *, resume
             tracker.client.delete_run(search_run_id)
     if not resumed:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _experiment_yaml(experiment: Experiment) -> str:
+    return yaml.safe_dump(experiment.model_dump(mode="json"), sort_keys=False)
 
 
 def end_status(*, ended: int, trials: int, budget_spent: bool, interrupted: bool) -> str:

@@ -125,6 +125,14 @@ def record_tracking_uri(folder: Path, uri: str) -> None:
     _write(folder, {**json.loads(manifest_path(folder).read_text()), "tracking_uri": uri})
 
 
+def record_experiment(folder: Path, experiment: Experiment) -> None:
+    """The experiment a resumed search now runs under: ``--resume --set
+    search.budget.wall_s=...`` may change its budget (``differences`` allows nothing else but
+    how it is written), which the manifest kept as first given."""
+    data = json.loads(manifest_path(folder).read_text())
+    _write(folder, {**data, "experiment": experiment.model_dump(mode="json")})
+
+
 def record_budget(folder: Path, unit: str, limit: float, spent: float) -> None:
     """Keep the budget spent so far in the manifest, where ``--resume`` reads it back."""
     data = json.loads(manifest_path(folder).read_text())

@@ -942,6 +942,10 @@ class Tracker:
         db = self.uri[len("sqlite:///") :].split("?", 1)[0]
         return Path(db).expanduser().resolve() if db and db != ":memory:" else None
 
+    def log_experiment_yaml(self, run_id: str, experiment_yaml: str) -> None:
+        """Replace the search run's experiment.yaml (a resume that changed its budget)."""
+        self.client.log_text(run_id, experiment_yaml, "experiment.yaml")
+
     def reopen_search(self, run_id: str) -> None:
         """A resumed search continues its parent run rather than opening another."""
         self.client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))

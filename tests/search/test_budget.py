@@ -11,6 +11,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from mlflow.tracking import MlflowClient
 
 from nascomp.search.driver import run_search
 from nascomp.search.errors import ConfigError
@@ -271,8 +272,17 @@ def test_a_search_interrupted_once_its_budget_was_spent_resumes_with_more(workdi
     resumed = nascomp("search", *args, *more, "--resume", cwd=workdir, timeout=600)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     (folder,) = (workdir / "results").glob("nascomp-*")
-    assert json.loads((folder / MANIFEST).read_text())["state"] == "finished"
-    assert len(search_runs(uri)[1]) > n_trials_before  # new trials, in the new budget
+    manifest = json.loads((folder / MANIFEST).read_text())
+    assert manifest["state"] == "finished"
+    runs = search_runs(uri)
+    assert len(runs[1]) > n_trials_before  # new trials, in the new budget
+    # The record says the budget it ran under: the manifest and the run's experiment.yaml
+    # kept the first (3 s) one.
+    assert manifest["experiment"]["search"]["budget"]["wall_s"] == RESUMED_BUDGET_S
+    (parent,) = runs[0]
+    recorded = MlflowClient(uri).download_artifacts(parent.info.run_id, "experiment.yaml")
+    yaml_text = Path(recorded).read_text()
+    assert f"wall_s: {RESUMED_BUDGET_S}" in yaml_text and "wall_s: 3" not in yaml_text
     _assert_no_trial_began_after_the_budget(resumed.stdout.splitlines())
 
 
