@@ -1033,8 +1033,10 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     if missing := missing_device(run_id, device):
         return _fail(missing)
     if lookup:
-        return _reproduce_lookup(record, args.table)
+        return _reproduce_lookup(record, args.table, _off_front_note(tracker, record))
     print(f"reproducing {run_id}: {_describe(record.params)}")
+    if note := _off_front_note(tracker, record):
+        print(note)
     result = reproduce(tracker, run_id, args.export, args.register, fp16=args.fp16, echo=print)
     print(f"  {'metric':<24}{'logged':>14}{'reproduced':>14}")
     for name, logged, again in result.comparison():
@@ -1066,6 +1068,29 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         "this reproduction trained on the data that code gives now",
     )
     return 0
+
+
+def _off_front_note(tracker: Any, record: Any) -> str | None:
+    """A line for a trial named by its run id that broke its search's constraints: --rank and
+    --pick never reach it, and its export said nothing of it (a helper's sweep)."""
+    from nascomp.search.tracking.store import FEASIBLE_TAG
+    from nascomp.spaces.constraints import is_feasible, parse_constraints
+    from nascomp.trainers.settings import METRICS
+
+    if record.tags.get(FEASIBLE_TAG) != "false":
+        return None
+    search = record.tags.get("mlflow.parentRunId")
+    try:
+        constraints = parse_constraints(tracker.constraints(search) if search else [], METRICS)
+    except (ValueError, TypeError):  # a search record of another nascomp's
+        constraints = []
+    broken = [
+        f"{c} ({c.metric} {_fmt(record.metrics.get(c.metric))})"
+        for c in constraints
+        if not is_feasible([c], record.metrics)
+    ]
+    what = f"its search's {' and '.join(broken)}" if broken else "a constraint of its search"
+    return f"note: run {record.run_id} breaks {what}: it is not on the front"
 
 
 def _print_exported(
@@ -1151,6 +1176,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     if unfinished := unfinished_trial(record, "export"):  # before the header line
         return _fail(unfinished)
     print(f"exporting {run_id}: {_describe(record.params)}")
+    if note := _off_front_note(tracker, record):
+        print(note)
     result = export_trial(
         tracker, run_id, args.to, fp16=args.fp16, echo=print, register=args.register
     )
@@ -1237,7 +1264,7 @@ def _target_run(args: argparse.Namespace, tracker: Any, verb: str) -> str:
     return run_id
 
 
-def _reproduce_lookup(record: Any, table: Path | None) -> int:
+def _reproduce_lookup(record: Any, table: Path | None, note: str | None) -> int:
     """A lookup trial has no weights to export: look the cell up again (in ``table``, where
     the table moved) and compare (before the header line: a table that is gone is one line)."""
     from nascomp.trainers.nb201_lookup import look_up_again
@@ -1254,6 +1281,8 @@ def _reproduce_lookup(record: Any, table: Path | None) -> int:
     except ValueError as exc:
         raise ValueError(f"run {record.run_id}: {exc}") from None
     print(f"reproducing {record.run_id}: {_describe(record.params)}")
+    if note:
+        print(note)
     print(f"  {'metric':<24}{'logged':>14}{'reproduced':>14}")
     for name, value in outcome.metrics.items():
         logged = record.metrics.get(name)

@@ -174,6 +174,16 @@ def test_lookup_search_pick_plot_and_reproduce(
         assert child.data.params["nb201.table_sha256"] == file_digest(csv_table)
         feasible = child.data.metrics["params"] <= 800_000
         assert child.data.tags["nascomp.feasible"] == str(feasible).lower()
+    # One named by its run id that broke it is reproduced as asked, and said to be off the
+    # front (--rank and --pick never reach it; it said nothing of it, a helper's sweep).
+    broke = next(c for c in children if c.data.tags["nascomp.feasible"] == "false")
+    again = nascomp_here(capsys, "reproduce", broke.info.run_id, *common)
+    assert again.returncode == 0, again.stderr
+    params = f"{broke.data.metrics['params']:,.0f}"
+    assert again.stdout.splitlines()[1] == (
+        f"note: run {broke.info.run_id} breaks its search's params <= 800000 (params {params}): "
+        "it is not on the front"
+    )
     # The reading commands run in this process (the console script ran the search above).
     read = json.loads(nascomp_here(capsys, "pareto", "--json", *common).stdout)
     front = read["front"]
