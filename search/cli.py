@@ -1082,7 +1082,7 @@ def _off_front_note(tracker: Any, record: Any) -> str | None:
     search = record.tags.get("mlflow.parentRunId")
     try:
         constraints = parse_constraints(tracker.constraints(search) if search else [], METRICS)
-    except (ValueError, TypeError):  # a search record of another nascomp's
+    except Exception:  # its search run deleted, or recorded by another nascomp: unnamed
         constraints = []
     broken = [
         f"{c} ({c.metric} {_fmt(record.metrics.get(c.metric))})"

@@ -315,3 +315,28 @@ def test_making_a_sampler_with_constraints_warns_the_user_of_nothing(sampler: st
         warnings.simplefilter("always")
         make_sampler(search, constraints_func=lambda trial: [0.0])
     assert not [w for w in caught if issubclass(w.category, FutureWarning)]
+
+
+def test_reproduce_with_table_of_a_run_that_logged_no_digest_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A lookup logged before nb201.table_sha256 existed: the table given is looked up, and
+    whether it is the one the search read cannot be known."""
+    from types import SimpleNamespace
+
+    from nascomp.search.cli import _reproduce_lookup
+    from nascomp.trainers.nb201_lookup import DEFAULT_TABLE
+
+    table = tmp_path / "here.csv"
+    shutil.copyfile(DEFAULT_TABLE, table)
+    params = {"trial": "nb201_lookup", "arch.cell": ALL_CONV3, "nb201.dataset": "cifar10"}
+    params["nb201.table"] = "/elsewhere/nb201.csv"
+    logged = run_lookup_trial({**params, "nb201.table": str(table)}).metrics
+    record = SimpleNamespace(run_id="r1", params=params, metrics=logged)
+    assert _reproduce_lookup(record, table, None) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^  val_accuracy +\S+ +\S+  =$", out, re.MULTILINE), out
+    assert out.endswith(
+        f"note: run r1 logged no SHA-256 of its table (an older search): whether {table} holds "
+        "what /elsewhere/nb201.csv held is not known\n"
+    )

@@ -715,7 +715,7 @@ def test_a_teachers_list_argument_is_its_value() -> None:
     [
         ["val_accuracy >= 1", "val_accuracy <= 1"],  # the one value 1 meets both
         ["params >= 100", "params <= 100"],
-        ["params <= 0"],
+        ["nonzero_params <= 0"],  # (params are never 0: refused above)
         ["params > 100", "params < 100.5", "latency_ms <= 2"],
     ],
 )
