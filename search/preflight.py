@@ -230,8 +230,10 @@ def _check_largest_ids(field: str, model: nn.Module, data: Any) -> None:
     parts = [getattr(data, f"{role}_x", None) for role in ("train", "val", "test")]
     if any(x is None for x in parts) or parts[0].dtype.is_floating_point:
         return  # streamed, or not ids
-    parts = [x for x in parts if x.numel()]
-    largest = torch.stack([x.amax(dim=0) for x in parts]).amax(dim=0).unsqueeze(0)
+    named = [(role, x) for role, x in zip(("train", "val", "test"), parts, strict=True)]
+    named = [(role, x) for role, x in named if x.numel()]
+    largest = torch.stack([x.amax(dim=0) for _, x in named]).amax(dim=0).unsqueeze(0)
+    smallest = torch.stack([x.amin(dim=0) for _, x in named]).amin(dim=0).unsqueeze(0)
     was_training = model.training
     model.eval()
     try:
@@ -245,6 +247,34 @@ def _check_largest_ids(field: str, model: nn.Module, data: Any) -> None:
             f"train, val and test; {top} at most), though it takes id 0: "
             f"{type(exc).__name__}: {first} (an nn.Embedding for them needs num_embeddings of "
             f"at least {top + 1})"
+        ) from None
+    finally:
+        model.train(was_training)
+    if int(smallest.min()) < 0:  # -1 for padding, pandas.factorize's missing value
+        _check_negative_ids(field, model, named, smallest)
+
+
+def _check_negative_ids(
+    field: str, model: nn.Module, named: list[tuple[str, torch.Tensor]], smallest: torch.Tensor
+) -> None:
+    """The model must take the data's negative ids (each position's smallest) too: an
+    ``nn.Embedding`` takes 0 and up, and every trial failed with IndexError (with
+    distillation, the teacher's traceback; a helper's sweep). A model that maps them itself
+    (``x + 1``) passes."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(smallest.clone())
+    except Exception as exc:
+        first = (str(exc).splitlines() or [""])[0]
+        role, x = next((role, x) for role, x in named if bool((x < 0).any()))
+        sample, *position = (int(i) for i in (x < 0).nonzero()[0])
+        where = f"{role} sample {sample}" + (f", position {position[0]}" if position else "")
+        raise ConfigError(
+            f"{field}: the model fails on the data's negative ids ({int(x[(x < 0)][0])} in "
+            f"{where}): {type(exc).__name__}: {first} (an nn.Embedding takes ids from 0: give "
+            "padding or a missing value an id of its own)"
         ) from None
     finally:
         model.train(was_training)

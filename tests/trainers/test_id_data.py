@@ -96,6 +96,27 @@ def small_vocab(input_shape, n_classes):  # an embedding of two ids fewer than t
 
 def floats_only(input_shape, n_classes):
     return nn.Sequential(nn.Linear(input_shape[0], n_classes))
+
+
+def padded(root):  # -1 marks padding: train sample 3, position 5
+    train, test = tokens(root, n_train=200, n_test=50)
+    train.tensors[0][3, 5] = -1
+    return train, test
+
+
+class Shifted(nn.Module):  # takes -1 as its own id 0
+    def __init__(self, length, n_classes):
+        super().__init__()
+        self.embed = nn.Embedding(LEVELS + 1, 2)
+        self.fc = nn.Linear(length * 2, 16)
+        self.head = nn.Linear(16, n_classes)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.fc(self.embed(x + 1).flatten(1))))
+
+
+def shifted(input_shape, n_classes):
+    return Shifted(input_shape[0], n_classes)
 """
 
 
@@ -243,6 +264,18 @@ def test_what_needs_floats_says_so_in_one_line(factory: str, data_root: Path) ->
         f"train, val and test; {LEVELS - 1} at most), though it takes id 0: IndexError: "
     ), caught.value
     assert str(caught.value).endswith(f"needs num_embeddings of at least {LEVELS})")
+    # -1 for padding: every trial failed with IndexError, a teacher with a traceback (a sweep)
+    padded = [*no_teacher, f"data.factory={factory}:padded"]
+    with pytest.raises(ConfigError) as caught:
+        check_user_code(load_experiment(str(experiment), padded))
+    assert str(caught.value).startswith(
+        "space.arch: the model fails on the data's negative ids (-1 in train sample 3, position "
+        "5): IndexError: "
+    ), caught.value
+    assert str(caught.value).endswith("give padding or a missing value an id of its own)")
+    # a model that maps them itself is the user's to write
+    shifted = f"space.arch={{family: custom, builder: '{factory}:shifted'}}"
+    check_user_code(load_experiment(str(experiment), [*padded, shifted]))
 
 
 def test_layer_kinds_follow_the_config_so_older_trials_reproduce(
