@@ -280,6 +280,8 @@ def train_teacher(
                 f"teacher: {exc} in epoch {epoch} of {teacher.epochs} (teacher.lr "
                 f"{teacher.lr:g}, teacher.optimizer {teacher.optimizer}): lower teacher.lr"
             ) from None
+        except Exception as exc:  # the user's model (sparse gradients, a bad id): a traceback
+            raise ValueError(_failed(teacher, f"training epoch {epoch}", exc)) from None
         if report is not None:
             report(
                 {
@@ -291,12 +293,27 @@ def train_teacher(
                 }
             )
     seconds = time.perf_counter() - started
-    val = accuracy(model, data.val)
+    try:
+        val = accuracy(model, data.val)
+    except Exception as exc:
+        raise ValueError(_failed(teacher, "its evaluation on the validation split", exc)) from None
     state = cpu_state_dict(model)
     if torch.device(job.device).type != "cpu":  # the process goes on without the GPU
         del model, optimizer, data
         release_device_copies()
     return state, {"teacher_val_accuracy": val, "teacher_train_seconds": seconds}
+
+
+def _failed(teacher: TeacherConfig, during: str, exc: Exception) -> str:
+    """One line for the teacher's model failing ``during`` its training: the user's builder
+    named where it is theirs."""
+    arch = teacher.arch
+    whose = f" ({arch['builder']})" if arch.get("builder") else ""
+    first = (str(exc).splitlines() or [""])[0]
+    return (
+        f"teacher.arch: model family {arch.get('family')!r}{whose} failed in {during}: "
+        f"{type(exc).__name__}: {first}"
+    )
 
 
 def build_teacher(teacher: TeacherConfig, data: Data, state: StateDict | None = None) -> nn.Module:

@@ -157,3 +157,20 @@ class _CumMax(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.inner(torch.cummax(x, dim=3).values)
+
+
+def fails_in_training(input_shape, n_classes, width=8):
+    """Evaluates (the search's checks pass) and fails once it trains, as a model with
+    sparse gradients under Adam does."""
+    return _FailsInTraining(tiny(input_shape, n_classes, width))
+
+
+class _FailsInTraining(nn.Module):
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            raise RuntimeError("sparse gradients are not supported\nsecond line")
+        return self.inner(x)

@@ -481,3 +481,20 @@ def test_a_teacher_family_defined_with_no_source_file_is_keyed_by_its_code() -> 
         return done.stdout.strip()
 
     assert key("1") == key("1") != key("2")
+
+
+def test_a_teachers_model_that_fails_as_it_trains_is_one_line_naming_it() -> None:
+    """It was a traceback from the optimizer or the model (sparse gradients under Adam, an id
+    the embedding lacks), exit 1 (a helper's sweep)."""
+    from nascomp.search.experiment import load_experiment, teacher_job
+    from nascomp.trainers.teacher import train_teacher
+
+    builder = "tests.spaces.user_models:fails_in_training"
+    teacher = f"teacher.arch={{family: custom, builder: '{builder}'}}"
+    job = teacher_job(load_experiment(None, [teacher, "teacher.epochs=1"]))
+    with pytest.raises(ValueError) as caught:
+        train_teacher(job)
+    assert str(caught.value) == (
+        f"teacher.arch: model family 'custom' ({builder}) failed in training epoch 1: "
+        "RuntimeError: sparse gradients are not supported"
+    )
