@@ -47,6 +47,11 @@ QUANTIZED_LAYER_NAMES = (
 _KINDS: ContextVar[str] = ContextVar("nascomp_layer_kinds", default=ALL)
 
 
+def quantized_layer_names() -> str:
+    """:data:`QUANTIZED_LAYER_NAMES` of the kinds in force (``quant.layers``)."""
+    return QUANTIZED_LAYER_NAMES if _KINDS.get() == ALL else "Conv2d / Linear"
+
+
 @contextmanager
 def layer_kinds(kinds: str) -> Iterator[None]:
     """Within the block, the layers compressed are those of ``kinds`` (:data:`LAYER_KINDS`)."""

@@ -25,6 +25,7 @@ from nascomp.compressors.layers import (
     is_quantized_layer,
     is_weight_layer,
     layer_kinds,
+    quantized_layer_names,
     weight_layers,
     weight_names,
 )
@@ -178,13 +179,13 @@ def check_user_code(experiment: Experiment, notes: list[str] | None = None) -> E
                 _check_checkpoint(model, checkpoint)
             if not (field == "space.arch" and init):  # trials start from train.init's weights
                 _check_finite_outputs(field, arch, model, data, checkpoint)
-            note = float_weights_note(model) if field == "space.arch" else None
+            with layer_kinds(experiment.space.quant.layers):  # conv2d_linear: others stay float
+                note = float_weights_note(model) if field == "space.arch" else None
+                whole = unpruned_weights_note(model) if field == "space.arch" else None
             if note is not None and notes is not None:
                 notes.append(note)
-            if field == "space.arch" and notes is not None and unstructured:
-                whole = unpruned_weights_note(model)
-                if whole is not None:
-                    notes.append(whole)
+            if whole is not None and notes is not None and unstructured:
+                notes.append(whole)
             if field == "space.arch":
                 first_noted = note is not None
             if field == "space.arch" and init:
@@ -678,7 +679,7 @@ def float_weights_note(model: nn.Module, field: str = "space.arch") -> str | Non
         owners[label] = owners.get(label, 0) + size
     return (
         f"{field}: {held:,} of {total:,} parameters ({held / total:.0%}) are weights outside the "
-        f"layers nascomp quantizes ({QUANTIZED_LAYER_NAMES}): {_largest(owners)}; they stay "
+        f"layers nascomp quantizes ({quantized_layer_names()}): {_largest(owners)}; they stay "
         "float32 at every bit-width, unstructured pruning leaves them whole, and they count at "
         "32 bits in size_bytes"
     )

@@ -14,6 +14,7 @@ import pytest
 import torch
 from torch import nn
 
+from nascomp.compressors.layers import layer_kinds
 from nascomp.compressors.pruning import PruneConfig, make_pruner
 from nascomp.compressors.size import float_weights
 from nascomp.search.errors import ConfigError
@@ -128,6 +129,15 @@ def test_the_weights_unstructured_pruning_leaves_whole_are_counted_by_layer() ->
         "(Embedding) 40 (quantized all the same); a trial's prune.ratio is of the rest"
     )
     assert unpruned_weights_note(nn.Sequential(nn.Conv1d(2, 3, 3), nn.Linear(3, 2))) is None
+    # quant.layers: conv2d_linear leaves the table and the GRU float (the notes said "all")
+    with layer_kinds("conv2d_linear"):
+        assert unpruned_weights_note(model) is None
+        assert float_weights_note(model) == (
+            f"space.arch: 328 of {total} parameters (83%) are weights outside the layers "
+            "nascomp quantizes (Conv2d / Linear): 1 (GRU) 288; 0 (Embedding) 40; they stay "
+            "float32 at every bit-width, unstructured pruning leaves them whole, and they count "
+            "at 32 bits in size_bytes"
+        )
 
 
 def test_a_small_share_gets_no_note() -> None:
@@ -165,6 +175,12 @@ def test_the_search_notes_a_student_made_mostly_of_float_weights(
     # the default space prunes unstructured too: a GRU's, attention's weights are named
     pruned_whole = [n for n in notes if n.startswith("space.prune: unstructured pruning")]
     assert len(pruned_whole) == (builder in ("attention", "gru"))
+    if builder == "gru":  # with quant.layers conv2d_linear its weights stay float: said so
+        space["quant"] = {"layers": "conv2d_linear"}
+        notes = []
+        check_user_code(validate_experiment({"space": space}), notes)
+        assert any("quantizes (Conv2d / Linear): " in n for n in notes), notes
+        assert not any(n.startswith("space.prune: unstructured pruning") for n in notes)
 
 
 def test_float_weights_of_another_point_of_the_space_are_noted(
