@@ -141,6 +141,11 @@ def run_search(
         check_local_resources(experiment)
     previous = find_resumable(experiment, resume) if resume else None
     if previous is not None:
+        if problem := ray_compat.snapshot_problem(previous.path):  # before anything changes
+            raise SearchError(
+                f"--resume: {problem}: the search cannot go on from it (its MLflow runs are "
+                "kept); restore the file from a copy, or start the search anew"
+            )
         uri = experiment.tracking.resolved_uri()
         check_store_holds(previous, tracker, uri)
         if previous.tracking_uri != uri:  # a store that moved, or one the search left

@@ -86,6 +86,31 @@ def without_result_analysis() -> Iterator[None]:
 SNAPSHOT_FILES = ("experiment_state-*.json", "searcher-state-*.pkl", "search_gen_state-*.json")
 
 
+def snapshot_problem(folder: Path) -> str | None:
+    """Why Tune's snapshot in ``folder`` would not restore, or None: a file of it cut short
+    (a full disk, a partial copy). Tune logs such a failure and carries on with no trials: the
+    resume then started the search over, deleted the MLflow runs of the trials that had
+    finished, and removed the intact earlier snapshot (a helper's sweep). The files are read
+    as Tune reads them: the newest of each kind, ``tuner.pkl``; a pickle is walked opcode by
+    opcode (``pickletools``), never loaded."""
+    import json
+    import pickletools
+
+    newest = [max(found) for p in SNAPSHOT_FILES if (found := list(folder.glob(p)))]
+    tuner = folder / "tuner.pkl"
+    for path in [*newest, *([tuner] if tuner.exists() else [])]:
+        try:
+            data = path.read_bytes()
+            if path.name.startswith("experiment_state-"):
+                json.loads(data)
+            else:  # cloudpickle's, whatever the suffix
+                for _ in pickletools.genops(data):
+                    pass
+        except (OSError, ValueError) as exc:
+            return f"{path} does not read as Ray Tune's snapshot ({type(exc).__name__}: {exc})"
+    return None
+
+
 def drop_earlier_snapshots(folder: Path, since: float) -> list[Path]:
     """Remove the snapshot files that earlier drivers of a resumed search left in ``folder``,
     once this driver's ``Tuner.fit`` has returned: a resume reads the newest name only (Tune's

@@ -79,3 +79,36 @@ def test_a_resumed_search_keeps_only_its_own_snapshot(tmp_path: Path) -> None:
     removed = drop_earlier_snapshots(tmp_path, since=2_000)
     assert sorted(path.name for path in removed) == sorted(set(names) - set(newest))
     assert sorted(path.name for path in tmp_path.iterdir()) == sorted([*newest, "trial_0001"])
+
+
+def test_a_snapshot_cut_short_is_named_before_the_resume_changes_anything(
+    tmp_path: Path,
+) -> None:
+    """Tune logs a snapshot that does not read and restores no trials: the resume started the
+    search over, deleted the MLflow runs of its finished trials and the intact earlier
+    snapshot (a helper's sweep). Each kind of file is read as Tune picks it, the newest."""
+    import json
+    import pickle
+
+    from nascomp.search.compat.ray import snapshot_problem
+
+    pickled = pickle.dumps({"counter": 4, "finished": False, "trials": list(range(50))})
+    files = {
+        "experiment_state-2026-01-01_00-00-00.json": b"{cut",  # older: Tune reads the newest
+        "experiment_state-2026-01-02_00-00-00.json": json.dumps({"trials": [1, 2]}).encode(),
+        "searcher-state-2026-01-02_00-00-00.pkl": pickled,
+        "search_gen_state-2026-01-02_00-00-00.json": pickled,
+        "tuner.pkl": pickled,
+    }
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    assert snapshot_problem(tmp_path) is None
+    for name in list(files)[1:]:
+        path = tmp_path / name
+        path.write_bytes(files[name][:-7])
+        problem = snapshot_problem(tmp_path)
+        assert problem is not None and problem.startswith(
+            f"{path} does not read as Ray Tune's snapshot ("
+        ), problem
+        path.write_bytes(files[name])
+    assert snapshot_problem(tmp_path / "empty") is None  # no snapshot yet: nothing to read
