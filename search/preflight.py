@@ -235,50 +235,43 @@ def _check_largest_ids(field: str, model: nn.Module, data: Any) -> None:
     named = [(role, x) for role, x in named if x.numel()]
     largest = torch.stack([x.amax(dim=0) for _, x in named]).amax(dim=0).unsqueeze(0)
     smallest = torch.stack([x.amin(dim=0) for _, x in named]).amin(dim=0).unsqueeze(0)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(largest.clone())
-    except Exception as exc:
-        first = (str(exc).splitlines() or [""])[0]
+    if (exc := _fails_on(model, largest)) is not None:
         top = int(largest.max())
         raise ConfigError(
             f"{field}: the model fails on the data's largest ids (each position's largest over "
-            f"train, val and test; {top} at most), though it takes id 0: "
-            f"{type(exc).__name__}: {first} (an nn.Embedding for them needs num_embeddings of "
-            f"at least {top + 1})"
-        ) from None
-    finally:
-        model.train(was_training)
-    if int(smallest.min()) < 0:  # -1 for padding, pandas.factorize's missing value
-        _check_negative_ids(field, model, named, smallest)
-
-
-def _check_negative_ids(
-    field: str, model: nn.Module, named: list[tuple[str, torch.Tensor]], smallest: torch.Tensor
-) -> None:
-    """The model must take the data's negative ids (each position's smallest) too: an
-    ``nn.Embedding`` takes 0 and up, and every trial failed with IndexError (with
-    distillation, the teacher's traceback; a helper's sweep). A model that maps them itself
-    (``x + 1``) passes."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(smallest.clone())
-    except Exception as exc:
-        first = (str(exc).splitlines() or [""])[0]
+            f"train, val and test; {top} at most), though it takes id 0: {_first_line(exc)} "
+            f"(an nn.Embedding for them needs num_embeddings of at least {top + 1})"
+        )
+    # The negative ids too (-1 for padding, pandas.factorize's missing value): an nn.Embedding
+    # takes 0 and up, and every trial failed with IndexError (with distillation, the
+    # teacher's traceback; a helper's sweep). A model that maps them itself (x + 1) passes.
+    if int(smallest.min()) < 0 and (exc := _fails_on(model, smallest)) is not None:
         role, x = next((role, x) for role, x in named if bool((x < 0).any()))
         sample, *position = (int(i) for i in (x < 0).nonzero()[0])
         where = f"{role} sample {sample}" + (f", position {position[0]}" if position else "")
         raise ConfigError(
-            f"{field}: the model fails on the data's negative ids ({int(x[(x < 0)][0])} in "
-            f"{where}): {type(exc).__name__}: {first} (an nn.Embedding takes ids from 0: give "
-            "padding or a missing value an id of its own)"
-        ) from None
+            f"{field}: the model fails on the data's negative ids ({int(x[x < 0][0])} in "
+            f"{where}): {_first_line(exc)} (an nn.Embedding takes ids from 0: give padding or "
+            "a missing value an id of its own)"
+        )
+
+
+def _fails_on(model: nn.Module, ids: torch.Tensor) -> Exception | None:
+    """What ``model`` raises on the batch ``ids`` in eval mode (its mode kept), or None."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(ids.clone())
+    except Exception as exc:
+        return exc
     finally:
         model.train(was_training)
+    return None
+
+
+def _first_line(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
 
 
 # Training inputs the built model is run on before anything trains.

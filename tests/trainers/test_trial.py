@@ -320,7 +320,7 @@ def test_a_teacher_checkpoint_changed_since_the_search_is_refused(cache: Path) -
     assert recorded.teacher.checkpoint_sha256 is not None
     logged = flatten(recorded.model_dump())  # as the trial's run holds it
     torch.save({k: v + 1 for k, v in trained.items()}, checkpoint)
-    with pytest.raises(ValueError, match=r"^teacher.checkpoint: .* changed since the experiment"):
+    with pytest.raises(ValueError, match=r"^teacher.checkpoint: .* changed since the search"):
         load_or_train_teacher(TeacherJob.of_trial(TrialConfig.from_flat(logged)))
     assert load_or_train_teacher(_job(config))[1]["teacher_cached"] == 1.0  # read anew
 
