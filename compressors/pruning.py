@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from nascomp.compressors.compat import torch_pruning as tp_compat
-from nascomp.compressors.layers import is_weight_layer, weight_layers
+from nascomp.compressors.layers import RECURRENT_LAYERS, is_weight_layer, weight_layers
 from nascomp.compressors.shapes import packed_attention_heads, sync_attributes
 
 PRUNE_METHODS = ("none", "unstructured", "structured")
@@ -100,6 +100,22 @@ class PruneConfig:
             raise ValueError(
                 f"emptied must be one of {allowed} for method {self.method}, got {self.emptied!r}"
             )
+
+
+def _width_keepers(model: nn.Module) -> list[str]:
+    """What in ``model`` keeps the width of the layers tied to it, for the hint of a refusal
+    that finds nothing to prune (it named LSTMs to a model of attention alone)."""
+    found: list[str] = []
+    for module in model.modules():
+        if isinstance(module, RECURRENT_LAYERS):
+            says = f"{type(module).__name__} keeps its units and inputs"
+        elif isinstance(module, nn.MultiheadAttention):
+            says = "MultiheadAttention keeps its embedding width"
+        else:
+            continue
+        if says not in found:
+            found.append(says)
+    return found
 
 
 def scheduled_ratio(ratio: float, progress: float) -> float:
@@ -416,11 +432,13 @@ class StructuredPruner(Pruner):
         if config.ratio > 0 and not groups:
             # Else the trial would run unpruned under a "structured" label (Embedding -> GRU
             # -> Linear: the classifier keeps its outputs, the GRU its units and inputs).
+            keepers = _width_keepers(model)
             raise PruningError(
                 f"structured pruning finds no channel it may remove in {type(model).__name__}: "
                 "each prunable layer computes the classes, is in prune.ignore, or is tied to "
-                "one that keeps its width (an LSTM, GRU or RNN keeps its units and inputs); "
-                "use unstructured pruning"
+                "one that keeps its width"
+                + (f" (here: {'; '.join(keepers)})" if keepers else "")
+                + "; use unstructured pruning"
             )
         self._applied_ratio = 0.0
 

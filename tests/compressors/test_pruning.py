@@ -630,6 +630,39 @@ def test_a_model_with_no_channel_to_remove_is_refused_not_left_unpruned(recurren
     make_pruner(Tokens(), PruneConfig("structured", 0.0), ids)  # nothing asked, nothing refused
 
 
+@pytest.mark.parametrize(
+    ("layer", "kept"),
+    [
+        (nn.GRU(16, 16, batch_first=True), "GRU keeps its units and inputs"),
+        (nn.MultiheadAttention(16, 2, batch_first=True), "MultiheadAttention keeps its embedding"),
+    ],
+    ids=["GRU", "attention"],
+)
+def test_the_refusal_names_what_in_the_model_keeps_its_width(layer: nn.Module, kept: str) -> None:
+    """The hint named LSTMs, GRUs and RNNs to a model of attention alone (a helper's sweep):
+    it names what the model holds."""
+    from nascomp.compressors.pruning import PruningError
+
+    class Tokens(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = nn.Embedding(17, 16)
+            self.mix = layer
+            self.head = nn.Linear(16, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = self.embed(x)
+            out = self.mix(h, h, h) if isinstance(self.mix, nn.MultiheadAttention) else self.mix(h)
+            return self.head(out[0][:, -1])
+
+    with pytest.raises(PruningError) as caught:
+        make_pruner(Tokens(), PruneConfig("structured", 0.5), torch.randint(0, 17, (2, 10)))
+    message = str(caught.value)
+    assert f"keeps its width (here: {kept}" in message, message
+    assert message.endswith("); use unstructured pruning")
+    assert ("LSTM" in message) is isinstance(layer, nn.LSTM)
+
+
 def _all_convolutional(n_classes: int = 10) -> nn.Module:
     """A network-in-network head: the classes are a 1x1 convolution's channels, pooled."""
     return nn.Sequential(
