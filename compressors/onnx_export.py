@@ -311,7 +311,8 @@ def quantize_int8(
     the others stay float, with a dequantize before them and a quantize after where they meet
     int8 neighbours. ValueError when the file's layers do not match that list.
     ``float_input_weights``: the weights of layers whose inputs QAT keeps float (attention's
-    projections, :func:`attention_weights`); the nodes that multiply by them stay float.
+    projections, :func:`attention_weights`); the nodes that multiply by them stay float (and
+    take no place in ``int8_layers``, as no module call of the model precedes them).
     ``layer_ranges``: for each convolution and Linear the model calls, in order, its kind and
     the range its QAT input quantizer learnt (:func:`qat_input_ranges`); the file's other
     weight layers taken in order, each quantizes its input on that range instead of the
@@ -346,7 +347,15 @@ def quantize_int8(
         prepared = Path(folder) / "prepared.onnx"
         # Matched before pre-processing, which keeps node names but may reorder the nodes
         # (ghostnet's: 47 of 96 layers took a neighbour's range when matched after it).
-        chosen = None if int8_layers is None else _chosen_nodes(Path(float_path), int8_layers)
+        chosen = (
+            None
+            if int8_layers is None
+            else _chosen_nodes(
+                Path(float_path),
+                int8_layers,
+                _nodes_multiplying_by(Path(float_path), float_input_weights),
+            )
+        )
         in_call_order = weight_nodes(float_path)
         quant_pre_process(str(float_path), str(prepared), skip_symbolic_shape=True)
         if chosen is not None:
@@ -600,8 +609,13 @@ def weight_nodes(path: str | Path) -> list[tuple[str, str]]:
     return layers
 
 
-def _chosen_nodes(path: Path, int8_layers: Sequence[tuple[str, bool]]) -> list[str]:
-    nodes = weight_nodes(path)
+def _chosen_nodes(
+    path: Path, int8_layers: Sequence[tuple[str, bool]], kept_float: Sequence[str] = ()
+) -> list[str]:
+    """The file's weight nodes to run int8: matched by position to ``int8_layers`` (see
+    :func:`quantize_int8`), all but ``kept_float``, which stay float unmatched (an attention's
+    projections, which no module call precedes)."""
+    nodes = [node for node in weight_nodes(path) if node[0] not in kept_float]
     kinds = [kind for kind, _ in int8_layers]
     if len(nodes) != len(kinds) or any(
         op not in _LAYER_OPS[kind] for (_, op), kind in zip(nodes, kinds, strict=False)
@@ -883,15 +897,25 @@ def _mixed_form(
         return float_path.read_bytes(), FORM_FP32, layers
     mixed_path = float_path.with_name("model.mixed.onnx")
     try:
-        order = layer_order(_float_model(model), example[:1].cpu())
+        frozen = _float_model(model)  # what the file computes
+        order = layer_order(frozen, example[:1].cpu())
         flags = [(kind, layer_bits.get(name) == 8) for name, kind in order]
-        quantize_int8(float_path, calibration_batches, mixed_path, int8_layers=flags)
+        # An attention's projections stay float at every width, as in a uniform int8 file:
+        # torch's attention multiplies by their weights without calling a module (no hook
+        # sees them), and QAT keeps their inputs float.
+        quantize_int8(
+            float_path,
+            calibration_batches,
+            mixed_path,
+            int8_layers=flags,
+            float_input_weights=attention_weights(frozen),
+        )
     except Exception as exc:  # a layer called twice, or a graph unlike the modules
         reason = str(exc).splitlines()[0][:200]
         return float_path.read_bytes(), f"{FORM_FP32} (no int8 layers: {reason})", layers
     int8 = [name for (name, _), (_, is_int8) in zip(order, flags, strict=True) if is_int8]
     layers.update(dict.fromkeys(int8, "int8"))
-    precision = f"{FORM_INT8_QDQ} mixed ({len(int8)} of {len(flags)} layers int8)"
+    precision = f"{FORM_INT8_QDQ} mixed ({len(int8)} of {len(layers)} layers int8)"
     return mixed_path.read_bytes(), precision, layers
 
 

@@ -465,6 +465,61 @@ def test_mixed_widths_run_their_8_bit_layers_int8_and_say_which() -> None:
     assert agreement >= 0.95
 
 
+class _KeyValueAttention(nn.Module):
+    """Attention whose key and value are one tensor and its query another: torch splits the
+    packed projection, and the file multiplies by the pieces (computed, not constants)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 8, 3, 2, 1)
+        self.norm = nn.LayerNorm(8)
+        self.mha = nn.MultiheadAttention(8, 2, batch_first=True)
+        self.head = nn.Linear(8, 10)
+
+    def forward(self, x: Tensor) -> Tensor:
+        t = self.conv(x).flatten(2).transpose(1, 2)
+        t = t + self.mha(self.norm(t), t, t, need_weights=False)[0]
+        return self.head(t.mean(dim=1))
+
+
+@pytest.mark.parametrize("attention", ["self", "key-value"])
+def test_mixed_widths_with_attention_run_their_8_bit_layers_int8(attention: str) -> None:
+    """An attention's projections stay float, as in a uniform int8 file (QAT keeps their inputs
+    float); the 8-bit convolution and Linear around them run int8. The file was fp32: torch's
+    attention multiplies by its weights without calling a module, so the file's nodes did not
+    match the modules' calls (a helper's sweep)."""
+    torch.manual_seed(0)
+    layer_bits = {"conv": 8, "mha": 4, "mha.out_proj": 4, "head": 8}
+    model = _ConvAttention() if attention == "self" else _KeyValueAttention()
+    model = prepare_qat(model, QuantConfig(bits=8, act_bits=8), layer_bits)
+    x = torch.randn(64, 1, 8, 8)
+    model(x)  # observe activation ranges
+    model.eval()
+    form = onnx_form(
+        model,
+        bits=32,
+        act_bits=8,
+        example_inputs=x[:1],
+        calibration_batches=[x],
+        layer_bits=layer_bits,
+    )
+    assert form.precision == "int8-qdq mixed (2 of 4 layers int8)"
+    assert form.layers == {
+        "conv": "int8",
+        "mha": "fp32-folded-4bit",
+        "mha.out_proj": "fp32-folded-4bit",
+        "head": "int8",
+    }
+    check_model(form.data)
+    int8 = _int8_weights(form.data)
+    assert len(int8) == 2 and (10, 8) in int8  # the convolution (its input padded) and head
+    codes, _ = quantize_weight_codes(model.head.weight.detach(), 8)
+    np.testing.assert_array_equal(int8[(10, 8)], codes.numpy())
+    with torch.no_grad():
+        agreement = (form.module(x).argmax(1) == model(x).argmax(1)).float().mean()
+    assert agreement >= 0.95
+
+
 @pytest.mark.parametrize(
     ("layer_bits", "act_bits"),
     [({"stem": 4, "body1": 2, "body2": 4, "shortcut": 4, "head": 32}, 8), (None, 4)],
