@@ -434,12 +434,9 @@ def _int8_weights(data: bytes) -> dict[tuple[int, ...], np.ndarray]:
     }
 
 
-def test_mixed_widths_run_their_8_bit_layers_int8_and_say_which() -> None:
-    """Only the 8-bit layers become int8 in the file, with their QAT codes, even where the
-    graph's order is not the modules' (the shortcut here); the others stay float, folded."""
-    layer_bits = {"stem": 4, "body1": 8, "body2": 4, "shortcut": 8, "head": 32}
-    model, x = _qat_residual(layer_bits)
-    form = onnx_form(
+def _mixed_form(model: nn.Module, x: Tensor, layer_bits: dict[str, int]) -> Any:
+    """The file of a QAT ``model`` at ``layer_bits``, 8-bit activations, calibrated on ``x``."""
+    return onnx_form(
         model,
         bits=32,
         act_bits=8,
@@ -447,6 +444,14 @@ def test_mixed_widths_run_their_8_bit_layers_int8_and_say_which() -> None:
         calibration_batches=[x],
         layer_bits=layer_bits,
     )
+
+
+def test_mixed_widths_run_their_8_bit_layers_int8_and_say_which() -> None:
+    """Only the 8-bit layers become int8 in the file, with their QAT codes, even where the
+    graph's order is not the modules' (the shortcut here); the others stay float, folded."""
+    layer_bits = {"stem": 4, "body1": 8, "body2": 4, "shortcut": 8, "head": 32}
+    model, x = _qat_residual(layer_bits)
+    form = _mixed_form(model, x, layer_bits)
     assert form.precision == "int8-qdq mixed (2 of 5 layers int8)"
     assert form.layers == {
         "stem": "fp32-folded-4bit",
@@ -465,23 +470,6 @@ def test_mixed_widths_run_their_8_bit_layers_int8_and_say_which() -> None:
     assert agreement >= 0.95
 
 
-class _KeyValueAttention(nn.Module):
-    """Attention whose key and value are one tensor and its query another: torch splits the
-    packed projection, and the file multiplies by the pieces (computed, not constants)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(1, 8, 3, 2, 1)
-        self.norm = nn.LayerNorm(8)
-        self.mha = nn.MultiheadAttention(8, 2, batch_first=True)
-        self.head = nn.Linear(8, 10)
-
-    def forward(self, x: Tensor) -> Tensor:
-        t = self.conv(x).flatten(2).transpose(1, 2)
-        t = t + self.mha(self.norm(t), t, t, need_weights=False)[0]
-        return self.head(t.mean(dim=1))
-
-
 @pytest.mark.parametrize("attention", ["self", "key-value"])
 def test_mixed_widths_with_attention_run_their_8_bit_layers_int8(attention: str) -> None:
     """An attention's projections stay float, as in a uniform int8 file (QAT keeps their inputs
@@ -495,14 +483,7 @@ def test_mixed_widths_with_attention_run_their_8_bit_layers_int8(attention: str)
     x = torch.randn(64, 1, 8, 8)
     model(x)  # observe activation ranges
     model.eval()
-    form = onnx_form(
-        model,
-        bits=32,
-        act_bits=8,
-        example_inputs=x[:1],
-        calibration_batches=[x],
-        layer_bits=layer_bits,
-    )
+    form = _mixed_form(model, x, layer_bits)
     assert form.precision == "int8-qdq mixed (2 of 4 layers int8)"
     assert form.layers == {
         "conv": "int8",
@@ -734,6 +715,16 @@ class _ConvAttention(nn.Module):
         t = t + self.mha(a, a, a, need_weights=False)[0]
         y = t.transpose(1, 2).reshape(n, c, h, w)
         return self.head(y.mean(dim=(2, 3)))
+
+
+class _KeyValueAttention(_ConvAttention):
+    """Attention whose key and value are one tensor and its query another: torch splits the
+    packed projection, and the file multiplies by the pieces (computed, not constants)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        t = self.conv(x).flatten(2).transpose(1, 2)
+        t = t + self.mha(self.norm(t), t, t, need_weights=False)[0]
+        return self.head(t.mean(dim=1))
 
 
 def test_an_fp16_form_onnx_runtime_cannot_open_is_not_written(tmp_path: Path) -> None:
