@@ -7,6 +7,7 @@ import atexit
 import contextlib
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -222,8 +223,33 @@ def entry() -> NoReturn:
     teardown (``exit_without_teardown``). An exception out of ``main`` (argparse's usage
     errors, a traceback) exits the normal way. Its stdout survives a reader that goes away
     (``| head``): see ``ClosedPipeSafe``."""
-    sys.stdout = ClosedPipeSafe(sys.stdout)
-    finish(main())
+    _open_closed_streams()
+    with contextlib.suppress(AttributeError, ValueError):  # a stream that is not a TextIOWrapper
+        # A character the terminal's encoding lacks (a path's, under PYTHONIOENCODING=ascii)
+        # is escaped, as on stderr: it raised UnicodeEncodeError, a ValueError, so a search
+        # that had finished exited 2, "bad input" (a helper's sweep).
+        sys.stdout.reconfigure(errors="backslashreplace")
+    stdout = ClosedPipeSafe(sys.stdout)
+    sys.stdout = stdout
+    code = main()
+    finish(1 if code == 0 and stdout.failed else code)
+
+
+def _open_closed_streams() -> None:
+    """Point a closed stdin, stdout or stderr (``nascomp pareto >&-``) at /dev/null. Python
+    leaves ``sys.stdout`` None then (an AttributeError traceback at the first print), and the
+    next file opened would take the free descriptor: an MLflow store that every print and
+    every child process's output would write into."""
+    for fd, name in enumerate(("stdin", "stdout", "stderr")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            devnull = os.open(os.devnull, os.O_RDONLY if fd == 0 else os.O_WRONLY)
+            if devnull != fd:  # the lowest free descriptor: fd itself, unless a lower one is
+                os.dup2(devnull, fd)
+                os.close(devnull)
+            mode = "r" if fd == 0 else "w"
+            setattr(sys, name, open(fd, mode, encoding="utf-8", closefd=False))  # noqa: SIM115
 
 
 def finish(code: int) -> NoReturn:
@@ -249,28 +275,43 @@ class ClosedPipeSafe:
     head -1``, a log reader that died) instead of raising BrokenPipeError: a search goes on to
     its end and its MLflow runs are closed as finished, a reading command ends with its own
     exit code, and no traceback is printed. The stream's file descriptor is pointed at
-    /dev/null then, so that the interpreter's last flush finds nowhere to fail either."""
+    /dev/null then, so that the interpreter's last flush finds nowhere to fail either.
+
+    Any other write error (a full disk, ``> /dev/full``; an I/O error) is said once on stderr
+    and the output dropped the same way; ``failed`` holds it, and the console script exits 1
+    where the command would have exited 0 (as ``cat`` does): it was a traceback, at a
+    search's first line, before any trial."""
 
     def __init__(self, stream: Any) -> None:
         self._stream = stream
         self.reader_gone = False
+        self.failed: OSError | None = None
 
     def write(self, text: str) -> int:
         if not self.reader_gone:
             try:
                 return self._stream.write(text)
-            except BrokenPipeError:
-                self._drop()
+            except OSError as exc:
+                self._drop(exc)
         return len(text)
 
     def flush(self) -> None:
         if not self.reader_gone:
             try:
                 self._stream.flush()
-            except BrokenPipeError:
-                self._drop()
+            except OSError as exc:
+                self._drop(exc)
 
-    def _drop(self) -> None:
+    def _drop(self, exc: OSError) -> None:
+        if not isinstance(exc, BrokenPipeError):
+            self.failed = exc
+            with contextlib.suppress(OSError, ValueError):
+                print(
+                    f"nascomp: error: cannot write to stdout: {exc.strerror or exc}; "
+                    "the rest of its output is dropped",
+                    file=sys.stderr,
+                    flush=True,
+                )
         self.reader_gone = True
         with contextlib.suppress(OSError, ValueError):
             devnull = os.open(os.devnull, os.O_WRONLY)
@@ -723,7 +764,9 @@ def _browse_hint(tracker: Any) -> str:
     if tracker.uri.startswith("http"):
         return tracker.runs_url()
     uri_flag = (
-        "" if tracker.uri == _tracking().resolved_uri() else f" --tracking-uri {tracker.shown_uri}"
+        ""
+        if tracker.uri == _tracking().resolved_uri()
+        else f" --tracking-uri {shlex.quote(tracker.shown_uri)}"  # a path with spaces
     )
     return f"run `nascomp ui{uri_flag}`, then open {tracker.runs_url()}"
 

@@ -124,6 +124,77 @@ def test_a_search_whose_reader_went_away_runs_to_its_end(tmp_path: Path) -> None
         assert done.returncode == 0 and "Traceback" not in done.stderr, command
 
 
+# The console script's entry on a command that prints a line with a character ASCII lacks,
+# then the descriptor the next file it opens takes (on stderr).
+PRINTS = textwrap.dedent(
+    """
+    import os, sys
+    from nascomp.search import cli
+
+    def main():
+        print("front of the search in /tmp/runs \u00e9")
+        print(os.open(os.devnull, os.O_RDONLY), file=sys.stderr)
+        return 0
+
+    cli.main = main
+    cli.entry()
+    """
+)
+
+
+@pytest.mark.parametrize("stdout", ["closed", "/dev/full", "ascii"])
+def test_a_stdout_that_cannot_take_the_output_is_no_traceback(stdout: str) -> None:
+    """``>&-``: an AttributeError traceback (sys.stdout was None), and the next file opened
+    took descriptor 1; ``> /dev/full``: an OSError traceback at a search's first line; an
+    ASCII terminal with a path's accent: UnicodeEncodeError, so a finished search exited 2,
+    "bad input" (a helper's sweep)."""
+    command = [sys.executable, "-c", PRINTS]
+    if stdout == "closed":
+        done = subprocess.run(
+            ["bash", "-c", 'exec "$@" >&-', "bash", *command],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    elif stdout == "/dev/full":
+        with open("/dev/full", "w") as full:
+            done = subprocess.run(
+                command, stdout=full, stderr=subprocess.PIPE, text=True, timeout=120
+            )
+    else:
+        env = {**os.environ, "PYTHONIOENCODING": "ascii"}
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+    *said, descriptor = done.stderr.splitlines()
+    assert int(descriptor) > 2  # 0, 1 and 2 stay the standard streams
+    if stdout == "/dev/full":
+        assert done.returncode == 1  # the output is lost: as `cat` says it
+        assert said == [
+            "nascomp: error: cannot write to stdout: No space left on device; the rest of its "
+            "output is dropped"
+        ]
+    else:
+        assert done.returncode == 0 and said == [], done.stderr
+    if stdout == "ascii":
+        assert done.stdout == "front of the search in /tmp/runs \\xe9\n"
+
+
+def test_the_ui_command_a_search_prints_quotes_a_path_with_spaces(tmp_path: Path) -> None:
+    """The hint printed at a search's end was pasted into a shell as two arguments."""
+    import shlex
+
+    from mlflow.tracking import MlflowClient
+
+    from nascomp.search.tracking.store import Tracker
+
+    uri = f"sqlite:///{tmp_path / 'my runs' / 'mlflow.db'}"
+    (tmp_path / "my runs").mkdir()
+    MlflowClient(uri).create_experiment("nascomp")
+    tracker = Tracker(uri, "nascomp")
+    command = cli._browse_hint(tracker).split("`")[1]
+    assert shlex.split(command) == ["nascomp", "ui", "--tracking-uri", tracker.shown_uri]
+    assert " " in tracker.shown_uri
+
+
 def test_an_interrupt_before_a_resumed_search_began_says_it_is_still_resumable(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
