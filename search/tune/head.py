@@ -96,7 +96,38 @@ def starting_local_ray(address: str | None) -> contextlib.AbstractContextManager
     cluster (``address``, or ``RAY_ADDRESS``); leaving the block stops it."""
     if address or os.environ.get("RAY_ADDRESS"):
         return contextlib.nullcontext()
+    check_ray_temp_root()
     return LocalRay.start()
+
+
+# The longest path under the temp root Ray binds a unix socket at (a session named by its start
+# time and the pid, up to 7 digits on Linux), and the longest such path Linux takes (108 bytes
+# with the terminating NUL).
+_LONGEST_SOCKET = "/session_2000-01-01_00-00-00_000000_4194304/sockets/plasma_store"
+_SOCKET_PATH_MAX = 107
+
+
+def check_ray_temp_root() -> None:
+    """SearchError (one line, naming the variable that chose it) where a local Ray cannot keep
+    its sessions under :func:`ray_temp_root`: a path with a character ASCII lacks (Ray's core
+    worker encodes it as ASCII) or too long for its sockets (a cluster scheduler's scratch
+    TMPDIR). Ray failed only after the teacher had trained, naming neither variable."""
+    root = ray_temp_root()
+    variable = "RAY_TMPDIR" if "RAY_TMPDIR" in os.environ else "TMPDIR"
+    why = None
+    if not str(root).isascii():
+        why = "Ray takes ASCII paths alone"
+    elif len(os.fsencode(f"{root}{_LONGEST_SOCKET}")) > _SOCKET_PATH_MAX:
+        room = _SOCKET_PATH_MAX - len(_LONGEST_SOCKET) - len("/ray")
+        why = (
+            f"{variable} is {len(os.fsencode(root.parent))} bytes long; for its unix sockets "
+            f"Ray needs one of at most {room}"
+        )
+    if why is not None:
+        raise SearchError(
+            f"{variable}: the local Ray keeps its sockets under {root}, which it cannot use "
+            f"({why}); set RAY_TMPDIR to a short ASCII folder, e.g. /tmp"
+        )
 
 
 def ray_temp_root() -> Path:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from nascomp.search.errors import SearchError
-from nascomp.search.tune.head import LocalRay
+from nascomp.search.tune.head import LocalRay, check_ray_temp_root
 
 pytestmark = pytest.mark.usefixtures("workdir")  # its own RAY_TMPDIR, no RAY_ADDRESS
 
@@ -359,6 +359,42 @@ def test_a_ray_that_cannot_start_says_why(tmp_path: Path, monkeypatch: pytest.Mo
     with LocalRay.start() as local, pytest.raises(SearchError, match="local Ray did not start: "):
         local.address()
     assert local.process.returncode not in (0, None)
+
+
+def test_a_temp_folder_ray_cannot_use_is_named_before_anything_starts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ray failed in its core worker after the teacher had trained (an accent: an ASCII
+    encoding error; a scheduler's long TMPDIR: a socket path over 107 bytes), naming neither
+    variable (a helper's sweep)."""
+    monkeypatch.delenv("RAY_TMPDIR", raising=False)
+    monkeypatch.setenv("TMPDIR", "/" + "t" * 38)  # 39 bytes: the longest that fits
+    check_ray_temp_root()
+    monkeypatch.setenv("TMPDIR", "/" + "t" * 39)
+    with pytest.raises(SearchError) as caught:
+        check_ray_temp_root()
+    assert str(caught.value) == (
+        f"TMPDIR: the local Ray keeps its sockets under /{'t' * 39}/ray, which it cannot use "
+        "(TMPDIR is 40 bytes long; for its unix sockets Ray needs one of at most 39); set "
+        "RAY_TMPDIR to a short ASCII folder, e.g. /tmp"
+    )
+    monkeypatch.setenv("RAY_TMPDIR", "/tmp/donn\u00e9es")  # it wins over TMPDIR, as in Ray
+    with pytest.raises(SearchError, match=r"^RAY_TMPDIR: .*/tmp/données/ray.*ASCII paths alone"):
+        check_ray_temp_root()
+
+
+def test_a_search_with_a_temp_folder_ray_cannot_use_is_one_line(tmp_path: Path) -> None:
+    from tests.search.conftest import nascomp
+
+    accented = tmp_path / "tmp é"
+    accented.mkdir()
+    run = tmp_path / "run"
+    run.mkdir()
+    env = {"RAY_TMPDIR": str(accented), "MLFLOW_TRACKING_URI": ""}
+    done = nascomp("search", "--trials", "1", cwd=run, env=env, timeout=120)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.startswith("nascomp: error: RAY_TMPDIR: ") and done.stderr.count("\n") == 1
+    assert list(run.iterdir()) == [] and list(accented.iterdir()) == []
 
 
 @pytest.mark.timeout(120)  # joining the recorded address would wait for it for minutes
