@@ -77,6 +77,7 @@ from nascomp.trainers.teacher import (
     TeacherJob,
     cache_dir,
     cache_teacher,
+    cache_unwritable,
     has_teacher,
     load_or_train_teacher,
 )
@@ -123,6 +124,11 @@ def run_search(
     interrupts.check()  # one Python swallowed while the user's modules imported
     if experiment.space.distillation_possible() and not experiment.teacher.checkpoint:
         cache_dir()  # a file at $NASCOMP_CACHE: one line now, not a traceback after the teacher
+        if (why := cache_unwritable()) is not None:  # a read-only home
+            notes.append(
+                f"the teacher cache cannot be written ({why}): a teacher trained now is "
+                "not kept for later searches and reproductions; NASCOMP_CACHE picks its folder"
+            )
     experiment = _sized_to_space(experiment, notes)
     _unread_sections_notes(experiment, notes)
     notes += experiment.space.unread_notes()

@@ -110,6 +110,19 @@ def cache_dir() -> Path:
     return folder
 
 
+def cache_unwritable() -> str | None:
+    """Why the teacher cache (:func:`cache_dir`) cannot be written here, or None: a read-only
+    file system (a read-only home), or a folder this user may not write. Only writing needs
+    it: a teacher cached there already is read all the same."""
+    resolved = cache_dir().resolve()
+    existing = next(p for p in (resolved, *resolved.parents) if p.exists())
+    if os.access(existing, os.W_OK):
+        return None
+    if os.statvfs(existing).f_flag & os.ST_RDONLY:
+        return f"{existing} is on a read-only file system"
+    return f"{existing} is not writable by this user"
+
+
 def teacher_path(job: TeacherJob) -> Path:
     """Where the teacher of ``job`` is cached: its key and, where the user's code builds the
     teacher or reads the data, that code's source files and the files under a custom data
@@ -217,9 +230,16 @@ def cache_teacher(job: TeacherJob, state: StateDict, facts: dict[str, float]) ->
     user's alone (a teacher holds what it learnt of their data); each file is written whole
     under a name no one can guess, then moved into place."""
     path = teacher_path(job)
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    write_atomically(path.with_suffix(".json"), lambda file: file.write(json.dumps(facts).encode()))
-    write_atomically(path, lambda file: torch.save(state, file))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        write_atomically(
+            path.with_suffix(".json"), lambda file: file.write(json.dumps(facts).encode())
+        )
+        write_atomically(path, lambda file: torch.save(state, file))
+    except OSError:
+        # The search said so before the teacher trained (cache_unwritable); a disk that filled
+        # since costs the cache, not the trained teacher (it was a traceback that lost it).
+        return
 
 
 def _cached_teacher(path: Path) -> tuple[StateDict, dict[str, float]] | None:

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from nascomp.search.errors import SearchError
+from nascomp.search.paths import check_writable_folder
 
 
 def set_ray_environment() -> None:
@@ -97,7 +98,20 @@ def starting_local_ray(address: str | None) -> contextlib.AbstractContextManager
     if address or os.environ.get("RAY_ADDRESS"):
         return contextlib.nullcontext()
     check_ray_temp_root()
+    check_ray_token_folder()
     return LocalRay.start()
+
+
+def check_ray_token_folder() -> None:
+    """ConfigError (one line) where the local Ray would write its token file and cannot: Ray
+    2.60 creates ``~/.ray/auth_token`` as it starts unless told otherwise, and under a
+    read-only home it failed after the teacher had trained (a helper's sweep)."""
+    told = ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
+    if os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled" or any(map(os.getenv, told)):
+        return
+    token = Path.home() / ".ray" / "auth_token"
+    if not token.is_file():
+        check_writable_folder(token.parent, "HOME (the local Ray writes its token in ~/.ray)")
 
 
 # The longest path under the temp root Ray binds a unix socket at (a session named by its start

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from nascomp.search.errors import SearchError
-from nascomp.search.tune.head import LocalRay, check_ray_temp_root
+from nascomp.search.tune.head import LocalRay, check_ray_temp_root, check_ray_token_folder
 
 pytestmark = pytest.mark.usefixtures("workdir")  # its own RAY_TMPDIR, no RAY_ADDRESS
 
@@ -381,6 +381,25 @@ def test_a_temp_folder_ray_cannot_use_is_named_before_anything_starts(
     monkeypatch.setenv("RAY_TMPDIR", "/tmp/donn\u00e9es")  # it wins over TMPDIR, as in Ray
     with pytest.raises(SearchError, match=r"^RAY_TMPDIR: .*/tmp/données/ray.*ASCII paths alone"):
         check_ray_temp_root()
+
+
+def test_a_home_the_local_ray_cannot_write_its_token_in_is_named(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A read-only home: Ray failed to create ~/.ray/auth_token after the teacher had trained."""
+    from nascomp.search.errors import ConfigError
+
+    for name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", "/proc")  # a folder no one can make a folder in
+    with pytest.raises(ConfigError) as caught:
+        check_ray_token_folder()
+    assert str(caught.value) == (
+        "HOME (the local Ray writes its token in ~/.ray): this user cannot write in /proc "
+        "(got '/proc/.ray')"
+    )
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # no token to write then
+    check_ray_token_folder()
 
 
 def test_a_search_with_a_temp_folder_ray_cannot_use_is_one_line(tmp_path: Path) -> None:

@@ -198,3 +198,42 @@ def test_source_files_follow_namespace_packages_and_the_working_folder(
     found = [p.relative_to(project) for p in source_files("plain.builder:build")]
     assert [str(p) for p in found] == ["plain/builder.py", "plain/helper.py", "plain/more.py"]
     assert source_files("far_builder:build") == [elsewhere / "far_builder.py", project / "cfg.py"]
+
+
+# Under a read-only mount of the cache: what the search is told, then a trained teacher's
+# caching, and whether its file is there.
+READ_ONLY_CACHE = """
+import torch
+from nascomp.search.experiment import load_experiment, teacher_job
+from nascomp.trainers.teacher import cache_teacher, cache_unwritable, teacher_path
+
+print(cache_unwritable())
+job = teacher_job(load_experiment(None, []))
+cache_teacher(job, {"weight": torch.zeros(1)}, {"teacher_val_accuracy": 0.5})
+print(teacher_path(job).exists())
+"""
+
+
+def test_a_read_only_cache_is_said_and_costs_the_cache_alone(tmp_path: Path) -> None:
+    """A read-only home: the teacher trained, then saving it was a traceback that lost it (a
+    helper's sweep). The search is told before the teacher trains (``cache_unwritable``, a
+    note), and the trained teacher serves the search uncached."""
+    import os
+    import shutil
+
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "-m", "true"]).returncode:
+        report = pytest.fail if os.environ.get("CI") else pytest.skip
+        report("needs `unshare -m` (root) to mount a folder read-only")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    mount = f"mount --bind {cache} {cache} && mount -o remount,ro,bind {cache} {cache}"
+    python = [sys.executable, READ_ONLY_CACHE]  # bash's $0 and $1
+    done = subprocess.run(
+        ["unshare", "-m", "bash", "-c", f'{mount} && exec "$0" -c "$1"', *python],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "NASCOMP_CACHE": str(cache)},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.splitlines() == [f"{cache} is on a read-only file system", "False"]
