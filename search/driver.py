@@ -28,7 +28,13 @@ import yaml
 from nascomp.search import interrupts
 from nascomp.search.compat import ray as ray_compat
 from nascomp.search.epoch_lines import TeacherEpochs
-from nascomp.search.errors import ConfigError, SearchError, SearchInterrupted, TrackingOutage
+from nascomp.search.errors import (
+    ConfigError,
+    SearchError,
+    SearchInterrupted,
+    TrackingOutage,
+    exception_line,
+)
 from nascomp.search.experiment import (
     Experiment,
     teacher_job,
@@ -206,7 +212,7 @@ def run_search(
         if not given:
             raise
         raise SearchError(
-            f"{named} {given}: Ray refused the connection ({_first_line(exc)}); {_TOKEN_NEEDED}"
+            f"{named} {given}: Ray refused the connection ({exception_line(exc)}); {_TOKEN_NEEDED}"
         ) from None
     if given:
         seen = _cluster_seen()
@@ -1101,11 +1107,6 @@ def _stderr_held() -> Iterator[None]:
                     os.write(2, text)
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
-
-
 def check_ray_address(
     address: str | None, timeout_s: float = 5.0, named: str = "--address"
 ) -> str | None:
@@ -1131,7 +1132,7 @@ def check_ray_address(
             ) from None
         except (ConnectionError, ValueError) as exc:
             raise SearchError(
-                f"{named} auto: no Ray cluster found on this machine ({_first_line(exc)}); "
+                f"{named} auto: no Ray cluster found on this machine ({exception_line(exc)}); "
                 "start one with `ray start --head`, or give its GCS address HOST:PORT"
             ) from None
         _check_host_port(found, timeout_s, f"{named} auto, found at", looked_up=True)
@@ -1213,7 +1214,7 @@ def _check_gcs_call(address: str, named: str) -> None:
         ray_compat.use_local_token()
     except AuthenticationError as exc:  # RAY_AUTH_TOKEN_PATH names no file, or an empty one
         raise SearchError(
-            f"{named} {address}: this machine's Ray token cannot be read ({_first_line(exc)})"
+            f"{named} {address}: this machine's Ray token cannot be read ({exception_line(exc)})"
         ) from None
     try:
         with _stderr_held():  # Ray's C++ client logs its failure past sys.stderr

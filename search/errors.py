@@ -39,6 +39,13 @@ def dotted(loc: Any) -> str:
     return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).removeprefix(".")
 
 
+def exception_line(exc: BaseException) -> str:
+    """An exception as ``Type: its first non-empty line`` (its type alone when it says nothing),
+    for a one-line error that quotes what failed."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
 def one_line(exc: Any) -> str:
     """A pydantic ``ValidationError`` as one line: the first problem, prefixed by its field
     unless its message names one already (``data.factory: module 'my_data' is not...``), and

@@ -37,7 +37,7 @@ from nascomp.compressors.pruning import (
     prunable_layers,
 )
 from nascomp.compressors.size import float_weights
-from nascomp.search.errors import ConfigError
+from nascomp.search.errors import ConfigError, exception_line
 from nascomp.search.experiment import Experiment, teacher_job, trial_constants
 from nascomp.search.shipping import user_code_paths
 from nascomp.spaces.mixed import PER_LAYER
@@ -239,7 +239,7 @@ def _check_largest_ids(field: str, model: nn.Module, data: Any) -> None:
         top = int(largest.max())
         raise ConfigError(
             f"{field}: the model fails on the data's largest ids (each position's largest over "
-            f"train, val and test; {top} at most), though it takes id 0: {_first_line(exc)} "
+            f"train, val and test; {top} at most), though it takes id 0: {exception_line(exc)} "
             f"(an nn.Embedding for them needs num_embeddings of at least {top + 1})"
         )
     # The negative ids too (-1 for padding, pandas.factorize's missing value): an nn.Embedding
@@ -251,7 +251,7 @@ def _check_largest_ids(field: str, model: nn.Module, data: Any) -> None:
         where = f"{role} sample {sample}" + (f", position {position[0]}" if position else "")
         raise ConfigError(
             f"{field}: the model fails on the data's negative ids ({int(x[x < 0][0])} in "
-            f"{where}): {_first_line(exc)} (an nn.Embedding takes ids from 0: give padding or "
+            f"{where}): {exception_line(exc)} (an nn.Embedding takes ids from 0: give padding or "
             "a missing value an id of its own)"
         )
 
@@ -268,10 +268,6 @@ def _fails_on(model: nn.Module, ids: torch.Tensor) -> Exception | None:
     finally:
         model.train(was_training)
     return None
-
-
-def _first_line(exc: Exception) -> str:
-    return f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
 
 
 # Training inputs the built model is run on before anything trains.
