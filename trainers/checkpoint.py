@@ -29,24 +29,63 @@ STATE_FORMAT = 1
 _REQUIRED_KEYS = ("format", "fingerprint", "epoch")
 
 
+class StateOfAnotherVersion(ValueError):
+    """A state saved before states carried their config, whose digest no longer matches: the
+    trial's config gained fields since (at defaults that keep the old behaviour), so the
+    digest of the whole config changed though the trial is the same one."""
+
+
+def flat_config(config: TrialConfig) -> dict[str, Any]:
+    """The trial's whole config, flat and JSON-able: what a state keeps of it."""
+    return flatten(config.model_dump(mode="json"))
+
+
 def config_fingerprint(config: TrialConfig) -> str:
     """A digest of the trial's whole flat config: a state resumes only the config it came from."""
-    flat = flatten(config.model_dump(mode="json"))
-    return hashlib.sha256(json.dumps(flat, sort_keys=True).encode()).hexdigest()
+    return hashlib.sha256(json.dumps(flat_config(config), sort_keys=True).encode()).hexdigest()
+
+
+def config_differences(saved: dict[str, Any], config: TrialConfig) -> list[str]:
+    """The flat keys where the config a state was saved with, read as this version reads a
+    logged config (a field added since takes the default that keeps the old behaviour,
+    ``TrialConfig.from_flat``), differs from ``config``."""
+    try:
+        then = flat_config(TrialConfig.from_flat(saved))
+    except ValueError as exc:  # a field since removed or renamed
+        return [f"the saved config no longer reads ({str(exc).splitlines()[0][:120]})"]
+    now = flat_config(config)
+    return [
+        f"{key} ({then.get(key)!r} -> {now.get(key)!r})"
+        for key in sorted(set(then) | set(now))
+        if then.get(key) != now.get(key)
+    ]
 
 
 def check_resumable(state: dict[str, Any], config: TrialConfig) -> None:
-    """Raise ValueError unless ``state`` is a checkpoint of a run of ``config``."""
+    """Raise ValueError unless ``state`` is a checkpoint of a run of ``config``;
+    StateOfAnotherVersion where a state saved without its config has another digest."""
     if not isinstance(state, dict) or any(key not in state for key in _REQUIRED_KEYS):
         raise ValueError("resume must be a state that run_trial passed to its checkpoint")
     if state["format"] != STATE_FORMAT:
         raise ValueError(
             f"resume state has format {state['format']!r}; this version reads {STATE_FORMAT}"
         )
+    saved = state.get("config")
+    if isinstance(saved, dict):
+        # Compared as read, not by digest: a field added to the config since the state was
+        # saved (at its default) refused every resume after an upgrade.
+        differ = config_differences(saved, config)
+        if differ:
+            raise ValueError(
+                "resume state was saved by a trial with a different config "
+                f"({', '.join(differ[:3])}); a trial resumes only from its own checkpoints"
+            )
+        return
     if state["fingerprint"] != config_fingerprint(config):
-        raise ValueError(
-            "resume state was saved by a trial with a different config; "
-            "a trial resumes only from its own checkpoints"
+        raise StateOfAnotherVersion(
+            "resume state was saved by a trial with a different config, or by an older "
+            "nascomp whose trial config had fewer fields; a trial resumes only from its own "
+            "checkpoints"
         )
 
 

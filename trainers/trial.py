@@ -68,9 +68,11 @@ from nascomp.compressors.size import model_size_bytes
 from nascomp.spaces.models import InfeasibleArchitecture, build_model
 from nascomp.trainers.checkpoint import (
     STATE_FORMAT,
+    StateOfAnotherVersion,
     check_resumable,
     config_fingerprint,
     detached_copy,
+    flat_config,
     restore_rng_state,
     rng_state,
 )
@@ -102,6 +104,8 @@ StateFn = Callable[[], dict[str, Any]]
 Checkpoint = Callable[[dict[str, Any], StateFn], None]
 STATUS_OK = "ok"
 STATUS_INFEASIBLE = "infeasible"
+# The trial's note (info["restarted"]) where it could not resume its checkpoint.
+RESTARTED_NOTE = "its checkpoint was saved by an older nascomp: trained from the start"
 # Activation ranges of the int8 form: 4 batches of 64 training images, enough for the
 # histogram observers and a small fraction of a second to convert.
 CALIBRATION_BATCHES = 4
@@ -161,12 +165,20 @@ def run_trial(
         state = initial_weights(cfg.train.init, cfg.train.init_sha256)
         started_from = apply_weights(model, state, cfg.train.init_match).describe(cfg.train.init)
     model = model.to(cfg.device)
+    restarted = None
     if resume is not None:
-        check_resumable(resume, cfg)
+        try:
+            check_resumable(resume, cfg)
+        except StateOfAnotherVersion:
+            # A checkpoint an older nascomp saved, before states kept their config: a field
+            # added to the config since changed its digest. The trial had failed; it trains
+            # from the start instead (the checkpoint's epochs are lost, the trial is not).
+            resume, restarted = None, RESTARTED_NOTE
     trial = _Trial(
         cfg, data, model, teacher_state, report or (lambda _: None), checkpoint, store=trained
     )
     trial.started_from = started_from
+    trial.restarted = restarted
     # The layer kinds the config's version of nascomp compressed (compressors.layers)
     with layer_kinds(cfg.quant.layers):
         if resume is not None:
@@ -246,6 +258,7 @@ class _Trial:
         self.train_metrics: list[dict[str, Any]] = []
         self.started_from: str | None = None  # train.init: what the file gave (run_trial)
         self.trained_from: str | None = None
+        self.restarted: str | None = None  # run_trial: a checkpoint it could not resume
 
     def _distillation(self, teacher_state: dict[str, Tensor] | None) -> Distillation | None:
         if not self.cfg.distill.enabled:
@@ -301,6 +314,8 @@ class _Trial:
             metrics["reused_epochs"] = float(self.schedule.n_train if self.trained_from else 0)
         if self.trained_from is not None:
             info["trained_from"] = self.trained_from
+        if self.restarted is not None:
+            info["restarted"] = self.restarted
         if self.cfg.quant.mixed != "none":
             # The widths the trial chose, logged with the run; reproduce chooses them again.
             info["layer_bits"] = json.dumps(weight_bits_by_layer(self.model), sort_keys=True)
@@ -453,7 +468,11 @@ class _Trial:
         # Its train_seconds stay the phase's as it was measured: the trial's own seconds are
         # added to them, so train_seconds is what the model cost, reused or not (an objective
         # that counted only the compression favoured reused trials, 0.08 s against 1.8 s).
-        state = {**found.state, "fingerprint": config_fingerprint(self.cfg)}
+        state = {
+            **found.state,
+            "fingerprint": config_fingerprint(self.cfg),
+            "config": flat_config(self.cfg),
+        }
         self.restore(state)
         self.resumed_optimizer = None  # the next phase makes its own optimizer
         self.trained_from = found.key
@@ -469,6 +488,7 @@ class _Trial:
         state = {
             "format": STATE_FORMAT,
             "fingerprint": config_fingerprint(self.cfg),
+            "config": flat_config(self.cfg),  # compared at resume (check_resumable)
             "epoch": self.epoch,
             "phase": phase,
             "train_seconds": self._train_seconds(),

@@ -118,8 +118,9 @@ class ProgressLine(Callback):
             broken = [str(c) for c in self.constraints if not is_feasible([c], result)]
             if broken:
                 detail += f"  (breaks {' and '.join(broken)}: off the front)"
-            if fallback := result.get(f"{INFO_PREFIX}latency_fallback"):
-                detail += f"  ({fallback})"
+            for note in ("latency_fallback", "restarted"):  # info the user must see here
+                if said := result.get(f"{INFO_PREFIX}{note}"):
+                    detail += f"  ({said})"
         else:
             detail = str(result.get("nascomp_reason", ""))[:90]
         self._line(trial, status, detail)

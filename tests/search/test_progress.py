@@ -197,6 +197,16 @@ def test_a_trial_timed_in_torch_for_want_of_an_onnx_file_says_so_in_its_line() -
     assert lines[0].endswith("ok         latency_ms=2.0400  (no ONNX file)")
 
 
+def test_a_trial_that_could_not_resume_its_checkpoint_says_so_in_its_line() -> None:
+    lines: list[str] = []
+    progress = ProgressLine(1, {"latency_ms": "min"}, lines.append, clock=Clock())
+    result = {"nascomp_status": "ok", "latency_ms": 2.04, f"{INFO_PREFIX}restarted": "older"}
+    trial = Trial("upgraded", CONFIG, result)
+    progress.on_trial_start(0, [], trial)
+    progress.on_trial_complete(0, [], trial)
+    assert lines[0].endswith("ok         latency_ms=2.0400  (older)")
+
+
 @dataclass
 class Restored(Trial):
     status: str = "PENDING"

@@ -4,6 +4,9 @@ metrics, bit-identical weights. Real digits data, tiny models, one or two epochs
 
 from __future__ import annotations
 
+import copy
+import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +18,7 @@ from nascomp.search.experiment import load_experiment, trial_constants
 from nascomp.spaces.models import build_model
 from nascomp.trainers.checkpoint import load_state, save_state
 from nascomp.trainers.config import TrialConfig
-from nascomp.trainers.trial import StateFn, TrialOutcome, run_trial
+from nascomp.trainers.trial import RESTARTED_NOTE, StateFn, TrialOutcome, run_trial
 from tests.trainers.configs import SMALL_CNN
 
 FAST = [
@@ -149,7 +152,9 @@ def test_resume_after_epoch_k_ends_as_the_uninterrupted_run(
     assert [m["epoch"] for m in full.metrics] == list(range(1, n_epochs + 1))
     assert full.states[k - 1]["epoch"] == k
 
-    resumed = run_checkpointed(CASES[name][0], teacher_state, tmp_path, full.states[k - 1])
+    # A copy: resuming trains the state's tensors in place, and the module's runs are shared
+    state = copy.deepcopy(full.states[k - 1])
+    resumed = run_checkpointed(CASES[name][0], teacher_state, tmp_path, state)
 
     assert resumed.outcome.status == "ok"
     assert resumed.metrics == full.metrics[k:]  # only the epochs after k, identical
@@ -191,10 +196,53 @@ def test_state_of_another_config_is_refused(tmp_path: Path) -> None:
     states: list[dict[str, Any]] = []
     run_trial(config(), checkpoint=lambda _, state: states.append(state()))
     other = {**config(), "train.lr": 1e-3}
-    with pytest.raises(ValueError, match="different config"):
+    with pytest.raises(ValueError, match=r"different config \(train\.lr \(0\.003 -> 0\.001\)"):
         run_trial(other, resume=states[0])
     with pytest.raises(ValueError, match="checkpoint"):
         run_trial(config(), resume={"epoch": 1})
+
+
+# A field the trial config gained since older states were saved, at its default (the old
+# behaviour): what an upgrade of nascomp between a search and its resume brings.
+ADDED = "prune.analysis_timeout_s"
+
+
+def test_a_state_saved_before_a_field_was_added_resumes(
+    uninterrupted, teacher_state: dict, tmp_path: Path
+) -> None:
+    """A state keeps its config, read at resume as a logged config is (a missing field takes
+    its default): a field added since (its digest changed) no longer refuses the resume."""
+    full = uninterrupted("plain")
+    state = copy.deepcopy(full.states[0])
+    state["config"] = {k: v for k, v in state["config"].items() if k != ADDED}
+    assert len(state["config"]) == len(full.states[0]["config"]) - 1
+    resumed = run_checkpointed(CASES["plain"][0], teacher_state, tmp_path, state)
+    assert resumed.metrics == full.metrics[1:]
+    assert resumed.outcome.info == full.outcome.info
+    assert_same_model(resumed.outcome, full.outcome)
+
+
+def test_an_older_versions_state_trains_the_trial_from_the_start(
+    uninterrupted, teacher_state: dict, tmp_path: Path
+) -> None:
+    """A state an older nascomp saved holds a digest of its config alone. Where the config
+    has gained a field since, the trial failed ("a different config") at every resume after
+    an upgrade; it now trains from the start and says so. One whose digest still matches
+    resumes."""
+    full = uninterrupted("plain")
+    older = {k: v for k, v in copy.deepcopy(full.states[0]).items() if k != "config"}
+    resumed = run_checkpointed(CASES["plain"][0], teacher_state, tmp_path / "same", older)
+    assert resumed.metrics == full.metrics[1:]  # its digest matches: resumed
+    assert "restarted" not in resumed.outcome.info
+
+    then = {k: v for k, v in full.states[0]["config"].items() if k != ADDED}
+    older = {k: v for k, v in copy.deepcopy(full.states[0]).items() if k != "config"}
+    older["fingerprint"] = hashlib.sha256(json.dumps(then, sort_keys=True).encode()).hexdigest()
+    (tmp_path / "older").mkdir()
+    restarted = run_checkpointed(CASES["plain"][0], teacher_state, tmp_path / "older", older)
+    assert restarted.metrics == full.metrics  # every epoch, from the first
+    assert restarted.outcome.info == {**full.outcome.info, "restarted": RESTARTED_NOTE}
+    assert_same_model(restarted.outcome, full.outcome)
 
 
 def test_report_is_called_per_epoch_unless_checkpointing() -> None:
