@@ -260,12 +260,13 @@ def find_resumable(experiment: Experiment, which: str) -> SearchFolder:
         found = max(same, key=lambda c: manifest_path(c.path).stat().st_mtime)
     if found.state == "finished":
         raise SearchError(f"--resume {found.path}: that search already finished")
-    if found.made_at is not None and Path(found.made_at) != found.path.resolve():
+    made_at = _moved_from(found)
+    if made_at is not None:
         raise SearchError(
-            f"--resume {found.path}: the search made this folder at {found.made_at}, and Ray "
+            f"--resume {found.path}: the search made this folder at {made_at}, and Ray "
             "Tune's saved state names that one for the trials to come (a moved folder's new "
             "trials failed; a copy's wrote into the original): resume the folder at "
-            f"{found.made_at} (move it back there if it moved)"
+            f"{made_at} (move it back there if it moved)"
         )
     _check_only_yours(found.path)
     changed = differences(found.experiment, _dump(experiment, found))
@@ -276,6 +277,26 @@ def find_resumable(experiment: Experiment, which: str) -> SearchFolder:
             "same unit may change)"
         )
     return found
+
+
+def _moved_from(found: SearchFolder) -> str | None:
+    """Where the search made ``found``'s folder, when that is not where it lies now (None where
+    it is, or where that cannot be told). A manifest written before it named its folder
+    (``made_at``) has its experiment's storage: the folder was made there (as the search gave
+    it, relative to the folder the search ran from where relative). Such a folder, moved, was
+    resumed: each new trial failed in Ray Tune's storage set-up."""
+    if found.made_at is not None:
+        return None if Path(found.made_at) == found.path.resolve() else found.made_at
+    storage = found.experiment.get("storage")
+    if not isinstance(storage, str) or not storage:
+        return None
+    made = Path(storage).expanduser() / folder_name(found.search_run_id)
+    here = found.path.resolve()
+    if made.is_absolute():
+        return None if made.resolve() == here else str(made.resolve())
+    if ".." in made.parts or here.parts[-len(made.parts) :] == made.parts:
+        return None
+    return f"{made} (relative to the folder the search ran from)"
 
 
 def _check_only_yours(folder: Path) -> None:

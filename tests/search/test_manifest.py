@@ -249,6 +249,38 @@ def test_a_moved_or_copied_result_folder_is_refused_and_storage_is_compared_as_a
     )
 
 
+def test_an_older_manifests_folder_moved_is_refused_by_its_storage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A manifest written before it named its folder: moved, the folder was resumed, and each
+    new trial failed in Ray Tune's storage set-up (a helper's upgrade sweep). Its experiment's
+    storage says where the search made it, given absolute or relative."""
+    import shutil
+
+    def older(folder: Path, storage: str) -> None:
+        write_manifest(folder, load_experiment(None, [f"storage={storage}"]), "run0123456789")
+        data = json.loads((folder / MANIFEST).read_text())
+        del data["folder"]
+        (folder / MANIFEST).write_text(json.dumps(data))
+
+    results = tmp_path / "results"
+    made = results / "nascomp-run012345678"
+    older(made, str(results))
+    assert find_resumable(load_experiment(None, [f"storage={results}"]), str(made)).path == made
+    moved = tmp_path / "moved" / made.name
+    shutil.move(results, moved.parent)
+    with pytest.raises(SearchError, match=f"made this folder at {made}, and Ray Tune"):
+        find_resumable(load_experiment(None, [f"storage={results}"]), str(moved))
+
+    monkeypatch.chdir(tmp_path)
+    relative = tmp_path / "r" / made.name
+    older(relative, "r")
+    assert find_resumable(load_experiment(None, ["storage=r"]), str(relative)).path == relative
+    shutil.move(relative.parent, tmp_path / "s")
+    with pytest.raises(SearchError, match=r"at r/nascomp-run012345678 \(relative to the folder"):
+        find_resumable(load_experiment(None, ["storage=r"]), str(tmp_path / "s" / made.name))
+
+
 def test_a_resume_records_the_store_it_logs_to_for_replay(tmp_path: Path) -> None:
     """Resumed into a store that moved, the manifest kept the first one, where `nascomp
     replay` then wrote a dead driver's buffered writes."""
