@@ -1086,8 +1086,9 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         same = logged is not None and again is not None and logged == again
         print(f"  {name:<24}{_fmt(logged):>14}{_fmt(again):>14}{'  =' if same else ''}")
     mismatched = result.differing_accuracies()
-    if result.reuse_note():
-        print(f"  ({result.reuse_note()})")
+    for note in (result.reuse_note(), result.onnx_note()):
+        if note:
+            print(f"  ({note})")
     # Accuracies and sizes repeat exactly; times are measured again, on today's machine load.
     print("  (train_seconds and latencies are timed again: they move with the machine's load)")
     print(f"model logged as {result.model_uri} ({PICKLE_NOTE})")

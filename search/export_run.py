@@ -30,6 +30,7 @@ from nascomp.search.export import ARTIFACT, PREPROCESS, SKELETON, data_recipe, l
 from nascomp.search.reproduce import (
     LoggedTrial,
     export_with_data,
+    logged_onnx_form,
     read_trial,
     shipped_accuracies,
 )
@@ -169,17 +170,6 @@ def export_trial(
         recipe_logged=logged is not None,
         recipe_changed=changed,
     )
-
-
-def logged_onnx_form(tags: dict[str, str]) -> str:
-    """The form of the trial's ONNX file (``onnxruntime int8-qdq``) as its run's tags give it.
-    Trials logged before ``nascomp.onnx_form`` was recorded: their ``latency_form`` where
-    latency was timed on that file, else "" (not known: a torch-timed trial's latency_form
-    names PyTorch's form, not the file's)."""
-    if form := tags.get("nascomp.onnx_form"):
-        return form
-    timed = tags.get("nascomp.latency_form", "")
-    return timed if timed.startswith("onnxruntime") else ""
 
 
 def _logged_recipe(folder: Path, trial: LoggedTrial) -> dict[str, Any] | None:

@@ -26,6 +26,17 @@ from nascomp.trainers.teacher import TeacherJob, load_or_train_teacher
 from nascomp.trainers.trial import TrialOutcome, run_trial
 
 
+def logged_onnx_form(tags: dict[str, str]) -> str:
+    """The form of the trial's ONNX file (``onnxruntime int8-qdq``) as its run's tags give it.
+    Trials logged before ``nascomp.onnx_form`` was recorded: their ``latency_form`` where
+    latency was timed on that file, else "" (not known: a torch-timed trial's latency_form
+    names PyTorch's form, not the file's)."""
+    if form := tags.get("nascomp.onnx_form"):
+        return form
+    timed = tags.get("nascomp.latency_form", "")
+    return timed if timed.startswith("onnxruntime") else ""
+
+
 @dataclass
 class Reproduction:
     source: TrialRecord
@@ -57,6 +68,23 @@ class Reproduction:
             for name, logged, again in self.comparison()
             if name.endswith("accuracy") and logged is not None and logged != again
         ]
+
+    def onnx_note(self) -> str:
+        """Why ``onnx_bytes`` (and with it the file's agreement and latency) may differ though
+        the model repeats: the ONNX file is built again, by this nascomp and its onnx, and a
+        newer one builds some forms otherwise (a helper's upgrade sweep: the same int8 trial's
+        file 169,539 bytes then, 169,352 now). Names the forms where they differ. Empty where
+        the file's size repeats or either is not known."""
+        then, now = self.source.metrics.get("onnx_bytes"), self.outcome.metrics.get("onnx_bytes")
+        if then is None or now is None or then == now:
+            return ""
+        was, now = logged_onnx_form(self.source.tags), self.outcome.info.get("onnx_form", "")
+        changed = f", now {now} (then {was})" if was and now and was != now else ""
+        return (
+            f"the ONNX file is built again, by this nascomp{changed}: a file of another size "
+            "than the search's, so onnx_bytes, onnx_agreement and an ONNX Runtime latency "
+            "compare different files"
+        )
 
     def reuse_note(self) -> str:
         """Why ``train_seconds`` may differ more than timings do: the search started the trial

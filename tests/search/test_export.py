@@ -505,7 +505,7 @@ def test_load_exported_names_the_argument_or_the_file_that_is_wrong(tmp_path: Pa
 def test_export_json_names_the_form_of_model_onnx_not_what_latency_timed() -> None:
     """A trial timed in PyTorch (measure.runtime: torch) ships the same int8 QDQ file: its
     export.json said ``torch int8-x86``, the form latency was timed on."""
-    from nascomp.search.export_run import logged_onnx_form
+    from nascomp.search.reproduce import logged_onnx_form
 
     torch_timed = {"nascomp.latency_form": "torch int8-x86"}
     recorded = {**torch_timed, "nascomp.onnx_form": "onnxruntime int8-qdq"}
@@ -513,3 +513,36 @@ def test_export_json_names_the_form_of_model_onnx_not_what_latency_timed() -> No
     assert logged_onnx_form(torch_timed) == ""  # an older trial: not known
     older = {"nascomp.latency_form": "onnxruntime fp32-folded-4bit"}  # timed on the file
     assert logged_onnx_form(older) == "onnxruntime fp32-folded-4bit"
+
+
+def test_reproduce_says_why_the_onnx_file_differs_from_the_searchs() -> None:
+    """A search logged by an older nascomp, reproduced now: its file was another size (the int8
+    file declares fewer opset domains; a 4-bit activation file keeps its rounding now), and
+    reproduce printed onnx_bytes and onnx_agreement apart with no word but machine load."""
+    from nascomp.search.reproduce import Reproduction
+    from nascomp.search.tracking.store import TrialRecord
+    from nascomp.trainers.trial import TrialOutcome
+
+    def reproduction(then: dict, tags: dict, now: dict, form: str) -> Reproduction:
+        source = TrialRecord("run", "trial", "FINISHED", {}, then, tags)
+        outcome = TrialOutcome("ok", metrics=now, info={"onnx_form": form})
+        return Reproduction(source, outcome, "runs:/x", {})
+
+    same = reproduction({"onnx_bytes": 10.0}, {}, {"onnx_bytes": 10.0}, "onnxruntime int8-qdq")
+    assert same.onnx_note() == ""
+    older = {"onnx_bytes": 169_539.0}
+    int8 = {"nascomp.onnx_form": "onnxruntime int8-qdq"}
+    note = reproduction(older, int8, {"onnx_bytes": 169_352.0}, "onnxruntime int8-qdq")
+    assert note.onnx_note() == (
+        "the ONNX file is built again, by this nascomp: a file of another size than the "
+        "search's, so onnx_bytes, onnx_agreement and an ONNX Runtime latency compare "
+        "different files"
+    )
+    four = {"nascomp.latency_form": "onnxruntime fp32-folded-4bit"}
+    rounded = "onnxruntime fp32-folded-4bit act4-rounded"
+    form = reproduction({"onnx_bytes": 20_314.0}, four, {"onnx_bytes": 39_843.0}, rounded)
+    assert form.onnx_note().startswith(
+        f"the ONNX file is built again, by this nascomp, now {rounded} (then "
+        "onnxruntime fp32-folded-4bit): a file of another size"
+    )
+    assert reproduction({}, {}, {"onnx_bytes": 5.0}, rounded).onnx_note() == ""  # not logged
