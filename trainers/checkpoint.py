@@ -51,8 +51,9 @@ def config_differences(saved: dict[str, Any], config: TrialConfig) -> list[str]:
     ``TrialConfig.from_flat``), differs from ``config``."""
     try:
         then = flat_config(TrialConfig.from_flat(saved))
-    except ValueError as exc:  # a field since removed or renamed
-        return [f"the saved config no longer reads ({str(exc).splitlines()[0][:120]})"]
+    except (ValueError, TypeError, KeyError) as exc:  # a field since removed or renamed
+        said = " ".join(line.strip() for line in str(exc).splitlines()[:2])  # pydantic: the field
+        return [f"the saved config no longer reads ({said[:160]})"]
     now = flat_config(config)
     return [
         f"{key} ({then.get(key)!r} -> {now.get(key)!r})"

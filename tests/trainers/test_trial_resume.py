@@ -200,6 +200,9 @@ def test_state_of_another_config_is_refused(tmp_path: Path) -> None:
         run_trial(other, resume=states[0])
     with pytest.raises(ValueError, match="checkpoint"):
         run_trial(config(), resume={"epoch": 1})
+    renamed = {**states[0], "config": {**states[0]["config"], "train.gone": 1}}
+    with pytest.raises(ValueError, match=r"no longer reads \(1 validation error .* train\.gone"):
+        run_trial(config(), resume=renamed)
 
 
 # A field the trial config gained since older states were saved, at its default (the old
