@@ -942,7 +942,28 @@ class RidgeModel:
         return np.hstack([*parts, np.ones((n, 1))])
 
     def _kernel(self, left: list[np.ndarray], right: list[np.ndarray]) -> np.ndarray:
-        return self._combine([a @ b.T for a, b in zip(left, right, strict=True)])
+        """:meth:`_combine` of each block's inner products, added up in place as each is made:
+        the same sums in the same order as summing the stacked list, bit for bit (tested), but
+        without stacking B n x n arrays, twice. In NAS-Bench-201's cell space (the model in the
+        dual) that took most of a suggestion from 1,000 trials on: 125 to 140 ms against 30 to
+        40 ms for 1,000 x 1,000 kernels of 6 to 12 blocks (docs/scaling.md)."""
+        main = square = None
+        for a, b in zip(left, right, strict=True):
+            inner = a @ b.T
+            if main is None:
+                main = inner
+                square = np.square(inner) if self._pair_alpha is not None else None
+                continue
+            main += inner
+            if square is not None:
+                square += np.square(inner)
+        if main is None:
+            return self._combine([])
+        kernel = main / self._alpha
+        if square is not None:
+            pairs = (main**2 - square) / 2.0
+            kernel = kernel + pairs / self._pair_alpha
+        return kernel
 
     def _combine(self, inner: list[np.ndarray]) -> np.ndarray:
         main = np.sum(inner, axis=0)

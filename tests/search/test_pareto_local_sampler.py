@@ -312,6 +312,20 @@ def test_ridge_model_matches_the_primal_solution() -> None:
     assert not np.allclose(pairwise, additive, atol=1e-3)
 
 
+@pytest.mark.parametrize("pair_alpha", [None, 3.0])
+def test_the_kernel_added_up_in_place_is_the_stacked_sum_bit_for_bit(pair_alpha) -> None:
+    """``_kernel`` adds each block's inner products in place; the model's suggestions stay
+    the same point for point only if that equals summing the stacked blocks exactly."""
+    rng = np.random.default_rng(0)
+    model = RidgeModel(MIXED, alpha=0.1, pair_alpha=pair_alpha)
+    for n_blocks in (1, 2, 6, 9, 13):
+        widths = rng.integers(1, 7, size=n_blocks)
+        left = [rng.integers(0, 2, size=(300, w)) * rng.random(w) for w in widths]
+        right = [rng.integers(0, 2, size=(200, w)) * rng.random(w) for w in widths]
+        stacked = model._combine([a @ b.T for a, b in zip(left, right, strict=True)])
+        assert np.array_equal(model._kernel(left, right), stacked), n_blocks
+
+
 def test_features_are_extra_blocks_of_the_model() -> None:
     """A ``features`` block enters the fit like a parameter's one-hot: the additive dual fit is
     primal ridge on the parameters' features plus the block's columns."""
