@@ -259,6 +259,8 @@ class _Trial:
         self.started_from: str | None = None  # train.init: what the file gave (run_trial)
         self.trained_from: str | None = None
         self.restarted: str | None = None  # run_trial: a checkpoint it could not resume
+        # What each of its states says it belongs to (check_resumable), made once per trial
+        self.identity = {"fingerprint": config_fingerprint(cfg), "config": flat_config(cfg)}
 
     def _distillation(self, teacher_state: dict[str, Tensor] | None) -> Distillation | None:
         if not self.cfg.distill.enabled:
@@ -468,11 +470,7 @@ class _Trial:
         # Its train_seconds stay the phase's as it was measured: the trial's own seconds are
         # added to them, so train_seconds is what the model cost, reused or not (an objective
         # that counted only the compression favoured reused trials, 0.08 s against 1.8 s).
-        state = {
-            **found.state,
-            "fingerprint": config_fingerprint(self.cfg),
-            "config": flat_config(self.cfg),
-        }
+        state = {**found.state, **self.identity}
         self.restore(state)
         self.resumed_optimizer = None  # the next phase makes its own optimizer
         self.trained_from = found.key
@@ -487,8 +485,7 @@ class _Trial:
         hint = self.distill.hint if self.distill is not None else None
         state = {
             "format": STATE_FORMAT,
-            "fingerprint": config_fingerprint(self.cfg),
-            "config": flat_config(self.cfg),  # compared at resume (check_resumable)
+            **self.identity,  # compared at resume (check_resumable)
             "epoch": self.epoch,
             "phase": phase,
             "train_seconds": self._train_seconds(),
